@@ -1,0 +1,1 @@
+"""Generated protobuf/gRPC stubs for the wfe.persistence.v1 contract (see protos/)."""
