@@ -1,0 +1,244 @@
+"""The persistence-provider interface that WFE engine code programs against."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Optional
+
+from ._models import (
+    CommandClaim,
+    Event,
+    EventSubscription,
+    ExecutionError,
+    ScheduledCommand,
+    WorkflowInstance,
+)
+from ._errors import LeaseLost
+from ._time import require_aware
+
+__all__ = ["PersistenceProvider", "CommandHandler", "DEFAULT_LEASE", "CLAIM_BATCH"]
+
+LOG = logging.getLogger(__name__)
+
+CommandHandler = Callable[[ScheduledCommand], Awaitable[None]]
+"""``async def handler(command: ScheduledCommand) -> None``; raising means "offer it again later"."""
+
+DEFAULT_LEASE = timedelta(seconds=30)
+"""How long a claim on scheduled commands holds before they are offered to others again."""
+
+CLAIM_BATCH = 100
+"""How many due commands ``process_commands`` claims at a time."""
+
+
+class PersistenceProvider(abc.ABC):
+    """Everything a WFE host persists: workflows, events, subscriptions, commands and errors.
+
+    Implemented in-process by ``wfe_sqlite.SqlitePersistenceProvider`` and over gRPC by
+    ``wfe_client.GrpcPersistenceProvider``; both behave the same (one conformance suite).
+    """
+
+    # -- workflows -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_new_workflow(self, instance: WorkflowInstance) -> str:
+        """Insert a workflow and its pointers; return its id (generated when empty).
+
+        An empty name becomes ``{workflow_definition_id}-{N}``; ``instance`` is updated with the
+        id and name it was stored under. Raises ``AlreadyExists`` for a duplicate id or name.
+        """
+
+    @abc.abstractmethod
+    async def persist_workflow(self, instance: WorkflowInstance) -> None:
+        """Replace every mutable field and the pointer set. Raises ``WorkflowNotFound``."""
+
+    @abc.abstractmethod
+    async def persist_workflow_with_subscriptions(
+        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription]
+    ) -> None:
+        """``persist_workflow`` plus inserting ``subscriptions``, all or nothing."""
+
+    @abc.abstractmethod
+    async def get_runnable_instances(self, as_at: datetime) -> list[str]:
+        """Ids of RUNNABLE workflows with ``next_execution <= as_at``, earliest first."""
+
+    @abc.abstractmethod
+    async def get_workflow_instance(self, id: str) -> WorkflowInstance:
+        """The workflow with that id. Raises ``WorkflowNotFound``."""
+
+    @abc.abstractmethod
+    async def get_workflow_instance_by_name(self, name: str) -> WorkflowInstance:
+        """The workflow with that name. Raises ``WorkflowNotFound``."""
+
+    @abc.abstractmethod
+    async def get_workflow_instances(self, ids: Sequence[str]) -> list[WorkflowInstance]:
+        """The workflows among ``ids`` that exist (missing ids are skipped)."""
+
+    @abc.abstractmethod
+    async def next_definition_sequence(self, definition_id: str) -> int:
+        """1, 2, 3, ... per definition; atomic and never repeated."""
+
+    # -- events --------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_event(self, event: Event) -> str:
+        """Insert an event; return its id. Raises ``AlreadyExists`` for a duplicate id."""
+
+    @abc.abstractmethod
+    async def get_event(self, id: str) -> Event:
+        """The event with that id. Raises ``EventNotFound``."""
+
+    @abc.abstractmethod
+    async def get_runnable_events(self, as_at: datetime) -> list[str]:
+        """Ids of unprocessed events with ``event_time <= as_at``, oldest first."""
+
+    @abc.abstractmethod
+    async def get_events(self, event_name: str, event_key: str, as_of: datetime) -> list[str]:
+        """Ids of events with that name and key and ``event_time <= as_of``, oldest first."""
+
+    @abc.abstractmethod
+    async def mark_event_processed(self, id: str) -> None:
+        """Set ``is_processed``. Raises ``EventNotFound``."""
+
+    @abc.abstractmethod
+    async def mark_event_unprocessed(self, id: str) -> None:
+        """Clear ``is_processed``. Raises ``EventNotFound``."""
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_event_subscription(self, subscription: EventSubscription) -> str:
+        """Insert a subscription; return its id. Raises ``AlreadyExists`` for a duplicate id."""
+
+    @abc.abstractmethod
+    async def get_subscription(self, id: str) -> EventSubscription:
+        """The subscription with that id. Raises ``SubscriptionNotFound``."""
+
+    @abc.abstractmethod
+    async def get_subscriptions(
+        self, event_name: str, event_key: str, as_of: datetime
+    ) -> list[EventSubscription]:
+        """Open (not terminated) subscriptions for the event with ``subscribe_as_of <= as_of``."""
+
+    @abc.abstractmethod
+    async def terminate_subscription(self, id: str) -> None:
+        """Mark a subscription terminated. Raises ``SubscriptionNotFound``."""
+
+    @abc.abstractmethod
+    async def get_first_open_subscription(
+        self, event_name: str, event_key: str, as_of: datetime
+    ) -> Optional[EventSubscription]:
+        """The oldest matching open subscription that no live token holds, or None."""
+
+    @abc.abstractmethod
+    async def set_subscription_token(
+        self, id: str, token: str, worker_id: str, expiry: datetime
+    ) -> bool:
+        """Compare-and-set the token: True when free or expired, False while a live token holds it."""
+
+    @abc.abstractmethod
+    async def clear_subscription_token(self, id: str, token: str) -> None:
+        """Clear the token when it matches. Raises ``SubscriptionNotFound`` otherwise."""
+
+    # -- scheduled commands --------------------------------------------------------------------
+
+    def supports_scheduled_commands(self) -> bool:
+        """Always True: both providers store and lease scheduled commands."""
+        return True
+
+    @abc.abstractmethod
+    async def schedule_command(self, command: ScheduledCommand) -> None:
+        """Store a command; re-scheduling keeps the earlier ``execute_time``."""
+
+    @abc.abstractmethod
+    async def claim_commands(
+        self,
+        as_of: datetime,
+        max_commands: int = CLAIM_BATCH,
+        lease: timedelta = DEFAULT_LEASE,
+        worker_id: str = "",
+    ) -> CommandClaim:
+        """Lease up to ``max_commands`` due commands that no live lease holds, earliest first."""
+
+    @abc.abstractmethod
+    async def acknowledge_command(self, command: ScheduledCommand, lease_id: str) -> None:
+        """Delete a handled command. Raises ``LeaseLost`` when the lease no longer holds it."""
+
+    @abc.abstractmethod
+    async def release_command(self, command: ScheduledCommand, lease_id: str) -> None:
+        """Give a command back so it is offered again. Raises ``LeaseLost``."""
+
+    async def process_commands(self, as_of: datetime, handler: CommandHandler) -> None:
+        """Hand every command due at ``as_of`` to ``handler``, each to one processor at a time.
+
+        Commands are claimed in batches under a lease. A command whose handler returns is
+        deleted; one whose handler raises stays, is not retried within this call, and is
+        released at the end so the next call offers it again.
+        """
+        require_aware(as_of, "as_of")
+        failed: list[tuple[ScheduledCommand, str]] = []
+        try:
+            while True:
+                claim = await self.claim_commands(as_of, CLAIM_BATCH, DEFAULT_LEASE)
+                if not claim.commands:
+                    break
+                outcomes = await asyncio.gather(
+                    *(handler(command) for command in claim.commands), return_exceptions=True
+                )
+                for command, outcome in zip(claim.commands, outcomes):
+                    if isinstance(outcome, BaseException):
+                        if not isinstance(outcome, Exception):
+                            raise outcome
+                        LOG.warning(
+                            "handler failed for %s %s: %r",
+                            command.command_name.name,
+                            command.data,
+                            outcome,
+                        )
+                        failed.append((command, claim.lease_id))
+                        continue
+                    try:
+                        await self.acknowledge_command(command, claim.lease_id)
+                    except LeaseLost:
+                        LOG.warning(
+                            "lease lost before acknowledging %s %s; it will be offered again",
+                            command.command_name.name,
+                            command.data,
+                        )
+        finally:
+            for command, lease_id in failed:
+                try:
+                    await self.release_command(command, lease_id)
+                except LeaseLost:
+                    pass
+
+    # -- errors and store ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def persist_errors(self, errors: Sequence[ExecutionError]) -> None:
+        """Store every error in one transaction."""
+
+    @abc.abstractmethod
+    async def ensure_store_exists(self) -> None:
+        """Create tables and indexes when missing. Idempotent."""
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections. The provider cannot be used afterwards."""
+
+    async def __aenter__(self) -> PersistenceProvider:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,35 @@
+"""Instants: timezone-aware datetimes, stored and sent as integer microseconds since the epoch."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+__all__ = ["utc_now", "to_micros", "from_micros", "require_aware"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICRO = timedelta(microseconds=1)
+
+
+def utc_now() -> datetime:
+    """The current instant in UTC."""
+    return datetime.now(timezone.utc)
+
+
+def require_aware(value: datetime, field: str) -> datetime:
+    """Return ``value`` if it is a timezone-aware datetime, else raise ``ValueError``."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"{field}: expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise ValueError(f"{field}: naive datetime {value.isoformat()}; pass a timezone-aware datetime")
+    return value
+
+
+def to_micros(value: datetime, field: str = "datetime") -> int:
+    """Microseconds since the Unix epoch of an aware datetime (exact, no float rounding)."""
+    require_aware(value, field)
+    return (value - _EPOCH) // _MICRO
+
+
+def from_micros(micros: int) -> datetime:
+    """The UTC datetime ``micros`` microseconds after the Unix epoch."""
+    return _EPOCH + timedelta(microseconds=micros)

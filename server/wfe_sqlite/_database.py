@@ -1,0 +1,398 @@
+"""SQLite connections: database strings, pragmas, one group-committing writer and a reader pool.
+
+Every write job goes through a single writer connection. The writer takes every job that is
+waiting, runs them in one transaction, each inside its own savepoint (so one job's failure undoes
+only that job), commits once, then answers all of them: concurrent requests share one commit
+(group commit). Read jobs run on separate read-only connections and never wait for the writer
+(WAL). A job is a plain function of a ``sqlite3.Connection`` that runs whole on the connection's
+thread: one thread hop per operation, not one per statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from wfe_client import InvalidArgument, StorageFull, StorageUnavailable, WfeError
+
+__all__ = [
+    "DatabaseConfig",
+    "Database",
+    "DatabaseOpenError",
+    "parse_database_url",
+    "classify_sqlite_error",
+    "MEMORY",
+]
+
+LOG = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], T]
+
+MEMORY = ":memory:"
+MAX_BATCH = 256
+"""Most write jobs committed together in one transaction."""
+
+_SYNCHRONOUS = {"OFF", "NORMAL", "FULL", "EXTRA"}
+
+
+class DatabaseOpenError(Exception):
+    """The database cannot be opened or is not one this server may use; nothing was written."""
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """Where the database lives and how connections to it are set up."""
+
+    path: str
+    """A file path, or ``":memory:"``."""
+    readers: int = 4
+    """Read-only connections in file mode (in memory mode everything shares one connection)."""
+    busy_timeout_ms: int = 5000
+    """How long a connection waits for a lock held by another process."""
+    synchronous: str = "FULL"
+    """``PRAGMA synchronous``: FULL syncs the WAL on every commit (survives power loss)."""
+
+    @property
+    def in_memory(self) -> bool:
+        return self.path == MEMORY
+
+    def pragmas(self, *, writer: bool) -> list[tuple[str, str]]:
+        """The pragmas every connection gets, validated by name and value in one place."""
+        synchronous = self.synchronous.upper()
+        if synchronous not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}, got {self.synchronous!r}")
+        if self.busy_timeout_ms < 0:
+            raise ValueError("busy_timeout_ms must be >= 0")
+        pragmas = [
+            ("busy_timeout", str(int(self.busy_timeout_ms))),
+            ("foreign_keys", "ON"),
+            ("temp_store", "MEMORY"),
+        ]
+        if writer:
+            pragmas.append(("synchronous", synchronous))
+        return pragmas
+
+
+def parse_database_url(url: str) -> str:
+    """The path behind a database string: ``:memory:``, ``sqlite:///abs.db`` or ``sqlite://rel.db``."""
+    if url in (MEMORY, "sqlite::memory:", "sqlite://:memory:"):
+        return MEMORY
+    if not url.startswith("sqlite://"):
+        raise ValueError(
+            f"unsupported database string {url!r}: use ':memory:', 'sqlite:///abs/path.db' "
+            "or 'sqlite://relative/path.db'"
+        )
+    path = url[len("sqlite://") :]
+    path = path.split("?", 1)[0]
+    if not path or path == "/":
+        raise ValueError(f"database string {url!r} names no file")
+    return path
+
+
+def classify_sqlite_error(error: sqlite3.Error) -> WfeError | None:
+    """The documented error kind of a SQLite failure, or None when it is a programming error."""
+    name = getattr(error, "sqlite_errorname", "") or ""
+    if name.startswith("SQLITE_FULL"):
+        return StorageFull("database or disk is full; nothing was written")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return StorageUnavailable("database is locked by another process; retry later")
+    if name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PROTOCOL")):
+        return StorageUnavailable(f"database I/O failed ({name}); retry later")
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return StorageUnavailable(f"database file is damaged ({name})")
+    if name.startswith("SQLITE_TOOBIG"):
+        return InvalidArgument("a value is larger than the database accepts")
+    return None
+
+
+def _translate(error: BaseException) -> BaseException:
+    if isinstance(error, sqlite3.Error) and not isinstance(error, sqlite3.IntegrityError):
+        kind = classify_sqlite_error(error)
+        if kind is not None:
+            return kind
+    return error
+
+
+def _connect(path: str, config: DatabaseConfig, *, writer: bool) -> Callable[[], sqlite3.Connection]:
+    def connector() -> sqlite3.Connection:
+        if path == MEMORY:
+            conn = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
+        elif writer:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        else:
+            uri = "file:" + urllib.parse.quote(os.path.realpath(path)) + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            for name, value in config.pragmas(writer=writer):
+                conn.execute(f"PRAGMA {name} = {value}")
+            if writer and path != MEMORY:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise DatabaseOpenError(f"{path}: could not switch to WAL journal mode (got {mode})")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    return connector
+
+
+class _Connection:
+    """One aiosqlite connection (one thread) running whole jobs on its thread."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, connector: Callable[[], sqlite3.Connection]) -> _Connection:
+        conn = aiosqlite.Connection(connector, iter_chunk_size=64)
+        await conn
+        return cls(conn)
+
+    async def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        # aiosqlite runs functions on its connection thread through ``_execute`` (its own
+        # backup() and iterdump() do the same); the job gets the sqlite3 connection itself.
+        raw = self._conn._conn
+        return await self._conn._execute(job, raw)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+def _run_batch(
+    conn: sqlite3.Connection, jobs: list[Job[Any]]
+) -> list[tuple[bool, Any]]:
+    """Run jobs in one transaction, each in a savepoint; commit once. Runs on the writer thread."""
+    outcomes: list[tuple[bool, Any]] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for job in jobs:
+            conn.execute("SAVEPOINT job")
+            try:
+                result = job(conn)
+            except Exception as error:  # noqa: BLE001 - every failure goes back to its caller
+                if not conn.in_transaction:
+                    # SQLite rolled the whole transaction back (disk full, I/O error): every
+                    # job of this batch is undone, so every caller gets this error.
+                    raise
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((False, error))
+            else:
+                conn.execute("RELEASE job")
+                outcomes.append((True, result))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
+class Database:
+    """The writer connection, the reader pool, and the group-commit loop between them."""
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self.config = config
+        self._writer: _Connection | None = None
+        self._readers: list[_Connection] = []
+        self._idle: asyncio.Queue[_Connection] | None = None
+        self._pending: asyncio.Queue[tuple[Job[Any], asyncio.Future[Any]] | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.batches = 0
+        """Transactions committed by the writer (for metrics)."""
+        self.batched_jobs = 0
+        """Write jobs committed by the writer (for metrics)."""
+        self.on_batch: Callable[[int], None] | None = None
+        """Called with the size of each committed batch (for metrics)."""
+
+    @classmethod
+    async def open(cls, config: DatabaseConfig, prepare: Job[None]) -> Database:
+        """Open the writer, run ``prepare`` (schema set-up) on it, then open the readers."""
+        database = cls(config)
+        path = config.path
+        if not config.in_memory:
+            _check_file(path)
+        try:
+            database._writer = await _Connection.open(_connect(path, config, writer=True))
+            await database._writer.run(prepare)
+            if not config.in_memory:
+                for _ in range(max(1, config.readers)):
+                    database._readers.append(
+                        await _Connection.open(_connect(path, config, writer=False))
+                    )
+                database._idle = asyncio.Queue()
+                for reader in database._readers:
+                    database._idle.put_nowait(reader)
+        except sqlite3.DatabaseError as error:
+            await database._close_connections()
+            raise DatabaseOpenError(f"{path}: cannot open the database: {error}") from error
+        except BaseException:
+            await database._close_connections()
+            raise
+        database._writer_task = asyncio.get_running_loop().create_task(
+            database._write_loop(), name="wfe-sqlite-writer"
+        )
+        return database
+
+    async def write(self, job: Job[T]) -> T:
+        """Run ``job`` in the next group commit; its own failure undoes only its own changes."""
+        if self._closed:
+            raise StorageUnavailable("the store is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.put_nowait((job, future))
+        return await future
+
+    async def read(self, job: Job[T]) -> T:
+        """Run ``job`` on a read-only connection, inside one read transaction (a snapshot)."""
+        if self._closed:
+            raise StorageUnavailable("the store is closed")
+        if self._idle is None:
+            return await self.write(job)
+        reader = await self._idle.get()
+        try:
+            return await reader.run(_snapshot(job))
+        except sqlite3.Error as error:
+            raise _translate(error) from error
+        finally:
+            self._idle.put_nowait(reader)
+
+    async def run_on_writer(self, job: Job[T]) -> T:
+        """Run ``job`` on the writer connection outside any batch (maintenance: checkpoints)."""
+        assert self._writer is not None
+        return await self.write(_Outside(job))  # type: ignore[arg-type]
+
+    async def _write_loop(self) -> None:
+        assert self._writer is not None
+        while True:
+            item = await self._pending.get()
+            if item is None:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < MAX_BATCH and not self._pending.empty():
+                nxt = self._pending.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            await self._commit(batch)
+            if stop:
+                return
+
+    async def _commit(self, batch: list[tuple[Job[Any], asyncio.Future[Any]]]) -> None:
+        assert self._writer is not None
+        outside = [entry for entry in batch if isinstance(entry[0], _Outside)]
+        inside = [entry for entry in batch if not isinstance(entry[0], _Outside)]
+        for job, future in outside:
+            try:
+                result = await self._writer.run(job.job)  # type: ignore[attr-defined]
+            except BaseException as error:  # noqa: BLE001
+                _settle(future, False, _translate(error))
+            else:
+                _settle(future, True, result)
+        if not inside:
+            return
+        jobs = [job for job, _ in inside]
+        try:
+            outcomes = await self._writer.run(lambda conn: _run_batch(conn, jobs))
+        except BaseException as error:  # noqa: BLE001 - the commit failed: every job failed
+            failure = _translate(error)
+            if not isinstance(failure, WfeError):
+                LOG.error("write batch of %d failed: %r", len(jobs), error)
+            for _, future in inside:
+                _settle(future, False, failure)
+            return
+        self.batches += 1
+        self.batched_jobs += len(jobs)
+        if self.on_batch is not None:
+            self.on_batch(len(jobs))
+        for (_, future), (ok, value) in zip(inside, outcomes):
+            _settle(future, ok, value if ok else _translate(value))
+
+    async def close(self) -> None:
+        """Finish queued writes, then close every connection (checkpointing the WAL)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer_task is not None:
+            self._pending.put_nowait(None)
+            await self._writer_task
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        for reader in self._readers:
+            await reader.close()
+        self._readers.clear()
+        if self._writer is not None:
+            if not self.config.in_memory:
+                try:
+                    await self._writer.run(
+                        lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                    )
+                except sqlite3.Error as error:
+                    LOG.warning("WAL checkpoint at close failed: %s", error)
+            await self._writer.close()
+            self._writer = None
+
+
+class _Outside:
+    """A write-loop job that runs on the writer outside any transaction."""
+
+    def __init__(self, job: Job[Any]) -> None:
+        self.job = job
+
+    def __call__(self, conn: sqlite3.Connection) -> Any:  # pragma: no cover - never batched
+        return self.job(conn)
+
+
+def _snapshot(job: Job[T]) -> Job[T]:
+    def run(conn: sqlite3.Connection) -> T:
+        conn.execute("BEGIN")
+        try:
+            return job(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    return run
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+def _check_file(path: str) -> None:
+    """Refuse files this server must not touch, before SQLite sees them."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise DatabaseOpenError(f"{path}: directory {directory} does not exist")
+    if os.path.exists(path):
+        if os.path.isdir(path):
+            raise DatabaseOpenError(f"{path}: is a directory, not a database file")
+        if not os.access(path, os.R_OK):
+            raise DatabaseOpenError(f"{path}: permission denied (cannot read the database file)")
+        if not os.access(path, os.W_OK):
+            raise DatabaseOpenError(f"{path}: the database file is read-only")
+        size = os.path.getsize(path)
+        if size > 0:
+            with open(path, "rb") as handle:
+                header = handle.read(16)
+            if header != b"SQLite format 3\x00":
+                raise DatabaseOpenError(f"{path}: not a SQLite database (refusing to touch it)")
+    elif not os.access(directory, os.W_OK):
+        raise DatabaseOpenError(f"{path}: cannot create the database (directory {directory} is not writable)")

@@ -1,0 +1,142 @@
+"""The database schema and its version (``PRAGMA user_version``).
+
+Instants are INTEGER microseconds since the Unix epoch (UTC), epoch-millisecond fields are INTEGER
+milliseconds, JSON values are TEXT holding JSON, enums are TEXT holding the member name.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ._database import DatabaseOpenError
+
+__all__ = ["SCHEMA_VERSION", "create_schema", "ensure_schema"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS workflows (
+    id                      TEXT PRIMARY KEY,
+    name                    TEXT NOT NULL,
+    root_workflow_id        TEXT,
+    workflow_definition_id  TEXT NOT NULL,
+    version                 INTEGER NOT NULL,
+    description             TEXT,
+    reference               TEXT,
+    next_execution          INTEGER,
+    status                  TEXT NOT NULL,
+    data                    TEXT NOT NULL,
+    create_time             INTEGER NOT NULL,
+    complete_time           INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS workflows_name ON workflows (name) WHERE name <> '';
+CREATE INDEX IF NOT EXISTS workflows_runnable ON workflows (next_execution, id)
+    WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS execution_pointers (
+    workflow_id             TEXT NOT NULL REFERENCES workflows (id) ON DELETE CASCADE,
+    position                INTEGER NOT NULL,
+    id                      TEXT NOT NULL,
+    step_id                 INTEGER NOT NULL,
+    active                  INTEGER NOT NULL,
+    status                  TEXT NOT NULL,
+    sleep_until             INTEGER,
+    persistence_data        TEXT,
+    start_time              INTEGER,
+    end_time                INTEGER,
+    event_name              TEXT,
+    event_key               TEXT,
+    event_published         INTEGER NOT NULL,
+    event_data              TEXT,
+    step_name               TEXT,
+    retry_count             INTEGER NOT NULL,
+    children                TEXT NOT NULL,
+    context_item            TEXT,
+    predecessor_id          TEXT,
+    outcome                 TEXT,
+    scope                   TEXT NOT NULL,
+    extension_attributes    TEXT NOT NULL,
+    PRIMARY KEY (workflow_id, position)
+);
+
+CREATE TABLE IF NOT EXISTS events (
+    id                      TEXT PRIMARY KEY,
+    event_name              TEXT NOT NULL,
+    event_key               TEXT NOT NULL,
+    event_data              TEXT NOT NULL,
+    event_time              INTEGER NOT NULL,
+    is_processed            INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_runnable ON events (event_time, id) WHERE is_processed = 0;
+CREATE INDEX IF NOT EXISTS events_by_name_key ON events (event_name, event_key, event_time, id);
+
+CREATE TABLE IF NOT EXISTS event_subscriptions (
+    id                      TEXT PRIMARY KEY,
+    workflow_id             TEXT NOT NULL,
+    step_id                 INTEGER NOT NULL,
+    execution_pointer_id    TEXT NOT NULL,
+    event_name              TEXT NOT NULL,
+    event_key               TEXT NOT NULL,
+    subscribe_as_of         INTEGER NOT NULL,
+    subscription_data       TEXT,
+    external_token          TEXT,
+    external_worker_id      TEXT,
+    external_token_expiry   INTEGER,
+    terminated              INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS subscriptions_open ON event_subscriptions
+    (event_name, event_key, subscribe_as_of, id) WHERE terminated = 0;
+
+CREATE TABLE IF NOT EXISTS scheduled_commands (
+    command_name            TEXT NOT NULL,
+    data                    TEXT NOT NULL,
+    execute_time            INTEGER NOT NULL,
+    lease_id                TEXT,
+    lease_expiry            INTEGER,
+    generation              INTEGER NOT NULL DEFAULT 0,
+    claimed_generation      INTEGER,
+    UNIQUE (command_name, data)
+);
+CREATE INDEX IF NOT EXISTS scheduled_commands_due ON scheduled_commands (execute_time);
+
+CREATE TABLE IF NOT EXISTS execution_errors (
+    id                      INTEGER PRIMARY KEY,
+    error_time              INTEGER NOT NULL,
+    workflow_id             TEXT NOT NULL,
+    execution_pointer_id    TEXT NOT NULL,
+    message                 TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS execution_errors_by_workflow ON execution_errors (workflow_id, error_time);
+
+CREATE TABLE IF NOT EXISTS definition_sequences (
+    definition_id           TEXT PRIMARY KEY,
+    value                   INTEGER NOT NULL
+);
+"""
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create missing tables and indexes and stamp the schema version, inside the caller's transaction."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise DatabaseOpenError(
+            f"the database has schema version {version}, newer than this server's "
+            f"{SCHEMA_VERSION}: upgrade wfe-sqlite"
+        )
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    if version < SCHEMA_VERSION:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    """``create_schema`` in a transaction of its own. Idempotent."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        create_schema(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
