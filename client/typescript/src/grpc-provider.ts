@@ -1,0 +1,394 @@
+/**
+ * GrpcPersistenceProvider: the PersistenceProvider interface over the wfe-sqlite gRPC server.
+ */
+import { create } from "@bufbuild/protobuf";
+import { DurationSchema } from "@bufbuild/protobuf/wkt";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import {
+  commandFromWire,
+  commandToWire,
+  eventFromWire,
+  eventToWire,
+  executionErrorToWire,
+  subscriptionFromWire,
+  subscriptionToWire,
+  wireCommandName,
+  workflowFromWire,
+  workflowToWire,
+} from "./convert.js";
+import { Code } from "@connectrpc/connect";
+import { errorFromRpc, InvalidArgument, LeaseLost, WfeError } from "./errors.js";
+import { EventService } from "./gen/wfe/persistence/v1/events_pb.js";
+import { ExecutionErrorService, StoreService } from "./gen/wfe/persistence/v1/execution_errors_pb.js";
+import { ScheduledCommandService } from "./gen/wfe/persistence/v1/scheduled_commands_pb.js";
+import { SubscriptionService } from "./gen/wfe/persistence/v1/subscriptions_pb.js";
+import { WorkflowService } from "./gen/wfe/persistence/v1/workflows_pb.js";
+import type {
+  Event,
+  EventSubscription,
+  ExecutionError,
+  ScheduledCommand,
+  WorkflowInstance,
+} from "./models.js";
+import type { CommandHandler, PersistenceProvider, ProcessCommandsOptions } from "./provider.js";
+import { toTimestamp } from "./time.js";
+
+/** 64 MiB: the channel's message limit in both directions. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+/** Ids per BatchGetWorkflows request (the server's limit). */
+export const BATCH_GET_CHUNK = 10_000;
+/** Errors per PersistErrors request (the server's limit). */
+export const PERSIST_ERRORS_CHUNK = 10_000;
+const DEFAULT_LEASE_MS = 30_000;
+const DEFAULT_MAX_COMMANDS = 100;
+
+export interface ConnectOptions {
+  /** Message size limit for sending and receiving, in bytes (default 64 MiB). */
+  maxMessageBytes?: number;
+  /** Deadline for each call, in milliseconds (default: none). */
+  timeoutMs?: number;
+  /** Wait for the HTTP/2 connection in `connect()` and fail there if it cannot be made (default true). */
+  waitForReady?: boolean;
+}
+
+function baseUrlOf(address: string): string {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(address)) return address;
+  return `http://${address}`;
+}
+
+export class GrpcPersistenceProvider implements PersistenceProvider {
+  readonly address: string;
+  readonly #session: Http2SessionManager;
+  readonly #workflows: Client<typeof WorkflowService>;
+  readonly #events: Client<typeof EventService>;
+  readonly #subscriptions: Client<typeof SubscriptionService>;
+  readonly #commands: Client<typeof ScheduledCommandService>;
+  readonly #errors: Client<typeof ExecutionErrorService>;
+  readonly #store: Client<typeof StoreService>;
+  #closed = false;
+
+  private constructor(address: string, options: ConnectOptions) {
+    this.address = address;
+    const baseUrl = baseUrlOf(address);
+    const maxBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    this.#session = new Http2SessionManager(baseUrl);
+    const transport = createGrpcTransport({
+      baseUrl,
+      sessionManager: this.#session,
+      readMaxBytes: maxBytes,
+      writeMaxBytes: maxBytes,
+      ...(options.timeoutMs === undefined ? {} : { defaultTimeoutMs: options.timeoutMs }),
+    });
+    this.#workflows = createClient(WorkflowService, transport);
+    this.#events = createClient(EventService, transport);
+    this.#subscriptions = createClient(SubscriptionService, transport);
+    this.#commands = createClient(ScheduledCommandService, transport);
+    this.#errors = createClient(ExecutionErrorService, transport);
+    this.#store = createClient(StoreService, transport);
+  }
+
+  /**
+   * Connects to a wfe-sqlite server at `address` (`host:port`, or a `http://host:port` URL) over
+   * plaintext HTTP/2. Resolves once the connection is up (unless `waitForReady: false`).
+   */
+  static async connect(address: string, options: ConnectOptions = {}): Promise<GrpcPersistenceProvider> {
+    const provider = new GrpcPersistenceProvider(address, options);
+    if (options.waitForReady ?? true) {
+      const state = await provider.#session.connect();
+      if (state === "error") {
+        const cause = provider.#session.error();
+        provider.close();
+        const reason = cause instanceof Error ? cause.message : String(cause);
+        throw new WfeError(`cannot connect to wfe-sqlite server at ${address}: ${reason}`, {
+          code: Code.Unavailable,
+          cause,
+        });
+      }
+    }
+    return provider;
+  }
+
+  /** Closes the connection; calls still in flight are cancelled. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#session.abort();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+  }
+
+  async #call<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#closed) throw new WfeError("GrpcPersistenceProvider is closed", { code: Code.Canceled });
+    try {
+      return await fn();
+    } catch (error) {
+      throw errorFromRpc(error);
+    }
+  }
+
+  /** Follows `next_page_token` until it is empty, gathering every page's items. */
+  async #paged<T>(fetch: (pageToken: string) => Promise<{ items: T[]; nextPageToken: string }>): Promise<T[]> {
+    const all: T[] = [];
+    let pageToken = "";
+    const seen = new Set<string>();
+    for (;;) {
+      const page = await this.#call(() => fetch(pageToken));
+      all.push(...page.items);
+      if (page.nextPageToken === "") return all;
+      if (seen.has(page.nextPageToken)) throw new WfeError(`server repeated page token ${page.nextPageToken}`);
+      seen.add(page.nextPageToken);
+      pageToken = page.nextPageToken;
+    }
+  }
+
+  // Workflows
+
+  async createNewWorkflow(instance: WorkflowInstance): Promise<string> {
+    const workflow = workflowToWire(instance);
+    const response = await this.#call(() => this.#workflows.createWorkflow({ workflow }));
+    instance.id = response.id;
+    instance.name = response.name;
+    return response.id;
+  }
+
+  async persistWorkflow(instance: WorkflowInstance): Promise<void> {
+    const workflow = workflowToWire(instance);
+    await this.#call(() => this.#workflows.persistWorkflow({ workflow }));
+  }
+
+  async persistWorkflowWithSubscriptions(instance: WorkflowInstance, subscriptions: EventSubscription[]): Promise<string[]> {
+    const workflow = workflowToWire(instance);
+    const wireSubs = subscriptions.map((s, i) => subscriptionToWire(s, `subscriptions[${i}]`));
+    const response = await this.#call(() =>
+      this.#workflows.persistWorkflowWithSubscriptions({ workflow, subscriptions: wireSubs }),
+    );
+    if (response.subscriptionIds.length === subscriptions.length) {
+      subscriptions.forEach((s, i) => (s.id = response.subscriptionIds[i] ?? s.id));
+    }
+    return response.subscriptionIds;
+  }
+
+  async getRunnableInstances(asAt: Date): Promise<string[]> {
+    const ts = toTimestamp(asAt, "asAt");
+    return this.#paged(async (pageToken) => {
+      const r = await this.#workflows.getRunnableWorkflows({ asAt: ts, pageToken });
+      return { items: r.workflowIds, nextPageToken: r.nextPageToken };
+    });
+  }
+
+  async getWorkflowInstance(id: string): Promise<WorkflowInstance> {
+    const response = await this.#call(() => this.#workflows.getWorkflow({ id }));
+    if (!response.workflow) throw new WfeError("server sent no workflow");
+    return workflowFromWire(response.workflow);
+  }
+
+  async getWorkflowInstanceByName(name: string): Promise<WorkflowInstance> {
+    const response = await this.#call(() => this.#workflows.getWorkflowByName({ name }));
+    if (!response.workflow) throw new WfeError("server sent no workflow");
+    return workflowFromWire(response.workflow);
+  }
+
+  async getWorkflowInstances(ids: Iterable<string>): Promise<WorkflowInstance[]> {
+    const unique = [...new Set(ids)];
+    const result: WorkflowInstance[] = [];
+    for (let start = 0; start < unique.length; start += BATCH_GET_CHUNK) {
+      const chunk = unique.slice(start, start + BATCH_GET_CHUNK);
+      await this.#call(async () => {
+        for await (const message of this.#workflows.batchGetWorkflows({ ids: chunk })) {
+          for (const w of message.workflows) result.push(workflowFromWire(w));
+        }
+      });
+    }
+    return result;
+  }
+
+  async nextDefinitionSequence(definitionId: string): Promise<number> {
+    const response = await this.#call(() => this.#workflows.nextDefinitionSequence({ definitionId }));
+    return Number(response.value);
+  }
+
+  // Events
+
+  async createEvent(event: Event): Promise<string> {
+    const wire = eventToWire(event);
+    const response = await this.#call(() => this.#events.createEvent({ event: wire }));
+    event.id = response.id;
+    return response.id;
+  }
+
+  async getEvent(id: string): Promise<Event> {
+    const response = await this.#call(() => this.#events.getEvent({ id }));
+    if (!response.event) throw new WfeError("server sent no event");
+    return eventFromWire(response.event);
+  }
+
+  async getRunnableEvents(asAt: Date): Promise<string[]> {
+    const ts = toTimestamp(asAt, "asAt");
+    return this.#paged(async (pageToken) => {
+      const r = await this.#events.getRunnableEvents({ asAt: ts, pageToken });
+      return { items: r.eventIds, nextPageToken: r.nextPageToken };
+    });
+  }
+
+  async getEvents(eventName: string, eventKey: string, asOf: Date): Promise<string[]> {
+    const ts = toTimestamp(asOf, "asOf");
+    return this.#paged(async (pageToken) => {
+      const r = await this.#events.getEvents({ eventName, eventKey, asOf: ts, pageToken });
+      return { items: r.eventIds, nextPageToken: r.nextPageToken };
+    });
+  }
+
+  async markEventProcessed(id: string): Promise<void> {
+    await this.#call(() => this.#events.markEventProcessed({ id }));
+  }
+
+  async markEventUnprocessed(id: string): Promise<void> {
+    await this.#call(() => this.#events.markEventUnprocessed({ id }));
+  }
+
+  // Subscriptions
+
+  async createEventSubscription(subscription: EventSubscription): Promise<string> {
+    const wire = subscriptionToWire(subscription);
+    const response = await this.#call(() => this.#subscriptions.createSubscription({ subscription: wire }));
+    subscription.id = response.id;
+    return response.id;
+  }
+
+  async getSubscription(id: string): Promise<EventSubscription> {
+    const response = await this.#call(() => this.#subscriptions.getSubscription({ id }));
+    if (!response.subscription) throw new WfeError("server sent no subscription");
+    return subscriptionFromWire(response.subscription);
+  }
+
+  async getSubscriptions(eventName: string, eventKey: string, asOf: Date): Promise<EventSubscription[]> {
+    const ts = toTimestamp(asOf, "asOf");
+    const wire = await this.#paged(async (pageToken) => {
+      const r = await this.#subscriptions.getSubscriptions({ eventName, eventKey, asOf: ts, pageToken });
+      return { items: r.subscriptions, nextPageToken: r.nextPageToken };
+    });
+    return wire.map(subscriptionFromWire);
+  }
+
+  async terminateSubscription(id: string): Promise<void> {
+    await this.#call(() => this.#subscriptions.terminateSubscription({ id }));
+  }
+
+  async getFirstOpenSubscription(eventName: string, eventKey: string, asOf: Date): Promise<EventSubscription | undefined> {
+    const ts = toTimestamp(asOf, "asOf");
+    const response = await this.#call(() =>
+      this.#subscriptions.getFirstOpenSubscription({ eventName, eventKey, asOf: ts }),
+    );
+    return response.subscription === undefined ? undefined : subscriptionFromWire(response.subscription);
+  }
+
+  async setSubscriptionToken(id: string, token: string, workerId: string, expiry: Date): Promise<boolean> {
+    const ts = toTimestamp(expiry, "expiry");
+    const response = await this.#call(() =>
+      this.#subscriptions.setSubscriptionToken({ id, token, workerId, expiry: ts }),
+    );
+    return response.acquired;
+  }
+
+  async clearSubscriptionToken(id: string, token: string): Promise<void> {
+    await this.#call(() => this.#subscriptions.clearSubscriptionToken({ id, token }));
+  }
+
+  // Scheduled commands
+
+  supportsScheduledCommands(): boolean {
+    return true;
+  }
+
+  async scheduleCommand(command: ScheduledCommand): Promise<void> {
+    const wire = commandToWire(command);
+    await this.#call(() => this.#commands.scheduleCommand({ command: wire }));
+  }
+
+  /**
+   * Claim / run / acknowledge until a claim comes back empty, then release every command whose
+   * handler failed (they were held by their lease until then, so this run does not retry them).
+   * A LEASE_LOST answer on acknowledge or release means another processor owns the command
+   * now (our lease ran out); it is not an error of this run.
+   */
+  async processCommands(asOf: Date, handler: CommandHandler, options: ProcessCommandsOptions = {}): Promise<void> {
+    const ts = toTimestamp(asOf, "asOf");
+    const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+    if (!Number.isInteger(leaseMs) || leaseMs < 1) {
+      throw new InvalidArgument(`leaseMs must be a positive integer, got ${leaseMs}`, { field: "leaseMs" });
+    }
+    const leaseDuration = create(DurationSchema, {
+      seconds: BigInt(Math.floor(leaseMs / 1000)),
+      nanos: (leaseMs % 1000) * 1_000_000,
+    });
+    const maxCommands = options.maxCommands ?? DEFAULT_MAX_COMMANDS;
+    const workerId = options.workerId ?? "";
+    // Commands whose handler failed, and commands claimed again in this run after their first
+    // turn (possible once a short lease has run out); all are released at the end.
+    const toRelease: { command: ScheduledCommand; leaseId: string }[] = [];
+    const seen = new Set<string>();
+    try {
+      for (;;) {
+        const claim = await this.#call(() =>
+          this.#commands.claimCommands({ asOf: ts, maxCommands, leaseDuration, workerId }),
+        );
+        let fresh = 0;
+        for (const claimed of claim.commands) {
+          if (!claimed.command) continue;
+          const command = commandFromWire(claimed.command);
+          const key = `${command.commandName}\u0000${command.data}`;
+          if (seen.has(key)) {
+            toRelease.push({ command, leaseId: claim.leaseId });
+            continue;
+          }
+          seen.add(key);
+          fresh += 1;
+          let ok = false;
+          try {
+            await handler(command);
+            ok = true;
+          } catch (error) {
+            toRelease.push({ command, leaseId: claim.leaseId });
+            options.onHandlerError?.(command, error);
+          }
+          if (ok) await this.#settle("acknowledge", command, claim.leaseId);
+        }
+        if (fresh === 0) break;
+      }
+    } finally {
+      for (const { command, leaseId } of toRelease) {
+        await this.#settle("release", command, leaseId);
+      }
+    }
+  }
+
+  async #settle(action: "acknowledge" | "release", command: ScheduledCommand, leaseId: string): Promise<void> {
+    const request = { commandName: wireCommandName(command.commandName, "commandName"), data: command.data, leaseId };
+    try {
+      if (action === "acknowledge") await this.#call(() => this.#commands.acknowledgeCommand(request));
+      else await this.#call(() => this.#commands.releaseCommand(request));
+    } catch (error) {
+      if (!(error instanceof LeaseLost)) throw error;
+    }
+  }
+
+  // Errors and store
+
+  async persistErrors(errors: Iterable<ExecutionError>): Promise<void> {
+    const wire = [...errors].map((e, i) => executionErrorToWire(e, `errors[${i}]`));
+    if (wire.length > PERSIST_ERRORS_CHUNK) {
+      // One request is one transaction; the server takes at most 10000 errors per request.
+      throw new InvalidArgument(`at most ${PERSIST_ERRORS_CHUNK} errors per call, got ${wire.length}`, {
+        field: "errors",
+      });
+    }
+    await this.#call(() => this.#errors.persistErrors({ errors: wire }));
+  }
+
+  async ensureStoreExists(): Promise<void> {
+    await this.#call(() => this.#store.ensureStoreExists({}));
+  }
+}

@@ -1,0 +1,12 @@
+export * from "./models.js";
+export * from "./errors.js";
+export { PreciseDate, epochNanosOf } from "./time.js";
+export { LosslessNumber, parseJson, stringifyJson, type JsonValue } from "./json.js";
+export type { PersistenceProvider, CommandHandler, ProcessCommandsOptions } from "./provider.js";
+export {
+  GrpcPersistenceProvider,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  BATCH_GET_CHUNK,
+  PERSIST_ERRORS_CHUNK,
+  type ConnectOptions,
+} from "./grpc-provider.js";

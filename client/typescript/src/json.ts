@@ -1,0 +1,85 @@
+/**
+ * JSON values.
+ *
+ * On the wire every JSON value is JSON text, and it must round-trip exactly, 64-bit integers
+ * included. `JSON.parse` turns every number into a double, so 2**62 + 1 would come back as
+ * 2**62. This package parses and writes JSON with `lossless-json` and this number policy:
+ *
+ * - a number a double holds exactly (every integer up to 2**53, and decimals such as 0.1 that
+ *   print back the same) is a plain `number`;
+ * - a larger integer (64-bit ids, 2**62, ...) is a `bigint`;
+ * - any other number a double cannot hold exactly (more than 17 significant digits, 1e400, ...)
+ *   is a `LosslessNumber`, which keeps the original digits.
+ *
+ * Writing accepts `number`, `bigint` and `LosslessNumber` anywhere in the value. So ordinary
+ * data stays ordinary JavaScript, and nothing is ever silently rounded. Non-finite numbers
+ * (NaN, Infinity) are not JSON and are rejected rather than written as `null`.
+ */
+import { isInteger, isSafeNumber, LosslessNumber, parse, stringify } from "lossless-json";
+import { InvalidArgument } from "./errors.js";
+
+export { LosslessNumber };
+
+/** Any JSON value, as this package reads and writes it. */
+export type JsonValue =
+  | null
+  | boolean
+  | number
+  | bigint
+  | string
+  | LosslessNumber
+  | JsonValue[]
+  | { [key: string]: JsonValue };
+
+function parseNumber(text: string): number | bigint | LosslessNumber {
+  if (isSafeNumber(text)) return Number(text);
+  if (isInteger(text)) return BigInt(text);
+  return new LosslessNumber(text);
+}
+
+/** Parses JSON text with the number policy above. Throws `InvalidArgument` on invalid JSON. */
+export function parseJson(text: string, field = "json"): JsonValue {
+  try {
+    return parse(text, null, parseNumber) as JsonValue;
+  } catch (cause) {
+    throw new InvalidArgument(`${field} is not valid JSON text: ${(cause as Error).message}`, { field, cause });
+  }
+}
+
+/** Parses optional JSON text (absent stays `undefined`; the text `null` is `null`). */
+export function parseOptionalJson(text: string | undefined, field: string): JsonValue | undefined {
+  return text === undefined ? undefined : parseJson(text, field);
+}
+
+function rejectNonFinite(this: unknown, _key: string, value: unknown): unknown {
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    throw new InvalidArgument(`${value} is not a JSON number`);
+  }
+  return value;
+}
+
+/**
+ * Writes a value as JSON text. `undefined` (no data) is written as `null`. Throws
+ * `InvalidArgument` for a value JSON cannot hold (NaN, Infinity, a cycle, ...).
+ */
+export function stringifyJson(value: unknown, field = "json"): string {
+  if (value === undefined) return "null";
+  let text: string | undefined;
+  try {
+    text = stringify(value, rejectNonFinite);
+  } catch (cause) {
+    if (cause instanceof InvalidArgument) {
+      throw new InvalidArgument(`${field}: ${cause.message}`, { field, cause });
+    }
+    throw new InvalidArgument(`${field} cannot be written as JSON: ${(cause as Error).message}`, { field, cause });
+  }
+  if (text === undefined) {
+    throw new InvalidArgument(`${field} cannot be written as JSON`, { field });
+  }
+  return text;
+}
+
+/** Writes an optional value: `undefined` stays absent, `null` is the JSON text `null`. */
+export function stringifyOptionalJson(value: unknown, field: string): string | undefined {
+  return value === undefined ? undefined : stringifyJson(value, field);
+}
