@@ -1,1 +1,210 @@
-fn main(){}
+//! The WFE engine itself running on a wfe-sqlite server through `GrpcPersistenceProvider`.
+//!
+//! ```text
+//! cargo run --example order_flow -- 127.0.0.1:50051 [ORDER_ID]
+//! ```
+//!
+//! A `wfe::WorkflowHost` runs an order workflow:
+//! reserve stock -> charge payment -> wait for `order.shipped` (key = order id) -> confirm delivery.
+//! The example prints `workflow_id=<id>` once the workflow is started, `waiting event=... key=...`
+//! once it waits for the event, and `status=Complete` when it has finished, then exits 0.
+//! The event is meant to be published by someone else (another process, in any language) into
+//! the same store; a `RunnablePoller` hands such events to this host. It exits 2 if the
+//! workflow has not completed within `ORDER_FLOW_TIMEOUT_SECS` (default 120).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use wfe::WorkflowHostBuilder;
+use wfe::models::{ExecutionResult, PointerStatus, WorkflowStatus};
+use wfe::test_support::{InMemoryLockProvider, InMemoryQueueProvider};
+use wfe::traits::step::{StepBody, StepExecutionContext};
+use wfe::traits::{DistributedLockProvider, PersistenceProvider, QueueProvider};
+use wfe_grpc::{GrpcPersistenceProvider, RunnablePoller};
+
+const DEFINITION: &str = "order-flow";
+const SHIPPED: &str = "order.shipped";
+
+fn with_output(data: serde_json::Value) -> ExecutionResult {
+    ExecutionResult {
+        output_data: Some(data),
+        ..ExecutionResult::next()
+    }
+}
+
+fn order_id(ctx: &StepExecutionContext<'_>) -> wfe::Result<String> {
+    ctx.workflow.data["order_id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| wfe::WfeError::StepExecution("workflow data has no order_id".into()))
+}
+
+#[derive(Default)]
+struct ReserveStock;
+
+#[async_trait]
+impl StepBody for ReserveStock {
+    async fn run(&mut self, ctx: &StepExecutionContext<'_>) -> wfe::Result<ExecutionResult> {
+        let items = ctx.workflow.data["items"].as_array().map_or(0, Vec::len);
+        Ok(with_output(json!({ "reserved_items": items })))
+    }
+}
+
+#[derive(Default)]
+struct ChargePayment;
+
+#[async_trait]
+impl StepBody for ChargePayment {
+    async fn run(&mut self, ctx: &StepExecutionContext<'_>) -> wfe::Result<ExecutionResult> {
+        let amount = ctx.workflow.data["amount_cents"].as_u64().unwrap_or(0);
+        Ok(with_output(json!({
+            "charged_cents": amount,
+            "charge_id": format!("ch-{}", order_id(ctx)?),
+        })))
+    }
+}
+
+/// Waits for `order.shipped` keyed by the order id; once it has arrived, keeps its tracking number.
+#[derive(Default)]
+struct AwaitShipment;
+
+#[async_trait]
+impl StepBody for AwaitShipment {
+    async fn run(&mut self, ctx: &StepExecutionContext<'_>) -> wfe::Result<ExecutionResult> {
+        let pointer = ctx.execution_pointer;
+        if !pointer.event_published {
+            return Ok(ExecutionResult::wait_for_event(
+                SHIPPED,
+                order_id(ctx)?,
+                chrono::Utc::now(),
+            ));
+        }
+        let tracking = pointer
+            .event_data
+            .as_ref()
+            .and_then(|d| d.get("tracking"))
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        Ok(with_output(json!({ "tracking": tracking })))
+    }
+}
+
+#[derive(Default)]
+struct ConfirmDelivery;
+
+#[async_trait]
+impl StepBody for ConfirmDelivery {
+    async fn run(&mut self, ctx: &StepExecutionContext<'_>) -> wfe::Result<ExecutionResult> {
+        if ctx.workflow.data["tracking"].is_null() {
+            return Err(wfe::WfeError::StepExecution("no tracking number".into()));
+        }
+        Ok(with_output(json!({ "delivered": true })))
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let addr = args
+        .next()
+        .or_else(|| std::env::var("WFE_SQLITE_ADDR").ok())
+        .unwrap_or_else(|| "127.0.0.1:50051".into());
+    let order = args.next().unwrap_or_else(|| "order-42".into());
+    let timeout = std::env::var("ORDER_FLOW_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120u64);
+
+    // The adapter is the host's persistence; locks and the work queue stay in-process.
+    let persistence: Arc<dyn PersistenceProvider> =
+        Arc::new(GrpcPersistenceProvider::connect(&addr).await?);
+    let queue: Arc<dyn QueueProvider> = Arc::new(InMemoryQueueProvider::new());
+    let locks: Arc<dyn DistributedLockProvider> = Arc::new(InMemoryLockProvider::new());
+    let host = WorkflowHostBuilder::new()
+        .use_persistence(persistence.clone())
+        .use_lock_provider(locks)
+        .use_queue_provider(queue.clone())
+        .build()?;
+
+    host.register_step::<ReserveStock>().await;
+    host.register_step::<ChargePayment>().await;
+    host.register_step::<AwaitShipment>().await;
+    host.register_step::<ConfirmDelivery>().await;
+    host.register_workflow::<serde_json::Value>(
+        &|b| {
+            b.start_with::<ReserveStock>()
+                .name("reserve stock")
+                .then::<ChargePayment>()
+                .name("charge payment")
+                .then::<AwaitShipment>()
+                .name("await shipment")
+                .then::<ConfirmDelivery>()
+                .name("confirm delivery")
+                .end_workflow()
+        },
+        DEFINITION,
+        1,
+    )
+    .await;
+    host.start().await?;
+
+    // Events created by other processes reach this host through the store only.
+    let poller = RunnablePoller::new(persistence.clone(), queue.clone(), Duration::from_millis(200))
+        .spawn();
+
+    let id = host
+        .start_workflow(
+            DEFINITION,
+            1,
+            json!({ "order_id": order, "items": ["book", "lamp"], "amount_cents": 4_250 }),
+        )
+        .await?;
+    println!("workflow_id={id}");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let mut announced_wait = false;
+    let outcome = loop {
+        let w = host.get_workflow(&id).await?;
+        if !announced_wait {
+            if let Some(p) = w
+                .execution_pointers
+                .iter()
+                .find(|p| p.status == PointerStatus::WaitingForEvent)
+            {
+                println!(
+                    "waiting event={} key={}",
+                    p.event_name.as_deref().unwrap_or(""),
+                    p.event_key.as_deref().unwrap_or("")
+                );
+                announced_wait = true;
+            }
+        }
+        if matches!(w.status, WorkflowStatus::Complete | WorkflowStatus::Terminated) {
+            break Some(w);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    poller.abort();
+    host.stop().await;
+    match outcome {
+        Some(w) => {
+            println!("status={:?}", w.status);
+            println!("data={}", w.data);
+            if w.status == WorkflowStatus::Complete {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
+        None => {
+            eprintln!("order_flow: workflow {id} did not complete within {timeout} s");
+            std::process::exit(2)
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! Adapter behaviour the engine's suite does not cover, checked against a live wfe-sqlite
+//! server (one server with a fresh SQLite file per test): error mapping, exact round trips,
+//! paging and chunking, large payloads and the claim/acknowledge/release loop of
+//! `process_commands`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use common::ServerProcess;
+use serde_json::json;
+use wfe_core::WfeError;
+use wfe_core::models::{
+    CommandName, Event, EventSubscription, ExecutionError, ExecutionPointer, PointerStatus,
+    ScheduledCommand, WorkflowInstance, WorkflowStatus,
+};
+use wfe_core::traits::{
+    EventRepository, PersistenceProvider, ScheduledCommandRepository, SubscriptionRepository,
+    WorkflowRepository,
+};
+use wfe_grpc::{GrpcPersistenceProvider, reason_of};
+
+async fn start() -> (ServerProcess, GrpcPersistenceProvider) {
+    let server = tokio::task::spawn_blocking(ServerProcess::start)
+        .await
+        .unwrap();
+    let provider = GrpcPersistenceProvider::connect(&server.addr).await.unwrap();
+    (server, provider)
+}
+
+/// An instant with whole microseconds (what the store keeps), so equality is exact.
+fn micros(secs: i64, micros: u32) -> DateTime<Utc> {
+    Utc.timestamp_opt(secs, micros * 1000).unwrap()
+}
+
+fn as_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap()
+}
+
+#[tokio::test]
+async fn connect_to_a_closed_port_is_an_error() {
+    // Bind then drop a listener to get a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = GrpcPersistenceProvider::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
+    assert_eq!(reason_of(&err), Some("UNAVAILABLE"), "{err}");
+}
+
+#[tokio::test]
+async fn workflow_round_trips_every_field_exactly() {
+    let (_server, p) = start().await;
+    let mut w = WorkflowInstance::new(
+        "rt",
+        7,
+        json!({"big": u64::MAX, "neg": i64::MIN, "f": 0.1, "s": "é\"\n", "a": [null, true, {}]}),
+    );
+    w.name = "rt-custom".into();
+    w.root_workflow_id = Some("root-1".into());
+    w.description = Some("desc".into());
+    w.reference = Some("ref".into());
+    w.next_execution = Some(1_700_000_000_123);
+    w.status = WorkflowStatus::Suspended;
+    w.create_time = micros(1_700_000_000, 123_456);
+    w.complete_time = Some(micros(1_700_000_100, 1));
+    let mut p0 = ExecutionPointer::new(0);
+    p0.status = PointerStatus::Complete;
+    p0.active = false;
+    p0.start_time = Some(micros(1_700_000_000, 200_000));
+    p0.end_time = Some(micros(1_700_000_001, 0));
+    p0.outcome = Some(json!("left"));
+    p0.step_name = Some("first".into());
+    let mut p1 = ExecutionPointer::new(4_000_000_000);
+    p1.status = PointerStatus::WaitingForEvent;
+    p1.event_name = Some("evt".into());
+    p1.event_key = Some("k".into());
+    p1.event_published = true;
+    p1.event_data = Some(json!({"n": 9007199254740993_u64}));
+    p1.sleep_until = Some(micros(1_800_000_000, 999_999));
+    p1.persistence_data = Some(json!([1, 2, 3]));
+    p1.context_item = Some(json!(null));
+    p1.predecessor_id = Some(p0.id.clone());
+    p1.retry_count = 3;
+    p1.children = vec!["c1".into(), "c2".into()];
+    p1.scope = vec!["inner".into(), "outer".into()];
+    p1.extension_attributes =
+        HashMap::from([("a".into(), json!(1)), ("b".into(), json!({"x": [1.5]}))]);
+    w.execution_pointers = vec![p0, p1];
+
+    let id = p.create_new_workflow(&w).await.unwrap();
+    assert_eq!(id, w.id, "a supplied id is kept");
+    let back = p.get_workflow_instance(&id).await.unwrap();
+    assert_eq!(as_json(&back), as_json(&w));
+    let by_name = p.get_workflow_instance_by_name("rt-custom").await.unwrap();
+    assert_eq!(as_json(&by_name), as_json(&w));
+
+    // persist_workflow replaces the pointer set, never create_time.
+    let mut changed = back.clone();
+    changed.execution_pointers.truncate(1);
+    changed.data = json!({"replaced": true});
+    changed.create_time = micros(1, 0);
+    changed.next_execution = None;
+    p.persist_workflow(&changed).await.unwrap();
+    let again = p.get_workflow_instance(&id).await.unwrap();
+    assert_eq!(again.execution_pointers.len(), 1);
+    assert_eq!(again.data, json!({"replaced": true}));
+    assert_eq!(again.next_execution, None);
+    assert_eq!(again.create_time, w.create_time);
+}
+
+#[tokio::test]
+async fn errors_map_to_the_wfe_variants() {
+    let (_server, p) = start().await;
+    let missing = WorkflowInstance::new("d", 1, json!({}));
+    assert!(matches!(
+        p.get_workflow_instance("nope").await,
+        Err(WfeError::WorkflowNotFound(id)) if id == "nope"
+    ));
+    assert!(matches!(
+        p.get_workflow_instance_by_name("nope").await,
+        Err(WfeError::WorkflowNotFound(_))
+    ));
+    assert!(matches!(
+        p.persist_workflow(&missing).await,
+        Err(WfeError::WorkflowNotFound(_))
+    ));
+    assert!(matches!(p.get_event("nope").await, Err(WfeError::EventNotFound(_))));
+    assert!(matches!(
+        p.mark_event_processed("nope").await,
+        Err(WfeError::EventNotFound(_))
+    ));
+    assert!(matches!(
+        p.mark_event_unprocessed("nope").await,
+        Err(WfeError::EventNotFound(_))
+    ));
+    assert!(matches!(
+        p.get_subscription("nope").await,
+        Err(WfeError::SubscriptionNotFound(_))
+    ));
+    assert!(matches!(
+        p.terminate_subscription("nope").await,
+        Err(WfeError::SubscriptionNotFound(_))
+    ));
+    assert!(matches!(
+        p.set_subscription_token("nope", "t", "w", Utc::now()).await,
+        Err(WfeError::SubscriptionNotFound(_))
+    ));
+
+    // Clearing with a token that is not the held one is SubscriptionNotFound too.
+    let sub = EventSubscription::new("wf", 0, "p", "e", "k", Utc::now());
+    let sid = p.create_event_subscription(&sub).await.unwrap();
+    assert!(p
+        .set_subscription_token(&sid, "mine", "w", Utc::now() + Duration::seconds(60))
+        .await
+        .unwrap());
+    assert!(matches!(
+        p.clear_subscription_token(&sid, "not-mine").await,
+        Err(WfeError::SubscriptionNotFound(_))
+    ));
+    p.clear_subscription_token(&sid, "mine").await.unwrap();
+
+    // Duplicates: no WfeError variant, the reason leads the Persistence text.
+    let mut w = WorkflowInstance::new("d", 1, json!({}));
+    w.name = "taken".into();
+    p.create_new_workflow(&w).await.unwrap();
+    let dup_id = p.create_new_workflow(&w).await.unwrap_err();
+    assert_eq!(reason_of(&dup_id), Some("WORKFLOW_ALREADY_EXISTS"), "{dup_id}");
+    let mut other = WorkflowInstance::new("d", 1, json!({}));
+    other.name = "taken".into();
+    let dup_name = p.create_new_workflow(&other).await.unwrap_err();
+    assert_eq!(reason_of(&dup_name), Some("WORKFLOW_NAME_TAKEN"), "{dup_name}");
+    let e = Event::new("n", "k", json!(1));
+    p.create_event(&e).await.unwrap();
+    let dup_event = p.create_event(&e).await.unwrap_err();
+    assert_eq!(reason_of(&dup_event), Some("EVENT_ALREADY_EXISTS"), "{dup_event}");
+}
+
+#[tokio::test]
+async fn empty_ids_and_names_are_assigned_by_the_server() {
+    let (_server, p) = start().await;
+    let mut w = WorkflowInstance::new("seq-def", 1, json!({}));
+    w.id = String::new();
+    let id = p.create_new_workflow(&w).await.unwrap();
+    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
+    let stored = p.get_workflow_instance(&id).await.unwrap();
+    assert_eq!(stored.name, "seq-def-1");
+    assert_eq!(p.next_definition_sequence("seq-def").await.unwrap(), 2);
+
+    let mut e = Event::new("n", "k", json!(null));
+    e.id = String::new();
+    let eid = p.create_event(&e).await.unwrap();
+    assert!(!eid.is_empty());
+    assert_eq!(p.get_event(&eid).await.unwrap().event_data, json!(null));
+}
+
+#[tokio::test]
+async fn events_and_subscriptions_follow_the_query_rules() {
+    let (_server, p) = start().await;
+    let t0 = micros(1_700_000_000, 0);
+    let mut early = Event::new("n", "k", json!(1));
+    early.event_time = t0;
+    let mut late = Event::new("n", "k", json!(2));
+    late.event_time = t0 + Duration::seconds(10);
+    let early_id = p.create_event(&early).await.unwrap();
+    let late_id = p.create_event(&late).await.unwrap();
+    // get_events is `event_time <= as_of` (WFE's direction), oldest first.
+    assert_eq!(p.get_events("n", "k", t0).await.unwrap(), vec![early_id.clone()]);
+    assert_eq!(
+        p.get_events("n", "k", t0 + Duration::seconds(10)).await.unwrap(),
+        vec![early_id.clone(), late_id.clone()]
+    );
+    assert!(p.get_events("n", "other", t0 + Duration::days(1)).await.unwrap().is_empty());
+    assert_eq!(p.get_runnable_events(t0).await.unwrap(), vec![early_id.clone()]);
+    p.mark_event_processed(&early_id).await.unwrap();
+    assert!(p.get_runnable_events(t0).await.unwrap().is_empty());
+    assert!(p.get_event(&early_id).await.unwrap().is_processed);
+
+    let mut s1 = EventSubscription::new("wf1", 1, "p1", "n", "k", t0);
+    s1.subscription_data = Some(json!({"d": u64::MAX}));
+    let s2 = EventSubscription::new("wf2", 2, "p2", "n", "k", t0 + Duration::seconds(5));
+    let id1 = p.create_event_subscription(&s1).await.unwrap();
+    let id2 = p.create_event_subscription(&s2).await.unwrap();
+    let at_t0 = p.get_subscriptions("n", "k", t0).await.unwrap();
+    assert_eq!(at_t0.len(), 1);
+    assert_eq!(as_json(&at_t0[0]), as_json(&s1));
+    let later = t0 + Duration::seconds(5);
+    let ids: Vec<_> = p
+        .get_subscriptions("n", "k", later)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, vec![id1.clone(), id2.clone()]);
+
+    // First open: the oldest without a live token; an expired token does not hold it.
+    let first = p.get_first_open_subscription("n", "k", later).await.unwrap();
+    assert_eq!(first.map(|s| s.id), Some(id1.clone()));
+    let expiry = Utc::now() + Duration::seconds(60);
+    assert!(p.set_subscription_token(&id1, "t1", "w1", expiry).await.unwrap());
+    assert!(!p.set_subscription_token(&id1, "t2", "w2", expiry).await.unwrap());
+    let held = p.get_subscription(&id1).await.unwrap();
+    assert_eq!(held.external_token.as_deref(), Some("t1"));
+    assert_eq!(held.external_worker_id.as_deref(), Some("w1"));
+    let first = p.get_first_open_subscription("n", "k", later).await.unwrap();
+    assert_eq!(first.map(|s| s.id), Some(id2.clone()));
+    let past = Utc::now() - Duration::seconds(1);
+    assert!(p.set_subscription_token(&id2, "t3", "w3", past).await.unwrap());
+    assert!(p.set_subscription_token(&id2, "t4", "w4", expiry).await.unwrap());
+    assert!(p.get_first_open_subscription("n", "k", later).await.unwrap().is_none());
+
+    p.terminate_subscription(&id2).await.unwrap();
+    let open: Vec<_> = p
+        .get_subscriptions("n", "k", later)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(open, vec![id1]);
+}
+
+#[tokio::test]
+async fn paged_lists_are_gathered_completely() {
+    let (_server, p) = start().await;
+    // More than two default pages (1000) of runnable events and workflows.
+    const N: usize = 2_100;
+    let t0 = micros(1_600_000_000, 0);
+    let p = Arc::new(p);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let p = p.clone();
+        tasks.spawn(async move {
+            let mut e = Event::new("bulk", "k", json!(i));
+            e.event_time = t0 + Duration::milliseconds(i as i64);
+            let mut w = WorkflowInstance::new("bulk", 1, json!(i));
+            w.name = format!("bulk-{i}");
+            w.next_execution = Some(1_000 + i as i64);
+            (p.create_event(&e).await.unwrap(), p.create_new_workflow(&w).await.unwrap())
+        });
+    }
+    let mut event_ids: Vec<String> = Vec::new();
+    let mut created = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        created.push(r.unwrap());
+    }
+    // Expected order: by time, i.e. by the index baked into the data.
+    let mut with_index = Vec::new();
+    for (eid, wid) in &created {
+        let e = p.get_event(eid).await.unwrap();
+        with_index.push((e.event_data.as_u64().unwrap(), eid.clone(), wid.clone()));
+    }
+    with_index.sort();
+    event_ids.extend(with_index.iter().map(|(_, e, _)| e.clone()));
+    let workflow_ids: Vec<_> = with_index.iter().map(|(_, _, w)| w.clone()).collect();
+
+    let runnable_events = p.get_runnable_events(Utc::now()).await.unwrap();
+    assert_eq!(runnable_events, event_ids, "all pages, oldest first");
+    let matching = p.get_events("bulk", "k", Utc::now()).await.unwrap();
+    assert_eq!(matching, event_ids);
+    let runnable = p.get_runnable_instances(Utc::now()).await.unwrap();
+    assert_eq!(runnable, workflow_ids, "all pages, earliest next_execution first");
+
+    // get_workflow_instances: more ids than one request may carry (10000), missing skipped.
+    let mut ids: Vec<String> = (0..10_000).map(|i| format!("missing-{i}")).collect();
+    ids.extend(workflow_ids.iter().take(3).cloned());
+    let found = p.get_workflow_instances(&ids).await.unwrap();
+    let mut found_ids: Vec<_> = found.into_iter().map(|w| w.id).collect();
+    found_ids.sort();
+    let mut want: Vec<_> = workflow_ids.iter().take(3).cloned().collect();
+    want.sort();
+    assert_eq!(found_ids, want);
+    let all = p.get_workflow_instances(&workflow_ids).await.unwrap();
+    assert_eq!(all.len(), N);
+}
+
+#[tokio::test]
+async fn a_twelve_mebibyte_workflow_round_trips() {
+    let (_server, p) = start().await;
+    let blob = "x".repeat(12 * 1024 * 1024);
+    let w = WorkflowInstance::new("big", 1, json!({ "blob": blob }));
+    let id = p.create_new_workflow(&w).await.unwrap();
+    let back = p.get_workflow_instance(&id).await.unwrap();
+    assert_eq!(back.data["blob"].as_str().map(str::len), Some(blob.len()));
+    let batch = p.get_workflow_instances(&[id.clone(), id.clone()]).await.unwrap();
+    assert_eq!(batch.len(), 1, "duplicates are returned once");
+}
+
+#[tokio::test]
+async fn persist_with_subscriptions_is_all_or_nothing() {
+    let (_server, p) = start().await;
+    let w = WorkflowInstance::new("sub", 1, json!({}));
+    let id = p.create_new_workflow(&w).await.unwrap();
+    let now = Utc::now();
+    let existing = EventSubscription::new(&id, 0, "p0", "a", "k", now);
+    p.create_event_subscription(&existing).await.unwrap();
+
+    let mut changed = w.clone();
+    changed.description = Some("must not stick".into());
+    let fresh = EventSubscription::new(&id, 1, "p1", "b", "k", now);
+    let err = p
+        .persist_workflow_with_subscriptions(&changed, &[fresh, existing.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(reason_of(&err), Some("SUBSCRIPTION_ALREADY_EXISTS"), "{err}");
+    assert_eq!(p.get_workflow_instance(&id).await.unwrap().description, None);
+    assert!(p.get_subscriptions("b", "k", now).await.unwrap().is_empty());
+
+    let errors: Vec<_> = (0..3).map(|i| ExecutionError::new(&id, "p0", format!("e{i}"))).collect();
+    p.persist_errors(&errors).await.unwrap();
+    p.persist_errors(&[]).await.unwrap();
+}
+
+/// A handler that records what it was offered and fails for the data in `fail`.
+fn recording_handler(
+    seen: Arc<Mutex<Vec<String>>>,
+    fail: Arc<Mutex<Vec<String>>>,
+) -> impl Fn(ScheduledCommand) -> std::pin::Pin<Box<dyn std::future::Future<Output = wfe_core::Result<()>> + Send>>
++ Send
++ Sync {
+    move |c: ScheduledCommand| {
+        let seen = seen.clone();
+        let fail = fail.clone();
+        Box::pin(async move {
+            seen.lock().unwrap().push(c.data.clone());
+            if fail.lock().unwrap().contains(&c.data) {
+                Err(WfeError::StepExecution(format!("handler refuses {}", c.data)))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn process_commands_acknowledges_successes_and_keeps_failures_for_the_next_call() {
+    let (_server, p) = start().await;
+    let now = Utc::now();
+    let now_ms = now.timestamp_millis();
+    p.schedule_command(&ScheduledCommand::process_workflow("ok", now_ms - 2_000)).await.unwrap();
+    p.schedule_command(&ScheduledCommand::process_event("bad", now_ms - 1_000)).await.unwrap();
+    p.schedule_command(&ScheduledCommand::process_workflow("future", now_ms + 3_600_000))
+        .await
+        .unwrap();
+    // Scheduling again keeps the earlier execute_time: "early" stays due.
+    p.schedule_command(&ScheduledCommand::process_workflow("early", now_ms - 500)).await.unwrap();
+    p.schedule_command(&ScheduledCommand::process_workflow("early", now_ms + 3_600_000))
+        .await
+        .unwrap();
+    // Same data under the other name is another command.
+    p.schedule_command(&ScheduledCommand {
+        command_name: CommandName::ProcessEvent,
+        data: "ok".into(),
+        execute_time: now_ms + 3_600_000,
+    })
+    .await
+    .unwrap();
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let fail = Arc::new(Mutex::new(vec!["bad".to_string()]));
+    let handler = recording_handler(seen.clone(), fail.clone());
+
+    p.process_commands(now, &handler).await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec!["ok", "bad", "early"],
+        "due commands once each, earliest first; the failure is not retried in the same call"
+    );
+
+    seen.lock().unwrap().clear();
+    fail.lock().unwrap().clear();
+    p.process_commands(now, &handler).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec!["bad"], "only the failed command is offered again");
+
+    seen.lock().unwrap().clear();
+    p.process_commands(now, &handler).await.unwrap();
+    assert!(seen.lock().unwrap().is_empty(), "acknowledged commands are gone");
+
+    p.process_commands(now + Duration::hours(2), &handler).await.unwrap();
+    let mut later = seen.lock().unwrap().clone();
+    later.sort();
+    assert_eq!(later, vec!["future", "ok"]);
+}
+
+#[tokio::test]
+async fn concurrent_processors_run_each_command_once() {
+    let (_server, p) = start().await;
+    let now = Utc::now();
+    for i in 0..300 {
+        p.schedule_command(&ScheduledCommand::process_workflow(format!("c{i}"), 0)).await.unwrap();
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handler = Arc::new(recording_handler(seen.clone(), Arc::new(Mutex::new(vec![]))));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        // Separate connections, like separate hosts.
+        let q = GrpcPersistenceProvider::connect(&_server.addr).await.unwrap();
+        let h = handler.clone();
+        tasks.spawn(async move { q.process_commands(now, h.as_ref()).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+    let mut all = seen.lock().unwrap().clone();
+    all.sort();
+    let total = all.len();
+    all.dedup();
+    assert_eq!(total, 300, "every command handled exactly once");
+    assert_eq!(all.len(), 300);
+}

@@ -1,0 +1,92 @@
+//! Starts a real wfe-sqlite server process on a fresh SQLite file for a test.
+//!
+//! The binary comes from `WFE_SQLITE_BIN`, by default `../../.venv/bin/wfe-sqlite` relative to
+//! this crate (what `make install` creates). A missing binary fails the test: it is never
+//! skipped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running `wfe-sqlite serve` process with its own temporary database; killed on drop.
+pub struct ServerProcess {
+    child: Child,
+    /// `127.0.0.1:PORT` as printed by the server.
+    pub addr: String,
+    /// The database file (inside `_dir`).
+    pub db_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub fn server_binary() -> PathBuf {
+    match std::env::var_os("WFE_SQLITE_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/wfe-sqlite"),
+    }
+}
+
+impl ServerProcess {
+    /// Starts the server on port 0 and waits (up to 60 s) for its `listening on` line.
+    pub fn start() -> ServerProcess {
+        let bin = server_binary();
+        assert!(
+            bin.exists(),
+            "wfe-sqlite server binary not found at {} (run `make install` or set WFE_SQLITE_BIN)",
+            bin.display()
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db_path = dir.path().join("wfe.db");
+        let mut child = Command::new(&bin)
+            .arg("serve")
+            .arg("--db")
+            .arg(format!("sqlite:///{}", db_path.display().to_string().trim_start_matches('/')))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+
+        // Read stdout on a thread: find the address, then keep draining so the server never
+        // blocks on a full pipe.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr.trim().to_string());
+                    }
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("wfe-sqlite did not print `listening on` within 60 s (exit: {status:?})");
+            }
+        };
+        ServerProcess {
+            child,
+            addr,
+            db_path,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
