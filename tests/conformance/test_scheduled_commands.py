@@ -1,0 +1,232 @@
+"""Conformance: scheduled commands (schedule, process, claims, leases)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from datetime import timedelta
+
+import pytest
+
+from conformance_support import T0, US, at_ms, ms
+from wfe_client import CommandName, LeaseLost, PersistenceProvider, ScheduledCommand
+
+BASE = ms(T0)
+
+
+class Recorder:
+    """A handler that records what it got and fails for chosen data."""
+
+    def __init__(self, fail: frozenset[str] = frozenset()) -> None:
+        self.seen: list[ScheduledCommand] = []
+        self.fail = set(fail)
+
+    async def __call__(self, command: ScheduledCommand) -> None:
+        self.seen.append(command)
+        await asyncio.sleep(0)
+        if command.data in self.fail:
+            raise RuntimeError(f"handler failed for {command.data}")
+
+    @property
+    def data(self) -> list[str]:
+        return sorted(c.data for c in self.seen)
+
+
+def test_supports_scheduled_commands(provider: PersistenceProvider) -> None:
+    assert provider.supports_scheduled_commands() is True
+
+
+async def test_process_hands_over_due_commands_and_deletes_them(provider: PersistenceProvider) -> None:
+    wf = ScheduledCommand.process_workflow("wf-1", BASE + 1000)
+    ev = ScheduledCommand.process_event("ev-1", BASE + 2000)
+    late = ScheduledCommand.process_workflow("wf-late", BASE + 3000)
+    for c in (late, wf, ev):
+        await provider.schedule_command(c)
+
+    first = Recorder()
+    await provider.process_commands(at_ms(BASE + 2000), first)
+    assert sorted(first.seen, key=lambda c: c.execute_time) == [wf, ev]
+    assert {c.command_name for c in first.seen} == {CommandName.PROCESS_WORKFLOW, CommandName.PROCESS_EVENT}
+
+    again = Recorder()
+    await provider.process_commands(at_ms(BASE + 2000), again)
+    assert again.seen == []  # handled commands are deleted
+
+    rest = Recorder()
+    await provider.process_commands(at_ms(BASE + 10_000), rest)
+    assert rest.seen == [late]
+
+    final = Recorder()
+    await provider.process_commands(at_ms(BASE + 10_000), final)
+    assert final.seen == []
+
+
+async def test_process_boundary_is_inclusive(provider: PersistenceProvider) -> None:
+    await provider.schedule_command(ScheduledCommand.process_workflow("edge", BASE + 500))
+    before = Recorder()
+    await provider.process_commands(at_ms(BASE + 500) - US, before)
+    assert before.seen == []
+    at = Recorder()
+    await provider.process_commands(at_ms(BASE + 500), at)
+    assert at.data == ["edge"]
+
+
+async def test_reschedule_keeps_earlier_time_when_earlier_comes_second(provider: PersistenceProvider) -> None:
+    await provider.schedule_command(ScheduledCommand.process_workflow("wf", BASE + 2000))
+    await provider.schedule_command(ScheduledCommand.process_workflow("wf", BASE + 1000))
+    seen = Recorder()
+    await provider.process_commands(at_ms(BASE + 1500), seen)
+    assert seen.seen == [ScheduledCommand.process_workflow("wf", BASE + 1000)]
+    after = Recorder()
+    await provider.process_commands(at_ms(BASE + 5000), after)
+    assert after.seen == []  # one command per (name, data)
+
+
+async def test_reschedule_keeps_earlier_time_when_later_comes_second(provider: PersistenceProvider) -> None:
+    await provider.schedule_command(ScheduledCommand.process_workflow("wf", BASE + 1000))
+    await provider.schedule_command(ScheduledCommand.process_workflow("wf", BASE + 2000))
+    seen = Recorder()
+    await provider.process_commands(at_ms(BASE + 1500), seen)
+    assert seen.seen == [ScheduledCommand.process_workflow("wf", BASE + 1000)]
+    after = Recorder()
+    await provider.process_commands(at_ms(BASE + 5000), after)
+    assert after.seen == []
+
+
+async def test_same_data_different_names_are_distinct(provider: PersistenceProvider) -> None:
+    await provider.schedule_command(ScheduledCommand.process_workflow("same", BASE))
+    await provider.schedule_command(ScheduledCommand.process_event("same", BASE))
+    seen = Recorder()
+    await provider.process_commands(at_ms(BASE), seen)
+    assert sorted(c.command_name.name for c in seen.seen) == ["PROCESS_EVENT", "PROCESS_WORKFLOW"]
+
+
+async def test_failed_handler_offers_command_again_next_call(provider: PersistenceProvider) -> None:
+    for data in ("good", "bad"):
+        await provider.schedule_command(ScheduledCommand.process_workflow(data, BASE))
+    first = Recorder(fail=frozenset({"bad"}))
+    await provider.process_commands(at_ms(BASE), first)
+    assert first.data == ["bad", "good"]  # each offered once within the call
+
+    second = Recorder(fail=frozenset({"bad"}))
+    await provider.process_commands(at_ms(BASE), second)
+    assert second.data == ["bad"]
+
+    third = Recorder()
+    await provider.process_commands(at_ms(BASE), third)
+    assert third.seen == [ScheduledCommand.process_workflow("bad", BASE)]
+
+    fourth = Recorder()
+    await provider.process_commands(at_ms(BASE), fourth)
+    assert fourth.seen == []
+
+
+async def test_parallel_processors_handle_each_command_once(provider: PersistenceProvider) -> None:
+    commands = [ScheduledCommand.process_workflow(f"wf-{i:03}", BASE + i) for i in range(200)]
+    await asyncio.gather(*(provider.schedule_command(c) for c in commands))
+    counts: collections.Counter[str] = collections.Counter()
+
+    async def handler(command: ScheduledCommand) -> None:
+        counts[command.data] += 1
+        await asyncio.sleep(0.001)
+
+    await asyncio.gather(*(provider.process_commands(at_ms(BASE + 1000), handler) for _ in range(4)))
+    assert counts == collections.Counter({c.data: 1 for c in commands})
+    leftover = Recorder()
+    await provider.process_commands(at_ms(BASE + 1000), leftover)
+    assert leftover.seen == []
+
+
+async def test_claim_commands_earliest_first_and_exclusive(provider: PersistenceProvider) -> None:
+    for i in (3, 1, 2):
+        await provider.schedule_command(ScheduledCommand.process_workflow(f"c{i}", BASE + i))
+    claim = await provider.claim_commands(at_ms(BASE + 10), max_commands=2)
+    assert claim.lease_id
+    assert [c.data for c in claim.commands] == ["c1", "c2"]
+    assert claim.lease_expiry > T0
+    other = await provider.claim_commands(at_ms(BASE + 10))
+    assert [c.data for c in other.commands] == ["c3"]
+    assert other.lease_id and other.lease_id != claim.lease_id
+    nothing = await provider.claim_commands(at_ms(BASE + 10))
+    assert nothing.commands == []
+
+
+async def test_release_offers_command_again(provider: PersistenceProvider) -> None:
+    cmd = ScheduledCommand.process_event("ev", BASE)
+    await provider.schedule_command(cmd)
+    claim = await provider.claim_commands(at_ms(BASE))
+    assert claim.commands == [cmd]
+    await provider.release_command(cmd, claim.lease_id)
+    with pytest.raises(LeaseLost):
+        await provider.release_command(cmd, claim.lease_id)
+    with pytest.raises(LeaseLost):
+        await provider.acknowledge_command(cmd, claim.lease_id)
+    again = await provider.claim_commands(at_ms(BASE))
+    assert again.commands == [cmd]
+    await provider.acknowledge_command(cmd, again.lease_id)
+    assert (await provider.claim_commands(at_ms(BASE))).commands == []
+
+
+async def test_acknowledge_with_wrong_lease_is_lease_lost(provider: PersistenceProvider) -> None:
+    cmd = ScheduledCommand.process_workflow("wf", BASE)
+    await provider.schedule_command(cmd)
+    claim = await provider.claim_commands(at_ms(BASE))
+    with pytest.raises(LeaseLost):
+        await provider.acknowledge_command(cmd, "not-the-lease")
+    await provider.acknowledge_command(cmd, claim.lease_id)
+    with pytest.raises(LeaseLost):
+        await provider.acknowledge_command(cmd, claim.lease_id)  # already settled
+
+
+async def test_expired_lease_is_offered_again_and_old_lease_is_lost(provider: PersistenceProvider) -> None:
+    cmd = ScheduledCommand.process_workflow("leased", BASE)
+    await provider.schedule_command(cmd)
+    first = await provider.claim_commands(at_ms(BASE), lease=timedelta(milliseconds=50))
+    assert first.commands == [cmd]
+    assert (await provider.claim_commands(at_ms(BASE))).commands == []  # held
+    await asyncio.sleep(0.08)
+    second = await provider.claim_commands(at_ms(BASE))
+    assert second.commands == [cmd]
+    assert second.lease_id != first.lease_id
+    with pytest.raises(LeaseLost):
+        await provider.acknowledge_command(cmd, first.lease_id)
+    with pytest.raises(LeaseLost):
+        await provider.release_command(cmd, first.lease_id)
+    await provider.acknowledge_command(cmd, second.lease_id)
+    assert (await provider.claim_commands(at_ms(BASE))).commands == []
+
+
+async def test_command_rescheduled_while_claimed_is_not_lost(provider: PersistenceProvider) -> None:
+    cmd = ScheduledCommand.process_workflow("busy", BASE + 1000)
+    await provider.schedule_command(cmd)
+    claim = await provider.claim_commands(at_ms(BASE + 1000))
+    assert claim.commands == [cmd]
+    # While the command is being handled, someone asks for it again.
+    await provider.schedule_command(ScheduledCommand.process_workflow("busy", BASE + 5000))
+    await provider.acknowledge_command(cmd, claim.lease_id)
+    again = Recorder()
+    await provider.process_commands(at_ms(BASE + 5000), again)
+    assert [c.data for c in again.seen] == ["busy"]
+    assert again.seen[0].execute_time <= BASE + 5000
+
+
+async def test_claimed_command_not_handed_to_process_commands(provider: PersistenceProvider) -> None:
+    cmd = ScheduledCommand.process_workflow("held", BASE)
+    await provider.schedule_command(cmd)
+    claim = await provider.claim_commands(at_ms(BASE))
+    seen = Recorder()
+    await provider.process_commands(at_ms(BASE), seen)
+    assert seen.seen == []
+    await provider.release_command(cmd, claim.lease_id)
+    await provider.process_commands(at_ms(BASE), seen)
+    assert seen.seen == [cmd]
+
+
+async def test_command_data_round_trips(provider: PersistenceProvider) -> None:
+    weird = ScheduledCommand.process_event("ünï-😀-漢字-e\u0301", 0)
+    await provider.schedule_command(weird)
+    big = ScheduledCommand.process_workflow("big-time", 2**62)
+    await provider.schedule_command(big)
+    seen = Recorder()
+    await provider.process_commands(at_ms(0), seen)
+    assert seen.seen == [weird]
