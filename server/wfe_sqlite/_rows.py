@@ -45,7 +45,7 @@ MAX_ID_BYTES = 1024
 """Longest id, name, key or token accepted, in UTF-8 bytes."""
 
 _UINT32 = 2**32 - 1
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_INT64_MAX = 2**63 - 1
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -70,9 +70,12 @@ def micros(value: datetime, field: str) -> int:
     if not isinstance(value, datetime):
         raise InvalidArgument(f"{field}: expected a timezone-aware datetime", field=field)
     try:
-        return to_micros(value, field)
+        result = to_micros(value, field)
     except ValueError as error:
         raise InvalidArgument(str(error), field=field) from None
+    if result < 0:
+        raise InvalidArgument(f"{field}: {value.isoformat()} is before 1970-01-01T00:00:00Z", field=field)
+    return result
 
 
 def optional_micros(value: Optional[datetime], field: str) -> Optional[int]:
@@ -148,7 +151,7 @@ def workflow_row(w: WorkflowInstance) -> tuple[Any, ...]:
         raise InvalidArgument("expected a WorkflowInstance")
     next_execution = w.next_execution
     if next_execution is not None:
-        _int(next_execution, "workflow.next_execution", _INT64_MIN, _INT64_MAX)
+        _int(next_execution, "workflow.next_execution", 0, _INT64_MAX)
     return (
         check_id(w.id, "workflow.id", required=False),
         check_id(w.name, "workflow.name", required=False),
@@ -247,7 +250,7 @@ def command_row(c: ScheduledCommand) -> tuple[str, str, int]:
     return (
         _enum(c.command_name, CommandName, "command.command_name"),
         check_id(c.data, "command.data", required=False),
-        _int(c.execute_time, "command.execute_time", _INT64_MIN, _INT64_MAX),
+        _int(c.execute_time, "command.execute_time", 0, _INT64_MAX),
     )
 
 

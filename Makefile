@@ -1,0 +1,61 @@
+# wfe-sqlite: `make serve` runs the server on ./wfe.db, `make test` runs every test.
+# Everything is installed by these targets (a virtualenv in .venv, npm packages, crates).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PROTOS := $(wildcard protos/wfe/persistence/v1/*.proto)
+GEN    := client/python
+DB     ?= sqlite://wfe.db
+LISTEN ?= 127.0.0.1:50051
+
+.PHONY: install protos check-protos serve test test-python lint-protos breaking clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Regenerate the committed Python stubs from protos/ (pinned grpcio-tools, with .pyi).
+protos: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
+
+# Fail when the committed stubs differ from what the pinned generator makes now.
+check-protos: $(STAMP)
+	@tmp=$$(mktemp -d) && \
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTOS) && \
+	for f in $$(cd $$tmp && find . -name '*.py*' -type f); do \
+		cmp -s $$tmp/$$f $(GEN)/$$f || { echo "stale generated stub: $(GEN)/$$f (run 'make protos')"; rm -rf $$tmp; exit 1; }; \
+	done; \
+	extra=$$(cd $(GEN) && find wfe -name '*_pb2*.py*' -type f | while read f; do [ -f $$tmp/$$f ] || echo $$f; done); \
+	rm -rf $$tmp; \
+	if [ -n "$$extra" ]; then echo "generated stubs without a proto: $$extra"; exit 1; fi; \
+	echo "generated stubs are up to date"
+
+lint-protos: node_modules/.installed
+	npx --no-install buf lint
+
+# Compare the contract with the previous commit: a breaking change fails.
+breaking: node_modules/.installed
+	@if git rev-parse --verify --quiet HEAD~1 >/dev/null && git cat-file -e HEAD~1:protos 2>/dev/null; then \
+		npx --no-install buf breaking --against '.git#ref=HEAD~1'; \
+	else echo "no previous contract to compare with"; fi
+
+serve: $(STAMP)
+	$(VENV)/bin/wfe-sqlite serve --db $(DB) --listen $(LISTEN)
+
+test-python: $(STAMP)
+	$(PY) -m pytest -q
+
+test: check-protos lint-protos breaking test-python
+
+clean:
+	rm -rf $(VENV) node_modules build *.egg-info

@@ -1,0 +1,371 @@
+"""``GrpcPersistenceProvider``: the persistence interface over gRPC (a wfe-sqlite server)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Generator, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Callable, Optional, TypeVar
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from wfe.persistence.v1 import (
+    events_pb2,
+    events_pb2_grpc,
+    execution_errors_pb2,
+    execution_errors_pb2_grpc,
+    scheduled_commands_pb2,
+    scheduled_commands_pb2_grpc,
+    subscriptions_pb2,
+    subscriptions_pb2_grpc,
+    workflows_pb2,
+    workflows_pb2_grpc,
+)
+
+from . import _convert as convert
+from ._errors import ERROR_DOMAIN, AlreadyExists, InvalidArgument, NotFound, WfeError, error_for_reason
+from ._models import (
+    CommandClaim,
+    Event,
+    EventSubscription,
+    ExecutionError,
+    ScheduledCommand,
+    WorkflowInstance,
+)
+from ._provider import CLAIM_BATCH, DEFAULT_LEASE, PersistenceProvider
+
+__all__ = ["GrpcPersistenceProvider", "MAX_MESSAGE_BYTES"]
+
+R = TypeVar("R")
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_BATCH_IDS = 1000  # ids per BatchGetWorkflows call
+_PAGE_SIZE = 10_000
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+_BY_CODE: dict[grpc.StatusCode, type[WfeError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+}
+
+
+def _error_from_rpc(error: grpc.aio.AioRpcError) -> WfeError:
+    """The WfeError for a failed call: by ErrorInfo reason, else by status code."""
+    message = error.details() or error.code().name
+    reason = ""
+    metadata: dict[str, str] = {}
+    for key, value in error.trailing_metadata() or ():
+        if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info) and info.domain == ERROR_DOMAIN:
+                    reason, metadata = info.reason, dict(info.metadata)
+    cls = error_for_reason(reason) if reason else None
+    if cls is None:
+        cls = _BY_CODE.get(error.code(), WfeError)
+        result = cls(message, **metadata)
+        if cls is WfeError:
+            result.code = error.code().name  # type: ignore[misc]
+        return result
+    return cls(message, **metadata)
+
+
+class _Connecting:
+    """``await GrpcPersistenceProvider.connect(...)`` or ``async with GrpcPersistenceProvider.connect(...)``."""
+
+    def __init__(self, opening: Callable[[], Awaitable[GrpcPersistenceProvider]]) -> None:
+        self._opening = opening
+        self._provider: Optional[GrpcPersistenceProvider] = None
+
+    def __await__(self) -> Generator[Any, None, GrpcPersistenceProvider]:
+        return self._opening().__await__()
+
+    async def __aenter__(self) -> GrpcPersistenceProvider:
+        self._provider = await self._opening()
+        return self._provider
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._provider is not None:
+            await self._provider.close()
+
+
+class GrpcPersistenceProvider(PersistenceProvider):
+    """The persistence interface served by a wfe-sqlite server, over one gRPC channel."""
+
+    def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 30.0, metadata: Sequence[tuple[str, str]] = ()) -> None:
+        self._channel = channel
+        self._timeout = timeout
+        self._metadata = tuple(metadata)
+        self._workflows = workflows_pb2_grpc.WorkflowServiceStub(channel)
+        self._events = events_pb2_grpc.EventServiceStub(channel)
+        self._subscriptions = subscriptions_pb2_grpc.SubscriptionServiceStub(channel)
+        self._commands = scheduled_commands_pb2_grpc.ScheduledCommandServiceStub(channel)
+        self._errors = execution_errors_pb2_grpc.ExecutionErrorServiceStub(channel)
+        self._store = execution_errors_pb2_grpc.StoreServiceStub(channel)
+
+    @classmethod
+    def connect(
+        cls,
+        address: str,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        credentials: Optional[grpc.ChannelCredentials] = None,
+        token: Optional[str] = None,
+    ) -> _Connecting:
+        """Connect to ``address`` (HOST:PORT); waits until the server answers.
+
+        ``timeout`` is the deadline of each call in seconds; ``credentials`` selects TLS;
+        ``token`` is sent as ``authorization: Bearer <token>`` on every call.
+        """
+
+        async def opening() -> GrpcPersistenceProvider:
+            options = [
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ]
+            if credentials is None:
+                channel = grpc.aio.insecure_channel(address, options=options)
+            else:
+                channel = grpc.aio.secure_channel(address, credentials, options=options)
+            try:
+                await asyncio.wait_for(channel.channel_ready(), connect_timeout)
+            except asyncio.TimeoutError:
+                await channel.close()
+                raise ConnectionError(f"no wfe-sqlite server answered at {address} within {connect_timeout}s") from None
+            metadata = [("authorization", f"Bearer {token}")] if token else []
+            return cls(channel, timeout=timeout, metadata=metadata)
+
+        return _Connecting(opening)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    # -- the one place calls are made -----------------------------------------------------------
+
+    async def _call(self, method: Callable[..., Any], request: Any, timeout: Optional[float] = None) -> Any:
+        try:
+            return await method(request, timeout=timeout or self._timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise _error_from_rpc(error) from None
+
+    async def _stream(self, method: Callable[..., Any], request: Any) -> list[Any]:
+        call = method(request, timeout=self._timeout, metadata=self._metadata)
+        try:
+            return [response async for response in call]
+        except grpc.aio.AioRpcError as error:
+            raise _error_from_rpc(error) from None
+
+    async def _pages(self, method: Callable[..., Any], request: Any, items: str) -> list[Any]:
+        collected: list[Any] = []
+        request.page_size = _PAGE_SIZE
+        while True:
+            response = await self._call(method, request)
+            collected.extend(getattr(response, items))
+            if not response.next_page_token:
+                return collected
+            request.page_token = response.next_page_token
+
+    # -- workflows -----------------------------------------------------------------------------
+
+    async def create_new_workflow(self, instance: WorkflowInstance) -> str:
+        request = workflows_pb2.CreateWorkflowRequest(workflow=convert.workflow_to_proto(instance))
+        response = await self._call(self._workflows.CreateWorkflow, request)
+        instance.id, instance.name = response.id, response.name
+        return response.id
+
+    async def persist_workflow(self, instance: WorkflowInstance) -> None:
+        request = workflows_pb2.PersistWorkflowRequest(workflow=convert.workflow_to_proto(instance))
+        await self._call(self._workflows.PersistWorkflow, request)
+
+    async def persist_workflow_with_subscriptions(
+        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription]
+    ) -> None:
+        request = workflows_pb2.PersistWorkflowWithSubscriptionsRequest(
+            workflow=convert.workflow_to_proto(instance),
+            subscriptions=[convert.subscription_to_proto(s) for s in subscriptions],
+        )
+        response = await self._call(self._workflows.PersistWorkflowWithSubscriptions, request)
+        for subscription, sid in zip(subscriptions, response.subscription_ids):
+            subscription.id = sid
+
+    async def get_runnable_instances(self, as_at: datetime) -> list[str]:
+        request = workflows_pb2.GetRunnableWorkflowsRequest(as_at=convert.timestamp(as_at, "as_at"))
+        return await self._pages(self._workflows.GetRunnableWorkflows, request, "workflow_ids")
+
+    async def get_workflow_instance(self, id: str) -> WorkflowInstance:
+        response = await self._call(self._workflows.GetWorkflow, workflows_pb2.GetWorkflowRequest(id=id))
+        return convert.workflow_from_proto(response.workflow)
+
+    async def get_workflow_instance_by_name(self, name: str) -> WorkflowInstance:
+        response = await self._call(
+            self._workflows.GetWorkflowByName, workflows_pb2.GetWorkflowByNameRequest(name=name)
+        )
+        return convert.workflow_from_proto(response.workflow)
+
+    async def get_workflow_instances(self, ids: Sequence[str]) -> list[WorkflowInstance]:
+        if isinstance(ids, str):
+            raise InvalidArgument("ids: expected a list of ids, got a string", field="ids")
+        unique = list(dict.fromkeys(ids))
+        chunks = [unique[i : i + _BATCH_IDS] for i in range(0, len(unique), _BATCH_IDS)]
+        responses = await asyncio.gather(
+            *(
+                self._stream(self._workflows.BatchGetWorkflows, workflows_pb2.BatchGetWorkflowsRequest(ids=chunk))
+                for chunk in chunks
+            )
+        )
+        return [
+            convert.workflow_from_proto(w) for chunk in responses for response in chunk for w in response.workflows
+        ]
+
+    async def next_definition_sequence(self, definition_id: str) -> int:
+        response = await self._call(
+            self._workflows.NextDefinitionSequence,
+            workflows_pb2.NextDefinitionSequenceRequest(definition_id=definition_id),
+        )
+        return response.value
+
+    # -- events --------------------------------------------------------------------------------
+
+    async def create_event(self, event: Event) -> str:
+        response = await self._call(
+            self._events.CreateEvent, events_pb2.CreateEventRequest(event=convert.event_to_proto(event))
+        )
+        event.id = response.id
+        return response.id
+
+    async def get_event(self, id: str) -> Event:
+        response = await self._call(self._events.GetEvent, events_pb2.GetEventRequest(id=id))
+        return convert.event_from_proto(response.event)
+
+    async def get_runnable_events(self, as_at: datetime) -> list[str]:
+        request = events_pb2.GetRunnableEventsRequest(as_at=convert.timestamp(as_at, "as_at"))
+        return await self._pages(self._events.GetRunnableEvents, request, "event_ids")
+
+    async def get_events(self, event_name: str, event_key: str, as_of: datetime) -> list[str]:
+        request = events_pb2.GetEventsRequest(
+            event_name=event_name, event_key=event_key, as_of=convert.timestamp(as_of, "as_of")
+        )
+        return await self._pages(self._events.GetEvents, request, "event_ids")
+
+    async def mark_event_processed(self, id: str) -> None:
+        await self._call(self._events.MarkEventProcessed, events_pb2.MarkEventProcessedRequest(id=id))
+
+    async def mark_event_unprocessed(self, id: str) -> None:
+        await self._call(self._events.MarkEventUnprocessed, events_pb2.MarkEventUnprocessedRequest(id=id))
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    async def create_event_subscription(self, subscription: EventSubscription) -> str:
+        request = subscriptions_pb2.CreateSubscriptionRequest(subscription=convert.subscription_to_proto(subscription))
+        response = await self._call(self._subscriptions.CreateSubscription, request)
+        subscription.id = response.id
+        return response.id
+
+    async def get_subscription(self, id: str) -> EventSubscription:
+        response = await self._call(
+            self._subscriptions.GetSubscription, subscriptions_pb2.GetSubscriptionRequest(id=id)
+        )
+        return convert.subscription_from_proto(response.subscription)
+
+    async def get_subscriptions(self, event_name: str, event_key: str, as_of: datetime) -> list[EventSubscription]:
+        request = subscriptions_pb2.GetSubscriptionsRequest(
+            event_name=event_name, event_key=event_key, as_of=convert.timestamp(as_of, "as_of")
+        )
+        messages = await self._pages(self._subscriptions.GetSubscriptions, request, "subscriptions")
+        return [convert.subscription_from_proto(m) for m in messages]
+
+    async def terminate_subscription(self, id: str) -> None:
+        await self._call(
+            self._subscriptions.TerminateSubscription, subscriptions_pb2.TerminateSubscriptionRequest(id=id)
+        )
+
+    async def get_first_open_subscription(
+        self, event_name: str, event_key: str, as_of: datetime
+    ) -> Optional[EventSubscription]:
+        request = subscriptions_pb2.GetFirstOpenSubscriptionRequest(
+            event_name=event_name, event_key=event_key, as_of=convert.timestamp(as_of, "as_of")
+        )
+        response = await self._call(self._subscriptions.GetFirstOpenSubscription, request)
+        if not response.HasField("subscription"):
+            return None
+        return convert.subscription_from_proto(response.subscription)
+
+    async def set_subscription_token(self, id: str, token: str, worker_id: str, expiry: datetime) -> bool:
+        request = subscriptions_pb2.SetSubscriptionTokenRequest(
+            id=id, token=token, worker_id=worker_id, expiry=convert.timestamp(expiry, "expiry")
+        )
+        response = await self._call(self._subscriptions.SetSubscriptionToken, request)
+        return response.acquired
+
+    async def clear_subscription_token(self, id: str, token: str) -> None:
+        await self._call(
+            self._subscriptions.ClearSubscriptionToken,
+            subscriptions_pb2.ClearSubscriptionTokenRequest(id=id, token=token),
+        )
+
+    # -- scheduled commands --------------------------------------------------------------------
+
+    async def schedule_command(self, command: ScheduledCommand) -> None:
+        await self._call(
+            self._commands.ScheduleCommand,
+            scheduled_commands_pb2.ScheduleCommandRequest(command=convert.command_to_proto(command)),
+        )
+
+    async def claim_commands(
+        self,
+        as_of: datetime,
+        max_commands: int = CLAIM_BATCH,
+        lease: timedelta = DEFAULT_LEASE,
+        worker_id: str = "",
+    ) -> CommandClaim:
+        duration = duration_pb2.Duration()
+        duration.FromTimedelta(lease)
+        request = scheduled_commands_pb2.ClaimCommandsRequest(
+            as_of=convert.timestamp(as_of, "as_of"),
+            max_commands=max_commands,
+            lease_duration=duration,
+            worker_id=worker_id,
+        )
+        response = await self._call(self._commands.ClaimCommands, request)
+        return CommandClaim(
+            lease_id=response.lease_id,
+            lease_expiry=convert.instant(response, "lease_expiry", "response"),
+            commands=[convert.command_from_proto(c.command) for c in response.commands],
+        )
+
+    async def acknowledge_command(self, command: ScheduledCommand, lease_id: str) -> None:
+        request = scheduled_commands_pb2.AcknowledgeCommandRequest(
+            command_name=convert.command_name_to_proto(command.command_name), data=command.data, lease_id=lease_id
+        )
+        await self._call(self._commands.AcknowledgeCommand, request)
+
+    async def release_command(self, command: ScheduledCommand, lease_id: str) -> None:
+        request = scheduled_commands_pb2.ReleaseCommandRequest(
+            command_name=convert.command_name_to_proto(command.command_name), data=command.data, lease_id=lease_id
+        )
+        await self._call(self._commands.ReleaseCommand, request)
+
+    # -- errors and store ----------------------------------------------------------------------
+
+    async def persist_errors(self, errors: Sequence[ExecutionError]) -> None:
+        request = execution_errors_pb2.PersistErrorsRequest(errors=[convert.error_to_proto(e) for e in errors])
+        await self._call(self._errors.PersistErrors, request)
+
+    async def ensure_store_exists(self) -> None:
+        await self._call(self._store.EnsureStoreExists, execution_errors_pb2.EnsureStoreExistsRequest())
+
+    async def __aenter__(self) -> GrpcPersistenceProvider:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
