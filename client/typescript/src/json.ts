@@ -46,7 +46,7 @@ export function parseJson(text: string, field = "json"): JsonValue {
   }
 }
 
-/** Parses optional JSON text (absent stays `undefined`; the text `null` is `null`). */
+/** Parses optional JSON text (absent stays `undefined`). */
 export function parseOptionalJson(text: string | undefined, field: string): JsonValue | undefined {
   return text === undefined ? undefined : parseJson(text, field);
 }
@@ -79,7 +79,11 @@ export function stringifyJson(value: unknown, field = "json"): string {
   return text;
 }
 
-/** Writes an optional value: `undefined` stays absent, `null` is the JSON text `null`. */
+/**
+ * Writes an optional value: `undefined` and `null` are both sent as absent. As in WFE (Rust's
+ * `Option<serde_json::Value>` reads JSON `null` as `None`) and the Python client (`None`), an
+ * optional JSON field cannot hold a JSON `null` distinct from "absent"; it reads back `undefined`.
+ */
 export function stringifyOptionalJson(value: unknown, field: string): string | undefined {
-  return value === undefined ? undefined : stringifyJson(value, field);
+  return value === undefined || value === null ? undefined : stringifyJson(value, field);
 }

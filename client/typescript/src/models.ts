@@ -4,8 +4,8 @@
  * - Instants are `Date`s; the ones this package returns are {@link PreciseDate}s that keep the
  *   stored microseconds (see time.ts).
  * - `nextExecution` and `executeTime` are epoch milliseconds as `number`.
- * - JSON fields are parsed values ({@link JsonValue}); an optional JSON field is `undefined`
- *   when absent, which is not the same as the JSON value `null`.
+ * - JSON fields are parsed values ({@link JsonValue}); see json.ts for numbers. An optional JSON
+ *   field is `undefined` when absent; setting it to `null` also stores "absent" (as in WFE).
  */
 import { randomUUID } from "node:crypto";
 import type { JsonValue } from "./json.js";

@@ -1,0 +1,133 @@
+// Client-side codecs that need no server: JSON number policy, PreciseDate, ErrorInfo decoding.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { BinaryWriter } from "@bufbuild/protobuf/wire";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  AlreadyExists,
+  decodeErrorInfo,
+  errorFromRpc,
+  InvalidArgument,
+  LeaseLost,
+  LosslessNumber,
+  parseJson,
+  PreciseDate,
+  stringifyJson,
+  WfeError,
+  WorkflowNotFound,
+} from "../src/index.js";
+import { fromTimestamp, toTimestamp } from "../src/time.js";
+
+describe("lossless JSON", () => {
+  it("keeps 64-bit integers exactly as bigint", () => {
+    const text = '{"a":4611686018427387904,"b":4611686018427387905,"c":-9223372036854775808,"d":18446744073709551615}';
+    const value = parseJson(text) as Record<string, unknown>;
+    assert.equal(value["a"], 2n ** 62n);
+    assert.equal(value["b"], 2n ** 62n + 1n);
+    assert.equal(value["c"], -(2n ** 63n));
+    assert.equal(value["d"], 2n ** 64n - 1n);
+    assert.equal(stringifyJson(value), text);
+  });
+
+  it("keeps safe numbers as plain numbers", () => {
+    const value = parseJson('[1, -7, 0.1, 9007199254740991, 1.5e3, true, null, "x"]');
+    assert.deepEqual(value, [1, -7, 0.1, 9007199254740991, 1500, true, null, "x"]);
+  });
+
+  it("keeps numbers a double cannot hold as LosslessNumber", () => {
+    const value = parseJson("[0.12345678901234567890123, 1e400]") as unknown[];
+    assert.ok(value[0] instanceof LosslessNumber);
+    assert.equal(stringifyJson(value), "[0.12345678901234567890123,1e400]");
+  });
+
+  it("round-trips unicode", () => {
+    const data = { s: "héllo wörld ✓ 日本語 🎉 \u0000 \u2028 \"quoted\" \\" };
+    assert.deepEqual(parseJson(stringifyJson(data)), data);
+  });
+
+  it("writes undefined as null and rejects non-finite numbers", () => {
+    assert.equal(stringifyJson(undefined), "null");
+    assert.throws(() => stringifyJson({ x: Number.NaN }, "data"), InvalidArgument);
+    assert.throws(() => stringifyJson([Infinity]), InvalidArgument);
+  });
+
+  it("rejects invalid JSON text", () => {
+    assert.throws(() => parseJson("{nope"), InvalidArgument);
+  });
+});
+
+describe("PreciseDate", () => {
+  it("keeps microseconds and nanoseconds through Timestamps", () => {
+    const d = PreciseDate.fromEpochMicros(1_700_000_000_123_456n);
+    assert.equal(d.getTime(), 1_700_000_000_123);
+    assert.equal(d.getMicroseconds(), 456);
+    assert.equal(d.toPreciseISOString(), "2023-11-14T22:13:20.123456Z");
+    const ts = toTimestamp(d, "t");
+    assert.equal(ts.seconds, 1_700_000_000n);
+    assert.equal(ts.nanos, 123_456_000);
+    const back = fromTimestamp(ts);
+    assert.equal(back.epochMicros, 1_700_000_000_123_456n);
+  });
+
+  it("handles instants before the epoch", () => {
+    const d = PreciseDate.fromEpochMicros(-1_500_001n); // -1.500001 s
+    assert.equal(d.getTime(), -1501);
+    assert.equal(d.getSubMillisecondNanos(), 999_000);
+    const ts = toTimestamp(d, "t");
+    assert.equal(ts.seconds, -2n);
+    assert.equal(ts.nanos, 499_999_000);
+    assert.equal(fromTimestamp(ts).epochMicros, -1_500_001n);
+  });
+
+  it("sends a plain Date with its milliseconds", () => {
+    const ts = toTimestamp(new Date(1234), "t");
+    assert.equal(ts.seconds, 1n);
+    assert.equal(ts.nanos, 234_000_000);
+  });
+
+  it("drops its extra precision once mutated", () => {
+    const d = PreciseDate.fromEpochMicros(5_000_123n);
+    d.setTime(7000);
+    assert.equal(d.epochNanos, 7_000_000_000n);
+  });
+
+  it("rejects an invalid Date", () => {
+    assert.throws(() => toTimestamp(new Date(Number.NaN), "asOf"), InvalidArgument);
+  });
+});
+
+function errorInfoBytes(reason: string, domain: string, metadata: Record<string, string>): Uint8Array {
+  const w = new BinaryWriter();
+  w.tag(1, 2).string(reason);
+  w.tag(2, 2).string(domain);
+  for (const [k, v] of Object.entries(metadata)) {
+    w.tag(3, 2).fork().tag(1, 2).string(k).tag(2, 2).string(v).join();
+  }
+  return w.finish();
+}
+
+describe("error mapping", () => {
+  it("decodes ErrorInfo", () => {
+    const info = decodeErrorInfo(errorInfoBytes("INVALID_ARGUMENT", "wfe-sqlite", { field: "workflow.status", x: "y" }));
+    assert.deepEqual(info, { reason: "INVALID_ARGUMENT", domain: "wfe-sqlite", metadata: { field: "workflow.status", x: "y" } });
+  });
+
+  function rpcError(code: Code, reason?: string, domain = "wfe-sqlite"): ConnectError {
+    const err = new ConnectError("boom", code);
+    if (reason) err.details.push({ type: "google.rpc.ErrorInfo", value: errorInfoBytes(reason, domain, {}) });
+    return err;
+  }
+
+  it("chooses the class from the reason", () => {
+    assert.ok(errorFromRpc(rpcError(Code.NotFound, "WORKFLOW_NOT_FOUND")) instanceof WorkflowNotFound);
+    assert.ok(errorFromRpc(rpcError(Code.AlreadyExists, "WORKFLOW_NAME_TAKEN")) instanceof AlreadyExists);
+    assert.ok(errorFromRpc(rpcError(Code.FailedPrecondition, "LEASE_LOST")) instanceof LeaseLost);
+  });
+
+  it("ignores ErrorInfo of another domain and falls back on the code", () => {
+    const e = errorFromRpc(rpcError(Code.NotFound, "WORKFLOW_NOT_FOUND", "elsewhere"));
+    assert.ok(e instanceof WfeError);
+    assert.ok(!(e instanceof WorkflowNotFound));
+    assert.ok(errorFromRpc(rpcError(Code.InvalidArgument)) instanceof InvalidArgument);
+  });
+});

@@ -1,0 +1,605 @@
+// GrpcPersistenceProvider against a live wfe-sqlite server (real process, real SQLite file).
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import {
+  AlreadyExists,
+  CommandName,
+  epochNanosOf,
+  errorFromRpc,
+  EventNotFound,
+  GrpcPersistenceProvider,
+  InvalidArgument,
+  LeaseLost,
+  LosslessNumber,
+  newEvent,
+  newEventSubscription,
+  newExecutionError,
+  newExecutionPointer,
+  newWorkflowInstance,
+  NotFound,
+  PointerStatus,
+  PreciseDate,
+  processEventCommand,
+  processWorkflowCommand,
+  SubscriptionNotFound,
+  WfeError,
+  WorkflowNotFound,
+  WorkflowStatus,
+  type EventSubscription,
+  type ScheduledCommand,
+  type WorkflowInstance,
+} from "../src/index.js";
+import { CommandName as WireCommandName, ScheduledCommandService } from "../src/gen/wfe/persistence/v1/scheduled_commands_pb.js";
+import { sqliteScalar, startServer, type RunningServer } from "./server.js";
+
+let server: RunningServer;
+let provider: GrpcPersistenceProvider;
+
+before(async () => {
+  server = await startServer();
+  provider = await GrpcPersistenceProvider.connect(server.address);
+  await provider.ensureStoreExists();
+});
+
+after(async () => {
+  provider?.close();
+  const code = await server?.stop();
+  assert.equal(code, 0, `server did not stop cleanly on SIGTERM (exit ${code}); stderr:\n${server?.stderr()}`);
+});
+
+/** Replaces every Date by its epoch nanoseconds (Date equality in assert ignores sub-ms precision). */
+function norm(value: unknown): unknown {
+  if (value instanceof Date) return { instant: epochNanosOf(value) };
+  if (value instanceof LosslessNumber) return { lossless: value.toString() };
+  if (Array.isArray(value)) return value.map(norm);
+  if (value !== null && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, norm(v)]));
+  }
+  return value;
+}
+
+function assertSame(actual: unknown, expected: unknown, message?: string) {
+  assert.deepStrictEqual(norm(actual), norm(expected), message);
+}
+
+async function assertRejects(promise: Promise<unknown>, cls: Function, reason?: string) {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.ok(err instanceof cls, `expected ${cls.name}, got ${String(err)}`);
+    if (reason !== undefined) assert.equal((err as WfeError).reason, reason);
+    return true;
+  });
+}
+
+const micros = (us: bigint) => PreciseDate.fromEpochMicros(us);
+const BASE_US = 1_750_000_000_000_000n; // an instant with room around it, in microseconds
+const uniq = (prefix: string) => `${prefix}-${randomUUID()}`;
+
+const BIG_DATA = {
+  big: 2n ** 62n,
+  bigPlusOne: 2n ** 62n + 1n,
+  min64: -(2n ** 63n),
+  maxU64: 2n ** 64n - 1n,
+  small: 42,
+  float: 0.1,
+  decimal: 1.25e-7,
+  text: "héllo ✓ 日本語 🎉 e\u0301 \u2028",
+  nested: { list: [1, "two", null, true, { "ключ": "значение" }] },
+};
+
+function fullWorkflow(definition: string): WorkflowInstance {
+  const w = newWorkflowInstance(definition, 3, BIG_DATA);
+  w.id = "";
+  w.createTime = micros(BASE_US + 123_456n);
+  w.description = "a description ✓";
+  w.reference = "ref-1";
+  w.rootWorkflowId = "root-id";
+  w.nextExecution = 1_750_000_000_000;
+  const p1 = newExecutionPointer(0);
+  Object.assign(p1, {
+    status: PointerStatus.WAITING_FOR_EVENT,
+    sleepUntil: micros(BASE_US + 1n),
+    persistenceData: { counter: 2n ** 62n },
+    startTime: micros(BASE_US + 2n),
+    endTime: micros(BASE_US + 3n),
+    eventName: "order-paid",
+    eventKey: "order-1",
+    eventPublished: true,
+    eventData: { paid: 2n ** 62n },
+    stepName: "wait",
+    retryCount: 4,
+    children: ["c1", "c2"],
+    contextItem: "item ✓",
+    predecessorId: "p0",
+    outcome: [1, 2, 3],
+    scope: ["s1", "s0"],
+    extensionAttributes: { a: { nested: 2n ** 62n }, b: "🎉", c: null },
+  });
+  const p2 = newExecutionPointer(1);
+  p2.status = PointerStatus.PENDING_PREDECESSOR;
+  p2.outcome = 0; // falsy but present
+  p2.contextItem = ""; // falsy but present
+  w.executionPointers = [p1, p2];
+  return w;
+}
+
+describe("store", () => {
+  it("ensureStoreExists is idempotent", async () => {
+    await provider.ensureStoreExists();
+    await provider.ensureStoreExists();
+  });
+
+  it("supportsScheduledCommands", () => {
+    assert.equal(provider.supportsScheduledCommands(), true);
+  });
+});
+
+describe("workflows", () => {
+  it("creates and reads back every field exactly", async () => {
+    const definition = uniq("def");
+    const w = fullWorkflow(definition);
+    const id = await provider.createNewWorkflow(w);
+    assert.match(id, /^[0-9a-f-]{36}$/);
+    assert.equal(w.id, id, "generated id is written back");
+    assert.equal(w.name, `${definition}-1`, "assigned name is written back");
+    const stored = await provider.getWorkflowInstance(id);
+    assertSame(stored, w);
+    assert.equal((stored.data as Record<string, unknown>)["big"], 2n ** 62n);
+    assert.ok(stored.createTime instanceof PreciseDate);
+    assert.equal((stored.createTime as PreciseDate).epochMicros, BASE_US + 123_456n);
+    assert.equal(stored.completeTime, undefined);
+    const byName = await provider.getWorkflowInstanceByName(w.name);
+    assertSame(byName, w);
+  });
+
+  it("stores an optional JSON null as absent", async () => {
+    const w = newWorkflowInstance(uniq("def"), 1, null);
+    const p = newExecutionPointer(0);
+    p.eventData = null;
+    p.outcome = null;
+    w.executionPointers = [p];
+    await provider.createNewWorkflow(w);
+    const stored = await provider.getWorkflowInstance(w.id);
+    assert.equal(stored.data, null, "required JSON keeps null");
+    assert.ok(!("eventData" in stored.executionPointers[0]!));
+    assert.ok(!("outcome" in stored.executionPointers[0]!));
+  });
+
+  it("keeps a supplied id and name, and assigns the next free sequence name", async () => {
+    const definition = uniq("def");
+    const named = newWorkflowInstance(definition, 1, null);
+    named.name = `${definition}-2`; // taken before the sequence reaches it
+    await provider.createNewWorkflow(named);
+    const a = newWorkflowInstance(definition, 1, null);
+    const b = newWorkflowInstance(definition, 1, null);
+    const idA = a.id;
+    assert.equal(await provider.createNewWorkflow(a), idA);
+    await provider.createNewWorkflow(b);
+    assert.equal(a.name, `${definition}-1`);
+    assert.equal(b.name, `${definition}-3`, "skips the taken -2");
+  });
+
+  it("rejects a duplicate id and a duplicate name", async () => {
+    const w = newWorkflowInstance(uniq("def"), 1, null);
+    await provider.createNewWorkflow(w);
+    const sameId = newWorkflowInstance("other", 1, null);
+    sameId.id = w.id;
+    await assertRejects(provider.createNewWorkflow(sameId), AlreadyExists, "WORKFLOW_ALREADY_EXISTS");
+    const sameName = newWorkflowInstance("other", 1, null);
+    sameName.name = w.name;
+    await assertRejects(provider.createNewWorkflow(sameName), AlreadyExists, "WORKFLOW_NAME_TAKEN");
+  });
+
+  it("reports missing workflows as WorkflowNotFound", async () => {
+    await assertRejects(provider.getWorkflowInstance(uniq("missing")), WorkflowNotFound, "WORKFLOW_NOT_FOUND");
+    await assertRejects(provider.getWorkflowInstanceByName(uniq("missing")), WorkflowNotFound, "WORKFLOW_NOT_FOUND");
+    const ghost = newWorkflowInstance("def", 1, null);
+    await assertRejects(provider.persistWorkflow(ghost), WorkflowNotFound, "WORKFLOW_NOT_FOUND");
+    await assertRejects(provider.persistWorkflowWithSubscriptions(ghost, []), WorkflowNotFound);
+  });
+
+  it("persistWorkflow replaces fields and pointers but never createTime", async () => {
+    const w = fullWorkflow(uniq("def"));
+    const id = await provider.createNewWorkflow(w);
+    const originalCreate = w.createTime;
+    const updated: WorkflowInstance = {
+      ...w,
+      status: WorkflowStatus.COMPLETE,
+      data: { done: true, n: 2n ** 62n },
+      version: 4,
+      completeTime: micros(BASE_US + 999_999n),
+      createTime: micros(BASE_US + 5_000_000n),
+      executionPointers: [{ ...newExecutionPointer(7), status: PointerStatus.COMPLETE, active: false }],
+    };
+    delete updated.description;
+    delete updated.nextExecution;
+    await provider.persistWorkflow(updated);
+    const stored = await provider.getWorkflowInstance(id);
+    assertSame(stored, { ...updated, createTime: originalCreate });
+    assert.equal(stored.description, undefined);
+    assert.equal(stored.nextExecution, undefined);
+  });
+
+  it("persistWorkflowWithSubscriptions is all or nothing", async () => {
+    const w = newWorkflowInstance(uniq("def"), 1, { step: 0 });
+    await provider.createNewWorkflow(w);
+    const s1 = newEventSubscription(w.id, 0, "p0", uniq("evt"), "k", micros(BASE_US));
+    s1.id = "";
+    const s2 = newEventSubscription(w.id, 1, "p1", s1.eventName, "k", micros(BASE_US + 1n));
+    const ids = await provider.persistWorkflowWithSubscriptions({ ...w, data: { step: 1 } }, [s1, s2]);
+    assert.equal(ids.length, 2);
+    assert.equal(ids[1], s2.id);
+    assert.equal(s1.id, ids[0], "generated id is written back");
+    assertSame(await provider.getSubscription(ids[0]!), s1);
+    assert.deepEqual((await provider.getWorkflowInstance(w.id)).data, { step: 1 });
+
+    // A duplicate subscription id fails the whole call: the workflow keeps step 1.
+    const fresh = newEventSubscription(w.id, 2, "p2", s1.eventName, "k", micros(BASE_US));
+    const dup = { ...s2 };
+    await assertRejects(
+      provider.persistWorkflowWithSubscriptions({ ...w, data: { step: 2 } }, [fresh, dup]),
+      AlreadyExists,
+      "SUBSCRIPTION_ALREADY_EXISTS",
+    );
+    assert.deepEqual((await provider.getWorkflowInstance(w.id)).data, { step: 1 });
+    await assertRejects(provider.getSubscription(fresh.id), SubscriptionNotFound);
+  });
+
+  it("getRunnableInstances filters, orders earliest first and gathers every page", async () => {
+    // Early 1970 (the server takes nextExecution >= 0), so only workflows with nextExecution 0
+    // (newWorkflowInstance's default) come before ours.
+    const t0 = 1_000_000; // epoch ms
+    const count = 1_150; // more than one default page (1000)
+    const expected: string[] = [];
+    const order = [...Array(count).keys()].reverse(); // create latest first
+    for (let i = 0; i < order.length; i += 100) {
+      await Promise.all(
+        order.slice(i, i + 100).map(async (k) => {
+          const w = newWorkflowInstance("runnable-def", 1, null);
+          w.name = uniq("r");
+          w.nextExecution = t0 + k;
+          await provider.createNewWorkflow(w);
+          expected[k] = w.id;
+        }),
+      );
+    }
+    const notRunnable = [
+      { ...newWorkflowInstance("runnable-def", 1, null), nextExecution: t0, status: WorkflowStatus.SUSPENDED },
+      { ...newWorkflowInstance("runnable-def", 1, null), nextExecution: t0, status: WorkflowStatus.COMPLETE },
+      { ...newWorkflowInstance("runnable-def", 1, null), nextExecution: undefined },
+      { ...newWorkflowInstance("runnable-def", 1, null), nextExecution: t0 + count + 10 },
+    ];
+    for (const w of notRunnable) await provider.createNewWorkflow(w);
+
+    const asAt = new Date(t0 + count - 1);
+    const runnable = await provider.getRunnableInstances(asAt);
+    const ours = new Set(expected);
+    assert.deepEqual(
+      runnable.filter((id) => ours.has(id) || notRunnable.some((w) => w.id === id)),
+      expected,
+    );
+    assert.ok(runnable.length >= count);
+    const firstOurs = runnable.indexOf(expected[0]!);
+    assert.deepEqual(runnable.slice(firstOurs), expected, "ours are the latest and come last");
+    const later = await provider.getRunnableInstances(new Date(t0 + count + 10));
+    assert.ok(later.includes(notRunnable[3]!.id));
+    assert.ok(!later.includes(notRunnable[2]!.id), "no nextExecution: never runnable");
+  });
+
+  it("getWorkflowInstances returns the existing ones in one call, across 10000-id chunks", async () => {
+    const made: WorkflowInstance[] = [];
+    for (let i = 0; i < 3; i++) {
+      const w = fullWorkflow(uniq("batch"));
+      await provider.createNewWorkflow(w);
+      made.push(w);
+    }
+    const ids = [
+      made[0]!.id,
+      ...Array.from({ length: 12_000 }, () => uniq("missing")),
+      made[1]!.id,
+      made[0]!.id,
+      made[2]!.id,
+    ];
+    const got = await provider.getWorkflowInstances(ids);
+    assert.equal(got.length, 3);
+    const byId = new Map(got.map((w) => [w.id, w]));
+    for (const w of made) assertSame(byId.get(w.id), w);
+    assert.deepEqual(await provider.getWorkflowInstances([]), []);
+    assert.deepEqual(await provider.getWorkflowInstances([uniq("missing")]), []);
+  });
+
+  it("nextDefinitionSequence counts 1, 2, 3 and never repeats under concurrency", async () => {
+    const definition = uniq("seq");
+    assert.equal(await provider.nextDefinitionSequence(definition), 1);
+    assert.equal(await provider.nextDefinitionSequence(definition), 2);
+    const values = await Promise.all(Array.from({ length: 30 }, () => provider.nextDefinitionSequence(definition)));
+    assert.deepEqual([...values].sort((a, b) => a - b), Array.from({ length: 30 }, (_, i) => i + 3));
+    assert.equal(await provider.nextDefinitionSequence(uniq("seq")), 1);
+  });
+
+  it("accepts a 15 MiB workflow", async () => {
+    const payload = "x".repeat(15 * 1024 * 1024);
+    const w = newWorkflowInstance(uniq("big"), 1, { payload, n: 2n ** 62n });
+    await provider.createNewWorkflow(w);
+    const stored = await provider.getWorkflowInstance(w.id);
+    assert.equal((stored.data as { payload: string }).payload.length, payload.length);
+    assert.equal((stored.data as { n: bigint }).n, 2n ** 62n);
+  });
+
+  it("reports a malformed request as InvalidArgument", async () => {
+    const w = newWorkflowInstance("", 1, null); // workflow_definition_id is required
+    await assertRejects(provider.createNewWorkflow(w), InvalidArgument, "INVALID_ARGUMENT");
+    const long = newEvent("e", "k", null);
+    long.id = "x".repeat(2000); // ids are at most 1024 bytes
+    await assertRejects(provider.createEvent(long), InvalidArgument, "INVALID_ARGUMENT");
+  });
+
+  it("rejects bad values before sending them", async () => {
+    const w = newWorkflowInstance("def", 1, { bad: Number.NaN });
+    await assertRejects(provider.createNewWorkflow(w), InvalidArgument);
+    const s = { ...newWorkflowInstance("def", 1, null), status: "NOPE" as WorkflowStatus };
+    await assertRejects(provider.createNewWorkflow(s), InvalidArgument);
+    await assertRejects(provider.getRunnableInstances(new Date(Number.NaN)), InvalidArgument);
+  });
+});
+
+describe("events", () => {
+  it("creates, reads, and rejects duplicates and missing ids", async () => {
+    const e = newEvent(uniq("evt"), "key-1", BIG_DATA, micros(BASE_US + 7n));
+    e.id = "";
+    const id = await provider.createEvent(e);
+    assert.equal(e.id, id);
+    assertSame(await provider.getEvent(id), e);
+    await assertRejects(provider.createEvent({ ...e }), AlreadyExists, "EVENT_ALREADY_EXISTS");
+    await assertRejects(provider.getEvent(uniq("missing")), EventNotFound, "EVENT_NOT_FOUND");
+    await assertRejects(provider.markEventProcessed(uniq("missing")), EventNotFound, "EVENT_NOT_FOUND");
+    await assertRejects(provider.markEventUnprocessed(uniq("missing")), NotFound, "EVENT_NOT_FOUND");
+  });
+
+  it("getRunnableEvents lists unprocessed due events, oldest first", async () => {
+    // Early 1970 (the server takes instants from 1970 on), before any other test's events.
+    const t0 = 1_000_000_000n; // microseconds
+    const name = uniq("run");
+    const late = newEvent(name, "k", 1, micros(t0 + 20n));
+    const early = newEvent(name, "k", 2, micros(t0 + 10n));
+    const processed = newEvent(name, "k", 3, micros(t0 + 5n));
+    const future = newEvent(name, "k", 4, micros(t0 + 30n));
+    for (const e of [late, early, processed, future]) await provider.createEvent(e);
+    await provider.markEventProcessed(processed.id);
+    await provider.markEventProcessed(processed.id); // idempotent
+    assert.equal((await provider.getEvent(processed.id)).isProcessed, true);
+
+    assert.deepEqual(await provider.getRunnableEvents(micros(t0 + 20n)), [early.id, late.id]);
+    await provider.markEventUnprocessed(processed.id);
+    assert.equal((await provider.getEvent(processed.id)).isProcessed, false);
+    assert.deepEqual(await provider.getRunnableEvents(micros(t0 + 20n)), [processed.id, early.id, late.id]);
+  });
+
+  it("getEvents matches name and key with eventTime <= asOf, across pages", async () => {
+    const name = uniq("find");
+    const ids: string[] = [];
+    for (let i = 0; i < 1_050; i += 50) {
+      const batch = Array.from({ length: 50 }, (_, j) => newEvent(name, "k", i + j, micros(BASE_US + BigInt(i + j))));
+      await Promise.all(batch.map((e) => provider.createEvent(e)));
+      ids.push(...batch.map((e) => e.id));
+    }
+    await provider.createEvent(newEvent(name, "other-key", null, micros(BASE_US)));
+    await provider.createEvent(newEvent(uniq("other"), "k", null, micros(BASE_US)));
+    const all = await provider.getEvents(name, "k", micros(BASE_US + 10_000n));
+    assert.deepEqual(all, ids);
+    const upTo = await provider.getEvents(name, "k", micros(BASE_US + 9n));
+    assert.deepEqual(upTo, ids.slice(0, 10));
+    assert.deepEqual(await provider.getEvents(name, "k", micros(BASE_US - 1n)), []);
+  });
+
+  it("keeps microseconds and truncates nanoseconds", async () => {
+    const t = PreciseDate.fromEpochNanos(1_760_000_000_123_456_789n);
+    const e = newEvent(uniq("ns"), "k", null, t);
+    await provider.createEvent(e);
+    const stored = await provider.getEvent(e.id);
+    assert.equal((stored.eventTime as PreciseDate).epochNanos, 1_760_000_000_123_456_000n);
+    assert.equal((stored.eventTime as PreciseDate).toPreciseISOString(), "2025-10-09T08:53:20.123456Z");
+  });
+});
+
+describe("subscriptions", () => {
+  async function workflowId(): Promise<string> {
+    const w = newWorkflowInstance(uniq("subdef"), 1, null);
+    return provider.createNewWorkflow(w);
+  }
+
+  it("creates, reads, and rejects duplicates and missing ids", async () => {
+    const s = newEventSubscription(await workflowId(), 3, "ptr", uniq("evt"), "key", micros(BASE_US + 11n));
+    s.id = "";
+    s.subscriptionData = { big: 2n ** 62n, text: "✓ 🎉" };
+    const id = await provider.createEventSubscription(s);
+    assert.equal(s.id, id);
+    assertSame(await provider.getSubscription(id), s);
+    await assertRejects(provider.createEventSubscription({ ...s }), AlreadyExists, "SUBSCRIPTION_ALREADY_EXISTS");
+    await assertRejects(provider.getSubscription(uniq("missing")), SubscriptionNotFound, "SUBSCRIPTION_NOT_FOUND");
+    await assertRejects(provider.terminateSubscription(uniq("missing")), SubscriptionNotFound, "SUBSCRIPTION_NOT_FOUND");
+    const expiry = new Date(Date.now() + 60_000);
+    await assertRejects(provider.setSubscriptionToken(uniq("missing"), "t", "w", expiry), SubscriptionNotFound);
+    await assertRejects(provider.clearSubscriptionToken(uniq("missing"), "t"), SubscriptionNotFound);
+  });
+
+  it("getSubscriptions lists open ones with subscribeAsOf <= asOf, oldest first", async () => {
+    const wf = await workflowId();
+    const name = uniq("evt");
+    const mk = (us: bigint, key = "k") => newEventSubscription(wf, 0, "p", name, key, micros(BASE_US + us));
+    const later = mk(20n);
+    const earlier = mk(10n);
+    const terminated = mk(5n);
+    const future = mk(50n);
+    const otherKey = mk(1n, "other");
+    for (const s of [later, earlier, terminated, future, otherKey]) await provider.createEventSubscription(s);
+    await provider.terminateSubscription(terminated.id);
+    await provider.terminateSubscription(terminated.id); // idempotent
+    assertSame(await provider.getSubscriptions(name, "k", micros(BASE_US + 20n)), [earlier, later]);
+    assert.equal((await provider.getSubscription(terminated.id)).id, terminated.id, "terminated ones stay readable");
+  });
+
+  it("getFirstOpenSubscription skips token-held ones and answers undefined when none", async () => {
+    const wf = await workflowId();
+    const name = uniq("evt");
+    const first = newEventSubscription(wf, 0, "p", name, "k", micros(BASE_US + 1n));
+    const second = newEventSubscription(wf, 0, "p", name, "k", micros(BASE_US + 2n));
+    await provider.createEventSubscription(first);
+    await provider.createEventSubscription(second);
+    const asOf = micros(BASE_US + 100n);
+    assert.equal((await provider.getFirstOpenSubscription(name, "k", asOf))?.id, first.id);
+    assert.equal(await provider.setSubscriptionToken(first.id, "tok", "worker", new Date(Date.now() + 60_000)), true);
+    assert.equal((await provider.getFirstOpenSubscription(name, "k", asOf))?.id, second.id);
+    await provider.terminateSubscription(second.id);
+    assert.equal(await provider.getFirstOpenSubscription(name, "k", asOf), undefined);
+    assert.equal(await provider.getFirstOpenSubscription(uniq("none"), "k", asOf), undefined);
+  });
+
+  it("setSubscriptionToken: of 20 concurrent claimers exactly one wins", async () => {
+    const s = newEventSubscription(await workflowId(), 0, "p", uniq("evt"), "k", micros(BASE_US));
+    await provider.createEventSubscription(s);
+    const expiry = new Date(Date.now() + 60_000);
+    const tokens = Array.from({ length: 20 }, (_, i) => `token-${i}`);
+    const results = await Promise.all(tokens.map((t, i) => provider.setSubscriptionToken(s.id, t, `worker-${i}`, expiry)));
+    assert.equal(results.filter(Boolean).length, 1);
+    const winner = results.indexOf(true);
+    const stored = await provider.getSubscription(s.id);
+    assert.equal(stored.externalToken, tokens[winner]);
+    assert.equal(stored.externalWorkerId, `worker-${winner}`);
+    assert.equal(stored.externalTokenExpiry?.getTime(), expiry.getTime());
+
+    // A loser's token does not clear it; the winner's does, after which a new claim succeeds.
+    const loser = tokens[(winner + 1) % tokens.length]!;
+    await assertRejects(provider.clearSubscriptionToken(s.id, loser), SubscriptionNotFound, "SUBSCRIPTION_NOT_FOUND");
+    assert.equal(await provider.setSubscriptionToken(s.id, loser, "w", expiry), false);
+    await provider.clearSubscriptionToken(s.id, tokens[winner]!);
+    const cleared = await provider.getSubscription(s.id);
+    assert.equal(cleared.externalToken, undefined);
+    assert.equal(cleared.externalWorkerId, undefined);
+    assert.equal(cleared.externalTokenExpiry, undefined);
+    assert.equal(await provider.setSubscriptionToken(s.id, loser, "w", expiry), true);
+  });
+
+  it("an expired token can be taken over", async () => {
+    const s = newEventSubscription(await workflowId(), 0, "p", uniq("evt"), "k", micros(BASE_US));
+    await provider.createEventSubscription(s);
+    assert.equal(await provider.setSubscriptionToken(s.id, "old", "w1", new Date(Date.now() - 1_000)), true);
+    assert.equal(await provider.setSubscriptionToken(s.id, "new", "w2", new Date(Date.now() + 60_000)), true);
+    assert.equal((await provider.getSubscription(s.id)).externalToken, "new");
+    assert.equal(await provider.setSubscriptionToken(s.id, "third", "w3", new Date(Date.now() + 60_000)), false);
+  });
+});
+
+describe("scheduled commands", () => {
+  // Commands are due at their executeTime; asOf selects them. Each test uses its own far-apart
+  // time window so they do not see each other's commands.
+  it("processCommands deletes handled commands and keeps failed ones", async () => {
+    const t = 1_000_000_000; // epoch ms (2001)
+    const ok1 = processWorkflowCommand(uniq("wf"), t + 1);
+    const bad = processEventCommand(uniq("ev"), t + 2);
+    const ok2 = processWorkflowCommand(uniq("wf"), t + 3);
+    const notDue = processWorkflowCommand(uniq("wf"), t + 1_000_000);
+    for (const c of [ok1, bad, ok2, notDue]) await provider.scheduleCommand(c);
+
+    const seen: ScheduledCommand[] = [];
+    const failures: unknown[] = [];
+    await provider.processCommands(
+      new Date(t + 10),
+      async (command) => {
+        seen.push(command);
+        if (command.data === bad.data) throw new Error("handler failed");
+      },
+      { onHandlerError: (_c, e) => failures.push(e) },
+    );
+    assert.deepEqual(seen, [ok1, bad, ok2], "every due command once, earliest first");
+    assert.equal(failures.length, 1);
+
+    const again: ScheduledCommand[] = [];
+    await provider.processCommands(new Date(t + 10), async (c) => void again.push(c));
+    assert.deepEqual(again, [bad], "the failed command is offered again, the handled ones are gone");
+
+    const none: ScheduledCommand[] = [];
+    await provider.processCommands(new Date(t + 10), async (c) => void none.push(c));
+    assert.deepEqual(none, []);
+
+    const rest: ScheduledCommand[] = [];
+    await provider.processCommands(new Date(t + 1_000_000), async (c) => void rest.push(c));
+    assert.deepEqual(rest, [notDue]);
+  });
+
+  it("scheduling the same command again keeps the earlier executeTime", async () => {
+    const t = 1_100_000_000;
+    const id = uniq("wf");
+    await provider.scheduleCommand(processWorkflowCommand(id, t + 500));
+    await provider.scheduleCommand(processWorkflowCommand(id, t + 900)); // later: ignored
+    await provider.scheduleCommand(processWorkflowCommand(id, t + 100)); // earlier: kept
+    const got: ScheduledCommand[] = [];
+    await provider.processCommands(new Date(t + 100), async (c) => void got.push(c));
+    assert.deepEqual(got, [{ commandName: CommandName.PROCESS_WORKFLOW, data: id, executeTime: t + 100 }]);
+  });
+
+  it("processCommands loops over more than one claim and two processors never share a command", async () => {
+    const t = 1_200_000_000;
+    const commands = Array.from({ length: 260 }, (_, i) => processEventCommand(uniq("ev"), t + i));
+    await Promise.all(commands.map((c) => provider.scheduleCommand(c)));
+    const second = await GrpcPersistenceProvider.connect(server.address);
+    try {
+      const handled: string[] = [];
+      const handler = async (c: ScheduledCommand) => {
+        handled.push(c.data);
+        await new Promise((r) => setImmediate(r));
+      };
+      await Promise.all([
+        provider.processCommands(new Date(t + 1_000), handler, { maxCommands: 25 }),
+        second.processCommands(new Date(t + 1_000), handler, { maxCommands: 25 }),
+      ]);
+      assert.equal(handled.length, commands.length, "each command handled exactly once");
+      assert.deepEqual(new Set(handled), new Set(commands.map((c) => c.data)));
+    } finally {
+      second.close();
+    }
+  });
+
+  it("answers LEASE_LOST for an acknowledge without a live lease", async () => {
+    const transport = createGrpcTransport({ baseUrl: `http://${server.address}` });
+    const raw = createClient(ScheduledCommandService, transport);
+    const err = await raw
+      .acknowledgeCommand({ commandName: WireCommandName.PROCESS_WORKFLOW, data: uniq("none"), leaseId: uniq("lease") })
+      .then(
+        () => undefined,
+        (e: unknown) => errorFromRpc(e),
+      );
+    assert.ok(err instanceof LeaseLost, `expected LeaseLost, got ${String(err)}`);
+    assert.equal(err.reason, "LEASE_LOST");
+  });
+});
+
+describe("execution errors", () => {
+  it("persistErrors stores every error", async () => {
+    const before = Number(sqliteScalar(server.dbPath, "SELECT count(*) FROM execution_errors"));
+    const errors = Array.from({ length: 5 }, (_, i) => newExecutionError(uniq("wf"), `p${i}`, `failure ✓ ${i}`));
+    await provider.persistErrors(errors);
+    await provider.persistErrors([]);
+    const afterCount = Number(sqliteScalar(server.dbPath, "SELECT count(*) FROM execution_errors"));
+    assert.equal(afterCount - before, 5);
+  });
+});
+
+describe("connection", () => {
+  it("fails to connect to a port nobody listens on", async () => {
+    await assert.rejects(GrpcPersistenceProvider.connect("127.0.0.1:1"), WfeError);
+  });
+
+  it("refuses calls once closed", async () => {
+    const p = await GrpcPersistenceProvider.connect(server.address);
+    await p.ensureStoreExists();
+    p.close();
+    p.close();
+    await assert.rejects(p.getWorkflowInstance("x"), WfeError);
+  });
+});
+
+// Keep the unused-import checker honest about types only used in annotations.
+export type { EventSubscription };

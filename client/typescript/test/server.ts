@@ -1,0 +1,91 @@
+/**
+ * Starts a real wfe-sqlite server for the tests: the binary at $WFE_SQLITE_BIN (default
+ * ../../.venv/bin/wfe-sqlite), a fresh SQLite file in a temp directory, port 0. Resolves with the
+ * address from its "listening on HOST:PORT" line.
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const PACKAGE_ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const START_TIMEOUT_MS = 60_000;
+const STOP_TIMEOUT_MS = 15_000;
+
+export function serverBinary(): string {
+  return process.env["WFE_SQLITE_BIN"] ?? resolve(PACKAGE_ROOT, "../../.venv/bin/wfe-sqlite");
+}
+
+export interface RunningServer {
+  address: string;
+  dbPath: string;
+  process: ChildProcess;
+  /** Everything the server wrote to stderr so far. */
+  stderr(): string;
+  /** SIGTERM, wait for exit (SIGKILL after a grace period), remove the temp directory. */
+  stop(): Promise<number | null>;
+}
+
+export async function startServer(): Promise<RunningServer> {
+  const dir = mkdtempSync(join(tmpdir(), "wfe-sqlite-ts-"));
+  const dbPath = join(dir, "test.db");
+  const bin = serverBinary();
+  const child = spawn(bin, ["serve", "--db", `sqlite:///${dbPath}`, "--listen", "127.0.0.1:0"], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr!.setEncoding("utf8");
+  child.stderr!.on("data", (chunk: string) => (stderr += chunk));
+  const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)));
+
+  const address = await new Promise<string>((res, rej) => {
+    let stdout = "";
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      rej(new Error(`${bin} did not print "listening on" within ${START_TIMEOUT_MS} ms; stderr:\n${stderr}`));
+    }, START_TIMEOUT_MS);
+    child.once("error", (err) => {
+      clearTimeout(timer);
+      rej(new Error(`cannot start ${bin}: ${err.message}`));
+    });
+    child.once("exit", (code, signal) => {
+      clearTimeout(timer);
+      rej(new Error(`${bin} exited (${code ?? signal}) before listening; stderr:\n${stderr}`));
+    });
+    child.stdout!.setEncoding("utf8");
+    child.stdout!.on("data", (chunk: string) => {
+      stdout += chunk;
+      const match = /listening on (\S+)/.exec(stdout);
+      if (match?.[1]) {
+        clearTimeout(timer);
+        res(match[1]);
+      }
+    });
+  });
+
+  return {
+    address,
+    dbPath,
+    process: child,
+    stderr: () => stderr,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), STOP_TIMEOUT_MS);
+        await exited;
+        clearTimeout(timer);
+      }
+      rmSync(dir, { recursive: true, force: true });
+      return child.exitCode;
+    },
+  };
+}
+
+/** Runs one SQL query on the server's database file with Python's sqlite3 and returns the first column of the first row. */
+export function sqliteScalar(dbPath: string, sql: string): string {
+  const script = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nprint(c.execute(sys.argv[2]).fetchone()[0])";
+  const result = spawnSync("python3", ["-c", script, dbPath, sql], { encoding: "utf8" });
+  if (result.status !== 0) throw new Error(`sqlite query failed: ${result.stderr}`);
+  return result.stdout.trim();
+}
