@@ -151,8 +151,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     host.start().await?;
 
     // Events created by other processes reach this host through the store only.
-    let poller = RunnablePoller::new(persistence.clone(), queue.clone(), Duration::from_millis(200))
-        .spawn();
+    let poller = RunnablePoller::new(
+        persistence.clone(),
+        queue.clone(),
+        Duration::from_millis(200),
+    )
+    .spawn();
 
     let id = host
         .start_workflow(
@@ -181,7 +185,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 announced_wait = true;
             }
         }
-        if matches!(w.status, WorkflowStatus::Complete | WorkflowStatus::Terminated) {
+        if matches!(
+            w.status,
+            WorkflowStatus::Complete | WorkflowStatus::Terminated
+        ) {
             break Some(w);
         }
         if tokio::time::Instant::now() >= deadline {

@@ -62,7 +62,10 @@ pub fn ts_to_wire(t: &DateTime<Utc>) -> Timestamp {
 /// Converts a protobuf Timestamp to an instant.
 pub fn ts_from_wire(t: &Timestamp) -> Result<DateTime<Utc>> {
     if !(0..1_000_000_000).contains(&t.nanos) {
-        return Err(bad_data(format!("timestamp nanos out of range: {}", t.nanos)));
+        return Err(bad_data(format!(
+            "timestamp nanos out of range: {}",
+            t.nanos
+        )));
     }
     DateTime::<Utc>::from_timestamp(t.seconds, t.nanos as u32)
         .ok_or_else(|| bad_data(format!("timestamp out of range: {}s", t.seconds)))
@@ -398,7 +401,13 @@ mod tests {
         // Before the epoch: protobuf keeps nanos positive, seconds negative.
         let t = Utc.timestamp_opt(-1, 500_000_000).unwrap();
         assert_eq!(ts_from_wire(&ts_to_wire(&t)).unwrap(), t);
-        assert!(ts_from_wire(&Timestamp { seconds: 0, nanos: -1 }).is_err());
+        assert!(
+            ts_from_wire(&Timestamp {
+                seconds: 0,
+                nanos: -1
+            })
+            .is_err()
+        );
     }
 
     #[test]
@@ -409,7 +418,10 @@ mod tests {
             WorkflowStatus::Complete,
             WorkflowStatus::Terminated,
         ] {
-            assert_eq!(workflow_status_from_wire(workflow_status_to_wire(s) as i32).unwrap(), s);
+            assert_eq!(
+                workflow_status_from_wire(workflow_status_to_wire(s) as i32).unwrap(),
+                s
+            );
         }
         for s in [
             PointerStatus::Pending,
@@ -423,7 +435,10 @@ mod tests {
             PointerStatus::Cancelled,
             PointerStatus::PendingPredecessor,
         ] {
-            assert_eq!(pointer_status_from_wire(pointer_status_to_wire(s) as i32).unwrap(), s);
+            assert_eq!(
+                pointer_status_from_wire(pointer_status_to_wire(s) as i32).unwrap(),
+                s
+            );
         }
         assert!(workflow_status_from_wire(0).is_err());
         assert!(pointer_status_from_wire(0).is_err());
@@ -445,11 +460,15 @@ mod tests {
         p.event_data = Some(json!(null));
         p.outcome = Some(json!(42));
         p.sleep_until = Some(Utc::now());
-        p.extension_attributes.insert("k".into(), json!({"v": u64::MAX}));
+        p.extension_attributes
+            .insert("k".into(), json!({"v": u64::MAX}));
         w.execution_pointers.push(p);
 
         let back = workflow_from_wire(workflow_to_wire(&w).unwrap()).unwrap();
-        assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&w).unwrap());
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&w).unwrap()
+        );
     }
 
     #[test]
@@ -466,11 +485,17 @@ mod tests {
         s.external_token = Some("t".into());
         s.external_token_expiry = Some(Utc::now());
         let back = subscription_from_wire(subscription_to_wire(&s).unwrap()).unwrap();
-        assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&s).unwrap());
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&s).unwrap()
+        );
 
         let e = Event::new("n", "k", json!([1, 2, 3]));
         let back = event_from_wire(event_to_wire(&e).unwrap()).unwrap();
-        assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&e).unwrap());
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&e).unwrap()
+        );
     }
 
     #[test]

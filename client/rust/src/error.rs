@@ -52,7 +52,9 @@ pub(crate) fn from_status(status: &Status, subject: Subject<'_>) -> WfeError {
         Some("LEASE_LOST") => return WfeError::LockFailed(subject.id()),
         Some(_) => {}
         None => match (status.code(), subject) {
-            (Code::NotFound, Subject::Workflow(id)) => return WfeError::WorkflowNotFound(id.into()),
+            (Code::NotFound, Subject::Workflow(id)) => {
+                return WfeError::WorkflowNotFound(id.into());
+            }
             (Code::NotFound, Subject::Event(id)) => return WfeError::EventNotFound(id.into()),
             (Code::NotFound, Subject::Subscription(id)) => {
                 return WfeError::SubscriptionNotFound(id.into());
@@ -106,7 +108,16 @@ pub fn reason_of(err: &WfeError) -> Option<&str> {
 }
 
 pub(crate) fn transport(err: tonic::transport::Error, addr: &str) -> WfeError {
-    WfeError::Persistence(format!("UNAVAILABLE: cannot connect to {addr}: {err}"))
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    WfeError::Persistence(format!(
+        "UNAVAILABLE (UNAVAILABLE): cannot connect to {addr}: {text}"
+    ))
 }
 
 #[cfg(test)]
@@ -125,16 +136,25 @@ mod tests {
 
     #[test]
     fn reasons_pick_the_variant() {
-        let e = from_status(&with_reason(Code::NotFound, "WORKFLOW_NOT_FOUND"), Subject::Workflow("w1"));
+        let e = from_status(
+            &with_reason(Code::NotFound, "WORKFLOW_NOT_FOUND"),
+            Subject::Workflow("w1"),
+        );
         assert!(matches!(e, WfeError::WorkflowNotFound(ref id) if id == "w1"));
-        let e = from_status(&with_reason(Code::NotFound, "EVENT_NOT_FOUND"), Subject::Event("e1"));
+        let e = from_status(
+            &with_reason(Code::NotFound, "EVENT_NOT_FOUND"),
+            Subject::Event("e1"),
+        );
         assert!(matches!(e, WfeError::EventNotFound(ref id) if id == "e1"));
         let e = from_status(
             &with_reason(Code::NotFound, "SUBSCRIPTION_NOT_FOUND"),
             Subject::Subscription("s1"),
         );
         assert!(matches!(e, WfeError::SubscriptionNotFound(ref id) if id == "s1"));
-        let e = from_status(&with_reason(Code::FailedPrecondition, "LEASE_LOST"), Subject::Command("c"));
+        let e = from_status(
+            &with_reason(Code::FailedPrecondition, "LEASE_LOST"),
+            Subject::Command("c"),
+        );
         assert!(matches!(e, WfeError::LockFailed(_)));
         let e = from_status(
             &with_reason(Code::AlreadyExists, "WORKFLOW_ALREADY_EXISTS"),

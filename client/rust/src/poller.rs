@@ -57,13 +57,22 @@ impl RunnablePoller {
     }
 
     /// One pass: queues what is runnable now. Returns how many ids were queued.
-    pub async fn poll_once(&self, recent: &mut HashMap<(QueueType, String), Instant>) -> wfe_core::Result<usize> {
+    pub async fn poll_once(
+        &self,
+        recent: &mut HashMap<(QueueType, String), Instant>,
+    ) -> wfe_core::Result<usize> {
         let now = Utc::now();
         recent.retain(|_, at| at.elapsed() < self.requeue_after);
         let mut queued = 0;
-        let mut batches = vec![(QueueType::Event, self.persistence.get_runnable_events(now).await?)];
+        let mut batches = vec![(
+            QueueType::Event,
+            self.persistence.get_runnable_events(now).await?,
+        )];
         if self.workflows {
-            batches.push((QueueType::Workflow, self.persistence.get_runnable_instances(now).await?));
+            batches.push((
+                QueueType::Workflow,
+                self.persistence.get_runnable_instances(now).await?,
+            ));
         }
         for (kind, ids) in batches {
             for id in ids {

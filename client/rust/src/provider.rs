@@ -38,6 +38,9 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_IDS_PER_BATCH_GET: usize = 10_000;
 /// The server's limit of errors per PersistErrors request.
 pub const MAX_ERRORS_PER_REQUEST: usize = 10_000;
+/// Calls one provider has in flight at once; more wait their turn on the client. (The Python
+/// server answers CANCELLED when about a thousand calls arrive at once on one connection.)
+pub const MAX_IN_FLIGHT_CALLS: usize = 256;
 /// Commands claimed per ClaimCommands call in `process_commands`.
 pub const COMMANDS_PER_CLAIM: i32 = 100;
 /// Lease on claimed commands: an unacknowledged claim is offered again after this.
@@ -71,8 +74,13 @@ impl GrpcPersistenceProvider {
             format!("http://{addr}")
         };
         let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| WfeError::Persistence(format!("INVALID_ARGUMENT: bad address {addr:?}: {e}")))?
+            .map_err(|e| {
+                WfeError::Persistence(format!(
+                    "INVALID_ARGUMENT (INVALID_ARGUMENT): bad address {addr:?}: {e}"
+                ))
+            })?
             .connect_timeout(Duration::from_secs(10))
+            .concurrency_limit(MAX_IN_FLIGHT_CALLS)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
@@ -102,7 +110,11 @@ impl GrpcPersistenceProvider {
             store: StoreServiceClient::new(channel)
                 .max_decoding_message_size(m)
                 .max_encoding_message_size(m),
-            worker_id: format!("wfe-grpc-rust/{}/{}", std::process::id(), uuid::Uuid::new_v4()),
+            worker_id: format!(
+                "wfe-grpc-rust/{}/{}",
+                std::process::id(),
+                uuid::Uuid::new_v4()
+            ),
         }
     }
 
@@ -465,7 +477,9 @@ impl SubscriptionRepository for GrpcPersistenceProvider {
             }
         })
         .await?;
-        wire.into_iter().map(convert::subscription_from_wire).collect()
+        wire.into_iter()
+            .map(convert::subscription_from_wire)
+            .collect()
     }
 
     async fn terminate_subscription(&self, subscription_id: &str) -> Result<()> {

@@ -26,7 +26,9 @@ async fn start() -> (ServerProcess, GrpcPersistenceProvider) {
     let server = tokio::task::spawn_blocking(ServerProcess::start)
         .await
         .unwrap();
-    let provider = GrpcPersistenceProvider::connect(&server.addr).await.unwrap();
+    let provider = GrpcPersistenceProvider::connect(&server.addr)
+        .await
+        .unwrap();
     (server, provider)
 }
 
@@ -130,7 +132,10 @@ async fn errors_map_to_the_wfe_variants() {
         p.persist_workflow(&missing).await,
         Err(WfeError::WorkflowNotFound(_))
     ));
-    assert!(matches!(p.get_event("nope").await, Err(WfeError::EventNotFound(_))));
+    assert!(matches!(
+        p.get_event("nope").await,
+        Err(WfeError::EventNotFound(_))
+    ));
     assert!(matches!(
         p.mark_event_processed("nope").await,
         Err(WfeError::EventNotFound(_))
@@ -155,10 +160,11 @@ async fn errors_map_to_the_wfe_variants() {
     // Clearing with a token that is not the held one is SubscriptionNotFound too.
     let sub = EventSubscription::new("wf", 0, "p", "e", "k", Utc::now());
     let sid = p.create_event_subscription(&sub).await.unwrap();
-    assert!(p
-        .set_subscription_token(&sid, "mine", "w", Utc::now() + Duration::seconds(60))
-        .await
-        .unwrap());
+    assert!(
+        p.set_subscription_token(&sid, "mine", "w", Utc::now() + Duration::seconds(60))
+            .await
+            .unwrap()
+    );
     assert!(matches!(
         p.clear_subscription_token(&sid, "not-mine").await,
         Err(WfeError::SubscriptionNotFound(_))
@@ -170,15 +176,27 @@ async fn errors_map_to_the_wfe_variants() {
     w.name = "taken".into();
     p.create_new_workflow(&w).await.unwrap();
     let dup_id = p.create_new_workflow(&w).await.unwrap_err();
-    assert_eq!(reason_of(&dup_id), Some("WORKFLOW_ALREADY_EXISTS"), "{dup_id}");
+    assert_eq!(
+        reason_of(&dup_id),
+        Some("WORKFLOW_ALREADY_EXISTS"),
+        "{dup_id}"
+    );
     let mut other = WorkflowInstance::new("d", 1, json!({}));
     other.name = "taken".into();
     let dup_name = p.create_new_workflow(&other).await.unwrap_err();
-    assert_eq!(reason_of(&dup_name), Some("WORKFLOW_NAME_TAKEN"), "{dup_name}");
+    assert_eq!(
+        reason_of(&dup_name),
+        Some("WORKFLOW_NAME_TAKEN"),
+        "{dup_name}"
+    );
     let e = Event::new("n", "k", json!(1));
     p.create_event(&e).await.unwrap();
     let dup_event = p.create_event(&e).await.unwrap_err();
-    assert_eq!(reason_of(&dup_event), Some("EVENT_ALREADY_EXISTS"), "{dup_event}");
+    assert_eq!(
+        reason_of(&dup_event),
+        Some("EVENT_ALREADY_EXISTS"),
+        "{dup_event}"
+    );
 }
 
 #[tokio::test]
@@ -210,13 +228,26 @@ async fn events_and_subscriptions_follow_the_query_rules() {
     let early_id = p.create_event(&early).await.unwrap();
     let late_id = p.create_event(&late).await.unwrap();
     // get_events is `event_time <= as_of` (WFE's direction), oldest first.
-    assert_eq!(p.get_events("n", "k", t0).await.unwrap(), vec![early_id.clone()]);
     assert_eq!(
-        p.get_events("n", "k", t0 + Duration::seconds(10)).await.unwrap(),
+        p.get_events("n", "k", t0).await.unwrap(),
+        vec![early_id.clone()]
+    );
+    assert_eq!(
+        p.get_events("n", "k", t0 + Duration::seconds(10))
+            .await
+            .unwrap(),
         vec![early_id.clone(), late_id.clone()]
     );
-    assert!(p.get_events("n", "other", t0 + Duration::days(1)).await.unwrap().is_empty());
-    assert_eq!(p.get_runnable_events(t0).await.unwrap(), vec![early_id.clone()]);
+    assert!(
+        p.get_events("n", "other", t0 + Duration::days(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        p.get_runnable_events(t0).await.unwrap(),
+        vec![early_id.clone()]
+    );
     p.mark_event_processed(&early_id).await.unwrap();
     assert!(p.get_runnable_events(t0).await.unwrap().is_empty());
     assert!(p.get_event(&early_id).await.unwrap().is_processed);
@@ -240,20 +271,47 @@ async fn events_and_subscriptions_follow_the_query_rules() {
     assert_eq!(ids, vec![id1.clone(), id2.clone()]);
 
     // First open: the oldest without a live token; an expired token does not hold it.
-    let first = p.get_first_open_subscription("n", "k", later).await.unwrap();
+    let first = p
+        .get_first_open_subscription("n", "k", later)
+        .await
+        .unwrap();
     assert_eq!(first.map(|s| s.id), Some(id1.clone()));
     let expiry = Utc::now() + Duration::seconds(60);
-    assert!(p.set_subscription_token(&id1, "t1", "w1", expiry).await.unwrap());
-    assert!(!p.set_subscription_token(&id1, "t2", "w2", expiry).await.unwrap());
+    assert!(
+        p.set_subscription_token(&id1, "t1", "w1", expiry)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !p.set_subscription_token(&id1, "t2", "w2", expiry)
+            .await
+            .unwrap()
+    );
     let held = p.get_subscription(&id1).await.unwrap();
     assert_eq!(held.external_token.as_deref(), Some("t1"));
     assert_eq!(held.external_worker_id.as_deref(), Some("w1"));
-    let first = p.get_first_open_subscription("n", "k", later).await.unwrap();
+    let first = p
+        .get_first_open_subscription("n", "k", later)
+        .await
+        .unwrap();
     assert_eq!(first.map(|s| s.id), Some(id2.clone()));
     let past = Utc::now() - Duration::seconds(1);
-    assert!(p.set_subscription_token(&id2, "t3", "w3", past).await.unwrap());
-    assert!(p.set_subscription_token(&id2, "t4", "w4", expiry).await.unwrap());
-    assert!(p.get_first_open_subscription("n", "k", later).await.unwrap().is_none());
+    assert!(
+        p.set_subscription_token(&id2, "t3", "w3", past)
+            .await
+            .unwrap()
+    );
+    assert!(
+        p.set_subscription_token(&id2, "t4", "w4", expiry)
+            .await
+            .unwrap()
+    );
+    assert!(
+        p.get_first_open_subscription("n", "k", later)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     p.terminate_subscription(&id2).await.unwrap();
     let open: Vec<_> = p
@@ -282,7 +340,10 @@ async fn paged_lists_are_gathered_completely() {
             let mut w = WorkflowInstance::new("bulk", 1, json!(i));
             w.name = format!("bulk-{i}");
             w.next_execution = Some(1_000 + i as i64);
-            (p.create_event(&e).await.unwrap(), p.create_new_workflow(&w).await.unwrap())
+            (
+                p.create_event(&e).await.unwrap(),
+                p.create_new_workflow(&w).await.unwrap(),
+            )
         });
     }
     let mut event_ids: Vec<String> = Vec::new();
@@ -305,7 +366,10 @@ async fn paged_lists_are_gathered_completely() {
     let matching = p.get_events("bulk", "k", Utc::now()).await.unwrap();
     assert_eq!(matching, event_ids);
     let runnable = p.get_runnable_instances(Utc::now()).await.unwrap();
-    assert_eq!(runnable, workflow_ids, "all pages, earliest next_execution first");
+    assert_eq!(
+        runnable, workflow_ids,
+        "all pages, earliest next_execution first"
+    );
 
     // get_workflow_instances: more ids than one request may carry (10000), missing skipped.
     let mut ids: Vec<String> = (0..10_000).map(|i| format!("missing-{i}")).collect();
@@ -328,7 +392,10 @@ async fn a_twelve_mebibyte_workflow_round_trips() {
     let id = p.create_new_workflow(&w).await.unwrap();
     let back = p.get_workflow_instance(&id).await.unwrap();
     assert_eq!(back.data["blob"].as_str().map(str::len), Some(blob.len()));
-    let batch = p.get_workflow_instances(&[id.clone(), id.clone()]).await.unwrap();
+    let batch = p
+        .get_workflow_instances(&[id.clone(), id.clone()])
+        .await
+        .unwrap();
     assert_eq!(batch.len(), 1, "duplicates are returned once");
 }
 
@@ -348,11 +415,20 @@ async fn persist_with_subscriptions_is_all_or_nothing() {
         .persist_workflow_with_subscriptions(&changed, &[fresh, existing.clone()])
         .await
         .unwrap_err();
-    assert_eq!(reason_of(&err), Some("SUBSCRIPTION_ALREADY_EXISTS"), "{err}");
-    assert_eq!(p.get_workflow_instance(&id).await.unwrap().description, None);
+    assert_eq!(
+        reason_of(&err),
+        Some("SUBSCRIPTION_ALREADY_EXISTS"),
+        "{err}"
+    );
+    assert_eq!(
+        p.get_workflow_instance(&id).await.unwrap().description,
+        None
+    );
     assert!(p.get_subscriptions("b", "k", now).await.unwrap().is_empty());
 
-    let errors: Vec<_> = (0..3).map(|i| ExecutionError::new(&id, "p0", format!("e{i}"))).collect();
+    let errors: Vec<_> = (0..3)
+        .map(|i| ExecutionError::new(&id, "p0", format!("e{i}")))
+        .collect();
     p.persist_errors(&errors).await.unwrap();
     p.persist_errors(&[]).await.unwrap();
 }
@@ -361,7 +437,9 @@ async fn persist_with_subscriptions_is_all_or_nothing() {
 fn recording_handler(
     seen: Arc<Mutex<Vec<String>>>,
     fail: Arc<Mutex<Vec<String>>>,
-) -> impl Fn(ScheduledCommand) -> std::pin::Pin<Box<dyn std::future::Future<Output = wfe_core::Result<()>> + Send>>
+) -> impl Fn(
+    ScheduledCommand,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = wfe_core::Result<()>> + Send>>
 + Send
 + Sync {
     move |c: ScheduledCommand| {
@@ -370,7 +448,10 @@ fn recording_handler(
         Box::pin(async move {
             seen.lock().unwrap().push(c.data.clone());
             if fail.lock().unwrap().contains(&c.data) {
-                Err(WfeError::StepExecution(format!("handler refuses {}", c.data)))
+                Err(WfeError::StepExecution(format!(
+                    "handler refuses {}",
+                    c.data
+                )))
             } else {
                 Ok(())
             }
@@ -383,16 +464,28 @@ async fn process_commands_acknowledges_successes_and_keeps_failures_for_the_next
     let (_server, p) = start().await;
     let now = Utc::now();
     let now_ms = now.timestamp_millis();
-    p.schedule_command(&ScheduledCommand::process_workflow("ok", now_ms - 2_000)).await.unwrap();
-    p.schedule_command(&ScheduledCommand::process_event("bad", now_ms - 1_000)).await.unwrap();
-    p.schedule_command(&ScheduledCommand::process_workflow("future", now_ms + 3_600_000))
+    p.schedule_command(&ScheduledCommand::process_workflow("ok", now_ms - 2_000))
         .await
         .unwrap();
+    p.schedule_command(&ScheduledCommand::process_event("bad", now_ms - 1_000))
+        .await
+        .unwrap();
+    p.schedule_command(&ScheduledCommand::process_workflow(
+        "future",
+        now_ms + 3_600_000,
+    ))
+    .await
+    .unwrap();
     // Scheduling again keeps the earlier execute_time: "early" stays due.
-    p.schedule_command(&ScheduledCommand::process_workflow("early", now_ms - 500)).await.unwrap();
-    p.schedule_command(&ScheduledCommand::process_workflow("early", now_ms + 3_600_000))
+    p.schedule_command(&ScheduledCommand::process_workflow("early", now_ms - 500))
         .await
         .unwrap();
+    p.schedule_command(&ScheduledCommand::process_workflow(
+        "early",
+        now_ms + 3_600_000,
+    ))
+    .await
+    .unwrap();
     // Same data under the other name is another command.
     p.schedule_command(&ScheduledCommand {
         command_name: CommandName::ProcessEvent,
@@ -416,13 +509,22 @@ async fn process_commands_acknowledges_successes_and_keeps_failures_for_the_next
     seen.lock().unwrap().clear();
     fail.lock().unwrap().clear();
     p.process_commands(now, &handler).await.unwrap();
-    assert_eq!(*seen.lock().unwrap(), vec!["bad"], "only the failed command is offered again");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec!["bad"],
+        "only the failed command is offered again"
+    );
 
     seen.lock().unwrap().clear();
     p.process_commands(now, &handler).await.unwrap();
-    assert!(seen.lock().unwrap().is_empty(), "acknowledged commands are gone");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "acknowledged commands are gone"
+    );
 
-    p.process_commands(now + Duration::hours(2), &handler).await.unwrap();
+    p.process_commands(now + Duration::hours(2), &handler)
+        .await
+        .unwrap();
     let mut later = seen.lock().unwrap().clone();
     later.sort();
     assert_eq!(later, vec!["future", "ok"]);
@@ -433,14 +535,21 @@ async fn concurrent_processors_run_each_command_once() {
     let (_server, p) = start().await;
     let now = Utc::now();
     for i in 0..300 {
-        p.schedule_command(&ScheduledCommand::process_workflow(format!("c{i}"), 0)).await.unwrap();
+        p.schedule_command(&ScheduledCommand::process_workflow(format!("c{i}"), 0))
+            .await
+            .unwrap();
     }
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let handler = Arc::new(recording_handler(seen.clone(), Arc::new(Mutex::new(vec![]))));
+    let handler = Arc::new(recording_handler(
+        seen.clone(),
+        Arc::new(Mutex::new(vec![])),
+    ));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..4 {
         // Separate connections, like separate hosts.
-        let q = GrpcPersistenceProvider::connect(&_server.addr).await.unwrap();
+        let q = GrpcPersistenceProvider::connect(&_server.addr)
+            .await
+            .unwrap();
         let h = handler.clone();
         tasks.spawn(async move { q.process_commands(now, h.as_ref()).await });
     }

@@ -42,8 +42,7 @@ impl ServerBackedProvider {
     }
 }
 
-type HandlerFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+type HandlerFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
 
 #[async_trait]
 impl WorkflowRepository for ServerBackedProvider {
@@ -133,7 +132,9 @@ impl SubscriptionRepository for ServerBackedProvider {
         worker: &str,
         expiry: DateTime<Utc>,
     ) -> Result<bool> {
-        self.inner.set_subscription_token(id, token, worker, expiry).await
+        self.inner
+            .set_subscription_token(id, token, worker, expiry)
+            .await
     }
     async fn clear_subscription_token(&self, id: &str, token: &str) -> Result<()> {
         self.inner.clear_subscription_token(id, token).await

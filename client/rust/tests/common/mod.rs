@@ -40,15 +40,20 @@ impl ServerProcess {
         );
         let dir = tempfile::tempdir().expect("temp dir");
         let db_path = dir.path().join("wfe.db");
+        let log_path = dir.path().join("server.log");
+        let log = std::fs::File::create(&log_path).expect("server log file");
         let mut child = Command::new(&bin)
             .arg("serve")
             .arg("--db")
-            .arg(format!("sqlite:///{}", db_path.display().to_string().trim_start_matches('/')))
+            .arg(format!(
+                "sqlite:///{}",
+                db_path.display().to_string().trim_start_matches('/')
+            ))
             .arg("--listen")
             .arg("127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(log))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
 
@@ -72,7 +77,10 @@ impl ServerProcess {
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait();
-                panic!("wfe-sqlite did not print `listening on` within 60 s (exit: {status:?})");
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!(
+                    "wfe-sqlite did not print `listening on` within 60 s (exit: {status:?}); stderr:\n{log}"
+                );
             }
         };
         ServerProcess {
