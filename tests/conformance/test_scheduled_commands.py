@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from conformance_support import T0, US, at_ms, ms
+from conformance_support import T0, US, at_ms, ms, now
 from wfe_client import CommandName, LeaseLost, PersistenceProvider, ScheduledCommand
 
 BASE = ms(T0)
@@ -143,7 +143,7 @@ async def test_claim_commands_earliest_first_and_exclusive(provider: Persistence
     claim = await provider.claim_commands(at_ms(BASE + 10), max_commands=2)
     assert claim.lease_id
     assert [c.data for c in claim.commands] == ["c1", "c2"]
-    assert claim.lease_expiry > T0
+    assert now() + timedelta(seconds=20) < claim.lease_expiry < now() + timedelta(seconds=31)  # default 30 s lease
     other = await provider.claim_commands(at_ms(BASE + 10))
     assert [c.data for c in other.commands] == ["c3"]
     assert other.lease_id and other.lease_id != claim.lease_id
@@ -181,10 +181,11 @@ async def test_acknowledge_with_wrong_lease_is_lease_lost(provider: PersistenceP
 async def test_expired_lease_is_offered_again_and_old_lease_is_lost(provider: PersistenceProvider) -> None:
     cmd = ScheduledCommand.process_workflow("leased", BASE)
     await provider.schedule_command(cmd)
-    first = await provider.claim_commands(at_ms(BASE), lease=timedelta(milliseconds=50))
+    first = await provider.claim_commands(at_ms(BASE), lease=timedelta(milliseconds=100))
     assert first.commands == [cmd]
+    assert first.lease_expiry < now() + timedelta(milliseconds=101)
     assert (await provider.claim_commands(at_ms(BASE))).commands == []  # held
-    await asyncio.sleep(0.08)
+    await asyncio.sleep(0.12)
     second = await provider.claim_commands(at_ms(BASE))
     assert second.commands == [cmd]
     assert second.lease_id != first.lease_id

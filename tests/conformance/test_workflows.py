@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from conformance_support import T0, UTC, at_ms, event, full_pointer, is_uuid4, ms, subscription, workflow
+from conformance_support import T0, UTC, at_ms, full_pointer, is_uuid4, ms, subscription, workflow
 from wfe_client import (
     AlreadyExists,
     ExecutionPointer,
@@ -17,7 +17,6 @@ from wfe_client import (
     SubscriptionAlreadyExists,
     SubscriptionNotFound,
     WorkflowAlreadyExists,
-    WorkflowInstance,
     WorkflowNameTaken,
     WorkflowNotFound,
     WorkflowStatus,
