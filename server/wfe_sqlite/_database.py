@@ -272,6 +272,12 @@ class Database:
         assert self._writer is not None
         return await self.write(_Outside(job))  # type: ignore[arg-type]
 
+    async def set_trace_callback(self, callback: Callable[[str], None] | None) -> None:
+        """Call ``callback`` with every SQL statement any connection runs (debugging, plan checks)."""
+        connections = [c for c in (self._writer, *self._readers) if c is not None]
+        for connection in connections:
+            await connection.run(lambda conn: conn.set_trace_callback(callback))
+
     async def _write_loop(self) -> None:
         assert self._writer is not None
         while True:

@@ -95,7 +95,8 @@ def _now_micros() -> int:
 
 
 def _name_taken(conn: sqlite3.Connection, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM workflows WHERE name = ?", (name,)).fetchone() is not None
+    # "name <> ''" lets SQLite use the partial unique index on non-empty names.
+    return conn.execute("SELECT 1 FROM workflows WHERE name = ? AND name <> ''", (name,)).fetchone() is not None
 
 
 def _next_sequence(conn: sqlite3.Connection, definition_id: str) -> int:
@@ -158,8 +159,12 @@ def _read_workflows(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Workfl
     return [found[i] for i in unique if i in found]
 
 
-def _read_workflow(conn: sqlite3.Connection, column: str, value: str) -> Optional[WorkflowInstance]:
-    row = conn.execute(f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE {column} = ?", (value,)).fetchone()
+_BY_ID = "id = ?"
+_BY_NAME = "name = ? AND name <> ''"  # matches the partial unique index on non-empty names
+
+
+def _read_workflow(conn: sqlite3.Connection, where: str, value: str) -> Optional[WorkflowInstance]:
+    row = conn.execute(f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE {where}", (value,)).fetchone()
     if row is None:
         return None
     pointers = [
@@ -291,14 +296,14 @@ class SqlitePersistenceProvider(PersistenceProvider):
 
     async def get_workflow_instance(self, id: str) -> WorkflowInstance:
         check_id(id, "id")
-        found = await self._db.read(lambda conn: _read_workflow(conn, "id", id))
+        found = await self._db.read(lambda conn: _read_workflow(conn, _BY_ID, id))
         if found is None:
             raise WorkflowNotFound(f"workflow {id!r} not found", id=id)
         return found
 
     async def get_workflow_instance_by_name(self, name: str) -> WorkflowInstance:
         check_id(name, "name")
-        found = await self._db.read(lambda conn: _read_workflow(conn, "name", name))
+        found = await self._db.read(lambda conn: _read_workflow(conn, _BY_NAME, name))
         if found is None:
             raise WorkflowNotFound(f"no workflow named {name!r}", name=name)
         return found
