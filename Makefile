@@ -10,7 +10,7 @@ GEN    := client/python
 DB     ?= sqlite://wfe.db
 LISTEN ?= 127.0.0.1:50051
 
-.PHONY: install protos check-protos serve test test-python lint-protos breaking clean
+.PHONY: install protos check-protos serve test test-python test-rust test-typescript lint-protos breaking clean
 
 install: $(STAMP)
 
@@ -55,7 +55,17 @@ serve: $(STAMP)
 test-python: $(STAMP)
 	$(PY) -m pytest -q
 
-test: check-protos lint-protos breaking test-python
+# The Rust adapter: builds the crate (crates from crates.io), runs wfe-core's persistence_suite and
+# the adapter tests against live servers. The WFE engine example runs in test-python
+# (tests/test_rust_engine.py), on the binary built here.
+test-rust: $(STAMP)
+	WFE_RUST_SKIP_PYTEST=1 client/rust/run-tests.sh
+
+# The TypeScript adapter: npm ci, generate stubs from protos/, compile, node's test runner.
+test-typescript: $(STAMP)
+	client/typescript/run-tests.sh
+
+test: check-protos lint-protos breaking test-rust test-typescript test-python
 
 clean:
 	rm -rf $(VENV) node_modules build *.egg-info
