@@ -475,6 +475,43 @@ async def test_large_payloads(provider: PersistenceProvider) -> None:
     assert (await provider.get_event(e.id)).event_data == mib
 
 
+async def test_16_mib_payload(provider: PersistenceProvider) -> None:
+    blob = "y" * (16 * 1024 * 1024 - 2)  # JSON text of exactly 16 MiB
+    w = workflow(data=blob)
+    await provider.create_new_workflow(w)
+    got = await provider.get_workflow_instance(w.id)
+    assert len(got.data) == len(blob) and got.data == blob
+    e = event(time=T0, data=blob)
+    await provider.create_event(e)
+    assert (await provider.get_event(e.id)).event_data == blob
+
+
+async def test_escape_heavy_payload(provider: PersistenceProvider) -> None:
+    blob = '"\\\n\u0001' * (512 * 1024)  # 2 MiB of characters that JSON escapes
+    w = workflow(data={"blob": blob})
+    await provider.create_new_workflow(w)
+    assert (await provider.get_workflow_instance(w.id)).data == {"blob": blob}
+
+
+async def test_large_results_are_complete(provider: PersistenceProvider) -> None:
+    # Together larger than any sensible single page: results must be paged or streamed, none lost.
+    mib = 1024 * 1024
+    instances = [workflow("big", data={"i": i, "blob": str(i) * (2 * mib)}) for i in range(5)]
+    for w in instances:
+        await provider.create_new_workflow(w)
+    got = await provider.get_workflow_instances([w.id for w in instances])
+    assert sorted(w.data["i"] for w in got) == list(range(5))
+    assert all(w.data["blob"] == str(w.data["i"]) * (2 * mib) for w in got)
+
+    subs = [subscription("big", "k", T0) for _ in range(5)]
+    for i, s in enumerate(subs):
+        s.subscription_data = str(i) * (2 * mib)
+        await provider.create_event_subscription(s)
+    listed = await provider.get_subscriptions("big", "k", T0)
+    assert sorted(s.id for s in listed) == sorted(s.id for s in subs)
+    assert {s.id: s.subscription_data for s in listed} == {s.id: s.subscription_data for s in subs}
+
+
 async def test_many_pointers(provider: PersistenceProvider) -> None:
     pointers = [full_pointer(i, list(PointerStatus)[i % len(PointerStatus)]) for i in range(300)]
     w = workflow(pointers=pointers)
