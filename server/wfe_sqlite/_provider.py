@@ -550,8 +550,8 @@ class SqlitePersistenceProvider(PersistenceProvider):
         as_of_ms = micros(as_of, "as_of") // 1000
         if isinstance(max_commands, bool) or not isinstance(max_commands, int) or max_commands < 1:
             raise InvalidArgument("max_commands: must be a positive integer", field="max_commands")
-        if not isinstance(lease, timedelta) or lease <= timedelta(0):
-            raise InvalidArgument("lease: must be a positive timedelta", field="lease")
+        if not isinstance(lease, timedelta) or not timedelta(milliseconds=1) <= lease <= timedelta(hours=1):
+            raise InvalidArgument("lease: must be between 1 ms and 1 hour", field="lease")
         lease_id = str(uuid.uuid4())
 
         def job(conn: sqlite3.Connection) -> tuple[int, list[tuple[str, str, int]]]:

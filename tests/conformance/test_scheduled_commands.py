@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from conformance_support import T0, US, at_ms, ms, now
-from wfe_client import CommandName, LeaseLost, PersistenceProvider, ScheduledCommand
+from wfe_client import CommandName, InvalidArgument, LeaseLost, PersistenceProvider, ScheduledCommand
 
 BASE = ms(T0)
 
@@ -207,8 +207,47 @@ async def test_command_rescheduled_while_claimed_is_not_lost(provider: Persisten
     await provider.acknowledge_command(cmd, claim.lease_id)
     again = Recorder()
     await provider.process_commands(at_ms(BASE + 5000), again)
-    assert [c.data for c in again.seen] == ["busy"]
-    assert again.seen[0].execute_time <= BASE + 5000
+    assert again.seen == [ScheduledCommand.process_workflow("busy", BASE + 1000)]  # the earlier time kept
+
+
+async def test_acknowledge_after_expiry_without_new_claim_succeeds(provider: PersistenceProvider) -> None:
+    # The lease is lost only once another processor claimed the command (see the proto contract).
+    cmd = ScheduledCommand.process_event("slow", BASE)
+    await provider.schedule_command(cmd)
+    claim = await provider.claim_commands(at_ms(BASE), lease=timedelta(milliseconds=20))
+    await asyncio.sleep(0.04)
+    await provider.acknowledge_command(cmd, claim.lease_id)
+    assert (await provider.claim_commands(at_ms(BASE))).commands == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_commands": 0},
+        {"max_commands": -1},
+        {"lease": timedelta(0)},
+        {"lease": timedelta(seconds=-1)},
+        {"lease": timedelta(microseconds=500)},
+        {"lease": timedelta(hours=1, milliseconds=1)},
+    ],
+    ids=["max-0", "max-negative", "lease-0", "lease-negative", "lease-under-1ms", "lease-over-1h"],
+)
+async def test_claim_commands_rejects_invalid_arguments(provider: PersistenceProvider, kwargs: dict) -> None:
+    cmd = ScheduledCommand.process_workflow("wf", BASE)
+    await provider.schedule_command(cmd)
+    with pytest.raises(InvalidArgument):
+        await provider.claim_commands(at_ms(BASE), **kwargs)
+    assert (await provider.claim_commands(at_ms(BASE))).commands == [cmd]  # nothing was claimed
+
+
+@pytest.mark.parametrize("lease", [timedelta(milliseconds=1), timedelta(hours=1)], ids=["1ms", "1h"])
+async def test_claim_commands_lease_bounds_are_inclusive(provider: PersistenceProvider, lease: timedelta) -> None:
+    cmd = ScheduledCommand.process_workflow("wf", BASE)
+    await provider.schedule_command(cmd)
+    before = now()
+    claim = await provider.claim_commands(at_ms(BASE), lease=lease)
+    assert claim.commands == [cmd]
+    assert before + lease - timedelta(seconds=1) < claim.lease_expiry < now() + lease + timedelta(seconds=1)
 
 
 async def test_claimed_command_not_handed_to_process_commands(provider: PersistenceProvider) -> None:
