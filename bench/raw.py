@@ -1,0 +1,235 @@
+"""The storage limit: plain ``sqlite3`` running the provider's SQL for the benchmark's work.
+
+Same schema (``wfe_sqlite._schema``), same pragmas (``DatabaseConfig.pragmas``), same statements
+(the provider's own SQL text), one connection on one thread. Rows are built once per operation
+from a template (no model conversion, no validation): what is left is SQLite's own cost. A run with
+N callers commits transactions of N write operations (the best a group commit of N can do); each
+read is one snapshot (``BEGIN`` ... ``COMMIT``), as the provider's readers do.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from typing import Any, Callable
+
+import workload
+from wfe_sqlite._database import DatabaseConfig
+from wfe_sqlite._provider import (
+    _INSERT_POINTER,
+    _INSERT_SUBSCRIPTION,
+    _INSERT_WORKFLOW,
+    _POINTER_COLUMNS,
+    _UPDATE_WORKFLOW,
+    _WORKFLOW_COLUMNS,
+)
+from wfe_sqlite._rows import event_row, pointer_rows, subscription_row, workflow_row
+from wfe_sqlite._schema import ensure_schema
+
+_INSERT_EVENT = (
+    "INSERT INTO events (id, event_name, event_key, event_data, event_time, is_processed) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_SCHEDULE = (
+    "INSERT INTO scheduled_commands (command_name, data, execute_time) VALUES (?, ?, ?) "
+    "ON CONFLICT (command_name, data) DO UPDATE SET "
+    "execute_time = min(execute_time, excluded.execute_time), generation = generation + 1"
+)
+_CLAIM = (
+    "UPDATE scheduled_commands SET lease_id = ?, lease_expiry = ?, claimed_generation = generation "
+    "WHERE rowid IN (SELECT rowid FROM scheduled_commands WHERE execute_time <= ? "
+    "AND (lease_id IS NULL OR lease_expiry <= ?) ORDER BY execute_time LIMIT ?) "
+    "RETURNING command_name, data, execute_time"
+)
+_RUNNABLE = (
+    "SELECT next_execution, id FROM workflows "
+    "WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL AND next_execution <= ? "
+    "AND (next_execution, id) > (?, ?) ORDER BY next_execution, id LIMIT ?"
+)
+_SET_TOKEN = (
+    "UPDATE event_subscriptions SET external_token = ?, external_worker_id = ?, "
+    "external_token_expiry = ? WHERE id = ? AND (external_token IS NULL "
+    "OR external_token_expiry <= ? OR external_token = ?)"
+)
+
+
+def _micros() -> int:
+    return int(time.time() * 1e6)
+
+
+class RawStore:
+    """One ``sqlite3`` connection with the server's schema and pragmas."""
+
+    def __init__(self, url: str) -> None:
+        path = url[len("sqlite://") :] if url.startswith("sqlite://") else url
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        for name, value in DatabaseConfig(path=path).pragmas(writer=True):
+            self.conn.execute(f"PRAGMA {name} = {value}")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        ensure_schema(self.conn)
+        template = workload.workflow(0)
+        self.workflow_row = list(workflow_row(template))
+        self.pointer_rows = [list(r) for r in pointer_rows(template.id, template.execution_pointers)]
+        self.event_row = list(event_row(workload_event()))
+        self.ids: list[str] = []
+        self.subscriptions: list[str] = []
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- rows for one operation --------------------------------------------------------------
+
+    def _new_workflow(self, due: bool = False) -> tuple[list[Any], list[list[Any]]]:
+        wid = str(uuid.uuid4())
+        row = list(self.workflow_row)
+        row[0], row[1] = wid, f"bench-{wid}"
+        row[7] = 0 if due else int(time.time() * 1000) + workload.DAY_MS
+        pointers = []
+        for p in self.pointer_rows:
+            q = list(p)
+            q[0], q[2] = wid, str(uuid.uuid4())
+            pointers.append(q)
+        return row, pointers
+
+    def _insert_workflow(self, due: bool = False) -> str:
+        row, pointers = self._new_workflow(due)
+        self.conn.execute(_INSERT_WORKFLOW, row)
+        self.conn.executemany(_INSERT_POINTER, pointers)
+        return row[0]
+
+    def _in_transaction(self, job: Callable[[], Any]) -> Any:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = job()
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+        return result
+
+    def setup(self, op: str, tasks: int, setup_due: bool) -> None:
+        if op in ("get", "persist", "batch_get"):
+            count = workload.BATCH if op == "batch_get" else max(tasks, 16)
+            self.ids = self._in_transaction(lambda: [self._insert_workflow() for _ in range(count)])
+        elif op == "set_token":
+            def subscribe() -> list[str]:
+                ids = []
+                for i in range(max(tasks, 16)):
+                    s = workload.EventSubscription.new(
+                        str(uuid.uuid4()), i, str(uuid.uuid4()), "bench.event", f"key-{i}", workload.now()
+                    )
+                    s.id = str(uuid.uuid4())
+                    self.conn.execute(_INSERT_SUBSCRIPTION, subscription_row(s))
+                    ids.append(s.id)
+                return ids
+
+            self.subscriptions = self._in_transaction(subscribe)
+        elif op == "runnable" and setup_due:
+            have = len(self._runnable())
+            self._in_transaction(lambda: [self._insert_workflow(due=True) for _ in range(have, workload.DUE)])
+
+    # -- the operations ----------------------------------------------------------------------
+
+    def _write(self, op: str, task: int, n: int) -> None:
+        conn = self.conn
+        if op == "create":
+            self._insert_workflow()
+        elif op == "persist":
+            wid = self.ids[task % len(self.ids)]
+            row = list(self.workflow_row)
+            row[0], row[1] = wid, f"bench-{wid}"
+            conn.execute(_UPDATE_WORKFLOW, (*row[1:10], row[11], wid))
+            conn.execute("DELETE FROM execution_pointers WHERE workflow_id = ?", (wid,))
+            conn.executemany(_INSERT_POINTER, [[wid, *p[1:]] for p in self.pointer_rows])
+        elif op == "create_event":
+            row = list(self.event_row)
+            row[0], row[2] = str(uuid.uuid4()), f"key-{n}"
+            conn.execute(_INSERT_EVENT, row)
+        elif op == "set_token":
+            sid = self.subscriptions[task % len(self.subscriptions)]
+            token = str(uuid.uuid4())
+            now = _micros()
+            conn.execute(_SET_TOKEN, (token, "bench-worker", now, sid, now, token))
+        elif op == "commands":
+            conn.execute(_SCHEDULE, ("PROCESS_WORKFLOW", str(uuid.uuid4()), int(time.time() * 1000)))
+        else:
+            raise ValueError(op)
+
+    def _runnable(self) -> list[Any]:
+        return self.conn.execute(_RUNNABLE, (int(time.time() * 1000), -(2**63), "", 1001)).fetchall()
+
+    def _read(self, op: str, task: int, n: int) -> None:
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            if op == "get":
+                wid = self.ids[(task + n) % len(self.ids)]
+                conn.execute(f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE id = ?", (wid,)).fetchone()
+                conn.execute(
+                    f"SELECT {_POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id = ? ORDER BY position",
+                    (wid,),
+                ).fetchall()
+            elif op == "batch_get":
+                marks = ", ".join("?" * len(self.ids))
+                conn.execute(f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE id IN ({marks})", self.ids).fetchall()
+                conn.execute(
+                    f"SELECT workflow_id, {_POINTER_COLUMNS} FROM execution_pointers "
+                    f"WHERE workflow_id IN ({marks}) ORDER BY workflow_id, position",
+                    self.ids,
+                ).fetchall()
+            elif op == "runnable":
+                self._runnable()
+            else:
+                raise ValueError(op)
+        finally:
+            conn.execute("COMMIT")
+
+    def _process_commands(self) -> None:
+        """Claim the due commands, then delete them (what process_commands does with a no-op handler)."""
+        now_ms = int(time.time() * 1000)
+        lease = str(uuid.uuid4())
+        while True:
+            now = _micros()
+            rows = self._in_transaction(
+                lambda: self.conn.execute(_CLAIM, (lease, now + 30_000_000, now_ms, now, 100)).fetchall()
+            )
+            if not rows:
+                return
+            self._in_transaction(
+                lambda: self.conn.executemany(
+                    "DELETE FROM scheduled_commands WHERE command_name = ? AND data = ?", [r[:2] for r in rows]
+                )
+            )
+
+    def measure(self, op: str, t0: float, tasks: int, windows: int, width: float) -> list[list[int]]:
+        """Operations in groups of ``tasks`` (one transaction per group for writes) until the end."""
+        lat: list[list[int]] = [[] for _ in range(windows)]
+        end = t0 + windows * width
+        time.sleep(max(0.0, t0 - time.time()))
+        n = (int(t0) & 0xFFFF) << 16
+        write = op in ("create", "persist", "create_event", "set_token", "commands")
+        while True:
+            start = time.time()
+            if start >= end:
+                return lat
+            if write:
+                self._in_transaction(lambda: [self._write(op, task, n + task) for task in range(tasks)])
+                if op == "commands":
+                    self._process_commands()
+                done = time.time()
+                w = int((done - t0) / width)
+                if w < windows and done < end:
+                    lat[w].extend([int((done - start) * 1e6)] * tasks)
+            else:
+                # N callers' reads one after another: each waits from the group's start.
+                for task in range(tasks):
+                    self._read(op, task, n + task)
+                    done = time.time()
+                    w = int((done - t0) / width)
+                    if w < windows and done < end:
+                        lat[w].append(int((done - start) * 1e6))
+            n += tasks
+
+
+def workload_event() -> Any:
+    return workload.Event.new("bench.event", "key-0", workload.payload(0))

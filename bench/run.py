@@ -1,0 +1,412 @@
+"""``make bench``: every operation at concurrency 1, 16 and 64 against each target and its limit.
+
+Targets (each a separate process from the load, except the in-process ones by definition):
+
+- ``grpc``: the real server (``wfe-sqlite serve``, fresh file per operation), Python adapter load
+  from separate processes; its limit ``echo`` is ``bench/echo.py`` (same services, no store) under
+  the same load;
+- ``embedded``: ``SqlitePersistenceProvider`` in the load process; its limit ``raw`` is plain
+  ``sqlite3`` running the same SQL with the same pragmas (``bench/raw.py``);
+- ``rust-grpc``: the Rust adapter (``client/rust``, bench/rust) driving the real server, against
+  ``rust-echo`` (the same binary against the echo server); ``rust-crate``: the ``wfe-sqlite``
+  crate 1.11.4 in-process, set beside ``raw``.
+
+Each figure is the median of the measured windows (one warm-up window is dropped) of one run;
+ratios compare figures of the same run. ``--scale 10k,100k,1m`` repeats the gRPC and embedded
+figures on databases already holding that many workflows and events (built once, cached in
+bench/.data/). Writes the tables into BENCHMARKS.md between the ``bench:`` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PY = sys.executable
+WFE_SQLITE = Path(PY).parent / "wfe-sqlite"
+RUST_DIR = HERE / "rust"
+RUST_TARGET = HERE / ".target"
+RUST_BIN = RUST_TARGET / "release" / "wfe-bench"
+DATA = HERE / ".data"
+
+sys.path.insert(0, str(HERE))
+import workload  # noqa: E402
+
+CONCURRENCY = (1, 16, 64)
+LEAD = 0.25  # seconds between "go" and the start, so every load process starts together
+
+
+@dataclass
+class Figure:
+    ops: float
+    p50_ms: float
+    p99_ms: float
+
+    def text(self) -> str:
+        return f"{self.ops:,.0f}/s {self.p50_ms:.2f}/{self.p99_ms:.2f}ms"
+
+
+@dataclass
+class Results:
+    figures: dict[tuple[str, str, int], Figure] = field(default_factory=dict)
+    """(target, op, concurrency) -> figure."""
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    """Peak RSS (VmHWM) of each server process, by label."""
+
+
+def _percentile(values: list[int], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] / 1000.0
+
+
+class Load:
+    """Load processes for one (target, op), driven window by window through stdin/stdout."""
+
+    def __init__(self, commands: list[list[str]], env: Optional[dict[str, str]] = None) -> None:
+        self.procs = [
+            subprocess.Popen(c, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+            for c in commands
+        ]
+        for p in self.procs:
+            line = p.stdout.readline()  # type: ignore[union-attr]
+            if line.strip() != "ready":
+                self.close()
+                raise RuntimeError(f"load process {p.args} failed to start: {line!r}")
+
+    def run(self, split: list[int], windows: int, width: float) -> Figure:
+        t0 = time.time() + LEAD
+        for p, n in zip(self.procs, split):
+            p.stdin.write(f"go {t0:.6f} {n}\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
+        per_window: list[list[int]] = [[] for _ in range(windows)]
+        for p in self.procs:
+            line = p.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                raise RuntimeError(f"load process {p.args} died")
+            for w, lat in enumerate(json.loads(line)["windows"]):
+                per_window[w].extend(lat)
+        kept = per_window[1:]
+        ops = statistics.median(len(w) / width for w in kept)
+        flat = [x for w in kept for x in w]
+        return Figure(ops, _percentile(flat, 0.50), _percentile(flat, 0.99))
+
+    def close(self) -> None:
+        for p in self.procs:
+            try:
+                p.stdin.write("quit\n")  # type: ignore[union-attr]
+                p.stdin.flush()  # type: ignore[union-attr]
+            except (BrokenPipeError, ValueError):
+                pass
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+class Server:
+    """A server process printing ``listening on HOST:PORT``."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT
+        )
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if not line.startswith("listening on "):
+            self.proc.kill()
+            raise RuntimeError(f"{command} did not start: {line!r}")
+        self.address = line.split()[-1]
+
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _split(concurrency: int, processes: int) -> list[int]:
+    return [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="wfe-bench-"))
+        self.results = Results()
+        self.loop = ["--loop", args.loop]
+        self.rust = args.rust
+
+    def db(self, name: str) -> Path:
+        return self.tmp / f"{name}.db"
+
+    def _py_client(self, target: str, op: str, tasks: int, setup_due: bool) -> list[str]:
+        cmd = [PY, str(HERE / "client.py"), "--target", target, "--op", op, "--tasks", str(tasks)]
+        cmd += ["--windows", str(self.args.windows), "--window-secs", str(self.args.window)]
+        if not target.startswith("raw:"):
+            cmd += self.loop
+        return cmd + (["--setup-due"] if setup_due else [])
+
+    def _rust_client(self, target: str, op: str, tasks: int, setup_due: bool) -> list[str]:
+        cmd = [str(RUST_BIN), "--target", target, "--op", op, "--tasks", str(tasks)]
+        cmd += ["--windows", str(self.args.windows), "--window-secs", str(self.args.window)]
+        return cmd + (["--setup-due"] if setup_due else [])
+
+    def measure(self, label: str, op: str, commands: list[list[str]], concurrency: tuple[int, ...]) -> None:
+        load = Load(commands)
+        try:
+            for c in concurrency:
+                fig = load.run(_split(c, len(commands)), self.args.windows, self.args.window)
+                self.results.figures[(label, op, c)] = fig
+                print(f"  {label:<12} {op:<13} c={c:<3} {fig.text()}", flush=True)
+        finally:
+            load.close()
+
+    def server(self, db_url: str) -> Server:
+        cmd = [str(WFE_SQLITE), "serve", "--db", db_url, "--listen", "127.0.0.1:0"]
+        if self.args.loop != "asyncio":
+            cmd += ["--loop", self.args.loop]
+        return Server(cmd)
+
+    def grpc_clients(self, address: str, op: str, concurrency: tuple[int, ...], rust: bool = False) -> list[list[str]]:
+        due = op == "runnable"
+        top = max(concurrency)
+        if rust:
+            return [self._rust_client(f"grpc:{address}", op, top, due)]
+        processes = self.args.processes if top > 1 else 1
+        return [
+            self._py_client(f"grpc:{address}", op, max(1, top // processes), due and i == 0)
+            for i in range(processes)
+        ]
+
+    def run_small(self) -> None:
+        echo = Server([PY, str(HERE / "echo.py"), "--listen", "127.0.0.1:0", *self.loop])
+        try:
+            for op in self.args.ops:
+                conc = CONCURRENCY
+                due = op == "runnable"
+                print(f"[{op}]", flush=True)
+                server = self.server(f"sqlite://{self.db('grpc-' + op)}")
+                try:
+                    self.measure("grpc", op, self.grpc_clients(server.address, op, conc), conc)
+                    if self.rust:
+                        self.measure("rust-grpc", op, self.grpc_clients(server.address, op, conc, rust=True), conc)
+                    self.results.rss_mb[f"small/{op}"] = server.rss_mb()
+                finally:
+                    server.stop()
+                self.measure("echo", op, self.grpc_clients(echo.address, op, conc), conc)
+                if self.rust:
+                    self.measure("rust-echo", op, self.grpc_clients(echo.address, op, conc, rust=True), conc)
+                url = f"sqlite://{self.db('embedded-' + op)}"
+                self.measure("embedded", op, [self._py_client(f"embedded:{url}", op, max(conc), due)], conc)
+                raw_url = f"sqlite://{self.db('raw-' + op)}"
+                self.measure("raw", op, [self._py_client(f"raw:{raw_url}", op, max(conc), due)], conc)
+                if self.rust:
+                    crate = f"sqlite://{self.db('crate-' + op)}?mode=rwc"
+                    self.measure("rust-crate", op, [self._rust_client(f"crate:{crate}", op, max(conc), due)], conc)
+        finally:
+            echo.stop()
+
+    def run_scale(self, scale: str) -> None:
+        import bigdb
+
+        count = bigdb.parse_count(scale)
+        base = bigdb.build(count, DATA)
+        print(f"[scale {scale}: {count:,} workflows and events, cached in {base}]", flush=True)
+        for op in self.args.ops:
+            if op == "batch_get":
+                continue
+            conc = (1, 64) if op == "runnable" else (64,)
+            path = self.db(f"scale-{scale}")
+            shutil.copyfile(base, path)
+            server = self.server(f"sqlite://{path}")
+            try:
+                self.measure(f"grpc@{scale}", op, self.grpc_clients(server.address, op, conc), conc)
+                self.results.rss_mb[f"{scale}/{op}"] = server.rss_mb()
+            finally:
+                server.stop()
+            url = f"sqlite://{path}"
+            self.measure(f"embedded@{scale}", op, [self._py_client(f"embedded:{url}", op, 64, op == "runnable")], conc)
+            path.unlink()
+            for suffix in ("-wal", "-shm"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def build_rust() -> bool:
+    """Build the Rust load generator (release, target dir bench/.target); False when it cannot be built."""
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        print("bench: cargo not found: skipping the Rust figures (install Rust to get them)", flush=True)
+        return False
+    print("bench: building bench/rust (cargo build --release) ...", flush=True)
+    started = time.time()
+    done = subprocess.run(
+        [cargo, "build", "--release", "--quiet", "--manifest-path", str(RUST_DIR / "Cargo.toml"),
+         "--target-dir", str(RUST_TARGET)],
+        cwd=ROOT,
+    )
+    if done.returncode != 0:
+        print("bench: cargo build of bench/rust FAILED: skipping the Rust figures (run with RUST=0 to skip the build)",
+              flush=True)
+        return False
+    print(f"bench: built in {time.time() - started:.0f}s", flush=True)
+    return True
+
+
+# -- report --------------------------------------------------------------------------------------
+
+PAIRS = (
+    ("grpc", "echo", "gRPC server vs echo (Python adapter load)"),
+    ("embedded", "raw", "embedded provider vs raw sqlite3"),
+    ("rust-grpc", "rust-echo", "Rust adapter: server vs echo"),
+    ("rust-crate", "raw", "wfe-sqlite crate 1.11.4 in-process vs raw sqlite3"),
+)
+
+
+def _cell(fig: Optional[Figure]) -> str:
+    return "-" if fig is None else f"{fig.ops:,.0f} | {fig.p50_ms:.2f} | {fig.p99_ms:.2f}"
+
+
+def _ratio(a: Optional[Figure], b: Optional[Figure]) -> str:
+    return "-" if a is None or b is None or not b.ops else f"**{a.ops / b.ops:.2f}**"
+
+
+def report(results: Results, args: argparse.Namespace, elapsed: float) -> str:
+    f = results.figures
+    ops = [op for op in workload.OPS if op in args.ops]
+    lines = []
+    for target, limit, title in PAIRS:
+        if not any(k[0] == target for k in f):
+            continue
+        lines += [f"### {title}", "",
+                  f"| op | c | {target} ops/s | p50 ms | p99 ms | {limit} ops/s | p50 ms | p99 ms | ratio |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for op in ops:
+            for c in CONCURRENCY:
+                a, b = f.get((target, op, c)), f.get((limit, op, c))
+                if a is None and b is None:
+                    continue
+                lines.append(f"| {op} | {c} | {_cell(a)} | {_cell(b)} | {_ratio(a, b)} |")
+        lines.append("")
+    scales = sorted({k[0].split("@")[1] for k in f if "@" in k[0]}, key=lambda s: f"{len(s):02}{s}")
+    if scales:
+        lines += ["### Scale: the same work on a database already holding N workflows and N events", "",
+                  "Ratio: figure at scale / the small-database figure of this run (c=64 unless noted).", "",
+                  "| op | c | " + " | ".join(f"grpc@{s} ops/s (ratio) | p50 ms" for s in scales)
+                  + " | " + " | ".join(f"embedded@{s} ops/s (ratio)" for s in scales) + " |",
+                  "|---|---:|" + "---:|---:|" * len(scales) + "---:|" * len(scales)]
+        for op in ops:
+            for c in CONCURRENCY:
+                if not any((f"grpc@{s}", op, c) in f for s in scales):
+                    continue
+                row = [op, str(c)]
+                for s in scales:
+                    a, small = f.get((f"grpc@{s}", op, c)), f.get(("grpc", op, c))
+                    row.append("-" if a is None else f"{a.ops:,.0f} ({_ratio(a, small)})")
+                    row.append("-" if a is None else f"{a.p50_ms:.2f}")
+                for s in scales:
+                    a, small = f.get((f"embedded@{s}", op, c)), f.get(("embedded", op, c))
+                    row.append("-" if a is None else f"{a.ops:,.0f} ({_ratio(a, small)})")
+                lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    if results.rss_mb:
+        peak: dict[str, float] = {}
+        for key, mb in results.rss_mb.items():
+            scale = key.split("/")[0]
+            peak[scale] = max(peak.get(scale, 0.0), mb)
+        lines += ["Server peak RSS (VmHWM, MB): " + ", ".join(f"{s}: {mb:.0f}" for s, mb in peak.items()), ""]
+    header = [
+        f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; "
+        f"{args.windows - 1} windows of {args.window}s per figure (median), event loop {args.loop}, "
+        f"{args.processes} Python load processes at c>1, whole run {elapsed:.0f}s.",
+        "",
+    ]
+    return "\n".join(header + lines)
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import grpc
+
+    return (f"nproc {os.cpu_count()}, {model}, Python {platform.python_version()}, grpcio {grpc.__version__}, "
+            f"SQLite {sqlite3.sqlite_version}")
+
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def write_benchmarks(text: str, path: Path) -> None:
+    old = path.read_text() if path.exists() else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
+    if BEGIN not in old:
+        old += "\n" + BEGIN + "\n" + END + "\n"
+    head, rest = old.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1] if END in rest else ""
+    path.write_text(head + BEGIN + "\n" + text + "\n" + END + tail)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", default=",".join(workload.OPS))
+    parser.add_argument("--windows", type=int, default=4, help="windows per figure, the first is warm-up")
+    parser.add_argument("--window", type=float, default=0.4, help="seconds per window")
+    parser.add_argument("--processes", type=int, default=2, help="Python load processes at c > 1")
+    parser.add_argument("--scale", default="10k,100k", help="comma-separated: 10k, 100k, 1m; empty for none")
+    parser.add_argument("--rust", type=int, default=1, help="1: build and run the Rust figures")
+    parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
+    parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    args.ops = [o for o in args.ops.split(",") if o]
+    started = time.time()
+    args.rust = bool(args.rust) and build_rust()
+    bench = Bench(args)
+    try:
+        bench.run_small()
+        for scale in [s for s in args.scale.split(",") if s]:
+            bench.run_scale(scale)
+    finally:
+        bench.close()
+    text = report(bench.results, args, time.time() - started)
+    print()
+    print(text)
+    if not args.no_write:
+        write_benchmarks(text, Path(args.out))
+        print(f"bench: wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
