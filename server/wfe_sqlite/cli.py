@@ -1,18 +1,29 @@
-"""The ``wfe-sqlite`` command line."""
+"""The ``wfe-sqlite`` command line: ``serve``, and the maintenance commands ``backup``, ``check``, ``stats``.
+
+Exit codes: 0 success; 1 ``check`` found problems; 2 invalid settings or a database that cannot be
+used (the message names the setting or the file); 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import json
+import os
+import sqlite3
 import sys
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
+from ._config import ConfigError, add_arguments, environment_help, resolve
 from ._database import DatabaseOpenError
-from .server import DEFAULT_DB, DEFAULT_LISTEN, ServerConfig, serve
+from ._logging import configure_logging
+from ._maintenance import backup, integrity_problems, open_existing, store_stats
+from .server import serve
 
 __all__ = ["main"]
+
+_DB_ONLY = ("db",)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,38 +31,123 @@ def _parser() -> argparse.ArgumentParser:
         prog="wfe-sqlite", description="The WFE persistence provider on SQLite, served over gRPC."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("serve", help="serve the persistence API over gRPC")
-    run.add_argument("--db", default=DEFAULT_DB, help=f"database string (default {DEFAULT_DB})")
-    run.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT, port 0 picks one (default {DEFAULT_LISTEN})")
-    run.add_argument("--grace", type=float, default=10.0, help="seconds in-flight calls get on shutdown (default 10)")
-    run.add_argument(
-        "--synchronous",
-        choices=["FULL", "NORMAL"],
-        default="FULL",
-        type=str.upper,
-        help="FULL: acknowledged writes survive power loss; NORMAL: they survive a process crash (default FULL)",
+    run = commands.add_parser(
+        "serve",
+        help="serve the persistence API over gRPC",
+        description="Serve the persistence API over gRPC until SIGTERM or SIGINT.",
+        epilog=environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    add_arguments(run)
+
+    copy = commands.add_parser(
+        "backup",
+        help="copy the database consistently while the server runs",
+        description="Write a consistent copy of the database (as of one instant) to DEST, online.",
+    )
+    copy.add_argument("dest", metavar="DEST", help="file to write (must not exist unless --force)")
+    copy.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    add_arguments(copy, _DB_ONLY)
+
+    verify = commands.add_parser(
+        "check",
+        help="integrity check of the database (exit 0: sound, 1: problems)",
+        description="Run PRAGMA integrity_check and foreign_key_check; exit 0 when sound, 1 otherwise.",
+    )
+    add_arguments(verify, _DB_ONLY)
+
+    figures = commands.add_parser(
+        "stats",
+        help="row counts, runnable workflows, unprocessed events, due commands, file sizes",
+        description="Show what the database holds (one consistent snapshot).",
+    )
+    figures.add_argument("--json", action="store_true", help="print one JSON object")
+    add_arguments(figures, _DB_ONLY)
     return parser
+
+
+def _fail(message: object, code: int = 2) -> int:
+    print(f"wfe-sqlite: {message}", file=sys.stderr)
+    return code
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = resolve(args, os.environ)
+    configure_logging(config.log_level, config.log_format)
+    try:
+        asyncio.run(serve(config))
+    except (DatabaseOpenError, OSError, ValueError) as error:
+        return _fail(error)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    config = resolve(args, os.environ, _DB_ONLY)
+    size = backup(config.db, args.dest, overwrite=args.force)
+    print(f"backed up {config.db} to {args.dest} ({size} bytes)")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = resolve(args, os.environ, _DB_ONLY)
+    conn, path = open_existing(config.db)
+    try:
+        problems = integrity_problems(conn)
+    except sqlite3.DatabaseError as error:
+        problems = [str(error)]
+    finally:
+        conn.close()
+    if problems:
+        for problem in problems:
+            print(problem)
+        print(f"{path}: {len(problems)} problem(s)")
+        return 1
+    print(f"{path}: ok")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    config = resolve(args, os.environ, _DB_ONLY)
+    conn, path = open_existing(config.db)
+    try:
+        stats = store_stats(conn, path)
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        print(_human(stats))
+    return 0
+
+
+def _human(stats: dict[str, Any]) -> str:
+    lines = [f"database            {stats['path']} (schema version {stats['schema_version']})", "rows"]
+    lines += [f"  {table:<22}{count}" for table, count in stats["tables"].items()]
+    lines += [
+        f"runnable workflows  {stats['runnable_workflows']}",
+        f"unprocessed events  {stats['unprocessed_events']}",
+        f"due commands        {stats['due_commands']}",
+        f"claimed commands    {stats['claimed_commands']}",
+        f"held tokens         {stats['held_tokens']}",
+        "files (bytes)",
+    ]
+    lines += [f"  {name:<22}{size}" for name, size in stats["files"].items()]
+    return "\n".join(lines)
+
+
+_COMMANDS = {"serve": _serve, "backup": _backup, "check": _check, "stats": _stats}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if args.command == "serve":
-        config = ServerConfig(db=args.db, listen=args.listen, grace=args.grace, synchronous=args.synchronous)
-        try:
-            asyncio.run(serve(config))
-        except (DatabaseOpenError, OSError, ValueError) as error:
-            print(f"wfe-sqlite: {error}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            return 130
-    return 0
+    try:
+        return _COMMANDS[args.command](args)
+    except ConfigError as error:
+        return _fail(error)
+    except (FileNotFoundError, FileExistsError, ValueError, sqlite3.Error, OSError) as error:
+        return _fail(error)
 
 
 if __name__ == "__main__":

@@ -5,43 +5,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
 from typing import Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ._config import DEFAULT_DB, DEFAULT_LISTEN, ServerConfig, check, load_tokens
+from ._metrics import CallObserver, ServerMetrics
 from ._provider import SqlitePersistenceProvider
+from ._security import TokenAuthInterceptor, server_credentials
 from ._servicer import SERVICE_NAMES, add_servicers
 
-__all__ = ["ServerConfig", "RunningServer", "build_server", "serve", "MAX_MESSAGE_BYTES"]
+__all__ = ["ServerConfig", "RunningServer", "build_server", "serve", "MAX_MESSAGE_BYTES", "DEFAULT_DB", "DEFAULT_LISTEN"]
 
 LOG = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Largest message either way: a 16 MiB payload plus its workflow and JSON escaping fits."""
 
-DEFAULT_DB = "sqlite://wfe.db"
-DEFAULT_LISTEN = "127.0.0.1:50051"
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """What the server serves and where."""
-
-    db: str = DEFAULT_DB
-    """Database string: ``:memory:``, ``sqlite:///abs/path.db`` or ``sqlite://relative/path.db``."""
-    listen: str = DEFAULT_LISTEN
-    """HOST:PORT to listen on; port 0 picks a free port."""
-    grace: float = 10.0
-    """Seconds in-flight calls get to finish on shutdown."""
-    readers: int = 4
-    """Read-only SQLite connections (file databases)."""
-    synchronous: str = "FULL"
-    """``PRAGMA synchronous`` of the writer: FULL (power-loss safe) or NORMAL (process-crash safe)."""
-    reflection: bool = True
-    """Serve gRPC server reflection."""
 
 
 def server_options() -> list[tuple[str, int]]:
@@ -53,10 +35,21 @@ def server_options() -> list[tuple[str, int]]:
 
 
 async def build_server(
-    config: ServerConfig, provider: SqlitePersistenceProvider
+    config: ServerConfig, provider: SqlitePersistenceProvider, metrics: Optional[ServerMetrics] = None
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """A gRPC server (not started) serving ``provider``; its bound port and health servicer."""
-    server = grpc.aio.server(options=server_options())
+    """A gRPC server (not started) serving ``provider``; its bound port and health servicer.
+
+    Calls pass the interceptors in this order: observation (``metrics``, access log), so refused
+    calls are counted and logged too, then token authentication when tokens are configured.
+    Without metrics, access log or tokens there is no interceptor at all.
+    """
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if metrics is not None or config.access_log:
+        interceptors.append(CallObserver(metrics, config.access_log))
+    tokens = load_tokens(config)
+    if tokens:
+        interceptors.append(TokenAuthInterceptor(tokens))
+    server = grpc.aio.server(options=server_options(), interceptors=interceptors)
     add_servicers(server, provider)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -66,7 +59,10 @@ async def build_server(
             server,
         )
     try:
-        port = server.add_insecure_port(config.listen)
+        if config.tls:
+            port = server.add_secure_port(config.listen, server_credentials(config))
+        else:
+            port = server.add_insecure_port(config.listen)
     except RuntimeError as error:
         raise OSError(f"cannot listen on {config.listen}: {error}") from error
     if port == 0:
@@ -84,12 +80,16 @@ class RunningServer:
         server: grpc.aio.Server,
         port: int,
         health_servicer: health.aio.HealthServicer,
+        metrics: Optional[ServerMetrics] = None,
     ) -> None:
         self.config = config
         self.provider = provider
         self.server = server
         self.port = port
         self.health = health_servicer
+        self.metrics = metrics
+        self.metrics_address: Optional[str] = None
+        """HOST:PORT of the ``/metrics`` endpoint (the real port), when metrics are on."""
         self._stopped = False
 
     @property
@@ -103,19 +103,33 @@ class RunningServer:
 
     @classmethod
     async def start(cls, config: ServerConfig) -> RunningServer:
-        """Open the store, bind, start serving and report SERVING on health."""
+        """Check the config, open the store, bind, start serving and report SERVING on health.
+
+        An invalid config is a ``ConfigError`` (a ``ValueError``) naming the setting.
+        """
+        check(config)
         provider = await SqlitePersistenceProvider.open(
             config.db, readers=config.readers, synchronous=config.synchronous
         )
+        metrics: Optional[ServerMetrics] = None
         try:
-            server, port, health_servicer = await build_server(config, provider)
+            if config.metrics_listen is not None:
+                metrics = ServerMetrics(provider, asyncio.get_running_loop())
+            server, port, health_servicer = await build_server(config, provider, metrics)
             await server.start()
+            running = cls(config, provider, server, port, health_servicer, metrics)
+            if metrics is not None and config.metrics_listen is not None:
+                try:
+                    running.metrics_address = metrics.serve_http(config.metrics_listen)
+                except BaseException:
+                    await server.stop(0)
+                    raise
         except BaseException:
             await provider.close()
             raise
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        return cls(config, provider, server, port, health_servicer)
+        return running
 
     async def stop(self, grace: Optional[float] = None) -> None:
         """Health to NOT_SERVING, let in-flight calls finish, then close the database."""
@@ -124,6 +138,8 @@ class RunningServer:
         self._stopped = True
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.grace if grace is None else grace)
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.close)
         await self.provider.close()
 
 
@@ -135,7 +151,15 @@ async def serve(config: ServerConfig, ready: Optional[asyncio.Event] = None) -> 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"listening on {running.address}", flush=True)
-    LOG.info("serving %s on %s", config.db, running.address)
+    if running.metrics_address is not None:
+        print(f"metrics on http://{running.metrics_address}/metrics", flush=True)
+    LOG.info(
+        "serving %s on %s (%s%s)",
+        config.db,
+        running.address,
+        "mutual TLS" if config.tls_client_ca else "TLS" if config.tls else "plaintext",
+        ", bearer tokens" if load_tokens(config) else "",
+    )
     if ready is not None:
         ready.set()
     try:

@@ -119,12 +119,32 @@ class GrpcPersistenceProvider(PersistenceProvider):
         connect_timeout: float = 10.0,
         credentials: Optional[grpc.ChannelCredentials] = None,
         token: Optional[str] = None,
+        tls_ca: Optional[str] = None,
+        tls_cert: Optional[str] = None,
+        tls_key: Optional[str] = None,
     ) -> _Connecting:
         """Connect to ``address`` (HOST:PORT); waits until the server answers.
 
         ``timeout`` is the deadline of each call in seconds; ``credentials`` selects TLS;
-        ``token`` is sent as ``authorization: Bearer <token>`` on every call.
+        ``token`` is sent as ``authorization: Bearer <token>`` on every call. Or TLS from PEM
+        files: ``tls_ca`` (the CA the server certificate must chain to; default: the system's),
+        ``tls_cert`` and ``tls_key`` (a client certificate, for servers that require one).
         """
+        if tls_ca is not None or tls_cert is not None or tls_key is not None:
+            if credentials is not None:
+                raise ValueError("give either credentials or tls_ca/tls_cert/tls_key, not both")
+            if (tls_cert is None) != (tls_key is None):
+                raise ValueError("tls_cert and tls_key go together")
+
+            def pem(path: Optional[str]) -> Optional[bytes]:
+                if path is None:
+                    return None
+                with open(path, "rb") as handle:
+                    return handle.read()
+
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=pem(tls_ca), private_key=pem(tls_key), certificate_chain=pem(tls_cert)
+            )
 
         async def opening() -> GrpcPersistenceProvider:
             options = [

@@ -1,0 +1,433 @@
+"""Server settings: one table, read from flags, ``WFE_SQLITE_*`` environment variables and a TOML file.
+
+Precedence, highest first: command-line flags, then environment variables, then the config file
+(``--config`` or ``WFE_SQLITE_CONFIG``), then the defaults. Every setting has one name: the
+``ServerConfig`` field, the TOML key, ``--the-name`` as a flag and ``WFE_SQLITE_THE_NAME`` in the
+environment. A value that is invalid wherever it came from stops start-up with a ``ConfigError``
+naming the setting and its source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Optional
+
+from ._database import parse_database_url
+
+__all__ = [
+    "ServerConfig",
+    "ConfigError",
+    "Setting",
+    "SETTINGS",
+    "DEFAULT_DB",
+    "DEFAULT_LISTEN",
+    "ENV_PREFIX",
+    "CONFIG_ENV",
+    "add_arguments",
+    "resolve",
+    "check",
+    "load_tokens",
+    "read_pem",
+    "split_host_port",
+    "is_loopback",
+    "environment_help",
+]
+
+ENV_PREFIX = "WFE_SQLITE_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+DEFAULT_DB = "sqlite://wfe.db"
+DEFAULT_LISTEN = "127.0.0.1:50051"
+
+
+class ConfigError(ValueError):
+    """An invalid setting; the message names it (and where the value came from)."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"invalid setting {setting}: {message}")
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything a server process is configured with. See ``SETTINGS`` for each one's meaning."""
+
+    db: str = DEFAULT_DB
+    """Database string: ``:memory:``, ``sqlite:///abs/path.db`` or ``sqlite://relative/path.db``."""
+    listen: str = DEFAULT_LISTEN
+    """HOST:PORT to listen on; port 0 picks a free port."""
+    grace: float = 10.0
+    """Seconds in-flight calls get to finish on shutdown."""
+    readers: int = 4
+    """Read-only SQLite connections (file databases)."""
+    synchronous: str = "FULL"
+    """``PRAGMA synchronous`` of the writer: FULL (power-loss safe) or NORMAL (process-crash safe)."""
+    reflection: bool = True
+    """Serve gRPC server reflection."""
+    tls_cert: Optional[str] = None
+    """PEM file of the server certificate chain; with ``tls_key`` the server speaks TLS only."""
+    tls_key: Optional[str] = None
+    """PEM file of the server's private key."""
+    tls_client_ca: Optional[str] = None
+    """PEM file of the CA(s) client certificates must chain to (mutual TLS); needs ``tls_cert``."""
+    tokens_file: Optional[str] = None
+    """File of accepted bearer tokens, one per line (``#`` comments and blank lines ignored)."""
+    tokens: tuple[str, ...] = ()
+    """Accepted bearer tokens given directly (environment or config file; never a flag)."""
+    insecure: bool = False
+    """Allow a non-loopback ``listen`` address with neither TLS nor tokens."""
+    metrics_listen: Optional[str] = None
+    """HOST:PORT of the Prometheus ``/metrics`` endpoint; None: no metrics."""
+    access_log: bool = False
+    """Log one line per call (method, status, duration, peer) on the ``wfe_sqlite.access`` logger."""
+    log_level: str = "INFO"
+    """DEBUG, INFO, WARNING or ERROR."""
+    log_format: str = "text"
+    """``text`` or ``json`` (one JSON object per line)."""
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+# -- value parsers: raw text (flag, environment) or TOML value -> typed value, ValueError if invalid --
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {value!r}")
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
+
+
+def _optional_text(value: Any) -> Optional[str]:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _text(value)
+
+
+def _number(minimum: float) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        try:
+            number = float(value) if not isinstance(value, bool) else float("nan")
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not number >= minimum or number == float("inf"):
+            raise ValueError(f"must be a number >= {minimum:g}, got {value!r}")
+        return number
+
+    return parse
+
+
+def _integer(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        try:
+            number = int(value) if not isinstance(value, (bool, float)) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or number < minimum:
+            raise ValueError(f"must be an integer >= {minimum}, got {value!r}")
+        return number
+
+    return parse
+
+
+def _choice(*choices: str, upper: bool) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = value.strip() if isinstance(value, str) else None
+        text = text and (text.upper() if upper else text.lower())
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
+        return text
+
+    return parse
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def _address(value: Any) -> str:
+    text = _text(value)
+    split_host_port(text)
+    return text
+
+
+def _optional_address(value: Any) -> Optional[str]:
+    return None if _optional_text(value) is None else _address(value)
+
+
+def _database(value: Any) -> str:
+    text = _text(value)
+    parse_database_url(text)
+    return text
+
+
+def _token_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = value.replace(",", " ").split()
+    elif isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        items = list(value)
+    else:
+        raise ValueError("must be a list of strings (or, in the environment, comma-separated)")
+    for item in items:
+        _check_token(item)
+    return tuple(items)
+
+
+def _check_token(token: str) -> None:
+    if not token or any(not ("!" <= ch <= "~") for ch in token):
+        raise ValueError("a token must be non-empty printable ASCII without spaces")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its name (field, TOML key, flag, environment variable), parser and help."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    help: str
+    metavar: Optional[str] = None
+    flag: bool = True
+    """False for secrets: environment and config file only, never visible in a process list."""
+    boolean: bool = False
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("db", _database, "database: :memory:, sqlite:///abs/path.db or sqlite://relative/path.db", "URL"),
+    Setting("listen", _address, "HOST:PORT to serve gRPC on; port 0 picks a free port", "HOST:PORT"),
+    Setting("grace", _number(0), "seconds in-flight calls get to finish on shutdown", "SECONDS"),
+    Setting("readers", _integer(1), "read-only SQLite connections", "N"),
+    Setting(
+        "synchronous",
+        _choice("FULL", "NORMAL", upper=True),
+        "FULL: acknowledged writes survive power loss; NORMAL: they survive a process crash",
+        "FULL|NORMAL",
+    ),
+    Setting("reflection", _boolean, "serve gRPC server reflection", boolean=True),
+    Setting("tls_cert", _optional_text, "PEM server certificate (chain); enables TLS, needs --tls-key", "FILE"),
+    Setting("tls_key", _optional_text, "PEM private key of --tls-cert", "FILE"),
+    Setting(
+        "tls_client_ca",
+        _optional_text,
+        "PEM CA bundle: require client certificates signed by it (mutual TLS); needs --tls-cert",
+        "FILE",
+    ),
+    Setting(
+        "tokens_file",
+        _optional_text,
+        "require 'authorization: Bearer TOKEN' on every call (health excepted); one token per line",
+        "FILE",
+    ),
+    Setting(
+        "tokens",
+        _token_list,
+        "accepted bearer tokens, comma-separated (environment or config file only)",
+        flag=False,
+    ),
+    Setting(
+        "insecure",
+        _boolean,
+        "allow a non-loopback --listen address with neither TLS nor tokens",
+        boolean=True,
+    ),
+    Setting(
+        "metrics_listen",
+        _optional_address,
+        "serve Prometheus metrics at http://HOST:PORT/metrics (unset: no metrics)",
+        "HOST:PORT",
+    ),
+    Setting("access_log", _boolean, "log every call: method, status, duration, peer", boolean=True),
+    Setting("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "log level", "LEVEL"),
+    Setting("log_format", _choice("text", "json", upper=False), "log format: text or json (one object a line)", "FORMAT"),
+)
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+_DEFAULTS = {f.name: f.default for f in fields(ServerConfig)}
+assert set(_BY_NAME) == set(_DEFAULTS), "every ServerConfig field is a setting"
+
+
+def _default_text(setting: Setting) -> str:
+    default = _DEFAULTS[setting.name]
+    if default is None or default == ():
+        return "unset"
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: Optional[Iterable[str]] = None) -> None:
+    """``--config`` and a flag for each setting in ``names`` (default all); none has a default here."""
+    parser.add_argument(
+        "--config", metavar="FILE", default=None, help=f"TOML file of settings (env {CONFIG_ENV})"
+    )
+    for setting in SETTINGS if names is None else [_BY_NAME[name] for name in names]:
+        if not setting.flag:
+            continue
+        text = f"{setting.help} (env {setting.env}; default {_default_text(setting)})"
+        if setting.boolean:
+            parser.add_argument(
+                setting.option, dest=setting.name, default=None, action=argparse.BooleanOptionalAction, help=text
+            )
+        else:
+            parser.add_argument(setting.option, dest=setting.name, default=None, metavar=setting.metavar, help=text)
+
+
+def environment_help() -> str:
+    """The epilog of ``serve --help``: precedence, environment variables, config-file keys."""
+    lines = [
+        "Settings come from flags, then WFE_SQLITE_* environment variables, then the TOML file",
+        f"named by --config or {CONFIG_ENV} (keys are the setting names below), then the defaults.",
+        "",
+        "setting / environment variable:",
+    ]
+    for setting in SETTINGS:
+        lines.append(f"  {setting.name:<15} {setting.env}" + ("" if setting.flag else "   (no flag: a secret)"))
+    return "\n".join(lines)
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            values = tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError("config", f"cannot read {path}: {error.strerror or error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError("config", f"{path} is not valid TOML: {error}") from None
+    for key in values:
+        if key not in _BY_NAME:
+            raise ConfigError(key, f"unknown setting in {path} (known: {', '.join(_BY_NAME)})")
+    return values
+
+
+def resolve(
+    args: Optional[argparse.Namespace],
+    environ: Mapping[str, str],
+    names: Optional[Iterable[str]] = None,
+) -> ServerConfig:
+    """The ``ServerConfig`` from flags > environment > config file > defaults, for ``names`` (default all).
+
+    Raises ``ConfigError`` naming the first invalid setting and where its value came from.
+    """
+    wanted = list(_BY_NAME) if names is None else list(names)
+    config_path = getattr(args, "config", None) or environ.get(CONFIG_ENV) or None
+    from_file = _read_file(config_path) if config_path else {}
+    values: dict[str, Any] = {}
+    for name in wanted:
+        setting = _BY_NAME[name]
+        flag_value = getattr(args, name, None) if setting.flag else None
+        if flag_value is not None:
+            raw, source = flag_value, setting.option
+        elif setting.env in environ:
+            raw, source = environ[setting.env], setting.env
+        elif name in from_file:
+            raw, source = from_file[name], f"{config_path}"
+        else:
+            continue
+        try:
+            values[name] = setting.parse(raw)
+        except ValueError as error:
+            raise ConfigError(name, f"{error} (from {source})") from None
+    return ServerConfig(**values)
+
+
+def check(config: ServerConfig) -> None:
+    """Validate a whole config: each value, the files it names, and the rules between settings."""
+    for setting in SETTINGS:
+        try:
+            setting.parse(getattr(config, setting.name))
+        except ValueError as error:
+            raise ConfigError(setting.name, str(error)) from None
+    if (config.tls_cert is None) != (config.tls_key is None):
+        missing = "tls_key" if config.tls_key is None else "tls_cert"
+        raise ConfigError(missing, "tls_cert and tls_key go together: give both or neither")
+    if config.tls_client_ca is not None and config.tls_cert is None:
+        raise ConfigError("tls_client_ca", "mutual TLS needs a server certificate too (tls_cert, tls_key)")
+    for name in ("tls_cert", "tls_key", "tls_client_ca"):
+        if getattr(config, name) is not None:
+            read_pem(config, name)
+    tokens = load_tokens(config)
+    host, _ = split_host_port(config.listen)
+    if not is_loopback(host) and not config.tls and not tokens and not config.insecure:
+        raise ConfigError(
+            "listen",
+            f"{config.listen} is reachable from other hosts: serve it with TLS (--tls-cert, --tls-key) "
+            "or tokens (--tokens-file, WFE_SQLITE_TOKENS), or pass --insecure to serve it unprotected",
+        )
+
+
+def read_pem(config: ServerConfig, name: str) -> bytes:
+    """The PEM bytes of the file named by setting ``name``."""
+    path = getattr(config, name)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise ConfigError(name, f"cannot read {path}: {error.strerror or error}") from None
+    if b"-----BEGIN " not in data:
+        raise ConfigError(name, f"{path} is not a PEM file")
+    return data
+
+
+def load_tokens(config: ServerConfig) -> frozenset[str]:
+    """Every accepted bearer token: ``tokens`` plus the lines of ``tokens_file``."""
+    tokens = set(config.tokens)
+    if config.tokens_file is not None:
+        path = config.tokens_file
+        try:
+            with open(path, encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        except (OSError, UnicodeError) as error:
+            raise ConfigError("tokens_file", f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+        found = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+        for number, token in enumerate(found, 1):
+            try:
+                _check_token(token)
+            except ValueError as error:
+                raise ConfigError("tokens_file", f"{path}: token {number}: {error}") from None
+        if not found:
+            raise ConfigError("tokens_file", f"{path} holds no token")
+        tokens.update(found)
+    return frozenset(tokens)
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 hosts in brackets) as (host without brackets, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must be HOST:PORT with a port from 0 to 65535, got {address!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 host goes in brackets ([::1]:PORT), got {address!r}")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (``localhost`` or a loopback address)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # an empty host (every interface) or another host name

@@ -1,0 +1,195 @@
+"""Maintenance queries: live figures for metrics and ``stats``, integrity check, online backup.
+
+The jobs here are plain functions of a ``sqlite3.Connection`` like every other storage job: the
+server runs ``live_figures`` on its read pool at scrape time, the ``wfe-sqlite`` maintenance
+commands run everything on a connection of their own (``open_existing``), next to a running
+server or not (WAL lets them read while the server writes).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import urllib.parse
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+from wfe_client._time import to_micros, utc_now
+
+from ._database import MEMORY, parse_database_url
+
+__all__ = [
+    "TABLES",
+    "LiveFigures",
+    "live_figures",
+    "table_counts",
+    "file_sizes",
+    "store_stats",
+    "integrity_problems",
+    "open_existing",
+    "backup",
+]
+
+TABLES = (
+    "workflows",
+    "execution_pointers",
+    "events",
+    "event_subscriptions",
+    "scheduled_commands",
+    "execution_errors",
+    "definition_sequences",
+)
+
+
+@dataclass(frozen=True)
+class LiveFigures:
+    """What the store holds right now that a workflow host still has to act on."""
+
+    runnable_workflows: int
+    """RUNNABLE workflows whose ``next_execution`` has come."""
+    unprocessed_events: int
+    """Events not yet marked processed."""
+    due_commands: int
+    """Scheduled commands whose ``execute_time`` has come and that no live lease holds."""
+    claimed_commands: int
+    """Scheduled commands held by a live lease (a processor is working on them)."""
+    held_tokens: int
+    """Open subscriptions held by a live external token."""
+
+
+def live_figures(conn: sqlite3.Connection) -> LiveFigures:
+    """The ``LiveFigures`` as of now, from one snapshot (run it inside a read transaction)."""
+    now_us = to_micros(utc_now())
+    now_ms = now_us // 1000
+    one = lambda sql, *args: conn.execute(sql, args).fetchone()[0]  # noqa: E731
+    return LiveFigures(
+        runnable_workflows=one(
+            "SELECT count(*) FROM workflows WHERE status = 'RUNNABLE' "
+            "AND next_execution IS NOT NULL AND next_execution <= ?",
+            now_ms,
+        ),
+        unprocessed_events=one("SELECT count(*) FROM events WHERE is_processed = 0"),
+        due_commands=one(
+            "SELECT count(*) FROM scheduled_commands WHERE execute_time <= ? "
+            "AND (lease_id IS NULL OR lease_expiry <= ?)",
+            now_ms,
+            now_us,
+        ),
+        claimed_commands=one(
+            "SELECT count(*) FROM scheduled_commands WHERE lease_id IS NOT NULL AND lease_expiry > ?", now_us
+        ),
+        held_tokens=one(
+            "SELECT count(*) FROM event_subscriptions WHERE terminated = 0 "
+            "AND external_token IS NOT NULL AND external_token_expiry > ?",
+            now_us,
+        ),
+    )
+
+
+def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Rows per table."""
+    return {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in TABLES}
+
+
+def file_sizes(path: str) -> dict[str, int]:
+    """Bytes of the database file, its WAL and its shared-memory index (0 when absent)."""
+    if path == MEMORY:
+        return {"database": 0, "wal": 0, "shm": 0}
+
+    def size(name: str) -> int:
+        try:
+            return os.path.getsize(name)
+        except OSError:
+            return 0
+
+    return {"database": size(path), "wal": size(path + "-wal"), "shm": size(path + "-shm")}
+
+
+def store_stats(conn: sqlite3.Connection, path: str) -> dict[str, Any]:
+    """Everything ``wfe-sqlite stats`` shows, read in one snapshot."""
+    conn.execute("BEGIN")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = table_counts(conn)
+        figures = live_figures(conn)
+    finally:
+        conn.execute("COMMIT")
+    return {
+        "path": path,
+        "schema_version": version,
+        "tables": tables,
+        **asdict(figures),
+        "files": file_sizes(path),
+    }
+
+
+def integrity_problems(conn: sqlite3.Connection) -> list[str]:
+    """What ``PRAGMA integrity_check`` and ``PRAGMA foreign_key_check`` report; empty when sound."""
+    problems = [row[0] for row in conn.execute("PRAGMA integrity_check").fetchall() if row[0] != "ok"]
+    for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check").fetchall():
+        problems.append(f"{table} row {rowid}: refers to a missing {parent} row")
+    return problems
+
+
+def open_existing(url: str, *, read_only: bool = True) -> tuple[sqlite3.Connection, str]:
+    """A connection of its own to the existing database behind ``url``, and its path.
+
+    Never creates a file: a missing database is ``FileNotFoundError``.
+    """
+    path = parse_database_url(url)
+    if path == MEMORY:
+        raise ValueError("an in-memory database lives only inside its server process")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no database file there")
+    mode = "ro" if read_only else "rw"
+    uri = "file:" + urllib.parse.quote(os.path.realpath(path)) + f"?mode={mode}"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    return conn, path
+
+
+def backup(url: str, dest: str, *, overwrite: bool = False) -> int:
+    """Copy the database behind ``url`` to the file ``dest`` consistently, while it is in use.
+
+    The copy is made from one read snapshot (SQLite's online backup, all pages in one step), so it
+    is the database as of one instant, whatever the server commits meanwhile; writers are not
+    blocked. It is written next to ``dest``, synced, then renamed into place. Returns its size.
+    """
+    if os.path.exists(dest) and not overwrite:
+        raise FileExistsError(f"{dest}: already exists (refusing to overwrite it)")
+    source, _ = open_existing(url)
+    partial = f"{dest}.partial-{os.getpid()}"
+    target: Optional[sqlite3.Connection] = None
+    try:
+        target = sqlite3.connect(partial, isolation_level=None)
+        source.backup(target, pages=-1)
+        target.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+        target.close()
+        target = None
+        with open(partial, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, dest)
+        _sync_directory(os.path.dirname(os.path.abspath(dest)))
+    except BaseException:
+        if target is not None:
+            target.close()
+        for leftover in (partial, partial + "-journal"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+        raise
+    finally:
+        source.close()
+    return os.path.getsize(dest)
+
+
+def _sync_directory(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,233 @@
+"""Observability: Prometheus metrics and access logs.
+
+``CallObserver`` is a server interceptor that times every call and records it: in the per-RPC
+counters and latency histogram of ``ServerMetrics`` (names as in go-grpc-prometheus, so existing
+gRPC dashboards work) and/or as one access-log line on the ``wfe_sqlite.access`` logger. The store
+gauges are computed when Prometheus scrapes, by one read job on the server's read pool; the
+write-batch histogram is fed by the group-committing writer (``Database.on_batch``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, Optional
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ._config import split_host_port
+from ._maintenance import file_sizes, live_figures
+from ._provider import SqlitePersistenceProvider
+
+__all__ = ["ServerMetrics", "CallObserver", "ACCESS_LOG"]
+
+LOG = logging.getLogger(__name__)
+ACCESS_LOG = logging.getLogger("wfe_sqlite.access")
+
+SCRAPE_TIMEOUT = 5.0
+"""Seconds a scrape waits for the store's figures."""
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+
+_GAUGES = (
+    ("runnable_workflows", "wfe_sqlite_runnable_workflows", "RUNNABLE workflows whose next_execution has come."),
+    ("unprocessed_events", "wfe_sqlite_unprocessed_events", "Events not yet marked processed."),
+    ("due_commands", "wfe_sqlite_due_commands", "Scheduled commands that are due and held by no live lease."),
+    ("claimed_commands", "wfe_sqlite_claimed_commands", "Scheduled commands held by a live lease."),
+    ("held_tokens", "wfe_sqlite_held_tokens", "Open subscriptions held by a live external token."),
+)
+_FILES = (
+    ("database", "wfe_sqlite_database_bytes", "Size of the database file in bytes."),
+    ("wal", "wfe_sqlite_wal_bytes", "Size of the write-ahead log in bytes."),
+)
+
+
+class _StoreCollector(Collector):
+    """Store gauges, computed at scrape time (on the scraping thread, reading via the read pool)."""
+
+    def __init__(self, provider: SqlitePersistenceProvider, loop: asyncio.AbstractEventLoop) -> None:
+        self._provider = provider
+        self._loop = loop
+
+    def describe(self) -> Iterator[Metric]:
+        for _, name, text in (*_GAUGES, *_FILES):
+            yield GaugeMetricFamily(name, text)
+
+    def collect(self) -> Iterator[Metric]:
+        database = self._provider.database
+        try:
+            future = asyncio.run_coroutine_threadsafe(database.read(live_figures), self._loop)
+            figures = future.result(SCRAPE_TIMEOUT)
+        except Exception as error:  # noqa: BLE001 - a scrape during shutdown or a busy store
+            LOG.warning("metrics: store figures unavailable: %s", error)
+        else:
+            for field, name, text in _GAUGES:
+                yield GaugeMetricFamily(name, text, value=getattr(figures, field))
+        sizes = file_sizes(database.config.path)
+        for field, name, text in _FILES:
+            yield GaugeMetricFamily(name, text, value=sizes[field])
+
+
+class ServerMetrics:
+    """The Prometheus registry of one server: call metrics, store gauges, group-commit batch sizes."""
+
+    def __init__(self, provider: SqlitePersistenceProvider, loop: asyncio.AbstractEventLoop) -> None:
+        self.registry = CollectorRegistry()
+        self.started = Counter(
+            "grpc_server_started", "RPCs started on the server.", _LABELS, registry=self.registry
+        )
+        self.handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, by gRPC status code.",
+            (*_LABELS, "grpc_code"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "grpc_server_handling_seconds",
+            "Time from the start of an RPC to its status, in seconds.",
+            _LABELS,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_sizes = Histogram(
+            "wfe_sqlite_write_batch_size",
+            "Write requests committed together by one group commit of the writer.",
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_StoreCollector(provider, loop))
+        provider.database.on_batch = self.batch_sizes.observe
+        self._http: Any = None
+        self._thread: Any = None
+
+    def serve_http(self, listen: str) -> str:
+        """Serve ``/metrics`` on ``listen`` (HOST:PORT, port 0 picks one) in a thread; the real HOST:PORT."""
+        host, port = split_host_port(listen)
+        try:
+            self._http, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as error:
+            raise OSError(f"cannot serve metrics on {listen}: {error}") from error
+        bound = self._http.server_address[1]
+        return f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
+
+    def close(self) -> None:
+        """Stop the HTTP endpoint."""
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+    def call_started(self, kind: str, service: str, method: str) -> None:
+        self.started.labels(kind, service, method).inc()
+
+    def call_finished(self, kind: str, service: str, method: str, code: str, seconds: float) -> None:
+        self.handled.labels(kind, service, method, code).inc()
+        self.latency.labels(kind, service, method).observe(seconds)
+
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+
+
+def _code(context: grpc.aio.ServicerContext, failure: Optional[BaseException]) -> str:
+    code = context.code()
+    if code is not None:
+        return getattr(code, "name", str(code))
+    if failure is None:
+        return "OK"
+    return "CANCELLED" if isinstance(failure, asyncio.CancelledError) else "UNKNOWN"
+
+
+class CallObserver(grpc.aio.ServerInterceptor):
+    """Times every call; counts it in ``metrics`` and writes an access-log line when asked to."""
+
+    def __init__(self, metrics: Optional[ServerMetrics], access_log: bool) -> None:
+        self._metrics = metrics
+        self._access_log = access_log
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Optional[grpc.RpcMethodHandler]]],
+        details: grpc.HandlerCallDetails,
+    ) -> Optional[grpc.RpcMethodHandler]:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        rpc = details.method
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=self._unary(handler.unary_unary, rpc, "unary"))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=self._streaming(handler.unary_stream, rpc, "server_stream"))
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=self._unary(handler.stream_unary, rpc, "client_stream"))
+        return handler._replace(stream_stream=self._streaming(handler.stream_stream, rpc, "bidi_stream"))
+
+    def _unary(self, behavior: Behavior, rpc: str, kind: str) -> Behavior:
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = self._start(rpc, kind)
+            failure: Optional[BaseException] = None
+            try:
+                return await behavior(request, context)
+            except BaseException as error:
+                failure = error
+                raise
+            finally:
+                self._finish(rpc, kind, start, context, failure)
+
+        return observed
+
+    def _streaming(self, behavior: Behavior, rpc: str, kind: str) -> Behavior:
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            start = self._start(rpc, kind)
+            failure: Optional[BaseException] = None
+            try:
+                result = behavior(request, context)
+                if inspect.isasyncgen(result):
+                    async for item in result:
+                        yield item
+                else:  # a coroutine that writes its responses with context.write
+                    await result
+            except BaseException as error:
+                failure = error
+                raise
+            finally:
+                self._finish(rpc, kind, start, context, failure)
+
+        return observed
+
+    def _start(self, rpc: str, kind: str) -> float:
+        if self._metrics is not None:
+            service, _, method = rpc.lstrip("/").rpartition("/")
+            self._metrics.call_started(kind, service, method)
+        return time.perf_counter()
+
+    def _finish(
+        self,
+        rpc: str,
+        kind: str,
+        start: float,
+        context: grpc.aio.ServicerContext,
+        failure: Optional[BaseException],
+    ) -> None:
+        seconds = time.perf_counter() - start
+        code = _code(context, failure)
+        if self._metrics is not None:
+            service, _, method = rpc.lstrip("/").rpartition("/")
+            self._metrics.call_finished(kind, service, method, code, seconds)
+        if self._access_log:
+            peer = context.peer()
+            ACCESS_LOG.info(
+                "%s %s %.2fms %s",
+                rpc,
+                code,
+                seconds * 1000,
+                peer,
+                extra={"rpc": rpc, "code": code, "duration_ms": round(seconds * 1000, 3), "peer": peer},
+            )
