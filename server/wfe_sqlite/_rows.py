@@ -53,7 +53,7 @@ E = TypeVar("E", bound=enum.Enum)
 def dump_json(value: Any, field: str) -> str:
     """Compact JSON text of ``value``; InvalidArgument if it is not a JSON value."""
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return _check_text(json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False), field)
     except (TypeError, ValueError) as error:
         raise InvalidArgument(f"{field}: not a JSON value: {error}", field=field) from None
 

@@ -8,8 +8,19 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conformance_support import EPOCH, T0, event, read_only, subscription, workflow
-from wfe_client import ExecutionError, InvalidArgument, PersistenceProvider, WorkflowNotFound
+from typing import Any
+
+from conformance_support import EPOCH, T0, UTC, event, read_only, subscription, workflow
+from wfe_client import (
+    CommandName,
+    ExecutionError,
+    ExecutionPointer,
+    InvalidArgument,
+    PersistenceProvider,
+    ScheduledCommand,
+    SubscriptionNotFound,
+    WorkflowNotFound,
+)
 
 
 def _micros(value: datetime) -> int:
@@ -129,3 +140,111 @@ async def test_non_json_data_is_invalid_argument(provider: PersistenceProvider, 
 
 async def test_invalid_argument_is_a_value_error() -> None:
     assert issubclass(InvalidArgument, ValueError)
+
+
+def _invalid_workflows() -> dict[str, Any]:
+    def with_(**changes: Any) -> Any:
+        w = workflow(id="invalid")
+        for name, value in changes.items():
+            setattr(w, name, value)
+        return w
+
+    def with_pointer(**changes: Any) -> Any:
+        pointer = ExecutionPointer.new(0)
+        for name, value in changes.items():
+            setattr(pointer, name, value)
+        return workflow(id="invalid", pointers=[pointer])
+
+    return {
+        "version-negative": with_(version=-1),
+        "version-over-uint32": with_(version=2**32),
+        "version-float": with_(version=1.0),
+        "next-execution-negative": with_(next_execution=-1),
+        "next-execution-over-int64": with_(next_execution=2**63),
+        "definition-empty": with_(workflow_definition_id=""),
+        "id-over-1024-bytes": with_(id="é" * 513),
+        "name-lone-surrogate": with_(name="bad\ud800"),
+        "description-lone-surrogate": with_(description="bad\udfff"),
+        "data-lone-surrogate": with_(data={"text": "bad\ud800"}),
+        "data-key-lone-surrogate": with_(data={"bad\ud800": 1}),
+        "step-id-negative": with_pointer(step_id=-1),
+        "retry-count-negative": with_pointer(retry_count=-1),
+        "retry-count-float": with_pointer(retry_count=2.0),
+        "extension-attribute-int-key": with_pointer(extension_attributes={1: "x"}),
+        "extension-attribute-nan": with_pointer(extension_attributes={"x": math.nan}),
+        "pointer-id-empty": with_pointer(id=""),
+        "children-not-strings": with_pointer(children=[1, 2]),
+    }
+
+
+@pytest.mark.parametrize("case", list(_invalid_workflows()))
+async def test_invalid_workflow_is_invalid_argument(provider: PersistenceProvider, case: str) -> None:
+    with pytest.raises(InvalidArgument):
+        await provider.create_new_workflow(_invalid_workflows()[case])
+    with pytest.raises(WorkflowNotFound):
+        await provider.get_workflow_instance("invalid")
+    # persist_workflow rejects it too, leaving the stored workflow as it was.
+    stored = workflow(id="invalid", name="stored")
+    await provider.create_new_workflow(stored)
+    before = await provider.get_workflow_instance("invalid")
+    with pytest.raises(InvalidArgument):
+        await provider.persist_workflow(_invalid_workflows()[case])
+    assert await provider.get_workflow_instance("invalid") == before
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"event_name": "bad\ud800"},
+        {"event_key": "bad\ud800"},
+        {"event_data": ["bad\ud800"]},
+        {"id": "x" * 1025},
+    ],
+    ids=["name-surrogate", "key-surrogate", "data-surrogate", "id-too-long"],
+)
+async def test_invalid_event_is_invalid_argument(provider: PersistenceProvider, change: dict[str, Any]) -> None:
+    e = event(time=T0)
+    for name, value in change.items():
+        setattr(e, name, value)
+    with pytest.raises(InvalidArgument):
+        await provider.create_event(e)
+    assert await provider.get_runnable_events(T0) == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"step_id": -1}, {"step_id": 2**32}, {"event_name": "bad\ud800"}, {"subscription_data": {"x": math.inf}}],
+    ids=["step-negative", "step-over-uint32", "name-surrogate", "data-inf"],
+)
+async def test_invalid_subscription_is_invalid_argument(provider: PersistenceProvider, change: dict[str, Any]) -> None:
+    s = subscription()
+    for name, value in change.items():
+        setattr(s, name, value)
+    with pytest.raises(InvalidArgument):
+        await provider.create_event_subscription(s)
+    with pytest.raises(SubscriptionNotFound):
+        await provider.get_subscription(s.id)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ScheduledCommand(CommandName.PROCESS_WORKFLOW, "wf", -1),
+        ScheduledCommand(CommandName.PROCESS_WORKFLOW, "wf", 2**63),
+        ScheduledCommand(CommandName.PROCESS_EVENT, "bad\ud800", 1),
+        ScheduledCommand(CommandName.PROCESS_EVENT, "x" * 1025, 1),
+    ],
+    ids=["time-negative", "time-over-int64", "data-surrogate", "data-too-long"],
+)
+async def test_invalid_command_is_invalid_argument(provider: PersistenceProvider, command: ScheduledCommand) -> None:
+    with pytest.raises(InvalidArgument):
+        await provider.schedule_command(command)
+    assert (await provider.claim_commands(datetime(9999, 1, 1, tzinfo=UTC))).commands == []
+
+
+async def test_persist_many_errors_in_one_call(provider: PersistenceProvider, db_path: pathlib.Path) -> None:
+    errors = [ExecutionError(T0, f"wf-{i}", "p", f"m{i}") for i in range(12_000)]
+    await provider.persist_errors(errors)
+    rows = _error_rows(db_path)
+    assert len(rows) == 12_000
+    assert rows[-1] == (_micros(T0), "wf-11999", "p", "m11999")
