@@ -40,6 +40,15 @@ describe("lossless JSON", () => {
     assert.equal(stringifyJson(value), "[0.12345678901234567890123,1e400]");
   });
 
+  it("leaves digits inside strings and keys alone", () => {
+    const text = '{"9007199254740993":"9007199254740993","s":"a \\" 18446744073709551615 \\\\","n":9007199254740993}';
+    const value = parseJson(text) as Record<string, unknown>;
+    assert.equal(value["9007199254740993"], "9007199254740993");
+    assert.equal(value["s"], 'a " 18446744073709551615 \\');
+    assert.equal(value["n"], 9007199254740993n);
+    assert.equal(stringifyJson(value), text);
+  });
+
   it("round-trips unicode", () => {
     const data = { s: "héllo wörld ✓ 日本語 🎉 \u0000 \u2028 \"quoted\" \\" };
     assert.deepEqual(parseJson(stringifyJson(data)), data);

@@ -319,13 +319,20 @@ describe("workflows", () => {
     assert.equal(await provider.nextDefinitionSequence(uniq("seq")), 1);
   });
 
-  it("accepts a 15 MiB workflow", async () => {
+  it("accepts 15 MiB workflows and gathers a multi-message BatchGetWorkflows stream", async () => {
     const payload = "x".repeat(15 * 1024 * 1024);
-    const w = newWorkflowInstance(uniq("big"), 1, { payload, n: 2n ** 62n });
-    await provider.createNewWorkflow(w);
-    const stored = await provider.getWorkflowInstance(w.id);
+    const big = [1, 2].map((i) => newWorkflowInstance(uniq("big"), i, { payload, n: 2n ** 62n + BigInt(i) }));
+    for (const w of big) await provider.createNewWorkflow(w);
+    const stored = await provider.getWorkflowInstance(big[0]!.id);
     assert.equal((stored.data as { payload: string }).payload.length, payload.length);
-    assert.equal((stored.data as { n: bigint }).n, 2n ** 62n);
+    assert.equal((stored.data as { n: bigint }).n, 2n ** 62n + 1n);
+    // 30 MiB together: more than one streamed message under any sane size budget.
+    const both = await provider.getWorkflowInstances([big[0]!.id, big[1]!.id]);
+    assert.deepEqual(both.map((w) => w.id).sort(), big.map((w) => w.id).sort());
+    assert.deepEqual(
+      both.map((w) => (w.data as { n: bigint }).n).sort(),
+      [2n ** 62n + 1n, 2n ** 62n + 2n],
+    );
   });
 
   it("reports a malformed request as InvalidArgument", async () => {
@@ -511,10 +518,12 @@ describe("scheduled commands", () => {
         seen.push(command);
         if (command.data === bad.data) throw new Error("handler failed");
       },
-      { onHandlerError: (_c, e) => failures.push(e) },
+      // A short lease: handled commands left unacknowledged would be offered again below.
+      { onHandlerError: (_c, e) => failures.push(e), leaseMs: 300 },
     );
     assert.deepEqual(seen, [ok1, bad, ok2], "every due command once, earliest first");
     assert.equal(failures.length, 1);
+    await new Promise((r) => setTimeout(r, 500));
 
     const again: ScheduledCommand[] = [];
     await provider.processCommands(new Date(t + 10), async (c) => void again.push(c));
@@ -590,6 +599,16 @@ describe("execution errors", () => {
 describe("connection", () => {
   it("fails to connect to a port nobody listens on", async () => {
     await assert.rejects(GrpcPersistenceProvider.connect("127.0.0.1:1"), WfeError);
+  });
+
+  it("closes through await using", async () => {
+    let leaked: GrpcPersistenceProvider | undefined;
+    {
+      await using p = await GrpcPersistenceProvider.connect(server.address);
+      leaked = p;
+      assert.equal(await p.nextDefinitionSequence(uniq("using")), 1);
+    }
+    await assert.rejects(leaked.ensureStoreExists(), WfeError);
   });
 
   it("refuses calls once closed", async () => {
