@@ -1,0 +1,125 @@
+"""Prometheus metrics and access logs of a real ``wfe-sqlite serve`` process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import start_server_process
+from wfe_client import Event, GrpcPersistenceProvider, ScheduledCommand, WfeError, WorkflowInstance, WorkflowNotFound
+from wfe_client._time import utc_now
+
+TOKEN = "metrics-test-token"
+WORKFLOWS = "wfe.persistence.v1.WorkflowService"
+EVENTS = "wfe.persistence.v1.EventService"
+COMMANDS = "wfe.persistence.v1.ScheduledCommandService"
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def _scrape(url: str) -> Samples:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def _calls(samples: Samples, service: str, method: str, code: str) -> float:
+    return _value(
+        samples, "grpc_server_handled_total", grpc_type="unary", grpc_service=service, grpc_method=method, grpc_code=code
+    )
+
+
+async def test_metrics_count_exactly_the_calls_made(db_url: str) -> None:
+    server = start_server_process(
+        db_url,
+        "--metrics-listen", "127.0.0.1:0", "--access-log", "--log-format", "json",
+        env={"WFE_SQLITE_TOKENS": TOKEN},
+    )
+    try:
+        assert server.process.stdout is not None
+        line = server.process.stdout.readline().strip()
+        assert line.startswith("metrics on http://127.0.0.1:") and line.endswith("/metrics"), line
+        url = line.split("metrics on ", 1)[1]
+
+        async with GrpcPersistenceProvider.connect(server.address, token=TOKEN) as store:
+            for _ in range(3):
+                await store.create_new_workflow(WorkflowInstance.new("flow", 1, {}))
+            with pytest.raises(WorkflowNotFound):
+                await store.get_workflow_instance("missing")
+            first = await store.create_event(Event.new("paid", "1", {}))
+            await store.create_event(Event.new("paid", "2", {}))
+            assert len(await store.get_runnable_instances(utc_now())) == 3
+            await store.schedule_command(ScheduledCommand.process_workflow("w", 0))
+        async with GrpcPersistenceProvider.connect(server.address, token="wrong") as intruder:
+            with pytest.raises(WfeError):
+                await intruder.get_runnable_instances(utc_now())
+
+        samples = await asyncio.to_thread(_scrape, url)
+        assert _calls(samples, WORKFLOWS, "CreateWorkflow", "OK") == 3
+        assert _calls(samples, WORKFLOWS, "GetWorkflow", "NOT_FOUND") == 1
+        assert _calls(samples, EVENTS, "CreateEvent", "OK") == 2
+        assert _calls(samples, COMMANDS, "ScheduleCommand", "OK") == 1
+        assert _calls(samples, WORKFLOWS, "GetRunnableWorkflows", "OK") == 1
+        assert _calls(samples, WORKFLOWS, "GetRunnableWorkflows", "UNAUTHENTICATED") == 1
+        handled = [v for (name, _), v in samples.items() if name == "grpc_server_handled_total"]
+        started = [v for (name, _), v in samples.items() if name == "grpc_server_started_total"]
+        assert sum(handled) == sum(started) == 9, "nothing but those nine calls"
+        labels = {"grpc_type": "unary", "grpc_service": WORKFLOWS, "grpc_method": "CreateWorkflow"}
+        assert _value(samples, "grpc_server_handling_seconds_count", **labels) == 3
+        assert _value(samples, "grpc_server_handling_seconds_bucket", le="+Inf", **labels) == 3
+        assert 0 < _value(samples, "grpc_server_handling_seconds_sum", **labels) < 30
+
+        # Six writes, one after the other: six group commits of one job each.
+        assert _value(samples, "wfe_sqlite_write_batch_size_count") == 6
+        assert _value(samples, "wfe_sqlite_write_batch_size_sum") == 6
+        assert _value(samples, "wfe_sqlite_write_batch_size_bucket", le="1.0") == 6
+
+        assert _value(samples, "wfe_sqlite_runnable_workflows") == 3
+        assert _value(samples, "wfe_sqlite_unprocessed_events") == 2
+        assert _value(samples, "wfe_sqlite_due_commands") == 1
+        assert _value(samples, "wfe_sqlite_claimed_commands") == 0
+        assert _value(samples, "wfe_sqlite_held_tokens") == 0
+        assert _value(samples, "wfe_sqlite_database_bytes") > 0
+        assert _value(samples, "wfe_sqlite_wal_bytes") > 0
+
+        # The gauges are read at scrape time.
+        async with GrpcPersistenceProvider.connect(server.address, token=TOKEN) as store:
+            await store.mark_event_processed(first)
+            claim = await store.claim_commands(utc_now())
+            assert len(claim.commands) == 1
+        samples = await asyncio.to_thread(_scrape, url)
+        assert _value(samples, "wfe_sqlite_unprocessed_events") == 1
+        assert (_value(samples, "wfe_sqlite_due_commands"), _value(samples, "wfe_sqlite_claimed_commands")) == (0, 1)
+        assert _calls(samples, EVENTS, "MarkEventProcessed", "OK") == 1
+    finally:
+        assert server.terminate() == 0
+        _, stderr = server.process.communicate(timeout=30)
+
+    # One JSON access-log line per call: RPC, status, duration, peer.
+    records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert len(records) == len(stderr.splitlines()), "every log line is JSON"
+    access = [record for record in records if "rpc" in record]
+    assert len(access) == 11
+    assert all(record["logger"] == "wfe_sqlite.access" and record["peer"].startswith("ipv4:127.0.0.1:") for record in access)
+    assert all(isinstance(record["duration_ms"], float) and record["duration_ms"] >= 0 for record in access)
+    assert [r["code"] for r in access if r["rpc"] == f"/{WORKFLOWS}/GetWorkflow"] == ["NOT_FOUND"]
+    assert [r["code"] for r in access if r["rpc"] == f"/{WORKFLOWS}/GetRunnableWorkflows"] == ["OK", "UNAUTHENTICATED"]
+
+
+def test_no_metrics_endpoint_unless_asked(db_url: str) -> None:
+    server = start_server_process(db_url)
+    assert server.terminate() == 0
+    stdout, _ = server.process.communicate(timeout=30)
+    assert stdout == "", "only 'listening on', no metrics endpoint"

@@ -1,0 +1,212 @@
+"""Operations through real processes: reflection, graceful shutdown, backup, check, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+from google.protobuf.descriptor_pool import DescriptorPool
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from conftest import WFE_SQLITE, start_server_process
+from wfe_client import (
+    Event,
+    EventSubscription,
+    ExecutionError,
+    ExecutionPointer,
+    GrpcPersistenceProvider,
+    ScheduledCommand,
+    WorkflowInstance,
+)
+from wfe_client._time import utc_now
+from wfe_sqlite import SqlitePersistenceProvider
+from wfe_sqlite._servicer import SERVICE_NAMES
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(WFE_SQLITE), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_reflection_lists_and_describes_every_service(db_url: str) -> None:
+    server = start_server_process(db_url)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            reflected = ProtoReflectionDescriptorDatabase(channel)
+            services = set(reflected.get_services())
+            assert services == {*SERVICE_NAMES, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+            # A generic tool can resolve the rpcs and their messages from the server alone.
+            pool = DescriptorPool(reflected)
+            workflows = pool.FindServiceByName("wfe.persistence.v1.WorkflowService")
+            assert "CreateWorkflow" in {method.name for method in workflows.methods}
+            assert workflows.FindMethodByName("CreateWorkflow").input_type.fields_by_name["workflow"]
+    finally:
+        server.kill()
+
+
+async def test_sigterm_during_a_slow_call_lets_it_finish(db_path: Path, db_url: str) -> None:
+    server = start_server_process(db_url, "--grace", "20")
+    # Another process holds the write lock, so the server's next write waits (busy timeout) for it:
+    # a call that is genuinely in flight inside the server when SIGTERM arrives.
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        async with GrpcPersistenceProvider.connect(server.address) as store, grpc.aio.insecure_channel(
+            server.address
+        ) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+            blocker.execute("BEGIN IMMEDIATE")
+            slow = WorkflowInstance.new("slow-flow", 1, {"in": "flight"})
+            call = asyncio.create_task(store.create_new_workflow(slow))
+            await asyncio.sleep(0.5)
+            assert not call.done(), "the write should be waiting for the lock"
+            server.process.send_signal(signal.SIGTERM)
+            # Health turns NOT_SERVING first (load balancers stop sending), then the watch ends.
+            assert (await asyncio.wait_for(watch.read(), 10)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            watch.cancel()
+            await asyncio.sleep(0.5)
+            assert server.process.poll() is None, "the server must wait for its in-flight call"
+            assert not call.done()
+            blocker.execute("COMMIT")
+            assert await asyncio.wait_for(call, 10) == slow.id
+        assert server.process.wait(30) == 0
+    finally:
+        blocker.close()
+        server.kill()
+    # The call's write is in the database, which was closed cleanly (WAL checkpointed away).
+    assert not Path(f"{db_path}-wal").exists() or Path(f"{db_path}-wal").stat().st_size == 0
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT data FROM workflows WHERE id = ?", (slow.id,)).fetchone() == ('{"in":"flight"}',)
+
+
+async def test_backup_under_write_load_is_consistent(tmp_path: Path, db_url: str) -> None:
+    server = start_server_process(db_url)
+    dest = tmp_path / "backup.db"
+    written: list[int] = []
+    try:
+        async with GrpcPersistenceProvider.connect(server.address) as store:
+            stop = asyncio.Event()
+
+            async def write_load() -> None:
+                while not stop.is_set():
+                    workflow = WorkflowInstance.new("load", 1, {"pad": "x" * 2000})
+                    workflow.execution_pointers = [ExecutionPointer.new(0), ExecutionPointer.new(1)]
+                    await store.create_new_workflow(workflow)
+                    written.append(1)
+
+            writers = [asyncio.create_task(write_load()) for _ in range(8)]
+            await asyncio.sleep(0.5)
+            before = len(written)
+            backup = await asyncio.create_subprocess_exec(
+                str(WFE_SQLITE), "backup", str(dest), "--db", db_url,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await backup.communicate()
+            during = len(written) - before
+            stop.set()
+            await asyncio.gather(*writers)
+        assert backup.returncode == 0, err.decode()
+        assert f"to {dest}" in out.decode()
+        assert during > 0, "writes went on while the backup ran"
+    finally:
+        server.kill()
+
+    checked = _cli("check", "--db", f"sqlite://{dest}")
+    assert checked.returncode == 0 and "ok" in checked.stdout, checked.stdout + checked.stderr
+    assert not Path(f"{dest}-wal").exists(), "the backup is one self-contained file"
+    conn = sqlite3.connect(dest)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        workflows = conn.execute("SELECT count(*) FROM workflows").fetchone()[0]
+        pointers = conn.execute("SELECT count(*) FROM execution_pointers").fetchone()[0]
+    finally:
+        conn.close()
+    # One instant: every workflow with both its pointers (each was one transaction), none half there.
+    assert 0 < workflows <= len(written)
+    assert pointers == 2 * workflows
+
+    again = _cli("backup", str(dest), "--db", db_url)
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+async def _fill(url: str) -> None:
+    """A store with a known content (see ``test_stats_shows_what_the_store_holds``)."""
+    store = await SqlitePersistenceProvider.open(url)
+    try:
+        now = utc_now()
+        for next_execution in (0, 0, None):
+            workflow = WorkflowInstance.new("flow", 1, {})
+            workflow.execution_pointers = [ExecutionPointer.new(0)]
+            workflow.next_execution = next_execution
+            await store.create_new_workflow(workflow)
+        first = await store.create_event(Event.new("paid", "1", {}))
+        await store.create_event(Event.new("paid", "2", {}))
+        await store.mark_event_processed(first)
+        held = await store.create_event_subscription(EventSubscription.new(workflow.id, 0, "p", "paid", "3", now))
+        await store.create_event_subscription(EventSubscription.new(workflow.id, 0, "p", "paid", "4", now))
+        assert await store.set_subscription_token(held, "token", "worker", now + timedelta(hours=1))
+        await store.schedule_command(ScheduledCommand.process_workflow("a", 0))
+        await store.schedule_command(ScheduledCommand.process_workflow("b", 1))
+        await store.schedule_command(ScheduledCommand.process_event("later", 2**62))
+        claim = await store.claim_commands(now, max_commands=1)
+        assert len(claim.commands) == 1
+        await store.persist_errors([ExecutionError.new(workflow.id, "p", "boom")])
+    finally:
+        await store.close()
+
+
+async def test_stats_shows_what_the_store_holds(db_path: Path, db_url: str) -> None:
+    await _fill(db_url)
+    shown = _cli("stats", "--json", "--db", db_url)
+    assert shown.returncode == 0, shown.stderr
+    stats = json.loads(shown.stdout)
+    assert stats["tables"] == {
+        "workflows": 3,
+        "execution_pointers": 3,
+        "events": 2,
+        "event_subscriptions": 2,
+        "scheduled_commands": 3,
+        "execution_errors": 1,
+        "definition_sequences": 1,
+    }
+    assert (stats["runnable_workflows"], stats["unprocessed_events"]) == (2, 1)
+    assert (stats["due_commands"], stats["claimed_commands"], stats["held_tokens"]) == (1, 1, 1)
+    assert stats["files"]["database"] == db_path.stat().st_size > 0
+    assert stats["schema_version"] == 1
+
+    human = _cli("stats", "--db", db_url)
+    assert human.returncode == 0, human.stderr
+    lines = [" ".join(line.split()) for line in human.stdout.splitlines()]
+    for expected in ("workflows 3", "runnable workflows 2", "unprocessed events 1", "due commands 1",
+                     "claimed commands 1", "held tokens 1", f"database {db_path.stat().st_size}"):
+        assert expected in lines, (expected, human.stdout)
+
+
+async def test_check_tells_a_sound_database_from_a_damaged_one(tmp_path: Path, db_path: Path, db_url: str) -> None:
+    await _fill(db_url)
+    sound = _cli("check", "--db", db_url)
+    assert (sound.returncode, sound.stdout.strip()) == (0, f"{db_path}: ok"), sound.stderr
+
+    damaged = tmp_path / "damaged.db"
+    shutil.copy(db_path, damaged)
+    page_size = 4096
+    with open(damaged, "r+b") as handle:  # overwrite every page but the first (the header)
+        size = damaged.stat().st_size
+        for offset in range(page_size, size, page_size):
+            handle.seek(offset)
+            handle.write(bytes([0x5A]) * page_size)
+    broken = _cli("check", "--db", f"sqlite://{damaged}")
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert "problem" in broken.stdout
+
+    missing = _cli("check", "--db", f"sqlite://{tmp_path / 'missing.db'}")
+    assert missing.returncode == 2 and "no database file" in missing.stderr
+    assert not (tmp_path / "missing.db").exists()
