@@ -69,3 +69,9 @@ test: check-protos lint-protos breaking test-rust test-typescript test-python
 
 clean:
 	rm -rf $(VENV) node_modules build *.egg-info
+
+# Performance against the machine's limits (bench/run.py); writes BENCHMARKS.md.
+# SCALE=10k,100k (default; SCALE=10k,100k,1m adds the 1M-workflow figures, SCALE= none), RUST=0 skips cargo.
+.PHONY: bench
+bench: install
+	$(PY) bench/run.py

@@ -384,8 +384,10 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=4, help="windows per figure, the first is warm-up")
     parser.add_argument("--window", type=float, default=0.4, help="seconds per window")
     parser.add_argument("--processes", type=int, default=2, help="Python load processes at c > 1")
-    parser.add_argument("--scale", default="10k,100k", help="comma-separated: 10k, 100k, 1m; empty for none")
-    parser.add_argument("--rust", type=int, default=1, help="1: build and run the Rust figures")
+    parser.add_argument("--scale", default=os.environ.get("SCALE", "10k,100k"),
+                        help="comma-separated: 10k, 100k, 1m; empty for none (env SCALE)")
+    parser.add_argument("--rust", type=int, default=int(os.environ.get("RUST", "1") or 1),
+                        help="1: build and run the Rust figures, 0: skip them (env RUST)")
     parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--no-write", action="store_true")
