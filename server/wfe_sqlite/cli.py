@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from ._config import ConfigError, add_arguments, environment_help, resolve
+from ._config import ConfigError, add_arguments, check, environment_help, resolve
 from ._database import DatabaseOpenError
 from ._logging import configure_logging
 from ._maintenance import backup, integrity_problems, open_existing, store_stats
@@ -73,6 +73,7 @@ def _fail(message: object, code: int = 2) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     config = resolve(args, os.environ)
+    check(config)  # every invalid setting stops start-up here, before anything is opened
     configure_logging(config.log_level, config.log_format)
     try:
         asyncio.run(serve(config))

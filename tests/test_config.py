@@ -1,0 +1,143 @@
+"""Settings: flags > ``WFE_SQLITE_*`` environment > TOML file > defaults; invalid ones stop start-up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import WFE_SQLITE
+from wfe_sqlite import cli
+from wfe_sqlite._config import SETTINGS, ConfigError, ServerConfig, check, resolve
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("WFE_SQLITE_"):
+            monkeypatch.delenv(name)
+
+
+def _resolve(argv: list[str], environ: dict[str, str]) -> ServerConfig:
+    return resolve(cli._parser().parse_args(["serve", *argv]), environ)
+
+
+def test_precedence_flags_then_environment_then_file_then_defaults(tmp_path: Path) -> None:
+    config_file = tmp_path / "wfe.toml"
+    config_file.write_text(
+        'db = "sqlite://from-file.db"\nlisten = "127.0.0.1:7001"\ngrace = 3.5\nreaders = 2\n'
+        'access_log = true\ntokens = ["file-token"]\n'
+    )
+    environ = {"WFE_SQLITE_LISTEN": "127.0.0.1:7002", "WFE_SQLITE_GRACE": "4", "WFE_SQLITE_CONFIG": str(config_file)}
+    config = _resolve(["--grace", "5", "--no-access-log"], environ)
+    assert config.grace == 5.0  # flag over environment over file
+    assert config.access_log is False  # flag over file
+    assert config.listen == "127.0.0.1:7002"  # environment over file
+    assert (config.db, config.readers, config.tokens) == ("sqlite://from-file.db", 2, ("file-token",))  # file
+    assert (config.synchronous, config.reflection, config.metrics_listen) == ("FULL", True, None)  # defaults
+    assert _resolve([], {}) == ServerConfig()
+    # --config names the file too, and wins over WFE_SQLITE_CONFIG.
+    other = tmp_path / "other.toml"
+    other.write_text('readers = 7\n')
+    assert _resolve(["--config", str(other)], environ).readers == 7
+
+
+def test_serve_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.main(["serve", "--help"])
+    assert done.value.code == 0
+    shown = capsys.readouterr().out
+    assert "--config" in shown and "WFE_SQLITE_CONFIG" in shown
+    for setting in SETTINGS:
+        assert setting.env in shown, setting.name
+        assert setting.name in shown
+        if setting.flag:
+            assert setting.option in shown, setting.name
+    assert "flags, then WFE_SQLITE_* environment variables, then the TOML file" in " ".join(shown.split())
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "file_text", "setting"),
+    [
+        (["--grace", "-1"], {}, None, "grace"),
+        (["--readers", "0"], {}, None, "readers"),
+        ([], {"WFE_SQLITE_READERS": "many"}, None, "readers"),
+        ([], {}, 'synchronous = "SOMETIMES"\n', "synchronous"),
+        ([], {}, "port = 50051\n", "port"),
+        ([], {}, "this is not toml", "config"),
+        (["--listen", "::1:5"], {}, None, "listen"),
+        (["--listen", "127.0.0.1:99999"], {}, None, "listen"),
+        (["--db", "postgres://elsewhere"], {}, None, "db"),
+        ([], {"WFE_SQLITE_ACCESS_LOG": "maybe"}, None, "access_log"),
+        (["--log-format", "xml"], {}, None, "log_format"),
+        (["--metrics-listen", "nowhere"], {}, None, "metrics_listen"),
+        (["--tls-cert", "{tmp}/server.crt"], {}, None, "tls_key"),
+        (["--tls-cert", "{tmp}/missing.crt", "--tls-key", "{tmp}/missing.key"], {}, None, "tls_cert"),
+        (["--tls-client-ca", "{tmp}/ca.crt"], {}, None, "tls_client_ca"),
+        (["--tokens-file", "{tmp}/empty-tokens"], {}, None, "tokens_file"),
+        ([], {"WFE_SQLITE_TOKENS": "bad\u00e9token"}, None, "tokens"),
+        (["--listen", "0.0.0.0:50051"], {}, None, "listen"),
+    ],
+)
+def test_invalid_settings_stop_start_up_naming_the_setting(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    environ: dict[str, str],
+    file_text: str | None,
+    setting: str,
+) -> None:
+    (tmp_path / "empty-tokens").write_text("# nobody\n")
+    (tmp_path / "server.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    args = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
+    if file_text is not None:
+        (tmp_path / "wfe.toml").write_text(file_text)
+        args += ["--config", str(tmp_path / "wfe.toml")]
+    db = tmp_path / "wfe.db"
+    assert cli.main(["serve", "--db", f"sqlite://{db}", *args] if setting != "db" else ["serve", *args]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith(f"wfe-sqlite: invalid setting {setting}"), message
+    assert not db.exists(), "nothing was opened"
+
+
+def test_check_validates_configs_built_in_code() -> None:
+    with pytest.raises(ConfigError) as invalid:
+        check(ServerConfig(readers=0))
+    assert invalid.value.setting == "readers"
+    with pytest.raises(ConfigError) as exposed:
+        check(ServerConfig(listen="[::]:50051"))
+    assert exposed.value.setting == "listen"
+    check(ServerConfig(listen="[::1]:0"))
+    check(ServerConfig(listen="localhost:0"))
+    check(ServerConfig(listen="0.0.0.0:0", tokens=("t",)))
+    check(ServerConfig(listen="0.0.0.0:0", insecure=True))
+
+
+def test_a_config_file_drives_a_real_server(tmp_path: Path) -> None:
+    """File, environment and flag each give a setting the others do not override, as the rule says."""
+    (tmp_path / "wfe.toml").write_text(
+        'db = "sqlite://file.db"\nlisten = "127.0.0.1:0"\nmetrics_listen = "127.0.0.1:0"\nlog_format = "json"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WFE_SQLITE_")}
+    env.update(WFE_SQLITE_CONFIG="wfe.toml", WFE_SQLITE_DB="sqlite://env.db", WFE_SQLITE_LOG_FORMAT="text")
+    process = subprocess.Popen(
+        [str(WFE_SQLITE), "serve", "--db", "sqlite://flag.db"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("listening on 127.0.0.1:")  # file
+        assert process.stdout.readline().startswith("metrics on http://127.0.0.1:")  # file
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert (tmp_path / "flag.db").exists()  # flag over environment over file
+    assert not (tmp_path / "env.db").exists() and not (tmp_path / "file.db").exists()
+    assert "INFO wfe_sqlite.server: serving sqlite://flag.db" in stderr  # text: environment over file
