@@ -14,7 +14,7 @@ from grpc_status import rpc_status
 
 from wfe_client import ERROR_DOMAIN, InvalidArgument, WfeError
 
-__all__ = ["to_status", "translate_errors", "translate_stream_errors"]
+__all__ = ["to_status", "translate_errors", "translate_stream_errors", "RejectUndecodable"]
 
 LOG = logging.getLogger(__name__)
 
@@ -79,3 +79,69 @@ def translate_stream_errors(
             await _abort(context, _as_wfe_error(error, method.__qualname__))
 
     return wrapper
+
+
+class _Undecodable:
+    """What a request deserializer returns for bytes that are not a message of its type."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class RejectUndecodable(grpc.aio.ServerInterceptor):
+    """Undecodable request bytes get INVALID_ARGUMENT with an ErrorInfo, not grpc's own UNKNOWN.
+
+    grpc answers a request whose bytes fail to parse with UNKNOWN ("Unexpected DecodeError");
+    this interceptor gives every unary-request handler a deserializer that cannot raise and turns
+    such a request into INVALID_ARGUMENT. Wrapped handlers are cached per method.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Any] = {}
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        method = details.method
+        cached = self._handlers.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(details)
+        wrapped = _tolerant(handler, method)
+        if wrapped is not handler:
+            self._handlers[method] = wrapped
+        return wrapped
+
+
+def _tolerant(handler: Any, method: str) -> Any:
+    if handler is None or handler.request_streaming or handler.request_deserializer is None:
+        return handler
+    deserialize = handler.request_deserializer
+
+    def safe(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as error:  # noqa: BLE001 - any parse failure is the client's malformed request
+            return _Undecodable(error)
+
+    def refusal(request: _Undecodable) -> WfeError:
+        return InvalidArgument(f"request: not a valid {method} request message ({request.error})", field="request")
+
+    if handler.unary_unary is not None:
+        inner = handler.unary_unary
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, _Undecodable):
+                await _abort(context, refusal(request))
+            return await inner(request, context)
+
+        return handler._replace(request_deserializer=safe, unary_unary=unary)
+    if handler.unary_stream is not None:
+        inner_stream = handler.unary_stream
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if isinstance(request, _Undecodable):
+                await _abort(context, refusal(request))
+            async for item in inner_stream(request, context):
+                yield item
+
+        return handler._replace(request_deserializer=safe, unary_stream=stream)
+    return handler

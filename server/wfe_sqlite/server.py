@@ -16,6 +16,7 @@ from ._metrics import CallObserver, ServerMetrics
 from ._provider import SqlitePersistenceProvider
 from ._security import TokenAuthInterceptor, server_credentials
 from ._servicer import SERVICE_NAMES, add_servicers
+from ._status import RejectUndecodable
 
 __all__ = ["ServerConfig", "RunningServer", "build_server", "serve", "MAX_MESSAGE_BYTES", "DEFAULT_DB", "DEFAULT_LISTEN"]
 
@@ -41,7 +42,7 @@ async def build_server(
 
     Calls pass the interceptors in this order: observation (``metrics``, access log), so refused
     calls are counted and logged too, then token authentication when tokens are configured.
-    Without metrics, access log or tokens there is no interceptor at all.
+    Innermost, ``RejectUndecodable`` answers undecodable request bytes with INVALID_ARGUMENT.
     """
     interceptors: list[grpc.aio.ServerInterceptor] = []
     if metrics is not None or config.access_log:
@@ -49,6 +50,7 @@ async def build_server(
     tokens = load_tokens(config)
     if tokens:
         interceptors.append(TokenAuthInterceptor(tokens))
+    interceptors.append(RejectUndecodable())  # innermost: wraps only the servicers' own handlers
     server = grpc.aio.server(options=server_options(), interceptors=interceptors)
     add_servicers(server, provider)
     health_servicer = health.aio.HealthServicer()
