@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import logging
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Optional
 
@@ -222,7 +223,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
             service, _, method = rpc.lstrip("/").rpartition("/")
             self._metrics.call_finished(kind, service, method, code, seconds)
         if self._access_log:
-            peer = context.peer()
+            peer = urllib.parse.unquote(context.peer())  # grpc escapes the brackets of IPv6
             ACCESS_LOG.info(
                 "%s %s %.2fms %s",
                 rpc,
