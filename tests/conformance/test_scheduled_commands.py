@@ -181,11 +181,12 @@ async def test_acknowledge_with_wrong_lease_is_lease_lost(provider: PersistenceP
 async def test_expired_lease_is_offered_again_and_old_lease_is_lost(provider: PersistenceProvider) -> None:
     cmd = ScheduledCommand.process_workflow("leased", BASE)
     await provider.schedule_command(cmd)
-    first = await provider.claim_commands(at_ms(BASE), lease=timedelta(milliseconds=100))
+    first = await provider.claim_commands(at_ms(BASE), lease=timedelta(milliseconds=50))
     assert first.commands == [cmd]
-    assert first.lease_expiry < now() + timedelta(milliseconds=101)
-    assert (await provider.claim_commands(at_ms(BASE))).commands == []  # held
-    await asyncio.sleep(0.12)
+    assert first.lease_expiry < now() + timedelta(milliseconds=51)
+    # (That a live lease holds the command is checked with a long lease elsewhere: a 50 ms one
+    # may already have run out on a loaded machine by the time a second claim arrives.)
+    await asyncio.sleep(0.08)
     second = await provider.claim_commands(at_ms(BASE))
     assert second.commands == [cmd]
     assert second.lease_id != first.lease_id
