@@ -60,11 +60,20 @@ export class EventNotFound extends NotFound {}
  */
 export class SubscriptionNotFound extends NotFound {}
 
-/**
- * A duplicate: reason `WORKFLOW_ALREADY_EXISTS`, `WORKFLOW_NAME_TAKEN`, `EVENT_ALREADY_EXISTS` or
- * `SUBSCRIPTION_ALREADY_EXISTS` (see `reason`).
- */
+/** A duplicate (a subclass per reason; `reason` says which). */
 export class AlreadyExists extends WfeError {}
+
+/** A workflow with that id exists. Reason `WORKFLOW_ALREADY_EXISTS`. */
+export class WorkflowAlreadyExists extends AlreadyExists {}
+
+/** Another workflow has that name. Reason `WORKFLOW_NAME_TAKEN`. */
+export class WorkflowNameTaken extends AlreadyExists {}
+
+/** An event with that id exists. Reason `EVENT_ALREADY_EXISTS`. */
+export class EventAlreadyExists extends AlreadyExists {}
+
+/** A subscription with that id exists. Reason `SUBSCRIPTION_ALREADY_EXISTS`. */
+export class SubscriptionAlreadyExists extends AlreadyExists {}
 
 /** A malformed request (reason `INVALID_ARGUMENT`); `field` names the offending field when known. */
 export class InvalidArgument extends WfeError {
@@ -76,8 +85,14 @@ export class InvalidArgument extends WfeError {
 /** A command lease no longer holds the command (reason `LEASE_LOST`). */
 export class LeaseLost extends WfeError {}
 
-/** The server cannot reach or grow its database (reasons `STORAGE_UNAVAILABLE`, `STORAGE_FULL`). */
-export class StorageError extends WfeError {}
+/** The server's disk is full (reason `STORAGE_FULL`). */
+export class StorageFull extends WfeError {}
+
+/** The server cannot reach its database (reason `STORAGE_UNAVAILABLE`). */
+export class StorageUnavailable extends WfeError {}
+
+/** The server wants a valid bearer token (reason `UNAUTHENTICATED`; see ConnectOptions.token). */
+export class Unauthenticated extends WfeError {}
 
 type ErrorClass = new (message: string, options?: WfeErrorOptions) => WfeError;
 
@@ -85,19 +100,23 @@ const BY_REASON: Readonly<Record<string, ErrorClass>> = {
   WORKFLOW_NOT_FOUND: WorkflowNotFound,
   EVENT_NOT_FOUND: EventNotFound,
   SUBSCRIPTION_NOT_FOUND: SubscriptionNotFound,
-  WORKFLOW_ALREADY_EXISTS: AlreadyExists,
-  WORKFLOW_NAME_TAKEN: AlreadyExists,
-  EVENT_ALREADY_EXISTS: AlreadyExists,
-  SUBSCRIPTION_ALREADY_EXISTS: AlreadyExists,
+  WORKFLOW_ALREADY_EXISTS: WorkflowAlreadyExists,
+  WORKFLOW_NAME_TAKEN: WorkflowNameTaken,
+  EVENT_ALREADY_EXISTS: EventAlreadyExists,
+  SUBSCRIPTION_ALREADY_EXISTS: SubscriptionAlreadyExists,
   INVALID_ARGUMENT: InvalidArgument,
   LEASE_LOST: LeaseLost,
-  STORAGE_FULL: StorageError,
-  STORAGE_UNAVAILABLE: StorageError,
+  STORAGE_FULL: StorageFull,
+  STORAGE_UNAVAILABLE: StorageUnavailable,
+  UNAUTHENTICATED: Unauthenticated,
 };
 
+/** Fallbacks for answers without a wfe-sqlite ErrorInfo. */
 const BY_CODE: Partial<Record<Code, ErrorClass>> = {
+  [Code.NotFound]: NotFound,
   [Code.AlreadyExists]: AlreadyExists,
   [Code.InvalidArgument]: InvalidArgument,
+  [Code.Unauthenticated]: Unauthenticated,
 };
 
 /** The decoded fields of a `google.rpc.ErrorInfo`. */

@@ -3,7 +3,8 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { DurationSchema } from "@bufbuild/protobuf/wkt";
-import { createClient, type Client } from "@connectrpc/connect";
+import type * as http2 from "node:http2";
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
   commandFromWire,
@@ -43,6 +44,18 @@ export const PERSIST_ERRORS_CHUNK = 10_000;
 const DEFAULT_LEASE_MS = 30_000;
 const DEFAULT_MAX_COMMANDS = 100;
 
+/** TLS settings: PEM contents (not file names), as Node's `tls` takes them. */
+export interface TlsOptions {
+  /** CA certificate(s) the server's certificate must chain to (default: Node's trusted CAs). */
+  ca?: string | Buffer;
+  /** Client certificate chain, for servers that require one (mutual TLS); needs `key`. */
+  cert?: string | Buffer;
+  /** Private key of `cert`. */
+  key?: string | Buffer;
+  /** Name to verify the server certificate against (default: the address's host). */
+  serverName?: string;
+}
+
 export interface ConnectOptions {
   /** Message size limit for sending and receiving, in bytes (default 64 MiB). */
   maxMessageBytes?: number;
@@ -50,11 +63,44 @@ export interface ConnectOptions {
   timeoutMs?: number;
   /** Wait for the HTTP/2 connection in `connect()` and fail there if it cannot be made (default true). */
   waitForReady?: boolean;
+  /** Sent as `authorization: Bearer <token>` on every call (servers started with --tokens-file). */
+  token?: string;
+  /**
+   * Use TLS (servers started with --tls-cert). `true` trusts Node's default CAs. An `https://`
+   * address also turns TLS on.
+   */
+  tls?: boolean | TlsOptions;
 }
 
-function baseUrlOf(address: string): string {
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(address)) return address;
-  return `http://${address}`;
+function baseUrlOf(address: string, tls: boolean): string {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(address)) {
+    if (tls && !address.toLowerCase().startsWith("https://")) {
+      throw new InvalidArgument(`tls is set but the address is not https: ${address}`, { field: "address" });
+    }
+    return address;
+  }
+  return `${tls ? "https" : "http"}://${address}`;
+}
+
+function sessionOptionsOf(tls: boolean | TlsOptions | undefined): http2.SecureClientSessionOptions {
+  if (tls === undefined || typeof tls === "boolean") return {};
+  if ((tls.cert === undefined) !== (tls.key === undefined)) {
+    throw new InvalidArgument("tls.cert and tls.key go together", { field: "tls" });
+  }
+  const options: http2.SecureClientSessionOptions = {};
+  if (tls.ca !== undefined) options.ca = tls.ca;
+  if (tls.cert !== undefined) options.cert = tls.cert;
+  if (tls.key !== undefined) options.key = tls.key;
+  if (tls.serverName !== undefined) options.servername = tls.serverName;
+  return options;
+}
+
+function bearer(token: string): Interceptor {
+  const value = `Bearer ${token}`;
+  return (next) => (request) => {
+    request.header.set("authorization", value);
+    return next(request);
+  };
 }
 
 export class GrpcPersistenceProvider implements PersistenceProvider {
@@ -70,14 +116,16 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
 
   private constructor(address: string, options: ConnectOptions) {
     this.address = address;
-    const baseUrl = baseUrlOf(address);
+    const useTls = options.tls !== undefined && options.tls !== false;
+    const baseUrl = baseUrlOf(address, useTls);
     const maxBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-    this.#session = new Http2SessionManager(baseUrl);
+    this.#session = new Http2SessionManager(baseUrl, undefined, sessionOptionsOf(options.tls));
     const transport = createGrpcTransport({
       baseUrl,
       sessionManager: this.#session,
       readMaxBytes: maxBytes,
       writeMaxBytes: maxBytes,
+      interceptors: options.token === undefined ? [] : [bearer(options.token)],
       ...(options.timeoutMs === undefined ? {} : { defaultTimeoutMs: options.timeoutMs }),
     });
     this.#workflows = createClient(WorkflowService, transport);
@@ -89,8 +137,10 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
   }
 
   /**
-   * Connects to a wfe-sqlite server at `address` (`host:port`, or a `http://host:port` URL) over
-   * plaintext HTTP/2. Resolves once the connection is up (unless `waitForReady: false`).
+   * Connects to a wfe-sqlite server at `address` (`host:port`, or a `http://` / `https://` URL)
+   * over HTTP/2, plaintext unless `tls` is set or the URL is https. Resolves once the connection
+   * is up (unless `waitForReady: false`); a server that cannot be reached is a `WfeError` with
+   * code Unavailable.
    */
   static async connect(address: string, options: ConnectOptions = {}): Promise<GrpcPersistenceProvider> {
     const provider = new GrpcPersistenceProvider(address, options);

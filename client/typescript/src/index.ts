@@ -9,4 +9,5 @@ export {
   BATCH_GET_CHUNK,
   PERSIST_ERRORS_CHUNK,
   type ConnectOptions,
+  type TlsOptions,
 } from "./grpc-provider.js";

@@ -13,7 +13,9 @@ import {
   parseJson,
   PreciseDate,
   stringifyJson,
-  WfeError,
+  NotFound,
+  Unauthenticated,
+  WorkflowNameTaken,
   WorkflowNotFound,
 } from "../src/index.js";
 import { fromTimestamp, toTimestamp } from "../src/time.js";
@@ -129,13 +131,15 @@ describe("error mapping", () => {
 
   it("chooses the class from the reason", () => {
     assert.ok(errorFromRpc(rpcError(Code.NotFound, "WORKFLOW_NOT_FOUND")) instanceof WorkflowNotFound);
+    assert.ok(errorFromRpc(rpcError(Code.AlreadyExists, "WORKFLOW_NAME_TAKEN")) instanceof WorkflowNameTaken);
     assert.ok(errorFromRpc(rpcError(Code.AlreadyExists, "WORKFLOW_NAME_TAKEN")) instanceof AlreadyExists);
+    assert.ok(errorFromRpc(rpcError(Code.Unauthenticated, "UNAUTHENTICATED")) instanceof Unauthenticated);
     assert.ok(errorFromRpc(rpcError(Code.FailedPrecondition, "LEASE_LOST")) instanceof LeaseLost);
   });
 
   it("ignores ErrorInfo of another domain and falls back on the code", () => {
     const e = errorFromRpc(rpcError(Code.NotFound, "WORKFLOW_NOT_FOUND", "elsewhere"));
-    assert.ok(e instanceof WfeError);
+    assert.ok(e instanceof NotFound);
     assert.ok(!(e instanceof WorkflowNotFound));
     assert.ok(errorFromRpc(rpcError(Code.InvalidArgument)) instanceof InvalidArgument);
   });

@@ -28,6 +28,10 @@ import {
   WfeError,
   WorkflowNotFound,
   WorkflowStatus,
+  WorkflowAlreadyExists,
+  WorkflowNameTaken,
+  EventAlreadyExists,
+  SubscriptionAlreadyExists,
   type EventSubscription,
   type ScheduledCommand,
   type WorkflowInstance,
@@ -186,10 +190,10 @@ describe("workflows", () => {
     await provider.createNewWorkflow(w);
     const sameId = newWorkflowInstance("other", 1, null);
     sameId.id = w.id;
-    await assertRejects(provider.createNewWorkflow(sameId), AlreadyExists, "WORKFLOW_ALREADY_EXISTS");
+    await assertRejects(provider.createNewWorkflow(sameId), WorkflowAlreadyExists, "WORKFLOW_ALREADY_EXISTS");
     const sameName = newWorkflowInstance("other", 1, null);
     sameName.name = w.name;
-    await assertRejects(provider.createNewWorkflow(sameName), AlreadyExists, "WORKFLOW_NAME_TAKEN");
+    await assertRejects(provider.createNewWorkflow(sameName), WorkflowNameTaken, "WORKFLOW_NAME_TAKEN");
   });
 
   it("reports missing workflows as WorkflowNotFound", async () => {
@@ -359,7 +363,7 @@ describe("events", () => {
     const id = await provider.createEvent(e);
     assert.equal(e.id, id);
     assertSame(await provider.getEvent(id), e);
-    await assertRejects(provider.createEvent({ ...e }), AlreadyExists, "EVENT_ALREADY_EXISTS");
+    await assertRejects(provider.createEvent({ ...e }), EventAlreadyExists, "EVENT_ALREADY_EXISTS");
     await assertRejects(provider.getEvent(uniq("missing")), EventNotFound, "EVENT_NOT_FOUND");
     await assertRejects(provider.markEventProcessed(uniq("missing")), EventNotFound, "EVENT_NOT_FOUND");
     await assertRejects(provider.markEventUnprocessed(uniq("missing")), NotFound, "EVENT_NOT_FOUND");
@@ -424,7 +428,7 @@ describe("subscriptions", () => {
     const id = await provider.createEventSubscription(s);
     assert.equal(s.id, id);
     assertSame(await provider.getSubscription(id), s);
-    await assertRejects(provider.createEventSubscription({ ...s }), AlreadyExists, "SUBSCRIPTION_ALREADY_EXISTS");
+    await assertRejects(provider.createEventSubscription({ ...s }), SubscriptionAlreadyExists, "SUBSCRIPTION_ALREADY_EXISTS");
     await assertRejects(provider.getSubscription(uniq("missing")), SubscriptionNotFound, "SUBSCRIPTION_NOT_FOUND");
     await assertRejects(provider.terminateSubscription(uniq("missing")), SubscriptionNotFound, "SUBSCRIPTION_NOT_FOUND");
     const expiry = new Date(Date.now() + 60_000);

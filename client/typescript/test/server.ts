@@ -27,11 +27,12 @@ export interface RunningServer {
   stop(): Promise<number | null>;
 }
 
-export async function startServer(): Promise<RunningServer> {
+/** Starts a server; `extraArgs` are added to `serve` (e.g. --tls-cert FILE). */
+export async function startServer(extraArgs: string[] = []): Promise<RunningServer> {
   const dir = mkdtempSync(join(tmpdir(), "wfe-sqlite-ts-"));
   const dbPath = join(dir, "test.db");
   const bin = serverBinary();
-  const child = spawn(bin, ["serve", "--db", `sqlite:///${dbPath}`, "--listen", "127.0.0.1:0"], {
+  const child = spawn(bin, ["serve", "--db", `sqlite:///${dbPath}`, "--listen", "127.0.0.1:0", ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stderr = "";

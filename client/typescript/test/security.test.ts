@@ -1,0 +1,127 @@
+// Bearer tokens, TLS and mutual TLS against live servers; certificates are made here with openssl.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Code } from "@connectrpc/connect";
+import { GrpcPersistenceProvider, newWorkflowInstance, Unauthenticated, WfeError } from "../src/index.js";
+import { startServer, type RunningServer } from "./server.js";
+
+const TOKEN = "ts-client-test-token";
+let dir: string;
+const file = (name: string) => join(dir, name);
+const pem = (name: string) => readFileSync(file(name), "utf8");
+
+function openssl(...args: string[]) {
+  execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
+}
+
+/** A CA, a server certificate for 127.0.0.1/localhost and a client certificate, plus a rogue CA's client certificate. */
+function makePki() {
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  for (const ca of ["ca", "rogue-ca"]) {
+    openssl("req", "-x509", ...ec, "-keyout", `${ca}.key`, "-out", `${ca}.pem`, "-days", "1", "-subj", `/CN=${ca}`,
+      "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign");
+  }
+  writeFileSync(file("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n");
+  writeFileSync(file("client.ext"), "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n");
+  const issue = (name: string, ca: string, ext: string) => {
+    openssl("req", ...ec, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${name}`);
+    openssl("x509", "-req", "-in", `${name}.csr`, "-CA", `${ca}.pem`, "-CAkey", `${ca}.key`, "-CAcreateserial",
+      "-out", `${name}.pem`, "-days", "1", "-extfile", ext);
+  };
+  issue("server", "ca", "server.ext");
+  issue("client", "ca", "client.ext");
+  issue("rogue-client", "rogue-ca", "client.ext");
+}
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), "wfe-sqlite-ts-pki-"));
+  makePki();
+  writeFileSync(file("tokens"), `${TOKEN}\n`);
+});
+
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+async function withServer(args: string[], body: (server: RunningServer) => Promise<void>) {
+  const server = await startServer(args);
+  try {
+    await body(server);
+  } finally {
+    await server.stop();
+  }
+}
+
+async function works(provider: GrpcPersistenceProvider) {
+  try {
+    await provider.ensureStoreExists();
+    const w = newWorkflowInstance("secure", 1, { n: 2n ** 62n });
+    await provider.createNewWorkflow(w);
+    const [back] = await provider.getWorkflowInstances([w.id]); // server streaming, too
+    assert.equal((back!.data as { n: bigint }).n, 2n ** 62n);
+  } finally {
+    provider.close();
+  }
+}
+
+async function rejected(connecting: Promise<GrpcPersistenceProvider>, check?: (e: WfeError) => void) {
+  let provider: GrpcPersistenceProvider | undefined;
+  try {
+    provider = await connecting;
+    await provider.ensureStoreExists();
+  } catch (e) {
+    assert.ok(e instanceof WfeError, `expected a WfeError, got ${String(e)}`);
+    check?.(e);
+    return;
+  } finally {
+    provider?.close();
+  }
+  assert.fail("the call was accepted");
+}
+
+describe("bearer tokens", () => {
+  it("sends the token on every call; no or a wrong token is Unauthenticated", async () => {
+    await withServer(["--tokens-file", file("tokens")], async (server) => {
+      await works(await GrpcPersistenceProvider.connect(server.address, { token: TOKEN }));
+      const unauthenticated = (e: WfeError) => {
+        assert.ok(e instanceof Unauthenticated, `expected Unauthenticated, got ${e.name}: ${e.message}`);
+        assert.equal(e.code, Code.Unauthenticated);
+      };
+      await rejected(GrpcPersistenceProvider.connect(server.address), unauthenticated);
+      await rejected(GrpcPersistenceProvider.connect(server.address, { token: "wrong" }), unauthenticated);
+    });
+  });
+});
+
+describe("TLS", () => {
+  it("connects with the CA, and fails without TLS or with an untrusted server", async () => {
+    await withServer(["--tls-cert", file("server.pem"), "--tls-key", file("server.key")], async (server) => {
+      await works(await GrpcPersistenceProvider.connect(server.address, { tls: { ca: pem("ca.pem") } }));
+      await works(await GrpcPersistenceProvider.connect(`https://localhost:${server.address.split(":")[1]}`, { tls: { ca: pem("ca.pem") } }));
+      await rejected(GrpcPersistenceProvider.connect(server.address));
+      await rejected(GrpcPersistenceProvider.connect(server.address, { tls: true }));
+      await rejected(GrpcPersistenceProvider.connect(server.address, { tls: { ca: pem("rogue-ca.pem") } }));
+    });
+  });
+
+  it("mutual TLS: needs a client certificate from the trusted CA", async () => {
+    const args = ["--tls-cert", file("server.pem"), "--tls-key", file("server.key"), "--tls-client-ca", file("ca.pem")];
+    await withServer(args, async (server) => {
+      const ca = pem("ca.pem");
+      await works(await GrpcPersistenceProvider.connect(server.address, {
+        tls: { ca, cert: pem("client.pem"), key: pem("client.key") },
+      }));
+      await rejected(GrpcPersistenceProvider.connect(server.address, { tls: { ca } }));
+      await rejected(GrpcPersistenceProvider.connect(server.address, {
+        tls: { ca, cert: pem("rogue-client.pem"), key: pem("rogue-client.key") },
+      }));
+    });
+  });
+
+  it("checks tls options", async () => {
+    await assert.rejects(GrpcPersistenceProvider.connect("127.0.0.1:1", { tls: { cert: "x" } }), WfeError);
+    await assert.rejects(GrpcPersistenceProvider.connect("http://127.0.0.1:1", { tls: true }), WfeError);
+  });
+});
