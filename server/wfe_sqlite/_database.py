@@ -155,7 +155,13 @@ class _Connection:
     @classmethod
     async def open(cls, connector: Callable[[], sqlite3.Connection]) -> _Connection:
         conn = aiosqlite.Connection(connector, iter_chunk_size=64)
-        await conn
+        try:
+            await conn
+        except BaseException:
+            # aiosqlite stops its thread without waiting for it: wait here, or the thread reports
+            # to a closed event loop ("Event loop is closed" tracebacks after a failed start-up).
+            await asyncio.to_thread(conn._thread.join, 5)
+            raise
         return cls(conn)
 
     async def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
