@@ -16,7 +16,7 @@ import os
 import sqlite3
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -60,6 +60,9 @@ class DatabaseConfig:
     """How long a connection waits for a lock held by another process."""
     synchronous: str = "FULL"
     """``PRAGMA synchronous``: FULL syncs the WAL on every commit (survives power loss)."""
+    max_page_count: int = field(default_factory=lambda: int(os.environ.get("WFE_SQLITE_MAX_PAGE_COUNT") or 0))
+    """``PRAGMA max_page_count`` of the writer when > 0 (a size cap: writes past it are STORAGE_FULL).
+    Read from the environment variable ``WFE_SQLITE_MAX_PAGE_COUNT``; 0 (default) means no cap."""
 
     @property
     def in_memory(self) -> bool:
@@ -79,6 +82,8 @@ class DatabaseConfig:
         ]
         if writer:
             pragmas.append(("synchronous", synchronous))
+        if writer and self.max_page_count > 0:
+            pragmas.append(("max_page_count", str(int(self.max_page_count))))
         return pragmas
 
 

@@ -65,7 +65,9 @@ class Server:
         return rss_kib(self.pid)
 
 
-def start_server(db_url: str, log_path: Path, *args: str, timeout: float = 30.0) -> Server:
+def start_server(
+    db_url: str, log_path: Path, *args: str, timeout: float = 30.0, env: Optional[dict[str, str]] = None
+) -> Server:
     """Start ``wfe-sqlite serve --db db_url --listen 127.0.0.1:0`` and wait for ``listening on``."""
     log = open(log_path, "a")
     try:
@@ -74,6 +76,7 @@ def start_server(db_url: str, log_path: Path, *args: str, timeout: float = 30.0)
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
+            env={**os.environ, **(env or {})},
         )
     finally:
         log.close()

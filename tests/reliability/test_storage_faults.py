@@ -114,6 +114,46 @@ async def test_full_disk_fails_writes_cleanly_and_recovers_once_space_is_freed(s
     assert integrity_check(db) == "ok"
 
 
+@pytest.mark.timeout(120)
+async def test_size_cap_fails_writes_cleanly_and_recovers_when_pages_are_freed(tmp_path: Path) -> None:
+    """The same without a mount: a page-count cap (WFE_SQLITE_MAX_PAGE_COUNT, PRAGMA max_page_count).
+
+    Space is freed through the API: shrinking a big workflow frees its pages for new writes.
+    """
+    db = tmp_path / "capped.db"
+    server = start_server(f"sqlite://{db}", tmp_path / "server.log", env={"WFE_SQLITE_MAX_PAGE_COUNT": "400"})
+    try:
+        async with GrpcPersistenceProvider.connect(server.address, timeout=30) as store:
+            kept = []
+            for i in range(10):
+                w = WorkflowInstance.new("cap-flow", 1, {"i": i})
+                await store.create_new_workflow(w)
+                kept.append(await store.get_workflow_instance(w.id))
+            balloon = WorkflowInstance.new("cap-flow", 1, {"blob": "b" * 600_000})
+            await store.create_new_workflow(balloon)
+            failure = None
+            for i in range(100):
+                try:
+                    await store.create_new_workflow(WorkflowInstance.new("cap-flow", 1, {"blob": "x" * 65536}))
+                except WfeError as error:
+                    failure = error
+                    break
+            assert isinstance(failure, StorageFull), failure
+            assert failure.code == "RESOURCE_EXHAUSTED" and "full" in failure.message
+            for w in kept:
+                assert await store.get_workflow_instance(w.id) == w
+            balloon.data = {"blob": "shrunk"}
+            await store.persist_workflow(balloon)  # frees ~150 pages
+            after = WorkflowInstance.new("cap-flow", 1, {"blob": "y" * 65536})
+            await store.create_new_workflow(after)
+            assert (await store.get_workflow_instance(after.id)).data == after.data
+            assert (await store.get_workflow_instance(balloon.id)).data == {"blob": "shrunk"}
+    finally:
+        code = server.terminate()
+    assert code == 0, server.log()[-3000:]
+    assert integrity_check(db) == "ok"
+
+
 # -- files the server must refuse ------------------------------------------------------------------
 
 
