@@ -75,3 +75,15 @@ clean:
 .PHONY: bench
 bench: install
 	$(PY) bench/run.py
+
+# Reliability (RELIABILITY.md): 25 crash rounds with totals, larger multi-process and hypothesis runs.
+.PHONY: stress
+stress: install
+	WFE_STRESS_ROUNDS=$${WFE_STRESS_ROUNDS:-25} WFE_MP_SCALE=$${WFE_MP_SCALE:-3} \
+	WFE_HYPOTHESIS_EXAMPLES=$${WFE_HYPOTHESIS_EXAMPLES:-300} \
+	$(PY) -m pytest -q -s -p no:cacheprovider tests/reliability -k 'not steady_mixed_load'
+
+# Ten minutes of steady mixed load against a real server: throughput, errors, server RSS start/end.
+.PHONY: soak
+soak: install
+	$(PY) tests/reliability/soak.py --seconds $${WFE_SOAK_SECONDS:-600}

@@ -145,7 +145,7 @@ async def run_soak(seconds: float, work_dir: Path, *, warmup: float = 10.0, conc
             if ops_at_warmup == 0 and now >= t_warm:
                 ops_at_warmup = counts["ops"]
                 t_warm = now
-            if verbose and int(now - start) % 30 == 0:
+            if verbose and len(samples) % 30 == 0:
                 print(f"  t={now - start:5.0f}s ops={counts['ops']} errors={counts['errors']} "
                       f"rss={samples[-1][1] / 1024:.1f} MiB", flush=True)
         await asyncio.gather(*tasks)
