@@ -34,7 +34,7 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reliability_support import Server, integrity_check, start_server  # noqa: E402
+from reliability_support import integrity_check, start_server  # noqa: E402
 
 from wfe_client import (  # noqa: E402
     CommandName,
