@@ -135,8 +135,8 @@ class WorkflowServiceServicer:
 
     def BatchGetWorkflows(self, request, context):
         """BatchGetWorkflows streams the workflows among `ids` that exist (missing ids are skipped) in
-        one call. Each streamed message holds as many workflows as fit a size budget. At most 10000 ids
-        per request, or INVALID_ARGUMENT.
+        one call, in the order of `ids`, each once. Each streamed message holds as many workflows as fit
+        a size budget. At most 10000 ids per request, or INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
