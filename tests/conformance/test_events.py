@@ -99,7 +99,7 @@ async def test_runnable_events_oldest_first_excluding_processed_and_future(provi
 
 
 async def test_runnable_events_many(provider: PersistenceProvider) -> None:
-    events = [event(time=T0 - timedelta(milliseconds=i), data={"i": i}) for i in range(700)]
+    events = [event(time=T0 - timedelta(milliseconds=i), data={"i": i}) for i in range(300)]
     await asyncio.gather(*(provider.create_event(e) for e in events))
     assert await provider.get_runnable_events(T0) == [e.id for e in reversed(events)]
 

@@ -417,7 +417,7 @@ async def test_runnable_instances_follow_persist(provider: PersistenceProvider) 
 
 async def test_runnable_instances_many(provider: PersistenceProvider) -> None:
     base = ms(T0)
-    instances = [workflow("bulk", next_execution=base - i) for i in range(700)]
+    instances = [workflow("bulk", next_execution=base - i) for i in range(300)]
     await asyncio.gather(*(provider.create_new_workflow(w) for w in instances))
     got = await provider.get_runnable_instances(T0)
     assert got == [w.id for w in reversed(instances)]
