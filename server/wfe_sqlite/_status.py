@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -140,8 +141,12 @@ def _tolerant(handler: Any, method: str) -> Any:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             if isinstance(request, _Undecodable):
                 await _abort(context, refusal(request))
-            async for item in inner_stream(request, context):
-                yield item
+            responses = inner_stream(request, context)
+            if inspect.isasyncgen(responses):
+                async for item in responses:
+                    yield item
+            else:  # a coroutine that writes with context.write (grpc's health Watch)
+                await responses
 
         return handler._replace(request_deserializer=safe, unary_stream=stream)
     return handler
