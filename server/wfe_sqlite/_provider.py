@@ -52,7 +52,7 @@ from ._rows import (
 )
 from ._schema import create_schema, ensure_schema
 
-__all__ = ["SqlitePersistenceProvider", "PageKey", "MAX_BATCH_IDS"]
+__all__ = ["SqlitePersistenceProvider", "PageKey", "MAX_BATCH_IDS", "WorkflowRows"]
 
 PageKey = tuple[int, str]
 """Keyset position of a listed item: (its ordering instant or time, its id)."""
@@ -135,10 +135,23 @@ def _insert_subscriptions(conn: sqlite3.Connection, rows: list[tuple[Any, ...]])
             raise SubscriptionAlreadyExists(f"subscription {row[0]!r} already exists", id=row[0]) from None
 
 
+WorkflowRows = tuple[tuple[Any, ...], list[tuple[Any, ...]]]
+"""A workflow as stored: its ``_WORKFLOW_COLUMNS`` row and its pointers' ``_POINTER_COLUMNS`` rows, in order."""
+
+
+def workflow_from_rows(row: tuple[Any, ...], pointers: list[tuple[Any, ...]]) -> WorkflowInstance:
+    return workflow_from_row(row, [pointer_from_row(p) for p in pointers])
+
+
 def _read_workflows(conn: sqlite3.Connection, ids: Sequence[str]) -> list[WorkflowInstance]:
     """The workflows among ``ids`` that exist, in the order of ``ids``, each once."""
+    return [workflow_from_rows(*rows) for rows in _read_workflows_rows(conn, ids)]
+
+
+def _read_workflows_rows(conn: sqlite3.Connection, ids: Sequence[str]) -> list[WorkflowRows]:
+    """The stored rows of the workflows among ``ids`` that exist, in the order of ``ids``, each once."""
     unique = list(dict.fromkeys(ids))
-    found: dict[str, WorkflowInstance] = {}
+    found: dict[str, WorkflowRows] = {}
     for start in range(0, len(unique), _CHUNK):
         chunk = unique[start : start + _CHUNK]
         marks = ", ".join("?" * len(chunk))
@@ -153,9 +166,9 @@ def _read_workflows(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Workfl
             f"WHERE workflow_id IN ({marks}) ORDER BY workflow_id, position",
             present,
         ):
-            pointers[prow[0]].append(pointer_from_row(prow[1:]))
+            pointers[prow[0]].append(prow[1:])
         for row in rows:
-            found[row[0]] = workflow_from_row(row, pointers[row[0]])
+            found[row[0]] = (row, pointers[row[0]])
     return [found[i] for i in unique if i in found]
 
 
@@ -163,18 +176,15 @@ _BY_ID = "id = ?"
 _BY_NAME = "name = ? AND name <> ''"  # matches the partial unique index on non-empty names
 
 
-def _read_workflow(conn: sqlite3.Connection, where: str, value: str) -> Optional[WorkflowInstance]:
+def _read_workflow_rows(conn: sqlite3.Connection, where: str, value: str) -> Optional[WorkflowRows]:
     row = conn.execute(f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE {where}", (value,)).fetchone()
     if row is None:
         return None
-    pointers = [
-        pointer_from_row(p)
-        for p in conn.execute(
-            f"SELECT {_POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id = ? ORDER BY position",
-            (row[0],),
-        )
-    ]
-    return workflow_from_row(row, pointers)
+    pointers = conn.execute(
+        f"SELECT {_POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id = ? ORDER BY position",
+        (row[0],),
+    ).fetchall()
+    return row, pointers
 
 
 def _limit(limit: Optional[int]) -> int:
@@ -214,9 +224,16 @@ class SqlitePersistenceProvider(PersistenceProvider):
 
     async def create_new_workflow(self, instance: WorkflowInstance) -> str:
         row = list(workflow_row(instance))
+        wid, name = await self.create_workflow_rows(row, pointer_rows(row[0], instance.execution_pointers))
+        instance.id, instance.name = wid, name
+        return wid
+
+    async def create_workflow_rows(self, row: list[Any], pointers: list[tuple[Any, ...]]) -> tuple[str, str]:
+        """``create_new_workflow`` of validated rows (``workflow_row``, ``pointer_rows``): (id, name)."""
         wid = row[0] or str(uuid.uuid4())
-        row[0] = wid
-        pointers = pointer_rows(wid, instance.execution_pointers)
+        if wid != row[0]:
+            row[0] = wid
+            pointers = [(wid, *p[1:]) for p in pointers]
 
         def job(conn: sqlite3.Connection) -> tuple[str, str]:
             name = row[1]
@@ -238,15 +255,18 @@ class SqlitePersistenceProvider(PersistenceProvider):
                 conn.executemany(_INSERT_POINTER, pointers)
             return wid, name
 
-        wid, name = await self._db.write(job)
-        instance.id, instance.name = wid, name
-        return wid
+        return await self._db.write(job)
 
     async def persist_workflow(self, instance: WorkflowInstance) -> None:
         row = workflow_row(instance)
         check_id(row[0], "workflow.id")
-        pointers = pointer_rows(row[0], instance.execution_pointers)
-        await self._db.write(lambda conn: _update_workflow(conn, row, pointers))
+        await self.persist_workflow_rows(row, pointer_rows(row[0], instance.execution_pointers))
+
+    async def persist_workflow_rows(self, row: Sequence[Any], pointers: list[tuple[Any, ...]]) -> None:
+        """``persist_workflow`` of validated rows (``workflow_row``, ``pointer_rows``)."""
+        check_id(row[0], "workflow.id")
+        frozen = tuple(row)
+        await self._db.write(lambda conn: _update_workflow(conn, frozen, pointers))
 
     async def persist_workflow_with_subscriptions(
         self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription]
@@ -295,26 +315,38 @@ class SqlitePersistenceProvider(PersistenceProvider):
         )
 
     async def get_workflow_instance(self, id: str) -> WorkflowInstance:
+        return workflow_from_rows(*await self.workflow_rows(id))
+
+    async def workflow_rows(self, id: str) -> WorkflowRows:
+        """``get_workflow_instance`` as stored rows (the server converts them to messages directly)."""
         check_id(id, "id")
-        found = await self._db.read(lambda conn: _read_workflow(conn, _BY_ID, id))
+        found = await self._db.read(lambda conn: _read_workflow_rows(conn, _BY_ID, id))
         if found is None:
             raise WorkflowNotFound(f"workflow {id!r} not found", id=id)
         return found
 
     async def get_workflow_instance_by_name(self, name: str) -> WorkflowInstance:
+        return workflow_from_rows(*await self.workflow_rows_by_name(name))
+
+    async def workflow_rows_by_name(self, name: str) -> WorkflowRows:
+        """``get_workflow_instance_by_name`` as stored rows."""
         check_id(name, "name")
-        found = await self._db.read(lambda conn: _read_workflow(conn, _BY_NAME, name))
+        found = await self._db.read(lambda conn: _read_workflow_rows(conn, _BY_NAME, name))
         if found is None:
             raise WorkflowNotFound(f"no workflow named {name!r}", name=name)
         return found
 
     async def get_workflow_instances(self, ids: Sequence[str]) -> list[WorkflowInstance]:
+        return [workflow_from_rows(*rows) for rows in await self.workflows_rows(ids)]
+
+    async def workflows_rows(self, ids: Sequence[str]) -> list[WorkflowRows]:
+        """``get_workflow_instances`` as stored rows."""
         if isinstance(ids, str):
             raise InvalidArgument("ids: expected a list of ids, got a string", field="ids")
         wanted = [check_id(i, f"ids[{n}]") for n, i in enumerate(ids)]
         if not wanted:
             return []
-        return await self._db.read(lambda conn: _read_workflows(conn, wanted))
+        return await self._db.read(lambda conn: _read_workflows_rows(conn, wanted))
 
     async def next_definition_sequence(self, definition_id: str) -> int:
         check_id(definition_id, "definition_id")

@@ -35,11 +35,11 @@ from wfe_client._convert import (
     subscription_to_proto,
     timestamp,
     workflow_from_proto,
-    workflow_to_proto,
 )
 
 from ._provider import MAX_BATCH_IDS, PageKey, SqlitePersistenceProvider
 from ._status import translate_errors, translate_stream_errors
+from ._wire import workflow_message, workflow_rows_from_message
 
 __all__ = ["add_servicers", "SERVICE_NAMES"]
 
@@ -130,15 +130,16 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     async def CreateWorkflow(
         self, request: workflows_pb2.CreateWorkflowRequest, context: Context
     ) -> workflows_pb2.CreateWorkflowResponse:
-        workflow = workflow_from_proto(_required_message(request, "workflow"))
-        wid = await self._p.create_new_workflow(workflow)
-        return workflows_pb2.CreateWorkflowResponse(id=wid, name=workflow.name)
+        row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
+        wid, name = await self._p.create_workflow_rows(row, pointers)
+        return workflows_pb2.CreateWorkflowResponse(id=wid, name=name)
 
     @translate_errors
     async def PersistWorkflow(
         self, request: workflows_pb2.PersistWorkflowRequest, context: Context
     ) -> workflows_pb2.PersistWorkflowResponse:
-        await self._p.persist_workflow(workflow_from_proto(_required_message(request, "workflow")))
+        row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
+        await self._p.persist_workflow_rows(row, pointers)
         return workflows_pb2.PersistWorkflowResponse()
 
     @translate_errors
@@ -167,15 +168,15 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     async def GetWorkflow(
         self, request: workflows_pb2.GetWorkflowRequest, context: Context
     ) -> workflows_pb2.GetWorkflowResponse:
-        workflow = await self._p.get_workflow_instance(_required(request.id, "id"))
-        return workflows_pb2.GetWorkflowResponse(workflow=workflow_to_proto(workflow))
+        row, pointers = await self._p.workflow_rows(_required(request.id, "id"))
+        return workflows_pb2.GetWorkflowResponse(workflow=workflow_message(row, pointers))
 
     @translate_errors
     async def GetWorkflowByName(
         self, request: workflows_pb2.GetWorkflowByNameRequest, context: Context
     ) -> workflows_pb2.GetWorkflowByNameResponse:
-        workflow = await self._p.get_workflow_instance_by_name(_required(request.name, "name"))
-        return workflows_pb2.GetWorkflowByNameResponse(workflow=workflow_to_proto(workflow))
+        row, pointers = await self._p.workflow_rows_by_name(_required(request.name, "name"))
+        return workflows_pb2.GetWorkflowByNameResponse(workflow=workflow_message(row, pointers))
 
     @translate_stream_errors
     async def BatchGetWorkflows(
@@ -185,11 +186,11 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
             raise InvalidArgument(f"ids: at most {MAX_BATCH_IDS} per request, got {len(request.ids)}", field="ids")
         for i, wid in enumerate(request.ids):
             _required(wid, f"ids[{i}]")
-        workflows = await self._p.get_workflow_instances(list(request.ids))
+        workflows = await self._p.workflows_rows(list(request.ids))
         chunk: list[workflows_pb2.WorkflowInstance] = []
         used = 0
-        for workflow in workflows:
-            msg = workflow_to_proto(workflow)
+        for row, pointers in workflows:
+            msg = workflow_message(row, pointers)
             size = msg.ByteSize()
             if chunk and used + size > PAGE_BYTES:
                 yield workflows_pb2.BatchGetWorkflowsResponse(workflows=chunk)
