@@ -66,13 +66,13 @@ async def test_sigterm_during_a_slow_call_lets_it_finish(db_path: Path, db_url: 
             blocker.execute("BEGIN IMMEDIATE")
             slow = WorkflowInstance.new("slow-flow", 1, {"in": "flight"})
             call = asyncio.create_task(store.create_new_workflow(slow))
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.3)
             assert not call.done(), "the write should be waiting for the lock"
             server.process.send_signal(signal.SIGTERM)
             # Health turns NOT_SERVING first (load balancers stop sending), then the watch ends.
             assert (await asyncio.wait_for(watch.read(), 10)).status == health_pb2.HealthCheckResponse.NOT_SERVING
             watch.cancel()
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.3)
             assert server.process.poll() is None, "the server must wait for its in-flight call"
             assert not call.done()
             blocker.execute("COMMIT")

@@ -136,7 +136,7 @@ def _started(db_url: str, *args: str, env: dict[str, str] | None = None) -> Iter
 
 async def _round_trip(address: str, **connect: Any) -> None:
     """A write and a read through the Python adapter."""
-    async with GrpcPersistenceProvider.connect(address, connect_timeout=5, **connect) as store:
+    async with GrpcPersistenceProvider.connect(address, connect_timeout=30, **connect) as store:
         workflow = WorkflowInstance.new("secure-flow", 1, {"n": 1})
         await store.create_new_workflow(workflow)
         assert (await store.get_workflow_instance(workflow.id)).data == {"n": 1}
@@ -212,16 +212,16 @@ async def _invoke(channel: grpc.aio.Channel, path: str, request: Any, kind: tupl
     metadata = (("authorization", f"Bearer {token}"),) if token is not None else ()
     if kind == ("unary", "unary"):
         await channel.unary_unary(path, request_serializer=request.SerializeToString)(
-            request, metadata=metadata, timeout=5
+            request, metadata=metadata, timeout=30
         )
     elif kind == ("unary", "stream"):
         async for _ in channel.unary_stream(path, request_serializer=request.SerializeToString)(
-            request, metadata=metadata, timeout=5
+            request, metadata=metadata, timeout=30
         ):
             pass
     else:
         call = channel.stream_stream(path, request_serializer=request.SerializeToString)(
-            iter([request]), metadata=metadata, timeout=5
+            iter([request]), metadata=metadata, timeout=30
         )
         async for _ in call:
             pass
@@ -256,7 +256,7 @@ async def test_every_service_but_health_needs_a_valid_token(tmp_path: Path, db_p
                 except grpc.aio.AioRpcError as error:
                     assert error.code() != grpc.StatusCode.UNAUTHENTICATED, path
             # Health stays open for probes.
-            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
         # Refused writes wrote nothing, though the requests were valid.
@@ -316,10 +316,10 @@ def test_reflection_needs_the_token_too(tmp_path: Path, db_url: str) -> None:
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)
             request = reflection_pb2.ServerReflectionRequest(list_services="")
             with pytest.raises(grpc.RpcError) as refused:
-                list(stub.ServerReflectionInfo(iter([request]), timeout=5))
+                list(stub.ServerReflectionInfo(iter([request]), timeout=30))
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
             replies = list(
-                stub.ServerReflectionInfo(iter([request]), timeout=5, metadata=(("authorization", f"Bearer {TOKEN}"),))
+                stub.ServerReflectionInfo(iter([request]), timeout=30, metadata=(("authorization", f"Bearer {TOKEN}"),))
             )
             listed = {service.name for service in replies[0].list_services_response.service}
             assert set(SERVICE_NAMES) <= listed
