@@ -51,6 +51,17 @@ _FILES = (
 )
 
 
+def _snapshot_figures(conn: Any) -> Any:
+    """``live_figures`` in a read transaction of its own (``Database.read`` opens one already)."""
+    if conn.in_transaction:
+        return live_figures(conn)
+    conn.execute("BEGIN")
+    try:
+        return live_figures(conn)
+    finally:
+        conn.execute("COMMIT")
+
+
 class _StoreCollector(Collector):
     """Store gauges, computed at scrape time (on the scraping thread, reading via the read pool)."""
 
@@ -64,8 +75,11 @@ class _StoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         database = self._provider.database
+        # A file database reads on the read pool; an in-memory one has only the writer connection,
+        # where the job runs outside any group commit (so scrapes do not count as write batches).
+        reading = database.run_on_writer if database.config.in_memory else database.read
         try:
-            future = asyncio.run_coroutine_threadsafe(database.read(live_figures), self._loop)
+            future = asyncio.run_coroutine_threadsafe(reading(_snapshot_figures), self._loop)
             figures = future.result(SCRAPE_TIMEOUT)
         except Exception as error:  # noqa: BLE001 - a scrape during shutdown or a busy store
             LOG.warning("metrics: store figures unavailable: %s", error)
