@@ -54,7 +54,6 @@ DEFAULT_CLAIM = 100
 MAX_CLAIM = 1000
 DEFAULT_LEASE = timedelta(seconds=30)
 MAX_LEASE = timedelta(hours=1)
-MAX_ERRORS = 10_000
 
 SERVICE_NAMES = (
     workflows_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
@@ -413,8 +412,6 @@ class ExecutionErrorServicer(execution_errors_pb2_grpc.ExecutionErrorServiceServ
     async def PersistErrors(
         self, request: execution_errors_pb2.PersistErrorsRequest, context: Context
     ) -> execution_errors_pb2.PersistErrorsResponse:
-        if len(request.errors) > MAX_ERRORS:
-            raise InvalidArgument(f"errors: at most {MAX_ERRORS} per request", field="errors")
         await self._p.persist_errors([error_from_proto(e, f"errors[{i}]") for i, e in enumerate(request.errors)])
         return execution_errors_pb2.PersistErrorsResponse()
 

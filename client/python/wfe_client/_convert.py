@@ -8,6 +8,8 @@ Used by both sides: the adapter (model -> request, response -> model) and the se
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Optional
 
@@ -77,9 +79,13 @@ def _reject_constant(name: str) -> Any:
 def json_text(value: Any, field: str = "value") -> str:
     """Compact JSON text of a JSON value (exact for integers of any size)."""
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{field}: not valid Unicode text (lone surrogate)", field=field) from None
     except (TypeError, ValueError) as error:
         raise InvalidArgument(f"{field}: not a JSON value: {error}", field=field) from None
+    return text
 
 
 def parse_json(text: str, field: str) -> Any:
@@ -136,10 +142,31 @@ def _optional(msg: Any, name: str) -> Optional[str]:
 
 
 def _to_enum(mapping: dict[Any, int], value: Any, field: str) -> int:
+    if isinstance(value, str):  # a member name, as the embedded provider accepts
+        value = next((member for member in mapping if member.name == value), value)
     try:
         return mapping[value]
     except (KeyError, TypeError):
         raise InvalidArgument(f"{field}: {value!r} is not a valid value", field=field) from None
+
+
+@contextmanager
+def _building(field: str) -> Iterator[None]:
+    """Turn protobuf's own complaints about a model value into InvalidArgument naming the record.
+
+    The message types check ranges (uint32, int64), types and UTF-8 themselves; this gives those
+    failures the same exception the embedded provider raises. Naive datetimes stay ValueErrors.
+    """
+    try:
+        yield
+    except InvalidArgument:
+        raise
+    except UnicodeError as error:
+        raise InvalidArgument(f"{field}: not valid Unicode text: {error}", field=field) from None
+    except (TypeError, ValueError) as error:
+        if "naive datetime" in str(error):
+            raise
+        raise InvalidArgument(f"{field}: {error}", field=field) from None
 
 
 def _enum(mapping: dict[int, Any], value: int, field: str, kind: str) -> Any:
@@ -153,30 +180,31 @@ def _enum(mapping: dict[int, Any], value: int, field: str, kind: str) -> Any:
 
 
 def pointer_to_proto(p: ExecutionPointer) -> workflows_pb2.ExecutionPointer:
-    f = "execution_pointer"
-    msg = workflows_pb2.ExecutionPointer(
-        id=p.id,
-        step_id=p.step_id,
-        active=p.active,
-        status=_to_enum(_POINTER_STATUS_TO, p.status, f"{f}.status"),
-        event_published=p.event_published,
-        retry_count=p.retry_count,
-        children=p.children,
-        scope=p.scope,
-        extension_attributes={k: json_text(v, f"{f}.extension_attributes") for k, v in p.extension_attributes.items()},
-    )
-    for name in ("event_name", "event_key", "step_name", "predecessor_id"):
-        value = getattr(p, name)
-        if value is not None:
-            setattr(msg, name, value)
-    for name in ("persistence_data", "event_data", "context_item", "outcome"):
-        value = getattr(p, name)
-        if value is not None:
-            setattr(msg, name, json_text(value, f"{f}.{name}"))
-    _set_time(msg, "sleep_until", p.sleep_until, f"{f}.sleep_until")
-    _set_time(msg, "start_time", p.start_time, f"{f}.start_time")
-    _set_time(msg, "end_time", p.end_time, f"{f}.end_time")
-    return msg
+    with _building("execution_pointer"):
+        f = "execution_pointer"
+        msg = workflows_pb2.ExecutionPointer(
+            id=p.id,
+            step_id=p.step_id,
+            active=p.active,
+            status=_to_enum(_POINTER_STATUS_TO, p.status, f"{f}.status"),
+            event_published=p.event_published,
+            retry_count=p.retry_count,
+            children=p.children,
+            scope=p.scope,
+            extension_attributes={k: json_text(v, f"{f}.extension_attributes") for k, v in p.extension_attributes.items()},
+        )
+        for name in ("event_name", "event_key", "step_name", "predecessor_id"):
+            value = getattr(p, name)
+            if value is not None:
+                setattr(msg, name, value)
+        for name in ("persistence_data", "event_data", "context_item", "outcome"):
+            value = getattr(p, name)
+            if value is not None:
+                setattr(msg, name, json_text(value, f"{f}.{name}"))
+        _set_time(msg, "sleep_until", p.sleep_until, f"{f}.sleep_until")
+        _set_time(msg, "start_time", p.start_time, f"{f}.start_time")
+        _set_time(msg, "end_time", p.end_time, f"{f}.end_time")
+        return msg
 
 
 def pointer_from_proto(msg: workflows_pb2.ExecutionPointer, field: str) -> ExecutionPointer:
@@ -207,22 +235,23 @@ def pointer_from_proto(msg: workflows_pb2.ExecutionPointer, field: str) -> Execu
 
 
 def workflow_to_proto(w: WorkflowInstance) -> workflows_pb2.WorkflowInstance:
-    msg = workflows_pb2.WorkflowInstance(
-        id=w.id,
-        name=w.name,
-        workflow_definition_id=w.workflow_definition_id,
-        version=w.version,
-        execution_pointers=[pointer_to_proto(p) for p in w.execution_pointers],
-        status=_to_enum(_WORKFLOW_STATUS_TO, w.status, "workflow.status"),
-        data=json_text(w.data, "workflow.data"),
-    )
-    for name in ("root_workflow_id", "description", "reference", "next_execution"):
-        value = getattr(w, name)
-        if value is not None:
-            setattr(msg, name, value)
-    _set_time(msg, "create_time", w.create_time, "workflow.create_time")
-    _set_time(msg, "complete_time", w.complete_time, "workflow.complete_time")
-    return msg
+    with _building("workflow"):
+        msg = workflows_pb2.WorkflowInstance(
+            id=w.id,
+            name=w.name,
+            workflow_definition_id=w.workflow_definition_id,
+            version=w.version,
+            execution_pointers=[pointer_to_proto(p) for p in w.execution_pointers],
+            status=_to_enum(_WORKFLOW_STATUS_TO, w.status, "workflow.status"),
+            data=json_text(w.data, "workflow.data"),
+        )
+        for name in ("root_workflow_id", "description", "reference", "next_execution"):
+            value = getattr(w, name)
+            if value is not None:
+                setattr(msg, name, value)
+        _set_time(msg, "create_time", w.create_time, "workflow.create_time")
+        _set_time(msg, "complete_time", w.complete_time, "workflow.complete_time")
+        return msg
 
 
 def workflow_from_proto(msg: workflows_pb2.WorkflowInstance, field: str = "workflow") -> WorkflowInstance:
@@ -249,15 +278,16 @@ def workflow_from_proto(msg: workflows_pb2.WorkflowInstance, field: str = "workf
 
 
 def event_to_proto(e: Event) -> events_pb2.Event:
-    msg = events_pb2.Event(
-        id=e.id,
-        event_name=e.event_name,
-        event_key=e.event_key,
-        event_data=json_text(e.event_data, "event.event_data"),
-        is_processed=e.is_processed,
-    )
-    _set_time(msg, "event_time", e.event_time, "event.event_time")
-    return msg
+    with _building("event"):
+        msg = events_pb2.Event(
+            id=e.id,
+            event_name=e.event_name,
+            event_key=e.event_key,
+            event_data=json_text(e.event_data, "event.event_data"),
+            is_processed=e.is_processed,
+        )
+        _set_time(msg, "event_time", e.event_time, "event.event_time")
+        return msg
 
 
 def event_from_proto(msg: events_pb2.Event, field: str = "event") -> Event:
@@ -275,24 +305,25 @@ def event_from_proto(msg: events_pb2.Event, field: str = "event") -> Event:
 
 
 def subscription_to_proto(s: EventSubscription) -> subscriptions_pb2.EventSubscription:
-    f = "subscription"
-    msg = subscriptions_pb2.EventSubscription(
-        id=s.id,
-        workflow_id=s.workflow_id,
-        step_id=s.step_id,
-        execution_pointer_id=s.execution_pointer_id,
-        event_name=s.event_name,
-        event_key=s.event_key,
-    )
-    _set_time(msg, "subscribe_as_of", s.subscribe_as_of, f"{f}.subscribe_as_of")
-    if s.subscription_data is not None:
-        msg.subscription_data = json_text(s.subscription_data, f"{f}.subscription_data")
-    if s.external_token is not None:
-        msg.external_token = s.external_token
-    if s.external_worker_id is not None:
-        msg.external_worker_id = s.external_worker_id
-    _set_time(msg, "external_token_expiry", s.external_token_expiry, f"{f}.external_token_expiry")
-    return msg
+    with _building("subscription"):
+        f = "subscription"
+        msg = subscriptions_pb2.EventSubscription(
+            id=s.id,
+            workflow_id=s.workflow_id,
+            step_id=s.step_id,
+            execution_pointer_id=s.execution_pointer_id,
+            event_name=s.event_name,
+            event_key=s.event_key,
+        )
+        _set_time(msg, "subscribe_as_of", s.subscribe_as_of, f"{f}.subscribe_as_of")
+        if s.subscription_data is not None:
+            msg.subscription_data = json_text(s.subscription_data, f"{f}.subscription_data")
+        if s.external_token is not None:
+            msg.external_token = s.external_token
+        if s.external_worker_id is not None:
+            msg.external_worker_id = s.external_worker_id
+        _set_time(msg, "external_token_expiry", s.external_token_expiry, f"{f}.external_token_expiry")
+        return msg
 
 
 def subscription_from_proto(
@@ -325,9 +356,10 @@ def command_name_from_proto(value: int, field: str) -> CommandName:
 
 
 def command_to_proto(c: ScheduledCommand) -> scheduled_commands_pb2.ScheduledCommand:
-    return scheduled_commands_pb2.ScheduledCommand(
-        command_name=_to_enum(_COMMAND_NAME_TO, c.command_name, "command.command_name"), data=c.data, execute_time=c.execute_time
-    )
+    with _building("command"):
+        return scheduled_commands_pb2.ScheduledCommand(
+            command_name=_to_enum(_COMMAND_NAME_TO, c.command_name, "command.command_name"), data=c.data, execute_time=c.execute_time
+        )
 
 
 def command_from_proto(msg: scheduled_commands_pb2.ScheduledCommand, field: str = "command") -> ScheduledCommand:
@@ -342,11 +374,12 @@ def command_from_proto(msg: scheduled_commands_pb2.ScheduledCommand, field: str 
 
 
 def error_to_proto(e: ExecutionError) -> execution_errors_pb2.ExecutionError:
-    msg = execution_errors_pb2.ExecutionError(
-        workflow_id=e.workflow_id, execution_pointer_id=e.execution_pointer_id, message=e.message
-    )
-    _set_time(msg, "error_time", e.error_time, "error.error_time")
-    return msg
+    with _building("error"):
+        msg = execution_errors_pb2.ExecutionError(
+            workflow_id=e.workflow_id, execution_pointer_id=e.execution_pointer_id, message=e.message
+        )
+        _set_time(msg, "error_time", e.error_time, "error.error_time")
+        return msg
 
 
 def error_from_proto(msg: execution_errors_pb2.ExecutionError, field: str) -> ExecutionError:

@@ -45,6 +45,7 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _BATCH_IDS = 1000  # ids per BatchGetWorkflows call
 _PAGE_SIZE = 10_000
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_MIN_LEASE, _MAX_LEASE = timedelta(milliseconds=1), timedelta(hours=1)
 
 _BY_CODE: dict[grpc.StatusCode, type[WfeError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
@@ -346,6 +347,10 @@ class GrpcPersistenceProvider(PersistenceProvider):
         lease: timedelta = DEFAULT_LEASE,
         worker_id: str = "",
     ) -> CommandClaim:
+        if isinstance(max_commands, bool) or not isinstance(max_commands, int) or max_commands < 1:
+            raise InvalidArgument("max_commands: must be a positive integer", field="max_commands")
+        if not isinstance(lease, timedelta) or not _MIN_LEASE <= lease <= _MAX_LEASE:
+            raise InvalidArgument("lease: must be between 1 ms and 1 hour", field="lease")
         duration = duration_pb2.Duration()
         duration.FromTimedelta(lease)
         request = scheduled_commands_pb2.ClaimCommandsRequest(

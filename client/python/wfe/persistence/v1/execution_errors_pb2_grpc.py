@@ -47,8 +47,8 @@ class ExecutionErrorServiceServicer:
     """
 
     def PersistErrors(self, request, context):
-        """PersistErrors stores every error in one transaction (all or nothing). At most 10000 errors
-        per request, or INVALID_ARGUMENT.
+        """PersistErrors stores every error in one transaction (all or nothing); only the message size
+        limit bounds how many one request carries.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
