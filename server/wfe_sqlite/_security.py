@@ -45,9 +45,6 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
     )
 
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-
-
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls without ``authorization: Bearer <token>`` naming an accepted token.
 
