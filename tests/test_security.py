@@ -220,8 +220,11 @@ async def _invoke(channel: grpc.aio.Channel, path: str, request: Any, kind: tupl
         ):
             pass
     else:
+        # A refused stream is closed before it reads: sending into it would race with the close
+        # (the client then reports its own INTERNAL write failure), so send only when accepted.
+        requests = iter([request]) if token == TOKEN else iter(())
         call = channel.stream_stream(path, request_serializer=request.SerializeToString)(
-            iter([request]), metadata=metadata, timeout=30
+            requests, metadata=metadata, timeout=30
         )
         async for _ in call:
             pass
@@ -316,7 +319,7 @@ def test_reflection_needs_the_token_too(tmp_path: Path, db_url: str) -> None:
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)
             request = reflection_pb2.ServerReflectionRequest(list_services="")
             with pytest.raises(grpc.RpcError) as refused:
-                list(stub.ServerReflectionInfo(iter([request]), timeout=30))
+                list(stub.ServerReflectionInfo(iter(()), timeout=30))
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
             replies = list(
                 stub.ServerReflectionInfo(iter([request]), timeout=30, metadata=(("authorization", f"Bearer {TOKEN}"),))
