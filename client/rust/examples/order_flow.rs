@@ -171,19 +171,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut announced_wait = false;
     let outcome = loop {
         let w = host.get_workflow(&id).await?;
-        if !announced_wait {
-            if let Some(p) = w
-                .execution_pointers
-                .iter()
-                .find(|p| p.status == PointerStatus::WaitingForEvent)
-            {
-                println!(
-                    "waiting event={} key={}",
-                    p.event_name.as_deref().unwrap_or(""),
-                    p.event_key.as_deref().unwrap_or("")
-                );
-                announced_wait = true;
-            }
+        let waiting = w
+            .execution_pointers
+            .iter()
+            .find(|p| p.status == PointerStatus::WaitingForEvent);
+        if let (false, Some(p)) = (announced_wait, waiting) {
+            println!(
+                "waiting event={} key={}",
+                p.event_name.as_deref().unwrap_or(""),
+                p.event_key.as_deref().unwrap_or("")
+            );
+            announced_wait = true;
         }
         if matches!(
             w.status,

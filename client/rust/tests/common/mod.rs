@@ -62,13 +62,11 @@ impl ServerProcess {
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr.trim().to_string());
-                    }
+                    // Only the first send is received; later ones fail harmlessly.
+                    let _ = tx.send(addr.trim().to_string());
                 }
             }
         });
