@@ -107,7 +107,10 @@ def main() -> None:
     parser.add_argument("--window-secs", type=float, default=0.5)
     parser.add_argument("--setup-due", action="store_true")
     parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
+    parser.add_argument("--switch-interval", type=float, default=0.0, help="sys.setswitchinterval (0: leave it)")
     args = parser.parse_args()
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     if args.target.startswith("raw:"):
         _raw_main(args)
         return

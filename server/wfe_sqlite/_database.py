@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import sys
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +64,11 @@ class DatabaseConfig:
     max_page_count: int = field(default_factory=lambda: int(os.environ.get("WFE_SQLITE_MAX_PAGE_COUNT") or 0))
     """``PRAGMA max_page_count`` of the writer when > 0 (a size cap: writes past it are STORAGE_FULL).
     Read from the environment variable ``WFE_SQLITE_MAX_PAGE_COUNT``; 0 (default) means no cap."""
+    switch_interval: float = 0.0002
+    """``sys.setswitchinterval`` (seconds) once the database is open, when the interpreter's is longer.
+    Each statement hands the GIL between the event loop and a connection thread; with CPython's
+    default 5 ms a busy event loop keeps the connection thread waiting up to 5 ms per hand-over
+    (measured: reads at 64 concurrent callers ran 3x slower). 0 leaves the interpreter alone."""
 
     @property
     def in_memory(self) -> bool:
@@ -231,6 +237,8 @@ class Database:
     async def open(cls, config: DatabaseConfig, prepare: Job[None]) -> Database:
         """Open the writer, run ``prepare`` (schema set-up) on it, then open the readers."""
         database = cls(config)
+        if 0 < config.switch_interval < sys.getswitchinterval():
+            sys.setswitchinterval(config.switch_interval)
         path = config.path
         if not config.in_memory:
             _check_file(path)
