@@ -66,6 +66,11 @@ function toEpochMillis(value: number | undefined, field: string): bigint | undef
 }
 
 function fromEpochMillis(value: bigint): number {
+  // Epoch milliseconds are numbers in this API; an int64 beyond 2**53 (written by another
+  // language) cannot be one exactly, and silently rounding a timer would be worse than failing.
+  if (value > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new WfeError(`epoch milliseconds ${value} exceed what a JavaScript number holds exactly`);
+  }
   return Number(value);
 }
 
