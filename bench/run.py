@@ -40,7 +40,8 @@ ROOT = HERE.parent
 PY = sys.executable
 WFE_SQLITE = Path(PY).parent / "wfe-sqlite"
 RUST_DIR = HERE / "rust"
-RUST_TARGET = HERE / ".target"
+# A target dir shared across clones and runs when CARGO_TARGET_DIR is set (the crates take long to build).
+RUST_TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or HERE / ".target")
 RUST_BIN = RUST_TARGET / "release" / "wfe-bench"
 DATA = HERE / ".data"
 
