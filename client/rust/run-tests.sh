@@ -4,6 +4,7 @@
 #   2. tests/persistence_suite.rs: wfe-core's own persistence_suite! through the adapter, one
 #      real `wfe-sqlite serve` process with a fresh SQLite file per case;
 #   3. tests/adapter.rs: error mapping, exact round trips, paging, large payloads, commands;
+#      tests/engine.rs: a wfe WorkflowHost on the server, wait_for resumed by publish_event;
 #   4. tests/test_rust_engine.py (pytest): the wfe WorkflowHost example against a real server,
 #      the event published and the result checked through the Python adapter.
 # Debug profile: on a 2-core machine it builds much faster than --release, and the tests wait

@@ -36,8 +36,6 @@ type Result<T> = wfe_core::Result<T>;
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// The server's limit of ids per BatchGetWorkflows request.
 pub const MAX_IDS_PER_BATCH_GET: usize = 10_000;
-/// The server's limit of errors per PersistErrors request.
-pub const MAX_ERRORS_PER_REQUEST: usize = 10_000;
 /// Calls one provider has in flight at once; more wait their turn on the client. (The Python
 /// server answers CANCELLED when about a thousand calls arrive at once on one connection.)
 pub const MAX_IN_FLIGHT_CALLS: usize = 256;
@@ -299,8 +297,16 @@ impl WorkflowRepository for GrpcPersistenceProvider {
     }
 
     async fn get_workflow_instances(&self, ids: &[String]) -> Result<Vec<WorkflowInstance>> {
+        // The server returns each id once, in request order; ids repeated across chunks must
+        // not come back twice either, so drop repeats before chunking.
+        let mut seen = HashSet::new();
+        let unique: Vec<String> = ids
+            .iter()
+            .filter(|id| seen.insert(id.as_str()))
+            .cloned()
+            .collect();
         let mut found = Vec::new();
-        for chunk in ids.chunks(MAX_IDS_PER_BATCH_GET) {
+        for chunk in unique.chunks(MAX_IDS_PER_BATCH_GET) {
             let mut stream = self
                 .workflows
                 .clone()
@@ -660,17 +666,20 @@ impl ScheduledCommandRepository for GrpcPersistenceProvider {
 #[async_trait]
 impl PersistenceProvider for GrpcPersistenceProvider {
     async fn persist_errors(&self, errors: &[ExecutionError]) -> Result<()> {
-        // All or nothing per request; the server caps a request at 10000 errors, so a larger
-        // batch is stored in chunks of that size.
-        for chunk in errors.chunks(MAX_ERRORS_PER_REQUEST) {
-            self.errors
-                .clone()
-                .persist_errors(pb::PersistErrorsRequest {
-                    errors: chunk.iter().map(convert::execution_error_to_wire).collect(),
-                })
-                .await
-                .map_err(|s| from_status(&s, Subject::None))?;
+        // One request, one transaction: all or nothing (only the message limit bounds it).
+        if errors.is_empty() {
+            return Ok(());
         }
+        self.errors
+            .clone()
+            .persist_errors(pb::PersistErrorsRequest {
+                errors: errors
+                    .iter()
+                    .map(convert::execution_error_to_wire)
+                    .collect(),
+            })
+            .await
+            .map_err(|s| from_status(&s, Subject::None))?;
         Ok(())
     }
 

@@ -99,6 +99,15 @@ async fn workflow_round_trips_every_field_exactly() {
     assert_eq!(id, w.id, "a supplied id is kept");
     let back = p.get_workflow_instance(&id).await.unwrap();
     assert_eq!(as_json(&back), as_json(&w));
+    // A JSON null in an optional JSON field stays a JSON null (the serde comparison above
+    // cannot tell `Some(Null)` from `None`, so check it directly). The engine needs this:
+    // wfe-core's WaitFor step proceeds on `event_data.is_some()`, so an event published with
+    // null data must come back as `Some(Null)`, not as absent (see tests/engine.rs).
+    assert_eq!(back.execution_pointers[1].context_item, Some(json!(null)));
+    assert_eq!(
+        back.execution_pointers[1].persistence_data,
+        Some(json!([1, 2, 3]))
+    );
     let by_name = p.get_workflow_instance_by_name("rt-custom").await.unwrap();
     assert_eq!(as_json(&by_name), as_json(&w));
 
@@ -371,15 +380,21 @@ async fn paged_lists_are_gathered_completely() {
         "all pages, earliest next_execution first"
     );
 
-    // get_workflow_instances: more ids than one request may carry (10000), missing skipped.
-    let mut ids: Vec<String> = (0..10_000).map(|i| format!("missing-{i}")).collect();
-    ids.extend(workflow_ids.iter().take(3).cloned());
-    let found = p.get_workflow_instances(&ids).await.unwrap();
-    let mut found_ids: Vec<_> = found.into_iter().map(|w| w.id).collect();
-    found_ids.sort();
-    let mut want: Vec<_> = workflow_ids.iter().take(3).cloned().collect();
-    want.sort();
-    assert_eq!(found_ids, want);
+    // get_workflow_instances: more ids than one request may carry (10000), so several
+    // requests; missing ids skipped, request order kept, an id repeated in a later chunk
+    // returned once.
+    let (w0, w1, w2) = (&workflow_ids[0], &workflow_ids[1], &workflow_ids[2]);
+    let mut ids = vec![w2.clone(), w0.clone()];
+    ids.extend((0..10_000).map(|i| format!("missing-{i}")));
+    ids.extend([w1.clone(), w0.clone(), w2.clone()]);
+    let found: Vec<_> = p
+        .get_workflow_instances(&ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(found, vec![w2.clone(), w0.clone(), w1.clone()]);
     let all = p.get_workflow_instances(&workflow_ids).await.unwrap();
     assert_eq!(all.len(), N);
 }
@@ -426,7 +441,8 @@ async fn persist_with_subscriptions_is_all_or_nothing() {
     );
     assert!(p.get_subscriptions("b", "k", now).await.unwrap().is_empty());
 
-    let errors: Vec<_> = (0..3)
+    // One request whatever the count (the contract has no per-request cap).
+    let errors: Vec<_> = (0..12_000)
         .map(|i| ExecutionError::new(&id, "p0", format!("e{i}")))
         .collect();
     p.persist_errors(&errors).await.unwrap();
