@@ -85,6 +85,8 @@ class Lines:
                 return line
 
 
+# Generous: on a fresh machine the fixture compiles the Rust example first (minutes on 2 cores).
+@pytest.mark.timeout(1800)
 async def test_rust_workflow_host_completes_on_event_published_from_python(
     server_process: ServerProcess, order_flow_bin: Path
 ) -> None:
