@@ -386,3 +386,18 @@ async def test_claim_lease_bounds(stubs: Stubs) -> None:
     now = datetime.now(timezone.utc)
     expiry = claim.lease_expiry.ToDatetime(tzinfo=timezone.utc)
     assert now + timedelta(seconds=25) < expiry < now + timedelta(seconds=35)  # the 30 s default lease
+
+
+async def test_a_burst_of_concurrent_calls_is_served_not_cancelled(stubs: Stubs) -> None:
+    """gRPC core cancels calls beyond 1000-3000 waiting ones unless the server raises that limit."""
+    created = await stubs.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=_workflow()))
+
+    async def get() -> str:
+        try:
+            await stubs.workflows.GetWorkflow(workflows_pb2.GetWorkflowRequest(id=created.id), timeout=120)
+            return "OK"
+        except grpc.aio.AioRpcError as error:
+            return error.code().name
+
+    outcomes = await asyncio.gather(*(get() for _ in range(4000)))
+    assert {code: outcomes.count(code) for code in set(outcomes)} == {"OK": 4000}

@@ -25,6 +25,8 @@ LOG = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Largest message either way: a 16 MiB payload plus its workflow and JSON escaping fits."""
 
+PENDING_CALLS = 100_000
+"""Calls that may wait for the server to pick them up before gRPC core cancels new ones."""
 
 
 def server_options() -> list[tuple[str, int]]:
@@ -32,6 +34,11 @@ def server_options() -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
+        # gRPC core cancels calls that wait to be picked up by the asyncio server once more than
+        # 1000 wait (randomly) or 3000 (all): a burst of concurrent calls from a few clients got
+        # CANCELLED with nothing logged. Let them queue instead; the event loop drains them.
+        ("grpc.server.max_pending_requests", PENDING_CALLS),
+        ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
     ]
 
 
