@@ -63,7 +63,7 @@ async def _provider_main(args: argparse.Namespace) -> None:
     else:
         from wfe_sqlite import SqlitePersistenceProvider
 
-        provider = await SqlitePersistenceProvider.open(where)
+        provider = await SqlitePersistenceProvider.open(where, switch_interval=0.0002)  # as the server runs
     prep = await workload.setup(provider, args.op, args.tasks, args.setup_due)
     print("ready", flush=True)
     loop = asyncio.get_running_loop()

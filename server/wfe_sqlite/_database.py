@@ -64,11 +64,12 @@ class DatabaseConfig:
     max_page_count: int = field(default_factory=lambda: int(os.environ.get("WFE_SQLITE_MAX_PAGE_COUNT") or 0))
     """``PRAGMA max_page_count`` of the writer when > 0 (a size cap: writes past it are STORAGE_FULL).
     Read from the environment variable ``WFE_SQLITE_MAX_PAGE_COUNT``; 0 (default) means no cap."""
-    switch_interval: float = 0.0002
+    switch_interval: float = 0.0
     """``sys.setswitchinterval`` (seconds) once the database is open, when the interpreter's is longer.
     Each statement hands the GIL between the event loop and a connection thread; with CPython's
     default 5 ms a busy event loop keeps the connection thread waiting up to 5 ms per hand-over
-    (measured: reads at 64 concurrent callers ran 3x slower). 0 leaves the interpreter alone."""
+    (measured: reads at 64 concurrent callers ran 3x slower). The server sets 0.0002 for its own
+    process; the default 0 leaves an embedding application's interpreter alone."""
 
     @property
     def in_memory(self) -> bool:

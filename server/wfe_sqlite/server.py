@@ -25,6 +25,9 @@ LOG = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Largest message either way: a 16 MiB payload plus its workflow and JSON escaping fits."""
 
+SWITCH_INTERVAL = 0.0002
+"""GIL switch interval of the server process (seconds): see ``DatabaseConfig.switch_interval``."""
+
 PENDING_CALLS = 100_000
 """Calls that may wait for the server to pick them up before gRPC core cancels new ones."""
 
@@ -118,7 +121,7 @@ class RunningServer:
         """
         check(config)
         provider = await SqlitePersistenceProvider.open(
-            config.db, readers=config.readers, synchronous=config.synchronous
+            config.db, readers=config.readers, synchronous=config.synchronous, switch_interval=SWITCH_INTERVAL
         )
         metrics: Optional[ServerMetrics] = None
         try:
