@@ -331,7 +331,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
     async def workflow_rows(self, id: str) -> WorkflowRows:
         """``get_workflow_instance`` as stored rows (the server converts them to messages directly)."""
         check_id(id, "id")
-        found = await self._db.read(lambda conn: _read_workflow_rows(conn, _BY_ID, id))
+        found = await self._db.read_point(lambda conn: _read_workflow_rows(conn, _BY_ID, id))
         if found is None:
             raise WorkflowNotFound(f"workflow {id!r} not found", id=id)
         return found
@@ -342,7 +342,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
     async def workflow_rows_by_name(self, name: str) -> WorkflowRows:
         """``get_workflow_instance_by_name`` as stored rows."""
         check_id(name, "name")
-        found = await self._db.read(lambda conn: _read_workflow_rows(conn, _BY_NAME, name))
+        found = await self._db.read_point(lambda conn: _read_workflow_rows(conn, _BY_NAME, name))
         if found is None:
             raise WorkflowNotFound(f"no workflow named {name!r}", name=name)
         return found
@@ -386,7 +386,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
 
     async def get_event(self, id: str) -> Event:
         check_id(id, "id")
-        row = await self._db.read(
+        row = await self._db.read_point(
             lambda conn: conn.execute(
                 "SELECT id, event_name, event_key, event_data, event_time, is_processed "
                 "FROM events WHERE id = ?",
@@ -466,7 +466,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
 
     async def get_subscription(self, id: str) -> EventSubscription:
         check_id(id, "id")
-        row = await self._db.read(
+        row = await self._db.read_point(
             lambda conn: conn.execute(
                 f"SELECT {_SUBSCRIPTION_COLUMNS} FROM event_subscriptions WHERE id = ?", (id,)
             ).fetchone()
