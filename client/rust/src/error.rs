@@ -12,6 +12,7 @@
 //! | `SUBSCRIPTION_NOT_FOUND`               | `SubscriptionNotFound(id)`       |
 //! | NOT_FOUND without a reason             | the not-found of the call's subject |
 //! | `LEASE_LOST` / FAILED_PRECONDITION on a lease | `LockFailed(command)`     |
+//! | `UNAUTHENTICATED` (missing or wrong token) | `Persistence("UNAUTHENTICATED (UNAUTHENTICATED): ...")` |
 //! | anything else (`WORKFLOW_ALREADY_EXISTS`, `WORKFLOW_NAME_TAKEN`, `INVALID_ARGUMENT`, `STORAGE_FULL`, UNAVAILABLE, ...) | `Persistence("REASON (CODE): message")` |
 //!
 //! `WfeError` has no "already exists" or "invalid argument" variant; the reason is kept at the
@@ -65,9 +66,32 @@ pub(crate) fn from_status(status: &Status, subject: Subject<'_>) -> WfeError {
             _ => {}
         },
     }
-    let code = code_name(status.code());
+    let mut message = status.message().to_string();
+    let mut status_code = status.code();
+    // A call the connection failed under (e.g. closed after a TLS 1.3 handshake because the
+    // server refused the client's certificate) comes back from tonic as UNKNOWN "transport
+    // error" or CANCELLED "operation was canceled", depending on timing; the server never
+    // answered it, so it is UNAVAILABLE, as in the other gRPC clients. (A CANCELLED the server
+    // sends has no source.) The cause is in the sources.
+    if let Some(source) = std::error::Error::source(status) {
+        let from_transport = std::iter::successors(Some(source), |e| e.source())
+            .any(|e| e.is::<tonic::transport::Error>());
+        if reason.is_none()
+            && from_transport
+            && matches!(status_code, Code::Unknown | Code::Cancelled)
+        {
+            status_code = Code::Unavailable;
+        }
+        let chain = error_chain(source);
+        if chain.starts_with(&message) {
+            message = chain;
+        } else if !message.contains(&chain) {
+            message = format!("{message}: {chain}");
+        }
+    }
+    let code = code_name(status_code);
     let label = reason.unwrap_or_else(|| code.to_string());
-    WfeError::Persistence(format!("{label} ({code}): {}", status.message()))
+    WfeError::Persistence(format!("{label} ({code}): {message}"))
 }
 
 /// The canonical upper-case name of a gRPC status code.
@@ -108,16 +132,26 @@ pub fn reason_of(err: &WfeError) -> Option<&str> {
 }
 
 pub(crate) fn transport(err: tonic::transport::Error, addr: &str) -> WfeError {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    let text = error_chain(&err);
     WfeError::Persistence(format!(
         "UNAVAILABLE (UNAVAILABLE): cannot connect to {addr}: {text}"
     ))
+}
+
+/// An error and its sources, `: `-separated (a TLS failure is only named deep in the chain).
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        // Some errors already print their cause; say it once.
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -182,5 +216,21 @@ mod tests {
         assert_eq!(reason_of(&e), Some("UNAVAILABLE"));
         let e = from_status(&Status::invalid_argument("bad"), Subject::None);
         assert_eq!(reason_of(&e), Some("INVALID_ARGUMENT"));
+    }
+
+    #[test]
+    fn unauthenticated_is_a_persistence_error_with_its_reason() {
+        let e = from_status(
+            &with_reason(Code::Unauthenticated, "UNAUTHENTICATED"),
+            Subject::Workflow("w1"),
+        );
+        assert!(
+            matches!(e, WfeError::Persistence(ref t) if t.starts_with("UNAUTHENTICATED (UNAUTHENTICATED): ")),
+            "{e:?}"
+        );
+        assert_eq!(reason_of(&e), Some("UNAUTHENTICATED"));
+        // From a proxy, without ErrorInfo: the code gives the same reason.
+        let e = from_status(&Status::unauthenticated("no token"), Subject::None);
+        assert_eq!(reason_of(&e), Some("UNAUTHENTICATED"));
     }
 }

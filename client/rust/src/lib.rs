@@ -14,6 +14,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! TLS, mutual TLS and bearer tokens: [`GrpcPersistenceProvider::connect_with`] with
+//! [`ConnectOptions`] (TLS needs this crate's `tls` feature).
+//!
 //! Modules: [`convert`] (models <-> wire messages), [`error`] (gRPC status -> `WfeError`),
 //! [`provider`] (the call layer), [`poller`] (hands work stored by other processes to a host).
 
@@ -30,4 +33,4 @@ pub mod pb {
 
 pub use error::reason_of;
 pub use poller::RunnablePoller;
-pub use provider::GrpcPersistenceProvider;
+pub use provider::{ConnectOptions, GrpcPersistenceProvider};

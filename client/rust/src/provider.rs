@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use wfe_core::WfeError;
 use wfe_core::models::{
@@ -20,6 +23,8 @@ use wfe_core::traits::{
 };
 
 use crate::convert;
+#[cfg(feature = "tls")]
+use crate::error::error_chain;
 use crate::error::{Subject, from_status, transport};
 use crate::pb;
 use crate::pb::event_service_client::EventServiceClient;
@@ -47,65 +52,238 @@ pub const COMMAND_LEASE: Duration = Duration::from_secs(30);
 /// The future a `process_commands` handler returns.
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
+/// Time allowed for the TCP connect and for the TLS handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How [`GrpcPersistenceProvider::connect_with`] reaches the server: TLS, mutual TLS, a bearer
+/// token. `ConnectOptions::default()` is what [`GrpcPersistenceProvider::connect`] uses:
+/// plaintext, no token.
+///
+/// TLS is on when any `tls_*` field or `domain` is set, or the address starts with `https://`;
+/// it needs this crate's `tls` feature (rustls). Without `tls_ca_pem` the system's trusted roots
+/// verify the server.
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    /// Sent as `authorization: Bearer <token>` on every call (the server's `--tokens-file` or
+    /// `WFE_SQLITE_TOKENS`). A missing or wrong token fails each call with an error whose
+    /// [`reason_of`](crate::reason_of) is `UNAUTHENTICATED`.
+    pub token: Option<String>,
+    /// PEM of the CA certificate(s) that the server's certificate must chain to.
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// PEM certificate (chain) of this client, for mutual TLS; needs `tls_key_pem`.
+    pub tls_cert_pem: Option<Vec<u8>>,
+    /// PEM private key of `tls_cert_pem`.
+    pub tls_key_pem: Option<Vec<u8>>,
+    /// Name the server's certificate must carry, when it is not the host of the address
+    /// (e.g. `localhost` while connecting to `127.0.0.1`).
+    pub domain: Option<String>,
+}
+
+impl ConnectOptions {
+    fn wants_tls(&self) -> bool {
+        self.tls_ca_pem.is_some()
+            || self.tls_cert_pem.is_some()
+            || self.tls_key_pem.is_some()
+            || self.domain.is_some()
+    }
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    // The token and the private key never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |set: bool| if set { Some("<redacted>") } else { None };
+        f.debug_struct("ConnectOptions")
+            .field("token", &redacted(self.token.is_some()))
+            .field("tls_ca_pem", &self.tls_ca_pem.as_ref().map(Vec::len))
+            .field("tls_cert_pem", &self.tls_cert_pem.as_ref().map(Vec::len))
+            .field("tls_key_pem", &redacted(self.tls_key_pem.is_some()))
+            .field("domain", &self.domain)
+            .finish()
+    }
+}
+
+fn invalid_argument(what: impl std::fmt::Display) -> WfeError {
+    WfeError::Persistence(format!("INVALID_ARGUMENT (INVALID_ARGUMENT): {what}"))
+}
+
+/// Puts `authorization: Bearer <token>` on every call (nothing without a token).
+#[derive(Clone)]
+pub(crate) struct Auth(Option<MetadataValue<Ascii>>);
+
+impl Auth {
+    fn new(token: Option<&str>) -> Result<Self> {
+        let Some(token) = token else {
+            return Ok(Auth(None));
+        };
+        let mut value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+            invalid_argument(
+                "the token must be printable ASCII (no line breaks or control characters)",
+            )
+        })?;
+        value.set_sensitive(true);
+        Ok(Auth(Some(value)))
+    }
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Auth(Bearer <redacted>)"
+        } else {
+            "Auth(None)"
+        })
+    }
+}
+
+impl Interceptor for Auth {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+#[cfg(feature = "tls")]
+fn tls_config(options: &ConnectOptions) -> Result<tonic::transport::ClientTlsConfig> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut config = ClientTlsConfig::new().timeout(CONNECT_TIMEOUT);
+    config = match &options.tls_ca_pem {
+        Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
+        None => config.with_native_roots(),
+    };
+    match (&options.tls_cert_pem, &options.tls_key_pem) {
+        (Some(cert), Some(key)) => config = config.identity(Identity::from_pem(cert, key)),
+        (None, None) => {}
+        _ => {
+            return Err(invalid_argument(
+                "tls_cert_pem and tls_key_pem must be given together",
+            ));
+        }
+    }
+    if let Some(domain) = &options.domain {
+        config = config.domain_name(domain.clone());
+    }
+    Ok(config)
+}
+
 /// A WFE persistence provider that stores everything in a wfe-sqlite server over gRPC.
 ///
 /// Cheap to clone (all clones share one HTTP/2 connection, which reconnects by itself).
 #[derive(Clone, Debug)]
 pub struct GrpcPersistenceProvider {
-    workflows: WorkflowServiceClient<Channel>,
-    events: EventServiceClient<Channel>,
-    subscriptions: SubscriptionServiceClient<Channel>,
-    commands: ScheduledCommandServiceClient<Channel>,
-    errors: ExecutionErrorServiceClient<Channel>,
-    store: StoreServiceClient<Channel>,
+    workflows: WorkflowServiceClient<Transport>,
+    events: EventServiceClient<Transport>,
+    subscriptions: SubscriptionServiceClient<Transport>,
+    commands: ScheduledCommandServiceClient<Transport>,
+    errors: ExecutionErrorServiceClient<Transport>,
+    store: StoreServiceClient<Transport>,
     worker_id: String,
 }
 
+/// What the generated clients call through: the channel, with the token added to each call.
+type Transport = InterceptedService<Channel, Auth>;
+
 impl GrpcPersistenceProvider {
     /// Connects to a wfe-sqlite server at `addr`: `host:port`, or a full `http://host:port` URI.
+    /// Plaintext, without a token: [`connect_with`](Self::connect_with) for TLS and tokens.
     /// Fails when the server cannot be reached now.
     pub async fn connect(addr: impl AsRef<str>) -> Result<Self> {
+        Self::connect_with(addr, ConnectOptions::default()).await
+    }
+
+    /// Connects to a wfe-sqlite server at `addr` (`host:port`, `http://...` or `https://...`)
+    /// with TLS, mutual TLS and/or a bearer token, as `options` say. Fails when the server
+    /// cannot be reached now, or the TLS handshake fails (`UNAVAILABLE`); bad options are
+    /// `INVALID_ARGUMENT`. (With TLS 1.3 a server that refuses the client's certificate may
+    /// only say so on the first call, which then fails with `UNAVAILABLE`.)
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use wfe_grpc::{ConnectOptions, GrpcPersistenceProvider};
+    /// let _store = GrpcPersistenceProvider::connect_with("localhost:50051", ConnectOptions {
+    ///     token: Some(std::env::var("WFE_TOKEN")?),
+    ///     tls_ca_pem: Some(std::fs::read("ca.crt")?),
+    ///     ..Default::default()
+    /// }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_with(addr: impl AsRef<str>, options: ConnectOptions) -> Result<Self> {
         let addr = addr.as_ref();
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
+        let scheme = addr.split_once("://").map(|(scheme, _)| scheme);
+        let tls = options.wants_tls() || scheme.is_some_and(|s| s.eq_ignore_ascii_case("https"));
+        let uri = match scheme {
+            Some(s) if tls && s.eq_ignore_ascii_case("http") => {
+                return Err(invalid_argument(format!(
+                    "address {addr:?} says http:// but TLS options are set"
+                )));
+            }
+            Some(_) => addr.to_string(),
+            None if tls => format!("https://{addr}"),
+            None => format!("http://{addr}"),
         };
+        let auth = Auth::new(options.token.as_deref())?;
         let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| {
-                WfeError::Persistence(format!(
-                    "INVALID_ARGUMENT (INVALID_ARGUMENT): bad address {addr:?}: {e}"
-                ))
-            })?
-            .connect_timeout(Duration::from_secs(10))
+            .map_err(|e| invalid_argument(format!("bad address {addr:?}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
             .concurrency_limit(MAX_IN_FLIGHT_CALLS)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
+        #[cfg(feature = "tls")]
+        let endpoint = if tls {
+            endpoint
+                .tls_config(tls_config(&options)?)
+                .map_err(|e| invalid_argument(format!("TLS settings: {}", error_chain(&e))))?
+        } else {
+            endpoint
+        };
+        #[cfg(not(feature = "tls"))]
+        if tls {
+            return Err(invalid_argument(
+                "TLS needs wfe-grpc's `tls` feature (features = [\"tls\"])",
+            ));
+        }
         let channel = endpoint.connect().await.map_err(|e| transport(e, addr))?;
-        Ok(Self::from_channel(channel))
+        Ok(Self::build(channel, auth))
     }
 
-    /// Builds the provider on a channel the caller configured (TLS, interceptors, ...).
+    /// Builds the provider on a channel the caller configured (TLS, interceptors, ...); no token
+    /// is added to its calls.
     pub fn from_channel(channel: Channel) -> Self {
+        Self::build(channel, Auth(None))
+    }
+
+    fn build(channel: Channel, auth: Auth) -> Self {
         let m = MAX_MESSAGE_BYTES;
         Self {
-            workflows: WorkflowServiceClient::new(channel.clone())
+            workflows: WorkflowServiceClient::with_interceptor(channel.clone(), auth.clone())
                 .max_decoding_message_size(m)
                 .max_encoding_message_size(m),
-            events: EventServiceClient::new(channel.clone())
+            events: EventServiceClient::with_interceptor(channel.clone(), auth.clone())
                 .max_decoding_message_size(m)
                 .max_encoding_message_size(m),
-            subscriptions: SubscriptionServiceClient::new(channel.clone())
+            subscriptions: SubscriptionServiceClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            )
+            .max_decoding_message_size(m)
+            .max_encoding_message_size(m),
+            commands: ScheduledCommandServiceClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            )
+            .max_decoding_message_size(m)
+            .max_encoding_message_size(m),
+            errors: ExecutionErrorServiceClient::with_interceptor(channel.clone(), auth.clone())
                 .max_decoding_message_size(m)
                 .max_encoding_message_size(m),
-            commands: ScheduledCommandServiceClient::new(channel.clone())
-                .max_decoding_message_size(m)
-                .max_encoding_message_size(m),
-            errors: ExecutionErrorServiceClient::new(channel.clone())
-                .max_decoding_message_size(m)
-                .max_encoding_message_size(m),
-            store: StoreServiceClient::new(channel)
+            store: StoreServiceClient::with_interceptor(channel, auth)
                 .max_decoding_message_size(m)
                 .max_encoding_message_size(m),
             worker_id: format!(

@@ -59,7 +59,7 @@ async fn run_wait_for(data: serde_json::Value) -> wfe::models::WorkflowInstance 
     let host = WorkflowHostBuilder::new()
         .use_persistence(persistence.clone())
         .use_lock_provider(locks)
-        .use_queue_provider(queue)
+        .use_queue_provider(queue.clone())
         .build()
         .unwrap();
     host.register_step::<Before>().await;
@@ -76,6 +76,18 @@ async fn run_wait_for(data: serde_json::Value) -> wfe::models::WorkflowInstance 
     )
     .await;
     host.start().await.unwrap();
+    // wfe 1.11 can lose the wake-up after an event: process_event queues the workflow while it
+    // still holds the workflow's lock (terminating the subscription), and an executor that
+    // dequeues it in that window skips it. The workflow then stays runnable in the store with
+    // nothing queued (seen once under CPU load). The poller, as in production, picks it up.
+    let poller = wfe_grpc::RunnablePoller::new(
+        persistence.clone(),
+        queue.clone(),
+        Duration::from_millis(200),
+    )
+    .with_workflows(true)
+    .requeue_after(Duration::from_secs(1))
+    .spawn();
     let id = host.start_workflow("approve", 1, json!({})).await.unwrap();
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -107,6 +119,7 @@ async fn run_wait_for(data: serde_json::Value) -> wfe::models::WorkflowInstance 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    poller.abort();
     host.stop().await;
     done
 }

@@ -32,6 +32,13 @@ pub fn server_binary() -> PathBuf {
 impl ServerProcess {
     /// Starts the server on port 0 and waits (up to 60 s) for its `listening on` line.
     pub fn start() -> ServerProcess {
+        Self::start_with(&[], &[])
+    }
+
+    /// [`start`](Self::start) with extra `serve` arguments (e.g. `--tls-cert FILE`) and
+    /// environment variables (e.g. `WFE_SQLITE_TOKENS`). `WFE_SQLITE_TOKENS` is never inherited
+    /// from the test's own environment.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let bin = server_binary();
         assert!(
             bin.exists(),
@@ -51,6 +58,9 @@ impl ServerProcess {
             ))
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .args(args)
+            .env_remove("WFE_SQLITE_TOKENS")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
