@@ -40,8 +40,11 @@ ROOT = HERE.parent
 PY = sys.executable
 WFE_SQLITE = Path(PY).parent / "wfe-sqlite"
 RUST_DIR = HERE / "rust"
-# A target dir shared across clones and runs when CARGO_TARGET_DIR is set (the crates take long to build).
-RUST_TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or HERE / ".target")
+# The Rust build is shared by every clone on the machine (its crates take minutes to build cold, most
+# of it the testcontainers stack that the wfe-sqlite crate pulls in): CARGO_TARGET_DIR if set, else
+# a cache directory outside the work tree.
+_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+RUST_TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or _CACHE / "wfe-sqlite" / "bench-target")
 RUST_BIN = RUST_TARGET / "release" / "wfe-bench"
 DATA = HERE / ".data"
 
