@@ -158,6 +158,21 @@ MALFORMED = [
         "create_time",
         id="missing-create-time",
     ),
+    pytest.param(
+        lambda s: s.workflows.CreateWorkflow(
+            workflows_pb2.CreateWorkflowRequest(
+                workflow=_workflow(
+                    execution_pointers=[
+                        workflows_pb2.ExecutionPointer(
+                            id="p", status=1, extension_attributes={"k" * 70_000: "not json"}
+                        )
+                    ]
+                )
+            )
+        ),
+        "extension_attributes",
+        id="huge-key-in-error-message",  # the message quoting it must still fit the headers
+    ),
     pytest.param(lambda s: s.workflows.GetWorkflow(workflows_pb2.GetWorkflowRequest()), "id", id="missing-id"),
     pytest.param(
         lambda s: s.workflows.GetWorkflow(workflows_pb2.GetWorkflowRequest(id="x" * 5000)), "id", id="huge-id"

@@ -22,13 +22,28 @@ LOG = logging.getLogger(__name__)
 R = TypeVar("R")
 
 
+MAX_MESSAGE_CHARS = 512
+"""Longest error message sent; longer ones (quoting a huge input) are cut."""
+MAX_METADATA_CHARS = 256
+"""Longest ErrorInfo metadata value sent."""
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def to_status(error: WfeError) -> status_pb2.Status:
-    """The ``google.rpc.Status`` of an error: canonical code, message, ErrorInfo detail."""
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+    """The ``google.rpc.Status`` of an error: canonical code, message, ErrorInfo detail.
+
+    Message and metadata are bounded: they travel in response headers, which clients refuse past
+    16 KiB (a message quoting a huge request field came back as RESOURCE_EXHAUSTED instead).
+    """
+    metadata = {key: _cut(str(value), MAX_METADATA_CHARS) for key, value in error.metadata.items()}
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
     detail = any_pb2.Any()
     detail.Pack(info)
     return status_pb2.Status(
-        code=code_pb2.Code.Value(error.code), message=error.message, details=[detail]
+        code=code_pb2.Code.Value(error.code), message=_cut(error.message, MAX_MESSAGE_CHARS), details=[detail]
     )
 
 
