@@ -315,7 +315,9 @@ class Database:
         if self._closed:
             raise StorageUnavailable("the store is closed")
         if self._idle is None:
-            return await self.write(job)
+            # In memory there is only the writer connection: run the read there, between group
+            # commits and outside them (it is not a write and is not counted as a batch).
+            return await self.write(_Outside(_snapshot(job)))  # type: ignore[arg-type]
         reader = await self._idle.get()
         try:
             return await reader.run(_snapshot(job))
@@ -346,11 +348,6 @@ class Database:
             if point.in_transaction:
                 point.execute("ROLLBACK")
             raise _translate(error) from error
-
-    async def run_on_writer(self, job: Job[T]) -> T:
-        """Run ``job`` on the writer connection outside any batch (maintenance: checkpoints)."""
-        assert self._writer is not None
-        return await self.write(_Outside(job))  # type: ignore[arg-type]
 
     async def set_trace_callback(self, callback: Callable[[str], None] | None) -> None:
         """Call ``callback`` with every SQL statement any connection runs (debugging, plan checks)."""
@@ -445,7 +442,7 @@ class Database:
 
 
 class _Outside:
-    """A write-loop job that runs on the writer outside any transaction."""
+    """A write-loop job that runs on the writer outside any transaction (memory-mode reads)."""
 
     def __init__(self, job: Job[Any]) -> None:
         self.job = job

@@ -75,11 +75,8 @@ class _StoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         database = self._provider.database
-        # A file database reads on the read pool; an in-memory one has only the writer connection,
-        # where the job runs outside any group commit (so scrapes do not count as write batches).
-        reading = database.run_on_writer if database.config.in_memory else database.read
         try:
-            future = asyncio.run_coroutine_threadsafe(reading(_snapshot_figures), self._loop)
+            future = asyncio.run_coroutine_threadsafe(database.read(_snapshot_figures), self._loop)
             figures = future.result(SCRAPE_TIMEOUT)
         except Exception as error:  # noqa: BLE001 - a scrape during shutdown or a busy store
             LOG.warning("metrics: store figures unavailable: %s", error)
