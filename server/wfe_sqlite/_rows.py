@@ -20,12 +20,12 @@ from wfe_client import (
     WorkflowInstance,
     WorkflowStatus,
 )
+from wfe_client._json import json_text as dump_json
 from wfe_client._time import from_micros, to_micros
 
 __all__ = [
     "MAX_ID_BYTES",
     "dump_json",
-    "load_json",
     "micros",
     "optional_micros",
     "workflow_row",
@@ -48,18 +48,6 @@ _UINT32 = 2**32 - 1
 _INT64_MAX = 2**63 - 1
 
 E = TypeVar("E", bound=enum.Enum)
-
-
-def dump_json(value: Any, field: str) -> str:
-    """Compact JSON text of ``value``; InvalidArgument if it is not a JSON value."""
-    try:
-        return _check_text(json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False), field)
-    except (TypeError, ValueError) as error:
-        raise InvalidArgument(f"{field}: not a JSON value: {error}", field=field) from None
-
-
-def load_json(text: str) -> Any:
-    return json.loads(text)
 
 
 def _optional_json(value: Any, field: str) -> Optional[str]:

@@ -7,7 +7,6 @@ Used by both sides: the adapter (model -> request, response -> model) and the se
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -24,6 +23,7 @@ from wfe.persistence.v1 import (
 )
 
 from ._errors import InvalidArgument
+from ._json import json_text, parse_json
 from ._models import (
     CommandName,
     Event,
@@ -70,34 +70,6 @@ _COMMAND_NAME_TO = {
     c: scheduled_commands_pb2.CommandName.Value(f"COMMAND_NAME_{c.name}") for c in CommandName
 }
 _COMMAND_NAME_FROM = {v: k for k, v in _COMMAND_NAME_TO.items()}
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def json_text(value: Any, field: str = "value") -> str:
-    """Compact JSON text of a JSON value (exact for integers of any size)."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidArgument(f"{field}: not valid Unicode text (lone surrogate)", field=field) from None
-    except (TypeError, ValueError) as error:
-        raise InvalidArgument(f"{field}: not a JSON value: {error}", field=field) from None
-    return text
-
-
-def parse_json(text: str, field: str) -> Any:
-    """The JSON value in ``text``; InvalidArgument (naming ``field``) when it is not JSON."""
-    if not text:
-        raise InvalidArgument(f"{field}: empty; JSON text is required (use 'null' for no value)", field=field)
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise InvalidArgument(f"{field}: JSON nested too deeply", field=field) from None
-    except ValueError as error:
-        raise InvalidArgument(f"{field}: invalid JSON text: {error}", field=field) from None
 
 
 def _optional_json(msg: Any, name: str, field: str) -> Any:
