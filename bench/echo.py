@@ -31,7 +31,7 @@ from wfe.persistence.v1 import (  # noqa: E402
     workflows_pb2_grpc,
 )
 from google.protobuf import timestamp_pb2  # noqa: E402
-from wfe_client._convert import workflow_to_proto  # noqa: E402
+from wfe_client.conversion import workflow_to_proto  # noqa: E402
 from wfe_sqlite.server import server_options  # noqa: E402
 
 _WORKFLOW = workflow_to_proto(workload.workflow(0))

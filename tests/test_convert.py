@@ -18,7 +18,7 @@ from wfe_client import (
     WorkflowInstance,
     WorkflowStatus,
 )
-from wfe_client import _convert as convert
+from wfe_client import conversion as convert
 
 T0 = datetime(2026, 11, 24, 10, 30, 15, 123456, tzinfo=timezone(timedelta(hours=5, minutes=30)))
 

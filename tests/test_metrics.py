@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import start_server_process
 from wfe_client import Event, GrpcPersistenceProvider, ScheduledCommand, WfeError, WorkflowInstance, WorkflowNotFound
-from wfe_client._time import utc_now
+from wfe_client.timeutil import utc_now
 
 TOKEN = "metrics-test-token"
 WORKFLOWS = "wfe.persistence.v1.WorkflowService"

@@ -27,7 +27,7 @@ from wfe_client import (
     ScheduledCommand,
     WorkflowInstance,
 )
-from wfe_client._time import utc_now
+from wfe_client.timeutil import utc_now
 from wfe_sqlite import SqlitePersistenceProvider
 from wfe_sqlite._servicer import SERVICE_NAMES
 

@@ -30,7 +30,7 @@ from grpc_status import rpc_status
 
 from conftest import WFE_SQLITE, ServerProcess, start_server_process
 from wfe_client import GrpcPersistenceProvider, WfeError, WorkflowInstance
-from wfe_client._time import utc_now
+from wfe_client.timeutil import utc_now
 from wfe_sqlite._servicer import SERVICE_NAMES
 
 TOKEN = "s3cret-token-for-tests"

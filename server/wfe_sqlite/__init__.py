@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._database import DatabaseOpenError
+from ._connection import DatabaseOpenError
 from ._provider import SqlitePersistenceProvider
 
 __all__ = ["SqlitePersistenceProvider", "DatabaseOpenError", "__version__"]

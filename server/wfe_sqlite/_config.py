@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Optional
 
-from ._database import parse_database_url
+from ._connection import parse_database_url
 
 __all__ = [
     "ServerConfig",
@@ -65,6 +65,8 @@ class ServerConfig:
     """Read-only SQLite connections (file databases)."""
     synchronous: str = "FULL"
     """``PRAGMA synchronous`` of the writer: FULL (power-loss safe) or NORMAL (process-crash safe)."""
+    max_page_count: int = 0
+    """Cap on the database size in pages (``PRAGMA max_page_count``); writes past it are STORAGE_FULL. 0: no cap."""
     reflection: bool = True
     """Serve gRPC server reflection."""
     tls_cert: Optional[str] = None
@@ -223,6 +225,12 @@ SETTINGS: tuple[Setting, ...] = (
         _choice("FULL", "NORMAL", upper=True),
         "FULL: acknowledged writes survive power loss; NORMAL: they survive a process crash",
         "FULL|NORMAL",
+    ),
+    Setting(
+        "max_page_count",
+        _integer(0),
+        "cap the database at N pages (PRAGMA max_page_count): writes past it fail with STORAGE_FULL; 0: no cap",
+        "N",
     ),
     Setting("reflection", _boolean, "serve gRPC server reflection", boolean=True),
     Setting("tls_cert", _optional_text, "PEM server certificate (chain); enables TLS, needs --tls-key", "FILE"),

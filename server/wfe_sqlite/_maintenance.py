@@ -11,16 +11,16 @@ from __future__ import annotations
 import os
 import sqlite3
 import urllib.parse
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Optional
 
-from wfe_client._time import to_micros, utc_now
+from wfe_client.timeutil import to_micros, utc_now
 
-from ._database import MEMORY, parse_database_url
+from ._connection import MEMORY, parse_database_url
+from ._store import LiveFigures
 
 __all__ = [
     "TABLES",
-    "LiveFigures",
     "live_figures",
     "table_counts",
     "file_sizes",
@@ -39,22 +39,6 @@ TABLES = (
     "execution_errors",
     "definition_sequences",
 )
-
-
-@dataclass(frozen=True)
-class LiveFigures:
-    """What the store holds right now that a workflow host still has to act on."""
-
-    runnable_workflows: int
-    """RUNNABLE workflows whose ``next_execution`` has come."""
-    unprocessed_events: int
-    """Events not yet marked processed."""
-    due_commands: int
-    """Scheduled commands whose ``execute_time`` has come and that no live lease holds."""
-    claimed_commands: int
-    """Scheduled commands held by a live lease (a processor is working on them)."""
-    held_tokens: int
-    """Open subscriptions held by a live external token."""
 
 
 def live_figures(conn: sqlite3.Connection) -> LiveFigures:

@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ._config import split_host_port
-from ._maintenance import file_sizes, live_figures
+from ._maintenance import file_sizes
 from ._provider import SqlitePersistenceProvider
 
 __all__ = ["ServerMetrics", "CallObserver", "ACCESS_LOG"]
@@ -51,17 +51,6 @@ _FILES = (
 )
 
 
-def _snapshot_figures(conn: Any) -> Any:
-    """``live_figures`` in a read transaction of its own (``Database.read`` opens one already)."""
-    if conn.in_transaction:
-        return live_figures(conn)
-    conn.execute("BEGIN")
-    try:
-        return live_figures(conn)
-    finally:
-        conn.execute("COMMIT")
-
-
 class _StoreCollector(Collector):
     """Store gauges, computed at scrape time (on the scraping thread, reading via the read pool)."""
 
@@ -74,16 +63,15 @@ class _StoreCollector(Collector):
             yield GaugeMetricFamily(name, text)
 
     def collect(self) -> Iterator[Metric]:
-        database = self._provider.database
         try:
-            future = asyncio.run_coroutine_threadsafe(database.read(_snapshot_figures), self._loop)
+            future = asyncio.run_coroutine_threadsafe(self._provider.store.live_figures(), self._loop)
             figures = future.result(SCRAPE_TIMEOUT)
         except Exception as error:  # noqa: BLE001 - a scrape during shutdown or a busy store
             LOG.warning("metrics: store figures unavailable: %s", error)
         else:
             for field, name, text in _GAUGES:
                 yield GaugeMetricFamily(name, text, value=getattr(figures, field))
-        sizes = file_sizes(database.config.path)
+        sizes = file_sizes(self._provider.database.config.path)
         for field, name, text in _FILES:
             yield GaugeMetricFamily(name, text, value=sizes[field])
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from ._database import DatabaseOpenError
+from ._connection import DatabaseOpenError
 
 __all__ = ["SCHEMA_VERSION", "create_schema", "ensure_schema"]
 

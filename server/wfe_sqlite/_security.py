@@ -15,7 +15,7 @@ from typing import Any, Optional
 import grpc
 from grpc_status import rpc_status
 
-from wfe_client import WfeError
+from wfe_client.errors import Unauthenticated
 
 from ._config import ServerConfig, read_pem
 from ._status import to_status
@@ -26,13 +26,6 @@ LOG = logging.getLogger(__name__)
 
 OPEN_SERVICE_PREFIX = "/grpc.health.v1.Health/"
 """Methods under this prefix are served without a token (health probes)."""
-
-
-class Unauthenticated(WfeError):
-    """The call carries no bearer token, or one the server does not accept."""
-
-    reason = "UNAUTHENTICATED"
-    code = "UNAUTHENTICATED"
 
 
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:

@@ -1,4 +1,8 @@
-"""The gRPC servicers: validate the request, call one provider method, convert the answer."""
+"""The gRPC servicers: validate the request, call one provider or store operation, convert the answer.
+
+Workflows go straight between messages and rows (``_wire``) and pages straight from the store's
+keys; everything else goes through the provider's model API, which validates like the wire does.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +25,9 @@ from wfe.persistence.v1 import (
     workflows_pb2,
     workflows_pb2_grpc,
 )
-from wfe_client import InvalidArgument, ScheduledCommand
-from wfe_client._time import to_micros
-from wfe_client._convert import (
+from wfe_client.conversion import (
+    COMMAND_NAME,
     command_from_proto,
-    command_name_from_proto,
     command_to_proto,
     error_from_proto,
     event_from_proto,
@@ -34,10 +36,23 @@ from wfe_client._convert import (
     subscription_from_proto,
     subscription_to_proto,
     timestamp,
-    workflow_from_proto,
+    timestamp_micros,
 )
+from wfe_client.errors import InvalidArgument
+from wfe_client.limits import (
+    CLAIM_BATCH,
+    DEFAULT_LEASE,
+    DEFAULT_PAGE_SIZE,
+    MAX_BATCH_GET_IDS,
+    MAX_CLAIM,
+    MAX_LEASE,
+    MAX_PAGE_SIZE,
+    MIN_LEASE,
+)
+from wfe_client.models import ScheduledCommand
 
-from ._provider import MAX_BATCH_IDS, PageKey, SqlitePersistenceProvider
+from ._provider import SqlitePersistenceProvider, new_subscription_rows
+from ._rows import PageKey, StoredWorkflow, check_id, subscription_from_row, with_workflow_id
 from ._status import translate_errors, translate_stream_errors
 from ._wire import workflow_message, workflow_rows_from_message
 
@@ -46,14 +61,8 @@ __all__ = ["add_servicers", "SERVICE_NAMES"]
 Context = grpc.aio.ServicerContext
 T = TypeVar("T")
 
-DEFAULT_PAGE_SIZE = 1000
-MAX_PAGE_SIZE = 10_000
 PAGE_BYTES = 4 * 1024 * 1024
 """Size budget of one page or stream chunk, well under the message limit."""
-DEFAULT_CLAIM = 100
-MAX_CLAIM = 1000
-DEFAULT_LEASE = timedelta(seconds=30)
-MAX_LEASE = timedelta(hours=1)
 
 SERVICE_NAMES = (
     workflows_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
@@ -75,6 +84,13 @@ def _required_message(request: Any, name: str) -> Any:
     if not request.HasField(name):
         raise InvalidArgument(f"{name}: required", field=name)
     return getattr(request, name)
+
+
+def _micros(request: Any, name: str) -> int:
+    """Epoch microseconds of the required Timestamp field ``name`` of ``request``."""
+    if not request.HasField(name):
+        raise InvalidArgument(f"request.{name}: required", field=f"request.{name}")
+    return timestamp_micros(getattr(request, name), f"request.{name}")
 
 
 def _page_size(value: int) -> int:
@@ -119,18 +135,23 @@ def _id_page(rows: list[PageKey], limit: int) -> tuple[list[str], str]:
     return [r[1] for r in page], token
 
 
-class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
-    """``wfe.persistence.v1.WorkflowService`` over the provider."""
+class _Servicer:
+    """What every servicer works on: the provider (models) and its store (rows)."""
 
     def __init__(self, provider: SqlitePersistenceProvider) -> None:
         self._p = provider
+        self._store = provider.store
+
+
+class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
+    """``wfe.persistence.v1.WorkflowService``: workflows as rows, straight from and to messages."""
 
     @translate_errors
     async def CreateWorkflow(
         self, request: workflows_pb2.CreateWorkflowRequest, context: Context
     ) -> workflows_pb2.CreateWorkflowResponse:
-        row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
-        wid, name = await self._p.create_workflow_rows(row, pointers)
+        row, pointers = with_workflow_id(*workflow_rows_from_message(_required_message(request, "workflow")))
+        wid, name = await self._store.create_workflow(row, pointers)
         return workflows_pb2.CreateWorkflowResponse(id=wid, name=name)
 
     @translate_errors
@@ -138,54 +159,58 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         self, request: workflows_pb2.PersistWorkflowRequest, context: Context
     ) -> workflows_pb2.PersistWorkflowResponse:
         row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
-        await self._p.persist_workflow_rows(row, pointers)
+        check_id(row.id, "workflow.id")
+        await self._store.persist_workflow(row, pointers)
         return workflows_pb2.PersistWorkflowResponse()
 
     @translate_errors
     async def PersistWorkflowWithSubscriptions(
         self, request: workflows_pb2.PersistWorkflowWithSubscriptionsRequest, context: Context
     ) -> workflows_pb2.PersistWorkflowWithSubscriptionsResponse:
-        workflow = workflow_from_proto(_required_message(request, "workflow"))
+        row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
         subscriptions = [
             subscription_from_proto(s, f"subscriptions[{i}]") for i, s in enumerate(request.subscriptions)
         ]
-        ids = await self._p.persist_workflow_with_new_subscriptions(workflow, subscriptions)
-        return workflows_pb2.PersistWorkflowWithSubscriptionsResponse(subscription_ids=ids)
+        check_id(row.id, "workflow.id")
+        rows = new_subscription_rows(subscriptions)
+        await self._store.persist_workflow(row, pointers, rows)
+        return workflows_pb2.PersistWorkflowWithSubscriptionsResponse(subscription_ids=[r.id for r in rows])
 
     @translate_errors
     async def GetRunnableWorkflows(
         self, request: workflows_pb2.GetRunnableWorkflowsRequest, context: Context
     ) -> workflows_pb2.GetRunnableWorkflowsResponse:
         limit = _page_size(request.page_size)
-        rows = await self._p.runnable_instances_page(
-            instant(request, "as_at", "request"), limit + 1, _decode_token(request.page_token)
+        keys = await self._store.runnable_workflows(
+            _micros(request, "as_at") // 1000, limit + 1, _decode_token(request.page_token)
         )
-        ids, token = _id_page(rows, limit)
+        ids, token = _id_page(keys, limit)
         return workflows_pb2.GetRunnableWorkflowsResponse(workflow_ids=ids, next_page_token=token)
 
     @translate_errors
     async def GetWorkflow(
         self, request: workflows_pb2.GetWorkflowRequest, context: Context
     ) -> workflows_pb2.GetWorkflowResponse:
-        row, pointers = await self._p.workflow_rows(_required(request.id, "id"))
-        return workflows_pb2.GetWorkflowResponse(workflow=workflow_message(row, pointers))
+        found = await self._store.workflow(check_id(_required(request.id, "id"), "id"))
+        return workflows_pb2.GetWorkflowResponse(workflow=workflow_message(*found))
 
     @translate_errors
     async def GetWorkflowByName(
         self, request: workflows_pb2.GetWorkflowByNameRequest, context: Context
     ) -> workflows_pb2.GetWorkflowByNameResponse:
-        row, pointers = await self._p.workflow_rows_by_name(_required(request.name, "name"))
-        return workflows_pb2.GetWorkflowByNameResponse(workflow=workflow_message(row, pointers))
+        found = await self._store.workflow_by_name(check_id(_required(request.name, "name"), "name"))
+        return workflows_pb2.GetWorkflowByNameResponse(workflow=workflow_message(*found))
 
     @translate_stream_errors
     async def BatchGetWorkflows(
         self, request: workflows_pb2.BatchGetWorkflowsRequest, context: Context
     ) -> AsyncIterator[workflows_pb2.BatchGetWorkflowsResponse]:
-        if len(request.ids) > MAX_BATCH_IDS:
-            raise InvalidArgument(f"ids: at most {MAX_BATCH_IDS} per request, got {len(request.ids)}", field="ids")
-        for i, wid in enumerate(request.ids):
-            _required(wid, f"ids[{i}]")
-        workflows = await self._p.workflows_rows(list(request.ids))
+        if len(request.ids) > MAX_BATCH_GET_IDS:
+            raise InvalidArgument(
+                f"ids: at most {MAX_BATCH_GET_IDS} per request, got {len(request.ids)}", field="ids"
+            )
+        ids = [check_id(_required(wid, f"ids[{i}]"), f"ids[{i}]") for i, wid in enumerate(request.ids)]
+        workflows: list[StoredWorkflow] = await self._store.workflows(ids) if ids else []
         chunk: list[workflows_pb2.WorkflowInstance] = []
         used = 0
         for row, pointers in workflows:
@@ -207,11 +232,8 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         return workflows_pb2.NextDefinitionSequenceResponse(value=value)
 
 
-class EventServicer(events_pb2_grpc.EventServiceServicer):
+class EventServicer(_Servicer, events_pb2_grpc.EventServiceServicer):
     """``wfe.persistence.v1.EventService`` over the provider."""
-
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
-        self._p = provider
 
     @translate_errors
     async def CreateEvent(
@@ -230,23 +252,24 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         self, request: events_pb2.GetRunnableEventsRequest, context: Context
     ) -> events_pb2.GetRunnableEventsResponse:
         limit = _page_size(request.page_size)
-        rows = await self._p.runnable_events_page(
-            instant(request, "as_at", "request"), limit + 1, _decode_token(request.page_token)
+        keys = await self._store.runnable_events(
+            _micros(request, "as_at"), limit + 1, _decode_token(request.page_token)
         )
-        ids, token = _id_page(rows, limit)
+        ids, token = _id_page(keys, limit)
         return events_pb2.GetRunnableEventsResponse(event_ids=ids, next_page_token=token)
 
     @translate_errors
     async def GetEvents(self, request: events_pb2.GetEventsRequest, context: Context) -> events_pb2.GetEventsResponse:
         limit = _page_size(request.page_size)
-        rows = await self._p.events_page(
-            request.event_name,
-            request.event_key,
-            instant(request, "as_of", "request"),
+        as_of = _micros(request, "as_of")
+        keys = await self._store.events(
+            check_id(request.event_name, "event_name", required=False),
+            check_id(request.event_key, "event_key", required=False),
+            as_of,
             limit + 1,
             _decode_token(request.page_token),
         )
-        ids, token = _id_page(rows, limit)
+        ids, token = _id_page(keys, limit)
         return events_pb2.GetEventsResponse(event_ids=ids, next_page_token=token)
 
     @translate_errors
@@ -264,11 +287,8 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         return events_pb2.MarkEventUnprocessedResponse()
 
 
-class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
+class SubscriptionServicer(_Servicer, subscriptions_pb2_grpc.SubscriptionServiceServicer):
     """``wfe.persistence.v1.SubscriptionService`` over the provider."""
-
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
-        self._p = provider
 
     @translate_errors
     async def CreateSubscription(
@@ -291,18 +311,19 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
         self, request: subscriptions_pb2.GetSubscriptionsRequest, context: Context
     ) -> subscriptions_pb2.GetSubscriptionsResponse:
         limit = _page_size(request.page_size)
-        subscriptions = await self._p.subscriptions_page(
-            request.event_name,
-            request.event_key,
-            instant(request, "as_of", "request"),
+        as_of = _micros(request, "as_of")
+        rows = await self._store.subscriptions(
+            check_id(request.event_name, "event_name", required=False),
+            check_id(request.event_key, "event_key", required=False),
+            as_of,
             limit + 1,
             _decode_token(request.page_token),
         )
-        pairs = [(s, subscription_to_proto(s)) for s in subscriptions]
+        pairs = [(row, subscription_to_proto(subscription_from_row(row))) for row in rows]
         page, token = _page(
             pairs,
             limit,
-            key=lambda pair: (to_micros(pair[0].subscribe_as_of), pair[0].id),
+            key=lambda pair: (pair[0].subscribe_as_of, pair[0].id),
             size=lambda pair: pair[1].ByteSize(),
         )
         return subscriptions_pb2.GetSubscriptionsResponse(
@@ -347,11 +368,23 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
         return subscriptions_pb2.ClearSubscriptionTokenResponse()
 
 
-class ScheduledCommandServicer(scheduled_commands_pb2_grpc.ScheduledCommandServiceServicer):
-    """``wfe.persistence.v1.ScheduledCommandService`` over the provider."""
+def _lease(request: scheduled_commands_pb2.ClaimCommandsRequest) -> timedelta:
+    """The lease a claim asks for: ``DEFAULT_LEASE`` when absent or zero."""
+    if not request.HasField("lease_duration"):
+        return DEFAULT_LEASE
+    duration = request.lease_duration
+    if not duration.seconds and not duration.nanos:
+        return DEFAULT_LEASE
+    if duration.seconds < 0 or duration.nanos < 0 or duration.seconds > MAX_LEASE.total_seconds():
+        raise InvalidArgument("lease_duration: must be between 1 ms and 1 hour", field="lease_duration")
+    lease = timedelta(seconds=duration.seconds, microseconds=duration.nanos // 1000)
+    if not MIN_LEASE <= lease <= MAX_LEASE:
+        raise InvalidArgument("lease_duration: must be between 1 ms and 1 hour", field="lease_duration")
+    return lease
 
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
-        self._p = provider
+
+class ScheduledCommandServicer(_Servicer, scheduled_commands_pb2_grpc.ScheduledCommandServiceServicer):
+    """``wfe.persistence.v1.ScheduledCommandService`` over the provider."""
 
     @translate_errors
     async def ScheduleCommand(
@@ -366,16 +399,8 @@ class ScheduledCommandServicer(scheduled_commands_pb2_grpc.ScheduledCommandServi
     ) -> scheduled_commands_pb2.ClaimCommandsResponse:
         if request.max_commands < 0:
             raise InvalidArgument("max_commands: must not be negative", field="max_commands")
-        count = min(request.max_commands or DEFAULT_CLAIM, MAX_CLAIM)
-        lease = DEFAULT_LEASE
-        if request.HasField("lease_duration"):
-            duration = request.lease_duration
-            if duration.seconds or duration.nanos:
-                if duration.seconds < 0 or duration.nanos < 0 or duration.seconds > MAX_LEASE.total_seconds():
-                    raise InvalidArgument("lease_duration: must be between 1 ms and 1 hour", field="lease_duration")
-                lease = timedelta(seconds=duration.seconds, microseconds=duration.nanos // 1000)
-                if not timedelta(milliseconds=1) <= lease <= MAX_LEASE:
-                    raise InvalidArgument("lease_duration: must be between 1 ms and 1 hour", field="lease_duration")
+        count = min(request.max_commands or CLAIM_BATCH, MAX_CLAIM)
+        lease = _lease(request)
         claim = await self._p.claim_commands(instant(request, "as_of", "request"), count, lease, request.worker_id)
         return scheduled_commands_pb2.ClaimCommandsResponse(
             commands=[scheduled_commands_pb2.ClaimedCommand(command=command_to_proto(c)) for c in claim.commands],
@@ -384,7 +409,7 @@ class ScheduledCommandServicer(scheduled_commands_pb2_grpc.ScheduledCommandServi
         )
 
     def _settled(self, request: Any) -> tuple[ScheduledCommand, str]:
-        name = command_name_from_proto(request.command_name, "command_name")
+        name = COMMAND_NAME.decode(request.command_name, "command_name")
         return ScheduledCommand(name, request.data, 0), _required(request.lease_id, "lease_id")
 
     @translate_errors
@@ -402,11 +427,8 @@ class ScheduledCommandServicer(scheduled_commands_pb2_grpc.ScheduledCommandServi
         return scheduled_commands_pb2.ReleaseCommandResponse()
 
 
-class ExecutionErrorServicer(execution_errors_pb2_grpc.ExecutionErrorServiceServicer):
+class ExecutionErrorServicer(_Servicer, execution_errors_pb2_grpc.ExecutionErrorServiceServicer):
     """``wfe.persistence.v1.ExecutionErrorService`` over the provider."""
-
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
-        self._p = provider
 
     @translate_errors
     async def PersistErrors(
@@ -416,11 +438,8 @@ class ExecutionErrorServicer(execution_errors_pb2_grpc.ExecutionErrorServiceServ
         return execution_errors_pb2.PersistErrorsResponse()
 
 
-class StoreServicer(execution_errors_pb2_grpc.StoreServiceServicer):
+class StoreServicer(_Servicer, execution_errors_pb2_grpc.StoreServiceServicer):
     """``wfe.persistence.v1.StoreService`` over the provider."""
-
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
-        self._p = provider
 
     @translate_errors
     async def EnsureStoreExists(

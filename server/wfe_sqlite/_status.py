@@ -13,7 +13,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from wfe_client import ERROR_DOMAIN, InvalidArgument, WfeError
+from wfe_client.errors import ERROR_DOMAIN, InvalidArgument, WfeError
 
 __all__ = ["to_status", "translate_errors", "translate_stream_errors", "RejectUndecodable"]
 
@@ -48,12 +48,14 @@ def to_status(error: WfeError) -> status_pb2.Status:
 
 
 def _as_wfe_error(error: Exception, method: str) -> WfeError:
+    """The error to answer with: a ``WfeError`` as it is; anything else is a server bug (INTERNAL).
+
+    Only validation raises ``InvalidArgument``; a stray ``ValueError`` (or any other exception) is
+    not the client's fault, so it is logged with its traceback and answered INTERNAL.
+    """
     if isinstance(error, WfeError):
         return error
-    if isinstance(error, ValueError):
-        # Validation raised by shared helpers (for example a naive datetime).
-        return InvalidArgument(str(error))
-    LOG.exception("internal error in %s", method)
+    LOG.error("internal error in %s", method, exc_info=error)
     return WfeError("internal error; see the server log")
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 from ._config import ConfigError, add_arguments, check, environment_help, resolve
-from ._database import DatabaseOpenError
+from ._connection import DatabaseOpenError
 from ._logging import configure_logging
 from ._maintenance import backup, integrity_problems, open_existing, store_stats
 from .server import serve

@@ -11,6 +11,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from wfe_client.limits import MAX_MESSAGE_BYTES
+
 from ._config import DEFAULT_DB, DEFAULT_LISTEN, ServerConfig, check, load_tokens
 from ._metrics import CallObserver, ServerMetrics
 from ._provider import SqlitePersistenceProvider
@@ -21,9 +23,6 @@ from ._status import RejectUndecodable
 __all__ = ["ServerConfig", "RunningServer", "build_server", "serve", "MAX_MESSAGE_BYTES", "DEFAULT_DB", "DEFAULT_LISTEN"]
 
 LOG = logging.getLogger(__name__)
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""Largest message either way: a 16 MiB payload plus its workflow and JSON escaping fits."""
 
 SWITCH_INTERVAL = 0.0002
 """GIL switch interval of the server process (seconds): see ``DatabaseConfig.switch_interval``."""
@@ -121,7 +120,11 @@ class RunningServer:
         """
         check(config)
         provider = await SqlitePersistenceProvider.open(
-            config.db, readers=config.readers, synchronous=config.synchronous, switch_interval=SWITCH_INTERVAL
+            config.db,
+            readers=config.readers,
+            synchronous=config.synchronous,
+            switch_interval=SWITCH_INTERVAL,
+            max_page_count=config.max_page_count,
         )
         metrics: Optional[ServerMetrics] = None
         try:

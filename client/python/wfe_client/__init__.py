@@ -1,8 +1,13 @@
-"""Client side of wfe-sqlite: models, errors, the ``PersistenceProvider`` interface and its gRPC adapter."""
+"""Client side of wfe-sqlite: models, errors, the ``PersistenceProvider`` interface and its gRPC adapter.
+
+The pieces the server shares with every client are public modules: ``wfe_client.models``,
+``wfe_client.errors``, ``wfe_client.conversion`` (models <-> ``wfe.persistence.v1`` messages),
+``wfe_client.jsoncodec``, ``wfe_client.timeutil`` and ``wfe_client.limits``.
+"""
 
 from __future__ import annotations
 
-from ._errors import (
+from .errors import (
     ERROR_DOMAIN,
     AlreadyExists,
     EventAlreadyExists,
@@ -10,16 +15,18 @@ from ._errors import (
     InvalidArgument,
     LeaseLost,
     NotFound,
+    RevisionConflict,
     StorageFull,
     StorageUnavailable,
     SubscriptionAlreadyExists,
     SubscriptionNotFound,
+    Unauthenticated,
     WfeError,
     WorkflowAlreadyExists,
     WorkflowNameTaken,
     WorkflowNotFound,
 )
-from ._models import (
+from .models import (
     CommandClaim,
     CommandName,
     Event,
@@ -51,11 +58,13 @@ __all__ = [
     "NotFound",
     "PersistenceProvider",
     "PointerStatus",
+    "RevisionConflict",
     "ScheduledCommand",
     "StorageFull",
     "StorageUnavailable",
     "SubscriptionAlreadyExists",
     "SubscriptionNotFound",
+    "Unauthenticated",
     "WfeError",
     "WorkflowAlreadyExists",
     "WorkflowInstance",

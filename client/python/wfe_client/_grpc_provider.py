@@ -25,9 +25,27 @@ from wfe.persistence.v1 import (
     workflows_pb2_grpc,
 )
 
-from . import _convert as convert
-from ._errors import ERROR_DOMAIN, AlreadyExists, InvalidArgument, NotFound, WfeError, error_for_reason
-from ._models import (
+from . import conversion as convert
+from ._provider import PersistenceProvider
+from .errors import (
+    ERROR_DOMAIN,
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    WfeError,
+    error_for_reason,
+)
+from .limits import (
+    BATCH_GET_IDS,
+    CLAIM_BATCH,
+    DEFAULT_DEADLINE_SECONDS,
+    DEFAULT_LEASE,
+    MAX_MESSAGE_BYTES,
+    MAX_PAGE_SIZE,
+    check_claim,
+)
+from .models import (
     CommandClaim,
     Event,
     EventSubscription,
@@ -35,22 +53,16 @@ from ._models import (
     ScheduledCommand,
     WorkflowInstance,
 )
-from ._provider import CLAIM_BATCH, DEFAULT_LEASE, PersistenceProvider
 
-__all__ = ["GrpcPersistenceProvider", "MAX_MESSAGE_BYTES"]
+__all__ = ["GrpcPersistenceProvider"]
 
-R = TypeVar("R")
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-_BATCH_IDS = 1000  # ids per BatchGetWorkflows call
-_PAGE_SIZE = 10_000
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
-_MIN_LEASE, _MAX_LEASE = timedelta(milliseconds=1), timedelta(hours=1)
 
 _BY_CODE: dict[grpc.StatusCode, type[WfeError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
 }
 
 
@@ -100,7 +112,7 @@ class _Connecting:
 class GrpcPersistenceProvider(PersistenceProvider):
     """The persistence interface served by a wfe-sqlite server, over one gRPC channel."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 30.0, metadata: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(self, channel: grpc.aio.Channel, *, timeout: float = DEFAULT_DEADLINE_SECONDS, metadata: Sequence[tuple[str, str]] = ()) -> None:
         self._channel = channel
         self._timeout = timeout
         self._metadata = tuple(metadata)
@@ -116,7 +128,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
         cls,
         address: str,
         *,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_DEADLINE_SECONDS,
         connect_timeout: float = 10.0,
         credentials: Optional[grpc.ChannelCredentials] = None,
         token: Optional[str] = None,
@@ -186,7 +198,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def _pages(self, method: Callable[..., Any], request: Any, items: str) -> list[Any]:
         collected: list[Any] = []
-        request.page_size = _PAGE_SIZE
+        request.page_size = MAX_PAGE_SIZE
         while True:
             response = await self._call(method, request)
             collected.extend(getattr(response, items))
@@ -235,7 +247,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
         if isinstance(ids, str):
             raise InvalidArgument("ids: expected a list of ids, got a string", field="ids")
         unique = list(dict.fromkeys(ids))
-        chunks = [unique[i : i + _BATCH_IDS] for i in range(0, len(unique), _BATCH_IDS)]
+        chunks = [unique[i : i + BATCH_GET_IDS] for i in range(0, len(unique), BATCH_GET_IDS)]
         responses = await asyncio.gather(
             *(
                 self._stream(self._workflows.BatchGetWorkflows, workflows_pb2.BatchGetWorkflowsRequest(ids=chunk))
@@ -347,10 +359,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
         lease: timedelta = DEFAULT_LEASE,
         worker_id: str = "",
     ) -> CommandClaim:
-        if isinstance(max_commands, bool) or not isinstance(max_commands, int) or max_commands < 1:
-            raise InvalidArgument("max_commands: must be a positive integer", field="max_commands")
-        if not isinstance(lease, timedelta) or not _MIN_LEASE <= lease <= _MAX_LEASE:
-            raise InvalidArgument("lease: must be between 1 ms and 1 hour", field="lease")
+        check_claim(max_commands, lease)
         duration = duration_pb2.Duration()
         duration.FromTimedelta(lease)
         request = scheduled_commands_pb2.ClaimCommandsRequest(
@@ -386,11 +395,3 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def ensure_store_exists(self) -> None:
         await self._call(self._store.EnsureStoreExists, execution_errors_pb2.EnsureStoreExistsRequest())
-
-    async def __aenter__(self) -> GrpcPersistenceProvider:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()

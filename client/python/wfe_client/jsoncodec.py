@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ._errors import InvalidArgument
+from .errors import InvalidArgument
 
 __all__ = ["json_text", "parse_json"]
 

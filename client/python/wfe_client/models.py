@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Optional
 
-from ._time import utc_now
+from .timeutil import utc_now
 
 __all__ = [
     "JSON",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-__all__ = ["utc_now", "to_micros", "from_micros", "require_aware"]
+__all__ = ["EPOCH", "utc_now", "to_micros", "from_micros", "require_aware"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+"""The Unix epoch, 1970-01-01T00:00:00Z."""
+
 _MICRO = timedelta(microseconds=1)
 
 
@@ -27,9 +29,9 @@ def require_aware(value: datetime, field: str) -> datetime:
 def to_micros(value: datetime, field: str = "datetime") -> int:
     """Microseconds since the Unix epoch of an aware datetime (exact, no float rounding)."""
     require_aware(value, field)
-    return (value - _EPOCH) // _MICRO
+    return (value - EPOCH) // _MICRO
 
 
 def from_micros(micros: int) -> datetime:
     """The UTC datetime ``micros`` microseconds after the Unix epoch."""
-    return _EPOCH + timedelta(microseconds=micros)
+    return EPOCH + timedelta(microseconds=micros)
