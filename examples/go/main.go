@@ -100,6 +100,9 @@ func run(address string) error {
 		return fmt.Errorf("GetWorkflow: %w", err)
 	}
 	w := workflow.GetWorkflow()
+	if len(w.GetExecutionPointers()) != 1 {
+		return fmt.Errorf("GetWorkflow: want the one execution pointer stored, got %d", len(w.GetExecutionPointers()))
+	}
 	step := w.GetExecutionPointers()[0]
 	fmt.Printf("read workflow %s: %s, data %s, step 0 %s for %s/%s\n", w.GetName(), w.GetStatus(), w.GetData(),
 		step.GetStatus(), step.GetEventName(), step.GetEventKey())
@@ -108,8 +111,9 @@ func run(address string) error {
 	// the reason (compared with the generated ErrorReason name), never on the message text.
 	_, err = workflows.GetWorkflow(ctx, &persistencev1.GetWorkflowRequest{Id: "no-such-workflow"})
 	code, reason := reasonOf(err)
-	if code != codes.NotFound || reason != persistencev1.ErrorReason_WORKFLOW_NOT_FOUND.String() {
-		return fmt.Errorf("GetWorkflow of a missing id: want NotFound / WORKFLOW_NOT_FOUND, got %v", err)
+	want := persistencev1.ErrorReason_WORKFLOW_NOT_FOUND.String()
+	if code != codes.NotFound || reason != want {
+		return fmt.Errorf("GetWorkflow of a missing id: want NotFound, reason %s; got %v (reason %q)", want, err, reason)
 	}
 	fmt.Printf("GetWorkflow(no-such-workflow): %s, reason %s\n", code, reason)
 	return nil
