@@ -1,5 +1,5 @@
 # wfe-sqlite: `make serve` runs the server on ./wfe.db, `make test` runs every test.
-# Everything is installed by these targets (a virtualenv in .venv, npm packages, crates).
+# Everything is installed by these targets (a virtualenv in .venv, npm packages, crates, Go tools in .tools).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -114,7 +114,7 @@ test-typescript: $(STAMP)
 test: check-protos lint-protos breaking test-rust test-typescript test-python
 
 clean:
-	rm -rf $(VENV) node_modules build *.egg-info
+	rm -rf $(VENV) node_modules build *.egg-info .tools
 
 # Performance against the machine's limits (bench/run.py); writes BENCHMARKS.md.
 # SCALE=10k,100k (default; SCALE=10k,100k,1m adds the 1M-workflow figures, SCALE= none), RUST=0 skips cargo.
