@@ -224,6 +224,26 @@ def test_health_probe_fails_when_no_server_answers() -> None:
 # -- make go-tools ---------------------------------------------------------------------------------
 
 
+def _pins() -> dict[str, str]:
+    """The Makefile's Go tool pins: binary name -> version."""
+    makefile = (ROOT / "Makefile").read_text()
+    pins = dict(re.findall(r"[\w./-]+/([\w-]+)@(v[0-9][\w.-]*)", makefile))
+    assert set(pins) == set(GO_TOOLS), pins
+    return pins
+
+
+def test_installed_go_tools_and_readme_versions_are_the_pinned_ones() -> None:
+    pins = _pins()
+    for tool, version in pins.items():
+        built = subprocess.run(["go", "version", "-m", str(TOOLS_BIN / tool)], capture_output=True, text=True, timeout=60)
+        assert re.search(rf"^\s+mod\s+\S+\s+{re.escape(version)}\s", built.stdout, re.M), (tool, built.stdout)
+    section = _section("grpcurl and health probes")
+    for tool in ("grpcurl", "grpc-health-probe"):
+        named = re.findall(rf"(?<![\w-]){tool} (v[0-9][\w.-]*)", section)
+        assert named == [pins[tool]], (tool, named)
+
+
+
 def test_go_tools_fail_with_a_message_when_the_proxy_cannot_be_reached(tmp_path: Path) -> None:
     proxy = f"http://{_closed_address()}"
     env = {**os.environ, "GOPROXY": proxy, "GOSUMDB": "off", "GOMODCACHE": str(tmp_path / "mod"),
