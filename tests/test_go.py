@@ -107,18 +107,25 @@ async def test_readme_go_example_runs_against_a_live_server(server_process: Serv
     assert _same(result.stdout, run.prints), f"printed:\n{result.stdout}\nREADME shows:\n{run.prints}"
 
     # What it says it wrote is in the store, read back through the Python adapter.
-    workflow_id = re.search(r"created workflow \S+ \(id (\S+)\)", result.stdout).group(1)  # type: ignore[union-attr]
-    event_id = re.search(r"published event \S+ \(id (\S+)\)", result.stdout).group(1)  # type: ignore[union-attr]
+    workflow_id = _printed_id("created workflow", result.stdout)
+    event_id = _printed_id("published event", result.stdout)
     async with GrpcPersistenceProvider.connect(server_process.address) as store:
         workflow = await store.get_workflow_instance(workflow_id)
         event = await store.get_event(event_id)
-    assert (workflow.name, workflow.workflow_definition_id, workflow.data) == ("order-flow-1", "order-flow", {"order": 42})
+    assert (workflow.name, workflow.workflow_definition_id) == ("order-flow-1", "order-flow")
+    assert workflow.data == {"order": 42}
     assert workflow.status == WorkflowStatus.RUNNABLE
     [step] = workflow.execution_pointers
     assert (step.status, step.event_name, step.event_key) == (PointerStatus.WAITING_FOR_EVENT, "order.paid", "42")
     assert (event.event_name, event.event_key, event.event_data, event.is_processed) == (
         "order.paid", "42", {"amount": 99.5}, False,
     )
+
+
+def _printed_id(label: str, printed: str) -> str:
+    match = re.search(rf"^{label} \S+ \(id ({UUID.pattern})\)$", printed, re.M)
+    assert match, f"no '{label}' line with an id in:\n{printed}"
+    return match.group(1)
 
 
 def test_go_example_fails_when_no_server_answers() -> None:
@@ -159,20 +166,24 @@ def _grpcurl_blocks() -> list[Block]:
 
 
 def _probe_block() -> Block:
-    return next(b for b in _grpcurl_blocks() if b.code.startswith(".tools/bin/grpc-health-probe") and "-tls" not in b.code)
+    probes = [b for b in _grpcurl_blocks() if b.code.startswith(".tools/bin/grpc-health-probe")]
+    return next(b for b in probes if "-tls" not in b.code)
 
 
 def test_readme_grpcurl_and_probe_commands_print_what_the_readme_shows(server_process: ServerProcess) -> None:
     blocks = [b for b in _grpcurl_blocks() if "-tls" not in b.code]
     commands = " ".join(b.code for b in blocks)
-    for needed in (" list", " describe ", "EventService/CreateEvent", "WorkflowService/GetWorkflow", "grpc-health-probe"):
+    examples = (" list", " describe ", "EventService/CreateEvent", "WorkflowService/GetWorkflow", "grpc-health-probe")
+    for needed in examples:
         assert needed in commands, f"README lost its '{needed.strip()}' example"
     for block in blocks:
         assert block.prints is not None, f"README shows no output for:\n{block.code}"
         result = _run(block.code, server_process.address)
         assert result.returncode == 0, f"{block.code}\n{result.stdout}"
-        assert _same(result.stdout, block.prints), f"{block.code}\nprinted:\n{result.stdout}\nREADME shows:\n{block.prints}"
-    assert any('"reason": "WORKFLOW_NOT_FOUND"' in (b.prints or "") and "exit code 69" in (b.prints or "") for b in blocks)
+        difference = f"{block.code}\nprinted:\n{result.stdout}\nREADME shows:\n{block.prints}"
+        assert _same(result.stdout, block.prints), difference
+    shown = [b.prints or "" for b in blocks]
+    assert any('"reason": "WORKFLOW_NOT_FOUND"' in text and "exit code 69" in text for text in shown)
 
 
 def test_readme_kubernetes_probe_runs_the_tested_command() -> None:
@@ -235,7 +246,8 @@ def _pins() -> dict[str, str]:
 def test_installed_go_tools_and_readme_versions_are_the_pinned_ones() -> None:
     pins = _pins()
     for tool, version in pins.items():
-        built = subprocess.run(["go", "version", "-m", str(TOOLS_BIN / tool)], capture_output=True, text=True, timeout=60)
+        built = subprocess.run(["go", "version", "-m", str(TOOLS_BIN / tool)],
+                               capture_output=True, text=True, timeout=60)
         assert re.search(rf"^\s+mod\s+\S+\s+{re.escape(version)}\s", built.stdout, re.M), (tool, built.stdout)
     section = _section("grpcurl and health probes")
     for tool in ("grpcurl", "grpc-health-probe"):
