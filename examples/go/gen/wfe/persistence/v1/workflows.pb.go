@@ -219,7 +219,11 @@ type WorkflowInstance struct {
 	// When the workflow was created. Required; never changed by PersistWorkflow.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the workflow completed; absent while it has not.
-	CompleteTime  *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=complete_time,json=completeTime,proto3" json:"complete_time,omitempty"`
+	CompleteTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=complete_time,json=completeTime,proto3" json:"complete_time,omitempty"`
+	// Revision of the stored workflow: 1 after CreateWorkflow, one more after every persist; 0 means
+	// never stored. Filled in by every read; ignored on input (the persist requests carry the
+	// revision they expect in `expected_revision`).
+	Revision      int64 `protobuf:"varint,14,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -343,6 +347,13 @@ func (x *WorkflowInstance) GetCompleteTime() *timestamppb.Timestamp {
 		return x.CompleteTime
 	}
 	return nil
+}
+
+func (x *WorkflowInstance) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // ExecutionPointer tracks the execution of one step of a workflow.
@@ -614,7 +625,9 @@ type CreateWorkflowResponse struct {
 	// The id the workflow was stored under (generated when the request's was empty).
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// The name the workflow was stored under (assigned when the request's was empty).
-	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The revision of the new workflow: always 1.
+	Revision      int64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -663,13 +676,23 @@ func (x *CreateWorkflowResponse) GetName() string {
 	return ""
 }
 
+func (x *CreateWorkflowResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // PersistWorkflowRequest carries the new state of an existing workflow.
 type PersistWorkflowRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The workflow; `id` selects the stored one. Required.
-	Workflow      *WorkflowInstance `protobuf:"bytes,1,opt,name=workflow,proto3" json:"workflow,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Workflow *WorkflowInstance `protobuf:"bytes,1,opt,name=workflow,proto3" json:"workflow,omitempty"`
+	// When > 0, the stored workflow's revision must equal it, or the call returns ABORTED
+	// (reason `REVISION_CONFLICT`) and writes nothing. 0 writes whatever revision is stored (no check).
+	ExpectedRevision int64 `protobuf:"varint,2,opt,name=expected_revision,json=expectedRevision,proto3" json:"expected_revision,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *PersistWorkflowRequest) Reset() {
@@ -709,9 +732,18 @@ func (x *PersistWorkflowRequest) GetWorkflow() *WorkflowInstance {
 	return nil
 }
 
-// PersistWorkflowResponse is empty; fields may be added later.
+func (x *PersistWorkflowRequest) GetExpectedRevision() int64 {
+	if x != nil {
+		return x.ExpectedRevision
+	}
+	return 0
+}
+
+// PersistWorkflowResponse returns the revision the workflow was stored under.
 type PersistWorkflowResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new revision (the previous one plus 1).
+	Revision      int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -746,6 +778,13 @@ func (*PersistWorkflowResponse) Descriptor() ([]byte, []int) {
 	return file_wfe_persistence_v1_workflows_proto_rawDescGZIP(), []int{5}
 }
 
+func (x *PersistWorkflowResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // PersistWorkflowWithSubscriptionsRequest carries a workflow state and new subscriptions.
 type PersistWorkflowWithSubscriptionsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -753,8 +792,11 @@ type PersistWorkflowWithSubscriptionsRequest struct {
 	Workflow *WorkflowInstance `protobuf:"bytes,1,opt,name=workflow,proto3" json:"workflow,omitempty"`
 	// Subscriptions to insert; an empty id is replaced by a new UUIDv4.
 	Subscriptions []*EventSubscription `protobuf:"bytes,2,rep,name=subscriptions,proto3" json:"subscriptions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// When > 0, the stored workflow's revision must equal it, or the call returns ABORTED
+	// (reason `REVISION_CONFLICT`) and writes nothing (no subscription either). 0: no check.
+	ExpectedRevision int64 `protobuf:"varint,3,opt,name=expected_revision,json=expectedRevision,proto3" json:"expected_revision,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *PersistWorkflowWithSubscriptionsRequest) Reset() {
@@ -801,13 +843,22 @@ func (x *PersistWorkflowWithSubscriptionsRequest) GetSubscriptions() []*EventSub
 	return nil
 }
 
+func (x *PersistWorkflowWithSubscriptionsRequest) GetExpectedRevision() int64 {
+	if x != nil {
+		return x.ExpectedRevision
+	}
+	return 0
+}
+
 // PersistWorkflowWithSubscriptionsResponse returns the ids of the inserted subscriptions.
 type PersistWorkflowWithSubscriptionsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Ids of the inserted subscriptions, in request order.
 	SubscriptionIds []string `protobuf:"bytes,1,rep,name=subscription_ids,json=subscriptionIds,proto3" json:"subscription_ids,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The new revision of the workflow (the previous one plus 1).
+	Revision      int64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PersistWorkflowWithSubscriptionsResponse) Reset() {
@@ -845,6 +896,13 @@ func (x *PersistWorkflowWithSubscriptionsResponse) GetSubscriptionIds() []string
 		return x.SubscriptionIds
 	}
 	return nil
+}
+
+func (x *PersistWorkflowWithSubscriptionsResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // GetRunnableWorkflowsRequest asks for the workflows due at an instant.
@@ -1338,7 +1396,7 @@ var File_wfe_persistence_v1_workflows_proto protoreflect.FileDescriptor
 
 const file_wfe_persistence_v1_workflows_proto_rawDesc = "" +
 	"\n" +
-	"\"wfe/persistence/v1/workflows.proto\x12\x12wfe.persistence.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a&wfe/persistence/v1/subscriptions.proto\"\x94\x05\n" +
+	"\"wfe/persistence/v1/workflows.proto\x12\x12wfe.persistence.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a&wfe/persistence/v1/subscriptions.proto\"\xb0\x05\n" +
 	"\x10WorkflowInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12-\n" +
@@ -1354,7 +1412,8 @@ const file_wfe_persistence_v1_workflows_proto_rawDesc = "" +
 	"\x04data\x18\v \x01(\tR\x04data\x12;\n" +
 	"\vcreate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12?\n" +
-	"\rcomplete_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\fcompleteTimeB\x13\n" +
+	"\rcomplete_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\fcompleteTime\x12\x1a\n" +
+	"\brevision\x18\x0e \x01(\x03R\brevisionB\x13\n" +
 	"\x11_root_workflow_idB\x0e\n" +
 	"\f_descriptionB\f\n" +
 	"\n" +
@@ -1402,18 +1461,23 @@ const file_wfe_persistence_v1_workflows_proto_rawDesc = "" +
 	"\n" +
 	"\b_outcome\"Y\n" +
 	"\x15CreateWorkflowRequest\x12@\n" +
-	"\bworkflow\x18\x01 \x01(\v2$.wfe.persistence.v1.WorkflowInstanceR\bworkflow\"<\n" +
+	"\bworkflow\x18\x01 \x01(\v2$.wfe.persistence.v1.WorkflowInstanceR\bworkflow\"X\n" +
 	"\x16CreateWorkflowResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"Z\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"\x87\x01\n" +
 	"\x16PersistWorkflowRequest\x12@\n" +
-	"\bworkflow\x18\x01 \x01(\v2$.wfe.persistence.v1.WorkflowInstanceR\bworkflow\"\x19\n" +
-	"\x17PersistWorkflowResponse\"\xb8\x01\n" +
+	"\bworkflow\x18\x01 \x01(\v2$.wfe.persistence.v1.WorkflowInstanceR\bworkflow\x12+\n" +
+	"\x11expected_revision\x18\x02 \x01(\x03R\x10expectedRevision\"5\n" +
+	"\x17PersistWorkflowResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"\xe5\x01\n" +
 	"'PersistWorkflowWithSubscriptionsRequest\x12@\n" +
 	"\bworkflow\x18\x01 \x01(\v2$.wfe.persistence.v1.WorkflowInstanceR\bworkflow\x12K\n" +
-	"\rsubscriptions\x18\x02 \x03(\v2%.wfe.persistence.v1.EventSubscriptionR\rsubscriptions\"U\n" +
+	"\rsubscriptions\x18\x02 \x03(\v2%.wfe.persistence.v1.EventSubscriptionR\rsubscriptions\x12+\n" +
+	"\x11expected_revision\x18\x03 \x01(\x03R\x10expectedRevision\"q\n" +
 	"(PersistWorkflowWithSubscriptionsResponse\x12)\n" +
-	"\x10subscription_ids\x18\x01 \x03(\tR\x0fsubscriptionIds\"\x8a\x01\n" +
+	"\x10subscription_ids\x18\x01 \x03(\tR\x0fsubscriptionIds\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\"\x8a\x01\n" +
 	"\x1bGetRunnableWorkflowsRequest\x12/\n" +
 	"\x05as_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04asAt\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +

@@ -64,12 +64,15 @@ type WorkflowServiceClient interface {
 	// ALREADY_EXISTS (reason `WORKFLOW_NAME_TAKEN`) for a duplicate non-empty name.
 	CreateWorkflow(ctx context.Context, in *CreateWorkflowRequest, opts ...grpc.CallOption) (*CreateWorkflowResponse, error)
 	// PersistWorkflow replaces every mutable field and the whole pointer set atomically; the stored
-	// `create_time` never changes. Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`) for an unknown id
-	// and ALREADY_EXISTS (reason `WORKFLOW_NAME_TAKEN`) when the new name belongs to another workflow.
+	// `create_time` never changes and the revision grows by one. Returns NOT_FOUND (reason
+	// `WORKFLOW_NOT_FOUND`) for an unknown id, ALREADY_EXISTS (reason `WORKFLOW_NAME_TAKEN`) when the
+	// new name belongs to another workflow, and ABORTED (reason `REVISION_CONFLICT`) when
+	// `expected_revision` is set and differs from the stored revision.
 	PersistWorkflow(ctx context.Context, in *PersistWorkflowRequest, opts ...grpc.CallOption) (*PersistWorkflowResponse, error)
 	// PersistWorkflowWithSubscriptions is PersistWorkflow plus inserting the subscriptions, all in one
 	// transaction (all or nothing). Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`) for an unknown
-	// workflow and ALREADY_EXISTS (reason `SUBSCRIPTION_ALREADY_EXISTS`) for a duplicate subscription id.
+	// workflow, ALREADY_EXISTS (reason `SUBSCRIPTION_ALREADY_EXISTS`) for a duplicate subscription id
+	// and ABORTED (reason `REVISION_CONFLICT`) as PersistWorkflow does.
 	PersistWorkflowWithSubscriptions(ctx context.Context, in *PersistWorkflowWithSubscriptionsRequest, opts ...grpc.CallOption) (*PersistWorkflowWithSubscriptionsResponse, error)
 	// GetRunnableWorkflows lists the ids of workflows with status RUNNABLE and
 	// `next_execution <= as_at` (a workflow without next_execution is never runnable), earliest
@@ -198,12 +201,15 @@ type WorkflowServiceServer interface {
 	// ALREADY_EXISTS (reason `WORKFLOW_NAME_TAKEN`) for a duplicate non-empty name.
 	CreateWorkflow(context.Context, *CreateWorkflowRequest) (*CreateWorkflowResponse, error)
 	// PersistWorkflow replaces every mutable field and the whole pointer set atomically; the stored
-	// `create_time` never changes. Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`) for an unknown id
-	// and ALREADY_EXISTS (reason `WORKFLOW_NAME_TAKEN`) when the new name belongs to another workflow.
+	// `create_time` never changes and the revision grows by one. Returns NOT_FOUND (reason
+	// `WORKFLOW_NOT_FOUND`) for an unknown id, ALREADY_EXISTS (reason `WORKFLOW_NAME_TAKEN`) when the
+	// new name belongs to another workflow, and ABORTED (reason `REVISION_CONFLICT`) when
+	// `expected_revision` is set and differs from the stored revision.
 	PersistWorkflow(context.Context, *PersistWorkflowRequest) (*PersistWorkflowResponse, error)
 	// PersistWorkflowWithSubscriptions is PersistWorkflow plus inserting the subscriptions, all in one
 	// transaction (all or nothing). Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`) for an unknown
-	// workflow and ALREADY_EXISTS (reason `SUBSCRIPTION_ALREADY_EXISTS`) for a duplicate subscription id.
+	// workflow, ALREADY_EXISTS (reason `SUBSCRIPTION_ALREADY_EXISTS`) for a duplicate subscription id
+	// and ABORTED (reason `REVISION_CONFLICT`) as PersistWorkflow does.
 	PersistWorkflowWithSubscriptions(context.Context, *PersistWorkflowWithSubscriptionsRequest) (*PersistWorkflowWithSubscriptionsResponse, error)
 	// GetRunnableWorkflows lists the ids of workflows with status RUNNABLE and
 	// `next_execution <= as_at` (a workflow without next_execution is never runnable), earliest
