@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from wfe.persistence.v1 import subscriptions_pb2 as wfe_dot_persistence_dot_v1_dot_subscriptions__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"wfe/persistence/v1/workflows.proto\x12\x12wfe.persistence.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a&wfe/persistence/v1/subscriptions.proto\"\xf9\x03\n\x10WorkflowInstance\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1d\n\x10root_workflow_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x1e\n\x16workflow_definition_id\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\r\x12\x18\n\x0b\x64\x65scription\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x16\n\treference\x18\x07 \x01(\tH\x02\x88\x01\x01\x12@\n\x12\x65xecution_pointers\x18\x08 \x03(\x0b\x32$.wfe.persistence.v1.ExecutionPointer\x12\x1b\n\x0enext_execution\x18\t \x01(\x03H\x03\x88\x01\x01\x12\x32\n\x06status\x18\n \x01(\x0e\x32\".wfe.persistence.v1.WorkflowStatus\x12\x0c\n\x04\x64\x61ta\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rcomplete_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x13\n\x11_root_workflow_idB\x0e\n\x0c_descriptionB\x0c\n\n_referenceB\x11\n\x0f_next_execution\"\xb7\x06\n\x10\x45xecutionPointer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\r\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12\x31\n\x06status\x18\x04 \x01(\x0e\x32!.wfe.persistence.v1.PointerStatus\x12/\n\x0bsleep_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x10persistence_data\x18\x06 \x01(\tH\x00\x88\x01\x01\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\nevent_name\x18\t \x01(\tH\x01\x88\x01\x01\x12\x16\n\tevent_key\x18\n \x01(\tH\x02\x88\x01\x01\x12\x17\n\x0f\x65vent_published\x18\x0b \x01(\x08\x12\x17\n\nevent_data\x18\x0c \x01(\tH\x03\x88\x01\x01\x12\x16\n\tstep_name\x18\r \x01(\tH\x04\x88\x01\x01\x12\x13\n\x0bretry_count\x18\x0e \x01(\r\x12\x10\n\x08\x63hildren\x18\x0f \x03(\t\x12\x19\n\x0c\x63ontext_item\x18\x10 \x01(\tH\x05\x88\x01\x01\x12\x1b\n\x0epredecessor_id\x18\x11 \x01(\tH\x06\x88\x01\x01\x12\x14\n\x07outcome\x18\x12 \x01(\tH\x07\x88\x01\x01\x12\r\n\x05scope\x18\x13 \x03(\t\x12[\n\x14\x65xtension_attributes\x18\x14 \x03(\x0b\x32=.wfe.persistence.v1.ExecutionPointer.ExtensionAttributesEntry\x1a:\n\x18\x45xtensionAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x13\n\x11_persistence_dataB\r\n\x0b_event_nameB\x0c\n\n_event_keyB\r\n\x0b_event_dataB\x0c\n\n_step_nameB\x0f\n\r_context_itemB\x11\n\x0f_predecessor_idB\n\n\x08_outcome\"O\n\x15\x43reateWorkflowRequest\x12\x36\n\x08workflow\x18\x01 \x01(\x0b\x32$.wfe.persistence.v1.WorkflowInstance\"2\n\x16\x43reateWorkflowResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"P\n\x16PersistWorkflowRequest\x12\x36\n\x08workflow\x18\x01 \x01(\x0b\x32$.wfe.persistence.v1.WorkflowInstance\"\x19\n\x17PersistWorkflowResponse\"\x9f\x01\n\'PersistWorkflowWithSubscriptionsRequest\x12\x36\n\x08workflow\x18\x01 \x01(\x0b\x32$.wfe.persistence.v1.WorkflowInstance\x12<\n\rsubscriptions\x18\x02 \x03(\x0b\x32%.wfe.persistence.v1.EventSubscription\"D\n(PersistWorkflowWithSubscriptionsResponse\x12\x18\n\x10subscription_ids\x18\x01 \x03(\t\"o\n\x1bGetRunnableWorkflowsRequest\x12)\n\x05\x61s_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"M\n\x1cGetRunnableWorkflowsResponse\x12\x14\n\x0cworkflow_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12GetWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\"M\n\x13GetWorkflowResponse\x12\x36\n\x08workflow\x18\x01 \x01(\x0b\x32$.wfe.persistence.v1.WorkflowInstance\"(\n\x18GetWorkflowByNameRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"S\n\x19GetWorkflowByNameResponse\x12\x36\n\x08workflow\x18\x01 \x01(\x0b\x32$.wfe.persistence.v1.WorkflowInstance\"\'\n\x18\x42\x61tchGetWorkflowsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"T\n\x19\x42\x61tchGetWorkflowsResponse\x12\x37\n\tworkflows\x18\x01 \x03(\x0b\x32$.wfe.persistence.v1.WorkflowInstance\"6\n\x1dNextDefinitionSequenceRequest\x12\x15\n\rdefinition_id\x18\x01 \x01(\t\"/\n\x1eNextDefinitionSequenceResponse\x12\r\n\x05value\x18\x01 \x01(\x04*\xac\x01\n\x0eWorkflowStatus\x12\x1f\n\x1bWORKFLOW_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18WORKFLOW_STATUS_RUNNABLE\x10\x01\x12\x1d\n\x19WORKFLOW_STATUS_SUSPENDED\x10\x02\x12\x1c\n\x18WORKFLOW_STATUS_COMPLETE\x10\x03\x12\x1e\n\x1aWORKFLOW_STATUS_TERMINATED\x10\x04*\xe4\x02\n\rPointerStatus\x12\x1e\n\x1aPOINTER_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16POINTER_STATUS_PENDING\x10\x01\x12\x1a\n\x16POINTER_STATUS_RUNNING\x10\x02\x12\x1b\n\x17POINTER_STATUS_COMPLETE\x10\x03\x12\x1a\n\x16POINTER_STATUS_SKIPPED\x10\x04\x12\x1b\n\x17POINTER_STATUS_SLEEPING\x10\x05\x12$\n POINTER_STATUS_WAITING_FOR_EVENT\x10\x06\x12\x19\n\x15POINTER_STATUS_FAILED\x10\x07\x12\x1e\n\x1aPOINTER_STATUS_COMPENSATED\x10\x08\x12\x1c\n\x18POINTER_STATUS_CANCELLED\x10\t\x12&\n\"POINTER_STATUS_PENDING_PREDECESSOR\x10\n2\xc8\x07\n\x0fWorkflowService\x12g\n\x0e\x43reateWorkflow\x12).wfe.persistence.v1.CreateWorkflowRequest\x1a*.wfe.persistence.v1.CreateWorkflowResponse\x12j\n\x0fPersistWorkflow\x12*.wfe.persistence.v1.PersistWorkflowRequest\x1a+.wfe.persistence.v1.PersistWorkflowResponse\x12\x9d\x01\n PersistWorkflowWithSubscriptions\x12;.wfe.persistence.v1.PersistWorkflowWithSubscriptionsRequest\x1a<.wfe.persistence.v1.PersistWorkflowWithSubscriptionsResponse\x12y\n\x14GetRunnableWorkflows\x12/.wfe.persistence.v1.GetRunnableWorkflowsRequest\x1a\x30.wfe.persistence.v1.GetRunnableWorkflowsResponse\x12^\n\x0bGetWorkflow\x12&.wfe.persistence.v1.GetWorkflowRequest\x1a\'.wfe.persistence.v1.GetWorkflowResponse\x12p\n\x11GetWorkflowByName\x12,.wfe.persistence.v1.GetWorkflowByNameRequest\x1a-.wfe.persistence.v1.GetWorkflowByNameResponse\x12r\n\x11\x42\x61tchGetWorkflows\x12,.wfe.persistence.v1.BatchGetWorkflowsRequest\x1a-.wfe.persistence.v1.BatchGetWorkflowsResponse0\x01\x12\x7f\n\x16NextDefinitionSequence\x12\x31.wfe.persistence.v1.NextDefinitionSequenceRequest\x1a\x32.wfe.persistence.v1.NextDefinitionSequenceResponseBy\n\x16\x64\x65v.wfe.persistence.v1P\x01ZHgithub.com/wfe-sqlite/wfe-sqlite/gen/go/wfe/persistence/v1;persistencev1\xaa\x02\x12Wfe.Persistence.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"wfe/persistence/v1/workflows.proto\x12\x12wfe.persistence.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a&wfe/persistence/v1/subscriptions.proto\"\x8b\x04\n\x10WorkflowInstance\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1d\n\x10root_workflow_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x1e\n\x16workflow_definition_id\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\r\x12\x18\n\x0b\x64\x65scription\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x16\n\treference\x18\x07 \x01(\tH\x02\x88\x01\x01\x12@\n\x12\x65xecution_pointers\x18\x08 \x03(\x0b\x32$.wfe.persistence.v1.ExecutionPointer\x12\x1b\n\x0enext_execution\x18\t \x01(\x03H\x03\x88\x01\x01\x12\x32\n\x06status\x18\n \x01(\x0e\x32\".wfe.persistence.v1.WorkflowStatus\x12\x0c\n\x04\x64\x61ta\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rcomplete_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\x0e \x01(\x03\x42\x13\n\x11_root_workflow_idB\x0e\n\x0c_descriptionB\x0c\n\n_referenceB\x11\n\x0f_next_execution\"\xb7\x06\n\x10\x45xecutionPointer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\r\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12\x31\n\x06status\x18\x04 \x01(\x0e\x32!.wfe.persistence.v1.PointerStatus\x12/\n\x0bsleep_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x10persistence_data\x18\x06 \x01(\tH\x00\x88\x01\x01\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\nevent_name\x18\t \x01(\tH\x01\x88\x01\x01\x12\x16\n\tevent_key\x18\n \x01(\tH\x02\x88\x01\x01\x12\x17\n\x0f\x65vent_published\x18\x0b \x01(\x08\x12\x17\n\nevent_data\x18\x0c \x01(\tH\x03\x88\x01\x01\x12\x16\n\tstep_name\x18\r \x01(\tH\x04\x88\x01\x01\x12\x13\n\x0bretry_count\x18\x0e \x01(\r\x12\x10\n\x08\x63hildren\x18\x0f \x03(\t\x12\x19\n\x0c\x63ontext_item\x18\x10 \x01(\tH\x05\x88\x01\x01\x12\x1b\n\x0epredecessor_id\x18\x11 \x01(\tH\x06\x88\x01\x01\x12\x14\n\x07outcome\x18\x12 \x01(\tH\x07\x88\x01\x01\x12\r\n\x05scope\x18\x13 \x03(\t\x12[\n\x14\x65xtension_attributes\x18\x14 \x03(\x0b\x32=.wfe.persistence.v1.ExecutionPointer.ExtensionAttributesEntry\x1a:\n\x18\x45xtensionAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x13\n\x11_persistence_dataB\r\n\x0b_event_nameB\x0c\n\n_event_keyB\r\n\x0b_event_dataB\x0c\n\n_step_nameB\x0f\n\r_context_itemB\x11\n\x0f_predecessor_idB\n\n\x08_outcome\"O\n\x15\x43reateWorkflowRequest\x12\x36\n\x08workflow\x18\x01 \x01(\x0b\x32$.wfe.persistence.v1.WorkflowInstance\"D\n\x16\x43reateWorkflowResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\"k\n\x16PersistWorkflowRequest\x12\x36\n\x08workflow\x18\x01 \x01(\x0b\x32$.wfe.persistence.v1.WorkflowInstance\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x03\"+\n\x17PersistWorkflowResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"\xba\x01\n\'PersistWorkflowWithSubscriptionsRequest\x12\x36\n\x08workflow\x18\x01 \x01(\x0b\x32$.wfe.persistence.v1.WorkflowInstance\x12<\n\rsubscriptions\x18\x02 \x03(\x0b\x32%.wfe.persistence.v1.EventSubscription\x12\x19\n\x11\x65xpected_revision\x18\x03 \x01(\x03\"V\n(PersistWorkflowWithSubscriptionsResponse\x12\x18\n\x10subscription_ids\x18\x01 \x03(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\"o\n\x1bGetRunnableWorkflowsRequest\x12)\n\x05\x61s_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"M\n\x1cGetRunnableWorkflowsResponse\x12\x14\n\x0cworkflow_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12GetWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\"M\n\x13GetWorkflowResponse\x12\x36\n\x08workflow\x18\x01 \x01(\x0b\x32$.wfe.persistence.v1.WorkflowInstance\"(\n\x18GetWorkflowByNameRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"S\n\x19GetWorkflowByNameResponse\x12\x36\n\x08workflow\x18\x01 \x01(\x0b\x32$.wfe.persistence.v1.WorkflowInstance\"\'\n\x18\x42\x61tchGetWorkflowsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"T\n\x19\x42\x61tchGetWorkflowsResponse\x12\x37\n\tworkflows\x18\x01 \x03(\x0b\x32$.wfe.persistence.v1.WorkflowInstance\"6\n\x1dNextDefinitionSequenceRequest\x12\x15\n\rdefinition_id\x18\x01 \x01(\t\"/\n\x1eNextDefinitionSequenceResponse\x12\r\n\x05value\x18\x01 \x01(\x04*\xac\x01\n\x0eWorkflowStatus\x12\x1f\n\x1bWORKFLOW_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18WORKFLOW_STATUS_RUNNABLE\x10\x01\x12\x1d\n\x19WORKFLOW_STATUS_SUSPENDED\x10\x02\x12\x1c\n\x18WORKFLOW_STATUS_COMPLETE\x10\x03\x12\x1e\n\x1aWORKFLOW_STATUS_TERMINATED\x10\x04*\xe4\x02\n\rPointerStatus\x12\x1e\n\x1aPOINTER_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16POINTER_STATUS_PENDING\x10\x01\x12\x1a\n\x16POINTER_STATUS_RUNNING\x10\x02\x12\x1b\n\x17POINTER_STATUS_COMPLETE\x10\x03\x12\x1a\n\x16POINTER_STATUS_SKIPPED\x10\x04\x12\x1b\n\x17POINTER_STATUS_SLEEPING\x10\x05\x12$\n POINTER_STATUS_WAITING_FOR_EVENT\x10\x06\x12\x19\n\x15POINTER_STATUS_FAILED\x10\x07\x12\x1e\n\x1aPOINTER_STATUS_COMPENSATED\x10\x08\x12\x1c\n\x18POINTER_STATUS_CANCELLED\x10\t\x12&\n\"POINTER_STATUS_PENDING_PREDECESSOR\x10\n2\xc8\x07\n\x0fWorkflowService\x12g\n\x0e\x43reateWorkflow\x12).wfe.persistence.v1.CreateWorkflowRequest\x1a*.wfe.persistence.v1.CreateWorkflowResponse\x12j\n\x0fPersistWorkflow\x12*.wfe.persistence.v1.PersistWorkflowRequest\x1a+.wfe.persistence.v1.PersistWorkflowResponse\x12\x9d\x01\n PersistWorkflowWithSubscriptions\x12;.wfe.persistence.v1.PersistWorkflowWithSubscriptionsRequest\x1a<.wfe.persistence.v1.PersistWorkflowWithSubscriptionsResponse\x12y\n\x14GetRunnableWorkflows\x12/.wfe.persistence.v1.GetRunnableWorkflowsRequest\x1a\x30.wfe.persistence.v1.GetRunnableWorkflowsResponse\x12^\n\x0bGetWorkflow\x12&.wfe.persistence.v1.GetWorkflowRequest\x1a\'.wfe.persistence.v1.GetWorkflowResponse\x12p\n\x11GetWorkflowByName\x12,.wfe.persistence.v1.GetWorkflowByNameRequest\x1a-.wfe.persistence.v1.GetWorkflowByNameResponse\x12r\n\x11\x42\x61tchGetWorkflows\x12,.wfe.persistence.v1.BatchGetWorkflowsRequest\x1a-.wfe.persistence.v1.BatchGetWorkflowsResponse0\x01\x12\x7f\n\x16NextDefinitionSequence\x12\x31.wfe.persistence.v1.NextDefinitionSequenceRequest\x1a\x32.wfe.persistence.v1.NextDefinitionSequenceResponseBy\n\x16\x64\x65v.wfe.persistence.v1P\x01ZHgithub.com/wfe-sqlite/wfe-sqlite/gen/go/wfe/persistence/v1;persistencev1\xaa\x02\x12Wfe.Persistence.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,48 +36,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\026dev.wfe.persistence.v1P\001ZHgithub.com/wfe-sqlite/wfe-sqlite/gen/go/wfe/persistence/v1;persistencev1\252\002\022Wfe.Persistence.V1'
   _globals['_EXECUTIONPOINTER_EXTENSIONATTRIBUTESENTRY']._loaded_options = None
   _globals['_EXECUTIONPOINTER_EXTENSIONATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_WORKFLOWSTATUS']._serialized_start=2604
-  _globals['_WORKFLOWSTATUS']._serialized_end=2776
-  _globals['_POINTERSTATUS']._serialized_start=2779
-  _globals['_POINTERSTATUS']._serialized_end=3135
+  _globals['_WORKFLOWSTATUS']._serialized_start=2730
+  _globals['_WORKFLOWSTATUS']._serialized_end=2902
+  _globals['_POINTERSTATUS']._serialized_start=2905
+  _globals['_POINTERSTATUS']._serialized_end=3261
   _globals['_WORKFLOWINSTANCE']._serialized_start=132
-  _globals['_WORKFLOWINSTANCE']._serialized_end=637
-  _globals['_EXECUTIONPOINTER']._serialized_start=640
-  _globals['_EXECUTIONPOINTER']._serialized_end=1463
-  _globals['_EXECUTIONPOINTER_EXTENSIONATTRIBUTESENTRY']._serialized_start=1278
-  _globals['_EXECUTIONPOINTER_EXTENSIONATTRIBUTESENTRY']._serialized_end=1336
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=1465
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=1544
-  _globals['_CREATEWORKFLOWRESPONSE']._serialized_start=1546
-  _globals['_CREATEWORKFLOWRESPONSE']._serialized_end=1596
-  _globals['_PERSISTWORKFLOWREQUEST']._serialized_start=1598
-  _globals['_PERSISTWORKFLOWREQUEST']._serialized_end=1678
-  _globals['_PERSISTWORKFLOWRESPONSE']._serialized_start=1680
-  _globals['_PERSISTWORKFLOWRESPONSE']._serialized_end=1705
-  _globals['_PERSISTWORKFLOWWITHSUBSCRIPTIONSREQUEST']._serialized_start=1708
-  _globals['_PERSISTWORKFLOWWITHSUBSCRIPTIONSREQUEST']._serialized_end=1867
-  _globals['_PERSISTWORKFLOWWITHSUBSCRIPTIONSRESPONSE']._serialized_start=1869
-  _globals['_PERSISTWORKFLOWWITHSUBSCRIPTIONSRESPONSE']._serialized_end=1937
-  _globals['_GETRUNNABLEWORKFLOWSREQUEST']._serialized_start=1939
-  _globals['_GETRUNNABLEWORKFLOWSREQUEST']._serialized_end=2050
-  _globals['_GETRUNNABLEWORKFLOWSRESPONSE']._serialized_start=2052
-  _globals['_GETRUNNABLEWORKFLOWSRESPONSE']._serialized_end=2129
-  _globals['_GETWORKFLOWREQUEST']._serialized_start=2131
-  _globals['_GETWORKFLOWREQUEST']._serialized_end=2163
-  _globals['_GETWORKFLOWRESPONSE']._serialized_start=2165
-  _globals['_GETWORKFLOWRESPONSE']._serialized_end=2242
-  _globals['_GETWORKFLOWBYNAMEREQUEST']._serialized_start=2244
-  _globals['_GETWORKFLOWBYNAMEREQUEST']._serialized_end=2284
-  _globals['_GETWORKFLOWBYNAMERESPONSE']._serialized_start=2286
-  _globals['_GETWORKFLOWBYNAMERESPONSE']._serialized_end=2369
-  _globals['_BATCHGETWORKFLOWSREQUEST']._serialized_start=2371
-  _globals['_BATCHGETWORKFLOWSREQUEST']._serialized_end=2410
-  _globals['_BATCHGETWORKFLOWSRESPONSE']._serialized_start=2412
-  _globals['_BATCHGETWORKFLOWSRESPONSE']._serialized_end=2496
-  _globals['_NEXTDEFINITIONSEQUENCEREQUEST']._serialized_start=2498
-  _globals['_NEXTDEFINITIONSEQUENCEREQUEST']._serialized_end=2552
-  _globals['_NEXTDEFINITIONSEQUENCERESPONSE']._serialized_start=2554
-  _globals['_NEXTDEFINITIONSEQUENCERESPONSE']._serialized_end=2601
-  _globals['_WORKFLOWSERVICE']._serialized_start=3138
-  _globals['_WORKFLOWSERVICE']._serialized_end=4106
+  _globals['_WORKFLOWINSTANCE']._serialized_end=655
+  _globals['_EXECUTIONPOINTER']._serialized_start=658
+  _globals['_EXECUTIONPOINTER']._serialized_end=1481
+  _globals['_EXECUTIONPOINTER_EXTENSIONATTRIBUTESENTRY']._serialized_start=1296
+  _globals['_EXECUTIONPOINTER_EXTENSIONATTRIBUTESENTRY']._serialized_end=1354
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=1483
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=1562
+  _globals['_CREATEWORKFLOWRESPONSE']._serialized_start=1564
+  _globals['_CREATEWORKFLOWRESPONSE']._serialized_end=1632
+  _globals['_PERSISTWORKFLOWREQUEST']._serialized_start=1634
+  _globals['_PERSISTWORKFLOWREQUEST']._serialized_end=1741
+  _globals['_PERSISTWORKFLOWRESPONSE']._serialized_start=1743
+  _globals['_PERSISTWORKFLOWRESPONSE']._serialized_end=1786
+  _globals['_PERSISTWORKFLOWWITHSUBSCRIPTIONSREQUEST']._serialized_start=1789
+  _globals['_PERSISTWORKFLOWWITHSUBSCRIPTIONSREQUEST']._serialized_end=1975
+  _globals['_PERSISTWORKFLOWWITHSUBSCRIPTIONSRESPONSE']._serialized_start=1977
+  _globals['_PERSISTWORKFLOWWITHSUBSCRIPTIONSRESPONSE']._serialized_end=2063
+  _globals['_GETRUNNABLEWORKFLOWSREQUEST']._serialized_start=2065
+  _globals['_GETRUNNABLEWORKFLOWSREQUEST']._serialized_end=2176
+  _globals['_GETRUNNABLEWORKFLOWSRESPONSE']._serialized_start=2178
+  _globals['_GETRUNNABLEWORKFLOWSRESPONSE']._serialized_end=2255
+  _globals['_GETWORKFLOWREQUEST']._serialized_start=2257
+  _globals['_GETWORKFLOWREQUEST']._serialized_end=2289
+  _globals['_GETWORKFLOWRESPONSE']._serialized_start=2291
+  _globals['_GETWORKFLOWRESPONSE']._serialized_end=2368
+  _globals['_GETWORKFLOWBYNAMEREQUEST']._serialized_start=2370
+  _globals['_GETWORKFLOWBYNAMEREQUEST']._serialized_end=2410
+  _globals['_GETWORKFLOWBYNAMERESPONSE']._serialized_start=2412
+  _globals['_GETWORKFLOWBYNAMERESPONSE']._serialized_end=2495
+  _globals['_BATCHGETWORKFLOWSREQUEST']._serialized_start=2497
+  _globals['_BATCHGETWORKFLOWSREQUEST']._serialized_end=2536
+  _globals['_BATCHGETWORKFLOWSRESPONSE']._serialized_start=2538
+  _globals['_BATCHGETWORKFLOWSRESPONSE']._serialized_end=2622
+  _globals['_NEXTDEFINITIONSEQUENCEREQUEST']._serialized_start=2624
+  _globals['_NEXTDEFINITIONSEQUENCEREQUEST']._serialized_end=2678
+  _globals['_NEXTDEFINITIONSEQUENCERESPONSE']._serialized_start=2680
+  _globals['_NEXTDEFINITIONSEQUENCERESPONSE']._serialized_end=2727
+  _globals['_WORKFLOWSERVICE']._serialized_start=3264
+  _globals['_WORKFLOWSERVICE']._serialized_end=4232
 # @@protoc_insertion_point(module_scope)

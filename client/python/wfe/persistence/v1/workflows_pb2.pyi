@@ -50,7 +50,7 @@ POINTER_STATUS_CANCELLED: PointerStatus
 POINTER_STATUS_PENDING_PREDECESSOR: PointerStatus
 
 class WorkflowInstance(_message.Message):
-    __slots__ = ("id", "name", "root_workflow_id", "workflow_definition_id", "version", "description", "reference", "execution_pointers", "next_execution", "status", "data", "create_time", "complete_time")
+    __slots__ = ("id", "name", "root_workflow_id", "workflow_definition_id", "version", "description", "reference", "execution_pointers", "next_execution", "status", "data", "create_time", "complete_time", "revision")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROOT_WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,7 @@ class WorkflowInstance(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     root_workflow_id: str
@@ -77,7 +78,8 @@ class WorkflowInstance(_message.Message):
     data: str
     create_time: _timestamp_pb2.Timestamp
     complete_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., root_workflow_id: _Optional[str] = ..., workflow_definition_id: _Optional[str] = ..., version: _Optional[int] = ..., description: _Optional[str] = ..., reference: _Optional[str] = ..., execution_pointers: _Optional[_Iterable[_Union[ExecutionPointer, _Mapping]]] = ..., next_execution: _Optional[int] = ..., status: _Optional[_Union[WorkflowStatus, str]] = ..., data: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    revision: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., root_workflow_id: _Optional[str] = ..., workflow_definition_id: _Optional[str] = ..., version: _Optional[int] = ..., description: _Optional[str] = ..., reference: _Optional[str] = ..., execution_pointers: _Optional[_Iterable[_Union[ExecutionPointer, _Mapping]]] = ..., next_execution: _Optional[int] = ..., status: _Optional[_Union[WorkflowStatus, str]] = ..., data: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class ExecutionPointer(_message.Message):
     __slots__ = ("id", "step_id", "active", "status", "sleep_until", "persistence_data", "start_time", "end_time", "event_name", "event_key", "event_published", "event_data", "step_name", "retry_count", "children", "context_item", "predecessor_id", "outcome", "scope", "extension_attributes")
@@ -137,36 +139,46 @@ class CreateWorkflowRequest(_message.Message):
     def __init__(self, workflow: _Optional[_Union[WorkflowInstance, _Mapping]] = ...) -> None: ...
 
 class CreateWorkflowResponse(_message.Message):
-    __slots__ = ("id", "name")
+    __slots__ = ("id", "name", "revision")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    revision: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class PersistWorkflowRequest(_message.Message):
-    __slots__ = ("workflow",)
+    __slots__ = ("workflow", "expected_revision")
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
     workflow: WorkflowInstance
-    def __init__(self, workflow: _Optional[_Union[WorkflowInstance, _Mapping]] = ...) -> None: ...
+    expected_revision: int
+    def __init__(self, workflow: _Optional[_Union[WorkflowInstance, _Mapping]] = ..., expected_revision: _Optional[int] = ...) -> None: ...
 
 class PersistWorkflowResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    def __init__(self, revision: _Optional[int] = ...) -> None: ...
 
 class PersistWorkflowWithSubscriptionsRequest(_message.Message):
-    __slots__ = ("workflow", "subscriptions")
+    __slots__ = ("workflow", "subscriptions", "expected_revision")
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
     workflow: WorkflowInstance
     subscriptions: _containers.RepeatedCompositeFieldContainer[_subscriptions_pb2.EventSubscription]
-    def __init__(self, workflow: _Optional[_Union[WorkflowInstance, _Mapping]] = ..., subscriptions: _Optional[_Iterable[_Union[_subscriptions_pb2.EventSubscription, _Mapping]]] = ...) -> None: ...
+    expected_revision: int
+    def __init__(self, workflow: _Optional[_Union[WorkflowInstance, _Mapping]] = ..., subscriptions: _Optional[_Iterable[_Union[_subscriptions_pb2.EventSubscription, _Mapping]]] = ..., expected_revision: _Optional[int] = ...) -> None: ...
 
 class PersistWorkflowWithSubscriptionsResponse(_message.Message):
-    __slots__ = ("subscription_ids",)
+    __slots__ = ("subscription_ids", "revision")
     SUBSCRIPTION_IDS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     subscription_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, subscription_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    revision: int
+    def __init__(self, subscription_ids: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class GetRunnableWorkflowsRequest(_message.Message):
     __slots__ = ("as_at", "page_size", "page_token")

@@ -93,8 +93,10 @@ class WorkflowServiceServicer:
 
     def PersistWorkflow(self, request, context):
         """PersistWorkflow replaces every mutable field and the whole pointer set atomically; the stored
-        `create_time` never changes. Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`) for an unknown id
-        and ALREADY_EXISTS (reason `WORKFLOW_NAME_TAKEN`) when the new name belongs to another workflow.
+        `create_time` never changes and the revision grows by one. Returns NOT_FOUND (reason
+        `WORKFLOW_NOT_FOUND`) for an unknown id, ALREADY_EXISTS (reason `WORKFLOW_NAME_TAKEN`) when the
+        new name belongs to another workflow, and ABORTED (reason `REVISION_CONFLICT`) when
+        `expected_revision` is set and differs from the stored revision.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,7 +105,8 @@ class WorkflowServiceServicer:
     def PersistWorkflowWithSubscriptions(self, request, context):
         """PersistWorkflowWithSubscriptions is PersistWorkflow plus inserting the subscriptions, all in one
         transaction (all or nothing). Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`) for an unknown
-        workflow and ALREADY_EXISTS (reason `SUBSCRIPTION_ALREADY_EXISTS`) for a duplicate subscription id.
+        workflow, ALREADY_EXISTS (reason `SUBSCRIPTION_ALREADY_EXISTS`) for a duplicate subscription id
+        and ABORTED (reason `REVISION_CONFLICT`) as PersistWorkflow does.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,54 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from wfe.persistence.v1 import workflows_pb2 as _workflows_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class QueueType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUEUE_TYPE_UNSPECIFIED: _ClassVar[QueueType]
+    QUEUE_TYPE_WORKFLOW: _ClassVar[QueueType]
+    QUEUE_TYPE_EVENT: _ClassVar[QueueType]
+    QUEUE_TYPE_INDEX: _ClassVar[QueueType]
+QUEUE_TYPE_UNSPECIFIED: QueueType
+QUEUE_TYPE_WORKFLOW: QueueType
+QUEUE_TYPE_EVENT: QueueType
+QUEUE_TYPE_INDEX: QueueType
+
+class QueueWorkRequest(_message.Message):
+    __slots__ = ("id", "queue")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    queue: QueueType
+    def __init__(self, id: _Optional[str] = ..., queue: _Optional[_Union[QueueType, str]] = ...) -> None: ...
+
+class QueueWorkResponse(_message.Message):
+    __slots__ = ("queued",)
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    queued: bool
+    def __init__(self, queued: _Optional[bool] = ...) -> None: ...
+
+class DequeueWorkRequest(_message.Message):
+    __slots__ = ("queue", "wait", "include_workflow")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    queue: QueueType
+    wait: _duration_pb2.Duration
+    include_workflow: bool
+    def __init__(self, queue: _Optional[_Union[QueueType, str]] = ..., wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., include_workflow: _Optional[bool] = ...) -> None: ...
+
+class DequeueWorkResponse(_message.Message):
+    __slots__ = ("id", "workflow")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    workflow: _workflows_pb2.WorkflowInstance
+    def __init__(self, id: _Optional[str] = ..., workflow: _Optional[_Union[_workflows_pb2.WorkflowInstance, _Mapping]] = ...) -> None: ...
