@@ -15,10 +15,12 @@ LISTEN ?= 127.0.0.1:50051
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Two distributions, both editable: the client (client/python: wfe_client and the generated stubs)
+# and the server (the root: wfe_sqlite, which depends on the client), with the pinned dev tools.
+$(STAMP): pyproject.toml client/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e ./client/python -e '.[dev]'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
