@@ -228,3 +228,24 @@ def test_an_invalid_field_is_the_same_invalid_argument_on_both_paths(
     assert fast.value.metadata.get("field") == model.value.metadata.get("field")
     assert fast.value.metadata.get("field"), "the error names the field"
     assert fast.value.message == model.value.message
+
+
+def test_each_row_type_is_its_tables_columns_in_order() -> None:
+    """The schema's CREATE TABLEs and the row types agree: the store's SQL is built from the rows."""
+    import sqlite3
+
+    from wfe_sqlite._rows import CommandRow, ErrorRow, EventRow, PointerRow, SubscriptionRow, WorkflowRow
+    from wfe_sqlite._schema import ensure_schema
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    ensure_schema(conn)
+
+    def columns(table: str) -> tuple[str, ...]:
+        return tuple(row[1] for row in conn.execute(f"PRAGMA table_info({table})"))
+
+    assert columns("workflows") == WorkflowRow._fields
+    assert columns("execution_pointers") == PointerRow._fields
+    assert columns("events") == EventRow._fields
+    assert columns("event_subscriptions") == (*SubscriptionRow._fields, "terminated")
+    assert columns("scheduled_commands")[:3] == CommandRow._fields
+    assert columns("execution_errors") == ("id", *ErrorRow._fields)
