@@ -9,6 +9,7 @@ read is one snapshot (``BEGIN`` ... ``COMMIT``), as the provider's readers do.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 import uuid
@@ -129,6 +130,10 @@ class RawStore:
         else:
             raise ValueError(op)
 
+    def _write_group(self, op: str, tasks: int, n: int) -> None:
+        for task in range(tasks):
+            self._write(op, task, n + task)
+
     def _runnable(self) -> list[Any]:
         return self.conn.execute(RUNNABLE_WORKFLOWS, (int(time.time() * 1000), -(2**63), "", 1001)).fetchall()
 
@@ -162,16 +167,15 @@ class RawStore:
         """Claim the due commands, then delete them (what process_commands does with a no-op handler)."""
         now_ms = int(time.time() * 1000)
         lease = str(uuid.uuid4())
-        while True:
+        def claim() -> list[Any]:
             now = _micros()
-            rows = self._in_transaction(
-                lambda: self.conn.execute(CLAIM_COMMANDS, (lease, now + 30_000_000, now_ms, now, 100)).fetchall()
-            )
-            if not rows:
-                return
+            return self.conn.execute(CLAIM_COMMANDS, (lease, now + 30_000_000, now_ms, now, 100)).fetchall()
+
+        while rows := self._in_transaction(claim):
+            done = [r[:2] for r in rows]
             self._in_transaction(
-                lambda: self.conn.executemany(
-                    "DELETE FROM scheduled_commands WHERE command_name = ? AND data = ?", [r[:2] for r in rows]
+                functools.partial(
+                    self.conn.executemany, "DELETE FROM scheduled_commands WHERE command_name = ? AND data = ?", done
                 )
             )
 
@@ -187,7 +191,7 @@ class RawStore:
             if start >= end:
                 return lat
             if write:
-                self._in_transaction(lambda: [self._write(op, task, n + task) for task in range(tasks)])
+                self._in_transaction(functools.partial(self._write_group, op, tasks, n))
                 if op == "commands":
                     self._process_commands()
                 done = time.time()

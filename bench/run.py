@@ -96,7 +96,7 @@ class Load:
 
     def run(self, split: list[int], windows: int, width: float) -> Figure:
         t0 = time.time() + LEAD
-        for p, n in zip(self.procs, split):
+        for p, n in zip(self.procs, split, strict=True):
             p.stdin.write(f"go {t0:.6f} {n}\n")  # type: ignore[union-attr]
             p.stdin.flush()  # type: ignore[union-attr]
         per_window: list[list[int]] = [[] for _ in range(windows)]

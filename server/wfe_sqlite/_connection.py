@@ -10,6 +10,7 @@ in one place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import sqlite3
@@ -228,7 +229,5 @@ def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
 
 
 def _report(future: asyncio.Future[Any], settle: Callable[[asyncio.Future[Any], Any], None], value: Any) -> None:
-    try:
+    with contextlib.suppress(RuntimeError):  # a closed event loop: nobody waits for the answer any more
         future.get_loop().call_soon_threadsafe(settle, future, value)
-    except RuntimeError:
-        pass  # the event loop is closed: nobody is waiting for the answer any more

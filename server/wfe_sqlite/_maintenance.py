@@ -45,7 +45,11 @@ def live_figures(conn: sqlite3.Connection) -> LiveFigures:
     """The ``LiveFigures`` as of now, from one snapshot (run it inside a read transaction)."""
     now_us = to_micros(utc_now())
     now_ms = now_us // 1000
-    one = lambda sql, *args: conn.execute(sql, args).fetchone()[0]  # noqa: E731
+
+    def one(sql: str, *args: int) -> int:
+        count: int = conn.execute(sql, args).fetchone()[0]
+        return count
+
     return LiveFigures(
         runnable_workflows=one(
             "SELECT count(*) FROM workflows WHERE status = 'RUNNABLE' "

@@ -122,7 +122,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
         pointers = pointer_rows(row.id, instance.execution_pointers)
         rows = new_subscription_rows(subscriptions)
         await self._store.persist_workflow(row, pointers, rows)
-        for subscription, stored in zip(subscriptions, rows):
+        for subscription, stored in zip(subscriptions, rows, strict=True):
             subscription.id = stored.id
 
     async def get_runnable_instances(self, as_at: datetime) -> list[str]:

@@ -37,8 +37,8 @@ class ReadPool:
         """``size`` reader threads and the point-lookup connection, all opened by ``connect``."""
         readers: list[ConnectionThread] = []
         try:
-            for number in range(max(1, size)):
-                readers.append(await ConnectionThread.open(connect, f"wfe-sqlite-reader-{number}"))
+            while len(readers) < max(1, size):
+                readers.append(await ConnectionThread.open(connect, f"wfe-sqlite-reader-{len(readers)}"))
             return cls(readers, connect())
         except BaseException:
             for reader in readers:

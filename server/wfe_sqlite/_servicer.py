@@ -53,12 +53,11 @@ from wfe_client.models import ScheduledCommand
 
 from ._provider import SqlitePersistenceProvider, new_subscription_rows
 from ._rows import PageKey, StoredWorkflow, check_id, subscription_from_row, with_workflow_id
-from ._status import translate_errors, translate_stream_errors
+from ._status import Context, translate_errors, translate_stream_errors
 from ._wire import workflow_message, workflow_rows_from_message
 
 __all__ = ["add_servicers", "SERVICE_NAMES"]
 
-Context = grpc.aio.ServicerContext
 T = TypeVar("T")
 
 PAGE_BYTES = 4 * 1024 * 1024

@@ -15,11 +15,14 @@ from grpc_status import rpc_status
 
 from wfe_client.errors import ERROR_DOMAIN, InvalidArgument, WfeError
 
-__all__ = ["to_status", "translate_errors", "translate_stream_errors", "RejectUndecodable"]
+__all__ = ["Context", "to_status", "translate_errors", "translate_stream_errors", "RejectUndecodable"]
 
 LOG = logging.getLogger(__name__)
 
 R = TypeVar("R")
+
+Context = grpc.aio.ServicerContext[Any, Any]
+"""The context of a servicer call (any request and response type)."""
 
 
 MAX_MESSAGE_CHARS = 512
@@ -59,35 +62,35 @@ def _as_wfe_error(error: Exception, method: str) -> WfeError:
     return WfeError("internal error; see the server log")
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: WfeError) -> None:
+async def _abort(context: Context, error: WfeError) -> None:
     await context.abort_with_status(rpc_status.to_status(to_status(error)))
 
 
 def translate_errors(
-    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
+    method: Callable[[Any, Any, Context], Awaitable[R]],
+) -> Callable[[Any, Any, Context], Awaitable[R]]:
     """Wrap a unary servicer method so every failure reaches the client as a proper status."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+    async def wrapper(self: Any, request: Any, context: Context) -> R:
         try:
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
         except Exception as error:  # noqa: BLE001 - the boundary: nothing escapes unmapped
             await _abort(context, _as_wfe_error(error, method.__qualname__))
-            raise AssertionError("abort returned")  # pragma: no cover
+            raise AssertionError("abort returned") from None  # pragma: no cover
 
     return wrapper
 
 
 def translate_stream_errors(
-    method: Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[R]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[R]]:
+    method: Callable[[Any, Any, Context], AsyncIterator[R]],
+) -> Callable[[Any, Any, Context], AsyncIterator[R]]:
     """``translate_errors`` for server-streaming methods."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[R]:
+    async def wrapper(self: Any, request: Any, context: Context) -> AsyncIterator[R]:
         try:
             async for item in method(self, request, context):
                 yield item
@@ -146,7 +149,7 @@ def _tolerant(handler: Any, method: str) -> Any:
     if handler.unary_unary is not None:
         inner = handler.unary_unary
 
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary(request: Any, context: Context) -> Any:
             if isinstance(request, _Undecodable):
                 await _abort(context, refusal(request))
             return await inner(request, context)
@@ -155,7 +158,7 @@ def _tolerant(handler: Any, method: str) -> Any:
     if handler.unary_stream is not None:
         inner_stream = handler.unary_stream
 
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             if isinstance(request, _Undecodable):
                 await _abort(context, refusal(request))
             responses = inner_stream(request, context)

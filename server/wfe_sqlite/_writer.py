@@ -147,7 +147,7 @@ class GroupCommitWriter:
         self.batched_jobs += len(jobs)
         if self.on_batch is not None:
             self.on_batch(len(jobs))
-        for (_, future), (ok, value) in zip(inside, outcomes):
+        for (_, future), (ok, value) in zip(inside, outcomes, strict=True):
             _settle(future, ok, value if ok else translate(value))
 
 

@@ -183,9 +183,9 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     # -- the one place calls are made -----------------------------------------------------------
 
-    async def _call(self, method: Callable[..., Any], request: Any, timeout: Optional[float] = None) -> Any:
+    async def _call(self, method: Callable[..., Any], request: Any) -> Any:
         try:
-            return await method(request, timeout=timeout or self._timeout, metadata=self._metadata)
+            return await method(request, timeout=self._timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
             raise _error_from_rpc(error) from None
 
@@ -210,7 +210,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def create_new_workflow(self, instance: WorkflowInstance) -> str:
         request = workflows_pb2.CreateWorkflowRequest(workflow=convert.workflow_to_proto(instance))
-        response = await self._call(self._workflows.CreateWorkflow, request)
+        response: workflows_pb2.CreateWorkflowResponse = await self._call(self._workflows.CreateWorkflow, request)
         instance.id, instance.name = response.id, response.name
         return response.id
 
@@ -225,8 +225,8 @@ class GrpcPersistenceProvider(PersistenceProvider):
             workflow=convert.workflow_to_proto(instance),
             subscriptions=[convert.subscription_to_proto(s) for s in subscriptions],
         )
-        response = await self._call(self._workflows.PersistWorkflowWithSubscriptions, request)
-        for subscription, sid in zip(subscriptions, response.subscription_ids):
+        response: workflows_pb2.PersistWorkflowWithSubscriptionsResponse = await self._call(self._workflows.PersistWorkflowWithSubscriptions, request)
+        for subscription, sid in zip(subscriptions, response.subscription_ids, strict=True):
             subscription.id = sid
 
     async def get_runnable_instances(self, as_at: datetime) -> list[str]:
@@ -234,11 +234,11 @@ class GrpcPersistenceProvider(PersistenceProvider):
         return await self._pages(self._workflows.GetRunnableWorkflows, request, "workflow_ids")
 
     async def get_workflow_instance(self, id: str) -> WorkflowInstance:
-        response = await self._call(self._workflows.GetWorkflow, workflows_pb2.GetWorkflowRequest(id=id))
+        response: workflows_pb2.GetWorkflowResponse = await self._call(self._workflows.GetWorkflow, workflows_pb2.GetWorkflowRequest(id=id))
         return convert.workflow_from_proto(response.workflow)
 
     async def get_workflow_instance_by_name(self, name: str) -> WorkflowInstance:
-        response = await self._call(
+        response: workflows_pb2.GetWorkflowByNameResponse = await self._call(
             self._workflows.GetWorkflowByName, workflows_pb2.GetWorkflowByNameRequest(name=name)
         )
         return convert.workflow_from_proto(response.workflow)
@@ -259,7 +259,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
         ]
 
     async def next_definition_sequence(self, definition_id: str) -> int:
-        response = await self._call(
+        response: workflows_pb2.NextDefinitionSequenceResponse = await self._call(
             self._workflows.NextDefinitionSequence,
             workflows_pb2.NextDefinitionSequenceRequest(definition_id=definition_id),
         )
@@ -268,14 +268,14 @@ class GrpcPersistenceProvider(PersistenceProvider):
     # -- events --------------------------------------------------------------------------------
 
     async def create_event(self, event: Event) -> str:
-        response = await self._call(
+        response: events_pb2.CreateEventResponse = await self._call(
             self._events.CreateEvent, events_pb2.CreateEventRequest(event=convert.event_to_proto(event))
         )
         event.id = response.id
         return response.id
 
     async def get_event(self, id: str) -> Event:
-        response = await self._call(self._events.GetEvent, events_pb2.GetEventRequest(id=id))
+        response: events_pb2.GetEventResponse = await self._call(self._events.GetEvent, events_pb2.GetEventRequest(id=id))
         return convert.event_from_proto(response.event)
 
     async def get_runnable_events(self, as_at: datetime) -> list[str]:
@@ -298,12 +298,12 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def create_event_subscription(self, subscription: EventSubscription) -> str:
         request = subscriptions_pb2.CreateSubscriptionRequest(subscription=convert.subscription_to_proto(subscription))
-        response = await self._call(self._subscriptions.CreateSubscription, request)
+        response: subscriptions_pb2.CreateSubscriptionResponse = await self._call(self._subscriptions.CreateSubscription, request)
         subscription.id = response.id
         return response.id
 
     async def get_subscription(self, id: str) -> EventSubscription:
-        response = await self._call(
+        response: subscriptions_pb2.GetSubscriptionResponse = await self._call(
             self._subscriptions.GetSubscription, subscriptions_pb2.GetSubscriptionRequest(id=id)
         )
         return convert.subscription_from_proto(response.subscription)
@@ -326,7 +326,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
         request = subscriptions_pb2.GetFirstOpenSubscriptionRequest(
             event_name=event_name, event_key=event_key, as_of=convert.timestamp(as_of, "as_of")
         )
-        response = await self._call(self._subscriptions.GetFirstOpenSubscription, request)
+        response: subscriptions_pb2.GetFirstOpenSubscriptionResponse = await self._call(self._subscriptions.GetFirstOpenSubscription, request)
         if not response.HasField("subscription"):
             return None
         return convert.subscription_from_proto(response.subscription)
@@ -335,7 +335,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
         request = subscriptions_pb2.SetSubscriptionTokenRequest(
             id=id, token=token, worker_id=worker_id, expiry=convert.timestamp(expiry, "expiry")
         )
-        response = await self._call(self._subscriptions.SetSubscriptionToken, request)
+        response: subscriptions_pb2.SetSubscriptionTokenResponse = await self._call(self._subscriptions.SetSubscriptionToken, request)
         return response.acquired
 
     async def clear_subscription_token(self, id: str, token: str) -> None:
@@ -368,7 +368,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
             lease_duration=duration,
             worker_id=worker_id,
         )
-        response = await self._call(self._commands.ClaimCommands, request)
+        response: scheduled_commands_pb2.ClaimCommandsResponse = await self._call(self._commands.ClaimCommands, request)
         return CommandClaim(
             lease_id=response.lease_id,
             lease_expiry=convert.instant(response, "lease_expiry", "response"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -192,10 +193,8 @@ class PersistenceProvider(abc.ABC):
                         held.remove((command, claim.lease_id))
         finally:
             for command, lease_id in held:
-                try:
+                with contextlib.suppress(LeaseLost):
                     await self.release_command(command, lease_id)
-                except LeaseLost:
-                    pass
 
     async def _process_one(
         self, command: ScheduledCommand, lease_id: str, handler: CommandHandler, handled: set[tuple[CommandName, str]]

@@ -68,24 +68,26 @@ __all__ = [
 ]
 
 E = TypeVar("E", bound=enum.Enum)
+P = TypeVar("P", bound=int)
 
 
-class ProtoEnum(Generic[E]):
+class ProtoEnum(Generic[E, P]):
     """One model enum and its proto enum, whose values are the member names with a prefix.
 
     ``WorkflowStatus.SUSPENDED`` <-> ``WORKFLOW_STATUS_SUSPENDED``; the storage keeps member names,
     so the maps by name serve the row fast path.
     """
 
-    def __init__(self, model: type[E], proto: Any, prefix: str) -> None:
+    def __init__(self, model: type[E], proto: type[P], prefix: str) -> None:
         self.model = model
         self.kind = model.__name__
-        self.to_proto: dict[E, int] = {member: proto.Value(prefix + member.name) for member in model}
+        wrapper: Any = proto  # an EnumTypeWrapper: Value(name) is the number of a value name
+        self.to_proto: dict[E, P] = {member: wrapper.Value(prefix + member.name) for member in model}
         self.from_proto: dict[int, E] = {number: member for member, number in self.to_proto.items()}
-        self.name_to_proto: dict[str, int] = {member.name: number for member, number in self.to_proto.items()}
+        self.name_to_proto: dict[str, P] = {member.name: number for member, number in self.to_proto.items()}
         self.name_from_proto: dict[int, str] = {number: name for name, number in self.name_to_proto.items()}
 
-    def encode(self, value: Any, field: str) -> int:
+    def encode(self, value: Any, field: str) -> P:
         """The proto number of a member (or of a member name, as the embedded provider accepts)."""
         if isinstance(value, str):
             value = self.model.__members__.get(value, value)
@@ -349,7 +351,7 @@ def subscription_from_proto(
 # -- scheduled commands ------------------------------------------------------------------------
 
 
-def command_name_to_proto(name: CommandName) -> int:
+def command_name_to_proto(name: CommandName) -> scheduled_commands_pb2.CommandName:
     return COMMAND_NAME.encode(name, "command.command_name")
 
 
