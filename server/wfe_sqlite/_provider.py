@@ -39,6 +39,7 @@ from ._rows import (
     pointer_rows,
     subscription_from_row,
     subscription_row,
+    with_id,
     with_workflow_id,
     workflow_from_rows,
     workflow_row,
@@ -51,11 +52,7 @@ __all__ = ["SqlitePersistenceProvider", "new_subscription_rows"]
 
 def new_subscription_rows(subscriptions: Sequence[EventSubscription]) -> list[SubscriptionRow]:
     """The rows of subscriptions to insert along with a workflow, each with an id."""
-    rows = []
-    for i, subscription in enumerate(subscriptions):
-        row = subscription_row(subscription, f"subscriptions[{i}]")
-        rows.append(row if row.id else row._replace(id=new_id()))
-    return rows
+    return [with_id(subscription_row(s, f"subscriptions[{i}]")) for i, s in enumerate(subscriptions)]
 
 
 class SqlitePersistenceProvider(PersistenceProvider):
@@ -149,9 +146,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
     # -- events --------------------------------------------------------------------------------
 
     async def create_event(self, event: Event) -> str:
-        row = event_row(event)
-        if not row.id:
-            row = row._replace(id=new_id())
+        row = with_id(event_row(event))
         await self._store.create_event(row)
         event.id = row.id
         return row.id
@@ -177,9 +172,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
     # -- subscriptions -------------------------------------------------------------------------
 
     async def create_event_subscription(self, subscription: EventSubscription) -> str:
-        row = subscription_row(subscription)
-        if not row.id:
-            row = row._replace(id=new_id())
+        row = with_id(subscription_row(subscription))
         await self._store.create_subscription(row)
         subscription.id = row.id
         return row.id

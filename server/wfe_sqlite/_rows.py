@@ -41,6 +41,7 @@ __all__ = [
     "StoredWorkflow",
     "PageKey",
     "new_id",
+    "with_id",
     "with_workflow_id",
     "check_id",
     "micros",
@@ -157,6 +158,14 @@ PageKey = tuple[int, str]
 def new_id() -> str:
     """A fresh id for a record stored without one (a UUIDv4)."""
     return str(uuid.uuid4())
+
+
+R = TypeVar("R", EventRow, SubscriptionRow)
+
+
+def with_id(row: R) -> R:
+    """The row of a record to create: a fresh id when it has none."""
+    return row if row.id else row._replace(id=new_id())
 
 
 def with_workflow_id(row: WorkflowRow, pointers: list[PointerRow]) -> StoredWorkflow:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -94,12 +95,11 @@ def _backup(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     config = resolve(args, os.environ, _DB_ONLY)
     conn, path = open_existing(config.db)
-    try:
-        problems = integrity_problems(conn)
-    except sqlite3.DatabaseError as error:
-        problems = [str(error)]
-    finally:
-        conn.close()
+    with contextlib.closing(conn):
+        try:
+            problems = integrity_problems(conn)
+        except sqlite3.DatabaseError as error:
+            problems = [str(error)]
     if problems:
         for problem in problems:
             print(problem)
@@ -112,10 +112,8 @@ def _check(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     config = resolve(args, os.environ, _DB_ONLY)
     conn, path = open_existing(config.db)
-    try:
+    with contextlib.closing(conn):
         stats = store_stats(conn, path)
-    finally:
-        conn.close()
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
