@@ -19,13 +19,13 @@ from wfe_client._grpc_provider import _error_from_rpc
 from wfe_sqlite._status import to_status
 from wfe_sqlite.server import RunningServer, ServerConfig
 
-REASONS = [name for name in errors_pb2.ErrorReason.keys() if name != "ERROR_REASON_UNSPECIFIED"]
+REASONS = [name for name in errors_pb2.ErrorReason.keys() if name != "ERROR_REASON_UNSPECIFIED"]  # noqa: SIM118
 
 
 def _documented_codes() -> dict[str, str]:
     """Reason -> status code, as the comment above each ErrorReason value in errors.proto says."""
     text = (ROOT / "protos/wfe/persistence/v1/errors.proto").read_text()
-    return dict((reason, code) for code, reason in re.findall(r"//\s*([A-Z_]+):.*\n\s*([A-Z_]+) = \d+;", text))
+    return {reason: code for code, reason in re.findall(r"//\s*([A-Z_]+):.*\n\s*([A-Z_]+) = \d+;", text)}
 
 
 @pytest.mark.parametrize("reason", REASONS)

@@ -199,7 +199,7 @@ FAULTS: dict[str, Fault] = {
 def test_fast_path_stores_the_rows_the_model_path_stores(msg: workflows_pb2.WorkflowInstance) -> None:
     fast = workflow_rows_from_message(msg)
     assert _as_models_see(fast) == _model_rows(msg)
-    for sent, stored in zip(msg.execution_pointers, fast[1]):
+    for sent, stored in zip(msg.execution_pointers, fast[1], strict=True):
         for name in _OPTIONAL_JSON:  # the wire path keeps a present field present, null included
             assert (getattr(stored, name) is None) == (not sent.HasField(name))
 
