@@ -164,6 +164,42 @@ impl GrpcPersistenceProvider {
         Err(from_status(&status, subject))
     }
 
+    /// Every item of a paged list RPC, each page through [`call`](Self::call):
+    /// `request(page_token)` builds a page's request, `rpc` sends it, `items` splits the answer
+    /// into its items and the next page token (empty on the last page).
+    async fn pages<C, Req, Resp, T, F, Fut>(
+        &self,
+        client: &C,
+        request: impl Fn(String) -> Req,
+        rpc: F,
+        items: impl Fn(Resp) -> (Vec<T>, String),
+    ) -> Result<Vec<T>>
+    where
+        C: Clone,
+        F: Fn(C, Req) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
+    {
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page_request = request(token.clone());
+            let page = self
+                .call(client, Subject::None, |c| rpc(c, page_request))
+                .await?;
+            let (page_items, next) = items(page);
+            all.extend(page_items);
+            if next.is_empty() {
+                return Ok(all);
+            }
+            if next == token {
+                return Err(WfeError::Persistence(
+                    "INTERNAL (INTERNAL): server returned the same page token twice".into(),
+                ));
+            }
+            token = next;
+        }
+    }
+
     async fn claim_commands(
         &self,
         as_of: &DateTime<Utc>,
@@ -269,30 +305,6 @@ impl GrpcPersistenceProvider {
     }
 }
 
-/// Gathers every page of a paged list RPC. `fetch(page_token)` returns one page and the
-/// next token; an empty token ends the list.
-async fn collect_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>>
-where
-    F: FnMut(String) -> Fut,
-    Fut: Future<Output = Result<(Vec<T>, String)>>,
-{
-    let mut all = Vec::new();
-    let mut token = String::new();
-    loop {
-        let (items, next) = fetch(token.clone()).await?;
-        all.extend(items);
-        if next.is_empty() {
-            return Ok(all);
-        }
-        if next == token {
-            return Err(WfeError::Persistence(
-                "INTERNAL (INTERNAL): server returned the same page token twice".into(),
-            ));
-        }
-        token = next;
-    }
-}
-
 #[async_trait]
 impl WorkflowRepository for GrpcPersistenceProvider {
     async fn create_new_workflow(&self, instance: &WorkflowInstance) -> Result<String> {
@@ -345,19 +357,16 @@ impl WorkflowRepository for GrpcPersistenceProvider {
 
     async fn get_runnable_instances(&self, as_at: DateTime<Utc>) -> Result<Vec<String>> {
         let as_at = Some(convert::ts_to_wire(&as_at));
-        collect_pages(|page_token| async move {
-            let request = pb::GetRunnableWorkflowsRequest {
+        self.pages(
+            &self.workflows,
+            |page_token| pb::GetRunnableWorkflowsRequest {
                 as_at,
                 page_size: 0,
                 page_token,
-            };
-            let page = self
-                .call(&self.workflows, Subject::None, |mut c| async move {
-                    c.get_runnable_workflows(request).await
-                })
-                .await?;
-            Ok((page.workflow_ids, page.next_page_token))
-        })
+            },
+            |mut c, r| async move { c.get_runnable_workflows(r).await },
+            |page| (page.workflow_ids, page.next_page_token),
+        )
         .await
     }
 
@@ -466,19 +475,16 @@ impl EventRepository for GrpcPersistenceProvider {
 
     async fn get_runnable_events(&self, as_at: DateTime<Utc>) -> Result<Vec<String>> {
         let as_at = Some(convert::ts_to_wire(&as_at));
-        collect_pages(|page_token| async move {
-            let request = pb::GetRunnableEventsRequest {
+        self.pages(
+            &self.events,
+            |page_token| pb::GetRunnableEventsRequest {
                 as_at,
                 page_size: 0,
                 page_token,
-            };
-            let page = self
-                .call(&self.events, Subject::None, |mut c| async move {
-                    c.get_runnable_events(request).await
-                })
-                .await?;
-            Ok((page.event_ids, page.next_page_token))
-        })
+            },
+            |mut c, r| async move { c.get_runnable_events(r).await },
+            |page| (page.event_ids, page.next_page_token),
+        )
         .await
     }
 
@@ -489,21 +495,18 @@ impl EventRepository for GrpcPersistenceProvider {
         as_of: DateTime<Utc>,
     ) -> Result<Vec<String>> {
         let as_of = Some(convert::ts_to_wire(&as_of));
-        collect_pages(|page_token| async move {
-            let request = pb::GetEventsRequest {
+        self.pages(
+            &self.events,
+            |page_token| pb::GetEventsRequest {
                 event_name: event_name.to_string(),
                 event_key: event_key.to_string(),
                 as_of,
                 page_size: 0,
                 page_token,
-            };
-            let page = self
-                .call(&self.events, Subject::None, |mut c| async move {
-                    c.get_events(request).await
-                })
-                .await?;
-            Ok((page.event_ids, page.next_page_token))
-        })
+            },
+            |mut c, r| async move { c.get_events(r).await },
+            |page| (page.event_ids, page.next_page_token),
+        )
         .await
     }
 
@@ -548,22 +551,20 @@ impl SubscriptionRepository for GrpcPersistenceProvider {
         as_of: DateTime<Utc>,
     ) -> Result<Vec<EventSubscription>> {
         let as_of = Some(convert::ts_to_wire(&as_of));
-        let wire = collect_pages(|page_token| async move {
-            let request = pb::GetSubscriptionsRequest {
-                event_name: event_name.to_string(),
-                event_key: event_key.to_string(),
-                as_of,
-                page_size: 0,
-                page_token,
-            };
-            let page = self
-                .call(&self.subscriptions, Subject::None, |mut c| async move {
-                    c.get_subscriptions(request).await
-                })
-                .await?;
-            Ok((page.subscriptions, page.next_page_token))
-        })
-        .await?;
+        let wire = self
+            .pages(
+                &self.subscriptions,
+                |page_token| pb::GetSubscriptionsRequest {
+                    event_name: event_name.to_string(),
+                    event_key: event_key.to_string(),
+                    as_of,
+                    page_size: 0,
+                    page_token,
+                },
+                |mut c, r| async move { c.get_subscriptions(r).await },
+                |page| (page.subscriptions, page.next_page_token),
+            )
+            .await?;
         wire.into_iter()
             .map(convert::subscription_from_wire)
             .collect()
