@@ -10,7 +10,8 @@ GEN    := client/python
 DB     ?= sqlite://wfe.db
 LISTEN ?= 127.0.0.1:50051
 
-.PHONY: install protos check-protos serve test test-python test-rust test-typescript lint lint-python lint-protos breaking clean
+.PHONY: install protos check-protos serve test test-python test-rust test-typescript breaking clean
+.PHONY: lint lint-python lint-protos lint-rust lint-typescript
 .PHONY: go-tools protos-go check-protos-go
 
 install: $(STAMP)
@@ -23,8 +24,14 @@ $(STAMP): pyproject.toml client/python/pyproject.toml
 	$(PY) -m pip install --quiet -e ./client/python -e '.[dev]'
 	touch $@
 
+# npm ci installs exactly package-lock.json (npm install would rewrite it).
 node_modules/.installed: package.json package-lock.json
-	npm install --no-audit --no-fund --loglevel=error
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+TS := client/typescript
+$(TS)/node_modules/.installed: $(TS)/package.json $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # Regenerate the committed Python stubs from protos/ (pinned grpcio-tools, with .pyi), and the Go ones.
@@ -91,8 +98,8 @@ check-protos-go: $(STAMP) go-tools
 lint-protos: node_modules/.installed
 	npx --no-install buf lint
 
-# Every linter, each pinned (dev extras, package.json): zero findings or the target fails.
-lint: lint-python lint-protos
+# Every linter, each pinned (dev extras, package.json, rust-toolchain.toml): zero findings or it fails.
+lint: lint-python lint-protos lint-rust lint-typescript
 
 # ruff (lint and format) over the hand-written Python (server, client, tests, bench; the generated
 # stubs excluded), mypy --strict over the packages (pyproject.toml [tool.ruff], [tool.mypy]).
@@ -100,6 +107,20 @@ lint-python: $(STAMP)
 	$(VENV)/bin/ruff check --no-cache .
 	$(VENV)/bin/ruff format --no-cache --check .
 	$(VENV)/bin/mypy
+
+# rustfmt and clippy (the toolchain and both components pinned in rust-toolchain.toml) on the
+# adapter crate and the bench, every target, warnings as errors.
+RUST_CRATES := client/rust bench/rust
+lint-rust:
+	@for crate in $(RUST_CRATES); do \
+		echo "cargo fmt --check, cargo clippy: $$crate"; \
+		(cd $$crate && cargo fmt --check && cargo clippy --locked --all-targets -- -D warnings) || exit 1; \
+	done
+
+# tsc (strict) and eslint (typescript-eslint's recommended type-checked rules) on the
+# TypeScript adapter, its tests and scripts; the stubs are generated first.
+lint-typescript: $(TS)/node_modules/.installed
+	cd $(TS) && npm run --silent lint
 
 # Compare the contract with the previous commit: a breaking change fails.
 breaking: node_modules/.installed
@@ -126,7 +147,7 @@ test-typescript: $(STAMP)
 test: check-protos lint breaking test-rust test-typescript test-python
 
 clean:
-	rm -rf $(VENV) node_modules build *.egg-info .tools
+	rm -rf $(VENV) node_modules $(TS)/node_modules build *.egg-info .tools
 
 # Performance against the machine's limits (bench/run.py); writes BENCHMARKS.md.
 # SCALE=10k,100k (default; SCALE=10k,100k,1m adds the 1M-workflow figures, SCALE= none), RUST=0 skips cargo.
