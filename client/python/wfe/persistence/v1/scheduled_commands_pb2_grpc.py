@@ -81,7 +81,7 @@ class ScheduledCommandServiceServicer:
         until the end of the call and is then released (ReleaseCommand), so the next call offers it
         again. Within one call each (command_name, data) is handed to the handler at most once: a
         command offered again during the same call (scheduled anew by its own handler, say) is skipped
-        and released at the end. A call that is cancelled releases the commands it still holds.
+        and released at the end.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

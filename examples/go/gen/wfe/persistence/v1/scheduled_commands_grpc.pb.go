@@ -54,7 +54,7 @@ type ScheduledCommandServiceClient interface {
 	// until the end of the call and is then released (ReleaseCommand), so the next call offers it
 	// again. Within one call each (command_name, data) is handed to the handler at most once: a
 	// command offered again during the same call (scheduled anew by its own handler, say) is skipped
-	// and released at the end. A call that is cancelled releases the commands it still holds.
+	// and released at the end.
 	ClaimCommands(ctx context.Context, in *ClaimCommandsRequest, opts ...grpc.CallOption) (*ClaimCommandsResponse, error)
 	// AcknowledgeCommand deletes a command whose handler succeeded. If the command was scheduled
 	// again while it was held, it is kept (with the earlier execute_time) and only the lease is
@@ -134,7 +134,7 @@ type ScheduledCommandServiceServer interface {
 	// until the end of the call and is then released (ReleaseCommand), so the next call offers it
 	// again. Within one call each (command_name, data) is handed to the handler at most once: a
 	// command offered again during the same call (scheduled anew by its own handler, say) is skipped
-	// and released at the end. A call that is cancelled releases the commands it still holds.
+	// and released at the end.
 	ClaimCommands(context.Context, *ClaimCommandsRequest) (*ClaimCommandsResponse, error)
 	// AcknowledgeCommand deletes a command whose handler succeeded. If the command was scheduled
 	// again while it was held, it is kept (with the earlier execute_time) and only the lease is
