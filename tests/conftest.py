@@ -1,19 +1,28 @@
-"""Shared fixtures: a fresh store per test behind each provider, and real server processes."""
+"""Shared fixtures: a fresh store per test behind each provider (SQLite and PostgreSQL), and real
+server processes.
+
+PostgreSQL: one throwaway cluster per session (``tests/pgcluster.py``); missing binaries fail the
+tests that need it (never a skip). ``pg_url`` gives a test an empty database: the session's shared
+one with every table emptied (fast), ``fresh_pg_url`` a newly created database of its own.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import pytest
+from pgcluster import PgCluster, PostgresMissing
 
 from wfe_client import GrpcPersistenceProvider, PersistenceProvider
-from wfe_sqlite import SqlitePersistenceProvider
+from wfe_sqlite import open_provider
 from wfe_sqlite.server import RunningServer, ServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,10 +40,95 @@ def db_url(db_path: Path) -> str:
     return f"sqlite://{db_path}"
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """The session's throwaway PostgreSQL (started on first use)."""
+    try:
+        cluster = PgCluster.start()
+    except PostgresMissing as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+_databases = itertools.count(1)
+
+
 @pytest.fixture
-async def running_server(db_url: str) -> AsyncIterator[RunningServer]:
-    """An in-process server on 127.0.0.1, port 0, over the test's database file."""
-    running = await RunningServer.start(ServerConfig(db=db_url, listen="127.0.0.1:0", grace=1.0))
+def fresh_pg_url(pg_cluster: PgCluster) -> Iterator[str]:
+    """A newly created, empty PostgreSQL database of the test's own (no schema yet)."""
+    name = f"test_{os.getpid()}_{next(_databases)}"
+    url = pg_cluster.create_database(name)
+    try:
+        yield url
+    finally:
+        pg_cluster.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def _shared_pg_url(pg_cluster: PgCluster) -> str:
+    return pg_cluster.create_database("shared")
+
+
+@pytest.fixture
+async def pg_url(_shared_pg_url: str) -> str:
+    """The session's shared PostgreSQL database with every table of the store emptied."""
+    conn = await asyncpg.connect(_shared_pg_url)
+    try:
+        tables = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'schema_version'"
+            )
+        ]
+        if tables:
+            await conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
+    finally:
+        await conn.close()
+    return _shared_pg_url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """The test's empty store: a SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite://{db_path}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+Peek = Callable[[str], Awaitable[list[tuple[object, ...]]]]
+
+
+@pytest.fixture
+def peek(store_url: str, db_path: Path) -> Peek:
+    """Run a query on the store's database behind the interface's back; the rows as tuples."""
+
+    async def run(sql: str) -> list[tuple[object, ...]]:
+        if store_url.startswith("postgresql://"):
+            conn = await asyncpg.connect(store_url)
+            try:
+                return [tuple(r) for r in await conn.fetch(sql)]
+            finally:
+                await conn.close()
+        import sqlite3
+
+        reader = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            return [tuple(r) for r in reader.execute(sql).fetchall()]
+        finally:
+            reader.close()
+
+    return run
+
+
+@pytest.fixture
+async def running_server(store_url: str) -> AsyncIterator[RunningServer]:
+    """An in-process server on 127.0.0.1, port 0, over the test's store (SQLite file or PostgreSQL)."""
+    running = await RunningServer.start(ServerConfig(db=store_url, listen="127.0.0.1:0", grace=1.0))
     try:
         yield running
     finally:
@@ -42,16 +136,17 @@ async def running_server(db_url: str) -> AsyncIterator[RunningServer]:
 
 
 @pytest.fixture(params=["embedded", "grpc"])
-async def provider(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[PersistenceProvider]:
-    """A fresh, empty store: the embedded provider, or the real server through the gRPC adapter."""
+async def provider(request: pytest.FixtureRequest, store_url: str) -> AsyncIterator[PersistenceProvider]:
+    """A fresh, empty store (SQLite or PostgreSQL): the embedded provider, or the real server through
+    the gRPC adapter."""
     if request.param == "embedded":
-        embedded = await SqlitePersistenceProvider.open(db_url)
+        embedded = await open_provider(store_url)
         try:
             yield embedded
         finally:
             await embedded.close()
         return
-    running = await RunningServer.start(ServerConfig(db=db_url, listen="127.0.0.1:0", grace=1.0))
+    running = await RunningServer.start(ServerConfig(db=store_url, listen="127.0.0.1:0", grace=1.0))
     try:
         async with GrpcPersistenceProvider.connect(running.address) as remote:
             yield remote

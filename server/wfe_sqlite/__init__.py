@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from ._connection import DatabaseOpenError
-from ._provider import SqlitePersistenceProvider
+from ._provider import PostgresPersistenceProvider, SqlitePersistenceProvider, StoreProvider, open_provider
 
-__all__ = ["SqlitePersistenceProvider", "DatabaseOpenError", "__version__"]
+__all__ = [
+    "SqlitePersistenceProvider",
+    "PostgresPersistenceProvider",
+    "StoreProvider",
+    "open_provider",
+    "DatabaseOpenError",
+    "__version__",
+]
 
 __version__ = "0.1.0"

@@ -1,7 +1,8 @@
-"""``SqlitePersistenceProvider``: the WFE persistence interface on SQLite, usable in-process.
+"""``SqlitePersistenceProvider`` and ``PostgresPersistenceProvider``: the WFE persistence interface on
+SQLite or PostgreSQL, usable in-process; ``open_provider(url)`` picks one by the URL's scheme.
 
-It validates its arguments, turns models into rows (``_rows``), calls one store operation
-(``_store``, implemented on SQLite by ``_sqlite_store``) and turns the rows it gets back into models.
+Both are a ``StoreProvider``: it validates its arguments, turns models into rows (``_rows``), calls one store operation
+(``_store``, implemented by ``_sqlite_store`` and ``_postgres_store``) and turns the rows it gets back into models.
 It holds no SQL.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Optional
+from typing import Any, Optional
 
 from wfe_client import PersistenceProvider
 from wfe_client.errors import InvalidArgument
@@ -26,6 +27,7 @@ from wfe_client.timeutil import from_micros
 
 from ._connection import DatabaseConfig, parse_database_url
 from ._database import Database
+from ._postgres_store import PostgresConfig, PostgresStore, is_postgres_url
 from ._rows import (
     SubscriptionRow,
     check_id,
@@ -46,8 +48,15 @@ from ._rows import (
 )
 from ._schema import ensure_schema
 from ._sqlite_store import SqliteStore
+from ._store import Store
 
-__all__ = ["SqlitePersistenceProvider", "new_subscription_rows"]
+__all__ = [
+    "StoreProvider",
+    "SqlitePersistenceProvider",
+    "PostgresPersistenceProvider",
+    "open_provider",
+    "new_subscription_rows",
+]
 
 
 def new_subscription_rows(subscriptions: Sequence[EventSubscription]) -> list[SubscriptionRow]:
@@ -55,47 +64,16 @@ def new_subscription_rows(subscriptions: Sequence[EventSubscription]) -> list[Su
     return [with_id(subscription_row(s, f"subscriptions[{i}]")) for i, s in enumerate(subscriptions)]
 
 
-class SqlitePersistenceProvider(PersistenceProvider):
-    """The persistence interface on a SQLite database (``:memory:`` or a file, WAL mode)."""
+class StoreProvider(PersistenceProvider):
+    """The persistence interface on any ``Store``: validation and conversions, no SQL."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
 
-    @classmethod
-    async def open(
-        cls,
-        url: str = ":memory:",
-        *,
-        readers: int = 4,
-        synchronous: str = "FULL",
-        switch_interval: float = 0.0,
-        max_page_count: int = 0,
-    ) -> SqlitePersistenceProvider:
-        """Open (creating when missing) the database behind ``url`` and set up the schema.
-
-        ``switch_interval`` > 0 lowers the interpreter's GIL switch interval to it (see
-        ``DatabaseConfig.switch_interval``): much faster under concurrency, but process-wide.
-        ``max_page_count`` > 0 caps the database at that many pages (writes past it: ``StorageFull``).
-        """
-        config = DatabaseConfig(
-            path=parse_database_url(url),
-            readers=readers,
-            synchronous=synchronous,
-            switch_interval=switch_interval,
-            max_page_count=max_page_count,
-        )
-        config.pragmas(writer=True)  # validate settings before touching anything
-        return cls(SqliteStore(await Database.open(config, ensure_schema)))
-
     @property
-    def store(self) -> SqliteStore:
+    def store(self) -> Store:
         """The store behind the provider (the server's servicers and metrics use it directly)."""
         return self._store
-
-    @property
-    def database(self) -> Database:
-        """The underlying connections (for maintenance, tests and metrics)."""
-        return self._store.database
 
     async def close(self) -> None:
         await self._store.close()
@@ -240,3 +218,73 @@ class SqlitePersistenceProvider(PersistenceProvider):
 
     async def ensure_store_exists(self) -> None:
         await self._store.ensure_store_exists()
+
+
+class SqlitePersistenceProvider(StoreProvider):
+    """The persistence interface on a SQLite database (``:memory:`` or a file, WAL mode)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        super().__init__(store)
+        self._sqlite = store
+
+    @property
+    def store(self) -> SqliteStore:
+        """The SQLite store behind the provider."""
+        return self._sqlite
+
+    @classmethod
+    async def open(
+        cls,
+        url: str = ":memory:",
+        *,
+        readers: int = 4,
+        synchronous: str = "FULL",
+        switch_interval: float = 0.0,
+        max_page_count: int = 0,
+    ) -> SqlitePersistenceProvider:
+        """Open (creating when missing) the database behind ``url`` and set up the schema.
+
+        ``switch_interval`` > 0 lowers the interpreter's GIL switch interval to it (see
+        ``DatabaseConfig.switch_interval``): much faster under concurrency, but process-wide.
+        ``max_page_count`` > 0 caps the database at that many pages (writes past it: ``StorageFull``).
+        """
+        config = DatabaseConfig(
+            path=parse_database_url(url),
+            readers=readers,
+            synchronous=synchronous,
+            switch_interval=switch_interval,
+            max_page_count=max_page_count,
+        )
+        config.pragmas(writer=True)  # validate settings before touching anything
+        return cls(SqliteStore(await Database.open(config, ensure_schema)))
+
+    @property
+    def database(self) -> Database:
+        """The underlying connections (for maintenance, tests and metrics)."""
+        return self._sqlite.database
+
+
+class PostgresPersistenceProvider(StoreProvider):
+    """The persistence interface on a PostgreSQL database shared by any number of processes."""
+
+    @classmethod
+    async def open(
+        cls, url: str, *, pool_size: int = 10, connect_timeout: float = 5.0, command_timeout: float = 30.0
+    ) -> PostgresPersistenceProvider:
+        """Connect to ``postgresql://user:pass@host:port/dbname`` (or ``postgres://``), upgrading its
+        schema when it is older than this binary. Unreachable, or newer than this binary:
+        ``DatabaseOpenError``."""
+        if not is_postgres_url(url):
+            raise ValueError(f"not a PostgreSQL URL (postgresql://... or postgres://...): {url!r}")
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, got {pool_size}")
+        return cls(await PostgresStore.open(PostgresConfig(url, pool_size, connect_timeout, command_timeout)))
+
+
+async def open_provider(url: str, **settings: Any) -> StoreProvider:
+    """The provider for a database string: PostgreSQL for ``postgresql://``/``postgres://`` (settings:
+    ``pool_size``, ``connect_timeout``, ``command_timeout``), SQLite otherwise (settings: those of
+    ``SqlitePersistenceProvider.open``)."""
+    if is_postgres_url(url):
+        return await PostgresPersistenceProvider.open(url, **settings)
+    return await SqlitePersistenceProvider.open(url, **settings)

@@ -51,7 +51,7 @@ from wfe_client.limits import (
 )
 from wfe_client.models import ScheduledCommand
 
-from ._provider import SqlitePersistenceProvider, new_subscription_rows
+from ._provider import StoreProvider, new_subscription_rows
 from ._rows import PageKey, StoredWorkflow, check_id, subscription_from_row, with_workflow_id
 from ._status import Context, translate_errors, translate_stream_errors
 from ._wire import workflow_message, workflow_rows_from_message
@@ -137,7 +137,7 @@ def _id_page(rows: list[PageKey], limit: int) -> tuple[list[str], str]:
 class _Servicer:
     """What every servicer works on: the provider (models) and its store (rows)."""
 
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
+    def __init__(self, provider: StoreProvider) -> None:
         self._p = provider
         self._store = provider.store
 
@@ -448,7 +448,7 @@ class StoreServicer(_Servicer, execution_errors_pb2_grpc.StoreServiceServicer):
         return execution_errors_pb2.EnsureStoreExistsResponse()
 
 
-def add_servicers(server: grpc.aio.Server, provider: SqlitePersistenceProvider) -> None:
+def add_servicers(server: grpc.aio.Server, provider: StoreProvider) -> None:
     """Register every ``wfe.persistence.v1`` service of ``provider`` on ``server``."""
     workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(provider), server)
     events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(provider), server)

@@ -15,7 +15,8 @@ from wfe_client.limits import MAX_MESSAGE_BYTES
 
 from ._config import DEFAULT_DB, DEFAULT_LISTEN, ServerConfig, check, load_tokens
 from ._metrics import CallObserver, ServerMetrics
-from ._provider import SqlitePersistenceProvider
+from ._postgres_store import is_postgres_url, redact_url
+from ._provider import PostgresPersistenceProvider, SqlitePersistenceProvider, StoreProvider
 from ._security import TokenAuthInterceptor, server_credentials
 from ._servicer import SERVICE_NAMES, add_servicers
 from ._status import RejectUndecodable
@@ -45,7 +46,7 @@ def server_options() -> list[tuple[str, int]]:
 
 
 async def build_server(
-    config: ServerConfig, provider: SqlitePersistenceProvider, metrics: Optional[ServerMetrics] = None
+    config: ServerConfig, provider: StoreProvider, metrics: Optional[ServerMetrics] = None
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A gRPC server (not started) serving ``provider``; its bound port and health servicer.
 
@@ -87,7 +88,7 @@ class RunningServer:
     def __init__(
         self,
         config: ServerConfig,
-        provider: SqlitePersistenceProvider,
+        provider: StoreProvider,
         server: grpc.aio.Server,
         port: int,
         health_servicer: health.aio.HealthServicer,
@@ -119,13 +120,17 @@ class RunningServer:
         An invalid config is a ``ConfigError`` (a ``ValueError``) naming the setting.
         """
         check(config)
-        provider = await SqlitePersistenceProvider.open(
-            config.db,
-            readers=config.readers,
-            synchronous=config.synchronous,
-            switch_interval=SWITCH_INTERVAL,
-            max_page_count=config.max_page_count,
-        )
+        provider: StoreProvider
+        if is_postgres_url(config.db):
+            provider = await PostgresPersistenceProvider.open(config.db, pool_size=config.pool_size)
+        else:
+            provider = await SqlitePersistenceProvider.open(
+                config.db,
+                readers=config.readers,
+                synchronous=config.synchronous,
+                switch_interval=SWITCH_INTERVAL,
+                max_page_count=config.max_page_count,
+            )
         metrics: Optional[ServerMetrics] = None
         try:
             if config.metrics_listen is not None:
@@ -170,7 +175,7 @@ async def serve(config: ServerConfig, ready: Optional[asyncio.Event] = None) -> 
         print(f"metrics on http://{running.metrics_address}/metrics", flush=True)
     LOG.info(
         "serving %s on %s (%s%s)",
-        config.db,
+        redact_url(config.db),
         running.address,
         "mutual TLS" if config.tls_client_ca else "TLS" if config.tls else "plaintext",
         ", bearer tokens" if load_tokens(config) else "",
