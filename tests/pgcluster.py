@@ -15,6 +15,7 @@ import argparse
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -110,7 +111,19 @@ class PgCluster:
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """Run ``sql`` with psql as the superuser; its output (tuples only, unaligned)."""
         done = subprocess.run(
-            [str(self.bin_dir / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", self.url(dbname), "-c", sql],
+            [
+                str(self.bin_dir / "psql"),
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                self.url(dbname),
+                "-c",
+                sql,
+            ],
             capture_output=True,
             text=True,
             timeout=120,
@@ -142,6 +155,7 @@ def main() -> int:
     parser.add_argument("--url-file", type=Path, help="write the database URL to this file once ready")
     parser.add_argument("--dbname", default="wfe")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop and clean up on SIGTERM too
     try:
         cluster = PgCluster.start(args.dir, durable=True)
     except PostgresMissing as error:

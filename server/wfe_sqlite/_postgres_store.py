@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NamedTuple, Optional, TypeVar
@@ -61,6 +62,8 @@ __all__ = [
     "redact_url",
     "migrate",
     "schema_version",
+    "migrate_url",
+    "postgres_stats",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -282,6 +285,7 @@ def persist_parameters(
     mutable = [getattr(row, name) for name in _MUTABLE]
     return [row.id, *mutable, *_arrays(pointers, PointerRow), *_arrays(subscriptions, SubscriptionRow)]
 
+
 NEXT_SEQUENCE = (
     "INSERT INTO definition_sequences (definition_id, value) VALUES ($1, 1) "
     "ON CONFLICT (definition_id) DO UPDATE SET value = definition_sequences.value + 1 RETURNING value"
@@ -306,6 +310,7 @@ SET_TOKEN = (
     f"WHERE id = $1 AND (external_token IS NULL OR external_token_expiry <= {NOW_US} OR external_token = $2) "
     "RETURNING 1"
 )
+
 
 def _limit(limit: int) -> Optional[int]:
     return None if limit < 0 else limit
@@ -474,7 +479,9 @@ class PostgresStore(Store):
             # numbers from the sequence, skipping taken names, in one transaction.
             async with conn.transaction():
                 while True:
-                    name = f"{row.workflow_definition_id}-{await conn.fetchval(NEXT_SEQUENCE, row.workflow_definition_id)}"
+                    name = (
+                        f"{row.workflow_definition_id}-{await conn.fetchval(NEXT_SEQUENCE, row.workflow_definition_id)}"
+                    )
                     if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM workflows WHERE name = $1)", name):
                         break
                 try:
@@ -525,7 +532,10 @@ class PostgresStore(Store):
         async def job(conn: asyncpg.Connection) -> list[StoredWorkflow]:
             # One snapshot for the workflows and their pointers.
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                rows = [WorkflowRow(*r) for r in await conn.fetch(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE {where}", value)]
+                rows = [
+                    WorkflowRow(*r)
+                    for r in await conn.fetch(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE {where}", value)
+                ]
                 if not rows:
                     return []
                 pointers: dict[str, list[PointerRow]] = {r.id: [] for r in rows}
@@ -554,7 +564,9 @@ class PostgresStore(Store):
 
     async def workflows(self, ids: Sequence[str]) -> list[StoredWorkflow]:
         unique = list(dict.fromkeys(ids))
-        by_id = {row.id: (row, pointers) for row, pointers in await self._read_workflows("id = ANY($1::text[])", unique)}
+        by_id = {
+            row.id: (row, pointers) for row, pointers in await self._read_workflows("id = ANY($1::text[])", unique)
+        }
         return [by_id[i] for i in unique if i in by_id]
 
     async def next_definition_sequence(self, definition_id: str) -> int:
@@ -566,9 +578,7 @@ class PostgresStore(Store):
     async def create_event(self, row: EventRow) -> None:
         async def job(conn: asyncpg.Connection) -> None:
             try:
-                await conn.execute(
-                    f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({_placeholders(EventRow)})", *row
-                )
+                await conn.execute(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({_placeholders(EventRow)})", *row)
             except asyncpg.UniqueViolationError:
                 raise EventAlreadyExists(f"event {row.id!r} already exists", id=row.id) from None
 
@@ -756,29 +766,80 @@ class PostgresStore(Store):
         await self._run(migrate)
 
     async def live_figures(self) -> LiveFigures:
-        now_us = _now_micros()
-        now_ms = now_us // 1000
+        return await self._run(_live_figures)
 
-        async def job(conn: asyncpg.Connection) -> LiveFigures:
-            row = await conn.fetchrow(
-                "SELECT "
-                "(SELECT count(*) FROM workflows WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL "
-                " AND next_execution <= $1), "
-                "(SELECT count(*) FROM events WHERE is_processed = 0), "
-                "(SELECT count(*) FROM scheduled_commands WHERE execute_time <= $1 "
-                " AND (lease_id IS NULL OR lease_expiry <= $2)), "
-                "(SELECT count(*) FROM scheduled_commands WHERE lease_id IS NOT NULL AND lease_expiry > $2), "
-                "(SELECT count(*) FROM event_subscriptions WHERE terminated = 0 AND external_token IS NOT NULL "
-                " AND external_token_expiry > $2)",
-                now_ms,
-                now_us,
-            )
-            return LiveFigures(*(int(v) for v in row))
 
-        return await self._run(job)
+async def _live_figures(conn: asyncpg.Connection) -> LiveFigures:
+    now_us = _now_micros()
+    now_ms = now_us // 1000
+    row = await conn.fetchrow(
+        "SELECT "
+        "(SELECT count(*) FROM workflows WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL "
+        " AND next_execution <= $1), "
+        "(SELECT count(*) FROM events WHERE is_processed = 0), "
+        "(SELECT count(*) FROM scheduled_commands WHERE execute_time <= $1 "
+        " AND (lease_id IS NULL OR lease_expiry <= $2)), "
+        "(SELECT count(*) FROM scheduled_commands WHERE lease_id IS NOT NULL AND lease_expiry > $2), "
+        "(SELECT count(*) FROM event_subscriptions WHERE terminated = 0 AND external_token IS NOT NULL "
+        " AND external_token_expiry > $2)",
+        now_ms,
+        now_us,
+    )
+    return LiveFigures(*(int(v) for v in row))
 
 
 _RELEASE = (
     "UPDATE scheduled_commands SET lease_id = NULL, lease_expiry = NULL "
     "WHERE command_name = $1 AND data = $2 AND lease_id = $3 RETURNING 1"
 )
+
+
+# -- maintenance (the command line) -----------------------------------------------------------------
+
+STORE_TABLES = (
+    "workflows",
+    "execution_pointers",
+    "events",
+    "event_subscriptions",
+    "scheduled_commands",
+    "execution_errors",
+    "definition_sequences",
+)
+
+
+async def _connect_once(url: str) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(url, timeout=5.0)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as error:
+        raise DatabaseOpenError(f"cannot connect to PostgreSQL at {redact_url(url)}: {error}") from error
+
+
+async def migrate_url(url: str) -> tuple[int, int]:
+    """``migrate`` on the database behind ``url``: (version before, version after)."""
+    conn = await _connect_once(url)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def postgres_stats(url: str) -> dict[str, Any]:
+    """What ``wfe-sqlite stats`` shows for a PostgreSQL database, from one snapshot."""
+    conn = await _connect_once(url)
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            version = await schema_version(conn)
+            if version == 0:
+                raise DatabaseOpenError(f"{redact_url(url)}: no wfe-sqlite schema in this database")
+            tables = {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}")) for t in STORE_TABLES}
+            size = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
+            figures = await _live_figures(conn)
+    finally:
+        await conn.close()
+    return {
+        "path": redact_url(url),
+        "schema_version": version,
+        "tables": tables,
+        **dataclasses.asdict(figures),
+        "files": {"database": size},
+    }

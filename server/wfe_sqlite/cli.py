@@ -1,4 +1,6 @@
-"""The ``wfe-sqlite`` command line: ``serve``, and the maintenance commands ``backup``, ``check``, ``stats``.
+"""The ``wfe-sqlite`` command line: ``serve``, and the maintenance commands ``migrate``, ``backup``,
+``check``, ``stats``. On PostgreSQL ``backup`` and ``check`` refuse (exit 2) and name the tools
+to use instead (``pg_dump``, ``pg_amcheck``).
 
 Exit codes: 0 success; 1 ``check`` found problems; 2 invalid settings or a database that cannot be
 used (the message names the setting or the file); 130 interrupted.
@@ -19,7 +21,10 @@ from typing import Any, Optional
 from ._config import ConfigError, add_arguments, check, environment_help, resolve
 from ._connection import DatabaseOpenError
 from ._logging import configure_logging
+from ._schema import SCHEMA_VERSION
 from ._maintenance import backup, integrity_problems, open_existing, store_stats
+from ._postgres_store import is_postgres_url, migrate_url, postgres_stats, redact_url
+from ._provider import SqlitePersistenceProvider
 from .server import serve
 
 __all__ = ["main"]
@@ -57,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_arguments(verify, _DB_ONLY)
 
+    upgrade = commands.add_parser(
+        "migrate",
+        help="create the schema or upgrade it to this version (servers also do it at start-up)",
+        description="Apply the missing schema migrations in order; a database newer than this binary: exit 2.",
+    )
+    add_arguments(upgrade, _DB_ONLY)
+
     figures = commands.add_parser(
         "stats",
         help="row counts, runnable workflows, unprocessed events, due commands, file sizes",
@@ -85,8 +97,53 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+_PG_BACKUP = (
+    "backup works on SQLite files; for PostgreSQL use pg_dump (e.g. `pg_dump -Fc -f wfe.dump DBNAME`) "
+    "or the server's own physical backups (pg_basebackup, WAL archiving)"
+)
+_PG_CHECK = (
+    "check works on SQLite files; for PostgreSQL use pg_amcheck (e.g. `pg_amcheck --heapallindexed DBNAME`), "
+    "which checks tables and indexes with the amcheck extension"
+)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    config = resolve(args, os.environ, _DB_ONLY)
+    if is_postgres_url(config.db):
+        try:
+            before, after = asyncio.run(migrate_url(config.db))
+        except DatabaseOpenError as error:
+            return _fail(error)
+        where = redact_url(config.db)
+    else:
+
+        async def upgrade() -> tuple[int, int]:
+            before = 0
+            with contextlib.suppress(FileNotFoundError):
+                conn, _ = open_existing(config.db)
+                with contextlib.closing(conn):
+                    before = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            provider = await SqlitePersistenceProvider.open(config.db)
+            await provider.close()
+            return before, max(before, SCHEMA_VERSION)
+
+        try:
+            before, after = asyncio.run(upgrade())
+        except DatabaseOpenError as error:
+            return _fail(error)
+        where = config.db
+    print(
+        f"{where}: schema version {before} -> {after}"
+        if before != after
+        else f"{where}: schema version {after}, up to date"
+    )
+    return 0
+
+
 def _backup(args: argparse.Namespace) -> int:
     config = resolve(args, os.environ, _DB_ONLY)
+    if is_postgres_url(config.db):
+        return _fail(_PG_BACKUP)
     size = backup(config.db, args.dest, overwrite=args.force)
     print(f"backed up {config.db} to {args.dest} ({size} bytes)")
     return 0
@@ -94,6 +151,8 @@ def _backup(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     config = resolve(args, os.environ, _DB_ONLY)
+    if is_postgres_url(config.db):
+        return _fail(_PG_CHECK)
     conn, path = open_existing(config.db)
     with contextlib.closing(conn):
         try:
@@ -111,9 +170,15 @@ def _check(args: argparse.Namespace) -> int:
 
 def _stats(args: argparse.Namespace) -> int:
     config = resolve(args, os.environ, _DB_ONLY)
-    conn, path = open_existing(config.db)
-    with contextlib.closing(conn):
-        stats = store_stats(conn, path)
+    if is_postgres_url(config.db):
+        try:
+            stats = asyncio.run(postgres_stats(config.db))
+        except DatabaseOpenError as error:
+            return _fail(error)
+    else:
+        conn, path = open_existing(config.db)
+        with contextlib.closing(conn):
+            stats = store_stats(conn, path)
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
@@ -136,7 +201,7 @@ def _human(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_COMMANDS = {"serve": _serve, "backup": _backup, "check": _check, "stats": _stats}
+_COMMANDS = {"serve": _serve, "migrate": _migrate, "backup": _backup, "check": _check, "stats": _stats}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -87,12 +87,12 @@ async def test_ensure_store_exists_is_idempotent(provider: PersistenceProvider, 
         tables = {r[0] for r in await peek("SELECT name FROM sqlite_master WHERE type = 'table'")}
         version = (await peek("PRAGMA user_version"))[0][0]
     assert {
-            "workflows",
-            "execution_pointers",
-            "events",
-            "event_subscriptions",
-            "scheduled_commands",
-            "execution_errors",
+        "workflows",
+        "execution_pointers",
+        "events",
+        "event_subscriptions",
+        "scheduled_commands",
+        "execution_errors",
         "definition_sequences",
     } <= tables
     assert isinstance(version, int) and version >= 1
