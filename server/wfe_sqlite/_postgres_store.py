@@ -343,6 +343,14 @@ def _unavailable(error: BaseException) -> Optional[StorageUnavailable]:
     return None
 
 
+def _as_unavailable(error: Exception) -> Exception:
+    """``StorageUnavailable`` for connection-level failures (asyncpg's ``InternalClientError``
+    included: a connection left mid-protocol by a lost server); any other error as it is."""
+    if isinstance(error, asyncpg.exceptions.InternalClientError):
+        return StorageUnavailable(f"PostgreSQL connection failed: {error}; retry later")
+    return _unavailable(error) or error
+
+
 def _constraint(error: asyncpg.UniqueViolationError) -> str:
     return str(getattr(error, "constraint_name", "") or "")
 
@@ -436,25 +444,47 @@ class PostgresStore(Store):
         return cls(pool, config)
 
     async def close(self) -> None:
+        """Close the pool gracefully; connections still busy after ``connect_timeout`` are cut."""
         if not self._closed:
             self._closed = True
-            await self.pool.close()
+            try:
+                await asyncio.wait_for(self.pool.close(), self.config.connect_timeout)
+            except asyncio.TimeoutError:
+                LOG.warning("PostgreSQL pool did not close in %.0fs; terminating it", self.config.connect_timeout)
+                self.pool.terminate()
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection; failures to get or use it become ``StorageUnavailable``."""
+        """A pooled connection; failures to get or use it become ``StorageUnavailable``.
+
+        A connection that failed, or whose operation was cancelled (a call past its deadline),
+        is terminated rather than returned: asyncpg can leave such a connection mid-protocol,
+        and the next caller would fail on it. The pool opens a new one when needed.
+        """
         if self._closed:
             raise StorageUnavailable("the store is closed")
         try:
-            async with self.pool.acquire(timeout=self.config.connect_timeout) as conn:
-                yield conn
+            conn = await self.pool.acquire(timeout=self.config.connect_timeout)
+        except Exception as error:
+            mapped = _as_unavailable(error)
+            if mapped is error:
+                raise
+            raise mapped from error
+        try:
+            yield conn
         except WfeError:
             raise
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncio.TimeoutError) as error:
-            unavailable = _unavailable(error)
-            if unavailable is None:
+        except BaseException as error:
+            if not isinstance(error, asyncpg.PostgresError) or _unavailable(error) is not None:
+                with contextlib.suppress(asyncpg.InterfaceError):  # already detached from the pool
+                    conn.terminate()
+            mapped = _as_unavailable(error) if isinstance(error, Exception) else error
+            if mapped is error:
                 raise
-            raise unavailable from error
+            raise mapped from error
+        finally:
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn, timeout=self.config.connect_timeout)
 
     async def _run(self, job: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         async with self._connection() as conn:
