@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from pgcluster import PgCluster  # noqa: E402
+from pgcluster import PgCluster
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (id TEXT PRIMARY KEY, v TEXT NOT NULL)"
 PAYLOAD = "x" * 200

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from pgcluster import PgCluster, PostgresMissing
 
+from pgcluster import PgCluster, PostgresMissing
 from wfe_client import GrpcPersistenceProvider, PersistenceProvider
 from wfe_sqlite import open_provider
 from wfe_sqlite.server import RunningServer, ServerConfig

@@ -12,6 +12,7 @@ prints its URL and keeps it running until interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import shutil
@@ -22,7 +23,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 __all__ = ["PgCluster", "PostgresMissing", "find_bin_dir"]
 
@@ -64,7 +64,7 @@ class PgCluster:
         self._as_root = os.geteuid() == 0
 
     @classmethod
-    def start(cls, root: Optional[Path] = None, *, durable: bool = False) -> PgCluster:
+    def start(cls, root: Path | None = None, *, durable: bool = False) -> PgCluster:
         """initdb + start. ``durable=False`` turns fsync off (tests: faster, and nothing here
         survives a machine crash anyway); benchmarks pass ``durable=True``."""
         bin_dir = find_bin_dir()
@@ -142,10 +142,8 @@ class PgCluster:
 
     def stop(self) -> None:
         """Stop the server and remove its directory."""
-        try:
+        with contextlib.suppress(RuntimeError):  # not running
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        except RuntimeError:
-            pass  # not running
         shutil.rmtree(self.root, ignore_errors=True)
 
 

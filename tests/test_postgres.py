@@ -11,21 +11,21 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import grpc
 import pytest
+
 from conftest import WFE_SQLITE, ServerProcess, start_server_process
 from pgcluster import PgCluster
-
 from wfe_client import GrpcPersistenceProvider, ScheduledCommand, StorageUnavailable
 from wfe_client.models import EventSubscription, ExecutionPointer, WorkflowInstance
 from wfe_sqlite import PostgresPersistenceProvider, open_provider
 from wfe_sqlite._postgres_store import SCHEMA_VERSION, migrate_url
 from wfe_sqlite.server import RunningServer, ServerConfig
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def _workflow(definition: str) -> WorkflowInstance:
@@ -86,7 +86,9 @@ def test_migrate_command_creates_then_reports_up_to_date(fresh_pg_url: str) -> N
 
 def test_a_database_newer_than_the_binary_is_refused_with_exit_2(fresh_pg_url: str, pg_cluster: PgCluster) -> None:
     assert _cli("migrate", "--db", fresh_pg_url).returncode == 0
-    pg_cluster.psql(f"INSERT INTO schema_version (version) VALUES ({SCHEMA_VERSION + 1})", fresh_pg_url.rsplit("/", 1)[1])
+    pg_cluster.psql(
+        f"INSERT INTO schema_version (version) VALUES ({SCHEMA_VERSION + 1})", fresh_pg_url.rsplit("/", 1)[1]
+    )
     served = subprocess.run(
         [str(WFE_SQLITE), "serve", "--db", fresh_pg_url, "--listen", "127.0.0.1:0"],
         capture_output=True,
@@ -267,7 +269,9 @@ async def test_postgres_stopped_under_load_is_unavailable_then_recovers(own_clus
                     await stub.GetWorkflow(workflows_pb2.GetWorkflowRequest(id="x"), timeout=deadline)
                 assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
                 details = raised.value.trailing_metadata() or ()
-                assert any(b"STORAGE_UNAVAILABLE" in v for k, v in details if k.endswith("-bin") and isinstance(v, bytes))
+                assert any(
+                    b"STORAGE_UNAVAILABLE" in v for k, v in details if k.endswith("-bin") and isinstance(v, bytes)
+                )
             await asyncio.to_thread(own_cluster.resume)
             ok_before = outcomes["ok"]
             for _ in range(100):

@@ -6,12 +6,12 @@ from ._connection import DatabaseOpenError
 from ._provider import PostgresPersistenceProvider, SqlitePersistenceProvider, StoreProvider, open_provider
 
 __all__ = [
-    "SqlitePersistenceProvider",
-    "PostgresPersistenceProvider",
-    "StoreProvider",
-    "open_provider",
     "DatabaseOpenError",
+    "PostgresPersistenceProvider",
+    "SqlitePersistenceProvider",
+    "StoreProvider",
     "__version__",
+    "open_provider",
 ]
 
 __version__ = "0.1.0"

@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, NamedTuple, Optional, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
 
@@ -54,16 +54,16 @@ from ._rows import (
 from ._store import Claim, LiveFigures, Store
 
 __all__ = [
-    "PostgresStore",
-    "PostgresConfig",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "PostgresConfig",
+    "PostgresStore",
     "is_postgres_url",
-    "redact_url",
     "migrate",
-    "schema_version",
     "migrate_url",
     "postgres_stats",
+    "redact_url",
+    "schema_version",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -286,6 +286,9 @@ def persist_parameters(
     return [row.id, *mutable, *_arrays(pointers, PointerRow), *_arrays(subscriptions, SubscriptionRow)]
 
 
+_INSERT_SUBSCRIPTION = (
+    f"INSERT INTO event_subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES ({_placeholders(SubscriptionRow)})"
+)
 NEXT_SEQUENCE = (
     "INSERT INTO definition_sequences (definition_id, value) VALUES ($1, 1) "
     "ON CONFLICT (definition_id) DO UPDATE SET value = definition_sequences.value + 1 RETURNING value"
@@ -312,11 +315,11 @@ SET_TOKEN = (
 )
 
 
-def _limit(limit: int) -> Optional[int]:
+def _limit(limit: int) -> int | None:
     return None if limit < 0 else limit
 
 
-def _after(after: Optional[PageKey]) -> PageKey:
+def _after(after: PageKey | None) -> PageKey:
     return after if after is not None else (-(2**63), "")
 
 
@@ -331,7 +334,7 @@ _UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
 intervention (shutdown, cannot connect now), system errors."""
 
 
-def _unavailable(error: BaseException) -> Optional[StorageUnavailable]:
+def _unavailable(error: BaseException) -> StorageUnavailable | None:
     """``StorageUnavailable`` for an error that says the database cannot be reached or used now."""
     if isinstance(error, asyncpg.PostgresError):
         state = str(getattr(error, "sqlstate", "") or "")
@@ -376,7 +379,7 @@ async def schema_version(conn: asyncpg.Connection) -> int:
     exists = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
     if not exists:
         return 0
-    version: Optional[int] = await conn.fetchval("SELECT max(version) FROM schema_version")
+    version: int | None = await conn.fetchval("SELECT max(version) FROM schema_version")
     return version or 0
 
 
@@ -427,7 +430,7 @@ class PostgresStore(Store):
         """
         try:
             conn = await asyncpg.connect(config.url, timeout=config.connect_timeout)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as error:
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise DatabaseOpenError(f"cannot connect to PostgreSQL: {error}") from error
         try:
             await migrate(conn)
@@ -449,7 +452,7 @@ class PostgresStore(Store):
             self._closed = True
             try:
                 await asyncio.wait_for(self.pool.close(), self.config.connect_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 LOG.warning("PostgreSQL pool did not close in %.0fs; terminating it", self.config.connect_timeout)
                 self.pool.terminate()
 
@@ -466,7 +469,7 @@ class PostgresStore(Store):
         try:
             conn = await self.pool.acquire(timeout=self.config.connect_timeout)
         except Exception as error:
-            mapped = _as_unavailable(error)
+            mapped: BaseException = _as_unavailable(error)
             if mapped is error:
                 raise
             raise mapped from error
@@ -543,7 +546,7 @@ class PostgresStore(Store):
 
         await self._run(job)
 
-    async def runnable_workflows(self, as_at_ms: int, limit: int, after: Optional[PageKey]) -> list[PageKey]:
+    async def runnable_workflows(self, as_at_ms: int, limit: int, after: PageKey | None) -> list[PageKey]:
         key, last = _after(after)
         rows = await self._run(
             lambda conn: conn.fetch(
@@ -620,7 +623,7 @@ class PostgresStore(Store):
             raise EventNotFound(f"event {id!r} not found", id=id)
         return EventRow(*found)
 
-    async def runnable_events(self, as_at_us: int, limit: int, after: Optional[PageKey]) -> list[PageKey]:
+    async def runnable_events(self, as_at_us: int, limit: int, after: PageKey | None) -> list[PageKey]:
         key, last = _after(after)
         rows = await self._run(
             lambda conn: conn.fetch(
@@ -635,7 +638,7 @@ class PostgresStore(Store):
         return [(r[0], r[1]) for r in rows]
 
     async def events(
-        self, event_name: str, event_key: str, as_of_us: int, limit: int, after: Optional[PageKey]
+        self, event_name: str, event_key: str, as_of_us: int, limit: int, after: PageKey | None
     ) -> list[PageKey]:
         key, last = _after(after)
         rows = await self._run(
@@ -666,10 +669,7 @@ class PostgresStore(Store):
     async def create_subscription(self, row: SubscriptionRow) -> None:
         async def job(conn: asyncpg.Connection) -> None:
             try:
-                await conn.execute(
-                    f"INSERT INTO event_subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES ({_placeholders(SubscriptionRow)})",
-                    *row,
-                )
+                await conn.execute(_INSERT_SUBSCRIPTION, *row)
             except asyncpg.UniqueViolationError:
                 raise SubscriptionAlreadyExists(f"subscription {row.id!r} already exists", id=row.id) from None
 
@@ -684,7 +684,7 @@ class PostgresStore(Store):
         return SubscriptionRow(*found)
 
     async def subscriptions(
-        self, event_name: str, event_key: str, as_of_us: int, limit: int, after: Optional[PageKey]
+        self, event_name: str, event_key: str, as_of_us: int, limit: int, after: PageKey | None
     ) -> list[SubscriptionRow]:
         key, last = _after(after)
         rows = await self._run(
@@ -709,9 +709,7 @@ class PostgresStore(Store):
         if found is None:
             raise SubscriptionNotFound(f"subscription {id!r} not found", id=id)
 
-    async def first_open_subscription(
-        self, event_name: str, event_key: str, as_of_us: int
-    ) -> Optional[SubscriptionRow]:
+    async def first_open_subscription(self, event_name: str, event_key: str, as_of_us: int) -> SubscriptionRow | None:
         found = await self._run(
             lambda conn: conn.fetchrow(
                 f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
@@ -840,7 +838,7 @@ STORE_TABLES = (
 async def _connect_once(url: str) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(url, timeout=5.0)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as error:
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         raise DatabaseOpenError(f"cannot connect to PostgreSQL at {redact_url(url)}: {error}") from error
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Optional
+from typing import Any
 
 from wfe_client import PersistenceProvider
 from wfe_client.errors import InvalidArgument
@@ -51,11 +51,11 @@ from ._sqlite_store import SqliteStore
 from ._store import Store
 
 __all__ = [
-    "StoreProvider",
-    "SqlitePersistenceProvider",
     "PostgresPersistenceProvider",
-    "open_provider",
+    "SqlitePersistenceProvider",
+    "StoreProvider",
     "new_subscription_rows",
+    "open_provider",
 ]
 
 
@@ -169,7 +169,7 @@ class StoreProvider(PersistenceProvider):
 
     async def get_first_open_subscription(
         self, event_name: str, event_key: str, as_of: datetime
-    ) -> Optional[EventSubscription]:
+    ) -> EventSubscription | None:
         check_id(event_name, "event_name", required=False)
         check_id(event_key, "event_key", required=False)
         found = await self._store.first_open_subscription(event_name, event_key, micros(as_of, "as_of"))

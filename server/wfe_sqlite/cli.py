@@ -16,15 +16,15 @@ import os
 import sqlite3
 import sys
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 from ._config import ConfigError, add_arguments, check, environment_help, resolve
 from ._connection import DatabaseOpenError
 from ._logging import configure_logging
-from ._schema import SCHEMA_VERSION
 from ._maintenance import backup, integrity_problems, open_existing, store_stats
 from ._postgres_store import is_postgres_url, migrate_url, postgres_stats, redact_url
 from ._provider import SqlitePersistenceProvider
+from ._schema import SCHEMA_VERSION
 from .server import serve
 
 __all__ = ["main"]
@@ -204,7 +204,7 @@ def _human(stats: dict[str, Any]) -> str:
 _COMMANDS = {"serve": _serve, "migrate": _migrate, "backup": _backup, "check": _check, "stats": _stats}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)

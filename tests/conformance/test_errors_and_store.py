@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta, timezone
-
-import pytest
-
 from typing import Any
 
+import pytest
 from conformance_support import EPOCH, T0, UTC, event, subscription, workflow
+
 from conftest import Peek
 from wfe_client import (
     CommandName,
