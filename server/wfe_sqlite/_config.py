@@ -5,8 +5,8 @@ Precedence, highest first: command-line flags, then environment variables, then 
 ``ServerConfig`` field, the TOML key, ``--the-name`` as a flag and ``WFE_SQLITE_THE_NAME`` in the
 environment. A value that is invalid wherever it came from stops start-up with a ``ConfigError``
 naming the setting and its source. An empty value (``WFE_SQLITE_TOKENS_FILE=``, ``--tls-cert ""``,
-``tokens_file = ""``, ``tokens = []``, a token list of only commas) means "not set": the next source
-down applies, so an empty value never switches off what another source configured.
+``tokens_file = ""``, ``tokens = []``, a token list of only commas) is such an invalid value: it
+never silently switches off what another source configured (it once switched tokens off).
 """
 
 from __future__ import annotations
@@ -125,9 +125,8 @@ def _text(value: Any) -> str:
 
 
 def _optional_text(value: Any) -> Optional[str]:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return _text(value)
+    # Unset is None; an empty value is an error like any other invalid one, never "unset".
+    return None if value is None else _text(value)
 
 
 def _number(minimum: float, *, above: bool = False) -> Callable[[Any], float]:
@@ -203,6 +202,8 @@ def _token_list(value: Any) -> tuple[str, ...]:
         items = list(value)
     else:
         raise ValueError("must be a list of strings (or, in the environment, comma-separated)")
+    if not items and value != ():  # () is the default: no tokens given at all
+        raise ValueError("must name at least one token (leave the setting out for none)")
     for item in items:
         _check_token(item)
     return tuple(items)
@@ -342,7 +343,7 @@ def environment_help() -> str:
     ]
     for setting in SETTINGS:
         lines.append(f"  {setting.name:<23} {setting.env}" + ("" if setting.flag else "   (no flag: a secret)"))
-    lines += ["", 'An empty value (VAR= or --flag "") means "not set": the next source applies.']
+    lines += ["", 'An empty value (VAR= or --flag "") is an error, never "unset".']
     return "\n".join(lines)
 
 
@@ -370,37 +371,32 @@ def resolve(
     Raises ``ConfigError`` naming the first invalid setting and where its value came from.
     """
     wanted = list(_BY_NAME) if names is None else list(names)
-    config_path = getattr(args, "config", None) or environ.get(CONFIG_ENV) or None
+    config_path = getattr(args, "config", None)
+    config_source = "--config"
+    if config_path is None and CONFIG_ENV in environ:
+        config_path, config_source = environ[CONFIG_ENV], CONFIG_ENV
+    if config_path is not None and not config_path.strip():
+        raise ConfigError("config", f"must not be empty (from {config_source})")
     from_file = _read_file(config_path) if config_path else {}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name in wanted:
         setting = _BY_NAME[name]
-        candidates = (
-            (getattr(args, name, None) if setting.flag else None, setting.option),
-            (environ.get(setting.env), setting.env),
-            (from_file.get(name), f"config file {config_path}"),
-        )
-        # The first source with a value wins; an empty value is no value (the next source applies).
-        found = next(((raw, source) for raw, source in candidates if not _is_empty(name, raw)), None)
-        if found is None:
+        flag_value = getattr(args, name, None) if setting.flag else None
+        if flag_value is not None:
+            raw, source = flag_value, setting.option
+        elif setting.env in environ:
+            raw, source = environ[setting.env], setting.env
+        elif name in from_file:
+            raw, source = from_file[name], f"config file {config_path}"
+        else:
             continue
-        raw, source = found
         try:
             values[name] = setting.parse(raw)
         except ValueError as error:
             raise ConfigError(name, f"{error} (from {source})") from None
         sources[name] = source
     return ServerConfig(**values, sources=sources)
-
-
-def _is_empty(name: str, raw: Any) -> bool:
-    """Whether a raw value says nothing: None, blank text, an empty list (or, for tokens, only commas)."""
-    if raw is None:
-        return True
-    if isinstance(raw, str):
-        return not (raw.replace(",", " ") if name == "tokens" else raw).strip()
-    return isinstance(raw, (list, tuple)) and not raw
 
 
 def check(config: ServerConfig) -> None:
