@@ -24,7 +24,7 @@ import pytest
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conftest import WFE_SQLITE, ServerProcess, start_server_process
+from conftest import WFE_SQLITE, ServerProcess
 from wfe.persistence.v1 import (
     events_pb2,
     events_pb2_grpc,
@@ -44,7 +44,10 @@ from wfe_client import (
     WorkflowInstance,
 )
 from wfe_client._json import MAX_JSON_DEPTH
+from wfe_client._convert import workflow_from_proto
 from wfe_sqlite import SqlitePersistenceProvider
+from wfe_sqlite._rows import pointer_rows, workflow_row
+from wfe_sqlite._wire import workflow_rows_from_message
 from wfe_sqlite._servicer import SERVICE_NAMES
 from wfe_sqlite.server import RunningServer, ServerConfig
 
@@ -436,6 +439,45 @@ async def test_raw_requests_get_invalid_argument_naming_the_field(wire: grpc.aio
     for call, field in cases:
         code, details = await _wire_code(call)
         assert (code, details.split(":", 1)[0]) == (grpc.StatusCode.INVALID_ARGUMENT, field), (field, code, details)
+
+
+def _model_path(msg: workflows_pb2.WorkflowInstance) -> tuple[list[Any], list[tuple[Any, ...]]]:
+    workflow = workflow_from_proto(msg)
+    row = workflow_row(workflow)
+    return list(row), pointer_rows(row[0], workflow.execution_pointers)
+
+
+def _outcome(path: Any, msg: workflows_pb2.WorkflowInstance) -> tuple[Any, ...]:
+    try:
+        return ("stored", path(msg))
+    except InvalidArgument as error:
+        return ("refused", error.metadata.get("field"), error.message)
+
+
+@pytest.mark.parametrize(
+    "pointers",
+    [
+        [{"id": "a"}, {"id": "b"}],
+        [{"id": "a"}, {"id": "b"}, {"id": "a"}],
+        [{"id": "a", "event_name": "n" * 1025}],
+        [{"id": "a", "event_key": "é" * 512, "step_name": "s" * 1024}],
+        [{"id": "a", "step_name": "s" * 1025}],
+        [{"id": "a", "predecessor_id": "p" * 1025}],
+        [{"id": "a", "children": ["c", "c" * 1025]}],
+        [{"id": "a", "scope": ["s" * 1025]}],
+        [{"id": "a" * 1025}],
+        [{"id": "a", "extension_attributes": {"deep": "[" * 513 + "]" * 513}}],
+        [{"id": "a", "outcome": "[" * 512 + "]" * 512, "event_data": '{"x":' * 513 + "1" + "}" * 513}],
+    ],
+)
+def test_the_fast_wire_path_and_the_model_path_validate_alike(pointers: list[dict[str, Any]]) -> None:
+    msg = workflows_pb2.WorkflowInstance(
+        id="wf", workflow_definition_id="d", status=workflows_pb2.WORKFLOW_STATUS_RUNNABLE, data="[[1]]",
+        create_time=TS,
+        execution_pointers=[workflows_pb2.ExecutionPointer(status=workflows_pb2.POINTER_STATUS_PENDING, **p)
+                            for p in pointers],
+    )
+    assert _outcome(workflow_rows_from_message, msg) == _outcome(_model_path, msg)
 
 
 FORGED_TOKENS = [
