@@ -98,7 +98,7 @@ class ServerConfig:
     """``text`` or ``json`` (one JSON object per line)."""
     max_connections: int = 1000
     """Most client connections open at once; more are closed as soon as they are accepted."""
-    max_concurrent_streams: int = 1000
+    max_concurrent_streams: int = 10_000
     """Most calls in flight on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); a client
     queues further calls until one finishes."""
     stream_idle_timeout: float = 60.0
