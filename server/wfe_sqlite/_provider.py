@@ -7,6 +7,7 @@ in ``_schema``.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import uuid
 from collections.abc import Sequence
@@ -52,7 +53,7 @@ from ._rows import (
 )
 from ._schema import create_schema, ensure_schema
 
-__all__ = ["SqlitePersistenceProvider", "PageKey", "MAX_BATCH_IDS", "WorkflowRows", "row_bytes"]
+__all__ = ["SqlitePersistenceProvider", "PageKey", "MAX_BATCH_IDS", "WorkflowRows"]
 
 PageKey = tuple[int, str]
 """Keyset position of a listed item: (its ordering instant or time, its id)."""
@@ -192,14 +193,14 @@ def _limit(limit: Optional[int]) -> int:
     return -1 if limit is None else limit + 1
 
 
-def row_bytes(row: Sequence[Any]) -> int:
+def _row_bytes(row: Sequence[Any]) -> int:
     """About how many bytes a row takes on the wire: its text and blob lengths, 8 per other value."""
     return sum(len(value) if isinstance(value, (str, bytes)) else 8 for value in row)
 
 
 def _fetch_page(cursor: sqlite3.Cursor, limit: Optional[int], budget: Optional[int]) -> tuple[list[Any], bool]:
     """The rows of ``cursor`` (run with ``LIMIT _limit(limit)``), at most ``limit`` of them and, with a
-    ``budget``, no more bytes (``row_bytes``) than that unless one row alone is larger: (rows, more follow).
+    ``budget``, no more bytes (``_row_bytes``) than that unless one row alone is larger: (rows, more follow).
 
     Rows are read one at a time and reading stops at the first one past either bound, so a page costs
     about its own size however many rows match.
@@ -210,27 +211,40 @@ def _fetch_page(cursor: sqlite3.Cursor, limit: Optional[int], budget: Optional[i
         if limit is not None and len(rows) == limit:
             return rows, True
         if budget is not None:
-            used += row_bytes(row)
+            used += _row_bytes(row)
             if rows and used > budget:
                 return rows, True
         rows.append(row)
     return rows, False
 
 
+_WORKFLOW_TEXT = operator.itemgetter(0, 1, 2, 3, 5, 6, 9)  # the text columns of _WORKFLOW_COLUMNS
+_POINTER_TEXT = operator.itemgetter(0, 5, 8, 9, 11, 12, 14, 15, 16, 17, 18, 19)  # of _POINTER_COLUMNS
+
+
+def _workflow_bytes(row: Sequence[Any], pointers: Sequence[Sequence[Any]]) -> int:
+    """About how many bytes a stored workflow takes on the wire: its texts' lengths, 64 per record."""
+    size = sum(map(len, filter(None, _WORKFLOW_TEXT(row)))) + 64
+    for pointer in pointers:
+        size += sum(map(len, filter(None, _POINTER_TEXT(pointer)))) + 64
+    return size
+
+
 def _read_workflows_from(
     conn: sqlite3.Connection, ids: Sequence[str], start: int, budget: int
-) -> tuple[list[WorkflowRows], int]:
-    """The workflows among ``ids[start:]`` in order, one at a time, until their rows pass ``budget``
-    bytes (``row_bytes``): (found workflows, index of the first id not yet read)."""
-    found: list[WorkflowRows] = []
+) -> tuple[list[tuple[tuple[Any, ...], list[tuple[Any, ...]], int]], int]:
+    """The workflows among ``ids[start:]`` in order, one at a time, until they pass ``budget`` bytes:
+    ([(row, pointer rows, about how many bytes)], index of the first id not yet read)."""
+    found = []
     used = 0
     position = start
     while position < len(ids) and used < budget:
         rows = _read_workflow_rows(conn, _BY_ID, ids[position])
         position += 1
         if rows is not None:
-            found.append(rows)
-            used += row_bytes(rows[0]) + sum(row_bytes(p) for p in rows[1])
+            size = _workflow_bytes(*rows)
+            found.append((*rows, size))
+            used += size
     return found, position
 
 
@@ -414,9 +428,10 @@ class SqlitePersistenceProvider(PersistenceProvider):
 
     async def workflows_rows_from(
         self, ids: Sequence[str], start: int, budget: int
-    ) -> tuple[list[WorkflowRows], int]:
+    ) -> tuple[list[tuple[tuple[Any, ...], list[tuple[Any, ...]], int]], int]:
         """The stored rows of the workflows among ``ids[start:]`` that exist, in order, read until they
-        pass ``budget`` bytes: (rows, index of the next id to read). ``ids`` are checked by the caller."""
+        pass ``budget`` bytes: ([(row, pointer rows, about how many bytes)], index of the next id to
+        read). ``ids`` are checked by the caller."""
         return await self._db.read(lambda conn: _read_workflows_from(conn, ids, start, budget))
 
     async def next_definition_sequence(self, definition_id: str) -> int:

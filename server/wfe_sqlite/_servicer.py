@@ -39,7 +39,7 @@ from wfe_client._convert import (
     workflow_from_proto,
 )
 
-from ._provider import MAX_BATCH_IDS, PageKey, SqlitePersistenceProvider, row_bytes
+from ._provider import MAX_BATCH_IDS, PageKey, SqlitePersistenceProvider
 from ._rows import MAX_ID_BYTES, check_id
 from ._status import translate_errors
 from ._wire import workflow_message, workflow_rows_from_message
@@ -126,8 +126,9 @@ async def _written(context: Context, message: Any, idle: float) -> bool:
     while the client does not read: a stream that is not read holds this one message.
     """
     try:
-        await asyncio.wait_for(context.write(message), idle)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(idle):
+            await context.write(message)
+    except TimeoutError:
         return False
     return True
 
@@ -211,7 +212,7 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
                 raise StreamIdle(f"the client took no message for {self._stream_idle:g} s; stream ended")
 
     async def _workflow_chunks(self, ids: Sequence[str]) -> AsyncIterator[workflows_pb2.BatchGetWorkflowsResponse]:
-        """The workflows among ``ids``, in order, in messages of about ``PAGE_BYTES`` (by ``row_bytes``).
+        """The workflows among ``ids``, in order, in messages of about ``PAGE_BYTES``.
 
         The store is read a chunk at a time, only once the previous chunk has been written, and each
         row is let go once it is in the message, so a stream holds about one chunk however many
@@ -225,8 +226,7 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
             found, position = await self._p.workflows_rows_from(ids, position, max(PAGE_BYTES - used, 1))
             found.reverse()
             while found:
-                row, pointers = found.pop()
-                size = row_bytes(row) + sum(row_bytes(p) for p in pointers)
+                row, pointers, size = found.pop()
                 if response.workflows and used + size > PAGE_BYTES:
                     yield response
                     response, used = workflows_pb2.BatchGetWorkflowsResponse(), 0
