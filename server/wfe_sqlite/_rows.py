@@ -79,6 +79,8 @@ def _dt(value: Optional[int]) -> Optional[datetime]:
 
 def check_id(value: Any, field: str, *, required: bool = True) -> str:
     """A string of at most ``MAX_ID_BYTES`` bytes (non-empty when required)."""
+    if value.__class__ is str and value.isascii() and len(value) <= MAX_ID_BYTES and (value or not required):
+        return value  # the common case, in O(1): ASCII is one byte a character and holds no surrogate
     if not isinstance(value, str):
         raise InvalidArgument(f"{field}: expected a string, got {type(value).__name__}", field=field)
     if required and not value:
@@ -100,7 +102,12 @@ def id_list(values: Any, field: str) -> str:
         raise InvalidArgument(f"{field}: expected a list of strings", field=field)
     for i, value in enumerate(values):
         check_id(value, f"{field}[{i}]", required=False)
-    return dump_json(list(values), field) if values else "[]"
+    return _dump_strings(list(values)) if values else "[]"
+
+
+def _dump_strings(values: list[str]) -> str:
+    # dump_json without its checks: the strings are checked, and a list of them nests one level.
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
 
 
 def check_unique_pointer_ids(ids: Sequence[str], field: str = "workflow") -> None:
@@ -116,6 +123,8 @@ def check_unique_pointer_ids(ids: Sequence[str], field: str = "workflow") -> Non
 
 
 def _check_text(value: str, field: str) -> str:
+    if value.isascii():  # O(1), and ASCII holds no lone surrogate
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
