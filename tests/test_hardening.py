@@ -536,7 +536,7 @@ async def test_id_pages_are_cut_by_their_byte_budget_and_lose_nothing(db_url: st
 # -- 13: health List answers cleanly -------------------------------------------------------------
 
 
-def test_health_list_needs_the_token_and_never_logs_a_traceback(db_url: str) -> None:
+def test_health_list_needs_the_token_probes_do_not_and_nothing_logs_a_traceback(db_url: str) -> None:
     with _started(db_url, env={"WFE_SQLITE_TOKENS": TOKEN}) as (server, log):
         with grpc.insecure_channel(server.address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
@@ -546,11 +546,19 @@ def test_health_list_needs_the_token_and_never_logs_a_traceback(db_url: str) -> 
             listed = health.List(health_pb2.HealthListRequest(), timeout=30, metadata=BEARER)
             assert set(listed.statuses) == {"", *SERVICE_NAMES}
             assert {s.status for s in listed.statuses.values()} == {health_pb2.HealthCheckResponse.SERVING}
-            # Check and Watch stay open for probes.
-            assert health.Check(health_pb2.HealthCheckRequest(), timeout=30).status == health_pb2.HealthCheckResponse.SERVING
-            watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=30)
-            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
-            watch.cancel()
+            # Check and Watch stay open for probes: without a token they answer for the server as a
+            # whole (they do not even read the request), with one for the service named.
+            serving = health_pb2.HealthCheckResponse.SERVING
+            for service in ("", "wfe.persistence.v1.WorkflowService", "no.such.Service"):
+                request = health_pb2.HealthCheckRequest(service=service)
+                assert health.Check(request, timeout=30).status == serving
+                watch = health.Watch(request, timeout=30)
+                assert next(watch).status == serving
+                watch.cancel()
+            assert health.Check(health_pb2.HealthCheckRequest(service="wfe.persistence.v1.EventService"),
+                                timeout=30, metadata=BEARER).status == serving
+            unknown = health_pb2.HealthCheckRequest(service="no.such.Service")
+            assert _code(lambda: health.Check(unknown, timeout=30, metadata=BEARER)) == grpc.StatusCode.NOT_FOUND
     assert "Traceback" not in log[0] and " ERROR " not in log[0], log[0]
     with _started(db_url) as (server, log):  # without tokens, List is served to anyone
         with grpc.insecure_channel(server.address) as channel:

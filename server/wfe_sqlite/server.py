@@ -89,12 +89,12 @@ async def build_server(
     tokens = load_tokens(config)
     if (config.tokens or config.tokens_file is not None) and not tokens:
         raise ConfigError("tokens", "tokens are configured but none was loaded; refusing to serve without them")
+    health_servicer = HealthServicer()
     if tokens:
-        interceptors.append(TokenAuthInterceptor(tokens))
+        interceptors.append(TokenAuthInterceptor(tokens, health_servicer))
     interceptors.append(RejectUndecodable())  # innermost: wraps only the servicers' own handlers
     server = grpc.aio.server(options=server_options(config), interceptors=interceptors)
     add_servicers(server, provider, config.stream_idle_timeout)
-    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
         reflection.enable_server_reflection(services, server)
