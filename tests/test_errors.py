@@ -25,7 +25,7 @@ REASONS = [name for name in errors_pb2.ErrorReason.keys() if name != "ERROR_REAS
 def _documented_codes() -> dict[str, str]:
     """Reason -> status code, as the comment above each ErrorReason value in errors.proto says."""
     text = (ROOT / "protos/wfe/persistence/v1/errors.proto").read_text()
-    return {reason: code for code, reason in re.findall(r"//\s*([A-Z_]+):.*\n\s*([A-Z_]+) = \d+;", text)}
+    return {reason: code for code, reason in re.findall(r"//\s*([A-Z_]+):.*\n(?:\s*//.*\n)*\s*([A-Z_]+) = \d+;", text)}
 
 
 @pytest.mark.parametrize("reason", REASONS)

@@ -123,7 +123,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
             subscription.id = stored.id
 
     async def get_runnable_instances(self, as_at: datetime) -> list[str]:
-        keys = await self._store.runnable_workflows(micros(as_at, "as_at") // 1000, -1, None)
+        keys, _ = await self._store.runnable_workflows(micros(as_at, "as_at") // 1000, None, None)
         return [wid for _, wid in keys]
 
     async def get_workflow_instance(self, id: str) -> WorkflowInstance:
@@ -155,12 +155,13 @@ class SqlitePersistenceProvider(PersistenceProvider):
         return event_from_row(await self._store.event(check_id(id, "id")))
 
     async def get_runnable_events(self, as_at: datetime) -> list[str]:
-        return [eid for _, eid in await self._store.runnable_events(micros(as_at, "as_at"), -1, None)]
+        keys, _ = await self._store.runnable_events(micros(as_at, "as_at"), None, None)
+        return [eid for _, eid in keys]
 
     async def get_events(self, event_name: str, event_key: str, as_of: datetime) -> list[str]:
         check_id(event_name, "event_name", required=False)
         check_id(event_key, "event_key", required=False)
-        keys = await self._store.events(event_name, event_key, micros(as_of, "as_of"), -1, None)
+        keys, _ = await self._store.events(event_name, event_key, micros(as_of, "as_of"), None, None)
         return [eid for _, eid in keys]
 
     async def mark_event_processed(self, id: str) -> None:
@@ -183,7 +184,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
     async def get_subscriptions(self, event_name: str, event_key: str, as_of: datetime) -> list[EventSubscription]:
         check_id(event_name, "event_name", required=False)
         check_id(event_key, "event_key", required=False)
-        rows = await self._store.subscriptions(event_name, event_key, micros(as_of, "as_of"), -1, None)
+        rows, _ = await self._store.subscriptions(event_name, event_key, micros(as_of, "as_of"), None, None)
         return [subscription_from_row(r) for r in rows]
 
     async def terminate_subscription(self, id: str) -> None:

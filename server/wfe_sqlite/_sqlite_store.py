@@ -7,9 +7,10 @@ Column lists and placeholders come from the row types of ``_rows``.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
-from collections.abc import Sequence
-from typing import NamedTuple, Optional
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, Optional
 
 from wfe_client.errors import (
     EventAlreadyExists,
@@ -36,7 +37,7 @@ from ._rows import (
     WorkflowRow,
 )
 from ._schema import create_schema
-from ._store import Claim, LiveFigures, Store
+from ._store import Claim, LiveFigures, SizedWorkflow, Store
 
 __all__ = [
     "SqliteStore",
@@ -112,6 +113,52 @@ def _now_micros() -> int:
     return to_micros(utc_now())
 
 
+def _limit(limit: Optional[int]) -> int:
+    # One row past the page tells whether more follow.
+    return -1 if limit is None else limit + 1
+
+
+def _row_bytes(row: Sequence[Any]) -> int:
+    """About how many bytes a row takes on the wire: its text and blob lengths, 8 per other value."""
+    return sum(len(value) if isinstance(value, (str, bytes)) else 8 for value in row)
+
+
+def _fetch_page(rows: Iterable[Any], limit: Optional[int], budget: Optional[int]) -> tuple[list[Any], bool]:
+    """The rows of a query run with ``LIMIT _limit(limit)``, cut as a page (see ``_store``): (rows, more follow).
+
+    Rows are read one at a time and reading stops at the first one past either bound.
+    """
+    page: list[Any] = []
+    used = 0
+    for row in rows:
+        if limit is not None and len(page) == limit:
+            return page, True
+        if budget is not None:
+            used += _row_bytes(row)
+            if page and used > budget:
+                return page, True
+        page.append(row)
+    return page, False
+
+
+def _text_columns(row: type[NamedTuple]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """The values of a row type's text columns (those annotated ``str``), by name."""
+    names = [name for name, kind in row.__annotations__.items() if "str" in str(kind)]
+    return operator.itemgetter(*(row._fields.index(name) for name in names))
+
+
+_WORKFLOW_TEXT = _text_columns(WorkflowRow)
+_POINTER_TEXT = _text_columns(PointerRow)
+
+
+def _workflow_bytes(row: WorkflowRow, pointers: Sequence[PointerRow]) -> int:
+    """About how many bytes a stored workflow takes on the wire: its texts' lengths, 64 per record."""
+    size = sum(map(len, filter(None, _WORKFLOW_TEXT(row)))) + 64
+    for pointer in pointers:
+        size += sum(map(len, filter(None, _POINTER_TEXT(pointer)))) + 64
+    return size
+
+
 def _after(after: Optional[PageKey]) -> PageKey:
     # Keyset paging: rows strictly after (key, id). SQLite integers are 64-bit, so the smallest
     # key with an empty id starts before everything.
@@ -179,6 +226,22 @@ def _read_workflows(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Stored
     return [found[i] for i in unique if i in found]
 
 
+def _read_workflows_from(
+    conn: sqlite3.Connection, ids: Sequence[str], start: int, budget: int
+) -> tuple[list[SizedWorkflow], int]:
+    found: list[SizedWorkflow] = []
+    used = 0
+    position = start
+    while position < len(ids) and used < budget:
+        stored = _read_workflow(conn, _BY_ID, ids[position])
+        position += 1
+        if stored is not None:
+            size = _workflow_bytes(*stored)
+            found.append((*stored, size))
+            used += size
+    return found, position
+
+
 class SqliteStore(Store):
     """The store on one SQLite ``Database``."""
 
@@ -231,10 +294,14 @@ class SqliteStore(Store):
 
         await self.database.write(job)
 
-    async def runnable_workflows(self, as_at_ms: int, limit: int, after: Optional[PageKey]) -> list[PageKey]:
+    async def runnable_workflows(
+        self, as_at_ms: int, limit: Optional[int], after: Optional[PageKey], budget: Optional[int] = None
+    ) -> tuple[list[PageKey], bool]:
         key, last = _after(after)
         return await self.database.read(
-            lambda conn: conn.execute(RUNNABLE_WORKFLOWS, (as_at_ms, key, last, limit)).fetchall()
+            lambda conn: _fetch_page(
+                conn.execute(RUNNABLE_WORKFLOWS, (as_at_ms, key, last, _limit(limit))), limit, budget
+            )
         )
 
     async def workflow(self, id: str) -> StoredWorkflow:
@@ -251,6 +318,9 @@ class SqliteStore(Store):
 
     async def workflows(self, ids: Sequence[str]) -> list[StoredWorkflow]:
         return await self.database.read(lambda conn: _read_workflows(conn, ids))
+
+    async def workflows_from(self, ids: Sequence[str], start: int, budget: int) -> tuple[list[SizedWorkflow], int]:
+        return await self.database.read(lambda conn: _read_workflows_from(conn, ids, start, budget))
 
     async def next_definition_sequence(self, definition_id: str) -> int:
         return await self.database.write(lambda conn: _next_sequence(conn, definition_id))
@@ -274,26 +344,42 @@ class SqliteStore(Store):
             raise EventNotFound(f"event {id!r} not found", id=id)
         return EventRow._make(found)
 
-    async def runnable_events(self, as_at_us: int, limit: int, after: Optional[PageKey]) -> list[PageKey]:
+    async def runnable_events(
+        self, as_at_us: int, limit: Optional[int], after: Optional[PageKey], budget: Optional[int] = None
+    ) -> tuple[list[PageKey], bool]:
         key, last = _after(after)
         return await self.database.read(
-            lambda conn: conn.execute(
-                "SELECT event_time, id FROM events WHERE is_processed = 0 AND event_time <= ? "
-                "AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?",
-                (as_at_us, key, last, limit),
-            ).fetchall()
+            lambda conn: _fetch_page(
+                conn.execute(
+                    "SELECT event_time, id FROM events WHERE is_processed = 0 AND event_time <= ? "
+                    "AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?",
+                    (as_at_us, key, last, _limit(limit)),
+                ),
+                limit,
+                budget,
+            )
         )
 
     async def events(
-        self, event_name: str, event_key: str, as_of_us: int, limit: int, after: Optional[PageKey]
-    ) -> list[PageKey]:
+        self,
+        event_name: str,
+        event_key: str,
+        as_of_us: int,
+        limit: Optional[int],
+        after: Optional[PageKey],
+        budget: Optional[int] = None,
+    ) -> tuple[list[PageKey], bool]:
         key, last = _after(after)
         return await self.database.read(
-            lambda conn: conn.execute(
-                "SELECT event_time, id FROM events WHERE event_name = ? AND event_key = ? "
-                "AND event_time <= ? AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?",
-                (event_name, event_key, as_of_us, key, last, limit),
-            ).fetchall()
+            lambda conn: _fetch_page(
+                conn.execute(
+                    "SELECT event_time, id FROM events WHERE event_name = ? AND event_key = ? "
+                    "AND event_time <= ? AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?",
+                    (event_name, event_key, as_of_us, key, last, _limit(limit)),
+                ),
+                limit,
+                budget,
+            )
         )
 
     async def set_event_processed(self, id: str, processed: bool) -> None:
@@ -320,18 +406,28 @@ class SqliteStore(Store):
         return SubscriptionRow._make(found)
 
     async def subscriptions(
-        self, event_name: str, event_key: str, as_of_us: int, limit: int, after: Optional[PageKey]
-    ) -> list[SubscriptionRow]:
+        self,
+        event_name: str,
+        event_key: str,
+        as_of_us: int,
+        limit: Optional[int],
+        after: Optional[PageKey],
+        budget: Optional[int] = None,
+    ) -> tuple[list[SubscriptionRow], bool]:
         key, last = _after(after)
-        rows = await self.database.read(
-            lambda conn: conn.execute(
-                f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
-                "WHERE event_name = ? AND event_key = ? AND terminated = 0 AND subscribe_as_of <= ? "
-                "AND (subscribe_as_of, id) > (?, ?) ORDER BY subscribe_as_of, id LIMIT ?",
-                (event_name, event_key, as_of_us, key, last, limit),
-            ).fetchall()
+        rows, more = await self.database.read(
+            lambda conn: _fetch_page(
+                conn.execute(
+                    f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
+                    "WHERE event_name = ? AND event_key = ? AND terminated = 0 AND subscribe_as_of <= ? "
+                    "AND (subscribe_as_of, id) > (?, ?) ORDER BY subscribe_as_of, id LIMIT ?",
+                    (event_name, event_key, as_of_us, key, last, _limit(limit)),
+                ),
+                limit,
+                budget,
+            )
         )
-        return [SubscriptionRow._make(r) for r in rows]
+        return [SubscriptionRow._make(r) for r in rows], more
 
     async def terminate_subscription(self, id: str) -> None:
         def job(conn: sqlite3.Connection) -> None:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Generator, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional
 
 import grpc
 from google.protobuf import duration_pb2

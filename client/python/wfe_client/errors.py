@@ -30,6 +30,7 @@ __all__ = [
     "StorageUnavailable",
     "Unauthenticated",
     "RevisionConflict",
+    "StreamIdle",
     "error_for_reason",
 ]
 
@@ -156,6 +157,14 @@ class RevisionConflict(WfeError):
     code = "ABORTED"
 
 
+class StreamIdle(WfeError):
+    """The client of a server stream took no message for the server's stream idle timeout; the server
+    ended the stream (after the messages it had already sent)."""
+
+    reason = _reason(_REASON.STREAM_IDLE)
+    code = "DEADLINE_EXCEEDED"
+
+
 _BY_REASON: dict[str, type[WfeError]] = {
     cls.reason: cls
     for cls in (
@@ -172,6 +181,7 @@ _BY_REASON: dict[str, type[WfeError]] = {
         StorageUnavailable,
         Unauthenticated,
         RevisionConflict,
+        StreamIdle,
         NotFound,
         AlreadyExists,
     )

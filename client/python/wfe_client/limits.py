@@ -26,6 +26,7 @@ __all__ = [
     "UINT32_MAX",
     "INT64_MAX",
     "MAX_TIMESTAMP_SECONDS",
+    "MAX_JSON_DEPTH",
     "check_claim",
 ]
 
@@ -73,6 +74,9 @@ INT64_MAX = 2**63 - 1
 
 MAX_TIMESTAMP_SECONDS = 253402300799
 """The latest instant a Timestamp may hold, 9999-12-31T23:59:59Z, in seconds since the epoch."""
+
+MAX_JSON_DEPTH = 512
+"""Deepest nesting of arrays and objects a JSON value may have (``[]`` is 1, a scalar 0)."""
 
 
 def check_claim(max_commands: int, lease: timedelta) -> None:
