@@ -14,7 +14,7 @@ import inspect
 import logging
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Optional
 
 import grpc
@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from ._config import split_host_port
 from ._maintenance import file_sizes
 from ._provider import SqlitePersistenceProvider
+from ._status import Context, Continuation, Handler, replace_in
 
 __all__ = ["ServerMetrics", "CallObserver", "ACCESS_LOG", "UNKNOWN_METHOD"]
 
@@ -139,10 +140,10 @@ class ServerMetrics:
         self.latency.labels(kind, service, method).observe(seconds)
 
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+Behavior = Callable[[Any, Any], Any]
 
 
-def _code(context: grpc.aio.ServicerContext, failure: Optional[BaseException]) -> str:
+def _code(context: Context, failure: Optional[BaseException]) -> str:
     code = context.code()
     if code is not None:
         return getattr(code, "name", str(code))
@@ -175,9 +176,9 @@ class CallObserver(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Optional[grpc.RpcMethodHandler]]],
+        continuation: Continuation,
         details: grpc.HandlerCallDetails,
-    ) -> Optional[grpc.RpcMethodHandler]:
+    ) -> Optional[Handler]:
         handler = await continuation(details)
         if handler is None:
             return None
@@ -185,12 +186,13 @@ class CallObserver(grpc.aio.ServerInterceptor):
         # The label is the method's own kind (a refusal's handler kind may differ from it).
         kind = self._kinds.get(rpc, UNKNOWN_METHOD)
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=self._unary(handler.unary_unary, rpc, kind))
+            return replace_in(handler, unary_unary=self._unary(handler.unary_unary, rpc, kind))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=self._streaming(handler.unary_stream, rpc, kind))
+            return replace_in(handler, unary_stream=self._streaming(handler.unary_stream, rpc, kind))
         if handler.stream_unary is not None:
-            return handler._replace(stream_unary=self._unary(handler.stream_unary, rpc, kind))
-        return handler._replace(stream_stream=self._streaming(handler.stream_stream, rpc, kind))
+            return replace_in(handler, stream_unary=self._unary(handler.stream_unary, rpc, kind))
+        assert handler.stream_stream is not None
+        return replace_in(handler, stream_stream=self._streaming(handler.stream_stream, rpc, kind))
 
     def _labels(self, rpc: str, kind: str) -> tuple[str, str, str]:
         if kind == UNKNOWN_METHOD:
@@ -199,7 +201,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
         return kind, service, method
 
     def _unary(self, behavior: Behavior, rpc: str, kind: str) -> Behavior:
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def observed(request: Any, context: Context) -> Any:
             start = self._start(rpc, kind)
             failure: Optional[BaseException] = None
             try:
@@ -213,7 +215,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
         return observed
 
     def _streaming(self, behavior: Behavior, rpc: str, kind: str) -> Behavior:
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
             start = self._start(rpc, kind)
             failure: Optional[BaseException] = None
             try:
@@ -241,7 +243,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
         rpc: str,
         kind: str,
         start: float,
-        context: grpc.aio.ServicerContext,
+        context: Context,
         failure: Optional[BaseException],
     ) -> None:
         seconds = time.perf_counter() - start

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import timedelta
 from typing import Any, Optional
 
@@ -236,7 +236,9 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
                 await chunks.aclose()  # let go of what was read before waiting for the client
                 raise StreamIdle(f"the client took no message for {self._stream_idle:g} s; stream ended")
 
-    async def _workflow_chunks(self, ids: Sequence[str]) -> AsyncIterator[workflows_pb2.BatchGetWorkflowsResponse]:
+    async def _workflow_chunks(
+        self, ids: Sequence[str]
+    ) -> AsyncGenerator[workflows_pb2.BatchGetWorkflowsResponse, None]:
         """The workflows among ``ids``, in order, in messages of about ``PAGE_BYTES``.
 
         The store is read a chunk at a time, only once the previous chunk has been written, and each

@@ -6,7 +6,7 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -15,7 +15,7 @@ from grpc_status import rpc_status
 
 from wfe_client.errors import ERROR_DOMAIN, InvalidArgument, WfeError
 
-__all__ = ["Context", "to_status", "translate_errors", "RejectUndecodable"]
+__all__ = ["Context", "Handler", "Continuation", "replace_in", "to_status", "translate_errors", "RejectUndecodable"]
 
 LOG = logging.getLogger(__name__)
 
@@ -23,6 +23,18 @@ R = TypeVar("R")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 """The context of a servicer call (any request and response type)."""
+
+Handler = grpc.RpcMethodHandler[Any, Any]
+"""A method handler, as server interceptors get and return them."""
+
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Optional[Handler]]]
+"""What a server interceptor calls for the handler it wraps."""
+
+
+def replace_in(handler: Handler, **parts: Any) -> Handler:
+    """``handler`` with some of its parts replaced (grpc's handlers are named tuples)."""
+    replaced: Handler = handler._replace(**parts)  # type: ignore[attr-defined]
+    return replaced
 
 
 MAX_MESSAGE_CHARS = 512
@@ -136,7 +148,7 @@ def _tolerant(handler: Any, method: str) -> Any:
                 await _abort(context, refusal(request))
             return await inner(request, context)
 
-        return handler._replace(request_deserializer=safe, unary_unary=unary)
+        return replace_in(handler, request_deserializer=safe, unary_unary=unary)
     if handler.unary_stream is not None:
         inner_stream = handler.unary_stream
 
@@ -150,5 +162,5 @@ def _tolerant(handler: Any, method: str) -> Any:
             else:  # a coroutine that writes with context.write (grpc's health Watch)
                 await responses
 
-        return handler._replace(request_deserializer=safe, unary_stream=stream)
+        return replace_in(handler, request_deserializer=safe, unary_stream=stream)
     return handler

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Optional
+from typing import Any, Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,7 +27,7 @@ from ._metrics import CallObserver, ServerMetrics
 from ._provider import SqlitePersistenceProvider
 from ._security import TokenAuthInterceptor, server_credentials
 from ._servicer import SERVICE_NAMES, add_servicers
-from ._status import RejectUndecodable
+from ._status import Context, RejectUndecodable
 
 __all__ = ["ServerConfig", "RunningServer", "build_server", "serve", "MAX_MESSAGE_BYTES", "DEFAULT_DB", "DEFAULT_LISTEN"]
 
@@ -62,12 +62,12 @@ class HealthServicer(health.aio.HealthServicer):
     """grpc's asyncio health servicer plus ``List`` (which grpcio-health-checking leaves unimplemented:
     each call raised NotImplementedError and logged a traceback)."""
 
-    async def List(
-        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext
-    ) -> health_pb2.HealthListResponse:
-        return health_pb2.HealthListResponse(
-            statuses={name: health_pb2.HealthCheckResponse(status=status) for name, status in self._server_status.items()}
-        )
+    async def List(self, request: Any, context: Context) -> Any:
+        # HealthListRequest/-Response and _server_status: grpcio-health-checking has them, its type
+        # stubs (types-grpcio-health-checking) not yet.
+        statuses: dict[str, Any] = self._server_status  # type: ignore[attr-defined]
+        response: Any = getattr(health_pb2, "HealthListResponse")  # noqa: B009
+        return response(statuses={name: health_pb2.HealthCheckResponse(status=s) for name, s in statuses.items()})
 
 
 async def build_server(
@@ -79,7 +79,7 @@ async def build_server(
     calls are counted and logged too, then token authentication when tokens are configured.
     Innermost, ``RejectUndecodable`` answers undecodable request bytes with INVALID_ARGUMENT.
     """
-    services = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+    services: tuple[str, ...] = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     if config.reflection:
         services = (*services, reflection.SERVICE_NAME)
     interceptors: list[grpc.aio.ServerInterceptor] = []
