@@ -6,7 +6,7 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -24,7 +24,10 @@ R = TypeVar("R")
 Context = grpc.aio.ServicerContext[Any, Any]
 """The context of a servicer call (any request and response type)."""
 
-Handler = grpc.RpcMethodHandler[Any, Any]
+if TYPE_CHECKING:
+    Handler = grpc.RpcMethodHandler[Any, Any]
+else:  # generic in the type stubs only
+    Handler = grpc.RpcMethodHandler
 """A method handler, as server interceptors get and return them."""
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Optional[Handler]]]
