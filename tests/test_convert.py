@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -66,7 +66,7 @@ def test_workflow_round_trip_every_field() -> None:
     )
     back = convert.workflow_from_proto(convert.workflow_to_proto(workflow))
     assert back == workflow
-    assert back.create_time.tzinfo == timezone.utc and back.create_time == T0
+    assert back.create_time.tzinfo == UTC and back.create_time == T0
 
 
 def test_other_models_round_trip() -> None:

@@ -14,8 +14,8 @@ from grpc_status import rpc_status
 from conftest import ROOT
 from wfe.persistence.v1 import errors_pb2
 from wfe_client import GrpcPersistenceProvider, InvalidArgument, RevisionConflict, Unauthenticated, WfeError
-from wfe_client.errors import error_for_reason
 from wfe_client._grpc_provider import _error_from_rpc
+from wfe_client.errors import error_for_reason
 from wfe_sqlite._status import to_status
 from wfe_sqlite.server import RunningServer, ServerConfig
 

@@ -87,7 +87,9 @@ def test_a_client_only_install_talks_to_a_server(tmp_path: Path, server_process:
     _link_distributions(needed, tmp_path / "deps")
     purelib = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     Path(purelib, "client-deps.pth").write_text(str(tmp_path / "deps") + "\n")
     script = f"""

@@ -16,7 +16,7 @@ import queue
 import subprocess
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -119,7 +119,7 @@ async def test_rust_workflow_host_completes_on_event_published_from_python(
             assert waiting[0].event_key == order_id
             assert waiting[0].event_published is False
             assert workflow.status is WorkflowStatus.RUNNABLE
-            subscriptions = await provider.get_subscriptions(SHIPPED, order_id, datetime.now(timezone.utc))
+            subscriptions = await provider.get_subscriptions(SHIPPED, order_id, datetime.now(UTC))
             assert [s.workflow_id for s in subscriptions] == [workflow_id]
 
             # Publish the event from Python.

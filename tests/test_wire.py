@@ -191,8 +191,12 @@ FAULTS: dict[str, Fault] = {
     "pointer event_data empty": _pointer(0, _set("event_data", "")),
     "pointer outcome Infinity": _pointer(1, _set("outcome", "Infinity")),
     "pointer extension attribute not JSON": _pointer(0, lambda p: p.extension_attributes.update({"k": "{oops"})),
-    "pointer extension attribute too deep": _pointer(1, lambda p: p.extension_attributes.update({"d": "[" * 513 + "]" * 513})),
-    "pointer ids repeated": lambda msg: msg.execution_pointers.extend([workflows_pb2.ExecutionPointer(id="twice", status=workflows_pb2.POINTER_STATUS_PENDING)] * 2),
+    "pointer extension attribute too deep": _pointer(
+        1, lambda p: p.extension_attributes.update({"d": "[" * 513 + "]" * 513})
+    ),
+    "pointer ids repeated": lambda msg: msg.execution_pointers.extend(
+        [workflows_pb2.ExecutionPointer(id="twice", status=workflows_pb2.POINTER_STATUS_PENDING)] * 2
+    ),
     "pointer event_name too long": _pointer(0, _set("event_name", "n" * (MAX_ID_BYTES + 1))),
     "pointer child id too long": _pointer(1, lambda p: p.children.append("c" * (MAX_ID_BYTES + 1))),
     "data too deep": _set("data", '{"x":' * 513 + "1" + "}" * 513),

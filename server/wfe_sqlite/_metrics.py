@@ -15,7 +15,7 @@ import logging
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import Any, Optional
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -28,7 +28,7 @@ from ._maintenance import file_sizes
 from ._provider import SqlitePersistenceProvider
 from ._status import Context, Continuation, Handler, replace_in
 
-__all__ = ["ServerMetrics", "CallObserver", "ACCESS_LOG", "UNKNOWN_METHOD"]
+__all__ = ["ACCESS_LOG", "UNKNOWN_METHOD", "CallObserver", "ServerMetrics"]
 
 LOG = logging.getLogger(__name__)
 ACCESS_LOG = logging.getLogger("wfe_sqlite.access")
@@ -43,7 +43,12 @@ UNKNOWN_METHOD = "unknown"
 """The ``grpc_type``, ``grpc_service`` and ``grpc_method`` labels of every call to a method the server
 does not serve: one series however many names clients make up, not one per name."""
 _MAX_LOGGED_METHOD = 256
-_KINDS = {(False, False): "unary", (False, True): "server_stream", (True, False): "client_stream", (True, True): "bidi_stream"}
+_KINDS = {
+    (False, False): "unary",
+    (False, True): "server_stream",
+    (True, False): "client_stream",
+    (True, True): "bidi_stream",
+}
 
 _GAUGES = (
     ("runnable_workflows", "wfe_sqlite_runnable_workflows", "RUNNABLE workflows whose next_execution has come."),
@@ -88,9 +93,7 @@ class ServerMetrics:
 
     def __init__(self, provider: SqlitePersistenceProvider, loop: asyncio.AbstractEventLoop) -> None:
         self.registry = CollectorRegistry()
-        self.started = Counter(
-            "grpc_server_started", "RPCs started on the server.", _LABELS, registry=self.registry
-        )
+        self.started = Counter("grpc_server_started", "RPCs started on the server.", _LABELS, registry=self.registry)
         self.handled = Counter(
             "grpc_server_handled",
             "RPCs completed on the server, by gRPC status code.",
@@ -143,7 +146,7 @@ class ServerMetrics:
 Behavior = Callable[[Any, Any], Any]
 
 
-def _code(context: Context, failure: Optional[BaseException]) -> str:
+def _code(context: Context, failure: BaseException | None) -> str:
     code = context.code()
     if code is not None:
         return getattr(code, "name", str(code))
@@ -169,7 +172,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
     are counted under ``UNKNOWN_METHOD``, so made-up method names cannot grow the metrics.
     """
 
-    def __init__(self, metrics: Optional[ServerMetrics], access_log: bool, services: Iterable[str] = ()) -> None:
+    def __init__(self, metrics: ServerMetrics | None, access_log: bool, services: Iterable[str] = ()) -> None:
         self._metrics = metrics
         self._access_log = access_log
         self._kinds = _method_kinds(services)
@@ -178,7 +181,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
         self,
         continuation: Continuation,
         details: grpc.HandlerCallDetails,
-    ) -> Optional[Handler]:
+    ) -> Handler | None:
         handler = await continuation(details)
         if handler is None:
             return None
@@ -203,7 +206,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
     def _unary(self, behavior: Behavior, rpc: str, kind: str) -> Behavior:
         async def observed(request: Any, context: Context) -> Any:
             start = self._start(rpc, kind)
-            failure: Optional[BaseException] = None
+            failure: BaseException | None = None
             try:
                 return await behavior(request, context)
             except BaseException as error:
@@ -217,7 +220,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
     def _streaming(self, behavior: Behavior, rpc: str, kind: str) -> Behavior:
         async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
             start = self._start(rpc, kind)
-            failure: Optional[BaseException] = None
+            failure: BaseException | None = None
             try:
                 result = behavior(request, context)
                 if inspect.isasyncgen(result):
@@ -244,7 +247,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
         kind: str,
         start: float,
         context: Context,
-        failure: Optional[BaseException],
+        failure: BaseException | None,
     ) -> None:
         seconds = time.perf_counter() - start
         code = _code(context, failure)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Optional
 
 from wfe_client import PersistenceProvider
 from wfe_client.errors import InvalidArgument
@@ -192,7 +191,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
 
     async def get_first_open_subscription(
         self, event_name: str, event_key: str, as_of: datetime
-    ) -> Optional[EventSubscription]:
+    ) -> EventSubscription | None:
         check_id(event_name, "event_name", required=False)
         check_id(event_key, "event_key", required=False)
         found = await self._store.first_open_subscription(event_name, event_key, micros(as_of, "as_of"))

@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, NamedTuple, Optional, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from wfe_client.errors import InvalidArgument
 from wfe_client.jsoncodec import json_text
@@ -32,32 +32,32 @@ from wfe_client.models import (
 from wfe_client.timeutil import from_micros, to_micros
 
 __all__ = [
-    "WorkflowRow",
-    "PointerRow",
-    "EventRow",
-    "SubscriptionRow",
     "CommandRow",
     "ErrorRow",
-    "StoredWorkflow",
+    "EventRow",
     "PageKey",
-    "new_id",
-    "with_id",
-    "with_workflow_id",
+    "PointerRow",
+    "StoredWorkflow",
+    "SubscriptionRow",
+    "WorkflowRow",
     "check_id",
-    "optional_id",
-    "id_list",
     "check_unique_pointer_ids",
-    "micros",
-    "workflow_row",
-    "pointer_rows",
-    "event_row",
-    "subscription_row",
+    "command_from_row",
     "command_row",
     "error_row",
-    "workflow_from_rows",
     "event_from_row",
+    "event_row",
+    "id_list",
+    "micros",
+    "new_id",
+    "optional_id",
+    "pointer_rows",
     "subscription_from_row",
-    "command_from_row",
+    "subscription_row",
+    "with_id",
+    "with_workflow_id",
+    "workflow_from_rows",
+    "workflow_row",
 ]
 
 E = TypeVar("E", bound=enum.Enum)
@@ -68,16 +68,16 @@ class WorkflowRow(NamedTuple):
 
     id: str
     name: str
-    root_workflow_id: Optional[str]
+    root_workflow_id: str | None
     workflow_definition_id: str
     version: int
-    description: Optional[str]
-    reference: Optional[str]
-    next_execution: Optional[int]
+    description: str | None
+    reference: str | None
+    next_execution: int | None
     status: str
     data: str
     create_time: int
-    complete_time: Optional[int]
+    complete_time: int | None
 
 
 class PointerRow(NamedTuple):
@@ -89,20 +89,20 @@ class PointerRow(NamedTuple):
     step_id: int
     active: int
     status: str
-    sleep_until: Optional[int]
-    persistence_data: Optional[str]
-    start_time: Optional[int]
-    end_time: Optional[int]
-    event_name: Optional[str]
-    event_key: Optional[str]
+    sleep_until: int | None
+    persistence_data: str | None
+    start_time: int | None
+    end_time: int | None
+    event_name: str | None
+    event_key: str | None
     event_published: int
-    event_data: Optional[str]
-    step_name: Optional[str]
+    event_data: str | None
+    step_name: str | None
     retry_count: int
     children: str
-    context_item: Optional[str]
-    predecessor_id: Optional[str]
-    outcome: Optional[str]
+    context_item: str | None
+    predecessor_id: str | None
+    outcome: str | None
     scope: str
     extension_attributes: str
 
@@ -128,10 +128,10 @@ class SubscriptionRow(NamedTuple):
     event_name: str
     event_key: str
     subscribe_as_of: int
-    subscription_data: Optional[str]
-    external_token: Optional[str]
-    external_worker_id: Optional[str]
-    external_token_expiry: Optional[int]
+    subscription_data: str | None
+    external_token: str | None
+    external_worker_id: str | None
+    external_token_expiry: int | None
 
 
 class CommandRow(NamedTuple):
@@ -195,7 +195,7 @@ def micros(value: datetime, field: str) -> int:
     return result
 
 
-def _optional_micros(value: Optional[datetime], field: str) -> Optional[int]:
+def _optional_micros(value: datetime | None, field: str) -> int | None:
     return None if value is None else micros(value, field)
 
 
@@ -213,7 +213,7 @@ def check_id(value: Any, field: str, *, required: bool = True) -> str:
     return value
 
 
-def optional_id(value: Any, field: str) -> Optional[str]:
+def optional_id(value: Any, field: str) -> str | None:
     """None, or a string of at most ``MAX_ID_BYTES`` bytes (``check_id`` without requiring a value)."""
     return None if value is None else check_id(value, field, required=False)
 
@@ -254,7 +254,7 @@ def _check_text(value: str, field: str) -> str:
     return value
 
 
-def _optional_text(value: Any, field: str) -> Optional[str]:
+def _optional_text(value: Any, field: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
@@ -284,7 +284,7 @@ def _enum(value: Any, kind: type[E], field: str) -> str:
     raise InvalidArgument(f"{field}: expected a {kind.__name__}, got {value!r}", field=field)
 
 
-def _optional_json(value: Any, field: str) -> Optional[str]:
+def _optional_json(value: Any, field: str) -> str | None:
     return None if value is None else json_text(value, field)
 
 
@@ -416,11 +416,11 @@ def error_row(e: ExecutionError, field: str) -> ErrorRow:
 # -- rows -> models ----------------------------------------------------------------------------
 
 
-def _instant(value: Optional[int]) -> Optional[datetime]:
+def _instant(value: int | None) -> datetime | None:
     return None if value is None else from_micros(value)
 
 
-def _load(text: Optional[str]) -> Any:
+def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Iterable
-from typing import Any, Optional
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2
@@ -24,7 +24,7 @@ from wfe_client.errors import Unauthenticated
 from ._config import ServerConfig, read_pem
 from ._status import Context, Continuation, Handler, to_status
 
-__all__ = ["server_credentials", "TokenAuthInterceptor", "Unauthenticated", "OPEN_METHODS"]
+__all__ = ["OPEN_METHODS", "TokenAuthInterceptor", "Unauthenticated", "server_credentials"]
 
 LOG = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     ``ErrorInfo{reason: "UNAUTHENTICATED"}``.
     """
 
-    def __init__(self, tokens: Iterable[str], health_servicer: Optional[health.aio.HealthServicer] = None) -> None:
+    def __init__(self, tokens: Iterable[str], health_servicer: health.aio.HealthServicer | None = None) -> None:
         self._tokens = tuple(token.encode() for token in tokens)
         if not self._tokens:
             raise ValueError("TokenAuthInterceptor needs at least one token")
@@ -60,7 +60,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         self,
         continuation: Continuation,
         details: grpc.HandlerCallDetails,
-    ) -> Optional[Handler]:
+    ) -> Handler | None:
         problem = self._problem(details.invocation_metadata or ())
         handler = await continuation(details)
         if problem is None:
@@ -70,7 +70,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         LOG.debug("refused %s: %s", details.method, problem)
         return _refusal(handler, problem)
 
-    def _problem(self, metadata: Iterable[Any]) -> Optional[str]:
+    def _problem(self, metadata: Iterable[Any]) -> str | None:
         """Why the call is refused, or None when it carries an accepted token."""
         values = [value for key, value in metadata if key == "authorization"]
         if not values:
@@ -85,7 +85,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         return None if accepted else "invalid bearer token"
 
 
-def _refusal(handler: Optional[Handler], message: str) -> Handler:
+def _refusal(handler: Handler | None, message: str) -> Handler:
     """A handler that aborts with UNAUTHENTICATED before receiving any of the request.
 
     It is a request-streaming handler whatever the method is: grpc receives the one message of a

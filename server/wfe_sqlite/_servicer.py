@@ -11,7 +11,7 @@ import base64
 import re
 from collections.abc import AsyncGenerator, Sequence
 from datetime import timedelta
-from typing import Any, Optional
+from typing import Any
 
 import grpc
 
@@ -59,7 +59,7 @@ from ._rows import PageKey, check_id, subscription_from_row, with_workflow_id
 from ._status import Context, translate_errors
 from ._wire import workflow_message, workflow_rows_from_message
 
-__all__ = ["add_servicers", "SERVICE_NAMES"]
+__all__ = ["SERVICE_NAMES", "add_servicers"]
 
 
 PAGE_BYTES = 4 * 1024 * 1024
@@ -105,7 +105,7 @@ def _encode_token(key: PageKey) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
-def _next_token(last: Optional[PageKey], more: bool) -> str:
+def _next_token(last: PageKey | None, more: bool) -> str:
     """The ``next_page_token`` after a page whose last item has the key ``last``."""
     return _encode_token(last) if more and last is not None else ""
 
@@ -114,7 +114,7 @@ _TOKEN_KEY = re.compile(r"-?[0-9]{1,19}")
 _INT64 = range(-(2**63), 2**63)
 
 
-def _decode_token(token: str) -> Optional[PageKey]:
+def _decode_token(token: str) -> PageKey | None:
     """The keyset position in a ``page_token``; anything but a token this server made is INVALID_ARGUMENT."""
     if not token:
         return None
@@ -184,9 +184,7 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
         self, request: workflows_pb2.PersistWorkflowWithSubscriptionsRequest, context: Context
     ) -> workflows_pb2.PersistWorkflowWithSubscriptionsResponse:
         row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
-        subscriptions = [
-            subscription_from_proto(s, f"subscriptions[{i}]") for i, s in enumerate(request.subscriptions)
-        ]
+        subscriptions = [subscription_from_proto(s, f"subscriptions[{i}]") for i, s in enumerate(request.subscriptions)]
         check_id(row.id, "workflow.id")
         rows = new_subscription_rows(subscriptions)
         await self._store.persist_workflow(row, pointers, rows)
@@ -222,9 +220,7 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
     @translate_errors
     async def BatchGetWorkflows(self, request: workflows_pb2.BatchGetWorkflowsRequest, context: Context) -> None:
         if len(request.ids) > MAX_BATCH_GET_IDS:
-            raise InvalidArgument(
-                f"ids: at most {MAX_BATCH_GET_IDS} per request, got {len(request.ids)}", field="ids"
-            )
+            raise InvalidArgument(f"ids: at most {MAX_BATCH_GET_IDS} per request, got {len(request.ids)}", field="ids")
         ids = [check_id(_required(wid, f"ids[{i}]"), f"ids[{i}]") for i, wid in enumerate(request.ids)]
         # Headers first, on their own: a write given up on (below) must not leave them pending, or
         # the status that ends the stream could not be sent (grpc would send them twice).

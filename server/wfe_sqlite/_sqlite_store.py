@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 from wfe_client.errors import (
     EventAlreadyExists,
@@ -40,19 +40,19 @@ from ._schema import create_schema
 from ._store import Claim, LiveFigures, SizedWorkflow, Store
 
 __all__ = [
-    "SqliteStore",
-    "WORKFLOW_COLUMNS",
-    "POINTER_COLUMNS",
-    "INSERT_WORKFLOW",
-    "INSERT_POINTER",
-    "INSERT_EVENT",
-    "INSERT_SUBSCRIPTION",
-    "UPDATE_WORKFLOW",
-    "update_parameters",
-    "SCHEDULE_COMMAND",
     "CLAIM_COMMANDS",
+    "INSERT_EVENT",
+    "INSERT_POINTER",
+    "INSERT_SUBSCRIPTION",
+    "INSERT_WORKFLOW",
+    "POINTER_COLUMNS",
     "RUNNABLE_WORKFLOWS",
+    "SCHEDULE_COMMAND",
     "SET_TOKEN",
+    "UPDATE_WORKFLOW",
+    "WORKFLOW_COLUMNS",
+    "SqliteStore",
+    "update_parameters",
 ]
 
 _CHUNK = 500
@@ -84,6 +84,8 @@ UPDATE_WORKFLOW = f"UPDATE workflows SET {', '.join(f'{name} = ?' for name in _M
 def update_parameters(row: WorkflowRow) -> list[object]:
     """The parameters of ``UPDATE_WORKFLOW`` for ``row``."""
     return [*(getattr(row, name) for name in _MUTABLE), row.id]
+
+
 SCHEDULE_COMMAND = (
     "INSERT INTO scheduled_commands (command_name, data, execute_time) VALUES (?, ?, ?) "
     "ON CONFLICT (command_name, data) DO UPDATE SET "
@@ -113,7 +115,7 @@ def _now_micros() -> int:
     return to_micros(utc_now())
 
 
-def _limit(limit: Optional[int]) -> int:
+def _limit(limit: int | None) -> int:
     # One row past the page tells whether more follow.
     return -1 if limit is None else limit + 1
 
@@ -123,7 +125,7 @@ def _row_bytes(row: Sequence[Any]) -> int:
     return sum(len(value) if isinstance(value, (str, bytes)) else 8 for value in row)
 
 
-def _fetch_page(rows: Iterable[Any], limit: Optional[int], budget: Optional[int]) -> tuple[list[Any], bool]:
+def _fetch_page(rows: Iterable[Any], limit: int | None, budget: int | None) -> tuple[list[Any], bool]:
     """The rows of a query run with ``LIMIT _limit(limit)``, cut as a page (see ``_store``): (rows, more follow).
 
     Rows are read one at a time and reading stops at the first one past either bound.
@@ -159,7 +161,7 @@ def _workflow_bytes(row: WorkflowRow, pointers: Sequence[PointerRow]) -> int:
     return size
 
 
-def _after(after: Optional[PageKey]) -> PageKey:
+def _after(after: PageKey | None) -> PageKey:
     # Keyset paging: rows strictly after (key, id). SQLite integers are 64-bit, so the smallest
     # key with an empty id starts before everything.
     return after if after is not None else (-(2**63), "")
@@ -189,7 +191,7 @@ def _insert_subscriptions(conn: sqlite3.Connection, rows: Sequence[SubscriptionR
             raise SubscriptionAlreadyExists(f"subscription {row.id!r} already exists", id=row.id) from None
 
 
-def _read_workflow(conn: sqlite3.Connection, where: str, value: str) -> Optional[StoredWorkflow]:
+def _read_workflow(conn: sqlite3.Connection, where: str, value: str) -> StoredWorkflow | None:
     found = conn.execute(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE {where}", (value,)).fetchone()
     if found is None:
         return None
@@ -295,7 +297,7 @@ class SqliteStore(Store):
         await self.database.write(job)
 
     async def runnable_workflows(
-        self, as_at_ms: int, limit: Optional[int], after: Optional[PageKey], budget: Optional[int] = None
+        self, as_at_ms: int, limit: int | None, after: PageKey | None, budget: int | None = None
     ) -> tuple[list[PageKey], bool]:
         key, last = _after(after)
         return await self.database.read(
@@ -345,7 +347,7 @@ class SqliteStore(Store):
         return EventRow._make(found)
 
     async def runnable_events(
-        self, as_at_us: int, limit: Optional[int], after: Optional[PageKey], budget: Optional[int] = None
+        self, as_at_us: int, limit: int | None, after: PageKey | None, budget: int | None = None
     ) -> tuple[list[PageKey], bool]:
         key, last = _after(after)
         return await self.database.read(
@@ -365,9 +367,9 @@ class SqliteStore(Store):
         event_name: str,
         event_key: str,
         as_of_us: int,
-        limit: Optional[int],
-        after: Optional[PageKey],
-        budget: Optional[int] = None,
+        limit: int | None,
+        after: PageKey | None,
+        budget: int | None = None,
     ) -> tuple[list[PageKey], bool]:
         key, last = _after(after)
         return await self.database.read(
@@ -410,9 +412,9 @@ class SqliteStore(Store):
         event_name: str,
         event_key: str,
         as_of_us: int,
-        limit: Optional[int],
-        after: Optional[PageKey],
-        budget: Optional[int] = None,
+        limit: int | None,
+        after: PageKey | None,
+        budget: int | None = None,
     ) -> tuple[list[SubscriptionRow], bool]:
         key, last = _after(after)
         rows, more = await self.database.read(
@@ -437,9 +439,7 @@ class SqliteStore(Store):
 
         await self.database.write(job)
 
-    async def first_open_subscription(
-        self, event_name: str, event_key: str, as_of_us: int
-    ) -> Optional[SubscriptionRow]:
+    async def first_open_subscription(self, event_name: str, event_key: str, as_of_us: int) -> SubscriptionRow | None:
         found = await self.database.read(
             lambda conn: conn.execute(
                 f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
@@ -534,4 +534,3 @@ class SqliteStore(Store):
 
     async def live_figures(self) -> LiveFigures:
         return await self.database.read(live_figures)
-

@@ -6,7 +6,7 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -15,7 +15,7 @@ from grpc_status import rpc_status
 
 from wfe_client.errors import ERROR_DOMAIN, InvalidArgument, WfeError
 
-__all__ = ["Context", "Handler", "Continuation", "replace_in", "to_status", "translate_errors", "RejectUndecodable"]
+__all__ = ["Context", "Continuation", "Handler", "RejectUndecodable", "replace_in", "to_status", "translate_errors"]
 
 LOG = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ else:  # generic in the type stubs only
     Handler = grpc.RpcMethodHandler
 """A method handler, as server interceptors get and return them."""
 
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Optional[Handler]]]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
 """What a server interceptor calls for the handler it wraps."""
 
 

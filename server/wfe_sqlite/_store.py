@@ -20,11 +20,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
 
 from ._rows import CommandRow, ErrorRow, EventRow, PageKey, PointerRow, StoredWorkflow, SubscriptionRow, WorkflowRow
 
-__all__ = ["Store", "Claim", "LiveFigures", "SizedWorkflow"]
+__all__ = ["Claim", "LiveFigures", "SizedWorkflow", "Store"]
 
 SizedWorkflow = tuple[WorkflowRow, list[PointerRow], int]
 """A stored workflow, its pointers and about how many bytes they take on the wire."""
@@ -79,7 +78,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def runnable_workflows(
-        self, as_at_ms: int, limit: Optional[int], after: Optional[PageKey], budget: Optional[int] = None
+        self, as_at_ms: int, limit: int | None, after: PageKey | None, budget: int | None = None
     ) -> tuple[list[PageKey], bool]:
         """A page of (next_execution, id) of RUNNABLE workflows with ``next_execution <= as_at_ms``."""
 
@@ -116,7 +115,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def runnable_events(
-        self, as_at_us: int, limit: Optional[int], after: Optional[PageKey], budget: Optional[int] = None
+        self, as_at_us: int, limit: int | None, after: PageKey | None, budget: int | None = None
     ) -> tuple[list[PageKey], bool]:
         """A page of (event_time, id) of unprocessed events with ``event_time <= as_at_us``."""
 
@@ -126,9 +125,9 @@ class Store(abc.ABC):
         event_name: str,
         event_key: str,
         as_of_us: int,
-        limit: Optional[int],
-        after: Optional[PageKey],
-        budget: Optional[int] = None,
+        limit: int | None,
+        after: PageKey | None,
+        budget: int | None = None,
     ) -> tuple[list[PageKey], bool]:
         """A page of (event_time, id) of events with that name and key and ``event_time <= as_of_us``."""
 
@@ -152,9 +151,9 @@ class Store(abc.ABC):
         event_name: str,
         event_key: str,
         as_of_us: int,
-        limit: Optional[int],
-        after: Optional[PageKey],
-        budget: Optional[int] = None,
+        limit: int | None,
+        after: PageKey | None,
+        budget: int | None = None,
     ) -> tuple[list[SubscriptionRow], bool]:
         """A page of open subscriptions for the event with ``subscribe_as_of <= as_of_us``, by
         (subscribe_as_of, id)."""
@@ -164,9 +163,7 @@ class Store(abc.ABC):
         """Mark a subscription terminated. Raises ``SubscriptionNotFound``."""
 
     @abc.abstractmethod
-    async def first_open_subscription(
-        self, event_name: str, event_key: str, as_of_us: int
-    ) -> Optional[SubscriptionRow]:
+    async def first_open_subscription(self, event_name: str, event_key: str, as_of_us: int) -> SubscriptionRow | None:
         """The oldest matching open subscription that no live token holds (store clock), or None."""
 
     @abc.abstractmethod

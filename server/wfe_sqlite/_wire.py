@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 from wfe.persistence.v1 import workflows_pb2
 from wfe_client.conversion import POINTER_STATUS, WORKFLOW_STATUS, timestamp_micros, timestamp_of_micros
@@ -110,18 +110,18 @@ def workflow_message(row: WorkflowRow, pointers: Sequence[PointerRow]) -> workfl
 # -- message -> rows ---------------------------------------------------------------------------
 
 
-def _instant(msg: Any, name: str, field: str) -> Optional[int]:
+def _instant(msg: Any, name: str, field: str) -> int | None:
     return timestamp_micros(getattr(msg, name), f"{field}.{name}") if msg.HasField(name) else None
 
 
-def _json(msg: Any, name: str, field: str) -> Optional[str]:
+def _json(msg: Any, name: str, field: str) -> str | None:
     if not msg.HasField(name):
         return None
     path = f"{field}.{name}"
     return json_text(parse_json(getattr(msg, name), path), path)
 
 
-def _text(msg: Any, name: str) -> Optional[str]:
+def _text(msg: Any, name: str) -> str | None:
     return getattr(msg, name) if msg.HasField(name) else None
 
 

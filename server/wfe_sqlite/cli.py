@@ -14,7 +14,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 from ._config import ConfigError, add_arguments, check, environment_help, resolve
 from ._connection import DatabaseOpenError
@@ -139,7 +139,7 @@ def _human(stats: dict[str, Any]) -> str:
 _COMMANDS = {"serve": _serve, "backup": _backup, "check": _check, "stats": _stats}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Any, Optional
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -29,7 +29,15 @@ from ._security import TokenAuthInterceptor, server_credentials
 from ._servicer import SERVICE_NAMES, add_servicers
 from ._status import Context, RejectUndecodable
 
-__all__ = ["ServerConfig", "RunningServer", "build_server", "serve", "MAX_MESSAGE_BYTES", "DEFAULT_DB", "DEFAULT_LISTEN"]
+__all__ = [
+    "DEFAULT_DB",
+    "DEFAULT_LISTEN",
+    "MAX_MESSAGE_BYTES",
+    "RunningServer",
+    "ServerConfig",
+    "build_server",
+    "serve",
+]
 
 LOG = logging.getLogger(__name__)
 
@@ -40,7 +48,7 @@ PENDING_CALLS = 100_000
 """Calls that may wait for the server to pick them up before gRPC core cancels new ones."""
 
 
-def server_options(config: Optional[ServerConfig] = None) -> list[tuple[str, int]]:
+def server_options(config: ServerConfig | None = None) -> list[tuple[str, int]]:
     config = config or ServerConfig()
     return [
         # Bounds on what peers can open: connections beyond the limit are closed as soon as they are
@@ -71,7 +79,7 @@ class HealthServicer(health.aio.HealthServicer):
 
 
 async def build_server(
-    config: ServerConfig, provider: SqlitePersistenceProvider, metrics: Optional[ServerMetrics] = None
+    config: ServerConfig, provider: SqlitePersistenceProvider, metrics: ServerMetrics | None = None
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A gRPC server (not started) serving ``provider``; its bound port and health servicer.
 
@@ -119,7 +127,7 @@ class RunningServer:
         server: grpc.aio.Server,
         port: int,
         health_servicer: health.aio.HealthServicer,
-        metrics: Optional[ServerMetrics] = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.config = config
         self.provider = provider
@@ -127,7 +135,7 @@ class RunningServer:
         self.port = port
         self.health = health_servicer
         self.metrics = metrics
-        self.metrics_address: Optional[str] = None
+        self.metrics_address: str | None = None
         """HOST:PORT of the ``/metrics`` endpoint (the real port), when metrics are on."""
         self._stopped = False
 
@@ -154,7 +162,7 @@ class RunningServer:
             switch_interval=SWITCH_INTERVAL,
             max_page_count=config.max_page_count,
         )
-        metrics: Optional[ServerMetrics] = None
+        metrics: ServerMetrics | None = None
         try:
             if config.metrics_listen is not None:
                 metrics = ServerMetrics(provider, asyncio.get_running_loop())
@@ -174,7 +182,7 @@ class RunningServer:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         return running
 
-    async def stop(self, grace: Optional[float] = None) -> None:
+    async def stop(self, grace: float | None = None) -> None:
         """Health to NOT_SERVING, let in-flight calls finish, then close the database."""
         if self._stopped:
             return
@@ -186,7 +194,7 @@ class RunningServer:
         await self.provider.close()
 
 
-async def serve(config: ServerConfig, ready: Optional[asyncio.Event] = None) -> None:
+async def serve(config: ServerConfig, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully. Prints ``listening on HOST:PORT``."""
     running = await RunningServer.start(config)
     stop = asyncio.Event()

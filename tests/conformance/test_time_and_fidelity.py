@@ -9,8 +9,21 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from conformance_support import (
+    EPOCH,
+    T0,
+    US,
+    UTC,
+    at_ms,
+    event,
+    full_pointer,
+    full_workflow,
+    ms,
+    now,
+    subscription,
+    workflow,
+)
 
-from conformance_support import EPOCH, T0, US, UTC, at_ms, event, full_pointer, full_workflow, ms, now, subscription, workflow
 from wfe_client import (
     Event,
     EventNotFound,
@@ -359,7 +372,7 @@ JSON_VALUES: dict[str, Any] = {
     "float-whole": 3.0,
     "float-extremes": [1.7976931348623157e308, 5e-324, -2.5e-10, 1e21],
     "string": UNICODE,
-    "escapes": "quote \" backslash \\ newline \n tab \t nul \u0000 control \u001f",
+    "escapes": 'quote " backslash \\ newline \n tab \t nul \u0000 control \u001f',
     "empty-string": "",
     "empty-object": {},
     "empty-array": [],

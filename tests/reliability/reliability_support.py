@@ -13,7 +13,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 WFE_SQLITE = Path(sys.executable).parent / "wfe-sqlite"
 
@@ -66,7 +65,7 @@ class Server:
 
 
 def start_server(
-    db_url: str, log_path: Path, *args: str, timeout: float = 30.0, env: Optional[dict[str, str]] = None
+    db_url: str, log_path: Path, *args: str, timeout: float = 30.0, env: dict[str, str] | None = None
 ) -> Server:
     """Start ``wfe-sqlite serve --db db_url --listen 127.0.0.1:0`` and wait for ``listening on``."""
     log = open(log_path, "a")
@@ -112,7 +111,7 @@ def integrity_check(path: Path | str) -> str:
     return "; ".join(str(r[0]) for r in rows)
 
 
-def status_reason(error: object) -> Optional[str]:
+def status_reason(error: object) -> str | None:
     """The ``google.rpc.ErrorInfo`` reason of a failed gRPC call, or None."""
     from google.rpc import error_details_pb2, status_pb2
 

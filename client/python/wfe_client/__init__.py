@@ -7,6 +7,7 @@ The pieces the server shares with every client are public modules: ``wfe_client.
 
 from __future__ import annotations
 
+from ._provider import CommandHandler, PersistenceProvider
 from .errors import (
     ERROR_DOMAIN,
     AlreadyExists,
@@ -39,7 +40,6 @@ from .models import (
     WorkflowInstance,
     WorkflowStatus,
 )
-from ._provider import CommandHandler, PersistenceProvider
 
 __all__ = [
     "ERROR_DOMAIN",

@@ -11,22 +11,22 @@ from datetime import timedelta
 from .errors import InvalidArgument
 
 __all__ = [
-    "MAX_MESSAGE_BYTES",
-    "DEFAULT_DEADLINE_SECONDS",
     "BATCH_GET_IDS",
-    "MAX_BATCH_GET_IDS",
-    "DEFAULT_PAGE_SIZE",
-    "MAX_PAGE_SIZE",
     "CLAIM_BATCH",
-    "MAX_CLAIM",
+    "DEFAULT_DEADLINE_SECONDS",
     "DEFAULT_LEASE",
-    "MIN_LEASE",
-    "MAX_LEASE",
-    "MAX_ID_BYTES",
-    "UINT32_MAX",
+    "DEFAULT_PAGE_SIZE",
     "INT64_MAX",
-    "MAX_TIMESTAMP_SECONDS",
+    "MAX_BATCH_GET_IDS",
+    "MAX_CLAIM",
+    "MAX_ID_BYTES",
     "MAX_JSON_DEPTH",
+    "MAX_LEASE",
+    "MAX_MESSAGE_BYTES",
+    "MAX_PAGE_SIZE",
+    "MAX_TIMESTAMP_SECONDS",
+    "MIN_LEASE",
+    "UINT32_MAX",
     "check_claim",
 ]
 
