@@ -54,7 +54,7 @@ async def stubs(running_server: RunningServer) -> AsyncIterator[Stubs]:
 
 
 def _workflow(**overrides: object) -> workflows_pb2.WorkflowInstance:
-    fields: dict[str, object] = dict(
+    fields: dict[str, object] = dict(  # noqa: C408 - keyword style, like the overrides
         workflow_definition_id="def",
         version=1,
         status=workflows_pb2.WORKFLOW_STATUS_RUNNABLE,

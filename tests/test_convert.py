@@ -99,7 +99,7 @@ def test_naive_datetimes_and_bad_values_are_refused() -> None:
     naive = datetime(2026, 1, 1)
     with pytest.raises(ValueError, match="naive"):
         convert.event_to_proto(Event(id="e", event_name="n", event_key="k", event_time=naive))
-    with pytest.raises(InvalidArgument, match="workflow.data"):
+    with pytest.raises(InvalidArgument, match=r"workflow\.data"):
         convert.workflow_to_proto(WorkflowInstance.new("d", 1, {"x": float("nan")}))
     with pytest.raises(InvalidArgument, match="status"):
         workflow = WorkflowInstance.new("d", 1, None)

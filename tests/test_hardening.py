@@ -168,13 +168,15 @@ def test_a_server_told_about_tokens_requires_them_and_logs_where_they_come_from(
     (tmp_path / "tokens").chmod(0o600)
     (tmp_path / "wfe.toml").write_text('tokens_file = "tokens"\n')
     env = {"WFE_SQLITE_CONFIG": "wfe.toml", "WFE_SQLITE_TOKENS": "env-token-1,env-token-2"}
-    with _started(f"sqlite://{tmp_path / 'wfe.db'}", env=env, cwd=tmp_path) as (server, log):
-        with grpc.insecure_channel(server.address) as channel:
-            stub = workflows_pb2_grpc.WorkflowServiceStub(channel)
-            request = workflows_pb2.NextDefinitionSequenceRequest(definition_id="d")
-            assert _code(lambda: stub.NextDefinitionSequence(request, timeout=30)) == grpc.StatusCode.UNAUTHENTICATED
-            for token in (TOKEN, "env-token-1", "env-token-2"):
-                stub.NextDefinitionSequence(request, timeout=30, metadata=(("authorization", f"Bearer {token}"),))
+    with (
+        _started(f"sqlite://{tmp_path / 'wfe.db'}", env=env, cwd=tmp_path) as (server, log),
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        stub = workflows_pb2_grpc.WorkflowServiceStub(channel)
+        request = workflows_pb2.NextDefinitionSequenceRequest(definition_id="d")
+        assert _code(lambda: stub.NextDefinitionSequence(request, timeout=30)) == grpc.StatusCode.UNAUTHENTICATED
+        for token in (TOKEN, "env-token-1", "env-token-2"):
+            stub.NextDefinitionSequence(request, timeout=30, metadata=(("authorization", f"Bearer {token}"),))
     log_text = log[0]
     assert (
         "bearer tokens required: tokens_file tokens (set by config file wfe.toml), "
@@ -622,38 +624,42 @@ async def test_id_pages_are_cut_by_their_byte_budget_and_lose_nothing(db_url: st
 
 
 def test_health_list_needs_the_token_probes_do_not_and_nothing_logs_a_traceback(db_url: str) -> None:
-    with _started(db_url, env={"WFE_SQLITE_TOKENS": TOKEN}) as (server, log):
-        with grpc.insecure_channel(server.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            for _ in range(3):
-                assert _code(lambda: health.List(health_pb2.HealthListRequest(), timeout=30)) == (
-                    grpc.StatusCode.UNAUTHENTICATED
-                )
-            listed = health.List(health_pb2.HealthListRequest(), timeout=30, metadata=BEARER)
-            assert set(listed.statuses) == {"", *SERVICE_NAMES}
-            assert {s.status for s in listed.statuses.values()} == {health_pb2.HealthCheckResponse.SERVING}
-            # Check and Watch stay open for probes: without a token they answer for the server as a
-            # whole (they do not even read the request), with one for the service named.
-            serving = health_pb2.HealthCheckResponse.SERVING
-            for service in ("", "wfe.persistence.v1.WorkflowService", "no.such.Service"):
-                request = health_pb2.HealthCheckRequest(service=service)
-                assert health.Check(request, timeout=30).status == serving
-                watch = health.Watch(request, timeout=30)
-                assert next(watch).status == serving
-                watch.cancel()
-            assert (
-                health.Check(
-                    health_pb2.HealthCheckRequest(service="wfe.persistence.v1.EventService"),
-                    timeout=30,
-                    metadata=BEARER,
-                ).status
-                == serving
+    with (
+        _started(db_url, env={"WFE_SQLITE_TOKENS": TOKEN}) as (server, log),
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        for _ in range(3):
+            assert _code(lambda: health.List(health_pb2.HealthListRequest(), timeout=30)) == (
+                grpc.StatusCode.UNAUTHENTICATED
             )
-            unknown = health_pb2.HealthCheckRequest(service="no.such.Service")
-            assert _code(lambda: health.Check(unknown, timeout=30, metadata=BEARER)) == grpc.StatusCode.NOT_FOUND
+        listed = health.List(health_pb2.HealthListRequest(), timeout=30, metadata=BEARER)
+        assert set(listed.statuses) == {"", *SERVICE_NAMES}
+        assert {s.status for s in listed.statuses.values()} == {health_pb2.HealthCheckResponse.SERVING}
+        # Check and Watch stay open for probes: without a token they answer for the server as a
+        # whole (they do not even read the request), with one for the service named.
+        serving = health_pb2.HealthCheckResponse.SERVING
+        for service in ("", "wfe.persistence.v1.WorkflowService", "no.such.Service"):
+            request = health_pb2.HealthCheckRequest(service=service)
+            assert health.Check(request, timeout=30).status == serving
+            watch = health.Watch(request, timeout=30)
+            assert next(watch).status == serving
+            watch.cancel()
+        assert (
+            health.Check(
+                health_pb2.HealthCheckRequest(service="wfe.persistence.v1.EventService"),
+                timeout=30,
+                metadata=BEARER,
+            ).status
+            == serving
+        )
+        unknown = health_pb2.HealthCheckRequest(service="no.such.Service")
+        assert _code(lambda: health.Check(unknown, timeout=30, metadata=BEARER)) == grpc.StatusCode.NOT_FOUND
     assert "Traceback" not in log[0] and " ERROR " not in log[0], log[0]
-    with _started(db_url) as (server, log):  # without tokens, List is served to anyone
-        with grpc.insecure_channel(server.address) as channel:
-            listed = health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest(), timeout=30)
-            assert set(listed.statuses) == {"", *SERVICE_NAMES}
+    with (
+        _started(db_url) as (server, log),
+        grpc.insecure_channel(server.address) as channel,
+    ):  # without tokens, List is served to anyone
+        listed = health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest(), timeout=30)
+        assert set(listed.statuses) == {"", *SERVICE_NAMES}
     assert "Traceback" not in log[0], log[0]

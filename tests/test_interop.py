@@ -342,7 +342,9 @@ def differences(expected: Any, actual: Any, path: str = "") -> list[str]:
     if isinstance(expected, list) and isinstance(actual, list):
         if len(expected) != len(actual):
             return [f"{path}: {len(actual)} items, expected {len(expected)}: {actual!r}"]
-        return [d for i, (e, a) in enumerate(zip(expected, actual)) for d in differences(e, a, f"{path}[{i}]")]
+        return [
+            d for i, (e, a) in enumerate(zip(expected, actual, strict=True)) for d in differences(e, a, f"{path}[{i}]")
+        ]
     if tagged(expected) != tagged(actual) or (
         type(expected) is not type(actual)
         and not (

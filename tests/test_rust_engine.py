@@ -11,6 +11,7 @@ already built it).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import queue
 import subprocess
@@ -153,7 +154,7 @@ async def test_rust_workflow_host_completes_on_event_published_from_python(
             assert wait_pointer.event_published is True
             assert wait_pointer.event_data == payload
             # Each pointer after the first points to its predecessor.
-            for before, after in zip(pointers, pointers[1:]):
+            for before, after in itertools.pairwise(pointers):
                 assert after.predecessor_id == before.id
             assert final.data == {
                 "order_id": order_id,

@@ -320,15 +320,14 @@ def test_a_non_loopback_address_needs_protection_or_insecure(tmp_path: Path) -> 
 
 
 def test_reflection_needs_the_token_too(tmp_path: Path, db_url: str) -> None:
-    with _started(db_url, env={"WFE_SQLITE_TOKENS": TOKEN}) as server:
-        with grpc.insecure_channel(server.address) as channel:
-            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-            request = reflection_pb2.ServerReflectionRequest(list_services="")
-            with pytest.raises(grpc.RpcError) as refused:
-                list(stub.ServerReflectionInfo(iter(()), timeout=30))
-            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            replies = list(
-                stub.ServerReflectionInfo(iter([request]), timeout=30, metadata=(("authorization", f"Bearer {TOKEN}"),))
-            )
-            listed = {service.name for service in replies[0].list_services_response.service}
-            assert set(SERVICE_NAMES) <= listed
+    with _started(db_url, env={"WFE_SQLITE_TOKENS": TOKEN}) as server, grpc.insecure_channel(server.address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.ServerReflectionInfo(iter(()), timeout=30))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        replies = list(
+            stub.ServerReflectionInfo(iter([request]), timeout=30, metadata=(("authorization", f"Bearer {TOKEN}"),))
+        )
+        listed = {service.name for service in replies[0].list_services_response.service}
+        assert set(SERVICE_NAMES) <= listed

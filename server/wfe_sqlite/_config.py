@@ -349,8 +349,10 @@ def environment_help() -> str:
         "",
         "setting / environment variable:",
     ]
-    for setting in SETTINGS:
-        lines.append(f"  {setting.name:<23} {setting.env}" + ("" if setting.flag else "   (no flag: a secret)"))
+    lines += [
+        f"  {setting.name:<23} {setting.env}" + ("" if setting.flag else "   (no flag: a secret)")
+        for setting in SETTINGS
+    ]
     lines += ["", 'An empty value (VAR= or --flag "") is an error, never "unset".']
     return "\n".join(lines)
 

@@ -218,7 +218,8 @@ def _read_workflows(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Stored
         present = list(pointers)
         marks = ", ".join("?" * len(present))
         for p in conn.execute(
-            f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id IN ({marks}) ORDER BY workflow_id, position",
+            f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id IN ({marks}) "
+            "ORDER BY workflow_id, position",
             present,
         ):
             pointer = PointerRow._make(p)

@@ -52,7 +52,7 @@ def strict_equal(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(strict_equal(a[k], b[k]) for k in a)
     if isinstance(a, list):
-        return len(a) == len(b) and all(strict_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(strict_equal(x, y) for x, y in zip(a, b, strict=True))
     return a == b
 
 
@@ -544,7 +544,7 @@ async def test_every_field_set_round_trips(provider: PersistenceProvider) -> Non
         if field != "execution_pointers":
             assert getattr(got, field) == getattr(w, field), field
     assert len(got.execution_pointers) == len(PointerStatus)
-    for got_pointer, pointer in zip(got.execution_pointers, w.execution_pointers):
+    for got_pointer, pointer in zip(got.execution_pointers, w.execution_pointers, strict=True):
         for field in ExecutionPointer.__dataclass_fields__:
             assert getattr(got_pointer, field) == getattr(pointer, field), field
             if isinstance(getattr(pointer, field), (dict, list, bool, int, float)):

@@ -385,9 +385,7 @@ async def run_round(
             problems.append(f"{len(pending)} writers did not notice the crash within 60 s")
             for t in pending:
                 t.cancel()
-        for t in done:
-            if t.exception() is not None:
-                problems.append(f"writer crashed: {t.exception()!r}")
+        problems += [f"writer crashed: {t.exception()!r}" for t in done if t.exception() is not None]
     finally:
         server.sigkill()
 

@@ -68,8 +68,7 @@ def start_server(
     db_url: str, log_path: Path, *args: str, timeout: float = 30.0, env: dict[str, str] | None = None
 ) -> Server:
     """Start ``wfe-sqlite serve --db db_url --listen 127.0.0.1:0`` and wait for ``listening on``."""
-    log = open(log_path, "a")
-    try:
+    with open(log_path, "a") as log:  # the child has its own descriptor of the file
         process = subprocess.Popen(
             [str(WFE_SQLITE), "serve", "--db", db_url, "--listen", "127.0.0.1:0", "--grace", "2", *args],
             stdout=subprocess.PIPE,
@@ -77,8 +76,6 @@ def start_server(
             text=True,
             env={**os.environ, **(env or {})},
         )
-    finally:
-        log.close()
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
     line = process.stdout.readline()  # the server prints this line once it accepts calls

@@ -137,7 +137,7 @@ async def run_soak(
     try:
         stores = [await GrpcPersistenceProvider.connect(server.address) for _ in range(channels)]
         ids = []
-        for i in range(200):
+        for _ in range(200):
             w = WorkflowInstance.new("soak-flow", 1, {"gen": 0})
             w.execution_pointers = [ExecutionPointer.new(0)]
             ids.append(await stores[0].create_new_workflow(w))
@@ -205,8 +205,9 @@ def main() -> int:
         )
     print(json.dumps(asdict(result), indent=2))
     print(
-        f"soak: {result.seconds:.0f} s, {result.operations} operations, {result.ops_per_second} ops/s after warm-up, "
-        f"{result.errors} errors, server RSS {result.rss_start_kib / 1024:.1f} MiB -> {result.rss_end_kib / 1024:.1f} MiB "
+        f"soak: {result.seconds:.0f} s, {result.operations} operations, {result.ops_per_second} ops/s after warm-up,"
+        f" {result.errors} errors, server RSS {result.rss_start_kib / 1024:.1f} MiB"
+        f" -> {result.rss_end_kib / 1024:.1f} MiB "
         f"({result.rss_growth_percent:+.1f}%, max {result.rss_max_kib / 1024:.1f} MiB), integrity {result.integrity}"
     )
     ok = result.errors == 0 and result.rss_growth_percent < 10 and result.integrity == "ok"

@@ -533,12 +533,14 @@ def test_issue_9_forged_page_tokens_are_invalid_argument(target: Target) -> None
     subscriptions = subscriptions_pb2_grpc.SubscriptionServiceStub(target.channel)
     for token in FORGED_TOKENS:
         for call in (
-            lambda: workflows.GetRunnableWorkflows(
+            lambda token=token: workflows.GetRunnableWorkflows(
                 workflows_pb2.GetRunnableWorkflowsRequest(as_at=TS, page_token=token)
             ),
-            lambda: events.GetRunnableEvents(events_pb2.GetRunnableEventsRequest(as_at=TS, page_token=token)),
-            lambda: events.GetEvents(events_pb2.GetEventsRequest(as_of=TS, page_token=token)),
-            lambda: subscriptions.GetSubscriptions(
+            lambda token=token: events.GetRunnableEvents(
+                events_pb2.GetRunnableEventsRequest(as_at=TS, page_token=token)
+            ),
+            lambda token=token: events.GetEvents(events_pb2.GetEventsRequest(as_of=TS, page_token=token)),
+            lambda token=token: subscriptions.GetSubscriptions(
                 subscriptions_pb2.GetSubscriptionsRequest(as_of=TS, page_token=token)
             ),
         ):

@@ -83,7 +83,8 @@ FLOOD = """
 import sys, threading, grpc
 address, method, calls, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 # field 1 (a string) of size bytes: an event name, a health check's service name
-body = bytes([0x0A]) + bytes([(size >> s & 0x7F) | (0x80 if size >> s + 7 else 0) for s in range(0, 28, 7)]) + b"z" * size
+varint = bytes([(size >> s & 0x7F) | (0x80 if size >> s + 7 else 0) for s in range(0, 28, 7)])
+body = bytes([0x0A]) + varint + b"z" * size
 channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 2 * size)])
 call = channel.unary_unary(method)
 codes = []

@@ -13,7 +13,7 @@ import asyncio
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -138,7 +138,7 @@ async def test_size_cap_fails_writes_cleanly_and_recovers_when_pages_are_freed(t
             balloon = WorkflowInstance.new("cap-flow", 1, {"blob": "b" * 600_000})
             await store.create_new_workflow(balloon)
             failure = None
-            for i in range(100):
+            for _ in range(100):
                 try:
                     await store.create_new_workflow(WorkflowInstance.new("cap-flow", 1, {"blob": "x" * 65536}))
                 except WfeError as error:
@@ -173,7 +173,7 @@ def _sqlite_file(path: Path) -> None:
     conn.close()
 
 
-def _run_serve(db: Path, *, prefix: list[str]) -> subprocess.CompletedProcess[str]:
+def _run_serve(db: Path, *, prefix: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*prefix, str(WFE_SQLITE), "serve", "--db", f"sqlite://{db}", "--listen", "127.0.0.1:0"],
         capture_output=True,
@@ -182,7 +182,7 @@ def _run_serve(db: Path, *, prefix: list[str]) -> subprocess.CompletedProcess[st
     )
 
 
-def _refused(db: Path, expected: str, *, prefix: list[str] = []) -> None:
+def _refused(db: Path, expected: str, *, prefix: Sequence[str] = ()) -> None:
     before = db.read_bytes() if os.access(db, os.R_OK) else None
     stat_before = db.stat()
     siblings_before = sorted(p.name for p in db.parent.iterdir())
