@@ -27,6 +27,7 @@ from ._connection import DatabaseConfig, parse_database_url
 from ._database import Database
 from ._rows import (
     SubscriptionRow,
+    check_event_key,
     check_id,
     command_from_row,
     command_row,
@@ -158,8 +159,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
         return [eid for _, eid in keys]
 
     async def get_events(self, event_name: str, event_key: str, as_of: datetime) -> list[str]:
-        check_id(event_name, "event_name", required=False)
-        check_id(event_key, "event_key", required=False)
+        check_event_key(event_name, event_key)
         keys, _ = await self._store.events(event_name, event_key, micros(as_of, "as_of"), None, None)
         return [eid for _, eid in keys]
 
@@ -181,8 +181,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
         return subscription_from_row(await self._store.subscription(check_id(id, "id")))
 
     async def get_subscriptions(self, event_name: str, event_key: str, as_of: datetime) -> list[EventSubscription]:
-        check_id(event_name, "event_name", required=False)
-        check_id(event_key, "event_key", required=False)
+        check_event_key(event_name, event_key)
         rows, _ = await self._store.subscriptions(event_name, event_key, micros(as_of, "as_of"), None, None)
         return [subscription_from_row(r) for r in rows]
 
@@ -192,8 +191,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
     async def get_first_open_subscription(
         self, event_name: str, event_key: str, as_of: datetime
     ) -> EventSubscription | None:
-        check_id(event_name, "event_name", required=False)
-        check_id(event_key, "event_key", required=False)
+        check_event_key(event_name, event_key)
         found = await self._store.first_open_subscription(event_name, event_key, micros(as_of, "as_of"))
         return None if found is None else subscription_from_row(found)
 

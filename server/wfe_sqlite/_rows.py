@@ -40,6 +40,7 @@ __all__ = [
     "StoredWorkflow",
     "SubscriptionRow",
     "WorkflowRow",
+    "check_event_key",
     "check_id",
     "check_unique_pointer_ids",
     "command_from_row",
@@ -211,6 +212,11 @@ def check_id(value: Any, field: str, *, required: bool = True) -> str:
         raise InvalidArgument(f"{field}: longer than {MAX_ID_BYTES} bytes", field=field)
     _check_text(value, field)
     return value
+
+
+def check_event_key(event_name: Any, event_key: Any) -> tuple[str, str]:
+    """An event's name and key as a lookup takes them: strings of at most ``MAX_ID_BYTES`` bytes."""
+    return check_id(event_name, "event_name", required=False), check_id(event_key, "event_key", required=False)
 
 
 def optional_id(value: Any, field: str) -> str | None:

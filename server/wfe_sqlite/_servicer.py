@@ -55,7 +55,7 @@ from wfe_client.limits import (
 from wfe_client.models import ScheduledCommand
 
 from ._provider import SqlitePersistenceProvider, new_subscription_rows
-from ._rows import PageKey, check_id, subscription_from_row, with_workflow_id
+from ._rows import PageKey, check_event_key, check_id, subscription_from_row, with_workflow_id
 from ._status import Context, translate_errors
 from ._wire import workflow_message, workflow_rows_from_message
 
@@ -98,6 +98,11 @@ def _page_size(value: int) -> int:
     if value < 0:
         raise InvalidArgument("page_size: must not be negative", field="page_size")
     return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _page_of(request: Any) -> tuple[int, PageKey | None, int]:
+    """The page a list request asks for: (items at most, the position it starts after, byte budget)."""
+    return _page_size(request.page_size), _decode_token(request.page_token), PAGE_BYTES
 
 
 def _encode_token(key: PageKey) -> str:
@@ -196,9 +201,7 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
     ) -> workflows_pb2.GetRunnableWorkflowsResponse:
         keys, more = await self._store.runnable_workflows(
             _micros(request, "as_at") // 1000,
-            _page_size(request.page_size),
-            _decode_token(request.page_token),
-            PAGE_BYTES,
+            *_page_of(request),
         )
         ids, token = _id_page(keys, more)
         return workflows_pb2.GetRunnableWorkflowsResponse(workflow_ids=ids, next_page_token=token)
@@ -286,23 +289,15 @@ class EventServicer(_Servicer, events_pb2_grpc.EventServiceServicer):
     async def GetRunnableEvents(
         self, request: events_pb2.GetRunnableEventsRequest, context: Context
     ) -> events_pb2.GetRunnableEventsResponse:
-        keys, more = await self._store.runnable_events(
-            _micros(request, "as_at"), _page_size(request.page_size), _decode_token(request.page_token), PAGE_BYTES
-        )
+        keys, more = await self._store.runnable_events(_micros(request, "as_at"), *_page_of(request))
         ids, token = _id_page(keys, more)
         return events_pb2.GetRunnableEventsResponse(event_ids=ids, next_page_token=token)
 
     @translate_errors
     async def GetEvents(self, request: events_pb2.GetEventsRequest, context: Context) -> events_pb2.GetEventsResponse:
         as_of = _micros(request, "as_of")
-        keys, more = await self._store.events(
-            check_id(request.event_name, "event_name", required=False),
-            check_id(request.event_key, "event_key", required=False),
-            as_of,
-            _page_size(request.page_size),
-            _decode_token(request.page_token),
-            PAGE_BYTES,
-        )
+        name, key = check_event_key(request.event_name, request.event_key)
+        keys, more = await self._store.events(name, key, as_of, *_page_of(request))
         ids, token = _id_page(keys, more)
         return events_pb2.GetEventsResponse(event_ids=ids, next_page_token=token)
 
@@ -345,14 +340,8 @@ class SubscriptionServicer(_Servicer, subscriptions_pb2_grpc.SubscriptionService
         self, request: subscriptions_pb2.GetSubscriptionsRequest, context: Context
     ) -> subscriptions_pb2.GetSubscriptionsResponse:
         as_of = _micros(request, "as_of")
-        rows, more = await self._store.subscriptions(
-            check_id(request.event_name, "event_name", required=False),
-            check_id(request.event_key, "event_key", required=False),
-            as_of,
-            _page_size(request.page_size),
-            _decode_token(request.page_token),
-            PAGE_BYTES,
-        )
+        name, key = check_event_key(request.event_name, request.event_key)
+        rows, more = await self._store.subscriptions(name, key, as_of, *_page_of(request))
         last = (rows[-1].subscribe_as_of, rows[-1].id) if rows else None
         return subscriptions_pb2.GetSubscriptionsResponse(
             subscriptions=[subscription_to_proto(subscription_from_row(row)) for row in rows],

@@ -102,6 +102,19 @@ RUNNABLE_WORKFLOWS = (
     "WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL AND next_execution <= ? "
     "AND (next_execution, id) > (?, ?) ORDER BY next_execution, id LIMIT ?"
 )
+RUNNABLE_EVENTS = (
+    "SELECT event_time, id FROM events WHERE is_processed = 0 AND event_time <= ? "
+    "AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?"
+)
+EVENTS = (
+    "SELECT event_time, id FROM events WHERE event_name = ? AND event_key = ? "
+    "AND event_time <= ? AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?"
+)
+SUBSCRIPTIONS = (
+    f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
+    "WHERE event_name = ? AND event_key = ? AND terminated = 0 AND subscribe_as_of <= ? "
+    "AND (subscribe_as_of, id) > (?, ?) ORDER BY subscribe_as_of, id LIMIT ?"
+)
 SET_TOKEN = (
     "UPDATE event_subscriptions SET external_token = ?, external_worker_id = ?, "
     "external_token_expiry = ? WHERE id = ? AND (external_token IS NULL "
@@ -254,6 +267,15 @@ class SqliteStore(Store):
     async def close(self) -> None:
         await self.database.close()
 
+    async def _page(
+        self, sql: str, parameters: tuple[Any, ...], limit: int | None, after: PageKey | None, budget: int | None
+    ) -> tuple[list[Any], bool]:
+        """A page of a keyset query whose last parameters are (key, id, LIMIT), cut by ``_fetch_page``."""
+        key, last = _after(after)
+        return await self.database.read(
+            lambda conn: _fetch_page(conn.execute(sql, (*parameters, key, last, _limit(limit))), limit, budget)
+        )
+
     # -- workflows -----------------------------------------------------------------------------
 
     async def create_workflow(self, row: WorkflowRow, pointers: Sequence[PointerRow]) -> tuple[str, str]:
@@ -300,12 +322,7 @@ class SqliteStore(Store):
     async def runnable_workflows(
         self, as_at_ms: int, limit: int | None, after: PageKey | None, budget: int | None = None
     ) -> tuple[list[PageKey], bool]:
-        key, last = _after(after)
-        return await self.database.read(
-            lambda conn: _fetch_page(
-                conn.execute(RUNNABLE_WORKFLOWS, (as_at_ms, key, last, _limit(limit))), limit, budget
-            )
-        )
+        return await self._page(RUNNABLE_WORKFLOWS, (as_at_ms,), limit, after, budget)
 
     async def workflow(self, id: str) -> StoredWorkflow:
         found = await self.database.read_point(lambda conn: _read_workflow(conn, _BY_ID, id))
@@ -350,18 +367,7 @@ class SqliteStore(Store):
     async def runnable_events(
         self, as_at_us: int, limit: int | None, after: PageKey | None, budget: int | None = None
     ) -> tuple[list[PageKey], bool]:
-        key, last = _after(after)
-        return await self.database.read(
-            lambda conn: _fetch_page(
-                conn.execute(
-                    "SELECT event_time, id FROM events WHERE is_processed = 0 AND event_time <= ? "
-                    "AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?",
-                    (as_at_us, key, last, _limit(limit)),
-                ),
-                limit,
-                budget,
-            )
-        )
+        return await self._page(RUNNABLE_EVENTS, (as_at_us,), limit, after, budget)
 
     async def events(
         self,
@@ -372,18 +378,7 @@ class SqliteStore(Store):
         after: PageKey | None,
         budget: int | None = None,
     ) -> tuple[list[PageKey], bool]:
-        key, last = _after(after)
-        return await self.database.read(
-            lambda conn: _fetch_page(
-                conn.execute(
-                    "SELECT event_time, id FROM events WHERE event_name = ? AND event_key = ? "
-                    "AND event_time <= ? AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?",
-                    (event_name, event_key, as_of_us, key, last, _limit(limit)),
-                ),
-                limit,
-                budget,
-            )
-        )
+        return await self._page(EVENTS, (event_name, event_key, as_of_us), limit, after, budget)
 
     async def set_event_processed(self, id: str, processed: bool) -> None:
         def job(conn: sqlite3.Connection) -> None:
@@ -417,19 +412,7 @@ class SqliteStore(Store):
         after: PageKey | None,
         budget: int | None = None,
     ) -> tuple[list[SubscriptionRow], bool]:
-        key, last = _after(after)
-        rows, more = await self.database.read(
-            lambda conn: _fetch_page(
-                conn.execute(
-                    f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
-                    "WHERE event_name = ? AND event_key = ? AND terminated = 0 AND subscribe_as_of <= ? "
-                    "AND (subscribe_as_of, id) > (?, ?) ORDER BY subscribe_as_of, id LIMIT ?",
-                    (event_name, event_key, as_of_us, key, last, _limit(limit)),
-                ),
-                limit,
-                budget,
-            )
-        )
+        rows, more = await self._page(SUBSCRIPTIONS, (event_name, event_key, as_of_us), limit, after, budget)
         return [SubscriptionRow._make(r) for r in rows], more
 
     async def terminate_subscription(self, id: str) -> None:
