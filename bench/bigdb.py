@@ -18,6 +18,7 @@ import workload
 from wfe_sqlite._rows import event_row, pointer_rows, workflow_row
 from wfe_sqlite._schema import SCHEMA_VERSION, ensure_schema
 from wfe_sqlite._sqlite_store import INSERT_EVENT, INSERT_POINTER, INSERT_WORKFLOW
+
 _CHUNK = 20_000
 _YEAR_MS = 365 * 86_400_000
 
@@ -71,6 +72,9 @@ def build(count: int, directory: Path) -> Path:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.close()
     os.replace(partial, path)
-    print(f"bench: built {path.name} ({count:,} workflows, {path.stat().st_size / 1e6:.0f} MB) "
-          f"in {time.time() - started:.0f}s", flush=True)
+    print(
+        f"bench: built {path.name} ({count:,} workflows, {path.stat().st_size / 1e6:.0f} MB) "
+        f"in {time.time() - started:.0f}s",
+        flush=True,
+    )
     return path

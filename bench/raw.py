@@ -13,7 +13,8 @@ import functools
 import sqlite3
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import workload
 from wfe_sqlite._connection import DatabaseConfig
@@ -90,6 +91,7 @@ class RawStore:
             count = workload.BATCH if op == "batch_get" else max(tasks, 16)
             self.ids = self._in_transaction(lambda: [self._insert_workflow() for _ in range(count)])
         elif op == "set_token":
+
             def subscribe() -> list[str]:
                 ids = []
                 for i in range(max(tasks, 16)):
@@ -167,6 +169,7 @@ class RawStore:
         """Claim the due commands, then delete them (what process_commands does with a no-op handler)."""
         now_ms = int(time.time() * 1000)
         lease = str(uuid.uuid4())
+
         def claim() -> list[Any]:
             now = _micros()
             return self.conn.execute(CLAIM_COMMANDS, (lease, now + 30_000_000, now_ms, now, 100)).fetchall()

@@ -40,7 +40,7 @@ def test_precedence_flags_then_environment_then_file_then_defaults(tmp_path: Pat
     assert _resolve([], {}) == ServerConfig()
     # --config names the file too, and wins over WFE_SQLITE_CONFIG.
     other = tmp_path / "other.toml"
-    other.write_text('readers = 7\n')
+    other.write_text("readers = 7\n")
     assert _resolve(["--config", str(other)], environ).readers == 7
 
 
@@ -131,7 +131,11 @@ def test_a_config_file_drives_a_real_server(tmp_path: Path) -> None:
     env.update(WFE_SQLITE_CONFIG="wfe.toml", WFE_SQLITE_DB="sqlite://env.db", WFE_SQLITE_LOG_FORMAT="text")
     process = subprocess.Popen(
         [str(WFE_SQLITE), "serve", "--db", "sqlite://flag.db"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None

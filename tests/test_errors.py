@@ -14,8 +14,8 @@ from grpc_status import rpc_status
 from conftest import ROOT
 from wfe.persistence.v1 import errors_pb2
 from wfe_client import GrpcPersistenceProvider, InvalidArgument, RevisionConflict, Unauthenticated, WfeError
-from wfe_client.errors import error_for_reason
 from wfe_client._grpc_provider import _error_from_rpc
+from wfe_client.errors import error_for_reason
 from wfe_sqlite._status import to_status
 from wfe_sqlite.server import RunningServer, ServerConfig
 
@@ -25,7 +25,7 @@ REASONS = [name for name in errors_pb2.ErrorReason.keys() if name != "ERROR_REAS
 def _documented_codes() -> dict[str, str]:
     """Reason -> status code, as the comment above each ErrorReason value in errors.proto says."""
     text = (ROOT / "protos/wfe/persistence/v1/errors.proto").read_text()
-    return {reason: code for code, reason in re.findall(r"//\s*([A-Z_]+):.*\n\s*([A-Z_]+) = \d+;", text)}
+    return {reason: code for code, reason in re.findall(r"//\s*([A-Z_]+):.*\n(?:\s*//.*\n)*\s*([A-Z_]+) = \d+;", text)}
 
 
 @pytest.mark.parametrize("reason", REASONS)

@@ -16,6 +16,7 @@ from conftest import ROOT, ServerProcess
 
 CLIENT = ROOT / "client" / "python"
 CLIENT_REQUIRES = {"grpcio", "protobuf", "googleapis-common-protos"}
+SERVER_ONLY = ("wfe_sqlite", "aiosqlite", "prometheus_client", "grpc_health", "grpc_reflection")
 
 
 def _build_wheel(directory: Path) -> Path:
@@ -87,7 +88,9 @@ def test_a_client_only_install_talks_to_a_server(tmp_path: Path, server_process:
     _link_distributions(needed, tmp_path / "deps")
     purelib = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     Path(purelib, "client-deps.pth").write_text(str(tmp_path / "deps") + "\n")
     script = f"""
@@ -100,7 +103,7 @@ async def main():
         print((await store.get_workflow_instance(wid)).data["n"])
 
 asyncio.run(main())
-for name in ("wfe_sqlite", "aiosqlite", "prometheus_client", "grpc_health", "grpc_reflection"):
+for name in {SERVER_ONLY!r}:
     print(name, importlib.util.find_spec(name) is not None)
 """
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -108,5 +111,4 @@ for name in ("wfe_sqlite", "aiosqlite", "prometheus_client", "grpc_health", "grp
     assert result.returncode == 0, result.stderr
     lines = result.stdout.split("\n")
     assert lines[0] == str(2**63 - 1)
-    assert lines[1:6] == [f"{name} False" for name in
-                          ("wfe_sqlite", "aiosqlite", "prometheus_client", "grpc_health", "grpc_reflection")]  # fmt: skip
+    assert lines[1:6] == [f"{name} False" for name in SERVER_ONLY]

@@ -103,7 +103,7 @@ def workflows(draw: st.DrawFn) -> workflows_pb2.WorkflowInstance:
         name=draw(st.just("") | ID),
         workflow_definition_id=draw(ID),
         version=draw(UINT32),
-        execution_pointers=draw(st.lists(pointers(), max_size=4)),
+        execution_pointers=draw(st.lists(pointers(), max_size=4, unique_by=lambda p: p.id)),
         status=draw(st.sampled_from(range(1, len(workflows_pb2.WorkflowStatus.keys())))),
         data=draw(JSON_TEXT),
         create_time=draw(TIMESTAMP),
@@ -191,6 +191,15 @@ FAULTS: dict[str, Fault] = {
     "pointer event_data empty": _pointer(0, _set("event_data", "")),
     "pointer outcome Infinity": _pointer(1, _set("outcome", "Infinity")),
     "pointer extension attribute not JSON": _pointer(0, lambda p: p.extension_attributes.update({"k": "{oops"})),
+    "pointer extension attribute too deep": _pointer(
+        1, lambda p: p.extension_attributes.update({"d": "[" * 513 + "]" * 513})
+    ),
+    "pointer ids repeated": lambda msg: msg.execution_pointers.extend(
+        [workflows_pb2.ExecutionPointer(id="twice", status=workflows_pb2.POINTER_STATUS_PENDING)] * 2
+    ),
+    "pointer event_name too long": _pointer(0, _set("event_name", "n" * (MAX_ID_BYTES + 1))),
+    "pointer child id too long": _pointer(1, lambda p: p.children.append("c" * (MAX_ID_BYTES + 1))),
+    "data too deep": _set("data", '{"x":' * 513 + "1" + "}" * 513),
 }
 
 

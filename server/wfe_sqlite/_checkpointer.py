@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from ._connection import ConnectionThread
 
-__all__ = ["Checkpointer", "CHECKPOINT_INTERVAL"]
+__all__ = ["CHECKPOINT_INTERVAL", "Checkpointer"]
 
 LOG = logging.getLogger(__name__)
 

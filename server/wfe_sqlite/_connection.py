@@ -22,13 +22,13 @@ from typing import Any, TypeVar
 
 __all__ = [
     "MEMORY",
-    "Job",
+    "ConnectionThread",
     "DatabaseConfig",
     "DatabaseOpenError",
-    "parse_database_url",
+    "Job",
     "connector",
-    "ConnectionThread",
     "in_snapshot",
+    "parse_database_url",
 ]
 
 T = TypeVar("T")

@@ -32,7 +32,7 @@ from ._connection import (
 from ._readers import ReadPool
 from ._writer import GroupCommitWriter
 
-__all__ = ["Database", "DatabaseConfig", "DatabaseOpenError", "MEMORY", "parse_database_url"]
+__all__ = ["MEMORY", "Database", "DatabaseConfig", "DatabaseOpenError", "parse_database_url"]
 
 LOG = logging.getLogger(__name__)
 
@@ -75,9 +75,7 @@ class Database:
             if not config.in_memory:
                 readers = await ReadPool.open(connector(config, writer=False), config.readers)
                 opened.append(readers)
-                checkpointing = await ConnectionThread.open(
-                    connector(config, writer=True), "wfe-sqlite-checkpointer"
-                )
+                checkpointing = await ConnectionThread.open(connector(config, writer=True), "wfe-sqlite-checkpointer")
                 opened.append(checkpointing)
         except BaseException as error:
             for part in reversed(opened):

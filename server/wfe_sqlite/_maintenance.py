@@ -12,7 +12,7 @@ import os
 import sqlite3
 import urllib.parse
 from dataclasses import asdict
-from typing import Any, Optional
+from typing import Any
 
 from wfe_client.timeutil import to_micros, utc_now
 
@@ -21,13 +21,13 @@ from ._store import LiveFigures
 
 __all__ = [
     "TABLES",
-    "live_figures",
-    "table_counts",
-    "file_sizes",
-    "store_stats",
-    "integrity_problems",
-    "open_existing",
     "backup",
+    "file_sizes",
+    "integrity_problems",
+    "live_figures",
+    "open_existing",
+    "store_stats",
+    "table_counts",
 ]
 
 TABLES = (
@@ -147,7 +147,7 @@ def backup(url: str, dest: str, *, overwrite: bool = False) -> int:
         raise FileExistsError(f"{dest}: already exists (refusing to overwrite it)")
     source, _ = open_existing(url)
     partial = f"{dest}.partial-{os.getpid()}"
-    target: Optional[sqlite3.Connection] = None
+    target: sqlite3.Connection | None = None
     try:
         target = sqlite3.connect(partial, isolation_level=None)
         source.backup(target, pages=-1)

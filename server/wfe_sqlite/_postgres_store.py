@@ -51,7 +51,9 @@ from ._rows import (
     SubscriptionRow,
     WorkflowRow,
 )
-from ._store import Claim, LiveFigures, Store
+from ._sqlite_store import _fetch_page as fetch_page
+from ._sqlite_store import _workflow_bytes as workflow_bytes
+from ._store import Claim, LiveFigures, SizedWorkflow, Store
 
 __all__ = [
     "MIGRATIONS",
@@ -289,6 +291,27 @@ def persist_parameters(
 _INSERT_SUBSCRIPTION = (
     f"INSERT INTO event_subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES ({_placeholders(SubscriptionRow)})"
 )
+_RUNNABLE_WORKFLOWS = (
+    "SELECT next_execution, id FROM workflows "
+    "WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL AND next_execution <= $1 "
+    "AND (next_execution, id) > ($2, $3) ORDER BY next_execution, id LIMIT $4"
+)
+_RUNNABLE_EVENTS = (
+    "SELECT event_time, id FROM events WHERE is_processed = 0 AND event_time <= $1 "
+    "AND (event_time, id) > ($2, $3) ORDER BY event_time, id LIMIT $4"
+)
+_EVENTS = (
+    "SELECT event_time, id FROM events WHERE event_name = $1 AND event_key = $2 "
+    "AND event_time <= $3 AND (event_time, id) > ($4, $5) ORDER BY event_time, id LIMIT $6"
+)
+_SUBSCRIPTIONS = (
+    f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
+    "WHERE event_name = $1 AND event_key = $2 AND terminated = 0 AND subscribe_as_of <= $3 "
+    "AND (subscribe_as_of, id) > ($4, $5) ORDER BY subscribe_as_of, id LIMIT $6"
+)
+_CHUNK = 64
+"""Ids per query of ``workflows_from``."""
+
 NEXT_SEQUENCE = (
     "INSERT INTO definition_sequences (definition_id, value) VALUES ($1, 1) "
     "ON CONFLICT (definition_id) DO UPDATE SET value = definition_sequences.value + 1 RETURNING value"
@@ -546,20 +569,20 @@ class PostgresStore(Store):
 
         await self._run(job)
 
-    async def runnable_workflows(self, as_at_ms: int, limit: int, after: PageKey | None) -> list[PageKey]:
+    async def _page(
+        self, sql: str, parameters: tuple[Any, ...], limit: int | None, after: PageKey | None, budget: int | None
+    ) -> tuple[list[Any], bool]:
+        """A page of a keyset query whose last parameters are (key, id, LIMIT), cut as on SQLite."""
         key, last = _after(after)
         rows = await self._run(
-            lambda conn: conn.fetch(
-                "SELECT next_execution, id FROM workflows "
-                "WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL AND next_execution <= $1 "
-                "AND (next_execution, id) > ($2, $3) ORDER BY next_execution, id LIMIT $4",
-                as_at_ms,
-                key,
-                last,
-                _limit(limit),
-            )
+            lambda conn: conn.fetch(sql, *parameters, key, last, None if limit is None else limit + 1)
         )
-        return [(r[0], r[1]) for r in rows]
+        return fetch_page((tuple(r) for r in rows), limit, budget)
+
+    async def runnable_workflows(
+        self, as_at_ms: int, limit: int | None, after: PageKey | None, budget: int | None = None
+    ) -> tuple[list[PageKey], bool]:
+        return await self._page(_RUNNABLE_WORKFLOWS, (as_at_ms,), limit, after, budget)
 
     async def _read_workflows(self, where: str, value: object) -> list[StoredWorkflow]:
         async def job(conn: asyncpg.Connection) -> list[StoredWorkflow]:
@@ -602,6 +625,26 @@ class PostgresStore(Store):
         }
         return [by_id[i] for i in unique if i in by_id]
 
+    async def workflows_from(self, ids: Sequence[str], start: int, budget: int) -> tuple[list[SizedWorkflow], int]:
+        found: list[SizedWorkflow] = []
+        used = 0
+        position = start
+        while position < len(ids) and used < budget:
+            chunk = list(ids[position : position + _CHUNK])
+            by_id = {
+                row.id: (row, pointers) for row, pointers in await self._read_workflows("id = ANY($1::text[])", chunk)
+            }
+            for wid in chunk:
+                position += 1
+                stored = by_id.get(wid)
+                if stored is not None:
+                    size = workflow_bytes(*stored)
+                    found.append((*stored, size))
+                    used += size
+                if used >= budget:
+                    break
+        return found, position
+
     async def next_definition_sequence(self, definition_id: str) -> int:
         value: int = await self._run(lambda conn: conn.fetchval(NEXT_SEQUENCE, definition_id))
         return value
@@ -623,37 +666,21 @@ class PostgresStore(Store):
             raise EventNotFound(f"event {id!r} not found", id=id)
         return EventRow(*found)
 
-    async def runnable_events(self, as_at_us: int, limit: int, after: PageKey | None) -> list[PageKey]:
-        key, last = _after(after)
-        rows = await self._run(
-            lambda conn: conn.fetch(
-                "SELECT event_time, id FROM events WHERE is_processed = 0 AND event_time <= $1 "
-                "AND (event_time, id) > ($2, $3) ORDER BY event_time, id LIMIT $4",
-                as_at_us,
-                key,
-                last,
-                _limit(limit),
-            )
-        )
-        return [(r[0], r[1]) for r in rows]
+    async def runnable_events(
+        self, as_at_us: int, limit: int | None, after: PageKey | None, budget: int | None = None
+    ) -> tuple[list[PageKey], bool]:
+        return await self._page(_RUNNABLE_EVENTS, (as_at_us,), limit, after, budget)
 
     async def events(
-        self, event_name: str, event_key: str, as_of_us: int, limit: int, after: PageKey | None
-    ) -> list[PageKey]:
-        key, last = _after(after)
-        rows = await self._run(
-            lambda conn: conn.fetch(
-                "SELECT event_time, id FROM events WHERE event_name = $1 AND event_key = $2 "
-                "AND event_time <= $3 AND (event_time, id) > ($4, $5) ORDER BY event_time, id LIMIT $6",
-                event_name,
-                event_key,
-                as_of_us,
-                key,
-                last,
-                _limit(limit),
-            )
-        )
-        return [(r[0], r[1]) for r in rows]
+        self,
+        event_name: str,
+        event_key: str,
+        as_of_us: int,
+        limit: int | None,
+        after: PageKey | None,
+        budget: int | None = None,
+    ) -> tuple[list[PageKey], bool]:
+        return await self._page(_EVENTS, (event_name, event_key, as_of_us), limit, after, budget)
 
     async def set_event_processed(self, id: str, processed: bool) -> None:
         found = await self._run(
@@ -684,23 +711,16 @@ class PostgresStore(Store):
         return SubscriptionRow(*found)
 
     async def subscriptions(
-        self, event_name: str, event_key: str, as_of_us: int, limit: int, after: PageKey | None
-    ) -> list[SubscriptionRow]:
-        key, last = _after(after)
-        rows = await self._run(
-            lambda conn: conn.fetch(
-                f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
-                "WHERE event_name = $1 AND event_key = $2 AND terminated = 0 AND subscribe_as_of <= $3 "
-                "AND (subscribe_as_of, id) > ($4, $5) ORDER BY subscribe_as_of, id LIMIT $6",
-                event_name,
-                event_key,
-                as_of_us,
-                key,
-                last,
-                _limit(limit),
-            )
-        )
-        return [SubscriptionRow(*r) for r in rows]
+        self,
+        event_name: str,
+        event_key: str,
+        as_of_us: int,
+        limit: int | None,
+        after: PageKey | None,
+        budget: int | None = None,
+    ) -> tuple[list[SubscriptionRow], bool]:
+        rows, more = await self._page(_SUBSCRIPTIONS, (event_name, event_key, as_of_us), limit, after, budget)
+        return [SubscriptionRow(*r) for r in rows], more
 
     async def terminate_subscription(self, id: str) -> None:
         found = await self._run(

@@ -30,6 +30,7 @@ from ._database import Database
 from ._postgres_store import PostgresConfig, PostgresStore, is_postgres_url
 from ._rows import (
     SubscriptionRow,
+    check_event_key,
     check_id,
     command_from_row,
     command_row,
@@ -101,7 +102,7 @@ class StoreProvider(PersistenceProvider):
             subscription.id = stored.id
 
     async def get_runnable_instances(self, as_at: datetime) -> list[str]:
-        keys = await self._store.runnable_workflows(micros(as_at, "as_at") // 1000, -1, None)
+        keys, _ = await self._store.runnable_workflows(micros(as_at, "as_at") // 1000, None, None)
         return [wid for _, wid in keys]
 
     async def get_workflow_instance(self, id: str) -> WorkflowInstance:
@@ -133,12 +134,12 @@ class StoreProvider(PersistenceProvider):
         return event_from_row(await self._store.event(check_id(id, "id")))
 
     async def get_runnable_events(self, as_at: datetime) -> list[str]:
-        return [eid for _, eid in await self._store.runnable_events(micros(as_at, "as_at"), -1, None)]
+        keys, _ = await self._store.runnable_events(micros(as_at, "as_at"), None, None)
+        return [eid for _, eid in keys]
 
     async def get_events(self, event_name: str, event_key: str, as_of: datetime) -> list[str]:
-        check_id(event_name, "event_name", required=False)
-        check_id(event_key, "event_key", required=False)
-        keys = await self._store.events(event_name, event_key, micros(as_of, "as_of"), -1, None)
+        check_event_key(event_name, event_key)
+        keys, _ = await self._store.events(event_name, event_key, micros(as_of, "as_of"), None, None)
         return [eid for _, eid in keys]
 
     async def mark_event_processed(self, id: str) -> None:
@@ -159,9 +160,8 @@ class StoreProvider(PersistenceProvider):
         return subscription_from_row(await self._store.subscription(check_id(id, "id")))
 
     async def get_subscriptions(self, event_name: str, event_key: str, as_of: datetime) -> list[EventSubscription]:
-        check_id(event_name, "event_name", required=False)
-        check_id(event_key, "event_key", required=False)
-        rows = await self._store.subscriptions(event_name, event_key, micros(as_of, "as_of"), -1, None)
+        check_event_key(event_name, event_key)
+        rows, _ = await self._store.subscriptions(event_name, event_key, micros(as_of, "as_of"), None, None)
         return [subscription_from_row(r) for r in rows]
 
     async def terminate_subscription(self, id: str) -> None:
@@ -170,8 +170,7 @@ class StoreProvider(PersistenceProvider):
     async def get_first_open_subscription(
         self, event_name: str, event_key: str, as_of: datetime
     ) -> EventSubscription | None:
-        check_id(event_name, "event_name", required=False)
-        check_id(event_key, "event_key", required=False)
+        check_event_key(event_name, event_key)
         found = await self._store.first_open_subscription(event_name, event_key, micros(as_of, "as_of"))
         return None if found is None else subscription_from_row(found)
 

@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, NamedTuple, Optional, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from wfe_client.errors import InvalidArgument
 from wfe_client.jsoncodec import json_text
@@ -32,29 +32,33 @@ from wfe_client.models import (
 from wfe_client.timeutil import from_micros, to_micros
 
 __all__ = [
-    "WorkflowRow",
-    "PointerRow",
-    "EventRow",
-    "SubscriptionRow",
     "CommandRow",
     "ErrorRow",
-    "StoredWorkflow",
+    "EventRow",
     "PageKey",
-    "new_id",
-    "with_id",
-    "with_workflow_id",
+    "PointerRow",
+    "StoredWorkflow",
+    "SubscriptionRow",
+    "WorkflowRow",
+    "check_event_key",
     "check_id",
-    "micros",
-    "workflow_row",
-    "pointer_rows",
-    "event_row",
-    "subscription_row",
+    "check_unique_pointer_ids",
+    "command_from_row",
     "command_row",
     "error_row",
-    "workflow_from_rows",
     "event_from_row",
+    "event_row",
+    "id_list",
+    "micros",
+    "new_id",
+    "optional_id",
+    "pointer_rows",
     "subscription_from_row",
-    "command_from_row",
+    "subscription_row",
+    "with_id",
+    "with_workflow_id",
+    "workflow_from_rows",
+    "workflow_row",
 ]
 
 E = TypeVar("E", bound=enum.Enum)
@@ -65,16 +69,16 @@ class WorkflowRow(NamedTuple):
 
     id: str
     name: str
-    root_workflow_id: Optional[str]
+    root_workflow_id: str | None
     workflow_definition_id: str
     version: int
-    description: Optional[str]
-    reference: Optional[str]
-    next_execution: Optional[int]
+    description: str | None
+    reference: str | None
+    next_execution: int | None
     status: str
     data: str
     create_time: int
-    complete_time: Optional[int]
+    complete_time: int | None
 
 
 class PointerRow(NamedTuple):
@@ -86,20 +90,20 @@ class PointerRow(NamedTuple):
     step_id: int
     active: int
     status: str
-    sleep_until: Optional[int]
-    persistence_data: Optional[str]
-    start_time: Optional[int]
-    end_time: Optional[int]
-    event_name: Optional[str]
-    event_key: Optional[str]
+    sleep_until: int | None
+    persistence_data: str | None
+    start_time: int | None
+    end_time: int | None
+    event_name: str | None
+    event_key: str | None
     event_published: int
-    event_data: Optional[str]
-    step_name: Optional[str]
+    event_data: str | None
+    step_name: str | None
     retry_count: int
     children: str
-    context_item: Optional[str]
-    predecessor_id: Optional[str]
-    outcome: Optional[str]
+    context_item: str | None
+    predecessor_id: str | None
+    outcome: str | None
     scope: str
     extension_attributes: str
 
@@ -125,10 +129,10 @@ class SubscriptionRow(NamedTuple):
     event_name: str
     event_key: str
     subscribe_as_of: int
-    subscription_data: Optional[str]
-    external_token: Optional[str]
-    external_worker_id: Optional[str]
-    external_token_expiry: Optional[int]
+    subscription_data: str | None
+    external_token: str | None
+    external_worker_id: str | None
+    external_token_expiry: int | None
 
 
 class CommandRow(NamedTuple):
@@ -192,12 +196,14 @@ def micros(value: datetime, field: str) -> int:
     return result
 
 
-def _optional_micros(value: Optional[datetime], field: str) -> Optional[int]:
+def _optional_micros(value: datetime | None, field: str) -> int | None:
     return None if value is None else micros(value, field)
 
 
 def check_id(value: Any, field: str, *, required: bool = True) -> str:
     """A string of at most ``MAX_ID_BYTES`` bytes (non-empty when required)."""
+    if value.__class__ is str and value.isascii() and len(value) <= MAX_ID_BYTES and (value or not required):
+        return value  # the common case, in O(1): ASCII is one byte a character and holds no surrogate
     if not isinstance(value, str):
         raise InvalidArgument(f"{field}: expected a string, got {type(value).__name__}", field=field)
     if required and not value:
@@ -208,7 +214,45 @@ def check_id(value: Any, field: str, *, required: bool = True) -> str:
     return value
 
 
+def check_event_key(event_name: Any, event_key: Any) -> tuple[str, str]:
+    """An event's name and key as a lookup takes them: strings of at most ``MAX_ID_BYTES`` bytes."""
+    return check_id(event_name, "event_name", required=False), check_id(event_key, "event_key", required=False)
+
+
+def optional_id(value: Any, field: str) -> str | None:
+    """None, or a string of at most ``MAX_ID_BYTES`` bytes (``check_id`` without requiring a value)."""
+    return None if value is None else check_id(value, field, required=False)
+
+
+def id_list(values: Any, field: str) -> str:
+    """The JSON text of a list of ids (pointer ``children``, ``scope``), each checked by ``check_id``."""
+    if not isinstance(values, (list, tuple)):
+        raise InvalidArgument(f"{field}: expected a list of strings", field=field)
+    for i, value in enumerate(values):
+        check_id(value, f"{field}[{i}]", required=False)
+    return _dump_strings(list(values)) if values else "[]"
+
+
+def _dump_strings(values: list[str]) -> str:
+    # json_text without its checks: the strings are checked, and a list of them nests one level.
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+
+
+def check_unique_pointer_ids(ids: Sequence[str], field: str = "workflow") -> None:
+    """Pointer ids are unique within their workflow: the second use of one is INVALID_ARGUMENT."""
+    if len(set(ids)) == len(ids):
+        return
+    seen: set[str] = set()
+    for position, pid in enumerate(ids):
+        if pid in seen:
+            name = f"{field}.execution_pointers[{position}].id"
+            raise InvalidArgument(f"{name}: {pid!r} is the id of an earlier pointer of this workflow", field=name)
+        seen.add(pid)
+
+
 def _check_text(value: str, field: str) -> str:
+    if value.isascii():  # O(1), and ASCII holds no lone surrogate
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -216,7 +260,7 @@ def _check_text(value: str, field: str) -> str:
     return value
 
 
-def _optional_text(value: Any, field: str) -> Optional[str]:
+def _optional_text(value: Any, field: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
@@ -246,16 +290,8 @@ def _enum(value: Any, kind: type[E], field: str) -> str:
     raise InvalidArgument(f"{field}: expected a {kind.__name__}, got {value!r}", field=field)
 
 
-def _optional_json(value: Any, field: str) -> Optional[str]:
+def _optional_json(value: Any, field: str) -> str | None:
     return None if value is None else json_text(value, field)
-
-
-def _strings(values: Any, field: str) -> str:
-    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
-        raise InvalidArgument(f"{field}: expected a list of strings", field=field)
-    for value in values:
-        _check_text(value, field)
-    return json_text(list(values), field)
 
 
 # -- models -> rows ----------------------------------------------------------------------------
@@ -309,20 +345,21 @@ def pointer_rows(workflow_id: str, pointers: Sequence[ExecutionPointer]) -> list
                 persistence_data=_optional_json(p.persistence_data, f + ".persistence_data"),
                 start_time=_optional_micros(p.start_time, f + ".start_time"),
                 end_time=_optional_micros(p.end_time, f + ".end_time"),
-                event_name=_optional_text(p.event_name, f + ".event_name"),
-                event_key=_optional_text(p.event_key, f + ".event_key"),
+                event_name=optional_id(p.event_name, f + ".event_name"),
+                event_key=optional_id(p.event_key, f + ".event_key"),
                 event_published=1 if p.event_published else 0,
                 event_data=_optional_json(p.event_data, f + ".event_data"),
-                step_name=_optional_text(p.step_name, f + ".step_name"),
+                step_name=optional_id(p.step_name, f + ".step_name"),
                 retry_count=_int(p.retry_count, f + ".retry_count", 0, UINT32_MAX),
-                children=_strings(p.children, f + ".children"),
+                children=id_list(p.children, f + ".children"),
                 context_item=_optional_json(p.context_item, f + ".context_item"),
-                predecessor_id=_optional_text(p.predecessor_id, f + ".predecessor_id"),
+                predecessor_id=optional_id(p.predecessor_id, f + ".predecessor_id"),
                 outcome=_optional_json(p.outcome, f + ".outcome"),
-                scope=_strings(p.scope, f + ".scope"),
+                scope=id_list(p.scope, f + ".scope"),
                 extension_attributes=json_text(attrs, f + ".extension_attributes"),
             )
         )
+    check_unique_pointer_ids([row.id for row in rows])
     return rows
 
 
@@ -332,8 +369,8 @@ def event_row(e: Event) -> EventRow:
         raise InvalidArgument("expected an Event")
     return EventRow(
         id=check_id(e.id, "event.id", required=False),
-        event_name=_text(e.event_name, "event.event_name"),
-        event_key=_text(e.event_key, "event.event_key"),
+        event_name=check_id(e.event_name, "event.event_name", required=False),
+        event_key=check_id(e.event_key, "event.event_key", required=False),
         event_data=json_text(e.event_data, "event.event_data"),
         event_time=micros(e.event_time, "event.event_time"),
         is_processed=1 if e.is_processed else 0,
@@ -346,15 +383,15 @@ def subscription_row(s: EventSubscription, field: str = "subscription") -> Subsc
         raise InvalidArgument(f"{field}: expected an EventSubscription", field=field)
     return SubscriptionRow(
         id=check_id(s.id, field + ".id", required=False),
-        workflow_id=_text(s.workflow_id, field + ".workflow_id"),
+        workflow_id=check_id(s.workflow_id, field + ".workflow_id"),
         step_id=_int(s.step_id, field + ".step_id", 0, UINT32_MAX),
-        execution_pointer_id=_text(s.execution_pointer_id, field + ".execution_pointer_id"),
-        event_name=_text(s.event_name, field + ".event_name"),
-        event_key=_text(s.event_key, field + ".event_key"),
+        execution_pointer_id=check_id(s.execution_pointer_id, field + ".execution_pointer_id", required=False),
+        event_name=check_id(s.event_name, field + ".event_name", required=False),
+        event_key=check_id(s.event_key, field + ".event_key", required=False),
         subscribe_as_of=micros(s.subscribe_as_of, field + ".subscribe_as_of"),
         subscription_data=_optional_json(s.subscription_data, field + ".subscription_data"),
-        external_token=_optional_text(s.external_token, field + ".external_token"),
-        external_worker_id=_optional_text(s.external_worker_id, field + ".external_worker_id"),
+        external_token=optional_id(s.external_token, field + ".external_token"),
+        external_worker_id=optional_id(s.external_worker_id, field + ".external_worker_id"),
         external_token_expiry=_optional_micros(s.external_token_expiry, field + ".external_token_expiry"),
     )
 
@@ -376,8 +413,8 @@ def error_row(e: ExecutionError, field: str) -> ErrorRow:
         raise InvalidArgument(f"{field}: expected an ExecutionError", field=field)
     return ErrorRow(
         error_time=micros(e.error_time, field + ".error_time"),
-        workflow_id=_text(e.workflow_id, field + ".workflow_id"),
-        execution_pointer_id=_text(e.execution_pointer_id, field + ".execution_pointer_id"),
+        workflow_id=check_id(e.workflow_id, field + ".workflow_id", required=False),
+        execution_pointer_id=check_id(e.execution_pointer_id, field + ".execution_pointer_id", required=False),
         message=_text(e.message, field + ".message"),
     )
 
@@ -385,11 +422,11 @@ def error_row(e: ExecutionError, field: str) -> ErrorRow:
 # -- rows -> models ----------------------------------------------------------------------------
 
 
-def _instant(value: Optional[int]) -> Optional[datetime]:
+def _instant(value: int | None) -> datetime | None:
     return None if value is None else from_micros(value)
 
 
-def _load(text: Optional[str]) -> Any:
+def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 

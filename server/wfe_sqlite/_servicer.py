@@ -6,10 +6,12 @@ keys; everything else goes through the provider's model API, which validates lik
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import AsyncIterator, Callable
+import re
+from collections.abc import AsyncGenerator, Sequence
 from datetime import timedelta
-from typing import Any, Optional, TypeVar
+from typing import Any
 
 import grpc
 
@@ -38,13 +40,14 @@ from wfe_client.conversion import (
     timestamp,
     timestamp_micros,
 )
-from wfe_client.errors import InvalidArgument
+from wfe_client.errors import InvalidArgument, StreamIdle
 from wfe_client.limits import (
     CLAIM_BATCH,
     DEFAULT_LEASE,
     DEFAULT_PAGE_SIZE,
     MAX_BATCH_GET_IDS,
     MAX_CLAIM,
+    MAX_ID_BYTES,
     MAX_LEASE,
     MAX_PAGE_SIZE,
     MIN_LEASE,
@@ -52,13 +55,12 @@ from wfe_client.limits import (
 from wfe_client.models import ScheduledCommand
 
 from ._provider import StoreProvider, new_subscription_rows
-from ._rows import PageKey, StoredWorkflow, check_id, subscription_from_row, with_workflow_id
-from ._status import Context, translate_errors, translate_stream_errors
+from ._rows import PageKey, check_event_key, check_id, subscription_from_row, with_workflow_id
+from ._status import Context, translate_errors
 from ._wire import workflow_message, workflow_rows_from_message
 
-__all__ = ["add_servicers", "SERVICE_NAMES"]
+__all__ = ["SERVICE_NAMES", "add_servicers"]
 
-T = TypeVar("T")
 
 PAGE_BYTES = 4 * 1024 * 1024
 """Size budget of one page or stream chunk, well under the message limit."""
@@ -98,40 +100,56 @@ def _page_size(value: int) -> int:
     return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
+def _page_of(request: Any) -> tuple[int, PageKey | None, int]:
+    """The page a list request asks for: (items at most, the position it starts after, byte budget)."""
+    return _page_size(request.page_size), _decode_token(request.page_token), PAGE_BYTES
+
+
 def _encode_token(key: PageKey) -> str:
     raw = f"{key[0]}:{key[1]}".encode()
     return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
-def _decode_token(token: str) -> Optional[PageKey]:
+def _next_token(last: PageKey | None, more: bool) -> str:
+    """The ``next_page_token`` after a page whose last item has the key ``last``."""
+    return _encode_token(last) if more and last is not None else ""
+
+
+_TOKEN_KEY = re.compile(r"-?[0-9]{1,19}")
+_INT64 = range(-(2**63), 2**63)
+
+
+def _decode_token(token: str) -> PageKey | None:
+    """The keyset position in a ``page_token``; anything but a token this server made is INVALID_ARGUMENT."""
     if not token:
         return None
     try:
         raw = base64.urlsafe_b64decode(token.encode("ascii")).decode()
-        number, _, last = raw.partition(":")
-        return int(number), last
     except (ValueError, UnicodeError):
-        raise InvalidArgument("page_token: not a token from a previous response", field="page_token") from None
+        raw = ""
+    number, sep, last = raw.partition(":")
+    if not sep or not _TOKEN_KEY.fullmatch(number) or int(number) not in _INT64 or len(last.encode()) > MAX_ID_BYTES:
+        raise InvalidArgument("page_token: not a token from a previous response", field="page_token")
+    return int(number), last
 
 
-def _page(
-    items: list[T], limit: int, key: Callable[[T], PageKey], size: Callable[[T], int]
-) -> tuple[list[T], str]:
-    """Cut ``items`` (fetched with ``limit + 1``) to the page size and byte budget; the next token."""
-    page: list[T] = []
-    used = 0
-    for item in items[:limit]:
-        used += size(item)
-        if page and used > PAGE_BYTES:
-            break
-        page.append(item)
-    more = len(page) < len(items)
-    return page, _encode_token(key(page[-1])) if more and page else ""
+def _id_page(keys: list[PageKey], more: bool) -> tuple[list[str], str]:
+    """The ids of a page of keys, and the token of the page after it."""
+    return [key[1] for key in keys], _next_token(keys[-1] if keys else None, more)
 
 
-def _id_page(rows: list[PageKey], limit: int) -> tuple[list[str], str]:
-    page, token = _page(rows, limit, key=lambda r: r, size=lambda r: len(r[1]) + 8)
-    return [r[1] for r in page], token
+async def _written(context: Context, message: Any, idle: float) -> bool:
+    """Write one message of a server stream; False when the client took nothing for ``idle`` seconds.
+
+    ``context.write`` returns once the message has gone out, which HTTP/2 flow control holds back
+    while the client does not read: a stream that is not read holds this one message.
+    """
+    try:
+        async with asyncio.timeout(idle):
+            await context.write(message)
+    except TimeoutError:
+        return False
+    return True
 
 
 class _Servicer:
@@ -144,6 +162,10 @@ class _Servicer:
 
 class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
     """``wfe.persistence.v1.WorkflowService``: workflows as rows, straight from and to messages."""
+
+    def __init__(self, provider: StoreProvider, stream_idle: float) -> None:
+        super().__init__(provider)
+        self._stream_idle = stream_idle
 
     @translate_errors
     async def CreateWorkflow(
@@ -167,9 +189,7 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
         self, request: workflows_pb2.PersistWorkflowWithSubscriptionsRequest, context: Context
     ) -> workflows_pb2.PersistWorkflowWithSubscriptionsResponse:
         row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
-        subscriptions = [
-            subscription_from_proto(s, f"subscriptions[{i}]") for i, s in enumerate(request.subscriptions)
-        ]
+        subscriptions = [subscription_from_proto(s, f"subscriptions[{i}]") for i, s in enumerate(request.subscriptions)]
         check_id(row.id, "workflow.id")
         rows = new_subscription_rows(subscriptions)
         await self._store.persist_workflow(row, pointers, rows)
@@ -179,11 +199,11 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
     async def GetRunnableWorkflows(
         self, request: workflows_pb2.GetRunnableWorkflowsRequest, context: Context
     ) -> workflows_pb2.GetRunnableWorkflowsResponse:
-        limit = _page_size(request.page_size)
-        keys = await self._store.runnable_workflows(
-            _micros(request, "as_at") // 1000, limit + 1, _decode_token(request.page_token)
+        keys, more = await self._store.runnable_workflows(
+            _micros(request, "as_at") // 1000,
+            *_page_of(request),
         )
-        ids, token = _id_page(keys, limit)
+        ids, token = _id_page(keys, more)
         return workflows_pb2.GetRunnableWorkflowsResponse(workflow_ids=ids, next_page_token=token)
 
     @translate_errors
@@ -200,28 +220,47 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
         found = await self._store.workflow_by_name(check_id(_required(request.name, "name"), "name"))
         return workflows_pb2.GetWorkflowByNameResponse(workflow=workflow_message(*found))
 
-    @translate_stream_errors
-    async def BatchGetWorkflows(
-        self, request: workflows_pb2.BatchGetWorkflowsRequest, context: Context
-    ) -> AsyncIterator[workflows_pb2.BatchGetWorkflowsResponse]:
+    @translate_errors
+    async def BatchGetWorkflows(self, request: workflows_pb2.BatchGetWorkflowsRequest, context: Context) -> None:
         if len(request.ids) > MAX_BATCH_GET_IDS:
-            raise InvalidArgument(
-                f"ids: at most {MAX_BATCH_GET_IDS} per request, got {len(request.ids)}", field="ids"
-            )
+            raise InvalidArgument(f"ids: at most {MAX_BATCH_GET_IDS} per request, got {len(request.ids)}", field="ids")
         ids = [check_id(_required(wid, f"ids[{i}]"), f"ids[{i}]") for i, wid in enumerate(request.ids)]
-        workflows: list[StoredWorkflow] = await self._store.workflows(ids) if ids else []
-        chunk: list[workflows_pb2.WorkflowInstance] = []
+        # Headers first, on their own: a write given up on (below) must not leave them pending, or
+        # the status that ends the stream could not be sent (grpc would send them twice).
+        await context.send_initial_metadata(())
+        chunks = self._workflow_chunks(list(dict.fromkeys(ids)))
+        async for response in chunks:
+            if not await _written(context, response, self._stream_idle):
+                del response
+                await chunks.aclose()  # let go of what was read before waiting for the client
+                raise StreamIdle(f"the client took no message for {self._stream_idle:g} s; stream ended")
+
+    async def _workflow_chunks(
+        self, ids: Sequence[str]
+    ) -> AsyncGenerator[workflows_pb2.BatchGetWorkflowsResponse, None]:
+        """The workflows among ``ids``, in order, in messages of about ``PAGE_BYTES``.
+
+        The store is read a chunk at a time, only once the previous chunk has been written, and each
+        row is let go once it is in the message, so a stream holds about one chunk however many
+        workflows it returns. Each workflow is read whole in one read transaction; different chunks
+        may see different moments of the store.
+        """
+        response = workflows_pb2.BatchGetWorkflowsResponse()
         used = 0
-        for row, pointers in workflows:
-            msg = workflow_message(row, pointers)
-            size = msg.ByteSize()
-            if chunk and used + size > PAGE_BYTES:
-                yield workflows_pb2.BatchGetWorkflowsResponse(workflows=chunk)
-                chunk, used = [], 0
-            chunk.append(msg)
-            used += size
-        if chunk:
-            yield workflows_pb2.BatchGetWorkflowsResponse(workflows=chunk)
+        position = 0
+        while position < len(ids):
+            found, position = await self._store.workflows_from(ids, position, max(PAGE_BYTES - used, 1))
+            found.reverse()
+            while found:
+                row, pointers, size = found.pop()
+                if response.workflows and used + size > PAGE_BYTES:
+                    yield response
+                    response, used = workflows_pb2.BatchGetWorkflowsResponse(), 0
+                response.workflows.append(workflow_message(row, pointers))
+                used += size
+                del row, pointers
+        if response.workflows:
+            yield response
 
     @translate_errors
     async def NextDefinitionSequence(
@@ -250,25 +289,16 @@ class EventServicer(_Servicer, events_pb2_grpc.EventServiceServicer):
     async def GetRunnableEvents(
         self, request: events_pb2.GetRunnableEventsRequest, context: Context
     ) -> events_pb2.GetRunnableEventsResponse:
-        limit = _page_size(request.page_size)
-        keys = await self._store.runnable_events(
-            _micros(request, "as_at"), limit + 1, _decode_token(request.page_token)
-        )
-        ids, token = _id_page(keys, limit)
+        keys, more = await self._store.runnable_events(_micros(request, "as_at"), *_page_of(request))
+        ids, token = _id_page(keys, more)
         return events_pb2.GetRunnableEventsResponse(event_ids=ids, next_page_token=token)
 
     @translate_errors
     async def GetEvents(self, request: events_pb2.GetEventsRequest, context: Context) -> events_pb2.GetEventsResponse:
-        limit = _page_size(request.page_size)
         as_of = _micros(request, "as_of")
-        keys = await self._store.events(
-            check_id(request.event_name, "event_name", required=False),
-            check_id(request.event_key, "event_key", required=False),
-            as_of,
-            limit + 1,
-            _decode_token(request.page_token),
-        )
-        ids, token = _id_page(keys, limit)
+        name, key = check_event_key(request.event_name, request.event_key)
+        keys, more = await self._store.events(name, key, as_of, *_page_of(request))
+        ids, token = _id_page(keys, more)
         return events_pb2.GetEventsResponse(event_ids=ids, next_page_token=token)
 
     @translate_errors
@@ -309,24 +339,13 @@ class SubscriptionServicer(_Servicer, subscriptions_pb2_grpc.SubscriptionService
     async def GetSubscriptions(
         self, request: subscriptions_pb2.GetSubscriptionsRequest, context: Context
     ) -> subscriptions_pb2.GetSubscriptionsResponse:
-        limit = _page_size(request.page_size)
         as_of = _micros(request, "as_of")
-        rows = await self._store.subscriptions(
-            check_id(request.event_name, "event_name", required=False),
-            check_id(request.event_key, "event_key", required=False),
-            as_of,
-            limit + 1,
-            _decode_token(request.page_token),
-        )
-        pairs = [(row, subscription_to_proto(subscription_from_row(row))) for row in rows]
-        page, token = _page(
-            pairs,
-            limit,
-            key=lambda pair: (pair[0].subscribe_as_of, pair[0].id),
-            size=lambda pair: pair[1].ByteSize(),
-        )
+        name, key = check_event_key(request.event_name, request.event_key)
+        rows, more = await self._store.subscriptions(name, key, as_of, *_page_of(request))
+        last = (rows[-1].subscribe_as_of, rows[-1].id) if rows else None
         return subscriptions_pb2.GetSubscriptionsResponse(
-            subscriptions=[message for _, message in page], next_page_token=token
+            subscriptions=[subscription_to_proto(subscription_from_row(row)) for row in rows],
+            next_page_token=_next_token(last, more),
         )
 
     @translate_errors
@@ -448,9 +467,13 @@ class StoreServicer(_Servicer, execution_errors_pb2_grpc.StoreServiceServicer):
         return execution_errors_pb2.EnsureStoreExistsResponse()
 
 
-def add_servicers(server: grpc.aio.Server, provider: StoreProvider) -> None:
-    """Register every ``wfe.persistence.v1`` service of ``provider`` on ``server``."""
-    workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(provider), server)
+def add_servicers(server: grpc.aio.Server, provider: StoreProvider, stream_idle: float) -> None:
+    """Register every ``wfe.persistence.v1`` service of ``provider`` on ``server``.
+
+    ``stream_idle``: seconds a server stream waits for its client to take a message before it is
+    ended with DEADLINE_EXCEEDED (reason ``STREAM_IDLE``).
+    """
+    workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(provider, stream_idle), server)
     events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(provider), server)
     subscriptions_pb2_grpc.add_SubscriptionServiceServicer_to_server(SubscriptionServicer(provider), server)
     scheduled_commands_pb2_grpc.add_ScheduledCommandServiceServicer_to_server(

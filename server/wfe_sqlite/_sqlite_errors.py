@@ -6,7 +6,7 @@ import sqlite3
 
 from wfe_client.errors import InvalidArgument, StorageFull, StorageUnavailable, WfeError
 
-__all__ = ["classify_sqlite_error", "translate", "is_busy"]
+__all__ = ["classify_sqlite_error", "is_busy", "translate"]
 
 
 def classify_sqlite_error(error: sqlite3.Error) -> WfeError | None:

@@ -7,9 +7,10 @@ Column lists and placeholders come from the row types of ``_rows``.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
-from collections.abc import Sequence
-from typing import NamedTuple, Optional
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 from wfe_client.errors import (
     EventAlreadyExists,
@@ -36,22 +37,22 @@ from ._rows import (
     WorkflowRow,
 )
 from ._schema import create_schema
-from ._store import Claim, LiveFigures, Store
+from ._store import Claim, LiveFigures, SizedWorkflow, Store
 
 __all__ = [
-    "SqliteStore",
-    "WORKFLOW_COLUMNS",
-    "POINTER_COLUMNS",
-    "INSERT_WORKFLOW",
-    "INSERT_POINTER",
-    "INSERT_EVENT",
-    "INSERT_SUBSCRIPTION",
-    "UPDATE_WORKFLOW",
-    "update_parameters",
-    "SCHEDULE_COMMAND",
     "CLAIM_COMMANDS",
+    "INSERT_EVENT",
+    "INSERT_POINTER",
+    "INSERT_SUBSCRIPTION",
+    "INSERT_WORKFLOW",
+    "POINTER_COLUMNS",
     "RUNNABLE_WORKFLOWS",
+    "SCHEDULE_COMMAND",
     "SET_TOKEN",
+    "UPDATE_WORKFLOW",
+    "WORKFLOW_COLUMNS",
+    "SqliteStore",
+    "update_parameters",
 ]
 
 _CHUNK = 500
@@ -83,6 +84,8 @@ UPDATE_WORKFLOW = f"UPDATE workflows SET {', '.join(f'{name} = ?' for name in _M
 def update_parameters(row: WorkflowRow) -> list[object]:
     """The parameters of ``UPDATE_WORKFLOW`` for ``row``."""
     return [*(getattr(row, name) for name in _MUTABLE), row.id]
+
+
 SCHEDULE_COMMAND = (
     "INSERT INTO scheduled_commands (command_name, data, execute_time) VALUES (?, ?, ?) "
     "ON CONFLICT (command_name, data) DO UPDATE SET "
@@ -99,6 +102,19 @@ RUNNABLE_WORKFLOWS = (
     "WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL AND next_execution <= ? "
     "AND (next_execution, id) > (?, ?) ORDER BY next_execution, id LIMIT ?"
 )
+RUNNABLE_EVENTS = (
+    "SELECT event_time, id FROM events WHERE is_processed = 0 AND event_time <= ? "
+    "AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?"
+)
+EVENTS = (
+    "SELECT event_time, id FROM events WHERE event_name = ? AND event_key = ? "
+    "AND event_time <= ? AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?"
+)
+SUBSCRIPTIONS = (
+    f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
+    "WHERE event_name = ? AND event_key = ? AND terminated = 0 AND subscribe_as_of <= ? "
+    "AND (subscribe_as_of, id) > (?, ?) ORDER BY subscribe_as_of, id LIMIT ?"
+)
 SET_TOKEN = (
     "UPDATE event_subscriptions SET external_token = ?, external_worker_id = ?, "
     "external_token_expiry = ? WHERE id = ? AND (external_token IS NULL "
@@ -112,7 +128,53 @@ def _now_micros() -> int:
     return to_micros(utc_now())
 
 
-def _after(after: Optional[PageKey]) -> PageKey:
+def _limit(limit: int | None) -> int:
+    # One row past the page tells whether more follow.
+    return -1 if limit is None else limit + 1
+
+
+def _row_bytes(row: Sequence[Any]) -> int:
+    """About how many bytes a row takes on the wire: its text and blob lengths, 8 per other value."""
+    return sum(len(value) if isinstance(value, (str, bytes)) else 8 for value in row)
+
+
+def _fetch_page(rows: Iterable[Any], limit: int | None, budget: int | None) -> tuple[list[Any], bool]:
+    """The rows of a query run with ``LIMIT _limit(limit)``, cut as a page (see ``_store``): (rows, more follow).
+
+    Rows are read one at a time and reading stops at the first one past either bound.
+    """
+    page: list[Any] = []
+    used = 0
+    for row in rows:
+        if limit is not None and len(page) == limit:
+            return page, True
+        if budget is not None:
+            used += _row_bytes(row)
+            if page and used > budget:
+                return page, True
+        page.append(row)
+    return page, False
+
+
+def _text_columns(row: type[NamedTuple]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """The values of a row type's text columns (those annotated ``str``), by name."""
+    names = [name for name, kind in row.__annotations__.items() if "str" in str(kind)]
+    return operator.itemgetter(*(row._fields.index(name) for name in names))
+
+
+_WORKFLOW_TEXT = _text_columns(WorkflowRow)
+_POINTER_TEXT = _text_columns(PointerRow)
+
+
+def _workflow_bytes(row: WorkflowRow, pointers: Sequence[PointerRow]) -> int:
+    """About how many bytes a stored workflow takes on the wire: its texts' lengths, 64 per record."""
+    size = sum(map(len, filter(None, _WORKFLOW_TEXT(row)))) + 64
+    for pointer in pointers:
+        size += sum(map(len, filter(None, _POINTER_TEXT(pointer)))) + 64
+    return size
+
+
+def _after(after: PageKey | None) -> PageKey:
     # Keyset paging: rows strictly after (key, id). SQLite integers are 64-bit, so the smallest
     # key with an empty id starts before everything.
     return after if after is not None else (-(2**63), "")
@@ -142,7 +204,7 @@ def _insert_subscriptions(conn: sqlite3.Connection, rows: Sequence[SubscriptionR
             raise SubscriptionAlreadyExists(f"subscription {row.id!r} already exists", id=row.id) from None
 
 
-def _read_workflow(conn: sqlite3.Connection, where: str, value: str) -> Optional[StoredWorkflow]:
+def _read_workflow(conn: sqlite3.Connection, where: str, value: str) -> StoredWorkflow | None:
     found = conn.execute(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE {where}", (value,)).fetchone()
     if found is None:
         return None
@@ -169,7 +231,8 @@ def _read_workflows(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Stored
         present = list(pointers)
         marks = ", ".join("?" * len(present))
         for p in conn.execute(
-            f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id IN ({marks}) ORDER BY workflow_id, position",
+            f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id IN ({marks}) "
+            "ORDER BY workflow_id, position",
             present,
         ):
             pointer = PointerRow._make(p)
@@ -177,6 +240,22 @@ def _read_workflows(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Stored
         for row in rows:
             found[row.id] = (row, pointers[row.id])
     return [found[i] for i in unique if i in found]
+
+
+def _read_workflows_from(
+    conn: sqlite3.Connection, ids: Sequence[str], start: int, budget: int
+) -> tuple[list[SizedWorkflow], int]:
+    found: list[SizedWorkflow] = []
+    used = 0
+    position = start
+    while position < len(ids) and used < budget:
+        stored = _read_workflow(conn, _BY_ID, ids[position])
+        position += 1
+        if stored is not None:
+            size = _workflow_bytes(*stored)
+            found.append((*stored, size))
+            used += size
+    return found, position
 
 
 class SqliteStore(Store):
@@ -187,6 +266,15 @@ class SqliteStore(Store):
 
     async def close(self) -> None:
         await self.database.close()
+
+    async def _page(
+        self, sql: str, parameters: tuple[Any, ...], limit: int | None, after: PageKey | None, budget: int | None
+    ) -> tuple[list[Any], bool]:
+        """A page of a keyset query whose last parameters are (key, id, LIMIT), cut by ``_fetch_page``."""
+        key, last = _after(after)
+        return await self.database.read(
+            lambda conn: _fetch_page(conn.execute(sql, (*parameters, key, last, _limit(limit))), limit, budget)
+        )
 
     # -- workflows -----------------------------------------------------------------------------
 
@@ -231,11 +319,10 @@ class SqliteStore(Store):
 
         await self.database.write(job)
 
-    async def runnable_workflows(self, as_at_ms: int, limit: int, after: Optional[PageKey]) -> list[PageKey]:
-        key, last = _after(after)
-        return await self.database.read(
-            lambda conn: conn.execute(RUNNABLE_WORKFLOWS, (as_at_ms, key, last, limit)).fetchall()
-        )
+    async def runnable_workflows(
+        self, as_at_ms: int, limit: int | None, after: PageKey | None, budget: int | None = None
+    ) -> tuple[list[PageKey], bool]:
+        return await self._page(RUNNABLE_WORKFLOWS, (as_at_ms,), limit, after, budget)
 
     async def workflow(self, id: str) -> StoredWorkflow:
         found = await self.database.read_point(lambda conn: _read_workflow(conn, _BY_ID, id))
@@ -251,6 +338,9 @@ class SqliteStore(Store):
 
     async def workflows(self, ids: Sequence[str]) -> list[StoredWorkflow]:
         return await self.database.read(lambda conn: _read_workflows(conn, ids))
+
+    async def workflows_from(self, ids: Sequence[str], start: int, budget: int) -> tuple[list[SizedWorkflow], int]:
+        return await self.database.read(lambda conn: _read_workflows_from(conn, ids, start, budget))
 
     async def next_definition_sequence(self, definition_id: str) -> int:
         return await self.database.write(lambda conn: _next_sequence(conn, definition_id))
@@ -274,27 +364,21 @@ class SqliteStore(Store):
             raise EventNotFound(f"event {id!r} not found", id=id)
         return EventRow._make(found)
 
-    async def runnable_events(self, as_at_us: int, limit: int, after: Optional[PageKey]) -> list[PageKey]:
-        key, last = _after(after)
-        return await self.database.read(
-            lambda conn: conn.execute(
-                "SELECT event_time, id FROM events WHERE is_processed = 0 AND event_time <= ? "
-                "AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?",
-                (as_at_us, key, last, limit),
-            ).fetchall()
-        )
+    async def runnable_events(
+        self, as_at_us: int, limit: int | None, after: PageKey | None, budget: int | None = None
+    ) -> tuple[list[PageKey], bool]:
+        return await self._page(RUNNABLE_EVENTS, (as_at_us,), limit, after, budget)
 
     async def events(
-        self, event_name: str, event_key: str, as_of_us: int, limit: int, after: Optional[PageKey]
-    ) -> list[PageKey]:
-        key, last = _after(after)
-        return await self.database.read(
-            lambda conn: conn.execute(
-                "SELECT event_time, id FROM events WHERE event_name = ? AND event_key = ? "
-                "AND event_time <= ? AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?",
-                (event_name, event_key, as_of_us, key, last, limit),
-            ).fetchall()
-        )
+        self,
+        event_name: str,
+        event_key: str,
+        as_of_us: int,
+        limit: int | None,
+        after: PageKey | None,
+        budget: int | None = None,
+    ) -> tuple[list[PageKey], bool]:
+        return await self._page(EVENTS, (event_name, event_key, as_of_us), limit, after, budget)
 
     async def set_event_processed(self, id: str, processed: bool) -> None:
         def job(conn: sqlite3.Connection) -> None:
@@ -320,18 +404,16 @@ class SqliteStore(Store):
         return SubscriptionRow._make(found)
 
     async def subscriptions(
-        self, event_name: str, event_key: str, as_of_us: int, limit: int, after: Optional[PageKey]
-    ) -> list[SubscriptionRow]:
-        key, last = _after(after)
-        rows = await self.database.read(
-            lambda conn: conn.execute(
-                f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
-                "WHERE event_name = ? AND event_key = ? AND terminated = 0 AND subscribe_as_of <= ? "
-                "AND (subscribe_as_of, id) > (?, ?) ORDER BY subscribe_as_of, id LIMIT ?",
-                (event_name, event_key, as_of_us, key, last, limit),
-            ).fetchall()
-        )
-        return [SubscriptionRow._make(r) for r in rows]
+        self,
+        event_name: str,
+        event_key: str,
+        as_of_us: int,
+        limit: int | None,
+        after: PageKey | None,
+        budget: int | None = None,
+    ) -> tuple[list[SubscriptionRow], bool]:
+        rows, more = await self._page(SUBSCRIPTIONS, (event_name, event_key, as_of_us), limit, after, budget)
+        return [SubscriptionRow._make(r) for r in rows], more
 
     async def terminate_subscription(self, id: str) -> None:
         def job(conn: sqlite3.Connection) -> None:
@@ -341,9 +423,7 @@ class SqliteStore(Store):
 
         await self.database.write(job)
 
-    async def first_open_subscription(
-        self, event_name: str, event_key: str, as_of_us: int
-    ) -> Optional[SubscriptionRow]:
+    async def first_open_subscription(self, event_name: str, event_key: str, as_of_us: int) -> SubscriptionRow | None:
         found = await self.database.read(
             lambda conn: conn.execute(
                 f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
@@ -438,4 +518,3 @@ class SqliteStore(Store):
 
     async def live_figures(self) -> LiveFigures:
         return await self.database.read(live_figures)
-

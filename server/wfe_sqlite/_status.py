@@ -6,7 +6,7 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -15,7 +15,7 @@ from grpc_status import rpc_status
 
 from wfe_client.errors import ERROR_DOMAIN, InvalidArgument, WfeError
 
-__all__ = ["Context", "to_status", "translate_errors", "translate_stream_errors", "RejectUndecodable"]
+__all__ = ["Context", "Continuation", "Handler", "RejectUndecodable", "replace_in", "to_status", "translate_errors"]
 
 LOG = logging.getLogger(__name__)
 
@@ -23,6 +23,21 @@ R = TypeVar("R")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 """The context of a servicer call (any request and response type)."""
+
+if TYPE_CHECKING:
+    Handler = grpc.RpcMethodHandler[Any, Any]
+else:  # generic in the type stubs only
+    Handler = grpc.RpcMethodHandler
+"""A method handler, as server interceptors get and return them."""
+
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
+"""What a server interceptor calls for the handler it wraps."""
+
+
+def replace_in(handler: Handler, **parts: Any) -> Handler:
+    """``handler`` with some of its parts replaced (grpc's handlers are named tuples)."""
+    replaced: Handler = handler._replace(**parts)  # type: ignore[attr-defined]
+    return replaced
 
 
 MAX_MESSAGE_CHARS = 512
@@ -84,24 +99,6 @@ def translate_errors(
     return wrapper
 
 
-def translate_stream_errors(
-    method: Callable[[Any, Any, Context], AsyncIterator[R]],
-) -> Callable[[Any, Any, Context], AsyncIterator[R]]:
-    """``translate_errors`` for server-streaming methods."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: Context) -> AsyncIterator[R]:
-        try:
-            async for item in method(self, request, context):
-                yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as error:  # noqa: BLE001
-            await _abort(context, _as_wfe_error(error, method.__qualname__))
-
-    return wrapper
-
-
 class _Undecodable:
     """What a request deserializer returns for bytes that are not a message of its type."""
 
@@ -154,7 +151,7 @@ def _tolerant(handler: Any, method: str) -> Any:
                 await _abort(context, refusal(request))
             return await inner(request, context)
 
-        return handler._replace(request_deserializer=safe, unary_unary=unary)
+        return replace_in(handler, request_deserializer=safe, unary_unary=unary)
     if handler.unary_stream is not None:
         inner_stream = handler.unary_stream
 
@@ -168,5 +165,5 @@ def _tolerant(handler: Any, method: str) -> Any:
             else:  # a coroutine that writes with context.write (grpc's health Watch)
                 await responses
 
-        return handler._replace(request_deserializer=safe, unary_stream=stream)
+        return replace_in(handler, request_deserializer=safe, unary_stream=stream)
     return handler

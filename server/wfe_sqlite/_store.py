@@ -7,8 +7,12 @@ microseconds, ``next_execution`` and ``execute_time`` epoch milliseconds, as in 
 
 Operations raise the typed errors of ``wfe_client.errors`` (``WorkflowNotFound``,
 ``WorkflowAlreadyExists``, ``LeaseLost``, ...) with the same messages whatever the backend; a write
-that raises leaves nothing written. Paged reads take ``limit`` (-1: no limit) and ``after``, the
-``PageKey`` of the last item already returned, and return items in key order.
+that raises leaves nothing written.
+
+Paged reads take ``after``, the ``PageKey`` of the last item already returned, and return items in
+key order, at most ``limit`` of them (None: all) and, with a ``budget``, no more bytes (about their
+size on the wire) than that unless one item alone is larger; and whether more items follow. They
+stop reading at the first item past either bound, so a page costs about its own size.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
 
 from ._rows import CommandRow, ErrorRow, EventRow, PageKey, PointerRow, StoredWorkflow, SubscriptionRow, WorkflowRow
 
-__all__ = ["Store", "Claim", "LiveFigures"]
+__all__ = ["Claim", "LiveFigures", "SizedWorkflow", "Store"]
+
+SizedWorkflow = tuple[WorkflowRow, list[PointerRow], int]
+"""A stored workflow, its pointers and about how many bytes they take on the wire."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +77,10 @@ class Store(abc.ABC):
         ``WorkflowNameTaken``, ``SubscriptionAlreadyExists``."""
 
     @abc.abstractmethod
-    async def runnable_workflows(self, as_at_ms: int, limit: int, after: Optional[PageKey]) -> list[PageKey]:
-        """(next_execution, id) of RUNNABLE workflows with ``next_execution <= as_at_ms``."""
+    async def runnable_workflows(
+        self, as_at_ms: int, limit: int | None, after: PageKey | None, budget: int | None = None
+    ) -> tuple[list[PageKey], bool]:
+        """A page of (next_execution, id) of RUNNABLE workflows with ``next_execution <= as_at_ms``."""
 
     @abc.abstractmethod
     async def workflow(self, id: str) -> StoredWorkflow:
@@ -85,6 +93,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def workflows(self, ids: Sequence[str]) -> list[StoredWorkflow]:
         """The workflows among ``ids`` that exist, each once, in the order of ``ids``."""
+
+    @abc.abstractmethod
+    async def workflows_from(self, ids: Sequence[str], start: int, budget: int) -> tuple[list[SizedWorkflow], int]:
+        """The workflows among ``ids[start:]`` that exist, in order, each read whole, until they pass
+        ``budget`` bytes: (the workflows with their sizes, the index of the first id not yet read)."""
 
     @abc.abstractmethod
     async def next_definition_sequence(self, definition_id: str) -> int:
@@ -101,14 +114,22 @@ class Store(abc.ABC):
         """The event with that id. Raises ``EventNotFound``."""
 
     @abc.abstractmethod
-    async def runnable_events(self, as_at_us: int, limit: int, after: Optional[PageKey]) -> list[PageKey]:
-        """(event_time, id) of unprocessed events with ``event_time <= as_at_us``."""
+    async def runnable_events(
+        self, as_at_us: int, limit: int | None, after: PageKey | None, budget: int | None = None
+    ) -> tuple[list[PageKey], bool]:
+        """A page of (event_time, id) of unprocessed events with ``event_time <= as_at_us``."""
 
     @abc.abstractmethod
     async def events(
-        self, event_name: str, event_key: str, as_of_us: int, limit: int, after: Optional[PageKey]
-    ) -> list[PageKey]:
-        """(event_time, id) of events with that name and key and ``event_time <= as_of_us``."""
+        self,
+        event_name: str,
+        event_key: str,
+        as_of_us: int,
+        limit: int | None,
+        after: PageKey | None,
+        budget: int | None = None,
+    ) -> tuple[list[PageKey], bool]:
+        """A page of (event_time, id) of events with that name and key and ``event_time <= as_of_us``."""
 
     @abc.abstractmethod
     async def set_event_processed(self, id: str, processed: bool) -> None:
@@ -126,18 +147,23 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def subscriptions(
-        self, event_name: str, event_key: str, as_of_us: int, limit: int, after: Optional[PageKey]
-    ) -> list[SubscriptionRow]:
-        """Open subscriptions for the event with ``subscribe_as_of <= as_of_us``, by (subscribe_as_of, id)."""
+        self,
+        event_name: str,
+        event_key: str,
+        as_of_us: int,
+        limit: int | None,
+        after: PageKey | None,
+        budget: int | None = None,
+    ) -> tuple[list[SubscriptionRow], bool]:
+        """A page of open subscriptions for the event with ``subscribe_as_of <= as_of_us``, by
+        (subscribe_as_of, id)."""
 
     @abc.abstractmethod
     async def terminate_subscription(self, id: str) -> None:
         """Mark a subscription terminated. Raises ``SubscriptionNotFound``."""
 
     @abc.abstractmethod
-    async def first_open_subscription(
-        self, event_name: str, event_key: str, as_of_us: int
-    ) -> Optional[SubscriptionRow]:
+    async def first_open_subscription(self, event_name: str, event_key: str, as_of_us: int) -> SubscriptionRow | None:
         """The oldest matching open subscription that no live token holds (store clock), or None."""
 
     @abc.abstractmethod

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 from wfe.persistence.v1 import workflows_pb2
 from wfe_client.conversion import POINTER_STATUS, WORKFLOW_STATUS, timestamp_micros, timestamp_of_micros
@@ -21,7 +21,7 @@ from wfe_client.errors import InvalidArgument
 from wfe_client.jsoncodec import json_text, parse_json
 from wfe_client.limits import INT64_MAX
 
-from ._rows import PointerRow, StoredWorkflow, WorkflowRow, check_id
+from ._rows import PointerRow, StoredWorkflow, WorkflowRow, check_id, check_unique_pointer_ids, id_list, optional_id
 
 __all__ = ["workflow_message", "workflow_rows_from_message"]
 
@@ -110,18 +110,18 @@ def workflow_message(row: WorkflowRow, pointers: Sequence[PointerRow]) -> workfl
 # -- message -> rows ---------------------------------------------------------------------------
 
 
-def _instant(msg: Any, name: str, field: str) -> Optional[int]:
+def _instant(msg: Any, name: str, field: str) -> int | None:
     return timestamp_micros(getattr(msg, name), f"{field}.{name}") if msg.HasField(name) else None
 
 
-def _json(msg: Any, name: str, field: str) -> Optional[str]:
+def _json(msg: Any, name: str, field: str) -> str | None:
     if not msg.HasField(name):
         return None
     path = f"{field}.{name}"
     return json_text(parse_json(getattr(msg, name), path), path)
 
 
-def _text(msg: Any, name: str) -> Optional[str]:
+def _text(msg: Any, name: str) -> str | None:
     return getattr(msg, name) if msg.HasField(name) else None
 
 
@@ -139,17 +139,17 @@ def pointer_row(workflow_id: str, position: int, p: workflows_pb2.ExecutionPoint
         persistence_data=_json(p, "persistence_data", field),
         start_time=_instant(p, "start_time", field),
         end_time=_instant(p, "end_time", field),
-        event_name=_text(p, "event_name"),
-        event_key=_text(p, "event_key"),
+        event_name=optional_id(_text(p, "event_name"), field + ".event_name"),
+        event_key=optional_id(_text(p, "event_key"), field + ".event_key"),
         event_published=1 if p.event_published else 0,
         event_data=_json(p, "event_data", field),
-        step_name=_text(p, "step_name"),
+        step_name=optional_id(_text(p, "step_name"), field + ".step_name"),
         retry_count=p.retry_count,
-        children=json_text(list(p.children), field + ".children") if p.children else "[]",
+        children=id_list(list(p.children), field + ".children"),
         context_item=_json(p, "context_item", field),
-        predecessor_id=_text(p, "predecessor_id"),
+        predecessor_id=optional_id(_text(p, "predecessor_id"), field + ".predecessor_id"),
         outcome=_json(p, "outcome", field),
-        scope=json_text(list(p.scope), field + ".scope") if p.scope else "[]",
+        scope=id_list(list(p.scope), field + ".scope"),
         extension_attributes=json_text(
             {k: parse_json(v, f"{field}.extension_attributes[{k!r}]") for k, v in attributes.items()},
             field + ".extension_attributes",
@@ -196,4 +196,5 @@ def workflow_rows_from_message(msg: workflows_pb2.WorkflowInstance, field: str =
     pointers = [
         pointer_row(wid, i, p, f"{field}.execution_pointers[{i}]") for i, p in enumerate(msg.execution_pointers)
     ]
+    check_unique_pointer_ids([p.id for p in pointers], field)
     return row, pointers

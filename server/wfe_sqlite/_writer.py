@@ -18,7 +18,7 @@ from wfe_client.errors import StorageUnavailable, WfeError
 from ._connection import ConnectionThread, Job
 from ._sqlite_errors import translate
 
-__all__ = ["GroupCommitWriter", "MAX_BATCH"]
+__all__ = ["MAX_BATCH", "GroupCommitWriter"]
 
 LOG = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def run_batch(conn: sqlite3.Connection, jobs: list[Job[Any]]) -> list[tuple[bool
             conn.execute("SAVEPOINT job")
             try:
                 result = job(conn)
-            except Exception as error:  # noqa: BLE001 - every failure goes back to its caller
+            except Exception as error:
                 if not conn.in_transaction:
                     # SQLite rolled the whole transaction back (disk full, I/O error): every
                     # job of this batch is undone, so every caller gets this error.

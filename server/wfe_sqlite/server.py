@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -12,13 +13,22 @@ from grpc_reflection.v1alpha import reflection
 
 from wfe_client.limits import MAX_MESSAGE_BYTES
 
-from ._config import DEFAULT_DB, DEFAULT_LISTEN, ServerConfig, check, load_tokens
+from ._config import (
+    DEFAULT_DB,
+    DEFAULT_LISTEN,
+    ConfigError,
+    ServerConfig,
+    check,
+    load_tokens,
+    start_up_warnings,
+    tokens_source,
+)
 from ._metrics import CallObserver, ServerMetrics
 from ._postgres_store import is_postgres_url, redact_url
 from ._provider import PostgresPersistenceProvider, SqlitePersistenceProvider, StoreProvider
 from ._security import TokenAuthInterceptor, server_credentials
 from ._servicer import SERVICE_NAMES, add_servicers
-from ._status import RejectUndecodable
+from ._status import Context, RejectUndecodable
 
 __all__ = [
     "DEFAULT_DB",
@@ -39,8 +49,13 @@ PENDING_CALLS = 100_000
 """Calls that may wait for the server to pick them up before gRPC core cancels new ones."""
 
 
-def server_options() -> list[tuple[str, int]]:
+def server_options(config: ServerConfig | None = None) -> list[tuple[str, int]]:
+    config = config or ServerConfig()
     return [
+        # Bounds on what peers can open: connections beyond the limit are closed as soon as they are
+        # accepted (per listening address); calls beyond the per-connection limit wait in the client.
+        ("grpc.max_allowed_incoming_connections", config.max_connections),
+        ("grpc.max_concurrent_streams", config.max_concurrent_streams),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
@@ -52,6 +67,18 @@ def server_options() -> list[tuple[str, int]]:
     ]
 
 
+class HealthServicer(health.aio.HealthServicer):
+    """grpc's asyncio health servicer plus ``List`` (which grpcio-health-checking leaves unimplemented:
+    each call raised NotImplementedError and logged a traceback)."""
+
+    async def List(self, request: Any, context: Context) -> Any:
+        # HealthListRequest/-Response and _server_status: grpcio-health-checking has them, its type
+        # stubs (types-grpcio-health-checking) not yet.
+        statuses: dict[str, Any] = self._server_status  # type: ignore[attr-defined]
+        response: Any = getattr(health_pb2, "HealthListResponse")  # noqa: B009
+        return response(statuses={name: health_pb2.HealthCheckResponse(status=s) for name, s in statuses.items()})
+
+
 async def build_server(
     config: ServerConfig, provider: StoreProvider, metrics: ServerMetrics | None = None
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
@@ -61,22 +88,24 @@ async def build_server(
     calls are counted and logged too, then token authentication when tokens are configured.
     Innermost, ``RejectUndecodable`` answers undecodable request bytes with INVALID_ARGUMENT.
     """
+    services: tuple[str, ...] = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+    if config.reflection:
+        services = (*services, reflection.SERVICE_NAME)
     interceptors: list[grpc.aio.ServerInterceptor] = []
     if metrics is not None or config.access_log:
-        interceptors.append(CallObserver(metrics, config.access_log))
+        interceptors.append(CallObserver(metrics, config.access_log, services))
     tokens = load_tokens(config)
+    if (config.tokens or config.tokens_file is not None) and not tokens:
+        raise ConfigError("tokens", "tokens are configured but none was loaded; refusing to serve without them")
+    health_servicer = HealthServicer()
     if tokens:
-        interceptors.append(TokenAuthInterceptor(tokens))
+        interceptors.append(TokenAuthInterceptor(tokens, health_servicer))
     interceptors.append(RejectUndecodable())  # innermost: wraps only the servicers' own handlers
-    server = grpc.aio.server(options=server_options(), interceptors=interceptors)
-    add_servicers(server, provider)
-    health_servicer = health.aio.HealthServicer()
+    server = grpc.aio.server(options=server_options(config), interceptors=interceptors)
+    add_servicers(server, provider, config.stream_idle_timeout)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            server,
-        )
+        reflection.enable_server_reflection(services, server)
     try:
         if config.tls:
             port = server.add_secure_port(config.listen, server_credentials(config))
@@ -181,12 +210,14 @@ async def serve(config: ServerConfig, ready: asyncio.Event | None = None) -> Non
     if running.metrics_address is not None:
         print(f"metrics on http://{running.metrics_address}/metrics", flush=True)
     LOG.info(
-        "serving %s on %s (%s%s)",
+        "serving %s on %s (%s; %s)",
         redact_url(config.db),
         running.address,
         "mutual TLS" if config.tls_client_ca else "TLS" if config.tls else "plaintext",
-        ", bearer tokens" if load_tokens(config) else "",
+        tokens_source(config),
     )
+    for warning in start_up_warnings(config):
+        LOG.warning("%s", warning)
     if ready is not None:
         ready.set()
     try:

@@ -7,8 +7,8 @@ import collections
 from datetime import timedelta
 
 import pytest
-
 from conformance_support import T0, US, at_ms, ms, now
+
 from wfe_client import CommandName, InvalidArgument, LeaseLost, PersistenceProvider, ScheduledCommand
 
 BASE = ms(T0)

@@ -7,6 +7,7 @@ The pieces the server shares with every client are public modules: ``wfe_client.
 
 from __future__ import annotations
 
+from ._provider import CommandHandler, PersistenceProvider
 from .errors import (
     ERROR_DOMAIN,
     AlreadyExists,
@@ -18,6 +19,7 @@ from .errors import (
     RevisionConflict,
     StorageFull,
     StorageUnavailable,
+    StreamIdle,
     SubscriptionAlreadyExists,
     SubscriptionNotFound,
     Unauthenticated,
@@ -38,7 +40,6 @@ from .models import (
     WorkflowInstance,
     WorkflowStatus,
 )
-from ._provider import CommandHandler, PersistenceProvider
 
 __all__ = [
     "ERROR_DOMAIN",
@@ -62,6 +63,7 @@ __all__ = [
     "ScheduledCommand",
     "StorageFull",
     "StorageUnavailable",
+    "StreamIdle",
     "SubscriptionAlreadyExists",
     "SubscriptionNotFound",
     "Unauthenticated",

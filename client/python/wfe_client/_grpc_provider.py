@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
@@ -93,7 +93,7 @@ class _Connecting:
 
     def __init__(self, opening: Callable[[], Awaitable[GrpcPersistenceProvider]]) -> None:
         self._opening = opening
-        self._provider: Optional[GrpcPersistenceProvider] = None
+        self._provider: GrpcPersistenceProvider | None = None
 
     def __await__(self) -> Generator[Any, None, GrpcPersistenceProvider]:
         return self._opening().__await__()
@@ -112,7 +112,13 @@ class _Connecting:
 class GrpcPersistenceProvider(PersistenceProvider):
     """The persistence interface served by a wfe-sqlite server, over one gRPC channel."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, timeout: float = DEFAULT_DEADLINE_SECONDS, metadata: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        timeout: float = DEFAULT_DEADLINE_SECONDS,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self._channel = channel
         self._timeout = timeout
         self._metadata = tuple(metadata)
@@ -130,11 +136,11 @@ class GrpcPersistenceProvider(PersistenceProvider):
         *,
         timeout: float = DEFAULT_DEADLINE_SECONDS,
         connect_timeout: float = 10.0,
-        credentials: Optional[grpc.ChannelCredentials] = None,
-        token: Optional[str] = None,
-        tls_ca: Optional[str] = None,
-        tls_cert: Optional[str] = None,
-        tls_key: Optional[str] = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> _Connecting:
         """Connect to ``address`` (HOST:PORT); waits until the server answers.
 
@@ -149,7 +155,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
             if (tls_cert is None) != (tls_key is None):
                 raise ValueError("tls_cert and tls_key go together")
 
-            def pem(path: Optional[str]) -> Optional[bytes]:
+            def pem(path: str | None) -> bytes | None:
                 if path is None:
                     return None
                 with open(path, "rb") as handle:
@@ -170,7 +176,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
                 channel = grpc.aio.secure_channel(address, credentials, options=options)
             try:
                 await asyncio.wait_for(channel.channel_ready(), connect_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await channel.close()
                 raise ConnectionError(f"no wfe-sqlite server answered at {address} within {connect_timeout}s") from None
             metadata = [("authorization", f"Bearer {token}")] if token else []
@@ -225,7 +231,9 @@ class GrpcPersistenceProvider(PersistenceProvider):
             workflow=convert.workflow_to_proto(instance),
             subscriptions=[convert.subscription_to_proto(s) for s in subscriptions],
         )
-        response: workflows_pb2.PersistWorkflowWithSubscriptionsResponse = await self._call(self._workflows.PersistWorkflowWithSubscriptions, request)
+        response: workflows_pb2.PersistWorkflowWithSubscriptionsResponse = await self._call(
+            self._workflows.PersistWorkflowWithSubscriptions, request
+        )
         for subscription, sid in zip(subscriptions, response.subscription_ids, strict=True):
             subscription.id = sid
 
@@ -234,7 +242,9 @@ class GrpcPersistenceProvider(PersistenceProvider):
         return await self._pages(self._workflows.GetRunnableWorkflows, request, "workflow_ids")
 
     async def get_workflow_instance(self, id: str) -> WorkflowInstance:
-        response: workflows_pb2.GetWorkflowResponse = await self._call(self._workflows.GetWorkflow, workflows_pb2.GetWorkflowRequest(id=id))
+        response: workflows_pb2.GetWorkflowResponse = await self._call(
+            self._workflows.GetWorkflow, workflows_pb2.GetWorkflowRequest(id=id)
+        )
         return convert.workflow_from_proto(response.workflow)
 
     async def get_workflow_instance_by_name(self, name: str) -> WorkflowInstance:
@@ -254,9 +264,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
                 for chunk in chunks
             )
         )
-        return [
-            convert.workflow_from_proto(w) for chunk in responses for response in chunk for w in response.workflows
-        ]
+        return [convert.workflow_from_proto(w) for chunk in responses for response in chunk for w in response.workflows]
 
     async def next_definition_sequence(self, definition_id: str) -> int:
         response: workflows_pb2.NextDefinitionSequenceResponse = await self._call(
@@ -275,7 +283,9 @@ class GrpcPersistenceProvider(PersistenceProvider):
         return response.id
 
     async def get_event(self, id: str) -> Event:
-        response: events_pb2.GetEventResponse = await self._call(self._events.GetEvent, events_pb2.GetEventRequest(id=id))
+        response: events_pb2.GetEventResponse = await self._call(
+            self._events.GetEvent, events_pb2.GetEventRequest(id=id)
+        )
         return convert.event_from_proto(response.event)
 
     async def get_runnable_events(self, as_at: datetime) -> list[str]:
@@ -298,7 +308,9 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def create_event_subscription(self, subscription: EventSubscription) -> str:
         request = subscriptions_pb2.CreateSubscriptionRequest(subscription=convert.subscription_to_proto(subscription))
-        response: subscriptions_pb2.CreateSubscriptionResponse = await self._call(self._subscriptions.CreateSubscription, request)
+        response: subscriptions_pb2.CreateSubscriptionResponse = await self._call(
+            self._subscriptions.CreateSubscription, request
+        )
         subscription.id = response.id
         return response.id
 
@@ -322,11 +334,13 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def get_first_open_subscription(
         self, event_name: str, event_key: str, as_of: datetime
-    ) -> Optional[EventSubscription]:
+    ) -> EventSubscription | None:
         request = subscriptions_pb2.GetFirstOpenSubscriptionRequest(
             event_name=event_name, event_key=event_key, as_of=convert.timestamp(as_of, "as_of")
         )
-        response: subscriptions_pb2.GetFirstOpenSubscriptionResponse = await self._call(self._subscriptions.GetFirstOpenSubscription, request)
+        response: subscriptions_pb2.GetFirstOpenSubscriptionResponse = await self._call(
+            self._subscriptions.GetFirstOpenSubscription, request
+        )
         if not response.HasField("subscription"):
             return None
         return convert.subscription_from_proto(response.subscription)
@@ -335,7 +349,9 @@ class GrpcPersistenceProvider(PersistenceProvider):
         request = subscriptions_pb2.SetSubscriptionTokenRequest(
             id=id, token=token, worker_id=worker_id, expiry=convert.timestamp(expiry, "expiry")
         )
-        response: subscriptions_pb2.SetSubscriptionTokenResponse = await self._call(self._subscriptions.SetSubscriptionToken, request)
+        response: subscriptions_pb2.SetSubscriptionTokenResponse = await self._call(
+            self._subscriptions.SetSubscriptionToken, request
+        )
         return response.acquired
 
     async def clear_subscription_token(self, id: str, token: str) -> None:

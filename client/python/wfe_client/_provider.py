@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Optional, Self
+from typing import Self
 
 from .errors import LeaseLost
 from .limits import CLAIM_BATCH, DEFAULT_LEASE
@@ -23,7 +23,7 @@ from .models import (
 )
 from .timeutil import require_aware
 
-__all__ = ["PersistenceProvider", "CommandHandler"]
+__all__ = ["CommandHandler", "PersistenceProvider"]
 
 LOG = logging.getLogger(__name__)
 
@@ -115,9 +115,7 @@ class PersistenceProvider(abc.ABC):
         """The subscription with that id. Raises ``SubscriptionNotFound``."""
 
     @abc.abstractmethod
-    async def get_subscriptions(
-        self, event_name: str, event_key: str, as_of: datetime
-    ) -> list[EventSubscription]:
+    async def get_subscriptions(self, event_name: str, event_key: str, as_of: datetime) -> list[EventSubscription]:
         """Open (not terminated) subscriptions for the event with ``subscribe_as_of <= as_of``."""
 
     @abc.abstractmethod
@@ -127,13 +125,11 @@ class PersistenceProvider(abc.ABC):
     @abc.abstractmethod
     async def get_first_open_subscription(
         self, event_name: str, event_key: str, as_of: datetime
-    ) -> Optional[EventSubscription]:
+    ) -> EventSubscription | None:
         """The oldest matching open subscription that no live token holds, or None."""
 
     @abc.abstractmethod
-    async def set_subscription_token(
-        self, id: str, token: str, worker_id: str, expiry: datetime
-    ) -> bool:
+    async def set_subscription_token(self, id: str, token: str, worker_id: str, expiry: datetime) -> bool:
         """Compare-and-set the token: True when free or expired, False while a live token holds it."""
 
     @abc.abstractmethod

@@ -13,7 +13,7 @@ import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Generic, Optional, TypeVar
+from typing import Any, Generic, TypeVar
 
 from google.protobuf import timestamp_pb2
 
@@ -42,29 +42,29 @@ from .models import (
 from .timeutil import from_micros, to_micros
 
 __all__ = [
-    "ProtoEnum",
-    "WORKFLOW_STATUS",
-    "POINTER_STATUS",
     "COMMAND_NAME",
-    "timestamp",
-    "timestamp_of_micros",
-    "timestamp_micros",
+    "POINTER_STATUS",
+    "WORKFLOW_STATUS",
+    "ProtoEnum",
+    "command_from_proto",
+    "command_name_from_proto",
+    "command_name_to_proto",
+    "command_to_proto",
+    "error_from_proto",
+    "error_to_proto",
+    "event_from_proto",
+    "event_to_proto",
     "instant",
     "optional_instant",
-    "workflow_to_proto",
-    "workflow_from_proto",
-    "pointer_to_proto",
     "pointer_from_proto",
-    "event_to_proto",
-    "event_from_proto",
-    "subscription_to_proto",
+    "pointer_to_proto",
     "subscription_from_proto",
-    "command_to_proto",
-    "command_from_proto",
-    "command_name_to_proto",
-    "command_name_from_proto",
-    "error_to_proto",
-    "error_from_proto",
+    "subscription_to_proto",
+    "timestamp",
+    "timestamp_micros",
+    "timestamp_of_micros",
+    "workflow_from_proto",
+    "workflow_to_proto",
 ]
 
 E = TypeVar("E", bound=enum.Enum)
@@ -147,17 +147,17 @@ def instant(msg: Any, name: str, field: str) -> datetime:
     return from_micros(timestamp_micros(getattr(msg, name), f"{field}.{name}"))
 
 
-def optional_instant(msg: Any, name: str, field: str) -> Optional[datetime]:
+def optional_instant(msg: Any, name: str, field: str) -> datetime | None:
     """``instant`` of an optional field: None when absent."""
     return instant(msg, name, field) if msg.HasField(name) else None
 
 
-def _set_time(msg: Any, name: str, value: Optional[datetime], field: str) -> None:
+def _set_time(msg: Any, name: str, value: datetime | None, field: str) -> None:
     if value is not None:
         getattr(msg, name).CopyFrom(timestamp(value, field))
 
 
-def _optional(msg: Any, name: str) -> Optional[str]:
+def _optional(msg: Any, name: str) -> str | None:
     return getattr(msg, name) if msg.HasField(name) else None
 
 
@@ -195,7 +195,9 @@ def pointer_to_proto(p: ExecutionPointer) -> workflows_pb2.ExecutionPointer:
             retry_count=p.retry_count,
             children=p.children,
             scope=p.scope,
-            extension_attributes={k: json_text(v, f"{f}.extension_attributes") for k, v in p.extension_attributes.items()},
+            extension_attributes={
+                k: json_text(v, f"{f}.extension_attributes") for k, v in p.extension_attributes.items()
+            },
         )
         for name in ("event_name", "event_key", "step_name", "predecessor_id"):
             value = getattr(p, name)
@@ -330,9 +332,7 @@ def subscription_to_proto(s: EventSubscription) -> subscriptions_pb2.EventSubscr
         return msg
 
 
-def subscription_from_proto(
-    msg: subscriptions_pb2.EventSubscription, field: str = "subscription"
-) -> EventSubscription:
+def subscription_from_proto(msg: subscriptions_pb2.EventSubscription, field: str = "subscription") -> EventSubscription:
     return EventSubscription(
         id=msg.id,
         workflow_id=msg.workflow_id,

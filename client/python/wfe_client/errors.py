@@ -14,22 +14,23 @@ from wfe.persistence.v1 import errors_pb2
 
 __all__ = [
     "ERROR_DOMAIN",
-    "WfeError",
-    "NotFound",
-    "WorkflowNotFound",
-    "EventNotFound",
-    "SubscriptionNotFound",
     "AlreadyExists",
-    "WorkflowAlreadyExists",
-    "WorkflowNameTaken",
     "EventAlreadyExists",
-    "SubscriptionAlreadyExists",
+    "EventNotFound",
     "InvalidArgument",
     "LeaseLost",
+    "NotFound",
+    "RevisionConflict",
     "StorageFull",
     "StorageUnavailable",
+    "StreamIdle",
+    "SubscriptionAlreadyExists",
+    "SubscriptionNotFound",
     "Unauthenticated",
-    "RevisionConflict",
+    "WfeError",
+    "WorkflowAlreadyExists",
+    "WorkflowNameTaken",
+    "WorkflowNotFound",
     "error_for_reason",
 ]
 
@@ -156,6 +157,14 @@ class RevisionConflict(WfeError):
     code = "ABORTED"
 
 
+class StreamIdle(WfeError):
+    """The client of a server stream took no message for the server's stream idle timeout; the server
+    ended the stream (after the messages it had already sent)."""
+
+    reason = _reason(_REASON.STREAM_IDLE)
+    code = "DEADLINE_EXCEEDED"
+
+
 _BY_REASON: dict[str, type[WfeError]] = {
     cls.reason: cls
     for cls in (
@@ -172,6 +181,7 @@ _BY_REASON: dict[str, type[WfeError]] = {
         StorageUnavailable,
         Unauthenticated,
         RevisionConflict,
+        StreamIdle,
         NotFound,
         AlreadyExists,
     )

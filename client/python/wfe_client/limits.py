@@ -11,21 +11,22 @@ from datetime import timedelta
 from .errors import InvalidArgument
 
 __all__ = [
-    "MAX_MESSAGE_BYTES",
-    "DEFAULT_DEADLINE_SECONDS",
     "BATCH_GET_IDS",
-    "MAX_BATCH_GET_IDS",
-    "DEFAULT_PAGE_SIZE",
-    "MAX_PAGE_SIZE",
     "CLAIM_BATCH",
-    "MAX_CLAIM",
+    "DEFAULT_DEADLINE_SECONDS",
     "DEFAULT_LEASE",
-    "MIN_LEASE",
-    "MAX_LEASE",
-    "MAX_ID_BYTES",
-    "UINT32_MAX",
+    "DEFAULT_PAGE_SIZE",
     "INT64_MAX",
+    "MAX_BATCH_GET_IDS",
+    "MAX_CLAIM",
+    "MAX_ID_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_LEASE",
+    "MAX_MESSAGE_BYTES",
+    "MAX_PAGE_SIZE",
     "MAX_TIMESTAMP_SECONDS",
+    "MIN_LEASE",
+    "UINT32_MAX",
     "check_claim",
 ]
 
@@ -73,6 +74,9 @@ INT64_MAX = 2**63 - 1
 
 MAX_TIMESTAMP_SECONDS = 253402300799
 """The latest instant a Timestamp may hold, 9999-12-31T23:59:59Z, in seconds since the epoch."""
+
+MAX_JSON_DEPTH = 512
+"""Deepest nesting of arrays and objects a JSON value may have (``[]`` is 1, a scalar 0)."""
 
 
 def check_claim(max_commands: int, lease: timedelta) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-__all__ = ["EPOCH", "utc_now", "to_micros", "from_micros", "require_aware"]
+__all__ = ["EPOCH", "from_micros", "require_aware", "to_micros", "utc_now"]
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 """The Unix epoch, 1970-01-01T00:00:00Z."""
 
 _MICRO = timedelta(microseconds=1)
@@ -14,7 +14,7 @@ _MICRO = timedelta(microseconds=1)
 
 def utc_now() -> datetime:
     """The current instant in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def require_aware(value: datetime, field: str) -> datetime:
