@@ -81,6 +81,8 @@ class ServerConfig:
     """Allow a non-loopback ``listen`` address with neither TLS nor tokens."""
     metrics_listen: Optional[str] = None
     """HOST:PORT of the Prometheus ``/metrics`` endpoint; None: no metrics."""
+    console_listen: Optional[str] = None
+    """HOST:PORT of the read-only web console; None: no console. Loopback unless ``insecure``."""
     access_log: bool = False
     """Log one line per call (method, status, duration, peer) on the ``wfe_sqlite.access`` logger."""
     log_level: str = "INFO"
@@ -257,6 +259,12 @@ SETTINGS: tuple[Setting, ...] = (
         "serve Prometheus metrics at http://HOST:PORT/metrics (unset: no metrics)",
         "HOST:PORT",
     ),
+    Setting(
+        "console_listen",
+        _optional_address,
+        "serve the read-only web console at http://HOST:PORT/ (unset: no console; loopback unless --insecure)",
+        "HOST:PORT",
+    ),
     Setting("access_log", _boolean, "log every call: method, status, duration, peer", boolean=True),
     Setting("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "log level", "LEVEL"),
     Setting("log_format", _choice("text", "json", upper=False), "log format: text or json (one object a line)", "FORMAT"),
@@ -374,6 +382,15 @@ def check(config: ServerConfig) -> None:
             f"{config.listen} is reachable from other hosts: serve it with TLS (--tls-cert, --tls-key) "
             "or tokens (--tokens-file, WFE_SQLITE_TOKENS), or pass --insecure to serve it unprotected",
         )
+    if config.console_listen is not None:
+        console_host, _ = split_host_port(config.console_listen)
+        if not is_loopback(console_host) and not config.insecure:
+            raise ConfigError(
+                "console_listen",
+                f"{config.console_listen} is reachable from other hosts and the console is plain HTTP "
+                "(a token typed into it would cross the network in clear): keep it on loopback "
+                "(and reach it through an SSH tunnel or a TLS proxy), or pass --insecure",
+            )
 
 
 def read_pem(config: ServerConfig, name: str) -> bytes:

@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_runnable ON events (event_time, id) WHERE is_processed = 0;
 CREATE INDEX IF NOT EXISTS events_by_name_key ON events (event_name, event_key, event_time, id);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (event_time, id);
 
 CREATE TABLE IF NOT EXISTS event_subscriptions (
     id                      TEXT PRIMARY KEY,
@@ -86,6 +87,7 @@ CREATE TABLE IF NOT EXISTS event_subscriptions (
 );
 CREATE INDEX IF NOT EXISTS subscriptions_open ON event_subscriptions
     (event_name, event_key, subscribe_as_of, id) WHERE terminated = 0;
+CREATE INDEX IF NOT EXISTS subscriptions_by_workflow ON event_subscriptions (workflow_id);
 
 CREATE TABLE IF NOT EXISTS scheduled_commands (
     command_name            TEXT NOT NULL,

@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ._config import DEFAULT_DB, DEFAULT_LISTEN, ServerConfig, check, load_tokens
+from .console import Console
 from ._metrics import CallObserver, ServerMetrics
 from ._provider import SqlitePersistenceProvider
 from ._security import TokenAuthInterceptor, server_credentials
@@ -102,6 +103,8 @@ class RunningServer:
         self.metrics = metrics
         self.metrics_address: Optional[str] = None
         """HOST:PORT of the ``/metrics`` endpoint (the real port), when metrics are on."""
+        self.console: Optional[Console] = None
+        """The web console, when ``console_listen`` is set."""
         self._stopped = False
 
     @property
@@ -136,6 +139,16 @@ class RunningServer:
                 except BaseException:
                     await server.stop(0)
                     raise
+            if config.console_listen is not None:
+                console = Console(provider, load_tokens(config), config.db)
+                try:
+                    await console.start(config.console_listen)
+                except BaseException:
+                    await server.stop(0)
+                    if metrics is not None:
+                        await asyncio.to_thread(metrics.close)
+                    raise
+                running.console = console
         except BaseException:
             await provider.close()
             raise
@@ -149,6 +162,8 @@ class RunningServer:
             return
         self._stopped = True
         await self.health.enter_graceful_shutdown()
+        if self.console is not None:
+            await self.console.close()
         await self.server.stop(self.config.grace if grace is None else grace)
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)
@@ -165,6 +180,8 @@ async def serve(config: ServerConfig, ready: Optional[asyncio.Event] = None) -> 
     print(f"listening on {running.address}", flush=True)
     if running.metrics_address is not None:
         print(f"metrics on http://{running.metrics_address}/metrics", flush=True)
+    if running.console is not None:
+        print(f"console on {running.console.url}", flush=True)
     LOG.info(
         "serving %s on %s (%s%s)",
         config.db,
