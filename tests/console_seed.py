@@ -214,3 +214,49 @@ async def seed(store: PersistenceProvider, orders: int = 14) -> Seeded:
     claim = await store.claim_commands(now + timedelta(seconds=1), max_commands=1)  # type: ignore[attr-defined]
     assert len(claim.commands) == 1
     return seeded
+
+
+# -- a server process with its console ------------------------------------------------------------
+
+import asyncio  # noqa: E402
+import concurrent.futures  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Awaitable, Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import TypeVar  # noqa: E402
+
+from conftest import ServerProcess  # noqa: E402
+
+T = TypeVar("T")
+
+_STUB = Path(__file__).with_name("console_visibility_stub.py")
+
+
+def start_console_server(db_url: str, *args: str, env: dict[str, str] | None = None) -> tuple[ServerProcess, str]:
+    """``wfe-sqlite serve`` with ``--console-listen 127.0.0.1:0``; the process and the console's URL."""
+    process = subprocess.Popen(
+        [sys.executable, str(_STUB), "serve", "--db", db_url, "--listen", "127.0.0.1:0",
+         "--console-listen", "127.0.0.1:0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("listening on "):
+        process.kill()
+        _, err = process.communicate(timeout=30)
+        raise RuntimeError(f"server did not start: {line!r} {err}")
+    server = ServerProcess(process, line.split("listening on ", 1)[1].strip())
+    console = process.stdout.readline().strip()
+    assert console.startswith("console on http://127.0.0.1:") and console.endswith("/"), console
+    return server, console.split("console on ", 1)[1].rstrip("/")
+
+
+def run_async(job: Callable[[], Awaitable[T]]) -> T:
+    """Run ``job()`` on an event loop of its own thread (the browser's sync API owns this one)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(job())).result(120)  # type: ignore[arg-type]

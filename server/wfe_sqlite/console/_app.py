@@ -39,8 +39,6 @@ FRAGMENT_HEADER = "x-console-fragment"
 FAILED_SIGN_IN_DELAY = 0.5
 """Seconds a refused sign-in waits before it is answered."""
 
-PAGE_SIZES = (20, 50, 100, 200)
-
 _STATIC_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -233,7 +231,7 @@ class ConsoleApp:
                 text = None
             times[name] = text
         size = _int_arg(request.arg("size"), 50)
-        if size not in PAGE_SIZES:
+        if size not in pages.PAGE_SIZES:
             size = 50
         return pages.WorkflowListView(
             statuses=tuple(statuses),

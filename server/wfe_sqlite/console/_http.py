@@ -27,6 +27,9 @@ HEAD_TIMEOUT = 10.0
 """Seconds a started request head may take to arrive."""
 IDLE_TIMEOUT = 30.0
 """Seconds a kept-alive connection may stay idle."""
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 1024 * 1024
+"""After refusing a request: how long and how much of the rest of it is read and dropped."""
 MAX_CONNECTIONS = 64
 """Open connections at most; more are answered 503 and closed."""
 
@@ -38,7 +41,7 @@ SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
     ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
+    ("Referrer-Policy", "same-origin"),  # no-referrer would make form posts send "Origin: null"
     ("Cross-Origin-Opener-Policy", "same-origin"),
     ("Cross-Origin-Resource-Policy", "same-origin"),
 )
@@ -221,17 +224,17 @@ class HttpServer:
             if "transfer-encoding" in headers:
                 raise _BadRequest(411, "send a Content-Length body")
             length_text = headers.get("content-length", "0")
-            if not length_text.isdigit():
+            if not (length_text.isascii() and length_text.isdigit()):
                 raise _BadRequest(400, "bad Content-Length")
             length = int(length_text)
             if length > MAX_BODY:
                 raise _BadRequest(413, "request body too large")
             body = await asyncio.wait_for(reader.readexactly(length), HEAD_TIMEOUT) if length else b""
-        except (asyncio.LimitOverrunError, ValueError):
-            await self._send(writer, _text_response(431, "request head too large"), False, False)
+        except asyncio.LimitOverrunError:
+            await self._refuse(reader, writer, _text_response(431, "request head too large"))
             return False
         except _BadRequest as error:
-            await self._send(writer, _text_response(error.status, str(error)), False, False)
+            await self._refuse(reader, writer, _text_response(error.status, str(error)))
             return False
         request = Request(method, target, headers, body, peer)
         try:
@@ -241,6 +244,25 @@ class HttpServer:
             response = _text_response(500, "internal error (see the server log)")
         await self._send(writer, response, keep_alive, method == "HEAD")
         return keep_alive
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, response: Response) -> None:
+        """Answer a request that cannot be served, then drain what the client still sends for a
+        moment before closing (closing on unread bytes resets the connection, and the client could
+        lose the answer)."""
+        await self._send(writer, response, False, False)
+        with contextlib.suppress(Exception):
+            writer.write_eof()
+        deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
+        drained = 0
+        with contextlib.suppress(Exception):
+            while drained < LINGER_BYTES:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                chunk = await asyncio.wait_for(reader.read(65536), left)
+                if not chunk:
+                    break
+                drained += len(chunk)
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, response: Response, keep_alive: bool, head_only: bool) -> None:

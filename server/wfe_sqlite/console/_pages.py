@@ -35,7 +35,11 @@ __all__ = [
     "event_region",
     "workflow_href",
     "JSON_LIMIT",
+    "PAGE_SIZES",
 ]
+
+PAGE_SIZES = (10, 20, 50, 100, 200)
+"""Workflows per page the list offers (50 unless asked)."""
 
 JSON_LIMIT = 256 * 1024
 """Characters of one JSON value shown on a page; longer values are cut (the page says so)."""
@@ -478,6 +482,10 @@ def workflow_list_filters(view: WorkflowListView, definitions: Sequence[str]) ->
         for status in STATUSES
     )
     options = join(html('<option value="{}"></option>', d) for d in definitions)
+    sizes = join(
+        html('<option value="{}"{}>{}</option>', n, Html(" selected") if n == view.size else Html(""), n)
+        for n in PAGE_SIZES
+    )
     problems = join(html('<p class="problem" role="alert">{}</p>', p) for p in view.problems)
     return html(
         """<h1>Workflows</h1>
@@ -488,6 +496,7 @@ def workflow_list_filters(view: WorkflowListView, definitions: Sequence[str]) ->
 <div class="field"><label for="reference">Reference</label><input id="reference" name="reference" value="{reference}"></div>
 <div class="field"><label for="created_after">Created from (UTC)</label><input id="created_after" name="created_after" type="datetime-local" value="{after}"></div>
 <div class="field"><label for="created_before">Created before (UTC)</label><input id="created_before" name="created_before" type="datetime-local" value="{before}"></div>
+<div class="field"><label for="size">Per page</label><select id="size" name="size">{sizes}</select></div>
 <div class="field buttons"><button type="submit">Apply</button><a class="button secondary" href="/workflows">Clear</a></div>
 </form>
 {problems}""",
@@ -498,6 +507,7 @@ def workflow_list_filters(view: WorkflowListView, definitions: Sequence[str]) ->
         reference=view.reference or "",
         after=view.created_after or "",
         before=view.created_before or "",
+        sizes=sizes,
         problems=problems,
     )
 
@@ -534,7 +544,7 @@ def workflow_list_region(
         if next_token:
             links.append(html('<a class="button" rel="next" href="{}">Next page →</a>', url("/workflows", view.query(page=next_token))))
     return html(
-        '{}{}<nav class="paging">{}</nav>',
+        '<section class="panel">{}{}<nav class="paging">{}</nav></section>',
         summary,
         workflow_table(items, now, "workflow-list"),
         join(links),

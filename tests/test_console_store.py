@@ -1,0 +1,171 @@
+"""The console's own reads (``_console_store``) on a real SQLite file: what they return, and their plans."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from console_seed import seed
+
+from wfe_client import Event, EventSubscription, ExecutionError, WorkflowInstance, WorkflowStatus
+from wfe_sqlite import SqlitePersistenceProvider
+from wfe_sqlite._console_store import ConsoleStore, format_event_cursor, parse_event_cursor
+
+
+async def test_overview_counts_what_was_written(db_url: str) -> None:
+    store = await SqlitePersistenceProvider.open(db_url)
+    try:
+        seeded = await seed(store)
+        overview = await ConsoleStore(store).overview()
+    finally:
+        await store.close()
+    assert overview.by_status == {s.name: seeded.by_status.get(s.name, 0) for s in WorkflowStatus}
+    assert overview.workflows == len(seeded.workflows) == 20
+    assert {d.definition_id: {k: v for k, v in d.by_status.items() if v} for d in overview.definitions} == (
+        seeded.by_definition
+    )
+    assert [d.definition_id for d in overview.definitions][0] == "order-flow"  # most workflows first
+    assert overview.definition_count == 4
+    figures = overview.figures
+    # Runnable now: the report due 30 s ago and the hostile workflow (next_execution 0).
+    assert (figures.runnable_workflows, figures.unprocessed_events) == (2, 3)
+    assert (figures.due_commands, figures.claimed_commands, figures.held_tokens) == (2, 1, 1)
+    assert overview.events == len(seeded.events) == 5
+    open_subscriptions = sum(1 for s in seeded.subscriptions) - 1  # invoice-3's was terminated
+    assert overview.subscriptions_open == open_subscriptions
+    assert overview.errors == len(seeded.errors) == 7
+    assert overview.files["database"] > 0
+    assert [e.message for e in overview.recent_errors][0] == seeded.errors[-1].message  # newest first
+    assert overview.recent_errors[0].workflow_name == seeded.workflows["xss"].name
+
+
+async def test_overview_is_shared_for_a_moment_then_read_again(db_url: str) -> None:
+    provider = await SqlitePersistenceProvider.open(db_url)
+    try:
+        store = ConsoleStore(provider, overview_ttl=60)
+        first = await store.overview()
+        await provider.create_new_workflow(WorkflowInstance.new("flow", 1, {}))
+        assert (await store.overview()) is first
+        fresh = ConsoleStore(provider, overview_ttl=0)
+        assert (await fresh.overview()).workflows == first.workflows + 1
+    finally:
+        await provider.close()
+
+
+async def test_events_page_filters_and_pages_newest_first(db_url: str) -> None:
+    provider = await SqlitePersistenceProvider.open(db_url)
+    base = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    try:
+        written = []
+        for i in range(25):
+            event = Event.new("paid" if i % 2 else "shipped", f"k{i % 3}", {"i": i})
+            event.event_time = base + timedelta(seconds=i // 2)  # pairs share an instant: ties by id
+            await provider.create_event(event)
+            if i % 5 == 0:
+                await provider.mark_event_processed(event.id)
+                event.is_processed = True
+            written.append(event)
+        store = ConsoleStore(provider)
+
+        def expected(keep: object) -> list[str]:
+            chosen = [e for e in written if keep(e)]  # type: ignore[operator]
+            return [e.id for e in sorted(chosen, key=lambda e: (e.event_time, e.id), reverse=True)]
+
+        async def all_pages(**filters: object) -> list[str]:
+            ids: list[str] = []
+            cursor = None
+            for _ in range(30):
+                page = await store.events(before=cursor, limit=4, **filters)  # type: ignore[arg-type]
+                assert len(page.items) <= 4
+                ids.extend(e.id for e in page.items)
+                if page.next_cursor is None:
+                    return ids
+                cursor = parse_event_cursor(format_event_cursor(page.next_cursor))
+            raise AssertionError("paging did not end")
+
+        assert await all_pages() == expected(lambda e: True)
+        assert await all_pages(processed=False) == expected(lambda e: not e.is_processed)
+        assert await all_pages(processed=True) == expected(lambda e: e.is_processed)
+        assert await all_pages(event_name="paid") == expected(lambda e: e.event_name == "paid")
+        assert await all_pages(event_name="paid", event_key="k1") == expected(
+            lambda e: e.event_name == "paid" and e.event_key == "k1"
+        )
+        assert await all_pages(event_name="paid", event_key="k1", processed=False) == expected(
+            lambda e: e.event_name == "paid" and e.event_key == "k1" and not e.is_processed
+        )
+        assert await all_pages(event_name="nothing") == []
+        first = (await store.events(limit=1)).items[0]
+        assert first.event_data == '{"i":24}' and first.is_processed is False
+    finally:
+        await provider.close()
+
+
+def test_event_cursor_rejects_what_it_did_not_write() -> None:
+    assert parse_event_cursor(format_event_cursor((5, "a"))) == (5, "a")
+    for text in ("", "[1]", '["1","a"]', "[true,\"a\"]", "[1,2]", "{}", "nonsense"):
+        assert parse_event_cursor(text) is None, text
+
+
+async def test_workflow_extras_are_that_workflows_only(db_url: str) -> None:
+    provider = await SqlitePersistenceProvider.open(db_url)
+    now = datetime.now(timezone.utc)
+    try:
+        ids = [await provider.create_new_workflow(WorkflowInstance.new("flow", 1, {})) for _ in range(3)]
+        subs = []
+        for n, wid in enumerate(ids):
+            for k in range(n + 1):
+                sub = EventSubscription.new(wid, k, f"p{k}", "evt", f"{wid}-{k}", now + timedelta(seconds=k))
+                await provider.create_event_subscription(sub)
+                subs.append(sub)
+        await provider.terminate_subscription(subs[1].id)
+        errors = [ExecutionError.new(ids[2], "p0", f"boom {n}") for n in range(3)]
+        for n, error in enumerate(errors):
+            error.error_time = now + timedelta(seconds=n)
+        await provider.persist_errors(errors)
+        store = ConsoleStore(provider)
+        got_subs, got_errors, total = await store.workflow_extras(ids[1])
+        assert [s.id for s in got_subs] == [subs[1].id, subs[2].id]
+        assert [s.terminated for s in got_subs] == [True, False]
+        assert (got_errors, total) == ([], 0)
+        got_subs, got_errors, total = await store.workflow_extras(ids[2])
+        assert len(got_subs) == 3 and total == 3
+        assert [e.message for e in got_errors] == ["boom 2", "boom 1", "boom 0"]
+        waiting = await store.open_subscriptions("evt", f"{ids[1]}-0")
+        assert waiting == []  # terminated
+        waiting = await store.open_subscriptions("evt", f"{ids[1]}-1")
+        assert [s.workflow_id for s in waiting] == [ids[1]]
+    finally:
+        await provider.close()
+
+
+async def test_console_queries_use_indexes(tmp_path: Path) -> None:
+    """Every console query but the overview's counts finds its rows through an index."""
+    path = tmp_path / "plans.db"
+    provider = await SqlitePersistenceProvider.open(f"sqlite://{path}")
+    statements: list[str] = []
+    try:
+        await seed(provider)
+        store = ConsoleStore(provider)
+        await provider.database.set_trace_callback(statements.append)
+        cursor = (2**62, "z")
+        for processed in (None, True, False):
+            await store.events(processed=processed, before=cursor)
+            await store.events(processed=processed, event_name="order.paid", before=cursor)
+            await store.events(processed=processed, event_name="order.paid", event_key="1001", before=cursor)
+        await store.open_subscriptions("order.paid", "1001")
+        await store.workflow_extras("some-id")
+        await provider.database.set_trace_callback(None)
+    finally:
+        await provider.close()
+    checked = sorted({s for s in statements if s.lstrip().upper().startswith("SELECT")})
+    assert len(checked) >= 11, checked
+    conn = sqlite3.connect(path)
+    plans = {s: [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + s)] for s in checked}
+    conn.close()
+    scans = {s: p for s, p in plans.items() if any(step.startswith("SCAN ") and " USING " not in step for step in p)}
+    assert not scans, scans
+    everything = " | ".join(step for plan in plans.values() for step in plan)
+    for index in ("events_by_time", "events_runnable", "events_by_name_key", "subscriptions_open",
+                  "subscriptions_by_workflow", "execution_errors_by_workflow"):
+        assert index in everything, (index, plans)
