@@ -79,21 +79,24 @@ def summary_from_row(row: Sequence[Any]) -> WorkflowSummary:
 # -- page tokens -------------------------------------------------------------------------------
 
 
-def _fingerprint(filter: WorkflowFilter) -> str:
-    """A short digest of a filter: a token only continues the list it came from."""
+def _seal(filter: WorkflowFilter, key: ListKey) -> str:
+    """A short digest of a filter and a position: a token only continues the list it came from,
+    and a token altered or cut short is refused instead of read as some other position."""
     parts = [
         ",".join(s.name for s in sorted(filter.statuses, key=lambda s: s.name)),
         filter.definition_id or "",
         "\x00" if filter.reference is None else "=" + filter.reference,
         "" if filter.created_after is None else str(micros(filter.created_after, "created_after")),
         "" if filter.created_before is None else str(micros(filter.created_before, "created_before")),
+        str(key[0]),
+        key[1],
     ]
-    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def encode_page_token(filter: WorkflowFilter, key: ListKey) -> str:
     """The opaque token of the page after ``key`` of the list selected by ``filter``."""
-    raw = f"{_fingerprint(filter)}:{key[0]}:{key[1]}".encode()
+    raw = f"{_seal(filter, key)}:{key[0]}:{key[1]}".encode()
     return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
@@ -101,19 +104,19 @@ def decode_page_token(filter: WorkflowFilter, token: Optional[str]) -> Optional[
     """The position a token continues after; InvalidArgument for a token not from this list."""
     if not token:
         return None
-    invalid = InvalidArgument("page_token: not a token from a previous page of this list", field="page_token")
+    invalid = InvalidArgument(
+        "page_token: not a token from a previous page of a list with these filters", field="page_token"
+    )
     if not isinstance(token, str) or len(token) > 4096:
         raise invalid
     try:
         raw = base64.urlsafe_b64decode(token.encode("ascii")).decode()
-        fingerprint, number, last = raw.split(":", 2)
+        seal, number, last = raw.split(":", 2)
         key = (int(number), last)
     except (ValueError, UnicodeError):
         raise invalid from None
-    if fingerprint != _fingerprint(filter):
-        raise InvalidArgument(
-            "page_token: comes from a list with other filters; send the same filters with it", field="page_token"
-        )
+    if seal != _seal(filter, key):
+        raise invalid
     return key
 
 
