@@ -64,7 +64,7 @@ def live_figures(conn: sqlite3.Connection) -> LiveFigures:
     one = lambda sql, *args: conn.execute(sql, args).fetchone()[0]  # noqa: E731
     return LiveFigures(
         runnable_workflows=one(
-            "SELECT count(*) FROM workflows WHERE status = 'RUNNABLE' "
+            "SELECT count(*) FROM workflows INDEXED BY workflows_runnable WHERE status = 'RUNNABLE' "
             "AND next_execution IS NOT NULL AND next_execution <= ?",
             now_ms,
         ),

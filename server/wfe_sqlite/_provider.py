@@ -30,10 +30,22 @@ from wfe_client import (
     WorkflowInstance,
     WorkflowNameTaken,
     WorkflowNotFound,
+    WorkflowStatus,
 )
 from wfe_client import CommandName
 from wfe_client._provider import CLAIM_BATCH, DEFAULT_LEASE
 from wfe_client._time import from_micros, to_micros, utc_now
+from wfe_client._visibility import (
+    DEFAULT_PAGE_SIZE,
+    PURGED_BY_DEFAULT,
+    StatusFilter,
+    WorkflowPage,
+    WorkflowSearchPage,
+    page_size as check_page_size,
+    purge_statuses,
+    skip_take,
+    workflow_filter,
+)
 
 from ._database import Database, DatabaseConfig, parse_database_url
 from ._rows import (
@@ -51,6 +63,7 @@ from ._rows import (
     workflow_row,
 )
 from ._schema import create_schema, ensure_schema
+from ._visibility_store import VisibilityStore
 
 __all__ = ["SqlitePersistenceProvider", "PageKey", "MAX_BATCH_IDS", "WorkflowRows"]
 
@@ -202,6 +215,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
 
     def __init__(self, database: Database) -> None:
         self._db = database
+        self._visibility = VisibilityStore(database)
 
     @classmethod
     async def open(
@@ -316,9 +330,11 @@ class SqlitePersistenceProvider(PersistenceProvider):
         """(next_execution, id) of runnable workflows after ``after``, earliest first."""
         as_at_ms = micros(as_at, "as_at") // 1000
         key, last = _after(after)
+        # INDEXED BY: without statistics SQLite would rather take an index led by status (the
+        # visibility indexes) and sort every runnable workflow than this partial, ordered one.
         return await self._db.read(
             lambda conn: conn.execute(
-                "SELECT next_execution, id FROM workflows "
+                "SELECT next_execution, id FROM workflows INDEXED BY workflows_runnable "
                 "WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL AND next_execution <= ? "
                 "AND (next_execution, id) > (?, ?) ORDER BY next_execution, id LIMIT ?",
                 (as_at_ms, key, last, _limit(limit)),
@@ -669,6 +685,55 @@ class SqlitePersistenceProvider(PersistenceProvider):
 
     async def ensure_store_exists(self) -> None:
         await self._db.write(create_schema)
+
+    # -- visibility and clean-up (SQL in _visibility_store) -------------------------------------
+
+    @property
+    def visibility(self) -> VisibilityStore:
+        """List, search, delete and purge on this store (the server's VisibilityService calls it)."""
+        return self._visibility
+
+    async def list_workflows(
+        self,
+        status: StatusFilter = None,
+        definition_id: Optional[str] = None,
+        reference: Optional[str] = None,
+        created_after: Optional[datetime] = None,
+        created_before: Optional[datetime] = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        page_token: Optional[str] = None,
+    ) -> WorkflowPage:
+        selected = workflow_filter(status, definition_id, reference, created_after, created_before)
+        items, token = await self._visibility.list(selected, check_page_size(page_size), page_token)
+        return WorkflowPage(items, token)
+
+    async def search_workflows(
+        self,
+        text: str,
+        status: StatusFilter = None,
+        skip: int = 0,
+        take: int = DEFAULT_PAGE_SIZE,
+        *,
+        definition_id: Optional[str] = None,
+        reference: Optional[str] = None,
+        created_after: Optional[datetime] = None,
+        created_before: Optional[datetime] = None,
+    ) -> WorkflowSearchPage:
+        selected = workflow_filter(status, definition_id, reference, created_after, created_before)
+        items, total = await self._visibility.search(text, selected, *skip_take(skip, take))
+        return WorkflowSearchPage(items, total)
+
+    async def delete_workflow(self, id: str) -> None:
+        await self._visibility.delete(id)
+
+    async def purge_workflows(
+        self,
+        older_than: datetime,
+        statuses: Sequence[WorkflowStatus] = PURGED_BY_DEFAULT,
+        *,
+        dry_run: bool = False,
+    ) -> int:
+        return await self._visibility.purge(older_than, purge_statuses(statuses), dry_run=bool(dry_run))
 
 
 def _drop_lease(conn: sqlite3.Connection, name: str, data: str) -> None:

@@ -1,20 +1,26 @@
-"""The database schema and its version (``PRAGMA user_version``).
+"""The database schema as an ordered list of migrations; the version is ``PRAGMA user_version``.
 
 Instants are INTEGER microseconds since the Unix epoch (UTC), epoch-millisecond fields are INTEGER
 milliseconds, JSON values are TEXT holding JSON, enums are TEXT holding the member name.
+
+A file at version N gets every migration above N, in order, in one transaction when it is opened
+(``create_schema``): an older file is upgraded in place, a newer one is refused.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ._database import DatabaseOpenError
 
-__all__ = ["SCHEMA_VERSION", "create_schema", "ensure_schema"]
+__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "Migration", "create_schema", "ensure_schema"]
 
-SCHEMA_VERSION = 1
+LOG = logging.getLogger(__name__)
 
-_SCHEMA = """
+_BASE = """
 CREATE TABLE IF NOT EXISTS workflows (
     id                      TEXT PRIMARY KEY,
     name                    TEXT NOT NULL,
@@ -116,18 +122,117 @@ CREATE TABLE IF NOT EXISTS definition_sequences (
 );
 """
 
+# Version 2 belongs to the cluster work (revisions, locks, queue).
+
+_VISIBILITY = """
+-- Behind every filter of ListWorkflows (wfe_sqlite._visibility_store): one status, or one
+-- definition and one status, newest first (ties by id); a reference; purge by status and age.
+CREATE INDEX IF NOT EXISTS workflows_by_status ON workflows (status, create_time, id);
+CREATE INDEX IF NOT EXISTS workflows_by_definition ON workflows (workflow_definition_id, status, create_time, id);
+CREATE INDEX IF NOT EXISTS workflows_by_reference ON workflows (reference, create_time, id)
+    WHERE reference IS NOT NULL;
+CREATE INDEX IF NOT EXISTS workflows_by_age ON workflows (status, coalesce(complete_time, create_time));
+CREATE INDEX IF NOT EXISTS subscriptions_by_workflow ON event_subscriptions (workflow_id);
+
+-- Full text over name, reference, description and data. An external-content table: it holds only
+-- the index and reads the text from workflows (by rowid; workflows has indexes, so VACUUM keeps
+-- its rowids). The triggers keep it in step inside the transaction of every write.
+CREATE VIRTUAL TABLE IF NOT EXISTS workflows_fts USING fts5(
+    name, reference, description, data,
+    content = 'workflows', content_rowid = 'rowid', tokenize = 'unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS workflows_fts_insert AFTER INSERT ON workflows BEGIN
+    INSERT INTO workflows_fts (rowid, name, reference, description, data)
+    VALUES (new.rowid, new.name, new.reference, new.description, new.data);
+END;
+CREATE TRIGGER IF NOT EXISTS workflows_fts_delete AFTER DELETE ON workflows BEGIN
+    INSERT INTO workflows_fts (workflows_fts, rowid, name, reference, description, data)
+    VALUES ('delete', old.rowid, old.name, old.reference, old.description, old.data);
+END;
+CREATE TRIGGER IF NOT EXISTS workflows_fts_update AFTER UPDATE OF name, reference, description, data ON workflows
+WHEN old.name IS NOT new.name OR old.reference IS NOT new.reference
+    OR old.description IS NOT new.description OR old.data IS NOT new.data
+BEGIN
+    INSERT INTO workflows_fts (workflows_fts, rowid, name, reference, description, data)
+    VALUES ('delete', old.rowid, old.name, old.reference, old.description, old.data);
+    INSERT INTO workflows_fts (rowid, name, reference, description, data)
+    VALUES (new.rowid, new.name, new.reference, new.description, new.data);
+END;
+"""
+
+
+def _statements(script: str) -> Callable[[sqlite3.Connection], None]:
+    """A migration step running each statement of ``script`` (statements end with a line ``;``)."""
+    statements = []
+    current: list[str] = []
+    for line in script.splitlines():
+        if line.lstrip().startswith("--"):
+            continue
+        current.append(line)
+        if line.rstrip().endswith(";") and not _inside_trigger(current):
+            statements.append("\n".join(current).strip())
+            current = []
+
+    def apply(conn: sqlite3.Connection) -> None:
+        for statement in statements:
+            conn.execute(statement)
+
+    return apply
+
+
+def _inside_trigger(lines: list[str]) -> bool:
+    """Whether ``lines`` are an unfinished CREATE TRIGGER (its body holds statements ending in ``;``)."""
+    text = "\n".join(lines).strip().upper()
+    return text.startswith("CREATE TRIGGER") and not text.endswith("END;")
+
+
+def _backfill_search(conn: sqlite3.Connection) -> None:
+    """Index the workflows a file held before it had full text."""
+    count = conn.execute("SELECT count(*) FROM workflows").fetchone()[0]
+    if count:
+        LOG.info("indexing %d existing workflows for full-text search (once)", count)
+    conn.execute("INSERT INTO workflows_fts (workflows_fts) VALUES ('rebuild')")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema: what it adds, and the function applying it inside a transaction."""
+
+    version: int
+    description: str
+    steps: tuple[Callable[[sqlite3.Connection], None], ...]
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        for step in self.steps:
+            step(conn)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "workflows, pointers, events, subscriptions, commands, errors, sequences", (_statements(_BASE),)),
+    Migration(
+        3,
+        "visibility: list and purge indexes, full-text search kept in step by triggers",
+        (_statements(_VISIBILITY), _backfill_search),
+    ),
+)
+"""Every migration in order; each runs once on a file whose version is below it."""
+
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
 
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Create missing tables and indexes and stamp the schema version, inside the caller's transaction."""
+    """Apply the migrations above the file's version and stamp the new one, in the caller's transaction."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise DatabaseOpenError(
             f"the database has schema version {version}, newer than this server's "
             f"{SCHEMA_VERSION}: upgrade wfe-sqlite"
         )
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    for migration in MIGRATIONS:
+        if migration.version > version:
+            if version:
+                LOG.info("upgrading the schema to version %d: %s", migration.version, migration.description)
+            migration.apply(conn)
     if version < SCHEMA_VERSION:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 

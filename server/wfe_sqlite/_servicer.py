@@ -39,6 +39,7 @@ from wfe_client._convert import (
 
 from ._provider import MAX_BATCH_IDS, PageKey, SqlitePersistenceProvider
 from ._status import translate_errors, translate_stream_errors
+from ._visibility_servicer import VISIBILITY_SERVICE_NAME, add_visibility_servicer
 from ._wire import workflow_message, workflow_rows_from_message
 
 __all__ = ["add_servicers", "SERVICE_NAMES"]
@@ -62,6 +63,7 @@ SERVICE_NAMES = (
     scheduled_commands_pb2.DESCRIPTOR.services_by_name["ScheduledCommandService"].full_name,
     execution_errors_pb2.DESCRIPTOR.services_by_name["ExecutionErrorService"].full_name,
     execution_errors_pb2.DESCRIPTOR.services_by_name["StoreService"].full_name,
+    VISIBILITY_SERVICE_NAME,
 )
 
 
@@ -440,3 +442,4 @@ def add_servicers(server: grpc.aio.Server, provider: SqlitePersistenceProvider) 
     )
     execution_errors_pb2_grpc.add_ExecutionErrorServiceServicer_to_server(ExecutionErrorServicer(provider), server)
     execution_errors_pb2_grpc.add_StoreServiceServicer_to_server(StoreServicer(provider), server)
+    add_visibility_servicer(server, provider)

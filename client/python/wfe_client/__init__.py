@@ -32,6 +32,7 @@ from ._models import (
     WorkflowStatus,
 )
 from ._provider import CommandHandler, PersistenceProvider
+from ._visibility import WorkflowPage, WorkflowSearchPage, WorkflowSummary
 
 __all__ = [
     "ERROR_DOMAIN",
@@ -61,7 +62,10 @@ __all__ = [
     "WorkflowInstance",
     "WorkflowNameTaken",
     "WorkflowNotFound",
+    "WorkflowPage",
+    "WorkflowSearchPage",
     "WorkflowStatus",
+    "WorkflowSummary",
 ]
 
 

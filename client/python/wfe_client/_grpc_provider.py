@@ -21,11 +21,15 @@ from wfe.persistence.v1 import (
     scheduled_commands_pb2_grpc,
     subscriptions_pb2,
     subscriptions_pb2_grpc,
+    visibility_pb2,
+    visibility_pb2_grpc,
     workflows_pb2,
     workflows_pb2_grpc,
 )
 
 from . import _convert as convert
+from . import _visibility as visibility
+from . import _visibility_convert as visibility_convert
 from ._errors import ERROR_DOMAIN, AlreadyExists, InvalidArgument, NotFound, WfeError, error_for_reason
 from ._models import (
     CommandClaim,
@@ -34,6 +38,7 @@ from ._models import (
     ExecutionError,
     ScheduledCommand,
     WorkflowInstance,
+    WorkflowStatus,
 )
 from ._provider import CLAIM_BATCH, DEFAULT_LEASE, PersistenceProvider
 
@@ -46,6 +51,7 @@ _BATCH_IDS = 1000  # ids per BatchGetWorkflows call
 _PAGE_SIZE = 10_000
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _MIN_LEASE, _MAX_LEASE = timedelta(milliseconds=1), timedelta(hours=1)
+_PURGE_TIMEOUT = 3600.0  # seconds: a purge of millions of workflows runs batch after batch
 
 _BY_CODE: dict[grpc.StatusCode, type[WfeError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
@@ -110,6 +116,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
         self._commands = scheduled_commands_pb2_grpc.ScheduledCommandServiceStub(channel)
         self._errors = execution_errors_pb2_grpc.ExecutionErrorServiceStub(channel)
         self._store = execution_errors_pb2_grpc.StoreServiceStub(channel)
+        self._visibility = visibility_pb2_grpc.VisibilityServiceStub(channel)
 
     @classmethod
     def connect(
@@ -386,6 +393,79 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def ensure_store_exists(self) -> None:
         await self._call(self._store.EnsureStoreExists, execution_errors_pb2.EnsureStoreExistsRequest())
+
+    # -- visibility and clean-up ---------------------------------------------------------------
+
+    async def list_workflows(
+        self,
+        status: visibility.StatusFilter = None,
+        definition_id: Optional[str] = None,
+        reference: Optional[str] = None,
+        created_after: Optional[datetime] = None,
+        created_before: Optional[datetime] = None,
+        page_size: int = visibility.DEFAULT_PAGE_SIZE,
+        page_token: Optional[str] = None,
+    ) -> visibility.WorkflowPage:
+        selected = visibility.workflow_filter(status, definition_id, reference, created_after, created_before)
+        if page_token is not None and not isinstance(page_token, str):
+            raise InvalidArgument("page_token: expected a string or None", field="page_token")
+        request = visibility_pb2.ListWorkflowsRequest(
+            filter=visibility_convert.filter_to_proto(selected),
+            page_size=visibility.page_size(page_size),
+            page_token=page_token or "",
+        )
+        response = await self._call(self._visibility.ListWorkflows, request)
+        return visibility.WorkflowPage(
+            [visibility_convert.summary_from_proto(m) for m in response.workflows], response.next_page_token or None
+        )
+
+    async def search_workflows(
+        self,
+        text: str,
+        status: visibility.StatusFilter = None,
+        skip: int = 0,
+        take: int = visibility.DEFAULT_PAGE_SIZE,
+        *,
+        definition_id: Optional[str] = None,
+        reference: Optional[str] = None,
+        created_after: Optional[datetime] = None,
+        created_before: Optional[datetime] = None,
+    ) -> visibility.WorkflowSearchPage:
+        selected = visibility.workflow_filter(status, definition_id, reference, created_after, created_before)
+        skip, take = visibility.skip_take(skip, take)
+        if not isinstance(text, str):
+            raise InvalidArgument(f"query: expected a string, got {type(text).__name__}", field="query")
+        if skip > 2**31 - 1:
+            raise InvalidArgument("skip: too large", field="skip")
+        request = visibility_pb2.SearchWorkflowsRequest(
+            query=text, filter=visibility_convert.filter_to_proto(selected), skip=skip, take=take
+        )
+        response = await self._call(self._visibility.SearchWorkflows, request)
+        return visibility.WorkflowSearchPage(
+            [visibility_convert.summary_from_proto(m) for m in response.workflows], response.total
+        )
+
+    async def delete_workflow(self, id: str) -> None:
+        if not isinstance(id, str):
+            raise InvalidArgument(f"id: expected a string, got {type(id).__name__}", field="id")
+        await self._call(self._visibility.DeleteWorkflow, visibility_pb2.DeleteWorkflowRequest(id=id))
+
+    async def purge_workflows(
+        self,
+        older_than: datetime,
+        statuses: Sequence[WorkflowStatus] = visibility.PURGED_BY_DEFAULT,
+        *,
+        dry_run: bool = False,
+    ) -> int:
+        if not isinstance(older_than, datetime):
+            raise InvalidArgument("older_than: expected a timezone-aware datetime", field="older_than")
+        request = visibility_pb2.PurgeWorkflowsRequest(
+            older_than=convert.timestamp(older_than, "older_than"),
+            statuses=[visibility_convert.status_to_proto(s) for s in visibility.purge_statuses(statuses)],
+            dry_run=bool(dry_run),
+        )
+        response = await self._call(self._visibility.PurgeWorkflows, request, timeout=max(self._timeout, _PURGE_TIMEOUT))
+        return response.deleted
 
     async def __aenter__(self) -> GrpcPersistenceProvider:
         return self

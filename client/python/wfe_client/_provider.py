@@ -17,9 +17,17 @@ from ._models import (
     ExecutionError,
     ScheduledCommand,
     WorkflowInstance,
+    WorkflowStatus,
 )
 from ._errors import LeaseLost
 from ._time import require_aware
+from ._visibility import (
+    DEFAULT_PAGE_SIZE,
+    PURGED_BY_DEFAULT,
+    StatusFilter,
+    WorkflowPage,
+    WorkflowSearchPage,
+)
 
 __all__ = ["PersistenceProvider", "CommandHandler", "DEFAULT_LEASE", "CLAIM_BATCH"]
 
@@ -225,6 +233,63 @@ class PersistenceProvider(abc.ABC):
     @abc.abstractmethod
     async def ensure_store_exists(self) -> None:
         """Create tables and indexes when missing. Idempotent."""
+
+    # -- visibility and clean-up ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def list_workflows(
+        self,
+        status: StatusFilter = None,
+        definition_id: Optional[str] = None,
+        reference: Optional[str] = None,
+        created_after: Optional[datetime] = None,
+        created_before: Optional[datetime] = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        page_token: Optional[str] = None,
+    ) -> WorkflowPage:
+        """One page of workflow summaries, newest first, matching every filter given.
+
+        ``status`` is one ``WorkflowStatus`` or a collection (any matches); the creation window
+        is ``created_after <= create_time < created_before``. ``page_size`` above 1000 is capped.
+        Pass ``page.next_page_token`` with the same filters for the next page (None: last page).
+        """
+
+    @abc.abstractmethod
+    async def search_workflows(
+        self,
+        text: str,
+        status: StatusFilter = None,
+        skip: int = 0,
+        take: int = DEFAULT_PAGE_SIZE,
+        *,
+        definition_id: Optional[str] = None,
+        reference: Optional[str] = None,
+        created_after: Optional[datetime] = None,
+        created_before: Optional[datetime] = None,
+    ) -> WorkflowSearchPage:
+        """Workflows whose name, reference, description or data contain every word of ``text``.
+
+        Words match whole words, case and accents aside; ``word*`` matches a prefix. Best match
+        first, then newest; ``total`` counts every match. A text without words: ``InvalidArgument``.
+        """
+
+    @abc.abstractmethod
+    async def delete_workflow(self, id: str) -> None:
+        """Delete a workflow with its pointers, subscriptions and errors. Raises ``WorkflowNotFound``."""
+
+    @abc.abstractmethod
+    async def purge_workflows(
+        self,
+        older_than: datetime,
+        statuses: Sequence[WorkflowStatus] = PURGED_BY_DEFAULT,
+        *,
+        dry_run: bool = False,
+    ) -> int:
+        """Delete every workflow with one of ``statuses`` finished before ``older_than``; how many.
+
+        Age is ``complete_time``, or ``create_time`` when there is none. Deletes in small
+        transactions so other writes keep flowing. ``dry_run`` only counts.
+        """
 
     # -- lifecycle -----------------------------------------------------------------------------
 
