@@ -7,8 +7,14 @@ events; due and claimed commands; and one hostile workflow whose every text fiel
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
+
+from conftest import ServerProcess, start_server_process
 
 from wfe_client import (
     Event,
@@ -21,6 +27,8 @@ from wfe_client import (
     WorkflowInstance,
     WorkflowStatus,
 )
+
+T = TypeVar("T")
 
 XSS_NAME = "<script>alert(1)</script>"
 XSS_DESCRIPTION = '<img src=x onerror="document.title=\'pwned\'">'
@@ -218,42 +226,16 @@ async def seed(store: PersistenceProvider, orders: int = 14) -> Seeded:
 
 # -- a server process with its console ------------------------------------------------------------
 
-import asyncio  # noqa: E402
-import concurrent.futures  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from collections.abc import Awaitable, Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import TypeVar  # noqa: E402
-
-from conftest import ServerProcess  # noqa: E402
-
-T = TypeVar("T")
-
-_STUB = Path(__file__).with_name("console_visibility_stub.py")
-
 
 def start_console_server(db_url: str, *args: str, env: dict[str, str] | None = None) -> tuple[ServerProcess, str]:
     """``wfe-sqlite serve`` with ``--console-listen 127.0.0.1:0``; the process and the console's URL."""
-    process = subprocess.Popen(
-        [sys.executable, str(_STUB), "serve", "--db", db_url, "--listen", "127.0.0.1:0",
-         "--console-listen", "127.0.0.1:0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("listening on "):
-        process.kill()
-        _, err = process.communicate(timeout=30)
-        raise RuntimeError(f"server did not start: {line!r} {err}")
-    server = ServerProcess(process, line.split("listening on ", 1)[1].strip())
-    console = process.stdout.readline().strip()
-    assert console.startswith("console on http://127.0.0.1:") and console.endswith("/"), console
-    return server, console.split("console on ", 1)[1].rstrip("/")
+    server = start_server_process(db_url, "--console-listen", "127.0.0.1:0", *args, env=env)
+    assert server.process.stdout is not None
+    line = server.process.stdout.readline().strip()
+    if not (line.startswith("console on http://127.0.0.1:") and line.endswith("/")):
+        server.kill()
+        raise AssertionError(f"no console line: {line!r}")
+    return server, line.split("console on ", 1)[1].rstrip("/")
 
 
 def run_async(job: Callable[[], Awaitable[T]]) -> T:

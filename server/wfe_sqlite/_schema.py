@@ -75,7 +75,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_runnable ON events (event_time, id) WHERE is_processed = 0;
 CREATE INDEX IF NOT EXISTS events_by_name_key ON events (event_name, event_key, event_time, id);
-CREATE INDEX IF NOT EXISTS events_by_time ON events (event_time, id);
 
 CREATE TABLE IF NOT EXISTS event_subscriptions (
     id                      TEXT PRIMARY KEY,
@@ -93,7 +92,6 @@ CREATE TABLE IF NOT EXISTS event_subscriptions (
 );
 CREATE INDEX IF NOT EXISTS subscriptions_open ON event_subscriptions
     (event_name, event_key, subscribe_as_of, id) WHERE terminated = 0;
-CREATE INDEX IF NOT EXISTS subscriptions_by_workflow ON event_subscriptions (workflow_id);
 
 CREATE TABLE IF NOT EXISTS scheduled_commands (
     command_name            TEXT NOT NULL,
@@ -161,6 +159,12 @@ END;
 """
 
 
+_CONSOLE = """
+-- The web console's event list, newest first (wfe_sqlite._console_store.events_page).
+CREATE INDEX IF NOT EXISTS events_by_time ON events (event_time, id);
+"""
+
+
 def _statements(script: str) -> Callable[[sqlite3.Connection], None]:
     """A migration step running each statement of ``script`` (statements end with a line ``;``)."""
     statements = []
@@ -214,6 +218,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "visibility: list and purge indexes, full-text search kept in step by triggers",
         (_statements(_VISIBILITY), _backfill_search),
     ),
+    Migration(4, "console: events by time", (_statements(_CONSOLE),)),
 )
 """Every migration in order; each runs once on a file whose version is below it."""
 
