@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from ._config import DEFAULT_DB, DEFAULT_LISTEN, ServerConfig, check, load_tokens
 from ._metrics import CallObserver, ServerMetrics
 from ._provider import SqlitePersistenceProvider
+from ._retention import RetentionPurger
 from ._security import TokenAuthInterceptor, server_credentials
 from ._servicer import SERVICE_NAMES, add_servicers
 from ._status import RejectUndecodable
@@ -102,6 +103,8 @@ class RunningServer:
         self.metrics = metrics
         self.metrics_address: Optional[str] = None
         """HOST:PORT of the ``/metrics`` endpoint (the real port), when metrics are on."""
+        self.purger: Optional[RetentionPurger] = None
+        """The background retention purger, when ``config.retention`` is set."""
         self._stopped = False
 
     @property
@@ -141,6 +144,9 @@ class RunningServer:
             raise
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if config.retention is not None:
+            running.purger = RetentionPurger(provider, config.retention)
+            running.purger.start()
         return running
 
     async def stop(self, grace: Optional[float] = None) -> None:
@@ -149,6 +155,8 @@ class RunningServer:
             return
         self._stopped = True
         await self.health.enter_graceful_shutdown()
+        if self.purger is not None:
+            await self.purger.stop()
         await self.server.stop(self.config.grace if grace is None else grace)
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)
