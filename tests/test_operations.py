@@ -29,6 +29,7 @@ from wfe_client import (
 )
 from wfe_client._time import utc_now
 from wfe_sqlite import SqlitePersistenceProvider
+from wfe_sqlite._schema import SCHEMA_VERSION
 from wfe_sqlite._servicer import SERVICE_NAMES
 
 
@@ -180,7 +181,7 @@ async def test_stats_shows_what_the_store_holds(db_path: Path, db_url: str) -> N
     assert (stats["runnable_workflows"], stats["unprocessed_events"]) == (2, 1)
     assert (stats["due_commands"], stats["claimed_commands"], stats["held_tokens"]) == (1, 1, 1)
     assert stats["files"]["database"] == db_path.stat().st_size > 0
-    assert stats["schema_version"] == 1
+    assert stats["schema_version"] == SCHEMA_VERSION
 
     human = _cli("stats", "--db", db_url)
     assert human.returncode == 0, human.stderr

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
+from datetime import timedelta
 from typing import Any, Optional
 
 from ._database import parse_database_url
@@ -35,6 +37,7 @@ __all__ = [
     "split_host_port",
     "is_loopback",
     "environment_help",
+    "parse_duration",
 ]
 
 ENV_PREFIX = "WFE_SQLITE_"
@@ -89,6 +92,9 @@ class ServerConfig:
     """DEBUG, INFO, WARNING or ERROR."""
     log_format: str = "text"
     """``text`` or ``json`` (one JSON object per line)."""
+    retention: Optional[timedelta] = None
+    """Purge COMPLETE and TERMINATED workflows finished longer ago than this, in the background;
+    None (default): keep everything."""
 
     @property
     def tls(self) -> bool:
@@ -147,6 +153,35 @@ def _choice(*choices: str, upper: bool) -> Callable[[Any], str]:
         return text
 
     return parse
+
+
+_DURATION_PART = re.compile(r"(\d+)([smhd])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_LONGEST = timedelta(days=36500)
+
+
+def parse_duration(value: Any) -> timedelta:
+    """A positive duration written ``30d``, ``12h``, ``90m``, ``45s`` or combined (``1d12h``)."""
+    if isinstance(value, timedelta):
+        duration = value
+    else:
+        text = value.strip().lower() if isinstance(value, str) else ""
+        parts = _DURATION_PART.findall(text)
+        if not parts or "".join(number + unit for number, unit in parts) != text:
+            raise ValueError(f"must be a duration such as 30d, 12h, 90m or 45s, got {value!r}")
+        seconds = sum(int(number) * _DURATION_UNITS[unit] for number, unit in parts)
+        if seconds > _LONGEST.total_seconds():
+            raise ValueError(f"must be at most {_LONGEST.days}d, got {value!r}")
+        duration = timedelta(seconds=seconds)
+    if not timedelta(0) < duration <= _LONGEST:
+        raise ValueError(f"must be a duration above 0 and at most {_LONGEST.days}d, got {value!r}")
+    return duration
+
+
+def _optional_duration(value: Any) -> Optional[timedelta]:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return parse_duration(value)
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -268,6 +303,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("access_log", _boolean, "log every call: method, status, duration, peer", boolean=True),
     Setting("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "log level", "LEVEL"),
     Setting("log_format", _choice("text", "json", upper=False), "log format: text or json (one object a line)", "FORMAT"),
+    Setting(
+        "retention",
+        _optional_duration,
+        "purge COMPLETE and TERMINATED workflows finished longer ago than this (30d, 12h, 90m) in the background",
+        "DURATION",
+    ),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}

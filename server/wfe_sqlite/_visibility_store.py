@@ -17,21 +17,31 @@ import heapq
 import itertools
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Optional
 
-from wfe_client import InvalidArgument, WorkflowNotFound, WorkflowStatus
+from wfe_client import (
+    EventSubscription,
+    ExecutionError,
+    InvalidArgument,
+    WorkflowInstance,
+    WorkflowNotFound,
+    WorkflowStatus,
+)
 from wfe_client._time import from_micros
 from wfe_client._visibility import MAX_QUERY_CHARS, WorkflowFilter, WorkflowSummary
 
 from ._database import Database
-from ._rows import check_id, micros
+from ._rows import check_id, micros, subscription_from_row
 
 __all__ = [
     "SUMMARY_COLUMNS",
     "PURGE_BATCH",
     "ListKey",
     "VisibilityStore",
+    "WorkflowDetails",
+    "workflow_details_job",
     "list_rows",
     "search_rows",
     "delete_workflow_job",
@@ -304,6 +314,51 @@ def count_purgeable(conn: sqlite3.Connection, statuses: Sequence[WorkflowStatus]
     ).fetchone()[0]
 
 
+# -- one workflow with everything about it -----------------------------------------------------
+
+
+@dataclass
+class WorkflowDetails:
+    """A workflow with its subscriptions and execution errors (what ``wfe-sqlite show`` prints)."""
+
+    workflow: WorkflowInstance
+    """The workflow with its pointers."""
+    subscriptions: list[EventSubscription] = field(default_factory=list)
+    """Its event subscriptions, oldest first, terminated ones included."""
+    terminated: set[str] = field(default_factory=set)
+    """Ids of the terminated ones among ``subscriptions``."""
+    errors: list[ExecutionError] = field(default_factory=list)
+    """Its execution errors, oldest first."""
+
+
+def workflow_details_job(conn: sqlite3.Connection, workflow_id: str) -> Optional[WorkflowDetails]:
+    """The ``WorkflowDetails`` of one workflow, or None (run it in one read transaction)."""
+    # The workflow row readers live with the provider, which imports this module.
+    from ._provider import _SUBSCRIPTION_COLUMNS, _read_workflow_rows, workflow_from_rows
+
+    found = _read_workflow_rows(conn, "id = ?", workflow_id)
+    if found is None:
+        return None
+    details = WorkflowDetails(workflow_from_rows(*found))
+    for row in conn.execute(
+        f"SELECT {_SUBSCRIPTION_COLUMNS}, terminated FROM event_subscriptions WHERE workflow_id = ? "
+        "ORDER BY subscribe_as_of, id",
+        (workflow_id,),
+    ):
+        details.subscriptions.append(subscription_from_row(row[:-1]))
+        if row[-1]:
+            details.terminated.add(row[0])
+    details.errors = [
+        ExecutionError(from_micros(t), workflow_id, pointer, message)
+        for t, pointer, message in conn.execute(
+            "SELECT error_time, execution_pointer_id, message FROM execution_errors WHERE workflow_id = ? "
+            "ORDER BY error_time, id",
+            (workflow_id,),
+        )
+    ]
+    return details
+
+
 # -- the store ---------------------------------------------------------------------------------
 
 
@@ -330,6 +385,14 @@ class VisibilityStore:
         query = fts_query(text)
         rows, total = await self._db.read(lambda conn: search_rows(conn, query, filter, skip, take))
         return [summary_from_row(r) for r in rows], total
+
+    async def details(self, workflow_id: str) -> WorkflowDetails:
+        """One workflow with its subscriptions and errors; ``WorkflowNotFound`` when there is none."""
+        check_id(workflow_id, "id")
+        found = await self._db.read(lambda conn: workflow_details_job(conn, workflow_id))
+        if found is None:
+            raise WorkflowNotFound(f"workflow {workflow_id!r} not found", id=workflow_id)
+        return found
 
     async def delete(self, workflow_id: str) -> None:
         check_id(workflow_id, "id")

@@ -1,7 +1,9 @@
-"""The ``wfe-sqlite`` command line: ``serve``, and the maintenance commands ``backup``, ``check``, ``stats``.
+"""The ``wfe-sqlite`` command line: ``serve``, the maintenance commands ``backup``, ``check``, ``stats``,
+and the visibility commands ``list``, ``show``, ``purge`` (``_visibility_cli``).
 
-Exit codes: 0 success; 1 ``check`` found problems; 2 invalid settings or a database that cannot be
-used (the message names the setting or the file); 130 interrupted.
+Exit codes: 0 success; 1 ``check`` found problems or ``show`` found no such workflow; 2 invalid
+settings or a database that cannot be used (the message names the setting or the file); 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ._config import ConfigError, add_arguments, check, environment_help, resolv
 from ._database import DatabaseOpenError
 from ._logging import configure_logging
 from ._maintenance import backup, integrity_problems, open_existing, store_stats
+from ._visibility_cli import VISIBILITY_COMMANDS, add_visibility_commands
 from .server import serve
 
 __all__ = ["main"]
@@ -63,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     figures.add_argument("--json", action="store_true", help="print one JSON object")
     add_arguments(figures, _DB_ONLY)
+    add_visibility_commands(commands)
     return parser
 
 
@@ -138,7 +142,7 @@ def _human(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_COMMANDS = {"serve": _serve, "backup": _backup, "check": _check, "stats": _stats}
+_COMMANDS = {"serve": _serve, "backup": _backup, "check": _check, "stats": _stats, **VISIBILITY_COMMANDS}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

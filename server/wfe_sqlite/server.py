@@ -15,6 +15,7 @@ from ._config import DEFAULT_DB, DEFAULT_LISTEN, ServerConfig, check, load_token
 from .console import Console
 from ._metrics import CallObserver, ServerMetrics
 from ._provider import SqlitePersistenceProvider
+from ._retention import RetentionPurger
 from ._security import TokenAuthInterceptor, server_credentials
 from ._servicer import SERVICE_NAMES, add_servicers
 from ._status import RejectUndecodable
@@ -105,6 +106,8 @@ class RunningServer:
         """HOST:PORT of the ``/metrics`` endpoint (the real port), when metrics are on."""
         self.console: Optional[Console] = None
         """The web console, when ``console_listen`` is set."""
+        self.purger: Optional[RetentionPurger] = None
+        """The background retention purger, when ``config.retention`` is set."""
         self._stopped = False
 
     @property
@@ -154,6 +157,9 @@ class RunningServer:
             raise
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if config.retention is not None:
+            running.purger = RetentionPurger(provider, config.retention)
+            running.purger.start()
         return running
 
     async def stop(self, grace: Optional[float] = None) -> None:
@@ -164,6 +170,8 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         if self.console is not None:
             await self.console.close()
+        if self.purger is not None:
+            await self.purger.stop()
         await self.server.stop(self.config.grace if grace is None else grace)
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)
