@@ -10,7 +10,7 @@ GEN    := client/python
 DB     ?= sqlite://wfe.db
 LISTEN ?= 127.0.0.1:50051
 
-.PHONY: install protos check-protos serve test test-python test-rust test-typescript lint-protos breaking clean
+.PHONY: install protos check-protos serve test test-python test-rust test-typescript lint-protos breaking clean browser screenshots
 
 install: $(STAMP)
 
@@ -50,9 +50,21 @@ breaking: node_modules/.installed
 	else echo "no previous contract to compare with"; fi
 
 serve: $(STAMP)
-	$(VENV)/bin/wfe-sqlite serve --db $(DB) --listen $(LISTEN)
+	$(VENV)/bin/wfe-sqlite serve --db $(DB) --listen $(LISTEN) $(if $(CONSOLE),--console-listen $(CONSOLE))
 
-test-python: $(STAMP)
+# Debian's Chromium and its driver for the console's browser tests (tests/test_console_browser.py),
+# from the system package manager when missing; no test tool downloads a browser of its own.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y chromium chromium-driver; \
+	fi
+
+# The console's screenshots in docs/ (shown in the README), taken by its browser tests.
+screenshots: $(STAMP) browser
+	WFE_CONSOLE_SCREENSHOTS=docs $(PY) -m pytest -q tests/test_console_browser.py -k 'screenshots or tokens'
+
+test-python: $(STAMP) browser
 	$(PY) -m pytest -q
 
 # The Rust adapter: builds the crate (crates from crates.io), runs wfe-core's persistence_suite and

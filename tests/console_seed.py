@@ -15,7 +15,6 @@ from datetime import datetime, timedelta, timezone
 from typing import TypeVar
 
 from conftest import ServerProcess, start_server_process
-
 from wfe_client import (
     Event,
     EventSubscription,
@@ -31,8 +30,8 @@ from wfe_client import (
 T = TypeVar("T")
 
 XSS_NAME = "<script>alert(1)</script>"
-XSS_DESCRIPTION = '<img src=x onerror="document.title=\'pwned\'">'
-XSS_DATA = {"note": "</pre><script>document.title='pwned'</script>", "<b>key</b>": "\"quoted\" & <i>"}
+XSS_DESCRIPTION = "<img src=x onerror=\"document.title='pwned'\">"
+XSS_DATA = {"note": "</pre><script>document.title='pwned'</script>", "<b>key</b>": '"quoted" & <i>'}
 XSS_ERROR = "<script>alert('error')</script>"
 XSS_EVENT_NAME = "<svg onload=alert(3)>"
 
@@ -80,11 +79,15 @@ async def seed(store: PersistenceProvider, orders: int = 14) -> Seeded:
     """Write the test data; ``orders`` order-flow workflows give the list something to page through."""
     now = datetime.now(timezone.utc).replace(microsecond=0)
     seeded = Seeded(now)
-    ago = lambda **kw: now - timedelta(**kw)  # noqa: E731
+
+    def ago(**span: float) -> datetime:
+        return now - timedelta(**span)
 
     # order-flow: a three-step flow; the newest orders still wait for payment.
     for i in range(1, orders + 1):
-        w = WorkflowInstance.new("order-flow", 2, {"order": 1000 + i, "customer": f"customer-{i % 5}", "amount": 20.5 * i})
+        w = WorkflowInstance.new(
+            "order-flow", 2, {"order": 1000 + i, "customer": f"customer-{i % 5}", "amount": 20.5 * i}
+        )
         w.reference = f"order-{1000 + i}"
         w.description = f"Order {1000 + i} for customer-{i % 5}"
         w.create_time = ago(hours=2 * (orders + 1 - i))
@@ -92,17 +95,28 @@ async def seed(store: PersistenceProvider, orders: int = 14) -> Seeded:
         validate = _pointer(0, "ValidateOrder", PointerStatus.COMPLETE, start, start + timedelta(seconds=2))
         if i % 4 == 0:
             charge = _pointer(
-                1, "ChargeCard", PointerStatus.COMPLETE, start + timedelta(seconds=3), start + timedelta(minutes=4),
-                retry_count=2, outcome={"charged": True},
+                1,
+                "ChargeCard",
+                PointerStatus.COMPLETE,
+                start + timedelta(seconds=3),
+                start + timedelta(minutes=4),
+                retry_count=2,
+                outcome={"charged": True},
             )
-            ship = _pointer(2, "Ship", PointerStatus.COMPLETE, start + timedelta(minutes=5), start + timedelta(minutes=30))
+            ship = _pointer(
+                2, "Ship", PointerStatus.COMPLETE, start + timedelta(minutes=5), start + timedelta(minutes=30)
+            )
             w.status = WorkflowStatus.COMPLETE
             w.complete_time = start + timedelta(minutes=30)
             w.next_execution = None
             w.execution_pointers = [validate, charge, ship]
         elif i % 7 == 0:
             charge = _pointer(
-                1, "ChargeCard", PointerStatus.FAILED, start + timedelta(seconds=3), start + timedelta(minutes=1),
+                1,
+                "ChargeCard",
+                PointerStatus.FAILED,
+                start + timedelta(seconds=3),
+                start + timedelta(minutes=1),
                 retry_count=5,
             )
             w.status = WorkflowStatus.TERMINATED
@@ -111,8 +125,12 @@ async def seed(store: PersistenceProvider, orders: int = 14) -> Seeded:
             w.execution_pointers = [validate, charge]
         else:
             wait = _pointer(
-                1, "WaitForPayment", PointerStatus.WAITING_FOR_EVENT, start + timedelta(seconds=3),
-                event_name="order.paid", event_key=str(1000 + i),
+                1,
+                "WaitForPayment",
+                PointerStatus.WAITING_FOR_EVENT,
+                start + timedelta(seconds=3),
+                event_name="order.paid",
+                event_key=str(1000 + i),
             )
             w.execution_pointers = [validate, wait]
             w.next_execution = None if i % 3 else int((now + timedelta(minutes=5)).timestamp() * 1000)
@@ -126,7 +144,8 @@ async def seed(store: PersistenceProvider, orders: int = 14) -> Seeded:
             seeded.subscriptions.append(sub)
         if w.status is WorkflowStatus.TERMINATED:
             errors = [
-                ExecutionError.new(w.id, w.execution_pointers[1].id, f"card declined (attempt {n})") for n in range(1, 4)
+                ExecutionError.new(w.id, w.execution_pointers[1].id, f"card declined (attempt {n})")
+                for n in range(1, 4)
             ]
             for n, error in enumerate(errors):
                 error.error_time = start + timedelta(seconds=10 * (n + 1))
@@ -141,7 +160,11 @@ async def seed(store: PersistenceProvider, orders: int = 14) -> Seeded:
         w.status = WorkflowStatus.SUSPENDED
         w.next_execution = None
         approve = _pointer(
-            0, "AwaitApproval", PointerStatus.WAITING_FOR_EVENT, w.create_time, event_name="invoice.approved",
+            0,
+            "AwaitApproval",
+            PointerStatus.WAITING_FOR_EVENT,
+            w.create_time,
+            event_name="invoice.approved",
             event_key=f"INV-{i:04}",
         )
         w.execution_pointers = [approve]
@@ -163,9 +186,14 @@ async def seed(store: PersistenceProvider, orders: int = 14) -> Seeded:
         start = w.create_time
         gather = _pointer(0, "Gather", PointerStatus.COMPLETE, start, start + timedelta(minutes=20))
         render = _pointer(
-            1, "Render", PointerStatus.COMPLETE if i == 0 else PointerStatus.SLEEPING, start + timedelta(minutes=21),
-            start + timedelta(minutes=50) if i == 0 else None, retry_count=1 if i else 0,
-            sleep_until=None if i == 0 else now + timedelta(minutes=10), persistence_data={"page": 7},
+            1,
+            "Render",
+            PointerStatus.COMPLETE if i == 0 else PointerStatus.SLEEPING,
+            start + timedelta(minutes=21),
+            start + timedelta(minutes=50) if i == 0 else None,
+            retry_count=1 if i else 0,
+            sleep_until=None if i == 0 else now + timedelta(minutes=10),
+            persistence_data={"page": 7},
         )
         render.predecessor_id = gather.id
         gather.children = [render.id]
@@ -219,7 +247,7 @@ async def seed(store: PersistenceProvider, orders: int = 14) -> Seeded:
     # Commands: three due; one of them claimed by a processor that has not acknowledged yet.
     for label in ("order-1", "order-2", "report-1"):
         await store.schedule_command(ScheduledCommand.process_workflow(seeded.workflows[label].id, 0))
-    claim = await store.claim_commands(now + timedelta(seconds=1), max_commands=1)  # type: ignore[attr-defined]
+    claim = await store.claim_commands(now + timedelta(seconds=1), max_commands=1)
     assert len(claim.commands) == 1
     return seeded
 
@@ -238,7 +266,11 @@ def start_console_server(db_url: str, *args: str, env: dict[str, str] | None = N
     return server, line.split("console on ", 1)[1].rstrip("/")
 
 
+async def _coroutine(job: Callable[[], Awaitable[T]]) -> T:
+    return await job()
+
+
 def run_async(job: Callable[[], Awaitable[T]]) -> T:
     """Run ``job()`` on an event loop of its own thread (the browser's sync API owns this one)."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(lambda: asyncio.run(job())).result(120)  # type: ignore[arg-type]
+        return pool.submit(lambda: asyncio.run(_coroutine(job))).result(120)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ServerProcess
 from console_seed import (
     XSS_DESCRIPTION,
     XSS_ERROR,
@@ -28,8 +29,6 @@ from console_seed import (
     seed,
     start_console_server,
 )
-
-from conftest import ServerProcess
 from wfe_client import GrpcPersistenceProvider, WorkflowInstance, WorkflowStatus
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -170,9 +169,7 @@ def test_overview_counts_and_links(page: Page, open_console: Console) -> None:
     assert cards["Unprocessed events"] == "3"
     assert (cards["Due commands"], cards["Claimed commands"], cards["Held tokens"]) == ("2", "1", "1")
     assert re.fullmatch(r"\d+\.\d (KiB|MiB)", cards["Database size"]), cards["Database size"]
-    per_definition = {
-        row.split("\t")[0]: row.split("\t")[-1] for row in _rows(page, "by-definition")
-    }
+    per_definition = {row.split("\t")[0]: row.split("\t")[-1] for row in _rows(page, "by-definition")}
     assert per_definition == {d: str(sum(c.values())) for d, c in seeded.by_definition.items()}
     assert len(_rows(page, "recent-errors")) == len(seeded.errors)
 
@@ -208,13 +205,16 @@ def test_workflow_list_filters_and_paging(page: Page, open_console: Console) -> 
     page.get_by_label("terminated").check()
     page.get_by_role("button", name="Apply").click()
     expect(page).to_have_url(re.compile(r"status=SUSPENDED&status=TERMINATED"))
-    wanted = {w.name for w in seeded.workflows.values() if w.status in (WorkflowStatus.SUSPENDED, WorkflowStatus.TERMINATED)}
+    wanted = {
+        w.name for w in seeded.workflows.values() if w.status in (WorkflowStatus.SUSPENDED, WorkflowStatus.TERMINATED)
+    }
     assert set(_names(page)) == wanted and len(wanted) == 5
-    assert all(badge in ("SUSPENDED", "TERMINATED") for badge in page.locator("#workflow-list .badge").all_inner_texts())
+    assert all(
+        badge in ("SUSPENDED", "TERMINATED") for badge in page.locator("#workflow-list .badge").all_inner_texts()
+    )
     page.locator("#definition").fill("order-flow")
     page.get_by_role("button", name="Apply").click()
-    assert set(_names(page)) == {w.name for w in seeded.workflows.values()
-                                 if w.status is WorkflowStatus.TERMINATED}
+    assert set(_names(page)) == {w.name for w in seeded.workflows.values() if w.status is WorkflowStatus.TERMINATED}
 
     # Reference, exactly.
     page.goto(open_console.href("/workflows"))
@@ -228,8 +228,11 @@ def test_workflow_list_filters_and_paging(page: Page, open_console: Console) -> 
     page.goto(open_console.href("/workflows?definition=order-flow"))
     page.locator("#created_after").fill(after)
     page.get_by_role("button", name="Apply").click()
-    expected = [w.name for w in sorted(seeded.workflows.values(), key=lambda w: w.create_time, reverse=True)
-                if w.workflow_definition_id == "order-flow" and w.create_time >= now - timedelta(hours=9)]
+    expected = [
+        w.name
+        for w in sorted(seeded.workflows.values(), key=lambda w: w.create_time, reverse=True)
+        if w.workflow_definition_id == "order-flow" and w.create_time >= now - timedelta(hours=9)
+    ]
     assert _names(page) == expected and len(expected) == 4
 
     # Paging: 10 a page, follow "Next page" to the end; every workflow exactly once.
@@ -260,7 +263,9 @@ def test_search_and_its_paging(page: Page, open_console: Console) -> None:
 
     # With a status filter, and paged 10 at a time over the 14 orders.
     page.goto(open_console.href("/workflows?q=order&status=RUNNABLE"))
-    runnable_orders = {w.name for k, w in seeded.workflows.items() if k.startswith("order-") and w.status is WorkflowStatus.RUNNABLE}
+    runnable_orders = {
+        w.name for k, w in seeded.workflows.items() if k.startswith("order-") and w.status is WorkflowStatus.RUNNABLE
+    }
     assert set(_names(page)) == runnable_orders
     page.goto(open_console.href("/workflows?q=order&size=10"))
     expect(page.locator("#result-summary")).to_contain_text("14 workflows matching “order” — showing 1–10.")

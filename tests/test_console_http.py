@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from console_seed import XSS_NAME, Seeded, run_async, seed, start_console_server
-
 from conftest import WFE_SQLITE, ServerProcess
+from console_seed import XSS_NAME, Seeded, run_async, seed, start_console_server
 from wfe_client import GrpcPersistenceProvider, WorkflowInstance
 from wfe_sqlite._config import ConfigError, ServerConfig, check
 from wfe_sqlite.server import RunningServer
@@ -101,7 +100,7 @@ def test_every_page_carries_the_security_headers(open_console: tuple[Client, See
         assert headers["cache-control"] == "no-store"
         assert headers["content-type"] == "text/html; charset=utf-8"
         assert "<script>" not in body and "onerror=" not in body.replace("onerror=&quot;", "")
-        assert "<script src=\"/static/console.js?v=" in body  # the only script: a static file
+        assert '<script src="/static/console.js?v=' in body  # the only script: a static file
 
 
 def test_pages_escape_what_the_store_holds(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
@@ -181,7 +180,7 @@ def test_malformed_requests_get_an_error_not_a_crash(open_console: tuple[Client,
     def raw(data: bytes) -> bytes:
         with socket.create_connection((client.host, client.port), timeout=10) as sock:
             sock.sendall(data)
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 chunk = sock.recv(65536)
                 if not chunk:
@@ -299,8 +298,17 @@ def test_console_listen_from_the_environment_and_the_config_file(tmp_path: Path)
     config.write_text('console_listen = "127.0.0.1:0"\n')
     for env, args in (({"WFE_SQLITE_CONSOLE_LISTEN": "127.0.0.1:0"}, []), ({}, ["--config", str(config)])):
         process = subprocess.Popen(
-            [sys.executable, "-m", "wfe_sqlite.cli", "serve", "--db", f"sqlite://{tmp_path / 'x.db'}",
-             "--listen", "127.0.0.1:0", *args],
+            [
+                sys.executable,
+                "-m",
+                "wfe_sqlite.cli",
+                "serve",
+                "--db",
+                f"sqlite://{tmp_path / 'x.db'}",
+                "--listen",
+                "127.0.0.1:0",
+                *args,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -1,6 +1,7 @@
 """The reads of the web console that the persistence and visibility APIs do not offer.
 
-Overview counts, the event list, and a workflow's subscriptions and errors. Like every other
+Overview counts, the event list and the subscriptions waiting for one event (a workflow with its
+subscriptions and errors comes from the visibility store's ``details``). Like every other
 storage job these are plain functions of a ``sqlite3.Connection``; ``ConsoleStore`` runs them on
 the provider's read pool (never on the event loop) and keeps the overview, a set of full counts,
 for a moment so that several open consoles refreshing every few seconds cost one count between them.
@@ -16,26 +17,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Optional
 
-from wfe_client import WorkflowStatus
+from wfe_client import EventSubscription, WorkflowStatus
 from wfe_client._time import from_micros
 
 from ._maintenance import LiveFigures, file_sizes, live_figures
-from ._provider import SqlitePersistenceProvider
+from ._provider import _SUBSCRIPTION_COLUMNS, SqlitePersistenceProvider
+from ._rows import subscription_from_row
 
 __all__ = [
     "ConsoleStore",
-    "Overview",
     "DefinitionCounts",
-    "EventRow",
-    "EventPage",
-    "SubscriptionRow",
     "ErrorRow",
-    "overview",
+    "EventPage",
+    "EventRow",
+    "Overview",
     "events_page",
-    "workflow_subscriptions",
-    "workflow_errors",
-    "recent_errors",
+    "format_event_cursor",
     "open_subscriptions",
+    "overview",
+    "parse_event_cursor",
+    "recent_errors",
 ]
 
 OVERVIEW_TTL = 2.0
@@ -115,28 +116,6 @@ class EventPage:
     """Where the next (older) page starts; None on the last page."""
 
 
-@dataclass(frozen=True)
-class SubscriptionRow:
-    """One event subscription as stored, terminated ones included."""
-
-    id: str
-    workflow_id: str
-    step_id: int
-    execution_pointer_id: str
-    event_name: str
-    event_key: str
-    subscribe_as_of: datetime
-    subscription_data: Optional[str]
-    external_token: Optional[str]
-    external_worker_id: Optional[str]
-    external_token_expiry: Optional[datetime]
-    terminated: bool
-
-
-def _dt(value: Optional[int]) -> Optional[datetime]:
-    return None if value is None else from_micros(value)
-
-
 def overview(conn: sqlite3.Connection, path: str, recent: int = 10) -> Overview:
     """Counts by status and by definition, live figures, sizes and the latest errors (one snapshot)."""
     by_status = dict.fromkeys(STATUSES, 0)
@@ -150,7 +129,10 @@ def overview(conn: sqlite3.Connection, path: str, recent: int = 10) -> Overview:
         (DefinitionCounts(d, counts, sum(counts.values())) for d, counts in per_definition.items()),
         key=lambda item: (-item.total, item.definition_id),
     )
-    one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+
+    def one(sql: str) -> int:
+        return int(conn.execute(sql).fetchone()[0])
+
     return Overview(
         by_status=by_status,
         definitions=definitions[:MAX_DEFINITIONS],
@@ -187,8 +169,8 @@ def events_page(
 ) -> EventPage:
     """Events newest ``event_time`` first (ties by id), filtered, starting after ``before``.
 
-    ``event_key`` counts only with ``event_name``. Each filter combination has an index: unprocessed events ``events_runnable``, a name (and key)
-    ``events_by_name_key``, everything else ``events_by_time``.
+    ``event_key`` counts only with ``event_name``. Each filter combination has an index: unprocessed
+    events ``events_runnable``, a name (and key) ``events_by_name_key``, everything else ``events_by_time``.
     """
     where: list[str] = []
     args: list[Any] = []
@@ -214,51 +196,16 @@ def events_page(
     return EventPage(items, cursor)
 
 
-_SUBSCRIPTION_COLUMNS = (
-    "id, workflow_id, step_id, execution_pointer_id, event_name, event_key, subscribe_as_of, "
-    "subscription_data, external_token, external_worker_id, external_token_expiry, terminated"
-)
-
-
-def _subscription(r: Any) -> SubscriptionRow:
-    return SubscriptionRow(
-        r[0], r[1], r[2], r[3], r[4], r[5], from_micros(r[6]), r[7], r[8], r[9], _dt(r[10]), bool(r[11])
-    )
-
-
-def workflow_subscriptions(conn: sqlite3.Connection, workflow_id: str, limit: int = 500) -> list[SubscriptionRow]:
-    """The subscriptions of one workflow, open and terminated, oldest first."""
-    rows = conn.execute(
-        f"SELECT {_SUBSCRIPTION_COLUMNS} FROM event_subscriptions WHERE workflow_id = ? "
-        "ORDER BY subscribe_as_of, id LIMIT ?",
-        (workflow_id, limit),
-    ).fetchall()
-    return [_subscription(r) for r in rows]
-
-
 def open_subscriptions(
     conn: sqlite3.Connection, event_name: str, event_key: str, limit: int = 100
-) -> list[SubscriptionRow]:
+) -> list[EventSubscription]:
     """Open subscriptions waiting for ``event_name``/``event_key``, oldest first."""
     rows = conn.execute(
         f"SELECT {_SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
         "WHERE event_name = ? AND event_key = ? AND terminated = 0 ORDER BY subscribe_as_of, id LIMIT ?",
         (event_name, event_key, limit),
     ).fetchall()
-    return [_subscription(r) for r in rows]
-
-
-def workflow_errors(conn: sqlite3.Connection, workflow_id: str, limit: int = 200) -> tuple[list[ErrorRow], int]:
-    """The latest errors of one workflow, newest first, and how many it has in all."""
-    rows = conn.execute(
-        "SELECT error_time, workflow_id, execution_pointer_id, message FROM execution_errors "
-        "WHERE workflow_id = ? ORDER BY error_time DESC LIMIT ?",
-        (workflow_id, limit),
-    ).fetchall()
-    total = len(rows)
-    if total == limit:
-        total = conn.execute("SELECT count(*) FROM execution_errors WHERE workflow_id = ?", (workflow_id,)).fetchone()[0]
-    return [ErrorRow(from_micros(t), wid, pid, message) for t, wid, pid, message in rows], total
+    return [subscription_from_row(r) for r in rows]
 
 
 def parse_event_cursor(text: str) -> Optional[EventCursor]:
@@ -320,15 +267,5 @@ class ConsoleStore:
             )
         )
 
-    async def open_subscriptions(self, event_name: str, event_key: str) -> list[SubscriptionRow]:
+    async def open_subscriptions(self, event_name: str, event_key: str) -> list[EventSubscription]:
         return await self.provider.database.read(lambda conn: open_subscriptions(conn, event_name, event_key))
-
-    async def workflow_extras(self, workflow_id: str) -> tuple[list[SubscriptionRow], list[ErrorRow], int]:
-        """One workflow's subscriptions, latest errors and error count, from one snapshot."""
-
-        def job(conn: sqlite3.Connection) -> tuple[list[SubscriptionRow], list[ErrorRow], int]:
-            subscriptions = workflow_subscriptions(conn, workflow_id)
-            errors, total = workflow_errors(conn, workflow_id)
-            return subscriptions, errors, total
-
-        return await self.provider.database.read(job)

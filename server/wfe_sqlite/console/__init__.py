@@ -37,7 +37,7 @@ class Console:
         app = ConsoleApp(self._provider, self._tokens, self._label, check_host=is_loopback(host))
         http = HttpServer(app)
         try:
-            bound = await http.start(host or None, port)  # type: ignore[arg-type]
+            bound = await http.start(host or None, port)
         except OSError as error:
             raise OSError(f"cannot serve the console on {listen}: {error}") from error
         self._http = http

@@ -23,13 +23,13 @@ from wfe_client._time import utc_now
 
 from .._config import is_loopback
 from .._console_store import STATUSES, ConsoleStore, parse_event_cursor
-from .._provider import SqlitePersistenceProvider, workflow_from_rows
+from .._provider import SqlitePersistenceProvider
 from . import _pages as pages
 from ._auth import COOKIE, SESSION_SECONDS, Sessions
 from ._html import Html
 from ._http import Request, Response
 
-__all__ = ["ConsoleApp", "FRAGMENT_HEADER"]
+__all__ = ["FRAGMENT_HEADER", "ConsoleApp"]
 
 LOG = logging.getLogger(__name__)
 
@@ -202,14 +202,16 @@ class ConsoleApp:
 
     async def _overview(self, frame: pages.Frame, fragment: bool) -> Response:
         data = await self.store.overview()
-        recent = (await self.provider.list_workflows(page_size=10)).items  # type: ignore[attr-defined]
+        recent = (await self.provider.list_workflows(page_size=10)).items
         now = utc_now()
 
         def region() -> Html:
             return pages.overview_region(data, recent, now)
 
         def whole() -> Html:
-            return pages.layout(frame, title="Overview", section="overview", heading=Html("<h1>Overview</h1>"), region=region())
+            return pages.layout(
+                frame, title="Overview", section="overview", heading=Html("<h1>Overview</h1>"), region=region()
+            )
 
         return await self._render(fragment, region, whole)
 
@@ -253,7 +255,7 @@ class ConsoleApp:
         total: Optional[int] = None
         try:
             if view.text:
-                found = await self.provider.search_workflows(  # type: ignore[attr-defined]
+                found = await self.provider.search_workflows(
                     view.text,
                     status=statuses,
                     definition_id=view.definition,
@@ -265,7 +267,7 @@ class ConsoleApp:
                 )
                 items, total = list(found.items), int(found.total)
             else:
-                listed = await self.provider.list_workflows(  # type: ignore[attr-defined]
+                listed = await self.provider.list_workflows(
                     status=statuses,
                     definition_id=view.definition,
                     reference=view.reference,
@@ -299,31 +301,27 @@ class ConsoleApp:
 
     async def _workflow(self, workflow_id: str, frame: pages.Frame, fragment: bool) -> Response:
         try:
-            row, pointer_rows = await self.provider.workflow_rows(workflow_id)
+            details = await self.provider.visibility.details(workflow_id)
         except (WorkflowNotFound, InvalidArgument):
             if fragment:
                 return Response(404, b"no such workflow\n", "text/plain; charset=utf-8")
-            body = pages.message_page(frame, "Workflow not found", f"There is no workflow with id {workflow_id!r}.", "workflows")
+            body = pages.message_page(
+                frame, "Workflow not found", f"There is no workflow with id {workflow_id!r}.", "workflows"
+            )
             return _page(body, 404)
-        subscriptions, errors, error_total = await self.store.workflow_extras(workflow_id)
+        workflow = details.workflow
         now = utc_now()
 
-        def build() -> tuple[Any, Html]:
-            workflow = workflow_from_rows(row, pointer_rows)
-            data_text = row[9]
-            return workflow, pages.workflow_region(workflow, data_text, subscriptions, errors, error_total, now)
-
         def region() -> Html:
-            return build()[1]
+            return pages.workflow_region(workflow, details.subscriptions, details.terminated, details.errors, now)
 
         def whole() -> Html:
-            workflow, body = build()
             return pages.layout(
                 frame,
                 title=workflow.name or workflow.id,
                 section="workflows",
                 heading=pages.workflow_heading(workflow),
-                region=body,
+                region=region(),
             )
 
         return await self._render(fragment, region, whole)
@@ -346,7 +344,9 @@ class ConsoleApp:
             return pages.event_region(view, page, waiting, now)
 
         def whole() -> Html:
-            return pages.layout(frame, title="Events", section="events", heading=pages.event_filters(view), region=region())
+            return pages.layout(
+                frame, title="Events", section="events", heading=pages.event_filters(view), region=region()
+            )
 
         return await self._render(fragment, region, whole)
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from typing import Optional
 
-__all__ = ["Sessions", "COOKIE", "SESSION_SECONDS"]
+__all__ = ["COOKIE", "SESSION_SECONDS", "Sessions"]
 
 COOKIE = "wfe_console_session"
 SESSION_SECONDS = 12 * 3600

@@ -12,7 +12,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
-__all__ = ["Html", "escape", "html", "join", "url", "pretty_json"]
+__all__ = ["Html", "escape", "html", "join", "pretty_json", "url"]
 
 
 class Html(str):
@@ -49,15 +49,14 @@ def url(path: str, query: Optional[Mapping[str, Any]] = None) -> str:
     return path + ("?" + urllib.parse.urlencode(pairs) if pairs else "")
 
 
-def pretty_json(text: Optional[str], limit: int) -> tuple[str, bool]:
-    """Stored JSON text indented for reading, cut at ``limit`` characters; (text, whether it was cut)."""
-    if text is None:
-        return "", False
-    if len(text) <= limit * 4:
-        try:
-            text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-        except ValueError:
-            pass
-    if len(text) > limit:
-        return text[:limit], True
-    return text, False
+def pretty_json(value: Any, limit: int) -> tuple[str, bool, int]:
+    """A JSON value as text for reading, cut at ``limit`` characters: (text, whether it was cut, full length).
+
+    Indented when it is short enough to be read whole; a long one stays compact (the C encoder:
+    indenting runs the pure-Python one, far too slow for megabytes).
+    """
+    compact = json.dumps(value, ensure_ascii=False)
+    if len(compact) > limit:
+        return compact[:limit], True, len(compact)
+    indented = json.dumps(value, indent=2, ensure_ascii=False)
+    return indented[:limit], len(indented) > limit, len(indented)

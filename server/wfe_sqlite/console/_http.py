@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Optional
 
-__all__ = ["Request", "Response", "HttpServer", "SECURITY_HEADERS", "MAX_HEAD", "MAX_BODY"]
+__all__ = ["MAX_BODY", "MAX_HEAD", "SECURITY_HEADERS", "HttpServer", "Request", "Response"]
 
 LOG = logging.getLogger(__name__)
 
@@ -173,8 +173,8 @@ class HttpServer:
         self._server: Optional[asyncio.base_events.Server] = None
         self._connections: set[asyncio.Task[None]] = set()
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen; the bound port (the real one when ``port`` is 0)."""
+    async def start(self, host: Optional[str], port: int) -> int:
+        """Listen on ``host`` (None: every interface); the bound port (the real one when ``port`` is 0)."""
         self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEAD)
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -239,7 +239,7 @@ class HttpServer:
         request = Request(method, target, headers, body, peer)
         try:
             response = await self._handler(request)
-        except Exception:  # noqa: BLE001 - one failed page must not end the server
+        except Exception:
             LOG.exception("console: %s %s failed", method, target)
             response = _text_response(500, "internal error (see the server log)")
         await self._send(writer, response, keep_alive, method == "HEAD")

@@ -9,34 +9,37 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from wfe_client import ExecutionPointer, WorkflowInstance, WorkflowStatus
+from wfe_client import EventSubscription, ExecutionError, ExecutionPointer, WorkflowInstance, WorkflowStatus
 
-from .._console_store import STATUSES, ErrorRow, EventPage, Overview, SubscriptionRow, format_event_cursor
+from .._console_store import STATUSES, EventPage, Overview, format_event_cursor
 from ._html import Html, escape, html, join, pretty_json, url
 
 __all__ = [
+    "JSON_LIMIT",
+    "PAGE_SIZES",
+    "EventListView",
     "Frame",
+    "WorkflowListView",
+    "event_filters",
+    "event_region",
     "layout",
     "login_page",
     "message_page",
     "overview_region",
-    "WorkflowListView",
+    "workflow_heading",
+    "workflow_href",
     "workflow_list_filters",
     "workflow_list_region",
     "workflow_region",
-    "workflow_heading",
-    "EventListView",
-    "event_filters",
-    "event_region",
-    "workflow_href",
-    "JSON_LIMIT",
-    "PAGE_SIZES",
 ]
+
+ERROR_LIMIT = 200
+"""Execution errors of one workflow shown on its page (the latest ones)."""
 
 PAGE_SIZES = (10, 20, 50, 100, 200)
 """Workflows per page the list offers (50 unless asked)."""
@@ -145,21 +148,24 @@ def optional(value: Any) -> Html:
     return escape(value)
 
 
-def json_block(text: Optional[str], label: str = "") -> Html:
-    """A stored JSON value, indented, in a ``<pre>``; cut with a note when very long."""
-    if text is None:
-        return Html('<span class="none">none</span>')
-    shown, cut = pretty_json(text, JSON_LIMIT)
+def json_block(value: Any, label: str = "") -> Html:
+    """A JSON value, indented, in a ``<pre>``; cut with a note when very long."""
+    shown, cut, length = pretty_json(value, JSON_LIMIT)
     note = (
-        html('<p class="note">Shown: the first {} of {} characters.</p>', number(JSON_LIMIT), number(len(text)))
+        html('<p class="note">Shown: the first {} of {} characters.</p>', number(JSON_LIMIT), number(length))
         if cut
         else Html("")
     )
     return html('<pre class="json" aria-label="{}">{}</pre>{}', label, shown, note)
 
 
-def value_json(value: Any) -> Optional[str]:
-    return None if value is None else json.dumps(value, ensure_ascii=False)
+def stored_json_block(text: str, label: str = "") -> Html:
+    """``json_block`` of JSON text as the store keeps it."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return html('<pre class="json" aria-label="{}">{}</pre>', label, text[:JSON_LIMIT])
+    return json_block(value, label)
 
 
 def empty_row(columns: int, text: str) -> Html:
@@ -192,7 +198,11 @@ def layout(
     """A whole page: the header and navigation, the page heading and filters, the live region."""
     nav = join(
         html('<a href="{}"{}>{}</a>', href, Html(' aria-current="page"') if section == key else Html(""), label)
-        for key, href, label in (("overview", "/", "Overview"), ("workflows", "/workflows", "Workflows"), ("events", "/events", "Events"))
+        for key, href, label in (
+            ("overview", "/", "Overview"),
+            ("workflows", "/workflows", "Workflows"),
+            ("events", "/events", "Events"),
+        )
     )
     sign_out = (
         Html('<form method="post" action="/logout" class="signout"><button type="submit">Sign out</button></form>')
@@ -286,7 +296,7 @@ def message_page(frame: Frame, title: str, message: str, section: str = "") -> H
         frame,
         title=title,
         section=section,
-        heading=html('<h1>{}</h1>', title),
+        heading=html("<h1>{}</h1>", title),
         region=html('<p class="message">{}</p>', message),
         refresh=False,
     )
@@ -299,12 +309,22 @@ def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Htm
     figures = data.figures
     cards = [
         ("Workflows", number(data.workflows), "/workflows", ""),
-        ("Runnable now", number(figures.runnable_workflows), _list_href(status="RUNNABLE"), "RUNNABLE, next execution due"),
+        (
+            "Runnable now",
+            number(figures.runnable_workflows),
+            _list_href(status="RUNNABLE"),
+            "RUNNABLE, next execution due",
+        ),
         ("Unprocessed events", number(figures.unprocessed_events), _events_href(state="unprocessed"), ""),
         ("Due commands", number(figures.due_commands), "", "due and held by no lease"),
         ("Claimed commands", number(figures.claimed_commands), "", "held by a live lease"),
         ("Held tokens", number(figures.held_tokens), "", "subscriptions held by a live external token"),
-        ("Database size", size(data.files["database"] + data.files["wal"]), "", f"file {size(data.files['database'])}, WAL {size(data.files['wal'])}"),
+        (
+            "Database size",
+            size(data.files["database"] + data.files["wal"]),
+            "",
+            f"file {size(data.files['database'])}, WAL {size(data.files['wal'])}",
+        ),
     ]
     card_html = join(
         html(
@@ -351,7 +371,11 @@ def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Htm
         for d in data.definitions
     ) or empty_row(len(STATUSES) + 2, "No workflows yet.")
     more = (
-        html('<p class="note">The {} definitions with most workflows of {}.</p>', len(data.definitions), data.definition_count)
+        html(
+            '<p class="note">The {} definitions with most workflows of {}.</p>',
+            len(data.definitions),
+            data.definition_count,
+        )
         if data.definition_count > len(data.definitions)
         else Html("")
     )
@@ -371,12 +395,14 @@ def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Htm
 <div class="columns">
 <section class="panel narrow">
 <h2>Workflows by status</h2>
-<table class="grid"><thead><tr><th>Status</th><th class="num">Workflows</th></tr></thead><tbody>{status_rows}</tbody></table>
+<table class="grid"><thead><tr><th>Status</th><th class="num">Workflows</th></tr></thead>
+<tbody>{status_rows}</tbody></table>
 <p class="note">{events} events in all, {subscriptions} open subscriptions, {errors} execution errors.</p>
 </section>
 <section class="panel wide">
 <h2>Workflows by definition</h2>
-<table class="grid" id="by-definition"><thead><tr><th>Definition</th>{head}<th class="num">Total</th></tr></thead><tbody>{definition_rows}</tbody></table>
+<table class="grid" id="by-definition"><thead><tr><th>Definition</th>{head}<th class="num">Total</th></tr>
+</thead><tbody>{definition_rows}</tbody></table>
 {more}
 </section>
 </div>
@@ -386,7 +412,8 @@ def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Htm
 </section>
 <section class="panel">
 <h2>Latest execution errors</h2>
-<table class="grid" id="recent-errors"><thead><tr><th>Time</th><th>Workflow</th><th>Pointer</th><th>Message</th></tr></thead><tbody>{error_rows}</tbody></table>
+<table class="grid" id="recent-errors"><thead><tr><th>Time</th><th>Workflow</th><th>Pointer</th>
+<th>Message</th></tr></thead><tbody>{error_rows}</tbody></table>
 </section>
 <p class="note">Counted {read_at}.</p>""",
         cards=card_html,
@@ -410,8 +437,8 @@ def workflow_table(items: Sequence[Any], now: datetime, table_id: str = "") -> H
     """Workflow summaries (anything with the summary's fields) as a table, one link each."""
     rows = join(
         html(
-            "<tr><td>{}</td><td><a class=\"wf-link\" href=\"{}\">{}</a><div class=\"sub mono\">{}</div></td>"
-            "<td><a href=\"{}\">{}</a> <span class=\"version\">v{}</span></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            '<tr><td>{}</td><td><a class="wf-link" href="{}">{}</a><div class="sub mono">{}</div></td>'
+            '<td><a href="{}">{}</a> <span class="version">v{}</span></td><td>{}</td><td>{}</td><td>{}</td></tr>',
             badge(_status_name(item.status)),
             workflow_href(item.id),
             item.name or item.id,
@@ -490,14 +517,22 @@ def workflow_list_filters(view: WorkflowListView, definitions: Sequence[str]) ->
     return html(
         """<h1>Workflows</h1>
 <form class="filters" method="get" action="/workflows" id="workflow-filters">
-<div class="field grow"><label for="q">Search</label><input id="q" name="q" type="search" value="{text}" placeholder="words of the name, reference, description or data"></div>
+<div class="field grow"><label for="q">Search</label>
+<input id="q" name="q" type="search" value="{text}" placeholder="words of the name, reference, description or data">
+</div>
 <fieldset class="field"><legend>Status</legend>{checks}</fieldset>
-<div class="field"><label for="definition">Definition</label><input id="definition" name="definition" value="{definition}" list="definitions" autocomplete="off"><datalist id="definitions">{options}</datalist></div>
-<div class="field"><label for="reference">Reference</label><input id="reference" name="reference" value="{reference}"></div>
-<div class="field"><label for="created_after">Created from (UTC)</label><input id="created_after" name="created_after" type="datetime-local" value="{after}"></div>
-<div class="field"><label for="created_before">Created before (UTC)</label><input id="created_before" name="created_before" type="datetime-local" value="{before}"></div>
+<div class="field"><label for="definition">Definition</label>
+<input id="definition" name="definition" value="{definition}" list="definitions" autocomplete="off">
+<datalist id="definitions">{options}</datalist></div>
+<div class="field"><label for="reference">Reference</label>
+<input id="reference" name="reference" value="{reference}"></div>
+<div class="field"><label for="created_after">Created from (UTC)</label>
+<input id="created_after" name="created_after" type="datetime-local" value="{after}"></div>
+<div class="field"><label for="created_before">Created before (UTC)</label>
+<input id="created_before" name="created_before" type="datetime-local" value="{before}"></div>
 <div class="field"><label for="size">Per page</label><select id="size" name="size">{sizes}</select></div>
-<div class="field buttons"><button type="submit">Apply</button><a class="button secondary" href="/workflows">Clear</a></div>
+<div class="field buttons"><button type="submit">Apply</button>
+<a class="button secondary" href="/workflows">Clear</a></div>
 </form>
 {problems}""",
         text=view.text or "",
@@ -533,16 +568,35 @@ def workflow_list_region(
         )
         if view.skip > 0:
             links.append(
-                html('<a class="button secondary" rel="prev" href="{}">← Previous</a>', url("/workflows", view.query(skip=max(0, view.skip - view.size))))
+                html(
+                    '<a class="button secondary" rel="prev" href="{}">← Previous</a>',
+                    url("/workflows", view.query(skip=max(0, view.skip - view.size))),
+                )
             )
         if view.skip + len(items) < total:
-            links.append(html('<a class="button" rel="next" href="{}">Next →</a>', url("/workflows", view.query(skip=view.skip + view.size))))
+            links.append(
+                html(
+                    '<a class="button" rel="next" href="{}">Next →</a>',
+                    url("/workflows", view.query(skip=view.skip + view.size)),
+                )
+            )
     else:
-        summary = html('<p class="summary" id="result-summary">{} workflow{} on this page, newest first.</p>', len(items), "" if len(items) == 1 else "s")
+        summary = html(
+            '<p class="summary" id="result-summary">{} workflow{} on this page, newest first.</p>',
+            len(items),
+            "" if len(items) == 1 else "s",
+        )
         if view.page_token:
-            links.append(html('<a class="button secondary" href="{}">← First page</a>', url("/workflows", view.query())))
+            links.append(
+                html('<a class="button secondary" href="{}">← First page</a>', url("/workflows", view.query()))
+            )
         if next_token:
-            links.append(html('<a class="button" rel="next" href="{}">Next page →</a>', url("/workflows", view.query(page=next_token))))
+            links.append(
+                html(
+                    '<a class="button" rel="next" href="{}">Next page →</a>',
+                    url("/workflows", view.query(page=next_token)),
+                )
+            )
     return html(
         '<section class="panel">{}{}<nav class="paging">{}</nav></section>',
         summary,
@@ -567,16 +621,25 @@ def workflow_heading(workflow: WorkflowInstance) -> Html:
 
 def workflow_region(
     workflow: WorkflowInstance,
-    data_text: str,
-    subscriptions: Sequence[SubscriptionRow],
-    errors: Sequence[ErrorRow],
-    error_total: int,
+    subscriptions: Sequence[EventSubscription],
+    terminated: Collection[str],
+    errors: Sequence[ExecutionError],
     now: datetime,
 ) -> Html:
+    """The workflow's fields, timeline, data, subscriptions (``terminated``: ids of the ended ones)
+    and errors (the latest ``ERROR_LIMIT`` shown, newest first)."""
     fields = [
         ("Id", html('<span class="mono">{}</span>', workflow.id)),
         ("Name", escape(workflow.name)),
-        ("Definition", html('<a href="{}">{}</a> v{}', _list_href(definition=workflow.workflow_definition_id), workflow.workflow_definition_id, workflow.version)),
+        (
+            "Definition",
+            html(
+                '<a href="{}">{}</a> v{}',
+                _list_href(definition=workflow.workflow_definition_id),
+                workflow.workflow_definition_id,
+                workflow.version,
+            ),
+        ),
         ("Status", badge(workflow.status.name)),
         ("Reference", optional(workflow.reference)),
         ("Description", optional(workflow.description)),
@@ -596,7 +659,8 @@ def workflow_region(
     summary = join(html("<div><dt>{}</dt><dd>{}</dd></div>", label, value) for label, value in fields)
     return html(
         """<dl class="fields" id="workflow-fields">{summary}</dl>
-<nav class="jump"><a href="#timeline">Timeline ({pointers})</a><a href="#data">Data</a><a href="#subscriptions">Subscriptions ({subs})</a><a href="#errors">Errors ({errors})</a></nav>
+<nav class="jump"><a href="#timeline">Timeline ({pointers})</a><a href="#data">Data</a>
+<a href="#subscriptions">Subscriptions ({subs})</a><a href="#errors">Errors ({errors})</a></nav>
 <section class="panel" id="timeline">
 <h2>Timeline</h2>
 {timeline}
@@ -616,11 +680,11 @@ def workflow_region(
         summary=summary,
         pointers=len(workflow.execution_pointers),
         subs=len(subscriptions),
-        errors=error_total,
+        errors=len(errors),
         timeline=timeline(workflow, now),
-        data=json_block(data_text, "workflow data"),
-        subscriptions=subscription_table(subscriptions, now, "workflow-subscriptions", link_workflow=False),
-        error_table=error_table(workflow, errors, error_total, now),
+        data=json_block(workflow.data, "workflow data"),
+        subscriptions=subscription_table(subscriptions, terminated, now, "workflow-subscriptions", link_workflow=False),
+        error_table=error_table(workflow, errors, now),
     )
 
 
@@ -638,7 +702,9 @@ def timeline(workflow: WorkflowInstance, now: datetime) -> Html:
         ends.append(max(now, start))
     end = max(ends + [start])
     span = max((end - start).total_seconds(), 1e-6)
-    order = sorted(range(len(pointers)), key=lambda i: (pointers[i].start_time is None, pointers[i].start_time or start, i))
+    order = sorted(
+        range(len(pointers)), key=lambda i: (pointers[i].start_time is None, pointers[i].start_time or start, i)
+    )
     items = join(_timeline_item(pointers[i], i, position, start, span, now) for i in order)
     return html(
         '<div class="axis"><span>{}</span><span>{}</span></div><ol class="timeline" id="pointer-timeline">{}</ol>',
@@ -677,9 +743,15 @@ def _timeline_item(
         facts.append(Html('<span class="none">not started</span>'))
     if pointer.end_time:
         took = duration((pointer.end_time - pointer.start_time).total_seconds()) if pointer.start_time else "?"
-        facts.append(html("ended {} <span class=\"took\">({})</span>", timestamp(pointer.end_time, now), took))
+        facts.append(html('ended {} <span class="took">({})</span>', timestamp(pointer.end_time, now), took))
     if pointer.retry_count:
-        facts.append(html('<span class="retries">{} retr{}</span>', pointer.retry_count, "y" if pointer.retry_count == 1 else "ies"))
+        facts.append(
+            html(
+                '<span class="retries">{} retr{}</span>',
+                pointer.retry_count,
+                "y" if pointer.retry_count == 1 else "ies",
+            )
+        )
     if pointer.sleep_until:
         facts.append(html("sleeps until {}", timestamp(pointer.sleep_until, now)))
     if pointer.event_name is not None:
@@ -723,7 +795,7 @@ def _timeline_item(
     ]
     detail_html = join(html("<div><dt>{}</dt><dd>{}</dd></div>", label, value) for label, value in details)
     block_html = join(
-        html("<div><dt>{}</dt><dd>{}</dd></div>", label, json_block(value_json(value), label))
+        html("<div><dt>{}</dt><dd>{}</dd></div>", label, json_block(value, label))
         for label, value in blocks
         if value is not None
     )
@@ -736,7 +808,8 @@ def _timeline_item(
 {bar}
 </div>
 <div class="step-facts">{facts}</div>
-<details class="step-more" data-key="p-{index}"><summary>Details</summary><dl class="fields small">{details}{blocks}</dl></details>
+<details class="step-more" data-key="p-{index}"><summary>Details</summary>
+<dl class="fields small">{details}{blocks}</dl></details>
 </li>""",
         cls=POINTER_STATUS_CLASS.get(status, "muted"),
         index=index,
@@ -751,13 +824,18 @@ def _timeline_item(
 
 
 def subscription_table(
-    subscriptions: Sequence[SubscriptionRow], now: datetime, table_id: str, *, link_workflow: bool
+    subscriptions: Sequence[EventSubscription],
+    terminated: Collection[str],
+    now: datetime,
+    table_id: str,
+    *,
+    link_workflow: bool,
 ) -> Html:
     rows = join(
         html(
-            "<tr><td>{}</td><td>{}</td><td><a href=\"{}\">{} / {}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            '<tr><td>{}</td><td>{}</td><td><a href="{}">{} / {}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',
             html('<span class="badge b-muted">terminated</span>')
-            if s.terminated
+            if s.id in terminated
             else html('<span class="badge b-waiting">open</span>'),
             html('<a href="{}" class="mono">{}</a>', workflow_href(s.workflow_id), s.workflow_id)
             if link_workflow
@@ -766,10 +844,18 @@ def subscription_table(
             s.event_name,
             s.event_key,
             timestamp(s.subscribe_as_of, now),
-            html("{} <span class=\"sub\">until</span> {}", s.external_worker_id or s.external_token, timestamp(s.external_token_expiry, now))
+            html(
+                '{} <span class="sub">until</span> {}',
+                s.external_worker_id or s.external_token,
+                timestamp(s.external_token_expiry, now),
+            )
             if s.external_token
             else optional(None),
-            html('<details data-key="sub-{}"><summary>data</summary>{}</details>', s.id, json_block(s.subscription_data, "subscription data"))
+            html(
+                '<details data-key="sub-{}"><summary>data</summary>{}</details>',
+                s.id,
+                json_block(s.subscription_data, "subscription data"),
+            )
             if s.subscription_data is not None
             else optional(None),
         )
@@ -784,8 +870,10 @@ def subscription_table(
     )
 
 
-def error_table(workflow: WorkflowInstance, errors: Sequence[ErrorRow], total: int, now: datetime) -> Html:
+def error_table(workflow: WorkflowInstance, errors: Sequence[ExecutionError], now: datetime) -> Html:
     steps = {p.id: p.step_name or f"step {p.step_id}" for p in workflow.execution_pointers}
+    total = len(errors)
+    errors = sorted(errors, key=lambda e: e.error_time, reverse=True)[:ERROR_LIMIT]
     rows = join(
         html(
             '<tr><td>{}</td><td>{} <span class="sub mono">{}</span></td><td class="message-cell">{}</td></tr>',
@@ -797,7 +885,9 @@ def error_table(workflow: WorkflowInstance, errors: Sequence[ErrorRow], total: i
         for e in errors
     ) or empty_row(3, "No execution errors.")
     note = (
-        html('<p class="note">The latest {} of {} errors.</p>', len(errors), number(total)) if total > len(errors) else Html("")
+        html('<p class="note">The latest {} of {} errors.</p>', len(errors), number(total))
+        if total > len(errors)
+        else Html("")
     )
     return html(
         '<table class="grid" id="workflow-errors"><thead><tr><th>Time</th><th>Pointer</th><th>Message</th></tr></thead>'
@@ -840,7 +930,8 @@ def event_filters(view: EventListView) -> Html:
 <div class="field"><label for="state">Show</label><select id="state" name="state">{options}</select></div>
 <div class="field"><label for="name">Event name</label><input id="name" name="name" value="{name}"></div>
 <div class="field"><label for="key">Event key (with a name)</label><input id="key" name="key" value="{key}"></div>
-<div class="field buttons"><button type="submit">Apply</button><a class="button secondary" href="/events">Clear</a></div>
+<div class="field buttons"><button type="submit">Apply</button>
+<a class="button secondary" href="/events">Clear</a></div>
 </form>""",
         options=options,
         name=view.name or "",
@@ -848,7 +939,9 @@ def event_filters(view: EventListView) -> Html:
     )
 
 
-def event_region(view: EventListView, page: EventPage, waiting: Optional[Sequence[SubscriptionRow]], now: datetime) -> Html:
+def event_region(
+    view: EventListView, page: EventPage, waiting: Optional[Sequence[EventSubscription]], now: datetime
+) -> Html:
     rows = join(
         html(
             '<tr><td>{}</td><td><a href="{}">{}</a></td><td><a href="{}">{}</a></td><td>{}</td>'
@@ -864,7 +957,7 @@ def event_region(view: EventListView, page: EventPage, waiting: Optional[Sequenc
             e.id,
             e.id,
             _preview(e.event_data),
-            json_block(e.event_data, "event data"),
+            stored_json_block(e.event_data, "event data"),
         )
         for e in page.items
     ) or empty_row(6, "No events match.")
@@ -872,18 +965,24 @@ def event_region(view: EventListView, page: EventPage, waiting: Optional[Sequenc
     if view.before:
         links.append(html('<a class="button secondary" href="{}">← Newest</a>', url("/events", view.query())))
     if page.next_cursor:
-        links.append(html('<a class="button" rel="next" href="{}">Older →</a>', url("/events", view.query(before=format_event_cursor(page.next_cursor)))))
+        links.append(
+            html(
+                '<a class="button" rel="next" href="{}">Older →</a>',
+                url("/events", view.query(before=format_event_cursor(page.next_cursor))),
+            )
+        )
     waiting_html = Html("")
     if waiting is not None:
         waiting_html = html(
             '<section class="panel"><h2>Open subscriptions for {} / {}</h2>{}</section>',
             view.name,
             view.key,
-            subscription_table(waiting, now, "waiting-subscriptions", link_workflow=True),
+            subscription_table(waiting, (), now, "waiting-subscriptions", link_workflow=True),
         )
     return html(
         """{waiting}<section class="panel">
-<table class="grid" id="event-list"><thead><tr><th>Event time</th><th>Name</th><th>Key</th><th>State</th><th>Id</th><th>Data</th></tr></thead><tbody>{rows}</tbody></table>
+<table class="grid" id="event-list"><thead><tr><th>Event time</th><th>Name</th><th>Key</th><th>State</th>
+<th>Id</th><th>Data</th></tr></thead><tbody>{rows}</tbody></table>
 <nav class="paging">{links}</nav>
 </section>""",
         waiting=waiting_html,
