@@ -1,5 +1,6 @@
 # wfe-sqlite: `make serve` runs the server on ./wfe.db, `make test` runs every test.
-# Everything is installed by these targets (a virtualenv in .venv, npm packages, crates, Go tools in .tools).
+# Everything is installed by these targets (a virtualenv in .venv, npm packages, crates, Go tools in .tools,
+# Debian's chromium for the console's browser tests).
 
 PYTHON ?= python3
 VENV   := .venv

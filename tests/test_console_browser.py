@@ -13,7 +13,7 @@ import os
 import re
 import urllib.parse
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from console_seed import (
     seed,
     start_console_server,
 )
-from wfe_client import GrpcPersistenceProvider, WorkflowInstance, WorkflowStatus
+from wfe_client import ExecutionPointer, GrpcPersistenceProvider, WorkflowInstance, WorkflowStatus
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -420,6 +420,25 @@ def test_live_region_refreshes_without_a_reload(page: Page, open_console: Consol
     assert page.locator("#workflow-list[data-marker=kept]").count() == 1
     page.get_by_role("button", name="Resume").click()
     expect(page.locator("#workflow-list[data-marker=kept]")).to_have_count(0, timeout=15_000)
+
+    # A workflow's page follows the workflow: it completes, its heading and timeline say so.
+    page.get_by_role("link", name=name, exact=True).click()
+    expect(page.locator("h1.wf-title .badge")).to_have_text("RUNNABLE")
+    page.evaluate("window.__sameDocument = true")
+
+    async def complete() -> None:
+        async with GrpcPersistenceProvider.connect(open_console.server.address) as store:
+            workflow = await store.get_workflow_instance_by_name(name)
+            workflow.status = WorkflowStatus.COMPLETE
+            workflow.complete_time = datetime.now(timezone.utc)
+            workflow.execution_pointers = [ExecutionPointer.new(0)]
+            workflow.execution_pointers[0].step_name = "FinalStep"
+            await store.persist_workflow(workflow)
+
+    run_async(complete)
+    expect(page.locator("h1.wf-title .badge")).to_have_text("COMPLETE", timeout=15_000)
+    expect(page.locator("#pointer-timeline")).to_contain_text("FinalStep")
+    assert page.evaluate("window.__sameDocument") is True
 
 
 def test_screenshots(page: Page, open_console: Console, tmp_path: Path) -> None:

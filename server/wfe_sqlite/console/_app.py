@@ -26,7 +26,7 @@ from .._console_store import STATUSES, ConsoleStore, parse_event_cursor
 from .._provider import SqlitePersistenceProvider
 from . import _pages as pages
 from ._auth import COOKIE, SESSION_SECONDS, Sessions
-from ._html import Html
+from ._html import Html, join
 from ._http import Request, Response
 
 __all__ = ["FRAGMENT_HEADER", "ConsoleApp"]
@@ -312,16 +312,17 @@ class ConsoleApp:
         workflow = details.workflow
         now = utc_now()
 
-        def region() -> Html:
-            return pages.workflow_region(workflow, details.subscriptions, details.terminated, details.errors, now)
+        def region() -> Html:  # the heading too: its status badge changes as the workflow runs
+            return join(
+                [
+                    pages.workflow_heading(workflow),
+                    pages.workflow_region(workflow, details.subscriptions, details.terminated, details.errors, now),
+                ]
+            )
 
         def whole() -> Html:
             return pages.layout(
-                frame,
-                title=workflow.name or workflow.id,
-                section="workflows",
-                heading=pages.workflow_heading(workflow),
-                region=region(),
+                frame, title=workflow.name or workflow.id, section="workflows", heading=Html(""), region=region()
             )
 
         return await self._render(fragment, region, whole)

@@ -20,10 +20,11 @@
   }
 
   function interacting() {
-    // Leave the region alone while someone selects text in it or has a field in it focused.
+    // Leave the region alone while someone selects text in it or types in a field of it.
     const selection = window.getSelection();
     if (selection && !selection.isCollapsed && region.contains(selection.anchorNode)) return true;
-    return region.contains(document.activeElement) && document.activeElement !== document.body;
+    const focused = document.activeElement;
+    return Boolean(focused && region.contains(focused) && focused.matches("input, select, textarea"));
   }
 
   async function refresh() {
