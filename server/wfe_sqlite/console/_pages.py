@@ -305,6 +305,17 @@ def message_page(frame: Frame, title: str, message: str, section: str = "") -> H
 # -- overview -----------------------------------------------------------------------------------
 
 
+def _card(label: str, value: str, href: str, note: str) -> Html:
+    """One figure of the overview; a link when there is a page listing what it counts."""
+    inner = html(
+        '<span class="card-label">{}</span><span class="card-value">{}</span><span class="card-note">{}</span>',
+        label,
+        value,
+        note,
+    )
+    return html('<a class="card" href="{}">{}</a>', href, inner) if href else html('<div class="card">{}</div>', inner)
+
+
 def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Html:
     figures = data.figures
     cards = [
@@ -326,20 +337,7 @@ def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Htm
             f"file {size(data.files['database'])}, WAL {size(data.files['wal'])}",
         ),
     ]
-    card_html = join(
-        html(
-            '<a class="card" href="{}"><span class="card-label">{}</span><span class="card-value">{}</span>'
-            '<span class="card-note">{}</span></a>'
-            if href
-            else '<div class="card"{}><span class="card-label">{}</span><span class="card-value">{}</span>'
-            '<span class="card-note">{}</span></div>',
-            href or "",
-            label,
-            value,
-            note,
-        )
-        for label, value, href, note in cards
-    )
+    card_html = join(_card(label, value, href, note) for label, value, href, note in cards)
     status_rows = join(
         html(
             '<tr><td>{}</td><td class="num"><a href="{}">{}</a></td></tr>',
