@@ -3,21 +3,25 @@ check, the token sign-in and its cookie, and the ``console_listen`` setting."""
 
 from __future__ import annotations
 
+import html
 import http.client
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from conftest import WFE_SQLITE, ServerProcess
 from console_seed import XSS_NAME, Seeded, run_async, seed, start_console_server
-from wfe_client import GrpcPersistenceProvider, WorkflowInstance
+from wfe_client import Event, GrpcPersistenceProvider, WorkflowInstance
 from wfe_sqlite._config import ConfigError, ServerConfig, check
+from wfe_sqlite.console import database_label
 from wfe_sqlite.server import RunningServer
 
 TOKEN = "console-http-test-token-0123456789"
@@ -333,3 +337,38 @@ async def test_console_is_off_by_default(db_url: str) -> None:
         assert running.console is None
     finally:
         await running.stop()
+
+
+def test_event_pages_follow_older_links_to_the_end(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
+    client, seeded, server = open_console
+    base = seeded.now - timedelta(days=30)
+
+    async def add() -> list[str]:
+        async with GrpcPersistenceProvider.connect(server.address) as store:
+            ids = []
+            for i in range(57):
+                event = Event.new("bulk.tick", str(i), {"i": i})
+                event.event_time = base + timedelta(seconds=i // 3)  # ties: ordered by id
+                ids.append(await store.create_event(event))
+            return ids
+
+    ids = set(run_async(add))
+    seen: list[str] = []
+    path = "/events?name=bulk.tick"
+    for _ in range(5):
+        status, _, body = client.get(path)
+        assert status == 200
+        seen += re.findall(r'<td class="mono">([^<]+)</td>', body)
+        older = re.search(r'<a class="button" rel="next" href="([^"]+)">Older', body)
+        if older is None:
+            break
+        path = html.unescape(older.group(1))
+        assert "before=" in path and "name=bulk.tick" in path
+    assert len(seen) == len(set(seen)) == 57 and set(seen) == ids
+    assert client.get("/events?name=bulk.tick&state=processed")[2].count('<td class="mono">') == 0
+
+
+def test_the_header_never_shows_a_database_password() -> None:
+    assert database_label("sqlite:///var/lib/wfe.db") == "sqlite:///var/lib/wfe.db"
+    assert database_label(":memory:") == ":memory:"
+    assert database_label("postgresql://wfe:s3cret@db.local:5432/wfe") == "postgresql://wfe@db.local:5432/wfe"

@@ -8,6 +8,7 @@ server keeps it on loopback unless told ``--insecure``.
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Iterable
 from typing import Optional
 
@@ -16,16 +17,25 @@ from .._provider import SqlitePersistenceProvider
 from ._app import ConsoleApp
 from ._http import HttpServer
 
-__all__ = ["Console", "ConsoleApp"]
+__all__ = ["Console", "ConsoleApp", "database_label"]
+
+
+def database_label(url: str) -> str:
+    """``url`` as the console's header shows it: without a password, should the URL carry one."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}@{host}"))
 
 
 class Console:
     """The console of one provider, served over HTTP."""
 
-    def __init__(self, provider: SqlitePersistenceProvider, tokens: Iterable[str], database_label: str) -> None:
+    def __init__(self, provider: SqlitePersistenceProvider, tokens: Iterable[str], database: str) -> None:
         self._provider = provider
         self._tokens = tuple(tokens)
-        self._label = database_label
+        self._label = database_label(database)
         self._http: Optional[HttpServer] = None
         self.address: Optional[str] = None
         """HOST:PORT it listens on (the real port), once started."""
