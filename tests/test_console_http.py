@@ -372,3 +372,22 @@ def test_the_header_never_shows_a_database_password() -> None:
     assert database_label("sqlite:///var/lib/wfe.db") == "sqlite:///var/lib/wfe.db"
     assert database_label(":memory:") == ":memory:"
     assert database_label("postgresql://wfe:s3cret@db.local:5432/wfe") == "postgresql://wfe@db.local:5432/wfe"
+
+
+def test_sigterm_with_console_connections_open_stops_cleanly(tmp_path: Path) -> None:
+    server, url = start_console_server(f"sqlite://{tmp_path / 'wfe.db'}")
+    try:
+        client = Client(url)
+        idle = socket.create_connection((client.host, client.port), timeout=10)  # connected, says nothing
+        kept = http.client.HTTPConnection(client.host, client.port, timeout=10)
+        kept.request("GET", "/events", headers={"Host": f"{client.host}:{client.port}"})
+        response = kept.getresponse()
+        assert response.status == 200 and response.getheader("connection") == "keep-alive"
+        response.read()
+        started = time.monotonic()
+        assert server.terminate(timeout=30) == 0
+        assert time.monotonic() - started < 10
+        idle.close()
+        kept.close()
+    finally:
+        server.kill()
