@@ -123,7 +123,7 @@ def page(browser: BrowserContext) -> Iterator[Page]:
     problems: list[str] = []
 
     def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error" and "status of 401" not in message.text and "status of 404" not in message.text:
+        if message.type == "error" and "status of 401" not in message.text:
             problems.append(f"console error: {message.text}")
 
     def on_dialog(dialog: Dialog) -> None:
