@@ -11,7 +11,7 @@ GEN    := client/python
 DB     ?= sqlite://wfe.db
 LISTEN ?= 127.0.0.1:50051
 
-.PHONY: install protos check-protos serve test test-python test-rust test-typescript lint-protos breaking clean
+.PHONY: install protos check-protos serve test test-python test-rust test-typescript lint-protos lint-rust lint-typescript breaking clean
 .PHONY: go-tools protos-go check-protos-go browser screenshots
 
 install: $(STAMP)
@@ -22,8 +22,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# npm ci installs exactly package-lock.json (npm install would rewrite it).
 node_modules/.installed: package.json package-lock.json
-	npm install --no-audit --no-fund --loglevel=error
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+TS := client/typescript
+$(TS)/node_modules/.installed: $(TS)/package.json $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # Regenerate the committed Python stubs from protos/ (pinned grpcio-tools, with .pyi), and the Go ones.
@@ -90,6 +96,20 @@ check-protos-go: $(STAMP) go-tools
 lint-protos: node_modules/.installed
 	npx --no-install buf lint
 
+# rustfmt and clippy (the toolchain and both components pinned in rust-toolchain.toml) on the
+# adapter crate and the bench, every target, warnings as errors.
+RUST_CRATES := client/rust bench/rust
+lint-rust:
+	@for crate in $(RUST_CRATES); do \
+		echo "cargo fmt --check, cargo clippy: $$crate"; \
+		(cd $$crate && cargo fmt --check && cargo clippy --locked --all-targets -- -D warnings) || exit 1; \
+	done
+
+# tsc (strict) and eslint (typescript-eslint's recommended type-checked rules) on the
+# TypeScript adapter, its tests and scripts; the stubs are generated first.
+lint-typescript: $(TS)/node_modules/.installed
+	cd $(TS) && npm run --silent lint
+
 # Compare the contract with the previous commit: a breaking change fails.
 breaking: node_modules/.installed
 	@if git rev-parse --verify --quiet HEAD~1 >/dev/null && git cat-file -e HEAD~1:protos 2>/dev/null; then \
@@ -124,10 +144,10 @@ test-rust: $(STAMP)
 test-typescript: $(STAMP)
 	client/typescript/run-tests.sh
 
-test: check-protos lint-protos breaking test-rust test-typescript test-python
+test: check-protos lint-protos lint-rust lint-typescript breaking test-rust test-typescript test-python
 
 clean:
-	rm -rf $(VENV) node_modules build *.egg-info .tools
+	rm -rf $(VENV) node_modules $(TS)/node_modules build *.egg-info .tools
 
 # Performance against the machine's limits (bench/run.py); writes BENCHMARKS.md.
 # SCALE=10k,100k (default; SCALE=10k,100k,1m adds the 1M-workflow figures, SCALE= none), RUST=0 skips cargo.
