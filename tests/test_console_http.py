@@ -20,7 +20,7 @@ import pytest
 from conftest import WFE_SQLITE, ServerProcess
 from console_seed import XSS_NAME, Seeded, run_async, seed, start_console_server
 from wfe_client import Event, GrpcPersistenceProvider, WorkflowInstance
-from wfe_sqlite._config import ConfigError, ServerConfig, check
+from wfe_sqlite._config import ConfigError, ServerConfig, check, start_up_warnings
 from wfe_sqlite.console import database_label
 from wfe_sqlite.server import RunningServer
 
@@ -279,6 +279,9 @@ def test_console_listen_is_loopback_unless_insecure(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="console_listen"):
         check(ServerConfig(db=db, console_listen="0.0.0.0:0", tokens=("t",)))  # plain HTTP: tokens do not help
     check(ServerConfig(db=db, console_listen="0.0.0.0:0", insecure=True))
+    warnings = start_up_warnings(ServerConfig(db=db, console_listen="0.0.0.0:0", insecure=True, tokens=("t",)))
+    assert any(w.startswith("console_listen 0.0.0.0:0 is reachable") and "in clear" in w for w in warnings)
+    assert not start_up_warnings(ServerConfig(db=db, console_listen="127.0.0.1:0"))
     check(ServerConfig(db=db, console_listen="[::1]:0"))
     result = subprocess.run(
         [str(WFE_SQLITE), "serve", "--db", db, "--listen", "127.0.0.1:0", "--console-listen", "192.0.2.1:0"],
