@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from conftest import ServerProcess, start_server_process
@@ -77,7 +77,7 @@ def _pointer(
 
 async def seed(store: PersistenceProvider, orders: int = 14) -> Seeded:
     """Write the test data; ``orders`` order-flow workflows give the list something to page through."""
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     seeded = Seeded(now)
 
     def ago(**span: float) -> datetime:

@@ -13,11 +13,12 @@ import os
 import re
 import urllib.parse
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import ServerProcess
 from console_seed import (
     XSS_DESCRIPTION,
@@ -161,7 +162,9 @@ def test_overview_counts_and_links(page: Page, open_console: Console) -> None:
     cards = {
         label.strip(): value.strip()
         for label, value in zip(
-            page.locator(".card .card-label").all_text_contents(), page.locator(".card .card-value").all_inner_texts()
+            page.locator(".card .card-label").all_text_contents(),
+            page.locator(".card .card-value").all_inner_texts(),
+            strict=True,
         )
     }
     assert cards["Workflows"] == "20"
@@ -268,10 +271,10 @@ def test_search_and_its_paging(page: Page, open_console: Console) -> None:
     }
     assert set(_names(page)) == runnable_orders
     page.goto(open_console.href("/workflows?q=order&size=10"))
-    expect(page.locator("#result-summary")).to_contain_text("14 workflows matching “order” — showing 1–10.")
+    expect(page.locator("#result-summary")).to_contain_text("14 workflows matching “order” — showing 1\u201310.")
     first = _names(page)
     page.get_by_role("link", name="Next →").click()
-    expect(page.locator("#result-summary")).to_contain_text("showing 11–14.")
+    expect(page.locator("#result-summary")).to_contain_text("showing 11\u201314.")
     assert sorted(first + _names(page)) == sorted(w.name for k, w in seeded.workflows.items() if k.startswith("order-"))
     page.get_by_role("link", name="← Previous").click()
     assert _names(page) == first
@@ -285,6 +288,7 @@ def test_one_workflow_fields_data_timeline_subscriptions_and_errors(page: Page, 
         zip(
             page.locator("#workflow-fields dt").all_text_contents(),
             [text.strip() for text in page.locator("#workflow-fields dd").all_text_contents()],
+            strict=True,
         )
     )
     assert fields["Id"] == done.id and fields["Name"] == done.name
@@ -430,7 +434,7 @@ def test_live_region_refreshes_without_a_reload(page: Page, open_console: Consol
         async with GrpcPersistenceProvider.connect(open_console.server.address) as store:
             workflow = await store.get_workflow_instance_by_name(name)
             workflow.status = WorkflowStatus.COMPLETE
-            workflow.complete_time = datetime.now(timezone.utc)
+            workflow.complete_time = datetime.now(UTC)
             workflow.execution_pointers = [ExecutionPointer.new(0)]
             workflow.execution_pointers[0].step_name = "FinalStep"
             await store.persist_workflow(workflow)

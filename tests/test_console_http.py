@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from conftest import WFE_SQLITE, ServerProcess
 from console_seed import XSS_NAME, Seeded, run_async, seed, start_console_server
 from wfe_client import Event, GrpcPersistenceProvider, WorkflowInstance

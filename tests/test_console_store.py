@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from console_seed import seed
@@ -25,7 +25,7 @@ async def test_overview_counts_what_was_written(db_url: str) -> None:
     assert {d.definition_id: {k: v for k, v in d.by_status.items() if v} for d in overview.definitions} == (
         seeded.by_definition
     )
-    assert [d.definition_id for d in overview.definitions][0] == "order-flow"  # most workflows first
+    assert overview.definitions[0].definition_id == "order-flow"  # most workflows first
     assert overview.definition_count == 4
     figures = overview.figures
     # Runnable now: the report due 30 s ago and the hostile workflow (next_execution 0).
@@ -36,7 +36,7 @@ async def test_overview_counts_what_was_written(db_url: str) -> None:
     assert overview.subscriptions_open == open_subscriptions
     assert overview.errors == len(seeded.errors) == 7
     assert overview.files["database"] > 0
-    assert [e.message for e in overview.recent_errors][0] == seeded.errors[-1].message  # newest first
+    assert overview.recent_errors[0].message == seeded.errors[-1].message  # newest first
     assert overview.recent_errors[0].workflow_name == seeded.workflows["xss"].name
 
 
@@ -55,7 +55,7 @@ async def test_overview_is_shared_for_a_moment_then_read_again(db_url: str) -> N
 
 async def test_events_page_filters_and_pages_newest_first(db_url: str) -> None:
     provider = await SqlitePersistenceProvider.open(db_url)
-    base = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    base = datetime(2030, 1, 1, tzinfo=UTC)
     try:
         written = []
         for i in range(25):
@@ -109,7 +109,7 @@ def test_event_cursor_rejects_what_it_did_not_write() -> None:
 
 async def test_open_subscriptions_of_one_event(db_url: str) -> None:
     provider = await SqlitePersistenceProvider.open(db_url)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     try:
         subs = []
         for n in range(4):

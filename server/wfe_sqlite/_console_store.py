@@ -15,7 +15,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 from wfe_client import EventSubscription, WorkflowStatus
 from wfe_client._time import from_micros
@@ -65,7 +65,7 @@ class ErrorRow:
     workflow_id: str
     execution_pointer_id: str
     message: str
-    workflow_name: Optional[str] = None
+    workflow_name: str | None = None
     """Name of the workflow when it still exists (recent errors only)."""
 
 
@@ -112,7 +112,7 @@ EventCursor = tuple[int, str]
 @dataclass(frozen=True)
 class EventPage:
     items: list[EventRow]
-    next_cursor: Optional[EventCursor]
+    next_cursor: EventCursor | None
     """Where the next (older) page starts; None on the last page."""
 
 
@@ -161,10 +161,10 @@ def recent_errors(conn: sqlite3.Connection, limit: int) -> list[ErrorRow]:
 def events_page(
     conn: sqlite3.Connection,
     *,
-    processed: Optional[bool] = None,
-    event_name: Optional[str] = None,
-    event_key: Optional[str] = None,
-    before: Optional[EventCursor] = None,
+    processed: bool | None = None,
+    event_name: str | None = None,
+    event_key: str | None = None,
+    before: EventCursor | None = None,
     limit: int = 50,
 ) -> EventPage:
     """Events newest ``event_time`` first (ties by id), filtered, starting after ``before``.
@@ -208,7 +208,7 @@ def open_subscriptions(
     return [subscription_from_row(r) for r in rows]
 
 
-def parse_event_cursor(text: str) -> Optional[EventCursor]:
+def parse_event_cursor(text: str) -> EventCursor | None:
     """An ``EventCursor`` from its URL form (``format_event_cursor``), or None when it is not one."""
     try:
         value = json.loads(text)
@@ -235,7 +235,7 @@ class ConsoleStore:
     def __init__(self, provider: SqlitePersistenceProvider, overview_ttl: float = OVERVIEW_TTL) -> None:
         self.provider = provider
         self._ttl = overview_ttl
-        self._overview: Optional[tuple[float, Overview]] = None
+        self._overview: tuple[float, Overview] | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -255,10 +255,10 @@ class ConsoleStore:
     async def events(
         self,
         *,
-        processed: Optional[bool] = None,
-        event_name: Optional[str] = None,
-        event_key: Optional[str] = None,
-        before: Optional[EventCursor] = None,
+        processed: bool | None = None,
+        event_name: str | None = None,
+        event_key: str | None = None,
+        before: EventCursor | None = None,
         limit: int = 50,
     ) -> EventPage:
         return await self.provider.database.read(

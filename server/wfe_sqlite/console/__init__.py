@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Iterable
-from typing import Optional
 
 from .._config import is_loopback, split_host_port
 from .._provider import SqlitePersistenceProvider
@@ -36,8 +35,8 @@ class Console:
         self._provider = provider
         self._tokens = tuple(tokens)
         self._label = database_label(database)
-        self._http: Optional[HttpServer] = None
-        self.address: Optional[str] = None
+        self._http: HttpServer | None = None
+        self.address: str | None = None
         """HOST:PORT it listens on (the real port), once started."""
 
     async def start(self, listen: str) -> str:

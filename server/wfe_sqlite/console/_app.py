@@ -15,8 +15,8 @@ import logging
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 
 from wfe_client import InvalidArgument, WorkflowNotFound, WorkflowStatus
 from wfe_client._time import utc_now
@@ -71,7 +71,7 @@ def _redirect(location: str, headers: Iterable[tuple[str, str]] = ()) -> Respons
     return Response(303, b"", "text/plain; charset=utf-8", [("Location", location), *headers])
 
 
-def _local_path(value: Optional[str]) -> str:
+def _local_path(value: str | None) -> str:
     """``value`` when it is a path on this site, else ``/`` (no open redirects)."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return "/"
@@ -225,7 +225,7 @@ class ConsoleApp:
                     statuses.append(name)
             elif name:
                 problems.append(f"Unknown status {value!r} left out.")
-        times: dict[str, Optional[str]] = {}
+        times: dict[str, str | None] = {}
         for name in ("created_after", "created_before"):
             text = request.arg(name)
             if text is not None and _instant(text) is None:
@@ -251,8 +251,8 @@ class ConsoleApp:
     async def _workflows(self, request: Request, frame: pages.Frame, fragment: bool) -> Response:
         view = self._list_view(request)
         statuses = [WorkflowStatus[s] for s in view.statuses] or None
-        next_token: Optional[str] = None
-        total: Optional[int] = None
+        next_token: str | None = None
+        total: int | None = None
         try:
             if view.text:
                 found = await self.provider.search_workflows(
@@ -352,14 +352,14 @@ class ConsoleApp:
         return await self._render(fragment, region, whole)
 
 
-def _int_arg(text: Optional[str], default: int) -> int:
+def _int_arg(text: str | None, default: int) -> int:
     try:
         return int(text) if text is not None else default
     except ValueError:
         return default
 
 
-def _instant(text: Optional[str]) -> Optional[datetime]:
+def _instant(text: str | None) -> datetime | None:
     """A form's date and time (``YYYY-MM-DDTHH:MM[:SS]``, or a date), read as UTC; None if not one."""
     if text is None:
         return None
@@ -367,4 +367,4 @@ def _instant(text: Optional[str]) -> Optional[datetime]:
         value = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

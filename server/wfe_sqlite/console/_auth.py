@@ -12,7 +12,6 @@ import hmac
 import secrets
 import time
 from collections.abc import Iterable
-from typing import Optional
 
 __all__ = ["COOKIE", "SESSION_SECONDS", "Sessions"]
 
@@ -48,7 +47,7 @@ class Sessions:
             accepted |= hmac.compare_digest(presented, known)
         return accepted
 
-    def sign_in(self, token: str) -> Optional[str]:
+    def sign_in(self, token: str) -> str | None:
         """A new session id when ``token`` is accepted, else None."""
         if not self.accepts(token):
             return None
@@ -60,7 +59,7 @@ class Sessions:
         self._sessions[session] = now + SESSION_SECONDS
         return session
 
-    def valid(self, session: Optional[str]) -> bool:
+    def valid(self, session: str | None) -> bool:
         """Whether ``session`` is a live session id (always True when no tokens are configured)."""
         if not self.required:
             return True
@@ -74,7 +73,7 @@ class Sessions:
             return False
         return True
 
-    def sign_out(self, session: Optional[str]) -> None:
+    def sign_out(self, session: str | None) -> None:
         if session:
             self._sessions.pop(session, None)
 

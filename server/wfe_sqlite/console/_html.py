@@ -10,7 +10,7 @@ import html as _html
 import json
 import urllib.parse
 from collections.abc import Iterable, Mapping
-from typing import Any, Optional
+from typing import Any
 
 __all__ = ["Html", "escape", "html", "join", "pretty_json", "url"]
 
@@ -40,7 +40,7 @@ def join(parts: Iterable[Any], separator: str = "") -> Html:
     return Html(escape(separator).join(escape(part) for part in parts))
 
 
-def url(path: str, query: Optional[Mapping[str, Any]] = None) -> str:
+def url(path: str, query: Mapping[str, Any] | None = None) -> str:
     """``path`` with ``query`` (values None or empty left out; a list repeats the name)."""
     pairs: list[tuple[str, str]] = []
     for name, value in (query or {}).items():

@@ -13,7 +13,6 @@ import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Optional
 
 __all__ = ["MAX_BODY", "MAX_HEAD", "SECURITY_HEADERS", "HttpServer", "Request", "Response"]
 
@@ -85,7 +84,7 @@ class Request:
         _, _, text = self.target.partition("?")
         return urllib.parse.parse_qs(text, keep_blank_values=False)
 
-    def arg(self, name: str) -> Optional[str]:
+    def arg(self, name: str) -> str | None:
         """The first value of query parameter ``name``, stripped; None when absent or blank."""
         values = self.query.get(name)
         if not values:
@@ -93,7 +92,7 @@ class Request:
         value = values[0].strip()
         return value or None
 
-    def cookie(self, name: str) -> Optional[str]:
+    def cookie(self, name: str) -> str | None:
         for part in self.headers.get("cookie", "").split(";"):
             key, sep, value = part.strip().partition("=")
             if sep and key == name:
@@ -170,10 +169,10 @@ class HttpServer:
 
     def __init__(self, handler: Handler) -> None:
         self._handler = handler
-        self._server: Optional[asyncio.base_events.Server] = None
+        self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
-    async def start(self, host: Optional[str], port: int) -> int:
+    async def start(self, host: str | None, port: int) -> int:
         """Listen on ``host`` (None: every interface); the bound port (the real one when ``port`` is 0)."""
         self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEAD)
         return int(self._server.sockets[0].getsockname()[1])
@@ -204,7 +203,7 @@ class HttpServer:
             peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
             while await self._one(reader, writer, peer_text):
                 pass
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             self._connections.discard(task)

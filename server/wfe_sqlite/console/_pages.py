@@ -11,8 +11,8 @@ import json
 import urllib.parse
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 
 from wfe_client import EventSubscription, ExecutionError, ExecutionPointer, WorkflowInstance, WorkflowStatus
 
@@ -74,7 +74,7 @@ def workflow_href(workflow_id: str) -> str:
     return "/workflows/" + urllib.parse.quote(workflow_id, safe="")
 
 
-def _events_href(name: Optional[str] = None, key: Optional[str] = None, state: Optional[str] = None) -> str:
+def _events_href(name: str | None = None, key: str | None = None, state: str | None = None) -> str:
     return url("/events", {"name": name, "key": key if name else None, "state": state})
 
 
@@ -86,11 +86,11 @@ def badge(status: str, classes: Mapping[str, str] = WORKFLOW_STATUS_CLASS) -> Ht
     return html('<span class="badge b-{}">{}</span>', classes.get(status, "muted"), status)
 
 
-def timestamp(value: Optional[datetime], now: datetime) -> Html:
+def timestamp(value: datetime | None, now: datetime) -> Html:
     """An instant in UTC, with how long ago (or ahead) it is as a tooltip and a second line."""
     if value is None:
         return Html('<span class="none">—</span>')
-    text = value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+    text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
     return html(
         '<time datetime="{}" title="{}">{}</time>',
         value.isoformat(),
@@ -120,12 +120,12 @@ def duration(seconds: float) -> str:
     return f"{hours / 24:.0f} days"
 
 
-def epoch_millis(value: Optional[int], now: datetime) -> Html:
+def epoch_millis(value: int | None, now: datetime) -> Html:
     if value is None:
         return Html('<span class="none">never</span>')
     if value == 0:
         return Html("as soon as possible")
-    return timestamp(datetime.fromtimestamp(value / 1000, timezone.utc), now)
+    return timestamp(datetime.fromtimestamp(value / 1000, UTC), now)
 
 
 def number(value: int) -> str:
@@ -470,13 +470,13 @@ class WorkflowListView:
     """The list's filters as read from the URL (already validated)."""
 
     statuses: tuple[str, ...] = ()
-    definition: Optional[str] = None
-    reference: Optional[str] = None
-    created_after: Optional[str] = None
+    definition: str | None = None
+    reference: str | None = None
+    created_after: str | None = None
     """As typed in the form (``YYYY-MM-DDTHH:MM``, UTC)."""
-    created_before: Optional[str] = None
-    text: Optional[str] = None
-    page_token: Optional[str] = None
+    created_before: str | None = None
+    text: str | None = None
+    page_token: str | None = None
     skip: int = 0
     size: int = 50
     problems: tuple[str, ...] = field(default=())
@@ -550,15 +550,15 @@ def workflow_list_region(
     items: Sequence[Any],
     now: datetime,
     *,
-    next_token: Optional[str] = None,
-    total: Optional[int] = None,
+    next_token: str | None = None,
+    total: int | None = None,
 ) -> Html:
     """The table and its paging: by page token (list) or by skip/take with a total (search)."""
     links: list[Html] = []
     if total is not None:
         shown_from = view.skip + 1 if items else 0
         summary = html(
-            '<p class="summary" id="result-summary">{} matching “{}” — showing {}–{}.</p>',
+            '<p class="summary" id="result-summary">{} matching “{}” — showing {}&#8211;{}.</p>',
             f"{number(total)} workflow{'s' if total != 1 else ''}",
             view.text,
             shown_from,
@@ -698,7 +698,7 @@ def timeline(workflow: WorkflowInstance, now: datetime) -> Html:
         ends.append(workflow.complete_time)
     if any(p.start_time and not p.end_time for p in pointers) or not workflow.complete_time:
         ends.append(max(now, start))
-    end = max(ends + [start])
+    end = max([*ends, start])
     span = max((end - start).total_seconds(), 1e-6)
     order = sorted(
         range(len(pointers)), key=lambda i: (pointers[i].start_time is None, pointers[i].start_time or start, i)
@@ -772,14 +772,15 @@ def _timeline_item(
         )
         for child in pointer.children
     )
+    predecessor = pointer.predecessor_id
     details = [
         ("Pointer id", html('<span class="mono">{}</span>', pointer.id)),
         ("Active", escape("yes" if pointer.active else "no")),
         (
             "Predecessor",
-            html('<a href="#p-{}" class="mono">{}</a>', position[pointer.predecessor_id], pointer.predecessor_id)
-            if pointer.predecessor_id in position
-            else optional(pointer.predecessor_id),
+            html('<a href="#p-{}" class="mono">{}</a>', position[predecessor], predecessor)
+            if predecessor is not None and predecessor in position
+            else optional(predecessor),
         ),
         ("Children", children or optional(None)),
         ("Scope", join((html('<span class="mono">{}</span>', s) for s in pointer.scope), ", ") or optional(None)),
@@ -902,9 +903,9 @@ def error_table(workflow: WorkflowInstance, errors: Sequence[ExecutionError], no
 class EventListView:
     state: str = "all"
     """``all``, ``unprocessed`` or ``processed``."""
-    name: Optional[str] = None
-    key: Optional[str] = None
-    before: Optional[str] = None
+    name: str | None = None
+    key: str | None = None
+    before: str | None = None
     """The page cursor as it came in the URL."""
 
     def query(self, **changes: Any) -> dict[str, Any]:
@@ -938,7 +939,7 @@ def event_filters(view: EventListView) -> Html:
 
 
 def event_region(
-    view: EventListView, page: EventPage, waiting: Optional[Sequence[EventSubscription]], now: datetime
+    view: EventListView, page: EventPage, waiting: Sequence[EventSubscription] | None, now: datetime
 ) -> Html:
     rows = join(
         html(
