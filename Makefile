@@ -151,6 +151,8 @@ clean:
 
 # Performance against the machine's limits (bench/run.py); writes BENCHMARKS.md.
 # SCALE=10k,100k (default; SCALE=10k,100k,1m adds the 1M-workflow figures, SCALE= none), RUST=0 skips cargo.
+# Visibility figures (list, search, purge during creates; bench/visibility.py) on the largest SCALE,
+# or VISIBILITY=1m (VISIBILITY= none).
 .PHONY: bench
 bench: install
 	$(PY) bench/run.py

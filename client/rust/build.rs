@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "scheduled_commands.proto",
         "execution_errors.proto",
         "errors.proto",
+        "visibility.proto",
     ]
     .map(|f| dir.join(f));
 

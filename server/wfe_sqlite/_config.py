@@ -41,10 +41,10 @@ __all__ = [
     "split_host_port",
     "is_loopback",
     "environment_help",
-    "parse_duration",
     "tokens_source",
     "start_up_warnings",
     "MAX_READERS",
+    "parse_duration",
 ]
 
 ENV_PREFIX = "WFE_SQLITE_"
@@ -101,9 +101,6 @@ class ServerConfig:
     """DEBUG, INFO, WARNING or ERROR."""
     log_format: str = "text"
     """``text`` or ``json`` (one JSON object per line)."""
-    retention: Optional[timedelta] = None
-    """Purge COMPLETE and TERMINATED workflows finished longer ago than this, in the background;
-    None (default): keep everything."""
     max_connections: int = 1000
     """Most client connections open at once; more are closed as soon as they are accepted."""
     max_concurrent_streams: int = 10_000
@@ -112,6 +109,9 @@ class ServerConfig:
     stream_idle_timeout: float = 60.0
     """Seconds a server stream (``BatchGetWorkflows``) waits for its client to take the next message;
     then the stream ends with DEADLINE_EXCEEDED (reason ``STREAM_IDLE``)."""
+    retention: Optional[timedelta] = None
+    """Purge COMPLETE and TERMINATED workflows finished longer ago than this, in the background;
+    None (default): keep everything."""
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     """Where each setting that is not a default came from (``--flag``, environment variable or config
     file); filled in by ``resolve``. Not a setting itself."""
@@ -199,9 +199,8 @@ def parse_duration(value: Any) -> timedelta:
 
 
 def _optional_duration(value: Any) -> Optional[timedelta]:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return parse_duration(value)
+    # Unset is None; an empty value is an error (parse_duration refuses it), never "unset".
+    return None if value is None else parse_duration(value)
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -326,12 +325,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "log level", "LEVEL"),
     Setting("log_format", _choice("text", "json", upper=False), "log format: text or json (one object a line)", "FORMAT"),
     Setting(
-        "retention",
-        _optional_duration,
-        "purge COMPLETE and TERMINATED workflows finished longer ago than this (30d, 12h, 90m) in the background",
-        "DURATION",
-    ),
-    Setting(
         "max_connections",
         _integer(1, 1_000_000),
         "most client connections at once; further ones are closed when accepted",
@@ -348,6 +341,12 @@ SETTINGS: tuple[Setting, ...] = (
         _number(0, above=True),
         "seconds a server stream waits for its client to read before it is ended",
         "SECONDS",
+    ),
+    Setting(
+        "retention",
+        _optional_duration,
+        "purge COMPLETE and TERMINATED workflows finished longer ago than this (30d, 12h, 90m) in the background",
+        "DURATION",
     ),
 )
 

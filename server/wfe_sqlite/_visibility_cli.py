@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
@@ -25,12 +26,13 @@ from ._config import add_arguments, parse_duration, resolve
 from ._maintenance import open_existing
 from ._schema import SCHEMA_VERSION
 from ._visibility_store import (
-    PURGE_BATCH,
+    PURGE_FIRST_BATCH,
     WorkflowDetails,
     count_purgeable,
     decode_page_token,
     encode_page_token,
     list_rows,
+    next_batch_size,
     purge_batch,
     summary_from_row,
     workflow_details_job,
@@ -111,7 +113,7 @@ def add_visibility_commands(commands: Any) -> None:
         help="delete finished workflows older than an age (with pointers, subscriptions, errors)",
         description=(
             "Delete workflows with the given statuses (default COMPLETE and TERMINATED) whose complete_time "
-            "(or create_time when they have none) is before the limit, 500 per transaction."
+            "(or create_time when they have none) is before the limit, in small transactions that leave a running server room to write."
         ),
     )
     purge.add_argument("--older-than", required=True, metavar="AGE",
@@ -253,28 +255,35 @@ def _purge(args: argparse.Namespace) -> int:
             print(f"would purge {count} workflows ({names}) finished before {_time(older_than)}")
             return 0
         conn.execute("PRAGMA foreign_keys = ON")  # pointers go with their workflow (cascade)
-        deleted = _in_batches(conn, lambda c: purge_batch(c, statuses, cutoff))
+        deleted = _in_batches(conn, lambda c, n: purge_batch(c, statuses, cutoff, n))
     finally:
         conn.close()
     print(f"purged {deleted} workflows ({names}) finished before {_time(older_than)}")
     return 0
 
 
-def _in_batches(conn: sqlite3.Connection, batch: Callable[[sqlite3.Connection], int]) -> int:
-    """Run ``batch`` in a write transaction of its own until it deletes less than a full batch."""
+def _in_batches(conn: sqlite3.Connection, batch: Callable[[sqlite3.Connection, int], int]) -> int:
+    """Run ``batch(conn, size)`` in write transactions of their own until one deletes less than
+    ``size``. A server may share the file: each transaction is sized to take about
+    ``PURGE_BATCH_SECONDS``, and the write lock is left free for as long as it was held."""
     total = 0
+    size = PURGE_FIRST_BATCH
     while True:
+        started = time.monotonic()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            deleted = batch(conn)
+            deleted = batch(conn, size)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         total += deleted
-        if deleted < PURGE_BATCH:
+        if deleted < size:
             return total
+        took = time.monotonic() - started
+        size = next_batch_size(size, took)
+        time.sleep(min(took, 1.0))
 
 
 # -- output --------------------------------------------------------------------------------------

@@ -19,13 +19,15 @@
 //!
 //! Modules: [`connect`] (address, TLS, token, deadline), [`convert`] (models <-> wire
 //! messages), [`error`] (gRPC status -> `WfeError`), [`provider`] (the call layer), [`poller`]
-//! (hands work stored by other processes to a host).
+//! (hands work stored by other processes to a host), [`search`] (wfe-core's `SearchIndex` on the
+//! server's full-text search).
 
 pub mod connect;
 pub mod convert;
 pub mod error;
 pub mod poller;
 pub mod provider;
+pub mod search;
 
 /// Generated messages and clients of `wfe.persistence.v1`.
 pub mod pb {
@@ -38,3 +40,4 @@ pub use error::{error_reason, reason_of};
 pub use pb::ErrorReason;
 pub use poller::RunnablePoller;
 pub use provider::GrpcPersistenceProvider;
+pub use search::GrpcSearchIndex;

@@ -51,7 +51,7 @@ type HandlerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
 /// What the generated clients call through: the channel, with the deadline and the token
 /// added to each call.
-type Transport = InterceptedService<Channel, CallHeaders>;
+pub(crate) type Transport = InterceptedService<Channel, CallHeaders>;
 
 /// A WFE persistence provider that stores everything in a wfe-sqlite server over gRPC.
 ///
@@ -66,6 +66,9 @@ pub struct GrpcPersistenceProvider {
     store: StoreServiceClient<Transport>,
     deadline: Duration,
     worker_id: String,
+    /// The connection and call headers, for the search index built on this one.
+    channel: Channel,
+    headers: CallHeaders,
 }
 
 impl GrpcPersistenceProvider {
@@ -136,7 +139,14 @@ impl GrpcPersistenceProvider {
                 std::process::id(),
                 uuid::Uuid::new_v4()
             ),
+            channel,
+            headers,
         }
+    }
+
+    /// The connection with this provider's call headers, for another service's client.
+    pub(crate) fn transport(&self) -> Transport {
+        InterceptedService::new(self.channel.clone(), self.headers.clone())
     }
 
     /// The id this provider gives the server when it claims scheduled commands.
@@ -147,7 +157,12 @@ impl GrpcPersistenceProvider {
     /// The one place calls are made: runs `rpc` on a clone of `client` within the per-call
     /// deadline and turns a failed status into the `WfeError` for `subject`. A streaming call
     /// reads its whole stream inside `rpc`, so the deadline covers it.
-    async fn call<C, T, F, Fut>(&self, client: &C, subject: Subject<'_>, rpc: F) -> Result<T>
+    pub(crate) async fn call<C, T, F, Fut>(
+        &self,
+        client: &C,
+        subject: Subject<'_>,
+        rpc: F,
+    ) -> Result<T>
     where
         C: Clone,
         F: FnOnce(C) -> Fut,

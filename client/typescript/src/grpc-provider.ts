@@ -23,6 +23,7 @@ import { EventService } from "./gen/wfe/persistence/v1/events_pb.js";
 import { ExecutionErrorService, StoreService } from "./gen/wfe/persistence/v1/execution_errors_pb.js";
 import { ScheduledCommandService } from "./gen/wfe/persistence/v1/scheduled_commands_pb.js";
 import { SubscriptionService } from "./gen/wfe/persistence/v1/subscriptions_pb.js";
+import { VisibilityService } from "./gen/wfe/persistence/v1/visibility_pb.js";
 import { WorkflowService } from "./gen/wfe/persistence/v1/workflows_pb.js";
 import type {
   Event,
@@ -33,6 +34,15 @@ import type {
 } from "./models.js";
 import type { CommandHandler, PersistenceProvider, ProcessCommandsOptions } from "./provider.js";
 import { toTimestamp } from "./time.js";
+import {
+  visibilityOperations,
+  type ListWorkflowsOptions,
+  type PurgeWorkflowsOptions,
+  type SearchWorkflowsOptions,
+  type VisibilityOperations,
+  type WorkflowPage,
+  type WorkflowSearchPage,
+} from "./visibility.js";
 
 /** 64 MiB: the channel's message limit in both directions (as in the Python and Rust adapters). */
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
@@ -114,6 +124,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
   readonly #commands: Client<typeof ScheduledCommandService>;
   readonly #errors: Client<typeof ExecutionErrorService>;
   readonly #store: Client<typeof StoreService>;
+  readonly #visibility: VisibilityOperations;
   #closed = false;
 
   private constructor(address: string, options: ConnectOptions) {
@@ -140,6 +151,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     this.#commands = createClient(ScheduledCommandService, transport);
     this.#errors = createClient(ExecutionErrorService, transport);
     this.#store = createClient(StoreService, transport);
+    this.#visibility = visibilityOperations(createClient(VisibilityService, transport), (fn) => this.#call(fn));
   }
 
   /**
@@ -447,5 +459,23 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
 
   async ensureStoreExists(): Promise<void> {
     await this.#call(() => this.#store.ensureStoreExists({}));
+  }
+
+  // Visibility and clean-up (visibility.ts)
+
+  listWorkflows(options?: ListWorkflowsOptions): Promise<WorkflowPage> {
+    return this.#visibility.listWorkflows(options);
+  }
+
+  searchWorkflows(text: string, options?: SearchWorkflowsOptions): Promise<WorkflowSearchPage> {
+    return this.#visibility.searchWorkflows(text, options);
+  }
+
+  deleteWorkflow(id: string): Promise<void> {
+    return this.#visibility.deleteWorkflow(id);
+  }
+
+  purgeWorkflows(olderThan: Date, options?: PurgeWorkflowsOptions): Promise<number> {
+    return this.#visibility.purgeWorkflows(olderThan, options);
   }
 }

@@ -11,3 +11,17 @@ export {
   type ConnectOptions,
   type TlsOptions,
 } from "./grpc-provider.js";
+export {
+  DEFAULT_PAGE_SIZE,
+  MAX_PAGE_SIZE,
+  PURGED_BY_DEFAULT,
+  PURGE_TIMEOUT_MS,
+  type ListWorkflowsOptions,
+  type PurgeWorkflowsOptions,
+  type SearchWorkflowsOptions,
+  type VisibilityOperations,
+  type WorkflowFilter,
+  type WorkflowPage,
+  type WorkflowSearchPage,
+  type WorkflowSummary,
+} from "./visibility.js";

@@ -12,6 +12,7 @@ import type {
   ScheduledCommand,
   WorkflowInstance,
 } from "./models.js";
+import type { VisibilityOperations } from "./visibility.js";
 
 /** Runs one due command. Resolving means success (the command is deleted); throwing means failure. */
 export type CommandHandler = (command: ScheduledCommand) => Promise<void>;
@@ -28,7 +29,7 @@ export interface ProcessCommandsOptions {
   onHandlerError?: (command: ScheduledCommand, error: unknown) => void;
 }
 
-export interface PersistenceProvider {
+export interface PersistenceProvider extends VisibilityOperations {
   // Workflows
 
   /**
