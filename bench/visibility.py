@@ -38,18 +38,19 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import workload  # noqa: E402
 from wfe_client import GrpcPersistenceProvider, WorkflowStatus  # noqa: E402
-from wfe_sqlite._provider import _INSERT_POINTER, _INSERT_WORKFLOW  # noqa: E402
 from wfe_sqlite._rows import pointer_rows, workflow_row  # noqa: E402
 from wfe_sqlite._schema import MIGRATIONS, SCHEMA_VERSION  # noqa: E402
+from wfe_sqlite._sqlite_store import INSERT_POINTER, INSERT_WORKFLOW  # noqa: E402
 
 WFE_SQLITE = Path(sys.executable).parent / "wfe-sqlite"
 DATA = HERE / ".data"
@@ -116,15 +117,20 @@ def build(count: int, old: int) -> tuple[Path, dict[str, float]]:
             row[0], row[1], row[3] = wid, f"vis-{i}", DEFINITIONS[i % len(DEFINITIONS)]
             row[5] = f"Order {i} for {WORDS[i % len(WORDS)]}"
             row[6] = f"order-{i}"
-            row[8], row[9], row[10], row[11] = status, json.dumps(_payload(i), separators=(",", ":")), created, completed
+            row[8], row[9], row[10], row[11] = (
+                status,
+                json.dumps(_payload(i), separators=(",", ":")),
+                created,
+                completed,
+            )
             workflows.append(row)
             for p in prows:
                 q = list(p)
                 q[0], q[2] = wid, str(uuid.uuid4())
                 pointers.append(q)
         conn.execute("BEGIN")
-        conn.executemany(_INSERT_WORKFLOW, workflows)
-        conn.executemany(_INSERT_POINTER, pointers)
+        conn.executemany(INSERT_WORKFLOW, workflows)
+        conn.executemany(INSERT_POINTER, pointers)
         conn.execute("COMMIT")
     loaded = time.time()
     print(f"visibility bench: loaded {count:,} workflows in {loaded - started:.0f}s; upgrading the schema", flush=True)
@@ -137,11 +143,17 @@ def build(count: int, old: int) -> tuple[Path, dict[str, float]]:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.close()
     os.replace(partial, path)
-    timings = {"load_s": round(loaded - started, 1), "upgrade_s": round(upgraded - loaded, 1),
-               "size_mb": round(path.stat().st_size / 1e6)}
+    timings = {
+        "load_s": round(loaded - started, 1),
+        "upgrade_s": round(upgraded - loaded, 1),
+        "size_mb": round(path.stat().st_size / 1e6),
+    }
     timing_file.write_text(json.dumps(timings))
-    print(f"visibility bench: upgrade (indexes + full-text backfill) took {timings['upgrade_s']}s; "
-          f"file {timings['size_mb']} MB", flush=True)
+    print(
+        f"visibility bench: upgrade (indexes + full-text backfill) took {timings['upgrade_s']}s; "
+        f"file {timings['size_mb']} MB",
+        flush=True,
+    )
     return path, timings
 
 
@@ -149,7 +161,9 @@ class Server:
     def __init__(self, db: Path) -> None:
         self.proc = subprocess.Popen(
             [str(WFE_SQLITE), "serve", "--db", f"sqlite://{db}", "--listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if not line.startswith("listening on "):
@@ -190,6 +204,7 @@ async def measure_reads(address: str, count: int, calls: int) -> dict[str, Any]:
     statuses = list(WorkflowStatus)
     figures: dict[str, Any] = {}
     async with GrpcPersistenceProvider.connect(address, timeout=600) as store:
+
         async def list_status(n: int) -> None:
             page = await store.list_workflows(status=statuses[n % 4], page_size=100)
             assert len(page.items) == 100
@@ -208,7 +223,9 @@ async def measure_reads(address: str, count: int, calls: int) -> dict[str, Any]:
         for _ in range(20):  # up to 21,000 summaries into the list
             if deep.next_page_token is None:
                 break
-            deep = await store.list_workflows(status=WorkflowStatus.COMPLETE, page_size=1000, page_token=deep.next_page_token)
+            deep = await store.list_workflows(
+                status=WorkflowStatus.COMPLETE, page_size=1000, page_token=deep.next_page_token
+            )
             skipped += len(deep.items)
         deep_token = deep.next_page_token
 
@@ -230,11 +247,14 @@ async def measure_reads(address: str, count: int, calls: int) -> dict[str, Any]:
             async def call(n: int) -> None:
                 found = await store.search_workflows(query(n), take=20)
                 totals.setdefault(label, []).append(found.total)
+
             return call
 
         searches = {
             "search: one word, window of 20 + total": lambda n: words[n],
-            "search: two words": lambda n: f"{WORDS[indexes[n] % len(WORDS)]} {WORDS[(indexes[n] * 7 + 3) % len(WORDS)]}",
+            "search: two words": lambda n: (
+                f"{WORDS[indexes[n] % len(WORDS)]} {WORDS[(indexes[n] * 7 + 3) % len(WORDS)]}"
+            ),
             "search: prefix (4 letters*)": lambda n: words[n][:4] + "*",
             "search: exact reference": lambda n: f"order-{indexes[n]}",
         }
@@ -248,7 +268,7 @@ async def measure_reads(address: str, count: int, calls: int) -> dict[str, Any]:
 
 
 async def measure_purge(address: str, old: int, tasks: int, baseline_s: float) -> dict[str, Any]:
-    cutoff = datetime.now(timezone.utc) - timedelta(days=365)
+    cutoff = datetime.now(UTC) - timedelta(days=365)
     async with GrpcPersistenceProvider.connect(address, timeout=600) as store:
         assert await store.purge_workflows(cutoff, dry_run=True) == old
         phase = {"name": "warmup"}

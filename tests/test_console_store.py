@@ -1,4 +1,5 @@
-"""The console's own reads (``_console_store``) on a real SQLite file: what they return, and their plans."""
+"""The console's own reads (the store's console operations, ``_console_store`` on SQLite, through
+``ConsoleReads``) on a real SQLite file: what they return, and their query plans."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from pathlib import Path
 from console_seed import seed
 from wfe_client import Event, EventSubscription, WorkflowInstance, WorkflowStatus
 from wfe_sqlite import SqlitePersistenceProvider
-from wfe_sqlite._console_store import ConsoleStore, format_event_cursor, parse_event_cursor
+from wfe_sqlite.console._reads import ConsoleReads, format_event_cursor, parse_event_cursor
 
 
 async def test_overview_counts_what_was_written(db_url: str) -> None:
     store = await SqlitePersistenceProvider.open(db_url)
     try:
         seeded = await seed(store)
-        overview = await ConsoleStore(store).overview()
+        overview = await ConsoleReads(store).overview()
     finally:
         await store.close()
     assert overview.by_status == {s.name: seeded.by_status.get(s.name, 0) for s in WorkflowStatus}
@@ -35,7 +36,7 @@ async def test_overview_counts_what_was_written(db_url: str) -> None:
     open_subscriptions = sum(1 for s in seeded.subscriptions) - 1  # invoice-3's was terminated
     assert overview.subscriptions_open == open_subscriptions
     assert overview.errors == len(seeded.errors) == 7
-    assert overview.files["database"] > 0
+    assert overview.database_bytes > 0
     assert overview.recent_errors[0].message == seeded.errors[-1].message  # newest first
     assert overview.recent_errors[0].workflow_name == seeded.workflows["xss"].name
 
@@ -43,11 +44,11 @@ async def test_overview_counts_what_was_written(db_url: str) -> None:
 async def test_overview_is_shared_for_a_moment_then_read_again(db_url: str) -> None:
     provider = await SqlitePersistenceProvider.open(db_url)
     try:
-        store = ConsoleStore(provider, overview_ttl=60)
+        store = ConsoleReads(provider, overview_ttl=60)
         first = await store.overview()
         await provider.create_new_workflow(WorkflowInstance.new("flow", 1, {}))
         assert (await store.overview()) is first
-        fresh = ConsoleStore(provider, overview_ttl=0)
+        fresh = ConsoleReads(provider, overview_ttl=0)
         assert (await fresh.overview()).workflows == first.workflows + 1
     finally:
         await provider.close()
@@ -66,7 +67,7 @@ async def test_events_page_filters_and_pages_newest_first(db_url: str) -> None:
                 await provider.mark_event_processed(event.id)
                 event.is_processed = True
             written.append(event)
-        store = ConsoleStore(provider)
+        store = ConsoleReads(provider)
 
         def expected(keep: Callable[[Event], bool]) -> list[str]:
             chosen = [e for e in written if keep(e)]
@@ -96,7 +97,7 @@ async def test_events_page_filters_and_pages_newest_first(db_url: str) -> None:
         )
         assert await all_pages(event_name="nothing") == []
         first = (await store.events(limit=1)).items[0]
-        assert first.event_data == '{"i":24}' and first.is_processed is False
+        assert first.event_data == {"i": 24} and first.is_processed is False
     finally:
         await provider.close()
 
@@ -117,10 +118,10 @@ async def test_open_subscriptions_of_one_event(db_url: str) -> None:
             await provider.create_event_subscription(sub)
             subs.append(sub)
         await provider.terminate_subscription(subs[1].id)
-        waiting = await ConsoleStore(provider).open_subscriptions("paid", "k1")
+        waiting = await ConsoleReads(provider).open_subscriptions("paid", "k1")
         assert [s.id for s in waiting] == [subs[2].id, subs[0].id]  # oldest first, the terminated one left out
         assert waiting[0].workflow_id == "w2" and waiting[0].subscribe_as_of == subs[2].subscribe_as_of
-        assert await ConsoleStore(provider).open_subscriptions("paid", "nope") == []
+        assert await ConsoleReads(provider).open_subscriptions("paid", "nope") == []
     finally:
         await provider.close()
 
@@ -132,7 +133,7 @@ async def test_console_queries_use_indexes(tmp_path: Path) -> None:
     statements: list[str] = []
     try:
         await seed(provider)
-        store = ConsoleStore(provider)
+        store = ConsoleReads(provider)
         await provider.database.set_trace_callback(statements.append)
         cursor = (2**62, "z")
         for processed in (None, True, False):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ _CHECKED = re.compile(r"^\s*(SELECT|UPDATE|DELETE|INSERT|WITH)\b", re.IGNORECASE
 
 
 async def _exercise(p: SqlitePersistenceProvider) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     ids = []
     for i in range(50):
         w = WorkflowInstance.new("plan", 1, {"i": i})
@@ -75,9 +75,9 @@ async def _exercise(p: SqlitePersistenceProvider) -> None:
 
 async def _exercise_visibility(p: SqlitePersistenceProvider, ids: list[str]) -> None:
     """Every filter of list and search, paged; delete; purge (dry run and for real)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     hour = timedelta(hours=1)
-    for w in (await p.get_workflow_instances(ids[:10])):
+    for w in await p.get_workflow_instances(ids[:10]):
         w.reference = "ref-" + str(w.data["i"] % 2)
         w.description = "an order to plan"
         await p.persist_workflow(w)
@@ -147,7 +147,7 @@ async def test_runnable_queries_use_their_indexes(tmp_path: Path) -> None:
     statements: list[str] = []
     try:
         await provider.database.set_trace_callback(statements.append)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         await provider.get_runnable_instances(now)
         await provider.get_runnable_events(now)
         await provider.get_subscriptions("e", "k", now)

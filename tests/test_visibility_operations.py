@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from wfe_client import (
 from wfe_sqlite import SqlitePersistenceProvider
 from wfe_sqlite._schema import MIGRATIONS, SCHEMA_VERSION
 
-UTC = timezone.utc
+UTC = UTC
 LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
 
 
@@ -38,7 +38,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _workflow(
-    n: int, status: WorkflowStatus, *, definition: str = "order", finished: datetime | None = None,
+    n: int,
+    status: WorkflowStatus,
+    *,
+    definition: str = "order",
+    finished: datetime | None = None,
     created: datetime | None = None,
 ) -> WorkflowInstance:
     w = WorkflowInstance.new(definition, 2, {"customer": f"customer-{n}", "city": "Lisbon" if n % 2 else "Porto"})
@@ -62,11 +66,16 @@ async def _fill(db_url: str, count: int = 10) -> list[WorkflowInstance]:
     try:
         for n in range(count):
             finished = LONG_AGO + timedelta(hours=1, minutes=n) if n % 2 == 0 else None
-            w = _workflow(n, WorkflowStatus.COMPLETE if n % 2 == 0 else WorkflowStatus.RUNNABLE, finished=finished,
-                          definition="order" if n < count // 2 else "invoice")
+            w = _workflow(
+                n,
+                WorkflowStatus.COMPLETE if n % 2 == 0 else WorkflowStatus.RUNNABLE,
+                finished=finished,
+                definition="order" if n < count // 2 else "invoice",
+            )
             await store.create_new_workflow(w)
             await store.create_event_subscription(
-                EventSubscription.new(w.id, 0, w.execution_pointers[0].id, "paid", str(n), w.create_time))
+                EventSubscription.new(w.id, 0, w.execution_pointers[0].id, "paid", str(n), w.create_time)
+            )
             await store.persist_errors([ExecutionError.new(w.id, w.execution_pointers[0].id, f"boom {n}")])
             made.append(w)
         await store.schedule_command(ScheduledCommand.process_workflow(made[0].id, 0))
@@ -107,18 +116,35 @@ async def test_list_command_filters_and_pages(db_url: str) -> None:
     assert listed["next_page_token"] is None
     first = listed["workflows"][-1]
     assert first == {
-        "id": made[0].id, "name": made[0].name, "workflow_definition_id": "order", "version": 2,
-        "status": "COMPLETE", "reference": "ref-0", "description": "workflow number 0",
-        "create_time": "2020-01-01T00:00:00Z", "complete_time": "2020-01-01T01:00:00Z", "next_execution": 0,
+        "id": made[0].id,
+        "name": made[0].name,
+        "workflow_definition_id": "order",
+        "version": 2,
+        "status": "COMPLETE",
+        "reference": "ref-0",
+        "description": "workflow number 0",
+        "create_time": "2020-01-01T00:00:00Z",
+        "complete_time": "2020-01-01T01:00:00Z",
+        "next_execution": 0,
     }
 
-    complete_invoices = [w for w in made if w.status == WorkflowStatus.COMPLETE and w.workflow_definition_id == "invoice"]
+    complete_invoices = [
+        w for w in made if w.status == WorkflowStatus.COMPLETE and w.workflow_definition_id == "invoice"
+    ]
     shown = _cli("list", "--db", db_url, "--json", "--status", "complete", "--definition", "invoice")
     assert [s["id"] for s in json.loads(shown.stdout)["workflows"]] == _newest_first(complete_invoices)
     shown = _cli("list", "--db", db_url, "--json", "--status", "COMPLETE,runnable", "--reference", "ref-3")
     assert [s["id"] for s in json.loads(shown.stdout)["workflows"]] == [made[3].id]
-    shown = _cli("list", "--db", db_url, "--json", "--created-after", "2020-01-01T00:03:00Z",
-                 "--created-before", "2020-01-01T02:05:00+02:00")
+    shown = _cli(
+        "list",
+        "--db",
+        db_url,
+        "--json",
+        "--created-after",
+        "2020-01-01T00:03:00Z",
+        "--created-before",
+        "2020-01-01T02:05:00+02:00",
+    )
     assert [s["id"] for s in json.loads(shown.stdout)["workflows"]] == _newest_first(made[3:5])
 
     # Pages: the human output ends with the command line continuing it.
@@ -128,7 +154,16 @@ async def test_list_command_filters_and_pages(db_url: str) -> None:
         page = _cli(*args)
         assert page.returncode == 0, page.stderr
         lines = page.stdout.splitlines()
-        assert lines[0].split() == ["ID", "NAME", "DEFINITION", "VERSION", "STATUS", "CREATED", "COMPLETED", "REFERENCE"]
+        assert lines[0].split() == [
+            "ID",
+            "NAME",
+            "DEFINITION",
+            "VERSION",
+            "STATUS",
+            "CREATED",
+            "COMPLETED",
+            "REFERENCE",
+        ]
         rows = [line for line in lines[1:] if not line.startswith("more: ")]
         seen += [row.split()[0] for row in rows]
         more = [line for line in lines if line.startswith("more: ")]
@@ -172,15 +207,31 @@ async def test_show_prints_a_workflow_with_pointers_subscriptions_and_errors(db_
     assert details["workflow"]["status"] == "RUNNABLE"
     pointer = details["workflow"]["execution_pointers"][0]
     assert (pointer["id"], pointer["status"], pointer["event_name"], pointer["step_name"]) == (
-        w.execution_pointers[0].id, "WAITING_FOR_EVENT", "paid", "wait for payment")
-    assert [(s["event_name"], s["event_key"], s["terminated"]) for s in details["subscriptions"]] == [("paid", "1", False)]
+        w.execution_pointers[0].id,
+        "WAITING_FOR_EVENT",
+        "paid",
+        "wait for payment",
+    )
+    assert [(s["event_name"], s["event_key"], s["terminated"]) for s in details["subscriptions"]] == [
+        ("paid", "1", False)
+    ]
     assert [e["message"] for e in details["errors"]] == ["boom 1"]
 
     human = _cli("show", w.id, "--db", db_url)
     assert human.returncode == 0, human.stderr
     text = human.stdout
-    for expected in (f"id            {w.id}", "status        RUNNABLE", "reference     ref-1", '"city": "Lisbon"',
-                     "WAITING_FOR_EVENT", "wait for payment", "paid/1", "subscriptions (1)", "boom 1", "errors (1)"):
+    for expected in (
+        f"id            {w.id}",
+        "status        RUNNABLE",
+        "reference     ref-1",
+        '"city": "Lisbon"',
+        "WAITING_FOR_EVENT",
+        "wait for payment",
+        "paid/1",
+        "subscriptions (1)",
+        "boom 1",
+        "errors (1)",
+    ):
         assert expected in text, (expected, text)
 
     missing = _cli("show", "no-such-workflow", "--db", db_url)
@@ -204,9 +255,13 @@ async def test_purge_command_deletes_finished_workflows_with_everything_theirs(d
     gone = [w.id for w in complete]
     marks = ", ".join("?" * len(gone))
     assert _count(db_path, "SELECT count(*) FROM workflows") == 5
-    for table, column in (("workflows", "id"), ("execution_pointers", "workflow_id"),
-                          ("event_subscriptions", "workflow_id"), ("execution_errors", "workflow_id"),
-                          ("scheduled_commands", "data")):
+    for table, column in (
+        ("workflows", "id"),
+        ("execution_pointers", "workflow_id"),
+        ("event_subscriptions", "workflow_id"),
+        ("execution_errors", "workflow_id"),
+        ("scheduled_commands", "data"),
+    ):
         assert _count(db_path, f"SELECT count(*) FROM {table} WHERE {column} IN ({marks})", *gone) == 0, table
     assert _count(db_path, "SELECT count(*) FROM event_subscriptions") == 5
     _fts_in_step(db_path)
@@ -284,8 +339,11 @@ async def test_serve_with_retention_purges_finished_workflows_in_the_background(
         assert server.terminate() == 0
     _, stderr = server.process.communicate(timeout=30)
     assert "retention: purging COMPLETE and TERMINATED workflows finished more than 0:00:03 ago" in stderr
-    purged = [int(line.split("retention: purged ")[1].split()[0]) for line in stderr.splitlines()
-              if "retention: purged " in line]
+    purged = [
+        int(line.split("retention: purged ")[1].split()[0])
+        for line in stderr.splitlines()
+        if "retention: purged " in line
+    ]
     assert sum(purged) == 3, stderr
 
 
@@ -337,7 +395,7 @@ async def test_an_existing_file_is_upgraded_in_place_and_its_workflows_become_se
     finally:
         await store.close()
     assert _count(db_path, "PRAGMA user_version") == SCHEMA_VERSION
-    names = {row for row in _names(db_path)}
+    names = set(_names(db_path))
     assert {"workflows_fts", "workflows_by_status", "workflows_by_age", "workflows_fts_insert"} <= names
     _fts_in_step(db_path)
 

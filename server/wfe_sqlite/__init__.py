@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ._database import DatabaseOpenError
+from ._connection import DatabaseOpenError
 from ._provider import SqlitePersistenceProvider
 
-__all__ = ["SqlitePersistenceProvider", "DatabaseOpenError", "__version__"]
+__all__ = ["DatabaseOpenError", "SqlitePersistenceProvider", "__version__"]
 
 __version__ = "0.1.0"

@@ -11,11 +11,10 @@ import asyncio
 import contextlib
 import logging
 from datetime import timedelta
-from typing import Optional
 
-from wfe_client import WfeError
-from wfe_client._time import utc_now
-from wfe_client._visibility import PURGED_BY_DEFAULT
+from wfe_client.errors import WfeError
+from wfe_client.timeutil import utc_now
+from wfe_client.visibility import PURGED_BY_DEFAULT
 
 from ._provider import SqlitePersistenceProvider
 
@@ -39,7 +38,7 @@ class RetentionPurger:
         self,
         provider: SqlitePersistenceProvider,
         retention: timedelta,
-        interval: Optional[timedelta] = None,
+        interval: timedelta | None = None,
     ) -> None:
         if retention <= timedelta(0):
             raise ValueError("retention must be positive")
@@ -50,7 +49,7 @@ class RetentionPurger:
         self.runs = 0
         """Purges completed so far."""
         self._provider = provider
-        self._task: Optional[asyncio.Task[None]] = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Run in the background on the running event loop (the first purge right away)."""
@@ -86,6 +85,6 @@ class RetentionPurger:
                 await self.purge_once()
             except WfeError as error:  # the store is busy, full or closing: try again next time
                 LOG.warning("retention purge failed (will retry in %s): %s", self.interval, error)
-            except Exception:  # noqa: BLE001 - a bug must not end retention for the server's lifetime
+            except Exception:
                 LOG.exception("retention purge failed (will retry in %s)", self.interval)
             await asyncio.sleep(self.interval.total_seconds())

@@ -14,36 +14,41 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
-from typing import Any, Optional
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from wfe_client import WorkflowStatus
-from wfe_client._time import to_micros, utc_now
-from wfe_client._visibility import MAX_PAGE_SIZE, PURGED_BY_DEFAULT, WorkflowFilter
+from wfe_client.limits import MAX_LIST_PAGE_SIZE
+from wfe_client.models import WorkflowStatus
+from wfe_client.timeutil import to_micros, utc_now
+from wfe_client.visibility import PURGED_BY_DEFAULT, WorkflowFilter
 
 from ._config import add_arguments, parse_duration, resolve
 from ._maintenance import open_existing
 from ._schema import SCHEMA_VERSION
+from ._visibility_rows import (
+    WorkflowDetails,
+    decode_page_token,
+    details_from_rows,
+    encode_page_token,
+    filter_row,
+    summary_from_row,
+)
 from ._visibility_store import (
     PURGE_FIRST_BATCH,
-    WorkflowDetails,
     count_purgeable,
-    decode_page_token,
-    encode_page_token,
     list_rows,
     next_batch_size,
     purge_batch,
-    summary_from_row,
     workflow_details_job,
 )
 
-__all__ = ["add_visibility_commands", "VISIBILITY_COMMANDS"]
+__all__ = ["VISIBILITY_COMMANDS", "add_visibility_commands"]
 
 _DB_ONLY = ("db",)
 
 
-def _statuses(values: Optional[list[str]]) -> tuple[WorkflowStatus, ...]:
+def _statuses(values: list[str] | None) -> tuple[WorkflowStatus, ...]:
     found: list[WorkflowStatus] = []
     for value in values or ():
         for name in value.split(","):
@@ -88,13 +93,19 @@ def add_visibility_commands(commands: Any) -> None:
         help="list workflows, newest first, by status, definition, reference or creation time",
         description="List workflow summaries newest first, from the database file.",
     )
-    listing.add_argument("--status", action="append", metavar="STATUS",
-                         help="RUNNABLE, SUSPENDED, COMPLETE or TERMINATED; repeat or comma-separate for several")
+    listing.add_argument(
+        "--status",
+        action="append",
+        metavar="STATUS",
+        help="RUNNABLE, SUSPENDED, COMPLETE or TERMINATED; repeat or comma-separate for several",
+    )
     listing.add_argument("--definition", metavar="ID", help="only this workflow definition")
     listing.add_argument("--reference", metavar="REF", help="only this exact reference")
     listing.add_argument("--created-after", metavar="INSTANT", help="ISO 8601, e.g. 2024-05-01T00:00:00Z (inclusive)")
     listing.add_argument("--created-before", metavar="INSTANT", help="ISO 8601 (exclusive)")
-    listing.add_argument("--limit", type=int, default=50, metavar="N", help=f"at most N (1..{MAX_PAGE_SIZE}; default 50)")
+    listing.add_argument(
+        "--limit", type=int, default=50, metavar="N", help=f"at most N (1..{MAX_LIST_PAGE_SIZE}; default 50)"
+    )
     listing.add_argument("--page-token", metavar="TOKEN", help="continue a previous list (printed at its end)")
     listing.add_argument("--json", action="store_true", help="print one JSON object")
     add_arguments(listing, _DB_ONLY)
@@ -113,13 +124,22 @@ def add_visibility_commands(commands: Any) -> None:
         help="delete finished workflows older than an age (with pointers, subscriptions, errors)",
         description=(
             "Delete workflows with the given statuses (default COMPLETE and TERMINATED) whose complete_time "
-            "(or create_time when they have none) is before the limit, in small transactions that leave a running server room to write."
+            "(or create_time when they have none) is before the limit, in small transactions that leave "
+            "a running server room to write."
         ),
     )
-    purge.add_argument("--older-than", required=True, metavar="AGE",
-                       help="a duration before now (30d, 12h, 90m) or an ISO 8601 instant")
-    purge.add_argument("--status", action="append", metavar="STATUS",
-                       help="statuses to purge (default COMPLETE,TERMINATED); repeat or comma-separate")
+    purge.add_argument(
+        "--older-than",
+        required=True,
+        metavar="AGE",
+        help="a duration before now (30d, 12h, 90m) or an ISO 8601 instant",
+    )
+    purge.add_argument(
+        "--status",
+        action="append",
+        metavar="STATUS",
+        help="statuses to purge (default COMPLETE,TERMINATED); repeat or comma-separate",
+    )
     purge.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
     add_arguments(purge, _DB_ONLY)
 
@@ -129,8 +149,8 @@ def add_visibility_commands(commands: Any) -> None:
 
 def _list(args: argparse.Namespace) -> int:
     config = resolve(args, os.environ, _DB_ONLY)
-    if not 1 <= args.limit <= MAX_PAGE_SIZE:
-        raise ValueError(f"--limit: must be from 1 to {MAX_PAGE_SIZE}, got {args.limit}")
+    if not 1 <= args.limit <= MAX_LIST_PAGE_SIZE:
+        raise ValueError(f"--limit: must be from 1 to {MAX_LIST_PAGE_SIZE}, got {args.limit}")
     selected = WorkflowFilter(
         statuses=_statuses(args.status),
         definition_id=args.definition or None,
@@ -138,24 +158,35 @@ def _list(args: argparse.Namespace) -> int:
         created_after=None if args.created_after is None else _instant(args.created_after, "--created-after"),
         created_before=None if args.created_before is None else _instant(args.created_before, "--created-before"),
     )
-    after = decode_page_token(selected, args.page_token)
+    rows_filter = filter_row(selected)
+    after = decode_page_token(rows_filter, args.page_token)
     conn, _ = open_existing(config.db)
     try:
         conn.execute("BEGIN")
-        rows = list_rows(conn, selected, args.limit + 1, after)
+        rows = list_rows(conn, rows_filter, args.limit + 1, after)
         conn.execute("COMMIT")
     finally:
         conn.close()
     page = rows[: args.limit]
-    token = encode_page_token(selected, (page[-1][7], page[-1][0])) if len(rows) > args.limit else None
+    token = encode_page_token(rows_filter, (page[-1].create_time, page[-1].id)) if len(rows) > args.limit else None
     summaries = [summary_from_row(row) for row in page]
     if args.json:
         print(json.dumps({"workflows": [_jsonable(s) for s in summaries], "next_page_token": token}, indent=2))
         return 0
     table = [("ID", "NAME", "DEFINITION", "VERSION", "STATUS", "CREATED", "COMPLETED", "REFERENCE")]
-    for s in summaries:
-        table.append((s.id, s.name, s.workflow_definition_id, str(s.version), s.status.name, _time(s.create_time),
-                      _time(s.complete_time), s.reference or "-"))
+    table.extend(
+        (
+            s.id,
+            s.name,
+            s.workflow_definition_id,
+            str(s.version),
+            s.status.name,
+            _time(s.create_time),
+            _time(s.complete_time),
+            s.reference or "-",
+        )
+        for s in summaries
+    )
     print(_columns(table))
     if token is not None:
         print(f"more: wfe-sqlite list ... --page-token {token}")
@@ -170,13 +201,14 @@ def _show(args: argparse.Namespace) -> int:
     conn, _ = open_existing(config.db)
     try:
         conn.execute("BEGIN")
-        details = workflow_details_job(conn, args.id)
+        found = workflow_details_job(conn, args.id)
         conn.execute("COMMIT")
     finally:
         conn.close()
-    if details is None:
+    if found is None:
         print(f"wfe-sqlite: no workflow with id {args.id!r}", file=sys.stderr)
         return 1
+    details = details_from_rows(found)
     if args.json:
         print(json.dumps(_details_json(details), indent=2, ensure_ascii=False))
     else:
@@ -199,8 +231,10 @@ def _details_json(details: WorkflowDetails) -> dict[str, Any]:
 
 def _details_text(details: WorkflowDetails) -> str:
     w = details.workflow
-    next_run = "never" if w.next_execution is None else (
-        f"{_time(datetime.fromtimestamp(w.next_execution / 1000, tz=timezone.utc))} ({w.next_execution} ms)"
+    next_run = (
+        "never"
+        if w.next_execution is None
+        else (f"{_time(datetime.fromtimestamp(w.next_execution / 1000, tz=UTC))} ({w.next_execution} ms)")
     )
     lines = [
         f"id            {w.id}",
@@ -219,16 +253,32 @@ def _details_text(details: WorkflowDetails) -> str:
     ]
     table = [("STEP", "NAME", "STATUS", "ACTIVE", "RETRIES", "START", "END", "EVENT")]
     for p in w.execution_pointers:
-        event = "-" if p.event_name is None else f"{p.event_name}/{p.event_key or ''}" + (
-            " (published)" if p.event_published else "")
-        table.append((str(p.step_id), p.step_name or "-", p.status.name, "yes" if p.active else "no",
-                      str(p.retry_count), _time(p.start_time), _time(p.end_time), event))
+        event = (
+            "-"
+            if p.event_name is None
+            else f"{p.event_name}/{p.event_key or ''}" + (" (published)" if p.event_published else "")
+        )
+        table.append(
+            (
+                str(p.step_id),
+                p.step_name or "-",
+                p.status.name,
+                "yes" if p.active else "no",
+                str(p.retry_count),
+                _time(p.start_time),
+                _time(p.end_time),
+                event,
+            )
+        )
     lines += ["  " + line for line in _columns(table).splitlines()]
     lines.append(f"subscriptions ({len(details.subscriptions)})")
     for s in details.subscriptions:
         state = "terminated" if s.id in details.terminated else "open"
-        token = f", token held by {s.external_worker_id or '?'} until {_time(s.external_token_expiry)}" \
-            if s.external_token else ""
+        token = (
+            f", token held by {s.external_worker_id or '?'} until {_time(s.external_token_expiry)}"
+            if s.external_token
+            else ""
+        )
         lines.append(f"  {s.id}  {s.event_name}/{s.event_key} as of {_time(s.subscribe_as_of)}  {state}{token}")
     lines.append(f"errors ({len(details.errors)})")
     for e in details.errors:
@@ -245,17 +295,18 @@ def _purge(args: argparse.Namespace) -> int:
     statuses = _statuses(args.status) or PURGED_BY_DEFAULT
     cutoff = to_micros(older_than)
     names = ", ".join(s.name for s in statuses)
+    status_names = [s.name for s in statuses]
     conn, path = open_existing(config.db, read_only=args.dry_run)
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise ValueError(f"{path}: schema version {version} is newer than this wfe-sqlite's {SCHEMA_VERSION}")
         if args.dry_run:
-            count = count_purgeable(conn, statuses, cutoff)
+            count = count_purgeable(conn, status_names, cutoff)
             print(f"would purge {count} workflows ({names}) finished before {_time(older_than)}")
             return 0
         conn.execute("PRAGMA foreign_keys = ON")  # pointers go with their workflow (cascade)
-        deleted = _in_batches(conn, lambda c, n: purge_batch(c, statuses, cutoff, n))
+        deleted = _in_batches(conn, lambda c, n: purge_batch(c, status_names, cutoff, n))
     finally:
         conn.close()
     print(f"purged {deleted} workflows ({names}) finished before {_time(older_than)}")
@@ -289,13 +340,14 @@ def _in_batches(conn: sqlite3.Connection, batch: Callable[[sqlite3.Connection, i
 # -- output --------------------------------------------------------------------------------------
 
 
-def _time(value: Optional[datetime]) -> str:
+def _time(value: datetime | None) -> str:
     return "-" if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-def _columns(rows: list[tuple[str, ...]]) -> str:
+def _columns(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+    lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _jsonable(value: Any) -> Any:

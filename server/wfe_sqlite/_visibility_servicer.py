@@ -1,21 +1,18 @@
-"""``wfe.persistence.v1.VisibilityService``: validate the request, call the visibility store, convert."""
+"""``wfe.persistence.v1.VisibilityService``: validate the request, call one provider operation, convert."""
 
 from __future__ import annotations
 
 import grpc
 
 from wfe.persistence.v1 import visibility_pb2, visibility_pb2_grpc
-from wfe_client import InvalidArgument
-from wfe_client._convert import instant
-from wfe_client._visibility import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from wfe_client._visibility_convert import filter_from_proto, purge_statuses_from_proto, summary_to_proto
+from wfe_client.conversion import filter_from_proto, instant, purge_statuses_from_proto, summary_to_proto
+from wfe_client.errors import InvalidArgument
+from wfe_client.limits import LIST_PAGE_SIZE, MAX_LIST_PAGE_SIZE
 
 from ._provider import SqlitePersistenceProvider
-from ._status import translate_errors
+from ._status import Context, translate_errors
 
-__all__ = ["VisibilityServicer", "add_visibility_servicer", "VISIBILITY_SERVICE_NAME"]
-
-Context = grpc.aio.ServicerContext
+__all__ = ["VISIBILITY_SERVICE_NAME", "VisibilityServicer", "add_visibility_servicer"]
 
 VISIBILITY_SERVICE_NAME = visibility_pb2.DESCRIPTOR.services_by_name["VisibilityService"].full_name
 
@@ -24,21 +21,21 @@ def _size(value: int, field: str) -> int:
     """0 means the default, above the maximum is capped, negative is invalid."""
     if value < 0:
         raise InvalidArgument(f"{field}: must not be negative", field=field)
-    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    return min(value or LIST_PAGE_SIZE, MAX_LIST_PAGE_SIZE)
 
 
 class VisibilityServicer(visibility_pb2_grpc.VisibilityServiceServicer):
     """List, search, delete and purge workflows of the provider's store."""
 
     def __init__(self, provider: SqlitePersistenceProvider) -> None:
-        self._store = provider.visibility
+        self._p = provider
 
     @translate_errors
     async def ListWorkflows(
         self, request: visibility_pb2.ListWorkflowsRequest, context: Context
     ) -> visibility_pb2.ListWorkflowsResponse:
         selected = filter_from_proto(request.filter)
-        items, token = await self._store.list(selected, _size(request.page_size, "page_size"), request.page_token)
+        items, token = await self._p.list_summaries(selected, _size(request.page_size, "page_size"), request.page_token)
         return visibility_pb2.ListWorkflowsResponse(
             workflows=[summary_to_proto(s) for s in items], next_page_token=token or ""
         )
@@ -50,8 +47,10 @@ class VisibilityServicer(visibility_pb2_grpc.VisibilityServiceServicer):
         selected = filter_from_proto(request.filter)
         if request.skip < 0:
             raise InvalidArgument("skip: must not be negative", field="skip")
-        items, total = await self._store.search(request.query, selected, request.skip, _size(request.take, "take"))
-        return visibility_pb2.SearchWorkflowsResponse(workflows=[summary_to_proto(s) for s in items], total=total)
+        found = await self._p.search_summaries(request.query, selected, request.skip, _size(request.take, "take"))
+        return visibility_pb2.SearchWorkflowsResponse(
+            workflows=[summary_to_proto(s) for s in found.items], total=found.total
+        )
 
     @translate_errors
     async def DeleteWorkflow(
@@ -59,7 +58,7 @@ class VisibilityServicer(visibility_pb2_grpc.VisibilityServiceServicer):
     ) -> visibility_pb2.DeleteWorkflowResponse:
         if not request.id:
             raise InvalidArgument("id: required", field="id")
-        await self._store.delete(request.id)
+        await self._p.delete_workflow(request.id)
         return visibility_pb2.DeleteWorkflowResponse()
 
     @translate_errors
@@ -67,8 +66,8 @@ class VisibilityServicer(visibility_pb2_grpc.VisibilityServiceServicer):
         self, request: visibility_pb2.PurgeWorkflowsRequest, context: Context
     ) -> visibility_pb2.PurgeWorkflowsResponse:
         older_than = instant(request, "older_than", "request")
-        statuses = purge_statuses_from_proto(list(request.statuses))
-        deleted = await self._store.purge(older_than, statuses, dry_run=request.dry_run)
+        statuses = purge_statuses_from_proto(request.statuses)
+        deleted = await self._p.purge_workflows(older_than, statuses, dry_run=request.dry_run)
         return visibility_pb2.PurgeWorkflowsResponse(deleted=deleted)
 
 

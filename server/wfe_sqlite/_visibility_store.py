@@ -1,9 +1,9 @@
 """Visibility and clean-up on SQLite: list, full-text search, delete and purge workflows.
 
-The SQL of these operations lives here. Jobs are plain functions of a ``sqlite3.Connection`` (the
-provider runs them through ``Database``; the ``wfe-sqlite list/show/purge`` commands run them on a
-connection of their own). Every list filter has an index (schema version 3): one query per
-status on ``workflows_by_status`` or ``workflows_by_definition``, merged newest first, or one
+The SQL of these operations lives here. Jobs are plain functions of a ``sqlite3.Connection``
+(``SqliteVisibility`` runs them through ``Database``; the ``wfe-sqlite list/show/purge`` commands run
+them on a connection of their own). Every list filter has an index (schema version 3): one query
+per status on ``workflows_by_status`` or ``workflows_by_definition``, merged newest first, or one
 query on ``workflows_by_reference``; search runs on the FTS5 table ``workflows_fts``, which
 triggers keep in step with every write; purge selects by ``workflows_by_age``.
 """
@@ -11,55 +11,38 @@ triggers keep in step with every write; purge selects by ``workflows_by_age``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
+import functools
 import heapq
 import itertools
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
-from wfe_client import (
-    EventSubscription,
-    ExecutionError,
-    InvalidArgument,
-    WorkflowInstance,
-    WorkflowNotFound,
-    WorkflowStatus,
-)
-from wfe_client._time import from_micros
-from wfe_client._visibility import MAX_QUERY_CHARS, WorkflowFilter, WorkflowSummary
+from wfe_client.errors import InvalidArgument, WorkflowNotFound
+from wfe_client.limits import MAX_QUERY_CHARS, MAX_QUERY_TERMS
+from wfe_client.models import WorkflowStatus
 
 from ._database import Database
-from ._rows import check_id, micros, subscription_from_row
+from ._rows import ErrorRow, PageKey, PointerRow, SubscriptionRow, WorkflowRow
+from ._visibility_rows import DetailsRows, FilterRow, SummaryRow
 
 __all__ = [
-    "SUMMARY_COLUMNS",
     "PURGE_BATCH",
-    "PURGE_FIRST_BATCH",
     "PURGE_BATCH_SECONDS",
-    "next_batch_size",
-    "ListKey",
-    "VisibilityStore",
-    "WorkflowDetails",
-    "workflow_details_job",
-    "list_rows",
-    "search_rows",
-    "delete_workflow_job",
-    "purge_batch",
+    "PURGE_FIRST_BATCH",
+    "SUMMARY_COLUMNS",
+    "SqliteVisibility",
     "count_purgeable",
+    "delete_workflow_job",
     "fts_query",
-    "summary_from_row",
-    "encode_page_token",
-    "decode_page_token",
+    "list_rows",
+    "next_batch_size",
+    "purge_batch",
+    "search_rows",
+    "workflow_details_job",
 ]
 
-SUMMARY_COLUMNS = (
-    "id, name, workflow_definition_id, version, status, reference, description, "
-    "create_time, complete_time, next_execution"
-)
+SUMMARY_COLUMNS = ", ".join(SummaryRow._fields)
 PURGE_BATCH = 500
 """Most workflows one purge transaction deletes."""
 PURGE_FIRST_BATCH = 100
@@ -67,129 +50,64 @@ PURGE_FIRST_BATCH = 100
 PURGE_BATCH_SECONDS = 0.025
 """Writer time one purge transaction aims at (deleting, then committing its pages): a write queued
 behind it waits about this long. Measured at 1M workflows, 500 deletions took ~250 ms."""
-MAX_QUERY_TERMS = 16
-"""Most words in one search query."""
-
-ListKey = tuple[int, str]
-"""Position of a listed workflow: (create_time in microseconds, id); lists run in descending order."""
 
 _ALL_STATUSES = tuple(s.name for s in WorkflowStatus)
 _NEWEST_FIRST = "ORDER BY create_time DESC, id DESC"
 
 
-def summary_from_row(row: Sequence[Any]) -> WorkflowSummary:
-    """A ``WorkflowSummary`` from the columns of ``SUMMARY_COLUMNS``."""
-    (wid, name, definition, version, status, reference, description, create_time, complete_time, next_execution) = row
-    return WorkflowSummary(
-        id=wid,
-        name=name,
-        workflow_definition_id=definition,
-        version=version,
-        status=WorkflowStatus[status],
-        reference=reference,
-        description=description,
-        create_time=from_micros(create_time),
-        complete_time=None if complete_time is None else from_micros(complete_time),
-        next_execution=next_execution,
-    )
-
-
-# -- page tokens -------------------------------------------------------------------------------
-
-
-def _seal(filter: WorkflowFilter, key: ListKey) -> str:
-    """A short digest of a filter and a position: a token only continues the list it came from,
-    and a token altered or cut short is refused instead of read as some other position."""
-    parts = [
-        ",".join(s.name for s in sorted(filter.statuses, key=lambda s: s.name)),
-        filter.definition_id or "",
-        "\x00" if filter.reference is None else "=" + filter.reference,
-        "" if filter.created_after is None else str(micros(filter.created_after, "created_after")),
-        "" if filter.created_before is None else str(micros(filter.created_before, "created_before")),
-        str(key[0]),
-        key[1],
-    ]
-    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
-def encode_page_token(filter: WorkflowFilter, key: ListKey) -> str:
-    """The opaque token of the page after ``key`` of the list selected by ``filter``."""
-    raw = f"{_seal(filter, key)}:{key[0]}:{key[1]}".encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii")
-
-
-def decode_page_token(filter: WorkflowFilter, token: Optional[str]) -> Optional[ListKey]:
-    """The position a token continues after; InvalidArgument for a token not from this list."""
-    if not token:
-        return None
-    invalid = InvalidArgument(
-        "page_token: not a token from a previous page of a list with these filters", field="page_token"
-    )
-    if not isinstance(token, str) or len(token) > 4096:
-        raise invalid
-    try:
-        raw = base64.urlsafe_b64decode(token.encode("ascii")).decode()
-        seal, number, last = raw.split(":", 2)
-        key = (int(number), last)
-    except (ValueError, UnicodeError):
-        raise invalid from None
-    if seal != _seal(filter, key):
-        raise invalid
-    return key
-
-
 # -- list --------------------------------------------------------------------------------------
 
 
-def _window(filter: WorkflowFilter, after: Optional[ListKey]) -> tuple[list[str], list[Any]]:
+def _window(f: FilterRow, after: PageKey | None) -> tuple[list[str], list[Any]]:
     """The creation-window and keyset conditions (column names unqualified)."""
     terms: list[str] = []
     args: list[Any] = []
-    if filter.created_after is not None:
+    if f.created_after is not None:
         terms.append("create_time >= ?")
-        args.append(micros(filter.created_after, "created_after"))
-    if filter.created_before is not None:
+        args.append(f.created_after)
+    if f.created_before is not None:
         terms.append("create_time < ?")
-        args.append(micros(filter.created_before, "created_before"))
+        args.append(f.created_before)
     if after is not None:
         terms.append("(create_time, id) < (?, ?)")
         args.extend(after)
     return terms, args
 
 
-def list_rows(
-    conn: sqlite3.Connection, filter: WorkflowFilter, limit: int, after: Optional[ListKey] = None
-) -> list[tuple[Any, ...]]:
-    """Up to ``limit`` summary rows (``SUMMARY_COLUMNS``) after ``after``, newest first."""
-    window, window_args = _window(filter, after)
-    statuses = [s.name for s in filter.statuses]
-    if filter.reference is not None:
+def list_rows(conn: sqlite3.Connection, f: FilterRow, limit: int, after: PageKey | None = None) -> list[SummaryRow]:
+    """Up to ``limit`` summary rows after ``after``, newest first (ties by id, descending)."""
+    window, window_args = _window(f, after)
+    if f.reference is not None:
         # Few workflows share a reference: its index gives the order, the rest is checked per row
         # (the unary + keeps SQLite from picking the status or definition index instead).
         terms = ["reference = ?", *window]
-        args: list[Any] = [filter.reference, *window_args]
-        if statuses:
-            terms.append(f"+status IN ({', '.join('?' * len(statuses))})")
-            args.extend(statuses)
-        if filter.definition_id is not None:
+        args: list[Any] = [f.reference, *window_args]
+        if f.statuses:
+            terms.append(f"+status IN ({', '.join('?' * len(f.statuses))})")
+            args.extend(f.statuses)
+        if f.definition_id is not None:
             terms.append("+workflow_definition_id = ?")
-            args.append(filter.definition_id)
-        return conn.execute(
+            args.append(f.definition_id)
+        rows = conn.execute(
             f"SELECT {SUMMARY_COLUMNS} FROM workflows WHERE {' AND '.join(terms)} {_NEWEST_FIRST} LIMIT ?",
             [*args, limit],
-        ).fetchall()
+        )
+        return [SummaryRow._make(r) for r in rows]
     # One ordered range per status (workflows_by_definition with a definition, else
     # workflows_by_status), merged: never a sort of every matching row.
-    prefix = ["workflow_definition_id = ?"] if filter.definition_id is not None else []
-    prefix_args = [filter.definition_id] if filter.definition_id is not None else []
+    prefix = ["workflow_definition_id = ?"] if f.definition_id is not None else []
+    prefix_args = [f.definition_id] if f.definition_id is not None else []
     sql = (
         f"SELECT {SUMMARY_COLUMNS} FROM workflows WHERE {' AND '.join([*prefix, 'status = ?', *window])} "
         f"{_NEWEST_FIRST} LIMIT ?"
     )
-    runs = [conn.execute(sql, [*prefix_args, status, *window_args, limit]).fetchall() for status in statuses or _ALL_STATUSES]
+    runs = [
+        [SummaryRow._make(r) for r in conn.execute(sql, [*prefix_args, status, *window_args, limit])]
+        for status in f.statuses or _ALL_STATUSES
+    ]
     if len(runs) == 1:
         return runs[0]
-    merged = heapq.merge(*runs, key=lambda row: (row[7], row[0]), reverse=True)
+    merged = heapq.merge(*runs, key=lambda row: (row.create_time, row.id), reverse=True)
     return list(itertools.islice(merged, limit))
 
 
@@ -207,7 +125,7 @@ def fts_query(text: object) -> str:
         raise InvalidArgument(f"query: expected a string, got {type(text).__name__}", field="query")
     if len(text) > MAX_QUERY_CHARS:
         raise InvalidArgument(f"query: longer than {MAX_QUERY_CHARS} characters", field="query")
-    check_id(text, "query", required=False)  # valid Unicode text
+    _check_unicode(text)
     phrases = []
     for term in text.split():
         prefix = term.endswith("*")
@@ -222,50 +140,58 @@ def fts_query(text: object) -> str:
     return " ".join(phrases)
 
 
-def _search_filter(filter: WorkflowFilter) -> tuple[str, list[Any]]:
-    """Conditions on ``w`` (per row: the full-text match drives the query)."""
+def _check_unicode(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument("query: not valid Unicode text (lone surrogate)", field="query") from None
+
+
+def _search_filter(f: FilterRow) -> tuple[str, list[Any]]:
+    """Conditions on ``w``, checked per row (the full-text match drives the query)."""
     terms: list[str] = []
     args: list[Any] = []
-    if filter.statuses:
-        terms.append(f"+w.status IN ({', '.join('?' * len(filter.statuses))})")
-        args.extend(s.name for s in filter.statuses)
-    if filter.definition_id is not None:
+    if f.statuses:
+        terms.append(f"+w.status IN ({', '.join('?' * len(f.statuses))})")
+        args.extend(f.statuses)
+    if f.definition_id is not None:
         terms.append("+w.workflow_definition_id = ?")
-        args.append(filter.definition_id)
-    if filter.reference is not None:
+        args.append(f.definition_id)
+    if f.reference is not None:
         terms.append("+w.reference = ?")
-        args.append(filter.reference)
-    if filter.created_after is not None:
+        args.append(f.reference)
+    if f.created_after is not None:
         terms.append("+w.create_time >= ?")
-        args.append(micros(filter.created_after, "created_after"))
-    if filter.created_before is not None:
+        args.append(f.created_after)
+    if f.created_before is not None:
         terms.append("+w.create_time < ?")
-        args.append(micros(filter.created_before, "created_before"))
+        args.append(f.created_before)
     return "".join(f" AND {t}" for t in terms), args
 
 
 def search_rows(
-    conn: sqlite3.Connection, query: str, filter: WorkflowFilter, skip: int, take: int
-) -> tuple[list[tuple[Any, ...]], int]:
-    """Summary rows matching the FTS5 ``query`` (from ``fts_query``) and ``filter``, best first; the total."""
-    where, args = _search_filter(filter)
-    columns = ", ".join(f"w.{c.strip()}" for c in SUMMARY_COLUMNS.split(","))
+    conn: sqlite3.Connection, query: str, f: FilterRow, skip: int, take: int
+) -> tuple[list[SummaryRow], int]:
+    """Summary rows matching the FTS5 ``query`` (from ``fts_query``) and ``f``, best first; the total."""
+    where, args = _search_filter(f)
+    columns = ", ".join(f"w.{c}" for c in SummaryRow._fields)
     joined = "FROM workflows_fts f JOIN workflows w ON w.rowid = f.rowid WHERE workflows_fts MATCH ?"
     try:
-        rows = conn.execute(
-            f"SELECT {columns} {joined}{where} ORDER BY f.rank, w.create_time DESC, w.id DESC LIMIT ? OFFSET ?",
-            [query, *args, take, skip],
-        ).fetchall()
-        if not rows and skip == 0:
-            return rows, 0
+        rows = [
+            SummaryRow._make(r)
+            for r in conn.execute(
+                f"SELECT {columns} {joined}{where} ORDER BY f.rank, w.create_time DESC, w.id DESC LIMIT ? OFFSET ?",
+                [query, *args, take, skip],
+            )
+        ]
         if len(rows) < take and (rows or skip == 0):
-            return rows, skip + len(rows)
+            return rows, skip + len(rows)  # the last window: no need to count
         if where:
-            total = conn.execute(f"SELECT count(*) {joined}{where}", [query, *args]).fetchone()[0]
+            total: int = conn.execute(f"SELECT count(*) {joined}{where}", [query, *args]).fetchone()[0]
         else:
-            total = conn.execute(
-                "SELECT count(*) FROM workflows_fts WHERE workflows_fts MATCH ?", (query,)
-            ).fetchone()[0]
+            total = conn.execute("SELECT count(*) FROM workflows_fts WHERE workflows_fts MATCH ?", (query,)).fetchone()[
+                0
+            ]
     except sqlite3.OperationalError as error:
         if "fts5" in str(error).lower():
             raise InvalidArgument(f"query: cannot be searched for ({error})", field="query") from None
@@ -282,12 +208,10 @@ def _delete_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> int:
     if not ids:
         return 0
     marks = ", ".join("?" * len(ids))
-    deleted = conn.execute(f"DELETE FROM workflows WHERE id IN ({marks})", ids).rowcount
+    deleted: int = conn.execute(f"DELETE FROM workflows WHERE id IN ({marks})", ids).rowcount
     conn.execute(f"DELETE FROM event_subscriptions WHERE workflow_id IN ({marks})", ids)
     conn.execute(f"DELETE FROM execution_errors WHERE workflow_id IN ({marks})", ids)
-    conn.execute(
-        f"DELETE FROM scheduled_commands WHERE command_name = 'PROCESS_WORKFLOW' AND data IN ({marks})", ids
-    )
+    conn.execute(f"DELETE FROM scheduled_commands WHERE command_name = 'PROCESS_WORKFLOW' AND data IN ({marks})", ids)
     return deleted
 
 
@@ -297,22 +221,27 @@ def delete_workflow_job(conn: sqlite3.Connection, workflow_id: str) -> None:
         raise WorkflowNotFound(f"workflow {workflow_id!r} not found", id=workflow_id)
 
 
-def _purge_where(statuses: Sequence[WorkflowStatus]) -> str:
+def _purge_where(statuses: Sequence[str]) -> str:
     return f"status IN ({', '.join('?' * len(statuses))}) AND coalesce(complete_time, create_time) < ?"
 
 
-def purge_batch(
-    conn: sqlite3.Connection, statuses: Sequence[WorkflowStatus], cutoff_us: int, batch: int = PURGE_BATCH
-) -> int:
+def purge_batch(conn: sqlite3.Connection, statuses: Sequence[str], cutoff_us: int, batch: int = PURGE_BATCH) -> int:
     """Delete up to ``batch`` workflows with one of ``statuses`` finished (or created) before the cutoff."""
     ids = [
         row[0]
         for row in conn.execute(
-            f"SELECT id FROM workflows WHERE {_purge_where(statuses)} LIMIT ?",
-            [*(s.name for s in statuses), cutoff_us, batch],
+            f"SELECT id FROM workflows WHERE {_purge_where(statuses)} LIMIT ?", [*statuses, cutoff_us, batch]
         )
     ]
     return _delete_ids(conn, ids)
+
+
+def count_purgeable(conn: sqlite3.Connection, statuses: Sequence[str], cutoff_us: int) -> int:
+    """How many workflows a purge with these statuses and cutoff would delete."""
+    count: int = conn.execute(
+        f"SELECT count(*) FROM workflows WHERE {_purge_where(statuses)}", [*statuses, cutoff_us]
+    ).fetchone()[0]
+    return count
 
 
 def next_batch_size(size: int, took: float, limit: int = PURGE_BATCH) -> int:
@@ -322,126 +251,88 @@ def next_batch_size(size: int, took: float, limit: int = PURGE_BATCH) -> int:
     return max(min(10, limit), min(limit, 2 * size, target))
 
 
-def count_purgeable(conn: sqlite3.Connection, statuses: Sequence[WorkflowStatus], cutoff_us: int) -> int:
-    """How many workflows a purge with these statuses and cutoff would delete."""
-    return conn.execute(
-        f"SELECT count(*) FROM workflows WHERE {_purge_where(statuses)}", [*(s.name for s in statuses), cutoff_us]
-    ).fetchone()[0]
-
-
 # -- one workflow with everything about it -----------------------------------------------------
 
 
-@dataclass
-class WorkflowDetails:
-    """A workflow with its subscriptions and execution errors (what ``wfe-sqlite show`` prints)."""
-
-    workflow: WorkflowInstance
-    """The workflow with its pointers."""
-    subscriptions: list[EventSubscription] = field(default_factory=list)
-    """Its event subscriptions, oldest first, terminated ones included."""
-    terminated: set[str] = field(default_factory=set)
-    """Ids of the terminated ones among ``subscriptions``."""
-    errors: list[ExecutionError] = field(default_factory=list)
-    """Its execution errors, oldest first."""
-
-
-def workflow_details_job(conn: sqlite3.Connection, workflow_id: str) -> Optional[WorkflowDetails]:
-    """The ``WorkflowDetails`` of one workflow, or None (run it in one read transaction)."""
-    # The workflow row readers live with the provider, which imports this module.
-    from ._provider import _SUBSCRIPTION_COLUMNS, _read_workflow_rows, workflow_from_rows
-
-    found = _read_workflow_rows(conn, "id = ?", workflow_id)
+def workflow_details_job(conn: sqlite3.Connection, workflow_id: str) -> DetailsRows | None:
+    """A workflow, its subscriptions and its errors, or None (run it in one read transaction)."""
+    found = conn.execute(
+        f"SELECT {', '.join(WorkflowRow._fields)} FROM workflows WHERE id = ?", (workflow_id,)
+    ).fetchone()
     if found is None:
         return None
-    details = WorkflowDetails(workflow_from_rows(*found))
-    for row in conn.execute(
-        f"SELECT {_SUBSCRIPTION_COLUMNS}, terminated FROM event_subscriptions WHERE workflow_id = ? "
-        "ORDER BY subscribe_as_of, id",
-        (workflow_id,),
-    ):
-        details.subscriptions.append(subscription_from_row(row[:-1]))
-        if row[-1]:
-            details.terminated.add(row[0])
-    details.errors = [
-        ExecutionError(from_micros(t), workflow_id, pointer, message)
-        for t, pointer, message in conn.execute(
-            "SELECT error_time, execution_pointer_id, message FROM execution_errors WHERE workflow_id = ? "
-            "ORDER BY error_time, id",
+    pointers = [
+        PointerRow._make(p)
+        for p in conn.execute(
+            f"SELECT {', '.join(PointerRow._fields)} FROM execution_pointers WHERE workflow_id = ? ORDER BY position",
             (workflow_id,),
         )
     ]
-    return details
+    subscriptions = [
+        (SubscriptionRow._make(r[:-1]), bool(r[-1]))
+        for r in conn.execute(
+            f"SELECT {', '.join(SubscriptionRow._fields)}, terminated FROM event_subscriptions "
+            "WHERE workflow_id = ? ORDER BY subscribe_as_of, id",
+            (workflow_id,),
+        )
+    ]
+    errors = [
+        ErrorRow._make(r)
+        for r in conn.execute(
+            f"SELECT {', '.join(ErrorRow._fields)} FROM execution_errors WHERE workflow_id = ? ORDER BY error_time, id",
+            (workflow_id,),
+        )
+    ]
+    return DetailsRows((WorkflowRow._make(found), pointers), subscriptions, errors)
 
 
-# -- the store ---------------------------------------------------------------------------------
+# -- the store's visibility operations -----------------------------------------------------------
 
 
-class VisibilityStore:
-    """The visibility operations on a ``Database``: reads on the read pool, writes through the writer."""
+class SqliteVisibility:
+    """The visibility operations of ``Store`` on SQLite (``SqliteStore`` inherits them):
+    reads on the read pool, writes through the group-committing writer."""
 
-    def __init__(self, database: Database) -> None:
-        self._db = database
+    database: Database
 
-    async def list(
-        self, filter: WorkflowFilter, page_size: int, page_token: Optional[str]
-    ) -> tuple[list[WorkflowSummary], Optional[str]]:
-        """One page of summaries and the token of the next one (None on the last page)."""
-        after = decode_page_token(filter, page_token)
-        rows = await self._db.read(lambda conn: list_rows(conn, filter, page_size + 1, after))
-        page = rows[:page_size]
-        token = encode_page_token(filter, (page[-1][7], page[-1][0])) if len(rows) > page_size else None
-        return [summary_from_row(r) for r in page], token
+    async def list_workflows(self, filter: FilterRow, limit: int, after: PageKey | None) -> list[SummaryRow]:
+        return await self.database.read(lambda conn: list_rows(conn, filter, limit, after))
 
-    async def search(
-        self, text: object, filter: WorkflowFilter, skip: int, take: int
-    ) -> tuple[list[WorkflowSummary], int]:
-        """Matches of ``text`` in the window ``skip``/``take``, best first, and their total."""
+    async def search_workflows(
+        self, text: str, filter: FilterRow, skip: int, take: int
+    ) -> tuple[list[SummaryRow], int]:
         query = fts_query(text)
-        rows, total = await self._db.read(lambda conn: search_rows(conn, query, filter, skip, take))
-        return [summary_from_row(r) for r in rows], total
+        return await self.database.read(lambda conn: search_rows(conn, query, filter, skip, take))
 
-    async def details(self, workflow_id: str) -> WorkflowDetails:
-        """One workflow with its subscriptions and errors; ``WorkflowNotFound`` when there is none."""
-        check_id(workflow_id, "id")
-        found = await self._db.read(lambda conn: workflow_details_job(conn, workflow_id))
-        if found is None:
-            raise WorkflowNotFound(f"workflow {workflow_id!r} not found", id=workflow_id)
-        return found
+    async def delete_workflow(self, id: str) -> None:
+        await self.database.write(lambda conn: delete_workflow_job(conn, id))
 
-    async def delete(self, workflow_id: str) -> None:
-        check_id(workflow_id, "id")
-        await self._db.write(lambda conn: delete_workflow_job(conn, workflow_id))
+    async def count_purgeable(self, statuses: Sequence[str], older_than_us: int) -> int:
+        return await self.database.read(lambda conn: count_purgeable(conn, statuses, older_than_us))
 
-    async def purge(
-        self,
-        older_than: datetime,
-        statuses: Sequence[WorkflowStatus],
-        *,
-        dry_run: bool = False,
-        batch: int = PURGE_BATCH,
-    ) -> int:
-        """Delete (or, with ``dry_run``, count) the workflows to purge, at most ``batch`` per transaction.
-
-        Each transaction is one write job through the group-committing writer, sized to take about
-        ``PURGE_BATCH_SECONDS``; after each, the purge waits for one commit without it, so writes
-        queued meanwhile never wait behind two purge transactions in a row. Cancelled between
-        transactions, it keeps what it deleted.
-        """
-        cutoff = micros(older_than, "older_than")
-        if dry_run:
-            return await self._db.read(lambda conn: count_purgeable(conn, statuses, cutoff))
+    async def purge_workflows(self, statuses: Sequence[str], older_than_us: int, batch: int = PURGE_BATCH) -> int:
+        """Delete in transactions of about ``PURGE_BATCH_SECONDS`` each (at most ``batch``
+        workflows); after each, wait for one commit without it, so writes queued meanwhile never
+        wait behind two purge transactions in a row. Cancelled between transactions, what it
+        deleted stays deleted."""
         loop = asyncio.get_running_loop()
         size = min(PURGE_FIRST_BATCH, batch)
         total = 0
         while True:
             started = loop.time()
-            deleted = await self._db.write(lambda conn, n=size: purge_batch(conn, statuses, cutoff, n))
+            deleted = await self.database.write(functools.partial(_purge_job, statuses, older_than_us, size))
             total += deleted
             if deleted < size:
                 return total
             size = next_batch_size(size, loop.time() - started, batch)
-            await self._db.write(_nothing)
+            await self.database.write(_nothing)
+
+    async def workflow_details(self, id: str) -> DetailsRows | None:
+        return await self.database.read(lambda conn: workflow_details_job(conn, id))
+
+
+def _purge_job(statuses: Sequence[str], older_than_us: int, size: int, conn: sqlite3.Connection) -> int:
+    return purge_batch(conn, statuses, older_than_us, size)
 
 
 def _nothing(conn: sqlite3.Connection) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pathlib
 import sqlite3
 from datetime import datetime, timedelta
-from typing import Any, Optional
+from typing import Any
 
 import pytest
-
 from conformance_support import T0, UTC, read_only, subscription, workflow
+
 from wfe_client import (
     ExecutionError,
     ExecutionPointer,
@@ -36,12 +36,12 @@ async def make(
     *,
     definition: str = "order",
     status: WorkflowStatus = RUNNABLE,
-    reference: Optional[str] = None,
-    description: Optional[str] = None,
+    reference: str | None = None,
+    description: str | None = None,
     data: Any = None,
     name: str = "",
-    id: Optional[str] = None,
-    complete_time: Optional[datetime] = None,
+    id: str | None = None,
+    complete_time: datetime | None = None,
 ) -> WorkflowInstance:
     """A stored workflow created ``minute`` minutes after T0."""
     w = workflow(definition, name=name, id=id, status=status, data=data if data is not None else {"m": minute})
@@ -99,19 +99,35 @@ async def test_list_is_newest_first_with_ties_by_id_descending(provider: Persist
 
 
 async def test_list_summary_carries_the_workflow_fields(provider: PersistenceProvider) -> None:
-    w = await make(provider, 1, status=COMPLETE, reference="ref-1", description="the one",
-                   complete_time=T0 + timedelta(hours=1))
+    w = await make(
+        provider, 1, status=COMPLETE, reference="ref-1", description="the one", complete_time=T0 + timedelta(hours=1)
+    )
     bare = await make(provider, 0)
     items = (await provider.list_workflows()).items
     assert items == [
         WorkflowSummary(
-            id=w.id, name=w.name, workflow_definition_id="order", version=1, status=COMPLETE, reference="ref-1",
-            description="the one", create_time=w.create_time, complete_time=T0 + timedelta(hours=1),
+            id=w.id,
+            name=w.name,
+            workflow_definition_id="order",
+            version=1,
+            status=COMPLETE,
+            reference="ref-1",
+            description="the one",
+            create_time=w.create_time,
+            complete_time=T0 + timedelta(hours=1),
             next_execution=0,
         ),
         WorkflowSummary(
-            id=bare.id, name=bare.name, workflow_definition_id="order", version=1, status=RUNNABLE, reference=None,
-            description=None, create_time=bare.create_time, complete_time=None, next_execution=0,
+            id=bare.id,
+            name=bare.name,
+            workflow_definition_id="order",
+            version=1,
+            status=RUNNABLE,
+            reference=None,
+            description=None,
+            create_time=bare.create_time,
+            complete_time=None,
+            next_execution=0,
         ),
     ]
     assert w.name.startswith("order-")
@@ -133,26 +149,33 @@ async def test_list_filters_by_one_or_several_statuses(provider: PersistenceProv
 
 
 async def test_list_filters_by_definition_reference_and_their_combinations(provider: PersistenceProvider) -> None:
-    made = []
-    for m in range(12):
-        made.append(await make(
-            provider, m, definition=("order", "invoice", "ship")[m % 3], status=(RUNNABLE, COMPLETE)[m % 2],
+    made = [
+        await make(
+            provider,
+            m,
+            definition=("order", "invoice", "ship")[m % 3],
+            status=(RUNNABLE, COMPLETE)[m % 2],
             reference=f"cust-{m % 4}",
-        ))
+        )
+        for m in range(12)
+    ]
 
     def expect(pred: Any) -> list[str]:
         return newest_first([w for w in made if pred(w)])
 
     assert await list_all(provider, definition_id="invoice") == expect(lambda w: w.workflow_definition_id == "invoice")
     assert await list_all(provider, definition_id="invoice", status=COMPLETE, page_size=1) == expect(
-        lambda w: w.workflow_definition_id == "invoice" and w.status == COMPLETE)
+        lambda w: w.workflow_definition_id == "invoice" and w.status == COMPLETE
+    )
     assert await list_all(provider, definition_id="") == expect(lambda w: True)
     assert await list_all(provider, definition_id="nope") == []
     assert await list_all(provider, reference="cust-1") == expect(lambda w: w.reference == "cust-1")
     assert await list_all(provider, reference="cust-1", status=[RUNNABLE], page_size=1) == expect(
-        lambda w: w.reference == "cust-1" and w.status == RUNNABLE)
+        lambda w: w.reference == "cust-1" and w.status == RUNNABLE
+    )
     assert await list_all(provider, reference="cust-2", definition_id="ship") == expect(
-        lambda w: w.reference == "cust-2" and w.workflow_definition_id == "ship")
+        lambda w: w.reference == "cust-2" and w.workflow_definition_id == "ship"
+    )
     assert await list_all(provider, reference="cust") == []  # exact, not a prefix
     assert await list_all(provider, reference="") == []
 
@@ -162,8 +185,9 @@ async def test_list_creation_window_includes_after_excludes_before(provider: Per
     after, before = T0 + timedelta(minutes=3), T0 + timedelta(minutes=7)
     window = [w for w in made if after <= w.create_time < before]
     assert await list_all(provider, created_after=after, created_before=before) == newest_first(window)
-    assert await list_all(provider, created_after=after, created_before=before, status=TERMINATED, page_size=1) == \
-        newest_first([w for w in window if w.status == TERMINATED])
+    assert await list_all(
+        provider, created_after=after, created_before=before, status=TERMINATED, page_size=1
+    ) == newest_first([w for w in window if w.status == TERMINATED])
     assert await list_all(provider, created_after=after) == newest_first([w for w in made if w.create_time >= after])
     assert await list_all(provider, created_before=after) == newest_first([w for w in made if w.create_time < after])
     assert await list_all(provider, created_after=before, created_before=after) == []
@@ -247,8 +271,15 @@ async def test_search_matches_words_of_name_reference_description_and_data(provi
     data = await make(provider, 4, data={"customer": {"city": "Lisbon", "tags": ["vip"]}, "total": 1234})
     await make(provider, 5, description="unrelated words only")
     for text, expected in [
-        ("reconcile", named), ("nightly", named), ("order-77", referenced), ("77", referenced),
-        ("damaged", described), ("PARCEL", described), ("lisbon", data), ("vip", data), ("1234", data),
+        ("reconcile", named),
+        ("nightly", named),
+        ("order-77", referenced),
+        ("77", referenced),
+        ("damaged", described),
+        ("PARCEL", described),
+        ("lisbon", data),
+        ("vip", data),
+        ("1234", data),
         ("city", data),
     ]:
         found = await provider.search_workflows(text)
@@ -304,12 +335,17 @@ async def test_search_puts_the_best_match_first(provider: PersistenceProvider) -
 
 
 async def test_search_filters_like_list(provider: PersistenceProvider) -> None:
-    made = []
-    for m in range(12):
-        made.append(await make(
-            provider, m, status=list(WorkflowStatus)[m % 4], definition=("a", "b")[m % 2],
-            reference=f"r{m % 3}", description="shared word",
-        ))
+    made = [
+        await make(
+            provider,
+            m,
+            status=list(WorkflowStatus)[m % 4],
+            definition=("a", "b")[m % 2],
+            reference=f"r{m % 3}",
+            description="shared word",
+        )
+        for m in range(12)
+    ]
 
     async def found(**kw: Any) -> set[str]:
         result = await provider.search_workflows("shared", take=100, **kw)
@@ -322,9 +358,11 @@ async def test_search_filters_like_list(provider: PersistenceProvider) -> None:
     assert await found(reference="r2") == {w.id for w in made if w.reference == "r2"}
     after, before = T0 + timedelta(minutes=2), T0 + timedelta(minutes=8)
     assert await found(created_after=after, created_before=before) == {
-        w.id for w in made if after <= w.create_time < before}
+        w.id for w in made if after <= w.create_time < before
+    }
     assert await found(status=SUSPENDED, definition_id="b", reference="r1") == {
-        w.id for w in made if w.status == SUSPENDED and w.workflow_definition_id == "b" and w.reference == "r1"}
+        w.id for w in made if w.status == SUSPENDED and w.workflow_definition_id == "b" and w.reference == "r1"
+    }
     filtered = await provider.search_workflows("shared", status=RUNNABLE, skip=1, take=1)
     assert filtered.total == 3 and len(filtered.items) == 1
 
@@ -338,7 +376,7 @@ async def test_search_without_words_or_too_long_is_invalid_argument(provider: Pe
 
 async def test_search_text_is_never_query_syntax(provider: PersistenceProvider) -> None:
     w = await make(provider, 1, description='he said "hello" (NEAR the door) OR NOT: col:x ^start +plus')
-    for text in ['"hello', 'NEAR(the', "OR", "NOT", "col:x", "^start", "+plus", 'said "hello"', "door)", "AND"]:
+    for text in ['"hello', "NEAR(the", "OR", "NOT", "col:x", "^start", "+plus", 'said "hello"', "door)", "AND"]:
         result = await provider.search_workflows(text)
         assert ids(result.items) == ([] if text == "AND" else [w.id]), text
     with pytest.raises(InvalidArgument):
@@ -390,6 +428,7 @@ async def test_delete_takes_pointers_subscriptions_errors_and_its_command(
     assert await provider.get_workflow_instance(other.id) == other
     conn = read_only(db_path)
     try:
+
         def count(sql: str) -> int:
             return conn.execute(sql, (doomed.id,)).fetchone()[0]
 

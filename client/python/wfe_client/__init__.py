@@ -1,8 +1,15 @@
-"""Client side of wfe-sqlite: models, errors, the ``PersistenceProvider`` interface and its gRPC adapter."""
+"""Client side of wfe-sqlite: models, errors, the ``PersistenceProvider`` interface and its gRPC adapter.
+
+The pieces the server shares with every client are public modules: ``wfe_client.models``,
+``wfe_client.errors``, ``wfe_client.conversion`` (models <-> ``wfe.persistence.v1`` messages),
+``wfe_client.jsoncodec``, ``wfe_client.timeutil``, ``wfe_client.limits`` and ``wfe_client.visibility``
+(the filter and arguments of the list, search and purge operations).
+"""
 
 from __future__ import annotations
 
-from ._errors import (
+from ._provider import CommandHandler, PersistenceProvider
+from .errors import (
     ERROR_DOMAIN,
     AlreadyExists,
     EventAlreadyExists,
@@ -10,16 +17,19 @@ from ._errors import (
     InvalidArgument,
     LeaseLost,
     NotFound,
+    RevisionConflict,
     StorageFull,
     StorageUnavailable,
+    StreamIdle,
     SubscriptionAlreadyExists,
     SubscriptionNotFound,
+    Unauthenticated,
     WfeError,
     WorkflowAlreadyExists,
     WorkflowNameTaken,
     WorkflowNotFound,
 )
-from ._models import (
+from .models import (
     CommandClaim,
     CommandName,
     Event,
@@ -29,10 +39,11 @@ from ._models import (
     PointerStatus,
     ScheduledCommand,
     WorkflowInstance,
+    WorkflowPage,
+    WorkflowSearchPage,
     WorkflowStatus,
+    WorkflowSummary,
 )
-from ._provider import CommandHandler, PersistenceProvider
-from ._visibility import WorkflowPage, WorkflowSearchPage, WorkflowSummary
 
 __all__ = [
     "ERROR_DOMAIN",
@@ -52,11 +63,14 @@ __all__ = [
     "NotFound",
     "PersistenceProvider",
     "PointerStatus",
+    "RevisionConflict",
     "ScheduledCommand",
     "StorageFull",
     "StorageUnavailable",
+    "StreamIdle",
     "SubscriptionAlreadyExists",
     "SubscriptionNotFound",
+    "Unauthenticated",
     "WfeError",
     "WorkflowAlreadyExists",
     "WorkflowInstance",

@@ -1,6 +1,6 @@
 """The console's routes: sign-in, the pages, their live fragments and the static files.
 
-Reads go through the provider (workflows, the visibility API) and ``ConsoleStore`` (everything
+Reads go through the provider (workflows, the visibility API) and ``ConsoleReads`` (everything
 else); pages are rendered on a worker thread, so a workflow with megabytes of data does not hold
 up the event loop that also serves gRPC.
 """
@@ -18,16 +18,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from wfe_client import InvalidArgument, WorkflowNotFound, WorkflowStatus
-from wfe_client._time import utc_now
+from wfe_client.errors import InvalidArgument, WorkflowNotFound
+from wfe_client.models import WorkflowStatus
+from wfe_client.timeutil import utc_now
 
 from .._config import is_loopback
-from .._console_store import STATUSES, ConsoleStore, parse_event_cursor
 from .._provider import SqlitePersistenceProvider
 from . import _pages as pages
 from ._auth import COOKIE, SESSION_SECONDS, Sessions
 from ._html import Html, join
 from ._http import Request, Response
+from ._reads import STATUSES, ConsoleReads, parse_event_cursor
 
 __all__ = ["FRAGMENT_HEADER", "ConsoleApp"]
 
@@ -90,7 +91,7 @@ class ConsoleApp:
         check_host: bool = True,
     ) -> None:
         self.provider = provider
-        self.store = ConsoleStore(provider)
+        self.reads = ConsoleReads(provider)
         self.sessions = Sessions(tokens)
         self._check_host = check_host
         self._static = _load_static()
@@ -201,7 +202,7 @@ class ConsoleApp:
     # -- pages -------------------------------------------------------------------------------------
 
     async def _overview(self, frame: pages.Frame, fragment: bool) -> Response:
-        data = await self.store.overview()
+        data = await self.reads.overview()
         recent = (await self.provider.list_workflows(page_size=10)).items
         now = utc_now()
 
@@ -283,7 +284,7 @@ class ConsoleApp:
         now = utc_now()
         definitions: list[str] = []
         if not fragment:
-            definitions = [d.definition_id for d in (await self.store.overview()).definitions]
+            definitions = [d.definition_id for d in (await self.reads.overview()).definitions]
 
         def region() -> Html:
             return pages.workflow_list_region(view, items, now, next_token=next_token, total=total)
@@ -301,7 +302,7 @@ class ConsoleApp:
 
     async def _workflow(self, workflow_id: str, frame: pages.Frame, fragment: bool) -> Response:
         try:
-            details = await self.provider.visibility.details(workflow_id)
+            details = await self.provider.workflow_details(workflow_id)
         except (WorkflowNotFound, InvalidArgument):
             if fragment:
                 return Response(404, b"no such workflow\n", "text/plain; charset=utf-8")
@@ -337,8 +338,8 @@ class ConsoleApp:
         before = parse_event_cursor(before_text) if before_text else None
         view = pages.EventListView(state, name, key, before_text if before else None)
         processed = None if state == "all" else state == "processed"
-        page = await self.store.events(processed=processed, event_name=name, event_key=key, before=before)
-        waiting = await self.store.open_subscriptions(name, key) if name is not None and key is not None else None
+        page = await self.reads.events(processed=processed, event_name=name, event_key=key, before=before)
+        waiting = await self.reads.open_subscriptions(name, key) if name is not None and key is not None else None
         now = utc_now()
 
         def region() -> Html:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from wfe_client import EventSubscription, ExecutionError, ExecutionPointer, WorkflowInstance, WorkflowStatus
+from wfe_client.models import EventSubscription, ExecutionError, ExecutionPointer, WorkflowInstance, WorkflowStatus
 
-from .._console_store import STATUSES, EventPage, Overview, format_event_cursor
 from ._html import Html, escape, html, join, pretty_json, url
+from ._reads import STATUSES, EventPage, Overview, format_event_cursor
 
 __all__ = [
     "JSON_LIMIT",
@@ -157,15 +157,6 @@ def json_block(value: Any, label: str = "") -> Html:
         else Html("")
     )
     return html('<pre class="json" aria-label="{}">{}</pre>{}', label, shown, note)
-
-
-def stored_json_block(text: str, label: str = "") -> Html:
-    """``json_block`` of JSON text as the store keeps it."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return html('<pre class="json" aria-label="{}">{}</pre>', label, text[:JSON_LIMIT])
-    return json_block(value, label)
 
 
 def empty_row(columns: int, text: str) -> Html:
@@ -332,9 +323,9 @@ def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Htm
         ("Held tokens", number(figures.held_tokens), "", "subscriptions held by a live external token"),
         (
             "Database size",
-            size(data.files["database"] + data.files["wal"]),
+            size(data.database_bytes + data.wal_bytes),
             "",
-            f"file {size(data.files['database'])}, WAL {size(data.files['wal'])}",
+            f"file {size(data.database_bytes)}, WAL {size(data.wal_bytes)}",
         ),
     ]
     card_html = join(_card(label, value, href, note) for label, value, href, note in cards)
@@ -956,7 +947,7 @@ def event_region(
             e.id,
             e.id,
             _preview(e.event_data),
-            stored_json_block(e.event_data, "event data"),
+            json_block(e.event_data, "event data"),
         )
         for e in page.items
     ) or empty_row(6, "No events match.")
@@ -990,5 +981,7 @@ def event_region(
     )
 
 
-def _preview(text: str, limit: int = 80) -> str:
+def _preview(value: Any, limit: int = 80) -> str:
+    """A JSON value on one line, cut at ``limit`` characters."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return text if len(text) <= limit else text[: limit - 1] + "…"
