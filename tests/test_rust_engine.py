@@ -47,7 +47,8 @@ def order_flow_bin() -> Path:
         timeout=1500,
     )
     assert build.returncode == 0, f"cargo build failed:\n{build.stderr[-4000:]}"
-    path = CRATE / "target" / "debug" / "examples" / "order_flow"
+    # Where cargo put it: $CARGO_TARGET_DIR (relative to the crate, as cargo reads it) or target/.
+    path = CRATE / (os.environ.get("CARGO_TARGET_DIR") or "target") / "debug" / "examples" / "order_flow"
     assert path.is_file(), path
     return path
 

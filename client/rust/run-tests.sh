@@ -13,6 +13,7 @@
 # Needs `make install` first (the server in ../../.venv). Environment:
 #   WFE_SQLITE_BIN        server binary (default ../../.venv/bin/wfe-sqlite)
 #   WFE_RUST_SKIP_PYTEST  set to 1 to skip step 4 (e.g. when `pytest tests/` runs it anyway)
+#   CARGO_TARGET_DIR      honoured as cargo does (default: target/ in this crate)
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -28,6 +29,9 @@ cargo build --locked --all-targets
 cargo test --locked
 
 if [[ "${WFE_RUST_SKIP_PYTEST:-0}" != 1 ]]; then
-    WFE_ORDER_FLOW_BIN="$CRATE/target/debug/examples/order_flow" \
+    # Cargo puts the build in $CARGO_TARGET_DIR when set (relative to this crate), else target/.
+    target_dir="${CARGO_TARGET_DIR:-target}"
+    [[ "$target_dir" == /* ]] || target_dir="$CRATE/$target_dir"
+    WFE_ORDER_FLOW_BIN="$target_dir/debug/examples/order_flow" \
         "$ROOT/.venv/bin/python" -m pytest "$ROOT/tests/test_rust_engine.py" -q -p no:cacheprovider
 fi

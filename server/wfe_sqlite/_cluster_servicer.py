@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any, TypeAlias
 
@@ -21,7 +20,8 @@ from wfe_client._convert import instant
 from ._provider import SqlitePersistenceProvider
 from ._queue_store import EVENT, INDEX, WORKFLOW
 from ._rows import check_id
-from ._status import translate_errors, translate_stream_errors
+from ._servicer import StreamIdle, _written
+from ._status import translate_errors
 from ._wire import workflow_message
 
 __all__ = ["add_cluster_servicers", "CLUSTER_SERVICE_NAMES", "DEFAULT_TTL", "MIN_TTL", "MAX_TTL", "MAX_WAIT"]
@@ -161,8 +161,9 @@ def _event(request: lifecycle_pb2.PublishLifecycleEventRequest) -> lifecycle_pb2
 class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
     """``wfe.persistence.v1.LifecycleService``: relays published events to the watchers of this server."""
 
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
+    def __init__(self, provider: SqlitePersistenceProvider, stream_idle: float) -> None:
         self._hub = provider.cluster.lifecycle
+        self._stream_idle = stream_idle
 
     @translate_errors
     async def PublishLifecycleEvent(
@@ -173,24 +174,24 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
         count = self._hub.publish(response, event.workflow_instance_id, event.workflow_definition_id)
         return lifecycle_pb2.PublishLifecycleEventResponse(watchers=count)
 
-    @translate_stream_errors
-    async def WatchLifecycleEvents(
-        self, request: lifecycle_pb2.WatchLifecycleEventsRequest, context: Context
-    ) -> AsyncIterator[lifecycle_pb2.WatchLifecycleEventsResponse]:
+    @translate_errors
+    async def WatchLifecycleEvents(self, request: lifecycle_pb2.WatchLifecycleEventsRequest, context: Context) -> None:
         check_id(request.workflow_instance_id, "workflow_instance_id", required=False)
         check_id(request.workflow_definition_id, "workflow_definition_id", required=False)
         with self._hub.watch(request.workflow_instance_id, request.workflow_definition_id) as watcher:
-            # Send the headers now: a client knows the watch is in place before the first event.
+            # Headers now, on their own: the client knows the watch is in place before any event
+            # (and a write given up on below must not leave them pending).
             await context.send_initial_metadata(())
             while True:
                 response = await watcher.next()
                 if response is None:
                     return
-                yield response
+                if not await _written(context, response, self._stream_idle):
+                    raise StreamIdle(f"the client took no event for {self._stream_idle:g} s; stream ended")
 
 
-def add_cluster_servicers(server: grpc.aio.Server, provider: SqlitePersistenceProvider) -> None:
+def add_cluster_servicers(server: grpc.aio.Server, provider: SqlitePersistenceProvider, stream_idle: float) -> None:
     """Register the lock, queue and lifecycle services of ``provider`` on ``server``."""
     locks_pb2_grpc.add_LockServiceServicer_to_server(LockServicer(provider), server)
     queues_pb2_grpc.add_QueueServiceServicer_to_server(QueueServicer(provider), server)
-    lifecycle_pb2_grpc.add_LifecycleServiceServicer_to_server(LifecycleServicer(provider), server)
+    lifecycle_pb2_grpc.add_LifecycleServiceServicer_to_server(LifecycleServicer(provider, stream_idle), server)

@@ -17,9 +17,11 @@
 //! TLS, mutual TLS and bearer tokens: [`GrpcPersistenceProvider::connect_with`] with
 //! [`ConnectOptions`] (TLS needs this crate's `tls` feature).
 //!
-//! Modules: [`convert`] (models <-> wire messages), [`error`] (gRPC status -> `WfeError`),
-//! [`provider`] (the call layer), [`poller`] (hands work stored by other processes to a host).
+//! Modules: [`connect`] (address, TLS, token, deadline), [`convert`] (models <-> wire
+//! messages), [`error`] (gRPC status -> `WfeError`), [`provider`] (the call layer), [`poller`]
+//! (hands work stored by other processes to a host).
 
+pub mod connect;
 pub mod convert;
 pub mod error;
 pub mod poller;
@@ -31,6 +33,8 @@ pub mod pb {
     tonic::include_proto!("wfe.persistence.v1");
 }
 
-pub use error::reason_of;
+pub use connect::{ConnectOptions, DEFAULT_CALL_TIMEOUT};
+pub use error::{error_reason, reason_of};
+pub use pb::ErrorReason;
 pub use poller::RunnablePoller;
-pub use provider::{ConnectOptions, GrpcPersistenceProvider};
+pub use provider::GrpcPersistenceProvider;
