@@ -186,7 +186,13 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
                 response = await watcher.next()
                 if response is None:
                     return
-                if not await _written(context, response, self._stream_idle):
+                try:
+                    written = await _written(context, response, self._stream_idle)
+                except Exception:  # noqa: BLE001 - the client went away mid-write: nothing to answer
+                    if context.done() or context.cancelled():
+                        return
+                    raise
+                if not written:
                     raise StreamIdle(f"the client took no event for {self._stream_idle:g} s; stream ended")
 
 
