@@ -416,7 +416,8 @@ async def _stored_state(store: GrpcPersistenceProvider, ledger: Ledger) -> tuple
         lease = await verifier.acquire("crash-verifier-probe")
         first_token = lease.fencing_token if lease is not None else None
     if ledger.fencing_tokens and (first_token is None or first_token <= max(ledger.fencing_tokens)):
-        problems.append(f"fencing token after the restart {first_token} <= {max(ledger.fencing_tokens)} handed out before")
+        before = max(ledger.fencing_tokens)
+        problems.append(f"fencing token after the restart {first_token} <= {before} handed out before")
     return stored, problems
 
 
