@@ -62,9 +62,10 @@ async def test_queue_items_and_leases_survive_a_sigkill_of_the_server(tmp_path: 
     url = f"sqlite://{tmp_path / 'wfe.db'}"
     server = start_server(url, tmp_path / "server.log")
     try:
-        async with GrpcQueueProvider.connect(server.address) as queue, GrpcLockProvider.connect(
-            server.address, owner="before", ttl=timedelta(seconds=3)
-        ) as before:
+        async with (
+            GrpcQueueProvider.connect(server.address) as queue,
+            GrpcLockProvider.connect(server.address, owner="before", ttl=timedelta(seconds=3)) as before,
+        ):
             for item in ("first", "second"):
                 assert await queue.queue_work(item, QueueType.INDEX)
             lease = await before._acquire("held-across")  # no renewal: it lives exactly its TTL
@@ -75,9 +76,10 @@ async def test_queue_items_and_leases_survive_a_sigkill_of_the_server(tmp_path: 
         server.sigkill()
     restarted = start_server(url, tmp_path / "server.log")
     try:
-        async with GrpcQueueProvider.connect(restarted.address) as queue, GrpcLockProvider.connect(
-            restarted.address, owner="after"
-        ) as after:
+        async with (
+            GrpcQueueProvider.connect(restarted.address) as queue,
+            GrpcLockProvider.connect(restarted.address, owner="after") as after,
+        ):
             assert [await queue.dequeue_work(QueueType.INDEX) for _ in range(3)] == ["first", "second", None]
             assert not await after.acquire_lock("held-across")  # still held after the restart
             while not await after.acquire_lock("held-across"):
