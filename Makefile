@@ -10,15 +10,18 @@ GEN    := client/python
 DB     ?= sqlite://wfe.db
 LISTEN ?= 127.0.0.1:50051
 
-.PHONY: install protos check-protos serve test test-python test-rust test-typescript lint-protos lint-rust lint-typescript breaking clean
+.PHONY: install protos check-protos serve test test-python test-rust test-typescript breaking clean
+.PHONY: lint lint-python lint-protos lint-rust lint-typescript
 .PHONY: go-tools protos-go check-protos-go
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Two distributions, both editable: the client (client/python: wfe_client and the generated stubs)
+# and the server (the root: wfe_sqlite, which depends on the client), with the pinned dev tools.
+$(STAMP): pyproject.toml client/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e ./client/python -e '.[dev]'
 	touch $@
 
 # npm ci installs exactly package-lock.json (npm install would rewrite it).
@@ -95,6 +98,16 @@ check-protos-go: $(STAMP) go-tools
 lint-protos: node_modules/.installed
 	npx --no-install buf lint
 
+# Every linter, each pinned (dev extras, package.json, rust-toolchain.toml): zero findings or it fails.
+lint: lint-python lint-protos lint-rust lint-typescript
+
+# ruff (lint and format) over the hand-written Python (server, client, tests, bench; the generated
+# stubs excluded), mypy --strict over the packages (pyproject.toml [tool.ruff], [tool.mypy]).
+lint-python: $(STAMP)
+	$(VENV)/bin/ruff check --no-cache .
+	$(VENV)/bin/ruff format --no-cache --check .
+	$(VENV)/bin/mypy
+
 # rustfmt and clippy (the toolchain and both components pinned in rust-toolchain.toml) on the
 # adapter crate and the bench, every target, warnings as errors.
 RUST_CRATES := client/rust bench/rust
@@ -131,7 +144,7 @@ test-rust: $(STAMP)
 test-typescript: $(STAMP)
 	client/typescript/run-tests.sh
 
-test: check-protos lint-protos lint-rust lint-typescript breaking test-rust test-typescript test-python
+test: check-protos lint breaking test-rust test-typescript test-python
 
 clean:
 	rm -rf $(VENV) node_modules $(TS)/node_modules build *.egg-info .tools

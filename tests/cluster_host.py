@@ -29,7 +29,7 @@ from wfe_client import (
     WfeError,
     WorkflowStatus,
 )
-from wfe_client._time import utc_now
+from wfe_client.timeutil import utc_now
 
 STEPS = 3
 

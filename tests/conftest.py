@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -78,11 +78,11 @@ class ClusterUnderTest:
 
     kind: str
     store: PersistenceProvider
-    address: Optional[str] = None
-    server: Optional[RunningServer] = None
+    address: str | None = None
+    server: RunningServer | None = None
     opened: list[Any] = field(default_factory=list)
 
-    async def locks(self, owner: Optional[str] = None, ttl: timedelta = timedelta(seconds=30)) -> LockProvider:
+    async def locks(self, owner: str | None = None, ttl: timedelta = timedelta(seconds=30)) -> LockProvider:
         if self.kind == "embedded":
             assert isinstance(self.store, SqlitePersistenceProvider)
             provider: LockProvider = SqliteLockProvider(self.store, owner, ttl)

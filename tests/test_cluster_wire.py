@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -72,10 +72,10 @@ def _ms(value: float) -> duration_pb2.Duration:
 
 
 async def test_acquire_lock_answers_token_and_expiry_and_validates(stubs: Stubs) -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     taken = await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource="r", owner="o"))
     assert taken.acquired and taken.fencing_token >= 1
-    expires = taken.expire_time.ToDatetime(tzinfo=timezone.utc)
+    expires = taken.expire_time.ToDatetime(tzinfo=UTC)
     assert before + timedelta(seconds=29) < expires < before + timedelta(seconds=32)  # default 30 s
     refused = await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource="r", owner="p"))
     assert not refused.acquired and refused.fencing_token == 0 and not refused.HasField("expire_time")
@@ -156,13 +156,13 @@ async def test_a_waiting_dequeue_ends_at_once_when_the_server_stops(db_url: str)
 
 
 def _workflow(**overrides: object) -> workflows_pb2.WorkflowInstance:
-    fields: dict[str, object] = dict(
-        workflow_definition_id="def",
-        version=1,
-        status=workflows_pb2.WORKFLOW_STATUS_RUNNABLE,
-        data="{}",
-        create_time=NOW,
-    )
+    fields: dict[str, object] = {
+        "workflow_definition_id": "def",
+        "version": 1,
+        "status": workflows_pb2.WORKFLOW_STATUS_RUNNABLE,
+        "data": "{}",
+        "create_time": NOW,
+    }
     fields.update(overrides)
     return workflows_pb2.WorkflowInstance(**fields)  # type: ignore[arg-type]
 
@@ -226,32 +226,32 @@ async def test_publish_is_validated(stubs: Stubs) -> None:
 
 
 async def test_watchers_see_what_matches_their_filters_in_order(running_server: RunningServer) -> None:
-    async with GrpcLifecyclePublisher.connect(running_server.address) as hub:
-        async with (
-            hub.watch() as everything,
-            hub.watch(workflow_instance_id="wf-1") as one,
-            hub.watch(workflow_definition_id="def-b") as definition,
-        ):
-            published = [
-                LifecycleEvent(LifecycleEventType.STARTED, "wf-1", "def-a", 3, reference="ref"),
-                LifecycleEvent(LifecycleEventType.STEP_STARTED, "wf-2", "def-b", step_id=4, step_name="charge"),
-                LifecycleEvent(LifecycleEventType.ERROR, "wf-1", "def-a", message="boom"),
-                LifecycleEvent(LifecycleEventType.COMPLETED, "wf-2", "def-b"),
-            ]
-            counts = [await hub.publish(e) for e in published]
-            assert counts == [2, 2, 2, 2]
+    async with (
+        GrpcLifecyclePublisher.connect(running_server.address) as hub,
+        hub.watch() as everything,
+        hub.watch(workflow_instance_id="wf-1") as one,
+        hub.watch(workflow_definition_id="def-b") as definition,
+    ):
+        published = [
+            LifecycleEvent(LifecycleEventType.STARTED, "wf-1", "def-a", 3, reference="ref"),
+            LifecycleEvent(LifecycleEventType.STEP_STARTED, "wf-2", "def-b", step_id=4, step_name="charge"),
+            LifecycleEvent(LifecycleEventType.ERROR, "wf-1", "def-a", message="boom"),
+            LifecycleEvent(LifecycleEventType.COMPLETED, "wf-2", "def-b"),
+        ]
+        counts = [await hub.publish(e) for e in published]
+        assert counts == [2, 2, 2, 2]
 
-            async def take(watch: object, n: int) -> list[LifecycleEvent]:
-                got = []
-                async for event in watch:  # type: ignore[attr-defined]
-                    got.append(event)
-                    if len(got) == n:
-                        break
-                return got
+        async def take(watch: object, n: int) -> list[LifecycleEvent]:
+            got = []
+            async for event in watch:  # type: ignore[attr-defined]
+                got.append(event)
+                if len(got) == n:
+                    break
+            return got
 
-            assert await asyncio.wait_for(take(everything, 4), 10) == published
-            assert await asyncio.wait_for(take(one, 2), 10) == [published[0], published[2]]
-            assert await asyncio.wait_for(take(definition, 2), 10) == [published[1], published[3]]
+        assert await asyncio.wait_for(take(everything, 4), 10) == published
+        assert await asyncio.wait_for(take(one, 2), 10) == [published[0], published[2]]
+        assert await asyncio.wait_for(take(definition, 2), 10) == [published[1], published[3]]
 
 
 async def test_a_watcher_that_falls_behind_is_ended(

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from wfe_client import QueueType, RevisionConflict
 from wfe_sqlite import DatabaseOpenError, SqlitePersistenceProvider, SqliteQueueProvider
 from wfe_sqlite._schema import MIGRATIONS, SCHEMA_VERSION

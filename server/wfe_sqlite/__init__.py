@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ._database import DatabaseOpenError
+from ._connection import DatabaseOpenError
 from ._local_cluster import SqliteLockProvider, SqliteQueueProvider
 from ._provider import SqlitePersistenceProvider
 
-__all__ = ["SqlitePersistenceProvider", "SqliteLockProvider", "SqliteQueueProvider", "DatabaseOpenError", "__version__"]
+__all__ = ["DatabaseOpenError", "SqliteLockProvider", "SqlitePersistenceProvider", "SqliteQueueProvider", "__version__"]
 
 __version__ = "0.1.0"

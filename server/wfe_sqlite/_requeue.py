@@ -11,11 +11,11 @@ after start scans everything (work that came due while no server ran).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sqlite3
 from collections.abc import Callable
-from typing import Optional
 
 from ._database import Database
 from ._queue_store import (
@@ -30,7 +30,7 @@ from ._queue_store import (
 )
 from ._work_queue import now_micros
 
-__all__ = ["RequeueJob", "DEFAULT_REQUEUE_INTERVAL", "SCAN_CHUNK", "HAND_OUT_BATCH"]
+__all__ = ["DEFAULT_REQUEUE_INTERVAL", "HAND_OUT_BATCH", "SCAN_CHUNK", "RequeueJob"]
 
 LOG = logging.getLogger(__name__)
 
@@ -42,18 +42,18 @@ HAND_OUT_BATCH = 1000
 """Stale hand-out records a sweep settles (the rest wait for the next sweep)."""
 
 _START: tuple[int, str] = (-(2**63), "")
-Scan = Callable[[sqlite3.Connection, tuple[int, str], int, int, int], tuple[list[Candidate], Optional[tuple[int, str]]]]
+Scan = Callable[[sqlite3.Connection, tuple[int, str], int, int, int], tuple[list[Candidate], tuple[int, str] | None]]
 
 
 def _scan_chunk(
     conn: sqlite3.Connection, scan: Scan, after: tuple[int, str], now: int, interval_us: int
-) -> tuple[list[Candidate], Optional[tuple[int, str]]]:
+) -> tuple[list[Candidate], tuple[int, str] | None]:
     return scan(conn, after, now, now - interval_us, SCAN_CHUNK)
 
 
 def _look(
     conn: sqlite3.Connection, since: int, interval_us: int
-) -> tuple[int, list[Candidate], list[tuple[str, int]], Optional[int]]:
+) -> tuple[int, list[Candidate], list[tuple[str, int]], int | None]:
     """(now, stale hand-out records, leases that ran out since ``since``, the next due time)."""
     now = now_micros()
     return (
@@ -81,8 +81,8 @@ class RequeueJob:
         self._offer_due = offer_due
         self.interval = interval
         self._lease_watermark_us = 0
-        self._cursors: dict[str, Optional[tuple[int, str]]] = {"workflows": None, "events": None}
-        self._task: Optional[asyncio.Task[None]] = None
+        self._cursors: dict[str, tuple[int, str] | None] = {"workflows": None, "events": None}
+        self._task: asyncio.Task[None] | None = None
         self.sweeps = 0
         """Sweeps completed (for tests and metrics)."""
         self.requeued = 0
@@ -95,10 +95,8 @@ class RequeueJob:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
             self._task = None
 
     async def _loop(self) -> None:
