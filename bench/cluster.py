@@ -48,7 +48,7 @@ async def _consume_grpc(address: str, queue: QueueType, count: int, out: Any) ->
             item = await q.dequeue_work(queue, wait=timedelta(seconds=10))
             if item is None:
                 break
-            got[item] = time.time()
+            got.setdefault(item, time.time())  # the first hand-out (the sweep may hand it out again)
         out.put(got)
 
 
@@ -62,7 +62,7 @@ async def _consume_sqlite(url: str, count: int, out: Any) -> None:
             item = await q.dequeue_work(QueueType.INDEX, wait=timedelta(seconds=10))
             if item is None:
                 break
-            got[item] = time.time()
+            got.setdefault(item, time.time())  # the first hand-out (the sweep may hand it out again)
         out.put(got)
     finally:
         await store.close()
