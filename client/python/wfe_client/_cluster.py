@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import TypeVar
 
 from .errors import InvalidArgument
-from .limits import DEFAULT_LOCK_TTL, check_lock_ttl
+from .limits import DEFAULT_LOCK_TTL, MAX_RENEW_RESOURCES, check_lock_ttl
 from .models import Lease, QueueType, WorkflowInstance
 
 __all__ = ["LockProvider", "QueueProvider", "check_queue", "new_owner_id"]
@@ -155,7 +155,10 @@ class LockProvider(abc.ABC):
             if not renewing:
                 return
             try:
-                lost = await self._renew(list(renewing))
+                resources = list(renewing)
+                lost = []
+                for start in range(0, len(resources), MAX_RENEW_RESOURCES):
+                    lost += await self._renew(resources[start : start + MAX_RENEW_RESOURCES])
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - try again next period; the lease may still hold
