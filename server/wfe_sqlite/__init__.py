@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from ._database import DatabaseOpenError
-from ._provider import SqlitePersistenceProvider
+import os
+
+# gRPC's C core logs through absl, and with GRPC_VERBOSITY unset absl prints INFO and above to
+# stderr in a format of its own: every client that hangs up left "Got goaway [8] err=UNAVAILABLE"
+# in the server's log, every failed TLS handshake a "Handshake failed" line. ERROR keeps gRPC's
+# errors and drops that noise. grpc reads the variable once, when it is first imported, so it is
+# set here, before this package imports grpc; GRPC_VERBOSITY=INFO (or DEBUG) still shows it all.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from ._database import DatabaseOpenError  # noqa: E402  (after GRPC_VERBOSITY)
+from ._provider import SqlitePersistenceProvider  # noqa: E402
 
 __all__ = ["SqlitePersistenceProvider", "DatabaseOpenError", "__version__"]
 
