@@ -34,6 +34,7 @@ Every block without a marker is run: each section's test checks that, and
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import re
@@ -50,7 +51,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, WFE_SQLITE
+from conftest import ROOT, WFE_SQLITE, ServerProcess
+from test_rust_engine import order_flow_bin  # noqa: F401  (builds the Rust example)
+from wfe_client import Event, GrpcPersistenceProvider
 
 README = ROOT / "README.md"
 CHECKOUT_PLACEHOLDER = "/path/to/wfe-sqlite"
@@ -442,3 +445,31 @@ def test_readme_section_runs_as_written(session: Session, section: str) -> None:
         ran.append(block)
     unmarked = [b for b in mine if b.marker is None]
     assert all(b in ran for b in unmarked), "an unmarked block was not run"
+
+
+# -- what the README says about the Rust example, beyond its blocks ---------------------------------
+
+
+@pytest.mark.timeout(1800)
+async def test_order_flow_explains_an_event_without_tracking(server_process: ServerProcess, order_flow_bin: Path) -> None:
+    """The README: an order.shipped without "tracking" suspends the workflow, and the example says so (exit 1)."""
+    section = next(b for b in BLOCKS if b.marker == "interactive").section
+    readme = README.read_text()
+    said = 'order_flow: the\norder.shipped event for order-42 had no "tracking" in its data'
+    assert "`status=Suspended`" in readme and said in readme, f"README's {section} no longer says it"
+    example = subprocess.Popen([str(order_flow_bin), server_process.address, "order-42"], text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        output = Output(example)
+        while not (output.next_line(120) or "").rstrip().endswith("in another terminal:"):
+            pass
+        async with GrpcPersistenceProvider.connect(server_process.address) as store:
+            await store.create_event(Event.new("order.shipped", "order-42", {"carrier": "post"}))
+        assert await asyncio.to_thread(example.wait, 60) == 1
+    finally:
+        if example.poll() is None:
+            example.kill()
+            example.wait(30)
+    assert "status=Suspended" in output.rest(10)
+    assert example.stderr is not None
+    assert example.stderr.read().startswith(said.replace("\n", " ") + ", so the workflow is suspended; ")
