@@ -133,7 +133,9 @@ async def test_a_server_that_starts_late_is_waited_for(db_url: str) -> None:
 def _start_on(db_url: str, port: int) -> ServerProcess:
     process = subprocess.Popen(
         [str(WFE_SQLITE), "serve", "--db", db_url, "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert process.stdout is not None
     line = process.stdout.readline()

@@ -42,7 +42,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -103,8 +102,13 @@ def parse(text: str) -> list[Block]:
         end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), None)
         assert end is not None, f"README.md:{i + 1}: unclosed fence"
         marker = MARKER.match(lines[i - 1].strip()) if i > 0 else None
-        block = Block(opening.group(1), "\n".join(lines[i + 1 : end]) + "\n", i + 1, section,
-                      marker.group(1).strip() if marker else None)
+        block = Block(
+            opening.group(1),
+            "\n".join(lines[i + 1 : end]) + "\n",
+            i + 1,
+            section,
+            marker.group(1).strip() if marker else None,
+        )
         if block.lang == "text" and block.marker is None:
             before = blocks[-1] if blocks else None
             assert before is not None and before.prints is None and before.section == section, (
@@ -288,13 +292,15 @@ class Terminal:
 
     def shell(self, code: str, block: Block | None = None) -> str:
         """Run ``code`` in bash here; what it printed. The directory and exported variables carry over."""
-        script = (
-            f"{code}\n__status=$?\n"
-            f"pwd > {self._state}/cwd\nenv -0 > {self._state}/env\nexit $__status\n"
-        )
+        script = f"{code}\n__status=$?\npwd > {self._state}/cwd\nenv -0 > {self._state}/env\nexit $__status\n"
         result = subprocess.run(
-            ["bash", "--noprofile", "--norc", "-o", "pipefail", "-c", script], cwd=self.cwd, env=self.env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=BLOCK_TIMEOUT,
+            ["bash", "--noprofile", "--norc", "-o", "pipefail", "-c", script],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=BLOCK_TIMEOUT,
         )
         assert result.returncode == 0, f"{block or code} exited {result.returncode}:\n{result.stdout}"
         self.cwd = Path((self._state / "cwd").read_text().strip())
@@ -304,8 +310,13 @@ class Terminal:
 
     def _spawn(self, code: str) -> Output:
         process = subprocess.Popen(
-            ["bash", "--noprofile", "--norc", "-c", code], cwd=self.cwd, env=self.env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            ["bash", "--noprofile", "--norc", "-c", code],
+            cwd=self.cwd,
+            env=self.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.background.append(process)
         return Output(process)
@@ -348,8 +359,14 @@ class Terminal:
 
 def copy_checkout(destination: Path) -> Path:
     """The files a fresh clone of this checkout has (tracked and untracked, not ignored), mtimes kept."""
-    listed = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True, timeout=60).stdout
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     for name in filter(None, listed.split("\0")):
         source = ROOT / name
         if not source.exists():
@@ -373,9 +390,9 @@ def base_environment(home: Path) -> dict[str, str]:
         # Rust builds of the copy reuse the checkout's compiled dependencies.
         CARGO_TARGET_DIR=os.environ.get("CARGO_TARGET_DIR") or str(ROOT / "client" / "rust" / "target"),
         CARGO_NET_OFFLINE="true",
-        npm_config_cache=os.environ.get("npm_config_cache", str(real_home / ".npm")),
-        npm_config_prefer_offline="true",
-        npm_config_update_notifier="false",
+        NPM_CONFIG_CACHE=os.environ.get("NPM_CONFIG_CACHE", str(real_home / ".npm")),
+        NPM_CONFIG_PREFER_OFFLINE="true",
+        NPM_CONFIG_UPDATE_NOTIFIER="false",
         PIP_CACHE_DIR=os.environ.get("PIP_CACHE_DIR", str(real_home / ".cache" / "pip")),
         PIP_DISABLE_PIP_VERSION_CHECK="1",
         GOPATH=os.environ.get("GOPATH", str(real_home / "go")),
@@ -411,7 +428,10 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     # What `make serve` runs, on the port the README's 50051 stands for.
     make_serve = subprocess.Popen(
         [str(WFE_SQLITE), "serve", "--db", f"sqlite://{serve_db}", "--listen", ports("127.0.0.1:50051")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     background: list[subprocess.Popen[str]] = [make_serve]
     assert make_serve.stdout is not None
@@ -451,14 +471,21 @@ def test_readme_section_runs_as_written(session: Session, section: str) -> None:
 
 
 @pytest.mark.timeout(1800)
-async def test_order_flow_explains_an_event_without_tracking(server_process: ServerProcess, order_flow_bin: Path) -> None:
+async def test_order_flow_explains_an_event_without_tracking(
+    server_process: ServerProcess,
+    order_flow_bin: Path,  # noqa: F811  (the fixture)
+) -> None:
     """The README: an order.shipped without "tracking" suspends the workflow, and the example says so (exit 1)."""
     section = next(b for b in BLOCKS if b.marker == "interactive").section
     readme = README.read_text()
     said = 'order_flow: the\norder.shipped event for order-42 had no "tracking" in its data'
     assert "`status=Suspended`" in readme and said in readme, f"README's {section} no longer says it"
-    example = subprocess.Popen([str(order_flow_bin), server_process.address, "order-42"], text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    example = subprocess.Popen(
+        [str(order_flow_bin), server_process.address, "order-42"],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         output = Output(example)
         while not (output.next_line(120) or "").rstrip().endswith("in another terminal:"):

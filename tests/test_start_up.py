@@ -29,7 +29,11 @@ ABSL_LINE = re.compile(r"^[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ", re.M)
 
 def _serve(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(WFE_SQLITE), "serve", *args], cwd=cwd, capture_output=True, text=True, timeout=60,
+        [str(WFE_SQLITE), "serve", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, **(env or {})},
     )
 
@@ -77,9 +81,21 @@ def test_a_failed_start_leaves_an_existing_database_alone(tmp_path: Path, taken_
 
 def test_json_log_format_makes_every_line_json(tmp_path: Path, taken_port: int) -> None:
     process = subprocess.Popen(
-        [str(WFE_SQLITE), "serve", "--db", f"sqlite://{tmp_path / 'wfe.db'}", "--listen", "127.0.0.1:0",
-         "--metrics-listen", "127.0.0.1:0", "--log-format", "json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            str(WFE_SQLITE),
+            "serve",
+            "--db",
+            f"sqlite://{tmp_path / 'wfe.db'}",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None
@@ -98,8 +114,9 @@ def test_json_log_format_makes_every_line_json(tmp_path: Path, taken_port: int) 
     logged = [json.loads(line) for line in stderr.splitlines()]
     assert [entry["message"].split(" ", 1)[0] for entry in logged] == ["serving", "stopping:", "stopped;"], stderr
 
-    failed = _serve("--db", "sqlite://other.db", "--listen", f"127.0.0.1:{taken_port}", "--log-format", "json",
-                    cwd=tmp_path)
+    failed = _serve(
+        "--db", "sqlite://other.db", "--listen", f"127.0.0.1:{taken_port}", "--log-format", "json", cwd=tmp_path
+    )
     assert failed.returncode == 2 and failed.stdout == ""
     [error] = [json.loads(line) for line in failed.stderr.splitlines()]
     assert (error["level"], error["logger"]) == ("ERROR", "wfe_sqlite.cli"), error
@@ -125,7 +142,9 @@ def _plaintext_to_tls(address: str) -> None:
 
 @pytest.mark.parametrize("verbosity", [None, "INFO"])
 def test_grpc_core_lines_stay_out_of_the_server_log(
-    pki: Pki, tmp_path: Path, verbosity: str | None  # noqa: F811
+    pki: Pki,  # noqa: F811  (the fixture)
+    tmp_path: Path,
+    verbosity: str | None,
 ) -> None:
     """A client hanging up and a failed handshake print nothing; GRPC_VERBOSITY=INFO shows that they would."""
     env = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
@@ -133,8 +152,17 @@ def test_grpc_core_lines_stay_out_of_the_server_log(
         env["GRPC_VERBOSITY"] = verbosity
     servers = [
         (start_server_process(f"sqlite://{tmp_path / 'plain.db'}", env=env), _hang_up_with_goaway),
-        (start_server_process(f"sqlite://{tmp_path / 'tls.db'}", "--tls-cert", str(pki.server_cert),
-                              "--tls-key", str(pki.server_key), env=env), _plaintext_to_tls),
+        (
+            start_server_process(
+                f"sqlite://{tmp_path / 'tls.db'}",
+                "--tls-cert",
+                str(pki.server_cert),
+                "--tls-key",
+                str(pki.server_key),
+                env=env,
+            ),
+            _plaintext_to_tls,
+        ),
     ]
     for server, client in servers:
         client(server.address)

@@ -11,8 +11,8 @@ import os
 # set here, before this package imports grpc; GRPC_VERBOSITY=INFO (or DEBUG) still shows it all.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from ._database import DatabaseOpenError  # noqa: E402  (after GRPC_VERBOSITY)
-from ._provider import SqlitePersistenceProvider  # noqa: E402
+from ._database import DatabaseOpenError
+from ._provider import SqlitePersistenceProvider
 
 __all__ = ["SqlitePersistenceProvider", "DatabaseOpenError", "__version__"]
 

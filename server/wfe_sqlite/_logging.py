@@ -8,7 +8,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-__all__ = ["JsonFormatter", "configure_logging", "status_line", "TEXT_FORMAT"]
+__all__ = ["TEXT_FORMAT", "JsonFormatter", "configure_logging", "status_line"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -94,7 +94,7 @@ async def build_server(
     return server, port, health_servicer
 
 
-def bind_failure(listen: str) -> Optional[str]:
+def bind_failure(listen: str) -> str | None:
     """Why ``listen`` (HOST:PORT) cannot be bound, e.g. ``Address already in use``; None when it can.
 
     gRPC binds every address the host resolves to and fails only when none binds; its error says
@@ -206,7 +206,7 @@ class RunningServer:
         await self.provider.close()
 
 
-def _missing_database_file(db: str) -> Optional[Path]:
+def _missing_database_file(db: str) -> Path | None:
     """The file of a file database that does not exist yet (a start would create it), else None."""
     try:
         path = parse_database_url(db)

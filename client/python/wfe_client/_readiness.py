@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Optional
 
 import grpc
 
@@ -21,19 +20,19 @@ _CLOSED = ("socket closed", "connection reset", "end of tcp stream", "broken pip
 
 
 async def wait_until_ready(
-    channel: grpc.aio.Channel, address: str, timeout: float, *, tls: bool, client_certificate: Optional[bool]
+    channel: grpc.aio.Channel, address: str, seconds: float, *, tls: bool, client_certificate: bool | None
 ) -> None:
     """Return once ``channel`` is connected; ``ConnectionError`` when it cannot be.
 
     A server that is not there yet may still come (it is starting): the wait goes on, up to
-    ``timeout`` seconds, and then says that no server answered. A server that answered but refused
+    ``seconds``, and then says that no server answered. A server that answered but refused
     the connection (a TLS server to a plaintext client, a mutual-TLS server to a client without a
     certificate it accepts, a certificate the client does not trust) will not change its mind: that
     fails at once and says the handshake failed, and why. ``client_certificate`` is whether the
     client presents one (None: not known, the caller built the credentials).
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + seconds
     last_error = ""
     state = channel.get_state(try_to_connect=True)
     while state is not grpc.ChannelConnectivity.READY:
@@ -45,19 +44,19 @@ async def wait_until_ready(
         remaining = deadline - loop.time()
         try:
             if remaining <= 0:
-                raise asyncio.TimeoutError
+                raise TimeoutError
             await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             because = f" (last error: {last_error})" if last_error else ""
-            raise ConnectionError(f"no wfe-sqlite server answered at {address} within {timeout}s{because}") from None
+            raise ConnectionError(f"no wfe-sqlite server answered at {address} within {seconds}s{because}") from None
         state = channel.get_state(try_to_connect=True)
 
 
-async def _last_error(channel: grpc.aio.Channel, timeout: float) -> str:
+async def _last_error(channel: grpc.aio.Channel, seconds: float) -> str:
     """Why the channel's last connection attempt failed, as gRPC says it ("" if it now works)."""
     probe = channel.unary_unary(_HEALTH_CHECK, request_serializer=bytes, response_deserializer=bytes)
     try:
-        await probe(b"", timeout=timeout, wait_for_ready=False)
+        await probe(b"", timeout=seconds, wait_for_ready=False)
     except grpc.aio.AioRpcError as error:
         if error.code() is not grpc.StatusCode.UNAVAILABLE:
             return ""  # the server answered the call: connected
@@ -66,7 +65,7 @@ async def _last_error(channel: grpc.aio.Channel, timeout: float) -> str:
     return ""
 
 
-def _handshake_failure(error: str, address: str, *, tls: bool, client_certificate: Optional[bool]) -> Optional[str]:
+def _handshake_failure(error: str, address: str, *, tls: bool, client_certificate: bool | None) -> str | None:
     """The message for a connection the server answered and refused, or None for anything else."""
     lowered = error.lower()
     if "handshake" in lowered:
