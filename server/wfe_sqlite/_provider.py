@@ -7,6 +7,7 @@ in ``_schema``.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import uuid
 from collections.abc import Sequence
@@ -188,7 +189,63 @@ def _read_workflow_rows(conn: sqlite3.Connection, where: str, value: str) -> Opt
 
 
 def _limit(limit: Optional[int]) -> int:
-    return -1 if limit is None else limit
+    # One row past the page tells whether more follow.
+    return -1 if limit is None else limit + 1
+
+
+def _row_bytes(row: Sequence[Any]) -> int:
+    """About how many bytes a row takes on the wire: its text and blob lengths, 8 per other value."""
+    return sum(len(value) if isinstance(value, (str, bytes)) else 8 for value in row)
+
+
+def _fetch_page(cursor: sqlite3.Cursor, limit: Optional[int], budget: Optional[int]) -> tuple[list[Any], bool]:
+    """The rows of ``cursor`` (run with ``LIMIT _limit(limit)``), at most ``limit`` of them and, with a
+    ``budget``, no more bytes (``_row_bytes``) than that unless one row alone is larger: (rows, more follow).
+
+    Rows are read one at a time and reading stops at the first one past either bound, so a page costs
+    about its own size however many rows match.
+    """
+    rows: list[Any] = []
+    used = 0
+    for row in cursor:
+        if limit is not None and len(rows) == limit:
+            return rows, True
+        if budget is not None:
+            used += _row_bytes(row)
+            if rows and used > budget:
+                return rows, True
+        rows.append(row)
+    return rows, False
+
+
+_WORKFLOW_TEXT = operator.itemgetter(0, 1, 2, 3, 5, 6, 9)  # the text columns of _WORKFLOW_COLUMNS
+_POINTER_TEXT = operator.itemgetter(0, 5, 8, 9, 11, 12, 14, 15, 16, 17, 18, 19)  # of _POINTER_COLUMNS
+
+
+def _workflow_bytes(row: Sequence[Any], pointers: Sequence[Sequence[Any]]) -> int:
+    """About how many bytes a stored workflow takes on the wire: its texts' lengths, 64 per record."""
+    size = sum(map(len, filter(None, _WORKFLOW_TEXT(row)))) + 64
+    for pointer in pointers:
+        size += sum(map(len, filter(None, _POINTER_TEXT(pointer)))) + 64
+    return size
+
+
+def _read_workflows_from(
+    conn: sqlite3.Connection, ids: Sequence[str], start: int, budget: int
+) -> tuple[list[tuple[tuple[Any, ...], list[tuple[Any, ...]], int]], int]:
+    """The workflows among ``ids[start:]`` in order, one at a time, until they pass ``budget`` bytes:
+    ([(row, pointer rows, about how many bytes)], index of the first id not yet read)."""
+    found = []
+    used = 0
+    position = start
+    while position < len(ids) and used < budget:
+        rows = _read_workflow_rows(conn, _BY_ID, ids[position])
+        position += 1
+        if rows is not None:
+            size = _workflow_bytes(*rows)
+            found.append((*rows, size))
+            used += size
+    return found, position
 
 
 def _after(after: Optional[PageKey]) -> tuple[int, str]:
@@ -308,21 +365,31 @@ class SqlitePersistenceProvider(PersistenceProvider):
         return ids
 
     async def get_runnable_instances(self, as_at: datetime) -> list[str]:
-        return [wid for _, wid in await self.runnable_instances_page(as_at)]
+        rows, _ = await self.runnable_instances_page(as_at)
+        return [wid for _, wid in rows]
 
     async def runnable_instances_page(
-        self, as_at: datetime, limit: Optional[int] = None, after: Optional[PageKey] = None
-    ) -> list[PageKey]:
-        """(next_execution, id) of runnable workflows after ``after``, earliest first."""
+        self,
+        as_at: datetime,
+        limit: Optional[int] = None,
+        after: Optional[PageKey] = None,
+        budget: Optional[int] = None,
+    ) -> tuple[list[PageKey], bool]:
+        """(next_execution, id) of runnable workflows after ``after``, earliest first (a page as
+        ``_fetch_page`` cuts it); whether more follow."""
         as_at_ms = micros(as_at, "as_at") // 1000
         key, last = _after(after)
         return await self._db.read(
-            lambda conn: conn.execute(
-                "SELECT next_execution, id FROM workflows "
-                "WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL AND next_execution <= ? "
-                "AND (next_execution, id) > (?, ?) ORDER BY next_execution, id LIMIT ?",
-                (as_at_ms, key, last, _limit(limit)),
-            ).fetchall()
+            lambda conn: _fetch_page(
+                conn.execute(
+                    "SELECT next_execution, id FROM workflows "
+                    "WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL AND next_execution <= ? "
+                    "AND (next_execution, id) > (?, ?) ORDER BY next_execution, id LIMIT ?",
+                    (as_at_ms, key, last, _limit(limit)),
+                ),
+                limit,
+                budget,
+            )
         )
 
     async def get_workflow_instance(self, id: str) -> WorkflowInstance:
@@ -358,6 +425,14 @@ class SqlitePersistenceProvider(PersistenceProvider):
         if not wanted:
             return []
         return await self._db.read(lambda conn: _read_workflows_rows(conn, wanted))
+
+    async def workflows_rows_from(
+        self, ids: Sequence[str], start: int, budget: int
+    ) -> tuple[list[tuple[tuple[Any, ...], list[tuple[Any, ...]], int]], int]:
+        """The stored rows of the workflows among ``ids[start:]`` that exist, in order, read until they
+        pass ``budget`` bytes: ([(row, pointer rows, about how many bytes)], index of the next id to
+        read). ``ids`` are checked by the caller."""
+        return await self._db.read(lambda conn: _read_workflows_from(conn, ids, start, budget))
 
     async def next_definition_sequence(self, definition_id: str) -> int:
         check_id(definition_id, "definition_id")
@@ -398,24 +473,35 @@ class SqlitePersistenceProvider(PersistenceProvider):
         return event_from_row(row)
 
     async def get_runnable_events(self, as_at: datetime) -> list[str]:
-        return [eid for _, eid in await self.runnable_events_page(as_at)]
+        rows, _ = await self.runnable_events_page(as_at)
+        return [eid for _, eid in rows]
 
     async def runnable_events_page(
-        self, as_at: datetime, limit: Optional[int] = None, after: Optional[PageKey] = None
-    ) -> list[PageKey]:
-        """(event_time, id) of unprocessed due events after ``after``, oldest first."""
+        self,
+        as_at: datetime,
+        limit: Optional[int] = None,
+        after: Optional[PageKey] = None,
+        budget: Optional[int] = None,
+    ) -> tuple[list[PageKey], bool]:
+        """(event_time, id) of unprocessed due events after ``after``, oldest first (a page as
+        ``_fetch_page`` cuts it); whether more follow."""
         as_at_us = micros(as_at, "as_at")
         key, last = _after(after)
         return await self._db.read(
-            lambda conn: conn.execute(
-                "SELECT event_time, id FROM events WHERE is_processed = 0 AND event_time <= ? "
-                "AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?",
-                (as_at_us, key, last, _limit(limit)),
-            ).fetchall()
+            lambda conn: _fetch_page(
+                conn.execute(
+                    "SELECT event_time, id FROM events WHERE is_processed = 0 AND event_time <= ? "
+                    "AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?",
+                    (as_at_us, key, last, _limit(limit)),
+                ),
+                limit,
+                budget,
+            )
         )
 
     async def get_events(self, event_name: str, event_key: str, as_of: datetime) -> list[str]:
-        return [eid for _, eid in await self.events_page(event_name, event_key, as_of)]
+        rows, _ = await self.events_page(event_name, event_key, as_of)
+        return [eid for _, eid in rows]
 
     async def events_page(
         self,
@@ -424,18 +510,24 @@ class SqlitePersistenceProvider(PersistenceProvider):
         as_of: datetime,
         limit: Optional[int] = None,
         after: Optional[PageKey] = None,
-    ) -> list[PageKey]:
-        """(event_time, id) of matching events with ``event_time <= as_of`` after ``after``."""
+        budget: Optional[int] = None,
+    ) -> tuple[list[PageKey], bool]:
+        """(event_time, id) of matching events with ``event_time <= as_of`` after ``after`` (a page as
+        ``_fetch_page`` cuts it); whether more follow."""
         check_id(event_name, "event_name", required=False)
         check_id(event_key, "event_key", required=False)
         as_of_us = micros(as_of, "as_of")
         key, last = _after(after)
         return await self._db.read(
-            lambda conn: conn.execute(
-                "SELECT event_time, id FROM events WHERE event_name = ? AND event_key = ? "
-                "AND event_time <= ? AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?",
-                (event_name, event_key, as_of_us, key, last, _limit(limit)),
-            ).fetchall()
+            lambda conn: _fetch_page(
+                conn.execute(
+                    "SELECT event_time, id FROM events WHERE event_name = ? AND event_key = ? "
+                    "AND event_time <= ? AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?",
+                    (event_name, event_key, as_of_us, key, last, _limit(limit)),
+                ),
+                limit,
+                budget,
+            )
         )
 
     async def mark_event_processed(self, id: str) -> None:
@@ -478,7 +570,8 @@ class SqlitePersistenceProvider(PersistenceProvider):
     async def get_subscriptions(
         self, event_name: str, event_key: str, as_of: datetime
     ) -> list[EventSubscription]:
-        return await self.subscriptions_page(event_name, event_key, as_of)
+        subscriptions, _ = await self.subscriptions_page(event_name, event_key, as_of)
+        return subscriptions
 
     async def subscriptions_page(
         self,
@@ -487,21 +580,27 @@ class SqlitePersistenceProvider(PersistenceProvider):
         as_of: datetime,
         limit: Optional[int] = None,
         after: Optional[PageKey] = None,
-    ) -> list[EventSubscription]:
-        """Open matching subscriptions with ``subscribe_as_of <= as_of`` after ``after``, oldest first."""
+        budget: Optional[int] = None,
+    ) -> tuple[list[EventSubscription], bool]:
+        """Open matching subscriptions with ``subscribe_as_of <= as_of`` after ``after``, oldest first
+        (a page as ``_fetch_page`` cuts it); whether more follow."""
         check_id(event_name, "event_name", required=False)
         check_id(event_key, "event_key", required=False)
         as_of_us = micros(as_of, "as_of")
         key, last = _after(after)
-        rows = await self._db.read(
-            lambda conn: conn.execute(
-                f"SELECT {_SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
-                "WHERE event_name = ? AND event_key = ? AND terminated = 0 AND subscribe_as_of <= ? "
-                "AND (subscribe_as_of, id) > (?, ?) ORDER BY subscribe_as_of, id LIMIT ?",
-                (event_name, event_key, as_of_us, key, last, _limit(limit)),
-            ).fetchall()
+        rows, more = await self._db.read(
+            lambda conn: _fetch_page(
+                conn.execute(
+                    f"SELECT {_SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
+                    "WHERE event_name = ? AND event_key = ? AND terminated = 0 AND subscribe_as_of <= ? "
+                    "AND (subscribe_as_of, id) > (?, ?) ORDER BY subscribe_as_of, id LIMIT ?",
+                    (event_name, event_key, as_of_us, key, last, _limit(limit)),
+                ),
+                limit,
+                budget,
+            )
         )
-        return [subscription_from_row(r) for r in rows]
+        return [subscription_from_row(r) for r in rows], more
 
     async def terminate_subscription(self, id: str) -> None:
         check_id(id, "id")
