@@ -500,3 +500,57 @@ async def test_order_flow_explains_an_event_without_tracking(
     assert "status=Suspended" in output.rest(10)
     assert example.stderr is not None
     assert example.stderr.read().startswith(said.replace("\n", " ") + ", so the workflow is suspended; ")
+
+
+# -- make serve, from a fresh clone ------------------------------------------------------------------
+
+DEV_TOOLS = ("pytest", "hypothesis", "py-spy", "grpcio-tools", "cryptography", "ruff", "mypy")
+
+
+@pytest.mark.timeout(1800)
+def test_make_serve_from_a_fresh_clone(tmp_path: Path) -> None:
+    """``make serve`` in a fresh clone installs what serving needs, and nothing is printed before
+    ``listening on`` but the commands make runs: no warnings. (Packages come from pip's cache or PyPI.)"""
+    checkout = copy_checkout(tmp_path / "wfe-sqlite")
+    env = base_environment(tmp_path / "home")
+    (tmp_path / "home").mkdir()
+    command = ["make", "--no-print-directory", "serve", f"DB=sqlite://{tmp_path / 'wfe.db'}", "LISTEN=127.0.0.1:0"]
+    dry_run = subprocess.run([*command, "-n"], cwd=checkout, env=env, capture_output=True, text=True, timeout=60)
+    commands = set(dry_run.stdout.splitlines())
+    make = subprocess.Popen(
+        command,
+        cwd=checkout,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    output = Output(make)
+    try:
+        while True:
+            line = output.next_line(BLOCK_TIMEOUT)
+            assert line is not None, f"make serve ended before listening:\n{''.join(output.lines)}"
+            if line.startswith("listening on 127.0.0.1:"):
+                break
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGTERM)
+        make.wait(60)
+    before = output.lines[:-1]
+    assert [line for line in before if line.rstrip("\n") not in commands] == [], (
+        "make serve printed more than the commands it runs:\n" + "".join(before)
+    )
+    assert (tmp_path / "wfe.db").is_file()
+
+    listed = subprocess.run(
+        [str(checkout / ".venv" / "bin" / "python"), "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=True,
+    ).stdout
+    installed = {line.split("==", 1)[0].lower() for line in listed.splitlines()}
+    assert {"wfe-sqlite-server", "wfe-sqlite-client", "grpcio"} <= installed, installed
+    assert not installed & set(DEV_TOOLS), f"make serve installed dev tools: {sorted(installed & set(DEV_TOOLS))}"
