@@ -15,7 +15,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +43,16 @@ from wfe_client import (
     PersistenceProvider,
     WorkflowInstance,
 )
-from wfe_client._json import MAX_JSON_DEPTH
-from wfe_client._convert import workflow_from_proto
+from wfe_client.conversion import workflow_from_proto
+from wfe_client.limits import MAX_JSON_DEPTH
 from wfe_sqlite import SqlitePersistenceProvider
-from wfe_sqlite._rows import pointer_rows, workflow_row
-from wfe_sqlite._wire import workflow_rows_from_message
+from wfe_sqlite._rows import StoredWorkflow, pointer_rows, workflow_row
 from wfe_sqlite._servicer import SERVICE_NAMES
+from wfe_sqlite._wire import workflow_rows_from_message
 from wfe_sqlite.server import RunningServer, ServerConfig
 
 TOKEN = "hardening-test-token"
-T0 = datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
 TS = timestamp_pb2.Timestamp(seconds=1_704_164_645)
 BEARER = (("authorization", f"Bearer {TOKEN}"),)
 
@@ -110,8 +110,20 @@ def _code(call: Any) -> grpc.StatusCode:
         ("tokens = []\n", {}, [], "tokens", "config file"),
         ('tokens_file = "tokens"\n', {}, ["--tokens-file", ""], "tokens_file", "--tokens-file"),
         (None, {"WFE_SQLITE_CONFIG": ""}, [], "config", "WFE_SQLITE_CONFIG"),
-        ('tls_cert = "server.crt"\ntls_key = "server.key"\n', {"WFE_SQLITE_TLS_CERT": ""}, [], "tls_cert", "WFE_SQLITE_TLS_CERT"),
-        ('metrics_listen = "127.0.0.1:0"\n', {"WFE_SQLITE_METRICS_LISTEN": " "}, [], "metrics_listen", "WFE_SQLITE_METRICS_LISTEN"),
+        (
+            'tls_cert = "server.crt"\ntls_key = "server.key"\n',
+            {"WFE_SQLITE_TLS_CERT": ""},
+            [],
+            "tls_cert",
+            "WFE_SQLITE_TLS_CERT",
+        ),
+        (
+            'metrics_listen = "127.0.0.1:0"\n',
+            {"WFE_SQLITE_METRICS_LISTEN": " "},
+            [],
+            "metrics_listen",
+            "WFE_SQLITE_METRICS_LISTEN",
+        ),
     ],
 )
 def test_an_empty_value_is_an_error_naming_the_setting_never_unset(
@@ -138,7 +150,11 @@ def _refused_start(directory: Path, argv: list[str], environ: dict[str, str] | N
     try:
         done = subprocess.run(
             [str(WFE_SQLITE), "serve", "--db", "sqlite://wfe.db", "--listen", "127.0.0.1:0", *argv],
-            cwd=directory, env=env, capture_output=True, text=True, timeout=15,
+            cwd=directory,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=15,
         )
     except subprocess.TimeoutExpired as served:
         raise AssertionError(f"the server started: {served.stdout!r}") from None
@@ -152,17 +168,19 @@ def test_a_server_told_about_tokens_requires_them_and_logs_where_they_come_from(
     (tmp_path / "tokens").chmod(0o600)
     (tmp_path / "wfe.toml").write_text('tokens_file = "tokens"\n')
     env = {"WFE_SQLITE_CONFIG": "wfe.toml", "WFE_SQLITE_TOKENS": "env-token-1,env-token-2"}
-    with _started(f"sqlite://{tmp_path / 'wfe.db'}", env=env, cwd=tmp_path) as (server, log):
-        with grpc.insecure_channel(server.address) as channel:
-            stub = workflows_pb2_grpc.WorkflowServiceStub(channel)
-            request = workflows_pb2.NextDefinitionSequenceRequest(definition_id="d")
-            assert _code(lambda: stub.NextDefinitionSequence(request, timeout=30)) == grpc.StatusCode.UNAUTHENTICATED
-            for token in (TOKEN, "env-token-1", "env-token-2"):
-                stub.NextDefinitionSequence(request, timeout=30, metadata=(("authorization", f"Bearer {token}"),))
+    with (
+        _started(f"sqlite://{tmp_path / 'wfe.db'}", env=env, cwd=tmp_path) as (server, log),
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        stub = workflows_pb2_grpc.WorkflowServiceStub(channel)
+        request = workflows_pb2.NextDefinitionSequenceRequest(definition_id="d")
+        assert _code(lambda: stub.NextDefinitionSequence(request, timeout=30)) == grpc.StatusCode.UNAUTHENTICATED
+        for token in (TOKEN, "env-token-1", "env-token-2"):
+            stub.NextDefinitionSequence(request, timeout=30, metadata=(("authorization", f"Bearer {token}"),))
     log_text = log[0]
     assert (
-        f"bearer tokens required: tokens_file tokens (set by config file wfe.toml), "
-        f"2 from tokens (set by WFE_SQLITE_TOKENS)" in log_text
+        "bearer tokens required: tokens_file tokens (set by config file wfe.toml), "
+        "2 from tokens (set by WFE_SQLITE_TOKENS)" in log_text
     ), log_text
     for token in (TOKEN, "env-token-1", "env-token-2"):
         assert token not in log_text, "tokens are never logged"
@@ -288,7 +306,14 @@ async def test_ids_names_keys_and_tokens_over_1024_bytes_are_refused_on_write(pr
         e = Event.new("name", "key", {})
         setattr(e, name, long)
         cases.append((f"event.{name}", lambda e=e: provider.create_event(e)))
-    for name in ("workflow_id", "execution_pointer_id", "event_name", "event_key", "external_token", "external_worker_id"):
+    for name in (
+        "workflow_id",
+        "execution_pointer_id",
+        "event_name",
+        "event_key",
+        "external_token",
+        "external_worker_id",
+    ):
         s = EventSubscription.new("wf", 0, "p", "name", "key", T0)
         setattr(s, name, "w" * (1 << 20) if name == "workflow_id" else long)
         cases.append((f"subscription.{name}", lambda s=s: provider.create_event_subscription(s)))
@@ -296,8 +321,14 @@ async def test_ids_names_keys_and_tokens_over_1024_bytes_are_refused_on_write(pr
         error = ExecutionError.new("wf", "p", "message")
         setattr(error, name, long)
         cases.append((f"errors[0].{name}", lambda error=error: provider.persist_errors([error])))
-    for name, value in (("event_name", long), ("event_key", long), ("step_name", long), ("predecessor_id", long),
-                        ("children", ["ok", long]), ("scope", [long])):
+    for name, value in (
+        ("event_name", long),
+        ("event_key", long),
+        ("step_name", long),
+        ("predecessor_id", long),
+        ("children", ["ok", long]),
+        ("scope", [long]),
+    ):
         w = WorkflowInstance.new("flow", 1, {})
         pointer = ExecutionPointer.new(0)
         setattr(pointer, name, value)
@@ -408,8 +439,11 @@ async def test_raw_requests_get_invalid_argument_naming_the_field(wire: grpc.aio
 
     def workflow(pointers: list[workflows_pb2.ExecutionPointer], data: str = "{}") -> workflows_pb2.WorkflowInstance:
         return workflows_pb2.WorkflowInstance(
-            workflow_definition_id="d", status=workflows_pb2.WORKFLOW_STATUS_RUNNABLE, data=data,
-            create_time=TS, execution_pointers=pointers,
+            workflow_definition_id="d",
+            status=workflows_pb2.WORKFLOW_STATUS_RUNNABLE,
+            data=data,
+            create_time=TS,
+            execution_pointers=pointers,
         )
 
     def pointer(pid: str, **fields: Any) -> workflows_pb2.ExecutionPointer:
@@ -417,34 +451,69 @@ async def test_raw_requests_get_invalid_argument_naming_the_field(wire: grpc.aio
 
     deep = "[" * 980 + "]" * 980
     cases = [
-        (workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=workflow([pointer("a"), pointer("a")]))),
-         "workflow.execution_pointers[1].id"),
-        (workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=workflow([pointer("a", event_key="k" * 5000)]))),
-         "workflow.execution_pointers[0].event_key"),
+        (
+            workflows.CreateWorkflow(
+                workflows_pb2.CreateWorkflowRequest(workflow=workflow([pointer("a"), pointer("a")]))
+            ),
+            "workflow.execution_pointers[1].id",
+        ),
+        (
+            workflows.CreateWorkflow(
+                workflows_pb2.CreateWorkflowRequest(workflow=workflow([pointer("a", event_key="k" * 5000)]))
+            ),
+            "workflow.execution_pointers[0].event_key",
+        ),
         (workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=workflow([], deep))), "workflow.data"),
-        (workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(
-            workflow=workflow([pointer("a", extension_attributes={"x": deep})]))),
-         "workflow.execution_pointers[0].extension_attributes['x']"),
-        (events.CreateEvent(events_pb2.CreateEventRequest(event=events_pb2.Event(
-            event_name="n" * 5000, event_key="k", event_data="1", event_time=TS))), "event.event_name"),
-        (events.CreateEvent(events_pb2.CreateEventRequest(event=events_pb2.Event(
-            event_name="n", event_key="k", event_data=deep, event_time=TS))), "event.event_data"),
-        (subscriptions.CreateSubscription(subscriptions_pb2.CreateSubscriptionRequest(
-            subscription=subscriptions_pb2.EventSubscription(workflow_id="", subscribe_as_of=TS))),
-         "subscription.workflow_id"),
-        (subscriptions.CreateSubscription(subscriptions_pb2.CreateSubscriptionRequest(
-            subscription=subscriptions_pb2.EventSubscription(workflow_id="w", subscribe_as_of=TS, external_token="t" * 5000))),
-         "subscription.external_token"),
+        (
+            workflows.CreateWorkflow(
+                workflows_pb2.CreateWorkflowRequest(workflow=workflow([pointer("a", extension_attributes={"x": deep})]))
+            ),
+            "workflow.execution_pointers[0].extension_attributes['x']",
+        ),
+        (
+            events.CreateEvent(
+                events_pb2.CreateEventRequest(
+                    event=events_pb2.Event(event_name="n" * 5000, event_key="k", event_data="1", event_time=TS)
+                )
+            ),
+            "event.event_name",
+        ),
+        (
+            events.CreateEvent(
+                events_pb2.CreateEventRequest(
+                    event=events_pb2.Event(event_name="n", event_key="k", event_data=deep, event_time=TS)
+                )
+            ),
+            "event.event_data",
+        ),
+        (
+            subscriptions.CreateSubscription(
+                subscriptions_pb2.CreateSubscriptionRequest(
+                    subscription=subscriptions_pb2.EventSubscription(workflow_id="", subscribe_as_of=TS)
+                )
+            ),
+            "subscription.workflow_id",
+        ),
+        (
+            subscriptions.CreateSubscription(
+                subscriptions_pb2.CreateSubscriptionRequest(
+                    subscription=subscriptions_pb2.EventSubscription(
+                        workflow_id="w", subscribe_as_of=TS, external_token="t" * 5000
+                    )
+                )
+            ),
+            "subscription.external_token",
+        ),
     ]
     for call, field in cases:
         code, details = await _wire_code(call)
         assert (code, details.split(":", 1)[0]) == (grpc.StatusCode.INVALID_ARGUMENT, field), (field, code, details)
 
 
-def _model_path(msg: workflows_pb2.WorkflowInstance) -> tuple[list[Any], list[tuple[Any, ...]]]:
+def _model_path(msg: workflows_pb2.WorkflowInstance) -> StoredWorkflow:
     workflow = workflow_from_proto(msg)
     row = workflow_row(workflow)
-    return list(row), pointer_rows(row[0], workflow.execution_pointers)
+    return row, pointer_rows(row.id, workflow.execution_pointers)
 
 
 def _outcome(path: Any, msg: workflows_pb2.WorkflowInstance) -> tuple[Any, ...]:
@@ -472,18 +541,31 @@ def _outcome(path: Any, msg: workflows_pb2.WorkflowInstance) -> tuple[Any, ...]:
 )
 def test_the_fast_wire_path_and_the_model_path_validate_alike(pointers: list[dict[str, Any]]) -> None:
     msg = workflows_pb2.WorkflowInstance(
-        id="wf", workflow_definition_id="d", status=workflows_pb2.WORKFLOW_STATUS_RUNNABLE, data="[[1]]",
+        id="wf",
+        workflow_definition_id="d",
+        status=workflows_pb2.WORKFLOW_STATUS_RUNNABLE,
+        data="[[1]]",
         create_time=TS,
-        execution_pointers=[workflows_pb2.ExecutionPointer(status=workflows_pb2.POINTER_STATUS_PENDING, **p)
-                            for p in pointers],
+        execution_pointers=[
+            workflows_pb2.ExecutionPointer(status=workflows_pb2.POINTER_STATUS_PENDING, **p) for p in pointers
+        ],
     )
     assert _outcome(workflow_rows_from_message, msg) == _outcome(_model_path, msg)
 
 
 FORGED_TOKENS = [
     base64.urlsafe_b64encode(raw).decode()
-    for raw in (b"99999999999999999999:x", b"-99999999999999999999:x", b"9223372036854775808:x", b"1e5:x",
-                b" 12:x", b"1_000:x", b"12", b"12:" + b"x" * 1025, b"\xff\xfe:x")
+    for raw in (
+        b"99999999999999999999:x",
+        b"-99999999999999999999:x",
+        b"9223372036854775808:x",
+        b"1e5:x",
+        b" 12:x",
+        b"1_000:x",
+        b"12",
+        b"12:" + b"x" * 1025,
+        b"\xff\xfe:x",
+    )
 ] + ["not base64 at all!", "%%%"]
 
 
@@ -496,15 +578,20 @@ async def test_forged_page_tokens_are_invalid_argument_on_every_paged_rpc(wire: 
             workflows.GetRunnableWorkflows(workflows_pb2.GetRunnableWorkflowsRequest(as_at=TS, page_token=token)),
             events.GetRunnableEvents(events_pb2.GetRunnableEventsRequest(as_at=TS, page_token=token)),
             events.GetEvents(events_pb2.GetEventsRequest(event_name="n", event_key="k", as_of=TS, page_token=token)),
-            subscriptions.GetSubscriptions(subscriptions_pb2.GetSubscriptionsRequest(
-                event_name="n", event_key="k", as_of=TS, page_token=token)),
+            subscriptions.GetSubscriptions(
+                subscriptions_pb2.GetSubscriptionsRequest(event_name="n", event_key="k", as_of=TS, page_token=token)
+            ),
         ):
             code, details = await _wire_code(call)
             assert (code, details) == (
-                grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token from a previous response"), (token, details)
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "page_token: not a token from a previous response",
+            ), (token, details)
     # A genuine token still works: keys at both ends of int64 and the longest id.
     edge = base64.urlsafe_b64encode(f"{-(2**63)}:{'x' * 1024}".encode()).decode()
-    response = await workflows.GetRunnableWorkflows(workflows_pb2.GetRunnableWorkflowsRequest(as_at=TS, page_token=edge))
+    response = await workflows.GetRunnableWorkflows(
+        workflows_pb2.GetRunnableWorkflowsRequest(as_at=TS, page_token=edge)
+    )
     assert list(response.workflow_ids) == [] and response.next_page_token == ""
 
 
@@ -537,32 +624,42 @@ async def test_id_pages_are_cut_by_their_byte_budget_and_lose_nothing(db_url: st
 
 
 def test_health_list_needs_the_token_probes_do_not_and_nothing_logs_a_traceback(db_url: str) -> None:
-    with _started(db_url, env={"WFE_SQLITE_TOKENS": TOKEN}) as (server, log):
-        with grpc.insecure_channel(server.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            for _ in range(3):
-                assert _code(lambda: health.List(health_pb2.HealthListRequest(), timeout=30)) == (
-                    grpc.StatusCode.UNAUTHENTICATED)
-            listed = health.List(health_pb2.HealthListRequest(), timeout=30, metadata=BEARER)
-            assert set(listed.statuses) == {"", *SERVICE_NAMES}
-            assert {s.status for s in listed.statuses.values()} == {health_pb2.HealthCheckResponse.SERVING}
-            # Check and Watch stay open for probes: without a token they answer for the server as a
-            # whole (they do not even read the request), with one for the service named.
-            serving = health_pb2.HealthCheckResponse.SERVING
-            for service in ("", "wfe.persistence.v1.WorkflowService", "no.such.Service"):
-                request = health_pb2.HealthCheckRequest(service=service)
-                assert health.Check(request, timeout=30).status == serving
-                watch = health.Watch(request, timeout=30)
-                assert next(watch).status == serving
-                watch.cancel()
-            assert health.Check(health_pb2.HealthCheckRequest(service="wfe.persistence.v1.EventService"),
-                                timeout=30, metadata=BEARER).status == serving
-            unknown = health_pb2.HealthCheckRequest(service="no.such.Service")
-            assert _code(lambda: health.Check(unknown, timeout=30, metadata=BEARER)) == grpc.StatusCode.NOT_FOUND
+    with (
+        _started(db_url, env={"WFE_SQLITE_TOKENS": TOKEN}) as (server, log),
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        for _ in range(3):
+            assert _code(lambda: health.List(health_pb2.HealthListRequest(), timeout=30)) == (
+                grpc.StatusCode.UNAUTHENTICATED
+            )
+        listed = health.List(health_pb2.HealthListRequest(), timeout=30, metadata=BEARER)
+        assert set(listed.statuses) == {"", *SERVICE_NAMES}
+        assert {s.status for s in listed.statuses.values()} == {health_pb2.HealthCheckResponse.SERVING}
+        # Check and Watch stay open for probes: without a token they answer for the server as a
+        # whole (they do not even read the request), with one for the service named.
+        serving = health_pb2.HealthCheckResponse.SERVING
+        for service in ("", "wfe.persistence.v1.WorkflowService", "no.such.Service"):
+            request = health_pb2.HealthCheckRequest(service=service)
+            assert health.Check(request, timeout=30).status == serving
+            watch = health.Watch(request, timeout=30)
+            assert next(watch).status == serving
+            watch.cancel()
+        assert (
+            health.Check(
+                health_pb2.HealthCheckRequest(service="wfe.persistence.v1.EventService"),
+                timeout=30,
+                metadata=BEARER,
+            ).status
+            == serving
+        )
+        unknown = health_pb2.HealthCheckRequest(service="no.such.Service")
+        assert _code(lambda: health.Check(unknown, timeout=30, metadata=BEARER)) == grpc.StatusCode.NOT_FOUND
     assert "Traceback" not in log[0] and " ERROR " not in log[0], log[0]
-    with _started(db_url) as (server, log):  # without tokens, List is served to anyone
-        with grpc.insecure_channel(server.address) as channel:
-            listed = health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest(), timeout=30)
-            assert set(listed.statuses) == {"", *SERVICE_NAMES}
+    with (
+        _started(db_url) as (server, log),
+        grpc.insecure_channel(server.address) as channel,
+    ):  # without tokens, List is served to anyone
+        listed = health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest(), timeout=30)
+        assert set(listed.statuses) == {"", *SERVICE_NAMES}
     assert "Traceback" not in log[0], log[0]
-

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import start_server_process
 from wfe_client import Event, GrpcPersistenceProvider, ScheduledCommand, WfeError, WorkflowInstance, WorkflowNotFound
-from wfe_client._time import utc_now
+from wfe_client.timeutil import utc_now
 
 TOKEN = "metrics-test-token"
 WORKFLOWS = "wfe.persistence.v1.WorkflowService"
@@ -37,14 +37,23 @@ def _value(samples: Samples, name: str, **labels: str) -> float:
 
 def _calls(samples: Samples, service: str, method: str, code: str) -> float:
     return _value(
-        samples, "grpc_server_handled_total", grpc_type="unary", grpc_service=service, grpc_method=method, grpc_code=code
+        samples,
+        "grpc_server_handled_total",
+        grpc_type="unary",
+        grpc_service=service,
+        grpc_method=method,
+        grpc_code=code,
     )
 
 
 async def test_metrics_count_exactly_the_calls_made(db_url: str) -> None:
     server = start_server_process(
         db_url,
-        "--metrics-listen", "127.0.0.1:0", "--access-log", "--log-format", "json",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--access-log",
+        "--log-format",
+        "json",
         env={"WFE_SQLITE_TOKENS": TOKEN},
     )
     try:
@@ -114,7 +123,9 @@ async def test_metrics_count_exactly_the_calls_made(db_url: str) -> None:
     assert len(records) == len(stderr.splitlines()), "every log line is JSON"
     access = [record for record in records if "rpc" in record]
     assert len(access) == 11
-    assert all(record["logger"] == "wfe_sqlite.access" and record["peer"].startswith("ipv4:127.0.0.1:") for record in access)
+    assert all(
+        record["logger"] == "wfe_sqlite.access" and record["peer"].startswith("ipv4:127.0.0.1:") for record in access
+    )
     assert all(isinstance(record["duration_ms"], float) and record["duration_ms"] >= 0 for record in access)
     assert [r["code"] for r in access if r["rpc"] == f"/{WORKFLOWS}/GetWorkflow"] == ["NOT_FOUND"]
     assert [r["code"] for r in access if r["rpc"] == f"/{WORKFLOWS}/GetRunnableWorkflows"] == ["OK", "UNAUTHENTICATED"]

@@ -11,9 +11,9 @@ import os
 # set here, before this package imports grpc; GRPC_VERBOSITY=INFO (or DEBUG) still shows it all.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from ._database import DatabaseOpenError
+from ._connection import DatabaseOpenError
 from ._provider import SqlitePersistenceProvider
 
-__all__ = ["SqlitePersistenceProvider", "DatabaseOpenError", "__version__"]
+__all__ = ["DatabaseOpenError", "SqlitePersistenceProvider", "__version__"]
 
 __version__ = "0.1.0"

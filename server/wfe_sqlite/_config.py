@@ -18,30 +18,30 @@ import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional
+from typing import Any
 
-from ._database import parse_database_url
+from ._connection import parse_database_url
 
 __all__ = [
-    "ServerConfig",
-    "ConfigError",
-    "Setting",
-    "SETTINGS",
+    "CONFIG_ENV",
     "DEFAULT_DB",
     "DEFAULT_LISTEN",
     "ENV_PREFIX",
-    "CONFIG_ENV",
+    "MAX_READERS",
+    "SETTINGS",
+    "ConfigError",
+    "ServerConfig",
+    "Setting",
     "add_arguments",
-    "resolve",
     "check",
+    "environment_help",
+    "is_loopback",
     "load_tokens",
     "read_pem",
+    "resolve",
     "split_host_port",
-    "is_loopback",
-    "environment_help",
-    "tokens_source",
     "start_up_warnings",
-    "MAX_READERS",
+    "tokens_source",
 ]
 
 ENV_PREFIX = "WFE_SQLITE_"
@@ -74,21 +74,23 @@ class ServerConfig:
     """Read-only SQLite connections (file databases), 1 to ``MAX_READERS``."""
     synchronous: str = "FULL"
     """``PRAGMA synchronous`` of the writer: FULL (power-loss safe) or NORMAL (process-crash safe)."""
+    max_page_count: int = 0
+    """Cap on the database size in pages (``PRAGMA max_page_count``); writes past it are STORAGE_FULL. 0: no cap."""
     reflection: bool = True
     """Serve gRPC server reflection."""
-    tls_cert: Optional[str] = None
+    tls_cert: str | None = None
     """PEM file of the server certificate chain; with ``tls_key`` the server speaks TLS only."""
-    tls_key: Optional[str] = None
+    tls_key: str | None = None
     """PEM file of the server's private key."""
-    tls_client_ca: Optional[str] = None
+    tls_client_ca: str | None = None
     """PEM file of the CA(s) client certificates must chain to (mutual TLS); needs ``tls_cert``."""
-    tokens_file: Optional[str] = None
+    tokens_file: str | None = None
     """File of accepted bearer tokens, one per line (``#`` comments and blank lines ignored)."""
     tokens: tuple[str, ...] = ()
     """Accepted bearer tokens given directly (environment or config file; never a flag)."""
     insecure: bool = False
     """Allow a non-loopback ``listen`` address with neither TLS nor tokens."""
-    metrics_listen: Optional[str] = None
+    metrics_listen: str | None = None
     """HOST:PORT of the Prometheus ``/metrics`` endpoint; None: no metrics."""
     access_log: bool = False
     """Log one line per call (method, status, duration, peer) on the ``wfe_sqlite.access`` logger."""
@@ -124,7 +126,7 @@ def _text(value: Any) -> str:
     return value.strip()
 
 
-def _optional_text(value: Any) -> Optional[str]:
+def _optional_text(value: Any) -> str | None:
     # Unset is None; an empty value is an error like any other invalid one, never "unset".
     return None if value is None else _text(value)
 
@@ -142,7 +144,7 @@ def _number(minimum: float, *, above: bool = False) -> Callable[[Any], float]:
     return parse
 
 
-def _integer(minimum: int, maximum: Optional[int] = None) -> Callable[[Any], int]:
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         try:
             number = int(value) if not isinstance(value, (bool, float)) else None
@@ -185,7 +187,7 @@ def _address(value: Any) -> str:
     return text
 
 
-def _optional_address(value: Any) -> Optional[str]:
+def _optional_address(value: Any) -> str | None:
     return None if _optional_text(value) is None else _address(value)
 
 
@@ -221,7 +223,7 @@ class Setting:
     name: str
     parse: Callable[[Any], Any]
     help: str
-    metavar: Optional[str] = None
+    metavar: str | None = None
     flag: bool = True
     """False for secrets: environment and config file only, never visible in a process list."""
     boolean: bool = False
@@ -245,6 +247,12 @@ SETTINGS: tuple[Setting, ...] = (
         _choice("FULL", "NORMAL", upper=True),
         "FULL: acknowledged writes survive power loss; NORMAL: they survive a process crash",
         "FULL|NORMAL",
+    ),
+    Setting(
+        "max_page_count",
+        _integer(0),
+        "cap the database at N pages (PRAGMA max_page_count): writes past it fail with STORAGE_FULL; 0: no cap",
+        "N",
     ),
     Setting("reflection", _boolean, "serve gRPC server reflection", boolean=True),
     Setting("tls_cert", _optional_text, "PEM server certificate (chain); enables TLS, needs --tls-key", "FILE"),
@@ -281,7 +289,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("access_log", _boolean, "log every call: method, status, duration, peer", boolean=True),
     Setting("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "log level", "LEVEL"),
-    Setting("log_format", _choice("text", "json", upper=False), "log format: text or json (one object a line)", "FORMAT"),
+    Setting(
+        "log_format", _choice("text", "json", upper=False), "log format: text or json (one object a line)", "FORMAT"
+    ),
     Setting(
         "max_connections",
         _integer(1, 1_000_000),
@@ -316,11 +326,9 @@ def _default_text(setting: Setting) -> str:
     return f"{default:g}" if isinstance(default, float) else str(default)
 
 
-def add_arguments(parser: argparse.ArgumentParser, names: Optional[Iterable[str]] = None) -> None:
+def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str] | None = None) -> None:
     """``--config`` and a flag for each setting in ``names`` (default all); none has a default here."""
-    parser.add_argument(
-        "--config", metavar="FILE", default=None, help=f"TOML file of settings (env {CONFIG_ENV})"
-    )
+    parser.add_argument("--config", metavar="FILE", default=None, help=f"TOML file of settings (env {CONFIG_ENV})")
     for setting in SETTINGS if names is None else [_BY_NAME[name] for name in names]:
         if not setting.flag:
             continue
@@ -341,8 +349,10 @@ def environment_help() -> str:
         "",
         "setting / environment variable:",
     ]
-    for setting in SETTINGS:
-        lines.append(f"  {setting.name:<23} {setting.env}" + ("" if setting.flag else "   (no flag: a secret)"))
+    lines += [
+        f"  {setting.name:<23} {setting.env}" + ("" if setting.flag else "   (no flag: a secret)")
+        for setting in SETTINGS
+    ]
     lines += ["", 'An empty value (VAR= or --flag "") is an error, never "unset".']
     return "\n".join(lines)
 
@@ -362,9 +372,9 @@ def _read_file(path: str) -> dict[str, Any]:
 
 
 def resolve(
-    args: Optional[argparse.Namespace],
+    args: argparse.Namespace | None,
     environ: Mapping[str, str],
-    names: Optional[Iterable[str]] = None,
+    names: Iterable[str] | None = None,
 ) -> ServerConfig:
     """The ``ServerConfig`` from flags > environment > config file > defaults, for ``names`` (default all).
 
@@ -484,7 +494,9 @@ def load_tokens(config: ServerConfig) -> frozenset[str]:
             with open(path, encoding="utf-8") as handle:
                 lines = handle.read().splitlines()
         except (OSError, UnicodeError) as error:
-            raise ConfigError("tokens_file", f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+            raise ConfigError(
+                "tokens_file", f"cannot read {path}: {getattr(error, 'strerror', None) or error}"
+            ) from None
         found = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
         for number, token in enumerate(found, 1):
             try:

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 __all__ = ["TEXT_FORMAT", "JsonFormatter", "configure_logging", "status_line"]
 
@@ -18,7 +18,7 @@ _EXTRA_FIELDS = ("rpc", "code", "duration_ms", "peer")
 
 def _entry(created: float, level: str, logger: str, message: str) -> dict[str, object]:
     return {
-        "time": datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds"),
+        "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
         "level": level,
         "logger": logger,
         "message": message,

@@ -14,8 +14,8 @@ import inspect
 import logging
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import Any, Optional
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -24,10 +24,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ._config import split_host_port
-from ._maintenance import file_sizes, live_figures
+from ._maintenance import file_sizes
 from ._provider import SqlitePersistenceProvider
+from ._status import Context, Continuation, Handler, replace_in
 
-__all__ = ["ServerMetrics", "CallObserver", "ACCESS_LOG", "UNKNOWN_METHOD"]
+__all__ = ["ACCESS_LOG", "UNKNOWN_METHOD", "CallObserver", "ServerMetrics"]
 
 LOG = logging.getLogger(__name__)
 ACCESS_LOG = logging.getLogger("wfe_sqlite.access")
@@ -42,7 +43,12 @@ UNKNOWN_METHOD = "unknown"
 """The ``grpc_type``, ``grpc_service`` and ``grpc_method`` labels of every call to a method the server
 does not serve: one series however many names clients make up, not one per name."""
 _MAX_LOGGED_METHOD = 256
-_KINDS = {(False, False): "unary", (False, True): "server_stream", (True, False): "client_stream", (True, True): "bidi_stream"}
+_KINDS = {
+    (False, False): "unary",
+    (False, True): "server_stream",
+    (True, False): "client_stream",
+    (True, True): "bidi_stream",
+}
 
 _GAUGES = (
     ("runnable_workflows", "wfe_sqlite_runnable_workflows", "RUNNABLE workflows whose next_execution has come."),
@@ -57,17 +63,6 @@ _FILES = (
 )
 
 
-def _snapshot_figures(conn: Any) -> Any:
-    """``live_figures`` in a read transaction of its own (``Database.read`` opens one already)."""
-    if conn.in_transaction:
-        return live_figures(conn)
-    conn.execute("BEGIN")
-    try:
-        return live_figures(conn)
-    finally:
-        conn.execute("COMMIT")
-
-
 class _StoreCollector(Collector):
     """Store gauges, computed at scrape time (on the scraping thread, reading via the read pool)."""
 
@@ -80,16 +75,15 @@ class _StoreCollector(Collector):
             yield GaugeMetricFamily(name, text)
 
     def collect(self) -> Iterator[Metric]:
-        database = self._provider.database
         try:
-            future = asyncio.run_coroutine_threadsafe(database.read(_snapshot_figures), self._loop)
+            future = asyncio.run_coroutine_threadsafe(self._provider.store.live_figures(), self._loop)
             figures = future.result(SCRAPE_TIMEOUT)
         except Exception as error:  # noqa: BLE001 - a scrape during shutdown or a busy store
             LOG.warning("metrics: store figures unavailable: %s", error)
         else:
             for field, name, text in _GAUGES:
                 yield GaugeMetricFamily(name, text, value=getattr(figures, field))
-        sizes = file_sizes(database.config.path)
+        sizes = file_sizes(self._provider.database.config.path)
         for field, name, text in _FILES:
             yield GaugeMetricFamily(name, text, value=sizes[field])
 
@@ -99,9 +93,7 @@ class ServerMetrics:
 
     def __init__(self, provider: SqlitePersistenceProvider, loop: asyncio.AbstractEventLoop) -> None:
         self.registry = CollectorRegistry()
-        self.started = Counter(
-            "grpc_server_started", "RPCs started on the server.", _LABELS, registry=self.registry
-        )
+        self.started = Counter("grpc_server_started", "RPCs started on the server.", _LABELS, registry=self.registry)
         self.handled = Counter(
             "grpc_server_handled",
             "RPCs completed on the server, by gRPC status code.",
@@ -151,10 +143,10 @@ class ServerMetrics:
         self.latency.labels(kind, service, method).observe(seconds)
 
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+Behavior = Callable[[Any, Any], Any]
 
 
-def _code(context: grpc.aio.ServicerContext, failure: Optional[BaseException]) -> str:
+def _code(context: Context, failure: BaseException | None) -> str:
     code = context.code()
     if code is not None:
         return getattr(code, "name", str(code))
@@ -180,16 +172,16 @@ class CallObserver(grpc.aio.ServerInterceptor):
     are counted under ``UNKNOWN_METHOD``, so made-up method names cannot grow the metrics.
     """
 
-    def __init__(self, metrics: Optional[ServerMetrics], access_log: bool, services: Iterable[str] = ()) -> None:
+    def __init__(self, metrics: ServerMetrics | None, access_log: bool, services: Iterable[str] = ()) -> None:
         self._metrics = metrics
         self._access_log = access_log
         self._kinds = _method_kinds(services)
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Optional[grpc.RpcMethodHandler]]],
+        continuation: Continuation,
         details: grpc.HandlerCallDetails,
-    ) -> Optional[grpc.RpcMethodHandler]:
+    ) -> Handler | None:
         handler = await continuation(details)
         if handler is None:
             return None
@@ -197,12 +189,13 @@ class CallObserver(grpc.aio.ServerInterceptor):
         # The label is the method's own kind (a refusal's handler kind may differ from it).
         kind = self._kinds.get(rpc, UNKNOWN_METHOD)
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=self._unary(handler.unary_unary, rpc, kind))
+            return replace_in(handler, unary_unary=self._unary(handler.unary_unary, rpc, kind))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=self._streaming(handler.unary_stream, rpc, kind))
+            return replace_in(handler, unary_stream=self._streaming(handler.unary_stream, rpc, kind))
         if handler.stream_unary is not None:
-            return handler._replace(stream_unary=self._unary(handler.stream_unary, rpc, kind))
-        return handler._replace(stream_stream=self._streaming(handler.stream_stream, rpc, kind))
+            return replace_in(handler, stream_unary=self._unary(handler.stream_unary, rpc, kind))
+        assert handler.stream_stream is not None
+        return replace_in(handler, stream_stream=self._streaming(handler.stream_stream, rpc, kind))
 
     def _labels(self, rpc: str, kind: str) -> tuple[str, str, str]:
         if kind == UNKNOWN_METHOD:
@@ -211,9 +204,9 @@ class CallObserver(grpc.aio.ServerInterceptor):
         return kind, service, method
 
     def _unary(self, behavior: Behavior, rpc: str, kind: str) -> Behavior:
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def observed(request: Any, context: Context) -> Any:
             start = self._start(rpc, kind)
-            failure: Optional[BaseException] = None
+            failure: BaseException | None = None
             try:
                 return await behavior(request, context)
             except BaseException as error:
@@ -225,9 +218,9 @@ class CallObserver(grpc.aio.ServerInterceptor):
         return observed
 
     def _streaming(self, behavior: Behavior, rpc: str, kind: str) -> Behavior:
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
             start = self._start(rpc, kind)
-            failure: Optional[BaseException] = None
+            failure: BaseException | None = None
             try:
                 result = behavior(request, context)
                 if inspect.isasyncgen(result):
@@ -253,8 +246,8 @@ class CallObserver(grpc.aio.ServerInterceptor):
         rpc: str,
         kind: str,
         start: float,
-        context: grpc.aio.ServicerContext,
-        failure: Optional[BaseException],
+        context: Context,
+        failure: BaseException | None,
     ) -> None:
         seconds = time.perf_counter() - start
         code = _code(context, failure)

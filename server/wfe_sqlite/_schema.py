@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from ._database import DatabaseOpenError
+from ._connection import DatabaseOpenError
 
 __all__ = ["SCHEMA_VERSION", "create_schema", "ensure_schema"]
 
@@ -120,8 +120,7 @@ def create_schema(conn: sqlite3.Connection) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise DatabaseOpenError(
-            f"the database has schema version {version}, newer than this server's "
-            f"{SCHEMA_VERSION}: upgrade wfe-sqlite"
+            f"the database has schema version {version}, newer than this server's {SCHEMA_VERSION}: upgrade wfe-sqlite"
         )
     for statement in _SCHEMA.split(";"):
         if statement.strip():

@@ -12,31 +12,24 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2
 from grpc_status import rpc_status
 
-from wfe_client import WfeError
+from wfe_client.errors import Unauthenticated
 
 from ._config import ServerConfig, read_pem
-from ._status import to_status
+from ._status import Context, Continuation, Handler, to_status
 
-__all__ = ["server_credentials", "TokenAuthInterceptor", "Unauthenticated", "OPEN_METHODS"]
+__all__ = ["OPEN_METHODS", "TokenAuthInterceptor", "Unauthenticated", "server_credentials"]
 
 LOG = logging.getLogger(__name__)
 
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 """Methods served without a token (health probes)."""
-
-
-class Unauthenticated(WfeError):
-    """The call carries no bearer token, or one the server does not accept."""
-
-    reason = "UNAUTHENTICATED"
-    code = "UNAUTHENTICATED"
 
 
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
@@ -57,7 +50,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     ``ErrorInfo{reason: "UNAUTHENTICATED"}``.
     """
 
-    def __init__(self, tokens: Iterable[str], health_servicer: Optional[health.aio.HealthServicer] = None) -> None:
+    def __init__(self, tokens: Iterable[str], health_servicer: health.aio.HealthServicer | None = None) -> None:
         self._tokens = tuple(token.encode() for token in tokens)
         if not self._tokens:
             raise ValueError("TokenAuthInterceptor needs at least one token")
@@ -65,9 +58,9 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Optional[grpc.RpcMethodHandler]]],
+        continuation: Continuation,
         details: grpc.HandlerCallDetails,
-    ) -> Optional[grpc.RpcMethodHandler]:
+    ) -> Handler | None:
         problem = self._problem(details.invocation_metadata or ())
         handler = await continuation(details)
         if problem is None:
@@ -77,7 +70,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         LOG.debug("refused %s: %s", details.method, problem)
         return _refusal(handler, problem)
 
-    def _problem(self, metadata: Iterable[Any]) -> Optional[str]:
+    def _problem(self, metadata: Iterable[Any]) -> str | None:
         """Why the call is refused, or None when it carries an accepted token."""
         values = [value for key, value in metadata if key == "authorization"]
         if not values:
@@ -92,7 +85,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         return None if accepted else "invalid bearer token"
 
 
-def _refusal(handler: Optional[grpc.RpcMethodHandler], message: str) -> grpc.RpcMethodHandler:
+def _refusal(handler: Handler | None, message: str) -> Handler:
     """A handler that aborts with UNAUTHENTICATED before receiving any of the request.
 
     It is a request-streaming handler whatever the method is: grpc receives the one message of a
@@ -104,7 +97,7 @@ def _refusal(handler: Optional[grpc.RpcMethodHandler], message: str) -> grpc.Rpc
     """
     status = rpc_status.to_status(to_status(Unauthenticated(message)))
 
-    async def refuse(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def refuse(requests: Any, context: Context) -> Any:
         await context.abort_with_status(status)
 
     def ignore(_: bytes) -> None:  # never called: the refusal reads no request message
@@ -116,7 +109,7 @@ def _refusal(handler: Optional[grpc.RpcMethodHandler], message: str) -> grpc.Rpc
     return grpc.stream_unary_rpc_method_handler(refuse, ignore, serialize)
 
 
-def _unread_probe(handler: grpc.RpcMethodHandler, servicer: health.aio.HealthServicer) -> grpc.RpcMethodHandler:
+def _unread_probe(handler: Handler, servicer: health.aio.HealthServicer) -> Handler:
     """``Check`` or ``Watch`` (``handler``) for the server as a whole, without receiving the request.
 
     A unary request is received whole before its handler runs, up to the 64 MiB message limit
@@ -131,12 +124,12 @@ def _unread_probe(handler: grpc.RpcMethodHandler, servicer: health.aio.HealthSer
 
     if handler.response_streaming:
 
-        async def watch(requests: Any, context: grpc.aio.ServicerContext) -> None:
+        async def watch(requests: Any, context: Context) -> None:
             await servicer.Watch(overall, context)
 
         return grpc.stream_stream_rpc_method_handler(watch, ignore, handler.response_serializer)
 
-    async def check(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def check(requests: Any, context: Context) -> Any:
         return await servicer.Check(overall, context)
 
     return grpc.stream_unary_rpc_method_handler(check, ignore, handler.response_serializer)

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
 import sys
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
-from ._config import ConfigError, add_arguments, check, environment_help, resolve
-from ._database import DatabaseOpenError
 from . import __version__
+from ._config import ConfigError, add_arguments, check, environment_help, resolve
+from ._connection import DatabaseOpenError
 from ._logging import configure_logging, status_line
 from ._maintenance import backup, integrity_problems, open_existing, store_stats
 from .server import serve
@@ -97,12 +98,11 @@ def _backup(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     config = resolve(args, os.environ, _DB_ONLY)
     conn, path = open_existing(config.db)
-    try:
-        problems = integrity_problems(conn)
-    except sqlite3.DatabaseError as error:
-        problems = [str(error)]
-    finally:
-        conn.close()
+    with contextlib.closing(conn):
+        try:
+            problems = integrity_problems(conn)
+        except sqlite3.DatabaseError as error:
+            problems = [str(error)]
     if problems:
         for problem in problems:
             print(problem)
@@ -115,10 +115,8 @@ def _check(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     config = resolve(args, os.environ, _DB_ONLY)
     conn, path = open_existing(config.db)
-    try:
+    with contextlib.closing(conn):
         stats = store_stats(conn, path)
-    finally:
-        conn.close()
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
@@ -144,7 +142,7 @@ def _human(stats: dict[str, Any]) -> str:
 _COMMANDS = {"serve": _serve, "backup": _backup, "check": _check, "stats": _stats}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)

@@ -9,11 +9,13 @@ import os
 import signal
 import socket
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from wfe_client.limits import MAX_MESSAGE_BYTES
 
 from ._config import (
     DEFAULT_DB,
@@ -25,20 +27,25 @@ from ._config import (
     start_up_warnings,
     tokens_source,
 )
-from ._database import MEMORY, parse_database_url
+from ._connection import MEMORY, parse_database_url
 from ._logging import status_line
 from ._metrics import CallObserver, ServerMetrics
 from ._provider import SqlitePersistenceProvider
 from ._security import TokenAuthInterceptor, server_credentials
 from ._servicer import SERVICE_NAMES, add_servicers
-from ._status import RejectUndecodable
+from ._status import Context, RejectUndecodable
 
-__all__ = ["ServerConfig", "RunningServer", "build_server", "serve", "MAX_MESSAGE_BYTES", "DEFAULT_DB", "DEFAULT_LISTEN"]
+__all__ = [
+    "DEFAULT_DB",
+    "DEFAULT_LISTEN",
+    "MAX_MESSAGE_BYTES",
+    "RunningServer",
+    "ServerConfig",
+    "build_server",
+    "serve",
+]
 
 LOG = logging.getLogger(__name__)
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""Largest message either way: a 16 MiB payload plus its workflow and JSON escaping fits."""
 
 SWITCH_INTERVAL = 0.0002
 """GIL switch interval of the server process (seconds): see ``DatabaseConfig.switch_interval``."""
@@ -50,7 +57,7 @@ PENDING_CALLS = 100_000
 """Calls that may wait for the server to pick them up before gRPC core cancels new ones."""
 
 
-def server_options(config: Optional[ServerConfig] = None) -> list[tuple[str, int]]:
+def server_options(config: ServerConfig | None = None) -> list[tuple[str, int]]:
     config = config or ServerConfig()
     return [
         # Bounds on what peers can open: connections beyond the limit are closed as soon as they are
@@ -72,16 +79,16 @@ class HealthServicer(health.aio.HealthServicer):
     """grpc's asyncio health servicer plus ``List`` (which grpcio-health-checking leaves unimplemented:
     each call raised NotImplementedError and logged a traceback)."""
 
-    async def List(
-        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext
-    ) -> health_pb2.HealthListResponse:
-        return health_pb2.HealthListResponse(
-            statuses={name: health_pb2.HealthCheckResponse(status=status) for name, status in self._server_status.items()}
-        )
+    async def List(self, request: Any, context: Context) -> Any:
+        # HealthListRequest/-Response and _server_status: grpcio-health-checking has them, its type
+        # stubs (types-grpcio-health-checking) not yet.
+        statuses: dict[str, Any] = self._server_status  # type: ignore[attr-defined]
+        response: Any = getattr(health_pb2, "HealthListResponse")  # noqa: B009
+        return response(statuses={name: health_pb2.HealthCheckResponse(status=s) for name, s in statuses.items()})
 
 
 async def build_server(
-    config: ServerConfig, provider: SqlitePersistenceProvider, metrics: Optional[ServerMetrics] = None
+    config: ServerConfig, provider: SqlitePersistenceProvider, metrics: ServerMetrics | None = None
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A gRPC server (not started) serving ``provider``; its bound port and health servicer.
 
@@ -89,7 +96,7 @@ async def build_server(
     calls are counted and logged too, then token authentication when tokens are configured.
     Innermost, ``RejectUndecodable`` answers undecodable request bytes with INVALID_ARGUMENT.
     """
-    services = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+    services: tuple[str, ...] = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     if config.reflection:
         services = (*services, reflection.SERVICE_NAME)
     interceptors: list[grpc.aio.ServerInterceptor] = []
@@ -160,7 +167,7 @@ class RunningServer:
         server: grpc.aio.Server,
         port: int,
         health_servicer: health.aio.HealthServicer,
-        metrics: Optional[ServerMetrics] = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.config = config
         self.provider = provider
@@ -168,7 +175,7 @@ class RunningServer:
         self.port = port
         self.health = health_servicer
         self.metrics = metrics
-        self.metrics_address: Optional[str] = None
+        self.metrics_address: str | None = None
         """HOST:PORT of the ``/metrics`` endpoint (the real port), when metrics are on."""
         self._stopped = False
 
@@ -200,9 +207,13 @@ class RunningServer:
     @classmethod
     async def _start(cls, config: ServerConfig) -> RunningServer:
         provider = await SqlitePersistenceProvider.open(
-            config.db, readers=config.readers, synchronous=config.synchronous, switch_interval=SWITCH_INTERVAL
+            config.db,
+            readers=config.readers,
+            synchronous=config.synchronous,
+            switch_interval=SWITCH_INTERVAL,
+            max_page_count=config.max_page_count,
         )
-        metrics: Optional[ServerMetrics] = None
+        metrics: ServerMetrics | None = None
         try:
             if config.metrics_listen is not None:
                 metrics = ServerMetrics(provider, asyncio.get_running_loop())
@@ -222,7 +233,7 @@ class RunningServer:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         return running
 
-    async def stop(self, grace: Optional[float] = None) -> None:
+    async def stop(self, grace: float | None = None) -> None:
         """Health to NOT_SERVING, let in-flight calls finish, then close the database."""
         if self._stopped:
             return
@@ -256,7 +267,7 @@ def _remove_database_files(path: Path) -> None:
             LOG.warning("could not remove %s, created by the failed start: %s", name, error)
 
 
-async def serve(config: ServerConfig, ready: Optional[asyncio.Event] = None) -> None:
+async def serve(config: ServerConfig, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully. Prints ``listening on HOST:PORT``.
 
     With ``log_format = "json"`` that line (and ``metrics on URL``) is a JSON object whose

@@ -28,15 +28,15 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reliability_support import integrity_check, start_server  # noqa: E402
+from reliability_support import integrity_check, start_server
 
-from wfe_client import (  # noqa: E402
+from wfe_client import (
     CommandName,
     Event,
     EventSubscription,
@@ -48,7 +48,7 @@ from wfe_client import (  # noqa: E402
     WorkflowInstance,
 )
 
-UTC = timezone.utc
+UTC = UTC
 SEQ_DEFINITION = "crash-sequence"
 ABSENT = "<absent>"
 
@@ -121,7 +121,7 @@ def workflow_for(wid: str, gen: int, create_time: datetime) -> WorkflowInstance:
     return w
 
 
-def check_workflow_shape(w: WorkflowInstance) -> Optional[str]:
+def check_workflow_shape(w: WorkflowInstance) -> str | None:
     gen = w.data.get("gen") if isinstance(w.data, dict) else None
     if not isinstance(gen, int):
         return f"workflow {w.id}: data without a generation: {w.data!r}"
@@ -145,7 +145,7 @@ class Writer:
         self.workflows: dict[str, int] = {}  # acknowledged generation of each workflow this writer created
         self.create_times: dict[str, datetime] = {}
         self.events: list[str] = []
-        self.subscriptions: dict[str, Optional[str]] = {}  # acknowledged token of each subscription
+        self.subscriptions: dict[str, str | None] = {}  # acknowledged token of each subscription
 
     def _key(self, prefix: str) -> str:
         self.count += 1
@@ -155,7 +155,17 @@ class Writer:
         async with GrpcPersistenceProvider.connect(self.address, timeout=15.0) as store:
             while True:
                 op = self.rng.choices(
-                    ["create", "persist", "persist_subs", "event", "processed", "subscription", "token", "command", "sequence"],
+                    [
+                        "create",
+                        "persist",
+                        "persist_subs",
+                        "event",
+                        "processed",
+                        "subscription",
+                        "token",
+                        "command",
+                        "sequence",
+                    ],
                     weights=[3, 6, 2, 3, 2, 2, 3, 3, 1],
                 )[0]
                 started_after_kill = self.killed.is_set()
@@ -176,7 +186,7 @@ class Writer:
         rec.ack(0)
         self.workflows[wid] = 0
 
-    async def _pick_workflow(self, store: GrpcPersistenceProvider) -> Optional[str]:
+    async def _pick_workflow(self, store: GrpcPersistenceProvider) -> str | None:
         if not self.workflows:
             await self.op_create(store)
             return None
@@ -375,9 +385,7 @@ async def run_round(
             problems.append(f"{len(pending)} writers did not notice the crash within 60 s")
             for t in pending:
                 t.cancel()
-        for t in done:
-            if t.exception() is not None:
-                problems.append(f"writer crashed: {t.exception()!r}")
+        problems += [f"writer crashed: {t.exception()!r}" for t in done if t.exception() is not None]
     finally:
         server.sigkill()
 
@@ -411,9 +419,7 @@ async def run_round(
     )
 
 
-def verify(
-    ledger: Ledger, stored: dict[tuple[str, str], Any], after_restart: int
-) -> tuple[int, int, int, list[str]]:
+def verify(ledger: Ledger, stored: dict[tuple[str, str], Any], after_restart: int) -> tuple[int, int, int, list[str]]:
     """(acknowledged writes, writes in flight, lost records, problems) of what the store holds."""
     problems: list[str] = []
     lost = 0
@@ -426,9 +432,7 @@ def verify(
         if value not in rec.allowed():
             if rec.acked is not ABSENT:
                 lost += 1
-            problems.append(
-                f"{kind} {key}: stored {value!r}, acknowledged {rec.acked!r}, in flight {rec.in_flight!r}"
-            )
+            problems.append(f"{kind} {key}: stored {value!r}, acknowledged {rec.acked!r}, in flight {rec.in_flight!r}")
     for wid, gen, sid in ledger.pairs:  # persist-with-subscriptions in flight: all or nothing
         if (stored.get(("workflow", wid)) == gen) != (stored.get(("subscription", sid)) == gen):
             problems.append(f"persist_workflow_with_subscriptions {wid} gen {gen} half applied")
@@ -442,7 +446,9 @@ def verify(
     return acknowledged, in_flight, lost, problems
 
 
-async def run_rounds(rounds: int, seed: int, work_dir: Path, *, writers: int = 16, verbose: bool = True) -> list[RoundResult]:
+async def run_rounds(
+    rounds: int, seed: int, work_dir: Path, *, writers: int = 16, verbose: bool = True
+) -> list[RoundResult]:
     results = []
     for r in range(rounds):
         result = await run_round(work_dir, seed + r, writers=writers)

@@ -14,15 +14,15 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 from prometheus_client.parser import text_string_to_metric_families
-
 from reliability_support import Server, rss_kib, start_server, status_reason
+
 from wfe.persistence.v1 import subscriptions_pb2, subscriptions_pb2_grpc, workflows_pb2, workflows_pb2_grpc
 from wfe_client import EventSubscription, WorkflowInstance
 from wfe_sqlite import SqlitePersistenceProvider
@@ -83,7 +83,8 @@ FLOOD = """
 import sys, threading, grpc
 address, method, calls, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 # field 1 (a string) of size bytes: an event name, a health check's service name
-body = bytes([0x0A]) + bytes([(size >> s & 0x7F) | (0x80 if size >> s + 7 else 0) for s in range(0, 28, 7)]) + b"z" * size
+varint = bytes([(size >> s & 0x7F) | (0x80 if size >> s + 7 else 0) for s in range(0, 28, 7)])
+body = bytes([0x0A]) + varint + b"z" * size
 channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 2 * size)])
 call = channel.unary_unary(method)
 codes = []
@@ -115,7 +116,9 @@ def test_unauthenticated_bodies_are_not_read(servers: list[Server], tmp_path: Pa
     with PeakRss(server.pid) as rss:
         flood = subprocess.run(  # a client process of its own: it holds 32 copies of the body
             [sys.executable, "-c", FLOOD, server.address, method, "32", str(60 * MIB)],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
     assert flood.returncode == 0, flood.stderr
     assert flood.stdout.split() == [answer, "32"], flood.stdout
@@ -157,8 +160,10 @@ def test_unread_batch_streams_hold_about_one_chunk_each_and_end_when_idle(
     ids = asyncio.run(_seed_workflows(f"sqlite://{tmp_path / 'wfe.db'}", 64, 2 * MIB))
     server = _serve(servers, tmp_path, "--stream-idle-timeout", "6")
     request = workflows_pb2.BatchGetWorkflowsRequest(ids=ids)
-    channels = [grpc.insecure_channel(server.address, options=[*OPTIONS, ("grpc.use_local_subchannel_pool", 1)])
-                for _ in range(9)]
+    channels = [
+        grpc.insecure_channel(server.address, options=[*OPTIONS, ("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(9)
+    ]
     try:
         with PeakRss(server.pid) as rss:
             unread = [workflows_pb2_grpc.WorkflowServiceStub(c).BatchGetWorkflows(request) for c in channels[:8]]
@@ -191,10 +196,18 @@ def test_unread_batch_streams_hold_about_one_chunk_each_and_end_when_idle(
 async def _seed_subscriptions(db_url: str, count: int, size: int) -> list[str]:
     store = await SqlitePersistenceProvider.open(db_url)
     try:
-        as_of = datetime(2024, 1, 1, tzinfo=timezone.utc)
+        as_of = datetime(2024, 1, 1, tzinfo=UTC)
         subscriptions = [
-            EventSubscription(id=f"sub-{n:04d}", workflow_id=f"wf-{n}", step_id=0, execution_pointer_id="p",
-                              event_name="big", event_key="key", subscribe_as_of=as_of, subscription_data="x" * size)
+            EventSubscription(
+                id=f"sub-{n:04d}",
+                workflow_id=f"wf-{n}",
+                step_id=0,
+                execution_pointer_id="p",
+                event_name="big",
+                event_key="key",
+                subscribe_as_of=as_of,
+                subscription_data="x" * size,
+            )
             for n in range(count)
         ]
         await asyncio.gather(*(store.create_event_subscription(s) for s in subscriptions))
@@ -226,8 +239,10 @@ def test_subscription_pages_read_no_more_than_they_return(servers: list[Server],
                 break
             request.page_token = page.next_page_token
     assert got == ids
-    print(f"200 x 1 MiB subscriptions paged: server RSS {rss.base:.0f} MiB, peak +{rss.growth:.0f} MiB, "
-          f"slowest page {slowest:.2f} s")
+    print(
+        f"200 x 1 MiB subscriptions paged: server RSS {rss.base:.0f} MiB, peak +{rss.growth:.0f} MiB, "
+        f"slowest page {slowest:.2f} s"
+    )
     assert rss.growth < 150, f"RSS grew {rss.growth:.0f} MiB (from {rss.base:.0f} MiB)"
     assert slowest < 2.0, f"the slowest page took {slowest:.2f} s: pages cost more than their own rows"
 
@@ -248,8 +263,10 @@ def test_unknown_methods_are_counted_under_one_label(servers: list[Server], tmp_
         _scrape(url)
         with PeakRss(server.pid) as rss:
             for batch in range(0, calls, 200):
-                futures = [channel.unary_unary(f"/made.up.Service{n}/Method{n}").future(b"", timeout=60)
-                           for n in range(batch, batch + 200)]
+                futures = [
+                    channel.unary_unary(f"/made.up.Service{n}/Method{n}").future(b"", timeout=60)
+                    for n in range(batch, batch + 200)
+                ]
                 for future in futures:
                     try:
                         future.result()

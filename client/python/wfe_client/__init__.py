@@ -1,8 +1,14 @@
-"""Client side of wfe-sqlite: models, errors, the ``PersistenceProvider`` interface and its gRPC adapter."""
+"""Client side of wfe-sqlite: models, errors, the ``PersistenceProvider`` interface and its gRPC adapter.
+
+The pieces the server shares with every client are public modules: ``wfe_client.models``,
+``wfe_client.errors``, ``wfe_client.conversion`` (models <-> ``wfe.persistence.v1`` messages),
+``wfe_client.jsoncodec``, ``wfe_client.timeutil`` and ``wfe_client.limits``.
+"""
 
 from __future__ import annotations
 
-from ._errors import (
+from ._provider import CommandHandler, PersistenceProvider
+from .errors import (
     ERROR_DOMAIN,
     AlreadyExists,
     EventAlreadyExists,
@@ -10,16 +16,19 @@ from ._errors import (
     InvalidArgument,
     LeaseLost,
     NotFound,
+    RevisionConflict,
     StorageFull,
     StorageUnavailable,
+    StreamIdle,
     SubscriptionAlreadyExists,
     SubscriptionNotFound,
+    Unauthenticated,
     WfeError,
     WorkflowAlreadyExists,
     WorkflowNameTaken,
     WorkflowNotFound,
 )
-from ._models import (
+from .models import (
     CommandClaim,
     CommandName,
     Event,
@@ -31,7 +40,6 @@ from ._models import (
     WorkflowInstance,
     WorkflowStatus,
 )
-from ._provider import CommandHandler, PersistenceProvider
 
 __all__ = [
     "ERROR_DOMAIN",
@@ -51,11 +59,14 @@ __all__ = [
     "NotFound",
     "PersistenceProvider",
     "PointerStatus",
+    "RevisionConflict",
     "ScheduledCommand",
     "StorageFull",
     "StorageUnavailable",
+    "StreamIdle",
     "SubscriptionAlreadyExists",
     "SubscriptionNotFound",
+    "Unauthenticated",
     "WfeError",
     "WorkflowAlreadyExists",
     "WorkflowInstance",

@@ -6,12 +6,10 @@ import json
 from itertools import accumulate
 from typing import Any
 
-from ._errors import InvalidArgument
+from .errors import InvalidArgument
+from .limits import MAX_JSON_DEPTH
 
-__all__ = ["json_text", "parse_json", "MAX_JSON_DEPTH"]
-
-MAX_JSON_DEPTH = 512
-"""Deepest nesting of arrays and objects a JSON value may have (``[]`` is 1, a scalar 0)."""
+__all__ = ["json_text", "parse_json"]
 
 _NOT_BRACKETS = bytes(c for c in range(128) if c not in b"[]{}")
 _STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
