@@ -333,9 +333,13 @@ class Terminal:
         assert command, f"{block}: no command after the prompt"
         answer = self.shell(command.strip())
         assert answer == "", f"{block}: the command it printed printed:\n{answer}"
-        printed = process_output.rest(OUTPUT_TIMEOUT * 2)
-        assert process.wait(OUTPUT_TIMEOUT) == 0, f"{block} exited {process.returncode}:\n{printed}"
-        self.background.remove(process)
+        try:
+            printed = process_output.rest(BLOCK_TIMEOUT)
+            assert process.wait(OUTPUT_TIMEOUT) == 0, f"{block} exited {process.returncode}:\n{printed}"
+        finally:
+            self.background.remove(process)  # done with, whatever happened: not one to stop at the end
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
         self.check(block, printed)
 
     def _rust_main(self, block: Block, code: str) -> None:
