@@ -19,6 +19,7 @@ import {
   workflowToWire,
 } from "./convert.js";
 import { errorFromRpc, InvalidArgument, LeaseLost, WfeError } from "./errors.js";
+import { awaitServerSettings, handshakeError, type HandshakeSide } from "./handshake.js";
 import { EventService } from "./gen/wfe/persistence/v1/events_pb.js";
 import { ExecutionErrorService, StoreService } from "./gen/wfe/persistence/v1/execution_errors_pb.js";
 import { ScheduledCommandService } from "./gen/wfe/persistence/v1/scheduled_commands_pb.js";
@@ -114,6 +115,10 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
   readonly #commands: Client<typeof ScheduledCommandService>;
   readonly #errors: Client<typeof ExecutionErrorService>;
   readonly #store: Client<typeof StoreService>;
+  readonly #baseUrl: string;
+  readonly #sessionOptions: http2.SecureClientSessionOptions;
+  readonly #side: HandshakeSide;
+  readonly #timeoutMs: number;
   #closed = false;
 
   private constructor(address: string, options: ConnectOptions) {
@@ -125,7 +130,11 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     if (!Number.isInteger(timeoutMs) || timeoutMs < 1) {
       throw new InvalidArgument(`timeoutMs must be a positive integer, got ${timeoutMs}`, { field: "timeoutMs" });
     }
-    this.#session = new Http2SessionManager(baseUrl, undefined, sessionOptionsOf(options.tls));
+    this.#baseUrl = baseUrl;
+    this.#sessionOptions = sessionOptionsOf(options.tls);
+    this.#side = { tls: baseUrl.startsWith("https:"), clientCertificate: typeof options.tls === "object" && options.tls.cert !== undefined };
+    this.#timeoutMs = timeoutMs;
+    this.#session = new Http2SessionManager(baseUrl, undefined, this.#sessionOptions);
     const transport = createGrpcTransport({
       baseUrl,
       sessionManager: this.#session,
@@ -145,8 +154,10 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
   /**
    * Connects to a wfe-sqlite server at `address` (`host:port`, or a `http://` / `https://` URL)
    * over HTTP/2, plaintext unless `tls` is set or the URL is https. Resolves once the connection
-   * is up (unless `waitForReady: false`); a server that cannot be reached is a `WfeError` with
-   * code Unavailable.
+   * is up and the server has answered the HTTP/2 handshake (unless `waitForReady: false`); a
+   * server that cannot be reached is a `WfeError` with code Unavailable, and so is one that
+   * refused the handshake (a TLS server to a plaintext client, a mutual-TLS server to a client
+   * without the certificate it wants, a certificate this client does not trust), saying so.
    */
   static async connect(address: string, options: ConnectOptions = {}): Promise<GrpcPersistenceProvider> {
     const provider = new GrpcPersistenceProvider(address, options);
@@ -155,11 +166,20 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
       if (state === "error") {
         const cause = provider.#session.error();
         provider.close();
+        if (provider.#side.tls && cause instanceof Error && cause.cause instanceof Error) {
+          throw handshakeError(address, provider.#side, cause.cause);
+        }
         const reason = cause instanceof Error ? cause.message : String(cause);
         throw new WfeError(`cannot connect to wfe-sqlite server at ${address}: ${reason}`, {
           code: Code.Unavailable,
           cause,
         });
+      }
+      try {
+        await awaitServerSettings(provider.#baseUrl, address, provider.#side, provider.#sessionOptions, provider.#timeoutMs);
+      } catch (error) {
+        provider.close();
+        throw error;
       }
     }
     return provider;
