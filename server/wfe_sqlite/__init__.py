@@ -12,8 +12,9 @@ import os
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from ._connection import DatabaseOpenError
+from ._local_cluster import SqliteLockProvider, SqliteQueueProvider
 from ._provider import SqlitePersistenceProvider
 
-__all__ = ["DatabaseOpenError", "SqlitePersistenceProvider", "__version__"]
+__all__ = ["DatabaseOpenError", "SqliteLockProvider", "SqlitePersistenceProvider", "SqliteQueueProvider", "__version__"]
 
 __version__ = "0.1.0"

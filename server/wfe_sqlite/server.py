@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from wfe_client.limits import MAX_MESSAGE_BYTES
 
+from ._cluster_servicer import CLUSTER_SERVICE_NAMES, add_cluster_servicers
 from ._config import (
     DEFAULT_DB,
     DEFAULT_LISTEN,
@@ -96,7 +97,11 @@ async def build_server(
     calls are counted and logged too, then token authentication when tokens are configured.
     Innermost, ``RejectUndecodable`` answers undecodable request bytes with INVALID_ARGUMENT.
     """
-    services: tuple[str, ...] = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+    services: tuple[str, ...] = (
+        *SERVICE_NAMES,
+        *CLUSTER_SERVICE_NAMES,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+    )
     if config.reflection:
         services = (*services, reflection.SERVICE_NAME)
     interceptors: list[grpc.aio.ServerInterceptor] = []
@@ -111,6 +116,7 @@ async def build_server(
     interceptors.append(RejectUndecodable())  # innermost: wraps only the servicers' own handlers
     server = grpc.aio.server(options=server_options(config), interceptors=interceptors)
     add_servicers(server, provider, config.stream_idle_timeout)
+    add_cluster_servicers(server, provider, config.stream_idle_timeout)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
         reflection.enable_server_reflection(services, server)
@@ -229,7 +235,8 @@ class RunningServer:
         except BaseException:
             await provider.close()
             raise
-        for name in ("", *SERVICE_NAMES):
+        provider.cluster.start(config.requeue_interval)
+        for name in ("", *SERVICE_NAMES, *CLUSTER_SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         return running
 
@@ -239,6 +246,7 @@ class RunningServer:
             return
         self._stopped = True
         await self.health.enter_graceful_shutdown()
+        self.provider.cluster.stop_waiting()  # long polls and lifecycle watches end now, not after the grace
         await self.server.stop(self.config.grace if grace is None else grace)
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)

@@ -7,6 +7,7 @@ The pieces the server shares with every client are public modules: ``wfe_client.
 
 from __future__ import annotations
 
+from ._cluster import LockProvider, QueueProvider
 from ._provider import CommandHandler, PersistenceProvider
 from .errors import (
     ERROR_DOMAIN,
@@ -23,6 +24,7 @@ from .errors import (
     SubscriptionAlreadyExists,
     SubscriptionNotFound,
     Unauthenticated,
+    WatcherFellBehind,
     WfeError,
     WorkflowAlreadyExists,
     WorkflowNameTaken,
@@ -35,7 +37,11 @@ from .models import (
     EventSubscription,
     ExecutionError,
     ExecutionPointer,
+    Lease,
+    LifecycleEvent,
+    LifecycleEventType,
     PointerStatus,
+    QueueType,
     ScheduledCommand,
     WorkflowInstance,
     WorkflowStatus,
@@ -53,12 +59,21 @@ __all__ = [
     "EventSubscription",
     "ExecutionError",
     "ExecutionPointer",
+    "GrpcLifecyclePublisher",
+    "GrpcLockProvider",
     "GrpcPersistenceProvider",
+    "GrpcQueueProvider",
     "InvalidArgument",
+    "Lease",
     "LeaseLost",
+    "LifecycleEvent",
+    "LifecycleEventType",
+    "LockProvider",
     "NotFound",
     "PersistenceProvider",
     "PointerStatus",
+    "QueueProvider",
+    "QueueType",
     "RevisionConflict",
     "ScheduledCommand",
     "StorageFull",
@@ -67,6 +82,7 @@ __all__ = [
     "SubscriptionAlreadyExists",
     "SubscriptionNotFound",
     "Unauthenticated",
+    "WatcherFellBehind",
     "WfeError",
     "WorkflowAlreadyExists",
     "WorkflowInstance",
@@ -83,4 +99,8 @@ def __getattr__(name: str) -> object:
         from ._grpc_provider import GrpcPersistenceProvider
 
         return GrpcPersistenceProvider
+    if name in ("GrpcLockProvider", "GrpcQueueProvider", "GrpcLifecyclePublisher"):
+        from . import _grpc_cluster
+
+        return getattr(_grpc_cluster, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
