@@ -190,7 +190,7 @@ export class LifecycleWatch implements AsyncIterable<LifecycleEvent>, AsyncDispo
     if (this.#iterated) throw new WfeError("a LifecycleWatch can be iterated only once");
     this.#iterated = true;
     try {
-      for (;;) {
+      while (!this.#abort.signal.aborted) {
         const next = this.#first ?? this.#messages.next();
         this.#first = undefined;
         let result: IteratorResult<wire.WatchLifecycleEventsResponse>;
