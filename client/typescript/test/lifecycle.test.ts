@@ -72,7 +72,7 @@ describe("GrpcLifecyclePublisher", () => {
         workflowDefinitionId: "relay-def",
         version: 3,
         reference: "order-42",
-        eventTime: new PreciseDate(Date.UTC(2024, 1, 29, 12, 0, 0, 123), 456),
+        eventTime: new PreciseDate(Date.UTC(2024, 1, 29, 12, 0, 0, 123), 456_000),
       }),
       newLifecycleEvent(LifecycleEventType.STEP_STARTED, id, { workflowDefinitionId: "relay-def", version: 3, stepId: 2, stepName: "charge" }),
       newLifecycleEvent(LifecycleEventType.ERROR, id, { workflowDefinitionId: "relay-def", version: 3, message: "card declined ✗" }),
@@ -131,15 +131,23 @@ describe("GrpcLifecyclePublisher", () => {
     const abort = new AbortController();
     const third = publisher.watch({ signal: abort.signal });
     await third.started();
+    let seen = 0;
+    let firstSeen = () => {};
+    const sawOne = new Promise<void>((resolve) => (firstSeen = resolve));
     const reading = (async () => {
-      let n = 0;
-      for await (const event of third) n += event.type === LifecycleEventType.STARTED ? 1 : 0;
-      return n;
+      for await (const event of third) {
+        assert.equal(event.type, LifecycleEventType.STARTED);
+        seen += 1;
+        firstSeen();
+      }
     })();
     assert.equal(await watchersSettleAt(1), 1);
+    await sawOne;
     abort.abort();
-    assert.ok((await reading) >= 1, "the loop saw the probes, then ended quietly");
+    await reading; // ends quietly
+    const afterAbort = seen;
     assert.equal(await watchersSettleAt(0), 0, "the signal cancelled the stream at the server");
+    assert.equal(seen, afterAbort, "nothing more is read after the abort");
   });
 
   it("rejects events the contract does not allow", async () => {
