@@ -131,23 +131,29 @@ describe("GrpcLockProvider", () => {
       setInterval(() => {}, 1000); // stay alive, renewing, until killed
     `;
     const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
-    child.stdout.setEncoding("utf8");
-    const [line] = (await once(child.stdout, "data")) as [string];
-    assert.equal(line.trim(), "held");
-    await using other = lockProvider();
-    // Renewed while the owner lives: still held after two TTLs.
-    await sleep(2 * ttlMs);
-    assert.equal(await other.acquireLock(resource), false, "the living owner keeps it");
-    child.kill("SIGKILL");
-    const killedAt = Date.now();
-    await once(child, "exit");
-    while (!(await other.acquireLock(resource))) {
-      assert.ok(Date.now() - killedAt < ttlMs + 5_000, "the dead owner's lease never ran out");
-      await sleep(50);
+    const exited = once(child, "exit");
+    try {
+      child.stdout.setEncoding("utf8");
+      const [line] = (await once(child.stdout, "data")) as [string];
+      assert.equal(line.trim(), "held");
+      await using other = lockProvider();
+      // Renewed while the owner lives: still held after two TTLs.
+      await sleep(2 * ttlMs);
+      assert.equal(await other.acquireLock(resource), false, "the living owner keeps it");
+      child.kill("SIGKILL");
+      const killedAt = Date.now();
+      await exited;
+      while (!(await other.acquireLock(resource))) {
+        assert.ok(Date.now() - killedAt < ttlMs + 5_000, "the dead owner's lease never ran out");
+        await sleep(50);
+      }
+      const freedAfter = Date.now() - killedAt;
+      // The last renewal was at most ttl/3 before the kill, so the lease ran out between 2/3 ttl and ttl after it.
+      assert.ok(freedAfter >= (2 * ttlMs) / 3 - 100, `freed only ${freedAfter} ms after the kill`);
+    } finally {
+      child.kill("SIGKILL");
+      await exited;
     }
-    const freedAfter = Date.now() - killedAt;
-    // The last renewal was at most ttl/3 before the kill, so the lease ran out between 2/3 ttl and ttl after it.
-    assert.ok(freedAfter >= (2 * ttlMs) / 3 - 100, `freed only ${freedAfter} ms after the kill`);
   });
 
   it("reports a lease found lost at renewal and stops renewing it", async () => {
@@ -241,12 +247,18 @@ describe("GrpcLockProvider", () => {
     assert.equal(await locks.releaseLock(resource), true);
 
     const holder = python("acquire");
-    holder.stdout.setEncoding("utf8");
-    const [line] = (await once(holder.stdout, "data")) as [string];
-    assert.equal(line.trim(), "acquired");
-    assert.equal(await locks.acquireLock(resource), false, "TypeScript sees the Python lease");
-    holder.stdin.end(); // Python releases on leaving `async with`
-    await once(holder, "exit");
+    const exited = once(holder, "exit");
+    try {
+      holder.stdout.setEncoding("utf8");
+      const [line] = (await once(holder.stdout, "data")) as [string];
+      assert.equal(line.trim(), "acquired");
+      assert.equal(await locks.acquireLock(resource), false, "TypeScript sees the Python lease");
+      holder.stdin.end(); // Python releases on leaving `async with`
+      assert.deepEqual(await exited, [0, null]);
+    } finally {
+      holder.kill("SIGKILL");
+      await exited;
+    }
     assert.equal(await locks.acquireLock(resource), true);
   });
 });
