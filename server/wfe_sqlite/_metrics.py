@@ -14,10 +14,11 @@ import inspect
 import logging
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, Optional
 
 import grpc
+from google.protobuf import descriptor_pool
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -26,7 +27,7 @@ from ._config import split_host_port
 from ._maintenance import file_sizes, live_figures
 from ._provider import SqlitePersistenceProvider
 
-__all__ = ["ServerMetrics", "CallObserver", "ACCESS_LOG"]
+__all__ = ["ServerMetrics", "CallObserver", "ACCESS_LOG", "UNKNOWN_METHOD"]
 
 LOG = logging.getLogger(__name__)
 ACCESS_LOG = logging.getLogger("wfe_sqlite.access")
@@ -37,6 +38,11 @@ SCRAPE_TIMEOUT = 5.0
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _LABELS = ("grpc_type", "grpc_service", "grpc_method")
+UNKNOWN_METHOD = "unknown"
+"""The ``grpc_type``, ``grpc_service`` and ``grpc_method`` labels of every call to a method the server
+does not serve: one series however many names clients make up, not one per name."""
+_MAX_LOGGED_METHOD = 256
+_KINDS = {(False, False): "unary", (False, True): "server_stream", (True, False): "client_stream", (True, True): "bidi_stream"}
 
 _GAUGES = (
     ("runnable_workflows", "wfe_sqlite_runnable_workflows", "RUNNABLE workflows whose next_execution has come."),
@@ -157,12 +163,27 @@ def _code(context: grpc.aio.ServicerContext, failure: Optional[BaseException]) -
     return "CANCELLED" if isinstance(failure, asyncio.CancelledError) else "UNKNOWN"
 
 
-class CallObserver(grpc.aio.ServerInterceptor):
-    """Times every call; counts it in ``metrics`` and writes an access-log line when asked to."""
+def _method_kinds(services: Iterable[str]) -> dict[str, str]:
+    """``/service/Method`` -> grpc_type label, for every method of the named services."""
+    kinds = {}
+    pool = descriptor_pool.Default()
+    for name in services:
+        for method in pool.FindServiceByName(name).methods:
+            kinds[f"/{name}/{method.name}"] = _KINDS[method.client_streaming, method.server_streaming]
+    return kinds
 
-    def __init__(self, metrics: Optional[ServerMetrics], access_log: bool) -> None:
+
+class CallObserver(grpc.aio.ServerInterceptor):
+    """Times every call; counts it in ``metrics`` and writes an access-log line when asked to.
+
+    ``services`` are the full names of the services the server serves: calls to any other method
+    are counted under ``UNKNOWN_METHOD``, so made-up method names cannot grow the metrics.
+    """
+
+    def __init__(self, metrics: Optional[ServerMetrics], access_log: bool, services: Iterable[str] = ()) -> None:
         self._metrics = metrics
         self._access_log = access_log
+        self._kinds = _method_kinds(services)
 
     async def intercept_service(
         self,
@@ -173,13 +194,21 @@ class CallObserver(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         rpc = details.method
+        # The label is the method's own kind (a refusal's handler kind may differ from it).
+        kind = self._kinds.get(rpc, UNKNOWN_METHOD)
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=self._unary(handler.unary_unary, rpc, "unary"))
+            return handler._replace(unary_unary=self._unary(handler.unary_unary, rpc, kind))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=self._streaming(handler.unary_stream, rpc, "server_stream"))
+            return handler._replace(unary_stream=self._streaming(handler.unary_stream, rpc, kind))
         if handler.stream_unary is not None:
-            return handler._replace(stream_unary=self._unary(handler.stream_unary, rpc, "client_stream"))
-        return handler._replace(stream_stream=self._streaming(handler.stream_stream, rpc, "bidi_stream"))
+            return handler._replace(stream_unary=self._unary(handler.stream_unary, rpc, kind))
+        return handler._replace(stream_stream=self._streaming(handler.stream_stream, rpc, kind))
+
+    def _labels(self, rpc: str, kind: str) -> tuple[str, str, str]:
+        if kind == UNKNOWN_METHOD:
+            return UNKNOWN_METHOD, UNKNOWN_METHOD, UNKNOWN_METHOD
+        service, _, method = rpc.lstrip("/").rpartition("/")
+        return kind, service, method
 
     def _unary(self, behavior: Behavior, rpc: str, kind: str) -> Behavior:
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -216,8 +245,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
 
     def _start(self, rpc: str, kind: str) -> float:
         if self._metrics is not None:
-            service, _, method = rpc.lstrip("/").rpartition("/")
-            self._metrics.call_started(kind, service, method)
+            self._metrics.call_started(*self._labels(rpc, kind))
         return time.perf_counter()
 
     def _finish(
@@ -231,9 +259,10 @@ class CallObserver(grpc.aio.ServerInterceptor):
         seconds = time.perf_counter() - start
         code = _code(context, failure)
         if self._metrics is not None:
-            service, _, method = rpc.lstrip("/").rpartition("/")
-            self._metrics.call_finished(kind, service, method, code, seconds)
+            self._metrics.call_finished(*self._labels(rpc, kind), code, seconds)
         if self._access_log:
+            if kind == UNKNOWN_METHOD and len(rpc) > _MAX_LOGGED_METHOD:
+                rpc = rpc[: _MAX_LOGGED_METHOD - 1] + "\u2026"  # a made-up name, as long as a client likes
             peer = urllib.parse.unquote(context.peer())  # grpc escapes the brackets of IPv6
             ACCESS_LOG.info(
                 "%s %s %.2fms %s",

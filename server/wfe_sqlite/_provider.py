@@ -7,6 +7,7 @@ in ``_schema``.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import uuid
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from wfe_client import (
     InvalidArgument,
     LeaseLost,
     PersistenceProvider,
+    RevisionConflict,
     ScheduledCommand,
     SubscriptionAlreadyExists,
     SubscriptionNotFound,
@@ -35,7 +37,9 @@ from wfe_client import CommandName
 from wfe_client._provider import CLAIM_BATCH, DEFAULT_LEASE
 from wfe_client._time import from_micros, to_micros, utc_now
 
+from ._cluster import Cluster
 from ._database import Database, DatabaseConfig, parse_database_url
+from ._queue_store import WorkEffects, queue_stored_event, queue_stored_workflow
 from ._rows import (
     check_id,
     command_row,
@@ -75,6 +79,8 @@ _SUBSCRIPTION_COLUMNS = (
     "id, workflow_id, step_id, execution_pointer_id, event_name, event_key, subscribe_as_of, "
     "subscription_data, external_token, external_worker_id, external_token_expiry"
 )
+_READ_WORKFLOW_COLUMNS = _WORKFLOW_COLUMNS + ", revision"
+"""The columns a workflow is read with: the written ones plus the revision (13)."""
 _INSERT_WORKFLOW = f"INSERT INTO workflows ({_WORKFLOW_COLUMNS}) VALUES ({', '.join('?' * 12)})"
 _INSERT_POINTER = (
     f"INSERT INTO execution_pointers (workflow_id, position, {_POINTER_COLUMNS}) "
@@ -85,8 +91,8 @@ _INSERT_SUBSCRIPTION = (
 )
 _UPDATE_WORKFLOW = (
     "UPDATE workflows SET name = ?, root_workflow_id = ?, workflow_definition_id = ?, version = ?, "
-    "description = ?, reference = ?, next_execution = ?, status = ?, data = ?, complete_time = ? "
-    "WHERE id = ?"
+    "description = ?, reference = ?, next_execution = ?, status = ?, data = ?, complete_time = ?, "
+    "revision = revision + 1 WHERE id = ? AND (? = 0 OR revision = ?) RETURNING revision"
 )
 
 
@@ -113,18 +119,43 @@ def _replace_pointers(conn: sqlite3.Connection, workflow_id: str, rows: list[tup
         conn.executemany(_INSERT_POINTER, rows)
 
 
-def _update_workflow(conn: sqlite3.Connection, row: tuple[Any, ...], pointers: list[tuple[Any, ...]]) -> None:
+def _update_workflow(
+    conn: sqlite3.Connection,
+    row: Sequence[Any],
+    pointers: list[tuple[Any, ...]],
+    expected_revision: int,
+    effects: WorkEffects,
+) -> int:
+    """Replace the workflow and its pointers; its new revision. ``expected_revision`` > 0 must match."""
     (wid, name, root, definition, version, description, reference, next_execution, status, data, _, complete) = row
     try:
-        cursor = conn.execute(
+        updated = conn.execute(
             _UPDATE_WORKFLOW,
-            (name, root, definition, version, description, reference, next_execution, status, data, complete, wid),
-        )
+            (name, root, definition, version, description, reference, next_execution, status, data, complete, wid,
+             expected_revision, expected_revision),
+        ).fetchone()
     except sqlite3.IntegrityError:
         raise WorkflowNameTaken(f"another workflow is named {name!r}", name=name) from None
-    if cursor.rowcount == 0:
-        raise WorkflowNotFound(f"workflow {wid!r} not found", id=wid)
+    if updated is None:
+        stored = conn.execute("SELECT revision FROM workflows WHERE id = ?", (wid,)).fetchone()
+        if stored is None:
+            raise WorkflowNotFound(f"workflow {wid!r} not found", id=wid)
+        raise RevisionConflict(
+            f"workflow {wid!r} is at revision {stored[0]}, not the expected {expected_revision}; nothing was written",
+            id=wid,
+            expected=str(expected_revision),
+            stored=str(stored[0]),
+        )
     _replace_pointers(conn, wid, pointers)
+    queue_stored_workflow(conn, wid, status, next_execution, _now_micros(), effects)
+    return int(updated[0])
+
+
+def _expected_revision(instance: WorkflowInstance, force: bool) -> int:
+    revision = instance.revision
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        raise InvalidArgument("workflow.revision: expected an integer >= 0", field="workflow.revision")
+    return 0 if force else revision
 
 
 def _insert_subscriptions(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -136,7 +167,7 @@ def _insert_subscriptions(conn: sqlite3.Connection, rows: list[tuple[Any, ...]])
 
 
 WorkflowRows = tuple[tuple[Any, ...], list[tuple[Any, ...]]]
-"""A workflow as stored: its ``_WORKFLOW_COLUMNS`` row and its pointers' ``_POINTER_COLUMNS`` rows, in order."""
+"""A workflow as stored: its ``_READ_WORKFLOW_COLUMNS`` row and its pointers' ``_POINTER_COLUMNS`` rows, in order."""
 
 
 def workflow_from_rows(row: tuple[Any, ...], pointers: list[tuple[Any, ...]]) -> WorkflowInstance:
@@ -155,7 +186,7 @@ def _read_workflows_rows(conn: sqlite3.Connection, ids: Sequence[str]) -> list[W
     for start in range(0, len(unique), _CHUNK):
         chunk = unique[start : start + _CHUNK]
         marks = ", ".join("?" * len(chunk))
-        rows = conn.execute(f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE id IN ({marks})", chunk).fetchall()
+        rows = conn.execute(f"SELECT {_READ_WORKFLOW_COLUMNS} FROM workflows WHERE id IN ({marks})", chunk).fetchall()
         if not rows:
             continue
         pointers: dict[str, list[Any]] = {row[0]: [] for row in rows}
@@ -177,7 +208,7 @@ _BY_NAME = "name = ? AND name <> ''"  # matches the partial unique index on non-
 
 
 def _read_workflow_rows(conn: sqlite3.Connection, where: str, value: str) -> Optional[WorkflowRows]:
-    row = conn.execute(f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE {where}", (value,)).fetchone()
+    row = conn.execute(f"SELECT {_READ_WORKFLOW_COLUMNS} FROM workflows WHERE {where}", (value,)).fetchone()
     if row is None:
         return None
     pointers = conn.execute(
@@ -188,7 +219,63 @@ def _read_workflow_rows(conn: sqlite3.Connection, where: str, value: str) -> Opt
 
 
 def _limit(limit: Optional[int]) -> int:
-    return -1 if limit is None else limit
+    # One row past the page tells whether more follow.
+    return -1 if limit is None else limit + 1
+
+
+def _row_bytes(row: Sequence[Any]) -> int:
+    """About how many bytes a row takes on the wire: its text and blob lengths, 8 per other value."""
+    return sum(len(value) if isinstance(value, (str, bytes)) else 8 for value in row)
+
+
+def _fetch_page(cursor: sqlite3.Cursor, limit: Optional[int], budget: Optional[int]) -> tuple[list[Any], bool]:
+    """The rows of ``cursor`` (run with ``LIMIT _limit(limit)``), at most ``limit`` of them and, with a
+    ``budget``, no more bytes (``_row_bytes``) than that unless one row alone is larger: (rows, more follow).
+
+    Rows are read one at a time and reading stops at the first one past either bound, so a page costs
+    about its own size however many rows match.
+    """
+    rows: list[Any] = []
+    used = 0
+    for row in cursor:
+        if limit is not None and len(rows) == limit:
+            return rows, True
+        if budget is not None:
+            used += _row_bytes(row)
+            if rows and used > budget:
+                return rows, True
+        rows.append(row)
+    return rows, False
+
+
+_WORKFLOW_TEXT = operator.itemgetter(0, 1, 2, 3, 5, 6, 9)  # the text columns of _WORKFLOW_COLUMNS
+_POINTER_TEXT = operator.itemgetter(0, 5, 8, 9, 11, 12, 14, 15, 16, 17, 18, 19)  # of _POINTER_COLUMNS
+
+
+def _workflow_bytes(row: Sequence[Any], pointers: Sequence[Sequence[Any]]) -> int:
+    """About how many bytes a stored workflow takes on the wire: its texts' lengths, 64 per record."""
+    size = sum(map(len, filter(None, _WORKFLOW_TEXT(row)))) + 64
+    for pointer in pointers:
+        size += sum(map(len, filter(None, _POINTER_TEXT(pointer)))) + 64
+    return size
+
+
+def _read_workflows_from(
+    conn: sqlite3.Connection, ids: Sequence[str], start: int, budget: int
+) -> tuple[list[tuple[tuple[Any, ...], list[tuple[Any, ...]], int]], int]:
+    """The workflows among ``ids[start:]`` in order, one at a time, until they pass ``budget`` bytes:
+    ([(row, pointer rows, about how many bytes)], index of the first id not yet read)."""
+    found = []
+    used = 0
+    position = start
+    while position < len(ids) and used < budget:
+        rows = _read_workflow_rows(conn, _BY_ID, ids[position])
+        position += 1
+        if rows is not None:
+            size = _workflow_bytes(*rows)
+            found.append((*rows, size))
+            used += size
+    return found, position
 
 
 def _after(after: Optional[PageKey]) -> tuple[int, str]:
@@ -202,6 +289,8 @@ class SqlitePersistenceProvider(PersistenceProvider):
 
     def __init__(self, database: Database) -> None:
         self._db = database
+        self.cluster = Cluster(database)
+        """Locks, queues, the due timer, the stranded-work job and lifecycle fan-out on this database."""
 
     @classmethod
     async def open(
@@ -229,6 +318,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
         return self._db
 
     async def close(self) -> None:
+        await self.cluster.close()
         await self._db.close()
 
     # -- workflows -----------------------------------------------------------------------------
@@ -236,7 +326,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
     async def create_new_workflow(self, instance: WorkflowInstance) -> str:
         row = list(workflow_row(instance))
         wid, name = await self.create_workflow_rows(row, pointer_rows(row[0], instance.execution_pointers))
-        instance.id, instance.name = wid, name
+        instance.id, instance.name, instance.revision = wid, name, 1
         return wid
 
     async def create_workflow_rows(self, row: list[Any], pointers: list[tuple[Any, ...]]) -> tuple[str, str]:
@@ -245,6 +335,8 @@ class SqlitePersistenceProvider(PersistenceProvider):
         if wid != row[0]:
             row[0] = wid
             pointers = [(wid, *p[1:]) for p in pointers]
+
+        effects = WorkEffects()
 
         def job(conn: sqlite3.Connection) -> tuple[str, str]:
             name = row[1]
@@ -264,30 +356,43 @@ class SqlitePersistenceProvider(PersistenceProvider):
                 raise WorkflowNameTaken(f"another workflow is named {name!r}", name=name) from None
             if pointers:
                 conn.executemany(_INSERT_POINTER, pointers)
+            queue_stored_workflow(conn, wid, row[8], row[7], _now_micros(), effects)
             return wid, name
 
-        return await self._db.write(job)
+        created = await self._db.write(job)
+        self.cluster.written(effects)
+        return created
 
-    async def persist_workflow(self, instance: WorkflowInstance) -> None:
+    async def persist_workflow(self, instance: WorkflowInstance, force: bool = False) -> None:
+        expected = _expected_revision(instance, force)
         row = workflow_row(instance)
         check_id(row[0], "workflow.id")
-        await self.persist_workflow_rows(row, pointer_rows(row[0], instance.execution_pointers))
+        instance.revision = await self.persist_workflow_rows(
+            row, pointer_rows(row[0], instance.execution_pointers), expected
+        )
 
-    async def persist_workflow_rows(self, row: Sequence[Any], pointers: list[tuple[Any, ...]]) -> None:
-        """``persist_workflow`` of validated rows (``workflow_row``, ``pointer_rows``)."""
+    async def persist_workflow_rows(
+        self, row: Sequence[Any], pointers: list[tuple[Any, ...]], expected_revision: int = 0
+    ) -> int:
+        """``persist_workflow`` of validated rows (``workflow_row``, ``pointer_rows``); the new revision."""
         check_id(row[0], "workflow.id")
         frozen = tuple(row)
-        await self._db.write(lambda conn: _update_workflow(conn, frozen, pointers))
+        effects = WorkEffects()
+        revision = await self._db.write(lambda conn: _update_workflow(conn, frozen, pointers, expected_revision, effects))
+        self.cluster.written(effects)
+        return revision
 
     async def persist_workflow_with_subscriptions(
-        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription]
+        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription], force: bool = False
     ) -> None:
-        await self.persist_workflow_with_new_subscriptions(instance, subscriptions)
+        _, instance.revision = await self.persist_workflow_with_new_subscriptions(
+            instance, subscriptions, _expected_revision(instance, force)
+        )
 
     async def persist_workflow_with_new_subscriptions(
-        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription]
-    ) -> list[str]:
-        """``persist_workflow_with_subscriptions`` returning the subscriptions' ids."""
+        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription], expected_revision: int
+    ) -> tuple[list[str], int]:
+        """``persist_workflow_with_subscriptions`` returning the subscriptions' ids and the new revision."""
         row = workflow_row(instance)
         check_id(row[0], "workflow.id")
         pointers = pointer_rows(row[0], instance.execution_pointers)
@@ -297,32 +402,46 @@ class SqlitePersistenceProvider(PersistenceProvider):
             srow[0] = srow[0] or str(uuid.uuid4())
             subs.append(tuple(srow))
 
-        def job(conn: sqlite3.Connection) -> None:
-            _update_workflow(conn, row, pointers)
-            _insert_subscriptions(conn, subs)
+        effects = WorkEffects()
 
-        await self._db.write(job)
+        def job(conn: sqlite3.Connection) -> int:
+            revision = _update_workflow(conn, row, pointers, expected_revision, effects)
+            _insert_subscriptions(conn, subs)
+            return revision
+
+        revision = await self._db.write(job)
+        self.cluster.written(effects)
         ids = [s[0] for s in subs]
         for subscription, sid in zip(subscriptions, ids):
             subscription.id = sid
-        return ids
+        return ids, revision
 
     async def get_runnable_instances(self, as_at: datetime) -> list[str]:
-        return [wid for _, wid in await self.runnable_instances_page(as_at)]
+        rows, _ = await self.runnable_instances_page(as_at)
+        return [wid for _, wid in rows]
 
     async def runnable_instances_page(
-        self, as_at: datetime, limit: Optional[int] = None, after: Optional[PageKey] = None
-    ) -> list[PageKey]:
-        """(next_execution, id) of runnable workflows after ``after``, earliest first."""
+        self,
+        as_at: datetime,
+        limit: Optional[int] = None,
+        after: Optional[PageKey] = None,
+        budget: Optional[int] = None,
+    ) -> tuple[list[PageKey], bool]:
+        """(next_execution, id) of runnable workflows after ``after``, earliest first (a page as
+        ``_fetch_page`` cuts it); whether more follow."""
         as_at_ms = micros(as_at, "as_at") // 1000
         key, last = _after(after)
         return await self._db.read(
-            lambda conn: conn.execute(
-                "SELECT next_execution, id FROM workflows "
-                "WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL AND next_execution <= ? "
-                "AND (next_execution, id) > (?, ?) ORDER BY next_execution, id LIMIT ?",
-                (as_at_ms, key, last, _limit(limit)),
-            ).fetchall()
+            lambda conn: _fetch_page(
+                conn.execute(
+                    "SELECT next_execution, id FROM workflows "
+                    "WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL AND next_execution <= ? "
+                    "AND (next_execution, id) > (?, ?) ORDER BY next_execution, id LIMIT ?",
+                    (as_at_ms, key, last, _limit(limit)),
+                ),
+                limit,
+                budget,
+            )
         )
 
     async def get_workflow_instance(self, id: str) -> WorkflowInstance:
@@ -359,6 +478,14 @@ class SqlitePersistenceProvider(PersistenceProvider):
             return []
         return await self._db.read(lambda conn: _read_workflows_rows(conn, wanted))
 
+    async def workflows_rows_from(
+        self, ids: Sequence[str], start: int, budget: int
+    ) -> tuple[list[tuple[tuple[Any, ...], list[tuple[Any, ...]], int]], int]:
+        """The stored rows of the workflows among ``ids[start:]`` that exist, in order, read until they
+        pass ``budget`` bytes: ([(row, pointer rows, about how many bytes)], index of the next id to
+        read). ``ids`` are checked by the caller."""
+        return await self._db.read(lambda conn: _read_workflows_from(conn, ids, start, budget))
+
     async def next_definition_sequence(self, definition_id: str) -> int:
         check_id(definition_id, "definition_id")
         return await self._db.write(lambda conn: _next_sequence(conn, definition_id))
@@ -370,6 +497,8 @@ class SqlitePersistenceProvider(PersistenceProvider):
         eid = row[0] or str(uuid.uuid4())
         row[0] = eid
 
+        effects = WorkEffects()
+
         def job(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
@@ -379,8 +508,10 @@ class SqlitePersistenceProvider(PersistenceProvider):
                 )
             except sqlite3.IntegrityError:
                 raise EventAlreadyExists(f"event {eid!r} already exists", id=eid) from None
+            queue_stored_event(conn, eid, row[4], bool(row[5]), _now_micros(), effects)
 
         await self._db.write(job)
+        self.cluster.written(effects)
         event.id = eid
         return eid
 
@@ -398,24 +529,35 @@ class SqlitePersistenceProvider(PersistenceProvider):
         return event_from_row(row)
 
     async def get_runnable_events(self, as_at: datetime) -> list[str]:
-        return [eid for _, eid in await self.runnable_events_page(as_at)]
+        rows, _ = await self.runnable_events_page(as_at)
+        return [eid for _, eid in rows]
 
     async def runnable_events_page(
-        self, as_at: datetime, limit: Optional[int] = None, after: Optional[PageKey] = None
-    ) -> list[PageKey]:
-        """(event_time, id) of unprocessed due events after ``after``, oldest first."""
+        self,
+        as_at: datetime,
+        limit: Optional[int] = None,
+        after: Optional[PageKey] = None,
+        budget: Optional[int] = None,
+    ) -> tuple[list[PageKey], bool]:
+        """(event_time, id) of unprocessed due events after ``after``, oldest first (a page as
+        ``_fetch_page`` cuts it); whether more follow."""
         as_at_us = micros(as_at, "as_at")
         key, last = _after(after)
         return await self._db.read(
-            lambda conn: conn.execute(
-                "SELECT event_time, id FROM events WHERE is_processed = 0 AND event_time <= ? "
-                "AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?",
-                (as_at_us, key, last, _limit(limit)),
-            ).fetchall()
+            lambda conn: _fetch_page(
+                conn.execute(
+                    "SELECT event_time, id FROM events WHERE is_processed = 0 AND event_time <= ? "
+                    "AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?",
+                    (as_at_us, key, last, _limit(limit)),
+                ),
+                limit,
+                budget,
+            )
         )
 
     async def get_events(self, event_name: str, event_key: str, as_of: datetime) -> list[str]:
-        return [eid for _, eid in await self.events_page(event_name, event_key, as_of)]
+        rows, _ = await self.events_page(event_name, event_key, as_of)
+        return [eid for _, eid in rows]
 
     async def events_page(
         self,
@@ -424,18 +566,24 @@ class SqlitePersistenceProvider(PersistenceProvider):
         as_of: datetime,
         limit: Optional[int] = None,
         after: Optional[PageKey] = None,
-    ) -> list[PageKey]:
-        """(event_time, id) of matching events with ``event_time <= as_of`` after ``after``."""
+        budget: Optional[int] = None,
+    ) -> tuple[list[PageKey], bool]:
+        """(event_time, id) of matching events with ``event_time <= as_of`` after ``after`` (a page as
+        ``_fetch_page`` cuts it); whether more follow."""
         check_id(event_name, "event_name", required=False)
         check_id(event_key, "event_key", required=False)
         as_of_us = micros(as_of, "as_of")
         key, last = _after(after)
         return await self._db.read(
-            lambda conn: conn.execute(
-                "SELECT event_time, id FROM events WHERE event_name = ? AND event_key = ? "
-                "AND event_time <= ? AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?",
-                (event_name, event_key, as_of_us, key, last, _limit(limit)),
-            ).fetchall()
+            lambda conn: _fetch_page(
+                conn.execute(
+                    "SELECT event_time, id FROM events WHERE event_name = ? AND event_key = ? "
+                    "AND event_time <= ? AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?",
+                    (event_name, event_key, as_of_us, key, last, _limit(limit)),
+                ),
+                limit,
+                budget,
+            )
         )
 
     async def mark_event_processed(self, id: str) -> None:
@@ -447,12 +595,18 @@ class SqlitePersistenceProvider(PersistenceProvider):
     async def _set_processed(self, id: str, value: int) -> None:
         check_id(id, "id")
 
+        effects = WorkEffects()
+
         def job(conn: sqlite3.Connection) -> None:
-            cursor = conn.execute("UPDATE events SET is_processed = ? WHERE id = ?", (value, id))
-            if cursor.rowcount == 0:
+            updated = conn.execute(
+                "UPDATE events SET is_processed = ? WHERE id = ? RETURNING event_time", (value, id)
+            ).fetchone()
+            if updated is None:
                 raise EventNotFound(f"event {id!r} not found", id=id)
+            queue_stored_event(conn, id, updated[0], bool(value), _now_micros(), effects)
 
         await self._db.write(job)
+        self.cluster.written(effects)
 
     # -- subscriptions -------------------------------------------------------------------------
 
@@ -478,7 +632,8 @@ class SqlitePersistenceProvider(PersistenceProvider):
     async def get_subscriptions(
         self, event_name: str, event_key: str, as_of: datetime
     ) -> list[EventSubscription]:
-        return await self.subscriptions_page(event_name, event_key, as_of)
+        subscriptions, _ = await self.subscriptions_page(event_name, event_key, as_of)
+        return subscriptions
 
     async def subscriptions_page(
         self,
@@ -487,21 +642,27 @@ class SqlitePersistenceProvider(PersistenceProvider):
         as_of: datetime,
         limit: Optional[int] = None,
         after: Optional[PageKey] = None,
-    ) -> list[EventSubscription]:
-        """Open matching subscriptions with ``subscribe_as_of <= as_of`` after ``after``, oldest first."""
+        budget: Optional[int] = None,
+    ) -> tuple[list[EventSubscription], bool]:
+        """Open matching subscriptions with ``subscribe_as_of <= as_of`` after ``after``, oldest first
+        (a page as ``_fetch_page`` cuts it); whether more follow."""
         check_id(event_name, "event_name", required=False)
         check_id(event_key, "event_key", required=False)
         as_of_us = micros(as_of, "as_of")
         key, last = _after(after)
-        rows = await self._db.read(
-            lambda conn: conn.execute(
-                f"SELECT {_SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
-                "WHERE event_name = ? AND event_key = ? AND terminated = 0 AND subscribe_as_of <= ? "
-                "AND (subscribe_as_of, id) > (?, ?) ORDER BY subscribe_as_of, id LIMIT ?",
-                (event_name, event_key, as_of_us, key, last, _limit(limit)),
-            ).fetchall()
+        rows, more = await self._db.read(
+            lambda conn: _fetch_page(
+                conn.execute(
+                    f"SELECT {_SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
+                    "WHERE event_name = ? AND event_key = ? AND terminated = 0 AND subscribe_as_of <= ? "
+                    "AND (subscribe_as_of, id) > (?, ?) ORDER BY subscribe_as_of, id LIMIT ?",
+                    (event_name, event_key, as_of_us, key, last, _limit(limit)),
+                ),
+                limit,
+                budget,
+            )
         )
-        return [subscription_from_row(r) for r in rows]
+        return [subscription_from_row(r) for r in rows], more
 
     async def terminate_subscription(self, id: str) -> None:
         check_id(id, "id")

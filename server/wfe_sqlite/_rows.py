@@ -39,6 +39,9 @@ __all__ = [
     "event_from_row",
     "subscription_from_row",
     "check_id",
+    "optional_id",
+    "id_list",
+    "check_unique_pointer_ids",
 ]
 
 MAX_ID_BYTES = 1024
@@ -76,6 +79,8 @@ def _dt(value: Optional[int]) -> Optional[datetime]:
 
 def check_id(value: Any, field: str, *, required: bool = True) -> str:
     """A string of at most ``MAX_ID_BYTES`` bytes (non-empty when required)."""
+    if value.__class__ is str and value.isascii() and len(value) <= MAX_ID_BYTES and (value or not required):
+        return value  # the common case, in O(1): ASCII is one byte a character and holds no surrogate
     if not isinstance(value, str):
         raise InvalidArgument(f"{field}: expected a string, got {type(value).__name__}", field=field)
     if required and not value:
@@ -86,7 +91,40 @@ def check_id(value: Any, field: str, *, required: bool = True) -> str:
     return value
 
 
+def optional_id(value: Any, field: str) -> Optional[str]:
+    """None, or a string of at most ``MAX_ID_BYTES`` bytes (``check_id`` without requiring a value)."""
+    return None if value is None else check_id(value, field, required=False)
+
+
+def id_list(values: Any, field: str) -> str:
+    """The JSON text of a list of ids (pointer ``children``, ``scope``), each checked by ``check_id``."""
+    if not isinstance(values, (list, tuple)):
+        raise InvalidArgument(f"{field}: expected a list of strings", field=field)
+    for i, value in enumerate(values):
+        check_id(value, f"{field}[{i}]", required=False)
+    return _dump_strings(list(values)) if values else "[]"
+
+
+def _dump_strings(values: list[str]) -> str:
+    # dump_json without its checks: the strings are checked, and a list of them nests one level.
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+
+
+def check_unique_pointer_ids(ids: Sequence[str], field: str = "workflow") -> None:
+    """Pointer ids are unique within their workflow: the second use of one is INVALID_ARGUMENT."""
+    if len(set(ids)) == len(ids):
+        return
+    seen: set[str] = set()
+    for position, pid in enumerate(ids):
+        if pid in seen:
+            name = f"{field}.execution_pointers[{position}].id"
+            raise InvalidArgument(f"{name}: {pid!r} is the id of an earlier pointer of this workflow", field=name)
+        seen.add(pid)
+
+
 def _check_text(value: str, field: str) -> str:
+    if value.isascii():  # O(1), and ASCII holds no lone surrogate
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -122,14 +160,6 @@ def _enum(value: Any, kind: type[E], field: str) -> str:
     if isinstance(value, str) and value in kind.__members__:
         return value
     raise InvalidArgument(f"{field}: expected a {kind.__name__}, got {value!r}", field=field)
-
-
-def _strings(values: Any, field: str) -> str:
-    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
-        raise InvalidArgument(f"{field}: expected a list of strings", field=field)
-    for value in values:
-        _check_text(value, field)
-    return dump_json(list(values), field)
 
 
 def workflow_row(w: WorkflowInstance) -> tuple[Any, ...]:
@@ -180,20 +210,21 @@ def pointer_rows(workflow_id: str, pointers: Sequence[ExecutionPointer]) -> list
                 _optional_json(p.persistence_data, f + ".persistence_data"),
                 optional_micros(p.start_time, f + ".start_time"),
                 optional_micros(p.end_time, f + ".end_time"),
-                _optional_text(p.event_name, f + ".event_name"),
-                _optional_text(p.event_key, f + ".event_key"),
+                optional_id(p.event_name, f + ".event_name"),
+                optional_id(p.event_key, f + ".event_key"),
                 1 if p.event_published else 0,
                 _optional_json(p.event_data, f + ".event_data"),
-                _optional_text(p.step_name, f + ".step_name"),
+                optional_id(p.step_name, f + ".step_name"),
                 _int(p.retry_count, f + ".retry_count", 0, _UINT32),
-                _strings(p.children, f + ".children"),
+                id_list(p.children, f + ".children"),
                 _optional_json(p.context_item, f + ".context_item"),
-                _optional_text(p.predecessor_id, f + ".predecessor_id"),
+                optional_id(p.predecessor_id, f + ".predecessor_id"),
                 _optional_json(p.outcome, f + ".outcome"),
-                _strings(p.scope, f + ".scope"),
+                id_list(p.scope, f + ".scope"),
                 dump_json(attrs, f + ".extension_attributes"),
             )
         )
+    check_unique_pointer_ids([row[2] for row in rows])
     return rows
 
 
@@ -203,8 +234,8 @@ def event_row(e: Event) -> tuple[Any, ...]:
         raise InvalidArgument("expected an Event")
     return (
         check_id(e.id, "event.id", required=False),
-        _text(e.event_name, "event.event_name"),
-        _text(e.event_key, "event.event_key"),
+        check_id(e.event_name, "event.event_name", required=False),
+        check_id(e.event_key, "event.event_key", required=False),
         dump_json(e.event_data, "event.event_data"),
         micros(e.event_time, "event.event_time"),
         1 if e.is_processed else 0,
@@ -218,15 +249,15 @@ def subscription_row(s: EventSubscription, field: str = "subscription") -> tuple
         raise InvalidArgument(f"{field}: expected an EventSubscription", field=field)
     return (
         check_id(s.id, field + ".id", required=False),
-        _text(s.workflow_id, field + ".workflow_id"),
+        check_id(s.workflow_id, field + ".workflow_id"),
         _int(s.step_id, field + ".step_id", 0, _UINT32),
-        _text(s.execution_pointer_id, field + ".execution_pointer_id"),
-        _text(s.event_name, field + ".event_name"),
-        _text(s.event_key, field + ".event_key"),
+        check_id(s.execution_pointer_id, field + ".execution_pointer_id", required=False),
+        check_id(s.event_name, field + ".event_name", required=False),
+        check_id(s.event_key, field + ".event_key", required=False),
         micros(s.subscribe_as_of, field + ".subscribe_as_of"),
         _optional_json(s.subscription_data, field + ".subscription_data"),
-        _optional_text(s.external_token, field + ".external_token"),
-        _optional_text(s.external_worker_id, field + ".external_worker_id"),
+        optional_id(s.external_token, field + ".external_token"),
+        optional_id(s.external_worker_id, field + ".external_worker_id"),
         optional_micros(s.external_token_expiry, field + ".external_token_expiry"),
     )
 
@@ -248,8 +279,8 @@ def error_row(e: ExecutionError, field: str) -> tuple[Any, ...]:
         raise InvalidArgument(f"{field}: expected an ExecutionError", field=field)
     return (
         micros(e.error_time, field + ".error_time"),
-        _text(e.workflow_id, field + ".workflow_id"),
-        _text(e.execution_pointer_id, field + ".execution_pointer_id"),
+        check_id(e.workflow_id, field + ".workflow_id", required=False),
+        check_id(e.execution_pointer_id, field + ".execution_pointer_id", required=False),
         _text(e.message, field + ".message"),
     )
 
@@ -299,6 +330,7 @@ def workflow_from_row(r: Sequence[Any], pointers: list[ExecutionPointer]) -> Wor
         create_time=from_micros(r[10]),
         complete_time=_dt(r[11]),
         execution_pointers=pointers,
+        revision=r[12] if len(r) > 12 else 0,
     )
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import AsyncIterator, Callable
+import re
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional
 
 import grpc
 
@@ -21,7 +23,7 @@ from wfe.persistence.v1 import (
     workflows_pb2,
     workflows_pb2_grpc,
 )
-from wfe_client import InvalidArgument, ScheduledCommand
+from wfe_client import InvalidArgument, ScheduledCommand, WfeError
 from wfe_client._time import to_micros
 from wfe_client._convert import (
     command_from_proto,
@@ -38,13 +40,13 @@ from wfe_client._convert import (
 )
 
 from ._provider import MAX_BATCH_IDS, PageKey, SqlitePersistenceProvider
-from ._status import translate_errors, translate_stream_errors
+from ._rows import MAX_ID_BYTES, check_id
+from ._status import translate_errors
 from ._wire import workflow_message, workflow_rows_from_message
 
-__all__ = ["add_servicers", "SERVICE_NAMES"]
+__all__ = ["add_servicers", "SERVICE_NAMES", "StreamIdle"]
 
 Context = grpc.aio.ServicerContext
-T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10_000
@@ -77,10 +79,23 @@ def _required_message(request: Any, name: str) -> Any:
     return getattr(request, name)
 
 
+def _expected_revision(request: Any) -> int:
+    if request.expected_revision < 0:
+        raise InvalidArgument("expected_revision: must not be negative", field="expected_revision")
+    return int(request.expected_revision)
+
+
 def _page_size(value: int) -> int:
     if value < 0:
         raise InvalidArgument("page_size: must not be negative", field="page_size")
     return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+class StreamIdle(WfeError):
+    """A server stream whose client took no message for the stream idle timeout was ended."""
+
+    reason = "STREAM_IDLE"
+    code = "DEADLINE_EXCEEDED"
 
 
 def _encode_token(key: PageKey) -> str:
@@ -88,42 +103,48 @@ def _encode_token(key: PageKey) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
+def _next_token(key: PageKey, more: bool) -> str:
+    return _encode_token(key) if more else ""
+
+
+_TOKEN_KEY = re.compile(r"-?[0-9]{1,19}")
+_INT64 = range(-(2**63), 2**63)
+
+
 def _decode_token(token: str) -> Optional[PageKey]:
+    """The keyset position in a ``page_token``; anything but a token this server made is INVALID_ARGUMENT."""
     if not token:
         return None
     try:
         raw = base64.urlsafe_b64decode(token.encode("ascii")).decode()
-        number, _, last = raw.partition(":")
-        return int(number), last
     except (ValueError, UnicodeError):
-        raise InvalidArgument("page_token: not a token from a previous response", field="page_token") from None
+        raw = ""
+    number, sep, last = raw.partition(":")
+    if not sep or not _TOKEN_KEY.fullmatch(number) or int(number) not in _INT64 or len(last.encode()) > MAX_ID_BYTES:
+        raise InvalidArgument("page_token: not a token from a previous response", field="page_token")
+    return int(number), last
 
 
-def _page(
-    items: list[T], limit: int, key: Callable[[T], PageKey], size: Callable[[T], int]
-) -> tuple[list[T], str]:
-    """Cut ``items`` (fetched with ``limit + 1``) to the page size and byte budget; the next token."""
-    page: list[T] = []
-    used = 0
-    for item in items[:limit]:
-        used += size(item)
-        if page and used > PAGE_BYTES:
-            break
-        page.append(item)
-    more = len(page) < len(items)
-    return page, _encode_token(key(page[-1])) if more and page else ""
+async def _written(context: Context, message: Any, idle: float) -> bool:
+    """Write one message of a server stream; False when the client took nothing for ``idle`` seconds.
 
-
-def _id_page(rows: list[PageKey], limit: int) -> tuple[list[str], str]:
-    page, token = _page(rows, limit, key=lambda r: r, size=lambda r: len(r[1]) + 8)
-    return [r[1] for r in page], token
+    ``context.write`` returns once the message has gone out, which HTTP/2 flow control holds back
+    while the client does not read: a stream that is not read holds this one message.
+    """
+    try:
+        async with asyncio.timeout(idle):
+            await context.write(message)
+    except TimeoutError:
+        return False
+    return True
 
 
 class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     """``wfe.persistence.v1.WorkflowService`` over the provider."""
 
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
+    def __init__(self, provider: SqlitePersistenceProvider, stream_idle: float) -> None:
         self._p = provider
+        self._stream_idle = stream_idle
 
     @translate_errors
     async def CreateWorkflow(
@@ -131,15 +152,15 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     ) -> workflows_pb2.CreateWorkflowResponse:
         row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
         wid, name = await self._p.create_workflow_rows(row, pointers)
-        return workflows_pb2.CreateWorkflowResponse(id=wid, name=name)
+        return workflows_pb2.CreateWorkflowResponse(id=wid, name=name, revision=1)
 
     @translate_errors
     async def PersistWorkflow(
         self, request: workflows_pb2.PersistWorkflowRequest, context: Context
     ) -> workflows_pb2.PersistWorkflowResponse:
         row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
-        await self._p.persist_workflow_rows(row, pointers)
-        return workflows_pb2.PersistWorkflowResponse()
+        revision = await self._p.persist_workflow_rows(row, pointers, _expected_revision(request))
+        return workflows_pb2.PersistWorkflowResponse(revision=revision)
 
     @translate_errors
     async def PersistWorkflowWithSubscriptions(
@@ -149,19 +170,24 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         subscriptions = [
             subscription_from_proto(s, f"subscriptions[{i}]") for i, s in enumerate(request.subscriptions)
         ]
-        ids = await self._p.persist_workflow_with_new_subscriptions(workflow, subscriptions)
-        return workflows_pb2.PersistWorkflowWithSubscriptionsResponse(subscription_ids=ids)
+        ids, revision = await self._p.persist_workflow_with_new_subscriptions(
+            workflow, subscriptions, _expected_revision(request)
+        )
+        return workflows_pb2.PersistWorkflowWithSubscriptionsResponse(subscription_ids=ids, revision=revision)
 
     @translate_errors
     async def GetRunnableWorkflows(
         self, request: workflows_pb2.GetRunnableWorkflowsRequest, context: Context
     ) -> workflows_pb2.GetRunnableWorkflowsResponse:
-        limit = _page_size(request.page_size)
-        rows = await self._p.runnable_instances_page(
-            instant(request, "as_at", "request"), limit + 1, _decode_token(request.page_token)
+        rows, more = await self._p.runnable_instances_page(
+            instant(request, "as_at", "request"),
+            _page_size(request.page_size),
+            _decode_token(request.page_token),
+            PAGE_BYTES,
         )
-        ids, token = _id_page(rows, limit)
-        return workflows_pb2.GetRunnableWorkflowsResponse(workflow_ids=ids, next_page_token=token)
+        return workflows_pb2.GetRunnableWorkflowsResponse(
+            workflow_ids=[wid for _, wid in rows], next_page_token=_next_token(rows[-1], more) if rows else ""
+        )
 
     @translate_errors
     async def GetWorkflow(
@@ -177,27 +203,46 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         row, pointers = await self._p.workflow_rows_by_name(_required(request.name, "name"))
         return workflows_pb2.GetWorkflowByNameResponse(workflow=workflow_message(row, pointers))
 
-    @translate_stream_errors
-    async def BatchGetWorkflows(
-        self, request: workflows_pb2.BatchGetWorkflowsRequest, context: Context
-    ) -> AsyncIterator[workflows_pb2.BatchGetWorkflowsResponse]:
+    @translate_errors
+    async def BatchGetWorkflows(self, request: workflows_pb2.BatchGetWorkflowsRequest, context: Context) -> None:
         if len(request.ids) > MAX_BATCH_IDS:
             raise InvalidArgument(f"ids: at most {MAX_BATCH_IDS} per request, got {len(request.ids)}", field="ids")
         for i, wid in enumerate(request.ids):
-            _required(wid, f"ids[{i}]")
-        workflows = await self._p.workflows_rows(list(request.ids))
-        chunk: list[workflows_pb2.WorkflowInstance] = []
+            check_id(_required(wid, f"ids[{i}]"), f"ids[{i}]")
+        # Headers first, on their own: a write given up on (below) must not leave them pending, or
+        # the status that ends the stream could not be sent (grpc would send them twice).
+        await context.send_initial_metadata(())
+        chunks = self._workflow_chunks(list(dict.fromkeys(request.ids)))
+        async for response in chunks:
+            if not await _written(context, response, self._stream_idle):
+                del response
+                await chunks.aclose()  # let go of what was read before waiting for the client
+                raise StreamIdle(f"the client took no message for {self._stream_idle:g} s; stream ended")
+
+    async def _workflow_chunks(self, ids: Sequence[str]) -> AsyncIterator[workflows_pb2.BatchGetWorkflowsResponse]:
+        """The workflows among ``ids``, in order, in messages of about ``PAGE_BYTES``.
+
+        The store is read a chunk at a time, only once the previous chunk has been written, and each
+        row is let go once it is in the message, so a stream holds about one chunk however many
+        workflows it returns. Each workflow is read whole in one read transaction; different chunks
+        may see different moments of the store.
+        """
+        response = workflows_pb2.BatchGetWorkflowsResponse()
         used = 0
-        for row, pointers in workflows:
-            msg = workflow_message(row, pointers)
-            size = msg.ByteSize()
-            if chunk and used + size > PAGE_BYTES:
-                yield workflows_pb2.BatchGetWorkflowsResponse(workflows=chunk)
-                chunk, used = [], 0
-            chunk.append(msg)
-            used += size
-        if chunk:
-            yield workflows_pb2.BatchGetWorkflowsResponse(workflows=chunk)
+        position = 0
+        while position < len(ids):
+            found, position = await self._p.workflows_rows_from(ids, position, max(PAGE_BYTES - used, 1))
+            found.reverse()
+            while found:
+                row, pointers, size = found.pop()
+                if response.workflows and used + size > PAGE_BYTES:
+                    yield response
+                    response, used = workflows_pb2.BatchGetWorkflowsResponse(), 0
+                response.workflows.append(workflow_message(row, pointers))
+                used += size
+                del row, pointers
+        if response.workflows:
+            yield response
 
     @translate_errors
     async def NextDefinitionSequence(
@@ -229,25 +274,29 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     async def GetRunnableEvents(
         self, request: events_pb2.GetRunnableEventsRequest, context: Context
     ) -> events_pb2.GetRunnableEventsResponse:
-        limit = _page_size(request.page_size)
-        rows = await self._p.runnable_events_page(
-            instant(request, "as_at", "request"), limit + 1, _decode_token(request.page_token)
+        rows, more = await self._p.runnable_events_page(
+            instant(request, "as_at", "request"),
+            _page_size(request.page_size),
+            _decode_token(request.page_token),
+            PAGE_BYTES,
         )
-        ids, token = _id_page(rows, limit)
-        return events_pb2.GetRunnableEventsResponse(event_ids=ids, next_page_token=token)
+        return events_pb2.GetRunnableEventsResponse(
+            event_ids=[eid for _, eid in rows], next_page_token=_next_token(rows[-1], more) if rows else ""
+        )
 
     @translate_errors
     async def GetEvents(self, request: events_pb2.GetEventsRequest, context: Context) -> events_pb2.GetEventsResponse:
-        limit = _page_size(request.page_size)
-        rows = await self._p.events_page(
+        rows, more = await self._p.events_page(
             request.event_name,
             request.event_key,
             instant(request, "as_of", "request"),
-            limit + 1,
+            _page_size(request.page_size),
             _decode_token(request.page_token),
+            PAGE_BYTES,
         )
-        ids, token = _id_page(rows, limit)
-        return events_pb2.GetEventsResponse(event_ids=ids, next_page_token=token)
+        return events_pb2.GetEventsResponse(
+            event_ids=[eid for _, eid in rows], next_page_token=_next_token(rows[-1], more) if rows else ""
+        )
 
     @translate_errors
     async def MarkEventProcessed(
@@ -290,23 +339,18 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
     async def GetSubscriptions(
         self, request: subscriptions_pb2.GetSubscriptionsRequest, context: Context
     ) -> subscriptions_pb2.GetSubscriptionsResponse:
-        limit = _page_size(request.page_size)
-        subscriptions = await self._p.subscriptions_page(
+        subscriptions, more = await self._p.subscriptions_page(
             request.event_name,
             request.event_key,
             instant(request, "as_of", "request"),
-            limit + 1,
+            _page_size(request.page_size),
             _decode_token(request.page_token),
+            PAGE_BYTES,
         )
-        pairs = [(s, subscription_to_proto(s)) for s in subscriptions]
-        page, token = _page(
-            pairs,
-            limit,
-            key=lambda pair: (to_micros(pair[0].subscribe_as_of), pair[0].id),
-            size=lambda pair: pair[1].ByteSize(),
-        )
+        last = subscriptions[-1] if subscriptions else None
         return subscriptions_pb2.GetSubscriptionsResponse(
-            subscriptions=[message for _, message in page], next_page_token=token
+            subscriptions=[subscription_to_proto(s) for s in subscriptions],
+            next_page_token=_next_token((to_micros(last.subscribe_as_of), last.id), more) if last else "",
         )
 
     @translate_errors
@@ -430,9 +474,13 @@ class StoreServicer(execution_errors_pb2_grpc.StoreServiceServicer):
         return execution_errors_pb2.EnsureStoreExistsResponse()
 
 
-def add_servicers(server: grpc.aio.Server, provider: SqlitePersistenceProvider) -> None:
-    """Register every ``wfe.persistence.v1`` service of ``provider`` on ``server``."""
-    workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(provider), server)
+def add_servicers(server: grpc.aio.Server, provider: SqlitePersistenceProvider, stream_idle: float) -> None:
+    """Register every ``wfe.persistence.v1`` service of ``provider`` on ``server``.
+
+    ``stream_idle``: seconds a server stream waits for its client to take a message before it is
+    ended with DEADLINE_EXCEEDED (reason ``STREAM_IDLE``).
+    """
+    workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(provider, stream_idle), server)
     events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(provider), server)
     subscriptions_pb2_grpc.add_SubscriptionServiceServicer_to_server(SubscriptionServicer(provider), server)
     scheduled_commands_pb2_grpc.add_ScheduledCommandServiceServicer_to_server(

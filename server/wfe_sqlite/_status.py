@@ -15,7 +15,7 @@ from grpc_status import rpc_status
 
 from wfe_client import ERROR_DOMAIN, InvalidArgument, WfeError
 
-__all__ = ["to_status", "translate_errors", "translate_stream_errors", "RejectUndecodable"]
+__all__ = ["to_status", "translate_errors", "RejectUndecodable"]
 
 LOG = logging.getLogger(__name__)
 
@@ -75,24 +75,6 @@ def translate_errors(
         except Exception as error:  # noqa: BLE001 - the boundary: nothing escapes unmapped
             await _abort(context, _as_wfe_error(error, method.__qualname__))
             raise AssertionError("abort returned")  # pragma: no cover
-
-    return wrapper
-
-
-def translate_stream_errors(
-    method: Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[R]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[R]]:
-    """``translate_errors`` for server-streaming methods."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[R]:
-        try:
-            async for item in method(self, request, context):
-                yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as error:  # noqa: BLE001
-            await _abort(context, _as_wfe_error(error, method.__qualname__))
 
     return wrapper
 

@@ -20,7 +20,7 @@ from wfe.persistence.v1 import workflows_pb2
 from wfe_client import InvalidArgument, PointerStatus, WorkflowStatus
 from wfe_client._convert import _micros, json_text, parse_json
 
-from ._rows import check_id, dump_json
+from ._rows import check_id, check_unique_pointer_ids, dump_json, id_list, optional_id
 
 __all__ = ["workflow_message", "workflow_rows_from_message"]
 
@@ -92,10 +92,11 @@ def pointer_message(r: Sequence[Any]) -> workflows_pb2.ExecutionPointer:
 
 
 def workflow_message(row: Sequence[Any], pointers: Sequence[Sequence[Any]]) -> workflows_pb2.WorkflowInstance:
-    """A workflow message from a ``_WORKFLOW_COLUMNS`` row and its pointers' rows, in order."""
+    """A workflow message from a ``_READ_WORKFLOW_COLUMNS`` row and its pointers' rows, in order."""
     (wid, name, root, definition, version, description, reference, next_execution, status, data, create_time,
-     complete_time) = row
+     complete_time) = row[:12]
     msg = _WorkflowInstance(
+        revision=row[12] if len(row) > 12 else 0,
         id=wid,
         name=name,
         workflow_definition_id=definition,
@@ -157,17 +158,17 @@ def pointer_row(workflow_id: str, position: int, p: workflows_pb2.ExecutionPoint
         _json(p, "persistence_data", field),
         _instant(p, "start_time", field),
         _instant(p, "end_time", field),
-        _text(p, "event_name"),
-        _text(p, "event_key"),
+        optional_id(_text(p, "event_name"), field + ".event_name"),
+        optional_id(_text(p, "event_key"), field + ".event_key"),
         1 if p.event_published else 0,
         _json(p, "event_data", field),
-        _text(p, "step_name"),
+        optional_id(_text(p, "step_name"), field + ".step_name"),
         p.retry_count,
-        dump_json(list(p.children), field + ".children") if p.children else "[]",
+        id_list(list(p.children), field + ".children"),
         _json(p, "context_item", field),
-        _text(p, "predecessor_id"),
+        optional_id(_text(p, "predecessor_id"), field + ".predecessor_id"),
         _json(p, "outcome", field),
-        dump_json(list(p.scope), field + ".scope") if p.scope else "[]",
+        id_list(list(p.scope), field + ".scope"),
         dump_json(
             {k: parse_json(v, f"{field}.extension_attributes[{k!r}]") for k, v in attributes.items()},
             field + ".extension_attributes",
@@ -221,4 +222,5 @@ def workflow_rows_from_message(
     pointers = [
         pointer_row(wid, i, p, f"{field}.execution_pointers[{i}]") for i, p in enumerate(msg.execution_pointers)
     ]
+    check_unique_pointer_ids([p[2] for p in pointers], field)
     return row, pointers

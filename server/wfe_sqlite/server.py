@@ -11,7 +11,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ._config import DEFAULT_DB, DEFAULT_LISTEN, ServerConfig, check, load_tokens
+from ._cluster_servicer import CLUSTER_SERVICE_NAMES, add_cluster_servicers
+from ._config import (
+    DEFAULT_DB,
+    DEFAULT_LISTEN,
+    ConfigError,
+    ServerConfig,
+    check,
+    load_tokens,
+    start_up_warnings,
+    tokens_source,
+)
 from ._metrics import CallObserver, ServerMetrics
 from ._provider import SqlitePersistenceProvider
 from ._security import TokenAuthInterceptor, server_credentials
@@ -32,8 +42,13 @@ PENDING_CALLS = 100_000
 """Calls that may wait for the server to pick them up before gRPC core cancels new ones."""
 
 
-def server_options() -> list[tuple[str, int]]:
+def server_options(config: Optional[ServerConfig] = None) -> list[tuple[str, int]]:
+    config = config or ServerConfig()
     return [
+        # Bounds on what peers can open: connections beyond the limit are closed as soon as they are
+        # accepted (per listening address); calls beyond the per-connection limit wait in the client.
+        ("grpc.max_allowed_incoming_connections", config.max_connections),
+        ("grpc.max_concurrent_streams", config.max_concurrent_streams),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
@@ -45,6 +60,18 @@ def server_options() -> list[tuple[str, int]]:
     ]
 
 
+class HealthServicer(health.aio.HealthServicer):
+    """grpc's asyncio health servicer plus ``List`` (which grpcio-health-checking leaves unimplemented:
+    each call raised NotImplementedError and logged a traceback)."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthListResponse:
+        return health_pb2.HealthListResponse(
+            statuses={name: health_pb2.HealthCheckResponse(status=status) for name, status in self._server_status.items()}
+        )
+
+
 async def build_server(
     config: ServerConfig, provider: SqlitePersistenceProvider, metrics: Optional[ServerMetrics] = None
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
@@ -54,22 +81,25 @@ async def build_server(
     calls are counted and logged too, then token authentication when tokens are configured.
     Innermost, ``RejectUndecodable`` answers undecodable request bytes with INVALID_ARGUMENT.
     """
+    services = (*SERVICE_NAMES, *CLUSTER_SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+    if config.reflection:
+        services = (*services, reflection.SERVICE_NAME)
     interceptors: list[grpc.aio.ServerInterceptor] = []
     if metrics is not None or config.access_log:
-        interceptors.append(CallObserver(metrics, config.access_log))
+        interceptors.append(CallObserver(metrics, config.access_log, services))
     tokens = load_tokens(config)
+    if (config.tokens or config.tokens_file is not None) and not tokens:
+        raise ConfigError("tokens", "tokens are configured but none was loaded; refusing to serve without them")
+    health_servicer = HealthServicer()
     if tokens:
-        interceptors.append(TokenAuthInterceptor(tokens))
+        interceptors.append(TokenAuthInterceptor(tokens, health_servicer))
     interceptors.append(RejectUndecodable())  # innermost: wraps only the servicers' own handlers
-    server = grpc.aio.server(options=server_options(), interceptors=interceptors)
-    add_servicers(server, provider)
-    health_servicer = health.aio.HealthServicer()
+    server = grpc.aio.server(options=server_options(config), interceptors=interceptors)
+    add_servicers(server, provider, config.stream_idle_timeout)
+    add_cluster_servicers(server, provider, config.stream_idle_timeout)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            server,
-        )
+        reflection.enable_server_reflection(services, server)
     try:
         if config.tls:
             port = server.add_secure_port(config.listen, server_credentials(config))
@@ -139,7 +169,8 @@ class RunningServer:
         except BaseException:
             await provider.close()
             raise
-        for name in ("", *SERVICE_NAMES):
+        provider.cluster.start(config.requeue_interval)
+        for name in ("", *SERVICE_NAMES, *CLUSTER_SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         return running
 
@@ -149,6 +180,7 @@ class RunningServer:
             return
         self._stopped = True
         await self.health.enter_graceful_shutdown()
+        self.provider.cluster.stop_waiting()  # long polls and lifecycle watches end now, not after the grace
         await self.server.stop(self.config.grace if grace is None else grace)
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)
@@ -166,12 +198,14 @@ async def serve(config: ServerConfig, ready: Optional[asyncio.Event] = None) -> 
     if running.metrics_address is not None:
         print(f"metrics on http://{running.metrics_address}/metrics", flush=True)
     LOG.info(
-        "serving %s on %s (%s%s)",
+        "serving %s on %s (%s; %s)",
         config.db,
         running.address,
         "mutual TLS" if config.tls_client_ca else "TLS" if config.tls else "plaintext",
-        ", bearer tokens" if load_tokens(config) else "",
+        tokens_source(config),
     )
+    for warning in start_up_warnings(config):
+        LOG.warning("%s", warning)
     if ready is not None:
         ready.set()
     try:

@@ -233,6 +233,8 @@ pub fn pointer_from_wire(p: pb::ExecutionPointer) -> Result<ExecutionPointer> {
 
 pub fn workflow_to_wire(w: &WorkflowInstance) -> Result<pb::WorkflowInstance> {
     Ok(pb::WorkflowInstance {
+        // Ignored on input: the persist requests carry the revision they expect.
+        revision: 0,
         id: w.id.clone(),
         name: w.name.clone(),
         root_workflow_id: w.root_workflow_id.clone(),

@@ -324,6 +324,8 @@ impl WorkflowRepository for GrpcPersistenceProvider {
     async fn persist_workflow(&self, instance: &WorkflowInstance) -> Result<()> {
         let request = pb::PersistWorkflowRequest {
             workflow: Some(convert::workflow_to_wire(instance)?),
+            // No revision check yet: the adapter does not track revisions (0 = no check).
+            expected_revision: 0,
         };
         self.call(
             &self.workflows,
@@ -340,6 +342,8 @@ impl WorkflowRepository for GrpcPersistenceProvider {
         subscriptions: &[EventSubscription],
     ) -> Result<()> {
         let request = pb::PersistWorkflowWithSubscriptionsRequest {
+            // No revision check yet: the adapter does not track revisions (0 = no check).
+            expected_revision: 0,
             workflow: Some(convert::workflow_to_wire(instance)?),
             subscriptions: subscriptions
                 .iter()
