@@ -113,7 +113,6 @@ function bearer(token: string): Interceptor {
  * error mapping).
  */
 export interface SharedConnection {
-  readonly address: string;
   readonly transport: Transport;
   /** The provider's deadline per call, in milliseconds. */
   readonly timeoutMs: number;
@@ -195,7 +194,6 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
 
   static {
     connectionOf = (provider) => ({
-      address: provider.address,
       transport: provider.#transport,
       timeoutMs: provider.#timeoutMs,
       call: (fn) => provider.#call(fn),
