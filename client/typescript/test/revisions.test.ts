@@ -1,5 +1,6 @@
 // Workflow revisions (optimistic concurrency) against a live wfe-sqlite server.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
@@ -14,7 +15,7 @@ import {
   WorkflowStatus,
   type WorkflowInstance,
 } from "../src/index.js";
-import { startServer, type RunningServer } from "./server.js";
+import { pythonBinary, startServer, type RunningServer } from "./server.js";
 
 let server: RunningServer;
 let store: GrpcPersistenceProvider;
@@ -129,6 +130,31 @@ describe("revisions", () => {
     await store.persistWorkflow(blind);
     assert.equal(blind.revision, 5);
     assert.deepEqual((await store.getWorkflowInstance(w.id)).data, { blind: true });
+  });
+
+  it("are the same number for the Python client, which refuses a stale write as TypeScript does", async () => {
+    const w = await created({ by: "typescript" });
+    const stale = await store.getWorkflowInstance(w.id);
+    const script = [
+      "import asyncio, sys",
+      "from wfe_client import GrpcPersistenceProvider",
+      "async def main():",
+      "    async with GrpcPersistenceProvider.connect(sys.argv[1]) as store:",
+      "        w = await store.get_workflow_instance(sys.argv[2])",
+      "        seen = w.revision",
+      "        w.data = {'by': 'python'}",
+      "        await store.persist_workflow(w)",
+      "        print(seen, w.revision)",
+      "asyncio.run(main())",
+    ].join("\n");
+    const result = spawnSync(pythonBinary(), ["-c", script, server.address, w.id], { encoding: "utf8" });
+    assert.equal(result.status, 0, result.stderr);
+    assert.equal(result.stdout.trim(), "1 2", "Python read revision 1 and wrote revision 2");
+    stale.data = { by: "stale typescript" };
+    await assert.rejects(store.persistWorkflow(stale), isConflict);
+    const stored = await store.getWorkflowInstance(w.id);
+    assert.deepEqual(stored.data, { by: "python" });
+    assert.equal(stored.revision, 2);
   });
 
   it("must be an integer >= 0 (checked before sending)", async () => {
