@@ -4,7 +4,7 @@
 import { create } from "@bufbuild/protobuf";
 import { DurationSchema } from "@bufbuild/protobuf/wkt";
 import type * as http2 from "node:http2";
-import { Code, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
   commandFromWire,
@@ -12,6 +12,8 @@ import {
   eventFromWire,
   eventToWire,
   executionErrorToWire,
+  expectedRevision,
+  revisionFromWire,
   subscriptionFromWire,
   subscriptionToWire,
   wireCommandName,
@@ -32,7 +34,7 @@ import type {
   ScheduledCommand,
   WorkflowInstance,
 } from "./models.js";
-import type { CommandHandler, PersistenceProvider, ProcessCommandsOptions } from "./provider.js";
+import type { CommandHandler, PersistenceProvider, PersistOptions, ProcessCommandsOptions } from "./provider.js";
 import { toTimestamp } from "./time.js";
 
 /** 64 MiB: the channel's message limit in both directions (as in the Python and Rust adapters). */
@@ -106,9 +108,32 @@ function bearer(token: string): Interceptor {
   };
 }
 
+/**
+ * @internal What the lock, queue and lifecycle providers use of the persistence provider whose
+ * connection they share: its transport, its call deadline, and its one call helper (closed check,
+ * error mapping).
+ */
+export interface SharedConnection {
+  readonly transport: Transport;
+  /** The provider's deadline per call, in milliseconds. */
+  readonly timeoutMs: number;
+  call<T>(fn: () => Promise<T>): Promise<T>;
+  close(): void;
+}
+
+let connectionOf: ((provider: GrpcPersistenceProvider) => SharedConnection) | undefined;
+
+/** @internal The connection of `provider`, for the providers that share it. */
+export function sharedConnection(provider: GrpcPersistenceProvider): SharedConnection {
+  if (connectionOf === undefined) throw new Error("GrpcPersistenceProvider is not initialised");
+  return connectionOf(provider);
+}
+
 export class GrpcPersistenceProvider implements PersistenceProvider {
   readonly address: string;
   readonly #session: Http2SessionManager;
+  readonly #transport: Transport;
+  readonly #timeoutMs: number;
   readonly #workflows: Client<typeof WorkflowService>;
   readonly #events: Client<typeof EventService>;
   readonly #subscriptions: Client<typeof SubscriptionService>;
@@ -143,6 +168,8 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
       interceptors: options.token === undefined ? [] : [bearer(options.token)],
       defaultTimeoutMs: timeoutMs,
     });
+    this.#transport = transport;
+    this.#timeoutMs = timeoutMs;
     this.#workflows = createClient(WorkflowService, transport);
     this.#events = createClient(EventService, transport);
     this.#subscriptions = createClient(SubscriptionService, transport);
@@ -183,6 +210,15 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
       }
     }
     return provider;
+  }
+
+  static {
+    connectionOf = (provider) => ({
+      transport: provider.#transport,
+      timeoutMs: provider.#timeoutMs,
+      call: (fn) => provider.#call(fn),
+      close: () => provider.close(),
+    });
   }
 
   /** Closes the connection; calls still in flight are cancelled. Idempotent. */
@@ -228,23 +264,38 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     const response = await this.#call(() => this.#workflows.createWorkflow({ workflow }));
     instance.id = response.id;
     instance.name = response.name;
+    instance.revision = revisionFromWire(response.revision);
     return response.id;
   }
 
-  async persistWorkflow(instance: WorkflowInstance): Promise<void> {
+  async persistWorkflow(instance: WorkflowInstance, options: PersistOptions = {}): Promise<void> {
     const workflow = workflowToWire(instance);
-    await this.#call(() => this.#workflows.persistWorkflow({ workflow }));
+    const expected = expectedRevision(instance, options.force ?? false);
+    const response = await this.#call(() =>
+      this.#workflows.persistWorkflow({ workflow, expectedRevision: expected }),
+    );
+    instance.revision = revisionFromWire(response.revision);
   }
 
-  async persistWorkflowWithSubscriptions(instance: WorkflowInstance, subscriptions: EventSubscription[]): Promise<string[]> {
+  async persistWorkflowWithSubscriptions(
+    instance: WorkflowInstance,
+    subscriptions: EventSubscription[],
+    options: PersistOptions = {},
+  ): Promise<string[]> {
     const workflow = workflowToWire(instance);
+    const expected = expectedRevision(instance, options.force ?? false);
     const wireSubs = subscriptions.map((s, i) => subscriptionToWire(s, `subscriptions[${i}]`));
     const response = await this.#call(() =>
-      this.#workflows.persistWorkflowWithSubscriptions({ workflow, subscriptions: wireSubs }),
+      this.#workflows.persistWorkflowWithSubscriptions({
+        workflow,
+        subscriptions: wireSubs,
+        expectedRevision: expected,
+      }),
     );
     if (response.subscriptionIds.length === subscriptions.length) {
       subscriptions.forEach((s, i) => (s.id = response.subscriptionIds[i] ?? s.id));
     }
+    instance.revision = revisionFromWire(response.revision);
     return response.subscriptionIds;
   }
 
