@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -163,6 +164,8 @@ def start_server_process(db_url: str, *args: str, env: dict[str, str] | None = N
     )
     assert process.stdout is not None
     line = process.stdout.readline()
+    if line.startswith("{"):  # --log-format json: the same line as a JSON object
+        line = json.loads(line)["message"]
     if not line.startswith("listening on "):
         process.kill()
         _, err = process.communicate(timeout=30)

@@ -27,6 +27,7 @@ from wfe.persistence.v1 import (
 
 from . import conversion as convert
 from ._provider import PersistenceProvider
+from ._readiness import wait_until_ready
 from .errors import (
     ERROR_DOMAIN,
     AlreadyExists,
@@ -151,11 +152,17 @@ class GrpcPersistenceProvider(PersistenceProvider):
     ) -> _Connecting:
         """Connect to ``address`` (HOST:PORT); waits until the server answers.
 
+        A server that is not there (yet) is waited for up to ``connect_timeout`` seconds, then
+        ``ConnectionError: no wfe-sqlite server answered``. A server that answers but refuses the
+        handshake (it serves TLS and the client does not, it requires a client certificate, the
+        client does not trust its certificate) is a ``ConnectionError`` at once, saying so.
+
         ``timeout`` is the deadline of each call in seconds; ``credentials`` selects TLS;
         ``token`` is sent as ``authorization: Bearer <token>`` on every call. Or TLS from PEM
         files: ``tls_ca`` (the CA the server certificate must chain to; default: the system's),
         ``tls_cert`` and ``tls_key`` (a client certificate, for servers that require one).
         """
+        client_certificate: bool | None = None if credentials is not None else False
         if tls_ca is not None or tls_cert is not None or tls_key is not None:
             if credentials is not None:
                 raise ValueError("give either credentials or tls_ca/tls_cert/tls_key, not both")
@@ -171,6 +178,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=pem(tls_ca), private_key=pem(tls_key), certificate_chain=pem(tls_cert)
             )
+            client_certificate = tls_cert is not None
 
         async def opening() -> GrpcPersistenceProvider:
             options = [
@@ -182,10 +190,16 @@ class GrpcPersistenceProvider(PersistenceProvider):
             else:
                 channel = grpc.aio.secure_channel(address, credentials, options=options)
             try:
-                await asyncio.wait_for(channel.channel_ready(), connect_timeout)
-            except TimeoutError:
+                await wait_until_ready(
+                    channel,
+                    address,
+                    connect_timeout,
+                    tls=credentials is not None,
+                    client_certificate=client_certificate,
+                )
+            except BaseException:
                 await channel.close()
-                raise ConnectionError(f"no wfe-sqlite server answered at {address} within {connect_timeout}s") from None
+                raise
             metadata = [("authorization", f"Bearer {token}")] if token else []
             return cls(channel, timeout=timeout, metadata=metadata)
 
