@@ -166,6 +166,7 @@ clean:
 .PHONY: bench
 bench: install
 	$(PY) bench/run.py
+	$(PY) bench/cluster.py
 
 # Reliability (RELIABILITY.md): 25 crash rounds with totals, larger multi-process and hypothesis runs.
 .PHONY: stress

@@ -41,7 +41,8 @@ def _percentiles(values: list[float]) -> str:
 
 
 async def _consume_grpc(address: str, queue: QueueType, count: int, out: Any) -> None:
-    async with GrpcQueueProvider.connect(address) as q:
+    async with GrpcPersistenceProvider.connect(address) as store:
+        q = GrpcQueueProvider(store)
         out.put("ready")
         got: dict[str, float] = {}
         while len(got) < count:
@@ -49,6 +50,10 @@ async def _consume_grpc(address: str, queue: QueueType, count: int, out: Any) ->
             if item is None:
                 break
             got.setdefault(item, time.time())  # the first hand-out (the sweep may hand it out again)
+            if queue == QueueType.EVENT:
+                # As a host does: a processed event is done (else the sweep queues it again after
+                # the interval, ahead of newer ones).
+                await store.mark_event_processed(item)
         out.put(got)
 
 

@@ -102,6 +102,9 @@ async def test_metrics_count_exactly_the_calls_made(db_url: str) -> None:
         assert _value(samples, "wfe_sqlite_due_commands") == 1
         assert _value(samples, "wfe_sqlite_claimed_commands") == 0
         assert _value(samples, "wfe_sqlite_held_tokens") == 0
+        # The three due workflows and two events were queued when stored; no lock is held.
+        assert _value(samples, "wfe_sqlite_queued_items") == 5
+        assert _value(samples, "wfe_sqlite_held_leases") == 0
         assert _value(samples, "wfe_sqlite_database_bytes") > 0
         assert _value(samples, "wfe_sqlite_wal_bytes") > 0
 

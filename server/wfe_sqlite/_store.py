@@ -53,6 +53,10 @@ class LiveFigures:
     """Scheduled commands held by a live lease (a processor is working on them)."""
     held_tokens: int
     """Open subscriptions held by a live external token."""
+    queued_items: int = 0
+    """Items waiting in the work queues (all queue types)."""
+    held_leases: int = 0
+    """Locks held by a live lease."""
 
 
 class Store(abc.ABC):

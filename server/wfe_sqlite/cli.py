@@ -133,6 +133,8 @@ def _human(stats: dict[str, Any]) -> str:
         f"due commands        {stats['due_commands']}",
         f"claimed commands    {stats['claimed_commands']}",
         f"held tokens         {stats['held_tokens']}",
+        f"queued items        {stats['queued_items']}",
+        f"held leases         {stats['held_leases']}",
         "files (bytes)",
     ]
     lines += [f"  {name:<22}{size}" for name, size in stats["files"].items()]
