@@ -143,7 +143,6 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
   readonly #baseUrl: string;
   readonly #sessionOptions: http2.SecureClientSessionOptions;
   readonly #side: HandshakeSide;
-  readonly #timeoutMs: number;
   #closed = false;
 
   private constructor(address: string, options: ConnectOptions) {
@@ -169,7 +168,6 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
       defaultTimeoutMs: timeoutMs,
     });
     this.#transport = transport;
-    this.#timeoutMs = timeoutMs;
     this.#workflows = createClient(WorkflowService, transport);
     this.#events = createClient(EventService, transport);
     this.#subscriptions = createClient(SubscriptionService, transport);
