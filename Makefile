@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+SERVED := $(VENV)/.installed-serve
 PROTOS := $(wildcard protos/wfe/persistence/v1/*.proto)
 GEN    := client/python
 DB     ?= sqlite://wfe.db
@@ -17,12 +18,23 @@ LISTEN ?= 127.0.0.1:50051
 
 install: $(STAMP)
 
-# Two distributions, both editable: the client (client/python: wfe_client and the generated stubs)
-# and the server (the root: wfe_sqlite, which depends on the client), with the pinned dev tools.
-$(STAMP): pyproject.toml client/python/pyproject.toml
+# setuptools prints "Editable installation ... be careful with folders in your working directory
+# with the same name as your package" for every editable install of this layout (package-dir):
+# information about editable installs in general, so it is filtered out, and `make serve` prints
+# nothing before `listening on` but the commands it runs.
+PIP_INSTALL := PYTHONWARNINGS='ignore:Editable installation:UserWarning' $(PY) -m pip install --quiet
+
+# What `make serve` needs and no more: two distributions, both editable, the client (client/python:
+# wfe_client and the generated stubs) and the server (the root: wfe_sqlite, which depends on it).
+$(SERVED): pyproject.toml client/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ./client/python -e '.[dev]'
+	$(PIP_INSTALL) -e ./client/python -e .
+	touch $@
+
+# Everything else (make install, make test, the linters): the same with the pinned dev tools.
+$(STAMP): $(SERVED)
+	$(PIP_INSTALL) -e ./client/python -e '.[dev]'
 	touch $@
 
 # npm ci installs exactly package-lock.json (npm install would rewrite it).
@@ -129,7 +141,7 @@ breaking: node_modules/.installed
 		npx --no-install buf breaking --against '.git#ref=HEAD~1'; \
 	else echo "no previous contract to compare with"; fi
 
-serve: $(STAMP)
+serve: $(SERVED)
 	$(VENV)/bin/wfe-sqlite serve --db $(DB) --listen $(LISTEN) $(if $(CONSOLE),--console-listen $(CONSOLE))
 
 # Debian's Chromium and its driver for the console's browser tests (tests/test_console_browser.py),
@@ -169,6 +181,7 @@ clean:
 .PHONY: bench
 bench: install
 	$(PY) bench/run.py
+	$(PY) bench/cluster.py
 
 # Reliability (RELIABILITY.md): 25 crash rounds with totals, larger multi-process and hypothesis runs.
 .PHONY: stress

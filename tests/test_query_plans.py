@@ -193,3 +193,32 @@ async def test_lists_read_in_index_order_without_sorting(tmp_path: Path) -> None
         assert "workflows_by_age" in plan, (statement, plan)
     conn.close()
     assert not sorted_lists, "\n".join(f"{k}\n  -> {v}" for k, v in sorted_lists.items())
+
+
+def test_work_queue_sweeps_keep_the_runnable_index(tmp_path: Path) -> None:
+    """The cluster's sweeps over due workflows walk ``workflows_runnable`` in order.
+
+    Without statistics SQLite prefers an equality on ``status`` to a range, and the visibility
+    indexes (schema version 3) lead with ``status``: without ``INDEXED BY`` these queries read
+    every RUNNABLE workflow and sorted them, on each sweep.
+    """
+    from wfe_sqlite._queue_store import WorkEffects, next_due_micros, queue_newly_due, stranded_workflows
+    from wfe_sqlite._schema import ensure_schema
+
+    conn = sqlite3.connect(tmp_path / "plans.db", isolation_level=None)
+    ensure_schema(conn)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    now_us = int(datetime.now(UTC).timestamp() * 1e6)
+    conn.execute("BEGIN IMMEDIATE")
+    queue_newly_due(conn, now_us - 10_000_000, now_us, WorkEffects())
+    next_due_micros(conn, now_us)
+    stranded_workflows(conn, (0, ""), now_us, now_us, 100)
+    conn.execute("ROLLBACK")
+    conn.set_trace_callback(None)
+    sweeps = [s for s in statements if "FROM workflows" in s and "status = 'RUNNABLE'" in s and "WHERE id = " not in s]
+    assert len(sweeps) == 3, statements
+    for statement in sweeps:
+        plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement))
+        assert "workflows_runnable" in plan and "workflows_by_" not in plan, (statement, plan)
+    conn.close()

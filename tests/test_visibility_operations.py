@@ -126,6 +126,7 @@ async def test_list_command_filters_and_pages(db_url: str) -> None:
         "create_time": "2020-01-01T00:00:00Z",
         "complete_time": "2020-01-01T01:00:00Z",
         "next_execution": 0,
+        "revision": 1,
     }
 
     complete_invoices = [

@@ -111,6 +111,8 @@ class ServerConfig:
     stream_idle_timeout: float = 60.0
     """Seconds a server stream (``BatchGetWorkflows``) waits for its client to take the next message;
     then the stream ends with DEADLINE_EXCEEDED (reason ``STREAM_IDLE``)."""
+    requeue_interval: float = 2.0
+    """Seconds between sweeps for stranded work (and how long handed-out work may stay unlocked)."""
     retention: timedelta | None = None
     """Purge COMPLETE and TERMINATED workflows finished longer ago than this, in the background;
     None (default): keep everything."""
@@ -350,6 +352,12 @@ SETTINGS: tuple[Setting, ...] = (
         "stream_idle_timeout",
         _number(0, above=True),
         "seconds a server stream waits for its client to read before it is ended",
+        "SECONDS",
+    ),
+    Setting(
+        "requeue_interval",
+        _number(0.1),
+        "seconds between sweeps that queue stranded work again (due work in no queue and under no lock)",
         "SECONDS",
     ),
     Setting(

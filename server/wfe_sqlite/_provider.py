@@ -36,6 +36,7 @@ from wfe_client.visibility import (
 )
 from wfe_client.visibility import page_size as check_page_size
 
+from ._cluster import Cluster
 from ._connection import DatabaseConfig, parse_database_url
 from ._database import Database
 from ._rows import (
@@ -108,6 +109,12 @@ class SqlitePersistenceProvider(PersistenceProvider):
         return self._store
 
     @property
+    def cluster(self) -> Cluster:
+        """Locks, queues, timers and lifecycle fan-out on this database (``SqliteLockProvider``,
+        ``SqliteQueueProvider`` and the server's cluster services use it)."""
+        return self._store.cluster
+
+    @property
     def database(self) -> Database:
         """The underlying connections (for maintenance, tests and metrics)."""
         return self._store.database
@@ -121,19 +128,21 @@ class SqlitePersistenceProvider(PersistenceProvider):
         row = workflow_row(instance)
         row, pointers = with_workflow_id(row, pointer_rows(row.id, instance.execution_pointers))
         instance.id, instance.name = await self._store.create_workflow(row, pointers)
+        instance.revision = 1
         return instance.id
 
-    async def persist_workflow(self, instance: WorkflowInstance) -> None:
-        await self.persist_workflow_with_subscriptions(instance, ())
+    async def persist_workflow(self, instance: WorkflowInstance, force: bool = False) -> None:
+        await self.persist_workflow_with_subscriptions(instance, (), force)
 
     async def persist_workflow_with_subscriptions(
-        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription]
+        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription], force: bool = False
     ) -> None:
         row = workflow_row(instance)
         check_id(row.id, "workflow.id")
         pointers = pointer_rows(row.id, instance.execution_pointers)
         rows = new_subscription_rows(subscriptions)
-        await self._store.persist_workflow(row, pointers, rows)
+        expected = 0 if force else row.revision
+        instance.revision = await self._store.persist_workflow(row, pointers, rows, expected)
         for subscription, stored in zip(subscriptions, rows, strict=True):
             subscription.id = stored.id
 

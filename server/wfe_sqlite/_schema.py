@@ -1,10 +1,11 @@
-"""The database schema as an ordered list of migrations; the version is ``PRAGMA user_version``.
+"""The database schema: an ordered list of migrations, and its version (``PRAGMA user_version``).
 
 Instants are INTEGER microseconds since the Unix epoch (UTC), epoch-millisecond fields are INTEGER
 milliseconds, JSON values are TEXT holding JSON, enums are TEXT holding the member name.
 
-A file at version N gets every migration above N, in order, in one transaction when it is opened
-(``create_schema``): an older file is upgraded in place, a newer one is refused.
+A file is at the version of the last migration applied to it. Opening a file applies every later
+migration in order, in one transaction (an older file is upgraded in place); a file newer than
+this server is refused.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "create_schema", "ensure
 
 LOG = logging.getLogger(__name__)
 
-_BASE = """
+_VERSION_1 = """
 CREATE TABLE IF NOT EXISTS workflows (
     id                      TEXT PRIMARY KEY,
     name                    TEXT NOT NULL,
@@ -120,8 +121,56 @@ CREATE TABLE IF NOT EXISTS definition_sequences (
 );
 """
 
-# Version 2 belongs to the cluster work (revisions, locks, queue).
 
+# Version 2: the cluster (issue 11). Workflows carry a revision (existing ones start at 1); leases
+# of the lock service with one global fencing-token counter; the durable work queue, whose rows
+# are either waiting (``position`` set: FIFO order within the queue) or a record of the last
+# hand-out (``position`` NULL, ``handed_out_at`` set) that the stranded-work job looks at.
+_VERSION_2_TABLES = """
+CREATE TABLE IF NOT EXISTS locks (
+    resource                TEXT PRIMARY KEY,
+    owner                   TEXT NOT NULL,
+    fencing_token           INTEGER NOT NULL,
+    expire_time             INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS locks_expiry ON locks (expire_time);
+
+CREATE TABLE IF NOT EXISTS counters (
+    name                    TEXT PRIMARY KEY,
+    value                   INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO counters (name, value) VALUES ('fencing_token', 0);
+
+CREATE TABLE IF NOT EXISTS work_queue (
+    queue                   TEXT NOT NULL,
+    item_id                 TEXT NOT NULL,
+    position                INTEGER,
+    queued_at               INTEGER NOT NULL,
+    handed_out_at           INTEGER,
+    PRIMARY KEY (queue, item_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS work_queue_waiting ON work_queue (queue, position) WHERE position IS NOT NULL;
+CREATE INDEX IF NOT EXISTS work_queue_handed_out ON work_queue (handed_out_at) WHERE position IS NULL;
+"""
+
+
+def _run_script(script: str) -> Callable[[sqlite3.Connection], None]:
+    def apply(conn: sqlite3.Connection) -> None:
+        for statement in script.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+
+    return apply
+
+
+def _version_2(conn: sqlite3.Connection) -> None:
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(workflows)")}
+    if "revision" not in columns:
+        conn.execute("ALTER TABLE workflows ADD COLUMN revision INTEGER NOT NULL DEFAULT 1")
+    _run_script(_VERSION_2_TABLES)(conn)
+
+
+# Version 3: visibility (issue 13).
 _VISIBILITY = """
 -- Behind every filter of ListWorkflows (wfe_sqlite._visibility_store): one status, or one
 -- definition and one status, newest first (ties by id); a reference; purge by status and age.
@@ -160,7 +209,7 @@ END;
 
 
 _CONSOLE = """
--- The web console's event list, newest first (wfe_sqlite._console_store.events_page).
+-- Version 4: the web console's event list, newest first (wfe_sqlite._console_store).
 CREATE INDEX IF NOT EXISTS events_by_time ON events (event_time, id);
 """
 
@@ -198,35 +247,37 @@ def _backfill_search(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO workflows_fts (workflows_fts) VALUES ('rebuild')")
 
 
+def _version_3(conn: sqlite3.Connection) -> None:
+    _statements(_VISIBILITY)(conn)
+    _backfill_search(conn)
+
+
 @dataclass(frozen=True)
 class Migration:
-    """One step of the schema: what it adds, and the function applying it inside a transaction."""
+    """One step of the schema: ``apply`` brings a file at ``version - 1`` to ``version``."""
 
     version: int
     description: str
-    steps: tuple[Callable[[sqlite3.Connection], None], ...]
-
-    def apply(self, conn: sqlite3.Connection) -> None:
-        for step in self.steps:
-            step(conn)
+    apply: Callable[[sqlite3.Connection], None]
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "workflows, pointers, events, subscriptions, commands, errors, sequences", (_statements(_BASE),)),
-    Migration(
-        3,
-        "visibility: list and purge indexes, full-text search kept in step by triggers",
-        (_statements(_VISIBILITY), _backfill_search),
-    ),
-    Migration(4, "console: events by time", (_statements(_CONSOLE),)),
+    Migration(1, "workflows, pointers, events, subscriptions, commands, errors, sequences", _run_script(_VERSION_1)),
+    Migration(2, "workflow revisions, locks, fencing-token counter, work queue", _version_2),
+    Migration(3, "visibility: list and purge indexes, full-text search kept in step by triggers", _version_3),
+    Migration(4, "console: events by time", _statements(_CONSOLE)),
 )
-"""Every migration in order; each runs once on a file whose version is below it."""
+"""Every migration, in order; the last one's version is ``SCHEMA_VERSION``."""
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
+assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1)), "migrations are numbered 1, 2, ..."
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Apply the migrations above the file's version and stamp the new one, in the caller's transaction."""
+    """Apply the migrations the file lacks and stamp the schema version, inside the caller's transaction.
+
+    Idempotent: on a file at ``SCHEMA_VERSION`` it changes nothing.
+    """
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise DatabaseOpenError(
@@ -234,8 +285,6 @@ def create_schema(conn: sqlite3.Connection) -> None:
         )
     for migration in MIGRATIONS:
         if migration.version > version:
-            if version:
-                LOG.info("upgrading the schema to version %d: %s", migration.version, migration.description)
             migration.apply(conn)
     if version < SCHEMA_VERSION:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

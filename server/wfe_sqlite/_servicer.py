@@ -83,6 +83,14 @@ def _required(value: str, field: str) -> str:
     return value
 
 
+def _expected_revision(request: Any) -> int:
+    """The ``expected_revision`` of a persist request (0: no check); negative is INVALID_ARGUMENT."""
+    expected: int = request.expected_revision
+    if expected < 0:
+        raise InvalidArgument("expected_revision: must not be negative", field="expected_revision")
+    return expected
+
+
 def _required_message(request: Any, name: str) -> Any:
     if not request.HasField(name):
         raise InvalidArgument(f"{name}: required", field=name)
@@ -175,7 +183,7 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
     ) -> workflows_pb2.CreateWorkflowResponse:
         row, pointers = with_workflow_id(*workflow_rows_from_message(_required_message(request, "workflow")))
         wid, name = await self._store.create_workflow(row, pointers)
-        return workflows_pb2.CreateWorkflowResponse(id=wid, name=name)
+        return workflows_pb2.CreateWorkflowResponse(id=wid, name=name, revision=1)
 
     @translate_errors
     async def PersistWorkflow(
@@ -183,8 +191,8 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
     ) -> workflows_pb2.PersistWorkflowResponse:
         row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
         check_id(row.id, "workflow.id")
-        await self._store.persist_workflow(row, pointers)
-        return workflows_pb2.PersistWorkflowResponse()
+        revision = await self._store.persist_workflow(row, pointers, (), _expected_revision(request))
+        return workflows_pb2.PersistWorkflowResponse(revision=revision)
 
     @translate_errors
     async def PersistWorkflowWithSubscriptions(
@@ -194,8 +202,10 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
         subscriptions = [subscription_from_proto(s, f"subscriptions[{i}]") for i, s in enumerate(request.subscriptions)]
         check_id(row.id, "workflow.id")
         rows = new_subscription_rows(subscriptions)
-        await self._store.persist_workflow(row, pointers, rows)
-        return workflows_pb2.PersistWorkflowWithSubscriptionsResponse(subscription_ids=[r.id for r in rows])
+        revision = await self._store.persist_workflow(row, pointers, rows, _expected_revision(request))
+        return workflows_pb2.PersistWorkflowWithSubscriptionsResponse(
+            subscription_ids=[r.id for r in rows], revision=revision
+        )
 
     @translate_errors
     async def GetRunnableWorkflows(

@@ -55,6 +55,10 @@ class LiveFigures:
     """Scheduled commands held by a live lease (a processor is working on them)."""
     held_tokens: int
     """Open subscriptions held by a live external token."""
+    queued_items: int = 0
+    """Items waiting in the work queues (all queue types)."""
+    held_leases: int = 0
+    """Locks held by a live lease."""
 
 
 class Store(abc.ABC):
@@ -64,7 +68,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def create_workflow(self, row: WorkflowRow, pointers: Sequence[PointerRow]) -> tuple[str, str]:
-        """Insert a workflow (with an id) and its pointers; (id, name) as stored.
+        """Insert a workflow (with an id) and its pointers at revision 1; (id, name) as stored.
 
         An empty name becomes ``{workflow_definition_id}-{N}`` with N from the definition's sequence
         (skipping taken names). Raises ``WorkflowAlreadyExists`` or ``WorkflowNameTaken``.
@@ -72,10 +76,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def persist_workflow(
-        self, row: WorkflowRow, pointers: Sequence[PointerRow], subscriptions: Sequence[SubscriptionRow] = ()
-    ) -> None:
+        self,
+        row: WorkflowRow,
+        pointers: Sequence[PointerRow],
+        subscriptions: Sequence[SubscriptionRow] = (),
+        expected_revision: int = 0,
+    ) -> int:
         """Replace the workflow's mutable fields and pointers and insert ``subscriptions`` (each with
-        an id), all or nothing; ``create_time`` is kept. Raises ``WorkflowNotFound``,
+        an id), all or nothing; ``create_time`` is kept and the revision grows by one: the new
+        revision. When ``expected_revision`` > 0 the stored revision must equal it, else
+        ``RevisionConflict`` and nothing is written. Raises ``WorkflowNotFound``,
         ``WorkflowNameTaken``, ``SubscriptionAlreadyExists``."""
 
     @abc.abstractmethod

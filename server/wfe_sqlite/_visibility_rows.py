@@ -43,6 +43,7 @@ class SummaryRow(NamedTuple):
     create_time: int
     complete_time: int | None
     next_execution: int | None
+    revision: int
 
 
 class FilterRow(NamedTuple):
@@ -86,6 +87,7 @@ def summary_from_row(r: SummaryRow) -> WorkflowSummary:
         create_time=from_micros(r.create_time),
         complete_time=None if r.complete_time is None else from_micros(r.complete_time),
         next_execution=r.next_execution,
+        revision=r.revision,
     )
 
 

@@ -18,9 +18,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from . import __version__
 from ._config import ConfigError, add_arguments, check, environment_help, resolve
 from ._connection import DatabaseOpenError
-from ._logging import configure_logging
+from ._logging import configure_logging, status_line
 from ._maintenance import backup, integrity_problems, open_existing, store_stats
 from ._visibility_cli import VISIBILITY_COMMANDS, add_visibility_commands
 from .server import serve
@@ -34,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wfe-sqlite", description="The WFE persistence provider on SQLite, served over gRPC."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "serve",
@@ -71,8 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: object, code: int = 2) -> int:
-    print(f"wfe-sqlite: {message}", file=sys.stderr)
+def _fail(message: object, code: int = 2, log_format: str = "text") -> int:
+    """Print ``wfe-sqlite: message`` (in ``json``, a JSON line of level ERROR) and return ``code``."""
+    print(status_line(log_format, f"wfe-sqlite: {message}", __name__, "ERROR"), file=sys.stderr)
     return code
 
 
@@ -83,7 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(config))
     except (DatabaseOpenError, OSError, ValueError) as error:
-        return _fail(error)
+        return _fail(error, log_format=config.log_format)
     except KeyboardInterrupt:
         return 130
     return 0
@@ -134,6 +137,8 @@ def _human(stats: dict[str, Any]) -> str:
         f"due commands        {stats['due_commands']}",
         f"claimed commands    {stats['claimed_commands']}",
         f"held tokens         {stats['held_tokens']}",
+        f"queued items        {stats['queued_items']}",
+        f"held leases         {stats['held_leases']}",
         "files (bytes)",
     ]
     lines += [f"  {name:<22}{size}" for name, size in stats["files"].items()]

@@ -116,6 +116,7 @@ async def test_list_summary_carries_the_workflow_fields(provider: PersistencePro
             create_time=w.create_time,
             complete_time=T0 + timedelta(hours=1),
             next_execution=0,
+            revision=1,
         ),
         WorkflowSummary(
             id=bare.id,
@@ -128,6 +129,7 @@ async def test_list_summary_carries_the_workflow_fields(provider: PersistencePro
             create_time=bare.create_time,
             complete_time=None,
             next_execution=0,
+            revision=1,
         ),
     ]
     assert w.name.startswith("order-")

@@ -8,6 +8,7 @@ The pieces the server shares with every client are public modules: ``wfe_client.
 
 from __future__ import annotations
 
+from ._cluster import LockProvider, QueueProvider
 from ._provider import CommandHandler, PersistenceProvider
 from .errors import (
     ERROR_DOMAIN,
@@ -24,6 +25,7 @@ from .errors import (
     SubscriptionAlreadyExists,
     SubscriptionNotFound,
     Unauthenticated,
+    WatcherFellBehind,
     WfeError,
     WorkflowAlreadyExists,
     WorkflowNameTaken,
@@ -36,7 +38,11 @@ from .models import (
     EventSubscription,
     ExecutionError,
     ExecutionPointer,
+    Lease,
+    LifecycleEvent,
+    LifecycleEventType,
     PointerStatus,
+    QueueType,
     ScheduledCommand,
     WorkflowInstance,
     WorkflowPage,
@@ -57,12 +63,21 @@ __all__ = [
     "EventSubscription",
     "ExecutionError",
     "ExecutionPointer",
+    "GrpcLifecyclePublisher",
+    "GrpcLockProvider",
     "GrpcPersistenceProvider",
+    "GrpcQueueProvider",
     "InvalidArgument",
+    "Lease",
     "LeaseLost",
+    "LifecycleEvent",
+    "LifecycleEventType",
+    "LockProvider",
     "NotFound",
     "PersistenceProvider",
     "PointerStatus",
+    "QueueProvider",
+    "QueueType",
     "RevisionConflict",
     "ScheduledCommand",
     "StorageFull",
@@ -71,6 +86,7 @@ __all__ = [
     "SubscriptionAlreadyExists",
     "SubscriptionNotFound",
     "Unauthenticated",
+    "WatcherFellBehind",
     "WfeError",
     "WorkflowAlreadyExists",
     "WorkflowInstance",
@@ -90,4 +106,8 @@ def __getattr__(name: str) -> object:
         from ._grpc_provider import GrpcPersistenceProvider
 
         return GrpcPersistenceProvider
+    if name in ("GrpcLockProvider", "GrpcQueueProvider", "GrpcLifecyclePublisher"):
+        from . import _grpc_cluster
+
+        return getattr(_grpc_cluster, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,6 +30,7 @@ from wfe.persistence.v1 import (
 from . import conversion as convert
 from . import visibility
 from ._provider import PersistenceProvider
+from ._readiness import wait_until_ready
 from .errors import (
     ERROR_DOMAIN,
     AlreadyExists,
@@ -96,6 +97,13 @@ def _error_from_rpc(error: grpc.aio.AioRpcError) -> WfeError:
     return cls(message, **metadata)
 
 
+def _expected_revision(instance: WorkflowInstance, force: bool) -> int:
+    revision = instance.revision
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        raise InvalidArgument("workflow.revision: expected an integer >= 0", field="workflow.revision")
+    return 0 if force else revision
+
+
 class _Connecting:
     """``await GrpcPersistenceProvider.connect(...)`` or ``async with GrpcPersistenceProvider.connect(...)``."""
 
@@ -153,11 +161,17 @@ class GrpcPersistenceProvider(PersistenceProvider):
     ) -> _Connecting:
         """Connect to ``address`` (HOST:PORT); waits until the server answers.
 
+        A server that is not there (yet) is waited for up to ``connect_timeout`` seconds, then
+        ``ConnectionError: no wfe-sqlite server answered``. A server that answers but refuses the
+        handshake (it serves TLS and the client does not, it requires a client certificate, the
+        client does not trust its certificate) is a ``ConnectionError`` at once, saying so.
+
         ``timeout`` is the deadline of each call in seconds; ``credentials`` selects TLS;
         ``token`` is sent as ``authorization: Bearer <token>`` on every call. Or TLS from PEM
         files: ``tls_ca`` (the CA the server certificate must chain to; default: the system's),
         ``tls_cert`` and ``tls_key`` (a client certificate, for servers that require one).
         """
+        client_certificate: bool | None = None if credentials is not None else False
         if tls_ca is not None or tls_cert is not None or tls_key is not None:
             if credentials is not None:
                 raise ValueError("give either credentials or tls_ca/tls_cert/tls_key, not both")
@@ -173,6 +187,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=pem(tls_ca), private_key=pem(tls_key), certificate_chain=pem(tls_cert)
             )
+            client_certificate = tls_cert is not None
 
         async def opening() -> GrpcPersistenceProvider:
             options = [
@@ -184,10 +199,16 @@ class GrpcPersistenceProvider(PersistenceProvider):
             else:
                 channel = grpc.aio.secure_channel(address, credentials, options=options)
             try:
-                await asyncio.wait_for(channel.channel_ready(), connect_timeout)
-            except TimeoutError:
+                await wait_until_ready(
+                    channel,
+                    address,
+                    connect_timeout,
+                    tls=credentials is not None,
+                    client_certificate=client_certificate,
+                )
+            except BaseException:
                 await channel.close()
-                raise ConnectionError(f"no wfe-sqlite server answered at {address} within {connect_timeout}s") from None
+                raise
             metadata = [("authorization", f"Bearer {token}")] if token else []
             return cls(channel, timeout=timeout, metadata=metadata)
 
@@ -198,9 +219,11 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     # -- the one place calls are made -----------------------------------------------------------
 
-    async def _call(self, method: Callable[..., Any], request: Any, deadline: float | None = None) -> Any:
+    async def _call(self, method: Callable[..., Any], request: Any, extra_seconds: float = 0.0) -> Any:
+        """Make one unary call with the provider's deadline (plus ``extra_seconds``, for a call that
+        waits on purpose: a long-poll dequeue), metadata and error mapping."""
         try:
-            return await method(request, timeout=deadline or self._timeout, metadata=self._metadata)
+            return await method(request, timeout=self._timeout + extra_seconds, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
             raise _error_from_rpc(error) from None
 
@@ -226,25 +249,30 @@ class GrpcPersistenceProvider(PersistenceProvider):
     async def create_new_workflow(self, instance: WorkflowInstance) -> str:
         request = workflows_pb2.CreateWorkflowRequest(workflow=convert.workflow_to_proto(instance))
         response: workflows_pb2.CreateWorkflowResponse = await self._call(self._workflows.CreateWorkflow, request)
-        instance.id, instance.name = response.id, response.name
+        instance.id, instance.name, instance.revision = response.id, response.name, response.revision
         return response.id
 
-    async def persist_workflow(self, instance: WorkflowInstance) -> None:
-        request = workflows_pb2.PersistWorkflowRequest(workflow=convert.workflow_to_proto(instance))
-        await self._call(self._workflows.PersistWorkflow, request)
+    async def persist_workflow(self, instance: WorkflowInstance, force: bool = False) -> None:
+        request = workflows_pb2.PersistWorkflowRequest(
+            workflow=convert.workflow_to_proto(instance), expected_revision=_expected_revision(instance, force)
+        )
+        response: workflows_pb2.PersistWorkflowResponse = await self._call(self._workflows.PersistWorkflow, request)
+        instance.revision = response.revision
 
     async def persist_workflow_with_subscriptions(
-        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription]
+        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription], force: bool = False
     ) -> None:
         request = workflows_pb2.PersistWorkflowWithSubscriptionsRequest(
             workflow=convert.workflow_to_proto(instance),
             subscriptions=[convert.subscription_to_proto(s) for s in subscriptions],
+            expected_revision=_expected_revision(instance, force),
         )
         response: workflows_pb2.PersistWorkflowWithSubscriptionsResponse = await self._call(
             self._workflows.PersistWorkflowWithSubscriptions, request
         )
         for subscription, sid in zip(subscriptions, response.subscription_ids, strict=True):
             subscription.id = sid
+        instance.revision = response.revision
 
     async def get_runnable_instances(self, as_at: datetime) -> list[str]:
         request = workflows_pb2.GetRunnableWorkflowsRequest(as_at=convert.timestamp(as_at, "as_at"))
@@ -487,7 +515,8 @@ class GrpcPersistenceProvider(PersistenceProvider):
             statuses=[convert.WORKFLOW_STATUS.to_proto[s] for s in visibility.purge_statuses(statuses)],
             dry_run=bool(dry_run),
         )
-        deadline = max(self._timeout, PURGE_DEADLINE_SECONDS)
-        response = await self._call(self._visibility.PurgeWorkflows, request, deadline)
+        response = await self._call(
+            self._visibility.PurgeWorkflows, request, extra_seconds=max(0.0, PURGE_DEADLINE_SECONDS - self._timeout)
+        )
         deleted: int = response.deleted
         return deleted

@@ -20,6 +20,8 @@ from google.protobuf import timestamp_pb2
 from wfe.persistence.v1 import (
     events_pb2,
     execution_errors_pb2,
+    lifecycle_pb2,
+    queues_pb2,
     scheduled_commands_pb2,
     subscriptions_pb2,
     visibility_pb2,
@@ -35,7 +37,10 @@ from .models import (
     EventSubscription,
     ExecutionError,
     ExecutionPointer,
+    LifecycleEvent,
+    LifecycleEventType,
     PointerStatus,
+    QueueType,
     ScheduledCommand,
     WorkflowInstance,
     WorkflowStatus,
@@ -46,7 +51,9 @@ from .visibility import PURGED_BY_DEFAULT, WorkflowFilter
 
 __all__ = [
     "COMMAND_NAME",
+    "LIFECYCLE_EVENT_TYPE",
     "POINTER_STATUS",
+    "QUEUE_TYPE",
     "WORKFLOW_STATUS",
     "ProtoEnum",
     "command_from_proto",
@@ -60,6 +67,8 @@ __all__ = [
     "filter_from_proto",
     "filter_to_proto",
     "instant",
+    "lifecycle_event_from_proto",
+    "lifecycle_event_to_proto",
     "optional_instant",
     "pointer_from_proto",
     "pointer_to_proto",
@@ -123,6 +132,8 @@ class ProtoEnum(Generic[E, P]):
 WORKFLOW_STATUS = ProtoEnum(WorkflowStatus, workflows_pb2.WorkflowStatus, "WORKFLOW_STATUS_")
 POINTER_STATUS = ProtoEnum(PointerStatus, workflows_pb2.PointerStatus, "POINTER_STATUS_")
 COMMAND_NAME = ProtoEnum(CommandName, scheduled_commands_pb2.CommandName, "COMMAND_NAME_")
+QUEUE_TYPE = ProtoEnum(QueueType, queues_pb2.QueueType, "QUEUE_TYPE_")
+LIFECYCLE_EVENT_TYPE = ProtoEnum(LifecycleEventType, lifecycle_pb2.LifecycleEventType, "LIFECYCLE_EVENT_TYPE_")
 
 
 def _optional_json(msg: Any, name: str, field: str) -> Any:
@@ -259,6 +270,7 @@ def workflow_to_proto(w: WorkflowInstance) -> workflows_pb2.WorkflowInstance:
             execution_pointers=[pointer_to_proto(p) for p in w.execution_pointers],
             status=WORKFLOW_STATUS.encode(w.status, "workflow.status"),
             data=json_text(w.data, "workflow.data"),
+            revision=w.revision,
         )
         for name in ("root_workflow_id", "description", "reference", "next_execution"):
             value = getattr(w, name)
@@ -286,6 +298,7 @@ def workflow_from_proto(msg: workflows_pb2.WorkflowInstance, field: str = "workf
         data=parse_json(msg.data, f"{field}.data"),
         create_time=instant(msg, "create_time", field),
         complete_time=optional_instant(msg, "complete_time", field),
+        revision=max(msg.revision, 0),
     )
 
 
@@ -461,6 +474,7 @@ def summary_to_proto(s: WorkflowSummary) -> visibility_pb2.WorkflowSummary:
     _set_time(msg, "complete_time", s.complete_time, "complete_time")
     if s.next_execution is not None:
         msg.next_execution = s.next_execution
+    msg.revision = s.revision
     return msg
 
 
@@ -476,4 +490,42 @@ def summary_from_proto(msg: visibility_pb2.WorkflowSummary, field: str = "workfl
         create_time=instant(msg, "create_time", field),
         complete_time=optional_instant(msg, "complete_time", field),
         next_execution=msg.next_execution if msg.HasField("next_execution") else None,
+        revision=msg.revision,
+    )
+
+
+# -- lifecycle events --------------------------------------------------------------------------
+
+
+def lifecycle_event_to_proto(event: LifecycleEvent) -> lifecycle_pb2.LifecycleEvent:
+    if not isinstance(event, LifecycleEvent):
+        raise InvalidArgument("expected a LifecycleEvent", field="event")
+    with _building("event"):
+        msg = lifecycle_pb2.LifecycleEvent(
+            event_time=timestamp(event.event_time, "event.event_time"),
+            workflow_instance_id=event.workflow_instance_id,
+            workflow_definition_id=event.workflow_definition_id,
+            version=event.version,
+            type=LIFECYCLE_EVENT_TYPE.encode(event.type, "event.type"),
+            step_id=event.step_id,
+            message=event.message,
+        )
+        if event.reference is not None:
+            msg.reference = event.reference
+        if event.step_name is not None:
+            msg.step_name = event.step_name
+        return msg
+
+
+def lifecycle_event_from_proto(msg: lifecycle_pb2.LifecycleEvent, field: str = "event") -> LifecycleEvent:
+    return LifecycleEvent(
+        type=LIFECYCLE_EVENT_TYPE.decode(msg.type, f"{field}.type"),
+        workflow_instance_id=msg.workflow_instance_id,
+        workflow_definition_id=msg.workflow_definition_id,
+        version=msg.version,
+        reference=_optional(msg, "reference"),
+        step_id=msg.step_id,
+        step_name=_optional(msg, "step_name"),
+        message=msg.message,
+        event_time=instant(msg, "event_time", field),
     )

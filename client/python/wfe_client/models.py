@@ -1,4 +1,5 @@
-"""The persistence models of WFE as dataclasses (field names as in WFE's Rust ``wfe-core``)."""
+"""The persistence models of WFE as dataclasses (field names as in WFE's Rust ``wfe-core``), and the
+models of the cluster services (queue types, leases, lifecycle events)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,11 @@ __all__ = [
     "EventSubscription",
     "ExecutionError",
     "ExecutionPointer",
+    "Lease",
+    "LifecycleEvent",
+    "LifecycleEventType",
     "PointerStatus",
+    "QueueType",
     "ScheduledCommand",
     "WorkflowInstance",
     "WorkflowPage",
@@ -147,6 +152,9 @@ class WorkflowInstance:
     """When the workflow was created."""
     complete_time: datetime | None = None
     """When the workflow completed."""
+    revision: int = 0
+    """Revision of the stored workflow: 1 after create, one more after every persist; 0 = never stored.
+    Filled in by create, persist and every read; a persist expects it (see ``persist_workflow``)."""
 
     @classmethod
     def new(cls, definition_id: str, version: int, data: JSON) -> WorkflowInstance:
@@ -303,6 +311,8 @@ class WorkflowSummary:
     """When it completed; None while it has not."""
     next_execution: int | None
     """When it should run next, epoch milliseconds; None means never runnable."""
+    revision: int = 0
+    """Revision of the stored workflow (1 when created, one more for every persist)."""
 
 
 @dataclass
@@ -323,3 +333,66 @@ class WorkflowSearchPage:
     """Matches in this window, best match first, then newest."""
     total: int = 0
     """How many workflows match in all (not just this window)."""
+
+
+class QueueType(enum.Enum):
+    """The work queues (WFE's ``QueueType``)."""
+
+    WORKFLOW = "WORKFLOW"
+    """Workflow ids to execute."""
+    EVENT = "EVENT"
+    """Event ids to deliver to their subscriptions."""
+    INDEX = "INDEX"
+    """Workflow ids to (re)index for search."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A held lock: who holds which resource, with which fencing token, until when (server clock)."""
+
+    resource: str
+    """The locked resource."""
+    owner: str
+    """The owner holding it."""
+    fencing_token: int
+    """Grows with every acquisition (of any resource): a system that remembers the last token it
+    saw can refuse a stale holder."""
+    expire_time: datetime
+    """When the lease runs out unless renewed (as of the acquisition; renewals extend it)."""
+
+
+class LifecycleEventType(enum.Enum):
+    """What happened to a workflow (WFE's ``LifecycleEventType``)."""
+
+    STARTED = "STARTED"
+    RESUMED = "RESUMED"
+    SUSPENDED = "SUSPENDED"
+    COMPLETED = "COMPLETED"
+    TERMINATED = "TERMINATED"
+    ERROR = "ERROR"
+    STEP_STARTED = "STEP_STARTED"
+    STEP_COMPLETED = "STEP_COMPLETED"
+
+
+@dataclass
+class LifecycleEvent:
+    """One thing that happened to a workflow, as hosts publish it and watchers see it."""
+
+    type: LifecycleEventType
+    """What happened."""
+    workflow_instance_id: str
+    """Id of the workflow instance."""
+    workflow_definition_id: str = ""
+    """Id of the workflow definition."""
+    version: int = 0
+    """Version of the workflow definition."""
+    reference: str | None = None
+    """The workflow's reference, if any."""
+    step_id: int = 0
+    """For STEP_STARTED and STEP_COMPLETED: the step's index in the definition."""
+    step_name: str | None = None
+    """For STEP_STARTED and STEP_COMPLETED: the step's name, if any."""
+    message: str = ""
+    """For ERROR: the error message."""
+    event_time: datetime = field(default_factory=utc_now)
+    """When it happened."""

@@ -33,6 +33,8 @@ export interface WorkflowSummary {
   completeTime?: Date;
   /** Epoch milliseconds; absent means never runnable. */
   nextExecution?: number;
+  /** Revision of the stored workflow (1 when created, one more for every persist). */
+  revision: number;
 }
 
 /** What a list or search is narrowed to; every field given must match. */
@@ -161,6 +163,7 @@ export function summaryFromWire(s: vis.WorkflowSummary): WorkflowSummary {
     version: s.version,
     status: statusFromWire(s.status),
     createTime: fromTimestamp(s.createTime),
+    revision: Number(s.revision),
   };
   if (s.reference !== undefined) summary.reference = s.reference;
   if (s.description !== undefined) summary.description = s.description;

@@ -96,6 +96,7 @@ describe("visibility", () => {
     assert.equal(summary.createTime.getTime(), T0 + 7 * 60_000);
     assert.equal(summary.completeTime, undefined);
     assert.equal(summary.nextExecution, 0);
+    assert.equal(summary.revision, 1);
   });
 
   it("searches words with a total, a window and filters", async () => {
