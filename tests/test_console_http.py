@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import http.client
+import json
 import os
 import re
 import socket
@@ -395,3 +396,33 @@ def test_sigterm_with_console_connections_open_stops_cleanly(tmp_path: Path) -> 
         kept.close()
     finally:
         server.kill()
+
+
+def test_the_console_line_is_json_with_json_logs(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [
+            str(WFE_SQLITE),
+            "serve",
+            "--db",
+            f"sqlite://{tmp_path / 'wfe.db'}",
+            "--listen",
+            "127.0.0.1:0",
+            "--console-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline())["message"].startswith("listening on ")
+        line = json.loads(process.stdout.readline())
+        assert line["message"] == f"console on {line['url']}" and line["url"].startswith("http://127.0.0.1:")
+        status, _, body = Client(line["url"].rstrip("/")).get("/events")
+        assert status == 200 and 'id="event-list"' in body
+    finally:
+        process.kill()
+        process.wait(30)
