@@ -11,6 +11,7 @@ from pathlib import Path
 from console_seed import seed
 from wfe_client import Event, EventSubscription, WorkflowInstance, WorkflowStatus
 from wfe_sqlite import SqlitePersistenceProvider
+from wfe_sqlite._schema import SCHEMA_VERSION
 from wfe_sqlite.console._reads import ConsoleReads, format_event_cursor, parse_event_cursor
 
 
@@ -154,3 +155,28 @@ async def test_console_queries_use_indexes(tmp_path: Path) -> None:
     everything = " | ".join(step for plan in plans.values() for step in plan)
     for index in ("events_by_time", "events_runnable", "events_by_name_key", "subscriptions_open"):
         assert index in everything, (index, plans)
+
+
+async def test_a_version_3_file_gets_the_console_index(tmp_path: Path) -> None:
+    """Migration 4 adds ``events_by_time`` to a file made before the console, keeping its events."""
+    path = tmp_path / "v3.db"
+    provider = await SqlitePersistenceProvider.open(f"sqlite://{path}")
+    await provider.create_event(Event.new("paid", "1", {}))
+    await provider.close()
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX events_by_time")
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    provider = await SqlitePersistenceProvider.open(f"sqlite://{path}")
+    try:
+        page = await ConsoleReads(provider).events()
+        assert [e.event_name for e in page.items] == ["paid"]
+    finally:
+        await provider.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 4
+        assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_by_time'").fetchone() == (1,)
+    finally:
+        conn.close()
