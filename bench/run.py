@@ -397,7 +397,7 @@ def visibility_report(v: dict[str, Any]) -> list[str]:
     lines = [
         f"### Visibility on {v['count']:,} workflows (bench/visibility.py)",
         "",
-        f"Upgrade of the version-1 file in place (visibility indexes + full-text backfill): "
+        f"Upgrade in place of a file from before visibility (its indexes + full-text backfill): "
         f"{build['upgrade_s']} s; file {build['size_mb']} MB. One call at a time over gRPC.",
         "",
         "| call | p50 ms | p99 ms | matches (median) |",
