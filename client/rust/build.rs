@@ -13,6 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "subscriptions.proto",
         "scheduled_commands.proto",
         "execution_errors.proto",
+        "locks.proto",
+        "queues.proto",
+        "lifecycle.proto",
     ]
     .map(|f| dir.join(f));
 

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,6 +23,7 @@ use wfe_core::traits::{
     WorkflowRepository,
 };
 
+use crate::cache::WorkflowCache;
 use crate::convert;
 #[cfg(feature = "tls")]
 use crate::error::error_chain;
@@ -184,10 +186,15 @@ pub struct GrpcPersistenceProvider {
     errors: ExecutionErrorServiceClient<Transport>,
     store: StoreServiceClient<Transport>,
     worker_id: String,
+    /// The connection, for the lock, queue and lifecycle providers built on this one.
+    channel: Channel,
+    auth: Auth,
+    /// Revisions read or written, and workflows handed out by dequeues (shared by clones).
+    cache: Arc<WorkflowCache>,
 }
 
 /// What the generated clients call through: the channel, with the token added to each call.
-type Transport = InterceptedService<Channel, Auth>;
+pub(crate) type Transport = InterceptedService<Channel, Auth>;
 
 impl GrpcPersistenceProvider {
     /// Connects to a wfe-sqlite server at `addr`: `host:port`, or a full `http://host:port` URI.
@@ -283,7 +290,7 @@ impl GrpcPersistenceProvider {
             errors: ExecutionErrorServiceClient::with_interceptor(channel.clone(), auth.clone())
                 .max_decoding_message_size(m)
                 .max_encoding_message_size(m),
-            store: StoreServiceClient::with_interceptor(channel, auth)
+            store: StoreServiceClient::with_interceptor(channel.clone(), auth.clone())
                 .max_decoding_message_size(m)
                 .max_encoding_message_size(m),
             worker_id: format!(
@@ -291,7 +298,38 @@ impl GrpcPersistenceProvider {
                 std::process::id(),
                 uuid::Uuid::new_v4()
             ),
+            channel,
+            auth,
+            cache: Arc::default(),
         }
+    }
+
+    /// The connection (with the token interceptor) for another service's client.
+    pub(crate) fn transport(&self) -> Transport {
+        InterceptedService::new(self.channel.clone(), self.auth.clone())
+    }
+
+    /// The revisions and handed-out workflows this provider (and its clones) remember.
+    pub(crate) fn cache(&self) -> &Arc<WorkflowCache> {
+        &self.cache
+    }
+
+    /// The revision of workflow `id` that this provider last read or wrote (and will expect on
+    /// the next persist), if it still remembers it.
+    pub fn known_revision(&self, id: &str) -> Option<i64> {
+        self.cache.revision(id)
+    }
+
+    /// The revision expected when persisting `id`: the remembered one, or 0 (no check).
+    fn expected_revision(&self, id: &str) -> i64 {
+        self.cache.forget_primed(id);
+        self.cache.revision(id).unwrap_or(0)
+    }
+
+    /// Converts a workflow read from the server and remembers its revision.
+    fn read_workflow(&self, w: pb::WorkflowInstance) -> Result<WorkflowInstance> {
+        self.cache.remember(&w.id, w.revision);
+        convert::workflow_from_wire(w)
     }
 
     /// The id this provider gives the server when it claims scheduled commands.
@@ -388,18 +426,27 @@ impl WorkflowRepository for GrpcPersistenceProvider {
             .await
             .map_err(|s| from_status(&s, Subject::Workflow(&instance.id)))?
             .into_inner();
+        self.cache.remember(&response.id, response.revision);
         Ok(response.id)
     }
 
+    /// Replaces the stored workflow, expecting the revision this provider last read or wrote
+    /// for it: when another process has persisted it since, nothing is written and the error's
+    /// [`reason_of`](crate::reason_of) is `REVISION_CONFLICT` (see
+    /// [`is_revision_conflict`](crate::is_revision_conflict)).
     async fn persist_workflow(&self, instance: &WorkflowInstance) -> Result<()> {
         let request = pb::PersistWorkflowRequest {
             workflow: Some(convert::workflow_to_wire(instance)?),
+            expected_revision: self.expected_revision(&instance.id),
         };
-        self.workflows
+        let response = self
+            .workflows
             .clone()
             .persist_workflow(request)
             .await
-            .map_err(|s| from_status(&s, Subject::Workflow(&instance.id)))?;
+            .map_err(|s| from_status(&s, Subject::Workflow(&instance.id)))?
+            .into_inner();
+        self.cache.remember(&instance.id, response.revision);
         Ok(())
     }
 
@@ -414,12 +461,16 @@ impl WorkflowRepository for GrpcPersistenceProvider {
                 .iter()
                 .map(convert::subscription_to_wire)
                 .collect::<Result<_>>()?,
+            expected_revision: self.expected_revision(&instance.id),
         };
-        self.workflows
+        let response = self
+            .workflows
             .clone()
             .persist_workflow_with_subscriptions(request)
             .await
-            .map_err(|s| from_status(&s, Subject::Workflow(&instance.id)))?;
+            .map_err(|s| from_status(&s, Subject::Workflow(&instance.id)))?
+            .into_inner();
+        self.cache.remember(&instance.id, response.revision);
         Ok(())
     }
 
@@ -444,7 +495,13 @@ impl WorkflowRepository for GrpcPersistenceProvider {
         .await
     }
 
+    /// Reads the workflow (and remembers its revision). Right after a
+    /// [`GrpcQueueProvider`](crate::GrpcQueueProvider) built on this provider dequeued `id`, the
+    /// copy that came with the dequeue answers this one read without a round trip.
     async fn get_workflow_instance(&self, id: &str) -> Result<WorkflowInstance> {
+        if let Some(w) = self.cache.take_primed(id) {
+            return self.read_workflow(w);
+        }
         let response = self
             .workflows
             .clone()
@@ -453,7 +510,7 @@ impl WorkflowRepository for GrpcPersistenceProvider {
             .map_err(|s| from_status(&s, Subject::Workflow(id)))?
             .into_inner();
         match response.workflow {
-            Some(w) => convert::workflow_from_wire(w),
+            Some(w) => self.read_workflow(w),
             None => Err(WfeError::WorkflowNotFound(id.to_string())),
         }
     }
@@ -469,7 +526,7 @@ impl WorkflowRepository for GrpcPersistenceProvider {
             .map_err(|s| from_status(&s, Subject::Workflow(name)))?
             .into_inner();
         match response.workflow {
-            Some(w) => convert::workflow_from_wire(w),
+            Some(w) => self.read_workflow(w),
             None => Err(WfeError::WorkflowNotFound(name.to_string())),
         }
     }
@@ -500,7 +557,7 @@ impl WorkflowRepository for GrpcPersistenceProvider {
                 .map_err(|s| from_status(&s, Subject::None))?
             {
                 for w in message.workflows {
-                    found.push(convert::workflow_from_wire(w)?);
+                    found.push(self.read_workflow(w)?);
                 }
             }
         }
