@@ -95,7 +95,7 @@ async fn a_stale_persist_is_refused_and_writes_nothing() {
     // After reading again B writes on top of A's state.
     let mut fresh = b.get_workflow_instance(&id).await.unwrap();
     fresh.data["by"] = json!("b after a");
-    b.persist_workflow_with_subscriptions(&fresh, &[subscription.clone()])
+    b.persist_workflow_with_subscriptions(&fresh, std::slice::from_ref(&subscription))
         .await
         .unwrap();
     assert_eq!(b.known_revision(&id), Some(3));
