@@ -20,6 +20,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STORAGE_UNAVAILABLE: _ClassVar[ErrorReason]
     UNAUTHENTICATED: _ClassVar[ErrorReason]
     REVISION_CONFLICT: _ClassVar[ErrorReason]
+    WATCHER_FELL_BEHIND: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 WORKFLOW_NOT_FOUND: ErrorReason
 EVENT_NOT_FOUND: ErrorReason
@@ -34,3 +35,4 @@ STORAGE_FULL: ErrorReason
 STORAGE_UNAVAILABLE: ErrorReason
 UNAUTHENTICATED: ErrorReason
 REVISION_CONFLICT: ErrorReason
+WATCHER_FELL_BEHIND: ErrorReason
