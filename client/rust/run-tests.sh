@@ -6,7 +6,9 @@
 #   3. tests/adapter.rs: error mapping, exact round trips, paging, large payloads, commands;
 #      tests/engine.rs: a wfe WorkflowHost on the server, wait_for resumed by publish_event;
 #   4. tests/test_rust_engine.py (pytest): the wfe WorkflowHost example against a real server,
-#      the event published and the result checked through the Python adapter.
+#      the event published and the result checked through the Python adapter;
+#      tests/test_rust_cluster.py (pytest): three cluster_host processes on one server, one
+#      SIGKILLed mid-run.
 # Debug profile: on a 2-core machine it builds much faster than --release, and the tests wait
 # on I/O, not on the CPU.
 #
@@ -28,6 +30,11 @@ cargo build --locked --all-targets
 cargo test --locked
 
 if [[ "${WFE_RUST_SKIP_PYTEST:-0}" != 1 ]]; then
-    WFE_ORDER_FLOW_BIN="$CRATE/target/debug/examples/order_flow" \
-        "$ROOT/.venv/bin/python" -m pytest "$ROOT/tests/test_rust_engine.py" -q -p no:cacheprovider
+    # Where cargo put the examples: ./target, or $CARGO_TARGET_DIR when set.
+    TARGET_DIR="$(cargo metadata --format-version 1 --no-deps |
+        "$ROOT/.venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+    WFE_ORDER_FLOW_BIN="$TARGET_DIR/debug/examples/order_flow" \
+    WFE_CLUSTER_HOST_BIN="$TARGET_DIR/debug/examples/cluster_host" \
+        "$ROOT/.venv/bin/python" -m pytest "$ROOT/tests/test_rust_engine.py" \
+        "$ROOT/tests/test_rust_cluster.py" -q -p no:cacheprovider
 fi
