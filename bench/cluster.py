@@ -1,0 +1,276 @@
+"""A cluster of WFE hosts on one server: throughput, round trips, and what in-memory locks cost.
+
+    .venv/bin/python bench/cluster.py throughput [--workflows 600] [--hosts 1,2,3]
+    .venv/bin/python bench/cluster.py inmemory   [--workflows 300] [--work-ms 5]
+
+Both run the 3-step workflow of ``client/rust/examples/cluster_host`` (every step appends
+``workflow id, step, host`` to a log file outside the store), release builds from bench/rust
+(``cluster_host``: ``wfe::WorkflowHost`` on the gRPC adapter; ``cluster_peer``: the same host on
+the upstream ``wfe-sqlite`` crate in-process with wfe-core's in-memory lock and queue).
+
+``throughput``: for 1, 2 and 3 host processes on a fresh ``wfe-sqlite serve`` (``GrpcLockProvider``,
+``GrpcQueueProvider``, the adapter; no poller), then for the in-process peer: the hosts start the
+workflows themselves (split evenly) after a common ``go``; the clock runs from ``go`` until every
+step is in the log. Prints completed steps per second, the server's RPCs per step (from its
+Prometheus counters, by method) and the core count.
+
+``inmemory``: the setup not to use. Three hosts on one server, each with its own in-memory lock
+and queue plus a ``RunnablePoller`` (what the README's example did before the cluster providers):
+prints how many steps ran more than once (and how many stale persists the revisions refused, which
+without revisions would have overwritten newer state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WFE_SQLITE = Path(sys.executable).parent / "wfe-sqlite"
+RUST_DIR = HERE / "rust"
+_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+RUST_TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or _CACHE / "wfe-sqlite" / "bench-target")
+HOST_BIN = RUST_TARGET / "release" / "cluster_host"
+PEER_BIN = RUST_TARGET / "release" / "cluster_peer"
+STEPS = 3
+
+
+def build() -> None:
+    print("cluster: building bench/rust (cargo build --release) ...", flush=True)
+    subprocess.run(
+        ["cargo", "build", "--release", "--quiet", "--manifest-path", str(RUST_DIR / "Cargo.toml"),
+         "--target-dir", str(RUST_TARGET), "--bin", "cluster_host", "--bin", "cluster_peer"],
+        check=True,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``wfe-sqlite serve`` on a fresh file, with metrics."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.metrics = f"http://127.0.0.1:{free_port()}/metrics"
+        self.process = subprocess.Popen(
+            [str(WFE_SQLITE), "serve", "--db", f"sqlite://{tmp / 'wfe.db'}", "--listen", "127.0.0.1:0",
+             "--metrics-listen", self.metrics.split("//")[1].split("/")[0]],
+            stdout=subprocess.PIPE, stderr=(tmp / "server.log").open("w"), text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"server did not start: {line!r}")
+        self.address = line.split("listening on ", 1)[1].strip()
+
+    def calls(self) -> Counter[str]:
+        with urllib.request.urlopen(self.metrics, timeout=10) as response:
+            text = response.read().decode()
+        calls: Counter[str] = Counter()
+        for line in text.splitlines():
+            if line.startswith("grpc_server_handled_total{"):
+                labels, value = line.rsplit(" ", 1)
+                calls[labels.split('grpc_method="', 1)[1].split('"', 1)[0]] += int(float(value))
+        return calls
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Host:
+    def __init__(self, args: list[str], stderr: Path) -> None:
+        self.stderr = stderr
+        self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=stderr.open("w"), text=True)
+
+    def expect(self, prefix: str) -> str:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith(prefix):
+            raise RuntimeError(f"expected {prefix!r}, got {line!r}; stderr: {self.stderr.read_text()[-2000:]}")
+        return line
+
+    def go(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def log_lines(path: Path) -> list[tuple[str, str, str]]:
+    if not path.exists():
+        return []
+    return [tuple(line.split("\t")) for line in path.read_text().splitlines()]  # type: ignore[misc]
+
+
+def run_hosts(hosts: list[Host], log: Path, steps: int, timeout: float) -> float:
+    """Sends ``go`` to every host and waits until ``steps`` lines are logged; the seconds it took."""
+    for host in hosts:
+        host.expect("ready")
+    started = time.monotonic()
+    for host in hosts:
+        host.go()
+    while len(log_lines(log)) < steps:
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"only {len(log_lines(log))} of {steps} steps within {timeout}s")
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+def split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def throughput(args: argparse.Namespace) -> None:
+    workflows = args.workflows
+    steps = workflows * STEPS
+    results = []
+    for n in args.hosts:
+        with tempfile.TemporaryDirectory() as tmp_name:
+            tmp = Path(tmp_name)
+            server = Server(tmp)
+            log = tmp / "steps.log"
+            hosts = [
+                Host([str(HOST_BIN), server.address, "--name", f"h{i + 1}", "--log", str(log), "--start", str(count),
+                      "--wait-go"], tmp / f"h{i + 1}.stderr")
+                for i, count in enumerate(split(workflows, n))
+            ]
+            try:
+                before = server.calls()
+                seconds = run_hosts(hosts, log, steps, args.timeout)
+                time.sleep(0.2)
+                calls = server.calls() - before
+                ran = len(log_lines(log))
+            finally:
+                for host in hosts:
+                    host.stop()
+                server.stop()
+            per_step = {k: round(v / ran, 2) for k, v in calls.most_common()}
+            results.append((f"{n} host{'s' if n > 1 else ''} on wfe-sqlite serve", ran / seconds,
+                            sum(calls.values()) / ran, per_step))
+            print(f"cluster: {n} host(s): {ran} steps in {seconds:.2f}s = {ran / seconds:.0f} steps/s, "
+                  f"{sum(calls.values()) / ran:.2f} RPCs/step {per_step}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        log = tmp / "steps.log"
+        peer = Host([str(PEER_BIN), f"sqlite://{tmp / 'peer.db'}", "--log", str(log), "--start", str(workflows)],
+                    tmp / "peer.stderr")
+        try:
+            seconds = run_hosts([peer], log, steps, args.timeout)
+            ran = len(log_lines(log))
+        finally:
+            peer.stop()
+        results.append(("1 host, wfe-sqlite crate in-process + in-memory lock/queue", ran / seconds, 0.0, {}))
+        print(f"cluster: peer: {ran} steps in {seconds:.2f}s = {ran / seconds:.0f} steps/s", flush=True)
+
+    peer_rate = results[-1][1]
+    print(f"\n{workflows} workflows x {STEPS} steps, {os.cpu_count()} cores (server, hosts and driver share them)\n")
+    print("| setup | steps/s | vs in-process peer | RPCs per step |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, rate, rpcs, _ in results:
+        print(f"| {name} | {rate:.0f} | {rate / peer_rate:.2f}x | {rpcs:.2f} |" if rpcs else
+              f"| {name} | {rate:.0f} | 1.00x | (in-process) |")
+    print("\nRPCs per step by method:")
+    for name, _, _, per_step in results[:-1]:
+        print(f"- {name}: {json.dumps(per_step)}")
+
+
+def inmemory(args: argparse.Namespace) -> None:
+    from wfe_client import GrpcPersistenceProvider, WorkflowStatus
+
+    workflows = args.workflows
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        server = Server(tmp)
+        log = tmp / "steps.log"
+        hosts = [
+            Host([str(HOST_BIN), server.address, "--name", f"h{i + 1}", "--log", str(log), "--start", str(count),
+                  "--work-ms", str(args.work_ms), "--wait-go", "--inmemory"], tmp / f"h{i + 1}.stderr")
+            for i, count in enumerate(split(workflows, 3))
+        ]
+
+        async def all_complete() -> bool:
+            ids = sorted({line[0] for line in log_lines(log)})
+            if len(ids) < workflows:
+                return False
+            async with GrpcPersistenceProvider.connect(server.address) as provider:
+                found = await provider.get_workflow_instances(ids)
+            return all(w.status is WorkflowStatus.COMPLETE for w in found)
+
+        try:
+            for host in hosts:
+                host.expect("ready")
+            started = time.monotonic()
+            for host in hosts:
+                host.go()
+            while not asyncio.run(all_complete()):
+                if time.monotonic() - started > args.timeout:
+                    raise RuntimeError("not all workflows completed in time")
+                time.sleep(0.5)
+            seconds = time.monotonic() - started
+        finally:
+            for host in hosts:
+                host.stop()
+            server.stop()
+        lines = log_lines(log)
+        runs = Counter((workflow_id, step) for workflow_id, step, _ in lines)
+        repeated = {key: n for key, n in runs.items() if n > 1}
+        refused = sum(h.stderr.read_text().count("REVISION_CONFLICT") for h in hosts)
+        print(f"in-memory locks and queues, 3 hosts, {workflows} workflows x {STEPS} steps "
+              f"(work {args.work_ms} ms per step), {seconds:.1f}s:")
+        print(f"  {len(runs)} distinct steps, {len(lines)} step runs: {len(repeated)} steps ran more than once "
+              f"({sum(repeated.values()) - len(repeated)} extra runs, at most {max(repeated.values(), default=1)} "
+              f"runs of one step)")
+        print(f"  stale persists refused by revisions: {refused} (without revisions each would have overwritten "
+              f"a newer state)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=("throughput", "inmemory"))
+    parser.add_argument("--workflows", type=int)
+    parser.add_argument("--hosts", default="1,2,3", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--work-ms", type=int, default=5)
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    args = parser.parse_args()
+    if args.workflows is None:
+        args.workflows = 600 if args.mode == "throughput" else 300
+    if not args.no_build:
+        if shutil.which("cargo") is None:
+            sys.exit("cluster: cargo not found")
+        build()
+    (throughput if args.mode == "throughput" else inmemory)(args)
+
+
+if __name__ == "__main__":
+    main()
