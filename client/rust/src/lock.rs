@@ -47,14 +47,16 @@ pub struct GrpcLockProvider {
     client: LockServiceClient<Transport>,
     owner: String,
     ttl: Duration,
+    background_release: bool,
     state: Arc<State>,
 }
 
-/// The leases held (resource -> fencing token) and the renewal task.
+/// The leases held (resource -> fencing token), the renewal task, and releases still in flight.
 #[derive(Debug, Default)]
 struct State {
     held: Mutex<HashMap<String, u64>>,
     renewal: Mutex<Option<JoinHandle<()>>>,
+    releasing: Mutex<HashMap<String, JoinHandle<()>>>,
 }
 
 impl Drop for State {
@@ -94,6 +96,7 @@ impl GrpcLockProvider {
                 uuid::Uuid::new_v4()
             ),
             ttl: DEFAULT_LOCK_TTL,
+            background_release: false,
             state: Arc::default(),
         }
     }
@@ -111,6 +114,17 @@ impl GrpcLockProvider {
     /// it before the first acquire.
     pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = owner.into();
+        self
+    }
+
+    /// With `true`, `release_lock` returns at once and the release is sent in the background,
+    /// which takes a round trip off a WFE host's path per lock (two per step). This provider's
+    /// own next `acquire_lock` of the resource and `stop` wait for the release; other owners may
+    /// find the lease still held for that round trip (the WFE host then queues the work again).
+    /// A release that fails is logged, and the lease runs out after its TTL (it is no longer
+    /// renewed). Off by default: `release_lock` returns once the server has freed the lease.
+    pub fn with_background_release(mut self, yes: bool) -> Self {
+        self.background_release = yes;
         self
     }
 
@@ -226,6 +240,10 @@ impl DistributedLockProvider for GrpcLockProvider {
     /// Takes the lease on `resource` when it is free or its lease ran out; `false` while a live
     /// lease holds it (also one of this provider).
     async fn acquire_lock(&self, resource: &str) -> Result<bool> {
+        let releasing = self.state.releasing.lock().unwrap().remove(resource);
+        if let Some(release) = releasing {
+            let _ = release.await;
+        }
         let response = self
             .client
             .clone()
@@ -251,7 +269,23 @@ impl DistributedLockProvider for GrpcLockProvider {
     /// Frees this provider's lease on `resource`; not holding it is not an error.
     async fn release_lock(&self, resource: &str) -> Result<()> {
         self.state.held.lock().unwrap().remove(resource);
-        self.release(resource.to_string()).await
+        if !self.background_release {
+            return self.release(resource.to_string()).await;
+        }
+        let this = self.clone();
+        let name = resource.to_string();
+        let release = tokio::spawn(async move {
+            if let Err(error) = this.release(name.clone()).await {
+                tracing::warn!(resource = %name, %error, "background lease release failed; it runs out after its TTL");
+            }
+        });
+        let mut releasing = self.state.releasing.lock().unwrap();
+        if releasing.len() >= 64 {
+            releasing.retain(|_, task| !task.is_finished());
+        }
+        // A release of the same resource still in flight finishes on its own.
+        releasing.insert(resource.to_string(), release);
+        Ok(())
     }
 
     /// Starts renewing held leases (also started by the first acquire).
@@ -266,6 +300,17 @@ impl DistributedLockProvider for GrpcLockProvider {
         let task = self.state.renewal.lock().unwrap().take();
         if let Some(task) = task {
             task.abort();
+        }
+        let releasing: Vec<JoinHandle<()>> = self
+            .state
+            .releasing
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, task)| task)
+            .collect();
+        for release in releasing {
+            let _ = release.await;
         }
         let held: Vec<String> = self
             .state

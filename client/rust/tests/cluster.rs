@@ -193,6 +193,31 @@ async fn leases_exclude_other_owners_and_fencing_tokens_grow() {
 }
 
 #[tokio::test]
+async fn a_background_release_is_awaited_by_the_next_acquire_and_by_stop() {
+    let server = server().await;
+    let one = GrpcLockProvider::connect(&server.addr)
+        .await
+        .unwrap()
+        .with_background_release(true);
+    let two = GrpcLockProvider::connect(&server.addr).await.unwrap();
+    for _ in 0..20 {
+        assert!(one.acquire_lock("r").await.unwrap(), "own release not seen");
+        one.release_lock("r").await.unwrap();
+    }
+    for resource in ["r", "s", "t"] {
+        assert!(one.acquire_lock(resource).await.unwrap());
+    }
+    for resource in ["r", "s"] {
+        one.release_lock(resource).await.unwrap();
+    }
+    // stop waits for the releases in flight and releases what is still held ("t").
+    one.stop().await.unwrap();
+    for resource in ["r", "s", "t"] {
+        assert!(two.acquire_lock(resource).await.unwrap(), "{resource}");
+    }
+}
+
+#[tokio::test]
 async fn a_lease_is_renewed_while_held_and_runs_out_once_nobody_renews_it() {
     let server = server().await;
     let ttl = Duration::from_millis(600);

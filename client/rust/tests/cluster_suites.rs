@@ -1,5 +1,6 @@
 //! wfe-core's own `lock_suite!` and `queue_suite!` (feature `test-support`), unmodified, run
-//! through `GrpcLockProvider` and `GrpcQueueProvider` against live wfe-sqlite server processes.
+//! through `GrpcLockProvider` (with and without background releases) and `GrpcQueueProvider`
+//! against live wfe-sqlite server processes.
 //!
 //! The cases reuse resource names and expect an empty queue, so every case gets its own server
 //! with a fresh SQLite file; the provider owns it and kills it when dropped.
@@ -27,10 +28,15 @@ pub struct ServerBackedLocks {
 
 impl ServerBackedLocks {
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    pub async fn start_with(background_release: bool) -> Self {
         let server = server().await;
         let inner = GrpcLockProvider::connect(&server.addr)
             .await
-            .expect("connect to wfe-sqlite");
+            .expect("connect to wfe-sqlite")
+            .with_background_release(background_release);
         Self {
             inner,
             _server: server,
@@ -93,4 +99,10 @@ impl QueueProvider for ServerBackedQueue {
 }
 
 wfe_core::lock_suite!(|| async { ServerBackedLocks::start().await });
+
+/// The same suite with releases sent in the background.
+mod background_release {
+    use super::*;
+    wfe_core::lock_suite!(|| async { ServerBackedLocks::start_with(true).await });
+}
 wfe_core::queue_suite!(|| async { ServerBackedQueue::start().await });

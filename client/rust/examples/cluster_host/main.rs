@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --example cluster_host -- 127.0.0.1:50051 --log steps.log [--name h1] [--start 100]
-//!     [--ttl-ms 30000] [--work-ms 0] [--wait-go] [--lifecycle] [--inmemory]
+//!     [--ttl-ms 30000] [--work-ms 0] [--wait-go] [--lifecycle] [--background-release] [--inmemory]
 //! ```
 //!
 //! A `wfe::WorkflowHost` on the adapter (persistence, with revisions), `GrpcLockProvider`
@@ -19,7 +19,9 @@
 //! `--inmemory` is the setup not to use: each host with its own in-memory locks and queue plus a
 //! `RunnablePoller` over the store, as before the server had locks and queues. Hosts then run
 //! the same steps at the same time (`bench/cluster.py inmemory` counts how often).
-//! `--lifecycle` also publishes lifecycle events through `GrpcLifecyclePublisher`.
+//! `--lifecycle` also publishes lifecycle events through `GrpcLifecyclePublisher`;
+//! `--background-release` releases leases without waiting for the server
+//! (`GrpcLockProvider::with_background_release`).
 
 mod workflow;
 
@@ -46,6 +48,7 @@ struct Args {
     work: Duration,
     wait_go: bool,
     lifecycle: bool,
+    background_release: bool,
     inmemory: bool,
 }
 
@@ -60,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
         work: Duration::ZERO,
         wait_go: false,
         lifecycle: false,
+        background_release: false,
         inmemory: false,
     };
     let number = |flag: &str, value: Option<String>| -> Result<u64, String> {
@@ -77,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
             "--work-ms" => parsed.work = Duration::from_millis(number("--work-ms", args.next())?),
             "--wait-go" => parsed.wait_go = true,
             "--lifecycle" => parsed.lifecycle = true,
+            "--background-release" => parsed.background_release = true,
             "--inmemory" => parsed.inmemory = true,
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
             addr if parsed.addr.is_empty() => parsed.addr = addr.to_string(),
@@ -108,7 +113,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
         } else {
             (
-                Arc::new(GrpcLockProvider::new(&store).with_ttl(args.ttl)),
+                Arc::new(
+                    GrpcLockProvider::new(&store)
+                        .with_ttl(args.ttl)
+                        .with_background_release(args.background_release),
+                ),
                 Arc::new(GrpcQueueProvider::new(&store)),
             )
         };
