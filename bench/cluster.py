@@ -1,6 +1,6 @@
 """A cluster of WFE hosts on one server: throughput, round trips, and what in-memory locks cost.
 
-    .venv/bin/python bench/cluster.py throughput [--workflows 600] [--hosts 1,2,3]
+    .venv/bin/python bench/cluster.py throughput [--workflows 600] [--hosts 1,2,3] [--host-args '--no-prime']
     .venv/bin/python bench/cluster.py inmemory   [--workflows 300] [--work-ms 5]
 
 Both run the 3-step workflow of ``client/rust/examples/cluster_host`` (every step appends
@@ -161,7 +161,7 @@ def throughput(args: argparse.Namespace) -> None:
             log = tmp / "steps.log"
             hosts = [
                 Host([str(HOST_BIN), server.address, "--name", f"h{i + 1}", "--log", str(log), "--start", str(count),
-                      "--wait-go"], tmp / f"h{i + 1}.stderr")
+                      "--wait-go", *args.host_args.split()], tmp / f"h{i + 1}.stderr")
                 for i, count in enumerate(split(workflows, n))
             ]
             try:
@@ -261,6 +261,7 @@ def main() -> None:
     parser.add_argument("--hosts", default="1,2,3", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--work-ms", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--host-args", default="", help="more cluster_host options, e.g. '--no-prime'")
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
     args = parser.parse_args()
     if args.workflows is None:

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --example cluster_host -- 127.0.0.1:50051 --log steps.log [--name h1] [--start 100]
-//!     [--ttl-ms 30000] [--work-ms 0] [--wait-go] [--lifecycle] [--background-release] [--inmemory]
+//!     [--ttl-ms 30000] [--work-ms 0] [--wait-go] [--lifecycle] [--background-release]
+//!     [--no-prime] [--inmemory]
 //! ```
 //!
 //! A `wfe::WorkflowHost` on the adapter (persistence, with revisions), `GrpcLockProvider`
@@ -21,7 +22,8 @@
 //! the same steps at the same time (`bench/cluster.py inmemory` counts how often).
 //! `--lifecycle` also publishes lifecycle events through `GrpcLifecyclePublisher`;
 //! `--background-release` releases leases without waiting for the server
-//! (`GrpcLockProvider::with_background_release`).
+//! (`GrpcLockProvider::with_background_release`); `--no-prime` dequeues without the workflow
+//! (`GrpcQueueProvider::without_workflow`: one more round trip per step).
 
 mod workflow;
 
@@ -49,6 +51,7 @@ struct Args {
     wait_go: bool,
     lifecycle: bool,
     background_release: bool,
+    no_prime: bool,
     inmemory: bool,
 }
 
@@ -64,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
         wait_go: false,
         lifecycle: false,
         background_release: false,
+        no_prime: false,
         inmemory: false,
     };
     let number = |flag: &str, value: Option<String>| -> Result<u64, String> {
@@ -82,6 +86,7 @@ fn parse_args() -> Result<Args, String> {
             "--wait-go" => parsed.wait_go = true,
             "--lifecycle" => parsed.lifecycle = true,
             "--background-release" => parsed.background_release = true,
+            "--no-prime" => parsed.no_prime = true,
             "--inmemory" => parsed.inmemory = true,
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
             addr if parsed.addr.is_empty() => parsed.addr = addr.to_string(),
@@ -118,7 +123,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         .with_ttl(args.ttl)
                         .with_background_release(args.background_release),
                 ),
-                Arc::new(GrpcQueueProvider::new(&store)),
+                Arc::new(if args.no_prime {
+                    GrpcQueueProvider::new(&store).without_workflow()
+                } else {
+                    GrpcQueueProvider::new(&store)
+                }),
             )
         };
     let lifecycle = GrpcLifecyclePublisher::new(&store);
