@@ -1,5 +1,5 @@
 # wfe-sqlite: `make serve` runs the server on ./wfe.db, `make test` runs every test.
-# Everything is installed by these targets (a virtualenv in .venv, npm packages, crates).
+# Everything is installed by these targets (a virtualenv in .venv, npm packages, crates, Go tools in .tools).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,7 +10,8 @@ GEN    := client/python
 DB     ?= sqlite://wfe.db
 LISTEN ?= 127.0.0.1:50051
 
-.PHONY: install protos check-protos serve test test-python test-rust test-typescript lint-protos breaking clean
+.PHONY: install protos check-protos serve test test-python test-rust test-typescript lint-protos lint-rust lint-typescript breaking clean
+.PHONY: go-tools protos-go check-protos-go
 
 install: $(STAMP)
 
@@ -20,16 +21,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# npm ci installs exactly package-lock.json (npm install would rewrite it).
 node_modules/.installed: package.json package-lock.json
-	npm install --no-audit --no-fund --loglevel=error
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Regenerate the committed Python stubs from protos/ (pinned grpcio-tools, with .pyi).
-protos: $(STAMP)
+TS := client/typescript
+$(TS)/node_modules/.installed: $(TS)/package.json $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Regenerate the committed Python stubs from protos/ (pinned grpcio-tools, with .pyi), and the Go ones.
+protos: $(STAMP) protos-go
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
 
-# Fail when the committed stubs differ from what the pinned generator makes now.
-check-protos: $(STAMP)
+# Fail when the committed stubs (Python, then Go) differ from what the pinned generators make now.
+check-protos: $(STAMP) check-protos-go
 	@tmp=$$(mktemp -d) && \
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTOS) && \
 	for f in $$(cd $$tmp && find . -name '*.py*' -type f); do \
@@ -40,8 +47,67 @@ check-protos: $(STAMP)
 	if [ -n "$$extra" ]; then echo "generated stubs without a proto: $$extra"; exit 1; fi; \
 	echo "generated stubs are up to date"
 
+# Go tools, each pinned and built from the Go module proxy (`go install pkg@version`) into .tools/bin,
+# which is never on anyone's PATH by itself: the stub generators for the Go example, plus grpcurl and
+# grpc-health-probe for the README's examples. A tool is rebuilt only when its binary is missing or was
+# built from another version. Also downloads the modules of examples/go, so its test needs no network.
+# No proxy, no tools: the target fails and says so (nothing is skipped).
+GO         ?= go
+TOOLS      ?= $(CURDIR)/.tools
+TOOLS_BIN  := $(TOOLS)/bin
+GO_TOOLS   := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12 \
+              google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2 \
+              github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4 \
+              github.com/grpc-ecosystem/grpc-health-probe@v0.4.62
+GO_EXAMPLE := examples/go
+GO_GEN     := $(GO_EXAMPLE)/gen
+# The machine's Go builds the tools (GOTOOLCHAIN=local): a module asking for a newer Go fails loudly
+# instead of fetching a toolchain.
+GO_ENV     := GOTOOLCHAIN=local
+
+go-tools:
+	@command -v $(GO) >/dev/null || { echo "make go-tools: '$(GO)' is not on the PATH; Go 1.26 or later is needed (examples/go needs it)"; exit 1; }
+	@for tool in $(GO_TOOLS); do \
+		pkg=$${tool%@*}; version=$${tool#*@}; bin=$(TOOLS_BIN)/$${pkg##*/}; \
+		if [ -x $$bin ] && [ "$$($(GO) version -m $$bin 2>/dev/null | awk '$$1 == "mod" { print $$3 }')" = "$$version" ]; then continue; fi; \
+		echo "go install $$tool"; \
+		GOBIN=$(TOOLS_BIN) $(GO_ENV) $(GO) install $$tool || { \
+			echo "make go-tools: could not build $$tool from the Go module proxy (GOPROXY=$$($(GO) env GOPROXY)); see the error above"; exit 1; }; \
+	done
+	@cd $(GO_EXAMPLE) && $(GO_ENV) $(GO) mod download || { \
+		echo "make go-tools: could not download the modules of $(GO_EXAMPLE) from the Go module proxy (GOPROXY=$$($(GO) env GOPROXY)); see the error above"; exit 1; }
+
+# The committed Go stubs of examples/go: the pinned grpcio-tools protoc with the pinned Go plugins.
+# paths=source_relative puts them under $(GO_GEN)/wfe/persistence/v1 whatever go_package says.
+GO_PROTOC = $(PY) -m grpc_tools.protoc -Iprotos \
+	--plugin=protoc-gen-go=$(TOOLS_BIN)/protoc-gen-go --plugin=protoc-gen-go-grpc=$(TOOLS_BIN)/protoc-gen-go-grpc \
+	--go_out=$(1) --go_opt=paths=source_relative --go-grpc_out=$(1) --go-grpc_opt=paths=source_relative $(PROTOS)
+
+protos-go: $(STAMP) go-tools
+	rm -rf $(GO_GEN) && mkdir -p $(GO_GEN)
+	$(call GO_PROTOC,$(GO_GEN))
+
+check-protos-go: $(STAMP) go-tools
+	@tmp=$$(mktemp -d) && $(call GO_PROTOC,$$tmp) && \
+	if diff -r $$tmp $(GO_GEN) >/dev/null; then rm -rf $$tmp; echo "generated Go stubs are up to date"; \
+	else diff -rq $$tmp $(GO_GEN); rm -rf $$tmp; echo "stale generated Go stubs in $(GO_GEN) (run 'make protos')"; exit 1; fi
+
 lint-protos: node_modules/.installed
 	npx --no-install buf lint
+
+# rustfmt and clippy (the toolchain and both components pinned in rust-toolchain.toml) on the
+# adapter crate and the bench, every target, warnings as errors.
+RUST_CRATES := client/rust bench/rust
+lint-rust:
+	@for crate in $(RUST_CRATES); do \
+		echo "cargo fmt --check, cargo clippy: $$crate"; \
+		(cd $$crate && cargo fmt --check && cargo clippy --locked --all-targets -- -D warnings) || exit 1; \
+	done
+
+# tsc (strict) and eslint (typescript-eslint's recommended type-checked rules) on the
+# TypeScript adapter, its tests and scripts; the stubs are generated first.
+lint-typescript: $(TS)/node_modules/.installed
+	cd $(TS) && npm run --silent lint
 
 # Compare the contract with the previous commit: a breaking change fails.
 breaking: node_modules/.installed
@@ -52,7 +118,7 @@ breaking: node_modules/.installed
 serve: $(STAMP)
 	$(VENV)/bin/wfe-sqlite serve --db $(DB) --listen $(LISTEN)
 
-test-python: $(STAMP)
+test-python: $(STAMP) go-tools
 	$(PY) -m pytest -q
 
 # The Rust adapter: builds the crate (crates from crates.io), runs wfe-core's persistence_suite and
@@ -65,10 +131,10 @@ test-rust: $(STAMP)
 test-typescript: $(STAMP)
 	client/typescript/run-tests.sh
 
-test: check-protos lint-protos breaking test-rust test-typescript test-python
+test: check-protos lint-protos lint-rust lint-typescript breaking test-rust test-typescript test-python
 
 clean:
-	rm -rf $(VENV) node_modules build *.egg-info
+	rm -rf $(VENV) node_modules $(TS)/node_modules build *.egg-info .tools
 
 # Performance against the machine's limits (bench/run.py); writes BENCHMARKS.md.
 # SCALE=10k,100k (default; SCALE=10k,100k,1m adds the 1M-workflow figures, SCALE= none), RUST=0 skips cargo.

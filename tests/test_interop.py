@@ -269,7 +269,8 @@ def rust_program() -> list[str]:
         timeout=1500,
     )
     assert build.returncode == 0, f"cargo build failed:\n{build.stderr[-4000:]}"
-    path = CRATE / "target" / "debug" / "examples" / "interop"
+    # Where cargo put it: $CARGO_TARGET_DIR (relative to the crate, as cargo reads it) or target/.
+    path = CRATE / (os.environ.get("CARGO_TARGET_DIR") or "target") / "debug" / "examples" / "interop"
     assert path.is_file(), path
     return [str(path)]
 

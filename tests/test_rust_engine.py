@@ -5,13 +5,12 @@ A ``wfe-sqlite serve`` process and the ``order_flow`` example of client/rust (a
 ``wfe::WorkflowHost`` whose persistence is ``wfe_grpc::GrpcPersistenceProvider``) run as real
 processes. The example's binary is ``$WFE_ORDER_FLOW_BIN`` if set, otherwise it is built here
 with ``cargo build --locked --example order_flow`` (a no-op when client/rust/run-tests.sh
-already built it; the binary is found in cargo's output, so ``CARGO_TARGET_DIR`` is honoured).
+already built it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import queue
 import subprocess
@@ -41,21 +40,17 @@ def order_flow_bin() -> Path:
         assert path.is_file(), f"WFE_ORDER_FLOW_BIN={configured} does not exist"
         return path
     build = subprocess.run(
-        ["cargo", "build", "--locked", "--example", "order_flow", "--message-format=json-render-diagnostics"],
+        ["cargo", "build", "--locked", "--example", "order_flow"],
         cwd=CRATE,
         capture_output=True,
         text=True,
         timeout=1500,
     )
     assert build.returncode == 0, f"cargo build failed:\n{build.stderr[-4000:]}"
-    # cargo's own output names the executable (under ./target or $CARGO_TARGET_DIR).
-    for line in build.stdout.splitlines():
-        message = json.loads(line)
-        if message.get("reason") == "compiler-artifact" and message["target"]["name"] == "order_flow":
-            path = Path(message["executable"])
-            assert path.is_file(), path
-            return path
-    raise AssertionError("cargo built no order_flow executable")
+    # Where cargo put it: $CARGO_TARGET_DIR (relative to the crate, as cargo reads it) or target/.
+    path = CRATE / (os.environ.get("CARGO_TARGET_DIR") or "target") / "debug" / "examples" / "order_flow"
+    assert path.is_file(), path
+    return path
 
 
 class Lines:

@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "subscriptions.proto",
         "scheduled_commands.proto",
         "execution_errors.proto",
+        "errors.proto",
         "locks.proto",
         "queues.proto",
         "lifecycle.proto",

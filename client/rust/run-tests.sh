@@ -15,6 +15,7 @@
 # Needs `make install` first (the server in ../../.venv). Environment:
 #   WFE_SQLITE_BIN        server binary (default ../../.venv/bin/wfe-sqlite)
 #   WFE_RUST_SKIP_PYTEST  set to 1 to skip step 4 (e.g. when `pytest tests/` runs it anyway)
+#   CARGO_TARGET_DIR      honoured as cargo does (default: target/ in this crate)
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -30,11 +31,11 @@ cargo build --locked --all-targets
 cargo test --locked
 
 if [[ "${WFE_RUST_SKIP_PYTEST:-0}" != 1 ]]; then
-    # Where cargo put the examples: ./target, or $CARGO_TARGET_DIR when set.
-    TARGET_DIR="$(cargo metadata --format-version 1 --no-deps |
-        "$ROOT/.venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-    WFE_ORDER_FLOW_BIN="$TARGET_DIR/debug/examples/order_flow" \
-    WFE_CLUSTER_HOST_BIN="$TARGET_DIR/debug/examples/cluster_host" \
+    # Cargo puts the build in $CARGO_TARGET_DIR when set (relative to this crate), else target/.
+    target_dir="${CARGO_TARGET_DIR:-target}"
+    [[ "$target_dir" == /* ]] || target_dir="$CRATE/$target_dir"
+    WFE_ORDER_FLOW_BIN="$target_dir/debug/examples/order_flow" \
+    WFE_CLUSTER_HOST_BIN="$target_dir/debug/examples/cluster_host" \
         "$ROOT/.venv/bin/python" -m pytest "$ROOT/tests/test_rust_engine.py" \
         "$ROOT/tests/test_rust_cluster.py" -q -p no:cacheprovider
 fi

@@ -46,7 +46,11 @@ fn parse_args() -> Args {
             "--tasks" => args.tasks = it.next().expect("--tasks value").parse().expect("int"),
             "--windows" => args.windows = it.next().expect("--windows value").parse().expect("int"),
             "--window-secs" => {
-                args.window_secs = it.next().expect("--window-secs value").parse().expect("float")
+                args.window_secs = it
+                    .next()
+                    .expect("--window-secs value")
+                    .parse()
+                    .expect("float")
             }
             "--setup-due" => args.setup_due = true,
             other => panic!("unknown argument {other}"),
@@ -56,7 +60,10 @@ fn parse_args() -> Args {
 }
 
 fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 /// About 1 KiB of JSON, the same shape as bench/workload.py's.
@@ -75,7 +82,11 @@ fn payload(n: u64) -> serde_json::Value {
 /// A workflow with 3 pointers and ~1 KiB of data, not due for a day unless `due`.
 fn workflow(n: u64, due: bool) -> WorkflowInstance {
     let mut w = WorkflowInstance::new("bench-flow", 1, payload(n));
-    w.next_execution = Some(if due { 0 } else { Utc::now().timestamp_millis() + 86_400_000 });
+    w.next_execution = Some(if due {
+        0
+    } else {
+        Utc::now().timestamp_millis() + 86_400_000
+    });
     for step in 0..3 {
         let mut p = ExecutionPointer::new(step);
         p.step_name = Some(format!("step-{step}"));
@@ -86,9 +97,17 @@ fn workflow(n: u64, due: bool) -> WorkflowInstance {
 
 async fn connect(target: &str) -> Provider {
     if let Some(addr) = target.strip_prefix("grpc:") {
-        Arc::new(wfe_grpc::GrpcPersistenceProvider::connect(addr).await.expect("connect"))
+        Arc::new(
+            wfe_grpc::GrpcPersistenceProvider::connect(addr)
+                .await
+                .expect("connect"),
+        )
     } else if let Some(url) = target.strip_prefix("crate:") {
-        Arc::new(wfe_sqlite::SqlitePersistenceProvider::new(url).await.expect("open"))
+        Arc::new(
+            wfe_sqlite::SqlitePersistenceProvider::new(url)
+                .await
+                .expect("open"),
+        )
     } else {
         panic!("target must be grpc:HOST:PORT or crate:URL")
     }
@@ -105,7 +124,11 @@ async fn setup(p: &Provider, op: &str, tasks: usize, setup_due: bool) -> Prepare
     let mut subscriptions = Vec::new();
     match op {
         "get" | "persist" | "batch_get" => {
-            let count = if op == "batch_get" { 100 } else { tasks.max(16) };
+            let count = if op == "batch_get" {
+                100
+            } else {
+                tasks.max(16)
+            };
             for i in 0..count {
                 let mut w = workflow(i as u64, false);
                 w.name = format!("bench-{}", uuid::Uuid::new_v4());
@@ -127,7 +150,11 @@ async fn setup(p: &Provider, op: &str, tasks: usize, setup_due: bool) -> Prepare
             }
         }
         "runnable" if setup_due => {
-            let have = p.get_runnable_instances(Utc::now()).await.expect("runnable").len();
+            let have = p
+                .get_runnable_instances(Utc::now())
+                .await
+                .expect("runnable")
+                .len();
             for i in have..100 {
                 let mut w = workflow(i as u64, true);
                 w.name = format!("due-{}", uuid::Uuid::new_v4());
@@ -136,7 +163,10 @@ async fn setup(p: &Provider, op: &str, tasks: usize, setup_due: bool) -> Prepare
         }
         _ => {}
     }
-    Prepared { workflows: Arc::new(workflows), subscriptions: Arc::new(subscriptions) }
+    Prepared {
+        workflows: Arc::new(workflows),
+        subscriptions: Arc::new(subscriptions),
+    }
 }
 
 async fn one(p: &Provider, op: &str, prep: &Prepared, task: usize, n: u64) {
@@ -165,7 +195,9 @@ async fn one(p: &Provider, op: &str, prep: &Prepared, task: usize, n: u64) {
             p.create_event(&e).await.expect("event");
         }
         "runnable" => {
-            p.get_runnable_instances(Utc::now()).await.expect("runnable");
+            p.get_runnable_instances(Utc::now())
+                .await
+                .expect("runnable");
         }
         "set_token" => {
             let sid = &prep.subscriptions[task % prep.subscriptions.len()];
@@ -192,7 +224,11 @@ fn main() {
     let args = parse_args();
     // The gRPC client shares the 2 cores with the server: one worker thread keeps it light.
     // The in-process crate gets the machine, as a Rust user's host would.
-    let workers = if args.target.starts_with("grpc:") { 1 } else { 2 };
+    let workers = if args.target.starts_with("grpc:") {
+        1
+    } else {
+        2
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -220,7 +256,13 @@ async fn run(args: Args) {
     }
 }
 
-async fn measure(p: &Provider, prep: &Prepared, args: &Args, t0: f64, tasks: usize) -> Vec<Vec<u32>> {
+async fn measure(
+    p: &Provider,
+    prep: &Prepared,
+    args: &Args,
+    t0: f64,
+    tasks: usize,
+) -> Vec<Vec<u32>> {
     let end = t0 + args.windows as f64 * args.window_secs;
     let wait = t0 - now_secs();
     if wait > 0.0 {

@@ -1,9 +1,10 @@
 //! Maps gRPC statuses from the wfe-sqlite server to `WfeError`.
 //!
 //! The server puts a `google.rpc.ErrorInfo` (domain `wfe-sqlite`) in `grpc-status-details-bin`;
-//! its `reason` decides the variant. Without one (a proxy, an older server, a transport error)
-//! the status code decides, with the subject of the call (workflow, event, subscription) telling
-//! which "not found" it is.
+//! its `reason`, read as the contract's generated [`ErrorReason`], decides the variant. Without
+//! one (a proxy, an older server, a transport error), or with a reason this contract version
+//! does not know, the status code decides, with the subject of the call (workflow, event,
+//! subscription) telling which "not found" it is.
 //!
 //! | reason / code                          | `WfeError`                       |
 //! | -------------------------------------- | -------------------------------- |
@@ -16,12 +17,19 @@
 //! | `REVISION_CONFLICT` (a stale persist, nothing written) | `Persistence("REVISION_CONFLICT (ABORTED): ...")`, see [`is_revision_conflict`] |
 //! | anything else (`WORKFLOW_ALREADY_EXISTS`, `WORKFLOW_NAME_TAKEN`, `INVALID_ARGUMENT`, `STORAGE_FULL`, UNAVAILABLE, ...) | `Persistence("REASON (CODE): message")` |
 //!
-//! `WfeError` has no "already exists" or "invalid argument" variant; the reason is kept at the
-//! start of the `Persistence` text, and [`reason_of`] reads it back.
+//! `WfeError` has no "already exists", "unauthenticated" or "conflict" variant; the reason is
+//! kept at the start of the `Persistence` text: [`error_reason`] reads it back as an
+//! [`ErrorReason`], [`reason_of`] as text (also the status code where there was no reason).
 
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 use wfe_core::WfeError;
+
+use crate::pb::ErrorReason;
+
+/// The `google.rpc.ErrorInfo` domain of wfe-sqlite's errors; ErrorInfo of other domains
+/// (a proxy's, say) is ignored.
+pub const ERROR_DOMAIN: &str = "wfe-sqlite";
 
 /// What a call was about, for the fallback on status codes and for the error's text.
 #[derive(Debug, Clone, Copy)]
@@ -45,13 +53,24 @@ impl Subject<'_> {
     }
 }
 
+/// The wfe-sqlite reason `status` carries, when it is one this contract version knows.
+fn reason_in(status: &Status) -> Option<ErrorReason> {
+    let info = status.get_details_error_info()?;
+    if info.domain != ERROR_DOMAIN {
+        return None;
+    }
+    ErrorReason::from_str_name(&info.reason).filter(|r| *r != ErrorReason::Unspecified)
+}
+
 pub(crate) fn from_status(status: &Status, subject: Subject<'_>) -> WfeError {
-    let reason = status.get_details_error_info().map(|info| info.reason);
-    match reason.as_deref() {
-        Some("WORKFLOW_NOT_FOUND") => return WfeError::WorkflowNotFound(subject.id()),
-        Some("EVENT_NOT_FOUND") => return WfeError::EventNotFound(subject.id()),
-        Some("SUBSCRIPTION_NOT_FOUND") => return WfeError::SubscriptionNotFound(subject.id()),
-        Some("LEASE_LOST") => return WfeError::LockFailed(subject.id()),
+    let reason = reason_in(status);
+    match reason {
+        Some(ErrorReason::WorkflowNotFound) => return WfeError::WorkflowNotFound(subject.id()),
+        Some(ErrorReason::EventNotFound) => return WfeError::EventNotFound(subject.id()),
+        Some(ErrorReason::SubscriptionNotFound) => {
+            return WfeError::SubscriptionNotFound(subject.id());
+        }
+        Some(ErrorReason::LeaseLost) => return WfeError::LockFailed(subject.id()),
         Some(_) => {}
         None => match (status.code(), subject) {
             (Code::NotFound, Subject::Workflow(id)) => {
@@ -73,11 +92,16 @@ pub(crate) fn from_status(status: &Status, subject: Subject<'_>) -> WfeError {
     // server refused the client's certificate) comes back from tonic as UNKNOWN "transport
     // error" or CANCELLED "operation was canceled", depending on timing; the server never
     // answered it, so it is UNAVAILABLE, as in the other gRPC clients. (A CANCELLED the server
-    // sends has no source.) The cause is in the sources.
+    // sends has no source.) The cause is in the sources. A call the channel gave up on at its
+    // deadline (`grpc-timeout`) comes back as CANCELLED "Timeout expired": DEADLINE_EXCEEDED, as
+    // in the other gRPC clients.
     if let Some(source) = std::error::Error::source(status) {
-        let from_transport = std::iter::successors(Some(source), |e| e.source())
-            .any(|e| e.is::<tonic::transport::Error>());
-        if reason.is_none()
+        let mut causes = std::iter::successors(Some(source), |e| e.source());
+        let timed_out = causes.clone().any(|e| e.is::<tonic::TimeoutExpired>());
+        let from_transport = causes.any(|e| e.is::<tonic::transport::Error>());
+        if reason.is_none() && timed_out {
+            status_code = Code::DeadlineExceeded;
+        } else if reason.is_none()
             && from_transport
             && matches!(status_code, Code::Unknown | Code::Cancelled)
         {
@@ -91,7 +115,7 @@ pub(crate) fn from_status(status: &Status, subject: Subject<'_>) -> WfeError {
         }
     }
     let code = code_name(status_code);
-    let label = reason.unwrap_or_else(|| code.to_string());
+    let label = reason.map_or(code, |r| r.as_str_name());
     WfeError::Persistence(format!("{label} ({code}): {message}"))
 }
 
@@ -122,21 +146,30 @@ fn code_name(code: Code) -> &'static str {
 /// `Some("WORKFLOW_ALREADY_EXISTS")`: the reason (or, without one, the upper-case status code)
 /// at the start of a `Persistence` text, or the reason behind a typed variant.
 pub fn reason_of(err: &WfeError) -> Option<&str> {
-    match err {
-        WfeError::WorkflowNotFound(_) => Some("WORKFLOW_NOT_FOUND"),
-        WfeError::EventNotFound(_) => Some("EVENT_NOT_FOUND"),
-        WfeError::SubscriptionNotFound(_) => Some("SUBSCRIPTION_NOT_FOUND"),
-        WfeError::LockFailed(_) => Some("LEASE_LOST"),
-        WfeError::Persistence(text) => text.split_once(" (").map(|(reason, _)| reason),
-        _ => None,
-    }
+    let reason = match err {
+        WfeError::WorkflowNotFound(_) => ErrorReason::WorkflowNotFound,
+        WfeError::EventNotFound(_) => ErrorReason::EventNotFound,
+        WfeError::SubscriptionNotFound(_) => ErrorReason::SubscriptionNotFound,
+        WfeError::LockFailed(_) => ErrorReason::LeaseLost,
+        WfeError::Persistence(text) => return text.split_once(" (").map(|(reason, _)| reason),
+        _ => return None,
+    };
+    Some(reason.as_str_name())
+}
+
+/// The contract's [`ErrorReason`] of an error produced by this adapter, e.g.
+/// `Some(ErrorReason::Unauthenticated)` for a missing token or
+/// `Some(ErrorReason::RevisionConflict)` for a stale revision; `None` for errors without one
+/// (a transport failure, a status code without a reason).
+pub fn error_reason(err: &WfeError) -> Option<ErrorReason> {
+    reason_of(err).and_then(ErrorReason::from_str_name)
 }
 
 /// True when `err` is a persist refused because another process stored the workflow since this
 /// one read it (`REVISION_CONFLICT`, gRPC ABORTED): nothing was written, and the stored
 /// workflow is the other process's.
 pub fn is_revision_conflict(err: &WfeError) -> bool {
-    reason_of(err) == Some("REVISION_CONFLICT")
+    error_reason(err) == Some(ErrorReason::RevisionConflict)
 }
 
 pub(crate) fn transport(err: tonic::transport::Error, addr: &str) -> WfeError {
@@ -168,45 +201,51 @@ mod tests {
     use std::collections::HashMap;
     use tonic_types::{ErrorDetails, StatusExt};
 
-    fn with_reason(code: Code, reason: &str) -> Status {
+    fn with_info(code: Code, reason: &str, domain: &str) -> Status {
         Status::with_error_details(
             code,
             "server says",
-            ErrorDetails::with_error_info(reason, "wfe-sqlite", HashMap::new()),
+            ErrorDetails::with_error_info(reason, domain, HashMap::new()),
         )
+    }
+
+    fn with_reason(code: Code, reason: ErrorReason) -> Status {
+        with_info(code, reason.as_str_name(), ERROR_DOMAIN)
     }
 
     #[test]
     fn reasons_pick_the_variant() {
         let e = from_status(
-            &with_reason(Code::NotFound, "WORKFLOW_NOT_FOUND"),
+            &with_reason(Code::NotFound, ErrorReason::WorkflowNotFound),
             Subject::Workflow("w1"),
         );
         assert!(matches!(e, WfeError::WorkflowNotFound(ref id) if id == "w1"));
         let e = from_status(
-            &with_reason(Code::NotFound, "EVENT_NOT_FOUND"),
+            &with_reason(Code::NotFound, ErrorReason::EventNotFound),
             Subject::Event("e1"),
         );
         assert!(matches!(e, WfeError::EventNotFound(ref id) if id == "e1"));
         let e = from_status(
-            &with_reason(Code::NotFound, "SUBSCRIPTION_NOT_FOUND"),
+            &with_reason(Code::NotFound, ErrorReason::SubscriptionNotFound),
             Subject::Subscription("s1"),
         );
         assert!(matches!(e, WfeError::SubscriptionNotFound(ref id) if id == "s1"));
         let e = from_status(
-            &with_reason(Code::FailedPrecondition, "LEASE_LOST"),
+            &with_reason(Code::FailedPrecondition, ErrorReason::LeaseLost),
             Subject::Command("c"),
         );
         assert!(matches!(e, WfeError::LockFailed(_)));
+        assert_eq!(error_reason(&e), Some(ErrorReason::LeaseLost));
         let e = from_status(
-            &with_reason(Code::AlreadyExists, "WORKFLOW_ALREADY_EXISTS"),
+            &with_reason(Code::AlreadyExists, ErrorReason::WorkflowAlreadyExists),
             Subject::Workflow("w1"),
         );
         assert!(matches!(e, WfeError::Persistence(_)));
         assert_eq!(reason_of(&e), Some("WORKFLOW_ALREADY_EXISTS"));
+        assert_eq!(error_reason(&e), Some(ErrorReason::WorkflowAlreadyExists));
         assert!(!is_revision_conflict(&e));
         let e = from_status(
-            &with_reason(Code::Aborted, "REVISION_CONFLICT"),
+            &with_reason(Code::Aborted, ErrorReason::RevisionConflict),
             Subject::Workflow("w1"),
         );
         assert!(
@@ -220,7 +259,7 @@ mod tests {
     fn reason_wins_over_the_subject() {
         // A NOT_FOUND for a workflow while persisting subscriptions stays a workflow error.
         let e = from_status(
-            &with_reason(Code::NotFound, "WORKFLOW_NOT_FOUND"),
+            &with_reason(Code::NotFound, ErrorReason::WorkflowNotFound),
             Subject::Subscription("s"),
         );
         assert!(matches!(e, WfeError::WorkflowNotFound(_)));
@@ -232,14 +271,33 @@ mod tests {
         assert!(matches!(e, WfeError::EventNotFound(ref id) if id == "e9"));
         let e = from_status(&Status::unavailable("down"), Subject::Workflow("w"));
         assert_eq!(reason_of(&e), Some("UNAVAILABLE"));
+        assert_eq!(error_reason(&e), None);
         let e = from_status(&Status::invalid_argument("bad"), Subject::None);
         assert_eq!(reason_of(&e), Some("INVALID_ARGUMENT"));
     }
 
     #[test]
+    fn another_domain_or_an_unknown_reason_falls_back_on_the_code() {
+        let e = from_status(
+            &with_info(Code::NotFound, "WORKFLOW_NOT_FOUND", "a-proxy"),
+            Subject::Event("e1"),
+        );
+        assert!(matches!(e, WfeError::EventNotFound(ref id) if id == "e1"));
+        let e = from_status(
+            &with_info(Code::ResourceExhausted, "SOME_FUTURE_REASON", ERROR_DOMAIN),
+            Subject::None,
+        );
+        assert!(
+            matches!(e, WfeError::Persistence(ref t) if t.starts_with("RESOURCE_EXHAUSTED (RESOURCE_EXHAUSTED): ")),
+            "{e:?}"
+        );
+        assert_eq!(error_reason(&e), None);
+    }
+
+    #[test]
     fn unauthenticated_is_a_persistence_error_with_its_reason() {
         let e = from_status(
-            &with_reason(Code::Unauthenticated, "UNAUTHENTICATED"),
+            &with_reason(Code::Unauthenticated, ErrorReason::Unauthenticated),
             Subject::Workflow("w1"),
         );
         assert!(
@@ -247,8 +305,35 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(reason_of(&e), Some("UNAUTHENTICATED"));
+        assert_eq!(error_reason(&e), Some(ErrorReason::Unauthenticated));
         // From a proxy, without ErrorInfo: the code gives the same reason.
         let e = from_status(&Status::unauthenticated("no token"), Subject::None);
-        assert_eq!(reason_of(&e), Some("UNAUTHENTICATED"));
+        assert_eq!(error_reason(&e), Some(ErrorReason::Unauthenticated));
+    }
+
+    #[test]
+    fn a_call_the_channel_gave_up_on_is_deadline_exceeded() {
+        // What tonic's channel answers when `grpc-timeout` runs out before the server answers.
+        let status = Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert_eq!(status.code(), Code::Cancelled);
+        let e = from_status(&status, Subject::Workflow("w1"));
+        assert_eq!(reason_of(&e), Some("DEADLINE_EXCEEDED"), "{e}");
+    }
+
+    #[test]
+    fn revision_conflict_keeps_its_reason() {
+        let e = from_status(
+            &with_reason(Code::Aborted, ErrorReason::RevisionConflict),
+            Subject::Workflow("w1"),
+        );
+        assert!(
+            matches!(e, WfeError::Persistence(ref t) if t.starts_with("REVISION_CONFLICT (ABORTED): ")),
+            "{e:?}"
+        );
+        assert_eq!(error_reason(&e), Some(ErrorReason::RevisionConflict));
+        // ABORTED without a reason is not a revision conflict.
+        let e = from_status(&Status::aborted("busy"), Subject::Workflow("w1"));
+        assert_eq!(error_reason(&e), None);
+        assert_eq!(reason_of(&e), Some("ABORTED"));
     }
 }

@@ -36,12 +36,14 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`convert`] (models <-> wire messages), [`error`] (gRPC status -> `WfeError`),
-//! [`provider`] (the call layer), [`lock`], [`queue`], [`lifecycle`] (the cluster providers),
+//! Modules: [`connect`] (address, TLS, token, deadline), [`convert`] (models <-> wire
+//! messages), [`error`] (gRPC status -> `WfeError`), [`provider`] (the call layer), [`lock`],
+//! [`queue`], [`lifecycle`] (the cluster providers),
 //! [`cache`] (revisions and dequeued workflows remembered between calls), [`poller`] (hands work
 //! stored by other processes to a host whose queue is in-process).
 
 pub mod cache;
+pub mod connect;
 pub mod convert;
 pub mod error;
 pub mod lifecycle;
@@ -56,9 +58,11 @@ pub mod pb {
     tonic::include_proto!("wfe.persistence.v1");
 }
 
-pub use error::{is_revision_conflict, reason_of};
+pub use connect::{ConnectOptions, DEFAULT_CALL_TIMEOUT};
+pub use error::{error_reason, is_revision_conflict, reason_of};
 pub use lifecycle::GrpcLifecyclePublisher;
 pub use lock::GrpcLockProvider;
+pub use pb::ErrorReason;
 pub use poller::RunnablePoller;
-pub use provider::{ConnectOptions, GrpcPersistenceProvider};
+pub use provider::GrpcPersistenceProvider;
 pub use queue::GrpcQueueProvider;

@@ -20,11 +20,12 @@ use wfe_core::WfeError;
 use wfe_core::models::LifecycleEvent;
 use wfe_core::traits::LifecyclePublisher;
 
+use crate::connect::ConnectOptions;
 use crate::convert;
-use crate::error::{Subject, error_chain, from_status};
+use crate::error::{Subject, error_chain};
 use crate::pb;
 use crate::pb::lifecycle_service_client::LifecycleServiceClient;
-use crate::provider::{ConnectOptions, GrpcPersistenceProvider, Transport};
+use crate::provider::{GrpcPersistenceProvider, Transport};
 
 type Result<T> = wfe_core::Result<T>;
 
@@ -32,8 +33,6 @@ type Result<T> = wfe_core::Result<T>;
 pub const MAX_UNSENT_EVENTS: usize = 10_000;
 /// Events a slow subscriber may fall behind before it misses some (`RecvError::Lagged`).
 pub const SUBSCRIBER_CAPACITY: usize = 4096;
-/// Deadline of one publish call.
-const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 /// Longest pause between attempts to reopen the watch stream.
 const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(2);
 
@@ -55,7 +54,11 @@ pub struct GrpcLifecyclePublisher {
 
 #[derive(Debug)]
 struct Inner {
+    /// The connection's call helper (deadline, error mapping), for publishing.
+    store: GrpcPersistenceProvider,
     client: LifecycleServiceClient<Transport>,
+    /// The same connection without a deadline, for the watch stream.
+    watch_client: LifecycleServiceClient<Transport>,
     events: broadcast::Sender<LifecycleEvent>,
     /// The sending task's inbox, made on the first publish.
     outbox: Mutex<Option<(mpsc::Sender<Outgoing>, JoinHandle<()>)>>,
@@ -82,7 +85,17 @@ impl Drop for Inner {
 impl GrpcLifecyclePublisher {
     /// A publisher on the same connection as `store`.
     pub fn new(store: &GrpcPersistenceProvider) -> Self {
-        Self::on(store.transport())
+        Self {
+            inner: Arc::new(Inner {
+                store: store.clone(),
+                client: LifecycleServiceClient::new(store.transport()),
+                watch_client: LifecycleServiceClient::new(store.streaming_transport()),
+                events: broadcast::channel(SUBSCRIBER_CAPACITY).0,
+                outbox: Mutex::new(None),
+                watcher: Mutex::new(None),
+                watching: watch::channel(false).0,
+            }),
+        }
     }
 
     /// Connects to a wfe-sqlite server at `addr` (as [`GrpcPersistenceProvider::connect`]).
@@ -95,18 +108,6 @@ impl GrpcLifecyclePublisher {
         Ok(Self::new(
             &GrpcPersistenceProvider::connect_with(addr, options).await?,
         ))
-    }
-
-    fn on(transport: Transport) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                client: LifecycleServiceClient::new(transport),
-                events: broadcast::channel(SUBSCRIBER_CAPACITY).0,
-                outbox: Mutex::new(None),
-                watcher: Mutex::new(None),
-                watching: watch::channel(false).0,
-            }),
-        }
     }
 
     /// Waits until every event published so far has been handed to the server (or dropped
@@ -143,7 +144,11 @@ impl GrpcLifecyclePublisher {
             Some((sender, task)) if !task.is_finished() => sender.clone(),
             _ => {
                 let (sender, inbox) = mpsc::channel(MAX_UNSENT_EVENTS);
-                let task = tokio::spawn(send_in_order(self.inner.client.clone(), inbox));
+                let task = tokio::spawn(send_in_order(
+                    self.inner.store.clone(),
+                    self.inner.client.clone(),
+                    inbox,
+                ));
                 *outbox = Some((sender.clone(), task));
                 sender
             }
@@ -159,6 +164,7 @@ impl GrpcLifecyclePublisher {
 
 /// Sends published events one after the other, in the order they were published.
 async fn send_in_order(
+    store: GrpcPersistenceProvider,
     client: LifecycleServiceClient<Transport>,
     mut inbox: mpsc::Receiver<Outgoing>,
 ) {
@@ -168,12 +174,14 @@ async fn send_in_order(
                 let _ = done.send(());
             }
             Outgoing::Event(event) => {
-                let mut request =
-                    tonic::Request::new(pb::PublishLifecycleEventRequest { event: Some(event) });
-                request.set_timeout(PUBLISH_DEADLINE);
-                if let Err(status) = client.clone().publish_lifecycle_event(request).await {
-                    let error = from_status(&status, Subject::None);
-                    tracing::warn!(error = %error, "lifecycle event not published");
+                let request = pb::PublishLifecycleEventRequest { event: Some(event) };
+                let sent = store
+                    .call(&client, Subject::None, |mut c| async move {
+                        c.publish_lifecycle_event(request).await
+                    })
+                    .await;
+                if let Err(error) = sent {
+                    tracing::warn!(%error, "lifecycle event not published");
                 }
             }
         }
@@ -250,7 +258,7 @@ impl LifecyclePublisher for GrpcLifecyclePublisher {
             let runtime =
                 tokio::runtime::Handle::try_current().map_err(|e| WfeError::Other(Box::new(e)))?;
             *watcher = Some(runtime.spawn(watch_events(
-                self.inner.client.clone(),
+                self.inner.watch_client.clone(),
                 self.inner.events.clone(),
                 self.inner.watching.clone(),
             )));

@@ -14,17 +14,16 @@ use async_trait::async_trait;
 use tokio::task::{JoinHandle, JoinSet};
 use wfe_core::traits::DistributedLockProvider;
 
-use crate::error::{Subject, from_status};
+use crate::connect::ConnectOptions;
+use crate::error::Subject;
 use crate::pb;
 use crate::pb::lock_service_client::LockServiceClient;
-use crate::provider::{ConnectOptions, GrpcPersistenceProvider, Transport};
+use crate::provider::{GrpcPersistenceProvider, Transport};
 
 type Result<T> = wfe_core::Result<T>;
 
 /// Time-to-live of a lease unless [`GrpcLockProvider::with_ttl`] says otherwise.
 pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(30);
-/// Deadline of one lock call.
-const LOCK_CALL_DEADLINE: Duration = Duration::from_secs(10);
 /// The server's limit of resources per RenewLocks request.
 const MAX_RESOURCES_PER_RENEWAL: usize = 10_000;
 
@@ -44,6 +43,8 @@ const MAX_RESOURCES_PER_RENEWAL: usize = 10_000;
 /// resource again returns `false`. Clones share the owner and the leases.
 #[derive(Clone, Debug)]
 pub struct GrpcLockProvider {
+    /// The connection's call helper (deadline, error mapping).
+    store: GrpcPersistenceProvider,
     client: LockServiceClient<Transport>,
     owner: String,
     ttl: Duration,
@@ -72,7 +73,18 @@ impl GrpcLockProvider {
     /// A lock provider on the same connection as `store`, with a fresh owner id and
     /// [`DEFAULT_LOCK_TTL`].
     pub fn new(store: &GrpcPersistenceProvider) -> Self {
-        Self::on(store.transport())
+        Self {
+            store: store.clone(),
+            client: LockServiceClient::new(store.transport()),
+            owner: format!(
+                "wfe-grpc-rust/{}/{}",
+                std::process::id(),
+                uuid::Uuid::new_v4()
+            ),
+            ttl: DEFAULT_LOCK_TTL,
+            background_release: false,
+            state: Arc::default(),
+        }
     }
 
     /// Connects to a wfe-sqlite server at `addr` (as [`GrpcPersistenceProvider::connect`]).
@@ -85,20 +97,6 @@ impl GrpcLockProvider {
         Ok(Self::new(
             &GrpcPersistenceProvider::connect_with(addr, options).await?,
         ))
-    }
-
-    fn on(transport: Transport) -> Self {
-        Self {
-            client: LockServiceClient::new(transport),
-            owner: format!(
-                "wfe-grpc-rust/{}/{}",
-                std::process::id(),
-                uuid::Uuid::new_v4()
-            ),
-            ttl: DEFAULT_LOCK_TTL,
-            background_release: false,
-            state: Arc::default(),
-        }
     }
 
     /// The time-to-live of the leases this provider takes (the server accepts 100 ms to 1 h).
@@ -150,9 +148,15 @@ impl GrpcLockProvider {
         self.state.held.lock().unwrap().keys().cloned().collect()
     }
 
-    fn request<T>(message: T) -> tonic::Request<T> {
+    /// Deadline of a lock call: the connection's, but never longer than a lease lives (an
+    /// answer that late is of no use).
+    fn deadline(&self) -> Duration {
+        self.store.deadline().min(self.ttl)
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        request.set_timeout(LOCK_CALL_DEADLINE);
+        request.set_timeout(self.deadline());
         request
     }
 
@@ -163,35 +167,42 @@ impl GrpcLockProvider {
             return;
         }
         *renewal = Some(tokio::spawn(renew(
-            self.client.clone(),
-            self.owner.clone(),
-            self.ttl,
+            self.clone_detached(),
             Arc::downgrade(&self.state),
         )));
     }
 
+    /// This provider's connection and settings without its state (for the renewal task, which
+    /// must not keep the state alive).
+    fn clone_detached(&self) -> Self {
+        Self {
+            state: Arc::default(),
+            ..self.clone()
+        }
+    }
+
     async fn release(&self, resource: String) -> Result<()> {
-        self.client
-            .clone()
-            .release_lock(Self::request(pb::ReleaseLockRequest {
-                resource,
-                owner: self.owner.clone(),
-            }))
-            .await
-            .map_err(|s| from_status(&s, Subject::None))?;
+        let request = self.request(pb::ReleaseLockRequest {
+            resource,
+            owner: self.owner.clone(),
+        });
+        self.store
+            .call_within(
+                self.deadline(),
+                &self.client,
+                Subject::None,
+                |mut c| async move { c.release_lock(request).await },
+            )
+            .await?;
         Ok(())
     }
 }
 
 /// Renews the held leases every third of the TTL until the provider is gone or stopped. A lease
 /// the server reports lost (it ran out and someone else took it) is dropped from the held set.
-async fn renew(
-    client: LockServiceClient<Transport>,
-    owner: String,
-    ttl: Duration,
-    state: Weak<State>,
-) {
-    let mut ticks = tokio::time::interval((ttl / 3).max(Duration::from_millis(10)));
+async fn renew(locks: GrpcLockProvider, state: Weak<State>) {
+    let every = (locks.ttl / 3).max(Duration::from_millis(10));
+    let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
@@ -205,30 +216,37 @@ async fn renew(
             .map(|(r, t)| (r.clone(), *t))
             .collect();
         for chunk in held.chunks(MAX_RESOURCES_PER_RENEWAL) {
-            let request = GrpcLockProvider::request(pb::RenewLocksRequest {
-                owner: owner.clone(),
+            let mut request = tonic::Request::new(pb::RenewLocksRequest {
+                owner: locks.owner.clone(),
                 resources: chunk.iter().map(|(r, _)| r.clone()).collect(),
-                ttl: Some(crate::convert::duration_to_wire(ttl)),
+                ttl: Some(crate::convert::duration_to_wire(locks.ttl)),
             });
-            match client.clone().renew_locks(request).await {
+            // Late answers are of no use: the next renewal is due by then.
+            request.set_timeout(every);
+            let renewed = locks
+                .store
+                .call_within(every, &locks.client, Subject::None, |mut c| async move {
+                    c.renew_locks(request).await
+                })
+                .await;
+            match renewed {
                 Ok(response) => {
-                    let lost = response.into_inner().lost_resources;
-                    if lost.is_empty() {
+                    if response.lost_resources.is_empty() {
                         continue;
                     }
                     let tokens: HashMap<&str, u64> =
                         chunk.iter().map(|(r, t)| (r.as_str(), *t)).collect();
                     let mut held = state.held.lock().unwrap();
-                    for resource in lost {
+                    for resource in response.lost_resources {
                         // Only the lease that was renewed: not one taken again since.
                         if held.get(&resource) == tokens.get(resource.as_str()) {
                             held.remove(&resource);
-                            tracing::warn!(%resource, %owner, "lease lost: it ran out before it was renewed");
+                            tracing::warn!(%resource, owner = %locks.owner, "lease lost: it ran out before it was renewed");
                         }
                     }
                 }
-                Err(status) => {
-                    tracing::warn!(%owner, error = %status, "renewing leases failed; retrying");
+                Err(error) => {
+                    tracing::warn!(owner = %locks.owner, %error, "renewing leases failed; retrying");
                 }
             }
         }
@@ -244,17 +262,20 @@ impl DistributedLockProvider for GrpcLockProvider {
         if let Some(release) = releasing {
             let _ = release.await;
         }
+        let request = self.request(pb::AcquireLockRequest {
+            resource: resource.to_string(),
+            owner: self.owner.clone(),
+            ttl: Some(crate::convert::duration_to_wire(self.ttl)),
+        });
         let response = self
-            .client
-            .clone()
-            .acquire_lock(Self::request(pb::AcquireLockRequest {
-                resource: resource.to_string(),
-                owner: self.owner.clone(),
-                ttl: Some(crate::convert::duration_to_wire(self.ttl)),
-            }))
-            .await
-            .map_err(|s| from_status(&s, Subject::None))?
-            .into_inner();
+            .store
+            .call_within(
+                self.deadline(),
+                &self.client,
+                Subject::None,
+                |mut c| async move { c.acquire_lock(request).await },
+            )
+            .await?;
         if response.acquired {
             self.state
                 .held

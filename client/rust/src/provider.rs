@@ -1,6 +1,7 @@
 //! `GrpcPersistenceProvider`: the call layer. Every RPC of `wfe.persistence.v1` that the adapter
-//! makes is in this file; model conversions live in [`crate::convert`], status mapping in
-//! [`crate::error`].
+//! makes goes through [`GrpcPersistenceProvider::call`], the one place where the deadline and the
+//! mapping of a gRPC status to `WfeError` ([`crate::error`]) are applied. Model conversions live
+//! in [`crate::convert`], connection settings in [`crate::connect`].
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -10,10 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
+use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use wfe_core::WfeError;
 use wfe_core::models::{
     Event, EventSubscription, ExecutionError, ScheduledCommand, WorkflowInstance,
@@ -24,9 +24,8 @@ use wfe_core::traits::{
 };
 
 use crate::cache::WorkflowCache;
+use crate::connect::{CallHeaders, ConnectOptions, DEFAULT_CALL_TIMEOUT};
 use crate::convert;
-#[cfg(feature = "tls")]
-use crate::error::error_chain;
 use crate::error::{Subject, from_status, transport};
 use crate::pb;
 use crate::pb::event_service_client::EventServiceClient;
@@ -38,14 +37,12 @@ use crate::pb::workflow_service_client::WorkflowServiceClient;
 
 type Result<T> = wfe_core::Result<T>;
 
-/// Largest gRPC message the adapter sends or accepts (the server accepts payloads of 16 MiB;
-/// a workflow with its pointers may be larger than its data alone).
+/// Largest gRPC message the adapter sends or accepts, as in the other adapters and the server
+/// (which accepts payloads of 16 MiB; a workflow with its pointers may be larger than its data).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-/// The server's limit of ids per BatchGetWorkflows request.
-pub const MAX_IDS_PER_BATCH_GET: usize = 10_000;
-/// Calls one provider has in flight at once; more wait their turn on the client. (The Python
-/// server answers CANCELLED when about a thousand calls arrive at once on one connection.)
-pub const MAX_IN_FLIGHT_CALLS: usize = 256;
+/// Ids per BatchGetWorkflows request in `get_workflow_instances`, as in the other adapters
+/// (the contract allows up to 10,000).
+pub const IDS_PER_BATCH_GET: usize = 1_000;
 /// Commands claimed per ClaimCommands call in `process_commands`.
 pub const COMMANDS_PER_CLAIM: i32 = 100;
 /// Lease on claimed commands: an unacknowledged claim is offered again after this.
@@ -54,125 +51,9 @@ pub const COMMAND_LEASE: Duration = Duration::from_secs(30);
 /// The future a `process_commands` handler returns.
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
-/// Time allowed for the TCP connect and for the TLS handshake.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How [`GrpcPersistenceProvider::connect_with`] reaches the server: TLS, mutual TLS, a bearer
-/// token. `ConnectOptions::default()` is what [`GrpcPersistenceProvider::connect`] uses:
-/// plaintext, no token.
-///
-/// TLS is on when any `tls_*` field or `domain` is set, or the address starts with `https://`;
-/// it needs this crate's `tls` feature (rustls). Without `tls_ca_pem` the system's trusted roots
-/// verify the server.
-#[derive(Clone, Default)]
-pub struct ConnectOptions {
-    /// Sent as `authorization: Bearer <token>` on every call (the server's `--tokens-file` or
-    /// `WFE_SQLITE_TOKENS`). A missing or wrong token fails each call with an error whose
-    /// [`reason_of`](crate::reason_of) is `UNAUTHENTICATED`.
-    pub token: Option<String>,
-    /// PEM of the CA certificate(s) that the server's certificate must chain to.
-    pub tls_ca_pem: Option<Vec<u8>>,
-    /// PEM certificate (chain) of this client, for mutual TLS; needs `tls_key_pem`.
-    pub tls_cert_pem: Option<Vec<u8>>,
-    /// PEM private key of `tls_cert_pem`.
-    pub tls_key_pem: Option<Vec<u8>>,
-    /// Name the server's certificate must carry, when it is not the host of the address
-    /// (e.g. `localhost` while connecting to `127.0.0.1`).
-    pub domain: Option<String>,
-}
-
-impl ConnectOptions {
-    fn wants_tls(&self) -> bool {
-        self.tls_ca_pem.is_some()
-            || self.tls_cert_pem.is_some()
-            || self.tls_key_pem.is_some()
-            || self.domain.is_some()
-    }
-}
-
-impl std::fmt::Debug for ConnectOptions {
-    // The token and the private key never reach a log.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redacted = |set: bool| if set { Some("<redacted>") } else { None };
-        f.debug_struct("ConnectOptions")
-            .field("token", &redacted(self.token.is_some()))
-            .field("tls_ca_pem", &self.tls_ca_pem.as_ref().map(Vec::len))
-            .field("tls_cert_pem", &self.tls_cert_pem.as_ref().map(Vec::len))
-            .field("tls_key_pem", &redacted(self.tls_key_pem.is_some()))
-            .field("domain", &self.domain)
-            .finish()
-    }
-}
-
-fn invalid_argument(what: impl std::fmt::Display) -> WfeError {
-    WfeError::Persistence(format!("INVALID_ARGUMENT (INVALID_ARGUMENT): {what}"))
-}
-
-/// Puts `authorization: Bearer <token>` on every call (nothing without a token).
-#[derive(Clone)]
-pub(crate) struct Auth(Option<MetadataValue<Ascii>>);
-
-impl Auth {
-    fn new(token: Option<&str>) -> Result<Self> {
-        let Some(token) = token else {
-            return Ok(Auth(None));
-        };
-        let mut value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
-            invalid_argument(
-                "the token must be printable ASCII (no line breaks or control characters)",
-            )
-        })?;
-        value.set_sensitive(true);
-        Ok(Auth(Some(value)))
-    }
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Auth(Bearer <redacted>)"
-        } else {
-            "Auth(None)"
-        })
-    }
-}
-
-impl Interceptor for Auth {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-#[cfg(feature = "tls")]
-fn tls_config(options: &ConnectOptions) -> Result<tonic::transport::ClientTlsConfig> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-    let mut config = ClientTlsConfig::new().timeout(CONNECT_TIMEOUT);
-    config = match &options.tls_ca_pem {
-        Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
-        None => config.with_native_roots(),
-    };
-    match (&options.tls_cert_pem, &options.tls_key_pem) {
-        (Some(cert), Some(key)) => config = config.identity(Identity::from_pem(cert, key)),
-        (None, None) => {}
-        _ => {
-            return Err(invalid_argument(
-                "tls_cert_pem and tls_key_pem must be given together",
-            ));
-        }
-    }
-    if let Some(domain) = &options.domain {
-        config = config.domain_name(domain.clone());
-    }
-    Ok(config)
-}
+/// What the generated clients call through: the channel, with the deadline and the token
+/// added to each call.
+pub(crate) type Transport = InterceptedService<Channel, CallHeaders>;
 
 /// A WFE persistence provider that stores everything in a wfe-sqlite server over gRPC.
 ///
@@ -185,16 +66,15 @@ pub struct GrpcPersistenceProvider {
     commands: ScheduledCommandServiceClient<Transport>,
     errors: ExecutionErrorServiceClient<Transport>,
     store: StoreServiceClient<Transport>,
+    deadline: Duration,
     worker_id: String,
-    /// The connection, for the lock, queue and lifecycle providers built on this one.
+    /// The connection and call headers, for the lock, queue and lifecycle providers built on
+    /// this one.
     channel: Channel,
-    auth: Auth,
+    headers: CallHeaders,
     /// Revisions read or written, and workflows handed out by dequeues (shared by clones).
     cache: Arc<WorkflowCache>,
 }
-
-/// What the generated clients call through: the channel, with the token added to each call.
-pub(crate) type Transport = InterceptedService<Channel, Auth>;
 
 impl GrpcPersistenceProvider {
     /// Connects to a wfe-sqlite server at `addr`: `host:port`, or a full `http://host:port` URI.
@@ -205,10 +85,10 @@ impl GrpcPersistenceProvider {
     }
 
     /// Connects to a wfe-sqlite server at `addr` (`host:port`, `http://...` or `https://...`)
-    /// with TLS, mutual TLS and/or a bearer token, as `options` say. Fails when the server
-    /// cannot be reached now, or the TLS handshake fails (`UNAVAILABLE`); bad options are
-    /// `INVALID_ARGUMENT`. (With TLS 1.3 a server that refuses the client's certificate may
-    /// only say so on the first call, which then fails with `UNAVAILABLE`.)
+    /// with TLS, mutual TLS, a bearer token and/or another per-call deadline, as `options` say.
+    /// Fails when the server cannot be reached now, or the TLS handshake fails (`UNAVAILABLE`);
+    /// bad options are `INVALID_ARGUMENT`. (With TLS 1.3 a server that refuses the client's
+    /// certificate may only say so on the first call, which then fails with `UNAVAILABLE`.)
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -222,91 +102,67 @@ impl GrpcPersistenceProvider {
     /// ```
     pub async fn connect_with(addr: impl AsRef<str>, options: ConnectOptions) -> Result<Self> {
         let addr = addr.as_ref();
-        let scheme = addr.split_once("://").map(|(scheme, _)| scheme);
-        let tls = options.wants_tls() || scheme.is_some_and(|s| s.eq_ignore_ascii_case("https"));
-        let uri = match scheme {
-            Some(s) if tls && s.eq_ignore_ascii_case("http") => {
-                return Err(invalid_argument(format!(
-                    "address {addr:?} says http:// but TLS options are set"
-                )));
-            }
-            Some(_) => addr.to_string(),
-            None if tls => format!("https://{addr}"),
-            None => format!("http://{addr}"),
-        };
-        let auth = Auth::new(options.token.as_deref())?;
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| invalid_argument(format!("bad address {addr:?}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .concurrency_limit(MAX_IN_FLIGHT_CALLS)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true);
-        #[cfg(feature = "tls")]
-        let endpoint = if tls {
-            endpoint
-                .tls_config(tls_config(&options)?)
-                .map_err(|e| invalid_argument(format!("TLS settings: {}", error_chain(&e))))?
-        } else {
-            endpoint
-        };
-        #[cfg(not(feature = "tls"))]
-        if tls {
-            return Err(invalid_argument(
-                "TLS needs wfe-grpc's `tls` feature (features = [\"tls\"])",
-            ));
-        }
+        let endpoint = options.endpoint(addr)?;
+        let headers = CallHeaders::new(options.token.as_deref(), options.deadline())?;
         let channel = endpoint.connect().await.map_err(|e| transport(e, addr))?;
-        Ok(Self::build(channel, auth))
+        Ok(Self::build(channel, headers, options.deadline()))
     }
 
-    /// Builds the provider on a channel the caller configured (TLS, interceptors, ...); no token
-    /// is added to its calls.
+    /// Builds the provider on a channel the caller configured (TLS, interceptors, ...); its
+    /// calls carry no token and have the [`DEFAULT_CALL_TIMEOUT`] deadline.
     pub fn from_channel(channel: Channel) -> Self {
-        Self::build(channel, Auth(None))
+        let headers =
+            CallHeaders::new(None, DEFAULT_CALL_TIMEOUT).expect("no token: nothing to validate");
+        Self::build(channel, headers, DEFAULT_CALL_TIMEOUT)
     }
 
-    fn build(channel: Channel, auth: Auth) -> Self {
+    fn build(channel: Channel, headers: CallHeaders, deadline: Duration) -> Self {
         let m = MAX_MESSAGE_BYTES;
+        let with = || InterceptedService::new(channel.clone(), headers.clone());
         Self {
-            workflows: WorkflowServiceClient::with_interceptor(channel.clone(), auth.clone())
+            workflows: WorkflowServiceClient::new(with())
                 .max_decoding_message_size(m)
                 .max_encoding_message_size(m),
-            events: EventServiceClient::with_interceptor(channel.clone(), auth.clone())
+            events: EventServiceClient::new(with())
                 .max_decoding_message_size(m)
                 .max_encoding_message_size(m),
-            subscriptions: SubscriptionServiceClient::with_interceptor(
-                channel.clone(),
-                auth.clone(),
-            )
-            .max_decoding_message_size(m)
-            .max_encoding_message_size(m),
-            commands: ScheduledCommandServiceClient::with_interceptor(
-                channel.clone(),
-                auth.clone(),
-            )
-            .max_decoding_message_size(m)
-            .max_encoding_message_size(m),
-            errors: ExecutionErrorServiceClient::with_interceptor(channel.clone(), auth.clone())
+            subscriptions: SubscriptionServiceClient::new(with())
                 .max_decoding_message_size(m)
                 .max_encoding_message_size(m),
-            store: StoreServiceClient::with_interceptor(channel.clone(), auth.clone())
+            commands: ScheduledCommandServiceClient::new(with())
                 .max_decoding_message_size(m)
                 .max_encoding_message_size(m),
+            errors: ExecutionErrorServiceClient::new(with())
+                .max_decoding_message_size(m)
+                .max_encoding_message_size(m),
+            store: StoreServiceClient::new(with())
+                .max_decoding_message_size(m)
+                .max_encoding_message_size(m),
+            deadline,
             worker_id: format!(
                 "wfe-grpc-rust/{}/{}",
                 std::process::id(),
                 uuid::Uuid::new_v4()
             ),
             channel,
-            auth,
+            headers,
             cache: Arc::default(),
         }
     }
 
-    /// The connection (with the token interceptor) for another service's client.
+    /// The connection with this provider's call headers, for another service's client.
     pub(crate) fn transport(&self) -> Transport {
-        InterceptedService::new(self.channel.clone(), self.auth.clone())
+        InterceptedService::new(self.channel.clone(), self.headers.clone())
+    }
+
+    /// The connection with this provider's token but no deadline, for streams that stay open.
+    pub(crate) fn streaming_transport(&self) -> Transport {
+        InterceptedService::new(self.channel.clone(), self.headers.without_deadline())
+    }
+
+    /// The per-call deadline of this provider's calls.
+    pub(crate) fn deadline(&self) -> Duration {
+        self.deadline
     }
 
     /// The revisions and handed-out workflows this provider (and its clones) remember.
@@ -337,22 +193,98 @@ impl GrpcPersistenceProvider {
         &self.worker_id
     }
 
+    /// The one place calls are made: runs `rpc` on a clone of `client` within the per-call
+    /// deadline and turns a failed status into the `WfeError` for `subject`. A streaming call
+    /// reads its whole stream inside `rpc`, so the deadline covers it.
+    pub(crate) async fn call<C, T, F, Fut>(
+        &self,
+        client: &C,
+        subject: Subject<'_>,
+        rpc: F,
+    ) -> Result<T>
+    where
+        C: Clone,
+        F: FnOnce(C) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        self.call_within(self.deadline, client, subject, rpc).await
+    }
+
+    /// [`call`](Self::call) with another deadline (a long poll waits longer than a call takes);
+    /// the request must carry the same deadline (`Request::set_timeout`) for the server.
+    pub(crate) async fn call_within<C, T, F, Fut>(
+        &self,
+        deadline: Duration,
+        client: &C,
+        subject: Subject<'_>,
+        rpc: F,
+    ) -> Result<T>
+    where
+        C: Clone,
+        F: FnOnce(C) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        let status = match tokio::time::timeout(deadline, rpc(client.clone())).await {
+            Ok(Ok(response)) => return Ok(response.into_inner()),
+            Ok(Err(status)) => status,
+            Err(_) => {
+                Status::deadline_exceeded(format!("no answer from the server within {deadline:?}"))
+            }
+        };
+        Err(from_status(&status, subject))
+    }
+
+    /// Every item of a paged list RPC, each page through [`call`](Self::call):
+    /// `request(page_token)` builds a page's request, `rpc` sends it, `items` splits the answer
+    /// into its items and the next page token (empty on the last page).
+    async fn pages<C, Req, Resp, T, F, Fut>(
+        &self,
+        client: &C,
+        request: impl Fn(String) -> Req,
+        rpc: F,
+        items: impl Fn(Resp) -> (Vec<T>, String),
+    ) -> Result<Vec<T>>
+    where
+        C: Clone,
+        F: Fn(C, Req) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
+    {
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page_request = request(token.clone());
+            let page = self
+                .call(client, Subject::None, |c| rpc(c, page_request))
+                .await?;
+            let (page_items, next) = items(page);
+            all.extend(page_items);
+            if next.is_empty() {
+                return Ok(all);
+            }
+            if next == token {
+                return Err(WfeError::Persistence(
+                    "INTERNAL (INTERNAL): server returned the same page token twice".into(),
+                ));
+            }
+            token = next;
+        }
+    }
+
     async fn claim_commands(
         &self,
         as_of: &DateTime<Utc>,
     ) -> Result<(String, Vec<ScheduledCommand>)> {
+        let request = pb::ClaimCommandsRequest {
+            as_of: Some(convert::ts_to_wire(as_of)),
+            max_commands: COMMANDS_PER_CLAIM,
+            lease_duration: Some(convert::duration_to_wire(COMMAND_LEASE)),
+            worker_id: self.worker_id.clone(),
+        };
         let response = self
-            .commands
-            .clone()
-            .claim_commands(pb::ClaimCommandsRequest {
-                as_of: Some(convert::ts_to_wire(as_of)),
-                max_commands: COMMANDS_PER_CLAIM,
-                lease_duration: Some(convert::duration_to_wire(COMMAND_LEASE)),
-                worker_id: self.worker_id.clone(),
+            .call(&self.commands, Subject::None, |mut c| async move {
+                c.claim_commands(request).await
             })
-            .await
-            .map_err(|s| from_status(&s, Subject::None))?
-            .into_inner();
+            .await?;
         let commands = response
             .commands
             .into_iter()
@@ -362,54 +294,84 @@ impl GrpcPersistenceProvider {
         Ok((response.lease_id, commands))
     }
 
-    async fn acknowledge_command(&self, command: &ScheduledCommand, lease_id: &str) -> Result<()> {
-        self.commands
-            .clone()
-            .acknowledge_command(pb::AcknowledgeCommandRequest {
-                command_name: convert::command_name_to_wire(&command.command_name) as i32,
-                data: command.data.clone(),
-                lease_id: lease_id.to_string(),
+    /// Acknowledges (`true`) or releases (`false`) a claimed command. A lost lease is not an
+    /// error here: the command is free again, or another processor holds it now.
+    async fn settle_command(
+        &self,
+        command: &ScheduledCommand,
+        lease_id: &str,
+        succeeded: bool,
+    ) -> Result<()> {
+        let command_name = convert::command_name_to_wire(&command.command_name) as i32;
+        let (data, lease_id) = (command.data.clone(), lease_id.to_string());
+        let subject = Subject::Command(&command.data);
+        let settled = if succeeded {
+            let request = pb::AcknowledgeCommandRequest {
+                command_name,
+                data,
+                lease_id,
+            };
+            self.call(&self.commands, subject, |mut c| async move {
+                c.acknowledge_command(request).await
             })
             .await
-            .map_err(|s| from_status(&s, Subject::Command(&command.data)))?;
-        Ok(())
-    }
-
-    async fn release_command(&self, command: &ScheduledCommand, lease_id: &str) -> Result<()> {
-        self.commands
-            .clone()
-            .release_command(pb::ReleaseCommandRequest {
-                command_name: convert::command_name_to_wire(&command.command_name) as i32,
-                data: command.data.clone(),
-                lease_id: lease_id.to_string(),
+            .map(drop)
+        } else {
+            let request = pb::ReleaseCommandRequest {
+                command_name,
+                data,
+                lease_id,
+            };
+            self.call(&self.commands, subject, |mut c| async move {
+                c.release_command(request).await
             })
             .await
-            .map_err(|s| from_status(&s, Subject::Command(&command.data)))?;
-        Ok(())
+            .map(drop)
+        };
+        match settled {
+            Err(WfeError::LockFailed(_)) => Ok(()),
+            other => other,
+        }
     }
-}
 
-/// Gathers every page of a paged list RPC. `fetch(page_token)` returns one page and the
-/// next token; an empty token ends the list.
-async fn collect_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>>
-where
-    F: FnMut(String) -> Fut,
-    Fut: Future<Output = Result<(Vec<T>, String)>>,
-{
-    let mut all = Vec::new();
-    let mut token = String::new();
-    loop {
-        let (items, next) = fetch(token.clone()).await?;
-        all.extend(items);
-        if next.is_empty() {
-            return Ok(all);
+    /// The claim loop of `process_commands`; commands to release at the end go to `held`.
+    async fn run_due_commands(
+        &self,
+        as_of: &DateTime<Utc>,
+        handler: &(dyn Fn(ScheduledCommand) -> HandlerFuture + Send + Sync),
+        held: &mut Vec<(ScheduledCommand, String)>,
+    ) -> Result<()> {
+        // (command name, data) of every command handed to the handler in this call.
+        let mut offered: HashSet<(i32, String)> = HashSet::new();
+        loop {
+            let (lease_id, claimed) = self.claim_commands(as_of).await?;
+            let mut fresh = false;
+            let mut claimed = claimed.into_iter();
+            while let Some(command) = claimed.next() {
+                let key = (
+                    convert::command_name_to_wire(&command.command_name) as i32,
+                    command.data.clone(),
+                );
+                // Offered again in this call (scheduled again by a handler, or its lease ran
+                // out while a handler was busy): it waits for the next call.
+                if !offered.insert(key) {
+                    held.push((command, lease_id.clone()));
+                    continue;
+                }
+                fresh = true;
+                if handler(command.clone()).await.is_err() {
+                    held.push((command, lease_id.clone()));
+                } else if let Err(e) = self.settle_command(&command, &lease_id, true).await {
+                    held.push((command, lease_id.clone()));
+                    held.extend(claimed.map(|rest| (rest, lease_id.clone())));
+                    return Err(e);
+                }
+            }
+            // A claim that brings nothing new ends the call (also when it is empty).
+            if !fresh {
+                return Ok(());
+            }
         }
-        if next == token {
-            return Err(WfeError::Persistence(
-                "INTERNAL: server returned the same page token twice".into(),
-            ));
-        }
-        token = next;
     }
 }
 
@@ -420,32 +382,31 @@ impl WorkflowRepository for GrpcPersistenceProvider {
             workflow: Some(convert::workflow_to_wire(instance)?),
         };
         let response = self
-            .workflows
-            .clone()
-            .create_workflow(request)
-            .await
-            .map_err(|s| from_status(&s, Subject::Workflow(&instance.id)))?
-            .into_inner();
+            .call(
+                &self.workflows,
+                Subject::Workflow(&instance.id),
+                |mut c| async move { c.create_workflow(request).await },
+            )
+            .await?;
         self.cache.remember(&response.id, response.revision);
         Ok(response.id)
     }
 
     /// Replaces the stored workflow, expecting the revision this provider last read or wrote
-    /// for it: when another process has persisted it since, nothing is written and the error's
-    /// [`reason_of`](crate::reason_of) is `REVISION_CONFLICT` (see
-    /// [`is_revision_conflict`](crate::is_revision_conflict)).
+    /// for it: when another process has persisted it since, nothing is written and the error is
+    /// `REVISION_CONFLICT` ([`is_revision_conflict`](crate::is_revision_conflict)).
     async fn persist_workflow(&self, instance: &WorkflowInstance) -> Result<()> {
         let request = pb::PersistWorkflowRequest {
             workflow: Some(convert::workflow_to_wire(instance)?),
             expected_revision: self.expected_revision(&instance.id),
         };
         let response = self
-            .workflows
-            .clone()
-            .persist_workflow(request)
-            .await
-            .map_err(|s| from_status(&s, Subject::Workflow(&instance.id)))?
-            .into_inner();
+            .call(
+                &self.workflows,
+                Subject::Workflow(&instance.id),
+                |mut c| async move { c.persist_workflow(request).await },
+            )
+            .await?;
         self.cache.remember(&instance.id, response.revision);
         Ok(())
     }
@@ -464,34 +425,28 @@ impl WorkflowRepository for GrpcPersistenceProvider {
             expected_revision: self.expected_revision(&instance.id),
         };
         let response = self
-            .workflows
-            .clone()
-            .persist_workflow_with_subscriptions(request)
-            .await
-            .map_err(|s| from_status(&s, Subject::Workflow(&instance.id)))?
-            .into_inner();
+            .call(
+                &self.workflows,
+                Subject::Workflow(&instance.id),
+                |mut c| async move { c.persist_workflow_with_subscriptions(request).await },
+            )
+            .await?;
         self.cache.remember(&instance.id, response.revision);
         Ok(())
     }
 
     async fn get_runnable_instances(&self, as_at: DateTime<Utc>) -> Result<Vec<String>> {
-        let as_at = convert::ts_to_wire(&as_at);
-        collect_pages(|page_token| {
-            let mut client = self.workflows.clone();
-            let request = pb::GetRunnableWorkflowsRequest {
-                as_at: Some(as_at),
+        let as_at = Some(convert::ts_to_wire(&as_at));
+        self.pages(
+            &self.workflows,
+            |page_token| pb::GetRunnableWorkflowsRequest {
+                as_at,
                 page_size: 0,
                 page_token,
-            };
-            async move {
-                let page = client
-                    .get_runnable_workflows(request)
-                    .await
-                    .map_err(|s| from_status(&s, Subject::None))?
-                    .into_inner();
-                Ok((page.workflow_ids, page.next_page_token))
-            }
-        })
+            },
+            |mut c, r| async move { c.get_runnable_workflows(r).await },
+            |page| (page.workflow_ids, page.next_page_token),
+        )
         .await
     }
 
@@ -502,13 +457,12 @@ impl WorkflowRepository for GrpcPersistenceProvider {
         if let Some(w) = self.cache.take_primed(id) {
             return self.read_workflow(w);
         }
+        let request = pb::GetWorkflowRequest { id: id.to_string() };
         let response = self
-            .workflows
-            .clone()
-            .get_workflow(pb::GetWorkflowRequest { id: id.to_string() })
-            .await
-            .map_err(|s| from_status(&s, Subject::Workflow(id)))?
-            .into_inner();
+            .call(&self.workflows, Subject::Workflow(id), |mut c| async move {
+                c.get_workflow(request).await
+            })
+            .await?;
         match response.workflow {
             Some(w) => self.read_workflow(w),
             None => Err(WfeError::WorkflowNotFound(id.to_string())),
@@ -516,15 +470,16 @@ impl WorkflowRepository for GrpcPersistenceProvider {
     }
 
     async fn get_workflow_instance_by_name(&self, name: &str) -> Result<WorkflowInstance> {
+        let request = pb::GetWorkflowByNameRequest {
+            name: name.to_string(),
+        };
         let response = self
-            .workflows
-            .clone()
-            .get_workflow_by_name(pb::GetWorkflowByNameRequest {
-                name: name.to_string(),
-            })
-            .await
-            .map_err(|s| from_status(&s, Subject::Workflow(name)))?
-            .into_inner();
+            .call(
+                &self.workflows,
+                Subject::Workflow(name),
+                |mut c| async move { c.get_workflow_by_name(request).await },
+            )
+            .await?;
         match response.workflow {
             Some(w) => self.read_workflow(w),
             None => Err(WfeError::WorkflowNotFound(name.to_string())),
@@ -541,39 +496,36 @@ impl WorkflowRepository for GrpcPersistenceProvider {
             .cloned()
             .collect();
         let mut found = Vec::new();
-        for chunk in unique.chunks(MAX_IDS_PER_BATCH_GET) {
-            let mut stream = self
-                .workflows
-                .clone()
-                .batch_get_workflows(pb::BatchGetWorkflowsRequest {
-                    ids: chunk.to_vec(),
+        for chunk in unique.chunks(IDS_PER_BATCH_GET) {
+            let request = pb::BatchGetWorkflowsRequest {
+                ids: chunk.to_vec(),
+            };
+            let wire = self
+                .call(&self.workflows, Subject::None, |mut c| async move {
+                    let mut stream = c.batch_get_workflows(request).await?.into_inner();
+                    let mut workflows = Vec::new();
+                    while let Some(message) = stream.message().await? {
+                        workflows.extend(message.workflows);
+                    }
+                    Ok(tonic::Response::new(workflows))
                 })
-                .await
-                .map_err(|s| from_status(&s, Subject::None))?
-                .into_inner();
-            while let Some(message) = stream
-                .message()
-                .await
-                .map_err(|s| from_status(&s, Subject::None))?
-            {
-                for w in message.workflows {
-                    found.push(self.read_workflow(w)?);
-                }
+                .await?;
+            for w in wire {
+                found.push(self.read_workflow(w)?);
             }
         }
         Ok(found)
     }
 
     async fn next_definition_sequence(&self, definition_id: &str) -> Result<u64> {
+        let request = pb::NextDefinitionSequenceRequest {
+            definition_id: definition_id.to_string(),
+        };
         let response = self
-            .workflows
-            .clone()
-            .next_definition_sequence(pb::NextDefinitionSequenceRequest {
-                definition_id: definition_id.to_string(),
+            .call(&self.workflows, Subject::None, |mut c| async move {
+                c.next_definition_sequence(request).await
             })
-            .await
-            .map_err(|s| from_status(&s, Subject::None))?
-            .into_inner();
+            .await?;
         Ok(response.value)
     }
 }
@@ -585,23 +537,22 @@ impl EventRepository for GrpcPersistenceProvider {
             event: Some(convert::event_to_wire(event)?),
         };
         let response = self
-            .events
-            .clone()
-            .create_event(request)
-            .await
-            .map_err(|s| from_status(&s, Subject::Event(&event.id)))?
-            .into_inner();
+            .call(
+                &self.events,
+                Subject::Event(&event.id),
+                |mut c| async move { c.create_event(request).await },
+            )
+            .await?;
         Ok(response.id)
     }
 
     async fn get_event(&self, id: &str) -> Result<Event> {
+        let request = pb::GetEventRequest { id: id.to_string() };
         let response = self
-            .events
-            .clone()
-            .get_event(pb::GetEventRequest { id: id.to_string() })
-            .await
-            .map_err(|s| from_status(&s, Subject::Event(id)))?
-            .into_inner();
+            .call(&self.events, Subject::Event(id), |mut c| async move {
+                c.get_event(request).await
+            })
+            .await?;
         match response.event {
             Some(e) => convert::event_from_wire(e),
             None => Err(WfeError::EventNotFound(id.to_string())),
@@ -609,23 +560,17 @@ impl EventRepository for GrpcPersistenceProvider {
     }
 
     async fn get_runnable_events(&self, as_at: DateTime<Utc>) -> Result<Vec<String>> {
-        let as_at = convert::ts_to_wire(&as_at);
-        collect_pages(|page_token| {
-            let mut client = self.events.clone();
-            let request = pb::GetRunnableEventsRequest {
-                as_at: Some(as_at),
+        let as_at = Some(convert::ts_to_wire(&as_at));
+        self.pages(
+            &self.events,
+            |page_token| pb::GetRunnableEventsRequest {
+                as_at,
                 page_size: 0,
                 page_token,
-            };
-            async move {
-                let page = client
-                    .get_runnable_events(request)
-                    .await
-                    .map_err(|s| from_status(&s, Subject::None))?
-                    .into_inner();
-                Ok((page.event_ids, page.next_page_token))
-            }
-        })
+            },
+            |mut c, r| async move { c.get_runnable_events(r).await },
+            |page| (page.event_ids, page.next_page_token),
+        )
         .await
     }
 
@@ -635,43 +580,37 @@ impl EventRepository for GrpcPersistenceProvider {
         event_key: &str,
         as_of: DateTime<Utc>,
     ) -> Result<Vec<String>> {
-        let as_of = convert::ts_to_wire(&as_of);
-        collect_pages(|page_token| {
-            let mut client = self.events.clone();
-            let request = pb::GetEventsRequest {
+        let as_of = Some(convert::ts_to_wire(&as_of));
+        self.pages(
+            &self.events,
+            |page_token| pb::GetEventsRequest {
                 event_name: event_name.to_string(),
                 event_key: event_key.to_string(),
-                as_of: Some(as_of),
+                as_of,
                 page_size: 0,
                 page_token,
-            };
-            async move {
-                let page = client
-                    .get_events(request)
-                    .await
-                    .map_err(|s| from_status(&s, Subject::None))?
-                    .into_inner();
-                Ok((page.event_ids, page.next_page_token))
-            }
-        })
+            },
+            |mut c, r| async move { c.get_events(r).await },
+            |page| (page.event_ids, page.next_page_token),
+        )
         .await
     }
 
     async fn mark_event_processed(&self, id: &str) -> Result<()> {
-        self.events
-            .clone()
-            .mark_event_processed(pb::MarkEventProcessedRequest { id: id.to_string() })
-            .await
-            .map_err(|s| from_status(&s, Subject::Event(id)))?;
+        let request = pb::MarkEventProcessedRequest { id: id.to_string() };
+        self.call(&self.events, Subject::Event(id), |mut c| async move {
+            c.mark_event_processed(request).await
+        })
+        .await?;
         Ok(())
     }
 
     async fn mark_event_unprocessed(&self, id: &str) -> Result<()> {
-        self.events
-            .clone()
-            .mark_event_unprocessed(pb::MarkEventUnprocessedRequest { id: id.to_string() })
-            .await
-            .map_err(|s| from_status(&s, Subject::Event(id)))?;
+        let request = pb::MarkEventUnprocessedRequest { id: id.to_string() };
+        self.call(&self.events, Subject::Event(id), |mut c| async move {
+            c.mark_event_unprocessed(request).await
+        })
+        .await?;
         Ok(())
     }
 }
@@ -682,13 +621,12 @@ impl SubscriptionRepository for GrpcPersistenceProvider {
         let request = pb::CreateSubscriptionRequest {
             subscription: Some(convert::subscription_to_wire(subscription)?),
         };
+        let subject = Subject::Subscription(&subscription.id);
         let response = self
-            .subscriptions
-            .clone()
-            .create_subscription(request)
-            .await
-            .map_err(|s| from_status(&s, Subject::Subscription(&subscription.id)))?
-            .into_inner();
+            .call(&self.subscriptions, subject, |mut c| async move {
+                c.create_subscription(request).await
+            })
+            .await?;
         Ok(response.id)
     }
 
@@ -698,52 +636,48 @@ impl SubscriptionRepository for GrpcPersistenceProvider {
         event_key: &str,
         as_of: DateTime<Utc>,
     ) -> Result<Vec<EventSubscription>> {
-        let as_of = convert::ts_to_wire(&as_of);
-        let wire = collect_pages(|page_token| {
-            let mut client = self.subscriptions.clone();
-            let request = pb::GetSubscriptionsRequest {
-                event_name: event_name.to_string(),
-                event_key: event_key.to_string(),
-                as_of: Some(as_of),
-                page_size: 0,
-                page_token,
-            };
-            async move {
-                let page = client
-                    .get_subscriptions(request)
-                    .await
-                    .map_err(|s| from_status(&s, Subject::None))?
-                    .into_inner();
-                Ok((page.subscriptions, page.next_page_token))
-            }
-        })
-        .await?;
+        let as_of = Some(convert::ts_to_wire(&as_of));
+        let wire = self
+            .pages(
+                &self.subscriptions,
+                |page_token| pb::GetSubscriptionsRequest {
+                    event_name: event_name.to_string(),
+                    event_key: event_key.to_string(),
+                    as_of,
+                    page_size: 0,
+                    page_token,
+                },
+                |mut c, r| async move { c.get_subscriptions(r).await },
+                |page| (page.subscriptions, page.next_page_token),
+            )
+            .await?;
         wire.into_iter()
             .map(convert::subscription_from_wire)
             .collect()
     }
 
     async fn terminate_subscription(&self, subscription_id: &str) -> Result<()> {
-        self.subscriptions
-            .clone()
-            .terminate_subscription(pb::TerminateSubscriptionRequest {
-                id: subscription_id.to_string(),
-            })
-            .await
-            .map_err(|s| from_status(&s, Subject::Subscription(subscription_id)))?;
+        let request = pb::TerminateSubscriptionRequest {
+            id: subscription_id.to_string(),
+        };
+        let subject = Subject::Subscription(subscription_id);
+        self.call(&self.subscriptions, subject, |mut c| async move {
+            c.terminate_subscription(request).await
+        })
+        .await?;
         Ok(())
     }
 
     async fn get_subscription(&self, subscription_id: &str) -> Result<EventSubscription> {
+        let request = pb::GetSubscriptionRequest {
+            id: subscription_id.to_string(),
+        };
+        let subject = Subject::Subscription(subscription_id);
         let response = self
-            .subscriptions
-            .clone()
-            .get_subscription(pb::GetSubscriptionRequest {
-                id: subscription_id.to_string(),
+            .call(&self.subscriptions, subject, |mut c| async move {
+                c.get_subscription(request).await
             })
-            .await
-            .map_err(|s| from_status(&s, Subject::Subscription(subscription_id)))?
-            .into_inner();
+            .await?;
         match response.subscription {
             Some(s) => convert::subscription_from_wire(s),
             None => Err(WfeError::SubscriptionNotFound(subscription_id.to_string())),
@@ -756,17 +690,16 @@ impl SubscriptionRepository for GrpcPersistenceProvider {
         event_key: &str,
         as_of: DateTime<Utc>,
     ) -> Result<Option<EventSubscription>> {
+        let request = pb::GetFirstOpenSubscriptionRequest {
+            event_name: event_name.to_string(),
+            event_key: event_key.to_string(),
+            as_of: Some(convert::ts_to_wire(&as_of)),
+        };
         let response = self
-            .subscriptions
-            .clone()
-            .get_first_open_subscription(pb::GetFirstOpenSubscriptionRequest {
-                event_name: event_name.to_string(),
-                event_key: event_key.to_string(),
-                as_of: Some(convert::ts_to_wire(&as_of)),
+            .call(&self.subscriptions, Subject::None, |mut c| async move {
+                c.get_first_open_subscription(request).await
             })
-            .await
-            .map_err(|s| from_status(&s, Subject::None))?
-            .into_inner();
+            .await?;
         response
             .subscription
             .map(convert::subscription_from_wire)
@@ -780,30 +713,31 @@ impl SubscriptionRepository for GrpcPersistenceProvider {
         worker_id: &str,
         expiry: DateTime<Utc>,
     ) -> Result<bool> {
+        let request = pb::SetSubscriptionTokenRequest {
+            id: subscription_id.to_string(),
+            token: token.to_string(),
+            worker_id: worker_id.to_string(),
+            expiry: Some(convert::ts_to_wire(&expiry)),
+        };
+        let subject = Subject::Subscription(subscription_id);
         let response = self
-            .subscriptions
-            .clone()
-            .set_subscription_token(pb::SetSubscriptionTokenRequest {
-                id: subscription_id.to_string(),
-                token: token.to_string(),
-                worker_id: worker_id.to_string(),
-                expiry: Some(convert::ts_to_wire(&expiry)),
+            .call(&self.subscriptions, subject, |mut c| async move {
+                c.set_subscription_token(request).await
             })
-            .await
-            .map_err(|s| from_status(&s, Subject::Subscription(subscription_id)))?
-            .into_inner();
+            .await?;
         Ok(response.acquired)
     }
 
     async fn clear_subscription_token(&self, subscription_id: &str, token: &str) -> Result<()> {
-        self.subscriptions
-            .clone()
-            .clear_subscription_token(pb::ClearSubscriptionTokenRequest {
-                id: subscription_id.to_string(),
-                token: token.to_string(),
-            })
-            .await
-            .map_err(|s| from_status(&s, Subject::Subscription(subscription_id)))?;
+        let request = pb::ClearSubscriptionTokenRequest {
+            id: subscription_id.to_string(),
+            token: token.to_string(),
+        };
+        let subject = Subject::Subscription(subscription_id);
+        self.call(&self.subscriptions, subject, |mut c| async move {
+            c.clear_subscription_token(request).await
+        })
+        .await?;
         Ok(())
     }
 }
@@ -815,86 +749,40 @@ impl ScheduledCommandRepository for GrpcPersistenceProvider {
     }
 
     async fn schedule_command(&self, command: &ScheduledCommand) -> Result<()> {
-        self.commands
-            .clone()
-            .schedule_command(pb::ScheduleCommandRequest {
-                command: Some(convert::command_to_wire(command)),
-            })
-            .await
-            .map_err(|s| from_status(&s, Subject::Command(&command.data)))?;
+        let request = pb::ScheduleCommandRequest {
+            command: Some(convert::command_to_wire(command)),
+        };
+        let subject = Subject::Command(&command.data);
+        self.call(&self.commands, subject, |mut c| async move {
+            c.schedule_command(request).await
+        })
+        .await?;
         Ok(())
     }
 
-    /// Claims due commands in batches under a lease, runs `handler` locally on each, and
-    /// acknowledges (deletes) the ones that succeed. A command whose handler fails stays held
-    /// by its lease until every due command has been offered, then is released: it is not
-    /// retried within this call, and is offered again on the next one. Handler failures are
-    /// not errors of this call (the command simply stays scheduled); an error is returned only
-    /// when talking to the server fails.
+    /// Claims due commands in batches of up to [`COMMANDS_PER_CLAIM`] under a
+    /// [`COMMAND_LEASE`] lease and runs `handler` on them one at a time, in claim order
+    /// (earliest `execute_time` first). A command whose handler succeeds is acknowledged
+    /// (deleted). One whose handler fails stays held by its lease until the end of the call,
+    /// then is released, so the next call offers it again. Within one call each
+    /// (command name, data) is handed to the handler at most once: a command claimed again
+    /// (scheduled again by a handler, or its lease ran out meanwhile) is released at the end
+    /// too. Handler failures are not errors of this call; an error is returned only when
+    /// talking to the server fails.
     async fn process_commands(
         &self,
         as_of: DateTime<Utc>,
         handler: &(dyn Fn(ScheduledCommand) -> HandlerFuture + Send + Sync),
     ) -> Result<()> {
-        let mut failed: Vec<(ScheduledCommand, String)> = Vec::new();
-        let mut failed_keys: HashSet<(i32, String)> = HashSet::new();
-        let mut first_error: Option<WfeError> = None;
-
-        'claiming: loop {
-            let (lease_id, claimed) = match self.claim_commands(&as_of).await {
-                Ok(claim) => claim,
-                Err(e) => {
-                    first_error = Some(e);
-                    break 'claiming;
-                }
-            };
-            if claimed.is_empty() {
-                break;
-            }
-            for command in claimed {
-                let key = (
-                    convert::command_name_to_wire(&command.command_name) as i32,
-                    command.data.clone(),
-                );
-                // Offered again in this call (its first lease ran out while we were busy):
-                // it already failed here, so it only waits for the release below.
-                if failed_keys.contains(&key) {
-                    failed.push((command, lease_id.clone()));
-                    continue;
-                }
-                match handler(command.clone()).await {
-                    Ok(()) => match self.acknowledge_command(&command, &lease_id).await {
-                        Ok(()) => {}
-                        // The lease ran out and another processor took the command over: it
-                        // will run it again (at-least-once); nothing for us to undo.
-                        Err(WfeError::LockFailed(_)) => {}
-                        Err(e) => {
-                            first_error = Some(e);
-                            failed.push((command, lease_id.clone()));
-                            break 'claiming;
-                        }
-                    },
-                    Err(_) => {
-                        failed_keys.insert(key);
-                        failed.push((command, lease_id.clone()));
-                    }
-                }
+        let mut held: Vec<(ScheduledCommand, String)> = Vec::new();
+        let outcome = self.run_due_commands(&as_of, handler, &mut held).await;
+        let mut first_error = outcome.err();
+        for (command, lease_id) in &held {
+            if let Err(e) = self.settle_command(command, lease_id, false).await {
+                first_error.get_or_insert(e);
             }
         }
-
-        for (command, lease_id) in &failed {
-            match self.release_command(command, lease_id).await {
-                // Lost lease: the command is already free (or another processor has it).
-                Ok(()) | Err(WfeError::LockFailed(_)) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        first_error.map_or(Ok(()), Err)
     }
 }
 
@@ -905,25 +793,24 @@ impl PersistenceProvider for GrpcPersistenceProvider {
         if errors.is_empty() {
             return Ok(());
         }
-        self.errors
-            .clone()
-            .persist_errors(pb::PersistErrorsRequest {
-                errors: errors
-                    .iter()
-                    .map(convert::execution_error_to_wire)
-                    .collect(),
-            })
-            .await
-            .map_err(|s| from_status(&s, Subject::None))?;
+        let request = pb::PersistErrorsRequest {
+            errors: errors
+                .iter()
+                .map(convert::execution_error_to_wire)
+                .collect(),
+        };
+        self.call(&self.errors, Subject::None, |mut c| async move {
+            c.persist_errors(request).await
+        })
+        .await?;
         Ok(())
     }
 
     async fn ensure_store_exists(&self) -> Result<()> {
-        self.store
-            .clone()
-            .ensure_store_exists(pb::EnsureStoreExistsRequest {})
-            .await
-            .map_err(|s| from_status(&s, Subject::None))?;
+        self.call(&self.store, Subject::None, |mut c| async move {
+            c.ensure_store_exists(pb::EnsureStoreExistsRequest {}).await
+        })
+        .await?;
         Ok(())
     }
 }

@@ -17,11 +17,12 @@ use wfe_core::models::QueueType;
 use wfe_core::traits::QueueProvider;
 
 use crate::cache::WorkflowCache;
+use crate::connect::ConnectOptions;
 use crate::convert;
-use crate::error::{Subject, from_status};
+use crate::error::Subject;
 use crate::pb;
 use crate::pb::queue_service_client::QueueServiceClient;
-use crate::provider::{ConnectOptions, GrpcPersistenceProvider, MAX_MESSAGE_BYTES, Transport};
+use crate::provider::{GrpcPersistenceProvider, MAX_MESSAGE_BYTES, Transport};
 
 type Result<T> = wfe_core::Result<T>;
 
@@ -30,8 +31,8 @@ type Result<T> = wfe_core::Result<T>;
 pub const DEFAULT_DEQUEUE_WAIT: Duration = Duration::from_secs(1);
 /// The longest wait the server accepts.
 pub const MAX_DEQUEUE_WAIT: Duration = Duration::from_secs(60);
-/// Deadline of a queue call beyond its wait.
-const QUEUE_CALL_DEADLINE: Duration = Duration::from_secs(10);
+/// Deadline of a dequeue beyond its wait.
+const DEQUEUE_MARGIN: Duration = Duration::from_secs(10);
 
 /// A queue provider backed by the durable queues of a wfe-sqlite server.
 ///
@@ -44,6 +45,8 @@ const QUEUE_CALL_DEADLINE: Duration = Duration::from_secs(10);
 /// ```
 #[derive(Clone, Debug)]
 pub struct GrpcQueueProvider {
+    /// The connection's call helper (deadline, error mapping).
+    store: GrpcPersistenceProvider,
     client: QueueServiceClient<Transport>,
     wait: Duration,
     /// The persistence provider's cache that dequeued workflows are handed to.
@@ -56,35 +59,27 @@ impl GrpcQueueProvider {
     /// `store`'s next read of it.
     pub fn new(store: &GrpcPersistenceProvider) -> Self {
         Self {
+            store: store.clone(),
+            client: QueueServiceClient::new(store.transport())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            wait: DEFAULT_DEQUEUE_WAIT,
             cache: Some(store.cache().clone()),
-            ..Self::on(store.transport())
         }
     }
 
-    /// Connects to a wfe-sqlite server at `addr` (as [`GrpcPersistenceProvider::connect`]).
+    /// Connects to a wfe-sqlite server at `addr` (as [`GrpcPersistenceProvider::connect`]);
+    /// dequeues do not bring the workflow (there is no store to hand it to).
     pub async fn connect(addr: impl AsRef<str>) -> Result<Self> {
-        Ok(Self::on(
-            GrpcPersistenceProvider::connect(addr).await?.transport(),
-        ))
+        Ok(Self::new(&GrpcPersistenceProvider::connect(addr).await?).without_workflow())
     }
 
     /// Connects with TLS and/or a token (as [`GrpcPersistenceProvider::connect_with`]).
     pub async fn connect_with(addr: impl AsRef<str>, options: ConnectOptions) -> Result<Self> {
-        Ok(Self::on(
-            GrpcPersistenceProvider::connect_with(addr, options)
-                .await?
-                .transport(),
-        ))
-    }
-
-    fn on(transport: Transport) -> Self {
-        Self {
-            client: QueueServiceClient::new(transport)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            wait: DEFAULT_DEQUEUE_WAIT,
-            cache: None,
-        }
+        Ok(
+            Self::new(&GrpcPersistenceProvider::connect_with(addr, options).await?)
+                .without_workflow(),
+        )
     }
 
     /// How long `dequeue_work` waits for an item (at most [`MAX_DEQUEUE_WAIT`]). Zero returns at
@@ -106,16 +101,15 @@ impl GrpcQueueProvider {
 impl QueueProvider for GrpcQueueProvider {
     /// Appends `id`; an id already waiting in that queue keeps its one entry.
     async fn queue_work(&self, id: &str, queue: QueueType) -> Result<()> {
-        let mut request = tonic::Request::new(pb::QueueWorkRequest {
+        let request = pb::QueueWorkRequest {
             id: id.to_string(),
             queue: convert::queue_type_to_wire(queue) as i32,
-        });
-        request.set_timeout(QUEUE_CALL_DEADLINE);
-        self.client
-            .clone()
-            .queue_work(request)
-            .await
-            .map_err(|s| from_status(&s, Subject::None))?;
+        };
+        self.store
+            .call(&self.client, Subject::None, |mut c| async move {
+                c.queue_work(request).await
+            })
+            .await?;
         Ok(())
     }
 
@@ -127,14 +121,14 @@ impl QueueProvider for GrpcQueueProvider {
             wait: (!self.wait.is_zero()).then(|| convert::duration_to_wire(self.wait)),
             include_workflow,
         });
-        request.set_timeout(self.wait + QUEUE_CALL_DEADLINE);
+        let deadline = self.wait + DEQUEUE_MARGIN;
+        request.set_timeout(deadline);
         let response = self
-            .client
-            .clone()
-            .dequeue_work(request)
-            .await
-            .map_err(|s| from_status(&s, Subject::None))?
-            .into_inner();
+            .store
+            .call_within(deadline, &self.client, Subject::None, |mut c| async move {
+                c.dequeue_work(request).await
+            })
+            .await?;
         if response.id.is_empty() {
             return Ok(None);
         }

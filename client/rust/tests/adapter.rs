@@ -1,12 +1,14 @@
 //! Adapter behaviour the engine's suite does not cover, checked against a live wfe-sqlite
 //! server (one server with a fresh SQLite file per test): error mapping, exact round trips,
-//! paging and chunking, large payloads and the claim/acknowledge/release loop of
-//! `process_commands`.
+//! paging and chunking, large payloads, the per-call deadline and the claim / acknowledge /
+//! release loop of `process_commands`.
 
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::ServerProcess;
@@ -20,7 +22,7 @@ use wfe_core::traits::{
     EventRepository, PersistenceProvider, ScheduledCommandRepository, SubscriptionRepository,
     WorkflowRepository,
 };
-use wfe_grpc::{GrpcPersistenceProvider, reason_of};
+use wfe_grpc::{ConnectOptions, GrpcPersistenceProvider, reason_of};
 
 async fn start() -> (ServerProcess, GrpcPersistenceProvider) {
     let server = tokio::task::spawn_blocking(ServerProcess::start)
@@ -380,9 +382,8 @@ async fn paged_lists_are_gathered_completely() {
         "all pages, earliest next_execution first"
     );
 
-    // get_workflow_instances: more ids than one request may carry (10000), so several
-    // requests; missing ids skipped, request order kept, an id repeated in a later chunk
-    // returned once.
+    // get_workflow_instances: more ids than one request carries (1,000), so several requests;
+    // missing ids skipped, request order kept, an id repeated in a later chunk returned once.
     let (w0, w1, w2) = (&workflow_ids[0], &workflow_ids[1], &workflow_ids[2]);
     let mut ids = vec![w2.clone(), w0.clone()];
     ids.extend((0..10_000).map(|i| format!("missing-{i}")));
@@ -578,4 +579,184 @@ async fn concurrent_processors_run_each_command_once() {
     all.dedup();
     assert_eq!(total, 300, "every command handled exactly once");
     assert_eq!(all.len(), 300);
+}
+
+/// A handler that records the data it was offered, runs for a moment, and counts how many
+/// handlers were running at once (the most in `max_running`).
+fn timing_handler(
+    seen: Arc<Mutex<Vec<String>>>,
+    max_running: Arc<AtomicUsize>,
+) -> impl Fn(
+    ScheduledCommand,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = wfe_core::Result<()>> + Send>>
++ Send
++ Sync {
+    let running = Arc::new(AtomicUsize::new(0));
+    move |c: ScheduledCommand| {
+        let (seen, running, max_running) = (seen.clone(), running.clone(), max_running.clone());
+        Box::pin(async move {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            max_running.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(StdDuration::from_millis(2)).await;
+            seen.lock().unwrap().push(c.data);
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn process_commands_runs_handlers_one_at_a_time_in_claim_order() {
+    let (_server, p) = start().await;
+    // More than one claim (100 per claim), scheduled out of order.
+    let n = 150;
+    let expected: Vec<String> = (0..n).map(|i| format!("c{i:03}")).collect();
+    for i in (0..n).rev() {
+        p.schedule_command(&ScheduledCommand::process_workflow(
+            format!("c{i:03}"),
+            1_000 + i as i64,
+        ))
+        .await
+        .unwrap();
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let max_running = Arc::new(AtomicUsize::new(0));
+    let handler = timing_handler(seen.clone(), max_running.clone());
+    p.process_commands(Utc::now(), &handler).await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        expected,
+        "claim order: earliest first"
+    );
+    assert_eq!(
+        max_running.load(Ordering::SeqCst),
+        1,
+        "one handler at a time"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_command_stays_leased_until_the_call_ends_then_is_released() {
+    let (server, p) = start().await;
+    let other = Arc::new(
+        GrpcPersistenceProvider::connect(&server.addr)
+            .await
+            .unwrap(),
+    );
+    let now = Utc::now();
+    p.schedule_command(&ScheduledCommand::process_workflow("fails", 1_000))
+        .await
+        .unwrap();
+    p.schedule_command(&ScheduledCommand::process_workflow("later", 2_000))
+        .await
+        .unwrap();
+
+    // While the first processor handles "later", another processor finds nothing: "fails"
+    // is still held by the first one's lease.
+    let seen_meanwhile = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let (other, seen_meanwhile) = (other.clone(), seen_meanwhile.clone());
+        move |c: ScheduledCommand| {
+            let (other, seen_meanwhile) = (other.clone(), seen_meanwhile.clone());
+            Box::pin(async move {
+                if c.data == "fails" {
+                    return Err(WfeError::StepExecution("refused".into()));
+                }
+                let probe = recording_handler(seen_meanwhile.clone(), Arc::new(Mutex::new(vec![])));
+                other.process_commands(now, &probe).await
+            })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = wfe_core::Result<()>> + Send>>
+        }
+    };
+    p.process_commands(now, &handler).await.unwrap();
+    assert!(
+        seen_meanwhile.lock().unwrap().is_empty(),
+        "nothing offered to another processor during the call: {:?}",
+        seen_meanwhile.lock().unwrap()
+    );
+
+    // Released at the end of the call, not after the 30 s lease: offered again at once.
+    let seen_after = Arc::new(Mutex::new(Vec::new()));
+    let recorder = recording_handler(seen_after.clone(), Arc::new(Mutex::new(vec![])));
+    other.process_commands(now, &recorder).await.unwrap();
+    assert_eq!(*seen_after.lock().unwrap(), vec!["fails"]);
+}
+
+#[tokio::test]
+async fn a_command_scheduled_again_by_its_handler_is_handed_over_once_per_call() {
+    let (_server, p) = start().await;
+    let p = Arc::new(p);
+    p.schedule_command(&ScheduledCommand::process_workflow("again", 1_000))
+        .await
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let (p, seen) = (p.clone(), seen.clone());
+        move |c: ScheduledCommand| {
+            let (p, seen) = (p.clone(), seen.clone());
+            Box::pin(async move {
+                let times = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(c.data.clone());
+                    seen.len()
+                };
+                // Due again at once: the acknowledgement keeps it, and the next claim of this
+                // same call finds it again. (Bounded, so a processor that hands it over again
+                // fails this test instead of looping.)
+                if times > 5 {
+                    return Ok(());
+                }
+                p.schedule_command(&ScheduledCommand::process_workflow(c.data, 1_000))
+                    .await
+            })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = wfe_core::Result<()>> + Send>>
+        }
+    };
+    for call in 1..=2 {
+        tokio::time::timeout(
+            StdDuration::from_secs(20),
+            p.process_commands(Utc::now(), &handler),
+        )
+        .await
+        .expect("process_commands returns")
+        .unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec!["again"; call],
+            "once in call {call}, offered again in the next"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_call_without_an_answer_fails_at_its_deadline() {
+    let server = tokio::task::spawn_blocking(ServerProcess::start)
+        .await
+        .unwrap();
+    let deadline = StdDuration::from_millis(700);
+    let p = GrpcPersistenceProvider::connect_with(
+        &server.addr,
+        ConnectOptions {
+            call_timeout: Some(deadline),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    p.ensure_store_exists().await.unwrap();
+
+    server.pause();
+    let started = Instant::now();
+    let outcome = p.get_workflow_instance("w1").await;
+    let waited = started.elapsed();
+    server.resume();
+
+    let err = outcome.unwrap_err();
+    assert_eq!(reason_of(&err), Some("DEADLINE_EXCEEDED"), "{err}");
+    assert!(
+        waited >= deadline && waited < deadline * 5,
+        "failed after {waited:?}"
+    );
+    // The server answers again, and so does the provider.
+    p.ensure_store_exists().await.unwrap();
 }

@@ -14,7 +14,7 @@ use tempfile::TempDir;
 use wfe_core::WfeError;
 use wfe_core::models::WorkflowInstance;
 use wfe_core::traits::{PersistenceProvider, WorkflowRepository};
-use wfe_grpc::{ConnectOptions, GrpcPersistenceProvider, reason_of};
+use wfe_grpc::{ConnectOptions, ErrorReason, GrpcPersistenceProvider, error_reason, reason_of};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -300,9 +300,17 @@ async fn a_missing_token_is_unauthenticated() {
         .unwrap();
     let err = p.ensure_store_exists().await.unwrap_err();
     assert!(matches!(err, WfeError::Persistence(_)), "{err:?}");
-    assert_eq!(reason_of(&err), Some("UNAUTHENTICATED"), "{err}");
+    assert_eq!(
+        error_reason(&err),
+        Some(ErrorReason::Unauthenticated),
+        "{err}"
+    );
     let err = p.get_workflow_instance("w1").await.unwrap_err();
-    assert_eq!(reason_of(&err), Some("UNAUTHENTICATED"), "{err}");
+    assert_eq!(
+        error_reason(&err),
+        Some(ErrorReason::Unauthenticated),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -311,7 +319,11 @@ async fn a_wrong_token_is_unauthenticated() {
     let err = connect_and_call(&server.addr, with_token("tok-one-not"))
         .await
         .unwrap_err();
-    assert_eq!(reason_of(&err), Some("UNAUTHENTICATED"), "{err}");
+    assert_eq!(
+        error_reason(&err),
+        Some(ErrorReason::Unauthenticated),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -337,7 +349,11 @@ async fn token_from_a_file_over_mutual_tls() {
     .await
     .unwrap();
     let err = connect_and_call(&server.addr, mtls).await.unwrap_err();
-    assert_eq!(reason_of(&err), Some("UNAUTHENTICATED"), "{err}");
+    assert_eq!(
+        error_reason(&err),
+        Some(ErrorReason::Unauthenticated),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -33,12 +33,12 @@ function enumMaps<K extends string>(names: readonly K[], pbEnum: Record<string, 
     fromWire.set(value, name);
   }
   return {
-    toWire(name: K, field: string): number {
+    toWire: (name: K, field: string): number => {
       const value = toWire.get(name);
       if (value === undefined) throw new InvalidArgument(`${field}: not a ${what}: ${String(name)}`, { field });
       return value;
     },
-    fromWire(value: number, field: string): K {
+    fromWire: (value: number, field: string): K => {
       const name = fromWire.get(value);
       if (name === undefined) throw new WfeError(`server sent an unknown ${what} ${value} in ${field}`);
       return name;

@@ -2,12 +2,17 @@
  * Typed errors.
  *
  * The server answers with a canonical gRPC status code plus a `google.rpc.ErrorInfo` detail
- * (domain `wfe-sqlite`, a machine-readable `reason`). {@link errorFromRpc} is the one place
- * where a failed call becomes one of the classes below: the reason decides, the status code is
- * only the fallback for an answer without a wfe-sqlite ErrorInfo.
+ * (domain `wfe-sqlite`, a machine-readable `reason` named by the contract's `ErrorReason`
+ * enum). {@link errorFromRpc} is the one place where a failed call becomes one of the classes
+ * below: the reason decides, the status code is only the fallback for an answer without a
+ * wfe-sqlite ErrorInfo or with a reason this contract version does not know.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
+import { ErrorInfoSchema, type ErrorInfo } from "./gen/google/rpc/error_details_pb.js";
+import { ErrorReason, ErrorReasonSchema } from "./gen/wfe/persistence/v1/errors_pb.js";
+
+export { ErrorReason };
+export type { ErrorInfo };
 
 /** The ErrorInfo domain of this project. */
 export const ERROR_DOMAIN = "wfe-sqlite";
@@ -94,22 +99,35 @@ export class StorageUnavailable extends WfeError {}
 /** The server wants a valid bearer token (reason `UNAUTHENTICATED`; see ConnectOptions.token). */
 export class Unauthenticated extends WfeError {}
 
+/** The stored workflow's revision is not the expected one; nothing was written (reason `REVISION_CONFLICT`). */
+export class RevisionConflict extends WfeError {}
+
 type ErrorClass = new (message: string, options?: WfeErrorOptions) => WfeError;
 
-const BY_REASON: Readonly<Record<string, ErrorClass>> = {
-  WORKFLOW_NOT_FOUND: WorkflowNotFound,
-  EVENT_NOT_FOUND: EventNotFound,
-  SUBSCRIPTION_NOT_FOUND: SubscriptionNotFound,
-  WORKFLOW_ALREADY_EXISTS: WorkflowAlreadyExists,
-  WORKFLOW_NAME_TAKEN: WorkflowNameTaken,
-  EVENT_ALREADY_EXISTS: EventAlreadyExists,
-  SUBSCRIPTION_ALREADY_EXISTS: SubscriptionAlreadyExists,
-  INVALID_ARGUMENT: InvalidArgument,
-  LEASE_LOST: LeaseLost,
-  STORAGE_FULL: StorageFull,
-  STORAGE_UNAVAILABLE: StorageUnavailable,
-  UNAUTHENTICATED: Unauthenticated,
-};
+const BY_REASON: ReadonlyMap<ErrorReason, ErrorClass> = new Map<ErrorReason, ErrorClass>([
+  [ErrorReason.WORKFLOW_NOT_FOUND, WorkflowNotFound],
+  [ErrorReason.EVENT_NOT_FOUND, EventNotFound],
+  [ErrorReason.SUBSCRIPTION_NOT_FOUND, SubscriptionNotFound],
+  [ErrorReason.WORKFLOW_ALREADY_EXISTS, WorkflowAlreadyExists],
+  [ErrorReason.WORKFLOW_NAME_TAKEN, WorkflowNameTaken],
+  [ErrorReason.EVENT_ALREADY_EXISTS, EventAlreadyExists],
+  [ErrorReason.SUBSCRIPTION_ALREADY_EXISTS, SubscriptionAlreadyExists],
+  [ErrorReason.INVALID_ARGUMENT, InvalidArgument],
+  [ErrorReason.LEASE_LOST, LeaseLost],
+  [ErrorReason.STORAGE_FULL, StorageFull],
+  [ErrorReason.STORAGE_UNAVAILABLE, StorageUnavailable],
+  [ErrorReason.UNAUTHENTICATED, Unauthenticated],
+  [ErrorReason.REVISION_CONFLICT, RevisionConflict],
+]);
+
+/**
+ * The contract's {@link ErrorReason} whose wire name is `reason` (e.g. `"WORKFLOW_NOT_FOUND"`),
+ * or `undefined` for a reason this contract version does not know.
+ */
+export function errorReasonOf(reason: string): ErrorReason | undefined {
+  const known: ErrorReason | undefined = ErrorReasonSchema.values.find((v) => v.name === reason)?.number;
+  return known === ErrorReason.ERROR_REASON_UNSPECIFIED ? undefined : known;
+}
 
 /** Fallbacks for answers without a wfe-sqlite ErrorInfo. */
 const BY_CODE: Partial<Record<Code, ErrorClass>> = {
@@ -119,55 +137,9 @@ const BY_CODE: Partial<Record<Code, ErrorClass>> = {
   [Code.Unauthenticated]: Unauthenticated,
 };
 
-/** The decoded fields of a `google.rpc.ErrorInfo`. */
-export interface ErrorInfo {
-  reason: string;
-  domain: string;
-  metadata: Record<string, string>;
-}
-
-const ERROR_INFO_TYPE = "google.rpc.ErrorInfo";
-
-/**
- * Decodes a `google.rpc.ErrorInfo` (reason = 1, domain = 2, metadata = 3 as map<string, string>).
- * The message is three stable fields, so it is read directly with protobuf-es' wire reader
- * rather than by generating all of googleapis for it.
- */
-export function decodeErrorInfo(bytes: Uint8Array): ErrorInfo {
-  const reader = new BinaryReader(bytes);
-  const info: ErrorInfo = { reason: "", domain: "", metadata: {} };
-  while (reader.pos < reader.len) {
-    const [fieldNo, wireType] = reader.tag();
-    if (fieldNo === 1 && wireType === WireType.LengthDelimited) {
-      info.reason = reader.string();
-    } else if (fieldNo === 2 && wireType === WireType.LengthDelimited) {
-      info.domain = reader.string();
-    } else if (fieldNo === 3 && wireType === WireType.LengthDelimited) {
-      const entry = new BinaryReader(reader.bytes());
-      let key = "";
-      let value = "";
-      while (entry.pos < entry.len) {
-        const [entryField, entryWire] = entry.tag();
-        if (entryField === 1 && entryWire === WireType.LengthDelimited) key = entry.string();
-        else if (entryField === 2 && entryWire === WireType.LengthDelimited) value = entry.string();
-        else entry.skip(entryWire, entryField);
-      }
-      info.metadata[key] = value;
-    } else {
-      reader.skip(wireType, fieldNo);
-    }
-  }
-  return info;
-}
-
 /** The wfe-sqlite ErrorInfo of a ConnectError, if it carries one. */
 export function errorInfoOf(error: ConnectError): ErrorInfo | undefined {
-  for (const detail of error.details) {
-    if (!("type" in detail) || detail.type !== ERROR_INFO_TYPE) continue;
-    const info = decodeErrorInfo(detail.value);
-    if (info.domain === ERROR_DOMAIN) return info;
-  }
-  return undefined;
+  return error.findDetails(ErrorInfoSchema).find((info) => info.domain === ERROR_DOMAIN);
 }
 
 /**
@@ -178,7 +150,8 @@ export function errorFromRpc(error: unknown): unknown {
   if (error instanceof WfeError) return error;
   if (!(error instanceof ConnectError)) return error;
   const info = errorInfoOf(error);
-  const cls = (info && BY_REASON[info.reason]) ?? BY_CODE[error.code] ?? WfeError;
+  const reason = info === undefined ? undefined : errorReasonOf(info.reason);
+  const cls = (reason === undefined ? undefined : BY_REASON.get(reason)) ?? BY_CODE[error.code] ?? WfeError;
   return new cls(error.rawMessage || error.message, {
     code: error.code,
     reason: info?.reason,

@@ -4,7 +4,7 @@
 import { create } from "@bufbuild/protobuf";
 import { DurationSchema } from "@bufbuild/protobuf/wkt";
 import type * as http2 from "node:http2";
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
   commandFromWire,
@@ -18,7 +18,6 @@ import {
   workflowFromWire,
   workflowToWire,
 } from "./convert.js";
-import { Code } from "@connectrpc/connect";
 import { errorFromRpc, InvalidArgument, LeaseLost, WfeError } from "./errors.js";
 import { EventService } from "./gen/wfe/persistence/v1/events_pb.js";
 import { ExecutionErrorService, StoreService } from "./gen/wfe/persistence/v1/execution_errors_pb.js";
@@ -35,12 +34,12 @@ import type {
 import type { CommandHandler, PersistenceProvider, ProcessCommandsOptions } from "./provider.js";
 import { toTimestamp } from "./time.js";
 
-/** 64 MiB: the channel's message limit in both directions. */
+/** 64 MiB: the channel's message limit in both directions (as in the Python and Rust adapters). */
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
-/** Ids per BatchGetWorkflows request (the server's limit). */
-export const BATCH_GET_CHUNK = 10_000;
-/** Errors per PersistErrors request (the server's limit). */
-export const PERSIST_ERRORS_CHUNK = 10_000;
+/** Deadline of each call, in milliseconds, unless `ConnectOptions.timeoutMs` says otherwise (as in the other adapters). */
+export const DEFAULT_TIMEOUT_MS = 30_000;
+/** Ids per BatchGetWorkflows request (as in the other adapters; the contract allows up to 10,000). */
+export const BATCH_GET_CHUNK = 1_000;
 const DEFAULT_LEASE_MS = 30_000;
 const DEFAULT_MAX_COMMANDS = 100;
 
@@ -59,7 +58,10 @@ export interface TlsOptions {
 export interface ConnectOptions {
   /** Message size limit for sending and receiving, in bytes (default 64 MiB). */
   maxMessageBytes?: number;
-  /** Deadline for each call, in milliseconds (default: none). */
+  /**
+   * Deadline of each call, in milliseconds (default 30000): sent to the server as `grpc-timeout`
+   * and enforced here; a call without an answer by then fails with code DeadlineExceeded.
+   */
   timeoutMs?: number;
   /** Wait for the HTTP/2 connection in `connect()` and fail there if it cannot be made (default true). */
   waitForReady?: boolean;
@@ -119,6 +121,10 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     const useTls = options.tls !== undefined && options.tls !== false;
     const baseUrl = baseUrlOf(address, useTls);
     const maxBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 1) {
+      throw new InvalidArgument(`timeoutMs must be a positive integer, got ${timeoutMs}`, { field: "timeoutMs" });
+    }
     this.#session = new Http2SessionManager(baseUrl, undefined, sessionOptionsOf(options.tls));
     const transport = createGrpcTransport({
       baseUrl,
@@ -126,7 +132,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
       readMaxBytes: maxBytes,
       writeMaxBytes: maxBytes,
       interceptors: options.token === undefined ? [] : [bearer(options.token)],
-      ...(options.timeoutMs === undefined ? {} : { defaultTimeoutMs: options.timeoutMs }),
+      defaultTimeoutMs: timeoutMs,
     });
     this.#workflows = createClient(WorkflowService, transport);
     this.#events = createClient(EventService, transport);
@@ -166,8 +172,9 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     this.#session.abort();
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
+  [Symbol.asyncDispose](): Promise<void> {
     this.close();
+    return Promise.resolve();
   }
 
   async #call<T>(fn: () => Promise<T>): Promise<T> {
@@ -359,10 +366,15 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
   }
 
   /**
-   * Claim / run / acknowledge until a claim comes back empty, then release every command whose
-   * handler failed (they were held by their lease until then, so this run does not retry them).
-   * A LEASE_LOST answer on acknowledge or release means another processor owns the command
-   * now (our lease ran out); it is not an error of this run.
+   * Claims due commands in batches (default 100) under a lease (default 30 s) and runs `handler`
+   * on them one at a time, in claim order (earliest executeTime first). A command whose handler
+   * resolves is acknowledged (deleted). One whose handler throws stays held by its lease until
+   * the end of the call, then is released, so the next call offers it again. Within one call
+   * each (commandName, data) is handed to the handler at most once: a command claimed again
+   * (scheduled again by a handler, or its lease ran out meanwhile) is released at the end too,
+   * and a claim that brings nothing new ends the call. A LEASE_LOST answer on acknowledge or
+   * release means the command is free again or another processor holds it now; it is not an
+   * error of this call.
    */
   async processCommands(asOf: Date, handler: CommandHandler, options: ProcessCommandsOptions = {}): Promise<void> {
     const ts = toTimestamp(asOf, "asOf");
@@ -376,8 +388,8 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     });
     const maxCommands = options.maxCommands ?? DEFAULT_MAX_COMMANDS;
     const workerId = options.workerId ?? "";
-    // Commands whose handler failed, and commands claimed again in this run after their first
-    // turn (possible once a short lease has run out); all are released at the end.
+    // Commands whose handler failed, and commands claimed again in this call after their first
+    // turn; all are released at the end.
     const toRelease: { command: ScheduledCommand; leaseId: string }[] = [];
     const seen = new Set<string>();
     try {
@@ -428,13 +440,8 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
   // Errors and store
 
   async persistErrors(errors: Iterable<ExecutionError>): Promise<void> {
+    // One request, one transaction: all or nothing (only the message limit bounds it).
     const wire = [...errors].map((e, i) => executionErrorToWire(e, `errors[${i}]`));
-    if (wire.length > PERSIST_ERRORS_CHUNK) {
-      // One request is one transaction; the server takes at most 10000 errors per request.
-      throw new InvalidArgument(`at most ${PERSIST_ERRORS_CHUNK} errors per call, got ${wire.length}`, {
-        field: "errors",
-      });
-    }
     await this.#call(() => this.#errors.persistErrors({ errors: wire }));
   }
 

@@ -6,8 +6,8 @@ export type { PersistenceProvider, CommandHandler, ProcessCommandsOptions } from
 export {
   GrpcPersistenceProvider,
   DEFAULT_MAX_MESSAGE_BYTES,
+  DEFAULT_TIMEOUT_MS,
   BATCH_GET_CHUNK,
-  PERSIST_ERRORS_CHUNK,
   type ConnectOptions,
   type TlsOptions,
 } from "./grpc-provider.js";

@@ -98,9 +98,10 @@ export interface PersistenceProvider {
   /** Stores the command; scheduling the same (name, data) again keeps the earlier executeTime. */
   scheduleCommand(command: ScheduledCommand): Promise<void>;
   /**
-   * Hands every command due at `asOf` to `handler`, one processor at a time per command. A
-   * command whose handler resolves is deleted; one whose handler throws stays and is offered
-   * again later. Handler failures do not reject the returned Promise.
+   * Hands every command due at `asOf` to `handler`, one processor at a time per command, one
+   * handler at a time in claim order, each command at most once per call. A command whose
+   * handler resolves is deleted; one whose handler throws stays and is offered again on a later
+   * call. Handler failures do not reject the returned Promise.
    */
   processCommands(asOf: Date, handler: CommandHandler, options?: ProcessCommandsOptions): Promise<void>;
 

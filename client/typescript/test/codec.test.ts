@@ -1,23 +1,28 @@
-// Client-side codecs that need no server: JSON number policy, PreciseDate, ErrorInfo decoding.
+// Client-side codecs that need no server: JSON number policy, PreciseDate, error mapping.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { BinaryWriter } from "@bufbuild/protobuf/wire";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   AlreadyExists,
-  decodeErrorInfo,
   errorFromRpc,
+  errorInfoOf,
+  errorReasonOf,
+  ErrorReason,
   InvalidArgument,
   LeaseLost,
   LosslessNumber,
   parseJson,
   PreciseDate,
+  RevisionConflict,
   stringifyJson,
   NotFound,
   Unauthenticated,
+  WfeError,
   WorkflowNameTaken,
   WorkflowNotFound,
 } from "../src/index.js";
+import { ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
 import { fromTimestamp, toTimestamp } from "../src/time.js";
 
 describe("lossless JSON", () => {
@@ -107,27 +112,33 @@ describe("PreciseDate", () => {
   });
 });
 
-function errorInfoBytes(reason: string, domain: string, metadata: Record<string, string>): Uint8Array {
-  const w = new BinaryWriter();
-  w.tag(1, 2).string(reason);
-  w.tag(2, 2).string(domain);
-  for (const [k, v] of Object.entries(metadata)) {
-    w.tag(3, 2).fork().tag(1, 2).string(k).tag(2, 2).string(v).join();
+/** A ConnectError as Connect parses it from the wire: ErrorInfo as an encoded detail. */
+function rpcError(code: Code, reason?: string, domain = "wfe-sqlite", metadata: Record<string, string> = {}): ConnectError {
+  const err = new ConnectError("boom", code);
+  if (reason !== undefined) {
+    const value = toBinary(ErrorInfoSchema, create(ErrorInfoSchema, { reason, domain, metadata }));
+    err.details.push({ type: ErrorInfoSchema.typeName, value });
   }
-  return w.finish();
+  return err;
 }
 
 describe("error mapping", () => {
-  it("decodes ErrorInfo", () => {
-    const info = decodeErrorInfo(errorInfoBytes("INVALID_ARGUMENT", "wfe-sqlite", { field: "workflow.status", x: "y" }));
-    assert.deepEqual(info, { reason: "INVALID_ARGUMENT", domain: "wfe-sqlite", metadata: { field: "workflow.status", x: "y" } });
+  it("reads ErrorInfo of the wfe-sqlite domain with findDetails", () => {
+    const info = errorInfoOf(rpcError(Code.InvalidArgument, "INVALID_ARGUMENT", "wfe-sqlite", { field: "workflow.status", x: "y" }));
+    assert.equal(info?.reason, "INVALID_ARGUMENT");
+    assert.deepEqual(info?.metadata, { field: "workflow.status", x: "y" });
+    assert.equal(errorInfoOf(rpcError(Code.NotFound, "WORKFLOW_NOT_FOUND", "elsewhere")), undefined);
+    const e = errorFromRpc(rpcError(Code.InvalidArgument, "INVALID_ARGUMENT", "wfe-sqlite", { field: "workflow.status" }));
+    assert.ok(e instanceof InvalidArgument);
+    assert.equal(e.field, "workflow.status");
   });
 
-  function rpcError(code: Code, reason?: string, domain = "wfe-sqlite"): ConnectError {
-    const err = new ConnectError("boom", code);
-    if (reason) err.details.push({ type: "google.rpc.ErrorInfo", value: errorInfoBytes(reason, domain, {}) });
-    return err;
-  }
+  it("names reasons with the generated ErrorReason", () => {
+    assert.equal(errorReasonOf("WORKFLOW_NOT_FOUND"), ErrorReason.WORKFLOW_NOT_FOUND);
+    assert.equal(errorReasonOf("REVISION_CONFLICT"), ErrorReason.REVISION_CONFLICT);
+    assert.equal(errorReasonOf("ERROR_REASON_UNSPECIFIED"), undefined);
+    assert.equal(errorReasonOf("NOT_A_REASON"), undefined);
+  });
 
   it("chooses the class from the reason", () => {
     assert.ok(errorFromRpc(rpcError(Code.NotFound, "WORKFLOW_NOT_FOUND")) instanceof WorkflowNotFound);
@@ -135,6 +146,10 @@ describe("error mapping", () => {
     assert.ok(errorFromRpc(rpcError(Code.AlreadyExists, "WORKFLOW_NAME_TAKEN")) instanceof AlreadyExists);
     assert.ok(errorFromRpc(rpcError(Code.Unauthenticated, "UNAUTHENTICATED")) instanceof Unauthenticated);
     assert.ok(errorFromRpc(rpcError(Code.FailedPrecondition, "LEASE_LOST")) instanceof LeaseLost);
+    const conflict = errorFromRpc(rpcError(Code.Aborted, "REVISION_CONFLICT"));
+    assert.ok(conflict instanceof RevisionConflict);
+    assert.equal(conflict.code, Code.Aborted);
+    assert.equal(conflict.reason, "REVISION_CONFLICT");
   });
 
   it("ignores ErrorInfo of another domain and falls back on the code", () => {
@@ -142,5 +157,14 @@ describe("error mapping", () => {
     assert.ok(e instanceof NotFound);
     assert.ok(!(e instanceof WorkflowNotFound));
     assert.ok(errorFromRpc(rpcError(Code.InvalidArgument)) instanceof InvalidArgument);
+    assert.ok(errorFromRpc(rpcError(Code.Unauthenticated)) instanceof Unauthenticated);
+  });
+
+  it("falls back on the code for a reason it does not know", () => {
+    const e = errorFromRpc(rpcError(Code.AlreadyExists, "SOME_FUTURE_REASON"));
+    assert.ok(e instanceof AlreadyExists);
+    const other = errorFromRpc(rpcError(Code.Aborted, "SOME_FUTURE_REASON"));
+    assert.ok(other instanceof WfeError && !(other instanceof RevisionConflict));
+    assert.equal(other.code, Code.Aborted);
   });
 });

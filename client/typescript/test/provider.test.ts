@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
-import { createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
   AlreadyExists,
@@ -32,6 +32,7 @@ import {
   WorkflowNameTaken,
   EventAlreadyExists,
   SubscriptionAlreadyExists,
+  type CommandHandler,
   type EventSubscription,
   type ScheduledCommand,
   type WorkflowInstance,
@@ -69,7 +70,7 @@ function assertSame(actual: unknown, expected: unknown, message?: string) {
   assert.deepStrictEqual(norm(actual), norm(expected), message);
 }
 
-async function assertRejects(promise: Promise<unknown>, cls: Function, reason?: string) {
+async function assertRejects(promise: Promise<unknown>, cls: abstract new (...args: never[]) => unknown, reason?: string) {
   await assert.rejects(promise, (err: unknown) => {
     assert.ok(err instanceof cls, `expected ${cls.name}, got ${String(err)}`);
     if (reason !== undefined) assert.equal((err as WfeError).reason, reason);
@@ -78,6 +79,14 @@ async function assertRejects(promise: Promise<unknown>, cls: Function, reason?: 
 }
 
 const micros = (us: bigint) => PreciseDate.fromEpochMicros(us);
+
+/** A command handler that collects what it is given (`pick` of each command) into `into`. */
+function collect(into: unknown[], pick: (c: ScheduledCommand) => unknown = (c) => c): CommandHandler {
+  return (c) => {
+    into.push(pick(c));
+    return Promise.resolve();
+  };
+}
 const BASE_US = 1_750_000_000_000_000n; // an instant with room around it, in microseconds
 const uniq = (prefix: string) => `${prefix}-${randomUUID()}`;
 
@@ -152,7 +161,7 @@ describe("workflows", () => {
     assertSame(stored, w);
     assert.equal((stored.data as Record<string, unknown>)["big"], 2n ** 62n);
     assert.ok(stored.createTime instanceof PreciseDate);
-    assert.equal((stored.createTime as PreciseDate).epochMicros, BASE_US + 123_456n);
+    assert.equal(stored.createTime.epochMicros, BASE_US + 123_456n);
     assert.equal(stored.completeTime, undefined);
     const byName = await provider.getWorkflowInstanceByName(w.name);
     assertSame(byName, w);
@@ -292,7 +301,7 @@ describe("workflows", () => {
     assert.ok(!later.includes(notRunnable[2]!.id), "no nextExecution: never runnable");
   });
 
-  it("getWorkflowInstances returns the existing ones in one call, across 10000-id chunks", async () => {
+  it("getWorkflowInstances returns the existing ones in one call, across 1000-id chunks", async () => {
     const made: WorkflowInstance[] = [];
     for (let i = 0; i < 3; i++) {
       const w = fullWorkflow(uniq("batch"));
@@ -518,9 +527,9 @@ describe("scheduled commands", () => {
     const failures: unknown[] = [];
     await provider.processCommands(
       new Date(t + 10),
-      async (command) => {
+      (command) => {
         seen.push(command);
-        if (command.data === bad.data) throw new Error("handler failed");
+        return command.data === bad.data ? Promise.reject(new Error("handler failed")) : Promise.resolve();
       },
       // A short lease: handled commands left unacknowledged would be offered again below.
       { onHandlerError: (_c, e) => failures.push(e), leaseMs: 300 },
@@ -530,15 +539,15 @@ describe("scheduled commands", () => {
     await new Promise((r) => setTimeout(r, 500));
 
     const again: ScheduledCommand[] = [];
-    await provider.processCommands(new Date(t + 10), async (c) => void again.push(c));
+    await provider.processCommands(new Date(t + 10), collect(again));
     assert.deepEqual(again, [bad], "the failed command is offered again, the handled ones are gone");
 
     const none: ScheduledCommand[] = [];
-    await provider.processCommands(new Date(t + 10), async (c) => void none.push(c));
+    await provider.processCommands(new Date(t + 10), collect(none));
     assert.deepEqual(none, []);
 
     const rest: ScheduledCommand[] = [];
-    await provider.processCommands(new Date(t + 1_000_000), async (c) => void rest.push(c));
+    await provider.processCommands(new Date(t + 1_000_000), collect(rest));
     assert.deepEqual(rest, [notDue]);
   });
 
@@ -549,7 +558,7 @@ describe("scheduled commands", () => {
     await provider.scheduleCommand(processWorkflowCommand(id, t + 900)); // later: ignored
     await provider.scheduleCommand(processWorkflowCommand(id, t + 100)); // earlier: kept
     const got: ScheduledCommand[] = [];
-    await provider.processCommands(new Date(t + 100), async (c) => void got.push(c));
+    await provider.processCommands(new Date(t + 100), collect(got));
     assert.deepEqual(got, [{ commandName: CommandName.PROCESS_WORKFLOW, data: id, executeTime: t + 100 }]);
   });
 
@@ -575,6 +584,91 @@ describe("scheduled commands", () => {
     }
   });
 
+  it("processCommands runs handlers one at a time, in claim order, across claims", async () => {
+    const t = 1_300_000_000;
+    // More than one claim (100 by default), scheduled out of order.
+    const commands = Array.from({ length: 150 }, (_, i) => processWorkflowCommand(uniq(`c${String(i).padStart(3, "0")}`), t + i));
+    for (const c of [...commands].reverse()) await provider.scheduleCommand(c);
+    const seen: string[] = [];
+    let running = 0;
+    let maxRunning = 0;
+    await provider.processCommands(new Date(t + 1_000), async (c) => {
+      running += 1;
+      maxRunning = Math.max(maxRunning, running);
+      await new Promise((r) => setTimeout(r, 2));
+      seen.push(c.data);
+      running -= 1;
+    });
+    assert.deepEqual(seen, commands.map((c) => c.data), "claim order: earliest first");
+    assert.equal(maxRunning, 1, "one handler at a time");
+  });
+
+  it("a failed command stays leased until the call ends, then is released", async () => {
+    const t = 1_400_000_000;
+    const fails = processWorkflowCommand(uniq("fails"), t + 1);
+    const later = processWorkflowCommand(uniq("later"), t + 2);
+    for (const c of [fails, later]) await provider.scheduleCommand(c);
+    const other = await GrpcPersistenceProvider.connect(server.address);
+    try {
+      // While the first processor handles `later`, another finds nothing: `fails` is still held.
+      const meanwhile: ScheduledCommand[] = [];
+      await provider.processCommands(new Date(t + 10), async (c) => {
+        if (c.data === fails.data) throw new Error("refused");
+        await other.processCommands(new Date(t + 10), collect(meanwhile));
+      });
+      assert.deepEqual(meanwhile, []);
+      // Released at the end of the call, not after the 30 s lease: offered again at once.
+      const after: ScheduledCommand[] = [];
+      await other.processCommands(new Date(t + 10), collect(after));
+      assert.deepEqual(after, [fails]);
+    } finally {
+      other.close();
+    }
+  });
+
+  it("a command scheduled again by its handler is handed over once per call", async () => {
+    const t = 1_500_000_000;
+    const again = processWorkflowCommand(uniq("again"), t + 1);
+    await provider.scheduleCommand(again);
+    const seen: string[] = [];
+    const handler = async (c: ScheduledCommand) => {
+      seen.push(c.data);
+      // Due again at once: the acknowledgement keeps it and the next claim of this call finds it.
+      // (Bounded, so a processor that hands it over again fails this test instead of looping.)
+      if (seen.length <= 5) await provider.scheduleCommand(processWorkflowCommand(c.data, t + 1));
+    };
+    await provider.processCommands(new Date(t + 10), handler);
+    assert.deepEqual(seen, [again.data]);
+    await provider.processCommands(new Date(t + 10), handler);
+    assert.deepEqual(seen, [again.data, again.data], "offered again in the next call");
+    const drained: string[] = [];
+    await provider.processCommands(new Date(t + 10), collect(drained, (c) => c.data));
+    assert.deepEqual(drained, [again.data], "a handler that does not schedule it again ends it");
+  });
+
+  it("a command whose short lease ran out during the call is not handed over twice", async () => {
+    const t = 1_600_000_000;
+    const slow = processWorkflowCommand(uniq("slow"), t + 1);
+    const bad = processWorkflowCommand(uniq("bad"), t + 2);
+    const next = processWorkflowCommand(uniq("next"), t + 3);
+    for (const c of [slow, bad, next]) await provider.scheduleCommand(c);
+    const seen: string[] = [];
+    await provider.processCommands(
+      new Date(t + 10),
+      async (c) => {
+        seen.push(c.data);
+        if (c.data === bad.data) throw new Error("refused");
+        // The one-command claims' 200 ms lease on `bad` runs out while `next` runs.
+        if (c.data === next.data) await new Promise((r) => setTimeout(r, 400));
+      },
+      { leaseMs: 200, maxCommands: 1 },
+    );
+    assert.deepEqual(seen, [slow.data, bad.data, next.data]);
+    const again: string[] = [];
+    await provider.processCommands(new Date(t + 10), collect(again, (c) => c.data));
+    assert.deepEqual(again, [bad.data], "the failed one is released and offered again");
+  });
+
   it("answers LEASE_LOST for an acknowledge without a live lease", async () => {
     const transport = createGrpcTransport({ baseUrl: `http://${server.address}` });
     const raw = createClient(ScheduledCommandService, transport);
@@ -590,6 +684,14 @@ describe("scheduled commands", () => {
 });
 
 describe("execution errors", () => {
+  it("persistErrors stores more than 10000 errors in one call", async () => {
+    const before = Number(sqliteScalar(server.dbPath, "SELECT count(*) FROM execution_errors"));
+    const id = uniq("wf");
+    await provider.persistErrors(Array.from({ length: 12_000 }, (_, i) => newExecutionError(id, "p0", `e${i}`)));
+    const afterCount = Number(sqliteScalar(server.dbPath, "SELECT count(*) FROM execution_errors"));
+    assert.equal(afterCount - before, 12_000);
+  });
+
   it("persistErrors stores every error", async () => {
     const before = Number(sqliteScalar(server.dbPath, "SELECT count(*) FROM execution_errors"));
     const errors = Array.from({ length: 5 }, (_, i) => newExecutionError(uniq("wf"), `p${i}`, `failure ✓ ${i}`));
@@ -601,6 +703,33 @@ describe("execution errors", () => {
 });
 
 describe("connection", () => {
+  it("a call without an answer fails at its deadline", { timeout: 30_000 }, async () => {
+    const own = await startServer();
+    const p = await GrpcPersistenceProvider.connect(own.address, { timeoutMs: 700 });
+    try {
+      await p.ensureStoreExists();
+      own.process.kill("SIGSTOP");
+      const started = Date.now();
+      const outcome = await p.getWorkflowInstance("w1").then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      const waited = Date.now() - started;
+      own.process.kill("SIGCONT");
+      assert.ok(outcome instanceof WfeError, `expected a WfeError, got ${String(outcome)}`);
+      assert.equal(outcome.code, Code.DeadlineExceeded, String(outcome));
+      assert.ok(waited >= 650 && waited < 3_500, `failed after ${waited} ms`);
+      await p.ensureStoreExists(); // the server answers again, and so does the provider
+    } finally {
+      p.close();
+      await own.stop();
+    }
+  });
+
+  it("refuses a deadline that is not a positive number of milliseconds", async () => {
+    await assert.rejects(GrpcPersistenceProvider.connect(server.address, { timeoutMs: 0 }), InvalidArgument);
+  });
+
   it("fails to connect to a port nobody listens on", async () => {
     await assert.rejects(GrpcPersistenceProvider.connect("127.0.0.1:1"), WfeError);
   });

@@ -36,8 +36,8 @@ export async function startServer(extraArgs: string[] = []): Promise<RunningServ
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stderr = "";
-  child.stderr!.setEncoding("utf8");
-  child.stderr!.on("data", (chunk: string) => (stderr += chunk));
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (chunk: string) => (stderr += chunk));
   const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)));
 
   const address = await new Promise<string>((res, rej) => {
@@ -54,8 +54,8 @@ export async function startServer(extraArgs: string[] = []): Promise<RunningServ
       clearTimeout(timer);
       rej(new Error(`${bin} exited (${code ?? signal}) before listening; stderr:\n${stderr}`));
     });
-    child.stdout!.setEncoding("utf8");
-    child.stdout!.on("data", (chunk: string) => {
+    child.stdout.setEncoding("utf8");
+    child.stdout.on("data", (chunk: string) => {
       stdout += chunk;
       const match = /listening on (\S+)/.exec(stdout);
       if (match?.[1]) {

@@ -1,0 +1,216 @@
+//! How a [`GrpcPersistenceProvider`](crate::GrpcPersistenceProvider) reaches the server: the
+//! address, TLS and mutual TLS, the bearer token and the per-call deadline, turned into a tonic
+//! [`Endpoint`] and the [`CallHeaders`] every call carries.
+
+use std::time::Duration;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::transport::Endpoint;
+use wfe_core::WfeError;
+
+#[cfg(feature = "tls")]
+use crate::error::error_chain;
+
+/// Deadline of each call when [`ConnectOptions::call_timeout`] is not set (as in the Python and
+/// TypeScript adapters).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Calls one provider has in flight at once; more wait their turn on the client (inside their
+/// deadline), so one host's burst queues here instead of piling up on the shared server.
+pub const MAX_IN_FLIGHT_CALLS: usize = 256;
+/// Time allowed for the TCP connect and for the TLS handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How [`GrpcPersistenceProvider::connect_with`](crate::GrpcPersistenceProvider::connect_with)
+/// reaches the server: TLS, mutual TLS, a bearer token, the per-call deadline.
+/// `ConnectOptions::default()` is what [`connect`](crate::GrpcPersistenceProvider::connect) uses:
+/// plaintext, no token, [`DEFAULT_CALL_TIMEOUT`].
+///
+/// TLS is on when any `tls_*` field or `domain` is set, or the address starts with `https://`;
+/// it needs this crate's `tls` feature (rustls). Without `tls_ca_pem` the system's trusted roots
+/// verify the server.
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    /// Sent as `authorization: Bearer <token>` on every call (the server's `--tokens-file` or
+    /// `WFE_SQLITE_TOKENS`). A missing or wrong token fails each call with an error whose
+    /// [`error_reason`](crate::error_reason) is [`ErrorReason::Unauthenticated`](crate::ErrorReason).
+    pub token: Option<String>,
+    /// PEM of the CA certificate(s) that the server's certificate must chain to.
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// PEM certificate (chain) of this client, for mutual TLS; needs `tls_key_pem`.
+    pub tls_cert_pem: Option<Vec<u8>>,
+    /// PEM private key of `tls_cert_pem`.
+    pub tls_key_pem: Option<Vec<u8>>,
+    /// Name the server's certificate must carry, when it is not the host of the address
+    /// (e.g. `localhost` while connecting to `127.0.0.1`).
+    pub domain: Option<String>,
+    /// Deadline of each call, sent to the server as `grpc-timeout` and enforced here: a call
+    /// without an answer by then fails with `DEADLINE_EXCEEDED`. `None`: [`DEFAULT_CALL_TIMEOUT`].
+    pub call_timeout: Option<Duration>,
+}
+
+impl ConnectOptions {
+    fn wants_tls(&self) -> bool {
+        self.tls_ca_pem.is_some()
+            || self.tls_cert_pem.is_some()
+            || self.tls_key_pem.is_some()
+            || self.domain.is_some()
+    }
+
+    /// The per-call deadline these options ask for.
+    pub(crate) fn deadline(&self) -> Duration {
+        self.call_timeout.unwrap_or(DEFAULT_CALL_TIMEOUT)
+    }
+
+    /// The endpoint for `addr` under these options (not connected yet).
+    pub(crate) fn endpoint(&self, addr: &str) -> Result<Endpoint, WfeError> {
+        let scheme = addr.split_once("://").map(|(scheme, _)| scheme);
+        let tls = self.wants_tls() || scheme.is_some_and(|s| s.eq_ignore_ascii_case("https"));
+        let uri = match scheme {
+            Some(s) if tls && s.eq_ignore_ascii_case("http") => {
+                return Err(invalid_argument(format!(
+                    "address {addr:?} says http:// but TLS options are set"
+                )));
+            }
+            Some(_) => addr.to_string(),
+            None if tls => format!("https://{addr}"),
+            None => format!("http://{addr}"),
+        };
+        if self.call_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(invalid_argument("call_timeout must be longer than zero"));
+        }
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| invalid_argument(format!("bad address {addr:?}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .concurrency_limit(MAX_IN_FLIGHT_CALLS)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        if !tls {
+            return Ok(endpoint);
+        }
+        #[cfg(feature = "tls")]
+        {
+            endpoint
+                .tls_config(self.tls_config()?)
+                .map_err(|e| invalid_argument(format!("TLS settings: {}", error_chain(&e))))
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            Err(invalid_argument(
+                "TLS needs wfe-grpc's `tls` feature (features = [\"tls\"])",
+            ))
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    fn tls_config(&self) -> Result<tonic::transport::ClientTlsConfig, WfeError> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut config = ClientTlsConfig::new().timeout(CONNECT_TIMEOUT);
+        config = match &self.tls_ca_pem {
+            Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
+            None => config.with_native_roots(),
+        };
+        match (&self.tls_cert_pem, &self.tls_key_pem) {
+            (Some(cert), Some(key)) => config = config.identity(Identity::from_pem(cert, key)),
+            (None, None) => {}
+            _ => {
+                return Err(invalid_argument(
+                    "tls_cert_pem and tls_key_pem must be given together",
+                ));
+            }
+        }
+        if let Some(domain) = &self.domain {
+            config = config.domain_name(domain.clone());
+        }
+        Ok(config)
+    }
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    // The token and the private key never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |set: bool| if set { Some("<redacted>") } else { None };
+        f.debug_struct("ConnectOptions")
+            .field("token", &redacted(self.token.is_some()))
+            .field("tls_ca_pem", &self.tls_ca_pem.as_ref().map(Vec::len))
+            .field("tls_cert_pem", &self.tls_cert_pem.as_ref().map(Vec::len))
+            .field("tls_key_pem", &redacted(self.tls_key_pem.is_some()))
+            .field("domain", &self.domain)
+            .field("call_timeout", &self.call_timeout)
+            .finish()
+    }
+}
+
+pub(crate) fn invalid_argument(what: impl std::fmt::Display) -> WfeError {
+    WfeError::Persistence(format!("INVALID_ARGUMENT (INVALID_ARGUMENT): {what}"))
+}
+
+/// What every call carries: `grpc-timeout` (the deadline, so the server gives up when the
+/// client has) and `authorization: Bearer <token>` when there is a token.
+#[derive(Clone)]
+pub(crate) struct CallHeaders {
+    authorization: Option<MetadataValue<Ascii>>,
+    /// `None` for streams that stay open (a lifecycle watch).
+    deadline: Option<Duration>,
+}
+
+impl CallHeaders {
+    pub(crate) fn new(token: Option<&str>, deadline: Duration) -> Result<Self, WfeError> {
+        let authorization = match token {
+            None => None,
+            Some(token) => {
+                let mut value =
+                    MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                        invalid_argument(
+                            "the token must be printable ASCII (no line breaks or control characters)",
+                        )
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        Ok(CallHeaders {
+            authorization,
+            deadline: Some(deadline),
+        })
+    }
+
+    /// The same token, no deadline.
+    pub(crate) fn without_deadline(&self) -> Self {
+        CallHeaders {
+            authorization: self.authorization.clone(),
+            deadline: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for CallHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let authorization = self.authorization.as_ref().map(|_| "Bearer <redacted>");
+        f.debug_struct("CallHeaders")
+            .field("authorization", &authorization)
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+impl Interceptor for CallHeaders {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        // A request that set its own deadline (a long poll) keeps it.
+        if let Some(deadline) = self.deadline
+            && !request.metadata().contains_key("grpc-timeout")
+        {
+            request.set_timeout(deadline);
+        }
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
