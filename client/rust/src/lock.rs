@@ -148,18 +148,6 @@ impl GrpcLockProvider {
         self.state.held.lock().unwrap().keys().cloned().collect()
     }
 
-    /// Deadline of a lock call: the connection's, but never longer than a lease lives (an
-    /// answer that late is of no use).
-    fn deadline(&self) -> Duration {
-        self.store.deadline().min(self.ttl)
-    }
-
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(self.deadline());
-        request
-    }
-
     /// Starts the renewal task unless it runs.
     fn ensure_renewal(&self) {
         let mut renewal = self.state.renewal.lock().unwrap();
@@ -182,17 +170,14 @@ impl GrpcLockProvider {
     }
 
     async fn release(&self, resource: String) -> Result<()> {
-        let request = self.request(pb::ReleaseLockRequest {
+        let request = pb::ReleaseLockRequest {
             resource,
             owner: self.owner.clone(),
-        });
+        };
         self.store
-            .call_within(
-                self.deadline(),
-                &self.client,
-                Subject::None,
-                |mut c| async move { c.release_lock(request).await },
-            )
+            .call(&self.client, Subject::None, |mut c| async move {
+                c.release_lock(request).await
+            })
             .await?;
         Ok(())
     }
@@ -262,19 +247,16 @@ impl DistributedLockProvider for GrpcLockProvider {
         if let Some(release) = releasing {
             let _ = release.await;
         }
-        let request = self.request(pb::AcquireLockRequest {
+        let request = pb::AcquireLockRequest {
             resource: resource.to_string(),
             owner: self.owner.clone(),
             ttl: Some(crate::convert::duration_to_wire(self.ttl)),
-        });
+        };
         let response = self
             .store
-            .call_within(
-                self.deadline(),
-                &self.client,
-                Subject::None,
-                |mut c| async move { c.acquire_lock(request).await },
-            )
+            .call(&self.client, Subject::None, |mut c| async move {
+                c.acquire_lock(request).await
+            })
             .await?;
         if response.acquired {
             self.state

@@ -160,11 +160,6 @@ impl GrpcPersistenceProvider {
         InterceptedService::new(self.channel.clone(), self.headers.without_deadline())
     }
 
-    /// The per-call deadline of this provider's calls.
-    pub(crate) fn deadline(&self) -> Duration {
-        self.deadline
-    }
-
     /// The revisions and handed-out workflows this provider (and its clones) remember.
     pub(crate) fn cache(&self) -> &Arc<WorkflowCache> {
         &self.cache

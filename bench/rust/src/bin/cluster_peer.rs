@@ -21,7 +21,9 @@ use wfe_core::traits::PersistenceProvider;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().ok_or("usage: cluster_peer DB_URL --log FILE --start N")?;
+    let url = args
+        .next()
+        .ok_or("usage: cluster_peer DB_URL --log FILE --start N")?;
     let (mut log, mut start) = (PathBuf::new(), 0usize);
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -45,8 +47,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     stdin.next_line().await?;
     for _ in 0..start {
-        host.start_workflow(workflow::DEFINITION, workflow::VERSION, serde_json::json!({}))
-            .await?;
+        host.start_workflow(
+            workflow::DEFINITION,
+            workflow::VERSION,
+            serde_json::json!({}),
+        )
+        .await?;
     }
     println!("started n={start}");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
