@@ -1,6 +1,6 @@
 """A cluster of WFE hosts on one server: throughput, round trips, and what in-memory locks cost.
 
-    .venv/bin/python bench/cluster.py throughput [--workflows 600] [--hosts 1,2,3] [--host-args '--no-prime']
+    .venv/bin/python bench/cluster.py throughput [--workflows 600] [--hosts 1,2,3] [--host-args=--no-prime]
     .venv/bin/python bench/cluster.py inmemory   [--workflows 300] [--work-ms 5]
 
 Both run the 3-step workflow of ``client/rust/examples/cluster_host`` (every step appends
@@ -39,7 +39,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-WFE_SQLITE = Path(sys.executable).parent / "wfe-sqlite"
+WFE_SQLITE = Path(os.environ.get("WFE_SQLITE_BIN") or Path(sys.executable).parent / "wfe-sqlite")
 RUST_DIR = HERE / "rust"
 _CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 RUST_TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or _CACHE / "wfe-sqlite" / "bench-target")
@@ -261,7 +261,7 @@ def main() -> None:
     parser.add_argument("--hosts", default="1,2,3", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--work-ms", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=600)
-    parser.add_argument("--host-args", default="", help="more cluster_host options, e.g. '--no-prime'")
+    parser.add_argument("--host-args", default="", help="more cluster_host options, e.g. '--no-prime', '--sync-release'")
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
     args = parser.parse_args()
     if args.workflows is None:

@@ -39,7 +39,7 @@ from wfe_client import ExecutionPointer, GrpcPersistenceProvider, PointerStatus,
 
 ROOT = Path(__file__).resolve().parent.parent
 CRATE = ROOT / "client" / "rust"
-WFE_SQLITE = ROOT / ".venv" / "bin" / "wfe-sqlite"
+WFE_SQLITE = Path(os.environ.get("WFE_SQLITE_BIN") or ROOT / ".venv" / "bin" / "wfe-sqlite")
 DEFINITION = "cluster-3step"
 HOSTS = 3
 FROM_PYTHON = 150

@@ -2,13 +2,13 @@
 //!
 //! ```text
 //! cargo run --example cluster_host -- 127.0.0.1:50051 --log steps.log [--name h1] [--start 100]
-//!     [--ttl-ms 30000] [--work-ms 0] [--wait-go] [--lifecycle] [--background-release]
-//!     [--no-prime] [--inmemory]
+//!     [--ttl-ms 30000] [--work-ms 0] [--wait-go] [--lifecycle] [--sync-release] [--no-prime]
+//!     [--inmemory]
 //! ```
 //!
 //! A `wfe::WorkflowHost` on the adapter (persistence, with revisions), `GrpcLockProvider`
-//! (leases renewed in the background) and `GrpcQueueProvider` (the server's durable queue,
-//! long-polled): no poller, no other service. Start as many as you like against one server;
+//! (leases renewed in the background, released without waiting for the answer) and
+//! `GrpcQueueProvider` (the server's durable queue, long-polled): no poller, no other service. Start as many as you like against one server;
 //! each workflow step runs on exactly one of them. It runs the 3-step workflow `cluster-3step`
 //! (see `workflow.rs`: every step appends `workflow id, step, host` to the `--log` file).
 //!
@@ -21,8 +21,8 @@
 //! `RunnablePoller` over the store, as before the server had locks and queues. Hosts then run
 //! the same steps at the same time (`bench/cluster.py inmemory` counts how often).
 //! `--lifecycle` also publishes lifecycle events through `GrpcLifecyclePublisher`;
-//! `--background-release` releases leases without waiting for the server
-//! (`GrpcLockProvider::with_background_release`); `--no-prime` dequeues without the workflow
+//! `--sync-release` waits for each lease release (`GrpcLockProvider::with_background_release`
+//! off: two more round trips on each step's path); `--no-prime` dequeues without the workflow
 //! (`GrpcQueueProvider::without_workflow`: one more round trip per step).
 
 mod workflow;
@@ -50,7 +50,7 @@ struct Args {
     work: Duration,
     wait_go: bool,
     lifecycle: bool,
-    background_release: bool,
+    sync_release: bool,
     no_prime: bool,
     inmemory: bool,
 }
@@ -66,7 +66,7 @@ fn parse_args() -> Result<Args, String> {
         work: Duration::ZERO,
         wait_go: false,
         lifecycle: false,
-        background_release: false,
+        sync_release: false,
         no_prime: false,
         inmemory: false,
     };
@@ -85,7 +85,7 @@ fn parse_args() -> Result<Args, String> {
             "--work-ms" => parsed.work = Duration::from_millis(number("--work-ms", args.next())?),
             "--wait-go" => parsed.wait_go = true,
             "--lifecycle" => parsed.lifecycle = true,
-            "--background-release" => parsed.background_release = true,
+            "--sync-release" => parsed.sync_release = true,
             "--no-prime" => parsed.no_prime = true,
             "--inmemory" => parsed.inmemory = true,
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
@@ -121,7 +121,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Arc::new(
                     GrpcLockProvider::new(&store)
                         .with_ttl(args.ttl)
-                        .with_background_release(args.background_release),
+                        .with_background_release(!args.sync_release),
                 ),
                 Arc::new(if args.no_prime {
                     GrpcQueueProvider::new(&store).without_workflow()
