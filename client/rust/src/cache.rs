@@ -7,6 +7,13 @@
 //! Both are bounded: the revisions keep at most [`MAX_REVISIONS`] workflows (the least recently
 //! used go first), the handed-out copies at most [`MAX_PRIMED`], each for [`PRIMED_FOR`] and for
 //! one read only.
+//!
+//! A handed-out copy is as old as the dequeue, which comes before the host takes the workflow's
+//! lock; it answers the host's lookup right after the dequeue (which reads only the definition id
+//! and version), and the executor's read under the lock then goes to the server. Should another
+//! task of the process read the same workflow in that instant, it gets the copy instead; a
+//! persist based on it is checked against the stored revision like any other, so a stale copy
+//! can never be written back.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
