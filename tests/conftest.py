@@ -7,13 +7,22 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from typing import Any, Optional
 
 import pytest
 
-from wfe_client import GrpcPersistenceProvider, PersistenceProvider
-from wfe_sqlite import SqlitePersistenceProvider
+from wfe_client import (
+    GrpcLockProvider,
+    GrpcPersistenceProvider,
+    GrpcQueueProvider,
+    LockProvider,
+    PersistenceProvider,
+    QueueProvider,
+)
+from wfe_sqlite import SqliteLockProvider, SqlitePersistenceProvider, SqliteQueueProvider
 from wfe_sqlite.server import RunningServer, ServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +64,71 @@ async def provider(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator
     try:
         async with GrpcPersistenceProvider.connect(running.address) as remote:
             yield remote
+    finally:
+        await running.stop()
+
+
+REQUEUE_INTERVAL = 0.5
+"""The stranded-work interval of the stores under test (seconds)."""
+
+
+@dataclass
+class ClusterUnderTest:
+    """One store and as many lock / queue providers on it as a test asks for (closed at the end)."""
+
+    kind: str
+    store: PersistenceProvider
+    address: Optional[str] = None
+    server: Optional[RunningServer] = None
+    opened: list[Any] = field(default_factory=list)
+
+    async def locks(self, owner: Optional[str] = None, ttl: timedelta = timedelta(seconds=30)) -> LockProvider:
+        if self.kind == "embedded":
+            assert isinstance(self.store, SqlitePersistenceProvider)
+            provider: LockProvider = SqliteLockProvider(self.store, owner, ttl)
+        else:
+            assert self.address is not None
+            provider = await GrpcLockProvider.connect(self.address, owner, ttl)
+        self.opened.append(provider)
+        return provider
+
+    async def queue(self) -> QueueProvider:
+        if self.kind == "embedded":
+            assert isinstance(self.store, SqlitePersistenceProvider)
+            provider: QueueProvider = SqliteQueueProvider(self.store, requeue_interval=REQUEUE_INTERVAL)
+        else:
+            assert self.address is not None
+            provider = await GrpcQueueProvider.connect(self.address)
+        self.opened.append(provider)
+        return provider
+
+    async def close(self) -> None:
+        for provider in reversed(self.opened):
+            await provider.close()
+
+
+@pytest.fixture(params=["embedded", "grpc"])
+async def cluster(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[ClusterUnderTest]:
+    """A fresh store with its cluster services: in-process, or a real server through the gRPC adapters."""
+    if request.param == "embedded":
+        store = await SqlitePersistenceProvider.open(db_url)
+        under_test = ClusterUnderTest("embedded", store)
+        try:
+            yield under_test
+        finally:
+            await under_test.close()
+            await store.close()
+        return
+    running = await RunningServer.start(
+        ServerConfig(db=db_url, listen="127.0.0.1:0", grace=1.0, requeue_interval=REQUEUE_INTERVAL)
+    )
+    try:
+        async with GrpcPersistenceProvider.connect(running.address) as remote:
+            under_test = ClusterUnderTest("grpc", remote, running.address, running)
+            try:
+                yield under_test
+            finally:
+                await under_test.close()
     finally:
         await running.stop()
 

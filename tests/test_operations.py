@@ -29,6 +29,7 @@ from wfe_client import (
 )
 from wfe_client._time import utc_now
 from wfe_sqlite import SqlitePersistenceProvider
+from wfe_sqlite._cluster_servicer import CLUSTER_SERVICE_NAMES
 from wfe_sqlite._servicer import SERVICE_NAMES
 
 
@@ -42,7 +43,12 @@ def test_reflection_lists_and_describes_every_service(db_url: str) -> None:
         with grpc.insecure_channel(server.address) as channel:
             reflected = ProtoReflectionDescriptorDatabase(channel)
             services = set(reflected.get_services())
-            assert services == {*SERVICE_NAMES, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+            assert services == {
+                *SERVICE_NAMES,
+                *CLUSTER_SERVICE_NAMES,
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1alpha.ServerReflection",
+            }
             # A generic tool can resolve the rpcs and their messages from the server alone.
             pool = DescriptorPool(reflected)
             workflows = pool.FindServiceByName("wfe.persistence.v1.WorkflowService")
@@ -180,7 +186,7 @@ async def test_stats_shows_what_the_store_holds(db_path: Path, db_url: str) -> N
     assert (stats["runnable_workflows"], stats["unprocessed_events"]) == (2, 1)
     assert (stats["due_commands"], stats["claimed_commands"], stats["held_tokens"]) == (1, 1, 1)
     assert stats["files"]["database"] == db_path.stat().st_size > 0
-    assert stats["schema_version"] == 1
+    assert stats["schema_version"] == 2
 
     human = _cli("stats", "--db", db_url)
     assert human.returncode == 0, human.stderr

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ._database import DatabaseOpenError
+from ._local_cluster import SqliteLockProvider, SqliteQueueProvider
 from ._provider import SqlitePersistenceProvider
 
-__all__ = ["SqlitePersistenceProvider", "DatabaseOpenError", "__version__"]
+__all__ = ["SqlitePersistenceProvider", "SqliteLockProvider", "SqliteQueueProvider", "DatabaseOpenError", "__version__"]
 
 __version__ = "0.1.0"

@@ -87,6 +87,8 @@ class ServerConfig:
     """DEBUG, INFO, WARNING or ERROR."""
     log_format: str = "text"
     """``text`` or ``json`` (one JSON object per line)."""
+    requeue_interval: float = 2.0
+    """Seconds between sweeps for stranded work (and how long handed-out work may stay unlocked)."""
 
     @property
     def tls(self) -> bool:
@@ -260,6 +262,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("access_log", _boolean, "log every call: method, status, duration, peer", boolean=True),
     Setting("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "log level", "LEVEL"),
     Setting("log_format", _choice("text", "json", upper=False), "log format: text or json (one object a line)", "FORMAT"),
+    Setting(
+        "requeue_interval",
+        _number(0.1),
+        "seconds between sweeps that queue stranded work again (due work in no queue and under no lock)",
+        "SECONDS",
+    ),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}

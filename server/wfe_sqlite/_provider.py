@@ -23,6 +23,7 @@ from wfe_client import (
     InvalidArgument,
     LeaseLost,
     PersistenceProvider,
+    RevisionConflict,
     ScheduledCommand,
     SubscriptionAlreadyExists,
     SubscriptionNotFound,
@@ -35,7 +36,9 @@ from wfe_client import CommandName
 from wfe_client._provider import CLAIM_BATCH, DEFAULT_LEASE
 from wfe_client._time import from_micros, to_micros, utc_now
 
+from ._cluster import Cluster
 from ._database import Database, DatabaseConfig, parse_database_url
+from ._queue_store import WorkEffects, queue_stored_event, queue_stored_workflow
 from ._rows import (
     check_id,
     command_row,
@@ -75,6 +78,8 @@ _SUBSCRIPTION_COLUMNS = (
     "id, workflow_id, step_id, execution_pointer_id, event_name, event_key, subscribe_as_of, "
     "subscription_data, external_token, external_worker_id, external_token_expiry"
 )
+_READ_WORKFLOW_COLUMNS = _WORKFLOW_COLUMNS + ", revision"
+"""The columns a workflow is read with: the written ones plus the revision (13)."""
 _INSERT_WORKFLOW = f"INSERT INTO workflows ({_WORKFLOW_COLUMNS}) VALUES ({', '.join('?' * 12)})"
 _INSERT_POINTER = (
     f"INSERT INTO execution_pointers (workflow_id, position, {_POINTER_COLUMNS}) "
@@ -85,8 +90,8 @@ _INSERT_SUBSCRIPTION = (
 )
 _UPDATE_WORKFLOW = (
     "UPDATE workflows SET name = ?, root_workflow_id = ?, workflow_definition_id = ?, version = ?, "
-    "description = ?, reference = ?, next_execution = ?, status = ?, data = ?, complete_time = ? "
-    "WHERE id = ?"
+    "description = ?, reference = ?, next_execution = ?, status = ?, data = ?, complete_time = ?, "
+    "revision = revision + 1 WHERE id = ? AND (? = 0 OR revision = ?) RETURNING revision"
 )
 
 
@@ -113,18 +118,43 @@ def _replace_pointers(conn: sqlite3.Connection, workflow_id: str, rows: list[tup
         conn.executemany(_INSERT_POINTER, rows)
 
 
-def _update_workflow(conn: sqlite3.Connection, row: tuple[Any, ...], pointers: list[tuple[Any, ...]]) -> None:
+def _update_workflow(
+    conn: sqlite3.Connection,
+    row: Sequence[Any],
+    pointers: list[tuple[Any, ...]],
+    expected_revision: int,
+    effects: WorkEffects,
+) -> int:
+    """Replace the workflow and its pointers; its new revision. ``expected_revision`` > 0 must match."""
     (wid, name, root, definition, version, description, reference, next_execution, status, data, _, complete) = row
     try:
-        cursor = conn.execute(
+        updated = conn.execute(
             _UPDATE_WORKFLOW,
-            (name, root, definition, version, description, reference, next_execution, status, data, complete, wid),
-        )
+            (name, root, definition, version, description, reference, next_execution, status, data, complete, wid,
+             expected_revision, expected_revision),
+        ).fetchone()
     except sqlite3.IntegrityError:
         raise WorkflowNameTaken(f"another workflow is named {name!r}", name=name) from None
-    if cursor.rowcount == 0:
-        raise WorkflowNotFound(f"workflow {wid!r} not found", id=wid)
+    if updated is None:
+        stored = conn.execute("SELECT revision FROM workflows WHERE id = ?", (wid,)).fetchone()
+        if stored is None:
+            raise WorkflowNotFound(f"workflow {wid!r} not found", id=wid)
+        raise RevisionConflict(
+            f"workflow {wid!r} is at revision {stored[0]}, not the expected {expected_revision}; nothing was written",
+            id=wid,
+            expected=str(expected_revision),
+            stored=str(stored[0]),
+        )
     _replace_pointers(conn, wid, pointers)
+    queue_stored_workflow(conn, wid, status, next_execution, _now_micros(), effects)
+    return int(updated[0])
+
+
+def _expected_revision(instance: WorkflowInstance, force: bool) -> int:
+    revision = instance.revision
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        raise InvalidArgument("workflow.revision: expected an integer >= 0", field="workflow.revision")
+    return 0 if force else revision
 
 
 def _insert_subscriptions(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -136,7 +166,7 @@ def _insert_subscriptions(conn: sqlite3.Connection, rows: list[tuple[Any, ...]])
 
 
 WorkflowRows = tuple[tuple[Any, ...], list[tuple[Any, ...]]]
-"""A workflow as stored: its ``_WORKFLOW_COLUMNS`` row and its pointers' ``_POINTER_COLUMNS`` rows, in order."""
+"""A workflow as stored: its ``_READ_WORKFLOW_COLUMNS`` row and its pointers' ``_POINTER_COLUMNS`` rows, in order."""
 
 
 def workflow_from_rows(row: tuple[Any, ...], pointers: list[tuple[Any, ...]]) -> WorkflowInstance:
@@ -155,7 +185,7 @@ def _read_workflows_rows(conn: sqlite3.Connection, ids: Sequence[str]) -> list[W
     for start in range(0, len(unique), _CHUNK):
         chunk = unique[start : start + _CHUNK]
         marks = ", ".join("?" * len(chunk))
-        rows = conn.execute(f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE id IN ({marks})", chunk).fetchall()
+        rows = conn.execute(f"SELECT {_READ_WORKFLOW_COLUMNS} FROM workflows WHERE id IN ({marks})", chunk).fetchall()
         if not rows:
             continue
         pointers: dict[str, list[Any]] = {row[0]: [] for row in rows}
@@ -177,7 +207,7 @@ _BY_NAME = "name = ? AND name <> ''"  # matches the partial unique index on non-
 
 
 def _read_workflow_rows(conn: sqlite3.Connection, where: str, value: str) -> Optional[WorkflowRows]:
-    row = conn.execute(f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE {where}", (value,)).fetchone()
+    row = conn.execute(f"SELECT {_READ_WORKFLOW_COLUMNS} FROM workflows WHERE {where}", (value,)).fetchone()
     if row is None:
         return None
     pointers = conn.execute(
@@ -202,6 +232,8 @@ class SqlitePersistenceProvider(PersistenceProvider):
 
     def __init__(self, database: Database) -> None:
         self._db = database
+        self.cluster = Cluster(database)
+        """Locks, queues, the due timer, the stranded-work job and lifecycle fan-out on this database."""
 
     @classmethod
     async def open(
@@ -229,6 +261,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
         return self._db
 
     async def close(self) -> None:
+        await self.cluster.close()
         await self._db.close()
 
     # -- workflows -----------------------------------------------------------------------------
@@ -236,7 +269,7 @@ class SqlitePersistenceProvider(PersistenceProvider):
     async def create_new_workflow(self, instance: WorkflowInstance) -> str:
         row = list(workflow_row(instance))
         wid, name = await self.create_workflow_rows(row, pointer_rows(row[0], instance.execution_pointers))
-        instance.id, instance.name = wid, name
+        instance.id, instance.name, instance.revision = wid, name, 1
         return wid
 
     async def create_workflow_rows(self, row: list[Any], pointers: list[tuple[Any, ...]]) -> tuple[str, str]:
@@ -245,6 +278,8 @@ class SqlitePersistenceProvider(PersistenceProvider):
         if wid != row[0]:
             row[0] = wid
             pointers = [(wid, *p[1:]) for p in pointers]
+
+        effects = WorkEffects()
 
         def job(conn: sqlite3.Connection) -> tuple[str, str]:
             name = row[1]
@@ -264,30 +299,43 @@ class SqlitePersistenceProvider(PersistenceProvider):
                 raise WorkflowNameTaken(f"another workflow is named {name!r}", name=name) from None
             if pointers:
                 conn.executemany(_INSERT_POINTER, pointers)
+            queue_stored_workflow(conn, wid, row[8], row[7], _now_micros(), effects)
             return wid, name
 
-        return await self._db.write(job)
+        created = await self._db.write(job)
+        self.cluster.written(effects)
+        return created
 
-    async def persist_workflow(self, instance: WorkflowInstance) -> None:
+    async def persist_workflow(self, instance: WorkflowInstance, force: bool = False) -> None:
+        expected = _expected_revision(instance, force)
         row = workflow_row(instance)
         check_id(row[0], "workflow.id")
-        await self.persist_workflow_rows(row, pointer_rows(row[0], instance.execution_pointers))
+        instance.revision = await self.persist_workflow_rows(
+            row, pointer_rows(row[0], instance.execution_pointers), expected
+        )
 
-    async def persist_workflow_rows(self, row: Sequence[Any], pointers: list[tuple[Any, ...]]) -> None:
-        """``persist_workflow`` of validated rows (``workflow_row``, ``pointer_rows``)."""
+    async def persist_workflow_rows(
+        self, row: Sequence[Any], pointers: list[tuple[Any, ...]], expected_revision: int = 0
+    ) -> int:
+        """``persist_workflow`` of validated rows (``workflow_row``, ``pointer_rows``); the new revision."""
         check_id(row[0], "workflow.id")
         frozen = tuple(row)
-        await self._db.write(lambda conn: _update_workflow(conn, frozen, pointers))
+        effects = WorkEffects()
+        revision = await self._db.write(lambda conn: _update_workflow(conn, frozen, pointers, expected_revision, effects))
+        self.cluster.written(effects)
+        return revision
 
     async def persist_workflow_with_subscriptions(
-        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription]
+        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription], force: bool = False
     ) -> None:
-        await self.persist_workflow_with_new_subscriptions(instance, subscriptions)
+        _, instance.revision = await self.persist_workflow_with_new_subscriptions(
+            instance, subscriptions, _expected_revision(instance, force)
+        )
 
     async def persist_workflow_with_new_subscriptions(
-        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription]
-    ) -> list[str]:
-        """``persist_workflow_with_subscriptions`` returning the subscriptions' ids."""
+        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription], expected_revision: int
+    ) -> tuple[list[str], int]:
+        """``persist_workflow_with_subscriptions`` returning the subscriptions' ids and the new revision."""
         row = workflow_row(instance)
         check_id(row[0], "workflow.id")
         pointers = pointer_rows(row[0], instance.execution_pointers)
@@ -297,15 +345,19 @@ class SqlitePersistenceProvider(PersistenceProvider):
             srow[0] = srow[0] or str(uuid.uuid4())
             subs.append(tuple(srow))
 
-        def job(conn: sqlite3.Connection) -> None:
-            _update_workflow(conn, row, pointers)
-            _insert_subscriptions(conn, subs)
+        effects = WorkEffects()
 
-        await self._db.write(job)
+        def job(conn: sqlite3.Connection) -> int:
+            revision = _update_workflow(conn, row, pointers, expected_revision, effects)
+            _insert_subscriptions(conn, subs)
+            return revision
+
+        revision = await self._db.write(job)
+        self.cluster.written(effects)
         ids = [s[0] for s in subs]
         for subscription, sid in zip(subscriptions, ids):
             subscription.id = sid
-        return ids
+        return ids, revision
 
     async def get_runnable_instances(self, as_at: datetime) -> list[str]:
         return [wid for _, wid in await self.runnable_instances_page(as_at)]
@@ -370,6 +422,8 @@ class SqlitePersistenceProvider(PersistenceProvider):
         eid = row[0] or str(uuid.uuid4())
         row[0] = eid
 
+        effects = WorkEffects()
+
         def job(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
@@ -379,8 +433,10 @@ class SqlitePersistenceProvider(PersistenceProvider):
                 )
             except sqlite3.IntegrityError:
                 raise EventAlreadyExists(f"event {eid!r} already exists", id=eid) from None
+            queue_stored_event(conn, eid, row[4], bool(row[5]), _now_micros(), effects)
 
         await self._db.write(job)
+        self.cluster.written(effects)
         event.id = eid
         return eid
 
@@ -447,12 +503,18 @@ class SqlitePersistenceProvider(PersistenceProvider):
     async def _set_processed(self, id: str, value: int) -> None:
         check_id(id, "id")
 
+        effects = WorkEffects()
+
         def job(conn: sqlite3.Connection) -> None:
-            cursor = conn.execute("UPDATE events SET is_processed = ? WHERE id = ?", (value, id))
-            if cursor.rowcount == 0:
+            updated = conn.execute(
+                "UPDATE events SET is_processed = ? WHERE id = ? RETURNING event_time", (value, id)
+            ).fetchone()
+            if updated is None:
                 raise EventNotFound(f"event {id!r} not found", id=id)
+            queue_stored_event(conn, id, updated[0], bool(value), _now_micros(), effects)
 
         await self._db.write(job)
+        self.cluster.written(effects)
 
     # -- subscriptions -------------------------------------------------------------------------
 

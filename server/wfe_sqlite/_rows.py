@@ -299,6 +299,7 @@ def workflow_from_row(r: Sequence[Any], pointers: list[ExecutionPointer]) -> Wor
         create_time=from_micros(r[10]),
         complete_time=_dt(r[11]),
         execution_pointers=pointers,
+        revision=r[12] if len(r) > 12 else 0,
     )
 
 

@@ -1,20 +1,24 @@
-"""The database schema and its version (``PRAGMA user_version``).
+"""The database schema: an ordered list of migrations, and its version (``PRAGMA user_version``).
 
 Instants are INTEGER microseconds since the Unix epoch (UTC), epoch-millisecond fields are INTEGER
 milliseconds, JSON values are TEXT holding JSON, enums are TEXT holding the member name.
+
+A file is at the version of the last migration applied to it. Opening a file applies every later
+migration in order, in one transaction (an older file is upgraded in place); a file newer than
+this server is refused.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ._database import DatabaseOpenError
 
-__all__ = ["SCHEMA_VERSION", "create_schema", "ensure_schema"]
+__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "Migration", "create_schema", "ensure_schema"]
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
+_VERSION_1 = """
 CREATE TABLE IF NOT EXISTS workflows (
     id                      TEXT PRIMARY KEY,
     name                    TEXT NOT NULL,
@@ -115,17 +119,87 @@ CREATE TABLE IF NOT EXISTS definition_sequences (
 """
 
 
+# Version 2: the cluster (issue 11). Workflows carry a revision (existing ones start at 1); leases
+# of the lock service with one global fencing-token counter; the durable work queue, whose rows
+# are either waiting (``position`` set: FIFO order within the queue) or a record of the last
+# hand-out (``position`` NULL, ``handed_out_at`` set) that the stranded-work job looks at.
+_VERSION_2_TABLES = """
+CREATE TABLE IF NOT EXISTS locks (
+    resource                TEXT PRIMARY KEY,
+    owner                   TEXT NOT NULL,
+    fencing_token           INTEGER NOT NULL,
+    expire_time             INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS locks_expiry ON locks (expire_time);
+
+CREATE TABLE IF NOT EXISTS counters (
+    name                    TEXT PRIMARY KEY,
+    value                   INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO counters (name, value) VALUES ('fencing_token', 0);
+
+CREATE TABLE IF NOT EXISTS work_queue (
+    queue                   TEXT NOT NULL,
+    item_id                 TEXT NOT NULL,
+    position                INTEGER,
+    queued_at               INTEGER NOT NULL,
+    handed_out_at           INTEGER,
+    PRIMARY KEY (queue, item_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS work_queue_waiting ON work_queue (queue, position) WHERE position IS NOT NULL;
+CREATE INDEX IF NOT EXISTS work_queue_handed_out ON work_queue (handed_out_at) WHERE position IS NULL;
+"""
+
+
+def _run_script(script: str) -> Callable[[sqlite3.Connection], None]:
+    def apply(conn: sqlite3.Connection) -> None:
+        for statement in script.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+
+    return apply
+
+
+def _version_2(conn: sqlite3.Connection) -> None:
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(workflows)")}
+    if "revision" not in columns:
+        conn.execute("ALTER TABLE workflows ADD COLUMN revision INTEGER NOT NULL DEFAULT 1")
+    _run_script(_VERSION_2_TABLES)(conn)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema: ``apply`` brings a file at ``version - 1`` to ``version``."""
+
+    version: int
+    description: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "workflows, pointers, events, subscriptions, commands, errors, sequences", _run_script(_VERSION_1)),
+    Migration(2, "workflow revisions, locks, fencing-token counter, work queue", _version_2),
+)
+"""Every migration, in order; the last one's version is ``SCHEMA_VERSION``."""
+
+SCHEMA_VERSION = MIGRATIONS[-1].version
+assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1)), "migrations are numbered 1, 2, ..."
+
+
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Create missing tables and indexes and stamp the schema version, inside the caller's transaction."""
+    """Apply the migrations the file lacks and stamp the schema version, inside the caller's transaction.
+
+    Idempotent: on a file at ``SCHEMA_VERSION`` it changes nothing.
+    """
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise DatabaseOpenError(
             f"the database has schema version {version}, newer than this server's "
             f"{SCHEMA_VERSION}: upgrade wfe-sqlite"
         )
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    for migration in MIGRATIONS:
+        if migration.version > version:
+            migration.apply(conn)
     if version < SCHEMA_VERSION:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 

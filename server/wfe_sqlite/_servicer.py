@@ -77,6 +77,12 @@ def _required_message(request: Any, name: str) -> Any:
     return getattr(request, name)
 
 
+def _expected_revision(request: Any) -> int:
+    if request.expected_revision < 0:
+        raise InvalidArgument("expected_revision: must not be negative", field="expected_revision")
+    return int(request.expected_revision)
+
+
 def _page_size(value: int) -> int:
     if value < 0:
         raise InvalidArgument("page_size: must not be negative", field="page_size")
@@ -131,15 +137,15 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
     ) -> workflows_pb2.CreateWorkflowResponse:
         row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
         wid, name = await self._p.create_workflow_rows(row, pointers)
-        return workflows_pb2.CreateWorkflowResponse(id=wid, name=name)
+        return workflows_pb2.CreateWorkflowResponse(id=wid, name=name, revision=1)
 
     @translate_errors
     async def PersistWorkflow(
         self, request: workflows_pb2.PersistWorkflowRequest, context: Context
     ) -> workflows_pb2.PersistWorkflowResponse:
         row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
-        await self._p.persist_workflow_rows(row, pointers)
-        return workflows_pb2.PersistWorkflowResponse()
+        revision = await self._p.persist_workflow_rows(row, pointers, _expected_revision(request))
+        return workflows_pb2.PersistWorkflowResponse(revision=revision)
 
     @translate_errors
     async def PersistWorkflowWithSubscriptions(
@@ -149,8 +155,10 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         subscriptions = [
             subscription_from_proto(s, f"subscriptions[{i}]") for i, s in enumerate(request.subscriptions)
         ]
-        ids = await self._p.persist_workflow_with_new_subscriptions(workflow, subscriptions)
-        return workflows_pb2.PersistWorkflowWithSubscriptionsResponse(subscription_ids=ids)
+        ids, revision = await self._p.persist_workflow_with_new_subscriptions(
+            workflow, subscriptions, _expected_revision(request)
+        )
+        return workflows_pb2.PersistWorkflowWithSubscriptionsResponse(subscription_ids=ids, revision=revision)
 
     @translate_errors
     async def GetRunnableWorkflows(

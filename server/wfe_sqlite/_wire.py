@@ -92,10 +92,11 @@ def pointer_message(r: Sequence[Any]) -> workflows_pb2.ExecutionPointer:
 
 
 def workflow_message(row: Sequence[Any], pointers: Sequence[Sequence[Any]]) -> workflows_pb2.WorkflowInstance:
-    """A workflow message from a ``_WORKFLOW_COLUMNS`` row and its pointers' rows, in order."""
+    """A workflow message from a ``_READ_WORKFLOW_COLUMNS`` row and its pointers' rows, in order."""
     (wid, name, root, definition, version, description, reference, next_execution, status, data, create_time,
-     complete_time) = row
+     complete_time) = row[:12]
     msg = _WorkflowInstance(
+        revision=row[12] if len(row) > 12 else 0,
         id=wid,
         name=name,
         workflow_definition_id=definition,

@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ._cluster_servicer import CLUSTER_SERVICE_NAMES, add_cluster_servicers
 from ._config import DEFAULT_DB, DEFAULT_LISTEN, ServerConfig, check, load_tokens
 from ._metrics import CallObserver, ServerMetrics
 from ._provider import SqlitePersistenceProvider
@@ -63,11 +64,17 @@ async def build_server(
     interceptors.append(RejectUndecodable())  # innermost: wraps only the servicers' own handlers
     server = grpc.aio.server(options=server_options(), interceptors=interceptors)
     add_servicers(server, provider)
+    add_cluster_servicers(server, provider)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                *SERVICE_NAMES,
+                *CLUSTER_SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             server,
         )
     try:
@@ -139,7 +146,8 @@ class RunningServer:
         except BaseException:
             await provider.close()
             raise
-        for name in ("", *SERVICE_NAMES):
+        provider.cluster.start(config.requeue_interval)
+        for name in ("", *SERVICE_NAMES, *CLUSTER_SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         return running
 
@@ -149,6 +157,7 @@ class RunningServer:
             return
         self._stopped = True
         await self.health.enter_graceful_shutdown()
+        self.provider.cluster.stop_waiting()  # long polls and lifecycle watches end now, not after the grace
         await self.server.stop(self.config.grace if grace is None else grace)
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)

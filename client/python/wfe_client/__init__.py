@@ -10,15 +10,19 @@ from ._errors import (
     InvalidArgument,
     LeaseLost,
     NotFound,
+    RevisionConflict,
     StorageFull,
     StorageUnavailable,
     SubscriptionAlreadyExists,
     SubscriptionNotFound,
+    WatcherFellBehind,
     WfeError,
     WorkflowAlreadyExists,
     WorkflowNameTaken,
     WorkflowNotFound,
 )
+from ._cluster import LockProvider, QueueProvider
+from ._cluster_models import Lease, LifecycleEvent, LifecycleEventType, QueueType
 from ._models import (
     CommandClaim,
     CommandName,
@@ -45,17 +49,28 @@ __all__ = [
     "EventSubscription",
     "ExecutionError",
     "ExecutionPointer",
+    "GrpcLifecyclePublisher",
+    "GrpcLockProvider",
     "GrpcPersistenceProvider",
+    "GrpcQueueProvider",
     "InvalidArgument",
+    "Lease",
     "LeaseLost",
+    "LifecycleEvent",
+    "LifecycleEventType",
+    "LockProvider",
     "NotFound",
     "PersistenceProvider",
     "PointerStatus",
+    "QueueProvider",
+    "QueueType",
+    "RevisionConflict",
     "ScheduledCommand",
     "StorageFull",
     "StorageUnavailable",
     "SubscriptionAlreadyExists",
     "SubscriptionNotFound",
+    "WatcherFellBehind",
     "WfeError",
     "WorkflowAlreadyExists",
     "WorkflowInstance",
@@ -72,4 +87,8 @@ def __getattr__(name: str) -> object:
         from ._grpc_provider import GrpcPersistenceProvider
 
         return GrpcPersistenceProvider
+    if name in ("GrpcLockProvider", "GrpcQueueProvider", "GrpcLifecyclePublisher"):
+        from . import _grpc_cluster
+
+        return getattr(_grpc_cluster, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -216,6 +216,7 @@ def workflow_to_proto(w: WorkflowInstance) -> workflows_pb2.WorkflowInstance:
             execution_pointers=[pointer_to_proto(p) for p in w.execution_pointers],
             status=_to_enum(_WORKFLOW_STATUS_TO, w.status, "workflow.status"),
             data=json_text(w.data, "workflow.data"),
+            revision=w.revision,
         )
         for name in ("root_workflow_id", "description", "reference", "next_execution"):
             value = getattr(w, name)
@@ -243,6 +244,7 @@ def workflow_from_proto(msg: workflows_pb2.WorkflowInstance, field: str = "workf
         data=parse_json(msg.data, f"{field}.data"),
         create_time=instant(msg, "create_time", field),
         complete_time=optional_instant(msg, "complete_time", field),
+        revision=msg.revision,
     )
 
 

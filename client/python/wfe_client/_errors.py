@@ -25,6 +25,8 @@ __all__ = [
     "LeaseLost",
     "StorageFull",
     "StorageUnavailable",
+    "RevisionConflict",
+    "WatcherFellBehind",
     "error_for_reason",
 ]
 
@@ -128,6 +130,22 @@ class StorageUnavailable(WfeError):
     code = "UNAVAILABLE"
 
 
+class RevisionConflict(WfeError):
+    """The stored workflow's revision is not the one the persist expected (another host wrote it
+    since it was read); nothing was written. ``metadata['id']`` names the workflow,
+    ``metadata['expected']`` and ``metadata['stored']`` the revisions when known."""
+
+    reason = "REVISION_CONFLICT"
+    code = "ABORTED"
+
+
+class WatcherFellBehind(WfeError):
+    """A lifecycle watch fell too far behind the published events and was ended by the server."""
+
+    reason = "WATCHER_FELL_BEHIND"
+    code = "RESOURCE_EXHAUSTED"
+
+
 _BY_REASON: dict[str, type[WfeError]] = {
     cls.reason: cls
     for cls in (
@@ -142,6 +160,8 @@ _BY_REASON: dict[str, type[WfeError]] = {
         LeaseLost,
         StorageFull,
         StorageUnavailable,
+        RevisionConflict,
+        WatcherFellBehind,
         NotFound,
         AlreadyExists,
     )

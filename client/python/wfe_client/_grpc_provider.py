@@ -76,6 +76,13 @@ def _error_from_rpc(error: grpc.aio.AioRpcError) -> WfeError:
     return cls(message, **metadata)
 
 
+def _expected_revision(instance: WorkflowInstance, force: bool) -> int:
+    revision = instance.revision
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        raise InvalidArgument("workflow.revision: expected an integer >= 0", field="workflow.revision")
+    return 0 if force else revision
+
+
 class _Connecting:
     """``await GrpcPersistenceProvider.connect(...)`` or ``async with GrpcPersistenceProvider.connect(...)``."""
 
@@ -199,23 +206,28 @@ class GrpcPersistenceProvider(PersistenceProvider):
     async def create_new_workflow(self, instance: WorkflowInstance) -> str:
         request = workflows_pb2.CreateWorkflowRequest(workflow=convert.workflow_to_proto(instance))
         response = await self._call(self._workflows.CreateWorkflow, request)
-        instance.id, instance.name = response.id, response.name
+        instance.id, instance.name, instance.revision = response.id, response.name, response.revision
         return response.id
 
-    async def persist_workflow(self, instance: WorkflowInstance) -> None:
-        request = workflows_pb2.PersistWorkflowRequest(workflow=convert.workflow_to_proto(instance))
-        await self._call(self._workflows.PersistWorkflow, request)
+    async def persist_workflow(self, instance: WorkflowInstance, force: bool = False) -> None:
+        request = workflows_pb2.PersistWorkflowRequest(
+            workflow=convert.workflow_to_proto(instance), expected_revision=_expected_revision(instance, force)
+        )
+        response = await self._call(self._workflows.PersistWorkflow, request)
+        instance.revision = response.revision
 
     async def persist_workflow_with_subscriptions(
-        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription]
+        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription], force: bool = False
     ) -> None:
         request = workflows_pb2.PersistWorkflowWithSubscriptionsRequest(
             workflow=convert.workflow_to_proto(instance),
             subscriptions=[convert.subscription_to_proto(s) for s in subscriptions],
+            expected_revision=_expected_revision(instance, force),
         )
         response = await self._call(self._workflows.PersistWorkflowWithSubscriptions, request)
         for subscription, sid in zip(subscriptions, response.subscription_ids):
             subscription.id = sid
+        instance.revision = response.revision
 
     async def get_runnable_instances(self, as_at: datetime) -> list[str]:
         request = workflows_pb2.GetRunnableWorkflowsRequest(as_at=convert.timestamp(as_at, "as_at"))

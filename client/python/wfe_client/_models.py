@@ -144,6 +144,9 @@ class WorkflowInstance:
     """When the workflow was created."""
     complete_time: Optional[datetime] = None
     """When the workflow completed."""
+    revision: int = 0
+    """Revision of the stored workflow: 1 after create, one more after every persist; 0 = never stored.
+    Filled in by create, persist and every read; a persist expects it (see ``persist_workflow``)."""
 
     @classmethod
     def new(cls, definition_id: str, version: int, data: JSON) -> WorkflowInstance:

@@ -53,14 +53,19 @@ class PersistenceProvider(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def persist_workflow(self, instance: WorkflowInstance) -> None:
-        """Replace every mutable field and the pointer set. Raises ``WorkflowNotFound``."""
+    async def persist_workflow(self, instance: WorkflowInstance, force: bool = False) -> None:
+        """Replace every mutable field and the pointer set. Raises ``WorkflowNotFound``.
+
+        When ``instance.revision`` > 0 the stored revision must equal it, else ``RevisionConflict``
+        and nothing is written (``force=True`` skips the check). Afterwards ``instance.revision``
+        is the new revision.
+        """
 
     @abc.abstractmethod
     async def persist_workflow_with_subscriptions(
-        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription]
+        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription], force: bool = False
     ) -> None:
-        """``persist_workflow`` plus inserting ``subscriptions``, all or nothing."""
+        """``persist_workflow`` plus inserting ``subscriptions``, all or nothing (also on a revision conflict)."""
 
     @abc.abstractmethod
     async def get_runnable_instances(self, as_at: datetime) -> list[str]:

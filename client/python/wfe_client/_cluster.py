@@ -1,0 +1,230 @@
+"""The lock and queue interfaces a cluster of workflow hosts programs against.
+
+Implemented over gRPC by ``GrpcLockProvider`` / ``GrpcQueueProvider`` and in-process on one
+database by ``wfe_sqlite.SqliteLockProvider`` / ``SqliteQueueProvider``; both pass one
+conformance suite. The lease bookkeeping (held leases, background renewal, release on close) lives
+here once; the implementations supply the three lease operations.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from types import TracebackType
+from typing import Optional, TypeVar
+
+from ._cluster_models import Lease, QueueType
+from ._errors import InvalidArgument
+from ._models import WorkflowInstance
+
+__all__ = [
+    "LockProvider",
+    "QueueProvider",
+    "DEFAULT_TTL",
+    "MIN_TTL",
+    "MAX_TTL",
+    "MAX_WAIT",
+    "new_owner_id",
+    "check_ttl",
+    "check_wait",
+    "check_queue",
+]
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_TTL = timedelta(seconds=30)
+"""Time-to-live of a lease unless renewed."""
+MIN_TTL = timedelta(milliseconds=100)
+MAX_TTL = timedelta(hours=1)
+MAX_WAIT = timedelta(seconds=60)
+"""Longest wait of one ``dequeue_work`` call."""
+
+Self = TypeVar("Self", bound="LockProvider")
+SelfQ = TypeVar("SelfQ", bound="QueueProvider")
+
+
+def new_owner_id() -> str:
+    """A fresh owner id, unique per provider: host name, process id and a UUID."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4()}"
+
+
+def check_ttl(ttl: timedelta) -> timedelta:
+    if not isinstance(ttl, timedelta) or not MIN_TTL <= ttl <= MAX_TTL:
+        raise InvalidArgument(f"ttl: must be a timedelta between {MIN_TTL} and {MAX_TTL}", field="ttl")
+    return ttl
+
+
+def check_wait(wait: Optional[timedelta]) -> timedelta:
+    if wait is None:
+        return timedelta(0)
+    if not isinstance(wait, timedelta) or not timedelta(0) <= wait <= MAX_WAIT:
+        raise InvalidArgument(f"wait: must be None or a timedelta between 0 and {MAX_WAIT}", field="wait")
+    return wait
+
+
+def check_queue(queue: QueueType) -> QueueType:
+    if isinstance(queue, str) and queue in QueueType.__members__:
+        return QueueType[queue]
+    if not isinstance(queue, QueueType):
+        raise InvalidArgument(f"queue: expected a QueueType, got {queue!r}", field="queue")
+    return queue
+
+
+class LockProvider(abc.ABC):
+    """Distributed locks: leases with an owner and a time-to-live, renewed in the background while held.
+
+    ``acquire_lock`` is True when the resource was free or its lease had run out, False while a
+    live lease holds it, also one of this same owner (not re-entrant). Held leases are renewed
+    every ``ttl / 3`` until released or the provider is closed; closing releases them. A lease
+    whose renewal finds it taken by another owner is dropped and reported to ``on_lost``.
+    """
+
+    def __init__(self, owner: Optional[str] = None, ttl: timedelta = DEFAULT_TTL) -> None:
+        if owner is not None and (not isinstance(owner, str) or not owner):
+            raise InvalidArgument("owner: expected a non-empty string or None", field="owner")
+        self.owner: str = owner or new_owner_id()
+        """The owner id of every lease this provider takes."""
+        self.ttl: timedelta = check_ttl(ttl)
+        """Time-to-live of each lease; renewed every third of it."""
+        self.on_lost: Optional[Callable[[str], None]] = None
+        """Called with a resource whose lease was found lost (taken by another owner) during renewal."""
+        self._held: dict[str, Lease] = {}
+        self._renewer: Optional[asyncio.Task[None]] = None
+        self._closed = False
+
+    # -- the three operations an implementation supplies ----------------------------------------
+
+    @abc.abstractmethod
+    async def _acquire(self, resource: str) -> Optional[Lease]:
+        """Take the lease for ``self.owner`` with ``self.ttl``; None while a live lease holds it."""
+
+    @abc.abstractmethod
+    async def _renew(self, resources: Sequence[str]) -> list[str]:
+        """Renew ``self.owner``'s leases by ``self.ttl``; the resources it no longer holds."""
+
+    @abc.abstractmethod
+    async def _release(self, resource: str) -> bool:
+        """Free ``self.owner``'s lease on ``resource``; False when it held none."""
+
+    async def _close_transport(self) -> None:
+        """Release what the provider owns besides leases (a channel)."""
+        return None
+
+    # -- the interface ---------------------------------------------------------------------------
+
+    async def acquire(self, resource: str) -> Optional[Lease]:
+        """Take the lease on ``resource``: the ``Lease`` (with its fencing token), or None while it is held."""
+        if self._closed:
+            raise RuntimeError("the lock provider is closed")
+        lease = await self._acquire(resource)
+        if lease is not None:
+            self._held[resource] = lease
+            self._ensure_renewer()
+        return lease
+
+    async def acquire_lock(self, resource: str) -> bool:
+        """True when the lease on ``resource`` is now this owner's; False while a live lease holds it."""
+        return await self.acquire(resource) is not None
+
+    async def release_lock(self, resource: str) -> None:
+        """Free this owner's lease on ``resource``; releasing what is not held is not an error."""
+        self._held.pop(resource, None)
+        await self._release(resource)
+
+    def lease(self, resource: str) -> Optional[Lease]:
+        """The lease this provider holds on ``resource`` (its fencing token), if any."""
+        return self._held.get(resource)
+
+    @property
+    def held(self) -> list[str]:
+        """The resources this provider holds leases on."""
+        return list(self._held)
+
+    async def close(self) -> None:
+        """Stop renewing and release every held lease (best effort), then close the transport."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        held, self._held = list(self._held), {}
+        for resource in held:
+            try:
+                await self._release(resource)
+            except Exception as error:  # noqa: BLE001 - the lease runs out by itself
+                LOG.warning("could not release the lease on %r at close: %s", resource, error)
+        await self._close_transport()
+
+    async def __aenter__(self: Self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- renewal ---------------------------------------------------------------------------------
+
+    def _ensure_renewer(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_loop(), name="wfe-lock-renewal")
+
+    async def _renew_loop(self) -> None:
+        period = self.ttl.total_seconds() / 3
+        while self._held and not self._closed:
+            await asyncio.sleep(period)
+            renewing = dict(self._held)
+            if not renewing:
+                return
+            try:
+                lost = await self._renew(list(renewing))
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - try again next period; the lease may still hold
+                LOG.warning("renewing %d leases failed (retrying in %.2f s): %s", len(renewing), period, error)
+                continue
+            for resource in lost:
+                if self._held.get(resource) is renewing.get(resource):
+                    self._held.pop(resource, None)
+                    LOG.warning("lost the lease on %r (it ran out and another owner took it)", resource)
+                    if self.on_lost is not None:
+                        self.on_lost(resource)
+
+
+class QueueProvider(abc.ABC):
+    """The work queues: FIFO per queue type, each item handed to one dequeuer, long-poll dequeue."""
+
+    @abc.abstractmethod
+    async def queue_work(self, id: str, queue: QueueType) -> bool:
+        """Append ``id`` to ``queue``; False when it was already waiting there (it keeps its one entry)."""
+
+    @abc.abstractmethod
+    async def dequeue_work(self, queue: QueueType, wait: Optional[timedelta] = None) -> Optional[str]:
+        """The oldest waiting id of ``queue``, or None. With ``wait`` (up to 60 s), wait that long for one."""
+
+    @abc.abstractmethod
+    async def dequeue_workflow(
+        self, wait: Optional[timedelta] = None
+    ) -> Optional[tuple[str, Optional[WorkflowInstance]]]:
+        """``dequeue_work(QueueType.WORKFLOW, wait)`` with the workflow read right after (None if it is gone)."""
+
+    async def close(self) -> None:
+        """Release what the provider holds (waiting calls end)."""
+        return None
+
+    async def __aenter__(self: SelfQ) -> SelfQ:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
