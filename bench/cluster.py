@@ -1,6 +1,6 @@
 """A cluster of WFE hosts on one server: throughput, round trips, and what in-memory locks cost.
 
-    .venv/bin/python bench/cluster.py throughput [--workflows 600] [--hosts 1,2,3] [--host-args=--no-prime]
+    .venv/bin/python bench/cluster.py throughput [--workflows 600] [--hosts 1,2,3] [--rounds 3] [--host-args=--no-prime]
     .venv/bin/python bench/cluster.py inmemory   [--workflows 300] [--work-ms 5]
 
 Both run the 3-step workflow of ``client/rust/examples/cluster_host`` (every step appends
@@ -11,8 +11,9 @@ the upstream ``wfe-sqlite`` crate in-process with wfe-core's in-memory lock and 
 ``throughput``: for 1, 2 and 3 host processes on a fresh ``wfe-sqlite serve`` (``GrpcLockProvider``,
 ``GrpcQueueProvider``, the adapter; no poller), then for the in-process peer: the hosts start the
 workflows themselves (split evenly) after a common ``go``; the clock runs from ``go`` until every
-step is in the log. Prints completed steps per second, the server's RPCs per step (from its
-Prometheus counters, by method) and the core count.
+step is in the log. Every setup runs ``--rounds`` times, interleaved; prints the median completed
+steps per second, the server's RPCs per step (from its Prometheus counters, by method), the core
+count and the load average. ``make bench`` includes this table (``CLUSTER=0`` leaves it out).
 
 ``inmemory``: the setup not to use. Three hosts on one server, each with its own in-memory lock
 and queue plus a ``RunnablePoller`` (what the README's example did before the cluster providers):
@@ -24,17 +25,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -150,58 +152,105 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def throughput(args: argparse.Namespace) -> None:
-    workflows = args.workflows
-    steps = workflows * STEPS
-    results = []
-    for n in args.hosts:
-        with tempfile.TemporaryDirectory() as tmp_name:
-            tmp = Path(tmp_name)
-            server = Server(tmp)
-            log = tmp / "steps.log"
-            hosts = [
-                Host([str(HOST_BIN), server.address, "--name", f"h{i + 1}", "--log", str(log), "--start", str(count),
-                      "--wait-go", *args.host_args.split()], tmp / f"h{i + 1}.stderr")
-                for i, count in enumerate(split(workflows, n))
-            ]
-            try:
-                before = server.calls()
-                seconds = run_hosts(hosts, log, steps, args.timeout)
-                time.sleep(0.2)
-                calls = server.calls() - before
-                ran = len(log_lines(log))
-            finally:
-                for host in hosts:
-                    host.stop()
-                server.stop()
-            per_step = {k: round(v / ran, 2) for k, v in calls.most_common()}
-            results.append((f"{n} host{'s' if n > 1 else ''} on wfe-sqlite serve", ran / seconds,
-                            sum(calls.values()) / ran, per_step))
-            print(f"cluster: {n} host(s): {ran} steps in {seconds:.2f}s = {ran / seconds:.0f} steps/s, "
-                  f"{sum(calls.values()) / ran:.2f} RPCs/step {per_step}", flush=True)
+@dataclass
+class Row:
+    """One setup's figures over the rounds."""
+
+    name: str
+    rates: list[float] = field(default_factory=list)  # completed steps per second, one per round
+    calls: Counter[str] = field(default_factory=Counter)  # server RPCs by method, all rounds
+    steps: int = 0  # step runs, all rounds
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates)
+
+    @property
+    def rpcs_per_step(self) -> float:
+        return sum(self.calls.values()) / self.steps if self.steps else 0.0
+
+
+def run_cluster(n: int, workflows: int, host_args: list[str], timeout: float, row: Row) -> None:
+    """One round: ``n`` cluster_host processes on a fresh server run ``workflows`` workflows."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        server = Server(tmp)
+        log = tmp / "steps.log"
+        hosts = [
+            Host([str(HOST_BIN), server.address, "--name", f"h{i + 1}", "--log", str(log), "--start", str(count),
+                  "--wait-go", *host_args], tmp / f"h{i + 1}.stderr")
+            for i, count in enumerate(split(workflows, n))
+        ]
+        try:
+            before = server.calls()
+            seconds = run_hosts(hosts, log, workflows * STEPS, timeout)
+            time.sleep(0.2)
+            calls = server.calls() - before
+            ran = len(log_lines(log))
+        finally:
+            for host in hosts:
+                host.stop()
+            server.stop()
+    row.rates.append(ran / seconds)
+    row.calls.update(calls)
+    row.steps += ran
+    print(f"cluster: {row.name}: {ran} steps in {seconds:.2f}s = {ran / seconds:.0f} steps/s, "
+          f"{sum(calls.values()) / ran:.2f} RPCs/step", flush=True)
+
+
+def run_peer(workflows: int, timeout: float, row: Row) -> None:
+    """One round of the in-process peer."""
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         log = tmp / "steps.log"
         peer = Host([str(PEER_BIN), f"sqlite://{tmp / 'peer.db'}", "--log", str(log), "--start", str(workflows)],
                     tmp / "peer.stderr")
         try:
-            seconds = run_hosts([peer], log, steps, args.timeout)
+            seconds = run_hosts([peer], log, workflows * STEPS, timeout)
             ran = len(log_lines(log))
         finally:
             peer.stop()
-        results.append(("1 host, wfe-sqlite crate in-process + in-memory lock/queue", ran / seconds, 0.0, {}))
-        print(f"cluster: peer: {ran} steps in {seconds:.2f}s = {ran / seconds:.0f} steps/s", flush=True)
+    row.rates.append(ran / seconds)
+    row.steps += ran
+    print(f"cluster: {row.name}: {ran} steps in {seconds:.2f}s = {ran / seconds:.0f} steps/s", flush=True)
 
-    peer_rate = results[-1][1]
-    print(f"\n{workflows} workflows x {STEPS} steps, {os.cpu_count()} cores (server, hosts and driver share them)\n")
-    print("| setup | steps/s | vs in-process peer | RPCs per step |")
-    print("| --- | ---: | ---: | ---: |")
-    for name, rate, rpcs, _ in results:
-        print(f"| {name} | {rate:.0f} | {rate / peer_rate:.2f}x | {rpcs:.2f} |" if rpcs else
-              f"| {name} | {rate:.0f} | 1.00x | (in-process) |")
-    print("\nRPCs per step by method:")
-    for name, _, _, per_step in results[:-1]:
-        print(f"- {name}: {json.dumps(per_step)}")
+
+def measure(hosts: list[int], workflows: int, rounds: int = 3, host_args: str = "", timeout: float = 600) -> str:
+    """Runs every setup ``rounds`` times, interleaved (so a busy moment of the machine hits all of them),
+    and returns the markdown report: medians, ranges, RPCs per step."""
+    load_before = os.getloadavg()
+    rows = [Row(f"{n} host{'s' if n > 1 else ''} on wfe-sqlite serve") for n in hosts]
+    peer = Row("1 host, wfe-sqlite crate in-process, in-memory lock and queue")
+    for _ in range(rounds):
+        for n, row in zip(hosts, rows):
+            run_cluster(n, workflows, host_args.split(), timeout, row)
+        run_peer(workflows, timeout, peer)
+    load_after = os.getloadavg()
+
+    lines = [
+        f"End-to-end, the 3-step workflow of `client/rust/examples/cluster_host` ({workflows} workflows started "
+        f"by the hosts after a common go, until every step is logged); median of {rounds} interleaved rounds "
+        f"(min-max). {os.cpu_count()} cores shared by the server, the hosts and the driver; load average "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after. Hosts: `GrpcLockProvider` (background release), "
+        f"`GrpcQueueProvider` (dequeue brings the workflow), the adapter{' + ' + host_args if host_args else ''}.",
+        "",
+        "| setup | steps/s | vs in-process peer | RPCs per step |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for row in [*rows, peer]:
+        rpcs = f"{row.rpcs_per_step:.2f}" if row.calls else "(in-process)"
+        lines.append(f"| {row.name} | {row.rate:.0f} ({min(row.rates):.0f}-{max(row.rates):.0f}) | "
+                     f"{row.rate / peer.rate:.2f}x | {rpcs} |")
+    lines += ["", "RPCs per step by method (all hosts, all rounds):", ""]
+    for row in rows:
+        per_step = ", ".join(f"{method} {n / row.steps:.2f}" for method, n in row.calls.most_common())
+        lines.append(f"- {row.name}: {per_step}")
+    return "\n".join(lines)
+
+
+def throughput(args: argparse.Namespace) -> None:
+    print()
+    print(measure(args.hosts, args.workflows, args.rounds, args.host_args, args.timeout))
 
 
 def inmemory(args: argparse.Namespace) -> None:
@@ -259,7 +308,8 @@ def main() -> None:
     parser.add_argument("mode", choices=("throughput", "inmemory"))
     parser.add_argument("--workflows", type=int)
     parser.add_argument("--hosts", default="1,2,3", type=lambda s: [int(x) for x in s.split(",")])
-    parser.add_argument("--work-ms", type=int, default=5)
+    parser.add_argument("--work-ms", type=int, default=5, help="inmemory: work per step")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput: rounds per setup (median)")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--host-args", default="", help="more cluster_host options, e.g. '--no-prime', '--sync-release'")
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")

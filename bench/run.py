@@ -390,6 +390,8 @@ def main() -> None:
                         help="comma-separated: 10k, 100k, 1m; empty for none (env SCALE)")
     parser.add_argument("--rust", type=int, default=int(os.environ.get("RUST", "1") or 1),
                         help="1: build and run the Rust figures, 0: skip them (env RUST)")
+    parser.add_argument("--cluster", type=int, default=int(os.environ.get("CLUSTER", "1") or 1),
+                        help="1: with the Rust figures, also the WFE cluster throughput (bench/cluster.py); 0: skip")
     parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--no-write", action="store_true")
@@ -405,6 +407,11 @@ def main() -> None:
     finally:
         bench.close()
     text = report(bench.results, args, time.time() - started)
+    if args.rust and args.cluster:
+        import cluster  # bench/cluster.py, next to this file
+
+        text += ("\n### A cluster of WFE hosts on one server (bench/cluster.py)\n\n"
+                 + cluster.measure([1, 2, 3], 600) + "\n")
     print()
     print(text)
     if not args.no_write:
