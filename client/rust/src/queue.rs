@@ -2,7 +2,9 @@
 //!
 //! `dequeue_work` is a bounded long poll: it waits up to [`DEFAULT_DEQUEUE_WAIT`] for an item
 //! and returns as soon as one arrives, so a WFE host's consumer loops neither spin on an empty
-//! queue nor keep the host from stopping (a pending dequeue is dropped on shutdown).
+//! queue nor keep the host from stopping (a pending dequeue is dropped on shutdown; a workflow or
+//! event the server handed to a dequeue that was dropped, or to a host that died, is queued again
+//! by the server's stranded-work sweep, since it is due and under no lease).
 //!
 //! Built on a [`GrpcPersistenceProvider`] with [`GrpcQueueProvider::new`], a workflow dequeue
 //! also brings the workflow, which answers the host's lookup that follows (it only reads the
