@@ -5,20 +5,35 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+SERVED := $(VENV)/.installed-serve
 PROTOS := $(wildcard protos/wfe/persistence/v1/*.proto)
 GEN    := client/python
 DB     ?= sqlite://wfe.db
 LISTEN ?= 127.0.0.1:50051
 
-.PHONY: install protos check-protos serve test test-python test-rust test-typescript lint-protos lint-rust lint-typescript breaking clean
+.PHONY: install protos check-protos serve test test-python test-rust test-typescript breaking clean
+.PHONY: lint lint-python lint-protos lint-rust lint-typescript
 .PHONY: go-tools protos-go check-protos-go
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# setuptools prints "Editable installation ... be careful with folders in your working directory
+# with the same name as your package" for every editable install of this layout (package-dir):
+# information about editable installs in general, so it is filtered out, and `make serve` prints
+# nothing before `listening on` but the commands it runs.
+PIP_INSTALL := PYTHONWARNINGS='ignore:Editable installation:UserWarning' $(PY) -m pip install --quiet
+
+# What `make serve` needs and no more: two distributions, both editable, the client (client/python:
+# wfe_client and the generated stubs) and the server (the root: wfe_sqlite, which depends on it).
+$(SERVED): pyproject.toml client/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PIP_INSTALL) -e ./client/python -e .
+	touch $@
+
+# Everything else (make install, make test, the linters): the same with the pinned dev tools.
+$(STAMP): $(SERVED)
+	$(PIP_INSTALL) -e ./client/python -e '.[dev]'
 	touch $@
 
 # npm ci installs exactly package-lock.json (npm install would rewrite it).
@@ -95,6 +110,16 @@ check-protos-go: $(STAMP) go-tools
 lint-protos: node_modules/.installed
 	npx --no-install buf lint
 
+# Every linter, each pinned (dev extras, package.json, rust-toolchain.toml): zero findings or it fails.
+lint: lint-python lint-protos lint-rust lint-typescript
+
+# ruff (lint and format) over the hand-written Python (server, client, tests, bench; the generated
+# stubs excluded), mypy --strict over the packages (pyproject.toml [tool.ruff], [tool.mypy]).
+lint-python: $(STAMP)
+	$(VENV)/bin/ruff check --no-cache .
+	$(VENV)/bin/ruff format --no-cache --check .
+	$(VENV)/bin/mypy
+
 # rustfmt and clippy (the toolchain and both components pinned in rust-toolchain.toml) on the
 # adapter crate and the bench, every target, warnings as errors.
 RUST_CRATES := client/rust bench/rust
@@ -115,7 +140,7 @@ breaking: node_modules/.installed
 		npx --no-install buf breaking --against '.git#ref=HEAD~1'; \
 	else echo "no previous contract to compare with"; fi
 
-serve: $(STAMP)
+serve: $(SERVED)
 	$(VENV)/bin/wfe-sqlite serve --db $(DB) --listen $(LISTEN)
 
 test-python: $(STAMP) go-tools
@@ -131,17 +156,18 @@ test-rust: $(STAMP)
 test-typescript: $(STAMP)
 	client/typescript/run-tests.sh
 
-test: check-protos lint-protos lint-rust lint-typescript breaking test-rust test-typescript test-python
+test: check-protos lint breaking test-rust test-typescript test-python
 
 clean:
 	rm -rf $(VENV) node_modules $(TS)/node_modules build *.egg-info .tools
 
 # Performance against the machine's limits (bench/run.py); writes BENCHMARKS.md.
 # SCALE=10k,100k (default; SCALE=10k,100k,1m adds the 1M-workflow figures, SCALE= none), RUST=0 skips cargo,
-# CLUSTER=0 skips the WFE cluster throughput (bench/cluster.py, a few minutes).
+# CLUSTER=0 skips the WFE hosts throughput (bench/cluster_hosts.py, a few minutes).
 .PHONY: bench
 bench: install
 	$(PY) bench/run.py
+	$(PY) bench/cluster.py
 
 # Reliability (RELIABILITY.md): 25 crash rounds with totals, larger multi-process and hypothesis runs.
 .PHONY: stress

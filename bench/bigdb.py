@@ -15,13 +15,10 @@ import uuid
 from pathlib import Path
 
 import workload
-from wfe_sqlite._provider import _INSERT_POINTER, _INSERT_WORKFLOW
 from wfe_sqlite._rows import event_row, pointer_rows, workflow_row
 from wfe_sqlite._schema import SCHEMA_VERSION, ensure_schema
+from wfe_sqlite._sqlite_store import INSERT_EVENT, INSERT_POINTER, INSERT_WORKFLOW
 
-_INSERT_EVENT = (
-    "INSERT INTO events (id, event_name, event_key, event_data, event_time, is_processed) VALUES (?, ?, ?, ?, ?, ?)"
-)
 _CHUNK = 20_000
 _YEAR_MS = 365 * 86_400_000
 
@@ -47,44 +44,37 @@ def build(count: int, directory: Path) -> Path:
     conn.execute("PRAGMA cache_size = -262144")
     ensure_schema(conn)
     template = workload.workflow(0)
-    wrow = list(workflow_row(template))
-    prows = [list(r) for r in pointer_rows(template.id, template.execution_pointers)]
-    erow = list(event_row(workload.Event.new("bench.event", "key", workload.payload(0))))
-    erow[5] = 1
+    wrow = workflow_row(template)._replace(revision=1)
+    prows = pointer_rows(template.id, template.execution_pointers)
+    erow = event_row(workload.Event.new("bench.event", "key", workload.payload(0)))._replace(is_processed=1)
     later = int(time.time() * 1000) + _YEAR_MS
-    base_us = erow[4]
+    base_us = erow.event_time
     for start in range(0, count, _CHUNK):
         n = min(_CHUNK, count - start)
         workflows, pointers, events = [], [], []
         for i in range(start, start + n):
             wid = str(uuid.uuid4())
-            row = list(wrow)
-            row[0], row[1], row[7] = wid, f"scale-{i}", later + i
-            workflows.append(row)
-            for p in prows:
-                q = list(p)
-                q[0], q[2] = wid, str(uuid.uuid4())
-                pointers.append(q)
-            e = list(erow)
-            e[0], e[2], e[4] = str(uuid.uuid4()), f"key-{i}", base_us - i
-            events.append(e)
+            workflows.append(wrow._replace(id=wid, name=f"scale-{i}", next_execution=later + i))
+            pointers.extend(p._replace(workflow_id=wid, id=str(uuid.uuid4())) for p in prows)
+            events.append(erow._replace(id=str(uuid.uuid4()), event_key=f"key-{i}", event_time=base_us - i))
         conn.execute("BEGIN")
-        conn.executemany(_INSERT_WORKFLOW, workflows)
-        conn.executemany(_INSERT_POINTER, pointers)
-        conn.executemany(_INSERT_EVENT, events)
+        conn.executemany(INSERT_WORKFLOW, workflows)
+        conn.executemany(INSERT_POINTER, pointers)
+        conn.executemany(INSERT_EVENT, events)
         conn.execute("COMMIT")
     conn.execute("BEGIN")
     for i in range(workload.DUE):
         wid = str(uuid.uuid4())
-        row = list(wrow)
-        row[0], row[1], row[7] = wid, f"due-{i}", i
-        conn.execute(_INSERT_WORKFLOW, row)
-        conn.executemany(_INSERT_POINTER, [[wid, *p[1:2], str(uuid.uuid4()), *p[3:]] for p in prows])
+        conn.execute(INSERT_WORKFLOW, wrow._replace(id=wid, name=f"due-{i}", next_execution=i))
+        conn.executemany(INSERT_POINTER, [p._replace(workflow_id=wid, id=str(uuid.uuid4())) for p in prows])
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.close()
     os.replace(partial, path)
-    print(f"bench: built {path.name} ({count:,} workflows, {path.stat().st_size / 1e6:.0f} MB) "
-          f"in {time.time() - started:.0f}s", flush=True)
+    print(
+        f"bench: built {path.name} ({count:,} workflows, {path.stat().st_size / 1e6:.0f} MB) "
+        f"in {time.time() - started:.0f}s",
+        flush=True,
+    )
     return path

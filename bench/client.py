@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import workload  # noqa: E402
+import workload
 
 
 def _install_loop(name: str) -> None:

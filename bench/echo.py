@@ -19,8 +19,10 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import workload  # noqa: E402
-from wfe.persistence.v1 import (  # noqa: E402
+from google.protobuf import timestamp_pb2
+
+import workload
+from wfe.persistence.v1 import (
     events_pb2,
     events_pb2_grpc,
     scheduled_commands_pb2,
@@ -30,9 +32,8 @@ from wfe.persistence.v1 import (  # noqa: E402
     workflows_pb2,
     workflows_pb2_grpc,
 )
-from google.protobuf import timestamp_pb2  # noqa: E402
-from wfe_client._convert import workflow_to_proto  # noqa: E402
-from wfe_sqlite.server import server_options  # noqa: E402
+from wfe_client.conversion import workflow_to_proto
+from wfe_sqlite.server import server_options
 
 _WORKFLOW = workflow_to_proto(workload.workflow(0))
 _GET = workflows_pb2.GetWorkflowResponse(workflow=_WORKFLOW)

@@ -9,47 +9,30 @@ read is one snapshot (``BEGIN`` ... ``COMMIT``), as the provider's readers do.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import workload
-from wfe_sqlite._database import DatabaseConfig
-from wfe_sqlite._provider import (
-    _INSERT_POINTER,
-    _INSERT_SUBSCRIPTION,
-    _INSERT_WORKFLOW,
-    _POINTER_COLUMNS,
-    _UPDATE_WORKFLOW,
-    _WORKFLOW_COLUMNS,
-)
-from wfe_sqlite._rows import event_row, pointer_rows, subscription_row, workflow_row
+from wfe_sqlite._connection import DatabaseConfig
+from wfe_sqlite._rows import PointerRow, WorkflowRow, event_row, pointer_rows, subscription_row, workflow_row
 from wfe_sqlite._schema import ensure_schema
-
-_INSERT_EVENT = (
-    "INSERT INTO events (id, event_name, event_key, event_data, event_time, is_processed) VALUES (?, ?, ?, ?, ?, ?)"
-)
-_SCHEDULE = (
-    "INSERT INTO scheduled_commands (command_name, data, execute_time) VALUES (?, ?, ?) "
-    "ON CONFLICT (command_name, data) DO UPDATE SET "
-    "execute_time = min(execute_time, excluded.execute_time), generation = generation + 1"
-)
-_CLAIM = (
-    "UPDATE scheduled_commands SET lease_id = ?, lease_expiry = ?, claimed_generation = generation "
-    "WHERE rowid IN (SELECT rowid FROM scheduled_commands WHERE execute_time <= ? "
-    "AND (lease_id IS NULL OR lease_expiry <= ?) ORDER BY execute_time LIMIT ?) "
-    "RETURNING command_name, data, execute_time"
-)
-_RUNNABLE = (
-    "SELECT next_execution, id FROM workflows "
-    "WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL AND next_execution <= ? "
-    "AND (next_execution, id) > (?, ?) ORDER BY next_execution, id LIMIT ?"
-)
-_SET_TOKEN = (
-    "UPDATE event_subscriptions SET external_token = ?, external_worker_id = ?, "
-    "external_token_expiry = ? WHERE id = ? AND (external_token IS NULL "
-    "OR external_token_expiry <= ? OR external_token = ?)"
+from wfe_sqlite._sqlite_store import (
+    CLAIM_COMMANDS,
+    INSERT_EVENT,
+    INSERT_POINTER,
+    INSERT_SUBSCRIPTION,
+    INSERT_WORKFLOW,
+    POINTER_COLUMNS,
+    RUNNABLE_WORKFLOWS,
+    SCHEDULE_COMMAND,
+    SET_TOKEN,
+    UPDATE_WORKFLOW,
+    WORKFLOW_COLUMNS,
+    update_parameters,
 )
 
 
@@ -68,9 +51,9 @@ class RawStore:
         self.conn.execute("PRAGMA journal_mode = WAL")
         ensure_schema(self.conn)
         template = workload.workflow(0)
-        self.workflow_row = list(workflow_row(template))
-        self.pointer_rows = [list(r) for r in pointer_rows(template.id, template.execution_pointers)]
-        self.event_row = list(event_row(workload_event()))
+        self.workflow_row = workflow_row(template)
+        self.pointer_rows = pointer_rows(template.id, template.execution_pointers)
+        self.event_row = event_row(workload_event())
         self.ids: list[str] = []
         self.subscriptions: list[str] = []
 
@@ -79,23 +62,19 @@ class RawStore:
 
     # -- rows for one operation --------------------------------------------------------------
 
-    def _new_workflow(self, due: bool = False) -> tuple[list[Any], list[list[Any]]]:
+    def _new_workflow(self, due: bool = False) -> tuple[WorkflowRow, list[PointerRow]]:
         wid = str(uuid.uuid4())
-        row = list(self.workflow_row)
-        row[0], row[1] = wid, f"bench-{wid}"
-        row[7] = 0 if due else int(time.time() * 1000) + workload.DAY_MS
-        pointers = []
-        for p in self.pointer_rows:
-            q = list(p)
-            q[0], q[2] = wid, str(uuid.uuid4())
-            pointers.append(q)
+        row = self.workflow_row._replace(
+            id=wid, name=f"bench-{wid}", next_execution=0 if due else int(time.time() * 1000) + workload.DAY_MS
+        )
+        pointers = [p._replace(workflow_id=wid, id=str(uuid.uuid4())) for p in self.pointer_rows]
         return row, pointers
 
     def _insert_workflow(self, due: bool = False) -> str:
         row, pointers = self._new_workflow(due)
-        self.conn.execute(_INSERT_WORKFLOW, row)
-        self.conn.executemany(_INSERT_POINTER, pointers)
-        return row[0]
+        self.conn.execute(INSERT_WORKFLOW, row)
+        self.conn.executemany(INSERT_POINTER, pointers)
+        return row.id
 
     def _in_transaction(self, job: Callable[[], Any]) -> Any:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -112,6 +91,7 @@ class RawStore:
             count = workload.BATCH if op == "batch_get" else max(tasks, 16)
             self.ids = self._in_transaction(lambda: [self._insert_workflow() for _ in range(count)])
         elif op == "set_token":
+
             def subscribe() -> list[str]:
                 ids = []
                 for i in range(max(tasks, 16)):
@@ -119,7 +99,7 @@ class RawStore:
                         str(uuid.uuid4()), i, str(uuid.uuid4()), "bench.event", f"key-{i}", workload.now()
                     )
                     s.id = str(uuid.uuid4())
-                    self.conn.execute(_INSERT_SUBSCRIPTION, subscription_row(s))
+                    self.conn.execute(INSERT_SUBSCRIPTION, subscription_row(s))
                     ids.append(s.id)
                 return ids
 
@@ -136,27 +116,28 @@ class RawStore:
             self._insert_workflow()
         elif op == "persist":
             wid = self.ids[task % len(self.ids)]
-            row = list(self.workflow_row)
-            row[0], row[1] = wid, f"bench-{wid}"
-            conn.execute(_UPDATE_WORKFLOW, (*row[1:10], row[11], wid))
+            row = self.workflow_row._replace(id=wid, name=f"bench-{wid}")
+            conn.execute(UPDATE_WORKFLOW, update_parameters(row))
             conn.execute("DELETE FROM execution_pointers WHERE workflow_id = ?", (wid,))
-            conn.executemany(_INSERT_POINTER, [[wid, *p[1:]] for p in self.pointer_rows])
+            conn.executemany(INSERT_POINTER, [p._replace(workflow_id=wid) for p in self.pointer_rows])
         elif op == "create_event":
-            row = list(self.event_row)
-            row[0], row[2] = str(uuid.uuid4()), f"key-{n}"
-            conn.execute(_INSERT_EVENT, row)
+            conn.execute(INSERT_EVENT, self.event_row._replace(id=str(uuid.uuid4()), event_key=f"key-{n}"))
         elif op == "set_token":
             sid = self.subscriptions[task % len(self.subscriptions)]
             token = str(uuid.uuid4())
             now = _micros()
-            conn.execute(_SET_TOKEN, (token, "bench-worker", now, sid, now, token))
+            conn.execute(SET_TOKEN, (token, "bench-worker", now, sid, now, token))
         elif op == "commands":
-            conn.execute(_SCHEDULE, ("PROCESS_WORKFLOW", str(uuid.uuid4()), int(time.time() * 1000)))
+            conn.execute(SCHEDULE_COMMAND, ("PROCESS_WORKFLOW", str(uuid.uuid4()), int(time.time() * 1000)))
         else:
             raise ValueError(op)
 
+    def _write_group(self, op: str, tasks: int, n: int) -> None:
+        for task in range(tasks):
+            self._write(op, task, n + task)
+
     def _runnable(self) -> list[Any]:
-        return self.conn.execute(_RUNNABLE, (int(time.time() * 1000), -(2**63), "", 1001)).fetchall()
+        return self.conn.execute(RUNNABLE_WORKFLOWS, (int(time.time() * 1000), -(2**63), "", 1001)).fetchall()
 
     def _read(self, op: str, task: int, n: int) -> None:
         conn = self.conn
@@ -164,16 +145,16 @@ class RawStore:
         try:
             if op == "get":
                 wid = self.ids[(task + n) % len(self.ids)]
-                conn.execute(f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE id = ?", (wid,)).fetchone()
+                conn.execute(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?", (wid,)).fetchone()
                 conn.execute(
-                    f"SELECT {_POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id = ? ORDER BY position",
+                    f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id = ? ORDER BY position",
                     (wid,),
                 ).fetchall()
             elif op == "batch_get":
                 marks = ", ".join("?" * len(self.ids))
-                conn.execute(f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE id IN ({marks})", self.ids).fetchall()
+                conn.execute(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id IN ({marks})", self.ids).fetchall()
                 conn.execute(
-                    f"SELECT workflow_id, {_POINTER_COLUMNS} FROM execution_pointers "
+                    f"SELECT {POINTER_COLUMNS} FROM execution_pointers "
                     f"WHERE workflow_id IN ({marks}) ORDER BY workflow_id, position",
                     self.ids,
                 ).fetchall()
@@ -188,16 +169,16 @@ class RawStore:
         """Claim the due commands, then delete them (what process_commands does with a no-op handler)."""
         now_ms = int(time.time() * 1000)
         lease = str(uuid.uuid4())
-        while True:
+
+        def claim() -> list[Any]:
             now = _micros()
-            rows = self._in_transaction(
-                lambda: self.conn.execute(_CLAIM, (lease, now + 30_000_000, now_ms, now, 100)).fetchall()
-            )
-            if not rows:
-                return
+            return self.conn.execute(CLAIM_COMMANDS, (lease, now + 30_000_000, now_ms, now, 100)).fetchall()
+
+        while rows := self._in_transaction(claim):
+            done = [r[:2] for r in rows]
             self._in_transaction(
-                lambda: self.conn.executemany(
-                    "DELETE FROM scheduled_commands WHERE command_name = ? AND data = ?", [r[:2] for r in rows]
+                functools.partial(
+                    self.conn.executemany, "DELETE FROM scheduled_commands WHERE command_name = ? AND data = ?", done
                 )
             )
 
@@ -213,7 +194,7 @@ class RawStore:
             if start >= end:
                 return lat
             if write:
-                self._in_transaction(lambda: [self._write(op, task, n + task) for task in range(tasks)])
+                self._in_transaction(functools.partial(self._write_group, op, tasks, n))
                 if op == "commands":
                     self._process_commands()
                 done = time.time()

@@ -33,7 +33,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -83,7 +82,7 @@ def _percentile(values: list[int], q: float) -> float:
 class Load:
     """Load processes for one (target, op), driven window by window through stdin/stdout."""
 
-    def __init__(self, commands: list[list[str]], env: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, commands: list[list[str]], env: dict[str, str] | None = None) -> None:
         self.procs = [
             subprocess.Popen(c, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
             for c in commands
@@ -96,7 +95,7 @@ class Load:
 
     def run(self, split: list[int], windows: int, width: float) -> Figure:
         t0 = time.time() + LEAD
-        for p, n in zip(self.procs, split):
+        for p, n in zip(self.procs, split, strict=True):
             p.stdin.write(f"go {t0:.6f} {n}\n")  # type: ignore[union-attr]
             p.stdin.flush()  # type: ignore[union-attr]
         per_window: list[list[int]] = [[] for _ in range(windows)]
@@ -129,9 +128,7 @@ class Server:
     """A server process printing ``listening on HOST:PORT``."""
 
     def __init__(self, command: list[str]) -> None:
-        self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT
-        )
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if not line.startswith("listening on "):
             self.proc.kill()
@@ -201,8 +198,7 @@ class Bench:
             return [self._rust_client(f"grpc:{address}", op, top, due)]
         processes = self.args.processes if top > 1 else 1
         return [
-            self._py_client(f"grpc:{address}", op, max(1, top // processes), due and i == 0)
-            for i in range(processes)
+            self._py_client(f"grpc:{address}", op, max(1, top // processes), due and i == 0) for i in range(processes)
         ]
 
     def run_small(self) -> None:
@@ -270,13 +266,23 @@ def build_rust() -> bool:
     print("bench: building bench/rust (cargo build --release) ...", flush=True)
     started = time.time()
     done = subprocess.run(
-        [cargo, "build", "--release", "--quiet", "--manifest-path", str(RUST_DIR / "Cargo.toml"),
-         "--target-dir", str(RUST_TARGET)],
+        [
+            cargo,
+            "build",
+            "--release",
+            "--quiet",
+            "--manifest-path",
+            str(RUST_DIR / "Cargo.toml"),
+            "--target-dir",
+            str(RUST_TARGET),
+        ],
         cwd=ROOT,
     )
     if done.returncode != 0:
-        print("bench: cargo build of bench/rust FAILED: skipping the Rust figures (run with RUST=0 to skip the build)",
-              flush=True)
+        print(
+            "bench: cargo build of bench/rust FAILED: skipping the Rust figures (run with RUST=0 to skip the build)",
+            flush=True,
+        )
         return False
     print(f"bench: built in {time.time() - started:.0f}s", flush=True)
     return True
@@ -292,11 +298,11 @@ PAIRS = (
 )
 
 
-def _cell(fig: Optional[Figure]) -> str:
+def _cell(fig: Figure | None) -> str:
     return "-" if fig is None else f"{fig.ops:,.0f} | {fig.p50_ms:.2f} | {fig.p99_ms:.2f}"
 
 
-def _ratio(a: Optional[Figure], b: Optional[Figure]) -> str:
+def _ratio(a: Figure | None, b: Figure | None) -> str:
     return "-" if a is None or b is None or not b.ops else f"**{a.ops / b.ops:.2f}**"
 
 
@@ -307,9 +313,12 @@ def report(results: Results, args: argparse.Namespace, elapsed: float) -> str:
     for target, limit, title in PAIRS:
         if not any(k[0] == target for k in f):
             continue
-        lines += [f"### {title}", "",
-                  f"| op | c | {target} ops/s | p50 ms | p99 ms | {limit} ops/s | p50 ms | p99 ms | ratio |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"### {title}",
+            "",
+            f"| op | c | {target} ops/s | p50 ms | p99 ms | {limit} ops/s | p50 ms | p99 ms | ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for op in ops:
             for c in CONCURRENCY:
                 a, b = f.get((target, op, c)), f.get((limit, op, c))
@@ -319,11 +328,18 @@ def report(results: Results, args: argparse.Namespace, elapsed: float) -> str:
         lines.append("")
     scales = sorted({k[0].split("@")[1] for k in f if "@" in k[0]}, key=lambda s: f"{len(s):02}{s}")
     if scales:
-        lines += ["### Scale: the same work on a database already holding N workflows and N events", "",
-                  "Ratio: figure at scale / the small-database figure of this run (c=64 unless noted).", "",
-                  "| op | c | " + " | ".join(f"grpc@{s} ops/s (ratio) | p50 ms" for s in scales)
-                  + " | " + " | ".join(f"embedded@{s} ops/s (ratio)" for s in scales) + " |",
-                  "|---|---:|" + "---:|---:|" * len(scales) + "---:|" * len(scales)]
+        lines += [
+            "### Scale: the same work on a database already holding N workflows and N events",
+            "",
+            "Ratio: figure at scale / the small-database figure of this run (c=64 unless noted).",
+            "",
+            "| op | c | "
+            + " | ".join(f"grpc@{s} ops/s (ratio) | p50 ms" for s in scales)
+            + " | "
+            + " | ".join(f"embedded@{s} ops/s (ratio)" for s in scales)
+            + " |",
+            "|---|---:|" + "---:|---:|" * len(scales) + "---:|" * len(scales),
+        ]
         for op in ops:
             for c in CONCURRENCY:
                 if not any((f"grpc@{s}", op, c) in f for s in scales):
@@ -345,7 +361,7 @@ def report(results: Results, args: argparse.Namespace, elapsed: float) -> str:
             peak[scale] = max(peak.get(scale, 0.0), mb)
         lines += ["Server peak RSS (VmHWM, MB): " + ", ".join(f"{s}: {mb:.0f}" for s, mb in peak.items()), ""]
     header = [
-        f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; "
+        f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine()}; "
         f"{args.windows - 1} windows of {args.window}s per figure (median), event loop {args.loop}, "
         f"{args.processes} Python load processes at c>1, whole run {elapsed:.0f}s.",
         "",
@@ -364,8 +380,10 @@ def machine() -> str:
         pass
     import grpc
 
-    return (f"nproc {os.cpu_count()}, {model}, Python {platform.python_version()}, grpcio {grpc.__version__}, "
-            f"SQLite {sqlite3.sqlite_version}")
+    return (
+        f"nproc {os.cpu_count()}, {model}, Python {platform.python_version()}, grpcio {grpc.__version__}, "
+        f"SQLite {sqlite3.sqlite_version}"
+    )
 
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -386,12 +404,23 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=4, help="windows per figure, the first is warm-up")
     parser.add_argument("--window", type=float, default=0.4, help="seconds per window")
     parser.add_argument("--processes", type=int, default=2, help="Python load processes at c > 1")
-    parser.add_argument("--scale", default=os.environ.get("SCALE", "10k,100k"),
-                        help="comma-separated: 10k, 100k, 1m; empty for none (env SCALE)")
-    parser.add_argument("--rust", type=int, default=int(os.environ.get("RUST", "1") or 1),
-                        help="1: build and run the Rust figures, 0: skip them (env RUST)")
-    parser.add_argument("--cluster", type=int, default=int(os.environ.get("CLUSTER", "1") or 1),
-                        help="1: with the Rust figures, also the WFE cluster throughput (bench/cluster.py); 0: skip")
+    parser.add_argument(
+        "--scale",
+        default=os.environ.get("SCALE", "10k,100k"),
+        help="comma-separated: 10k, 100k, 1m; empty for none (env SCALE)",
+    )
+    parser.add_argument(
+        "--rust",
+        type=int,
+        default=int(os.environ.get("RUST", "1") or 1),
+        help="1: build and run the Rust figures, 0: skip them (env RUST)",
+    )
+    parser.add_argument(
+        "--cluster",
+        type=int,
+        default=int(os.environ.get("CLUSTER", "1") or 1),
+        help="1: with the Rust figures, also WFE hosts on the server (bench/cluster_hosts.py); 0: skip (env CLUSTER)",
+    )
     parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--no-write", action="store_true")
@@ -408,10 +437,13 @@ def main() -> None:
         bench.close()
     text = report(bench.results, args, time.time() - started)
     if args.rust and args.cluster:
-        import cluster  # bench/cluster.py, next to this file
+        import cluster_hosts  # bench/cluster_hosts.py, next to this file
 
-        text += ("\n### A cluster of WFE hosts on one server (bench/cluster.py)\n\n"
-                 + cluster.measure([1, 2, 3], 600) + "\n")
+        text += (
+            "\n### A cluster of WFE hosts on one server (bench/cluster_hosts.py)\n\n"
+            + cluster_hosts.measure([1, 2, 3], 600)
+            + "\n"
+        )
     print()
     print(text)
     if not args.no_write:

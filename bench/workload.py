@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from wfe_client import (
@@ -59,7 +59,7 @@ def workflow(n: int, due: bool = False) -> WorkflowInstance:
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Prepared:

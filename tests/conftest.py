@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -78,11 +79,11 @@ class ClusterUnderTest:
 
     kind: str
     store: PersistenceProvider
-    address: Optional[str] = None
-    server: Optional[RunningServer] = None
+    address: str | None = None
+    server: RunningServer | None = None
     opened: list[Any] = field(default_factory=list)
 
-    async def locks(self, owner: Optional[str] = None, ttl: timedelta = timedelta(seconds=30)) -> LockProvider:
+    async def locks(self, owner: str | None = None, ttl: timedelta = timedelta(seconds=30)) -> LockProvider:
         if self.kind == "embedded":
             assert isinstance(self.store, SqlitePersistenceProvider)
             provider: LockProvider = SqliteLockProvider(self.store, owner, ttl)
@@ -163,6 +164,8 @@ def start_server_process(db_url: str, *args: str, env: dict[str, str] | None = N
     )
     assert process.stdout is not None
     line = process.stdout.readline()
+    if line.startswith("{"):  # --log-format json: the same line as a JSON object
+        line = json.loads(line)["message"]
     if not line.startswith("listening on "):
         process.kill()
         _, err = process.communicate(timeout=30)

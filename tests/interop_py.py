@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 
 from wfe_client import (
     Event,
@@ -34,17 +34,17 @@ from wfe_client import (
 )
 
 
-def instant(text: Optional[str]) -> Optional[datetime]:
+def instant(text: str | None) -> datetime | None:
     if text is None:
         return None
     parsed = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
-    return parsed.replace(tzinfo=timezone.utc)
+    return parsed.replace(tzinfo=UTC)
 
 
-def render(value: Optional[datetime]) -> Optional[str]:
+def render(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def pointer_from(c: dict[str, Any]) -> ExecutionPointer:

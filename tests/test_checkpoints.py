@@ -9,7 +9,7 @@ from pathlib import Path
 
 from wfe_client import ExecutionPointer, WorkflowInstance
 from wfe_sqlite import SqlitePersistenceProvider
-from wfe_sqlite._database import CHECKPOINT_INTERVAL
+from wfe_sqlite._checkpointer import CHECKPOINT_INTERVAL
 
 
 async def test_wal_stays_bounded_under_sustained_writes(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def test_precedence_flags_then_environment_then_file_then_defaults(tmp_path: Pat
     assert _resolve([], {}) == ServerConfig()
     # --config names the file too, and wins over WFE_SQLITE_CONFIG.
     other = tmp_path / "other.toml"
-    other.write_text('readers = 7\n')
+    other.write_text("readers = 7\n")
     assert _resolve(["--config", str(other)], environ).readers == 7
 
 
@@ -79,6 +79,9 @@ def test_serve_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> N
         (["--tokens-file", "{tmp}/empty-tokens"], {}, None, "tokens_file"),
         ([], {"WFE_SQLITE_TOKENS": "bad\u00e9token"}, None, "tokens"),
         (["--listen", "0.0.0.0:50051"], {}, None, "listen"),
+        (["--max-page-count", "-1"], {}, None, "max_page_count"),
+        ([], {"WFE_SQLITE_MAX_PAGE_COUNT": "lots"}, None, "max_page_count"),
+        ([], {}, "max_page_count = 2.5\n", "max_page_count"),
     ],
 )
 def test_invalid_settings_stop_start_up_naming_the_setting(
@@ -128,7 +131,11 @@ def test_a_config_file_drives_a_real_server(tmp_path: Path) -> None:
     env.update(WFE_SQLITE_CONFIG="wfe.toml", WFE_SQLITE_DB="sqlite://env.db", WFE_SQLITE_LOG_FORMAT="text")
     process = subprocess.Popen(
         [str(WFE_SQLITE), "serve", "--db", "sqlite://flag.db"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None
@@ -141,3 +148,30 @@ def test_a_config_file_drives_a_real_server(tmp_path: Path) -> None:
     assert (tmp_path / "flag.db").exists()  # flag over environment over file
     assert not (tmp_path / "env.db").exists() and not (tmp_path / "file.db").exists()
     assert "INFO wfe_sqlite.server: serving sqlite://flag.db" in stderr  # text: environment over file
+
+
+def test_max_page_count_is_a_setting_like_the_others(tmp_path: Path) -> None:
+    """Flag, environment and file all reach it, with the same precedence; the default is no cap."""
+    assert ServerConfig().max_page_count == 0
+    config_file = tmp_path / "wfe.toml"
+    config_file.write_text("max_page_count = 300\n")
+    assert _resolve(["--config", str(config_file)], {}).max_page_count == 300
+    assert _resolve(["--config", str(config_file)], {"WFE_SQLITE_MAX_PAGE_COUNT": "400"}).max_page_count == 400
+    assert _resolve(["--max-page-count", "500"], {"WFE_SQLITE_MAX_PAGE_COUNT": "400"}).max_page_count == 500
+
+
+async def test_max_page_count_caps_the_served_database(tmp_path: Path) -> None:
+    """A server started with the setting (not the environment) refuses writes past the cap."""
+    from wfe_client import GrpcPersistenceProvider, StorageFull, WorkflowInstance
+    from wfe_sqlite.server import RunningServer
+
+    running = await RunningServer.start(
+        ServerConfig(db=f"sqlite://{tmp_path / 'capped.db'}", listen="127.0.0.1:0", max_page_count=64)
+    )
+    try:
+        async with GrpcPersistenceProvider.connect(running.address) as client:
+            await client.create_new_workflow(WorkflowInstance.new("small", 1, {"fits": True}))
+            with pytest.raises(StorageFull):
+                await client.create_new_workflow(WorkflowInstance.new("big", 1, {"blob": "x" * 1_000_000}))
+    finally:
+        await running.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -45,13 +45,16 @@ class Stubs:
 
 @pytest.fixture
 async def stubs(running_server: RunningServer) -> AsyncIterator[Stubs]:
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]
     async with grpc.aio.insecure_channel(running_server.address, options=options) as channel:
         yield Stubs(channel)
 
 
 def _workflow(**overrides: object) -> workflows_pb2.WorkflowInstance:
-    fields: dict[str, object] = dict(
+    fields: dict[str, object] = dict(  # noqa: C408 - keyword style, like the overrides
         workflow_definition_id="def",
         version=1,
         status=workflows_pb2.WORKFLOW_STATUS_RUNNABLE,
@@ -130,9 +133,7 @@ MALFORMED = [
     ),
     pytest.param(
         lambda s: s.workflows.CreateWorkflow(
-            workflows_pb2.CreateWorkflowRequest(
-                workflow=_workflow(create_time=timestamp_pb2.Timestamp(seconds=-5))
-            )
+            workflows_pb2.CreateWorkflowRequest(workflow=_workflow(create_time=timestamp_pb2.Timestamp(seconds=-5)))
         ),
         "workflow.create_time",
         id="negative-time",
@@ -147,14 +148,14 @@ MALFORMED = [
         id="negative-nanos",
     ),
     pytest.param(
-        lambda s: s.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=_workflow(next_execution=-1))),
+        lambda s: s.workflows.CreateWorkflow(
+            workflows_pb2.CreateWorkflowRequest(workflow=_workflow(next_execution=-1))
+        ),
         "next_execution",
         id="negative-next-execution",
     ),
     pytest.param(
-        lambda s: s.workflows.CreateWorkflow(
-            workflows_pb2.CreateWorkflowRequest(workflow=_workflow(create_time=None))
-        ),
+        lambda s: s.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=_workflow(create_time=None))),
         "create_time",
         id="missing-create-time",
     ),
@@ -274,13 +275,39 @@ async def test_malformed_requests_are_invalid_argument_and_the_server_keeps_serv
 
 async def test_not_found_and_already_exists_carry_reasons(stubs: Stubs) -> None:
     cases = [
-        (stubs.workflows.GetWorkflow(workflows_pb2.GetWorkflowRequest(id="nope")), grpc.StatusCode.NOT_FOUND, "WORKFLOW_NOT_FOUND"),
-        (stubs.workflows.GetWorkflowByName(workflows_pb2.GetWorkflowByNameRequest(name="nope")), grpc.StatusCode.NOT_FOUND, "WORKFLOW_NOT_FOUND"),
-        (stubs.workflows.PersistWorkflow(workflows_pb2.PersistWorkflowRequest(workflow=_workflow(id="nope"))), grpc.StatusCode.NOT_FOUND, "WORKFLOW_NOT_FOUND"),
+        (
+            stubs.workflows.GetWorkflow(workflows_pb2.GetWorkflowRequest(id="nope")),
+            grpc.StatusCode.NOT_FOUND,
+            "WORKFLOW_NOT_FOUND",
+        ),
+        (
+            stubs.workflows.GetWorkflowByName(workflows_pb2.GetWorkflowByNameRequest(name="nope")),
+            grpc.StatusCode.NOT_FOUND,
+            "WORKFLOW_NOT_FOUND",
+        ),
+        (
+            stubs.workflows.PersistWorkflow(workflows_pb2.PersistWorkflowRequest(workflow=_workflow(id="nope"))),
+            grpc.StatusCode.NOT_FOUND,
+            "WORKFLOW_NOT_FOUND",
+        ),
         (stubs.events.GetEvent(events_pb2.GetEventRequest(id="nope")), grpc.StatusCode.NOT_FOUND, "EVENT_NOT_FOUND"),
-        (stubs.events.MarkEventProcessed(events_pb2.MarkEventProcessedRequest(id="nope")), grpc.StatusCode.NOT_FOUND, "EVENT_NOT_FOUND"),
-        (stubs.subscriptions.GetSubscription(subscriptions_pb2.GetSubscriptionRequest(id="nope")), grpc.StatusCode.NOT_FOUND, "SUBSCRIPTION_NOT_FOUND"),
-        (stubs.subscriptions.ClearSubscriptionToken(subscriptions_pb2.ClearSubscriptionTokenRequest(id="nope", token="t")), grpc.StatusCode.NOT_FOUND, "SUBSCRIPTION_NOT_FOUND"),
+        (
+            stubs.events.MarkEventProcessed(events_pb2.MarkEventProcessedRequest(id="nope")),
+            grpc.StatusCode.NOT_FOUND,
+            "EVENT_NOT_FOUND",
+        ),
+        (
+            stubs.subscriptions.GetSubscription(subscriptions_pb2.GetSubscriptionRequest(id="nope")),
+            grpc.StatusCode.NOT_FOUND,
+            "SUBSCRIPTION_NOT_FOUND",
+        ),
+        (
+            stubs.subscriptions.ClearSubscriptionToken(
+                subscriptions_pb2.ClearSubscriptionTokenRequest(id="nope", token="t")
+            ),
+            grpc.StatusCode.NOT_FOUND,
+            "SUBSCRIPTION_NOT_FOUND",
+        ),
         (
             stubs.commands.ReleaseCommand(
                 scheduled_commands_pb2.ReleaseCommandRequest(
@@ -310,6 +337,7 @@ async def test_not_found_and_already_exists_carry_reasons(stubs: Stubs) -> None:
 
 async def test_lists_page_and_tokens_chain(stubs: Stubs) -> None:
     base = 1_700_000_000
+
     def create(i: int) -> object:
         event = events_pb2.Event(
             id=f"e{i:05d}",
@@ -352,7 +380,10 @@ async def test_batch_get_streams_chunks_under_the_message_limit(stubs: Stubs) ->
             workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id=f"big{i}", data=blob))
         )
         ids.append(created.id)
-    chunks = [c async for c in stubs.workflows.BatchGetWorkflows(workflows_pb2.BatchGetWorkflowsRequest(ids=[*ids, "missing"]))]
+    chunks = [
+        c
+        async for c in stubs.workflows.BatchGetWorkflows(workflows_pb2.BatchGetWorkflowsRequest(ids=[*ids, "missing"]))
+    ]
     assert len(chunks) >= 2  # 6 MiB does not come as one message
     assert [w.id for c in chunks for w in c.workflows] == ids
     assert all(c.ByteSize() <= 5 * 1024 * 1024 for c in chunks)
@@ -398,8 +429,8 @@ async def test_claim_lease_bounds(stubs: Stubs) -> None:
     )
     claim = await stubs.commands.ClaimCommands(scheduled_commands_pb2.ClaimCommandsRequest(as_of=NOW))
     assert not claim.commands and claim.lease_id == ""
-    now = datetime.now(timezone.utc)
-    expiry = claim.lease_expiry.ToDatetime(tzinfo=timezone.utc)
+    now = datetime.now(UTC)
+    expiry = claim.lease_expiry.ToDatetime(tzinfo=UTC)
     assert now + timedelta(seconds=25) < expiry < now + timedelta(seconds=35)  # the 30 s default lease
 
 

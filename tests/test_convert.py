@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -18,7 +18,7 @@ from wfe_client import (
     WorkflowInstance,
     WorkflowStatus,
 )
-from wfe_client import _convert as convert
+from wfe_client import conversion as convert
 
 T0 = datetime(2026, 11, 24, 10, 30, 15, 123456, tzinfo=timezone(timedelta(hours=5, minutes=30)))
 
@@ -66,7 +66,7 @@ def test_workflow_round_trip_every_field() -> None:
     )
     back = convert.workflow_from_proto(convert.workflow_to_proto(workflow))
     assert back == workflow
-    assert back.create_time.tzinfo == timezone.utc and back.create_time == T0
+    assert back.create_time.tzinfo == UTC and back.create_time == T0
 
 
 def test_other_models_round_trip() -> None:
@@ -99,7 +99,7 @@ def test_naive_datetimes_and_bad_values_are_refused() -> None:
     naive = datetime(2026, 1, 1)
     with pytest.raises(ValueError, match="naive"):
         convert.event_to_proto(Event(id="e", event_name="n", event_key="k", event_time=naive))
-    with pytest.raises(InvalidArgument, match="workflow.data"):
+    with pytest.raises(InvalidArgument, match=r"workflow\.data"):
         convert.workflow_to_proto(WorkflowInstance.new("d", 1, {"x": float("nan")}))
     with pytest.raises(InvalidArgument, match="status"):
         workflow = WorkflowInstance.new("d", 1, None)

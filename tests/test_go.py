@@ -79,7 +79,12 @@ def _run(code: str, address: str, cwd: Path = ROOT, *, check: bool = False) -> s
         script = code.replace(README_ADDRESS, address).replace("localhost:50051", f"localhost:{port}")
     return subprocess.run(
         ["bash", "-e", "-o", "pipefail", "-c", script] if check else ["bash", "-c", script],
-        cwd=cwd, env=_go_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT,
+        cwd=cwd,
+        env=_go_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=TIMEOUT,
     )
 
 
@@ -118,7 +123,10 @@ async def test_readme_go_example_runs_against_a_live_server(server_process: Serv
     [step] = workflow.execution_pointers
     assert (step.status, step.event_name, step.event_key) == (PointerStatus.WAITING_FOR_EVENT, "order.paid", "42")
     assert (event.event_name, event.event_key, event.event_data, event.is_processed) == (
-        "order.paid", "42", {"amount": 99.5}, False,
+        "order.paid",
+        "42",
+        {"amount": 99.5},
+        False,
     )
 
 
@@ -136,8 +144,14 @@ def test_go_example_fails_when_no_server_answers() -> None:
 
 
 def test_go_example_is_vetted_and_formatted() -> None:
-    vet = subprocess.run(["go", "-C", "examples/go", "vet", "./..."], cwd=ROOT, env=_go_env(),
-                         capture_output=True, text=True, timeout=TIMEOUT)
+    vet = subprocess.run(
+        ["go", "-C", "examples/go", "vet", "./..."],
+        cwd=ROOT,
+        env=_go_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert vet.returncode == 0, vet.stderr
     unformatted = subprocess.run(["gofmt", "-l", "examples/go"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert unformatted.returncode == 0 and unformatted.stdout == "", unformatted.stdout + unformatted.stderr
@@ -246,8 +260,9 @@ def _pins() -> dict[str, str]:
 def test_installed_go_tools_and_readme_versions_are_the_pinned_ones() -> None:
     pins = _pins()
     for tool, version in pins.items():
-        built = subprocess.run(["go", "version", "-m", str(TOOLS_BIN / tool)],
-                               capture_output=True, text=True, timeout=60)
+        built = subprocess.run(
+            ["go", "version", "-m", str(TOOLS_BIN / tool)], capture_output=True, text=True, timeout=60
+        )
         assert re.search(rf"^\s+mod\s+\S+\s+{re.escape(version)}\s", built.stdout, re.M), (tool, built.stdout)
     section = _section("grpcurl and health probes")
     for tool in ("grpcurl", "grpc-health-probe"):
@@ -255,16 +270,29 @@ def test_installed_go_tools_and_readme_versions_are_the_pinned_ones() -> None:
         assert named == [pins[tool]], (tool, named)
 
 
-
 def test_go_tools_fail_with_a_message_when_the_proxy_cannot_be_reached(tmp_path: Path) -> None:
     proxy = f"http://{_closed_address()}"
-    env = {**os.environ, "GOPROXY": proxy, "GOSUMDB": "off", "GOMODCACHE": str(tmp_path / "mod"),
-           "GOFLAGS": "-modcacherw"}
-    result = subprocess.run(["make", "--no-print-directory", "go-tools", f"TOOLS={tmp_path / 'tools'}"], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "GOPROXY": proxy,
+        "GOSUMDB": "off",
+        "GOMODCACHE": str(tmp_path / "mod"),
+        "GOFLAGS": "-modcacherw",
+    }
+    result = subprocess.run(
+        ["make", "--no-print-directory", "go-tools", f"TOOLS={tmp_path / 'tools'}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0, result.stdout
-    message = (r"make go-tools: could not build google\.golang\.org/protobuf/cmd/protoc-gen-go@v[0-9.]+ "
-               rf"from the Go module proxy \(GOPROXY={re.escape(proxy)}\); see the error above")
+    message = (
+        r"make go-tools: could not build google\.golang\.org/protobuf/cmd/protoc-gen-go@v[0-9.]+ "
+        rf"from the Go module proxy \(GOPROXY={re.escape(proxy)}\); see the error above"
+    )
     assert re.search(message, result.stdout), result.stdout
     assert not (tmp_path / "tools" / "bin").exists()
 

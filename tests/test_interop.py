@@ -238,9 +238,11 @@ FIXTURE: dict[str, list[dict[str, Any]]] = {
     "subscriptions": [FULL_SUBSCRIPTION, MINIMAL_SUBSCRIPTION],
 }
 
-REFS = [f"workflow:{w['id']}" for w in FIXTURE["workflows"]] + [
-    f"event:{e['id']}" for e in FIXTURE["events"]
-] + [f"subscription:{s['id']}" for s in FIXTURE["subscriptions"]]
+REFS = (
+    [f"workflow:{w['id']}" for w in FIXTURE["workflows"]]
+    + [f"event:{e['id']}" for e in FIXTURE["events"]]
+    + [f"subscription:{s['id']}" for s in FIXTURE["subscriptions"]]
+)
 
 EXPECTED = {
     "workflows": FIXTURE["workflows"],
@@ -282,8 +284,9 @@ def typescript_program() -> list[str]:
         pytest.skip("node is not installed")
     if not (TS_PACKAGE / "dist" / "src" / "index.js").is_file():
         if not (TS_PACKAGE / "node_modules").is_dir():
-            install = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=TS_PACKAGE,
-                                     capture_output=True, text=True, timeout=900)
+            install = subprocess.run(
+                ["npm", "ci", "--no-audit", "--no-fund"], cwd=TS_PACKAGE, capture_output=True, text=True, timeout=900
+            )
             assert install.returncode == 0, f"npm ci failed:\n{install.stderr[-4000:]}"
         build = subprocess.run(["npm", "run", "build"], cwd=TS_PACKAGE, capture_output=True, text=True, timeout=900)
         assert build.returncode == 0, f"npm run build failed:\n{build.stdout[-4000:]}{build.stderr[-4000:]}"
@@ -339,9 +342,14 @@ def differences(expected: Any, actual: Any, path: str = "") -> list[str]:
     if isinstance(expected, list) and isinstance(actual, list):
         if len(expected) != len(actual):
             return [f"{path}: {len(actual)} items, expected {len(expected)}: {actual!r}"]
-        return [d for i, (e, a) in enumerate(zip(expected, actual)) for d in differences(e, a, f"{path}[{i}]")]
-    if tagged(expected) != tagged(actual) or type(expected) is not type(actual) and not (
-        isinstance(expected, (int, float)) and isinstance(actual, (int, float)) and not isinstance(expected, bool)
+        return [
+            d for i, (e, a) in enumerate(zip(expected, actual, strict=True)) for d in differences(e, a, f"{path}[{i}]")
+        ]
+    if tagged(expected) != tagged(actual) or (
+        type(expected) is not type(actual)
+        and not (
+            isinstance(expected, (int, float)) and isinstance(actual, (int, float)) and not isinstance(expected, bool)
+        )
     ):
         return [f"{path}: {actual!r}, expected {expected!r}"]
     return []

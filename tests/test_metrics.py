@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import start_server_process
 from wfe_client import Event, GrpcPersistenceProvider, ScheduledCommand, WfeError, WorkflowInstance, WorkflowNotFound
-from wfe_client._time import utc_now
+from wfe_client.timeutil import utc_now
 
 TOKEN = "metrics-test-token"
 WORKFLOWS = "wfe.persistence.v1.WorkflowService"
@@ -37,21 +37,32 @@ def _value(samples: Samples, name: str, **labels: str) -> float:
 
 def _calls(samples: Samples, service: str, method: str, code: str) -> float:
     return _value(
-        samples, "grpc_server_handled_total", grpc_type="unary", grpc_service=service, grpc_method=method, grpc_code=code
+        samples,
+        "grpc_server_handled_total",
+        grpc_type="unary",
+        grpc_service=service,
+        grpc_method=method,
+        grpc_code=code,
     )
 
 
 async def test_metrics_count_exactly_the_calls_made(db_url: str) -> None:
     server = start_server_process(
         db_url,
-        "--metrics-listen", "127.0.0.1:0", "--access-log", "--log-format", "json",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--access-log",
+        "--log-format",
+        "json",
         env={"WFE_SQLITE_TOKENS": TOKEN},
     )
     try:
         assert server.process.stdout is not None
-        line = server.process.stdout.readline().strip()
-        assert line.startswith("metrics on http://127.0.0.1:") and line.endswith("/metrics"), line
-        url = line.split("metrics on ", 1)[1]
+        line = json.loads(server.process.stdout.readline())  # --log-format json: a JSON object
+        url = line["url"]
+        assert line["message"] == f"metrics on {url}", line
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics"), line
+        assert (line["level"], line["logger"]) == ("INFO", "wfe_sqlite.server"), line
 
         async with GrpcPersistenceProvider.connect(server.address, token=TOKEN) as store:
             for _ in range(3):
@@ -91,6 +102,9 @@ async def test_metrics_count_exactly_the_calls_made(db_url: str) -> None:
         assert _value(samples, "wfe_sqlite_due_commands") == 1
         assert _value(samples, "wfe_sqlite_claimed_commands") == 0
         assert _value(samples, "wfe_sqlite_held_tokens") == 0
+        # The three due workflows and two events were queued when stored; no lock is held.
+        assert _value(samples, "wfe_sqlite_queued_items") == 5
+        assert _value(samples, "wfe_sqlite_held_leases") == 0
         assert _value(samples, "wfe_sqlite_database_bytes") > 0
         assert _value(samples, "wfe_sqlite_wal_bytes") > 0
 
@@ -112,7 +126,9 @@ async def test_metrics_count_exactly_the_calls_made(db_url: str) -> None:
     assert len(records) == len(stderr.splitlines()), "every log line is JSON"
     access = [record for record in records if "rpc" in record]
     assert len(access) == 11
-    assert all(record["logger"] == "wfe_sqlite.access" and record["peer"].startswith("ipv4:127.0.0.1:") for record in access)
+    assert all(
+        record["logger"] == "wfe_sqlite.access" and record["peer"].startswith("ipv4:127.0.0.1:") for record in access
+    )
     assert all(isinstance(record["duration_ms"], float) and record["duration_ms"] >= 0 for record in access)
     assert [r["code"] for r in access if r["rpc"] == f"/{WORKFLOWS}/GetWorkflow"] == ["NOT_FOUND"]
     assert [r["code"] for r in access if r["rpc"] == f"/{WORKFLOWS}/GetRunnableWorkflows"] == ["OK", "UNAUTHENTICATED"]

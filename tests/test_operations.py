@@ -13,9 +13,8 @@ from pathlib import Path
 
 import grpc
 from google.protobuf.descriptor_pool import DescriptorPool
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
-
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from conftest import WFE_SQLITE, start_server_process
 from wfe_client import (
@@ -27,8 +26,8 @@ from wfe_client import (
     ScheduledCommand,
     WorkflowInstance,
 )
-from wfe_client._time import utc_now
-from wfe_sqlite import SqlitePersistenceProvider
+from wfe_client.timeutil import utc_now
+from wfe_sqlite import SqliteLockProvider, SqlitePersistenceProvider
 from wfe_sqlite._cluster_servicer import CLUSTER_SERVICE_NAMES
 from wfe_sqlite._servicer import SERVICE_NAMES
 
@@ -64,9 +63,10 @@ async def test_sigterm_during_a_slow_call_lets_it_finish(db_path: Path, db_url: 
     # a call that is genuinely in flight inside the server when SIGTERM arrives.
     blocker = sqlite3.connect(db_path, isolation_level=None)
     try:
-        async with GrpcPersistenceProvider.connect(server.address) as store, grpc.aio.insecure_channel(
-            server.address
-        ) as channel:
+        async with (
+            GrpcPersistenceProvider.connect(server.address) as store,
+            grpc.aio.insecure_channel(server.address) as channel,
+        ):
             watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
             assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
             blocker.execute("BEGIN IMMEDIATE")
@@ -112,8 +112,13 @@ async def test_backup_under_write_load_is_consistent(tmp_path: Path, db_url: str
             await asyncio.sleep(0.5)
             before = len(written)
             backup = await asyncio.create_subprocess_exec(
-                str(WFE_SQLITE), "backup", str(dest), "--db", db_url,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                str(WFE_SQLITE),
+                "backup",
+                str(dest),
+                "--db",
+                db_url,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
             )
             out, err = await backup.communicate()
             during = len(written) - before
@@ -165,6 +170,9 @@ async def _fill(url: str) -> None:
         claim = await store.claim_commands(now, max_commands=1)
         assert len(claim.commands) == 1
         await store.persist_errors([ExecutionError.new(workflow.id, "p", "boom")])
+        # A lease that outlives this process (taken without the provider's bookkeeping, so closing
+        # does not release it).
+        assert await SqliteLockProvider(store, "stats-owner", timedelta(hours=1))._acquire("held-lock") is not None
     finally:
         await store.close()
 
@@ -185,14 +193,25 @@ async def test_stats_shows_what_the_store_holds(db_path: Path, db_url: str) -> N
     }
     assert (stats["runnable_workflows"], stats["unprocessed_events"]) == (2, 1)
     assert (stats["due_commands"], stats["claimed_commands"], stats["held_tokens"]) == (1, 1, 1)
+    # The two due workflows and both events were queued when stored; nobody dequeued them.
+    assert (stats["queued_items"], stats["held_leases"]) == (4, 1)
     assert stats["files"]["database"] == db_path.stat().st_size > 0
     assert stats["schema_version"] == 2
 
     human = _cli("stats", "--db", db_url)
     assert human.returncode == 0, human.stderr
     lines = [" ".join(line.split()) for line in human.stdout.splitlines()]
-    for expected in ("workflows 3", "runnable workflows 2", "unprocessed events 1", "due commands 1",
-                     "claimed commands 1", "held tokens 1", f"database {db_path.stat().st_size}"):
+    for expected in (
+        "workflows 3",
+        "runnable workflows 2",
+        "unprocessed events 1",
+        "due commands 1",
+        "claimed commands 1",
+        "held tokens 1",
+        "queued items 4",
+        "held leases 1",
+        f"database {db_path.stat().st_size}",
+    ):
         assert expected in lines, (expected, human.stdout)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from wfe_client import (
@@ -27,7 +27,7 @@ _CHECKED = re.compile(r"^\s*(SELECT|UPDATE|DELETE|INSERT|WITH)\b", re.IGNORECASE
 
 
 async def _exercise(p: SqlitePersistenceProvider) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     ids = []
     for i in range(50):
         w = WorkflowInstance.new("plan", 1, {"i": i})
@@ -101,7 +101,7 @@ async def test_runnable_queries_use_their_indexes(tmp_path: Path) -> None:
     statements: list[str] = []
     try:
         await provider.database.set_trace_callback(statements.append)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         await provider.get_runnable_instances(now)
         await provider.get_runnable_events(now)
         await provider.get_subscriptions("e", "k", now)

@@ -11,12 +11,13 @@ already built it).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import queue
 import subprocess
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -119,7 +120,7 @@ async def test_rust_workflow_host_completes_on_event_published_from_python(
             assert waiting[0].event_key == order_id
             assert waiting[0].event_published is False
             assert workflow.status is WorkflowStatus.RUNNABLE
-            subscriptions = await provider.get_subscriptions(SHIPPED, order_id, datetime.now(timezone.utc))
+            subscriptions = await provider.get_subscriptions(SHIPPED, order_id, datetime.now(UTC))
             assert [s.workflow_id for s in subscriptions] == [workflow_id]
 
             # Publish the event from Python.
@@ -153,7 +154,7 @@ async def test_rust_workflow_host_completes_on_event_published_from_python(
             assert wait_pointer.event_published is True
             assert wait_pointer.event_data == payload
             # Each pointer after the first points to its predecessor.
-            for before, after in zip(pointers, pointers[1:]):
+            for before, after in itertools.pairwise(pointers):
                 assert after.predecessor_id == before.id
             assert final.data == {
                 "order_id": order_id,

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from wfe_client import QueueType, RevisionConflict
 from wfe_sqlite import DatabaseOpenError, SqlitePersistenceProvider, SqliteQueueProvider
 from wfe_sqlite._schema import MIGRATIONS, SCHEMA_VERSION
@@ -79,3 +80,34 @@ async def test_a_newer_file_is_refused_untouched(tmp_path: Path) -> None:
     with pytest.raises(DatabaseOpenError, match="newer"):
         await SqlitePersistenceProvider.open(f"sqlite://{path}")
     assert _user_version(path) == SCHEMA_VERSION + 1
+
+
+async def test_a_large_backlog_of_due_work_in_no_queue_is_queued_once_at_start(tmp_path: Path) -> None:
+    """More due workflows than one scan chunk and one write batch: every one is queued, each once."""
+    path = tmp_path / "backlog.db"
+    _version_1_file(path)
+    count = 4500
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO workflows (id, name, root_workflow_id, workflow_definition_id, version, description, "
+            "reference, next_execution, status, data, create_time, complete_time) "
+            "VALUES (?, ?, NULL, 'old', 1, NULL, NULL, ?, 'RUNNABLE', '{}', 1700000000000000, NULL)",
+            [(f"backlog-{i}", f"backlog-{i}", i) for i in range(count)],
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    store = await SqlitePersistenceProvider.open(f"sqlite://{path}")
+    try:
+        queue = SqliteQueueProvider(store, requeue_interval=30)  # only the start-up sweep runs here
+        got = []
+        while (item := await queue.dequeue_work(QueueType.WORKFLOW, wait=timedelta(seconds=5))) is not None:
+            got.append(item)
+            if len(got) == count + 1:
+                break
+        assert sorted(got) == sorted(["old-wf", *(f"backlog-{i}" for i in range(count))])
+        assert got[:3] == ["backlog-0", "old-wf", "backlog-1"]  # earliest due first (then by id)
+    finally:
+        await store.close()

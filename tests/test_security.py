@@ -30,7 +30,7 @@ from grpc_status import rpc_status
 
 from conftest import WFE_SQLITE, ServerProcess, start_server_process
 from wfe_client import GrpcPersistenceProvider, WfeError, WorkflowInstance
-from wfe_client._time import utc_now
+from wfe_client.timeutil import utc_now
 from wfe_sqlite._servicer import SERVICE_NAMES
 
 TOKEN = "s3cret-token-for-tests"
@@ -58,7 +58,7 @@ def _name(common_name: str) -> x509.Name:
 def _certificate(
     subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, issuer_key: Any, *, ca: bool, usage: Any = None
 ) -> x509.Certificate:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
@@ -72,16 +72,21 @@ def _certificate(
     if ca:
         builder = builder.add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
     if usage == "server":
         builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
         ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     elif usage == "client":
@@ -93,9 +98,7 @@ def _write(directory: Path, name: str, cert: x509.Certificate, key: ec.EllipticC
     cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return cert_path, key_path
 
@@ -244,7 +247,10 @@ async def test_every_service_but_health_needs_a_valid_token(tmp_path: Path, db_p
     tokens = tmp_path / "tokens"
     tokens.write_text(f"# operators\n\nother-token\n{TOKEN}\n")
     methods = _every_method()
-    assert {path.split("/")[1] for path, _, _ in methods} == {*SERVICE_NAMES, "grpc.reflection.v1alpha.ServerReflection"}
+    assert {path.split("/")[1] for path, _, _ in methods} == {
+        *SERVICE_NAMES,
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
     with _started(db_url, "--tokens-file", str(tokens)) as server:
         async with grpc.aio.insecure_channel(server.address) as channel:
             for path, request_class, kind in methods:
@@ -314,15 +320,14 @@ def test_a_non_loopback_address_needs_protection_or_insecure(tmp_path: Path) -> 
 
 
 def test_reflection_needs_the_token_too(tmp_path: Path, db_url: str) -> None:
-    with _started(db_url, env={"WFE_SQLITE_TOKENS": TOKEN}) as server:
-        with grpc.insecure_channel(server.address) as channel:
-            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-            request = reflection_pb2.ServerReflectionRequest(list_services="")
-            with pytest.raises(grpc.RpcError) as refused:
-                list(stub.ServerReflectionInfo(iter(()), timeout=30))
-            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            replies = list(
-                stub.ServerReflectionInfo(iter([request]), timeout=30, metadata=(("authorization", f"Bearer {TOKEN}"),))
-            )
-            listed = {service.name for service in replies[0].list_services_response.service}
-            assert set(SERVICE_NAMES) <= listed
+    with _started(db_url, env={"WFE_SQLITE_TOKENS": TOKEN}) as server, grpc.insecure_channel(server.address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.ServerReflectionInfo(iter(()), timeout=30))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        replies = list(
+            stub.ServerReflectionInfo(iter([request]), timeout=30, metadata=(("authorization", f"Bearer {TOKEN}"),))
+        )
+        listed = {service.name for service in replies[0].list_services_response.service}
+        assert set(SERVICE_NAMES) <= listed

@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 import sqlite3
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from conftest import WFE_SQLITE, start_server_process
-
 from wfe_client import (
     Event,
     EventSubscription,
@@ -25,7 +24,7 @@ from wfe_client import (
 async def test_sigterm_then_restart_keeps_everything(db_path: Path, db_url: str) -> None:
     server = start_server_process(db_url)
     assert re.fullmatch(r"127\.0\.0\.1:\d+", server.address)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     try:
         async with GrpcPersistenceProvider.connect(server.address) as store:
             workflow = WorkflowInstance.new("restart", 3, {"n": 2**62, "text": "grüße ✓"})
@@ -65,7 +64,7 @@ async def test_sigterm_then_restart_keeps_everything(db_path: Path, db_url: str)
             async def handler(command: ScheduledCommand) -> None:
                 handled.append(command)
 
-            await store.process_commands(datetime.now(timezone.utc), handler)
+            await store.process_commands(datetime.now(UTC), handler)
             assert handled == [ScheduledCommand.process_workflow(workflow.id, 1234)]
     finally:
         again.terminate()

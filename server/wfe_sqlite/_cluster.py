@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 from ._database import Database
 from ._due_timer import DueTimer
@@ -22,7 +22,7 @@ from ._queue_store import WorkEffects, next_due_micros
 from ._requeue import DEFAULT_REQUEUE_INTERVAL, RequeueJob
 from ._work_queue import WorkQueues, now_micros
 
-__all__ = ["Cluster", "DEFAULT_REQUEUE_INTERVAL"]
+__all__ = ["DEFAULT_REQUEUE_INTERVAL", "Cluster"]
 
 LOG = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Cluster:
         self._db = db
         self.queues = WorkQueues(db, self.written)
         self.timer = DueTimer(db, self.written)
-        self.requeue: Optional[RequeueJob] = None
+        self.requeue: RequeueJob | None = None
         self.lifecycle: LifecycleHub[Any] = LifecycleHub()
         self._closed = False
 
@@ -84,7 +84,7 @@ class Cluster:
 
     # -- locks -----------------------------------------------------------------------------------
 
-    async def acquire_lock(self, resource: str, owner: str, ttl_us: int) -> Optional[tuple[int, int]]:
+    async def acquire_lock(self, resource: str, owner: str, ttl_us: int) -> tuple[int, int] | None:
         """(fencing token, expire time in epoch microseconds) when taken; None while a live lease holds it."""
         return await self._db.write(lambda conn: acquire(conn, resource, owner, ttl_us, now_micros()))
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any, TypeAlias
 
 import grpc
+
 from wfe.persistence.v1 import (
     lifecycle_pb2,
     lifecycle_pb2_grpc,
@@ -15,24 +15,27 @@ from wfe.persistence.v1 import (
     queues_pb2,
     queues_pb2_grpc,
 )
-from wfe_client import InvalidArgument, WorkflowNotFound
-from wfe_client._convert import instant
+from wfe_client.conversion import LIFECYCLE_EVENT_TYPE, QUEUE_TYPE, instant
+from wfe_client.errors import InvalidArgument, StreamIdle, WorkflowNotFound
+from wfe_client.limits import (
+    DEFAULT_LOCK_TTL,
+    MAX_LOCK_TTL,
+    MAX_RENEW_RESOURCES,
+    MAX_WAIT,
+    MIN_LOCK_TTL,
+)
 
 from ._provider import SqlitePersistenceProvider
-from ._queue_store import EVENT, INDEX, WORKFLOW
+from ._queue_store import WORKFLOW
 from ._rows import check_id
-from ._status import translate_errors, translate_stream_errors
+from ._servicer import _written
+from ._status import translate_errors
 from ._wire import workflow_message
 
-__all__ = ["add_cluster_servicers", "CLUSTER_SERVICE_NAMES", "DEFAULT_TTL", "MIN_TTL", "MAX_TTL", "MAX_WAIT"]
+__all__ = ["CLUSTER_SERVICE_NAMES", "add_cluster_servicers"]
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
-DEFAULT_TTL = timedelta(seconds=30)
-MIN_TTL = timedelta(milliseconds=100)
-MAX_TTL = timedelta(hours=1)
-MAX_WAIT = timedelta(seconds=60)
-MAX_RENEW = 10_000
 _US = timedelta(microseconds=1)
 
 CLUSTER_SERVICE_NAMES = (
@@ -40,13 +43,6 @@ CLUSTER_SERVICE_NAMES = (
     queues_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
     lifecycle_pb2.DESCRIPTOR.services_by_name["LifecycleService"].full_name,
 )
-
-_QUEUES: dict[int, str] = {
-    queues_pb2.QUEUE_TYPE_WORKFLOW: WORKFLOW,
-    queues_pb2.QUEUE_TYPE_EVENT: EVENT,
-    queues_pb2.QUEUE_TYPE_INDEX: INDEX,
-}
-_EVENT_TYPES = frozenset(lifecycle_pb2.LifecycleEventType.values()) - {lifecycle_pb2.LIFECYCLE_EVENT_TYPE_UNSPECIFIED}
 
 
 def _duration(request: Any, name: str, default: timedelta, low: timedelta, high: timedelta) -> timedelta:
@@ -65,10 +61,8 @@ def _duration(request: Any, name: str, default: timedelta, low: timedelta, high:
 
 
 def _queue(value: int, field: str = "queue") -> str:
-    try:
-        return _QUEUES[value]
-    except KeyError:
-        raise InvalidArgument(f"{field}: {value} is not a valid QueueType", field=field) from None
+    """The stored name of a queue (``QueueType`` member name); UNSPECIFIED and unknown values are invalid."""
+    return QUEUE_TYPE.decode_name(value, field)
 
 
 class LockServicer(locks_pb2_grpc.LockServiceServicer):
@@ -83,7 +77,7 @@ class LockServicer(locks_pb2_grpc.LockServiceServicer):
     ) -> locks_pb2.AcquireLockResponse:
         resource = check_id(request.resource, "resource")
         owner = check_id(request.owner, "owner")
-        ttl = _duration(request, "ttl", DEFAULT_TTL, MIN_TTL, MAX_TTL)
+        ttl = _duration(request, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL)
         lease = await self._cluster.acquire_lock(resource, owner, ttl // _US)
         if lease is None:
             return locks_pb2.AcquireLockResponse(acquired=False)
@@ -96,12 +90,12 @@ class LockServicer(locks_pb2_grpc.LockServiceServicer):
     @translate_errors
     async def RenewLocks(self, request: locks_pb2.RenewLocksRequest, context: Context) -> locks_pb2.RenewLocksResponse:
         owner = check_id(request.owner, "owner")
-        if len(request.resources) > MAX_RENEW:
+        if len(request.resources) > MAX_RENEW_RESOURCES:
             raise InvalidArgument(
-                f"resources: at most {MAX_RENEW} per request, got {len(request.resources)}", field="resources"
+                f"resources: at most {MAX_RENEW_RESOURCES} per request, got {len(request.resources)}", field="resources"
             )
         resources = [check_id(r, f"resources[{i}]") for i, r in enumerate(request.resources)]
-        ttl = _duration(request, "ttl", DEFAULT_TTL, MIN_TTL, MAX_TTL)
+        ttl = _duration(request, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL)
         lost = await self._cluster.renew_locks(owner, resources, ttl // _US)
         return locks_pb2.RenewLocksResponse(lost_resources=lost)
 
@@ -139,7 +133,7 @@ class QueueServicer(queues_pb2_grpc.QueueServiceServicer):
         response = queues_pb2.DequeueWorkResponse(id=item_id)
         if request.include_workflow and queue == WORKFLOW:
             try:
-                row, pointers = await self._p.workflow_rows(item_id)
+                row, pointers = await self._p.store.workflow(item_id)
             except WorkflowNotFound:
                 return response
             response.workflow.CopyFrom(workflow_message(row, pointers))
@@ -153,16 +147,16 @@ def _event(request: lifecycle_pb2.PublishLifecycleEventRequest) -> lifecycle_pb2
     instant(event, "event_time", "event")
     check_id(event.workflow_instance_id, "event.workflow_instance_id")
     check_id(event.workflow_definition_id, "event.workflow_definition_id", required=False)
-    if event.type not in _EVENT_TYPES:
-        raise InvalidArgument(f"event.type: {event.type} is not a valid LifecycleEventType", field="event.type")
+    LIFECYCLE_EVENT_TYPE.decode(event.type, "event.type")
     return event
 
 
 class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
     """``wfe.persistence.v1.LifecycleService``: relays published events to the watchers of this server."""
 
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
+    def __init__(self, provider: SqlitePersistenceProvider, stream_idle: float) -> None:
         self._hub = provider.cluster.lifecycle
+        self._stream_idle = stream_idle
 
     @translate_errors
     async def PublishLifecycleEvent(
@@ -173,24 +167,30 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
         count = self._hub.publish(response, event.workflow_instance_id, event.workflow_definition_id)
         return lifecycle_pb2.PublishLifecycleEventResponse(watchers=count)
 
-    @translate_stream_errors
-    async def WatchLifecycleEvents(
-        self, request: lifecycle_pb2.WatchLifecycleEventsRequest, context: Context
-    ) -> AsyncIterator[lifecycle_pb2.WatchLifecycleEventsResponse]:
+    @translate_errors
+    async def WatchLifecycleEvents(self, request: lifecycle_pb2.WatchLifecycleEventsRequest, context: Context) -> None:
         check_id(request.workflow_instance_id, "workflow_instance_id", required=False)
         check_id(request.workflow_definition_id, "workflow_definition_id", required=False)
         with self._hub.watch(request.workflow_instance_id, request.workflow_definition_id) as watcher:
-            # Send the headers now: a client knows the watch is in place before the first event.
+            # Headers now, on their own: the client knows the watch is in place before any event
+            # (and a write given up on below must not leave them pending).
             await context.send_initial_metadata(())
             while True:
                 response = await watcher.next()
                 if response is None:
                     return
-                yield response
+                try:
+                    written = await _written(context, response, self._stream_idle)
+                except Exception:
+                    if context.done() or context.cancelled():
+                        return
+                    raise
+                if not written:
+                    raise StreamIdle(f"the client took no event for {self._stream_idle:g} s; stream ended")
 
 
-def add_cluster_servicers(server: grpc.aio.Server, provider: SqlitePersistenceProvider) -> None:
+def add_cluster_servicers(server: grpc.aio.Server, provider: SqlitePersistenceProvider, stream_idle: float) -> None:
     """Register the lock, queue and lifecycle services of ``provider`` on ``server``."""
     locks_pb2_grpc.add_LockServiceServicer_to_server(LockServicer(provider), server)
     queues_pb2_grpc.add_QueueServiceServicer_to_server(QueueServicer(provider), server)
-    lifecycle_pb2_grpc.add_LifecycleServiceServicer_to_server(LifecycleServicer(provider), server)
+    lifecycle_pb2_grpc.add_LifecycleServiceServicer_to_server(LifecycleServicer(provider, stream_idle), server)

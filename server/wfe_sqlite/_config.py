@@ -4,43 +4,52 @@ Precedence, highest first: command-line flags, then environment variables, then 
 (``--config`` or ``WFE_SQLITE_CONFIG``), then the defaults. Every setting has one name: the
 ``ServerConfig`` field, the TOML key, ``--the-name`` as a flag and ``WFE_SQLITE_THE_NAME`` in the
 environment. A value that is invalid wherever it came from stops start-up with a ``ConfigError``
-naming the setting and its source.
+naming the setting and its source. An empty value (``WFE_SQLITE_TOKENS_FILE=``, ``--tls-cert ""``,
+``tokens_file = ""``, ``tokens = []``, a token list of only commas) is such an invalid value: it
+never silently switches off what another source configured (it once switched tokens off).
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
+import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
-from typing import Any, Optional
+from dataclasses import dataclass, field, fields
+from typing import Any
 
-from ._database import parse_database_url
+from ._connection import parse_database_url
 
 __all__ = [
-    "ServerConfig",
-    "ConfigError",
-    "Setting",
-    "SETTINGS",
+    "CONFIG_ENV",
     "DEFAULT_DB",
     "DEFAULT_LISTEN",
     "ENV_PREFIX",
-    "CONFIG_ENV",
+    "MAX_READERS",
+    "SETTINGS",
+    "ConfigError",
+    "ServerConfig",
+    "Setting",
     "add_arguments",
-    "resolve",
     "check",
+    "environment_help",
+    "is_loopback",
     "load_tokens",
     "read_pem",
+    "resolve",
     "split_host_port",
-    "is_loopback",
-    "environment_help",
+    "start_up_warnings",
+    "tokens_source",
 ]
 
 ENV_PREFIX = "WFE_SQLITE_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 DEFAULT_DB = "sqlite://wfe.db"
 DEFAULT_LISTEN = "127.0.0.1:50051"
+MAX_READERS = 64
+"""Most read-only connections (each is a thread and a SQLite page cache)."""
 
 
 class ConfigError(ValueError):
@@ -62,24 +71,26 @@ class ServerConfig:
     grace: float = 10.0
     """Seconds in-flight calls get to finish on shutdown."""
     readers: int = 4
-    """Read-only SQLite connections (file databases)."""
+    """Read-only SQLite connections (file databases), 1 to ``MAX_READERS``."""
     synchronous: str = "FULL"
     """``PRAGMA synchronous`` of the writer: FULL (power-loss safe) or NORMAL (process-crash safe)."""
+    max_page_count: int = 0
+    """Cap on the database size in pages (``PRAGMA max_page_count``); writes past it are STORAGE_FULL. 0: no cap."""
     reflection: bool = True
     """Serve gRPC server reflection."""
-    tls_cert: Optional[str] = None
+    tls_cert: str | None = None
     """PEM file of the server certificate chain; with ``tls_key`` the server speaks TLS only."""
-    tls_key: Optional[str] = None
+    tls_key: str | None = None
     """PEM file of the server's private key."""
-    tls_client_ca: Optional[str] = None
+    tls_client_ca: str | None = None
     """PEM file of the CA(s) client certificates must chain to (mutual TLS); needs ``tls_cert``."""
-    tokens_file: Optional[str] = None
+    tokens_file: str | None = None
     """File of accepted bearer tokens, one per line (``#`` comments and blank lines ignored)."""
     tokens: tuple[str, ...] = ()
     """Accepted bearer tokens given directly (environment or config file; never a flag)."""
     insecure: bool = False
     """Allow a non-loopback ``listen`` address with neither TLS nor tokens."""
-    metrics_listen: Optional[str] = None
+    metrics_listen: str | None = None
     """HOST:PORT of the Prometheus ``/metrics`` endpoint; None: no metrics."""
     access_log: bool = False
     """Log one line per call (method, status, duration, peer) on the ``wfe_sqlite.access`` logger."""
@@ -87,8 +98,19 @@ class ServerConfig:
     """DEBUG, INFO, WARNING or ERROR."""
     log_format: str = "text"
     """``text`` or ``json`` (one JSON object per line)."""
+    max_connections: int = 1000
+    """Most client connections open at once; more are closed as soon as they are accepted."""
+    max_concurrent_streams: int = 10_000
+    """Most calls in flight on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); a client
+    queues further calls until one finishes."""
+    stream_idle_timeout: float = 60.0
+    """Seconds a server stream (``BatchGetWorkflows``) waits for its client to take the next message;
+    then the stream ends with DEADLINE_EXCEEDED (reason ``STREAM_IDLE``)."""
     requeue_interval: float = 2.0
     """Seconds between sweeps for stranded work (and how long handed-out work may stay unlocked)."""
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    """Where each setting that is not a default came from (``--flag``, environment variable or config
+    file); filled in by ``resolve``. Not a setting itself."""
 
     @property
     def tls(self) -> bool:
@@ -106,33 +128,33 @@ def _text(value: Any) -> str:
     return value.strip()
 
 
-def _optional_text(value: Any) -> Optional[str]:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return _text(value)
+def _optional_text(value: Any) -> str | None:
+    # Unset is None; an empty value is an error like any other invalid one, never "unset".
+    return None if value is None else _text(value)
 
 
-def _number(minimum: float) -> Callable[[Any], float]:
+def _number(minimum: float, *, above: bool = False) -> Callable[[Any], float]:
     def parse(value: Any) -> float:
         try:
             number = float(value) if not isinstance(value, bool) else float("nan")
         except (TypeError, ValueError):
             number = float("nan")
-        if not number >= minimum or number == float("inf"):
-            raise ValueError(f"must be a number >= {minimum:g}, got {value!r}")
+        if not (number > minimum if above else number >= minimum) or number == float("inf"):
+            raise ValueError(f"must be a number {'>' if above else '>='} {minimum:g}, got {value!r}")
         return number
 
     return parse
 
 
-def _integer(minimum: int) -> Callable[[Any], int]:
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         try:
             number = int(value) if not isinstance(value, (bool, float)) else None
         except (TypeError, ValueError):
             number = None
-        if number is None or number < minimum:
-            raise ValueError(f"must be an integer >= {minimum}, got {value!r}")
+        if number is None or number < minimum or (maximum is not None and number > maximum):
+            bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            raise ValueError(f"must be an integer {bounds}, got {value!r}")
         return number
 
     return parse
@@ -167,7 +189,7 @@ def _address(value: Any) -> str:
     return text
 
 
-def _optional_address(value: Any) -> Optional[str]:
+def _optional_address(value: Any) -> str | None:
     return None if _optional_text(value) is None else _address(value)
 
 
@@ -184,6 +206,8 @@ def _token_list(value: Any) -> tuple[str, ...]:
         items = list(value)
     else:
         raise ValueError("must be a list of strings (or, in the environment, comma-separated)")
+    if not items and value != ():  # () is the default: no tokens given at all
+        raise ValueError("must name at least one token (leave the setting out for none)")
     for item in items:
         _check_token(item)
     return tuple(items)
@@ -201,7 +225,7 @@ class Setting:
     name: str
     parse: Callable[[Any], Any]
     help: str
-    metavar: Optional[str] = None
+    metavar: str | None = None
     flag: bool = True
     """False for secrets: environment and config file only, never visible in a process list."""
     boolean: bool = False
@@ -219,12 +243,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("db", _database, "database: :memory:, sqlite:///abs/path.db or sqlite://relative/path.db", "URL"),
     Setting("listen", _address, "HOST:PORT to serve gRPC on; port 0 picks a free port", "HOST:PORT"),
     Setting("grace", _number(0), "seconds in-flight calls get to finish on shutdown", "SECONDS"),
-    Setting("readers", _integer(1), "read-only SQLite connections", "N"),
+    Setting("readers", _integer(1, MAX_READERS), f"read-only SQLite connections (1 to {MAX_READERS})", "N"),
     Setting(
         "synchronous",
         _choice("FULL", "NORMAL", upper=True),
         "FULL: acknowledged writes survive power loss; NORMAL: they survive a process crash",
         "FULL|NORMAL",
+    ),
+    Setting(
+        "max_page_count",
+        _integer(0),
+        "cap the database at N pages (PRAGMA max_page_count): writes past it fail with STORAGE_FULL; 0: no cap",
+        "N",
     ),
     Setting("reflection", _boolean, "serve gRPC server reflection", boolean=True),
     Setting("tls_cert", _optional_text, "PEM server certificate (chain); enables TLS, needs --tls-key", "FILE"),
@@ -261,7 +291,27 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("access_log", _boolean, "log every call: method, status, duration, peer", boolean=True),
     Setting("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "log level", "LEVEL"),
-    Setting("log_format", _choice("text", "json", upper=False), "log format: text or json (one object a line)", "FORMAT"),
+    Setting(
+        "log_format", _choice("text", "json", upper=False), "log format: text or json (one object a line)", "FORMAT"
+    ),
+    Setting(
+        "max_connections",
+        _integer(1, 1_000_000),
+        "most client connections at once; further ones are closed when accepted",
+        "N",
+    ),
+    Setting(
+        "max_concurrent_streams",
+        _integer(1, 1_000_000),
+        "most calls in flight on one connection; a client queues the rest",
+        "N",
+    ),
+    Setting(
+        "stream_idle_timeout",
+        _number(0, above=True),
+        "seconds a server stream waits for its client to read before it is ended",
+        "SECONDS",
+    ),
     Setting(
         "requeue_interval",
         _number(0.1),
@@ -271,7 +321,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
-_DEFAULTS = {f.name: f.default for f in fields(ServerConfig)}
+_DEFAULTS = {f.name: f.default for f in fields(ServerConfig) if f.name != "sources"}
 assert set(_BY_NAME) == set(_DEFAULTS), "every ServerConfig field is a setting"
 
 
@@ -284,11 +334,9 @@ def _default_text(setting: Setting) -> str:
     return f"{default:g}" if isinstance(default, float) else str(default)
 
 
-def add_arguments(parser: argparse.ArgumentParser, names: Optional[Iterable[str]] = None) -> None:
+def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str] | None = None) -> None:
     """``--config`` and a flag for each setting in ``names`` (default all); none has a default here."""
-    parser.add_argument(
-        "--config", metavar="FILE", default=None, help=f"TOML file of settings (env {CONFIG_ENV})"
-    )
+    parser.add_argument("--config", metavar="FILE", default=None, help=f"TOML file of settings (env {CONFIG_ENV})")
     for setting in SETTINGS if names is None else [_BY_NAME[name] for name in names]:
         if not setting.flag:
             continue
@@ -309,8 +357,11 @@ def environment_help() -> str:
         "",
         "setting / environment variable:",
     ]
-    for setting in SETTINGS:
-        lines.append(f"  {setting.name:<15} {setting.env}" + ("" if setting.flag else "   (no flag: a secret)"))
+    lines += [
+        f"  {setting.name:<23} {setting.env}" + ("" if setting.flag else "   (no flag: a secret)")
+        for setting in SETTINGS
+    ]
+    lines += ["", 'An empty value (VAR= or --flag "") is an error, never "unset".']
     return "\n".join(lines)
 
 
@@ -329,18 +380,24 @@ def _read_file(path: str) -> dict[str, Any]:
 
 
 def resolve(
-    args: Optional[argparse.Namespace],
+    args: argparse.Namespace | None,
     environ: Mapping[str, str],
-    names: Optional[Iterable[str]] = None,
+    names: Iterable[str] | None = None,
 ) -> ServerConfig:
     """The ``ServerConfig`` from flags > environment > config file > defaults, for ``names`` (default all).
 
     Raises ``ConfigError`` naming the first invalid setting and where its value came from.
     """
     wanted = list(_BY_NAME) if names is None else list(names)
-    config_path = getattr(args, "config", None) or environ.get(CONFIG_ENV) or None
+    config_path = getattr(args, "config", None)
+    config_source = "--config"
+    if config_path is None and CONFIG_ENV in environ:
+        config_path, config_source = environ[CONFIG_ENV], CONFIG_ENV
+    if config_path is not None and not config_path.strip():
+        raise ConfigError("config", f"must not be empty (from {config_source})")
     from_file = _read_file(config_path) if config_path else {}
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for name in wanted:
         setting = _BY_NAME[name]
         flag_value = getattr(args, name, None) if setting.flag else None
@@ -349,14 +406,15 @@ def resolve(
         elif setting.env in environ:
             raw, source = environ[setting.env], setting.env
         elif name in from_file:
-            raw, source = from_file[name], f"{config_path}"
+            raw, source = from_file[name], f"config file {config_path}"
         else:
             continue
         try:
             values[name] = setting.parse(raw)
         except ValueError as error:
             raise ConfigError(name, f"{error} (from {source})") from None
-    return ServerConfig(**values)
+        sources[name] = source
+    return ServerConfig(**values, sources=sources)
 
 
 def check(config: ServerConfig) -> None:
@@ -384,6 +442,44 @@ def check(config: ServerConfig) -> None:
         )
 
 
+def tokens_source(config: ServerConfig) -> str:
+    """For the start-up log: where the accepted bearer tokens come from (never the tokens themselves)."""
+    parts = []
+    if config.tokens_file is not None:
+        where = config.sources.get("tokens_file", "settings")
+        parts.append(f"tokens_file {config.tokens_file} (set by {where})")
+    if config.tokens:
+        where = config.sources.get("tokens", "settings")
+        parts.append(f"{len(config.tokens)} from tokens (set by {where})")
+    if not parts:
+        return "no bearer tokens: calls are not authenticated"
+    return "bearer tokens required: " + ", ".join(parts)
+
+
+def start_up_warnings(config: ServerConfig) -> list[str]:
+    """Risky but valid settings, to be logged at start-up: secret files others can read, metrics off loopback."""
+    found = []
+    for name in ("tokens_file", "tls_key"):
+        path = getattr(config, name)
+        if path is None:
+            continue
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            continue  # check() reports a file it cannot read
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            readers = " and ".join(w for w, bit in (("group", stat.S_IRGRP), ("others", stat.S_IROTH)) if mode & bit)
+            found.append(f"{name} {path} is readable by {readers} (mode {mode:04o}): chmod 600 {path}")
+    if config.metrics_listen is not None:
+        host, _ = split_host_port(config.metrics_listen)
+        if not is_loopback(host):
+            found.append(
+                f"metrics_listen {config.metrics_listen} is reachable from other hosts: /metrics has no "
+                "authentication and no TLS; keep it on loopback or a private network"
+            )
+    return found
+
+
 def read_pem(config: ServerConfig, name: str) -> bytes:
     """The PEM bytes of the file named by setting ``name``."""
     path = getattr(config, name)
@@ -406,7 +502,9 @@ def load_tokens(config: ServerConfig) -> frozenset[str]:
             with open(path, encoding="utf-8") as handle:
                 lines = handle.read().splitlines()
         except (OSError, UnicodeError) as error:
-            raise ConfigError("tokens_file", f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+            raise ConfigError(
+                "tokens_file", f"cannot read {path}: {getattr(error, 'strerror', None) or error}"
+            ) from None
         found = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
         for number, token in enumerate(found, 1):
             try:

@@ -10,17 +10,17 @@ it queues, in one write job, the work that came due since it last fired (see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sqlite3
 from collections.abc import Callable
-from typing import Optional
 
 from ._database import Database
 from ._queue_store import WorkEffects, next_due_micros, queue_newly_due
 from ._work_queue import now_micros
 
-__all__ = ["DueTimer", "MAX_SLEEP"]
+__all__ = ["MAX_SLEEP", "DueTimer"]
 
 LOG = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ _LATE = 0.001
 """Fire this much after the due instant, so the instant has passed on the database's clock too."""
 
 
-def _queue_due(conn: sqlite3.Connection, since: int, effects: WorkEffects) -> tuple[int, Optional[int]]:
+def _queue_due(conn: sqlite3.Connection, since: int, effects: WorkEffects) -> tuple[int, int | None]:
     """Queue what came due since ``since``: (now, the next due time after now)."""
     now = now_micros()
     queue_newly_due(conn, since, now, effects)
@@ -43,17 +43,17 @@ class DueTimer:
     def __init__(self, db: Database, written: Callable[[WorkEffects], None]) -> None:
         self._db = db
         self._written = written
-        self._armed_us: Optional[int] = None
-        self._handle: Optional[asyncio.TimerHandle] = None
-        self._watermark_us: Optional[int] = None
-        self._task: Optional[asyncio.Task[None]] = None
+        self._armed_us: int | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._watermark_us: int | None = None
+        self._task: asyncio.Task[None] | None = None
         self._again = False
         self._closed = False
         self.fired = 0
         """Times the timer ran its job (for tests)."""
 
     @property
-    def armed_at(self) -> Optional[int]:
+    def armed_at(self) -> int | None:
         """The due time (epoch microseconds) the timer is armed on, if any."""
         return self._armed_us
 
@@ -110,7 +110,5 @@ class DueTimer:
             self._handle = None
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass

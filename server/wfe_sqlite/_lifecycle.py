@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Generic, Optional, TypeVar
+from typing import Generic, TypeVar
 
-from wfe_client import WatcherFellBehind
+from wfe_client.errors import WatcherFellBehind
 
-__all__ = ["LifecycleHub", "Watcher", "MAX_BEHIND"]
+__all__ = ["MAX_BEHIND", "LifecycleHub", "Watcher"]
 
 E = TypeVar("E")
 
@@ -53,7 +53,7 @@ class Watcher(Generic[E]):
         self.ended = True
         self._ready.set()
 
-    async def next(self) -> Optional[E]:
+    async def next(self) -> E | None:
         """The next event; None once the hub closed. Raises ``WatcherFellBehind``."""
         while True:
             if self.fell_behind:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Optional
 
-from wfe_client import Lease, LockProvider, QueueProvider, QueueType, WorkflowInstance, WorkflowNotFound
-from wfe_client._cluster import DEFAULT_TTL, check_queue, check_wait
-from wfe_client._time import from_micros
+from wfe_client import LockProvider, QueueProvider
+from wfe_client._cluster import check_queue
+from wfe_client.errors import WorkflowNotFound
+from wfe_client.limits import DEFAULT_LOCK_TTL, check_wait
+from wfe_client.models import Lease, QueueType, WorkflowInstance
+from wfe_client.timeutil import from_micros
 
 from ._provider import SqlitePersistenceProvider
 from ._rows import check_id
@@ -30,13 +32,13 @@ class SqliteLockProvider(LockProvider):
     """Distributed locks on the database of ``store`` (leases with owner, TTL and fencing tokens)."""
 
     def __init__(
-        self, store: SqlitePersistenceProvider, owner: Optional[str] = None, ttl: timedelta = DEFAULT_TTL
+        self, store: SqlitePersistenceProvider, owner: str | None = None, ttl: timedelta = DEFAULT_LOCK_TTL
     ) -> None:
         super().__init__(owner, ttl)
         check_id(self.owner, "owner")
         self._cluster = store.cluster
 
-    async def _acquire(self, resource: str) -> Optional[Lease]:
+    async def _acquire(self, resource: str) -> Lease | None:
         check_id(resource, "resource")
         lease = await self._cluster.acquire_lock(resource, self.owner, self.ttl // _US)
         if lease is None:
@@ -59,7 +61,7 @@ class SqliteQueueProvider(QueueProvider):
     ``requeue_interval`` seconds, watch for other processes' commits), as a server does.
     """
 
-    def __init__(self, store: SqlitePersistenceProvider, requeue_interval: Optional[float] = None) -> None:
+    def __init__(self, store: SqlitePersistenceProvider, requeue_interval: float | None = None) -> None:
         self._store = store
         self._cluster = store.cluster
         self._requeue_interval = requeue_interval
@@ -79,14 +81,12 @@ class SqliteQueueProvider(QueueProvider):
         self._start()
         return await self._cluster.queues.queue(check_queue(queue).name, check_id(id, "id"))
 
-    async def dequeue_work(self, queue: QueueType, wait: Optional[timedelta] = None) -> Optional[str]:
+    async def dequeue_work(self, queue: QueueType, wait: timedelta | None = None) -> str | None:
         self._start()
         name = check_queue(queue).name
         return await self._cluster.queues.dequeue(name, check_wait(wait).total_seconds())
 
-    async def dequeue_workflow(
-        self, wait: Optional[timedelta] = None
-    ) -> Optional[tuple[str, Optional[WorkflowInstance]]]:
+    async def dequeue_workflow(self, wait: timedelta | None = None) -> tuple[str, WorkflowInstance | None] | None:
         workflow_id = await self.dequeue_work(QueueType.WORKFLOW, wait)
         if workflow_id is None:
             return None

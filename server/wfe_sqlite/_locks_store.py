@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Optional
 
 from ._queue_store import WorkEffects, queue_after_release
 
-__all__ = ["acquire", "renew", "release", "CHUNK"]
+__all__ = ["CHUNK", "acquire", "release", "renew"]
 
 CHUNK = 500
 """Resources per ``IN (...)`` statement."""
@@ -27,7 +26,7 @@ def _next_fencing_token(conn: sqlite3.Connection) -> int:
     )
 
 
-def acquire(conn: sqlite3.Connection, resource: str, owner: str, ttl_us: int, now_us: int) -> Optional[tuple[int, int]]:
+def acquire(conn: sqlite3.Connection, resource: str, owner: str, ttl_us: int, now_us: int) -> tuple[int, int] | None:
     """Take the lease on ``resource`` when it is free or run out: (fencing token, expire time), else None.
 
     Not re-entrant: a live lease of the same owner also makes it None.

@@ -11,23 +11,23 @@ from __future__ import annotations
 import os
 import sqlite3
 import urllib.parse
-from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from dataclasses import asdict
+from typing import Any
 
-from wfe_client._time import to_micros, utc_now
+from wfe_client.timeutil import to_micros, utc_now
 
-from ._database import MEMORY, parse_database_url
+from ._connection import MEMORY, parse_database_url
+from ._store import LiveFigures
 
 __all__ = [
     "TABLES",
-    "LiveFigures",
-    "live_figures",
-    "table_counts",
-    "file_sizes",
-    "store_stats",
-    "integrity_problems",
-    "open_existing",
     "backup",
+    "file_sizes",
+    "integrity_problems",
+    "live_figures",
+    "open_existing",
+    "store_stats",
+    "table_counts",
 ]
 
 TABLES = (
@@ -41,27 +41,15 @@ TABLES = (
 )
 
 
-@dataclass(frozen=True)
-class LiveFigures:
-    """What the store holds right now that a workflow host still has to act on."""
-
-    runnable_workflows: int
-    """RUNNABLE workflows whose ``next_execution`` has come."""
-    unprocessed_events: int
-    """Events not yet marked processed."""
-    due_commands: int
-    """Scheduled commands whose ``execute_time`` has come and that no live lease holds."""
-    claimed_commands: int
-    """Scheduled commands held by a live lease (a processor is working on them)."""
-    held_tokens: int
-    """Open subscriptions held by a live external token."""
-
-
 def live_figures(conn: sqlite3.Connection) -> LiveFigures:
     """The ``LiveFigures`` as of now, from one snapshot (run it inside a read transaction)."""
     now_us = to_micros(utc_now())
     now_ms = now_us // 1000
-    one = lambda sql, *args: conn.execute(sql, args).fetchone()[0]  # noqa: E731
+
+    def one(sql: str, *args: int) -> int:
+        count: int = conn.execute(sql, args).fetchone()[0]
+        return count
+
     return LiveFigures(
         runnable_workflows=one(
             "SELECT count(*) FROM workflows WHERE status = 'RUNNABLE' "
@@ -83,7 +71,17 @@ def live_figures(conn: sqlite3.Connection) -> LiveFigures:
             "AND external_token IS NOT NULL AND external_token_expiry > ?",
             now_us,
         ),
+        **_cluster_figures(conn, now_us),
     )
+
+
+def _cluster_figures(conn: sqlite3.Connection, now_us: int) -> dict[str, int]:
+    """Queued items and held leases; none in a file from before the cluster tables (schema 1)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'work_queue'").fetchone() is None:
+        return {}
+    queued: int = conn.execute("SELECT count(*) FROM work_queue WHERE position IS NOT NULL").fetchone()[0]
+    held: int = conn.execute("SELECT count(*) FROM locks WHERE expire_time > ?", (now_us,)).fetchone()[0]
+    return {"queued_items": queued, "held_leases": held}
 
 
 def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
@@ -159,7 +157,7 @@ def backup(url: str, dest: str, *, overwrite: bool = False) -> int:
         raise FileExistsError(f"{dest}: already exists (refusing to overwrite it)")
     source, _ = open_existing(url)
     partial = f"{dest}.partial-{os.getpid()}"
-    target: Optional[sqlite3.Connection] = None
+    target: sqlite3.Connection | None = None
     try:
         target = sqlite3.connect(partial, isolation_level=None)
         source.backup(target, pages=-1)

@@ -14,19 +14,21 @@ import inspect
 import logging
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, Optional
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ._config import split_host_port
-from ._maintenance import file_sizes, live_figures
+from ._maintenance import file_sizes
 from ._provider import SqlitePersistenceProvider
+from ._status import Context, Continuation, Handler, replace_in
 
-__all__ = ["ServerMetrics", "CallObserver", "ACCESS_LOG"]
+__all__ = ["ACCESS_LOG", "UNKNOWN_METHOD", "CallObserver", "ServerMetrics"]
 
 LOG = logging.getLogger(__name__)
 ACCESS_LOG = logging.getLogger("wfe_sqlite.access")
@@ -37,6 +39,16 @@ SCRAPE_TIMEOUT = 5.0
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _LABELS = ("grpc_type", "grpc_service", "grpc_method")
+UNKNOWN_METHOD = "unknown"
+"""The ``grpc_type``, ``grpc_service`` and ``grpc_method`` labels of every call to a method the server
+does not serve: one series however many names clients make up, not one per name."""
+_MAX_LOGGED_METHOD = 256
+_KINDS = {
+    (False, False): "unary",
+    (False, True): "server_stream",
+    (True, False): "client_stream",
+    (True, True): "bidi_stream",
+}
 
 _GAUGES = (
     ("runnable_workflows", "wfe_sqlite_runnable_workflows", "RUNNABLE workflows whose next_execution has come."),
@@ -44,22 +56,13 @@ _GAUGES = (
     ("due_commands", "wfe_sqlite_due_commands", "Scheduled commands that are due and held by no live lease."),
     ("claimed_commands", "wfe_sqlite_claimed_commands", "Scheduled commands held by a live lease."),
     ("held_tokens", "wfe_sqlite_held_tokens", "Open subscriptions held by a live external token."),
+    ("queued_items", "wfe_sqlite_queued_items", "Items waiting in the work queues."),
+    ("held_leases", "wfe_sqlite_held_leases", "Locks held by a live lease."),
 )
 _FILES = (
     ("database", "wfe_sqlite_database_bytes", "Size of the database file in bytes."),
     ("wal", "wfe_sqlite_wal_bytes", "Size of the write-ahead log in bytes."),
 )
-
-
-def _snapshot_figures(conn: Any) -> Any:
-    """``live_figures`` in a read transaction of its own (``Database.read`` opens one already)."""
-    if conn.in_transaction:
-        return live_figures(conn)
-    conn.execute("BEGIN")
-    try:
-        return live_figures(conn)
-    finally:
-        conn.execute("COMMIT")
 
 
 class _StoreCollector(Collector):
@@ -74,16 +77,15 @@ class _StoreCollector(Collector):
             yield GaugeMetricFamily(name, text)
 
     def collect(self) -> Iterator[Metric]:
-        database = self._provider.database
         try:
-            future = asyncio.run_coroutine_threadsafe(database.read(_snapshot_figures), self._loop)
+            future = asyncio.run_coroutine_threadsafe(self._provider.store.live_figures(), self._loop)
             figures = future.result(SCRAPE_TIMEOUT)
         except Exception as error:  # noqa: BLE001 - a scrape during shutdown or a busy store
             LOG.warning("metrics: store figures unavailable: %s", error)
         else:
             for field, name, text in _GAUGES:
                 yield GaugeMetricFamily(name, text, value=getattr(figures, field))
-        sizes = file_sizes(database.config.path)
+        sizes = file_sizes(self._provider.database.config.path)
         for field, name, text in _FILES:
             yield GaugeMetricFamily(name, text, value=sizes[field])
 
@@ -93,9 +95,7 @@ class ServerMetrics:
 
     def __init__(self, provider: SqlitePersistenceProvider, loop: asyncio.AbstractEventLoop) -> None:
         self.registry = CollectorRegistry()
-        self.started = Counter(
-            "grpc_server_started", "RPCs started on the server.", _LABELS, registry=self.registry
-        )
+        self.started = Counter("grpc_server_started", "RPCs started on the server.", _LABELS, registry=self.registry)
         self.handled = Counter(
             "grpc_server_handled",
             "RPCs completed on the server, by gRPC status code.",
@@ -145,10 +145,10 @@ class ServerMetrics:
         self.latency.labels(kind, service, method).observe(seconds)
 
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+Behavior = Callable[[Any, Any], Any]
 
 
-def _code(context: grpc.aio.ServicerContext, failure: Optional[BaseException]) -> str:
+def _code(context: Context, failure: BaseException | None) -> str:
     code = context.code()
     if code is not None:
         return getattr(code, "name", str(code))
@@ -157,34 +157,58 @@ def _code(context: grpc.aio.ServicerContext, failure: Optional[BaseException]) -
     return "CANCELLED" if isinstance(failure, asyncio.CancelledError) else "UNKNOWN"
 
 
-class CallObserver(grpc.aio.ServerInterceptor):
-    """Times every call; counts it in ``metrics`` and writes an access-log line when asked to."""
+def _method_kinds(services: Iterable[str]) -> dict[str, str]:
+    """``/service/Method`` -> grpc_type label, for every method of the named services."""
+    kinds = {}
+    pool = descriptor_pool.Default()
+    for name in services:
+        for method in pool.FindServiceByName(name).methods:
+            kinds[f"/{name}/{method.name}"] = _KINDS[method.client_streaming, method.server_streaming]
+    return kinds
 
-    def __init__(self, metrics: Optional[ServerMetrics], access_log: bool) -> None:
+
+class CallObserver(grpc.aio.ServerInterceptor):
+    """Times every call; counts it in ``metrics`` and writes an access-log line when asked to.
+
+    ``services`` are the full names of the services the server serves: calls to any other method
+    are counted under ``UNKNOWN_METHOD``, so made-up method names cannot grow the metrics.
+    """
+
+    def __init__(self, metrics: ServerMetrics | None, access_log: bool, services: Iterable[str] = ()) -> None:
         self._metrics = metrics
         self._access_log = access_log
+        self._kinds = _method_kinds(services)
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Optional[grpc.RpcMethodHandler]]],
+        continuation: Continuation,
         details: grpc.HandlerCallDetails,
-    ) -> Optional[grpc.RpcMethodHandler]:
+    ) -> Handler | None:
         handler = await continuation(details)
         if handler is None:
             return None
         rpc = details.method
+        # The label is the method's own kind (a refusal's handler kind may differ from it).
+        kind = self._kinds.get(rpc, UNKNOWN_METHOD)
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=self._unary(handler.unary_unary, rpc, "unary"))
+            return replace_in(handler, unary_unary=self._unary(handler.unary_unary, rpc, kind))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=self._streaming(handler.unary_stream, rpc, "server_stream"))
+            return replace_in(handler, unary_stream=self._streaming(handler.unary_stream, rpc, kind))
         if handler.stream_unary is not None:
-            return handler._replace(stream_unary=self._unary(handler.stream_unary, rpc, "client_stream"))
-        return handler._replace(stream_stream=self._streaming(handler.stream_stream, rpc, "bidi_stream"))
+            return replace_in(handler, stream_unary=self._unary(handler.stream_unary, rpc, kind))
+        assert handler.stream_stream is not None
+        return replace_in(handler, stream_stream=self._streaming(handler.stream_stream, rpc, kind))
+
+    def _labels(self, rpc: str, kind: str) -> tuple[str, str, str]:
+        if kind == UNKNOWN_METHOD:
+            return UNKNOWN_METHOD, UNKNOWN_METHOD, UNKNOWN_METHOD
+        service, _, method = rpc.lstrip("/").rpartition("/")
+        return kind, service, method
 
     def _unary(self, behavior: Behavior, rpc: str, kind: str) -> Behavior:
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def observed(request: Any, context: Context) -> Any:
             start = self._start(rpc, kind)
-            failure: Optional[BaseException] = None
+            failure: BaseException | None = None
             try:
                 return await behavior(request, context)
             except BaseException as error:
@@ -196,9 +220,9 @@ class CallObserver(grpc.aio.ServerInterceptor):
         return observed
 
     def _streaming(self, behavior: Behavior, rpc: str, kind: str) -> Behavior:
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
             start = self._start(rpc, kind)
-            failure: Optional[BaseException] = None
+            failure: BaseException | None = None
             try:
                 result = behavior(request, context)
                 if inspect.isasyncgen(result):
@@ -216,8 +240,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
 
     def _start(self, rpc: str, kind: str) -> float:
         if self._metrics is not None:
-            service, _, method = rpc.lstrip("/").rpartition("/")
-            self._metrics.call_started(kind, service, method)
+            self._metrics.call_started(*self._labels(rpc, kind))
         return time.perf_counter()
 
     def _finish(
@@ -225,15 +248,16 @@ class CallObserver(grpc.aio.ServerInterceptor):
         rpc: str,
         kind: str,
         start: float,
-        context: grpc.aio.ServicerContext,
-        failure: Optional[BaseException],
+        context: Context,
+        failure: BaseException | None,
     ) -> None:
         seconds = time.perf_counter() - start
         code = _code(context, failure)
         if self._metrics is not None:
-            service, _, method = rpc.lstrip("/").rpartition("/")
-            self._metrics.call_finished(kind, service, method, code, seconds)
+            self._metrics.call_finished(*self._labels(rpc, kind), code, seconds)
         if self._access_log:
+            if kind == UNKNOWN_METHOD and len(rpc) > _MAX_LOGGED_METHOD:
+                rpc = rpc[: _MAX_LOGGED_METHOD - 1] + "\u2026"  # a made-up name, as long as a client likes
             peer = urllib.parse.unquote(context.peer())  # grpc escapes the brackets of IPv6
             ACCESS_LOG.info(
                 "%s %s %.2fms %s",

@@ -23,32 +23,31 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Optional
 
 __all__ = [
-    "WORKFLOW",
+    "CLAIM_PREFIX",
     "EVENT",
     "INDEX",
     "QUEUES",
-    "CLAIM_PREFIX",
-    "WorkEffects",
+    "WORKFLOW",
     "Candidate",
+    "WorkEffects",
+    "dequeue",
     "enqueue",
     "enqueue_front",
-    "dequeue",
+    "expired_leases",
     "has_waiting",
-    "waiting_count",
-    "workflow_leased",
-    "queue_stored_workflow",
-    "queue_stored_event",
+    "next_due_micros",
     "queue_after_release",
     "queue_newly_due",
-    "next_due_micros",
-    "expired_leases",
-    "stale_hand_outs",
-    "stranded_workflows",
-    "stranded_events",
+    "queue_stored_event",
+    "queue_stored_workflow",
     "requeue_stranded",
+    "stale_hand_outs",
+    "stranded_events",
+    "stranded_workflows",
+    "waiting_count",
+    "workflow_leased",
 ]
 
 WORKFLOW = "WORKFLOW"
@@ -69,7 +68,7 @@ class WorkEffects:
 
     queued: set[str] = field(default_factory=set)
     """Queues that got at least one new waiting item."""
-    next_due_us: Optional[int] = None
+    next_due_us: int | None = None
     """The earliest ``next_execution`` / ``event_time`` in the future that was stored (epoch microseconds)."""
 
     def due_at(self, micros: int) -> None:
@@ -173,7 +172,7 @@ def workflow_leased(conn: sqlite3.Connection, workflow_id: str, now_us: int) -> 
     )
 
 
-def _hand_out(conn: sqlite3.Connection, queue: str, item_id: str) -> tuple[bool, Optional[int]]:
+def _hand_out(conn: sqlite3.Connection, queue: str, item_id: str) -> tuple[bool, int | None]:
     """(waiting, last hand-out time) of an item."""
     row = conn.execute(
         "SELECT position, handed_out_at FROM work_queue WHERE queue = ? AND item_id = ?", (queue, item_id)
@@ -187,7 +186,7 @@ def queue_stored_workflow(
     conn: sqlite3.Connection,
     workflow_id: str,
     status: str,
-    next_execution: Optional[int],
+    next_execution: int | None,
     now_us: int,
     effects: WorkEffects,
 ) -> None:
@@ -266,7 +265,7 @@ def queue_newly_due(conn: sqlite3.Connection, after_us: int, now_us: int, effect
     return queued
 
 
-def next_due_micros(conn: sqlite3.Connection, now_us: int) -> Optional[int]:
+def next_due_micros(conn: sqlite3.Connection, now_us: int) -> int | None:
     """The earliest future ``next_execution`` of a RUNNABLE workflow or ``event_time`` of an unprocessed event."""
     workflow_ms = conn.execute(
         "SELECT min(next_execution) FROM workflows WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL "
@@ -305,7 +304,7 @@ def stale_hand_outs(conn: sqlite3.Connection, cutoff_us: int, limit: int) -> lis
 
 def stranded_workflows(
     conn: sqlite3.Connection, after: tuple[int, str], now_us: int, cutoff_us: int, limit: int
-) -> tuple[list[Candidate], Optional[tuple[int, str]]]:
+) -> tuple[list[Candidate], tuple[int, str] | None]:
     """Scan up to ``limit`` due RUNNABLE workflows after the keyset position ``after``.
 
     Returns the stranded ones among them (in no queue, not handed out since ``cutoff_us``, under no
@@ -329,7 +328,7 @@ def stranded_workflows(
 
 def stranded_events(
     conn: sqlite3.Connection, after: tuple[int, str], now_us: int, cutoff_us: int, limit: int
-) -> tuple[list[Candidate], Optional[tuple[int, str]]]:
+) -> tuple[list[Candidate], tuple[int, str] | None]:
     """``stranded_workflows`` for due unprocessed events (no leases apply)."""
     rows = conn.execute(
         "WITH chunk AS (SELECT id, event_time FROM events WHERE is_processed = 0 AND event_time <= ? "

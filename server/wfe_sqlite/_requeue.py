@@ -1,21 +1,22 @@
 """``RequeueJob``: the stranded-work job. Every interval it queues again the work nobody will do.
 
-Each sweep, in one write job: hand-out records older than the interval (handed out, never queued
-again: the consumer died or dropped it), leases that ran out since the last sweep (their holder
-died holding them), and the stranded work a scan of due workflows and events found in a read
-snapshot (in no queue, not handed out within the interval, under no live lease). The scan reads
-at most ``SCAN_CHUNK`` rows of each kind per sweep and continues where it stopped; the first sweep
-after start scans everything (work that came due while no server ran).
+Each sweep queues, in write jobs of at most ``WRITE_BATCH`` items: work of hand-out records older
+than the interval (handed out, never queued again: the consumer died or dropped it), the workflows
+of leases that ran out since the last sweep (their holder died holding them), and the stranded work
+a scan of due workflows and events found in a read snapshot (in no queue, not handed out within the
+interval, under no live lease). The scan reads at most ``SCAN_CHUNK`` rows of each kind per sweep
+and continues where it stopped; the first sweep after start scans everything (work that came due
+while no server ran).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sqlite3
 from collections.abc import Callable
-from typing import Optional
 
 from ._database import Database
 from ._queue_store import (
@@ -30,7 +31,7 @@ from ._queue_store import (
 )
 from ._work_queue import now_micros
 
-__all__ = ["RequeueJob", "DEFAULT_REQUEUE_INTERVAL", "SCAN_CHUNK", "HAND_OUT_BATCH"]
+__all__ = ["DEFAULT_REQUEUE_INTERVAL", "HAND_OUT_BATCH", "SCAN_CHUNK", "RequeueJob"]
 
 LOG = logging.getLogger(__name__)
 
@@ -40,20 +41,22 @@ SCAN_CHUNK = 2000
 """Due workflows (and, separately, events) a sweep looks at, continuing where the last one stopped."""
 HAND_OUT_BATCH = 1000
 """Stale hand-out records a sweep settles (the rest wait for the next sweep)."""
+WRITE_BATCH = 1000
+"""Stranded items checked and queued per write job."""
 
 _START: tuple[int, str] = (-(2**63), "")
-Scan = Callable[[sqlite3.Connection, tuple[int, str], int, int, int], tuple[list[Candidate], Optional[tuple[int, str]]]]
+Scan = Callable[[sqlite3.Connection, tuple[int, str], int, int, int], tuple[list[Candidate], tuple[int, str] | None]]
 
 
 def _scan_chunk(
     conn: sqlite3.Connection, scan: Scan, after: tuple[int, str], now: int, interval_us: int
-) -> tuple[list[Candidate], Optional[tuple[int, str]]]:
+) -> tuple[list[Candidate], tuple[int, str] | None]:
     return scan(conn, after, now, now - interval_us, SCAN_CHUNK)
 
 
 def _look(
     conn: sqlite3.Connection, since: int, interval_us: int
-) -> tuple[int, list[Candidate], list[tuple[str, int]], Optional[int]]:
+) -> tuple[int, list[Candidate], list[tuple[str, int]], int | None]:
     """(now, stale hand-out records, leases that ran out since ``since``, the next due time)."""
     now = now_micros()
     return (
@@ -62,6 +65,17 @@ def _look(
         expired_leases(conn, since, now),
         next_due_micros(conn, now),
     )
+
+
+def _requeue(
+    conn: sqlite3.Connection,
+    settle: tuple[list[Candidate], list[tuple[str, int]]],
+    batch: list[Candidate],
+    interval_us: int,
+    effects: WorkEffects,
+) -> int:
+    now = now_micros()
+    return requeue_stranded(conn, now, now - interval_us, settle[0], settle[1], batch, effects)
 
 
 class RequeueJob:
@@ -81,8 +95,8 @@ class RequeueJob:
         self._offer_due = offer_due
         self.interval = interval
         self._lease_watermark_us = 0
-        self._cursors: dict[str, Optional[tuple[int, str]]] = {"workflows": None, "events": None}
-        self._task: Optional[asyncio.Task[None]] = None
+        self._cursors: dict[str, tuple[int, str] | None] = {"workflows": None, "events": None}
+        self._task: asyncio.Task[None] | None = None
         self.sweeps = 0
         """Sweeps completed (for tests and metrics)."""
         self.requeued = 0
@@ -95,10 +109,8 @@ class RequeueJob:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
             self._task = None
 
     async def _loop(self) -> None:
@@ -141,14 +153,16 @@ class RequeueJob:
             functools.partial(_look, since=since, interval_us=interval_us)
         )
         queued = 0
-        if candidates or hand_outs or leases:
+        # Small write jobs, so that other writes keep flowing while a large backlog is queued.
+        batches = [candidates[i : i + WRITE_BATCH] for i in range(0, len(candidates), WRITE_BATCH)] or [[]]
+        for index, batch in enumerate(batches):
+            settle = (hand_outs, leases) if index == 0 else ([], [])
+            if not (batch or settle[0] or settle[1]):
+                continue
             effects = WorkEffects()
-
-            def job(conn: sqlite3.Connection) -> int:
-                now = now_micros()
-                return requeue_stranded(conn, now, now - interval_us, hand_outs, leases, candidates, effects)
-
-            queued = await self._db.write(job)
+            queued += await self._db.write(
+                functools.partial(_requeue, settle=settle, batch=batch, interval_us=interval_us, effects=effects)
+            )
             self._written(effects)
         self._lease_watermark_us = seen_at
         self.sweeps += 1

@@ -1,60 +1,193 @@
-"""Conversions between models and database rows, with the validation every write needs."""
+"""The stored row of each table, declared once, and its conversions from and to the models.
+
+Each ``*Row`` names its table's columns in order: the store builds its SQL from ``Row._fields``,
+the builders here and the wire fast path (``_wire``) fill rows by name, and readers take columns by
+name. Building a row validates the model: anything that may not be stored raises
+``InvalidArgument`` naming the field.
+"""
 
 from __future__ import annotations
 
 import enum
 import json
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Optional, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from wfe_client import (
+from wfe_client.errors import InvalidArgument
+from wfe_client.jsoncodec import json_text
+from wfe_client.limits import INT64_MAX, MAX_ID_BYTES, UINT32_MAX
+from wfe_client.models import (
     CommandName,
     Event,
     EventSubscription,
     ExecutionError,
     ExecutionPointer,
-    InvalidArgument,
     PointerStatus,
     ScheduledCommand,
     WorkflowInstance,
     WorkflowStatus,
 )
-from wfe_client._json import json_text as dump_json
-from wfe_client._time import from_micros, to_micros
+from wfe_client.timeutil import from_micros, to_micros
 
 __all__ = [
-    "MAX_ID_BYTES",
-    "dump_json",
-    "micros",
-    "optional_micros",
-    "workflow_row",
-    "pointer_rows",
-    "event_row",
-    "subscription_row",
+    "CommandRow",
+    "ErrorRow",
+    "EventRow",
+    "PageKey",
+    "PointerRow",
+    "StoredWorkflow",
+    "SubscriptionRow",
+    "WorkflowRow",
+    "check_event_key",
+    "check_id",
+    "check_unique_pointer_ids",
+    "command_from_row",
     "command_row",
     "error_row",
-    "workflow_from_row",
-    "pointer_from_row",
     "event_from_row",
+    "event_row",
+    "id_list",
+    "micros",
+    "new_id",
+    "optional_id",
+    "pointer_rows",
     "subscription_from_row",
-    "check_id",
+    "subscription_row",
+    "with_id",
+    "with_workflow_id",
+    "workflow_from_rows",
+    "workflow_row",
 ]
-
-MAX_ID_BYTES = 1024
-"""Longest id, name, key or token accepted, in UTF-8 bytes."""
-
-_UINT32 = 2**32 - 1
-_INT64_MAX = 2**63 - 1
 
 E = TypeVar("E", bound=enum.Enum)
 
 
-def _optional_json(value: Any, field: str) -> Optional[str]:
-    return None if value is None else dump_json(value, field)
+class WorkflowRow(NamedTuple):
+    """A row of ``workflows``. Instants are epoch microseconds, JSON is text, enums member names."""
+
+    id: str
+    name: str
+    root_workflow_id: str | None
+    workflow_definition_id: str
+    version: int
+    description: str | None
+    reference: str | None
+    next_execution: int | None
+    status: str
+    data: str
+    create_time: int
+    complete_time: int | None
+    revision: int
+    """1 after create, one more after every persist (the store sets it; a row to write carries the
+    model's, which only the provider's revision check reads)."""
+
+
+class PointerRow(NamedTuple):
+    """A row of ``execution_pointers``: the pointer at ``position`` of workflow ``workflow_id``."""
+
+    workflow_id: str
+    position: int
+    id: str
+    step_id: int
+    active: int
+    status: str
+    sleep_until: int | None
+    persistence_data: str | None
+    start_time: int | None
+    end_time: int | None
+    event_name: str | None
+    event_key: str | None
+    event_published: int
+    event_data: str | None
+    step_name: str | None
+    retry_count: int
+    children: str
+    context_item: str | None
+    predecessor_id: str | None
+    outcome: str | None
+    scope: str
+    extension_attributes: str
+
+
+class EventRow(NamedTuple):
+    """A row of ``events``."""
+
+    id: str
+    event_name: str
+    event_key: str
+    event_data: str
+    event_time: int
+    is_processed: int
+
+
+class SubscriptionRow(NamedTuple):
+    """The columns of ``event_subscriptions`` a subscription carries (the store adds ``terminated``)."""
+
+    id: str
+    workflow_id: str
+    step_id: int
+    execution_pointer_id: str
+    event_name: str
+    event_key: str
+    subscribe_as_of: int
+    subscription_data: str | None
+    external_token: str | None
+    external_worker_id: str | None
+    external_token_expiry: int | None
+
+
+class CommandRow(NamedTuple):
+    """The columns of ``scheduled_commands`` a command carries (the store adds its lease)."""
+
+    command_name: str
+    data: str
+    execute_time: int
+
+
+class ErrorRow(NamedTuple):
+    """The columns of ``execution_errors`` an error carries (the store adds its rowid)."""
+
+    error_time: int
+    workflow_id: str
+    execution_pointer_id: str
+    message: str
+
+
+StoredWorkflow = tuple[WorkflowRow, list[PointerRow]]
+"""A workflow as stored: its row and its pointers' rows, in position order."""
+
+PageKey = tuple[int, str]
+"""Keyset position of a listed item: (its ordering instant or time, its id)."""
+
+
+def new_id() -> str:
+    """A fresh id for a record stored without one (a UUIDv4)."""
+    return str(uuid.uuid4())
+
+
+R = TypeVar("R", EventRow, SubscriptionRow)
+
+
+def with_id(row: R) -> R:
+    """The row of a record to create: a fresh id when it has none."""
+    return row if row.id else row._replace(id=new_id())
+
+
+def with_workflow_id(row: WorkflowRow, pointers: list[PointerRow]) -> StoredWorkflow:
+    """The rows of a workflow to create: a fresh id when it has none, given to its pointers too."""
+    if row.id:
+        return row, pointers
+    wid = new_id()
+    return row._replace(id=wid), [p._replace(workflow_id=wid) for p in pointers]
+
+
+# -- validation --------------------------------------------------------------------------------
 
 
 def micros(value: datetime, field: str) -> int:
+    """Epoch microseconds of an aware datetime at or after 1970; InvalidArgument naming ``field``."""
     if not isinstance(value, datetime):
         raise InvalidArgument(f"{field}: expected a timezone-aware datetime", field=field)
     try:
@@ -66,16 +199,14 @@ def micros(value: datetime, field: str) -> int:
     return result
 
 
-def optional_micros(value: Optional[datetime], field: str) -> Optional[int]:
+def _optional_micros(value: datetime | None, field: str) -> int | None:
     return None if value is None else micros(value, field)
-
-
-def _dt(value: Optional[int]) -> Optional[datetime]:
-    return None if value is None else from_micros(value)
 
 
 def check_id(value: Any, field: str, *, required: bool = True) -> str:
     """A string of at most ``MAX_ID_BYTES`` bytes (non-empty when required)."""
+    if value.__class__ is str and value.isascii() and len(value) <= MAX_ID_BYTES and (value or not required):
+        return value  # the common case, in O(1): ASCII is one byte a character and holds no surrogate
     if not isinstance(value, str):
         raise InvalidArgument(f"{field}: expected a string, got {type(value).__name__}", field=field)
     if required and not value:
@@ -86,7 +217,45 @@ def check_id(value: Any, field: str, *, required: bool = True) -> str:
     return value
 
 
+def check_event_key(event_name: Any, event_key: Any) -> tuple[str, str]:
+    """An event's name and key as a lookup takes them: strings of at most ``MAX_ID_BYTES`` bytes."""
+    return check_id(event_name, "event_name", required=False), check_id(event_key, "event_key", required=False)
+
+
+def optional_id(value: Any, field: str) -> str | None:
+    """None, or a string of at most ``MAX_ID_BYTES`` bytes (``check_id`` without requiring a value)."""
+    return None if value is None else check_id(value, field, required=False)
+
+
+def id_list(values: Any, field: str) -> str:
+    """The JSON text of a list of ids (pointer ``children``, ``scope``), each checked by ``check_id``."""
+    if not isinstance(values, (list, tuple)):
+        raise InvalidArgument(f"{field}: expected a list of strings", field=field)
+    for i, value in enumerate(values):
+        check_id(value, f"{field}[{i}]", required=False)
+    return _dump_strings(list(values)) if values else "[]"
+
+
+def _dump_strings(values: list[str]) -> str:
+    # json_text without its checks: the strings are checked, and a list of them nests one level.
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+
+
+def check_unique_pointer_ids(ids: Sequence[str], field: str = "workflow") -> None:
+    """Pointer ids are unique within their workflow: the second use of one is INVALID_ARGUMENT."""
+    if len(set(ids)) == len(ids):
+        return
+    seen: set[str] = set()
+    for position, pid in enumerate(ids):
+        if pid in seen:
+            name = f"{field}.execution_pointers[{position}].id"
+            raise InvalidArgument(f"{name}: {pid!r} is the id of an earlier pointer of this workflow", field=name)
+        seen.add(pid)
+
+
 def _check_text(value: str, field: str) -> str:
+    if value.isascii():  # O(1), and ASCII holds no lone surrogate
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -94,7 +263,7 @@ def _check_text(value: str, field: str) -> str:
     return value
 
 
-def _optional_text(value: Any, field: str) -> Optional[str]:
+def _optional_text(value: Any, field: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
@@ -124,40 +293,40 @@ def _enum(value: Any, kind: type[E], field: str) -> str:
     raise InvalidArgument(f"{field}: expected a {kind.__name__}, got {value!r}", field=field)
 
 
-def _strings(values: Any, field: str) -> str:
-    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
-        raise InvalidArgument(f"{field}: expected a list of strings", field=field)
-    for value in values:
-        _check_text(value, field)
-    return dump_json(list(values), field)
+def _optional_json(value: Any, field: str) -> str | None:
+    return None if value is None else json_text(value, field)
 
 
-def workflow_row(w: WorkflowInstance) -> tuple[Any, ...]:
-    """(id, name, root_workflow_id, workflow_definition_id, version, description, reference,
-    next_execution, status, data, create_time, complete_time)"""
+# -- models -> rows ----------------------------------------------------------------------------
+
+
+def workflow_row(w: WorkflowInstance) -> WorkflowRow:
+    """The ``workflows`` row of a workflow (its id may be empty: see ``with_workflow_id``)."""
     if not isinstance(w, WorkflowInstance):
         raise InvalidArgument("expected a WorkflowInstance")
     next_execution = w.next_execution
     if next_execution is not None:
-        _int(next_execution, "workflow.next_execution", 0, _INT64_MAX)
-    return (
-        check_id(w.id, "workflow.id", required=False),
-        check_id(w.name, "workflow.name", required=False),
-        None if w.root_workflow_id is None else check_id(w.root_workflow_id, "workflow.root_workflow_id", required=False),
-        check_id(w.workflow_definition_id, "workflow.workflow_definition_id"),
-        _int(w.version, "workflow.version", 0, _UINT32),
-        _optional_text(w.description, "workflow.description"),
-        _optional_text(w.reference, "workflow.reference"),
-        next_execution,
-        _enum(w.status, WorkflowStatus, "workflow.status"),
-        dump_json(w.data, "workflow.data"),
-        micros(w.create_time, "workflow.create_time"),
-        optional_micros(w.complete_time, "workflow.complete_time"),
+        _int(next_execution, "workflow.next_execution", 0, INT64_MAX)
+    root = w.root_workflow_id
+    return WorkflowRow(
+        id=check_id(w.id, "workflow.id", required=False),
+        name=check_id(w.name, "workflow.name", required=False),
+        root_workflow_id=None if root is None else check_id(root, "workflow.root_workflow_id", required=False),
+        workflow_definition_id=check_id(w.workflow_definition_id, "workflow.workflow_definition_id"),
+        version=_int(w.version, "workflow.version", 0, UINT32_MAX),
+        description=_optional_text(w.description, "workflow.description"),
+        reference=_optional_text(w.reference, "workflow.reference"),
+        next_execution=next_execution,
+        status=_enum(w.status, WorkflowStatus, "workflow.status"),
+        data=json_text(w.data, "workflow.data"),
+        create_time=micros(w.create_time, "workflow.create_time"),
+        complete_time=_optional_micros(w.complete_time, "workflow.complete_time"),
+        revision=_int(w.revision, "workflow.revision", 0, INT64_MAX),
     )
 
 
-def pointer_rows(workflow_id: str, pointers: Sequence[ExecutionPointer]) -> list[tuple[Any, ...]]:
-    """One row per pointer, in order: (workflow_id, position, id, ... extension_attributes)."""
+def pointer_rows(workflow_id: str, pointers: Sequence[ExecutionPointer]) -> list[PointerRow]:
+    """One row per pointer of workflow ``workflow_id``, in order."""
     if not isinstance(pointers, (list, tuple)):
         raise InvalidArgument("workflow.execution_pointers: expected a list", field="workflow.execution_pointers")
     rows = []
@@ -169,162 +338,176 @@ def pointer_rows(workflow_id: str, pointers: Sequence[ExecutionPointer]) -> list
         if not isinstance(attrs, dict) or not all(isinstance(k, str) for k in attrs):
             raise InvalidArgument(f"{f}.extension_attributes: expected a dict with string keys", field=f)
         rows.append(
-            (
-                workflow_id,
-                position,
-                check_id(p.id, f + ".id"),
-                _int(p.step_id, f + ".step_id", 0, _UINT32),
-                1 if p.active else 0,
-                _enum(p.status, PointerStatus, f + ".status"),
-                optional_micros(p.sleep_until, f + ".sleep_until"),
-                _optional_json(p.persistence_data, f + ".persistence_data"),
-                optional_micros(p.start_time, f + ".start_time"),
-                optional_micros(p.end_time, f + ".end_time"),
-                _optional_text(p.event_name, f + ".event_name"),
-                _optional_text(p.event_key, f + ".event_key"),
-                1 if p.event_published else 0,
-                _optional_json(p.event_data, f + ".event_data"),
-                _optional_text(p.step_name, f + ".step_name"),
-                _int(p.retry_count, f + ".retry_count", 0, _UINT32),
-                _strings(p.children, f + ".children"),
-                _optional_json(p.context_item, f + ".context_item"),
-                _optional_text(p.predecessor_id, f + ".predecessor_id"),
-                _optional_json(p.outcome, f + ".outcome"),
-                _strings(p.scope, f + ".scope"),
-                dump_json(attrs, f + ".extension_attributes"),
+            PointerRow(
+                workflow_id=workflow_id,
+                position=position,
+                id=check_id(p.id, f + ".id"),
+                step_id=_int(p.step_id, f + ".step_id", 0, UINT32_MAX),
+                active=1 if p.active else 0,
+                status=_enum(p.status, PointerStatus, f + ".status"),
+                sleep_until=_optional_micros(p.sleep_until, f + ".sleep_until"),
+                persistence_data=_optional_json(p.persistence_data, f + ".persistence_data"),
+                start_time=_optional_micros(p.start_time, f + ".start_time"),
+                end_time=_optional_micros(p.end_time, f + ".end_time"),
+                event_name=optional_id(p.event_name, f + ".event_name"),
+                event_key=optional_id(p.event_key, f + ".event_key"),
+                event_published=1 if p.event_published else 0,
+                event_data=_optional_json(p.event_data, f + ".event_data"),
+                step_name=optional_id(p.step_name, f + ".step_name"),
+                retry_count=_int(p.retry_count, f + ".retry_count", 0, UINT32_MAX),
+                children=id_list(p.children, f + ".children"),
+                context_item=_optional_json(p.context_item, f + ".context_item"),
+                predecessor_id=optional_id(p.predecessor_id, f + ".predecessor_id"),
+                outcome=_optional_json(p.outcome, f + ".outcome"),
+                scope=id_list(p.scope, f + ".scope"),
+                extension_attributes=json_text(attrs, f + ".extension_attributes"),
             )
         )
+    check_unique_pointer_ids([row.id for row in rows])
     return rows
 
 
-def event_row(e: Event) -> tuple[Any, ...]:
-    """(id, event_name, event_key, event_data, event_time, is_processed)"""
+def event_row(e: Event) -> EventRow:
+    """The ``events`` row of an event (its id may be empty)."""
     if not isinstance(e, Event):
         raise InvalidArgument("expected an Event")
-    return (
-        check_id(e.id, "event.id", required=False),
-        _text(e.event_name, "event.event_name"),
-        _text(e.event_key, "event.event_key"),
-        dump_json(e.event_data, "event.event_data"),
-        micros(e.event_time, "event.event_time"),
-        1 if e.is_processed else 0,
+    return EventRow(
+        id=check_id(e.id, "event.id", required=False),
+        event_name=check_id(e.event_name, "event.event_name", required=False),
+        event_key=check_id(e.event_key, "event.event_key", required=False),
+        event_data=json_text(e.event_data, "event.event_data"),
+        event_time=micros(e.event_time, "event.event_time"),
+        is_processed=1 if e.is_processed else 0,
     )
 
 
-def subscription_row(s: EventSubscription, field: str = "subscription") -> tuple[Any, ...]:
-    """(id, workflow_id, step_id, execution_pointer_id, event_name, event_key, subscribe_as_of,
-    subscription_data, external_token, external_worker_id, external_token_expiry)"""
+def subscription_row(s: EventSubscription, field: str = "subscription") -> SubscriptionRow:
+    """The ``event_subscriptions`` row of a subscription (its id may be empty)."""
     if not isinstance(s, EventSubscription):
         raise InvalidArgument(f"{field}: expected an EventSubscription", field=field)
-    return (
-        check_id(s.id, field + ".id", required=False),
-        _text(s.workflow_id, field + ".workflow_id"),
-        _int(s.step_id, field + ".step_id", 0, _UINT32),
-        _text(s.execution_pointer_id, field + ".execution_pointer_id"),
-        _text(s.event_name, field + ".event_name"),
-        _text(s.event_key, field + ".event_key"),
-        micros(s.subscribe_as_of, field + ".subscribe_as_of"),
-        _optional_json(s.subscription_data, field + ".subscription_data"),
-        _optional_text(s.external_token, field + ".external_token"),
-        _optional_text(s.external_worker_id, field + ".external_worker_id"),
-        optional_micros(s.external_token_expiry, field + ".external_token_expiry"),
+    return SubscriptionRow(
+        id=check_id(s.id, field + ".id", required=False),
+        workflow_id=check_id(s.workflow_id, field + ".workflow_id"),
+        step_id=_int(s.step_id, field + ".step_id", 0, UINT32_MAX),
+        execution_pointer_id=check_id(s.execution_pointer_id, field + ".execution_pointer_id", required=False),
+        event_name=check_id(s.event_name, field + ".event_name", required=False),
+        event_key=check_id(s.event_key, field + ".event_key", required=False),
+        subscribe_as_of=micros(s.subscribe_as_of, field + ".subscribe_as_of"),
+        subscription_data=_optional_json(s.subscription_data, field + ".subscription_data"),
+        external_token=optional_id(s.external_token, field + ".external_token"),
+        external_worker_id=optional_id(s.external_worker_id, field + ".external_worker_id"),
+        external_token_expiry=_optional_micros(s.external_token_expiry, field + ".external_token_expiry"),
     )
 
 
-def command_row(c: ScheduledCommand) -> tuple[str, str, int]:
-    """(command_name, data, execute_time)"""
+def command_row(c: ScheduledCommand) -> CommandRow:
+    """The ``scheduled_commands`` row of a command."""
     if not isinstance(c, ScheduledCommand):
         raise InvalidArgument("expected a ScheduledCommand")
-    return (
-        _enum(c.command_name, CommandName, "command.command_name"),
-        check_id(c.data, "command.data", required=False),
-        _int(c.execute_time, "command.execute_time", 0, _INT64_MAX),
+    return CommandRow(
+        command_name=_enum(c.command_name, CommandName, "command.command_name"),
+        data=check_id(c.data, "command.data", required=False),
+        execute_time=_int(c.execute_time, "command.execute_time", 0, INT64_MAX),
     )
 
 
-def error_row(e: ExecutionError, field: str) -> tuple[Any, ...]:
-    """(error_time, workflow_id, execution_pointer_id, message)"""
+def error_row(e: ExecutionError, field: str) -> ErrorRow:
+    """The ``execution_errors`` row of an error."""
     if not isinstance(e, ExecutionError):
         raise InvalidArgument(f"{field}: expected an ExecutionError", field=field)
-    return (
-        micros(e.error_time, field + ".error_time"),
-        _text(e.workflow_id, field + ".workflow_id"),
-        _text(e.execution_pointer_id, field + ".execution_pointer_id"),
-        _text(e.message, field + ".message"),
+    return ErrorRow(
+        error_time=micros(e.error_time, field + ".error_time"),
+        workflow_id=check_id(e.workflow_id, field + ".workflow_id", required=False),
+        execution_pointer_id=check_id(e.execution_pointer_id, field + ".execution_pointer_id", required=False),
+        message=_text(e.message, field + ".message"),
     )
 
 
-def _optional_load(text: Optional[str]) -> Any:
+# -- rows -> models ----------------------------------------------------------------------------
+
+
+def _instant(value: int | None) -> datetime | None:
+    return None if value is None else from_micros(value)
+
+
+def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def pointer_from_row(r: Sequence[Any]) -> ExecutionPointer:
-    """A pointer from the columns after (workflow_id, position)."""
+def _pointer_from_row(r: PointerRow) -> ExecutionPointer:
     return ExecutionPointer(
-        id=r[0],
-        step_id=r[1],
-        active=bool(r[2]),
-        status=PointerStatus[r[3]],
-        sleep_until=_dt(r[4]),
-        persistence_data=_optional_load(r[5]),
-        start_time=_dt(r[6]),
-        end_time=_dt(r[7]),
-        event_name=r[8],
-        event_key=r[9],
-        event_published=bool(r[10]),
-        event_data=_optional_load(r[11]),
-        step_name=r[12],
-        retry_count=r[13],
-        children=json.loads(r[14]),
-        context_item=_optional_load(r[15]),
-        predecessor_id=r[16],
-        outcome=_optional_load(r[17]),
-        scope=json.loads(r[18]),
-        extension_attributes=json.loads(r[19]),
+        id=r.id,
+        step_id=r.step_id,
+        active=bool(r.active),
+        status=PointerStatus[r.status],
+        sleep_until=_instant(r.sleep_until),
+        persistence_data=_load(r.persistence_data),
+        start_time=_instant(r.start_time),
+        end_time=_instant(r.end_time),
+        event_name=r.event_name,
+        event_key=r.event_key,
+        event_published=bool(r.event_published),
+        event_data=_load(r.event_data),
+        step_name=r.step_name,
+        retry_count=r.retry_count,
+        children=json.loads(r.children),
+        context_item=_load(r.context_item),
+        predecessor_id=r.predecessor_id,
+        outcome=_load(r.outcome),
+        scope=json.loads(r.scope),
+        extension_attributes=json.loads(r.extension_attributes),
     )
 
 
-def workflow_from_row(r: Sequence[Any], pointers: list[ExecutionPointer]) -> WorkflowInstance:
+def workflow_from_rows(r: WorkflowRow, pointers: Sequence[PointerRow]) -> WorkflowInstance:
+    """The workflow stored as ``r`` with its pointers' rows."""
     return WorkflowInstance(
-        id=r[0],
-        name=r[1],
-        root_workflow_id=r[2],
-        workflow_definition_id=r[3],
-        version=r[4],
-        description=r[5],
-        reference=r[6],
-        next_execution=r[7],
-        status=WorkflowStatus[r[8]],
-        data=json.loads(r[9]),
-        create_time=from_micros(r[10]),
-        complete_time=_dt(r[11]),
-        execution_pointers=pointers,
-        revision=r[12] if len(r) > 12 else 0,
+        id=r.id,
+        name=r.name,
+        root_workflow_id=r.root_workflow_id,
+        workflow_definition_id=r.workflow_definition_id,
+        version=r.version,
+        description=r.description,
+        reference=r.reference,
+        next_execution=r.next_execution,
+        status=WorkflowStatus[r.status],
+        data=json.loads(r.data),
+        create_time=from_micros(r.create_time),
+        complete_time=_instant(r.complete_time),
+        execution_pointers=[_pointer_from_row(p) for p in pointers],
+        revision=r.revision,
     )
 
 
-def event_from_row(r: Sequence[Any]) -> Event:
+def event_from_row(r: EventRow) -> Event:
+    """The event stored as ``r``."""
     return Event(
-        id=r[0],
-        event_name=r[1],
-        event_key=r[2],
-        event_data=json.loads(r[3]),
-        event_time=from_micros(r[4]),
-        is_processed=bool(r[5]),
+        id=r.id,
+        event_name=r.event_name,
+        event_key=r.event_key,
+        event_data=json.loads(r.event_data),
+        event_time=from_micros(r.event_time),
+        is_processed=bool(r.is_processed),
     )
 
 
-def subscription_from_row(r: Sequence[Any]) -> EventSubscription:
+def subscription_from_row(r: SubscriptionRow) -> EventSubscription:
+    """The subscription stored as ``r``."""
     return EventSubscription(
-        id=r[0],
-        workflow_id=r[1],
-        step_id=r[2],
-        execution_pointer_id=r[3],
-        event_name=r[4],
-        event_key=r[5],
-        subscribe_as_of=from_micros(r[6]),
-        subscription_data=_optional_load(r[7]),
-        external_token=r[8],
-        external_worker_id=r[9],
-        external_token_expiry=_dt(r[10]),
+        id=r.id,
+        workflow_id=r.workflow_id,
+        step_id=r.step_id,
+        execution_pointer_id=r.execution_pointer_id,
+        event_name=r.event_name,
+        event_key=r.event_key,
+        subscribe_as_of=from_micros(r.subscribe_as_of),
+        subscription_data=_load(r.subscription_data),
+        external_token=r.external_token,
+        external_worker_id=r.external_worker_id,
+        external_token_expiry=_instant(r.external_token_expiry),
     )
+
+
+def command_from_row(r: CommandRow) -> ScheduledCommand:
+    """The command stored as ``r``."""
+    return ScheduledCommand(CommandName[r.command_name], r.data, r.execute_time)

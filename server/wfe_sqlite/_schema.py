@@ -14,9 +14,9 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._database import DatabaseOpenError
+from ._connection import DatabaseOpenError
 
-__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "Migration", "create_schema", "ensure_schema"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "create_schema", "ensure_schema"]
 
 _VERSION_1 = """
 CREATE TABLE IF NOT EXISTS workflows (
@@ -194,8 +194,7 @@ def create_schema(conn: sqlite3.Connection) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise DatabaseOpenError(
-            f"the database has schema version {version}, newer than this server's "
-            f"{SCHEMA_VERSION}: upgrade wfe-sqlite"
+            f"the database has schema version {version}, newer than this server's {SCHEMA_VERSION}: upgrade wfe-sqlite"
         )
     for migration in MIGRATIONS:
         if migration.version > version:

@@ -1,11 +1,17 @@
-"""The gRPC servicers: validate the request, call one provider method, convert the answer."""
+"""The gRPC servicers: validate the request, call one provider or store operation, convert the answer.
+
+Workflows go straight between messages and rows (``_wire``) and pages straight from the store's
+keys; everything else goes through the provider's model API, which validates like the wire does.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import AsyncIterator, Callable
+import re
+from collections.abc import AsyncGenerator, Sequence
 from datetime import timedelta
-from typing import Any, Optional, TypeVar
+from typing import Any
 
 import grpc
 
@@ -21,11 +27,9 @@ from wfe.persistence.v1 import (
     workflows_pb2,
     workflows_pb2_grpc,
 )
-from wfe_client import InvalidArgument, ScheduledCommand
-from wfe_client._time import to_micros
-from wfe_client._convert import (
+from wfe_client.conversion import (
+    COMMAND_NAME,
     command_from_proto,
-    command_name_from_proto,
     command_to_proto,
     error_from_proto,
     event_from_proto,
@@ -34,26 +38,32 @@ from wfe_client._convert import (
     subscription_from_proto,
     subscription_to_proto,
     timestamp,
-    workflow_from_proto,
+    timestamp_micros,
 )
+from wfe_client.errors import InvalidArgument, StreamIdle
+from wfe_client.limits import (
+    CLAIM_BATCH,
+    DEFAULT_LEASE,
+    DEFAULT_PAGE_SIZE,
+    MAX_BATCH_GET_IDS,
+    MAX_CLAIM,
+    MAX_ID_BYTES,
+    MAX_LEASE,
+    MAX_PAGE_SIZE,
+    MIN_LEASE,
+)
+from wfe_client.models import ScheduledCommand
 
-from ._provider import MAX_BATCH_IDS, PageKey, SqlitePersistenceProvider
-from ._status import translate_errors, translate_stream_errors
+from ._provider import SqlitePersistenceProvider, new_subscription_rows
+from ._rows import PageKey, check_event_key, check_id, subscription_from_row, with_workflow_id
+from ._status import Context, translate_errors
 from ._wire import workflow_message, workflow_rows_from_message
 
-__all__ = ["add_servicers", "SERVICE_NAMES"]
+__all__ = ["SERVICE_NAMES", "add_servicers"]
 
-Context = grpc.aio.ServicerContext
-T = TypeVar("T")
 
-DEFAULT_PAGE_SIZE = 1000
-MAX_PAGE_SIZE = 10_000
 PAGE_BYTES = 4 * 1024 * 1024
 """Size budget of one page or stream chunk, well under the message limit."""
-DEFAULT_CLAIM = 100
-MAX_CLAIM = 1000
-DEFAULT_LEASE = timedelta(seconds=30)
-MAX_LEASE = timedelta(hours=1)
 
 SERVICE_NAMES = (
     workflows_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
@@ -71,16 +81,25 @@ def _required(value: str, field: str) -> str:
     return value
 
 
+def _expected_revision(request: Any) -> int:
+    """The ``expected_revision`` of a persist request (0: no check); negative is INVALID_ARGUMENT."""
+    expected: int = request.expected_revision
+    if expected < 0:
+        raise InvalidArgument("expected_revision: must not be negative", field="expected_revision")
+    return expected
+
+
 def _required_message(request: Any, name: str) -> Any:
     if not request.HasField(name):
         raise InvalidArgument(f"{name}: required", field=name)
     return getattr(request, name)
 
 
-def _expected_revision(request: Any) -> int:
-    if request.expected_revision < 0:
-        raise InvalidArgument("expected_revision: must not be negative", field="expected_revision")
-    return int(request.expected_revision)
+def _micros(request: Any, name: str) -> int:
+    """Epoch microseconds of the required Timestamp field ``name`` of ``request``."""
+    if not request.HasField(name):
+        raise InvalidArgument(f"request.{name}: required", field=f"request.{name}")
+    return timestamp_micros(getattr(request, name), f"request.{name}")
 
 
 def _page_size(value: int) -> int:
@@ -89,54 +108,79 @@ def _page_size(value: int) -> int:
     return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
+def _page_of(request: Any) -> tuple[int, PageKey | None, int]:
+    """The page a list request asks for: (items at most, the position it starts after, byte budget)."""
+    return _page_size(request.page_size), _decode_token(request.page_token), PAGE_BYTES
+
+
 def _encode_token(key: PageKey) -> str:
     raw = f"{key[0]}:{key[1]}".encode()
     return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
-def _decode_token(token: str) -> Optional[PageKey]:
+def _next_token(last: PageKey | None, more: bool) -> str:
+    """The ``next_page_token`` after a page whose last item has the key ``last``."""
+    return _encode_token(last) if more and last is not None else ""
+
+
+_TOKEN_KEY = re.compile(r"-?[0-9]{1,19}")
+_INT64 = range(-(2**63), 2**63)
+
+
+def _decode_token(token: str) -> PageKey | None:
+    """The keyset position in a ``page_token``; anything but a token this server made is INVALID_ARGUMENT."""
     if not token:
         return None
     try:
         raw = base64.urlsafe_b64decode(token.encode("ascii")).decode()
-        number, _, last = raw.partition(":")
-        return int(number), last
     except (ValueError, UnicodeError):
-        raise InvalidArgument("page_token: not a token from a previous response", field="page_token") from None
+        raw = ""
+    number, sep, last = raw.partition(":")
+    if not sep or not _TOKEN_KEY.fullmatch(number) or int(number) not in _INT64 or len(last.encode()) > MAX_ID_BYTES:
+        raise InvalidArgument("page_token: not a token from a previous response", field="page_token")
+    return int(number), last
 
 
-def _page(
-    items: list[T], limit: int, key: Callable[[T], PageKey], size: Callable[[T], int]
-) -> tuple[list[T], str]:
-    """Cut ``items`` (fetched with ``limit + 1``) to the page size and byte budget; the next token."""
-    page: list[T] = []
-    used = 0
-    for item in items[:limit]:
-        used += size(item)
-        if page and used > PAGE_BYTES:
-            break
-        page.append(item)
-    more = len(page) < len(items)
-    return page, _encode_token(key(page[-1])) if more and page else ""
+def _id_page(keys: list[PageKey], more: bool) -> tuple[list[str], str]:
+    """The ids of a page of keys, and the token of the page after it."""
+    return [key[1] for key in keys], _next_token(keys[-1] if keys else None, more)
 
 
-def _id_page(rows: list[PageKey], limit: int) -> tuple[list[str], str]:
-    page, token = _page(rows, limit, key=lambda r: r, size=lambda r: len(r[1]) + 8)
-    return [r[1] for r in page], token
+async def _written(context: Context, message: Any, idle: float) -> bool:
+    """Write one message of a server stream; False when the client took nothing for ``idle`` seconds.
+
+    ``context.write`` returns once the message has gone out, which HTTP/2 flow control holds back
+    while the client does not read: a stream that is not read holds this one message.
+    """
+    try:
+        async with asyncio.timeout(idle):
+            await context.write(message)
+    except TimeoutError:
+        return False
+    return True
 
 
-class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
-    """``wfe.persistence.v1.WorkflowService`` over the provider."""
+class _Servicer:
+    """What every servicer works on: the provider (models) and its store (rows)."""
 
     def __init__(self, provider: SqlitePersistenceProvider) -> None:
         self._p = provider
+        self._store = provider.store
+
+
+class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
+    """``wfe.persistence.v1.WorkflowService``: workflows as rows, straight from and to messages."""
+
+    def __init__(self, provider: SqlitePersistenceProvider, stream_idle: float) -> None:
+        super().__init__(provider)
+        self._stream_idle = stream_idle
 
     @translate_errors
     async def CreateWorkflow(
         self, request: workflows_pb2.CreateWorkflowRequest, context: Context
     ) -> workflows_pb2.CreateWorkflowResponse:
-        row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
-        wid, name = await self._p.create_workflow_rows(row, pointers)
+        row, pointers = with_workflow_id(*workflow_rows_from_message(_required_message(request, "workflow")))
+        wid, name = await self._store.create_workflow(row, pointers)
         return workflows_pb2.CreateWorkflowResponse(id=wid, name=name, revision=1)
 
     @translate_errors
@@ -144,68 +188,89 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         self, request: workflows_pb2.PersistWorkflowRequest, context: Context
     ) -> workflows_pb2.PersistWorkflowResponse:
         row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
-        revision = await self._p.persist_workflow_rows(row, pointers, _expected_revision(request))
+        check_id(row.id, "workflow.id")
+        revision = await self._store.persist_workflow(row, pointers, (), _expected_revision(request))
         return workflows_pb2.PersistWorkflowResponse(revision=revision)
 
     @translate_errors
     async def PersistWorkflowWithSubscriptions(
         self, request: workflows_pb2.PersistWorkflowWithSubscriptionsRequest, context: Context
     ) -> workflows_pb2.PersistWorkflowWithSubscriptionsResponse:
-        workflow = workflow_from_proto(_required_message(request, "workflow"))
-        subscriptions = [
-            subscription_from_proto(s, f"subscriptions[{i}]") for i, s in enumerate(request.subscriptions)
-        ]
-        ids, revision = await self._p.persist_workflow_with_new_subscriptions(
-            workflow, subscriptions, _expected_revision(request)
+        row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
+        subscriptions = [subscription_from_proto(s, f"subscriptions[{i}]") for i, s in enumerate(request.subscriptions)]
+        check_id(row.id, "workflow.id")
+        rows = new_subscription_rows(subscriptions)
+        revision = await self._store.persist_workflow(row, pointers, rows, _expected_revision(request))
+        return workflows_pb2.PersistWorkflowWithSubscriptionsResponse(
+            subscription_ids=[r.id for r in rows], revision=revision
         )
-        return workflows_pb2.PersistWorkflowWithSubscriptionsResponse(subscription_ids=ids, revision=revision)
 
     @translate_errors
     async def GetRunnableWorkflows(
         self, request: workflows_pb2.GetRunnableWorkflowsRequest, context: Context
     ) -> workflows_pb2.GetRunnableWorkflowsResponse:
-        limit = _page_size(request.page_size)
-        rows = await self._p.runnable_instances_page(
-            instant(request, "as_at", "request"), limit + 1, _decode_token(request.page_token)
+        keys, more = await self._store.runnable_workflows(
+            _micros(request, "as_at") // 1000,
+            *_page_of(request),
         )
-        ids, token = _id_page(rows, limit)
+        ids, token = _id_page(keys, more)
         return workflows_pb2.GetRunnableWorkflowsResponse(workflow_ids=ids, next_page_token=token)
 
     @translate_errors
     async def GetWorkflow(
         self, request: workflows_pb2.GetWorkflowRequest, context: Context
     ) -> workflows_pb2.GetWorkflowResponse:
-        row, pointers = await self._p.workflow_rows(_required(request.id, "id"))
-        return workflows_pb2.GetWorkflowResponse(workflow=workflow_message(row, pointers))
+        found = await self._store.workflow(check_id(_required(request.id, "id"), "id"))
+        return workflows_pb2.GetWorkflowResponse(workflow=workflow_message(*found))
 
     @translate_errors
     async def GetWorkflowByName(
         self, request: workflows_pb2.GetWorkflowByNameRequest, context: Context
     ) -> workflows_pb2.GetWorkflowByNameResponse:
-        row, pointers = await self._p.workflow_rows_by_name(_required(request.name, "name"))
-        return workflows_pb2.GetWorkflowByNameResponse(workflow=workflow_message(row, pointers))
+        found = await self._store.workflow_by_name(check_id(_required(request.name, "name"), "name"))
+        return workflows_pb2.GetWorkflowByNameResponse(workflow=workflow_message(*found))
 
-    @translate_stream_errors
-    async def BatchGetWorkflows(
-        self, request: workflows_pb2.BatchGetWorkflowsRequest, context: Context
-    ) -> AsyncIterator[workflows_pb2.BatchGetWorkflowsResponse]:
-        if len(request.ids) > MAX_BATCH_IDS:
-            raise InvalidArgument(f"ids: at most {MAX_BATCH_IDS} per request, got {len(request.ids)}", field="ids")
-        for i, wid in enumerate(request.ids):
-            _required(wid, f"ids[{i}]")
-        workflows = await self._p.workflows_rows(list(request.ids))
-        chunk: list[workflows_pb2.WorkflowInstance] = []
+    @translate_errors
+    async def BatchGetWorkflows(self, request: workflows_pb2.BatchGetWorkflowsRequest, context: Context) -> None:
+        if len(request.ids) > MAX_BATCH_GET_IDS:
+            raise InvalidArgument(f"ids: at most {MAX_BATCH_GET_IDS} per request, got {len(request.ids)}", field="ids")
+        ids = [check_id(_required(wid, f"ids[{i}]"), f"ids[{i}]") for i, wid in enumerate(request.ids)]
+        # Headers first, on their own: a write given up on (below) must not leave them pending, or
+        # the status that ends the stream could not be sent (grpc would send them twice).
+        await context.send_initial_metadata(())
+        chunks = self._workflow_chunks(list(dict.fromkeys(ids)))
+        async for response in chunks:
+            if not await _written(context, response, self._stream_idle):
+                del response
+                await chunks.aclose()  # let go of what was read before waiting for the client
+                raise StreamIdle(f"the client took no message for {self._stream_idle:g} s; stream ended")
+
+    async def _workflow_chunks(
+        self, ids: Sequence[str]
+    ) -> AsyncGenerator[workflows_pb2.BatchGetWorkflowsResponse, None]:
+        """The workflows among ``ids``, in order, in messages of about ``PAGE_BYTES``.
+
+        The store is read a chunk at a time, only once the previous chunk has been written, and each
+        row is let go once it is in the message, so a stream holds about one chunk however many
+        workflows it returns. Each workflow is read whole in one read transaction; different chunks
+        may see different moments of the store.
+        """
+        response = workflows_pb2.BatchGetWorkflowsResponse()
         used = 0
-        for row, pointers in workflows:
-            msg = workflow_message(row, pointers)
-            size = msg.ByteSize()
-            if chunk and used + size > PAGE_BYTES:
-                yield workflows_pb2.BatchGetWorkflowsResponse(workflows=chunk)
-                chunk, used = [], 0
-            chunk.append(msg)
-            used += size
-        if chunk:
-            yield workflows_pb2.BatchGetWorkflowsResponse(workflows=chunk)
+        position = 0
+        while position < len(ids):
+            found, position = await self._store.workflows_from(ids, position, max(PAGE_BYTES - used, 1))
+            found.reverse()
+            while found:
+                row, pointers, size = found.pop()
+                if response.workflows and used + size > PAGE_BYTES:
+                    yield response
+                    response, used = workflows_pb2.BatchGetWorkflowsResponse(), 0
+                response.workflows.append(workflow_message(row, pointers))
+                used += size
+                del row, pointers
+        if response.workflows:
+            yield response
 
     @translate_errors
     async def NextDefinitionSequence(
@@ -215,11 +280,8 @@ class WorkflowServicer(workflows_pb2_grpc.WorkflowServiceServicer):
         return workflows_pb2.NextDefinitionSequenceResponse(value=value)
 
 
-class EventServicer(events_pb2_grpc.EventServiceServicer):
+class EventServicer(_Servicer, events_pb2_grpc.EventServiceServicer):
     """``wfe.persistence.v1.EventService`` over the provider."""
-
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
-        self._p = provider
 
     @translate_errors
     async def CreateEvent(
@@ -237,24 +299,16 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     async def GetRunnableEvents(
         self, request: events_pb2.GetRunnableEventsRequest, context: Context
     ) -> events_pb2.GetRunnableEventsResponse:
-        limit = _page_size(request.page_size)
-        rows = await self._p.runnable_events_page(
-            instant(request, "as_at", "request"), limit + 1, _decode_token(request.page_token)
-        )
-        ids, token = _id_page(rows, limit)
+        keys, more = await self._store.runnable_events(_micros(request, "as_at"), *_page_of(request))
+        ids, token = _id_page(keys, more)
         return events_pb2.GetRunnableEventsResponse(event_ids=ids, next_page_token=token)
 
     @translate_errors
     async def GetEvents(self, request: events_pb2.GetEventsRequest, context: Context) -> events_pb2.GetEventsResponse:
-        limit = _page_size(request.page_size)
-        rows = await self._p.events_page(
-            request.event_name,
-            request.event_key,
-            instant(request, "as_of", "request"),
-            limit + 1,
-            _decode_token(request.page_token),
-        )
-        ids, token = _id_page(rows, limit)
+        as_of = _micros(request, "as_of")
+        name, key = check_event_key(request.event_name, request.event_key)
+        keys, more = await self._store.events(name, key, as_of, *_page_of(request))
+        ids, token = _id_page(keys, more)
         return events_pb2.GetEventsResponse(event_ids=ids, next_page_token=token)
 
     @translate_errors
@@ -272,11 +326,8 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         return events_pb2.MarkEventUnprocessedResponse()
 
 
-class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
+class SubscriptionServicer(_Servicer, subscriptions_pb2_grpc.SubscriptionServiceServicer):
     """``wfe.persistence.v1.SubscriptionService`` over the provider."""
-
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
-        self._p = provider
 
     @translate_errors
     async def CreateSubscription(
@@ -298,23 +349,13 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
     async def GetSubscriptions(
         self, request: subscriptions_pb2.GetSubscriptionsRequest, context: Context
     ) -> subscriptions_pb2.GetSubscriptionsResponse:
-        limit = _page_size(request.page_size)
-        subscriptions = await self._p.subscriptions_page(
-            request.event_name,
-            request.event_key,
-            instant(request, "as_of", "request"),
-            limit + 1,
-            _decode_token(request.page_token),
-        )
-        pairs = [(s, subscription_to_proto(s)) for s in subscriptions]
-        page, token = _page(
-            pairs,
-            limit,
-            key=lambda pair: (to_micros(pair[0].subscribe_as_of), pair[0].id),
-            size=lambda pair: pair[1].ByteSize(),
-        )
+        as_of = _micros(request, "as_of")
+        name, key = check_event_key(request.event_name, request.event_key)
+        rows, more = await self._store.subscriptions(name, key, as_of, *_page_of(request))
+        last = (rows[-1].subscribe_as_of, rows[-1].id) if rows else None
         return subscriptions_pb2.GetSubscriptionsResponse(
-            subscriptions=[message for _, message in page], next_page_token=token
+            subscriptions=[subscription_to_proto(subscription_from_row(row)) for row in rows],
+            next_page_token=_next_token(last, more),
         )
 
     @translate_errors
@@ -355,11 +396,23 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
         return subscriptions_pb2.ClearSubscriptionTokenResponse()
 
 
-class ScheduledCommandServicer(scheduled_commands_pb2_grpc.ScheduledCommandServiceServicer):
-    """``wfe.persistence.v1.ScheduledCommandService`` over the provider."""
+def _lease(request: scheduled_commands_pb2.ClaimCommandsRequest) -> timedelta:
+    """The lease a claim asks for: ``DEFAULT_LEASE`` when absent or zero."""
+    if not request.HasField("lease_duration"):
+        return DEFAULT_LEASE
+    duration = request.lease_duration
+    if not duration.seconds and not duration.nanos:
+        return DEFAULT_LEASE
+    if duration.seconds < 0 or duration.nanos < 0 or duration.seconds > MAX_LEASE.total_seconds():
+        raise InvalidArgument("lease_duration: must be between 1 ms and 1 hour", field="lease_duration")
+    lease = timedelta(seconds=duration.seconds, microseconds=duration.nanos // 1000)
+    if not MIN_LEASE <= lease <= MAX_LEASE:
+        raise InvalidArgument("lease_duration: must be between 1 ms and 1 hour", field="lease_duration")
+    return lease
 
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
-        self._p = provider
+
+class ScheduledCommandServicer(_Servicer, scheduled_commands_pb2_grpc.ScheduledCommandServiceServicer):
+    """``wfe.persistence.v1.ScheduledCommandService`` over the provider."""
 
     @translate_errors
     async def ScheduleCommand(
@@ -374,16 +427,8 @@ class ScheduledCommandServicer(scheduled_commands_pb2_grpc.ScheduledCommandServi
     ) -> scheduled_commands_pb2.ClaimCommandsResponse:
         if request.max_commands < 0:
             raise InvalidArgument("max_commands: must not be negative", field="max_commands")
-        count = min(request.max_commands or DEFAULT_CLAIM, MAX_CLAIM)
-        lease = DEFAULT_LEASE
-        if request.HasField("lease_duration"):
-            duration = request.lease_duration
-            if duration.seconds or duration.nanos:
-                if duration.seconds < 0 or duration.nanos < 0 or duration.seconds > MAX_LEASE.total_seconds():
-                    raise InvalidArgument("lease_duration: must be between 1 ms and 1 hour", field="lease_duration")
-                lease = timedelta(seconds=duration.seconds, microseconds=duration.nanos // 1000)
-                if not timedelta(milliseconds=1) <= lease <= MAX_LEASE:
-                    raise InvalidArgument("lease_duration: must be between 1 ms and 1 hour", field="lease_duration")
+        count = min(request.max_commands or CLAIM_BATCH, MAX_CLAIM)
+        lease = _lease(request)
         claim = await self._p.claim_commands(instant(request, "as_of", "request"), count, lease, request.worker_id)
         return scheduled_commands_pb2.ClaimCommandsResponse(
             commands=[scheduled_commands_pb2.ClaimedCommand(command=command_to_proto(c)) for c in claim.commands],
@@ -392,7 +437,7 @@ class ScheduledCommandServicer(scheduled_commands_pb2_grpc.ScheduledCommandServi
         )
 
     def _settled(self, request: Any) -> tuple[ScheduledCommand, str]:
-        name = command_name_from_proto(request.command_name, "command_name")
+        name = COMMAND_NAME.decode(request.command_name, "command_name")
         return ScheduledCommand(name, request.data, 0), _required(request.lease_id, "lease_id")
 
     @translate_errors
@@ -410,11 +455,8 @@ class ScheduledCommandServicer(scheduled_commands_pb2_grpc.ScheduledCommandServi
         return scheduled_commands_pb2.ReleaseCommandResponse()
 
 
-class ExecutionErrorServicer(execution_errors_pb2_grpc.ExecutionErrorServiceServicer):
+class ExecutionErrorServicer(_Servicer, execution_errors_pb2_grpc.ExecutionErrorServiceServicer):
     """``wfe.persistence.v1.ExecutionErrorService`` over the provider."""
-
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
-        self._p = provider
 
     @translate_errors
     async def PersistErrors(
@@ -424,11 +466,8 @@ class ExecutionErrorServicer(execution_errors_pb2_grpc.ExecutionErrorServiceServ
         return execution_errors_pb2.PersistErrorsResponse()
 
 
-class StoreServicer(execution_errors_pb2_grpc.StoreServiceServicer):
+class StoreServicer(_Servicer, execution_errors_pb2_grpc.StoreServiceServicer):
     """``wfe.persistence.v1.StoreService`` over the provider."""
-
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
-        self._p = provider
 
     @translate_errors
     async def EnsureStoreExists(
@@ -438,9 +477,13 @@ class StoreServicer(execution_errors_pb2_grpc.StoreServiceServicer):
         return execution_errors_pb2.EnsureStoreExistsResponse()
 
 
-def add_servicers(server: grpc.aio.Server, provider: SqlitePersistenceProvider) -> None:
-    """Register every ``wfe.persistence.v1`` service of ``provider`` on ``server``."""
-    workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(provider), server)
+def add_servicers(server: grpc.aio.Server, provider: SqlitePersistenceProvider, stream_idle: float) -> None:
+    """Register every ``wfe.persistence.v1`` service of ``provider`` on ``server``.
+
+    ``stream_idle``: seconds a server stream waits for its client to take a message before it is
+    ended with DEADLINE_EXCEEDED (reason ``STREAM_IDLE``).
+    """
+    workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(provider, stream_idle), server)
     events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(provider), server)
     subscriptions_pb2_grpc.add_SubscriptionServiceServicer_to_server(SubscriptionServicer(provider), server)
     scheduled_commands_pb2_grpc.add_ScheduledCommandServiceServicer_to_server(

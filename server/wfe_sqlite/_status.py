@@ -6,20 +6,38 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from wfe_client import ERROR_DOMAIN, InvalidArgument, WfeError
+from wfe_client.errors import ERROR_DOMAIN, InvalidArgument, WfeError
 
-__all__ = ["to_status", "translate_errors", "translate_stream_errors", "RejectUndecodable"]
+__all__ = ["Context", "Continuation", "Handler", "RejectUndecodable", "replace_in", "to_status", "translate_errors"]
 
 LOG = logging.getLogger(__name__)
 
 R = TypeVar("R")
+
+Context = grpc.aio.ServicerContext[Any, Any]
+"""The context of a servicer call (any request and response type)."""
+
+if TYPE_CHECKING:
+    Handler = grpc.RpcMethodHandler[Any, Any]
+else:  # generic in the type stubs only
+    Handler = grpc.RpcMethodHandler
+"""A method handler, as server interceptors get and return them."""
+
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
+"""What a server interceptor calls for the handler it wraps."""
+
+
+def replace_in(handler: Handler, **parts: Any) -> Handler:
+    """``handler`` with some of its parts replaced (grpc's handlers are named tuples)."""
+    replaced: Handler = handler._replace(**parts)  # type: ignore[attr-defined]
+    return replaced
 
 
 MAX_MESSAGE_CHARS = 512
@@ -48,51 +66,35 @@ def to_status(error: WfeError) -> status_pb2.Status:
 
 
 def _as_wfe_error(error: Exception, method: str) -> WfeError:
+    """The error to answer with: a ``WfeError`` as it is; anything else is a server bug (INTERNAL).
+
+    Only validation raises ``InvalidArgument``; a stray ``ValueError`` (or any other exception) is
+    not the client's fault, so it is logged with its traceback and answered INTERNAL.
+    """
     if isinstance(error, WfeError):
         return error
-    if isinstance(error, ValueError):
-        # Validation raised by shared helpers (for example a naive datetime).
-        return InvalidArgument(str(error))
-    LOG.exception("internal error in %s", method)
+    LOG.error("internal error in %s", method, exc_info=error)
     return WfeError("internal error; see the server log")
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: WfeError) -> None:
+async def _abort(context: Context, error: WfeError) -> None:
     await context.abort_with_status(rpc_status.to_status(to_status(error)))
 
 
 def translate_errors(
-    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
+    method: Callable[[Any, Any, Context], Awaitable[R]],
+) -> Callable[[Any, Any, Context], Awaitable[R]]:
     """Wrap a unary servicer method so every failure reaches the client as a proper status."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+    async def wrapper(self: Any, request: Any, context: Context) -> R:
         try:
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
         except Exception as error:  # noqa: BLE001 - the boundary: nothing escapes unmapped
             await _abort(context, _as_wfe_error(error, method.__qualname__))
-            raise AssertionError("abort returned")  # pragma: no cover
-
-    return wrapper
-
-
-def translate_stream_errors(
-    method: Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[R]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[R]]:
-    """``translate_errors`` for server-streaming methods."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[R]:
-        try:
-            async for item in method(self, request, context):
-                yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as error:  # noqa: BLE001
-            await _abort(context, _as_wfe_error(error, method.__qualname__))
+            raise AssertionError("abort returned") from None  # pragma: no cover
 
     return wrapper
 
@@ -144,16 +146,16 @@ def _tolerant(handler: Any, method: str) -> Any:
     if handler.unary_unary is not None:
         inner = handler.unary_unary
 
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary(request: Any, context: Context) -> Any:
             if isinstance(request, _Undecodable):
                 await _abort(context, refusal(request))
             return await inner(request, context)
 
-        return handler._replace(request_deserializer=safe, unary_unary=unary)
+        return replace_in(handler, request_deserializer=safe, unary_unary=unary)
     if handler.unary_stream is not None:
         inner_stream = handler.unary_stream
 
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             if isinstance(request, _Undecodable):
                 await _abort(context, refusal(request))
             responses = inner_stream(request, context)
@@ -163,5 +165,5 @@ def _tolerant(handler: Any, method: str) -> Any:
             else:  # a coroutine that writes with context.write (grpc's health Watch)
                 await responses
 
-        return handler._replace(request_deserializer=safe, unary_stream=stream)
+        return replace_in(handler, request_deserializer=safe, unary_stream=stream)
     return handler

@@ -1,43 +1,34 @@
-"""Straight conversions between database rows and ``wfe.persistence.v1`` messages (the hot RPCs).
+"""Straight conversions between workflow rows and ``wfe.persistence.v1`` messages (the hot RPCs).
 
 The model path (message -> dataclass -> row on writes, row -> dataclass -> message on reads)
 builds a dataclass per workflow and per pointer, a ``datetime`` per instant, and on reads parses
 every stored JSON text only to dump it again. The server has the rows and the messages at hand, so
 these go from one to the other directly: reads pass the stored JSON text through (it was written
-compact by ``dump_json``), writes validate exactly as ``workflow_from_proto`` + ``workflow_row``
-do (same ``InvalidArgument``, same field names) and store the same text.
+compact by ``json_text``), writes validate exactly as ``workflow_from_proto`` + ``workflow_row``
+do (same ``InvalidArgument``, same field names) and store the same text. ``tests/test_wire.py``
+checks both paths against each other on generated messages.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Optional
-
-from google.protobuf import timestamp_pb2
+from typing import Any
 
 from wfe.persistence.v1 import workflows_pb2
-from wfe_client import InvalidArgument, PointerStatus, WorkflowStatus
-from wfe_client._convert import _micros, json_text, parse_json
+from wfe_client.conversion import POINTER_STATUS, WORKFLOW_STATUS, timestamp_micros, timestamp_of_micros
+from wfe_client.errors import InvalidArgument
+from wfe_client.jsoncodec import json_text, parse_json
+from wfe_client.limits import INT64_MAX
 
-from ._rows import check_id, dump_json
+from ._rows import PointerRow, StoredWorkflow, WorkflowRow, check_id, check_unique_pointer_ids, id_list, optional_id
 
 __all__ = ["workflow_message", "workflow_rows_from_message"]
 
-_Timestamp = timestamp_pb2.Timestamp
 _WorkflowInstance = workflows_pb2.WorkflowInstance
 _ExecutionPointer = workflows_pb2.ExecutionPointer
-
-_WORKFLOW_STATUS_TO = {s.name: workflows_pb2.WorkflowStatus.Value(f"WORKFLOW_STATUS_{s.name}") for s in WorkflowStatus}
-_WORKFLOW_STATUS_FROM = {v: k for k, v in _WORKFLOW_STATUS_TO.items()}
-_POINTER_STATUS_TO = {s.name: workflows_pb2.PointerStatus.Value(f"POINTER_STATUS_{s.name}") for s in PointerStatus}
-_POINTER_STATUS_FROM = {v: k for k, v in _POINTER_STATUS_TO.items()}
-_INT64_MAX = 2**63 - 1
-
-
-def _ts(micros: int) -> timestamp_pb2.Timestamp:
-    seconds, rest = divmod(micros, 1_000_000)
-    return _Timestamp(seconds=seconds, nanos=rest * 1000)
+_POINTER_STATUS_NUMBER = POINTER_STATUS.name_to_proto
+_WORKFLOW_STATUS_NUMBER = WORKFLOW_STATUS.name_to_proto
 
 
 # -- rows -> message ---------------------------------------------------------------------------
@@ -47,129 +38,120 @@ def _strings(text: str) -> list[str]:
     return [] if text == "[]" else json.loads(text)
 
 
-def pointer_message(r: Sequence[Any]) -> workflows_pb2.ExecutionPointer:
-    """A pointer message from the columns of ``_POINTER_COLUMNS`` (after workflow_id, position)."""
-    (pid, step_id, active, status, sleep_until, persistence_data, start_time, end_time, event_name, event_key,
-     event_published, event_data, step_name, retry_count, children, context_item, predecessor_id, outcome, scope,
-     attributes) = r
+def pointer_message(r: PointerRow) -> workflows_pb2.ExecutionPointer:
+    """A pointer message from its row."""
     msg = _ExecutionPointer(
-        id=pid,
-        step_id=step_id,
-        active=bool(active),
-        status=_POINTER_STATUS_TO[status],
-        event_published=bool(event_published),
-        retry_count=retry_count,
-        children=_strings(children),
-        scope=_strings(scope),
+        id=r.id,
+        step_id=r.step_id,
+        active=bool(r.active),
+        status=_POINTER_STATUS_NUMBER[r.status],
+        event_published=bool(r.event_published),
+        retry_count=r.retry_count,
+        children=_strings(r.children),
+        scope=_strings(r.scope),
     )
-    if attributes != "{}":
+    if r.extension_attributes != "{}":
         msg.extension_attributes.update(
-            {k: json_text(v, "execution_pointer.extension_attributes") for k, v in json.loads(attributes).items()}
+            {
+                k: json_text(v, "execution_pointer.extension_attributes")
+                for k, v in json.loads(r.extension_attributes).items()
+            }
         )
-    if sleep_until is not None:
-        msg.sleep_until.CopyFrom(_ts(sleep_until))
-    if persistence_data is not None:
-        msg.persistence_data = persistence_data
-    if start_time is not None:
-        msg.start_time.CopyFrom(_ts(start_time))
-    if end_time is not None:
-        msg.end_time.CopyFrom(_ts(end_time))
-    if event_name is not None:
-        msg.event_name = event_name
-    if event_key is not None:
-        msg.event_key = event_key
-    if event_data is not None:
-        msg.event_data = event_data
-    if step_name is not None:
-        msg.step_name = step_name
-    if context_item is not None:
-        msg.context_item = context_item
-    if predecessor_id is not None:
-        msg.predecessor_id = predecessor_id
-    if outcome is not None:
-        msg.outcome = outcome
+    if r.sleep_until is not None:
+        msg.sleep_until.CopyFrom(timestamp_of_micros(r.sleep_until))
+    if r.persistence_data is not None:
+        msg.persistence_data = r.persistence_data
+    if r.start_time is not None:
+        msg.start_time.CopyFrom(timestamp_of_micros(r.start_time))
+    if r.end_time is not None:
+        msg.end_time.CopyFrom(timestamp_of_micros(r.end_time))
+    if r.event_name is not None:
+        msg.event_name = r.event_name
+    if r.event_key is not None:
+        msg.event_key = r.event_key
+    if r.event_data is not None:
+        msg.event_data = r.event_data
+    if r.step_name is not None:
+        msg.step_name = r.step_name
+    if r.context_item is not None:
+        msg.context_item = r.context_item
+    if r.predecessor_id is not None:
+        msg.predecessor_id = r.predecessor_id
+    if r.outcome is not None:
+        msg.outcome = r.outcome
     return msg
 
 
-def workflow_message(row: Sequence[Any], pointers: Sequence[Sequence[Any]]) -> workflows_pb2.WorkflowInstance:
-    """A workflow message from a ``_READ_WORKFLOW_COLUMNS`` row and its pointers' rows, in order."""
-    (wid, name, root, definition, version, description, reference, next_execution, status, data, create_time,
-     complete_time) = row[:12]
+def workflow_message(row: WorkflowRow, pointers: Sequence[PointerRow]) -> workflows_pb2.WorkflowInstance:
+    """A workflow message from its row and its pointers' rows, in order."""
     msg = _WorkflowInstance(
-        revision=row[12] if len(row) > 12 else 0,
-        id=wid,
-        name=name,
-        workflow_definition_id=definition,
-        version=version,
+        id=row.id,
+        name=row.name,
+        workflow_definition_id=row.workflow_definition_id,
+        version=row.version,
         execution_pointers=[pointer_message(p) for p in pointers],
-        status=_WORKFLOW_STATUS_TO[status],
-        data=data,
-        create_time=_ts(create_time),
+        status=_WORKFLOW_STATUS_NUMBER[row.status],
+        data=row.data,
+        create_time=timestamp_of_micros(row.create_time),
+        revision=row.revision,
     )
-    if root is not None:
-        msg.root_workflow_id = root
-    if description is not None:
-        msg.description = description
-    if reference is not None:
-        msg.reference = reference
-    if next_execution is not None:
-        msg.next_execution = next_execution
-    if complete_time is not None:
-        msg.complete_time.CopyFrom(_ts(complete_time))
+    if row.root_workflow_id is not None:
+        msg.root_workflow_id = row.root_workflow_id
+    if row.description is not None:
+        msg.description = row.description
+    if row.reference is not None:
+        msg.reference = row.reference
+    if row.next_execution is not None:
+        msg.next_execution = row.next_execution
+    if row.complete_time is not None:
+        msg.complete_time.CopyFrom(timestamp_of_micros(row.complete_time))
     return msg
 
 
 # -- message -> rows ---------------------------------------------------------------------------
 
 
-def _instant(msg: Any, name: str, field: str) -> Optional[int]:
-    return _micros(getattr(msg, name), f"{field}.{name}") if msg.HasField(name) else None
+def _instant(msg: Any, name: str, field: str) -> int | None:
+    return timestamp_micros(getattr(msg, name), f"{field}.{name}") if msg.HasField(name) else None
 
 
-def _json(msg: Any, name: str, field: str) -> Optional[str]:
+def _json(msg: Any, name: str, field: str) -> str | None:
     if not msg.HasField(name):
         return None
     path = f"{field}.{name}"
-    return dump_json(parse_json(getattr(msg, name), path), path)
+    return json_text(parse_json(getattr(msg, name), path), path)
 
 
-def _text(msg: Any, name: str) -> Optional[str]:
+def _text(msg: Any, name: str) -> str | None:
     return getattr(msg, name) if msg.HasField(name) else None
 
 
-def _pointer_status(value: int, field: str) -> str:
-    try:
-        return _POINTER_STATUS_FROM[value]
-    except KeyError:
-        raise InvalidArgument(f"{field}.status: {value} is not a valid PointerStatus", field=f"{field}.status") from None
-
-
-def pointer_row(workflow_id: str, position: int, p: workflows_pb2.ExecutionPointer, field: str) -> tuple[Any, ...]:
-    """The ``execution_pointers`` row of a pointer message, validated as ``pointer_rows`` does."""
+def pointer_row(workflow_id: str, position: int, p: workflows_pb2.ExecutionPointer, field: str) -> PointerRow:
+    """The row of a pointer message, validated as ``pointer_rows`` does."""
     attributes = p.extension_attributes
-    return (
-        workflow_id,
-        position,
-        check_id(p.id, field + ".id"),
-        p.step_id,
-        1 if p.active else 0,
-        _pointer_status(p.status, field),
-        _instant(p, "sleep_until", field),
-        _json(p, "persistence_data", field),
-        _instant(p, "start_time", field),
-        _instant(p, "end_time", field),
-        _text(p, "event_name"),
-        _text(p, "event_key"),
-        1 if p.event_published else 0,
-        _json(p, "event_data", field),
-        _text(p, "step_name"),
-        p.retry_count,
-        dump_json(list(p.children), field + ".children") if p.children else "[]",
-        _json(p, "context_item", field),
-        _text(p, "predecessor_id"),
-        _json(p, "outcome", field),
-        dump_json(list(p.scope), field + ".scope") if p.scope else "[]",
-        dump_json(
+    return PointerRow(
+        workflow_id=workflow_id,
+        position=position,
+        id=check_id(p.id, field + ".id"),
+        step_id=p.step_id,
+        active=1 if p.active else 0,
+        status=POINTER_STATUS.decode_name(p.status, field + ".status"),
+        sleep_until=_instant(p, "sleep_until", field),
+        persistence_data=_json(p, "persistence_data", field),
+        start_time=_instant(p, "start_time", field),
+        end_time=_instant(p, "end_time", field),
+        event_name=optional_id(_text(p, "event_name"), field + ".event_name"),
+        event_key=optional_id(_text(p, "event_key"), field + ".event_key"),
+        event_published=1 if p.event_published else 0,
+        event_data=_json(p, "event_data", field),
+        step_name=optional_id(_text(p, "step_name"), field + ".step_name"),
+        retry_count=p.retry_count,
+        children=id_list(list(p.children), field + ".children"),
+        context_item=_json(p, "context_item", field),
+        predecessor_id=optional_id(_text(p, "predecessor_id"), field + ".predecessor_id"),
+        outcome=_json(p, "outcome", field),
+        scope=id_list(list(p.scope), field + ".scope"),
+        extension_attributes=json_text(
             {k: parse_json(v, f"{field}.extension_attributes[{k!r}]") for k, v in attributes.items()},
             field + ".extension_attributes",
         )
@@ -178,48 +160,43 @@ def pointer_row(workflow_id: str, position: int, p: workflows_pb2.ExecutionPoint
     )
 
 
-def workflow_rows_from_message(
-    msg: workflows_pb2.WorkflowInstance, field: str = "workflow"
-) -> tuple[list[Any], list[tuple[Any, ...]]]:
-    """The ``workflows`` row (a list: the id may still be filled in) and pointer rows of a message.
+def workflow_rows_from_message(msg: workflows_pb2.WorkflowInstance, field: str = "workflow") -> StoredWorkflow:
+    """The row and pointer rows of a workflow message (the id may be empty: see ``with_workflow_id``).
 
     The same checks and messages as ``workflow_from_proto`` followed by ``workflow_row`` and
-    ``pointer_rows``; pointer rows carry the message's id (the caller replaces an empty one).
+    ``pointer_rows``.
     """
-    try:
-        status = _WORKFLOW_STATUS_FROM[msg.status]
-    except KeyError:
-        raise InvalidArgument(
-            f"{field}.status: {msg.status} is not a valid WorkflowStatus", field=f"{field}.status"
-        ) from None
+    status = WORKFLOW_STATUS.decode_name(msg.status, f"{field}.status")
     if not msg.HasField("create_time"):
         raise InvalidArgument(f"{field}.create_time: required", field=f"{field}.create_time")
     data = parse_json(msg.data, f"{field}.data")
-    create_time = _micros(msg.create_time, f"{field}.create_time")
+    create_time = timestamp_micros(msg.create_time, f"{field}.create_time")
     complete_time = _instant(msg, "complete_time", field)
     next_execution = msg.next_execution if msg.HasField("next_execution") else None
-    if next_execution is not None and not 0 <= next_execution <= _INT64_MAX:
+    if next_execution is not None and not 0 <= next_execution <= INT64_MAX:
         raise InvalidArgument(
-            f"workflow.next_execution: {next_execution} is out of range [0, {_INT64_MAX}]",
+            f"workflow.next_execution: {next_execution} is out of range [0, {INT64_MAX}]",
             field="workflow.next_execution",
         )
     wid = check_id(msg.id, "workflow.id", required=False)
     root = _text(msg, "root_workflow_id")
-    row = [
-        wid,
-        check_id(msg.name, "workflow.name", required=False),
-        None if root is None else check_id(root, "workflow.root_workflow_id", required=False),
-        check_id(msg.workflow_definition_id, "workflow.workflow_definition_id"),
-        msg.version,
-        _text(msg, "description"),
-        _text(msg, "reference"),
-        next_execution,
-        status,
-        dump_json(data, "workflow.data"),
-        create_time,
-        complete_time,
-    ]
+    row = WorkflowRow(
+        id=wid,
+        name=check_id(msg.name, "workflow.name", required=False),
+        root_workflow_id=None if root is None else check_id(root, "workflow.root_workflow_id", required=False),
+        workflow_definition_id=check_id(msg.workflow_definition_id, "workflow.workflow_definition_id"),
+        version=msg.version,
+        description=_text(msg, "description"),
+        reference=_text(msg, "reference"),
+        next_execution=next_execution,
+        status=status,
+        data=json_text(data, "workflow.data"),
+        create_time=create_time,
+        complete_time=complete_time,
+        revision=max(msg.revision, 0),  # ignored on input (the persist requests carry expected_revision)
+    )
     pointers = [
         pointer_row(wid, i, p, f"{field}.execution_pointers[{i}]") for i, p in enumerate(msg.execution_pointers)
     ]
+    check_unique_pointer_ids([p.id for p in pointers], field)
     return row, pointers

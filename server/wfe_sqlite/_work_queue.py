@@ -20,14 +20,14 @@ import os
 import sqlite3
 import urllib.parse
 from collections.abc import Callable, Coroutine
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
-from wfe_client._time import to_micros, utc_now
+from wfe_client.timeutil import to_micros, utc_now
 
 from ._database import Database
 from ._queue_store import QUEUES, WorkEffects, dequeue, enqueue, enqueue_front, has_waiting
 
-__all__ = ["WorkQueues", "WATCH_INTERVAL"]
+__all__ = ["WATCH_INTERVAL", "WorkQueues"]
 
 LOG = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def _take(conn: sqlite3.Connection, queue: str, count: int) -> list[str]:
     return dequeue(conn, queue, count, now_micros())
 
 
-def _settle_none(future: asyncio.Future[Optional[str]]) -> None:
+def _settle_none(future: asyncio.Future[str | None]) -> None:
     if not future.done():
         future.set_result(None)
 
@@ -54,9 +54,9 @@ class _Line:
     """The waiting dequeues of one queue, first come first served, and its dispatcher's wake-up."""
 
     def __init__(self) -> None:
-        self.waiters: collections.deque[asyncio.Future[Optional[str]]] = collections.deque()
+        self.waiters: collections.deque[asyncio.Future[str | None]] = collections.deque()
         self.wake = asyncio.Event()
-        self.task: Optional[asyncio.Task[None]] = None
+        self.task: asyncio.Task[None] | None = None
 
     def live(self) -> int:
         """Drop waiters that gave up; how many still wait."""
@@ -81,9 +81,9 @@ class WorkQueues:
         self._db = db
         self._written = written
         self._lines: dict[str, _Line] = {}
-        self._probe: Optional[sqlite3.Connection] = None
-        self._watch_task: Optional[asyncio.Task[None]] = None
-        self._on_change: Optional[Callable[[], None]] = None
+        self._probe: sqlite3.Connection | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._on_change: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
 
@@ -96,13 +96,13 @@ class WorkQueues:
         self._written(effects)
         return queued
 
-    async def dequeue(self, queue: str, wait: float = 0.0) -> Optional[str]:
+    async def dequeue(self, queue: str, wait: float = 0.0) -> str | None:
         """The oldest waiting item of ``queue``, waiting up to ``wait`` seconds for one; None if none came."""
         if wait <= 0 or self._closed:
             items = await self._db.write(lambda conn: dequeue(conn, queue, 1, now_micros()))
             return items[0] if items else None
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Optional[str]] = loop.create_future()
+        future: asyncio.Future[str | None] = loop.create_future()
         line = self._line(queue)
         line.waiters.append(future)
         timer = loop.call_later(wait, _settle_none, future)
@@ -124,7 +124,7 @@ class WorkQueues:
         if line is not None and line.waiters:
             line.wake.set()
 
-    def read_now(self, job: Callable[[sqlite3.Connection], T]) -> Optional[T]:
+    def read_now(self, job: Callable[[sqlite3.Connection], T]) -> T | None:
         """Run a short read (an index probe) on the watch connection; None in memory mode or on failure."""
         probe = self._probe_connection()
         if probe is None:
@@ -189,7 +189,7 @@ class WorkQueues:
             return
         self._written(effects)
 
-    def _probe_connection(self) -> Optional[sqlite3.Connection]:
+    def _probe_connection(self) -> sqlite3.Connection | None:
         if self._probe is None and not self._db.config.in_memory and not self._closed:
             path = os.path.realpath(self._db.config.path)
             uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
@@ -227,7 +227,7 @@ class WorkQueues:
                     break
 
     async def _watch(self) -> None:
-        last: Optional[int] = None
+        last: int | None = None
         while not self._closed:
             version = self.read_now(lambda conn: int(conn.execute("PRAGMA data_version").fetchone()[0]))
             if version is not None and version != last:
@@ -237,7 +237,7 @@ class WorkQueues:
                     if self._on_change is not None:
                         try:
                             self._on_change()
-                        except Exception:  # noqa: BLE001 - a watcher must not die of a callback
+                        except Exception:
                             LOG.exception("queue watch callback failed")
                 last = version
             await asyncio.sleep(WATCH_INTERVAL)

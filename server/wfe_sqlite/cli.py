@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
 import sys
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
+from . import __version__
 from ._config import ConfigError, add_arguments, check, environment_help, resolve
-from ._database import DatabaseOpenError
-from ._logging import configure_logging
+from ._connection import DatabaseOpenError
+from ._logging import configure_logging, status_line
 from ._maintenance import backup, integrity_problems, open_existing, store_stats
 from .server import serve
 
@@ -30,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wfe-sqlite", description="The WFE persistence provider on SQLite, served over gRPC."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "serve",
@@ -66,8 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: object, code: int = 2) -> int:
-    print(f"wfe-sqlite: {message}", file=sys.stderr)
+def _fail(message: object, code: int = 2, log_format: str = "text") -> int:
+    """Print ``wfe-sqlite: message`` (in ``json``, a JSON line of level ERROR) and return ``code``."""
+    print(status_line(log_format, f"wfe-sqlite: {message}", __name__, "ERROR"), file=sys.stderr)
     return code
 
 
@@ -78,7 +82,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(config))
     except (DatabaseOpenError, OSError, ValueError) as error:
-        return _fail(error)
+        return _fail(error, log_format=config.log_format)
     except KeyboardInterrupt:
         return 130
     return 0
@@ -94,12 +98,11 @@ def _backup(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     config = resolve(args, os.environ, _DB_ONLY)
     conn, path = open_existing(config.db)
-    try:
-        problems = integrity_problems(conn)
-    except sqlite3.DatabaseError as error:
-        problems = [str(error)]
-    finally:
-        conn.close()
+    with contextlib.closing(conn):
+        try:
+            problems = integrity_problems(conn)
+        except sqlite3.DatabaseError as error:
+            problems = [str(error)]
     if problems:
         for problem in problems:
             print(problem)
@@ -112,10 +115,8 @@ def _check(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     config = resolve(args, os.environ, _DB_ONLY)
     conn, path = open_existing(config.db)
-    try:
+    with contextlib.closing(conn):
         stats = store_stats(conn, path)
-    finally:
-        conn.close()
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
@@ -132,6 +133,8 @@ def _human(stats: dict[str, Any]) -> str:
         f"due commands        {stats['due_commands']}",
         f"claimed commands    {stats['claimed_commands']}",
         f"held tokens         {stats['held_tokens']}",
+        f"queued items        {stats['queued_items']}",
+        f"held leases         {stats['held_leases']}",
         "files (bytes)",
     ]
     lines += [f"  {name:<22}{size}" for name, size in stats["files"].items()]
@@ -141,7 +144,7 @@ def _human(stats: dict[str, Any]) -> str:
 _COMMANDS = {"serve": _serve, "backup": _backup, "check": _check, "stats": _stats}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)

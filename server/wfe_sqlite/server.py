@@ -3,38 +3,68 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import signal
-from typing import Optional
+import socket
+from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from wfe_client.limits import MAX_MESSAGE_BYTES
+
 from ._cluster_servicer import CLUSTER_SERVICE_NAMES, add_cluster_servicers
-from ._config import DEFAULT_DB, DEFAULT_LISTEN, ServerConfig, check, load_tokens
+from ._config import (
+    DEFAULT_DB,
+    DEFAULT_LISTEN,
+    ConfigError,
+    ServerConfig,
+    check,
+    load_tokens,
+    start_up_warnings,
+    tokens_source,
+)
+from ._connection import MEMORY, parse_database_url
+from ._logging import status_line
 from ._metrics import CallObserver, ServerMetrics
 from ._provider import SqlitePersistenceProvider
 from ._security import TokenAuthInterceptor, server_credentials
 from ._servicer import SERVICE_NAMES, add_servicers
-from ._status import RejectUndecodable
+from ._status import Context, RejectUndecodable
 
-__all__ = ["ServerConfig", "RunningServer", "build_server", "serve", "MAX_MESSAGE_BYTES", "DEFAULT_DB", "DEFAULT_LISTEN"]
+__all__ = [
+    "DEFAULT_DB",
+    "DEFAULT_LISTEN",
+    "MAX_MESSAGE_BYTES",
+    "RunningServer",
+    "ServerConfig",
+    "build_server",
+    "serve",
+]
 
 LOG = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""Largest message either way: a 16 MiB payload plus its workflow and JSON escaping fits."""
-
 SWITCH_INTERVAL = 0.0002
 """GIL switch interval of the server process (seconds): see ``DatabaseConfig.switch_interval``."""
+
+DATABASE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
+"""The files SQLite keeps beside a database file."""
 
 PENDING_CALLS = 100_000
 """Calls that may wait for the server to pick them up before gRPC core cancels new ones."""
 
 
-def server_options() -> list[tuple[str, int]]:
+def server_options(config: ServerConfig | None = None) -> list[tuple[str, int]]:
+    config = config or ServerConfig()
     return [
+        # Bounds on what peers can open: connections beyond the limit are closed as soon as they are
+        # accepted (per listening address); calls beyond the per-connection limit wait in the client.
+        ("grpc.max_allowed_incoming_connections", config.max_connections),
+        ("grpc.max_concurrent_streams", config.max_concurrent_streams),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
@@ -46,8 +76,20 @@ def server_options() -> list[tuple[str, int]]:
     ]
 
 
+class HealthServicer(health.aio.HealthServicer):
+    """grpc's asyncio health servicer plus ``List`` (which grpcio-health-checking leaves unimplemented:
+    each call raised NotImplementedError and logged a traceback)."""
+
+    async def List(self, request: Any, context: Context) -> Any:
+        # HealthListRequest/-Response and _server_status: grpcio-health-checking has them, its type
+        # stubs (types-grpcio-health-checking) not yet.
+        statuses: dict[str, Any] = self._server_status  # type: ignore[attr-defined]
+        response: Any = getattr(health_pb2, "HealthListResponse")  # noqa: B009
+        return response(statuses={name: health_pb2.HealthCheckResponse(status=s) for name, s in statuses.items()})
+
+
 async def build_server(
-    config: ServerConfig, provider: SqlitePersistenceProvider, metrics: Optional[ServerMetrics] = None
+    config: ServerConfig, provider: SqlitePersistenceProvider, metrics: ServerMetrics | None = None
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A gRPC server (not started) serving ``provider``; its bound port and health servicer.
 
@@ -55,28 +97,32 @@ async def build_server(
     calls are counted and logged too, then token authentication when tokens are configured.
     Innermost, ``RejectUndecodable`` answers undecodable request bytes with INVALID_ARGUMENT.
     """
+    services: tuple[str, ...] = (
+        *SERVICE_NAMES,
+        *CLUSTER_SERVICE_NAMES,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+    )
+    if config.reflection:
+        services = (*services, reflection.SERVICE_NAME)
     interceptors: list[grpc.aio.ServerInterceptor] = []
     if metrics is not None or config.access_log:
-        interceptors.append(CallObserver(metrics, config.access_log))
+        interceptors.append(CallObserver(metrics, config.access_log, services))
     tokens = load_tokens(config)
+    if (config.tokens or config.tokens_file is not None) and not tokens:
+        raise ConfigError("tokens", "tokens are configured but none was loaded; refusing to serve without them")
+    health_servicer = HealthServicer()
     if tokens:
-        interceptors.append(TokenAuthInterceptor(tokens))
+        interceptors.append(TokenAuthInterceptor(tokens, health_servicer))
     interceptors.append(RejectUndecodable())  # innermost: wraps only the servicers' own handlers
-    server = grpc.aio.server(options=server_options(), interceptors=interceptors)
-    add_servicers(server, provider)
-    add_cluster_servicers(server, provider)
-    health_servicer = health.aio.HealthServicer()
+    server = grpc.aio.server(options=server_options(config), interceptors=interceptors)
+    add_servicers(server, provider, config.stream_idle_timeout)
+    add_cluster_servicers(server, provider, config.stream_idle_timeout)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
-        reflection.enable_server_reflection(
-            (
-                *SERVICE_NAMES,
-                *CLUSTER_SERVICE_NAMES,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
+        reflection.enable_server_reflection(services, server)
+    unavailable = bind_failure(config.listen)
+    if unavailable is not None:
+        raise OSError(f"cannot listen on {config.listen}: {unavailable}")
     try:
         if config.tls:
             port = server.add_secure_port(config.listen, server_credentials(config))
@@ -89,6 +135,34 @@ async def build_server(
     return server, port, health_servicer
 
 
+def bind_failure(listen: str) -> str | None:
+    """Why ``listen`` (HOST:PORT) cannot be bound, e.g. ``Address already in use``; None when it can.
+
+    gRPC binds every address the host resolves to and fails only when none binds; its error says
+    little and comes after a line of its own on stderr. So the addresses are tried here first, as
+    gRPC binds them (SO_REUSEADDR), and released at once. Port 0 always binds; a host that does not
+    resolve is left to gRPC to report.
+    """
+    host, _, port = listen.rpartition(":")
+    if port == "0":
+        return None
+    try:
+        addresses = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        return None
+    reasons: list[str] = []
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                reasons.append(error.strerror or str(error))
+            else:
+                return None
+    return reasons[0] if reasons else None
+
+
 class RunningServer:
     """A started server with its store; ``stop`` shuts both down gracefully."""
 
@@ -99,7 +173,7 @@ class RunningServer:
         server: grpc.aio.Server,
         port: int,
         health_servicer: health.aio.HealthServicer,
-        metrics: Optional[ServerMetrics] = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.config = config
         self.provider = provider
@@ -107,7 +181,7 @@ class RunningServer:
         self.port = port
         self.health = health_servicer
         self.metrics = metrics
-        self.metrics_address: Optional[str] = None
+        self.metrics_address: str | None = None
         """HOST:PORT of the ``/metrics`` endpoint (the real port), when metrics are on."""
         self._stopped = False
 
@@ -124,13 +198,28 @@ class RunningServer:
     async def start(cls, config: ServerConfig) -> RunningServer:
         """Check the config, open the store, bind, start serving and report SERVING on health.
 
-        An invalid config is a ``ConfigError`` (a ``ValueError``) naming the setting.
+        An invalid config is a ``ConfigError`` (a ``ValueError``) naming the setting. A start that
+        fails creates nothing: a database file it created (the address was taken, say) is removed.
         """
         check(config)
+        created = _missing_database_file(config.db)
+        try:
+            return await cls._start(config)
+        except BaseException:
+            if created is not None:
+                _remove_database_files(created)
+            raise
+
+    @classmethod
+    async def _start(cls, config: ServerConfig) -> RunningServer:
         provider = await SqlitePersistenceProvider.open(
-            config.db, readers=config.readers, synchronous=config.synchronous, switch_interval=SWITCH_INTERVAL
+            config.db,
+            readers=config.readers,
+            synchronous=config.synchronous,
+            switch_interval=SWITCH_INTERVAL,
+            max_page_count=config.max_page_count,
         )
-        metrics: Optional[ServerMetrics] = None
+        metrics: ServerMetrics | None = None
         try:
             if config.metrics_listen is not None:
                 metrics = ServerMetrics(provider, asyncio.get_running_loop())
@@ -151,7 +240,7 @@ class RunningServer:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         return running
 
-    async def stop(self, grace: Optional[float] = None) -> None:
+    async def stop(self, grace: float | None = None) -> None:
         """Health to NOT_SERVING, let in-flight calls finish, then close the database."""
         if self._stopped:
             return
@@ -164,23 +253,53 @@ class RunningServer:
         await self.provider.close()
 
 
-async def serve(config: ServerConfig, ready: Optional[asyncio.Event] = None) -> None:
-    """Run until SIGTERM or SIGINT, then stop gracefully. Prints ``listening on HOST:PORT``."""
+def _missing_database_file(db: str) -> Path | None:
+    """The file of a file database that does not exist yet (a start would create it), else None."""
+    try:
+        path = parse_database_url(db)
+    except ValueError:
+        return None
+    if path == MEMORY or os.path.lexists(path):
+        return None
+    return Path(path)
+
+
+def _remove_database_files(path: Path) -> None:
+    """Remove a database file a failed start created, with its WAL, shared-memory and journal files."""
+    for name in (path, *(path.with_name(path.name + suffix) for suffix in DATABASE_FILE_SUFFIXES)):
+        try:
+            name.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            LOG.warning("could not remove %s, created by the failed start: %s", name, error)
+
+
+async def serve(config: ServerConfig, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully. Prints ``listening on HOST:PORT``.
+
+    With ``log_format = "json"`` that line (and ``metrics on URL``) is a JSON object whose
+    ``message`` it is, with the address in ``address`` (the URL in ``url``).
+    """
     running = await RunningServer.start(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"listening on {running.address}", flush=True)
+    announce = functools.partial(status_line, config.log_format, logger=__name__)
+    print(announce(f"listening on {running.address}", address=running.address), flush=True)
     if running.metrics_address is not None:
-        print(f"metrics on http://{running.metrics_address}/metrics", flush=True)
+        url = f"http://{running.metrics_address}/metrics"
+        print(announce(f"metrics on {url}", url=url), flush=True)
     LOG.info(
-        "serving %s on %s (%s%s)",
+        "serving %s on %s (%s; %s)",
         config.db,
         running.address,
         "mutual TLS" if config.tls_client_ca else "TLS" if config.tls else "plaintext",
-        ", bearer tokens" if load_tokens(config) else "",
+        tokens_source(config),
     )
+    for warning in start_up_warnings(config):
+        LOG.warning("%s", warning)
     if ready is not None:
         ready.set()
     try:

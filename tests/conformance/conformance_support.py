@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 import pathlib
+import sqlite3
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from wfe_client import (
     Event,
@@ -17,7 +17,7 @@ from wfe_client import (
     WorkflowStatus,
 )
 
-UTC = timezone.utc
+UTC = UTC
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T0 = datetime(2024, 3, 10, 12, 0, 0, tzinfo=UTC)
 """A fixed instant in the past, on a millisecond boundary."""
@@ -50,11 +50,11 @@ def workflow(
     definition: str = "order",
     *,
     name: str = "",
-    id: Optional[str] = None,
-    next_execution: Optional[int] = 0,
+    id: str | None = None,
+    next_execution: int | None = 0,
     status: WorkflowStatus = WorkflowStatus.RUNNABLE,
     data: Any = None,
-    pointers: Optional[list[ExecutionPointer]] = None,
+    pointers: list[ExecutionPointer] | None = None,
 ) -> WorkflowInstance:
     w = WorkflowInstance.new(definition, 1, data if data is not None else {"n": 1})
     if id is not None:
@@ -111,7 +111,7 @@ def full_workflow(definition: str = "full") -> WorkflowInstance:
     )
 
 
-def event(name: str = "evt", key: str = "k", time: Optional[datetime] = None, data: Any = None, id: str = "") -> Event:
+def event(name: str = "evt", key: str = "k", time: datetime | None = None, data: Any = None, id: str = "") -> Event:
     e = Event.new(name, key, data if data is not None else {"v": 1})
     if id is not None:
         e.id = id or e.id

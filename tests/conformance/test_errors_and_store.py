@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 import pathlib
 from datetime import datetime, timedelta, timezone
-
-import pytest
-
 from typing import Any
 
+import pytest
 from conformance_support import EPOCH, T0, UTC, event, read_only, subscription, workflow
+
 from wfe_client import (
     CommandName,
     ExecutionError,
@@ -108,7 +107,9 @@ async def test_ensure_store_exists_is_idempotent(provider: PersistenceProvider, 
     assert other.name == "order-2"
 
 
-async def test_acknowledged_writes_are_visible_in_the_file(provider: PersistenceProvider, db_path: pathlib.Path) -> None:
+async def test_acknowledged_writes_are_visible_in_the_file(
+    provider: PersistenceProvider, db_path: pathlib.Path
+) -> None:
     w = workflow(id="on-disk", name="disk")
     await provider.create_new_workflow(w)
     conn = read_only(db_path)

@@ -6,8 +6,8 @@ import asyncio
 from datetime import datetime, timedelta
 
 import pytest
-
 from conformance_support import T0, UTC, event, is_uuid4
+
 from wfe_client import AlreadyExists, Event, EventAlreadyExists, EventNotFound, NotFound, PersistenceProvider
 
 

@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
+
 from conftest import ClusterUnderTest
 from wfe_client import InvalidArgument
 
@@ -100,7 +101,13 @@ async def test_renewal_keeps_a_lease_over_several_ttls(cluster: ClusterUnderTest
 async def test_a_lost_lease_is_dropped_and_reported(cluster: ClusterUnderTest) -> None:
     holder = await cluster.locks("holder", ttl=SHORT)
     lost: list[str] = []
-    holder.on_lost = lost.append
+    reported = asyncio.Event()
+
+    def on_lost(resource: str) -> None:
+        lost.append(resource)
+        reported.set()
+
+    holder.on_lost = on_lost
     assert await holder.acquire_lock("wf-lost")
     assert holder._renewer is not None
     holder._renewer.cancel()  # renewal stalls (a long pause, a partition) ...
@@ -108,9 +115,7 @@ async def test_a_lost_lease_is_dropped_and_reported(cluster: ClusterUnderTest) -
     thief = await cluster.locks("thief")
     assert await thief.acquire_lock("wf-lost")  # ... the lease ran out and another owner took it
     holder._ensure_renewer()  # renewal resumes and finds out
-    deadline = time.monotonic() + 3
-    while not lost and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
+    await asyncio.wait_for(reported.wait(), 3)
     assert lost == ["wf-lost"] and holder.held == []
     assert thief.held == ["wf-lost"]
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from conformance_support import event, now, workflow
+
 from conftest import REQUEUE_INTERVAL, ClusterUnderTest
 from wfe_client import InvalidArgument, QueueType, WorkflowStatus
 

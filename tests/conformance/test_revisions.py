@@ -7,6 +7,7 @@ import copy
 
 import pytest
 from conformance_support import subscription, workflow
+
 from wfe_client import (
     ExecutionPointer,
     InvalidArgument,

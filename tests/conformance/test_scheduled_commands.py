@@ -7,8 +7,8 @@ import collections
 from datetime import timedelta
 
 import pytest
-
 from conformance_support import T0, US, at_ms, ms, now
+
 from wfe_client import CommandName, InvalidArgument, LeaseLost, PersistenceProvider, ScheduledCommand
 
 BASE = ms(T0)
@@ -135,6 +135,83 @@ async def test_parallel_processors_handle_each_command_once(provider: Persistenc
     leftover = Recorder()
     await provider.process_commands(at_ms(BASE + 1000), leftover)
     assert leftover.seen == []
+
+
+async def test_process_runs_handlers_one_at_a_time_in_claim_order(provider: PersistenceProvider) -> None:
+    """More than one claim batch (100): every handler runs alone, earliest execute_time first."""
+    commands = [ScheduledCommand.process_workflow(f"wf-{i:03}", BASE + i) for i in range(250)]
+    for command in reversed(commands):
+        await provider.schedule_command(command)
+    running = peak = 0
+    order: list[str] = []
+
+    async def handler(command: ScheduledCommand) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        order.append(command.data)
+        await asyncio.sleep(0)  # a concurrent runner would start the next handler here
+        running -= 1
+
+    await provider.process_commands(at_ms(BASE + 1000), handler)
+    assert peak == 1
+    assert order == [c.data for c in commands]
+
+
+async def test_failed_command_stays_leased_until_the_call_ends(provider: PersistenceProvider) -> None:
+    for data, offset in (("bad", 0), ("next", 1)):
+        await provider.schedule_command(ScheduledCommand.process_workflow(data, BASE + offset))
+    claimed_meanwhile: list[list[ScheduledCommand]] = []
+
+    async def handler(command: ScheduledCommand) -> None:
+        if command.data == "bad":
+            raise RuntimeError("fails")
+        # The failed command is still held by this call: another processor cannot have it.
+        claimed_meanwhile.append((await provider.claim_commands(at_ms(BASE + 1000))).commands)
+
+    await provider.process_commands(at_ms(BASE + 1000), handler)
+    assert claimed_meanwhile == [[]]
+    # Released at the end of the call: offered again at once, with no lease to wait out.
+    assert (await provider.claim_commands(at_ms(BASE + 1000))).commands == [
+        ScheduledCommand.process_workflow("bad", BASE)
+    ]
+
+
+async def test_a_command_offered_again_within_one_call_reaches_the_handler_once(
+    provider: PersistenceProvider,
+) -> None:
+    """A handler that schedules its own command again (due at once) does not make the call loop."""
+    await provider.schedule_command(ScheduledCommand.process_workflow("again", BASE))
+    calls: list[str] = []
+
+    async def handler(command: ScheduledCommand) -> None:
+        calls.append(command.data)
+        await provider.schedule_command(ScheduledCommand.process_workflow(command.data, BASE))
+
+    await asyncio.wait_for(provider.process_commands(at_ms(BASE), handler), timeout=10)
+    assert calls == ["again"]
+    # The new request was kept, and the skipped command released: the next call offers it.
+    following = Recorder()
+    await provider.process_commands(at_ms(BASE), following)
+    assert following.seen == [ScheduledCommand.process_workflow("again", BASE)]
+
+
+async def test_a_cancelled_call_releases_what_it_holds(provider: PersistenceProvider) -> None:
+    for i in range(3):
+        await provider.schedule_command(ScheduledCommand.process_workflow(f"wf-{i}", BASE + i))
+    started = asyncio.Event()
+
+    async def stuck(command: ScheduledCommand) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    call = asyncio.ensure_future(provider.process_commands(at_ms(BASE + 1000), stuck))
+    await started.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    claim = await provider.claim_commands(at_ms(BASE + 1000))
+    assert [c.data for c in claim.commands] == ["wf-0", "wf-1", "wf-2"]
 
 
 async def test_claim_commands_earliest_first_and_exclusive(provider: PersistenceProvider) -> None:

@@ -6,8 +6,8 @@ import asyncio
 from datetime import datetime, timedelta
 
 import pytest
-
 from conformance_support import T0, UTC, is_uuid4, now, subscription
+
 from wfe_client import (
     AlreadyExists,
     EventSubscription,

@@ -9,8 +9,21 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from conformance_support import (
+    EPOCH,
+    T0,
+    US,
+    UTC,
+    at_ms,
+    event,
+    full_pointer,
+    full_workflow,
+    ms,
+    now,
+    subscription,
+    workflow,
+)
 
-from conformance_support import EPOCH, T0, US, UTC, at_ms, event, full_pointer, full_workflow, ms, now, subscription, workflow
 from wfe_client import (
     Event,
     EventNotFound,
@@ -39,7 +52,7 @@ def strict_equal(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(strict_equal(a[k], b[k]) for k in a)
     if isinstance(a, list):
-        return len(a) == len(b) and all(strict_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(strict_equal(x, y) for x, y in zip(a, b, strict=True))
     return a == b
 
 
@@ -359,7 +372,7 @@ JSON_VALUES: dict[str, Any] = {
     "float-whole": 3.0,
     "float-extremes": [1.7976931348623157e308, 5e-324, -2.5e-10, 1e21],
     "string": UNICODE,
-    "escapes": "quote \" backslash \\ newline \n tab \t nul \u0000 control \u001f",
+    "escapes": 'quote " backslash \\ newline \n tab \t nul \u0000 control \u001f',
     "empty-string": "",
     "empty-object": {},
     "empty-array": [],
@@ -531,7 +544,7 @@ async def test_every_field_set_round_trips(provider: PersistenceProvider) -> Non
         if field != "execution_pointers":
             assert getattr(got, field) == getattr(w, field), field
     assert len(got.execution_pointers) == len(PointerStatus)
-    for got_pointer, pointer in zip(got.execution_pointers, w.execution_pointers):
+    for got_pointer, pointer in zip(got.execution_pointers, w.execution_pointers, strict=True):
         for field in ExecutionPointer.__dataclass_fields__:
             assert getattr(got_pointer, field) == getattr(pointer, field), field
             if isinstance(getattr(pointer, field), (dict, list, bool, int, float)):

@@ -7,8 +7,8 @@ import dataclasses
 from datetime import datetime, timedelta
 
 import pytest
-
 from conformance_support import T0, UTC, at_ms, full_pointer, is_uuid4, ms, subscription, workflow
+
 from wfe_client import (
     AlreadyExists,
     ExecutionPointer,

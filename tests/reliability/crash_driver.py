@@ -14,6 +14,9 @@ file and every acknowledged write is checked:
   subscriptions is all or nothing: the workflow's generation and the new subscription agree);
 - a workflow's pointers always match the generation its data says (no torn writes);
 - definition sequence numbers never repeat, also across the restart;
+- an acknowledged ``queue_work`` is waiting in its queue after the restart; an acknowledged lease
+  (TTL one hour) still holds, and the first fencing token after the restart is larger than any
+  token handed out before it;
 - ``PRAGMA integrity_check`` is ``ok``.
 
 Run as a script for the totals: ``python tests/reliability/crash_driver.py --rounds 25``.
@@ -28,27 +31,30 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reliability_support import integrity_check, start_server  # noqa: E402
+from reliability_support import integrity_check, start_server
 
-from wfe_client import (  # noqa: E402
+from wfe_client import (
     CommandName,
     Event,
     EventSubscription,
     ExecutionPointer,
+    GrpcLockProvider,
     GrpcPersistenceProvider,
+    GrpcQueueProvider,
     NotFound,
     PointerStatus,
+    QueueType,
     ScheduledCommand,
     WorkflowInstance,
 )
 
-UTC = timezone.utc
+UTC = UTC
 SEQ_DEFINITION = "crash-sequence"
 ABSENT = "<absent>"
 
@@ -80,6 +86,8 @@ class Ledger:
     pairs: list[tuple[str, int, str]] = field(default_factory=list)
     """(workflow id, generation, subscription id) of persist-with-subscriptions in flight at the kill."""
     errors_before_kill: list[str] = field(default_factory=list)
+    fencing_tokens: list[int] = field(default_factory=list)
+    """Fencing tokens of acknowledged acquisitions."""
 
     def record(self, kind: str, key: str) -> Record:
         return self.records.setdefault((kind, key), Record())
@@ -121,7 +129,7 @@ def workflow_for(wid: str, gen: int, create_time: datetime) -> WorkflowInstance:
     return w
 
 
-def check_workflow_shape(w: WorkflowInstance) -> Optional[str]:
+def check_workflow_shape(w: WorkflowInstance) -> str | None:
     gen = w.data.get("gen") if isinstance(w.data, dict) else None
     if not isinstance(gen, int):
         return f"workflow {w.id}: data without a generation: {w.data!r}"
@@ -145,7 +153,10 @@ class Writer:
         self.workflows: dict[str, int] = {}  # acknowledged generation of each workflow this writer created
         self.create_times: dict[str, datetime] = {}
         self.events: list[str] = []
-        self.subscriptions: dict[str, Optional[str]] = {}  # acknowledged token of each subscription
+        self.subscriptions: dict[str, str | None] = {}  # acknowledged token of each subscription
+        self.leases: list[str] = []  # resources this writer holds (acknowledged)
+        self.queue: GrpcQueueProvider
+        self.locks: GrpcLockProvider
 
     def _key(self, prefix: str) -> str:
         self.count += 1
@@ -153,10 +164,27 @@ class Writer:
 
     async def run(self) -> None:
         async with GrpcPersistenceProvider.connect(self.address, timeout=15.0) as store:
+            self.queue = GrpcQueueProvider(store)
+            # Renewal never runs (the test is over long before a third of the hour): leases are
+            # what the store holds, nothing else.
+            self.locks = GrpcLockProvider(store, owner=f"crash-writer-{self.index}", ttl=timedelta(hours=1))
             while True:
                 op = self.rng.choices(
-                    ["create", "persist", "persist_subs", "event", "processed", "subscription", "token", "command", "sequence"],
-                    weights=[3, 6, 2, 3, 2, 2, 3, 3, 1],
+                    [
+                        "create",
+                        "persist",
+                        "persist_subs",
+                        "event",
+                        "processed",
+                        "subscription",
+                        "token",
+                        "command",
+                        "sequence",
+                        "queue",
+                        "lock",
+                        "unlock",
+                    ],
+                    weights=[3, 6, 2, 3, 2, 2, 3, 3, 1, 3, 2, 1],
                 )[0]
                 started_after_kill = self.killed.is_set()
                 try:
@@ -176,7 +204,7 @@ class Writer:
         rec.ack(0)
         self.workflows[wid] = 0
 
-    async def _pick_workflow(self, store: GrpcPersistenceProvider) -> Optional[str]:
+    async def _pick_workflow(self, store: GrpcPersistenceProvider) -> str | None:
         if not self.workflows:
             await self.op_create(store)
             return None
@@ -277,6 +305,35 @@ class Writer:
         await store.schedule_command(ScheduledCommand(CommandName.PROCESS_EVENT, data, execute_time))
         rec.ack(execute_time)
 
+    async def op_queue(self, store: GrpcPersistenceProvider) -> None:
+        item = self._key("q")
+        rec = self.ledger.record("queued", item)
+        rec.attempt(True)
+        await self.queue.queue_work(item, QueueType.INDEX)
+        rec.ack(True)
+
+    async def op_lock(self, store: GrpcPersistenceProvider) -> None:
+        resource = self._key("l")
+        rec = self.ledger.record("lease", resource)
+        rec.attempt(True)
+        lease = await self.locks.acquire(resource)
+        if lease is None:
+            self.ledger.errors_before_kill.append(f"lease on fresh resource {resource} refused")
+            rec.in_flight.remove(True)
+            return
+        rec.ack(True)
+        self.ledger.fencing_tokens.append(lease.fencing_token)
+        self.leases.append(resource)
+
+    async def op_unlock(self, store: GrpcPersistenceProvider) -> None:
+        if not self.leases:
+            return await self.op_lock(store)
+        resource = self.leases.pop(self.rng.randrange(len(self.leases)))
+        rec = self.ledger.record("lease", resource)
+        rec.attempt(ABSENT)
+        await self.locks.release_lock(resource)
+        rec.ack(ABSENT)
+
     async def op_sequence(self, store: GrpcPersistenceProvider) -> None:
         value = await store.next_definition_sequence(SEQ_DEFINITION)
         self.ledger.sequence_values.append(value)
@@ -346,6 +403,33 @@ async def _stored_state(store: GrpcPersistenceProvider, ledger: Ledger) -> tuple
     for kind, key in keys:
         if kind == "command":
             stored[(kind, key)] = commands.get(key, ABSENT)
+
+    # Queued items: take everything waiting in the INDEX queue (only the writers queue there).
+    queue = GrpcQueueProvider(store)
+    waiting: set[str] = set()
+    while (item := await queue.dequeue_work(QueueType.INDEX)) is not None:
+        if item in waiting:
+            problems.append(f"queue item {item} handed out twice")
+        waiting.add(item)
+    for kind, key in keys:
+        if kind == "queued":
+            stored[(kind, key)] = True if key in waiting else ABSENT
+
+    # Leases: a live one refuses the verifier; the verifier's own leases show the token counter.
+    verifier = GrpcLockProvider(store, owner="crash-verifier", ttl=timedelta(hours=1))
+    first_token: int | None = None
+    for kind, key in keys:
+        if kind == "lease":
+            lease = await verifier.acquire(key)
+            stored[(kind, key)] = ABSENT if lease is not None else True
+            if lease is not None and first_token is None:
+                first_token = lease.fencing_token
+    if first_token is None:
+        lease = await verifier.acquire("crash-verifier-probe")
+        first_token = lease.fencing_token if lease is not None else None
+    if ledger.fencing_tokens and (first_token is None or first_token <= max(ledger.fencing_tokens)):
+        before = max(ledger.fencing_tokens)
+        problems.append(f"fencing token after the restart {first_token} <= {before} handed out before")
     return stored, problems
 
 
@@ -375,9 +459,7 @@ async def run_round(
             problems.append(f"{len(pending)} writers did not notice the crash within 60 s")
             for t in pending:
                 t.cancel()
-        for t in done:
-            if t.exception() is not None:
-                problems.append(f"writer crashed: {t.exception()!r}")
+        problems += [f"writer crashed: {t.exception()!r}" for t in done if t.exception() is not None]
     finally:
         server.sigkill()
 
@@ -411,9 +493,7 @@ async def run_round(
     )
 
 
-def verify(
-    ledger: Ledger, stored: dict[tuple[str, str], Any], after_restart: int
-) -> tuple[int, int, int, list[str]]:
+def verify(ledger: Ledger, stored: dict[tuple[str, str], Any], after_restart: int) -> tuple[int, int, int, list[str]]:
     """(acknowledged writes, writes in flight, lost records, problems) of what the store holds."""
     problems: list[str] = []
     lost = 0
@@ -426,9 +506,7 @@ def verify(
         if value not in rec.allowed():
             if rec.acked is not ABSENT:
                 lost += 1
-            problems.append(
-                f"{kind} {key}: stored {value!r}, acknowledged {rec.acked!r}, in flight {rec.in_flight!r}"
-            )
+            problems.append(f"{kind} {key}: stored {value!r}, acknowledged {rec.acked!r}, in flight {rec.in_flight!r}")
     for wid, gen, sid in ledger.pairs:  # persist-with-subscriptions in flight: all or nothing
         if (stored.get(("workflow", wid)) == gen) != (stored.get(("subscription", sid)) == gen):
             problems.append(f"persist_workflow_with_subscriptions {wid} gen {gen} half applied")
@@ -442,7 +520,9 @@ def verify(
     return acknowledged, in_flight, lost, problems
 
 
-async def run_rounds(rounds: int, seed: int, work_dir: Path, *, writers: int = 16, verbose: bool = True) -> list[RoundResult]:
+async def run_rounds(
+    rounds: int, seed: int, work_dir: Path, *, writers: int = 16, verbose: bool = True
+) -> list[RoundResult]:
     results = []
     for r in range(rounds):
         result = await run_round(work_dir, seed + r, writers=writers)

@@ -11,26 +11,28 @@ import logging
 import os
 import random
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from wfe_client import ExecutionPointer, GrpcPersistenceProvider, ScheduledCommand, WorkflowInstance
 
-UTC = timezone.utc
+UTC = UTC
 
 
 class _LeasedProvider(GrpcPersistenceProvider):
     """The adapter with a shorter command lease (so a killed processor's claims come back fast)."""
 
-    lease: Optional[timedelta] = None
+    lease: timedelta | None = None
 
-    async def claim_commands(self, as_of: datetime, max_commands: int = 100, lease: Any = None, worker_id: str = "") -> Any:
+    async def claim_commands(
+        self, as_of: datetime, max_commands: int = 100, lease: Any = None, worker_id: str = ""
+    ) -> Any:
         chosen = self.lease if self.lease is not None else (lease or timedelta(seconds=30))
         return await super().claim_commands(as_of, max_commands, chosen, worker_id)
 
 
 def process_commands_worker(
-    address: str, out_path: str, fail_rate: float, lease_seconds: Optional[float], seed: int, idle_exit: float
+    address: str, out_path: str, fail_rate: float, lease_seconds: float | None, seed: int, idle_exit: float
 ) -> None:
     """Loop ``process_commands`` until nothing was offered for ``idle_exit`` seconds.
 
@@ -41,7 +43,7 @@ def process_commands_worker(
 
 
 async def _process_commands(
-    address: str, out_path: str, fail_rate: float, lease_seconds: Optional[float], seed: int, idle_exit: float
+    address: str, out_path: str, fail_rate: float, lease_seconds: float | None, seed: int, idle_exit: float
 ) -> None:
     logging.getLogger("wfe_client").setLevel(logging.ERROR)  # the failures are on purpose
     rng = random.Random(seed)
@@ -82,7 +84,9 @@ async def _tokens(address: str, index: int, sid: str, rounds: int, barrier: Any,
         for r in range(rounds):
             token = f"p{index}-r{r}"
             barrier.wait(60)
-            won = await store.set_subscription_token(sid, token, f"proc-{index}", datetime.now(UTC) + timedelta(hours=1))
+            won = await store.set_subscription_token(
+                sid, token, f"proc-{index}", datetime.now(UTC) + timedelta(hours=1)
+            )
             results.put((r, index, won))
             barrier.wait(60)
             if won:
@@ -123,7 +127,7 @@ def generation_pointers(gen: int) -> list[ExecutionPointer]:
     return pointers
 
 
-def torn(w: WorkflowInstance) -> Optional[str]:
+def torn(w: WorkflowInstance) -> str | None:
     """Why ``w`` is not a whole write of one generation, or None."""
     gen = w.data.get("gen") if isinstance(w.data, dict) else None
     if not isinstance(gen, int):
@@ -131,7 +135,9 @@ def torn(w: WorkflowInstance) -> Optional[str]:
     want = [(p.id, p.step_name, p.persistence_data) for p in generation_pointers(gen)]
     got = [(p.id, p.step_name, p.persistence_data) for p in w.execution_pointers]
     if want != got or w.reference != f"r{gen}":
-        return f"{w.id}: data gen {gen} but pointers {[p.step_name for p in w.execution_pointers]} reference {w.reference}"
+        return (
+            f"{w.id}: data gen {gen} but pointers {[p.step_name for p in w.execution_pointers]} reference {w.reference}"
+        )
     return None
 
 

@@ -13,7 +13,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 WFE_SQLITE = Path(sys.executable).parent / "wfe-sqlite"
 
@@ -66,11 +65,10 @@ class Server:
 
 
 def start_server(
-    db_url: str, log_path: Path, *args: str, timeout: float = 30.0, env: Optional[dict[str, str]] = None
+    db_url: str, log_path: Path, *args: str, timeout: float = 30.0, env: dict[str, str] | None = None
 ) -> Server:
     """Start ``wfe-sqlite serve --db db_url --listen 127.0.0.1:0`` and wait for ``listening on``."""
-    log = open(log_path, "a")
-    try:
+    with open(log_path, "a") as log:  # the child has its own descriptor of the file
         process = subprocess.Popen(
             [str(WFE_SQLITE), "serve", "--db", db_url, "--listen", "127.0.0.1:0", "--grace", "2", *args],
             stdout=subprocess.PIPE,
@@ -78,8 +76,6 @@ def start_server(
             text=True,
             env={**os.environ, **(env or {})},
         )
-    finally:
-        log.close()
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
     line = process.stdout.readline()  # the server prints this line once it accepts calls
@@ -112,7 +108,7 @@ def integrity_check(path: Path | str) -> str:
     return "; ".join(str(r[0]) for r in rows)
 
 
-def status_reason(error: object) -> Optional[str]:
+def status_reason(error: object) -> str | None:
     """The ``google.rpc.ErrorInfo`` reason of a failed gRPC call, or None."""
     from google.rpc import error_details_pb2, status_pb2
 

@@ -18,14 +18,14 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reliability_support import integrity_check, start_server  # noqa: E402
+from reliability_support import integrity_check, start_server
 
-from wfe_client import (  # noqa: E402
+from wfe_client import (
     CommandName,
     Event,
     EventSubscription,
@@ -36,7 +36,7 @@ from wfe_client import (  # noqa: E402
     WorkflowInstance,
 )
 
-UTC = timezone.utc
+UTC = UTC
 
 
 @dataclass
@@ -55,8 +55,14 @@ class SoakResult:
     first_errors: list[str]
 
 
-async def _worker(store: GrpcPersistenceProvider, ids: list[str], rng: random.Random, stop: float,
-                  counts: dict[str, int], errors: list[str]) -> None:
+async def _worker(
+    store: GrpcPersistenceProvider,
+    ids: list[str],
+    rng: random.Random,
+    stop: float,
+    counts: dict[str, int],
+    errors: list[str],
+) -> None:
     n = 0
     while time.monotonic() < stop:
         n += 1
@@ -100,7 +106,9 @@ async def _worker(store: GrpcPersistenceProvider, ids: list[str], rng: random.Ra
                 await store.terminate_subscription(sid)
                 await store.get_first_open_subscription("soak", str(n % 50), now)
             elif op == "command":
-                await store.schedule_command(ScheduledCommand(CommandName.PROCESS_WORKFLOW, f"c{rng.randrange(10**9)}", 0))
+                await store.schedule_command(
+                    ScheduledCommand(CommandName.PROCESS_WORKFLOW, f"c{rng.randrange(10**9)}", 0)
+                )
 
                 async def handler(command: ScheduledCommand) -> None:
                     return None
@@ -117,14 +125,21 @@ async def _worker(store: GrpcPersistenceProvider, ids: list[str], rng: random.Ra
                 errors.append(f"{op}: {error!r}")
 
 
-async def run_soak(seconds: float, work_dir: Path, *, warmup: float = 10.0, concurrency: int = 16,
-                   channels: int = 4, verbose: bool = False) -> SoakResult:
+async def run_soak(
+    seconds: float,
+    work_dir: Path,
+    *,
+    warmup: float = 10.0,
+    concurrency: int = 16,
+    channels: int = 4,
+    verbose: bool = False,
+) -> SoakResult:
     db = work_dir / "soak.db"
     server = start_server(f"sqlite://{db}", work_dir / "soak-server.log")
     try:
         stores = [await GrpcPersistenceProvider.connect(server.address) for _ in range(channels)]
         ids = []
-        for i in range(200):
+        for _ in range(200):
             w = WorkflowInstance.new("soak-flow", 1, {"gen": 0})
             w.execution_pointers = [ExecutionPointer.new(0)]
             ids.append(await stores[0].create_new_workflow(w))
@@ -148,8 +163,11 @@ async def run_soak(seconds: float, work_dir: Path, *, warmup: float = 10.0, conc
                 ops_at_warmup = counts["ops"]
                 t_warm = now
             if verbose and len(samples) % 30 == 0:
-                print(f"  t={now - start:5.0f}s ops={counts['ops']} errors={counts['errors']} "
-                      f"rss={samples[-1][1] / 1024:.1f} MiB", flush=True)
+                print(
+                    f"  t={now - start:5.0f}s ops={counts['ops']} errors={counts['errors']} "
+                    f"rss={samples[-1][1] / 1024:.1f} MiB",
+                    flush=True,
+                )
         await asyncio.gather(*tasks)
         end = time.monotonic()
         for store in stores:
@@ -184,12 +202,14 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="wfe-soak-") as tmp:
-        result = asyncio.run(run_soak(args.seconds, Path(tmp), warmup=args.warmup,
-                                      concurrency=args.concurrency, verbose=True))
+        result = asyncio.run(
+            run_soak(args.seconds, Path(tmp), warmup=args.warmup, concurrency=args.concurrency, verbose=True)
+        )
     print(json.dumps(asdict(result), indent=2))
     print(
-        f"soak: {result.seconds:.0f} s, {result.operations} operations, {result.ops_per_second} ops/s after warm-up, "
-        f"{result.errors} errors, server RSS {result.rss_start_kib / 1024:.1f} MiB -> {result.rss_end_kib / 1024:.1f} MiB "
+        f"soak: {result.seconds:.0f} s, {result.operations} operations, {result.ops_per_second} ops/s after warm-up,"
+        f" {result.errors} errors, server RSS {result.rss_start_kib / 1024:.1f} MiB"
+        f" -> {result.rss_end_kib / 1024:.1f} MiB "
         f"({result.rss_growth_percent:+.1f}%, max {result.rss_max_kib / 1024:.1f} MiB), integrity {result.integrity}"
     )
     ok = result.errors == 0 and result.rss_growth_percent < 10 and result.integrity == "ok"

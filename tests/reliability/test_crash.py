@@ -10,7 +10,6 @@ import random
 from pathlib import Path
 
 import pytest
-
 from crash_driver import ABSENT, Ledger, run_rounds, summary, verify
 from reliability_support import env_int
 

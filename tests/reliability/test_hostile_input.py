@@ -8,11 +8,16 @@ be OK, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS or FAILED_PRECONDITION with a
 ErrorInfo reason, never INTERNAL or UNKNOWN; afterwards the server still serves its earlier data.
 
 ``WFE_HYPOTHESIS_EXAMPLES`` sets the examples per RPC (default 40; ``make stress`` raises it).
+
+The cases of the adversarial pass of issue 9 follow as explicit tests: over-long ids on write,
+duplicate pointer ids, an empty subscription workflow id, forged page tokens, JSON nested too deep,
+and, against a server with tokens, unauthenticated bodies, made-up methods and health List.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,12 +26,13 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import descriptor as pb_descriptor
-from google.protobuf import message_factory
+from google.protobuf import message_factory, timestamp_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from reliability_support import Server, env_int, start_server, status_reason
+
 from wfe.persistence.v1 import (
     events_pb2,
     events_pb2_grpc,
@@ -70,20 +76,55 @@ OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.max_sen
 # -- generated values ----------------------------------------------------------------------------
 
 ID_POOL = ["", "dup", "dup-2", "a", " ", "é", "\x00", "x" * 1024, "x" * 1025, "w/1?#", "null"]
-BAD_JSON = ["", "{", "[1,", "{'a': 1}", "NaN", "Infinity", "-Infinity", "1e999999", "undefined",
-            '{"a":1}garbage', "\"unterminated", "[" * 5000 + "]" * 5000, "[" * 200_000, "01", "+1", ".5",
-            '{"a":1,"a":2}', "\ufeff{}", "   "]
+BAD_JSON = [
+    "",
+    "{",
+    "[1,",
+    "{'a': 1}",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e999999",
+    "undefined",
+    '{"a":1}garbage',
+    '"unterminated',
+    "[" * 5000 + "]" * 5000,
+    "[" * 200_000,
+    "01",
+    "+1",
+    ".5",
+    '{"a":1,"a":2}',
+    "\ufeff{}",
+    "   ",
+    # valid JSON nested deeper than the 512 levels accepted (980 once gave INTERNAL)
+    "[" * 513 + "]" * 513,
+    "[" * 980 + "]" * 980,
+    '{"a":' * 700 + "1" + "}" * 700,
+]
+FORGED_TOKENS = [
+    base64.urlsafe_b64encode(raw).decode()
+    for raw in (
+        b"99999999999999999999:x",
+        b"-99999999999999999999:x",
+        b"9223372036854775808:x",
+        b"1e3:x",
+        b"12",
+        b"12:" + b"x" * 2000,
+        b"\xff:x",
+    )
+] + ["%%%", "not-a-token"]
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64), 2**64)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 ).map(lambda v: json.dumps(v))
 HUGE = st.sampled_from([1 << 10, 1 << 16, 1 << 20, 5 << 20]).map(lambda n: "z" * n)
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
-STRINGS = st.one_of(
-    st.sampled_from(ID_POOL), TEXT, st.sampled_from(BAD_JSON), JSON_VALUES, HUGE
-)
+STRINGS = st.one_of(st.sampled_from(ID_POOL), TEXT, st.sampled_from(BAD_JSON), JSON_VALUES, HUGE)
 
 INT_RANGES = {
     FD.TYPE_INT32: (-(2**31), 2**31 - 1),
@@ -106,6 +147,8 @@ def _ints(low: int, high: int) -> st.SearchStrategy[int]:
 
 
 def _hostile_scalar(field: Any) -> st.SearchStrategy[Any]:
+    if field.type == FD.TYPE_STRING and field.name == "page_token":
+        return st.one_of(st.sampled_from(FORGED_TOKENS), STRINGS)
     if field.type == FD.TYPE_STRING:
         return STRINGS
     if field.type == FD.TYPE_BYTES:
@@ -168,13 +211,15 @@ def messages(descriptor: Any, depth: int = 0) -> st.SearchStrategy[Any]:
             one = _mostly_valid(_valid_scalar(field), _hostile_scalar(field))
             parts[field.name] = st.lists(one, max_size=3) if _repeated(field) else one
     optional = {
-        name: strategy if descriptor.fields_by_name[name].type == FD.TYPE_MESSAGE
+        name: strategy
+        if descriptor.fields_by_name[name].type == FD.TYPE_MESSAGE
         else st.integers(0, 5).flatmap(lambda k, s=strategy: st.none() if k == 0 else s)
         for name, strategy in parts.items()
     }
     optional = {
         name: st.integers(0, 9).flatmap(lambda k, s=strategy: st.none() if k == 0 else s)
-        if descriptor.fields_by_name[name].type == FD.TYPE_MESSAGE else strategy
+        if descriptor.fields_by_name[name].type == FD.TYPE_MESSAGE
+        else strategy
         for name, strategy in optional.items()
     }
 
@@ -253,7 +298,9 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     assert code == 0
 
 
-def _call(target: Target, grpc_module: Any, service: Any, method: Any, request: Any) -> tuple[grpc.StatusCode, str, Any]:
+def _call(
+    target: Target, grpc_module: Any, service: Any, method: Any, request: Any
+) -> tuple[grpc.StatusCode, str, Any]:
     rpc = getattr(target.stub(grpc_module, service), method.name)
     try:
         if method.server_streaming:
@@ -270,7 +317,9 @@ def _call(target: Target, grpc_module: Any, service: Any, method: Any, request: 
 @pytest.mark.parametrize(
     "module,grpc_module,service,method", METHODS, ids=[f"{s.name}.{m.name}" for _, _, s, m in METHODS]
 )
-def test_every_rpc_answers_hostile_requests_properly(target: Target, module: Any, grpc_module: Any, service: Any, method: Any) -> None:
+def test_every_rpc_answers_hostile_requests_properly(
+    target: Target, module: Any, grpc_module: Any, service: Any, method: Any
+) -> None:
     seen: dict[grpc.StatusCode, int] = {}
 
     @settings(
@@ -318,6 +367,219 @@ def test_undecodable_request_bytes_are_rejected_without_harm(target: Target) -> 
                     call(payload, timeout=10)
             except grpc.RpcError as error:
                 assert error.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE), (
-                    method.full_name, error.code(), error.details())
+                    method.full_name,
+                    error.code(),
+                    error.details(),
+                )
     assert target.server.alive()
     asyncio.run(_check_sentinels(target.server.address, target.sentinels))
+
+
+# -- the adversarial pass of issue 9 ------------------------------------------------------------
+
+TS = timestamp_pb2.Timestamp(seconds=1_704_164_645)
+LONG = "x" * 1025  # one byte over the limit on ids, names, keys and tokens
+
+
+def _error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            for detail in status_pb2.Status.FromString(value).details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return info
+    raise AssertionError(f"no ErrorInfo: {error}")
+
+
+def _workflow(pointers: list[Any], data: str = "{}", id: str = "") -> Any:
+    return workflows_pb2.WorkflowInstance(
+        id=id,
+        workflow_definition_id="hostile",
+        status=workflows_pb2.WORKFLOW_STATUS_RUNNABLE,
+        data=data,
+        create_time=TS,
+        execution_pointers=pointers,
+    )
+
+
+def _pointer(pid: str = "p", **fields: Any) -> Any:
+    return workflows_pb2.ExecutionPointer(id=pid, status=workflows_pb2.POINTER_STATUS_PENDING, **fields)
+
+
+def _subscription(**fields: Any) -> Any:
+    values = {"workflow_id": "wf", "execution_pointer_id": "p", "event_name": "n", "event_key": "k", **fields}
+    return subscriptions_pb2.EventSubscription(subscribe_as_of=TS, **values)
+
+
+def _event(**fields: Any) -> Any:
+    return events_pb2.Event(**{"event_name": "n", "event_key": "k", "event_data": "1", "event_time": TS, **fields})
+
+
+DEEP = "[" * 980 + "]" * 980
+ISSUE_9_WRITES = [
+    # 8: the 1024-byte limit, checked on write like on read
+    (
+        "EventService",
+        "CreateEvent",
+        events_pb2.CreateEventRequest(event=_event(event_name="n" * 5000)),
+        "event.event_name",
+    ),
+    (
+        "EventService",
+        "CreateEvent",
+        events_pb2.CreateEventRequest(event=_event(event_key="k" * (1 << 20))),
+        "event.event_key",
+    ),
+    (
+        "SubscriptionService",
+        "CreateSubscription",
+        subscriptions_pb2.CreateSubscriptionRequest(subscription=_subscription(external_token="t" * 5000)),
+        "subscription.external_token",
+    ),
+    (
+        "SubscriptionService",
+        "CreateSubscription",
+        subscriptions_pb2.CreateSubscriptionRequest(subscription=_subscription(workflow_id="w" * (1 << 20))),
+        "subscription.workflow_id",
+    ),
+    (
+        "SubscriptionService",
+        "CreateSubscription",
+        subscriptions_pb2.CreateSubscriptionRequest(subscription=_subscription(external_worker_id=LONG)),
+        "subscription.external_worker_id",
+    ),
+    (
+        "ExecutionErrorService",
+        "PersistErrors",
+        execution_errors_pb2.PersistErrorsRequest(
+            errors=[
+                execution_errors_pb2.ExecutionError(
+                    error_time=TS, workflow_id="w" * (1 << 20), execution_pointer_id="p"
+                )
+            ]
+        ),
+        "errors[0].workflow_id",
+    ),
+    (
+        "WorkflowService",
+        "CreateWorkflow",
+        workflows_pb2.CreateWorkflowRequest(workflow=_workflow([_pointer(event_name=LONG)])),
+        "workflow.execution_pointers[0].event_name",
+    ),
+    (
+        "WorkflowService",
+        "CreateWorkflow",
+        workflows_pb2.CreateWorkflowRequest(workflow=_workflow([_pointer(children=["c", LONG])])),
+        "workflow.execution_pointers[0].children[1]",
+    ),
+    # 9: pointer ids are unique within a workflow
+    (
+        "WorkflowService",
+        "CreateWorkflow",
+        workflows_pb2.CreateWorkflowRequest(workflow=_workflow([_pointer("a"), _pointer("b"), _pointer("a")])),
+        "workflow.execution_pointers[2].id",
+    ),
+    (
+        "WorkflowService",
+        "PersistWorkflowWithSubscriptions",
+        workflows_pb2.PersistWorkflowWithSubscriptionsRequest(
+            workflow=_workflow([_pointer("a"), _pointer("a")], id="wf-9")
+        ),
+        "workflow.execution_pointers[1].id",
+    ),
+    # 10: a subscription names its workflow
+    (
+        "SubscriptionService",
+        "CreateSubscription",
+        subscriptions_pb2.CreateSubscriptionRequest(subscription=_subscription(workflow_id="")),
+        "subscription.workflow_id",
+    ),
+    # 12: JSON at most 512 levels deep
+    (
+        "WorkflowService",
+        "CreateWorkflow",
+        workflows_pb2.CreateWorkflowRequest(workflow=_workflow([], DEEP)),
+        "workflow.data",
+    ),
+    ("EventService", "CreateEvent", events_pb2.CreateEventRequest(event=_event(event_data=DEEP)), "event.event_data"),
+    (
+        "SubscriptionService",
+        "CreateSubscription",
+        subscriptions_pb2.CreateSubscriptionRequest(subscription=_subscription(subscription_data=DEEP)),
+        "subscription.subscription_data",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("service", "method", "request_message", "field"), ISSUE_9_WRITES, ids=[f"{m}:{f}" for _, m, _, f in ISSUE_9_WRITES]
+)
+def test_issue_9_writes_are_invalid_argument_naming_the_field(
+    target: Target, service: str, method: str, request_message: Any, field: str
+) -> None:
+    call = target.channel.unary_unary(
+        f"/wfe.persistence.v1.{service}/{method}", request_serializer=lambda m: m.SerializeToString()
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        call(request_message, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value
+    info = _error_info(refused.value)
+    assert (info.reason, info.metadata["field"]) == ("INVALID_ARGUMENT", field), refused.value.details()
+
+
+def test_issue_9_forged_page_tokens_are_invalid_argument(target: Target) -> None:
+    workflows = workflows_pb2_grpc.WorkflowServiceStub(target.channel)
+    events = events_pb2_grpc.EventServiceStub(target.channel)
+    subscriptions = subscriptions_pb2_grpc.SubscriptionServiceStub(target.channel)
+    for token in FORGED_TOKENS:
+        for call in (
+            lambda token=token: workflows.GetRunnableWorkflows(
+                workflows_pb2.GetRunnableWorkflowsRequest(as_at=TS, page_token=token)
+            ),
+            lambda token=token: events.GetRunnableEvents(
+                events_pb2.GetRunnableEventsRequest(as_at=TS, page_token=token)
+            ),
+            lambda token=token: events.GetEvents(events_pb2.GetEventsRequest(as_of=TS, page_token=token)),
+            lambda token=token: subscriptions.GetSubscriptions(
+                subscriptions_pb2.GetSubscriptionsRequest(as_of=TS, page_token=token)
+            ),
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (token, refused.value)
+            assert _error_info(refused.value).metadata["field"] == "page_token"
+
+
+def test_issue_9_unauthenticated_hostility_costs_nothing_and_logs_nothing(tmp_path: Path) -> None:
+    """Against a server with tokens: big bodies, made-up methods and health List without a token
+    (what these cost in memory is bounded in test_memory_bounds.py)."""
+    server = start_server(f"sqlite://{tmp_path / 'auth.db'}", tmp_path / "auth.log", env={"WFE_SQLITE_TOKENS": "t0ken"})
+    try:
+        with grpc.insecure_channel(server.address, options=OPTIONS) as channel:
+            body = b"\x0a" + b"z" * (48 << 20)
+            for path in (
+                "/wfe.persistence.v1.WorkflowService/CreateWorkflow",
+                "/wfe.persistence.v1.WorkflowService/BatchGetWorkflows",
+                "/made.up.Service/Method",
+                "/grpc.health.v1.Health/List",
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            ):
+                for call in (channel.unary_unary(path), channel.unary_stream(path)):
+                    with pytest.raises(grpc.RpcError) as refused:
+                        result = call(body, timeout=60)
+                        if not isinstance(result, bytes):
+                            list(result)
+                    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, (path, refused.value)
+            health = health_pb2_grpc.HealthStub(channel)
+            assert (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+                == health_pb2.HealthCheckResponse.SERVING
+            )
+            listed = health.List(
+                health_pb2.HealthListRequest(), timeout=10, metadata=(("authorization", "Bearer t0ken"),)
+            )
+            assert "wfe.persistence.v1.WorkflowService" in listed.statuses
+    finally:
+        code = server.terminate()
+    log = server.log()
+    assert code == 0 and "Traceback" not in log and " ERROR " not in log, log[-5000:]

@@ -16,17 +16,17 @@ import multiprocessing
 import random
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import mp_workers
+import pytest
 from reliability_support import Server, env_int, start_server
+
 from wfe_client import CommandName, EventSubscription, GrpcPersistenceProvider, ScheduledCommand, WorkflowInstance
 
-UTC = timezone.utc
+UTC = UTC
 SCALE = env_int("WFE_MP_SCALE", 1)
 CTX = multiprocessing.get_context("spawn")
 
@@ -132,8 +132,10 @@ async def test_process_commands_at_least_once_with_failures_and_kills(server: Se
     assert not missing, f"{len(missing)} commands lost (never handled), e.g. {sorted(missing)[:5]}"
     assert set(counts) <= set(names)
     assert await _remaining_commands(server.address) == []
-    print(f"{len(names)} commands, {sum(counts.values())} successful handlings, "
-          f"{sum(1 for c in counts.values() if c > 1)} handled more than once, {killed_early} processors killed")
+    print(
+        f"{len(names)} commands, {sum(counts.values())} successful handlings, "
+        f"{sum(1 for c in counts.values() if c > 1)} handled more than once, {killed_early} processors killed"
+    )
 
 
 async def test_token_claims_one_winner_per_round(server: Server) -> None:
@@ -165,8 +167,7 @@ async def test_definition_sequence_never_repeats_across_processes(server: Server
     workers, calls = 6, 300 * SCALE
     outs = [tmp_path / f"seq-{i}.txt" for i in range(workers)]
     processes = [
-        CTX.Process(target=mp_workers.sequence_worker, args=(server.address, "def-mp", calls, 8, str(o)))
-        for o in outs
+        CTX.Process(target=mp_workers.sequence_worker, args=(server.address, "def-mp", calls, 8, str(o))) for o in outs
     ]
     for p in processes:
         p.start()

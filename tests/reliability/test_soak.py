@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from reliability_support import env_int
 from soak import run_soak
 

@@ -13,12 +13,12 @@ import asyncio
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-
 from reliability_support import WFE_SQLITE, integrity_check, start_server
+
 from wfe_client import Event, GrpcPersistenceProvider, StorageFull, WfeError, WorkflowInstance
 
 IS_ROOT = os.geteuid() == 0
@@ -29,7 +29,9 @@ def _mount_tmpfs(where: Path, size: str, *options: str) -> None:
     opts = ",".join([f"size={size}", "mode=0777", *options])
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True, text=True)
     if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs for the full-disk test (needs root / CAP_SYS_ADMIN): {result.stderr.strip()}")
+        pytest.skip(
+            f"cannot mount a tmpfs for the full-disk test (needs root / CAP_SYS_ADMIN): {result.stderr.strip()}"
+        )
 
 
 def _umount(where: Path) -> None:
@@ -47,7 +49,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.mark.timeout(180)
-async def test_full_disk_fails_writes_cleanly_and_recovers_once_space_is_freed(small_disk: Path, tmp_path: Path) -> None:
+async def test_full_disk_fails_writes_cleanly_and_recovers_once_space_is_freed(
+    small_disk: Path, tmp_path: Path
+) -> None:
     db = small_disk / "full.db"
     server = start_server(f"sqlite://{db}", tmp_path / "server.log")
     try:
@@ -82,8 +86,10 @@ async def test_full_disk_fails_writes_cleanly_and_recovers_once_space_is_freed(s
                 assert error.reason == "STORAGE_FULL" and error.code == "RESOURCE_EXHAUSTED"
                 assert "full" in error.message, error.message
             # Small writes of every kind fail the same way (or fit); reads keep working.
-            for attempt in (store.create_event(Event.new("full", "k2", {"x": "y" * 200_000})),
-                            store.next_definition_sequence("full")):
+            for attempt in (
+                store.create_event(Event.new("full", "k2", {"x": "y" * 200_000})),
+                store.next_definition_sequence("full"),
+            ):
                 try:
                     await attempt
                 except WfeError as error:
@@ -132,7 +138,7 @@ async def test_size_cap_fails_writes_cleanly_and_recovers_when_pages_are_freed(t
             balloon = WorkflowInstance.new("cap-flow", 1, {"blob": "b" * 600_000})
             await store.create_new_workflow(balloon)
             failure = None
-            for i in range(100):
+            for _ in range(100):
                 try:
                     await store.create_new_workflow(WorkflowInstance.new("cap-flow", 1, {"blob": "x" * 65536}))
                 except WfeError as error:
@@ -167,14 +173,16 @@ def _sqlite_file(path: Path) -> None:
     conn.close()
 
 
-def _run_serve(db: Path, *, prefix: list[str]) -> subprocess.CompletedProcess[str]:
+def _run_serve(db: Path, *, prefix: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*prefix, str(WFE_SQLITE), "serve", "--db", f"sqlite://{db}", "--listen", "127.0.0.1:0"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
-def _refused(db: Path, expected: str, *, prefix: list[str] = []) -> None:
+def _refused(db: Path, expected: str, *, prefix: Sequence[str] = ()) -> None:
     before = db.read_bytes() if os.access(db, os.R_OK) else None
     stat_before = db.stat()
     siblings_before = sorted(p.name for p in db.parent.iterdir())

@@ -1,8 +1,15 @@
-"""Client side of wfe-sqlite: models, errors, the ``PersistenceProvider`` interface and its gRPC adapter."""
+"""Client side of wfe-sqlite: models, errors, the ``PersistenceProvider`` interface and its gRPC adapter.
+
+The pieces the server shares with every client are public modules: ``wfe_client.models``,
+``wfe_client.errors``, ``wfe_client.conversion`` (models <-> ``wfe.persistence.v1`` messages),
+``wfe_client.jsoncodec``, ``wfe_client.timeutil`` and ``wfe_client.limits``.
+"""
 
 from __future__ import annotations
 
-from ._errors import (
+from ._cluster import LockProvider, QueueProvider
+from ._provider import CommandHandler, PersistenceProvider
+from .errors import (
     ERROR_DOMAIN,
     AlreadyExists,
     EventAlreadyExists,
@@ -13,29 +20,32 @@ from ._errors import (
     RevisionConflict,
     StorageFull,
     StorageUnavailable,
+    StreamIdle,
     SubscriptionAlreadyExists,
     SubscriptionNotFound,
+    Unauthenticated,
     WatcherFellBehind,
     WfeError,
     WorkflowAlreadyExists,
     WorkflowNameTaken,
     WorkflowNotFound,
 )
-from ._cluster import LockProvider, QueueProvider
-from ._cluster_models import Lease, LifecycleEvent, LifecycleEventType, QueueType
-from ._models import (
+from .models import (
     CommandClaim,
     CommandName,
     Event,
     EventSubscription,
     ExecutionError,
     ExecutionPointer,
+    Lease,
+    LifecycleEvent,
+    LifecycleEventType,
     PointerStatus,
+    QueueType,
     ScheduledCommand,
     WorkflowInstance,
     WorkflowStatus,
 )
-from ._provider import CommandHandler, PersistenceProvider
 
 __all__ = [
     "ERROR_DOMAIN",
@@ -68,8 +78,10 @@ __all__ = [
     "ScheduledCommand",
     "StorageFull",
     "StorageUnavailable",
+    "StreamIdle",
     "SubscriptionAlreadyExists",
     "SubscriptionNotFound",
+    "Unauthenticated",
     "WatcherFellBehind",
     "WfeError",
     "WorkflowAlreadyExists",

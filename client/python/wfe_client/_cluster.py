@@ -18,33 +18,15 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import Optional, TypeVar
+from typing import TypeVar
 
-from ._cluster_models import Lease, QueueType
-from ._errors import InvalidArgument
-from ._models import WorkflowInstance
+from .errors import InvalidArgument
+from .limits import DEFAULT_LOCK_TTL, MAX_RENEW_RESOURCES, check_lock_ttl
+from .models import Lease, QueueType, WorkflowInstance
 
-__all__ = [
-    "LockProvider",
-    "QueueProvider",
-    "DEFAULT_TTL",
-    "MIN_TTL",
-    "MAX_TTL",
-    "MAX_WAIT",
-    "new_owner_id",
-    "check_ttl",
-    "check_wait",
-    "check_queue",
-]
+__all__ = ["LockProvider", "QueueProvider", "check_queue", "new_owner_id"]
 
 LOG = logging.getLogger(__name__)
-
-DEFAULT_TTL = timedelta(seconds=30)
-"""Time-to-live of a lease unless renewed."""
-MIN_TTL = timedelta(milliseconds=100)
-MAX_TTL = timedelta(hours=1)
-MAX_WAIT = timedelta(seconds=60)
-"""Longest wait of one ``dequeue_work`` call."""
 
 Self = TypeVar("Self", bound="LockProvider")
 SelfQ = TypeVar("SelfQ", bound="QueueProvider")
@@ -55,21 +37,8 @@ def new_owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4()}"
 
 
-def check_ttl(ttl: timedelta) -> timedelta:
-    if not isinstance(ttl, timedelta) or not MIN_TTL <= ttl <= MAX_TTL:
-        raise InvalidArgument(f"ttl: must be a timedelta between {MIN_TTL} and {MAX_TTL}", field="ttl")
-    return ttl
-
-
-def check_wait(wait: Optional[timedelta]) -> timedelta:
-    if wait is None:
-        return timedelta(0)
-    if not isinstance(wait, timedelta) or not timedelta(0) <= wait <= MAX_WAIT:
-        raise InvalidArgument(f"wait: must be None or a timedelta between 0 and {MAX_WAIT}", field="wait")
-    return wait
-
-
 def check_queue(queue: QueueType) -> QueueType:
+    """A ``QueueType`` (or its member name), else ``InvalidArgument`` naming ``queue``."""
     if isinstance(queue, str) and queue in QueueType.__members__:
         return QueueType[queue]
     if not isinstance(queue, QueueType):
@@ -86,23 +55,23 @@ class LockProvider(abc.ABC):
     whose renewal finds it taken by another owner is dropped and reported to ``on_lost``.
     """
 
-    def __init__(self, owner: Optional[str] = None, ttl: timedelta = DEFAULT_TTL) -> None:
+    def __init__(self, owner: str | None = None, ttl: timedelta = DEFAULT_LOCK_TTL) -> None:
         if owner is not None and (not isinstance(owner, str) or not owner):
             raise InvalidArgument("owner: expected a non-empty string or None", field="owner")
         self.owner: str = owner or new_owner_id()
         """The owner id of every lease this provider takes."""
-        self.ttl: timedelta = check_ttl(ttl)
+        self.ttl: timedelta = check_lock_ttl(ttl)
         """Time-to-live of each lease; renewed every third of it."""
-        self.on_lost: Optional[Callable[[str], None]] = None
+        self.on_lost: Callable[[str], None] | None = None
         """Called with a resource whose lease was found lost (taken by another owner) during renewal."""
         self._held: dict[str, Lease] = {}
-        self._renewer: Optional[asyncio.Task[None]] = None
+        self._renewer: asyncio.Task[None] | None = None
         self._closed = False
 
     # -- the three operations an implementation supplies ----------------------------------------
 
     @abc.abstractmethod
-    async def _acquire(self, resource: str) -> Optional[Lease]:
+    async def _acquire(self, resource: str) -> Lease | None:
         """Take the lease for ``self.owner`` with ``self.ttl``; None while a live lease holds it."""
 
     @abc.abstractmethod
@@ -119,7 +88,7 @@ class LockProvider(abc.ABC):
 
     # -- the interface ---------------------------------------------------------------------------
 
-    async def acquire(self, resource: str) -> Optional[Lease]:
+    async def acquire(self, resource: str) -> Lease | None:
         """Take the lease on ``resource``: the ``Lease`` (with its fencing token), or None while it is held."""
         if self._closed:
             raise RuntimeError("the lock provider is closed")
@@ -138,7 +107,7 @@ class LockProvider(abc.ABC):
         self._held.pop(resource, None)
         await self._release(resource)
 
-    def lease(self, resource: str) -> Optional[Lease]:
+    def lease(self, resource: str) -> Lease | None:
         """The lease this provider holds on ``resource`` (its fencing token), if any."""
         return self._held.get(resource)
 
@@ -186,7 +155,10 @@ class LockProvider(abc.ABC):
             if not renewing:
                 return
             try:
-                lost = await self._renew(list(renewing))
+                resources = list(renewing)
+                lost = []
+                for start in range(0, len(resources), MAX_RENEW_RESOURCES):
+                    lost += await self._renew(resources[start : start + MAX_RENEW_RESOURCES])
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - try again next period; the lease may still hold
@@ -208,13 +180,11 @@ class QueueProvider(abc.ABC):
         """Append ``id`` to ``queue``; False when it was already waiting there (it keeps its one entry)."""
 
     @abc.abstractmethod
-    async def dequeue_work(self, queue: QueueType, wait: Optional[timedelta] = None) -> Optional[str]:
+    async def dequeue_work(self, queue: QueueType, wait: timedelta | None = None) -> str | None:
         """The oldest waiting id of ``queue``, or None. With ``wait`` (up to 60 s), wait that long for one."""
 
     @abc.abstractmethod
-    async def dequeue_workflow(
-        self, wait: Optional[timedelta] = None
-    ) -> Optional[tuple[str, Optional[WorkflowInstance]]]:
+    async def dequeue_workflow(self, wait: timedelta | None = None) -> tuple[str, WorkflowInstance | None] | None:
         """``dequeue_work(QueueType.WORKFLOW, wait)`` with the workflow read right after (None if it is gone)."""
 
     async def close(self) -> None:

@@ -12,10 +12,11 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Generic, Optional, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
+
 from wfe.persistence.v1 import (
     lifecycle_pb2,
     lifecycle_pb2_grpc,
@@ -25,27 +26,17 @@ from wfe.persistence.v1 import (
     queues_pb2_grpc,
 )
 
-from . import _convert as convert
-from ._cluster import DEFAULT_TTL, LockProvider, QueueProvider, check_queue, check_wait
-from ._cluster_models import Lease, LifecycleEvent, LifecycleEventType, QueueType
-from ._errors import InvalidArgument
+from . import conversion as convert
+from ._cluster import LockProvider, QueueProvider, check_queue
 from ._grpc_provider import GrpcPersistenceProvider, _error_from_rpc
-from ._models import WorkflowInstance
-from ._time import from_micros
+from .conversion import QUEUE_TYPE, lifecycle_event_from_proto, lifecycle_event_to_proto
+from .limits import DEFAULT_LOCK_TTL, check_wait
+from .models import Lease, LifecycleEvent, QueueType, WorkflowInstance
+from .timeutil import from_micros
 
-__all__ = ["GrpcLockProvider", "GrpcQueueProvider", "GrpcLifecyclePublisher", "LifecycleWatch"]
+__all__ = ["GrpcLifecyclePublisher", "GrpcLockProvider", "GrpcQueueProvider", "LifecycleWatch"]
 
 P = TypeVar("P")
-
-_QUEUE_TO = {
-    QueueType.WORKFLOW: queues_pb2.QUEUE_TYPE_WORKFLOW,
-    QueueType.EVENT: queues_pb2.QUEUE_TYPE_EVENT,
-    QueueType.INDEX: queues_pb2.QUEUE_TYPE_INDEX,
-}
-_EVENT_TYPE_TO = {
-    t: lifecycle_pb2.LifecycleEventType.Value(f"LIFECYCLE_EVENT_TYPE_{t.name}") for t in LifecycleEventType
-}
-_EVENT_TYPE_FROM = {v: k for k, v in _EVENT_TYPE_TO.items()}
 
 
 def _duration(value: timedelta) -> duration_pb2.Duration:
@@ -64,7 +55,7 @@ class _Connecting(Generic[P]):
     def __init__(self, opening: Callable[[], Awaitable[P]], closing: Callable[[P], Awaitable[None]]) -> None:
         self._opening = opening
         self._closing = closing
-        self._opened: Optional[P] = None
+        self._opened: P | None = None
 
     def __await__(self) -> Generator[Any, None, P]:
         return self._opening().__await__()
@@ -86,8 +77,8 @@ class GrpcLockProvider(LockProvider):
     def __init__(
         self,
         connection: GrpcPersistenceProvider,
-        owner: Optional[str] = None,
-        ttl: timedelta = DEFAULT_TTL,
+        owner: str | None = None,
+        ttl: timedelta = DEFAULT_LOCK_TTL,
         *,
         owns_connection: bool = False,
     ) -> None:
@@ -98,7 +89,7 @@ class GrpcLockProvider(LockProvider):
 
     @classmethod
     def connect(
-        cls, address: str, owner: Optional[str] = None, ttl: timedelta = DEFAULT_TTL, **options: Any
+        cls, address: str, owner: str | None = None, ttl: timedelta = DEFAULT_LOCK_TTL, **options: Any
     ) -> _Connecting[GrpcLockProvider]:
         """Connect to ``address``; ``options`` as for ``GrpcPersistenceProvider.connect``."""
 
@@ -112,7 +103,7 @@ class GrpcLockProvider(LockProvider):
 
         return _Connecting(opening, lambda provider: provider.close())
 
-    async def _acquire(self, resource: str) -> Optional[Lease]:
+    async def _acquire(self, resource: str) -> Lease | None:
         request = locks_pb2.AcquireLockRequest(resource=resource, owner=self.owner, ttl=_duration(self.ttl))
         response = await self._connection._call(self._stub.AcquireLock, request)
         if not response.acquired:
@@ -152,15 +143,17 @@ class GrpcQueueProvider(QueueProvider):
         return _Connecting(opening, lambda provider: provider.close())
 
     async def queue_work(self, id: str, queue: QueueType) -> bool:
-        request = queues_pb2.QueueWorkRequest(id=id, queue=_QUEUE_TO[check_queue(queue)])
+        request = queues_pb2.QueueWorkRequest(id=id, queue=QUEUE_TYPE.encode(check_queue(queue), "queue"))
         response = await self._connection._call(self._stub.QueueWork, request)
         return bool(response.queued)
 
     async def _dequeue(
-        self, queue: QueueType, wait: Optional[timedelta], include_workflow: bool
+        self, queue: QueueType, wait: timedelta | None, include_workflow: bool
     ) -> queues_pb2.DequeueWorkResponse:
         waiting = check_wait(wait)
-        request = queues_pb2.DequeueWorkRequest(queue=_QUEUE_TO[check_queue(queue)], include_workflow=include_workflow)
+        request = queues_pb2.DequeueWorkRequest(
+            queue=QUEUE_TYPE.encode(check_queue(queue), "queue"), include_workflow=include_workflow
+        )
         if waiting:
             request.wait.CopyFrom(_duration(waiting))
         # The call's deadline covers the wait plus the provider's usual deadline.
@@ -170,13 +163,11 @@ class GrpcQueueProvider(QueueProvider):
         )
         return response
 
-    async def dequeue_work(self, queue: QueueType, wait: Optional[timedelta] = None) -> Optional[str]:
+    async def dequeue_work(self, queue: QueueType, wait: timedelta | None = None) -> str | None:
         response = await self._dequeue(queue, wait, False)
         return response.id or None
 
-    async def dequeue_workflow(
-        self, wait: Optional[timedelta] = None
-    ) -> Optional[tuple[str, Optional[WorkflowInstance]]]:
+    async def dequeue_workflow(self, wait: timedelta | None = None) -> tuple[str, WorkflowInstance | None] | None:
         response = await self._dequeue(QueueType.WORKFLOW, wait, True)
         if not response.id:
             return None
@@ -186,49 +177,6 @@ class GrpcQueueProvider(QueueProvider):
     async def close(self) -> None:
         if self._owns_connection:
             await self._connection.close()
-
-
-def lifecycle_event_to_proto(event: LifecycleEvent) -> lifecycle_pb2.LifecycleEvent:
-    """The message of a ``LifecycleEvent`` (InvalidArgument for a value the message cannot hold)."""
-    if not isinstance(event, LifecycleEvent):
-        raise InvalidArgument("expected a LifecycleEvent", field="event")
-    try:
-        kind = _EVENT_TYPE_TO[LifecycleEventType(event.type)]
-    except ValueError:
-        raise InvalidArgument(f"event.type: {event.type!r} is not a LifecycleEventType", field="event.type") from None
-    try:
-        msg = lifecycle_pb2.LifecycleEvent(
-            event_time=convert.timestamp(event.event_time, "event.event_time"),
-            workflow_instance_id=event.workflow_instance_id,
-            workflow_definition_id=event.workflow_definition_id,
-            version=event.version,
-            type=kind,
-            step_id=event.step_id,
-            message=event.message,
-        )
-        if event.reference is not None:
-            msg.reference = event.reference
-        if event.step_name is not None:
-            msg.step_name = event.step_name
-    except (TypeError, ValueError) as error:
-        if "naive datetime" in str(error):
-            raise
-        raise InvalidArgument(f"event: {error}", field="event") from None
-    return msg
-
-
-def lifecycle_event_from_proto(msg: lifecycle_pb2.LifecycleEvent) -> LifecycleEvent:
-    return LifecycleEvent(
-        type=_EVENT_TYPE_FROM[msg.type],
-        workflow_instance_id=msg.workflow_instance_id,
-        workflow_definition_id=msg.workflow_definition_id,
-        version=msg.version,
-        reference=msg.reference if msg.HasField("reference") else None,
-        step_id=msg.step_id,
-        step_name=msg.step_name if msg.HasField("step_name") else None,
-        message=msg.message,
-        event_time=convert.instant(msg, "event_time", "event"),
-    )
 
 
 class LifecycleWatch:
@@ -304,7 +252,7 @@ class GrpcLifecyclePublisher:
         return int(response.watchers)
 
     def watch(
-        self, workflow_instance_id: Optional[str] = None, workflow_definition_id: Optional[str] = None
+        self, workflow_instance_id: str | None = None, workflow_definition_id: str | None = None
     ) -> LifecycleWatch:
         """Watch the events published from now on (optionally of one workflow or one definition).
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
@@ -25,9 +25,28 @@ from wfe.persistence.v1 import (
     workflows_pb2_grpc,
 )
 
-from . import _convert as convert
-from ._errors import ERROR_DOMAIN, AlreadyExists, InvalidArgument, NotFound, WfeError, error_for_reason
-from ._models import (
+from . import conversion as convert
+from ._provider import PersistenceProvider
+from ._readiness import wait_until_ready
+from .errors import (
+    ERROR_DOMAIN,
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    WfeError,
+    error_for_reason,
+)
+from .limits import (
+    BATCH_GET_IDS,
+    CLAIM_BATCH,
+    DEFAULT_DEADLINE_SECONDS,
+    DEFAULT_LEASE,
+    MAX_MESSAGE_BYTES,
+    MAX_PAGE_SIZE,
+    check_claim,
+)
+from .models import (
     CommandClaim,
     Event,
     EventSubscription,
@@ -35,22 +54,16 @@ from ._models import (
     ScheduledCommand,
     WorkflowInstance,
 )
-from ._provider import CLAIM_BATCH, DEFAULT_LEASE, PersistenceProvider
 
-__all__ = ["GrpcPersistenceProvider", "MAX_MESSAGE_BYTES"]
+__all__ = ["GrpcPersistenceProvider"]
 
-R = TypeVar("R")
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-_BATCH_IDS = 1000  # ids per BatchGetWorkflows call
-_PAGE_SIZE = 10_000
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
-_MIN_LEASE, _MAX_LEASE = timedelta(milliseconds=1), timedelta(hours=1)
 
 _BY_CODE: dict[grpc.StatusCode, type[WfeError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
 }
 
 
@@ -88,7 +101,7 @@ class _Connecting:
 
     def __init__(self, opening: Callable[[], Awaitable[GrpcPersistenceProvider]]) -> None:
         self._opening = opening
-        self._provider: Optional[GrpcPersistenceProvider] = None
+        self._provider: GrpcPersistenceProvider | None = None
 
     def __await__(self) -> Generator[Any, None, GrpcPersistenceProvider]:
         return self._opening().__await__()
@@ -107,7 +120,13 @@ class _Connecting:
 class GrpcPersistenceProvider(PersistenceProvider):
     """The persistence interface served by a wfe-sqlite server, over one gRPC channel."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 30.0, metadata: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        timeout: float = DEFAULT_DEADLINE_SECONDS,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self._channel = channel
         self._timeout = timeout
         self._metadata = tuple(metadata)
@@ -123,28 +142,34 @@ class GrpcPersistenceProvider(PersistenceProvider):
         cls,
         address: str,
         *,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_DEADLINE_SECONDS,
         connect_timeout: float = 10.0,
-        credentials: Optional[grpc.ChannelCredentials] = None,
-        token: Optional[str] = None,
-        tls_ca: Optional[str] = None,
-        tls_cert: Optional[str] = None,
-        tls_key: Optional[str] = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> _Connecting:
         """Connect to ``address`` (HOST:PORT); waits until the server answers.
+
+        A server that is not there (yet) is waited for up to ``connect_timeout`` seconds, then
+        ``ConnectionError: no wfe-sqlite server answered``. A server that answers but refuses the
+        handshake (it serves TLS and the client does not, it requires a client certificate, the
+        client does not trust its certificate) is a ``ConnectionError`` at once, saying so.
 
         ``timeout`` is the deadline of each call in seconds; ``credentials`` selects TLS;
         ``token`` is sent as ``authorization: Bearer <token>`` on every call. Or TLS from PEM
         files: ``tls_ca`` (the CA the server certificate must chain to; default: the system's),
         ``tls_cert`` and ``tls_key`` (a client certificate, for servers that require one).
         """
+        client_certificate: bool | None = None if credentials is not None else False
         if tls_ca is not None or tls_cert is not None or tls_key is not None:
             if credentials is not None:
                 raise ValueError("give either credentials or tls_ca/tls_cert/tls_key, not both")
             if (tls_cert is None) != (tls_key is None):
                 raise ValueError("tls_cert and tls_key go together")
 
-            def pem(path: Optional[str]) -> Optional[bytes]:
+            def pem(path: str | None) -> bytes | None:
                 if path is None:
                     return None
                 with open(path, "rb") as handle:
@@ -153,6 +178,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=pem(tls_ca), private_key=pem(tls_key), certificate_chain=pem(tls_cert)
             )
+            client_certificate = tls_cert is not None
 
         async def opening() -> GrpcPersistenceProvider:
             options = [
@@ -164,10 +190,16 @@ class GrpcPersistenceProvider(PersistenceProvider):
             else:
                 channel = grpc.aio.secure_channel(address, credentials, options=options)
             try:
-                await asyncio.wait_for(channel.channel_ready(), connect_timeout)
-            except asyncio.TimeoutError:
+                await wait_until_ready(
+                    channel,
+                    address,
+                    connect_timeout,
+                    tls=credentials is not None,
+                    client_certificate=client_certificate,
+                )
+            except BaseException:
                 await channel.close()
-                raise ConnectionError(f"no wfe-sqlite server answered at {address} within {connect_timeout}s") from None
+                raise
             metadata = [("authorization", f"Bearer {token}")] if token else []
             return cls(channel, timeout=timeout, metadata=metadata)
 
@@ -178,9 +210,11 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     # -- the one place calls are made -----------------------------------------------------------
 
-    async def _call(self, method: Callable[..., Any], request: Any, timeout: Optional[float] = None) -> Any:
+    async def _call(self, method: Callable[..., Any], request: Any, extra_seconds: float = 0.0) -> Any:
+        """Make one unary call with the provider's deadline (plus ``extra_seconds``, for a call that
+        waits on purpose: a long-poll dequeue), metadata and error mapping."""
         try:
-            return await method(request, timeout=timeout or self._timeout, metadata=self._metadata)
+            return await method(request, timeout=self._timeout + extra_seconds, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
             raise _error_from_rpc(error) from None
 
@@ -193,7 +227,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def _pages(self, method: Callable[..., Any], request: Any, items: str) -> list[Any]:
         collected: list[Any] = []
-        request.page_size = _PAGE_SIZE
+        request.page_size = MAX_PAGE_SIZE
         while True:
             response = await self._call(method, request)
             collected.extend(getattr(response, items))
@@ -205,7 +239,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def create_new_workflow(self, instance: WorkflowInstance) -> str:
         request = workflows_pb2.CreateWorkflowRequest(workflow=convert.workflow_to_proto(instance))
-        response = await self._call(self._workflows.CreateWorkflow, request)
+        response: workflows_pb2.CreateWorkflowResponse = await self._call(self._workflows.CreateWorkflow, request)
         instance.id, instance.name, instance.revision = response.id, response.name, response.revision
         return response.id
 
@@ -213,7 +247,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
         request = workflows_pb2.PersistWorkflowRequest(
             workflow=convert.workflow_to_proto(instance), expected_revision=_expected_revision(instance, force)
         )
-        response = await self._call(self._workflows.PersistWorkflow, request)
+        response: workflows_pb2.PersistWorkflowResponse = await self._call(self._workflows.PersistWorkflow, request)
         instance.revision = response.revision
 
     async def persist_workflow_with_subscriptions(
@@ -224,8 +258,10 @@ class GrpcPersistenceProvider(PersistenceProvider):
             subscriptions=[convert.subscription_to_proto(s) for s in subscriptions],
             expected_revision=_expected_revision(instance, force),
         )
-        response = await self._call(self._workflows.PersistWorkflowWithSubscriptions, request)
-        for subscription, sid in zip(subscriptions, response.subscription_ids):
+        response: workflows_pb2.PersistWorkflowWithSubscriptionsResponse = await self._call(
+            self._workflows.PersistWorkflowWithSubscriptions, request
+        )
+        for subscription, sid in zip(subscriptions, response.subscription_ids, strict=True):
             subscription.id = sid
         instance.revision = response.revision
 
@@ -234,11 +270,13 @@ class GrpcPersistenceProvider(PersistenceProvider):
         return await self._pages(self._workflows.GetRunnableWorkflows, request, "workflow_ids")
 
     async def get_workflow_instance(self, id: str) -> WorkflowInstance:
-        response = await self._call(self._workflows.GetWorkflow, workflows_pb2.GetWorkflowRequest(id=id))
+        response: workflows_pb2.GetWorkflowResponse = await self._call(
+            self._workflows.GetWorkflow, workflows_pb2.GetWorkflowRequest(id=id)
+        )
         return convert.workflow_from_proto(response.workflow)
 
     async def get_workflow_instance_by_name(self, name: str) -> WorkflowInstance:
-        response = await self._call(
+        response: workflows_pb2.GetWorkflowByNameResponse = await self._call(
             self._workflows.GetWorkflowByName, workflows_pb2.GetWorkflowByNameRequest(name=name)
         )
         return convert.workflow_from_proto(response.workflow)
@@ -247,19 +285,17 @@ class GrpcPersistenceProvider(PersistenceProvider):
         if isinstance(ids, str):
             raise InvalidArgument("ids: expected a list of ids, got a string", field="ids")
         unique = list(dict.fromkeys(ids))
-        chunks = [unique[i : i + _BATCH_IDS] for i in range(0, len(unique), _BATCH_IDS)]
+        chunks = [unique[i : i + BATCH_GET_IDS] for i in range(0, len(unique), BATCH_GET_IDS)]
         responses = await asyncio.gather(
             *(
                 self._stream(self._workflows.BatchGetWorkflows, workflows_pb2.BatchGetWorkflowsRequest(ids=chunk))
                 for chunk in chunks
             )
         )
-        return [
-            convert.workflow_from_proto(w) for chunk in responses for response in chunk for w in response.workflows
-        ]
+        return [convert.workflow_from_proto(w) for chunk in responses for response in chunk for w in response.workflows]
 
     async def next_definition_sequence(self, definition_id: str) -> int:
-        response = await self._call(
+        response: workflows_pb2.NextDefinitionSequenceResponse = await self._call(
             self._workflows.NextDefinitionSequence,
             workflows_pb2.NextDefinitionSequenceRequest(definition_id=definition_id),
         )
@@ -268,14 +304,16 @@ class GrpcPersistenceProvider(PersistenceProvider):
     # -- events --------------------------------------------------------------------------------
 
     async def create_event(self, event: Event) -> str:
-        response = await self._call(
+        response: events_pb2.CreateEventResponse = await self._call(
             self._events.CreateEvent, events_pb2.CreateEventRequest(event=convert.event_to_proto(event))
         )
         event.id = response.id
         return response.id
 
     async def get_event(self, id: str) -> Event:
-        response = await self._call(self._events.GetEvent, events_pb2.GetEventRequest(id=id))
+        response: events_pb2.GetEventResponse = await self._call(
+            self._events.GetEvent, events_pb2.GetEventRequest(id=id)
+        )
         return convert.event_from_proto(response.event)
 
     async def get_runnable_events(self, as_at: datetime) -> list[str]:
@@ -298,12 +336,14 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def create_event_subscription(self, subscription: EventSubscription) -> str:
         request = subscriptions_pb2.CreateSubscriptionRequest(subscription=convert.subscription_to_proto(subscription))
-        response = await self._call(self._subscriptions.CreateSubscription, request)
+        response: subscriptions_pb2.CreateSubscriptionResponse = await self._call(
+            self._subscriptions.CreateSubscription, request
+        )
         subscription.id = response.id
         return response.id
 
     async def get_subscription(self, id: str) -> EventSubscription:
-        response = await self._call(
+        response: subscriptions_pb2.GetSubscriptionResponse = await self._call(
             self._subscriptions.GetSubscription, subscriptions_pb2.GetSubscriptionRequest(id=id)
         )
         return convert.subscription_from_proto(response.subscription)
@@ -322,11 +362,13 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def get_first_open_subscription(
         self, event_name: str, event_key: str, as_of: datetime
-    ) -> Optional[EventSubscription]:
+    ) -> EventSubscription | None:
         request = subscriptions_pb2.GetFirstOpenSubscriptionRequest(
             event_name=event_name, event_key=event_key, as_of=convert.timestamp(as_of, "as_of")
         )
-        response = await self._call(self._subscriptions.GetFirstOpenSubscription, request)
+        response: subscriptions_pb2.GetFirstOpenSubscriptionResponse = await self._call(
+            self._subscriptions.GetFirstOpenSubscription, request
+        )
         if not response.HasField("subscription"):
             return None
         return convert.subscription_from_proto(response.subscription)
@@ -335,7 +377,9 @@ class GrpcPersistenceProvider(PersistenceProvider):
         request = subscriptions_pb2.SetSubscriptionTokenRequest(
             id=id, token=token, worker_id=worker_id, expiry=convert.timestamp(expiry, "expiry")
         )
-        response = await self._call(self._subscriptions.SetSubscriptionToken, request)
+        response: subscriptions_pb2.SetSubscriptionTokenResponse = await self._call(
+            self._subscriptions.SetSubscriptionToken, request
+        )
         return response.acquired
 
     async def clear_subscription_token(self, id: str, token: str) -> None:
@@ -359,10 +403,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
         lease: timedelta = DEFAULT_LEASE,
         worker_id: str = "",
     ) -> CommandClaim:
-        if isinstance(max_commands, bool) or not isinstance(max_commands, int) or max_commands < 1:
-            raise InvalidArgument("max_commands: must be a positive integer", field="max_commands")
-        if not isinstance(lease, timedelta) or not _MIN_LEASE <= lease <= _MAX_LEASE:
-            raise InvalidArgument("lease: must be between 1 ms and 1 hour", field="lease")
+        check_claim(max_commands, lease)
         duration = duration_pb2.Duration()
         duration.FromTimedelta(lease)
         request = scheduled_commands_pb2.ClaimCommandsRequest(
@@ -371,7 +412,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
             lease_duration=duration,
             worker_id=worker_id,
         )
-        response = await self._call(self._commands.ClaimCommands, request)
+        response: scheduled_commands_pb2.ClaimCommandsResponse = await self._call(self._commands.ClaimCommands, request)
         return CommandClaim(
             lease_id=response.lease_id,
             lease_expiry=convert.instant(response, "lease_expiry", "response"),
@@ -398,11 +439,3 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def ensure_store_exists(self) -> None:
         await self._call(self._store.EnsureStoreExists, execution_errors_pb2.EnsureStoreExistsRequest())
-
-    async def __aenter__(self) -> GrpcPersistenceProvider:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()

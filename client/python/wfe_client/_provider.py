@@ -3,36 +3,32 @@
 from __future__ import annotations
 
 import abc
-import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Optional
+from typing import Self
 
-from ._models import (
+from .errors import LeaseLost
+from .limits import CLAIM_BATCH, DEFAULT_LEASE
+from .models import (
     CommandClaim,
+    CommandName,
     Event,
     EventSubscription,
     ExecutionError,
     ScheduledCommand,
     WorkflowInstance,
 )
-from ._errors import LeaseLost
-from ._time import require_aware
+from .timeutil import require_aware
 
-__all__ = ["PersistenceProvider", "CommandHandler", "DEFAULT_LEASE", "CLAIM_BATCH"]
+__all__ = ["CommandHandler", "PersistenceProvider"]
 
 LOG = logging.getLogger(__name__)
 
 CommandHandler = Callable[[ScheduledCommand], Awaitable[None]]
 """``async def handler(command: ScheduledCommand) -> None``; raising means "offer it again later"."""
-
-DEFAULT_LEASE = timedelta(seconds=30)
-"""How long a claim on scheduled commands holds before they are offered to others again."""
-
-CLAIM_BATCH = 100
-"""How many due commands ``process_commands`` claims at a time."""
 
 
 class PersistenceProvider(abc.ABC):
@@ -124,9 +120,7 @@ class PersistenceProvider(abc.ABC):
         """The subscription with that id. Raises ``SubscriptionNotFound``."""
 
     @abc.abstractmethod
-    async def get_subscriptions(
-        self, event_name: str, event_key: str, as_of: datetime
-    ) -> list[EventSubscription]:
+    async def get_subscriptions(self, event_name: str, event_key: str, as_of: datetime) -> list[EventSubscription]:
         """Open (not terminated) subscriptions for the event with ``subscribe_as_of <= as_of``."""
 
     @abc.abstractmethod
@@ -136,13 +130,11 @@ class PersistenceProvider(abc.ABC):
     @abc.abstractmethod
     async def get_first_open_subscription(
         self, event_name: str, event_key: str, as_of: datetime
-    ) -> Optional[EventSubscription]:
+    ) -> EventSubscription | None:
         """The oldest matching open subscription that no live token holds, or None."""
 
     @abc.abstractmethod
-    async def set_subscription_token(
-        self, id: str, token: str, worker_id: str, expiry: datetime
-    ) -> bool:
+    async def set_subscription_token(self, id: str, token: str, worker_id: str, expiry: datetime) -> bool:
         """Compare-and-set the token: True when free or expired, False while a live token holds it."""
 
     @abc.abstractmethod
@@ -180,46 +172,53 @@ class PersistenceProvider(abc.ABC):
     async def process_commands(self, as_of: datetime, handler: CommandHandler) -> None:
         """Hand every command due at ``as_of`` to ``handler``, each to one processor at a time.
 
-        Commands are claimed in batches under a lease. A command whose handler returns is
-        deleted; one whose handler raises stays, is not retried within this call, and is
-        released at the end so the next call offers it again.
+        Commands are claimed in batches (``CLAIM_BATCH``) under ``DEFAULT_LEASE``; their handlers
+        run one at a time, in claim order. A command whose handler returns is acknowledged
+        (deleted); one whose handler raises stays leased until the end of the call, then is
+        released, so the next call offers it again. Within one call each (command_name, data)
+        reaches the handler at most once: a command offered again during the call (scheduled anew
+        by its own handler, say) is skipped and released at the end. The same in every adapter
+        (see ``ClaimCommands`` in ``scheduled_commands.proto``).
         """
         require_aware(as_of, "as_of")
-        failed: list[tuple[ScheduledCommand, str]] = []
+        handled: set[tuple[CommandName, str]] = set()
+        held: list[tuple[ScheduledCommand, str]] = []  # released at the end
         try:
             while True:
                 claim = await self.claim_commands(as_of, CLAIM_BATCH, DEFAULT_LEASE)
                 if not claim.commands:
                     break
-                outcomes = await asyncio.gather(
-                    *(handler(command) for command in claim.commands), return_exceptions=True
-                )
-                for command, outcome in zip(claim.commands, outcomes):
-                    if isinstance(outcome, BaseException):
-                        if not isinstance(outcome, Exception):
-                            raise outcome
-                        LOG.warning(
-                            "handler failed for %s %s: %r",
-                            command.command_name.name,
-                            command.data,
-                            outcome,
-                        )
-                        failed.append((command, claim.lease_id))
-                        continue
-                    try:
-                        await self.acknowledge_command(command, claim.lease_id)
-                    except LeaseLost:
-                        LOG.warning(
-                            "lease lost before acknowledging %s %s; it will be offered again",
-                            command.command_name.name,
-                            command.data,
-                        )
+                held.extend((command, claim.lease_id) for command in claim.commands)
+                for command in claim.commands:
+                    if await self._process_one(command, claim.lease_id, handler, handled):
+                        held.remove((command, claim.lease_id))
         finally:
-            for command, lease_id in failed:
-                try:
+            for command, lease_id in held:
+                with contextlib.suppress(LeaseLost):
                     await self.release_command(command, lease_id)
-                except LeaseLost:
-                    pass
+
+    async def _process_one(
+        self, command: ScheduledCommand, lease_id: str, handler: CommandHandler, handled: set[tuple[CommandName, str]]
+    ) -> bool:
+        """Run the handler for one claimed command; whether it is settled (else it is released later)."""
+        key = (command.command_name, command.data)
+        if key in handled:
+            return False
+        handled.add(key)
+        try:
+            await handler(command)
+        except Exception as error:  # noqa: BLE001 - a failing handler leaves the command for later
+            LOG.warning("handler failed for %s %s: %r", command.command_name.name, command.data, error)
+            return False
+        try:
+            await self.acknowledge_command(command, lease_id)
+        except LeaseLost:
+            LOG.warning(
+                "lease lost before acknowledging %s %s; it will be offered again",
+                command.command_name.name,
+                command.data,
+            )
+        return True
 
     # -- errors and store ----------------------------------------------------------------------
 
@@ -237,7 +236,7 @@ class PersistenceProvider(abc.ABC):
     async def close(self) -> None:
         """Release connections. The provider cannot be used afterwards."""
 
-    async def __aenter__(self) -> PersistenceProvider:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

@@ -7,19 +7,23 @@
 //! A `wfe::WorkflowHost` runs an order workflow:
 //! reserve stock -> charge payment -> wait for `order.shipped` (key = order id) -> confirm delivery.
 //! The example prints `workflow_id=<id>` once the workflow is started, `waiting event=... key=...`
-//! once it waits for the event, and `status=Complete` when it has finished, then exits 0.
+//! once it waits for the event, followed by a command that publishes the event (with the
+//! `"tracking"` its data must hold) from another terminal, and `status=Complete` when it has
+//! finished, then exits 0.
 //! The event is meant to be published by someone else (another process, in any language) into
 //! the same store: the server queues it for the host (no poller). The host runs on the server's
-//! locks, queue and lifecycle relay as well, so several copies of it can share one server. It
-//! exits 2 if the workflow has not completed within `ORDER_FLOW_TIMEOUT_SECS` (default 120).
+//! locks, queue and lifecycle relay as well, so several copies of it can share one server. An event
+//! whose data has no `"tracking"` suspends the workflow: the example says so and exits 1. It exits
+//! 2 if the workflow has not completed within `ORDER_FLOW_TIMEOUT_SECS` (default 120).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
 use wfe::WorkflowHostBuilder;
-use wfe::models::{ExecutionResult, PointerStatus, WorkflowStatus};
+use wfe::models::{ErrorBehavior, ExecutionResult, PointerStatus, WorkflowStatus};
 use wfe::traits::step::{StepBody, StepExecutionContext};
 use wfe_grpc::{
     GrpcLifecyclePublisher, GrpcLockProvider, GrpcPersistenceProvider, GrpcQueueProvider,
@@ -27,6 +31,8 @@ use wfe_grpc::{
 
 const DEFINITION: &str = "order-flow";
 const SHIPPED: &str = "order.shipped";
+/// What `order.shipped`'s data must hold: `{"tracking": "..."}`.
+const TRACKING: &str = "tracking";
 
 fn with_output(data: serde_json::Value) -> ExecutionResult {
     ExecutionResult {
@@ -68,6 +74,7 @@ impl StepBody for ChargePayment {
 }
 
 /// Waits for `order.shipped` keyed by the order id; once it has arrived, keeps its tracking number.
+/// An event without one fails the step (and, as the definition says, suspends the workflow).
 #[derive(Default)]
 struct AwaitShipment;
 
@@ -82,13 +89,12 @@ impl StepBody for AwaitShipment {
                 chrono::Utc::now(),
             ));
         }
-        let tracking = pointer
-            .event_data
-            .as_ref()
-            .and_then(|d| d.get("tracking"))
-            .cloned()
-            .unwrap_or(serde_json::Value::Null);
-        Ok(with_output(json!({ "tracking": tracking })))
+        let Some(tracking) = pointer.event_data.as_ref().and_then(|d| d.get(TRACKING)) else {
+            return Err(wfe::WfeError::StepExecution(format!(
+                "the {SHIPPED} event has no \"{TRACKING}\" in its data"
+            )));
+        };
+        Ok(with_output(json!({ TRACKING: tracking })))
     }
 }
 
@@ -140,6 +146,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .name("charge payment")
                 .then::<AwaitShipment>()
                 .name("await shipment")
+                .on_error(ErrorBehavior::Suspend)
                 .then::<ConfirmDelivery>()
                 .name("confirm delivery")
                 .end_workflow()
@@ -168,16 +175,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .find(|p| p.status == PointerStatus::WaitingForEvent);
         if let (false, Some(p)) = (announced_wait, waiting) {
-            println!(
-                "waiting event={} key={}",
+            let (name, key) = (
                 p.event_name.as_deref().unwrap_or(""),
-                p.event_key.as_deref().unwrap_or("")
+                p.event_key.as_deref().unwrap_or(""),
             );
+            println!("waiting event={name} key={key}");
+            println!("to publish it, run this in another terminal:");
+            println!("  {}", publish_command(&addr, name, key));
             announced_wait = true;
         }
         if matches!(
             w.status,
-            WorkflowStatus::Complete | WorkflowStatus::Terminated
+            WorkflowStatus::Complete | WorkflowStatus::Terminated | WorkflowStatus::Suspended
         ) {
             break Some(w);
         }
@@ -194,14 +203,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("status={:?}", w.status);
             println!("data={}", w.data);
             if w.status == WorkflowStatus::Complete {
-                Ok(())
-            } else {
-                std::process::exit(1)
+                return Ok(());
             }
+            if w.status == WorkflowStatus::Suspended {
+                eprintln!(
+                    "order_flow: the {SHIPPED} event for {order} had no \"{TRACKING}\" in its data, so \
+                     the workflow is suspended; run the example again and publish the event with \
+                     it, as the command above does"
+                );
+            }
+            std::process::exit(1)
         }
         None => {
             eprintln!("order_flow: workflow {id} did not complete within {timeout} s");
             std::process::exit(2)
         }
     }
+}
+
+/// A one-line command that publishes `name`/`key` with a tracking number into the store at `addr`,
+/// through the Python client of this repository (in its `.venv`, made by `make serve` or
+/// `make install`).
+fn publish_command(addr: &str, name: &str, key: &str) -> String {
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2);
+    let venv = repository.map(|root| root.join(".venv/bin/python"));
+    let python = match venv {
+        Some(python) if python.exists() => python.display().to_string(),
+        _ => "python3".to_string(),
+    };
+    format!(
+        "{python} -c 'import asyncio, wfe_client as w; run = asyncio.new_event_loop().run_until_complete; \
+         store = run(w.GrpcPersistenceProvider.connect(\"{addr}\")); \
+         run(store.create_event(w.Event.new(\"{name}\", \"{key}\", {{\"{TRACKING}\": \"TRK-1\"}}))); \
+         run(store.close())'"
+    )
 }

@@ -234,6 +234,8 @@ pub fn pointer_from_wire(p: pb::ExecutionPointer) -> Result<ExecutionPointer> {
 
 pub fn workflow_to_wire(w: &WorkflowInstance) -> Result<pb::WorkflowInstance> {
     Ok(pb::WorkflowInstance {
+        // Ignored on input: the persist requests carry the revision they expect.
+        revision: 0,
         id: w.id.clone(),
         name: w.name.clone(),
         root_workflow_id: w.root_workflow_id.clone(),
@@ -251,8 +253,6 @@ pub fn workflow_to_wire(w: &WorkflowInstance) -> Result<pb::WorkflowInstance> {
         data: json_to_wire(&w.data)?,
         create_time: Some(ts_to_wire(&w.create_time)),
         complete_time: w.complete_time.as_ref().map(ts_to_wire),
-        // Ignored on input: the persist requests carry `expected_revision` instead.
-        revision: 0,
     })
 }
 

@@ -4,7 +4,7 @@
 //!
 //! `cluster_peer sqlite:///PATH --log FILE --start N` prints `ready`, waits for a line on stdin,
 //! starts N workflows, prints `started n=N`, and runs until stdin closes or it gets SIGTERM.
-//! The same stdout protocol as `cluster_host --wait-go`, so bench/cluster.py drives both alike.
+//! The same stdout protocol as `cluster_host --wait-go`, so bench/cluster_hosts.py drives both alike.
 
 #[path = "../../../../client/rust/examples/cluster_host/workflow.rs"]
 mod workflow;

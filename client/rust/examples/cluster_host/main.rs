@@ -19,7 +19,7 @@
 //!
 //! `--inmemory` is the setup not to use: each host with its own in-memory locks and queue plus a
 //! `RunnablePoller` over the store, as before the server had locks and queues. Hosts then run
-//! the same steps at the same time (`bench/cluster.py inmemory` counts how often).
+//! the same steps at the same time (`bench/cluster_hosts.py inmemory` counts how often).
 //! `--lifecycle` also publishes lifecycle events through `GrpcLifecyclePublisher`;
 //! `--sync-release` waits for each lease release (`GrpcLockProvider::with_background_release`
 //! off: two more round trips on each step's path); `--no-prime` dequeues without the workflow

@@ -20,6 +20,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STORAGE_UNAVAILABLE: _ClassVar[ErrorReason]
     UNAUTHENTICATED: _ClassVar[ErrorReason]
     REVISION_CONFLICT: _ClassVar[ErrorReason]
+    STREAM_IDLE: _ClassVar[ErrorReason]
     WATCHER_FELL_BEHIND: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 WORKFLOW_NOT_FOUND: ErrorReason
@@ -35,4 +36,5 @@ STORAGE_FULL: ErrorReason
 STORAGE_UNAVAILABLE: ErrorReason
 UNAUTHENTICATED: ErrorReason
 REVISION_CONFLICT: ErrorReason
+STREAM_IDLE: ErrorReason
 WATCHER_FELL_BEHIND: ErrorReason

@@ -139,7 +139,10 @@ class WorkflowServiceServicer:
     def BatchGetWorkflows(self, request, context):
         """BatchGetWorkflows streams the workflows among `ids` that exist (missing ids are skipped) in
         one call, in the order of `ids`, each once. Each streamed message holds as many workflows as fit
-        a size budget. At most 10000 ids per request, or INVALID_ARGUMENT.
+        a size budget. At most 10000 ids per request, or INVALID_ARGUMENT. The server reads the next
+        message's workflows once the client has taken the previous one; a client that takes no message
+        for the server's stream idle timeout (60 seconds unless configured) gets DEADLINE_EXCEEDED
+        (reason `STREAM_IDLE`) after the messages already sent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -46,6 +46,15 @@ type ScheduledCommandServiceClient interface {
 	// ClaimCommands leases up to `max_commands` commands with `execute_time <= as_of` that no live
 	// lease holds, earliest first. Each returned command is held by the returned lease until it is
 	// acknowledged, released, or the lease expires.
+	//
+	// Every adapter's `process_commands(as_of, handler)` is built on these RPCs and behaves the same:
+	// it claims batches of up to 100 commands under the default lease (30 seconds) until a claim
+	// comes back empty, and runs the handler ONE command at a time, in claim order. A command whose
+	// handler succeeds is acknowledged (AcknowledgeCommand). One whose handler fails stays leased
+	// until the end of the call and is then released (ReleaseCommand), so the next call offers it
+	// again. Within one call each (command_name, data) is handed to the handler at most once: a
+	// command offered again during the same call (scheduled anew by its own handler, say) is skipped
+	// and released at the end.
 	ClaimCommands(ctx context.Context, in *ClaimCommandsRequest, opts ...grpc.CallOption) (*ClaimCommandsResponse, error)
 	// AcknowledgeCommand deletes a command whose handler succeeded. If the command was scheduled
 	// again while it was held, it is kept (with the earlier execute_time) and only the lease is
@@ -117,6 +126,15 @@ type ScheduledCommandServiceServer interface {
 	// ClaimCommands leases up to `max_commands` commands with `execute_time <= as_of` that no live
 	// lease holds, earliest first. Each returned command is held by the returned lease until it is
 	// acknowledged, released, or the lease expires.
+	//
+	// Every adapter's `process_commands(as_of, handler)` is built on these RPCs and behaves the same:
+	// it claims batches of up to 100 commands under the default lease (30 seconds) until a claim
+	// comes back empty, and runs the handler ONE command at a time, in claim order. A command whose
+	// handler succeeds is acknowledged (AcknowledgeCommand). One whose handler fails stays leased
+	// until the end of the call and is then released (ReleaseCommand), so the next call offers it
+	// again. Within one call each (command_name, data) is handed to the handler at most once: a
+	// command offered again during the same call (scheduled anew by its own handler, say) is skipped
+	// and released at the end.
 	ClaimCommands(context.Context, *ClaimCommandsRequest) (*ClaimCommandsResponse, error)
 	// AcknowledgeCommand deletes a command whose handler succeeded. If the command was scheduled
 	// again while it was held, it is kept (with the earlier execute_time) and only the lease is

@@ -1,44 +1,58 @@
 """The exceptions of the persistence interface, one per machine-readable reason.
 
-Every error has a ``reason`` (the ``google.rpc.ErrorInfo`` reason on the wire) and a ``code``
-(the name of the canonical gRPC status code it travels as), so both providers raise the same
-exception for the same failure and other languages can tell errors apart.
+Every error has a ``reason`` (the ``google.rpc.ErrorInfo`` reason on the wire: the name of a
+``wfe.persistence.v1.ErrorReason`` value) and a ``code`` (the name of the canonical gRPC status code
+it travels as), so both providers raise the same exception for the same failure and other languages
+can tell errors apart.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from wfe.persistence.v1 import errors_pb2
+
 __all__ = [
     "ERROR_DOMAIN",
-    "WfeError",
-    "NotFound",
-    "WorkflowNotFound",
-    "EventNotFound",
-    "SubscriptionNotFound",
     "AlreadyExists",
-    "WorkflowAlreadyExists",
-    "WorkflowNameTaken",
     "EventAlreadyExists",
-    "SubscriptionAlreadyExists",
+    "EventNotFound",
     "InvalidArgument",
     "LeaseLost",
+    "NotFound",
+    "RevisionConflict",
     "StorageFull",
     "StorageUnavailable",
-    "RevisionConflict",
+    "StreamIdle",
+    "SubscriptionAlreadyExists",
+    "SubscriptionNotFound",
+    "Unauthenticated",
     "WatcherFellBehind",
+    "WfeError",
+    "WorkflowAlreadyExists",
+    "WorkflowNameTaken",
+    "WorkflowNotFound",
     "error_for_reason",
 ]
 
 ERROR_DOMAIN = "wfe-sqlite"
 """The ``google.rpc.ErrorInfo.domain`` of every error this project raises."""
 
+_REASON = errors_pb2.ErrorReason
+
+
+def _reason(value: int) -> str:
+    """The wire string of an ``ErrorReason`` value (its name)."""
+    return _REASON.Name(value)
+
 
 class WfeError(Exception):
     """Base class of every persistence error."""
 
     reason: ClassVar[str] = "INTERNAL"
+    """The ErrorInfo reason (a generic one on the base classes, which the server never sends)."""
     code: ClassVar[str] = "INTERNAL"
+    """Name of the gRPC status code."""
 
     def __init__(self, message: str = "", **metadata: str) -> None:
         super().__init__(message or self.reason)
@@ -56,19 +70,19 @@ class NotFound(WfeError):
 class WorkflowNotFound(NotFound):
     """No workflow with that id (or name)."""
 
-    reason = "WORKFLOW_NOT_FOUND"
+    reason = _reason(_REASON.WORKFLOW_NOT_FOUND)
 
 
 class EventNotFound(NotFound):
     """No event with that id."""
 
-    reason = "EVENT_NOT_FOUND"
+    reason = _reason(_REASON.EVENT_NOT_FOUND)
 
 
 class SubscriptionNotFound(NotFound):
     """No subscription with that id (or, when clearing a token, none held with that token)."""
 
-    reason = "SUBSCRIPTION_NOT_FOUND"
+    reason = _reason(_REASON.SUBSCRIPTION_NOT_FOUND)
 
 
 class AlreadyExists(WfeError):
@@ -81,68 +95,81 @@ class AlreadyExists(WfeError):
 class WorkflowAlreadyExists(AlreadyExists):
     """A workflow with that id already exists."""
 
-    reason = "WORKFLOW_ALREADY_EXISTS"
+    reason = _reason(_REASON.WORKFLOW_ALREADY_EXISTS)
 
 
 class WorkflowNameTaken(AlreadyExists):
     """Another workflow already has that name."""
 
-    reason = "WORKFLOW_NAME_TAKEN"
+    reason = _reason(_REASON.WORKFLOW_NAME_TAKEN)
 
 
 class EventAlreadyExists(AlreadyExists):
     """An event with that id already exists."""
 
-    reason = "EVENT_ALREADY_EXISTS"
+    reason = _reason(_REASON.EVENT_ALREADY_EXISTS)
 
 
 class SubscriptionAlreadyExists(AlreadyExists):
     """A subscription with that id already exists."""
 
-    reason = "SUBSCRIPTION_ALREADY_EXISTS"
+    reason = _reason(_REASON.SUBSCRIPTION_ALREADY_EXISTS)
 
 
 class InvalidArgument(WfeError, ValueError):
     """The request is malformed; ``metadata['field']`` names the offending field when known."""
 
-    reason = "INVALID_ARGUMENT"
+    reason = _reason(_REASON.INVALID_ARGUMENT)
     code = "INVALID_ARGUMENT"
 
 
 class LeaseLost(WfeError):
     """The command lease no longer holds the command (it expired, or was already settled)."""
 
-    reason = "LEASE_LOST"
+    reason = _reason(_REASON.LEASE_LOST)
     code = "FAILED_PRECONDITION"
 
 
 class StorageFull(WfeError):
     """The database could not grow (disk full or size limit); nothing was written."""
 
-    reason = "STORAGE_FULL"
+    reason = _reason(_REASON.STORAGE_FULL)
     code = "RESOURCE_EXHAUSTED"
 
 
 class StorageUnavailable(WfeError):
     """The database could not be reached (locked too long, I/O error); retry later."""
 
-    reason = "STORAGE_UNAVAILABLE"
+    reason = _reason(_REASON.STORAGE_UNAVAILABLE)
     code = "UNAVAILABLE"
 
 
-class RevisionConflict(WfeError):
-    """The stored workflow's revision is not the one the persist expected (another host wrote it
-    since it was read); nothing was written. ``metadata['id']`` names the workflow,
-    ``metadata['expected']`` and ``metadata['stored']`` the revisions when known."""
+class Unauthenticated(WfeError):
+    """The server wants a bearer token and the call carried none, or one it does not accept."""
 
-    reason = "REVISION_CONFLICT"
+    reason = _reason(_REASON.UNAUTHENTICATED)
+    code = "UNAUTHENTICATED"
+
+
+class RevisionConflict(WfeError):
+    """The stored workflow's revision is not the expected one; nothing was written."""
+
+    reason = _reason(_REASON.REVISION_CONFLICT)
     code = "ABORTED"
+
+
+class StreamIdle(WfeError):
+    """The client of a server stream took no message for the server's stream idle timeout; the server
+    ended the stream (after the messages it had already sent)."""
+
+    reason = _reason(_REASON.STREAM_IDLE)
+    code = "DEADLINE_EXCEEDED"
 
 
 class WatcherFellBehind(WfeError):
     """A lifecycle watch fell too far behind the published events and was ended by the server."""
 
-    reason = "WATCHER_FELL_BEHIND"
+    reason = _reason(_REASON.WATCHER_FELL_BEHIND)
     code = "RESOURCE_EXHAUSTED"
 
 
@@ -160,7 +187,9 @@ _BY_REASON: dict[str, type[WfeError]] = {
         LeaseLost,
         StorageFull,
         StorageUnavailable,
+        Unauthenticated,
         RevisionConflict,
+        StreamIdle,
         WatcherFellBehind,
         NotFound,
         AlreadyExists,

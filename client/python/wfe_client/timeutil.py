@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-__all__ = ["utc_now", "to_micros", "from_micros", "require_aware"]
+__all__ = ["EPOCH", "from_micros", "require_aware", "to_micros", "utc_now"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""The Unix epoch, 1970-01-01T00:00:00Z."""
+
 _MICRO = timedelta(microseconds=1)
 
 
 def utc_now() -> datetime:
     """The current instant in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def require_aware(value: datetime, field: str) -> datetime:
@@ -27,9 +29,9 @@ def require_aware(value: datetime, field: str) -> datetime:
 def to_micros(value: datetime, field: str = "datetime") -> int:
     """Microseconds since the Unix epoch of an aware datetime (exact, no float rounding)."""
     require_aware(value, field)
-    return (value - _EPOCH) // _MICRO
+    return (value - EPOCH) // _MICRO
 
 
 def from_micros(micros: int) -> datetime:
     """The UTC datetime ``micros`` microseconds after the Unix epoch."""
-    return _EPOCH + timedelta(microseconds=micros)
+    return EPOCH + timedelta(microseconds=micros)

@@ -1,4 +1,5 @@
-"""The persistence models of WFE as dataclasses (field names as in WFE's Rust ``wfe-core``)."""
+"""The persistence models of WFE as dataclasses (field names as in WFE's Rust ``wfe-core``), and the
+models of the cluster services (queue types, leases, lifecycle events)."""
 
 from __future__ import annotations
 
@@ -6,22 +7,26 @@ import enum
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
-from ._time import utc_now
+from .timeutil import utc_now
 
 __all__ = [
     "JSON",
-    "WorkflowStatus",
-    "PointerStatus",
+    "CommandClaim",
     "CommandName",
-    "ExecutionPointer",
-    "WorkflowInstance",
     "Event",
     "EventSubscription",
-    "ScheduledCommand",
     "ExecutionError",
-    "CommandClaim",
+    "ExecutionPointer",
+    "Lease",
+    "LifecycleEvent",
+    "LifecycleEventType",
+    "PointerStatus",
+    "QueueType",
+    "ScheduledCommand",
+    "WorkflowInstance",
+    "WorkflowStatus",
 ]
 
 JSON = Any
@@ -75,33 +80,33 @@ class ExecutionPointer:
     """Whether the pointer is still being executed."""
     status: PointerStatus = PointerStatus.PENDING
     """State of the step."""
-    sleep_until: Optional[datetime] = None
+    sleep_until: datetime | None = None
     """When a sleeping step wakes up."""
-    persistence_data: Optional[JSON] = None
+    persistence_data: JSON | None = None
     """Step persistence data (JSON)."""
-    start_time: Optional[datetime] = None
+    start_time: datetime | None = None
     """When the step started."""
-    end_time: Optional[datetime] = None
+    end_time: datetime | None = None
     """When the step ended."""
-    event_name: Optional[str] = None
+    event_name: str | None = None
     """Name of the event the step waits for."""
-    event_key: Optional[str] = None
+    event_key: str | None = None
     """Key of the event the step waits for."""
     event_published: bool = False
     """Whether the awaited event has been published."""
-    event_data: Optional[JSON] = None
+    event_data: JSON | None = None
     """Data of the received event (JSON)."""
-    step_name: Optional[str] = None
+    step_name: str | None = None
     """Name of the step."""
     retry_count: int = 0
     """How many times the step has been retried."""
     children: list[str] = field(default_factory=list)
     """Ids of child pointers."""
-    context_item: Optional[JSON] = None
+    context_item: JSON | None = None
     """Item of a foreach iteration (JSON)."""
-    predecessor_id: Optional[str] = None
+    predecessor_id: str | None = None
     """Id of the preceding pointer."""
-    outcome: Optional[JSON] = None
+    outcome: JSON | None = None
     """Outcome value (JSON)."""
     scope: list[str] = field(default_factory=list)
     """Ids of the enclosing scopes."""
@@ -126,15 +131,15 @@ class WorkflowInstance:
     """Version of the workflow definition."""
     name: str = ""
     """Human-friendly unique name; empty means "assign one" on create."""
-    root_workflow_id: Optional[str] = None
+    root_workflow_id: str | None = None
     """Id of the top-level ancestor workflow; None on a root workflow."""
-    description: Optional[str] = None
+    description: str | None = None
     """Free text description."""
-    reference: Optional[str] = None
+    reference: str | None = None
     """Caller's own reference."""
     execution_pointers: list[ExecutionPointer] = field(default_factory=list)
     """Every execution pointer of the workflow."""
-    next_execution: Optional[int] = 0
+    next_execution: int | None = 0
     """When the workflow should run next, epoch milliseconds; None means never runnable."""
     status: WorkflowStatus = WorkflowStatus.RUNNABLE
     """Lifecycle state."""
@@ -142,7 +147,7 @@ class WorkflowInstance:
     """Workflow data (JSON)."""
     create_time: datetime = field(default_factory=utc_now)
     """When the workflow was created."""
-    complete_time: Optional[datetime] = None
+    complete_time: datetime | None = None
     """When the workflow completed."""
     revision: int = 0
     """Revision of the stored workflow: 1 after create, one more after every persist; 0 = never stored.
@@ -195,13 +200,13 @@ class EventSubscription:
     """Key of the awaited event."""
     subscribe_as_of: datetime
     """Only events at or after this instant satisfy the subscription."""
-    subscription_data: Optional[JSON] = None
+    subscription_data: JSON | None = None
     """Subscription data (JSON)."""
-    external_token: Optional[str] = None
+    external_token: str | None = None
     """Processing token held by an external worker."""
-    external_worker_id: Optional[str] = None
+    external_worker_id: str | None = None
     """Id of the worker holding the token."""
-    external_token_expiry: Optional[datetime] = None
+    external_token_expiry: datetime | None = None
     """When the held token expires."""
 
     @classmethod
@@ -277,3 +282,66 @@ class CommandClaim:
     """When the lease runs out (server clock)."""
     commands: list[ScheduledCommand]
     """The claimed commands, earliest first."""
+
+
+class QueueType(enum.Enum):
+    """The work queues (WFE's ``QueueType``)."""
+
+    WORKFLOW = "WORKFLOW"
+    """Workflow ids to execute."""
+    EVENT = "EVENT"
+    """Event ids to deliver to their subscriptions."""
+    INDEX = "INDEX"
+    """Workflow ids to (re)index for search."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A held lock: who holds which resource, with which fencing token, until when (server clock)."""
+
+    resource: str
+    """The locked resource."""
+    owner: str
+    """The owner holding it."""
+    fencing_token: int
+    """Grows with every acquisition (of any resource): a system that remembers the last token it
+    saw can refuse a stale holder."""
+    expire_time: datetime
+    """When the lease runs out unless renewed (as of the acquisition; renewals extend it)."""
+
+
+class LifecycleEventType(enum.Enum):
+    """What happened to a workflow (WFE's ``LifecycleEventType``)."""
+
+    STARTED = "STARTED"
+    RESUMED = "RESUMED"
+    SUSPENDED = "SUSPENDED"
+    COMPLETED = "COMPLETED"
+    TERMINATED = "TERMINATED"
+    ERROR = "ERROR"
+    STEP_STARTED = "STEP_STARTED"
+    STEP_COMPLETED = "STEP_COMPLETED"
+
+
+@dataclass
+class LifecycleEvent:
+    """One thing that happened to a workflow, as hosts publish it and watchers see it."""
+
+    type: LifecycleEventType
+    """What happened."""
+    workflow_instance_id: str
+    """Id of the workflow instance."""
+    workflow_definition_id: str = ""
+    """Id of the workflow definition."""
+    version: int = 0
+    """Version of the workflow definition."""
+    reference: str | None = None
+    """The workflow's reference, if any."""
+    step_id: int = 0
+    """For STEP_STARTED and STEP_COMPLETED: the step's index in the definition."""
+    step_name: str | None = None
+    """For STEP_STARTED and STEP_COMPLETED: the step's name, if any."""
+    message: str = ""
+    """For ERROR: the error message."""
+    event_time: datetime = field(default_factory=utc_now)
+    """When it happened."""

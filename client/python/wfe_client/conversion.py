@@ -3,93 +3,151 @@
 Used by both sides: the adapter (model -> request, response -> model) and the server
 (request -> model, model -> response). Reading a message validates it: anything malformed raises
 ``InvalidArgument`` naming the field, so the server answers INVALID_ARGUMENT and never stores it.
+The enum codecs and the Timestamp <-> microseconds conversions here are the only ones: the
+server's row fast path (``wfe_sqlite._wire``) uses them too.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any, Generic, TypeVar
 
 from google.protobuf import timestamp_pb2
 
 from wfe.persistence.v1 import (
     events_pb2,
     execution_errors_pb2,
+    lifecycle_pb2,
+    queues_pb2,
     scheduled_commands_pb2,
     subscriptions_pb2,
     workflows_pb2,
 )
 
-from ._errors import InvalidArgument
-from ._json import json_text, parse_json
-from ._models import (
+from .errors import InvalidArgument
+from .jsoncodec import json_text, parse_json
+from .limits import MAX_TIMESTAMP_SECONDS
+from .models import (
     CommandName,
     Event,
     EventSubscription,
     ExecutionError,
     ExecutionPointer,
+    LifecycleEvent,
+    LifecycleEventType,
     PointerStatus,
+    QueueType,
     ScheduledCommand,
     WorkflowInstance,
     WorkflowStatus,
 )
-from ._time import from_micros, to_micros
+from .timeutil import from_micros, to_micros
 
 __all__ = [
-    "json_text",
-    "parse_json",
-    "timestamp",
-    "instant",
-    "optional_instant",
-    "workflow_to_proto",
-    "workflow_from_proto",
-    "pointer_to_proto",
-    "pointer_from_proto",
-    "event_to_proto",
-    "event_from_proto",
-    "subscription_to_proto",
-    "subscription_from_proto",
-    "command_to_proto",
+    "COMMAND_NAME",
+    "LIFECYCLE_EVENT_TYPE",
+    "POINTER_STATUS",
+    "QUEUE_TYPE",
+    "WORKFLOW_STATUS",
+    "ProtoEnum",
     "command_from_proto",
-    "command_name_to_proto",
     "command_name_from_proto",
-    "error_to_proto",
+    "command_name_to_proto",
+    "command_to_proto",
     "error_from_proto",
+    "error_to_proto",
+    "event_from_proto",
+    "event_to_proto",
+    "instant",
+    "lifecycle_event_from_proto",
+    "lifecycle_event_to_proto",
+    "optional_instant",
+    "pointer_from_proto",
+    "pointer_to_proto",
+    "subscription_from_proto",
+    "subscription_to_proto",
+    "timestamp",
+    "timestamp_micros",
+    "timestamp_of_micros",
+    "workflow_from_proto",
+    "workflow_to_proto",
 ]
 
-# The latest instant a Timestamp may hold (9999-12-31T23:59:59.999999Z), in seconds.
-_MAX_SECONDS = 253402300799
+E = TypeVar("E", bound=enum.Enum)
+P = TypeVar("P", bound=int)
 
-_WORKFLOW_STATUS_TO = {s: workflows_pb2.WorkflowStatus.Value(f"WORKFLOW_STATUS_{s.name}") for s in WorkflowStatus}
-_WORKFLOW_STATUS_FROM = {v: k for k, v in _WORKFLOW_STATUS_TO.items()}
-_POINTER_STATUS_TO = {s: workflows_pb2.PointerStatus.Value(f"POINTER_STATUS_{s.name}") for s in PointerStatus}
-_POINTER_STATUS_FROM = {v: k for k, v in _POINTER_STATUS_TO.items()}
-_COMMAND_NAME_TO = {
-    c: scheduled_commands_pb2.CommandName.Value(f"COMMAND_NAME_{c.name}") for c in CommandName
-}
-_COMMAND_NAME_FROM = {v: k for k, v in _COMMAND_NAME_TO.items()}
+
+class ProtoEnum(Generic[E, P]):
+    """One model enum and its proto enum, whose values are the member names with a prefix.
+
+    ``WorkflowStatus.SUSPENDED`` <-> ``WORKFLOW_STATUS_SUSPENDED``; the storage keeps member names,
+    so the maps by name serve the row fast path.
+    """
+
+    def __init__(self, model: type[E], proto: type[P], prefix: str) -> None:
+        self.model = model
+        self.kind = model.__name__
+        wrapper: Any = proto  # an EnumTypeWrapper: Value(name) is the number of a value name
+        self.to_proto: dict[E, P] = {member: wrapper.Value(prefix + member.name) for member in model}
+        self.from_proto: dict[int, E] = {number: member for member, number in self.to_proto.items()}
+        self.name_to_proto: dict[str, P] = {member.name: number for member, number in self.to_proto.items()}
+        self.name_from_proto: dict[int, str] = {number: name for name, number in self.name_to_proto.items()}
+
+    def encode(self, value: Any, field: str) -> P:
+        """The proto number of a member (or of a member name, as the embedded provider accepts)."""
+        if isinstance(value, str):
+            value = self.model.__members__.get(value, value)
+        try:
+            return self.to_proto[value]
+        except (KeyError, TypeError):
+            raise InvalidArgument(f"{field}: {value!r} is not a valid value", field=field) from None
+
+    def decode(self, value: int, field: str) -> E:
+        """The member of a proto number; InvalidArgument naming ``field`` for an unknown one."""
+        try:
+            return self.from_proto[value]
+        except KeyError:
+            raise InvalidArgument(f"{field}: {value} is not a valid {self.kind}", field=field) from None
+
+    def decode_name(self, value: int, field: str) -> str:
+        """The member name of a proto number (``decode`` without building the member)."""
+        try:
+            return self.name_from_proto[value]
+        except KeyError:
+            raise InvalidArgument(f"{field}: {value} is not a valid {self.kind}", field=field) from None
+
+
+WORKFLOW_STATUS = ProtoEnum(WorkflowStatus, workflows_pb2.WorkflowStatus, "WORKFLOW_STATUS_")
+POINTER_STATUS = ProtoEnum(PointerStatus, workflows_pb2.PointerStatus, "POINTER_STATUS_")
+COMMAND_NAME = ProtoEnum(CommandName, scheduled_commands_pb2.CommandName, "COMMAND_NAME_")
+QUEUE_TYPE = ProtoEnum(QueueType, queues_pb2.QueueType, "QUEUE_TYPE_")
+LIFECYCLE_EVENT_TYPE = ProtoEnum(LifecycleEventType, lifecycle_pb2.LifecycleEventType, "LIFECYCLE_EVENT_TYPE_")
 
 
 def _optional_json(msg: Any, name: str, field: str) -> Any:
     return parse_json(getattr(msg, name), f"{field}.{name}") if msg.HasField(name) else None
 
 
-def timestamp(value: datetime, field: str = "datetime") -> timestamp_pb2.Timestamp:
-    """A Timestamp of an aware datetime (ValueError for a naive one)."""
-    micros = to_micros(value, field)
+def timestamp_of_micros(micros: int) -> timestamp_pb2.Timestamp:
+    """The Timestamp ``micros`` microseconds after the epoch."""
     seconds, rest = divmod(micros, 1_000_000)
     return timestamp_pb2.Timestamp(seconds=seconds, nanos=rest * 1000)
 
 
-def _micros(ts: timestamp_pb2.Timestamp, field: str) -> int:
+def timestamp(value: datetime, field: str = "datetime") -> timestamp_pb2.Timestamp:
+    """A Timestamp of an aware datetime (ValueError for a naive one)."""
+    return timestamp_of_micros(to_micros(value, field))
+
+
+def timestamp_micros(ts: timestamp_pb2.Timestamp, field: str) -> int:
+    """Microseconds since the epoch of a Timestamp between 1970 and 9999 (finer digits dropped)."""
     if not 0 <= ts.nanos <= 999_999_999:
         raise InvalidArgument(f"{field}: nanos {ts.nanos} out of range [0, 999999999]", field=field)
-    if not 0 <= ts.seconds <= _MAX_SECONDS:
-        raise InvalidArgument(
-            f"{field}: {ts.seconds} seconds is outside 1970-01-01..9999-12-31", field=field
-        )
+    if not 0 <= ts.seconds <= MAX_TIMESTAMP_SECONDS:
+        raise InvalidArgument(f"{field}: {ts.seconds} seconds is outside 1970-01-01..9999-12-31", field=field)
     return ts.seconds * 1_000_000 + ts.nanos // 1000
 
 
@@ -97,29 +155,21 @@ def instant(msg: Any, name: str, field: str) -> datetime:
     """The required Timestamp field ``name`` of ``msg`` as a UTC datetime (microseconds)."""
     if not msg.HasField(name):
         raise InvalidArgument(f"{field}.{name}: required", field=f"{field}.{name}")
-    return from_micros(_micros(getattr(msg, name), f"{field}.{name}"))
+    return from_micros(timestamp_micros(getattr(msg, name), f"{field}.{name}"))
 
 
-def optional_instant(msg: Any, name: str, field: str) -> Optional[datetime]:
+def optional_instant(msg: Any, name: str, field: str) -> datetime | None:
+    """``instant`` of an optional field: None when absent."""
     return instant(msg, name, field) if msg.HasField(name) else None
 
 
-def _set_time(msg: Any, name: str, value: Optional[datetime], field: str) -> None:
+def _set_time(msg: Any, name: str, value: datetime | None, field: str) -> None:
     if value is not None:
         getattr(msg, name).CopyFrom(timestamp(value, field))
 
 
-def _optional(msg: Any, name: str) -> Optional[str]:
+def _optional(msg: Any, name: str) -> str | None:
     return getattr(msg, name) if msg.HasField(name) else None
-
-
-def _to_enum(mapping: dict[Any, int], value: Any, field: str) -> int:
-    if isinstance(value, str):  # a member name, as the embedded provider accepts
-        value = next((member for member in mapping if member.name == value), value)
-    try:
-        return mapping[value]
-    except (KeyError, TypeError):
-        raise InvalidArgument(f"{field}: {value!r} is not a valid value", field=field) from None
 
 
 @contextmanager
@@ -141,13 +191,6 @@ def _building(field: str) -> Iterator[None]:
         raise InvalidArgument(f"{field}: {error}", field=field) from None
 
 
-def _enum(mapping: dict[int, Any], value: int, field: str, kind: str) -> Any:
-    try:
-        return mapping[value]
-    except KeyError:
-        raise InvalidArgument(f"{field}: {value} is not a valid {kind}", field=field) from None
-
-
 # -- workflows ---------------------------------------------------------------------------------
 
 
@@ -158,12 +201,14 @@ def pointer_to_proto(p: ExecutionPointer) -> workflows_pb2.ExecutionPointer:
             id=p.id,
             step_id=p.step_id,
             active=p.active,
-            status=_to_enum(_POINTER_STATUS_TO, p.status, f"{f}.status"),
+            status=POINTER_STATUS.encode(p.status, f"{f}.status"),
             event_published=p.event_published,
             retry_count=p.retry_count,
             children=p.children,
             scope=p.scope,
-            extension_attributes={k: json_text(v, f"{f}.extension_attributes") for k, v in p.extension_attributes.items()},
+            extension_attributes={
+                k: json_text(v, f"{f}.extension_attributes") for k, v in p.extension_attributes.items()
+            },
         )
         for name in ("event_name", "event_key", "step_name", "predecessor_id"):
             value = getattr(p, name)
@@ -184,7 +229,7 @@ def pointer_from_proto(msg: workflows_pb2.ExecutionPointer, field: str) -> Execu
         id=msg.id,
         step_id=msg.step_id,
         active=msg.active,
-        status=_enum(_POINTER_STATUS_FROM, msg.status, f"{field}.status", "PointerStatus"),
+        status=POINTER_STATUS.decode(msg.status, f"{field}.status"),
         sleep_until=optional_instant(msg, "sleep_until", field),
         persistence_data=_optional_json(msg, "persistence_data", field),
         start_time=optional_instant(msg, "start_time", field),
@@ -214,7 +259,7 @@ def workflow_to_proto(w: WorkflowInstance) -> workflows_pb2.WorkflowInstance:
             workflow_definition_id=w.workflow_definition_id,
             version=w.version,
             execution_pointers=[pointer_to_proto(p) for p in w.execution_pointers],
-            status=_to_enum(_WORKFLOW_STATUS_TO, w.status, "workflow.status"),
+            status=WORKFLOW_STATUS.encode(w.status, "workflow.status"),
             data=json_text(w.data, "workflow.data"),
             revision=w.revision,
         )
@@ -240,11 +285,11 @@ def workflow_from_proto(msg: workflows_pb2.WorkflowInstance, field: str = "workf
             pointer_from_proto(p, f"{field}.execution_pointers[{i}]") for i, p in enumerate(msg.execution_pointers)
         ],
         next_execution=msg.next_execution if msg.HasField("next_execution") else None,
-        status=_enum(_WORKFLOW_STATUS_FROM, msg.status, f"{field}.status", "WorkflowStatus"),
+        status=WORKFLOW_STATUS.decode(msg.status, f"{field}.status"),
         data=parse_json(msg.data, f"{field}.data"),
         create_time=instant(msg, "create_time", field),
         complete_time=optional_instant(msg, "complete_time", field),
-        revision=msg.revision,
+        revision=max(msg.revision, 0),
     )
 
 
@@ -300,9 +345,7 @@ def subscription_to_proto(s: EventSubscription) -> subscriptions_pb2.EventSubscr
         return msg
 
 
-def subscription_from_proto(
-    msg: subscriptions_pb2.EventSubscription, field: str = "subscription"
-) -> EventSubscription:
+def subscription_from_proto(msg: subscriptions_pb2.EventSubscription, field: str = "subscription") -> EventSubscription:
     return EventSubscription(
         id=msg.id,
         workflow_id=msg.workflow_id,
@@ -321,18 +364,20 @@ def subscription_from_proto(
 # -- scheduled commands ------------------------------------------------------------------------
 
 
-def command_name_to_proto(name: CommandName) -> int:
-    return _to_enum(_COMMAND_NAME_TO, name, "command.command_name")
+def command_name_to_proto(name: CommandName) -> scheduled_commands_pb2.CommandName:
+    return COMMAND_NAME.encode(name, "command.command_name")
 
 
 def command_name_from_proto(value: int, field: str) -> CommandName:
-    return _enum(_COMMAND_NAME_FROM, value, field, "CommandName")
+    return COMMAND_NAME.decode(value, field)
 
 
 def command_to_proto(c: ScheduledCommand) -> scheduled_commands_pb2.ScheduledCommand:
     with _building("command"):
         return scheduled_commands_pb2.ScheduledCommand(
-            command_name=_to_enum(_COMMAND_NAME_TO, c.command_name, "command.command_name"), data=c.data, execute_time=c.execute_time
+            command_name=COMMAND_NAME.encode(c.command_name, "command.command_name"),
+            data=c.data,
+            execute_time=c.execute_time,
         )
 
 
@@ -362,4 +407,41 @@ def error_from_proto(msg: execution_errors_pb2.ExecutionError, field: str) -> Ex
         workflow_id=msg.workflow_id,
         execution_pointer_id=msg.execution_pointer_id,
         message=msg.message,
+    )
+
+
+# -- lifecycle events --------------------------------------------------------------------------
+
+
+def lifecycle_event_to_proto(event: LifecycleEvent) -> lifecycle_pb2.LifecycleEvent:
+    if not isinstance(event, LifecycleEvent):
+        raise InvalidArgument("expected a LifecycleEvent", field="event")
+    with _building("event"):
+        msg = lifecycle_pb2.LifecycleEvent(
+            event_time=timestamp(event.event_time, "event.event_time"),
+            workflow_instance_id=event.workflow_instance_id,
+            workflow_definition_id=event.workflow_definition_id,
+            version=event.version,
+            type=LIFECYCLE_EVENT_TYPE.encode(event.type, "event.type"),
+            step_id=event.step_id,
+            message=event.message,
+        )
+        if event.reference is not None:
+            msg.reference = event.reference
+        if event.step_name is not None:
+            msg.step_name = event.step_name
+        return msg
+
+
+def lifecycle_event_from_proto(msg: lifecycle_pb2.LifecycleEvent, field: str = "event") -> LifecycleEvent:
+    return LifecycleEvent(
+        type=LIFECYCLE_EVENT_TYPE.decode(msg.type, f"{field}.type"),
+        workflow_instance_id=msg.workflow_instance_id,
+        workflow_definition_id=msg.workflow_definition_id,
+        version=msg.version,
+        reference=_optional(msg, "reference"),
+        step_id=msg.step_id,
+        step_name=_optional(msg, "step_name"),
+        message=msg.message,
+        event_time=instant(msg, "event_time", field),
     )

@@ -1,0 +1,64 @@
+"""JSON values as JSON text: the one encoder and decoder both providers and the wire use."""
+
+from __future__ import annotations
+
+import json
+from itertools import accumulate
+from typing import Any
+
+from .errors import InvalidArgument
+from .limits import MAX_JSON_DEPTH
+
+__all__ = ["json_text", "parse_json"]
+
+_NOT_BRACKETS = bytes(c for c in range(128) if c not in b"[]{}")
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _too_deep(field: str) -> InvalidArgument:
+    return InvalidArgument(f"{field}: JSON nested deeper than {MAX_JSON_DEPTH} levels", field=field)
+
+
+def _check_depth(text: str, field: str) -> None:
+    """InvalidArgument when the valid JSON ``text`` nests deeper than ``MAX_JSON_DEPTH``."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return  # too few brackets to nest that deep: the common case, two C-speed scans
+    # Drop the strings (brackets in them do not nest): without its escaped backslashes and quotes,
+    # every other piece between quotes is outside a string. Then follow the depth bracket by bracket.
+    outside = "".join(text.replace("\\\\", "").replace('\\"', "").split('"')[::2])
+    brackets = outside.encode("ascii", "ignore").translate(None, _NOT_BRACKETS)
+    if max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > MAX_JSON_DEPTH:
+        raise _too_deep(field)
+
+
+def json_text(value: Any, field: str = "value") -> str:
+    """Compact JSON text of a JSON value (exact for integers of any size), at most ``MAX_JSON_DEPTH`` deep."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{field}: not valid Unicode text (lone surrogate)", field=field) from None
+    except RecursionError:
+        raise _too_deep(field) from None
+    except (TypeError, ValueError) as error:
+        raise InvalidArgument(f"{field}: not a JSON value: {error}", field=field) from None
+    _check_depth(text, field)
+    return text
+
+
+def parse_json(text: str, field: str) -> Any:
+    """The JSON value in ``text``; InvalidArgument (naming ``field``) when it is not JSON or too deep."""
+    if not text:
+        raise InvalidArgument(f"{field}: empty; JSON text is required (use 'null' for no value)", field=field)
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise _too_deep(field) from None
+    except ValueError as error:
+        raise InvalidArgument(f"{field}: invalid JSON text: {error}", field=field) from None
+    _check_depth(text, field)
+    return value
