@@ -472,6 +472,12 @@ def main() -> None:
         help="1: build and run the Rust figures, 0: skip them (env RUST)",
     )
     parser.add_argument(
+        "--cluster",
+        type=int,
+        default=int(os.environ.get("CLUSTER", "1") or 1),
+        help="1: with the Rust figures, also WFE hosts on the server (bench/cluster_hosts.py); 0: skip (env CLUSTER)",
+    )
+    parser.add_argument(
         "--visibility",
         default=os.environ.get("VISIBILITY"),
         help="workflows for the visibility figures (10k, 100k, 1m; default the largest --scale; empty for none) "
@@ -500,6 +506,14 @@ def main() -> None:
     finally:
         bench.close()
     text = report(bench.results, args, time.time() - started)
+    if args.rust and args.cluster:
+        import cluster_hosts  # bench/cluster_hosts.py, next to this file
+
+        text += (
+            "\n### A cluster of WFE hosts on one server (bench/cluster_hosts.py)\n\n"
+            + cluster_hosts.measure([1, 2, 3], 600)
+            + "\n"
+        )
     print()
     print(text)
     if not args.no_write:
