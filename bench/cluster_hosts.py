@@ -1,6 +1,7 @@
 """A cluster of WFE hosts on one server: throughput, round trips, and what in-memory locks cost.
 
-    .venv/bin/python bench/cluster_hosts.py throughput [--workflows 600] [--hosts 1,2,3] [--rounds 3] [--host-args=--no-prime]
+    .venv/bin/python bench/cluster_hosts.py throughput [--workflows 600] [--hosts 1,2,3] [--rounds 3]
+        [--host-args=--no-prime]
     .venv/bin/python bench/cluster_hosts.py inmemory   [--workflows 300] [--work-ms 5]
 
 Both run the 3-step workflow of ``client/rust/examples/cluster_host`` (every step appends
@@ -53,8 +54,20 @@ STEPS = 3
 def build() -> None:
     print("cluster: building bench/rust (cargo build --release) ...", flush=True)
     subprocess.run(
-        ["cargo", "build", "--release", "--quiet", "--manifest-path", str(RUST_DIR / "Cargo.toml"),
-         "--target-dir", str(RUST_TARGET), "--bin", "cluster_host", "--bin", "cluster_peer"],
+        [
+            "cargo",
+            "build",
+            "--release",
+            "--quiet",
+            "--manifest-path",
+            str(RUST_DIR / "Cargo.toml"),
+            "--target-dir",
+            str(RUST_TARGET),
+            "--bin",
+            "cluster_host",
+            "--bin",
+            "cluster_peer",
+        ],
         check=True,
     )
 
@@ -71,9 +84,19 @@ class Server:
     def __init__(self, tmp: Path) -> None:
         self.metrics = f"http://127.0.0.1:{free_port()}/metrics"
         self.process = subprocess.Popen(
-            [str(WFE_SQLITE), "serve", "--db", f"sqlite://{tmp / 'wfe.db'}", "--listen", "127.0.0.1:0",
-             "--metrics-listen", self.metrics.split("//")[1].split("/")[0]],
-            stdout=subprocess.PIPE, stderr=(tmp / "server.log").open("w"), text=True,
+            [
+                str(WFE_SQLITE),
+                "serve",
+                "--db",
+                f"sqlite://{tmp / 'wfe.db'}",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                self.metrics.split("//")[1].split("/")[0],
+            ],
+            stdout=subprocess.PIPE,
+            stderr=(tmp / "server.log").open("w"),
+            text=True,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
@@ -103,8 +126,9 @@ class Server:
 class Host:
     def __init__(self, args: list[str], stderr: Path) -> None:
         self.stderr = stderr
-        self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=stderr.open("w"), text=True)
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr.open("w"), text=True
+        )
 
     def expect(self, prefix: str) -> str:
         assert self.process.stdout is not None
@@ -177,8 +201,21 @@ def run_cluster(n: int, workflows: int, host_args: list[str], timeout: float, ro
         server = Server(tmp)
         log = tmp / "steps.log"
         hosts = [
-            Host([str(HOST_BIN), server.address, "--name", f"h{i + 1}", "--log", str(log), "--start", str(count),
-                  "--wait-go", *host_args], tmp / f"h{i + 1}.stderr")
+            Host(
+                [
+                    str(HOST_BIN),
+                    server.address,
+                    "--name",
+                    f"h{i + 1}",
+                    "--log",
+                    str(log),
+                    "--start",
+                    str(count),
+                    "--wait-go",
+                    *host_args,
+                ],
+                tmp / f"h{i + 1}.stderr",
+            )
             for i, count in enumerate(split(workflows, n))
         ]
         try:
@@ -194,8 +231,11 @@ def run_cluster(n: int, workflows: int, host_args: list[str], timeout: float, ro
     row.rates.append(ran / seconds)
     row.calls.update(calls)
     row.steps += ran
-    print(f"cluster: {row.name}: {ran} steps in {seconds:.2f}s = {ran / seconds:.0f} steps/s, "
-          f"{sum(calls.values()) / ran:.2f} RPCs/step", flush=True)
+    print(
+        f"cluster: {row.name}: {ran} steps in {seconds:.2f}s = {ran / seconds:.0f} steps/s, "
+        f"{sum(calls.values()) / ran:.2f} RPCs/step",
+        flush=True,
+    )
 
 
 def run_peer(workflows: int, timeout: float, row: Row) -> None:
@@ -203,8 +243,10 @@ def run_peer(workflows: int, timeout: float, row: Row) -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         log = tmp / "steps.log"
-        peer = Host([str(PEER_BIN), f"sqlite://{tmp / 'peer.db'}", "--log", str(log), "--start", str(workflows)],
-                    tmp / "peer.stderr")
+        peer = Host(
+            [str(PEER_BIN), f"sqlite://{tmp / 'peer.db'}", "--log", str(log), "--start", str(workflows)],
+            tmp / "peer.stderr",
+        )
         try:
             seconds = run_hosts([peer], log, workflows * STEPS, timeout)
             ran = len(log_lines(log))
@@ -222,7 +264,7 @@ def measure(hosts: list[int], workflows: int, rounds: int = 3, host_args: str = 
     rows = [Row(f"{n} host{'s' if n > 1 else ''} on wfe-sqlite serve") for n in hosts]
     peer = Row("1 host, wfe-sqlite crate in-process, in-memory lock and queue")
     for _ in range(rounds):
-        for n, row in zip(hosts, rows):
+        for n, row in zip(hosts, rows, strict=True):
             run_cluster(n, workflows, host_args.split(), timeout, row)
         run_peer(workflows, timeout, peer)
     load_after = os.getloadavg()
@@ -239,8 +281,10 @@ def measure(hosts: list[int], workflows: int, rounds: int = 3, host_args: str = 
     ]
     for row in [*rows, peer]:
         rpcs = f"{row.rpcs_per_step:.2f}" if row.calls else "(in-process)"
-        lines.append(f"| {row.name} | {row.rate:.0f} ({min(row.rates):.0f}-{max(row.rates):.0f}) | "
-                     f"{row.rate / peer.rate:.2f}x | {rpcs} |")
+        lines.append(
+            f"| {row.name} | {row.rate:.0f} ({min(row.rates):.0f}-{max(row.rates):.0f}) | "
+            f"{row.rate / peer.rate:.2f}x | {rpcs} |"
+        )
     lines += ["", "RPCs per step by method (all hosts, all rounds):", ""]
     for row in rows:
         per_step = ", ".join(f"{method} {n / row.steps:.2f}" for method, n in row.calls.most_common())
@@ -262,8 +306,23 @@ def inmemory(args: argparse.Namespace) -> None:
         server = Server(tmp)
         log = tmp / "steps.log"
         hosts = [
-            Host([str(HOST_BIN), server.address, "--name", f"h{i + 1}", "--log", str(log), "--start", str(count),
-                  "--work-ms", str(args.work_ms), "--wait-go", "--inmemory"], tmp / f"h{i + 1}.stderr")
+            Host(
+                [
+                    str(HOST_BIN),
+                    server.address,
+                    "--name",
+                    f"h{i + 1}",
+                    "--log",
+                    str(log),
+                    "--start",
+                    str(count),
+                    "--work-ms",
+                    str(args.work_ms),
+                    "--wait-go",
+                    "--inmemory",
+                ],
+                tmp / f"h{i + 1}.stderr",
+            )
             for i, count in enumerate(split(workflows, 3))
         ]
 
@@ -294,13 +353,19 @@ def inmemory(args: argparse.Namespace) -> None:
         runs = Counter((workflow_id, step) for workflow_id, step, _ in lines)
         repeated = {key: n for key, n in runs.items() if n > 1}
         refused = sum(h.stderr.read_text().count("REVISION_CONFLICT") for h in hosts)
-        print(f"in-memory locks and queues, 3 hosts, {workflows} workflows x {STEPS} steps "
-              f"(work {args.work_ms} ms per step), {seconds:.1f}s:")
-        print(f"  {len(runs)} distinct steps, {len(lines)} step runs: {len(repeated)} steps ran more than once "
-              f"({sum(repeated.values()) - len(repeated)} extra runs, at most {max(repeated.values(), default=1)} "
-              f"runs of one step)")
-        print(f"  stale persists refused by revisions: {refused} (without revisions each would have overwritten "
-              f"a newer state)")
+        print(
+            f"in-memory locks and queues, 3 hosts, {workflows} workflows x {STEPS} steps "
+            f"(work {args.work_ms} ms per step), {seconds:.1f}s:"
+        )
+        print(
+            f"  {len(runs)} distinct steps, {len(lines)} step runs: {len(repeated)} steps ran more than once "
+            f"({sum(repeated.values()) - len(repeated)} extra runs, at most {max(repeated.values(), default=1)} "
+            f"runs of one step)"
+        )
+        print(
+            f"  stale persists refused by revisions: {refused} (without revisions each would have overwritten "
+            f"a newer state)"
+        )
 
 
 def main() -> None:
@@ -311,7 +376,7 @@ def main() -> None:
     parser.add_argument("--work-ms", type=int, default=5, help="inmemory: work per step")
     parser.add_argument("--rounds", type=int, default=3, help="throughput: rounds per setup (median)")
     parser.add_argument("--timeout", type=float, default=600)
-    parser.add_argument("--host-args", default="", help="more cluster_host options, e.g. '--no-prime', '--sync-release'")
+    parser.add_argument("--host-args", default="", help="more cluster_host options, e.g. --no-prime, --sync-release")
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
     args = parser.parse_args()
     if args.workflows is None:

@@ -183,9 +183,7 @@ class Watcher:
 
 
 @pytest.mark.timeout(600)
-async def test_three_rust_hosts_share_one_server_and_survive_a_sigkill(
-    tmp_path: Path, cluster_host_bin: Path
-) -> None:
+async def test_three_rust_hosts_share_one_server_and_survive_a_sigkill(tmp_path: Path, cluster_host_bin: Path) -> None:
     metrics_port = free_port()
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     server = subprocess.Popen(
