@@ -5,7 +5,8 @@ including nested pointers, Timestamps and Durations): unset or set fields, malfo
 JSON text, huge and empty strings, ids from a small pool (duplicates), extreme integers, unknown
 enum values, timestamps with negative nanos or seconds before 1970 / after 9999. Every answer must
 be OK, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION or ABORTED (a revision
-conflict) with a message and an ErrorInfo reason, never INTERNAL or UNKNOWN; afterwards the server still serves its earlier data.
+conflict) with a message and an ErrorInfo reason, never INTERNAL or UNKNOWN; afterwards the server
+still serves its earlier data.
 
 ``WFE_HYPOTHESIS_EXAMPLES`` sets the examples per RPC (default 40; ``make stress`` raises it).
 
