@@ -175,7 +175,8 @@ clean:
 	rm -rf $(VENV) node_modules $(TS)/node_modules build *.egg-info .tools
 
 # Performance against the machine's limits (bench/run.py); writes BENCHMARKS.md.
-# SCALE=10k,100k (default; SCALE=10k,100k,1m adds the 1M-workflow figures, SCALE= none), RUST=0 skips cargo.
+# SCALE=10k,100k (default; SCALE=10k,100k,1m adds the 1M-workflow figures, SCALE= none), RUST=0 skips cargo,
+# CLUSTER=0 skips the WFE hosts throughput (bench/cluster_hosts.py, a few minutes).
 # Visibility figures (list, search, purge during creates; bench/visibility.py) on the largest SCALE,
 # or VISIBILITY=1m (VISIBILITY= none).
 .PHONY: bench

@@ -397,7 +397,7 @@ def visibility_report(v: dict[str, Any]) -> list[str]:
     lines = [
         f"### Visibility on {v['count']:,} workflows (bench/visibility.py)",
         "",
-        f"Upgrade of the version-1 file in place (visibility indexes + full-text backfill): "
+        f"Upgrade in place of a file from before visibility (its indexes + full-text backfill): "
         f"{build['upgrade_s']} s; file {build['size_mb']} MB. One call at a time over gRPC.",
         "",
         "| call | p50 ms | p99 ms | matches (median) |",
@@ -472,6 +472,12 @@ def main() -> None:
         help="1: build and run the Rust figures, 0: skip them (env RUST)",
     )
     parser.add_argument(
+        "--cluster",
+        type=int,
+        default=int(os.environ.get("CLUSTER", "1") or 1),
+        help="1: with the Rust figures, also WFE hosts on the server (bench/cluster_hosts.py); 0: skip (env CLUSTER)",
+    )
+    parser.add_argument(
         "--visibility",
         default=os.environ.get("VISIBILITY"),
         help="workflows for the visibility figures (10k, 100k, 1m; default the largest --scale; empty for none) "
@@ -500,6 +506,14 @@ def main() -> None:
     finally:
         bench.close()
     text = report(bench.results, args, time.time() - started)
+    if args.rust and args.cluster:
+        import cluster_hosts  # bench/cluster_hosts.py, next to this file
+
+        text += (
+            "\n### A cluster of WFE hosts on one server (bench/cluster_hosts.py)\n\n"
+            + cluster_hosts.measure([1, 2, 3], 600)
+            + "\n"
+        )
     print()
     print(text)
     if not args.no_write:

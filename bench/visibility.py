@@ -3,7 +3,8 @@
 ``python bench/visibility.py --count 1m [--purge 100k] [--json FILE]``
 
 1. Builds (once, cached in bench/.data/) a database of N workflows with 3 pointers and ~1 KiB of
-   data each, as a version-1 server would have left it (no visibility indexes, no full text), then
+   data each, as a server before visibility (schema version 2) would have left it (no visibility
+   indexes, no full text), then
    upgrades it in place the way a server does at start-up (schema migration 3: indexes, FTS5
    backfill) and reports how long that took. Statuses: the first ``--purge`` workflows are COMPLETE
    or TERMINATED and finished 400 days ago; of the rest (created in the last 30 days) 50% COMPLETE,
@@ -58,6 +59,8 @@ SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pa", "do", "
 WORDS = [a + b + c for a in SYLLABLES for b in SYLLABLES for c in SYLLABLES]
 DEFINITIONS = [f"flow-{d}" for d in range(20)]
 DAY_US = 86_400_000_000
+VISIBILITY_VERSION = 3
+"""The schema version that brings the visibility indexes and full text."""
 _CHUNK = 20_000
 
 
@@ -83,7 +86,8 @@ def _payload(i: int) -> dict[str, Any]:
 def build(count: int, old: int) -> tuple[Path, dict[str, float]]:
     """The cached database; building it reports the seconds of the load and of the upgrade."""
     DATA.mkdir(parents=True, exist_ok=True)
-    path = DATA / f"visibility-{count}-{old}-v{SCHEMA_VERSION}.db"
+    migrations = "-".join(str(m.version) for m in MIGRATIONS)  # a cache per schema, not just per version
+    path = DATA / f"visibility-{count}-{old}-m{migrations}.db"
     timing_file = path.with_suffix(".json")
     if path.exists() and timing_file.exists():
         return path, json.loads(timing_file.read_text())
@@ -95,8 +99,10 @@ def build(count: int, old: int) -> tuple[Path, dict[str, float]]:
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA cache_size = -262144")
     conn.execute("BEGIN")
-    MIGRATIONS[0].apply(conn)
-    conn.execute("PRAGMA user_version = 1")
+    before = [m for m in MIGRATIONS if m.version < VISIBILITY_VERSION]
+    for migration in before:
+        migration.apply(conn)
+    conn.execute(f"PRAGMA user_version = {before[-1].version}")
     conn.execute("COMMIT")
     template = workload.workflow(0)
     wrow = list(workflow_row(template))
@@ -117,6 +123,7 @@ def build(count: int, old: int) -> tuple[Path, dict[str, float]]:
             row[0], row[1], row[3] = wid, f"vis-{i}", DEFINITIONS[i % len(DEFINITIONS)]
             row[5] = f"Order {i} for {WORDS[i % len(WORDS)]}"
             row[6] = f"order-{i}"
+            row[12] = 1  # revision: stored once
             row[8], row[9], row[10], row[11] = (
                 status,
                 json.dumps(_payload(i), separators=(",", ":")),
@@ -135,7 +142,7 @@ def build(count: int, old: int) -> tuple[Path, dict[str, float]]:
     loaded = time.time()
     print(f"visibility bench: loaded {count:,} workflows in {loaded - started:.0f}s; upgrading the schema", flush=True)
     conn.execute("BEGIN")
-    for migration in MIGRATIONS[1:]:
+    for migration in MIGRATIONS[len(before) :]:
         migration.apply(conn)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.execute("COMMIT")

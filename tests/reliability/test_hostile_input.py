@@ -4,8 +4,9 @@ Requests are generated from the message descriptors (so every field of every req
 including nested pointers, Timestamps and Durations): unset or set fields, malformed and invalid
 JSON text, huge and empty strings, ids from a small pool (duplicates), extreme integers, unknown
 enum values, timestamps with negative nanos or seconds before 1970 / after 9999. Every answer must
-be OK, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS or FAILED_PRECONDITION with a message and an
-ErrorInfo reason, never INTERNAL or UNKNOWN; afterwards the server still serves its earlier data.
+be OK, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION or ABORTED (a revision
+conflict) with a message and an ErrorInfo reason, never INTERNAL or UNKNOWN; afterwards the server
+still serves its earlier data.
 
 ``WFE_HYPOTHESIS_EXAMPLES`` sets the examples per RPC (default 40; ``make stress`` raises it).
 
@@ -58,6 +59,7 @@ ALLOWED = {
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.ALREADY_EXISTS,
     grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.ABORTED,  # REVISION_CONFLICT: a persist whose expected_revision is not the stored one
 }
 MODULES = [
     (workflows_pb2, workflows_pb2_grpc),

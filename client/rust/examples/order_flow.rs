@@ -11,9 +11,10 @@
 //! `"tracking"` its data must hold) from another terminal, and `status=Complete` when it has
 //! finished, then exits 0.
 //! The event is meant to be published by someone else (another process, in any language) into
-//! the same store; a `RunnablePoller` hands such events to this host. An event whose data has no
-//! `"tracking"` suspends the workflow: the example says so and exits 1. It exits 2 if the
-//! workflow has not completed within `ORDER_FLOW_TIMEOUT_SECS` (default 120).
+//! the same store: the server queues it for the host (no poller). The host runs on the server's
+//! locks, queue and lifecycle relay as well, so several copies of it can share one server. An event
+//! whose data has no `"tracking"` suspends the workflow: the example says so and exits 1. It exits
+//! 2 if the workflow has not completed within `ORDER_FLOW_TIMEOUT_SECS` (default 120).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,10 +24,10 @@ use async_trait::async_trait;
 use serde_json::json;
 use wfe::WorkflowHostBuilder;
 use wfe::models::{ErrorBehavior, ExecutionResult, PointerStatus, WorkflowStatus};
-use wfe::test_support::{InMemoryLockProvider, InMemoryQueueProvider};
 use wfe::traits::step::{StepBody, StepExecutionContext};
-use wfe::traits::{DistributedLockProvider, PersistenceProvider, QueueProvider};
-use wfe_grpc::{GrpcPersistenceProvider, RunnablePoller};
+use wfe_grpc::{
+    GrpcLifecyclePublisher, GrpcLockProvider, GrpcPersistenceProvider, GrpcQueueProvider,
+};
 
 const DEFINITION: &str = "order-flow";
 const SHIPPED: &str = "order.shipped";
@@ -123,15 +124,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(120u64);
 
-    // The adapter is the host's persistence; locks and the work queue stay in-process.
-    let persistence: Arc<dyn PersistenceProvider> =
-        Arc::new(GrpcPersistenceProvider::connect(&addr).await?);
-    let queue: Arc<dyn QueueProvider> = Arc::new(InMemoryQueueProvider::new());
-    let locks: Arc<dyn DistributedLockProvider> = Arc::new(InMemoryLockProvider::new());
+    // Everything the host needs comes from the server, over one connection.
+    let store = GrpcPersistenceProvider::connect(&addr).await?;
+    let lifecycle = GrpcLifecyclePublisher::new(&store);
     let host = WorkflowHostBuilder::new()
-        .use_persistence(persistence.clone())
-        .use_lock_provider(locks)
-        .use_queue_provider(queue.clone())
+        .use_lock_provider(Arc::new(GrpcLockProvider::new(&store)))
+        .use_queue_provider(Arc::new(GrpcQueueProvider::new(&store)))
+        .use_lifecycle(Arc::new(lifecycle.clone()))
+        .use_persistence(Arc::new(store))
         .build()?;
 
     host.register_step::<ReserveStock>().await;
@@ -156,14 +156,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await;
     host.start().await?;
-
-    // Events created by other processes reach this host through the store only.
-    let poller = RunnablePoller::new(
-        persistence.clone(),
-        queue.clone(),
-        Duration::from_millis(200),
-    )
-    .spawn();
 
     let id = host
         .start_workflow(
@@ -204,8 +196,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
-    poller.abort();
     host.stop().await;
+    lifecycle.flush().await;
     match outcome {
         Some(w) => {
             println!("status={:?}", w.status);
