@@ -14,6 +14,9 @@ file and every acknowledged write is checked:
   subscriptions is all or nothing: the workflow's generation and the new subscription agree);
 - a workflow's pointers always match the generation its data says (no torn writes);
 - definition sequence numbers never repeat, also across the restart;
+- an acknowledged ``queue_work`` is waiting in its queue after the restart; an acknowledged lease
+  (TTL one hour) still holds, and the first fencing token after the restart is larger than any
+  token handed out before it;
 - ``PRAGMA integrity_check`` is ``ok``.
 
 Run as a script for the totals: ``python tests/reliability/crash_driver.py --rounds 25``.
@@ -41,9 +44,12 @@ from wfe_client import (
     Event,
     EventSubscription,
     ExecutionPointer,
+    GrpcLockProvider,
     GrpcPersistenceProvider,
+    GrpcQueueProvider,
     NotFound,
     PointerStatus,
+    QueueType,
     ScheduledCommand,
     WorkflowInstance,
 )
@@ -80,6 +86,8 @@ class Ledger:
     pairs: list[tuple[str, int, str]] = field(default_factory=list)
     """(workflow id, generation, subscription id) of persist-with-subscriptions in flight at the kill."""
     errors_before_kill: list[str] = field(default_factory=list)
+    fencing_tokens: list[int] = field(default_factory=list)
+    """Fencing tokens of acknowledged acquisitions."""
 
     def record(self, kind: str, key: str) -> Record:
         return self.records.setdefault((kind, key), Record())
@@ -146,6 +154,9 @@ class Writer:
         self.create_times: dict[str, datetime] = {}
         self.events: list[str] = []
         self.subscriptions: dict[str, str | None] = {}  # acknowledged token of each subscription
+        self.leases: list[str] = []  # resources this writer holds (acknowledged)
+        self.queue: GrpcQueueProvider
+        self.locks: GrpcLockProvider
 
     def _key(self, prefix: str) -> str:
         self.count += 1
@@ -153,6 +164,10 @@ class Writer:
 
     async def run(self) -> None:
         async with GrpcPersistenceProvider.connect(self.address, timeout=15.0) as store:
+            self.queue = GrpcQueueProvider(store)
+            # Renewal never runs (the test is over long before a third of the hour): leases are
+            # what the store holds, nothing else.
+            self.locks = GrpcLockProvider(store, owner=f"crash-writer-{self.index}", ttl=timedelta(hours=1))
             while True:
                 op = self.rng.choices(
                     [
@@ -165,8 +180,11 @@ class Writer:
                         "token",
                         "command",
                         "sequence",
+                        "queue",
+                        "lock",
+                        "unlock",
                     ],
-                    weights=[3, 6, 2, 3, 2, 2, 3, 3, 1],
+                    weights=[3, 6, 2, 3, 2, 2, 3, 3, 1, 3, 2, 1],
                 )[0]
                 started_after_kill = self.killed.is_set()
                 try:
@@ -287,6 +305,35 @@ class Writer:
         await store.schedule_command(ScheduledCommand(CommandName.PROCESS_EVENT, data, execute_time))
         rec.ack(execute_time)
 
+    async def op_queue(self, store: GrpcPersistenceProvider) -> None:
+        item = self._key("q")
+        rec = self.ledger.record("queued", item)
+        rec.attempt(True)
+        await self.queue.queue_work(item, QueueType.INDEX)
+        rec.ack(True)
+
+    async def op_lock(self, store: GrpcPersistenceProvider) -> None:
+        resource = self._key("l")
+        rec = self.ledger.record("lease", resource)
+        rec.attempt(True)
+        lease = await self.locks.acquire(resource)
+        if lease is None:
+            self.ledger.errors_before_kill.append(f"lease on fresh resource {resource} refused")
+            rec.in_flight.remove(True)
+            return
+        rec.ack(True)
+        self.ledger.fencing_tokens.append(lease.fencing_token)
+        self.leases.append(resource)
+
+    async def op_unlock(self, store: GrpcPersistenceProvider) -> None:
+        if not self.leases:
+            return await self.op_lock(store)
+        resource = self.leases.pop(self.rng.randrange(len(self.leases)))
+        rec = self.ledger.record("lease", resource)
+        rec.attempt(ABSENT)
+        await self.locks.release_lock(resource)
+        rec.ack(ABSENT)
+
     async def op_sequence(self, store: GrpcPersistenceProvider) -> None:
         value = await store.next_definition_sequence(SEQ_DEFINITION)
         self.ledger.sequence_values.append(value)
@@ -356,6 +403,33 @@ async def _stored_state(store: GrpcPersistenceProvider, ledger: Ledger) -> tuple
     for kind, key in keys:
         if kind == "command":
             stored[(kind, key)] = commands.get(key, ABSENT)
+
+    # Queued items: take everything waiting in the INDEX queue (only the writers queue there).
+    queue = GrpcQueueProvider(store)
+    waiting: set[str] = set()
+    while (item := await queue.dequeue_work(QueueType.INDEX)) is not None:
+        if item in waiting:
+            problems.append(f"queue item {item} handed out twice")
+        waiting.add(item)
+    for kind, key in keys:
+        if kind == "queued":
+            stored[(kind, key)] = True if key in waiting else ABSENT
+
+    # Leases: a live one refuses the verifier; the verifier's own leases show the token counter.
+    verifier = GrpcLockProvider(store, owner="crash-verifier", ttl=timedelta(hours=1))
+    first_token: int | None = None
+    for kind, key in keys:
+        if kind == "lease":
+            lease = await verifier.acquire(key)
+            stored[(kind, key)] = ABSENT if lease is not None else True
+            if lease is not None and first_token is None:
+                first_token = lease.fencing_token
+    if first_token is None:
+        lease = await verifier.acquire("crash-verifier-probe")
+        first_token = lease.fencing_token if lease is not None else None
+    if ledger.fencing_tokens and (first_token is None or first_token <= max(ledger.fencing_tokens)):
+        before = max(ledger.fencing_tokens)
+        problems.append(f"fencing token after the restart {first_token} <= {before} handed out before")
     return stored, problems
 
 
