@@ -1,11 +1,11 @@
 """Crash durability driver: concurrent writers against a real server, SIGKILL, restart, verify.
 
-One round: start ``wfe-sqlite serve`` on a file database (or a PostgreSQL database), run ``writers`` concurrent writers (each
-on its own gRPC channel) doing creates, persists that change the pointer set, persists with new
-subscriptions, events (created and marked processed), subscriptions, token claims and clears,
-scheduled commands and definition sequences. Every write whose RPC returned OK is acknowledged and
-recorded with its content. At a random moment the server gets SIGKILL; it is restarted on the same
-file and every acknowledged write is checked:
+One round: start ``wfe-sqlite serve`` on a file database (or a PostgreSQL database), run
+``writers`` concurrent writers (each on its own gRPC channel) doing creates, persists that change
+the pointer set, persists with new subscriptions, events (created and marked processed),
+subscriptions, token claims and clears, scheduled commands and definition sequences. Every write
+whose RPC returned OK is acknowledged and recorded with its content. At a random moment the server
+gets SIGKILL; it is restarted on the same database and every acknowledged write is checked:
 
 - a record written once must be there with that content;
 - a record written several times must hold its last acknowledged content, or the content of a

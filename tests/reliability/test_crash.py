@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 from crash_driver import ABSENT, DatabaseFactory, Ledger, run_rounds, summary, verify
-from pgcluster import PgCluster
 from reliability_support import env_int
+
+from pgcluster import PgCluster
 
 ROUNDS = env_int("WFE_STRESS_ROUNDS", 3)
 WRITERS = env_int("WFE_CRASH_WRITERS", 16)
@@ -27,7 +28,9 @@ _rounds = itertools.count(1)
 
 @pytest.mark.timeout(120 + 30 * ROUNDS)
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-async def test_acknowledged_writes_survive_sigkill(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+async def test_acknowledged_writes_survive_sigkill(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     database: DatabaseFactory | None = None
     if backend == "postgres":
         cluster: PgCluster = request.getfixturevalue("pg_cluster")
