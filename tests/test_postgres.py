@@ -7,6 +7,7 @@ processes (the conformance and contract suites run on PostgreSQL too, through ``
 from __future__ import annotations
 
 import asyncio
+import copy
 import subprocess
 import time
 from collections import Counter
@@ -19,9 +20,21 @@ import pytest
 
 from conftest import WFE_SQLITE, ServerProcess, start_server_process
 from pgcluster import PgCluster
-from wfe_client import GrpcPersistenceProvider, ScheduledCommand, StorageUnavailable
+from wfe_client import (
+    GrpcLifecyclePublisher,
+    GrpcLockProvider,
+    GrpcPersistenceProvider,
+    GrpcQueueProvider,
+    LifecycleEvent,
+    LifecycleEventType,
+    QueueType,
+    RevisionConflict,
+    ScheduledCommand,
+    StorageUnavailable,
+)
 from wfe_client.models import EventSubscription, ExecutionPointer, WorkflowInstance
 from wfe_sqlite import PostgresPersistenceProvider, open_provider
+from wfe_sqlite._postgres_cluster import FALLBACK_LOOK
 from wfe_sqlite._postgres_store import SCHEMA_VERSION, migrate_url
 from wfe_sqlite.server import RunningServer, ServerConfig
 
@@ -216,6 +229,134 @@ async def test_three_servers_never_repeat_a_sequence_number(three_servers: list[
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_three_servers_race_for_locks_one_holder_and_growing_fencing_tokens(
+    three_servers: list[ServerProcess],
+) -> None:
+    providers = [
+        await GrpcLockProvider.connect(three_servers[i % 3].address, f"owner-{i}", timedelta(seconds=30))
+        for i in range(12)
+    ]
+    try:
+        tokens: list[int] = []
+        for round_ in range(20):
+            leases = await asyncio.gather(*(p.acquire(f"contended-{round_ % 4}") for p in providers))
+            won = [(p, lease) for p, lease in zip(providers, leases, strict=True) if lease is not None]
+            assert len(won) == 1, f"round {round_}: {len(won)} holders"
+            holder, lease = won[0]
+            tokens.append(lease.fencing_token)
+            await holder.release_lock(lease.resource)
+        # Every acquisition got a larger token than the one before it, whichever server served it.
+        assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens), tokens
+    finally:
+        for provider in providers:
+            await provider.close()
+
+
+async def test_three_servers_hand_each_queue_item_to_exactly_one_dequeuer(three_servers: list[ServerProcess]) -> None:
+    queues = [await GrpcQueueProvider.connect(s.address) for s in three_servers]
+    try:
+        items = [f"item-{i}" for i in range(300)]
+        got: list[str] = []
+
+        async def consume(queue: GrpcQueueProvider) -> None:
+            while True:
+                item = await queue.dequeue_work(QueueType.INDEX, wait=timedelta(seconds=1))
+                if item is None:
+                    return
+                got.append(item)
+
+        consumers = [asyncio.create_task(consume(queues[i % 3])) for i in range(12)]
+        await asyncio.gather(*(queues[i % 3].queue_work(item, QueueType.INDEX) for i, item in enumerate(items)))
+        await asyncio.gather(*consumers)
+        counts = Counter(got)
+        assert set(counts) == set(items)
+        assert [item for item, n in counts.items() if n != 1] == []
+    finally:
+        for queue in queues:
+            await queue.close()
+
+
+async def test_three_servers_let_exactly_one_of_concurrent_persists_with_one_revision_win(
+    three_servers: list[ServerProcess],
+) -> None:
+    clients = [await GrpcPersistenceProvider.connect(s.address) for s in three_servers]
+    try:
+        for round_ in range(5):
+            w = _workflow("revisions")
+            await clients[0].create_new_workflow(w)
+            writers = [copy.deepcopy(w) for _ in range(15)]
+            for n, writer in enumerate(writers):
+                writer.data = {"writer": n}
+            results = await asyncio.gather(
+                *(clients[n % 3].persist_workflow(writer) for n, writer in enumerate(writers)),
+                return_exceptions=True,
+            )
+            winners = [n for n, result in enumerate(results) if result is None]
+            assert len(winners) == 1, f"round {round_}: {results}"
+            assert all(isinstance(r, RevisionConflict) for n, r in enumerate(results) if n != winners[0]), results
+            stored = await clients[1].get_workflow_instance(w.id)
+            assert stored.revision == 2 and stored.data == {"writer": winners[0]}
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_a_long_poll_on_one_server_wakes_promptly_for_an_item_queued_through_another(
+    three_servers: list[ServerProcess],
+) -> None:
+    consumer = await GrpcQueueProvider.connect(three_servers[0].address)
+    producer = await GrpcQueueProvider.connect(three_servers[1].address)
+    try:
+        latencies = []
+        for i in range(10):
+            waiting = asyncio.create_task(consumer.dequeue_work(QueueType.WORKFLOW, wait=timedelta(seconds=10)))
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+            started = time.perf_counter()
+            await producer.queue_work(f"wf-{i}", QueueType.WORKFLOW)
+            assert await waiting == f"wf-{i}"
+            latencies.append(time.perf_counter() - started)
+        latencies.sort()
+        # Woken by the notification, not by a look every FALLBACK_LOOK seconds.
+        assert latencies[len(latencies) // 2] < 0.1, latencies
+        assert latencies[-1] < FALLBACK_LOOK, latencies
+    finally:
+        await consumer.close()
+        await producer.close()
+
+
+async def test_lifecycle_events_published_on_one_server_reach_watchers_on_the_others(
+    three_servers: list[ServerProcess],
+) -> None:
+    publishers = [await GrpcLifecyclePublisher.connect(s.address) for s in three_servers]
+    try:
+        watches = [p.watch() for p in publishers[1:]]
+        for watch in watches:
+            await watch.started()
+        published = [
+            LifecycleEvent(LifecycleEventType.STARTED, "wf-1", "def-a", 3),
+            LifecycleEvent(LifecycleEventType.ERROR, "wf-1", "def-a", message="x" * 20_000),  # over NOTIFY's limit
+            LifecycleEvent(LifecycleEventType.COMPLETED, "wf-1", "def-a"),
+        ]
+        for event in published:
+            assert await publishers[0].publish(event) == 0  # no watcher on the publishing server
+
+        async def take(watch: object, n: int) -> list[LifecycleEvent]:
+            got = []
+            async for event in watch:  # type: ignore[attr-defined]
+                got.append(event)
+                if len(got) == n:
+                    break
+            return got
+
+        for watch in watches:
+            assert await asyncio.wait_for(take(watch, 3), 10) == published
+            watch.close()
+    finally:
+        for publisher in publishers:
+            await publisher.close()
 
 
 # -- PostgreSQL going away and coming back -------------------------------------------------------
