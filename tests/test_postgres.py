@@ -359,6 +359,27 @@ async def test_lifecycle_events_published_on_one_server_reach_watchers_on_the_ot
             await publisher.close()
 
 
+async def test_queued_items_and_held_leases_outlive_a_killed_server(three_servers: list[ServerProcess]) -> None:
+    doomed, survivor = three_servers[0], three_servers[1]
+    async with (
+        await GrpcQueueProvider.connect(doomed.address) as queue,
+        await GrpcLockProvider.connect(doomed.address, "holder", timedelta(seconds=30)) as holder,
+    ):
+        for item in ("a", "b", "c"):
+            assert await queue.queue_work(item, QueueType.INDEX)
+        held = await holder.acquire("kept")
+        assert held is not None
+        doomed.kill()  # SIGKILL right after the acknowledgements
+    async with (
+        await GrpcQueueProvider.connect(survivor.address) as queue,
+        await GrpcLockProvider.connect(survivor.address, "other") as other,
+    ):
+        assert [await queue.dequeue_work(QueueType.INDEX) for _ in range(4)] == ["a", "b", "c", None]
+        assert await other.acquire("kept") is None  # the dead server's client still holds it until its TTL
+        later = await other.acquire("next")
+        assert later is not None and later.fencing_token > held.fencing_token
+
+
 # -- PostgreSQL going away and coming back -------------------------------------------------------
 
 
