@@ -35,7 +35,7 @@ from wfe_client import (
 from wfe_client.models import EventSubscription, ExecutionPointer, WorkflowInstance
 from wfe_sqlite import PostgresPersistenceProvider, open_provider
 from wfe_sqlite._postgres_cluster import FALLBACK_LOOK
-from wfe_sqlite._postgres_store import SCHEMA_VERSION, migrate_url
+from wfe_sqlite._postgres_store import MIGRATIONS, SCHEMA_VERSION, migrate_url
 from wfe_sqlite.server import RunningServer, ServerConfig
 
 UTC = UTC
@@ -86,6 +86,34 @@ def test_three_server_processes_start_together_on_an_empty_database(fresh_pg_url
             process.kill()
             process.wait(30)
     assert _cli("migrate", "--db", fresh_pg_url).stdout.strip().endswith(f"schema version {SCHEMA_VERSION}, up to date")
+
+
+async def test_a_version_1_database_is_upgraded_and_its_workflows_start_at_revision_1(fresh_pg_url: str) -> None:
+    conn = await asyncpg.connect(fresh_pg_url)
+    try:  # a database as the first release left it, with one workflow
+        await conn.execute(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        await conn.execute(MIGRATIONS[0])
+        await conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        await conn.execute(
+            "INSERT INTO workflows (id, name, workflow_definition_id, version, status, data, create_time) "
+            "VALUES ('old', 'old-1', 'old', 1, 'RUNNABLE', '{}', 0)"
+        )
+    finally:
+        await conn.close()
+    assert await migrate_url(fresh_pg_url) == (1, SCHEMA_VERSION)
+    provider = await open_provider(fresh_pg_url)
+    try:
+        old = await provider.get_workflow_instance("old")
+        assert old.revision == 1
+        await provider.persist_workflow(old)
+        assert old.revision == 2
+        old.revision = 1
+        with pytest.raises(RevisionConflict):
+            await provider.persist_workflow(old)
+    finally:
+        await provider.close()
 
 
 def test_migrate_command_creates_then_reports_up_to_date(fresh_pg_url: str) -> None:
