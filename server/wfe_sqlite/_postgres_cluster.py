@@ -36,7 +36,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -56,6 +56,7 @@ __all__ = [
     "WORK_CHANNEL",
     "PostgresCluster",
     "queue_cte",
+    "unleased",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -403,7 +404,7 @@ class PostgresCluster(ClusterServices):
             )
         return line
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
