@@ -34,7 +34,7 @@ from wfe_client import (
 )
 from wfe_client.models import EventSubscription, ExecutionPointer, WorkflowInstance
 from wfe_sqlite import PostgresPersistenceProvider, open_provider
-from wfe_sqlite._postgres_cluster import FALLBACK_LOOK
+from wfe_sqlite._postgres_cluster import FALLBACK_LOOK, PostgresCluster
 from wfe_sqlite._postgres_store import MIGRATIONS, SCHEMA_VERSION, migrate_url
 from wfe_sqlite.server import RunningServer, ServerConfig
 
@@ -476,3 +476,40 @@ async def test_postgres_stopped_under_load_is_unavailable_then_recovers(own_clus
             assert len(found) == len(acknowledged)
     finally:
         await running.stop()
+
+
+async def test_the_cluster_services_come_back_with_postgres(own_cluster: PgCluster) -> None:
+    url = own_cluster.create_database("cluster_faults")
+    a = await RunningServer.start(ServerConfig(db=url, listen="127.0.0.1:0", grace=1.0, requeue_interval=0.5))
+    b = await RunningServer.start(ServerConfig(db=url, listen="127.0.0.1:0", grace=1.0, requeue_interval=0.5))
+    try:
+        async with (
+            await GrpcQueueProvider.connect(a.address) as consumer,
+            await GrpcQueueProvider.connect(b.address) as producer,
+            await GrpcLockProvider.connect(b.address, "holder") as locks,
+        ):
+            await asyncio.to_thread(own_cluster.pause)
+            with pytest.raises(StorageUnavailable):
+                await producer.queue_work("while-down", QueueType.INDEX)
+            # A long poll that began while PostgreSQL was down is served once it is back.
+            waiting = asyncio.create_task(consumer.dequeue_work(QueueType.INDEX, wait=timedelta(seconds=30)))
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(own_cluster.resume)
+            cluster_a = a.provider.cluster
+            assert isinstance(cluster_a, PostgresCluster)
+            assert await cluster_a.wait_ready(15), "server A's LISTEN connection did not come back"
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            for _ in range(50):  # B's pool may still hand out a connection that died with PostgreSQL
+                try:
+                    await producer.queue_work("after", QueueType.INDEX)
+                    break
+                except StorageUnavailable:
+                    await asyncio.sleep(0.1)
+            started = time.perf_counter()
+            assert await asyncio.wait_for(waiting, 10) == "after"
+            assert time.perf_counter() - started < FALLBACK_LOOK
+            assert await locks.acquire_lock("after-restart")
+    finally:
+        await a.stop()
+        await b.stop()
