@@ -387,6 +387,25 @@ async def test_lifecycle_events_published_on_one_server_reach_watchers_on_the_ot
             await publisher.close()
 
 
+async def test_a_sleeping_workflow_stored_through_one_server_reaches_a_long_poll_on_another_when_due(
+    three_servers: list[ServerProcess],
+) -> None:
+    async with (
+        await GrpcPersistenceProvider.connect(three_servers[0].address) as store,
+        await GrpcQueueProvider.connect(three_servers[1].address) as queue,
+    ):
+        due_in = 0.6
+        w = _workflow("sleeper")
+        w.next_execution = int(time.time() * 1000) + int(due_in * 1000)
+        await store.create_new_workflow(w)
+        started = time.monotonic()
+        assert await queue.dequeue_work(QueueType.WORKFLOW, wait=timedelta(seconds=10)) == w.id
+        waited = time.monotonic() - started
+        # Queued by a due timer when its time came, not by the next sweep (every 2 s by default).
+        assert due_in * 0.8 < waited < due_in + 0.5, waited
+        assert await queue.dequeue_work(QueueType.WORKFLOW) is None
+
+
 async def test_queued_items_and_held_leases_outlive_a_killed_server(three_servers: list[ServerProcess]) -> None:
     doomed, survivor = three_servers[0], three_servers[1]
     async with (
