@@ -29,6 +29,7 @@ import asyncpg
 from wfe_client.errors import (
     EventAlreadyExists,
     EventNotFound,
+    InvalidArgument,
     LeaseLost,
     RevisionConflict,
     StorageUnavailable,
@@ -579,6 +580,11 @@ class PostgresStore(PendingPostgresReads):
             yield conn
         except WfeError:
             raise
+        except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError) as error:
+            # PostgreSQL text cannot hold NUL characters (SQLite can): the request, not the store.
+            raise InvalidArgument(
+                f"PostgreSQL cannot store or look up text containing a NUL character (\\u0000): {error}"
+            ) from error
         except BaseException as error:
             if not isinstance(error, asyncpg.PostgresError) or _unavailable(error) is not None:
                 with contextlib.suppress(asyncpg.InterfaceError):  # already detached from the pool
