@@ -41,6 +41,7 @@ from wfe_client.errors import (
 from wfe_client.timeutil import to_micros, utc_now
 
 from ._connection import DatabaseOpenError
+from ._postgres_visibility import VISIBILITY_MIGRATION, PostgresVisibility
 from ._rows import (
     CommandRow,
     ErrorRow,
@@ -180,6 +181,12 @@ MIGRATIONS: list[str] = [
         value                   BIGINT NOT NULL
     );
     """,
+    # 2: PLACEHOLDER for the cluster work (revisions, locks, queue, lifecycle), which brings its own
+    # migration 2: on merging it, replace this entry with that one. Here only the revision column,
+    # which the visibility summaries read.
+    "ALTER TABLE workflows ADD COLUMN revision BIGINT NOT NULL DEFAULT 1",
+    # 3: visibility (list, search, delete, purge) and the console (``_postgres_visibility``).
+    VISIBILITY_MIGRATION,
 ]
 """Migration N+1 is ``MIGRATIONS[N]``: append new ones, never edit a released one."""
 
@@ -437,7 +444,7 @@ async def migrate(conn: asyncpg.Connection) -> tuple[int, int]:
 # -- the store -------------------------------------------------------------------------------------
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresVisibility, Store):
     """The store on a pool of asyncpg connections to one PostgreSQL database."""
 
     def __init__(self, pool: asyncpg.Pool, config: PostgresConfig) -> None:
