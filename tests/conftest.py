@@ -32,7 +32,7 @@ from wfe_client import (
     PersistenceProvider,
     QueueProvider,
 )
-from wfe_sqlite import SqliteLockProvider, SqlitePersistenceProvider, SqliteQueueProvider, open_provider
+from wfe_sqlite import SqliteLockProvider, SqliteQueueProvider, StoreProvider, open_provider
 from wfe_sqlite.server import RunningServer, ServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,7 +180,7 @@ class ClusterUnderTest:
 
     async def locks(self, owner: str | None = None, ttl: timedelta = timedelta(seconds=30)) -> LockProvider:
         if self.kind == "embedded":
-            assert isinstance(self.store, SqlitePersistenceProvider)
+            assert isinstance(self.store, StoreProvider)
             provider: LockProvider = SqliteLockProvider(self.store, owner, ttl)
         else:
             assert self.address is not None
@@ -190,7 +190,7 @@ class ClusterUnderTest:
 
     async def queue(self) -> QueueProvider:
         if self.kind == "embedded":
-            assert isinstance(self.store, SqlitePersistenceProvider)
+            assert isinstance(self.store, StoreProvider)
             provider: QueueProvider = SqliteQueueProvider(self.store, requeue_interval=REQUEUE_INTERVAL)
         else:
             assert self.address is not None
@@ -204,10 +204,11 @@ class ClusterUnderTest:
 
 
 @pytest.fixture(params=["embedded", "grpc"])
-async def cluster(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[ClusterUnderTest]:
-    """A fresh store with its cluster services: in-process, or a real server through the gRPC adapters."""
+async def cluster(request: pytest.FixtureRequest, store_url: str) -> AsyncIterator[ClusterUnderTest]:
+    """A fresh store (SQLite or PostgreSQL) with its cluster services: in-process, or a real server
+    through the gRPC adapters."""
     if request.param == "embedded":
-        store = await SqlitePersistenceProvider.open(db_url)
+        store = await open_provider(store_url)
         under_test = ClusterUnderTest("embedded", store)
         try:
             yield under_test
@@ -216,7 +217,7 @@ async def cluster(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[
             await store.close()
         return
     running = await RunningServer.start(
-        ServerConfig(db=db_url, listen="127.0.0.1:0", grace=1.0, requeue_interval=REQUEUE_INTERVAL)
+        ServerConfig(db=store_url, listen="127.0.0.1:0", grace=1.0, requeue_interval=REQUEUE_INTERVAL)
     )
     try:
         async with GrpcPersistenceProvider.connect(running.address) as remote:

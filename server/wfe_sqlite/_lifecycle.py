@@ -95,6 +95,10 @@ class LifecycleHub(Generic[E]):
             self._watchers.add(watcher)
         return watcher
 
+    def matching(self, workflow_instance_id: str, workflow_definition_id: str) -> int:
+        """How many open watchers would take an event of that workflow and definition."""
+        return sum(watcher.matches(workflow_instance_id, workflow_definition_id) for watcher in self._watchers)
+
     def publish(self, event: E, workflow_instance_id: str, workflow_definition_id: str) -> int:
         """Hand ``event`` to the matching watchers; how many took it."""
         return sum(

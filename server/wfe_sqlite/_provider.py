@@ -8,6 +8,7 @@ It holds no SQL.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,8 +40,10 @@ from wfe_client.visibility import (
 from wfe_client.visibility import page_size as check_page_size
 
 from ._cluster import Cluster
+from ._cluster_api import ClusterServices
 from ._connection import DatabaseConfig, parse_database_url
 from ._database import Database
+from ._postgres_cluster import PostgresCluster
 from ._postgres_store import PostgresConfig, PostgresStore, is_postgres_url
 from ._rows import (
     SubscriptionRow,
@@ -91,6 +94,12 @@ class StoreProvider(PersistenceProvider):
     def store(self) -> Store:
         """The store behind the provider (the server's servicers and metrics use it directly)."""
         return self._store
+
+    @property
+    @abc.abstractmethod
+    def cluster(self) -> ClusterServices:
+        """Locks, queues, timers and lifecycle fan-out on this database (``SqliteLockProvider``,
+        ``SqliteQueueProvider`` and the server's cluster services use it)."""
 
     async def close(self) -> None:
         await self._store.close()
@@ -362,6 +371,20 @@ class SqlitePersistenceProvider(StoreProvider):
 
 class PostgresPersistenceProvider(StoreProvider):
     """The persistence interface on a PostgreSQL database shared by any number of processes."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        super().__init__(store)
+        self._postgres = store
+
+    @property
+    def store(self) -> PostgresStore:
+        """The PostgreSQL store behind the provider."""
+        return self._postgres
+
+    @property
+    def cluster(self) -> PostgresCluster:
+        """Locks, queues, timers and lifecycle fan-out on this database, across servers."""
+        return self._postgres.cluster
 
     @classmethod
     async def open(
