@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from conformance_support import T0, UTC, subscription, workflow
 
-from conftest import Peek
+from conftest import Peek, text_index_in_step
 from wfe_client import (
     ExecutionError,
     ExecutionPointer,
@@ -72,26 +71,6 @@ async def list_all(provider: PersistenceProvider, page_size: int = 1000, **filte
         if token is None:
             return found
     raise AssertionError("the pages never ended")
-
-
-async def text_index_in_step(peek: Peek, store_url: str) -> None:
-    """The full-text index matches the workflows table exactly: on SQLite FTS5's own integrity
-    check; on PostgreSQL every row's tsvector equals the one computed from its columns now."""
-    if store_url.startswith("postgresql://"):
-        stale = await peek(
-            "SELECT id FROM workflows WHERE search IS DISTINCT FROM "
-            "wfe_workflow_search(name, reference, description, data)"
-        )
-        assert stale == []
-        return
-    conn = sqlite3.connect(store_url.removeprefix("sqlite://"), timeout=10)
-    try:
-        conn.execute("INSERT INTO workflows_fts (workflows_fts, rank) VALUES ('integrity-check', 1)")
-        indexed = conn.execute("SELECT count(*) FROM workflows_fts").fetchone()[0]
-        stored = conn.execute("SELECT count(*) FROM workflows").fetchone()[0]
-        assert indexed == stored
-    finally:
-        conn.close()
 
 
 async def count(peek: Peek, sql: str) -> int:
