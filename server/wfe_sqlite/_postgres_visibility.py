@@ -319,7 +319,7 @@ async def _overview(
         open_subscriptions=int(totals[1]),
         errors=int(totals[2]),
         database_bytes=int(totals[3]),
-        wal_bytes=0,
+        wal_bytes=None,
         recent_errors=errors,
     )
 

@@ -79,7 +79,7 @@ class Overview:
     subscriptions_open: int
     errors: int
     database_bytes: int
-    wal_bytes: int
+    wal_bytes: int | None
     recent_errors: list[RecentError]
     read_at: datetime
 
