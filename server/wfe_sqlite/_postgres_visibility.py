@@ -188,7 +188,7 @@ async def search_tsquery(conn: asyncpg.Connection, text: object) -> str:
     terms = search_terms(text)
     phrases = await conn.fetch(
         "SELECT phraseto_tsquery('wfe_search', wfe_search_text(t))::text FROM unnest($1::text[]) AS t",
-        [word for word, _ in terms],
+        [word.replace("\x00", " ") for word, _ in terms],  # NUL separates words, as any control
     )
     parts = [
         f"({phrase}{':*' if prefix else ''})" for (phrase,), (_, prefix) in zip(phrases, terms, strict=True) if phrase
@@ -351,6 +351,12 @@ async def _purge_batch(statuses: list[str], older_than_us: int, size: int, conn:
     return deleted
 
 
+def _nul(*values: str | None) -> bool:
+    """Whether a value holds a NUL character, which no PostgreSQL text holds: nothing matches it
+    (PostgreSQL would refuse the parameter)."""
+    return any(v is not None and "\x00" in v for v in values)
+
+
 class PostgresVisibility:
     """The visibility and console operations of ``Store`` on PostgreSQL (``PostgresStore`` inherits
     them; it provides ``_run``, which runs a job on a pooled connection)."""
@@ -359,6 +365,8 @@ class PostgresVisibility:
         raise NotImplementedError
 
     async def list_workflows(self, filter: FilterRow, limit: int, after: PageKey | None) -> list[SummaryRow]:
+        if _nul(filter.reference, filter.definition_id, None if after is None else after[1]):
+            return []
         sql, values = list_query(filter, limit, after)
         rows = await self._run(lambda conn: conn.fetch(sql, *values))
         return [SummaryRow(*r) for r in rows]
@@ -366,10 +374,13 @@ class PostgresVisibility:
     async def search_workflows(
         self, text: str, filter: FilterRow, skip: int, take: int
     ) -> tuple[list[SummaryRow], int]:
+        if _nul(filter.reference, filter.definition_id):
+            search_terms(text)  # a bad text is still InvalidArgument
+            return [], 0
         return await self._run(lambda conn: _search(conn, text, filter, skip, take))
 
     async def delete_workflow(self, id: str) -> None:
-        deleted = await self._run(lambda conn: conn.fetchval(DELETE_WORKFLOW, id))
+        deleted = 0 if _nul(id) else await self._run(lambda conn: conn.fetchval(DELETE_WORKFLOW, id))
         if not deleted:
             raise WorkflowNotFound(f"workflow {id!r} not found", id=id)
 
@@ -394,6 +405,8 @@ class PostgresVisibility:
             size = next_batch_size(size, loop.time() - started, batch)
 
     async def workflow_details(self, id: str) -> DetailsRows | None:
+        if _nul(id):
+            return None
         return await self._run(lambda conn: _details(conn, id))
 
     # -- the web console's reads -----------------------------------------------------------------
@@ -411,11 +424,15 @@ class PostgresVisibility:
         after: PageKey | None,
         limit: int,
     ) -> tuple[list[EventRow], bool]:
+        if _nul(event_name, event_key, None if after is None else after[1]):
+            return [], False
         sql, values = events_query(processed, event_name, event_key, after, limit)
         rows = [EventRow(*r) for r in await self._run(lambda conn: conn.fetch(sql, *values))]
         return rows[:limit], len(rows) > limit
 
     async def open_subscriptions(self, event_name: str, event_key: str, limit: int) -> list[SubscriptionRow]:
+        if _nul(event_name, event_key):
+            return []
         rows = await self._run(
             lambda conn: conn.fetch(
                 f"SELECT {_SUBSCRIPTION} FROM event_subscriptions "

@@ -122,7 +122,9 @@ def fts_query(text: object) -> str:
     syntax.
     """
     return " ".join(
-        '"' + word.replace('"', '""') + '"' + ("*" if prefix else "") for word, prefix in search_terms(text)
+        # A NUL would end the query early (FTS5: "unterminated string"): it separates words, as any control.
+        '"' + word.replace('"', '""').replace("\x00", " ") + '"' + ("*" if prefix else "")
+        for word, prefix in search_terms(text)
     )
 
 

@@ -512,3 +512,15 @@ async def test_purge_arguments_are_checked(provider: PersistenceProvider) -> Non
     with pytest.raises(InvalidArgument):
         await provider.purge_workflows(datetime(1969, 12, 31, tzinfo=UTC))
     assert len((await provider.list_workflows()).items) == 1
+
+
+async def test_a_nul_character_matches_nothing(provider: PersistenceProvider) -> None:
+    """No stored text holds NUL (PostgreSQL's cannot): filters and ids with one find nothing."""
+    await make(provider, 1, reference="a", description="a b")
+    assert (await provider.list_workflows(reference="a\x00b")).items == []
+    assert (await provider.list_workflows(definition_id="order\x00")).items == []
+    assert (await provider.search_workflows("b", reference="a\x00")).total == 0
+    assert (await provider.search_workflows("zz\x00zz")).total == 0
+    with pytest.raises(WorkflowNotFound):
+        await provider.delete_workflow("a\x00b")
+    assert len((await provider.list_workflows()).items) == 1
