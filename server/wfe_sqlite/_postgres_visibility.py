@@ -252,8 +252,10 @@ _PURGEABLE = "status = ANY($1::text[]) AND coalesce(complete_time, create_time) 
 
 DELETE_WORKFLOW = _delete("id = $1::text")
 PURGE_BATCH_SQL = _delete(
-    # The conditions again on the rows deleted: a row changed meanwhile is checked as it is now.
-    f"id IN (SELECT id FROM workflows WHERE {_PURGEABLE} LIMIT $3::bigint) AND {_PURGEABLE}"
+    # Rows another transaction holds (a persist, another server's purge) are skipped, not waited
+    # for: concurrent purges take different rows. The conditions again on the rows deleted: a row
+    # changed meanwhile is checked as it is now.
+    f"id IN (SELECT id FROM workflows WHERE {_PURGEABLE} LIMIT $3::bigint FOR UPDATE SKIP LOCKED) AND {_PURGEABLE}"
 )
 """Delete up to $3 workflows with one of the statuses $1 finished (or created) before $2."""
 COUNT_PURGEABLE = f"SELECT count(*) FROM workflows WHERE {_PURGEABLE}"
