@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from wfe_client.errors import InvalidArgument, WorkflowNotFound
+from wfe_client.models import WorkflowStatus
 
 from ._console_rows import OverviewRows
 from ._rows import ErrorRow, EventRow, PageKey, PointerRow, SubscriptionRow, WorkflowRow
@@ -116,6 +117,7 @@ CREATE INDEX workflows_search ON workflows USING gin (search);
 """
 """Schema version 3 of PostgreSQL: visibility and the console."""
 
+_ALL_STATUSES = tuple(s.name for s in WorkflowStatus)
 _SUMMARY = ", ".join(SummaryRow._fields)
 _NEWEST_FIRST = 'ORDER BY create_time DESC, id COLLATE "C" DESC'
 _WORKFLOW = ", ".join(WorkflowRow._fields)
@@ -164,7 +166,7 @@ def list_query(f: FilterRow, limit: int, after: PageKey | None) -> tuple[str, li
             terms.append(f"workflow_definition_id = {p.add(f.definition_id, '::text')}")
         size = p.add(limit, "::bigint")
         return f"SELECT {_SUMMARY} FROM workflows WHERE {' AND '.join(terms)} {_NEWEST_FIRST} LIMIT {size}", p.values
-    statuses = f.statuses or tuple(_ALL_STATUSES)
+    statuses = f.statuses or _ALL_STATUSES
     prefix = [] if f.definition_id is None else [f"workflow_definition_id = {p.add(f.definition_id, '::text')}"]
     window = _window(f, after, p)
     size = p.add(limit, "::bigint")
@@ -179,15 +181,13 @@ def list_query(f: FilterRow, limit: int, after: PageKey | None) -> tuple[str, li
     return f"SELECT {_SUMMARY} FROM ({' UNION ALL '.join(runs)}) AS runs {_NEWEST_FIRST} LIMIT {size}", p.values
 
 
-_ALL_STATUSES = ("RUNNABLE", "SUSPENDED", "COMPLETE", "TERMINATED")
-
-
 async def search_tsquery(conn: asyncpg.Connection, text: object) -> str:
     """The ``tsquery`` (as text) of a user's search text: every term a phrase of its words, the last
     one a prefix for ``word*``, all of them required. InvalidArgument when no term has a word."""
     terms = search_terms(text)
     phrases = await conn.fetch(
-        "SELECT phraseto_tsquery('wfe_search', wfe_search_text(t))::text FROM unnest($1::text[]) AS t",
+        "SELECT phraseto_tsquery('wfe_search', wfe_search_text(t))::text "
+        "FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n",
         [word.replace("\x00", " ") for word, _ in terms],  # NUL separates words, as any control
     )
     parts = [
