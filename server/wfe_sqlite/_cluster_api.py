@@ -26,6 +26,11 @@ class ClusterServices(abc.ABC):
         processes' or servers' changes). Idempotent; needs a running event loop. None: the default
         interval."""
 
+    async def wait_ready(self, within: float) -> bool:
+        """Wait (at most ``within`` seconds) until what ``start`` started hears other processes'
+        changes; whether it does. Nothing to wait for unless a backend says otherwise."""
+        return True
+
     @abc.abstractmethod
     def stop_waiting(self) -> None:
         """Shutting down: waiting dequeues return None now, lifecycle watches end."""

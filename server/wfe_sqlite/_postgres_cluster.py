@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
+import functools
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -54,6 +56,7 @@ __all__ = [
     "WORK_CHANNEL",
     "PostgresCluster",
     "queue_cte",
+    "unleased",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -219,6 +222,12 @@ NEXT_DUE = (
 DROP_OLD_RELAYS = f"DELETE FROM lifecycle_relay WHERE created < {NOW_US} - {RELAY_KEEP_US}"
 
 
+async def _relayed(conn: asyncpg.Connection, relay_id: int) -> bytes | None:
+    """The payload of a large lifecycle event (None once it was deleted)."""
+    payload = await conn.fetchval("SELECT payload FROM lifecycle_relay WHERE id = $1", relay_id)
+    return None if payload is None else bytes(payload)
+
+
 class _Rollback(Exception):
     """Leave a transaction without writing anything."""
 
@@ -233,6 +242,8 @@ class PostgresCluster(ClusterServices):
         self._store = store
         self._lines: dict[str, _Line] = {}
         self._hub: LifecycleHub[bytes] = LifecycleHub()
+        self._relays: collections.deque[tuple[str, str, str | None, int | None]] = collections.deque()
+        self._relaying = False
         self._listener: asyncpg.Connection | None = None
         self._listen_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
@@ -269,8 +280,9 @@ class PostgresCluster(ClusterServices):
         self._listen_task = loop.create_task(self._listen(), name="wfe-postgres-listen")
         self._sweep_task = loop.create_task(self._sweep_loop(), name="wfe-postgres-requeue")
 
-    async def wait_listening(self, within: float) -> bool:
-        """Wait until the LISTEN connection is up (tests; servers start serving without waiting)."""
+    async def wait_ready(self, within: float) -> bool:
+        """Wait until the LISTEN connection is up, so that a server that says it serves also gets what
+        other servers queue and publish from then on; whether it is."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), within)
         return self.listening
@@ -392,7 +404,7 @@ class PostgresCluster(ClusterServices):
             )
         return line
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -439,21 +451,34 @@ class PostgresCluster(ClusterServices):
         except (ValueError, TypeError):
             LOG.warning("ignoring a malformed lifecycle notification")
             return
-        if inline is not None:
+        if not self._relaying and inline is not None:
             self._hub.publish(base64.b64decode(inline), workflow_id, definition_id)
-        elif self._hub.matching(workflow_id, definition_id):
-            self._spawn(self._relay(int(relay_id), workflow_id, definition_id))
-
-    async def _relay(self, relay_id: int, workflow_id: str, definition_id: str) -> None:
-        try:
-            event = await self._store.run(
-                lambda conn: conn.fetchval("SELECT payload FROM lifecycle_relay WHERE id = $1", relay_id)
-            )
-        except Exception as error:  # noqa: BLE001 - relayed, not stored: a lost event is logged
-            LOG.warning("could not read relayed lifecycle event %d: %s", relay_id, error)
             return
-        if event is not None:
-            self._hub.publish(bytes(event), workflow_id, definition_id)
+        # A large event is read from ``lifecycle_relay`` first; the ones after it wait their turn.
+        self._relays.append((workflow_id, definition_id, inline, relay_id))
+        if not self._relaying:
+            self._relaying = True
+            self._spawn(self._relay())
+
+    async def _relay(self) -> None:
+        """Deliver the queued notifications in order, reading the large events from the relay table."""
+        try:
+            while self._relays:
+                workflow_id, definition_id, inline, relay_id = self._relays.popleft()
+                if inline is not None:
+                    self._hub.publish(base64.b64decode(inline), workflow_id, definition_id)
+                    continue
+                if not self._hub.matching(workflow_id, definition_id):
+                    continue
+                try:
+                    event = await self._store.run(functools.partial(_relayed, relay_id=int(relay_id or 0)))
+                except Exception as error:  # noqa: BLE001 - relayed, not stored: a lost event is logged
+                    LOG.warning("could not read relayed lifecycle event %s: %s", relay_id, error)
+                    continue
+                if event is not None:
+                    self._hub.publish(event, workflow_id, definition_id)
+        finally:
+            self._relaying = False
 
     def _lost(self, connection: Any) -> None:
         self._connected.clear()

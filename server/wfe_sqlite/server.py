@@ -57,6 +57,9 @@ SWITCH_INTERVAL = 0.0002
 DATABASE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
 """The files SQLite keeps beside a database file."""
 
+READY_WAIT = 5.0
+"""Seconds a start waits for the cluster services to hear other servers (PostgreSQL's LISTEN)."""
+
 PENDING_CALLS = 100_000
 """Calls that may wait for the server to pick them up before gRPC core cancels new ones."""
 
@@ -257,6 +260,8 @@ class RunningServer:
             await provider.close()
             raise
         provider.cluster.start(config.requeue_interval)
+        if not await provider.cluster.wait_ready(READY_WAIT):
+            LOG.warning("not yet notified of other servers' queue items and lifecycle events (still connecting)")
         for name in ("", *SERVICE_NAMES, *CLUSTER_SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         if config.retention is not None:
