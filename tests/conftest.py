@@ -135,6 +135,28 @@ def peek(store_url: str, db_path: Path) -> Peek:
     return run
 
 
+async def text_index_in_step(peek: Peek, store_url: str) -> None:
+    """The full-text index matches the workflows table exactly: on SQLite FTS5's own integrity
+    check; on PostgreSQL every row's tsvector equals the one computed from its columns now."""
+    if store_url.startswith("postgresql://"):
+        stale = await peek(
+            "SELECT id FROM workflows WHERE search IS DISTINCT FROM "
+            "wfe_workflow_search(name, reference, description, data)"
+        )
+        assert stale == []
+        return
+    import sqlite3
+
+    conn = sqlite3.connect(store_url.removeprefix("sqlite://"), timeout=10)
+    try:
+        conn.execute("INSERT INTO workflows_fts (workflows_fts, rank) VALUES ('integrity-check', 1)")
+        indexed = conn.execute("SELECT count(*) FROM workflows_fts").fetchone()[0]
+        stored = conn.execute("SELECT count(*) FROM workflows").fetchone()[0]
+        assert indexed == stored
+    finally:
+        conn.close()
+
+
 @pytest.fixture
 async def running_server(store_url: str) -> AsyncIterator[RunningServer]:
     """An in-process server on 127.0.0.1, port 0, over the test's store (SQLite file or PostgreSQL)."""

@@ -44,7 +44,7 @@ from wfe_client.timeutil import to_micros, utc_now
 
 from ._connection import DatabaseOpenError
 from ._postgres_cluster import PostgresCluster, queue_cte, unleased
-from ._postgres_pending import PendingPostgresReads
+from ._postgres_visibility import VISIBILITY_MIGRATION, PostgresVisibility
 from ._queue_store import EVENT, WORKFLOW
 from ._rows import (
     CommandRow,
@@ -58,7 +58,7 @@ from ._rows import (
 )
 from ._sqlite_store import _fetch_page as fetch_page
 from ._sqlite_store import _workflow_bytes as workflow_bytes
-from ._store import Claim, LiveFigures, SizedWorkflow
+from ._store import Claim, LiveFigures, SizedWorkflow, Store
 
 __all__ = [
     "MIGRATIONS",
@@ -223,6 +223,8 @@ MIGRATIONS: list[str] = [
         created                 BIGINT NOT NULL
     );
     """,
+    # 3: visibility (list, search, delete, purge) and the console (``_postgres_visibility``).
+    VISIBILITY_MIGRATION,
 ]
 """Migration N+1 is ``MIGRATIONS[N]``: append new ones, never edit a released one."""
 
@@ -513,7 +515,7 @@ async def migrate(conn: asyncpg.Connection) -> tuple[int, int]:
 # -- the store -------------------------------------------------------------------------------------
 
 
-class PostgresStore(PendingPostgresReads):
+class PostgresStore(PostgresVisibility, Store):
     """The store on a pool of asyncpg connections to one PostgreSQL database."""
 
     def __init__(self, pool: asyncpg.Pool, config: PostgresConfig) -> None:
