@@ -45,7 +45,7 @@ async def test_concurrent_creates_share_transactions_and_a_bad_one_fails_alone(f
         nul = _workflow("nul")
         nul.reference = "a\x00b"  # PostgreSQL text cannot hold it (SQLite can)
         # The bad ones in the middle of the batch: the good ones before and after them must commit.
-        instances = good[:40] + [duplicate_id, name_taken, nul] + good[40:]
+        instances = [*good[:40], duplicate_id, name_taken, nul, *good[40:]]
         results = await _outcomes([lambda w=w: provider.create_new_workflow(w) for w in instances])  # type: ignore[misc]
 
         failed = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
