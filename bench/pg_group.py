@@ -1,10 +1,12 @@
 """Group commit on PostgreSQL, A/B in one session: creates/s of the embedded store with each create
-its own transaction (``group_commit = False``, as before) and with the group commit (``True``).
+its own transaction (``group_commit = False``, as before: "batches_in_flight=0") and with the group commit at 1, 2 and 4
+batches in flight (``GroupWriter.concurrency``).
 
 One ``PostgresPersistenceProvider`` (the server's store, in process, default pool of 10) on a durable
 (fsync on) throwaway cluster; ``--callers`` concurrent callers each create workflows (one pointer,
 no name) for ``--seconds``; the modes alternate ``--rounds`` times so both see the same machine
-state. Per round: creates/s, commits (pg_stat_database.xact_commit) and WAL flushes
+state. Per round: creates/s, creates per committed transaction of the database (pg_stat_database
+.xact_commit: every transaction, reads and the cluster services' included) and per WAL flush
 (pg_stat_wal.wal_sync, when this PostgreSQL has the column) per create, items per group.
 
     .venv/bin/python bench/pg_group.py [--callers 64] [--seconds 5] [--rounds 2]
@@ -64,9 +66,11 @@ async def main(callers: int, seconds: float, rounds: int) -> None:
             await _round(provider, callers, 1.0)  # warm the pool and the statement caches
             print(f"callers={callers} seconds={seconds} pool={provider.store.config.pool_size} fsync=on")
             for _ in range(rounds):
-                for group in (False, True):
+                for batches_in_flight in (0, 1, 2, 4):
+                    group = batches_in_flight > 0
                     provider.store.group_commit = group
                     writes = provider.store.writes
+                    writes.concurrency = max(1, batches_in_flight)
                     batches, items = writes.batches, writes.items
                     await stats.execute("SELECT pg_stat_clear_snapshot()")
                     before = await _counters(stats)
@@ -82,8 +86,8 @@ async def main(callers: int, seconds: float, rounds: int) -> None:
                         syncs = f"{done / max(1, after[1] - before[1]):.1f}"
                     grouped = (writes.items - items) / max(1, writes.batches - batches) if group else 1.0
                     print(
-                        f"group_commit={'on ' if group else 'off'} creates={done:6d} creates/s={done / elapsed:8.0f} "
-                        f"creates/commit={done / max(1, commits):5.1f} creates/wal_sync={syncs:>5} "
+                        f"batches_in_flight={batches_in_flight} creates={done:6d} creates/s={done / elapsed:8.0f} "
+                        f"creates/transaction={done / max(1, commits):5.1f} creates/wal_sync={syncs:>5} "
                         f"items/batch={grouped:5.1f}"
                     )
         finally:

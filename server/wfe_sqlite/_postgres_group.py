@@ -37,6 +37,9 @@ connection's (the whole batch fails)."""
 
 MAX_BATCH = 256
 """Items per transaction at most."""
+CONCURRENCY = 1
+"""Batches in flight at once (each on its own connection). 1: the next batch collects while one commits;
+more would let the next run its statements during the COMMIT's WAL flush (not measured yet: bench/pg_group.py)."""
 
 
 @dataclasses.dataclass
@@ -53,12 +56,18 @@ class GroupWriter:
         connection: Callable[[], AbstractAsyncContextManager[asyncpg.Connection]],
         item_error: ItemError,
         max_batch: int = MAX_BATCH,
+        concurrency: int = CONCURRENCY,
     ) -> None:
         self._connection = connection
         self._item_error = item_error
         self._max_batch = max_batch
+        self.concurrency = concurrency
+        """Batches in flight at most (each on its own connection)."""
         self._pending: list[_Item[Any]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._draining = 0
+        """Drainers running: counted down in the same step as their last look at ``_pending``, so
+        an item is never left behind by a drainer about to end."""
+        self._drainers: set[asyncio.Task[None]] = set()  # references, so that tasks are not collected
         self.batches = 0
         """Transactions (or lone writes) run: items / batches is the grouping achieved."""
         self.items = 0
@@ -67,11 +76,16 @@ class GroupWriter:
         """Run ``job`` in the next batch; its result once the batch committed, or its error."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append(_Item(job, future))
-        if self._task is None:
-            self._task = asyncio.create_task(self._drain())
+        if self._draining < self.concurrency:
+            self._draining += 1
+            task = asyncio.create_task(self._drain())
+            self._drainers.add(task)
+            task.add_done_callback(self._drainers.discard)
         return await future
 
     async def _drain(self) -> None:
+        # A drainer takes what is pending when it runs (callers of the same turn of the loop share its
+        # batch), and again after each commit: what collected meanwhile.
         try:
             while self._pending:
                 batch = self._pending[: self._max_batch]
@@ -80,7 +94,7 @@ class GroupWriter:
                 if batch:
                     await self._commit(batch)
         finally:
-            self._task = None
+            self._draining -= 1
 
     async def _commit(self, batch: list[_Item[Any]]) -> None:
         outcomes: list[tuple[bool, Any]]
