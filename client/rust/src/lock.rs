@@ -221,14 +221,15 @@ impl GrpcLockProvider {
 }
 
 impl GrpcLockProvider {
-    /// The workflow id whose lease goes with `resource` when it is a WFE execution claim.
+    /// The workflow id whose lease goes with `resource` when it is a WFE execution claim (not
+    /// when this provider holds that lease already: the claim alone is asked for then).
     fn companion_of<'a>(&self, resource: &'a str) -> Option<&'a str> {
         if !self.coalesce_claims {
             return None;
         }
         resource
             .strip_prefix(CLAIM_PREFIX)
-            .filter(|id| !id.is_empty())
+            .filter(|id| !id.is_empty() && !self.state.held.lock().unwrap().contains_key(*id))
     }
 
     /// Waits for the releases in flight of `resources` (a companion's goes with its claim's).
