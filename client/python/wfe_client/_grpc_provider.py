@@ -31,6 +31,7 @@ from . import conversion as convert
 from . import visibility
 from ._provider import PersistenceProvider
 from ._readiness import wait_until_ready
+from ._targets import resolve_target
 from .errors import (
     ERROR_DOMAIN,
     AlreadyExists,
@@ -149,7 +150,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
     @classmethod
     def connect(
         cls,
-        address: str,
+        address: str | Sequence[str],
         *,
         timeout: float = DEFAULT_DEADLINE_SECONDS,
         connect_timeout: float = 10.0,
@@ -160,6 +161,13 @@ class GrpcPersistenceProvider(PersistenceProvider):
         tls_key: str | None = None,
     ) -> _Connecting:
         """Connect to ``address`` (HOST:PORT); waits until the server answers.
+
+        Several servers: a list of HOST:PORT or one comma-separated string, or a DNS name that
+        stands for several (``dns:///NAME:PORT``). Calls are then spread over them with gRPC
+        round-robin; a server that dies is left out; a read-only call whose server died under it is
+        tried again on another; a write that failed in flight is not (``WfeError``, code
+        UNAVAILABLE: it may or may not have been applied). ``connect`` returns once one server
+        answers. With TLS every server's certificate must hold the name of the first address.
 
         A server that is not there (yet) is waited for up to ``connect_timeout`` seconds, then
         ``ConnectionError: no wfe-sqlite server answered``. A server that answers but refuses the
@@ -190,18 +198,20 @@ class GrpcPersistenceProvider(PersistenceProvider):
             client_certificate = tls_cert is not None
 
         async def opening() -> GrpcPersistenceProvider:
-            options = [
+            target = await resolve_target(address)
+            options: list[tuple[str, str | int]] = [
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                *target.options(),
             ]
             if credentials is None:
-                channel = grpc.aio.insecure_channel(address, options=options)
+                channel = grpc.aio.insecure_channel(target.target, options=options)
             else:
-                channel = grpc.aio.secure_channel(address, credentials, options=options)
+                channel = grpc.aio.secure_channel(target.target, credentials, options=options)
             try:
                 await wait_until_ready(
                     channel,
-                    address,
+                    target.shown,
                     connect_timeout,
                     tls=credentials is not None,
                     client_certificate=client_certificate,
