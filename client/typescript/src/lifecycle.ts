@@ -226,7 +226,7 @@ export class GrpcLifecyclePublisher implements AsyncDisposable {
   }
 
   /** Connects to the server at `address` with a connection of its own, closed by `close()`. */
-  static async connect(address: string, options: ConnectOptions = {}): Promise<GrpcLifecyclePublisher> {
+  static async connect(address: string | readonly string[], options: ConnectOptions = {}): Promise<GrpcLifecyclePublisher> {
     const publisher = new GrpcLifecyclePublisher(await GrpcPersistenceProvider.connect(address, options));
     publisher.#ownsConnection = true;
     return publisher;
