@@ -149,8 +149,7 @@ impl http_body::Body for Replay {
 /// The whole request body (a unary or server-streaming request: one message).
 async fn read_body(mut body: Body) -> Result<Bytes, StdError> {
     let mut bytes = Vec::new();
-    while let Some(frame) =
-        poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx)).await
+    while let Some(frame) = poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx)).await
     {
         if let Ok(data) = frame?.into_data() {
             bytes.extend_from_slice(&data);

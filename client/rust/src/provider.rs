@@ -146,8 +146,15 @@ impl GrpcPersistenceProvider {
             .collect::<Result<Vec<_>>>()?;
         let headers = CallHeaders::new(options.token.as_deref(), options.deadline())?;
         if let [endpoint] = endpoints.as_slice() {
-            let channel = endpoint.connect().await.map_err(|e| transport(e, &addrs[0]))?;
-            return Ok(Self::build(Balanced::new(vec![channel]), headers, options.deadline()));
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| transport(e, &addrs[0]))?;
+            return Ok(Self::build(
+                Balanced::new(vec![channel]),
+                headers,
+                options.deadline(),
+            ));
         }
         // Connect to all at once; the first that answers will do, the others connect when used.
         let mut connecting = tokio::task::JoinSet::new();
@@ -158,7 +165,9 @@ impl GrpcPersistenceProvider {
         let mut errors: Vec<Option<WfeError>> = addrs.iter().map(|_| None).collect();
         let mut connected = None;
         while let Some(joined) = connecting.join_next().await {
-            let Ok((index, result)) = joined else { continue };
+            let Ok((index, result)) = joined else {
+                continue;
+            };
             match result {
                 Ok(channel) => {
                     connected = Some((index, channel));
@@ -169,7 +178,9 @@ impl GrpcPersistenceProvider {
         }
         let Some((first, channel)) = connected else {
             return Err(errors.into_iter().flatten().next().unwrap_or_else(|| {
-                WfeError::Persistence(format!("UNAVAILABLE (UNAVAILABLE): cannot connect to {addrs:?}"))
+                WfeError::Persistence(format!(
+                    "UNAVAILABLE (UNAVAILABLE): cannot connect to {addrs:?}"
+                ))
             }));
         };
         let mut channel = Some(channel);
@@ -181,7 +192,11 @@ impl GrpcPersistenceProvider {
                 false => endpoint.connect_lazy(),
             })
             .collect();
-        Ok(Self::build(Balanced::new(channels), headers, options.deadline()))
+        Ok(Self::build(
+            Balanced::new(channels),
+            headers,
+            options.deadline(),
+        ))
     }
 
     /// Builds the provider on a channel the caller configured (TLS, interceptors, ...); its

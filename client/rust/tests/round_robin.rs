@@ -95,8 +95,7 @@ async fn calls_are_spread_and_survive_a_killed_server() {
     let ids = Arc::new(ids);
     let readers: Vec<_> = (0..8)
         .map(|_| {
-            let (store, stop, done, ids) =
-                (store.clone(), stop.clone(), done.clone(), ids.clone());
+            let (store, stop, done, ids) = (store.clone(), stop.clone(), done.clone(), ids.clone());
             tokio::spawn(async move {
                 let mut failures = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
@@ -135,7 +134,10 @@ async fn calls_are_spread_and_survive_a_killed_server() {
     let after = counts(&live, WORKFLOWS, "CreateWorkflow");
     let grown: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     assert_eq!(grown.iter().sum::<u64>(), 20, "{grown:?}");
-    assert!(grown.iter().all(|g| *g >= 5), "creates per live server: {grown:?}");
+    assert!(
+        grown.iter().all(|g| *g >= 5),
+        "creates per live server: {grown:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +150,10 @@ async fn a_list_of_addresses_and_one_lock_holder_across_servers() {
     let second = GrpcPersistenceProvider::connect_many(&addresses, ConnectOptions::default())
         .await
         .unwrap();
-    let (a, b) = (GrpcLockProvider::new(&first), GrpcLockProvider::new(&second));
+    let (a, b) = (
+        GrpcLockProvider::new(&first),
+        GrpcLockProvider::new(&second),
+    );
     let all: Vec<&ServerProcess> = servers.iter().collect();
     let service = "wfe.persistence.v1.LockService";
     let before = counts(&all, service, "AcquireLock");
