@@ -194,3 +194,11 @@ async def test_targets(address: Any, target: str, balanced: bool) -> None:
 async def test_bad_targets(address: Any) -> None:
     with pytest.raises((ValueError, TypeError)):
         await resolve_target(address)
+
+
+async def test_a_dns_name(servers: list[Server]) -> None:
+    port = servers[0].address.rsplit(":", 1)[1]
+    async with GrpcPersistenceProvider.connect(f"dns:///localhost:{port}") as store:
+        for _ in range(3):
+            await store.create_new_workflow(WorkflowInstance.new("by-name", 1, {}))
+    assert await _counts(servers, "CreateWorkflow") == [3, 0, 0]

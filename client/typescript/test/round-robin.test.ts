@@ -130,6 +130,20 @@ describe("several servers", () => {
     }
   });
 
+  it("takes a dns:/// name", async () => {
+    const live = servers.filter((s) => s.running.process.exitCode === null && s.running.process.signalCode === null);
+    const server = live[0]!;
+    const port = server.running.address.split(":")[1]!;
+    const before = await calls(server, "CreateWorkflow");
+    const store = await GrpcPersistenceProvider.connect(`dns:///localhost:${port}`);
+    try {
+      for (let n = 0; n < 3; n++) await store.createNewWorkflow(newWorkflowInstance("by-name", 1, { n }));
+    } finally {
+      store.close();
+    }
+    assert.equal((await calls(server, "CreateWorkflow")) - before, 3);
+  });
+
   it("fails to connect with the first server's reason when none answers", async () => {
     await assert.rejects(GrpcPersistenceProvider.connect(["127.0.0.1:1", "127.0.0.1:2"]), /cannot connect to wfe-sqlite server at 127\.0\.0\.1:1: /);
     await assert.rejects(GrpcPersistenceProvider.connect("a:1,"), /expected host:port, or several separated by commas/);
