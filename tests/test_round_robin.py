@@ -19,10 +19,20 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ServerProcess, start_server_process
 from test_security import Pki, pki  # noqa: F401  (the module's certificates fixture)
-from wfe_client import GrpcLockProvider, GrpcPersistenceProvider, GrpcQueueProvider, QueueType, WorkflowInstance
+from wfe_client import (
+    GrpcLifecyclePublisher,
+    GrpcLockProvider,
+    GrpcPersistenceProvider,
+    GrpcQueueProvider,
+    LifecycleEvent,
+    LifecycleEventType,
+    QueueType,
+    WorkflowInstance,
+)
 from wfe_client._targets import resolve_target
 
 WORKFLOWS = "wfe.persistence.v1.WorkflowService"
+LIFECYCLE = "wfe.persistence.v1.LifecycleService"
 
 
 class Server:
@@ -202,3 +212,26 @@ async def test_a_dns_name(servers: list[Server]) -> None:
         for _ in range(3):
             await store.create_new_workflow(WorkflowInstance.new("by-name", 1, {}))
     assert await _counts(servers, "CreateWorkflow") == [3, 0, 0]
+
+
+async def test_lifecycle_events_meet_on_one_server(servers: list[Server]) -> None:
+    """A server relays events to its own watchers: publishers and watchers given the same list use
+    the first server that answers, also after it died."""
+    addresses = [server.address for server in servers]
+    async with (
+        GrpcLifecyclePublisher.connect(addresses) as publisher,
+        GrpcLifecyclePublisher.connect(addresses) as watcher,
+    ):
+
+        async def round_of(tag: str) -> None:
+            async with watcher.watch() as events:
+                for n in range(6):
+                    await publisher.publish(LifecycleEvent(LifecycleEventType.STARTED, f"{tag}-{n}"))
+                seen = [(await asyncio.wait_for(anext(events), 5)).workflow_instance_id for _ in range(6)]
+            assert seen == [f"{tag}-{n}" for n in range(6)]
+
+        await round_of("first")
+        assert await _counts(servers, "PublishLifecycleEvent", LIFECYCLE) == [6, 0, 0]
+        servers[0].process.kill()
+        await round_of("second")
+        assert await _counts(servers[1:], "PublishLifecycleEvent", LIFECYCLE) == [6, 0]

@@ -234,7 +234,8 @@ class GrpcLifecyclePublisher:
     def __init__(self, connection: GrpcPersistenceProvider, *, owns_connection: bool = False) -> None:
         self._connection = connection
         self._owns_connection = owns_connection
-        self._stub = lifecycle_pb2_grpc.LifecycleServiceStub(connection._channel)
+        # With several servers: the first that answers, for publishing and watching alike.
+        self._stub = lifecycle_pb2_grpc.LifecycleServiceStub(connection._pinned_channel())
 
     @classmethod
     def connect(cls, address: str | Sequence[str], **options: Any) -> _Connecting[GrpcLifecyclePublisher]:

@@ -137,6 +137,8 @@ class GrpcPersistenceProvider(PersistenceProvider):
         metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._channel = channel
+        self._open_pinned: Callable[[], grpc.aio.Channel] | None = None
+        self._pinned: grpc.aio.Channel | None = None
         self._timeout = timeout
         self._metadata = tuple(metadata)
         self._workflows = workflows_pb2_grpc.WorkflowServiceStub(channel)
@@ -199,15 +201,18 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
         async def opening() -> GrpcPersistenceProvider:
             target = await resolve_target(address)
-            options: list[tuple[str, str | int]] = [
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                *target.options(),
-            ]
-            if credentials is None:
-                channel = grpc.aio.insecure_channel(target.target, options=options)
-            else:
-                channel = grpc.aio.secure_channel(target.target, credentials, options=options)
+
+            def open_channel(policy: str) -> grpc.aio.Channel:
+                options: list[tuple[str, str | int]] = [
+                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                    *target.options(policy),
+                ]
+                if credentials is None:
+                    return grpc.aio.insecure_channel(target.target, options=options)
+                return grpc.aio.secure_channel(target.target, credentials, options=options)
+
+            channel = open_channel("round_robin")
             try:
                 await wait_until_ready(
                     channel,
@@ -220,11 +225,26 @@ class GrpcPersistenceProvider(PersistenceProvider):
                 await channel.close()
                 raise
             metadata = [("authorization", f"Bearer {token}")] if token else []
-            return cls(channel, timeout=timeout, metadata=metadata)
+            provider = cls(channel, timeout=timeout, metadata=metadata)
+            if target.balanced:
+                provider._open_pinned = lambda: open_channel("pick_first")
+            return provider
 
         return _Connecting(opening)
 
+    def _pinned_channel(self) -> grpc.aio.Channel:
+        """The channel for lifecycle events: with several servers, one to the first server of the
+        list that answers (gRPC's pick_first), so that publishers and watchers given the same list
+        meet on one server (a server relays events only to its own watchers); else the channel."""
+        if self._open_pinned is None:
+            return self._channel
+        if self._pinned is None:
+            self._pinned = self._open_pinned()
+        return self._pinned
+
     async def close(self) -> None:
+        if self._pinned is not None:
+            await self._pinned.close()
         await self._channel.close()
 
     # -- the one place calls are made -----------------------------------------------------------

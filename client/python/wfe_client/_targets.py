@@ -45,15 +45,18 @@ _SCHEMES = ("dns:", "ipv4:", "ipv6:")
 """Targets given with these schemes are balanced (a DNS name may stand for several servers)."""
 
 
-def service_config() -> str:
-    """The ``grpc.service_config`` of a balanced channel: round_robin, reads retried on UNAVAILABLE."""
+def service_config(policy: str = "round_robin") -> str:
+    """The ``grpc.service_config`` of a balanced channel: round_robin, reads retried on UNAVAILABLE.
+
+    ``pick_first`` instead: every call to the first server in the list that answers (the next one
+    when it dies), for lifecycle events, which a server relays only to its own watchers."""
     names = [
         {"service": f"{_PACKAGE}.{service}", "method": method}
         for service, methods in READS.items()
         for method in methods
     ]
     config = {
-        "loadBalancingConfig": [{"round_robin": {}}],
+        "loadBalancingConfig": [{policy: {}}],
         "methodConfig": [
             {
                 "name": names,
@@ -83,10 +86,14 @@ class Target:
     authority: str | None = None
     """The ``host:port`` TLS verifies and ``:authority`` carries, when it is not the target's own."""
 
-    def options(self) -> list[tuple[str, str | int]]:
+    def options(self, policy: str = "round_robin") -> list[tuple[str, str | int]]:
         options: list[tuple[str, str | int]] = []
         if self.balanced:
-            options.append(("grpc.service_config", service_config()))
+            options.append(("grpc.service_config", service_config(policy)))
+            if policy == "pick_first":
+                # Its own connections: with the process's shared ones pick_first would take
+                # whichever the round-robin channel made ready, not the first of the list.
+                options.append(("grpc.use_local_subchannel_pool", 1))
         if self.authority is not None:
             options.append(("grpc.default_authority", self.authority))
             options.append(("grpc.ssl_target_name_override", _split(self.authority)[0]))
