@@ -116,17 +116,26 @@ export class RoundRobinTransport implements Transport {
   readonly #defaultTimeoutMs: number;
   #next = 0;
 
-  constructor(transports: readonly Transport[], defaultTimeoutMs: number) {
+  readonly #inOrder: boolean;
+
+  /**
+   * `inOrder`: every call to the first server of the list not left out, instead of the next in
+   * turn (lifecycle events: a server relays them only to its own watchers, so publishers and
+   * watchers given the same list must meet on one server).
+   */
+  constructor(transports: readonly Transport[], defaultTimeoutMs: number, options: { inOrder?: boolean } = {}) {
     if (transports.length === 0) throw new Error("RoundRobinTransport needs at least one transport");
     this.#transports = transports;
     this.#downUntil = transports.map(() => 0);
     this.#defaultTimeoutMs = defaultTimeoutMs;
+    this.#inOrder = options.inOrder ?? false;
   }
 
   /** The next server in turn that is not left out (or the next in turn, when all are). */
   #pick(tried: ReadonlySet<number>): number {
     const now = Date.now();
     const count = this.#transports.length;
+    if (this.#inOrder) this.#next = 0;
     let fallback = -1;
     for (let step = 0; step < count; step++) {
       const index = (this.#next + step) % count;

@@ -126,6 +126,8 @@ function bearer(token: string): Interceptor {
  */
 export interface SharedConnection {
   readonly transport: Transport;
+  /** With several servers: calls to the first of the list that is up (for lifecycle events). */
+  readonly firstServerTransport: Transport;
   /** The provider's deadline per call, in milliseconds. */
   readonly timeoutMs: number;
   call<T>(fn: () => Promise<T>): Promise<T>;
@@ -154,6 +156,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
   readonly address: string;
   readonly #endpoints: readonly Endpoint[];
   readonly #transport: Transport;
+  readonly #firstServerTransport: Transport;
   readonly #timeoutMs: number;
   readonly #workflows: Client<typeof WorkflowService>;
   readonly #events: Client<typeof EventService>;
@@ -198,8 +201,11 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
       clientCertificate: typeof options.tls === "object" && options.tls.cert !== undefined,
     };
     this.#timeoutMs = timeoutMs;
-    const transport = endpoints.length === 1 ? first.transport : new RoundRobinTransport(endpoints.map((e) => e.transport), timeoutMs);
+    const transports = endpoints.map((e) => e.transport);
+    const transport = endpoints.length === 1 ? first.transport : new RoundRobinTransport(transports, timeoutMs);
     this.#transport = transport;
+    this.#firstServerTransport =
+      endpoints.length === 1 ? first.transport : new RoundRobinTransport(transports, timeoutMs, { inOrder: true });
     this.#workflows = createClient(WorkflowService, transport);
     this.#events = createClient(EventService, transport);
     this.#subscriptions = createClient(SubscriptionService, transport);
@@ -264,6 +270,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
   static {
     connectionOf = (provider) => ({
       transport: provider.#transport,
+      firstServerTransport: provider.#firstServerTransport,
       timeoutMs: provider.#timeoutMs,
       call: (fn) => provider.#call(fn),
       close: () => provider.close(),

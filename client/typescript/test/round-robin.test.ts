@@ -4,7 +4,15 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { GrpcLockProvider, GrpcPersistenceProvider, newWorkflowInstance, type WorkflowInstance } from "../src/index.js";
+import {
+  GrpcLifecyclePublisher,
+  GrpcLockProvider,
+  GrpcPersistenceProvider,
+  LifecycleEventType,
+  newLifecycleEvent,
+  newWorkflowInstance,
+  type WorkflowInstance,
+} from "../src/index.js";
 import { startServer, type RunningServer } from "./server.js";
 
 const WORKFLOWS = "wfe.persistence.v1.WorkflowService";
@@ -142,6 +150,38 @@ describe("several servers", () => {
       store.close();
     }
     assert.equal((await calls(server, "CreateWorkflow")) - before, 3);
+  });
+
+  it("lifecycle publishers and watchers given one list meet on its first live server", async () => {
+    const live = servers.filter((s) => s.running.process.exitCode === null && s.running.process.signalCode === null);
+    const addresses = live.map((s) => s.running.address);
+    const publisher = await GrpcLifecyclePublisher.connect(addresses);
+    const watcher = await GrpcLifecyclePublisher.connect(addresses);
+    try {
+      const before = await counts(live, "PublishLifecycleEvent", "wfe.persistence.v1.LifecycleService");
+      const watch = watcher.watch();
+      const seen: string[] = [];
+      const reading = (async () => {
+        for await (const event of watch) {
+          if (event.workflowInstanceId === "probe") continue;
+          seen.push(event.workflowInstanceId);
+          if (seen.length === 6) break;
+        }
+      })();
+      const timer = setTimeout(() => watch.close(), 5_000);
+      // Until the watch is in place, probes; then six events.
+      while ((await publisher.publish(newLifecycleEvent(LifecycleEventType.STARTED, "probe"))) === 0) await sleep(20);
+      for (let n = 0; n < 6; n++) await publisher.publish(newLifecycleEvent(LifecycleEventType.STARTED, `ev-${n}`));
+      await reading;
+      clearTimeout(timer);
+      assert.deepEqual(seen, ["ev-0", "ev-1", "ev-2", "ev-3", "ev-4", "ev-5"]);
+      const after = await counts(live, "PublishLifecycleEvent", "wfe.persistence.v1.LifecycleService");
+      const grown = after.map((c, i) => c - before[i]!);
+      assert.ok(grown[0]! >= 7 && grown.slice(1).every((g) => g === 0), `publishes per server: ${grown.join(",")}`);
+    } finally {
+      publisher.close();
+      watcher.close();
+    }
   });
 
   it("fails to connect with the first server's reason when none answers", async () => {
