@@ -53,6 +53,8 @@ pub const DOWN_FOR: Duration = Duration::from_secs(1);
 #[derive(Clone, Debug)]
 pub struct Balanced {
     inner: Arc<Inner>,
+    /// Every call to the first server of the list not left out, instead of the next in turn.
+    in_order: bool,
 }
 
 #[derive(Debug)]
@@ -76,6 +78,17 @@ impl Balanced {
                 down_until,
                 epoch: Instant::now(),
             }),
+            in_order: false,
+        }
+    }
+
+    /// The same connections, each call to the first server of the list that is not left out:
+    /// for lifecycle events, which a server relays only to its own watchers, so publishers and
+    /// watchers given the same list meet on one server (the next one when it dies).
+    pub(crate) fn first_server(&self) -> Self {
+        Balanced {
+            inner: Arc::clone(&self.inner),
+            in_order: true,
         }
     }
 
@@ -96,9 +109,12 @@ impl Inner {
     }
 
     /// The next server in turn not tried yet and not left out (or just the next not tried).
-    fn pick(&self, tried: &[usize]) -> usize {
+    fn pick(&self, tried: &[usize], in_order: bool) -> usize {
         let count = self.channels.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let start = match in_order {
+            true => 0,
+            false => self.next.fetch_add(1, Ordering::Relaxed),
+        };
         let now = self.now_ms();
         let mut fallback = None;
         for step in 0..count {
@@ -178,6 +194,7 @@ impl Service<http::Request<Body>> for Balanced {
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let inner = Arc::clone(&self.inner);
+        let in_order = self.in_order;
         Box::pin(async move {
             if inner.channels.len() == 1 {
                 return Ok(send(inner.channels[0].clone(), request).await?);
@@ -188,7 +205,7 @@ impl Service<http::Request<Body>> for Balanced {
             let attempts = MAX_ATTEMPTS.min(inner.channels.len());
             let mut tried = Vec::with_capacity(attempts);
             loop {
-                let index = inner.pick(&tried);
+                let index = inner.pick(&tried, in_order);
                 tried.push(index);
                 let attempt = http::Request::from_parts(
                     parts.clone(),

@@ -246,6 +246,16 @@ impl GrpcPersistenceProvider {
         InterceptedService::new(self.channel.clone(), self.headers.clone())
     }
 
+    /// [`transport`](Self::transport) to the first live server of the list (lifecycle events).
+    pub(crate) fn first_server_transport(&self) -> Transport {
+        InterceptedService::new(self.channel.first_server(), self.headers.clone())
+    }
+
+    /// [`streaming_transport`](Self::streaming_transport) to the first live server of the list.
+    pub(crate) fn first_server_streaming_transport(&self) -> Transport {
+        InterceptedService::new(self.channel.first_server(), self.headers.without_deadline())
+    }
+
     /// The connection with this provider's token but no deadline, for streams that stay open.
     pub(crate) fn streaming_transport(&self) -> Transport {
         InterceptedService::new(self.channel.clone(), self.headers.without_deadline())

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use common::ServerProcess;
 use serde_json::json;
-use wfe_core::models::WorkflowInstance;
-use wfe_core::traits::{DistributedLockProvider, WorkflowRepository};
-use wfe_grpc::{ConnectOptions, GrpcLockProvider, GrpcPersistenceProvider};
+use wfe_core::models::{LifecycleEvent, LifecycleEventType, WorkflowInstance};
+use wfe_core::traits::{DistributedLockProvider, LifecyclePublisher, WorkflowRepository};
+use wfe_grpc::{ConnectOptions, GrpcLifecyclePublisher, GrpcLockProvider, GrpcPersistenceProvider};
 
 const WORKFLOWS: &str = "wfe.persistence.v1.WorkflowService";
 
@@ -207,4 +207,50 @@ async fn one_server_down_at_connect_time_and_none_answering() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("INVALID_ARGUMENT"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_publishers_and_watchers_meet_on_the_first_live_server() {
+    let mut servers = three_servers().await;
+    let addresses: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+    let service = "wfe.persistence.v1.LifecycleService";
+    for round in 0..2 {
+        let publisher = GrpcLifecyclePublisher::connect(addresses.join(","))
+            .await
+            .unwrap();
+        let watcher = GrpcLifecyclePublisher::connect(addresses.join(","))
+            .await
+            .unwrap();
+        let mut events = watcher
+            .subscribe_connected(Duration::from_secs(10))
+            .await
+            .unwrap();
+        for n in 0..6 {
+            let e = LifecycleEvent::new(
+                format!("wf-{round}-{n}"),
+                "def",
+                1,
+                LifecycleEventType::Started,
+            );
+            publisher.publish(e).await.unwrap();
+        }
+        publisher.flush().await;
+        for n in 0..6 {
+            let got = tokio::time::timeout(Duration::from_secs(5), events.recv())
+                .await
+                .expect("event not relayed")
+                .unwrap();
+            assert_eq!(got.workflow_instance_id, format!("wf-{round}-{n}"));
+        }
+        let live: Vec<&ServerProcess> = servers[round..].iter().collect();
+        let published = counts(&live, service, "PublishLifecycleEvent");
+        assert_eq!(published[0], 6, "round {round}: {published:?}");
+        assert!(
+            published[1..].iter().all(|c| *c == 0),
+            "round {round}: {published:?}"
+        );
+        if round == 0 {
+            servers[0].kill();
+        }
+    }
 }
