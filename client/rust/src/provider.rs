@@ -251,14 +251,10 @@ impl GrpcPersistenceProvider {
         InterceptedService::new(self.channel.first_server(), self.headers.clone())
     }
 
-    /// [`streaming_transport`](Self::streaming_transport) to the first live server of the list.
+    /// The same with this provider's token but no deadline, for streams that stay open (a
+    /// lifecycle watch).
     pub(crate) fn first_server_streaming_transport(&self) -> Transport {
         InterceptedService::new(self.channel.first_server(), self.headers.without_deadline())
-    }
-
-    /// The connection with this provider's token but no deadline, for streams that stay open.
-    pub(crate) fn streaming_transport(&self) -> Transport {
-        InterceptedService::new(self.channel.clone(), self.headers.without_deadline())
     }
 
     /// The revisions and handed-out workflows this provider (and its clones) remember.
