@@ -1,9 +1,10 @@
-"""Several ``wfe-sqlite serve`` processes on one database file, one client given all their addresses.
+"""Several ``wfe-sqlite serve`` processes on one store (a SQLite file, a PostgreSQL database), one
+client given all their addresses.
 
 The client spreads its calls over the servers (gRPC round-robin; counted per server from each
 server's own Prometheus endpoint), and when one server is SIGKILLed calls keep succeeding on the
 others: reads in flight at the kill are tried again elsewhere, new calls go to the live servers.
-The servers share the file as the cluster providers do: what one server wrote, another reads.
+The servers share the store as the cluster providers do: what one server wrote, another reads.
 """
 
 from __future__ import annotations
@@ -63,11 +64,11 @@ class Server:
 
 
 @pytest.fixture
-def servers(db_url: str) -> Iterator[list[Server]]:
-    """Three servers on one SQLite file."""
+def servers(store_url: str) -> Iterator[list[Server]]:
+    """Three servers on one store: one SQLite file, or one PostgreSQL database."""
     started: list[Server] = []
     try:
-        started.extend(Server(db_url) for _ in range(3))
+        started.extend(Server(store_url) for _ in range(3))
         yield started
     finally:
         for server in started:
