@@ -7,6 +7,7 @@ Column lists and placeholders come from the row types of ``_rows``.
 
 from __future__ import annotations
 
+import functools
 import operator
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -215,15 +216,21 @@ def _insert_subscriptions(conn: sqlite3.Connection, rows: Sequence[SubscriptionR
             raise SubscriptionAlreadyExists(f"subscription {row.id!r} already exists", id=row.id) from None
 
 
+_workflow_row: Callable[[Sequence[Any]], WorkflowRow] = functools.partial(tuple.__new__, WorkflowRow)
+_pointer_row: Callable[[Sequence[Any]], PointerRow] = functools.partial(tuple.__new__, PointerRow)
+"""Rows of the SELECTs below (their columns are the row type's) as row tuples: ``_make`` without
+its Python frame and length check."""
+
+
 def _read_workflow(conn: sqlite3.Connection, where: str, value: str) -> StoredWorkflow | None:
     found = conn.execute(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE {where}", (value,)).fetchone()
     if found is None:
         return None
-    row = WorkflowRow._make(found)
+    row = _workflow_row(found)
     pointers = conn.execute(
         f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id = ? ORDER BY position", (row.id,)
-    ).fetchall()
-    return row, [PointerRow._make(p) for p in pointers]
+    )
+    return row, list(map(_pointer_row, pointers))
 
 
 def _read_workflows(conn: sqlite3.Connection, ids: Sequence[str]) -> list[StoredWorkflow]:
@@ -232,22 +239,23 @@ def _read_workflows(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Stored
     for start in range(0, len(unique), _CHUNK):
         chunk = unique[start : start + _CHUNK]
         marks = ", ".join("?" * len(chunk))
-        rows = [
-            WorkflowRow._make(r)
-            for r in conn.execute(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id IN ({marks})", chunk)
-        ]
+        rows = list(
+            map(_workflow_row, conn.execute(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id IN ({marks})", chunk))
+        )
         if not rows:
             continue
         pointers: dict[str, list[PointerRow]] = {row.id: [] for row in rows}
         present = list(pointers)
         marks = ", ".join("?" * len(present))
-        for p in conn.execute(
-            f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id IN ({marks}) "
-            "ORDER BY workflow_id, position",
-            present,
+        for pointer in map(
+            _pointer_row,
+            conn.execute(
+                f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id IN ({marks}) "
+                "ORDER BY workflow_id, position",
+                present,
+            ),
         ):
-            pointer = PointerRow._make(p)
-            pointers[pointer.workflow_id].append(pointer)
+            pointers[pointer[0]].append(pointer)
         for row in rows:
             found[row.id] = (row, pointers[row.id])
     return [found[i] for i in unique if i in found]
