@@ -74,6 +74,8 @@ def new_subscription_rows(subscriptions: Sequence[EventSubscription]) -> list[Su
 class SqlitePersistenceProvider(PersistenceProvider):
     """The persistence interface on a SQLite database (``:memory:`` or a file, WAL mode)."""
 
+    _overlapped_acknowledgements = True  # acknowledge_command queues its write before it first waits
+
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import operator
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from wfe_client.errors import (
@@ -63,6 +63,8 @@ __all__ = [
 
 _CHUNK = 500
 """Ids per ``IN (...)`` query."""
+_POINT_ROWS = 128
+"""Keyset pages of at most this many rows are read on the event loop's thread (``SqliteStore._page``)."""
 
 
 def _columns(row: type[NamedTuple]) -> str:
@@ -150,20 +152,25 @@ def _row_bytes(row: Sequence[Any]) -> int:
     return sum(len(value) if isinstance(value, (str, bytes)) else 8 for value in row)
 
 
-def _fetch_page(rows: Iterable[Any], limit: int | None, budget: int | None) -> tuple[list[Any], bool]:
+def _fetch_page(rows: sqlite3.Cursor, limit: int | None, budget: int | None) -> tuple[list[Any], bool]:
     """The rows of a query run with ``LIMIT _limit(limit)``, cut as a page (see ``_store``): (rows, more follow).
 
-    Rows are read one at a time and reading stops at the first one past either bound.
+    Without a byte budget the rows come in one call; with one they are read one at a time and
+    reading stops at the first one past either bound.
     """
-    page: list[Any] = []
+    if budget is None:
+        if limit is None:
+            return rows.fetchall(), False
+        page = rows.fetchmany(limit + 1)
+        return (page[:limit], True) if len(page) > limit else (page, False)
+    page = []
     used = 0
     for row in rows:
         if limit is not None and len(page) == limit:
             return page, True
-        if budget is not None:
-            used += _row_bytes(row)
-            if page and used > budget:
-                return page, True
+        used += _row_bytes(row)
+        if page and used > budget:
+            return page, True
         page.append(row)
     return page, False
 
@@ -295,9 +302,18 @@ class SqliteStore(SqliteVisibility, SqliteConsoleReads, Store):
     ) -> tuple[list[Any], bool]:
         """A page of a keyset query whose last parameters are (key, id, LIMIT), cut by ``_fetch_page``."""
         key, last = _after(after)
-        return await self.database.read(
-            lambda conn: _fetch_page(conn.execute(sql, (*parameters, key, last, _limit(limit))), limit, budget)
-        )
+
+        def run(conn: sqlite3.Connection, rows: int | None) -> tuple[list[Any], bool]:
+            return _fetch_page(conn.execute(sql, (*parameters, key, last, _limit(rows))), rows, budget)
+
+        # A short answer (the common one: a few due workflows or events) is read right on the event
+        # loop's thread, like a point lookup, saving two thread hand-overs; one that fills the probe
+        # may be long, so it is read again, whole, on the reader pool.
+        probe = _POINT_ROWS if limit is None else min(limit, _POINT_ROWS)
+        page, more = await self.database.read_point(lambda conn: run(conn, probe))
+        if len(page) < probe or probe == limit:
+            return page, more
+        return await self.database.read(lambda conn: run(conn, limit))
 
     # -- workflows -----------------------------------------------------------------------------
 
