@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
@@ -431,7 +431,7 @@ _EPOCH = EPOCH
 _MICRO = timedelta(microseconds=1)
 _POINTER_STATUS: dict[str, PointerStatus] = dict(PointerStatus.__members__)
 _WORKFLOW_STATUS: dict[str, WorkflowStatus] = dict(WorkflowStatus.__members__)
-_scan_json = json.JSONDecoder().scan_once
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 """The C scanner behind ``json.loads``, without its Python wrappers (decode, raw_decode, the
 whitespace regexes): about 40% less per value on stored text, which is compact (``json_text``)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
@@ -36,7 +37,7 @@ def _check_depth(text: str, field: str) -> None:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-_scan = _DECODER.scan_once
+_scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def _decode(text: str) -> Any:
