@@ -268,19 +268,36 @@ def _read_workflows(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Stored
     return [found[i] for i in unique if i in found]
 
 
+_FROM_CHUNK = 32
+"""Most workflows one ``_read_workflows_from`` query reads together."""
+
+
 def _read_workflows_from(
     conn: sqlite3.Connection, ids: Sequence[str], start: int, budget: int
 ) -> tuple[list[SizedWorkflow], int]:
+    # Several ids per query (two statements for a chunk instead of two per workflow), as many as
+    # the remaining budget is likely to hold: the first chunk is one workflow, the following ones
+    # as many of the largest seen so far as fit (at most _FROM_CHUNK), so a chunk of large
+    # workflows stays about one budget in memory, as the one-at-a-time reading did.
     found: list[SizedWorkflow] = []
     used = 0
     position = start
+    largest = 0
     while position < len(ids) and used < budget:
-        stored = _read_workflow(conn, _BY_ID, ids[position])
-        position += 1
-        if stored is not None:
-            size = _workflow_bytes(*stored)
-            found.append((*stored, size))
+        count = 1 if not largest else max(1, min(_FROM_CHUNK, (budget - used) // largest + 1))
+        chunk = ids[position : position + count]
+        stored = {row.id: (row, pointers) for row, pointers in _read_workflows(conn, chunk)}
+        for wid in chunk:
+            position += 1
+            one = stored.get(wid)
+            if one is None:
+                continue
+            size = _workflow_bytes(*one)
+            largest = max(largest, size)
+            found.append((*one, size))
             used += size
+            if used >= budget:
+                break
     return found, position
 
 
