@@ -417,6 +417,10 @@ class SqliteStore(SqliteVisibility, SqliteConsoleReads, Store):
         return found
 
     async def workflows(self, ids: Sequence[str]) -> list[StoredWorkflow]:
+        if len(ids) <= _POINT_ROWS:
+            # Two indexed queries of at most _POINT_ROWS keys each: on the loop's thread, like a
+            # point lookup (a hand-over to a reader thread and back cost more than the read).
+            return await self.database.read_point(lambda conn: _read_workflows(conn, ids))
         return await self.database.read(lambda conn: _read_workflows(conn, ids))
 
     async def workflows_from(self, ids: Sequence[str], start: int, budget: int) -> tuple[list[SizedWorkflow], int]:
