@@ -134,8 +134,14 @@ SET_TOKEN = (
     "external_token_expiry = ? WHERE id = ? AND (external_token IS NULL "
     "OR external_token_expiry <= ? OR external_token = ?)"
 )
-_BY_ID = "id = ?"
-_BY_NAME = "name = ? AND name <> ''"  # matches the partial unique index on non-empty names
+_BY_ID = f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?"
+_BY_NAME = f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE name = ? AND name <> ''"
+"""Selects of one workflow row; by name it matches the partial unique index on non-empty names."""
+_POINTERS_OF = f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id = ? ORDER BY position"
+_EVENT_BY_ID = f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?"
+_SUBSCRIPTION_BY_ID = f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions WHERE id = ?"
+# Statements are built once, not per call: the connection's statement cache is keyed by the SQL
+# text, and a string built anew is hashed anew on every lookup.
 
 
 def _now_micros() -> int:
@@ -203,7 +209,7 @@ def _after(after: PageKey | None) -> PageKey:
 
 
 def _name_taken(conn: sqlite3.Connection, name: str) -> bool:
-    return conn.execute(f"SELECT 1 FROM workflows WHERE {_BY_NAME}", (name,)).fetchone() is not None
+    return conn.execute("SELECT 1 FROM workflows WHERE name = ? AND name <> ''", (name,)).fetchone() is not None
 
 
 def _next_sequence(conn: sqlite3.Connection, definition_id: str) -> int:
@@ -229,15 +235,24 @@ _pointer_row: Callable[[Sequence[Any]], PointerRow] = functools.partial(tuple.__
 its Python frame and length check."""
 
 
-def _read_workflow(conn: sqlite3.Connection, where: str, value: str) -> StoredWorkflow | None:
-    found = conn.execute(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE {where}", (value,)).fetchone()
+def _read_workflow(conn: sqlite3.Connection, select: str, value: str) -> StoredWorkflow | None:
+    found = conn.execute(select, (value,)).fetchone()
     if found is None:
         return None
     row = _workflow_row(found)
-    pointers = conn.execute(
-        f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id = ? ORDER BY position", (row.id,)
-    )
+    pointers = conn.execute(_POINTERS_OF, (row.id,))
     return row, list(map(_pointer_row, pointers))
+
+
+@functools.lru_cache(maxsize=128)
+def _workflows_in(count: int) -> tuple[str, str]:
+    """The selects of ``count`` workflows and of their pointers by id (built once per count)."""
+    marks = ", ".join("?" * count)
+    return (
+        f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id IN ({marks})",
+        f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id IN ({marks}) "
+        "ORDER BY workflow_id, position",
+    )
 
 
 def _read_workflows(conn: sqlite3.Connection, ids: Sequence[str]) -> list[StoredWorkflow]:
@@ -245,23 +260,12 @@ def _read_workflows(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Stored
     found: dict[str, StoredWorkflow] = {}
     for start in range(0, len(unique), _CHUNK):
         chunk = unique[start : start + _CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        rows = list(
-            map(_workflow_row, conn.execute(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id IN ({marks})", chunk))
-        )
+        rows = list(map(_workflow_row, conn.execute(_workflows_in(len(chunk))[0], chunk)))
         if not rows:
             continue
         pointers: dict[str, list[PointerRow]] = {row.id: [] for row in rows}
         present = list(pointers)
-        marks = ", ".join("?" * len(present))
-        for pointer in map(
-            _pointer_row,
-            conn.execute(
-                f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id IN ({marks}) "
-                "ORDER BY workflow_id, position",
-                present,
-            ),
-        ):
+        for pointer in map(_pointer_row, conn.execute(_workflows_in(len(present))[1], present)):
             pointers[pointer[0]].append(pointer)
         for row in rows:
             found[row.id] = (row, pointers[row.id])
@@ -445,9 +449,7 @@ class SqliteStore(SqliteVisibility, SqliteConsoleReads, Store):
         self.cluster.written(effects)
 
     async def event(self, id: str) -> EventRow:
-        found = await self.database.read_point(
-            lambda conn: conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (id,)).fetchone()
-        )
+        found = await self.database.read_point(lambda conn: conn.execute(_EVENT_BY_ID, (id,)).fetchone())
         if found is None:
             raise EventNotFound(f"event {id!r} not found", id=id)
         return EventRow._make(found)
@@ -488,11 +490,7 @@ class SqliteStore(SqliteVisibility, SqliteConsoleReads, Store):
         await self.database.write(lambda conn: _insert_subscriptions(conn, [row]))
 
     async def subscription(self, id: str) -> SubscriptionRow:
-        found = await self.database.read_point(
-            lambda conn: conn.execute(
-                f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions WHERE id = ?", (id,)
-            ).fetchone()
-        )
+        found = await self.database.read_point(lambda conn: conn.execute(_SUBSCRIPTION_BY_ID, (id,)).fetchone())
         if found is None:
             raise SubscriptionNotFound(f"subscription {id!r} not found", id=id)
         return SubscriptionRow._make(found)
