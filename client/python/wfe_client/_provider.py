@@ -203,14 +203,13 @@ class PersistenceProvider(abc.ABC):
                 for command in claim.commands:
                     if not await self._handle_one(command, handler, handled):
                         continue
-                    held.remove((command, claim.lease_id))
                     if not self._overlapped_acknowledgements:
-                        await self._acknowledge(command, claim.lease_id)
+                        await self._acknowledge(command, claim.lease_id, held)
                         continue
                     # Handed to the store at once (the yield lets the task run until it waits for its
                     # commit, so it is queued before anything the next handler writes); the next
                     # handler runs while it commits. All are settled before the next claim.
-                    acks.append(asyncio.ensure_future(self._acknowledge(command, claim.lease_id)))
+                    acks.append(asyncio.ensure_future(self._acknowledge(command, claim.lease_id, held)))
                     await asyncio.sleep(0)
                 await self._settle(acks)
         finally:
@@ -248,7 +247,10 @@ class PersistenceProvider(abc.ABC):
             return False
         return True
 
-    async def _acknowledge(self, command: ScheduledCommand, lease_id: str) -> None:
+    async def _acknowledge(
+        self, command: ScheduledCommand, lease_id: str, held: list[tuple[ScheduledCommand, str]]
+    ) -> None:
+        """Acknowledge a handled command; settled (no longer ``held``) unless the acknowledgement failed."""
         try:
             await self.acknowledge_command(command, lease_id)
         except LeaseLost:
@@ -257,6 +259,7 @@ class PersistenceProvider(abc.ABC):
                 command.command_name.name,
                 command.data,
             )
+        held.remove((command, lease_id))
 
     # -- errors and store ----------------------------------------------------------------------
 
