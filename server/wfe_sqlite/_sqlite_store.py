@@ -8,7 +8,6 @@ Column lists and placeholders come from the row types of ``_rows``.
 from __future__ import annotations
 
 import functools
-import operator
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -30,6 +29,7 @@ from ._cluster import Cluster
 from ._console_store import SqliteConsoleReads
 from ._database import Database
 from ._maintenance import live_figures
+from ._paging import cut_page, workflow_bytes
 from ._queue_store import WorkEffects, queue_stored_event, queue_stored_workflow
 from ._rows import (
     CommandRow,
@@ -153,50 +153,20 @@ def _limit(limit: int | None) -> int:
     return -1 if limit is None else limit + 1
 
 
-def _row_bytes(row: Sequence[Any]) -> int:
-    """About how many bytes a row takes on the wire: its text and blob lengths, 8 per other value."""
-    return sum(len(value) if isinstance(value, (str, bytes)) else 8 for value in row)
-
-
 def _fetch_page(rows: sqlite3.Cursor, limit: int | None, budget: int | None) -> tuple[list[Any], bool]:
     """The rows of a query run with ``LIMIT _limit(limit)``, cut as a page (see ``_store``): (rows, more follow).
 
-    Without a byte budget the rows come in one call; with one they are read one at a time and
-    reading stops at the first one past either bound.
+    Without a byte budget the rows come in one call; with one, ``cut_page`` reads them one at a time.
     """
     if budget is None:
         if limit is None:
             return rows.fetchall(), False
         page = rows.fetchmany(limit + 1)
         return (page[:limit], True) if len(page) > limit else (page, False)
-    page = []
-    used = 0
-    for row in rows:
-        if limit is not None and len(page) == limit:
-            return page, True
-        used += _row_bytes(row)
-        if page and used > budget:
-            return page, True
-        page.append(row)
-    return page, False
+    return cut_page(rows, limit, budget)
 
 
-def _text_columns(row: type[NamedTuple]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
-    """The values of a row type's text columns (those annotated ``str``), by name."""
-    names = [name for name, kind in row.__annotations__.items() if "str" in str(kind)]
-    return operator.itemgetter(*(row._fields.index(name) for name in names))
-
-
-_WORKFLOW_TEXT = _text_columns(WorkflowRow)
-_POINTER_TEXT = _text_columns(PointerRow)
-
-
-def _workflow_bytes(row: WorkflowRow, pointers: Sequence[PointerRow]) -> int:
-    """About how many bytes a stored workflow takes on the wire: its texts' lengths, 64 per record."""
-    size = sum(map(len, filter(None, _WORKFLOW_TEXT(row)))) + 64
-    for pointer in pointers:
-        size += sum(map(len, filter(None, _POINTER_TEXT(pointer)))) + 64
-    return size
+_workflow_bytes = workflow_bytes
 
 
 def _after(after: PageKey | None) -> PageKey:
