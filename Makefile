@@ -172,9 +172,16 @@ clean:
 
 # Performance against the machine's limits (bench/run.py); writes BENCHMARKS.md.
 # SCALE=10k,100k (default; SCALE=10k,100k,1m adds the 1M-workflow figures, SCALE= none), RUST=0 skips cargo.
-.PHONY: bench
+.PHONY: bench bench-postgres
 bench: install
 	$(PY) bench/run.py
+	$(MAKE) bench-postgres
+
+# The server on PostgreSQL (1, 2 and 4 processes) vs SQLite and the upstream wfe-postgres crate
+# in-process (bench/postgres.py, a throwaway durable PostgreSQL); writes its section of BENCHMARKS.md.
+# Needs cargo (the crate is the peer, the Rust adapter the load). ADAPTER=python for Python-adapter load.
+bench-postgres: install postgres-binaries
+	$(PY) bench/postgres.py --adapter $${ADAPTER:-rust}
 
 # Reliability (RELIABILITY.md): 25 crash rounds with totals, larger multi-process and hypothesis runs.
 .PHONY: stress
