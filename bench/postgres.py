@@ -137,7 +137,8 @@ class Bench:
         self.args = args
         self.cluster = cluster
         self.tmp = Path(tempfile.mkdtemp(prefix="wfe-bench-pg-"))
-        self.figures: dict[tuple[str, str, int], Figure] = {}
+        self.rounds: dict[tuple[str, str, int], list[Figure]] = {}
+        """Every round's figure of each (target, op, concurrency)."""
         pid_file = cluster.data / "postmaster.pid"
         self.probe = Probe(int(pid_file.read_text().split()[0]))
         self.databases = 0
@@ -159,7 +160,7 @@ class Bench:
         try:
             for c in CONCURRENCY:
                 fig = self._run(load, base._split(c, len(commands)), servers)
-                self.figures[(label, op, c)] = fig
+                self.rounds.setdefault((label, op, c), []).append(fig)
                 print(
                     f"  {label:<9} {op:<9} c={c:<3} {fig.ops:9,.0f}/s p50 {fig.p50_ms:7.2f} p99 {fig.p99_ms:7.2f} ms"
                     f"  cpu ms/call server {fig.per_call_ms('server'):.3f} postgres {fig.per_call_ms('postgres'):.3f}"
@@ -236,33 +237,43 @@ class Bench:
             self.load_command(f"grpc:{servers[i % len(servers)].address}", op, tasks, windows) for i in range(processes)
         ]
 
+    def figures(self) -> dict[tuple[str, str, int], Figure]:
+        """Each key's round with the median ops/s (the lower middle one of an even count)."""
+        return {k: sorted(v, key=lambda f: f.ops)[(len(v) - 1) // 2] for k, v in self.rounds.items()}
+
     def run(self) -> None:
-        targets = self.args.targets
+        # Rounds interleave the targets (op by op), so a stretch of heavy load from elsewhere on the
+        # machine hits one round of every target rather than all rounds of one.
         for op in self.args.ops:
-            print(f"[{op}]", flush=True)
-            if "sqlite-1" in targets:
-                servers = self.serve(f"sqlite://{self.tmp / (op + '.db')}", 1)
-                try:
-                    self.measure("sqlite-1", op, self.grpc_load(servers, op), servers)
-                finally:
-                    for s in servers:
-                        s.stop()
-            for count in SERVERS:
-                if f"pg-{count}" not in targets:
-                    continue
-                name, url = self.database()
-                servers = self.serve(url, count)
-                try:
-                    self.measure(f"pg-{count}", op, self.grpc_load(servers, op), servers)
-                finally:
-                    for s in servers:
-                        s.stop()
-                self.cluster.drop_database(name)
-            if CRATE not in targets:
+            for r in range(self.args.rounds):
+                print(f"[{op}, round {r + 1} of {self.args.rounds}]", flush=True)
+                self.run_round(op)
+
+    def run_round(self, op: str) -> None:
+        targets = self.args.targets
+        if "sqlite-1" in targets:
+            servers = self.serve(f"sqlite://{self.tmp / (op + '.db')}", 1)
+            try:
+                self.measure("sqlite-1", op, self.grpc_load(servers, op), servers)
+            finally:
+                for s in servers:
+                    s.stop()
+        for count in SERVERS:
+            if f"pg-{count}" not in targets:
                 continue
             name, url = self.database()
-            self.measure(CRATE, op, [self.load_command(f"crate-pg:{url}", op, max(CONCURRENCY))], [])
+            servers = self.serve(url, count)
+            try:
+                self.measure(f"pg-{count}", op, self.grpc_load(servers, op), servers)
+            finally:
+                for s in servers:
+                    s.stop()
             self.cluster.drop_database(name)
+        if CRATE not in targets:
+            return
+        name, url = self.database()
+        self.measure(CRATE, op, [self.load_command(f"crate-pg:{url}", op, max(CONCURRENCY))], [])
+        self.cluster.drop_database(name)
 
     def profile(self, seconds: float) -> dict[str, list[tuple[str, float]]]:
         """py-spy on one PostgreSQL server under c=64 creates: the leaf frames with the most samples."""
@@ -368,12 +379,21 @@ def model_8(label: str, fig: Figure) -> float:
     return min(ceilings)
 
 
+def _spread(fig: Figure | None, all_rounds: list[Figure]) -> str:
+    if fig is None:
+        return "-"
+    if len(all_rounds) < 2:
+        return f"{fig.ops:,.0f}"
+    return f"{fig.ops:,.0f} ({min(f.ops for f in all_rounds):,.0f}-{max(f.ops for f in all_rounds):,.0f})"
+
+
 def _num(x: float | None, digits: int = 0) -> str:
     return "-" if x is None or x != x else f"{x:,.{digits}f}"
 
 
 def report(
     figures: dict[tuple[str, str, int], Figure],
+    rounds: dict[tuple[str, str, int], list[Figure]],
     args: argparse.Namespace,
     settings: dict[str, str],
     elapsed: float,
@@ -385,7 +405,11 @@ def report(
         f"PostgreSQL {settings['server_version']} "
         f"(fsync={settings['fsync']}, synchronous_commit={settings['synchronous_commit']}, "
         f"wal_sync_method={settings['wal_sync_method']}); {args.windows - 1} windows of {args.window}s per figure "
-        f"(median); load: {adapter}, max(2, servers) processes at c=64; whole run {elapsed:.0f}s.",
+        f"(median), {args.rounds} rounds interleaved (the median round kept; "
+        f"the lowest and highest round's ops/s in brackets); "
+        f"load: {adapter}, max(2, servers) processes at c=64; whole run {elapsed:.0f}s; "
+        f"machine load average (1 min) {args.loadavg[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+        "(other work on the machine competes for the 2 cores and the disk).",
         "",
         "| op | c | " + " | ".join(f"{t} ops/s" for t in TARGETS) + " | pg-1 / crate | best pg-N / crate |",
         "|---|---:|" + "---:|" * (len(TARGETS) + 2),
@@ -399,7 +423,7 @@ def report(
             pg = [figures.get((f"pg-{n}", op, c)) for n in SERVERS]
             best = max((f.ops for f in pg if f is not None), default=0.0)
             one = pg[0]
-            cells = ["-" if f is None else f"{f.ops:,.0f}" for f in row]
+            cells = [_spread(f, rounds.get((t, op, c), [])) for t, f in zip(TARGETS, row, strict=True)]
             r1 = "-" if one is None or crate is None or not crate.ops else f"**{one.ops / crate.ops:.2f}**"
             rb = "-" if crate is None or not crate.ops else f"{best / crate.ops:.2f}"
             lines.append(f"| {op} | {c} | " + " | ".join(cells) + f" | {r1} | {rb} |")
@@ -432,11 +456,12 @@ def report(
                 if f is None:
                     continue
                 model = model_8(t, f) if c > 1 else float("nan")
+                wal = t != "sqlite-1" and op != "get"  # PostgreSQL's flushes, for the writes
                 lines.append(
                     f"| {op} | {c} | {t} | {f.ops:,.0f} | {f.p50_ms:.2f} | {f.p99_ms:.2f} | {f.cores('server'):.2f} "
                     f"| {f.per_call_ms('server'):.3f} | {f.cores('postgres'):.2f} | {f.per_call_ms('postgres'):.3f} "
-                    f"| {f.per_call_ms('load'):.3f} | {_num(f.per_sync('calls') if f.wal else None, 1)} "
-                    f"| {_num(f.per_sync('wal_sync_time') if f.wal else None, 2)} | {_num(model)} |"
+                    f"| {f.per_call_ms('load'):.3f} | {_num(f.per_sync('calls') if wal else None, 1)} "
+                    f"| {_num(f.per_sync('wal_sync_time') if wal else None, 2)} | {_num(model)} |"
                 )
     lines.append("")
     if profile:
@@ -475,7 +500,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", default=",".join(OPS))
     parser.add_argument("--windows", type=int, default=4, help="windows per figure, the first is warm-up")
-    parser.add_argument("--window", type=float, default=1.0, help="seconds per window")
+    parser.add_argument("--window", type=float, default=0.6, help="seconds per window")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per figure, interleaved; the median is kept")
     parser.add_argument("--targets", default=",".join(TARGETS), help="a subset of " + ",".join(TARGETS))
     parser.add_argument("--adapter", default="rust", choices=["rust", "python"], help="gRPC load generator")
     parser.add_argument("--profile", type=float, default=5.0, help="seconds of py-spy under c=64 creates (0: none)")
@@ -490,7 +516,7 @@ def main() -> None:
     unknown = set(args.targets) - set(TARGETS)
     if unknown:
         parser.error(f"unknown targets {sorted(unknown)}: choose from {TARGETS}")
-    started = time.time()
+    started, args.loadavg = time.time(), os.getloadavg()
     needs_rust = args.adapter == "rust" or CRATE in args.targets
     if needs_rust and not base.build_rust():
         sys.exit("bench-postgres: the Rust build is needed (the wfe-postgres crate is the peer)")
@@ -513,7 +539,7 @@ def main() -> None:
             bench.close()
     finally:
         cluster.stop()
-    text = report(bench.figures, args, settings, time.time() - started, profile)
+    text = report(bench.figures(), bench.rounds, args, settings, time.time() - started, profile)
     print()
     print(text)
     if not args.no_write:
