@@ -1,10 +1,12 @@
 # wfe-sqlite: `make serve` runs the server on ./wfe.db, `make test` runs every test.
-# Everything is installed by these targets (a virtualenv in .venv, npm packages, crates, Go tools in .tools).
+# Everything is installed by these targets (a virtualenv in .venv, npm packages, crates, Go tools in .tools,
+# Debian's chromium for the console's browser tests).
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+SERVED := $(VENV)/.installed-serve
 PROTOS := $(wildcard protos/wfe/persistence/v1/*.proto)
 GEN    := client/python
 DB     ?= sqlite://wfe.db
@@ -12,16 +14,27 @@ LISTEN ?= 127.0.0.1:50051
 
 .PHONY: install protos check-protos serve test test-python test-rust test-typescript breaking clean
 .PHONY: lint lint-python lint-protos lint-rust lint-typescript
-.PHONY: go-tools protos-go check-protos-go postgres-binaries serve-postgres
+.PHONY: go-tools protos-go check-protos-go postgres-binaries serve-postgres browser screenshots
 
 install: $(STAMP)
 
-# Two distributions, both editable: the client (client/python: wfe_client and the generated stubs)
-# and the server (the root: wfe_sqlite, which depends on the client), with the pinned dev tools.
-$(STAMP): pyproject.toml client/python/pyproject.toml
+# setuptools prints "Editable installation ... be careful with folders in your working directory
+# with the same name as your package" for every editable install of this layout (package-dir):
+# information about editable installs in general, so it is filtered out, and `make serve` prints
+# nothing before `listening on` but the commands it runs.
+PIP_INSTALL := PYTHONWARNINGS='ignore:Editable installation:UserWarning' $(PY) -m pip install --quiet
+
+# What `make serve` needs and no more: two distributions, both editable, the client (client/python:
+# wfe_client and the generated stubs) and the server (the root: wfe_sqlite, which depends on it).
+$(SERVED): pyproject.toml client/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ./client/python -e '.[dev]'
+	$(PIP_INSTALL) -e ./client/python -e .
+	touch $@
+
+# Everything else (make install, make test, the linters): the same with the pinned dev tools.
+$(STAMP): $(SERVED)
+	$(PIP_INSTALL) -e ./client/python -e '.[dev]'
 	touch $@
 
 # npm ci installs exactly package-lock.json (npm install would rewrite it).
@@ -128,8 +141,8 @@ breaking: node_modules/.installed
 		npx --no-install buf breaking --against '.git#ref=HEAD~1'; \
 	else echo "no previous contract to compare with"; fi
 
-serve: $(STAMP)
-	$(VENV)/bin/wfe-sqlite serve --db $(DB) --listen $(LISTEN)
+serve: $(SERVED)
+	$(VENV)/bin/wfe-sqlite serve --db $(DB) --listen $(LISTEN) $(if $(CONSOLE),--console-listen $(CONSOLE))
 
 # PostgreSQL server binaries for the tests (tests/pgcluster.py runs initdb/pg_ctl from them): Debian's
 # package when none is installed. Cannot install: fail here with a message (the tests never skip).
@@ -152,7 +165,19 @@ serve-postgres: $(STAMP) postgres-binaries
 	echo "two servers on $$url: $(PG_LISTEN_1) and $(PG_LISTEN_2) (Ctrl-C stops them and PostgreSQL)"; \
 	wait $$s1 $$s2
 
-test-python: $(STAMP) go-tools postgres-binaries
+# Debian's Chromium and its driver for the console's browser tests (tests/test_console_browser.py),
+# from the system package manager when missing; no test tool downloads a browser of its own.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y chromium chromium-driver; \
+	fi
+
+# The console's screenshots in docs/ (shown in the README), taken by its browser tests.
+screenshots: $(STAMP) browser
+	WFE_CONSOLE_SCREENSHOTS=docs $(PY) -m pytest -q tests/test_console_browser.py -k 'screenshots or tokens'
+
+test-python: $(STAMP) go-tools postgres-binaries browser
 	$(PY) -m pytest -q
 
 # The Rust adapter: builds the crate (crates from crates.io), runs wfe-core's persistence_suite and
@@ -171,10 +196,14 @@ clean:
 	rm -rf $(VENV) node_modules $(TS)/node_modules build *.egg-info .tools
 
 # Performance against the machine's limits (bench/run.py); writes BENCHMARKS.md.
-# SCALE=10k,100k (default; SCALE=10k,100k,1m adds the 1M-workflow figures, SCALE= none), RUST=0 skips cargo.
+# SCALE=10k,100k (default; SCALE=10k,100k,1m adds the 1M-workflow figures, SCALE= none), RUST=0 skips cargo,
+# CLUSTER=0 skips the WFE hosts throughput (bench/cluster_hosts.py, a few minutes).
+# Visibility figures (list, search, purge during creates; bench/visibility.py) on the largest SCALE,
+# or VISIBILITY=1m (VISIBILITY= none).
 .PHONY: bench bench-postgres
 bench: install
 	$(PY) bench/run.py
+	$(PY) bench/cluster.py
 	$(MAKE) bench-postgres
 
 # The server on PostgreSQL (1, 2 and 4 processes) vs SQLite and the upstream wfe-postgres crate

@@ -44,7 +44,7 @@ def build(count: int, directory: Path) -> Path:
     conn.execute("PRAGMA cache_size = -262144")
     ensure_schema(conn)
     template = workload.workflow(0)
-    wrow = workflow_row(template)
+    wrow = workflow_row(template)._replace(revision=1)
     prows = pointer_rows(template.id, template.execution_pointers)
     erow = event_row(workload.Event.new("bench.event", "key", workload.payload(0)))._replace(is_processed=1)
     later = int(time.time() * 1000) + _YEAR_MS

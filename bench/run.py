@@ -14,7 +14,9 @@ Targets (each a separate process from the load, except the in-process ones by de
 Each figure is the median of the measured windows (one warm-up window is dropped) of one run;
 ratios compare figures of the same run. ``--scale 10k,100k,1m`` repeats the gRPC and embedded
 figures on databases already holding that many workflows and events (built once, cached in
-bench/.data/). Writes the tables into BENCHMARKS.md between the ``bench:`` markers.
+bench/.data/). ``--visibility N`` (default: the largest scale) adds list, search and purge figures
+on N workflows (bench/visibility.py). Writes the tables into BENCHMARKS.md between the ``bench:``
+markers.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -70,6 +73,8 @@ class Results:
     """(target, op, concurrency) -> figure."""
     rss_mb: dict[str, float] = field(default_factory=dict)
     """Peak RSS (VmHWM) of each server process, by label."""
+    visibility: dict[str, Any] | None = None
+    """bench/visibility.py's figures (list, search, purge during creates), when run."""
 
 
 def _percentile(values: list[int], q: float) -> float:
@@ -253,6 +258,21 @@ class Bench:
             for suffix in ("-wal", "-shm"):
                 Path(str(path) + suffix).unlink(missing_ok=True)
 
+    def run_visibility(self, scale: str) -> None:
+        """List and search latency on a store of ``scale`` workflows, and a purge of a tenth of
+        them while creates run (bench/visibility.py, its own server process)."""
+        import bigdb
+
+        count = bigdb.parse_count(scale)
+        out = self.tmp / "visibility.json"
+        print(f"[visibility: {count:,} workflows, purge {count // 10:,}]", flush=True)
+        subprocess.run(
+            [PY, str(HERE / "visibility.py"), "--count", str(count), "--purge", str(count // 10), "--json", str(out)],
+            cwd=ROOT,
+            check=True,
+        )
+        self.results.visibility = json.loads(out.read_text())
+
     def close(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -354,6 +374,8 @@ def report(results: Results, args: argparse.Namespace, elapsed: float) -> str:
                     row.append("-" if a is None else f"{a.ops:,.0f} ({_ratio(a, small)})")
                 lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+    if results.visibility is not None:
+        lines += visibility_report(results.visibility)
     if results.rss_mb:
         peak: dict[str, float] = {}
         for key, mb in results.rss_mb.items():
@@ -367,6 +389,40 @@ def report(results: Results, args: argparse.Namespace, elapsed: float) -> str:
         "",
     ]
     return "\n".join(header + lines)
+
+
+def visibility_report(v: dict[str, Any]) -> list[str]:
+    """The tables of bench/visibility.py's figures."""
+    build, purge = v["build"], v["purge"]
+    lines = [
+        f"### Visibility on {v['count']:,} workflows (bench/visibility.py)",
+        "",
+        f"Upgrade in place of a file from before visibility (its indexes + full-text backfill): "
+        f"{build['upgrade_s']} s; file {build['size_mb']} MB. One call at a time over gRPC.",
+        "",
+        "| call | p50 ms | p99 ms | matches (median) |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, fig in v["reads"].items():
+        lines.append(f"| {label} | {fig['p50_ms']:.2f} | {fig['p99_ms']:.2f} | {fig.get('median_total', '-')} |")
+    before, during, later = purge["creates_before"], purge["creates_during"], purge["creates_after"]
+    lines += [
+        "",
+        f"Purge of {purge['purged']:,} finished workflows (PurgeWorkflows, transactions of ~25 ms) while "
+        f"{purge['create_callers']} callers create workflows: {purge['purge_s']} s "
+        f"({purge['purged_per_s']:,}/s).",
+        "",
+        "| creates | per s | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|",
+        f"| before the purge | {before['creates_per_s']:,} | {before['p50_ms']:.2f} | {before['p99_ms']:.2f} |",
+        f"| during the purge | {during['creates_per_s']:,} | {during['p50_ms']:.2f} | {during['p99_ms']:.2f} |",
+        f"| after the purge | {later['creates_per_s']:,} | {later['p50_ms']:.2f} | {later['p99_ms']:.2f} |",
+        "",
+        f"Creates during the purge: {purge['creates_slowdown_pct']}% slower than the mean of before and after "
+        "(negative: faster).",
+        "",
+    ]
+    return lines
 
 
 def machine() -> str:
@@ -415,6 +471,18 @@ def main() -> None:
         default=int(os.environ.get("RUST", "1") or 1),
         help="1: build and run the Rust figures, 0: skip them (env RUST)",
     )
+    parser.add_argument(
+        "--cluster",
+        type=int,
+        default=int(os.environ.get("CLUSTER", "1") or 1),
+        help="1: with the Rust figures, also WFE hosts on the server (bench/cluster_hosts.py); 0: skip (env CLUSTER)",
+    )
+    parser.add_argument(
+        "--visibility",
+        default=os.environ.get("VISIBILITY"),
+        help="workflows for the visibility figures (10k, 100k, 1m; default the largest --scale; empty for none) "
+        "(env VISIBILITY)",
+    )
     parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--no-write", action="store_true")
@@ -425,11 +493,27 @@ def main() -> None:
     bench = Bench(args)
     try:
         bench.run_small()
-        for scale in [s for s in args.scale.split(",") if s]:
+        scales = [s for s in args.scale.split(",") if s]
+        for scale in scales:
             bench.run_scale(scale)
+        visibility = args.visibility
+        if visibility is None and scales:
+            import bigdb
+
+            visibility = max(scales, key=bigdb.parse_count)
+        if visibility:
+            bench.run_visibility(visibility)
     finally:
         bench.close()
     text = report(bench.results, args, time.time() - started)
+    if args.rust and args.cluster:
+        import cluster_hosts  # bench/cluster_hosts.py, next to this file
+
+        text += (
+            "\n### A cluster of WFE hosts on one server (bench/cluster_hosts.py)\n\n"
+            + cluster_hosts.measure([1, 2, 3], 600)
+            + "\n"
+        )
     print()
     print(text)
     if not args.no_write:

@@ -9,20 +9,30 @@ one with every table emptied (fast), ``fresh_pg_url`` a newly created database o
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from pgcluster import PgCluster, PostgresMissing
-from wfe_client import GrpcPersistenceProvider, PersistenceProvider
-from wfe_sqlite import open_provider
+from wfe_client import (
+    GrpcLockProvider,
+    GrpcPersistenceProvider,
+    GrpcQueueProvider,
+    LockProvider,
+    PersistenceProvider,
+    QueueProvider,
+)
+from wfe_sqlite import SqliteLockProvider, SqliteQueueProvider, StoreProvider, open_provider
 from wfe_sqlite.server import RunningServer, ServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,6 +135,28 @@ def peek(store_url: str, db_path: Path) -> Peek:
     return run
 
 
+async def text_index_in_step(peek: Peek, store_url: str) -> None:
+    """The full-text index matches the workflows table exactly: on SQLite FTS5's own integrity
+    check; on PostgreSQL every row's tsvector equals the one computed from its columns now."""
+    if store_url.startswith("postgresql://"):
+        stale = await peek(
+            "SELECT id FROM workflows WHERE search IS DISTINCT FROM "
+            "wfe_workflow_search(name, reference, description, data)"
+        )
+        assert stale == []
+        return
+    import sqlite3
+
+    conn = sqlite3.connect(store_url.removeprefix("sqlite://"), timeout=10)
+    try:
+        conn.execute("INSERT INTO workflows_fts (workflows_fts, rank) VALUES ('integrity-check', 1)")
+        indexed = conn.execute("SELECT count(*) FROM workflows_fts").fetchone()[0]
+        stored = conn.execute("SELECT count(*) FROM workflows").fetchone()[0]
+        assert indexed == stored
+    finally:
+        conn.close()
+
+
 @pytest.fixture
 async def running_server(store_url: str) -> AsyncIterator[RunningServer]:
     """An in-process server on 127.0.0.1, port 0, over the test's store (SQLite file or PostgreSQL)."""
@@ -150,6 +182,72 @@ async def provider(request: pytest.FixtureRequest, store_url: str) -> AsyncItera
     try:
         async with GrpcPersistenceProvider.connect(running.address) as remote:
             yield remote
+    finally:
+        await running.stop()
+
+
+REQUEUE_INTERVAL = 0.5
+"""The stranded-work interval of the stores under test (seconds)."""
+
+
+@dataclass
+class ClusterUnderTest:
+    """One store and as many lock / queue providers on it as a test asks for (closed at the end)."""
+
+    kind: str
+    store: PersistenceProvider
+    address: str | None = None
+    server: RunningServer | None = None
+    opened: list[Any] = field(default_factory=list)
+
+    async def locks(self, owner: str | None = None, ttl: timedelta = timedelta(seconds=30)) -> LockProvider:
+        if self.kind == "embedded":
+            assert isinstance(self.store, StoreProvider)
+            provider: LockProvider = SqliteLockProvider(self.store, owner, ttl)
+        else:
+            assert self.address is not None
+            provider = await GrpcLockProvider.connect(self.address, owner, ttl)
+        self.opened.append(provider)
+        return provider
+
+    async def queue(self) -> QueueProvider:
+        if self.kind == "embedded":
+            assert isinstance(self.store, StoreProvider)
+            provider: QueueProvider = SqliteQueueProvider(self.store, requeue_interval=REQUEUE_INTERVAL)
+        else:
+            assert self.address is not None
+            provider = await GrpcQueueProvider.connect(self.address)
+        self.opened.append(provider)
+        return provider
+
+    async def close(self) -> None:
+        for provider in reversed(self.opened):
+            await provider.close()
+
+
+@pytest.fixture(params=["embedded", "grpc"])
+async def cluster(request: pytest.FixtureRequest, store_url: str) -> AsyncIterator[ClusterUnderTest]:
+    """A fresh store (SQLite or PostgreSQL) with its cluster services: in-process, or a real server
+    through the gRPC adapters."""
+    if request.param == "embedded":
+        store = await open_provider(store_url)
+        under_test = ClusterUnderTest("embedded", store)
+        try:
+            yield under_test
+        finally:
+            await under_test.close()
+            await store.close()
+        return
+    running = await RunningServer.start(
+        ServerConfig(db=store_url, listen="127.0.0.1:0", grace=1.0, requeue_interval=REQUEUE_INTERVAL)
+    )
+    try:
+        async with GrpcPersistenceProvider.connect(running.address) as remote:
+            under_test = ClusterUnderTest("grpc", remote, running.address, running)
+            try:
+                yield under_test
+            finally:
+                await under_test.close()
     finally:
         await running.stop()
 
@@ -184,6 +282,8 @@ def start_server_process(db_url: str, *args: str, env: dict[str, str] | None = N
     )
     assert process.stdout is not None
     line = process.stdout.readline()
+    if line.startswith("{"):  # --log-format json: the same line as a JSON object
+        line = json.loads(line)["message"]
     if not line.startswith("listening on "):
         process.kill()
         _, err = process.communicate(timeout=30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,10 @@ def test_serve_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> N
         (["--max-page-count", "-1"], {}, None, "max_page_count"),
         ([], {"WFE_SQLITE_MAX_PAGE_COUNT": "lots"}, None, "max_page_count"),
         ([], {}, "max_page_count = 2.5\n", "max_page_count"),
+        (["--retention", "30"], {}, None, "retention"),
+        ([], {"WFE_SQLITE_RETENTION": "0d"}, None, "retention"),
+        ([], {"WFE_SQLITE_RETENTION": ""}, None, "retention"),
+        ([], {}, "retention = 30\n", "retention"),
     ],
 )
 def test_invalid_settings_stop_start_up_naming_the_setting(
@@ -107,6 +112,19 @@ def test_invalid_settings_stop_start_up_naming_the_setting(
     message = capsys.readouterr().err
     assert message.startswith(f"wfe-sqlite: invalid setting {setting}"), message
     assert not db.exists(), "nothing was opened"
+
+
+def test_retention_comes_from_flag_environment_or_file(tmp_path: Path) -> None:
+    config_file = tmp_path / "wfe.toml"
+    config_file.write_text('retention = "1d12h"\n')
+    assert _resolve([], {}).retention is None  # off by default
+    assert _resolve(["--config", str(config_file)], {}).retention == timedelta(days=1, hours=12)
+    assert _resolve(["--config", str(config_file)], {"WFE_SQLITE_RETENTION": "90m"}).retention == timedelta(minutes=90)
+    assert _resolve(["--retention", "30d"], {"WFE_SQLITE_RETENTION": "90m"}).retention == timedelta(days=30)
+    check(ServerConfig(retention=timedelta(hours=12)))
+    with pytest.raises(ConfigError) as invalid:
+        check(ServerConfig(retention=timedelta(0)))
+    assert invalid.value.setting == "retention"
 
 
 def test_check_validates_configs_built_in_code() -> None:

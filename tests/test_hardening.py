@@ -46,6 +46,7 @@ from wfe_client import (
 from wfe_client.conversion import workflow_from_proto
 from wfe_client.limits import MAX_JSON_DEPTH
 from wfe_sqlite import SqlitePersistenceProvider
+from wfe_sqlite._cluster_servicer import CLUSTER_SERVICE_NAMES
 from wfe_sqlite._rows import StoredWorkflow, pointer_rows, workflow_row
 from wfe_sqlite._servicer import SERVICE_NAMES
 from wfe_sqlite._wire import workflow_rows_from_message
@@ -634,7 +635,7 @@ def test_health_list_needs_the_token_probes_do_not_and_nothing_logs_a_traceback(
                 grpc.StatusCode.UNAUTHENTICATED
             )
         listed = health.List(health_pb2.HealthListRequest(), timeout=30, metadata=BEARER)
-        assert set(listed.statuses) == {"", *SERVICE_NAMES}
+        assert set(listed.statuses) == {"", *SERVICE_NAMES, *CLUSTER_SERVICE_NAMES}
         assert {s.status for s in listed.statuses.values()} == {health_pb2.HealthCheckResponse.SERVING}
         # Check and Watch stay open for probes: without a token they answer for the server as a
         # whole (they do not even read the request), with one for the service named.
@@ -661,5 +662,5 @@ def test_health_list_needs_the_token_probes_do_not_and_nothing_logs_a_traceback(
         grpc.insecure_channel(server.address) as channel,
     ):  # without tokens, List is served to anyone
         listed = health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest(), timeout=30)
-        assert set(listed.statuses) == {"", *SERVICE_NAMES}
+        assert set(listed.statuses) == {"", *SERVICE_NAMES, *CLUSTER_SERVICE_NAMES}
     assert "Traceback" not in log[0], log[0]

@@ -58,9 +58,11 @@ async def test_metrics_count_exactly_the_calls_made(db_url: str) -> None:
     )
     try:
         assert server.process.stdout is not None
-        line = server.process.stdout.readline().strip()
-        assert line.startswith("metrics on http://127.0.0.1:") and line.endswith("/metrics"), line
-        url = line.split("metrics on ", 1)[1]
+        line = json.loads(server.process.stdout.readline())  # --log-format json: a JSON object
+        url = line["url"]
+        assert line["message"] == f"metrics on {url}", line
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics"), line
+        assert (line["level"], line["logger"]) == ("INFO", "wfe_sqlite.server"), line
 
         async with GrpcPersistenceProvider.connect(server.address, token=TOKEN) as store:
             for _ in range(3):
@@ -100,6 +102,9 @@ async def test_metrics_count_exactly_the_calls_made(db_url: str) -> None:
         assert _value(samples, "wfe_sqlite_due_commands") == 1
         assert _value(samples, "wfe_sqlite_claimed_commands") == 0
         assert _value(samples, "wfe_sqlite_held_tokens") == 0
+        # The three due workflows and two events were queued when stored; no lock is held.
+        assert _value(samples, "wfe_sqlite_queued_items") == 5
+        assert _value(samples, "wfe_sqlite_held_leases") == 0
         assert _value(samples, "wfe_sqlite_database_bytes") > 0
         assert _value(samples, "wfe_sqlite_wal_bytes") > 0
 

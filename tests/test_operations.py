@@ -27,7 +27,9 @@ from wfe_client import (
     WorkflowInstance,
 )
 from wfe_client.timeutil import utc_now
-from wfe_sqlite import SqlitePersistenceProvider
+from wfe_sqlite import SqliteLockProvider, SqlitePersistenceProvider
+from wfe_sqlite._cluster_servicer import CLUSTER_SERVICE_NAMES
+from wfe_sqlite._schema import SCHEMA_VERSION
 from wfe_sqlite._servicer import SERVICE_NAMES
 
 
@@ -41,7 +43,12 @@ def test_reflection_lists_and_describes_every_service(db_url: str) -> None:
         with grpc.insecure_channel(server.address) as channel:
             reflected = ProtoReflectionDescriptorDatabase(channel)
             services = set(reflected.get_services())
-            assert services == {*SERVICE_NAMES, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+            assert services == {
+                *SERVICE_NAMES,
+                *CLUSTER_SERVICE_NAMES,
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1alpha.ServerReflection",
+            }
             # A generic tool can resolve the rpcs and their messages from the server alone.
             pool = DescriptorPool(reflected)
             workflows = pool.FindServiceByName("wfe.persistence.v1.WorkflowService")
@@ -164,6 +171,9 @@ async def _fill(url: str) -> None:
         claim = await store.claim_commands(now, max_commands=1)
         assert len(claim.commands) == 1
         await store.persist_errors([ExecutionError.new(workflow.id, "p", "boom")])
+        # A lease that outlives this process (taken without the provider's bookkeeping, so closing
+        # does not release it).
+        assert await SqliteLockProvider(store, "stats-owner", timedelta(hours=1))._acquire("held-lock") is not None
     finally:
         await store.close()
 
@@ -184,8 +194,10 @@ async def test_stats_shows_what_the_store_holds(db_path: Path, db_url: str) -> N
     }
     assert (stats["runnable_workflows"], stats["unprocessed_events"]) == (2, 1)
     assert (stats["due_commands"], stats["claimed_commands"], stats["held_tokens"]) == (1, 1, 1)
+    # The two due workflows and both events were queued when stored; nobody dequeued them.
+    assert (stats["queued_items"], stats["held_leases"]) == (4, 1)
     assert stats["files"]["database"] == db_path.stat().st_size > 0
-    assert stats["schema_version"] == 1
+    assert stats["schema_version"] == SCHEMA_VERSION
 
     human = _cli("stats", "--db", db_url)
     assert human.returncode == 0, human.stderr
@@ -197,6 +209,8 @@ async def test_stats_shows_what_the_store_holds(db_path: Path, db_url: str) -> N
         "due commands 1",
         "claimed commands 1",
         "held tokens 1",
+        "queued items 4",
+        "held leases 1",
         f"database {db_path.stat().st_size}",
     ):
         assert expected in lines, (expected, human.stdout)

@@ -7,6 +7,7 @@ processes (the conformance and contract suites run on PostgreSQL too, through ``
 from __future__ import annotations
 
 import asyncio
+import copy
 import subprocess
 import time
 from collections import Counter
@@ -19,10 +20,22 @@ import pytest
 
 from conftest import WFE_SQLITE, ServerProcess, start_server_process
 from pgcluster import PgCluster
-from wfe_client import GrpcPersistenceProvider, ScheduledCommand, StorageUnavailable
+from wfe_client import (
+    GrpcLifecyclePublisher,
+    GrpcLockProvider,
+    GrpcPersistenceProvider,
+    GrpcQueueProvider,
+    LifecycleEvent,
+    LifecycleEventType,
+    QueueType,
+    RevisionConflict,
+    ScheduledCommand,
+    StorageUnavailable,
+)
 from wfe_client.models import EventSubscription, ExecutionPointer, WorkflowInstance
 from wfe_sqlite import PostgresPersistenceProvider, open_provider
-from wfe_sqlite._postgres_store import SCHEMA_VERSION, migrate_url
+from wfe_sqlite._postgres_cluster import FALLBACK_LOOK, PostgresCluster
+from wfe_sqlite._postgres_store import MIGRATIONS, SCHEMA_VERSION, migrate_url
 from wfe_sqlite.server import RunningServer, ServerConfig
 
 UTC = UTC
@@ -73,6 +86,34 @@ def test_three_server_processes_start_together_on_an_empty_database(fresh_pg_url
             process.kill()
             process.wait(30)
     assert _cli("migrate", "--db", fresh_pg_url).stdout.strip().endswith(f"schema version {SCHEMA_VERSION}, up to date")
+
+
+async def test_a_version_1_database_is_upgraded_and_its_workflows_start_at_revision_1(fresh_pg_url: str) -> None:
+    conn = await asyncpg.connect(fresh_pg_url)
+    try:  # a database as the first release left it, with one workflow
+        await conn.execute(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        await conn.execute(MIGRATIONS[0])
+        await conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        await conn.execute(
+            "INSERT INTO workflows (id, name, workflow_definition_id, version, status, data, create_time) "
+            "VALUES ('old', 'old-1', 'old', 1, 'RUNNABLE', '{}', 0)"
+        )
+    finally:
+        await conn.close()
+    assert await migrate_url(fresh_pg_url) == (1, SCHEMA_VERSION)
+    provider = await open_provider(fresh_pg_url)
+    try:
+        old = await provider.get_workflow_instance("old")
+        assert old.revision == 1
+        await provider.persist_workflow(old)
+        assert old.revision == 2
+        old.revision = 1
+        with pytest.raises(RevisionConflict):
+            await provider.persist_workflow(old)
+    finally:
+        await provider.close()
 
 
 def test_migrate_command_creates_then_reports_up_to_date(fresh_pg_url: str) -> None:
@@ -218,6 +259,174 @@ async def test_three_servers_never_repeat_a_sequence_number(three_servers: list[
             await client.close()
 
 
+async def test_three_servers_race_for_locks_one_holder_and_growing_fencing_tokens(
+    three_servers: list[ServerProcess],
+) -> None:
+    providers = [
+        await GrpcLockProvider.connect(three_servers[i % 3].address, f"owner-{i}", timedelta(seconds=30))
+        for i in range(12)
+    ]
+    try:
+        tokens: list[int] = []
+        for round_ in range(20):
+            leases = await asyncio.gather(*(p.acquire(f"contended-{round_ % 4}") for p in providers))
+            won = [(p, lease) for p, lease in zip(providers, leases, strict=True) if lease is not None]
+            assert len(won) == 1, f"round {round_}: {len(won)} holders"
+            holder, lease = won[0]
+            tokens.append(lease.fencing_token)
+            await holder.release_lock(lease.resource)
+        # Every acquisition got a larger token than the one before it, whichever server served it.
+        assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens), tokens
+    finally:
+        for provider in providers:
+            await provider.close()
+
+
+async def test_three_servers_hand_each_queue_item_to_exactly_one_dequeuer(three_servers: list[ServerProcess]) -> None:
+    queues = [await GrpcQueueProvider.connect(s.address) for s in three_servers]
+    try:
+        items = [f"item-{i}" for i in range(300)]
+        got: list[str] = []
+
+        async def consume(queue: GrpcQueueProvider) -> None:
+            while True:
+                item = await queue.dequeue_work(QueueType.INDEX, wait=timedelta(seconds=1))
+                if item is None:
+                    return
+                got.append(item)
+
+        consumers = [asyncio.create_task(consume(queues[i % 3])) for i in range(12)]
+        await asyncio.gather(*(queues[i % 3].queue_work(item, QueueType.INDEX) for i, item in enumerate(items)))
+        await asyncio.gather(*consumers)
+        counts = Counter(got)
+        assert set(counts) == set(items)
+        assert [item for item, n in counts.items() if n != 1] == []
+    finally:
+        for queue in queues:
+            await queue.close()
+
+
+async def test_three_servers_let_exactly_one_of_concurrent_persists_with_one_revision_win(
+    three_servers: list[ServerProcess],
+) -> None:
+    clients = [await GrpcPersistenceProvider.connect(s.address) for s in three_servers]
+    try:
+        for round_ in range(5):
+            w = _workflow("revisions")
+            await clients[0].create_new_workflow(w)
+            writers = [copy.deepcopy(w) for _ in range(15)]
+            for n, writer in enumerate(writers):
+                writer.data = {"writer": n}
+            results = await asyncio.gather(
+                *(clients[n % 3].persist_workflow(writer) for n, writer in enumerate(writers)),
+                return_exceptions=True,
+            )
+            winners = [n for n, result in enumerate(results) if result is None]
+            assert len(winners) == 1, f"round {round_}: {results}"
+            assert all(isinstance(r, RevisionConflict) for n, r in enumerate(results) if n != winners[0]), results
+            stored = await clients[1].get_workflow_instance(w.id)
+            assert stored.revision == 2 and stored.data == {"writer": winners[0]}
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_a_long_poll_on_one_server_wakes_promptly_for_an_item_queued_through_another(
+    three_servers: list[ServerProcess],
+) -> None:
+    consumer = await GrpcQueueProvider.connect(three_servers[0].address)
+    producer = await GrpcQueueProvider.connect(three_servers[1].address)
+    try:
+        latencies = []
+        for i in range(10):
+            waiting = asyncio.create_task(consumer.dequeue_work(QueueType.WORKFLOW, wait=timedelta(seconds=10)))
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+            started = time.perf_counter()
+            await producer.queue_work(f"wf-{i}", QueueType.WORKFLOW)
+            assert await waiting == f"wf-{i}"
+            latencies.append(time.perf_counter() - started)
+        latencies.sort()
+        # Woken by the notification, not by a look every FALLBACK_LOOK seconds.
+        assert latencies[len(latencies) // 2] < 0.1, latencies
+        assert latencies[-1] < FALLBACK_LOOK, latencies
+    finally:
+        await consumer.close()
+        await producer.close()
+
+
+async def test_lifecycle_events_published_on_one_server_reach_watchers_on_the_others(
+    three_servers: list[ServerProcess],
+) -> None:
+    publishers = [await GrpcLifecyclePublisher.connect(s.address) for s in three_servers]
+    try:
+        watches = [p.watch() for p in publishers[1:]]
+        for watch in watches:
+            await watch.started()
+        published = [
+            LifecycleEvent(LifecycleEventType.STARTED, "wf-1", "def-a", 3),
+            LifecycleEvent(LifecycleEventType.ERROR, "wf-1", "def-a", message="x" * 20_000),  # over NOTIFY's limit
+            LifecycleEvent(LifecycleEventType.COMPLETED, "wf-1", "def-a"),
+        ]
+        for event in published:
+            assert await publishers[0].publish(event) == 0  # no watcher on the publishing server
+
+        async def take(watch: object, n: int) -> list[LifecycleEvent]:
+            got = []
+            async for event in watch:  # type: ignore[attr-defined]
+                got.append(event)
+                if len(got) == n:
+                    break
+            return got
+
+        for watch in watches:
+            assert await asyncio.wait_for(take(watch, 3), 10) == published
+            watch.close()
+    finally:
+        for publisher in publishers:
+            await publisher.close()
+
+
+async def test_a_sleeping_workflow_stored_through_one_server_reaches_a_long_poll_on_another_when_due(
+    three_servers: list[ServerProcess],
+) -> None:
+    async with (
+        await GrpcPersistenceProvider.connect(three_servers[0].address) as store,
+        await GrpcQueueProvider.connect(three_servers[1].address) as queue,
+    ):
+        due_in = 0.6
+        w = _workflow("sleeper")
+        w.next_execution = int(time.time() * 1000) + int(due_in * 1000)
+        await store.create_new_workflow(w)
+        started = time.monotonic()
+        assert await queue.dequeue_work(QueueType.WORKFLOW, wait=timedelta(seconds=10)) == w.id
+        waited = time.monotonic() - started
+        # Queued by a due timer when its time came, not by the next sweep (every 2 s by default).
+        assert due_in * 0.8 < waited < due_in + 0.5, waited
+        assert await queue.dequeue_work(QueueType.WORKFLOW) is None
+
+
+async def test_queued_items_and_held_leases_outlive_a_killed_server(three_servers: list[ServerProcess]) -> None:
+    doomed, survivor = three_servers[0], three_servers[1]
+    async with (
+        await GrpcQueueProvider.connect(doomed.address) as queue,
+        await GrpcLockProvider.connect(doomed.address, "holder", timedelta(seconds=30)) as holder,
+    ):
+        for item in ("a", "b", "c"):
+            assert await queue.queue_work(item, QueueType.INDEX)
+        held = await holder.acquire("kept")
+        assert held is not None
+        doomed.kill()  # SIGKILL right after the acknowledgements
+    async with (
+        await GrpcQueueProvider.connect(survivor.address) as queue,
+        await GrpcLockProvider.connect(survivor.address, "other") as other,
+    ):
+        assert [await queue.dequeue_work(QueueType.INDEX) for _ in range(4)] == ["a", "b", "c", None]
+        assert await other.acquire("kept") is None  # the dead server's client still holds it until its TTL
+        later = await other.acquire("next")
+        assert later is not None and later.fencing_token > held.fencing_token
+
+
 # -- PostgreSQL going away and coming back -------------------------------------------------------
 
 
@@ -286,3 +495,40 @@ async def test_postgres_stopped_under_load_is_unavailable_then_recovers(own_clus
             assert len(found) == len(acknowledged)
     finally:
         await running.stop()
+
+
+async def test_the_cluster_services_come_back_with_postgres(own_cluster: PgCluster) -> None:
+    url = own_cluster.create_database("cluster_faults")
+    a = await RunningServer.start(ServerConfig(db=url, listen="127.0.0.1:0", grace=1.0, requeue_interval=0.5))
+    b = await RunningServer.start(ServerConfig(db=url, listen="127.0.0.1:0", grace=1.0, requeue_interval=0.5))
+    try:
+        async with (
+            await GrpcQueueProvider.connect(a.address) as consumer,
+            await GrpcQueueProvider.connect(b.address) as producer,
+            await GrpcLockProvider.connect(b.address, "holder") as locks,
+        ):
+            await asyncio.to_thread(own_cluster.pause)
+            with pytest.raises(StorageUnavailable):
+                await producer.queue_work("while-down", QueueType.INDEX)
+            # A long poll that began while PostgreSQL was down is served once it is back.
+            waiting = asyncio.create_task(consumer.dequeue_work(QueueType.INDEX, wait=timedelta(seconds=30)))
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(own_cluster.resume)
+            cluster_a = a.provider.cluster
+            assert isinstance(cluster_a, PostgresCluster)
+            assert await cluster_a.wait_ready(15), "server A's LISTEN connection did not come back"
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            for _ in range(50):  # B's pool may still hand out a connection that died with PostgreSQL
+                try:
+                    await producer.queue_work("after", QueueType.INDEX)
+                    break
+                except StorageUnavailable:
+                    await asyncio.sleep(0.1)
+            started = time.perf_counter()
+            assert await asyncio.wait_for(waiting, 10) == "after"
+            assert time.perf_counter() - started < FALLBACK_LOOK
+            assert await locks.acquire_lock("after-restart")
+    finally:
+        await a.stop()
+        await b.stop()

@@ -14,6 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "scheduled_commands.proto",
         "execution_errors.proto",
         "errors.proto",
+        "locks.proto",
+        "queues.proto",
+        "lifecycle.proto",
+        "visibility.proto",
     ]
     .map(|f| dir.join(f));
 

@@ -6,7 +6,9 @@
 #   3. tests/adapter.rs: error mapping, exact round trips, paging, large payloads, commands;
 #      tests/engine.rs: a wfe WorkflowHost on the server, wait_for resumed by publish_event;
 #   4. tests/test_rust_engine.py (pytest): the wfe WorkflowHost example against a real server,
-#      the event published and the result checked through the Python adapter.
+#      the event published and the result checked through the Python adapter;
+#      tests/test_rust_cluster.py (pytest): three cluster_host processes on one server, one
+#      SIGKILLed mid-run.
 # Debug profile: on a 2-core machine it builds much faster than --release, and the tests wait
 # on I/O, not on the CPU.
 #
@@ -33,5 +35,7 @@ if [[ "${WFE_RUST_SKIP_PYTEST:-0}" != 1 ]]; then
     target_dir="${CARGO_TARGET_DIR:-target}"
     [[ "$target_dir" == /* ]] || target_dir="$CRATE/$target_dir"
     WFE_ORDER_FLOW_BIN="$target_dir/debug/examples/order_flow" \
-        "$ROOT/.venv/bin/python" -m pytest "$ROOT/tests/test_rust_engine.py" -q -p no:cacheprovider
+    WFE_CLUSTER_HOST_BIN="$target_dir/debug/examples/cluster_host" \
+        "$ROOT/.venv/bin/python" -m pytest "$ROOT/tests/test_rust_engine.py" \
+        "$ROOT/tests/test_rust_cluster.py" -q -p no:cacheprovider
 fi

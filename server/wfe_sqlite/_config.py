@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from typing import Any
 
 from ._connection import parse_database_url
@@ -37,6 +39,7 @@ __all__ = [
     "environment_help",
     "is_loopback",
     "load_tokens",
+    "parse_duration",
     "read_pem",
     "resolve",
     "split_host_port",
@@ -95,6 +98,8 @@ class ServerConfig:
     """Allow a non-loopback ``listen`` address with neither TLS nor tokens."""
     metrics_listen: str | None = None
     """HOST:PORT of the Prometheus ``/metrics`` endpoint; None: no metrics."""
+    console_listen: str | None = None
+    """HOST:PORT of the read-only web console; None: no console. Loopback unless ``insecure``."""
     access_log: bool = False
     """Log one line per call (method, status, duration, peer) on the ``wfe_sqlite.access`` logger."""
     log_level: str = "INFO"
@@ -109,6 +114,11 @@ class ServerConfig:
     stream_idle_timeout: float = 60.0
     """Seconds a server stream (``BatchGetWorkflows``) waits for its client to take the next message;
     then the stream ends with DEADLINE_EXCEEDED (reason ``STREAM_IDLE``)."""
+    requeue_interval: float = 2.0
+    """Seconds between sweeps for stranded work (and how long handed-out work may stay unlocked)."""
+    retention: timedelta | None = None
+    """Purge COMPLETE and TERMINATED workflows finished longer ago than this, in the background;
+    None (default): keep everything."""
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     """Where each setting that is not a default came from (``--flag``, environment variable or config
     file); filled in by ``resolve``. Not a setting itself."""
@@ -170,6 +180,34 @@ def _choice(*choices: str, upper: bool) -> Callable[[Any], str]:
         return text
 
     return parse
+
+
+_DURATION_PART = re.compile(r"(\d+)([smhd])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_LONGEST = timedelta(days=36500)
+
+
+def parse_duration(value: Any) -> timedelta:
+    """A positive duration written ``30d``, ``12h``, ``90m``, ``45s`` or combined (``1d12h``)."""
+    if isinstance(value, timedelta):
+        duration = value
+    else:
+        text = value.strip().lower() if isinstance(value, str) else ""
+        parts = _DURATION_PART.findall(text)
+        if not parts or "".join(number + unit for number, unit in parts) != text:
+            raise ValueError(f"must be a duration such as 30d, 12h, 90m or 45s, got {value!r}")
+        seconds = sum(int(number) * _DURATION_UNITS[unit] for number, unit in parts)
+        if seconds > _LONGEST.total_seconds():
+            raise ValueError(f"must be at most {_LONGEST.days}d, got {value!r}")
+        duration = timedelta(seconds=seconds)
+    if not timedelta(0) < duration <= _LONGEST:
+        raise ValueError(f"must be a duration above 0 and at most {_LONGEST.days}d, got {value!r}")
+    return duration
+
+
+def _optional_duration(value: Any) -> timedelta | None:
+    # Unset is None; an empty value is an error (parse_duration refuses it), never "unset".
+    return None if value is None else parse_duration(value)
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -298,6 +336,12 @@ SETTINGS: tuple[Setting, ...] = (
         "serve Prometheus metrics at http://HOST:PORT/metrics (unset: no metrics)",
         "HOST:PORT",
     ),
+    Setting(
+        "console_listen",
+        _optional_address,
+        "serve the read-only web console at http://HOST:PORT/ (unset: no console; loopback unless --insecure)",
+        "HOST:PORT",
+    ),
     Setting("access_log", _boolean, "log every call: method, status, duration, peer", boolean=True),
     Setting("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "log level", "LEVEL"),
     Setting(
@@ -320,6 +364,18 @@ SETTINGS: tuple[Setting, ...] = (
         _number(0, above=True),
         "seconds a server stream waits for its client to read before it is ended",
         "SECONDS",
+    ),
+    Setting(
+        "requeue_interval",
+        _number(0.1),
+        "seconds between sweeps that queue stranded work again (due work in no queue and under no lock)",
+        "SECONDS",
+    ),
+    Setting(
+        "retention",
+        _optional_duration,
+        "purge COMPLETE and TERMINATED workflows finished longer ago than this (30d, 12h, 90m) in the background",
+        "DURATION",
     ),
 )
 
@@ -443,6 +499,15 @@ def check(config: ServerConfig) -> None:
             f"{config.listen} is reachable from other hosts: serve it with TLS (--tls-cert, --tls-key) "
             "or tokens (--tokens-file, WFE_SQLITE_TOKENS), or pass --insecure to serve it unprotected",
         )
+    if config.console_listen is not None:
+        console_host, _ = split_host_port(config.console_listen)
+        if not is_loopback(console_host) and not config.insecure:
+            raise ConfigError(
+                "console_listen",
+                f"{config.console_listen} is reachable from other hosts and the console is plain HTTP "
+                "(a token typed into it would cross the network in clear): keep it on loopback "
+                "(and reach it through an SSH tunnel or a TLS proxy), or pass --insecure",
+            )
 
 
 def tokens_source(config: ServerConfig) -> str:
@@ -479,6 +544,14 @@ def start_up_warnings(config: ServerConfig) -> list[str]:
             found.append(
                 f"metrics_listen {config.metrics_listen} is reachable from other hosts: /metrics has no "
                 "authentication and no TLS; keep it on loopback or a private network"
+            )
+    if config.console_listen is not None:
+        host, _ = split_host_port(config.console_listen)
+        if not is_loopback(host):
+            found.append(
+                f"console_listen {config.console_listen} is reachable from other hosts over plain HTTP "
+                "(allowed by --insecure): anyone there can read the store"
+                + (", and tokens typed into it cross the network in clear" if load_tokens(config) else "")
             )
     return found
 

@@ -52,7 +52,7 @@ def live_figures(conn: sqlite3.Connection) -> LiveFigures:
 
     return LiveFigures(
         runnable_workflows=one(
-            "SELECT count(*) FROM workflows WHERE status = 'RUNNABLE' "
+            "SELECT count(*) FROM workflows INDEXED BY workflows_runnable WHERE status = 'RUNNABLE' "
             "AND next_execution IS NOT NULL AND next_execution <= ?",
             now_ms,
         ),
@@ -71,7 +71,17 @@ def live_figures(conn: sqlite3.Connection) -> LiveFigures:
             "AND external_token IS NOT NULL AND external_token_expiry > ?",
             now_us,
         ),
+        **_cluster_figures(conn, now_us),
     )
+
+
+def _cluster_figures(conn: sqlite3.Connection, now_us: int) -> dict[str, int]:
+    """Queued items and held leases; none in a file from before the cluster tables (schema 1)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'work_queue'").fetchone() is None:
+        return {}
+    queued: int = conn.execute("SELECT count(*) FROM work_queue WHERE position IS NOT NULL").fetchone()[0]
+    held: int = conn.execute("SELECT count(*) FROM locks WHERE expire_time > ?", (now_us,)).fetchone()[0]
+    return {"queued_items": queued, "held_leases": held}
 
 
 def table_counts(conn: sqlite3.Connection) -> dict[str, int]:

@@ -56,6 +56,8 @@ _GAUGES = (
     ("due_commands", "wfe_sqlite_due_commands", "Scheduled commands that are due and held by no live lease."),
     ("claimed_commands", "wfe_sqlite_claimed_commands", "Scheduled commands held by a live lease."),
     ("held_tokens", "wfe_sqlite_held_tokens", "Open subscriptions held by a live external token."),
+    ("queued_items", "wfe_sqlite_queued_items", "Items waiting in the work queues."),
+    ("held_leases", "wfe_sqlite_held_leases", "Locks held by a live lease."),
 )
 _FILES = (
     ("database", "wfe_sqlite_database_bytes", "Size of the database file in bytes."),

@@ -29,7 +29,9 @@ import asyncpg
 from wfe_client.errors import (
     EventAlreadyExists,
     EventNotFound,
+    InvalidArgument,
     LeaseLost,
+    RevisionConflict,
     StorageUnavailable,
     SubscriptionAlreadyExists,
     SubscriptionNotFound,
@@ -41,6 +43,9 @@ from wfe_client.errors import (
 from wfe_client.timeutil import to_micros, utc_now
 
 from ._connection import DatabaseOpenError
+from ._postgres_cluster import PostgresCluster, queue_cte, unleased
+from ._postgres_visibility import VISIBILITY_MIGRATION, PostgresVisibility
+from ._queue_store import EVENT, WORKFLOW
 from ._rows import (
     CommandRow,
     ErrorRow,
@@ -180,6 +185,46 @@ MIGRATIONS: list[str] = [
         value                   BIGINT NOT NULL
     );
     """,
+    # 2: the cluster (issue 11), as SQLite's version 2: workflow revisions (existing ones start at 1),
+    # leases with one fencing-token counter, the durable work queue (a row waits with a position
+    # from ``work_queue_position``, or records the item's last hand-out), and the relay of lifecycle
+    # events too large for a notification (``_postgres_cluster``).
+    """
+    ALTER TABLE workflows ADD COLUMN revision BIGINT NOT NULL DEFAULT 1;
+
+    CREATE TABLE locks (
+        resource                TEXT PRIMARY KEY,
+        owner                   TEXT NOT NULL,
+        fencing_token           BIGINT NOT NULL,
+        expire_time             BIGINT NOT NULL
+    );
+    CREATE INDEX locks_expiry ON locks (expire_time);
+
+    CREATE TABLE counters (
+        name                    TEXT PRIMARY KEY,
+        value                   BIGINT NOT NULL
+    );
+
+    CREATE SEQUENCE work_queue_position;
+    CREATE TABLE work_queue (
+        queue                   TEXT NOT NULL,
+        item_id                 TEXT NOT NULL,
+        position                BIGINT,
+        queued_at               BIGINT NOT NULL,
+        handed_out_at           BIGINT,
+        PRIMARY KEY (queue, item_id)
+    );
+    CREATE INDEX work_queue_waiting ON work_queue (queue, position) WHERE position IS NOT NULL;
+    CREATE INDEX work_queue_handed_out ON work_queue (handed_out_at) WHERE position IS NULL;
+
+    CREATE TABLE lifecycle_relay (
+        id                      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        payload                 BYTEA NOT NULL,
+        created                 BIGINT NOT NULL
+    );
+    """,
+    # 3: visibility (list, search, delete, purge) and the console (``_postgres_visibility``).
+    VISIBILITY_MIGRATION,
 ]
 """Migration N+1 is ``MIGRATIONS[N]``: append new ones, never edit a released one."""
 
@@ -242,50 +287,83 @@ EVENT_COLUMNS = _columns(EventRow)
 SUBSCRIPTION_COLUMNS = _columns(SubscriptionRow)
 _W = len(WorkflowRow._fields)
 _P = len(PointerRow._fields)
-_MUTABLE = [name for name in WorkflowRow._fields if name not in ("id", "create_time")]
+_MUTABLE = [name for name in WorkflowRow._fields if name not in ("id", "create_time", "revision")]
 _M = len(_MUTABLE)
 
 _INSERT_POINTERS = f"INSERT INTO execution_pointers ({POINTER_COLUMNS}) {_unnest(PointerRow, _W + 1)}"
+_CLOCK = f"clock AS (SELECT {NOW_US} AS now)"
+_DUE_WORKFLOW = "{0}.status = 'RUNNABLE' AND {0}.next_execution IS NOT NULL AND {0}.next_execution <= clock.now / 1000"
+_QUEUE_WORKFLOW = queue_cte(f"'{WORKFLOW}'", "w", "id", f"{_DUE_WORKFLOW.format('w')} AND {unleased('w.id')}")
+"""Queue the stored workflow ``w`` when it is RUNNABLE, due and under no live lease."""
 
 CREATE_NAMED = (
-    f"WITH w AS (INSERT INTO workflows ({WORKFLOW_COLUMNS}) VALUES ({_placeholders(WorkflowRow)}) RETURNING name), "
-    f"p AS ({_INSERT_POINTERS}) SELECT name FROM w"
+    f"WITH {_CLOCK}, w AS (INSERT INTO workflows ({WORKFLOW_COLUMNS}) VALUES ({_placeholders(WorkflowRow)}) "
+    f"RETURNING id, name, status, next_execution), p AS ({_INSERT_POINTERS}), {_QUEUE_WORKFLOW} "
+    "SELECT name, (SELECT count(*) FROM n) FROM w"
 )
-"""A workflow and its pointers in one statement; parameters: the row, then one array per pointer column."""
+"""A workflow and its pointers in one statement, queued when due; parameters: the row, then one array
+per pointer column. (name, items queued)."""
 
 CREATE_UNNAMED = (
-    f"WITH seq AS (INSERT INTO definition_sequences (definition_id, value) VALUES ($4, 1) "
+    f"WITH {_CLOCK}, seq AS (INSERT INTO definition_sequences (definition_id, value) VALUES ($4, 1) "
     "ON CONFLICT (definition_id) DO UPDATE SET value = definition_sequences.value + 1 RETURNING value), "
     f"w AS (INSERT INTO workflows ({WORKFLOW_COLUMNS}) SELECT "
     + ", ".join(
         "COALESCE(NULLIF($2::text, ''), $4::text || '-' || seq.value)" if name == "name" else f"${i + 1}::{_type(name)}"
         for i, name in enumerate(WorkflowRow._fields)
     )
-    + f" FROM seq RETURNING name), p AS ({_INSERT_POINTERS}) SELECT name FROM w"
+    + f" FROM seq RETURNING id, name, status, next_execution), p AS ({_INSERT_POINTERS}), {_QUEUE_WORKFLOW} "
+    "SELECT name, (SELECT count(*) FROM n) FROM w"
 )
 """As ``CREATE_NAMED``, the name (parameter 2 is empty) taken from the definition's sequence."""
 
+_EXPECTED = _M + _P + len(SubscriptionRow._fields) + 2
 PERSIST = (
-    "WITH u AS (UPDATE workflows SET "
+    f"WITH {_CLOCK}, w AS (UPDATE workflows SET "
     + ", ".join(f"{name} = ${i + 2}::{_type(name)}" for i, name in enumerate(_MUTABLE))
-    + " WHERE id = $1 RETURNING id), "
-    "d AS (DELETE FROM execution_pointers WHERE workflow_id = $1 AND EXISTS (SELECT 1 FROM u)), "
+    + f", revision = revision + 1 WHERE id = $1 AND (${_EXPECTED}::bigint = 0 OR revision = ${_EXPECTED}) "
+    "RETURNING id, revision, status, next_execution), "
+    "d AS (DELETE FROM execution_pointers WHERE workflow_id = $1 AND EXISTS (SELECT 1 FROM w)), "
     f"p AS (INSERT INTO execution_pointers ({POINTER_COLUMNS}) {_unnest(PointerRow, _M + 2)} "
-    "WHERE EXISTS (SELECT 1 FROM u)), "
+    "WHERE EXISTS (SELECT 1 FROM w)), "
     f"s AS (INSERT INTO event_subscriptions ({SUBSCRIPTION_COLUMNS}) {_unnest(SubscriptionRow, _M + _P + 2)} "
-    "WHERE EXISTS (SELECT 1 FROM u)) "
-    "SELECT count(*) FROM u"
+    f"WHERE EXISTS (SELECT 1 FROM w)), {_QUEUE_WORKFLOW} "
+    "SELECT (SELECT revision FROM w), (SELECT count(*) FROM n)"
 )
-"""Replace a workflow's mutable fields and pointers and add subscriptions, in one statement; parameters
-``persist_parameters``."""
+"""Replace a workflow's mutable fields and pointers, add one to its revision and add subscriptions, in
+one statement, when the stored revision is the expected one (0: any); queue it when due. Parameters
+``persist_parameters``; (the new revision or NULL when nothing was written, items queued)."""
+
+_QUEUE_EVENT = queue_cte(f"'{EVENT}'", "e", "id", "e.is_processed = 0 AND e.event_time <= clock.now")
+CREATE_EVENT = (
+    f"WITH {_CLOCK}, e AS (INSERT INTO events ({EVENT_COLUMNS}) VALUES ({_placeholders(EventRow)}) "
+    f"RETURNING id, is_processed, event_time), {_QUEUE_EVENT} SELECT count(*) FROM n"
+)
+"""Insert an event and queue it when it is due and unprocessed; items queued."""
+SET_EVENT_PROCESSED = (
+    f"WITH {_CLOCK}, e AS (UPDATE events SET is_processed = $2 WHERE id = $1 RETURNING id, is_processed, "
+    f"event_time), {_QUEUE_EVENT} SELECT (SELECT event_time FROM e), (SELECT count(*) FROM n)"
+)
+"""Set or clear ``is_processed`` (queueing the event when it is unprocessed and due): (event_time or
+NULL when there is no such event, items queued)."""
 
 
 def persist_parameters(
-    row: WorkflowRow, pointers: Sequence[PointerRow], subscriptions: Sequence[SubscriptionRow]
+    row: WorkflowRow,
+    pointers: Sequence[PointerRow],
+    subscriptions: Sequence[SubscriptionRow],
+    expected_revision: int = 0,
 ) -> list[Any]:
-    """The parameters of ``PERSIST``: id, the mutable fields, one array per pointer then subscription column."""
+    """The parameters of ``PERSIST``: id, the mutable fields, one array per pointer then subscription
+    column, the expected revision."""
     mutable = [getattr(row, name) for name in _MUTABLE]
-    return [row.id, *mutable, *_arrays(pointers, PointerRow), *_arrays(subscriptions, SubscriptionRow)]
+    return [
+        row.id,
+        *mutable,
+        *_arrays(pointers, PointerRow),
+        *_arrays(subscriptions, SubscriptionRow),
+        expected_revision,
+    ]
 
 
 _INSERT_SUBSCRIPTION = (
@@ -437,13 +515,16 @@ async def migrate(conn: asyncpg.Connection) -> tuple[int, int]:
 # -- the store -------------------------------------------------------------------------------------
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresVisibility, Store):
     """The store on a pool of asyncpg connections to one PostgreSQL database."""
 
     def __init__(self, pool: asyncpg.Pool, config: PostgresConfig) -> None:
         self.pool = pool
         self.config = config
         self._closed = False
+        self.cluster = PostgresCluster(self)
+        """Locks, queues, the due timer, the stranded-work sweep and lifecycle fan-out on this
+        database; the writes below report the work they queue to it."""
 
     @classmethod
     async def open(cls, config: PostgresConfig) -> PostgresStore:
@@ -472,6 +553,7 @@ class PostgresStore(Store):
     async def close(self) -> None:
         """Close the pool gracefully; connections still busy after ``connect_timeout`` are cut."""
         if not self._closed:
+            await self.cluster.close()
             self._closed = True
             try:
                 await asyncio.wait_for(self.pool.close(), self.config.connect_timeout)
@@ -500,6 +582,11 @@ class PostgresStore(Store):
             yield conn
         except WfeError:
             raise
+        except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError) as error:
+            # PostgreSQL text cannot hold NUL characters (SQLite can): the request, not the store.
+            raise InvalidArgument(
+                f"PostgreSQL cannot store or look up text containing a NUL character (\\u0000): {error}"
+            ) from error
         except BaseException as error:
             if not isinstance(error, asyncpg.PostgresError) or _unavailable(error) is not None:
                 with contextlib.suppress(asyncpg.InterfaceError):  # already detached from the pool
@@ -516,15 +603,34 @@ class PostgresStore(Store):
         async with self._connection() as conn:
             return await job(conn)
 
+    async def run(self, job: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run ``job`` on a pooled connection (errors mapped as for every operation)."""
+        return await self._run(job)
+
+    def _stored(self, row: WorkflowRow, queued: int) -> None:
+        """After a workflow was written: wake this server's waiters, arm the due timer on a future time."""
+        due = None
+        if row.status == "RUNNABLE" and row.next_execution is not None and row.next_execution * 1000 > _now_micros():
+            due = row.next_execution * 1000
+        self.cluster.written((WORKFLOW,) if queued else (), due)
+
+    def _event_stored(self, event_time: int, processed: bool, queued: int) -> None:
+        due = event_time if not processed and event_time > _now_micros() else None
+        self.cluster.written((EVENT,) if queued else (), due)
+
     # -- workflows -----------------------------------------------------------------------------
 
     async def create_workflow(self, row: WorkflowRow, pointers: Sequence[PointerRow]) -> tuple[str, str]:
         arrays = _arrays(pointers, PointerRow)
+        row = row._replace(revision=1)
+        queued = 0
 
         async def job(conn: asyncpg.Connection) -> tuple[str, str]:
+            nonlocal queued
             try:
-                name: str = await conn.fetchval(CREATE_NAMED if row.name else CREATE_UNNAMED, *row, *arrays)
-                return row.id, name
+                created = await conn.fetchrow(CREATE_NAMED if row.name else CREATE_UNNAMED, *row, *arrays)
+                queued = created[1]
+                return row.id, str(created[0])
             except asyncpg.UniqueViolationError as error:
                 constraint = _constraint(error)
                 if constraint == "workflows_pkey":
@@ -541,33 +647,51 @@ class PostgresStore(Store):
                     if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM workflows WHERE name = $1)", name):
                         break
                 try:
-                    await conn.execute(CREATE_NAMED, *row._replace(name=name), *arrays)
+                    queued = (await conn.fetchrow(CREATE_NAMED, *row._replace(name=name), *arrays))[1]
                 except asyncpg.UniqueViolationError as error:
                     if _constraint(error) == "workflows_pkey":
                         raise WorkflowAlreadyExists(f"workflow {row.id!r} already exists", id=row.id) from None
                     raise WorkflowNameTaken(f"another workflow is named {name!r}", name=name) from None
             return row.id, name
 
-        return await self._run(job)
+        created = await self._run(job)
+        self._stored(row, queued)
+        return created
 
     async def persist_workflow(
-        self, row: WorkflowRow, pointers: Sequence[PointerRow], subscriptions: Sequence[SubscriptionRow] = ()
-    ) -> None:
-        arguments = persist_parameters(row, pointers, subscriptions)
+        self,
+        row: WorkflowRow,
+        pointers: Sequence[PointerRow],
+        subscriptions: Sequence[SubscriptionRow] = (),
+        expected_revision: int = 0,
+    ) -> int:
+        arguments = persist_parameters(row, pointers, subscriptions, expected_revision)
 
-        async def job(conn: asyncpg.Connection) -> None:
+        async def job(conn: asyncpg.Connection) -> tuple[int, int]:
             try:
-                updated = await conn.fetchval(PERSIST, *arguments)
+                revision, queued = await conn.fetchrow(PERSIST, *arguments)
             except asyncpg.UniqueViolationError as error:
                 if _constraint(error) == "event_subscriptions_pkey":
                     detail = str(getattr(error, "detail", "") or "")
                     sid = next((s.id for s in subscriptions if f"({s.id})" in detail), subscriptions[0].id)
                     raise SubscriptionAlreadyExists(f"subscription {sid!r} already exists", id=sid) from None
                 raise WorkflowNameTaken(f"another workflow is named {row.name!r}", name=row.name) from None
-            if not updated:
+            if revision is not None:
+                return int(revision), int(queued)
+            stored = await conn.fetchval("SELECT revision FROM workflows WHERE id = $1", row.id)
+            if stored is None:
                 raise WorkflowNotFound(f"workflow {row.id!r} not found", id=row.id)
+            raise RevisionConflict(
+                f"workflow {row.id!r} is at revision {stored}, not the expected {expected_revision}; "
+                "nothing was written",
+                id=row.id,
+                expected=str(expected_revision),
+                stored=str(stored),
+            )
 
-        await self._run(job)
+        revision, queued = await self._run(job)
+        self._stored(row, queued)
+        return revision
 
     async def _page(
         self, sql: str, parameters: tuple[Any, ...], limit: int | None, after: PageKey | None, budget: int | None
@@ -652,13 +776,14 @@ class PostgresStore(Store):
     # -- events --------------------------------------------------------------------------------
 
     async def create_event(self, row: EventRow) -> None:
-        async def job(conn: asyncpg.Connection) -> None:
+        async def job(conn: asyncpg.Connection) -> int:
             try:
-                await conn.execute(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({_placeholders(EventRow)})", *row)
+                return int(await conn.fetchval(CREATE_EVENT, *row))
             except asyncpg.UniqueViolationError:
                 raise EventAlreadyExists(f"event {row.id!r} already exists", id=row.id) from None
 
-        await self._run(job)
+        queued = await self._run(job)
+        self._event_stored(row.event_time, bool(row.is_processed), queued)
 
     async def event(self, id: str) -> EventRow:
         found = await self._run(lambda conn: conn.fetchrow(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = $1", id))
@@ -683,13 +808,10 @@ class PostgresStore(Store):
         return await self._page(_EVENTS, (event_name, event_key, as_of_us), limit, after, budget)
 
     async def set_event_processed(self, id: str, processed: bool) -> None:
-        found = await self._run(
-            lambda conn: conn.fetchval(
-                "UPDATE events SET is_processed = $2 WHERE id = $1 RETURNING 1", id, int(processed)
-            )
-        )
-        if found is None:
+        event_time, queued = await self._run(lambda conn: conn.fetchrow(SET_EVENT_PROCESSED, id, int(processed)))
+        if event_time is None:
             raise EventNotFound(f"event {id!r} not found", id=id)
+        self._event_stored(event_time, processed, queued)
 
     # -- subscriptions -------------------------------------------------------------------------
 

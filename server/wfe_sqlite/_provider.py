@@ -8,13 +8,14 @@ It holds no SQL.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from wfe_client import PersistenceProvider
-from wfe_client.errors import InvalidArgument
-from wfe_client.limits import CLAIM_BATCH, DEFAULT_LEASE, check_claim
+from wfe_client.errors import InvalidArgument, WorkflowNotFound
+from wfe_client.limits import CLAIM_BATCH, DEFAULT_LEASE, LIST_PAGE_SIZE, check_claim
 from wfe_client.models import (
     CommandClaim,
     Event,
@@ -22,11 +23,27 @@ from wfe_client.models import (
     ExecutionError,
     ScheduledCommand,
     WorkflowInstance,
+    WorkflowPage,
+    WorkflowSearchPage,
+    WorkflowStatus,
+    WorkflowSummary,
 )
 from wfe_client.timeutil import from_micros
+from wfe_client.visibility import (
+    PURGED_BY_DEFAULT,
+    StatusFilter,
+    WorkflowFilter,
+    purge_statuses,
+    skip_take,
+    workflow_filter,
+)
+from wfe_client.visibility import page_size as check_page_size
 
+from ._cluster import Cluster
+from ._cluster_api import ClusterServices
 from ._connection import DatabaseConfig, parse_database_url
 from ._database import Database
+from ._postgres_cluster import PostgresCluster
 from ._postgres_store import PostgresConfig, PostgresStore, is_postgres_url
 from ._rows import (
     SubscriptionRow,
@@ -50,6 +67,8 @@ from ._rows import (
 from ._schema import ensure_schema
 from ._sqlite_store import SqliteStore
 from ._store import Store
+from ._visibility_rows import WorkflowDetails, decode_page_token, details_from_rows, encode_page_token, filter_row
+from ._visibility_rows import summary_from_row as summary
 
 __all__ = [
     "PostgresPersistenceProvider",
@@ -76,6 +95,12 @@ class StoreProvider(PersistenceProvider):
         """The store behind the provider (the server's servicers and metrics use it directly)."""
         return self._store
 
+    @property
+    @abc.abstractmethod
+    def cluster(self) -> ClusterServices:
+        """Locks, queues, timers and lifecycle fan-out on this database (``SqliteLockProvider``,
+        ``SqliteQueueProvider`` and the server's cluster services use it)."""
+
     async def close(self) -> None:
         await self._store.close()
 
@@ -85,19 +110,21 @@ class StoreProvider(PersistenceProvider):
         row = workflow_row(instance)
         row, pointers = with_workflow_id(row, pointer_rows(row.id, instance.execution_pointers))
         instance.id, instance.name = await self._store.create_workflow(row, pointers)
+        instance.revision = 1
         return instance.id
 
-    async def persist_workflow(self, instance: WorkflowInstance) -> None:
-        await self.persist_workflow_with_subscriptions(instance, ())
+    async def persist_workflow(self, instance: WorkflowInstance, force: bool = False) -> None:
+        await self.persist_workflow_with_subscriptions(instance, (), force)
 
     async def persist_workflow_with_subscriptions(
-        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription]
+        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription], force: bool = False
     ) -> None:
         row = workflow_row(instance)
         check_id(row.id, "workflow.id")
         pointers = pointer_rows(row.id, instance.execution_pointers)
         rows = new_subscription_rows(subscriptions)
-        await self._store.persist_workflow(row, pointers, rows)
+        expected = 0 if force else row.revision
+        instance.revision = await self._store.persist_workflow(row, pointers, rows, expected)
         for subscription, stored in zip(subscriptions, rows, strict=True):
             subscription.id = stored.id
 
@@ -218,6 +245,79 @@ class StoreProvider(PersistenceProvider):
     async def ensure_store_exists(self) -> None:
         await self._store.ensure_store_exists()
 
+    # -- visibility and clean-up ---------------------------------------------------------------
+
+    async def list_workflows(
+        self,
+        status: StatusFilter = None,
+        definition_id: str | None = None,
+        reference: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int = LIST_PAGE_SIZE,
+        page_token: str | None = None,
+    ) -> WorkflowPage:
+        selected = workflow_filter(status, definition_id, reference, created_after, created_before)
+        items, token = await self.list_summaries(selected, check_page_size(page_size), page_token)
+        return WorkflowPage(items, token)
+
+    async def list_summaries(
+        self, selected: WorkflowFilter, size: int, page_token: str | None
+    ) -> tuple[list[WorkflowSummary], str | None]:
+        """One page of a checked filter and the token of the next page (None on the last one)."""
+        rows_filter = filter_row(selected)
+        after = decode_page_token(rows_filter, page_token)
+        rows = await self._store.list_workflows(rows_filter, size + 1, after)
+        page = rows[:size]
+        more = len(rows) > size
+        return [summary(r) for r in page], encode_page_token(
+            rows_filter, (page[-1].create_time, page[-1].id)
+        ) if more else None
+
+    async def search_workflows(
+        self,
+        text: str,
+        status: StatusFilter = None,
+        skip: int = 0,
+        take: int = LIST_PAGE_SIZE,
+        *,
+        definition_id: str | None = None,
+        reference: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> WorkflowSearchPage:
+        selected = workflow_filter(status, definition_id, reference, created_after, created_before)
+        return await self.search_summaries(text, selected, *skip_take(skip, take))
+
+    async def search_summaries(self, text: str, selected: WorkflowFilter, skip: int, take: int) -> WorkflowSearchPage:
+        """One window of the matches of ``text`` with a checked filter, and their total."""
+        rows, total = await self._store.search_workflows(text, filter_row(selected), skip, take)
+        return WorkflowSearchPage([summary(r) for r in rows], total)
+
+    async def delete_workflow(self, id: str) -> None:
+        await self._store.delete_workflow(check_id(id, "id"))
+
+    async def purge_workflows(
+        self,
+        older_than: datetime,
+        statuses: Sequence[WorkflowStatus] = PURGED_BY_DEFAULT,
+        *,
+        dry_run: bool = False,
+    ) -> int:
+        names = [s.name for s in purge_statuses(statuses)]
+        older_than_us = micros(older_than, "older_than")
+        if dry_run:
+            return await self._store.count_purgeable(names, older_than_us)
+        return await self._store.purge_workflows(names, older_than_us)
+
+    async def workflow_details(self, id: str) -> WorkflowDetails:
+        """One workflow with its subscriptions and errors (not part of the gRPC contract).
+        Raises ``WorkflowNotFound``."""
+        found = await self._store.workflow_details(check_id(id, "id"))
+        if found is None:
+            raise WorkflowNotFound(f"workflow {id!r} not found", id=id)
+        return details_from_rows(found)
+
 
 class SqlitePersistenceProvider(StoreProvider):
     """The persistence interface on a SQLite database (``:memory:`` or a file, WAL mode)."""
@@ -258,6 +358,12 @@ class SqlitePersistenceProvider(StoreProvider):
         return cls(SqliteStore(await Database.open(config, ensure_schema)))
 
     @property
+    def cluster(self) -> Cluster:
+        """Locks, queues, timers and lifecycle fan-out on this database (``SqliteLockProvider``,
+        ``SqliteQueueProvider`` and the server's cluster services use it)."""
+        return self._sqlite.cluster
+
+    @property
     def database(self) -> Database:
         """The underlying connections (for maintenance, tests and metrics)."""
         return self._sqlite.database
@@ -265,6 +371,20 @@ class SqlitePersistenceProvider(StoreProvider):
 
 class PostgresPersistenceProvider(StoreProvider):
     """The persistence interface on a PostgreSQL database shared by any number of processes."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        super().__init__(store)
+        self._postgres = store
+
+    @property
+    def store(self) -> PostgresStore:
+        """The PostgreSQL store behind the provider."""
+        return self._postgres
+
+    @property
+    def cluster(self) -> PostgresCluster:
+        """Locks, queues, timers and lifecycle fan-out on this database, across servers."""
+        return self._postgres.cluster
 
     @classmethod
     async def open(

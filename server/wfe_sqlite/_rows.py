@@ -79,6 +79,9 @@ class WorkflowRow(NamedTuple):
     data: str
     create_time: int
     complete_time: int | None
+    revision: int
+    """1 after create, one more after every persist (the store sets it; a row to write carries the
+    model's, which only the provider's revision check reads)."""
 
 
 class PointerRow(NamedTuple):
@@ -318,6 +321,7 @@ def workflow_row(w: WorkflowInstance) -> WorkflowRow:
         data=json_text(w.data, "workflow.data"),
         create_time=micros(w.create_time, "workflow.create_time"),
         complete_time=_optional_micros(w.complete_time, "workflow.complete_time"),
+        revision=_int(w.revision, "workflow.revision", 0, INT64_MAX),
     )
 
 
@@ -471,6 +475,7 @@ def workflow_from_rows(r: WorkflowRow, pointers: Sequence[PointerRow]) -> Workfl
         create_time=from_micros(r.create_time),
         complete_time=_instant(r.complete_time),
         execution_pointers=[_pointer_from_row(p) for p in pointers],
+        revision=r.revision,
     )
 
 

@@ -1,20 +1,27 @@
-"""The database schema and its version (``PRAGMA user_version``).
+"""The database schema: an ordered list of migrations, and its version (``PRAGMA user_version``).
 
 Instants are INTEGER microseconds since the Unix epoch (UTC), epoch-millisecond fields are INTEGER
 milliseconds, JSON values are TEXT holding JSON, enums are TEXT holding the member name.
+
+A file is at the version of the last migration applied to it. Opening a file applies every later
+migration in order, in one transaction (an older file is upgraded in place); a file newer than
+this server is refused.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ._connection import DatabaseOpenError
 
-__all__ = ["SCHEMA_VERSION", "create_schema", "ensure_schema"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "create_schema", "ensure_schema"]
 
-SCHEMA_VERSION = 1
+LOG = logging.getLogger(__name__)
 
-_SCHEMA = """
+_VERSION_1 = """
 CREATE TABLE IF NOT EXISTS workflows (
     id                      TEXT PRIMARY KEY,
     name                    TEXT NOT NULL,
@@ -115,16 +122,170 @@ CREATE TABLE IF NOT EXISTS definition_sequences (
 """
 
 
+# Version 2: the cluster (issue 11). Workflows carry a revision (existing ones start at 1); leases
+# of the lock service with one global fencing-token counter; the durable work queue, whose rows
+# are either waiting (``position`` set: FIFO order within the queue) or a record of the last
+# hand-out (``position`` NULL, ``handed_out_at`` set) that the stranded-work job looks at.
+_VERSION_2_TABLES = """
+CREATE TABLE IF NOT EXISTS locks (
+    resource                TEXT PRIMARY KEY,
+    owner                   TEXT NOT NULL,
+    fencing_token           INTEGER NOT NULL,
+    expire_time             INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS locks_expiry ON locks (expire_time);
+
+CREATE TABLE IF NOT EXISTS counters (
+    name                    TEXT PRIMARY KEY,
+    value                   INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO counters (name, value) VALUES ('fencing_token', 0);
+
+CREATE TABLE IF NOT EXISTS work_queue (
+    queue                   TEXT NOT NULL,
+    item_id                 TEXT NOT NULL,
+    position                INTEGER,
+    queued_at               INTEGER NOT NULL,
+    handed_out_at           INTEGER,
+    PRIMARY KEY (queue, item_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS work_queue_waiting ON work_queue (queue, position) WHERE position IS NOT NULL;
+CREATE INDEX IF NOT EXISTS work_queue_handed_out ON work_queue (handed_out_at) WHERE position IS NULL;
+"""
+
+
+def _run_script(script: str) -> Callable[[sqlite3.Connection], None]:
+    def apply(conn: sqlite3.Connection) -> None:
+        for statement in script.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+
+    return apply
+
+
+def _version_2(conn: sqlite3.Connection) -> None:
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(workflows)")}
+    if "revision" not in columns:
+        conn.execute("ALTER TABLE workflows ADD COLUMN revision INTEGER NOT NULL DEFAULT 1")
+    _run_script(_VERSION_2_TABLES)(conn)
+
+
+# Version 3: visibility (issue 13).
+_VISIBILITY = """
+-- Behind every filter of ListWorkflows (wfe_sqlite._visibility_store): one status, or one
+-- definition and one status, newest first (ties by id); a reference; purge by status and age.
+CREATE INDEX IF NOT EXISTS workflows_by_status ON workflows (status, create_time, id);
+CREATE INDEX IF NOT EXISTS workflows_by_definition ON workflows (workflow_definition_id, status, create_time, id);
+CREATE INDEX IF NOT EXISTS workflows_by_reference ON workflows (reference, create_time, id)
+    WHERE reference IS NOT NULL;
+CREATE INDEX IF NOT EXISTS workflows_by_age ON workflows (status, coalesce(complete_time, create_time));
+CREATE INDEX IF NOT EXISTS subscriptions_by_workflow ON event_subscriptions (workflow_id);
+
+-- Full text over name, reference, description and data. An external-content table: it holds only
+-- the index and reads the text from workflows (by rowid; workflows has indexes, so VACUUM keeps
+-- its rowids). The triggers keep it in step inside the transaction of every write.
+CREATE VIRTUAL TABLE IF NOT EXISTS workflows_fts USING fts5(
+    name, reference, description, data,
+    content = 'workflows', content_rowid = 'rowid', tokenize = 'unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS workflows_fts_insert AFTER INSERT ON workflows BEGIN
+    INSERT INTO workflows_fts (rowid, name, reference, description, data)
+    VALUES (new.rowid, new.name, new.reference, new.description, new.data);
+END;
+CREATE TRIGGER IF NOT EXISTS workflows_fts_delete AFTER DELETE ON workflows BEGIN
+    INSERT INTO workflows_fts (workflows_fts, rowid, name, reference, description, data)
+    VALUES ('delete', old.rowid, old.name, old.reference, old.description, old.data);
+END;
+CREATE TRIGGER IF NOT EXISTS workflows_fts_update AFTER UPDATE OF name, reference, description, data ON workflows
+WHEN old.name IS NOT new.name OR old.reference IS NOT new.reference
+    OR old.description IS NOT new.description OR old.data IS NOT new.data
+BEGIN
+    INSERT INTO workflows_fts (workflows_fts, rowid, name, reference, description, data)
+    VALUES ('delete', old.rowid, old.name, old.reference, old.description, old.data);
+    INSERT INTO workflows_fts (rowid, name, reference, description, data)
+    VALUES (new.rowid, new.name, new.reference, new.description, new.data);
+END;
+"""
+
+
+_CONSOLE = """
+-- Version 4: the web console's event list, newest first (wfe_sqlite._console_store).
+CREATE INDEX IF NOT EXISTS events_by_time ON events (event_time, id);
+"""
+
+
+def _statements(script: str) -> Callable[[sqlite3.Connection], None]:
+    """A migration step running each statement of ``script`` (statements end with a line ``;``)."""
+    statements = []
+    current: list[str] = []
+    for line in script.splitlines():
+        if line.lstrip().startswith("--"):
+            continue
+        current.append(line)
+        if line.rstrip().endswith(";") and not _inside_trigger(current):
+            statements.append("\n".join(current).strip())
+            current = []
+
+    def apply(conn: sqlite3.Connection) -> None:
+        for statement in statements:
+            conn.execute(statement)
+
+    return apply
+
+
+def _inside_trigger(lines: list[str]) -> bool:
+    """Whether ``lines`` are an unfinished CREATE TRIGGER (its body holds statements ending in ``;``)."""
+    text = "\n".join(lines).strip().upper()
+    return text.startswith("CREATE TRIGGER") and not text.endswith("END;")
+
+
+def _backfill_search(conn: sqlite3.Connection) -> None:
+    """Index the workflows a file held before it had full text."""
+    count = conn.execute("SELECT count(*) FROM workflows").fetchone()[0]
+    if count:
+        LOG.info("indexing %d existing workflows for full-text search (once)", count)
+    conn.execute("INSERT INTO workflows_fts (workflows_fts) VALUES ('rebuild')")
+
+
+def _version_3(conn: sqlite3.Connection) -> None:
+    _statements(_VISIBILITY)(conn)
+    _backfill_search(conn)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema: ``apply`` brings a file at ``version - 1`` to ``version``."""
+
+    version: int
+    description: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "workflows, pointers, events, subscriptions, commands, errors, sequences", _run_script(_VERSION_1)),
+    Migration(2, "workflow revisions, locks, fencing-token counter, work queue", _version_2),
+    Migration(3, "visibility: list and purge indexes, full-text search kept in step by triggers", _version_3),
+    Migration(4, "console: events by time", _statements(_CONSOLE)),
+)
+"""Every migration, in order; the last one's version is ``SCHEMA_VERSION``."""
+
+SCHEMA_VERSION = MIGRATIONS[-1].version
+assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1)), "migrations are numbered 1, 2, ..."
+
+
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Create missing tables and indexes and stamp the schema version, inside the caller's transaction."""
+    """Apply the migrations the file lacks and stamp the schema version, inside the caller's transaction.
+
+    Idempotent: on a file at ``SCHEMA_VERSION`` it changes nothing.
+    """
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise DatabaseOpenError(
             f"the database has schema version {version}, newer than this server's {SCHEMA_VERSION}: upgrade wfe-sqlite"
         )
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    for migration in MIGRATIONS:
+        if migration.version > version:
+            migration.apply(conn)
     if version < SCHEMA_VERSION:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 

@@ -57,6 +57,7 @@ from wfe_client.models import ScheduledCommand
 from ._provider import StoreProvider, new_subscription_rows
 from ._rows import PageKey, check_event_key, check_id, subscription_from_row, with_workflow_id
 from ._status import Context, translate_errors
+from ._visibility_servicer import VISIBILITY_SERVICE_NAME, add_visibility_servicer
 from ._wire import workflow_message, workflow_rows_from_message
 
 __all__ = ["SERVICE_NAMES", "add_servicers"]
@@ -72,6 +73,7 @@ SERVICE_NAMES = (
     scheduled_commands_pb2.DESCRIPTOR.services_by_name["ScheduledCommandService"].full_name,
     execution_errors_pb2.DESCRIPTOR.services_by_name["ExecutionErrorService"].full_name,
     execution_errors_pb2.DESCRIPTOR.services_by_name["StoreService"].full_name,
+    VISIBILITY_SERVICE_NAME,
 )
 
 
@@ -79,6 +81,14 @@ def _required(value: str, field: str) -> str:
     if not value:
         raise InvalidArgument(f"{field}: required", field=field)
     return value
+
+
+def _expected_revision(request: Any) -> int:
+    """The ``expected_revision`` of a persist request (0: no check); negative is INVALID_ARGUMENT."""
+    expected: int = request.expected_revision
+    if expected < 0:
+        raise InvalidArgument("expected_revision: must not be negative", field="expected_revision")
+    return expected
 
 
 def _required_message(request: Any, name: str) -> Any:
@@ -173,7 +183,7 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
     ) -> workflows_pb2.CreateWorkflowResponse:
         row, pointers = with_workflow_id(*workflow_rows_from_message(_required_message(request, "workflow")))
         wid, name = await self._store.create_workflow(row, pointers)
-        return workflows_pb2.CreateWorkflowResponse(id=wid, name=name)
+        return workflows_pb2.CreateWorkflowResponse(id=wid, name=name, revision=1)
 
     @translate_errors
     async def PersistWorkflow(
@@ -181,8 +191,8 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
     ) -> workflows_pb2.PersistWorkflowResponse:
         row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
         check_id(row.id, "workflow.id")
-        await self._store.persist_workflow(row, pointers)
-        return workflows_pb2.PersistWorkflowResponse()
+        revision = await self._store.persist_workflow(row, pointers, (), _expected_revision(request))
+        return workflows_pb2.PersistWorkflowResponse(revision=revision)
 
     @translate_errors
     async def PersistWorkflowWithSubscriptions(
@@ -192,8 +202,10 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
         subscriptions = [subscription_from_proto(s, f"subscriptions[{i}]") for i, s in enumerate(request.subscriptions)]
         check_id(row.id, "workflow.id")
         rows = new_subscription_rows(subscriptions)
-        await self._store.persist_workflow(row, pointers, rows)
-        return workflows_pb2.PersistWorkflowWithSubscriptionsResponse(subscription_ids=[r.id for r in rows])
+        revision = await self._store.persist_workflow(row, pointers, rows, _expected_revision(request))
+        return workflows_pb2.PersistWorkflowWithSubscriptionsResponse(
+            subscription_ids=[r.id for r in rows], revision=revision
+        )
 
     @translate_errors
     async def GetRunnableWorkflows(
@@ -481,3 +493,4 @@ def add_servicers(server: grpc.aio.Server, provider: StoreProvider, stream_idle:
     )
     execution_errors_pb2_grpc.add_ExecutionErrorServiceServicer_to_server(ExecutionErrorServicer(provider), server)
     execution_errors_pb2_grpc.add_StoreServiceServicer_to_server(StoreServicer(provider), server)
+    add_visibility_servicer(server, provider)

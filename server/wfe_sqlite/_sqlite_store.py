@@ -16,6 +16,7 @@ from wfe_client.errors import (
     EventAlreadyExists,
     EventNotFound,
     LeaseLost,
+    RevisionConflict,
     SubscriptionAlreadyExists,
     SubscriptionNotFound,
     WorkflowAlreadyExists,
@@ -24,8 +25,11 @@ from wfe_client.errors import (
 )
 from wfe_client.timeutil import to_micros, utc_now
 
+from ._cluster import Cluster
+from ._console_store import SqliteConsoleReads
 from ._database import Database
 from ._maintenance import live_figures
+from ._queue_store import WorkEffects, queue_stored_event, queue_stored_workflow
 from ._rows import (
     CommandRow,
     ErrorRow,
@@ -38,6 +42,7 @@ from ._rows import (
 )
 from ._schema import create_schema
 from ._store import Claim, LiveFigures, SizedWorkflow, Store
+from ._visibility_store import SqliteVisibility
 
 __all__ = [
     "CLAIM_COMMANDS",
@@ -76,14 +81,18 @@ INSERT_POINTER = _insert("execution_pointers", PointerRow)
 INSERT_EVENT = _insert("events", EventRow)
 INSERT_SUBSCRIPTION = _insert("event_subscriptions", SubscriptionRow)
 INSERT_ERROR = _insert("execution_errors", ErrorRow)
-_MUTABLE = [name for name in WorkflowRow._fields if name not in ("id", "create_time")]
-UPDATE_WORKFLOW = f"UPDATE workflows SET {', '.join(f'{name} = ?' for name in _MUTABLE)} WHERE id = ?"
-"""Replaces every mutable column of a workflow: parameters from ``update_parameters``."""
+_MUTABLE = [name for name in WorkflowRow._fields if name not in ("id", "create_time", "revision")]
+UPDATE_WORKFLOW = (
+    f"UPDATE workflows SET {', '.join(f'{name} = ?' for name in _MUTABLE)}, revision = revision + 1 "
+    "WHERE id = ? AND (? = 0 OR revision = ?) RETURNING revision"
+)
+"""Replaces every mutable column of a workflow and adds one to its revision when the stored
+revision is the expected one (0: any): parameters from ``update_parameters``."""
 
 
-def update_parameters(row: WorkflowRow) -> list[object]:
+def update_parameters(row: WorkflowRow, expected_revision: int = 0) -> list[object]:
     """The parameters of ``UPDATE_WORKFLOW`` for ``row``."""
-    return [*(getattr(row, name) for name in _MUTABLE), row.id]
+    return [*(getattr(row, name) for name in _MUTABLE), row.id, expected_revision, expected_revision]
 
 
 SCHEDULE_COMMAND = (
@@ -98,7 +107,9 @@ CLAIM_COMMANDS = (
     "RETURNING command_name, data, execute_time"
 )
 RUNNABLE_WORKFLOWS = (
-    "SELECT next_execution, id FROM workflows "
+    # INDEXED BY: without statistics SQLite would rather take an index led by status (the
+    # visibility indexes) and sort every runnable workflow than this partial, ordered one.
+    "SELECT next_execution, id FROM workflows INDEXED BY workflows_runnable "
     "WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL AND next_execution <= ? "
     "AND (next_execution, id) > (?, ?) ORDER BY next_execution, id LIMIT ?"
 )
@@ -258,13 +269,17 @@ def _read_workflows_from(
     return found, position
 
 
-class SqliteStore(Store):
+class SqliteStore(SqliteVisibility, SqliteConsoleReads, Store):
     """The store on one SQLite ``Database``."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        self.cluster = Cluster(database)
+        """Locks, queues, the due timer, the stranded-work job and lifecycle fan-out on this database;
+        the writes below report the work they queue to it."""
 
     async def close(self) -> None:
+        await self.cluster.close()
         await self.database.close()
 
     async def _page(
@@ -279,15 +294,17 @@ class SqliteStore(Store):
     # -- workflows -----------------------------------------------------------------------------
 
     async def create_workflow(self, row: WorkflowRow, pointers: Sequence[PointerRow]) -> tuple[str, str]:
+        effects = WorkEffects()
+
         def job(conn: sqlite3.Connection) -> tuple[str, str]:
             name = row.name
-            stored = row
+            stored = row._replace(revision=1)
             if not name:
                 while True:
                     name = f"{row.workflow_definition_id}-{_next_sequence(conn, row.workflow_definition_id)}"
                     if not _name_taken(conn, name):
                         break
-                stored = row._replace(name=name)
+                stored = stored._replace(name=name)
             try:
                 conn.execute(INSERT_WORKFLOW, stored)
             except sqlite3.IntegrityError:
@@ -296,28 +313,50 @@ class SqliteStore(Store):
                 raise WorkflowNameTaken(f"another workflow is named {name!r}", name=name) from None
             if pointers:
                 conn.executemany(INSERT_POINTER, pointers)
+            queue_stored_workflow(conn, row.id, row.status, row.next_execution, _now_micros(), effects)
             return row.id, name
 
-        return await self.database.write(job)
+        created = await self.database.write(job)
+        self.cluster.written(effects)
+        return created
 
     async def persist_workflow(
-        self, row: WorkflowRow, pointers: Sequence[PointerRow], subscriptions: Sequence[SubscriptionRow] = ()
-    ) -> None:
-        values = update_parameters(row)
+        self,
+        row: WorkflowRow,
+        pointers: Sequence[PointerRow],
+        subscriptions: Sequence[SubscriptionRow] = (),
+        expected_revision: int = 0,
+    ) -> int:
+        values = update_parameters(row, expected_revision)
+        effects = WorkEffects()
 
-        def job(conn: sqlite3.Connection) -> None:
+        def job(conn: sqlite3.Connection) -> int:
             try:
-                cursor = conn.execute(UPDATE_WORKFLOW, values)
+                updated = conn.execute(UPDATE_WORKFLOW, values).fetchone()
             except sqlite3.IntegrityError:
                 raise WorkflowNameTaken(f"another workflow is named {row.name!r}", name=row.name) from None
-            if cursor.rowcount == 0:
-                raise WorkflowNotFound(f"workflow {row.id!r} not found", id=row.id)
+            if updated is None:
+                stored = conn.execute("SELECT revision FROM workflows WHERE id = ?", (row.id,)).fetchone()
+                if stored is None:
+                    raise WorkflowNotFound(f"workflow {row.id!r} not found", id=row.id)
+                raise RevisionConflict(
+                    f"workflow {row.id!r} is at revision {stored[0]}, not the expected {expected_revision}; "
+                    "nothing was written",
+                    id=row.id,
+                    expected=str(expected_revision),
+                    stored=str(stored[0]),
+                )
             conn.execute("DELETE FROM execution_pointers WHERE workflow_id = ?", (row.id,))
             if pointers:
                 conn.executemany(INSERT_POINTER, pointers)
             _insert_subscriptions(conn, subscriptions)
+            queue_stored_workflow(conn, row.id, row.status, row.next_execution, _now_micros(), effects)
+            revision: int = updated[0]
+            return revision
 
-        await self.database.write(job)
+        revision = await self.database.write(job)
+        self.cluster.written(effects)
+        return revision
 
     async def runnable_workflows(
         self, as_at_ms: int, limit: int | None, after: PageKey | None, budget: int | None = None
@@ -348,13 +387,17 @@ class SqliteStore(Store):
     # -- events --------------------------------------------------------------------------------
 
     async def create_event(self, row: EventRow) -> None:
+        effects = WorkEffects()
+
         def job(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(INSERT_EVENT, row)
             except sqlite3.IntegrityError:
                 raise EventAlreadyExists(f"event {row.id!r} already exists", id=row.id) from None
+            queue_stored_event(conn, row.id, row.event_time, bool(row.is_processed), _now_micros(), effects)
 
         await self.database.write(job)
+        self.cluster.written(effects)
 
     async def event(self, id: str) -> EventRow:
         found = await self.database.read_point(
@@ -381,12 +424,18 @@ class SqliteStore(Store):
         return await self._page(EVENTS, (event_name, event_key, as_of_us), limit, after, budget)
 
     async def set_event_processed(self, id: str, processed: bool) -> None:
+        effects = WorkEffects()
+
         def job(conn: sqlite3.Connection) -> None:
-            cursor = conn.execute("UPDATE events SET is_processed = ? WHERE id = ?", (int(processed), id))
-            if cursor.rowcount == 0:
+            updated = conn.execute(
+                "UPDATE events SET is_processed = ? WHERE id = ? RETURNING event_time", (int(processed), id)
+            ).fetchone()
+            if updated is None:
                 raise EventNotFound(f"event {id!r} not found", id=id)
+            queue_stored_event(conn, id, updated[0], processed, _now_micros(), effects)
 
         await self.database.write(job)
+        self.cluster.written(effects)
 
     # -- subscriptions -------------------------------------------------------------------------
 

@@ -21,7 +21,9 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ._console_rows import OverviewRows
 from ._rows import CommandRow, ErrorRow, EventRow, PageKey, PointerRow, StoredWorkflow, SubscriptionRow, WorkflowRow
+from ._visibility_rows import DetailsRows, FilterRow, SummaryRow
 
 __all__ = ["Claim", "LiveFigures", "SizedWorkflow", "Store"]
 
@@ -53,6 +55,10 @@ class LiveFigures:
     """Scheduled commands held by a live lease (a processor is working on them)."""
     held_tokens: int
     """Open subscriptions held by a live external token."""
+    queued_items: int = 0
+    """Items waiting in the work queues (all queue types)."""
+    held_leases: int = 0
+    """Locks held by a live lease."""
 
 
 class Store(abc.ABC):
@@ -62,7 +68,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def create_workflow(self, row: WorkflowRow, pointers: Sequence[PointerRow]) -> tuple[str, str]:
-        """Insert a workflow (with an id) and its pointers; (id, name) as stored.
+        """Insert a workflow (with an id) and its pointers at revision 1; (id, name) as stored.
 
         An empty name becomes ``{workflow_definition_id}-{N}`` with N from the definition's sequence
         (skipping taken names). Raises ``WorkflowAlreadyExists`` or ``WorkflowNameTaken``.
@@ -70,10 +76,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def persist_workflow(
-        self, row: WorkflowRow, pointers: Sequence[PointerRow], subscriptions: Sequence[SubscriptionRow] = ()
-    ) -> None:
+        self,
+        row: WorkflowRow,
+        pointers: Sequence[PointerRow],
+        subscriptions: Sequence[SubscriptionRow] = (),
+        expected_revision: int = 0,
+    ) -> int:
         """Replace the workflow's mutable fields and pointers and insert ``subscriptions`` (each with
-        an id), all or nothing; ``create_time`` is kept. Raises ``WorkflowNotFound``,
+        an id), all or nothing; ``create_time`` is kept and the revision grows by one: the new
+        revision. When ``expected_revision`` > 0 the stored revision must equal it, else
+        ``RevisionConflict`` and nothing is written. Raises ``WorkflowNotFound``,
         ``WorkflowNameTaken``, ``SubscriptionAlreadyExists``."""
 
     @abc.abstractmethod
@@ -193,6 +205,64 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def release_command(self, command_name: str, data: str, lease_id: str) -> None:
         """Drop the lease of a command so it is offered again. Raises ``LeaseLost``."""
+
+    # -- visibility and clean-up ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def list_workflows(self, filter: FilterRow, limit: int, after: PageKey | None) -> list[SummaryRow]:
+        """Up to ``limit`` summaries matching ``filter`` after the position ``after`` (create_time,
+        id), newest ``create_time`` first, ties by id descending."""
+
+    @abc.abstractmethod
+    async def search_workflows(
+        self, text: str, filter: FilterRow, skip: int, take: int
+    ) -> tuple[list[SummaryRow], int]:
+        """The window ``skip``/``take`` of the workflows matching every word of the user's ``text``
+        (name, reference, description, data) and ``filter``, best match first, then newest; and how
+        many match in all. A text with no word: ``InvalidArgument`` (field ``query``)."""
+
+    @abc.abstractmethod
+    async def delete_workflow(self, id: str) -> None:
+        """Delete a workflow with its pointers, subscriptions, errors and PROCESS_WORKFLOW command,
+        in one transaction. Raises ``WorkflowNotFound``."""
+
+    @abc.abstractmethod
+    async def count_purgeable(self, statuses: Sequence[str], older_than_us: int) -> int:
+        """How many workflows ``purge_workflows`` with these arguments would delete now."""
+
+    @abc.abstractmethod
+    async def purge_workflows(self, statuses: Sequence[str], older_than_us: int) -> int:
+        """Delete, as ``delete_workflow`` does, every workflow with one of ``statuses`` whose
+        ``complete_time`` (or ``create_time``) is before ``older_than_us``, in transactions small
+        enough that other writes keep flowing; how many."""
+
+    @abc.abstractmethod
+    async def workflow_details(self, id: str) -> DetailsRows | None:
+        """A workflow with its subscriptions and errors, from one snapshot; None when there is none."""
+
+    # -- the web console's reads -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def console_overview(self, recent_errors: int) -> OverviewRows:
+        """Workflows by definition and status, the live figures, totals, sizes and the
+        ``recent_errors`` errors stored last, from one snapshot."""
+
+    @abc.abstractmethod
+    async def console_events(
+        self,
+        processed: bool | None,
+        event_name: str | None,
+        event_key: str | None,
+        after: PageKey | None,
+        limit: int,
+    ) -> tuple[list[EventRow], bool]:
+        """Up to ``limit`` events, newest ``event_time`` first (ties by id descending), after the
+        position ``after`` (event_time, id), processed or not (None: both), of one name (and key, which
+        counts only with a name); and whether more follow."""
+
+    @abc.abstractmethod
+    async def open_subscriptions(self, event_name: str, event_key: str, limit: int) -> list[SubscriptionRow]:
+        """Up to ``limit`` subscriptions to that event that are not terminated, oldest first."""
 
     # -- errors, schema, figures, lifecycle ------------------------------------------------------
 

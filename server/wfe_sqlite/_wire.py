@@ -93,6 +93,7 @@ def workflow_message(row: WorkflowRow, pointers: Sequence[PointerRow]) -> workfl
         status=_WORKFLOW_STATUS_NUMBER[row.status],
         data=row.data,
         create_time=timestamp_of_micros(row.create_time),
+        revision=row.revision,
     )
     if row.root_workflow_id is not None:
         msg.root_workflow_id = row.root_workflow_id
@@ -192,6 +193,7 @@ def workflow_rows_from_message(msg: workflows_pb2.WorkflowInstance, field: str =
         data=json_text(data, "workflow.data"),
         create_time=create_time,
         complete_time=complete_time,
+        revision=max(msg.revision, 0),  # ignored on input (the persist requests carry expected_revision)
     )
     pointers = [
         pointer_row(wid, i, p, f"{field}.execution_pointers[{i}]") for i, p in enumerate(msg.execution_pointers)

@@ -1,9 +1,11 @@
-"""The ``wfe-sqlite`` command line: ``serve``, and the maintenance commands ``migrate``, ``backup``,
-``check``, ``stats``. On PostgreSQL ``backup`` and ``check`` refuse (exit 2) and name the tools
-to use instead (``pg_dump``, ``pg_amcheck``).
+"""The ``wfe-sqlite`` command line: ``serve``, the maintenance commands ``migrate``, ``backup``,
+``check``, ``stats``, and the visibility commands ``list``, ``show``, ``purge`` (``_visibility_cli``).
+On PostgreSQL ``backup`` and ``check`` refuse (exit 2) and name the tools to use instead
+(``pg_dump``, ``pg_amcheck``).
 
-Exit codes: 0 success; 1 ``check`` found problems; 2 invalid settings or a database that cannot be
-used (the message names the setting or the file); 130 interrupted.
+Exit codes: 0 success; 1 ``check`` found problems or ``show`` found no such workflow; 2 invalid
+settings or a database that cannot be used (the message names the setting or the file); 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from . import __version__
 from ._config import ConfigError, add_arguments, check, environment_help, resolve
 from ._connection import DatabaseOpenError
-from ._logging import configure_logging
+from ._logging import configure_logging, status_line
 from ._maintenance import backup, integrity_problems, open_existing, store_stats
 from ._postgres_store import is_postgres_url, migrate_url, postgres_stats, redact_url
 from ._provider import SqlitePersistenceProvider
 from ._schema import SCHEMA_VERSION
+from ._visibility_cli import VISIBILITY_COMMANDS, add_visibility_commands
 from .server import serve
 
 __all__ = ["main"]
@@ -36,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wfe-sqlite", description="The WFE persistence provider on SQLite, served over gRPC."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "serve",
@@ -76,11 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     figures.add_argument("--json", action="store_true", help="print one JSON object")
     add_arguments(figures, _DB_ONLY)
+    add_visibility_commands(commands)
     return parser
 
 
-def _fail(message: object, code: int = 2) -> int:
-    print(f"wfe-sqlite: {message}", file=sys.stderr)
+def _fail(message: object, code: int = 2, log_format: str = "text") -> int:
+    """Print ``wfe-sqlite: message`` (in ``json``, a JSON line of level ERROR) and return ``code``."""
+    print(status_line(log_format, f"wfe-sqlite: {message}", __name__, "ERROR"), file=sys.stderr)
     return code
 
 
@@ -91,7 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(config))
     except (DatabaseOpenError, OSError, ValueError) as error:
-        return _fail(error)
+        return _fail(error, log_format=config.log_format)
     except KeyboardInterrupt:
         return 130
     return 0
@@ -195,13 +202,22 @@ def _human(stats: dict[str, Any]) -> str:
         f"due commands        {stats['due_commands']}",
         f"claimed commands    {stats['claimed_commands']}",
         f"held tokens         {stats['held_tokens']}",
+        f"queued items        {stats['queued_items']}",
+        f"held leases         {stats['held_leases']}",
         "files (bytes)",
     ]
     lines += [f"  {name:<22}{size}" for name, size in stats["files"].items()]
     return "\n".join(lines)
 
 
-_COMMANDS = {"serve": _serve, "migrate": _migrate, "backup": _backup, "check": _check, "stats": _stats}
+_COMMANDS = {
+    "serve": _serve,
+    "migrate": _migrate,
+    "backup": _backup,
+    "check": _check,
+    "stats": _stats,
+    **VISIBILITY_COMMANDS,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import signal
+import socket
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -13,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from wfe_client.limits import MAX_MESSAGE_BYTES
 
+from ._cluster_servicer import CLUSTER_SERVICE_NAMES, add_cluster_servicers
 from ._config import (
     DEFAULT_DB,
     DEFAULT_LISTEN,
@@ -23,12 +28,16 @@ from ._config import (
     start_up_warnings,
     tokens_source,
 )
+from ._connection import MEMORY, parse_database_url
+from ._logging import status_line
 from ._metrics import CallObserver, ServerMetrics
 from ._postgres_store import is_postgres_url, redact_url
 from ._provider import PostgresPersistenceProvider, SqlitePersistenceProvider, StoreProvider
+from ._retention import RetentionPurger
 from ._security import TokenAuthInterceptor, server_credentials
 from ._servicer import SERVICE_NAMES, add_servicers
 from ._status import Context, RejectUndecodable
+from .console import Console
 
 __all__ = [
     "DEFAULT_DB",
@@ -44,6 +53,12 @@ LOG = logging.getLogger(__name__)
 
 SWITCH_INTERVAL = 0.0002
 """GIL switch interval of the server process (seconds): see ``DatabaseConfig.switch_interval``."""
+
+DATABASE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
+"""The files SQLite keeps beside a database file."""
+
+READY_WAIT = 5.0
+"""Seconds a start waits for the cluster services to hear other servers (PostgreSQL's LISTEN)."""
 
 PENDING_CALLS = 100_000
 """Calls that may wait for the server to pick them up before gRPC core cancels new ones."""
@@ -88,7 +103,11 @@ async def build_server(
     calls are counted and logged too, then token authentication when tokens are configured.
     Innermost, ``RejectUndecodable`` answers undecodable request bytes with INVALID_ARGUMENT.
     """
-    services: tuple[str, ...] = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+    services: tuple[str, ...] = (
+        *SERVICE_NAMES,
+        *CLUSTER_SERVICE_NAMES,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+    )
     if config.reflection:
         services = (*services, reflection.SERVICE_NAME)
     interceptors: list[grpc.aio.ServerInterceptor] = []
@@ -103,9 +122,13 @@ async def build_server(
     interceptors.append(RejectUndecodable())  # innermost: wraps only the servicers' own handlers
     server = grpc.aio.server(options=server_options(config), interceptors=interceptors)
     add_servicers(server, provider, config.stream_idle_timeout)
+    add_cluster_servicers(server, provider, config.stream_idle_timeout)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
         reflection.enable_server_reflection(services, server)
+    unavailable = bind_failure(config.listen)
+    if unavailable is not None:
+        raise OSError(f"cannot listen on {config.listen}: {unavailable}")
     try:
         if config.tls:
             port = server.add_secure_port(config.listen, server_credentials(config))
@@ -116,6 +139,34 @@ async def build_server(
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
     return server, port, health_servicer
+
+
+def bind_failure(listen: str) -> str | None:
+    """Why ``listen`` (HOST:PORT) cannot be bound, e.g. ``Address already in use``; None when it can.
+
+    gRPC binds every address the host resolves to and fails only when none binds; its error says
+    little and comes after a line of its own on stderr. So the addresses are tried here first, as
+    gRPC binds them (SO_REUSEADDR), and released at once. Port 0 always binds; a host that does not
+    resolve is left to gRPC to report.
+    """
+    host, _, port = listen.rpartition(":")
+    if port == "0":
+        return None
+    try:
+        addresses = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        return None
+    reasons: list[str] = []
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                reasons.append(error.strerror or str(error))
+            else:
+                return None
+    return reasons[0] if reasons else None
 
 
 class RunningServer:
@@ -138,6 +189,10 @@ class RunningServer:
         self.metrics = metrics
         self.metrics_address: str | None = None
         """HOST:PORT of the ``/metrics`` endpoint (the real port), when metrics are on."""
+        self.console: Console | None = None
+        """The web console, when ``console_listen`` is set."""
+        self.purger: RetentionPurger | None = None
+        """The background retention purger, when ``config.retention`` is set."""
         self._stopped = False
 
     @property
@@ -153,9 +208,20 @@ class RunningServer:
     async def start(cls, config: ServerConfig) -> RunningServer:
         """Check the config, open the store, bind, start serving and report SERVING on health.
 
-        An invalid config is a ``ConfigError`` (a ``ValueError``) naming the setting.
+        An invalid config is a ``ConfigError`` (a ``ValueError``) naming the setting. A start that
+        fails creates nothing: a database file it created (the address was taken, say) is removed.
         """
         check(config)
+        created = _missing_database_file(config.db)
+        try:
+            return await cls._start(config)
+        except BaseException:
+            if created is not None:
+                _remove_database_files(created)
+            raise
+
+    @classmethod
+    async def _start(cls, config: ServerConfig) -> RunningServer:
         provider: StoreProvider
         if is_postgres_url(config.db):
             provider = await PostgresPersistenceProvider.open(config.db, pool_size=config.pool_size)
@@ -180,11 +246,27 @@ class RunningServer:
                 except BaseException:
                     await server.stop(0)
                     raise
+            if config.console_listen is not None:
+                console = Console(provider, load_tokens(config), config.db)
+                try:
+                    await console.start(config.console_listen)
+                except BaseException:
+                    await server.stop(0)
+                    if metrics is not None:
+                        await asyncio.to_thread(metrics.close)
+                    raise
+                running.console = console
         except BaseException:
             await provider.close()
             raise
-        for name in ("", *SERVICE_NAMES):
+        provider.cluster.start(config.requeue_interval)
+        if not await provider.cluster.wait_ready(READY_WAIT):
+            LOG.warning("not yet notified of other servers' queue items and lifecycle events (still connecting)")
+        for name in ("", *SERVICE_NAMES, *CLUSTER_SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if config.retention is not None:
+            running.purger = RetentionPurger(provider, config.retention)
+            running.purger.start()
         return running
 
     async def stop(self, grace: float | None = None) -> None:
@@ -193,22 +275,57 @@ class RunningServer:
             return
         self._stopped = True
         await self.health.enter_graceful_shutdown()
+        if self.console is not None:
+            await self.console.close()
+        if self.purger is not None:
+            await self.purger.stop()
+        self.provider.cluster.stop_waiting()  # long polls and lifecycle watches end now, not after the grace
         await self.server.stop(self.config.grace if grace is None else grace)
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)
         await self.provider.close()
 
 
+def _missing_database_file(db: str) -> Path | None:
+    """The file of a file database that does not exist yet (a start would create it), else None."""
+    try:
+        path = parse_database_url(db)
+    except ValueError:
+        return None
+    if path == MEMORY or os.path.lexists(path):
+        return None
+    return Path(path)
+
+
+def _remove_database_files(path: Path) -> None:
+    """Remove a database file a failed start created, with its WAL, shared-memory and journal files."""
+    for name in (path, *(path.with_name(path.name + suffix) for suffix in DATABASE_FILE_SUFFIXES)):
+        try:
+            name.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            LOG.warning("could not remove %s, created by the failed start: %s", name, error)
+
+
 async def serve(config: ServerConfig, ready: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then stop gracefully. Prints ``listening on HOST:PORT``."""
+    """Run until SIGTERM or SIGINT, then stop gracefully. Prints ``listening on HOST:PORT``.
+
+    With ``log_format = "json"`` that line (and ``metrics on URL``, ``console on URL``) is a JSON
+    object whose ``message`` it is, with the address in ``address`` (the URL in ``url``).
+    """
     running = await RunningServer.start(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"listening on {running.address}", flush=True)
+    announce = functools.partial(status_line, config.log_format, logger=__name__)
+    print(announce(f"listening on {running.address}", address=running.address), flush=True)
     if running.metrics_address is not None:
-        print(f"metrics on http://{running.metrics_address}/metrics", flush=True)
+        url = f"http://{running.metrics_address}/metrics"
+        print(announce(f"metrics on {url}", url=url), flush=True)
+    if running.console is not None:
+        print(announce(f"console on {running.console.url}", url=running.console.url), flush=True)
     LOG.info(
         "serving %s on %s (%s; %s)",
         redact_url(config.db),

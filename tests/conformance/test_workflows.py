@@ -446,6 +446,6 @@ async def test_next_definition_sequence_concurrent(provider: PersistenceProvider
 
 async def test_workflow_round_trips_as_equal_dataclass(provider: PersistenceProvider) -> None:
     w = workflow(name="eq", pointers=[ExecutionPointer.new(0), ExecutionPointer.new(1)])
-    expected = dataclasses.replace(w, execution_pointers=list(w.execution_pointers))
+    expected = dataclasses.replace(w, execution_pointers=list(w.execution_pointers), revision=1)
     await provider.create_new_workflow(w)
     assert await provider.get_workflow_instance(w.id) == expected

@@ -83,7 +83,9 @@ async def _worker(
                     pointers.append(p)
                 w.execution_pointers = pointers
                 w.next_execution = rng.randrange(10**12)
-                await store.persist_workflow(w)
+                # Unlocked read-modify-writes race each other here: load, not concurrency control, is
+                # measured, so overwrite blindly (with the revision check the loser gets RevisionConflict).
+                await store.persist_workflow(w, force=True)
             elif op == "get":
                 await store.get_workflow_instance(rng.choice(ids))
             elif op == "batch":

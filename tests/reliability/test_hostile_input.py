@@ -1,11 +1,12 @@
-"""Hostile input: generated requests to every RPC through the raw generated stubs.
+"""Hostile input: generated requests to every RPC through the raw generated stubs, on both backends.
 
 Requests are generated from the message descriptors (so every field of every request is covered,
 including nested pointers, Timestamps and Durations): unset or set fields, malformed and invalid
 JSON text, huge and empty strings, ids from a small pool (duplicates), extreme integers, unknown
 enum values, timestamps with negative nanos or seconds before 1970 / after 9999. Every answer must
-be OK, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS or FAILED_PRECONDITION with a message and an
-ErrorInfo reason, never INTERNAL or UNKNOWN; afterwards the server still serves its earlier data.
+be OK, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION or ABORTED (a revision
+conflict) with a message and an ErrorInfo reason, never INTERNAL or UNKNOWN; afterwards the server
+still serves its earlier data.
 
 ``WFE_HYPOTHESIS_EXAMPLES`` sets the examples per RPC (default 40; ``make stress`` raises it).
 
@@ -42,10 +43,13 @@ from wfe.persistence.v1 import (
     scheduled_commands_pb2_grpc,
     subscriptions_pb2,
     subscriptions_pb2_grpc,
+    visibility_pb2,
+    visibility_pb2_grpc,
     workflows_pb2,
     workflows_pb2_grpc,
 )
 from wfe_client import Event, ExecutionPointer, GrpcPersistenceProvider, WorkflowInstance
+from wfe_client.timeutil import from_micros
 
 FD = pb_descriptor.FieldDescriptor
 EXAMPLES = env_int("WFE_HYPOTHESIS_EXAMPLES", 40)
@@ -55,6 +59,7 @@ ALLOWED = {
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.ALREADY_EXISTS,
     grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.ABORTED,  # REVISION_CONFLICT: a persist whose expected_revision is not the stored one
 }
 MODULES = [
     (workflows_pb2, workflows_pb2_grpc),
@@ -62,6 +67,7 @@ MODULES = [
     (subscriptions_pb2, subscriptions_pb2_grpc),
     (scheduled_commands_pb2, scheduled_commands_pb2_grpc),
     (execution_errors_pb2, execution_errors_pb2_grpc),
+    (visibility_pb2, visibility_pb2_grpc),
 ]
 METHODS = [
     (module, grpc_module, service, method)
@@ -69,6 +75,7 @@ METHODS = [
     for service in module.DESCRIPTOR.services_by_name.values()
     for method in service.methods
 ]
+LAST_INSTANT = from_micros(253402300799_999999)
 SEEN: dict[grpc.StatusCode, int] = {}
 """Answers over every RPC: the generated requests must both reach the store and be refused."""
 OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.max_send_message_length", 64 * 1024 * 1024)]
@@ -269,6 +276,9 @@ class Target:
 async def _seed(address: str) -> dict[str, Any]:
     async with GrpcPersistenceProvider.connect(address) as store:
         w = WorkflowInstance.new("sentinel-flow", 3, {"keep": [1, 2**63 - 1, "é"]})
+        # Created at the last instant a Timestamp holds: no generated PurgeWorkflows (which deletes
+        # what is older than a Timestamp) can reach it, whatever statuses it names.
+        w.create_time = LAST_INSTANT
         w.execution_pointers = [ExecutionPointer.new(0), ExecutionPointer.new(1)]
         await store.create_new_workflow(w)
         e = Event.new("sentinel", "key", {"keep": True})
@@ -282,10 +292,14 @@ async def _check_sentinels(address: str, sentinels: dict[str, Any]) -> None:
         assert await store.get_event(sentinels["event"].id) == sentinels["event"]
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def target(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Target]:
+    """A server on each backend: a SQLite file, and a PostgreSQL database of its own."""
     tmp: Path = tmp_path_factory.mktemp("hostile")
-    server = start_server(f"sqlite://{tmp / 'hostile.db'}", tmp / "server.log")
+    url = f"sqlite://{tmp / 'hostile.db'}"
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_cluster").create_database(f"hostile_{tmp.name}")
+    server = start_server(url, tmp / "server.log")
     try:
         t = Target(server)
         t.sentinels = asyncio.run(_seed(server.address))

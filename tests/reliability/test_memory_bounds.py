@@ -123,7 +123,9 @@ def test_unauthenticated_bodies_are_not_read(servers: list[Server], tmp_path: Pa
     assert flood.returncode == 0, flood.stderr
     assert flood.stdout.split() == [answer, "32"], flood.stdout
     print(f"32 x 60 MiB to {method} without a token: server RSS {rss.base:.0f} MiB, peak +{rss.growth:.0f} MiB")
-    assert rss.growth < 150, f"RSS grew {rss.growth:.0f} MiB (from {rss.base:.0f} MiB)"
+    # Quiet runs peak at +20..45 MiB; on a loaded 2-core CI box gRPC core has been seen taking +175 MiB
+    # (HTTP/2 windows fill while the refusal waits for the event loop). The old code took 1.1-1.7 GB.
+    assert rss.growth < 400, f"RSS grew {rss.growth:.0f} MiB (from {rss.base:.0f} MiB)"
     _authenticated_call(server.address)
 
 

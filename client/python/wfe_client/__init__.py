@@ -2,11 +2,13 @@
 
 The pieces the server shares with every client are public modules: ``wfe_client.models``,
 ``wfe_client.errors``, ``wfe_client.conversion`` (models <-> ``wfe.persistence.v1`` messages),
-``wfe_client.jsoncodec``, ``wfe_client.timeutil`` and ``wfe_client.limits``.
+``wfe_client.jsoncodec``, ``wfe_client.timeutil``, ``wfe_client.limits`` and ``wfe_client.visibility``
+(the filter and arguments of the list, search and purge operations).
 """
 
 from __future__ import annotations
 
+from ._cluster import LockProvider, QueueProvider
 from ._provider import CommandHandler, PersistenceProvider
 from .errors import (
     ERROR_DOMAIN,
@@ -23,6 +25,7 @@ from .errors import (
     SubscriptionAlreadyExists,
     SubscriptionNotFound,
     Unauthenticated,
+    WatcherFellBehind,
     WfeError,
     WorkflowAlreadyExists,
     WorkflowNameTaken,
@@ -35,10 +38,17 @@ from .models import (
     EventSubscription,
     ExecutionError,
     ExecutionPointer,
+    Lease,
+    LifecycleEvent,
+    LifecycleEventType,
     PointerStatus,
+    QueueType,
     ScheduledCommand,
     WorkflowInstance,
+    WorkflowPage,
+    WorkflowSearchPage,
     WorkflowStatus,
+    WorkflowSummary,
 )
 
 __all__ = [
@@ -53,12 +63,21 @@ __all__ = [
     "EventSubscription",
     "ExecutionError",
     "ExecutionPointer",
+    "GrpcLifecyclePublisher",
+    "GrpcLockProvider",
     "GrpcPersistenceProvider",
+    "GrpcQueueProvider",
     "InvalidArgument",
+    "Lease",
     "LeaseLost",
+    "LifecycleEvent",
+    "LifecycleEventType",
+    "LockProvider",
     "NotFound",
     "PersistenceProvider",
     "PointerStatus",
+    "QueueProvider",
+    "QueueType",
     "RevisionConflict",
     "ScheduledCommand",
     "StorageFull",
@@ -67,12 +86,16 @@ __all__ = [
     "SubscriptionAlreadyExists",
     "SubscriptionNotFound",
     "Unauthenticated",
+    "WatcherFellBehind",
     "WfeError",
     "WorkflowAlreadyExists",
     "WorkflowInstance",
     "WorkflowNameTaken",
     "WorkflowNotFound",
+    "WorkflowPage",
+    "WorkflowSearchPage",
     "WorkflowStatus",
+    "WorkflowSummary",
 ]
 
 
@@ -83,4 +106,8 @@ def __getattr__(name: str) -> object:
         from ._grpc_provider import GrpcPersistenceProvider
 
         return GrpcPersistenceProvider
+    if name in ("GrpcLockProvider", "GrpcQueueProvider", "GrpcLifecyclePublisher"):
+        from . import _grpc_cluster
+
+        return getattr(_grpc_cluster, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

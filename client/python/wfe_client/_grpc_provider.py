@@ -21,12 +21,16 @@ from wfe.persistence.v1 import (
     scheduled_commands_pb2_grpc,
     subscriptions_pb2,
     subscriptions_pb2_grpc,
+    visibility_pb2,
+    visibility_pb2_grpc,
     workflows_pb2,
     workflows_pb2_grpc,
 )
 
 from . import conversion as convert
+from . import visibility
 from ._provider import PersistenceProvider
+from ._readiness import wait_until_ready
 from .errors import (
     ERROR_DOMAIN,
     AlreadyExists,
@@ -41,8 +45,10 @@ from .limits import (
     CLAIM_BATCH,
     DEFAULT_DEADLINE_SECONDS,
     DEFAULT_LEASE,
+    LIST_PAGE_SIZE,
     MAX_MESSAGE_BYTES,
     MAX_PAGE_SIZE,
+    PURGE_DEADLINE_SECONDS,
     check_claim,
 )
 from .models import (
@@ -52,6 +58,9 @@ from .models import (
     ExecutionError,
     ScheduledCommand,
     WorkflowInstance,
+    WorkflowPage,
+    WorkflowSearchPage,
+    WorkflowStatus,
 )
 
 __all__ = ["GrpcPersistenceProvider"]
@@ -86,6 +95,13 @@ def _error_from_rpc(error: grpc.aio.AioRpcError) -> WfeError:
             result.code = error.code().name  # type: ignore[misc]
         return result
     return cls(message, **metadata)
+
+
+def _expected_revision(instance: WorkflowInstance, force: bool) -> int:
+    revision = instance.revision
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        raise InvalidArgument("workflow.revision: expected an integer >= 0", field="workflow.revision")
+    return 0 if force else revision
 
 
 class _Connecting:
@@ -128,6 +144,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
         self._commands = scheduled_commands_pb2_grpc.ScheduledCommandServiceStub(channel)
         self._errors = execution_errors_pb2_grpc.ExecutionErrorServiceStub(channel)
         self._store = execution_errors_pb2_grpc.StoreServiceStub(channel)
+        self._visibility = visibility_pb2_grpc.VisibilityServiceStub(channel)
 
     @classmethod
     def connect(
@@ -144,11 +161,17 @@ class GrpcPersistenceProvider(PersistenceProvider):
     ) -> _Connecting:
         """Connect to ``address`` (HOST:PORT); waits until the server answers.
 
+        A server that is not there (yet) is waited for up to ``connect_timeout`` seconds, then
+        ``ConnectionError: no wfe-sqlite server answered``. A server that answers but refuses the
+        handshake (it serves TLS and the client does not, it requires a client certificate, the
+        client does not trust its certificate) is a ``ConnectionError`` at once, saying so.
+
         ``timeout`` is the deadline of each call in seconds; ``credentials`` selects TLS;
         ``token`` is sent as ``authorization: Bearer <token>`` on every call. Or TLS from PEM
         files: ``tls_ca`` (the CA the server certificate must chain to; default: the system's),
         ``tls_cert`` and ``tls_key`` (a client certificate, for servers that require one).
         """
+        client_certificate: bool | None = None if credentials is not None else False
         if tls_ca is not None or tls_cert is not None or tls_key is not None:
             if credentials is not None:
                 raise ValueError("give either credentials or tls_ca/tls_cert/tls_key, not both")
@@ -164,6 +187,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=pem(tls_ca), private_key=pem(tls_key), certificate_chain=pem(tls_cert)
             )
+            client_certificate = tls_cert is not None
 
         async def opening() -> GrpcPersistenceProvider:
             options = [
@@ -175,10 +199,16 @@ class GrpcPersistenceProvider(PersistenceProvider):
             else:
                 channel = grpc.aio.secure_channel(address, credentials, options=options)
             try:
-                await asyncio.wait_for(channel.channel_ready(), connect_timeout)
-            except TimeoutError:
+                await wait_until_ready(
+                    channel,
+                    address,
+                    connect_timeout,
+                    tls=credentials is not None,
+                    client_certificate=client_certificate,
+                )
+            except BaseException:
                 await channel.close()
-                raise ConnectionError(f"no wfe-sqlite server answered at {address} within {connect_timeout}s") from None
+                raise
             metadata = [("authorization", f"Bearer {token}")] if token else []
             return cls(channel, timeout=timeout, metadata=metadata)
 
@@ -189,9 +219,11 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     # -- the one place calls are made -----------------------------------------------------------
 
-    async def _call(self, method: Callable[..., Any], request: Any) -> Any:
+    async def _call(self, method: Callable[..., Any], request: Any, extra_seconds: float = 0.0) -> Any:
+        """Make one unary call with the provider's deadline (plus ``extra_seconds``, for a call that
+        waits on purpose: a long-poll dequeue), metadata and error mapping."""
         try:
-            return await method(request, timeout=self._timeout, metadata=self._metadata)
+            return await method(request, timeout=self._timeout + extra_seconds, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
             raise _error_from_rpc(error) from None
 
@@ -217,25 +249,30 @@ class GrpcPersistenceProvider(PersistenceProvider):
     async def create_new_workflow(self, instance: WorkflowInstance) -> str:
         request = workflows_pb2.CreateWorkflowRequest(workflow=convert.workflow_to_proto(instance))
         response: workflows_pb2.CreateWorkflowResponse = await self._call(self._workflows.CreateWorkflow, request)
-        instance.id, instance.name = response.id, response.name
+        instance.id, instance.name, instance.revision = response.id, response.name, response.revision
         return response.id
 
-    async def persist_workflow(self, instance: WorkflowInstance) -> None:
-        request = workflows_pb2.PersistWorkflowRequest(workflow=convert.workflow_to_proto(instance))
-        await self._call(self._workflows.PersistWorkflow, request)
+    async def persist_workflow(self, instance: WorkflowInstance, force: bool = False) -> None:
+        request = workflows_pb2.PersistWorkflowRequest(
+            workflow=convert.workflow_to_proto(instance), expected_revision=_expected_revision(instance, force)
+        )
+        response: workflows_pb2.PersistWorkflowResponse = await self._call(self._workflows.PersistWorkflow, request)
+        instance.revision = response.revision
 
     async def persist_workflow_with_subscriptions(
-        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription]
+        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription], force: bool = False
     ) -> None:
         request = workflows_pb2.PersistWorkflowWithSubscriptionsRequest(
             workflow=convert.workflow_to_proto(instance),
             subscriptions=[convert.subscription_to_proto(s) for s in subscriptions],
+            expected_revision=_expected_revision(instance, force),
         )
         response: workflows_pb2.PersistWorkflowWithSubscriptionsResponse = await self._call(
             self._workflows.PersistWorkflowWithSubscriptions, request
         )
         for subscription, sid in zip(subscriptions, response.subscription_ids, strict=True):
             subscription.id = sid
+        instance.revision = response.revision
 
     async def get_runnable_instances(self, as_at: datetime) -> list[str]:
         request = workflows_pb2.GetRunnableWorkflowsRequest(as_at=convert.timestamp(as_at, "as_at"))
@@ -411,3 +448,75 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def ensure_store_exists(self) -> None:
         await self._call(self._store.EnsureStoreExists, execution_errors_pb2.EnsureStoreExistsRequest())
+
+    # -- visibility and clean-up ---------------------------------------------------------------
+
+    async def list_workflows(
+        self,
+        status: visibility.StatusFilter = None,
+        definition_id: str | None = None,
+        reference: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int = LIST_PAGE_SIZE,
+        page_token: str | None = None,
+    ) -> WorkflowPage:
+        selected = visibility.workflow_filter(status, definition_id, reference, created_after, created_before)
+        if page_token is not None and not isinstance(page_token, str):
+            raise InvalidArgument("page_token: expected a string or None", field="page_token")
+        request = visibility_pb2.ListWorkflowsRequest(
+            filter=convert.filter_to_proto(selected),
+            page_size=visibility.page_size(page_size),
+            page_token=page_token or "",
+        )
+        response = await self._call(self._visibility.ListWorkflows, request)
+        return WorkflowPage(
+            [convert.summary_from_proto(m) for m in response.workflows], response.next_page_token or None
+        )
+
+    async def search_workflows(
+        self,
+        text: str,
+        status: visibility.StatusFilter = None,
+        skip: int = 0,
+        take: int = LIST_PAGE_SIZE,
+        *,
+        definition_id: str | None = None,
+        reference: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> WorkflowSearchPage:
+        selected = visibility.workflow_filter(status, definition_id, reference, created_after, created_before)
+        skip, take = visibility.skip_take(skip, take)
+        if not isinstance(text, str):
+            raise InvalidArgument(f"query: expected a string, got {type(text).__name__}", field="query")
+        request = visibility_pb2.SearchWorkflowsRequest(
+            query=text, filter=convert.filter_to_proto(selected), skip=skip, take=take
+        )
+        response = await self._call(self._visibility.SearchWorkflows, request)
+        return WorkflowSearchPage([convert.summary_from_proto(m) for m in response.workflows], response.total)
+
+    async def delete_workflow(self, id: str) -> None:
+        if not isinstance(id, str):
+            raise InvalidArgument(f"id: expected a string, got {type(id).__name__}", field="id")
+        await self._call(self._visibility.DeleteWorkflow, visibility_pb2.DeleteWorkflowRequest(id=id))
+
+    async def purge_workflows(
+        self,
+        older_than: datetime,
+        statuses: Sequence[WorkflowStatus] = visibility.PURGED_BY_DEFAULT,
+        *,
+        dry_run: bool = False,
+    ) -> int:
+        if not isinstance(older_than, datetime):
+            raise InvalidArgument("older_than: expected a timezone-aware datetime", field="older_than")
+        request = visibility_pb2.PurgeWorkflowsRequest(
+            older_than=convert.timestamp(older_than, "older_than"),
+            statuses=[convert.WORKFLOW_STATUS.to_proto[s] for s in visibility.purge_statuses(statuses)],
+            dry_run=bool(dry_run),
+        )
+        response = await self._call(
+            self._visibility.PurgeWorkflows, request, extra_seconds=max(0.0, PURGE_DEADLINE_SECONDS - self._timeout)
+        )
+        deleted: int = response.deleted
+        return deleted

@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Self
 
 from .errors import LeaseLost
-from .limits import CLAIM_BATCH, DEFAULT_LEASE
+from .limits import CLAIM_BATCH, DEFAULT_LEASE, LIST_PAGE_SIZE
 from .models import (
     CommandClaim,
     CommandName,
@@ -20,8 +20,12 @@ from .models import (
     ExecutionError,
     ScheduledCommand,
     WorkflowInstance,
+    WorkflowPage,
+    WorkflowSearchPage,
+    WorkflowStatus,
 )
 from .timeutil import require_aware
+from .visibility import PURGED_BY_DEFAULT, StatusFilter
 
 __all__ = ["CommandHandler", "PersistenceProvider"]
 
@@ -49,14 +53,19 @@ class PersistenceProvider(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def persist_workflow(self, instance: WorkflowInstance) -> None:
-        """Replace every mutable field and the pointer set. Raises ``WorkflowNotFound``."""
+    async def persist_workflow(self, instance: WorkflowInstance, force: bool = False) -> None:
+        """Replace every mutable field and the pointer set. Raises ``WorkflowNotFound``.
+
+        When ``instance.revision`` > 0 the stored revision must equal it, else ``RevisionConflict``
+        and nothing is written (``force=True`` skips the check). Afterwards ``instance.revision``
+        is the new revision.
+        """
 
     @abc.abstractmethod
     async def persist_workflow_with_subscriptions(
-        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription]
+        self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription], force: bool = False
     ) -> None:
-        """``persist_workflow`` plus inserting ``subscriptions``, all or nothing."""
+        """``persist_workflow`` plus inserting ``subscriptions``, all or nothing (also on a revision conflict)."""
 
     @abc.abstractmethod
     async def get_runnable_instances(self, as_at: datetime) -> list[str]:
@@ -224,6 +233,63 @@ class PersistenceProvider(abc.ABC):
     @abc.abstractmethod
     async def ensure_store_exists(self) -> None:
         """Create tables and indexes when missing. Idempotent."""
+
+    # -- visibility and clean-up ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def list_workflows(
+        self,
+        status: StatusFilter = None,
+        definition_id: str | None = None,
+        reference: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int = LIST_PAGE_SIZE,
+        page_token: str | None = None,
+    ) -> WorkflowPage:
+        """One page of workflow summaries, newest first, matching every filter given.
+
+        ``status`` is one ``WorkflowStatus`` or a collection (any matches); the creation window
+        is ``created_after <= create_time < created_before``. ``page_size`` above 1000 is capped.
+        Pass ``page.next_page_token`` with the same filters for the next page (None: last page).
+        """
+
+    @abc.abstractmethod
+    async def search_workflows(
+        self,
+        text: str,
+        status: StatusFilter = None,
+        skip: int = 0,
+        take: int = LIST_PAGE_SIZE,
+        *,
+        definition_id: str | None = None,
+        reference: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> WorkflowSearchPage:
+        """Workflows whose name, reference, description or data contain every word of ``text``.
+
+        Words match whole words, case and accents aside; ``word*`` matches a prefix. Best match
+        first, then newest; ``total`` counts every match. A text without words: ``InvalidArgument``.
+        """
+
+    @abc.abstractmethod
+    async def delete_workflow(self, id: str) -> None:
+        """Delete a workflow with its pointers, subscriptions and errors. Raises ``WorkflowNotFound``."""
+
+    @abc.abstractmethod
+    async def purge_workflows(
+        self,
+        older_than: datetime,
+        statuses: Sequence[WorkflowStatus] = PURGED_BY_DEFAULT,
+        *,
+        dry_run: bool = False,
+    ) -> int:
+        """Delete every workflow with one of ``statuses`` finished before ``older_than``; how many.
+
+        Age is ``complete_time``, or ``create_time`` when there is none. Deletes in small
+        transactions so other writes keep flowing. ``dry_run`` only counts.
+        """
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ server's row fast path (``wfe_sqlite._wire``) uses them too.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -20,8 +20,11 @@ from google.protobuf import timestamp_pb2
 from wfe.persistence.v1 import (
     events_pb2,
     execution_errors_pb2,
+    lifecycle_pb2,
+    queues_pb2,
     scheduled_commands_pb2,
     subscriptions_pb2,
+    visibility_pb2,
     workflows_pb2,
 )
 
@@ -34,16 +37,23 @@ from .models import (
     EventSubscription,
     ExecutionError,
     ExecutionPointer,
+    LifecycleEvent,
+    LifecycleEventType,
     PointerStatus,
+    QueueType,
     ScheduledCommand,
     WorkflowInstance,
     WorkflowStatus,
+    WorkflowSummary,
 )
 from .timeutil import from_micros, to_micros
+from .visibility import PURGED_BY_DEFAULT, WorkflowFilter
 
 __all__ = [
     "COMMAND_NAME",
+    "LIFECYCLE_EVENT_TYPE",
     "POINTER_STATUS",
+    "QUEUE_TYPE",
     "WORKFLOW_STATUS",
     "ProtoEnum",
     "command_from_proto",
@@ -54,12 +64,20 @@ __all__ = [
     "error_to_proto",
     "event_from_proto",
     "event_to_proto",
+    "filter_from_proto",
+    "filter_to_proto",
     "instant",
+    "lifecycle_event_from_proto",
+    "lifecycle_event_to_proto",
     "optional_instant",
     "pointer_from_proto",
     "pointer_to_proto",
+    "purge_statuses_from_proto",
+    "statuses_from_proto",
     "subscription_from_proto",
     "subscription_to_proto",
+    "summary_from_proto",
+    "summary_to_proto",
     "timestamp",
     "timestamp_micros",
     "timestamp_of_micros",
@@ -114,6 +132,8 @@ class ProtoEnum(Generic[E, P]):
 WORKFLOW_STATUS = ProtoEnum(WorkflowStatus, workflows_pb2.WorkflowStatus, "WORKFLOW_STATUS_")
 POINTER_STATUS = ProtoEnum(PointerStatus, workflows_pb2.PointerStatus, "POINTER_STATUS_")
 COMMAND_NAME = ProtoEnum(CommandName, scheduled_commands_pb2.CommandName, "COMMAND_NAME_")
+QUEUE_TYPE = ProtoEnum(QueueType, queues_pb2.QueueType, "QUEUE_TYPE_")
+LIFECYCLE_EVENT_TYPE = ProtoEnum(LifecycleEventType, lifecycle_pb2.LifecycleEventType, "LIFECYCLE_EVENT_TYPE_")
 
 
 def _optional_json(msg: Any, name: str, field: str) -> Any:
@@ -250,6 +270,7 @@ def workflow_to_proto(w: WorkflowInstance) -> workflows_pb2.WorkflowInstance:
             execution_pointers=[pointer_to_proto(p) for p in w.execution_pointers],
             status=WORKFLOW_STATUS.encode(w.status, "workflow.status"),
             data=json_text(w.data, "workflow.data"),
+            revision=w.revision,
         )
         for name in ("root_workflow_id", "description", "reference", "next_execution"):
             value = getattr(w, name)
@@ -277,6 +298,7 @@ def workflow_from_proto(msg: workflows_pb2.WorkflowInstance, field: str = "workf
         data=parse_json(msg.data, f"{field}.data"),
         create_time=instant(msg, "create_time", field),
         complete_time=optional_instant(msg, "complete_time", field),
+        revision=max(msg.revision, 0),
     )
 
 
@@ -394,4 +416,116 @@ def error_from_proto(msg: execution_errors_pb2.ExecutionError, field: str) -> Ex
         workflow_id=msg.workflow_id,
         execution_pointer_id=msg.execution_pointer_id,
         message=msg.message,
+    )
+
+
+# -- visibility --------------------------------------------------------------------------------
+
+
+def statuses_from_proto(values: Iterable[int], field: str) -> tuple[WorkflowStatus, ...]:
+    """Distinct statuses of a repeated field; UNSPECIFIED or an unknown number is InvalidArgument."""
+    found: list[WorkflowStatus] = []
+    for i, value in enumerate(values):
+        status = WORKFLOW_STATUS.decode(value, f"{field}[{i}]")
+        if status not in found:
+            found.append(status)
+    return tuple(found)
+
+
+def purge_statuses_from_proto(values: Iterable[int]) -> tuple[WorkflowStatus, ...]:
+    """The statuses of a PurgeWorkflowsRequest: empty means COMPLETE and TERMINATED."""
+    return statuses_from_proto(values, "statuses") or PURGED_BY_DEFAULT
+
+
+def filter_to_proto(f: WorkflowFilter) -> visibility_pb2.WorkflowFilter:
+    msg = visibility_pb2.WorkflowFilter(
+        statuses=[WORKFLOW_STATUS.to_proto[s] for s in f.statuses], workflow_definition_id=f.definition_id or ""
+    )
+    if f.reference is not None:
+        msg.reference = f.reference
+    _set_time(msg, "created_after", f.created_after, "created_after")
+    _set_time(msg, "created_before", f.created_before, "created_before")
+    return msg
+
+
+def filter_from_proto(msg: visibility_pb2.WorkflowFilter, field: str = "filter") -> WorkflowFilter:
+    return WorkflowFilter(
+        statuses=statuses_from_proto(msg.statuses, f"{field}.statuses"),
+        definition_id=msg.workflow_definition_id or None,
+        reference=_optional(msg, "reference"),
+        created_after=optional_instant(msg, "created_after", field),
+        created_before=optional_instant(msg, "created_before", field),
+    )
+
+
+def summary_to_proto(s: WorkflowSummary) -> visibility_pb2.WorkflowSummary:
+    msg = visibility_pb2.WorkflowSummary(
+        id=s.id,
+        name=s.name,
+        workflow_definition_id=s.workflow_definition_id,
+        version=s.version,
+        status=WORKFLOW_STATUS.to_proto[s.status],
+        create_time=timestamp(s.create_time, "create_time"),
+    )
+    if s.reference is not None:
+        msg.reference = s.reference
+    if s.description is not None:
+        msg.description = s.description
+    _set_time(msg, "complete_time", s.complete_time, "complete_time")
+    if s.next_execution is not None:
+        msg.next_execution = s.next_execution
+    msg.revision = s.revision
+    return msg
+
+
+def summary_from_proto(msg: visibility_pb2.WorkflowSummary, field: str = "workflow") -> WorkflowSummary:
+    return WorkflowSummary(
+        id=msg.id,
+        name=msg.name,
+        workflow_definition_id=msg.workflow_definition_id,
+        version=msg.version,
+        status=WORKFLOW_STATUS.decode(msg.status, f"{field}.status"),
+        reference=_optional(msg, "reference"),
+        description=_optional(msg, "description"),
+        create_time=instant(msg, "create_time", field),
+        complete_time=optional_instant(msg, "complete_time", field),
+        next_execution=msg.next_execution if msg.HasField("next_execution") else None,
+        revision=msg.revision,
+    )
+
+
+# -- lifecycle events --------------------------------------------------------------------------
+
+
+def lifecycle_event_to_proto(event: LifecycleEvent) -> lifecycle_pb2.LifecycleEvent:
+    if not isinstance(event, LifecycleEvent):
+        raise InvalidArgument("expected a LifecycleEvent", field="event")
+    with _building("event"):
+        msg = lifecycle_pb2.LifecycleEvent(
+            event_time=timestamp(event.event_time, "event.event_time"),
+            workflow_instance_id=event.workflow_instance_id,
+            workflow_definition_id=event.workflow_definition_id,
+            version=event.version,
+            type=LIFECYCLE_EVENT_TYPE.encode(event.type, "event.type"),
+            step_id=event.step_id,
+            message=event.message,
+        )
+        if event.reference is not None:
+            msg.reference = event.reference
+        if event.step_name is not None:
+            msg.step_name = event.step_name
+        return msg
+
+
+def lifecycle_event_from_proto(msg: lifecycle_pb2.LifecycleEvent, field: str = "event") -> LifecycleEvent:
+    return LifecycleEvent(
+        type=LIFECYCLE_EVENT_TYPE.decode(msg.type, f"{field}.type"),
+        workflow_instance_id=msg.workflow_instance_id,
+        workflow_definition_id=msg.workflow_definition_id,
+        version=msg.version,
+        reference=_optional(msg, "reference"),
+        step_id=msg.step_id,
+        step_name=_optional(msg, "step_name"),
+        message=msg.message,
+        event_time=instant(msg, "event_time", field),
     )

@@ -27,6 +27,7 @@ __all__ = [
     "SubscriptionAlreadyExists",
     "SubscriptionNotFound",
     "Unauthenticated",
+    "WatcherFellBehind",
     "WfeError",
     "WorkflowAlreadyExists",
     "WorkflowNameTaken",
@@ -165,6 +166,13 @@ class StreamIdle(WfeError):
     code = "DEADLINE_EXCEEDED"
 
 
+class WatcherFellBehind(WfeError):
+    """A lifecycle watch fell too far behind the published events and was ended by the server."""
+
+    reason = _reason(_REASON.WATCHER_FELL_BEHIND)
+    code = "RESOURCE_EXHAUSTED"
+
+
 _BY_REASON: dict[str, type[WfeError]] = {
     cls.reason: cls
     for cls in (
@@ -182,6 +190,7 @@ _BY_REASON: dict[str, type[WfeError]] = {
         Unauthenticated,
         RevisionConflict,
         StreamIdle,
+        WatcherFellBehind,
         NotFound,
         AlreadyExists,
     )

@@ -15,19 +15,31 @@ __all__ = [
     "CLAIM_BATCH",
     "DEFAULT_DEADLINE_SECONDS",
     "DEFAULT_LEASE",
+    "DEFAULT_LOCK_TTL",
     "DEFAULT_PAGE_SIZE",
     "INT64_MAX",
+    "LIST_PAGE_SIZE",
     "MAX_BATCH_GET_IDS",
     "MAX_CLAIM",
     "MAX_ID_BYTES",
     "MAX_JSON_DEPTH",
     "MAX_LEASE",
+    "MAX_LIST_PAGE_SIZE",
+    "MAX_LOCK_TTL",
     "MAX_MESSAGE_BYTES",
     "MAX_PAGE_SIZE",
+    "MAX_QUERY_CHARS",
+    "MAX_QUERY_TERMS",
+    "MAX_RENEW_RESOURCES",
     "MAX_TIMESTAMP_SECONDS",
+    "MAX_WAIT",
     "MIN_LEASE",
+    "MIN_LOCK_TTL",
+    "PURGE_DEADLINE_SECONDS",
     "UINT32_MAX",
     "check_claim",
+    "check_lock_ttl",
+    "check_wait",
 ]
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -48,6 +60,21 @@ DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10_000
 """Largest page; a larger ``page_size`` is capped to it."""
 
+LIST_PAGE_SIZE = 100
+"""Summaries per ``ListWorkflows`` page or ``SearchWorkflows`` window when the request says 0."""
+
+MAX_LIST_PAGE_SIZE = 1000
+"""Largest ``ListWorkflows`` page or ``SearchWorkflows`` window; larger ones are capped to it."""
+
+MAX_QUERY_CHARS = 1024
+"""Longest ``SearchWorkflows`` query, in characters."""
+
+MAX_QUERY_TERMS = 16
+"""Most whitespace-separated terms in one ``SearchWorkflows`` query."""
+
+PURGE_DEADLINE_SECONDS = 3600.0
+"""Deadline of a ``PurgeWorkflows`` call an adapter makes: a purge of millions runs batch after batch."""
+
 CLAIM_BATCH = 100
 """Commands claimed at a time: ``ClaimCommands`` with ``max_commands`` 0, and ``process_commands``."""
 
@@ -62,6 +89,21 @@ MIN_LEASE = timedelta(milliseconds=1)
 
 MAX_LEASE = timedelta(hours=1)
 """Longest lease a claim may ask for."""
+
+DEFAULT_LOCK_TTL = timedelta(seconds=30)
+"""Time-to-live of a lock's lease when the request gives none (``AcquireLock``, ``RenewLocks``)."""
+
+MIN_LOCK_TTL = timedelta(milliseconds=100)
+"""Shortest time-to-live of a lock's lease."""
+
+MAX_LOCK_TTL = timedelta(hours=1)
+"""Longest time-to-live of a lock's lease."""
+
+MAX_RENEW_RESOURCES = 10_000
+"""Most resources one ``RenewLocks`` request may name."""
+
+MAX_WAIT = timedelta(seconds=60)
+"""Longest wait of one ``DequeueWork`` (long poll)."""
 
 MAX_ID_BYTES = 1024
 """Longest id, name, key, token or command data accepted, in UTF-8 bytes."""
@@ -85,3 +127,19 @@ def check_claim(max_commands: int, lease: timedelta) -> None:
         raise InvalidArgument("max_commands: must be a positive integer", field="max_commands")
     if not isinstance(lease, timedelta) or not MIN_LEASE <= lease <= MAX_LEASE:
         raise InvalidArgument("lease: must be between 1 ms and 1 hour", field="lease")
+
+
+def check_lock_ttl(ttl: timedelta) -> timedelta:
+    """A lock time-to-live within the limits, else ``InvalidArgument`` naming ``ttl``."""
+    if not isinstance(ttl, timedelta) or not MIN_LOCK_TTL <= ttl <= MAX_LOCK_TTL:
+        raise InvalidArgument(f"ttl: must be a timedelta between {MIN_LOCK_TTL} and {MAX_LOCK_TTL}", field="ttl")
+    return ttl
+
+
+def check_wait(wait: timedelta | None) -> timedelta:
+    """A dequeue wait (None: none) within the limits, else ``InvalidArgument`` naming ``wait``."""
+    if wait is None:
+        return timedelta(0)
+    if not isinstance(wait, timedelta) or not timedelta(0) <= wait <= MAX_WAIT:
+        raise InvalidArgument(f"wait: must be None or a timedelta between 0 and {MAX_WAIT}", field="wait")
+    return wait

@@ -1,4 +1,5 @@
-"""The persistence models of WFE as dataclasses (field names as in WFE's Rust ``wfe-core``)."""
+"""The persistence models of WFE as dataclasses (field names as in WFE's Rust ``wfe-core``), and the
+models of the cluster services (queue types, leases, lifecycle events)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,17 @@ __all__ = [
     "EventSubscription",
     "ExecutionError",
     "ExecutionPointer",
+    "Lease",
+    "LifecycleEvent",
+    "LifecycleEventType",
     "PointerStatus",
+    "QueueType",
     "ScheduledCommand",
     "WorkflowInstance",
+    "WorkflowPage",
+    "WorkflowSearchPage",
     "WorkflowStatus",
+    "WorkflowSummary",
 ]
 
 JSON = Any
@@ -144,6 +152,9 @@ class WorkflowInstance:
     """When the workflow was created."""
     complete_time: datetime | None = None
     """When the workflow completed."""
+    revision: int = 0
+    """Revision of the stored workflow: 1 after create, one more after every persist; 0 = never stored.
+    Filled in by create, persist and every read; a persist expects it (see ``persist_workflow``)."""
 
     @classmethod
     def new(cls, definition_id: str, version: int, data: JSON) -> WorkflowInstance:
@@ -274,3 +285,114 @@ class CommandClaim:
     """When the lease runs out (server clock)."""
     commands: list[ScheduledCommand]
     """The claimed commands, earliest first."""
+
+
+@dataclass
+class WorkflowSummary:
+    """A workflow without its pointers and data, as lists and searches return it."""
+
+    id: str
+    """Workflow id."""
+    name: str
+    """Workflow name."""
+    workflow_definition_id: str
+    """Id of the workflow definition."""
+    version: int
+    """Version of the workflow definition."""
+    status: WorkflowStatus
+    """Lifecycle state."""
+    reference: str | None
+    """Caller's own reference, or None."""
+    description: str | None
+    """Description, or None."""
+    create_time: datetime
+    """When the workflow was created."""
+    complete_time: datetime | None
+    """When it completed; None while it has not."""
+    next_execution: int | None
+    """When it should run next, epoch milliseconds; None means never runnable."""
+    revision: int = 0
+    """Revision of the stored workflow (1 when created, one more for every persist)."""
+
+
+@dataclass
+class WorkflowPage:
+    """One page of ``list_workflows``: summaries newest first, and the token of the next page."""
+
+    items: list[WorkflowSummary] = field(default_factory=list)
+    """Summaries, newest ``create_time`` first (ties by id, descending)."""
+    next_page_token: str | None = None
+    """Pass as ``page_token`` (with the same filters) for the next page; None on the last page."""
+
+
+@dataclass
+class WorkflowSearchPage:
+    """One window of ``search_workflows``: matches best first, and how many match in all."""
+
+    items: list[WorkflowSummary] = field(default_factory=list)
+    """Matches in this window, best match first, then newest."""
+    total: int = 0
+    """How many workflows match in all (not just this window)."""
+
+
+class QueueType(enum.Enum):
+    """The work queues (WFE's ``QueueType``)."""
+
+    WORKFLOW = "WORKFLOW"
+    """Workflow ids to execute."""
+    EVENT = "EVENT"
+    """Event ids to deliver to their subscriptions."""
+    INDEX = "INDEX"
+    """Workflow ids to (re)index for search."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A held lock: who holds which resource, with which fencing token, until when (server clock)."""
+
+    resource: str
+    """The locked resource."""
+    owner: str
+    """The owner holding it."""
+    fencing_token: int
+    """Grows with every acquisition (of any resource): a system that remembers the last token it
+    saw can refuse a stale holder."""
+    expire_time: datetime
+    """When the lease runs out unless renewed (as of the acquisition; renewals extend it)."""
+
+
+class LifecycleEventType(enum.Enum):
+    """What happened to a workflow (WFE's ``LifecycleEventType``)."""
+
+    STARTED = "STARTED"
+    RESUMED = "RESUMED"
+    SUSPENDED = "SUSPENDED"
+    COMPLETED = "COMPLETED"
+    TERMINATED = "TERMINATED"
+    ERROR = "ERROR"
+    STEP_STARTED = "STEP_STARTED"
+    STEP_COMPLETED = "STEP_COMPLETED"
+
+
+@dataclass
+class LifecycleEvent:
+    """One thing that happened to a workflow, as hosts publish it and watchers see it."""
+
+    type: LifecycleEventType
+    """What happened."""
+    workflow_instance_id: str
+    """Id of the workflow instance."""
+    workflow_definition_id: str = ""
+    """Id of the workflow definition."""
+    version: int = 0
+    """Version of the workflow definition."""
+    reference: str | None = None
+    """The workflow's reference, if any."""
+    step_id: int = 0
+    """For STEP_STARTED and STEP_COMPLETED: the step's index in the definition."""
+    step_name: str | None = None
+    """For STEP_STARTED and STEP_COMPLETED: the step's name, if any."""
+    message: str = ""
+    """For ERROR: the error message."""
+    event_time: datetime = field(default_factory=utc_now)
+    """When it happened."""

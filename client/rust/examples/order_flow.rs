@@ -7,25 +7,32 @@
 //! A `wfe::WorkflowHost` runs an order workflow:
 //! reserve stock -> charge payment -> wait for `order.shipped` (key = order id) -> confirm delivery.
 //! The example prints `workflow_id=<id>` once the workflow is started, `waiting event=... key=...`
-//! once it waits for the event, and `status=Complete` when it has finished, then exits 0.
+//! once it waits for the event, followed by a command that publishes the event (with the
+//! `"tracking"` its data must hold) from another terminal, and `status=Complete` when it has
+//! finished, then exits 0.
 //! The event is meant to be published by someone else (another process, in any language) into
-//! the same store; a `RunnablePoller` hands such events to this host. It exits 2 if the
-//! workflow has not completed within `ORDER_FLOW_TIMEOUT_SECS` (default 120).
+//! the same store: the server queues it for the host (no poller). The host runs on the server's
+//! locks, queue and lifecycle relay as well, so several copies of it can share one server. An event
+//! whose data has no `"tracking"` suspends the workflow: the example says so and exits 1. It exits
+//! 2 if the workflow has not completed within `ORDER_FLOW_TIMEOUT_SECS` (default 120).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
 use wfe::WorkflowHostBuilder;
-use wfe::models::{ExecutionResult, PointerStatus, WorkflowStatus};
-use wfe::test_support::{InMemoryLockProvider, InMemoryQueueProvider};
+use wfe::models::{ErrorBehavior, ExecutionResult, PointerStatus, WorkflowStatus};
 use wfe::traits::step::{StepBody, StepExecutionContext};
-use wfe::traits::{DistributedLockProvider, PersistenceProvider, QueueProvider};
-use wfe_grpc::{GrpcPersistenceProvider, RunnablePoller};
+use wfe_grpc::{
+    GrpcLifecyclePublisher, GrpcLockProvider, GrpcPersistenceProvider, GrpcQueueProvider,
+};
 
 const DEFINITION: &str = "order-flow";
 const SHIPPED: &str = "order.shipped";
+/// What `order.shipped`'s data must hold: `{"tracking": "..."}`.
+const TRACKING: &str = "tracking";
 
 fn with_output(data: serde_json::Value) -> ExecutionResult {
     ExecutionResult {
@@ -67,6 +74,7 @@ impl StepBody for ChargePayment {
 }
 
 /// Waits for `order.shipped` keyed by the order id; once it has arrived, keeps its tracking number.
+/// An event without one fails the step (and, as the definition says, suspends the workflow).
 #[derive(Default)]
 struct AwaitShipment;
 
@@ -81,13 +89,12 @@ impl StepBody for AwaitShipment {
                 chrono::Utc::now(),
             ));
         }
-        let tracking = pointer
-            .event_data
-            .as_ref()
-            .and_then(|d| d.get("tracking"))
-            .cloned()
-            .unwrap_or(serde_json::Value::Null);
-        Ok(with_output(json!({ "tracking": tracking })))
+        let Some(tracking) = pointer.event_data.as_ref().and_then(|d| d.get(TRACKING)) else {
+            return Err(wfe::WfeError::StepExecution(format!(
+                "the {SHIPPED} event has no \"{TRACKING}\" in its data"
+            )));
+        };
+        Ok(with_output(json!({ TRACKING: tracking })))
     }
 }
 
@@ -117,15 +124,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(120u64);
 
-    // The adapter is the host's persistence; locks and the work queue stay in-process.
-    let persistence: Arc<dyn PersistenceProvider> =
-        Arc::new(GrpcPersistenceProvider::connect(&addr).await?);
-    let queue: Arc<dyn QueueProvider> = Arc::new(InMemoryQueueProvider::new());
-    let locks: Arc<dyn DistributedLockProvider> = Arc::new(InMemoryLockProvider::new());
+    // Everything the host needs comes from the server, over one connection.
+    let store = GrpcPersistenceProvider::connect(&addr).await?;
+    let lifecycle = GrpcLifecyclePublisher::new(&store);
     let host = WorkflowHostBuilder::new()
-        .use_persistence(persistence.clone())
-        .use_lock_provider(locks)
-        .use_queue_provider(queue.clone())
+        .use_lock_provider(Arc::new(GrpcLockProvider::new(&store)))
+        .use_queue_provider(Arc::new(GrpcQueueProvider::new(&store)))
+        .use_lifecycle(Arc::new(lifecycle.clone()))
+        .use_persistence(Arc::new(store))
         .build()?;
 
     host.register_step::<ReserveStock>().await;
@@ -140,6 +146,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .name("charge payment")
                 .then::<AwaitShipment>()
                 .name("await shipment")
+                .on_error(ErrorBehavior::Suspend)
                 .then::<ConfirmDelivery>()
                 .name("confirm delivery")
                 .end_workflow()
@@ -149,14 +156,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await;
     host.start().await?;
-
-    // Events created by other processes reach this host through the store only.
-    let poller = RunnablePoller::new(
-        persistence.clone(),
-        queue.clone(),
-        Duration::from_millis(200),
-    )
-    .spawn();
 
     let id = host
         .start_workflow(
@@ -176,16 +175,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .find(|p| p.status == PointerStatus::WaitingForEvent);
         if let (false, Some(p)) = (announced_wait, waiting) {
-            println!(
-                "waiting event={} key={}",
+            let (name, key) = (
                 p.event_name.as_deref().unwrap_or(""),
-                p.event_key.as_deref().unwrap_or("")
+                p.event_key.as_deref().unwrap_or(""),
             );
+            println!("waiting event={name} key={key}");
+            println!("to publish it, run this in another terminal:");
+            println!("  {}", publish_command(&addr, name, key));
             announced_wait = true;
         }
         if matches!(
             w.status,
-            WorkflowStatus::Complete | WorkflowStatus::Terminated
+            WorkflowStatus::Complete | WorkflowStatus::Terminated | WorkflowStatus::Suspended
         ) {
             break Some(w);
         }
@@ -195,21 +196,45 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
-    poller.abort();
     host.stop().await;
+    lifecycle.flush().await;
     match outcome {
         Some(w) => {
             println!("status={:?}", w.status);
             println!("data={}", w.data);
             if w.status == WorkflowStatus::Complete {
-                Ok(())
-            } else {
-                std::process::exit(1)
+                return Ok(());
             }
+            if w.status == WorkflowStatus::Suspended {
+                eprintln!(
+                    "order_flow: the {SHIPPED} event for {order} had no \"{TRACKING}\" in its data, so \
+                     the workflow is suspended; run the example again and publish the event with \
+                     it, as the command above does"
+                );
+            }
+            std::process::exit(1)
         }
         None => {
             eprintln!("order_flow: workflow {id} did not complete within {timeout} s");
             std::process::exit(2)
         }
     }
+}
+
+/// A one-line command that publishes `name`/`key` with a tracking number into the store at `addr`,
+/// through the Python client of this repository (in its `.venv`, made by `make serve` or
+/// `make install`).
+fn publish_command(addr: &str, name: &str, key: &str) -> String {
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2);
+    let venv = repository.map(|root| root.join(".venv/bin/python"));
+    let python = match venv {
+        Some(python) if python.exists() => python.display().to_string(),
+        _ => "python3".to_string(),
+    };
+    format!(
+        "{python} -c 'import asyncio, wfe_client as w; run = asyncio.new_event_loop().run_until_complete; \
+         store = run(w.GrpcPersistenceProvider.connect(\"{addr}\")); \
+         run(store.create_event(w.Event.new(\"{name}\", \"{key}\", {{\"{TRACKING}\": \"TRK-1\"}}))); \
+         run(store.close())'"
+    )
 }

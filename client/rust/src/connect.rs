@@ -151,7 +151,8 @@ pub(crate) fn invalid_argument(what: impl std::fmt::Display) -> WfeError {
 #[derive(Clone)]
 pub(crate) struct CallHeaders {
     authorization: Option<MetadataValue<Ascii>>,
-    deadline: Duration,
+    /// `None` for streams that stay open (a lifecycle watch).
+    deadline: Option<Duration>,
 }
 
 impl CallHeaders {
@@ -171,8 +172,16 @@ impl CallHeaders {
         };
         Ok(CallHeaders {
             authorization,
-            deadline,
+            deadline: Some(deadline),
         })
+    }
+
+    /// The same token, no deadline.
+    pub(crate) fn without_deadline(&self) -> Self {
+        CallHeaders {
+            authorization: self.authorization.clone(),
+            deadline: None,
+        }
     }
 }
 
@@ -191,7 +200,12 @@ impl Interceptor for CallHeaders {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
-        request.set_timeout(self.deadline);
+        // A request that set its own deadline (a long poll) keeps it.
+        if let Some(deadline) = self.deadline
+            && !request.metadata().contains_key("grpc-timeout")
+        {
+            request.set_timeout(deadline);
+        }
         if let Some(value) = &self.authorization {
             request
                 .metadata_mut()

@@ -14,8 +14,9 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 use wfe_core::WfeError;
 use wfe_core::models::{
-    CommandName, Event, EventSubscription, ExecutionError, ExecutionPointer, PointerStatus,
-    ScheduledCommand, WorkflowInstance, WorkflowStatus,
+    CommandName, Event, EventSubscription, ExecutionError, ExecutionPointer, LifecycleEvent,
+    LifecycleEventType, PointerStatus, QueueType, ScheduledCommand, WorkflowInstance,
+    WorkflowStatus,
 };
 
 use crate::pb;
@@ -277,6 +278,83 @@ pub fn workflow_from_wire(w: pb::WorkflowInstance) -> Result<WorkflowInstance> {
     })
 }
 
+// ── Queues and lifecycle events ─────────────────────────────────────────
+
+pub fn queue_type_to_wire(q: QueueType) -> pb::QueueType {
+    match q {
+        QueueType::Workflow => pb::QueueType::Workflow,
+        QueueType::Event => pb::QueueType::Event,
+        QueueType::Index => pb::QueueType::Index,
+    }
+}
+
+pub fn lifecycle_event_to_wire(e: &LifecycleEvent) -> Result<pb::LifecycleEvent> {
+    use pb::LifecycleEventType as T;
+    let mut wire = pb::LifecycleEvent {
+        event_time: Some(ts_to_wire(&e.event_time_utc)),
+        workflow_instance_id: e.workflow_instance_id.clone(),
+        workflow_definition_id: e.workflow_definition_id.clone(),
+        version: e.version,
+        reference: e.reference.clone(),
+        ..Default::default()
+    };
+    let kind = match &e.event_type {
+        LifecycleEventType::Started => T::Started,
+        LifecycleEventType::Resumed => T::Resumed,
+        LifecycleEventType::Suspended => T::Suspended,
+        LifecycleEventType::Completed => T::Completed,
+        LifecycleEventType::Terminated => T::Terminated,
+        LifecycleEventType::Error { message } => {
+            wire.message = message.clone();
+            T::Error
+        }
+        LifecycleEventType::StepStarted { step_id, step_name }
+        | LifecycleEventType::StepCompleted { step_id, step_name } => {
+            wire.step_id = step_id_to_wire(*step_id)?;
+            wire.step_name = step_name.clone();
+            if matches!(e.event_type, LifecycleEventType::StepStarted { .. }) {
+                T::StepStarted
+            } else {
+                T::StepCompleted
+            }
+        }
+    };
+    wire.r#type = kind as i32;
+    Ok(wire)
+}
+
+pub fn lifecycle_event_from_wire(e: pb::LifecycleEvent) -> Result<LifecycleEvent> {
+    use pb::LifecycleEventType as T;
+    let step_id = e.step_id as usize;
+    let event_type = match T::try_from(e.r#type) {
+        Ok(T::Started) => LifecycleEventType::Started,
+        Ok(T::Resumed) => LifecycleEventType::Resumed,
+        Ok(T::Suspended) => LifecycleEventType::Suspended,
+        Ok(T::Completed) => LifecycleEventType::Completed,
+        Ok(T::Terminated) => LifecycleEventType::Terminated,
+        Ok(T::Error) => LifecycleEventType::Error { message: e.message },
+        Ok(T::StepStarted) => LifecycleEventType::StepStarted {
+            step_id,
+            step_name: e.step_name,
+        },
+        Ok(T::StepCompleted) => LifecycleEventType::StepCompleted {
+            step_id,
+            step_name: e.step_name,
+        },
+        Ok(T::Unspecified) | Err(_) => {
+            return Err(bad_data(format!("lifecycle event type {}", e.r#type)));
+        }
+    };
+    Ok(LifecycleEvent {
+        event_time_utc: required_ts(&e.event_time, "event_time")?,
+        workflow_instance_id: e.workflow_instance_id,
+        workflow_definition_id: e.workflow_definition_id,
+        version: e.version,
+        reference: e.reference,
+        event_type,
+    })
+}
+
 // ── Events ──────────────────────────────────────────────────────────────
 
 pub fn event_to_wire(e: &Event) -> Result<pb::Event> {
@@ -504,5 +582,46 @@ mod tests {
     fn step_id_that_does_not_fit_uint32_is_refused() {
         let p = ExecutionPointer::new(usize::MAX);
         assert!(pointer_to_wire(&p).is_err());
+    }
+
+    #[test]
+    fn every_lifecycle_event_type_round_trips() {
+        let types = [
+            LifecycleEventType::Started,
+            LifecycleEventType::Resumed,
+            LifecycleEventType::Suspended,
+            LifecycleEventType::Completed,
+            LifecycleEventType::Terminated,
+            LifecycleEventType::Error {
+                message: "boom".into(),
+            },
+            LifecycleEventType::StepStarted {
+                step_id: 3,
+                step_name: Some("charge".into()),
+            },
+            LifecycleEventType::StepCompleted {
+                step_id: 4,
+                step_name: None,
+            },
+        ];
+        let mut wire_types = std::collections::HashSet::new();
+        for t in types {
+            let mut e = LifecycleEvent::new("wf-1", "def", 2, t);
+            e.reference = Some("ref".into());
+            e.event_time_utc = Utc.timestamp_opt(1_700_000_000, 123_456_000).unwrap();
+            let wire = lifecycle_event_to_wire(&e).unwrap();
+            wire_types.insert(wire.r#type);
+            let back = lifecycle_event_from_wire(wire).unwrap();
+            assert_eq!(
+                serde_json::to_value(&back).unwrap(),
+                serde_json::to_value(&e).unwrap()
+            );
+        }
+        assert_eq!(wire_types.len(), 8, "each type has its own wire value");
+        let unspecified = pb::LifecycleEvent {
+            event_time: Some(ts_to_wire(&Utc::now())),
+            ..Default::default()
+        };
+        assert!(lifecycle_event_from_wire(unspecified).is_err());
     }
 }

@@ -14,7 +14,7 @@
 //! | NOT_FOUND without a reason             | the not-found of the call's subject |
 //! | `LEASE_LOST` / FAILED_PRECONDITION on a lease | `LockFailed(command)`     |
 //! | `UNAUTHENTICATED` (missing or wrong token) | `Persistence("UNAUTHENTICATED (UNAUTHENTICATED): ...")` |
-//! | `REVISION_CONFLICT` (stale revision)   | `Persistence("REVISION_CONFLICT (ABORTED): ...")` |
+//! | `REVISION_CONFLICT` (a stale persist, nothing written) | `Persistence("REVISION_CONFLICT (ABORTED): ...")`, see [`is_revision_conflict`] |
 //! | anything else (`WORKFLOW_ALREADY_EXISTS`, `WORKFLOW_NAME_TAKEN`, `INVALID_ARGUMENT`, `STORAGE_FULL`, UNAVAILABLE, ...) | `Persistence("REASON (CODE): message")` |
 //!
 //! `WfeError` has no "already exists", "unauthenticated" or "conflict" variant; the reason is
@@ -165,6 +165,13 @@ pub fn error_reason(err: &WfeError) -> Option<ErrorReason> {
     reason_of(err).and_then(ErrorReason::from_str_name)
 }
 
+/// True when `err` is a persist refused because another process stored the workflow since this
+/// one read it (`REVISION_CONFLICT`, gRPC ABORTED): nothing was written, and the stored
+/// workflow is the other process's.
+pub fn is_revision_conflict(err: &WfeError) -> bool {
+    error_reason(err) == Some(ErrorReason::RevisionConflict)
+}
+
 pub(crate) fn transport(err: tonic::transport::Error, addr: &str) -> WfeError {
     let text = error_chain(&err);
     WfeError::Persistence(format!(
@@ -236,6 +243,16 @@ mod tests {
         assert!(matches!(e, WfeError::Persistence(_)));
         assert_eq!(reason_of(&e), Some("WORKFLOW_ALREADY_EXISTS"));
         assert_eq!(error_reason(&e), Some(ErrorReason::WorkflowAlreadyExists));
+        assert!(!is_revision_conflict(&e));
+        let e = from_status(
+            &with_reason(Code::Aborted, ErrorReason::RevisionConflict),
+            Subject::Workflow("w1"),
+        );
+        assert!(
+            matches!(e, WfeError::Persistence(ref t) if t.starts_with("REVISION_CONFLICT (ABORTED): ")),
+            "{e:?}"
+        );
+        assert!(is_revision_conflict(&e));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,6 +23,7 @@ use wfe_core::traits::{
     WorkflowRepository,
 };
 
+use crate::cache::WorkflowCache;
 use crate::connect::{CallHeaders, ConnectOptions, DEFAULT_CALL_TIMEOUT};
 use crate::convert;
 use crate::error::{Subject, from_status, transport};
@@ -51,7 +53,7 @@ type HandlerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
 /// What the generated clients call through: the channel, with the deadline and the token
 /// added to each call.
-type Transport = InterceptedService<Channel, CallHeaders>;
+pub(crate) type Transport = InterceptedService<Channel, CallHeaders>;
 
 /// A WFE persistence provider that stores everything in a wfe-sqlite server over gRPC.
 ///
@@ -66,6 +68,12 @@ pub struct GrpcPersistenceProvider {
     store: StoreServiceClient<Transport>,
     deadline: Duration,
     worker_id: String,
+    /// The connection and call headers, for the lock, queue and lifecycle providers built on
+    /// this one.
+    channel: Channel,
+    headers: CallHeaders,
+    /// Revisions read or written, and workflows handed out by dequeues (shared by clones).
+    cache: Arc<WorkflowCache>,
 }
 
 impl GrpcPersistenceProvider {
@@ -136,7 +144,43 @@ impl GrpcPersistenceProvider {
                 std::process::id(),
                 uuid::Uuid::new_v4()
             ),
+            channel,
+            headers,
+            cache: Arc::default(),
         }
+    }
+
+    /// The connection with this provider's call headers, for another service's client.
+    pub(crate) fn transport(&self) -> Transport {
+        InterceptedService::new(self.channel.clone(), self.headers.clone())
+    }
+
+    /// The connection with this provider's token but no deadline, for streams that stay open.
+    pub(crate) fn streaming_transport(&self) -> Transport {
+        InterceptedService::new(self.channel.clone(), self.headers.without_deadline())
+    }
+
+    /// The revisions and handed-out workflows this provider (and its clones) remember.
+    pub(crate) fn cache(&self) -> &Arc<WorkflowCache> {
+        &self.cache
+    }
+
+    /// The revision of workflow `id` that this provider last read or wrote (and will expect on
+    /// the next persist), if it still remembers it.
+    pub fn known_revision(&self, id: &str) -> Option<i64> {
+        self.cache.revision(id)
+    }
+
+    /// The revision expected when persisting `id`: the remembered one, or 0 (no check).
+    fn expected_revision(&self, id: &str) -> i64 {
+        self.cache.forget_primed(id);
+        self.cache.revision(id).unwrap_or(0)
+    }
+
+    /// Converts a workflow read from the server and remembers its revision.
+    fn read_workflow(&self, w: pb::WorkflowInstance) -> Result<WorkflowInstance> {
+        self.cache.remember(&w.id, w.revision);
+        convert::workflow_from_wire(w)
     }
 
     /// The id this provider gives the server when it claims scheduled commands.
@@ -147,19 +191,40 @@ impl GrpcPersistenceProvider {
     /// The one place calls are made: runs `rpc` on a clone of `client` within the per-call
     /// deadline and turns a failed status into the `WfeError` for `subject`. A streaming call
     /// reads its whole stream inside `rpc`, so the deadline covers it.
-    async fn call<C, T, F, Fut>(&self, client: &C, subject: Subject<'_>, rpc: F) -> Result<T>
+    pub(crate) async fn call<C, T, F, Fut>(
+        &self,
+        client: &C,
+        subject: Subject<'_>,
+        rpc: F,
+    ) -> Result<T>
     where
         C: Clone,
         F: FnOnce(C) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
-        let status = match tokio::time::timeout(self.deadline, rpc(client.clone())).await {
+        self.call_within(self.deadline, client, subject, rpc).await
+    }
+
+    /// [`call`](Self::call) with another deadline (a long poll waits longer than a call takes);
+    /// the request must carry the same deadline (`Request::set_timeout`) for the server.
+    pub(crate) async fn call_within<C, T, F, Fut>(
+        &self,
+        deadline: Duration,
+        client: &C,
+        subject: Subject<'_>,
+        rpc: F,
+    ) -> Result<T>
+    where
+        C: Clone,
+        F: FnOnce(C) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        let status = match tokio::time::timeout(deadline, rpc(client.clone())).await {
             Ok(Ok(response)) => return Ok(response.into_inner()),
             Ok(Err(status)) => status,
-            Err(_) => Status::deadline_exceeded(format!(
-                "no answer from the server within {:?}",
-                self.deadline
-            )),
+            Err(_) => {
+                Status::deadline_exceeded(format!("no answer from the server within {deadline:?}"))
+            }
         };
         Err(from_status(&status, subject))
     }
@@ -318,21 +383,26 @@ impl WorkflowRepository for GrpcPersistenceProvider {
                 |mut c| async move { c.create_workflow(request).await },
             )
             .await?;
+        self.cache.remember(&response.id, response.revision);
         Ok(response.id)
     }
 
+    /// Replaces the stored workflow, expecting the revision this provider last read or wrote
+    /// for it: when another process has persisted it since, nothing is written and the error is
+    /// `REVISION_CONFLICT` ([`is_revision_conflict`](crate::is_revision_conflict)).
     async fn persist_workflow(&self, instance: &WorkflowInstance) -> Result<()> {
         let request = pb::PersistWorkflowRequest {
             workflow: Some(convert::workflow_to_wire(instance)?),
-            // No revision check yet: the adapter does not track revisions (0 = no check).
-            expected_revision: 0,
+            expected_revision: self.expected_revision(&instance.id),
         };
-        self.call(
-            &self.workflows,
-            Subject::Workflow(&instance.id),
-            |mut c| async move { c.persist_workflow(request).await },
-        )
-        .await?;
+        let response = self
+            .call(
+                &self.workflows,
+                Subject::Workflow(&instance.id),
+                |mut c| async move { c.persist_workflow(request).await },
+            )
+            .await?;
+        self.cache.remember(&instance.id, response.revision);
         Ok(())
     }
 
@@ -342,20 +412,21 @@ impl WorkflowRepository for GrpcPersistenceProvider {
         subscriptions: &[EventSubscription],
     ) -> Result<()> {
         let request = pb::PersistWorkflowWithSubscriptionsRequest {
-            // No revision check yet: the adapter does not track revisions (0 = no check).
-            expected_revision: 0,
             workflow: Some(convert::workflow_to_wire(instance)?),
             subscriptions: subscriptions
                 .iter()
                 .map(convert::subscription_to_wire)
                 .collect::<Result<_>>()?,
+            expected_revision: self.expected_revision(&instance.id),
         };
-        self.call(
-            &self.workflows,
-            Subject::Workflow(&instance.id),
-            |mut c| async move { c.persist_workflow_with_subscriptions(request).await },
-        )
-        .await?;
+        let response = self
+            .call(
+                &self.workflows,
+                Subject::Workflow(&instance.id),
+                |mut c| async move { c.persist_workflow_with_subscriptions(request).await },
+            )
+            .await?;
+        self.cache.remember(&instance.id, response.revision);
         Ok(())
     }
 
@@ -374,7 +445,13 @@ impl WorkflowRepository for GrpcPersistenceProvider {
         .await
     }
 
+    /// Reads the workflow (and remembers its revision). Right after a
+    /// [`GrpcQueueProvider`](crate::GrpcQueueProvider) built on this provider dequeued `id`, the
+    /// copy that came with the dequeue answers this one read without a round trip.
     async fn get_workflow_instance(&self, id: &str) -> Result<WorkflowInstance> {
+        if let Some(w) = self.cache.take_primed(id) {
+            return self.read_workflow(w);
+        }
         let request = pb::GetWorkflowRequest { id: id.to_string() };
         let response = self
             .call(&self.workflows, Subject::Workflow(id), |mut c| async move {
@@ -382,7 +459,7 @@ impl WorkflowRepository for GrpcPersistenceProvider {
             })
             .await?;
         match response.workflow {
-            Some(w) => convert::workflow_from_wire(w),
+            Some(w) => self.read_workflow(w),
             None => Err(WfeError::WorkflowNotFound(id.to_string())),
         }
     }
@@ -399,7 +476,7 @@ impl WorkflowRepository for GrpcPersistenceProvider {
             )
             .await?;
         match response.workflow {
-            Some(w) => convert::workflow_from_wire(w),
+            Some(w) => self.read_workflow(w),
             None => Err(WfeError::WorkflowNotFound(name.to_string())),
         }
     }
@@ -429,7 +506,7 @@ impl WorkflowRepository for GrpcPersistenceProvider {
                 })
                 .await?;
             for w in wire {
-                found.push(convert::workflow_from_wire(w)?);
+                found.push(self.read_workflow(w)?);
             }
         }
         Ok(found)

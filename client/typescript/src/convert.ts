@@ -74,6 +74,29 @@ function fromEpochMillis(value: bigint): number {
   return Number(value);
 }
 
+/** A workflow revision from the wire (int64) as the model holds it (a number). */
+export function revisionFromWire(value: bigint): number {
+  if (value < 0n || value > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new WfeError(`server sent workflow revision ${value}, not a number this API can hold exactly`);
+  }
+  return Number(value);
+}
+
+/**
+ * The `expected_revision` of a persist: the instance's own revision (0, never stored, means no
+ * check), or 0 when `force` skips the check. A revision that is not an integer >= 0 is
+ * `InvalidArgument`, forced or not.
+ */
+export function expectedRevision(w: WorkflowInstance, force: boolean): bigint {
+  const revision = w.revision ?? 0;
+  if (!Number.isSafeInteger(revision) || revision < 0) {
+    throw new InvalidArgument(`workflow.revision must be an integer >= 0, got ${String(revision)}`, {
+      field: "workflow.revision",
+    });
+  }
+  return force ? 0n : BigInt(revision);
+}
+
 function optionalString(value: string | undefined | null): string | undefined {
   return value === undefined || value === null ? undefined : value;
 }
@@ -174,6 +197,7 @@ export function workflowFromWire(w: wf.WorkflowInstance): WorkflowInstance {
     status: workflowStatus.fromWire(w.status, "workflow.status"),
     data: parseJson(w.data, "workflow.data"),
     createTime: requireTimestamp(w.createTime, "workflow.createTime"),
+    revision: revisionFromWire(w.revision),
   };
   assignDefined(out, {
     rootWorkflowId: w.rootWorkflowId,

@@ -102,6 +102,19 @@ export class Unauthenticated extends WfeError {}
 /** The stored workflow's revision is not the expected one; nothing was written (reason `REVISION_CONFLICT`). */
 export class RevisionConflict extends WfeError {}
 
+/**
+ * The client of a server stream (`getWorkflowInstances`' BatchGetWorkflows) took no message for
+ * the server's stream idle timeout, so the server ended the stream (reason `STREAM_IDLE`, code
+ * DeadlineExceeded).
+ */
+export class StreamIdle extends WfeError {}
+
+/**
+ * A lifecycle watch fell more than 10000 events behind and the server ended it (reason
+ * `WATCHER_FELL_BEHIND`, code ResourceExhausted).
+ */
+export class WatcherFellBehind extends WfeError {}
+
 type ErrorClass = new (message: string, options?: WfeErrorOptions) => WfeError;
 
 const BY_REASON: ReadonlyMap<ErrorReason, ErrorClass> = new Map<ErrorReason, ErrorClass>([
@@ -118,6 +131,8 @@ const BY_REASON: ReadonlyMap<ErrorReason, ErrorClass> = new Map<ErrorReason, Err
   [ErrorReason.STORAGE_UNAVAILABLE, StorageUnavailable],
   [ErrorReason.UNAUTHENTICATED, Unauthenticated],
   [ErrorReason.REVISION_CONFLICT, RevisionConflict],
+  [ErrorReason.STREAM_IDLE, StreamIdle],
+  [ErrorReason.WATCHER_FELL_BEHIND, WatcherFellBehind],
 ]);
 
 /**

@@ -4,7 +4,7 @@
 import { create } from "@bufbuild/protobuf";
 import { DurationSchema } from "@bufbuild/protobuf/wkt";
 import type * as http2 from "node:http2";
-import { Code, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
   commandFromWire,
@@ -12,6 +12,8 @@ import {
   eventFromWire,
   eventToWire,
   executionErrorToWire,
+  expectedRevision,
+  revisionFromWire,
   subscriptionFromWire,
   subscriptionToWire,
   wireCommandName,
@@ -19,10 +21,12 @@ import {
   workflowToWire,
 } from "./convert.js";
 import { errorFromRpc, InvalidArgument, LeaseLost, WfeError } from "./errors.js";
+import { awaitServerSettings, handshakeError, type HandshakeSide } from "./handshake.js";
 import { EventService } from "./gen/wfe/persistence/v1/events_pb.js";
 import { ExecutionErrorService, StoreService } from "./gen/wfe/persistence/v1/execution_errors_pb.js";
 import { ScheduledCommandService } from "./gen/wfe/persistence/v1/scheduled_commands_pb.js";
 import { SubscriptionService } from "./gen/wfe/persistence/v1/subscriptions_pb.js";
+import { VisibilityService } from "./gen/wfe/persistence/v1/visibility_pb.js";
 import { WorkflowService } from "./gen/wfe/persistence/v1/workflows_pb.js";
 import type {
   Event,
@@ -31,8 +35,17 @@ import type {
   ScheduledCommand,
   WorkflowInstance,
 } from "./models.js";
-import type { CommandHandler, PersistenceProvider, ProcessCommandsOptions } from "./provider.js";
+import type { CommandHandler, PersistenceProvider, PersistOptions, ProcessCommandsOptions } from "./provider.js";
 import { toTimestamp } from "./time.js";
+import {
+  visibilityOperations,
+  type ListWorkflowsOptions,
+  type PurgeWorkflowsOptions,
+  type SearchWorkflowsOptions,
+  type VisibilityOperations,
+  type WorkflowPage,
+  type WorkflowSearchPage,
+} from "./visibility.js";
 
 /** 64 MiB: the channel's message limit in both directions (as in the Python and Rust adapters). */
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
@@ -105,15 +118,42 @@ function bearer(token: string): Interceptor {
   };
 }
 
+/**
+ * @internal What the lock, queue and lifecycle providers use of the persistence provider whose
+ * connection they share: its transport, its call deadline, and its one call helper (closed check,
+ * error mapping).
+ */
+export interface SharedConnection {
+  readonly transport: Transport;
+  /** The provider's deadline per call, in milliseconds. */
+  readonly timeoutMs: number;
+  call<T>(fn: () => Promise<T>): Promise<T>;
+  close(): void;
+}
+
+let connectionOf: ((provider: GrpcPersistenceProvider) => SharedConnection) | undefined;
+
+/** @internal The connection of `provider`, for the providers that share it. */
+export function sharedConnection(provider: GrpcPersistenceProvider): SharedConnection {
+  if (connectionOf === undefined) throw new Error("GrpcPersistenceProvider is not initialised");
+  return connectionOf(provider);
+}
+
 export class GrpcPersistenceProvider implements PersistenceProvider {
   readonly address: string;
   readonly #session: Http2SessionManager;
+  readonly #transport: Transport;
+  readonly #timeoutMs: number;
   readonly #workflows: Client<typeof WorkflowService>;
   readonly #events: Client<typeof EventService>;
   readonly #subscriptions: Client<typeof SubscriptionService>;
   readonly #commands: Client<typeof ScheduledCommandService>;
   readonly #errors: Client<typeof ExecutionErrorService>;
   readonly #store: Client<typeof StoreService>;
+  readonly #baseUrl: string;
+  readonly #sessionOptions: http2.SecureClientSessionOptions;
+  readonly #side: HandshakeSide;
+  readonly #visibility: VisibilityOperations;
   #closed = false;
 
   private constructor(address: string, options: ConnectOptions) {
@@ -125,7 +165,11 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     if (!Number.isInteger(timeoutMs) || timeoutMs < 1) {
       throw new InvalidArgument(`timeoutMs must be a positive integer, got ${timeoutMs}`, { field: "timeoutMs" });
     }
-    this.#session = new Http2SessionManager(baseUrl, undefined, sessionOptionsOf(options.tls));
+    this.#baseUrl = baseUrl;
+    this.#sessionOptions = sessionOptionsOf(options.tls);
+    this.#side = { tls: baseUrl.startsWith("https:"), clientCertificate: typeof options.tls === "object" && options.tls.cert !== undefined };
+    this.#timeoutMs = timeoutMs;
+    this.#session = new Http2SessionManager(baseUrl, undefined, this.#sessionOptions);
     const transport = createGrpcTransport({
       baseUrl,
       sessionManager: this.#session,
@@ -134,19 +178,23 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
       interceptors: options.token === undefined ? [] : [bearer(options.token)],
       defaultTimeoutMs: timeoutMs,
     });
+    this.#transport = transport;
     this.#workflows = createClient(WorkflowService, transport);
     this.#events = createClient(EventService, transport);
     this.#subscriptions = createClient(SubscriptionService, transport);
     this.#commands = createClient(ScheduledCommandService, transport);
     this.#errors = createClient(ExecutionErrorService, transport);
     this.#store = createClient(StoreService, transport);
+    this.#visibility = visibilityOperations(createClient(VisibilityService, transport), (fn) => this.#call(fn));
   }
 
   /**
    * Connects to a wfe-sqlite server at `address` (`host:port`, or a `http://` / `https://` URL)
    * over HTTP/2, plaintext unless `tls` is set or the URL is https. Resolves once the connection
-   * is up (unless `waitForReady: false`); a server that cannot be reached is a `WfeError` with
-   * code Unavailable.
+   * is up and the server has answered the HTTP/2 handshake (unless `waitForReady: false`); a
+   * server that cannot be reached is a `WfeError` with code Unavailable, and so is one that
+   * refused the handshake (a TLS server to a plaintext client, a mutual-TLS server to a client
+   * without the certificate it wants, a certificate this client does not trust), saying so.
    */
   static async connect(address: string, options: ConnectOptions = {}): Promise<GrpcPersistenceProvider> {
     const provider = new GrpcPersistenceProvider(address, options);
@@ -155,14 +203,32 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
       if (state === "error") {
         const cause = provider.#session.error();
         provider.close();
+        if (provider.#side.tls && cause instanceof Error && cause.cause instanceof Error) {
+          throw handshakeError(address, provider.#side, cause.cause);
+        }
         const reason = cause instanceof Error ? cause.message : String(cause);
         throw new WfeError(`cannot connect to wfe-sqlite server at ${address}: ${reason}`, {
           code: Code.Unavailable,
           cause,
         });
       }
+      try {
+        await awaitServerSettings(provider.#baseUrl, address, provider.#side, provider.#sessionOptions, provider.#timeoutMs);
+      } catch (error) {
+        provider.close();
+        throw error;
+      }
     }
     return provider;
+  }
+
+  static {
+    connectionOf = (provider) => ({
+      transport: provider.#transport,
+      timeoutMs: provider.#timeoutMs,
+      call: (fn) => provider.#call(fn),
+      close: () => provider.close(),
+    });
   }
 
   /** Closes the connection; calls still in flight are cancelled. Idempotent. */
@@ -208,23 +274,38 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     const response = await this.#call(() => this.#workflows.createWorkflow({ workflow }));
     instance.id = response.id;
     instance.name = response.name;
+    instance.revision = revisionFromWire(response.revision);
     return response.id;
   }
 
-  async persistWorkflow(instance: WorkflowInstance): Promise<void> {
+  async persistWorkflow(instance: WorkflowInstance, options: PersistOptions = {}): Promise<void> {
     const workflow = workflowToWire(instance);
-    await this.#call(() => this.#workflows.persistWorkflow({ workflow }));
+    const expected = expectedRevision(instance, options.force ?? false);
+    const response = await this.#call(() =>
+      this.#workflows.persistWorkflow({ workflow, expectedRevision: expected }),
+    );
+    instance.revision = revisionFromWire(response.revision);
   }
 
-  async persistWorkflowWithSubscriptions(instance: WorkflowInstance, subscriptions: EventSubscription[]): Promise<string[]> {
+  async persistWorkflowWithSubscriptions(
+    instance: WorkflowInstance,
+    subscriptions: EventSubscription[],
+    options: PersistOptions = {},
+  ): Promise<string[]> {
     const workflow = workflowToWire(instance);
+    const expected = expectedRevision(instance, options.force ?? false);
     const wireSubs = subscriptions.map((s, i) => subscriptionToWire(s, `subscriptions[${i}]`));
     const response = await this.#call(() =>
-      this.#workflows.persistWorkflowWithSubscriptions({ workflow, subscriptions: wireSubs }),
+      this.#workflows.persistWorkflowWithSubscriptions({
+        workflow,
+        subscriptions: wireSubs,
+        expectedRevision: expected,
+      }),
     );
     if (response.subscriptionIds.length === subscriptions.length) {
       subscriptions.forEach((s, i) => (s.id = response.subscriptionIds[i] ?? s.id));
     }
+    instance.revision = revisionFromWire(response.revision);
     return response.subscriptionIds;
   }
 
@@ -447,5 +528,23 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
 
   async ensureStoreExists(): Promise<void> {
     await this.#call(() => this.#store.ensureStoreExists({}));
+  }
+
+  // Visibility and clean-up (visibility.ts)
+
+  listWorkflows(options?: ListWorkflowsOptions): Promise<WorkflowPage> {
+    return this.#visibility.listWorkflows(options);
+  }
+
+  searchWorkflows(text: string, options?: SearchWorkflowsOptions): Promise<WorkflowSearchPage> {
+    return this.#visibility.searchWorkflows(text, options);
+  }
+
+  deleteWorkflow(id: string): Promise<void> {
+    return this.#visibility.deleteWorkflow(id);
+  }
+
+  purgeWorkflows(olderThan: Date, options?: PurgeWorkflowsOptions): Promise<number> {
+    return this.#visibility.purgeWorkflows(olderThan, options);
   }
 }

@@ -2,7 +2,7 @@ export * from "./models.js";
 export * from "./errors.js";
 export { PreciseDate, epochNanosOf } from "./time.js";
 export { LosslessNumber, parseJson, stringifyJson, type JsonValue } from "./json.js";
-export type { PersistenceProvider, CommandHandler, ProcessCommandsOptions } from "./provider.js";
+export type { PersistenceProvider, CommandHandler, PersistOptions, ProcessCommandsOptions } from "./provider.js";
 export {
   GrpcPersistenceProvider,
   DEFAULT_MAX_MESSAGE_BYTES,
@@ -11,3 +11,41 @@ export {
   type ConnectOptions,
   type TlsOptions,
 } from "./grpc-provider.js";
+export {
+  GrpcLockProvider,
+  newOwnerId,
+  DEFAULT_LOCK_TTL_MS,
+  MIN_LOCK_TTL_MS,
+  MAX_LOCK_TTL_MS,
+  type Lease,
+  type LockProviderOptions,
+} from "./locks.js";
+export {
+  GrpcQueueProvider,
+  QueueType,
+  MAX_DEQUEUE_WAIT_MS,
+  type DequeueOptions,
+  type DequeuedWorkflow,
+} from "./queue.js";
+export {
+  GrpcLifecyclePublisher,
+  LifecycleWatch,
+  LifecycleEventType,
+  newLifecycleEvent,
+  type LifecycleEvent,
+  type WatchOptions,
+} from "./lifecycle.js";
+export {
+  DEFAULT_PAGE_SIZE,
+  MAX_PAGE_SIZE,
+  PURGED_BY_DEFAULT,
+  PURGE_TIMEOUT_MS,
+  type ListWorkflowsOptions,
+  type PurgeWorkflowsOptions,
+  type SearchWorkflowsOptions,
+  type VisibilityOperations,
+  type WorkflowFilter,
+  type WorkflowPage,
+  type WorkflowSearchPage,
+  type WorkflowSummary,
+} from "./visibility.js";

@@ -84,6 +84,12 @@ export interface WorkflowInstance {
   data: JsonValue;
   createTime: Date;
   completeTime?: Date;
+  /**
+   * Revision of the stored workflow: 1 after create, one more after every persist; 0 means never
+   * stored. Create, persist and every read fill it in; persist sends it as the revision it expects
+   * (see `PersistOptions.force`).
+   */
+  revision: number;
 }
 
 /** Something that happened, which waiting workflows may consume. */
@@ -146,6 +152,7 @@ export function newWorkflowInstance(workflowDefinitionId: string, version: numbe
     status: WorkflowStatus.RUNNABLE,
     data,
     createTime: now(),
+    revision: 0,
   };
 }
 

@@ -12,6 +12,7 @@ import type {
   ScheduledCommand,
   WorkflowInstance,
 } from "./models.js";
+import type { VisibilityOperations } from "./visibility.js";
 
 /** Runs one due command. Resolving means success (the command is deleted); throwing means failure. */
 export type CommandHandler = (command: ScheduledCommand) => Promise<void>;
@@ -28,26 +29,45 @@ export interface ProcessCommandsOptions {
   onHandlerError?: (command: ScheduledCommand, error: unknown) => void;
 }
 
-export interface PersistenceProvider {
+/** Options of {@link PersistenceProvider.persistWorkflow} and `persistWorkflowWithSubscriptions`. */
+export interface PersistOptions {
+  /**
+   * Write whatever revision is stored (no `RevisionConflict` check). Default false: the stored
+   * revision must equal `instance.revision` when that is > 0.
+   */
+  force?: boolean;
+}
+
+export interface PersistenceProvider extends VisibilityOperations {
   // Workflows
 
   /**
    * Inserts the workflow and its pointers atomically and returns its id. An empty `id` is
    * generated and an empty `name` assigned (`{workflowDefinitionId}-{N}`); both are also written
-   * back into `instance`, so persisting the same object later keeps them.
-   * Duplicate id or name: `AlreadyExists`.
+   * back into `instance`, so persisting the same object later keeps them; `instance.revision`
+   * becomes 1. Duplicate id or name: `AlreadyExists`.
    */
   createNewWorkflow(instance: WorkflowInstance): Promise<string>;
-  /** Replaces every mutable field and the whole pointer set. Unknown id: `WorkflowNotFound`. */
-  persistWorkflow(instance: WorkflowInstance): Promise<void>;
   /**
-   * `persistWorkflow` plus inserting the subscriptions, all or nothing. Generated subscription
-   * ids are written back into the subscriptions and returned, in order.
+   * Replaces every mutable field and the whole pointer set. Unknown id: `WorkflowNotFound`.
+   * When `instance.revision` > 0 the stored revision must equal it (unless `options.force`), or
+   * the call fails with `RevisionConflict` and writes nothing; on success `instance.revision` is
+   * the new revision.
    */
-  persistWorkflowWithSubscriptions(instance: WorkflowInstance, subscriptions: EventSubscription[]): Promise<string[]>;
+  persistWorkflow(instance: WorkflowInstance, options?: PersistOptions): Promise<void>;
+  /**
+   * `persistWorkflow` plus inserting the subscriptions, all or nothing (a `RevisionConflict`
+   * inserts no subscription either). Generated subscription ids are written back into the
+   * subscriptions and returned, in order.
+   */
+  persistWorkflowWithSubscriptions(
+    instance: WorkflowInstance,
+    subscriptions: EventSubscription[],
+    options?: PersistOptions,
+  ): Promise<string[]>;
   /** Ids of RUNNABLE workflows with `nextExecution <= asAt`, earliest first. */
   getRunnableInstances(asAt: Date): Promise<string[]>;
-  /** Missing: `WorkflowNotFound`. */
+  /** Missing: `WorkflowNotFound`. The instance carries its stored `revision`. */
   getWorkflowInstance(id: string): Promise<WorkflowInstance>;
   /** Missing: `WorkflowNotFound`. */
   getWorkflowInstanceByName(name: string): Promise<WorkflowInstance>;

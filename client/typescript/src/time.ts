@@ -11,7 +11,7 @@
  * it and are dropped (the millisecond value wins).
  */
 import { create } from "@bufbuild/protobuf";
-import { type Timestamp, TimestampSchema } from "@bufbuild/protobuf/wkt";
+import { type Duration, DurationSchema, type Timestamp, TimestampSchema } from "@bufbuild/protobuf/wkt";
 import { InvalidArgument } from "./errors.js";
 
 const NANOS_PER_MILLI = 1_000_000;
@@ -112,4 +112,9 @@ export function fromTimestamp(ts: Timestamp): PreciseDate {
 /** @internal Converts an optional protobuf Timestamp. */
 export function fromOptionalTimestamp(ts: Timestamp | undefined): PreciseDate | undefined {
   return ts === undefined ? undefined : fromTimestamp(ts);
+}
+
+/** @internal Converts a whole number of milliseconds (>= 0) to a protobuf Duration. */
+export function toDuration(ms: number): Duration {
+  return create(DurationSchema, { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
 }

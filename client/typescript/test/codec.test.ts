@@ -18,11 +18,13 @@ import {
   stringifyJson,
   NotFound,
   Unauthenticated,
+  WatcherFellBehind,
   WfeError,
   WorkflowNameTaken,
   WorkflowNotFound,
 } from "../src/index.js";
 import { ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
+import { ErrorReasonSchema } from "../src/gen/wfe/persistence/v1/errors_pb.js";
 import { fromTimestamp, toTimestamp } from "../src/time.js";
 
 describe("lossless JSON", () => {
@@ -150,6 +152,16 @@ describe("error mapping", () => {
     assert.ok(conflict instanceof RevisionConflict);
     assert.equal(conflict.code, Code.Aborted);
     assert.equal(conflict.reason, "REVISION_CONFLICT");
+  });
+
+  it("has a class of its own for every reason the contract names", () => {
+    for (const { name } of ErrorReasonSchema.values) {
+      if (name === "ERROR_REASON_UNSPECIFIED") continue;
+      const e = errorFromRpc(rpcError(Code.Unknown, name));
+      assert.ok(e instanceof WfeError && e.constructor !== WfeError, `${name} maps to the base class`);
+      assert.equal(e.reason, name);
+    }
+    assert.ok(errorFromRpc(rpcError(Code.ResourceExhausted, "WATCHER_FELL_BEHIND")) instanceof WatcherFellBehind);
   });
 
   it("ignores ErrorInfo of another domain and falls back on the code", () => {

@@ -241,7 +241,8 @@ describe("workflows", () => {
     const s1 = newEventSubscription(w.id, 0, "p0", uniq("evt"), "k", micros(BASE_US));
     s1.id = "";
     const s2 = newEventSubscription(w.id, 1, "p1", s1.eventName, "k", micros(BASE_US + 1n));
-    const ids = await provider.persistWorkflowWithSubscriptions({ ...w, data: { step: 1 } }, [s1, s2]);
+    const step1 = { ...w, data: { step: 1 } };
+    const ids = await provider.persistWorkflowWithSubscriptions(step1, [s1, s2]);
     assert.equal(ids.length, 2);
     assert.equal(ids[1], s2.id);
     assert.equal(s1.id, ids[0], "generated id is written back");
@@ -252,7 +253,7 @@ describe("workflows", () => {
     const fresh = newEventSubscription(w.id, 2, "p2", s1.eventName, "k", micros(BASE_US));
     const dup = { ...s2 };
     await assertRejects(
-      provider.persistWorkflowWithSubscriptions({ ...w, data: { step: 2 } }, [fresh, dup]),
+      provider.persistWorkflowWithSubscriptions({ ...step1, data: { step: 2 } }, [fresh, dup]),
       AlreadyExists,
       "SUBSCRIPTION_ALREADY_EXISTS",
     );

@@ -125,3 +125,40 @@ describe("TLS", () => {
     await assert.rejects(GrpcPersistenceProvider.connect("http://127.0.0.1:1", { tls: true }), WfeError);
   });
 });
+
+describe("a refused handshake says so", () => {
+  const refusal = async (connecting: Promise<GrpcPersistenceProvider>, pattern: RegExp) => {
+    const started = Date.now();
+    await assert.rejects(connecting, (e: unknown) => {
+      assert.ok(e instanceof WfeError, `expected a WfeError, got ${String(e)}`);
+      assert.equal(e.code, Code.Unavailable);
+      assert.match(e.message, pattern);
+      return true;
+    });
+    assert.ok(Date.now() - started < 5_000, "at once, not after a deadline");
+  };
+
+  it("plaintext against TLS, a client certificate missing or foreign against mutual TLS", async () => {
+    const args = ["--tls-cert", file("server.pem"), "--tls-key", file("server.key"), "--tls-client-ca", file("ca.pem")];
+    await withServer(args, async (server) => {
+      const at = server.address;
+      await refusal(GrpcPersistenceProvider.connect(at),
+        new RegExp(`^handshake with the wfe-sqlite server at ${at} failed: it closed the connection; it expects TLS`));
+      const ca = pem("ca.pem");
+      await refusal(GrpcPersistenceProvider.connect(at, { tls: { ca } }),
+        new RegExp(`^TLS handshake with the wfe-sqlite server at ${at} failed: .*it requires a client certificate`));
+      await refusal(GrpcPersistenceProvider.connect(at, { tls: { ca, cert: pem("rogue-client.pem"), key: pem("rogue-client.key") } }),
+        new RegExp(`^TLS handshake with the wfe-sqlite server at ${at} failed: .*does it accept the client certificate`));
+      await refusal(GrpcPersistenceProvider.connect(at, { tls: { ca: pem("rogue-ca.pem") } }),
+        new RegExp(`^TLS handshake with the wfe-sqlite server at ${at} failed: .*does not chain to the CA the client trusts`));
+    });
+  });
+
+  it("TLS against plaintext; nothing listening is not a handshake", async () => {
+    await withServer([], async (server) => {
+      await refusal(GrpcPersistenceProvider.connect(server.address, { tls: true }),
+        /^TLS handshake with the wfe-sqlite server at .* failed: .*does the server serve plaintext\?/);
+    });
+    await refusal(GrpcPersistenceProvider.connect("127.0.0.1:1"), /^cannot connect to wfe-sqlite server at 127\.0\.0\.1:1: /);
+  });
+});

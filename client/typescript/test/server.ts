@@ -6,7 +6,7 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const PACKAGE_ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -17,20 +17,33 @@ export function serverBinary(): string {
   return process.env["WFE_SQLITE_BIN"] ?? resolve(PACKAGE_ROOT, "../../.venv/bin/wfe-sqlite");
 }
 
+/** The Python of the repository's .venv (`make install`), with the Python client; $WFE_SQLITE_PYTHON overrides it. */
+export function pythonBinary(): string {
+  return process.env["WFE_SQLITE_PYTHON"] ?? resolve(PACKAGE_ROOT, "../../.venv/bin/python");
+}
+
 export interface RunningServer {
   address: string;
   dbPath: string;
   process: ChildProcess;
   /** Everything the server wrote to stderr so far. */
   stderr(): string;
-  /** SIGTERM, wait for exit (SIGKILL after a grace period), remove the temp directory. */
-  stop(): Promise<number | null>;
+  /**
+   * SIGTERM (or `signal`), wait for exit (SIGKILL after a grace period), remove the temp
+   * directory unless the caller gave `dbPath`.
+   */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export interface StartOptions {
+  /** Serve this database file (e.g. the one of a stopped server); the caller then owns its directory. */
+  dbPath?: string;
 }
 
 /** Starts a server; `extraArgs` are added to `serve` (e.g. --tls-cert FILE). */
-export async function startServer(extraArgs: string[] = []): Promise<RunningServer> {
-  const dir = mkdtempSync(join(tmpdir(), "wfe-sqlite-ts-"));
-  const dbPath = join(dir, "test.db");
+export async function startServer(extraArgs: string[] = [], options: StartOptions = {}): Promise<RunningServer> {
+  const dbPath = options.dbPath ?? join(mkdtempSync(join(tmpdir(), "wfe-sqlite-ts-")), "test.db");
+  const ownDir = options.dbPath === undefined ? dirname(dbPath) : undefined;
   const bin = serverBinary();
   const child = spawn(bin, ["serve", "--db", `sqlite:///${dbPath}`, "--listen", "127.0.0.1:0", ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
@@ -70,14 +83,14 @@ export async function startServer(extraArgs: string[] = []): Promise<RunningServ
     dbPath,
     process: child,
     stderr: () => stderr,
-    async stop() {
+    async stop(signal: NodeJS.Signals = "SIGTERM") {
       if (child.exitCode === null && child.signalCode === null) {
-        child.kill("SIGTERM");
+        child.kill(signal);
         const timer = setTimeout(() => child.kill("SIGKILL"), STOP_TIMEOUT_MS);
         await exited;
         clearTimeout(timer);
       }
-      rmSync(dir, { recursive: true, force: true });
+      if (ownDir !== undefined) rmSync(ownDir, { recursive: true, force: true });
       return child.exitCode;
     },
   };

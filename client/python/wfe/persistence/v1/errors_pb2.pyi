@@ -21,6 +21,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNAUTHENTICATED: _ClassVar[ErrorReason]
     REVISION_CONFLICT: _ClassVar[ErrorReason]
     STREAM_IDLE: _ClassVar[ErrorReason]
+    WATCHER_FELL_BEHIND: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 WORKFLOW_NOT_FOUND: ErrorReason
 EVENT_NOT_FOUND: ErrorReason
@@ -36,3 +37,4 @@ STORAGE_UNAVAILABLE: ErrorReason
 UNAUTHENTICATED: ErrorReason
 REVISION_CONFLICT: ErrorReason
 STREAM_IDLE: ErrorReason
+WATCHER_FELL_BEHIND: ErrorReason

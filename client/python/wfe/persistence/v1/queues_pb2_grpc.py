@@ -84,7 +84,8 @@ class QueueServiceServicer:
     def DequeueWork(self, request, context):
         """DequeueWork hands the oldest waiting id of a queue to the caller and removes it from the
         queue. With `wait`, a call that finds the queue empty waits up to that long and returns as soon
-        as an item arrives (long poll); an empty `id` means nothing arrived in time.
+        as an item arrives (long poll); an empty `id` means nothing arrived in time (or the server
+        began shutting down, which ends waiting calls at once).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -64,8 +64,11 @@ class VisibilityServiceServicer:
     """
 
     def ListWorkflows(self, request, context):
-        """ListWorkflows lists workflow summaries, newest `create_time` first (ties by id), filtered by
-        status, definition, reference and a creation-time window, in pages.
+        """ListWorkflows lists workflow summaries, newest `create_time` first (ties by id, descending),
+        filtered by status, definition, reference and a creation-time window, in pages. Pages are
+        stable: a page token continues after the last summary it was given, so workflows created or
+        deleted meanwhile neither shift nor repeat the rest. Returns INVALID_ARGUMENT (field
+        `page_token`) for a token that is not from a previous page of a list with the same filter.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -74,8 +77,11 @@ class VisibilityServiceServicer:
     def SearchWorkflows(self, request, context):
         """SearchWorkflows finds workflows whose name, reference, description or data contain the words
         of `query` (full text: every word must match, as a whole word or a word prefix ending in `*`),
-        with the same filters as ListWorkflows; best match first, then newest. Returns INVALID_ARGUMENT
-        (field `query`) for a query that is empty or cannot be parsed.
+        with the same filters as ListWorkflows; best match first, then newest. Words are matched
+        ignoring case and accents; a whitespace-separated term with punctuation inside (`order-77`)
+        matches its words next to each other, in that order; `data` is matched as its JSON text
+        (keys and values). Returns INVALID_ARGUMENT (field `query`) for a query that is empty, has
+        no word (letters or digits), is longer than 1024 characters or has more than 16 terms.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -83,7 +89,8 @@ class VisibilityServiceServicer:
 
     def DeleteWorkflow(self, request, context):
         """DeleteWorkflow removes one workflow with its execution pointers, its event subscriptions and
-        its execution errors, in one transaction. Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`).
+        its execution errors, in one transaction. Its scheduled PROCESS_WORKFLOW command, if any, goes
+        too (nothing is left to process). Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

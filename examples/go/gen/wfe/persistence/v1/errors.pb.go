@@ -64,6 +64,8 @@ const (
 	// DEADLINE_EXCEEDED: the client of a server stream took no message for the server's stream idle
 	// timeout, so the server ended the stream (after the messages it had already sent).
 	ErrorReason_STREAM_IDLE ErrorReason = 14
+	// RESOURCE_EXHAUSTED: a lifecycle watch fell more than 10000 events behind and was ended.
+	ErrorReason_WATCHER_FELL_BEHIND ErrorReason = 15
 )
 
 // Enum value maps for ErrorReason.
@@ -84,6 +86,7 @@ var (
 		12: "UNAUTHENTICATED",
 		13: "REVISION_CONFLICT",
 		14: "STREAM_IDLE",
+		15: "WATCHER_FELL_BEHIND",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":    0,
@@ -101,6 +104,7 @@ var (
 		"UNAUTHENTICATED":             12,
 		"REVISION_CONFLICT":           13,
 		"STREAM_IDLE":                 14,
+		"WATCHER_FELL_BEHIND":         15,
 	}
 )
 
@@ -135,7 +139,7 @@ var File_wfe_persistence_v1_errors_proto protoreflect.FileDescriptor
 
 const file_wfe_persistence_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x1fwfe/persistence/v1/errors.proto\x12\x12wfe.persistence.v1*\xf3\x02\n" +
+	"\x1fwfe/persistence/v1/errors.proto\x12\x12wfe.persistence.v1*\x8c\x03\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12WORKFLOW_NOT_FOUND\x10\x01\x12\x13\n" +
@@ -153,7 +157,8 @@ const file_wfe_persistence_v1_errors_proto_rawDesc = "" +
 	"\x13STORAGE_UNAVAILABLE\x10\v\x12\x13\n" +
 	"\x0fUNAUTHENTICATED\x10\f\x12\x15\n" +
 	"\x11REVISION_CONFLICT\x10\r\x12\x0f\n" +
-	"\vSTREAM_IDLE\x10\x0eBy\n" +
+	"\vSTREAM_IDLE\x10\x0e\x12\x17\n" +
+	"\x13WATCHER_FELL_BEHIND\x10\x0fBy\n" +
 	"\x16dev.wfe.persistence.v1P\x01ZHgithub.com/wfe-sqlite/wfe-sqlite/gen/go/wfe/persistence/v1;persistencev1\xaa\x02\x12Wfe.Persistence.V1b\x06proto3"
 
 var (

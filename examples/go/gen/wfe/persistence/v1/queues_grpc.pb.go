@@ -48,7 +48,8 @@ type QueueServiceClient interface {
 	QueueWork(ctx context.Context, in *QueueWorkRequest, opts ...grpc.CallOption) (*QueueWorkResponse, error)
 	// DequeueWork hands the oldest waiting id of a queue to the caller and removes it from the
 	// queue. With `wait`, a call that finds the queue empty waits up to that long and returns as soon
-	// as an item arrives (long poll); an empty `id` means nothing arrived in time.
+	// as an item arrives (long poll); an empty `id` means nothing arrived in time (or the server
+	// began shutting down, which ends waiting calls at once).
 	DequeueWork(ctx context.Context, in *DequeueWorkRequest, opts ...grpc.CallOption) (*DequeueWorkResponse, error)
 }
 
@@ -102,7 +103,8 @@ type QueueServiceServer interface {
 	QueueWork(context.Context, *QueueWorkRequest) (*QueueWorkResponse, error)
 	// DequeueWork hands the oldest waiting id of a queue to the caller and removes it from the
 	// queue. With `wait`, a call that finds the queue empty waits up to that long and returns as soon
-	// as an item arrives (long poll); an empty `id` means nothing arrived in time.
+	// as an item arrives (long poll); an empty `id` means nothing arrived in time (or the server
+	// began shutting down, which ends waiting calls at once).
 	DequeueWork(context.Context, *DequeueWorkRequest) (*DequeueWorkResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }

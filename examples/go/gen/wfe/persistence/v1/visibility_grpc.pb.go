@@ -35,16 +35,23 @@ const (
 // VisibilityService answers "which workflows are there" from the store itself (no separate search
 // engine) and removes the ones nobody needs any more.
 type VisibilityServiceClient interface {
-	// ListWorkflows lists workflow summaries, newest `create_time` first (ties by id), filtered by
-	// status, definition, reference and a creation-time window, in pages.
+	// ListWorkflows lists workflow summaries, newest `create_time` first (ties by id, descending),
+	// filtered by status, definition, reference and a creation-time window, in pages. Pages are
+	// stable: a page token continues after the last summary it was given, so workflows created or
+	// deleted meanwhile neither shift nor repeat the rest. Returns INVALID_ARGUMENT (field
+	// `page_token`) for a token that is not from a previous page of a list with the same filter.
 	ListWorkflows(ctx context.Context, in *ListWorkflowsRequest, opts ...grpc.CallOption) (*ListWorkflowsResponse, error)
 	// SearchWorkflows finds workflows whose name, reference, description or data contain the words
 	// of `query` (full text: every word must match, as a whole word or a word prefix ending in `*`),
-	// with the same filters as ListWorkflows; best match first, then newest. Returns INVALID_ARGUMENT
-	// (field `query`) for a query that is empty or cannot be parsed.
+	// with the same filters as ListWorkflows; best match first, then newest. Words are matched
+	// ignoring case and accents; a whitespace-separated term with punctuation inside (`order-77`)
+	// matches its words next to each other, in that order; `data` is matched as its JSON text
+	// (keys and values). Returns INVALID_ARGUMENT (field `query`) for a query that is empty, has
+	// no word (letters or digits), is longer than 1024 characters or has more than 16 terms.
 	SearchWorkflows(ctx context.Context, in *SearchWorkflowsRequest, opts ...grpc.CallOption) (*SearchWorkflowsResponse, error)
 	// DeleteWorkflow removes one workflow with its execution pointers, its event subscriptions and
-	// its execution errors, in one transaction. Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`).
+	// its execution errors, in one transaction. Its scheduled PROCESS_WORKFLOW command, if any, goes
+	// too (nothing is left to process). Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`).
 	DeleteWorkflow(ctx context.Context, in *DeleteWorkflowRequest, opts ...grpc.CallOption) (*DeleteWorkflowResponse, error)
 	// PurgeWorkflows deletes, like DeleteWorkflow, every workflow with one of `statuses` whose
 	// `complete_time` (or `create_time` when it has none) is before `older_than`. It deletes in
@@ -108,16 +115,23 @@ func (c *visibilityServiceClient) PurgeWorkflows(ctx context.Context, in *PurgeW
 // VisibilityService answers "which workflows are there" from the store itself (no separate search
 // engine) and removes the ones nobody needs any more.
 type VisibilityServiceServer interface {
-	// ListWorkflows lists workflow summaries, newest `create_time` first (ties by id), filtered by
-	// status, definition, reference and a creation-time window, in pages.
+	// ListWorkflows lists workflow summaries, newest `create_time` first (ties by id, descending),
+	// filtered by status, definition, reference and a creation-time window, in pages. Pages are
+	// stable: a page token continues after the last summary it was given, so workflows created or
+	// deleted meanwhile neither shift nor repeat the rest. Returns INVALID_ARGUMENT (field
+	// `page_token`) for a token that is not from a previous page of a list with the same filter.
 	ListWorkflows(context.Context, *ListWorkflowsRequest) (*ListWorkflowsResponse, error)
 	// SearchWorkflows finds workflows whose name, reference, description or data contain the words
 	// of `query` (full text: every word must match, as a whole word or a word prefix ending in `*`),
-	// with the same filters as ListWorkflows; best match first, then newest. Returns INVALID_ARGUMENT
-	// (field `query`) for a query that is empty or cannot be parsed.
+	// with the same filters as ListWorkflows; best match first, then newest. Words are matched
+	// ignoring case and accents; a whitespace-separated term with punctuation inside (`order-77`)
+	// matches its words next to each other, in that order; `data` is matched as its JSON text
+	// (keys and values). Returns INVALID_ARGUMENT (field `query`) for a query that is empty, has
+	// no word (letters or digits), is longer than 1024 characters or has more than 16 terms.
 	SearchWorkflows(context.Context, *SearchWorkflowsRequest) (*SearchWorkflowsResponse, error)
 	// DeleteWorkflow removes one workflow with its execution pointers, its event subscriptions and
-	// its execution errors, in one transaction. Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`).
+	// its execution errors, in one transaction. Its scheduled PROCESS_WORKFLOW command, if any, goes
+	// too (nothing is left to process). Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`).
 	DeleteWorkflow(context.Context, *DeleteWorkflowRequest) (*DeleteWorkflowResponse, error)
 	// PurgeWorkflows deletes, like DeleteWorkflow, every workflow with one of `statuses` whose
 	// `complete_time` (or `create_time` when it has none) is before `older_than`. It deletes in

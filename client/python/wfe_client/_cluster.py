@@ -1,0 +1,200 @@
+"""The lock and queue interfaces a cluster of workflow hosts programs against.
+
+Implemented over gRPC by ``GrpcLockProvider`` / ``GrpcQueueProvider`` and in-process on one
+database by ``wfe_sqlite.SqliteLockProvider`` / ``SqliteQueueProvider``; both pass one
+conformance suite. The lease bookkeeping (held leases, background renewal, release on close) lives
+here once; the implementations supply the three lease operations.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from types import TracebackType
+from typing import TypeVar
+
+from .errors import InvalidArgument
+from .limits import DEFAULT_LOCK_TTL, MAX_RENEW_RESOURCES, check_lock_ttl
+from .models import Lease, QueueType, WorkflowInstance
+
+__all__ = ["LockProvider", "QueueProvider", "check_queue", "new_owner_id"]
+
+LOG = logging.getLogger(__name__)
+
+Self = TypeVar("Self", bound="LockProvider")
+SelfQ = TypeVar("SelfQ", bound="QueueProvider")
+
+
+def new_owner_id() -> str:
+    """A fresh owner id, unique per provider: host name, process id and a UUID."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4()}"
+
+
+def check_queue(queue: QueueType) -> QueueType:
+    """A ``QueueType`` (or its member name), else ``InvalidArgument`` naming ``queue``."""
+    if isinstance(queue, str) and queue in QueueType.__members__:
+        return QueueType[queue]
+    if not isinstance(queue, QueueType):
+        raise InvalidArgument(f"queue: expected a QueueType, got {queue!r}", field="queue")
+    return queue
+
+
+class LockProvider(abc.ABC):
+    """Distributed locks: leases with an owner and a time-to-live, renewed in the background while held.
+
+    ``acquire_lock`` is True when the resource was free or its lease had run out, False while a
+    live lease holds it, also one of this same owner (not re-entrant). Held leases are renewed
+    every ``ttl / 3`` until released or the provider is closed; closing releases them. A lease
+    whose renewal finds it taken by another owner is dropped and reported to ``on_lost``.
+    """
+
+    def __init__(self, owner: str | None = None, ttl: timedelta = DEFAULT_LOCK_TTL) -> None:
+        if owner is not None and (not isinstance(owner, str) or not owner):
+            raise InvalidArgument("owner: expected a non-empty string or None", field="owner")
+        self.owner: str = owner or new_owner_id()
+        """The owner id of every lease this provider takes."""
+        self.ttl: timedelta = check_lock_ttl(ttl)
+        """Time-to-live of each lease; renewed every third of it."""
+        self.on_lost: Callable[[str], None] | None = None
+        """Called with a resource whose lease was found lost (taken by another owner) during renewal."""
+        self._held: dict[str, Lease] = {}
+        self._renewer: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- the three operations an implementation supplies ----------------------------------------
+
+    @abc.abstractmethod
+    async def _acquire(self, resource: str) -> Lease | None:
+        """Take the lease for ``self.owner`` with ``self.ttl``; None while a live lease holds it."""
+
+    @abc.abstractmethod
+    async def _renew(self, resources: Sequence[str]) -> list[str]:
+        """Renew ``self.owner``'s leases by ``self.ttl``; the resources it no longer holds."""
+
+    @abc.abstractmethod
+    async def _release(self, resource: str) -> bool:
+        """Free ``self.owner``'s lease on ``resource``; False when it held none."""
+
+    async def _close_transport(self) -> None:
+        """Release what the provider owns besides leases (a channel)."""
+        return None
+
+    # -- the interface ---------------------------------------------------------------------------
+
+    async def acquire(self, resource: str) -> Lease | None:
+        """Take the lease on ``resource``: the ``Lease`` (with its fencing token), or None while it is held."""
+        if self._closed:
+            raise RuntimeError("the lock provider is closed")
+        lease = await self._acquire(resource)
+        if lease is not None:
+            self._held[resource] = lease
+            self._ensure_renewer()
+        return lease
+
+    async def acquire_lock(self, resource: str) -> bool:
+        """True when the lease on ``resource`` is now this owner's; False while a live lease holds it."""
+        return await self.acquire(resource) is not None
+
+    async def release_lock(self, resource: str) -> None:
+        """Free this owner's lease on ``resource``; releasing what is not held is not an error."""
+        self._held.pop(resource, None)
+        await self._release(resource)
+
+    def lease(self, resource: str) -> Lease | None:
+        """The lease this provider holds on ``resource`` (its fencing token), if any."""
+        return self._held.get(resource)
+
+    @property
+    def held(self) -> list[str]:
+        """The resources this provider holds leases on."""
+        return list(self._held)
+
+    async def close(self) -> None:
+        """Stop renewing and release every held lease (best effort), then close the transport."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        held, self._held = list(self._held), {}
+        for resource in held:
+            try:
+                await self._release(resource)
+            except Exception as error:  # noqa: BLE001 - the lease runs out by itself
+                LOG.warning("could not release the lease on %r at close: %s", resource, error)
+        await self._close_transport()
+
+    async def __aenter__(self: Self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- renewal ---------------------------------------------------------------------------------
+
+    def _ensure_renewer(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_loop(), name="wfe-lock-renewal")
+
+    async def _renew_loop(self) -> None:
+        period = self.ttl.total_seconds() / 3
+        while self._held and not self._closed:
+            await asyncio.sleep(period)
+            renewing = dict(self._held)
+            if not renewing:
+                return
+            try:
+                resources = list(renewing)
+                lost = []
+                for start in range(0, len(resources), MAX_RENEW_RESOURCES):
+                    lost += await self._renew(resources[start : start + MAX_RENEW_RESOURCES])
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - try again next period; the lease may still hold
+                LOG.warning("renewing %d leases failed (retrying in %.2f s): %s", len(renewing), period, error)
+                continue
+            for resource in lost:
+                if self._held.get(resource) is renewing.get(resource):
+                    self._held.pop(resource, None)
+                    LOG.warning("lost the lease on %r (it ran out and another owner took it)", resource)
+                    if self.on_lost is not None:
+                        self.on_lost(resource)
+
+
+class QueueProvider(abc.ABC):
+    """The work queues: FIFO per queue type, each item handed to one dequeuer, long-poll dequeue."""
+
+    @abc.abstractmethod
+    async def queue_work(self, id: str, queue: QueueType) -> bool:
+        """Append ``id`` to ``queue``; False when it was already waiting there (it keeps its one entry)."""
+
+    @abc.abstractmethod
+    async def dequeue_work(self, queue: QueueType, wait: timedelta | None = None) -> str | None:
+        """The oldest waiting id of ``queue``, or None. With ``wait`` (up to 60 s), wait that long for one."""
+
+    @abc.abstractmethod
+    async def dequeue_workflow(self, wait: timedelta | None = None) -> tuple[str, WorkflowInstance | None] | None:
+        """``dequeue_work(QueueType.WORKFLOW, wait)`` with the workflow read right after (None if it is gone)."""
+
+    async def close(self) -> None:
+        """Release what the provider holds (waiting calls end)."""
+        return None
+
+    async def __aenter__(self: SelfQ) -> SelfQ:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -1,0 +1,270 @@
+"""``GrpcLockProvider``, ``GrpcQueueProvider``, ``GrpcLifecyclePublisher``: the cluster services over gRPC.
+
+Each one either shares the channel of a ``GrpcPersistenceProvider`` (``GrpcLockProvider(store)``) or
+opens its own (``await GrpcLockProvider.connect(address, ...)`` / ``async with ...``, with the same
+connection options as ``GrpcPersistenceProvider.connect``). Calls go through that provider's one
+call helper (deadlines, error mapping).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+import grpc
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from wfe.persistence.v1 import (
+    lifecycle_pb2,
+    lifecycle_pb2_grpc,
+    locks_pb2,
+    locks_pb2_grpc,
+    queues_pb2,
+    queues_pb2_grpc,
+)
+
+from . import conversion as convert
+from ._cluster import LockProvider, QueueProvider, check_queue
+from ._grpc_provider import GrpcPersistenceProvider, _error_from_rpc
+from .conversion import QUEUE_TYPE, lifecycle_event_from_proto, lifecycle_event_to_proto
+from .limits import DEFAULT_LOCK_TTL, check_wait
+from .models import Lease, LifecycleEvent, QueueType, WorkflowInstance
+from .timeutil import from_micros
+
+__all__ = ["GrpcLifecyclePublisher", "GrpcLockProvider", "GrpcQueueProvider", "LifecycleWatch"]
+
+P = TypeVar("P")
+
+
+def _duration(value: timedelta) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromTimedelta(value)
+    return duration
+
+
+def _micros(ts: timestamp_pb2.Timestamp) -> int:
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+class _Connecting(Generic[P]):
+    """``await X.connect(...)`` or ``async with X.connect(...) as x``."""
+
+    def __init__(self, opening: Callable[[], Awaitable[P]], closing: Callable[[P], Awaitable[None]]) -> None:
+        self._opening = opening
+        self._closing = closing
+        self._opened: P | None = None
+
+    def __await__(self) -> Generator[Any, None, P]:
+        return self._opening().__await__()
+
+    async def __aenter__(self) -> P:
+        self._opened = await self._opening()
+        return self._opened
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._opened is not None:
+            await self._closing(self._opened)
+
+
+class GrpcLockProvider(LockProvider):
+    """Distributed locks served by a wfe-sqlite server (``LockService``)."""
+
+    def __init__(
+        self,
+        connection: GrpcPersistenceProvider,
+        owner: str | None = None,
+        ttl: timedelta = DEFAULT_LOCK_TTL,
+        *,
+        owns_connection: bool = False,
+    ) -> None:
+        super().__init__(owner, ttl)
+        self._connection = connection
+        self._owns_connection = owns_connection
+        self._stub = locks_pb2_grpc.LockServiceStub(connection._channel)
+
+    @classmethod
+    def connect(
+        cls, address: str, owner: str | None = None, ttl: timedelta = DEFAULT_LOCK_TTL, **options: Any
+    ) -> _Connecting[GrpcLockProvider]:
+        """Connect to ``address``; ``options`` as for ``GrpcPersistenceProvider.connect``."""
+
+        async def opening() -> GrpcLockProvider:
+            connection = await GrpcPersistenceProvider.connect(address, **options)
+            try:
+                return cls(connection, owner, ttl, owns_connection=True)
+            except BaseException:
+                await connection.close()
+                raise
+
+        return _Connecting(opening, lambda provider: provider.close())
+
+    async def _acquire(self, resource: str) -> Lease | None:
+        request = locks_pb2.AcquireLockRequest(resource=resource, owner=self.owner, ttl=_duration(self.ttl))
+        response = await self._connection._call(self._stub.AcquireLock, request)
+        if not response.acquired:
+            return None
+        return Lease(resource, self.owner, response.fencing_token, from_micros(_micros(response.expire_time)))
+
+    async def _renew(self, resources: Sequence[str]) -> list[str]:
+        request = locks_pb2.RenewLocksRequest(owner=self.owner, resources=list(resources), ttl=_duration(self.ttl))
+        response = await self._connection._call(self._stub.RenewLocks, request)
+        return list(response.lost_resources)
+
+    async def _release(self, resource: str) -> bool:
+        request = locks_pb2.ReleaseLockRequest(resource=resource, owner=self.owner)
+        response = await self._connection._call(self._stub.ReleaseLock, request)
+        return bool(response.released)
+
+    async def _close_transport(self) -> None:
+        if self._owns_connection:
+            await self._connection.close()
+
+
+class GrpcQueueProvider(QueueProvider):
+    """The work queues served by a wfe-sqlite server (``QueueService``), with long-poll dequeue."""
+
+    def __init__(self, connection: GrpcPersistenceProvider, *, owns_connection: bool = False) -> None:
+        self._connection = connection
+        self._owns_connection = owns_connection
+        self._stub = queues_pb2_grpc.QueueServiceStub(connection._channel)
+
+    @classmethod
+    def connect(cls, address: str, **options: Any) -> _Connecting[GrpcQueueProvider]:
+        """Connect to ``address``; ``options`` as for ``GrpcPersistenceProvider.connect``."""
+
+        async def opening() -> GrpcQueueProvider:
+            return cls(await GrpcPersistenceProvider.connect(address, **options), owns_connection=True)
+
+        return _Connecting(opening, lambda provider: provider.close())
+
+    async def queue_work(self, id: str, queue: QueueType) -> bool:
+        request = queues_pb2.QueueWorkRequest(id=id, queue=QUEUE_TYPE.encode(check_queue(queue), "queue"))
+        response = await self._connection._call(self._stub.QueueWork, request)
+        return bool(response.queued)
+
+    async def _dequeue(
+        self, queue: QueueType, wait: timedelta | None, include_workflow: bool
+    ) -> queues_pb2.DequeueWorkResponse:
+        waiting = check_wait(wait)
+        request = queues_pb2.DequeueWorkRequest(
+            queue=QUEUE_TYPE.encode(check_queue(queue), "queue"), include_workflow=include_workflow
+        )
+        if waiting:
+            request.wait.CopyFrom(_duration(waiting))
+        # The call's deadline covers the wait plus the provider's usual deadline.
+        timeout = waiting.total_seconds() + self._connection._timeout
+        response: queues_pb2.DequeueWorkResponse = await self._connection._call(
+            self._stub.DequeueWork, request, timeout
+        )
+        return response
+
+    async def dequeue_work(self, queue: QueueType, wait: timedelta | None = None) -> str | None:
+        response = await self._dequeue(queue, wait, False)
+        return response.id or None
+
+    async def dequeue_workflow(self, wait: timedelta | None = None) -> tuple[str, WorkflowInstance | None] | None:
+        response = await self._dequeue(QueueType.WORKFLOW, wait, True)
+        if not response.id:
+            return None
+        workflow = convert.workflow_from_proto(response.workflow) if response.HasField("workflow") else None
+        return response.id, workflow
+
+    async def close(self) -> None:
+        if self._owns_connection:
+            await self._connection.close()
+
+
+class LifecycleWatch:
+    """An open watch: ``async for event in watch``; ``await watch.started()``; ``watch.close()``."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._closed = False
+
+    async def started(self) -> None:
+        """Wait until the server has the watch in place (events published from now on are seen)."""
+        try:
+            await self._call.initial_metadata()
+        except grpc.aio.AioRpcError as error:
+            raise _error_from_rpc(error) from None
+
+    def __aiter__(self) -> AsyncIterator[LifecycleEvent]:
+        return self
+
+    async def __anext__(self) -> LifecycleEvent:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            response = await self._call.read()
+        except grpc.aio.AioRpcError as error:
+            if self._closed or error.code() == grpc.StatusCode.CANCELLED:
+                raise StopAsyncIteration from None
+            raise _error_from_rpc(error) from None
+        except asyncio.CancelledError:
+            if self._closed:
+                raise StopAsyncIteration from None
+            raise
+        if response is grpc.aio.EOF:
+            self._closed = True
+            raise StopAsyncIteration
+        return lifecycle_event_from_proto(response.event)
+
+    def close(self) -> None:
+        self._closed = True
+        self._call.cancel()
+
+    async def __aenter__(self) -> LifecycleWatch:
+        await self.started()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class GrpcLifecyclePublisher:
+    """Publish lifecycle events to a wfe-sqlite server and watch them (``LifecycleService``)."""
+
+    def __init__(self, connection: GrpcPersistenceProvider, *, owns_connection: bool = False) -> None:
+        self._connection = connection
+        self._owns_connection = owns_connection
+        self._stub = lifecycle_pb2_grpc.LifecycleServiceStub(connection._channel)
+
+    @classmethod
+    def connect(cls, address: str, **options: Any) -> _Connecting[GrpcLifecyclePublisher]:
+        """Connect to ``address``; ``options`` as for ``GrpcPersistenceProvider.connect``."""
+
+        async def opening() -> GrpcLifecyclePublisher:
+            return cls(await GrpcPersistenceProvider.connect(address, **options), owns_connection=True)
+
+        return _Connecting(opening, lambda publisher: publisher.close())
+
+    async def publish(self, event: LifecycleEvent) -> int:
+        """Relay ``event`` to every current watcher; how many (on the server) received it."""
+        request = lifecycle_pb2.PublishLifecycleEventRequest(event=lifecycle_event_to_proto(event))
+        response = await self._connection._call(self._stub.PublishLifecycleEvent, request)
+        return int(response.watchers)
+
+    def watch(
+        self, workflow_instance_id: str | None = None, workflow_definition_id: str | None = None
+    ) -> LifecycleWatch:
+        """Watch the events published from now on (optionally of one workflow or one definition).
+
+        ``async with publisher.watch() as events: async for event in events: ...`` (entering waits
+        until the server has the watch in place).
+        """
+        request = lifecycle_pb2.WatchLifecycleEventsRequest(
+            workflow_instance_id=workflow_instance_id or "", workflow_definition_id=workflow_definition_id or ""
+        )
+        call = self._stub.WatchLifecycleEvents(request, metadata=self._connection._metadata)
+        return LifecycleWatch(call)
+
+    async def close(self) -> None:
+        if self._owns_connection:
+            await self._connection.close()

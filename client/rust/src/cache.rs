@@ -1,0 +1,185 @@
+//! What a [`GrpcPersistenceProvider`](crate::GrpcPersistenceProvider) remembers about workflows
+//! between calls: the revision of each workflow it read or wrote (sent back as
+//! `expected_revision` on persist, so a stale write is refused), and the copy of a workflow that
+//! a dequeue handed out with its id (so the WFE host's lookup right after the dequeue needs no
+//! round trip).
+//!
+//! Both are bounded: the revisions keep at most [`MAX_REVISIONS`] workflows (the least recently
+//! used go first), the handed-out copies at most [`MAX_PRIMED`], each for [`PRIMED_FOR`] and for
+//! one read only.
+//!
+//! A handed-out copy is as old as the dequeue, which comes before the host takes the workflow's
+//! lock; it answers the host's lookup right after the dequeue (which reads only the definition id
+//! and version), and the executor's read under the lock then goes to the server. Should another
+//! task of the process read the same workflow in that instant, it gets the copy instead; a
+//! persist based on it is checked against the stored revision like any other, so a stale copy
+//! can never be written back.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::pb;
+
+/// Workflows whose revision a provider remembers. A workflow whose revision was forgotten is
+/// persisted without a check (`expected_revision = 0`), as before revisions existed.
+pub const MAX_REVISIONS: usize = 100_000;
+/// Copies handed out by dequeues that are kept for the following read.
+pub const MAX_PRIMED: usize = 1024;
+/// How long a copy handed out by a dequeue may answer the following read.
+pub const PRIMED_FOR: Duration = Duration::from_millis(500);
+
+/// Revisions and handed-out copies, shared by a provider and the queue providers built on it.
+#[derive(Debug, Default)]
+pub(crate) struct WorkflowCache {
+    revisions: Mutex<Generations>,
+    primed: Mutex<HashMap<String, (pb::WorkflowInstance, Instant)>>,
+}
+
+impl WorkflowCache {
+    /// The last revision this process read or wrote for `id`, if it is still remembered.
+    pub(crate) fn revision(&self, id: &str) -> Option<i64> {
+        self.revisions.lock().unwrap().get(id)
+    }
+
+    /// Remembers `revision` for `id` (0, "never stored", is not remembered).
+    pub(crate) fn remember(&self, id: &str, revision: i64) {
+        if revision > 0 {
+            self.revisions.lock().unwrap().insert(id, revision);
+        }
+    }
+
+    /// Keeps the copy a dequeue handed out for the next read of the same id.
+    pub(crate) fn prime(&self, workflow: pb::WorkflowInstance) {
+        let mut primed = self.primed.lock().unwrap();
+        if primed.len() >= MAX_PRIMED {
+            let now = Instant::now();
+            primed.retain(|_, (_, at)| now.duration_since(*at) < PRIMED_FOR);
+            if primed.len() >= MAX_PRIMED {
+                primed.clear();
+            }
+        }
+        primed.insert(workflow.id.clone(), (workflow, Instant::now()));
+    }
+
+    /// Takes the copy a dequeue handed out for `id`, if it is fresh enough: it answers one read.
+    pub(crate) fn take_primed(&self, id: &str) -> Option<pb::WorkflowInstance> {
+        let mut primed = self.primed.lock().unwrap();
+        if primed.is_empty() {
+            return None;
+        }
+        let (workflow, at) = primed.remove(id)?;
+        (at.elapsed() < PRIMED_FOR).then_some(workflow)
+    }
+
+    /// Drops a handed-out copy of `id` (this process is writing the workflow).
+    pub(crate) fn forget_primed(&self, id: &str) {
+        let mut primed = self.primed.lock().unwrap();
+        if !primed.is_empty() {
+            primed.remove(id);
+        }
+    }
+}
+
+/// A bounded map from workflow id to revision that forgets the least recently used entries:
+/// two generations of at most `MAX_REVISIONS / 2` entries each; when the young one is full the
+/// old one is dropped and the young one becomes old. A hit in the old generation moves the entry
+/// back to the young one.
+#[derive(Debug, Default)]
+struct Generations {
+    young: HashMap<String, i64>,
+    old: HashMap<String, i64>,
+}
+
+impl Generations {
+    const PER_GENERATION: usize = MAX_REVISIONS / 2;
+
+    fn get(&mut self, id: &str) -> Option<i64> {
+        if let Some(revision) = self.young.get(id) {
+            return Some(*revision);
+        }
+        let revision = self.old.remove(id)?;
+        self.insert(id, revision);
+        Some(revision)
+    }
+
+    fn insert(&mut self, id: &str, revision: i64) {
+        if let Some(slot) = self.young.get_mut(id) {
+            *slot = revision;
+            return;
+        }
+        self.old.remove(id);
+        if self.young.len() >= Self::PER_GENERATION {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(id.to_string(), revision);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.young.len() + self.old.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revisions_are_bounded_and_recently_used_ones_stay() {
+        let cache = WorkflowCache::default();
+        cache.remember("keep", 7);
+        for i in 0..(MAX_REVISIONS * 3) {
+            cache.remember(&format!("w{i}"), 1);
+            if i % 1000 == 0 {
+                // Used all along: never forgotten.
+                assert_eq!(cache.revision("keep"), Some(7));
+            }
+        }
+        let revisions = cache.revisions.lock().unwrap();
+        assert!(revisions.len() <= MAX_REVISIONS, "{}", revisions.len());
+        drop(revisions);
+        assert_eq!(
+            cache.revision("w0"),
+            None,
+            "the oldest entries are forgotten"
+        );
+        assert_eq!(
+            cache.revision(&format!("w{}", MAX_REVISIONS * 3 - 1)),
+            Some(1)
+        );
+        cache.remember("keep", 8);
+        assert_eq!(cache.revision("keep"), Some(8));
+        cache.remember("zero", 0);
+        assert_eq!(cache.revision("zero"), None);
+    }
+
+    #[test]
+    fn a_primed_copy_answers_one_read_while_fresh() {
+        let cache = WorkflowCache::default();
+        let w = pb::WorkflowInstance {
+            id: "w1".into(),
+            revision: 3,
+            ..Default::default()
+        };
+        cache.prime(w.clone());
+        assert_eq!(cache.take_primed("w1").map(|w| w.revision), Some(3));
+        assert!(cache.take_primed("w1").is_none(), "one read only");
+
+        cache.prime(w.clone());
+        cache.forget_primed("w1");
+        assert!(cache.take_primed("w1").is_none());
+
+        cache.prime(w);
+        std::thread::sleep(PRIMED_FOR + Duration::from_millis(20));
+        assert!(cache.take_primed("w1").is_none(), "too old");
+
+        for i in 0..(MAX_PRIMED * 2) {
+            cache.prime(pb::WorkflowInstance {
+                id: format!("p{i}"),
+                ..Default::default()
+            });
+        }
+        assert!(cache.primed.lock().unwrap().len() <= MAX_PRIMED);
+    }
+}

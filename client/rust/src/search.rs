@@ -1,0 +1,329 @@
+//! `GrpcSearchIndex`: wfe-core's [`SearchIndex`] answered by the wfe-sqlite server's
+//! `VisibilityService`, so a WFE host gets workflow search without OpenSearch.
+//!
+//! The server indexes every workflow in the same transaction that writes it (SQLite FTS5 over
+//! name, reference, description and data), so [`SearchIndex::index_workflow`] has nothing to
+//! do: it returns at once. Searching maps the trait's arguments onto `SearchWorkflows`:
+//!
+//! | `SearchIndex`                         | `VisibilityService`                                  |
+//! | ------------------------------------- | ---------------------------------------------------- |
+//! | `terms` (words; `word*` for a prefix) | `query`: every word must match                       |
+//! | empty `terms`                         | `ListWorkflows` (newest first), the total counted page by page |
+//! | `SearchFilter::Status` (repeatable)   | `filter.statuses` (any of them)                      |
+//! | `SearchFilter::Reference`             | `filter.reference` (exact); two different ones match nothing |
+//! | `SearchFilter::DateRange` on the creation time (`create_time`, `created`, ...) | `created_after` (exclusive, as the trait says) and `created_before` |
+//! | `skip`, `take`                        | `skip`, `take` (windows above 1000 in several calls) |
+//!
+//! A `DateRange` on another field is an `INVALID_ARGUMENT` error: the store filters by
+//! creation time only.
+//!
+//! ```no_run
+//! # async fn demo() -> wfe_core::Result<()> {
+//! use wfe_core::traits::SearchIndex;
+//! use wfe_grpc::GrpcSearchIndex;
+//!
+//! use wfe_grpc::GrpcPersistenceProvider;
+//!
+//! let store = GrpcPersistenceProvider::connect("127.0.0.1:50051").await?;
+//! let search = GrpcSearchIndex::new(&store); // shares the store's connection
+//! let found = search.search("order-77", 0, 20, &[]).await?;
+//! println!("{} matches", found.total);
+//! // WorkflowHostBuilder::new().use_persistence(Arc::new(store)).use_search(Arc::new(search))...
+//! # Ok(()) }
+//! ```
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use wfe_core::WfeError;
+use wfe_core::models::WorkflowInstance;
+use wfe_core::traits::{Page, SearchFilter, SearchIndex, WorkflowSearchResult};
+
+use crate::connect::invalid_argument;
+use crate::convert;
+use crate::error::Subject;
+use crate::pb;
+use crate::pb::visibility_service_client::VisibilityServiceClient;
+use crate::provider::{GrpcPersistenceProvider, MAX_MESSAGE_BYTES, Transport};
+
+type Result<T> = wfe_core::Result<T>;
+
+/// Most summaries the server returns per call (larger windows take several calls).
+pub const MAX_WINDOW: u64 = 1000;
+
+/// Field names of `SearchFilter::DateRange` that mean the creation time (compared without case,
+/// `_` and `-`).
+const CREATION_FIELDS: [&str; 5] = [
+    "createtime",
+    "created",
+    "createdat",
+    "createdate",
+    "createdtime",
+];
+
+/// WFE's [`SearchIndex`] over a wfe-sqlite server, on the connection (token, TLS, deadline) of
+/// a [`GrpcPersistenceProvider`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct GrpcSearchIndex {
+    store: GrpcPersistenceProvider,
+    visibility: VisibilityServiceClient<Transport>,
+}
+
+/// The checked filter of one search.
+#[derive(Debug, Default, PartialEq)]
+struct Selection {
+    filter: pb::WorkflowFilter,
+    /// Two different references were asked for: nothing can match.
+    impossible: bool,
+}
+
+fn selection(filters: &[SearchFilter]) -> Result<Selection> {
+    let mut selected = Selection::default();
+    let mut after: Option<DateTime<Utc>> = None;
+    let mut before: Option<DateTime<Utc>> = None;
+    for filter in filters {
+        match filter {
+            SearchFilter::Status(status) => {
+                let wire = convert::workflow_status_to_wire(*status) as i32;
+                if !selected.filter.statuses.contains(&wire) {
+                    selected.filter.statuses.push(wire);
+                }
+            }
+            SearchFilter::Reference(reference) => match &selected.filter.reference {
+                Some(earlier) if earlier != reference => selected.impossible = true,
+                _ => selected.filter.reference = Some(reference.clone()),
+            },
+            SearchFilter::DateRange {
+                field,
+                before: b,
+                after: a,
+            } => {
+                let name: String = field
+                    .chars()
+                    .filter(|c| *c != '_' && *c != '-')
+                    .flat_map(char::to_lowercase)
+                    .collect();
+                if !CREATION_FIELDS.contains(&name.as_str()) {
+                    return Err(invalid_argument(format!(
+                        "SearchFilter::DateRange on {field:?}: the store filters by creation time only \
+                         (field \"create_time\")"
+                    )));
+                }
+                if let Some(a) = a {
+                    after = Some(after.map_or(*a, |x| x.max(*a)));
+                }
+                if let Some(b) = b {
+                    before = Some(before.map_or(*b, |x| x.min(*b)));
+                }
+            }
+        }
+    }
+    // "after" excludes the instant itself; the store keeps microseconds and `created_after`
+    // includes its instant, so the first included one is a microsecond later.
+    selected.filter.created_after = after
+        .map(|a| a + TimeDelta::microseconds(1))
+        .map(|a| convert::ts_to_wire(&a));
+    selected.filter.created_before = before.map(|b| convert::ts_to_wire(&b));
+    Ok(selected)
+}
+
+fn result_from_wire(summary: pb::WorkflowSummary) -> Result<WorkflowSearchResult> {
+    Ok(WorkflowSearchResult {
+        status: convert::workflow_status_from_wire(summary.status)?,
+        id: summary.id,
+        workflow_definition_id: summary.workflow_definition_id,
+        version: summary.version,
+        reference: summary.reference,
+        description: summary.description,
+    })
+}
+
+impl GrpcSearchIndex {
+    /// The search index of the server `store` talks to, sharing its connection and settings.
+    pub fn new(store: &GrpcPersistenceProvider) -> Self {
+        Self {
+            store: store.clone(),
+            visibility: VisibilityServiceClient::new(store.transport())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        }
+    }
+
+    async fn search_window(
+        &self,
+        query: &str,
+        filter: &pb::WorkflowFilter,
+        skip: u64,
+        take: u64,
+    ) -> Result<Page<WorkflowSearchResult>> {
+        let mut data = Vec::new();
+        let mut offset = skip;
+        loop {
+            let want = (take - data.len() as u64).clamp(1, MAX_WINDOW);
+            let request = pb::SearchWorkflowsRequest {
+                query: query.to_string(),
+                filter: Some(filter.clone()),
+                skip: i32::try_from(offset).unwrap_or(i32::MAX),
+                take: want as i32,
+            };
+            let response = self
+                .store
+                .call(&self.visibility, Subject::None, |mut c| async move {
+                    c.search_workflows(request).await
+                })
+                .await?;
+            let total = u64::try_from(response.total).unwrap_or(0);
+            let got = response.workflows.len() as u64;
+            if take > 0 {
+                for summary in response.workflows {
+                    data.push(result_from_wire(summary)?);
+                }
+            }
+            offset += got;
+            if data.len() as u64 >= take || got < want || offset >= total {
+                return Ok(Page { data, total });
+            }
+        }
+    }
+
+    async fn list_window(
+        &self,
+        filter: &pb::WorkflowFilter,
+        skip: u64,
+        take: u64,
+    ) -> Result<Page<WorkflowSearchResult>> {
+        // ListWorkflows has no total: read every page, keep the window, count the rest.
+        let mut data = Vec::new();
+        let mut seen: u64 = 0;
+        let mut token = String::new();
+        loop {
+            let request = pb::ListWorkflowsRequest {
+                filter: Some(filter.clone()),
+                page_size: MAX_WINDOW as i32,
+                page_token: token.clone(),
+            };
+            let response = self
+                .store
+                .call(&self.visibility, Subject::None, |mut c| async move {
+                    c.list_workflows(request).await
+                })
+                .await?;
+            for summary in response.workflows {
+                if seen >= skip && (seen - skip) < take {
+                    data.push(result_from_wire(summary)?);
+                }
+                seen += 1;
+            }
+            if response.next_page_token.is_empty() {
+                return Ok(Page { data, total: seen });
+            }
+            if response.next_page_token == token {
+                return Err(WfeError::Persistence(
+                    "INTERNAL (INTERNAL): server returned the same page token twice".into(),
+                ));
+            }
+            token = response.next_page_token;
+        }
+    }
+}
+
+#[async_trait]
+impl SearchIndex for GrpcSearchIndex {
+    /// Nothing to do: the server indexes each workflow in the transaction that stores it.
+    async fn index_workflow(&self, _instance: &WorkflowInstance) -> Result<()> {
+        Ok(())
+    }
+
+    async fn search(
+        &self,
+        terms: &str,
+        skip: u64,
+        take: u64,
+        filters: &[SearchFilter],
+    ) -> Result<Page<WorkflowSearchResult>> {
+        let selected = selection(filters)?;
+        if selected.impossible {
+            return Ok(Page {
+                data: Vec::new(),
+                total: 0,
+            });
+        }
+        if terms.trim().is_empty() {
+            self.list_window(&selected.filter, skip, take).await
+        } else {
+            self.search_window(terms, &selected.filter, skip, take)
+                .await
+        }
+    }
+
+    /// Nothing to start: the connection is open.
+    async fn start(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Nothing to stop: the connection closes when the last clone is dropped.
+    async fn stop(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use wfe_core::models::WorkflowStatus;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(secs, 0).unwrap()
+    }
+
+    #[test]
+    fn filters_become_one_wire_filter() {
+        let s = selection(&[
+            SearchFilter::Status(WorkflowStatus::Complete),
+            SearchFilter::Status(WorkflowStatus::Terminated),
+            SearchFilter::Status(WorkflowStatus::Complete),
+            SearchFilter::Reference("order-77".into()),
+            SearchFilter::DateRange {
+                field: "create_time".into(),
+                after: Some(at(100)),
+                before: Some(at(500)),
+            },
+            SearchFilter::DateRange {
+                field: "CreateTime".into(),
+                after: Some(at(200)),
+                before: Some(at(900)),
+            },
+        ])
+        .unwrap();
+        assert!(!s.impossible);
+        assert_eq!(
+            s.filter.statuses,
+            vec![
+                pb::WorkflowStatus::Complete as i32,
+                pb::WorkflowStatus::Terminated as i32
+            ]
+        );
+        assert_eq!(s.filter.reference.as_deref(), Some("order-77"));
+        let after = s.filter.created_after.unwrap();
+        assert_eq!((after.seconds, after.nanos), (200, 1000));
+        assert_eq!(s.filter.created_before.unwrap().seconds, 500);
+    }
+
+    #[test]
+    fn two_references_match_nothing_and_other_date_fields_are_refused() {
+        let s = selection(&[
+            SearchFilter::Reference("a".into()),
+            SearchFilter::Reference("b".into()),
+        ])
+        .unwrap();
+        assert!(s.impossible);
+        let err = selection(&[SearchFilter::DateRange {
+            field: "complete_time".into(),
+            after: None,
+            before: Some(at(1)),
+        }])
+        .unwrap_err();
+        assert_eq!(crate::reason_of(&err), Some("INVALID_ARGUMENT"), "{err}");
+        assert_eq!(selection(&[]).unwrap(), Selection::default());
+    }
+}

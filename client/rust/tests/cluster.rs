@@ -1,0 +1,626 @@
+//! The cluster providers and revisions against live wfe-sqlite servers (one server with a fresh
+//! SQLite file per test): stale persists refused, leases that exclude other owners, survive long
+//! steps by renewal and are freed after their owner process is SIGKILLed, a queue that hands
+//! each item out once and wakes a waiting dequeue at once, lifecycle events relayed between
+//! publishers, and what a `wfe::WorkflowHost` does when its persist is refused.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use common::ServerProcess;
+use serde_json::json;
+use wfe::WorkflowHostBuilder;
+use wfe::models::{ExecutionResult, LifecycleEvent, LifecycleEventType, WorkflowStatus};
+use wfe::traits::step::{StepBody, StepExecutionContext};
+use wfe_core::models::{EventSubscription, ExecutionPointer, QueueType, WorkflowInstance};
+use wfe_core::traits::{
+    DistributedLockProvider, LifecyclePublisher, PersistenceProvider, QueueProvider,
+    SubscriptionRepository, WorkflowRepository,
+};
+use wfe_grpc::{
+    GrpcLifecyclePublisher, GrpcLockProvider, GrpcPersistenceProvider, GrpcQueueProvider,
+    is_revision_conflict, reason_of,
+};
+
+async fn server() -> ServerProcess {
+    tokio::task::spawn_blocking(ServerProcess::start)
+        .await
+        .unwrap()
+}
+
+async fn store(server: &ServerProcess) -> GrpcPersistenceProvider {
+    GrpcPersistenceProvider::connect(&server.addr)
+        .await
+        .unwrap()
+}
+
+fn workflow() -> WorkflowInstance {
+    let mut w = WorkflowInstance::new("cluster-test", 1, json!({"n": 0}));
+    w.execution_pointers.push(ExecutionPointer::new(0));
+    w
+}
+
+// ── Revisions ───────────────────────────────────────────────────────────
+
+#[tokio::test]
+async fn a_stale_persist_is_refused_and_writes_nothing() {
+    let server = server().await;
+    let (a, b, reader) = (
+        store(&server).await,
+        store(&server).await,
+        store(&server).await,
+    );
+    let id = a.create_new_workflow(&workflow()).await.unwrap();
+    assert_eq!(a.known_revision(&id), Some(1));
+
+    let mut seen_by_b = b.get_workflow_instance(&id).await.unwrap();
+    assert_eq!(b.known_revision(&id), Some(1));
+
+    let mut by_a = a.get_workflow_instance(&id).await.unwrap();
+    by_a.data = json!({"n": 1, "by": "a"});
+    a.persist_workflow(&by_a).await.unwrap();
+    assert_eq!(a.known_revision(&id), Some(2));
+
+    // B still holds revision 1: its write is refused and nothing is written.
+    seen_by_b.data = json!({"n": 1, "by": "b"});
+    let err = b.persist_workflow(&seen_by_b).await.unwrap_err();
+    assert!(is_revision_conflict(&err), "{err:?}");
+    assert_eq!(reason_of(&err), Some("REVISION_CONFLICT"));
+    let subscription = EventSubscription::new(&id, 0, "p0", "ev", "key", chrono::Utc::now());
+    let err = b
+        .persist_workflow_with_subscriptions(&seen_by_b, std::slice::from_ref(&subscription))
+        .await
+        .unwrap_err();
+    assert!(is_revision_conflict(&err), "{err:?}");
+    assert!(
+        reader.get_subscription(&subscription.id).await.is_err(),
+        "the subscription of a refused persist is not stored"
+    );
+    let stored = reader.get_workflow_instance(&id).await.unwrap();
+    assert_eq!(stored.data, json!({"n": 1, "by": "a"}));
+    assert_eq!(reader.known_revision(&id), Some(2));
+    assert_eq!(
+        b.known_revision(&id),
+        Some(1),
+        "a refused persist changes nothing"
+    );
+
+    // After reading again B writes on top of A's state.
+    let mut fresh = b.get_workflow_instance(&id).await.unwrap();
+    fresh.data["by"] = json!("b after a");
+    b.persist_workflow_with_subscriptions(&fresh, std::slice::from_ref(&subscription))
+        .await
+        .unwrap();
+    assert_eq!(b.known_revision(&id), Some(3));
+    assert_eq!(
+        reader.get_subscription(&subscription.id).await.unwrap().id,
+        subscription.id
+    );
+    // A is now the stale one.
+    let err = a.persist_workflow(&by_a).await.unwrap_err();
+    assert!(is_revision_conflict(&err), "{err:?}");
+
+    // A provider that never read the workflow knows no revision: it writes unchecked.
+    let blind = store(&server).await;
+    assert_eq!(blind.known_revision(&id), None);
+    let mut overwrite = fresh.clone();
+    overwrite.data = json!({"blind": true});
+    blind.persist_workflow(&overwrite).await.unwrap();
+    assert_eq!(blind.known_revision(&id), Some(4));
+}
+
+#[tokio::test]
+async fn the_first_read_after_a_dequeue_is_the_dequeued_copy_and_the_next_one_is_fresh() {
+    let server = server().await;
+    let host_store = store(&server).await;
+    let queue = GrpcQueueProvider::new(&host_store);
+    let other = store(&server).await;
+    let id = other.create_new_workflow(&workflow()).await.unwrap();
+    // Created RUNNABLE and due, the server queues it itself; queueing it again keeps one entry.
+    queue.queue_work(&id, QueueType::Workflow).await.unwrap();
+    assert_eq!(
+        queue.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(id.clone())
+    );
+
+    // Someone else writes after the dequeue.
+    let mut changed = other.get_workflow_instance(&id).await.unwrap();
+    changed.data = json!({"n": 2});
+    other.persist_workflow(&changed).await.unwrap();
+
+    // The host's lookup right after the dequeue is answered by the copy it brought (as of the
+    // dequeue), once; the next read goes to the server.
+    let first = host_store.get_workflow_instance(&id).await.unwrap();
+    assert_eq!(first.data, json!({"n": 0}));
+    assert_eq!(host_store.known_revision(&id), Some(1));
+    // Persisting that copy would overwrite a newer state: refused.
+    let err = host_store.persist_workflow(&first).await.unwrap_err();
+    assert!(is_revision_conflict(&err), "{err:?}");
+    let second = host_store.get_workflow_instance(&id).await.unwrap();
+    assert_eq!(second.data, json!({"n": 2}));
+    assert_eq!(host_store.known_revision(&id), Some(2));
+
+    // A queue provider not built on the store brings nothing along.
+    let plain = GrpcQueueProvider::connect(&server.addr).await.unwrap();
+    plain.queue_work(&id, QueueType::Workflow).await.unwrap();
+    assert_eq!(
+        plain.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(id.clone())
+    );
+}
+
+// ── Locks ───────────────────────────────────────────────────────────────
+
+#[tokio::test]
+async fn leases_exclude_other_owners_and_fencing_tokens_grow() {
+    let server = server().await;
+    let one = GrpcLockProvider::connect(&server.addr).await.unwrap();
+    let two = GrpcLockProvider::connect(&server.addr).await.unwrap();
+    assert_ne!(one.owner(), two.owner());
+
+    assert!(one.acquire_lock("r").await.unwrap());
+    let first_token = one.fencing_token("r").unwrap();
+    assert!(!two.acquire_lock("r").await.unwrap());
+    assert!(!one.acquire_lock("r").await.unwrap(), "not re-entrant");
+    assert_eq!(two.fencing_token("r"), None);
+
+    // Releasing someone else's lease does nothing.
+    two.release_lock("r").await.unwrap();
+    assert!(!two.acquire_lock("r").await.unwrap());
+
+    one.release_lock("r").await.unwrap();
+    assert_eq!(one.fencing_token("r"), None);
+    assert!(two.acquire_lock("r").await.unwrap());
+    assert!(two.fencing_token("r").unwrap() > first_token);
+    assert!(two.acquire_lock("s").await.unwrap());
+    assert_eq!(
+        two.held().into_iter().collect::<HashSet<_>>(),
+        HashSet::from(["r".to_string(), "s".to_string()])
+    );
+
+    // stop releases everything the provider holds.
+    two.stop().await.unwrap();
+    assert!(two.held().is_empty());
+    assert!(one.acquire_lock("r").await.unwrap());
+    assert!(one.acquire_lock("s").await.unwrap());
+}
+
+#[tokio::test]
+async fn a_background_release_is_awaited_by_the_next_acquire_and_by_stop() {
+    let server = server().await;
+    let one = GrpcLockProvider::connect(&server.addr)
+        .await
+        .unwrap()
+        .with_background_release(true);
+    let two = GrpcLockProvider::connect(&server.addr).await.unwrap();
+    for _ in 0..20 {
+        assert!(one.acquire_lock("r").await.unwrap(), "own release not seen");
+        one.release_lock("r").await.unwrap();
+    }
+    for resource in ["r", "s", "t"] {
+        assert!(one.acquire_lock(resource).await.unwrap());
+    }
+    for resource in ["r", "s"] {
+        one.release_lock(resource).await.unwrap();
+    }
+    // stop waits for the releases in flight and releases what is still held ("t").
+    one.stop().await.unwrap();
+    for resource in ["r", "s", "t"] {
+        assert!(two.acquire_lock(resource).await.unwrap(), "{resource}");
+    }
+}
+
+#[tokio::test]
+async fn a_lease_is_renewed_while_held_and_runs_out_once_nobody_renews_it() {
+    let server = server().await;
+    // Renewed every 500 ms: a loaded machine may stall one for a while.
+    let ttl = Duration::from_millis(1500);
+    let holder = GrpcLockProvider::connect(&server.addr)
+        .await
+        .unwrap()
+        .with_ttl(ttl);
+    let other = GrpcLockProvider::connect(&server.addr).await.unwrap();
+    assert!(holder.acquire_lock("long").await.unwrap());
+    let until = Instant::now() + ttl * 3;
+    let mut tries = 0;
+    while Instant::now() < until {
+        assert!(
+            !other.acquire_lock("long").await.unwrap(),
+            "taken while renewed"
+        );
+        tries += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(tries >= 10, "{tries}");
+    // Dropped without stop: renewal ends, the lease runs out after its TTL.
+    drop(holder);
+    let dropped = Instant::now();
+    while !other.acquire_lock("long").await.unwrap() {
+        assert!(
+            dropped.elapsed() < ttl + Duration::from_secs(3),
+            "never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The child side of `a_lease_is_freed_after_its_owner_process_is_killed`: run as a separate
+/// process (this test binary again), it takes a lease, says so, and keeps renewing it until it
+/// is killed. Does nothing when run without its environment.
+#[tokio::test]
+#[ignore = "helper process of a_lease_is_freed_after_its_owner_process_is_killed"]
+async fn lock_holder_child() {
+    let Ok(addr) = std::env::var("WFE_LOCK_HOLDER_ADDR") else {
+        return;
+    };
+    let ttl: u64 = std::env::var("WFE_LOCK_HOLDER_TTL_MS")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let locks = GrpcLockProvider::connect(&addr)
+        .await
+        .unwrap()
+        .with_ttl(Duration::from_millis(ttl));
+    assert!(locks.acquire_lock("killed-owner").await.unwrap());
+    println!(
+        "acquired token={}",
+        locks.fencing_token("killed-owner").unwrap()
+    );
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+}
+
+#[tokio::test]
+async fn a_lease_is_freed_after_its_owner_process_is_killed() {
+    let server = server().await;
+    let ttl = Duration::from_millis(1500);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["lock_holder_child", "--exact", "--ignored", "--nocapture"])
+        .env("WFE_LOCK_HOLDER_ADDR", &server.addr)
+        .env("WFE_LOCK_HOLDER_TTL_MS", ttl.as_millis().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let acquired = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.starts_with("acquired"))
+    });
+    let acquired = tokio::time::timeout(Duration::from_secs(60), acquired).await;
+    assert!(
+        matches!(acquired, Ok(Ok(true))),
+        "the child never took its lease"
+    );
+
+    let other = GrpcLockProvider::connect(&server.addr).await.unwrap();
+    // Kept by the child's renewal for three TTLs.
+    let until = Instant::now() + ttl * 3;
+    while Instant::now() < until {
+        assert!(!other.acquire_lock("killed-owner").await.unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    child.kill().unwrap(); // SIGKILL: no release, no more renewals
+    child.wait().unwrap();
+    let killed = Instant::now();
+    while !other.acquire_lock("killed-owner").await.unwrap() {
+        assert!(
+            killed.elapsed() < ttl + Duration::from_secs(3),
+            "lease of a killed owner never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let freed_after = killed.elapsed();
+    // It ran out (renewed at most a third of the TTL before the kill), it was not released.
+    assert!(
+        freed_after >= ttl / 3,
+        "freed {freed_after:?} after the kill: sooner than the TTL allows"
+    );
+}
+
+// ── Queue ───────────────────────────────────────────────────────────────
+
+#[tokio::test]
+async fn each_queued_item_is_handed_to_exactly_one_consumer() {
+    let server = server().await;
+    let producer = GrpcQueueProvider::connect(&server.addr).await.unwrap();
+    let ids: Vec<String> = (0..200).map(|i| format!("item-{i}")).collect();
+    for id in &ids {
+        producer.queue_work(id, QueueType::Index).await.unwrap();
+    }
+    // Queueing an id that is waiting keeps its one entry.
+    producer
+        .queue_work("item-0", QueueType::Index)
+        .await
+        .unwrap();
+
+    let mut consumers = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let consumer = GrpcQueueProvider::connect(&server.addr)
+            .await
+            .unwrap()
+            .with_wait(Duration::from_millis(200));
+        consumers.spawn(async move {
+            let mut got = Vec::new();
+            while let Some(id) = consumer.dequeue_work(QueueType::Index).await.unwrap() {
+                got.push(id);
+            }
+            got
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(got) = consumers.join_next().await {
+        all.extend(got.unwrap());
+    }
+    assert_eq!(all.len(), ids.len(), "every item once, none twice");
+    assert_eq!(
+        all.into_iter().collect::<HashSet<_>>(),
+        ids.into_iter().collect::<HashSet<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_dequeue_returns_when_work_arrives_and_gives_up_after_its_wait() {
+    let server = server().await;
+    let waiting = GrpcQueueProvider::connect(&server.addr)
+        .await
+        .unwrap()
+        .with_wait(Duration::from_secs(10));
+    assert!(waiting.is_dequeue_blocking());
+    let producer = GrpcQueueProvider::connect(&server.addr).await.unwrap();
+
+    let dequeue = tokio::spawn(async move {
+        let got = waiting.dequeue_work(QueueType::Event).await.unwrap();
+        (got, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let queued_at = Instant::now();
+    producer.queue_work("ev-1", QueueType::Event).await.unwrap();
+    let (got, returned_at) = dequeue.await.unwrap();
+    assert_eq!(got.as_deref(), Some("ev-1"));
+    let latency = returned_at.duration_since(queued_at);
+    assert!(
+        latency < Duration::from_millis(500),
+        "woke after {latency:?}"
+    );
+
+    let short = producer.clone().with_wait(Duration::from_millis(300));
+    let started = Instant::now();
+    assert_eq!(short.dequeue_work(QueueType::Event).await.unwrap(), None);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    let at_once = producer.clone().with_wait(Duration::ZERO);
+    assert!(!at_once.is_dequeue_blocking());
+    let started = Instant::now();
+    assert_eq!(at_once.dequeue_work(QueueType::Event).await.unwrap(), None);
+    assert!(started.elapsed() < Duration::from_millis(250));
+}
+
+// ── Lifecycle ───────────────────────────────────────────────────────────
+
+#[tokio::test]
+async fn lifecycle_events_reach_every_subscriber_in_order() {
+    let server = server().await;
+    let publisher = GrpcLifecyclePublisher::connect(&server.addr).await.unwrap();
+    let watcher = GrpcLifecyclePublisher::connect(&server.addr).await.unwrap();
+    let mut events = watcher
+        .subscribe_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut own = publisher
+        .subscribe_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    let sent: Vec<LifecycleEvent> = (0..50)
+        .map(|i| {
+            let kind = match i % 3 {
+                0 => LifecycleEventType::StepStarted {
+                    step_id: i,
+                    step_name: Some(format!("step {i}")),
+                },
+                1 => LifecycleEventType::Error {
+                    message: format!("boom {i}"),
+                },
+                _ => LifecycleEventType::Completed,
+            };
+            let mut e = LifecycleEvent::new(format!("wf-{i}"), "def", 3, kind);
+            e.reference = (i % 2 == 0).then(|| format!("ref-{i}"));
+            e
+        })
+        .collect();
+    for e in &sent {
+        publisher.publish(e.clone()).await.unwrap();
+    }
+    publisher.flush().await;
+    for receiver in [&mut events, &mut own] {
+        for expected in &sent {
+            let got = tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+                .await
+                .expect("event not relayed")
+                .unwrap();
+            assert_eq!(got.workflow_instance_id, expected.workflow_instance_id);
+            assert_eq!(got.event_type, expected.event_type);
+            assert_eq!(got.reference, expected.reference);
+            assert_eq!(got.version, 3);
+            // The server keeps microseconds.
+            assert_eq!(
+                got.event_time_utc.timestamp_micros(),
+                expected.event_time_utc.timestamp_micros()
+            );
+        }
+    }
+}
+
+// ── A WorkflowHost on the cluster providers ─────────────────────────────
+
+static LONG_STEP_RUNS: AtomicUsize = AtomicUsize::new(0);
+static LONG_STEP_RUNNING: AtomicBool = AtomicBool::new(false);
+const LONG_STEP: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct LongStep;
+
+#[async_trait]
+impl StepBody for LongStep {
+    async fn run(&mut self, _ctx: &StepExecutionContext<'_>) -> wfe::Result<ExecutionResult> {
+        LONG_STEP_RUNS.fetch_add(1, Ordering::SeqCst);
+        LONG_STEP_RUNNING.store(true, Ordering::SeqCst);
+        tokio::time::sleep(LONG_STEP).await;
+        LONG_STEP_RUNNING.store(false, Ordering::SeqCst);
+        Ok(ExecutionResult::next())
+    }
+}
+
+/// A host on the three cluster providers of a fresh connection.
+async fn cluster_host(addr: &str, ttl: Duration) -> wfe::WorkflowHost {
+    let store = GrpcPersistenceProvider::connect(addr).await.unwrap();
+    let host = WorkflowHostBuilder::new()
+        .use_lock_provider(Arc::new(GrpcLockProvider::new(&store).with_ttl(ttl)))
+        .use_queue_provider(Arc::new(GrpcQueueProvider::new(&store)))
+        .use_lifecycle(Arc::new(GrpcLifecyclePublisher::new(&store)))
+        .use_persistence(Arc::new(store) as Arc<dyn PersistenceProvider>)
+        .build()
+        .unwrap();
+    host.register_step::<LongStep>().await;
+    host.register_step::<Interloped>().await;
+    host.register_workflow::<serde_json::Value>(
+        &|b| b.start_with::<LongStep>().name("long").end_workflow(),
+        "long-step",
+        1,
+    )
+    .await;
+    host.register_workflow::<serde_json::Value>(
+        &|b| {
+            b.start_with::<Interloped>()
+                .name("interloped")
+                .end_workflow()
+        },
+        "interloped",
+        1,
+    )
+    .await;
+    host.start().await.unwrap();
+    host
+}
+
+async fn wait_complete(host: &wfe::WorkflowHost, id: &str, within: Duration) -> WorkflowInstance {
+    let deadline = Instant::now() + within;
+    loop {
+        let w = host.get_workflow(id).await.unwrap();
+        if w.status == WorkflowStatus::Complete {
+            return w;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not complete within {within:?}: {w:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_step_keeps_its_workflow_locked_for_several_ttls_and_runs_once() {
+    let server = server().await;
+    let ttl = Duration::from_millis(1500);
+    // Two hosts on the same server: the second must never run the step the first is running.
+    let first = cluster_host(&server.addr, ttl).await;
+    let second = cluster_host(&server.addr, ttl).await;
+    let probe = GrpcLockProvider::connect(&server.addr).await.unwrap();
+
+    let id = first
+        .start_workflow("long-step", 1, json!({}))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !LONG_STEP_RUNNING.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the step never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // While the step runs (over three TTLs), its workflow's lease is held by the running host.
+    let mut probes = 0;
+    while LONG_STEP_RUNNING.load(Ordering::SeqCst) {
+        let taken = probe.acquire_lock(&id).await.unwrap();
+        let still_running = LONG_STEP_RUNNING.load(Ordering::SeqCst);
+        if taken {
+            probe.release_lock(&id).await.unwrap();
+        }
+        assert!(
+            !(taken && still_running),
+            "lease taken while the step was running"
+        );
+        probes += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(probes >= 20, "{probes}");
+    let done = wait_complete(&first, &id, Duration::from_secs(30)).await;
+    assert_eq!(done.execution_pointers.len(), 1);
+    assert_eq!(
+        LONG_STEP_RUNS.load(Ordering::SeqCst),
+        1,
+        "ran more than once"
+    );
+    // Released afterwards.
+    assert!(probe.acquire_lock(&id).await.unwrap());
+    first.stop().await;
+    second.stop().await;
+}
+
+static INTERLOPED_RUNS: AtomicUsize = AtomicUsize::new(0);
+/// Another writer, as a host that took the workflow over after this one's lease ran out.
+static INTERLOPER: OnceLock<GrpcPersistenceProvider> = OnceLock::new();
+
+#[derive(Default)]
+struct Interloped;
+
+#[async_trait]
+impl StepBody for Interloped {
+    async fn run(&mut self, ctx: &StepExecutionContext<'_>) -> wfe::Result<ExecutionResult> {
+        if INTERLOPED_RUNS.fetch_add(1, Ordering::SeqCst) == 0 {
+            let other = INTERLOPER.get().unwrap();
+            let mut w = other.get_workflow_instance(&ctx.workflow.id).await?;
+            w.data["interloper"] = json!(true);
+            other.persist_workflow(&w).await?;
+        }
+        Ok(ExecutionResult {
+            output_data: Some(json!({"step_ran": true})),
+            ..ExecutionResult::next()
+        })
+    }
+}
+
+/// What the WFE host does when its persist is refused: `execute` fails with the
+/// REVISION_CONFLICT error, the host logs it and releases its locks; nothing it computed is
+/// stored and it does not queue the workflow again. The stored (newer) state stays, and the
+/// server queues the still runnable workflow again (stranded work), so the step runs once more
+/// on the stored state and the workflow completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_persist_is_refused_keeps_the_newer_state_and_runs_the_step_again() {
+    let server = server().await;
+    INTERLOPER
+        .set(store(&server).await)
+        .unwrap_or_else(|_| panic!("set twice"));
+    let host = cluster_host(&server.addr, Duration::from_secs(5)).await;
+    let id = host
+        .start_workflow("interloped", 1, json!({}))
+        .await
+        .unwrap();
+    let done = wait_complete(&host, &id, Duration::from_secs(60)).await;
+    assert_eq!(INTERLOPED_RUNS.load(Ordering::SeqCst), 2);
+    // The interloper's write was not overwritten by the refused persist.
+    assert_eq!(done.data, json!({"interloper": true, "step_ran": true}));
+    assert_eq!(done.execution_pointers.len(), 1);
+    host.stop().await;
+}

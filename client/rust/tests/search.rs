@@ -1,0 +1,227 @@
+//! `GrpcSearchIndex` against a live wfe-sqlite server: what the store indexed on write is found
+//! by terms, filters and windows, with no `index_workflow` call needed.
+
+mod common;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use common::ServerProcess;
+use serde_json::json;
+use wfe_core::models::{WorkflowInstance, WorkflowStatus};
+use wfe_core::traits::{SearchFilter, SearchIndex, WorkflowRepository};
+use wfe_grpc::{GrpcPersistenceProvider, GrpcSearchIndex, reason_of};
+
+async fn start() -> (ServerProcess, GrpcPersistenceProvider, GrpcSearchIndex) {
+    let server = tokio::task::spawn_blocking(ServerProcess::start)
+        .await
+        .unwrap();
+    let store = GrpcPersistenceProvider::connect(&server.addr)
+        .await
+        .unwrap();
+    let search = GrpcSearchIndex::new(&store);
+    (server, store, search)
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap()
+}
+
+/// Stores `n` workflows created a minute apart: status by n % 4, reference `order-{n}`, a
+/// customer city in the data.
+async fn fill(store: &GrpcPersistenceProvider, n: usize) -> Vec<WorkflowInstance> {
+    let statuses = [
+        WorkflowStatus::Runnable,
+        WorkflowStatus::Suspended,
+        WorkflowStatus::Complete,
+        WorkflowStatus::Terminated,
+    ];
+    let mut made = Vec::new();
+    for i in 0..n {
+        let city = if i % 2 == 0 { "Lisbon" } else { "Porto" };
+        let mut w =
+            WorkflowInstance::new("shipping", 1, json!({"customer": {"city": city}, "n": i}));
+        w.reference = Some(format!("order-{i}"));
+        w.description = Some(format!("parcel {i} for delivery"));
+        w.status = statuses[i % 4];
+        w.create_time = t0() + Duration::minutes(i as i64);
+        w.id = store.create_new_workflow(&w).await.unwrap();
+        made.push(w);
+    }
+    made
+}
+
+fn ids(page: &wfe_core::traits::Page<wfe_core::traits::WorkflowSearchResult>) -> Vec<String> {
+    page.data.iter().map(|r| r.id.clone()).collect()
+}
+
+#[tokio::test]
+async fn finds_what_the_store_indexed_on_write() {
+    let (_server, store, search) = start().await;
+    let made = fill(&store, 6).await;
+    // index_workflow is a no-op: the workflow was indexed when it was stored.
+    search.index_workflow(&made[3]).await.unwrap();
+    search.start().await.unwrap();
+
+    let found = search.search("order-3", 0, 10, &[]).await.unwrap();
+    assert_eq!(ids(&found), vec![made[3].id.clone()]);
+    assert_eq!(found.total, 1);
+    let hit = &found.data[0];
+    assert_eq!(hit.workflow_definition_id, "shipping");
+    assert_eq!(hit.version, 1);
+    assert_eq!(hit.status, WorkflowStatus::Terminated);
+    assert_eq!(hit.reference.as_deref(), Some("order-3"));
+    assert_eq!(hit.description.as_deref(), Some("parcel 3 for delivery"));
+
+    // Words of the data, every word must match, prefixes with *.
+    assert_eq!(search.search("lisbon", 0, 10, &[]).await.unwrap().total, 3);
+    assert_eq!(
+        search
+            .search("lisbon parcel", 0, 10, &[])
+            .await
+            .unwrap()
+            .total,
+        3
+    );
+    assert_eq!(
+        search
+            .search("lisbon porto", 0, 10, &[])
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+    assert_eq!(search.search("deliv*", 0, 10, &[]).await.unwrap().total, 6);
+
+    // A persisted change is searchable at once.
+    let mut w = made[0].clone();
+    w.description = Some("rerouted to Faro".into());
+    store.persist_workflow(&w).await.unwrap();
+    assert_eq!(
+        ids(&search.search("faro", 0, 10, &[]).await.unwrap()),
+        vec![w.id.clone()]
+    );
+    search.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn filters_and_windows() {
+    let (_server, store, search) = start().await;
+    let made = fill(&store, 12).await;
+    let newest_first = |pick: &dyn Fn(&WorkflowInstance) -> bool| -> Vec<String> {
+        let mut chosen: Vec<_> = made.iter().filter(|w| pick(w)).collect();
+        chosen.sort_by_key(|w| std::cmp::Reverse(w.create_time));
+        chosen.iter().map(|w| w.id.clone()).collect()
+    };
+
+    let complete = search
+        .search(
+            "parcel",
+            0,
+            100,
+            &[SearchFilter::Status(WorkflowStatus::Complete)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&complete),
+        newest_first(&|w| w.status == WorkflowStatus::Complete)
+    );
+    let two = [
+        SearchFilter::Status(WorkflowStatus::Complete),
+        SearchFilter::Status(WorkflowStatus::Runnable),
+    ];
+    let either = search.search("parcel", 0, 100, &two).await.unwrap();
+    assert_eq!(either.total, 6);
+
+    let by_ref = search
+        .search(
+            "parcel",
+            0,
+            100,
+            &[SearchFilter::Reference("order-7".into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&by_ref), vec![made[7].id.clone()]);
+    let contradictory = [
+        SearchFilter::Reference("order-7".into()),
+        SearchFilter::Reference("order-8".into()),
+    ];
+    assert_eq!(
+        search
+            .search("parcel", 0, 100, &contradictory)
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+
+    // DateRange: `after` excludes its instant, `before` too.
+    let window = [SearchFilter::DateRange {
+        field: "create_time".into(),
+        after: Some(t0() + Duration::minutes(3)),
+        before: Some(t0() + Duration::minutes(8)),
+    }];
+    let in_window = search.search("parcel", 0, 100, &window).await.unwrap();
+    let expected = newest_first(&|w| {
+        w.create_time > t0() + Duration::minutes(3) && w.create_time < t0() + Duration::minutes(8)
+    });
+    assert_eq!(ids(&in_window), expected);
+    assert_eq!(in_window.total, 4);
+
+    // Windows: skip and take, the total stays the total.
+    let all = search.search("parcel", 0, 100, &[]).await.unwrap();
+    assert_eq!(all.total, 12);
+    let middle = search.search("parcel", 4, 3, &[]).await.unwrap();
+    assert_eq!((middle.total, ids(&middle)), (12, ids(&all)[4..7].to_vec()));
+    let past = search.search("parcel", 40, 3, &[]).await.unwrap();
+    assert_eq!((past.total, past.data.len()), (12, 0));
+    let none = search.search("parcel", 0, 0, &[]).await.unwrap();
+    assert_eq!((none.total, none.data.len()), (12, 0));
+
+    // Empty terms list everything that matches the filters, newest first, with the total.
+    let listed = search
+        .search("", 1, 2, &[SearchFilter::Status(WorkflowStatus::Suspended)])
+        .await
+        .unwrap();
+    let suspended = newest_first(&|w| w.status == WorkflowStatus::Suspended);
+    assert_eq!((listed.total, ids(&listed)), (3, suspended[1..3].to_vec()));
+}
+
+#[tokio::test]
+async fn windows_larger_than_one_call() {
+    let (_server, store, search) = start().await;
+    for i in 0..1203 {
+        let mut w = WorkflowInstance::new("bulk", 1, json!({"word": "haystack", "i": i}));
+        w.create_time = t0() + Duration::seconds(i);
+        store.create_new_workflow(&w).await.unwrap();
+    }
+    let everything = search.search("haystack", 0, 5000, &[]).await.unwrap();
+    assert_eq!((everything.total, everything.data.len()), (1203, 1203));
+    let unique: std::collections::HashSet<_> = everything.data.iter().map(|r| &r.id).collect();
+    assert_eq!(unique.len(), 1203);
+    let tail = search.search("haystack", 1100, 500, &[]).await.unwrap();
+    assert_eq!(tail.data.len(), 103);
+    let listed = search.search("  ", 1000, 1000, &[]).await.unwrap();
+    assert_eq!((listed.total, listed.data.len()), (1203, 203));
+}
+
+#[tokio::test]
+async fn bad_queries_are_invalid_argument() {
+    let (_server, _store, search) = start().await;
+    let err = search.search("!!! ???", 0, 10, &[]).await.unwrap_err();
+    assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{err}");
+    let err = search
+        .search(
+            "word",
+            0,
+            10,
+            &[SearchFilter::DateRange {
+                field: "complete_time".into(),
+                after: None,
+                before: Some(t0()),
+            }],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{err}");
+}

@@ -1,0 +1,263 @@
+/**
+ * GrpcLockProvider: distributed locks served by a wfe-sqlite server (`LockService`).
+ *
+ * A lock is a lease: it belongs to an owner (one id per provider), lives for a time-to-live on the
+ * server's clock, is renewed in the background while held, and comes with a fencing token that
+ * grows with every acquisition.
+ */
+import { hostname } from "node:os";
+import { randomUUID } from "node:crypto";
+import { Code, createClient, type Client } from "@connectrpc/connect";
+import type { Duration } from "@bufbuild/protobuf/wkt";
+import { InvalidArgument, WfeError } from "./errors.js";
+import { LockService } from "./gen/wfe/persistence/v1/locks_pb.js";
+import {
+  GrpcPersistenceProvider,
+  sharedConnection,
+  type ConnectOptions,
+  type SharedConnection,
+} from "./grpc-provider.js";
+import { fromTimestamp, toDuration, type PreciseDate } from "./time.js";
+
+/** Time-to-live of a lease unless `LockProviderOptions.ttlMs` says otherwise, in milliseconds. */
+export const DEFAULT_LOCK_TTL_MS = 30_000;
+/** Shortest time-to-live the server accepts, in milliseconds. */
+export const MIN_LOCK_TTL_MS = 100;
+/** Longest time-to-live the server accepts, in milliseconds (one hour). */
+export const MAX_LOCK_TTL_MS = 3_600_000;
+/** Resources per RenewLocks request (the contract's limit). */
+const RENEW_BATCH = 10_000;
+
+/** A held lock, as of its acquisition. */
+export interface Lease {
+  /** The locked resource. */
+  readonly resource: string;
+  /** The owner holding it (the provider's `owner`). */
+  readonly owner: string;
+  /**
+   * Grows with every acquisition, of any resource, across the whole server (uint64, hence a
+   * bigint): a system that remembers the last token it saw can refuse a stale holder.
+   */
+  readonly fencingToken: bigint;
+  /** When the lease runs out unless renewed (server clock, as of the acquisition; renewals extend it). */
+  readonly expireTime: PreciseDate;
+}
+
+/** Options of a {@link GrpcLockProvider}. */
+export interface LockProviderOptions {
+  /** Owner id of every lease this provider takes (default: a fresh one, see {@link newOwnerId}). */
+  owner?: string;
+  /** Time-to-live of each lease in milliseconds, 100 to 3600000 (default 30000); renewed every third of it. */
+  ttlMs?: number;
+  /** Called with a resource whose lease a renewal found lost (it ran out and another owner took it). */
+  onLost?: (resource: string) => void;
+  /**
+   * Called with errors of background work: a renewal that failed (tried again a third of the
+   * TTL later) or a release at `close()` that failed (that lease runs out by itself).
+   */
+  onError?: (error: unknown) => void;
+}
+
+/** A fresh owner id, unique per provider: host name, process id and a UUID (as the Python client makes them). */
+export function newOwnerId(): string {
+  return `${hostname()}:${process.pid}:${randomUUID()}`;
+}
+
+function checkTtl(ttlMs: number): number {
+  if (!Number.isInteger(ttlMs) || ttlMs < MIN_LOCK_TTL_MS || ttlMs > MAX_LOCK_TTL_MS) {
+    throw new InvalidArgument(
+      `ttlMs must be an integer from ${MIN_LOCK_TTL_MS} to ${MAX_LOCK_TTL_MS}, got ${String(ttlMs)}`,
+      { field: "ttlMs" },
+    );
+  }
+  return ttlMs;
+}
+
+/**
+ * Distributed locks for the workflow hosts of a cluster (WFE's `DistributedLockProvider`).
+ *
+ * `acquireLock` is true when the resource was free or its lease had run out, false while a live
+ * lease holds it, also one of this same owner (not re-entrant). Held leases are renewed every
+ * `ttlMs / 3` until released or the provider is closed; a lease whose owner died is free once its
+ * TTL has passed. `close()` (or `await using`) releases what the provider holds.
+ *
+ * The renewal timer is unref'd: it does not keep a Node process alive on its own.
+ */
+export class GrpcLockProvider implements AsyncDisposable {
+  /** The owner id of every lease this provider takes. */
+  readonly owner: string;
+  /** Time-to-live of each lease, in milliseconds. */
+  readonly ttlMs: number;
+  readonly #connection: SharedConnection;
+  #ownsConnection = false;
+  readonly #client: Client<typeof LockService>;
+  readonly #ttl: Duration;
+  readonly #onLost: ((resource: string) => void) | undefined;
+  readonly #onError: ((error: unknown) => void) | undefined;
+  readonly #held = new Map<string, Lease>();
+  #timer: NodeJS.Timeout | undefined;
+  #renewing: Promise<void> | undefined;
+  #closed = false;
+
+  /** A lock provider on the connection of `store` (closing the lock provider leaves `store` open). */
+  constructor(store: GrpcPersistenceProvider, options: LockProviderOptions = {}) {
+    if (options.owner !== undefined && (typeof options.owner !== "string" || options.owner === "")) {
+      throw new InvalidArgument("owner must be a non-empty string", { field: "owner" });
+    }
+    this.owner = options.owner ?? newOwnerId();
+    this.ttlMs = checkTtl(options.ttlMs ?? DEFAULT_LOCK_TTL_MS);
+    this.#ttl = toDuration(this.ttlMs);
+    this.#onLost = options.onLost;
+    this.#onError = options.onError;
+    this.#connection = sharedConnection(store);
+    this.#client = createClient(LockService, this.#connection.transport);
+  }
+
+  /**
+   * Connects to the server at `address` (connection options as for
+   * `GrpcPersistenceProvider.connect`) with a connection of its own, closed by `close()`.
+   */
+  static async connect(address: string, options: LockProviderOptions & ConnectOptions = {}): Promise<GrpcLockProvider> {
+    const store = await GrpcPersistenceProvider.connect(address, options);
+    try {
+      const provider = new GrpcLockProvider(store, options);
+      provider.#ownsConnection = true;
+      return provider;
+    } catch (error) {
+      store.close();
+      throw error;
+    }
+  }
+
+  /**
+   * Takes the lease on `resource`: the {@link Lease} (with its fencing token), or `undefined`
+   * while a live lease holds it (also one of this owner).
+   */
+  async acquire(resource: string): Promise<Lease | undefined> {
+    this.#checkOpen();
+    const response = await this.#connection.call(() =>
+      this.#client.acquireLock({ resource, owner: this.owner, ttl: this.#ttl }),
+    );
+    if (!response.acquired) return undefined;
+    if (response.expireTime === undefined) throw new WfeError("server sent no expire_time for an acquired lease");
+    const lease: Lease = {
+      resource,
+      owner: this.owner,
+      fencingToken: response.fencingToken,
+      expireTime: fromTimestamp(response.expireTime),
+    };
+    if (this.#closed) {
+      // close() ran while the acquisition was on its way: it did not see this lease.
+      await this.#release(resource);
+      this.#checkOpen();
+    }
+    this.#held.set(resource, lease);
+    this.#scheduleRenewal();
+    return lease;
+  }
+
+  /** True when the lease on `resource` is now this owner's; false while a live lease holds it. */
+  async acquireLock(resource: string): Promise<boolean> {
+    return (await this.acquire(resource)) !== undefined;
+  }
+
+  /**
+   * Frees this owner's lease on `resource` and stops renewing it. Releasing what this owner does
+   * not hold is not an error; resolves whether a lease was freed.
+   */
+  async releaseLock(resource: string): Promise<boolean> {
+    this.#held.delete(resource);
+    if (this.#held.size === 0) this.#stopTimer();
+    if (this.#closed) return false; // close() released everything
+    return this.#release(resource);
+  }
+
+  /** The lease this provider holds on `resource`, if any (as of its acquisition). */
+  lease(resource: string): Lease | undefined {
+    return this.#held.get(resource);
+  }
+
+  /** The fencing token of this provider's lease on `resource`, or `undefined` when it holds none. */
+  fencingToken(resource: string): bigint | undefined {
+    return this.#held.get(resource)?.fencingToken;
+  }
+
+  /** The resources this provider holds leases on. */
+  get held(): string[] {
+    return [...this.#held.keys()];
+  }
+
+  /**
+   * Stops renewing and releases every held lease (a release that fails is reported to `onError`;
+   * that lease runs out by itself), then closes the connection if the provider opened it.
+   * Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#stopTimer();
+    await this.#renewing;
+    const held = [...this.#held.keys()];
+    this.#held.clear();
+    const results = await Promise.allSettled(held.map((resource) => this.#release(resource)));
+    for (const result of results) if (result.status === "rejected") this.#onError?.(result.reason);
+    if (this.#ownsConnection) this.#connection.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new WfeError("GrpcLockProvider is closed", { code: Code.Canceled });
+  }
+
+  async #release(resource: string): Promise<boolean> {
+    const response = await this.#connection.call(() => this.#client.releaseLock({ resource, owner: this.owner }));
+    return response.released;
+  }
+
+  #stopTimer(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #scheduleRenewal(): void {
+    if (this.#timer !== undefined || this.#renewing !== undefined || this.#closed) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#renewing = this.#renewHeld().finally(() => {
+        this.#renewing = undefined;
+        if (this.#held.size > 0) this.#scheduleRenewal();
+      });
+    }, this.ttlMs / 3);
+    this.#timer.unref();
+  }
+
+  /** One renewal round over every held lease; never rejects (failures go to `onError`). */
+  async #renewHeld(): Promise<void> {
+    const renewing = new Map(this.#held);
+    const resources = [...renewing.keys()];
+    // A renewal later than a third of the TTL is late anyway: give up and try again next round.
+    const timeoutMs = Math.max(1, Math.min(this.#connection.timeoutMs, Math.floor(this.ttlMs / 3)));
+    for (let start = 0; start < resources.length && !this.#closed; start += RENEW_BATCH) {
+      const batch = resources.slice(start, start + RENEW_BATCH);
+      let lost: string[];
+      try {
+        const response = await this.#connection.call(() =>
+          this.#client.renewLocks({ owner: this.owner, resources: batch, ttl: this.#ttl }, { timeoutMs }),
+        );
+        lost = response.lostResources;
+      } catch (error) {
+        if (!this.#closed) this.#onError?.(error);
+        continue;
+      }
+      for (const resource of lost) {
+        // Only a lease that is still the one this round renewed: not one released and taken again meanwhile.
+        if (this.#held.get(resource) === renewing.get(resource) && this.#held.delete(resource)) {
+          this.#onLost?.(resource);
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * GrpcQueueProvider: the durable work queues served by a wfe-sqlite server (`QueueService`),
+ * with long-poll dequeue.
+ */
+import { createClient, type Client } from "@connectrpc/connect";
+import { workflowFromWire } from "./convert.js";
+import { InvalidArgument } from "./errors.js";
+import { QueueService, QueueType as WireQueueType } from "./gen/wfe/persistence/v1/queues_pb.js";
+import {
+  GrpcPersistenceProvider,
+  sharedConnection,
+  type ConnectOptions,
+  type SharedConnection,
+} from "./grpc-provider.js";
+import type { WorkflowInstance } from "./models.js";
+import { toDuration } from "./time.js";
+
+/** The work queues (WFE's `QueueType`). */
+export const QueueType = {
+  /** Workflow ids to execute. */
+  WORKFLOW: "WORKFLOW",
+  /** Event ids to deliver to their subscriptions. */
+  EVENT: "EVENT",
+  /** Workflow ids to (re)index for search. */
+  INDEX: "INDEX",
+} as const;
+export type QueueType = (typeof QueueType)[keyof typeof QueueType];
+
+/** Longest wait of one dequeue, in milliseconds (the contract's limit). */
+export const MAX_DEQUEUE_WAIT_MS = 60_000;
+
+const WIRE_QUEUE: Readonly<Record<QueueType, WireQueueType>> = {
+  WORKFLOW: WireQueueType.WORKFLOW,
+  EVENT: WireQueueType.EVENT,
+  INDEX: WireQueueType.INDEX,
+};
+
+/** Options of {@link GrpcQueueProvider.dequeueWork} and {@link GrpcQueueProvider.dequeueWorkflow}. */
+export interface DequeueOptions {
+  /**
+   * How long to wait for an item when the queue is empty, in milliseconds, 0 to 60000 (default
+   * 0: answer at once). The call returns as soon as an item arrives; its deadline is this wait
+   * plus the connection's `timeoutMs`.
+   */
+  waitMs?: number;
+  /** Cancels a waiting dequeue (it then rejects with a `WfeError` of code Canceled). */
+  signal?: AbortSignal;
+}
+
+/** A dequeued workflow id with the workflow read right after (absent when it no longer exists). */
+export interface DequeuedWorkflow {
+  id: string;
+  workflow?: WorkflowInstance;
+}
+
+function wireQueue(queue: QueueType): WireQueueType {
+  const wire = Object.hasOwn(WIRE_QUEUE, queue) ? WIRE_QUEUE[queue] : undefined;
+  if (wire === undefined) throw new InvalidArgument(`queue: not a QueueType: ${String(queue)}`, { field: "queue" });
+  return wire;
+}
+
+function checkWait(waitMs: number): number {
+  if (!Number.isInteger(waitMs) || waitMs < 0 || waitMs > MAX_DEQUEUE_WAIT_MS) {
+    throw new InvalidArgument(`waitMs must be an integer from 0 to ${MAX_DEQUEUE_WAIT_MS}, got ${String(waitMs)}`, {
+      field: "waitMs",
+    });
+  }
+  return waitMs;
+}
+
+/**
+ * The work queues of a cluster of workflow hosts (WFE's `QueueProvider`): first in, first out per
+ * queue type, each item handed to exactly one dequeuer across processes, stored in the database
+ * (an acknowledged `queueWork` survives a restart). Dequeue is blocking with a bounded wait.
+ */
+export class GrpcQueueProvider implements AsyncDisposable {
+  readonly #connection: SharedConnection;
+  #ownsConnection = false;
+  readonly #client: Client<typeof QueueService>;
+
+  /** A queue provider on the connection of `store` (closing the queue provider leaves `store` open). */
+  constructor(store: GrpcPersistenceProvider) {
+    this.#connection = sharedConnection(store);
+    this.#client = createClient(QueueService, this.#connection.transport);
+  }
+
+  /** Connects to the server at `address` with a connection of its own, closed by `close()`. */
+  static async connect(address: string, options: ConnectOptions = {}): Promise<GrpcQueueProvider> {
+    const provider = new GrpcQueueProvider(await GrpcPersistenceProvider.connect(address, options));
+    provider.#ownsConnection = true;
+    return provider;
+  }
+
+  /**
+   * Appends `id` to `queue`. Resolves false when the id was already waiting there (it keeps its
+   * one entry and its place).
+   */
+  async queueWork(id: string, queue: QueueType): Promise<boolean> {
+    const request = { id, queue: wireQueue(queue) };
+    const response = await this.#connection.call(() => this.#client.queueWork(request));
+    return response.queued;
+  }
+
+  /**
+   * Takes the oldest waiting id of `queue`, or `undefined` when the queue is empty (after waiting
+   * up to `options.waitMs` for an item).
+   */
+  async dequeueWork(queue: QueueType, options: DequeueOptions = {}): Promise<string | undefined> {
+    const response = await this.#dequeue(queue, options, false);
+    return response.id === "" ? undefined : response.id;
+  }
+
+  /**
+   * `dequeueWork(QueueType.WORKFLOW, options)` that also brings the workflow, read by the server
+   * right after dequeuing (saves the following `getWorkflowInstance`).
+   */
+  async dequeueWorkflow(options: DequeueOptions = {}): Promise<DequeuedWorkflow | undefined> {
+    const response = await this.#dequeue(QueueType.WORKFLOW, options, true);
+    if (response.id === "") return undefined;
+    return response.workflow === undefined
+      ? { id: response.id }
+      : { id: response.id, workflow: workflowFromWire(response.workflow) };
+  }
+
+  /** Closes the connection if the provider opened it (waiting dequeues are cancelled). Idempotent. */
+  close(): void {
+    if (this.#ownsConnection) this.#connection.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+
+  async #dequeue(queue: QueueType, options: DequeueOptions, includeWorkflow: boolean) {
+    const waitMs = checkWait(options.waitMs ?? 0);
+    const request = {
+      queue: wireQueue(queue),
+      wait: waitMs === 0 ? undefined : toDuration(waitMs),
+      includeWorkflow,
+    };
+    // The server may hold the call for the whole wait: the deadline covers it plus the usual one.
+    const callOptions = { timeoutMs: waitMs + this.#connection.timeoutMs, signal: options.signal };
+    return this.#connection.call(() => this.#client.dequeueWork(request, callOptions));
+  }
+}

@@ -1,0 +1,161 @@
+// GrpcLifecyclePublisher against a live wfe-sqlite server (real process).
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  epochNanosOf,
+  GrpcLifecyclePublisher,
+  InvalidArgument,
+  LifecycleEventType,
+  newLifecycleEvent,
+  PreciseDate,
+  type LifecycleEvent,
+  type LifecycleWatch,
+} from "../src/index.js";
+import { startServer, type RunningServer } from "./server.js";
+
+let server: RunningServer;
+let publisher: GrpcLifecyclePublisher;
+
+before(async () => {
+  server = await startServer();
+  publisher = await GrpcLifecyclePublisher.connect(server.address);
+});
+
+after(async () => {
+  publisher?.close();
+  const code = await server?.stop();
+  assert.equal(code, 0, `server did not stop cleanly on SIGTERM (exit ${code}); stderr:\n${server?.stderr()}`);
+});
+
+const uniq = (prefix: string) => `${prefix}-${randomUUID()}`;
+
+/** Reads `count` events from a started watch (fails after `timeoutMs`). */
+async function take(watch: LifecycleWatch, count: number, timeoutMs = 5_000): Promise<LifecycleEvent[]> {
+  const events: LifecycleEvent[] = [];
+  if (count === 0) return events;
+  const timer = setTimeout(() => watch.close(), timeoutMs);
+  try {
+    for await (const event of watch) {
+      events.push(event);
+      if (events.length === count) break;
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  assert.equal(events.length, count, `got ${events.length} of ${count} events within ${timeoutMs} ms`);
+  return events;
+}
+
+/** Publishes until the server counts `expected` watchers, for at most 3 s; the last count. */
+async function watchersSettleAt(expected: number): Promise<number> {
+  const probe = newLifecycleEvent(LifecycleEventType.STARTED, uniq("probe"));
+  const deadline = Date.now() + 3_000;
+  let count = await publisher.publish(probe);
+  while (count !== expected && Date.now() < deadline) {
+    await sleep(20);
+    count = await publisher.publish(probe);
+  }
+  return count;
+}
+
+const norm = (e: LifecycleEvent) => ({ ...e, eventTime: epochNanosOf(e.eventTime) });
+
+describe("GrpcLifecyclePublisher", () => {
+  it("relays published events to a watcher, field for field and in order", async () => {
+    await using watch = publisher.watch({ workflowDefinitionId: "relay-def" });
+    await watch.started();
+    const id = uniq("wf");
+    const sent = [
+      newLifecycleEvent(LifecycleEventType.STARTED, id, {
+        workflowDefinitionId: "relay-def",
+        version: 3,
+        reference: "order-42",
+        eventTime: new PreciseDate(Date.UTC(2024, 1, 29, 12, 0, 0, 123), 456_000),
+      }),
+      newLifecycleEvent(LifecycleEventType.STEP_STARTED, id, { workflowDefinitionId: "relay-def", version: 3, stepId: 2, stepName: "charge" }),
+      newLifecycleEvent(LifecycleEventType.ERROR, id, { workflowDefinitionId: "relay-def", version: 3, message: "card declined ✗" }),
+      newLifecycleEvent(LifecycleEventType.COMPLETED, id, { workflowDefinitionId: "relay-def", version: 3 }),
+    ];
+    for (const event of sent) assert.ok((await publisher.publish(event)) >= 1, "the watch counts as a watcher");
+    const received = await take(watch, sent.length);
+    assert.deepEqual(received.map(norm), sent.map(norm));
+    const time = received[0]!.eventTime;
+    assert.ok(time instanceof PreciseDate);
+    assert.equal(time.getMicroseconds(), 456);
+    assert.equal(received[1]!.reference, undefined, "absent stays absent");
+  });
+
+  it("filters by workflow instance and by definition", async () => {
+    const [x, y] = [uniq("x"), uniq("y")];
+    const [d, e] = [uniq("d"), uniq("e")];
+    await using all = publisher.watch();
+    await using byInstance = publisher.watch({ workflowInstanceId: x });
+    await using byDefinition = publisher.watch({ workflowDefinitionId: d });
+    await Promise.all([all.started(), byInstance.started(), byDefinition.started()]);
+    const events = [
+      newLifecycleEvent(LifecycleEventType.STARTED, x, { workflowDefinitionId: e }),
+      newLifecycleEvent(LifecycleEventType.STARTED, y, { workflowDefinitionId: d }),
+      newLifecycleEvent(LifecycleEventType.STARTED, y, { workflowDefinitionId: e }),
+      newLifecycleEvent(LifecycleEventType.COMPLETED, x, { workflowDefinitionId: d }),
+    ];
+    for (const event of events) await publisher.publish(event);
+    const key = (ev: LifecycleEvent) => `${ev.type}:${ev.workflowInstanceId}:${ev.workflowDefinitionId}`;
+    // Events are relayed in order, so the last matching event arriving proves the others were filtered out.
+    assert.deepEqual((await take(all, 4)).map(key), events.map(key));
+    assert.deepEqual((await take(byInstance, 2)).map(key), [events[0]!, events[3]!].map(key));
+    assert.deepEqual((await take(byDefinition, 2)).map(key), [events[1]!, events[3]!].map(key));
+  });
+
+  it("cancels the stream when the loop breaks, and on close() or the signal", async () => {
+    assert.equal(await watchersSettleAt(0), 0, "no watcher left over from earlier tests");
+    const first = publisher.watch();
+    await first.started();
+    assert.equal(await watchersSettleAt(1), 1);
+    for await (const event of first) {
+      assert.equal(event.type, LifecycleEventType.STARTED);
+      break;
+    }
+    assert.equal(await watchersSettleAt(0), 0, "break cancelled the stream at the server");
+
+    const second = publisher.watch();
+    await second.started();
+    assert.equal(await watchersSettleAt(1), 1);
+    second.close();
+    const ended: LifecycleEvent[] = [];
+    for await (const event of second) ended.push(event); // ends quietly
+    assert.deepEqual(ended, []);
+    assert.equal(await watchersSettleAt(0), 0, "close() cancelled the stream at the server");
+
+    const abort = new AbortController();
+    const third = publisher.watch({ signal: abort.signal });
+    await third.started();
+    let seen = 0;
+    let firstSeen = () => {};
+    const sawOne = new Promise<void>((resolve) => (firstSeen = resolve));
+    const reading = (async () => {
+      for await (const event of third) {
+        assert.equal(event.type, LifecycleEventType.STARTED);
+        seen += 1;
+        firstSeen();
+      }
+    })();
+    assert.equal(await watchersSettleAt(1), 1);
+    await sawOne;
+    abort.abort();
+    await reading; // ends quietly
+    const afterAbort = seen;
+    assert.equal(await watchersSettleAt(0), 0, "the signal cancelled the stream at the server");
+    assert.equal(seen, afterAbort, "nothing more is read after the abort");
+  });
+
+  it("rejects events the contract does not allow", async () => {
+    await assert.rejects(
+      publisher.publish({ ...newLifecycleEvent(LifecycleEventType.STARTED, "w"), type: "BOGUS" as LifecycleEventType }),
+      (err: unknown) => err instanceof InvalidArgument && err.field === "event.type",
+    );
+    // Checked by the server: the workflow instance id is required.
+    await assert.rejects(publisher.publish(newLifecycleEvent(LifecycleEventType.STARTED, "")), InvalidArgument);
+  });
+});

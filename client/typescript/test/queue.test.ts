@@ -1,0 +1,191 @@
+// GrpcQueueProvider against a live wfe-sqlite server (real process, real SQLite file).
+//
+// The server itself queues runnable workflows and due events (the never-stranded rule), so the
+// tests on the WORKFLOW queue stay in one place, and the others use the EVENT and INDEX queues of
+// a server on which no event is ever created.
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Code } from "@connectrpc/connect";
+import {
+  GrpcPersistenceProvider,
+  GrpcQueueProvider,
+  InvalidArgument,
+  newWorkflowInstance,
+  QueueType,
+  WfeError,
+} from "../src/index.js";
+import { startServer, type RunningServer } from "./server.js";
+
+let server: RunningServer;
+let queue: GrpcQueueProvider;
+
+before(async () => {
+  server = await startServer();
+  queue = await GrpcQueueProvider.connect(server.address);
+});
+
+after(async () => {
+  queue?.close();
+  const code = await server?.stop();
+  assert.equal(code, 0, `server did not stop cleanly on SIGTERM (exit ${code}); stderr:\n${server?.stderr()}`);
+});
+
+const uniq = (prefix: string) => `${prefix}-${randomUUID()}`;
+
+async function drain(q: GrpcQueueProvider, type: QueueType): Promise<string[]> {
+  const out: string[] = [];
+  for (let id = await q.dequeueWork(type); id !== undefined; id = await q.dequeueWork(type)) out.push(id);
+  return out;
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+describe("GrpcQueueProvider", () => {
+  it("hands items out first in, first out, per queue", async () => {
+    const events = Array.from({ length: 20 }, (_, i) => uniq(`e${i}`));
+    const index = Array.from({ length: 5 }, (_, i) => uniq(`i${i}`));
+    for (let i = 0; i < events.length; i++) {
+      assert.equal(await queue.queueWork(events[i]!, QueueType.EVENT), true);
+      if (i < index.length) assert.equal(await queue.queueWork(index[i]!, QueueType.INDEX), true);
+    }
+    assert.deepEqual(await drain(queue, QueueType.INDEX), index);
+    assert.deepEqual(await drain(queue, QueueType.EVENT), events);
+    assert.equal(await queue.dequeueWork(QueueType.EVENT), undefined, "empty: undefined at once");
+  });
+
+  it("keeps one entry, in its first place, for an id queued while it waits", async () => {
+    const [a, b] = [uniq("a"), uniq("b")];
+    assert.equal(await queue.queueWork(a, QueueType.EVENT), true);
+    assert.equal(await queue.queueWork(b, QueueType.EVENT), true);
+    assert.equal(await queue.queueWork(a, QueueType.EVENT), false, "already waiting");
+    assert.equal(await queue.queueWork(a, QueueType.INDEX), true, "another queue is another entry");
+    assert.deepEqual(await drain(queue, QueueType.EVENT), [a, b]);
+    assert.deepEqual(await drain(queue, QueueType.INDEX), [a]);
+    assert.equal(await queue.queueWork(a, QueueType.EVENT), true, "dequeued, so it can be queued again");
+    assert.deepEqual(await drain(queue, QueueType.EVENT), [a]);
+  });
+
+  it("hands each item to exactly one of many concurrent dequeuers", async () => {
+    const consumers = await Promise.all(Array.from({ length: 6 }, () => GrpcQueueProvider.connect(server.address)));
+    try {
+      const ids = Array.from({ length: 300 }, (_, i) => uniq(`x${i}`));
+      // Producing and consuming at once: consumers wait (long poll) while the producer queues.
+      let producing = true;
+      const taken = consumers.map(async (c) => {
+        const mine: string[] = [];
+        for (;;) {
+          const id = await c.dequeueWork(QueueType.EVENT, { waitMs: producing ? 500 : 0 });
+          if (id !== undefined) mine.push(id);
+          else if (!producing) return mine;
+        }
+      });
+      for (let i = 0; i < ids.length; i += 30) {
+        await Promise.all(ids.slice(i, i + 30).map((id) => queue.queueWork(id, QueueType.EVENT)));
+      }
+      producing = false;
+      const perConsumer = await Promise.all(taken);
+      const all = perConsumer.flat();
+      assert.equal(all.length, ids.length, "no item handed out twice, none lost");
+      assert.deepEqual(new Set(all), new Set(ids));
+      assert.ok(perConsumer.filter((m) => m.length > 0).length > 1, "the work was shared");
+    } finally {
+      consumers.forEach((c) => c.close());
+    }
+  });
+
+  it("wakes a waiting dequeue as soon as another client queues an item", async (t) => {
+    await using consumer = await GrpcQueueProvider.connect(server.address);
+    const latencies: number[] = [];
+    for (let round = 0; round < 20; round++) {
+      const id = uniq("wake");
+      const waiting = consumer.dequeueWork(QueueType.INDEX, { waitMs: 10_000 });
+      await sleep(100); // the dequeue is waiting at the server
+      const queuedAt = performance.now();
+      await queue.queueWork(id, QueueType.INDEX);
+      assert.equal(await waiting, id);
+      latencies.push(performance.now() - queuedAt);
+    }
+    latencies.sort((a, b) => a - b);
+    const [p50, max] = [percentile(latencies, 50), latencies[latencies.length - 1]!];
+    t.diagnostic(`queueWork -> waiting dequeueWork, 20 rounds: p50 ${p50.toFixed(1)} ms, max ${max.toFixed(1)} ms`);
+    assert.ok(max < 1_000, `slowest wake-up ${max.toFixed(1)} ms`);
+  });
+
+  it("waits the whole wait on an empty queue, with a deadline longer than the wait", async () => {
+    // The connection's deadline (300 ms) is shorter than the wait: the dequeue must still be allowed to wait.
+    await using consumer = await GrpcQueueProvider.connect(server.address, { timeoutMs: 300 });
+    const started = performance.now();
+    assert.equal(await consumer.dequeueWork(QueueType.INDEX, { waitMs: 800 }), undefined);
+    const waited = performance.now() - started;
+    assert.ok(waited >= 750, `returned after ${waited.toFixed(0)} ms of an 800 ms wait`);
+    assert.ok(waited < 800 + 2_000, `returned after ${waited.toFixed(0)} ms of an 800 ms wait`);
+  });
+
+  it("cancels a waiting dequeue through its signal", async () => {
+    const abort = new AbortController();
+    const started = performance.now();
+    const waiting = queue.dequeueWork(QueueType.INDEX, { waitMs: 30_000, signal: abort.signal });
+    setTimeout(() => abort.abort(), 100);
+    await assert.rejects(waiting, (e: unknown) => e instanceof WfeError && e.code === Code.Canceled);
+    assert.ok(performance.now() - started < 5_000);
+    // The cancelled call took nothing: an item queued now goes to the next dequeue.
+    const id = uniq("after-cancel");
+    await queue.queueWork(id, QueueType.INDEX);
+    assert.equal(await queue.dequeueWork(QueueType.INDEX), id);
+  });
+
+  it("rejects bad arguments", async () => {
+    await assert.rejects(queue.dequeueWork(QueueType.INDEX, { waitMs: 60_001 }), InvalidArgument);
+    await assert.rejects(queue.dequeueWork(QueueType.INDEX, { waitMs: -1 }), InvalidArgument);
+    await assert.rejects(queue.queueWork("x", "BOGUS" as QueueType), InvalidArgument);
+    await assert.rejects(queue.queueWork("", QueueType.INDEX), (e: unknown) => e instanceof InvalidArgument && e.code === Code.InvalidArgument);
+  });
+
+  it("dequeueWorkflow brings the workflow; the server queues a runnable workflow by itself", async () => {
+    await using store = await GrpcPersistenceProvider.connect(server.address);
+    const ghost = uniq("no-such-workflow");
+    await queue.queueWork(ghost, QueueType.WORKFLOW);
+    assert.deepEqual(await queue.dequeueWorkflow(), { id: ghost });
+
+    // Created RUNNABLE and due: queued by the server, a waiting host learns of it without polling.
+    const waiting = queue.dequeueWorkflow({ waitMs: 10_000 });
+    await sleep(100);
+    const w = newWorkflowInstance(uniq("def"), 1, { n: 1 });
+    await store.createNewWorkflow(w);
+    const got = await waiting;
+    assert.equal(got?.id, w.id);
+    assert.equal(got.workflow?.revision, 1);
+    assert.deepEqual(got.workflow?.data, { n: 1 });
+  });
+});
+
+describe("GrpcQueueProvider durability", () => {
+  it("keeps acknowledged items across a restart and a kill -9", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "wfe-sqlite-ts-queue-"));
+    const dbPath = join(dir, "queue.db");
+    let running = await startServer([], { dbPath });
+    try {
+      const ids = Array.from({ length: 10 }, (_, i) => uniq(`durable${i}`));
+      for (const [signal, batch] of [["SIGTERM", ids.slice(0, 5)], ["SIGKILL", ids.slice(5)]] as const) {
+        {
+          await using q = await GrpcQueueProvider.connect(running.address);
+          for (const id of batch) assert.equal(await q.queueWork(id, QueueType.EVENT), true);
+        }
+        await running.stop(signal);
+        running = await startServer([], { dbPath });
+      }
+      await using q = await GrpcQueueProvider.connect(running.address);
+      assert.deepEqual(await drain(q, QueueType.EVENT), ids);
+    } finally {
+      await running.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,197 @@
+"""The gRPC servicers of the cluster services: locks, queues, lifecycle (validate, call the cluster, convert)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, TypeAlias
+
+import grpc
+
+from wfe.persistence.v1 import (
+    lifecycle_pb2,
+    lifecycle_pb2_grpc,
+    locks_pb2,
+    locks_pb2_grpc,
+    queues_pb2,
+    queues_pb2_grpc,
+)
+from wfe_client.conversion import LIFECYCLE_EVENT_TYPE, QUEUE_TYPE, instant
+from wfe_client.errors import InvalidArgument, StreamIdle, WorkflowNotFound
+from wfe_client.limits import (
+    DEFAULT_LOCK_TTL,
+    MAX_LOCK_TTL,
+    MAX_RENEW_RESOURCES,
+    MAX_WAIT,
+    MIN_LOCK_TTL,
+)
+
+from ._provider import StoreProvider
+from ._queue_store import WORKFLOW
+from ._rows import check_id
+from ._servicer import _written
+from ._status import translate_errors
+from ._wire import workflow_message
+
+__all__ = ["CLUSTER_SERVICE_NAMES", "add_cluster_servicers"]
+
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+_US = timedelta(microseconds=1)
+
+CLUSTER_SERVICE_NAMES = (
+    locks_pb2.DESCRIPTOR.services_by_name["LockService"].full_name,
+    queues_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
+    lifecycle_pb2.DESCRIPTOR.services_by_name["LifecycleService"].full_name,
+)
+
+
+def _duration(request: Any, name: str, default: timedelta, low: timedelta, high: timedelta) -> timedelta:
+    """A Duration field: absent or zero is ``default``; otherwise it must lie in [low, high]."""
+    if not request.HasField(name):
+        return default
+    value = getattr(request, name)
+    if value.seconds == 0 and value.nanos == 0:
+        return default
+    if value.seconds < 0 or value.nanos < 0 or value.nanos > 999_999_999 or value.seconds > high.total_seconds():
+        raise InvalidArgument(f"{name}: must be between {low} and {high}", field=name)
+    result = timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
+    if not low <= result <= high:
+        raise InvalidArgument(f"{name}: must be between {low} and {high}", field=name)
+    return result
+
+
+def _queue(value: int, field: str = "queue") -> str:
+    """The stored name of a queue (``QueueType`` member name); UNSPECIFIED and unknown values are invalid."""
+    return QUEUE_TYPE.decode_name(value, field)
+
+
+class LockServicer(locks_pb2_grpc.LockServiceServicer):
+    """``wfe.persistence.v1.LockService`` over the provider's cluster."""
+
+    def __init__(self, provider: StoreProvider) -> None:
+        self._cluster = provider.cluster
+
+    @translate_errors
+    async def AcquireLock(
+        self, request: locks_pb2.AcquireLockRequest, context: Context
+    ) -> locks_pb2.AcquireLockResponse:
+        resource = check_id(request.resource, "resource")
+        owner = check_id(request.owner, "owner")
+        ttl = _duration(request, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL)
+        lease = await self._cluster.acquire_lock(resource, owner, ttl // _US)
+        if lease is None:
+            return locks_pb2.AcquireLockResponse(acquired=False)
+        token, expire_us = lease
+        response = locks_pb2.AcquireLockResponse(acquired=True, fencing_token=token)
+        seconds, micros = divmod(expire_us, 1_000_000)
+        response.expire_time.seconds, response.expire_time.nanos = seconds, micros * 1000
+        return response
+
+    @translate_errors
+    async def RenewLocks(self, request: locks_pb2.RenewLocksRequest, context: Context) -> locks_pb2.RenewLocksResponse:
+        owner = check_id(request.owner, "owner")
+        if len(request.resources) > MAX_RENEW_RESOURCES:
+            raise InvalidArgument(
+                f"resources: at most {MAX_RENEW_RESOURCES} per request, got {len(request.resources)}", field="resources"
+            )
+        resources = [check_id(r, f"resources[{i}]") for i, r in enumerate(request.resources)]
+        ttl = _duration(request, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL)
+        lost = await self._cluster.renew_locks(owner, resources, ttl // _US)
+        return locks_pb2.RenewLocksResponse(lost_resources=lost)
+
+    @translate_errors
+    async def ReleaseLock(
+        self, request: locks_pb2.ReleaseLockRequest, context: Context
+    ) -> locks_pb2.ReleaseLockResponse:
+        resource = check_id(request.resource, "resource")
+        owner = check_id(request.owner, "owner")
+        return locks_pb2.ReleaseLockResponse(released=await self._cluster.release_lock(resource, owner))
+
+
+class QueueServicer(queues_pb2_grpc.QueueServiceServicer):
+    """``wfe.persistence.v1.QueueService`` over the provider's cluster."""
+
+    def __init__(self, provider: StoreProvider) -> None:
+        self._p = provider
+        self._cluster = provider.cluster
+
+    @translate_errors
+    async def QueueWork(self, request: queues_pb2.QueueWorkRequest, context: Context) -> queues_pb2.QueueWorkResponse:
+        item_id = check_id(request.id, "id")
+        queued = await self._cluster.queue_work(_queue(request.queue), item_id)
+        return queues_pb2.QueueWorkResponse(queued=queued)
+
+    @translate_errors
+    async def DequeueWork(
+        self, request: queues_pb2.DequeueWorkRequest, context: Context
+    ) -> queues_pb2.DequeueWorkResponse:
+        queue = _queue(request.queue)
+        wait = _duration(request, "wait", timedelta(0), _US, MAX_WAIT)
+        item_id = await self._cluster.dequeue_work(queue, wait.total_seconds())
+        if item_id is None:
+            return queues_pb2.DequeueWorkResponse()
+        response = queues_pb2.DequeueWorkResponse(id=item_id)
+        if request.include_workflow and queue == WORKFLOW:
+            try:
+                row, pointers = await self._p.store.workflow(item_id)
+            except WorkflowNotFound:
+                return response
+            response.workflow.CopyFrom(workflow_message(row, pointers))
+        return response
+
+
+def _event(request: lifecycle_pb2.PublishLifecycleEventRequest) -> lifecycle_pb2.LifecycleEvent:
+    if not request.HasField("event"):
+        raise InvalidArgument("event: required", field="event")
+    event = request.event
+    instant(event, "event_time", "event")
+    check_id(event.workflow_instance_id, "event.workflow_instance_id")
+    check_id(event.workflow_definition_id, "event.workflow_definition_id", required=False)
+    LIFECYCLE_EVENT_TYPE.decode(event.type, "event.type")
+    return event
+
+
+class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
+    """``wfe.persistence.v1.LifecycleService``: relays published events to the watchers of this server."""
+
+    def __init__(self, provider: StoreProvider, stream_idle: float) -> None:
+        self._cluster = provider.cluster
+        self._stream_idle = stream_idle
+
+    @translate_errors
+    async def PublishLifecycleEvent(
+        self, request: lifecycle_pb2.PublishLifecycleEventRequest, context: Context
+    ) -> lifecycle_pb2.PublishLifecycleEventResponse:
+        event = _event(request)
+        payload = lifecycle_pb2.WatchLifecycleEventsResponse(event=event).SerializeToString()
+        count = await self._cluster.publish_lifecycle(payload, event.workflow_instance_id, event.workflow_definition_id)
+        return lifecycle_pb2.PublishLifecycleEventResponse(watchers=count)
+
+    @translate_errors
+    async def WatchLifecycleEvents(self, request: lifecycle_pb2.WatchLifecycleEventsRequest, context: Context) -> None:
+        check_id(request.workflow_instance_id, "workflow_instance_id", required=False)
+        check_id(request.workflow_definition_id, "workflow_definition_id", required=False)
+        with self._cluster.watch_lifecycle(request.workflow_instance_id, request.workflow_definition_id) as watcher:
+            # Headers now, on their own: the client knows the watch is in place before any event
+            # (and a write given up on below must not leave them pending).
+            await context.send_initial_metadata(())
+            while True:
+                payload = await watcher.next()
+                if payload is None:
+                    return
+                response = lifecycle_pb2.WatchLifecycleEventsResponse.FromString(payload)
+                try:
+                    written = await _written(context, response, self._stream_idle)
+                except Exception:
+                    if context.done() or context.cancelled():
+                        return
+                    raise
+                if not written:
+                    raise StreamIdle(f"the client took no event for {self._stream_idle:g} s; stream ended")
+
+
+def add_cluster_servicers(server: grpc.aio.Server, provider: StoreProvider, stream_idle: float) -> None:
+    """Register the lock, queue and lifecycle services of ``provider`` on ``server``."""
+    locks_pb2_grpc.add_LockServiceServicer_to_server(LockServicer(provider), server)
+    queues_pb2_grpc.add_QueueServiceServicer_to_server(QueueServicer(provider), server)
+    lifecycle_pb2_grpc.add_LifecycleServiceServicer_to_server(LifecycleServicer(provider, stream_idle), server)

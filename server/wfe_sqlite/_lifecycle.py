@@ -1,0 +1,119 @@
+"""``LifecycleHub``: in-memory fan-out of published lifecycle events to the watchers of this process.
+
+Events are relayed, not stored. Each watcher has its own buffer of at most ``MAX_BEHIND`` events;
+a watcher that falls further behind is ended (``WatcherFellBehind``) instead of holding memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Generic, TypeVar
+
+from wfe_client.errors import WatcherFellBehind
+
+__all__ = ["MAX_BEHIND", "LifecycleHub", "Watcher"]
+
+E = TypeVar("E")
+
+MAX_BEHIND = 10_000
+"""Most events a watcher may have waiting before it is ended."""
+
+
+class Watcher(Generic[E]):
+    """One watch: the events published since it began that match its filters, in publishing order."""
+
+    def __init__(self, hub: LifecycleHub[E], workflow_instance_id: str, workflow_definition_id: str) -> None:
+        self._hub = hub
+        self.workflow_instance_id = workflow_instance_id
+        self.workflow_definition_id = workflow_definition_id
+        self._buffer: collections.deque[E] = collections.deque()
+        self._ready = asyncio.Event()
+        self.fell_behind = False
+        self.ended = False
+
+    def matches(self, workflow_instance_id: str, workflow_definition_id: str) -> bool:
+        return (not self.workflow_instance_id or self.workflow_instance_id == workflow_instance_id) and (
+            not self.workflow_definition_id or self.workflow_definition_id == workflow_definition_id
+        )
+
+    def offer(self, event: E) -> bool:
+        if self.ended or self.fell_behind:
+            return False
+        if len(self._buffer) >= MAX_BEHIND:
+            self.fell_behind = True
+            self._buffer.clear()
+            self._ready.set()
+            return False
+        self._buffer.append(event)
+        self._ready.set()
+        return True
+
+    def end(self) -> None:
+        self.ended = True
+        self._ready.set()
+
+    async def next(self) -> E | None:
+        """The next event; None once the hub closed. Raises ``WatcherFellBehind``."""
+        while True:
+            if self.fell_behind:
+                raise WatcherFellBehind(f"the watcher fell more than {MAX_BEHIND} events behind and was ended")
+            if self._buffer:
+                return self._buffer.popleft()
+            if self.ended:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+
+    def close(self) -> None:
+        self.ended = True
+        self._hub._watchers.discard(self)
+
+    def __enter__(self) -> Watcher[E]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LifecycleHub(Generic[E]):
+    """Hands each published event to every open watcher whose filters match."""
+
+    def __init__(self) -> None:
+        self._watchers: set[Watcher[E]] = set()
+        self._closed = False
+
+    @property
+    def watchers(self) -> int:
+        return len(self._watchers)
+
+    def watch(self, workflow_instance_id: str = "", workflow_definition_id: str = "") -> Watcher[E]:
+        watcher = Watcher(self, workflow_instance_id, workflow_definition_id)
+        if self._closed:
+            watcher.end()
+        else:
+            self._watchers.add(watcher)
+        return watcher
+
+    def matching(self, workflow_instance_id: str, workflow_definition_id: str) -> int:
+        """How many open watchers, not ended and not fallen behind, would take an event of that
+        workflow and definition."""
+        return sum(
+            not (watcher.ended or watcher.fell_behind) and watcher.matches(workflow_instance_id, workflow_definition_id)
+            for watcher in self._watchers
+        )
+
+    def publish(self, event: E, workflow_instance_id: str, workflow_definition_id: str) -> int:
+        """Hand ``event`` to the matching watchers; how many took it."""
+        return sum(
+            watcher.offer(event)
+            for watcher in list(self._watchers)
+            if watcher.matches(workflow_instance_id, workflow_definition_id)
+        )
+
+    def close(self) -> None:
+        """End every watch (their streams finish) and refuse new ones."""
+        self._closed = True
+        for watcher in list(self._watchers):
+            watcher.end()
+        self._watchers.clear()

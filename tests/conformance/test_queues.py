@@ -1,0 +1,233 @@
+"""Conformance: the durable work queues (FIFO, dedupe, exactly once, long poll, never stranded)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import pytest
+from conformance_support import event, now, workflow
+
+from conftest import REQUEUE_INTERVAL, ClusterUnderTest
+from wfe_client import InvalidArgument, QueueType, WorkflowStatus
+
+WAIT = timedelta(seconds=5)
+
+
+def epoch_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def test_first_in_first_out_per_queue_type(cluster: ClusterUnderTest) -> None:
+    q = await cluster.queue()
+    for item in ("a", "b", "c"):
+        assert await q.queue_work(item, QueueType.INDEX) is True
+    assert await q.queue_work("z", QueueType.EVENT) is True
+    assert [await q.dequeue_work(QueueType.INDEX) for _ in range(4)] == ["a", "b", "c", None]
+    assert await q.dequeue_work(QueueType.EVENT) == "z"
+    assert await q.dequeue_work(QueueType.EVENT) is None
+    assert await q.dequeue_work(QueueType.WORKFLOW) is None
+
+
+async def test_an_id_waiting_keeps_one_entry_and_its_place(cluster: ClusterUnderTest) -> None:
+    q = await cluster.queue()
+    assert await q.queue_work("a", QueueType.INDEX) is True
+    assert await q.queue_work("b", QueueType.INDEX) is True
+    assert await q.queue_work("a", QueueType.INDEX) is False
+    assert await q.dequeue_work(QueueType.INDEX) == "a"
+    # Handed out: queueing it again makes a new entry, at the end.
+    assert await q.queue_work("a", QueueType.INDEX) is True
+    assert [await q.dequeue_work(QueueType.INDEX) for _ in range(3)] == ["b", "a", None]
+
+
+async def test_each_item_goes_to_exactly_one_of_many_concurrent_dequeuers(cluster: ClusterUnderTest) -> None:
+    producer = await cluster.queue()
+    consumers = [await cluster.queue() for _ in range(8)]
+    items = [f"item-{i}" for i in range(300)]
+    got: list[str] = []
+
+    async def consume(q: object) -> None:
+        assert hasattr(q, "dequeue_work")
+        while True:
+            item = await q.dequeue_work(QueueType.INDEX, wait=timedelta(milliseconds=500))  # type: ignore[attr-defined]
+            if item is None:
+                return
+            got.append(item)
+
+    tasks = [asyncio.create_task(consume(c)) for c in consumers for _ in range(4)]
+    for item in items:
+        await producer.queue_work(item, QueueType.INDEX)
+    await asyncio.gather(*tasks)
+    assert sorted(got) == sorted(items), (len(got), len(set(got)))
+
+
+async def test_a_waiting_dequeue_returns_as_soon_as_an_item_arrives(cluster: ClusterUnderTest) -> None:
+    consumer = await cluster.queue()
+    producer = await cluster.queue()
+    latencies = []
+    for i in range(10):
+        waiting = asyncio.create_task(consumer.dequeue_work(QueueType.INDEX, wait=WAIT))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        started = time.perf_counter()
+        await producer.queue_work(f"x-{i}", QueueType.INDEX)
+        assert await waiting == f"x-{i}"
+        latencies.append(time.perf_counter() - started)
+    latencies.sort()
+    assert latencies[len(latencies) // 2] < 0.1, latencies  # no polling interval in between
+
+
+async def test_a_wait_with_nothing_arriving_returns_none_after_the_wait(cluster: ClusterUnderTest) -> None:
+    q = await cluster.queue()
+    started = time.monotonic()
+    assert await q.dequeue_work(QueueType.INDEX, wait=timedelta(milliseconds=300)) is None
+    assert 0.25 <= time.monotonic() - started < 3
+
+
+async def test_a_waiter_that_gives_up_loses_no_item(cluster: ClusterUnderTest) -> None:
+    q = await cluster.queue()
+    gone = asyncio.create_task(q.dequeue_work(QueueType.INDEX, wait=WAIT))
+    await asyncio.sleep(0.1)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    await q.queue_work("kept", QueueType.INDEX)
+    assert await q.dequeue_work(QueueType.INDEX, wait=WAIT) == "kept"
+
+
+@pytest.mark.parametrize("wait", [timedelta(seconds=61), timedelta(seconds=-1)])
+async def test_wait_out_of_bounds_is_invalid(cluster: ClusterUnderTest, wait: timedelta) -> None:
+    q = await cluster.queue()
+    with pytest.raises(InvalidArgument):
+        await q.dequeue_work(QueueType.INDEX, wait=wait)
+
+
+async def test_an_event_created_due_is_queued_by_the_store(cluster: ClusterUnderTest) -> None:
+    q = await cluster.queue()
+    waiting = asyncio.create_task(q.dequeue_work(QueueType.EVENT, wait=WAIT))
+    await asyncio.sleep(0.05)
+    started = time.perf_counter()
+    eid = await cluster.store.create_event(event("paid", "42", time=now()))
+    assert await waiting == eid
+    assert time.perf_counter() - started < 0.5
+    assert await q.dequeue_work(QueueType.EVENT) is None  # once
+
+
+async def test_a_workflow_stored_runnable_and_due_is_queued_by_the_store(cluster: ClusterUnderTest) -> None:
+    q = await cluster.queue()
+    w = workflow(next_execution=0)
+    await cluster.store.create_new_workflow(w)
+    waiting_one = workflow(next_execution=None)  # not runnable: not queued
+    suspended = workflow(next_execution=0, status=WorkflowStatus.SUSPENDED)
+    await cluster.store.create_new_workflow(waiting_one)
+    await cluster.store.create_new_workflow(suspended)
+    assert await q.dequeue_work(QueueType.WORKFLOW) == w.id
+    assert await q.dequeue_work(QueueType.WORKFLOW) is None
+    # A persist that makes one runnable queues it.
+    waiting_one.next_execution = 0
+    await cluster.store.persist_workflow(waiting_one)
+    assert await q.dequeue_work(QueueType.WORKFLOW) == waiting_one.id
+
+
+async def test_dequeue_workflow_returns_it_with_its_revision(cluster: ClusterUnderTest) -> None:
+    q = await cluster.queue()
+    w = workflow()
+    await cluster.store.create_new_workflow(w)
+    got = await q.dequeue_workflow(wait=WAIT)
+    assert got is not None
+    wid, stored = got
+    assert wid == w.id and stored is not None and stored.revision == 1 and stored.data == w.data
+    await q.queue_work("no-such-workflow", QueueType.WORKFLOW)
+    assert await q.dequeue_workflow() == ("no-such-workflow", None)
+    assert await q.dequeue_workflow() is None
+
+
+async def test_a_leased_workflow_is_queued_when_its_lease_is_released(cluster: ClusterUnderTest) -> None:
+    q = await cluster.queue()
+    host = await cluster.locks("host")
+    w = workflow(next_execution=None)
+    await cluster.store.create_new_workflow(w)
+    assert await host.acquire_lock(w.id)
+    assert await host.acquire_lock("workflow-execution." + w.id)
+    w.next_execution = 0
+    await cluster.store.persist_workflow(w)  # due, but a host holds it: not queued
+    assert await q.dequeue_work(QueueType.WORKFLOW) is None
+    await host.release_lock(w.id)  # the claim key still holds it
+    assert await q.dequeue_work(QueueType.WORKFLOW) is None
+    waiting = asyncio.create_task(q.dequeue_work(QueueType.WORKFLOW, wait=WAIT))
+    await asyncio.sleep(0.05)
+    await host.release_lock("workflow-execution." + w.id)
+    assert await waiting == w.id
+    # A release of a workflow that is not due queues nothing.
+    done = workflow(next_execution=None)
+    await cluster.store.create_new_workflow(done)
+    assert await host.acquire_lock(done.id)
+    await host.release_lock(done.id)
+    assert await q.dequeue_work(QueueType.WORKFLOW) is None
+
+
+async def test_work_that_comes_due_later_is_queued_when_its_time_comes(cluster: ClusterUnderTest) -> None:
+    q = await cluster.queue()
+    due_in = 0.4
+    w = workflow(next_execution=epoch_ms() + int(due_in * 1000))
+    await cluster.store.create_new_workflow(w)
+    later = event("later", "k", time=now() + timedelta(seconds=due_in))
+    await cluster.store.create_event(later)
+    assert await q.dequeue_work(QueueType.WORKFLOW) is None
+    assert await q.dequeue_work(QueueType.EVENT) is None
+    started = time.monotonic()
+    assert await q.dequeue_work(QueueType.WORKFLOW, wait=WAIT) == w.id
+    assert await q.dequeue_work(QueueType.EVENT, wait=WAIT) == later.id
+    waited = time.monotonic() - started
+    assert due_in * 0.7 < waited < due_in + REQUEUE_INTERVAL, waited
+
+
+async def test_work_handed_out_and_dropped_is_queued_again(cluster: ClusterUnderTest) -> None:
+    q = await cluster.queue()
+    w = workflow()
+    await cluster.store.create_new_workflow(w)
+    eid = await cluster.store.create_event(event(time=now()))
+    assert await q.dequeue_work(QueueType.WORKFLOW) == w.id  # the host that took it dies here
+    assert await q.dequeue_work(QueueType.EVENT) == eid
+    started = time.monotonic()
+    assert await q.dequeue_work(QueueType.WORKFLOW, wait=WAIT) == w.id
+    assert await q.dequeue_work(QueueType.EVENT, wait=WAIT) == eid
+    waited = time.monotonic() - started
+    assert REQUEUE_INTERVAL * 0.8 <= waited < REQUEUE_INTERVAL * 5, waited
+
+
+async def test_work_under_a_live_lease_is_not_queued_again_until_the_lease_runs_out(cluster: ClusterUnderTest) -> None:
+    q = await cluster.queue()
+    dead = await cluster.locks("dead-host", ttl=timedelta(milliseconds=1500))
+    w = workflow()
+    await cluster.store.create_new_workflow(w)
+    assert await q.dequeue_work(QueueType.WORKFLOW) == w.id
+    assert await dead._acquire(w.id) is not None  # taken, then its holder dies (no renewal)
+    started = time.monotonic()
+    assert await q.dequeue_work(QueueType.WORKFLOW, wait=WAIT) == w.id
+    waited = time.monotonic() - started
+    assert 1.2 <= waited < 1.5 + REQUEUE_INTERVAL * 3, waited
+
+
+async def test_processed_events_and_finished_workflows_are_not_queued_again(cluster: ClusterUnderTest) -> None:
+    q = await cluster.queue()
+    w = workflow()
+    await cluster.store.create_new_workflow(w)
+    eid = await cluster.store.create_event(event(time=now()))
+    assert await q.dequeue_work(QueueType.WORKFLOW) == w.id
+    assert await q.dequeue_work(QueueType.EVENT) == eid
+    w.status, w.next_execution = WorkflowStatus.COMPLETE, None
+    await cluster.store.persist_workflow(w)
+    await cluster.store.mark_event_processed(eid)
+    assert await q.dequeue_work(QueueType.WORKFLOW, wait=timedelta(seconds=REQUEUE_INTERVAL * 3)) is None
+    assert await q.dequeue_work(QueueType.EVENT) is None
+    # Marked unprocessed again: it is due work once more.
+    await cluster.store.mark_event_unprocessed(eid)
+    assert await q.dequeue_work(QueueType.EVENT, wait=WAIT) == eid
+
+
+async def test_queue_providers_are_async_context_managers(cluster: ClusterUnderTest) -> None:
+    async with await cluster.queue() as q:
+        assert await q.queue_work("ctx", QueueType.INDEX)
+        assert await q.dequeue_work(QueueType.INDEX) == "ctx"

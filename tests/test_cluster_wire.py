@@ -1,0 +1,296 @@
+"""The cluster services on the wire (raw stubs): validation, error details, revisions, lifecycle, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2, timestamp_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from wfe.persistence.v1 import (
+    lifecycle_pb2,
+    lifecycle_pb2_grpc,
+    locks_pb2,
+    locks_pb2_grpc,
+    queues_pb2,
+    queues_pb2_grpc,
+    workflows_pb2,
+    workflows_pb2_grpc,
+)
+from wfe_client import GrpcLifecyclePublisher, LifecycleEvent, LifecycleEventType, WatcherFellBehind
+from wfe_sqlite._lifecycle import MAX_BEHIND, LifecycleHub
+from wfe_sqlite.server import RunningServer, ServerConfig
+
+NOW = timestamp_pb2.Timestamp(seconds=1_700_000_000)
+
+
+class Stubs:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.locks = locks_pb2_grpc.LockServiceStub(channel)
+        self.queues = queues_pb2_grpc.QueueServiceStub(channel)
+        self.lifecycle = lifecycle_pb2_grpc.LifecycleServiceStub(channel)
+        self.workflows = workflows_pb2_grpc.WorkflowServiceStub(channel)
+
+
+@pytest.fixture
+async def stubs(running_server: RunningServer) -> AsyncIterator[Stubs]:
+    async with grpc.aio.insecure_channel(running_server.address) as channel:
+        yield Stubs(channel)
+
+
+def _info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            for detail in status_pb2.Status.FromString(value).details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return info
+    raise AssertionError(f"no ErrorInfo in {error!r}")
+
+
+async def _refused(
+    call: object, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
+) -> error_details_pb2.ErrorInfo:
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await call  # type: ignore[misc]
+    assert failure.value.code() == code, failure.value
+    return _info(failure.value)
+
+
+def _ms(value: float) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromTimedelta(timedelta(milliseconds=value))
+    return duration
+
+
+# -- locks ------------------------------------------------------------------------------------------
+
+
+async def test_acquire_lock_answers_token_and_expiry_and_validates(stubs: Stubs) -> None:
+    before = datetime.now(UTC)
+    taken = await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource="r", owner="o"))
+    assert taken.acquired and taken.fencing_token >= 1
+    expires = taken.expire_time.ToDatetime(tzinfo=UTC)
+    assert before + timedelta(seconds=29) < expires < before + timedelta(seconds=32)  # default 30 s
+    refused = await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource="r", owner="p"))
+    assert not refused.acquired and refused.fencing_token == 0 and not refused.HasField("expire_time")
+    for request, field in [
+        (locks_pb2.AcquireLockRequest(owner="o"), "resource"),
+        (locks_pb2.AcquireLockRequest(resource="x"), "owner"),
+        (locks_pb2.AcquireLockRequest(resource="x", owner="o", ttl=_ms(99)), "ttl"),
+        (locks_pb2.AcquireLockRequest(resource="x", owner="o", ttl=_ms(3_600_001)), "ttl"),
+        (locks_pb2.AcquireLockRequest(resource="x", owner="o", ttl=duration_pb2.Duration(seconds=-1)), "ttl"),
+        (locks_pb2.AcquireLockRequest(resource="x" * 1025, owner="o"), "resource"),
+    ]:
+        info = await _refused(stubs.locks.AcquireLock(request))
+        assert info.reason == "INVALID_ARGUMENT" and info.metadata["field"] == field
+    bounds = await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource="edge", owner="o", ttl=_ms(100)))
+    assert bounds.acquired
+
+
+async def test_renew_lists_lost_resources_and_release_says_whether_it_freed(stubs: Stubs) -> None:
+    await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource="mine", owner="a"))
+    await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource="theirs", owner="b"))
+    renewed = await stubs.locks.RenewLocks(
+        locks_pb2.RenewLocksRequest(owner="a", resources=["mine", "theirs", "nobody"], ttl=_ms(5000))
+    )
+    assert list(renewed.lost_resources) == ["theirs", "nobody"]
+    too_many = locks_pb2.RenewLocksRequest(owner="a", resources=[f"r{i}" for i in range(10_001)])
+    assert (await _refused(stubs.locks.RenewLocks(too_many))).metadata["field"] == "resources"
+    assert not (await stubs.locks.ReleaseLock(locks_pb2.ReleaseLockRequest(resource="mine", owner="b"))).released
+    assert (await stubs.locks.ReleaseLock(locks_pb2.ReleaseLockRequest(resource="mine", owner="a"))).released
+    assert not (await stubs.locks.ReleaseLock(locks_pb2.ReleaseLockRequest(resource="mine", owner="a"))).released
+
+
+# -- queues -----------------------------------------------------------------------------------------
+
+
+async def test_queue_requests_are_validated(stubs: Stubs) -> None:
+    unspecified = queues_pb2.QueueWorkRequest(id="x")
+    assert (await _refused(stubs.queues.QueueWork(unspecified))).metadata["field"] == "queue"
+    unknown = queues_pb2.QueueWorkRequest(id="x", queue=99)  # type: ignore[arg-type]
+    assert (await _refused(stubs.queues.QueueWork(unknown))).metadata["field"] == "queue"
+    no_id = queues_pb2.QueueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT)
+    assert (await _refused(stubs.queues.QueueWork(no_id))).metadata["field"] == "id"
+    long_wait = queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT, wait=_ms(60_001))
+    assert (await _refused(stubs.queues.DequeueWork(long_wait))).metadata["field"] == "wait"
+    negative = queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT, wait=duration_pb2.Duration(seconds=-1))
+    assert (await _refused(stubs.queues.DequeueWork(negative))).metadata["field"] == "wait"
+    first = await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id="x", queue=queues_pb2.QUEUE_TYPE_EVENT))
+    again = await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id="x", queue=queues_pb2.QUEUE_TYPE_EVENT))
+    assert first.queued and not again.queued
+
+
+async def test_a_waiting_dequeue_ends_at_once_when_the_server_stops(store_url: str) -> None:
+    running = await RunningServer.start(ServerConfig(db=store_url, listen="127.0.0.1:0", grace=20.0))
+    stopped = False
+    try:
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            stubs = Stubs(channel)
+            waiting = asyncio.ensure_future(
+                stubs.queues.DequeueWork(
+                    queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_WORKFLOW, wait=_ms(50_000)), timeout=60
+                )
+            )
+            watch = stubs.lifecycle.WatchLifecycleEvents(lifecycle_pb2.WatchLifecycleEventsRequest())
+            await watch.initial_metadata()
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            await running.stop()
+            stopped = True
+            assert (await waiting).id == ""
+            assert [r async for r in watch] == []
+            assert await watch.code() == grpc.StatusCode.OK
+            assert time.monotonic() - started < 5  # not the 20 s grace, not the 50 s wait
+    finally:
+        if not stopped:
+            await running.stop()
+
+
+# -- revisions --------------------------------------------------------------------------------------
+
+
+def _workflow(**overrides: object) -> workflows_pb2.WorkflowInstance:
+    fields: dict[str, object] = {
+        "workflow_definition_id": "def",
+        "version": 1,
+        "status": workflows_pb2.WORKFLOW_STATUS_RUNNABLE,
+        "data": "{}",
+        "create_time": NOW,
+    }
+    fields.update(overrides)
+    return workflows_pb2.WorkflowInstance(**fields)  # type: ignore[arg-type]
+
+
+async def test_revisions_on_the_wire(stubs: Stubs) -> None:
+    created = await stubs.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id="w")))
+    assert created.revision == 1
+    got = await stubs.workflows.GetWorkflow(workflows_pb2.GetWorkflowRequest(id="w"))
+    assert got.workflow.revision == 1
+    # The revision inside the message is ignored on input: only expected_revision is checked.
+    persisted = await stubs.workflows.PersistWorkflow(
+        workflows_pb2.PersistWorkflowRequest(workflow=_workflow(id="w", revision=77), expected_revision=1)
+    )
+    assert persisted.revision == 2
+    stale = workflows_pb2.PersistWorkflowRequest(workflow=_workflow(id="w", data='{"stale":1}'), expected_revision=1)
+    info = await _refused(stubs.workflows.PersistWorkflow(stale), grpc.StatusCode.ABORTED)
+    assert info.reason == "REVISION_CONFLICT" and info.domain == "wfe-sqlite"
+    assert (info.metadata["id"], info.metadata["expected"], info.metadata["stored"]) == ("w", "1", "2")
+    with_subs = workflows_pb2.PersistWorkflowWithSubscriptionsRequest(workflow=_workflow(id="w"), expected_revision=1)
+    assert (
+        await _refused(stubs.workflows.PersistWorkflowWithSubscriptions(with_subs), grpc.StatusCode.ABORTED)
+    ).reason == ("REVISION_CONFLICT")
+    negative = workflows_pb2.PersistWorkflowRequest(workflow=_workflow(id="w"), expected_revision=-1)
+    assert (await _refused(stubs.workflows.PersistWorkflow(negative))).metadata["field"] == "expected_revision"
+    unchecked = await stubs.workflows.PersistWorkflowWithSubscriptions(
+        workflows_pb2.PersistWorkflowWithSubscriptionsRequest(workflow=_workflow(id="w", next_execution=0))
+    )
+    assert unchecked.revision == 3  # and now runnable and due: queued
+    dequeued = await stubs.queues.DequeueWork(
+        queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_WORKFLOW, include_workflow=True)
+    )
+    assert dequeued.id == "w" and dequeued.workflow.revision == 3 and dequeued.workflow.id == "w"
+
+
+# -- lifecycle --------------------------------------------------------------------------------------
+
+
+def _event(
+    workflow: str = "wf", definition: str = "def", kind: int = lifecycle_pb2.LIFECYCLE_EVENT_TYPE_STARTED
+) -> lifecycle_pb2.LifecycleEvent:
+    return lifecycle_pb2.LifecycleEvent(
+        event_time=NOW,
+        workflow_instance_id=workflow,
+        workflow_definition_id=definition,
+        type=kind,  # type: ignore[arg-type]
+    )
+
+
+async def test_publish_is_validated(stubs: Stubs) -> None:
+    publish = stubs.lifecycle.PublishLifecycleEvent
+    assert (await _refused(publish(lifecycle_pb2.PublishLifecycleEventRequest()))).metadata["field"] == "event"
+    no_type = lifecycle_pb2.PublishLifecycleEventRequest(event=_event(kind=0))
+    assert (await _refused(publish(no_type))).metadata["field"] == "event.type"
+    no_time = lifecycle_pb2.PublishLifecycleEventRequest(
+        event=lifecycle_pb2.LifecycleEvent(workflow_instance_id="w", type=1)
+    )
+    assert (await _refused(publish(no_time))).metadata["field"] == "event.event_time"
+    no_workflow = lifecycle_pb2.PublishLifecycleEventRequest(event=_event(workflow=""))
+    assert (await _refused(publish(no_workflow))).metadata["field"] == "event.workflow_instance_id"
+    assert (await publish(lifecycle_pb2.PublishLifecycleEventRequest(event=_event()))).watchers == 0
+
+
+async def test_watchers_see_what_matches_their_filters_in_order(running_server: RunningServer) -> None:
+    async with (
+        GrpcLifecyclePublisher.connect(running_server.address) as hub,
+        hub.watch() as everything,
+        hub.watch(workflow_instance_id="wf-1") as one,
+        hub.watch(workflow_definition_id="def-b") as definition,
+    ):
+        published = [
+            LifecycleEvent(LifecycleEventType.STARTED, "wf-1", "def-a", 3, reference="ref"),
+            LifecycleEvent(LifecycleEventType.STEP_STARTED, "wf-2", "def-b", step_id=4, step_name="charge"),
+            LifecycleEvent(LifecycleEventType.ERROR, "wf-1", "def-a", message="boom"),
+            LifecycleEvent(LifecycleEventType.COMPLETED, "wf-2", "def-b"),
+        ]
+        counts = [await hub.publish(e) for e in published]
+        assert counts == [2, 2, 2, 2]
+
+        async def take(watch: object, n: int) -> list[LifecycleEvent]:
+            got = []
+            async for event in watch:  # type: ignore[attr-defined]
+                got.append(event)
+                if len(got) == n:
+                    break
+            return got
+
+        assert await asyncio.wait_for(take(everything, 4), 10) == published
+        assert await asyncio.wait_for(take(one, 2), 10) == [published[0], published[2]]
+        assert await asyncio.wait_for(take(definition, 2), 10) == [published[1], published[3]]
+
+
+async def test_a_watcher_that_falls_behind_is_ended(
+    running_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wfe_sqlite._lifecycle as lifecycle
+
+    monkeypatch.setattr(lifecycle, "MAX_BEHIND", 100)  # the contract's 10000, scaled down for the test
+    async with GrpcLifecyclePublisher.connect(running_server.address) as hub:
+        watch = hub.watch()
+        await watch.started()
+        # The watcher reads nothing: once the transport's windows are full the server's write
+        # blocks, its buffer for this watcher fills, and the watcher is ended.
+        big = "x" * 64_000
+        counts = []
+        for i in range(2000):
+            counts.append(await hub.publish(LifecycleEvent(LifecycleEventType.ERROR, f"wf-{i}", message=big)))
+            if counts[-1] == 0:
+                break
+        assert counts[0] == 1 and counts[-1] == 0, "the watcher was never ended"
+        assert len(counts) > 100
+        received = 0
+        with pytest.raises(WatcherFellBehind):
+            async for _ in watch:
+                received += 1
+        assert received < len(counts) - 100  # what was buffered beyond the window is gone, not delivered
+
+
+def test_the_hub_bounds_each_watcher_and_counts_who_took_an_event() -> None:
+    hub: LifecycleHub[int] = LifecycleHub()
+    slow = hub.watch()
+    picky = hub.watch(workflow_instance_id="only-this")
+    assert hub.publish(1, "other", "d") == 1
+    assert hub.publish(2, "only-this", "d") == 2
+    for n in range(MAX_BEHIND - 2):
+        hub.publish(n, "other", "d")
+    assert hub.publish(0, "other", "d") == 0  # the 10001st waiting event ends the slow watcher
+    assert slow.fell_behind and not picky.fell_behind
+    with pytest.raises(WatcherFellBehind):
+        asyncio.run(slow.next())
+    picky.close()
+    assert hub.watchers == 1

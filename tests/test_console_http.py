@@ -1,0 +1,468 @@
+"""The console over plain HTTP, against real server processes: headers, the read-only rule, the Host
+check, the token sign-in and its cookie, and the ``console_listen`` setting."""
+
+from __future__ import annotations
+
+import html
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import WFE_SQLITE, ServerProcess
+from console_seed import XSS_NAME, Seeded, run_async, seed, start_console_server
+from wfe_client import Event, GrpcPersistenceProvider, WorkflowInstance
+from wfe_sqlite._config import ConfigError, ServerConfig, check, start_up_warnings
+from wfe_sqlite.console import database_label
+from wfe_sqlite.server import RunningServer
+
+TOKEN = "console-http-test-token-0123456789"
+
+
+class Client:
+    """Raw HTTP/1.1 requests to one console (one connection per request)."""
+
+    def __init__(self, base: str) -> None:
+        parsed = urllib.parse.urlsplit(base)
+        self.host, self.port = parsed.hostname or "", parsed.port or 80
+
+    def request(
+        self, method: str, path: str, body: str = "", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], str]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            sent = {"Host": f"{self.host}:{self.port}", **(headers or {})}
+            if body:
+                sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
+            conn.request(method, path, body=body.encode() if body else None, headers=sent)
+            response = conn.getresponse()
+            text = response.read().decode("utf-8", "replace")
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, text
+        finally:
+            conn.close()
+
+    def get(self, path: str, **headers: str) -> tuple[int, dict[str, str], str]:
+        return self.request("GET", path, headers={k.replace("_", "-"): v for k, v in headers.items()})
+
+
+@pytest.fixture(scope="module")
+def open_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, Seeded, ServerProcess]]:
+    db = tmp_path_factory.mktemp("console-open") / "wfe.db"
+    server, url = start_console_server(f"sqlite://{db}")
+    try:
+
+        async def fill() -> Seeded:
+            async with GrpcPersistenceProvider.connect(server.address) as store:
+                return await seed(store)
+
+        yield Client(url), run_async(fill), server
+    finally:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def guarded_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, str]]:
+    """A console of a server with tokens; the name of the one workflow it holds."""
+    db = tmp_path_factory.mktemp("console-guarded") / "wfe.db"
+    server, url = start_console_server(f"sqlite://{db}", env={"WFE_SQLITE_TOKENS": f"other-token,{TOKEN}"})
+    try:
+
+        async def fill() -> str:
+            async with GrpcPersistenceProvider.connect(server.address, token=TOKEN) as store:
+                workflow = WorkflowInstance.new("secret-flow", 1, {"secret": "s3cr3t-data"})
+                workflow.name = "secret-workflow-name"
+                await store.create_new_workflow(workflow)
+                return workflow.name
+
+        yield Client(url), run_async(fill)
+    finally:
+        server.kill()
+
+
+# -- an open console (no tokens) ------------------------------------------------------------------
+
+
+def test_every_page_carries_the_security_headers(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
+    client, seeded, _ = open_console
+    workflow = seeded.workflows["order-4"]
+    for path in ("/", "/workflows", "/workflows/" + urllib.parse.quote(workflow.id, safe=""), "/events", "/nope"):
+        status, headers, body = client.get(path)
+        assert status == (404 if path == "/nope" else 200), path
+        csp = headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert "frame-ancestors 'none'" in csp
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["cache-control"] == "no-store"
+        assert headers["content-type"] == "text/html; charset=utf-8"
+        assert "<script>" not in body and "onerror=" not in body.replace("onerror=&quot;", "")
+        assert '<script src="/static/console.js?v=' in body  # the only script: a static file
+
+
+def test_pages_escape_what_the_store_holds(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
+    client, seeded, _ = open_console
+    xss = seeded.workflows["xss"]
+    _, _, page = client.get("/workflows/" + urllib.parse.quote(xss.id, safe=""))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert XSS_NAME not in page
+    assert "<img" not in page and "<svg onload" not in page and "<i>Welcome" not in page
+    assert "&lt;/pre&gt;&lt;script&gt;" in page  # the data, escaped inside its <pre>
+    _, _, overview = client.get("/")
+    assert XSS_NAME not in overview and "&lt;script&gt;alert(1)&lt;/script&gt;" in overview
+
+
+def test_static_files_are_served_with_their_version(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
+    client, _, _ = open_console
+    _, _, page = client.get("/")
+    href = page.split('<link rel="stylesheet" href="', 1)[1].split('"', 1)[0]
+    status, headers, body = client.get(href)
+    assert status == 200 and headers["content-type"] == "text/css; charset=utf-8"
+    assert "immutable" in headers["cache-control"] and ".badge" in body
+    status, headers, _ = client.get("/static/console.css?v=old")
+    assert status == 200 and headers["cache-control"] == "no-cache"
+    status, headers, js = client.get("/static/console.js")
+    assert status == 200 and headers["content-type"].startswith("text/javascript") and "X-Console-Fragment" in js
+    assert client.get("/static/../_app.py")[0] == 404
+    assert client.get("/static/nothing.js")[0] == 404
+
+
+def test_the_console_is_read_only(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
+    client, seeded, _ = open_console
+    path = "/workflows/" + urllib.parse.quote(seeded.workflows["order-1"].id, safe="")
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        status, headers, _ = client.request(method, path, body="x=1")
+        assert status == 405, method
+        assert headers["allow"] == "GET, HEAD"
+    status, headers, body = client.request("HEAD", "/")
+    assert status == 200 and body == "" and int(headers["content-length"]) > 1000
+
+
+def test_fragment_requests_get_only_the_live_region(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
+    client, seeded, _ = open_console
+    status, _, whole = client.get("/workflows?status=SUSPENDED")
+    status_f, _, fragment = client.get("/workflows?status=SUSPENDED", X_Console_Fragment="1")
+    assert status == status_f == 200
+    assert whole.startswith("<!doctype html>") and not fragment.lstrip().startswith("<!doctype")
+    assert "<form" not in fragment and 'id="workflow-list"' in fragment
+    for label in ("invoice-1", "invoice-2", "invoice-3"):
+        assert seeded.workflows[label].name in fragment
+    assert seeded.workflows["order-1"].name not in fragment
+
+
+def test_other_host_names_are_refused(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
+    """A page elsewhere whose name resolves to 127.0.0.1 (DNS rebinding) reads nothing."""
+    client, _, _ = open_console
+    status, _, body = client.get("/", Host=f"attacker.example:{client.port}")
+    assert status == 421 and "localhost only" in body
+    assert client.get("/", Host=f"localhost:{client.port}")[0] == 200
+    assert client.get("/", Host=f"127.0.0.1:{client.port}")[0] == 200
+
+
+def test_unknown_workflow_and_bad_filters(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
+    client, _, _ = open_console
+    status, _, body = client.get("/workflows/no-such-id")
+    assert status == 404 and "There is no workflow with id &#x27;no-such-id&#x27;" in body
+    status, _, body = client.get("/workflows?status=BOGUS&created_after=yesterday")
+    assert status == 200
+    assert "Unknown status &#x27;BOGUS&#x27; left out." in body
+    assert "&#x27;yesterday&#x27; is not a date and time" in body
+    status, _, body = client.get("/events?before=garbage&state=weird")
+    assert status == 200 and 'id="event-list"' in body
+
+
+def test_malformed_requests_get_an_error_not_a_crash(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
+    client, _, _ = open_console
+
+    def raw(data: bytes) -> bytes:
+        with socket.create_connection((client.host, client.port), timeout=10) as sock:
+            sock.sendall(data)
+            chunks: list[bytes] = []
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+
+    assert raw(b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    assert raw(b"GET / HTTP/1.1\r\nX: " + b"a" * 40000 + b"\r\n\r\n").startswith(b"HTTP/1.1 431 ")
+    assert raw(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 999999\r\n\r\n").startswith(
+        b"HTTP/1.1 413 "
+    )
+    assert client.get("/")[0] == 200  # and it still serves
+
+
+# -- a console guarded by tokens ------------------------------------------------------------------
+
+
+def _sign_in(client: Client, token: str, next_path: str = "/") -> tuple[int, dict[str, str], str]:
+    form = urllib.parse.urlencode({"token": token, "next": next_path})
+    return client.request("POST", "/login", body=form)
+
+
+def test_without_a_session_nothing_is_shown(guarded_console: tuple[Client, str]) -> None:
+    client, name = guarded_console
+    for path in ("/", "/workflows", "/workflows?q=secret", "/events"):
+        status, headers, body = client.get(path)
+        assert status == 401, path
+        assert 'name="token"' in body and name not in body and "s3cr3t" not in body
+        assert "set-cookie" not in headers
+    status, _, body = client.get("/", X_Console_Fragment="1")
+    assert status == 401 and name not in body
+    status, _, body = client.get("/", Cookie="wfe_console_session=forged-session-id")
+    assert status == 401 and name not in body
+
+
+def test_a_wrong_token_is_refused(guarded_console: tuple[Client, str]) -> None:
+    client, name = guarded_console
+    started = time.monotonic()
+    status, headers, body = _sign_in(client, "wrong-token")
+    assert time.monotonic() - started >= 0.4  # refused sign-ins are slowed down
+    assert status == 401 and "That token is not accepted." in body and name not in body
+    assert "set-cookie" not in headers
+    assert _sign_in(client, TOKEN[:-1])[0] == 401
+    assert _sign_in(client, "")[0] == 401
+
+
+def test_the_right_token_opens_a_session_in_a_strict_http_only_cookie(guarded_console: tuple[Client, str]) -> None:
+    client, name = guarded_console
+    status, headers, _ = _sign_in(client, TOKEN, "/workflows")
+    assert status == 303 and headers["location"] == "/workflows"
+    cookie = headers["set-cookie"]
+    parts = [p.strip() for p in cookie.split(";")]
+    session = parts[0].split("=", 1)[1]
+    assert parts[0].startswith("wfe_console_session=") and len(session) >= 40
+    assert "HttpOnly" in parts and "SameSite=Strict" in parts and "Path=/" in parts
+    assert TOKEN not in cookie and TOKEN[:8] not in session
+    status, _, body = client.get("/", Cookie=f"wfe_console_session={session}")
+    assert status == 200 and name in body and 'action="/logout"' in body
+    status, _, body = client.get("/workflows?q=secret", Cookie=f"wfe_console_session={session}")
+    assert status == 200
+
+    # The other configured token works too; signing out ends only that session.
+    _, other_headers, _ = _sign_in(client, "other-token")
+    other = other_headers["set-cookie"].split(";")[0].split("=", 1)[1]
+    status, headers, _ = client.request("POST", "/logout", headers={"Cookie": f"wfe_console_session={session}"})
+    assert status == 303 and "Max-Age=0" in headers["set-cookie"]
+    assert client.get("/", Cookie=f"wfe_console_session={session}")[0] == 401
+    assert client.get("/", Cookie=f"wfe_console_session={other}")[0] == 200
+
+
+def test_sign_in_refuses_other_sites_and_open_redirects(guarded_console: tuple[Client, str]) -> None:
+    client, _ = guarded_console
+    form = urllib.parse.urlencode({"token": TOKEN, "next": "/"})
+    status, headers, _ = client.request("POST", "/login", body=form, headers={"Origin": "http://attacker.example"})
+    assert status == 403 and "set-cookie" not in headers
+    status, headers, _ = client.request(
+        "POST", "/login", body=form, headers={"Origin": f"http://{client.host}:{client.port}"}
+    )
+    assert status == 303
+    for target in ("//attacker.example/", "http://attacker.example/", "/\\attacker.example"):
+        status, headers, _ = _sign_in(client, TOKEN, target)
+        assert status == 303 and headers["location"] == "/", target
+
+
+# -- the setting ----------------------------------------------------------------------------------
+
+
+def test_console_listen_is_loopback_unless_insecure(tmp_path: Path) -> None:
+    db = f"sqlite://{tmp_path / 'wfe.db'}"
+    with pytest.raises(ConfigError, match="console_listen"):
+        check(ServerConfig(db=db, console_listen="0.0.0.0:0"))
+    with pytest.raises(ConfigError, match="console_listen"):
+        check(ServerConfig(db=db, console_listen="0.0.0.0:0", tokens=("t",)))  # plain HTTP: tokens do not help
+    check(ServerConfig(db=db, console_listen="0.0.0.0:0", insecure=True))
+    warnings = start_up_warnings(ServerConfig(db=db, console_listen="0.0.0.0:0", insecure=True, tokens=("t",)))
+    assert any(w.startswith("console_listen 0.0.0.0:0 is reachable") and "in clear" in w for w in warnings)
+    assert not start_up_warnings(ServerConfig(db=db, console_listen="127.0.0.1:0"))
+    check(ServerConfig(db=db, console_listen="[::1]:0"))
+    result = subprocess.run(
+        [str(WFE_SQLITE), "serve", "--db", db, "--listen", "127.0.0.1:0", "--console-listen", "192.0.2.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "invalid setting console_listen" in result.stderr and "--insecure" in result.stderr
+    result = subprocess.run(
+        [str(WFE_SQLITE), "serve", "--db", db, "--console-listen", "nonsense"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "console_listen" in result.stderr
+
+
+def test_console_listen_from_the_environment_and_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "wfe.toml"
+    config.write_text('console_listen = "127.0.0.1:0"\n')
+    for env, args in (({"WFE_SQLITE_CONSOLE_LISTEN": "127.0.0.1:0"}, []), ({}, ["--config", str(config)])):
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "wfe_sqlite.cli",
+                "serve",
+                "--db",
+                f"sqlite://{tmp_path / 'x.db'}",
+                "--listen",
+                "127.0.0.1:0",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env},
+        )
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().startswith("listening on ")
+            line = process.stdout.readline().strip()
+            assert line.startswith("console on http://127.0.0.1:"), line
+            url = line.split("console on ", 1)[1]
+            status, _, body = Client(url).get("/events")
+            assert status == 200 and 'id="event-list"' in body
+        finally:
+            process.kill()
+            process.wait(30)
+
+
+async def test_console_is_off_by_default(db_url: str) -> None:
+    running = await RunningServer.start(ServerConfig(db=db_url, listen="127.0.0.1:0", grace=1.0))
+    try:
+        assert running.console is None
+    finally:
+        await running.stop()
+
+
+def test_event_pages_follow_older_links_to_the_end(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
+    client, seeded, server = open_console
+    base = seeded.now - timedelta(days=30)
+
+    async def add() -> list[str]:
+        async with GrpcPersistenceProvider.connect(server.address) as store:
+            ids = []
+            for i in range(57):
+                event = Event.new("bulk.tick", str(i), {"i": i})
+                event.event_time = base + timedelta(seconds=i // 3)  # ties: ordered by id
+                ids.append(await store.create_event(event))
+            return ids
+
+    ids = set(run_async(add))
+    seen: list[str] = []
+    path = "/events?name=bulk.tick"
+    for _ in range(5):
+        status, _, body = client.get(path)
+        assert status == 200
+        seen += re.findall(r'<td class="mono">([^<]+)</td>', body)
+        older = re.search(r'<a class="button" rel="next" href="([^"]+)">Older', body)
+        if older is None:
+            break
+        path = html.unescape(older.group(1))
+        assert "before=" in path and "name=bulk.tick" in path
+    assert len(seen) == len(set(seen)) == 57 and set(seen) == ids
+    assert client.get("/events?name=bulk.tick&state=processed")[2].count('<td class="mono">') == 0
+
+
+def test_the_header_never_shows_a_database_password() -> None:
+    assert database_label("sqlite:///var/lib/wfe.db") == "sqlite:///var/lib/wfe.db"
+    assert database_label(":memory:") == ":memory:"
+    assert database_label("postgresql://wfe:s3cret@db.local:5432/wfe") == "postgresql://wfe@db.local:5432/wfe"
+
+
+def test_sigterm_with_console_connections_open_stops_cleanly(tmp_path: Path) -> None:
+    server, url = start_console_server(f"sqlite://{tmp_path / 'wfe.db'}")
+    try:
+        client = Client(url)
+        idle = socket.create_connection((client.host, client.port), timeout=10)  # connected, says nothing
+        kept = http.client.HTTPConnection(client.host, client.port, timeout=10)
+        kept.request("GET", "/events", headers={"Host": f"{client.host}:{client.port}"})
+        response = kept.getresponse()
+        assert response.status == 200 and response.getheader("connection") == "keep-alive"
+        response.read()
+        started = time.monotonic()
+        assert server.terminate(timeout=30) == 0
+        assert time.monotonic() - started < 10
+        idle.close()
+        kept.close()
+    finally:
+        server.kill()
+
+
+def test_the_console_line_is_json_with_json_logs(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [
+            str(WFE_SQLITE),
+            "serve",
+            "--db",
+            f"sqlite://{tmp_path / 'wfe.db'}",
+            "--listen",
+            "127.0.0.1:0",
+            "--console-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline())["message"].startswith("listening on ")
+        line = json.loads(process.stdout.readline())
+        assert line["message"] == f"console on {line['url']}" and line["url"].startswith("http://127.0.0.1:")
+        status, _, body = Client(line["url"].rstrip("/")).get("/events")
+        assert status == 200 and 'id="event-list"' in body
+    finally:
+        process.kill()
+        process.wait(30)
+
+
+def test_the_console_on_postgresql_shows_every_page(pg_url: str) -> None:
+    """``serve --db postgresql://... --console-listen``: the overview, the list with a filter and a
+    search, one workflow, the events; what the store holds shows, escaped."""
+    server, url = start_console_server(pg_url)
+    try:
+
+        async def fill() -> Seeded:
+            async with GrpcPersistenceProvider.connect(server.address) as store:
+                return await seed(store)
+
+        seeded = run_async(fill)
+        client = Client(url)
+        status, _, overview = client.get("/")
+        assert status == 200
+        assert "order-flow" in overview and "&lt;script&gt;alert(1)&lt;/script&gt;" in overview
+        assert XSS_NAME not in overview
+        card = f'<span class="card-label">Workflows</span><span class="card-value">{len(seeded.workflows)}</span>'
+        assert card in overview
+        order = seeded.workflows["order-4"]
+        status, _, listed = client.get("/workflows?status=COMPLETE&definition=order-flow")
+        assert status == 200
+        for w in seeded.workflows.values():
+            expected = w.status.name == "COMPLETE" and w.workflow_definition_id == "order-flow"
+            assert (w.id in listed) == expected, (w.id, w.status, w.workflow_definition_id)
+        status, _, found = client.get("/workflows?q=" + urllib.parse.quote(order.reference or ""))
+        assert status == 200 and order.id in found
+        others = [w for label, w in seeded.workflows.items() if label != "order-4" and w.reference != order.reference]
+        assert all(w.id not in found for w in others)
+        status, _, one = client.get("/workflows/" + urllib.parse.quote(order.id, safe=""))
+        assert status == 200 and "ChargeCard" in one and order.id in one
+        xss = seeded.workflows["xss"]
+        _, _, escaped = client.get("/workflows/" + urllib.parse.quote(xss.id, safe=""))
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in escaped and XSS_NAME not in escaped
+        status, _, events = client.get("/events")
+        assert status == 200
+        assert all(html.escape(e.event_name) in events for e in seeded.events)
+    finally:
+        server.kill()
