@@ -14,7 +14,7 @@ LISTEN ?= 127.0.0.1:50051
 
 .PHONY: install protos check-protos serve test test-python test-rust test-typescript breaking clean
 .PHONY: lint lint-python lint-protos lint-rust lint-typescript
-.PHONY: go-tools protos-go check-protos-go browser screenshots
+.PHONY: go-tools protos-go check-protos-go postgres-binaries serve-postgres browser screenshots
 
 install: $(STAMP)
 
@@ -144,6 +144,27 @@ breaking: node_modules/.installed
 serve: $(SERVED)
 	$(VENV)/bin/wfe-sqlite serve --db $(DB) --listen $(LISTEN) $(if $(CONSOLE),--console-listen $(CONSOLE))
 
+# PostgreSQL server binaries for the tests (tests/pgcluster.py runs initdb/pg_ctl from them): Debian's
+# package when none is installed. Cannot install: fail here with a message (the tests never skip).
+postgres-binaries:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -x "$$WFE_PG_BIN/initdb" ] || { 		echo "PostgreSQL binaries missing: apt-get install postgresql"; 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; } 		&& ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { 		echo "make postgres-binaries: PostgreSQL is not installed and could not be installed (apt-get install postgresql); the PostgreSQL tests need it"; exit 1; }; }
+
+# Try the PostgreSQL backend: a throwaway local PostgreSQL and two servers on it, on 127.0.0.1:50051
+# and 127.0.0.1:50052, until Ctrl-C (which stops all three and deletes the cluster).
+PG_LISTEN_1 ?= 127.0.0.1:50051
+PG_LISTEN_2 ?= 127.0.0.1:50052
+serve-postgres: $(STAMP) postgres-binaries
+	@dir=$$(mktemp -d); \
+	$(PY) tests/pgcluster.py --url-file $$dir/url & pg=$$!; \
+	while [ ! -s $$dir/url ]; do kill -0 $$pg 2>/dev/null || exit 1; sleep 0.2; done; \
+	url=$$(cat $$dir/url); \
+	$(VENV)/bin/wfe-sqlite migrate --db $$url || { kill $$pg; exit 1; }; \
+	$(VENV)/bin/wfe-sqlite serve --db $$url --listen $(PG_LISTEN_1) & s1=$$!; \
+	$(VENV)/bin/wfe-sqlite serve --db $$url --listen $(PG_LISTEN_2) & s2=$$!; \
+	trap 'kill $$s1 $$s2 2>/dev/null; wait $$s1 $$s2; kill $$pg; wait $$pg; rm -rf $$dir' INT TERM EXIT; \
+	echo "two servers on $$url: $(PG_LISTEN_1) and $(PG_LISTEN_2) (Ctrl-C stops them and PostgreSQL)"; \
+	wait $$s1 $$s2
+
 # Debian's Chromium and its driver for the console's browser tests (tests/test_console_browser.py),
 # from the system package manager when missing; no test tool downloads a browser of its own.
 browser:
@@ -156,7 +177,7 @@ browser:
 screenshots: $(STAMP) browser
 	WFE_CONSOLE_SCREENSHOTS=docs $(PY) -m pytest -q tests/test_console_browser.py -k 'screenshots or tokens'
 
-test-python: $(STAMP) go-tools browser
+test-python: $(STAMP) go-tools postgres-binaries browser
 	$(PY) -m pytest -q
 
 # The Rust adapter: builds the crate (crates from crates.io), runs wfe-core's persistence_suite and
@@ -179,10 +200,17 @@ clean:
 # CLUSTER=0 skips the WFE hosts throughput (bench/cluster_hosts.py, a few minutes).
 # Visibility figures (list, search, purge during creates; bench/visibility.py) on the largest SCALE,
 # or VISIBILITY=1m (VISIBILITY= none).
-.PHONY: bench
+.PHONY: bench bench-postgres
 bench: install
 	$(PY) bench/run.py
 	$(PY) bench/cluster.py
+	$(MAKE) bench-postgres
+
+# The server on PostgreSQL (1, 2 and 4 processes) vs SQLite and the upstream wfe-postgres crate
+# in-process (bench/postgres.py, a throwaway durable PostgreSQL); writes its section of BENCHMARKS.md.
+# Needs cargo (the crate is the peer, the Rust adapter the load). ADAPTER=python for Python-adapter load.
+bench-postgres: install postgres-binaries
+	$(PY) bench/postgres.py --adapter $${ADAPTER:-rust}
 
 # Reliability (RELIABILITY.md): 25 crash rounds with totals, larger multi-process and hypothesis runs.
 .PHONY: stress

@@ -1,20 +1,29 @@
-"""Shared fixtures: a fresh store per test behind each provider, and real server processes."""
+"""Shared fixtures: a fresh store per test behind each provider (SQLite and PostgreSQL), and real
+server processes.
+
+PostgreSQL: one throwaway cluster per session (``tests/pgcluster.py``); missing binaries fail the
+tests that need it (never a skip). ``pg_url`` gives a test an empty database: the session's shared
+one with every table emptied (fast), ``fresh_pg_url`` a newly created database of its own.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
+from pgcluster import PgCluster, PostgresMissing
 from wfe_client import (
     GrpcLockProvider,
     GrpcPersistenceProvider,
@@ -23,7 +32,7 @@ from wfe_client import (
     PersistenceProvider,
     QueueProvider,
 )
-from wfe_sqlite import SqliteLockProvider, SqlitePersistenceProvider, SqliteQueueProvider
+from wfe_sqlite import SqliteLockProvider, SqliteQueueProvider, StoreProvider, open_provider
 from wfe_sqlite.server import RunningServer, ServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,10 +50,117 @@ def db_url(db_path: Path) -> str:
     return f"sqlite://{db_path}"
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """The session's throwaway PostgreSQL (started on first use)."""
+    try:
+        cluster = PgCluster.start()
+    except PostgresMissing as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+_databases = itertools.count(1)
+
+
 @pytest.fixture
-async def running_server(db_url: str) -> AsyncIterator[RunningServer]:
-    """An in-process server on 127.0.0.1, port 0, over the test's database file."""
-    running = await RunningServer.start(ServerConfig(db=db_url, listen="127.0.0.1:0", grace=1.0))
+def fresh_pg_url(pg_cluster: PgCluster) -> Iterator[str]:
+    """A newly created, empty PostgreSQL database of the test's own (no schema yet)."""
+    name = f"test_{os.getpid()}_{next(_databases)}"
+    url = pg_cluster.create_database(name)
+    try:
+        yield url
+    finally:
+        pg_cluster.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def _shared_pg_url(pg_cluster: PgCluster) -> str:
+    return pg_cluster.create_database("shared")
+
+
+@pytest.fixture
+async def pg_url(_shared_pg_url: str) -> str:
+    """The session's shared PostgreSQL database with every table of the store emptied."""
+    conn = await asyncpg.connect(_shared_pg_url)
+    try:
+        tables = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'schema_version'"
+            )
+        ]
+        if tables:
+            await conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
+    finally:
+        await conn.close()
+    return _shared_pg_url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """The test's empty store: a SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite://{db_path}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+Peek = Callable[[str], Awaitable[list[tuple[object, ...]]]]
+
+
+@pytest.fixture
+def peek(store_url: str, db_path: Path) -> Peek:
+    """Run a query on the store's database behind the interface's back; the rows as tuples."""
+
+    async def run(sql: str) -> list[tuple[object, ...]]:
+        if store_url.startswith("postgresql://"):
+            conn = await asyncpg.connect(store_url)
+            try:
+                return [tuple(r) for r in await conn.fetch(sql)]
+            finally:
+                await conn.close()
+        import sqlite3
+
+        reader = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            return [tuple(r) for r in reader.execute(sql).fetchall()]
+        finally:
+            reader.close()
+
+    return run
+
+
+async def text_index_in_step(peek: Peek, store_url: str) -> None:
+    """The full-text index matches the workflows table exactly: on SQLite FTS5's own integrity
+    check; on PostgreSQL every row's tsvector equals the one computed from its columns now."""
+    if store_url.startswith("postgresql://"):
+        stale = await peek(
+            "SELECT id FROM workflows WHERE search IS DISTINCT FROM "
+            "wfe_workflow_search(name, reference, description, data)"
+        )
+        assert stale == []
+        return
+    import sqlite3
+
+    conn = sqlite3.connect(store_url.removeprefix("sqlite://"), timeout=10)
+    try:
+        conn.execute("INSERT INTO workflows_fts (workflows_fts, rank) VALUES ('integrity-check', 1)")
+        indexed = conn.execute("SELECT count(*) FROM workflows_fts").fetchone()[0]
+        stored = conn.execute("SELECT count(*) FROM workflows").fetchone()[0]
+        assert indexed == stored
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+async def running_server(store_url: str) -> AsyncIterator[RunningServer]:
+    """An in-process server on 127.0.0.1, port 0, over the test's store (SQLite file or PostgreSQL)."""
+    running = await RunningServer.start(ServerConfig(db=store_url, listen="127.0.0.1:0", grace=1.0))
     try:
         yield running
     finally:
@@ -52,16 +168,17 @@ async def running_server(db_url: str) -> AsyncIterator[RunningServer]:
 
 
 @pytest.fixture(params=["embedded", "grpc"])
-async def provider(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[PersistenceProvider]:
-    """A fresh, empty store: the embedded provider, or the real server through the gRPC adapter."""
+async def provider(request: pytest.FixtureRequest, store_url: str) -> AsyncIterator[PersistenceProvider]:
+    """A fresh, empty store (SQLite or PostgreSQL): the embedded provider, or the real server through
+    the gRPC adapter."""
     if request.param == "embedded":
-        embedded = await SqlitePersistenceProvider.open(db_url)
+        embedded = await open_provider(store_url)
         try:
             yield embedded
         finally:
             await embedded.close()
         return
-    running = await RunningServer.start(ServerConfig(db=db_url, listen="127.0.0.1:0", grace=1.0))
+    running = await RunningServer.start(ServerConfig(db=store_url, listen="127.0.0.1:0", grace=1.0))
     try:
         async with GrpcPersistenceProvider.connect(running.address) as remote:
             yield remote
@@ -85,7 +202,7 @@ class ClusterUnderTest:
 
     async def locks(self, owner: str | None = None, ttl: timedelta = timedelta(seconds=30)) -> LockProvider:
         if self.kind == "embedded":
-            assert isinstance(self.store, SqlitePersistenceProvider)
+            assert isinstance(self.store, StoreProvider)
             provider: LockProvider = SqliteLockProvider(self.store, owner, ttl)
         else:
             assert self.address is not None
@@ -95,7 +212,7 @@ class ClusterUnderTest:
 
     async def queue(self) -> QueueProvider:
         if self.kind == "embedded":
-            assert isinstance(self.store, SqlitePersistenceProvider)
+            assert isinstance(self.store, StoreProvider)
             provider: QueueProvider = SqliteQueueProvider(self.store, requeue_interval=REQUEUE_INTERVAL)
         else:
             assert self.address is not None
@@ -109,10 +226,11 @@ class ClusterUnderTest:
 
 
 @pytest.fixture(params=["embedded", "grpc"])
-async def cluster(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[ClusterUnderTest]:
-    """A fresh store with its cluster services: in-process, or a real server through the gRPC adapters."""
+async def cluster(request: pytest.FixtureRequest, store_url: str) -> AsyncIterator[ClusterUnderTest]:
+    """A fresh store (SQLite or PostgreSQL) with its cluster services: in-process, or a real server
+    through the gRPC adapters."""
     if request.param == "embedded":
-        store = await SqlitePersistenceProvider.open(db_url)
+        store = await open_provider(store_url)
         under_test = ClusterUnderTest("embedded", store)
         try:
             yield under_test
@@ -121,7 +239,7 @@ async def cluster(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[
             await store.close()
         return
     running = await RunningServer.start(
-        ServerConfig(db=db_url, listen="127.0.0.1:0", grace=1.0, requeue_interval=REQUEUE_INTERVAL)
+        ServerConfig(db=store_url, listen="127.0.0.1:0", grace=1.0, requeue_interval=REQUEUE_INTERVAL)
     )
     try:
         async with GrpcPersistenceProvider.connect(running.address) as remote:

@@ -245,8 +245,8 @@ async def test_queue_requests_are_validated(stubs: Stubs) -> None:
     assert first.queued and not again.queued
 
 
-async def test_a_waiting_dequeue_ends_at_once_when_the_server_stops(db_url: str) -> None:
-    running = await RunningServer.start(ServerConfig(db=db_url, listen="127.0.0.1:0", grace=20.0))
+async def test_a_waiting_dequeue_ends_at_once_when_the_server_stops(store_url: str) -> None:
+    running = await RunningServer.start(ServerConfig(db=store_url, listen="127.0.0.1:0", grace=20.0))
     stopped = False
     try:
         async with grpc.aio.insecure_channel(running.address) as channel:

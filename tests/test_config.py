@@ -70,7 +70,7 @@ def test_serve_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> N
         ([], {}, "this is not toml", "config"),
         (["--listen", "::1:5"], {}, None, "listen"),
         (["--listen", "127.0.0.1:99999"], {}, None, "listen"),
-        (["--db", "postgres://elsewhere"], {}, None, "db"),
+        (["--db", "mysql://elsewhere"], {}, None, "db"),
         ([], {"WFE_SQLITE_ACCESS_LOG": "maybe"}, None, "access_log"),
         (["--log-format", "xml"], {}, None, "log_format"),
         (["--metrics-listen", "nowhere"], {}, None, "metrics_listen"),

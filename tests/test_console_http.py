@@ -426,3 +426,43 @@ def test_the_console_line_is_json_with_json_logs(tmp_path: Path) -> None:
     finally:
         process.kill()
         process.wait(30)
+
+
+def test_the_console_on_postgresql_shows_every_page(pg_url: str) -> None:
+    """``serve --db postgresql://... --console-listen``: the overview, the list with a filter and a
+    search, one workflow, the events; what the store holds shows, escaped."""
+    server, url = start_console_server(pg_url)
+    try:
+
+        async def fill() -> Seeded:
+            async with GrpcPersistenceProvider.connect(server.address) as store:
+                return await seed(store)
+
+        seeded = run_async(fill)
+        client = Client(url)
+        status, _, overview = client.get("/")
+        assert status == 200
+        assert "order-flow" in overview and "&lt;script&gt;alert(1)&lt;/script&gt;" in overview
+        assert XSS_NAME not in overview
+        card = f'<span class="card-label">Workflows</span><span class="card-value">{len(seeded.workflows)}</span>'
+        assert card in overview
+        order = seeded.workflows["order-4"]
+        status, _, listed = client.get("/workflows?status=COMPLETE&definition=order-flow")
+        assert status == 200
+        for w in seeded.workflows.values():
+            expected = w.status.name == "COMPLETE" and w.workflow_definition_id == "order-flow"
+            assert (w.id in listed) == expected, (w.id, w.status, w.workflow_definition_id)
+        status, _, found = client.get("/workflows?q=" + urllib.parse.quote(order.reference or ""))
+        assert status == 200 and order.id in found
+        others = [w for label, w in seeded.workflows.items() if label != "order-4" and w.reference != order.reference]
+        assert all(w.id not in found for w in others)
+        status, _, one = client.get("/workflows/" + urllib.parse.quote(order.id, safe=""))
+        assert status == 200 and "ChargeCard" in one and order.id in one
+        xss = seeded.workflows["xss"]
+        _, _, escaped = client.get("/workflows/" + urllib.parse.quote(xss.id, safe=""))
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in escaped and XSS_NAME not in escaped
+        status, _, events = client.get("/events")
+        assert status == 200
+        assert all(html.escape(e.event_name) in events for e in seeded.events)
+    finally:
+        server.kill()

@@ -1,5 +1,7 @@
-"""The console's own reads (the store's console operations, ``_console_store`` on SQLite, through
-``ConsoleReads``) on a real SQLite file: what they return, and their query plans."""
+"""The console's own reads (the store's console operations, ``_console_store`` on SQLite and
+``_postgres_visibility`` on PostgreSQL, through ``ConsoleReads``) on a real SQLite file and a real
+PostgreSQL database: what they return, and their query plans (SQLite's; PostgreSQL's are in
+``test_query_plans``)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,13 @@ from pathlib import Path
 
 from console_seed import seed
 from wfe_client import Event, EventSubscription, WorkflowInstance, WorkflowStatus
-from wfe_sqlite import SqlitePersistenceProvider
+from wfe_sqlite import SqlitePersistenceProvider, open_provider
 from wfe_sqlite._schema import SCHEMA_VERSION
 from wfe_sqlite.console._reads import ConsoleReads, format_event_cursor, parse_event_cursor
 
 
-async def test_overview_counts_what_was_written(db_url: str) -> None:
-    store = await SqlitePersistenceProvider.open(db_url)
+async def test_overview_counts_what_was_written(store_url: str) -> None:
+    store = await open_provider(store_url)
     try:
         seeded = await seed(store)
         overview = await ConsoleReads(store).overview()
@@ -42,8 +44,8 @@ async def test_overview_counts_what_was_written(db_url: str) -> None:
     assert overview.recent_errors[0].workflow_name == seeded.workflows["xss"].name
 
 
-async def test_overview_is_shared_for_a_moment_then_read_again(db_url: str) -> None:
-    provider = await SqlitePersistenceProvider.open(db_url)
+async def test_overview_is_shared_for_a_moment_then_read_again(store_url: str) -> None:
+    provider = await open_provider(store_url)
     try:
         store = ConsoleReads(provider, overview_ttl=60)
         first = await store.overview()
@@ -55,8 +57,8 @@ async def test_overview_is_shared_for_a_moment_then_read_again(db_url: str) -> N
         await provider.close()
 
 
-async def test_events_page_filters_and_pages_newest_first(db_url: str) -> None:
-    provider = await SqlitePersistenceProvider.open(db_url)
+async def test_events_page_filters_and_pages_newest_first(store_url: str) -> None:
+    provider = await open_provider(store_url)
     base = datetime(2030, 1, 1, tzinfo=UTC)
     try:
         written = []
@@ -109,8 +111,8 @@ def test_event_cursor_rejects_what_it_did_not_write() -> None:
         assert parse_event_cursor(text) is None, text
 
 
-async def test_open_subscriptions_of_one_event(db_url: str) -> None:
-    provider = await SqlitePersistenceProvider.open(db_url)
+async def test_open_subscriptions_of_one_event(store_url: str) -> None:
+    provider = await open_provider(store_url)
     now = datetime.now(UTC)
     try:
         subs = []

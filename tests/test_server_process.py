@@ -79,7 +79,7 @@ def test_bad_settings_stop_start_up_with_a_message(tmp_path: Path) -> None:
     not_a_db = tmp_path / "notes.db"
     not_a_db.write_bytes(b"these are my notes, not a database\n")
     cases = [
-        (["--db", "postgres://x"], "unsupported database string"),
+        (["--db", "mysql://x"], "unsupported database string"),
         (["--db", f"sqlite://{not_a_db}"], "not a SQLite database"),
         (["--db", f"sqlite://{tmp_path}/missing-dir/x.db"], "does not exist"),
     ]

@@ -13,8 +13,17 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from ._connection import DatabaseOpenError
 from ._local_cluster import SqliteLockProvider, SqliteQueueProvider
-from ._provider import SqlitePersistenceProvider
+from ._provider import PostgresPersistenceProvider, SqlitePersistenceProvider, StoreProvider, open_provider
 
-__all__ = ["DatabaseOpenError", "SqliteLockProvider", "SqlitePersistenceProvider", "SqliteQueueProvider", "__version__"]
+__all__ = [
+    "DatabaseOpenError",
+    "PostgresPersistenceProvider",
+    "SqliteLockProvider",
+    "SqlitePersistenceProvider",
+    "SqliteQueueProvider",
+    "StoreProvider",
+    "__version__",
+    "open_provider",
+]
 
 __version__ = "0.1.0"

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
 
+from ._cluster_api import ClusterServices
 from ._database import Database
 from ._due_timer import DueTimer
-from ._lifecycle import LifecycleHub
+from ._lifecycle import LifecycleHub, Watcher
 from ._locks_store import acquire, release, renew
 from ._queue_store import WorkEffects, next_due_micros
 from ._requeue import DEFAULT_REQUEUE_INTERVAL, RequeueJob
@@ -31,7 +31,7 @@ class _Taken(Exception):
     """One of several leases asked for together is held: the job's changes are undone (savepoint)."""
 
 
-class Cluster:
+class Cluster(ClusterServices):
     """Locks, queues, timers and lifecycle fan-out over one ``Database``."""
 
     def __init__(self, db: Database) -> None:
@@ -39,14 +39,14 @@ class Cluster:
         self.queues = WorkQueues(db, self.written)
         self.timer = DueTimer(db, self.written)
         self.requeue: RequeueJob | None = None
-        self.lifecycle: LifecycleHub[Any] = LifecycleHub()
+        self.lifecycle: LifecycleHub[bytes] = LifecycleHub()
         self._closed = False
 
     @property
     def started(self) -> bool:
         return self.requeue is not None
 
-    def start(self, requeue_interval: float = DEFAULT_REQUEUE_INTERVAL) -> None:
+    def start(self, requeue_interval: float | None = None) -> None:
         """Start the due timer, the stranded-work job and the watch for other processes' commits.
 
         Idempotent (a later call keeps the first interval). Needs a running event loop.
@@ -54,7 +54,8 @@ class Cluster:
         if self.requeue is not None or self._closed:
             return
         self.timer.start()
-        self.requeue = RequeueJob(self._db, self.written, self.timer.offer, requeue_interval)
+        interval = DEFAULT_REQUEUE_INTERVAL if requeue_interval is None else requeue_interval
+        self.requeue = RequeueJob(self._db, self.written, self.timer.offer, interval)
         self.requeue.start()
         self.queues.start_watching(self._changed_elsewhere)
         self._changed_elsewhere()
@@ -145,3 +146,17 @@ class Cluster:
         released = await self._db.write(job)
         self.written(effects)
         return released
+
+    # -- queues and lifecycle ----------------------------------------------------------------------
+
+    async def queue_work(self, queue: str, item_id: str) -> bool:
+        return await self.queues.queue(queue, item_id)
+
+    async def dequeue_work(self, queue: str, wait: float = 0.0) -> str | None:
+        return await self.queues.dequeue(queue, wait)
+
+    async def publish_lifecycle(self, event: bytes, workflow_instance_id: str, workflow_definition_id: str) -> int:
+        return self.lifecycle.publish(event, workflow_instance_id, workflow_definition_id)
+
+    def watch_lifecycle(self, workflow_instance_id: str = "", workflow_definition_id: str = "") -> Watcher[bytes]:
+        return self.lifecycle.watch(workflow_instance_id, workflow_definition_id)

@@ -26,7 +26,7 @@ from wfe_client.limits import (
     MIN_LOCK_TTL,
 )
 
-from ._provider import SqlitePersistenceProvider
+from ._provider import StoreProvider
 from ._queue_store import WORKFLOW
 from ._rows import check_id
 from ._servicer import _written
@@ -86,7 +86,7 @@ def _resources(request: Any) -> list[str]:
 class LockServicer(locks_pb2_grpc.LockServiceServicer):
     """``wfe.persistence.v1.LockService`` over the provider's cluster."""
 
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
+    def __init__(self, provider: StoreProvider) -> None:
         self._p = provider
         self._cluster = provider.cluster
 
@@ -150,14 +150,14 @@ class LockServicer(locks_pb2_grpc.LockServiceServicer):
 class QueueServicer(queues_pb2_grpc.QueueServiceServicer):
     """``wfe.persistence.v1.QueueService`` over the provider's cluster."""
 
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
+    def __init__(self, provider: StoreProvider) -> None:
         self._p = provider
-        self._queues = provider.cluster.queues
+        self._cluster = provider.cluster
 
     @translate_errors
     async def QueueWork(self, request: queues_pb2.QueueWorkRequest, context: Context) -> queues_pb2.QueueWorkResponse:
         item_id = check_id(request.id, "id")
-        queued = await self._queues.queue(_queue(request.queue), item_id)
+        queued = await self._cluster.queue_work(_queue(request.queue), item_id)
         return queues_pb2.QueueWorkResponse(queued=queued)
 
     @translate_errors
@@ -166,7 +166,7 @@ class QueueServicer(queues_pb2_grpc.QueueServiceServicer):
     ) -> queues_pb2.DequeueWorkResponse:
         queue = _queue(request.queue)
         wait = _duration(request, "wait", timedelta(0), _US, MAX_WAIT)
-        item_id = await self._queues.dequeue(queue, wait.total_seconds())
+        item_id = await self._cluster.dequeue_work(queue, wait.total_seconds())
         if item_id is None:
             return queues_pb2.DequeueWorkResponse()
         response = queues_pb2.DequeueWorkResponse(id=item_id)
@@ -193,8 +193,8 @@ def _event(request: lifecycle_pb2.PublishLifecycleEventRequest) -> lifecycle_pb2
 class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
     """``wfe.persistence.v1.LifecycleService``: relays published events to the watchers of this server."""
 
-    def __init__(self, provider: SqlitePersistenceProvider, stream_idle: float) -> None:
-        self._hub = provider.cluster.lifecycle
+    def __init__(self, provider: StoreProvider, stream_idle: float) -> None:
+        self._cluster = provider.cluster
         self._stream_idle = stream_idle
 
     @translate_errors
@@ -202,22 +202,23 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
         self, request: lifecycle_pb2.PublishLifecycleEventRequest, context: Context
     ) -> lifecycle_pb2.PublishLifecycleEventResponse:
         event = _event(request)
-        response = lifecycle_pb2.WatchLifecycleEventsResponse(event=event)
-        count = self._hub.publish(response, event.workflow_instance_id, event.workflow_definition_id)
+        payload = lifecycle_pb2.WatchLifecycleEventsResponse(event=event).SerializeToString()
+        count = await self._cluster.publish_lifecycle(payload, event.workflow_instance_id, event.workflow_definition_id)
         return lifecycle_pb2.PublishLifecycleEventResponse(watchers=count)
 
     @translate_errors
     async def WatchLifecycleEvents(self, request: lifecycle_pb2.WatchLifecycleEventsRequest, context: Context) -> None:
         check_id(request.workflow_instance_id, "workflow_instance_id", required=False)
         check_id(request.workflow_definition_id, "workflow_definition_id", required=False)
-        with self._hub.watch(request.workflow_instance_id, request.workflow_definition_id) as watcher:
+        with self._cluster.watch_lifecycle(request.workflow_instance_id, request.workflow_definition_id) as watcher:
             # Headers now, on their own: the client knows the watch is in place before any event
             # (and a write given up on below must not leave them pending).
             await context.send_initial_metadata(())
             while True:
-                response = await watcher.next()
-                if response is None:
+                payload = await watcher.next()
+                if payload is None:
                     return
+                response = lifecycle_pb2.WatchLifecycleEventsResponse.FromString(payload)
                 try:
                     written = await _written(context, response, self._stream_idle)
                 except Exception:
@@ -228,7 +229,7 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
                     raise StreamIdle(f"the client took no event for {self._stream_idle:g} s; stream ended")
 
 
-def add_cluster_servicers(server: grpc.aio.Server, provider: SqlitePersistenceProvider, stream_idle: float) -> None:
+def add_cluster_servicers(server: grpc.aio.Server, provider: StoreProvider, stream_idle: float) -> None:
     """Register the lock, queue and lifecycle services of ``provider`` on ``server``."""
     locks_pb2_grpc.add_LockServiceServicer_to_server(LockServicer(provider), server)
     queues_pb2_grpc.add_QueueServiceServicer_to_server(QueueServicer(provider), server)

@@ -68,13 +68,16 @@ class ServerConfig:
     """Everything a server process is configured with. See ``SETTINGS`` for each one's meaning."""
 
     db: str = DEFAULT_DB
-    """Database string: ``:memory:``, ``sqlite:///abs/path.db`` or ``sqlite://relative/path.db``."""
+    """Database string: ``:memory:``, ``sqlite:///abs/path.db``, ``sqlite://relative/path.db``, or
+    ``postgresql://user:pass@host:port/dbname`` (also ``postgres://``)."""
     listen: str = DEFAULT_LISTEN
     """HOST:PORT to listen on; port 0 picks a free port."""
     grace: float = 10.0
     """Seconds in-flight calls get to finish on shutdown."""
     readers: int = 4
     """Read-only SQLite connections (file databases), 1 to ``MAX_READERS``."""
+    pool_size: int = 10
+    """PostgreSQL connections this server process keeps (its pool); PostgreSQL databases only."""
     synchronous: str = "FULL"
     """``PRAGMA synchronous`` of the writer: FULL (power-loss safe) or NORMAL (process-crash safe)."""
     max_page_count: int = 0
@@ -231,7 +234,8 @@ def _optional_address(value: Any) -> str | None:
 
 def _database(value: Any) -> str:
     text = _text(value)
-    parse_database_url(text)
+    if not text.startswith(("postgresql://", "postgres://")):
+        parse_database_url(text)
     return text
 
 
@@ -276,10 +280,17 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("db", _database, "database: :memory:, sqlite:///abs/path.db or sqlite://relative/path.db", "URL"),
+    Setting(
+        "db",
+        _database,
+        "database: :memory:, sqlite:///abs/path.db, sqlite://relative/path.db "
+        "or postgresql://user:pass@host:port/dbname (also postgres://)",
+        "URL",
+    ),
     Setting("listen", _address, "HOST:PORT to serve gRPC on; port 0 picks a free port", "HOST:PORT"),
     Setting("grace", _number(0), "seconds in-flight calls get to finish on shutdown", "SECONDS"),
     Setting("readers", _integer(1, MAX_READERS), f"read-only SQLite connections (1 to {MAX_READERS})", "N"),
+    Setting("pool_size", _integer(1), "PostgreSQL connections of this server process (its pool)", "N"),
     Setting(
         "synchronous",
         _choice("FULL", "NORMAL", upper=True),

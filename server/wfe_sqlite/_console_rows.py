@@ -28,7 +28,8 @@ class OverviewRows:
     """Execution errors in all."""
     database_bytes: int
     """Size of the database (for SQLite: its file)."""
-    wal_bytes: int
-    """Size of the write-ahead log (0 where there is none)."""
+    wal_bytes: int | None
+    """Size of the write-ahead log; None where the store has no file of its own for it
+    (PostgreSQL: ``database_bytes`` is ``pg_database_size``)."""
     recent_errors: list[tuple[ErrorRow, str | None]]
     """The errors stored last, newest first, each with its workflow's name where it still exists."""

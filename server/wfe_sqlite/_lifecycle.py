@@ -95,6 +95,14 @@ class LifecycleHub(Generic[E]):
             self._watchers.add(watcher)
         return watcher
 
+    def matching(self, workflow_instance_id: str, workflow_definition_id: str) -> int:
+        """How many open watchers, not ended and not fallen behind, would take an event of that
+        workflow and definition."""
+        return sum(
+            not (watcher.ended or watcher.fell_behind) and watcher.matches(workflow_instance_id, workflow_definition_id)
+            for watcher in self._watchers
+        )
+
     def publish(self, event: E, workflow_instance_id: str, workflow_definition_id: str) -> int:
         """Hand ``event`` to the matching watchers; how many took it."""
         return sum(

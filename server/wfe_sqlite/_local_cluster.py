@@ -4,7 +4,8 @@ They work on an open ``SqlitePersistenceProvider`` (its writer, its cluster) and
 ones do, also across processes that open the same file: leases and queue items live in the
 database, each dequeue is one write transaction (SQLite serializes writers across processes), and a
 waiting dequeue wakes on this process's commits at once and on other processes' commits within
-``WATCH_INTERVAL`` (20 ms: a ``PRAGMA data_version`` check).
+``WATCH_INTERVAL`` (20 ms: a ``PRAGMA data_version`` check). They take any ``StoreProvider``: on a
+``PostgresPersistenceProvider`` the same holds across servers (row locks, LISTEN/NOTIFY).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from wfe_client.limits import DEFAULT_LOCK_TTL, check_wait
 from wfe_client.models import Lease, QueueType, WorkflowInstance
 from wfe_client.timeutil import from_micros
 
-from ._provider import SqlitePersistenceProvider
+from ._provider import StoreProvider
 from ._rows import check_id
 
 __all__ = ["SqliteLockProvider", "SqliteQueueProvider"]
@@ -31,9 +32,7 @@ _US = timedelta(microseconds=1)
 class SqliteLockProvider(LockProvider):
     """Distributed locks on the database of ``store`` (leases with owner, TTL and fencing tokens)."""
 
-    def __init__(
-        self, store: SqlitePersistenceProvider, owner: str | None = None, ttl: timedelta = DEFAULT_LOCK_TTL
-    ) -> None:
+    def __init__(self, store: StoreProvider, owner: str | None = None, ttl: timedelta = DEFAULT_LOCK_TTL) -> None:
         super().__init__(owner, ttl)
         check_id(self.owner, "owner")
         self._cluster = store.cluster
@@ -61,7 +60,7 @@ class SqliteQueueProvider(QueueProvider):
     ``requeue_interval`` seconds, watch for other processes' commits), as a server does.
     """
 
-    def __init__(self, store: SqlitePersistenceProvider, requeue_interval: float | None = None) -> None:
+    def __init__(self, store: StoreProvider, requeue_interval: float | None = None) -> None:
         self._store = store
         self._cluster = store.cluster
         self._requeue_interval = requeue_interval
@@ -72,19 +71,16 @@ class SqliteQueueProvider(QueueProvider):
         self._start()
 
     def _start(self) -> None:
-        if self._requeue_interval is None:
-            self._cluster.start()
-        else:
-            self._cluster.start(self._requeue_interval)
+        self._cluster.start(self._requeue_interval)
 
     async def queue_work(self, id: str, queue: QueueType) -> bool:
         self._start()
-        return await self._cluster.queues.queue(check_queue(queue).name, check_id(id, "id"))
+        return await self._cluster.queue_work(check_queue(queue).name, check_id(id, "id"))
 
     async def dequeue_work(self, queue: QueueType, wait: timedelta | None = None) -> str | None:
         self._start()
         name = check_queue(queue).name
-        return await self._cluster.queues.dequeue(name, check_wait(wait).total_seconds())
+        return await self._cluster.dequeue_work(name, check_wait(wait).total_seconds())
 
     async def dequeue_workflow(self, wait: timedelta | None = None) -> tuple[str, WorkflowInstance | None] | None:
         workflow_id = await self.dequeue_work(QueueType.WORKFLOW, wait)

@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from ._config import split_host_port
 from ._maintenance import file_sizes
-from ._provider import SqlitePersistenceProvider
+from ._provider import SqlitePersistenceProvider, StoreProvider
 from ._status import Context, Continuation, Handler, replace_in
 
 __all__ = ["ACCESS_LOG", "UNKNOWN_METHOD", "CallObserver", "ServerMetrics"]
@@ -68,7 +68,7 @@ _FILES = (
 class _StoreCollector(Collector):
     """Store gauges, computed at scrape time (on the scraping thread, reading via the read pool)."""
 
-    def __init__(self, provider: SqlitePersistenceProvider, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, provider: StoreProvider, loop: asyncio.AbstractEventLoop) -> None:
         self._provider = provider
         self._loop = loop
 
@@ -85,6 +85,8 @@ class _StoreCollector(Collector):
         else:
             for field, name, text in _GAUGES:
                 yield GaugeMetricFamily(name, text, value=getattr(figures, field))
+        if not isinstance(self._provider, SqlitePersistenceProvider):
+            return  # PostgreSQL: no files of ours to measure
         sizes = file_sizes(self._provider.database.config.path)
         for field, name, text in _FILES:
             yield GaugeMetricFamily(name, text, value=sizes[field])
@@ -93,7 +95,7 @@ class _StoreCollector(Collector):
 class ServerMetrics:
     """The Prometheus registry of one server: call metrics, store gauges, group-commit batch sizes."""
 
-    def __init__(self, provider: SqlitePersistenceProvider, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, provider: StoreProvider, loop: asyncio.AbstractEventLoop) -> None:
         self.registry = CollectorRegistry()
         self.started = Counter("grpc_server_started", "RPCs started on the server.", _LABELS, registry=self.registry)
         self.handled = Counter(
@@ -116,7 +118,8 @@ class ServerMetrics:
             registry=self.registry,
         )
         self.registry.register(_StoreCollector(provider, loop))
-        provider.database.on_batch = self.batch_sizes.observe
+        if isinstance(provider, SqlitePersistenceProvider):
+            provider.database.on_batch = self.batch_sizes.observe
         self._http: Any = None
         self._thread: Any = None
 

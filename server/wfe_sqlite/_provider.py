@@ -1,14 +1,17 @@
-"""``SqlitePersistenceProvider``: the WFE persistence interface on SQLite, usable in-process.
+"""``SqlitePersistenceProvider`` and ``PostgresPersistenceProvider``: the WFE persistence interface on
+SQLite or PostgreSQL, usable in-process; ``open_provider(url)`` picks one by the URL's scheme.
 
-It validates its arguments, turns models into rows (``_rows``), calls one store operation
-(``_store``, implemented on SQLite by ``_sqlite_store``) and turns the rows it gets back into models.
+Both are a ``StoreProvider``: it validates its arguments, turns models into rows (``_rows``), calls one store operation
+(``_store``, implemented by ``_sqlite_store`` and ``_postgres_store``) and turns the rows it gets back into models.
 It holds no SQL.
 """
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from wfe_client import PersistenceProvider
 from wfe_client.errors import InvalidArgument, WorkflowNotFound
@@ -37,8 +40,11 @@ from wfe_client.visibility import (
 from wfe_client.visibility import page_size as check_page_size
 
 from ._cluster import Cluster
+from ._cluster_api import ClusterServices
 from ._connection import DatabaseConfig, parse_database_url
 from ._database import Database
+from ._postgres_cluster import PostgresCluster
+from ._postgres_store import PostgresConfig, PostgresStore, is_postgres_url
 from ._rows import (
     SubscriptionRow,
     check_event_key,
@@ -60,10 +66,17 @@ from ._rows import (
 )
 from ._schema import ensure_schema
 from ._sqlite_store import SqliteStore
+from ._store import Store
 from ._visibility_rows import WorkflowDetails, decode_page_token, details_from_rows, encode_page_token, filter_row
 from ._visibility_rows import summary_from_row as summary
 
-__all__ = ["SqlitePersistenceProvider", "new_subscription_rows"]
+__all__ = [
+    "PostgresPersistenceProvider",
+    "SqlitePersistenceProvider",
+    "StoreProvider",
+    "new_subscription_rows",
+    "open_provider",
+]
 
 
 def new_subscription_rows(subscriptions: Sequence[EventSubscription]) -> list[SubscriptionRow]:
@@ -71,53 +84,22 @@ def new_subscription_rows(subscriptions: Sequence[EventSubscription]) -> list[Su
     return [with_id(subscription_row(s, f"subscriptions[{i}]")) for i, s in enumerate(subscriptions)]
 
 
-class SqlitePersistenceProvider(PersistenceProvider):
-    """The persistence interface on a SQLite database (``:memory:`` or a file, WAL mode)."""
+class StoreProvider(PersistenceProvider):
+    """The persistence interface on any ``Store``: validation and conversions, no SQL."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
 
-    @classmethod
-    async def open(
-        cls,
-        url: str = ":memory:",
-        *,
-        readers: int = 4,
-        synchronous: str = "FULL",
-        switch_interval: float = 0.0,
-        max_page_count: int = 0,
-    ) -> SqlitePersistenceProvider:
-        """Open (creating when missing) the database behind ``url`` and set up the schema.
-
-        ``switch_interval`` > 0 lowers the interpreter's GIL switch interval to it (see
-        ``DatabaseConfig.switch_interval``): much faster under concurrency, but process-wide.
-        ``max_page_count`` > 0 caps the database at that many pages (writes past it: ``StorageFull``).
-        """
-        config = DatabaseConfig(
-            path=parse_database_url(url),
-            readers=readers,
-            synchronous=synchronous,
-            switch_interval=switch_interval,
-            max_page_count=max_page_count,
-        )
-        config.pragmas(writer=True)  # validate settings before touching anything
-        return cls(SqliteStore(await Database.open(config, ensure_schema)))
-
     @property
-    def store(self) -> SqliteStore:
+    def store(self) -> Store:
         """The store behind the provider (the server's servicers and metrics use it directly)."""
         return self._store
 
     @property
-    def cluster(self) -> Cluster:
+    @abc.abstractmethod
+    def cluster(self) -> ClusterServices:
         """Locks, queues, timers and lifecycle fan-out on this database (``SqliteLockProvider``,
         ``SqliteQueueProvider`` and the server's cluster services use it)."""
-        return self._store.cluster
-
-    @property
-    def database(self) -> Database:
-        """The underlying connections (for maintenance, tests and metrics)."""
-        return self._store.database
 
     async def close(self) -> None:
         await self._store.close()
@@ -335,3 +317,95 @@ class SqlitePersistenceProvider(PersistenceProvider):
         if found is None:
             raise WorkflowNotFound(f"workflow {id!r} not found", id=id)
         return details_from_rows(found)
+
+
+class SqlitePersistenceProvider(StoreProvider):
+    """The persistence interface on a SQLite database (``:memory:`` or a file, WAL mode)."""
+
+    _overlapped_acknowledgements = True  # acknowledge_command queues its write before it first waits
+
+    def __init__(self, store: SqliteStore) -> None:
+        super().__init__(store)
+        self._sqlite = store
+
+    @property
+    def store(self) -> SqliteStore:
+        """The SQLite store behind the provider."""
+        return self._sqlite
+
+    @classmethod
+    async def open(
+        cls,
+        url: str = ":memory:",
+        *,
+        readers: int = 4,
+        synchronous: str = "FULL",
+        switch_interval: float = 0.0,
+        max_page_count: int = 0,
+    ) -> SqlitePersistenceProvider:
+        """Open (creating when missing) the database behind ``url`` and set up the schema.
+
+        ``switch_interval`` > 0 lowers the interpreter's GIL switch interval to it (see
+        ``DatabaseConfig.switch_interval``): much faster under concurrency, but process-wide.
+        ``max_page_count`` > 0 caps the database at that many pages (writes past it: ``StorageFull``).
+        """
+        config = DatabaseConfig(
+            path=parse_database_url(url),
+            readers=readers,
+            synchronous=synchronous,
+            switch_interval=switch_interval,
+            max_page_count=max_page_count,
+        )
+        config.pragmas(writer=True)  # validate settings before touching anything
+        return cls(SqliteStore(await Database.open(config, ensure_schema)))
+
+    @property
+    def cluster(self) -> Cluster:
+        """Locks, queues, timers and lifecycle fan-out on this database (``SqliteLockProvider``,
+        ``SqliteQueueProvider`` and the server's cluster services use it)."""
+        return self._sqlite.cluster
+
+    @property
+    def database(self) -> Database:
+        """The underlying connections (for maintenance, tests and metrics)."""
+        return self._sqlite.database
+
+
+class PostgresPersistenceProvider(StoreProvider):
+    """The persistence interface on a PostgreSQL database shared by any number of processes."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        super().__init__(store)
+        self._postgres = store
+
+    @property
+    def store(self) -> PostgresStore:
+        """The PostgreSQL store behind the provider."""
+        return self._postgres
+
+    @property
+    def cluster(self) -> PostgresCluster:
+        """Locks, queues, timers and lifecycle fan-out on this database, across servers."""
+        return self._postgres.cluster
+
+    @classmethod
+    async def open(
+        cls, url: str, *, pool_size: int = 10, connect_timeout: float = 5.0, command_timeout: float = 30.0
+    ) -> PostgresPersistenceProvider:
+        """Connect to ``postgresql://user:pass@host:port/dbname`` (or ``postgres://``), upgrading its
+        schema when it is older than this binary. Unreachable, or newer than this binary:
+        ``DatabaseOpenError``."""
+        if not is_postgres_url(url):
+            raise ValueError(f"not a PostgreSQL URL (postgresql://... or postgres://...): {url!r}")
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, got {pool_size}")
+        return cls(await PostgresStore.open(PostgresConfig(url, pool_size, connect_timeout, command_timeout)))
+
+
+async def open_provider(url: str, **settings: Any) -> StoreProvider:
+    """The provider for a database string: PostgreSQL for ``postgresql://``/``postgres://`` (settings:
+    ``pool_size``, ``connect_timeout``, ``command_timeout``), SQLite otherwise (settings: those of
+    ``SqlitePersistenceProvider.open``)."""
+    if is_postgres_url(url):
+        return await PostgresPersistenceProvider.open(url, **settings)
+    return await SqlitePersistenceProvider.open(url, **settings)

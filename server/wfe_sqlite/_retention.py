@@ -16,7 +16,7 @@ from wfe_client.errors import WfeError
 from wfe_client.timeutil import utc_now
 from wfe_client.visibility import PURGED_BY_DEFAULT
 
-from ._provider import SqlitePersistenceProvider
+from ._provider import StoreProvider
 
 __all__ = ["RetentionPurger", "purge_interval"]
 
@@ -36,7 +36,7 @@ class RetentionPurger:
 
     def __init__(
         self,
-        provider: SqlitePersistenceProvider,
+        provider: StoreProvider,
         retention: timedelta,
         interval: timedelta | None = None,
     ) -> None:

@@ -54,7 +54,7 @@ from wfe_client.limits import (
 )
 from wfe_client.models import ScheduledCommand
 
-from ._provider import SqlitePersistenceProvider, new_subscription_rows
+from ._provider import StoreProvider, new_subscription_rows
 from ._rows import PageKey, check_event_key, check_id, subscription_from_row, with_workflow_id
 from ._status import Context, translate_errors
 from ._visibility_servicer import VISIBILITY_SERVICE_NAME, add_visibility_servicer
@@ -175,7 +175,7 @@ async def _written(context: Context, message: Any, idle: float) -> bool:
 class _Servicer:
     """What every servicer works on: the provider (models) and its store (rows)."""
 
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
+    def __init__(self, provider: StoreProvider) -> None:
         self._p = provider
         self._store = provider.store
 
@@ -183,7 +183,7 @@ class _Servicer:
 class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
     """``wfe.persistence.v1.WorkflowService``: workflows as rows, straight from and to messages."""
 
-    def __init__(self, provider: SqlitePersistenceProvider, stream_idle: float) -> None:
+    def __init__(self, provider: StoreProvider, stream_idle: float) -> None:
         super().__init__(provider)
         self._stream_idle = stream_idle
 
@@ -497,7 +497,7 @@ class StoreServicer(_Servicer, execution_errors_pb2_grpc.StoreServiceServicer):
         return execution_errors_pb2.EnsureStoreExistsResponse()
 
 
-def add_servicers(server: grpc.aio.Server, provider: SqlitePersistenceProvider, stream_idle: float) -> None:
+def add_servicers(server: grpc.aio.Server, provider: StoreProvider, stream_idle: float) -> None:
     """Register every ``wfe.persistence.v1`` service of ``provider`` on ``server``.
 
     ``stream_idle``: seconds a server stream waits for its client to take a message before it is

@@ -1,12 +1,15 @@
-"""The ``wfe-sqlite list``, ``show`` and ``purge`` commands: visibility on the database file itself.
+"""The ``wfe-sqlite list``, ``show`` and ``purge`` commands: visibility on the database itself.
 
 Like ``stats`` and ``check`` they open the file on a connection of their own, next to a running
-server or not (WAL: reads never wait; a purge takes the write lock one small batch at a time).
+server or not (WAL: reads never wait; a purge takes the write lock one small batch at a time). On
+PostgreSQL (``--db postgresql://...``) they run the store's own operations on one connection of
+their own; they never upgrade the schema (a server does).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import enum
 import json
@@ -14,9 +17,11 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+import asyncpg
 
 from wfe_client.limits import MAX_LIST_PAGE_SIZE
 from wfe_client.models import WorkflowStatus
@@ -25,6 +30,12 @@ from wfe_client.visibility import PURGED_BY_DEFAULT, WorkflowFilter
 
 from ._config import add_arguments, parse_duration, resolve
 from ._maintenance import open_existing
+from ._postgres_store import MIGRATIONS as POSTGRES_MIGRATIONS
+from ._postgres_store import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
+from ._postgres_store import PostgresConfig, PostgresStore, is_postgres_url, redact_url
+from ._postgres_store import _connect_once as asyncpg_connect
+from ._postgres_store import schema_version as postgres_schema_version
+from ._postgres_visibility import VISIBILITY_MIGRATION
 from ._schema import SCHEMA_VERSION
 from ._visibility_rows import (
     WorkflowDetails,
@@ -46,6 +57,9 @@ from ._visibility_store import (
 __all__ = ["VISIBILITY_COMMANDS", "add_visibility_commands"]
 
 _DB_ONLY = ("db",)
+T = TypeVar("T")
+POSTGRES_VISIBILITY_VERSION = POSTGRES_MIGRATIONS.index(VISIBILITY_MIGRATION) + 1
+"""The PostgreSQL schema version that brings visibility."""
 
 
 def _statuses(values: list[str] | None) -> tuple[WorkflowStatus, ...]:
@@ -160,13 +174,16 @@ def _list(args: argparse.Namespace) -> int:
     )
     rows_filter = filter_row(selected)
     after = decode_page_token(rows_filter, args.page_token)
-    conn, _ = open_existing(config.db)
-    try:
-        conn.execute("BEGIN")
-        rows = list_rows(conn, rows_filter, args.limit + 1, after)
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+    if is_postgres_url(config.db):
+        rows = _on_postgres(config.db, lambda store: store.list_workflows(rows_filter, args.limit + 1, after))
+    else:
+        conn, _ = open_existing(config.db)
+        try:
+            conn.execute("BEGIN")
+            rows = list_rows(conn, rows_filter, args.limit + 1, after)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
     page = rows[: args.limit]
     token = encode_page_token(rows_filter, (page[-1].create_time, page[-1].id)) if len(rows) > args.limit else None
     summaries = [summary_from_row(row) for row in page]
@@ -198,13 +215,16 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     config = resolve(args, os.environ, _DB_ONLY)
-    conn, _ = open_existing(config.db)
-    try:
-        conn.execute("BEGIN")
-        found = workflow_details_job(conn, args.id)
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+    if is_postgres_url(config.db):
+        found = _on_postgres(config.db, lambda store: store.workflow_details(args.id))
+    else:
+        conn, _ = open_existing(config.db)
+        try:
+            conn.execute("BEGIN")
+            found = workflow_details_job(conn, args.id)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
     if found is None:
         print(f"wfe-sqlite: no workflow with id {args.id!r}", file=sys.stderr)
         return 1
@@ -296,6 +316,14 @@ def _purge(args: argparse.Namespace) -> int:
     cutoff = to_micros(older_than)
     names = ", ".join(s.name for s in statuses)
     status_names = [s.name for s in statuses]
+    if is_postgres_url(config.db):
+        if args.dry_run:
+            count = _on_postgres(config.db, lambda store: store.count_purgeable(status_names, cutoff))
+            print(f"would purge {count} workflows ({names}) finished before {_time(older_than)}")
+            return 0
+        deleted = _on_postgres(config.db, lambda store: store.purge_workflows(status_names, cutoff))
+        print(f"purged {deleted} workflows ({names}) finished before {_time(older_than)}")
+        return 0
     conn, path = open_existing(config.db, read_only=args.dry_run)
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -311,6 +339,35 @@ def _purge(args: argparse.Namespace) -> int:
         conn.close()
     print(f"purged {deleted} workflows ({names}) finished before {_time(older_than)}")
     return 0
+
+
+def _on_postgres(url: str, operation: Callable[[PostgresStore], Awaitable[T]]) -> T:
+    """Run one store operation on the PostgreSQL database behind ``url`` (no schema upgrade: a
+    database without the visibility schema, or newer than this binary, is refused)."""
+
+    async def run() -> T:
+        conn = await asyncpg_connect(url)
+        try:
+            version = await postgres_schema_version(conn)
+        finally:
+            await conn.close()
+        if version > POSTGRES_SCHEMA_VERSION:
+            raise ValueError(
+                f"{redact_url(url)}: schema version {version} is newer than this wfe-sqlite's {POSTGRES_SCHEMA_VERSION}"
+            )
+        if version < POSTGRES_VISIBILITY_VERSION:
+            raise ValueError(
+                f"{redact_url(url)}: schema version {version} has no visibility yet: "
+                "run wfe-sqlite migrate --db URL (or start a server on it) first"
+            )
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
+        store = PostgresStore(pool, PostgresConfig(url, pool_size=1))
+        try:
+            return await operation(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
 def _in_batches(conn: sqlite3.Connection, batch: Callable[[sqlite3.Connection, int], int]) -> int:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from wfe_client.errors import InvalidArgument
+from wfe_client.limits import MAX_QUERY_CHARS, MAX_QUERY_TERMS
 from wfe_client.models import EventSubscription, ExecutionError, WorkflowInstance, WorkflowStatus, WorkflowSummary
 from wfe_client.timeutil import from_micros
 from wfe_client.visibility import WorkflowFilter
@@ -24,6 +25,7 @@ __all__ = [
     "details_from_rows",
     "encode_page_token",
     "filter_row",
+    "search_terms",
     "summary_from_row",
 ]
 
@@ -89,6 +91,36 @@ def summary_from_row(r: SummaryRow) -> WorkflowSummary:
         next_execution=r.next_execution,
         revision=r.revision,
     )
+
+
+# -- search text -------------------------------------------------------------------------------
+
+
+def search_terms(text: object) -> list[tuple[str, bool]]:
+    """The terms of a user's search text, each (word, whether it ends in ``*``: a prefix), checked.
+
+    Terms are separated by whitespace; a term without letters or digits is left out; a text with
+    no term left, too long or with too many terms is InvalidArgument (field ``query``). Each store
+    turns the terms into its own full-text query, so nothing in the text is query syntax.
+    """
+    if not isinstance(text, str):
+        raise InvalidArgument(f"query: expected a string, got {type(text).__name__}", field="query")
+    if len(text) > MAX_QUERY_CHARS:
+        raise InvalidArgument(f"query: longer than {MAX_QUERY_CHARS} characters", field="query")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument("query: not valid Unicode text (lone surrogate)", field="query") from None
+    terms = []
+    for term in text.split():
+        word = term.rstrip("*")
+        if any(ch.isalnum() for ch in word):
+            terms.append((word, term.endswith("*")))
+    if not terms:
+        raise InvalidArgument("query: no word to search for (letters or digits)", field="query")
+    if len(terms) > MAX_QUERY_TERMS:
+        raise InvalidArgument(f"query: more than {MAX_QUERY_TERMS} words", field="query")
+    return terms
 
 
 # -- page tokens -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from wfe_client.conversion import filter_from_proto, instant, purge_statuses_fro
 from wfe_client.errors import InvalidArgument
 from wfe_client.limits import LIST_PAGE_SIZE, MAX_LIST_PAGE_SIZE
 
-from ._provider import SqlitePersistenceProvider
+from ._provider import StoreProvider
 from ._status import Context, translate_errors
 
 __all__ = ["VISIBILITY_SERVICE_NAME", "VisibilityServicer", "add_visibility_servicer"]
@@ -27,7 +27,7 @@ def _size(value: int, field: str) -> int:
 class VisibilityServicer(visibility_pb2_grpc.VisibilityServiceServicer):
     """List, search, delete and purge workflows of the provider's store."""
 
-    def __init__(self, provider: SqlitePersistenceProvider) -> None:
+    def __init__(self, provider: StoreProvider) -> None:
         self._p = provider
 
     @translate_errors
@@ -71,6 +71,6 @@ class VisibilityServicer(visibility_pb2_grpc.VisibilityServiceServicer):
         return visibility_pb2.PurgeWorkflowsResponse(deleted=deleted)
 
 
-def add_visibility_servicer(server: grpc.aio.Server, provider: SqlitePersistenceProvider) -> None:
+def add_visibility_servicer(server: grpc.aio.Server, provider: StoreProvider) -> None:
     """Register ``VisibilityService`` of ``provider`` on ``server``."""
     visibility_pb2_grpc.add_VisibilityServiceServicer_to_server(VisibilityServicer(provider), server)

@@ -19,12 +19,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from wfe_client.errors import InvalidArgument, WorkflowNotFound
-from wfe_client.limits import MAX_QUERY_CHARS, MAX_QUERY_TERMS
 from wfe_client.models import WorkflowStatus
 
 from ._database import Database
 from ._rows import ErrorRow, PageKey, PointerRow, SubscriptionRow, WorkflowRow
-from ._visibility_rows import DetailsRows, FilterRow, SummaryRow
+from ._visibility_rows import DetailsRows, FilterRow, SummaryRow, search_terms
 
 __all__ = [
     "PURGE_BATCH",
@@ -115,36 +114,18 @@ def list_rows(conn: sqlite3.Connection, f: FilterRow, limit: int, after: PageKey
 
 
 def fts_query(text: object) -> str:
-    """The FTS5 query of a user's search text: every word must match, ``word*`` matches a prefix.
+    """The FTS5 query of a user's search text (``search_terms``): every word must match,
+    ``word*`` matches a prefix.
 
     Each whitespace-separated term becomes one quoted FTS5 phrase, so punctuation inside it only
     separates tokens (``order-77`` finds "order" followed by "77") and nothing in the text is FTS5
-    syntax. A term without letters or digits is left out; a query with no word left is invalid.
+    syntax.
     """
-    if not isinstance(text, str):
-        raise InvalidArgument(f"query: expected a string, got {type(text).__name__}", field="query")
-    if len(text) > MAX_QUERY_CHARS:
-        raise InvalidArgument(f"query: longer than {MAX_QUERY_CHARS} characters", field="query")
-    _check_unicode(text)
-    phrases = []
-    for term in text.split():
-        prefix = term.endswith("*")
-        word = term.rstrip("*")
-        if not any(ch.isalnum() for ch in word):
-            continue
-        phrases.append('"' + word.replace('"', '""') + '"' + ("*" if prefix else ""))
-    if not phrases:
-        raise InvalidArgument("query: no word to search for (letters or digits)", field="query")
-    if len(phrases) > MAX_QUERY_TERMS:
-        raise InvalidArgument(f"query: more than {MAX_QUERY_TERMS} words", field="query")
-    return " ".join(phrases)
-
-
-def _check_unicode(text: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidArgument("query: not valid Unicode text (lone surrogate)", field="query") from None
+    return " ".join(
+        # A NUL would end the query early (FTS5: "unterminated string"): it separates words, as any control.
+        '"' + word.replace('"', '""').replace("\x00", " ") + '"' + ("*" if prefix else "")
+        for word, prefix in search_terms(text)
+    )
 
 
 def _search_filter(f: FilterRow) -> tuple[str, list[Any]]:

@@ -1,5 +1,7 @@
-"""The ``wfe-sqlite`` command line: ``serve``, the maintenance commands ``backup``, ``check``, ``stats``,
-and the visibility commands ``list``, ``show``, ``purge`` (``_visibility_cli``).
+"""The ``wfe-sqlite`` command line: ``serve``, the maintenance commands ``migrate``, ``backup``,
+``check``, ``stats``, and the visibility commands ``list``, ``show``, ``purge`` (``_visibility_cli``).
+On PostgreSQL ``backup`` and ``check`` refuse (exit 2) and name the tools to use instead
+(``pg_dump``, ``pg_amcheck``).
 
 Exit codes: 0 success; 1 ``check`` found problems or ``show`` found no such workflow; 2 invalid
 settings or a database that cannot be used (the message names the setting or the file); 130
@@ -23,6 +25,9 @@ from ._config import ConfigError, add_arguments, check, environment_help, resolv
 from ._connection import DatabaseOpenError
 from ._logging import configure_logging, status_line
 from ._maintenance import backup, integrity_problems, open_existing, store_stats
+from ._postgres_store import is_postgres_url, migrate_url, postgres_stats, redact_url
+from ._provider import SqlitePersistenceProvider
+from ._schema import SCHEMA_VERSION
 from ._visibility_cli import VISIBILITY_COMMANDS, add_visibility_commands
 from .server import serve
 
@@ -62,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_arguments(verify, _DB_ONLY)
 
+    upgrade = commands.add_parser(
+        "migrate",
+        help="create the schema or upgrade it to this version (servers also do it at start-up)",
+        description="Apply the missing schema migrations in order; a database newer than this binary: exit 2.",
+    )
+    add_arguments(upgrade, _DB_ONLY)
+
     figures = commands.add_parser(
         "stats",
         help="row counts, runnable workflows, unprocessed events, due commands, file sizes",
@@ -92,8 +104,53 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+_PG_BACKUP = (
+    "backup works on SQLite files; for PostgreSQL use pg_dump (e.g. `pg_dump -Fc -f wfe.dump DBNAME`) "
+    "or the server's own physical backups (pg_basebackup, WAL archiving)"
+)
+_PG_CHECK = (
+    "check works on SQLite files; for PostgreSQL use pg_amcheck (e.g. `pg_amcheck --heapallindexed DBNAME`), "
+    "which checks tables and indexes with the amcheck extension"
+)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    config = resolve(args, os.environ, _DB_ONLY)
+    if is_postgres_url(config.db):
+        try:
+            before, after = asyncio.run(migrate_url(config.db))
+        except DatabaseOpenError as error:
+            return _fail(error)
+        where = redact_url(config.db)
+    else:
+
+        async def upgrade() -> tuple[int, int]:
+            before = 0
+            with contextlib.suppress(FileNotFoundError):
+                conn, _ = open_existing(config.db)
+                with contextlib.closing(conn):
+                    before = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            provider = await SqlitePersistenceProvider.open(config.db)
+            await provider.close()
+            return before, max(before, SCHEMA_VERSION)
+
+        try:
+            before, after = asyncio.run(upgrade())
+        except DatabaseOpenError as error:
+            return _fail(error)
+        where = config.db
+    print(
+        f"{where}: schema version {before} -> {after}"
+        if before != after
+        else f"{where}: schema version {after}, up to date"
+    )
+    return 0
+
+
 def _backup(args: argparse.Namespace) -> int:
     config = resolve(args, os.environ, _DB_ONLY)
+    if is_postgres_url(config.db):
+        return _fail(_PG_BACKUP)
     size = backup(config.db, args.dest, overwrite=args.force)
     print(f"backed up {config.db} to {args.dest} ({size} bytes)")
     return 0
@@ -101,6 +158,8 @@ def _backup(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     config = resolve(args, os.environ, _DB_ONLY)
+    if is_postgres_url(config.db):
+        return _fail(_PG_CHECK)
     conn, path = open_existing(config.db)
     with contextlib.closing(conn):
         try:
@@ -118,9 +177,15 @@ def _check(args: argparse.Namespace) -> int:
 
 def _stats(args: argparse.Namespace) -> int:
     config = resolve(args, os.environ, _DB_ONLY)
-    conn, path = open_existing(config.db)
-    with contextlib.closing(conn):
-        stats = store_stats(conn, path)
+    if is_postgres_url(config.db):
+        try:
+            stats = asyncio.run(postgres_stats(config.db))
+        except DatabaseOpenError as error:
+            return _fail(error)
+    else:
+        conn, path = open_existing(config.db)
+        with contextlib.closing(conn):
+            stats = store_stats(conn, path)
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
@@ -145,7 +210,14 @@ def _human(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_COMMANDS = {"serve": _serve, "backup": _backup, "check": _check, "stats": _stats, **VISIBILITY_COMMANDS}
+_COMMANDS = {
+    "serve": _serve,
+    "migrate": _migrate,
+    "backup": _backup,
+    "check": _check,
+    "stats": _stats,
+    **VISIBILITY_COMMANDS,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

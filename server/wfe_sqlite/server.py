@@ -31,7 +31,8 @@ from ._config import (
 from ._connection import MEMORY, parse_database_url
 from ._logging import status_line
 from ._metrics import CallObserver, ServerMetrics
-from ._provider import SqlitePersistenceProvider
+from ._postgres_store import is_postgres_url, redact_url
+from ._provider import PostgresPersistenceProvider, SqlitePersistenceProvider, StoreProvider
 from ._retention import RetentionPurger
 from ._security import TokenAuthInterceptor, server_credentials
 from ._servicer import SERVICE_NAMES, add_servicers
@@ -55,6 +56,9 @@ SWITCH_INTERVAL = 0.0002
 
 DATABASE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
 """The files SQLite keeps beside a database file."""
+
+READY_WAIT = 5.0
+"""Seconds a start waits for the cluster services to hear other servers (PostgreSQL's LISTEN)."""
 
 PENDING_CALLS = 100_000
 """Calls that may wait for the server to pick them up before gRPC core cancels new ones."""
@@ -91,7 +95,7 @@ class HealthServicer(health.aio.HealthServicer):
 
 
 async def build_server(
-    config: ServerConfig, provider: SqlitePersistenceProvider, metrics: ServerMetrics | None = None
+    config: ServerConfig, provider: StoreProvider, metrics: ServerMetrics | None = None
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A gRPC server (not started) serving ``provider``; its bound port and health servicer.
 
@@ -171,7 +175,7 @@ class RunningServer:
     def __init__(
         self,
         config: ServerConfig,
-        provider: SqlitePersistenceProvider,
+        provider: StoreProvider,
         server: grpc.aio.Server,
         port: int,
         health_servicer: health.aio.HealthServicer,
@@ -218,13 +222,17 @@ class RunningServer:
 
     @classmethod
     async def _start(cls, config: ServerConfig) -> RunningServer:
-        provider = await SqlitePersistenceProvider.open(
-            config.db,
-            readers=config.readers,
-            synchronous=config.synchronous,
-            switch_interval=SWITCH_INTERVAL,
-            max_page_count=config.max_page_count,
-        )
+        provider: StoreProvider
+        if is_postgres_url(config.db):
+            provider = await PostgresPersistenceProvider.open(config.db, pool_size=config.pool_size)
+        else:
+            provider = await SqlitePersistenceProvider.open(
+                config.db,
+                readers=config.readers,
+                synchronous=config.synchronous,
+                switch_interval=SWITCH_INTERVAL,
+                max_page_count=config.max_page_count,
+            )
         metrics: ServerMetrics | None = None
         try:
             if config.metrics_listen is not None:
@@ -252,6 +260,8 @@ class RunningServer:
             await provider.close()
             raise
         provider.cluster.start(config.requeue_interval)
+        if not await provider.cluster.wait_ready(READY_WAIT):
+            LOG.warning("not yet notified of other servers' queue items and lifecycle events (still connecting)")
         for name in ("", *SERVICE_NAMES, *CLUSTER_SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         if config.retention is not None:
@@ -318,7 +328,7 @@ async def serve(config: ServerConfig, ready: asyncio.Event | None = None) -> Non
         print(announce(f"console on {running.console.url}", url=running.console.url), flush=True)
     LOG.info(
         "serving %s on %s (%s; %s)",
-        config.db,
+        redact_url(config.db),
         running.address,
         "mutual TLS" if config.tls_client_ca else "TLS" if config.tls else "plaintext",
         tokens_source(config),

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import pathlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from conformance_support import EPOCH, T0, UTC, event, read_only, subscription, workflow
+from conformance_support import EPOCH, T0, UTC, event, subscription, workflow
 
+from conftest import Peek
 from wfe_client import (
     CommandName,
     ExecutionError,
@@ -26,17 +26,11 @@ def _micros(value: datetime) -> int:
     return (value - EPOCH) // timedelta(microseconds=1)
 
 
-def _error_rows(db_path: pathlib.Path) -> list[tuple[int, str, str, str]]:
-    conn = read_only(db_path)
-    try:
-        return conn.execute(
-            "SELECT error_time, workflow_id, execution_pointer_id, message FROM execution_errors ORDER BY id"
-        ).fetchall()
-    finally:
-        conn.close()
+async def _error_rows(peek: Peek) -> list[tuple[object, ...]]:
+    return await peek("SELECT error_time, workflow_id, execution_pointer_id, message FROM execution_errors ORDER BY id")
 
 
-async def test_persist_errors_stores_every_error(provider: PersistenceProvider, db_path: pathlib.Path) -> None:
+async def test_persist_errors_stores_every_error(provider: PersistenceProvider, peek: Peek) -> None:
     errors = [
         ExecutionError(T0, "wf-1", "ptr-1", "boom"),
         ExecutionError(T0 + timedelta(microseconds=1), "wf-1", "ptr-2", "ünïcødé 😀 漢字 e\u0301\nline two"),
@@ -48,34 +42,34 @@ async def test_persist_errors_stores_every_error(provider: PersistenceProvider, 
         ),
     ]
     await provider.persist_errors(errors)
-    rows = _error_rows(db_path)
+    rows = await _error_rows(peek)
     assert rows == [(_micros(e.error_time), e.workflow_id, e.execution_pointer_id, e.message) for e in errors]
     # The third error's instant is 12:00:00.000005 UTC.
     assert rows[2][0] == _micros(T0) + 5
 
 
-async def test_persist_errors_appends(provider: PersistenceProvider, db_path: pathlib.Path) -> None:
+async def test_persist_errors_appends(provider: PersistenceProvider, peek: Peek) -> None:
     await provider.persist_errors([ExecutionError.new("wf", "p", "first")])
     await provider.persist_errors([ExecutionError.new("wf", "p", "first")])  # same content, second row
     await provider.persist_errors([ExecutionError.new("wf", "p", f"m{i}") for i in range(50)])
-    rows = _error_rows(db_path)
+    rows = await _error_rows(peek)
     assert [r[3] for r in rows] == ["first", "first"] + [f"m{i}" for i in range(50)]
 
 
-async def test_persist_no_errors(provider: PersistenceProvider, db_path: pathlib.Path) -> None:
+async def test_persist_no_errors(provider: PersistenceProvider, peek: Peek) -> None:
     await provider.persist_errors([])
-    assert _error_rows(db_path) == []
+    assert await _error_rows(peek) == []
 
 
-async def test_persist_errors_all_or_nothing(provider: PersistenceProvider, db_path: pathlib.Path) -> None:
+async def test_persist_errors_all_or_nothing(provider: PersistenceProvider, peek: Peek) -> None:
     good = ExecutionError.new("wf", "p", "good")
     bad = ExecutionError(datetime(2024, 1, 1), "wf", "p", "naive time")  # naive: invalid
     with pytest.raises(ValueError):
         await provider.persist_errors([good, bad])
-    assert _error_rows(db_path) == []
+    assert await _error_rows(peek) == []
 
 
-async def test_ensure_store_exists_is_idempotent(provider: PersistenceProvider, db_path: pathlib.Path) -> None:
+async def test_ensure_store_exists_is_idempotent(provider: PersistenceProvider, peek: Peek, store_url: str) -> None:
     w = workflow(name="survivor")
     await provider.create_new_workflow(w)
     await provider.create_event(event(id="e-1", time=T0))
@@ -85,39 +79,34 @@ async def test_ensure_store_exists_is_idempotent(provider: PersistenceProvider, 
     assert (await provider.get_workflow_instance_by_name("survivor")).id == w.id
     assert (await provider.get_event("e-1")).event_time == T0
     assert await provider.next_definition_sequence("order") == 1
-    conn = read_only(db_path)
-    try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {
-            "workflows",
-            "execution_pointers",
-            "events",
-            "event_subscriptions",
-            "scheduled_commands",
-            "execution_errors",
-            "definition_sequences",
-        } <= tables
-        assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
-        assert conn.execute("SELECT count(*) FROM workflows").fetchone()[0] == 1
-    finally:
-        conn.close()
+    if store_url.startswith("postgresql://"):
+        tables = {r[0] for r in await peek("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        version = (await peek("SELECT max(version) FROM schema_version"))[0][0]
+    else:
+        tables = {r[0] for r in await peek("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version = (await peek("PRAGMA user_version"))[0][0]
+    assert {
+        "workflows",
+        "execution_pointers",
+        "events",
+        "event_subscriptions",
+        "scheduled_commands",
+        "execution_errors",
+        "definition_sequences",
+    } <= tables
+    assert isinstance(version, int) and version >= 1
+    assert await peek("SELECT count(*) FROM workflows") == [(1,)]
     # Still fully usable afterwards.
     other = workflow()
     await provider.create_new_workflow(other)
     assert other.name == "order-2"
 
 
-async def test_acknowledged_writes_are_visible_in_the_file(
-    provider: PersistenceProvider, db_path: pathlib.Path
-) -> None:
+async def test_acknowledged_writes_are_visible_in_the_file(provider: PersistenceProvider, peek: Peek) -> None:
     w = workflow(id="on-disk", name="disk")
     await provider.create_new_workflow(w)
-    conn = read_only(db_path)
-    try:
-        assert conn.execute("SELECT name FROM workflows WHERE id = 'on-disk'").fetchall() == [("disk",)]
-        assert conn.execute("SELECT count(*) FROM execution_pointers WHERE workflow_id = 'on-disk'").fetchone()[0] == 1
-    finally:
-        conn.close()
+    assert await peek("SELECT name FROM workflows WHERE id = 'on-disk'") == [("disk",)]
+    assert await peek("SELECT count(*) FROM execution_pointers WHERE workflow_id = 'on-disk'") == [(1,)]
 
 
 @pytest.mark.parametrize(
@@ -243,9 +232,9 @@ async def test_invalid_command_is_invalid_argument(provider: PersistenceProvider
     assert (await provider.claim_commands(datetime(9999, 1, 1, tzinfo=UTC))).commands == []
 
 
-async def test_persist_many_errors_in_one_call(provider: PersistenceProvider, db_path: pathlib.Path) -> None:
+async def test_persist_many_errors_in_one_call(provider: PersistenceProvider, peek: Peek) -> None:
     errors = [ExecutionError(T0, f"wf-{i}", "p", f"m{i}") for i in range(12_000)]
     await provider.persist_errors(errors)
-    rows = _error_rows(db_path)
+    rows = await _error_rows(peek)
     assert len(rows) == 12_000
     assert rows[-1] == (_micros(T0), "wf-11999", "p", "m11999")

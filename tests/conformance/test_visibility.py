@@ -1,15 +1,14 @@
-"""Conformance: visibility and clean-up (list, full-text search, delete, purge)."""
+"""Conformance: visibility and clean-up (list, full-text search, delete, purge), on both backends."""
 
 from __future__ import annotations
 
-import pathlib
-import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from conformance_support import T0, UTC, read_only, subscription, workflow
+from conformance_support import T0, UTC, subscription, workflow
 
+from conftest import Peek, text_index_in_step
 from wfe_client import (
     ExecutionError,
     ExecutionPointer,
@@ -74,16 +73,11 @@ async def list_all(provider: PersistenceProvider, page_size: int = 1000, **filte
     raise AssertionError("the pages never ended")
 
 
-def fts_in_step(db_path: pathlib.Path) -> None:
-    """FTS5's own check that the full-text index matches the workflows table exactly."""
-    conn = sqlite3.connect(db_path, timeout=10)
-    try:
-        conn.execute("INSERT INTO workflows_fts (workflows_fts, rank) VALUES ('integrity-check', 1)")
-        indexed = conn.execute("SELECT count(*) FROM workflows_fts").fetchone()[0]
-        stored = conn.execute("SELECT count(*) FROM workflows").fetchone()[0]
-        assert indexed == stored
-    finally:
-        conn.close()
+async def count(peek: Peek, sql: str) -> int:
+    """One count read behind the interface's back (SQL both backends speak)."""
+    [(n,)] = await peek(sql)
+    assert isinstance(n, int)
+    return n
 
 
 # -- list ----------------------------------------------------------------------------------------
@@ -385,7 +379,7 @@ async def test_search_text_is_never_query_syntax(provider: PersistenceProvider) 
         await provider.search_workflows(b"bytes")  # type: ignore[arg-type]
 
 
-async def test_search_follows_persist_and_delete(provider: PersistenceProvider, db_path: pathlib.Path) -> None:
+async def test_search_follows_persist_and_delete(provider: PersistenceProvider, peek: Peek, store_url: str) -> None:
     w = await make(provider, 1, description="first draft", reference="old-ref")
     keep = await make(provider, 2, description="first keeper")
     w.description = "second version"
@@ -399,18 +393,18 @@ async def test_search_follows_persist_and_delete(provider: PersistenceProvider, 
     assert ids((await provider.search_workflows("pineapple new-ref")).items) == [w.id]
     await provider.persist_workflow(w)  # unchanged text: still found once
     assert (await provider.search_workflows("pineapple")).total == 1
-    fts_in_step(db_path)
+    await text_index_in_step(peek, store_url)
     await provider.delete_workflow(w.id)
     assert (await provider.search_workflows("pineapple")).total == 0
     assert ids((await provider.search_workflows("first")).items) == [keep.id]
-    fts_in_step(db_path)
+    await text_index_in_step(peek, store_url)
 
 
 # -- delete --------------------------------------------------------------------------------------
 
 
 async def test_delete_takes_pointers_subscriptions_errors_and_its_command(
-    provider: PersistenceProvider, db_path: pathlib.Path
+    provider: PersistenceProvider, peek: Peek, store_url: str
 ) -> None:
     doomed = await make(provider, 1, description="doomed")
     doomed.execution_pointers = [ExecutionPointer.new(0), ExecutionPointer.new(1)]
@@ -428,24 +422,17 @@ async def test_delete_takes_pointers_subscriptions_errors_and_its_command(
     with pytest.raises(WorkflowNotFound):
         await provider.get_workflow_instance(doomed.id)
     assert await provider.get_workflow_instance(other.id) == other
-    conn = read_only(db_path)
-    try:
-
-        def count(sql: str) -> int:
-            return conn.execute(sql, (doomed.id,)).fetchone()[0]
-
-        assert count("SELECT count(*) FROM execution_pointers WHERE workflow_id = ?") == 0
-        assert count("SELECT count(*) FROM event_subscriptions WHERE workflow_id = ?") == 0
-        assert count("SELECT count(*) FROM execution_errors WHERE workflow_id = ?") == 0
-        assert count("SELECT count(*) FROM scheduled_commands WHERE data = ?") == 0
-        assert conn.execute("SELECT count(*) FROM event_subscriptions").fetchone()[0] == 1
-        assert conn.execute("SELECT count(*) FROM execution_errors").fetchone()[0] == 1
-        assert conn.execute("SELECT count(*) FROM scheduled_commands").fetchone()[0] == 1
-        assert conn.execute("SELECT count(*) FROM execution_pointers").fetchone()[0] == 1
-    finally:
-        conn.close()
+    gone = f"'{doomed.id}'"
+    assert await count(peek, f"SELECT count(*) FROM execution_pointers WHERE workflow_id = {gone}") == 0
+    assert await count(peek, f"SELECT count(*) FROM event_subscriptions WHERE workflow_id = {gone}") == 0
+    assert await count(peek, f"SELECT count(*) FROM execution_errors WHERE workflow_id = {gone}") == 0
+    assert await count(peek, f"SELECT count(*) FROM scheduled_commands WHERE data = {gone}") == 0
+    assert await count(peek, "SELECT count(*) FROM event_subscriptions") == 1
+    assert await count(peek, "SELECT count(*) FROM execution_errors") == 1
+    assert await count(peek, "SELECT count(*) FROM scheduled_commands") == 1
+    assert await count(peek, "SELECT count(*) FROM execution_pointers") == 1
     assert ids((await provider.list_workflows()).items) == [other.id]
-    fts_in_step(db_path)
+    await text_index_in_step(peek, store_url)
 
 
 async def test_delete_missing_or_empty_id(provider: PersistenceProvider) -> None:
@@ -462,7 +449,7 @@ async def test_delete_missing_or_empty_id(provider: PersistenceProvider) -> None
 # -- purge ---------------------------------------------------------------------------------------
 
 
-async def test_purge_by_status_and_age(provider: PersistenceProvider, db_path: pathlib.Path) -> None:
+async def test_purge_by_status_and_age(provider: PersistenceProvider, peek: Peek, store_url: str) -> None:
     cutoff = T0 + timedelta(days=30)
     old, recent = T0 + timedelta(days=1), T0 + timedelta(days=40)
     purged = [
@@ -492,10 +479,10 @@ async def test_purge_by_status_and_age(provider: PersistenceProvider, db_path: p
     assert await provider.purge_workflows(cutoff, statuses=[SUSPENDED]) == 1
     assert await provider.purge_workflows(cutoff, statuses=(RUNNABLE, COMPLETE)) == 1
     assert sorted(await list_all(provider)) == sorted(w.id for w in kept[0:1] + kept[3:])
-    fts_in_step(db_path)
+    await text_index_in_step(peek, store_url)
 
 
-async def test_purge_runs_in_batches_until_done(provider: PersistenceProvider, db_path: pathlib.Path) -> None:
+async def test_purge_runs_in_batches_until_done(provider: PersistenceProvider, peek: Peek, store_url: str) -> None:
     for m in range(1203):
         w = workflow(status=COMPLETE if m % 3 else TERMINATED, data={"m": m, "word": "purgeable"})
         w.create_time = T0 + timedelta(seconds=m)
@@ -508,13 +495,9 @@ async def test_purge_runs_in_batches_until_done(provider: PersistenceProvider, d
     assert await provider.purge_workflows(T0 + timedelta(days=1)) == 1203
     assert await list_all(provider) == [survivor.id]
     assert (await provider.search_workflows("purgeable")).total == 1
-    conn = read_only(db_path)
-    try:
-        assert conn.execute("SELECT count(*) FROM execution_errors").fetchone()[0] == 0
-        assert conn.execute("SELECT count(*) FROM execution_pointers").fetchone()[0] == 1
-    finally:
-        conn.close()
-    fts_in_step(db_path)
+    assert await count(peek, "SELECT count(*) FROM execution_errors") == 0
+    assert await count(peek, "SELECT count(*) FROM execution_pointers") == 1
+    await text_index_in_step(peek, store_url)
 
 
 async def test_purge_arguments_are_checked(provider: PersistenceProvider) -> None:
@@ -528,4 +511,16 @@ async def test_purge_arguments_are_checked(provider: PersistenceProvider) -> Non
         await provider.purge_workflows("2030-01-01")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument):
         await provider.purge_workflows(datetime(1969, 12, 31, tzinfo=UTC))
+    assert len((await provider.list_workflows()).items) == 1
+
+
+async def test_a_nul_character_matches_nothing(provider: PersistenceProvider) -> None:
+    """No stored text holds NUL (PostgreSQL's cannot): filters and ids with one find nothing."""
+    await make(provider, 1, reference="a", description="a b")
+    assert (await provider.list_workflows(reference="a\x00b")).items == []
+    assert (await provider.list_workflows(definition_id="order\x00")).items == []
+    assert (await provider.search_workflows("b", reference="a\x00")).total == 0
+    assert (await provider.search_workflows("zz\x00zz")).total == 0
+    with pytest.raises(WorkflowNotFound):
+        await provider.delete_workflow("a\x00b")
     assert len((await provider.list_workflows()).items) == 1

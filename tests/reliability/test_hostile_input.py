@@ -1,4 +1,4 @@
-"""Hostile input: generated requests to every RPC through the raw generated stubs.
+"""Hostile input: generated requests to every RPC through the raw generated stubs, on both backends.
 
 Requests are generated from the message descriptors (so every field of every request is covered,
 including nested pointers, Timestamps and Durations): unset or set fields, malformed and invalid
@@ -292,10 +292,14 @@ async def _check_sentinels(address: str, sentinels: dict[str, Any]) -> None:
         assert await store.get_event(sentinels["event"].id) == sentinels["event"]
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def target(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Target]:
+    """A server on each backend: a SQLite file, and a PostgreSQL database of its own."""
     tmp: Path = tmp_path_factory.mktemp("hostile")
-    server = start_server(f"sqlite://{tmp / 'hostile.db'}", tmp / "server.log")
+    url = f"sqlite://{tmp / 'hostile.db'}"
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_cluster").create_database(f"hostile_{tmp.name}")
+    server = start_server(url, tmp / "server.log")
     try:
         t = Target(server)
         t.sentinels = asyncio.run(_seed(server.address))

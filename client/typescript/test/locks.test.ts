@@ -101,19 +101,21 @@ describe("GrpcLockProvider", () => {
   it("renews a held lease in the background for several TTLs", async () => {
     const errors: unknown[] = [];
     const lost: string[] = [];
-    const ttlMs = 600;
+    // Long enough that a renewal delayed by a loaded machine (seen: a 600 ms TTL lost at load 16 on
+    // 2 cores) still lands in time; the loop below still spans several TTLs.
+    const ttlMs = 2_000;
     await using holder = new GrpcLockProvider(store, { ttlMs, onError: (e) => errors.push(e), onLost: (r) => lost.push(r) });
     await using other = lockProvider(ttlMs);
     const resource = uniq("long-step");
     assert.equal(await holder.acquireLock(resource), true);
     const started = Date.now();
     let attempts = 0;
-    while (Date.now() - started < 5 * ttlMs) {
+    while (Date.now() - started < 3 * ttlMs) {
       await sleep(150);
       attempts += 1;
       assert.equal(await other.acquireLock(resource), false, `taken over after ${Date.now() - started} ms`);
     }
-    assert.ok(attempts >= 15);
+    assert.ok(attempts >= 10, `only ${attempts} attempts`);
     assert.deepEqual(errors, []);
     assert.deepEqual(lost, []);
     assert.deepEqual(holder.held, [resource]);

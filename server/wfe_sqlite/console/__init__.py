@@ -12,7 +12,7 @@ import urllib.parse
 from collections.abc import Iterable
 
 from .._config import is_loopback, split_host_port
-from .._provider import SqlitePersistenceProvider
+from .._provider import StoreProvider
 from ._app import ConsoleApp
 from ._http import HttpServer
 
@@ -31,7 +31,7 @@ def database_label(url: str) -> str:
 class Console:
     """The console of one provider, served over HTTP."""
 
-    def __init__(self, provider: SqlitePersistenceProvider, tokens: Iterable[str], database: str) -> None:
+    def __init__(self, provider: StoreProvider, tokens: Iterable[str], database: str) -> None:
         self._provider = provider
         self._tokens = tuple(tokens)
         self._label = database_label(database)

@@ -23,7 +23,7 @@ from wfe_client.models import WorkflowStatus
 from wfe_client.timeutil import utc_now
 
 from .._config import is_loopback
-from .._provider import SqlitePersistenceProvider
+from .._provider import StoreProvider
 from . import _pages as pages
 from ._auth import COOKIE, SESSION_SECONDS, Sessions
 from ._html import Html, join
@@ -84,7 +84,7 @@ class ConsoleApp:
 
     def __init__(
         self,
-        provider: SqlitePersistenceProvider,
+        provider: StoreProvider,
         tokens: Iterable[str],
         database_label: str,
         *,

@@ -323,9 +323,11 @@ def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Htm
         ("Held tokens", number(figures.held_tokens), "", "subscriptions held by a live external token"),
         (
             "Database size",
-            size(data.database_bytes + data.wal_bytes),
+            size(data.database_bytes + (data.wal_bytes or 0)),
             "",
-            f"file {size(data.database_bytes)}, WAL {size(data.wal_bytes)}",
+            "the database"
+            if data.wal_bytes is None
+            else f"file {size(data.database_bytes)}, WAL {size(data.wal_bytes)}",
         ),
     ]
     card_html = join(_card(label, value, href, note) for label, value, href, note in cards)

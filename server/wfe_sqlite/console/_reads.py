@@ -15,7 +15,7 @@ from datetime import datetime
 from wfe_client.models import Event, EventSubscription, WorkflowStatus
 from wfe_client.timeutil import from_micros, utc_now
 
-from .._provider import SqlitePersistenceProvider
+from .._provider import StoreProvider
 from .._rows import event_from_row, subscription_from_row
 from .._store import LiveFigures
 
@@ -79,7 +79,7 @@ class Overview:
     subscriptions_open: int
     errors: int
     database_bytes: int
-    wal_bytes: int
+    wal_bytes: int | None
     recent_errors: list[RecentError]
     read_at: datetime
 
@@ -123,7 +123,7 @@ def format_event_cursor(cursor: EventCursor) -> str:
 class ConsoleReads:
     """The console's reads on a provider's store; the overview is shared for ``overview_ttl`` seconds."""
 
-    def __init__(self, provider: SqlitePersistenceProvider, overview_ttl: float = OVERVIEW_TTL) -> None:
+    def __init__(self, provider: StoreProvider, overview_ttl: float = OVERVIEW_TTL) -> None:
         self.provider = provider
         self._ttl = overview_ttl
         self._overview: tuple[float, Overview] | None = None

@@ -1,0 +1,1014 @@
+"""``PostgresStore``: the store interface on PostgreSQL (asyncpg pool). The SQL of every operation is here.
+
+Any number of servers may share one database, so every guarantee holds in the database itself:
+sequences and compare-and-sets are single statements (``INSERT ... ON CONFLICT ... RETURNING``, a
+conditional ``UPDATE`` that PostgreSQL re-checks on the newest row version), command claims lock
+rows with ``FOR UPDATE SKIP LOCKED`` so concurrent claimers never wait for each other or get the
+same command, and leases and token expiries are compared with the database's clock. Each write is
+one statement where it can be (one round trip, its own transaction): PostgreSQL flushes the WAL of
+concurrent commits together, which is the group commit across callers.
+
+Errors: a unique violation becomes the same ``AlreadyExists`` as on SQLite (by constraint name);
+a connection that fails or cannot be had becomes ``StorageUnavailable``.
+
+Schema: ordered migrations (``MIGRATIONS``), recorded in ``schema_version``, applied under a
+session advisory lock so servers starting together upgrade once (``migrate``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, NamedTuple, TypeVar
+
+import asyncpg
+
+from wfe_client.errors import (
+    EventAlreadyExists,
+    EventNotFound,
+    InvalidArgument,
+    LeaseLost,
+    RevisionConflict,
+    StorageUnavailable,
+    SubscriptionAlreadyExists,
+    SubscriptionNotFound,
+    WfeError,
+    WorkflowAlreadyExists,
+    WorkflowNameTaken,
+    WorkflowNotFound,
+)
+from wfe_client.timeutil import to_micros, utc_now
+
+from ._connection import DatabaseOpenError
+from ._paging import cut_page, workflow_bytes
+from ._postgres_cluster import PostgresCluster, queue_cte, unleased
+from ._postgres_visibility import VISIBILITY_MIGRATION, PostgresVisibility
+from ._queue_store import EVENT, WORKFLOW
+from ._rows import (
+    CommandRow,
+    ErrorRow,
+    EventRow,
+    PageKey,
+    PointerRow,
+    StoredWorkflow,
+    SubscriptionRow,
+    WorkflowRow,
+)
+from ._store import Claim, LiveFigures, SizedWorkflow, Store
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "PostgresConfig",
+    "PostgresStore",
+    "is_postgres_url",
+    "migrate",
+    "migrate_url",
+    "postgres_stats",
+    "redact_url",
+    "schema_version",
+]
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+NOW_US = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+"""The database's clock in epoch microseconds: leases and tokens compare against it on every server."""
+
+MIGRATION_LOCK = 0x5746455F53514C  # "WFE_SQL": the advisory lock key of schema upgrades
+
+MIGRATIONS: list[str] = [
+    # 1: the tables of the first release, as on SQLite (integers are BIGINT, JSON is TEXT).
+    """
+    CREATE TABLE workflows (
+        id                      TEXT PRIMARY KEY,
+        name                    TEXT NOT NULL,
+        root_workflow_id        TEXT,
+        workflow_definition_id  TEXT NOT NULL,
+        version                 BIGINT NOT NULL,
+        description             TEXT,
+        reference               TEXT,
+        next_execution          BIGINT,
+        status                  TEXT NOT NULL,
+        data                    TEXT NOT NULL,
+        create_time             BIGINT NOT NULL,
+        complete_time           BIGINT
+    );
+    CREATE UNIQUE INDEX workflows_name ON workflows (name) WHERE name <> '';
+    CREATE INDEX workflows_runnable ON workflows (next_execution, id)
+        WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL;
+
+    CREATE TABLE execution_pointers (
+        workflow_id             TEXT NOT NULL REFERENCES workflows (id) ON DELETE CASCADE,
+        position                BIGINT NOT NULL,
+        id                      TEXT NOT NULL,
+        step_id                 BIGINT NOT NULL,
+        active                  BIGINT NOT NULL,
+        status                  TEXT NOT NULL,
+        sleep_until             BIGINT,
+        persistence_data        TEXT,
+        start_time              BIGINT,
+        end_time                BIGINT,
+        event_name              TEXT,
+        event_key               TEXT,
+        event_published         BIGINT NOT NULL,
+        event_data              TEXT,
+        step_name               TEXT,
+        retry_count             BIGINT NOT NULL,
+        children                TEXT NOT NULL,
+        context_item            TEXT,
+        predecessor_id          TEXT,
+        outcome                 TEXT,
+        scope                   TEXT NOT NULL,
+        extension_attributes    TEXT NOT NULL
+    );
+    -- Not unique: a persist deletes the old pointers and inserts the new ones in one statement.
+    CREATE INDEX execution_pointers_by_workflow ON execution_pointers (workflow_id, position);
+
+    CREATE TABLE events (
+        id                      TEXT PRIMARY KEY,
+        event_name              TEXT NOT NULL,
+        event_key               TEXT NOT NULL,
+        event_data              TEXT NOT NULL,
+        event_time              BIGINT NOT NULL,
+        is_processed            BIGINT NOT NULL
+    );
+    CREATE INDEX events_runnable ON events (event_time, id) WHERE is_processed = 0;
+    CREATE INDEX events_by_name_key ON events (event_name, event_key, event_time, id);
+
+    CREATE TABLE event_subscriptions (
+        id                      TEXT PRIMARY KEY,
+        workflow_id             TEXT NOT NULL,
+        step_id                 BIGINT NOT NULL,
+        execution_pointer_id    TEXT NOT NULL,
+        event_name              TEXT NOT NULL,
+        event_key               TEXT NOT NULL,
+        subscribe_as_of         BIGINT NOT NULL,
+        subscription_data       TEXT,
+        external_token          TEXT,
+        external_worker_id      TEXT,
+        external_token_expiry   BIGINT,
+        terminated              BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX subscriptions_open ON event_subscriptions
+        (event_name, event_key, subscribe_as_of, id) WHERE terminated = 0;
+
+    CREATE TABLE scheduled_commands (
+        command_name            TEXT NOT NULL,
+        data                    TEXT NOT NULL,
+        execute_time            BIGINT NOT NULL,
+        lease_id                TEXT,
+        lease_expiry            BIGINT,
+        generation              BIGINT NOT NULL DEFAULT 0,
+        claimed_generation      BIGINT,
+        PRIMARY KEY (command_name, data)
+    );
+    CREATE INDEX scheduled_commands_due ON scheduled_commands (execute_time);
+
+    CREATE TABLE execution_errors (
+        id                      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        error_time              BIGINT NOT NULL,
+        workflow_id             TEXT NOT NULL,
+        execution_pointer_id    TEXT NOT NULL,
+        message                 TEXT NOT NULL
+    );
+    CREATE INDEX execution_errors_by_workflow ON execution_errors (workflow_id, error_time);
+
+    CREATE TABLE definition_sequences (
+        definition_id           TEXT PRIMARY KEY,
+        value                   BIGINT NOT NULL
+    );
+    """,
+    # 2: the cluster (issue 11), as SQLite's version 2: workflow revisions (existing ones start at 1),
+    # leases with one fencing-token counter, the durable work queue (a row waits with a position
+    # from ``work_queue_position``, or records the item's last hand-out), and the relay of lifecycle
+    # events too large for a notification (``_postgres_cluster``).
+    """
+    ALTER TABLE workflows ADD COLUMN revision BIGINT NOT NULL DEFAULT 1;
+
+    CREATE TABLE locks (
+        resource                TEXT PRIMARY KEY,
+        owner                   TEXT NOT NULL,
+        fencing_token           BIGINT NOT NULL,
+        expire_time             BIGINT NOT NULL
+    );
+    CREATE INDEX locks_expiry ON locks (expire_time);
+
+    CREATE TABLE counters (
+        name                    TEXT PRIMARY KEY,
+        value                   BIGINT NOT NULL
+    );
+
+    CREATE SEQUENCE work_queue_position;
+    CREATE TABLE work_queue (
+        queue                   TEXT NOT NULL,
+        item_id                 TEXT NOT NULL,
+        position                BIGINT,
+        queued_at               BIGINT NOT NULL,
+        handed_out_at           BIGINT,
+        PRIMARY KEY (queue, item_id)
+    );
+    CREATE INDEX work_queue_waiting ON work_queue (queue, position) WHERE position IS NOT NULL;
+    CREATE INDEX work_queue_handed_out ON work_queue (handed_out_at) WHERE position IS NULL;
+
+    CREATE TABLE lifecycle_relay (
+        id                      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        payload                 BYTEA NOT NULL,
+        created                 BIGINT NOT NULL
+    );
+    """,
+    # 3: visibility (list, search, delete, purge) and the console (``_postgres_visibility``).
+    VISIBILITY_MIGRATION,
+]
+"""Migration N+1 is ``MIGRATIONS[N]``: append new ones, never edit a released one."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def is_postgres_url(url: str) -> bool:
+    """True for ``postgresql://`` and ``postgres://`` database strings."""
+    return url.startswith(POSTGRES_SCHEMES)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of a PostgreSQL URL replaced by ``***`` (for logs and messages)."""
+    if not is_postgres_url(url):
+        return url
+    scheme, rest = url.split("://", 1)
+    authority, sep, tail = rest.partition("/")
+    if "@" in authority:
+        userinfo, host = authority.rsplit("@", 1)
+        if ":" in userinfo:
+            authority = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return f"{scheme}://{authority}{sep}{tail}"
+
+
+# -- SQL built from the row types ----------------------------------------------------------------
+
+_TEXT_COLUMNS = {
+    "id", "name", "root_workflow_id", "workflow_definition_id", "description", "reference", "status", "data",
+    "workflow_id", "persistence_data", "event_name", "event_key", "event_data", "step_name", "children",
+    "context_item", "predecessor_id", "outcome", "scope", "extension_attributes", "execution_pointer_id",
+    "subscription_data", "external_token", "external_worker_id", "message", "command_name",
+}  # fmt: skip
+
+
+def _type(column: str) -> str:
+    return "text" if column in _TEXT_COLUMNS else "bigint"
+
+
+def _columns(row: type[NamedTuple]) -> str:
+    return ", ".join(row._fields)
+
+
+def _placeholders(row: type[NamedTuple], first: int = 1) -> str:
+    return ", ".join(f"${first + i}::{_type(name)}" for i, name in enumerate(row._fields))
+
+
+def _unnest(row: type[NamedTuple], first: int) -> str:
+    """``SELECT * FROM unnest($first::t[], ...)``: many rows as one parameter per column."""
+    arrays = ", ".join(f"${first + i}::{_type(name)}[]" for i, name in enumerate(row._fields))
+    return f"SELECT * FROM unnest({arrays})"
+
+
+def _arrays(rows: Sequence[NamedTuple], row: type[NamedTuple]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in row._fields]
+
+
+WORKFLOW_COLUMNS = _columns(WorkflowRow)
+POINTER_COLUMNS = _columns(PointerRow)
+EVENT_COLUMNS = _columns(EventRow)
+SUBSCRIPTION_COLUMNS = _columns(SubscriptionRow)
+_W = len(WorkflowRow._fields)
+_P = len(PointerRow._fields)
+_MUTABLE = [name for name in WorkflowRow._fields if name not in ("id", "create_time", "revision")]
+_M = len(_MUTABLE)
+
+_INSERT_POINTERS = f"INSERT INTO execution_pointers ({POINTER_COLUMNS}) {_unnest(PointerRow, _W + 1)}"
+_CLOCK = f"clock AS (SELECT {NOW_US} AS now)"
+_DUE_WORKFLOW = "{0}.status = 'RUNNABLE' AND {0}.next_execution IS NOT NULL AND {0}.next_execution <= clock.now / 1000"
+_QUEUE_WORKFLOW = queue_cte(f"'{WORKFLOW}'", "w", "id", f"{_DUE_WORKFLOW.format('w')} AND {unleased('w.id')}")
+"""Queue the stored workflow ``w`` when it is RUNNABLE, due and under no live lease."""
+
+CREATE_NAMED = (
+    f"WITH {_CLOCK}, w AS (INSERT INTO workflows ({WORKFLOW_COLUMNS}) VALUES ({_placeholders(WorkflowRow)}) "
+    f"RETURNING id, name, status, next_execution), p AS ({_INSERT_POINTERS}), {_QUEUE_WORKFLOW} "
+    "SELECT name, (SELECT count(*) FROM n) FROM w"
+)
+"""A workflow and its pointers in one statement, queued when due; parameters: the row, then one array
+per pointer column. (name, items queued)."""
+
+CREATE_UNNAMED = (
+    f"WITH {_CLOCK}, seq AS (INSERT INTO definition_sequences (definition_id, value) VALUES ($4, 1) "
+    "ON CONFLICT (definition_id) DO UPDATE SET value = definition_sequences.value + 1 RETURNING value), "
+    f"w AS (INSERT INTO workflows ({WORKFLOW_COLUMNS}) SELECT "
+    + ", ".join(
+        "COALESCE(NULLIF($2::text, ''), $4::text || '-' || seq.value)" if name == "name" else f"${i + 1}::{_type(name)}"
+        for i, name in enumerate(WorkflowRow._fields)
+    )
+    + f" FROM seq RETURNING id, name, status, next_execution), p AS ({_INSERT_POINTERS}), {_QUEUE_WORKFLOW} "
+    "SELECT name, (SELECT count(*) FROM n) FROM w"
+)
+"""As ``CREATE_NAMED``, the name (parameter 2 is empty) taken from the definition's sequence."""
+
+_EXPECTED = _M + _P + len(SubscriptionRow._fields) + 2
+PERSIST = (
+    f"WITH {_CLOCK}, w AS (UPDATE workflows SET "
+    + ", ".join(f"{name} = ${i + 2}::{_type(name)}" for i, name in enumerate(_MUTABLE))
+    + f", revision = revision + 1 WHERE id = $1 AND (${_EXPECTED}::bigint = 0 OR revision = ${_EXPECTED}) "
+    "RETURNING id, revision, status, next_execution), "
+    "d AS (DELETE FROM execution_pointers WHERE workflow_id = $1 AND EXISTS (SELECT 1 FROM w)), "
+    f"p AS (INSERT INTO execution_pointers ({POINTER_COLUMNS}) {_unnest(PointerRow, _M + 2)} "
+    "WHERE EXISTS (SELECT 1 FROM w)), "
+    f"s AS (INSERT INTO event_subscriptions ({SUBSCRIPTION_COLUMNS}) {_unnest(SubscriptionRow, _M + _P + 2)} "
+    f"WHERE EXISTS (SELECT 1 FROM w)), {_QUEUE_WORKFLOW} "
+    "SELECT (SELECT revision FROM w), (SELECT count(*) FROM n)"
+)
+"""Replace a workflow's mutable fields and pointers, add one to its revision and add subscriptions, in
+one statement, when the stored revision is the expected one (0: any); queue it when due. Parameters
+``persist_parameters``; (the new revision or NULL when nothing was written, items queued)."""
+
+_QUEUE_EVENT = queue_cte(f"'{EVENT}'", "e", "id", "e.is_processed = 0 AND e.event_time <= clock.now")
+CREATE_EVENT = (
+    f"WITH {_CLOCK}, e AS (INSERT INTO events ({EVENT_COLUMNS}) VALUES ({_placeholders(EventRow)}) "
+    f"RETURNING id, is_processed, event_time), {_QUEUE_EVENT} SELECT count(*) FROM n"
+)
+"""Insert an event and queue it when it is due and unprocessed; items queued."""
+SET_EVENT_PROCESSED = (
+    f"WITH {_CLOCK}, e AS (UPDATE events SET is_processed = $2 WHERE id = $1 RETURNING id, is_processed, "
+    f"event_time), {_QUEUE_EVENT} SELECT (SELECT event_time FROM e), (SELECT count(*) FROM n)"
+)
+"""Set or clear ``is_processed`` (queueing the event when it is unprocessed and due): (event_time or
+NULL when there is no such event, items queued)."""
+
+
+def persist_parameters(
+    row: WorkflowRow,
+    pointers: Sequence[PointerRow],
+    subscriptions: Sequence[SubscriptionRow],
+    expected_revision: int = 0,
+) -> list[Any]:
+    """The parameters of ``PERSIST``: id, the mutable fields, one array per pointer then subscription
+    column, the expected revision."""
+    mutable = [getattr(row, name) for name in _MUTABLE]
+    return [
+        row.id,
+        *mutable,
+        *_arrays(pointers, PointerRow),
+        *_arrays(subscriptions, SubscriptionRow),
+        expected_revision,
+    ]
+
+
+_INSERT_SUBSCRIPTION = (
+    f"INSERT INTO event_subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES ({_placeholders(SubscriptionRow)})"
+)
+_RUNNABLE_WORKFLOWS = (
+    "SELECT next_execution, id FROM workflows "
+    "WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL AND next_execution <= $1 "
+    "AND (next_execution, id) > ($2, $3) ORDER BY next_execution, id LIMIT $4"
+)
+_RUNNABLE_EVENTS = (
+    "SELECT event_time, id FROM events WHERE is_processed = 0 AND event_time <= $1 "
+    "AND (event_time, id) > ($2, $3) ORDER BY event_time, id LIMIT $4"
+)
+_EVENTS = (
+    "SELECT event_time, id FROM events WHERE event_name = $1 AND event_key = $2 "
+    "AND event_time <= $3 AND (event_time, id) > ($4, $5) ORDER BY event_time, id LIMIT $6"
+)
+_SUBSCRIPTIONS = (
+    f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
+    "WHERE event_name = $1 AND event_key = $2 AND terminated = 0 AND subscribe_as_of <= $3 "
+    "AND (subscribe_as_of, id) > ($4, $5) ORDER BY subscribe_as_of, id LIMIT $6"
+)
+_CHUNK = 64
+"""Ids per query of ``workflows_from``."""
+
+NEXT_SEQUENCE = (
+    "INSERT INTO definition_sequences (definition_id, value) VALUES ($1, 1) "
+    "ON CONFLICT (definition_id) DO UPDATE SET value = definition_sequences.value + 1 RETURNING value"
+)
+SCHEDULE_COMMAND = (
+    "INSERT INTO scheduled_commands (command_name, data, execute_time) VALUES ($1, $2, $3) "
+    "ON CONFLICT (command_name, data) DO UPDATE SET "
+    "execute_time = LEAST(scheduled_commands.execute_time, excluded.execute_time), "
+    "generation = scheduled_commands.generation + 1"
+)
+CLAIM_COMMANDS = (
+    f"WITH clock AS (SELECT {NOW_US} AS now), "
+    "due AS (SELECT command_name, data FROM scheduled_commands, clock WHERE execute_time <= $2 "
+    "AND (lease_id IS NULL OR lease_expiry <= clock.now) ORDER BY execute_time LIMIT $3 FOR UPDATE SKIP LOCKED) "
+    "UPDATE scheduled_commands c SET lease_id = $1, lease_expiry = clock.now + $4, "
+    "claimed_generation = c.generation FROM due, clock "
+    "WHERE c.command_name = due.command_name AND c.data = due.data "
+    "RETURNING c.command_name, c.data, c.execute_time, c.lease_expiry"
+)
+SET_TOKEN = (
+    "UPDATE event_subscriptions SET external_token = $2, external_worker_id = $3, external_token_expiry = $4 "
+    f"WHERE id = $1 AND (external_token IS NULL OR external_token_expiry <= {NOW_US} OR external_token = $2) "
+    "RETURNING 1"
+)
+
+
+def _limit(limit: int) -> int | None:
+    return None if limit < 0 else limit
+
+
+def _after(after: PageKey | None) -> PageKey:
+    return after if after is not None else (-(2**63), "")
+
+
+def _now_micros() -> int:
+    return to_micros(utc_now())
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+_UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
+"""SQLSTATE classes of a database that cannot serve now: connection, resources, operator
+intervention (shutdown, cannot connect now), system errors."""
+
+
+def _unavailable(error: BaseException) -> StorageUnavailable | None:
+    """``StorageUnavailable`` for an error that says the database cannot be reached or used now."""
+    if isinstance(error, asyncpg.PostgresError):
+        state = str(getattr(error, "sqlstate", "") or "")
+        if state[:2] in _UNAVAILABLE_CLASSES:
+            return StorageUnavailable(f"PostgreSQL unavailable ({state}): {error}; retry later")
+        return None
+    if isinstance(error, (OSError, asyncpg.InterfaceError, asyncio.TimeoutError, ConnectionError)):
+        return StorageUnavailable(f"PostgreSQL unreachable: {error or type(error).__name__}; retry later")
+    return None
+
+
+def _as_unavailable(error: Exception) -> Exception:
+    """``StorageUnavailable`` for connection-level failures (asyncpg's ``InternalClientError``
+    included: a connection left mid-protocol by a lost server); any other error as it is."""
+    if isinstance(error, asyncpg.exceptions.InternalClientError):
+        return StorageUnavailable(f"PostgreSQL connection failed: {error}; retry later")
+    return _unavailable(error) or error
+
+
+def _constraint(error: asyncpg.UniqueViolationError) -> str:
+    return str(getattr(error, "constraint_name", "") or "")
+
+
+class PostgresConfig(NamedTuple):
+    """How a ``PostgresStore`` connects."""
+
+    url: str
+    """``postgresql://user:pass@host:port/dbname`` (or ``postgres://``), libpq query parameters allowed."""
+    pool_size: int = 10
+    """Connections in the pool (each server process)."""
+    connect_timeout: float = 5.0
+    """Seconds to open a connection before the call fails with STORAGE_UNAVAILABLE."""
+    command_timeout: float = 30.0
+    """Seconds one statement may take before it is cancelled (STORAGE_UNAVAILABLE)."""
+
+
+# -- schema ----------------------------------------------------------------------------------------
+
+
+async def schema_version(conn: asyncpg.Connection) -> int:
+    """The version recorded in the database; 0 for a database without the table."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+    if not exists:
+        return 0
+    version: int | None = await conn.fetchval("SELECT max(version) FROM schema_version")
+    return version or 0
+
+
+async def migrate(conn: asyncpg.Connection) -> tuple[int, int]:
+    """Apply the missing migrations in order, each in its own transaction, under an advisory lock
+    (servers starting together wait for the first, then find nothing to do). (before, after).
+
+    A database newer than this binary: ``DatabaseOpenError``.
+    """
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        before = await schema_version(conn)
+        if before > SCHEMA_VERSION:
+            raise DatabaseOpenError(
+                f"the database has schema version {before}, newer than this server's {SCHEMA_VERSION}: "
+                "upgrade wfe-sqlite"
+            )
+        for version in range(before + 1, SCHEMA_VERSION + 1):
+            async with conn.transaction():
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                    "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+                )
+                await conn.execute(MIGRATIONS[version - 1])
+                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+            LOG.info("schema upgraded to version %d", version)
+        return before, max(before, SCHEMA_VERSION)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+
+# -- the store -------------------------------------------------------------------------------------
+
+
+class PostgresStore(PostgresVisibility, Store):
+    """The store on a pool of asyncpg connections to one PostgreSQL database."""
+
+    def __init__(self, pool: asyncpg.Pool, config: PostgresConfig) -> None:
+        self.pool = pool
+        self.config = config
+        self._closed = False
+        self.cluster = PostgresCluster(self)
+        """Locks, queues, the due timer, the stranded-work sweep and lifecycle fan-out on this
+        database; the writes below report the work they queue to it."""
+
+    @classmethod
+    async def open(cls, config: PostgresConfig) -> PostgresStore:
+        """Connect, upgrade the schema when it is older, and open the pool.
+
+        An unreachable database or one newer than this binary: ``DatabaseOpenError``.
+        """
+        try:
+            conn = await asyncpg.connect(config.url, timeout=config.connect_timeout)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            raise DatabaseOpenError(f"cannot connect to PostgreSQL: {error}") from error
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        pool = await asyncpg.create_pool(
+            config.url,
+            min_size=0,
+            max_size=config.pool_size,
+            timeout=config.connect_timeout,
+            command_timeout=config.command_timeout,
+            # Statements are prepared once per connection and cached (asyncpg's default size).
+        )
+        return cls(pool, config)
+
+    async def close(self) -> None:
+        """Close the pool gracefully; connections still busy after ``connect_timeout`` are cut."""
+        if not self._closed:
+            await self.cluster.close()
+            self._closed = True
+            try:
+                await asyncio.wait_for(self.pool.close(), self.config.connect_timeout)
+            except TimeoutError:
+                LOG.warning("PostgreSQL pool did not close in %.0fs; terminating it", self.config.connect_timeout)
+                self.pool.terminate()
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; failures to get or use it become ``StorageUnavailable``.
+
+        A connection that failed, or whose operation was cancelled (a call past its deadline),
+        is terminated rather than returned: asyncpg can leave such a connection mid-protocol,
+        and the next caller would fail on it. The pool opens a new one when needed.
+        """
+        if self._closed:
+            raise StorageUnavailable("the store is closed")
+        try:
+            conn = await self.pool.acquire(timeout=self.config.connect_timeout)
+        except Exception as error:
+            mapped: BaseException = _as_unavailable(error)
+            if mapped is error:
+                raise
+            raise mapped from error
+        try:
+            yield conn
+        except WfeError:
+            raise
+        except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError) as error:
+            # PostgreSQL text cannot hold NUL characters (SQLite can): the request, not the store.
+            raise InvalidArgument(
+                f"PostgreSQL cannot store or look up text containing a NUL character (\\u0000): {error}"
+            ) from error
+        except BaseException as error:
+            if not isinstance(error, asyncpg.PostgresError) or _unavailable(error) is not None:
+                with contextlib.suppress(asyncpg.InterfaceError):  # already detached from the pool
+                    conn.terminate()
+            mapped = _as_unavailable(error) if isinstance(error, Exception) else error
+            if mapped is error:
+                raise
+            raise mapped from error
+        finally:
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn, timeout=self.config.connect_timeout)
+
+    async def _run(self, job: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        async with self._connection() as conn:
+            return await job(conn)
+
+    async def run(self, job: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run ``job`` on a pooled connection (errors mapped as for every operation)."""
+        return await self._run(job)
+
+    def _stored(self, row: WorkflowRow, queued: int) -> None:
+        """After a workflow was written: wake this server's waiters, arm the due timer on a future time."""
+        due = None
+        if row.status == "RUNNABLE" and row.next_execution is not None and row.next_execution * 1000 > _now_micros():
+            due = row.next_execution * 1000
+        self.cluster.written((WORKFLOW,) if queued else (), due)
+
+    def _event_stored(self, event_time: int, processed: bool, queued: int) -> None:
+        due = event_time if not processed and event_time > _now_micros() else None
+        self.cluster.written((EVENT,) if queued else (), due)
+
+    # -- workflows -----------------------------------------------------------------------------
+
+    async def create_workflow(self, row: WorkflowRow, pointers: Sequence[PointerRow]) -> tuple[str, str]:
+        arrays = _arrays(pointers, PointerRow)
+        row = row._replace(revision=1)
+        queued = 0
+
+        async def job(conn: asyncpg.Connection) -> tuple[str, str]:
+            nonlocal queued
+            try:
+                created = await conn.fetchrow(CREATE_NAMED if row.name else CREATE_UNNAMED, *row, *arrays)
+                queued = created[1]
+                return row.id, str(created[0])
+            except asyncpg.UniqueViolationError as error:
+                constraint = _constraint(error)
+                if constraint == "workflows_pkey":
+                    raise WorkflowAlreadyExists(f"workflow {row.id!r} already exists", id=row.id) from None
+                if row.name:
+                    raise WorkflowNameTaken(f"another workflow is named {row.name!r}", name=row.name) from None
+            # The generated name is taken (a workflow was named like that explicitly): take
+            # numbers from the sequence, skipping taken names, in one transaction.
+            async with conn.transaction():
+                while True:
+                    name = (
+                        f"{row.workflow_definition_id}-{await conn.fetchval(NEXT_SEQUENCE, row.workflow_definition_id)}"
+                    )
+                    if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM workflows WHERE name = $1)", name):
+                        break
+                try:
+                    queued = (await conn.fetchrow(CREATE_NAMED, *row._replace(name=name), *arrays))[1]
+                except asyncpg.UniqueViolationError as error:
+                    if _constraint(error) == "workflows_pkey":
+                        raise WorkflowAlreadyExists(f"workflow {row.id!r} already exists", id=row.id) from None
+                    raise WorkflowNameTaken(f"another workflow is named {name!r}", name=name) from None
+            return row.id, name
+
+        created = await self._run(job)
+        self._stored(row, queued)
+        return created
+
+    async def persist_workflow(
+        self,
+        row: WorkflowRow,
+        pointers: Sequence[PointerRow],
+        subscriptions: Sequence[SubscriptionRow] = (),
+        expected_revision: int = 0,
+    ) -> int:
+        arguments = persist_parameters(row, pointers, subscriptions, expected_revision)
+
+        async def job(conn: asyncpg.Connection) -> tuple[int, int]:
+            try:
+                revision, queued = await conn.fetchrow(PERSIST, *arguments)
+            except asyncpg.UniqueViolationError as error:
+                if _constraint(error) == "event_subscriptions_pkey":
+                    detail = str(getattr(error, "detail", "") or "")
+                    sid = next((s.id for s in subscriptions if f"({s.id})" in detail), subscriptions[0].id)
+                    raise SubscriptionAlreadyExists(f"subscription {sid!r} already exists", id=sid) from None
+                raise WorkflowNameTaken(f"another workflow is named {row.name!r}", name=row.name) from None
+            if revision is not None:
+                return int(revision), int(queued)
+            stored = await conn.fetchval("SELECT revision FROM workflows WHERE id = $1", row.id)
+            if stored is None:
+                raise WorkflowNotFound(f"workflow {row.id!r} not found", id=row.id)
+            raise RevisionConflict(
+                f"workflow {row.id!r} is at revision {stored}, not the expected {expected_revision}; "
+                "nothing was written",
+                id=row.id,
+                expected=str(expected_revision),
+                stored=str(stored),
+            )
+
+        revision, queued = await self._run(job)
+        self._stored(row, queued)
+        return revision
+
+    async def _page(
+        self, sql: str, parameters: tuple[Any, ...], limit: int | None, after: PageKey | None, budget: int | None
+    ) -> tuple[list[Any], bool]:
+        """A page of a keyset query whose last parameters are (key, id, LIMIT), cut as on SQLite."""
+        key, last = _after(after)
+        rows = await self._run(
+            lambda conn: conn.fetch(sql, *parameters, key, last, None if limit is None else limit + 1)
+        )
+        return cut_page((tuple(r) for r in rows), limit, budget)
+
+    async def runnable_workflows(
+        self, as_at_ms: int, limit: int | None, after: PageKey | None, budget: int | None = None
+    ) -> tuple[list[PageKey], bool]:
+        return await self._page(_RUNNABLE_WORKFLOWS, (as_at_ms,), limit, after, budget)
+
+    async def _read_workflows(self, where: str, value: object) -> list[StoredWorkflow]:
+        async def job(conn: asyncpg.Connection) -> list[StoredWorkflow]:
+            # One snapshot for the workflows and their pointers.
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                rows = [
+                    WorkflowRow(*r)
+                    for r in await conn.fetch(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE {where}", value)
+                ]
+                if not rows:
+                    return []
+                pointers: dict[str, list[PointerRow]] = {r.id: [] for r in rows}
+                for p in await conn.fetch(
+                    f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id = ANY($1::text[]) "
+                    "ORDER BY workflow_id, position",
+                    list(pointers),
+                ):
+                    pointer = PointerRow(*p)
+                    pointers[pointer.workflow_id].append(pointer)
+                return [(r, pointers[r.id]) for r in rows]
+
+        return await self._run(job)
+
+    async def workflow(self, id: str) -> StoredWorkflow:
+        found = await self._read_workflows("id = $1", id)
+        if not found:
+            raise WorkflowNotFound(f"workflow {id!r} not found", id=id)
+        return found[0]
+
+    async def workflow_by_name(self, name: str) -> StoredWorkflow:
+        found = await self._read_workflows("name = $1 AND name <> ''", name)
+        if not found:
+            raise WorkflowNotFound(f"no workflow named {name!r}", name=name)
+        return found[0]
+
+    async def workflows(self, ids: Sequence[str]) -> list[StoredWorkflow]:
+        unique = list(dict.fromkeys(ids))
+        by_id = {
+            row.id: (row, pointers) for row, pointers in await self._read_workflows("id = ANY($1::text[])", unique)
+        }
+        return [by_id[i] for i in unique if i in by_id]
+
+    async def workflows_from(self, ids: Sequence[str], start: int, budget: int) -> tuple[list[SizedWorkflow], int]:
+        found: list[SizedWorkflow] = []
+        used = 0
+        position = start
+        while position < len(ids) and used < budget:
+            chunk = list(ids[position : position + _CHUNK])
+            by_id = {
+                row.id: (row, pointers) for row, pointers in await self._read_workflows("id = ANY($1::text[])", chunk)
+            }
+            for wid in chunk:
+                position += 1
+                stored = by_id.get(wid)
+                if stored is not None:
+                    size = workflow_bytes(*stored)
+                    found.append((*stored, size))
+                    used += size
+                if used >= budget:
+                    break
+        return found, position
+
+    async def next_definition_sequence(self, definition_id: str) -> int:
+        value: int = await self._run(lambda conn: conn.fetchval(NEXT_SEQUENCE, definition_id))
+        return value
+
+    # -- events --------------------------------------------------------------------------------
+
+    async def create_event(self, row: EventRow) -> None:
+        async def job(conn: asyncpg.Connection) -> int:
+            try:
+                return int(await conn.fetchval(CREATE_EVENT, *row))
+            except asyncpg.UniqueViolationError:
+                raise EventAlreadyExists(f"event {row.id!r} already exists", id=row.id) from None
+
+        queued = await self._run(job)
+        self._event_stored(row.event_time, bool(row.is_processed), queued)
+
+    async def event(self, id: str) -> EventRow:
+        found = await self._run(lambda conn: conn.fetchrow(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = $1", id))
+        if found is None:
+            raise EventNotFound(f"event {id!r} not found", id=id)
+        return EventRow(*found)
+
+    async def runnable_events(
+        self, as_at_us: int, limit: int | None, after: PageKey | None, budget: int | None = None
+    ) -> tuple[list[PageKey], bool]:
+        return await self._page(_RUNNABLE_EVENTS, (as_at_us,), limit, after, budget)
+
+    async def events(
+        self,
+        event_name: str,
+        event_key: str,
+        as_of_us: int,
+        limit: int | None,
+        after: PageKey | None,
+        budget: int | None = None,
+    ) -> tuple[list[PageKey], bool]:
+        return await self._page(_EVENTS, (event_name, event_key, as_of_us), limit, after, budget)
+
+    async def set_event_processed(self, id: str, processed: bool) -> None:
+        event_time, queued = await self._run(lambda conn: conn.fetchrow(SET_EVENT_PROCESSED, id, int(processed)))
+        if event_time is None:
+            raise EventNotFound(f"event {id!r} not found", id=id)
+        self._event_stored(event_time, processed, queued)
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    async def create_subscription(self, row: SubscriptionRow) -> None:
+        async def job(conn: asyncpg.Connection) -> None:
+            try:
+                await conn.execute(_INSERT_SUBSCRIPTION, *row)
+            except asyncpg.UniqueViolationError:
+                raise SubscriptionAlreadyExists(f"subscription {row.id!r} already exists", id=row.id) from None
+
+        await self._run(job)
+
+    async def subscription(self, id: str) -> SubscriptionRow:
+        found = await self._run(
+            lambda conn: conn.fetchrow(f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions WHERE id = $1", id)
+        )
+        if found is None:
+            raise SubscriptionNotFound(f"subscription {id!r} not found", id=id)
+        return SubscriptionRow(*found)
+
+    async def subscriptions(
+        self,
+        event_name: str,
+        event_key: str,
+        as_of_us: int,
+        limit: int | None,
+        after: PageKey | None,
+        budget: int | None = None,
+    ) -> tuple[list[SubscriptionRow], bool]:
+        rows, more = await self._page(_SUBSCRIPTIONS, (event_name, event_key, as_of_us), limit, after, budget)
+        return [SubscriptionRow(*r) for r in rows], more
+
+    async def terminate_subscription(self, id: str) -> None:
+        found = await self._run(
+            lambda conn: conn.fetchval("UPDATE event_subscriptions SET terminated = 1 WHERE id = $1 RETURNING 1", id)
+        )
+        if found is None:
+            raise SubscriptionNotFound(f"subscription {id!r} not found", id=id)
+
+    async def first_open_subscription(self, event_name: str, event_key: str, as_of_us: int) -> SubscriptionRow | None:
+        found = await self._run(
+            lambda conn: conn.fetchrow(
+                f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
+                "WHERE event_name = $1 AND event_key = $2 AND terminated = 0 AND subscribe_as_of <= $3 "
+                f"AND (external_token IS NULL OR external_token_expiry <= {NOW_US}) "
+                "ORDER BY subscribe_as_of, id LIMIT 1",
+                event_name,
+                event_key,
+                as_of_us,
+            )
+        )
+        return None if found is None else SubscriptionRow(*found)
+
+    async def set_subscription_token(self, id: str, token: str, worker_id: str, expiry_us: int) -> bool:
+        async def job(conn: asyncpg.Connection) -> bool:
+            if await conn.fetchval(SET_TOKEN, id, token, worker_id, expiry_us) is not None:
+                return True
+            if await conn.fetchval("SELECT 1 FROM event_subscriptions WHERE id = $1", id) is None:
+                raise SubscriptionNotFound(f"subscription {id!r} not found", id=id)
+            return False
+
+        return await self._run(job)
+
+    async def clear_subscription_token(self, id: str, token: str) -> None:
+        found = await self._run(
+            lambda conn: conn.fetchval(
+                "UPDATE event_subscriptions SET external_token = NULL, external_worker_id = NULL, "
+                "external_token_expiry = NULL WHERE id = $1 AND external_token = $2 RETURNING 1",
+                id,
+                token,
+            )
+        )
+        if found is None:
+            raise SubscriptionNotFound(f"subscription {id!r} not found or not held by that token", id=id)
+
+    # -- scheduled commands --------------------------------------------------------------------
+
+    async def schedule_command(self, row: CommandRow) -> None:
+        await self._run(lambda conn: conn.execute(SCHEDULE_COMMAND, *row))
+
+    async def claim_commands(self, as_of_ms: int, max_commands: int, lease_id: str, lease_us: int) -> Claim:
+        rows = await self._run(lambda conn: conn.fetch(CLAIM_COMMANDS, lease_id, as_of_ms, max_commands, lease_us))
+        if not rows:
+            return Claim(_now_micros() + lease_us, [])
+        commands = sorted((CommandRow(r[0], r[1], r[2]) for r in rows), key=lambda r: r.execute_time)
+        return Claim(rows[0][3], commands)
+
+    async def acknowledge_command(self, command_name: str, data: str, lease_id: str) -> None:
+        async def job(conn: asyncpg.Connection) -> None:
+            # Delete it unless it was scheduled again while held (a newer generation than the
+            # claim saw): then keep it, with the earlier execute_time, and only drop the lease.
+            deleted = await conn.fetchval(
+                "DELETE FROM scheduled_commands WHERE command_name = $1 AND data = $2 AND lease_id = $3 "
+                "AND generation = claimed_generation RETURNING 1",
+                command_name,
+                data,
+                lease_id,
+            )
+            if deleted is None and await conn.fetchval(_RELEASE, command_name, data, lease_id) is None:
+                raise LeaseLost(f"lease {lease_id!r} no longer holds {command_name} {data!r}")
+
+        await self._run(job)
+
+    async def release_command(self, command_name: str, data: str, lease_id: str) -> None:
+        found = await self._run(lambda conn: conn.fetchval(_RELEASE, command_name, data, lease_id))
+        if found is None:
+            raise LeaseLost(f"lease {lease_id!r} no longer holds {command_name} {data!r}")
+
+    # -- errors, schema, figures ---------------------------------------------------------------
+
+    async def persist_errors(self, rows: Sequence[ErrorRow]) -> None:
+        if not rows:
+            return
+        columns = _columns(ErrorRow)
+        await self._run(
+            lambda conn: conn.execute(
+                f"INSERT INTO execution_errors ({columns}) {_unnest(ErrorRow, 1)}", *_arrays(rows, ErrorRow)
+            )
+        )
+
+    async def ensure_store_exists(self) -> None:
+        await self._run(migrate)
+
+    async def live_figures(self) -> LiveFigures:
+        return await self._run(_live_figures)
+
+
+async def _live_figures(conn: asyncpg.Connection) -> LiveFigures:
+    now_us = _now_micros()
+    now_ms = now_us // 1000
+    row = await conn.fetchrow(
+        "SELECT "
+        "(SELECT count(*) FROM workflows WHERE status = 'RUNNABLE' AND next_execution IS NOT NULL "
+        " AND next_execution <= $1), "
+        "(SELECT count(*) FROM events WHERE is_processed = 0), "
+        "(SELECT count(*) FROM scheduled_commands WHERE execute_time <= $1 "
+        " AND (lease_id IS NULL OR lease_expiry <= $2)), "
+        "(SELECT count(*) FROM scheduled_commands WHERE lease_id IS NOT NULL AND lease_expiry > $2), "
+        "(SELECT count(*) FROM event_subscriptions WHERE terminated = 0 AND external_token IS NOT NULL "
+        " AND external_token_expiry > $2)",
+        now_ms,
+        now_us,
+    )
+    return LiveFigures(*(int(v) for v in row))
+
+
+_RELEASE = (
+    "UPDATE scheduled_commands SET lease_id = NULL, lease_expiry = NULL "
+    "WHERE command_name = $1 AND data = $2 AND lease_id = $3 RETURNING 1"
+)
+
+
+# -- maintenance (the command line) -----------------------------------------------------------------
+
+STORE_TABLES = (
+    "workflows",
+    "execution_pointers",
+    "events",
+    "event_subscriptions",
+    "scheduled_commands",
+    "execution_errors",
+    "definition_sequences",
+)
+
+
+async def _connect_once(url: str) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(url, timeout=5.0)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        raise DatabaseOpenError(f"cannot connect to PostgreSQL at {redact_url(url)}: {error}") from error
+
+
+async def migrate_url(url: str) -> tuple[int, int]:
+    """``migrate`` on the database behind ``url``: (version before, version after)."""
+    conn = await _connect_once(url)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def postgres_stats(url: str) -> dict[str, Any]:
+    """What ``wfe-sqlite stats`` shows for a PostgreSQL database, from one snapshot."""
+    conn = await _connect_once(url)
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            version = await schema_version(conn)
+            if version == 0:
+                raise DatabaseOpenError(f"{redact_url(url)}: no wfe-sqlite schema in this database")
+            tables = {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}")) for t in STORE_TABLES}
+            size = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
+            figures = await _live_figures(conn)
+    finally:
+        await conn.close()
+    return {
+        "path": redact_url(url),
+        "schema_version": version,
+        "tables": tables,
+        **dataclasses.asdict(figures),
+        "files": {"database": size},
+    }

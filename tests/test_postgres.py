@@ -1,0 +1,534 @@
+"""PostgreSQL: schema versions and migrations, several servers on one database, PostgreSQL going away.
+
+Everything runs against the session's real throwaway PostgreSQL and real ``wfe-sqlite serve``
+processes (the conformance and contract suites run on PostgreSQL too, through ``store_url``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import grpc
+import pytest
+
+from conftest import WFE_SQLITE, ServerProcess, start_server_process
+from pgcluster import PgCluster
+from wfe_client import (
+    GrpcLifecyclePublisher,
+    GrpcLockProvider,
+    GrpcPersistenceProvider,
+    GrpcQueueProvider,
+    LifecycleEvent,
+    LifecycleEventType,
+    QueueType,
+    RevisionConflict,
+    ScheduledCommand,
+    StorageUnavailable,
+)
+from wfe_client.models import EventSubscription, ExecutionPointer, WorkflowInstance
+from wfe_sqlite import PostgresPersistenceProvider, open_provider
+from wfe_sqlite._postgres_cluster import FALLBACK_LOOK, PostgresCluster
+from wfe_sqlite._postgres_store import MIGRATIONS, SCHEMA_VERSION, migrate_url
+from wfe_sqlite.server import RunningServer, ServerConfig
+
+UTC = UTC
+
+
+def _workflow(definition: str) -> WorkflowInstance:
+    w = WorkflowInstance.new(definition, 1, {"n": 1})
+    w.next_execution = None
+    w.execution_pointers = [ExecutionPointer.new(0)]
+    return w
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(WFE_SQLITE), *args], capture_output=True, text=True, timeout=60)
+
+
+# -- schema versions and migrations --------------------------------------------------------------
+
+
+async def test_servers_starting_together_migrate_once(fresh_pg_url: str) -> None:
+    results = await asyncio.gather(*(migrate_url(fresh_pg_url) for _ in range(6)))
+    assert sorted(results) == [(0, SCHEMA_VERSION)] + [(SCHEMA_VERSION, SCHEMA_VERSION)] * 5
+    conn = await asyncpg.connect(fresh_pg_url)
+    try:
+        assert [r[0] for r in await conn.fetch("SELECT version FROM schema_version ORDER BY version")] == list(
+            range(1, SCHEMA_VERSION + 1)
+        )
+    finally:
+        await conn.close()
+
+
+def test_three_server_processes_start_together_on_an_empty_database(fresh_pg_url: str) -> None:
+    processes = [
+        subprocess.Popen(
+            [str(WFE_SQLITE), "serve", "--db", fresh_pg_url, "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    try:
+        for process in processes:
+            assert process.stdout is not None
+            assert process.stdout.readline().startswith("listening on ")
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(30)
+    assert _cli("migrate", "--db", fresh_pg_url).stdout.strip().endswith(f"schema version {SCHEMA_VERSION}, up to date")
+
+
+async def test_a_version_1_database_is_upgraded_and_its_workflows_start_at_revision_1(fresh_pg_url: str) -> None:
+    conn = await asyncpg.connect(fresh_pg_url)
+    try:  # a database as the first release left it, with one workflow
+        await conn.execute(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        await conn.execute(MIGRATIONS[0])
+        await conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        await conn.execute(
+            "INSERT INTO workflows (id, name, workflow_definition_id, version, status, data, create_time) "
+            "VALUES ('old', 'old-1', 'old', 1, 'RUNNABLE', '{}', 0)"
+        )
+    finally:
+        await conn.close()
+    assert await migrate_url(fresh_pg_url) == (1, SCHEMA_VERSION)
+    provider = await open_provider(fresh_pg_url)
+    try:
+        old = await provider.get_workflow_instance("old")
+        assert old.revision == 1
+        await provider.persist_workflow(old)
+        assert old.revision == 2
+        old.revision = 1
+        with pytest.raises(RevisionConflict):
+            await provider.persist_workflow(old)
+    finally:
+        await provider.close()
+
+
+def test_migrate_command_creates_then_reports_up_to_date(fresh_pg_url: str) -> None:
+    first = _cli("migrate", "--db", fresh_pg_url)
+    assert first.returncode == 0, first.stderr
+    assert f"schema version 0 -> {SCHEMA_VERSION}" in first.stdout
+    again = _cli("migrate", "--db", fresh_pg_url)
+    assert again.returncode == 0
+    assert "up to date" in again.stdout
+
+
+def test_a_database_newer_than_the_binary_is_refused_with_exit_2(fresh_pg_url: str, pg_cluster: PgCluster) -> None:
+    assert _cli("migrate", "--db", fresh_pg_url).returncode == 0
+    pg_cluster.psql(
+        f"INSERT INTO schema_version (version) VALUES ({SCHEMA_VERSION + 1})", fresh_pg_url.rsplit("/", 1)[1]
+    )
+    served = subprocess.run(
+        [str(WFE_SQLITE), "serve", "--db", fresh_pg_url, "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert served.returncode == 2
+    assert f"schema version {SCHEMA_VERSION + 1}, newer than this server's {SCHEMA_VERSION}" in served.stderr
+    assert "listening" not in served.stdout
+    migrated = _cli("migrate", "--db", fresh_pg_url)
+    assert migrated.returncode == 2
+    assert "newer" in migrated.stderr
+
+
+def test_an_unreachable_database_fails_start_up_with_exit_2(pg_cluster: PgCluster) -> None:
+    url = pg_cluster.url("no_such_database")
+    served = subprocess.run(
+        [str(WFE_SQLITE), "serve", "--db", url, "--listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=60
+    )
+    assert served.returncode == 2
+    assert "cannot connect to PostgreSQL" in served.stderr
+
+
+async def test_stats_works_and_check_and_backup_name_the_postgres_tools(fresh_pg_url: str) -> None:
+    provider = await PostgresPersistenceProvider.open(fresh_pg_url)
+    try:
+        await provider.schedule_command(ScheduledCommand.process_workflow("wf-1", 0))
+    finally:
+        await provider.close()
+    stats = _cli("stats", "--json", "--db", fresh_pg_url)
+    assert stats.returncode == 0, stats.stderr
+    assert '"scheduled_commands": 1' in stats.stdout
+    assert '"due_commands": 1' in stats.stdout
+    check = _cli("check", "--db", fresh_pg_url)
+    assert check.returncode == 2
+    assert "pg_amcheck" in check.stderr
+    backup = _cli("backup", "/tmp/never-written.db", "--db", fresh_pg_url)
+    assert backup.returncode == 2
+    assert "pg_dump" in backup.stderr
+
+
+async def test_open_provider_picks_the_backend_by_scheme(fresh_pg_url: str) -> None:
+    for url in (fresh_pg_url, fresh_pg_url.replace("postgresql://", "postgres://", 1)):
+        provider = await open_provider(url)
+        try:
+            assert isinstance(provider, PostgresPersistenceProvider)
+            assert await provider.next_definition_sequence("scheme") >= 1
+        finally:
+            await provider.close()
+
+
+# -- several servers on one database -------------------------------------------------------------
+
+
+@pytest.fixture
+def three_servers(fresh_pg_url: str) -> Iterator[list[ServerProcess]]:
+    assert _cli("migrate", "--db", fresh_pg_url).returncode == 0
+    servers = [start_server_process(fresh_pg_url) for _ in range(3)]
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.kill()
+
+
+async def test_three_servers_hand_each_command_to_exactly_one_claimer(three_servers: list[ServerProcess]) -> None:
+    clients = [await GrpcPersistenceProvider.connect(s.address) for s in three_servers]
+    try:
+        commands = [ScheduledCommand.process_workflow(f"wf-{i}", 0) for i in range(300)]
+        await asyncio.gather(*(clients[i % 3].schedule_command(c) for i, c in enumerate(commands)))
+        handled: list[str] = []
+
+        async def claimer(client: GrpcPersistenceProvider) -> None:
+            while True:
+                claim = await client.claim_commands(datetime.now(UTC), max_commands=7, lease=timedelta(minutes=5))
+                if not claim.commands:
+                    return
+                for command in claim.commands:
+                    handled.append(command.data)
+                    await client.acknowledge_command(command, claim.lease_id)
+
+        await asyncio.gather(*(claimer(clients[i % 3]) for i in range(12)))
+        counts = Counter(handled)
+        assert set(counts) == {c.data for c in commands}
+        assert [d for d, n in counts.items() if n != 1] == []
+        assert (await clients[0].claim_commands(datetime.now(UTC))).commands == []
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_three_servers_give_each_subscription_token_to_exactly_one(three_servers: list[ServerProcess]) -> None:
+    clients = [await GrpcPersistenceProvider.connect(s.address) for s in three_servers]
+    try:
+        ids = [
+            await clients[0].create_event_subscription(
+                EventSubscription.new(f"wf-{i}", 1, f"p-{i}", "evt", "k", datetime(2024, 1, 1, tzinfo=UTC))
+            )
+            for i in range(40)
+        ]
+        expiry = datetime.now(UTC) + timedelta(minutes=5)
+        attempts = [(sid, f"token-{n}", clients[n % 3]) for sid in ids for n in range(9)]
+        won = await asyncio.gather(
+            *(client.set_subscription_token(sid, token, "worker", expiry) for sid, token, client in attempts)
+        )
+        winners = Counter(sid for (sid, _, _), ok in zip(attempts, won, strict=True) if ok)
+        assert winners == dict.fromkeys(ids, 1)
+        for sid in ids:  # the stored token is the winner's
+            (winner,) = [t for (s, t, _), ok in zip(attempts, won, strict=True) if ok and s == sid]
+            assert (await clients[2].get_subscription(sid)).external_token == winner
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_three_servers_never_repeat_a_sequence_number(three_servers: list[ServerProcess]) -> None:
+    clients = [await GrpcPersistenceProvider.connect(s.address) for s in three_servers]
+    try:
+        numbers = await asyncio.gather(*(clients[i % 3].next_definition_sequence("race") for i in range(450)))
+        assert sorted(numbers) == list(range(1, 451))
+        # Unnamed workflows take their names from the same sequence, across servers.
+        created = [_workflow("race") for _ in range(60)]
+        await asyncio.gather(*(clients[i % 3].create_new_workflow(w) for i, w in enumerate(created)))
+        assert sorted(int(w.name.rsplit("-", 1)[1]) for w in created) == list(range(451, 511))
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_three_servers_race_for_locks_one_holder_and_growing_fencing_tokens(
+    three_servers: list[ServerProcess],
+) -> None:
+    providers = [
+        await GrpcLockProvider.connect(three_servers[i % 3].address, f"owner-{i}", timedelta(seconds=30))
+        for i in range(12)
+    ]
+    try:
+        tokens: list[int] = []
+        for round_ in range(20):
+            leases = await asyncio.gather(*(p.acquire(f"contended-{round_ % 4}") for p in providers))
+            won = [(p, lease) for p, lease in zip(providers, leases, strict=True) if lease is not None]
+            assert len(won) == 1, f"round {round_}: {len(won)} holders"
+            holder, lease = won[0]
+            tokens.append(lease.fencing_token)
+            await holder.release_lock(lease.resource)
+        # Every acquisition got a larger token than the one before it, whichever server served it.
+        assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens), tokens
+    finally:
+        for provider in providers:
+            await provider.close()
+
+
+async def test_three_servers_hand_each_queue_item_to_exactly_one_dequeuer(three_servers: list[ServerProcess]) -> None:
+    queues = [await GrpcQueueProvider.connect(s.address) for s in three_servers]
+    try:
+        items = [f"item-{i}" for i in range(300)]
+        got: list[str] = []
+
+        async def consume(queue: GrpcQueueProvider) -> None:
+            while True:
+                item = await queue.dequeue_work(QueueType.INDEX, wait=timedelta(seconds=1))
+                if item is None:
+                    return
+                got.append(item)
+
+        consumers = [asyncio.create_task(consume(queues[i % 3])) for i in range(12)]
+        await asyncio.gather(*(queues[i % 3].queue_work(item, QueueType.INDEX) for i, item in enumerate(items)))
+        await asyncio.gather(*consumers)
+        counts = Counter(got)
+        assert set(counts) == set(items)
+        assert [item for item, n in counts.items() if n != 1] == []
+    finally:
+        for queue in queues:
+            await queue.close()
+
+
+async def test_three_servers_let_exactly_one_of_concurrent_persists_with_one_revision_win(
+    three_servers: list[ServerProcess],
+) -> None:
+    clients = [await GrpcPersistenceProvider.connect(s.address) for s in three_servers]
+    try:
+        for round_ in range(5):
+            w = _workflow("revisions")
+            await clients[0].create_new_workflow(w)
+            writers = [copy.deepcopy(w) for _ in range(15)]
+            for n, writer in enumerate(writers):
+                writer.data = {"writer": n}
+            results = await asyncio.gather(
+                *(clients[n % 3].persist_workflow(writer) for n, writer in enumerate(writers)),
+                return_exceptions=True,
+            )
+            winners = [n for n, result in enumerate(results) if result is None]
+            assert len(winners) == 1, f"round {round_}: {results}"
+            assert all(isinstance(r, RevisionConflict) for n, r in enumerate(results) if n != winners[0]), results
+            stored = await clients[1].get_workflow_instance(w.id)
+            assert stored.revision == 2 and stored.data == {"writer": winners[0]}
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_a_long_poll_on_one_server_wakes_promptly_for_an_item_queued_through_another(
+    three_servers: list[ServerProcess],
+) -> None:
+    consumer = await GrpcQueueProvider.connect(three_servers[0].address)
+    producer = await GrpcQueueProvider.connect(three_servers[1].address)
+    try:
+        latencies = []
+        for i in range(10):
+            waiting = asyncio.create_task(consumer.dequeue_work(QueueType.WORKFLOW, wait=timedelta(seconds=10)))
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+            started = time.perf_counter()
+            await producer.queue_work(f"wf-{i}", QueueType.WORKFLOW)
+            assert await waiting == f"wf-{i}"
+            latencies.append(time.perf_counter() - started)
+        latencies.sort()
+        # Woken by the notification, not by a look every FALLBACK_LOOK seconds.
+        assert latencies[len(latencies) // 2] < 0.1, latencies
+        assert latencies[-1] < FALLBACK_LOOK, latencies
+    finally:
+        await consumer.close()
+        await producer.close()
+
+
+async def test_lifecycle_events_published_on_one_server_reach_watchers_on_the_others(
+    three_servers: list[ServerProcess],
+) -> None:
+    publishers = [await GrpcLifecyclePublisher.connect(s.address) for s in three_servers]
+    try:
+        watches = [p.watch() for p in publishers[1:]]
+        for watch in watches:
+            await watch.started()
+        published = [
+            LifecycleEvent(LifecycleEventType.STARTED, "wf-1", "def-a", 3),
+            LifecycleEvent(LifecycleEventType.ERROR, "wf-1", "def-a", message="x" * 20_000),  # over NOTIFY's limit
+            LifecycleEvent(LifecycleEventType.COMPLETED, "wf-1", "def-a"),
+        ]
+        for event in published:
+            assert await publishers[0].publish(event) == 0  # no watcher on the publishing server
+
+        async def take(watch: object, n: int) -> list[LifecycleEvent]:
+            got = []
+            async for event in watch:  # type: ignore[attr-defined]
+                got.append(event)
+                if len(got) == n:
+                    break
+            return got
+
+        for watch in watches:
+            assert await asyncio.wait_for(take(watch, 3), 10) == published
+            watch.close()
+    finally:
+        for publisher in publishers:
+            await publisher.close()
+
+
+async def test_a_sleeping_workflow_stored_through_one_server_reaches_a_long_poll_on_another_when_due(
+    three_servers: list[ServerProcess],
+) -> None:
+    async with (
+        await GrpcPersistenceProvider.connect(three_servers[0].address) as store,
+        await GrpcQueueProvider.connect(three_servers[1].address) as queue,
+    ):
+        due_in = 0.6
+        w = _workflow("sleeper")
+        w.next_execution = int(time.time() * 1000) + int(due_in * 1000)
+        await store.create_new_workflow(w)
+        started = time.monotonic()
+        assert await queue.dequeue_work(QueueType.WORKFLOW, wait=timedelta(seconds=10)) == w.id
+        waited = time.monotonic() - started
+        # Queued by a due timer when its time came, not by the next sweep (every 2 s by default).
+        assert due_in * 0.8 < waited < due_in + 0.5, waited
+        assert await queue.dequeue_work(QueueType.WORKFLOW) is None
+
+
+async def test_queued_items_and_held_leases_outlive_a_killed_server(three_servers: list[ServerProcess]) -> None:
+    doomed, survivor = three_servers[0], three_servers[1]
+    async with (
+        await GrpcQueueProvider.connect(doomed.address) as queue,
+        await GrpcLockProvider.connect(doomed.address, "holder", timedelta(seconds=30)) as holder,
+    ):
+        for item in ("a", "b", "c"):
+            assert await queue.queue_work(item, QueueType.INDEX)
+        held = await holder.acquire("kept")
+        assert held is not None
+        doomed.kill()  # SIGKILL right after the acknowledgements
+    async with (
+        await GrpcQueueProvider.connect(survivor.address) as queue,
+        await GrpcLockProvider.connect(survivor.address, "other") as other,
+    ):
+        assert [await queue.dequeue_work(QueueType.INDEX) for _ in range(4)] == ["a", "b", "c", None]
+        assert await other.acquire("kept") is None  # the dead server's client still holds it until its TTL
+        later = await other.acquire("next")
+        assert later is not None and later.fencing_token > held.fencing_token
+
+
+# -- PostgreSQL going away and coming back -------------------------------------------------------
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[PgCluster]:
+    """A cluster of the test's own, to stop and start (the session's stays up for the others)."""
+    cluster = PgCluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def test_postgres_stopped_under_load_is_unavailable_then_recovers(own_cluster: PgCluster) -> None:
+    url = own_cluster.create_database("faults")
+    running = await RunningServer.start(ServerConfig(db=url, listen="127.0.0.1:0", grace=1.0))
+    deadline = 4.0
+    try:
+        async with GrpcPersistenceProvider.connect(running.address, timeout=deadline) as client:
+            acknowledged: list[str] = []
+            outcomes: Counter[str] = Counter()
+            stop = asyncio.Event()
+
+            async def load() -> None:
+                while not stop.is_set():
+                    w = _workflow("load")
+                    started = time.monotonic()
+                    try:
+                        await client.create_new_workflow(w)
+                        acknowledged.append(w.id)
+                        outcomes["ok"] += 1
+                    except StorageUnavailable:
+                        outcomes["unavailable"] += 1
+                        await asyncio.sleep(0.05)
+                    assert time.monotonic() - started < deadline + 0.5
+
+            workers = [asyncio.create_task(load()) for _ in range(16)]
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(own_cluster.pause)
+            await asyncio.sleep(2.0)
+            down = outcomes["unavailable"]
+            assert down > 0
+            # Straight over the wire: UNAVAILABLE with reason STORAGE_UNAVAILABLE.
+            async with grpc.aio.insecure_channel(running.address) as channel:
+                from wfe.persistence.v1 import workflows_pb2, workflows_pb2_grpc
+
+                stub = workflows_pb2_grpc.WorkflowServiceStub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    await stub.GetWorkflow(workflows_pb2.GetWorkflowRequest(id="x"), timeout=deadline)
+                assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+                details = raised.value.trailing_metadata() or ()
+                assert any(
+                    b"STORAGE_UNAVAILABLE" in v for k, v in details if k.endswith("-bin") and isinstance(v, bytes)
+                )
+            await asyncio.to_thread(own_cluster.resume)
+            ok_before = outcomes["ok"]
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if outcomes["ok"] > ok_before + 50:
+                    break
+            stop.set()
+            await asyncio.gather(*workers)
+            assert outcomes["ok"] > ok_before + 50, outcomes  # recovered by itself
+            # Nothing acknowledged was lost.
+            found = await client.get_workflow_instances(acknowledged)
+            assert len(found) == len(acknowledged)
+    finally:
+        await running.stop()
+
+
+async def test_the_cluster_services_come_back_with_postgres(own_cluster: PgCluster) -> None:
+    url = own_cluster.create_database("cluster_faults")
+    a = await RunningServer.start(ServerConfig(db=url, listen="127.0.0.1:0", grace=1.0, requeue_interval=0.5))
+    b = await RunningServer.start(ServerConfig(db=url, listen="127.0.0.1:0", grace=1.0, requeue_interval=0.5))
+    try:
+        async with (
+            await GrpcQueueProvider.connect(a.address) as consumer,
+            await GrpcQueueProvider.connect(b.address) as producer,
+            await GrpcLockProvider.connect(b.address, "holder") as locks,
+        ):
+            await asyncio.to_thread(own_cluster.pause)
+            with pytest.raises(StorageUnavailable):
+                await producer.queue_work("while-down", QueueType.INDEX)
+            # A long poll that began while PostgreSQL was down is served once it is back.
+            waiting = asyncio.create_task(consumer.dequeue_work(QueueType.INDEX, wait=timedelta(seconds=30)))
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(own_cluster.resume)
+            cluster_a = a.provider.cluster
+            assert isinstance(cluster_a, PostgresCluster)
+            assert await cluster_a.wait_ready(15), "server A's LISTEN connection did not come back"
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            for _ in range(50):  # B's pool may still hand out a connection that died with PostgreSQL
+                try:
+                    await producer.queue_work("after", QueueType.INDEX)
+                    break
+                except StorageUnavailable:
+                    await asyncio.sleep(0.1)
+            started = time.perf_counter()
+            assert await asyncio.wait_for(waiting, 10) == "after"
+            assert time.perf_counter() - started < FALLBACK_LOOK
+            assert await locks.acquire_lock("after-restart")
+    finally:
+        await a.stop()
+        await b.stop()
