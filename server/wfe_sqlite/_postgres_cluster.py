@@ -344,20 +344,20 @@ class PostgresCluster(ClusterServices):
 
     async def acquire_locks(self, resources: Sequence[str], owner: str, ttl_us: int) -> list[tuple[int, int]] | None:
         wanted = list(resources)
-        # Rows are locked in one order (sorted) so two callers asking for overlapping sets wait for
-        # each other instead of deadlocking; the leases are answered in the order asked.
-        order = sorted(dict.fromkeys(wanted))
 
+        # In the order asked, so the fencing tokens grow in that order (as on SQLite). Every ACQUIRE
+        # first takes the fencing counter's row, which serialises acquisitions; a deadlock with a
+        # renewal or release holding one of the rows is answered as "held" (nothing taken).
         async def job(conn: asyncpg.Connection) -> list[tuple[int, int]] | None:
             try:
                 async with conn.transaction():
-                    leases: dict[str, tuple[int, int]] = {}
-                    for resource in order:
+                    leases = []
+                    for resource in wanted:
                         row = await conn.fetchrow(ACQUIRE, resource, owner, ttl_us)
                         if row is None:
                             raise _Rollback
-                        leases[resource] = (int(row[0]), int(row[1]))
-                    return [leases[resource] for resource in wanted]
+                        leases.append((int(row[0]), int(row[1])))
+                    return leases
             except (_Rollback, asyncpg.DeadlockDetectedError):
                 return None
 
