@@ -16,7 +16,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use wfe_core::WfeError;
 use wfe_core::models::{
-    Event, EventSubscription, ExecutionError, ScheduledCommand, WorkflowInstance,
+    Event, EventSubscription, ExecutionError, QueueType, ScheduledCommand, WorkflowInstance,
 };
 use wfe_core::traits::{
     EventRepository, PersistenceProvider, ScheduledCommandRepository, SubscriptionRepository,
@@ -481,6 +481,8 @@ impl WorkflowRepository for GrpcPersistenceProvider {
             )
             .await?;
         self.cache.remember(&response.id, response.revision);
+        self.cache
+            .server_queues(QueueType::Workflow, &response.id, response.server_queues);
         Ok(response.id)
     }
 
@@ -500,6 +502,8 @@ impl WorkflowRepository for GrpcPersistenceProvider {
             )
             .await?;
         self.cache.remember(&instance.id, response.revision);
+        self.cache
+            .server_queues(QueueType::Workflow, &instance.id, response.server_queues);
         Ok(())
     }
 
@@ -524,6 +528,8 @@ impl WorkflowRepository for GrpcPersistenceProvider {
             )
             .await?;
         self.cache.remember(&instance.id, response.revision);
+        self.cache
+            .server_queues(QueueType::Workflow, &instance.id, response.server_queues);
         Ok(())
     }
 
@@ -635,6 +641,8 @@ impl EventRepository for GrpcPersistenceProvider {
                 |mut c| async move { c.create_event(request).await },
             )
             .await?;
+        self.cache
+            .server_queues(QueueType::Event, &response.id, response.server_queues);
         Ok(response.id)
     }
 
