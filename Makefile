@@ -161,7 +161,7 @@ serve-postgres: $(STAMP) postgres-binaries
 	$(VENV)/bin/wfe-sqlite migrate --db $$url || { kill $$pg; exit 1; }; \
 	$(VENV)/bin/wfe-sqlite serve --db $$url --listen $(PG_LISTEN_1) & s1=$$!; \
 	$(VENV)/bin/wfe-sqlite serve --db $$url --listen $(PG_LISTEN_2) & s2=$$!; \
-	trap 'kill $$s1 $$s2 2>/dev/null; wait $$s1 $$s2; kill $$pg; wait $$pg; rm -rf $$dir' INT TERM EXIT; \
+	trap 'kill $$s1 $$s2 2>/dev/null; wait $$s1 $$s2; kill $$pg 2>/dev/null; wait $$pg; rm -rf $$dir' INT TERM EXIT; \
 	echo "two servers on $$url: $(PG_LISTEN_1) and $(PG_LISTEN_2) (Ctrl-C stops them and PostgreSQL)"; \
 	wait $$s1 $$s2
 
