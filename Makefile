@@ -161,7 +161,7 @@ serve-postgres: $(STAMP) postgres-binaries
 	$(VENV)/bin/wfe-sqlite migrate --db $$url || { kill $$pg; exit 1; }; \
 	$(VENV)/bin/wfe-sqlite serve --db $$url --listen $(PG_LISTEN_1) & s1=$$!; \
 	$(VENV)/bin/wfe-sqlite serve --db $$url --listen $(PG_LISTEN_2) & s2=$$!; \
-	trap 'kill $$s1 $$s2 2>/dev/null; wait $$s1 $$s2; kill $$pg; wait $$pg; rm -rf $$dir' INT TERM EXIT; \
+	trap 'kill $$s1 $$s2 2>/dev/null; wait $$s1 $$s2; kill $$pg 2>/dev/null; wait $$pg; rm -rf $$dir' INT TERM EXIT; \
 	echo "two servers on $$url: $(PG_LISTEN_1) and $(PG_LISTEN_2) (Ctrl-C stops them and PostgreSQL)"; \
 	wait $$s1 $$s2
 
@@ -200,10 +200,17 @@ clean:
 # CLUSTER=0 skips the WFE hosts throughput (bench/cluster_hosts.py, a few minutes).
 # Visibility figures (list, search, purge during creates; bench/visibility.py) on the largest SCALE,
 # or VISIBILITY=1m (VISIBILITY= none).
-.PHONY: bench
+.PHONY: bench bench-postgres
 bench: install
 	$(PY) bench/run.py
 	$(PY) bench/cluster.py
+	$(MAKE) bench-postgres
+
+# The server on PostgreSQL (1, 2 and 4 processes) vs SQLite and the upstream wfe-postgres crate
+# in-process (bench/postgres.py, a throwaway durable PostgreSQL); writes its section of BENCHMARKS.md.
+# Needs cargo (the crate is the peer, the Rust adapter the load). ADAPTER=python for Python-adapter load.
+bench-postgres: install postgres-binaries
+	$(PY) bench/postgres.py --adapter $${ADAPTER:-rust}
 
 # Reliability (RELIABILITY.md): 25 crash rounds with totals, larger multi-process and hypothesis runs.
 .PHONY: stress

@@ -213,6 +213,10 @@ class Bench:
                 conc = CONCURRENCY
                 due = op == "runnable"
                 print(f"[{op}]", flush=True)
+                if "embedded" in self.args.paths:
+                    self.run_embedded(op, conc, due)
+                if "grpc" not in self.args.paths:
+                    continue
                 server = self.server(f"sqlite://{self.db('grpc-' + op)}")
                 try:
                     self.measure("grpc", op, self.grpc_clients(server.address, op, conc), conc)
@@ -224,15 +228,18 @@ class Bench:
                 self.measure("echo", op, self.grpc_clients(echo.address, op, conc), conc)
                 if self.rust:
                     self.measure("rust-echo", op, self.grpc_clients(echo.address, op, conc, rust=True), conc)
-                url = f"sqlite://{self.db('embedded-' + op)}"
-                self.measure("embedded", op, [self._py_client(f"embedded:{url}", op, max(conc), due)], conc)
-                raw_url = f"sqlite://{self.db('raw-' + op)}"
-                self.measure("raw", op, [self._py_client(f"raw:{raw_url}", op, max(conc), due)], conc)
-                if self.rust:
-                    crate = f"sqlite://{self.db('crate-' + op)}?mode=rwc"
-                    self.measure("rust-crate", op, [self._rust_client(f"crate:{crate}", op, max(conc), due)], conc)
         finally:
             echo.stop()
+
+    def run_embedded(self, op: str, conc: tuple[int, ...], due: bool) -> None:
+        """The in-process figures of ``op``: the provider, raw sqlite3 and (with Rust) the crate."""
+        url = f"sqlite://{self.db('embedded-' + op)}"
+        self.measure("embedded", op, [self._py_client(f"embedded:{url}", op, max(conc), due)], conc)
+        raw_url = f"sqlite://{self.db('raw-' + op)}"
+        self.measure("raw", op, [self._py_client(f"raw:{raw_url}", op, max(conc), due)], conc)
+        if self.rust:
+            crate = f"sqlite://{self.db('crate-' + op)}?mode=rwc"
+            self.measure("rust-crate", op, [self._rust_client(f"crate:{crate}", op, max(conc), due)], conc)
 
     def run_scale(self, scale: str) -> None:
         import bigdb
@@ -459,6 +466,11 @@ def main() -> None:
     parser.add_argument("--ops", default=",".join(workload.OPS))
     parser.add_argument("--windows", type=int, default=4, help="windows per figure, the first is warm-up")
     parser.add_argument("--window", type=float, default=0.4, help="seconds per window")
+    parser.add_argument(
+        "--paths",
+        default="grpc,embedded",
+        help="which figures of the small database: grpc (server, echo, Rust adapter), embedded (provider, raw, crate)",
+    )
     parser.add_argument("--processes", type=int, default=2, help="Python load processes at c > 1")
     parser.add_argument(
         "--scale",
@@ -488,6 +500,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     args.ops = [o for o in args.ops.split(",") if o]
+    args.paths = [p for p in args.paths.split(",") if p]
     started = time.time()
     args.rust = bool(args.rust) and build_rust()
     bench = Bench(args)

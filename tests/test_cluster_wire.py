@@ -13,6 +13,8 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from wfe.persistence.v1 import (
+    events_pb2,
+    events_pb2_grpc,
     lifecycle_pb2,
     lifecycle_pb2_grpc,
     locks_pb2,
@@ -35,6 +37,7 @@ class Stubs:
         self.queues = queues_pb2_grpc.QueueServiceStub(channel)
         self.lifecycle = lifecycle_pb2_grpc.LifecycleServiceStub(channel)
         self.workflows = workflows_pb2_grpc.WorkflowServiceStub(channel)
+        self.events = events_pb2_grpc.EventServiceStub(channel)
 
 
 @pytest.fixture
@@ -105,6 +108,122 @@ async def test_renew_lists_lost_resources_and_release_says_whether_it_freed(stub
     assert not (await stubs.locks.ReleaseLock(locks_pb2.ReleaseLockRequest(resource="mine", owner="b"))).released
     assert (await stubs.locks.ReleaseLock(locks_pb2.ReleaseLockRequest(resource="mine", owner="a"))).released
     assert not (await stubs.locks.ReleaseLock(locks_pb2.ReleaseLockRequest(resource="mine", owner="a"))).released
+
+
+async def test_several_resources_are_leased_all_or_none_and_released_together(stubs: Stubs) -> None:
+    both = await stubs.locks.AcquireLock(
+        locks_pb2.AcquireLockRequest(resource="claim.1", owner="a", also_resources=["1"], ttl=_ms(5000))
+    )
+    assert both.acquired and len(both.also_fencing_tokens) == 1
+    assert both.also_fencing_tokens[0] > both.fencing_token >= 1
+    # "1" is held by a: b asking for a free resource together with it gets neither.
+    refused = await stubs.locks.AcquireLock(
+        locks_pb2.AcquireLockRequest(resource="free", owner="b", also_resources=["1"])
+    )
+    assert not refused.acquired and list(refused.also_fencing_tokens) == [] and refused.fencing_token == 0
+    alone = await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource="free", owner="b"))
+    assert alone.acquired and alone.fencing_token > both.also_fencing_tokens[0]  # nothing of b's try was kept
+    released = await stubs.locks.ReleaseLock(
+        locks_pb2.ReleaseLockRequest(resource="claim.1", owner="a", also_resources=["1", "free", "none"])
+    )
+    assert released.released and list(released.also_released) == ["1"]  # "free" is b's, "none" nobody's
+    again = await stubs.locks.AcquireLock(
+        locks_pb2.AcquireLockRequest(resource="1", owner="b", also_resources=["claim.1"])
+    )
+    assert again.acquired
+    for request, field in [
+        (locks_pb2.AcquireLockRequest(resource="x", owner="o", also_resources=["x"]), "also_resources[0]"),
+        (locks_pb2.AcquireLockRequest(resource="x", owner="o", also_resources=["y", "y"]), "also_resources[1]"),
+        (locks_pb2.AcquireLockRequest(resource="x", owner="o", also_resources=[""]), "also_resources[0]"),
+        (
+            locks_pb2.AcquireLockRequest(resource="x", owner="o", also_resources=[f"r{i}" for i in range(17)]),
+            "also_resources",
+        ),
+        (locks_pb2.AcquireLockRequest(resource="x", owner="o", read_workflow_id="w" * 1025), "read_workflow_id"),
+    ]:
+        info = await _refused(stubs.locks.AcquireLock(request))
+        assert info.reason == "INVALID_ARGUMENT" and info.metadata["field"] == field
+    many = locks_pb2.ReleaseLockRequest(resource="x", owner="o", also_resources=[f"r{i}" for i in range(17)])
+    assert (await _refused(stubs.locks.ReleaseLock(many))).metadata["field"] == "also_resources"
+
+
+async def test_acquire_lock_reads_the_workflow_under_the_new_leases(stubs: Stubs) -> None:
+    await stubs.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id="wl")))
+    await stubs.workflows.PersistWorkflow(
+        workflows_pb2.PersistWorkflowRequest(workflow=_workflow(id="wl", data='{"n":2}'))
+    )
+    taken = await stubs.locks.AcquireLock(
+        locks_pb2.AcquireLockRequest(
+            resource="workflow-execution.wl", owner="a", also_resources=["wl"], read_workflow_id="wl"
+        )
+    )
+    assert taken.acquired and taken.workflow.id == "wl" and taken.workflow.revision == 2
+    assert taken.workflow.data == '{"n":2}'
+    not_taken = await stubs.locks.AcquireLock(
+        locks_pb2.AcquireLockRequest(resource="wl", owner="b", read_workflow_id="wl")
+    )
+    assert not not_taken.acquired and not not_taken.HasField("workflow")
+    missing = await stubs.locks.AcquireLock(
+        locks_pb2.AcquireLockRequest(resource="other", owner="a", read_workflow_id="no-such-workflow")
+    )
+    assert missing.acquired and not missing.HasField("workflow")
+
+
+async def test_a_workflow_persisted_under_both_leases_is_queued_when_they_are_released_together(
+    stubs: Stubs,
+) -> None:
+    """What lets a WFE host skip its QueueWork after the executor's persist: ``server_queues``."""
+    created = await stubs.workflows.CreateWorkflow(
+        workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id="wq", next_execution=0))
+    )
+    assert created.server_queues
+    first = await stubs.queues.DequeueWork(queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_WORKFLOW))
+    assert first.id == "wq"  # queued by the create
+    taken = await stubs.locks.AcquireLock(
+        locks_pb2.AcquireLockRequest(resource="workflow-execution.wq", owner="a", also_resources=["wq"])
+    )
+    assert taken.acquired
+    persisted = await stubs.workflows.PersistWorkflow(
+        workflows_pb2.PersistWorkflowRequest(workflow=_workflow(id="wq", next_execution=0), expected_revision=1)
+    )
+    assert persisted.server_queues
+    empty = await stubs.queues.DequeueWork(queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_WORKFLOW))
+    assert empty.id == ""  # leased: not queued yet
+    await stubs.locks.ReleaseLock(
+        locks_pb2.ReleaseLockRequest(resource="wq", owner="a", also_resources=["workflow-execution.wq"])
+    )
+    after = await stubs.queues.DequeueWork(queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_WORKFLOW))
+    assert after.id == "wq"
+    done = await stubs.workflows.PersistWorkflow(
+        workflows_pb2.PersistWorkflowRequest(
+            workflow=_workflow(id="wq", status=workflows_pb2.WORKFLOW_STATUS_COMPLETE), expected_revision=2
+        )
+    )
+    assert not done.server_queues
+    no_time = await stubs.workflows.PersistWorkflowWithSubscriptions(
+        workflows_pb2.PersistWorkflowWithSubscriptionsRequest(workflow=_workflow(id="wq"))
+    )
+    assert not no_time.server_queues  # RUNNABLE without next_execution: nothing to queue
+    later = await stubs.workflows.PersistWorkflowWithSubscriptions(
+        workflows_pb2.PersistWorkflowWithSubscriptionsRequest(workflow=_workflow(id="wq", next_execution=2**40))
+    )
+    assert later.server_queues  # by the due timer
+
+
+async def test_create_event_says_whether_the_server_queues_it(stubs: Stubs) -> None:
+    def event(id: str, processed: bool) -> events_pb2.CreateEventRequest:
+        return events_pb2.CreateEventRequest(
+            event=events_pb2.Event(
+                id=id, event_name="n", event_key="k", event_data="{}", event_time=NOW, is_processed=processed
+            )
+        )
+
+    assert (await stubs.events.CreateEvent(event("e1", False))).server_queues
+    assert not (await stubs.events.CreateEvent(event("e2", True))).server_queues
+    dequeued = await stubs.queues.DequeueWork(queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT))
+    assert dequeued.id == "e1"
+    empty = await stubs.queues.DequeueWork(queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT))
+    assert empty.id == ""
 
 
 # -- queues -----------------------------------------------------------------------------------------

@@ -27,6 +27,10 @@ __all__ = ["DEFAULT_REQUEUE_INTERVAL", "Cluster"]
 LOG = logging.getLogger(__name__)
 
 
+class _Taken(Exception):
+    """One of several leases asked for together is held: the job's changes are undone (savepoint)."""
+
+
 class Cluster(ClusterServices):
     """Locks, queues, timers and lifecycle fan-out over one ``Database``."""
 
@@ -89,6 +93,29 @@ class Cluster(ClusterServices):
         """(fencing token, expire time in epoch microseconds) when taken; None while a live lease holds it."""
         return await self._db.write(lambda conn: acquire(conn, resource, owner, ttl_us, now_micros()))
 
+    async def acquire_locks(self, resources: Sequence[str], owner: str, ttl_us: int) -> list[tuple[int, int]] | None:
+        """Take the leases on all ``resources`` in one transaction, all or none.
+
+        The (fencing token, expire time) of each, in order; None (nothing taken) while a live lease
+        holds any of them.
+        """
+        wanted = list(resources)
+
+        def job(conn: sqlite3.Connection) -> list[tuple[int, int]]:
+            now = now_micros()
+            leases = []
+            for resource in wanted:
+                lease = acquire(conn, resource, owner, ttl_us, now)
+                if lease is None:
+                    raise _Taken(resource)
+                leases.append(lease)
+            return leases
+
+        try:
+            return await self._db.write(job)
+        except _Taken:
+            return None
+
     async def renew_locks(self, owner: str, resources: Sequence[str], ttl_us: int) -> list[str]:
         """Renew ``owner``'s leases; the resources it no longer holds."""
         wanted = list(resources)
@@ -102,6 +129,19 @@ class Cluster(ClusterServices):
 
         def job(conn: sqlite3.Connection) -> bool:
             return release(conn, resource, owner, now_micros(), effects)
+
+        released = await self._db.write(job)
+        self.written(effects)
+        return released
+
+    async def release_locks(self, resources: Sequence[str], owner: str) -> list[bool]:
+        """Free ``owner``'s leases on ``resources`` in one transaction; for each, whether it held it."""
+        wanted = list(resources)
+        effects = WorkEffects()
+
+        def job(conn: sqlite3.Connection) -> list[bool]:
+            now = now_micros()
+            return [release(conn, resource, owner, now, effects) for resource in wanted]
 
         released = await self._db.write(job)
         self.written(effects)

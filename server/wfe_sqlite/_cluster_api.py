@@ -46,6 +46,15 @@ class ClusterServices(abc.ABC):
         """(fencing token, expire time) when taken; None while a live lease (any owner) holds it."""
 
     @abc.abstractmethod
+    async def acquire_locks(self, resources: Sequence[str], owner: str, ttl_us: int) -> list[tuple[int, int]] | None:
+        """Take the leases on all ``resources`` in one transaction, all or none: the (fencing token,
+        expire time) of each, in order; None (nothing taken) while a live lease holds any of them."""
+
+    @abc.abstractmethod
+    async def release_locks(self, resources: Sequence[str], owner: str) -> list[bool]:
+        """Free ``owner``'s leases on ``resources`` in one transaction; for each, whether it held it."""
+
+    @abc.abstractmethod
     async def renew_locks(self, owner: str, resources: Sequence[str], ttl_us: int) -> list[str]:
         """Extend ``owner``'s leases to now + ttl; the resources it no longer holds."""
 

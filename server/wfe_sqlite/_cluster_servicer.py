@@ -19,6 +19,7 @@ from wfe_client.conversion import LIFECYCLE_EVENT_TYPE, QUEUE_TYPE, instant
 from wfe_client.errors import InvalidArgument, StreamIdle, WorkflowNotFound
 from wfe_client.limits import (
     DEFAULT_LOCK_TTL,
+    MAX_LOCK_RESOURCES,
     MAX_LOCK_TTL,
     MAX_RENEW_RESOURCES,
     MAX_WAIT,
@@ -65,26 +66,58 @@ def _queue(value: int, field: str = "queue") -> str:
     return QUEUE_TYPE.decode_name(value, field)
 
 
+def _resources(request: Any) -> list[str]:
+    """``resource`` and the ``also_resources`` of a lock request, checked: at most
+    ``MAX_LOCK_RESOURCES`` more, no repeats."""
+    resources = [check_id(request.resource, "resource")]
+    if len(request.also_resources) > MAX_LOCK_RESOURCES:
+        raise InvalidArgument(
+            f"also_resources: at most {MAX_LOCK_RESOURCES} per request, got {len(request.also_resources)}",
+            field="also_resources",
+        )
+    for i, resource in enumerate(request.also_resources):
+        name = f"also_resources[{i}]"
+        resources.append(check_id(resource, name))
+        if resources[-1] in resources[:-1]:
+            raise InvalidArgument(f"{name}: {resource!r} is named twice", field=name)
+    return resources
+
+
 class LockServicer(locks_pb2_grpc.LockServiceServicer):
     """``wfe.persistence.v1.LockService`` over the provider's cluster."""
 
     def __init__(self, provider: StoreProvider) -> None:
+        self._p = provider
         self._cluster = provider.cluster
 
     @translate_errors
     async def AcquireLock(
         self, request: locks_pb2.AcquireLockRequest, context: Context
     ) -> locks_pb2.AcquireLockResponse:
-        resource = check_id(request.resource, "resource")
+        resources = _resources(request)
         owner = check_id(request.owner, "owner")
         ttl = _duration(request, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL)
-        lease = await self._cluster.acquire_lock(resource, owner, ttl // _US)
-        if lease is None:
+        read_id = check_id(request.read_workflow_id, "read_workflow_id", required=False)
+        if len(resources) == 1:
+            lease = await self._cluster.acquire_lock(resources[0], owner, ttl // _US)
+            leases = None if lease is None else [lease]
+        else:
+            leases = await self._cluster.acquire_locks(resources, owner, ttl // _US)
+        if leases is None:
             return locks_pb2.AcquireLockResponse(acquired=False)
-        token, expire_us = lease
-        response = locks_pb2.AcquireLockResponse(acquired=True, fencing_token=token)
+        token, expire_us = leases[0]
+        response = locks_pb2.AcquireLockResponse(
+            acquired=True, fencing_token=token, also_fencing_tokens=[t for t, _ in leases[1:]]
+        )
         seconds, micros = divmod(expire_us, 1_000_000)
         response.expire_time.seconds, response.expire_time.nanos = seconds, micros * 1000
+        if read_id:
+            # Read after the commit that took the leases: as fresh as the holder's own read would be.
+            try:
+                row, pointers = await self._p.store.workflow(read_id)
+            except WorkflowNotFound:
+                return response
+            response.workflow.CopyFrom(workflow_message(row, pointers))
         return response
 
     @translate_errors
@@ -103,9 +136,15 @@ class LockServicer(locks_pb2_grpc.LockServiceServicer):
     async def ReleaseLock(
         self, request: locks_pb2.ReleaseLockRequest, context: Context
     ) -> locks_pb2.ReleaseLockResponse:
-        resource = check_id(request.resource, "resource")
+        resources = _resources(request)
         owner = check_id(request.owner, "owner")
-        return locks_pb2.ReleaseLockResponse(released=await self._cluster.release_lock(resource, owner))
+        if len(resources) == 1:
+            return locks_pb2.ReleaseLockResponse(released=await self._cluster.release_lock(resources[0], owner))
+        released = await self._cluster.release_locks(resources, owner)
+        return locks_pb2.ReleaseLockResponse(
+            released=released[0],
+            also_released=[r for r, freed in zip(resources[1:], released[1:], strict=True) if freed],
+        )
 
 
 class QueueServicer(queues_pb2_grpc.QueueServiceServicer):

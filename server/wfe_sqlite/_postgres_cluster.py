@@ -342,6 +342,46 @@ class PostgresCluster(ClusterServices):
 
         return await self._store.run(job)
 
+    async def acquire_locks(self, resources: Sequence[str], owner: str, ttl_us: int) -> list[tuple[int, int]] | None:
+        wanted = list(resources)
+
+        # In the order asked, so the fencing tokens grow in that order (as on SQLite). Every ACQUIRE
+        # first takes the fencing counter's row, which serialises acquisitions; a deadlock with a
+        # renewal or release holding one of the rows is answered as "held" (nothing taken).
+        async def job(conn: asyncpg.Connection) -> list[tuple[int, int]] | None:
+            try:
+                async with conn.transaction():
+                    leases = []
+                    for resource in wanted:
+                        row = await conn.fetchrow(ACQUIRE, resource, owner, ttl_us)
+                        if row is None:
+                            raise _Rollback
+                        leases.append((int(row[0]), int(row[1])))
+                    return leases
+            except (_Rollback, asyncpg.DeadlockDetectedError):
+                return None
+
+        return await self._store.run(job)
+
+    async def release_locks(self, resources: Sequence[str], owner: str) -> list[bool]:
+        wanted = list(resources)
+
+        async def job(conn: asyncpg.Connection) -> tuple[dict[str, bool], bool]:
+            released: dict[str, bool] = {}
+            queued = False
+            async with conn.transaction():
+                for resource in sorted(dict.fromkeys(wanted)):
+                    workflow_id = resource[len(CLAIM_PREFIX) :] if resource.startswith(CLAIM_PREFIX) else resource
+                    row = await conn.fetchrow(RELEASE, resource, owner, workflow_id)
+                    released[resource] = bool(row[0])
+                    queued = queued or bool(row[1])
+            return released, queued
+
+        released, queued = await self._store.run(job)
+        if queued:
+            self._notify(WORKFLOW)
+        return [released[resource] for resource in wanted]
+
     async def renew_locks(self, owner: str, resources: Sequence[str], ttl_us: int) -> list[str]:
         unique = list(dict.fromkeys(resources))
         if not unique:

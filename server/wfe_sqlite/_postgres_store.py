@@ -44,6 +44,7 @@ from wfe_client.errors import (
 from wfe_client.timeutil import to_micros, utc_now
 
 from ._connection import DatabaseOpenError
+from ._paging import cut_page, workflow_bytes
 from ._postgres_cluster import PostgresCluster, queue_cte, unleased
 from ._postgres_group import GroupWriter
 from ._postgres_visibility import VISIBILITY_MIGRATION, PostgresVisibility
@@ -58,8 +59,6 @@ from ._rows import (
     SubscriptionRow,
     WorkflowRow,
 )
-from ._sqlite_store import _fetch_page as fetch_page
-from ._sqlite_store import _workflow_bytes as workflow_bytes
 from ._store import Claim, LiveFigures, SizedWorkflow, Store
 
 __all__ = [
@@ -740,7 +739,7 @@ class PostgresStore(PostgresVisibility, Store):
         rows = await self._run(
             lambda conn: conn.fetch(sql, *parameters, key, last, None if limit is None else limit + 1)
         )
-        return fetch_page((tuple(r) for r in rows), limit, budget)
+        return cut_page((tuple(r) for r in rows), limit, budget)
 
     async def runnable_workflows(
         self, as_at_ms: int, limit: int | None, after: PageKey | None, budget: int | None = None

@@ -322,6 +322,8 @@ class StoreProvider(PersistenceProvider):
 class SqlitePersistenceProvider(StoreProvider):
     """The persistence interface on a SQLite database (``:memory:`` or a file, WAL mode)."""
 
+    _overlapped_acknowledgements = True  # acknowledge_command queues its write before it first waits
+
     def __init__(self, store: SqliteStore) -> None:
         super().__init__(store)
         self._sqlite = store

@@ -148,6 +148,16 @@ def _id_page(keys: list[PageKey], more: bool) -> tuple[list[str], str]:
     return [key[1] for key in keys], _next_token(keys[-1] if keys else None, more)
 
 
+def _server_queues(status: str, next_execution: int | None) -> bool:
+    """Whether the server queues a workflow stored like this itself (``server_queues`` of the write responses).
+
+    The rules of ``_queue_store``: RUNNABLE with a ``next_execution`` is queued in the write's
+    transaction (due, no live lease), by the release or the running out of the last lease on it
+    (due, leased), or by the due timer (not yet due).
+    """
+    return status == "RUNNABLE" and next_execution is not None
+
+
 async def _written(context: Context, message: Any, idle: float) -> bool:
     """Write one message of a server stream; False when the client took nothing for ``idle`` seconds.
 
@@ -183,7 +193,9 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
     ) -> workflows_pb2.CreateWorkflowResponse:
         row, pointers = with_workflow_id(*workflow_rows_from_message(_required_message(request, "workflow")))
         wid, name = await self._store.create_workflow(row, pointers)
-        return workflows_pb2.CreateWorkflowResponse(id=wid, name=name, revision=1)
+        return workflows_pb2.CreateWorkflowResponse(
+            id=wid, name=name, revision=1, server_queues=_server_queues(row.status, row.next_execution)
+        )
 
     @translate_errors
     async def PersistWorkflow(
@@ -192,7 +204,9 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
         row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
         check_id(row.id, "workflow.id")
         revision = await self._store.persist_workflow(row, pointers, (), _expected_revision(request))
-        return workflows_pb2.PersistWorkflowResponse(revision=revision)
+        return workflows_pb2.PersistWorkflowResponse(
+            revision=revision, server_queues=_server_queues(row.status, row.next_execution)
+        )
 
     @translate_errors
     async def PersistWorkflowWithSubscriptions(
@@ -204,7 +218,9 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
         rows = new_subscription_rows(subscriptions)
         revision = await self._store.persist_workflow(row, pointers, rows, _expected_revision(request))
         return workflows_pb2.PersistWorkflowWithSubscriptionsResponse(
-            subscription_ids=[r.id for r in rows], revision=revision
+            subscription_ids=[r.id for r in rows],
+            revision=revision,
+            server_queues=_server_queues(row.status, row.next_execution),
         )
 
     @translate_errors
@@ -289,8 +305,10 @@ class EventServicer(_Servicer, events_pb2_grpc.EventServiceServicer):
     async def CreateEvent(
         self, request: events_pb2.CreateEventRequest, context: Context
     ) -> events_pb2.CreateEventResponse:
-        eid = await self._p.create_event(event_from_proto(_required_message(request, "event")))
-        return events_pb2.CreateEventResponse(id=eid)
+        event = event_from_proto(_required_message(request, "event"))
+        eid = await self._p.create_event(event)
+        # An unprocessed event is queued by the store's write (due) or by the due timer (later).
+        return events_pb2.CreateEventResponse(id=eid, server_queues=not event.is_processed)
 
     @translate_errors
     async def GetEvent(self, request: events_pb2.GetEventRequest, context: Context) -> events_pb2.GetEventResponse:

@@ -7,9 +7,9 @@ Column lists and placeholders come from the row types of ``_rows``.
 
 from __future__ import annotations
 
-import operator
+import functools
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from wfe_client.errors import (
@@ -29,6 +29,7 @@ from ._cluster import Cluster
 from ._console_store import SqliteConsoleReads
 from ._database import Database
 from ._maintenance import live_figures
+from ._paging import cut_page, workflow_bytes
 from ._queue_store import WorkEffects, queue_stored_event, queue_stored_workflow
 from ._rows import (
     CommandRow,
@@ -62,6 +63,8 @@ __all__ = [
 
 _CHUNK = 500
 """Ids per ``IN (...)`` query."""
+_POINT_ROWS = 128
+"""Keyset pages of at most this many rows are read on the event loop's thread (``SqliteStore._page``)."""
 
 
 def _columns(row: type[NamedTuple]) -> str:
@@ -131,8 +134,14 @@ SET_TOKEN = (
     "external_token_expiry = ? WHERE id = ? AND (external_token IS NULL "
     "OR external_token_expiry <= ? OR external_token = ?)"
 )
-_BY_ID = "id = ?"
-_BY_NAME = "name = ? AND name <> ''"  # matches the partial unique index on non-empty names
+_BY_ID = f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?"
+_BY_NAME = f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE name = ? AND name <> ''"
+"""Selects of one workflow row; by name it matches the partial unique index on non-empty names."""
+_POINTERS_OF = f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id = ? ORDER BY position"
+_EVENT_BY_ID = f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?"
+_SUBSCRIPTION_BY_ID = f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions WHERE id = ?"
+# Statements are built once, not per call: the connection's statement cache is keyed by the SQL
+# text, and a string built anew is hashed anew on every lookup.
 
 
 def _now_micros() -> int:
@@ -144,45 +153,20 @@ def _limit(limit: int | None) -> int:
     return -1 if limit is None else limit + 1
 
 
-def _row_bytes(row: Sequence[Any]) -> int:
-    """About how many bytes a row takes on the wire: its text and blob lengths, 8 per other value."""
-    return sum(len(value) if isinstance(value, (str, bytes)) else 8 for value in row)
-
-
-def _fetch_page(rows: Iterable[Any], limit: int | None, budget: int | None) -> tuple[list[Any], bool]:
+def _fetch_page(rows: sqlite3.Cursor, limit: int | None, budget: int | None) -> tuple[list[Any], bool]:
     """The rows of a query run with ``LIMIT _limit(limit)``, cut as a page (see ``_store``): (rows, more follow).
 
-    Rows are read one at a time and reading stops at the first one past either bound.
+    Without a byte budget the rows come in one call; with one, ``cut_page`` reads them one at a time.
     """
-    page: list[Any] = []
-    used = 0
-    for row in rows:
-        if limit is not None and len(page) == limit:
-            return page, True
-        if budget is not None:
-            used += _row_bytes(row)
-            if page and used > budget:
-                return page, True
-        page.append(row)
-    return page, False
+    if budget is None:
+        if limit is None:
+            return rows.fetchall(), False
+        page = rows.fetchmany(limit + 1)
+        return (page[:limit], True) if len(page) > limit else (page, False)
+    return cut_page(rows, limit, budget)
 
 
-def _text_columns(row: type[NamedTuple]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
-    """The values of a row type's text columns (those annotated ``str``), by name."""
-    names = [name for name, kind in row.__annotations__.items() if "str" in str(kind)]
-    return operator.itemgetter(*(row._fields.index(name) for name in names))
-
-
-_WORKFLOW_TEXT = _text_columns(WorkflowRow)
-_POINTER_TEXT = _text_columns(PointerRow)
-
-
-def _workflow_bytes(row: WorkflowRow, pointers: Sequence[PointerRow]) -> int:
-    """About how many bytes a stored workflow takes on the wire: its texts' lengths, 64 per record."""
-    size = sum(map(len, filter(None, _WORKFLOW_TEXT(row)))) + 64
-    for pointer in pointers:
-        size += sum(map(len, filter(None, _POINTER_TEXT(pointer)))) + 64
-    return size
+_workflow_bytes = workflow_bytes
 
 
 def _after(after: PageKey | None) -> PageKey:
@@ -195,7 +179,7 @@ def _after(after: PageKey | None) -> PageKey:
 
 
 def _name_taken(conn: sqlite3.Connection, name: str) -> bool:
-    return conn.execute(f"SELECT 1 FROM workflows WHERE {_BY_NAME}", (name,)).fetchone() is not None
+    return conn.execute("SELECT 1 FROM workflows WHERE name = ? AND name <> ''", (name,)).fetchone() is not None
 
 
 def _next_sequence(conn: sqlite3.Connection, definition_id: str) -> int:
@@ -215,15 +199,30 @@ def _insert_subscriptions(conn: sqlite3.Connection, rows: Sequence[SubscriptionR
             raise SubscriptionAlreadyExists(f"subscription {row.id!r} already exists", id=row.id) from None
 
 
-def _read_workflow(conn: sqlite3.Connection, where: str, value: str) -> StoredWorkflow | None:
-    found = conn.execute(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE {where}", (value,)).fetchone()
+_workflow_row: Callable[[Sequence[Any]], WorkflowRow] = functools.partial(tuple.__new__, WorkflowRow)
+_pointer_row: Callable[[Sequence[Any]], PointerRow] = functools.partial(tuple.__new__, PointerRow)
+"""Rows of the SELECTs below (their columns are the row type's) as row tuples: ``_make`` without
+its Python frame and length check."""
+
+
+def _read_workflow(conn: sqlite3.Connection, select: str, value: str) -> StoredWorkflow | None:
+    found = conn.execute(select, (value,)).fetchone()
     if found is None:
         return None
-    row = WorkflowRow._make(found)
-    pointers = conn.execute(
-        f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id = ? ORDER BY position", (row.id,)
-    ).fetchall()
-    return row, [PointerRow._make(p) for p in pointers]
+    row = _workflow_row(found)
+    pointers = conn.execute(_POINTERS_OF, (row.id,))
+    return row, list(map(_pointer_row, pointers))
+
+
+@functools.lru_cache(maxsize=128)
+def _workflows_in(count: int) -> tuple[str, str]:
+    """The selects of ``count`` workflows and of their pointers by id (built once per count)."""
+    marks = ", ".join("?" * count)
+    return (
+        f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id IN ({marks})",
+        f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id IN ({marks}) "
+        "ORDER BY workflow_id, position",
+    )
 
 
 def _read_workflows(conn: sqlite3.Connection, ids: Sequence[str]) -> list[StoredWorkflow]:
@@ -231,41 +230,48 @@ def _read_workflows(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Stored
     found: dict[str, StoredWorkflow] = {}
     for start in range(0, len(unique), _CHUNK):
         chunk = unique[start : start + _CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        rows = [
-            WorkflowRow._make(r)
-            for r in conn.execute(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id IN ({marks})", chunk)
-        ]
+        rows = list(map(_workflow_row, conn.execute(_workflows_in(len(chunk))[0], chunk)))
         if not rows:
             continue
         pointers: dict[str, list[PointerRow]] = {row.id: [] for row in rows}
         present = list(pointers)
-        marks = ", ".join("?" * len(present))
-        for p in conn.execute(
-            f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id IN ({marks}) "
-            "ORDER BY workflow_id, position",
-            present,
-        ):
-            pointer = PointerRow._make(p)
-            pointers[pointer.workflow_id].append(pointer)
+        for pointer in map(_pointer_row, conn.execute(_workflows_in(len(present))[1], present)):
+            pointers[pointer[0]].append(pointer)
         for row in rows:
             found[row.id] = (row, pointers[row.id])
     return [found[i] for i in unique if i in found]
 
 
+_FROM_CHUNK = 32
+"""Most workflows one ``_read_workflows_from`` query reads together."""
+
+
 def _read_workflows_from(
     conn: sqlite3.Connection, ids: Sequence[str], start: int, budget: int
 ) -> tuple[list[SizedWorkflow], int]:
+    # Several ids per query (two statements for a chunk instead of two per workflow), as many as
+    # the remaining budget is likely to hold: the first chunk is one workflow, the following ones
+    # as many of the largest seen so far as fit (at most _FROM_CHUNK), so a chunk of large
+    # workflows stays about one budget in memory, as the one-at-a-time reading did.
     found: list[SizedWorkflow] = []
     used = 0
     position = start
+    largest = 0
     while position < len(ids) and used < budget:
-        stored = _read_workflow(conn, _BY_ID, ids[position])
-        position += 1
-        if stored is not None:
-            size = _workflow_bytes(*stored)
-            found.append((*stored, size))
+        count = 1 if not largest else max(1, min(_FROM_CHUNK, (budget - used) // largest + 1))
+        chunk = ids[position : position + count]
+        stored = {row.id: (row, pointers) for row, pointers in _read_workflows(conn, chunk)}
+        for wid in chunk:
+            position += 1
+            one = stored.get(wid)
+            if one is None:
+                continue
+            size = _workflow_bytes(*one)
+            largest = max(largest, size)
+            found.append((*one, size))
             used += size
+            if used >= budget:
+                break
     return found, position
 
 
@@ -287,9 +293,18 @@ class SqliteStore(SqliteVisibility, SqliteConsoleReads, Store):
     ) -> tuple[list[Any], bool]:
         """A page of a keyset query whose last parameters are (key, id, LIMIT), cut by ``_fetch_page``."""
         key, last = _after(after)
-        return await self.database.read(
-            lambda conn: _fetch_page(conn.execute(sql, (*parameters, key, last, _limit(limit))), limit, budget)
-        )
+
+        def run(conn: sqlite3.Connection, rows: int | None) -> tuple[list[Any], bool]:
+            return _fetch_page(conn.execute(sql, (*parameters, key, last, _limit(rows))), rows, budget)
+
+        # A short answer (the common one: a few due workflows or events) is read right on the event
+        # loop's thread, like a point lookup, saving two thread hand-overs; one that fills the probe
+        # may be long, so it is read again, whole, on the reader pool.
+        probe = _POINT_ROWS if limit is None else min(limit, _POINT_ROWS)
+        page, more = await self.database.read_point(lambda conn: run(conn, probe))
+        if len(page) < probe or probe == limit:
+            return page, more
+        return await self.database.read(lambda conn: run(conn, limit))
 
     # -- workflows -----------------------------------------------------------------------------
 
@@ -376,6 +391,10 @@ class SqliteStore(SqliteVisibility, SqliteConsoleReads, Store):
         return found
 
     async def workflows(self, ids: Sequence[str]) -> list[StoredWorkflow]:
+        if len(ids) <= _POINT_ROWS:
+            # Two indexed queries of at most _POINT_ROWS keys each: on the loop's thread, like a
+            # point lookup (a hand-over to a reader thread and back cost more than the read).
+            return await self.database.read_point(lambda conn: _read_workflows(conn, ids))
         return await self.database.read(lambda conn: _read_workflows(conn, ids))
 
     async def workflows_from(self, ids: Sequence[str], start: int, budget: int) -> tuple[list[SizedWorkflow], int]:
@@ -400,9 +419,7 @@ class SqliteStore(SqliteVisibility, SqliteConsoleReads, Store):
         self.cluster.written(effects)
 
     async def event(self, id: str) -> EventRow:
-        found = await self.database.read_point(
-            lambda conn: conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (id,)).fetchone()
-        )
+        found = await self.database.read_point(lambda conn: conn.execute(_EVENT_BY_ID, (id,)).fetchone())
         if found is None:
             raise EventNotFound(f"event {id!r} not found", id=id)
         return EventRow._make(found)
@@ -443,11 +460,7 @@ class SqliteStore(SqliteVisibility, SqliteConsoleReads, Store):
         await self.database.write(lambda conn: _insert_subscriptions(conn, [row]))
 
     async def subscription(self, id: str) -> SubscriptionRow:
-        found = await self.database.read_point(
-            lambda conn: conn.execute(
-                f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions WHERE id = ?", (id,)
-            ).fetchone()
-        )
+        found = await self.database.read_point(lambda conn: conn.execute(_SUBSCRIPTION_BY_ID, (id,)).fetchone())
         if found is None:
             raise SubscriptionNotFound(f"subscription {id!r} not found", id=id)
         return SubscriptionRow._make(found)

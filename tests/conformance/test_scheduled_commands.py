@@ -196,6 +196,40 @@ async def test_a_command_offered_again_within_one_call_reaches_the_handler_once(
     assert following.seen == [ScheduledCommand.process_workflow("again", BASE)]
 
 
+async def test_a_handled_command_scheduled_again_by_the_next_handler_is_new(provider: PersistenceProvider) -> None:
+    """A handled command is acknowledged before the next handler's writes: scheduled again for later
+    by that handler, it is a new command due at the new time (not the handled one kept at its old time).
+    (The SQLite provider overlaps acknowledgements with the next handler; this pins their order.)"""
+    await provider.schedule_command(ScheduledCommand.process_workflow("first", BASE))
+    await provider.schedule_command(ScheduledCommand.process_workflow("second", BASE + 1))
+    calls: list[str] = []
+
+    async def handler(command: ScheduledCommand) -> None:
+        calls.append(command.data)
+        if command.data == "second":
+            await provider.schedule_command(ScheduledCommand.process_workflow("first", BASE + 5000))
+
+    await provider.process_commands(at_ms(BASE + 1000), handler)
+    assert calls == ["first", "second"]
+    early = Recorder()
+    await provider.process_commands(at_ms(BASE + 4999), early)
+    assert early.seen == []
+    late = Recorder()
+    await provider.process_commands(at_ms(BASE + 5000), late)
+    assert late.seen == [ScheduledCommand.process_workflow("first", BASE + 5000)]
+
+
+async def test_process_commands_settles_every_acknowledgement_before_returning(provider: PersistenceProvider) -> None:
+    """Many handled commands: every one is deleted by the time the call returns."""
+    for i in range(150):  # more than one claim batch
+        await provider.schedule_command(ScheduledCommand.process_workflow(f"wf-{i}", BASE))
+    seen = Recorder()
+    await provider.process_commands(at_ms(BASE), seen)
+    assert len(seen.seen) == 150
+    claim = await provider.claim_commands(at_ms(BASE + 10_000))
+    assert claim.commands == []
+
+
 async def test_a_cancelled_call_releases_what_it_holds(provider: PersistenceProvider) -> None:
     for i in range(3):
         await provider.schedule_command(ScheduledCommand.process_workflow(f"wf-{i}", BASE + i))

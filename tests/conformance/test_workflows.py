@@ -423,6 +423,16 @@ async def test_runnable_instances_many(provider: PersistenceProvider) -> None:
     assert got == [w.id for w in reversed(instances)]
 
 
+@pytest.mark.parametrize("count", [127, 128, 129])
+async def test_runnable_instances_around_a_short_page(provider: PersistenceProvider, count: int) -> None:
+    """Answers just under, at and just over the length the SQLite store reads on the loop thread
+    (a longer one is read again on the reader pool): each complete and in order."""
+    base = ms(T0)
+    instances = [workflow("edge", next_execution=base - i) for i in range(count)]
+    await asyncio.gather(*(provider.create_new_workflow(w) for w in instances))
+    assert await provider.get_runnable_instances(T0) == [w.id for w in reversed(instances)]
+
+
 async def test_empty_store_has_nothing_runnable(provider: PersistenceProvider) -> None:
     assert await provider.get_runnable_instances(datetime(9999, 1, 1, tzinfo=UTC)) == []
 

@@ -1,12 +1,16 @@
 //! Load generator for `make bench` (bench/run.py drives it).
 //!
-//! `wfe-bench --target grpc:HOST:PORT|crate:sqlite://PATH --op OP --tasks MAX --windows W --window-secs S [--setup-due]`
+//! `wfe-bench --target grpc:HOST:PORT|crate:sqlite://PATH|crate-pg:postgresql://URL --op OP --tasks MAX --windows W --window-secs S [--setup-due]`
 //!
 //! Sets up what the operation needs (for up to MAX tasks), prints `ready`, then for each line
 //! `go T0 N` on stdin (T0: the wall-clock start, epoch seconds) runs N concurrent tasks until
 //! `T0 + W * S` and prints one JSON line `{"windows": [[latency_us, ...], ...]}`: the latencies of
 //! the calls that ended in each window. `quit` ends it. The same protocol as bench/client.py, so
 //! the orchestrator treats both alike.
+//!
+//! `crate:` is the upstream `wfe-sqlite` crate in-process; `crate-pg:` the upstream `wfe-postgres`
+//! crate in-process (its own pool of 10 connections, tables in schema `wfc`, created by
+//! `ensure_store_exists` before set-up).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -108,8 +112,14 @@ async fn connect(target: &str) -> Provider {
                 .await
                 .expect("open"),
         )
+    } else if let Some(url) = target.strip_prefix("crate-pg:") {
+        let p = wfe_postgres::PostgresPersistenceProvider::new(url)
+            .await
+            .expect("connect");
+        p.ensure_store_exists().await.expect("migrate");
+        Arc::new(p)
     } else {
-        panic!("target must be grpc:HOST:PORT or crate:URL")
+        panic!("target must be grpc:HOST:PORT, crate:URL or crate-pg:URL")
     }
 }
 

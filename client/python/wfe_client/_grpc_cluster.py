@@ -89,9 +89,9 @@ class GrpcLockProvider(LockProvider):
 
     @classmethod
     def connect(
-        cls, address: str, owner: str | None = None, ttl: timedelta = DEFAULT_LOCK_TTL, **options: Any
+        cls, address: str | Sequence[str], owner: str | None = None, ttl: timedelta = DEFAULT_LOCK_TTL, **options: Any
     ) -> _Connecting[GrpcLockProvider]:
-        """Connect to ``address``; ``options`` as for ``GrpcPersistenceProvider.connect``."""
+        """Connect to ``address`` (one server or several); ``options`` as for ``GrpcPersistenceProvider.connect``."""
 
         async def opening() -> GrpcLockProvider:
             connection = await GrpcPersistenceProvider.connect(address, **options)
@@ -134,8 +134,8 @@ class GrpcQueueProvider(QueueProvider):
         self._stub = queues_pb2_grpc.QueueServiceStub(connection._channel)
 
     @classmethod
-    def connect(cls, address: str, **options: Any) -> _Connecting[GrpcQueueProvider]:
-        """Connect to ``address``; ``options`` as for ``GrpcPersistenceProvider.connect``."""
+    def connect(cls, address: str | Sequence[str], **options: Any) -> _Connecting[GrpcQueueProvider]:
+        """Connect to ``address`` (one server or several); ``options`` as for ``GrpcPersistenceProvider.connect``."""
 
         async def opening() -> GrpcQueueProvider:
             return cls(await GrpcPersistenceProvider.connect(address, **options), owns_connection=True)
@@ -234,11 +234,12 @@ class GrpcLifecyclePublisher:
     def __init__(self, connection: GrpcPersistenceProvider, *, owns_connection: bool = False) -> None:
         self._connection = connection
         self._owns_connection = owns_connection
-        self._stub = lifecycle_pb2_grpc.LifecycleServiceStub(connection._channel)
+        # With several servers: the first that answers, for publishing and watching alike.
+        self._stub = lifecycle_pb2_grpc.LifecycleServiceStub(connection._pinned_channel())
 
     @classmethod
-    def connect(cls, address: str, **options: Any) -> _Connecting[GrpcLifecyclePublisher]:
-        """Connect to ``address``; ``options`` as for ``GrpcPersistenceProvider.connect``."""
+    def connect(cls, address: str | Sequence[str], **options: Any) -> _Connecting[GrpcLifecyclePublisher]:
+        """Connect to ``address`` (one server or several); ``options`` as for ``GrpcPersistenceProvider.connect``."""
 
         async def opening() -> GrpcLifecyclePublisher:
             return cls(await GrpcPersistenceProvider.connect(address, **options), owns_connection=True)

@@ -31,6 +31,7 @@ from . import conversion as convert
 from . import visibility
 from ._provider import PersistenceProvider
 from ._readiness import wait_until_ready
+from ._targets import resolve_target
 from .errors import (
     ERROR_DOMAIN,
     AlreadyExists,
@@ -136,6 +137,8 @@ class GrpcPersistenceProvider(PersistenceProvider):
         metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._channel = channel
+        self._open_pinned: Callable[[], grpc.aio.Channel] | None = None
+        self._pinned: grpc.aio.Channel | None = None
         self._timeout = timeout
         self._metadata = tuple(metadata)
         self._workflows = workflows_pb2_grpc.WorkflowServiceStub(channel)
@@ -149,7 +152,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
     @classmethod
     def connect(
         cls,
-        address: str,
+        address: str | Sequence[str],
         *,
         timeout: float = DEFAULT_DEADLINE_SECONDS,
         connect_timeout: float = 10.0,
@@ -160,6 +163,13 @@ class GrpcPersistenceProvider(PersistenceProvider):
         tls_key: str | None = None,
     ) -> _Connecting:
         """Connect to ``address`` (HOST:PORT); waits until the server answers.
+
+        Several servers: a list of HOST:PORT or one comma-separated string, or a DNS name that
+        stands for several (``dns:///NAME:PORT``). Calls are then spread over them with gRPC
+        round-robin; a server that dies is left out; a read-only call whose server died under it is
+        tried again on another; a write that failed in flight is not (``WfeError``, code
+        UNAVAILABLE: it may or may not have been applied). ``connect`` returns once one server
+        answers. With TLS every server's certificate must hold the name of the first address.
 
         A server that is not there (yet) is waited for up to ``connect_timeout`` seconds, then
         ``ConnectionError: no wfe-sqlite server answered``. A server that answers but refuses the
@@ -190,18 +200,23 @@ class GrpcPersistenceProvider(PersistenceProvider):
             client_certificate = tls_cert is not None
 
         async def opening() -> GrpcPersistenceProvider:
-            options = [
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ]
-            if credentials is None:
-                channel = grpc.aio.insecure_channel(address, options=options)
-            else:
-                channel = grpc.aio.secure_channel(address, credentials, options=options)
+            target = await resolve_target(address)
+
+            def open_channel(policy: str) -> grpc.aio.Channel:
+                options: list[tuple[str, str | int]] = [
+                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                    *target.options(policy),
+                ]
+                if credentials is None:
+                    return grpc.aio.insecure_channel(target.target, options=options)
+                return grpc.aio.secure_channel(target.target, credentials, options=options)
+
+            channel = open_channel("round_robin")
             try:
                 await wait_until_ready(
                     channel,
-                    address,
+                    target.shown,
                     connect_timeout,
                     tls=credentials is not None,
                     client_certificate=client_certificate,
@@ -210,11 +225,26 @@ class GrpcPersistenceProvider(PersistenceProvider):
                 await channel.close()
                 raise
             metadata = [("authorization", f"Bearer {token}")] if token else []
-            return cls(channel, timeout=timeout, metadata=metadata)
+            provider = cls(channel, timeout=timeout, metadata=metadata)
+            if target.balanced:
+                provider._open_pinned = lambda: open_channel("pick_first")
+            return provider
 
         return _Connecting(opening)
 
+    def _pinned_channel(self) -> grpc.aio.Channel:
+        """The channel for lifecycle events: with several servers, one to the first server of the
+        list that answers (gRPC's pick_first), so that publishers and watchers given the same list
+        meet on one server (a server relays events only to its own watchers); else the channel."""
+        if self._open_pinned is None:
+            return self._channel
+        if self._pinned is None:
+            self._pinned = self._open_pinned()
+        return self._pinned
+
     async def close(self) -> None:
+        if self._pinned is not None:
+            await self._pinned.close()
         await self._channel.close()
 
     # -- the one place calls are made -----------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -173,6 +174,11 @@ class PersistenceProvider(abc.ABC):
     async def release_command(self, command: ScheduledCommand, lease_id: str) -> None:
         """Give a command back so it is offered again. Raises ``LeaseLost``."""
 
+    _overlapped_acknowledgements = False
+    """Whether ``process_commands`` may run the next handler while an acknowledgement is written:
+    only for a provider whose ``acknowledge_command`` queues its write, in call order with every
+    other write, before it first waits (the SQLite provider's group-committing writer)."""
+
     async def process_commands(self, as_of: datetime, handler: CommandHandler) -> None:
         """Hand every command due at ``as_of`` to ``handler``, each to one processor at a time.
 
@@ -187,6 +193,7 @@ class PersistenceProvider(abc.ABC):
         require_aware(as_of, "as_of")
         handled: set[tuple[CommandName, str]] = set()
         held: list[tuple[ScheduledCommand, str]] = []  # released at the end
+        acks: list[asyncio.Task[None]] = []
         try:
             while True:
                 claim = await self.claim_commands(as_of, CLAIM_BATCH, DEFAULT_LEASE)
@@ -194,17 +201,41 @@ class PersistenceProvider(abc.ABC):
                     break
                 held.extend((command, claim.lease_id) for command in claim.commands)
                 for command in claim.commands:
-                    if await self._process_one(command, claim.lease_id, handler, handled):
-                        held.remove((command, claim.lease_id))
+                    if not await self._handle_one(command, handler, handled):
+                        continue
+                    if not self._overlapped_acknowledgements:
+                        await self._acknowledge(command, claim.lease_id, held)
+                        continue
+                    # Handed to the store at once (the yield lets the task run until it waits for its
+                    # commit, so it is queued before anything the next handler writes); the next
+                    # handler runs while it commits. All are settled before the next claim.
+                    acks.append(asyncio.ensure_future(self._acknowledge(command, claim.lease_id, held)))
+                    await asyncio.sleep(0)
+                await self._settle(acks)
         finally:
-            for command, lease_id in held:
-                with contextlib.suppress(LeaseLost):
-                    await self.release_command(command, lease_id)
+            try:
+                await self._settle(acks)
+            finally:
+                for command, lease_id in held:
+                    with contextlib.suppress(LeaseLost):
+                        await self.release_command(command, lease_id)
 
-    async def _process_one(
-        self, command: ScheduledCommand, lease_id: str, handler: CommandHandler, handled: set[tuple[CommandName, str]]
+    @staticmethod
+    async def _settle(acks: list[asyncio.Task[None]]) -> None:
+        """Wait for every acknowledgement sent; the first failure (other than a lost lease) is raised."""
+        if not acks:
+            return
+        pending = acks[:]
+        acks.clear()
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _handle_one(
+        self, command: ScheduledCommand, handler: CommandHandler, handled: set[tuple[CommandName, str]]
     ) -> bool:
-        """Run the handler for one claimed command; whether it is settled (else it is released later)."""
+        """Run the handler for one claimed command; whether it returned (else it is released later)."""
         key = (command.command_name, command.data)
         if key in handled:
             return False
@@ -214,6 +245,12 @@ class PersistenceProvider(abc.ABC):
         except Exception as error:  # noqa: BLE001 - a failing handler leaves the command for later
             LOG.warning("handler failed for %s %s: %r", command.command_name.name, command.data, error)
             return False
+        return True
+
+    async def _acknowledge(
+        self, command: ScheduledCommand, lease_id: str, held: list[tuple[ScheduledCommand, str]]
+    ) -> None:
+        """Acknowledge a handled command; settled (no longer ``held``) unless the acknowledgement failed."""
         try:
             await self.acknowledge_command(command, lease_id)
         except LeaseLost:
@@ -222,7 +259,7 @@ class PersistenceProvider(abc.ABC):
                 command.command_name.name,
                 command.data,
             )
-        return True
+        held.remove((command, lease_id))
 
     # -- errors and store ----------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ server's row fast path (``wfe_sqlite._wire``) uses them too.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -233,30 +234,61 @@ def pointer_to_proto(p: ExecutionPointer) -> workflows_pb2.ExecutionPointer:
         return msg
 
 
+# Models are built with positional arguments (less than half the cost of keywords), so their field
+# order is checked once here: a reordered model fails at import, not silently.
+if [f.name for f in dataclasses.fields(ExecutionPointer)] != [
+    "id", "step_id", "active", "status", "sleep_until", "persistence_data", "start_time", "end_time",
+    "event_name", "event_key", "event_published", "event_data", "step_name", "retry_count", "children",
+    "context_item", "predecessor_id", "outcome", "scope", "extension_attributes",
+] or [f.name for f in dataclasses.fields(WorkflowInstance)] != [
+    "id", "workflow_definition_id", "version", "name", "root_workflow_id", "description", "reference",
+    "execution_pointers", "next_execution", "status", "data", "create_time", "complete_time", "revision",
+]:  # fmt: skip  # pragma: no cover
+    raise ImportError("wfe_client.models changed the order of the fields conversion builds models with")
+
+
+def _set_fields(msg: Any) -> dict[str, Any]:
+    """The fields of ``msg`` that are set (present, or not the default), by name: one call into the
+    message instead of one per field (absent ones take their proto defaults below)."""
+    return {d.name: v for d, v in msg.ListFields()}
+
+
+def _micros_instant(value: Any, field: str) -> datetime | None:
+    return None if value is None else from_micros(timestamp_micros(value, field))
+
+
+def _json_value(value: str | None, field: str) -> Any:
+    return None if value is None else parse_json(value, field)
+
+
 def pointer_from_proto(msg: workflows_pb2.ExecutionPointer, field: str) -> ExecutionPointer:
+    f = _set_fields(msg)
+    get = f.get
+    status = POINTER_STATUS.from_proto.get(get("status", 0))
+    if status is None:
+        status = POINTER_STATUS.decode(get("status", 0), f"{field}.status")
+    attributes = get("extension_attributes")
     return ExecutionPointer(
-        id=msg.id,
-        step_id=msg.step_id,
-        active=msg.active,
-        status=POINTER_STATUS.decode(msg.status, f"{field}.status"),
-        sleep_until=optional_instant(msg, "sleep_until", field),
-        persistence_data=_optional_json(msg, "persistence_data", field),
-        start_time=optional_instant(msg, "start_time", field),
-        end_time=optional_instant(msg, "end_time", field),
-        event_name=_optional(msg, "event_name"),
-        event_key=_optional(msg, "event_key"),
-        event_published=msg.event_published,
-        event_data=_optional_json(msg, "event_data", field),
-        step_name=_optional(msg, "step_name"),
-        retry_count=msg.retry_count,
-        children=list(msg.children),
-        context_item=_optional_json(msg, "context_item", field),
-        predecessor_id=_optional(msg, "predecessor_id"),
-        outcome=_optional_json(msg, "outcome", field),
-        scope=list(msg.scope),
-        extension_attributes={
-            k: parse_json(v, f"{field}.extension_attributes[{k!r}]") for k, v in msg.extension_attributes.items()
-        },
+        get("id", ""),
+        get("step_id", 0),
+        get("active", False),
+        status,
+        _micros_instant(get("sleep_until"), f"{field}.sleep_until"),
+        _json_value(get("persistence_data"), f"{field}.persistence_data"),
+        _micros_instant(get("start_time"), f"{field}.start_time"),
+        _micros_instant(get("end_time"), f"{field}.end_time"),
+        get("event_name"),
+        get("event_key"),
+        get("event_published", False),
+        _json_value(get("event_data"), f"{field}.event_data"),
+        get("step_name"),
+        get("retry_count", 0),
+        list(get("children", ())),
+        _json_value(get("context_item"), f"{field}.context_item"),
+        get("predecessor_id"),
+        _json_value(get("outcome"), f"{field}.outcome"),
+        list(get("scope", ())),
+        {k: parse_json(v, f"{field}.extension_attributes[{k!r}]") for k, v in attributes.items()} if attributes else {},
     )
 
 
@@ -282,23 +314,33 @@ def workflow_to_proto(w: WorkflowInstance) -> workflows_pb2.WorkflowInstance:
 
 
 def workflow_from_proto(msg: workflows_pb2.WorkflowInstance, field: str = "workflow") -> WorkflowInstance:
+    # Checked in field order (pointers, status, data, create_time), as every adapter reports the first.
+    f = _set_fields(msg)
+    get = f.get
+    pointers = [
+        pointer_from_proto(p, f"{field}.execution_pointers[{i}]") for i, p in enumerate(get("execution_pointers", ()))
+    ]
+    status = WORKFLOW_STATUS.from_proto.get(get("status", 0))
+    if status is None:
+        status = WORKFLOW_STATUS.decode(get("status", 0), f"{field}.status")
+    data = parse_json(get("data", ""), f"{field}.data")
+    if "create_time" not in f:
+        raise InvalidArgument(f"{field}.create_time: required", field=f"{field}.create_time")
     return WorkflowInstance(
-        id=msg.id,
-        name=msg.name,
-        root_workflow_id=_optional(msg, "root_workflow_id"),
-        workflow_definition_id=msg.workflow_definition_id,
-        version=msg.version,
-        description=_optional(msg, "description"),
-        reference=_optional(msg, "reference"),
-        execution_pointers=[
-            pointer_from_proto(p, f"{field}.execution_pointers[{i}]") for i, p in enumerate(msg.execution_pointers)
-        ],
-        next_execution=msg.next_execution if msg.HasField("next_execution") else None,
-        status=WORKFLOW_STATUS.decode(msg.status, f"{field}.status"),
-        data=parse_json(msg.data, f"{field}.data"),
-        create_time=instant(msg, "create_time", field),
-        complete_time=optional_instant(msg, "complete_time", field),
-        revision=max(msg.revision, 0),
+        get("id", ""),
+        get("workflow_definition_id", ""),
+        get("version", 0),
+        get("name", ""),
+        get("root_workflow_id"),
+        get("description"),
+        get("reference"),
+        pointers,
+        get("next_execution"),
+        status,
+        data,
+        from_micros(timestamp_micros(f["create_time"], f"{field}.create_time")),
+        _micros_instant(get("complete_time"), f"{field}.complete_time"),
+        max(get("revision", 0), 0),
     )
 
 

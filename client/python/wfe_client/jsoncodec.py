@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
@@ -35,6 +36,22 @@ def _check_depth(text: str, field: str) -> None:
         raise _too_deep(field)
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def _decode(text: str) -> Any:
+    """``json.loads(text, parse_constant=_reject_constant)``: on text that is one JSON value from its
+    first character to its last (what ``json_text`` writes) straight through the decoder's C
+    scanner, without a decoder built per call and its Python wrappers; anything else through
+    ``json.loads`` itself (same values, same errors)."""
+    try:
+        value, end = _scan(text, 0)
+    except Exception:  # noqa: BLE001 - anything else: json.loads, with its own errors
+        return json.loads(text, parse_constant=_reject_constant)
+    return value if end == len(text) else json.loads(text, parse_constant=_reject_constant)
+
+
 def json_text(value: Any, field: str = "value") -> str:
     """Compact JSON text of a JSON value (exact for integers of any size), at most ``MAX_JSON_DEPTH`` deep."""
     try:
@@ -55,7 +72,7 @@ def parse_json(text: str, field: str) -> Any:
     if not text:
         raise InvalidArgument(f"{field}: empty; JSON text is required (use 'null' for no value)", field=field)
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = _decode(text) if text.__class__ is str else json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise _too_deep(field) from None
     except ValueError as error:

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_LEASE",
     "MAX_LIST_PAGE_SIZE",
+    "MAX_LOCK_RESOURCES",
     "MAX_LOCK_TTL",
     "MAX_MESSAGE_BYTES",
     "MAX_PAGE_SIZE",
@@ -98,6 +99,9 @@ MIN_LOCK_TTL = timedelta(milliseconds=100)
 
 MAX_LOCK_TTL = timedelta(hours=1)
 """Longest time-to-live of a lock's lease."""
+
+MAX_LOCK_RESOURCES = 16
+"""Most ``also_resources`` one ``AcquireLock`` or ``ReleaseLock`` request may name."""
 
 MAX_RENEW_RESOURCES = 10_000
 """Most resources one ``RenewLocks`` request may name."""

@@ -4,9 +4,17 @@
 //! a dequeue handed out with its id (so the WFE host's lookup right after the dequeue needs no
 //! round trip).
 //!
-//! Both are bounded: the revisions keep at most [`MAX_REVISIONS`] workflows (the least recently
+//! A copy of a workflow is also handed out by the lock provider when it takes a WFE execution
+//! claim (`workflow-execution.{id}`) together with the workflow's own lease: read by the server
+//! after both leases were taken, it answers the executor's read under the lock.
+//!
+//! Besides, the ids the server said it queues itself (`server_queues` of the write that stored
+//! them), so that the WFE host's `queue_work` right after such a write needs no round trip.
+//!
+//! All are bounded: the revisions keep at most [`MAX_REVISIONS`] workflows (the least recently
 //! used go first), the handed-out copies at most [`MAX_PRIMED`], each for [`PRIMED_FOR`] and for
-//! one read only.
+//! one read only, the server-queued ids at most [`MAX_PRIMED`] per kind, each for
+//! [`SERVER_QUEUED_FOR`] and for one `queue_work` only.
 //!
 //! A handed-out copy is as old as the dequeue, which comes before the host takes the workflow's
 //! lock; it answers the host's lookup right after the dequeue (which reads only the definition id
@@ -19,6 +27,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use wfe_core::models::QueueType;
+
 use crate::pb;
 
 /// Workflows whose revision a provider remembers. A workflow whose revision was forgotten is
@@ -29,11 +39,17 @@ pub const MAX_PRIMED: usize = 1024;
 /// How long a copy handed out by a dequeue may answer the following read.
 pub const PRIMED_FOR: Duration = Duration::from_millis(500);
 
-/// Revisions and handed-out copies, shared by a provider and the queue providers built on it.
+/// How long after a write that the server said it queues itself a `queue_work` of the same id
+/// is answered without a round trip (the WFE host's follows at once).
+pub const SERVER_QUEUED_FOR: Duration = Duration::from_secs(2);
+
+/// Revisions, handed-out copies and server-queued ids, shared by a provider and the lock and
+/// queue providers built on it.
 #[derive(Debug, Default)]
 pub(crate) struct WorkflowCache {
     revisions: Mutex<Generations>,
     primed: Mutex<HashMap<String, (pb::WorkflowInstance, Instant)>>,
+    server_queued: Mutex<HashMap<(QueueType, String), Instant>>,
 }
 
 impl WorkflowCache {
@@ -70,6 +86,38 @@ impl WorkflowCache {
         }
         let (workflow, at) = primed.remove(id)?;
         (at.elapsed() < PRIMED_FOR).then_some(workflow)
+    }
+
+    /// After a write of `id` that said whether the server queues it itself on `queue`
+    /// (`server_queues`): remembers it, or forgets an earlier write's word when it does not.
+    pub(crate) fn server_queues(&self, queue: QueueType, id: &str, queues: bool) {
+        let mut queued = self.server_queued.lock().unwrap();
+        if !queues {
+            if !queued.is_empty() {
+                queued.remove(&(queue, id.to_string()));
+            }
+            return;
+        }
+        if queued.len() >= MAX_PRIMED {
+            let now = Instant::now();
+            queued.retain(|_, at| now.duration_since(*at) < SERVER_QUEUED_FOR);
+            if queued.len() >= MAX_PRIMED {
+                queued.clear();
+            }
+        }
+        queued.insert((queue, id.to_string()), Instant::now());
+    }
+
+    /// Whether the server said, in the last write of `id` from this process and recently, that it
+    /// queues `id` on `queue` itself; true answers one `queue_work` only.
+    pub(crate) fn take_server_queued(&self, queue: QueueType, id: &str) -> bool {
+        let mut queued = self.server_queued.lock().unwrap();
+        if queued.is_empty() {
+            return false;
+        }
+        queued
+            .remove(&(queue, id.to_string()))
+            .is_some_and(|at| at.elapsed() < SERVER_QUEUED_FOR)
     }
 
     /// Drops a handed-out copy of `id` (this process is writing the workflow).
@@ -181,5 +229,32 @@ mod tests {
             });
         }
         assert!(cache.primed.lock().unwrap().len() <= MAX_PRIMED);
+    }
+
+    #[test]
+    fn a_server_queued_id_answers_one_queue_work_of_its_queue() {
+        let cache = WorkflowCache::default();
+        cache.server_queues(QueueType::Workflow, "w1", true);
+        assert!(
+            !cache.take_server_queued(QueueType::Event, "w1"),
+            "other queue"
+        );
+        assert!(cache.take_server_queued(QueueType::Workflow, "w1"));
+        assert!(
+            !cache.take_server_queued(QueueType::Workflow, "w1"),
+            "one only"
+        );
+
+        cache.server_queues(QueueType::Workflow, "w2", true);
+        cache.server_queues(QueueType::Workflow, "w2", false);
+        assert!(
+            !cache.take_server_queued(QueueType::Workflow, "w2"),
+            "a later write that the server does not queue wins"
+        );
+
+        for i in 0..(MAX_PRIMED * 2) {
+            cache.server_queues(QueueType::Event, &format!("e{i}"), true);
+        }
+        assert!(cache.server_queued.lock().unwrap().len() <= MAX_PRIMED);
     }
 }

@@ -50,7 +50,7 @@ pub struct ConnectOptions {
 }
 
 impl ConnectOptions {
-    fn wants_tls(&self) -> bool {
+    pub(crate) fn wants_tls(&self) -> bool {
         self.tls_ca_pem.is_some()
             || self.tls_cert_pem.is_some()
             || self.tls_key_pem.is_some()

@@ -43,6 +43,7 @@
 //! stored by other processes to a host whose queue is in-process), [`search`] (wfe-core's
 //! `SearchIndex` on the server's full-text search).
 
+pub mod balance;
 pub mod cache;
 pub mod connect;
 pub mod convert;

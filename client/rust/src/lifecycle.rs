@@ -88,8 +88,10 @@ impl GrpcLifecyclePublisher {
         Self {
             inner: Arc::new(Inner {
                 store: store.clone(),
-                client: LifecycleServiceClient::new(store.transport()),
-                watch_client: LifecycleServiceClient::new(store.streaming_transport()),
+                // With several servers: the first that is up, for publishing and watching
+                // alike (a server relays events only to its own watchers).
+                client: LifecycleServiceClient::new(store.first_server_transport()),
+                watch_client: LifecycleServiceClient::new(store.first_server_streaming_transport()),
                 events: broadcast::channel(SUBSCRIBER_CAPACITY).0,
                 outbox: Mutex::new(None),
                 watcher: Mutex::new(None),

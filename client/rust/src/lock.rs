@@ -5,8 +5,18 @@
 //! background every third of it for as long as it is held, so a long step keeps its workflow
 //! locked; a lease whose owner died (process killed, network gone) is free once the TTL has
 //! passed. `stop` releases everything the provider holds.
+//!
+//! WFE's two keys in one call: a WFE 1.11 host takes `workflow-execution.{id}` (its execution
+//! claim) and, right after, its executor takes `{id}` and reads the workflow. Unless
+//! [`GrpcLockProvider::with_claim_coalescing`] turns it off, acquiring a claim key takes both
+//! leases in one call (all or none) and brings the workflow read after they were taken: the
+//! executor's `acquire_lock(id)` then answers from the lease already held, and its read from that
+//! copy (through the [`GrpcPersistenceProvider`] the lock provider was built on). Releasing the
+//! claim also releases `{id}` if nobody asked for it; with background release, a release of `{id}`
+//! while its claim is held goes with the claim's release (or on its own after
+//! 50 ms), one call for both.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -26,6 +36,12 @@ type Result<T> = wfe_core::Result<T>;
 pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(30);
 /// The server's limit of resources per RenewLocks request.
 const MAX_RESOURCES_PER_RENEWAL: usize = 10_000;
+/// The lock key a WFE 1.11 host takes around an execution: `workflow-execution.{id}`; its
+/// executor then takes `{id}`.
+pub const CLAIM_PREFIX: &str = "workflow-execution.";
+/// How long the release of a workflow's lease taken with its claim waits to go along with the
+/// claim's release (background release only).
+const COMPANION_RELEASE_DELAY: Duration = Duration::from_millis(50);
 
 /// A distributed lock provider backed by leases on a wfe-sqlite server.
 ///
@@ -49,15 +65,24 @@ pub struct GrpcLockProvider {
     owner: String,
     ttl: Duration,
     background_release: bool,
+    coalesce_claims: bool,
     state: Arc<State>,
 }
 
-/// The leases held (resource -> fencing token), the renewal task, and releases still in flight.
+/// The leases held (resource -> fencing token), the renewal task, releases still in flight, and
+/// what claim coalescing keeps track of.
 #[derive(Debug, Default)]
 struct State {
     held: Mutex<HashMap<String, u64>>,
     renewal: Mutex<Option<JoinHandle<()>>>,
+    /// Releases in flight, by resource (a claim's release also frees its companion).
     releasing: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// Claim key -> workflow id whose lease was taken with it, until the claim is released.
+    companions: Mutex<HashMap<String, String>>,
+    /// Workflow ids whose lease was taken with their claim and not asked for yet.
+    ahead: Mutex<HashSet<String>>,
+    /// Claim key -> its companion, released by the caller, to be freed with the claim.
+    deferred: Mutex<HashMap<String, String>>,
 }
 
 impl Drop for State {
@@ -83,6 +108,7 @@ impl GrpcLockProvider {
             ),
             ttl: DEFAULT_LOCK_TTL,
             background_release: false,
+            coalesce_claims: true,
             state: Arc::default(),
         }
     }
@@ -123,6 +149,16 @@ impl GrpcLockProvider {
     /// renewed). Off by default: `release_lock` returns once the server has freed the lease.
     pub fn with_background_release(mut self, yes: bool) -> Self {
         self.background_release = yes;
+        self
+    }
+
+    /// With `false`, every `acquire_lock` takes the one lease it names. On by default: acquiring
+    /// a WFE execution claim (`workflow-execution.{id}`) also takes the lease on `{id}` and reads
+    /// the workflow in the same call, since the WFE host's executor asks for both right after
+    /// (see the module documentation). The lease on `{id}` is this provider's from then on; its
+    /// first `acquire_lock(id)` answers `true` without a call, a second one `false`.
+    pub fn with_claim_coalescing(mut self, yes: bool) -> Self {
+        self.coalesce_claims = yes;
         self
     }
 
@@ -169,16 +205,76 @@ impl GrpcLockProvider {
         }
     }
 
-    async fn release(&self, resource: String) -> Result<()> {
+    async fn release(&self, resource: String, also_resources: Vec<String>) -> Result<()> {
         let request = pb::ReleaseLockRequest {
             resource,
             owner: self.owner.clone(),
+            also_resources,
         };
         self.store
             .call(&self.client, Subject::None, |mut c| async move {
                 c.release_lock(request).await
             })
             .await?;
+        Ok(())
+    }
+}
+
+impl GrpcLockProvider {
+    /// The workflow id whose lease goes with `resource` when it is a WFE execution claim (not
+    /// when this provider holds that lease already: the claim alone is asked for then).
+    fn companion_of<'a>(&self, resource: &'a str) -> Option<&'a str> {
+        if !self.coalesce_claims {
+            return None;
+        }
+        resource
+            .strip_prefix(CLAIM_PREFIX)
+            .filter(|id| !id.is_empty() && !self.state.held.lock().unwrap().contains_key(*id))
+    }
+
+    /// Waits for the releases in flight of `resources` (a companion's goes with its claim's).
+    async fn settle_releases(&self, resources: &[&str]) {
+        let pending: Vec<JoinHandle<()>> = {
+            let mut releasing = self.state.releasing.lock().unwrap();
+            let mut keys: Vec<String> = Vec::new();
+            for resource in resources {
+                keys.push(resource.to_string());
+                if self.coalesce_claims {
+                    keys.push(format!("{CLAIM_PREFIX}{resource}"));
+                }
+            }
+            keys.iter().filter_map(|k| releasing.remove(k)).collect()
+        };
+        for release in pending {
+            let _ = release.await;
+        }
+    }
+
+    /// Takes the lease on `resource` taken ahead with its claim, if it is still held.
+    fn take_ahead(&self, resource: &str) -> bool {
+        let was_ahead = self.state.ahead.lock().unwrap().remove(resource);
+        was_ahead && self.state.held.lock().unwrap().contains_key(resource)
+    }
+
+    /// Sends a release now, or in the background (then this provider's next acquire of any of
+    /// the resources waits for it).
+    async fn send_release(&self, resource: String, also: Vec<String>) -> Result<()> {
+        if !self.background_release {
+            return self.release(resource, also).await;
+        }
+        let this = self.clone();
+        let name = resource.clone();
+        let release = tokio::spawn(async move {
+            if let Err(error) = this.release(name.clone(), also).await {
+                tracing::warn!(resource = %name, %error, "background lease release failed; it runs out after its TTL");
+            }
+        });
+        let mut releasing = self.state.releasing.lock().unwrap();
+        if releasing.len() >= 64 {
+            releasing.retain(|_, task| !task.is_finished());
+        }
+        // A release of the same resource still in flight finishes on its own.
+        releasing.insert(resource, release);
         Ok(())
     }
 }
@@ -243,14 +339,19 @@ impl DistributedLockProvider for GrpcLockProvider {
     /// Takes the lease on `resource` when it is free or its lease ran out; `false` while a live
     /// lease holds it (also one of this provider).
     async fn acquire_lock(&self, resource: &str) -> Result<bool> {
-        let releasing = self.state.releasing.lock().unwrap().remove(resource);
-        if let Some(release) = releasing {
-            let _ = release.await;
+        if self.take_ahead(resource) {
+            return Ok(true);
         }
+        let companion = self.companion_of(resource);
+        let mut settle = vec![resource];
+        settle.extend(companion);
+        self.settle_releases(&settle).await;
         let request = pb::AcquireLockRequest {
             resource: resource.to_string(),
             owner: self.owner.clone(),
             ttl: Some(crate::convert::duration_to_wire(self.ttl)),
+            also_resources: companion.map(str::to_string).into_iter().collect(),
+            read_workflow_id: companion.unwrap_or_default().to_string(),
         };
         let response = self
             .store
@@ -258,37 +359,79 @@ impl DistributedLockProvider for GrpcLockProvider {
                 c.acquire_lock(request).await
             })
             .await?;
-        if response.acquired {
+        if !response.acquired {
+            return Ok(false);
+        }
+        {
+            let mut held = self.state.held.lock().unwrap();
+            held.insert(resource.to_string(), response.fencing_token);
+            if let (Some(id), Some(token)) = (companion, response.also_fencing_tokens.first()) {
+                held.insert(id.to_string(), *token);
+            }
+        }
+        if let (Some(id), Some(_)) = (companion, response.also_fencing_tokens.first()) {
             self.state
-                .held
+                .companions
                 .lock()
                 .unwrap()
-                .insert(resource.to_string(), response.fencing_token);
-            self.ensure_renewal();
+                .insert(resource.to_string(), id.to_string());
+            self.state.ahead.lock().unwrap().insert(id.to_string());
+            if let Some(workflow) = response.workflow
+                && workflow.id == id
+            {
+                self.store.cache().prime(workflow);
+            }
         }
-        Ok(response.acquired)
+        self.ensure_renewal();
+        Ok(true)
     }
 
     /// Frees this provider's lease on `resource`; not holding it is not an error.
     async fn release_lock(&self, resource: &str) -> Result<()> {
         self.state.held.lock().unwrap().remove(resource);
-        if !self.background_release {
-            return self.release(resource.to_string()).await;
-        }
-        let this = self.clone();
-        let name = resource.to_string();
-        let release = tokio::spawn(async move {
-            if let Err(error) = this.release(name.clone()).await {
-                tracing::warn!(resource = %name, %error, "background lease release failed; it runs out after its TTL");
+        self.state.ahead.lock().unwrap().remove(resource);
+        // A claim: its companion goes with it when nobody asked for it, or its release waits.
+        let companion = self.state.companions.lock().unwrap().remove(resource);
+        if let Some(id) = companion {
+            let deferred = self.state.deferred.lock().unwrap().remove(resource);
+            let unasked = self.state.ahead.lock().unwrap().remove(&id);
+            let mut also = Vec::new();
+            if deferred.is_some() || unasked {
+                self.state.held.lock().unwrap().remove(&id);
+                also.push(id);
             }
-        });
-        let mut releasing = self.state.releasing.lock().unwrap();
-        if releasing.len() >= 64 {
-            releasing.retain(|_, task| !task.is_finished());
+            return self.send_release(resource.to_string(), also).await;
         }
-        // A release of the same resource still in flight finishes on its own.
-        releasing.insert(resource.to_string(), release);
-        Ok(())
+        // A companion whose claim is still held: freed with the claim (background release only).
+        if self.background_release && self.coalesce_claims {
+            let claim = format!("{CLAIM_PREFIX}{resource}");
+            let paired = self
+                .state
+                .companions
+                .lock()
+                .unwrap()
+                .get(&claim)
+                .map(String::as_str)
+                == Some(resource);
+            if paired && self.state.held.lock().unwrap().contains_key(&claim) {
+                self.state
+                    .deferred
+                    .lock()
+                    .unwrap()
+                    .insert(claim.clone(), resource.to_string());
+                let this = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(COMPANION_RELEASE_DELAY).await;
+                    // Still waiting: the claim was not released in time; freed on its own.
+                    let still = this.state.deferred.lock().unwrap().remove(&claim);
+                    if let Some(id) = still {
+                        let _ = this.send_release(id, Vec::new()).await;
+                    }
+                });
+                return Ok(());
+            }
+        }
+        self.send_release(resource.to_string(), Vec::new()).await
     }
 
     /// Starts renewing held leases (also started by the first acquire).
@@ -315,7 +458,9 @@ impl DistributedLockProvider for GrpcLockProvider {
         for release in releasing {
             let _ = release.await;
         }
-        let held: Vec<String> = self
+        self.state.companions.lock().unwrap().clear();
+        self.state.ahead.lock().unwrap().clear();
+        let mut held: Vec<String> = self
             .state
             .held
             .lock()
@@ -323,10 +468,18 @@ impl DistributedLockProvider for GrpcLockProvider {
             .drain()
             .map(|(r, _)| r)
             .collect();
+        held.extend(
+            self.state
+                .deferred
+                .lock()
+                .unwrap()
+                .drain()
+                .map(|(_, id)| id),
+        );
         let mut releases = JoinSet::new();
         for resource in held {
             let this = self.clone();
-            releases.spawn(async move { this.release(resource).await });
+            releases.spawn(async move { this.release(resource, Vec::new()).await });
         }
         let mut first_error = None;
         while let Some(result) = releases.join_next().await {

@@ -16,13 +16,14 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use wfe_core::WfeError;
 use wfe_core::models::{
-    Event, EventSubscription, ExecutionError, ScheduledCommand, WorkflowInstance,
+    Event, EventSubscription, ExecutionError, QueueType, ScheduledCommand, WorkflowInstance,
 };
 use wfe_core::traits::{
     EventRepository, PersistenceProvider, ScheduledCommandRepository, SubscriptionRepository,
     WorkflowRepository,
 };
 
+use crate::balance::Balanced;
 use crate::cache::WorkflowCache;
 use crate::connect::{CallHeaders, ConnectOptions, DEFAULT_CALL_TIMEOUT};
 use crate::convert;
@@ -53,7 +54,7 @@ type HandlerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
 /// What the generated clients call through: the channel, with the deadline and the token
 /// added to each call.
-pub(crate) type Transport = InterceptedService<Channel, CallHeaders>;
+pub(crate) type Transport = InterceptedService<Balanced, CallHeaders>;
 
 /// A WFE persistence provider that stores everything in a wfe-sqlite server over gRPC.
 ///
@@ -68,9 +69,9 @@ pub struct GrpcPersistenceProvider {
     store: StoreServiceClient<Transport>,
     deadline: Duration,
     worker_id: String,
-    /// The connection and call headers, for the lock, queue and lifecycle providers built on
+    /// The connection(s) and call headers, for the lock, queue and lifecycle providers built on
     /// this one.
-    channel: Channel,
+    channel: Balanced,
     headers: CallHeaders,
     /// Revisions read or written, and workflows handed out by dequeues (shared by clones).
     cache: Arc<WorkflowCache>,
@@ -100,12 +101,102 @@ impl GrpcPersistenceProvider {
     /// }).await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// Several servers: `addr` may list them separated by commas (`"10.0.0.1:50051,10.0.0.2:50051"`)
+    /// or be `dns:///name:port` (every address the name has, looked up now); see
+    /// [`connect_many`](Self::connect_many) and [`crate::balance`] for how calls are spread.
     pub async fn connect_with(addr: impl AsRef<str>, options: ConnectOptions) -> Result<Self> {
         let addr = addr.as_ref();
-        let endpoint = options.endpoint(addr)?;
+        if addr.starts_with("dns:") {
+            let (servers, name) = crate::balance::resolve_dns(addr).await?;
+            let mut options = options;
+            if options.wants_tls() && options.domain.is_none() {
+                options.domain = Some(name);
+            }
+            return Self::connect_many(servers, options).await;
+        }
+        Self::connect_many(addr.split(','), options).await
+    }
+
+    /// Connects to several wfe-sqlite servers sharing one store (e.g. on one PostgreSQL
+    /// database, or one SQLite file on one machine) and spreads the calls over them, round-robin
+    /// ([`crate::balance`]): a server that dies is left out, a read whose server died under it is
+    /// tried again on another, a write that failed in flight is not (`UNAVAILABLE`: it may or may
+    /// not have been applied). Returns once one server answers; fails, with the first address's
+    /// reason, when none does. `options` apply to every server (with TLS each certificate must
+    /// hold the address's host, or `options.domain`). One address: the same as
+    /// [`connect_with`](Self::connect_with).
+    pub async fn connect_many<I, S>(addrs: I, options: ConnectOptions) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let addrs: Vec<String> = addrs
+            .into_iter()
+            .map(|a| a.as_ref().trim().to_string())
+            .collect();
+        if addrs.is_empty() || addrs.iter().any(String::is_empty) {
+            return Err(crate::connect::invalid_argument(format!(
+                "address: expected host:port, or several separated by commas, got {addrs:?}"
+            )));
+        }
+        let endpoints = addrs
+            .iter()
+            .map(|addr| options.endpoint(addr))
+            .collect::<Result<Vec<_>>>()?;
         let headers = CallHeaders::new(options.token.as_deref(), options.deadline())?;
-        let channel = endpoint.connect().await.map_err(|e| transport(e, addr))?;
-        Ok(Self::build(channel, headers, options.deadline()))
+        if let [endpoint] = endpoints.as_slice() {
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| transport(e, &addrs[0]))?;
+            return Ok(Self::build(
+                Balanced::new(vec![channel]),
+                headers,
+                options.deadline(),
+            ));
+        }
+        // Connect to all at once; the first that answers will do, the others connect when used.
+        let mut connecting = tokio::task::JoinSet::new();
+        for (index, endpoint) in endpoints.iter().enumerate() {
+            let endpoint = endpoint.clone();
+            connecting.spawn(async move { (index, endpoint.connect().await) });
+        }
+        let mut errors: Vec<Option<WfeError>> = addrs.iter().map(|_| None).collect();
+        let mut connected = None;
+        while let Some(joined) = connecting.join_next().await {
+            let Ok((index, result)) = joined else {
+                continue;
+            };
+            match result {
+                Ok(channel) => {
+                    connected = Some((index, channel));
+                    break;
+                }
+                Err(e) => errors[index] = Some(transport(e, &addrs[index])),
+            }
+        }
+        let Some((first, channel)) = connected else {
+            return Err(errors.into_iter().flatten().next().unwrap_or_else(|| {
+                WfeError::Persistence(format!(
+                    "UNAVAILABLE (UNAVAILABLE): cannot connect to {addrs:?}"
+                ))
+            }));
+        };
+        let mut channel = Some(channel);
+        let channels = endpoints
+            .iter()
+            .enumerate()
+            .map(|(index, endpoint)| match index == first {
+                true => channel.take().expect("taken once"),
+                false => endpoint.connect_lazy(),
+            })
+            .collect();
+        Ok(Self::build(
+            Balanced::new(channels),
+            headers,
+            options.deadline(),
+        ))
     }
 
     /// Builds the provider on a channel the caller configured (TLS, interceptors, ...); its
@@ -113,10 +204,10 @@ impl GrpcPersistenceProvider {
     pub fn from_channel(channel: Channel) -> Self {
         let headers =
             CallHeaders::new(None, DEFAULT_CALL_TIMEOUT).expect("no token: nothing to validate");
-        Self::build(channel, headers, DEFAULT_CALL_TIMEOUT)
+        Self::build(Balanced::new(vec![channel]), headers, DEFAULT_CALL_TIMEOUT)
     }
 
-    fn build(channel: Channel, headers: CallHeaders, deadline: Duration) -> Self {
+    fn build(channel: Balanced, headers: CallHeaders, deadline: Duration) -> Self {
         let m = MAX_MESSAGE_BYTES;
         let with = || InterceptedService::new(channel.clone(), headers.clone());
         Self {
@@ -155,9 +246,15 @@ impl GrpcPersistenceProvider {
         InterceptedService::new(self.channel.clone(), self.headers.clone())
     }
 
-    /// The connection with this provider's token but no deadline, for streams that stay open.
-    pub(crate) fn streaming_transport(&self) -> Transport {
-        InterceptedService::new(self.channel.clone(), self.headers.without_deadline())
+    /// [`transport`](Self::transport) to the first live server of the list (lifecycle events).
+    pub(crate) fn first_server_transport(&self) -> Transport {
+        InterceptedService::new(self.channel.first_server(), self.headers.clone())
+    }
+
+    /// The same with this provider's token but no deadline, for streams that stay open (a
+    /// lifecycle watch).
+    pub(crate) fn first_server_streaming_transport(&self) -> Transport {
+        InterceptedService::new(self.channel.first_server(), self.headers.without_deadline())
     }
 
     /// The revisions and handed-out workflows this provider (and its clones) remember.
@@ -384,6 +481,8 @@ impl WorkflowRepository for GrpcPersistenceProvider {
             )
             .await?;
         self.cache.remember(&response.id, response.revision);
+        self.cache
+            .server_queues(QueueType::Workflow, &response.id, response.server_queues);
         Ok(response.id)
     }
 
@@ -403,6 +502,8 @@ impl WorkflowRepository for GrpcPersistenceProvider {
             )
             .await?;
         self.cache.remember(&instance.id, response.revision);
+        self.cache
+            .server_queues(QueueType::Workflow, &instance.id, response.server_queues);
         Ok(())
     }
 
@@ -427,6 +528,8 @@ impl WorkflowRepository for GrpcPersistenceProvider {
             )
             .await?;
         self.cache.remember(&instance.id, response.revision);
+        self.cache
+            .server_queues(QueueType::Workflow, &instance.id, response.server_queues);
         Ok(())
     }
 
@@ -538,6 +641,8 @@ impl EventRepository for GrpcPersistenceProvider {
                 |mut c| async move { c.create_event(request).await },
             )
             .await?;
+        self.cache
+            .server_queues(QueueType::Event, &response.id, response.server_queues);
         Ok(response.id)
     }
 

@@ -9,7 +9,13 @@
 //! Built on a [`GrpcPersistenceProvider`] with [`GrpcQueueProvider::new`], a workflow dequeue
 //! also brings the workflow, which answers the host's lookup that follows (it only reads the
 //! definition id and version) without a round trip. The executor's own read, after it has taken
-//! the workflow's lock, goes to the server: a copy fetched before the lock may be stale.
+//! the workflow's lock, goes to the server (or comes with the lock: [`crate::GrpcLockProvider`]):
+//! a copy fetched before the lock may be stale.
+//!
+//! A `queue_work` right after a write through the same store that the server queues itself
+//! (the write's `server_queues`: WFE queues every workflow it creates or persists runnable and
+//! every event it creates, and the server does too) returns without a call
+//! ([`GrpcQueueProvider::with_server_queued_skip`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +59,8 @@ pub struct GrpcQueueProvider {
     wait: Duration,
     /// The persistence provider's cache that dequeued workflows are handed to.
     cache: Option<Arc<WorkflowCache>>,
+    /// Whether a `queue_work` the server already does itself is answered without a call.
+    skip_server_queued: bool,
 }
 
 impl GrpcQueueProvider {
@@ -67,6 +75,7 @@ impl GrpcQueueProvider {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             wait: DEFAULT_DEQUEUE_WAIT,
             cache: Some(store.cache().clone()),
+            skip_server_queued: true,
         }
     }
 
@@ -92,6 +101,14 @@ impl GrpcQueueProvider {
         self
     }
 
+    /// With `false`, every `queue_work` is sent, also right after a write the server said it
+    /// queues itself (on by default: a WFE host queues every workflow and event it stores, and
+    /// the server already does; each skipped call is a round trip per step).
+    pub fn with_server_queued_skip(mut self, yes: bool) -> Self {
+        self.skip_server_queued = yes;
+        self
+    }
+
     /// Dequeues without bringing the workflow along (the host then reads it itself).
     pub fn without_workflow(mut self) -> Self {
         self.cache = None;
@@ -101,8 +118,15 @@ impl GrpcQueueProvider {
 
 #[async_trait]
 impl QueueProvider for GrpcQueueProvider {
-    /// Appends `id`; an id already waiting in that queue keeps its one entry.
+    /// Appends `id`; an id already waiting in that queue keeps its one entry. Right after a write
+    /// of `id` through the same store after which the server said it queues `id` itself
+    /// (`server_queues`: a workflow stored RUNNABLE with a next execution, an unprocessed event),
+    /// this returns at once without a call: the server queues it in that write, when the last
+    /// lease on it is released (or runs out), or when it comes due.
     async fn queue_work(&self, id: &str, queue: QueueType) -> Result<()> {
+        if self.skip_server_queued && self.store.cache().take_server_queued(queue, id) {
+            return Ok(());
+        }
         let request = pb::QueueWorkRequest {
             id: id.to_string(),
             queue: convert::queue_type_to_wire(queue) as i32,

@@ -21,8 +21,8 @@ use wfe::models::{ExecutionResult, LifecycleEvent, LifecycleEventType, WorkflowS
 use wfe::traits::step::{StepBody, StepExecutionContext};
 use wfe_core::models::{EventSubscription, ExecutionPointer, QueueType, WorkflowInstance};
 use wfe_core::traits::{
-    DistributedLockProvider, LifecyclePublisher, PersistenceProvider, QueueProvider,
-    SubscriptionRepository, WorkflowRepository,
+    DistributedLockProvider, EventRepository, LifecyclePublisher, PersistenceProvider,
+    QueueProvider, SubscriptionRepository, WorkflowRepository,
 };
 use wfe_grpc::{
     GrpcLifecyclePublisher, GrpcLockProvider, GrpcPersistenceProvider, GrpcQueueProvider,
@@ -215,6 +215,198 @@ async fn a_background_release_is_awaited_by_the_next_acquire_and_by_stop() {
     for resource in ["r", "s", "t"] {
         assert!(two.acquire_lock(resource).await.unwrap(), "{resource}");
     }
+}
+
+/// Runs `f` while the server is paused (SIGSTOP): it must be answered without a round trip.
+async fn without_the_server<T>(
+    server: &ServerProcess,
+    f: impl std::future::Future<Output = T>,
+) -> T {
+    server.pause();
+    let answered = tokio::time::timeout(Duration::from_secs(3), f).await;
+    server.resume();
+    answered.expect("answered without a round trip (the server was paused)")
+}
+
+#[tokio::test]
+async fn a_wfe_claim_takes_the_workflow_lease_and_reads_the_workflow_in_the_same_call() {
+    let server = server().await;
+    let host_store = store(&server).await;
+    let locks = GrpcLockProvider::new(&host_store).with_background_release(true);
+    let other_locks = GrpcLockProvider::connect(&server.addr).await.unwrap();
+    let other = store(&server).await;
+    let id = other.create_new_workflow(&workflow()).await.unwrap();
+    let mut changed = other.get_workflow_instance(&id).await.unwrap();
+    changed.data = json!({"n": 5});
+    other.persist_workflow(&changed).await.unwrap();
+
+    let claim = format!("workflow-execution.{id}");
+    assert!(locks.acquire_lock(&claim).await.unwrap());
+    let (claim_token, id_token) = (
+        locks.fencing_token(&claim).unwrap(),
+        locks.fencing_token(&id).unwrap(),
+    );
+    assert!(id_token > claim_token, "both leases taken in one call");
+    assert!(!other_locks.acquire_lock(&id).await.unwrap());
+
+    // What the executor does next (acquire the id, read the workflow) needs no round trip, and
+    // the read is the state after the leases were taken.
+    let (acquired, read) = without_the_server(&server, async {
+        let acquired = locks.acquire_lock(&id).await.unwrap();
+        (
+            acquired,
+            host_store.get_workflow_instance(&id).await.unwrap(),
+        )
+    })
+    .await;
+    assert!(acquired);
+    assert_eq!(read.data, json!({"n": 5}));
+    assert_eq!(host_store.known_revision(&id), Some(2));
+    assert!(!locks.acquire_lock(&id).await.unwrap(), "not re-entrant");
+    let again = host_store.get_workflow_instance(&id).await.unwrap();
+    assert_eq!(
+        again.data,
+        json!({"n": 5}),
+        "the next read goes to the server"
+    );
+
+    // The id's release goes with the claim's; stop waits for releases in flight.
+    locks.release_lock(&id).await.unwrap();
+    locks.release_lock(&claim).await.unwrap();
+    locks.stop().await.unwrap();
+    assert!(other_locks.acquire_lock(&claim).await.unwrap());
+    assert!(other_locks.acquire_lock(&id).await.unwrap());
+
+    // All or none: while another owner holds the id, the claim is not taken either.
+    let mine = GrpcLockProvider::new(&host_store);
+    let second = other.create_new_workflow(&workflow()).await.unwrap();
+    let second_claim = format!("workflow-execution.{second}");
+    assert!(other_locks.acquire_lock(&second).await.unwrap());
+    assert!(!mine.acquire_lock(&second_claim).await.unwrap());
+    assert!(mine.held().is_empty());
+    other_locks.release_lock(&second).await.unwrap();
+
+    // A claim released without anyone asking for its workflow frees that lease too.
+    assert!(mine.acquire_lock(&second_claim).await.unwrap());
+    mine.release_lock(&second_claim).await.unwrap();
+    assert!(mine.held().is_empty());
+    assert!(other_locks.acquire_lock(&second).await.unwrap());
+    other_locks.release_lock(&second).await.unwrap();
+
+    // Without coalescing a claim is one lease like any other.
+    let plain = GrpcLockProvider::new(&host_store).with_claim_coalescing(false);
+    assert!(plain.acquire_lock(&second_claim).await.unwrap());
+    assert_eq!(plain.held(), vec![second_claim.clone()]);
+    assert!(other_locks.acquire_lock(&second).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_released_workflow_lease_whose_claim_stays_held_is_freed_on_its_own() {
+    let server = server().await;
+    let host_store = store(&server).await;
+    let locks = GrpcLockProvider::new(&host_store).with_background_release(true);
+    let other_locks = GrpcLockProvider::connect(&server.addr).await.unwrap();
+    let claim = "workflow-execution.w1";
+    assert!(locks.acquire_lock(claim).await.unwrap());
+    assert!(locks.acquire_lock("w1").await.unwrap());
+    locks.release_lock("w1").await.unwrap();
+    assert_eq!(locks.held(), vec![claim.to_string()]);
+    let started = Instant::now();
+    while !other_locks.acquire_lock("w1").await.unwrap() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the workflow lease was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !other_locks.acquire_lock(claim).await.unwrap(),
+        "the claim is still held"
+    );
+    // The claim's release then frees the claim alone.
+    locks.release_lock(claim).await.unwrap();
+    locks.stop().await.unwrap();
+    assert!(other_locks.acquire_lock(claim).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_queue_work_the_server_does_itself_after_a_write_needs_no_call() {
+    let server = server().await;
+    let host_store = store(&server).await;
+    let queue = GrpcQueueProvider::new(&host_store);
+    let locks = GrpcLockProvider::new(&host_store);
+
+    // Created RUNNABLE and due: the server queued it in the create.
+    let id = host_store.create_new_workflow(&workflow()).await.unwrap();
+    without_the_server(&server, queue.queue_work(&id, QueueType::Workflow))
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(id.clone())
+    );
+    // One queue_work per write: the next one is sent (and queues it again).
+    queue.queue_work(&id, QueueType::Workflow).await.unwrap();
+    assert_eq!(
+        queue.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(id.clone())
+    );
+
+    // Persisted runnable under the host's leases: the server queues it when they are released.
+    let claim = format!("workflow-execution.{id}");
+    assert!(locks.acquire_lock(&claim).await.unwrap());
+    assert!(locks.acquire_lock(&id).await.unwrap());
+    let mut w = host_store.get_workflow_instance(&id).await.unwrap();
+    w.data = json!({"n": 1});
+    host_store.persist_workflow(&w).await.unwrap();
+    without_the_server(&server, queue.queue_work(&id, QueueType::Workflow))
+        .await
+        .unwrap();
+    let nothing = GrpcQueueProvider::new(&host_store).with_wait(Duration::ZERO);
+    assert_eq!(
+        nothing.dequeue_work(QueueType::Workflow).await.unwrap(),
+        None
+    );
+    locks.release_lock(&id).await.unwrap();
+    locks.release_lock(&claim).await.unwrap();
+    assert_eq!(
+        queue.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(id.clone())
+    );
+
+    // Stored COMPLETE: the server does not queue it, so queue_work is sent.
+    w.status = WorkflowStatus::Complete;
+    w.next_execution = None;
+    host_store.persist_workflow(&w).await.unwrap();
+    queue.queue_work(&id, QueueType::Workflow).await.unwrap();
+    assert_eq!(
+        queue.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(id.clone())
+    );
+
+    // An event created unprocessed: queued by the server in the create, once.
+    let event = wfe_core::models::Event::new("n", "k", json!({}));
+    let event_id = host_store.create_event(&event).await.unwrap();
+    without_the_server(&server, queue.queue_work(&event_id, QueueType::Event))
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.dequeue_work(QueueType::Event).await.unwrap(),
+        Some(event_id)
+    );
+    assert_eq!(nothing.dequeue_work(QueueType::Event).await.unwrap(), None);
+
+    // Switched off: every queue_work is sent.
+    let sending = GrpcQueueProvider::new(&host_store).with_server_queued_skip(false);
+    let id2 = host_store.create_new_workflow(&workflow()).await.unwrap();
+    server.pause();
+    let sent = tokio::time::timeout(
+        Duration::from_millis(500),
+        sending.queue_work(&id2, QueueType::Workflow),
+    )
+    .await;
+    server.resume();
+    assert!(sent.is_err(), "sent to the (paused) server");
 }
 
 #[tokio::test]

@@ -391,3 +391,51 @@ fn debug_output_hides_the_token_and_the_key() {
     assert!(!text.contains("s3cret"), "{text}");
     assert!(!text.contains("PRIVATE"), "{text}");
 }
+
+#[tokio::test]
+async fn several_servers_with_mutual_tls_and_a_token() {
+    // Two servers on one file, each with TLS, client certificates and tokens; the client given
+    // both addresses (`localhost`, the name in the server certificate) spreads its calls.
+    let certs = Certs::new();
+    std::fs::write(certs.dir.path().join("tokens"), "several-token\n").unwrap();
+    let mut args = certs.server_args(true);
+    args.extend(["--tokens-file".to_string(), certs.path("tokens")]);
+    let first = start(args.clone(), vec![]).await;
+    let db = format!(
+        "sqlite:///{}",
+        first.db_path.display().to_string().trim_start_matches('/')
+    );
+    args.extend(["--db".to_string(), db]);
+    let second = start(args, vec![]).await;
+    let local = |s: &ServerProcess| format!("localhost:{}", s.addr.rsplit_once(':').unwrap().1);
+    let both = [local(&first), local(&second)];
+    let mtls = ConnectOptions {
+        tls_cert_pem: Some(certs.pem("client.crt")),
+        tls_key_pem: Some(certs.pem("client.key")),
+        ..tls_to(&certs)
+    };
+    let store = GrpcPersistenceProvider::connect_many(
+        &both,
+        ConnectOptions {
+            token: Some("several-token".into()),
+            ..mtls.clone()
+        },
+    )
+    .await
+    .unwrap();
+    for _ in 0..4 {
+        round_trip(&store).await.unwrap();
+    }
+    let err = connect_and_call(&both.join(","), mtls).await.unwrap_err();
+    assert_eq!(
+        error_reason(&err),
+        Some(ErrorReason::Unauthenticated),
+        "{err}"
+    );
+    // Plaintext against both: the error names the first server.
+    let err = connect_and_call(&both.join(","), ConnectOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("UNAVAILABLE"), "{err}");
+}

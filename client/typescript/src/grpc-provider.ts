@@ -21,6 +21,7 @@ import {
   workflowToWire,
 } from "./convert.js";
 import { errorFromRpc, InvalidArgument, LeaseLost, WfeError } from "./errors.js";
+import { addressList, resolveAddresses, RoundRobinTransport, type ServerAddress } from "./balance.js";
 import { awaitServerSettings, handshakeError, type HandshakeSide } from "./handshake.js";
 import { EventService } from "./gen/wfe/persistence/v1/events_pb.js";
 import { ExecutionErrorService, StoreService } from "./gen/wfe/persistence/v1/execution_errors_pb.js";
@@ -125,6 +126,8 @@ function bearer(token: string): Interceptor {
  */
 export interface SharedConnection {
   readonly transport: Transport;
+  /** With several servers: calls to the first of the list that is up (for lifecycle events). */
+  readonly firstServerTransport: Transport;
   /** The provider's deadline per call, in milliseconds. */
   readonly timeoutMs: number;
   call<T>(fn: () => Promise<T>): Promise<T>;
@@ -139,10 +142,21 @@ export function sharedConnection(provider: GrpcPersistenceProvider): SharedConne
   return connectionOf(provider);
 }
 
+/** One server of a provider: its HTTP/2 connection and the transport over it. */
+interface Endpoint {
+  address: string;
+  baseUrl: string;
+  sessionOptions: http2.SecureClientSessionOptions;
+  session: Http2SessionManager;
+  transport: Transport;
+}
+
 export class GrpcPersistenceProvider implements PersistenceProvider {
+  /** The address(es) as given (several joined with commas). */
   readonly address: string;
-  readonly #session: Http2SessionManager;
+  readonly #endpoints: readonly Endpoint[];
   readonly #transport: Transport;
+  readonly #firstServerTransport: Transport;
   readonly #timeoutMs: number;
   readonly #workflows: Client<typeof WorkflowService>;
   readonly #events: Client<typeof EventService>;
@@ -150,35 +164,48 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
   readonly #commands: Client<typeof ScheduledCommandService>;
   readonly #errors: Client<typeof ExecutionErrorService>;
   readonly #store: Client<typeof StoreService>;
-  readonly #baseUrl: string;
-  readonly #sessionOptions: http2.SecureClientSessionOptions;
   readonly #side: HandshakeSide;
   readonly #visibility: VisibilityOperations;
   #closed = false;
 
-  private constructor(address: string, options: ConnectOptions) {
+  private constructor(address: string, servers: readonly ServerAddress[], options: ConnectOptions) {
     this.address = address;
     const useTls = options.tls !== undefined && options.tls !== false;
-    const baseUrl = baseUrlOf(address, useTls);
     const maxBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     if (!Number.isInteger(timeoutMs) || timeoutMs < 1) {
       throw new InvalidArgument(`timeoutMs must be a positive integer, got ${timeoutMs}`, { field: "timeoutMs" });
     }
-    this.#baseUrl = baseUrl;
-    this.#sessionOptions = sessionOptionsOf(options.tls);
-    this.#side = { tls: baseUrl.startsWith("https:"), clientCertificate: typeof options.tls === "object" && options.tls.cert !== undefined };
-    this.#timeoutMs = timeoutMs;
-    this.#session = new Http2SessionManager(baseUrl, undefined, this.#sessionOptions);
-    const transport = createGrpcTransport({
-      baseUrl,
-      sessionManager: this.#session,
-      readMaxBytes: maxBytes,
-      writeMaxBytes: maxBytes,
-      interceptors: options.token === undefined ? [] : [bearer(options.token)],
-      defaultTimeoutMs: timeoutMs,
+    const sessionOptions = sessionOptionsOf(options.tls);
+    const endpoints = servers.map((server): Endpoint => {
+      const baseUrl = baseUrlOf(server.address, useTls);
+      const own =
+        server.serverName !== undefined && sessionOptions.servername === undefined
+          ? { ...sessionOptions, servername: server.serverName }
+          : sessionOptions;
+      const session = new Http2SessionManager(baseUrl, undefined, own);
+      const transport = createGrpcTransport({
+        baseUrl,
+        sessionManager: session,
+        readMaxBytes: maxBytes,
+        writeMaxBytes: maxBytes,
+        interceptors: options.token === undefined ? [] : [bearer(options.token)],
+        defaultTimeoutMs: timeoutMs,
+      });
+      return { address: server.address, baseUrl, sessionOptions: own, session, transport };
     });
+    const first = endpoints[0] as Endpoint;
+    this.#endpoints = endpoints;
+    this.#side = {
+      tls: first.baseUrl.startsWith("https:"),
+      clientCertificate: typeof options.tls === "object" && options.tls.cert !== undefined,
+    };
+    this.#timeoutMs = timeoutMs;
+    const transports = endpoints.map((e) => e.transport);
+    const transport = endpoints.length === 1 ? first.transport : new RoundRobinTransport(transports, timeoutMs);
     this.#transport = transport;
+    this.#firstServerTransport =
+      endpoints.length === 1 ? first.transport : new RoundRobinTransport(transports, timeoutMs, { inOrder: true });
     this.#workflows = createClient(WorkflowService, transport);
     this.#events = createClient(EventService, transport);
     this.#subscriptions = createClient(SubscriptionService, transport);
@@ -195,36 +222,55 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
    * server that cannot be reached is a `WfeError` with code Unavailable, and so is one that
    * refused the handshake (a TLS server to a plaintext client, a mutual-TLS server to a client
    * without the certificate it wants, a certificate this client does not trust), saying so.
+   *
+   * Several servers: an array of addresses, one comma-separated string, or `dns:///name:port`
+   * (every address the name has, looked up now). Calls go round-robin over them; a server that
+   * dies is left out; a read-only call whose server died under it is tried again on another; a
+   * write that failed in flight is not (code Unavailable: it may or may not have been applied).
+   * `connect()` resolves once one server has answered, and fails (with the first server's
+   * reason) when none does. With TLS every server's certificate must hold the name TLS checks
+   * (each address's host, the `dns:///` name, or `tls.serverName`).
    */
-  static async connect(address: string, options: ConnectOptions = {}): Promise<GrpcPersistenceProvider> {
-    const provider = new GrpcPersistenceProvider(address, options);
+  static async connect(address: string | readonly string[], options: ConnectOptions = {}): Promise<GrpcPersistenceProvider> {
+    const addresses = addressList(address);
+    const servers = await resolveAddresses(addresses);
+    if (servers.length === 0) {
+      throw new WfeError(`no address found for ${addresses.join(",")}`, { code: Code.Unavailable });
+    }
+    const provider = new GrpcPersistenceProvider(addresses.join(","), servers, options);
     if (options.waitForReady ?? true) {
-      const state = await provider.#session.connect();
-      if (state === "error") {
-        const cause = provider.#session.error();
-        provider.close();
-        if (provider.#side.tls && cause instanceof Error && cause.cause instanceof Error) {
-          throw handshakeError(address, provider.#side, cause.cause);
-        }
-        const reason = cause instanceof Error ? cause.message : String(cause);
-        throw new WfeError(`cannot connect to wfe-sqlite server at ${address}: ${reason}`, {
-          code: Code.Unavailable,
-          cause,
-        });
-      }
+      const attempts = provider.#endpoints.map((endpoint) => provider.#ready(endpoint));
       try {
-        await awaitServerSettings(provider.#baseUrl, address, provider.#side, provider.#sessionOptions, provider.#timeoutMs);
+        await Promise.any(attempts);
       } catch (error) {
         provider.close();
-        throw error;
+        throw error instanceof AggregateError ? (error.errors[0] as Error) : error;
       }
     }
     return provider;
   }
 
+  /** Resolves once `endpoint`'s server has answered the HTTP/2 handshake; why not, otherwise. */
+  async #ready(endpoint: Endpoint): Promise<void> {
+    const state = await endpoint.session.connect();
+    if (state === "error") {
+      const cause = endpoint.session.error();
+      if (this.#side.tls && cause instanceof Error && cause.cause instanceof Error) {
+        throw handshakeError(endpoint.address, this.#side, cause.cause);
+      }
+      const reason = cause instanceof Error ? cause.message : String(cause);
+      throw new WfeError(`cannot connect to wfe-sqlite server at ${endpoint.address}: ${reason}`, {
+        code: Code.Unavailable,
+        cause,
+      });
+    }
+    await awaitServerSettings(endpoint.baseUrl, endpoint.address, this.#side, endpoint.sessionOptions, this.#timeoutMs);
+  }
+
   static {
     connectionOf = (provider) => ({
       transport: provider.#transport,
+      firstServerTransport: provider.#firstServerTransport,
       timeoutMs: provider.#timeoutMs,
       call: (fn) => provider.#call(fn),
       close: () => provider.close(),
@@ -235,7 +281,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#session.abort();
+    for (const endpoint of this.#endpoints) endpoint.session.abort();
   }
 
   [Symbol.asyncDispose](): Promise<void> {

@@ -49,3 +49,4 @@ export {
   type WorkflowSearchPage,
   type WorkflowSummary,
 } from "./visibility.js";
+export { READ_METHODS, RoundRobinTransport } from "./balance.js";

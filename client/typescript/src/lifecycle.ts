@@ -222,11 +222,13 @@ export class GrpcLifecyclePublisher implements AsyncDisposable {
   /** A publisher on the connection of `store` (closing the publisher leaves `store` open). */
   constructor(store: GrpcPersistenceProvider) {
     this.#connection = sharedConnection(store);
-    this.#client = createClient(wire.LifecycleService, this.#connection.transport);
+    // With several servers: the first that is up, for publishing and watching alike (a server
+    // relays events only to its own watchers).
+    this.#client = createClient(wire.LifecycleService, this.#connection.firstServerTransport);
   }
 
   /** Connects to the server at `address` with a connection of its own, closed by `close()`. */
-  static async connect(address: string, options: ConnectOptions = {}): Promise<GrpcLifecyclePublisher> {
+  static async connect(address: string | readonly string[], options: ConnectOptions = {}): Promise<GrpcLifecyclePublisher> {
     const publisher = new GrpcLifecyclePublisher(await GrpcPersistenceProvider.connect(address, options));
     publisher.#ownsConnection = true;
     return publisher;

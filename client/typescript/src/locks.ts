@@ -117,7 +117,7 @@ export class GrpcLockProvider implements AsyncDisposable {
    * Connects to the server at `address` (connection options as for
    * `GrpcPersistenceProvider.connect`) with a connection of its own, closed by `close()`.
    */
-  static async connect(address: string, options: LockProviderOptions & ConnectOptions = {}): Promise<GrpcLockProvider> {
+  static async connect(address: string | readonly string[], options: LockProviderOptions & ConnectOptions = {}): Promise<GrpcLockProvider> {
     const store = await GrpcPersistenceProvider.connect(address, options);
     try {
       const provider = new GrpcLockProvider(store, options);

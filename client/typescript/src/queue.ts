@@ -85,7 +85,7 @@ export class GrpcQueueProvider implements AsyncDisposable {
   }
 
   /** Connects to the server at `address` with a connection of its own, closed by `close()`. */
-  static async connect(address: string, options: ConnectOptions = {}): Promise<GrpcQueueProvider> {
+  static async connect(address: string | readonly string[], options: ConnectOptions = {}): Promise<GrpcQueueProvider> {
     const provider = new GrpcQueueProvider(await GrpcPersistenceProvider.connect(address, options));
     provider.#ownsConnection = true;
     return provider;

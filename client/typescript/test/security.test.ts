@@ -126,17 +126,19 @@ describe("TLS", () => {
   });
 });
 
+/** `connecting` fails at once (Unavailable) with a message matching `pattern`. */
+async function refusal(connecting: Promise<GrpcPersistenceProvider>, pattern: RegExp) {
+  const started = Date.now();
+  await assert.rejects(connecting, (e: unknown) => {
+    assert.ok(e instanceof WfeError, `expected a WfeError, got ${String(e)}`);
+    assert.equal(e.code, Code.Unavailable);
+    assert.match(e.message, pattern);
+    return true;
+  });
+  assert.ok(Date.now() - started < 5_000, "at once, not after a deadline");
+}
+
 describe("a refused handshake says so", () => {
-  const refusal = async (connecting: Promise<GrpcPersistenceProvider>, pattern: RegExp) => {
-    const started = Date.now();
-    await assert.rejects(connecting, (e: unknown) => {
-      assert.ok(e instanceof WfeError, `expected a WfeError, got ${String(e)}`);
-      assert.equal(e.code, Code.Unavailable);
-      assert.match(e.message, pattern);
-      return true;
-    });
-    assert.ok(Date.now() - started < 5_000, "at once, not after a deadline");
-  };
 
   it("plaintext against TLS, a client certificate missing or foreign against mutual TLS", async () => {
     const args = ["--tls-cert", file("server.pem"), "--tls-key", file("server.key"), "--tls-client-ca", file("ca.pem")];
@@ -160,5 +162,38 @@ describe("a refused handshake says so", () => {
         /^TLS handshake with the wfe-sqlite server at .* failed: .*does the server serve plaintext\?/);
     });
     await refusal(GrpcPersistenceProvider.connect("127.0.0.1:1"), /^cannot connect to wfe-sqlite server at 127\.0\.0\.1:1: /);
+  });
+});
+
+describe("several servers", () => {
+  it("mutual TLS and a token on every server; the handshake errors name the first server", async () => {
+    const args = ["--tls-cert", file("server.pem"), "--tls-key", file("server.key"), "--tls-client-ca", file("ca.pem"),
+      "--tokens-file", file("tokens")];
+    const first = await startServer(args);
+    const second = await startServer(args, { dbPath: first.dbPath });
+    try {
+      const both = [first.address, second.address];
+      const tls = { ca: pem("ca.pem"), cert: pem("client.pem"), key: pem("client.key") };
+      const store = await GrpcPersistenceProvider.connect(both, { tls, token: TOKEN });
+      try {
+        // Six creates, three on each server (round-robin), each read back (through the other).
+        for (let n = 0; n < 6; n++) {
+          const w = newWorkflowInstance("secure-several", 1, { n });
+          await store.createNewWorkflow(w);
+          assert.deepEqual((await store.getWorkflowInstance(w.id)).data, { n });
+        }
+      } finally {
+        store.close();
+      }
+      await rejected(GrpcPersistenceProvider.connect(both, { tls }), (e) => assert.ok(e instanceof Unauthenticated, e.message));
+      const at = first.address;
+      await refusal(GrpcPersistenceProvider.connect(both),
+        new RegExp(`^handshake with the wfe-sqlite server at ${at} failed: it closed the connection; it expects TLS`));
+      await refusal(GrpcPersistenceProvider.connect(both.join(","), { tls: { ca: pem("ca.pem") } }),
+        new RegExp(`^TLS handshake with the wfe-sqlite server at ${at} failed: .*it requires a client certificate`));
+    } finally {
+      await second.stop();
+      await first.stop();
+    }
   });
 });

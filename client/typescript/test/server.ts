@@ -28,6 +28,8 @@ export interface RunningServer {
   process: ChildProcess;
   /** Everything the server wrote to stderr so far. */
   stderr(): string;
+  /** Everything the server wrote to stdout so far ("listening on ...", "metrics on ..."). */
+  stdout(): string;
   /**
    * SIGTERM (or `signal`), wait for exit (SIGKILL after a grace period), remove the temp
    * directory unless the caller gave `dbPath`.
@@ -53,8 +55,8 @@ export async function startServer(extraArgs: string[] = [], options: StartOption
   child.stderr.on("data", (chunk: string) => (stderr += chunk));
   const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)));
 
+  let stdout = "";
   const address = await new Promise<string>((res, rej) => {
-    let stdout = "";
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
       rej(new Error(`${bin} did not print "listening on" within ${START_TIMEOUT_MS} ms; stderr:\n${stderr}`));
@@ -83,6 +85,7 @@ export async function startServer(extraArgs: string[] = [], options: StartOption
     dbPath,
     process: child,
     stderr: () => stderr,
+    stdout: () => stdout,
     async stop(signal: NodeJS.Signals = "SIGTERM") {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill(signal);

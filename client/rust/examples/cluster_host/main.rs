@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --example cluster_host -- 127.0.0.1:50051 --log steps.log [--name h1] [--start 100]
 //!     [--ttl-ms 30000] [--work-ms 0] [--wait-go] [--lifecycle] [--sync-release] [--no-prime]
-//!     [--inmemory]
+//!     [--no-coalesce] [--send-all-queues] [--inmemory]
 //! ```
 //!
 //! A `wfe::WorkflowHost` on the adapter (persistence, with revisions), `GrpcLockProvider`
@@ -23,7 +23,11 @@
 //! `--lifecycle` also publishes lifecycle events through `GrpcLifecyclePublisher`;
 //! `--sync-release` waits for each lease release (`GrpcLockProvider::with_background_release`
 //! off: two more round trips on each step's path); `--no-prime` dequeues without the workflow
-//! (`GrpcQueueProvider::without_workflow`: one more round trip per step).
+//! (`GrpcQueueProvider::without_workflow`: one more round trip per step); `--no-coalesce` takes
+//! WFE's two lock keys in two calls and reads the workflow in a third
+//! (`GrpcLockProvider::with_claim_coalescing(false)`: two more round trips per step);
+//! `--send-all-queues` sends every `queue_work`, also those the server does itself
+//! (`GrpcQueueProvider::with_server_queued_skip(false)`: one more round trip per step).
 
 mod workflow;
 
@@ -52,6 +56,8 @@ struct Args {
     lifecycle: bool,
     sync_release: bool,
     no_prime: bool,
+    no_coalesce: bool,
+    send_all_queues: bool,
     inmemory: bool,
 }
 
@@ -68,6 +74,8 @@ fn parse_args() -> Result<Args, String> {
         lifecycle: false,
         sync_release: false,
         no_prime: false,
+        no_coalesce: false,
+        send_all_queues: false,
         inmemory: false,
     };
     let number = |flag: &str, value: Option<String>| -> Result<u64, String> {
@@ -87,6 +95,8 @@ fn parse_args() -> Result<Args, String> {
             "--lifecycle" => parsed.lifecycle = true,
             "--sync-release" => parsed.sync_release = true,
             "--no-prime" => parsed.no_prime = true,
+            "--no-coalesce" => parsed.no_coalesce = true,
+            "--send-all-queues" => parsed.send_all_queues = true,
             "--inmemory" => parsed.inmemory = true,
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
             addr if parsed.addr.is_empty() => parsed.addr = addr.to_string(),
@@ -122,12 +132,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Arc::new(
                     GrpcLockProvider::new(&store)
                         .with_ttl(args.ttl)
-                        .with_background_release(!args.sync_release),
+                        .with_background_release(!args.sync_release)
+                        .with_claim_coalescing(!args.no_coalesce),
                 ),
-                Arc::new(if args.no_prime {
-                    GrpcQueueProvider::new(&store).without_workflow()
-                } else {
-                    GrpcQueueProvider::new(&store)
+                Arc::new({
+                    let queue = GrpcQueueProvider::new(&store)
+                        .with_server_queued_skip(!args.send_all_queues);
+                    if args.no_prime {
+                        queue.without_workflow()
+                    } else {
+                        queue
+                    }
                 }),
             )
         };

@@ -19,6 +19,8 @@ pub struct ServerProcess {
     pub addr: String,
     /// The database file (inside `_dir`).
     pub db_path: PathBuf,
+    /// The `metrics on URL` line's URL, once printed (servers started with `--metrics-listen`).
+    metrics_url: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -71,9 +73,14 @@ impl ServerProcess {
         // blocks on a full pipe.
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
+        let metrics_url = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let metrics_seen = std::sync::Arc::clone(&metrics_url);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if let Some(url) = line.trim().strip_prefix("metrics on ") {
+                    *metrics_seen.lock().unwrap() = Some(url.trim().to_string());
+                }
                 if let Some(addr) = line.trim().strip_prefix("listening on ") {
                     // Only the first send is received; later ones fail harmlessly.
                     let _ = tx.send(addr.trim().to_string());
@@ -95,8 +102,27 @@ impl ServerProcess {
             child,
             addr,
             db_path,
+            metrics_url,
             _dir: dir,
         }
+    }
+
+    /// The URL of the server's Prometheus endpoint (started with `--metrics-listen`), waiting
+    /// up to 10 s for its line.
+    pub fn metrics_url(&self) -> String {
+        for _ in 0..400 {
+            if let Some(url) = self.metrics_url.lock().unwrap().clone() {
+                return url;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("no `metrics on` line from the server at {}", self.addr);
+    }
+
+    /// Kills the server process now (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

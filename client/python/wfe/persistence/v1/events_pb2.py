@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fwfe/persistence/v1/events.proto\x12\x12wfe.persistence.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x01\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nevent_name\x18\x02 \x01(\t\x12\x11\n\tevent_key\x18\x03 \x01(\t\x12\x12\n\nevent_data\x18\x04 \x01(\t\x12.\n\nevent_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cis_processed\x18\x06 \x01(\x08\">\n\x12\x43reateEventRequest\x12(\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.wfe.persistence.v1.Event\"!\n\x13\x43reateEventResponse\x12\n\n\x02id\x18\x01 \x01(\t\"\x1d\n\x0fGetEventRequest\x12\n\n\x02id\x18\x01 \x01(\t\"<\n\x10GetEventResponse\x12(\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.wfe.persistence.v1.Event\"l\n\x18GetRunnableEventsRequest\x12)\n\x05\x61s_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"G\n\x19GetRunnableEventsResponse\x12\x11\n\tevent_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8b\x01\n\x10GetEventsRequest\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\x11\n\tevent_key\x18\x02 \x01(\t\x12)\n\x05\x61s_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"?\n\x11GetEventsResponse\x12\x11\n\tevent_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x19MarkEventProcessedRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1c\n\x1aMarkEventProcessedResponse\")\n\x1bMarkEventUnprocessedRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x1cMarkEventUnprocessedResponse2\x81\x05\n\x0c\x45ventService\x12^\n\x0b\x43reateEvent\x12&.wfe.persistence.v1.CreateEventRequest\x1a\'.wfe.persistence.v1.CreateEventResponse\x12U\n\x08GetEvent\x12#.wfe.persistence.v1.GetEventRequest\x1a$.wfe.persistence.v1.GetEventResponse\x12p\n\x11GetRunnableEvents\x12,.wfe.persistence.v1.GetRunnableEventsRequest\x1a-.wfe.persistence.v1.GetRunnableEventsResponse\x12X\n\tGetEvents\x12$.wfe.persistence.v1.GetEventsRequest\x1a%.wfe.persistence.v1.GetEventsResponse\x12s\n\x12MarkEventProcessed\x12-.wfe.persistence.v1.MarkEventProcessedRequest\x1a..wfe.persistence.v1.MarkEventProcessedResponse\x12y\n\x14MarkEventUnprocessed\x12/.wfe.persistence.v1.MarkEventUnprocessedRequest\x1a\x30.wfe.persistence.v1.MarkEventUnprocessedResponseBy\n\x16\x64\x65v.wfe.persistence.v1P\x01ZHgithub.com/wfe-sqlite/wfe-sqlite/gen/go/wfe/persistence/v1;persistencev1\xaa\x02\x12Wfe.Persistence.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fwfe/persistence/v1/events.proto\x12\x12wfe.persistence.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x01\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nevent_name\x18\x02 \x01(\t\x12\x11\n\tevent_key\x18\x03 \x01(\t\x12\x12\n\nevent_data\x18\x04 \x01(\t\x12.\n\nevent_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cis_processed\x18\x06 \x01(\x08\">\n\x12\x43reateEventRequest\x12(\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.wfe.persistence.v1.Event\"8\n\x13\x43reateEventResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rserver_queues\x18\x02 \x01(\x08\"\x1d\n\x0fGetEventRequest\x12\n\n\x02id\x18\x01 \x01(\t\"<\n\x10GetEventResponse\x12(\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.wfe.persistence.v1.Event\"l\n\x18GetRunnableEventsRequest\x12)\n\x05\x61s_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"G\n\x19GetRunnableEventsResponse\x12\x11\n\tevent_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8b\x01\n\x10GetEventsRequest\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\x11\n\tevent_key\x18\x02 \x01(\t\x12)\n\x05\x61s_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"?\n\x11GetEventsResponse\x12\x11\n\tevent_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x19MarkEventProcessedRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1c\n\x1aMarkEventProcessedResponse\")\n\x1bMarkEventUnprocessedRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x1cMarkEventUnprocessedResponse2\x81\x05\n\x0c\x45ventService\x12^\n\x0b\x43reateEvent\x12&.wfe.persistence.v1.CreateEventRequest\x1a\'.wfe.persistence.v1.CreateEventResponse\x12U\n\x08GetEvent\x12#.wfe.persistence.v1.GetEventRequest\x1a$.wfe.persistence.v1.GetEventResponse\x12p\n\x11GetRunnableEvents\x12,.wfe.persistence.v1.GetRunnableEventsRequest\x1a-.wfe.persistence.v1.GetRunnableEventsResponse\x12X\n\tGetEvents\x12$.wfe.persistence.v1.GetEventsRequest\x1a%.wfe.persistence.v1.GetEventsResponse\x12s\n\x12MarkEventProcessed\x12-.wfe.persistence.v1.MarkEventProcessedRequest\x1a..wfe.persistence.v1.MarkEventProcessedResponse\x12y\n\x14MarkEventUnprocessed\x12/.wfe.persistence.v1.MarkEventUnprocessedRequest\x1a\x30.wfe.persistence.v1.MarkEventUnprocessedResponseBy\n\x16\x64\x65v.wfe.persistence.v1P\x01ZHgithub.com/wfe-sqlite/wfe-sqlite/gen/go/wfe/persistence/v1;persistencev1\xaa\x02\x12Wfe.Persistence.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,27 +38,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEEVENTREQUEST']._serialized_start=239
   _globals['_CREATEEVENTREQUEST']._serialized_end=301
   _globals['_CREATEEVENTRESPONSE']._serialized_start=303
-  _globals['_CREATEEVENTRESPONSE']._serialized_end=336
-  _globals['_GETEVENTREQUEST']._serialized_start=338
-  _globals['_GETEVENTREQUEST']._serialized_end=367
-  _globals['_GETEVENTRESPONSE']._serialized_start=369
-  _globals['_GETEVENTRESPONSE']._serialized_end=429
-  _globals['_GETRUNNABLEEVENTSREQUEST']._serialized_start=431
-  _globals['_GETRUNNABLEEVENTSREQUEST']._serialized_end=539
-  _globals['_GETRUNNABLEEVENTSRESPONSE']._serialized_start=541
-  _globals['_GETRUNNABLEEVENTSRESPONSE']._serialized_end=612
-  _globals['_GETEVENTSREQUEST']._serialized_start=615
-  _globals['_GETEVENTSREQUEST']._serialized_end=754
-  _globals['_GETEVENTSRESPONSE']._serialized_start=756
-  _globals['_GETEVENTSRESPONSE']._serialized_end=819
-  _globals['_MARKEVENTPROCESSEDREQUEST']._serialized_start=821
-  _globals['_MARKEVENTPROCESSEDREQUEST']._serialized_end=860
-  _globals['_MARKEVENTPROCESSEDRESPONSE']._serialized_start=862
-  _globals['_MARKEVENTPROCESSEDRESPONSE']._serialized_end=890
-  _globals['_MARKEVENTUNPROCESSEDREQUEST']._serialized_start=892
-  _globals['_MARKEVENTUNPROCESSEDREQUEST']._serialized_end=933
-  _globals['_MARKEVENTUNPROCESSEDRESPONSE']._serialized_start=935
-  _globals['_MARKEVENTUNPROCESSEDRESPONSE']._serialized_end=965
-  _globals['_EVENTSERVICE']._serialized_start=968
-  _globals['_EVENTSERVICE']._serialized_end=1609
+  _globals['_CREATEEVENTRESPONSE']._serialized_end=359
+  _globals['_GETEVENTREQUEST']._serialized_start=361
+  _globals['_GETEVENTREQUEST']._serialized_end=390
+  _globals['_GETEVENTRESPONSE']._serialized_start=392
+  _globals['_GETEVENTRESPONSE']._serialized_end=452
+  _globals['_GETRUNNABLEEVENTSREQUEST']._serialized_start=454
+  _globals['_GETRUNNABLEEVENTSREQUEST']._serialized_end=562
+  _globals['_GETRUNNABLEEVENTSRESPONSE']._serialized_start=564
+  _globals['_GETRUNNABLEEVENTSRESPONSE']._serialized_end=635
+  _globals['_GETEVENTSREQUEST']._serialized_start=638
+  _globals['_GETEVENTSREQUEST']._serialized_end=777
+  _globals['_GETEVENTSRESPONSE']._serialized_start=779
+  _globals['_GETEVENTSRESPONSE']._serialized_end=842
+  _globals['_MARKEVENTPROCESSEDREQUEST']._serialized_start=844
+  _globals['_MARKEVENTPROCESSEDREQUEST']._serialized_end=883
+  _globals['_MARKEVENTPROCESSEDRESPONSE']._serialized_start=885
+  _globals['_MARKEVENTPROCESSEDRESPONSE']._serialized_end=913
+  _globals['_MARKEVENTUNPROCESSEDREQUEST']._serialized_start=915
+  _globals['_MARKEVENTUNPROCESSEDREQUEST']._serialized_end=956
+  _globals['_MARKEVENTUNPROCESSEDRESPONSE']._serialized_start=958
+  _globals['_MARKEVENTUNPROCESSEDRESPONSE']._serialized_end=988
+  _globals['_EVENTSERVICE']._serialized_start=991
+  _globals['_EVENTSERVICE']._serialized_end=1632
 # @@protoc_insertion_point(module_scope)

@@ -32,10 +32,12 @@ class CreateEventRequest(_message.Message):
     def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ...) -> None: ...
 
 class CreateEventResponse(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "server_queues")
     ID_FIELD_NUMBER: _ClassVar[int]
+    SERVER_QUEUES_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    server_queues: bool
+    def __init__(self, id: _Optional[str] = ..., server_queues: _Optional[bool] = ...) -> None: ...
 
 class GetEventRequest(_message.Message):
     __slots__ = ("id",)

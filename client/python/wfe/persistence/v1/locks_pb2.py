@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from wfe.persistence.v1 import workflows_pb2 as wfe_dot_persistence_dot_v1_dot_workflows__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ewfe/persistence/v1/locks.proto\x12\x12wfe.persistence.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"]\n\x12\x41\x63quireLockRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"o\n\x13\x41\x63quireLockResponse\x12\x10\n\x08\x61\x63quired\x18\x01 \x01(\x08\x12\x15\n\rfencing_token\x18\x02 \x01(\x04\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x11RenewLocksRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x11\n\tresources\x18\x02 \x03(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\",\n\x12RenewLocksResponse\x12\x16\n\x0elost_resources\x18\x01 \x03(\t\"5\n\x12ReleaseLockRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\"\'\n\x13ReleaseLockResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\x32\xaa\x02\n\x0bLockService\x12^\n\x0b\x41\x63quireLock\x12&.wfe.persistence.v1.AcquireLockRequest\x1a\'.wfe.persistence.v1.AcquireLockResponse\x12[\n\nRenewLocks\x12%.wfe.persistence.v1.RenewLocksRequest\x1a&.wfe.persistence.v1.RenewLocksResponse\x12^\n\x0bReleaseLock\x12&.wfe.persistence.v1.ReleaseLockRequest\x1a\'.wfe.persistence.v1.ReleaseLockResponseBy\n\x16\x64\x65v.wfe.persistence.v1P\x01ZHgithub.com/wfe-sqlite/wfe-sqlite/gen/go/wfe/persistence/v1;persistencev1\xaa\x02\x12Wfe.Persistence.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ewfe/persistence/v1/locks.proto\x12\x12wfe.persistence.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"wfe/persistence/v1/workflows.proto\"\x8f\x01\n\x12\x41\x63quireLockRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0e\x61lso_resources\x18\x04 \x03(\t\x12\x18\n\x10read_workflow_id\x18\x05 \x01(\t\"\xc4\x01\n\x13\x41\x63quireLockResponse\x12\x10\n\x08\x61\x63quired\x18\x01 \x01(\x08\x12\x15\n\rfencing_token\x18\x02 \x01(\x04\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13\x61lso_fencing_tokens\x18\x04 \x03(\x04\x12\x36\n\x08workflow\x18\x05 \x01(\x0b\x32$.wfe.persistence.v1.WorkflowInstance\"]\n\x11RenewLocksRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x11\n\tresources\x18\x02 \x03(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\",\n\x12RenewLocksResponse\x12\x16\n\x0elost_resources\x18\x01 \x03(\t\"M\n\x12ReleaseLockRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x16\n\x0e\x61lso_resources\x18\x03 \x03(\t\">\n\x13ReleaseLockResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\x12\x15\n\ralso_released\x18\x02 \x03(\t2\xaa\x02\n\x0bLockService\x12^\n\x0b\x41\x63quireLock\x12&.wfe.persistence.v1.AcquireLockRequest\x1a\'.wfe.persistence.v1.AcquireLockResponse\x12[\n\nRenewLocks\x12%.wfe.persistence.v1.RenewLocksRequest\x1a&.wfe.persistence.v1.RenewLocksResponse\x12^\n\x0bReleaseLock\x12&.wfe.persistence.v1.ReleaseLockRequest\x1a\'.wfe.persistence.v1.ReleaseLockResponseBy\n\x16\x64\x65v.wfe.persistence.v1P\x01ZHgithub.com/wfe-sqlite/wfe-sqlite/gen/go/wfe/persistence/v1;persistencev1\xaa\x02\x12Wfe.Persistence.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +35,18 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'wfe.persistence.v1.locks_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\026dev.wfe.persistence.v1P\001ZHgithub.com/wfe-sqlite/wfe-sqlite/gen/go/wfe/persistence/v1;persistencev1\252\002\022Wfe.Persistence.V1'
-  _globals['_ACQUIRELOCKREQUEST']._serialized_start=119
-  _globals['_ACQUIRELOCKREQUEST']._serialized_end=212
-  _globals['_ACQUIRELOCKRESPONSE']._serialized_start=214
-  _globals['_ACQUIRELOCKRESPONSE']._serialized_end=325
-  _globals['_RENEWLOCKSREQUEST']._serialized_start=327
-  _globals['_RENEWLOCKSREQUEST']._serialized_end=420
-  _globals['_RENEWLOCKSRESPONSE']._serialized_start=422
-  _globals['_RENEWLOCKSRESPONSE']._serialized_end=466
-  _globals['_RELEASELOCKREQUEST']._serialized_start=468
-  _globals['_RELEASELOCKREQUEST']._serialized_end=521
-  _globals['_RELEASELOCKRESPONSE']._serialized_start=523
-  _globals['_RELEASELOCKRESPONSE']._serialized_end=562
-  _globals['_LOCKSERVICE']._serialized_start=565
-  _globals['_LOCKSERVICE']._serialized_end=863
+  _globals['_ACQUIRELOCKREQUEST']._serialized_start=156
+  _globals['_ACQUIRELOCKREQUEST']._serialized_end=299
+  _globals['_ACQUIRELOCKRESPONSE']._serialized_start=302
+  _globals['_ACQUIRELOCKRESPONSE']._serialized_end=498
+  _globals['_RENEWLOCKSREQUEST']._serialized_start=500
+  _globals['_RENEWLOCKSREQUEST']._serialized_end=593
+  _globals['_RENEWLOCKSRESPONSE']._serialized_start=595
+  _globals['_RENEWLOCKSRESPONSE']._serialized_end=639
+  _globals['_RELEASELOCKREQUEST']._serialized_start=641
+  _globals['_RELEASELOCKREQUEST']._serialized_end=718
+  _globals['_RELEASELOCKRESPONSE']._serialized_start=720
+  _globals['_RELEASELOCKRESPONSE']._serialized_end=782
+  _globals['_LOCKSERVICE']._serialized_start=785
+  _globals['_LOCKSERVICE']._serialized_end=1083
 # @@protoc_insertion_point(module_scope)

@@ -139,14 +139,16 @@ class CreateWorkflowRequest(_message.Message):
     def __init__(self, workflow: _Optional[_Union[WorkflowInstance, _Mapping]] = ...) -> None: ...
 
 class CreateWorkflowResponse(_message.Message):
-    __slots__ = ("id", "name", "revision")
+    __slots__ = ("id", "name", "revision", "server_queues")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    SERVER_QUEUES_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     revision: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+    server_queues: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., revision: _Optional[int] = ..., server_queues: _Optional[bool] = ...) -> None: ...
 
 class PersistWorkflowRequest(_message.Message):
     __slots__ = ("workflow", "expected_revision")
@@ -157,10 +159,12 @@ class PersistWorkflowRequest(_message.Message):
     def __init__(self, workflow: _Optional[_Union[WorkflowInstance, _Mapping]] = ..., expected_revision: _Optional[int] = ...) -> None: ...
 
 class PersistWorkflowResponse(_message.Message):
-    __slots__ = ("revision",)
+    __slots__ = ("revision", "server_queues")
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    SERVER_QUEUES_FIELD_NUMBER: _ClassVar[int]
     revision: int
-    def __init__(self, revision: _Optional[int] = ...) -> None: ...
+    server_queues: bool
+    def __init__(self, revision: _Optional[int] = ..., server_queues: _Optional[bool] = ...) -> None: ...
 
 class PersistWorkflowWithSubscriptionsRequest(_message.Message):
     __slots__ = ("workflow", "subscriptions", "expected_revision")
@@ -173,12 +177,14 @@ class PersistWorkflowWithSubscriptionsRequest(_message.Message):
     def __init__(self, workflow: _Optional[_Union[WorkflowInstance, _Mapping]] = ..., subscriptions: _Optional[_Iterable[_Union[_subscriptions_pb2.EventSubscription, _Mapping]]] = ..., expected_revision: _Optional[int] = ...) -> None: ...
 
 class PersistWorkflowWithSubscriptionsResponse(_message.Message):
-    __slots__ = ("subscription_ids", "revision")
+    __slots__ = ("subscription_ids", "revision", "server_queues")
     SUBSCRIPTION_IDS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    SERVER_QUEUES_FIELD_NUMBER: _ClassVar[int]
     subscription_ids: _containers.RepeatedScalarFieldContainer[str]
     revision: int
-    def __init__(self, subscription_ids: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ...) -> None: ...
+    server_queues: bool
+    def __init__(self, subscription_ids: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., server_queues: _Optional[bool] = ...) -> None: ...
 
 class GetRunnableWorkflowsRequest(_message.Message):
     __slots__ = ("as_at", "page_size", "page_token")

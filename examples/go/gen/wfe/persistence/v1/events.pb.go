@@ -166,7 +166,11 @@ func (x *CreateEventRequest) GetEvent() *Event {
 type CreateEventResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The id the event was stored under.
-	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// True when the server queues this event on the event queue itself, so that a QueueWork for it
+	// right after this call is not needed: it was stored unprocessed, and the server queues it now
+	// (due) or when its `event_time` comes (see queues.proto).
+	ServerQueues  bool `protobuf:"varint,2,opt,name=server_queues,json=serverQueues,proto3" json:"server_queues,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -206,6 +210,13 @@ func (x *CreateEventResponse) GetId() string {
 		return x.Id
 	}
 	return ""
+}
+
+func (x *CreateEventResponse) GetServerQueues() bool {
+	if x != nil {
+		return x.ServerQueues
+	}
+	return false
 }
 
 // GetEventRequest selects an event.
@@ -738,9 +749,10 @@ const file_wfe_persistence_v1_events_proto_rawDesc = "" +
 	"event_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\x12!\n" +
 	"\fis_processed\x18\x06 \x01(\bR\visProcessed\"E\n" +
 	"\x12CreateEventRequest\x12/\n" +
-	"\x05event\x18\x01 \x01(\v2\x19.wfe.persistence.v1.EventR\x05event\"%\n" +
+	"\x05event\x18\x01 \x01(\v2\x19.wfe.persistence.v1.EventR\x05event\"J\n" +
 	"\x13CreateEventResponse\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"!\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
+	"\rserver_queues\x18\x02 \x01(\bR\fserverQueues\"!\n" +
 	"\x0fGetEventRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"C\n" +
 	"\x10GetEventResponse\x12/\n" +

@@ -37,9 +37,18 @@ type AcquireLockRequest struct {
 	Owner string `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
 	// Time-to-live of the lease: between 100 ms and 1 hour; absent or zero means 30 s. Other values
 	// are INVALID_ARGUMENT.
-	Ttl           *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Ttl *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// More resources to lease for the same owner and time-to-live in the same transaction, all or
+	// none: `acquired` is true only when every lease (on `resource` and on each of these) was taken,
+	// and when it is false none was. At most 16, each at most 1024 bytes, no repeats (also not of
+	// `resource`), or INVALID_ARGUMENT. A WFE host takes `workflow-execution.{id}` and then `{id}`
+	// right after: one call instead of two.
+	AlsoResources []string `protobuf:"bytes,4,rep,name=also_resources,json=alsoResources,proto3" json:"also_resources,omitempty"`
+	// When the leases were taken: also return the workflow with this id, read after they were
+	// taken (saves the holder's GetWorkflow that follows). Optional, at most 1024 bytes.
+	ReadWorkflowId string `protobuf:"bytes,5,opt,name=read_workflow_id,json=readWorkflowId,proto3" json:"read_workflow_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AcquireLockRequest) Reset() {
@@ -93,6 +102,20 @@ func (x *AcquireLockRequest) GetTtl() *durationpb.Duration {
 	return nil
 }
 
+func (x *AcquireLockRequest) GetAlsoResources() []string {
+	if x != nil {
+		return x.AlsoResources
+	}
+	return nil
+}
+
+func (x *AcquireLockRequest) GetReadWorkflowId() string {
+	if x != nil {
+		return x.ReadWorkflowId
+	}
+	return ""
+}
+
 // AcquireLockResponse says whether the lease was taken.
 type AcquireLockResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -101,7 +124,13 @@ type AcquireLockResponse struct {
 	// The fencing token of this acquisition (grows with every acquisition); 0 when not acquired.
 	FencingToken uint64 `protobuf:"varint,2,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
 	// When the lease runs out unless renewed (server clock); absent when not acquired.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// The fencing tokens of the leases on `also_resources`, in request order; empty when not
+	// acquired.
+	AlsoFencingTokens []uint64 `protobuf:"varint,4,rep,packed,name=also_fencing_tokens,json=alsoFencingTokens,proto3" json:"also_fencing_tokens,omitempty"`
+	// With `read_workflow_id`: that workflow, read after the leases were taken, with its revision;
+	// absent when it does not exist, was not asked for, or nothing was acquired.
+	Workflow      *WorkflowInstance `protobuf:"bytes,5,opt,name=workflow,proto3" json:"workflow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -153,6 +182,20 @@ func (x *AcquireLockResponse) GetFencingToken() uint64 {
 func (x *AcquireLockResponse) GetExpireTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *AcquireLockResponse) GetAlsoFencingTokens() []uint64 {
+	if x != nil {
+		return x.AlsoFencingTokens
+	}
+	return nil
+}
+
+func (x *AcquireLockResponse) GetWorkflow() *WorkflowInstance {
+	if x != nil {
+		return x.Workflow
 	}
 	return nil
 }
@@ -273,7 +316,10 @@ type ReleaseLockRequest struct {
 	// The locked resource. Required, at most 1024 bytes.
 	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
 	// The owner that holds the lease. Required, at most 1024 bytes.
-	Owner         string `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	Owner string `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	// More resources whose leases `owner` holds to free in the same transaction (at most 16, no
+	// repeats). What the owner does not hold among them is skipped.
+	AlsoResources []string `protobuf:"bytes,3,rep,name=also_resources,json=alsoResources,proto3" json:"also_resources,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -322,11 +368,20 @@ func (x *ReleaseLockRequest) GetOwner() string {
 	return ""
 }
 
+func (x *ReleaseLockRequest) GetAlsoResources() []string {
+	if x != nil {
+		return x.AlsoResources
+	}
+	return nil
+}
+
 // ReleaseLockResponse says whether a lease was freed.
 type ReleaseLockResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// True when the owner held the lease and it is now free.
-	Released      bool `protobuf:"varint,1,opt,name=released,proto3" json:"released,omitempty"`
+	// True when the owner held the lease on `resource` and it is now free.
+	Released bool `protobuf:"varint,1,opt,name=released,proto3" json:"released,omitempty"`
+	// Those of `also_resources` whose leases the owner held and are now free.
+	AlsoReleased  []string `protobuf:"bytes,2,rep,name=also_released,json=alsoReleased,proto3" json:"also_released,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -368,31 +423,44 @@ func (x *ReleaseLockResponse) GetReleased() bool {
 	return false
 }
 
+func (x *ReleaseLockResponse) GetAlsoReleased() []string {
+	if x != nil {
+		return x.AlsoReleased
+	}
+	return nil
+}
+
 var File_wfe_persistence_v1_locks_proto protoreflect.FileDescriptor
 
 const file_wfe_persistence_v1_locks_proto_rawDesc = "" +
 	"\n" +
-	"\x1ewfe/persistence/v1/locks.proto\x12\x12wfe.persistence.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n" +
+	"\x1ewfe/persistence/v1/locks.proto\x12\x12wfe.persistence.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"wfe/persistence/v1/workflows.proto\"\xc4\x01\n" +
 	"\x12AcquireLockRequest\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\x12+\n" +
-	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\x93\x01\n" +
+	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12%\n" +
+	"\x0ealso_resources\x18\x04 \x03(\tR\ralsoResources\x12(\n" +
+	"\x10read_workflow_id\x18\x05 \x01(\tR\x0ereadWorkflowId\"\x85\x02\n" +
 	"\x13AcquireLockResponse\x12\x1a\n" +
 	"\bacquired\x18\x01 \x01(\bR\bacquired\x12#\n" +
 	"\rfencing_token\x18\x02 \x01(\x04R\ffencingToken\x12;\n" +
 	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"t\n" +
+	"expireTime\x12.\n" +
+	"\x13also_fencing_tokens\x18\x04 \x03(\x04R\x11alsoFencingTokens\x12@\n" +
+	"\bworkflow\x18\x05 \x01(\v2$.wfe.persistence.v1.WorkflowInstanceR\bworkflow\"t\n" +
 	"\x11RenewLocksRequest\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x1c\n" +
 	"\tresources\x18\x02 \x03(\tR\tresources\x12+\n" +
 	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\";\n" +
 	"\x12RenewLocksResponse\x12%\n" +
-	"\x0elost_resources\x18\x01 \x03(\tR\rlostResources\"F\n" +
+	"\x0elost_resources\x18\x01 \x03(\tR\rlostResources\"m\n" +
 	"\x12ReleaseLockRequest\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x12\x14\n" +
-	"\x05owner\x18\x02 \x01(\tR\x05owner\"1\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\x12%\n" +
+	"\x0ealso_resources\x18\x03 \x03(\tR\ralsoResources\"V\n" +
 	"\x13ReleaseLockResponse\x12\x1a\n" +
-	"\breleased\x18\x01 \x01(\bR\breleased2\xaa\x02\n" +
+	"\breleased\x18\x01 \x01(\bR\breleased\x12#\n" +
+	"\ralso_released\x18\x02 \x03(\tR\falsoReleased2\xaa\x02\n" +
 	"\vLockService\x12^\n" +
 	"\vAcquireLock\x12&.wfe.persistence.v1.AcquireLockRequest\x1a'.wfe.persistence.v1.AcquireLockResponse\x12[\n" +
 	"\n" +
@@ -422,22 +490,24 @@ var file_wfe_persistence_v1_locks_proto_goTypes = []any{
 	(*ReleaseLockResponse)(nil),   // 5: wfe.persistence.v1.ReleaseLockResponse
 	(*durationpb.Duration)(nil),   // 6: google.protobuf.Duration
 	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*WorkflowInstance)(nil),      // 8: wfe.persistence.v1.WorkflowInstance
 }
 var file_wfe_persistence_v1_locks_proto_depIdxs = []int32{
 	6, // 0: wfe.persistence.v1.AcquireLockRequest.ttl:type_name -> google.protobuf.Duration
 	7, // 1: wfe.persistence.v1.AcquireLockResponse.expire_time:type_name -> google.protobuf.Timestamp
-	6, // 2: wfe.persistence.v1.RenewLocksRequest.ttl:type_name -> google.protobuf.Duration
-	0, // 3: wfe.persistence.v1.LockService.AcquireLock:input_type -> wfe.persistence.v1.AcquireLockRequest
-	2, // 4: wfe.persistence.v1.LockService.RenewLocks:input_type -> wfe.persistence.v1.RenewLocksRequest
-	4, // 5: wfe.persistence.v1.LockService.ReleaseLock:input_type -> wfe.persistence.v1.ReleaseLockRequest
-	1, // 6: wfe.persistence.v1.LockService.AcquireLock:output_type -> wfe.persistence.v1.AcquireLockResponse
-	3, // 7: wfe.persistence.v1.LockService.RenewLocks:output_type -> wfe.persistence.v1.RenewLocksResponse
-	5, // 8: wfe.persistence.v1.LockService.ReleaseLock:output_type -> wfe.persistence.v1.ReleaseLockResponse
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	8, // 2: wfe.persistence.v1.AcquireLockResponse.workflow:type_name -> wfe.persistence.v1.WorkflowInstance
+	6, // 3: wfe.persistence.v1.RenewLocksRequest.ttl:type_name -> google.protobuf.Duration
+	0, // 4: wfe.persistence.v1.LockService.AcquireLock:input_type -> wfe.persistence.v1.AcquireLockRequest
+	2, // 5: wfe.persistence.v1.LockService.RenewLocks:input_type -> wfe.persistence.v1.RenewLocksRequest
+	4, // 6: wfe.persistence.v1.LockService.ReleaseLock:input_type -> wfe.persistence.v1.ReleaseLockRequest
+	1, // 7: wfe.persistence.v1.LockService.AcquireLock:output_type -> wfe.persistence.v1.AcquireLockResponse
+	3, // 8: wfe.persistence.v1.LockService.RenewLocks:output_type -> wfe.persistence.v1.RenewLocksResponse
+	5, // 9: wfe.persistence.v1.LockService.ReleaseLock:output_type -> wfe.persistence.v1.ReleaseLockResponse
+	7, // [7:10] is the sub-list for method output_type
+	4, // [4:7] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_wfe_persistence_v1_locks_proto_init() }
@@ -445,6 +515,7 @@ func file_wfe_persistence_v1_locks_proto_init() {
 	if File_wfe_persistence_v1_locks_proto != nil {
 		return
 	}
+	file_wfe_persistence_v1_workflows_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -630,7 +630,12 @@ type CreateWorkflowResponse struct {
 	// The name the workflow was stored under (assigned when the request's was empty).
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// The revision of the new workflow: always 1.
-	Revision      int64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision int64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	// True when the server queues this workflow on the workflow queue itself, so that a QueueWork
+	// for it right after this call is not needed: it was stored RUNNABLE with `next_execution` set,
+	// and the server queues it now (due and under no lease), when the last lease on it is released
+	// or runs out, or when `next_execution` comes due (see queues.proto).
+	ServerQueues  bool `protobuf:"varint,4,opt,name=server_queues,json=serverQueues,proto3" json:"server_queues,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -684,6 +689,13 @@ func (x *CreateWorkflowResponse) GetRevision() int64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *CreateWorkflowResponse) GetServerQueues() bool {
+	if x != nil {
+		return x.ServerQueues
+	}
+	return false
 }
 
 // PersistWorkflowRequest carries the new state of an existing workflow.
@@ -746,7 +758,12 @@ func (x *PersistWorkflowRequest) GetExpectedRevision() int64 {
 type PersistWorkflowResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The new revision (the previous one plus 1).
-	Revision      int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// True when the server queues this workflow on the workflow queue itself, so that a QueueWork
+	// for it right after this call is not needed: it was stored RUNNABLE with `next_execution` set,
+	// and the server queues it now (due and under no lease), when the last lease on it is released
+	// or runs out, or when `next_execution` comes due (see queues.proto).
+	ServerQueues  bool `protobuf:"varint,2,opt,name=server_queues,json=serverQueues,proto3" json:"server_queues,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -786,6 +803,13 @@ func (x *PersistWorkflowResponse) GetRevision() int64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *PersistWorkflowResponse) GetServerQueues() bool {
+	if x != nil {
+		return x.ServerQueues
+	}
+	return false
 }
 
 // PersistWorkflowWithSubscriptionsRequest carries a workflow state and new subscriptions.
@@ -859,7 +883,12 @@ type PersistWorkflowWithSubscriptionsResponse struct {
 	// Ids of the inserted subscriptions, in request order.
 	SubscriptionIds []string `protobuf:"bytes,1,rep,name=subscription_ids,json=subscriptionIds,proto3" json:"subscription_ids,omitempty"`
 	// The new revision of the workflow (the previous one plus 1).
-	Revision      int64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision int64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// True when the server queues this workflow on the workflow queue itself, so that a QueueWork
+	// for it right after this call is not needed: it was stored RUNNABLE with `next_execution` set,
+	// and the server queues it now (due and under no lease), when the last lease on it is released
+	// or runs out, or when `next_execution` comes due (see queues.proto).
+	ServerQueues  bool `protobuf:"varint,3,opt,name=server_queues,json=serverQueues,proto3" json:"server_queues,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -906,6 +935,13 @@ func (x *PersistWorkflowWithSubscriptionsResponse) GetRevision() int64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *PersistWorkflowWithSubscriptionsResponse) GetServerQueues() bool {
+	if x != nil {
+		return x.ServerQueues
+	}
+	return false
 }
 
 // GetRunnableWorkflowsRequest asks for the workflows due at an instant.
@@ -1464,23 +1500,26 @@ const file_wfe_persistence_v1_workflows_proto_rawDesc = "" +
 	"\n" +
 	"\b_outcome\"Y\n" +
 	"\x15CreateWorkflowRequest\x12@\n" +
-	"\bworkflow\x18\x01 \x01(\v2$.wfe.persistence.v1.WorkflowInstanceR\bworkflow\"X\n" +
+	"\bworkflow\x18\x01 \x01(\v2$.wfe.persistence.v1.WorkflowInstanceR\bworkflow\"}\n" +
 	"\x16CreateWorkflowResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x03R\brevision\"\x87\x01\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\x12#\n" +
+	"\rserver_queues\x18\x04 \x01(\bR\fserverQueues\"\x87\x01\n" +
 	"\x16PersistWorkflowRequest\x12@\n" +
 	"\bworkflow\x18\x01 \x01(\v2$.wfe.persistence.v1.WorkflowInstanceR\bworkflow\x12+\n" +
-	"\x11expected_revision\x18\x02 \x01(\x03R\x10expectedRevision\"5\n" +
+	"\x11expected_revision\x18\x02 \x01(\x03R\x10expectedRevision\"Z\n" +
 	"\x17PersistWorkflowResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\"\xe5\x01\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x12#\n" +
+	"\rserver_queues\x18\x02 \x01(\bR\fserverQueues\"\xe5\x01\n" +
 	"'PersistWorkflowWithSubscriptionsRequest\x12@\n" +
 	"\bworkflow\x18\x01 \x01(\v2$.wfe.persistence.v1.WorkflowInstanceR\bworkflow\x12K\n" +
 	"\rsubscriptions\x18\x02 \x03(\v2%.wfe.persistence.v1.EventSubscriptionR\rsubscriptions\x12+\n" +
-	"\x11expected_revision\x18\x03 \x01(\x03R\x10expectedRevision\"q\n" +
+	"\x11expected_revision\x18\x03 \x01(\x03R\x10expectedRevision\"\x96\x01\n" +
 	"(PersistWorkflowWithSubscriptionsResponse\x12)\n" +
 	"\x10subscription_ids\x18\x01 \x03(\tR\x0fsubscriptionIds\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision\"\x8a\x01\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12#\n" +
+	"\rserver_queues\x18\x03 \x01(\bR\fserverQueues\"\x8a\x01\n" +
 	"\x1bGetRunnableWorkflowsRequest\x12/\n" +
 	"\x05as_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04asAt\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +

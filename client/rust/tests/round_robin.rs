@@ -1,0 +1,256 @@
+//! Several wfe-sqlite servers (real processes) on one SQLite file, one provider given all their
+//! addresses: calls are spread round-robin (counted from each server's Prometheus endpoint), and
+//! when one server is SIGKILLed calls keep succeeding on the others.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::ServerProcess;
+use serde_json::json;
+use wfe_core::models::{LifecycleEvent, LifecycleEventType, WorkflowInstance};
+use wfe_core::traits::{DistributedLockProvider, LifecyclePublisher, WorkflowRepository};
+use wfe_grpc::{ConnectOptions, GrpcLifecyclePublisher, GrpcLockProvider, GrpcPersistenceProvider};
+
+const WORKFLOWS: &str = "wfe.persistence.v1.WorkflowService";
+
+/// Three servers on the first one's database file, each with a metrics endpoint.
+async fn three_servers() -> Vec<ServerProcess> {
+    tokio::task::spawn_blocking(|| {
+        let first = ServerProcess::start_with(&["--metrics-listen", "127.0.0.1:0"], &[]);
+        let db = format!(
+            "sqlite:///{}",
+            first.db_path.display().to_string().trim_start_matches('/')
+        );
+        let others: Vec<ServerProcess> = (0..2)
+            .map(|_| {
+                ServerProcess::start_with(&["--metrics-listen", "127.0.0.1:0", "--db", &db], &[])
+            })
+            .collect();
+        std::iter::once(first).chain(others).collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// How many calls of `service`/`method` the server has answered (any status), from /metrics.
+fn calls(server: &ServerProcess, service: &str, method: &str) -> u64 {
+    let url = server.metrics_url();
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_once('/').expect("a path");
+    let mut stream = TcpStream::connect(host).expect("metrics endpoint");
+    write!(
+        stream,
+        "GET /{path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let service_label = format!("grpc_service=\"{service}\"");
+    let method_label = format!("grpc_method=\"{method}\"");
+    text.lines()
+        .filter(|line| {
+            line.starts_with("grpc_server_handled_total{")
+                && line.contains(&service_label)
+                && line.contains(&method_label)
+        })
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+        .sum()
+}
+
+fn counts(servers: &[&ServerProcess], service: &str, method: &str) -> Vec<u64> {
+    servers.iter().map(|s| calls(s, service, method)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_spread_and_survive_a_killed_server() {
+    let mut servers = three_servers().await;
+    let addresses: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+    let store = GrpcPersistenceProvider::connect(addresses.join(","))
+        .await
+        .unwrap();
+
+    let mut ids = Vec::new();
+    for n in 0..30 {
+        let w = WorkflowInstance::new("spread", 1, json!({ "n": n }));
+        ids.push(store.create_new_workflow(&w).await.unwrap());
+    }
+    let all: Vec<&ServerProcess> = servers.iter().collect();
+    let created = counts(&all, WORKFLOWS, "CreateWorkflow");
+    assert_eq!(created, vec![10, 10, 10], "creates per server");
+    // Each workflow is read through whichever server comes next: they share the file.
+    for (n, id) in ids.iter().enumerate() {
+        let w = store.get_workflow_instance(id).await.unwrap();
+        assert_eq!(w.data, json!({ "n": n }));
+    }
+    assert_eq!(counts(&all, WORKFLOWS, "GetWorkflow"), vec![10, 10, 10]);
+
+    // Reads running while one server is SIGKILLed: none fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let ids = Arc::new(ids);
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, stop, done, ids) = (store.clone(), stop.clone(), done.clone(), ids.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let id = &ids[done.load(Ordering::Relaxed) % ids.len()];
+                    match store.get_workflow_instance(id).await {
+                        Ok(w) => {
+                            assert_eq!(&w.id, id);
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before_kill = done.load(Ordering::Relaxed);
+    servers[0].kill();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        let failures = reader.await.unwrap();
+        assert!(failures.is_empty(), "reads failed: {failures:?}");
+    }
+    let after_kill = done.load(Ordering::Relaxed) - before_kill;
+    assert!(after_kill > 20, "reads after the kill: {after_kill}");
+
+    // New calls, writes included, go to the two live servers.
+    let live: Vec<&ServerProcess> = servers[1..].iter().collect();
+    let before = counts(&live, WORKFLOWS, "CreateWorkflow");
+    for n in 0..20 {
+        let w = WorkflowInstance::new("after", 1, json!({ "n": n }));
+        store.create_new_workflow(&w).await.unwrap();
+    }
+    let after = counts(&live, WORKFLOWS, "CreateWorkflow");
+    let grown: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(grown.iter().sum::<u64>(), 20, "{grown:?}");
+    assert!(
+        grown.iter().all(|g| *g >= 5),
+        "creates per live server: {grown:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_addresses_and_one_lock_holder_across_servers() {
+    let servers = three_servers().await;
+    let addresses: Vec<&str> = servers.iter().map(|s| s.addr.as_str()).collect();
+    let first = GrpcPersistenceProvider::connect_many(&addresses, ConnectOptions::default())
+        .await
+        .unwrap();
+    let second = GrpcPersistenceProvider::connect_many(&addresses, ConnectOptions::default())
+        .await
+        .unwrap();
+    let (a, b) = (
+        GrpcLockProvider::new(&first),
+        GrpcLockProvider::new(&second),
+    );
+    let all: Vec<&ServerProcess> = servers.iter().collect();
+    let service = "wfe.persistence.v1.LockService";
+    let before = counts(&all, service, "AcquireLock");
+    let mut results = vec![a.acquire_lock("rr").await.unwrap()];
+    for _ in 0..5 {
+        results.push(b.acquire_lock("rr").await.unwrap());
+    }
+    assert_eq!(results, vec![true, false, false, false, false, false]);
+    let after = counts(&all, service, "AcquireLock");
+    assert_eq!(
+        after.iter().sum::<u64>() - before.iter().sum::<u64>(),
+        6,
+        "{before:?} -> {after:?}"
+    );
+    assert!(
+        after.iter().zip(&before).all(|(x, y)| x > y),
+        "acquires per server: {before:?} -> {after:?}"
+    );
+    a.release_lock("rr").await.unwrap();
+    assert!(b.acquire_lock("rr").await.unwrap());
+    b.release_lock("rr").await.unwrap();
+}
+
+#[tokio::test]
+async fn one_server_down_at_connect_time_and_none_answering() {
+    let servers = three_servers().await;
+    let mut addresses: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+    addresses.insert(0, "127.0.0.1:1".to_string());
+    let store = GrpcPersistenceProvider::connect(addresses.join(","))
+        .await
+        .unwrap();
+    for _ in 0..12 {
+        let w = WorkflowInstance::new("three-of-four", 1, json!({}));
+        store.create_new_workflow(&w).await.unwrap();
+    }
+    let all: Vec<&ServerProcess> = servers.iter().collect();
+    let created = counts(&all, WORKFLOWS, "CreateWorkflow");
+    assert_eq!(created.iter().sum::<u64>(), 12, "{created:?}");
+    assert!(created.iter().all(|c| *c >= 3), "{created:?}");
+
+    let err = GrpcPersistenceProvider::connect("127.0.0.1:1,127.0.0.1:2")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("UNAVAILABLE") && err.contains("cannot connect to 127.0.0.1:1"),
+        "{err}"
+    );
+    let err = GrpcPersistenceProvider::connect("127.0.0.1:1,")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("INVALID_ARGUMENT"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_publishers_and_watchers_meet_on_the_first_live_server() {
+    let mut servers = three_servers().await;
+    let addresses: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+    let service = "wfe.persistence.v1.LifecycleService";
+    for round in 0..2 {
+        let publisher = GrpcLifecyclePublisher::connect(addresses.join(","))
+            .await
+            .unwrap();
+        let watcher = GrpcLifecyclePublisher::connect(addresses.join(","))
+            .await
+            .unwrap();
+        let mut events = watcher
+            .subscribe_connected(Duration::from_secs(10))
+            .await
+            .unwrap();
+        for n in 0..6 {
+            let e = LifecycleEvent::new(
+                format!("wf-{round}-{n}"),
+                "def",
+                1,
+                LifecycleEventType::Started,
+            );
+            publisher.publish(e).await.unwrap();
+        }
+        publisher.flush().await;
+        for n in 0..6 {
+            let got = tokio::time::timeout(Duration::from_secs(5), events.recv())
+                .await
+                .expect("event not relayed")
+                .unwrap();
+            assert_eq!(got.workflow_instance_id, format!("wf-{round}-{n}"));
+        }
+        let live: Vec<&ServerProcess> = servers[round..].iter().collect();
+        let published = counts(&live, service, "PublishLifecycleEvent");
+        assert_eq!(published[0], 6, "round {round}: {published:?}");
+        assert!(
+            published[1..].iter().all(|c| *c == 0),
+            "round {round}: {published:?}"
+        );
+        if round == 0 {
+            servers[0].kill();
+        }
+    }
+}

@@ -1,0 +1,191 @@
+// Several wfe-sqlite servers (real processes) on one SQLite file, one provider given all their
+// addresses: calls are spread over them (counted from each server's Prometheus endpoint), and when
+// one is SIGKILLed calls keep succeeding on the others.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  GrpcLifecyclePublisher,
+  GrpcLockProvider,
+  GrpcPersistenceProvider,
+  LifecycleEventType,
+  newLifecycleEvent,
+  newWorkflowInstance,
+  type WorkflowInstance,
+} from "../src/index.js";
+import { startServer, type RunningServer } from "./server.js";
+
+const WORKFLOWS = "wfe.persistence.v1.WorkflowService";
+
+interface Server {
+  running: RunningServer;
+  metricsUrl: string;
+}
+
+async function startWithMetrics(dbPath?: string): Promise<Server> {
+  const running = await startServer(["--metrics-listen", "127.0.0.1:0"], dbPath === undefined ? {} : { dbPath });
+  for (let i = 0; i < 200; i++) {
+    const match = /metrics on (\S+)/.exec(running.stdout());
+    if (match?.[1]) return { running, metricsUrl: match[1] };
+    await sleep(25);
+  }
+  throw new Error(`no "metrics on" line; stdout: ${running.stdout()}`);
+}
+
+/** How many calls of `method` the server has answered (any status), from its /metrics. */
+async function calls(server: Server, method: string, service = WORKFLOWS): Promise<number> {
+  const text = await (await fetch(server.metricsUrl)).text();
+  let total = 0;
+  for (const line of text.split("\n")) {
+    if (
+      line.startsWith("grpc_server_handled_total{") &&
+      line.includes(`grpc_service="${service}"`) &&
+      line.includes(`grpc_method="${method}"`)
+    ) {
+      total += Number(line.slice(line.lastIndexOf(" ") + 1));
+    }
+  }
+  return total;
+}
+
+const counts = (servers: Server[], method: string, service = WORKFLOWS) =>
+  Promise.all(servers.map((s) => calls(s, method, service)));
+
+let servers: Server[] = [];
+
+before(async () => {
+  const first = await startWithMetrics();
+  // The others serve the first one's file: they share the store.
+  servers = [first, await startWithMetrics(first.running.dbPath), await startWithMetrics(first.running.dbPath)];
+});
+
+after(async () => {
+  // The first server owns the temporary directory: stop it last.
+  for (const server of [...servers].reverse()) await server.running.stop("SIGKILL");
+});
+
+describe("several servers", () => {
+  it("spreads calls round-robin and keeps working when one is SIGKILLed", async () => {
+    const store = await GrpcPersistenceProvider.connect(servers.map((s) => s.running.address));
+    try {
+      const ids: string[] = [];
+      for (let n = 0; n < 30; n++) ids.push(await store.createNewWorkflow(newWorkflowInstance("spread", 1, { n })));
+      const created = await counts(servers, "CreateWorkflow");
+      assert.deepEqual(created, [10, 10, 10], `creates per server: ${created.join(",")}`);
+      // Read back through whichever server comes next: they share the file.
+      for (const [n, id] of ids.entries()) {
+        const workflow: WorkflowInstance = await store.getWorkflowInstance(id);
+        assert.deepEqual(workflow.data, { n });
+      }
+      assert.deepEqual(await counts(servers, "GetWorkflow"), [10, 10, 10]);
+
+      // Reads running while one server is SIGKILLed: none fails.
+      let done = 0;
+      let stop = false;
+      const failures: unknown[] = [];
+      const reader = async () => {
+        while (!stop) {
+          const id = ids[done % ids.length]!;
+          try {
+            assert.equal((await store.getWorkflowInstance(id)).id, id);
+            done++;
+          } catch (error) {
+            failures.push(error);
+          }
+        }
+      };
+      const readers = Array.from({ length: 8 }, reader);
+      await sleep(500);
+      const beforeKill = done;
+      servers[0]!.running.process.kill("SIGKILL");
+      await sleep(1_000);
+      stop = true;
+      await Promise.all(readers);
+      assert.deepEqual(failures, []);
+      assert.ok(done > beforeKill + 20, `reads after the kill: ${done - beforeKill}`);
+
+      // New calls, writes included, go to the two live servers.
+      const live = servers.slice(1);
+      const before = await counts(live, "CreateWorkflow");
+      const more: string[] = [];
+      for (let n = 0; n < 20; n++) more.push(await store.createNewWorkflow(newWorkflowInstance("after", 1, { n })));
+      const grown = (await counts(live, "CreateWorkflow")).map((c, i) => c - before[i]!);
+      assert.equal(grown[0]! + grown[1]!, 20);
+      assert.ok(grown.every((g) => g >= 5), `creates per live server: ${grown.join(",")}`);
+      const read = await store.getWorkflowInstances(more);
+      assert.deepEqual(read.map((w) => w.id).sort(), [...more].sort());
+    } finally {
+      store.close();
+    }
+  });
+
+  it("takes a comma-separated string; one lock has one holder across servers", async () => {
+    const live = servers.filter((s) => s.running.process.exitCode === null && s.running.process.signalCode === null);
+    const addresses = live.map((s) => s.running.address).join(",");
+    const first = await GrpcLockProvider.connect(addresses);
+    const second = await GrpcLockProvider.connect(addresses);
+    try {
+      const before = await counts(live, "AcquireLock", "wfe.persistence.v1.LockService");
+      const results = [await first.acquireLock("rr-lock")];
+      for (let i = 0; i < 5; i++) results.push(await second.acquireLock("rr-lock"));
+      assert.deepEqual(results, [true, false, false, false, false, false]);
+      const after = await counts(live, "AcquireLock", "wfe.persistence.v1.LockService");
+      assert.equal(after.reduce((a, b) => a + b) - before.reduce((a, b) => a + b), 6);
+      assert.ok(after.every((c, i) => c > before[i]!), `acquires per server: ${before.join(",")} -> ${after.join(",")}`);
+    } finally {
+      await first.close();
+      await second.close();
+    }
+  });
+
+  it("takes a dns:/// name", async () => {
+    const live = servers.filter((s) => s.running.process.exitCode === null && s.running.process.signalCode === null);
+    const server = live[0]!;
+    const port = server.running.address.split(":")[1]!;
+    const before = await calls(server, "CreateWorkflow");
+    const store = await GrpcPersistenceProvider.connect(`dns:///localhost:${port}`);
+    try {
+      for (let n = 0; n < 3; n++) await store.createNewWorkflow(newWorkflowInstance("by-name", 1, { n }));
+    } finally {
+      store.close();
+    }
+    assert.equal((await calls(server, "CreateWorkflow")) - before, 3);
+  });
+
+  it("lifecycle publishers and watchers given one list meet on its first live server", async () => {
+    const live = servers.filter((s) => s.running.process.exitCode === null && s.running.process.signalCode === null);
+    const addresses = live.map((s) => s.running.address);
+    const publisher = await GrpcLifecyclePublisher.connect(addresses);
+    const watcher = await GrpcLifecyclePublisher.connect(addresses);
+    try {
+      const before = await counts(live, "PublishLifecycleEvent", "wfe.persistence.v1.LifecycleService");
+      const watch = watcher.watch();
+      const seen: string[] = [];
+      const reading = (async () => {
+        for await (const event of watch) {
+          if (event.workflowInstanceId === "probe") continue;
+          seen.push(event.workflowInstanceId);
+          if (seen.length === 6) break;
+        }
+      })();
+      const timer = setTimeout(() => watch.close(), 5_000);
+      // Until the watch is in place, probes; then six events.
+      while ((await publisher.publish(newLifecycleEvent(LifecycleEventType.STARTED, "probe"))) === 0) await sleep(20);
+      for (let n = 0; n < 6; n++) await publisher.publish(newLifecycleEvent(LifecycleEventType.STARTED, `ev-${n}`));
+      await reading;
+      clearTimeout(timer);
+      assert.deepEqual(seen, ["ev-0", "ev-1", "ev-2", "ev-3", "ev-4", "ev-5"]);
+      const after = await counts(live, "PublishLifecycleEvent", "wfe.persistence.v1.LifecycleService");
+      const grown = after.map((c, i) => c - before[i]!);
+      assert.ok(grown[0]! >= 7 && grown.slice(1).every((g) => g === 0), `publishes per server: ${grown.join(",")}`);
+    } finally {
+      publisher.close();
+      watcher.close();
+    }
+  });
+
+  it("fails to connect with the first server's reason when none answers", async () => {
+    await assert.rejects(GrpcPersistenceProvider.connect(["127.0.0.1:1", "127.0.0.1:2"]), /cannot connect to wfe-sqlite server at 127\.0\.0\.1:1: /);
+    await assert.rejects(GrpcPersistenceProvider.connect("a:1,"), /expected host:port, or several separated by commas/);
+  });
+});
