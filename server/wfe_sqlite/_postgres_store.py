@@ -5,8 +5,9 @@ sequences and compare-and-sets are single statements (``INSERT ... ON CONFLICT .
 conditional ``UPDATE`` that PostgreSQL re-checks on the newest row version), command claims lock
 rows with ``FOR UPDATE SKIP LOCKED`` so concurrent claimers never wait for each other or get the
 same command, and leases and token expiries are compared with the database's clock. Each write is
-one statement where it can be (one round trip, its own transaction): PostgreSQL flushes the WAL of
-concurrent commits together, which is the group commit across callers.
+one statement where it can be (one round trip). Creates and persists of workflows and creates of
+events are group-committed across callers (``_postgres_group.GroupWriter``): concurrent ones share one
+transaction, each caller answered after its COMMIT; other writes are their own transactions.
 
 Errors: a unique violation becomes the same ``AlreadyExists`` as on SQLite (by constraint name);
 a connection that fails or cannot be had becomes ``StorageUnavailable``.
@@ -45,6 +46,7 @@ from wfe_client.timeutil import to_micros, utc_now
 from ._connection import DatabaseOpenError
 from ._paging import cut_page, workflow_bytes
 from ._postgres_cluster import PostgresCluster, queue_cte, unleased
+from ._postgres_group import GroupWriter
 from ._postgres_visibility import VISIBILITY_MIGRATION, PostgresVisibility
 from ._queue_store import EVENT, WORKFLOW
 from ._rows import (
@@ -454,6 +456,29 @@ def _as_unavailable(error: Exception) -> Exception:
     return _unavailable(error) or error
 
 
+def _nul_error(error: BaseException) -> InvalidArgument | None:
+    """PostgreSQL text cannot hold NUL characters (SQLite can): the request's error, not the store's."""
+    if isinstance(error, (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)):
+        return InvalidArgument(f"PostgreSQL cannot store or look up text containing a NUL character (\\u0000): {error}")
+    return None
+
+
+def _item_error(error: BaseException) -> Exception | None:
+    """The error of one write's own request (its caller's alone in a group commit); None for a
+    connection-level failure, which fails the whole batch."""
+    if isinstance(error, StorageUnavailable) or not isinstance(error, Exception):
+        return None
+    own: Exception = error
+    if isinstance(error, WfeError):
+        return own
+    nul = _nul_error(error)
+    if nul is not None:
+        return nul
+    if isinstance(error, asyncpg.PostgresError) and _unavailable(error) is None:
+        return own
+    return None
+
+
 def _constraint(error: asyncpg.UniqueViolationError) -> str:
     return str(getattr(error, "constraint_name", "") or "")
 
@@ -521,6 +546,10 @@ class PostgresStore(PostgresVisibility, Store):
         self.pool = pool
         self.config = config
         self._closed = False
+        self.group_commit = True
+        """Writes of workflows and events share transactions (``GroupWriter``); False runs each alone
+        (as before group commit: kept for A/B measurements)."""
+        self.writes = GroupWriter(self._connection, _item_error)
         self.cluster = PostgresCluster(self)
         """Locks, queues, the due timer, the stranded-work sweep and lifecycle fan-out on this
         database; the writes below report the work they queue to it."""
@@ -582,10 +611,9 @@ class PostgresStore(PostgresVisibility, Store):
         except WfeError:
             raise
         except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError) as error:
-            # PostgreSQL text cannot hold NUL characters (SQLite can): the request, not the store.
-            raise InvalidArgument(
-                f"PostgreSQL cannot store or look up text containing a NUL character (\\u0000): {error}"
-            ) from error
+            nul = _nul_error(error)
+            assert nul is not None
+            raise nul from error
         except BaseException as error:
             if not isinstance(error, asyncpg.PostgresError) or _unavailable(error) is not None:
                 with contextlib.suppress(asyncpg.InterfaceError):  # already detached from the pool
@@ -619,43 +647,54 @@ class PostgresStore(PostgresVisibility, Store):
 
     # -- workflows -----------------------------------------------------------------------------
 
+    async def _write(self, job: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run a one-write ``job`` in the group commit (or alone on a connection when it is off)."""
+        if self.group_commit:
+            if self._closed:
+                raise StorageUnavailable("the store is closed")
+            return await self.writes.submit(job)
+        return await self._run(job)
+
     async def create_workflow(self, row: WorkflowRow, pointers: Sequence[PointerRow]) -> tuple[str, str]:
         arrays = _arrays(pointers, PointerRow)
         row = row._replace(revision=1)
-        queued = 0
 
-        async def job(conn: asyncpg.Connection) -> tuple[str, str]:
-            nonlocal queued
+        async def job(conn: asyncpg.Connection) -> tuple[str, int] | None:
             try:
                 created = await conn.fetchrow(CREATE_NAMED if row.name else CREATE_UNNAMED, *row, *arrays)
-                queued = created[1]
-                return row.id, str(created[0])
+                return str(created[0]), int(created[1])
             except asyncpg.UniqueViolationError as error:
                 constraint = _constraint(error)
                 if constraint == "workflows_pkey":
                     raise WorkflowAlreadyExists(f"workflow {row.id!r} already exists", id=row.id) from None
                 if row.name:
                     raise WorkflowNameTaken(f"another workflow is named {row.name!r}", name=row.name) from None
-            # The generated name is taken (a workflow was named like that explicitly): take
-            # numbers from the sequence, skipping taken names, in one transaction.
-            async with conn.transaction():
-                while True:
-                    name = (
-                        f"{row.workflow_definition_id}-{await conn.fetchval(NEXT_SEQUENCE, row.workflow_definition_id)}"
-                    )
-                    if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM workflows WHERE name = $1)", name):
-                        break
-                try:
-                    queued = (await conn.fetchrow(CREATE_NAMED, *row._replace(name=name), *arrays))[1]
-                except asyncpg.UniqueViolationError as error:
-                    if _constraint(error) == "workflows_pkey":
-                        raise WorkflowAlreadyExists(f"workflow {row.id!r} already exists", id=row.id) from None
-                    raise WorkflowNameTaken(f"another workflow is named {name!r}", name=name) from None
-            return row.id, name
+                return None
 
-        created = await self._run(job)
+        created = await self._write(job)
+        if created is None:
+            # The generated name is taken (a workflow was named like that explicitly): take numbers
+            # from the sequence, skipping taken names, in a transaction of its own.
+            name, queued = await self._run(lambda conn: self._create_renamed(conn, row, arrays))
+        else:
+            name, queued = created
         self._stored(row, queued)
-        return created
+        return row.id, name
+
+    @staticmethod
+    async def _create_renamed(conn: asyncpg.Connection, row: WorkflowRow, arrays: list[list[Any]]) -> tuple[str, int]:
+        async with conn.transaction():
+            while True:
+                name = f"{row.workflow_definition_id}-{await conn.fetchval(NEXT_SEQUENCE, row.workflow_definition_id)}"
+                if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM workflows WHERE name = $1)", name):
+                    break
+            try:
+                queued = (await conn.fetchrow(CREATE_NAMED, *row._replace(name=name), *arrays))[1]
+            except asyncpg.UniqueViolationError as error:
+                if _constraint(error) == "workflows_pkey":
+                    raise WorkflowAlreadyExists(f"workflow {row.id!r} already exists", id=row.id) from None
+                raise WorkflowNameTaken(f"another workflow is named {name!r}", name=name) from None
+        return name, int(queued)
 
     async def persist_workflow(
         self,
@@ -688,7 +727,7 @@ class PostgresStore(PostgresVisibility, Store):
                 stored=str(stored),
             )
 
-        revision, queued = await self._run(job)
+        revision, queued = await self._write(job)
         self._stored(row, queued)
         return revision
 
@@ -781,7 +820,7 @@ class PostgresStore(PostgresVisibility, Store):
             except asyncpg.UniqueViolationError:
                 raise EventAlreadyExists(f"event {row.id!r} already exists", id=row.id) from None
 
-        queued = await self._run(job)
+        queued = await self._write(job)
         self._event_stored(row.event_time, bool(row.is_processed), queued)
 
     async def event(self, id: str) -> EventRow:

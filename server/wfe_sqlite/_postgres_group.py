@@ -1,0 +1,165 @@
+"""``GroupWriter``: group commit across callers for writes on PostgreSQL.
+
+Concurrent writes are gathered and run in ONE transaction on one pooled connection, so many callers
+share one COMMIT (one WAL flush) instead of one each. While a batch is committing the next one
+collects; an idle writer starts a batch at once (no timer). Every caller is answered only after the
+COMMIT returned: nothing is acknowledged before it is durable.
+
+Isolation of items: a batch first runs its items without savepoints (one round trip per item). When
+an item fails with an error of its own request (a unique violation, a revision conflict, a NUL
+character...), that transaction is rolled back and the batch is run again with each item under a
+SAVEPOINT, so the failed item fails only its caller and the others commit. A batch of one runs its
+job without a transaction around it, as a lone write did before batching. A connection-level failure
+fails the whole batch (``StorageUnavailable`` from the connection context).
+
+Jobs hold no SQL of their own here: they are the storage module's callables on a connection, and
+must leave no state behind them but the database's (a batch may run a job twice, the first run
+rolled back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+
+T = TypeVar("T")
+
+Job = Callable[[asyncpg.Connection], Awaitable[T]]
+ItemError = Callable[[BaseException], "Exception | None"]
+"""The error to give the caller when ``error`` belongs to one item's request; None when it is the
+connection's (the whole batch fails)."""
+
+MAX_BATCH = 256
+"""Items per transaction at most."""
+CONCURRENCY = 1
+"""Batches in flight at once (each on its own connection). 1: the next batch collects while one
+commits. bench/pg_group.py at 64 callers measured no gain from 2 or 4 (every caller was in the one
+batch already)."""
+
+
+@dataclasses.dataclass
+class _Item(Generic[T]):
+    job: Job[T]
+    future: asyncio.Future[T]
+
+
+class GroupWriter:
+    """Runs submitted jobs in shared transactions (see the module)."""
+
+    def __init__(
+        self,
+        connection: Callable[[], AbstractAsyncContextManager[asyncpg.Connection]],
+        item_error: ItemError,
+        max_batch: int = MAX_BATCH,
+        concurrency: int = CONCURRENCY,
+    ) -> None:
+        self._connection = connection
+        self._item_error = item_error
+        self._max_batch = max_batch
+        self.concurrency = concurrency
+        """Batches in flight at most (each on its own connection)."""
+        self._pending: list[_Item[Any]] = []
+        self._draining = 0
+        """Drainers running: counted down in the same step as their last look at ``_pending``, so
+        an item is never left behind by a drainer about to end."""
+        self._drainers: set[asyncio.Task[None]] = set()  # references, so that tasks are not collected
+        self.batches = 0
+        """Transactions (or lone writes) run: items / batches is the grouping achieved."""
+        self.items = 0
+
+    async def submit(self, job: Job[T]) -> T:
+        """Run ``job`` in the next batch; its result once the batch committed, or its error."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Item(job, future))
+        if self._draining < self.concurrency:
+            self._draining += 1
+            task = asyncio.create_task(self._drain())
+            self._drainers.add(task)
+            task.add_done_callback(self._drainers.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        # A drainer takes what is pending when it runs (callers of the same turn of the loop share its
+        # batch), and again after each commit: what collected meanwhile.
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                batch = [item for item in batch if not item.future.done()]  # callers gone before the start
+                if batch:
+                    await self._commit(batch)
+        finally:
+            self._draining -= 1
+
+    async def _commit(self, batch: list[_Item[Any]]) -> None:
+        outcomes: list[tuple[bool, Any]]
+        try:
+            async with self._connection() as conn:
+                if len(batch) == 1:
+                    outcomes = [await self._lone(conn, batch[0].job)]
+                else:
+                    found = await self._transaction(conn, batch, savepoints=False)
+                    if found is None:
+                        found = await self._transaction(conn, batch, savepoints=True)
+                    assert found is not None
+                    outcomes = found
+        except Exception as error:  # noqa: BLE001 - the connection failed: every caller gets it
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        self.batches += 1
+        self.items += len(batch)
+        for item, (ok, value) in zip(batch, outcomes, strict=True):
+            if item.future.done():
+                continue
+            if ok:
+                item.future.set_result(value)
+            else:
+                item.future.set_exception(value)
+
+    async def _lone(self, conn: asyncpg.Connection, job: Job[Any]) -> tuple[bool, Any]:
+        try:
+            return True, await job(conn)
+        except Exception as error:
+            mine = self._item_error(error)
+            if mine is None:
+                raise
+            return False, mine
+
+    async def _transaction(
+        self, conn: asyncpg.Connection, batch: list[_Item[Any]], *, savepoints: bool
+    ) -> list[tuple[bool, Any]] | None:
+        """The outcomes of the batch in one committed transaction; None (rolled back) when an item
+        failed and ``savepoints`` is off."""
+        transaction = conn.transaction()
+        await transaction.start()
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            for item in batch:
+                try:
+                    if savepoints:
+                        async with conn.transaction():
+                            outcomes.append((True, await item.job(conn)))
+                    else:
+                        outcomes.append((True, await item.job(conn)))
+                except Exception as error:
+                    mine = self._item_error(error)
+                    if mine is None:
+                        raise
+                    if not savepoints:
+                        await transaction.rollback()
+                        return None
+                    outcomes.append((False, mine))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await transaction.rollback()
+            raise
+        await transaction.commit()
+        return outcomes

@@ -1,0 +1,105 @@
+"""Group commit on PostgreSQL (``_postgres_group.GroupWriter``): concurrent writes share transactions,
+one item's error fails only its caller, and every answer comes after the batch's COMMIT.
+
+Runs against the session's real throwaway PostgreSQL through the embedded provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from wfe_client import InvalidArgument, RevisionConflict, WorkflowAlreadyExists, WorkflowNameTaken
+from wfe_client.errors import EventAlreadyExists
+from wfe_client.models import Event, ExecutionPointer, WorkflowInstance
+from wfe_sqlite import PostgresPersistenceProvider, open_provider
+
+
+def _workflow(name: str = "") -> WorkflowInstance:
+    w = WorkflowInstance.new("group", 1, {"n": 1})
+    w.name = name
+    w.next_execution = None
+    w.execution_pointers = [ExecutionPointer.new(0)]
+    return w
+
+
+async def _outcomes(calls: list[Callable[[], Awaitable[object]]]) -> list[object]:
+    return list(await asyncio.gather(*(call() for call in calls), return_exceptions=True))
+
+
+async def test_concurrent_creates_share_transactions_and_a_bad_one_fails_alone(fresh_pg_url: str) -> None:
+    provider = await open_provider(fresh_pg_url)
+    assert isinstance(provider, PostgresPersistenceProvider)
+    try:
+        existing = _workflow("taken-name")
+        await provider.create_new_workflow(existing)
+        writes = provider.store.writes
+        batches, items = writes.batches, writes.items
+
+        good = [_workflow(f"good-{i}") for i in range(60)] + [_workflow() for _ in range(20)]
+        duplicate_id = _workflow("dup-id")
+        duplicate_id.id = existing.id
+        name_taken = _workflow("taken-name")
+        nul = _workflow("nul")
+        nul.reference = "a\x00b"  # PostgreSQL text cannot hold it (SQLite can)
+        # The bad ones in the middle of the batch: the good ones before and after them must commit.
+        instances = [*good[:40], duplicate_id, name_taken, nul, *good[40:]]
+        results = await _outcomes([lambda w=w: provider.create_new_workflow(w) for w in instances])  # type: ignore[misc]
+
+        failed = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
+        assert sorted(failed) == [40, 41, 42], failed
+        assert isinstance(failed[40], WorkflowAlreadyExists)
+        assert isinstance(failed[41], WorkflowNameTaken)
+        assert isinstance(failed[42], InvalidArgument)
+        assert writes.items - items == len(instances)
+        assert writes.batches - batches < len(instances), "no two creates shared a transaction"
+
+        # Every acknowledged create is stored, seen from a connection of its own; the failed are not.
+        conn = await asyncpg.connect(fresh_pg_url)
+        try:
+            stored = {r[0]: r[1] for r in await conn.fetch("SELECT id, name FROM workflows")}
+        finally:
+            await conn.close()
+        assert {w.id: w.name for w in good} == {i: n for i, n in stored.items() if i != existing.id}
+        assert len({w.name for w in good}) == len(good)
+        assert "nul" not in stored.values() and "dup-id" not in stored.values()
+    finally:
+        await provider.close()
+
+
+async def test_concurrent_persists_and_events_fail_alone_on_conflicts(fresh_pg_url: str) -> None:
+    provider = await open_provider(fresh_pg_url)
+    assert isinstance(provider, PostgresPersistenceProvider)
+    try:
+        instances = [_workflow(f"p-{i}") for i in range(30)]
+        for w in instances:
+            await provider.create_new_workflow(w)
+        stale = _workflow("p-stale")
+        await provider.create_new_workflow(stale)
+        stale.revision = 7  # stored: 1
+        first = Event.new("ev", "k", {"x": 1})
+        await provider.create_event(first)
+        again = Event.new("ev", "k", {"x": 2})
+        again.id = first.id
+        events = [Event.new("ev", f"k{i}", {"i": i}) for i in range(30)]
+
+        calls: list[Callable[[], Awaitable[object]]] = [lambda w=w: provider.persist_workflow(w) for w in instances]  # type: ignore[misc]
+        calls.insert(10, lambda: provider.persist_workflow(stale))
+        calls.insert(20, lambda: provider.create_event(again))
+        calls += [lambda e=e: provider.create_event(e) for e in events]  # type: ignore[misc]
+        results = await _outcomes(calls)
+
+        failed = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
+        assert sorted(failed) == [10, 20], failed
+        assert isinstance(failed[10], RevisionConflict)
+        assert isinstance(failed[20], EventAlreadyExists)
+        assert [w.revision for w in instances] == [2] * len(instances)
+        for w in instances:
+            assert (await provider.get_workflow_instance(w.id)).revision == 2
+        for e in events:
+            assert (await provider.get_event(e.id)).event_key == e.event_key
+        assert (await provider.get_event(first.id)).event_data == {"x": 1}
+    finally:
+        await provider.close()
