@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from conftest import ROOT, ServerProcess
 
 CLIENT = ROOT / "client" / "python"
-CLIENT_REQUIRES = {"grpcio", "protobuf", "googleapis-common-protos"}
+CLIENT_REQUIRES = {"grpcio", "protobuf", "googleapis-common-protos", "msgspec"}
 SERVER_ONLY = ("wfe_sqlite", "aiosqlite", "prometheus_client", "grpc_health", "grpc_reflection")
 
 
