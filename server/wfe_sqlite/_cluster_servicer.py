@@ -26,6 +26,7 @@ from wfe_client.limits import (
     MIN_LOCK_TTL,
 )
 
+from ._cluster_api import Handout, LeaseAsk
 from ._provider import StoreProvider
 from ._queue_store import WORKFLOW
 from ._rows import check_id
@@ -147,6 +148,48 @@ class LockServicer(locks_pb2_grpc.LockServiceServicer):
         )
 
 
+MAX_PREFIX_BYTES = 512
+"""Longest lease prefix a DequeueWork takes (the resource is the prefix and the id)."""
+
+
+def _lease_ask(request: queues_pb2.DequeueWorkRequest) -> LeaseAsk | None:
+    """The leases a DequeueWork asks for and the releases it carries, checked; None without ``leases``."""
+    if not request.HasField("leases"):
+        if request.release_resources:
+            raise InvalidArgument("release_resources: needs leases (for its owner)", field="release_resources")
+        return None
+    leases = request.leases
+    owner = check_id(leases.owner, "leases.owner")
+    ttl = _duration(leases, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL)
+    if not 1 <= len(leases.prefixes) <= MAX_LOCK_RESOURCES:
+        raise InvalidArgument(
+            f"leases.prefixes: 1 to {MAX_LOCK_RESOURCES} prefixes, got {len(leases.prefixes)}", field="leases.prefixes"
+        )
+    prefixes: list[str] = []
+    for i, prefix in enumerate(leases.prefixes):
+        name = f"leases.prefixes[{i}]"
+        prefixes.append(check_id(prefix, name, required=False))
+        if len(prefix.encode("utf-8", "surrogatepass")) > MAX_PREFIX_BYTES:
+            raise InvalidArgument(f"{name}: longer than {MAX_PREFIX_BYTES} bytes", field=name)
+        if prefix in prefixes[:-1]:
+            raise InvalidArgument(f"{name}: {prefix!r} is named twice", field=name)
+    if len(request.release_resources) > MAX_LOCK_RESOURCES:
+        raise InvalidArgument(
+            f"release_resources: at most {MAX_LOCK_RESOURCES} per request, got {len(request.release_resources)}",
+            field="release_resources",
+        )
+    release = tuple(check_id(r, f"release_resources[{i}]") for i, r in enumerate(request.release_resources))
+    return LeaseAsk(owner, ttl // _US, tuple(prefixes), tuple(dict.fromkeys(release)))
+
+
+def _leased_response(handout: Handout) -> queues_pb2.DequeueWorkResponse:
+    response = queues_pb2.DequeueWorkResponse(id=handout.item_id, fencing_tokens=[t for t, _ in handout.leases])
+    if handout.leases:
+        seconds, micros = divmod(min(expire for _, expire in handout.leases), 1_000_000)
+        response.lease_expire_time.seconds, response.lease_expire_time.nanos = seconds, micros * 1000
+    return response
+
+
 class QueueServicer(queues_pb2_grpc.QueueServiceServicer):
     """``wfe.persistence.v1.QueueService`` over the provider's cluster."""
 
@@ -166,10 +209,18 @@ class QueueServicer(queues_pb2_grpc.QueueServiceServicer):
     ) -> queues_pb2.DequeueWorkResponse:
         queue = _queue(request.queue)
         wait = _duration(request, "wait", timedelta(0), _US, MAX_WAIT)
-        item_id = await self._cluster.dequeue_work(queue, wait.total_seconds())
-        if item_id is None:
-            return queues_pb2.DequeueWorkResponse()
-        response = queues_pb2.DequeueWorkResponse(id=item_id)
+        ask = _lease_ask(request)
+        if ask is None:
+            item_id = await self._cluster.dequeue_work(queue, wait.total_seconds())
+            if item_id is None:
+                return queues_pb2.DequeueWorkResponse()
+            response = queues_pb2.DequeueWorkResponse(id=item_id)
+        else:
+            handout = await self._cluster.dequeue_leased(queue, wait.total_seconds(), ask)
+            if handout is None:
+                return queues_pb2.DequeueWorkResponse()
+            item_id = handout.item_id
+            response = _leased_response(handout)
         if request.include_workflow and queue == WORKFLOW:
             try:
                 row, pointers = await self._p.store.workflow(item_id)
