@@ -245,6 +245,117 @@ async def test_queue_requests_are_validated(stubs: Stubs) -> None:
     assert first.queued and not again.queued
 
 
+CLAIM = "workflow-execution."
+WFE_PREFIXES = [CLAIM, ""]
+
+
+def _leased(
+    owner: str, *, wait_ms: float = 0, release: tuple[str, ...] = (), **fields: object
+) -> queues_pb2.DequeueWorkRequest:
+    return queues_pb2.DequeueWorkRequest(
+        queue=fields.pop("queue", queues_pb2.QUEUE_TYPE_WORKFLOW),  # type: ignore[arg-type]
+        wait=_ms(wait_ms) if wait_ms else None,
+        leases=queues_pb2.DequeueLeases(owner=owner, prefixes=fields.pop("prefixes", WFE_PREFIXES)),  # type: ignore[arg-type]
+        release_resources=release,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_leased_dequeue_hands_out_the_item_with_the_owners_leases(stubs: Stubs) -> None:
+    """One call for a WFE host's dequeue, execution claim, workflow lock and read."""
+    # Without next_execution: queued by hand, and not queued again when its leases are released.
+    await stubs.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id="d1")))
+    await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id="d1", queue=queues_pb2.QUEUE_TYPE_WORKFLOW))
+    before = datetime.now(UTC)
+    got = await stubs.queues.DequeueWork(_leased("host-a", include_workflow=True))
+    assert got.id == "d1" and got.workflow.id == "d1" and got.workflow.revision == 1
+    assert len(got.fencing_tokens) == 2 and 0 < got.fencing_tokens[0] < got.fencing_tokens[1]
+    expires = got.lease_expire_time.ToDatetime(tzinfo=UTC)
+    assert before + timedelta(seconds=29) < expires < datetime.now(UTC) + timedelta(seconds=31)  # the default TTL
+    for resource in ("d1", CLAIM + "d1"):
+        for owner in ("host-b", "host-a"):  # held, also against its owner (not re-entrant)
+            taken = await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource=resource, owner=owner))
+            assert not taken.acquired, (resource, owner)
+    # The leases are ordinary leases: renewed and released like any other.
+    renewed = await stubs.locks.RenewLocks(
+        locks_pb2.RenewLocksRequest(owner="host-a", resources=["d1", CLAIM + "d1"], ttl=_ms(5000))
+    )
+    assert list(renewed.lost_resources) == []
+    # The next dequeue carries the release of both: they are free after it, though it found nothing.
+    empty = await stubs.queues.DequeueWork(_leased("host-a", release=(CLAIM + "d1", "d1", "never-held")))
+    assert empty.id == "" and list(empty.fencing_tokens) == [] and not empty.HasField("lease_expire_time")
+    taken = await stubs.locks.AcquireLock(
+        locks_pb2.AcquireLockRequest(resource="d1", owner="host-b", also_resources=[CLAIM + "d1"])
+    )
+    assert taken.acquired and taken.fencing_token > got.fencing_tokens[1]
+
+
+async def test_a_leased_dequeue_passes_over_items_held_by_others_and_waits_for_their_release(stubs: Stubs) -> None:
+    for item in ("x", "y"):
+        await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id=item, queue=queues_pb2.QUEUE_TYPE_INDEX))
+    held = await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource="lease:x", owner="other"))
+    assert held.acquired
+    index = queues_pb2.QUEUE_TYPE_INDEX
+    first = await stubs.queues.DequeueWork(_leased("h", queue=index, prefixes=["lease:"]))
+    assert first.id == "y" and len(first.fencing_tokens) == 1  # "x" is held: passed over, keeps its place
+    nothing = await stubs.queues.DequeueWork(_leased("h", queue=index, prefixes=["lease:"]))
+    assert nothing.id == ""
+    waiting = asyncio.ensure_future(
+        stubs.queues.DequeueWork(_leased("h", queue=index, prefixes=["lease:"], wait_ms=20_000), timeout=30)
+    )
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    started = time.monotonic()
+    await stubs.locks.ReleaseLock(locks_pb2.ReleaseLockRequest(resource="lease:x", owner="other"))
+    second = await waiting
+    assert second.id == "x" and len(second.fencing_tokens) == 1
+    assert time.monotonic() - started < 5  # woken by the release, not by the end of its wait
+    # A plain dequeue is not held up by leases: the queue is empty now.
+    plain = await stubs.queues.DequeueWork(queues_pb2.DequeueWorkRequest(queue=index))
+    assert plain.id == ""
+
+
+async def test_a_release_carried_by_a_dequeue_queues_the_workflow_it_kept_and_hands_it_out(stubs: Stubs) -> None:
+    """A WFE step: leased dequeue, persist under the leases (not queued: leased), then the next
+    dequeue frees the leases, which queues the workflow again, and hands it out in the same call."""
+    await stubs.workflows.CreateWorkflow(
+        workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id="s1", next_execution=0))
+    )
+    step1 = await stubs.queues.DequeueWork(_leased("host", include_workflow=True))
+    assert step1.id == "s1"
+    persisted = await stubs.workflows.PersistWorkflow(
+        workflows_pb2.PersistWorkflowRequest(workflow=_workflow(id="s1", next_execution=0), expected_revision=1)
+    )
+    assert persisted.server_queues
+    step2 = await stubs.queues.DequeueWork(_leased("host", include_workflow=True, release=(CLAIM + "s1", "s1")))
+    assert step2.id == "s1" and step2.workflow.revision == 2
+    assert min(step2.fencing_tokens) > max(step1.fencing_tokens)
+    other = await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource="s1", owner="someone"))
+    assert not other.acquired
+
+
+async def test_leased_dequeue_requests_are_validated(stubs: Stubs) -> None:
+    workflow = queues_pb2.QUEUE_TYPE_WORKFLOW
+    release_alone = queues_pb2.DequeueWorkRequest(queue=workflow, release_resources=["r"])
+    assert (await _refused(stubs.queues.DequeueWork(release_alone))).metadata["field"] == "release_resources"
+    cases: list[tuple[queues_pb2.DequeueLeases, str]] = [
+        (queues_pb2.DequeueLeases(prefixes=[""]), "leases.owner"),
+        (queues_pb2.DequeueLeases(owner="o"), "leases.prefixes"),
+        (queues_pb2.DequeueLeases(owner="o", prefixes=[str(i) for i in range(17)]), "leases.prefixes"),
+        (queues_pb2.DequeueLeases(owner="o", prefixes=["a", "b", "a"]), "leases.prefixes[2]"),
+        (queues_pb2.DequeueLeases(owner="o", prefixes=["p" * 513]), "leases.prefixes[0]"),
+        (queues_pb2.DequeueLeases(owner="o", prefixes=[""], ttl=_ms(99)), "leases.ttl"),
+        (queues_pb2.DequeueLeases(owner="o", prefixes=[""], ttl=duration_pb2.Duration(seconds=3601)), "leases.ttl"),
+    ]
+    for leases, field in cases:
+        request = queues_pb2.DequeueWorkRequest(queue=workflow, leases=leases)
+        assert (await _refused(stubs.queues.DequeueWork(request))).metadata["field"] == field, field
+    too_many = _leased("o", release=tuple(f"r{i}" for i in range(17)))
+    assert (await _refused(stubs.queues.DequeueWork(too_many))).metadata["field"] == "release_resources"
+    empty_release = _leased("o", release=("",))
+    assert (await _refused(stubs.queues.DequeueWork(empty_release))).metadata["field"] == "release_resources[0]"
+
+
 async def test_a_waiting_dequeue_ends_at_once_when_the_server_stops(store_url: str) -> None:
     running = await RunningServer.start(ServerConfig(db=store_url, listen="127.0.0.1:0", grace=20.0))
     stopped = False

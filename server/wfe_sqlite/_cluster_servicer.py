@@ -47,18 +47,21 @@ CLUSTER_SERVICE_NAMES = (
 )
 
 
-def _duration(request: Any, name: str, default: timedelta, low: timedelta, high: timedelta) -> timedelta:
+def _duration(
+    request: Any, name: str, default: timedelta, low: timedelta, high: timedelta, field: str | None = None
+) -> timedelta:
     """A Duration field: absent or zero is ``default``; otherwise it must lie in [low, high]."""
+    field = field or name
     if not request.HasField(name):
         return default
     value = getattr(request, name)
     if value.seconds == 0 and value.nanos == 0:
         return default
     if value.seconds < 0 or value.nanos < 0 or value.nanos > 999_999_999 or value.seconds > high.total_seconds():
-        raise InvalidArgument(f"{name}: must be between {low} and {high}", field=name)
+        raise InvalidArgument(f"{field}: must be between {low} and {high}", field=field)
     result = timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
     if not low <= result <= high:
-        raise InvalidArgument(f"{name}: must be between {low} and {high}", field=name)
+        raise InvalidArgument(f"{field}: must be between {low} and {high}", field=field)
     return result
 
 
@@ -160,7 +163,7 @@ def _lease_ask(request: queues_pb2.DequeueWorkRequest) -> LeaseAsk | None:
         return None
     leases = request.leases
     owner = check_id(leases.owner, "leases.owner")
-    ttl = _duration(leases, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL)
+    ttl = _duration(leases, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL, "leases.ttl")
     if not 1 <= len(leases.prefixes) <= MAX_LOCK_RESOURCES:
         raise InvalidArgument(
             f"leases.prefixes: 1 to {MAX_LOCK_RESOURCES} prefixes, got {len(leases.prefixes)}", field="leases.prefixes"
