@@ -21,6 +21,8 @@ from wfe.persistence.v1 import (
     locks_pb2_grpc,
     queues_pb2,
     queues_pb2_grpc,
+    subscriptions_pb2,
+    subscriptions_pb2_grpc,
     workflows_pb2,
     workflows_pb2_grpc,
 )
@@ -38,6 +40,7 @@ class Stubs:
         self.lifecycle = lifecycle_pb2_grpc.LifecycleServiceStub(channel)
         self.workflows = workflows_pb2_grpc.WorkflowServiceStub(channel)
         self.events = events_pb2_grpc.EventServiceStub(channel)
+        self.subscriptions = subscriptions_pb2_grpc.SubscriptionServiceStub(channel)
 
 
 @pytest.fixture
@@ -332,6 +335,82 @@ async def test_a_release_carried_by_a_dequeue_queues_the_workflow_it_kept_and_ha
     assert min(step2.fencing_tokens) > max(step1.fencing_tokens)
     other = await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource="s1", owner="someone"))
     assert not other.acquired
+
+
+async def test_an_event_dequeue_can_bring_the_event_and_the_subscriptions_it_matches(stubs: Stubs) -> None:
+    """What a WFE host's event consumer reads right after its dequeue, in the same call."""
+    await stubs.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id="waiting")))
+
+    def subscription(id: str, key: str, as_of: int) -> subscriptions_pb2.EventSubscription:
+        return subscriptions_pb2.EventSubscription(
+            id=id,
+            workflow_id="waiting",
+            execution_pointer_id="p",
+            event_name="paid",
+            event_key=key,
+            subscribe_as_of=timestamp_pb2.Timestamp(seconds=as_of),
+        )
+
+    before, after = NOW.seconds - 10, NOW.seconds + 10
+    await stubs.workflows.PersistWorkflowWithSubscriptions(
+        workflows_pb2.PersistWorkflowWithSubscriptionsRequest(
+            workflow=_workflow(id="waiting"),
+            subscriptions=[
+                subscription("s-match", "k", before),
+                subscription("s-late", "k", after),
+                subscription("s-other", "k2", before),
+            ],
+        )
+    )
+    await stubs.events.CreateEvent(
+        events_pb2.CreateEventRequest(
+            event=events_pb2.Event(id="ev", event_name="paid", event_key="k", event_data='{"a":1}', event_time=NOW)
+        )
+    )
+    got = await stubs.queues.DequeueWork(
+        queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT, include_event=True)
+    )
+    assert got.id == "ev" and got.event.id == "ev" and got.event.event_data == '{"a":1}' and not got.event.is_processed
+    assert got.subscriptions_included and [s.id for s in got.subscriptions] == ["s-match"]
+    assert got.subscriptions[0].workflow_id == "waiting" and got.subscriptions[0].execution_pointer_id == "p"
+    # The same as GetSubscriptions answers.
+    asked = await stubs.subscriptions.GetSubscriptions(
+        subscriptions_pb2.GetSubscriptionsRequest(event_name="paid", event_key="k", as_of=NOW)
+    )
+    assert list(asked.subscriptions) == list(got.subscriptions)
+    # Not asked for, or another queue: nothing more.
+    await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id="ev", queue=queues_pb2.QUEUE_TYPE_EVENT))
+    plain = await stubs.queues.DequeueWork(queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT))
+    assert plain.id == "ev" and not plain.HasField("event") and not plain.subscriptions_included
+    await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id="gone", queue=queues_pb2.QUEUE_TYPE_EVENT))
+    missing = await stubs.queues.DequeueWork(
+        queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT, include_event=True)
+    )
+    assert missing.id == "gone" and not missing.HasField("event") and not missing.subscriptions_included
+
+
+async def test_an_event_with_more_subscriptions_than_a_dequeue_brings_says_so(stubs: Stubs) -> None:
+    await stubs.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id="many")))
+    await stubs.workflows.PersistWorkflowWithSubscriptions(
+        workflows_pb2.PersistWorkflowWithSubscriptionsRequest(
+            workflow=_workflow(id="many"),
+            subscriptions=[
+                subscriptions_pb2.EventSubscription(
+                    workflow_id="many", event_name="n", event_key="k", subscribe_as_of=NOW
+                )
+                for _ in range(1001)
+            ],
+        )
+    )
+    await stubs.events.CreateEvent(
+        events_pb2.CreateEventRequest(
+            event=events_pb2.Event(id="e-many", event_name="n", event_key="k", event_data="null", event_time=NOW)
+        )
+    )
+    got = await stubs.queues.DequeueWork(
+        queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT, include_event=True)
+    )
+    assert got.event.id == "e-many" and not got.subscriptions_included and len(got.subscriptions) == 0
 
 
 async def test_leased_dequeue_requests_are_validated(stubs: Stubs) -> None:

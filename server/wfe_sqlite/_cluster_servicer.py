@@ -15,8 +15,8 @@ from wfe.persistence.v1 import (
     queues_pb2,
     queues_pb2_grpc,
 )
-from wfe_client.conversion import LIFECYCLE_EVENT_TYPE, QUEUE_TYPE, instant
-from wfe_client.errors import InvalidArgument, StreamIdle, WorkflowNotFound
+from wfe_client.conversion import LIFECYCLE_EVENT_TYPE, QUEUE_TYPE, event_to_proto, instant, subscription_to_proto
+from wfe_client.errors import EventNotFound, InvalidArgument, StreamIdle, WorkflowNotFound
 from wfe_client.limits import (
     DEFAULT_LOCK_TTL,
     MAX_LOCK_RESOURCES,
@@ -28,8 +28,8 @@ from wfe_client.limits import (
 
 from ._cluster_api import Handout, LeaseAsk
 from ._provider import StoreProvider
-from ._queue_store import WORKFLOW
-from ._rows import check_id
+from ._queue_store import EVENT, WORKFLOW
+from ._rows import check_id, event_from_row, subscription_from_row
 from ._servicer import _written
 from ._status import translate_errors
 from ._wire import workflow_message
@@ -151,6 +151,11 @@ class LockServicer(locks_pb2_grpc.LockServiceServicer):
         )
 
 
+INCLUDED_SUBSCRIPTIONS = 1000
+"""Most subscriptions a DequeueWork with ``include_event`` brings along (more: the caller asks)."""
+INCLUDED_BYTES = 4 * 1024 * 1024
+"""Byte budget of those subscriptions."""
+
 MAX_PREFIX_BYTES = 512
 """Longest lease prefix a DequeueWork takes (the resource is the prefix and the id)."""
 
@@ -230,7 +235,24 @@ class QueueServicer(queues_pb2_grpc.QueueServiceServicer):
             except WorkflowNotFound:
                 return response
             response.workflow.CopyFrom(workflow_message(row, pointers))
+        elif request.include_event and queue == EVENT:
+            await self._include_event(response, item_id)
         return response
+
+    async def _include_event(self, response: queues_pb2.DequeueWorkResponse, event_id: str) -> None:
+        """The event and the subscriptions it matches (what a WFE host's event consumer reads next)."""
+        store = self._p.store
+        try:
+            event = await store.event(event_id)
+        except EventNotFound:
+            return
+        response.event.CopyFrom(event_to_proto(event_from_row(event)))
+        rows, more = await store.subscriptions(
+            event.event_name, event.event_key, event.event_time, INCLUDED_SUBSCRIPTIONS, None, INCLUDED_BYTES
+        )
+        if not more:
+            response.subscriptions_included = True
+            response.subscriptions.extend(subscription_to_proto(subscription_from_row(row)) for row in rows)
 
 
 def _event(request: lifecycle_pb2.PublishLifecycleEventRequest) -> lifecycle_pb2.LifecycleEvent:
