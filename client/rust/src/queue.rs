@@ -213,6 +213,7 @@ impl GrpcQueueProvider {
                     include_workflow: this.cache.is_some(),
                     leases: Some(locks.dequeue_leases()),
                     release_resources: carried.resources().to_vec(),
+                    ..Default::default()
                 };
                 (turn, carried, this.send_dequeue(request).await)
             };
@@ -304,8 +305,7 @@ impl QueueProvider for GrpcQueueProvider {
                 queue: convert::queue_type_to_wire(queue) as i32,
                 wait: (!self.wait.is_zero()).then(|| convert::duration_to_wire(self.wait)),
                 include_workflow,
-                leases: None,
-                release_resources: Vec::new(),
+                ..Default::default()
             })
             .await?;
         if response.id.is_empty() {

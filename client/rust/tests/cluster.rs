@@ -437,7 +437,8 @@ async fn the_release_that_ends_a_step_travels_with_the_next_dequeue() {
     let other_locks = GrpcLockProvider::connect(&server.addr).await.unwrap();
     let ids = queued_workflows(&server, 3).await;
 
-    // Three steps as a host runs them: dequeue, acquire both, release both, dequeue again.
+    // Three steps as a host runs them: dequeue, acquire both, read, persist (here: done, so
+    // that the server does not queue it again), release both, dequeue again.
     let mut dequeued = Vec::new();
     for _ in 0..3 {
         let id = queue
@@ -448,6 +449,9 @@ async fn the_release_that_ends_a_step_travels_with_the_next_dequeue() {
         let claim = claim_of(&id);
         assert!(locks.acquire_lock(&claim).await.unwrap());
         assert!(locks.acquire_lock(&id).await.unwrap());
+        let mut w = host_store.get_workflow_instance(&id).await.unwrap();
+        w.status = WorkflowStatus::Complete;
+        host_store.persist_workflow(&w).await.unwrap();
         locks.release_lock(&id).await.unwrap();
         locks.release_lock(&claim).await.unwrap();
         dequeued.push(id);
