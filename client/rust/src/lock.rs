@@ -15,6 +15,14 @@
 //! claim also releases `{id}` if nobody asked for it; with background release, a release of `{id}`
 //! while its claim is held goes with the claim's release (or on its own after
 //! 50 ms), one call for both.
+//!
+//! Leases taken by a dequeue: a [`crate::GrpcQueueProvider`] linked with
+//! [`crate::GrpcQueueProvider::with_locks`] takes both leases in its workflow dequeue and hands
+//! them to this provider as taken ahead (the claim's `acquire_lock` then needs no call either),
+//! and with background release this provider's releases wait up to 50 ms in an outbox for that
+//! queue's next workflow dequeue to carry them (see the `queue` module). Leases taken ahead and
+//! never asked for are released after [`UNASKED_LEASE_BOUND`], or when the host re-queues the
+//! workflow.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

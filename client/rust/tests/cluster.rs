@@ -590,6 +590,54 @@ async fn leases_taken_ahead_and_never_asked_for_are_given_back() {
 }
 
 #[tokio::test]
+async fn a_leased_dequeue_nobody_waits_for_gives_its_leases_back_and_stop_cancels_one() {
+    let server = server().await;
+    let host_store = store(&server).await;
+    let locks = GrpcLockProvider::new(&host_store).with_background_release(true);
+    let queue = GrpcQueueProvider::new(&host_store)
+        .with_wait(Duration::from_secs(10))
+        .with_locks(&locks);
+    let probe = GrpcLockProvider::connect(&server.addr).await.unwrap();
+
+    // The host gives up on a waiting dequeue (as its consumer loop does when it shuts down);
+    // the item that arrives after that is not kept leased: it goes back and another host gets it.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        queue.dequeue_work(QueueType::Workflow),
+    )
+    .await;
+    assert!(gave_up.is_err(), "nothing was queued yet");
+    let ids = queued_workflows(&server, 1).await;
+    let id = &ids[0];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_free(&probe, &claim_of(id), Duration::from_secs(1)).await;
+    until_free(&probe, id, Duration::from_secs(1)).await;
+    assert!(locks.held().is_empty(), "{:?}", locks.held());
+    let other_store = store(&server).await;
+    let (_other_locks, other_queue) = linked(&other_store);
+    assert_eq!(
+        other_queue.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(id.clone())
+    );
+
+    // stop ends a waiting leased dequeue at once (it answers None) instead of after its wait.
+    let waiting = {
+        let queue = queue.clone();
+        tokio::spawn(async move { queue.dequeue_work(QueueType::Workflow).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    queue.stop().await.unwrap();
+    assert_eq!(waiting.await.unwrap().unwrap(), None);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    locks.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_workflow_leased_by_another_owner_is_passed_over_and_keeps_its_place() {
     let server = server().await;
     let host_store = store(&server).await;
