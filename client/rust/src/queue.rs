@@ -142,10 +142,13 @@ impl QueueProvider for GrpcQueueProvider {
     /// Takes the oldest waiting id, waiting up to the provider's wait for one to arrive.
     async fn dequeue_work(&self, queue: QueueType) -> Result<Option<String>> {
         let include_workflow = self.cache.is_some() && queue == QueueType::Workflow;
+        let include_event = self.cache.is_some() && queue == QueueType::Event;
         let mut request = tonic::Request::new(pb::DequeueWorkRequest {
             queue: convert::queue_type_to_wire(queue) as i32,
             wait: (!self.wait.is_zero()).then(|| convert::duration_to_wire(self.wait)),
             include_workflow,
+            include_event,
+            ..Default::default()
         });
         let deadline = self.wait + DEQUEUE_MARGIN;
         request.set_timeout(deadline);
@@ -162,6 +165,14 @@ impl QueueProvider for GrpcQueueProvider {
             && workflow.id == response.id
         {
             cache.prime(workflow);
+        }
+        if let (Some(cache), Some(event)) = (&self.cache, response.event)
+            && event.id == response.id
+        {
+            let subscriptions = response
+                .subscriptions_included
+                .then_some(response.subscriptions);
+            cache.prime_event(event, subscriptions);
         }
         Ok(Some(response.id))
     }
