@@ -12,6 +12,10 @@
 //! the workflow's lock, goes to the server (or comes with the lock: [`crate::GrpcLockProvider`]):
 //! a copy fetched before the lock may be stale.
 //!
+//! An event dequeue built the same way brings the event and the subscriptions it matches (when
+//! they are at most 1000), which answer the host's `get_event` and `get_subscriptions` that
+//! follow it, once each.
+//!
 //! A `queue_work` right after a write through the same store that the server queues itself
 //! (the write's `server_queues`: WFE queues every workflow it creates or persists runnable and
 //! every event it creates, and the server does too) returns without a call
