@@ -72,6 +72,17 @@ def build() -> None:
     )
 
 
+def terminate(process: subprocess.Popen[str]) -> None:
+    """SIGTERM unless it has ended, then wait for it (SIGKILL after 30 s)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -115,12 +126,7 @@ class Server:
         return calls
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)
 
 
 class Host:
@@ -143,13 +149,7 @@ class Host:
         self.process.stdin.flush()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
 
 
 def log_lines(path: Path) -> list[tuple[str, str, str]]:
@@ -158,13 +158,43 @@ def log_lines(path: Path) -> list[tuple[str, str, str]]:
     return [tuple(line.split("\t")) for line in path.read_text().splitlines()]  # type: ignore[misc]
 
 
-def run_hosts(hosts: list[Host], log: Path, steps: int, timeout: float) -> float:
-    """Sends ``go`` to every host and waits until ``steps`` lines are logged; the seconds it took."""
+def cluster_hosts(server: Server, tmp: Path, log: Path, counts: list[int], options: list[str]) -> list[Host]:
+    """One ``cluster_host`` process per entry of ``counts`` (named h1, h2, ...) on ``server``: each logs
+    its steps to ``log`` and starts that many workflows once it gets ``go``; ``options`` are more of its
+    options. Their stderr goes to ``tmp``/h1.stderr, ..."""
+    return [
+        Host(
+            [
+                str(HOST_BIN),
+                server.address,
+                "--name",
+                f"h{i + 1}",
+                "--log",
+                str(log),
+                "--start",
+                str(count),
+                "--wait-go",
+                *options,
+            ],
+            tmp / f"h{i + 1}.stderr",
+        )
+        for i, count in enumerate(counts)
+    ]
+
+
+def send_go(hosts: list[Host]) -> float:
+    """Waits until every host is ready, then sends each ``go``; the monotonic time it did."""
     for host in hosts:
         host.expect("ready")
     started = time.monotonic()
     for host in hosts:
         host.go()
+    return started
+
+
+def run_hosts(hosts: list[Host], log: Path, steps: int, timeout: float) -> float:
+    """Sends ``go`` to every host and waits until ``steps`` lines are logged; the seconds it took."""
+    started = send_go(hosts)
     while len(log_lines(log)) < steps:
         if time.monotonic() - started > timeout:
             raise RuntimeError(f"only {len(log_lines(log))} of {steps} steps within {timeout}s")
@@ -200,24 +230,7 @@ def run_cluster(n: int, workflows: int, host_args: list[str], timeout: float, ro
         tmp = Path(tmp_name)
         server = Server(tmp)
         log = tmp / "steps.log"
-        hosts = [
-            Host(
-                [
-                    str(HOST_BIN),
-                    server.address,
-                    "--name",
-                    f"h{i + 1}",
-                    "--log",
-                    str(log),
-                    "--start",
-                    str(count),
-                    "--wait-go",
-                    *host_args,
-                ],
-                tmp / f"h{i + 1}.stderr",
-            )
-            for i, count in enumerate(split(workflows, n))
-        ]
+        hosts = cluster_hosts(server, tmp, log, split(workflows, n), host_args)
         try:
             before = server.calls()
             seconds = run_hosts(hosts, log, workflows * STEPS, timeout)
@@ -306,26 +319,7 @@ def inmemory(args: argparse.Namespace) -> None:
         tmp = Path(tmp_name)
         server = Server(tmp)
         log = tmp / "steps.log"
-        hosts = [
-            Host(
-                [
-                    str(HOST_BIN),
-                    server.address,
-                    "--name",
-                    f"h{i + 1}",
-                    "--log",
-                    str(log),
-                    "--start",
-                    str(count),
-                    "--work-ms",
-                    str(args.work_ms),
-                    "--wait-go",
-                    "--inmemory",
-                ],
-                tmp / f"h{i + 1}.stderr",
-            )
-            for i, count in enumerate(split(workflows, 3))
-        ]
+        hosts = cluster_hosts(server, tmp, log, split(workflows, 3), ["--work-ms", str(args.work_ms), "--inmemory"])
 
         async def all_complete() -> bool:
             ids = sorted({line[0] for line in log_lines(log)})
@@ -336,11 +330,7 @@ def inmemory(args: argparse.Namespace) -> None:
             return all(w.status is WorkflowStatus.COMPLETE for w in found)
 
         try:
-            for host in hosts:
-                host.expect("ready")
-            started = time.monotonic()
-            for host in hosts:
-                host.go()
+            started = send_go(hosts)
             while not asyncio.run(all_complete()):
                 if time.monotonic() - started > args.timeout:
                     raise RuntimeError("not all workflows completed in time")

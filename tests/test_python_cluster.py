@@ -26,11 +26,26 @@ from wfe_client import ExecutionPointer, GrpcPersistenceProvider, WorkflowInstan
 HOST = Path(__file__).resolve().parent / "cluster_host.py"
 WORKFLOWS = 300
 TTL_MS = 1500
+# The victim's steps take 2 s: the SIGKILL after its 'holding' line lands mid-step even when this
+# process is late to send it on a loaded machine (with 0.3 s steps it once came after the persist).
+VICTIM_STEP_SECONDS = 2.0
+# Longer than a victim step, so its lease does not depend on a renewal landing in time under load.
+VICTIM_TTL_MS = 3000
 
 
-def _host(address: str, name: str, log: Path, *args: str) -> subprocess.Popen[str]:
+def _host(address: str, name: str, log: Path, step_seconds: float, ttl_ms: int = TTL_MS) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(HOST), address, name, str(log), "--ttl-ms", str(TTL_MS), *args],
+        [
+            sys.executable,
+            str(HOST),
+            address,
+            name,
+            str(log),
+            "--ttl-ms",
+            str(ttl_ms),
+            "--step-seconds",
+            str(step_seconds),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -80,13 +95,10 @@ async def test_four_python_hosts_one_killed_while_holding_a_lock(
     hosts: dict[str, subprocess.Popen[str]] = {}
     try:
         async with GrpcPersistenceProvider.connect(addresses[0]) as store:
-            # The victim is slow (each step takes 0.3 s), so it is mid-step, holding its lock, when killed.
-            # With three servers, three hosts and PostgreSQL on two cores this test process can be late
-            # to kill it by more than that: 1 s there (still within the TTL, which renewal extends anyway).
-            victim_step = "0.3" if backend == "sqlite" else "1.0"
-            hosts["victim"] = _host(addresses[0], "victim", log, "--step-seconds", victim_step)
+            # The victim is slow, so it is mid-step, holding its lock, when killed.
+            hosts["victim"] = _host(addresses[0], "victim", log, VICTIM_STEP_SECONDS, VICTIM_TTL_MS)
             for n, name in enumerate(("host-1", "host-2", "host-3"), start=1):
-                hosts[name] = _host(addresses[n % len(addresses)], name, log, "--step-seconds", "0.005")
+                hosts[name] = _host(addresses[n % len(addresses)], name, log, 0.005)
             for process in hosts.values():
                 assert process.stdout is not None
                 assert (await asyncio.to_thread(process.stdout.readline)).strip() == "ready"
@@ -101,17 +113,18 @@ async def test_four_python_hosts_one_killed_while_holding_a_lock(
             stop = asyncio.Event()
             watcher = asyncio.create_task(_watch_revisions(store, ids, stop))
 
-            # Kill the victim while it holds a lock mid-step (after it has done a few steps).
+            # Kill the victim while it holds a lock mid-step, its second: it has persisted a step before.
             victim = hosts["victim"]
             assert victim.stdout is not None
             victim_lines: list[str] = []
-            while sum(line.startswith("holding ") for line in victim_lines) < 4:
+            while sum(line.startswith("holding ") for line in victim_lines) < 2:
                 line = await asyncio.wait_for(asyncio.to_thread(victim.stdout.readline), 60)
                 assert line, "the victim host ended early"
                 victim_lines.append(line.strip())
             victim.kill()
             victim.wait(30)
             killed_at = time.monotonic()
+            assert any(line.startswith("persisted ") for line in victim_lines), victim_lines
             victim_lines += [line.strip() for line in victim.stdout.read().splitlines()]
             in_flight = victim_lines[-1].split()
             assert in_flight[0] == "holding", victim_lines[-3:]

@@ -29,7 +29,7 @@ from wfe_client.limits import (
 from ._cluster_api import Handout, LeaseAsk
 from ._provider import StoreProvider
 from ._queue_store import EVENT, WORKFLOW
-from ._rows import check_id, event_from_row, subscription_from_row
+from ._rows import check_id, event_from_row, lease_ask, subscription_from_row
 from ._servicer import _written
 from ._status import translate_errors
 from ._wire import workflow_message
@@ -156,9 +156,6 @@ INCLUDED_SUBSCRIPTIONS = 1000
 INCLUDED_BYTES = 4 * 1024 * 1024
 """Byte budget of those subscriptions."""
 
-MAX_PREFIX_BYTES = 512
-"""Longest lease prefix a DequeueWork takes (the resource is the prefix and the id)."""
-
 
 def _lease_ask(request: queues_pb2.DequeueWorkRequest) -> LeaseAsk | None:
     """The leases a DequeueWork asks for and the releases it carries, checked; None without ``leases``."""
@@ -167,27 +164,10 @@ def _lease_ask(request: queues_pb2.DequeueWorkRequest) -> LeaseAsk | None:
             raise InvalidArgument("release_resources: needs leases (for its owner)", field="release_resources")
         return None
     leases = request.leases
-    owner = check_id(leases.owner, "leases.owner")
     ttl = _duration(leases, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL, "leases.ttl")
-    if not 1 <= len(leases.prefixes) <= MAX_LOCK_RESOURCES:
-        raise InvalidArgument(
-            f"leases.prefixes: 1 to {MAX_LOCK_RESOURCES} prefixes, got {len(leases.prefixes)}", field="leases.prefixes"
-        )
-    prefixes: list[str] = []
-    for i, prefix in enumerate(leases.prefixes):
-        name = f"leases.prefixes[{i}]"
-        prefixes.append(check_id(prefix, name, required=False))
-        if len(prefix.encode("utf-8", "surrogatepass")) > MAX_PREFIX_BYTES:
-            raise InvalidArgument(f"{name}: longer than {MAX_PREFIX_BYTES} bytes", field=name)
-        if prefix in prefixes[:-1]:
-            raise InvalidArgument(f"{name}: {prefix!r} is named twice", field=name)
-    if len(request.release_resources) > MAX_LOCK_RESOURCES:
-        raise InvalidArgument(
-            f"release_resources: at most {MAX_LOCK_RESOURCES} per request, got {len(request.release_resources)}",
-            field="release_resources",
-        )
-    release = tuple(check_id(r, f"release_resources[{i}]") for i, r in enumerate(request.release_resources))
-    return LeaseAsk(owner, ttl // _US, tuple(prefixes), tuple(dict.fromkeys(release)))
+    return lease_ask(
+        leases.owner, ttl // _US, leases.prefixes, request.release_resources, "leases.", "release_resources"
+    )
 
 
 def _leased_response(handout: Handout) -> queues_pb2.DequeueWorkResponse:

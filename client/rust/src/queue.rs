@@ -12,6 +12,10 @@
 //! the workflow's lock, goes to the server (or comes with the lock: [`crate::GrpcLockProvider`]):
 //! a copy fetched before the lock may be stale.
 //!
+//! An event dequeue built the same way brings the event and the subscriptions it matches (when
+//! they are at most 1000), which answer the host's `get_event` and `get_subscriptions` that
+//! follow it, once each.
+//!
 //! A `queue_work` right after a write through the same store that the server queues itself
 //! (the write's `server_queues`: WFE queues every workflow it creates or persists runnable and
 //! every event it creates, and the server does too) returns without a call
@@ -300,11 +304,13 @@ impl QueueProvider for GrpcQueueProvider {
             return self.dequeue_leased(locks).await;
         }
         let include_workflow = self.cache.is_some() && queue == QueueType::Workflow;
+        let include_event = self.cache.is_some() && queue == QueueType::Event;
         let response = self
             .send_dequeue(pb::DequeueWorkRequest {
                 queue: convert::queue_type_to_wire(queue) as i32,
                 wait: (!self.wait.is_zero()).then(|| convert::duration_to_wire(self.wait)),
                 include_workflow,
+                include_event,
                 ..Default::default()
             })
             .await?;
@@ -315,6 +321,14 @@ impl QueueProvider for GrpcQueueProvider {
             && workflow.id == response.id
         {
             cache.prime(workflow);
+        }
+        if let (Some(cache), Some(event)) = (&self.cache, response.event)
+            && event.id == response.id
+        {
+            let subscriptions = response
+                .subscriptions_included
+                .then_some(response.subscriptions);
+            cache.prime_event(event, subscriptions);
         }
         Ok(Some(response.id))
     }

@@ -156,6 +156,61 @@ async fn the_first_read_after_a_dequeue_is_the_dequeued_copy_and_the_next_one_is
     );
 }
 
+#[tokio::test]
+async fn an_event_dequeue_answers_the_hosts_event_and_subscription_reads_that_follow() {
+    let server = server().await;
+    let host_store = store(&server).await;
+    let queue = GrpcQueueProvider::new(&host_store);
+    let other = store(&server).await;
+    let id = other.create_new_workflow(&workflow()).await.unwrap();
+    let at = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let mut sub = EventSubscription::new(&id, 0, "p0", "paid", "order-1", at);
+    sub.id = other.create_event_subscription(&sub).await.unwrap();
+    let mut late = EventSubscription::new(
+        &id,
+        0,
+        "p1",
+        "paid",
+        "order-1",
+        at + chrono::Duration::hours(1),
+    );
+    late.id = other.create_event_subscription(&late).await.unwrap();
+    let event = wfe_core::models::Event::new("paid", "order-1", json!({"amount": 3}));
+    let event_id = other.create_event(&event).await.unwrap();
+    assert_eq!(
+        queue.dequeue_work(QueueType::Event).await.unwrap(),
+        Some(event_id.clone())
+    );
+
+    // What a WFE host's event consumer reads right after: both came with the dequeue.
+    let (got, subscriptions) = without_the_server(&server, async {
+        let got = host_store.get_event(&event_id).await.unwrap();
+        let subscriptions = host_store
+            .get_subscriptions(&got.event_name, &got.event_key, got.event_time)
+            .await
+            .unwrap();
+        (got, subscriptions)
+    })
+    .await;
+    assert_eq!(got.event_data, json!({"amount": 3}));
+    assert_eq!(
+        subscriptions
+            .iter()
+            .map(|s| s.id.clone())
+            .collect::<Vec<_>>(),
+        vec![sub.id.clone()],
+        "only the subscription as of the event's time"
+    );
+    // Once only: the next reads go to the server (and agree).
+    let again = host_store
+        .get_subscriptions(&got.event_name, &got.event_key, got.event_time)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    other.mark_event_processed(&event_id).await.unwrap();
+    assert!(host_store.get_event(&event_id).await.unwrap().is_processed);
+}
+
 // ── Locks ───────────────────────────────────────────────────────────────
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 // GrpcLifecyclePublisher against a live wfe-sqlite server (real process).
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   epochNanosOf,
@@ -13,21 +13,9 @@ import {
   type LifecycleEvent,
   type LifecycleWatch,
 } from "../src/index.js";
-import { startServer, type RunningServer } from "./server.js";
+import { liveServer } from "./server.js";
 
-let server: RunningServer;
-let publisher: GrpcLifecyclePublisher;
-
-before(async () => {
-  server = await startServer();
-  publisher = await GrpcLifecyclePublisher.connect(server.address);
-});
-
-after(async () => {
-  publisher?.close();
-  const code = await server?.stop();
-  assert.equal(code, 0, `server did not stop cleanly on SIGTERM (exit ${code}); stderr:\n${server?.stderr()}`);
-});
+const live = liveServer((address) => GrpcLifecyclePublisher.connect(address));
 
 const uniq = (prefix: string) => `${prefix}-${randomUUID()}`;
 
@@ -52,10 +40,10 @@ async function take(watch: LifecycleWatch, count: number, timeoutMs = 5_000): Pr
 async function watchersSettleAt(expected: number): Promise<number> {
   const probe = newLifecycleEvent(LifecycleEventType.STARTED, uniq("probe"));
   const deadline = Date.now() + 3_000;
-  let count = await publisher.publish(probe);
+  let count = await live.client.publish(probe);
   while (count !== expected && Date.now() < deadline) {
     await sleep(20);
-    count = await publisher.publish(probe);
+    count = await live.client.publish(probe);
   }
   return count;
 }
@@ -64,7 +52,7 @@ const norm = (e: LifecycleEvent) => ({ ...e, eventTime: epochNanosOf(e.eventTime
 
 describe("GrpcLifecyclePublisher", () => {
   it("relays published events to a watcher, field for field and in order", async () => {
-    await using watch = publisher.watch({ workflowDefinitionId: "relay-def" });
+    await using watch = live.client.watch({ workflowDefinitionId: "relay-def" });
     await watch.started();
     const id = uniq("wf");
     const sent = [
@@ -78,7 +66,7 @@ describe("GrpcLifecyclePublisher", () => {
       newLifecycleEvent(LifecycleEventType.ERROR, id, { workflowDefinitionId: "relay-def", version: 3, message: "card declined ✗" }),
       newLifecycleEvent(LifecycleEventType.COMPLETED, id, { workflowDefinitionId: "relay-def", version: 3 }),
     ];
-    for (const event of sent) assert.ok((await publisher.publish(event)) >= 1, "the watch counts as a watcher");
+    for (const event of sent) assert.ok((await live.client.publish(event)) >= 1, "the watch counts as a watcher");
     const received = await take(watch, sent.length);
     assert.deepEqual(received.map(norm), sent.map(norm));
     const time = received[0]!.eventTime;
@@ -90,9 +78,9 @@ describe("GrpcLifecyclePublisher", () => {
   it("filters by workflow instance and by definition", async () => {
     const [x, y] = [uniq("x"), uniq("y")];
     const [d, e] = [uniq("d"), uniq("e")];
-    await using all = publisher.watch();
-    await using byInstance = publisher.watch({ workflowInstanceId: x });
-    await using byDefinition = publisher.watch({ workflowDefinitionId: d });
+    await using all = live.client.watch();
+    await using byInstance = live.client.watch({ workflowInstanceId: x });
+    await using byDefinition = live.client.watch({ workflowDefinitionId: d });
     await Promise.all([all.started(), byInstance.started(), byDefinition.started()]);
     const events = [
       newLifecycleEvent(LifecycleEventType.STARTED, x, { workflowDefinitionId: e }),
@@ -100,7 +88,7 @@ describe("GrpcLifecyclePublisher", () => {
       newLifecycleEvent(LifecycleEventType.STARTED, y, { workflowDefinitionId: e }),
       newLifecycleEvent(LifecycleEventType.COMPLETED, x, { workflowDefinitionId: d }),
     ];
-    for (const event of events) await publisher.publish(event);
+    for (const event of events) await live.client.publish(event);
     const key = (ev: LifecycleEvent) => `${ev.type}:${ev.workflowInstanceId}:${ev.workflowDefinitionId}`;
     // Events are relayed in order, so the last matching event arriving proves the others were filtered out.
     assert.deepEqual((await take(all, 4)).map(key), events.map(key));
@@ -110,7 +98,7 @@ describe("GrpcLifecyclePublisher", () => {
 
   it("cancels the stream when the loop breaks, and on close() or the signal", async () => {
     assert.equal(await watchersSettleAt(0), 0, "no watcher left over from earlier tests");
-    const first = publisher.watch();
+    const first = live.client.watch();
     await first.started();
     assert.equal(await watchersSettleAt(1), 1);
     for await (const event of first) {
@@ -119,7 +107,7 @@ describe("GrpcLifecyclePublisher", () => {
     }
     assert.equal(await watchersSettleAt(0), 0, "break cancelled the stream at the server");
 
-    const second = publisher.watch();
+    const second = live.client.watch();
     await second.started();
     assert.equal(await watchersSettleAt(1), 1);
     second.close();
@@ -129,7 +117,7 @@ describe("GrpcLifecyclePublisher", () => {
     assert.equal(await watchersSettleAt(0), 0, "close() cancelled the stream at the server");
 
     const abort = new AbortController();
-    const third = publisher.watch({ signal: abort.signal });
+    const third = live.client.watch({ signal: abort.signal });
     await third.started();
     let seen = 0;
     let firstSeen = () => {};
@@ -152,10 +140,10 @@ describe("GrpcLifecyclePublisher", () => {
 
   it("rejects events the contract does not allow", async () => {
     await assert.rejects(
-      publisher.publish({ ...newLifecycleEvent(LifecycleEventType.STARTED, "w"), type: "BOGUS" as LifecycleEventType }),
+      live.client.publish({ ...newLifecycleEvent(LifecycleEventType.STARTED, "w"), type: "BOGUS" as LifecycleEventType }),
       (err: unknown) => err instanceof InvalidArgument && err.field === "event.type",
     );
     // Checked by the server: the workflow instance id is required.
-    await assert.rejects(publisher.publish(newLifecycleEvent(LifecycleEventType.STARTED, "")), InvalidArgument);
+    await assert.rejects(live.client.publish(newLifecycleEvent(LifecycleEventType.STARTED, "")), InvalidArgument);
   });
 });

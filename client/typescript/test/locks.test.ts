@@ -3,40 +3,28 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code } from "@connectrpc/connect";
 import { GrpcLockProvider, GrpcPersistenceProvider, InvalidArgument, WfeError } from "../src/index.js";
-import { pythonBinary, startServer, type RunningServer } from "./server.js";
+import { liveServer, pythonBinary } from "./server.js";
 
 /** The compiled package, for child processes (this file runs from dist/test/). */
 const PACKAGE_URL = new URL("../src/index.js", import.meta.url).href;
 
-let server: RunningServer;
-let store: GrpcPersistenceProvider;
-
-before(async () => {
-  server = await startServer();
-  store = await GrpcPersistenceProvider.connect(server.address);
-});
-
-after(async () => {
-  store?.close();
-  const code = await server?.stop();
-  assert.equal(code, 0, `server did not stop cleanly on SIGTERM (exit ${code}); stderr:\n${server?.stderr()}`);
-});
+const live = liveServer((address) => GrpcPersistenceProvider.connect(address));
 
 const uniq = (prefix: string) => `${prefix}-${randomUUID()}`;
 
-/** A provider on `store`'s connection with its own owner; `errors` collects what renewal reports. */
+/** A provider on the shared client's connection with its own owner; `errors` collects what renewal reports. */
 function lockProvider(ttlMs?: number, errors: unknown[] = []) {
-  return new GrpcLockProvider(store, { ttlMs, onError: (e) => errors.push(e) });
+  return new GrpcLockProvider(live.client, { ttlMs, onError: (e) => errors.push(e) });
 }
 
 describe("GrpcLockProvider", () => {
   it("hands a resource to exactly one of many concurrent acquirers", async () => {
     // Own connections, so the acquisitions really race at the server.
-    const providers = await Promise.all(Array.from({ length: 12 }, () => GrpcLockProvider.connect(server.address)));
+    const providers = await Promise.all(Array.from({ length: 12 }, () => GrpcLockProvider.connect(live.server.address)));
     try {
       for (let round = 0; round < 5; round++) {
         const resource = uniq("contended");
@@ -104,7 +92,7 @@ describe("GrpcLockProvider", () => {
     // Long enough that a renewal delayed by a loaded machine (seen: a 600 ms TTL lost at load 16 on
     // 2 cores) still lands in time; the loop below still spans several TTLs.
     const ttlMs = 2_000;
-    await using holder = new GrpcLockProvider(store, { ttlMs, onError: (e) => errors.push(e), onLost: (r) => lost.push(r) });
+    await using holder = new GrpcLockProvider(live.client, { ttlMs, onError: (e) => errors.push(e), onLost: (r) => lost.push(r) });
     await using other = lockProvider(ttlMs);
     const resource = uniq("long-step");
     assert.equal(await holder.acquireLock(resource), true);
@@ -128,7 +116,7 @@ describe("GrpcLockProvider", () => {
     const resource = uniq("killed");
     const script = `
       import { GrpcLockProvider } from ${JSON.stringify(PACKAGE_URL)};
-      const locks = await GrpcLockProvider.connect(${JSON.stringify(server.address)}, { ttlMs: ${ttlMs} });
+      const locks = await GrpcLockProvider.connect(${JSON.stringify(live.server.address)}, { ttlMs: ${ttlMs} });
       console.log(await locks.acquireLock(${JSON.stringify(resource)}) ? "held" : "refused");
       setInterval(() => {}, 1000); // stay alive, renewing, until killed
     `;
@@ -161,8 +149,8 @@ describe("GrpcLockProvider", () => {
   it("reports a lease found lost at renewal and stops renewing it", async () => {
     const owner = uniq("shared-owner");
     const lost: string[] = [];
-    await using holder = new GrpcLockProvider(store, { owner, ttlMs: 300, onLost: (r) => lost.push(r) });
-    await using sameOwner = new GrpcLockProvider(store, { owner });
+    await using holder = new GrpcLockProvider(live.client, { owner, ttlMs: 300, onLost: (r) => lost.push(r) });
+    await using sameOwner = new GrpcLockProvider(live.client, { owner });
     await using thief = lockProvider();
     const resource = uniq("r");
     const kept = uniq("r");
@@ -181,7 +169,7 @@ describe("GrpcLockProvider", () => {
   it("releases what it holds on close, and await using closes", async () => {
     const r1 = uniq("r");
     const r2 = uniq("r");
-    const locks = await GrpcLockProvider.connect(server.address);
+    const locks = await GrpcLockProvider.connect(live.server.address);
     assert.equal(await locks.acquireLock(r1), true);
     assert.equal(await locks.acquireLock(r2), true);
     await locks.close();
@@ -200,16 +188,16 @@ describe("GrpcLockProvider", () => {
     }
     assert.equal(await other.acquireLock(r3), true, "released when the scope ended");
     // A provider on a shared connection leaves the connection open.
-    assert.equal(typeof (await store.nextDefinitionSequence(uniq("still-open"))), "number");
+    assert.equal(typeof (await live.client.nextDefinitionSequence(uniq("still-open"))), "number");
   });
 
   it("validates its options", () => {
-    assert.throws(() => new GrpcLockProvider(store, { ttlMs: 99 }), InvalidArgument);
-    assert.throws(() => new GrpcLockProvider(store, { ttlMs: 3_600_001 }), InvalidArgument);
-    assert.throws(() => new GrpcLockProvider(store, { ttlMs: 1.5e3 + 0.5 }), InvalidArgument);
-    assert.throws(() => new GrpcLockProvider(store, { owner: "" }), InvalidArgument);
-    const a = new GrpcLockProvider(store);
-    const b = new GrpcLockProvider(store);
+    assert.throws(() => new GrpcLockProvider(live.client, { ttlMs: 99 }), InvalidArgument);
+    assert.throws(() => new GrpcLockProvider(live.client, { ttlMs: 3_600_001 }), InvalidArgument);
+    assert.throws(() => new GrpcLockProvider(live.client, { ttlMs: 1.5e3 + 0.5 }), InvalidArgument);
+    assert.throws(() => new GrpcLockProvider(live.client, { owner: "" }), InvalidArgument);
+    const a = new GrpcLockProvider(live.client);
+    const b = new GrpcLockProvider(live.client);
     assert.notEqual(a.owner, b.owner, "a fresh owner id per provider");
     assert.equal(a.ttlMs, 30_000);
   });
@@ -228,7 +216,7 @@ describe("GrpcLockProvider", () => {
         "            sys.stdin.read()  # hold it until the parent closes stdin",
         "asyncio.run(main())",
       ].join("\n");
-      return spawn(pythonBinary(), ["-c", script, server.address, resource, action], {
+      return spawn(pythonBinary(), ["-c", script, live.server.address, resource, action], {
         stdio: ["pipe", "pipe", "inherit"],
       });
     };

@@ -1,7 +1,7 @@
 // GrpcPersistenceProvider against a live wfe-sqlite server (real process, real SQLite file).
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
@@ -38,21 +38,12 @@ import {
   type WorkflowInstance,
 } from "../src/index.js";
 import { CommandName as WireCommandName, ScheduledCommandService } from "../src/gen/wfe/persistence/v1/scheduled_commands_pb.js";
-import { sqliteScalar, startServer, type RunningServer } from "./server.js";
+import { liveServer, sqliteScalar, startServer } from "./server.js";
 
-let server: RunningServer;
-let provider: GrpcPersistenceProvider;
-
-before(async () => {
-  server = await startServer();
-  provider = await GrpcPersistenceProvider.connect(server.address);
+const live = liveServer(async (address) => {
+  const provider = await GrpcPersistenceProvider.connect(address);
   await provider.ensureStoreExists();
-});
-
-after(async () => {
-  provider?.close();
-  const code = await server?.stop();
-  assert.equal(code, 0, `server did not stop cleanly on SIGTERM (exit ${code}); stderr:\n${server?.stderr()}`);
+  return provider;
 });
 
 /** Replaces every Date by its epoch nanoseconds (Date equality in assert ignores sub-ms precision). */
@@ -140,12 +131,12 @@ function fullWorkflow(definition: string): WorkflowInstance {
 
 describe("store", () => {
   it("ensureStoreExists is idempotent", async () => {
-    await provider.ensureStoreExists();
-    await provider.ensureStoreExists();
+    await live.client.ensureStoreExists();
+    await live.client.ensureStoreExists();
   });
 
   it("supportsScheduledCommands", () => {
-    assert.equal(provider.supportsScheduledCommands(), true);
+    assert.equal(live.client.supportsScheduledCommands(), true);
   });
 });
 
@@ -153,17 +144,17 @@ describe("workflows", () => {
   it("creates and reads back every field exactly", async () => {
     const definition = uniq("def");
     const w = fullWorkflow(definition);
-    const id = await provider.createNewWorkflow(w);
+    const id = await live.client.createNewWorkflow(w);
     assert.match(id, /^[0-9a-f-]{36}$/);
     assert.equal(w.id, id, "generated id is written back");
     assert.equal(w.name, `${definition}-1`, "assigned name is written back");
-    const stored = await provider.getWorkflowInstance(id);
+    const stored = await live.client.getWorkflowInstance(id);
     assertSame(stored, w);
     assert.equal((stored.data as Record<string, unknown>)["big"], 2n ** 62n);
     assert.ok(stored.createTime instanceof PreciseDate);
     assert.equal(stored.createTime.epochMicros, BASE_US + 123_456n);
     assert.equal(stored.completeTime, undefined);
-    const byName = await provider.getWorkflowInstanceByName(w.name);
+    const byName = await live.client.getWorkflowInstanceByName(w.name);
     assertSame(byName, w);
   });
 
@@ -173,8 +164,8 @@ describe("workflows", () => {
     p.eventData = null;
     p.outcome = null;
     w.executionPointers = [p];
-    await provider.createNewWorkflow(w);
-    const stored = await provider.getWorkflowInstance(w.id);
+    await live.client.createNewWorkflow(w);
+    const stored = await live.client.getWorkflowInstance(w.id);
     assert.equal(stored.data, null, "required JSON keeps null");
     assert.ok(!("eventData" in stored.executionPointers[0]!));
     assert.ok(!("outcome" in stored.executionPointers[0]!));
@@ -184,38 +175,38 @@ describe("workflows", () => {
     const definition = uniq("def");
     const named = newWorkflowInstance(definition, 1, null);
     named.name = `${definition}-2`; // taken before the sequence reaches it
-    await provider.createNewWorkflow(named);
+    await live.client.createNewWorkflow(named);
     const a = newWorkflowInstance(definition, 1, null);
     const b = newWorkflowInstance(definition, 1, null);
     const idA = a.id;
-    assert.equal(await provider.createNewWorkflow(a), idA);
-    await provider.createNewWorkflow(b);
+    assert.equal(await live.client.createNewWorkflow(a), idA);
+    await live.client.createNewWorkflow(b);
     assert.equal(a.name, `${definition}-1`);
     assert.equal(b.name, `${definition}-3`, "skips the taken -2");
   });
 
   it("rejects a duplicate id and a duplicate name", async () => {
     const w = newWorkflowInstance(uniq("def"), 1, null);
-    await provider.createNewWorkflow(w);
+    await live.client.createNewWorkflow(w);
     const sameId = newWorkflowInstance("other", 1, null);
     sameId.id = w.id;
-    await assertRejects(provider.createNewWorkflow(sameId), WorkflowAlreadyExists, "WORKFLOW_ALREADY_EXISTS");
+    await assertRejects(live.client.createNewWorkflow(sameId), WorkflowAlreadyExists, "WORKFLOW_ALREADY_EXISTS");
     const sameName = newWorkflowInstance("other", 1, null);
     sameName.name = w.name;
-    await assertRejects(provider.createNewWorkflow(sameName), WorkflowNameTaken, "WORKFLOW_NAME_TAKEN");
+    await assertRejects(live.client.createNewWorkflow(sameName), WorkflowNameTaken, "WORKFLOW_NAME_TAKEN");
   });
 
   it("reports missing workflows as WorkflowNotFound", async () => {
-    await assertRejects(provider.getWorkflowInstance(uniq("missing")), WorkflowNotFound, "WORKFLOW_NOT_FOUND");
-    await assertRejects(provider.getWorkflowInstanceByName(uniq("missing")), WorkflowNotFound, "WORKFLOW_NOT_FOUND");
+    await assertRejects(live.client.getWorkflowInstance(uniq("missing")), WorkflowNotFound, "WORKFLOW_NOT_FOUND");
+    await assertRejects(live.client.getWorkflowInstanceByName(uniq("missing")), WorkflowNotFound, "WORKFLOW_NOT_FOUND");
     const ghost = newWorkflowInstance("def", 1, null);
-    await assertRejects(provider.persistWorkflow(ghost), WorkflowNotFound, "WORKFLOW_NOT_FOUND");
-    await assertRejects(provider.persistWorkflowWithSubscriptions(ghost, []), WorkflowNotFound);
+    await assertRejects(live.client.persistWorkflow(ghost), WorkflowNotFound, "WORKFLOW_NOT_FOUND");
+    await assertRejects(live.client.persistWorkflowWithSubscriptions(ghost, []), WorkflowNotFound);
   });
 
   it("persistWorkflow replaces fields and pointers but never createTime", async () => {
     const w = fullWorkflow(uniq("def"));
-    const id = await provider.createNewWorkflow(w);
+    const id = await live.client.createNewWorkflow(w);
     const originalCreate = w.createTime;
     const updated: WorkflowInstance = {
       ...w,
@@ -228,8 +219,8 @@ describe("workflows", () => {
     };
     delete updated.description;
     delete updated.nextExecution;
-    await provider.persistWorkflow(updated);
-    const stored = await provider.getWorkflowInstance(id);
+    await live.client.persistWorkflow(updated);
+    const stored = await live.client.getWorkflowInstance(id);
     assertSame(stored, { ...updated, createTime: originalCreate });
     assert.equal(stored.description, undefined);
     assert.equal(stored.nextExecution, undefined);
@@ -237,28 +228,28 @@ describe("workflows", () => {
 
   it("persistWorkflowWithSubscriptions is all or nothing", async () => {
     const w = newWorkflowInstance(uniq("def"), 1, { step: 0 });
-    await provider.createNewWorkflow(w);
+    await live.client.createNewWorkflow(w);
     const s1 = newEventSubscription(w.id, 0, "p0", uniq("evt"), "k", micros(BASE_US));
     s1.id = "";
     const s2 = newEventSubscription(w.id, 1, "p1", s1.eventName, "k", micros(BASE_US + 1n));
     const step1 = { ...w, data: { step: 1 } };
-    const ids = await provider.persistWorkflowWithSubscriptions(step1, [s1, s2]);
+    const ids = await live.client.persistWorkflowWithSubscriptions(step1, [s1, s2]);
     assert.equal(ids.length, 2);
     assert.equal(ids[1], s2.id);
     assert.equal(s1.id, ids[0], "generated id is written back");
-    assertSame(await provider.getSubscription(ids[0]!), s1);
-    assert.deepEqual((await provider.getWorkflowInstance(w.id)).data, { step: 1 });
+    assertSame(await live.client.getSubscription(ids[0]!), s1);
+    assert.deepEqual((await live.client.getWorkflowInstance(w.id)).data, { step: 1 });
 
     // A duplicate subscription id fails the whole call: the workflow keeps step 1.
     const fresh = newEventSubscription(w.id, 2, "p2", s1.eventName, "k", micros(BASE_US));
     const dup = { ...s2 };
     await assertRejects(
-      provider.persistWorkflowWithSubscriptions({ ...step1, data: { step: 2 } }, [fresh, dup]),
+      live.client.persistWorkflowWithSubscriptions({ ...step1, data: { step: 2 } }, [fresh, dup]),
       AlreadyExists,
       "SUBSCRIPTION_ALREADY_EXISTS",
     );
-    assert.deepEqual((await provider.getWorkflowInstance(w.id)).data, { step: 1 });
-    await assertRejects(provider.getSubscription(fresh.id), SubscriptionNotFound);
+    assert.deepEqual((await live.client.getWorkflowInstance(w.id)).data, { step: 1 });
+    await assertRejects(live.client.getSubscription(fresh.id), SubscriptionNotFound);
   });
 
   it("getRunnableInstances filters, orders earliest first and gathers every page", async () => {
@@ -274,7 +265,7 @@ describe("workflows", () => {
           const w = newWorkflowInstance("runnable-def", 1, null);
           w.name = uniq("r");
           w.nextExecution = t0 + k;
-          await provider.createNewWorkflow(w);
+          await live.client.createNewWorkflow(w);
           expected[k] = w.id;
         }),
       );
@@ -285,10 +276,10 @@ describe("workflows", () => {
       { ...newWorkflowInstance("runnable-def", 1, null), nextExecution: undefined },
       { ...newWorkflowInstance("runnable-def", 1, null), nextExecution: t0 + count + 10 },
     ];
-    for (const w of notRunnable) await provider.createNewWorkflow(w);
+    for (const w of notRunnable) await live.client.createNewWorkflow(w);
 
     const asAt = new Date(t0 + count - 1);
-    const runnable = await provider.getRunnableInstances(asAt);
+    const runnable = await live.client.getRunnableInstances(asAt);
     const ours = new Set(expected);
     assert.deepEqual(
       runnable.filter((id) => ours.has(id) || notRunnable.some((w) => w.id === id)),
@@ -297,7 +288,7 @@ describe("workflows", () => {
     assert.ok(runnable.length >= count);
     const firstOurs = runnable.indexOf(expected[0]!);
     assert.deepEqual(runnable.slice(firstOurs), expected, "ours are the latest and come last");
-    const later = await provider.getRunnableInstances(new Date(t0 + count + 10));
+    const later = await live.client.getRunnableInstances(new Date(t0 + count + 10));
     assert.ok(later.includes(notRunnable[3]!.id));
     assert.ok(!later.includes(notRunnable[2]!.id), "no nextExecution: never runnable");
   });
@@ -306,7 +297,7 @@ describe("workflows", () => {
     const made: WorkflowInstance[] = [];
     for (let i = 0; i < 3; i++) {
       const w = fullWorkflow(uniq("batch"));
-      await provider.createNewWorkflow(w);
+      await live.client.createNewWorkflow(w);
       made.push(w);
     }
     const ids = [
@@ -316,32 +307,32 @@ describe("workflows", () => {
       made[0]!.id,
       made[2]!.id,
     ];
-    const got = await provider.getWorkflowInstances(ids);
+    const got = await live.client.getWorkflowInstances(ids);
     assert.equal(got.length, 3);
     const byId = new Map(got.map((w) => [w.id, w]));
     for (const w of made) assertSame(byId.get(w.id), w);
-    assert.deepEqual(await provider.getWorkflowInstances([]), []);
-    assert.deepEqual(await provider.getWorkflowInstances([uniq("missing")]), []);
+    assert.deepEqual(await live.client.getWorkflowInstances([]), []);
+    assert.deepEqual(await live.client.getWorkflowInstances([uniq("missing")]), []);
   });
 
   it("nextDefinitionSequence counts 1, 2, 3 and never repeats under concurrency", async () => {
     const definition = uniq("seq");
-    assert.equal(await provider.nextDefinitionSequence(definition), 1);
-    assert.equal(await provider.nextDefinitionSequence(definition), 2);
-    const values = await Promise.all(Array.from({ length: 30 }, () => provider.nextDefinitionSequence(definition)));
+    assert.equal(await live.client.nextDefinitionSequence(definition), 1);
+    assert.equal(await live.client.nextDefinitionSequence(definition), 2);
+    const values = await Promise.all(Array.from({ length: 30 }, () => live.client.nextDefinitionSequence(definition)));
     assert.deepEqual([...values].sort((a, b) => a - b), Array.from({ length: 30 }, (_, i) => i + 3));
-    assert.equal(await provider.nextDefinitionSequence(uniq("seq")), 1);
+    assert.equal(await live.client.nextDefinitionSequence(uniq("seq")), 1);
   });
 
   it("accepts 15 MiB workflows and gathers a multi-message BatchGetWorkflows stream", async () => {
     const payload = "x".repeat(15 * 1024 * 1024);
     const big = [1, 2].map((i) => newWorkflowInstance(uniq("big"), i, { payload, n: 2n ** 62n + BigInt(i) }));
-    for (const w of big) await provider.createNewWorkflow(w);
-    const stored = await provider.getWorkflowInstance(big[0]!.id);
+    for (const w of big) await live.client.createNewWorkflow(w);
+    const stored = await live.client.getWorkflowInstance(big[0]!.id);
     assert.equal((stored.data as { payload: string }).payload.length, payload.length);
     assert.equal((stored.data as { n: bigint }).n, 2n ** 62n + 1n);
     // 30 MiB together: more than one streamed message under any sane size budget.
-    const both = await provider.getWorkflowInstances([big[0]!.id, big[1]!.id]);
+    const both = await live.client.getWorkflowInstances([big[0]!.id, big[1]!.id]);
     assert.deepEqual(both.map((w) => w.id).sort(), big.map((w) => w.id).sort());
     assert.deepEqual(
       both.map((w) => (w.data as { n: bigint }).n).sort(),
@@ -351,18 +342,18 @@ describe("workflows", () => {
 
   it("reports a malformed request as InvalidArgument", async () => {
     const w = newWorkflowInstance("", 1, null); // workflow_definition_id is required
-    await assertRejects(provider.createNewWorkflow(w), InvalidArgument, "INVALID_ARGUMENT");
+    await assertRejects(live.client.createNewWorkflow(w), InvalidArgument, "INVALID_ARGUMENT");
     const long = newEvent("e", "k", null);
     long.id = "x".repeat(2000); // ids are at most 1024 bytes
-    await assertRejects(provider.createEvent(long), InvalidArgument, "INVALID_ARGUMENT");
+    await assertRejects(live.client.createEvent(long), InvalidArgument, "INVALID_ARGUMENT");
   });
 
   it("rejects bad values before sending them", async () => {
     const w = newWorkflowInstance("def", 1, { bad: Number.NaN });
-    await assertRejects(provider.createNewWorkflow(w), InvalidArgument);
+    await assertRejects(live.client.createNewWorkflow(w), InvalidArgument);
     const s = { ...newWorkflowInstance("def", 1, null), status: "NOPE" as WorkflowStatus };
-    await assertRejects(provider.createNewWorkflow(s), InvalidArgument);
-    await assertRejects(provider.getRunnableInstances(new Date(Number.NaN)), InvalidArgument);
+    await assertRejects(live.client.createNewWorkflow(s), InvalidArgument);
+    await assertRejects(live.client.getRunnableInstances(new Date(Number.NaN)), InvalidArgument);
   });
 });
 
@@ -370,13 +361,13 @@ describe("events", () => {
   it("creates, reads, and rejects duplicates and missing ids", async () => {
     const e = newEvent(uniq("evt"), "key-1", BIG_DATA, micros(BASE_US + 7n));
     e.id = "";
-    const id = await provider.createEvent(e);
+    const id = await live.client.createEvent(e);
     assert.equal(e.id, id);
-    assertSame(await provider.getEvent(id), e);
-    await assertRejects(provider.createEvent({ ...e }), EventAlreadyExists, "EVENT_ALREADY_EXISTS");
-    await assertRejects(provider.getEvent(uniq("missing")), EventNotFound, "EVENT_NOT_FOUND");
-    await assertRejects(provider.markEventProcessed(uniq("missing")), EventNotFound, "EVENT_NOT_FOUND");
-    await assertRejects(provider.markEventUnprocessed(uniq("missing")), NotFound, "EVENT_NOT_FOUND");
+    assertSame(await live.client.getEvent(id), e);
+    await assertRejects(live.client.createEvent({ ...e }), EventAlreadyExists, "EVENT_ALREADY_EXISTS");
+    await assertRejects(live.client.getEvent(uniq("missing")), EventNotFound, "EVENT_NOT_FOUND");
+    await assertRejects(live.client.markEventProcessed(uniq("missing")), EventNotFound, "EVENT_NOT_FOUND");
+    await assertRejects(live.client.markEventUnprocessed(uniq("missing")), NotFound, "EVENT_NOT_FOUND");
   });
 
   it("getRunnableEvents lists unprocessed due events, oldest first", async () => {
@@ -387,15 +378,15 @@ describe("events", () => {
     const early = newEvent(name, "k", 2, micros(t0 + 10n));
     const processed = newEvent(name, "k", 3, micros(t0 + 5n));
     const future = newEvent(name, "k", 4, micros(t0 + 30n));
-    for (const e of [late, early, processed, future]) await provider.createEvent(e);
-    await provider.markEventProcessed(processed.id);
-    await provider.markEventProcessed(processed.id); // idempotent
-    assert.equal((await provider.getEvent(processed.id)).isProcessed, true);
+    for (const e of [late, early, processed, future]) await live.client.createEvent(e);
+    await live.client.markEventProcessed(processed.id);
+    await live.client.markEventProcessed(processed.id); // idempotent
+    assert.equal((await live.client.getEvent(processed.id)).isProcessed, true);
 
-    assert.deepEqual(await provider.getRunnableEvents(micros(t0 + 20n)), [early.id, late.id]);
-    await provider.markEventUnprocessed(processed.id);
-    assert.equal((await provider.getEvent(processed.id)).isProcessed, false);
-    assert.deepEqual(await provider.getRunnableEvents(micros(t0 + 20n)), [processed.id, early.id, late.id]);
+    assert.deepEqual(await live.client.getRunnableEvents(micros(t0 + 20n)), [early.id, late.id]);
+    await live.client.markEventUnprocessed(processed.id);
+    assert.equal((await live.client.getEvent(processed.id)).isProcessed, false);
+    assert.deepEqual(await live.client.getRunnableEvents(micros(t0 + 20n)), [processed.id, early.id, late.id]);
   });
 
   it("getEvents matches name and key with eventTime <= asOf, across pages", async () => {
@@ -403,23 +394,23 @@ describe("events", () => {
     const ids: string[] = [];
     for (let i = 0; i < 1_050; i += 50) {
       const batch = Array.from({ length: 50 }, (_, j) => newEvent(name, "k", i + j, micros(BASE_US + BigInt(i + j))));
-      await Promise.all(batch.map((e) => provider.createEvent(e)));
+      await Promise.all(batch.map((e) => live.client.createEvent(e)));
       ids.push(...batch.map((e) => e.id));
     }
-    await provider.createEvent(newEvent(name, "other-key", null, micros(BASE_US)));
-    await provider.createEvent(newEvent(uniq("other"), "k", null, micros(BASE_US)));
-    const all = await provider.getEvents(name, "k", micros(BASE_US + 10_000n));
+    await live.client.createEvent(newEvent(name, "other-key", null, micros(BASE_US)));
+    await live.client.createEvent(newEvent(uniq("other"), "k", null, micros(BASE_US)));
+    const all = await live.client.getEvents(name, "k", micros(BASE_US + 10_000n));
     assert.deepEqual(all, ids);
-    const upTo = await provider.getEvents(name, "k", micros(BASE_US + 9n));
+    const upTo = await live.client.getEvents(name, "k", micros(BASE_US + 9n));
     assert.deepEqual(upTo, ids.slice(0, 10));
-    assert.deepEqual(await provider.getEvents(name, "k", micros(BASE_US - 1n)), []);
+    assert.deepEqual(await live.client.getEvents(name, "k", micros(BASE_US - 1n)), []);
   });
 
   it("keeps microseconds and truncates nanoseconds", async () => {
     const t = PreciseDate.fromEpochNanos(1_760_000_000_123_456_789n);
     const e = newEvent(uniq("ns"), "k", null, t);
-    await provider.createEvent(e);
-    const stored = await provider.getEvent(e.id);
+    await live.client.createEvent(e);
+    const stored = await live.client.getEvent(e.id);
     assert.equal((stored.eventTime as PreciseDate).epochNanos, 1_760_000_000_123_456_000n);
     assert.equal((stored.eventTime as PreciseDate).toPreciseISOString(), "2025-10-09T08:53:20.123456Z");
   });
@@ -428,22 +419,22 @@ describe("events", () => {
 describe("subscriptions", () => {
   async function workflowId(): Promise<string> {
     const w = newWorkflowInstance(uniq("subdef"), 1, null);
-    return provider.createNewWorkflow(w);
+    return live.client.createNewWorkflow(w);
   }
 
   it("creates, reads, and rejects duplicates and missing ids", async () => {
     const s = newEventSubscription(await workflowId(), 3, "ptr", uniq("evt"), "key", micros(BASE_US + 11n));
     s.id = "";
     s.subscriptionData = { big: 2n ** 62n, text: "✓ 🎉" };
-    const id = await provider.createEventSubscription(s);
+    const id = await live.client.createEventSubscription(s);
     assert.equal(s.id, id);
-    assertSame(await provider.getSubscription(id), s);
-    await assertRejects(provider.createEventSubscription({ ...s }), SubscriptionAlreadyExists, "SUBSCRIPTION_ALREADY_EXISTS");
-    await assertRejects(provider.getSubscription(uniq("missing")), SubscriptionNotFound, "SUBSCRIPTION_NOT_FOUND");
-    await assertRejects(provider.terminateSubscription(uniq("missing")), SubscriptionNotFound, "SUBSCRIPTION_NOT_FOUND");
+    assertSame(await live.client.getSubscription(id), s);
+    await assertRejects(live.client.createEventSubscription({ ...s }), SubscriptionAlreadyExists, "SUBSCRIPTION_ALREADY_EXISTS");
+    await assertRejects(live.client.getSubscription(uniq("missing")), SubscriptionNotFound, "SUBSCRIPTION_NOT_FOUND");
+    await assertRejects(live.client.terminateSubscription(uniq("missing")), SubscriptionNotFound, "SUBSCRIPTION_NOT_FOUND");
     const expiry = new Date(Date.now() + 60_000);
-    await assertRejects(provider.setSubscriptionToken(uniq("missing"), "t", "w", expiry), SubscriptionNotFound);
-    await assertRejects(provider.clearSubscriptionToken(uniq("missing"), "t"), SubscriptionNotFound);
+    await assertRejects(live.client.setSubscriptionToken(uniq("missing"), "t", "w", expiry), SubscriptionNotFound);
+    await assertRejects(live.client.clearSubscriptionToken(uniq("missing"), "t"), SubscriptionNotFound);
   });
 
   it("getSubscriptions lists open ones with subscribeAsOf <= asOf, oldest first", async () => {
@@ -455,11 +446,11 @@ describe("subscriptions", () => {
     const terminated = mk(5n);
     const future = mk(50n);
     const otherKey = mk(1n, "other");
-    for (const s of [later, earlier, terminated, future, otherKey]) await provider.createEventSubscription(s);
-    await provider.terminateSubscription(terminated.id);
-    await provider.terminateSubscription(terminated.id); // idempotent
-    assertSame(await provider.getSubscriptions(name, "k", micros(BASE_US + 20n)), [earlier, later]);
-    assert.equal((await provider.getSubscription(terminated.id)).id, terminated.id, "terminated ones stay readable");
+    for (const s of [later, earlier, terminated, future, otherKey]) await live.client.createEventSubscription(s);
+    await live.client.terminateSubscription(terminated.id);
+    await live.client.terminateSubscription(terminated.id); // idempotent
+    assertSame(await live.client.getSubscriptions(name, "k", micros(BASE_US + 20n)), [earlier, later]);
+    assert.equal((await live.client.getSubscription(terminated.id)).id, terminated.id, "terminated ones stay readable");
   });
 
   it("getFirstOpenSubscription skips token-held ones and answers undefined when none", async () => {
@@ -467,49 +458,49 @@ describe("subscriptions", () => {
     const name = uniq("evt");
     const first = newEventSubscription(wf, 0, "p", name, "k", micros(BASE_US + 1n));
     const second = newEventSubscription(wf, 0, "p", name, "k", micros(BASE_US + 2n));
-    await provider.createEventSubscription(first);
-    await provider.createEventSubscription(second);
+    await live.client.createEventSubscription(first);
+    await live.client.createEventSubscription(second);
     const asOf = micros(BASE_US + 100n);
-    assert.equal((await provider.getFirstOpenSubscription(name, "k", asOf))?.id, first.id);
-    assert.equal(await provider.setSubscriptionToken(first.id, "tok", "worker", new Date(Date.now() + 60_000)), true);
-    assert.equal((await provider.getFirstOpenSubscription(name, "k", asOf))?.id, second.id);
-    await provider.terminateSubscription(second.id);
-    assert.equal(await provider.getFirstOpenSubscription(name, "k", asOf), undefined);
-    assert.equal(await provider.getFirstOpenSubscription(uniq("none"), "k", asOf), undefined);
+    assert.equal((await live.client.getFirstOpenSubscription(name, "k", asOf))?.id, first.id);
+    assert.equal(await live.client.setSubscriptionToken(first.id, "tok", "worker", new Date(Date.now() + 60_000)), true);
+    assert.equal((await live.client.getFirstOpenSubscription(name, "k", asOf))?.id, second.id);
+    await live.client.terminateSubscription(second.id);
+    assert.equal(await live.client.getFirstOpenSubscription(name, "k", asOf), undefined);
+    assert.equal(await live.client.getFirstOpenSubscription(uniq("none"), "k", asOf), undefined);
   });
 
   it("setSubscriptionToken: of 20 concurrent claimers exactly one wins", async () => {
     const s = newEventSubscription(await workflowId(), 0, "p", uniq("evt"), "k", micros(BASE_US));
-    await provider.createEventSubscription(s);
+    await live.client.createEventSubscription(s);
     const expiry = new Date(Date.now() + 60_000);
     const tokens = Array.from({ length: 20 }, (_, i) => `token-${i}`);
-    const results = await Promise.all(tokens.map((t, i) => provider.setSubscriptionToken(s.id, t, `worker-${i}`, expiry)));
+    const results = await Promise.all(tokens.map((t, i) => live.client.setSubscriptionToken(s.id, t, `worker-${i}`, expiry)));
     assert.equal(results.filter(Boolean).length, 1);
     const winner = results.indexOf(true);
-    const stored = await provider.getSubscription(s.id);
+    const stored = await live.client.getSubscription(s.id);
     assert.equal(stored.externalToken, tokens[winner]);
     assert.equal(stored.externalWorkerId, `worker-${winner}`);
     assert.equal(stored.externalTokenExpiry?.getTime(), expiry.getTime());
 
     // A loser's token does not clear it; the winner's does, after which a new claim succeeds.
     const loser = tokens[(winner + 1) % tokens.length]!;
-    await assertRejects(provider.clearSubscriptionToken(s.id, loser), SubscriptionNotFound, "SUBSCRIPTION_NOT_FOUND");
-    assert.equal(await provider.setSubscriptionToken(s.id, loser, "w", expiry), false);
-    await provider.clearSubscriptionToken(s.id, tokens[winner]!);
-    const cleared = await provider.getSubscription(s.id);
+    await assertRejects(live.client.clearSubscriptionToken(s.id, loser), SubscriptionNotFound, "SUBSCRIPTION_NOT_FOUND");
+    assert.equal(await live.client.setSubscriptionToken(s.id, loser, "w", expiry), false);
+    await live.client.clearSubscriptionToken(s.id, tokens[winner]!);
+    const cleared = await live.client.getSubscription(s.id);
     assert.equal(cleared.externalToken, undefined);
     assert.equal(cleared.externalWorkerId, undefined);
     assert.equal(cleared.externalTokenExpiry, undefined);
-    assert.equal(await provider.setSubscriptionToken(s.id, loser, "w", expiry), true);
+    assert.equal(await live.client.setSubscriptionToken(s.id, loser, "w", expiry), true);
   });
 
   it("an expired token can be taken over", async () => {
     const s = newEventSubscription(await workflowId(), 0, "p", uniq("evt"), "k", micros(BASE_US));
-    await provider.createEventSubscription(s);
-    assert.equal(await provider.setSubscriptionToken(s.id, "old", "w1", new Date(Date.now() - 1_000)), true);
-    assert.equal(await provider.setSubscriptionToken(s.id, "new", "w2", new Date(Date.now() + 60_000)), true);
-    assert.equal((await provider.getSubscription(s.id)).externalToken, "new");
-    assert.equal(await provider.setSubscriptionToken(s.id, "third", "w3", new Date(Date.now() + 60_000)), false);
+    await live.client.createEventSubscription(s);
+    assert.equal(await live.client.setSubscriptionToken(s.id, "old", "w1", new Date(Date.now() - 1_000)), true);
+    assert.equal(await live.client.setSubscriptionToken(s.id, "new", "w2", new Date(Date.now() + 60_000)), true);
+    assert.equal((await live.client.getSubscription(s.id)).externalToken, "new");
+    assert.equal(await live.client.setSubscriptionToken(s.id, "third", "w3", new Date(Date.now() + 60_000)), false);
   });
 });
 
@@ -522,11 +513,11 @@ describe("scheduled commands", () => {
     const bad = processEventCommand(uniq("ev"), t + 2);
     const ok2 = processWorkflowCommand(uniq("wf"), t + 3);
     const notDue = processWorkflowCommand(uniq("wf"), t + 1_000_000);
-    for (const c of [ok1, bad, ok2, notDue]) await provider.scheduleCommand(c);
+    for (const c of [ok1, bad, ok2, notDue]) await live.client.scheduleCommand(c);
 
     const seen: ScheduledCommand[] = [];
     const failures: unknown[] = [];
-    await provider.processCommands(
+    await live.client.processCommands(
       new Date(t + 10),
       (command) => {
         seen.push(command);
@@ -540,34 +531,34 @@ describe("scheduled commands", () => {
     await new Promise((r) => setTimeout(r, 500));
 
     const again: ScheduledCommand[] = [];
-    await provider.processCommands(new Date(t + 10), collect(again));
+    await live.client.processCommands(new Date(t + 10), collect(again));
     assert.deepEqual(again, [bad], "the failed command is offered again, the handled ones are gone");
 
     const none: ScheduledCommand[] = [];
-    await provider.processCommands(new Date(t + 10), collect(none));
+    await live.client.processCommands(new Date(t + 10), collect(none));
     assert.deepEqual(none, []);
 
     const rest: ScheduledCommand[] = [];
-    await provider.processCommands(new Date(t + 1_000_000), collect(rest));
+    await live.client.processCommands(new Date(t + 1_000_000), collect(rest));
     assert.deepEqual(rest, [notDue]);
   });
 
   it("scheduling the same command again keeps the earlier executeTime", async () => {
     const t = 1_100_000_000;
     const id = uniq("wf");
-    await provider.scheduleCommand(processWorkflowCommand(id, t + 500));
-    await provider.scheduleCommand(processWorkflowCommand(id, t + 900)); // later: ignored
-    await provider.scheduleCommand(processWorkflowCommand(id, t + 100)); // earlier: kept
+    await live.client.scheduleCommand(processWorkflowCommand(id, t + 500));
+    await live.client.scheduleCommand(processWorkflowCommand(id, t + 900)); // later: ignored
+    await live.client.scheduleCommand(processWorkflowCommand(id, t + 100)); // earlier: kept
     const got: ScheduledCommand[] = [];
-    await provider.processCommands(new Date(t + 100), collect(got));
+    await live.client.processCommands(new Date(t + 100), collect(got));
     assert.deepEqual(got, [{ commandName: CommandName.PROCESS_WORKFLOW, data: id, executeTime: t + 100 }]);
   });
 
   it("processCommands loops over more than one claim and two processors never share a command", async () => {
     const t = 1_200_000_000;
     const commands = Array.from({ length: 260 }, (_, i) => processEventCommand(uniq("ev"), t + i));
-    await Promise.all(commands.map((c) => provider.scheduleCommand(c)));
-    const second = await GrpcPersistenceProvider.connect(server.address);
+    await Promise.all(commands.map((c) => live.client.scheduleCommand(c)));
+    const second = await GrpcPersistenceProvider.connect(live.server.address);
     try {
       const handled: string[] = [];
       const handler = async (c: ScheduledCommand) => {
@@ -575,7 +566,7 @@ describe("scheduled commands", () => {
         await new Promise((r) => setImmediate(r));
       };
       await Promise.all([
-        provider.processCommands(new Date(t + 1_000), handler, { maxCommands: 25 }),
+        live.client.processCommands(new Date(t + 1_000), handler, { maxCommands: 25 }),
         second.processCommands(new Date(t + 1_000), handler, { maxCommands: 25 }),
       ]);
       assert.equal(handled.length, commands.length, "each command handled exactly once");
@@ -589,11 +580,11 @@ describe("scheduled commands", () => {
     const t = 1_300_000_000;
     // More than one claim (100 by default), scheduled out of order.
     const commands = Array.from({ length: 150 }, (_, i) => processWorkflowCommand(uniq(`c${String(i).padStart(3, "0")}`), t + i));
-    for (const c of [...commands].reverse()) await provider.scheduleCommand(c);
+    for (const c of [...commands].reverse()) await live.client.scheduleCommand(c);
     const seen: string[] = [];
     let running = 0;
     let maxRunning = 0;
-    await provider.processCommands(new Date(t + 1_000), async (c) => {
+    await live.client.processCommands(new Date(t + 1_000), async (c) => {
       running += 1;
       maxRunning = Math.max(maxRunning, running);
       await new Promise((r) => setTimeout(r, 2));
@@ -608,12 +599,12 @@ describe("scheduled commands", () => {
     const t = 1_400_000_000;
     const fails = processWorkflowCommand(uniq("fails"), t + 1);
     const later = processWorkflowCommand(uniq("later"), t + 2);
-    for (const c of [fails, later]) await provider.scheduleCommand(c);
-    const other = await GrpcPersistenceProvider.connect(server.address);
+    for (const c of [fails, later]) await live.client.scheduleCommand(c);
+    const other = await GrpcPersistenceProvider.connect(live.server.address);
     try {
       // While the first processor handles `later`, another finds nothing: `fails` is still held.
       const meanwhile: ScheduledCommand[] = [];
-      await provider.processCommands(new Date(t + 10), async (c) => {
+      await live.client.processCommands(new Date(t + 10), async (c) => {
         if (c.data === fails.data) throw new Error("refused");
         await other.processCommands(new Date(t + 10), collect(meanwhile));
       });
@@ -630,20 +621,20 @@ describe("scheduled commands", () => {
   it("a command scheduled again by its handler is handed over once per call", async () => {
     const t = 1_500_000_000;
     const again = processWorkflowCommand(uniq("again"), t + 1);
-    await provider.scheduleCommand(again);
+    await live.client.scheduleCommand(again);
     const seen: string[] = [];
     const handler = async (c: ScheduledCommand) => {
       seen.push(c.data);
       // Due again at once: the acknowledgement keeps it and the next claim of this call finds it.
       // (Bounded, so a processor that hands it over again fails this test instead of looping.)
-      if (seen.length <= 5) await provider.scheduleCommand(processWorkflowCommand(c.data, t + 1));
+      if (seen.length <= 5) await live.client.scheduleCommand(processWorkflowCommand(c.data, t + 1));
     };
-    await provider.processCommands(new Date(t + 10), handler);
+    await live.client.processCommands(new Date(t + 10), handler);
     assert.deepEqual(seen, [again.data]);
-    await provider.processCommands(new Date(t + 10), handler);
+    await live.client.processCommands(new Date(t + 10), handler);
     assert.deepEqual(seen, [again.data, again.data], "offered again in the next call");
     const drained: string[] = [];
-    await provider.processCommands(new Date(t + 10), collect(drained, (c) => c.data));
+    await live.client.processCommands(new Date(t + 10), collect(drained, (c) => c.data));
     assert.deepEqual(drained, [again.data], "a handler that does not schedule it again ends it");
   });
 
@@ -652,9 +643,9 @@ describe("scheduled commands", () => {
     const slow = processWorkflowCommand(uniq("slow"), t + 1);
     const bad = processWorkflowCommand(uniq("bad"), t + 2);
     const next = processWorkflowCommand(uniq("next"), t + 3);
-    for (const c of [slow, bad, next]) await provider.scheduleCommand(c);
+    for (const c of [slow, bad, next]) await live.client.scheduleCommand(c);
     const seen: string[] = [];
-    await provider.processCommands(
+    await live.client.processCommands(
       new Date(t + 10),
       async (c) => {
         seen.push(c.data);
@@ -666,12 +657,12 @@ describe("scheduled commands", () => {
     );
     assert.deepEqual(seen, [slow.data, bad.data, next.data]);
     const again: string[] = [];
-    await provider.processCommands(new Date(t + 10), collect(again, (c) => c.data));
+    await live.client.processCommands(new Date(t + 10), collect(again, (c) => c.data));
     assert.deepEqual(again, [bad.data], "the failed one is released and offered again");
   });
 
   it("answers LEASE_LOST for an acknowledge without a live lease", async () => {
-    const transport = createGrpcTransport({ baseUrl: `http://${server.address}` });
+    const transport = createGrpcTransport({ baseUrl: `http://${live.server.address}` });
     const raw = createClient(ScheduledCommandService, transport);
     const err = await raw
       .acknowledgeCommand({ commandName: WireCommandName.PROCESS_WORKFLOW, data: uniq("none"), leaseId: uniq("lease") })
@@ -686,19 +677,19 @@ describe("scheduled commands", () => {
 
 describe("execution errors", () => {
   it("persistErrors stores more than 10000 errors in one call", async () => {
-    const before = Number(sqliteScalar(server.dbPath, "SELECT count(*) FROM execution_errors"));
+    const before = Number(sqliteScalar(live.server.dbPath, "SELECT count(*) FROM execution_errors"));
     const id = uniq("wf");
-    await provider.persistErrors(Array.from({ length: 12_000 }, (_, i) => newExecutionError(id, "p0", `e${i}`)));
-    const afterCount = Number(sqliteScalar(server.dbPath, "SELECT count(*) FROM execution_errors"));
+    await live.client.persistErrors(Array.from({ length: 12_000 }, (_, i) => newExecutionError(id, "p0", `e${i}`)));
+    const afterCount = Number(sqliteScalar(live.server.dbPath, "SELECT count(*) FROM execution_errors"));
     assert.equal(afterCount - before, 12_000);
   });
 
   it("persistErrors stores every error", async () => {
-    const before = Number(sqliteScalar(server.dbPath, "SELECT count(*) FROM execution_errors"));
+    const before = Number(sqliteScalar(live.server.dbPath, "SELECT count(*) FROM execution_errors"));
     const errors = Array.from({ length: 5 }, (_, i) => newExecutionError(uniq("wf"), `p${i}`, `failure ✓ ${i}`));
-    await provider.persistErrors(errors);
-    await provider.persistErrors([]);
-    const afterCount = Number(sqliteScalar(server.dbPath, "SELECT count(*) FROM execution_errors"));
+    await live.client.persistErrors(errors);
+    await live.client.persistErrors([]);
+    const afterCount = Number(sqliteScalar(live.server.dbPath, "SELECT count(*) FROM execution_errors"));
     assert.equal(afterCount - before, 5);
   });
 });
@@ -728,7 +719,7 @@ describe("connection", () => {
   });
 
   it("refuses a deadline that is not a positive number of milliseconds", async () => {
-    await assert.rejects(GrpcPersistenceProvider.connect(server.address, { timeoutMs: 0 }), InvalidArgument);
+    await assert.rejects(GrpcPersistenceProvider.connect(live.server.address, { timeoutMs: 0 }), InvalidArgument);
   });
 
   it("fails to connect to a port nobody listens on", async () => {
@@ -738,7 +729,7 @@ describe("connection", () => {
   it("closes through await using", async () => {
     let leaked: GrpcPersistenceProvider | undefined;
     {
-      await using p = await GrpcPersistenceProvider.connect(server.address);
+      await using p = await GrpcPersistenceProvider.connect(live.server.address);
       leaked = p;
       assert.equal(await p.nextDefinitionSequence(uniq("using")), 1);
     }
@@ -746,7 +737,7 @@ describe("connection", () => {
   });
 
   it("refuses calls once closed", async () => {
-    const p = await GrpcPersistenceProvider.connect(server.address);
+    const p = await GrpcPersistenceProvider.connect(live.server.address);
     await p.ensureStoreExists();
     p.close();
     p.close();

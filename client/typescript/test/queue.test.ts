@@ -8,7 +8,7 @@ import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code } from "@connectrpc/connect";
 import {
@@ -19,21 +19,9 @@ import {
   QueueType,
   WfeError,
 } from "../src/index.js";
-import { startServer, type RunningServer } from "./server.js";
+import { liveServer, startServer } from "./server.js";
 
-let server: RunningServer;
-let queue: GrpcQueueProvider;
-
-before(async () => {
-  server = await startServer();
-  queue = await GrpcQueueProvider.connect(server.address);
-});
-
-after(async () => {
-  queue?.close();
-  const code = await server?.stop();
-  assert.equal(code, 0, `server did not stop cleanly on SIGTERM (exit ${code}); stderr:\n${server?.stderr()}`);
-});
+const live = liveServer((address) => GrpcQueueProvider.connect(address));
 
 const uniq = (prefix: string) => `${prefix}-${randomUUID()}`;
 
@@ -52,28 +40,28 @@ describe("GrpcQueueProvider", () => {
     const events = Array.from({ length: 20 }, (_, i) => uniq(`e${i}`));
     const index = Array.from({ length: 5 }, (_, i) => uniq(`i${i}`));
     for (let i = 0; i < events.length; i++) {
-      assert.equal(await queue.queueWork(events[i]!, QueueType.EVENT), true);
-      if (i < index.length) assert.equal(await queue.queueWork(index[i]!, QueueType.INDEX), true);
+      assert.equal(await live.client.queueWork(events[i]!, QueueType.EVENT), true);
+      if (i < index.length) assert.equal(await live.client.queueWork(index[i]!, QueueType.INDEX), true);
     }
-    assert.deepEqual(await drain(queue, QueueType.INDEX), index);
-    assert.deepEqual(await drain(queue, QueueType.EVENT), events);
-    assert.equal(await queue.dequeueWork(QueueType.EVENT), undefined, "empty: undefined at once");
+    assert.deepEqual(await drain(live.client, QueueType.INDEX), index);
+    assert.deepEqual(await drain(live.client, QueueType.EVENT), events);
+    assert.equal(await live.client.dequeueWork(QueueType.EVENT), undefined, "empty: undefined at once");
   });
 
   it("keeps one entry, in its first place, for an id queued while it waits", async () => {
     const [a, b] = [uniq("a"), uniq("b")];
-    assert.equal(await queue.queueWork(a, QueueType.EVENT), true);
-    assert.equal(await queue.queueWork(b, QueueType.EVENT), true);
-    assert.equal(await queue.queueWork(a, QueueType.EVENT), false, "already waiting");
-    assert.equal(await queue.queueWork(a, QueueType.INDEX), true, "another queue is another entry");
-    assert.deepEqual(await drain(queue, QueueType.EVENT), [a, b]);
-    assert.deepEqual(await drain(queue, QueueType.INDEX), [a]);
-    assert.equal(await queue.queueWork(a, QueueType.EVENT), true, "dequeued, so it can be queued again");
-    assert.deepEqual(await drain(queue, QueueType.EVENT), [a]);
+    assert.equal(await live.client.queueWork(a, QueueType.EVENT), true);
+    assert.equal(await live.client.queueWork(b, QueueType.EVENT), true);
+    assert.equal(await live.client.queueWork(a, QueueType.EVENT), false, "already waiting");
+    assert.equal(await live.client.queueWork(a, QueueType.INDEX), true, "another queue is another entry");
+    assert.deepEqual(await drain(live.client, QueueType.EVENT), [a, b]);
+    assert.deepEqual(await drain(live.client, QueueType.INDEX), [a]);
+    assert.equal(await live.client.queueWork(a, QueueType.EVENT), true, "dequeued, so it can be queued again");
+    assert.deepEqual(await drain(live.client, QueueType.EVENT), [a]);
   });
 
   it("hands each item to exactly one of many concurrent dequeuers", async () => {
-    const consumers = await Promise.all(Array.from({ length: 6 }, () => GrpcQueueProvider.connect(server.address)));
+    const consumers = await Promise.all(Array.from({ length: 6 }, () => GrpcQueueProvider.connect(live.server.address)));
     try {
       const ids = Array.from({ length: 300 }, (_, i) => uniq(`x${i}`));
       // Producing and consuming at once: consumers wait (long poll) while the producer queues.
@@ -87,7 +75,7 @@ describe("GrpcQueueProvider", () => {
         }
       });
       for (let i = 0; i < ids.length; i += 30) {
-        await Promise.all(ids.slice(i, i + 30).map((id) => queue.queueWork(id, QueueType.EVENT)));
+        await Promise.all(ids.slice(i, i + 30).map((id) => live.client.queueWork(id, QueueType.EVENT)));
       }
       producing = false;
       const perConsumer = await Promise.all(taken);
@@ -101,14 +89,14 @@ describe("GrpcQueueProvider", () => {
   });
 
   it("wakes a waiting dequeue as soon as another client queues an item", async (t) => {
-    await using consumer = await GrpcQueueProvider.connect(server.address);
+    await using consumer = await GrpcQueueProvider.connect(live.server.address);
     const latencies: number[] = [];
     for (let round = 0; round < 20; round++) {
       const id = uniq("wake");
       const waiting = consumer.dequeueWork(QueueType.INDEX, { waitMs: 10_000 });
       await sleep(100); // the dequeue is waiting at the server
       const queuedAt = performance.now();
-      await queue.queueWork(id, QueueType.INDEX);
+      await live.client.queueWork(id, QueueType.INDEX);
       assert.equal(await waiting, id);
       latencies.push(performance.now() - queuedAt);
     }
@@ -118,9 +106,9 @@ describe("GrpcQueueProvider", () => {
     assert.ok(max < 1_000, `slowest wake-up ${max.toFixed(1)} ms`);
   });
 
-  it("waits the whole wait on an empty queue, with a deadline longer than the wait", async () => {
+  it("waits the whole wait on an empty live.client, with a deadline longer than the wait", async () => {
     // The connection's deadline (300 ms) is shorter than the wait: the dequeue must still be allowed to wait.
-    await using consumer = await GrpcQueueProvider.connect(server.address, { timeoutMs: 300 });
+    await using consumer = await GrpcQueueProvider.connect(live.server.address, { timeoutMs: 300 });
     const started = performance.now();
     assert.equal(await consumer.dequeueWork(QueueType.INDEX, { waitMs: 800 }), undefined);
     const waited = performance.now() - started;
@@ -131,31 +119,31 @@ describe("GrpcQueueProvider", () => {
   it("cancels a waiting dequeue through its signal", async () => {
     const abort = new AbortController();
     const started = performance.now();
-    const waiting = queue.dequeueWork(QueueType.INDEX, { waitMs: 30_000, signal: abort.signal });
+    const waiting = live.client.dequeueWork(QueueType.INDEX, { waitMs: 30_000, signal: abort.signal });
     setTimeout(() => abort.abort(), 100);
     await assert.rejects(waiting, (e: unknown) => e instanceof WfeError && e.code === Code.Canceled);
     assert.ok(performance.now() - started < 5_000);
     // The cancelled call took nothing: an item queued now goes to the next dequeue.
     const id = uniq("after-cancel");
-    await queue.queueWork(id, QueueType.INDEX);
-    assert.equal(await queue.dequeueWork(QueueType.INDEX), id);
+    await live.client.queueWork(id, QueueType.INDEX);
+    assert.equal(await live.client.dequeueWork(QueueType.INDEX), id);
   });
 
   it("rejects bad arguments", async () => {
-    await assert.rejects(queue.dequeueWork(QueueType.INDEX, { waitMs: 60_001 }), InvalidArgument);
-    await assert.rejects(queue.dequeueWork(QueueType.INDEX, { waitMs: -1 }), InvalidArgument);
-    await assert.rejects(queue.queueWork("x", "BOGUS" as QueueType), InvalidArgument);
-    await assert.rejects(queue.queueWork("", QueueType.INDEX), (e: unknown) => e instanceof InvalidArgument && e.code === Code.InvalidArgument);
+    await assert.rejects(live.client.dequeueWork(QueueType.INDEX, { waitMs: 60_001 }), InvalidArgument);
+    await assert.rejects(live.client.dequeueWork(QueueType.INDEX, { waitMs: -1 }), InvalidArgument);
+    await assert.rejects(live.client.queueWork("x", "BOGUS" as QueueType), InvalidArgument);
+    await assert.rejects(live.client.queueWork("", QueueType.INDEX), (e: unknown) => e instanceof InvalidArgument && e.code === Code.InvalidArgument);
   });
 
   it("dequeueWorkflow brings the workflow; the server queues a runnable workflow by itself", async () => {
-    await using store = await GrpcPersistenceProvider.connect(server.address);
+    await using store = await GrpcPersistenceProvider.connect(live.server.address);
     const ghost = uniq("no-such-workflow");
-    await queue.queueWork(ghost, QueueType.WORKFLOW);
-    assert.deepEqual(await queue.dequeueWorkflow(), { id: ghost });
+    await live.client.queueWork(ghost, QueueType.WORKFLOW);
+    assert.deepEqual(await live.client.dequeueWorkflow(), { id: ghost });
 
     // Created RUNNABLE and due: queued by the server, a waiting host learns of it without polling.
-    const waiting = queue.dequeueWorkflow({ waitMs: 10_000 });
+    const waiting = live.client.dequeueWorkflow({ waitMs: 10_000 });
     await sleep(100);
     const w = newWorkflowInstance(uniq("def"), 1, { n: 1 });
     await store.createNewWorkflow(w);

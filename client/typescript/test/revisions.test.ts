@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
 import {
   GrpcPersistenceProvider,
@@ -15,21 +15,9 @@ import {
   WorkflowStatus,
   type WorkflowInstance,
 } from "../src/index.js";
-import { pythonBinary, startServer, type RunningServer } from "./server.js";
+import { liveServer, pythonBinary } from "./server.js";
 
-let server: RunningServer;
-let store: GrpcPersistenceProvider;
-
-before(async () => {
-  server = await startServer();
-  store = await GrpcPersistenceProvider.connect(server.address);
-});
-
-after(async () => {
-  store?.close();
-  const code = await server?.stop();
-  assert.equal(code, 0, `server did not stop cleanly on SIGTERM (exit ${code}); stderr:\n${server?.stderr()}`);
-});
+const live = liveServer((address) => GrpcPersistenceProvider.connect(address));
 
 const uniq = (prefix: string) => `${prefix}-${randomUUID()}`;
 
@@ -37,7 +25,7 @@ async function created(data: WorkflowInstance["data"] = { step: 0 }): Promise<Wo
   const w = newWorkflowInstance(uniq("def"), 1, data);
   w.executionPointers.push(newExecutionPointer(0));
   assert.equal(w.revision, 0, "a new instance was never stored");
-  await store.createNewWorkflow(w);
+  await live.client.createNewWorkflow(w);
   return w;
 }
 
@@ -52,30 +40,30 @@ describe("revisions", () => {
   it("are 1 after create and one more after every persist, filled in by every read", async () => {
     const w = await created();
     assert.equal(w.revision, 1, "create writes the revision back");
-    assert.equal((await store.getWorkflowInstance(w.id)).revision, 1);
+    assert.equal((await live.client.getWorkflowInstance(w.id)).revision, 1);
     w.data = { step: 1 };
-    await store.persistWorkflow(w);
+    await live.client.persistWorkflow(w);
     assert.equal(w.revision, 2, "persist writes the new revision back");
     const subscription = newEventSubscription(w.id, 0, w.executionPointers[0]!.id, uniq("evt"), "k", new Date());
-    await store.persistWorkflowWithSubscriptions(w, [subscription]);
+    await live.client.persistWorkflowWithSubscriptions(w, [subscription]);
     assert.equal(w.revision, 3);
-    assert.equal((await store.getWorkflowInstance(w.id)).revision, 3);
-    assert.equal((await store.getWorkflowInstanceByName(w.name)).revision, 3);
-    assert.deepEqual((await store.getWorkflowInstances([w.id])).map((x) => x.revision), [3]);
+    assert.equal((await live.client.getWorkflowInstance(w.id)).revision, 3);
+    assert.equal((await live.client.getWorkflowInstanceByName(w.name)).revision, 3);
+    assert.deepEqual((await live.client.getWorkflowInstances([w.id])).map((x) => x.revision), [3]);
   });
 
   it("refuse a stale persist and write nothing", async () => {
     const w = await created();
-    const stale = await store.getWorkflowInstance(w.id);
+    const stale = await live.client.getWorkflowInstance(w.id);
     w.data = { step: 1, by: "fresh host" };
-    await store.persistWorkflow(w);
+    await live.client.persistWorkflow(w);
     assert.equal(w.revision, 2);
 
     stale.data = { step: 1, by: "stale host" };
     stale.status = WorkflowStatus.COMPLETE;
-    await assert.rejects(store.persistWorkflow(stale), isConflict);
+    await assert.rejects(live.client.persistWorkflow(stale), isConflict);
     assert.equal(stale.revision, 1, "a refused persist leaves the revision as it was");
-    const stored = await store.getWorkflowInstance(w.id);
+    const stored = await live.client.getWorkflowInstance(w.id);
     assert.deepEqual(stored.data, { step: 1, by: "fresh host" });
     assert.equal(stored.status, WorkflowStatus.RUNNABLE);
     assert.equal(stored.revision, 2);
@@ -83,22 +71,22 @@ describe("revisions", () => {
 
   it("refuse a stale persistWorkflowWithSubscriptions and insert no subscription", async () => {
     const w = await created();
-    const stale = await store.getWorkflowInstance(w.id);
-    await store.persistWorkflow(w);
+    const stale = await live.client.getWorkflowInstance(w.id);
+    await live.client.persistWorkflow(w);
     const eventName = uniq("evt");
     const subscription = newEventSubscription(w.id, 0, w.executionPointers[0]!.id, eventName, "k", new Date(0));
     stale.data = { step: "stale" };
-    await assert.rejects(store.persistWorkflowWithSubscriptions(stale, [subscription]), isConflict);
-    await assert.rejects(store.getSubscription(subscription.id), SubscriptionNotFound);
-    assert.deepEqual(await store.getSubscriptions(eventName, "k", new Date()), []);
-    const stored = await store.getWorkflowInstance(w.id);
+    await assert.rejects(live.client.persistWorkflowWithSubscriptions(stale, [subscription]), isConflict);
+    await assert.rejects(live.client.getSubscription(subscription.id), SubscriptionNotFound);
+    assert.deepEqual(await live.client.getSubscriptions(eventName, "k", new Date()), []);
+    const stored = await live.client.getWorkflowInstance(w.id);
     assert.deepEqual(stored.data, { step: 0 });
     assert.equal(stored.revision, 2);
   });
 
   it("let exactly one of two hosts that read the same revision write", async () => {
     const w = await created();
-    const hosts = await Promise.all([0, 1].map(() => GrpcPersistenceProvider.connect(server.address)));
+    const hosts = await Promise.all([0, 1].map(() => GrpcPersistenceProvider.connect(live.server.address)));
     try {
       for (let round = 0; round < 5; round++) {
         const copies = await Promise.all(hosts.map((h) => h.getWorkflowInstance(w.id)));
@@ -108,7 +96,7 @@ describe("revisions", () => {
         assert.equal(won.length, 1, `round ${round}: ${results.map((r) => r.status).join(",")}`);
         const lost = results.find((r) => r.status === "rejected");
         assert.ok(lost?.status === "rejected" && isConflict(lost.reason));
-        const stored = await store.getWorkflowInstance(w.id);
+        const stored = await live.client.getWorkflowInstance(w.id);
         assert.deepEqual(stored.data, { round, host: won[0] });
         assert.equal(stored.revision, round + 2);
       }
@@ -119,22 +107,22 @@ describe("revisions", () => {
 
   it("are not checked with { force: true } or for an instance that was never read (revision 0)", async () => {
     const w = await created();
-    const stale = await store.getWorkflowInstance(w.id);
-    await store.persistWorkflow(w);
+    const stale = await live.client.getWorkflowInstance(w.id);
+    await live.client.persistWorkflow(w);
     stale.data = { forced: true };
-    await store.persistWorkflow(stale, { force: true });
+    await live.client.persistWorkflow(stale, { force: true });
     assert.equal(stale.revision, 3, "the forced write is stored as the next revision");
-    await store.persistWorkflowWithSubscriptions(stale, [], { force: true });
+    await live.client.persistWorkflowWithSubscriptions(stale, [], { force: true });
     assert.equal(stale.revision, 4);
     const blind = { ...stale, revision: 0, data: { blind: true } };
-    await store.persistWorkflow(blind);
+    await live.client.persistWorkflow(blind);
     assert.equal(blind.revision, 5);
-    assert.deepEqual((await store.getWorkflowInstance(w.id)).data, { blind: true });
+    assert.deepEqual((await live.client.getWorkflowInstance(w.id)).data, { blind: true });
   });
 
   it("are the same number for the Python client, which refuses a stale write as TypeScript does", async () => {
     const w = await created({ by: "typescript" });
-    const stale = await store.getWorkflowInstance(w.id);
+    const stale = await live.client.getWorkflowInstance(w.id);
     const script = [
       "import asyncio, sys",
       "from wfe_client import GrpcPersistenceProvider",
@@ -147,12 +135,12 @@ describe("revisions", () => {
       "        print(seen, w.revision)",
       "asyncio.run(main())",
     ].join("\n");
-    const result = spawnSync(pythonBinary(), ["-c", script, server.address, w.id], { encoding: "utf8" });
+    const result = spawnSync(pythonBinary(), ["-c", script, live.server.address, w.id], { encoding: "utf8" });
     assert.equal(result.status, 0, result.stderr);
     assert.equal(result.stdout.trim(), "1 2", "Python read revision 1 and wrote revision 2");
     stale.data = { by: "stale typescript" };
-    await assert.rejects(store.persistWorkflow(stale), isConflict);
-    const stored = await store.getWorkflowInstance(w.id);
+    await assert.rejects(live.client.persistWorkflow(stale), isConflict);
+    const stored = await live.client.getWorkflowInstance(w.id);
     assert.deepEqual(stored.data, { by: "python" });
     assert.equal(stored.revision, 2);
   });
@@ -161,10 +149,10 @@ describe("revisions", () => {
     const w = await created();
     for (const revision of [-1, 1.5, Number.NaN]) {
       await assert.rejects(
-        store.persistWorkflow({ ...w, revision }),
+        live.client.persistWorkflow({ ...w, revision }),
         (err: unknown) => err instanceof InvalidArgument && err.field === "workflow.revision",
       );
     }
-    assert.equal((await store.getWorkflowInstance(w.id)).revision, 1);
+    assert.equal((await live.client.getWorkflowInstance(w.id)).revision, 1);
   });
 });

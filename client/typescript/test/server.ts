@@ -1,12 +1,15 @@
 /**
  * Starts a real wfe-sqlite server for the tests: the binary at $WFE_SQLITE_BIN (default
  * ../../.venv/bin/wfe-sqlite), a fresh SQLite file in a temp directory, port 0. Resolves with the
- * address from its "listening on HOST:PORT" line.
+ * address from its "listening on HOST:PORT" line. `liveServer` does that (and the stop) around a
+ * test file's tests, with a client connected to it.
  */
+import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
+import { after, before } from "node:test";
 import { fileURLToPath } from "node:url";
 
 const PACKAGE_ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -97,6 +100,33 @@ export async function startServer(extraArgs: string[] = [], options: StartOption
       return child.exitCode;
     },
   };
+}
+
+/** The server and the client of `liveServer`: set once its `before` hook has run. */
+export interface LiveServer<Client> {
+  server: RunningServer;
+  client: Client;
+}
+
+/**
+ * Registers `before`/`after` hooks in the calling test file (or describe block): before its tests,
+ * starts a server and connects a client to it with `connect`; after them, closes the client and
+ * stops the server, which must exit cleanly (code 0) on SIGTERM.
+ */
+export function liveServer<Client extends { close(): void | Promise<void> }>(
+  connect: (address: string) => Promise<Client>,
+): LiveServer<Client> {
+  const live: Partial<LiveServer<Client>> = {};
+  before(async () => {
+    live.server = await startServer();
+    live.client = await connect(live.server.address);
+  });
+  after(async () => {
+    await live.client?.close();
+    const code = await live.server?.stop();
+    assert.equal(code, 0, `server did not stop cleanly on SIGTERM (exit ${code}); stderr:\n${live.server?.stderr()}`);
+  });
+  return live as LiveServer<Client>;
 }
 
 /** Runs one SQL query on the server's database file with Python's sqlite3 and returns the first column of the first row. */

@@ -1,7 +1,7 @@
 // listWorkflows, searchWorkflows, deleteWorkflow and purgeWorkflows against a live wfe-sqlite
-// server (real process, fresh SQLite file per describe block).
+// server (real process, a fresh SQLite file).
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import {
   GrpcPersistenceProvider,
   InvalidArgument,
@@ -13,13 +13,12 @@ import {
   WorkflowStatus,
   type WorkflowInstance,
 } from "../src/index.js";
-import { sqliteScalar, startServer, type RunningServer } from "./server.js";
+import { liveServer, sqliteScalar } from "./server.js";
 
 const T0 = Date.UTC(2024, 4, 1, 12, 0, 0);
 const STATUSES = [WorkflowStatus.RUNNABLE, WorkflowStatus.SUSPENDED, WorkflowStatus.COMPLETE, WorkflowStatus.TERMINATED];
 
-let server: RunningServer;
-let provider: GrpcPersistenceProvider;
+const live = liveServer((address) => GrpcPersistenceProvider.connect(address));
 
 async function make(i: number, extra: Partial<WorkflowInstance> = {}): Promise<WorkflowInstance> {
   const w = newWorkflowInstance(i % 2 === 0 ? "order" : "invoice", 1, { city: i % 3 === 0 ? "Lisbon" : "Porto", i });
@@ -28,7 +27,7 @@ async function make(i: number, extra: Partial<WorkflowInstance> = {}): Promise<W
   w.description = `parcel ${i}`;
   w.createTime = new Date(T0 + i * 60_000);
   Object.assign(w, extra);
-  await provider.createNewWorkflow(w);
+  await live.client.createNewWorkflow(w);
   return w;
 }
 
@@ -42,19 +41,12 @@ describe("visibility", () => {
   let made: WorkflowInstance[] = [];
 
   before(async () => {
-    server = await startServer();
-    provider = await GrpcPersistenceProvider.connect(server.address);
     made = [];
     for (let i = 0; i < 12; i++) made.push(await make(i));
   });
 
-  after(async () => {
-    provider?.close();
-    assert.equal(await server?.stop(), 0);
-  });
-
   it("lists newest first, in pages, with filters", async () => {
-    const page = await provider.listWorkflows({ pageSize: 5 });
+    const page = await live.client.listWorkflows({ pageSize: 5 });
     assert.deepEqual(
       page.items.map((s) => s.id),
       newestFirst(made).slice(0, 5),
@@ -63,29 +55,29 @@ describe("visibility", () => {
     const seen = [...page.items.map((s) => s.id)];
     let token: string | undefined = page.nextPageToken;
     while (token !== undefined) {
-      const next = await provider.listWorkflows({ pageSize: 5, pageToken: token });
+      const next = await live.client.listWorkflows({ pageSize: 5, pageToken: token });
       seen.push(...next.items.map((s) => s.id));
       token = next.nextPageToken;
     }
     assert.deepEqual(seen, newestFirst(made));
 
-    const complete = await provider.listWorkflows({ status: WorkflowStatus.COMPLETE });
+    const complete = await live.client.listWorkflows({ status: WorkflowStatus.COMPLETE });
     assert.deepEqual(
       complete.items.map((s) => s.id),
       newestFirst(made.filter((w) => w.status === WorkflowStatus.COMPLETE)),
     );
     const wanted: WorkflowStatus[] = [WorkflowStatus.COMPLETE, WorkflowStatus.RUNNABLE];
-    const two = await provider.listWorkflows({ status: wanted, definitionId: "order" });
+    const two = await live.client.listWorkflows({ status: wanted, definitionId: "order" });
     assert.deepEqual(
       two.items.map((s) => s.id),
       newestFirst(made.filter((w) => w.workflowDefinitionId === "order" && wanted.includes(w.status))),
     );
-    const window = await provider.listWorkflows({ createdAfter: new Date(T0 + 3 * 60_000), createdBefore: new Date(T0 + 6 * 60_000) });
+    const window = await live.client.listWorkflows({ createdAfter: new Date(T0 + 3 * 60_000), createdBefore: new Date(T0 + 6 * 60_000) });
     assert.deepEqual(
       window.items.map((s) => s.id),
       newestFirst(made.slice(3, 6)),
     );
-    const byRef = await provider.listWorkflows({ reference: "ref-7" });
+    const byRef = await live.client.listWorkflows({ reference: "ref-7" });
     const summary = byRef.items[0]!;
     assert.equal(byRef.items.length, 1);
     assert.equal(summary.id, made[7]!.id);
@@ -101,48 +93,48 @@ describe("visibility", () => {
 
   it("searches words with a total, a window and filters", async () => {
     const lisbon = made.filter((w) => (w.data as { city: string }).city === "Lisbon");
-    const found = await provider.searchWorkflows("lisbon");
+    const found = await live.client.searchWorkflows("lisbon");
     assert.equal(found.total, lisbon.length);
     assert.deepEqual(
       found.items.map((s) => s.id),
       newestFirst(lisbon),
     );
-    const window = await provider.searchWorkflows("parcel", { skip: 2, take: 3 });
+    const window = await live.client.searchWorkflows("parcel", { skip: 2, take: 3 });
     assert.equal(window.total, 12);
     assert.deepEqual(
       window.items.map((s) => s.id),
       newestFirst(made).slice(2, 5),
     );
-    const filtered = await provider.searchWorkflows("parc*", { status: WorkflowStatus.SUSPENDED });
+    const filtered = await live.client.searchWorkflows("parc*", { status: WorkflowStatus.SUSPENDED });
     assert.equal(filtered.total, 3);
     assert.deepEqual(
-      (await provider.searchWorkflows("ref-11")).items.map((s) => s.id),
+      (await live.client.searchWorkflows("ref-11")).items.map((s) => s.id),
       [made[11]!.id],
     );
-    await assert.rejects(provider.searchWorkflows("!!!"), InvalidArgument);
-    await assert.rejects(provider.searchWorkflows(""), InvalidArgument);
+    await assert.rejects(live.client.searchWorkflows("!!!"), InvalidArgument);
+    await assert.rejects(live.client.searchWorkflows(""), InvalidArgument);
   });
 
   it("refuses bad arguments", async () => {
-    await assert.rejects(provider.listWorkflows({ pageSize: 0 }), InvalidArgument);
-    await assert.rejects(provider.listWorkflows({ pageToken: "forged" }), InvalidArgument);
-    await assert.rejects(provider.listWorkflows({ status: "FINISHED" as WorkflowStatus }), InvalidArgument);
-    await assert.rejects(provider.searchWorkflows("parcel", { skip: -1 }), InvalidArgument);
-    await assert.rejects(provider.purgeWorkflows(new Date(), { statuses: [] }), InvalidArgument);
-    await assert.rejects(provider.purgeWorkflows(new Date("nope")), InvalidArgument);
+    await assert.rejects(live.client.listWorkflows({ pageSize: 0 }), InvalidArgument);
+    await assert.rejects(live.client.listWorkflows({ pageToken: "forged" }), InvalidArgument);
+    await assert.rejects(live.client.listWorkflows({ status: "FINISHED" as WorkflowStatus }), InvalidArgument);
+    await assert.rejects(live.client.searchWorkflows("parcel", { skip: -1 }), InvalidArgument);
+    await assert.rejects(live.client.purgeWorkflows(new Date(), { statuses: [] }), InvalidArgument);
+    await assert.rejects(live.client.purgeWorkflows(new Date("nope")), InvalidArgument);
   });
 
   it("deletes a workflow with its pointers, subscriptions and errors", async () => {
     const w = await make(100, { executionPointers: [newExecutionPointer(0)] });
-    await provider.createEventSubscription(newEventSubscription(w.id, 0, w.executionPointers[0]!.id, "paid", "1", new Date(T0)));
-    await provider.persistErrors([newExecutionError(w.id, w.executionPointers[0]!.id, "boom")]);
-    await provider.deleteWorkflow(w.id);
-    await assert.rejects(provider.getWorkflowInstance(w.id), WorkflowNotFound);
-    await assert.rejects(provider.deleteWorkflow(w.id), WorkflowNotFound);
+    await live.client.createEventSubscription(newEventSubscription(w.id, 0, w.executionPointers[0]!.id, "paid", "1", new Date(T0)));
+    await live.client.persistErrors([newExecutionError(w.id, w.executionPointers[0]!.id, "boom")]);
+    await live.client.deleteWorkflow(w.id);
+    await assert.rejects(live.client.getWorkflowInstance(w.id), WorkflowNotFound);
+    await assert.rejects(live.client.deleteWorkflow(w.id), WorkflowNotFound);
     for (const table of ["execution_pointers", "event_subscriptions", "execution_errors"]) {
-      assert.equal(sqliteScalar(server.dbPath, `SELECT count(*) FROM ${table} WHERE workflow_id = '${w.id}'`), "0", table);
+      assert.equal(sqliteScalar(live.server.dbPath, `SELECT count(*) FROM ${table} WHERE workflow_id = '${w.id}'`), "0", table);
     }
-    assert.equal((await provider.searchWorkflows("ref-100")).total, 0);
+    assert.equal((await live.client.searchWorkflows("ref-100")).total, 0);
   });
 
   it("purges finished workflows by status and age", async () => {
@@ -150,16 +142,16 @@ describe("visibility", () => {
     const finishedEarly = await make(200, { status: WorkflowStatus.COMPLETE, completeTime: new Date(T0 + 30 * 60_000) });
     const finishedLate = await make(201, { status: WorkflowStatus.COMPLETE, completeTime: new Date(T0 + 90 * 60_000) });
     const finishing = made.filter((w) => w.status === WorkflowStatus.COMPLETE || w.status === WorkflowStatus.TERMINATED);
-    assert.equal(await provider.purgeWorkflows(cutoff, { dryRun: true }), finishing.length + 1);
-    assert.equal(await provider.purgeWorkflows(cutoff), finishing.length + 1);
-    await assert.rejects(provider.getWorkflowInstance(finishedEarly.id), WorkflowNotFound);
-    assert.equal((await provider.getWorkflowInstance(finishedLate.id)).id, finishedLate.id);
-    const left = await provider.listWorkflows({ status: [WorkflowStatus.COMPLETE, WorkflowStatus.TERMINATED] });
+    assert.equal(await live.client.purgeWorkflows(cutoff, { dryRun: true }), finishing.length + 1);
+    assert.equal(await live.client.purgeWorkflows(cutoff), finishing.length + 1);
+    await assert.rejects(live.client.getWorkflowInstance(finishedEarly.id), WorkflowNotFound);
+    assert.equal((await live.client.getWorkflowInstance(finishedLate.id)).id, finishedLate.id);
+    const left = await live.client.listWorkflows({ status: [WorkflowStatus.COMPLETE, WorkflowStatus.TERMINATED] });
     assert.deepEqual(
       left.items.map((s) => s.id),
       [finishedLate.id],
     );
-    assert.equal(await provider.purgeWorkflows(cutoff, { statuses: [WorkflowStatus.SUSPENDED] }), 3);
-    assert.equal((await provider.listWorkflows({ status: WorkflowStatus.SUSPENDED })).items.length, 0);
+    assert.equal(await live.client.purgeWorkflows(cutoff, { statuses: [WorkflowStatus.SUSPENDED] }), 3);
+    assert.equal((await live.client.listWorkflows({ status: WorkflowStatus.SUSPENDED })).items.length, 0);
   });
 });
