@@ -549,7 +549,15 @@ async fn a_release_no_dequeue_takes_goes_on_its_own_and_acquire_and_stop_see_it_
     assert!(locks.acquire_lock(&first).await.unwrap());
     locks.release_lock(&first).await.unwrap();
     locks.release_lock(&claim_of(&first)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let started = Instant::now();
+    while server.handled_calls("LockService", "ReleaseLock") == 0 {
+        assert!(started.elapsed() < Duration::from_secs(5), "never sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(40),
+        "sent before its delay"
+    );
     assert_eq!(server.handled_calls("LockService", "ReleaseLock"), 1);
     assert!(other_locks.acquire_lock(&claim_of(&first)).await.unwrap());
     assert!(other_locks.acquire_lock(&first).await.unwrap());
@@ -665,7 +673,8 @@ async fn a_leased_dequeue_nobody_waits_for_gives_its_leases_back_and_stop_cancel
     let ids = queued_workflows(&server, 1).await;
     let id = &ids[0];
     tokio::time::sleep(Duration::from_millis(300)).await;
-    until_free(&probe, &claim_of(id), Duration::from_secs(1)).await;
+    // Well before the 2 s bound for unasked leases.
+    until_free(&probe, &claim_of(id), Duration::from_millis(1500)).await;
     until_free(&probe, id, Duration::from_secs(1)).await;
     assert!(locks.held().is_empty(), "{:?}", locks.held());
     let other_store = store(&server).await;
