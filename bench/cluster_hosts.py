@@ -287,7 +287,8 @@ def measure(hosts: list[int], workflows: int, rounds: int = 3, host_args: str = 
         f"by the hosts after a common go, until every step is logged); median of {rounds} interleaved rounds "
         f"(min-max). {os.cpu_count()} cores shared by the server, the hosts and the driver; load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after. Hosts: `GrpcLockProvider` (background release), "
-        f"`GrpcQueueProvider` (dequeue brings the workflow), the adapter{' + ' + host_args if host_args else ''}.",
+        f"`GrpcQueueProvider` (dequeue brings the workflow; linked with `with_locks`: it takes the host's leases and "
+        f"carries its releases), the adapter{' + ' + host_args if host_args else ''}.",
         "",
         "| setup | steps/s | vs in-process peer | RPCs per step |",
         "| --- | ---: | ---: | ---: |",

@@ -21,6 +21,8 @@ from wfe.persistence.v1 import (
     locks_pb2_grpc,
     queues_pb2,
     queues_pb2_grpc,
+    subscriptions_pb2,
+    subscriptions_pb2_grpc,
     workflows_pb2,
     workflows_pb2_grpc,
 )
@@ -38,6 +40,7 @@ class Stubs:
         self.lifecycle = lifecycle_pb2_grpc.LifecycleServiceStub(channel)
         self.workflows = workflows_pb2_grpc.WorkflowServiceStub(channel)
         self.events = events_pb2_grpc.EventServiceStub(channel)
+        self.subscriptions = subscriptions_pb2_grpc.SubscriptionServiceStub(channel)
 
 
 @pytest.fixture
@@ -243,6 +246,193 @@ async def test_queue_requests_are_validated(stubs: Stubs) -> None:
     first = await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id="x", queue=queues_pb2.QUEUE_TYPE_EVENT))
     again = await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id="x", queue=queues_pb2.QUEUE_TYPE_EVENT))
     assert first.queued and not again.queued
+
+
+CLAIM = "workflow-execution."
+WFE_PREFIXES = [CLAIM, ""]
+
+
+def _leased(
+    owner: str, *, wait_ms: float = 0, release: tuple[str, ...] = (), **fields: object
+) -> queues_pb2.DequeueWorkRequest:
+    return queues_pb2.DequeueWorkRequest(
+        queue=fields.pop("queue", queues_pb2.QUEUE_TYPE_WORKFLOW),  # type: ignore[arg-type]
+        wait=_ms(wait_ms) if wait_ms else None,
+        leases=queues_pb2.DequeueLeases(owner=owner, prefixes=fields.pop("prefixes", WFE_PREFIXES)),  # type: ignore[arg-type]
+        release_resources=release,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_leased_dequeue_hands_out_the_item_with_the_owners_leases(stubs: Stubs) -> None:
+    """One call for a WFE host's dequeue, execution claim, workflow lock and read."""
+    # Without next_execution: queued by hand, and not queued again when its leases are released.
+    await stubs.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id="d1")))
+    await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id="d1", queue=queues_pb2.QUEUE_TYPE_WORKFLOW))
+    before = datetime.now(UTC)
+    got = await stubs.queues.DequeueWork(_leased("host-a", include_workflow=True))
+    assert got.id == "d1" and got.workflow.id == "d1" and got.workflow.revision == 1
+    assert len(got.fencing_tokens) == 2 and 0 < got.fencing_tokens[0] < got.fencing_tokens[1]
+    expires = got.lease_expire_time.ToDatetime(tzinfo=UTC)
+    assert before + timedelta(seconds=29) < expires < datetime.now(UTC) + timedelta(seconds=31)  # the default TTL
+    for resource in ("d1", CLAIM + "d1"):
+        for owner in ("host-b", "host-a"):  # held, also against its owner (not re-entrant)
+            taken = await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource=resource, owner=owner))
+            assert not taken.acquired, (resource, owner)
+    # The leases are ordinary leases: renewed and released like any other.
+    renewed = await stubs.locks.RenewLocks(
+        locks_pb2.RenewLocksRequest(owner="host-a", resources=["d1", CLAIM + "d1"], ttl=_ms(5000))
+    )
+    assert list(renewed.lost_resources) == []
+    # The next dequeue carries the release of both: they are free after it, though it found nothing.
+    empty = await stubs.queues.DequeueWork(_leased("host-a", release=(CLAIM + "d1", "d1", "never-held")))
+    assert empty.id == "" and list(empty.fencing_tokens) == [] and not empty.HasField("lease_expire_time")
+    taken = await stubs.locks.AcquireLock(
+        locks_pb2.AcquireLockRequest(resource="d1", owner="host-b", also_resources=[CLAIM + "d1"])
+    )
+    assert taken.acquired and taken.fencing_token > got.fencing_tokens[1]
+
+
+async def test_a_leased_dequeue_passes_over_items_held_by_others_and_waits_for_their_release(stubs: Stubs) -> None:
+    for item in ("x", "y"):
+        await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id=item, queue=queues_pb2.QUEUE_TYPE_INDEX))
+    held = await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource="lease:x", owner="other"))
+    assert held.acquired
+    index = queues_pb2.QUEUE_TYPE_INDEX
+    first = await stubs.queues.DequeueWork(_leased("h", queue=index, prefixes=["lease:"]))
+    assert first.id == "y" and len(first.fencing_tokens) == 1  # "x" is held: passed over, keeps its place
+    nothing = await stubs.queues.DequeueWork(_leased("h", queue=index, prefixes=["lease:"]))
+    assert nothing.id == ""
+    waiting = asyncio.ensure_future(
+        stubs.queues.DequeueWork(_leased("h", queue=index, prefixes=["lease:"], wait_ms=20_000), timeout=30)
+    )
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    started = time.monotonic()
+    await stubs.locks.ReleaseLock(locks_pb2.ReleaseLockRequest(resource="lease:x", owner="other"))
+    second = await waiting
+    assert second.id == "x" and len(second.fencing_tokens) == 1
+    assert time.monotonic() - started < 5  # woken by the release, not by the end of its wait
+    # A plain dequeue is not held up by leases: the queue is empty now.
+    plain = await stubs.queues.DequeueWork(queues_pb2.DequeueWorkRequest(queue=index))
+    assert plain.id == ""
+
+
+async def test_a_release_carried_by_a_dequeue_queues_the_workflow_it_kept_and_hands_it_out(stubs: Stubs) -> None:
+    """A WFE step: leased dequeue, persist under the leases (not queued: leased), then the next
+    dequeue frees the leases, which queues the workflow again, and hands it out in the same call."""
+    await stubs.workflows.CreateWorkflow(
+        workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id="s1", next_execution=0))
+    )
+    step1 = await stubs.queues.DequeueWork(_leased("host", include_workflow=True))
+    assert step1.id == "s1"
+    persisted = await stubs.workflows.PersistWorkflow(
+        workflows_pb2.PersistWorkflowRequest(workflow=_workflow(id="s1", next_execution=0), expected_revision=1)
+    )
+    assert persisted.server_queues
+    step2 = await stubs.queues.DequeueWork(_leased("host", include_workflow=True, release=(CLAIM + "s1", "s1")))
+    assert step2.id == "s1" and step2.workflow.revision == 2
+    assert min(step2.fencing_tokens) > max(step1.fencing_tokens)
+    other = await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource="s1", owner="someone"))
+    assert not other.acquired
+
+
+async def test_an_event_dequeue_can_bring_the_event_and_the_subscriptions_it_matches(stubs: Stubs) -> None:
+    """What a WFE host's event consumer reads right after its dequeue, in the same call."""
+    await stubs.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id="waiting")))
+
+    def subscription(id: str, key: str, as_of: int) -> subscriptions_pb2.EventSubscription:
+        return subscriptions_pb2.EventSubscription(
+            id=id,
+            workflow_id="waiting",
+            execution_pointer_id="p",
+            event_name="paid",
+            event_key=key,
+            subscribe_as_of=timestamp_pb2.Timestamp(seconds=as_of),
+        )
+
+    before, after = NOW.seconds - 10, NOW.seconds + 10
+    await stubs.workflows.PersistWorkflowWithSubscriptions(
+        workflows_pb2.PersistWorkflowWithSubscriptionsRequest(
+            workflow=_workflow(id="waiting"),
+            subscriptions=[
+                subscription("s-match", "k", before),
+                subscription("s-late", "k", after),
+                subscription("s-other", "k2", before),
+            ],
+        )
+    )
+    await stubs.events.CreateEvent(
+        events_pb2.CreateEventRequest(
+            event=events_pb2.Event(id="ev", event_name="paid", event_key="k", event_data='{"a":1}', event_time=NOW)
+        )
+    )
+    got = await stubs.queues.DequeueWork(
+        queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT, include_event=True)
+    )
+    assert got.id == "ev" and got.event.id == "ev" and got.event.event_data == '{"a":1}' and not got.event.is_processed
+    assert got.subscriptions_included and [s.id for s in got.subscriptions] == ["s-match"]
+    assert got.subscriptions[0].workflow_id == "waiting" and got.subscriptions[0].execution_pointer_id == "p"
+    # The same as GetSubscriptions answers.
+    asked = await stubs.subscriptions.GetSubscriptions(
+        subscriptions_pb2.GetSubscriptionsRequest(event_name="paid", event_key="k", as_of=NOW)
+    )
+    assert list(asked.subscriptions) == list(got.subscriptions)
+    # Not asked for, or another queue: nothing more.
+    await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id="ev", queue=queues_pb2.QUEUE_TYPE_EVENT))
+    plain = await stubs.queues.DequeueWork(queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT))
+    assert plain.id == "ev" and not plain.HasField("event") and not plain.subscriptions_included
+    await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id="gone", queue=queues_pb2.QUEUE_TYPE_EVENT))
+    missing = await stubs.queues.DequeueWork(
+        queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT, include_event=True)
+    )
+    assert missing.id == "gone" and not missing.HasField("event") and not missing.subscriptions_included
+
+
+async def test_an_event_with_more_subscriptions_than_a_dequeue_brings_says_so(stubs: Stubs) -> None:
+    await stubs.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id="many")))
+    await stubs.workflows.PersistWorkflowWithSubscriptions(
+        workflows_pb2.PersistWorkflowWithSubscriptionsRequest(
+            workflow=_workflow(id="many"),
+            subscriptions=[
+                subscriptions_pb2.EventSubscription(
+                    workflow_id="many", event_name="n", event_key="k", subscribe_as_of=NOW
+                )
+                for _ in range(1001)
+            ],
+        )
+    )
+    await stubs.events.CreateEvent(
+        events_pb2.CreateEventRequest(
+            event=events_pb2.Event(id="e-many", event_name="n", event_key="k", event_data="null", event_time=NOW)
+        )
+    )
+    got = await stubs.queues.DequeueWork(
+        queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT, include_event=True)
+    )
+    assert got.event.id == "e-many" and not got.subscriptions_included and len(got.subscriptions) == 0
+
+
+async def test_leased_dequeue_requests_are_validated(stubs: Stubs) -> None:
+    workflow = queues_pb2.QUEUE_TYPE_WORKFLOW
+    release_alone = queues_pb2.DequeueWorkRequest(queue=workflow, release_resources=["r"])
+    assert (await _refused(stubs.queues.DequeueWork(release_alone))).metadata["field"] == "release_resources"
+    cases: list[tuple[queues_pb2.DequeueLeases, str]] = [
+        (queues_pb2.DequeueLeases(prefixes=[""]), "leases.owner"),
+        (queues_pb2.DequeueLeases(owner="o"), "leases.prefixes"),
+        (queues_pb2.DequeueLeases(owner="o", prefixes=[str(i) for i in range(17)]), "leases.prefixes"),
+        (queues_pb2.DequeueLeases(owner="o", prefixes=["a", "b", "a"]), "leases.prefixes[2]"),
+        (queues_pb2.DequeueLeases(owner="o", prefixes=["p" * 513]), "leases.prefixes[0]"),
+        (queues_pb2.DequeueLeases(owner="o", prefixes=[""], ttl=_ms(99)), "leases.ttl"),
+        (queues_pb2.DequeueLeases(owner="o", prefixes=[""], ttl=duration_pb2.Duration(seconds=3601)), "leases.ttl"),
+    ]
+    for leases, field in cases:
+        request = queues_pb2.DequeueWorkRequest(queue=workflow, leases=leases)
+        assert (await _refused(stubs.queues.DequeueWork(request))).metadata["field"] == field, field
+    too_many = _leased("o", release=tuple(f"r{i}" for i in range(17)))
+    assert (await _refused(stubs.queues.DequeueWork(too_many))).metadata["field"] == "release_resources"
+    empty_release = _leased("o", release=("",))
+    assert (await _refused(stubs.queues.DequeueWork(empty_release))).metadata["field"] == "release_resources[0]"
 
 
 async def test_a_waiting_dequeue_ends_at_once_when_the_server_stops(store_url: str) -> None:

@@ -13,7 +13,7 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 
-from ._cluster_api import ClusterServices
+from ._cluster_api import ClusterServices, Handout, LeaseAsk
 from ._database import Database
 from ._due_timer import DueTimer
 from ._lifecycle import LifecycleHub, Watcher
@@ -132,6 +132,8 @@ class Cluster(ClusterServices):
 
         released = await self._db.write(job)
         self.written(effects)
+        if released:
+            self.queues.leases_freed()
         return released
 
     async def release_locks(self, resources: Sequence[str], owner: str) -> list[bool]:
@@ -145,6 +147,8 @@ class Cluster(ClusterServices):
 
         released = await self._db.write(job)
         self.written(effects)
+        if any(released):
+            self.queues.leases_freed()
         return released
 
     # -- queues and lifecycle ----------------------------------------------------------------------
@@ -154,6 +158,9 @@ class Cluster(ClusterServices):
 
     async def dequeue_work(self, queue: str, wait: float = 0.0) -> str | None:
         return await self.queues.dequeue(queue, wait)
+
+    async def dequeue_leased(self, queue: str, wait: float, ask: LeaseAsk) -> Handout | None:
+        return await self.queues.dequeue_leased(queue, wait, ask)
 
     async def publish_lifecycle(self, event: bytes, workflow_instance_id: str, workflow_definition_id: str) -> int:
         return self.lifecycle.publish(event, workflow_instance_id, workflow_definition_id)

@@ -10,11 +10,40 @@ the server speak only this interface. Instants are epoch microseconds; queues ar
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Sequence
 
 from ._lifecycle import Watcher
 
-__all__ = ["ClusterServices"]
+__all__ = ["ClusterServices", "Handout", "LeaseAsk"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaseAsk:
+    """A dequeue's leases: one per prefix on ``prefix + id`` of the item handed out, for ``owner``,
+    all or none; ``release``: resources whose leases ``owner`` holds, freed first (same transaction)."""
+
+    owner: str
+    ttl_us: int
+    prefixes: tuple[str, ...]
+    release: tuple[str, ...] = ()
+
+    def resources(self, item_id: str) -> list[str]:
+        return [prefix + item_id for prefix in self.prefixes]
+
+    def without_release(self) -> LeaseAsk:
+        return dataclasses.replace(self, release=())
+
+
+@dataclasses.dataclass(frozen=True)
+class Handout:
+    """An item handed out by a dequeue, with the (fencing token, expire time) of each lease taken on
+    it (in the ask's prefix order; empty when none was asked for)."""
+
+    item_id: str
+    leases: tuple[tuple[int, int], ...] = ()
+    owner: str = ""
+    resources: tuple[str, ...] = ()
 
 
 class ClusterServices(abc.ABC):
@@ -72,6 +101,11 @@ class ClusterServices(abc.ABC):
     async def dequeue_work(self, queue: str, wait: float = 0.0) -> str | None:
         """The oldest waiting item of ``queue``, handed to this caller only, waiting up to ``wait``
         seconds for one; None if none came."""
+
+    @abc.abstractmethod
+    async def dequeue_leased(self, queue: str, wait: float, ask: LeaseAsk) -> Handout | None:
+        """As ``dequeue_work``, with ``ask``'s leases on the item taken in the same transaction (after
+        its releases): the oldest waiting item whose leases are all free; others keep their place."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

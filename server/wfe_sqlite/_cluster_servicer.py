@@ -15,8 +15,8 @@ from wfe.persistence.v1 import (
     queues_pb2,
     queues_pb2_grpc,
 )
-from wfe_client.conversion import LIFECYCLE_EVENT_TYPE, QUEUE_TYPE, instant
-from wfe_client.errors import InvalidArgument, StreamIdle, WorkflowNotFound
+from wfe_client.conversion import LIFECYCLE_EVENT_TYPE, QUEUE_TYPE, event_to_proto, instant, subscription_to_proto
+from wfe_client.errors import EventNotFound, InvalidArgument, StreamIdle, WorkflowNotFound
 from wfe_client.limits import (
     DEFAULT_LOCK_TTL,
     MAX_LOCK_RESOURCES,
@@ -26,9 +26,10 @@ from wfe_client.limits import (
     MIN_LOCK_TTL,
 )
 
+from ._cluster_api import Handout, LeaseAsk
 from ._provider import StoreProvider
-from ._queue_store import WORKFLOW
-from ._rows import check_id
+from ._queue_store import EVENT, WORKFLOW
+from ._rows import check_id, event_from_row, lease_ask, subscription_from_row
 from ._servicer import _written
 from ._status import translate_errors
 from ._wire import workflow_message
@@ -46,18 +47,21 @@ CLUSTER_SERVICE_NAMES = (
 )
 
 
-def _duration(request: Any, name: str, default: timedelta, low: timedelta, high: timedelta) -> timedelta:
+def _duration(
+    request: Any, name: str, default: timedelta, low: timedelta, high: timedelta, field: str | None = None
+) -> timedelta:
     """A Duration field: absent or zero is ``default``; otherwise it must lie in [low, high]."""
+    field = field or name
     if not request.HasField(name):
         return default
     value = getattr(request, name)
     if value.seconds == 0 and value.nanos == 0:
         return default
     if value.seconds < 0 or value.nanos < 0 or value.nanos > 999_999_999 or value.seconds > high.total_seconds():
-        raise InvalidArgument(f"{name}: must be between {low} and {high}", field=name)
+        raise InvalidArgument(f"{field}: must be between {low} and {high}", field=field)
     result = timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
     if not low <= result <= high:
-        raise InvalidArgument(f"{name}: must be between {low} and {high}", field=name)
+        raise InvalidArgument(f"{field}: must be between {low} and {high}", field=field)
     return result
 
 
@@ -147,6 +151,33 @@ class LockServicer(locks_pb2_grpc.LockServiceServicer):
         )
 
 
+INCLUDED_SUBSCRIPTIONS = 1000
+"""Most subscriptions a DequeueWork with ``include_event`` brings along (more: the caller asks)."""
+INCLUDED_BYTES = 4 * 1024 * 1024
+"""Byte budget of those subscriptions."""
+
+
+def _lease_ask(request: queues_pb2.DequeueWorkRequest) -> LeaseAsk | None:
+    """The leases a DequeueWork asks for and the releases it carries, checked; None without ``leases``."""
+    if not request.HasField("leases"):
+        if request.release_resources:
+            raise InvalidArgument("release_resources: needs leases (for its owner)", field="release_resources")
+        return None
+    leases = request.leases
+    ttl = _duration(leases, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL, "leases.ttl")
+    return lease_ask(
+        leases.owner, ttl // _US, leases.prefixes, request.release_resources, "leases.", "release_resources"
+    )
+
+
+def _leased_response(handout: Handout) -> queues_pb2.DequeueWorkResponse:
+    response = queues_pb2.DequeueWorkResponse(id=handout.item_id, fencing_tokens=[t for t, _ in handout.leases])
+    if handout.leases:
+        seconds, micros = divmod(min(expire for _, expire in handout.leases), 1_000_000)
+        response.lease_expire_time.seconds, response.lease_expire_time.nanos = seconds, micros * 1000
+    return response
+
+
 class QueueServicer(queues_pb2_grpc.QueueServiceServicer):
     """``wfe.persistence.v1.QueueService`` over the provider's cluster."""
 
@@ -166,17 +197,42 @@ class QueueServicer(queues_pb2_grpc.QueueServiceServicer):
     ) -> queues_pb2.DequeueWorkResponse:
         queue = _queue(request.queue)
         wait = _duration(request, "wait", timedelta(0), _US, MAX_WAIT)
-        item_id = await self._cluster.dequeue_work(queue, wait.total_seconds())
-        if item_id is None:
-            return queues_pb2.DequeueWorkResponse()
-        response = queues_pb2.DequeueWorkResponse(id=item_id)
+        ask = _lease_ask(request)
+        if ask is None:
+            item_id = await self._cluster.dequeue_work(queue, wait.total_seconds())
+            if item_id is None:
+                return queues_pb2.DequeueWorkResponse()
+            response = queues_pb2.DequeueWorkResponse(id=item_id)
+        else:
+            handout = await self._cluster.dequeue_leased(queue, wait.total_seconds(), ask)
+            if handout is None:
+                return queues_pb2.DequeueWorkResponse()
+            item_id = handout.item_id
+            response = _leased_response(handout)
         if request.include_workflow and queue == WORKFLOW:
             try:
                 row, pointers = await self._p.store.workflow(item_id)
             except WorkflowNotFound:
                 return response
             response.workflow.CopyFrom(workflow_message(row, pointers))
+        elif request.include_event and queue == EVENT:
+            await self._include_event(response, item_id)
         return response
+
+    async def _include_event(self, response: queues_pb2.DequeueWorkResponse, event_id: str) -> None:
+        """The event and the subscriptions it matches (what a WFE host's event consumer reads next)."""
+        store = self._p.store
+        try:
+            event = await store.event(event_id)
+        except EventNotFound:
+            return
+        response.event.CopyFrom(event_to_proto(event_from_row(event)))
+        rows, more = await store.subscriptions(
+            event.event_name, event.event_key, event.event_time, INCLUDED_SUBSCRIPTIONS, None, INCLUDED_BYTES
+        )
+        if not more:
+            response.subscriptions_included = True
+            response.subscriptions.extend(subscription_to_proto(subscription_from_row(row)) for row in rows)
 
 
 def _event(request: lifecycle_pb2.PublishLifecycleEventRequest) -> lifecycle_pb2.LifecycleEvent:

@@ -18,11 +18,11 @@ from wfe_client import LockProvider, QueueProvider
 from wfe_client._cluster import check_queue
 from wfe_client.errors import WorkflowNotFound
 from wfe_client.limits import DEFAULT_LOCK_TTL, check_wait
-from wfe_client.models import Lease, QueueType, WorkflowInstance
+from wfe_client.models import Lease, LeasedWork, QueueType, WorkflowInstance
 from wfe_client.timeutil import from_micros
 
 from ._provider import StoreProvider
-from ._rows import check_id
+from ._rows import check_id, lease_ask
 
 __all__ = ["SqliteLockProvider", "SqliteQueueProvider"]
 
@@ -90,3 +90,31 @@ class SqliteQueueProvider(QueueProvider):
             return workflow_id, await self._store.get_workflow_instance(workflow_id)
         except WorkflowNotFound:
             return workflow_id, None
+
+    async def _dequeue_leased(
+        self,
+        queue: QueueType,
+        owner: str,
+        ttl: timedelta,
+        prefixes: Sequence[str],
+        wait: timedelta | None,
+        release: Sequence[str],
+        include_workflow: bool,
+    ) -> LeasedWork | None:
+        ask = lease_ask(owner, ttl // _US, prefixes, release)
+        waiting = check_wait(wait).total_seconds()
+        self._start()
+        handout = await self._cluster.dequeue_leased(queue.name, waiting, ask)
+        if handout is None:
+            return None
+        leases = tuple(
+            Lease(resource, owner, token, from_micros(expire))
+            for resource, (token, expire) in zip(handout.resources, handout.leases, strict=True)
+        )
+        workflow = None
+        if include_workflow and queue is QueueType.WORKFLOW:
+            try:
+                workflow = await self._store.get_workflow_instance(handout.item_id)
+            except WorkflowNotFound:
+                workflow = None
+        return LeasedWork(handout.item_id, leases, workflow)

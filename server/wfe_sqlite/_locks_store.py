@@ -12,12 +12,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from ._queue_store import WorkEffects, queue_after_release
+from ._cluster_api import Handout, LeaseAsk
+from ._queue_store import WorkEffects, dequeue, enqueue_front, queue_after_release
 
-__all__ = ["CHUNK", "acquire", "release", "renew"]
+__all__ = ["CHUNK", "PASS_OVER", "acquire", "give_back", "hand_out", "release", "renew"]
 
 CHUNK = 500
 """Resources per ``IN (...)`` statement."""
+PASS_OVER = 64
+"""Most waiting items a leased dequeue passes over (held by others) besides the ones it hands out."""
 
 
 def _next_fencing_token(conn: sqlite3.Connection) -> int:
@@ -73,3 +76,75 @@ def release(conn: sqlite3.Connection, resource: str, owner: str, now_us: int, ef
         return False
     queue_after_release(conn, resource, now_us, effects)
     return True
+
+
+def _any_live(conn: sqlite3.Connection, resources: Sequence[str], now_us: int) -> bool:
+    marks = ", ".join("?" * len(resources))
+    return (
+        conn.execute(
+            f"SELECT 1 FROM locks WHERE resource IN ({marks}) AND expire_time > ? LIMIT 1", (*resources, now_us)
+        ).fetchone()
+        is not None
+    )
+
+
+def hand_out(
+    conn: sqlite3.Connection, queue: str, asks: Sequence[LeaseAsk | None], now_us: int, effects: WorkEffects
+) -> list[Handout | None]:
+    """Hand out the oldest waiting items of ``queue`` to ``asks`` in order (None: nothing for it).
+
+    First every ask's releases; then an ask without leases gets the next item, one with leases the
+    next item whose leases are all free (taken now, with their fencing tokens); items passed over
+    keep their place. At most ``PASS_OVER`` items are looked at beyond one per ask.
+    """
+    for ask in asks:
+        if ask is not None:
+            for resource in ask.release:
+                release(conn, resource, ask.owner, now_us, effects)
+    if all(ask is None for ask in asks):
+        plain: list[Handout | None] = [Handout(item) for item in dequeue(conn, queue, len(asks), now_us)]
+        return plain + [None] * (len(asks) - len(plain))
+    candidates = [
+        row[0]
+        for row in conn.execute(
+            "SELECT item_id FROM work_queue WHERE queue = ? AND position IS NOT NULL ORDER BY position LIMIT ?",
+            (queue, len(asks) + PASS_OVER),
+        )
+    ]
+    used: set[str] = set()
+    results: list[Handout | None] = []
+    for ask in asks:
+        result: Handout | None = None
+        for item in candidates:
+            if item in used:
+                continue
+            if ask is None:
+                result = Handout(item)
+            else:
+                resources = ask.resources(item)
+                if _any_live(conn, resources, now_us):
+                    continue
+                leases = [acquire(conn, resource, ask.owner, ask.ttl_us, now_us) for resource in resources]
+                result = Handout(
+                    item, tuple(lease for lease in leases if lease is not None), ask.owner, tuple(resources)
+                )
+            used.add(item)
+            break
+        results.append(result)
+    if used:
+        conn.executemany(
+            "UPDATE work_queue SET position = NULL, handed_out_at = ? WHERE queue = ? AND item_id = ?",
+            [(now_us, queue, item) for item in used],
+        )
+    return results
+
+
+def give_back(conn: sqlite3.Connection, queue: str, handouts: Sequence[Handout], effects: WorkEffects) -> None:
+    """Put handed-out items back at the head of ``queue`` (in order) and free the leases taken with them."""
+    for handout in handouts:
+        for resource, (token, _) in zip(handout.resources, handout.leases, strict=True):
+            conn.execute(
+                "DELETE FROM locks WHERE resource = ? AND owner = ? AND fencing_token = ?",
+                (resource, handout.owner, token),
+            )
+    enqueue_front(conn, queue, [handout.item_id for handout in handouts], effects)

@@ -118,6 +118,10 @@ class ServerMetrics:
             registry=self.registry,
         )
         self.registry.register(_StoreCollector(provider, loop))
+        # The children of the labelled metrics, by labels (known methods and codes only: bounded),
+        # so that a call does not look its labels up again.
+        self._per_method: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._per_code: dict[tuple[str, str, str, str], Any] = {}
         if isinstance(provider, SqlitePersistenceProvider):
             provider.database.on_batch = self.batch_sizes.observe
         self._http: Any = None
@@ -140,12 +144,22 @@ class ServerMetrics:
             self._http.server_close()
             self._http = None
 
+    def _method(self, kind: str, service: str, method: str) -> tuple[Any, Any]:
+        children = self._per_method.get((kind, service, method))
+        if children is None:
+            children = (self.started.labels(kind, service, method), self.latency.labels(kind, service, method))
+            self._per_method[kind, service, method] = children
+        return children
+
     def call_started(self, kind: str, service: str, method: str) -> None:
-        self.started.labels(kind, service, method).inc()
+        self._method(kind, service, method)[0].inc()
 
     def call_finished(self, kind: str, service: str, method: str, code: str, seconds: float) -> None:
-        self.handled.labels(kind, service, method, code).inc()
-        self.latency.labels(kind, service, method).observe(seconds)
+        handled = self._per_code.get((kind, service, method, code))
+        if handled is None:
+            handled = self._per_code[kind, service, method, code] = self.handled.labels(kind, service, method, code)
+        handled.inc()
+        self._method(kind, service, method)[1].observe(seconds)
 
 
 Behavior = Callable[[Any, Any], Any]
@@ -181,6 +195,8 @@ class CallObserver(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         self._access_log = access_log
         self._kinds = _method_kinds(services)
+        # method -> (the handler it was given, the observed one): built once per method.
+        self._observed: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -191,6 +207,15 @@ class CallObserver(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         rpc = details.method
+        cached = self._observed.get(rpc)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        observed = self._observe(handler, rpc)
+        if rpc in self._kinds:  # made-up method names are not kept
+            self._observed[rpc] = (handler, observed)
+        return observed
+
+    def _observe(self, handler: Handler, rpc: str) -> Handler:
         # The label is the method's own kind (a refusal's handler kind may differ from it).
         kind = self._kinds.get(rpc, UNKNOWN_METHOD)
         if handler.unary_unary is not None:
@@ -209,8 +234,10 @@ class CallObserver(grpc.aio.ServerInterceptor):
         return kind, service, method
 
     def _unary(self, behavior: Behavior, rpc: str, kind: str) -> Behavior:
+        labels = self._labels(rpc, kind)
+
         async def observed(request: Any, context: Context) -> Any:
-            start = self._start(rpc, kind)
+            start = self._start(labels)
             failure: BaseException | None = None
             try:
                 return await behavior(request, context)
@@ -218,13 +245,15 @@ class CallObserver(grpc.aio.ServerInterceptor):
                 failure = error
                 raise
             finally:
-                self._finish(rpc, kind, start, context, failure)
+                self._finish(rpc, kind, labels, start, context, failure)
 
         return observed
 
     def _streaming(self, behavior: Behavior, rpc: str, kind: str) -> Behavior:
+        labels = self._labels(rpc, kind)
+
         async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
-            start = self._start(rpc, kind)
+            start = self._start(labels)
             failure: BaseException | None = None
             try:
                 result = behavior(request, context)
@@ -237,19 +266,20 @@ class CallObserver(grpc.aio.ServerInterceptor):
                 failure = error
                 raise
             finally:
-                self._finish(rpc, kind, start, context, failure)
+                self._finish(rpc, kind, labels, start, context, failure)
 
         return observed
 
-    def _start(self, rpc: str, kind: str) -> float:
+    def _start(self, labels: tuple[str, str, str]) -> float:
         if self._metrics is not None:
-            self._metrics.call_started(*self._labels(rpc, kind))
+            self._metrics.call_started(*labels)
         return time.perf_counter()
 
     def _finish(
         self,
         rpc: str,
         kind: str,
+        labels: tuple[str, str, str],
         start: float,
         context: Context,
         failure: BaseException | None,
@@ -257,7 +287,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
         seconds = time.perf_counter() - start
         code = _code(context, failure)
         if self._metrics is not None:
-            self._metrics.call_finished(*self._labels(rpc, kind), code, seconds)
+            self._metrics.call_finished(*labels, code, seconds)
         if self._access_log:
             if kind == UNKNOWN_METHOD and len(rpc) > _MAX_LOGGED_METHOD:
                 rpc = rpc[: _MAX_LOGGED_METHOD - 1] + "\u2026"  # a made-up name, as long as a client likes

@@ -41,11 +41,13 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from ._cluster_api import ClusterServices
+from ._cluster_api import ClusterServices, Handout, LeaseAsk
 from ._lifecycle import LifecycleHub, Watcher
+from ._locks_store import PASS_OVER
+from ._long_poll import LongPoll
 from ._queue_store import CLAIM_PREFIX, EVENT, QUEUES, WORKFLOW
 from ._requeue import DEFAULT_REQUEUE_INTERVAL
-from ._work_queue import _Line, _settle_none, now_micros
+from ._work_queue import now_micros
 
 if TYPE_CHECKING:
     from ._postgres_store import PostgresStore
@@ -153,6 +155,24 @@ DEQUEUE = (
 )
 """Hand out up to $2 of the oldest waiting items of queue $1 that no other transaction is claiming."""
 
+CANDIDATES = (
+    "SELECT item_id FROM work_queue WHERE queue = $1 AND position IS NOT NULL "
+    "ORDER BY position LIMIT $2 FOR UPDATE SKIP LOCKED"
+)
+"""The $2 oldest waiting items of queue $1 that no other transaction is claiming (a leased dequeue
+chooses among them)."""
+
+HAND_OUT = (
+    f"UPDATE work_queue SET position = NULL, handed_out_at = {NOW_US} WHERE queue = $1 AND item_id = ANY($2::text[])"
+)
+
+DROP_LEASES = (
+    "DELETE FROM locks USING unnest($2::text[], $3::bigint[]) AS t (resource, token) "
+    "WHERE locks.resource = t.resource AND locks.owner = $1 AND locks.fencing_token = t.token"
+)
+"""Free the leases of owner $1 on resources $2 with fencing tokens $3 (taken with items handed out
+to a dequeue that left)."""
+
 PUT_BACK = (
     "WITH head AS (SELECT coalesce(min(position), 1) AS first FROM work_queue WHERE queue = $1 "
     "AND position IS NOT NULL), "
@@ -232,6 +252,27 @@ class _Rollback(Exception):
     """Leave a transaction without writing anything."""
 
 
+async def _acquire_all(
+    conn: asyncpg.Connection, resources: Sequence[str], owner: str, ttl_us: int
+) -> list[tuple[int, int]] | None:
+    """Take the leases on all ``resources``, in the order given (so their fencing tokens grow in that
+    order), in a transaction (a savepoint inside the caller's): the (fencing token, expire time) of
+    each, or None with nothing taken while a live lease holds any of them. Every ACQUIRE first takes
+    the fencing counter's row, which serialises acquisitions; a deadlock with a renewal or release
+    holding one of the rows is answered as "held"."""
+    try:
+        async with conn.transaction():
+            leases = []
+            for resource in resources:
+                row = await conn.fetchrow(ACQUIRE, resource, owner, ttl_us)
+                if row is None:
+                    raise _Rollback
+                leases.append((int(row[0]), int(row[1])))
+            return leases
+    except (_Rollback, asyncpg.DeadlockDetectedError):
+        return None
+
+
 # -- the cluster ------------------------------------------------------------------------------------
 
 
@@ -240,7 +281,7 @@ class PostgresCluster(ClusterServices):
 
     def __init__(self, store: PostgresStore) -> None:
         self._store = store
-        self._lines: dict[str, _Line] = {}
+        self._poll = LongPoll(self._take, self._put_back, name="wfe-postgres", fallback_look=FALLBACK_LOOK)
         self._hub: LifecycleHub[bytes] = LifecycleHub()
         self._relays: collections.deque[tuple[str, str, str | None, int | None]] = collections.deque()
         self._relaying = False
@@ -253,7 +294,6 @@ class PostgresCluster(ClusterServices):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._interval = DEFAULT_REQUEUE_INTERVAL
         self._closed = False
-        self._waiting_closed = False
         self._connected = asyncio.Event()
         self.sweeps = 0
         """Sweeps completed (for tests)."""
@@ -296,11 +336,7 @@ class PostgresCluster(ClusterServices):
             self._offer(due_us)
 
     def stop_waiting(self) -> None:
-        self._waiting_closed = True
-        for line in self._lines.values():
-            for future in line.waiters:
-                _settle_none(future)
-            line.waiters.clear()
+        self._poll.stop_waiting()
         self._hub.close()
 
     async def close(self) -> None:
@@ -310,16 +346,13 @@ class PostgresCluster(ClusterServices):
         self.stop_waiting()
         if self._timer is not None:
             self._timer.cancel()
-        tasks = [
-            t
-            for t in (self._listen_task, self._sweep_task, self._timer_task, *(x.task for x in self._lines.values()))
-            if t is not None
-        ]
+        tasks = [t for t in (self._listen_task, self._sweep_task, self._timer_task) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._poll.close()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._listener is not None:
@@ -344,24 +377,7 @@ class PostgresCluster(ClusterServices):
 
     async def acquire_locks(self, resources: Sequence[str], owner: str, ttl_us: int) -> list[tuple[int, int]] | None:
         wanted = list(resources)
-
-        # In the order asked, so the fencing tokens grow in that order (as on SQLite). Every ACQUIRE
-        # first takes the fencing counter's row, which serialises acquisitions; a deadlock with a
-        # renewal or release holding one of the rows is answered as "held" (nothing taken).
-        async def job(conn: asyncpg.Connection) -> list[tuple[int, int]] | None:
-            try:
-                async with conn.transaction():
-                    leases = []
-                    for resource in wanted:
-                        row = await conn.fetchrow(ACQUIRE, resource, owner, ttl_us)
-                        if row is None:
-                            raise _Rollback
-                        leases.append((int(row[0]), int(row[1])))
-                    return leases
-            except (_Rollback, asyncpg.DeadlockDetectedError):
-                return None
-
-        return await self._store.run(job)
+        return await self._store.run(lambda conn: _acquire_all(conn, wanted, owner, ttl_us))
 
     async def release_locks(self, resources: Sequence[str], owner: str) -> list[bool]:
         wanted = list(resources)
@@ -380,6 +396,8 @@ class PostgresCluster(ClusterServices):
         released, queued = await self._store.run(job)
         if queued:
             self._notify(WORKFLOW)
+        if any(released.values()):
+            self._poll.notify_all()  # waiters passed over for these leases
         return [released[resource] for resource in wanted]
 
     async def renew_locks(self, owner: str, resources: Sequence[str], ttl_us: int) -> list[str]:
@@ -395,6 +413,8 @@ class PostgresCluster(ClusterServices):
         row = await self._store.run(lambda conn: conn.fetchrow(RELEASE, resource, owner, workflow_id))
         if row[1]:
             self._notify(WORKFLOW)
+        if row[0]:
+            self._poll.notify_all()  # waiters passed over for this lease
         return bool(row[0])
 
     # -- queues ------------------------------------------------------------------------------------
@@ -405,80 +425,80 @@ class PostgresCluster(ClusterServices):
             self._notify(queue)
         return bool(queued)
 
-    async def _take(self, queue: str, count: int) -> list[str]:
-        rows = await self._store.run(lambda conn: conn.fetch(DEQUEUE, queue, count))
-        return [r[0] for r in sorted(rows, key=lambda r: r[1])]
-
     async def dequeue_work(self, queue: str, wait: float = 0.0) -> str | None:
-        if wait <= 0 or self._waiting_closed:
-            items = await self._take(queue, 1)
-            return items[0] if items else None
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[str | None] = loop.create_future()
-        line = self._line(queue)
-        line.waiters.append(future)
-        timer = loop.call_later(wait, _settle_none, future)
-        line.wake.set()  # look now: an item may be waiting already
-        try:
-            return await future
-        except asyncio.CancelledError:
-            item = future.result() if future.done() and not future.cancelled() else None
-            if item is not None:
-                self._spawn(self._put_back(queue, [item]))
-            raise
-        finally:
-            timer.cancel()
+        handout = await self._poll.dequeue(queue, wait)
+        return None if handout is None else handout.item_id
+
+    async def dequeue_leased(self, queue: str, wait: float, ask: LeaseAsk) -> Handout | None:
+        return await self._poll.dequeue(queue, wait, ask)
 
     def _notify(self, queue: str) -> None:
-        line = self._lines.get(queue)
-        if line is not None and line.waiters:
-            line.wake.set()
-
-    def _line(self, queue: str) -> _Line:
-        line = self._lines.get(queue)
-        if line is None:
-            line = self._lines[queue] = _Line()
-        if line.task is None or line.task.done():
-            line.task = asyncio.get_running_loop().create_task(
-                self._dispatch(queue, line), name=f"wfe-postgres-{queue}"
-            )
-        return line
+        self._poll.notify(queue)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _put_back(self, queue: str, items: list[str]) -> None:
-        try:
-            await self._store.run(lambda conn: conn.fetchval(PUT_BACK, queue, items))
-        except Exception as error:  # noqa: BLE001 - the stranded-work sweep queues them again later
-            LOG.warning("could not put %d handed-out items back into the %s queue: %s", len(items), queue, error)
-            return
-        self._notify(queue)
+    async def _take(self, queue: str, asks: Sequence[LeaseAsk | None]) -> list[Handout | None]:
+        if all(ask is None for ask in asks):
+            rows = await self._store.run(lambda conn: conn.fetch(DEQUEUE, queue, len(asks)))
+            plain: list[Handout | None] = [Handout(r[0]) for r in sorted(rows, key=lambda r: r[1])]
+            return plain + [None] * (len(asks) - len(plain))
+        results, queued = await self._store.run(functools.partial(self._hand_out, queue=queue, asks=asks))
+        if queued:
+            self._notify(WORKFLOW)
+        return results
 
-    async def _dispatch(self, queue: str, line: _Line) -> None:
-        """Serve the line: on each wake-up claim as many items as there are waiters, hand them out."""
-        while not self._waiting_closed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(line.wake.wait(), FALLBACK_LOOK)
-            line.wake.clear()
-            while not self._waiting_closed:
-                count = line.live()
-                if not count:
+    @staticmethod
+    async def _hand_out(
+        conn: asyncpg.Connection, queue: str, asks: Sequence[LeaseAsk | None]
+    ) -> tuple[list[Handout | None], bool]:
+        """One transaction: every ask's releases, then the oldest unclaimed items to the asks in
+        order, an ask with leases getting the next item whose leases it can take (a savepoint per
+        try; one held or in a deadlock is passed over and keeps its place)."""
+        queued = False
+        results: list[Handout | None] = []
+        async with conn.transaction():
+            for ask in asks:
+                if ask is not None:
+                    for resource in sorted(ask.release):
+                        workflow_id = resource.removeprefix(CLAIM_PREFIX)
+                        row = await conn.fetchrow(RELEASE, resource, ask.owner, workflow_id)
+                        queued = queued or bool(row[1])
+            candidates = [r[0] for r in await conn.fetch(CANDIDATES, queue, len(asks) + PASS_OVER)]
+            used: list[str] = []
+            for ask in asks:
+                result: Handout | None = None
+                for item in candidates:
+                    if item in used:
+                        continue
+                    if ask is None:
+                        result = Handout(item)
+                    else:
+                        resources = ask.resources(item)
+                        leases = await _acquire_all(conn, resources, ask.owner, ask.ttl_us)
+                        if leases is None:
+                            continue
+                        result = Handout(item, tuple(leases), ask.owner, tuple(resources))
+                    used.append(item)
                     break
-                try:
-                    items = await self._take(queue, count)
-                except Exception as error:  # noqa: BLE001 - keep serving; the waiters time out meanwhile
-                    LOG.warning("dequeue from the %s queue failed (retrying): %s", queue, error)
-                    await asyncio.sleep(0.1)
-                    line.wake.set()
-                    break
-                leftovers = line.hand(items)
-                if leftovers:
-                    await self._put_back(queue, leftovers)
-                if len(items) < count:
-                    break
+                results.append(result)
+            if used:
+                await conn.execute(HAND_OUT, queue, used)
+        return results, queued
+
+    async def _put_back(self, queue: str, handouts: Sequence[Handout]) -> None:
+        async def job(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                for handout in handouts:
+                    if handout.leases:
+                        tokens = [token for token, _ in handout.leases]
+                        await conn.execute(DROP_LEASES, handout.owner, list(handout.resources), tokens)
+                await conn.fetchval(PUT_BACK, queue, [handout.item_id for handout in handouts])
+
+        await self._store.run(job)
+        self._poll.notify_all()
 
     # -- the listener ------------------------------------------------------------------------------
 

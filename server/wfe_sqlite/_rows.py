@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from wfe_client.errors import InvalidArgument
 from wfe_client.jsoncodec import decode_json, json_text
-from wfe_client.limits import INT64_MAX, MAX_ID_BYTES, UINT32_MAX
+from wfe_client.limits import INT64_MAX, MAX_ID_BYTES, MAX_LOCK_RESOURCES, UINT32_MAX
 from wfe_client.models import (
     CommandName,
     Event,
@@ -31,6 +31,8 @@ from wfe_client.models import (
     WorkflowStatus,
 )
 from wfe_client.timeutil import EPOCH, from_micros, to_micros
+
+from ._cluster_api import LeaseAsk
 
 __all__ = [
     "CommandRow",
@@ -216,6 +218,37 @@ def check_id(value: Any, field: str, *, required: bool = True) -> str:
         raise InvalidArgument(f"{field}: longer than {MAX_ID_BYTES} bytes", field=field)
     _check_text(value, field)
     return value
+
+
+MAX_PREFIX_BYTES = 512
+"""Longest lease prefix of a leased dequeue (the resource is the prefix and the item's id)."""
+
+
+def lease_ask(
+    owner: Any,
+    ttl_us: int,
+    prefixes: Sequence[Any],
+    release: Sequence[Any],
+    field: str = "",
+    release_field: str = "release",
+) -> LeaseAsk:
+    """The leases a dequeue asks for (one per prefix, for ``owner``) and the releases it carries,
+    checked; error fields are named after ``field`` (``leases.`` on the wire) and ``release_field``."""
+    owner = check_id(owner, f"{field}owner")
+    if isinstance(prefixes, str) or not 1 <= len(prefixes) <= MAX_LOCK_RESOURCES:
+        raise InvalidArgument(f"{field}prefixes: 1 to {MAX_LOCK_RESOURCES} prefixes", field=f"{field}prefixes")
+    checked: list[str] = []
+    for i, prefix in enumerate(prefixes):
+        name = f"{field}prefixes[{i}]"
+        checked.append(check_id(prefix, name, required=False))
+        if len(prefix.encode("utf-8", "surrogatepass")) > MAX_PREFIX_BYTES:
+            raise InvalidArgument(f"{name}: longer than {MAX_PREFIX_BYTES} bytes", field=name)
+        if prefix in checked[:-1]:
+            raise InvalidArgument(f"{name}: {prefix!r} is named twice", field=name)
+    if isinstance(release, str) or len(release) > MAX_LOCK_RESOURCES:
+        raise InvalidArgument(f"{release_field}: at most {MAX_LOCK_RESOURCES}", field=release_field)
+    freed = tuple(check_id(r, f"{release_field}[{i}]") for i, r in enumerate(release))
+    return LeaseAsk(owner, ttl_us, tuple(checked), tuple(dict.fromkeys(freed)))
 
 
 def check_event_key(event_name: Any, event_key: Any) -> tuple[str, str]:

@@ -167,6 +167,78 @@ async def test_a_leased_workflow_is_queued_when_its_lease_is_released(cluster: C
     assert await q.dequeue_work(QueueType.WORKFLOW) is None
 
 
+CLAIM = "workflow-execution."
+
+
+async def test_a_leased_dequeue_hands_out_work_with_the_hosts_leases(cluster: ClusterUnderTest) -> None:
+    """One call for a host's dequeue, claim, lock and read; the release goes with the next one."""
+    q = await cluster.queue()
+    host = await cluster.locks("host", ttl=timedelta(seconds=3))
+    other = await cluster.locks("other")
+    w = workflow(next_execution=0)
+    await cluster.store.create_new_workflow(w)  # due: queued by the store
+    work = await q.dequeue_leased(QueueType.WORKFLOW, host, (CLAIM, ""), include_workflow=True)
+    assert work is not None and work.id == w.id
+    assert work.workflow is not None and work.workflow.revision == 1 and work.workflow.data == w.data
+    assert [lease.resource for lease in work.leases] == [CLAIM + w.id, w.id]
+    assert work.leases[0].fencing_token < work.leases[1].fencing_token
+    assert all(lease.owner == "host" for lease in work.leases)
+    # Held by the lock provider like its own: visible, renewed past the TTL, exclusive.
+    assert sorted(host.held) == sorted([CLAIM + w.id, w.id])
+    assert host.lease(w.id) == work.leases[1]
+    await asyncio.sleep(3.5)  # longer than the TTL: kept by renewal
+    assert not await other.acquire_lock(w.id) and not await other.acquire_lock(CLAIM + w.id)
+    # The step persists under the leases (not queued: leased); the next dequeue frees them, which
+    # queues the workflow, and hands it out again in the same call.
+    w.next_execution = 0
+    await cluster.store.persist_workflow(w)
+    again = await q.dequeue_leased(QueueType.WORKFLOW, host, (CLAIM, ""), release=(CLAIM + w.id, w.id))
+    assert again is not None and again.id == w.id and again.workflow is None
+    assert min(x.fencing_token for x in again.leases) > max(x.fencing_token for x in work.leases)
+    await host.release_lock(w.id)
+    await host.release_lock(CLAIM + w.id)
+    assert host.held == []
+    assert await other.acquire_lock(w.id)
+
+
+async def test_a_leased_dequeue_passes_over_work_held_by_others(cluster: ClusterUnderTest) -> None:
+    q = await cluster.queue()
+    mine, theirs = await cluster.locks("mine"), await cluster.locks("theirs")
+    for item in ("x", "y"):
+        await q.queue_work(item, QueueType.INDEX)
+    assert await theirs.acquire_lock("x")
+    first = await q.dequeue_leased(QueueType.INDEX, mine)
+    assert first is not None and first.id == "y"
+    waiting = asyncio.create_task(q.dequeue_leased(QueueType.INDEX, mine, wait=WAIT))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    await theirs.release_lock("x")
+    second = await asyncio.wait_for(waiting, 10)
+    assert second is not None and second.id == "x" and mine.lease("x") == second.leases[0]
+    assert await q.dequeue_work(QueueType.INDEX) is None
+
+
+@pytest.mark.parametrize(
+    ("prefixes", "release", "field", "wire_field"),
+    [
+        ((), (), "prefixes", "leases.prefixes"),
+        (tuple(str(i) for i in range(17)), (), "prefixes", "leases.prefixes"),
+        (("a", "a"), (), "prefixes[1]", "leases.prefixes[1]"),
+        (("p" * 513,), (), "prefixes[0]", "leases.prefixes[0]"),
+        (("",), ("",), "release[0]", "release_resources[0]"),
+        (("",), tuple(f"r{i}" for i in range(17)), "release", "release_resources"),
+    ],
+)
+async def test_leased_dequeues_are_validated(
+    cluster: ClusterUnderTest, prefixes: tuple[str, ...], release: tuple[str, ...], field: str, wire_field: str
+) -> None:
+    q = await cluster.queue()
+    locks = await cluster.locks("o")
+    with pytest.raises(InvalidArgument) as refused:
+        await q.dequeue_leased(QueueType.INDEX, locks, prefixes, release=release)
+    assert refused.value.metadata["field"] == (wire_field if cluster.kind == "grpc" else field)
+
+
 async def test_work_that_comes_due_later_is_queued_when_its_time_comes(cluster: ClusterUnderTest) -> None:
     q = await cluster.queue()
     due_in = 0.4

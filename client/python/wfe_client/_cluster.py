@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from .errors import InvalidArgument
 from .limits import DEFAULT_LOCK_TTL, MAX_RENEW_RESOURCES, check_lock_ttl
-from .models import Lease, QueueType, WorkflowInstance
+from .models import Lease, LeasedWork, QueueType, WorkflowInstance
 
 __all__ = ["LockProvider", "QueueProvider", "check_queue", "new_owner_id"]
 
@@ -107,6 +107,20 @@ class LockProvider(abc.ABC):
         self._held.pop(resource, None)
         await self._release(resource)
 
+    def _adopt(self, leases: Sequence[Lease]) -> None:
+        """Leases taken for this owner by someone else's call (a leased dequeue): held from now on."""
+        if self._closed:
+            return
+        for lease in leases:
+            self._held[lease.resource] = lease
+        if leases:
+            self._ensure_renewer()
+
+    def _forget(self, resources: Sequence[str]) -> None:
+        """Leases being freed by someone else's call (a leased dequeue's release): no longer renewed."""
+        for resource in resources:
+            self._held.pop(resource, None)
+
     def lease(self, resource: str) -> Lease | None:
         """The lease this provider holds on ``resource`` (its fencing token), if any."""
         return self._held.get(resource)
@@ -186,6 +200,48 @@ class QueueProvider(abc.ABC):
     @abc.abstractmethod
     async def dequeue_workflow(self, wait: timedelta | None = None) -> tuple[str, WorkflowInstance | None] | None:
         """``dequeue_work(QueueType.WORKFLOW, wait)`` with the workflow read right after (None if it is gone)."""
+
+    async def dequeue_leased(
+        self,
+        queue: QueueType,
+        locks: LockProvider,
+        prefixes: Sequence[str] = ("",),
+        wait: timedelta | None = None,
+        *,
+        release: Sequence[str] = (),
+        include_workflow: bool = False,
+    ) -> LeasedWork | None:
+        """The oldest waiting id of ``queue`` whose leases are all free, with ``locks``' leases on it.
+
+        One lease per prefix, on ``prefix + id`` (``""``: the id itself), for ``locks.owner`` with
+        ``locks.ttl``, taken in the transaction that hands the item out; ``locks`` holds them from
+        then on (renewed; freed by ``release_lock`` or ``close``). Items whose leases another owner
+        holds are passed over and keep their place. ``release``: resources whose leases ``locks``
+        holds, freed first in the same transaction (a host's release of its previous item going
+        with its next dequeue). ``wait`` as for ``dequeue_work``; None when nothing came.
+        """
+        if locks._closed:
+            raise RuntimeError("the lock provider is closed")
+        locks._forget(release)
+        work = await self._dequeue_leased(
+            check_queue(queue), locks.owner, locks.ttl, prefixes, wait, release, include_workflow
+        )
+        if work is not None:
+            locks._adopt(work.leases)
+        return work
+
+    async def _dequeue_leased(
+        self,
+        queue: QueueType,
+        owner: str,
+        ttl: timedelta,
+        prefixes: Sequence[str],
+        wait: timedelta | None,
+        release: Sequence[str],
+        include_workflow: bool,
+    ) -> LeasedWork | None:
+        """``dequeue_leased`` of an implementation (validation included)."""
+        raise NotImplementedError(f"{type(self).__name__} does not hand out leased work")
 
     async def close(self) -> None:
         """Release what the provider holds (waiting calls end)."""

@@ -31,7 +31,7 @@ from ._cluster import LockProvider, QueueProvider, check_queue
 from ._grpc_provider import GrpcPersistenceProvider, _error_from_rpc
 from .conversion import QUEUE_TYPE, lifecycle_event_from_proto, lifecycle_event_to_proto
 from .limits import DEFAULT_LOCK_TTL, check_wait
-from .models import Lease, LifecycleEvent, QueueType, WorkflowInstance
+from .models import Lease, LeasedWork, LifecycleEvent, QueueType, WorkflowInstance
 from .timeutil import from_micros
 
 __all__ = ["GrpcLifecyclePublisher", "GrpcLockProvider", "GrpcQueueProvider", "LifecycleWatch"]
@@ -173,6 +173,39 @@ class GrpcQueueProvider(QueueProvider):
             return None
         workflow = convert.workflow_from_proto(response.workflow) if response.HasField("workflow") else None
         return response.id, workflow
+
+    async def _dequeue_leased(
+        self,
+        queue: QueueType,
+        owner: str,
+        ttl: timedelta,
+        prefixes: Sequence[str],
+        wait: timedelta | None,
+        release: Sequence[str],
+        include_workflow: bool,
+    ) -> LeasedWork | None:
+        waiting = check_wait(wait)
+        request = queues_pb2.DequeueWorkRequest(
+            queue=QUEUE_TYPE.encode(queue, "queue"),
+            include_workflow=include_workflow,
+            leases=queues_pb2.DequeueLeases(owner=owner, ttl=_duration(ttl), prefixes=list(prefixes)),
+            release_resources=list(release),
+        )
+        if waiting:
+            request.wait.CopyFrom(_duration(waiting))
+        timeout = waiting.total_seconds() + self._connection._timeout
+        response: queues_pb2.DequeueWorkResponse = await self._connection._call(
+            self._stub.DequeueWork, request, timeout
+        )
+        if not response.id:
+            return None
+        expires = from_micros(_micros(response.lease_expire_time))
+        leases = tuple(
+            Lease(prefix + response.id, owner, token, expires)
+            for prefix, token in zip(prefixes, response.fencing_tokens, strict=True)
+        )
+        workflow = convert.workflow_from_proto(response.workflow) if response.HasField("workflow") else None
+        return LeasedWork(response.id, leases, workflow)
 
     async def close(self) -> None:
         if self._owns_connection:

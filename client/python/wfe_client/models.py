@@ -20,6 +20,7 @@ __all__ = [
     "ExecutionError",
     "ExecutionPointer",
     "Lease",
+    "LeasedWork",
     "LifecycleEvent",
     "LifecycleEventType",
     "PointerStatus",
@@ -359,6 +360,18 @@ class Lease:
     saw can refuse a stale holder."""
     expire_time: datetime
     """When the lease runs out unless renewed (as of the acquisition; renewals extend it)."""
+
+
+@dataclass(frozen=True)
+class LeasedWork:
+    """An item a leased dequeue handed out, with the leases taken on it in the same transaction."""
+
+    id: str
+    """The dequeued id."""
+    leases: tuple[Lease, ...]
+    """One lease per prefix asked for, on ``prefix + id``, in that order."""
+    workflow: WorkflowInstance | None = None
+    """With ``include_workflow``: the workflow read after the leases were taken (None if it is gone)."""
 
 
 class LifecycleEventType(enum.Enum):

@@ -50,6 +50,28 @@ pub(crate) struct WorkflowCache {
     revisions: Mutex<Generations>,
     primed: Mutex<HashMap<String, (pb::WorkflowInstance, Instant)>>,
     server_queued: Mutex<HashMap<(QueueType, String), Instant>>,
+    events: Mutex<PrimedEvents>,
+}
+
+/// Events an event dequeue handed out, and the subscriptions each matched (by event name, key and
+/// `as_of` = the event's time, as the WFE host asks for them right after), each for one read.
+#[derive(Debug, Default)]
+struct PrimedEvents {
+    events: HashMap<String, (pb::Event, Instant)>,
+    subscriptions: HashMap<SubscriptionQuery, (Vec<pb::EventSubscription>, Instant)>,
+}
+
+/// (event name, event key, as_of seconds, as_of nanos).
+type SubscriptionQuery = (String, String, i64, i32);
+
+fn bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, (V, Instant)>) {
+    if map.len() >= MAX_PRIMED {
+        let now = Instant::now();
+        map.retain(|_, (_, at)| now.duration_since(*at) < PRIMED_FOR);
+        if map.len() >= MAX_PRIMED {
+            map.clear();
+        }
+    }
 }
 
 impl WorkflowCache {
@@ -118,6 +140,62 @@ impl WorkflowCache {
         queued
             .remove(&(queue, id.to_string()))
             .is_some_and(|at| at.elapsed() < SERVER_QUEUED_FOR)
+    }
+
+    /// Keeps the event an event dequeue handed out for the next `get_event` of its id, and, when
+    /// the server said they are all there, the subscriptions it matched for the next
+    /// `get_subscriptions` of its name, key and time.
+    pub(crate) fn prime_event(
+        &self,
+        event: pb::Event,
+        subscriptions: Option<Vec<pb::EventSubscription>>,
+    ) {
+        let mut primed = self.events.lock().unwrap();
+        let now = Instant::now();
+        if let (Some(subscriptions), Some(time)) = (subscriptions, event.event_time) {
+            bounded(&mut primed.subscriptions);
+            let query = (
+                event.event_name.clone(),
+                event.event_key.clone(),
+                time.seconds,
+                time.nanos,
+            );
+            primed.subscriptions.insert(query, (subscriptions, now));
+        }
+        bounded(&mut primed.events);
+        primed.events.insert(event.id.clone(), (event, now));
+    }
+
+    /// Takes the event a dequeue handed out with id `id`, if it is fresh enough (one read).
+    pub(crate) fn take_event(&self, id: &str) -> Option<pb::Event> {
+        let mut primed = self.events.lock().unwrap();
+        if primed.events.is_empty() {
+            return None;
+        }
+        let (event, at) = primed.events.remove(id)?;
+        (at.elapsed() < PRIMED_FOR).then_some(event)
+    }
+
+    /// Takes the subscriptions a dequeue handed out for an event of this name and key at `as_of`,
+    /// if they are fresh enough (one read).
+    pub(crate) fn take_subscriptions(
+        &self,
+        event_name: &str,
+        event_key: &str,
+        as_of: &prost_types::Timestamp,
+    ) -> Option<Vec<pb::EventSubscription>> {
+        let mut primed = self.events.lock().unwrap();
+        if primed.subscriptions.is_empty() {
+            return None;
+        }
+        let query = (
+            event_name.to_string(),
+            event_key.to_string(),
+            as_of.seconds,
+            as_of.nanos,
+        );
+        let (subscriptions, at) = primed.subscriptions.remove(&query)?;
+        (at.elapsed() < PRIMED_FOR).then_some(subscriptions)
     }
 
     /// Drops a handed-out copy of `id` (this process is writing the workflow).
@@ -229,6 +307,50 @@ mod tests {
             });
         }
         assert!(cache.primed.lock().unwrap().len() <= MAX_PRIMED);
+    }
+
+    #[test]
+    fn a_primed_event_and_its_subscriptions_answer_one_read_each() {
+        let cache = WorkflowCache::default();
+        let time = prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5_000,
+        };
+        let event = pb::Event {
+            id: "e1".into(),
+            event_name: "n".into(),
+            event_key: "k".into(),
+            event_time: Some(time),
+            ..Default::default()
+        };
+        let subscription = pb::EventSubscription {
+            id: "s1".into(),
+            ..Default::default()
+        };
+        cache.prime_event(event.clone(), Some(vec![subscription]));
+        assert!(cache.take_subscriptions("n", "other", &time).is_none());
+        let later = prost_types::Timestamp {
+            seconds: time.seconds + 1,
+            nanos: time.nanos,
+        };
+        assert!(
+            cache.take_subscriptions("n", "k", &later).is_none(),
+            "other time"
+        );
+        let subscriptions = cache.take_subscriptions("n", "k", &time).unwrap();
+        assert_eq!(subscriptions.len(), 1);
+        assert!(
+            cache.take_subscriptions("n", "k", &time).is_none(),
+            "one read"
+        );
+        assert_eq!(cache.take_event("e1").map(|e| e.id), Some("e1".into()));
+        assert!(cache.take_event("e1").is_none(), "one read");
+
+        // Not all subscriptions came along: only the event is kept.
+        cache.prime_event(event.clone(), None);
+        assert!(cache.take_subscriptions("n", "k", &time).is_none());
+        std::thread::sleep(PRIMED_FOR + Duration::from_millis(20));
+        assert!(cache.take_event("e1").is_none(), "too old");
     }
 
     #[test]

@@ -27,8 +27,10 @@
 //! use wfe_grpc::{GrpcLifecyclePublisher, GrpcLockProvider, GrpcPersistenceProvider, GrpcQueueProvider};
 //!
 //! let store = GrpcPersistenceProvider::connect("127.0.0.1:50051").await?;
-//! let locks = Arc::new(GrpcLockProvider::new(&store));
-//! let queue = Arc::new(GrpcQueueProvider::new(&store));
+//! let locks = GrpcLockProvider::new(&store).with_background_release(true);
+//! // Workflow dequeues take the host's leases and carry its releases (module `queue`).
+//! let queue = Arc::new(GrpcQueueProvider::new(&store).with_locks(&locks));
+//! let locks = Arc::new(locks);
 //! let lifecycle = Arc::new(GrpcLifecyclePublisher::new(&store));
 //! let persistence = Arc::new(store);
 //! // WorkflowHostBuilder::new().use_persistence(persistence).use_lock_provider(locks)

@@ -15,12 +15,22 @@
 //! claim also releases `{id}` if nobody asked for it; with background release, a release of `{id}`
 //! while its claim is held goes with the claim's release (or on its own after
 //! 50 ms), one call for both.
+//!
+//! Leases taken by a dequeue: a [`crate::GrpcQueueProvider`] linked with
+//! [`crate::GrpcQueueProvider::with_locks`] takes both leases in its workflow dequeue and hands
+//! them to this provider as taken ahead (the claim's `acquire_lock` then needs no call either),
+//! and with background release this provider's releases wait up to 50 ms in an outbox for that
+//! queue's next workflow dequeue to carry them (see the `queue` module). Leases taken ahead and
+//! never asked for are released after [`UNASKED_LEASE_BOUND`], or when the host re-queues the
+//! workflow.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use wfe_core::traits::DistributedLockProvider;
 
@@ -42,6 +52,14 @@ pub const CLAIM_PREFIX: &str = "workflow-execution.";
 /// How long the release of a workflow's lease taken with its claim waits to go along with the
 /// claim's release (background release only).
 const COMPANION_RELEASE_DELAY: Duration = Duration::from_millis(50);
+/// How long a release waits in the outbox for the linked queue provider's next workflow dequeue
+/// to carry it before it is sent on its own (background release only).
+const OUTBOX_DELAY: Duration = Duration::from_millis(50);
+/// How long leases a dequeue took ahead for the host stay held when the host does not ask for
+/// them (it skipped the workflow); then they are released.
+pub const UNASKED_LEASE_BOUND: Duration = Duration::from_secs(2);
+/// The server's limit of `release_resources` per DequeueWork request.
+const MAX_RELEASES_PER_DEQUEUE: usize = 16;
 
 /// A distributed lock provider backed by leases on a wfe-sqlite server.
 ///
@@ -70,19 +88,80 @@ pub struct GrpcLockProvider {
 }
 
 /// The leases held (resource -> fencing token), the renewal task, releases still in flight, and
-/// what claim coalescing keeps track of.
+/// what claim coalescing and leased dequeues keep track of.
 #[derive(Debug, Default)]
 struct State {
     held: Mutex<HashMap<String, u64>>,
     renewal: Mutex<Option<JoinHandle<()>>>,
-    /// Releases in flight, by resource (a claim's release also frees its companion).
-    releasing: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// Background releases not known to be done (waiting in the outbox, carried by a dequeue in
+    /// flight, or sent on their own).
+    releasing: Mutex<Vec<Release>>,
+    /// Numbers the releases.
+    next_release: AtomicU64,
     /// Claim key -> workflow id whose lease was taken with it, until the claim is released.
     companions: Mutex<HashMap<String, String>>,
-    /// Workflow ids whose lease was taken with their claim and not asked for yet.
-    ahead: Mutex<HashSet<String>>,
+    /// Leases taken ahead (with a claim, or by a dequeue) and not asked for yet: resource ->
+    /// the fencing token of that acquisition.
+    ahead: Mutex<HashMap<String, u64>>,
+    /// Workflows read by a leased dequeue after it took their leases, for the read that follows
+    /// the host's `acquire_lock(id)`.
+    ahead_reads: Mutex<HashMap<String, crate::pb::WorkflowInstance>>,
     /// Claim key -> its companion, released by the caller, to be freed with the claim.
     deferred: Mutex<HashMap<String, String>>,
+    /// Set once a queue provider is linked ([`crate::GrpcQueueProvider::with_locks`]): background
+    /// releases then wait in the outbox for its next workflow dequeue.
+    linked: AtomicBool,
+    /// Set once the server answered a leased dequeue with fencing tokens: it applies
+    /// `release_resources` (an older server ignores both), so releases may travel with dequeues.
+    server_leases: AtomicBool,
+    /// One leased dequeue at a time (see [`GrpcLockProvider::dequeue_turn`]).
+    dequeue_turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A background release until it is done.
+#[derive(Debug)]
+struct Release {
+    number: u64,
+    /// What it frees (the first is the request's `resource`, the rest its `also_resources`).
+    resources: Vec<String>,
+    /// Closed once the release is done (or failed and was logged).
+    done: watch::Receiver<()>,
+    /// Present while the release waits in the outbox: a dequeue that carries it takes this and
+    /// sends it where the dequeue's outcome will come; dropping it sends the release at once.
+    parcel: Option<oneshot::Sender<oneshot::Receiver<bool>>>,
+}
+
+impl Release {
+    fn finished(&self) -> bool {
+        self.done.has_changed().is_err()
+    }
+}
+
+/// Waits until a release's `done` closes.
+async fn finished(mut done: watch::Receiver<()>) {
+    while done.changed().await.is_ok() {}
+}
+
+/// Releases taken from the outbox by a dequeue: confirmed when its answer came, or given back
+/// to be sent on their own when it failed or was cancelled (dropped).
+#[derive(Debug, Default)]
+pub(crate) struct CarriedReleases {
+    resources: Vec<String>,
+    outcomes: Vec<oneshot::Sender<bool>>,
+}
+
+impl CarriedReleases {
+    /// The resources to send as the dequeue's `release_resources`.
+    pub(crate) fn resources(&self) -> &[String] {
+        &self.resources
+    }
+
+    /// The dequeue carrying them was answered: the server freed them.
+    pub(crate) fn confirm(self) {
+        for outcome in self.outcomes {
+            let _ = outcome.send(true);
+        }
+    }
 }
 
 impl Drop for State {
@@ -232,50 +311,258 @@ impl GrpcLockProvider {
             .filter(|id| !id.is_empty() && !self.state.held.lock().unwrap().contains_key(*id))
     }
 
-    /// Waits for the releases in flight of `resources` (a companion's goes with its claim's).
+    /// Waits for the background releases of `resources` that are not done yet; one still in the
+    /// outbox is sent at once.
     async fn settle_releases(&self, resources: &[&str]) {
-        let pending: Vec<JoinHandle<()>> = {
+        let pending: Vec<watch::Receiver<()>> = {
             let mut releasing = self.state.releasing.lock().unwrap();
-            let mut keys: Vec<String> = Vec::new();
-            for resource in resources {
-                keys.push(resource.to_string());
-                if self.coalesce_claims {
-                    keys.push(format!("{CLAIM_PREFIX}{resource}"));
-                }
-            }
-            keys.iter().filter_map(|k| releasing.remove(k)).collect()
+            releasing.retain(|r| !r.finished());
+            releasing
+                .iter_mut()
+                .filter(|r| r.resources.iter().any(|x| resources.contains(&x.as_str())))
+                .map(|r| {
+                    r.parcel.take();
+                    r.done.clone()
+                })
+                .collect()
         };
-        for release in pending {
-            let _ = release.await;
+        for done in pending {
+            finished(done).await;
         }
     }
 
-    /// Takes the lease on `resource` taken ahead with its claim, if it is still held.
+    /// Takes the lease on `resource` taken ahead (with its claim, or by a dequeue), if it is
+    /// still held.
     fn take_ahead(&self, resource: &str) -> bool {
-        let was_ahead = self.state.ahead.lock().unwrap().remove(resource);
-        was_ahead && self.state.held.lock().unwrap().contains_key(resource)
+        let Some(token) = self.state.ahead.lock().unwrap().remove(resource) else {
+            return false;
+        };
+        let held = self.state.held.lock().unwrap().get(resource) == Some(&token);
+        if let Some(workflow) = self.state.ahead_reads.lock().unwrap().remove(resource)
+            && held
+        {
+            // Read by the dequeue after the leases were taken: it answers the executor's read.
+            self.store.cache().prime(workflow);
+        }
+        held
     }
 
     /// Sends a release now, or in the background (then this provider's next acquire of any of
-    /// the resources waits for it).
+    /// the resources waits for it). With a linked queue provider a background release first
+    /// waits in the outbox for up to 50 ms, for the next workflow dequeue to carry it.
     async fn send_release(&self, resource: String, also: Vec<String>) -> Result<()> {
         if !self.background_release {
             return self.release(resource, also).await;
         }
+        let (done_tx, done) = watch::channel(());
+        let outbox = self.state.linked.load(Ordering::Acquire)
+            && self.state.server_leases.load(Ordering::Acquire);
+        let (parcel, parcel_rx) = if outbox {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let number = self.state.next_release.fetch_add(1, Ordering::Relaxed);
+        let mut resources = vec![resource];
+        resources.extend(also);
+        {
+            let mut releasing = self.state.releasing.lock().unwrap();
+            if releasing.len() >= 64 {
+                releasing.retain(|r| !r.finished());
+            }
+            releasing.push(Release {
+                number,
+                resources: resources.clone(),
+                done,
+                parcel,
+            });
+        }
         let this = self.clone();
-        let name = resource.clone();
-        let release = tokio::spawn(async move {
-            if let Err(error) = this.release(name.clone(), also).await {
+        tokio::spawn(async move {
+            let _done = done_tx;
+            if let Some(parcel) = parcel_rx
+                && this.wait_in_outbox(number, parcel).await
+            {
+                return;
+            }
+            let mut resources = resources.into_iter();
+            let name = resources.next().unwrap_or_default();
+            if let Err(error) = this.release(name.clone(), resources.collect()).await {
                 tracing::warn!(resource = %name, %error, "background lease release failed; it runs out after its TTL");
             }
         });
-        let mut releasing = self.state.releasing.lock().unwrap();
-        if releasing.len() >= 64 {
-            releasing.retain(|_, task| !task.is_finished());
-        }
-        // A release of the same resource still in flight finishes on its own.
-        releasing.insert(resource, release);
         Ok(())
+    }
+
+    /// Waits for a dequeue to carry release `number`; true once one did and was answered,
+    /// false when the release must go on its own (not carried in time, sent at once on
+    /// request, or the dequeue carrying it failed).
+    async fn wait_in_outbox(
+        &self,
+        number: u64,
+        mut parcel: oneshot::Receiver<oneshot::Receiver<bool>>,
+    ) -> bool {
+        let carried = tokio::select! {
+            taken = &mut parcel => taken.ok(),
+            _ = tokio::time::sleep(OUTBOX_DELAY) => {
+                // Out of the outbox, unless a dequeue took it just now.
+                let left = self
+                    .state
+                    .releasing
+                    .lock()
+                    .unwrap()
+                    .iter_mut()
+                    .find(|r| r.number == number)
+                    .and_then(|r| r.parcel.take())
+                    .is_some();
+                if left { None } else { parcel.await.ok() }
+            }
+        };
+        match carried {
+            Some(outcome) => outcome.await == Ok(true),
+            None => false,
+        }
+    }
+}
+
+/// What a linked [`crate::GrpcQueueProvider`] asks of the lock provider around a workflow
+/// dequeue that takes the host's two leases.
+impl GrpcLockProvider {
+    /// Marks this provider as linked to a queue provider (its releases may wait in the outbox).
+    pub(crate) fn link_queue(&self) {
+        self.state.linked.store(true, Ordering::Release);
+    }
+
+    /// The leases a workflow dequeue takes for this provider: the WFE host's execution claim
+    /// and its executor's lock.
+    pub(crate) fn dequeue_leases(&self) -> pb::DequeueLeases {
+        pb::DequeueLeases {
+            owner: self.owner.clone(),
+            ttl: Some(crate::convert::duration_to_wire(self.ttl)),
+            prefixes: vec![CLAIM_PREFIX.to_string(), String::new()],
+        }
+    }
+
+    /// Waits for this provider's turn to send a leased dequeue (one at a time, so that a
+    /// release a failed dequeue carried is sent again before the next dequeue could take that
+    /// lease again), then for the releases sent on their own before, and takes up to 16
+    /// resources' releases from the outbox to carry.
+    pub(crate) async fn dequeue_turn(&self) -> (tokio::sync::OwnedMutexGuard<()>, CarriedReleases) {
+        let turn = self.state.dequeue_turn.clone().lock_owned().await;
+        let sent_alone: Vec<watch::Receiver<()>> = {
+            let mut releasing = self.state.releasing.lock().unwrap();
+            releasing.retain(|r| !r.finished());
+            releasing
+                .iter()
+                .filter(|r| r.parcel.is_none())
+                .map(|r| r.done.clone())
+                .collect()
+        };
+        for done in sent_alone {
+            finished(done).await;
+        }
+        let mut carried = CarriedReleases::default();
+        if !self.state.server_leases.load(Ordering::Acquire) {
+            return (turn, carried);
+        }
+        let mut releasing = self.state.releasing.lock().unwrap();
+        for release in releasing.iter_mut() {
+            if release.parcel.is_none()
+                || carried.resources.len() + release.resources.len() > MAX_RELEASES_PER_DEQUEUE
+            {
+                continue;
+            }
+            let (outcome, outcome_rx) = oneshot::channel();
+            if let Some(parcel) = release.parcel.take()
+                && parcel.send(outcome_rx).is_ok()
+            {
+                carried.resources.extend(release.resources.iter().cloned());
+                carried.outcomes.push(outcome);
+            }
+        }
+        (turn, carried)
+    }
+
+    /// Records the leases a dequeue took on `id` (fencing tokens in [`Self::dequeue_leases`]
+    /// order) as held and taken ahead: the host's `acquire_lock` of the claim and of `id` answer
+    /// `true` without a call. `workflow` (read after the leases were taken) answers the read
+    /// that follows `acquire_lock(id)`. Leases not asked for within [`UNASKED_LEASE_BOUND`] are
+    /// released. False when the answer carried no leases (a server without leased dequeues).
+    pub(crate) fn took_with_dequeue(
+        &self,
+        id: &str,
+        tokens: &[u64],
+        workflow: Option<pb::WorkflowInstance>,
+    ) -> bool {
+        let [claim_token, id_token] = tokens else {
+            return false;
+        };
+        self.state.server_leases.store(true, Ordering::Release);
+        let claim = format!("{CLAIM_PREFIX}{id}");
+        {
+            let mut held = self.state.held.lock().unwrap();
+            held.insert(claim.clone(), *claim_token);
+            held.insert(id.to_string(), *id_token);
+        }
+        {
+            let mut ahead = self.state.ahead.lock().unwrap();
+            ahead.insert(claim.clone(), *claim_token);
+            ahead.insert(id.to_string(), *id_token);
+        }
+        if let Some(workflow) = workflow.filter(|w| w.id == id) {
+            let mut reads = self.state.ahead_reads.lock().unwrap();
+            if reads.len() >= 64 {
+                let ahead = self.state.ahead.lock().unwrap();
+                reads.retain(|id, _| ahead.contains_key(id));
+            }
+            reads.insert(id.to_string(), workflow);
+        }
+        self.state
+            .companions
+            .lock()
+            .unwrap()
+            .insert(claim.clone(), id.to_string());
+        self.ensure_renewal();
+        let this = self.clone();
+        let (id, claim_token) = (id.to_string(), *claim_token);
+        tokio::spawn(async move {
+            tokio::time::sleep(UNASKED_LEASE_BOUND).await;
+            if let Err(error) = this.give_back_if_unasked(&id, Some(claim_token)).await {
+                tracing::warn!(workflow = %id, %error, "releasing unasked leases failed; they run out after their TTL");
+            }
+        });
+        true
+    }
+
+    /// Releases the leases a dequeue took on workflow `id` if the host has not asked for its
+    /// claim yet (with `token`: only that acquisition's). True when it released them.
+    pub(crate) async fn give_back_if_unasked(&self, id: &str, token: Option<u64>) -> Result<bool> {
+        let claim = format!("{CLAIM_PREFIX}{id}");
+        {
+            let mut ahead = self.state.ahead.lock().unwrap();
+            match ahead.get(&claim) {
+                Some(t) if token.is_none_or(|token| token == *t) => {
+                    ahead.remove(&claim);
+                }
+                _ => return Ok(false),
+            }
+        }
+        let mut also = Vec::new();
+        {
+            let mut companions = self.state.companions.lock().unwrap();
+            if companions.get(&claim).map(String::as_str) == Some(id) {
+                companions.remove(&claim);
+                if self.state.ahead.lock().unwrap().remove(id).is_some() {
+                    self.state.held.lock().unwrap().remove(id);
+                    self.state.ahead_reads.lock().unwrap().remove(id);
+                    also.push(id.to_string());
+                }
+            }
+        }
+        self.state.held.lock().unwrap().remove(&claim);
+        self.release(claim, also).await?;
+        Ok(true)
     }
 }
 
@@ -375,7 +662,13 @@ impl DistributedLockProvider for GrpcLockProvider {
                 .lock()
                 .unwrap()
                 .insert(resource.to_string(), id.to_string());
-            self.state.ahead.lock().unwrap().insert(id.to_string());
+            if let Some(token) = response.also_fencing_tokens.first() {
+                self.state
+                    .ahead
+                    .lock()
+                    .unwrap()
+                    .insert(id.to_string(), *token);
+            }
             if let Some(workflow) = response.workflow
                 && workflow.id == id
             {
@@ -394,7 +687,8 @@ impl DistributedLockProvider for GrpcLockProvider {
         let companion = self.state.companions.lock().unwrap().remove(resource);
         if let Some(id) = companion {
             let deferred = self.state.deferred.lock().unwrap().remove(resource);
-            let unasked = self.state.ahead.lock().unwrap().remove(&id);
+            let unasked = self.state.ahead.lock().unwrap().remove(&id).is_some();
+            self.state.ahead_reads.lock().unwrap().remove(&id);
             let mut also = Vec::new();
             if deferred.is_some() || unasked {
                 self.state.held.lock().unwrap().remove(&id);
@@ -403,7 +697,7 @@ impl DistributedLockProvider for GrpcLockProvider {
             return self.send_release(resource.to_string(), also).await;
         }
         // A companion whose claim is still held: freed with the claim (background release only).
-        if self.background_release && self.coalesce_claims {
+        if self.background_release {
             let claim = format!("{CLAIM_PREFIX}{resource}");
             let paired = self
                 .state
@@ -447,19 +741,24 @@ impl DistributedLockProvider for GrpcLockProvider {
         if let Some(task) = task {
             task.abort();
         }
-        let releasing: Vec<JoinHandle<()>> = self
+        // Releases in the outbox go at once; all in flight are awaited.
+        let releasing: Vec<watch::Receiver<()>> = self
             .state
             .releasing
             .lock()
             .unwrap()
-            .drain()
-            .map(|(_, task)| task)
+            .drain(..)
+            .map(|mut r| {
+                r.parcel.take();
+                r.done
+            })
             .collect();
-        for release in releasing {
-            let _ = release.await;
+        for done in releasing {
+            finished(done).await;
         }
         self.state.companions.lock().unwrap().clear();
         self.state.ahead.lock().unwrap().clear();
+        self.state.ahead_reads.lock().unwrap().clear();
         let mut held: Vec<String> = self
             .state
             .held

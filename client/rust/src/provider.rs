@@ -647,6 +647,9 @@ impl EventRepository for GrpcPersistenceProvider {
     }
 
     async fn get_event(&self, id: &str) -> Result<Event> {
+        if let Some(event) = self.cache.take_event(id) {
+            return convert::event_from_wire(event);
+        }
         let request = pb::GetEventRequest { id: id.to_string() };
         let response = self
             .call(&self.events, Subject::Event(id), |mut c| async move {
@@ -737,6 +740,15 @@ impl SubscriptionRepository for GrpcPersistenceProvider {
         as_of: DateTime<Utc>,
     ) -> Result<Vec<EventSubscription>> {
         let as_of = Some(convert::ts_to_wire(&as_of));
+        let primed = as_of
+            .as_ref()
+            .and_then(|t| self.cache.take_subscriptions(event_name, event_key, t));
+        if let Some(wire) = primed {
+            return wire
+                .into_iter()
+                .map(convert::subscription_from_wire)
+                .collect();
+        }
         let wire = self
             .pages(
                 &self.subscriptions,

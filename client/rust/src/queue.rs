@@ -12,15 +12,51 @@
 //! the workflow's lock, goes to the server (or comes with the lock: [`crate::GrpcLockProvider`]):
 //! a copy fetched before the lock may be stale.
 //!
+//! An event dequeue built the same way brings the event and the subscriptions it matches (when
+//! they are at most 1000), which answer the host's `get_event` and `get_subscriptions` that
+//! follow it, once each.
+//!
 //! A `queue_work` right after a write through the same store that the server queues itself
 //! (the write's `server_queues`: WFE queues every workflow it creates or persists runnable and
 //! every event it creates, and the server does too) returns without a call
 //! ([`GrpcQueueProvider::with_server_queued_skip`]).
+//!
+//! Linked to the host's lock provider with [`GrpcQueueProvider::with_locks`], a workflow dequeue
+//! also takes the two leases the WFE host asks for right after (its execution claim
+//! `workflow-execution.{id}` and its executor's lock `{id}`) in the same call, and carries the
+//! releases that ended the previous step: a host's step is then two round trips, this dequeue
+//! and the persist. In detail:
+//!
+//! - The server hands out the oldest workflow whose two leases are free (one leased by another
+//!   host is passed over and keeps its place), takes both for the lock provider's owner and TTL,
+//!   and reads the workflow after that. The lock provider holds them from then on (renewed,
+//!   [`crate::GrpcLockProvider::fencing_token`] knows them); the host's `acquire_lock` of the
+//!   claim and of the id answer `true` without a call, and the executor's read of the workflow
+//!   is answered from the copy read after the leases were taken.
+//! - With background release ([`crate::GrpcLockProvider::with_background_release`]), a release
+//!   waits up to 50 ms in an outbox for the next workflow dequeue, which frees it first in the
+//!   same transaction (`release_resources`); not carried in time, it is sent on its own. The
+//!   lock provider's own next acquire of such a resource sends it at once and waits for it,
+//!   `stop` sends all of them and waits. A dequeue that fails or is cancelled gives its releases
+//!   back to be sent on their own, before the next leased dequeue goes out (leased dequeues of
+//!   one lock provider go one at a time), so a release is neither lost nor applied to a lease
+//!   taken again since.
+//! - Leases taken ahead that the host never asks for are given back: a `queue_work` of such a
+//!   workflow (the host re-queues one it cannot execute) releases them before queuing it, and
+//!   any not asked for within [`crate::lock::UNASKED_LEASE_BOUND`] (2 s; the host skips a
+//!   workflow whose definition it lacks) are released then. A dequeue whose caller went away
+//!   (the host stopping) releases what it took at once.
+//! - `stop` cancels a leased dequeue still waiting. One cancelled just as the server answered
+//!   may leave leases nobody knows of: they run out after the TTL (the workflow waits that long).
+//! - A server without leased dequeues ignores the leases: the host's acquires then go to the
+//!   server as without the link, and releases are not carried.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 use wfe_core::models::QueueType;
 use wfe_core::traits::QueueProvider;
 
@@ -28,6 +64,7 @@ use crate::cache::WorkflowCache;
 use crate::connect::ConnectOptions;
 use crate::convert;
 use crate::error::Subject;
+use crate::lock::GrpcLockProvider;
 use crate::pb;
 use crate::pb::queue_service_client::QueueServiceClient;
 use crate::provider::{GrpcPersistenceProvider, MAX_MESSAGE_BYTES, Transport};
@@ -61,6 +98,25 @@ pub struct GrpcQueueProvider {
     cache: Option<Arc<WorkflowCache>>,
     /// Whether a `queue_work` the server already does itself is answered without a call.
     skip_server_queued: bool,
+    /// The lock provider whose leases workflow dequeues take ([`Self::with_locks`]).
+    locks: Option<GrpcLockProvider>,
+    /// Leased dequeues in flight, and the signal that cancels them (`stop`).
+    leased: Arc<Leased>,
+}
+
+#[derive(Debug)]
+struct Leased {
+    stopping: watch::Sender<bool>,
+    in_flight: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Default for Leased {
+    fn default() -> Self {
+        Self {
+            stopping: watch::Sender::new(false),
+            in_flight: Mutex::default(),
+        }
+    }
 }
 
 impl GrpcQueueProvider {
@@ -76,6 +132,8 @@ impl GrpcQueueProvider {
             wait: DEFAULT_DEQUEUE_WAIT,
             cache: Some(store.cache().clone()),
             skip_server_queued: true,
+            locks: None,
+            leased: Arc::default(),
         }
     }
 
@@ -114,6 +172,95 @@ impl GrpcQueueProvider {
         self.cache = None;
         self
     }
+
+    /// Links this queue provider to the host's lock provider: workflow dequeues take the two
+    /// leases the WFE host asks for next (its execution claim and its executor's lock) for
+    /// `locks`, and carry its background releases (see the module documentation). Give the host
+    /// this `locks` (or a clone: clones share the leases). For WFE hosts only: a dequeued
+    /// workflow stays leased until the host releases it, re-queues it, or
+    /// [`crate::lock::UNASKED_LEASE_BOUND`] passes without the host asking for it.
+    pub fn with_locks(mut self, locks: &GrpcLockProvider) -> Self {
+        locks.link_queue();
+        self.locks = Some(locks.clone());
+        self
+    }
+
+    /// The dequeue call itself.
+    async fn send_dequeue(
+        &self,
+        request: pb::DequeueWorkRequest,
+    ) -> Result<pb::DequeueWorkResponse> {
+        let mut request = tonic::Request::new(request);
+        let deadline = self.wait + DEQUEUE_MARGIN;
+        request.set_timeout(deadline);
+        self.store
+            .call_within(deadline, &self.client, Subject::None, |mut c| async move {
+                c.dequeue_work(request).await
+            })
+            .await
+    }
+
+    /// A workflow dequeue that takes `locks`' leases on the item and carries its releases. It
+    /// runs in a task of its own, so that what it took is known (or given back) even when the
+    /// caller stops waiting for it.
+    async fn dequeue_leased(&self, locks: &GrpcLockProvider) -> Result<Option<String>> {
+        let (answer_tx, answer) = oneshot::channel();
+        let this = self.clone();
+        let locks = locks.clone();
+        let mut stopping = self.leased.stopping.subscribe();
+        let task = tokio::spawn(async move {
+            let sent = async {
+                let (turn, carried) = locks.dequeue_turn().await;
+                let request = pb::DequeueWorkRequest {
+                    queue: convert::queue_type_to_wire(QueueType::Workflow) as i32,
+                    wait: (!this.wait.is_zero()).then(|| convert::duration_to_wire(this.wait)),
+                    include_workflow: this.cache.is_some(),
+                    leases: Some(locks.dequeue_leases()),
+                    release_resources: carried.resources().to_vec(),
+                    ..Default::default()
+                };
+                (turn, carried, this.send_dequeue(request).await)
+            };
+            let (_turn, carried, response) = tokio::select! {
+                sent = sent => sent,
+                // Cancelled: what it carried goes on its own (`carried` is dropped).
+                _ = stopping.wait_for(|stop| *stop) => return,
+            };
+            let response = match response {
+                Ok(response) => {
+                    carried.confirm();
+                    response
+                }
+                Err(error) => {
+                    drop(carried);
+                    let _ = answer_tx.send(Err(error));
+                    return;
+                }
+            };
+            if response.id.is_empty() {
+                let _ = answer_tx.send(Ok(None));
+                return;
+            }
+            let id = response.id;
+            let workflow = response.workflow.filter(|w| w.id == id);
+            let leased = locks.took_with_dequeue(&id, &response.fencing_tokens, workflow.clone());
+            if let (Some(cache), Some(workflow)) = (&this.cache, workflow) {
+                cache.prime(workflow);
+            }
+            if answer_tx.send(Ok(Some(id.clone()))).is_err() && leased {
+                // Nobody waits for it any more: the leases go back at once.
+                if let Err(error) = locks.give_back_if_unasked(&id, None).await {
+                    tracing::warn!(workflow = %id, %error, "releasing the leases of a dropped dequeue failed; they run out after their TTL");
+                }
+            }
+        });
+        {
+            let mut in_flight = self.leased.in_flight.lock().unwrap();
+            in_flight.retain(|task| !task.is_finished());
+            in_flight.push(task);
+        }
+        answer.await.unwrap_or(Ok(None))
+    }
 }
 
 #[async_trait]
@@ -123,7 +270,15 @@ impl QueueProvider for GrpcQueueProvider {
     /// (`server_queues`: a workflow stored RUNNABLE with a next execution, an unprocessed event),
     /// this returns at once without a call: the server queues it in that write, when the last
     /// lease on it is released (or runs out), or when it comes due.
+    ///
+    /// With [`Self::with_locks`], re-queuing a workflow whose leases a dequeue took and the host
+    /// did not ask for (it cannot execute it) releases them first.
     async fn queue_work(&self, id: &str, queue: QueueType) -> Result<()> {
+        if queue == QueueType::Workflow
+            && let Some(locks) = &self.locks
+        {
+            locks.give_back_if_unasked(id, None).await?;
+        }
         if self.skip_server_queued && self.store.cache().take_server_queued(queue, id) {
             return Ok(());
         }
@@ -140,19 +295,23 @@ impl QueueProvider for GrpcQueueProvider {
     }
 
     /// Takes the oldest waiting id, waiting up to the provider's wait for one to arrive.
+    /// With [`Self::with_locks`], a workflow dequeue takes the host's leases on the item (see
+    /// the module documentation).
     async fn dequeue_work(&self, queue: QueueType) -> Result<Option<String>> {
+        if queue == QueueType::Workflow
+            && let Some(locks) = &self.locks
+        {
+            return self.dequeue_leased(locks).await;
+        }
         let include_workflow = self.cache.is_some() && queue == QueueType::Workflow;
-        let mut request = tonic::Request::new(pb::DequeueWorkRequest {
-            queue: convert::queue_type_to_wire(queue) as i32,
-            wait: (!self.wait.is_zero()).then(|| convert::duration_to_wire(self.wait)),
-            include_workflow,
-        });
-        let deadline = self.wait + DEQUEUE_MARGIN;
-        request.set_timeout(deadline);
+        let include_event = self.cache.is_some() && queue == QueueType::Event;
         let response = self
-            .store
-            .call_within(deadline, &self.client, Subject::None, |mut c| async move {
-                c.dequeue_work(request).await
+            .send_dequeue(pb::DequeueWorkRequest {
+                queue: convert::queue_type_to_wire(queue) as i32,
+                wait: (!self.wait.is_zero()).then(|| convert::duration_to_wire(self.wait)),
+                include_workflow,
+                include_event,
+                ..Default::default()
             })
             .await?;
         if response.id.is_empty() {
@@ -163,6 +322,14 @@ impl QueueProvider for GrpcQueueProvider {
         {
             cache.prime(workflow);
         }
+        if let (Some(cache), Some(event)) = (&self.cache, response.event)
+            && event.id == response.id
+        {
+            let subscriptions = response
+                .subscriptions_included
+                .then_some(response.subscriptions);
+            cache.prime_event(event, subscriptions);
+        }
         Ok(Some(response.id))
     }
 
@@ -172,10 +339,19 @@ impl QueueProvider for GrpcQueueProvider {
     }
 
     async fn start(&self) -> Result<()> {
+        self.leased.stopping.send_replace(false);
         Ok(())
     }
 
+    /// Cancels leased dequeues still in flight and waits for them to settle (what they carried
+    /// is sent on its own, see the module documentation).
     async fn stop(&self) -> Result<()> {
+        self.leased.stopping.send_replace(true);
+        let in_flight: Vec<JoinHandle<()>> =
+            self.leased.in_flight.lock().unwrap().drain(..).collect();
+        for task in in_flight {
+            let _ = task.await;
+        }
         Ok(())
     }
 }

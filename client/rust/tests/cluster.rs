@@ -156,6 +156,61 @@ async fn the_first_read_after_a_dequeue_is_the_dequeued_copy_and_the_next_one_is
     );
 }
 
+#[tokio::test]
+async fn an_event_dequeue_answers_the_hosts_event_and_subscription_reads_that_follow() {
+    let server = server().await;
+    let host_store = store(&server).await;
+    let queue = GrpcQueueProvider::new(&host_store);
+    let other = store(&server).await;
+    let id = other.create_new_workflow(&workflow()).await.unwrap();
+    let at = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let mut sub = EventSubscription::new(&id, 0, "p0", "paid", "order-1", at);
+    sub.id = other.create_event_subscription(&sub).await.unwrap();
+    let mut late = EventSubscription::new(
+        &id,
+        0,
+        "p1",
+        "paid",
+        "order-1",
+        at + chrono::Duration::hours(1),
+    );
+    late.id = other.create_event_subscription(&late).await.unwrap();
+    let event = wfe_core::models::Event::new("paid", "order-1", json!({"amount": 3}));
+    let event_id = other.create_event(&event).await.unwrap();
+    assert_eq!(
+        queue.dequeue_work(QueueType::Event).await.unwrap(),
+        Some(event_id.clone())
+    );
+
+    // What a WFE host's event consumer reads right after: both came with the dequeue.
+    let (got, subscriptions) = without_the_server(&server, async {
+        let got = host_store.get_event(&event_id).await.unwrap();
+        let subscriptions = host_store
+            .get_subscriptions(&got.event_name, &got.event_key, got.event_time)
+            .await
+            .unwrap();
+        (got, subscriptions)
+    })
+    .await;
+    assert_eq!(got.event_data, json!({"amount": 3}));
+    assert_eq!(
+        subscriptions
+            .iter()
+            .map(|s| s.id.clone())
+            .collect::<Vec<_>>(),
+        vec![sub.id.clone()],
+        "only the subscription as of the event's time"
+    );
+    // Once only: the next reads go to the server (and agree).
+    let again = host_store
+        .get_subscriptions(&got.event_name, &got.event_key, got.event_time)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    other.mark_event_processed(&event_id).await.unwrap();
+    assert!(host_store.get_event(&event_id).await.unwrap().is_processed);
+}
+
 // ── Locks ───────────────────────────────────────────────────────────────
 
 #[tokio::test]
@@ -327,6 +382,377 @@ async fn a_released_workflow_lease_whose_claim_stays_held_is_freed_on_its_own() 
     locks.release_lock(claim).await.unwrap();
     locks.stop().await.unwrap();
     assert!(other_locks.acquire_lock(claim).await.unwrap());
+}
+
+// ── Leased dequeues (GrpcQueueProvider::with_locks) ─────────────────────
+
+/// A server with a Prometheus endpoint (to count the calls it answered).
+async fn server_with_metrics() -> ServerProcess {
+    tokio::task::spawn_blocking(|| {
+        let server = ServerProcess::start_with(&["--metrics-listen", "127.0.0.1:0"], &[]);
+        server.metrics_url();
+        server
+    })
+    .await
+    .unwrap()
+}
+
+/// A host's lock and queue providers on one store, linked: workflow dequeues take the leases.
+fn linked(store: &GrpcPersistenceProvider) -> (GrpcLockProvider, GrpcQueueProvider) {
+    let locks = GrpcLockProvider::new(store).with_background_release(true);
+    let queue = GrpcQueueProvider::new(store)
+        .with_wait(Duration::from_millis(300))
+        .with_locks(&locks);
+    (locks, queue)
+}
+
+fn claim_of(id: &str) -> String {
+    format!("workflow-execution.{id}")
+}
+
+/// Workflows created by another process, so the server queues them (RUNNABLE and due).
+async fn queued_workflows(server: &ServerProcess, n: usize) -> Vec<String> {
+    let other = store(server).await;
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(other.create_new_workflow(&workflow()).await.unwrap());
+    }
+    ids
+}
+
+/// Waits until `probe` takes `resource` (and releases it again), up to `within`; the time it took.
+async fn until_free(probe: &GrpcLockProvider, resource: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    while !probe.acquire_lock(resource).await.unwrap() {
+        assert!(
+            started.elapsed() < within,
+            "{resource} still held after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    probe.release_lock(resource).await.unwrap();
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_leased_dequeue_takes_both_leases_and_the_hosts_acquires_and_read_need_no_call() {
+    let server = server_with_metrics().await;
+    let host_store = store(&server).await;
+    let (locks, queue) = linked(&host_store);
+    let other_locks = GrpcLockProvider::connect(&server.addr).await.unwrap();
+    let ids = queued_workflows(&server, 1).await;
+    let id = &ids[0];
+    let claim = claim_of(id);
+
+    assert_eq!(
+        queue.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(id.clone())
+    );
+    // Both leases are this provider's: known, with their fencing tokens, and refused to others.
+    let (claim_token, id_token) = (
+        locks.fencing_token(&claim).expect("claim lease"),
+        locks.fencing_token(id).expect("workflow lease"),
+    );
+    assert_ne!(claim_token, id_token);
+    let mut held = locks.held();
+    held.sort();
+    let mut expected = vec![claim.clone(), id.clone()];
+    expected.sort();
+    assert_eq!(held, expected);
+    assert!(!other_locks.acquire_lock(&claim).await.unwrap());
+    assert!(!other_locks.acquire_lock(id).await.unwrap());
+
+    // What the host does next (look the workflow up, take the claim, the executor takes the id
+    // and reads the workflow) is answered without a round trip.
+    let (lookup, claimed, locked, read) = without_the_server(&server, async {
+        (
+            host_store.get_workflow_instance(id).await.unwrap(),
+            locks.acquire_lock(&claim).await.unwrap(),
+            locks.acquire_lock(id).await.unwrap(),
+            host_store.get_workflow_instance(id).await.unwrap(),
+        )
+    })
+    .await;
+    assert!(claimed && locked);
+    assert_eq!(lookup.id, *id);
+    assert_eq!(read.id, *id);
+    assert_eq!(host_store.known_revision(id), Some(1));
+    assert!(!locks.acquire_lock(id).await.unwrap(), "not re-entrant");
+    assert!(!locks.acquire_lock(&claim).await.unwrap(), "not re-entrant");
+    assert_eq!(locks.fencing_token(&claim), Some(claim_token));
+    assert_eq!(locks.fencing_token(id), Some(id_token));
+    assert_eq!(server.handled_calls("LockService", "AcquireLock"), 4);
+}
+
+#[tokio::test]
+async fn the_release_that_ends_a_step_travels_with_the_next_dequeue() {
+    let server = server_with_metrics().await;
+    let host_store = store(&server).await;
+    let (locks, queue) = linked(&host_store);
+    let other_locks = GrpcLockProvider::connect(&server.addr).await.unwrap();
+    let ids = queued_workflows(&server, 3).await;
+
+    // Three steps as a host runs them: dequeue, acquire both, read, persist (here: done, so
+    // that the server does not queue it again), release both, dequeue again.
+    let mut dequeued = Vec::new();
+    for _ in 0..3 {
+        let id = queue
+            .dequeue_work(QueueType::Workflow)
+            .await
+            .unwrap()
+            .expect("an item");
+        let claim = claim_of(&id);
+        assert!(locks.acquire_lock(&claim).await.unwrap());
+        assert!(locks.acquire_lock(&id).await.unwrap());
+        let mut w = host_store.get_workflow_instance(&id).await.unwrap();
+        w.status = WorkflowStatus::Complete;
+        host_store.persist_workflow(&w).await.unwrap();
+        locks.release_lock(&id).await.unwrap();
+        locks.release_lock(&claim).await.unwrap();
+        dequeued.push(id);
+    }
+    assert_eq!(dequeued, ids, "oldest first");
+    // The last step's release goes with the next (empty) dequeue.
+    assert_eq!(queue.dequeue_work(QueueType::Workflow).await.unwrap(), None);
+    assert!(locks.held().is_empty());
+    assert_eq!(
+        server.handled_calls("LockService", "ReleaseLock"),
+        0,
+        "no release was sent on its own"
+    );
+    assert_eq!(server.handled_calls("LockService", "AcquireLock"), 0);
+    assert_eq!(server.handled_calls("QueueService", "DequeueWork"), 4);
+    for id in &ids {
+        assert!(
+            other_locks.acquire_lock(&claim_of(id)).await.unwrap(),
+            "{id}"
+        );
+        assert!(other_locks.acquire_lock(id).await.unwrap(), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn a_release_no_dequeue_takes_goes_on_its_own_and_acquire_and_stop_see_it_done() {
+    let server = server_with_metrics().await;
+    let host_store = store(&server).await;
+    let (locks, queue) = linked(&host_store);
+    let other_locks = GrpcLockProvider::connect(&server.addr).await.unwrap();
+    let ids = queued_workflows(&server, 3).await;
+
+    // Not carried within 50 ms: sent on its own.
+    let first = queue
+        .dequeue_work(QueueType::Workflow)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(locks.acquire_lock(&claim_of(&first)).await.unwrap());
+    assert!(locks.acquire_lock(&first).await.unwrap());
+    locks.release_lock(&first).await.unwrap();
+    locks.release_lock(&claim_of(&first)).await.unwrap();
+    let started = Instant::now();
+    while server.handled_calls("LockService", "ReleaseLock") == 0 {
+        assert!(started.elapsed() < Duration::from_secs(5), "never sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(40),
+        "sent before its delay"
+    );
+    assert_eq!(server.handled_calls("LockService", "ReleaseLock"), 1);
+    assert!(other_locks.acquire_lock(&claim_of(&first)).await.unwrap());
+    assert!(other_locks.acquire_lock(&first).await.unwrap());
+
+    // The provider's own next acquire of a resource whose release waits in the outbox sends
+    // it at once and waits for it.
+    let second = queue
+        .dequeue_work(QueueType::Workflow)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(locks.acquire_lock(&claim_of(&second)).await.unwrap());
+    assert!(locks.acquire_lock(&second).await.unwrap());
+    locks.release_lock(&second).await.unwrap();
+    locks.release_lock(&claim_of(&second)).await.unwrap();
+    let started = Instant::now();
+    assert!(
+        locks.acquire_lock(&second).await.unwrap(),
+        "own release not seen"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    locks.release_lock(&second).await.unwrap();
+
+    // stop sends what waits in the outbox and waits for it.
+    let third = queue
+        .dequeue_work(QueueType::Workflow)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(third, ids[2]);
+    assert!(locks.acquire_lock(&claim_of(&third)).await.unwrap());
+    assert!(locks.acquire_lock(&third).await.unwrap());
+    locks.release_lock(&third).await.unwrap();
+    locks.release_lock(&claim_of(&third)).await.unwrap();
+    queue.stop().await.unwrap();
+    locks.stop().await.unwrap();
+    for resource in [claim_of(&second), second.clone(), claim_of(&third), third] {
+        assert!(
+            other_locks.acquire_lock(&resource).await.unwrap(),
+            "{resource}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn leases_taken_ahead_and_never_asked_for_are_given_back() {
+    let server = server().await;
+    let host_store = store(&server).await;
+    let (locks, queue) = linked(&host_store);
+    let probe = GrpcLockProvider::connect(&server.addr).await.unwrap();
+    let ids = queued_workflows(&server, 2).await;
+
+    // The host skips a workflow (no definition): both leases are released after the bound.
+    let skipped = queue
+        .dequeue_work(QueueType::Workflow)
+        .await
+        .unwrap()
+        .unwrap();
+    let dequeued_at = Instant::now();
+    assert!(!probe.acquire_lock(&claim_of(&skipped)).await.unwrap());
+    until_free(&probe, &claim_of(&skipped), Duration::from_secs(6)).await;
+    let after = dequeued_at.elapsed();
+    assert!(
+        after >= wfe_grpc::lock::UNASKED_LEASE_BOUND - Duration::from_millis(100),
+        "released after {after:?}"
+    );
+    until_free(&probe, &skipped, Duration::from_secs(1)).await;
+    assert!(locks.held().is_empty());
+
+    // The host re-queues one it cannot execute: the leases go back before it is queued again,
+    // and another host's leased dequeue gets it.
+    let requeued = queue
+        .dequeue_work(QueueType::Workflow)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(requeued, ids[1]);
+    queue
+        .queue_work(&requeued, QueueType::Workflow)
+        .await
+        .unwrap();
+    assert!(locks.held().is_empty());
+    let other_store = store(&server).await;
+    let (other_locks, other_queue) = linked(&other_store);
+    let mut got = Vec::new();
+    while let Some(id) = other_queue.dequeue_work(QueueType::Workflow).await.unwrap() {
+        got.push(id);
+    }
+    assert!(got.contains(&requeued), "{got:?}");
+    assert!(other_locks.fencing_token(&claim_of(&requeued)).is_some());
+    // Its own acquire of a lease it gave back goes to the server (and finds it taken).
+    assert!(!locks.acquire_lock(&claim_of(&requeued)).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_leased_dequeue_nobody_waits_for_gives_its_leases_back_and_stop_cancels_one() {
+    let server = server().await;
+    let host_store = store(&server).await;
+    let locks = GrpcLockProvider::new(&host_store).with_background_release(true);
+    let queue = GrpcQueueProvider::new(&host_store)
+        .with_wait(Duration::from_secs(10))
+        .with_locks(&locks);
+    let probe = GrpcLockProvider::connect(&server.addr).await.unwrap();
+
+    // The host gives up on a waiting dequeue (as its consumer loop does when it shuts down);
+    // the item that arrives after that is not kept leased: it goes back and another host gets it.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        queue.dequeue_work(QueueType::Workflow),
+    )
+    .await;
+    assert!(gave_up.is_err(), "nothing was queued yet");
+    let ids = queued_workflows(&server, 1).await;
+    let id = &ids[0];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Well before the 2 s bound for unasked leases.
+    until_free(&probe, &claim_of(id), Duration::from_millis(1500)).await;
+    until_free(&probe, id, Duration::from_secs(1)).await;
+    assert!(locks.held().is_empty(), "{:?}", locks.held());
+    let other_store = store(&server).await;
+    let (_other_locks, other_queue) = linked(&other_store);
+    assert_eq!(
+        other_queue.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(id.clone())
+    );
+
+    // stop ends a waiting leased dequeue at once (it answers None) instead of after its wait.
+    let waiting = {
+        let queue = queue.clone();
+        tokio::spawn(async move { queue.dequeue_work(QueueType::Workflow).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    queue.stop().await.unwrap();
+    assert_eq!(waiting.await.unwrap().unwrap(), None);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    locks.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_workflow_leased_by_another_owner_is_passed_over_and_keeps_its_place() {
+    let server = server().await;
+    let host_store = store(&server).await;
+    let (_locks, queue) = linked(&host_store);
+    let other_locks = GrpcLockProvider::connect(&server.addr).await.unwrap();
+    let ids = queued_workflows(&server, 2).await;
+    assert!(other_locks.acquire_lock(&ids[0]).await.unwrap());
+    assert_eq!(
+        queue.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(ids[1].clone())
+    );
+    other_locks.release_lock(&ids[0]).await.unwrap();
+    assert_eq!(
+        queue.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(ids[0].clone())
+    );
+}
+
+/// A WFE host on the linked providers: its acquires never reach the server, and the releases
+/// mostly travel with its dequeues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wfe_host_on_a_linked_queue_takes_its_leases_with_its_dequeues() {
+    let server = server_with_metrics().await;
+    let host = cluster_host(&server.addr, Duration::from_secs(10)).await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(
+            host.start_workflow("three-quick", 1, json!({}))
+                .await
+                .unwrap(),
+        );
+    }
+    for id in &ids {
+        let done = wait_complete(&host, id, Duration::from_secs(60)).await;
+        assert_eq!(done.execution_pointers.len(), 3);
+    }
+    host.stop().await;
+    let acquires = server.handled_calls("LockService", "AcquireLock");
+    let releases = server.handled_calls("LockService", "ReleaseLock");
+    let dequeues = server.handled_calls("QueueService", "DequeueWork");
+    eprintln!("30 steps: {acquires} AcquireLock, {releases} ReleaseLock, {dequeues} DequeueWork");
+    assert_eq!(acquires, 0, "every acquire answered by a dequeue's leases");
+    assert!(
+        releases < 15,
+        "{releases} releases sent on their own for 30 steps"
+    );
+    let probe = GrpcLockProvider::connect(&server.addr).await.unwrap();
+    for id in &ids {
+        assert!(probe.acquire_lock(&claim_of(id)).await.unwrap(), "{id}");
+        assert!(probe.acquire_lock(id).await.unwrap(), "{id}");
+    }
 }
 
 #[tokio::test]
@@ -676,18 +1102,48 @@ impl StepBody for LongStep {
     }
 }
 
-/// A host on the three cluster providers of a fresh connection.
+#[derive(Default)]
+struct Quick;
+
+#[async_trait]
+impl StepBody for Quick {
+    async fn run(&mut self, _ctx: &StepExecutionContext<'_>) -> wfe::Result<ExecutionResult> {
+        Ok(ExecutionResult::next())
+    }
+}
+
+/// A host on the three cluster providers of a fresh connection (the queue linked to the locks,
+/// releases in the background, as `cluster_host` runs them).
 async fn cluster_host(addr: &str, ttl: Duration) -> wfe::WorkflowHost {
     let store = GrpcPersistenceProvider::connect(addr).await.unwrap();
+    let locks = GrpcLockProvider::new(&store)
+        .with_ttl(ttl)
+        .with_background_release(true);
+    let queue = GrpcQueueProvider::new(&store).with_locks(&locks);
     let host = WorkflowHostBuilder::new()
-        .use_lock_provider(Arc::new(GrpcLockProvider::new(&store).with_ttl(ttl)))
-        .use_queue_provider(Arc::new(GrpcQueueProvider::new(&store)))
+        .use_lock_provider(Arc::new(locks))
+        .use_queue_provider(Arc::new(queue))
         .use_lifecycle(Arc::new(GrpcLifecyclePublisher::new(&store)))
         .use_persistence(Arc::new(store) as Arc<dyn PersistenceProvider>)
         .build()
         .unwrap();
     host.register_step::<LongStep>().await;
     host.register_step::<Interloped>().await;
+    host.register_step::<Quick>().await;
+    host.register_workflow::<serde_json::Value>(
+        &|b| {
+            b.start_with::<Quick>()
+                .name("one")
+                .then::<Quick>()
+                .name("two")
+                .then::<Quick>()
+                .name("three")
+                .end_workflow()
+        },
+        "three-quick",
+        1,
+    )
+    .await;
     host.register_workflow::<serde_json::Value>(
         &|b| b.start_with::<LongStep>().name("long").end_workflow(),
         "long-step",

@@ -1,6 +1,7 @@
 //! wfe-core's own `lock_suite!` and `queue_suite!` (feature `test-support`), unmodified, run
 //! through `GrpcLockProvider` (with and without background releases) and `GrpcQueueProvider`
-//! against live wfe-sqlite server processes.
+//! (alone, and linked to a lock provider so that workflow dequeues take leases) against live
+//! wfe-sqlite server processes.
 //!
 //! The cases reuse resource names and expect an empty queue, so every case gets its own server
 //! with a fresh SQLite file; the provider owns it and kills it when dropped.
@@ -68,12 +69,22 @@ pub struct ServerBackedQueue {
 
 impl ServerBackedQueue {
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// With `linked`, the queue provider takes a background-releasing lock provider's leases on
+    /// every workflow it dequeues (`with_locks`).
+    pub async fn start_with(linked: bool) -> Self {
         let server = server().await;
         let store = GrpcPersistenceProvider::connect(&server.addr)
             .await
             .expect("connect to wfe-sqlite");
+        let mut inner = GrpcQueueProvider::new(&store);
+        if linked {
+            inner = inner.with_locks(&GrpcLockProvider::new(&store).with_background_release(true));
+        }
         Self {
-            inner: GrpcQueueProvider::new(&store),
+            inner,
             _server: server,
         }
     }
@@ -106,3 +117,9 @@ mod background_release {
     wfe_core::lock_suite!(|| async { ServerBackedLocks::start_with(true).await });
 }
 wfe_core::queue_suite!(|| async { ServerBackedQueue::start().await });
+
+/// The same suite on a queue provider whose workflow dequeues take leases.
+mod leased_dequeue {
+    use super::*;
+    wfe_core::queue_suite!(|| async { ServerBackedQueue::start_with(true).await });
+}

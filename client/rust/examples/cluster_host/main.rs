@@ -3,12 +3,15 @@
 //! ```text
 //! cargo run --example cluster_host -- 127.0.0.1:50051 --log steps.log [--name h1] [--start 100]
 //!     [--ttl-ms 30000] [--work-ms 0] [--wait-go] [--lifecycle] [--sync-release] [--no-prime]
-//!     [--no-coalesce] [--send-all-queues] [--inmemory]
+//!     [--no-coalesce] [--no-leased-dequeue] [--send-all-queues] [--inmemory]
 //! ```
 //!
 //! A `wfe::WorkflowHost` on the adapter (persistence, with revisions), `GrpcLockProvider`
 //! (leases renewed in the background, released without waiting for the answer) and
-//! `GrpcQueueProvider` (the server's durable queue, long-polled): no poller, no other service. Start as many as you like against one server;
+//! `GrpcQueueProvider` (the server's durable queue, long-polled, linked to the lock provider with
+//! `GrpcQueueProvider::with_locks`: a workflow dequeue takes the host's two leases and carries
+//! the previous step's release, so a step is two round trips): no poller, no other service.
+//! Start as many as you like against one server;
 //! each workflow step runs on exactly one of them. It runs the 3-step workflow `cluster-3step`
 //! (see `workflow.rs`: every step appends `workflow id, step, host` to the `--log` file).
 //!
@@ -26,6 +29,8 @@
 //! (`GrpcQueueProvider::without_workflow`: one more round trip per step); `--no-coalesce` takes
 //! WFE's two lock keys in two calls and reads the workflow in a third
 //! (`GrpcLockProvider::with_claim_coalescing(false)`: two more round trips per step);
+//! `--no-leased-dequeue` dequeues without taking the leases (no `with_locks`: the claim's
+//! acquire and the release are calls of their own, two more round trips per step);
 //! `--send-all-queues` sends every `queue_work`, also those the server does itself
 //! (`GrpcQueueProvider::with_server_queued_skip(false)`: one more round trip per step).
 
@@ -57,6 +62,7 @@ struct Args {
     sync_release: bool,
     no_prime: bool,
     no_coalesce: bool,
+    no_leased_dequeue: bool,
     send_all_queues: bool,
     inmemory: bool,
 }
@@ -75,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
         sync_release: false,
         no_prime: false,
         no_coalesce: false,
+        no_leased_dequeue: false,
         send_all_queues: false,
         inmemory: false,
     };
@@ -96,6 +103,7 @@ fn parse_args() -> Result<Args, String> {
             "--sync-release" => parsed.sync_release = true,
             "--no-prime" => parsed.no_prime = true,
             "--no-coalesce" => parsed.no_coalesce = true,
+            "--no-leased-dequeue" => parsed.no_leased_dequeue = true,
             "--send-all-queues" => parsed.send_all_queues = true,
             "--inmemory" => parsed.inmemory = true,
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
@@ -128,23 +136,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Arc::new(InMemoryQueueProvider::new()),
             )
         } else {
-            (
-                Arc::new(
-                    GrpcLockProvider::new(&store)
-                        .with_ttl(args.ttl)
-                        .with_background_release(!args.sync_release)
-                        .with_claim_coalescing(!args.no_coalesce),
-                ),
-                Arc::new({
-                    let queue = GrpcQueueProvider::new(&store)
-                        .with_server_queued_skip(!args.send_all_queues);
-                    if args.no_prime {
-                        queue.without_workflow()
-                    } else {
-                        queue
-                    }
-                }),
-            )
+            let locks = GrpcLockProvider::new(&store)
+                .with_ttl(args.ttl)
+                .with_background_release(!args.sync_release)
+                .with_claim_coalescing(!args.no_coalesce);
+            let mut queue =
+                GrpcQueueProvider::new(&store).with_server_queued_skip(!args.send_all_queues);
+            if args.no_prime {
+                queue = queue.without_workflow();
+            }
+            if !args.no_leased_dequeue {
+                queue = queue.with_locks(&locks);
+            }
+            (Arc::new(locks), Arc::new(queue))
         };
     let lifecycle = GrpcLifecyclePublisher::new(&store);
     let persistence: Arc<dyn PersistenceProvider> = Arc::new(store);

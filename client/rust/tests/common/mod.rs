@@ -119,6 +119,33 @@ impl ServerProcess {
         panic!("no `metrics on` line from the server at {}", self.addr);
     }
 
+    /// How many calls of `wfe.persistence.v1.{service}`/`method` the server has answered (any
+    /// status), from its Prometheus endpoint (servers started with `--metrics-listen`).
+    pub fn handled_calls(&self, service: &str, method: &str) -> u64 {
+        use std::io::{Read, Write};
+        let url = self.metrics_url();
+        let rest = url.strip_prefix("http://").expect("http URL");
+        let (host, path) = rest.split_once('/').expect("a path");
+        let mut stream = std::net::TcpStream::connect(host).expect("metrics endpoint");
+        write!(
+            stream,
+            "GET /{path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        let service_label = format!("grpc_service=\"wfe.persistence.v1.{service}\"");
+        let method_label = format!("grpc_method=\"{method}\"");
+        text.lines()
+            .filter(|line| {
+                line.starts_with("grpc_server_handled_total{")
+                    && line.contains(&service_label)
+                    && line.contains(&method_label)
+            })
+            .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+            .sum()
+    }
+
     /// Kills the server process now (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -13,6 +13,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -192,10 +193,20 @@ type DequeueWorkRequest struct {
 	// INVALID_ARGUMENT. Callers should give their call a deadline longer than this.
 	Wait *durationpb.Duration `protobuf:"bytes,2,opt,name=wait,proto3" json:"wait,omitempty"`
 	// For the workflow queue: also return the dequeued workflow (saves the caller's following
-	// GetWorkflow). Ignored for other queues.
+	// GetWorkflow). Ignored for other queues. With `leases`, read after they were taken.
 	IncludeWorkflow bool `protobuf:"varint,3,opt,name=include_workflow,json=includeWorkflow,proto3" json:"include_workflow,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Lease the item handed out (see DequeueWork). Optional.
+	Leases *DequeueLeases `protobuf:"bytes,4,opt,name=leases,proto3" json:"leases,omitempty"`
+	// Resources whose leases `leases.owner` holds, to free before dequeuing, in the same transaction
+	// (what the owner does not hold among them is skipped). At most 16, each at most 1024 bytes;
+	// needs `leases` (for its owner), or INVALID_ARGUMENT.
+	ReleaseResources []string `protobuf:"bytes,5,rep,name=release_resources,json=releaseResources,proto3" json:"release_resources,omitempty"`
+	// For the event queue: also return the dequeued event and the subscriptions it matches (name,
+	// key, `subscribe_as_of` at or before its `event_time`), saving the caller's GetEvent and
+	// GetSubscriptions. Ignored for other queues.
+	IncludeEvent  bool `protobuf:"varint,6,opt,name=include_event,json=includeEvent,proto3" json:"include_event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DequeueWorkRequest) Reset() {
@@ -249,6 +260,94 @@ func (x *DequeueWorkRequest) GetIncludeWorkflow() bool {
 	return false
 }
 
+func (x *DequeueWorkRequest) GetLeases() *DequeueLeases {
+	if x != nil {
+		return x.Leases
+	}
+	return nil
+}
+
+func (x *DequeueWorkRequest) GetReleaseResources() []string {
+	if x != nil {
+		return x.ReleaseResources
+	}
+	return nil
+}
+
+func (x *DequeueWorkRequest) GetIncludeEvent() bool {
+	if x != nil {
+		return x.IncludeEvent
+	}
+	return false
+}
+
+// DequeueLeases names the leases a DequeueWork takes on the item it hands out, all or none.
+type DequeueLeases struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The owner taking the leases, as in AcquireLockRequest. Required, at most 1024 bytes.
+	Owner string `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	// Time-to-live of the leases, as in AcquireLockRequest: between 100 ms and 1 hour; absent or
+	// zero means 30 s.
+	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// One lease per prefix, on the resource `prefix + id` (an empty prefix: the id itself). Required:
+	// 1 to 16 distinct prefixes, each at most 512 bytes, or INVALID_ARGUMENT. A WFE host leases
+	// `workflow-execution.` and “ (its execution claim and its executor's lock).
+	Prefixes      []string `protobuf:"bytes,3,rep,name=prefixes,proto3" json:"prefixes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DequeueLeases) Reset() {
+	*x = DequeueLeases{}
+	mi := &file_wfe_persistence_v1_queues_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DequeueLeases) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DequeueLeases) ProtoMessage() {}
+
+func (x *DequeueLeases) ProtoReflect() protoreflect.Message {
+	mi := &file_wfe_persistence_v1_queues_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DequeueLeases.ProtoReflect.Descriptor instead.
+func (*DequeueLeases) Descriptor() ([]byte, []int) {
+	return file_wfe_persistence_v1_queues_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DequeueLeases) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *DequeueLeases) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *DequeueLeases) GetPrefixes() []string {
+	if x != nil {
+		return x.Prefixes
+	}
+	return nil
+}
+
 // DequeueWorkResponse carries the dequeued id, if any.
 type DequeueWorkResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -256,14 +355,27 @@ type DequeueWorkResponse struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// With `include_workflow`: the workflow read right after dequeuing, with its revision; absent
 	// when it does not exist (any more) or was not asked for.
-	Workflow      *WorkflowInstance `protobuf:"bytes,2,opt,name=workflow,proto3" json:"workflow,omitempty"`
+	Workflow *WorkflowInstance `protobuf:"bytes,2,opt,name=workflow,proto3" json:"workflow,omitempty"`
+	// With `leases` and an item: the fencing token of each lease taken on it, in `prefixes` order.
+	FencingTokens []uint64 `protobuf:"varint,3,rep,packed,name=fencing_tokens,json=fencingTokens,proto3" json:"fencing_tokens,omitempty"`
+	// With `leases` and an item: when the leases run out unless renewed (server clock).
+	LeaseExpireTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=lease_expire_time,json=leaseExpireTime,proto3" json:"lease_expire_time,omitempty"`
+	// With `include_event`: the event read right after dequeuing; absent when it does not exist
+	// (any more) or was not asked for.
+	Event *Event `protobuf:"bytes,5,opt,name=event,proto3" json:"event,omitempty"`
+	// With `event`: whether `subscriptions` holds every subscription the event matches (false when
+	// there are more than 1000: ask GetSubscriptions then).
+	SubscriptionsIncluded bool `protobuf:"varint,6,opt,name=subscriptions_included,json=subscriptionsIncluded,proto3" json:"subscriptions_included,omitempty"`
+	// With `subscriptions_included`: the subscriptions the event matches, read with it, in
+	// GetSubscriptions order.
+	Subscriptions []*EventSubscription `protobuf:"bytes,7,rep,name=subscriptions,proto3" json:"subscriptions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DequeueWorkResponse) Reset() {
 	*x = DequeueWorkResponse{}
-	mi := &file_wfe_persistence_v1_queues_proto_msgTypes[3]
+	mi := &file_wfe_persistence_v1_queues_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -275,7 +387,7 @@ func (x *DequeueWorkResponse) String() string {
 func (*DequeueWorkResponse) ProtoMessage() {}
 
 func (x *DequeueWorkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_wfe_persistence_v1_queues_proto_msgTypes[3]
+	mi := &file_wfe_persistence_v1_queues_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -288,7 +400,7 @@ func (x *DequeueWorkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DequeueWorkResponse.ProtoReflect.Descriptor instead.
 func (*DequeueWorkResponse) Descriptor() ([]byte, []int) {
-	return file_wfe_persistence_v1_queues_proto_rawDescGZIP(), []int{3}
+	return file_wfe_persistence_v1_queues_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DequeueWorkResponse) GetId() string {
@@ -305,23 +417,70 @@ func (x *DequeueWorkResponse) GetWorkflow() *WorkflowInstance {
 	return nil
 }
 
+func (x *DequeueWorkResponse) GetFencingTokens() []uint64 {
+	if x != nil {
+		return x.FencingTokens
+	}
+	return nil
+}
+
+func (x *DequeueWorkResponse) GetLeaseExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseExpireTime
+	}
+	return nil
+}
+
+func (x *DequeueWorkResponse) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *DequeueWorkResponse) GetSubscriptionsIncluded() bool {
+	if x != nil {
+		return x.SubscriptionsIncluded
+	}
+	return false
+}
+
+func (x *DequeueWorkResponse) GetSubscriptions() []*EventSubscription {
+	if x != nil {
+		return x.Subscriptions
+	}
+	return nil
+}
+
 var File_wfe_persistence_v1_queues_proto protoreflect.FileDescriptor
 
 const file_wfe_persistence_v1_queues_proto_rawDesc = "" +
 	"\n" +
-	"\x1fwfe/persistence/v1/queues.proto\x12\x12wfe.persistence.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\"wfe/persistence/v1/workflows.proto\"W\n" +
+	"\x1fwfe/persistence/v1/queues.proto\x12\x12wfe.persistence.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fwfe/persistence/v1/events.proto\x1a&wfe/persistence/v1/subscriptions.proto\x1a\"wfe/persistence/v1/workflows.proto\"W\n" +
 	"\x10QueueWorkRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x123\n" +
 	"\x05queue\x18\x02 \x01(\x0e2\x1d.wfe.persistence.v1.QueueTypeR\x05queue\"+\n" +
 	"\x11QueueWorkResponse\x12\x16\n" +
-	"\x06queued\x18\x01 \x01(\bR\x06queued\"\xa3\x01\n" +
+	"\x06queued\x18\x01 \x01(\bR\x06queued\"\xb0\x02\n" +
 	"\x12DequeueWorkRequest\x123\n" +
 	"\x05queue\x18\x01 \x01(\x0e2\x1d.wfe.persistence.v1.QueueTypeR\x05queue\x12-\n" +
 	"\x04wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x04wait\x12)\n" +
-	"\x10include_workflow\x18\x03 \x01(\bR\x0fincludeWorkflow\"g\n" +
+	"\x10include_workflow\x18\x03 \x01(\bR\x0fincludeWorkflow\x129\n" +
+	"\x06leases\x18\x04 \x01(\v2!.wfe.persistence.v1.DequeueLeasesR\x06leases\x12+\n" +
+	"\x11release_resources\x18\x05 \x03(\tR\x10releaseResources\x12#\n" +
+	"\rinclude_event\x18\x06 \x01(\bR\fincludeEvent\"n\n" +
+	"\rDequeueLeases\x12\x14\n" +
+	"\x05owner\x18\x01 \x01(\tR\x05owner\x12+\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1a\n" +
+	"\bprefixes\x18\x03 \x03(\tR\bprefixes\"\x8b\x03\n" +
 	"\x13DequeueWorkResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12@\n" +
-	"\bworkflow\x18\x02 \x01(\v2$.wfe.persistence.v1.WorkflowInstanceR\bworkflow*l\n" +
+	"\bworkflow\x18\x02 \x01(\v2$.wfe.persistence.v1.WorkflowInstanceR\bworkflow\x12%\n" +
+	"\x0efencing_tokens\x18\x03 \x03(\x04R\rfencingTokens\x12F\n" +
+	"\x11lease_expire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x12/\n" +
+	"\x05event\x18\x05 \x01(\v2\x19.wfe.persistence.v1.EventR\x05event\x125\n" +
+	"\x16subscriptions_included\x18\x06 \x01(\bR\x15subscriptionsIncluded\x12K\n" +
+	"\rsubscriptions\x18\a \x03(\v2%.wfe.persistence.v1.EventSubscriptionR\rsubscriptions*l\n" +
 	"\tQueueType\x12\x1a\n" +
 	"\x16QUEUE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13QUEUE_TYPE_WORKFLOW\x10\x01\x12\x14\n" +
@@ -345,30 +504,39 @@ func file_wfe_persistence_v1_queues_proto_rawDescGZIP() []byte {
 }
 
 var file_wfe_persistence_v1_queues_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_wfe_persistence_v1_queues_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_wfe_persistence_v1_queues_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_wfe_persistence_v1_queues_proto_goTypes = []any{
-	(QueueType)(0),              // 0: wfe.persistence.v1.QueueType
-	(*QueueWorkRequest)(nil),    // 1: wfe.persistence.v1.QueueWorkRequest
-	(*QueueWorkResponse)(nil),   // 2: wfe.persistence.v1.QueueWorkResponse
-	(*DequeueWorkRequest)(nil),  // 3: wfe.persistence.v1.DequeueWorkRequest
-	(*DequeueWorkResponse)(nil), // 4: wfe.persistence.v1.DequeueWorkResponse
-	(*durationpb.Duration)(nil), // 5: google.protobuf.Duration
-	(*WorkflowInstance)(nil),    // 6: wfe.persistence.v1.WorkflowInstance
+	(QueueType)(0),                // 0: wfe.persistence.v1.QueueType
+	(*QueueWorkRequest)(nil),      // 1: wfe.persistence.v1.QueueWorkRequest
+	(*QueueWorkResponse)(nil),     // 2: wfe.persistence.v1.QueueWorkResponse
+	(*DequeueWorkRequest)(nil),    // 3: wfe.persistence.v1.DequeueWorkRequest
+	(*DequeueLeases)(nil),         // 4: wfe.persistence.v1.DequeueLeases
+	(*DequeueWorkResponse)(nil),   // 5: wfe.persistence.v1.DequeueWorkResponse
+	(*durationpb.Duration)(nil),   // 6: google.protobuf.Duration
+	(*WorkflowInstance)(nil),      // 7: wfe.persistence.v1.WorkflowInstance
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*Event)(nil),                 // 9: wfe.persistence.v1.Event
+	(*EventSubscription)(nil),     // 10: wfe.persistence.v1.EventSubscription
 }
 var file_wfe_persistence_v1_queues_proto_depIdxs = []int32{
-	0, // 0: wfe.persistence.v1.QueueWorkRequest.queue:type_name -> wfe.persistence.v1.QueueType
-	0, // 1: wfe.persistence.v1.DequeueWorkRequest.queue:type_name -> wfe.persistence.v1.QueueType
-	5, // 2: wfe.persistence.v1.DequeueWorkRequest.wait:type_name -> google.protobuf.Duration
-	6, // 3: wfe.persistence.v1.DequeueWorkResponse.workflow:type_name -> wfe.persistence.v1.WorkflowInstance
-	1, // 4: wfe.persistence.v1.QueueService.QueueWork:input_type -> wfe.persistence.v1.QueueWorkRequest
-	3, // 5: wfe.persistence.v1.QueueService.DequeueWork:input_type -> wfe.persistence.v1.DequeueWorkRequest
-	2, // 6: wfe.persistence.v1.QueueService.QueueWork:output_type -> wfe.persistence.v1.QueueWorkResponse
-	4, // 7: wfe.persistence.v1.QueueService.DequeueWork:output_type -> wfe.persistence.v1.DequeueWorkResponse
-	6, // [6:8] is the sub-list for method output_type
-	4, // [4:6] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	0,  // 0: wfe.persistence.v1.QueueWorkRequest.queue:type_name -> wfe.persistence.v1.QueueType
+	0,  // 1: wfe.persistence.v1.DequeueWorkRequest.queue:type_name -> wfe.persistence.v1.QueueType
+	6,  // 2: wfe.persistence.v1.DequeueWorkRequest.wait:type_name -> google.protobuf.Duration
+	4,  // 3: wfe.persistence.v1.DequeueWorkRequest.leases:type_name -> wfe.persistence.v1.DequeueLeases
+	6,  // 4: wfe.persistence.v1.DequeueLeases.ttl:type_name -> google.protobuf.Duration
+	7,  // 5: wfe.persistence.v1.DequeueWorkResponse.workflow:type_name -> wfe.persistence.v1.WorkflowInstance
+	8,  // 6: wfe.persistence.v1.DequeueWorkResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	9,  // 7: wfe.persistence.v1.DequeueWorkResponse.event:type_name -> wfe.persistence.v1.Event
+	10, // 8: wfe.persistence.v1.DequeueWorkResponse.subscriptions:type_name -> wfe.persistence.v1.EventSubscription
+	1,  // 9: wfe.persistence.v1.QueueService.QueueWork:input_type -> wfe.persistence.v1.QueueWorkRequest
+	3,  // 10: wfe.persistence.v1.QueueService.DequeueWork:input_type -> wfe.persistence.v1.DequeueWorkRequest
+	2,  // 11: wfe.persistence.v1.QueueService.QueueWork:output_type -> wfe.persistence.v1.QueueWorkResponse
+	5,  // 12: wfe.persistence.v1.QueueService.DequeueWork:output_type -> wfe.persistence.v1.DequeueWorkResponse
+	11, // [11:13] is the sub-list for method output_type
+	9,  // [9:11] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_wfe_persistence_v1_queues_proto_init() }
@@ -376,6 +544,8 @@ func file_wfe_persistence_v1_queues_proto_init() {
 	if File_wfe_persistence_v1_queues_proto != nil {
 		return
 	}
+	file_wfe_persistence_v1_events_proto_init()
+	file_wfe_persistence_v1_subscriptions_proto_init()
 	file_wfe_persistence_v1_workflows_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -383,7 +553,7 @@ func file_wfe_persistence_v1_queues_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wfe_persistence_v1_queues_proto_rawDesc), len(file_wfe_persistence_v1_queues_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

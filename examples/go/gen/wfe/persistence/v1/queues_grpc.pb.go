@@ -50,6 +50,12 @@ type QueueServiceClient interface {
 	// queue. With `wait`, a call that finds the queue empty waits up to that long and returns as soon
 	// as an item arrives (long poll); an empty `id` means nothing arrived in time (or the server
 	// began shutting down, which ends waiting calls at once).
+	//
+	// With `leases`, the item handed out comes with the caller's leases on it, taken in the same
+	// transaction (a WFE host's dequeue, execution claim and workflow lock in one call): items whose
+	// leases someone else holds are passed over and keep their place. `release_resources` frees
+	// leases of the same owner first, in the same transaction (the release that ends one item's
+	// execution travels with the dequeue of the next).
 	DequeueWork(ctx context.Context, in *DequeueWorkRequest, opts ...grpc.CallOption) (*DequeueWorkResponse, error)
 }
 
@@ -105,6 +111,12 @@ type QueueServiceServer interface {
 	// queue. With `wait`, a call that finds the queue empty waits up to that long and returns as soon
 	// as an item arrives (long poll); an empty `id` means nothing arrived in time (or the server
 	// began shutting down, which ends waiting calls at once).
+	//
+	// With `leases`, the item handed out comes with the caller's leases on it, taken in the same
+	// transaction (a WFE host's dequeue, execution claim and workflow lock in one call): items whose
+	// leases someone else holds are passed over and keep their place. `release_resources` frees
+	// leases of the same owner first, in the same transaction (the release that ends one item's
+	// execution travels with the dequeue of the next).
 	DequeueWork(context.Context, *DequeueWorkRequest) (*DequeueWorkResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }

@@ -1,0 +1,88 @@
+"""The long-poll dispatcher both backends share, where a wire test cannot time it: a leased item
+handed to a waiter that left in the meantime goes back to the head of its queue, its leases freed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from wfe_sqlite import open_provider
+from wfe_sqlite._cluster import Cluster
+from wfe_sqlite._cluster_api import Handout, LeaseAsk
+from wfe_sqlite._long_poll import LongPoll
+
+INDEX = "INDEX"
+
+
+def _poll(cluster: object) -> LongPoll:
+    poll = cluster.queues._poll if isinstance(cluster, Cluster) else cluster._poll  # type: ignore[attr-defined]
+    assert isinstance(poll, LongPoll)
+    return poll
+
+
+async def test_a_leased_item_whose_waiter_left_goes_back_with_its_leases_freed(store_url: str) -> None:
+    store = await open_provider(store_url)
+    try:
+        cluster = store.cluster
+        poll = _poll(cluster)
+        real_take = poll._take
+        entered, gate = asyncio.Event(), asyncio.Event()
+
+        async def gated(queue: str, asks: Sequence[LeaseAsk | None]) -> list[Handout | None]:
+            entered.set()
+            await gate.wait()
+            return await real_take(queue, asks)
+
+        poll._take = gated  # type: ignore[method-assign]
+        for item in ("first", "second"):
+            assert await cluster.queue_work(INDEX, item)
+        ask = LeaseAsk("leaving", 30_000_000, ("lease:",))
+        waiter = asyncio.ensure_future(cluster.dequeue_leased(INDEX, 10.0, ask))
+        await asyncio.wait_for(entered.wait(), 10)
+        waiter.cancel()  # the caller leaves while its item is being handed out
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        poll._take = real_take  # type: ignore[method-assign]
+        # Put back at the head (before "second"), and its lease freed: another owner takes both.
+        for _ in range(100):
+            if await cluster.acquire_lock("lease:first", "other", 1_000_000) is not None:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the lease taken for the waiter that left was never freed")
+        await cluster.release_lock("lease:first", "other")
+        assert await cluster.dequeue_work(INDEX) == "first"
+        assert await cluster.dequeue_work(INDEX) == "second"
+    finally:
+        await store.close()
+
+
+async def test_a_waiter_not_served_keeps_its_place_and_its_release_is_done_once(store_url: str) -> None:
+    store = await open_provider(store_url)
+    try:
+        cluster = store.cluster
+        assert await cluster.acquire_lock("lease:a", "me", 30_000_000) is not None
+        assert await cluster.queue_work(INDEX, "a")
+        # Held by another owner: passed over; my release (of a lease I hold) is done right away.
+        blocker = await cluster.acquire_lock("lease2:a", "other", 30_000_000)
+        assert blocker is not None
+        ask = LeaseAsk("me", 30_000_000, ("lease2:",), release=("lease:a",))
+        waiter = asyncio.ensure_future(cluster.dequeue_leased(INDEX, 10.0, ask))
+        for _ in range(100):
+            if await cluster.acquire_lock("lease:a", "me", 30_000_000) is not None:
+                break  # released by the waiting dequeue, although it got nothing yet; taken again
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the release carried by a waiting dequeue was not done")
+        assert not waiter.done()
+        # Released by its holder: the waiter gets the item; its release is not repeated (the lease
+        # taken again since stays).
+        await cluster.release_lock("lease2:a", "other")
+        handout = await asyncio.wait_for(waiter, 10)
+        assert handout is not None and handout.item_id == "a" and len(handout.leases) == 1
+        assert await cluster.acquire_lock("lease:a", "fourth", 30_000_000) is None
+    finally:
+        await store.close()
