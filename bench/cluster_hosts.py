@@ -14,7 +14,9 @@ the upstream ``wfe-sqlite`` crate in-process with wfe-core's in-memory lock and 
 workflows themselves (split evenly) after a common ``go``; the clock runs from ``go`` until every
 step is in the log. Every setup runs ``--rounds`` times, interleaved; prints the median completed
 steps per second, the server's RPCs per step (from its Prometheus counters, by method), the core
-count and the load average. ``make bench`` includes this table (``CLUSTER=0`` leaves it out).
+count and the load average, and the CPU time per step of the server process and of the hosts (the
+peer: its one process; from /proc, so it moves less with the machine's load than steps/s).
+``make bench`` includes this table (``CLUSTER=0`` leaves it out).
 
 ``inmemory``: the setup not to use. Three hosts on one server, each with its own in-memory lock
 and queue plus a ``RunnablePoller`` (what the README's example did before the cluster providers):
@@ -81,6 +83,15 @@ def terminate(process: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def cpu_seconds(process: subprocess.Popen[str]) -> float:
+    """User + system CPU time of ``process`` so far (all its threads), from /proc; 0 where there is none."""
+    try:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -182,19 +193,21 @@ def cluster_hosts(server: Server, tmp: Path, log: Path, counts: list[int], optio
     ]
 
 
-def send_go(hosts: list[Host]) -> float:
-    """Waits until every host is ready, then sends each ``go``; the monotonic time it did."""
+def send_go(hosts: list[Host], ready: bool = False) -> float:
+    """Waits until every host is ready (unless ``ready``: seen already), then sends each ``go``; the
+    monotonic time it did."""
     for host in hosts:
-        host.expect("ready")
+        if not ready:
+            host.expect("ready")
     started = time.monotonic()
     for host in hosts:
         host.go()
     return started
 
 
-def run_hosts(hosts: list[Host], log: Path, steps: int, timeout: float) -> float:
+def run_hosts(hosts: list[Host], log: Path, steps: int, timeout: float, ready: bool = False) -> float:
     """Sends ``go`` to every host and waits until ``steps`` lines are logged; the seconds it took."""
-    started = send_go(hosts)
+    started = send_go(hosts, ready)
     while len(log_lines(log)) < steps:
         if time.monotonic() - started > timeout:
             raise RuntimeError(f"only {len(log_lines(log))} of {steps} steps within {timeout}s")
@@ -214,10 +227,15 @@ class Row:
     rates: list[float] = field(default_factory=list)  # completed steps per second, one per round
     calls: Counter[str] = field(default_factory=Counter)  # server RPCs by method, all rounds
     steps: int = 0  # step runs, all rounds
+    server_cpu: float = 0.0  # CPU seconds of the server process over the runs, all rounds
+    hosts_cpu: float = 0.0  # CPU seconds of the host processes (or the peer) over the runs, all rounds
 
     @property
     def rate(self) -> float:
         return statistics.median(self.rates)
+
+    def cpu_ms_per_step(self, seconds: float) -> str:
+        return f"{seconds / self.steps * 1000:.2f}" if self.steps and seconds else "-"
 
     @property
     def rpcs_per_step(self) -> float:
@@ -233,7 +251,12 @@ def run_cluster(n: int, workflows: int, host_args: list[str], timeout: float, ro
         hosts = cluster_hosts(server, tmp, log, split(workflows, n), host_args)
         try:
             before = server.calls()
-            seconds = run_hosts(hosts, log, workflows * STEPS, timeout)
+            for host in hosts:
+                host.expect("ready")
+            cpu_before = cpu_seconds(server.process), sum(cpu_seconds(h.process) for h in hosts)
+            seconds = run_hosts(hosts, log, workflows * STEPS, timeout, ready=True)
+            row.server_cpu += cpu_seconds(server.process) - cpu_before[0]
+            row.hosts_cpu += sum(cpu_seconds(h.process) for h in hosts) - cpu_before[1]
             time.sleep(0.2)
             calls = server.calls() - before
             ran = len(log_lines(log))
@@ -261,7 +284,10 @@ def run_peer(workflows: int, timeout: float, row: Row) -> None:
             tmp / "peer.stderr",
         )
         try:
-            seconds = run_hosts([peer], log, workflows * STEPS, timeout)
+            peer.expect("ready")
+            cpu_before = cpu_seconds(peer.process)
+            seconds = run_hosts([peer], log, workflows * STEPS, timeout, ready=True)
+            row.hosts_cpu += cpu_seconds(peer.process) - cpu_before
             ran = len(log_lines(log))
         finally:
             peer.stop()
@@ -290,14 +316,15 @@ def measure(hosts: list[int], workflows: int, rounds: int = 3, host_args: str = 
         f"`GrpcQueueProvider` (dequeue brings the workflow; linked with `with_locks`: it takes the host's leases and "
         f"carries its releases), the adapter{' + ' + host_args if host_args else ''}.",
         "",
-        "| setup | steps/s | vs in-process peer | RPCs per step |",
-        "| --- | ---: | ---: | ---: |",
+        "| setup | steps/s | vs in-process peer | RPCs per step | server CPU ms/step | hosts' CPU ms/step |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in [*rows, peer]:
         rpcs = f"{row.rpcs_per_step:.2f}" if row.calls else "(in-process)"
         lines.append(
             f"| {row.name} | {row.rate:.0f} ({min(row.rates):.0f}-{max(row.rates):.0f}) | "
-            f"{row.rate / peer.rate:.2f}x | {rpcs} |"
+            f"{row.rate / peer.rate:.2f}x | {rpcs} | {row.cpu_ms_per_step(row.server_cpu)} | "
+            f"{row.cpu_ms_per_step(row.hosts_cpu)} |"
         )
     lines += ["", "RPCs per step by method (all hosts, all rounds):", ""]
     for row in rows:

@@ -118,6 +118,10 @@ class Database:
             return await self._writer.run_outside(in_snapshot(job))
         return await self._readers.read(job)
 
+    async def data_version(self) -> int:
+        """A number that changes when another process commits to the file (not with this one's commits)."""
+        return await self._writer.data_version()
+
     async def read_point(self, job: Job[T]) -> T:
         """Run a short lookup by key, on the event loop's thread when the database is a file."""
         if self._readers is None:

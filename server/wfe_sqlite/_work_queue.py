@@ -2,9 +2,10 @@
 
 Waiting dequeues are served by a ``LongPoll`` (its dispatchers hand out items to every waiter of
 a queue in one write job). Nothing polls the queue tables: this process's commits notify the
-dispatcher right away; other processes' commits are noticed by ``PRAGMA data_version`` (a few
-microseconds, read from the WAL index) every ``WATCH_INTERVAL`` seconds, and before a dispatcher
-takes a write job it looks on the event loop (an index probe) whether its queue has items at all.
+dispatcher right away; other processes' commits are noticed every ``WATCH_INTERVAL`` seconds by the
+writer connection's ``PRAGMA data_version``, which changes with other connections' commits only (read
+in each group commit under load, between commits when idle), and before a dispatcher takes a write
+job it looks on the event loop (an index probe) whether its queue has items at all.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
 WATCH_INTERVAL = 0.02
-"""Seconds between two looks at ``PRAGMA data_version`` (commits of other processes on the file)."""
+"""Seconds between two looks at the writer's ``PRAGMA data_version`` (other processes' commits)."""
 
 
 def now_micros() -> int:
@@ -144,7 +145,11 @@ class WorkQueues:
     async def _watch(self) -> None:
         last: int | None = None
         while not self._poll.closed:
-            version = self.read_now(lambda conn: int(conn.execute("PRAGMA data_version").fetchone()[0]))
+            try:
+                version: int | None = await self._db.data_version()
+            except Exception as error:  # noqa: BLE001 - keep watching; the sweep covers a missed change
+                LOG.debug("data_version read failed: %s", error)
+                version = None
             if version is not None and version != last:
                 if last is not None:
                     for queue in QUEUES:

@@ -3,6 +3,9 @@
 The writer takes every job that is waiting, runs them in one transaction, each inside its own
 savepoint (so one job's failure undoes only that job), commits once, then answers all of them
 (group commit).
+
+The writer also tells other processes' commits from its own: its connection's ``PRAGMA
+data_version`` changes only with commits of other connections (``data_version``).
 """
 
 from __future__ import annotations
@@ -31,11 +34,15 @@ _Pending = tuple[Job[Any], asyncio.Future[Any], bool]
 """A job, the future of its caller, and whether it runs outside the transaction."""
 
 
-def run_batch(conn: sqlite3.Connection, jobs: list[Job[Any]]) -> list[tuple[bool, Any]]:
-    """Run jobs in one transaction, each in a savepoint; commit once. Runs on the writer's thread."""
+def run_batch(conn: sqlite3.Connection, jobs: list[Job[Any]]) -> tuple[list[tuple[bool, Any]], int]:
+    """Run jobs in one transaction, each in a savepoint; commit once. Runs on the writer's thread.
+
+    Returns the outcomes and the connection's ``data_version`` as the transaction began.
+    """
     outcomes: list[tuple[bool, Any]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
+        version = _data_version(conn)
         for job in jobs:
             conn.execute("SAVEPOINT job")
             try:
@@ -56,7 +63,11 @@ def run_batch(conn: sqlite3.Connection, jobs: list[Job[Any]]) -> list[tuple[bool
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return outcomes
+    return outcomes, version
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 class GroupCommitWriter:
@@ -73,6 +84,8 @@ class GroupCommitWriter:
         """Write jobs committed (for metrics)."""
         self.on_batch: Callable[[int], None] | None = None
         """Called with the size of each committed batch (for metrics)."""
+        self._version: int | None = None
+        """``PRAGMA data_version`` as the last batch began, until ``data_version`` hands it out."""
 
     def start(self) -> None:
         """Start taking jobs (on the running event loop)."""
@@ -85,6 +98,18 @@ class GroupCommitWriter:
     async def run_outside(self, job: Job[T]) -> T:
         """Run ``job`` on the writer between group commits, outside any transaction (memory-mode reads)."""
         return await self._enqueue(job, outside=True)
+
+    async def data_version(self) -> int:
+        """The writer connection's ``PRAGMA data_version``: it changes only when another connection
+        (another process) commits, never with this writer's own commits.
+
+        Read as the last batch began when one ran since the previous call (no extra work under
+        load); otherwise read now, between batches.
+        """
+        version, self._version = self._version, None
+        if version is not None:
+            return version
+        return await self.run_outside(_data_version)
 
     async def close(self) -> None:
         """Finish the jobs already queued, then stop taking jobs."""
@@ -135,7 +160,7 @@ class GroupCommitWriter:
             return
         jobs = [job for job, _ in inside]
         try:
-            outcomes = await self.connection.run(lambda conn: run_batch(conn, jobs))
+            outcomes, self._version = await self.connection.run(lambda conn: run_batch(conn, jobs))
         except Exception as error:  # noqa: BLE001 - the commit failed: every job failed
             failure = translate(error)
             if not isinstance(failure, WfeError):
