@@ -50,6 +50,15 @@
 //!   may leave leases nobody knows of: they run out after the TTL (the workflow waits that long).
 //! - A server without leased dequeues ignores the leases: the host's acquires then go to the
 //!   server as without the link, and releases are not carried.
+//!
+//! With [`GrpcQueueProvider::with_prefetch`] as well, a workflow dequeue that found an item sends
+//! the next leased dequeue right away, without a wait, while the host runs the step: the host's
+//! next `dequeue_work` takes what it found without a round trip of its own (a step is then one
+//! round trip the host waits for, the persist), and waits as usual when it found nothing. The
+//! item found ahead stays leased to this host meanwhile (at most one per provider); `stop` gives
+//! it back. While a step runs longer than the unasked bound (2 s), the item found ahead is given
+//! back as above (the server queues it again for any host) and the next `dequeue_work` waits as
+//! usual: prefetch is for hosts whose steps are short.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,7 +73,7 @@ use crate::cache::WorkflowCache;
 use crate::connect::ConnectOptions;
 use crate::convert;
 use crate::error::Subject;
-use crate::lock::GrpcLockProvider;
+use crate::lock::{CLAIM_PREFIX, GrpcLockProvider};
 use crate::pb;
 use crate::pb::queue_service_client::QueueServiceClient;
 use crate::provider::{GrpcPersistenceProvider, MAX_MESSAGE_BYTES, Transport};
@@ -100,14 +109,21 @@ pub struct GrpcQueueProvider {
     skip_server_queued: bool,
     /// The lock provider whose leases workflow dequeues take ([`Self::with_locks`]).
     locks: Option<GrpcLockProvider>,
+    /// Whether a workflow dequeue that found an item sends the next one ahead.
+    prefetch: bool,
     /// Leased dequeues in flight, and the signal that cancels them (`stop`).
     leased: Arc<Leased>,
 }
+
+/// The answer of a workflow dequeue sent ahead ([`GrpcQueueProvider::with_prefetch`]).
+type Ahead = oneshot::Receiver<Result<Option<String>>>;
 
 #[derive(Debug)]
 struct Leased {
     stopping: watch::Sender<bool>,
     in_flight: Mutex<Vec<JoinHandle<()>>>,
+    /// The dequeue sent ahead, when one was.
+    ahead: Mutex<Option<Ahead>>,
 }
 
 impl Default for Leased {
@@ -115,6 +131,7 @@ impl Default for Leased {
         Self {
             stopping: watch::Sender::new(false),
             in_flight: Mutex::default(),
+            ahead: Mutex::default(),
         }
     }
 }
@@ -133,6 +150,7 @@ impl GrpcQueueProvider {
             cache: Some(store.cache().clone()),
             skip_server_queued: true,
             locks: None,
+            prefetch: false,
             leased: Arc::default(),
         }
     }
@@ -185,6 +203,58 @@ impl GrpcQueueProvider {
         self
     }
 
+    /// With [`Self::with_locks`]: a workflow dequeue that found an item sends the next leased
+    /// dequeue at once (without a wait), while the host runs the step, and the host's next
+    /// `dequeue_work` takes its answer (see the module documentation). One item at most is held
+    /// ahead; it stays leased to this host until then. Off by default.
+    pub fn with_prefetch(mut self, yes: bool) -> Self {
+        self.prefetch = yes;
+        self
+    }
+
+    /// A leased workflow dequeue; with prefetch, the next one goes ahead once it found an item.
+    async fn dequeue_leased_ahead(&self, locks: &GrpcLockProvider) -> Result<Option<String>> {
+        if !self.prefetch {
+            return self.dequeue_leased(locks, self.wait).await;
+        }
+        let ahead = self.leased.ahead.lock().unwrap().take();
+        if let Some(ahead) = ahead
+            && let Ok(Ok(Some(id))) = ahead.await
+            // Still leased: after a step longer than the unasked bound its leases went back,
+            // and the server queued it again for whoever comes first.
+            && locks.fencing_token(&format!("{CLAIM_PREFIX}{id}")).is_some()
+        {
+            self.send_ahead(locks);
+            return Ok(Some(id));
+        }
+        // Nothing was found ahead (or that dequeue failed, or its leases went back): wait as usual.
+        let found = self.dequeue_leased(locks, self.wait).await?;
+        if found.is_some() {
+            self.send_ahead(locks);
+        }
+        Ok(found)
+    }
+
+    /// Sends the next leased workflow dequeue, without a wait, for the host's next `dequeue_work`.
+    fn send_ahead(&self, locks: &GrpcLockProvider) {
+        if *self.leased.stopping.borrow() {
+            return;
+        }
+        let (answer_tx, answer) = oneshot::channel();
+        let this = self.clone();
+        let locks = locks.clone();
+        tokio::spawn(async move {
+            let found = this.dequeue_leased(&locks, Duration::ZERO).await;
+            if let Err(Ok(Some(id))) = answer_tx.send(found) {
+                // Nobody will take it (stopped, or a later dequeue went ahead instead).
+                give_back(&locks, &id).await;
+            }
+        });
+        if let Some(earlier) = self.leased.ahead.lock().unwrap().replace(answer) {
+            drop(earlier); // its task gives back what it found
+        }
+    }
+
     /// The dequeue call itself.
     async fn send_dequeue(
         &self,
@@ -203,7 +273,11 @@ impl GrpcQueueProvider {
     /// A workflow dequeue that takes `locks`' leases on the item and carries its releases. It
     /// runs in a task of its own, so that what it took is known (or given back) even when the
     /// caller stops waiting for it.
-    async fn dequeue_leased(&self, locks: &GrpcLockProvider) -> Result<Option<String>> {
+    async fn dequeue_leased(
+        &self,
+        locks: &GrpcLockProvider,
+        wait: Duration,
+    ) -> Result<Option<String>> {
         let (answer_tx, answer) = oneshot::channel();
         let this = self.clone();
         let locks = locks.clone();
@@ -213,7 +287,7 @@ impl GrpcQueueProvider {
                 let (turn, carried) = locks.dequeue_turn().await;
                 let request = pb::DequeueWorkRequest {
                     queue: convert::queue_type_to_wire(QueueType::Workflow) as i32,
-                    wait: (!this.wait.is_zero()).then(|| convert::duration_to_wire(this.wait)),
+                    wait: (!wait.is_zero()).then(|| convert::duration_to_wire(wait)),
                     include_workflow: this.cache.is_some(),
                     leases: Some(locks.dequeue_leases()),
                     release_resources: carried.resources().to_vec(),
@@ -249,9 +323,7 @@ impl GrpcQueueProvider {
             }
             if answer_tx.send(Ok(Some(id.clone()))).is_err() && leased {
                 // Nobody waits for it any more: the leases go back at once.
-                if let Err(error) = locks.give_back_if_unasked(&id, None).await {
-                    tracing::warn!(workflow = %id, %error, "releasing the leases of a dropped dequeue failed; they run out after their TTL");
-                }
+                give_back(&locks, &id).await;
             }
         });
         {
@@ -301,7 +373,7 @@ impl QueueProvider for GrpcQueueProvider {
         if queue == QueueType::Workflow
             && let Some(locks) = &self.locks
         {
-            return self.dequeue_leased(locks).await;
+            return self.dequeue_leased_ahead(locks).await;
         }
         let include_workflow = self.cache.is_some() && queue == QueueType::Workflow;
         let include_event = self.cache.is_some() && queue == QueueType::Event;
@@ -344,14 +416,27 @@ impl QueueProvider for GrpcQueueProvider {
     }
 
     /// Cancels leased dequeues still in flight and waits for them to settle (what they carried
-    /// is sent on its own, see the module documentation).
+    /// is sent on its own, see the module documentation); gives back an item found ahead.
     async fn stop(&self) -> Result<()> {
         self.leased.stopping.send_replace(true);
+        let ahead = self.leased.ahead.lock().unwrap().take();
+        if let (Some(ahead), Some(locks)) = (ahead, &self.locks)
+            && let Ok(Ok(Some(id))) = ahead.await
+        {
+            give_back(locks, &id).await;
+        }
         let in_flight: Vec<JoinHandle<()>> =
             self.leased.in_flight.lock().unwrap().drain(..).collect();
         for task in in_flight {
             let _ = task.await;
         }
         Ok(())
+    }
+}
+
+/// Releases the leases a dequeue took on workflow `id` for a host that will not ask for them.
+async fn give_back(locks: &GrpcLockProvider, id: &str) {
+    if let Err(error) = locks.give_back_if_unasked(id, None).await {
+        tracing::warn!(workflow = %id, %error, "releasing the leases of a dequeue nobody takes failed; they run out after their TTL");
     }
 }

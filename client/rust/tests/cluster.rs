@@ -701,6 +701,141 @@ async fn a_leased_dequeue_nobody_waits_for_gives_its_leases_back_and_stop_cancel
     locks.stop().await.unwrap();
 }
 
+/// `linked`, with the next workflow dequeue sent ahead.
+fn linked_ahead(store: &GrpcPersistenceProvider) -> (GrpcLockProvider, GrpcQueueProvider) {
+    let (locks, queue) = linked(store);
+    (locks, queue.with_prefetch(true))
+}
+
+/// Waits until the server has answered `n` DequeueWork calls (up to 5 s).
+async fn until_dequeues(server: &ServerProcess, n: u64) {
+    let started = Instant::now();
+    while server.handled_calls("QueueService", "DequeueWork") < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{} dequeues, expected {n}",
+            server.handled_calls("QueueService", "DequeueWork")
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_prefetching_queue_answers_the_next_dequeue_with_the_item_it_leased_ahead() {
+    let server = server_with_metrics().await;
+    let host_store = store(&server).await;
+    let (locks, queue) = linked_ahead(&host_store);
+    let probe = GrpcLockProvider::connect(&server.addr).await.unwrap();
+    let ids = queued_workflows(&server, 3).await;
+
+    let first = queue.dequeue_work(QueueType::Workflow).await.unwrap();
+    assert_eq!(first, Some(ids[0].clone()));
+    // The next dequeue went out on its own and leased the second workflow for this host.
+    until_dequeues(&server, 2).await;
+    let started = Instant::now();
+    while locks.fencing_token(&claim_of(&ids[1])).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not leased ahead"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!probe.acquire_lock(&claim_of(&ids[1])).await.unwrap());
+    assert!(!probe.acquire_lock(&ids[1]).await.unwrap());
+
+    // The host's next dequeue is that item (oldest first), and the one after goes ahead again.
+    let second = queue.dequeue_work(QueueType::Workflow).await.unwrap();
+    assert_eq!(second, Some(ids[1].clone()));
+    until_dequeues(&server, 3).await;
+    // Its leases were taken ahead: the host's claim and lock and its read need no call.
+    let (claimed, locked, read) = without_the_server(&server, async {
+        (
+            locks.acquire_lock(&claim_of(&ids[1])).await.unwrap(),
+            locks.acquire_lock(&ids[1]).await.unwrap(),
+            host_store.get_workflow_instance(&ids[1]).await.unwrap(),
+        )
+    })
+    .await;
+    assert!(claimed && locked);
+    assert_eq!(read.id, ids[1]);
+
+    // stop gives back the item found ahead that nobody asked for (long before the 2 s bound).
+    let started = Instant::now();
+    while locks.fencing_token(&claim_of(&ids[2])).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not leased ahead"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    queue.stop().await.unwrap();
+    assert!(locks.fencing_token(&claim_of(&ids[2])).is_none());
+    until_free(&probe, &claim_of(&ids[2]), Duration::from_millis(1000)).await;
+    until_free(&probe, &ids[2], Duration::from_millis(1000)).await;
+    locks.stop().await.unwrap();
+    // The item given back is queued again: another host gets it.
+    let other_store = store(&server).await;
+    let (_other_locks, other_queue) = linked(&other_store);
+    assert_eq!(
+        other_queue.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(ids[2].clone())
+    );
+}
+
+#[tokio::test]
+async fn an_item_found_ahead_whose_leases_went_back_during_a_long_step_is_dequeued_again() {
+    let server = server().await;
+    let host_store = store(&server).await;
+    let (locks, queue) = linked_ahead(&host_store);
+    let ids = queued_workflows(&server, 2).await;
+
+    let first = queue.dequeue_work(QueueType::Workflow).await.unwrap();
+    assert_eq!(first, Some(ids[0].clone()));
+    assert!(locks.acquire_lock(&claim_of(&ids[0])).await.unwrap());
+    assert!(locks.acquire_lock(&ids[0]).await.unwrap());
+    // The host's step runs past the unasked bound: the second workflow, found ahead, goes back.
+    tokio::time::sleep(wfe_grpc::lock::UNASKED_LEASE_BOUND + Duration::from_millis(500)).await;
+    assert_eq!(locks.fencing_token(&claim_of(&ids[1])), None);
+    // The next dequeue does not hand it out unleased: it dequeues it again, with its leases.
+    let second = queue.dequeue_work(QueueType::Workflow).await.unwrap();
+    assert_eq!(second, Some(ids[1].clone()));
+    assert!(locks.fencing_token(&claim_of(&ids[1])).is_some());
+    assert!(locks.fencing_token(&ids[1]).is_some());
+    queue.stop().await.unwrap();
+    locks.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_prefetching_queue_that_found_nothing_ahead_waits_as_usual() {
+    let server = server().await;
+    let host_store = store(&server).await;
+    let (locks, queue) = linked_ahead(&host_store);
+    let ids = queued_workflows(&server, 1).await;
+
+    assert_eq!(
+        queue.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(ids[0].clone())
+    );
+    // Nothing was queued for the dequeue sent ahead; the host's next dequeue waits for work and
+    // returns as soon as some arrives.
+    let waiting = {
+        let queue = queue.clone();
+        tokio::spawn(async move { queue.dequeue_work(QueueType::Workflow).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let more = queued_workflows(&server, 1).await;
+    let queued_at = Instant::now();
+    let found = waiting.await.unwrap().unwrap();
+    assert_eq!(found, Some(more[0].clone()));
+    assert!(
+        queued_at.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        queued_at.elapsed()
+    );
+    queue.stop().await.unwrap();
+    locks.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_workflow_leased_by_another_owner_is_passed_over_and_keeps_its_place() {
     let server = server().await;

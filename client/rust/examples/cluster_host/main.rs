@@ -3,14 +3,16 @@
 //! ```text
 //! cargo run --example cluster_host -- 127.0.0.1:50051 --log steps.log [--name h1] [--start 100]
 //!     [--ttl-ms 30000] [--work-ms 0] [--wait-go] [--lifecycle] [--sync-release] [--no-prime]
-//!     [--no-coalesce] [--no-leased-dequeue] [--send-all-queues] [--inmemory]
+//!     [--no-coalesce] [--no-leased-dequeue] [--no-prefetch] [--send-all-queues] [--inmemory]
 //! ```
 //!
 //! A `wfe::WorkflowHost` on the adapter (persistence, with revisions), `GrpcLockProvider`
 //! (leases renewed in the background, released without waiting for the answer) and
 //! `GrpcQueueProvider` (the server's durable queue, long-polled, linked to the lock provider with
 //! `GrpcQueueProvider::with_locks`: a workflow dequeue takes the host's two leases and carries
-//! the previous step's release, so a step is two round trips): no poller, no other service.
+//! the previous step's release, and sends the next dequeue ahead while a step runs
+//! (`GrpcQueueProvider::with_prefetch`), so a step is one round trip the host waits for, the
+//! persist, while work keeps coming): no poller, no other service.
 //! Start as many as you like against one server;
 //! each workflow step runs on exactly one of them. It runs the 3-step workflow `cluster-3step`
 //! (see `workflow.rs`: every step appends `workflow id, step, host` to the `--log` file).
@@ -31,6 +33,8 @@
 //! (`GrpcLockProvider::with_claim_coalescing(false)`: two more round trips per step);
 //! `--no-leased-dequeue` dequeues without taking the leases (no `with_locks`: the claim's
 //! acquire and the release are calls of their own, two more round trips per step);
+//! `--no-prefetch` sends each workflow dequeue when the host asks for it (one more round trip the
+//! host waits for per step);
 //! `--send-all-queues` sends every `queue_work`, also those the server does itself
 //! (`GrpcQueueProvider::with_server_queued_skip(false)`: one more round trip per step).
 
@@ -63,6 +67,7 @@ struct Args {
     no_prime: bool,
     no_coalesce: bool,
     no_leased_dequeue: bool,
+    no_prefetch: bool,
     send_all_queues: bool,
     inmemory: bool,
 }
@@ -82,6 +87,7 @@ fn parse_args() -> Result<Args, String> {
         no_prime: false,
         no_coalesce: false,
         no_leased_dequeue: false,
+        no_prefetch: false,
         send_all_queues: false,
         inmemory: false,
     };
@@ -104,6 +110,7 @@ fn parse_args() -> Result<Args, String> {
             "--no-prime" => parsed.no_prime = true,
             "--no-coalesce" => parsed.no_coalesce = true,
             "--no-leased-dequeue" => parsed.no_leased_dequeue = true,
+            "--no-prefetch" => parsed.no_prefetch = true,
             "--send-all-queues" => parsed.send_all_queues = true,
             "--inmemory" => parsed.inmemory = true,
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
@@ -146,7 +153,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 queue = queue.without_workflow();
             }
             if !args.no_leased_dequeue {
-                queue = queue.with_locks(&locks);
+                queue = queue.with_locks(&locks).with_prefetch(!args.no_prefetch);
             }
             (Arc::new(locks), Arc::new(queue))
         };
