@@ -314,7 +314,8 @@ def measure(hosts: list[int], workflows: int, rounds: int = 3, host_args: str = 
         f"(min-max). {os.cpu_count()} cores shared by the server, the hosts and the driver; load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after. Hosts: `GrpcLockProvider` (background release), "
         f"`GrpcQueueProvider` (dequeue brings the workflow; linked with `with_locks`: it takes the host's leases and "
-        f"carries its releases), the adapter{' + ' + host_args if host_args else ''}.",
+        f"carries its releases; `with_prefetch`: the next dequeue goes ahead while a step runs), the adapter"
+        f"{' + ' + host_args if host_args else ''}.",
         "",
         "| setup | steps/s | vs in-process peer | RPCs per step | server CPU ms/step | hosts' CPU ms/step |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
