@@ -36,6 +36,7 @@ _Pending = tuple[Job[Any], asyncio.Future[Any], bool]
 
 def run_batch(conn: sqlite3.Connection, jobs: list[Job[Any]]) -> tuple[list[tuple[bool, Any]], int]:
     """Run jobs in one transaction, each in a savepoint; commit once. Runs on the writer's thread.
+    A lone job needs no savepoint: its failure rolls the transaction back.
 
     Returns the outcomes and the connection's ``data_version`` as the transaction began.
     """
@@ -43,6 +44,16 @@ def run_batch(conn: sqlite3.Connection, jobs: list[Job[Any]]) -> tuple[list[tupl
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = _data_version(conn)
+        if len(jobs) == 1:
+            try:
+                result = jobs[0](conn)
+            except Exception as error:
+                if not conn.in_transaction:
+                    raise  # SQLite rolled it back itself (disk full, I/O error): as below
+                conn.execute("ROLLBACK")
+                return [(False, error)], version
+            conn.execute("COMMIT")
+            return [(True, result)], version
         for job in jobs:
             conn.execute("SAVEPOINT job")
             try:
