@@ -250,9 +250,8 @@ impl GrpcQueueProvider {
                 give_back(&locks, &id).await;
             }
         });
-        if let Some(earlier) = self.leased.ahead.lock().unwrap().replace(answer) {
-            drop(earlier); // its task gives back what it found
-        }
+        // An earlier answer still waiting is dropped here: its task gives back what it found.
+        *self.leased.ahead.lock().unwrap() = Some(answer);
     }
 
     /// The dequeue call itself.

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -16,7 +14,7 @@ use wfe_core::models::{LifecycleEvent, LifecycleEventType, WorkflowInstance};
 use wfe_core::traits::{DistributedLockProvider, LifecyclePublisher, WorkflowRepository};
 use wfe_grpc::{ConnectOptions, GrpcLifecyclePublisher, GrpcLockProvider, GrpcPersistenceProvider};
 
-const WORKFLOWS: &str = "wfe.persistence.v1.WorkflowService";
+const WORKFLOWS: &str = "WorkflowService";
 
 /// Three servers on the first one's database file, each with a metrics endpoint.
 async fn three_servers() -> Vec<ServerProcess> {
@@ -37,33 +35,11 @@ async fn three_servers() -> Vec<ServerProcess> {
     .unwrap()
 }
 
-/// How many calls of `service`/`method` the server has answered (any status), from /metrics.
-fn calls(server: &ServerProcess, service: &str, method: &str) -> u64 {
-    let url = server.metrics_url();
-    let rest = url.strip_prefix("http://").expect("http URL");
-    let (host, path) = rest.split_once('/').expect("a path");
-    let mut stream = TcpStream::connect(host).expect("metrics endpoint");
-    write!(
-        stream,
-        "GET /{path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let service_label = format!("grpc_service=\"{service}\"");
-    let method_label = format!("grpc_method=\"{method}\"");
-    text.lines()
-        .filter(|line| {
-            line.starts_with("grpc_server_handled_total{")
-                && line.contains(&service_label)
-                && line.contains(&method_label)
-        })
-        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
-        .sum()
-}
-
 fn counts(servers: &[&ServerProcess], service: &str, method: &str) -> Vec<u64> {
-    servers.iter().map(|s| calls(s, service, method)).collect()
+    servers
+        .iter()
+        .map(|s| s.handled_calls(service, method))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,7 +131,7 @@ async fn a_list_of_addresses_and_one_lock_holder_across_servers() {
         GrpcLockProvider::new(&second),
     );
     let all: Vec<&ServerProcess> = servers.iter().collect();
-    let service = "wfe.persistence.v1.LockService";
+    let service = "LockService";
     let before = counts(&all, service, "AcquireLock");
     let mut results = vec![a.acquire_lock("rr").await.unwrap()];
     for _ in 0..5 {
@@ -213,7 +189,7 @@ async fn one_server_down_at_connect_time_and_none_answering() {
 async fn lifecycle_publishers_and_watchers_meet_on_the_first_live_server() {
     let mut servers = three_servers().await;
     let addresses: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
-    let service = "wfe.persistence.v1.LifecycleService";
+    let service = "LifecycleService";
     for round in 0..2 {
         let publisher = GrpcLifecyclePublisher::connect(addresses.join(","))
             .await
