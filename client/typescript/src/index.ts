@@ -26,6 +26,8 @@ export {
   MAX_DEQUEUE_WAIT_MS,
   type DequeueOptions,
   type DequeuedWorkflow,
+  type LeasedDequeueOptions,
+  type LeasedWork,
 } from "./queue.js";
 export {
   GrpcLifecyclePublisher,

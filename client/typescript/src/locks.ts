@@ -28,6 +28,13 @@ export const MAX_LOCK_TTL_MS = 3_600_000;
 /** Resources per RenewLocks request (the contract's limit). */
 const RENEW_BATCH = 10_000;
 
+/**
+ * The hold a {@link GrpcQueueProvider} leased dequeue takes of a lock provider: leases it took for
+ * the provider's owner are adopted (held and renewed from then on), those it frees are forgotten.
+ * Not exported from the package.
+ */
+export const LEASED_DEQUEUE = Symbol("leasedDequeue");
+
 /** A held lock, as of its acquisition. */
 export interface Lease {
   /** The locked resource. */
@@ -154,6 +161,17 @@ export class GrpcLockProvider implements AsyncDisposable {
     this.#held.set(resource, lease);
     this.#scheduleRenewal();
     return lease;
+  }
+
+  /** For a leased dequeue: throws when closed; forgets `release` (freed by that call). */
+  [LEASED_DEQUEUE](release: readonly string[]): (leases: readonly Lease[]) => void {
+    this.#checkOpen();
+    for (const resource of release) this.#held.delete(resource);
+    return (leases) => {
+      if (this.#closed || leases.length === 0) return;
+      for (const lease of leases) this.#held.set(lease.resource, lease);
+      this.#scheduleRenewal();
+    };
   }
 
   /** True when the lease on `resource` is now this owner's; false while a live lease holds it. */

@@ -4,7 +4,8 @@
  */
 import { createClient, type Client } from "@connectrpc/connect";
 import { workflowFromWire } from "./convert.js";
-import { InvalidArgument } from "./errors.js";
+import { InvalidArgument, WfeError } from "./errors.js";
+import type { Duration } from "@bufbuild/protobuf/wkt";
 import { QueueService, QueueType as WireQueueType } from "./gen/wfe/persistence/v1/queues_pb.js";
 import {
   GrpcPersistenceProvider,
@@ -12,8 +13,9 @@ import {
   type ConnectOptions,
   type SharedConnection,
 } from "./grpc-provider.js";
+import { LEASED_DEQUEUE, type GrpcLockProvider, type Lease } from "./locks.js";
 import type { WorkflowInstance } from "./models.js";
-import { toDuration } from "./time.js";
+import { fromTimestamp, toDuration } from "./time.js";
 
 /** The work queues (WFE's `QueueType`). */
 export const QueueType = {
@@ -51,6 +53,32 @@ export interface DequeueOptions {
 export interface DequeuedWorkflow {
   id: string;
   workflow?: WorkflowInstance;
+}
+
+/** Options of {@link GrpcQueueProvider.dequeueLeased}. */
+export interface LeasedDequeueOptions extends DequeueOptions {
+  /**
+   * One lease per prefix, on `prefix + id` (`""`: the id itself); 1 to 16 distinct prefixes,
+   * default `[""]`.
+   */
+  prefixes?: readonly string[];
+  /**
+   * Resources whose leases the lock provider holds, freed first in the same transaction (a host's
+   * release of its previous item going with its next dequeue); at most 16.
+   */
+  release?: readonly string[];
+  /** Also bring the workflow, read after the leases were taken (WORKFLOW queue). */
+  includeWorkflow?: boolean;
+}
+
+/** An item a leased dequeue handed out, with the leases taken on it in the same transaction. */
+export interface LeasedWork {
+  /** The dequeued id. */
+  readonly id: string;
+  /** One lease per prefix asked for, on `prefix + id`, in that order. */
+  readonly leases: readonly Lease[];
+  /** With `includeWorkflow`: the workflow read after the leases were taken (absent if it is gone). */
+  readonly workflow?: WorkflowInstance;
 }
 
 function wireQueue(queue: QueueType): WireQueueType {
@@ -122,6 +150,42 @@ export class GrpcQueueProvider implements AsyncDisposable {
       : { id: response.id, workflow: workflowFromWire(response.workflow) };
   }
 
+  /**
+   * The oldest waiting id of `queue` whose leases are all free, with `locks`' leases on it: one per
+   * prefix, for `locks.owner` and its TTL, taken in the transaction that hands the item out; `locks`
+   * holds them from then on (renewed; freed by `releaseLock` or `close`). Items whose leases another
+   * owner holds are passed over and keep their place. `undefined` when nothing came within
+   * `options.waitMs`.
+   */
+  async dequeueLeased(
+    queue: QueueType,
+    locks: GrpcLockProvider,
+    options: LeasedDequeueOptions = {},
+  ): Promise<LeasedWork | undefined> {
+    const prefixes = [...(options.prefixes ?? [""])];
+    const release = [...(options.release ?? [])];
+    const adopt = locks[LEASED_DEQUEUE](release);
+    const response = await this.#dequeue(queue, options, options.includeWorkflow ?? false, {
+      leases: { owner: locks.owner, ttl: toDuration(locks.ttlMs), prefixes },
+      releaseResources: release,
+    });
+    if (response.id === "") return undefined;
+    if (response.leaseExpireTime === undefined || response.fencingTokens.length !== prefixes.length) {
+      throw new WfeError("server sent no leases with a leased dequeue");
+    }
+    const expireTime = fromTimestamp(response.leaseExpireTime);
+    const leases: Lease[] = prefixes.map((prefix, i) => ({
+      resource: prefix + response.id,
+      owner: locks.owner,
+      fencingToken: response.fencingTokens[i]!,
+      expireTime,
+    }));
+    adopt(leases);
+    return response.workflow === undefined
+      ? { id: response.id, leases }
+      : { id: response.id, leases, workflow: workflowFromWire(response.workflow) };
+  }
+
   /** Closes the connection if the provider opened it (waiting dequeues are cancelled). Idempotent. */
   close(): void {
     if (this.#ownsConnection) this.#connection.close();
@@ -132,12 +196,18 @@ export class GrpcQueueProvider implements AsyncDisposable {
     return Promise.resolve();
   }
 
-  async #dequeue(queue: QueueType, options: DequeueOptions, includeWorkflow: boolean) {
+  async #dequeue(
+    queue: QueueType,
+    options: DequeueOptions,
+    includeWorkflow: boolean,
+    leased: { leases?: { owner: string; ttl: Duration; prefixes: string[] }; releaseResources?: string[] } = {},
+  ) {
     const waitMs = checkWait(options.waitMs ?? 0);
     const request = {
       queue: wireQueue(queue),
       wait: waitMs === 0 ? undefined : toDuration(waitMs),
       includeWorkflow,
+      ...leased,
     };
     // The server may hold the call for the whole wait: the deadline covers it plus the usual one.
     const callOptions = { timeoutMs: waitMs + this.#connection.timeoutMs, signal: options.signal };

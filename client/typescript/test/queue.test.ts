@@ -12,6 +12,7 @@ import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code } from "@connectrpc/connect";
 import {
+  GrpcLockProvider,
   GrpcPersistenceProvider,
   GrpcQueueProvider,
   InvalidArgument,
@@ -175,5 +176,64 @@ describe("GrpcQueueProvider durability", () => {
       await running.stop();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("GrpcQueueProvider.dequeueLeased", () => {
+  it("takes the item with the lock provider's leases, passes over one leased elsewhere, carries releases", async () => {
+    const address = live.server.address;
+    await using locks = await GrpcLockProvider.connect(address, { ttlMs: 10_000 });
+    await using other = await GrpcLockProvider.connect(address);
+    const [a, b] = [uniq("la"), uniq("lb")];
+    assert.equal(await live.client.queueWork(a, QueueType.INDEX), true);
+    assert.equal(await live.client.queueWork(b, QueueType.INDEX), true);
+    assert.equal(await other.acquireLock(`claim.${a}`), true);
+
+    // a's claim is another owner's: a is passed over (and keeps its place), b is handed out.
+    const first = await live.client.dequeueLeased(QueueType.INDEX, locks, { prefixes: ["claim.", ""] });
+    assert.equal(first?.id, b);
+    assert.deepEqual(
+      first.leases.map((l) => l.resource),
+      [`claim.${b}`, b],
+    );
+    assert.ok(first.leases[0]!.fencingToken < first.leases[1]!.fencingToken);
+    for (const lease of first.leases) {
+      assert.equal(lease.owner, locks.owner);
+      assert.equal(locks.fencingToken(lease.resource), lease.fencingToken, "held by the lock provider");
+      assert.equal(await other.acquireLock(lease.resource), false);
+    }
+
+    assert.equal(await other.releaseLock(`claim.${a}`), true);
+    // b's releases go with the next dequeue, which now gets a.
+    const second = await live.client.dequeueLeased(QueueType.INDEX, locks, {
+      prefixes: ["claim.", ""],
+      release: [`claim.${b}`, b],
+    });
+    assert.equal(second?.id, a);
+    assert.deepEqual(locks.held.sort(), [`claim.${a}`, a].sort());
+    assert.equal(await other.acquireLock(`claim.${b}`), true, "released by the dequeue");
+    assert.equal(await other.acquireLock(b), true);
+
+    // Nothing left: undefined, and a release still happens.
+    assert.equal(await live.client.dequeueLeased(QueueType.INDEX, locks, { release: [a] }), undefined);
+    assert.deepEqual(locks.held, [`claim.${a}`]);
+    assert.equal(await other.acquireLock(a), true);
+  });
+
+  it("rejects bad prefixes and releases with InvalidArgument, taking nothing", async () => {
+    await using locks = await GrpcLockProvider.connect(live.server.address);
+    const id = uniq("bad");
+    assert.equal(await live.client.queueWork(id, QueueType.INDEX), true);
+    for (const options of [
+      { prefixes: [] },
+      { prefixes: ["p.", "p."] },
+      { release: Array.from({ length: 17 }, (_, i) => `r${i}`) },
+    ]) {
+      await assert.rejects(live.client.dequeueLeased(QueueType.INDEX, locks, options), InvalidArgument);
+    }
+    assert.deepEqual(locks.held, []);
+    assert.deepEqual(await drain(live.client, QueueType.INDEX), [id], "still queued");
+    await locks.close();
+    await assert.rejects(live.client.dequeueLeased(QueueType.INDEX, locks), WfeError);
   });
 });
