@@ -34,16 +34,19 @@ _Pending = tuple[Job[Any], asyncio.Future[Any], bool]
 """A job, the future of its caller, and whether it runs outside the transaction."""
 
 
-def run_batch(conn: sqlite3.Connection, jobs: list[Job[Any]]) -> tuple[list[tuple[bool, Any]], int]:
+def run_batch(
+    conn: sqlite3.Connection, jobs: list[Job[Any]], watched: bool = False
+) -> tuple[list[tuple[bool, Any]], int | None]:
     """Run jobs in one transaction, each in a savepoint; commit once. Runs on the writer's thread.
     A lone job needs no savepoint: its failure rolls the transaction back.
 
-    Returns the outcomes and the connection's ``data_version`` as the transaction began.
+    Returns the outcomes and, when ``watched``, the connection's ``data_version`` as the transaction
+    began (else None).
     """
     outcomes: list[tuple[bool, Any]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
-        version = _data_version(conn)
+        version = _data_version(conn) if watched else None
         if len(jobs) == 1:
             try:
                 result = jobs[0](conn)
@@ -97,6 +100,8 @@ class GroupCommitWriter:
         """Called with the size of each committed batch (for metrics)."""
         self._version: int | None = None
         """``PRAGMA data_version`` as the last batch began, until ``data_version`` hands it out."""
+        self._watched = False
+        """Whether anyone reads ``data_version`` (then each batch takes it along)."""
 
     def start(self) -> None:
         """Start taking jobs (on the running event loop)."""
@@ -117,6 +122,7 @@ class GroupCommitWriter:
         Read as the last batch began when one ran since the previous call (no extra work under
         load); otherwise read now, between batches.
         """
+        self._watched = True
         version, self._version = self._version, None
         if version is not None:
             return version
@@ -171,7 +177,8 @@ class GroupCommitWriter:
             return
         jobs = [job for job, _ in inside]
         try:
-            outcomes, self._version = await self.connection.run(lambda conn: run_batch(conn, jobs))
+            watched = self._watched
+            outcomes, self._version = await self.connection.run(lambda conn: run_batch(conn, jobs, watched))
         except Exception as error:  # noqa: BLE001 - the commit failed: every job failed
             failure = translate(error)
             if not isinstance(failure, WfeError):
