@@ -389,6 +389,71 @@ async def test_an_event_dequeue_can_bring_the_event_and_the_subscriptions_it_mat
     assert missing.id == "gone" and not missing.HasField("event") and not missing.subscriptions_included
 
 
+async def test_an_event_dequeue_can_mark_an_event_no_subscription_waits_for_processed(stubs: Stubs) -> None:
+    """What a WFE host's event consumer does next with an event nobody waits for (every workflow's
+    completion event), done in the dequeue; an event that a subscription waits for is left alone."""
+    event_queue = queues_pb2.QUEUE_TYPE_EVENT
+    await stubs.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id="waiting")))
+    await stubs.workflows.PersistWorkflowWithSubscriptions(
+        workflows_pb2.PersistWorkflowWithSubscriptionsRequest(
+            workflow=_workflow(id="waiting"),
+            subscriptions=[
+                subscriptions_pb2.EventSubscription(
+                    id="s-open", workflow_id="waiting", event_name="paid", event_key="k", subscribe_as_of=NOW
+                ),
+                # Neither waits for an event "paid"/"k2" at NOW: terminated, or subscribed after it.
+                subscriptions_pb2.EventSubscription(
+                    id="s-done", workflow_id="waiting", event_name="paid", event_key="k2", subscribe_as_of=NOW
+                ),
+                subscriptions_pb2.EventSubscription(
+                    workflow_id="waiting",
+                    event_name="paid",
+                    event_key="k2",
+                    subscribe_as_of=timestamp_pb2.Timestamp(seconds=NOW.seconds + 10),
+                ),
+            ],
+        )
+    )
+    await stubs.subscriptions.TerminateSubscription(subscriptions_pb2.TerminateSubscriptionRequest(id="s-done"))
+
+    async def create(id: str, key: str) -> None:
+        await stubs.events.CreateEvent(
+            events_pb2.CreateEventRequest(
+                event=events_pb2.Event(id=id, event_name="paid", event_key=key, event_data="{}", event_time=NOW)
+            )
+        )
+
+    async def processed(id: str) -> bool:
+        got = await stubs.events.GetEvent(events_pb2.GetEventRequest(id=id))
+        return got.event.is_processed
+
+    marking = queues_pb2.DequeueWorkRequest(queue=event_queue, include_event=True, mark_processed_if_unsubscribed=True)
+    await create("nobody", "k2")
+    got = await stubs.queues.DequeueWork(marking)
+    assert got.id == "nobody" and got.marked_processed and got.event.is_processed
+    assert got.subscriptions_included and len(got.subscriptions) == 0
+    assert await processed("nobody")
+    assert (await stubs.events.GetRunnableEvents(events_pb2.GetRunnableEventsRequest(as_at=NOW))).event_ids == []
+
+    await create("awaited", "k")
+    got = await stubs.queues.DequeueWork(marking)
+    assert got.id == "awaited" and not got.marked_processed and not got.event.is_processed
+    assert got.subscriptions_included and [s.id for s in got.subscriptions] == ["s-open"]
+    assert not await processed("awaited")
+
+    # Without include_event, or not asked for: nothing is marked.
+    for index, request in enumerate(
+        (
+            queues_pb2.DequeueWorkRequest(queue=event_queue, mark_processed_if_unsubscribed=True),
+            queues_pb2.DequeueWorkRequest(queue=event_queue, include_event=True),
+        )
+    ):
+        await create(f"left-{index}", "k2")
+        got = await stubs.queues.DequeueWork(request)
+        assert got.id == f"left-{index}" and not got.marked_processed
+        assert not await processed(got.id)
+
+
 async def test_an_event_with_more_subscriptions_than_a_dequeue_brings_says_so(stubs: Stubs) -> None:
     await stubs.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id="many")))
     await stubs.workflows.PersistWorkflowWithSubscriptions(

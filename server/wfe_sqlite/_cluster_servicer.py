@@ -216,17 +216,23 @@ class QueueServicer(queues_pb2_grpc.QueueServiceServicer):
                 return response
             response.workflow.CopyFrom(workflow_message(row, pointers))
         elif request.include_event and queue == EVENT:
-            await self._include_event(response, item_id)
+            await self._include_event(response, item_id, request.mark_processed_if_unsubscribed)
         return response
 
-    async def _include_event(self, response: queues_pb2.DequeueWorkResponse, event_id: str) -> None:
-        """The event and the subscriptions it matches (what a WFE host's event consumer reads next)."""
+    async def _include_event(self, response: queues_pb2.DequeueWorkResponse, event_id: str, mark: bool) -> None:
+        """The event and the subscriptions it matches (what a WFE host's event consumer reads next);
+        with ``mark``, an event that matches none is marked processed (what the consumer does next)."""
         store = self._p.store
         try:
             event = await store.event(event_id)
         except EventNotFound:
             return
         response.event.CopyFrom(event_to_proto(event_from_row(event)))
+        if mark and await store.mark_processed_if_unsubscribed(event_id):
+            response.event.is_processed = True
+            response.subscriptions_included = True
+            response.marked_processed = True
+            return
         rows, more = await store.subscriptions(
             event.event_name, event.event_key, event.event_time, INCLUDED_SUBSCRIPTIONS, None, INCLUDED_BYTES
         )

@@ -383,6 +383,12 @@ _EVENTS = (
     "SELECT event_time, id FROM events WHERE event_name = $1 AND event_key = $2 "
     "AND event_time <= $3 AND (event_time, id) > ($4, $5) ORDER BY event_time, id LIMIT $6"
 )
+_MARK_PROCESSED_IF_UNSUBSCRIBED = (
+    "UPDATE events SET is_processed = 1 WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM event_subscriptions s "
+    "WHERE s.event_name = events.event_name AND s.event_key = events.event_key AND s.terminated = 0 "
+    "AND s.subscribe_as_of <= events.event_time) RETURNING 1"
+)
+"""Mark an event processed when it matches no open subscription (a probe of ``subscriptions_open``)."""
 _SUBSCRIPTIONS = (
     f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
     "WHERE event_name = $1 AND event_key = $2 AND terminated = 0 AND subscribe_as_of <= $3 "
@@ -850,6 +856,11 @@ class PostgresStore(PostgresVisibility, Store):
         if event_time is None:
             raise EventNotFound(f"event {id!r} not found", id=id)
         self._event_stored(event_time, processed, queued)
+
+    async def mark_processed_if_unsubscribed(self, id: str) -> bool:
+        # Marking processed queues nothing and sets no due time: nothing to tell the cluster.
+        marked = await self._run(lambda conn: conn.fetchval(_MARK_PROCESSED_IF_UNSUBSCRIBED, id))
+        return marked is not None
 
     # -- subscriptions -------------------------------------------------------------------------
 

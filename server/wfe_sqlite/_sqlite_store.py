@@ -124,6 +124,12 @@ EVENTS = (
     "SELECT event_time, id FROM events WHERE event_name = ? AND event_key = ? "
     "AND event_time <= ? AND (event_time, id) > (?, ?) ORDER BY event_time, id LIMIT ?"
 )
+MARK_PROCESSED_IF_UNSUBSCRIBED = (
+    "UPDATE events SET is_processed = 1 WHERE id = ? AND NOT EXISTS (SELECT 1 FROM event_subscriptions s "
+    "WHERE s.event_name = events.event_name AND s.event_key = events.event_key AND s.terminated = 0 "
+    "AND s.subscribe_as_of <= events.event_time) RETURNING 1"
+)
+"""Mark an event processed when it matches no open subscription (an index probe of ``subscriptions_open``)."""
 SUBSCRIPTIONS = (
     f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
     "WHERE event_name = ? AND event_key = ? AND terminated = 0 AND subscribe_as_of <= ? "
@@ -453,6 +459,12 @@ class SqliteStore(SqliteVisibility, SqliteConsoleReads, Store):
 
         await self.database.write(job)
         self.cluster.written(effects)
+
+    async def mark_processed_if_unsubscribed(self, id: str) -> bool:
+        # Marking processed queues nothing and sets no due time: no effects to report.
+        return await self.database.write(
+            lambda conn: conn.execute(MARK_PROCESSED_IF_UNSUBSCRIBED, (id,)).fetchone() is not None
+        )
 
     # -- subscriptions -------------------------------------------------------------------------
 

@@ -147,6 +147,12 @@ class Store(abc.ABC):
     async def set_event_processed(self, id: str, processed: bool) -> None:
         """Set or clear ``is_processed``. Raises ``EventNotFound``."""
 
+    @abc.abstractmethod
+    async def mark_processed_if_unsubscribed(self, id: str) -> bool:
+        """Set ``is_processed`` when the event exists and matches no open subscription (name, key,
+        ``subscribe_as_of`` at or before its ``event_time``), checked in the same statement; whether
+        it did."""
+
     # -- subscriptions -------------------------------------------------------------------------
 
     @abc.abstractmethod

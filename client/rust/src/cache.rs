@@ -59,6 +59,9 @@ pub(crate) struct WorkflowCache {
 struct PrimedEvents {
     events: HashMap<String, (pb::Event, Instant)>,
     subscriptions: HashMap<SubscriptionQuery, (Vec<pb::EventSubscription>, Instant)>,
+    /// Events the server marked processed in their dequeue (they matched no subscription), for
+    /// the host's `mark_event_processed` that follows.
+    marked: HashMap<String, ((), Instant)>,
 }
 
 /// (event name, event key, as_of seconds, as_of nanos).
@@ -144,14 +147,20 @@ impl WorkflowCache {
 
     /// Keeps the event an event dequeue handed out for the next `get_event` of its id, and, when
     /// the server said they are all there, the subscriptions it matched for the next
-    /// `get_subscriptions` of its name, key and time.
+    /// `get_subscriptions` of its name, key and time; `marked`: the server marked it processed
+    /// (for the next `mark_event_processed` of its id).
     pub(crate) fn prime_event(
         &self,
         event: pb::Event,
         subscriptions: Option<Vec<pb::EventSubscription>>,
+        marked: bool,
     ) {
         let mut primed = self.events.lock().unwrap();
         let now = Instant::now();
+        if marked {
+            bounded(&mut primed.marked);
+            primed.marked.insert(event.id.clone(), ((), now));
+        }
         if let (Some(subscriptions), Some(time)) = (subscriptions, event.event_time) {
             bounded(&mut primed.subscriptions);
             let query = (
@@ -174,6 +183,19 @@ impl WorkflowCache {
         }
         let (event, at) = primed.events.remove(id)?;
         (at.elapsed() < PRIMED_FOR).then_some(event)
+    }
+
+    /// Whether a dequeue of the event `id` marked it processed, recently (answers one
+    /// `mark_event_processed`).
+    pub(crate) fn take_marked_event(&self, id: &str) -> bool {
+        let mut primed = self.events.lock().unwrap();
+        if primed.marked.is_empty() {
+            return false;
+        }
+        primed
+            .marked
+            .remove(id)
+            .is_some_and(|(_, at)| at.elapsed() < PRIMED_FOR)
     }
 
     /// Takes the subscriptions a dequeue handed out for an event of this name and key at `as_of`,
@@ -327,7 +349,8 @@ mod tests {
             id: "s1".into(),
             ..Default::default()
         };
-        cache.prime_event(event.clone(), Some(vec![subscription]));
+        cache.prime_event(event.clone(), Some(vec![subscription]), false);
+        assert!(!cache.take_marked_event("e1"), "not marked");
         assert!(cache.take_subscriptions("n", "other", &time).is_none());
         let later = prost_types::Timestamp {
             seconds: time.seconds + 1,
@@ -347,10 +370,19 @@ mod tests {
         assert!(cache.take_event("e1").is_none(), "one read");
 
         // Not all subscriptions came along: only the event is kept.
-        cache.prime_event(event.clone(), None);
+        cache.prime_event(event.clone(), None, false);
         assert!(cache.take_subscriptions("n", "k", &time).is_none());
         std::thread::sleep(PRIMED_FOR + Duration::from_millis(20));
         assert!(cache.take_event("e1").is_none(), "too old");
+
+        // Marked processed by its dequeue: answers one mark, while fresh.
+        cache.prime_event(event.clone(), Some(vec![]), true);
+        assert!(!cache.take_marked_event("e2"), "other id");
+        assert!(cache.take_marked_event("e1"));
+        assert!(!cache.take_marked_event("e1"), "one mark");
+        cache.prime_event(event.clone(), Some(vec![]), true);
+        std::thread::sleep(PRIMED_FOR + Duration::from_millis(20));
+        assert!(!cache.take_marked_event("e1"), "too old");
     }
 
     #[test]

@@ -700,6 +700,10 @@ impl EventRepository for GrpcPersistenceProvider {
     }
 
     async fn mark_event_processed(&self, id: &str) -> Result<()> {
+        // The event dequeue that handed it out marked it already (it matched no subscription).
+        if self.cache.take_marked_event(id) {
+            return Ok(());
+        }
         let request = pb::MarkEventProcessedRequest { id: id.to_string() };
         self.call(&self.events, Subject::Event(id), |mut c| async move {
             c.mark_event_processed(request).await

@@ -14,7 +14,10 @@
 //!
 //! An event dequeue built the same way brings the event and the subscriptions it matches (when
 //! they are at most 1000), which answer the host's `get_event` and `get_subscriptions` that
-//! follow it, once each.
+//! follow it, once each. When the event matches no subscription (every workflow's completion
+//! event, unless a parent waits for it), the server also marks it processed in that call, and
+//! the host's `mark_event_processed` that follows is answered without a round trip
+//! ([`GrpcQueueProvider::with_unsubscribed_marking`]).
 //!
 //! A `queue_work` right after a write through the same store that the server queues itself
 //! (the write's `server_queues`: WFE queues every workflow it creates or persists runnable and
@@ -111,6 +114,8 @@ pub struct GrpcQueueProvider {
     locks: Option<GrpcLockProvider>,
     /// Whether a workflow dequeue that found an item sends the next one ahead.
     prefetch: bool,
+    /// Whether an event dequeue asks the server to mark an event no subscription waits for processed.
+    mark_unsubscribed: bool,
     /// Leased dequeues in flight, and the signal that cancels them (`stop`).
     leased: Arc<Leased>,
 }
@@ -151,6 +156,7 @@ impl GrpcQueueProvider {
             skip_server_queued: true,
             locks: None,
             prefetch: false,
+            mark_unsubscribed: true,
             leased: Arc::default(),
         }
     }
@@ -182,6 +188,15 @@ impl GrpcQueueProvider {
     /// the server already does; each skipped call is a round trip per step).
     pub fn with_server_queued_skip(mut self, yes: bool) -> Self {
         self.skip_server_queued = yes;
+        self
+    }
+
+    /// With `false`, an event dequeue only brings the event and its subscriptions, and the host's
+    /// `mark_event_processed` of an event no subscription waits for is a call of its own. On by
+    /// default: the server marks such an event processed in the dequeue (checked in the same
+    /// statement; what the WFE host does next with it), which saves that call per event.
+    pub fn with_unsubscribed_marking(mut self, yes: bool) -> Self {
+        self.mark_unsubscribed = yes;
         self
     }
 
@@ -382,6 +397,7 @@ impl QueueProvider for GrpcQueueProvider {
                 wait: (!self.wait.is_zero()).then(|| convert::duration_to_wire(self.wait)),
                 include_workflow,
                 include_event,
+                mark_processed_if_unsubscribed: include_event && self.mark_unsubscribed,
                 ..Default::default()
             })
             .await?;
@@ -399,7 +415,7 @@ impl QueueProvider for GrpcQueueProvider {
             let subscriptions = response
                 .subscriptions_included
                 .then_some(response.subscriptions);
-            cache.prime_event(event, subscriptions);
+            cache.prime_event(event, subscriptions, response.marked_processed);
         }
         Ok(Some(response.id))
     }

@@ -211,6 +211,56 @@ async fn an_event_dequeue_answers_the_hosts_event_and_subscription_reads_that_fo
     assert!(host_store.get_event(&event_id).await.unwrap().is_processed);
 }
 
+#[tokio::test]
+async fn an_event_nobody_waits_for_is_marked_processed_by_its_dequeue() {
+    let server = server().await;
+    let host_store = store(&server).await;
+    let queue = GrpcQueueProvider::new(&host_store);
+    let other = store(&server).await;
+    // A subscription for another key, and one subscribed after the event's time: neither waits.
+    let id = other.create_new_workflow(&workflow()).await.unwrap();
+    let at = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let mut elsewhere = EventSubscription::new(&id, 0, "p0", "done", "other", at);
+    elsewhere.id = other.create_event_subscription(&elsewhere).await.unwrap();
+    let mut late =
+        EventSubscription::new(&id, 0, "p1", "done", "w-1", at + chrono::Duration::hours(1));
+    late.id = other.create_event_subscription(&late).await.unwrap();
+    let event = wfe_core::models::Event::new("done", "w-1", json!({}));
+    let event_id = other.create_event(&event).await.unwrap();
+    assert_eq!(
+        queue.dequeue_work(QueueType::Event).await.unwrap(),
+        Some(event_id.clone())
+    );
+    // Stored processed by the dequeue itself.
+    assert!(other.get_event(&event_id).await.unwrap().is_processed);
+    // The event consumer's read, its subscriptions (none) and its mark: no round trip.
+    let subscriptions = without_the_server(&server, async {
+        let got = host_store.get_event(&event_id).await.unwrap();
+        let subscriptions = host_store
+            .get_subscriptions(&got.event_name, &got.event_key, got.event_time)
+            .await
+            .unwrap();
+        host_store.mark_event_processed(&event_id).await.unwrap();
+        subscriptions
+    })
+    .await;
+    assert!(subscriptions.is_empty());
+    // Once only: a second mark goes to the server (and succeeds: marking is idempotent).
+    host_store.mark_event_processed(&event_id).await.unwrap();
+
+    // Turned off: the dequeue leaves the event as it is, for the host's own mark.
+    let unmarking = GrpcQueueProvider::new(&host_store).with_unsubscribed_marking(false);
+    let second = other
+        .create_event(&wfe_core::models::Event::new("done", "w-2", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        unmarking.dequeue_work(QueueType::Event).await.unwrap(),
+        Some(second.clone())
+    );
+    assert!(!other.get_event(&second).await.unwrap().is_processed);
+}
+
 // ── Locks ───────────────────────────────────────────────────────────────
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! ```text
 //! cargo run --example cluster_host -- 127.0.0.1:50051 --log steps.log [--name h1] [--start 100]
 //!     [--ttl-ms 30000] [--work-ms 0] [--wait-go] [--lifecycle] [--sync-release] [--no-prime]
-//!     [--no-coalesce] [--no-leased-dequeue] [--no-prefetch] [--send-all-queues] [--inmemory]
+//!     [--no-coalesce] [--no-leased-dequeue] [--no-prefetch] [--no-event-marking]
+//!     [--send-all-queues] [--inmemory]
 //! ```
 //!
 //! A `wfe::WorkflowHost` on the adapter (persistence, with revisions), `GrpcLockProvider`
@@ -35,6 +36,9 @@
 //! acquire and the release are calls of their own, two more round trips per step);
 //! `--no-prefetch` sends each workflow dequeue when the host asks for it (one more round trip the
 //! host waits for per step);
+//! `--no-event-marking` leaves an event no subscription waits for (each workflow's completion
+//! event) unmarked by its dequeue (`GrpcQueueProvider::with_unsubscribed_marking(false)`: the
+//! host's `mark_event_processed` is then a call of its own, one more per workflow);
 //! `--send-all-queues` sends every `queue_work`, also those the server does itself
 //! (`GrpcQueueProvider::with_server_queued_skip(false)`: one more round trip per step).
 
@@ -68,6 +72,7 @@ struct Args {
     no_coalesce: bool,
     no_leased_dequeue: bool,
     no_prefetch: bool,
+    no_event_marking: bool,
     send_all_queues: bool,
     inmemory: bool,
 }
@@ -88,6 +93,7 @@ fn parse_args() -> Result<Args, String> {
         no_coalesce: false,
         no_leased_dequeue: false,
         no_prefetch: false,
+        no_event_marking: false,
         send_all_queues: false,
         inmemory: false,
     };
@@ -111,6 +117,7 @@ fn parse_args() -> Result<Args, String> {
             "--no-coalesce" => parsed.no_coalesce = true,
             "--no-leased-dequeue" => parsed.no_leased_dequeue = true,
             "--no-prefetch" => parsed.no_prefetch = true,
+            "--no-event-marking" => parsed.no_event_marking = true,
             "--send-all-queues" => parsed.send_all_queues = true,
             "--inmemory" => parsed.inmemory = true,
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
@@ -147,8 +154,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .with_ttl(args.ttl)
                 .with_background_release(!args.sync_release)
                 .with_claim_coalescing(!args.no_coalesce);
-            let mut queue =
-                GrpcQueueProvider::new(&store).with_server_queued_skip(!args.send_all_queues);
+            let mut queue = GrpcQueueProvider::new(&store)
+                .with_server_queued_skip(!args.send_all_queues)
+                .with_unsubscribed_marking(!args.no_event_marking);
             if args.no_prime {
                 queue = queue.without_workflow();
             }

@@ -29,7 +29,7 @@ from wfe.persistence.v1 import subscriptions_pb2 as wfe_dot_persistence_dot_v1_d
 from wfe.persistence.v1 import workflows_pb2 as wfe_dot_persistence_dot_v1_dot_workflows__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fwfe/persistence/v1/queues.proto\x12\x12wfe.persistence.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fwfe/persistence/v1/events.proto\x1a&wfe/persistence/v1/subscriptions.proto\x1a\"wfe/persistence/v1/workflows.proto\"L\n\x10QueueWorkRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\x05queue\x18\x02 \x01(\x0e\x32\x1d.wfe.persistence.v1.QueueType\"#\n\x11QueueWorkResponse\x12\x0e\n\x06queued\x18\x01 \x01(\x08\"\xea\x01\n\x12\x44\x65queueWorkRequest\x12,\n\x05queue\x18\x01 \x01(\x0e\x32\x1d.wfe.persistence.v1.QueueType\x12\'\n\x04wait\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10include_workflow\x18\x03 \x01(\x08\x12\x31\n\x06leases\x18\x04 \x01(\x0b\x32!.wfe.persistence.v1.DequeueLeases\x12\x19\n\x11release_resources\x18\x05 \x03(\t\x12\x15\n\rinclude_event\x18\x06 \x01(\x08\"X\n\rDequeueLeases\x12\r\n\x05owner\x18\x01 \x01(\t\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08prefixes\x18\x03 \x03(\t\"\xb0\x02\n\x13\x44\x65queueWorkResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x36\n\x08workflow\x18\x02 \x01(\x0b\x32$.wfe.persistence.v1.WorkflowInstance\x12\x16\n\x0e\x66\x65ncing_tokens\x18\x03 \x03(\x04\x12\x35\n\x11lease_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05\x65vent\x18\x05 \x01(\x0b\x32\x19.wfe.persistence.v1.Event\x12\x1e\n\x16subscriptions_included\x18\x06 \x01(\x08\x12<\n\rsubscriptions\x18\x07 \x03(\x0b\x32%.wfe.persistence.v1.EventSubscription*l\n\tQueueType\x12\x1a\n\x16QUEUE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13QUEUE_TYPE_WORKFLOW\x10\x01\x12\x14\n\x10QUEUE_TYPE_EVENT\x10\x02\x12\x14\n\x10QUEUE_TYPE_INDEX\x10\x03\x32\xc8\x01\n\x0cQueueService\x12X\n\tQueueWork\x12$.wfe.persistence.v1.QueueWorkRequest\x1a%.wfe.persistence.v1.QueueWorkResponse\x12^\n\x0b\x44\x65queueWork\x12&.wfe.persistence.v1.DequeueWorkRequest\x1a\'.wfe.persistence.v1.DequeueWorkResponseBy\n\x16\x64\x65v.wfe.persistence.v1P\x01ZHgithub.com/wfe-sqlite/wfe-sqlite/gen/go/wfe/persistence/v1;persistencev1\xaa\x02\x12Wfe.Persistence.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fwfe/persistence/v1/queues.proto\x12\x12wfe.persistence.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fwfe/persistence/v1/events.proto\x1a&wfe/persistence/v1/subscriptions.proto\x1a\"wfe/persistence/v1/workflows.proto\"L\n\x10QueueWorkRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\x05queue\x18\x02 \x01(\x0e\x32\x1d.wfe.persistence.v1.QueueType\"#\n\x11QueueWorkResponse\x12\x0e\n\x06queued\x18\x01 \x01(\x08\"\x92\x02\n\x12\x44\x65queueWorkRequest\x12,\n\x05queue\x18\x01 \x01(\x0e\x32\x1d.wfe.persistence.v1.QueueType\x12\'\n\x04wait\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10include_workflow\x18\x03 \x01(\x08\x12\x31\n\x06leases\x18\x04 \x01(\x0b\x32!.wfe.persistence.v1.DequeueLeases\x12\x19\n\x11release_resources\x18\x05 \x03(\t\x12\x15\n\rinclude_event\x18\x06 \x01(\x08\x12&\n\x1emark_processed_if_unsubscribed\x18\x07 \x01(\x08\"X\n\rDequeueLeases\x12\r\n\x05owner\x18\x01 \x01(\t\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08prefixes\x18\x03 \x03(\t\"\xca\x02\n\x13\x44\x65queueWorkResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x36\n\x08workflow\x18\x02 \x01(\x0b\x32$.wfe.persistence.v1.WorkflowInstance\x12\x16\n\x0e\x66\x65ncing_tokens\x18\x03 \x03(\x04\x12\x35\n\x11lease_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05\x65vent\x18\x05 \x01(\x0b\x32\x19.wfe.persistence.v1.Event\x12\x1e\n\x16subscriptions_included\x18\x06 \x01(\x08\x12<\n\rsubscriptions\x18\x07 \x03(\x0b\x32%.wfe.persistence.v1.EventSubscription\x12\x18\n\x10marked_processed\x18\x08 \x01(\x08*l\n\tQueueType\x12\x1a\n\x16QUEUE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13QUEUE_TYPE_WORKFLOW\x10\x01\x12\x14\n\x10QUEUE_TYPE_EVENT\x10\x02\x12\x14\n\x10QUEUE_TYPE_INDEX\x10\x03\x32\xc8\x01\n\x0cQueueService\x12X\n\tQueueWork\x12$.wfe.persistence.v1.QueueWorkRequest\x1a%.wfe.persistence.v1.QueueWorkResponse\x12^\n\x0b\x44\x65queueWork\x12&.wfe.persistence.v1.DequeueWorkRequest\x1a\'.wfe.persistence.v1.DequeueWorkResponseBy\n\x16\x64\x65v.wfe.persistence.v1P\x01ZHgithub.com/wfe-sqlite/wfe-sqlite/gen/go/wfe/persistence/v1;persistencev1\xaa\x02\x12Wfe.Persistence.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,18 +37,18 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'wfe.persistence.v1.queues_p
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\026dev.wfe.persistence.v1P\001ZHgithub.com/wfe-sqlite/wfe-sqlite/gen/go/wfe/persistence/v1;persistencev1\252\002\022Wfe.Persistence.V1'
-  _globals['_QUEUETYPE']._serialized_start=978
-  _globals['_QUEUETYPE']._serialized_end=1086
+  _globals['_QUEUETYPE']._serialized_start=1044
+  _globals['_QUEUETYPE']._serialized_end=1152
   _globals['_QUEUEWORKREQUEST']._serialized_start=229
   _globals['_QUEUEWORKREQUEST']._serialized_end=305
   _globals['_QUEUEWORKRESPONSE']._serialized_start=307
   _globals['_QUEUEWORKRESPONSE']._serialized_end=342
   _globals['_DEQUEUEWORKREQUEST']._serialized_start=345
-  _globals['_DEQUEUEWORKREQUEST']._serialized_end=579
-  _globals['_DEQUEUELEASES']._serialized_start=581
-  _globals['_DEQUEUELEASES']._serialized_end=669
-  _globals['_DEQUEUEWORKRESPONSE']._serialized_start=672
-  _globals['_DEQUEUEWORKRESPONSE']._serialized_end=976
-  _globals['_QUEUESERVICE']._serialized_start=1089
-  _globals['_QUEUESERVICE']._serialized_end=1289
+  _globals['_DEQUEUEWORKREQUEST']._serialized_end=619
+  _globals['_DEQUEUELEASES']._serialized_start=621
+  _globals['_DEQUEUELEASES']._serialized_end=709
+  _globals['_DEQUEUEWORKRESPONSE']._serialized_start=712
+  _globals['_DEQUEUEWORKRESPONSE']._serialized_end=1042
+  _globals['_QUEUESERVICE']._serialized_start=1155
+  _globals['_QUEUESERVICE']._serialized_end=1355
 # @@protoc_insertion_point(module_scope)

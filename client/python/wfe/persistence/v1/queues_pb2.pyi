@@ -40,20 +40,22 @@ class QueueWorkResponse(_message.Message):
     def __init__(self, queued: _Optional[bool] = ...) -> None: ...
 
 class DequeueWorkRequest(_message.Message):
-    __slots__ = ("queue", "wait", "include_workflow", "leases", "release_resources", "include_event")
+    __slots__ = ("queue", "wait", "include_workflow", "leases", "release_resources", "include_event", "mark_processed_if_unsubscribed")
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     WAIT_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     LEASES_FIELD_NUMBER: _ClassVar[int]
     RELEASE_RESOURCES_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_EVENT_FIELD_NUMBER: _ClassVar[int]
+    MARK_PROCESSED_IF_UNSUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
     queue: QueueType
     wait: _duration_pb2.Duration
     include_workflow: bool
     leases: DequeueLeases
     release_resources: _containers.RepeatedScalarFieldContainer[str]
     include_event: bool
-    def __init__(self, queue: _Optional[_Union[QueueType, str]] = ..., wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., include_workflow: _Optional[bool] = ..., leases: _Optional[_Union[DequeueLeases, _Mapping]] = ..., release_resources: _Optional[_Iterable[str]] = ..., include_event: _Optional[bool] = ...) -> None: ...
+    mark_processed_if_unsubscribed: bool
+    def __init__(self, queue: _Optional[_Union[QueueType, str]] = ..., wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., include_workflow: _Optional[bool] = ..., leases: _Optional[_Union[DequeueLeases, _Mapping]] = ..., release_resources: _Optional[_Iterable[str]] = ..., include_event: _Optional[bool] = ..., mark_processed_if_unsubscribed: _Optional[bool] = ...) -> None: ...
 
 class DequeueLeases(_message.Message):
     __slots__ = ("owner", "ttl", "prefixes")
@@ -66,7 +68,7 @@ class DequeueLeases(_message.Message):
     def __init__(self, owner: _Optional[str] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., prefixes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DequeueWorkResponse(_message.Message):
-    __slots__ = ("id", "workflow", "fencing_tokens", "lease_expire_time", "event", "subscriptions_included", "subscriptions")
+    __slots__ = ("id", "workflow", "fencing_tokens", "lease_expire_time", "event", "subscriptions_included", "subscriptions", "marked_processed")
     ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     FENCING_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +76,7 @@ class DequeueWorkResponse(_message.Message):
     EVENT_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTIONS_INCLUDED_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MARKED_PROCESSED_FIELD_NUMBER: _ClassVar[int]
     id: str
     workflow: _workflows_pb2.WorkflowInstance
     fencing_tokens: _containers.RepeatedScalarFieldContainer[int]
@@ -81,4 +84,5 @@ class DequeueWorkResponse(_message.Message):
     event: _events_pb2.Event
     subscriptions_included: bool
     subscriptions: _containers.RepeatedCompositeFieldContainer[_subscriptions_pb2.EventSubscription]
-    def __init__(self, id: _Optional[str] = ..., workflow: _Optional[_Union[_workflows_pb2.WorkflowInstance, _Mapping]] = ..., fencing_tokens: _Optional[_Iterable[int]] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[_Union[_events_pb2.Event, _Mapping]] = ..., subscriptions_included: _Optional[bool] = ..., subscriptions: _Optional[_Iterable[_Union[_subscriptions_pb2.EventSubscription, _Mapping]]] = ...) -> None: ...
+    marked_processed: bool
+    def __init__(self, id: _Optional[str] = ..., workflow: _Optional[_Union[_workflows_pb2.WorkflowInstance, _Mapping]] = ..., fencing_tokens: _Optional[_Iterable[int]] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[_Union[_events_pb2.Event, _Mapping]] = ..., subscriptions_included: _Optional[bool] = ..., subscriptions: _Optional[_Iterable[_Union[_subscriptions_pb2.EventSubscription, _Mapping]]] = ..., marked_processed: _Optional[bool] = ...) -> None: ...

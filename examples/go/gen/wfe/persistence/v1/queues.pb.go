@@ -204,9 +204,14 @@ type DequeueWorkRequest struct {
 	// For the event queue: also return the dequeued event and the subscriptions it matches (name,
 	// key, `subscribe_as_of` at or before its `event_time`), saving the caller's GetEvent and
 	// GetSubscriptions. Ignored for other queues.
-	IncludeEvent  bool `protobuf:"varint,6,opt,name=include_event,json=includeEvent,proto3" json:"include_event,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	IncludeEvent bool `protobuf:"varint,6,opt,name=include_event,json=includeEvent,proto3" json:"include_event,omitempty"`
+	// With `include_event`: when the dequeued event matches no open subscription, mark it processed
+	// (as MarkEventProcessed), checked and written in one statement, and say so in
+	// `marked_processed`. This is what a WFE host's event consumer does next with such an event (the
+	// completion event of every workflow is one), and it saves that call. Ignored otherwise.
+	MarkProcessedIfUnsubscribed bool `protobuf:"varint,7,opt,name=mark_processed_if_unsubscribed,json=markProcessedIfUnsubscribed,proto3" json:"mark_processed_if_unsubscribed,omitempty"`
+	unknownFields               protoimpl.UnknownFields
+	sizeCache                   protoimpl.SizeCache
 }
 
 func (x *DequeueWorkRequest) Reset() {
@@ -277,6 +282,13 @@ func (x *DequeueWorkRequest) GetReleaseResources() []string {
 func (x *DequeueWorkRequest) GetIncludeEvent() bool {
 	if x != nil {
 		return x.IncludeEvent
+	}
+	return false
+}
+
+func (x *DequeueWorkRequest) GetMarkProcessedIfUnsubscribed() bool {
+	if x != nil {
+		return x.MarkProcessedIfUnsubscribed
 	}
 	return false
 }
@@ -369,8 +381,12 @@ type DequeueWorkResponse struct {
 	// With `subscriptions_included`: the subscriptions the event matches, read with it, in
 	// GetSubscriptions order.
 	Subscriptions []*EventSubscription `protobuf:"bytes,7,rep,name=subscriptions,proto3" json:"subscriptions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// With `mark_processed_if_unsubscribed`: the server marked the event processed, because it
+	// matched no open subscription (then `subscriptions_included` is true, `subscriptions` empty and
+	// `event.is_processed` true).
+	MarkedProcessed bool `protobuf:"varint,8,opt,name=marked_processed,json=markedProcessed,proto3" json:"marked_processed,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DequeueWorkResponse) Reset() {
@@ -452,6 +468,13 @@ func (x *DequeueWorkResponse) GetSubscriptions() []*EventSubscription {
 	return nil
 }
 
+func (x *DequeueWorkResponse) GetMarkedProcessed() bool {
+	if x != nil {
+		return x.MarkedProcessed
+	}
+	return false
+}
+
 var File_wfe_persistence_v1_queues_proto protoreflect.FileDescriptor
 
 const file_wfe_persistence_v1_queues_proto_rawDesc = "" +
@@ -461,18 +484,19 @@ const file_wfe_persistence_v1_queues_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x123\n" +
 	"\x05queue\x18\x02 \x01(\x0e2\x1d.wfe.persistence.v1.QueueTypeR\x05queue\"+\n" +
 	"\x11QueueWorkResponse\x12\x16\n" +
-	"\x06queued\x18\x01 \x01(\bR\x06queued\"\xb0\x02\n" +
+	"\x06queued\x18\x01 \x01(\bR\x06queued\"\xf5\x02\n" +
 	"\x12DequeueWorkRequest\x123\n" +
 	"\x05queue\x18\x01 \x01(\x0e2\x1d.wfe.persistence.v1.QueueTypeR\x05queue\x12-\n" +
 	"\x04wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x04wait\x12)\n" +
 	"\x10include_workflow\x18\x03 \x01(\bR\x0fincludeWorkflow\x129\n" +
 	"\x06leases\x18\x04 \x01(\v2!.wfe.persistence.v1.DequeueLeasesR\x06leases\x12+\n" +
 	"\x11release_resources\x18\x05 \x03(\tR\x10releaseResources\x12#\n" +
-	"\rinclude_event\x18\x06 \x01(\bR\fincludeEvent\"n\n" +
+	"\rinclude_event\x18\x06 \x01(\bR\fincludeEvent\x12C\n" +
+	"\x1emark_processed_if_unsubscribed\x18\a \x01(\bR\x1bmarkProcessedIfUnsubscribed\"n\n" +
 	"\rDequeueLeases\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\tR\x05owner\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1a\n" +
-	"\bprefixes\x18\x03 \x03(\tR\bprefixes\"\x8b\x03\n" +
+	"\bprefixes\x18\x03 \x03(\tR\bprefixes\"\xb6\x03\n" +
 	"\x13DequeueWorkResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12@\n" +
 	"\bworkflow\x18\x02 \x01(\v2$.wfe.persistence.v1.WorkflowInstanceR\bworkflow\x12%\n" +
@@ -480,7 +504,8 @@ const file_wfe_persistence_v1_queues_proto_rawDesc = "" +
 	"\x11lease_expire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x12/\n" +
 	"\x05event\x18\x05 \x01(\v2\x19.wfe.persistence.v1.EventR\x05event\x125\n" +
 	"\x16subscriptions_included\x18\x06 \x01(\bR\x15subscriptionsIncluded\x12K\n" +
-	"\rsubscriptions\x18\a \x03(\v2%.wfe.persistence.v1.EventSubscriptionR\rsubscriptions*l\n" +
+	"\rsubscriptions\x18\a \x03(\v2%.wfe.persistence.v1.EventSubscriptionR\rsubscriptions\x12)\n" +
+	"\x10marked_processed\x18\b \x01(\bR\x0fmarkedProcessed*l\n" +
 	"\tQueueType\x12\x1a\n" +
 	"\x16QUEUE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13QUEUE_TYPE_WORKFLOW\x10\x01\x12\x14\n" +
