@@ -223,6 +223,8 @@ class LifecycleWatch:
         """Wait until the server has the watch in place (events published from now on are seen)."""
         try:
             await self._call.initial_metadata()
+            if self._call.done():  # no headers came: the call failed (raises its error) or ended
+                await self._call.wait_for_connection()
         except grpc.aio.AioRpcError as error:
             raise _error_from_rpc(error) from None
 

@@ -35,8 +35,11 @@ READS: dict[str, tuple[str, ...]] = {
     "SubscriptionService": ("GetSubscription", "GetSubscriptions", "GetFirstOpenSubscription"),
     "VisibilityService": ("ListWorkflows", "SearchWorkflows"),
     "StoreService": ("EnsureStoreExists",),
+    "LifecycleService": ("WatchLifecycleEvents",),
 }
-"""The calls that change nothing (EnsureStoreExists: nothing twice), so a retry is safe."""
+"""The calls that change nothing (EnsureStoreExists: nothing twice), so a retry is safe. A watch
+is retried only until the server has it in place (gRPC retries a stream until its first answer,
+and the server answers its headers at once)."""
 
 RETRY_ATTEMPTS = 3
 """Attempts of a read whose server died under it (gRPC caps this at 5)."""
