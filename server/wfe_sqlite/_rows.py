@@ -394,7 +394,7 @@ def pointer_rows(workflow_id: str, pointers: Sequence[ExecutionPointer]) -> list
                 predecessor_id=optional_id(p.predecessor_id, f + ".predecessor_id"),
                 outcome=_optional_json(p.outcome, f + ".outcome"),
                 scope=id_list(p.scope, f + ".scope"),
-                extension_attributes=json_text(attrs, f + ".extension_attributes"),
+                extension_attributes=json_text(attrs, f + ".extension_attributes") if attrs else "{}",
             )
         )
     check_unique_pointer_ids([row.id for row in rows])
