@@ -26,7 +26,7 @@ from wfe.persistence.v1 import (
     workflows_pb2,
     workflows_pb2_grpc,
 )
-from wfe_client import GrpcLifecyclePublisher, LifecycleEvent, LifecycleEventType, WatcherFellBehind
+from wfe_client import GrpcLifecyclePublisher, LifecycleEvent, LifecycleEventType, WatcherFellBehind, WfeError
 from wfe_sqlite._lifecycle import MAX_BEHIND, LifecycleHub
 from wfe_sqlite.server import RunningServer, ServerConfig
 
@@ -652,6 +652,18 @@ async def test_a_watcher_that_falls_behind_is_ended(
             async for _ in watch:
                 received += 1
         assert received < len(counts) - 100  # what was buffered beyond the window is gone, not delivered
+
+
+async def test_entering_a_watch_whose_server_is_gone_raises_its_error(store_url: str) -> None:
+    """Entering a watch waits for the server to have it in place: a call that failed before that
+    raises (UNAVAILABLE), it does not enter a watch that will never see an event."""
+    running = await RunningServer.start(ServerConfig(db=store_url, listen="127.0.0.1:0", grace=1.0))
+    async with GrpcLifecyclePublisher.connect(running.address) as hub:
+        await running.stop()
+        with pytest.raises(WfeError) as failure:
+            async with hub.watch():
+                pass
+        assert failure.value.code == "UNAVAILABLE"
 
 
 def test_the_hub_bounds_each_watcher_and_counts_who_took_an_event() -> None:
