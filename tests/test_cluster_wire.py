@@ -337,9 +337,27 @@ async def test_a_release_carried_by_a_dequeue_queues_the_workflow_it_kept_and_ha
     assert not other.acquired
 
 
+async def _waiting(stubs: Stubs, workflow_id: str, subscriptions: list[subscriptions_pb2.EventSubscription]) -> None:
+    """A new workflow ``workflow_id`` stored with ``subscriptions``."""
+    await stubs.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id=workflow_id)))
+    await stubs.workflows.PersistWorkflowWithSubscriptions(
+        workflows_pb2.PersistWorkflowWithSubscriptionsRequest(
+            workflow=_workflow(id=workflow_id), subscriptions=subscriptions
+        )
+    )
+
+
+async def _create_event(stubs: Stubs, id: str, name: str, key: str, data: str = "{}") -> None:
+    """An event ``id`` at NOW."""
+    await stubs.events.CreateEvent(
+        events_pb2.CreateEventRequest(
+            event=events_pb2.Event(id=id, event_name=name, event_key=key, event_data=data, event_time=NOW)
+        )
+    )
+
+
 async def test_an_event_dequeue_can_bring_the_event_and_the_subscriptions_it_matches(stubs: Stubs) -> None:
     """What a WFE host's event consumer reads right after its dequeue, in the same call."""
-    await stubs.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id="waiting")))
 
     def subscription(id: str, key: str, as_of: int) -> subscriptions_pb2.EventSubscription:
         return subscriptions_pb2.EventSubscription(
@@ -352,21 +370,16 @@ async def test_an_event_dequeue_can_bring_the_event_and_the_subscriptions_it_mat
         )
 
     before, after = NOW.seconds - 10, NOW.seconds + 10
-    await stubs.workflows.PersistWorkflowWithSubscriptions(
-        workflows_pb2.PersistWorkflowWithSubscriptionsRequest(
-            workflow=_workflow(id="waiting"),
-            subscriptions=[
-                subscription("s-match", "k", before),
-                subscription("s-late", "k", after),
-                subscription("s-other", "k2", before),
-            ],
-        )
+    await _waiting(
+        stubs,
+        "waiting",
+        [
+            subscription("s-match", "k", before),
+            subscription("s-late", "k", after),
+            subscription("s-other", "k2", before),
+        ],
     )
-    await stubs.events.CreateEvent(
-        events_pb2.CreateEventRequest(
-            event=events_pb2.Event(id="ev", event_name="paid", event_key="k", event_data='{"a":1}', event_time=NOW)
-        )
-    )
+    await _create_event(stubs, "ev", "paid", "k", '{"a":1}')
     got = await stubs.queues.DequeueWork(
         queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT, include_event=True)
     )
@@ -393,35 +406,29 @@ async def test_an_event_dequeue_can_mark_an_event_no_subscription_waits_for_proc
     """What a WFE host's event consumer does next with an event nobody waits for (every workflow's
     completion event), done in the dequeue; an event that a subscription waits for is left alone."""
     event_queue = queues_pb2.QUEUE_TYPE_EVENT
-    await stubs.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id="waiting")))
-    await stubs.workflows.PersistWorkflowWithSubscriptions(
-        workflows_pb2.PersistWorkflowWithSubscriptionsRequest(
-            workflow=_workflow(id="waiting"),
-            subscriptions=[
-                subscriptions_pb2.EventSubscription(
-                    id="s-open", workflow_id="waiting", event_name="paid", event_key="k", subscribe_as_of=NOW
-                ),
-                # Neither waits for an event "paid"/"k2" at NOW: terminated, or subscribed after it.
-                subscriptions_pb2.EventSubscription(
-                    id="s-done", workflow_id="waiting", event_name="paid", event_key="k2", subscribe_as_of=NOW
-                ),
-                subscriptions_pb2.EventSubscription(
-                    workflow_id="waiting",
-                    event_name="paid",
-                    event_key="k2",
-                    subscribe_as_of=timestamp_pb2.Timestamp(seconds=NOW.seconds + 10),
-                ),
-            ],
-        )
+    await _waiting(
+        stubs,
+        "waiting",
+        [
+            subscriptions_pb2.EventSubscription(
+                id="s-open", workflow_id="waiting", event_name="paid", event_key="k", subscribe_as_of=NOW
+            ),
+            # Neither waits for an event "paid"/"k2" at NOW: terminated, or subscribed after it.
+            subscriptions_pb2.EventSubscription(
+                id="s-done", workflow_id="waiting", event_name="paid", event_key="k2", subscribe_as_of=NOW
+            ),
+            subscriptions_pb2.EventSubscription(
+                workflow_id="waiting",
+                event_name="paid",
+                event_key="k2",
+                subscribe_as_of=timestamp_pb2.Timestamp(seconds=NOW.seconds + 10),
+            ),
+        ],
     )
     await stubs.subscriptions.TerminateSubscription(subscriptions_pb2.TerminateSubscriptionRequest(id="s-done"))
 
     async def create(id: str, key: str) -> None:
-        await stubs.events.CreateEvent(
-            events_pb2.CreateEventRequest(
-                event=events_pb2.Event(id=id, event_name="paid", event_key=key, event_data="{}", event_time=NOW)
-            )
-        )
+        await _create_event(stubs, id, "paid", key)
 
     async def processed(id: str) -> bool:
         got = await stubs.events.GetEvent(events_pb2.GetEventRequest(id=id))
@@ -455,23 +462,15 @@ async def test_an_event_dequeue_can_mark_an_event_no_subscription_waits_for_proc
 
 
 async def test_an_event_with_more_subscriptions_than_a_dequeue_brings_says_so(stubs: Stubs) -> None:
-    await stubs.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=_workflow(id="many")))
-    await stubs.workflows.PersistWorkflowWithSubscriptions(
-        workflows_pb2.PersistWorkflowWithSubscriptionsRequest(
-            workflow=_workflow(id="many"),
-            subscriptions=[
-                subscriptions_pb2.EventSubscription(
-                    workflow_id="many", event_name="n", event_key="k", subscribe_as_of=NOW
-                )
-                for _ in range(1001)
-            ],
-        )
+    await _waiting(
+        stubs,
+        "many",
+        [
+            subscriptions_pb2.EventSubscription(workflow_id="many", event_name="n", event_key="k", subscribe_as_of=NOW)
+            for _ in range(1001)
+        ],
     )
-    await stubs.events.CreateEvent(
-        events_pb2.CreateEventRequest(
-            event=events_pb2.Event(id="e-many", event_name="n", event_key="k", event_data="null", event_time=NOW)
-        )
-    )
+    await _create_event(stubs, "e-many", "n", "k", "null")
     got = await stubs.queues.DequeueWork(
         queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT, include_event=True)
     )

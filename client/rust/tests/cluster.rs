@@ -156,25 +156,64 @@ async fn the_first_read_after_a_dequeue_is_the_dequeued_copy_and_the_next_one_is
     );
 }
 
-#[tokio::test]
-async fn an_event_dequeue_answers_the_hosts_event_and_subscription_reads_that_follow() {
+/// A host's store and the event queue built on it, and another client's store with a workflow of
+/// its own (its id): what the event tests start from.
+struct EventScene {
+    server: ServerProcess,
+    host_store: GrpcPersistenceProvider,
+    queue: GrpcQueueProvider,
+    other: GrpcPersistenceProvider,
+    id: String,
+}
+
+async fn event_scene() -> EventScene {
     let server = server().await;
     let host_store = store(&server).await;
     let queue = GrpcQueueProvider::new(&host_store);
     let other = store(&server).await;
     let id = other.create_new_workflow(&workflow()).await.unwrap();
+    EventScene {
+        server,
+        host_store,
+        queue,
+        other,
+        id,
+    }
+}
+
+/// A subscription of `scene`'s workflow (pointer `pointer`), stored by the other client.
+async fn subscribe(
+    scene: &EventScene,
+    pointer: &str,
+    name: &str,
+    key: &str,
+    as_of: chrono::DateTime<chrono::Utc>,
+) -> EventSubscription {
+    let mut sub = EventSubscription::new(&scene.id, 0, pointer, name, key, as_of);
+    sub.id = scene.other.create_event_subscription(&sub).await.unwrap();
+    sub
+}
+
+#[tokio::test]
+async fn an_event_dequeue_answers_the_hosts_event_and_subscription_reads_that_follow() {
+    let scene = event_scene().await;
+    let EventScene {
+        server,
+        host_store,
+        queue,
+        other,
+        ..
+    } = &scene;
     let at = chrono::Utc::now() - chrono::Duration::seconds(5);
-    let mut sub = EventSubscription::new(&id, 0, "p0", "paid", "order-1", at);
-    sub.id = other.create_event_subscription(&sub).await.unwrap();
-    let mut late = EventSubscription::new(
-        &id,
-        0,
+    let sub = subscribe(&scene, "p0", "paid", "order-1", at).await;
+    subscribe(
+        &scene,
         "p1",
         "paid",
         "order-1",
         at + chrono::Duration::hours(1),
-    );
-    late.id = other.create_event_subscription(&late).await.unwrap();
+    )
+    .await;
     let event = wfe_core::models::Event::new("paid", "order-1", json!({"amount": 3}));
     let event_id = other.create_event(&event).await.unwrap();
     assert_eq!(
@@ -183,7 +222,7 @@ async fn an_event_dequeue_answers_the_hosts_event_and_subscription_reads_that_fo
     );
 
     // What a WFE host's event consumer reads right after: both came with the dequeue.
-    let (got, subscriptions) = without_the_server(&server, async {
+    let (got, subscriptions) = without_the_server(server, async {
         let got = host_store.get_event(&event_id).await.unwrap();
         let subscriptions = host_store
             .get_subscriptions(&got.event_name, &got.event_key, got.event_time)
@@ -213,18 +252,18 @@ async fn an_event_dequeue_answers_the_hosts_event_and_subscription_reads_that_fo
 
 #[tokio::test]
 async fn an_event_nobody_waits_for_is_marked_processed_by_its_dequeue() {
-    let server = server().await;
-    let host_store = store(&server).await;
-    let queue = GrpcQueueProvider::new(&host_store);
-    let other = store(&server).await;
+    let scene = event_scene().await;
+    let EventScene {
+        server,
+        host_store,
+        queue,
+        other,
+        ..
+    } = &scene;
     // A subscription for another key, and one subscribed after the event's time: neither waits.
-    let id = other.create_new_workflow(&workflow()).await.unwrap();
     let at = chrono::Utc::now() - chrono::Duration::seconds(5);
-    let mut elsewhere = EventSubscription::new(&id, 0, "p0", "done", "other", at);
-    elsewhere.id = other.create_event_subscription(&elsewhere).await.unwrap();
-    let mut late =
-        EventSubscription::new(&id, 0, "p1", "done", "w-1", at + chrono::Duration::hours(1));
-    late.id = other.create_event_subscription(&late).await.unwrap();
+    subscribe(&scene, "p0", "done", "other", at).await;
+    subscribe(&scene, "p1", "done", "w-1", at + chrono::Duration::hours(1)).await;
     let event = wfe_core::models::Event::new("done", "w-1", json!({}));
     let event_id = other.create_event(&event).await.unwrap();
     assert_eq!(
@@ -234,7 +273,7 @@ async fn an_event_nobody_waits_for_is_marked_processed_by_its_dequeue() {
     // Stored processed by the dequeue itself.
     assert!(other.get_event(&event_id).await.unwrap().is_processed);
     // The event consumer's read, its subscriptions (none) and its mark: no round trip.
-    let subscriptions = without_the_server(&server, async {
+    let subscriptions = without_the_server(server, async {
         let got = host_store.get_event(&event_id).await.unwrap();
         let subscriptions = host_store
             .get_subscriptions(&got.event_name, &got.event_key, got.event_time)
@@ -249,7 +288,7 @@ async fn an_event_nobody_waits_for_is_marked_processed_by_its_dequeue() {
     host_store.mark_event_processed(&event_id).await.unwrap();
 
     // Turned off: the dequeue leaves the event as it is, for the host's own mark.
-    let unmarking = GrpcQueueProvider::new(&host_store).with_unsubscribed_marking(false);
+    let unmarking = GrpcQueueProvider::new(host_store).with_unsubscribed_marking(false);
     let second = other
         .create_event(&wfe_core::models::Event::new("done", "w-2", json!({})))
         .await
@@ -770,6 +809,18 @@ async fn until_dequeues(server: &ServerProcess, n: u64) {
     }
 }
 
+/// Waits until `locks` holds a lease on `resource` that a dequeue sent ahead took (up to 5 s).
+async fn until_leased_ahead(locks: &GrpcLockProvider, resource: &str) {
+    let started = Instant::now();
+    while locks.fencing_token(resource).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not leased ahead"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_prefetching_queue_answers_the_next_dequeue_with_the_item_it_leased_ahead() {
     let server = server_with_metrics().await;
@@ -782,14 +833,7 @@ async fn a_prefetching_queue_answers_the_next_dequeue_with_the_item_it_leased_ah
     assert_eq!(first, Some(ids[0].clone()));
     // The next dequeue went out on its own and leased the second workflow for this host.
     until_dequeues(&server, 2).await;
-    let started = Instant::now();
-    while locks.fencing_token(&claim_of(&ids[1])).is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "not leased ahead"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_leased_ahead(&locks, &claim_of(&ids[1])).await;
     assert!(!probe.acquire_lock(&claim_of(&ids[1])).await.unwrap());
     assert!(!probe.acquire_lock(&ids[1]).await.unwrap());
 
@@ -810,14 +854,7 @@ async fn a_prefetching_queue_answers_the_next_dequeue_with_the_item_it_leased_ah
     assert_eq!(read.id, ids[1]);
 
     // stop gives back the item found ahead that nobody asked for (long before the 2 s bound).
-    let started = Instant::now();
-    while locks.fencing_token(&claim_of(&ids[2])).is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "not leased ahead"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_leased_ahead(&locks, &claim_of(&ids[2])).await;
     queue.stop().await.unwrap();
     assert!(locks.fencing_token(&claim_of(&ids[2])).is_none());
     until_free(&probe, &claim_of(&ids[2]), Duration::from_millis(1000)).await;
