@@ -30,9 +30,8 @@ from wfe_sqlite._sqlite_store import (
     RUNNABLE_WORKFLOWS,
     SCHEDULE_COMMAND,
     SET_TOKEN,
-    UPDATE_WORKFLOW,
     WORKFLOW_COLUMNS,
-    update_parameters,
+    write_persist,
 )
 
 
@@ -117,9 +116,7 @@ class RawStore:
         elif op == "persist":
             wid = self.ids[task % len(self.ids)]
             row = self.workflow_row._replace(id=wid, name=f"bench-{wid}")
-            conn.execute(UPDATE_WORKFLOW, update_parameters(row))
-            conn.execute("DELETE FROM execution_pointers WHERE workflow_id = ?", (wid,))
-            conn.executemany(INSERT_POINTER, [p._replace(workflow_id=wid) for p in self.pointer_rows])
+            write_persist(conn, row, [p._replace(workflow_id=wid) for p in self.pointer_rows])
         elif op == "create_event":
             conn.execute(INSERT_EVENT, self.event_row._replace(id=str(uuid.uuid4()), event_key=f"key-{n}"))
         elif op == "set_token":

@@ -55,10 +55,9 @@ __all__ = [
     "RUNNABLE_WORKFLOWS",
     "SCHEDULE_COMMAND",
     "SET_TOKEN",
-    "UPDATE_WORKFLOW",
     "WORKFLOW_COLUMNS",
     "SqliteStore",
-    "update_parameters",
+    "write_persist",
 ]
 
 _CHUNK = 500
@@ -81,21 +80,55 @@ EVENT_COLUMNS = _columns(EventRow)
 SUBSCRIPTION_COLUMNS = _columns(SubscriptionRow)
 INSERT_WORKFLOW = _insert("workflows", WorkflowRow)
 INSERT_POINTER = _insert("execution_pointers", PointerRow)
+_POINTER_VALUES = ", ".join(f"{name} = excluded.{name}" for name in PointerRow._fields[2:])
+_UPSERT_POINTER = f"{INSERT_POINTER} ON CONFLICT (workflow_id, position) DO UPDATE SET {_POINTER_VALUES}"
 INSERT_EVENT = _insert("events", EventRow)
 INSERT_SUBSCRIPTION = _insert("event_subscriptions", SubscriptionRow)
 INSERT_ERROR = _insert("execution_errors", ErrorRow)
 _MUTABLE = [name for name in WorkflowRow._fields if name not in ("id", "create_time", "revision")]
-UPDATE_WORKFLOW = (
-    f"UPDATE workflows SET {', '.join(f'{name} = ?' for name in _MUTABLE)}, revision = revision + 1 "
-    "WHERE id = ? AND (? = 0 OR revision = ?) RETURNING revision"
-)
-"""Replaces every mutable column of a workflow and adds one to its revision when the stored
-revision is the expected one (0: any): parameters from ``update_parameters``."""
+_SELECT_MUTABLE = f"SELECT {', '.join(_MUTABLE)}, revision FROM workflows WHERE id = ?"
 
 
-def update_parameters(row: WorkflowRow, expected_revision: int = 0) -> list[object]:
-    """The parameters of ``UPDATE_WORKFLOW`` for ``row``."""
-    return [*(getattr(row, name) for name in _MUTABLE), row.id, expected_revision, expected_revision]
+@functools.lru_cache(maxsize=256)
+def _update_statement(changed: tuple[int, ...]) -> str:
+    """An UPDATE by id of the ``_MUTABLE`` columns at the indexes ``changed`` and of the revision."""
+    columns = "".join(f"{_MUTABLE[i]} = ?, " for i in changed)
+    return f"UPDATE workflows SET {columns}revision = ? WHERE id = ?"
+
+
+def write_persist(
+    conn: sqlite3.Connection, row: WorkflowRow, pointers: Sequence[PointerRow], expected_revision: int = 0
+) -> int:
+    """Replace a stored workflow and its pointers with ``row`` and ``pointers`` when its revision is
+    ``expected_revision`` (0: any); the new revision. Inside the caller's transaction.
+
+    Writes only what changes: the columns whose values differ (SQLite rewrites the index entries of
+    every column an UPDATE sets, changed or not: setting them all wrote three times the pages) and
+    the pointers in place by position (deleting and inserting them again also rewrote the primary
+    key's index and moved the rows to the end of the table).
+    """
+    stored = conn.execute(_SELECT_MUTABLE, (row.id,)).fetchone()
+    if stored is None:
+        raise WorkflowNotFound(f"workflow {row.id!r} not found", id=row.id)
+    if expected_revision and stored[-1] != expected_revision:
+        raise RevisionConflict(
+            f"workflow {row.id!r} is at revision {stored[-1]}, not the expected {expected_revision}; "
+            "nothing was written",
+            id=row.id,
+            expected=str(expected_revision),
+            stored=str(stored[-1]),
+        )
+    revision: int = stored[-1] + 1
+    values = [getattr(row, name) for name in _MUTABLE]
+    changed = tuple(i for i, value in enumerate(values) if value != stored[i])
+    try:
+        conn.execute(_update_statement(changed), [*(values[i] for i in changed), revision, row.id])
+    except sqlite3.IntegrityError:
+        raise WorkflowNameTaken(f"another workflow is named {row.name!r}", name=row.name) from None
+    if pointers:
+        conn.executemany(_UPSERT_POINTER, pointers)
+    conn.execute("DELETE FROM execution_pointers WHERE workflow_id = ? AND position >= ?", (row.id, len(pointers)))
+    return revision
 
 
 SCHEDULE_COMMAND = (
@@ -348,31 +381,12 @@ class SqliteStore(SqliteVisibility, SqliteConsoleReads, Store):
         subscriptions: Sequence[SubscriptionRow] = (),
         expected_revision: int = 0,
     ) -> int:
-        values = update_parameters(row, expected_revision)
         effects = WorkEffects()
 
         def job(conn: sqlite3.Connection) -> int:
-            try:
-                updated = conn.execute(UPDATE_WORKFLOW, values).fetchone()
-            except sqlite3.IntegrityError:
-                raise WorkflowNameTaken(f"another workflow is named {row.name!r}", name=row.name) from None
-            if updated is None:
-                stored = conn.execute("SELECT revision FROM workflows WHERE id = ?", (row.id,)).fetchone()
-                if stored is None:
-                    raise WorkflowNotFound(f"workflow {row.id!r} not found", id=row.id)
-                raise RevisionConflict(
-                    f"workflow {row.id!r} is at revision {stored[0]}, not the expected {expected_revision}; "
-                    "nothing was written",
-                    id=row.id,
-                    expected=str(expected_revision),
-                    stored=str(stored[0]),
-                )
-            conn.execute("DELETE FROM execution_pointers WHERE workflow_id = ?", (row.id,))
-            if pointers:
-                conn.executemany(INSERT_POINTER, pointers)
+            revision = write_persist(conn, row, pointers, expected_revision)
             _insert_subscriptions(conn, subscriptions)
             queue_stored_workflow(conn, row.id, row.status, row.next_execution, _now_micros(), effects)
-            revision: int = updated[0]
             return revision
 
         revision = await self.database.write(job)
