@@ -87,7 +87,7 @@ def test_what_is_stored_is_the_whole_new_workflow(conn: sqlite3.Connection) -> N
     w.data = {"i": 8}
     w.reference = None
     w.status = WorkflowStatus.SUSPENDED
-    w.execution_pointers = w.execution_pointers[:1] + [ExecutionPointer.new(9)]
+    w.execution_pointers = [*w.execution_pointers[:1], ExecutionPointer.new(9)]
     conn.execute("BEGIN IMMEDIATE")
     assert write_persist(conn, workflow_row(w), pointer_rows(w.id, w.execution_pointers)) == 2
     conn.execute("COMMIT")
