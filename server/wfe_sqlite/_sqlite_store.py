@@ -8,6 +8,7 @@ Column lists and placeholders come from the row types of ``_rows``.
 from __future__ import annotations
 
 import functools
+import operator
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -87,6 +88,8 @@ INSERT_SUBSCRIPTION = _insert("event_subscriptions", SubscriptionRow)
 INSERT_ERROR = _insert("execution_errors", ErrorRow)
 _MUTABLE = [name for name in WorkflowRow._fields if name not in ("id", "create_time", "revision")]
 _SELECT_MUTABLE = f"SELECT {', '.join(_MUTABLE)}, revision FROM workflows WHERE id = ?"
+_mutable_values = operator.attrgetter(*_MUTABLE)
+"""A row's ``_MUTABLE`` values, in that order (as ``_SELECT_MUTABLE`` reads them)."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -119,7 +122,7 @@ def write_persist(
             stored=str(stored[-1]),
         )
     revision: int = stored[-1] + 1
-    values = [getattr(row, name) for name in _MUTABLE]
+    values = _mutable_values(row)
     changed = tuple(i for i, value in enumerate(values) if value != stored[i])
     try:
         conn.execute(_update_statement(changed), [*(values[i] for i in changed), revision, row.id])

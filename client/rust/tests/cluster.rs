@@ -164,6 +164,8 @@ struct EventScene {
     queue: GrpcQueueProvider,
     other: GrpcPersistenceProvider,
     id: String,
+    /// Before the events the tests create: the `as_of` their subscriptions start from.
+    since: chrono::DateTime<chrono::Utc>,
 }
 
 async fn event_scene() -> EventScene {
@@ -178,42 +180,36 @@ async fn event_scene() -> EventScene {
         queue,
         other,
         id,
+        since: chrono::Utc::now() - chrono::Duration::seconds(5),
     }
 }
 
-/// A subscription of `scene`'s workflow (pointer `pointer`), stored by the other client.
-async fn subscribe(
-    scene: &EventScene,
-    pointer: &str,
-    name: &str,
-    key: &str,
-    as_of: chrono::DateTime<chrono::Utc>,
-) -> EventSubscription {
-    let mut sub = EventSubscription::new(&scene.id, 0, pointer, name, key, as_of);
-    sub.id = scene.other.create_event_subscription(&sub).await.unwrap();
-    sub
+impl EventScene {
+    /// A subscription of the scene's workflow (pointer `pointer`) as of `since` + `later`, stored
+    /// by the other client.
+    async fn subscribe(
+        &self,
+        pointer: &str,
+        name: &str,
+        key: &str,
+        later: chrono::Duration,
+    ) -> EventSubscription {
+        let as_of = self.since + later;
+        let mut sub = EventSubscription::new(&self.id, 0, pointer, name, key, as_of);
+        sub.id = self.other.create_event_subscription(&sub).await.unwrap();
+        sub
+    }
 }
 
 #[tokio::test]
 async fn an_event_dequeue_answers_the_hosts_event_and_subscription_reads_that_follow() {
     let scene = event_scene().await;
-    let EventScene {
-        server,
-        host_store,
-        queue,
-        other,
-        ..
-    } = &scene;
-    let at = chrono::Utc::now() - chrono::Duration::seconds(5);
-    let sub = subscribe(&scene, "p0", "paid", "order-1", at).await;
-    subscribe(
-        &scene,
-        "p1",
-        "paid",
-        "order-1",
-        at + chrono::Duration::hours(1),
-    )
-    .await;
+    let (server, host_store, queue, other) =
+        (&scene.server, &scene.host_store, &scene.queue, &scene.other);
+    let zero = chrono::Duration::zero();
+    let sub = scene.subscribe("p0", "paid", "order-1", zero).await;
+    let hour = chrono::Duration::hours(1);
+    scene.subscribe("p1", "paid", "order-1", hour).await;
     let event = wfe_core::models::Event::new("paid", "order-1", json!({"amount": 3}));
     let event_id = other.create_event(&event).await.unwrap();
     assert_eq!(
@@ -253,17 +249,13 @@ async fn an_event_dequeue_answers_the_hosts_event_and_subscription_reads_that_fo
 #[tokio::test]
 async fn an_event_nobody_waits_for_is_marked_processed_by_its_dequeue() {
     let scene = event_scene().await;
-    let EventScene {
-        server,
-        host_store,
-        queue,
-        other,
-        ..
-    } = &scene;
+    let (server, host_store, queue, other) =
+        (&scene.server, &scene.host_store, &scene.queue, &scene.other);
     // A subscription for another key, and one subscribed after the event's time: neither waits.
-    let at = chrono::Utc::now() - chrono::Duration::seconds(5);
-    subscribe(&scene, "p0", "done", "other", at).await;
-    subscribe(&scene, "p1", "done", "w-1", at + chrono::Duration::hours(1)).await;
+    let zero = chrono::Duration::zero();
+    scene.subscribe("p0", "done", "other", zero).await;
+    let hour = chrono::Duration::hours(1);
+    scene.subscribe("p1", "done", "w-1", hour).await;
     let event = wfe_core::models::Event::new("done", "w-1", json!({}));
     let event_id = other.create_event(&event).await.unwrap();
     assert_eq!(
