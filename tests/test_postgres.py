@@ -532,3 +532,40 @@ async def test_the_cluster_services_come_back_with_postgres(own_cluster: PgClust
     finally:
         await a.stop()
         await b.stop()
+
+
+def _awaiting(task: asyncio.Task[None]) -> list[str]:
+    """The names of the coroutines a task is suspended in, outermost first."""
+    names = []
+    coroutine: object = task.get_coro()
+    while coroutine is not None and hasattr(coroutine, "cr_code"):
+        names.append(coroutine.cr_code.co_name)  # type: ignore[attr-defined]
+        coroutine = coroutine.cr_await  # type: ignore[attr-defined]
+    return names
+
+
+async def test_closing_ends_promptly_whenever_the_listener_keepalive_answers(pg_url: str) -> None:
+    """The server's stop must not hang on the LISTEN connection's keepalive. A close that lands
+    while its reply arrives (the event loop busy with something large meanwhile) hung the session
+    with a cancel swallowed by asyncio.wait_for on Python 3.11; each step of that window is tried."""
+    for turns in range(8):
+        provider = await open_provider(pg_url)
+        cluster = provider.cluster
+        assert isinstance(cluster, PostgresCluster)
+        cluster.start(0.5)
+        assert await cluster.wait_ready(10)
+        listener = cluster._listen_task
+        assert listener is not None
+        deadline = time.monotonic() + 5
+        while "_keepalive" not in _awaiting(listener):
+            assert time.monotonic() < deadline, "the keepalive was never seen in flight"
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the query goes out ...
+        await asyncio.sleep(0)
+        time.sleep(0.02)  # ... and its answer arrives while the loop is busy
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        closing = asyncio.ensure_future(provider.close())
+        done, _ = await asyncio.wait([closing], timeout=3)
+        assert done, f"close hung with the keepalive answered {turns} loop turns before it"
+        assert listener.done()

@@ -78,6 +78,8 @@ SWEEP_LOCK = 0x5746455F5357  # "WFE_SW": the advisory lock of the stranded-work 
 SWEEP_LIMIT = 1000
 """Most items of each kind one sweep queues again."""
 _MAX_SLEEP = 60.0
+CLOSE_WAIT = 5.0
+"""Seconds ``close`` waits for the background tasks to end after cancelling them."""
 
 # -- SQL --------------------------------------------------------------------------------------------
 
@@ -346,19 +348,21 @@ class PostgresCluster(ClusterServices):
         self.stop_waiting()
         if self._timer is not None:
             self._timer.cancel()
+        if self._listener is not None:
+            # Cut first: nothing of the listener's (its keepalive, a cancel request) can wait on it.
+            self._listener.terminate()
         tasks = [t for t in (self._listen_task, self._sweep_task, self._timer_task) if t is not None]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Bounded: a cancel can be lost (on Python 3.11 asyncio.wait_for swallows one that lands as
+        # its result arrives); a loop that missed it ends on _closed at its next turn.
+        if tasks:
+            _, running = await asyncio.wait(tasks, timeout=CLOSE_WAIT)
+            for task in running:
+                LOG.warning("%s did not stop within %.0f s of closing; left running", task.get_name(), CLOSE_WAIT)
         await self._poll.close()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._listener.close(), 2.0)
-            self._listener = None
+            await asyncio.wait(self._tasks, timeout=CLOSE_WAIT)
 
     # -- locks -------------------------------------------------------------------------------------
 
@@ -560,10 +564,9 @@ class PostgresCluster(ClusterServices):
                 self._connected.set()
                 for queue in QUEUES:  # notifications may have been missed while not listening
                     self._notify(queue)
-                while not conn.is_closed():
+                while not (self._closed or conn.is_closed()):
                     await asyncio.sleep(1.0)
-                    with contextlib.suppress(Exception):  # a dead connection shows here
-                        await asyncio.wait_for(conn.execute("SELECT 1"), self._store.config.connect_timeout)
+                    await self._keepalive(conn)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - reconnect
@@ -576,10 +579,15 @@ class PostgresCluster(ClusterServices):
             if not self._closed:
                 await asyncio.sleep(0.2)
 
+    async def _keepalive(self, conn: asyncpg.Connection) -> None:
+        """One round trip on the LISTEN connection: a dead connection shows as closed after it."""
+        with contextlib.suppress(Exception):
+            await conn.execute("SELECT 1", timeout=self._store.config.connect_timeout)
+
     # -- stranded work and the due timer -----------------------------------------------------------
 
     async def _sweep_loop(self) -> None:
-        while True:
+        while not self._closed:
             try:
                 await self.sweep()
             except asyncio.CancelledError:
