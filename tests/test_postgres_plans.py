@@ -1,4 +1,4 @@
-"""PostgreSQL: every visibility and console query has an index behind it.
+"""PostgreSQL: every visibility and console query, and the workflow read, has an index behind it.
 
 The statements are the store's own (the builders and constants of ``_postgres_visibility``, with
 real parameters), planned by PostgreSQL on a real database with sequential scans priced out
@@ -17,6 +17,7 @@ import asyncpg
 
 from wfe_client import ExecutionError, ExecutionPointer, WorkflowInstance, WorkflowStatus
 from wfe_sqlite import open_provider
+from wfe_sqlite._postgres_store import _READ_WORKFLOWS
 from wfe_sqlite._postgres_visibility import (
     COUNT_PURGEABLE,
     DELETE_WORKFLOW,
@@ -127,5 +128,35 @@ async def test_every_visibility_and_console_query_reads_an_index(pg_url: str) ->
                 sql, values = events_query(processed, name, key, after, 50)
                 nodes = await _plan(conn, sql, *values)
                 assert _scans(nodes) == {index}, (processed, name, key, _scans(nodes))
+    finally:
+        await conn.close()
+
+
+async def test_a_workflow_read_takes_the_workflow_and_its_pointers_from_indexes(pg_url: str) -> None:
+    """Gets, batch gets and gets by name: one statement, the workflow by its key (or name), its
+    pointers by ``execution_pointers_by_workflow``, in position order without a sort."""
+    provider = await open_provider(pg_url)
+    await provider.close()  # the schema
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(
+            "INSERT INTO workflows (id, name, workflow_definition_id, version, status, data, create_time) "
+            "SELECT 'w-' || i, 'w-' || i, 'def', 1, 'RUNNABLE', '{}', i FROM generate_series(1, 20000) AS i"
+        )
+        await conn.execute(
+            "INSERT INTO execution_pointers (workflow_id, position, id, step_id, active, status, event_published, "
+            "retry_count, children, scope, extension_attributes) SELECT 'w-' || (i / 3), i % 3, 'p-' || i, 0, 1, "
+            "'PENDING', 0, 0, '[]', '[]', '{}' FROM generate_series(3, 60002) AS i"
+        )
+        await conn.execute("ANALYZE")
+        reads = {
+            "id = $1": ("w-7", "workflows_pkey"),
+            "id = ANY($1::text[])": (["w-7", "w-9", "w-11"], "workflows_pkey"),
+            "name = $1 AND name <> ''": ("w-7", "workflows_name"),
+        }
+        for where, (value, index) in reads.items():
+            nodes = await _plan(conn, _READ_WORKFLOWS.format(where=where), value)
+            assert _scans(nodes) == {index, "execution_pointers_by_workflow"}, (where, _scans(nodes))
+            assert not any(n["Node Type"] in ("Sort", "Incremental Sort") for n in nodes), where
     finally:
         await conn.close()

@@ -291,6 +291,12 @@ _P = len(PointerRow._fields)
 _MUTABLE = [name for name in WorkflowRow._fields if name not in ("id", "create_time", "revision")]
 _M = len(_MUTABLE)
 
+_WORKFLOW_WIDTH = len(WorkflowRow._fields)
+_READ_WORKFLOWS = (
+    f"SELECT {WORKFLOW_COLUMNS}, ARRAY(SELECT ROW({POINTER_COLUMNS}) FROM execution_pointers "
+    "WHERE workflow_id = workflows.id ORDER BY position) FROM workflows WHERE {where}"
+)
+"""The workflows ``{where}`` selects, each with its pointers (a list of tuples) in its last column."""
 _INSERT_POINTERS = f"INSERT INTO execution_pointers ({POINTER_COLUMNS}) {_unnest(PointerRow, _W + 1)}"
 _CLOCK = f"clock AS (SELECT {NOW_US} AS now)"
 _DUE_WORKFLOW = "{0}.status = 'RUNNABLE' AND {0}.next_execution IS NOT NULL AND {0}.next_execution <= clock.now / 1000"
@@ -753,26 +759,9 @@ class PostgresStore(PostgresVisibility, Store):
         return await self._page(_RUNNABLE_WORKFLOWS, (as_at_ms,), limit, after, budget)
 
     async def _read_workflows(self, where: str, value: object) -> list[StoredWorkflow]:
-        async def job(conn: asyncpg.Connection) -> list[StoredWorkflow]:
-            # One snapshot for the workflows and their pointers.
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                rows = [
-                    WorkflowRow(*r)
-                    for r in await conn.fetch(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE {where}", value)
-                ]
-                if not rows:
-                    return []
-                pointers: dict[str, list[PointerRow]] = {r.id: [] for r in rows}
-                for p in await conn.fetch(
-                    f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id = ANY($1::text[]) "
-                    "ORDER BY workflow_id, position",
-                    list(pointers),
-                ):
-                    pointer = PointerRow(*p)
-                    pointers[pointer.workflow_id].append(pointer)
-                return [(r, pointers[r.id]) for r in rows]
-
-        return await self._run(job)
+        # One statement, so one snapshot for the workflows and their pointers, and one round trip.
+        rows = await self._run(lambda conn: conn.fetch(_READ_WORKFLOWS.format(where=where), value))
+        return [(WorkflowRow(*r[:_WORKFLOW_WIDTH]), [PointerRow(*p) for p in r[_WORKFLOW_WIDTH]]) for r in rows]
 
     async def workflow(self, id: str) -> StoredWorkflow:
         found = await self._read_workflows("id = $1", id)
