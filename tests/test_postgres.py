@@ -35,7 +35,7 @@ from wfe_client import (
 from wfe_client.models import EventSubscription, ExecutionPointer, WorkflowInstance
 from wfe_sqlite import PostgresPersistenceProvider, open_provider
 from wfe_sqlite._postgres_cluster import FALLBACK_LOOK, PostgresCluster
-from wfe_sqlite._postgres_store import MIGRATIONS, SCHEMA_VERSION, migrate_url
+from wfe_sqlite._postgres_store import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, migrate_url
 from wfe_sqlite.server import RunningServer, ServerConfig
 
 UTC = UTC
@@ -112,6 +112,23 @@ async def test_a_version_1_database_is_upgraded_and_its_workflows_start_at_revis
         old.revision = 1
         with pytest.raises(RevisionConflict):
             await provider.persist_workflow(old)
+    finally:
+        await provider.close()
+
+
+async def test_ensure_store_exists_leaves_no_session_lock_on_the_pooled_connection(pg_url: str) -> None:
+    """The pool releases connections without a reset query, so the migration's session lock must
+    be gone when ensure_store_exists returns, or the next server's start-up would wait forever."""
+    provider = await open_provider(pg_url)
+    try:
+        await asyncio.gather(*(provider.ensure_store_exists() for _ in range(4)))
+        held = await provider.get_workflow_instance(await provider.create_new_workflow(_workflow("after")))
+        assert held.workflow_definition_id == "after"
+        other = await asyncpg.connect(pg_url)
+        try:
+            assert await asyncio.wait_for(other.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK), 5)
+        finally:
+            await other.close()
     finally:
         await provider.close()
 

@@ -545,10 +545,26 @@ async def migrate(conn: asyncpg.Connection) -> tuple[int, int]:
             LOG.info("schema upgraded to version %d", version)
         return before, max(before, SCHEMA_VERSION)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        try:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        except BaseException:
+            conn.terminate()  # not back to a pool with the lock held
+            raise
 
 
 # -- the store -------------------------------------------------------------------------------------
+
+
+async def _release_as_is(conn: asyncpg.Connection) -> None:
+    """The pool's reset of a released connection: nothing beyond asyncpg's own (it rolls back an
+    open transaction and drops listeners).
+
+    asyncpg's default also sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``, one
+    more round trip per operation, for session state this store never leaves on a pooled
+    connection: it sets no setting, opens no cursor, LISTENs on a connection of its own, and takes
+    advisory locks per transaction but the migration's, which ``migrate`` releases or cuts the
+    connection.
+    """
 
 
 class PostgresStore(PostgresVisibility, Store):
@@ -587,6 +603,7 @@ class PostgresStore(PostgresVisibility, Store):
             timeout=config.connect_timeout,
             command_timeout=config.command_timeout,
             # Statements are prepared once per connection and cached (asyncpg's default size).
+            reset=_release_as_is,
         )
         return cls(pool, config)
 
