@@ -457,6 +457,43 @@ def own_cluster() -> Iterator[PgCluster]:
         cluster.stop()
 
 
+async def test_a_write_postgres_rolls_back_to_end_a_deadlock_is_unavailable_not_internal(pg_url: str) -> None:
+    """PostgreSQL ends a deadlock by rolling one statement back (SQLSTATE 40P01): for the caller that
+    is a write to retry (UNAVAILABLE, STORAGE_UNAVAILABLE, nothing written), not a server bug."""
+    running = await RunningServer.start(ServerConfig(db=pg_url, listen="127.0.0.1:0", grace=1.0))
+    side = await asyncpg.connect(pg_url)
+    watch = await asyncpg.connect(pg_url)
+    try:
+        async with GrpcPersistenceProvider.connect(running.address) as store:
+            workflow = _workflow("deadlock")
+            await store.create_new_workflow(workflow)
+            async with side.transaction():
+                # The persist takes the workflow's row, then waits for its pointers held here ...
+                await side.execute("SELECT 1 FROM execution_pointers WHERE workflow_id = $1 FOR UPDATE", workflow.id)
+                changed = copy.deepcopy(workflow)
+                changed.data = {"n": 2}
+                persist = asyncio.create_task(store.persist_workflow(changed))
+                for _ in range(500):
+                    if await watch.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
+                        break
+                    await asyncio.sleep(0.01)
+                else:
+                    raise AssertionError("the persist never waited for the pointers' lock")
+                # ... and this asks for the workflow's row: a cycle, which PostgreSQL breaks by
+                # rolling back the statement that waited first (the persist).
+                await side.execute("SELECT 1 FROM workflows WHERE id = $1 FOR UPDATE", workflow.id)
+                with pytest.raises(StorageUnavailable, match="40P01"):
+                    await asyncio.wait_for(persist, 30)
+            stored = await store.get_workflow_instance(workflow.id)
+            assert stored.data == {"n": 1} and stored.revision == 1
+            await store.persist_workflow(changed)  # the retry goes through
+            assert (await store.get_workflow_instance(workflow.id)).data == {"n": 2}
+    finally:
+        await side.close()
+        await watch.close()
+        await running.stop()
+
+
 async def test_postgres_stopped_under_load_is_unavailable_then_recovers(own_cluster: PgCluster) -> None:
     url = own_cluster.create_database("faults")
     running = await RunningServer.start(ServerConfig(db=url, listen="127.0.0.1:0", grace=1.0))

@@ -460,12 +460,25 @@ def _unavailable(error: BaseException) -> StorageUnavailable | None:
     return None
 
 
+def _rolled_back(error: BaseException) -> StorageUnavailable | None:
+    """``StorageUnavailable`` for a statement PostgreSQL rolled back to end a conflict between
+    transactions (SQLSTATE class 40: a deadlock, a serialization failure). Nothing of it was written
+    and a retry may succeed, as after a busy SQLite file; it is the statement's error, not the
+    connection's (the connection stays usable)."""
+    if isinstance(error, asyncpg.PostgresError):
+        state = str(getattr(error, "sqlstate", "") or "")
+        if state[:2] == "40":
+            return StorageUnavailable(f"PostgreSQL rolled the write back ({state}: {error}); retry")
+    return None
+
+
 def _as_unavailable(error: Exception) -> Exception:
     """``StorageUnavailable`` for connection-level failures (asyncpg's ``InternalClientError``
-    included: a connection left mid-protocol by a lost server); any other error as it is."""
+    included: a connection left mid-protocol by a lost server) and rolled-back statements; any other
+    error as it is."""
     if isinstance(error, asyncpg.exceptions.InternalClientError):
         return StorageUnavailable(f"PostgreSQL connection failed: {error}; retry later")
-    return _unavailable(error) or error
+    return _unavailable(error) or _rolled_back(error) or error
 
 
 def _nul_error(error: BaseException) -> InvalidArgument | None:
@@ -487,7 +500,7 @@ def _item_error(error: BaseException) -> Exception | None:
     if nul is not None:
         return nul
     if isinstance(error, asyncpg.PostgresError) and _unavailable(error) is None:
-        return own
+        return _rolled_back(error) or own
     return None
 
 
