@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -349,6 +350,33 @@ async def test_ids_names_keys_and_tokens_over_1024_bytes_are_refused_on_write(pr
     assert [s.id for s in await provider.get_subscriptions(fits, fits, T0)] == [subscription.id]
     assert await provider.set_subscription_token(subscription.id, fits, fits, T0 + timedelta(days=1))
     await provider.clear_subscription_token(subscription.id, fits)
+
+
+async def test_a_reference_postgresql_cannot_index_is_refused_there_and_kept_by_sqlite(
+    provider: PersistenceProvider, store_url: str
+) -> None:
+    """PostgreSQL's index on the reference holds about 2,700 bytes, so it takes references of at most
+    1024 bytes (a longer one that did not compress failed as INTERNAL); SQLite keeps any length."""
+    fits, longer = secrets.token_hex(512), secrets.token_hex(4000)  # 1024 and 8000 bytes, incompressible
+    w = WorkflowInstance.new("flow", 1, {})
+    w.reference = fits
+    await provider.create_new_workflow(w)
+    assert (await provider.get_workflow_instance(w.id)).reference == fits
+    over = WorkflowInstance.new("flow", 1, {})
+    over.reference = longer
+    w.reference = longer
+    if store_url.startswith("sqlite://"):
+        await provider.create_new_workflow(over)
+        await provider.persist_workflow(w)
+        assert (await provider.get_workflow_instance(over.id)).reference == longer
+        assert (await provider.get_workflow_instance(w.id)).reference == longer
+        return
+    for write in (lambda: provider.create_new_workflow(over), lambda: provider.persist_workflow(w)):
+        with pytest.raises(InvalidArgument) as refused:
+            await write()
+        _invalid(refused, "workflow.reference")
+    assert (await provider.get_workflow_instance(w.id)).reference == fits
+    assert (await provider.get_workflow_instance(w.id)).revision == 1
 
 
 async def test_duplicate_pointer_ids_are_refused(provider: PersistenceProvider) -> None:

@@ -488,6 +488,23 @@ def _nul_error(error: BaseException) -> InvalidArgument | None:
     return None
 
 
+MAX_REFERENCE_BYTES = 1024
+"""Longest workflow reference PostgreSQL takes, in UTF-8 bytes: its index (with the creation time
+and an id of up to 1024 bytes) must fit a btree entry, about 2,700 bytes. SQLite takes any length."""
+
+
+def _check_reference(row: WorkflowRow) -> None:
+    reference = row.reference
+    if reference is not None and len(reference) > MAX_REFERENCE_BYTES // 4:
+        size = len(reference.encode("utf-8", "surrogatepass"))
+        if size > MAX_REFERENCE_BYTES:
+            raise InvalidArgument(
+                f"workflow.reference: {size} bytes; PostgreSQL indexes references of at most "
+                f"{MAX_REFERENCE_BYTES} bytes",
+                field="workflow.reference",
+            )
+
+
 def _item_error(error: BaseException) -> Exception | None:
     """The error of one write's own request (its caller's alone in a group commit); None for a
     connection-level failure, which fails the whole batch."""
@@ -698,6 +715,7 @@ class PostgresStore(PostgresVisibility, Store):
         return await self._run(job)
 
     async def create_workflow(self, row: WorkflowRow, pointers: Sequence[PointerRow]) -> tuple[str, str]:
+        _check_reference(row)
         arrays = _arrays(pointers, PointerRow)
         row = row._replace(revision=1)
 
@@ -745,6 +763,7 @@ class PostgresStore(PostgresVisibility, Store):
         subscriptions: Sequence[SubscriptionRow] = (),
         expected_revision: int = 0,
     ) -> int:
+        _check_reference(row)
         arguments = persist_parameters(row, pointers, subscriptions, expected_revision)
 
         async def job(conn: asyncpg.Connection) -> tuple[int, int]:

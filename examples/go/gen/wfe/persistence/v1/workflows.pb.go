@@ -209,7 +209,7 @@ type WorkflowInstance struct {
 	Version uint32 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
 	// Free text description; absent when none.
 	Description *string `protobuf:"bytes,6,opt,name=description,proto3,oneof" json:"description,omitempty"`
-	// Caller's own reference; absent when none.
+	// Caller's own reference; absent when none. On PostgreSQL at most 1024 bytes (it indexes it).
 	Reference *string `protobuf:"bytes,7,opt,name=reference,proto3,oneof" json:"reference,omitempty"`
 	// Every execution pointer of the workflow; persisted as a whole.
 	ExecutionPointers []*ExecutionPointer `protobuf:"bytes,8,rep,name=execution_pointers,json=executionPointers,proto3" json:"execution_pointers,omitempty"`
