@@ -379,6 +379,37 @@ async def test_a_reference_postgresql_cannot_index_is_refused_there_and_kept_by_
     assert (await provider.get_workflow_instance(w.id)).revision == 1
 
 
+async def test_keys_too_long_together_for_a_postgresql_index_are_invalid_there(
+    provider: PersistenceProvider, store_url: str
+) -> None:
+    """An event's (and a subscription's) name, key and id are indexed together. Each may hold 1024
+    bytes, but three that do not compress exceed what a PostgreSQL btree entry holds: there that is
+    INVALID_ARGUMENT (it was INTERNAL); SQLite stores them."""
+
+    def key() -> str:
+        return secrets.token_hex(512)
+
+    event = Event.new(key(), key(), {})
+    event.id = key()
+    subscription = EventSubscription.new("wf", 0, key(), key(), key(), T0)
+    subscription.id = key()
+    writes = {
+        "event": (lambda: provider.create_event(event), lambda: provider.get_event(event.id)),
+        "subscription": (
+            lambda: provider.create_event_subscription(subscription),
+            lambda: provider.get_subscription(subscription.id),
+        ),
+    }
+    for field, (write, read) in writes.items():
+        if store_url.startswith("sqlite://"):
+            await write()
+            assert (await read()).id in (event.id, subscription.id)
+            continue
+        with pytest.raises(InvalidArgument, match="PostgreSQL cannot store these values") as refused:
+            await write()
+        _invalid(refused, field)
+
+
 async def test_duplicate_pointer_ids_are_refused(provider: PersistenceProvider) -> None:
     w = WorkflowInstance.new("flow", 1, {})
     first, second, third = ExecutionPointer.new(0), ExecutionPointer.new(1), ExecutionPointer.new(2)

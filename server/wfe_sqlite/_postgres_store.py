@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -482,10 +483,25 @@ def _as_unavailable(error: Exception) -> Exception:
 
 
 def _nul_error(error: BaseException) -> InvalidArgument | None:
-    """PostgreSQL text cannot hold NUL characters (SQLite can): the request's error, not the store's."""
+    """PostgreSQL text cannot hold NUL characters (SQLite can): the request's error, not the store's.
+    Likewise an index entry PostgreSQL cannot hold: keys of up to 1024 bytes each that do not
+    compress can be too long together for a btree entry (about 2,700 bytes)."""
     if isinstance(error, (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)):
         return InvalidArgument(f"PostgreSQL cannot store or look up text containing a NUL character (\\u0000): {error}")
+    if isinstance(error, asyncpg.ProgramLimitExceededError) and getattr(error, "sqlstate", "") == "54000":
+        index = re.search(r'index "([^"]+)"', str(error))
+        field = _INDEX_FIELDS.get(index.group(1)) if index else None
+        message = f"PostgreSQL cannot store these values: {error}; shorten the record's ids, names or keys"
+        return InvalidArgument(message, field=field) if field else InvalidArgument(message)
     return None
+
+
+_INDEX_FIELDS = {
+    "events_by_name_key": "event",
+    "subscriptions_open": "subscription",
+    "workflows_by_reference": "workflow.reference",
+}
+"""The request field an index entry too long is reported on (the index's keys are its fields)."""
 
 
 MAX_REFERENCE_BYTES = 1024
@@ -669,7 +685,11 @@ class PostgresStore(PostgresVisibility, Store):
             yield conn
         except WfeError:
             raise
-        except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError) as error:
+        except (
+            asyncpg.CharacterNotInRepertoireError,
+            asyncpg.UntranslatableCharacterError,
+            asyncpg.ProgramLimitExceededError,
+        ) as error:
             nul = _nul_error(error)
             assert nul is not None
             raise nul from error
