@@ -482,7 +482,7 @@ def _as_unavailable(error: Exception) -> Exception:
     return _unavailable(error) or _rolled_back(error) or error
 
 
-def _nul_error(error: BaseException) -> InvalidArgument | None:
+def _cannot_store(error: BaseException) -> InvalidArgument | None:
     """PostgreSQL text cannot hold NUL characters (SQLite can): the request's error, not the store's.
     Likewise an index entry PostgreSQL cannot hold: keys of up to 1024 bytes each that do not
     compress can be too long together for a btree entry (about 2,700 bytes)."""
@@ -529,9 +529,9 @@ def _item_error(error: BaseException) -> Exception | None:
     own: Exception = error
     if isinstance(error, WfeError):
         return own
-    nul = _nul_error(error)
-    if nul is not None:
-        return nul
+    refused = _cannot_store(error)
+    if refused is not None:
+        return refused
     if isinstance(error, asyncpg.PostgresError) and _unavailable(error) is None:
         return _rolled_back(error) or own
     return None
@@ -685,15 +685,10 @@ class PostgresStore(PostgresVisibility, Store):
             yield conn
         except WfeError:
             raise
-        except (
-            asyncpg.CharacterNotInRepertoireError,
-            asyncpg.UntranslatableCharacterError,
-            asyncpg.ProgramLimitExceededError,
-        ) as error:
-            nul = _nul_error(error)
-            assert nul is not None
-            raise nul from error
         except BaseException as error:
+            refused = _cannot_store(error)
+            if refused is not None:
+                raise refused from error
             if not isinstance(error, asyncpg.PostgresError) or _unavailable(error) is not None:
                 with contextlib.suppress(asyncpg.InterfaceError):  # already detached from the pool
                     conn.terminate()
