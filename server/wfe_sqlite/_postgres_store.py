@@ -59,6 +59,7 @@ from ._rows import (
     StoredWorkflow,
     SubscriptionRow,
     WorkflowRow,
+    optional_id,
 )
 from ._store import Claim, LiveFigures, SizedWorkflow, Store
 
@@ -449,10 +450,15 @@ _UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
 intervention (shutdown, cannot connect now), system errors."""
 
 
+def _sqlstate(error: BaseException) -> str:
+    """The SQLSTATE of a PostgreSQL error ("" for any other error)."""
+    return str(getattr(error, "sqlstate", "") or "") if isinstance(error, asyncpg.PostgresError) else ""
+
+
 def _unavailable(error: BaseException) -> StorageUnavailable | None:
     """``StorageUnavailable`` for an error that says the database cannot be reached or used now."""
     if isinstance(error, asyncpg.PostgresError):
-        state = str(getattr(error, "sqlstate", "") or "")
+        state = _sqlstate(error)
         if state[:2] in _UNAVAILABLE_CLASSES:
             return StorageUnavailable(f"PostgreSQL unavailable ({state}): {error}; retry later")
         return None
@@ -466,10 +472,9 @@ def _rolled_back(error: BaseException) -> StorageUnavailable | None:
     transactions (SQLSTATE class 40: a deadlock, a serialization failure). Nothing of it was written
     and a retry may succeed, as after a busy SQLite file; it is the statement's error, not the
     connection's (the connection stays usable)."""
-    if isinstance(error, asyncpg.PostgresError):
-        state = str(getattr(error, "sqlstate", "") or "")
-        if state[:2] == "40":
-            return StorageUnavailable(f"PostgreSQL rolled the write back ({state}: {error}); retry")
+    state = _sqlstate(error)
+    if state[:2] == "40":
+        return StorageUnavailable(f"PostgreSQL rolled the write back ({state}: {error}); retry")
     return None
 
 
@@ -488,7 +493,7 @@ def _cannot_store(error: BaseException) -> InvalidArgument | None:
     compress can be too long together for a btree entry (about 2,700 bytes)."""
     if isinstance(error, (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)):
         return InvalidArgument(f"PostgreSQL cannot store or look up text containing a NUL character (\\u0000): {error}")
-    if isinstance(error, asyncpg.ProgramLimitExceededError) and getattr(error, "sqlstate", "") == "54000":
+    if _sqlstate(error) == "54000":
         index = re.search(r'index "([^"]+)"', str(error))
         field = _INDEX_FIELDS.get(index.group(1)) if index else None
         message = f"PostgreSQL cannot store these values: {error}; shorten the record's ids, names or keys"
@@ -499,26 +504,8 @@ def _cannot_store(error: BaseException) -> InvalidArgument | None:
 _INDEX_FIELDS = {
     "events_by_name_key": "event",
     "subscriptions_open": "subscription",
-    "workflows_by_reference": "workflow.reference",
 }
 """The request field an index entry too long is reported on (the index's keys are its fields)."""
-
-
-MAX_REFERENCE_BYTES = 1024
-"""Longest workflow reference PostgreSQL takes, in UTF-8 bytes: its index (with the creation time
-and an id of up to 1024 bytes) must fit a btree entry, about 2,700 bytes. SQLite takes any length."""
-
-
-def _check_reference(row: WorkflowRow) -> None:
-    reference = row.reference
-    if reference is not None and len(reference) > MAX_REFERENCE_BYTES // 4:
-        size = len(reference.encode("utf-8", "surrogatepass"))
-        if size > MAX_REFERENCE_BYTES:
-            raise InvalidArgument(
-                f"workflow.reference: {size} bytes; PostgreSQL indexes references of at most "
-                f"{MAX_REFERENCE_BYTES} bytes",
-                field="workflow.reference",
-            )
 
 
 def _item_error(error: BaseException) -> Exception | None:
@@ -730,7 +717,7 @@ class PostgresStore(PostgresVisibility, Store):
         return await self._run(job)
 
     async def create_workflow(self, row: WorkflowRow, pointers: Sequence[PointerRow]) -> tuple[str, str]:
-        _check_reference(row)
+        optional_id(row.reference, "workflow.reference")  # indexed here, so a key (README); not on SQLite
         arrays = _arrays(pointers, PointerRow)
         row = row._replace(revision=1)
 
@@ -778,7 +765,7 @@ class PostgresStore(PostgresVisibility, Store):
         subscriptions: Sequence[SubscriptionRow] = (),
         expected_revision: int = 0,
     ) -> int:
-        _check_reference(row)
+        optional_id(row.reference, "workflow.reference")  # indexed here, so a key (README); not on SQLite
         arguments = persist_parameters(row, pointers, subscriptions, expected_revision)
 
         async def job(conn: asyncpg.Connection) -> tuple[int, int]:
