@@ -88,3 +88,26 @@ async def test_a_server_bug_is_internal_not_invalid_argument(
     logged = [r for r in caplog.records if r.name == "wfe_sqlite._status"]
     assert logged and logged[0].exc_info is not None
     assert "a bug, not the caller's mistake" in caplog.text
+
+
+async def test_a_failure_the_server_gave_no_reason_for_is_not_called_internal(tmp_path: Path) -> None:
+    """A server that is gone answers nothing: the caller sees the status code as code and reason
+    (UNAVAILABLE, safe to retry), not the INTERNAL that means a fault inside the server."""
+    running = await RunningServer.start(ServerConfig(db=f"sqlite://{tmp_path / 'wfe.db'}", listen="127.0.0.1:0"))
+    try:
+        async with GrpcPersistenceProvider.connect(running.address) as client:
+            assert await client.next_definition_sequence("seq") == 1
+            await running.stop()
+            with pytest.raises(WfeError) as failed:
+                await client.next_definition_sequence("seq")
+    finally:
+        await running.stop()
+    assert (failed.value.code, failed.value.reason) == ("UNAVAILABLE", "UNAVAILABLE")
+    # The same for any status that arrives without the server's ErrorInfo.
+    bare = _error_from_rpc(grpc.aio.AioRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, Metadata(), Metadata(), "late"))
+    assert (type(bare), bare.code, bare.reason, bare.message) == (
+        WfeError,
+        "DEADLINE_EXCEEDED",
+        "DEADLINE_EXCEEDED",
+        "late",
+    )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 from datetime import timedelta
@@ -236,3 +238,78 @@ async def test_check_tells_a_sound_database_from_a_damaged_one(tmp_path: Path, d
     missing = _cli("check", "--db", f"sqlite://{tmp_path / 'missing.db'}")
     assert missing.returncode == 2 and "no database file" in missing.stderr
     assert not (tmp_path / "missing.db").exists()
+
+
+async def test_backup_refuses_to_replace_the_database_it_copies(tmp_path: Path, db_path: Path, db_url: str) -> None:
+    """`backup --force` onto the served file (or its WAL, or a link to it) would leave the server
+    writing to an unlinked file: everything acknowledged afterwards lost. It is refused instead."""
+    link = tmp_path / "link.db"
+    link.symlink_to(db_path)
+    server = start_server_process(db_url)
+    try:
+        async with GrpcPersistenceProvider.connect(server.address) as store:
+            before = await store.create_new_workflow(WorkflowInstance.new("flow", 1, {}))
+            for dest in (db_path, Path(f"{db_path}-wal"), link, tmp_path / "." / "wfe.db"):
+                refused = _cli("backup", str(dest), "--force", "--db", db_url)
+                assert refused.returncode == 2, (dest, refused.stdout, refused.stderr)
+                assert "is the database's own file" in refused.stderr and "Traceback" not in refused.stderr
+            after = await store.create_new_workflow(WorkflowInstance.new("flow", 1, {}))
+    finally:
+        assert server.terminate() == 0
+    listed = _cli("list", "--db", db_url, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {before, after} <= {w["id"] for w in json.loads(listed.stdout)["workflows"]}
+
+
+def test_backup_names_a_destination_it_cannot_write(tmp_path: Path, db_url: str) -> None:
+    asyncio.run(_fill(db_url))
+    empty = _cli("backup", "", "--db", db_url)
+    assert empty.returncode == 2 and "destination is an empty path" in empty.stderr, empty.stderr
+    nowhere = tmp_path / "no-such-dir" / "b.db"
+    missing = _cli("backup", str(nowhere), "--db", db_url)
+    assert missing.returncode == 2 and f"directory {nowhere.parent} does not exist" in missing.stderr, missing.stderr
+    folder = _cli("backup", str(tmp_path), "--force", "--db", db_url)
+    assert folder.returncode == 2 and "is a directory" in folder.stderr, folder.stderr
+    assert not list(tmp_path.glob("*.partial-*")), "nothing half-written is left behind"
+
+
+def test_maintenance_commands_name_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    other = tmp_path / "notes.txt"
+    other.write_text("not a database, just some text\n" * 200)
+    content = other.read_bytes()
+    for command in (["stats"], ["check"], ["list"], ["show", "some-id"], ["purge", "--older-than", "1d"]):
+        result = _cli(*command, "--db", f"sqlite://{other}")
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert f"{other}: not a SQLite database" in result.stderr, (command, result.stderr)
+    assert other.read_bytes() == content
+
+
+def test_commands_on_an_unreachable_or_malformed_postgresql_url_say_so() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dead = f"postgresql://wfe:s3cret@127.0.0.1:{port}/wfe"
+    for command in (["list"], ["show", "some-id"], ["purge", "--older-than", "1d"], ["stats"], ["migrate"]):
+        result = _cli(*command, "--db", dead)
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr.startswith("wfe-sqlite: cannot connect to PostgreSQL"), (command, result.stderr)
+        assert "Traceback" not in result.stderr and "s3cret" not in result.stderr, (command, result.stderr)
+    for port in ("notaport", "0", "65536"):
+        for command in (["list"], ["stats"], ["serve"]):
+            result = _cli(*command, "--db", f"postgresql://wfe:s3cret@127.0.0.1:{port}/wfe")
+            assert result.returncode == 2, (command, port, result.stderr)
+            assert f"port '{port}' is not a number from 1 to 65535" in result.stderr, (command, result.stderr)
+            assert "s3cret" not in result.stderr
+
+
+def test_output_to_a_reader_that_went_away_ends_quietly(db_url: str) -> None:
+    asyncio.run(_fill(db_url))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `| head` once it has its lines: every write now fails with EPIPE
+    try:
+        result = subprocess.run(
+            [str(WFE_SQLITE), "list", "--db", db_url], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (128 + signal.SIGPIPE, "")

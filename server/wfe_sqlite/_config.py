@@ -23,6 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from ._connection import parse_database_url
+from ._postgres_store import check_postgres_url, is_postgres_url
 
 __all__ = [
     "CONFIG_ENV",
@@ -234,8 +235,9 @@ def _optional_address(value: Any) -> str | None:
 
 def _database(value: Any) -> str:
     text = _text(value)
-    if not text.startswith(("postgresql://", "postgres://")):
-        parse_database_url(text)
+    if is_postgres_url(text):
+        return check_postgres_url(text)
+    parse_database_url(text)
     return text
 
 

@@ -159,17 +159,22 @@ def _check_file(path: str) -> None:
     if not os.path.isdir(directory):
         raise DatabaseOpenError(f"{path}: directory {directory} does not exist")
     if os.path.exists(path):
-        if os.path.isdir(path):
-            raise DatabaseOpenError(f"{path}: is a directory, not a database file")
-        if not os.access(path, os.R_OK):
-            raise DatabaseOpenError(f"{path}: permission denied (cannot read the database file)")
-        if not os.access(path, os.W_OK):
-            raise DatabaseOpenError(f"{path}: the database file is read-only")
-        size = os.path.getsize(path)
-        if size > 0:
-            with open(path, "rb") as handle:
-                header = handle.read(16)
-            if header != b"SQLite format 3\x00":
-                raise DatabaseOpenError(f"{path}: not a SQLite database (refusing to touch it)")
+        check_existing_file(path, writable=True)
     elif not os.access(directory, os.W_OK):
         raise DatabaseOpenError(f"{path}: cannot create the database (directory {directory} is not writable)")
+
+
+def check_existing_file(path: str, *, writable: bool) -> None:
+    """Refuse an existing ``path`` that is no SQLite database this process may read (and write,
+    when ``writable``), with a ``DatabaseOpenError`` naming the file; SQLite's own messages do not."""
+    if os.path.isdir(path):
+        raise DatabaseOpenError(f"{path}: is a directory, not a database file")
+    if not os.access(path, os.R_OK):
+        raise DatabaseOpenError(f"{path}: permission denied (cannot read the database file)")
+    if writable and not os.access(path, os.W_OK):
+        raise DatabaseOpenError(f"{path}: the database file is read-only")
+    if os.path.getsize(path) > 0:
+        with open(path, "rb") as handle:
+            header = handle.read(16)
+        if header != b"SQLite format 3\x00":
+            raise DatabaseOpenError(f"{path}: not a SQLite database (refusing to touch it)")

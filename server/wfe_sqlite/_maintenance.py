@@ -17,6 +17,7 @@ from typing import Any
 from wfe_client.timeutil import to_micros, utc_now
 
 from ._connection import MEMORY, parse_database_url
+from ._database import check_existing_file
 from ._store import LiveFigures
 
 __all__ = [
@@ -137,13 +138,48 @@ def open_existing(url: str, *, read_only: bool = True) -> tuple[sqlite3.Connecti
     path = parse_database_url(url)
     if path == MEMORY:
         raise ValueError("an in-memory database lives only inside its server process")
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no database file there")
+    check_existing_file(path, writable=not read_only)
     mode = "ro" if read_only else "rw"
     uri = "file:" + urllib.parse.quote(os.path.realpath(path)) + f"?mode={mode}"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 5000")
     return conn, path
+
+
+_COMPANIONS = ("", "-wal", "-shm", "-journal")
+"""The suffixes of a database's own files: the database, its WAL, its shared memory, its journal."""
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (through symbolic or hard links); a missing one is no match."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_destination(path: str, dest: str, overwrite: bool) -> None:
+    """Refuse a backup destination that cannot take the copy, or that is the database itself.
+
+    Renaming the copy over the live database (or its WAL) would leave a running server writing to
+    a file nobody can open any more: every write it acknowledged afterwards would be lost.
+    """
+    if not dest:
+        raise ValueError("backup: the destination is an empty path")
+    directory = os.path.dirname(os.path.abspath(dest))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{dest}: directory {directory} does not exist")
+    if os.path.isdir(dest):
+        raise IsADirectoryError(f"{dest}: is a directory (give the backup's file name)")
+    for own in (path + suffix for suffix in _COMPANIONS):
+        if _same_file(dest, own):
+            raise ValueError(f"{dest}: is the database's own file {own}; back up to another file")
+    if os.path.exists(dest) and not overwrite:
+        raise FileExistsError(f"{dest}: already exists (refusing to overwrite it)")
 
 
 def backup(url: str, dest: str, *, overwrite: bool = False) -> int:
@@ -153,9 +189,12 @@ def backup(url: str, dest: str, *, overwrite: bool = False) -> int:
     is the database as of one instant, whatever the server commits meanwhile; writers are not
     blocked. It is written next to ``dest``, synced, then renamed into place. Returns its size.
     """
-    if os.path.exists(dest) and not overwrite:
-        raise FileExistsError(f"{dest}: already exists (refusing to overwrite it)")
-    source, _ = open_existing(url)
+    source, path = open_existing(url)
+    try:
+        _check_destination(path, dest, overwrite)
+    except BaseException:
+        source.close()
+        raise
     partial = f"{dest}.partial-{os.getpid()}"
     target: sqlite3.Connection | None = None
     try:

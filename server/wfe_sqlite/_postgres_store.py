@@ -239,6 +239,22 @@ def is_postgres_url(url: str) -> bool:
     return url.startswith(POSTGRES_SCHEMES)
 
 
+def check_postgres_url(url: str) -> str:
+    """``url`` if its hosts' ports are numbers 1-65535 (``host``, ``host:port``, ``[v6]:port``, a
+    comma-separated list of them, or none), else ``ValueError`` naming the port: asyncpg's own
+    message for a bad port is a bare ``int()`` failure."""
+    rest = url.split("://", 1)[1]
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2]
+    for host in filter(None, authority.split(",")):
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        if ":" not in port:
+            continue
+        text = port.rpartition(":")[2]
+        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
+            raise ValueError(f"{redact_url(url)}: port {text!r} is not a number from 1 to 65535")
+    return url
+
+
 def redact_url(url: str) -> str:
     """``url`` with the password of a PostgreSQL URL replaced by ``***`` (for logs and messages)."""
     if not is_postgres_url(url):

@@ -220,13 +220,24 @@ _COMMANDS = {
 }
 
 
+_BROKEN_PIPE = 128 + 13
+"""The exit status of a command whose output pipe was closed (what a shell shows for SIGPIPE)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return _COMMANDS[args.command](args)
+        code = _COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader that went away fails here, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader closed the pipe (`| head`): stop quietly, as other command-line tools do,
+        # and keep the interpreter's last flush from failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _BROKEN_PIPE
     except ConfigError as error:
         return _fail(error)
-    except (FileNotFoundError, FileExistsError, ValueError, sqlite3.Error, OSError) as error:
+    except (DatabaseOpenError, FileNotFoundError, FileExistsError, ValueError, sqlite3.Error, OSError) as error:
         return _fail(error)
 
 

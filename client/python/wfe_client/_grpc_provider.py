@@ -93,7 +93,10 @@ def _error_from_rpc(error: grpc.aio.AioRpcError) -> WfeError:
         cls = _BY_CODE.get(error.code(), WfeError)
         result = cls(message, **metadata)
         if cls is WfeError:
-            result.code = error.code().name  # type: ignore[misc]
+            # No reason from the server (it was not reached, the caller's deadline passed, a proxy
+            # answered): the status code is all there is, so it is the reason too, as in the Rust
+            # adapter; the base class's INTERNAL would read as a fault of the server.
+            result.code = result.reason = error.code().name  # type: ignore[misc]
         return result
     return cls(message, **metadata)
 
