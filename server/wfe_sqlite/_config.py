@@ -15,6 +15,7 @@ import argparse
 import ipaddress
 import os
 import re
+import ssl
 import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -307,7 +308,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("reflection", _boolean, "serve gRPC server reflection", boolean=True),
     Setting("tls_cert", _optional_text, "PEM server certificate (chain); enables TLS, needs --tls-key", "FILE"),
-    Setting("tls_key", _optional_text, "PEM private key of --tls-cert", "FILE"),
+    Setting("tls_key", _optional_text, "PEM private key of --tls-cert, unencrypted", "FILE"),
     Setting(
         "tls_client_ca",
         _optional_text,
@@ -493,6 +494,8 @@ def check(config: ServerConfig) -> None:
     for name in ("tls_cert", "tls_key", "tls_client_ca"):
         if getattr(config, name) is not None:
             read_pem(config, name)
+    if config.tls_cert is not None and config.tls_key is not None:
+        _check_tls_files(config, config.tls_cert, config.tls_key)
     tokens = load_tokens(config)
     host, _ = split_host_port(config.listen)
     if not is_loopback(host) and not config.tls and not tokens and not config.insecure:
@@ -565,10 +568,118 @@ def read_pem(config: ServerConfig, name: str) -> bytes:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as error:
-        raise ConfigError(name, f"cannot read {path}: {error.strerror or error}") from None
+        raise ConfigError(name, f"cannot read {path}: {error.strerror or error}{_source(config, name)}") from None
     if b"-----BEGIN " not in data:
-        raise ConfigError(name, f"{path} is not a PEM file")
+        raise ConfigError(name, f"{path} is not a PEM file{_source(config, name)}")
     return data
+
+
+class _Encrypted(Exception):
+    """The private key asked for a passphrase."""
+
+
+def _no_passphrase() -> bytes:
+    raise _Encrypted
+
+
+def _check_tls_files(config: ServerConfig, cert: str, key: str) -> None:
+    """What gRPC would refuse with only ``Failed to bind`` (and lines of its own): a certificate file
+    without a certificate, a key that is not the certificate's, an encrypted key, a client CA
+    without a certificate. Checked with OpenSSL through ``ssl``, at security level 0 so that it
+    judges the files, not the strength of their algorithms (which gRPC leaves alone too).
+    """
+    context = _tls_context()
+    try:
+        context.load_cert_chain(cert, key, password=_no_passphrase)
+    except _Encrypted:
+        raise ConfigError(
+            "tls_key",
+            f"{key} is an encrypted private key and gRPC takes no passphrase: decrypt it "
+            f"(openssl pkey -in {key} -out PLAIN.key) and keep the copy private{_source(config, 'tls_key')}",
+        ) from None
+    except ssl.SSLError as error:
+        raise _tls_key_pair_error(config, cert, key, error) from None
+    if config.tls_client_ca is not None:
+        problem = _certificate_problem(config.tls_client_ca)
+        if problem is not None:
+            raise ConfigError("tls_client_ca", f"{problem}{_source(config, 'tls_client_ca')}")
+
+
+def _tls_key_pair_error(config: ServerConfig, cert: str, key: str, error: ssl.SSLError) -> ConfigError:
+    """Why OpenSSL refused ``cert`` with ``key``, as the setting to blame."""
+    if error.reason == "KEY_VALUES_MISMATCH":
+        return ConfigError(
+            "tls_key",
+            f"the private key in {key} does not match the certificate in {cert}{_source(config, 'tls_key')}",
+        )
+    swapped = "; tls_cert and tls_key look swapped" if _holds(key, "a certificate") else ""
+    problem = _certificate_problem(cert)
+    if problem is not None:
+        return ConfigError("tls_cert", f"{problem}{swapped}{_source(config, 'tls_cert')}")
+    if not _holds(key, "a private key"):
+        return ConfigError("tls_key", f"{key} holds {_kinds(key)}, not a private key{_source(config, 'tls_key')}")
+    reason = error.reason or error.strerror or str(error)
+    return ConfigError(
+        "tls_key",
+        f"cannot use the private key in {key} with the certificate in {cert} "
+        f"(OpenSSL: {reason}){_source(config, 'tls_key')}",
+    )
+
+
+def _certificate_problem(path: str) -> str | None:
+    """Why ``path`` holds no certificate OpenSSL can read; None when it holds one."""
+    try:
+        context = _tls_context()
+        context.load_verify_locations(cafile=path)
+        if context.cert_store_stats()["x509"]:
+            return None
+    except ssl.SSLError:
+        pass
+    if _holds(path, "a certificate"):
+        return f"{path} holds no certificate that can be read (a damaged CERTIFICATE block?)"
+    return f"{path} holds {_kinds(path)}, not a certificate"
+
+
+def _tls_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # accept any key size and signature, as gRPC does
+    return context
+
+
+_PEM_LABEL = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
+
+
+def _kinds(path: str) -> str:
+    """What the PEM blocks of ``path`` are, in words: ``a private key``, ``a certificate and a private key``."""
+    try:
+        with open(path, "rb") as handle:
+            labels = _PEM_LABEL.findall(handle.read())
+    except OSError:
+        labels = []
+    kinds: list[str] = []
+    for label in labels:
+        text = label.decode()
+        if text.endswith("PRIVATE KEY"):
+            kind = "a private key"
+        elif text in ("CERTIFICATE", "TRUSTED CERTIFICATE", "X509 CERTIFICATE"):
+            kind = "a certificate"
+        elif text in ("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"):
+            kind = "a certificate request"
+        else:
+            kind = f"a {text} block"
+        if kind not in kinds:
+            kinds.append(kind)
+    return " and ".join(kinds) or "no PEM block"
+
+
+def _holds(path: str, kind: str) -> bool:
+    return kind in _kinds(path).split(" and ")
+
+
+def _source(config: ServerConfig, name: str) -> str:
+    """`` (from --tls-cert)``: where setting ``name`` came from, when known."""
+    source = config.sources.get(name)
+    return f" (from {source})" if source else ""
 
 
 def load_tokens(config: ServerConfig) -> frozenset[str]:

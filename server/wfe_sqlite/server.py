@@ -145,16 +145,18 @@ def bind_failure(listen: str) -> str | None:
     """Why ``listen`` (HOST:PORT) cannot be bound, e.g. ``Address already in use``; None when it can.
 
     gRPC binds every address the host resolves to and fails only when none binds; its error says
-    little and comes after a line of its own on stderr. So the addresses are tried here first, as
-    gRPC binds them (SO_REUSEADDR), and released at once. Port 0 always binds; a host that does not
-    resolve is left to gRPC to report.
+    little and comes after a line of its own on stderr. So the host is resolved here first (one
+    that does not resolve is reported as such), and its addresses are tried as gRPC binds them
+    (SO_REUSEADDR) and released at once. Port 0 always binds.
     """
     host, _, port = listen.rpartition(":")
-    if port == "0":
-        return None
     try:
         addresses = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        return f"cannot resolve host {host.strip('[]')!r}: {error.strerror or error}"
     except (OSError, ValueError):
+        return None
+    if port == "0":
         return None
     reasons: list[str] = []
     for family, kind, protocol, _, address in addresses:
