@@ -114,7 +114,8 @@ async def test_every_visibility_and_console_query_reads_an_index(pg_url: str) ->
         count = await _plan(conn, COUNT_PURGEABLE, ["COMPLETE"], 2**60)
         assert _scans(count) == {"workflows_by_age"}, count
         delete = _scans(await _plan(conn, DELETE_WORKFLOW, "some-id"))
-        assert {"workflows_pkey", "subscriptions_by_workflow", "execution_errors_by_workflow"} <= delete, delete
+        expected = {"workflows_pkey", "subscriptions_by_workflow", "execution_errors_by_workflow", "work_queue_pkey"}
+        assert expected <= delete, delete
         assert not any("Seq Scan" in s for s in delete), delete
 
         events = {

@@ -282,6 +282,9 @@ async def test_purge_command_deletes_finished_workflows_with_everything_theirs(s
     runnable = _cli("purge", "--older-than", "2020-01-01T00:04:00Z", "--status", "runnable", "--db", store_url)
     assert runnable.stdout.startswith("purged 2 workflows (RUNNABLE)"), runnable.stdout
     assert await _count(peek, "SELECT count(*) FROM workflows") == 3
+    # The runnable ones were queued when created; the purged ones' entries went with them.
+    assert await _count(peek, "SELECT count(*) FROM work_queue WHERE queue = 'WORKFLOW'") == 3
+    assert await _count(peek, "SELECT count(*) FROM work_queue WHERE item_id NOT IN (SELECT id FROM workflows)") == 0
 
 
 async def test_purge_command_next_to_a_running_server(store_url: str, peek: Peek) -> None:
@@ -409,6 +412,17 @@ async def test_an_existing_file_is_upgraded_in_place_and_its_workflows_become_se
     names = set(_names(db_path))
     assert {"workflows_fts", "workflows_by_status", "workflows_by_age", "workflows_fts_insert"} <= names
     _fts_in_step(db_path)
+
+
+def test_purge_command_on_a_file_from_before_the_work_queue(db_path: Path, db_url: str) -> None:
+    """``wfe-sqlite purge`` never upgrades a file: on one from schema version 1 (no work queue) it
+    deletes what it deletes on a current one."""
+    _version_1_file(db_path, 5)
+    done = _cli("purge", "--older-than", "1d", "--db", db_url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("purged 5 workflows"), done.stdout
+    assert _file_count(db_path, "SELECT count(*) FROM workflows") == 0
+    assert _file_count(db_path, "PRAGMA user_version") == 1
 
 
 def _names(db_path: Path) -> list[str]:

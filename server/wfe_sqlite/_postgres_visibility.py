@@ -30,6 +30,7 @@ from wfe_client.errors import InvalidArgument, WorkflowNotFound
 from wfe_client.models import WorkflowStatus
 
 from ._console_rows import OverviewRows
+from ._queue_store import WORKFLOW
 from ._rows import ErrorRow, EventRow, PageKey, PointerRow, SubscriptionRow, WorkflowRow
 from ._store import LiveFigures
 from ._visibility_rows import DetailsRows, FilterRow, SummaryRow, search_terms
@@ -236,14 +237,17 @@ async def _search(
 
 
 def _delete(victims: str) -> str:
-    """Delete the workflows ``victims`` selects with their subscriptions, errors and PROCESS_WORKFLOW
-    commands, in one statement (its own transaction); pointers go by the foreign key's cascade."""
+    """Delete the workflows ``victims`` selects with their subscriptions, errors, PROCESS_WORKFLOW
+    commands and entries in the WORKFLOW queue (waiting or handed out), in one statement (its own
+    transaction); pointers go by the foreign key's cascade. Leases and the other queues' items stay
+    (as on SQLite: ``_visibility_store._delete_ids``)."""
     return (
         f"WITH d AS (DELETE FROM workflows WHERE {victims} RETURNING id), "
         "s AS (DELETE FROM event_subscriptions WHERE workflow_id IN (SELECT id FROM d)), "
         "e AS (DELETE FROM execution_errors WHERE workflow_id IN (SELECT id FROM d)), "
         "c AS (DELETE FROM scheduled_commands WHERE command_name = 'PROCESS_WORKFLOW' "
-        "AND data IN (SELECT id FROM d)) "
+        "AND data IN (SELECT id FROM d)), "
+        f"q AS (DELETE FROM work_queue WHERE queue = '{WORKFLOW}' AND item_id IN (SELECT id FROM d)) "
         "SELECT count(*) FROM d"
     )
 

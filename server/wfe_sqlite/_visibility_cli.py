@@ -48,6 +48,7 @@ from ._visibility_rows import (
 from ._visibility_store import (
     PURGE_FIRST_BATCH,
     count_purgeable,
+    has_work_queue,
     list_rows,
     next_batch_size,
     purge_batch,
@@ -334,7 +335,8 @@ def _purge(args: argparse.Namespace) -> int:
             print(f"would purge {count} workflows ({names}) finished before {_time(older_than)}")
             return 0
         conn.execute("PRAGMA foreign_keys = ON")  # pointers go with their workflow (cascade)
-        deleted = _in_batches(conn, lambda c, n: purge_batch(c, status_names, cutoff, n))
+        work_queue = has_work_queue(conn)  # not in a file from before the cluster tables (schema 1)
+        deleted = _in_batches(conn, lambda c, n: purge_batch(c, status_names, cutoff, n, work_queue=work_queue))
     finally:
         conn.close()
     print(f"purged {deleted} workflows ({names}) finished before {_time(older_than)}")

@@ -22,6 +22,7 @@ from wfe_client.errors import InvalidArgument, WorkflowNotFound
 from wfe_client.models import WorkflowStatus
 
 from ._database import Database
+from ._queue_store import WORKFLOW
 from ._rows import ErrorRow, PageKey, PointerRow, SubscriptionRow, WorkflowRow
 from ._visibility_rows import DetailsRows, FilterRow, SummaryRow, search_terms
 
@@ -34,6 +35,7 @@ __all__ = [
     "count_purgeable",
     "delete_workflow_job",
     "fts_query",
+    "has_work_queue",
     "list_rows",
     "next_batch_size",
     "purge_batch",
@@ -183,9 +185,13 @@ def search_rows(
 # -- delete and purge --------------------------------------------------------------------------
 
 
-def _delete_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> int:
-    """Delete these workflows with their subscriptions, errors and scheduled PROCESS_WORKFLOW
-    commands; their pointers go by the foreign key's cascade, their full text by trigger."""
+def _delete_ids(conn: sqlite3.Connection, ids: Sequence[str], *, work_queue: bool = True) -> int:
+    """Delete these workflows with their subscriptions, errors, scheduled PROCESS_WORKFLOW commands
+    and entries in the WORKFLOW queue (waiting, or the record of a hand-out: a waiter's put-back
+    must not queue a deleted workflow again); their pointers go by the foreign key's cascade, their
+    full text by trigger. Leases on them stay their owners' (a release queues nothing: the
+    workflow is gone), and so do items of the other queues (events are not deleted with
+    workflows). ``work_queue=False``: the file has no work queue (see ``has_work_queue``)."""
     if not ids:
         return 0
     marks = ", ".join("?" * len(ids))
@@ -193,7 +199,16 @@ def _delete_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> int:
     conn.execute(f"DELETE FROM event_subscriptions WHERE workflow_id IN ({marks})", ids)
     conn.execute(f"DELETE FROM execution_errors WHERE workflow_id IN ({marks})", ids)
     conn.execute(f"DELETE FROM scheduled_commands WHERE command_name = 'PROCESS_WORKFLOW' AND data IN ({marks})", ids)
+    if work_queue:
+        conn.execute(f"DELETE FROM work_queue WHERE queue = '{WORKFLOW}' AND item_id IN ({marks})", ids)
     return deleted
+
+
+def has_work_queue(conn: sqlite3.Connection) -> bool:
+    """Whether the file has the work queue (schema version 2 on). ``wfe-sqlite purge`` also runs on
+    older files, which it never upgrades; a server's file always has it."""
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'work_queue'").fetchone()
+    return found is not None
 
 
 def delete_workflow_job(conn: sqlite3.Connection, workflow_id: str) -> None:
@@ -206,15 +221,23 @@ def _purge_where(statuses: Sequence[str]) -> str:
     return f"status IN ({', '.join('?' * len(statuses))}) AND coalesce(complete_time, create_time) < ?"
 
 
-def purge_batch(conn: sqlite3.Connection, statuses: Sequence[str], cutoff_us: int, batch: int = PURGE_BATCH) -> int:
-    """Delete up to ``batch`` workflows with one of ``statuses`` finished (or created) before the cutoff."""
+def purge_batch(
+    conn: sqlite3.Connection,
+    statuses: Sequence[str],
+    cutoff_us: int,
+    batch: int = PURGE_BATCH,
+    *,
+    work_queue: bool = True,
+) -> int:
+    """Delete up to ``batch`` workflows with one of ``statuses`` finished (or created) before the
+    cutoff (see ``_delete_ids``)."""
     ids = [
         row[0]
         for row in conn.execute(
             f"SELECT id FROM workflows WHERE {_purge_where(statuses)} LIMIT ?", [*statuses, cutoff_us, batch]
         )
     ]
-    return _delete_ids(conn, ids)
+    return _delete_ids(conn, ids, work_queue=work_queue)
 
 
 def count_purgeable(conn: sqlite3.Connection, statuses: Sequence[str], cutoff_us: int) -> int:

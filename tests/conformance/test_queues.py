@@ -9,8 +9,9 @@ from datetime import timedelta
 import pytest
 from conformance_support import event, now, workflow
 
-from conftest import REQUEUE_INTERVAL, ClusterUnderTest
+from conftest import REQUEUE_INTERVAL, ClusterUnderTest, Peek
 from wfe_client import InvalidArgument, QueueType, WorkflowStatus
+from wfe_sqlite import StoreProvider
 
 WAIT = timedelta(seconds=5)
 
@@ -303,3 +304,79 @@ async def test_queue_providers_are_async_context_managers(cluster: ClusterUnderT
     async with await cluster.queue() as q:
         assert await q.queue_work("ctx", QueueType.INDEX)
         assert await q.dequeue_work(QueueType.INDEX) == "ctx"
+
+
+async def count(peek: Peek, sql: str) -> int:
+    [(n,)] = await peek(sql)
+    assert isinstance(n, int)
+    return n
+
+
+async def queued_items(cluster: ClusterUnderTest, peek: Peek, store_url: str) -> int:
+    """Items waiting in the work queues, as the stats count them (``live_figures``), checked against
+    the table."""
+    waiting = await count(peek, "SELECT count(*) FROM work_queue WHERE position IS NOT NULL")
+    if cluster.kind == "embedded":
+        assert isinstance(cluster.store, StoreProvider)
+        store = cluster.store.store
+    else:
+        assert cluster.server is not None
+        store = cluster.server.provider.store
+    figures = await store.live_figures()
+    if store_url.startswith("sqlite://"):  # the PostgreSQL figures do not count queued items
+        assert figures.queued_items == waiting
+    return waiting
+
+
+async def test_a_deleted_or_purged_workflow_leaves_the_workflow_queue(
+    cluster: ClusterUnderTest, peek: Peek, store_url: str
+) -> None:
+    """Delete and purge take the workflow's entry in the WORKFLOW queue with it, waiting or handed
+    out: no host is handed a deleted id, the queued-items figure stops counting it, and nothing
+    queues it again. A host's leases on it stay its own; an entry with the same id in another
+    queue stays (events are not deleted with workflows)."""
+    q = await cluster.queue()
+    host = await cluster.locks("host")
+    other = await cluster.locks("other")
+    taken = workflow()
+    await cluster.store.create_new_workflow(taken)
+    work = await q.dequeue_leased(QueueType.WORKFLOW, host, (CLAIM, ""))
+    assert work is not None and work.id == taken.id  # a host runs it when it is deleted
+    long_ago = now() - timedelta(days=2)
+    deleted, purged, kept = workflow(), workflow(), workflow()
+    purged.create_time = long_ago
+    finished = workflow(status=WorkflowStatus.COMPLETE, next_execution=None)
+    finished.complete_time = long_ago
+    for w in (deleted, purged, kept, finished):
+        await cluster.store.create_new_workflow(w)
+    assert await q.queue_work(finished.id, QueueType.WORKFLOW)  # queued by a host just before it completed
+    assert await q.queue_work(deleted.id, QueueType.EVENT)
+    gone = [deleted.id, purged.id, finished.id, taken.id]
+    in_workflow_queue = "SELECT count(*) FROM work_queue WHERE queue = 'WORKFLOW' AND item_id IN ({})".format(
+        ", ".join(f"'{i}'" for i in gone)
+    )
+    assert await count(peek, in_workflow_queue) == 4
+    assert await queued_items(cluster, peek, store_url) == 5
+
+    await cluster.store.delete_workflow(deleted.id)
+    await cluster.store.delete_workflow(taken.id)
+    cutoff = now() - timedelta(days=1)
+    assert await cluster.store.purge_workflows(cutoff, statuses=[WorkflowStatus.RUNNABLE]) == 1
+    assert await cluster.store.purge_workflows(cutoff) == 1
+
+    assert await count(peek, in_workflow_queue) == 0
+    assert await queued_items(cluster, peek, store_url) == 2  # kept, and the EVENT item
+    assert await q.dequeue_work(QueueType.WORKFLOW) == kept.id
+    assert await q.dequeue_work(QueueType.WORKFLOW) is None
+    assert await q.dequeue_work(QueueType.EVENT) == deleted.id
+    kept.status, kept.next_execution = WorkflowStatus.COMPLETE, None
+    await cluster.store.persist_workflow(kept)
+    # The host's leases are still its own until it releases them; releasing them queues nothing.
+    assert not await other.acquire_lock(taken.id) and not await other.acquire_lock(CLAIM + taken.id)
+    await host.release_lock(CLAIM + taken.id)
+    await host.release_lock(taken.id)
+    assert await other.acquire_lock(taken.id)
+    # The stranded-work sweeps do not bring any of them back.
+    assert await q.dequeue_work(QueueType.WORKFLOW, wait=timedelta(seconds=REQUEUE_INTERVAL * 3)) is None
+    assert await count(peek, in_workflow_queue) == 0
+    assert await queued_items(cluster, peek, store_url) == 0

@@ -90,7 +90,9 @@ class VisibilityServiceServicer:
     def DeleteWorkflow(self, request, context):
         """DeleteWorkflow removes one workflow with its execution pointers, its event subscriptions and
         its execution errors, in one transaction. Its scheduled PROCESS_WORKFLOW command, if any, goes
-        too (nothing is left to process). Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`).
+        too (nothing is left to process), and so does its item in the WORKFLOW work queue, waiting or
+        handed out (no host is handed it again). Leases on it stay with their owners; items with its
+        id in the other queues stay. Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -51,7 +51,9 @@ type VisibilityServiceClient interface {
 	SearchWorkflows(ctx context.Context, in *SearchWorkflowsRequest, opts ...grpc.CallOption) (*SearchWorkflowsResponse, error)
 	// DeleteWorkflow removes one workflow with its execution pointers, its event subscriptions and
 	// its execution errors, in one transaction. Its scheduled PROCESS_WORKFLOW command, if any, goes
-	// too (nothing is left to process). Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`).
+	// too (nothing is left to process), and so does its item in the WORKFLOW work queue, waiting or
+	// handed out (no host is handed it again). Leases on it stay with their owners; items with its
+	// id in the other queues stay. Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`).
 	DeleteWorkflow(ctx context.Context, in *DeleteWorkflowRequest, opts ...grpc.CallOption) (*DeleteWorkflowResponse, error)
 	// PurgeWorkflows deletes, like DeleteWorkflow, every workflow with one of `statuses` whose
 	// `complete_time` (or `create_time` when it has none) is before `older_than`. It deletes in
@@ -131,7 +133,9 @@ type VisibilityServiceServer interface {
 	SearchWorkflows(context.Context, *SearchWorkflowsRequest) (*SearchWorkflowsResponse, error)
 	// DeleteWorkflow removes one workflow with its execution pointers, its event subscriptions and
 	// its execution errors, in one transaction. Its scheduled PROCESS_WORKFLOW command, if any, goes
-	// too (nothing is left to process). Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`).
+	// too (nothing is left to process), and so does its item in the WORKFLOW work queue, waiting or
+	// handed out (no host is handed it again). Leases on it stay with their owners; items with its
+	// id in the other queues stay. Returns NOT_FOUND (reason `WORKFLOW_NOT_FOUND`).
 	DeleteWorkflow(context.Context, *DeleteWorkflowRequest) (*DeleteWorkflowResponse, error)
 	// PurgeWorkflows deletes, like DeleteWorkflow, every workflow with one of `statuses` whose
 	// `complete_time` (or `create_time` when it has none) is before `older_than`. It deletes in
