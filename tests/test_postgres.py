@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import subprocess
 import time
 from collections import Counter
@@ -33,7 +34,7 @@ from wfe_client import (
     StorageUnavailable,
 )
 from wfe_client.models import EventSubscription, ExecutionPointer, WorkflowInstance
-from wfe_sqlite import PostgresPersistenceProvider, open_provider
+from wfe_sqlite import PostgresPersistenceProvider, SqliteLockProvider, SqliteQueueProvider, open_provider
 from wfe_sqlite._postgres_cluster import FALLBACK_LOOK, PostgresCluster
 from wfe_sqlite._postgres_store import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, migrate_url
 from wfe_sqlite.server import RunningServer, ServerConfig
@@ -174,12 +175,18 @@ async def test_stats_works_and_check_and_backup_name_the_postgres_tools(fresh_pg
     provider = await PostgresPersistenceProvider.open(fresh_pg_url)
     try:
         await provider.schedule_command(ScheduledCommand.process_workflow("wf-1", 0))
+        queue = SqliteQueueProvider(provider)
+        for item in ("a", "b"):
+            assert await queue.queue_work(item, QueueType.INDEX)
+        # A lease that outlives the provider (taken without its bookkeeping, so closing keeps it).
+        assert await SqliteLockProvider(provider, "stats-owner", timedelta(hours=1))._acquire("held") is not None
     finally:
         await provider.close()
     stats = _cli("stats", "--json", "--db", fresh_pg_url)
     assert stats.returncode == 0, stats.stderr
-    assert '"scheduled_commands": 1' in stats.stdout
-    assert '"due_commands": 1' in stats.stdout
+    figures = json.loads(stats.stdout)
+    assert (figures["tables"]["scheduled_commands"], figures["due_commands"]) == (1, 1)
+    assert (figures["queued_items"], figures["held_leases"]) == (2, 1)
     check = _cli("check", "--db", fresh_pg_url)
     assert check.returncode == 2
     assert "pg_amcheck" in check.stderr

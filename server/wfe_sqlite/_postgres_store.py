@@ -1056,7 +1056,9 @@ async def _live_figures(conn: asyncpg.Connection) -> LiveFigures:
         " AND (lease_id IS NULL OR lease_expiry <= $2)), "
         "(SELECT count(*) FROM scheduled_commands WHERE lease_id IS NOT NULL AND lease_expiry > $2), "
         "(SELECT count(*) FROM event_subscriptions WHERE terminated = 0 AND external_token IS NOT NULL "
-        " AND external_token_expiry > $2)",
+        " AND external_token_expiry > $2), "
+        "(SELECT count(*) FROM work_queue WHERE position IS NOT NULL), "
+        "(SELECT count(*) FROM locks WHERE expire_time > $2)",
         now_ms,
         now_us,
     )

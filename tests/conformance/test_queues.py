@@ -323,8 +323,7 @@ async def queued_items(cluster: ClusterUnderTest, peek: Peek, store_url: str) ->
         assert cluster.server is not None
         store = cluster.server.provider.store
     figures = await store.live_figures()
-    if store_url.startswith("sqlite://"):  # the PostgreSQL figures do not count queued items
-        assert figures.queued_items == waiting
+    assert figures.queued_items == waiting
     return waiting
 
 
