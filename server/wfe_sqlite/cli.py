@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except ConfigError as error:
+    except (ConfigError, DatabaseOpenError) as error:
         return _fail(error)
     except (FileNotFoundError, FileExistsError, ValueError, sqlite3.Error, OSError) as error:
         return _fail(error)
