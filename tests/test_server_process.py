@@ -1,4 +1,5 @@
-"""The real ``wfe-sqlite serve`` process: start-up, graceful stop, restart on the same file."""
+"""The real ``wfe-sqlite serve`` process: start-up, graceful stop, restart on the same file; the files and
+database strings ``serve``, ``migrate`` and the maintenance commands refuse."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from conftest import WFE_SQLITE, start_server_process
+from test_schema_migrations import FOREIGN, file_state, foreign_file
 from wfe_client import (
     Event,
     EventSubscription,
@@ -19,6 +23,7 @@ from wfe_client import (
     ScheduledCommand,
     WorkflowInstance,
 )
+from wfe_sqlite import SqlitePersistenceProvider
 
 
 async def test_sigterm_then_restart_keeps_everything(db_path: Path, db_url: str) -> None:
@@ -110,3 +115,56 @@ def test_memory_database_serves(tmp_path: Path) -> None:
         assert asyncio.run(use()) == "mem-1"
     finally:
         assert server.terminate() == 0
+
+
+def _wfe_sqlite(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(WFE_SQLITE), *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("kind", sorted(FOREIGN))
+def test_another_applications_sqlite_file_is_refused_untouched(tmp_path: Path, kind: str) -> None:
+    """A SQLite file holding other tables and no wfe-sqlite schema (the Rust crate's included) is
+    refused by migrate and serve: exit 2, a message naming the file and why, the file as it was."""
+    path = tmp_path / "theirs.db"
+    message = foreign_file(path, kind)
+    before = file_state(path)
+    for command in (["migrate"], ["serve", "--listen", "127.0.0.1:0"]):
+        result = _wfe_sqlite(*command, "--db", f"sqlite://{path}")
+        assert (result.returncode, result.stdout) == (2, ""), (command, result)
+        assert result.stderr == f"wfe-sqlite: {path}: {message}\n", command
+        assert file_state(path) == before, command  # same bytes, journal mode, tables; nothing beside it
+
+
+def test_the_maintenance_commands_refuse_another_applications_file(tmp_path: Path) -> None:
+    path = tmp_path / "theirs.db"
+    message = foreign_file(path, "customers")
+    before = file_state(path)
+    copy = tmp_path / "copy.db"
+    for command in (["check"], ["stats"], ["list"], ["backup", str(copy)], ["purge", "--older-than", "1d"]):
+        result = _wfe_sqlite(*command, "--db", f"sqlite://{path}")
+        assert (result.returncode, result.stdout) == (2, ""), (command, result)
+        assert result.stderr == f"wfe-sqlite: {path}: {message}\n", command
+        assert file_state(path) == before, command
+    assert not copy.exists()
+
+
+async def test_query_parameters_in_a_sqlite_database_string_are_refused(tmp_path: Path) -> None:
+    """``?mode=ro`` (or any parameter, or a fragment) is refused, not dropped: the file would be
+    served read-write all the same."""
+    path = tmp_path / "wfe.db"
+    assert _wfe_sqlite("migrate", "--db", f"sqlite://{path}").returncode == 0
+    before = file_state(path)
+    for url, what in (
+        (f"sqlite://{path}?mode=ro", "query parameters ('?mode=ro')"),
+        (f"sqlite://{path}#x", "a fragment ('#x')"),
+    ):
+        for command in (["migrate"], ["serve", "--listen", "127.0.0.1:0"]):
+            result = _wfe_sqlite(*command, "--db", url)
+            assert (result.returncode, result.stdout) == (2, ""), (command, result)
+            assert result.stderr == (
+                f"wfe-sqlite: invalid setting db: database string {url!r} has {what}: a sqlite:// string takes "
+                "none, only the path of the file (from --db)\n"
+            ), command
+        with pytest.raises(ValueError, match="takes none, only the path of the file"):
+            await SqlitePersistenceProvider.open(url)
+    assert file_state(path) == before

@@ -97,7 +97,11 @@ class DatabaseConfig:
 
 
 def parse_database_url(url: str) -> str:
-    """The path behind a database string: ``:memory:``, ``sqlite:///abs.db`` or ``sqlite://rel.db``."""
+    """The path behind a database string: ``:memory:``, ``sqlite:///abs.db`` or ``sqlite://rel.db``.
+
+    A ``sqlite://`` string takes no query parameters and no fragment: ``?mode=ro`` would otherwise
+    be read as part of the file name or dropped, and the file served read-write all the same.
+    """
     if url in (MEMORY, "sqlite::memory:", "sqlite://:memory:"):
         return MEMORY
     if not url.startswith("sqlite://"):
@@ -106,17 +110,31 @@ def parse_database_url(url: str) -> str:
             "or 'sqlite://relative/path.db'"
         )
     path = url[len("sqlite://") :]
-    path = path.split("?", 1)[0]
+    cut = min((path.index(mark) for mark in "?#" if mark in path), default=-1)
+    if cut >= 0:
+        what = "query parameters" if path[cut] == "?" else "a fragment"
+        raise ValueError(
+            f"database string {url!r} has {what} ({path[cut:]!r}): a sqlite:// string takes none, "
+            "only the path of the file"
+        )
     if not path or path == "/":
         raise ValueError(f"database string {url!r} names no file")
     return path
 
 
-def connector(config: DatabaseConfig, *, writer: bool) -> Callable[[], sqlite3.Connection]:
+def connector(
+    config: DatabaseConfig,
+    *,
+    writer: bool,
+    vet: Callable[[sqlite3.Connection, str], None] | None = None,
+) -> Callable[[], sqlite3.Connection]:
     """A function that opens one connection to ``config.path`` with its pragmas.
 
     Writers (the group-committing writer and the checkpointer) open the file read-write and switch
-    it to WAL; readers open it read-only. In memory there is one connection, the writer.
+    it to WAL; readers open it read-only. In memory there is one connection, the writer. ``vet``
+    (given the connection and ``config.path``) runs after the connection's own settings and before
+    anything is written to the file (the WAL switch is a write): it raises ``DatabaseOpenError`` to
+    refuse a file not ours to change.
     """
     path = config.path
 
@@ -130,7 +148,9 @@ def connector(config: DatabaseConfig, *, writer: bool) -> Callable[[], sqlite3.C
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         try:
             for name, value in config.pragmas(writer=writer):
-                conn.execute(f"PRAGMA {name} = {value}")
+                conn.execute(f"PRAGMA {name} = {value}")  # settings of this connection, not of the file
+            if vet is not None:
+                vet(conn, path)
             if writer and path != MEMORY:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":

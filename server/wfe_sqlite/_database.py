@@ -60,15 +60,24 @@ class Database:
         self._closed = False
 
     @classmethod
-    async def open(cls, config: DatabaseConfig, prepare: Job[None]) -> Database:
-        """Open the writer, run ``prepare`` (schema set-up) on it, then the readers and checkpointer."""
+    async def open(
+        cls,
+        config: DatabaseConfig,
+        prepare: Job[None],
+        vet: Callable[[sqlite3.Connection, str], None] | None = None,
+    ) -> Database:
+        """Open the writer, run ``prepare`` (schema set-up) on it, then the readers and checkpointer.
+
+        ``vet`` runs on the writer's connection before anything is written to the file (see
+        ``connector``): the place to refuse a file that is not this server's.
+        """
         if 0 < config.switch_interval < sys.getswitchinterval():
             sys.setswitchinterval(config.switch_interval)
         if not config.in_memory:
             _check_file(config.path)
         opened: list[ConnectionThread | ReadPool] = []
         try:
-            connection = await ConnectionThread.open(connector(config, writer=True), "wfe-sqlite-writer")
+            connection = await ConnectionThread.open(connector(config, writer=True, vet=vet), "wfe-sqlite-writer")
             opened.append(connection)
             await connection.run(prepare)
             readers = checkpointer = None

@@ -8,6 +8,7 @@ server or not (WAL lets them read while the server writes).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import urllib.parse
@@ -18,6 +19,7 @@ from wfe_client.timeutil import to_micros, utc_now
 
 from ._connection import MEMORY, parse_database_url
 from ._database import check_existing_file
+from ._schema import refuse_foreign
 from ._store import LiveFigures
 
 __all__ = [
@@ -133,7 +135,8 @@ def integrity_problems(conn: sqlite3.Connection) -> list[str]:
 def open_existing(url: str, *, read_only: bool = True) -> tuple[sqlite3.Connection, str]:
     """A connection of its own to the existing database behind ``url``, and its path.
 
-    Never creates a file: a missing database is ``FileNotFoundError``.
+    Never creates a file: a missing database is ``FileNotFoundError``; a file holding another
+    application's tables and no wfe-sqlite schema is ``DatabaseOpenError`` (``refuse_foreign``).
     """
     path = parse_database_url(url)
     if path == MEMORY:
@@ -144,7 +147,13 @@ def open_existing(url: str, *, read_only: bool = True) -> tuple[sqlite3.Connecti
     mode = "ro" if read_only else "rw"
     uri = "file:" + urllib.parse.quote(os.path.realpath(path)) + f"?mode={mode}"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 5000")
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        with contextlib.suppress(sqlite3.DatabaseError):  # a damaged schema: the command reports it (check)
+            refuse_foreign(conn, path)
+    except BaseException:
+        conn.close()
+        raise
     return conn, path
 
 

@@ -64,7 +64,7 @@ from ._rows import (
     workflow_from_rows,
     workflow_row,
 )
-from ._schema import ensure_schema
+from ._schema import ensure_schema, refuse_unusable
 from ._sqlite_store import SqliteStore
 from ._store import Store
 from ._visibility_rows import WorkflowDetails, decode_page_token, details_from_rows, encode_page_token, filter_row
@@ -348,6 +348,8 @@ class SqlitePersistenceProvider(StoreProvider):
         ``switch_interval`` > 0 lowers the interpreter's GIL switch interval to it (see
         ``DatabaseConfig.switch_interval``): much faster under concurrency, but process-wide.
         ``max_page_count`` > 0 caps the database at that many pages (writes past it: ``StorageFull``).
+        A file this server must not use (not SQLite, unreadable or read-only, another application's
+        tables, a newer schema): ``DatabaseOpenError``, and the file is left as it was.
         """
         config = DatabaseConfig(
             path=parse_database_url(url),
@@ -357,7 +359,7 @@ class SqlitePersistenceProvider(StoreProvider):
             max_page_count=max_page_count,
         )
         config.pragmas(writer=True)  # validate settings before touching anything
-        return cls(SqliteStore(await Database.open(config, ensure_schema)))
+        return cls(SqliteStore(await Database.open(config, ensure_schema, vet=refuse_unusable)))
 
     @property
     def cluster(self) -> Cluster:

@@ -5,7 +5,7 @@ milliseconds, JSON values are TEXT holding JSON, enums are TEXT holding the memb
 
 A file is at the version of the last migration applied to it. Opening a file applies every later
 migration in order, in one transaction (an older file is upgraded in place); a file newer than
-this server is refused.
+this server is refused, and so is a file holding another application's tables (``refuse_foreign``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ from dataclasses import dataclass
 
 from ._connection import DatabaseOpenError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "create_schema", "ensure_schema"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Migration",
+    "create_schema",
+    "ensure_schema",
+    "refuse_foreign",
+    "refuse_unusable",
+]
 
 LOG = logging.getLogger(__name__)
 
@@ -273,16 +281,64 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1)), "migrations are numbered 1, 2, ..."
 
 
+_OBJECTS = (
+    "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+    "ORDER BY name"
+)
+"""The tables and views of a file, without SQLite's own (``sqlite_sequence``, ``sqlite_stat1``)."""
+
+
+def refuse_foreign(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse (``DatabaseOpenError``), reading only, a file at ``path`` holding another application's tables.
+
+    Every wfe-sqlite file has had a ``workflows`` table with ``workflow_definition_id`` since the
+    first version (created in the transaction that stamps ``PRAGMA user_version``), and a file
+    without tables is new (just created, or empty): both are fine, whatever else they hold. Any
+    other file is someone else's data, not to be given our tables. That includes a database of the
+    Rust ``wfe-sqlite`` crate (its ``workflows`` has ``definition_id``, times as text, statuses in
+    CamelCase): this server has never read that schema and does not convert it.
+    """
+    names = [row[0] for row in conn.execute(_OBJECTS)]
+    if not names:
+        return
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(workflows)")}
+    if "workflow_definition_id" in columns:
+        return
+    if "definition_id" in columns:
+        raise DatabaseOpenError(
+            f"{path}: holds the tables of the Rust wfe-sqlite crate (workflows with definition_id), "
+            "whose schema this server does not read or convert (refusing to touch it)"
+        )
+    shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+    raise DatabaseOpenError(
+        f"{path}: holds tables of another application ({shown}) and no wfe-sqlite schema (refusing to touch it)"
+    )
+
+
+def _refuse_newer(version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise DatabaseOpenError(
+            f"the database has schema version {version}, newer than this server's {SCHEMA_VERSION}: upgrade wfe-sqlite"
+        )
+
+
+def refuse_unusable(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse, reading only, a file a server must not write to: another application's, or newer than this server.
+
+    The writer runs it before anything is written to the file (``Database.open``'s ``vet``), so a
+    refused file keeps its journal mode too.
+    """
+    refuse_foreign(conn, path)
+    _refuse_newer(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
 def create_schema(conn: sqlite3.Connection) -> None:
     """Apply the migrations the file lacks and stamp the schema version, inside the caller's transaction.
 
     Idempotent: on a file at ``SCHEMA_VERSION`` it changes nothing.
     """
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise DatabaseOpenError(
-            f"the database has schema version {version}, newer than this server's {SCHEMA_VERSION}: upgrade wfe-sqlite"
-        )
+    _refuse_newer(version)
     for migration in MIGRATIONS:
         if migration.version > version:
             migration.apply(conn)
