@@ -164,7 +164,7 @@ async def running_server(store_url: str) -> AsyncIterator[RunningServer]:
     try:
         yield running
     finally:
-        await running.stop()
+        await running.stop(quiet=0)  # the clients are closed: none is calling
 
 
 @pytest.fixture(params=["embedded", "grpc"])
@@ -183,7 +183,7 @@ async def provider(request: pytest.FixtureRequest, store_url: str) -> AsyncItera
         async with GrpcPersistenceProvider.connect(running.address) as remote:
             yield remote
     finally:
-        await running.stop()
+        await running.stop(quiet=0)  # the clients are closed: none is calling
 
 
 REQUEUE_INTERVAL = 0.5
@@ -249,7 +249,7 @@ async def cluster(request: pytest.FixtureRequest, store_url: str) -> AsyncIterat
             finally:
                 await under_test.close()
     finally:
-        await running.stop()
+        await running.stop(quiet=0)  # the clients are closed: none is calling
 
 
 @dataclass

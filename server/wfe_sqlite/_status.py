@@ -15,7 +15,16 @@ from grpc_status import rpc_status
 
 from wfe_client.errors import ERROR_DOMAIN, InvalidArgument, WfeError
 
-__all__ = ["Context", "Continuation", "Handler", "RejectUndecodable", "replace_in", "to_status", "translate_errors"]
+__all__ = [
+    "Context",
+    "Continuation",
+    "Handler",
+    "RejectUndecodable",
+    "refusal",
+    "replace_in",
+    "to_status",
+    "translate_errors",
+]
 
 LOG = logging.getLogger(__name__)
 
@@ -63,6 +72,30 @@ def to_status(error: WfeError) -> status_pb2.Status:
     return status_pb2.Status(
         code=code_pb2.Code.Value(error.code), message=_cut(error.message, MAX_MESSAGE_CHARS), details=[detail]
     )
+
+
+def refusal(handler: Handler | None, error: WfeError) -> Handler:
+    """A handler that aborts with ``error`` before receiving any of the request (a refused call).
+
+    It is a request-streaming handler whatever the method is: grpc receives the one message of a
+    unary request whole (up to the 64 MiB message limit) before it calls a unary handler, but hands
+    a request stream to the handler unread. Answering at once leaves the request body unread;
+    HTTP/2 flow control stops the client after a window, and the body is dropped with the call.
+    (Measured: 32 concurrent 60 MiB unauthenticated calls took the server from 48 MiB to a peak of
+    1.1 GB as unary refusals; this way the peak is about 20 MiB above where it started.)
+    """
+    status = rpc_status.to_status(to_status(error))
+
+    async def refuse(requests: Any, context: Context) -> Any:
+        await context.abort_with_status(status)
+
+    def ignore(_: bytes) -> None:  # never called: the refusal reads no request message
+        return None
+
+    serialize = getattr(handler, "response_serializer", None)
+    if handler is not None and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refuse, ignore, serialize)
+    return grpc.stream_unary_rpc_method_handler(refuse, ignore, serialize)
 
 
 def _as_wfe_error(error: Exception, method: str) -> WfeError:

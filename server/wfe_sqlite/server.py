@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from ._config import (
     tokens_source,
 )
 from ._connection import MEMORY, parse_database_url
+from ._draining import DRAIN_LIMIT, DRAIN_QUIET, Drain
 from ._logging import status_line
 from ._metrics import CallObserver, ServerMetrics
 from ._postgres_store import is_postgres_url, redact_url
@@ -95,12 +97,16 @@ class HealthServicer(health.aio.HealthServicer):
 
 
 async def build_server(
-    config: ServerConfig, provider: StoreProvider, metrics: ServerMetrics | None = None
+    config: ServerConfig,
+    provider: StoreProvider,
+    metrics: ServerMetrics | None = None,
+    drain: Drain | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A gRPC server (not started) serving ``provider``; its bound port and health servicer.
 
     Calls pass the interceptors in this order: observation (``metrics``, access log), so refused
-    calls are counted and logged too, then token authentication when tokens are configured.
+    calls are counted and logged too, then ``drain`` (which refuses new calls once a stop began),
+    then token authentication when tokens are configured.
     Innermost, ``RejectUndecodable`` answers undecodable request bytes with INVALID_ARGUMENT.
     """
     services: tuple[str, ...] = (
@@ -113,6 +119,8 @@ async def build_server(
     interceptors: list[grpc.aio.ServerInterceptor] = []
     if metrics is not None or config.access_log:
         interceptors.append(CallObserver(metrics, config.access_log, services))
+    if drain is not None:
+        interceptors.append(drain)
     tokens = load_tokens(config)
     if (config.tokens or config.tokens_file is not None) and not tokens:
         raise ConfigError("tokens", "tokens are configured but none was loaded; refusing to serve without them")
@@ -182,6 +190,7 @@ class RunningServer:
         port: int,
         health_servicer: health.aio.HealthServicer,
         metrics: ServerMetrics | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.config = config
         self.provider = provider
@@ -189,6 +198,8 @@ class RunningServer:
         self.port = port
         self.health = health_servicer
         self.metrics = metrics
+        self.drain = drain
+        """Refuses new calls while a stop drains (see ``_draining``)."""
         self.metrics_address: str | None = None
         """HOST:PORT of the ``/metrics`` endpoint (the real port), when metrics are on."""
         self.console: Console | None = None
@@ -239,9 +250,10 @@ class RunningServer:
         try:
             if config.metrics_listen is not None:
                 metrics = ServerMetrics(provider, asyncio.get_running_loop())
-            server, port, health_servicer = await build_server(config, provider, metrics)
+            drain = Drain()
+            server, port, health_servicer = await build_server(config, provider, metrics, drain)
             await server.start()
-            running = cls(config, provider, server, port, health_servicer, metrics)
+            running = cls(config, provider, server, port, health_servicer, metrics, drain)
             if metrics is not None and config.metrics_listen is not None:
                 try:
                     running.metrics_address = metrics.serve_http(config.metrics_listen)
@@ -271,18 +283,30 @@ class RunningServer:
             running.purger.start()
         return running
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Health to NOT_SERVING, let in-flight calls finish, then close the database."""
+    async def stop(self, grace: float | None = None, *, quiet: float = DRAIN_QUIET) -> None:
+        """Health to NOT_SERVING, refuse new calls (UNAVAILABLE), let in-flight calls finish within
+        the grace (``config.grace`` unless given), then close the database.
+
+        New calls are refused until none has arrived for ``quiet`` seconds (see ``_draining``), and
+        only then does gRPC's own stop begin, which cancels the calls it holds but has not handed
+        over yet (CANCELLED). ``quiet=0`` suits a caller whose clients are all closed (tests).
+        """
         if self._stopped:
             return
         self._stopped = True
+        began = time.monotonic()
+        grace = self.config.grace if grace is None else grace
+        if self.drain is not None:
+            self.drain.begin()
         await self.health.enter_graceful_shutdown()
         if self.console is not None:
             await self.console.close()
         if self.purger is not None:
             await self.purger.stop()
         self.provider.cluster.stop_waiting()  # long polls and lifecycle watches end now, not after the grace
-        await self.server.stop(self.config.grace if grace is None else grace)
+        if self.drain is not None:
+            await self.drain.quiet(quiet, limit=min(DRAIN_LIMIT, grace))
+        await self.server.stop(max(grace - (time.monotonic() - began), 0.0))
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)
         await self.provider.close()
