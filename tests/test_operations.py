@@ -10,6 +10,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,11 +25,13 @@ from wfe_client import (
     EventSubscription,
     ExecutionError,
     ExecutionPointer,
+    GrpcLockProvider,
     GrpcPersistenceProvider,
     ScheduledCommand,
     WfeError,
     WorkflowInstance,
 )
+from wfe_client._cluster import CLOSE_RELEASE_WAIT
 from wfe_client.timeutil import utc_now
 from wfe_sqlite import SqliteLockProvider, SqlitePersistenceProvider
 from wfe_sqlite._cluster_servicer import CLUSTER_SERVICE_NAMES
@@ -393,3 +396,21 @@ def test_output_to_a_reader_that_went_away_ends_quietly(db_url: str) -> None:
     finally:
         os.close(write_end)
     assert (result.returncode, result.stderr) == (128 + signal.SIGPIPE, "")
+
+
+async def test_closing_a_lock_provider_on_a_server_that_does_not_answer_takes_seconds(db_url: str) -> None:
+    """Releasing at close is best effort (a lease runs out by itself): a frozen server costs the
+    host's shutdown at most ``CLOSE_RELEASE_WAIT``, not a call deadline per held lease."""
+    server = start_server_process(db_url)
+    try:
+        locks = await GrpcLockProvider.connect(server.address, "frozen-host", timedelta(seconds=30))
+        for i in range(5):
+            assert await locks.acquire_lock(f"r{i}")
+        server.process.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        await asyncio.wait_for(locks.close(), timeout=4 * CLOSE_RELEASE_WAIT)
+        took = time.monotonic() - started
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+        server.kill()
+    assert CLOSE_RELEASE_WAIT - 0.5 <= took <= 2 * CLOSE_RELEASE_WAIT, took

@@ -46,6 +46,10 @@ def check_queue(queue: QueueType) -> QueueType:
     return queue
 
 
+CLOSE_RELEASE_WAIT = 5.0
+"""Most seconds ``LockProvider.close`` waits for the releases of the leases it still holds."""
+
+
 class LockProvider(abc.ABC):
     """Distributed locks: leases with an owner and a time-to-live, renewed in the background while held.
 
@@ -140,12 +144,34 @@ class LockProvider(abc.ABC):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
         held, self._held = list(self._held), {}
-        for resource in held:
+        if held:
+            await self._release_at_close(held)
+        await self._close_transport()
+
+    async def _release_at_close(self, held: Sequence[str]) -> None:
+        """Release ``held`` all at once, waiting at most ``CLOSE_RELEASE_WAIT`` (or the TTL, if
+        shorter): a lease not released runs out by itself, and a server that does not answer must
+        not hold a host's shutdown up for a call deadline per lease."""
+
+        async def release(resource: str) -> None:
             try:
                 await self._release(resource)
             except Exception as error:  # noqa: BLE001 - the lease runs out by itself
                 LOG.warning("could not release the lease on %r at close: %s", resource, error)
-        await self._close_transport()
+
+        releases = [asyncio.ensure_future(release(resource)) for resource in held]
+        _, pending = await asyncio.wait(releases, timeout=min(CLOSE_RELEASE_WAIT, self.ttl.total_seconds()))
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+            LOG.warning(
+                "%d of %d leases not released at close within %gs; they run out after the TTL (%gs)",
+                len(pending),
+                len(held),
+                min(CLOSE_RELEASE_WAIT, self.ttl.total_seconds()),
+                self.ttl.total_seconds(),
+            )
 
     async def __aenter__(self: Self) -> Self:
         return self
