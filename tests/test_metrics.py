@@ -6,6 +6,7 @@ import asyncio
 import json
 import urllib.request
 
+import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -139,3 +140,30 @@ def test_no_metrics_endpoint_unless_asked(db_url: str) -> None:
     assert server.terminate() == 0
     stdout, _ = server.process.communicate(timeout=30)
     assert stdout == "", "only 'listening on', no metrics endpoint"
+
+
+async def test_calls_to_methods_nobody_serves_are_counted_without_tokens(db_url: str) -> None:
+    """Without tokens nothing refuses a made-up method before it reaches the observer: it is
+    answered UNIMPLEMENTED there, counted under ``unknown`` and logged, like every other call."""
+    server = start_server_process(db_url, "--metrics-listen", "127.0.0.1:0", "--access-log")
+    try:
+        assert server.process.stdout is not None
+        url = server.process.stdout.readline().strip().rsplit(" ", 1)[-1]
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            for method in ("/made.up.Service/Method", "/wfe.persistence.v1.WorkflowService/NoSuchMethod"):
+                with pytest.raises(grpc.aio.AioRpcError) as failed:
+                    await channel.unary_unary(method)(b"\x0a\x01x", timeout=10)
+                assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED
+                assert failed.value.details() == "Method not found!"
+            with pytest.raises(grpc.aio.AioRpcError) as streamed:
+                async for _ in channel.unary_stream("/made.up.Service/Stream")(b"", timeout=10):
+                    pass
+            assert streamed.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        samples = _scrape(url)
+        unknown = {"grpc_service": "unknown", "grpc_method": "unknown", "grpc_type": "unknown"}
+        assert _value(samples, "grpc_server_started_total", **unknown) == 3
+        assert _value(samples, "grpc_server_handled_total", grpc_code="UNIMPLEMENTED", **unknown) == 3
+    finally:
+        assert server.terminate() == 0
+    _, stderr = server.process.communicate(timeout=30)
+    assert stderr.count("UNIMPLEMENTED") == 3, stderr

@@ -184,6 +184,15 @@ def _method_kinds(services: Iterable[str]) -> dict[str, str]:
     return kinds
 
 
+async def _not_served(requests: Any, context: Context) -> None:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")  # grpc's own words
+
+
+_UNIMPLEMENTED: Handler = grpc.stream_unary_rpc_method_handler(_not_served, lambda _: None, None)
+"""The answer to a method the server does not serve, as gRPC gives it: UNIMPLEMENTED. A
+request-streaming handler, so the request is not read (see ``_status.refusal``)."""
+
+
 class CallObserver(grpc.aio.ServerInterceptor):
     """Times every call; counts it in ``metrics`` and writes an access-log line when asked to.
 
@@ -204,8 +213,8 @@ class CallObserver(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         handler = await continuation(details)
-        if handler is None:
-            return None
+        if handler is None:  # a method nobody serves: answered here, so it is counted and logged too
+            handler = _UNIMPLEMENTED
         rpc = details.method
         cached = self._observed.get(rpc)
         if cached is not None and cached[0] is handler:
