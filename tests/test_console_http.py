@@ -3,9 +3,11 @@ check, the token sign-in and its cookie, and the ``console_listen`` setting."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import http.client
 import json
+import logging
 import os
 import re
 import socket
@@ -22,8 +24,11 @@ import pytest
 from conftest import WFE_SQLITE, ServerProcess
 from console_seed import XSS_NAME, Seeded, run_async, seed, start_console_server
 from wfe_client import Event, GrpcPersistenceProvider, WorkflowInstance
+from wfe_client.errors import StorageUnavailable
+from wfe_sqlite import open_provider
 from wfe_sqlite._config import ConfigError, ServerConfig, check, start_up_warnings
-from wfe_sqlite.console import database_label
+from wfe_sqlite.console import Console, database_label
+from wfe_sqlite.console._http import HttpServer, Request, Response, UnsafeHeader
 from wfe_sqlite.server import RunningServer
 
 TOKEN = "console-http-test-token-0123456789"
@@ -269,6 +274,197 @@ def test_sign_in_refuses_other_sites_and_open_redirects(guarded_console: tuple[C
     for target in ("//attacker.example/", "http://attacker.example/", "/\\attacker.example"):
         status, headers, _ = _sign_in(client, TOKEN, target)
         assert status == 303 and headers["location"] == "/", target
+
+
+def _raw(client: Client, data: bytes) -> bytes:
+    """Send ``data`` on a new connection; everything the console sends back before it closes."""
+    with socket.create_connection((client.host, client.port), timeout=10) as sock:
+        sock.sendall(data)
+        chunks: list[bytes] = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+def _raw_sign_in(client: Client, next_path: str) -> tuple[bytes, list[bytes]]:
+    """A sign-in with the right token and ``next_path``, on a raw socket: the status line and the
+    header lines exactly as sent (so an injected header would show as a line of its own)."""
+    form = urllib.parse.urlencode({"token": TOKEN, "next": next_path}).encode()
+    answer = _raw(
+        client,
+        b"POST /login HTTP/1.1\r\n"
+        + f"Host: {client.host}:{client.port}\r\n".encode()
+        + b"Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n"
+        + f"Content-Length: {len(form)}\r\n\r\n".encode()
+        + form,
+    )
+    head = answer.split(b"\r\n\r\n", 1)[0]
+    status, *lines = head.split(b"\r\n")
+    return status, lines
+
+
+def _hidden_next(body: str) -> str:
+    found = re.findall(r'<input type="hidden" name="next" value="([^"]*)">', body)
+    assert len(found) == 1, body
+    return html.unescape(found[0])
+
+
+HOSTILE_NEXT = (
+    "/\r\nSet-Cookie: injected=1",
+    "/\nSet-Cookie: injected=1",
+    "/\t/evil.example",
+    "/ /evil.example",
+    "/\x0b/evil.example",
+    "/\x7f/evil.example",
+    "/\\evil.example",
+    "/workflows\\..\\..\\evil.example",
+    "//evil.example",
+    "http://evil.example/",
+    "",
+)
+
+
+def test_sign_in_redirects_only_to_a_safe_local_path(guarded_console: tuple[Client, str]) -> None:
+    """The ``next`` of a sign-in becomes ``Location`` only as a plain path of this console: control
+    characters (CR/LF would inject a header, a tab makes browsers read ``/<TAB>/host`` as
+    ``//host``), spaces and backslashes send the browser to ``/``; other characters are
+    percent-encoded, and every sign-in gets an answer."""
+    client, _ = guarded_console
+    for next_path in HOSTILE_NEXT:
+        status, lines = _raw_sign_in(client, next_path)
+        assert status == b"HTTP/1.1 303 See Other", (next_path, status)
+        locations = [line for line in lines if line.lower().startswith(b"location:")]
+        assert locations == [b"Location: /"], (next_path, lines)
+        assert not any(b"injected" in line for line in lines), (next_path, lines)
+        assert sum(line.lower().startswith(b"set-cookie:") for line in lines) == 1, (next_path, lines)
+    for next_path, location in (
+        ("/workflows/\u2603", "/workflows/%E2%98%83"),  # not Latin-1: used to drop the connection
+        ("/workflows/caf\u00e9?q=\u00fc", "/workflows/caf%C3%A9?q=%C3%BC"),
+        ("/workflows/%E2%98%83", "/workflows/%E2%98%83"),  # already encoded: kept as it is
+        ("/events?name=a&key=b#top", "/events?name=a&key=b#top"),
+        ('/workflows/"<x>', "/workflows/%22%3Cx%3E"),
+    ):
+        status, lines = _raw_sign_in(client, next_path)
+        assert status == b"HTTP/1.1 303 See Other", (next_path, status)
+        assert [line for line in lines if line.lower().startswith(b"location:")] == [
+            f"Location: {location}".encode()
+        ], next_path
+    assert client.get("/login")[0] == 200  # and it still serves
+
+
+def test_the_sign_in_form_carries_only_a_safe_local_path(guarded_console: tuple[Client, str]) -> None:
+    """``GET /login?next=`` and the sign-in page shown for a page without a session put ``next``
+    into the form's hidden field: the same rule applies there."""
+    client, _ = guarded_console
+    for next_path in HOSTILE_NEXT:
+        if not next_path.strip():
+            continue
+        status, _, body = client.get("/login?" + urllib.parse.urlencode({"next": next_path}))
+        assert status == 200 and _hidden_next(body) == "/", next_path
+    status, _, body = client.get("/login?next=" + urllib.parse.quote("/workflows/\u2603"))
+    assert status == 200 and _hidden_next(body) == "/workflows/%E2%98%83"
+    # Without a session, a page answers with the sign-in form whose next is the page's own target.
+    status, _, body = client.get("/workflows?q=a%20b")
+    assert status == 401 and _hidden_next(body) == "/workflows?q=a%20b"
+    for target in (b"/\t/evil.example", b"//evil.example", b"/\\evil.example"):
+        answer = _raw(
+            client,
+            b"GET "
+            + target
+            + f" HTTP/1.1\r\nHost: {client.host}:{client.port}\r\n".encode()
+            + b"Connection: close\r\n\r\n",
+        )
+        assert answer.startswith(b"HTTP/1.1 401 "), target
+        assert _hidden_next(answer.split(b"\r\n\r\n", 1)[1].decode()) == "/", target
+
+
+def test_unsafe_response_headers_are_never_sent() -> None:
+    """Whatever builds a response, a header with CR, LF, another control character or a character
+    outside ASCII is refused (``UnsafeHeader``), and the server answers 500 in its place."""
+    for name, value in (
+        ("Location", "/\r\nSet-Cookie: injected=1"),
+        ("Location", "/\t/evil.example"),
+        ("Location", "/workflows/\u2603"),
+        ("Location", "/\x00"),
+        ("X-Bad Name", "x"),
+        ("X-Bad\r\nName", "x"),
+        ("", "x"),
+    ):
+        with pytest.raises(UnsafeHeader):
+            Response(303, b"", headers=[(name, value)]).head(True)
+    with pytest.raises(UnsafeHeader):
+        Response(200, b"", content_type="text/html\r\nX-Injected: 1").head(True)
+    assert b"Location: /workflows/%E2%98%83\r\n" in Response(303, headers=[("Location", "/workflows/%E2%98%83")]).head(
+        False
+    )
+
+    async def main() -> tuple[bytes, bytes]:
+        async def handler(request: Request) -> Response:
+            if request.path == "/down":  # the HTTP layer's own mapping, should a route not catch it
+                raise StorageUnavailable("PostgreSQL unreachable:\nconnection refused")
+            return Response(303, b"", headers=[("Location", "/\r\nSet-Cookie: injected=1")])
+
+        server = HttpServer(handler)
+        port = await server.start("127.0.0.1", 0)
+        answers = []
+        try:
+            for path in (b"/", b"/down"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                answers.append(await asyncio.wait_for(reader.read(), 10))
+                writer.close()
+        finally:
+            await server.close()
+        return answers[0], answers[1]
+
+    injected, down = asyncio.run(main())
+    assert injected.startswith(b"HTTP/1.1 500 ") and b"injected" not in injected
+    assert down.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in down
+    assert down.endswith(b"\r\n\r\ndatabase unavailable, retry later\n")
+
+
+async def test_an_unavailable_database_is_503_not_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the store raises ``StorageUnavailable`` (PostgreSQL down; the gRPC side answers
+    UNAVAILABLE), the console answers 503 with ``Retry-After`` and a short page, and logs one
+    warning per request, no traceback."""
+    url = f"sqlite://{tmp_path / 'wfe.db'}"
+    provider = await open_provider(url)
+    console = Console(provider, (), url)
+    try:
+        await console.start("127.0.0.1:0")
+        client = Client(console.url)
+
+        async def down(*args: object, **kwargs: object) -> object:
+            raise StorageUnavailable("PostgreSQL unreachable: connection refused; retry later")
+
+        monkeypatch.setattr(provider.store, "console_overview", down)
+        monkeypatch.setattr(provider.store, "console_events", down)
+        monkeypatch.setattr(provider, "list_workflows", down)
+        caplog.set_level(logging.INFO, logger="wfe_sqlite.console")
+        for path, fragment in (("/", False), ("/workflows", False), ("/events", False), ("/", True)):
+            headers = {"X-Console-Fragment": "1"} if fragment else {}
+            caplog.clear()
+            status, sent, body = await asyncio.to_thread(client.get, path, **headers)
+            assert status == 503, (path, status, body)
+            assert sent["retry-after"] == "1"
+            assert "database" in body.lower() and "unavailable" in body.lower() and "retry later" in body
+            assert "internal error" not in body and "Traceback" not in body
+            if fragment:
+                assert sent["content-type"].startswith("text/plain") and "<html" not in body
+            else:
+                assert sent["content-type"].startswith("text/html") and "Database unavailable" in body
+            records = [r for r in caplog.records if r.name.startswith("wfe_sqlite.console")]
+            assert len(records) == 1, [r.getMessage() for r in records]
+            assert records[0].levelno == logging.WARNING and records[0].exc_info is None
+            assert "database unavailable" in records[0].getMessage()
+            assert "\n" not in records[0].getMessage()
+    finally:
+        await console.close()
+        await provider.close()
 
 
 # -- the setting ----------------------------------------------------------------------------------

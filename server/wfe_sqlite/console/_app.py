@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from wfe_client.errors import InvalidArgument, WorkflowNotFound
+from wfe_client.errors import InvalidArgument, StorageUnavailable, WorkflowNotFound
 from wfe_client.models import WorkflowStatus
 from wfe_client.timeutil import utc_now
 
@@ -27,7 +27,7 @@ from .._provider import StoreProvider
 from . import _pages as pages
 from ._auth import COOKIE, SESSION_SECONDS, Sessions
 from ._html import Html, join
-from ._http import Request, Response
+from ._http import Request, Response, one_line, unavailable_response
 from ._reads import STATUSES, ConsoleReads, parse_event_cursor
 
 __all__ = ["FRAGMENT_HEADER", "ConsoleApp"]
@@ -72,11 +72,22 @@ def _redirect(location: str, headers: Iterable[tuple[str, str]] = ()) -> Respons
     return Response(303, b"", "text/plain; charset=utf-8", [("Location", location), *headers])
 
 
+_NOT_IN_LOCAL_PATH = frozenset(map(chr, range(0x21))) | {"\x7f", "\\"}
+"""Control characters, space and backslash: browsers drop some of them (``/<TAB>/host`` reads as
+``//host``), turn ``\\`` into ``/``, and CR/LF would end a header."""
+_LOCAL_PATH_SAFE = "/?=&%#:@;,+-._~!$'()*"
+"""Left as they are by ``_local_path``; every other character is percent-encoded (as UTF-8)."""
+
+
 def _local_path(value: str | None) -> str:
-    """``value`` when it is a path on this site, else ``/`` (no open redirects)."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """``value`` when it is a path on this site, else ``/`` (no open redirects): it starts with one
+    ``/`` (not ``//``), holds no control character, whitespace or backslash, and comes back
+    percent-encoded where it is not plain ASCII, so that it is a valid ``Location`` value."""
+    if not value or not value.startswith("/") or value.startswith("//"):
         return "/"
-    return value
+    if any(char in _NOT_IN_LOCAL_PATH for char in value):
+        return "/"
+    return urllib.parse.quote(value, safe=_LOCAL_PATH_SAFE)
 
 
 class ConsoleApp:
@@ -117,11 +128,22 @@ class ConsoleApp:
                 return Response(401, b"sign in again\n", "text/plain; charset=utf-8")
             if request.method not in ("GET", "HEAD"):
                 return Response(401, b"sign in first\n", "text/plain; charset=utf-8")
-            return _page(pages.login_page(self._frame(False), request.target, failed=False), 401)
+            return _page(pages.login_page(self._frame(False), _local_path(request.target), failed=False), 401)
         if request.method not in ("GET", "HEAD"):
             return Response(405, b"the console is read-only\n", "text/plain; charset=utf-8", [("Allow", "GET, HEAD")])
         frame = self._frame(True)
         fragment = bool(request.headers.get(FRAGMENT_HEADER))
+        try:
+            return await self._page_route(request, path, frame, fragment)
+        except StorageUnavailable as error:
+            # What the gRPC side answers UNAVAILABLE: a warning, not a traceback per request.
+            LOG.warning("console: %s %r: database unavailable: %s", request.method, request.target, one_line(error))
+            if fragment:
+                return unavailable_response()
+            page = pages.message_page(frame, "Database unavailable", "The database is unavailable; retry later.")
+            return unavailable_response(page.encode("utf-8"), "text/html; charset=utf-8")
+
+    async def _page_route(self, request: Request, path: str, frame: pages.Frame, fragment: bool) -> Response:
         if path == "/":
             return await self._overview(frame, fragment)
         if path == "/workflows":

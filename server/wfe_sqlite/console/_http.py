@@ -10,11 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-__all__ = ["MAX_BODY", "MAX_HEAD", "SECURITY_HEADERS", "HttpServer", "Request", "Response"]
+from wfe_client.errors import StorageUnavailable
+
+__all__ = [
+    "MAX_BODY",
+    "MAX_HEAD",
+    "SECURITY_HEADERS",
+    "HttpServer",
+    "Request",
+    "Response",
+    "UnsafeHeader",
+    "one_line",
+    "unavailable_response",
+]
 
 LOG = logging.getLogger(__name__)
 
@@ -61,6 +74,17 @@ _REASONS = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+
+
+class UnsafeHeader(ValueError):
+    """A response header that must not be sent as it is."""
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A header name: an RFC 9110 token."""
+_FIELD_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?|")
+"""A header value sent by the console: printable ASCII, inner spaces only (no tab, no control
+character, nothing a client could decode otherwise)."""
 
 
 @dataclass
@@ -119,14 +143,23 @@ class Response:
     cache: str = "no-store"
 
     def head(self, keep_alive: bool) -> bytes:
-        lines = [f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Unknown')}"]
+        """The status line and headers; ``UnsafeHeader`` when a header name or value could end
+        the header early or be read differently by a client (CR, LF, other controls, non-ASCII)."""
+        fields: list[tuple[str, str]] = []
         if self.status != 304:
-            lines.append(f"Content-Type: {self.content_type}")
-        lines.append(f"Content-Length: {len(self.body)}")
-        lines.append(f"Cache-Control: {self.cache}")
-        lines.extend(f"{name}: {value}" for name, value in (*SECURITY_HEADERS, *self.headers))
-        lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            fields.append(("Content-Type", self.content_type))
+        fields.append(("Content-Length", str(len(self.body))))
+        fields.append(("Cache-Control", self.cache))
+        fields.extend((*SECURITY_HEADERS, *self.headers))
+        fields.append(("Connection", "keep-alive" if keep_alive else "close"))
+        lines = [f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Unknown')}"]
+        for name, value in fields:
+            if not _TOKEN.fullmatch(name):
+                raise UnsafeHeader(f"unsafe header name {name!r}")
+            if not _FIELD_VALUE.fullmatch(value):
+                raise UnsafeHeader(f"unsafe value of header {name}: {value!r}")
+            lines.append(f"{name}: {value}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -140,6 +173,20 @@ class _BadRequest(Exception):
 
 def _text_response(status: int, message: str) -> Response:
     return Response(status, (message + "\n").encode(), "text/plain; charset=utf-8")
+
+
+RETRY_AFTER = "1"
+"""Seconds a client is told to wait (``Retry-After``) while the database is unavailable."""
+
+
+def unavailable_response(body: bytes = b"database unavailable, retry later\n", content_type: str = "") -> Response:
+    """503 with ``Retry-After``: the store raised ``StorageUnavailable`` (the gRPC side's UNAVAILABLE)."""
+    return Response(503, body, content_type or "text/plain; charset=utf-8", [("Retry-After", RETRY_AFTER)])
+
+
+def one_line(error: BaseException) -> str:
+    """``error``'s message on one line (a database's message may span several)."""
+    return " ".join(str(error).split())
 
 
 def _parse_head(data: bytes) -> tuple[str, str, str, dict[str, str]]:
@@ -238,8 +285,11 @@ class HttpServer:
         request = Request(method, target, headers, body, peer)
         try:
             response = await self._handler(request)
+        except StorageUnavailable as error:
+            LOG.warning("console: %s %r: database unavailable: %s", method, target, one_line(error))
+            response = unavailable_response()
         except Exception:
-            LOG.exception("console: %s %s failed", method, target)
+            LOG.exception("console: %s %r failed", method, target)
             response = _text_response(500, "internal error (see the server log)")
         await self._send(writer, response, keep_alive, method == "HEAD")
         return keep_alive
@@ -265,7 +315,13 @@ class HttpServer:
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, response: Response, keep_alive: bool, head_only: bool) -> None:
-        writer.write(response.head(keep_alive))
+        try:
+            head = response.head(keep_alive)
+        except UnsafeHeader as error:
+            LOG.error("console: not sending a %d response: %s", response.status, error)
+            response = _text_response(500, "internal error (see the server log)")
+            head = response.head(keep_alive)
+        writer.write(head)
         if not head_only and response.status != 304:
             writer.write(response.body)
         await writer.drain()
