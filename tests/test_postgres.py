@@ -630,3 +630,20 @@ async def test_closing_ends_promptly_whenever_the_listener_keepalive_answers(pg_
         done, _ = await asyncio.wait([closing], timeout=3)
         assert done, f"close hung with the keepalive answered {turns} loop turns before it"
         assert listener.done()
+
+
+async def test_a_statement_past_the_command_timeout_is_unavailable_with_a_message(pg_url: str) -> None:
+    """asyncpg's timeout carries no text: the caller still gets a message that says what happened."""
+    provider = await PostgresPersistenceProvider.open(pg_url, command_timeout=0.5)
+    side = await asyncpg.connect(pg_url)
+    try:
+        async with side.transaction():
+            await side.execute("LOCK TABLE workflows IN ACCESS EXCLUSIVE MODE")  # the read waits behind it
+            with pytest.raises(StorageUnavailable) as failed:
+                await provider.get_workflow_instance("held-up")
+    finally:
+        await side.close()
+        await provider.close()
+    assert failed.value.message == (
+        "PostgreSQL did not answer in time (connect_timeout, command_timeout); retry later"
+    ), failed.value.message

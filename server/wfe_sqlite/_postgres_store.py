@@ -478,8 +478,10 @@ def _unavailable(error: BaseException) -> StorageUnavailable | None:
         if state[:2] in _UNAVAILABLE_CLASSES:
             return StorageUnavailable(f"PostgreSQL unavailable ({state}): {error}; retry later")
         return None
-    if isinstance(error, (OSError, asyncpg.InterfaceError, asyncio.TimeoutError, ConnectionError)):
-        return StorageUnavailable(f"PostgreSQL unreachable: {error or type(error).__name__}; retry later")
+    if isinstance(error, TimeoutError):  # carries no text of its own
+        return StorageUnavailable("PostgreSQL did not answer in time (connect_timeout, command_timeout); retry later")
+    if isinstance(error, (OSError, asyncpg.InterfaceError, ConnectionError)):
+        return StorageUnavailable(f"PostgreSQL unreachable: {str(error) or type(error).__name__}; retry later")
     return None
 
 
