@@ -193,3 +193,30 @@ async def test_max_page_count_caps_the_served_database(tmp_path: Path) -> None:
                 await client.create_new_workflow(WorkflowInstance.new("big", 1, {"blob": "x" * 1_000_000}))
     finally:
         await running.stop()
+
+
+@pytest.mark.parametrize(
+    ("db", "args", "setting"),
+    [
+        ("postgresql://wfe@127.0.0.1:1/wfe", ["--max-page-count", "10"], "max_page_count"),
+        ("postgresql://wfe@127.0.0.1:1/wfe", ["--synchronous", "NORMAL"], "synchronous"),
+        ("postgres://wfe@127.0.0.1:1/wfe", ["--readers", "8"], "readers"),
+        ("sqlite://{tmp}/wfe.db", ["--pool-size", "4"], "pool_size"),
+    ],
+)
+def test_a_setting_of_the_other_backend_is_refused_not_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], db: str, args: list[str], setting: str
+) -> None:
+    """A cap or a durability level that would silently do nothing on this backend stops start-up."""
+    assert cli.main(["serve", "--db", db.replace("{tmp}", str(tmp_path)), *args]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith(f"wfe-sqlite: invalid setting {setting}: applies to "), message
+    assert "leave it out" in message and f"(from --{setting.replace('_', '-')})" in message, message
+    assert not (tmp_path / "wfe.db").exists()
+
+
+def test_a_default_value_of_the_other_backend_is_let_through(capsys: pytest.CaptureFixture[str]) -> None:
+    """The same value as the default (a config file shared by both kinds of server) is no refusal:
+    start-up goes on to connect (here to nothing)."""
+    assert cli.main(["serve", "--db", "postgresql://wfe@127.0.0.1:1/wfe", "--synchronous", "FULL"]) == 2
+    assert "cannot connect to PostgreSQL" in capsys.readouterr().err

@@ -479,6 +479,24 @@ def resolve(
     return ServerConfig(**values, sources=sources)
 
 
+_SQLITE_ONLY = ("readers", "synchronous", "max_page_count")
+_POSTGRES_ONLY = ("pool_size",)
+
+
+def _check_backend_settings(config: ServerConfig) -> None:
+    """Refuse a setting given a value other than its default for the other backend: a storage cap or
+    a durability level that silently does nothing is worse than a refusal (a default value given,
+    say from a config file shared by both kinds of server, is let through)."""
+    postgres = is_postgres_url(config.db)
+    for name in _SQLITE_ONLY if postgres else _POSTGRES_ONLY:
+        if name in config.sources and getattr(config, name) != _DEFAULTS[name]:
+            kind, other = ("SQLite", "a PostgreSQL") if postgres else ("PostgreSQL", "an SQLite")
+            raise ConfigError(
+                name,
+                f"applies to {kind} databases only and db is {other} database: leave it out{_source(config, name)}",
+            )
+
+
 def check(config: ServerConfig) -> None:
     """Validate a whole config: each value, the files it names, and the rules between settings."""
     for setting in SETTINGS:
@@ -486,6 +504,7 @@ def check(config: ServerConfig) -> None:
             setting.parse(getattr(config, setting.name))
         except ValueError as error:
             raise ConfigError(setting.name, str(error)) from None
+    _check_backend_settings(config)
     if (config.tls_cert is None) != (config.tls_key is None):
         missing = "tls_key" if config.tls_key is None else "tls_cert"
         raise ConfigError(missing, "tls_cert and tls_key go together: give both or neither")
