@@ -34,9 +34,15 @@ from wfe_client import (
     StorageUnavailable,
 )
 from wfe_client.models import EventSubscription, ExecutionPointer, WorkflowInstance
-from wfe_sqlite import PostgresPersistenceProvider, SqliteLockProvider, SqliteQueueProvider, open_provider
+from wfe_sqlite import (
+    DatabaseOpenError,
+    PostgresPersistenceProvider,
+    SqliteLockProvider,
+    SqliteQueueProvider,
+    open_provider,
+)
 from wfe_sqlite._postgres_cluster import FALLBACK_LOOK, PostgresCluster
-from wfe_sqlite._postgres_store import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, migrate_url
+from wfe_sqlite._postgres_store import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, migrate_url, redact_url
 from wfe_sqlite.server import RunningServer, ServerConfig
 
 UTC = UTC
@@ -169,6 +175,143 @@ def test_an_unreachable_database_fails_start_up_with_exit_2(pg_cluster: PgCluste
     )
     assert served.returncode == 2
     assert "cannot connect to PostgreSQL" in served.stderr
+
+
+def _serve_once(url: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``wfe-sqlite serve`` on ``url``, expected to refuse to start (a server that starts runs into ``timeout``)."""
+    return subprocess.run(
+        [str(WFE_SQLITE), "serve", "--db", url, "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+async def _tables(url: str) -> dict[str, list[str]]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public' "
+            "ORDER BY table_name, ordinal_position"
+        )
+    finally:
+        await conn.close()
+    tables: dict[str, list[str]] = {}
+    for row in rows:
+        tables.setdefault(row["table_name"], []).append(row["column_name"])
+    return tables
+
+
+async def test_a_database_with_another_applications_workflows_table_is_refused_and_left_alone(
+    fresh_pg_url: str,
+) -> None:
+    conn = await asyncpg.connect(fresh_pg_url)
+    try:
+        await conn.execute("CREATE TABLE workflows (foo text); INSERT INTO workflows VALUES ('theirs')")
+    finally:
+        await conn.close()
+    refusal = (
+        f"{redact_url(fresh_pg_url)}: schema public holds tables of another application named as wfe-sqlite's "
+        "(workflows) and no wfe-sqlite schema (refusing to touch it)"
+    )
+    for done in (
+        _cli("migrate", "--db", fresh_pg_url),
+        _serve_once(fresh_pg_url),
+        _cli("list", "--db", fresh_pg_url),
+        _cli("stats", "--db", fresh_pg_url),
+    ):
+        assert done.returncode == 2, (done.args, done.stderr)
+        assert refusal in done.stderr, (done.args, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert "run wfe-sqlite migrate" not in done.stderr
+        assert "listening" not in done.stdout
+    with pytest.raises(DatabaseOpenError, match="refusing to touch it"):
+        await migrate_url(fresh_pg_url)
+    assert await _tables(fresh_pg_url) == {"workflows": ["foo"]}
+    conn = await asyncpg.connect(fresh_pg_url)
+    try:
+        assert [r[0] for r in await conn.fetch("SELECT foo FROM workflows")] == ["theirs"]
+    finally:
+        await conn.close()
+
+
+async def test_a_foreign_schema_version_table_or_index_name_is_refused_too(fresh_pg_url: str) -> None:
+    conn = await asyncpg.connect(fresh_pg_url)
+    try:  # another application's migration record, and a table whose index takes one of our names
+        await conn.execute("CREATE TABLE schema_version (version text); INSERT INTO schema_version VALUES ('v9')")
+        await conn.execute("CREATE TABLE customers (id int); CREATE INDEX locks_expiry ON customers (id)")
+    finally:
+        await conn.close()
+    migrated = _cli("migrate", "--db", fresh_pg_url)
+    assert migrated.returncode == 2, migrated.stderr
+    assert "(locks_expiry (index), schema_version) and no wfe-sqlite schema" in migrated.stderr
+    assert "Traceback" not in migrated.stderr
+    assert await _tables(fresh_pg_url) == {"customers": ["id"], "schema_version": ["version"]}
+
+
+async def test_a_database_with_other_tables_under_other_names_is_migrated(fresh_pg_url: str) -> None:
+    conn = await asyncpg.connect(fresh_pg_url)
+    try:
+        await conn.execute("CREATE TABLE customers (id int); INSERT INTO customers VALUES (7)")
+    finally:
+        await conn.close()
+    migrated = _cli("migrate", "--db", fresh_pg_url)
+    assert migrated.returncode == 0, migrated.stderr
+    assert f"schema version 0 -> {SCHEMA_VERSION}" in migrated.stdout
+    tables = await _tables(fresh_pg_url)
+    assert tables["customers"] == ["id"]
+    assert {"workflows", "work_queue", "schema_version"} <= set(tables)
+    listed = _cli("list", "--db", fresh_pg_url)
+    assert listed.returncode == 0, listed.stderr
+
+
+@pytest.fixture
+def reader_url(fresh_pg_url: str, pg_cluster: PgCluster) -> Iterator[str]:
+    """``fresh_pg_url`` for a role of its own that may only read (and not create in schema public)."""
+    dbname = fresh_pg_url.rsplit("/", 1)[1]
+    role = f"reader_{dbname}"
+    pg_cluster.psql(f"CREATE ROLE {role} LOGIN", dbname)
+    pg_cluster.psql("REVOKE CREATE ON SCHEMA public FROM PUBLIC", dbname)
+    try:
+        yield fresh_pg_url.replace("postgresql://postgres@", f"postgresql://{role}@", 1)
+    finally:
+        pg_cluster.psql(f"DROP OWNED BY {role}; DROP ROLE {role}", dbname)
+
+
+async def test_a_role_that_cannot_write_is_refused_at_start_up(
+    fresh_pg_url: str, reader_url: str, pg_cluster: PgCluster
+) -> None:
+    assert reader_url != fresh_pg_url
+    role = reader_url.split("//", 1)[1].split("@", 1)[0]
+    dbname = fresh_pg_url.rsplit("/", 1)[1]
+    creating = _cli("migrate", "--db", reader_url)  # nothing there yet, and it may not create
+    assert creating.returncode == 2, creating.stderr
+    assert f"{redact_url(reader_url)}: role {role} cannot upgrade the schema to version 1" in creating.stderr
+    assert "Traceback" not in creating.stderr
+    assert _cli("migrate", "--db", fresh_pg_url).returncode == 0
+    pg_cluster.psql(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}", dbname)
+    served = _serve_once(reader_url, timeout=30)
+    assert served.returncode == 2, served.stderr
+    assert f"{redact_url(reader_url)}: role {role} cannot write to table " in served.stderr
+    assert "it lacks INSERT, UPDATE, DELETE; a server needs SELECT, INSERT, UPDATE, DELETE" in served.stderr
+    assert "Traceback" not in served.stderr and "listening" not in served.stdout
+    assert _cli("list", "--db", reader_url).returncode == 0  # reading is all list needs
+    pg_cluster.psql(f"GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}", dbname)
+    served = _serve_once(reader_url, timeout=30)
+    assert "role" in served.stderr and "cannot write to sequence work_queue_position" in served.stderr
+    pg_cluster.psql(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}", dbname)
+    server = start_server_process(reader_url)  # granted all it needs: it starts and writes
+    try:
+        client = await GrpcPersistenceProvider.connect(server.address)
+        try:
+            assert await client.create_new_workflow(_workflow("granted"))
+            pg_cluster.psql(f"REVOKE INSERT ON workflows FROM {role}", dbname)  # taken away while it serves
+            with pytest.raises(StorageUnavailable, match="grant the server's role its privileges"):
+                await client.create_new_workflow(_workflow("revoked"))
+        finally:
+            await client.close()
+    finally:
+        assert server.terminate() == 0
 
 
 async def test_stats_works_and_check_and_backup_name_the_postgres_tools(fresh_pg_url: str) -> None:

@@ -13,7 +13,10 @@ Errors: a unique violation becomes the same ``AlreadyExists`` as on SQLite (by c
 a connection that fails or cannot be had becomes ``StorageUnavailable``.
 
 Schema: ordered migrations (``MIGRATIONS``), recorded in ``schema_version``, applied under a
-session advisory lock so servers starting together upgrade once (``migrate``).
+session advisory lock so servers starting together upgrade once (``migrate``). A database without
+our schema holding another application's tables under our names is refused untouched
+(``refuse_foreign``), and a server's role that cannot write our tables at start-up
+(``refuse_read_only``); SQLSTATE 42501 later (privileges taken away) is ``StorageUnavailable``.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ __all__ = [
     "migrate_url",
     "postgres_stats",
     "redact_url",
+    "refuse_foreign",
     "schema_version",
 ]
 
@@ -496,13 +500,22 @@ def _rolled_back(error: BaseException) -> StorageUnavailable | None:
     return None
 
 
+def _denied(error: BaseException) -> StorageUnavailable | None:
+    """``StorageUnavailable`` for a statement the role may not run (SQLSTATE 42501, privileges taken
+    away after start-up, which refuses a role that cannot write: ``refuse_read_only``): a fault of
+    the database's configuration, as a read-only SQLite file is, not INTERNAL."""
+    if _sqlstate(error) == "42501":
+        return StorageUnavailable(f"PostgreSQL refused the statement ({error}): grant the server's role its privileges")
+    return None
+
+
 def _as_unavailable(error: Exception) -> Exception:
     """``StorageUnavailable`` for connection-level failures (asyncpg's ``InternalClientError``
     included: a connection left mid-protocol by a lost server) and rolled-back statements; any other
     error as it is."""
     if isinstance(error, asyncpg.exceptions.InternalClientError):
         return StorageUnavailable(f"PostgreSQL connection failed: {error}; retry later")
-    return _unavailable(error) or _rolled_back(error) or error
+    return _unavailable(error) or _rolled_back(error) or _denied(error) or error
 
 
 def _cannot_store(error: BaseException) -> InvalidArgument | None:
@@ -538,7 +551,7 @@ def _item_error(error: BaseException) -> Exception | None:
     if refused is not None:
         return refused
     if isinstance(error, asyncpg.PostgresError) and _unavailable(error) is None:
-        return _rolled_back(error) or own
+        return _rolled_back(error) or _denied(error) or own
     return None
 
 
@@ -563,19 +576,92 @@ class PostgresConfig(NamedTuple):
 
 
 async def schema_version(conn: asyncpg.Connection) -> int:
-    """The version recorded in the database; 0 for a database without the table."""
-    exists = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
-    if not exists:
+    """The version recorded in the database; 0 for a database without our ``schema_version`` table
+    (one of another application's, without our columns, counts as none: ``refuse_foreign`` names it)."""
+    ours = await conn.fetchval(
+        "SELECT count(*) = 2 FROM pg_attribute WHERE attrelid = to_regclass('schema_version') "
+        "AND NOT attisdropped AND ((attname = 'version' AND atttypid = 'integer'::regtype) "
+        "OR (attname = 'applied_at' AND atttypid = 'timestamptz'::regtype))"
+    )
+    if not ours:
         return 0
     version: int | None = await conn.fetchval("SELECT max(version) FROM schema_version")
     return version or 0
 
 
-async def migrate(conn: asyncpg.Connection) -> tuple[int, int]:
+_CREATES = re.compile(r"\bCREATE\s+(?:UNIQUE\s+)?(TABLE|INDEX|SEQUENCE|FUNCTION)\s+(\w+)", re.IGNORECASE)
+
+
+def _created_names(kind: str) -> tuple[str, ...]:
+    """The names the migrations give objects of ``kind`` (TABLE, INDEX, SEQUENCE, FUNCTION)."""
+    return tuple(
+        name.lower() for migration in MIGRATIONS for found, name in _CREATES.findall(migration) if found.upper() == kind
+    )
+
+
+OWN_TABLES = ("schema_version", *_created_names("TABLE"))
+OWN_SEQUENCES = _created_names("SEQUENCE")
+OWN_RELATIONS = (*OWN_TABLES, *_created_names("INDEX"), *OWN_SEQUENCES)
+OWN_FUNCTIONS = _created_names("FUNCTION")
+"""The names the migrations create: another object of one of them in the schema they create in
+(``current_schema()``) makes them fail."""
+
+_RELKINDS = {
+    "r": "table",
+    "p": "table",
+    "i": "index",
+    "I": "index",
+    "S": "sequence",
+    "v": "view",
+    "m": "materialized view",
+    "f": "foreign table",
+    "c": "type",
+}
+
+_CLASHES = """
+SELECT c.relname AS name, c.relkind::text AS kind FROM pg_class c
+WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY($1::text[])
+UNION ALL
+SELECT t.typname, 'type' FROM pg_type t
+WHERE t.typnamespace = current_schema()::regnamespace AND t.typname = ANY($1::text[]) AND t.typrelid = 0
+UNION ALL
+SELECT p.proname || '()', 'function' FROM pg_proc p
+WHERE p.pronamespace = current_schema()::regnamespace AND p.proname = ANY($2::text[])
+ORDER BY 1
+"""
+
+
+async def refuse_foreign(conn: asyncpg.Connection, where: str) -> None:
+    """Refuse (``DatabaseOpenError``), reading only, a database without our schema whose current
+    schema (the first of ``search_path``, where the migrations create) holds objects of another
+    application named as ours. Other tables in it are fine: the migrations only need our names free.
+
+    Run at schema version 0 only (a database of ours holds all these names).
+    """
+    schema = await conn.fetchval("SELECT current_schema()")
+    if schema is None:
+        return  # nothing to clash with; CREATE TABLE will say no schema is selected
+    rows = await conn.fetch(_CLASHES, list(OWN_RELATIONS), list(OWN_FUNCTIONS))
+    if not rows:
+        return
+    kinds = [_RELKINDS.get(row["kind"], row["kind"]) for row in rows]
+    names = [
+        row["name"] if kind == "table" else f"{row['name']} ({kind})" for row, kind in zip(rows, kinds, strict=True)
+    ]
+    shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+    raise DatabaseOpenError(
+        f"{where}: schema {schema} holds tables of another application named as wfe-sqlite's ({shown}) "
+        "and no wfe-sqlite schema (refusing to touch it)"
+    )
+
+
+async def migrate(conn: asyncpg.Connection, where: str = "the database") -> tuple[int, int]:
     """Apply the missing migrations in order, each in its own transaction, under an advisory lock
     (servers starting together wait for the first, then find nothing to do). (before, after).
 
-    A database newer than this binary: ``DatabaseOpenError``.
+    A database newer than this binary, or one without our schema holding another application's
+    objects under our names (``refuse_foreign``, checked under the lock in the first migration's
+    transaction): ``DatabaseOpenError`` (``where`` names the database), nothing written.
     """
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
     try:
@@ -586,13 +672,22 @@ async def migrate(conn: asyncpg.Connection) -> tuple[int, int]:
                 "upgrade wfe-sqlite"
             )
         for version in range(before + 1, SCHEMA_VERSION + 1):
-            async with conn.transaction():
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
-                    "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-                )
-                await conn.execute(MIGRATIONS[version - 1])
-                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+            try:
+                async with conn.transaction():
+                    if version == 1:
+                        await refuse_foreign(conn, where)
+                    await conn.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                        "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+                    )
+                    await conn.execute(MIGRATIONS[version - 1])
+                    await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+            except asyncpg.InsufficientPrivilegeError as error:
+                role = await conn.fetchval("SELECT current_user")
+                raise DatabaseOpenError(
+                    f"{where}: role {role} cannot upgrade the schema to version {version} ({error}): "
+                    "run wfe-sqlite migrate --db URL as a role that may (the schema's owner)"
+                ) from error
             LOG.info("schema upgraded to version %d", version)
         return before, max(before, SCHEMA_VERSION)
     finally:
@@ -601,6 +696,39 @@ async def migrate(conn: asyncpg.Connection) -> tuple[int, int]:
         except BaseException:
             conn.terminate()  # not back to a pool with the lock held
             raise
+
+
+_UNWRITABLE = """
+SELECT t AS name, array_remove(ARRAY[
+    CASE WHEN NOT has_table_privilege(to_regclass(t), 'SELECT') THEN 'SELECT' END,
+    CASE WHEN NOT has_table_privilege(to_regclass(t), 'INSERT') THEN 'INSERT' END,
+    CASE WHEN NOT has_table_privilege(to_regclass(t), 'UPDATE') THEN 'UPDATE' END,
+    CASE WHEN NOT has_table_privilege(to_regclass(t), 'DELETE') THEN 'DELETE' END], NULL) AS missing
+FROM unnest($1::text[]) AS tables (t)
+WHERE to_regclass(t) IS NOT NULL
+UNION ALL
+SELECT s, ARRAY['USAGE'] FROM unnest($2::text[]) AS sequences (s)
+WHERE to_regclass(s) IS NOT NULL AND NOT has_sequence_privilege(to_regclass(s), 'USAGE')
+"""
+
+
+async def refuse_read_only(conn: asyncpg.Connection, where: str) -> None:
+    """Refuse (``DatabaseOpenError``) a role that cannot read and write every table of the store (and
+    draw from its sequence): a server on it would start, then fail every write and its background
+    work. A configuration fault, reported at start-up as SQLite reports a read-only file."""
+    tables = [t for t in OWN_TABLES if t != "schema_version"]  # written by migrations only
+    rows = [row for row in await conn.fetch(_UNWRITABLE, tables, list(OWN_SEQUENCES)) if row["missing"]]
+    if not rows:
+        return
+    role = await conn.fetchval("SELECT current_user")
+    first = rows[0]
+    kind = "sequence" if first["name"] in OWN_SEQUENCES else "table"
+    others = f" (and {len(rows) - 1} more of wfe-sqlite's)" if len(rows) > 1 else ""
+    raise DatabaseOpenError(
+        f"{where}: role {role} cannot write to {kind} {first['name']}{others}: it lacks "
+        f"{', '.join(first['missing'])}; a server needs SELECT, INSERT, UPDATE, DELETE on every table "
+        "of wfe-sqlite's and USAGE on its sequences (GRANT them, or connect as the schema's owner)"
+    )
 
 
 # -- the store -------------------------------------------------------------------------------------
@@ -637,14 +765,16 @@ class PostgresStore(PostgresVisibility, Store):
     async def open(cls, config: PostgresConfig) -> PostgresStore:
         """Connect, upgrade the schema when it is older, and open the pool.
 
-        An unreachable database or one newer than this binary: ``DatabaseOpenError``.
+        An unreachable database, one newer than this binary, one holding another application's
+        tables under our names, or a role that cannot write the store's tables: ``DatabaseOpenError``.
         """
         try:
             conn = await asyncpg.connect(config.url, timeout=config.connect_timeout)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise DatabaseOpenError(f"cannot connect to PostgreSQL: {error}") from error
         try:
-            await migrate(conn)
+            await migrate(conn, redact_url(config.url))
+            await refuse_read_only(conn, redact_url(config.url))
         finally:
             await conn.close()
         pool = await asyncpg.create_pool(
@@ -1097,7 +1227,7 @@ async def migrate_url(url: str) -> tuple[int, int]:
     """``migrate`` on the database behind ``url``: (version before, version after)."""
     conn = await _connect_once(url)
     try:
-        return await migrate(conn)
+        return await migrate(conn, redact_url(url))
     finally:
         await conn.close()
 
@@ -1109,6 +1239,7 @@ async def postgres_stats(url: str) -> dict[str, Any]:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             version = await schema_version(conn)
             if version == 0:
+                await refuse_foreign(conn, redact_url(url))
                 raise DatabaseOpenError(f"{redact_url(url)}: no wfe-sqlite schema in this database")
             tables = {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}")) for t in STORE_TABLES}
             size = int(await conn.fetchval("SELECT pg_database_size(current_database())"))

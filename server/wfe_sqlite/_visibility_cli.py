@@ -32,7 +32,7 @@ from ._config import add_arguments, parse_duration, resolve
 from ._maintenance import open_existing
 from ._postgres_store import MIGRATIONS as POSTGRES_MIGRATIONS
 from ._postgres_store import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
-from ._postgres_store import PostgresConfig, PostgresStore, is_postgres_url, redact_url
+from ._postgres_store import PostgresConfig, PostgresStore, is_postgres_url, redact_url, refuse_foreign
 from ._postgres_store import _connect_once as asyncpg_connect
 from ._postgres_store import schema_version as postgres_schema_version
 from ._postgres_visibility import VISIBILITY_MIGRATION
@@ -345,12 +345,15 @@ def _purge(args: argparse.Namespace) -> int:
 
 def _on_postgres(url: str, operation: Callable[[PostgresStore], Awaitable[T]]) -> T:
     """Run one store operation on the PostgreSQL database behind ``url`` (no schema upgrade: a
-    database without the visibility schema, or newer than this binary, is refused)."""
+    database without the visibility schema, newer than this binary, or without our schema and
+    holding another application's tables under our names, is refused)."""
 
     async def run() -> T:
         conn = await asyncpg_connect(url)
         try:
             version = await postgres_schema_version(conn)
+            if version == 0:
+                await refuse_foreign(conn, redact_url(url))  # another application's: not ours to migrate
         finally:
             await conn.close()
         if version > POSTGRES_SCHEMA_VERSION:
