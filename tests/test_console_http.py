@@ -189,14 +189,7 @@ def test_malformed_requests_get_an_error_not_a_crash(open_console: tuple[Client,
     client, _, _ = open_console
 
     def raw(data: bytes) -> bytes:
-        with socket.create_connection((client.host, client.port), timeout=10) as sock:
-            sock.sendall(data)
-            chunks: list[bytes] = []
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return b"".join(chunks)
-                chunks.append(chunk)
+        return _raw(client, data)
 
     assert raw(b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     assert raw(b"GET / HTTP/1.1\r\nX: " + b"a" * 40000 + b"\r\n\r\n").startswith(b"HTTP/1.1 431 ")
