@@ -26,6 +26,7 @@ from wfe_client import (
     GrpcLockProvider,
     GrpcPersistenceProvider,
     GrpcQueueProvider,
+    InvalidArgument,
     LifecycleEvent,
     LifecycleEventType,
     QueueType,
@@ -33,7 +34,7 @@ from wfe_client import (
     ScheduledCommand,
     StorageUnavailable,
 )
-from wfe_client.models import EventSubscription, ExecutionPointer, WorkflowInstance
+from wfe_client.models import Event, EventSubscription, ExecutionError, ExecutionPointer, WorkflowInstance
 from wfe_sqlite import (
     DatabaseOpenError,
     PostgresPersistenceProvider,
@@ -790,3 +791,43 @@ async def test_a_statement_past_the_command_timeout_is_unavailable_with_a_messag
     assert failed.value.message == (
         "PostgreSQL did not answer in time (connect_timeout, command_timeout); retry later"
     ), failed.value.message
+
+
+async def test_a_nul_character_postgresql_cannot_store_is_refused_naming_its_field(pg_url: str) -> None:
+    """SQLite keeps a NUL in text, PostgreSQL cannot: the refusal says which field carries it."""
+    provider = await PostgresPersistenceProvider.open(pg_url)
+
+    def described(text: str) -> WorkflowInstance:
+        w = _workflow("nul")
+        w.description = text
+        return w
+
+    def stepped(name: str) -> WorkflowInstance:
+        w = _workflow("nul")
+        w.execution_pointers[0].step_name = name
+        return w
+
+    now = datetime.now(UTC)
+    attempts = [
+        (lambda: provider.create_new_workflow(described("a\x00b")), "workflow.description"),
+        (lambda: provider.create_new_workflow(stepped("\x00")), "workflow.execution_pointers[0].step_name"),
+        (lambda: provider.create_event(Event.new("paid\x00", "k", {})), "event.event_name"),
+        (
+            lambda: provider.create_event_subscription(EventSubscription.new("wf", 0, "p", "paid", "k\x00", now)),
+            "subscription.event_key",
+        ),
+        (lambda: provider.schedule_command(ScheduledCommand.process_workflow("wf\x00", 0)), "command.data"),
+        (lambda: provider.persist_errors([ExecutionError.new("wf", "p", "boom\x00")]), "errors[0].message"),
+    ]
+    try:
+        stored = _workflow("nul")
+        await provider.create_new_workflow(stored)
+        stored.description = "x\x00"
+        attempts.append((lambda: provider.persist_workflow(stored), "workflow.description"))
+        for attempt, field in attempts:
+            with pytest.raises(InvalidArgument) as refused:
+                await attempt()
+            assert refused.value.metadata.get("field") == field, (field, refused.value.message)
+            assert "NUL character" in refused.value.message
+    finally:
+        await provider.close()

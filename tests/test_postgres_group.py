@@ -53,7 +53,8 @@ async def test_concurrent_creates_share_transactions_and_a_bad_one_fails_alone(f
         assert isinstance(failed[40], WorkflowAlreadyExists)
         assert isinstance(failed[41], WorkflowNameTaken)
         assert isinstance(failed[42], InvalidArgument)
-        assert writes.items - items == len(instances)
+        assert failed[42].metadata.get("field") == "workflow.reference"
+        assert writes.items - items == len(instances) - 1, "all but the NUL one, refused before the batch"
         assert writes.batches - batches < len(instances), "no two creates shared a transaction"
 
         # Every acknowledged create is stored, seen from a connection of its own; the failed are not.

@@ -518,6 +518,24 @@ def _as_unavailable(error: Exception) -> Exception:
     return _unavailable(error) or _rolled_back(error) or _denied(error) or error
 
 
+def _refuse_nul(record: str, row: Any) -> None:
+    """PostgreSQL text holds no NUL character (SQLite's does): refuse the write naming the field that
+    carries one (``record.column``), before any statement (``_cannot_store`` is the fallback for
+    values that reach PostgreSQL some other way, and names none)."""
+    for name, value in zip(row._fields, row, strict=True):
+        if isinstance(value, str) and "\x00" in value:
+            field = f"{record}.{name}"
+            raise InvalidArgument(
+                f"{field}: PostgreSQL cannot store text containing a NUL character (\\u0000)", field=field
+            )
+
+
+def _refuse_nul_in_workflow(row: WorkflowRow, pointers: Sequence[PointerRow]) -> None:
+    _refuse_nul("workflow", row)
+    for i, pointer in enumerate(pointers):
+        _refuse_nul(f"workflow.execution_pointers[{i}]", pointer)
+
+
 def _cannot_store(error: BaseException) -> InvalidArgument | None:
     """PostgreSQL text cannot hold NUL characters (SQLite can): the request's error, not the store's.
     Likewise an index entry PostgreSQL cannot hold: keys of up to 1024 bytes each that do not
@@ -866,6 +884,7 @@ class PostgresStore(PostgresVisibility, Store):
 
     async def create_workflow(self, row: WorkflowRow, pointers: Sequence[PointerRow]) -> tuple[str, str]:
         optional_id(row.reference, "workflow.reference")  # indexed here, so a key (README); not on SQLite
+        _refuse_nul_in_workflow(row, pointers)
         arrays = _arrays(pointers, PointerRow)
         row = row._replace(revision=1)
 
@@ -914,6 +933,9 @@ class PostgresStore(PostgresVisibility, Store):
         expected_revision: int = 0,
     ) -> int:
         optional_id(row.reference, "workflow.reference")  # indexed here, so a key (README); not on SQLite
+        _refuse_nul_in_workflow(row, pointers)
+        for i, subscription in enumerate(subscriptions):
+            _refuse_nul(f"subscriptions[{i}]", subscription)
         arguments = persist_parameters(row, pointers, subscriptions, expected_revision)
 
         async def job(conn: asyncpg.Connection) -> tuple[int, int]:
@@ -1008,6 +1030,8 @@ class PostgresStore(PostgresVisibility, Store):
     # -- events --------------------------------------------------------------------------------
 
     async def create_event(self, row: EventRow) -> None:
+        _refuse_nul("event", row)
+
         async def job(conn: asyncpg.Connection) -> int:
             try:
                 return int(await conn.fetchval(CREATE_EVENT, *row))
@@ -1053,6 +1077,8 @@ class PostgresStore(PostgresVisibility, Store):
     # -- subscriptions -------------------------------------------------------------------------
 
     async def create_subscription(self, row: SubscriptionRow) -> None:
+        _refuse_nul("subscription", row)
+
         async def job(conn: asyncpg.Connection) -> None:
             try:
                 await conn.execute(_INSERT_SUBSCRIPTION, *row)
@@ -1127,6 +1153,7 @@ class PostgresStore(PostgresVisibility, Store):
     # -- scheduled commands --------------------------------------------------------------------
 
     async def schedule_command(self, row: CommandRow) -> None:
+        _refuse_nul("command", row)
         await self._run(lambda conn: conn.execute(SCHEDULE_COMMAND, *row))
 
     async def claim_commands(self, as_of_ms: int, max_commands: int, lease_id: str, lease_us: int) -> Claim:
@@ -1162,6 +1189,8 @@ class PostgresStore(PostgresVisibility, Store):
     async def persist_errors(self, rows: Sequence[ErrorRow]) -> None:
         if not rows:
             return
+        for i, row in enumerate(rows):
+            _refuse_nul(f"errors[{i}]", row)
         columns = _columns(ErrorRow)
         await self._run(
             lambda conn: conn.execute(
