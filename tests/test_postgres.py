@@ -34,6 +34,7 @@ from wfe_client import (
     ScheduledCommand,
     StorageUnavailable,
 )
+from wfe_client.limits import DEFAULT_DEADLINE_SECONDS
 from wfe_client.models import Event, EventSubscription, ExecutionError, ExecutionPointer, WorkflowInstance
 from wfe_sqlite import (
     DatabaseOpenError,
@@ -829,5 +830,15 @@ async def test_a_nul_character_postgresql_cannot_store_is_refused_naming_its_fie
                 await attempt()
             assert refused.value.metadata.get("field") == field, (field, refused.value.message)
             assert "NUL character" in refused.value.message
+    finally:
+        await provider.close()
+
+
+async def test_a_held_up_statement_is_answered_before_the_callers_deadline(pg_url: str) -> None:
+    """The server cancels a statement before the adapters give up on the call, so a caller whose
+    statement is held up (PostgreSQL frozen, a lock held) gets UNAVAILABLE, not DEADLINE_EXCEEDED."""
+    provider = await PostgresPersistenceProvider.open(pg_url)
+    try:
+        assert provider.store.config.command_timeout < DEFAULT_DEADLINE_SECONDS
     finally:
         await provider.close()

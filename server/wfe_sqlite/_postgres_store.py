@@ -586,8 +586,10 @@ class PostgresConfig(NamedTuple):
     """Connections in the pool (each server process)."""
     connect_timeout: float = 5.0
     """Seconds to open a connection before the call fails with STORAGE_UNAVAILABLE."""
-    command_timeout: float = 30.0
-    """Seconds one statement may take before it is cancelled (STORAGE_UNAVAILABLE)."""
+    command_timeout: float = 20.0
+    """Seconds one statement may take before it is cancelled (STORAGE_UNAVAILABLE): below the
+    adapters' 30 s call deadline, so a statement held up (PostgreSQL frozen, a lock held) is
+    answered UNAVAILABLE before the caller gives up on it with DEADLINE_EXCEEDED."""
 
 
 # -- schema ----------------------------------------------------------------------------------------

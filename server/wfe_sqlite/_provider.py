@@ -392,7 +392,7 @@ class PostgresPersistenceProvider(StoreProvider):
 
     @classmethod
     async def open(
-        cls, url: str, *, pool_size: int = 10, connect_timeout: float = 5.0, command_timeout: float = 30.0
+        cls, url: str, *, pool_size: int = 10, connect_timeout: float = 5.0, command_timeout: float = 20.0
     ) -> PostgresPersistenceProvider:
         """Connect to ``postgresql://user:pass@host:port/dbname`` (or ``postgres://``), upgrading its
         schema when it is older than this binary. Unreachable, or newer than this binary:
