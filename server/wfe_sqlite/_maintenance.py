@@ -21,6 +21,7 @@ from ._connection import MEMORY, parse_database_url
 from ._database import check_existing_file
 from ._schema import refuse_foreign
 from ._store import LiveFigures
+from ._visibility_store import has_work_queue
 
 __all__ = [
     "TABLES",
@@ -80,7 +81,7 @@ def live_figures(conn: sqlite3.Connection) -> LiveFigures:
 
 def _cluster_figures(conn: sqlite3.Connection, now_us: int) -> dict[str, int]:
     """Queued items and held leases; none in a file from before the cluster tables (schema 1)."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'work_queue'").fetchone() is None:
+    if not has_work_queue(conn):
         return {}
     queued: int = conn.execute("SELECT count(*) FROM work_queue WHERE position IS NOT NULL").fetchone()[0]
     held: int = conn.execute("SELECT count(*) FROM locks WHERE expire_time > ?", (now_us,)).fetchone()[0]
