@@ -44,6 +44,8 @@ from wfe_sqlite import (
     open_provider,
 )
 from wfe_sqlite._postgres_cluster import FALLBACK_LOOK, PostgresCluster
+from wfe_sqlite._postgres_visibility import DELETE_WORKFLOW
+from wfe_sqlite._queue_store import CLAIM_PREFIX
 from wfe_sqlite._postgres_store import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, migrate_url, redact_url
 from wfe_sqlite.server import RunningServer, ServerConfig
 
@@ -594,6 +596,77 @@ async def test_queued_items_and_held_leases_outlive_a_killed_server(three_server
         assert await other.acquire("kept") is None  # the dead server's client still holds it until its TTL
         later = await other.acquire("next")
         assert later is not None and later.fencing_token > held.fencing_token
+
+
+async def _stranded(url: str, name: str) -> tuple[PostgresPersistenceProvider, str]:
+    """A provider on ``url`` and the id of a due RUNNABLE workflow in no queue and under no lease
+    (its host took it and died long ago): what the sweep and a lease's release queue again."""
+    provider = await PostgresPersistenceProvider.open(url)
+    workflow = WorkflowInstance.new(name, 1, {})
+    workflow_id = await provider.create_new_workflow(workflow)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("DELETE FROM work_queue WHERE item_id = $1", workflow_id)
+    finally:
+        await conn.close()
+    return provider, workflow_id
+
+
+async def _queued(url: str, item_id: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM work_queue WHERE item_id = $1", item_id))
+    finally:
+        await conn.close()
+
+
+async def test_a_workflow_being_deleted_is_not_queued_again_by_the_sweep(fresh_pg_url: str) -> None:
+    """The sweep reads a workflow a delete is removing (not yet committed): it leaves it alone
+    rather than queue an id that is gone a moment later, where a host would be handed it."""
+    provider, workflow_id = await _stranded(fresh_pg_url, "swept")
+    cluster = provider.cluster
+    assert isinstance(cluster, PostgresCluster)
+    side = await asyncpg.connect(fresh_pg_url)
+    try:
+        async with side.transaction():
+            assert await side.fetchval(DELETE_WORKFLOW, workflow_id) == 1
+            assert await asyncio.wait_for(cluster.sweep(), 10) == 0
+        assert await _queued(fresh_pg_url, workflow_id) == 0
+        # The same stranded workflow, not being deleted, is queued again: the sweep does run.
+        _, other = await _stranded(fresh_pg_url, "swept")
+        assert await cluster.sweep() == 1 and await _queued(fresh_pg_url, other) == 1
+    finally:
+        await side.close()
+        await provider.close()
+
+
+async def test_a_release_waits_for_a_delete_of_its_workflow_and_then_queues_nothing(fresh_pg_url: str) -> None:
+    """Releasing a lease queues its workflow when it is due; a delete of that workflow in flight is
+    waited for, so the release does not queue the id the delete is removing."""
+    provider, workflow_id = await _stranded(fresh_pg_url, "released")
+    cluster = provider.cluster
+    assert isinstance(cluster, PostgresCluster)
+    resource = CLAIM_PREFIX + workflow_id
+    assert await cluster.acquire_lock(resource, "host", 30_000_000) is not None
+    side = await asyncpg.connect(fresh_pg_url)
+    watch = await asyncpg.connect(fresh_pg_url)
+    try:
+        async with side.transaction():
+            assert await side.fetchval(DELETE_WORKFLOW, workflow_id) == 1
+            release = asyncio.create_task(cluster.release_lock(resource, "host"))
+            for _ in range(500):
+                if await watch.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
+                    break
+                assert not release.done(), "the release did not wait for the delete in flight"
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the release never waited for the delete")
+        assert await asyncio.wait_for(release, 10) is True
+        assert await _queued(fresh_pg_url, workflow_id) == 0
+    finally:
+        await side.close()
+        await watch.close()
+        await provider.close()
 
 
 # -- PostgreSQL going away and coming back -------------------------------------------------------

@@ -135,12 +135,14 @@ RELEASE = (
     "w AS (SELECT id FROM workflows, clock WHERE id = $3 AND EXISTS (SELECT 1 FROM d) AND status = 'RUNNABLE' "
     "AND next_execution IS NOT NULL AND next_execution <= clock.now / 1000 AND NOT EXISTS "
     f"(SELECT 1 FROM locks l WHERE l.resource IN ($3, '{CLAIM_PREFIX}' || $3) AND l.resource <> $1 "
-    "AND l.expire_time > clock.now)), "
+    "AND l.expire_time > clock.now) FOR SHARE OF workflows), "
     + queue_cte(f"'{WORKFLOW}'", "w", "id", "true")
     + " SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM n)"
 )
 """Free $2's lease on $1 and queue its workflow $3 when due and no other live lease holds it
-(the statement's snapshot still shows the lease it deletes, hence ``l.resource <> $1``)."""
+(the statement's snapshot still shows the lease it deletes, hence ``l.resource <> $1``). The
+workflow's row is share-locked: a delete or persist of it in flight is waited for and the row
+looked at as it then is, so a workflow deleted meanwhile is not queued again."""
 
 QUEUE = (
     f"WITH {_CLOCK}, item AS (SELECT $2::text AS id), "
@@ -213,10 +215,12 @@ REQUEUE_WORKFLOWS = _requeue(
     f"LEFT JOIN work_queue q ON q.queue = '{WORKFLOW}' AND q.item_id = w.id "
     "WHERE w.status = 'RUNNABLE' AND w.next_execution IS NOT NULL AND w.next_execution <= clock.now / 1000 "
     f"AND {_STRANDED_ROW.format(due='w.next_execution * 1000')} AND {unleased('w.id')} "
-    "ORDER BY w.next_execution, w.id LIMIT $2",
+    "ORDER BY w.next_execution, w.id LIMIT $2 FOR SHARE OF w SKIP LOCKED",
 )
 """Due RUNNABLE workflows in no queue, under no live lease, not handed out since they came due
-(or within the interval): queued again."""
+(or within the interval): queued again. Rows another transaction is changing (a persist, a delete)
+are skipped, not waited for: without the lock, a workflow whose delete commits while this runs
+would be queued again after it is gone; a persisted one is queued by its persist, or the next sweep."""
 
 REQUEUE_EVENTS = _requeue(
     EVENT,
