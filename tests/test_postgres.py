@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
+import re
 import subprocess
 import time
 from collections import Counter
@@ -44,9 +46,9 @@ from wfe_sqlite import (
     open_provider,
 )
 from wfe_sqlite._postgres_cluster import FALLBACK_LOOK, PostgresCluster
+from wfe_sqlite._postgres_store import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, migrate_url, redact_url
 from wfe_sqlite._postgres_visibility import DELETE_WORKFLOW
 from wfe_sqlite._queue_store import CLAIM_PREFIX
-from wfe_sqlite._postgres_store import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, migrate_url, redact_url
 from wfe_sqlite.server import RunningServer, ServerConfig
 
 UTC = UTC
@@ -774,6 +776,42 @@ async def test_postgres_stopped_under_load_is_unavailable_then_recovers(own_clus
             assert len(found) == len(acknowledged)
     finally:
         await running.stop()
+
+
+async def test_an_outage_of_postgres_is_logged_in_a_few_lines_and_its_end_once(
+    own_cluster: PgCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The background jobs retry every fraction of a second while PostgreSQL is away; the log gets
+    each job's failure once per distinct message (and a reminder a minute), not a line per try,
+    and one line per job when it works again."""
+    url = own_cluster.create_database("outage_log")
+    running = await RunningServer.start(ServerConfig(db=url, listen="127.0.0.1:0", grace=1.0, requeue_interval=0.1))
+    try:
+        cluster = running.provider.cluster
+        assert isinstance(cluster, PostgresCluster)
+        caplog.set_level(logging.INFO, logger="wfe_sqlite")
+        await asyncio.to_thread(own_cluster.pause)
+        sweeps_before = cluster.sweeps
+        await asyncio.sleep(3.0)  # some 30 sweeps and 3 LISTEN connects fail meanwhile
+        assert cluster.sweeps == sweeps_before  # the sweeps did fail
+        await asyncio.to_thread(own_cluster.resume)
+        for _ in range(150):
+            if cluster.sweeps > sweeps_before and cluster.listening:
+                break
+            await asyncio.sleep(0.1)
+        assert cluster.sweeps > sweeps_before and cluster.listening
+        await asyncio.sleep(0.3)
+    finally:
+        await running.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("wfe_sqlite")]
+    failed = [m for m in lines if m.startswith("stranded-work sweep failed")]
+    assert 1 <= len(failed) <= 4, failed  # distinct messages only (PostgreSQL shutting down, then refusing)
+    assert not [m for m in lines if m.startswith("stranded-work sweep still failing")]  # within the minute
+    again = [m for m in lines if m.startswith("stranded-work sweep works again")]
+    assert len(again) == 1 and re.search(r"after (\d+) failed tries", again[0]), lines
+    assert int(re.search(r"after (\d+) failed tries", again[0]).group(1)) >= 10  # type: ignore[union-attr]
+    assert len([m for m in lines if m.startswith("opening the LISTEN connection failed")]) <= 2, lines
+    assert len([m for m in lines if m.startswith("opening the LISTEN connection works again")]) == 1, lines
 
 
 async def test_the_cluster_services_come_back_with_postgres(own_cluster: PgCluster) -> None:

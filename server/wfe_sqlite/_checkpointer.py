@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Callable
 
 from ._connection import ConnectionThread
+from ._logging import RetriedFailure
 
 __all__ = ["CHECKPOINT_INTERVAL", "Checkpointer"]
 
@@ -34,6 +35,7 @@ class Checkpointer:
         self._connection = connection
         self._commits = commits
         self._task: asyncio.Task[None] | None = None
+        self._failure = RetriedFailure(LOG, "background WAL checkpoint")
         self.checkpoints = 0
         """Checkpoints run (for tests and metrics)."""
 
@@ -51,8 +53,9 @@ class Checkpointer:
             try:
                 await self._connection.run(_passive_checkpoint)
                 self.checkpoints += 1
+                self._failure.succeeded()
             except sqlite3.Error as error:
-                LOG.warning("background WAL checkpoint failed (will retry): %s", error)
+                self._failure.failed(error, "will retry")
 
     async def close(self) -> None:
         """Stop checkpointing and close the connection."""

@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Callable
 
 from ._database import Database
+from ._logging import RetriedFailure
 from ._queue_store import WorkEffects, next_due_micros, queue_newly_due
 from ._work_queue import now_micros
 
@@ -49,6 +50,7 @@ class DueTimer:
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self._closed = False
+        self._failure = RetriedFailure(LOG, "due timer job")
         self.fired = 0
         """Times the timer ran its job (for tests)."""
 
@@ -91,10 +93,11 @@ class DueTimer:
                     functools.partial(_queue_due, since=self._watermark_us or 0, effects=effects)
                 )
             except Exception as error:  # noqa: BLE001 - try again shortly; the sweep is the backstop
-                LOG.warning("due timer job failed (retrying in 1 s): %s", error)
+                self._failure.failed(error, "retrying in 1 s")
                 if not self._closed:
                     self.offer(now_micros() + 1_000_000)
                 return
+            self._failure.succeeded()
             self.fired += 1
             self._watermark_us = now
             self._written(effects)

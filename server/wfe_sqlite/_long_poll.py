@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from ._cluster_api import Handout, LeaseAsk
+from ._logging import RetriedFailure
 
 __all__ = ["LongPoll", "PutBack", "Take"]
 
@@ -51,10 +52,11 @@ class _Waiter:
 class _Line:
     """The waiting dequeues of one queue, first come first served, and its dispatcher's wake-up."""
 
-    def __init__(self) -> None:
+    def __init__(self, queue: str) -> None:
         self.waiters: collections.deque[_Waiter] = collections.deque()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.failure = RetriedFailure(LOG, f"dequeue from the {queue} queue")
 
     def live(self) -> list[_Waiter]:
         """Drop waiters that gave up; the ones still waiting, in order."""
@@ -164,7 +166,7 @@ class LongPoll:
     def _line(self, queue: str) -> _Line:
         line = self._lines.get(queue)
         if line is None:
-            line = self._lines[queue] = _Line()
+            line = self._lines[queue] = _Line(queue)
         if line.task is None or line.task.done():
             line.task = asyncio.get_running_loop().create_task(
                 self._dispatch(queue, line), name=f"{self._name}-{queue}"
@@ -203,10 +205,11 @@ class LongPoll:
                 try:
                     results = await self._take(queue, [w.ask for w in waiters])
                 except Exception as error:  # noqa: BLE001 - keep serving; the waiters time out meanwhile
-                    LOG.warning("dequeue from the %s queue failed (retrying): %s", queue, error)
+                    line.failure.failed(error, "retrying in 0.1 s")
                     await asyncio.sleep(0.1)
                     line.wake.set()
                     break
+                line.failure.succeeded()
                 leftovers = line.hand(waiters, results)
                 if leftovers:
                     await self._put_back(queue, leftovers)

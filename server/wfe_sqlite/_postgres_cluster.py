@@ -44,6 +44,7 @@ import asyncpg
 from ._cluster_api import ClusterServices, Handout, LeaseAsk
 from ._lifecycle import LifecycleHub, Watcher
 from ._locks_store import PASS_OVER
+from ._logging import RetriedFailure
 from ._long_poll import LongPoll
 from ._queue_store import CLAIM_PREFIX, EVENT, QUEUES, WORKFLOW
 from ._requeue import DEFAULT_REQUEUE_INTERVAL
@@ -301,6 +302,9 @@ class PostgresCluster(ClusterServices):
         self._interval = DEFAULT_REQUEUE_INTERVAL
         self._closed = False
         self._connected = asyncio.Event()
+        self._sweep_failure = RetriedFailure(LOG, "stranded-work sweep")
+        self._due_failure = RetriedFailure(LOG, "due timer job")
+        self._listen_failure = RetriedFailure(LOG, "opening the LISTEN connection")
         self.sweeps = 0
         """Sweeps completed (for tests)."""
         self.requeued = 0
@@ -557,9 +561,10 @@ class PostgresCluster(ClusterServices):
             try:
                 conn = await asyncpg.connect(self._store.config.url, timeout=self._store.config.connect_timeout)
             except Exception as error:  # noqa: BLE001 - PostgreSQL away: try again shortly
-                LOG.warning("cannot open the LISTEN connection (retrying in 1 s): %s", error)
+                self._listen_failure.failed(error, "retrying in 1 s")
                 await asyncio.sleep(1.0)
                 continue
+            self._listen_failure.succeeded()
             self._listener = conn
             try:
                 conn.add_termination_listener(self._lost)
@@ -594,10 +599,11 @@ class PostgresCluster(ClusterServices):
         while not self._closed:
             try:
                 await self.sweep()
+                self._sweep_failure.succeeded()
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - a failed sweep is retried on the next tick
-                LOG.warning("stranded-work sweep failed (next try in %.1f s): %s", self._interval, error)
+                self._sweep_failure.failed(error, f"next try in {self._interval:.1f} s")
             await asyncio.sleep(self._interval)
 
     async def _requeue(self, conn: asyncpg.Connection) -> int:
@@ -657,9 +663,10 @@ class PostgresCluster(ClusterServices):
         try:
             queued, upcoming = await self._store.run(job)
         except Exception as error:  # noqa: BLE001 - try again shortly; the sweep is the backstop
-            LOG.warning("due timer job failed (retrying in 1 s): %s", error)
+            self._due_failure.failed(error, "retrying in 1 s")
             self._offer(now_micros() + 1_000_000)
             return
+        self._due_failure.succeeded()
         self._queued_again(queued)
         if upcoming is not None:
             self._offer(int(upcoming))

@@ -19,6 +19,7 @@ import sqlite3
 from collections.abc import Callable
 
 from ._database import Database
+from ._logging import RetriedFailure
 from ._queue_store import (
     Candidate,
     WorkEffects,
@@ -97,6 +98,7 @@ class RequeueJob:
         self._lease_watermark_us = 0
         self._cursors: dict[str, tuple[int, str] | None] = {"workflows": None, "events": None}
         self._task: asyncio.Task[None] | None = None
+        self._failure = RetriedFailure(LOG, "stranded-work sweep")
         self.sweeps = 0
         """Sweeps completed (for tests and metrics)."""
         self.requeued = 0
@@ -119,10 +121,11 @@ class RequeueJob:
             try:
                 await self.sweep(full=full)
                 full = False
+                self._failure.succeeded()
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - a failed sweep is retried on the next tick
-                LOG.warning("stranded-work sweep failed (next try in %.1f s): %s", self.interval, error)
+                self._failure.failed(error, f"next try in {self.interval:.1f} s")
             await asyncio.sleep(self.interval)
 
     async def _scan(self, name: str, scan: Scan, full: bool) -> list[Candidate]:
