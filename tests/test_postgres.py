@@ -930,10 +930,16 @@ async def test_a_nul_character_postgresql_cannot_store_is_refused_naming_its_fie
         ),
         (lambda: provider.schedule_command(ScheduledCommand.process_workflow("wf\x00", 0)), "command.data"),
         (lambda: provider.persist_errors([ExecutionError.new("wf", "p", "boom\x00")]), "errors[0].message"),
+        (lambda: provider.next_definition_sequence("order\x00"), "definition_id"),
     ]
     try:
         stored = _workflow("nul")
         await provider.create_new_workflow(stored)
+        held = EventSubscription.new(stored.id, 0, "p", "paid", "k", now)
+        await provider.create_event_subscription(held)
+        later = now + timedelta(minutes=5)
+        attempts.append((lambda: provider.set_subscription_token(held.id, "t\x00", "w", later), "token"))
+        attempts.append((lambda: provider.set_subscription_token(held.id, "t", "w\x00", later), "worker_id"))
         stored.description = "x\x00"
         attempts.append((lambda: provider.persist_workflow(stored), "workflow.description"))
         for attempt, field in attempts:

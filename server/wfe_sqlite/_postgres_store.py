@@ -51,7 +51,7 @@ from ._connection import DatabaseOpenError
 from ._paging import cut_page, workflow_bytes
 from ._postgres_cluster import PostgresCluster, queue_cte, unleased
 from ._postgres_group import GroupWriter
-from ._postgres_visibility import VISIBILITY_MIGRATION, PostgresVisibility
+from ._postgres_visibility import VISIBILITY_MIGRATION, PostgresVisibility, has_nul
 from ._queue_store import EVENT, WORKFLOW
 from ._rows import (
     CommandRow,
@@ -530,6 +530,13 @@ def _refuse_nul(record: str, row: Any) -> None:
             )
 
 
+def _refuse_nul_value(field: str, value: str) -> None:
+    if "\x00" in value:
+        raise InvalidArgument(
+            f"{field}: PostgreSQL cannot store text containing a NUL character (\\u0000)", field=field
+        )
+
+
 def _refuse_nul_in_workflow(row: WorkflowRow, pointers: Sequence[PointerRow]) -> None:
     _refuse_nul("workflow", row)
     for i, pointer in enumerate(pointers):
@@ -987,21 +994,22 @@ class PostgresStore(PostgresVisibility, Store):
         return [(WorkflowRow(*r[:_WORKFLOW_WIDTH]), [PointerRow(*p) for p in r[_WORKFLOW_WIDTH]]) for r in rows]
 
     async def workflow(self, id: str) -> StoredWorkflow:
-        found = await self._read_workflows("id = $1", id)
+        found = [] if has_nul(id) else await self._read_workflows("id = $1", id)
         if not found:
             raise WorkflowNotFound(f"workflow {id!r} not found", id=id)
         return found[0]
 
     async def workflow_by_name(self, name: str) -> StoredWorkflow:
-        found = await self._read_workflows("name = $1 AND name <> ''", name)
+        found = [] if has_nul(name) else await self._read_workflows("name = $1 AND name <> ''", name)
         if not found:
             raise WorkflowNotFound(f"no workflow named {name!r}", name=name)
         return found[0]
 
     async def workflows(self, ids: Sequence[str]) -> list[StoredWorkflow]:
         unique = list(dict.fromkeys(ids))
+        wanted = [i for i in unique if not has_nul(i)]
         by_id = {
-            row.id: (row, pointers) for row, pointers in await self._read_workflows("id = ANY($1::text[])", unique)
+            row.id: (row, pointers) for row, pointers in await self._read_workflows("id = ANY($1::text[])", wanted)
         }
         return [by_id[i] for i in unique if i in by_id]
 
@@ -1011,8 +1019,9 @@ class PostgresStore(PostgresVisibility, Store):
         position = start
         while position < len(ids) and used < budget:
             chunk = list(ids[position : position + _CHUNK])
+            wanted = [i for i in chunk if not has_nul(i)]
             by_id = {
-                row.id: (row, pointers) for row, pointers in await self._read_workflows("id = ANY($1::text[])", chunk)
+                row.id: (row, pointers) for row, pointers in await self._read_workflows("id = ANY($1::text[])", wanted)
             }
             for wid in chunk:
                 position += 1
@@ -1026,6 +1035,7 @@ class PostgresStore(PostgresVisibility, Store):
         return found, position
 
     async def next_definition_sequence(self, definition_id: str) -> int:
+        _refuse_nul_value("definition_id", definition_id)  # stored: a write
         value: int = await self._run(lambda conn: conn.fetchval(NEXT_SEQUENCE, definition_id))
         return value
 
@@ -1044,7 +1054,11 @@ class PostgresStore(PostgresVisibility, Store):
         self._event_stored(row.event_time, bool(row.is_processed), queued)
 
     async def event(self, id: str) -> EventRow:
-        found = await self._run(lambda conn: conn.fetchrow(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = $1", id))
+        found = (
+            None
+            if has_nul(id)
+            else await self._run(lambda conn: conn.fetchrow(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = $1", id))
+        )
         if found is None:
             raise EventNotFound(f"event {id!r} not found", id=id)
         return EventRow(*found)
@@ -1063,9 +1077,13 @@ class PostgresStore(PostgresVisibility, Store):
         after: PageKey | None,
         budget: int | None = None,
     ) -> tuple[list[PageKey], bool]:
+        if has_nul(event_name, event_key):
+            return [], False
         return await self._page(_EVENTS, (event_name, event_key, as_of_us), limit, after, budget)
 
     async def set_event_processed(self, id: str, processed: bool) -> None:
+        if has_nul(id):
+            raise EventNotFound(f"event {id!r} not found", id=id)
         event_time, queued = await self._run(lambda conn: conn.fetchrow(SET_EVENT_PROCESSED, id, int(processed)))
         if event_time is None:
             raise EventNotFound(f"event {id!r} not found", id=id)
@@ -1073,6 +1091,8 @@ class PostgresStore(PostgresVisibility, Store):
 
     async def mark_processed_if_unsubscribed(self, id: str) -> bool:
         # Marking processed queues nothing and sets no due time: nothing to tell the cluster.
+        if has_nul(id):
+            return False
         marked = await self._run(lambda conn: conn.fetchval(_MARK_PROCESSED_IF_UNSUBSCRIBED, id))
         return marked is not None
 
@@ -1090,8 +1110,12 @@ class PostgresStore(PostgresVisibility, Store):
         await self._run(job)
 
     async def subscription(self, id: str) -> SubscriptionRow:
-        found = await self._run(
-            lambda conn: conn.fetchrow(f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions WHERE id = $1", id)
+        found = (
+            None
+            if has_nul(id)
+            else await self._run(
+                lambda conn: conn.fetchrow(f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions WHERE id = $1", id)
+            )
         )
         if found is None:
             raise SubscriptionNotFound(f"subscription {id!r} not found", id=id)
@@ -1106,17 +1130,27 @@ class PostgresStore(PostgresVisibility, Store):
         after: PageKey | None,
         budget: int | None = None,
     ) -> tuple[list[SubscriptionRow], bool]:
+        if has_nul(event_name, event_key):
+            return [], False
         rows, more = await self._page(_SUBSCRIPTIONS, (event_name, event_key, as_of_us), limit, after, budget)
         return [SubscriptionRow(*r) for r in rows], more
 
     async def terminate_subscription(self, id: str) -> None:
-        found = await self._run(
-            lambda conn: conn.fetchval("UPDATE event_subscriptions SET terminated = 1 WHERE id = $1 RETURNING 1", id)
+        found = (
+            None
+            if has_nul(id)
+            else await self._run(
+                lambda conn: conn.fetchval(
+                    "UPDATE event_subscriptions SET terminated = 1 WHERE id = $1 RETURNING 1", id
+                )
+            )
         )
         if found is None:
             raise SubscriptionNotFound(f"subscription {id!r} not found", id=id)
 
     async def first_open_subscription(self, event_name: str, event_key: str, as_of_us: int) -> SubscriptionRow | None:
+        if has_nul(event_name, event_key):
+            return None
         found = await self._run(
             lambda conn: conn.fetchrow(
                 f"SELECT {SUBSCRIPTION_COLUMNS} FROM event_subscriptions "
@@ -1131,6 +1165,11 @@ class PostgresStore(PostgresVisibility, Store):
         return None if found is None else SubscriptionRow(*found)
 
     async def set_subscription_token(self, id: str, token: str, worker_id: str, expiry_us: int) -> bool:
+        if has_nul(id):
+            raise SubscriptionNotFound(f"subscription {id!r} not found", id=id)
+        _refuse_nul_value("token", token)  # stored: writes
+        _refuse_nul_value("worker_id", worker_id)
+
         async def job(conn: asyncpg.Connection) -> bool:
             if await conn.fetchval(SET_TOKEN, id, token, worker_id, expiry_us) is not None:
                 return True
@@ -1141,12 +1180,16 @@ class PostgresStore(PostgresVisibility, Store):
         return await self._run(job)
 
     async def clear_subscription_token(self, id: str, token: str) -> None:
-        found = await self._run(
-            lambda conn: conn.fetchval(
-                "UPDATE event_subscriptions SET external_token = NULL, external_worker_id = NULL, "
-                "external_token_expiry = NULL WHERE id = $1 AND external_token = $2 RETURNING 1",
-                id,
-                token,
+        found = (
+            None
+            if has_nul(id, token)
+            else await self._run(
+                lambda conn: conn.fetchval(
+                    "UPDATE event_subscriptions SET external_token = NULL, external_worker_id = NULL, "
+                    "external_token_expiry = NULL WHERE id = $1 AND external_token = $2 RETURNING 1",
+                    id,
+                    token,
+                )
             )
         )
         if found is None:
@@ -1179,10 +1222,16 @@ class PostgresStore(PostgresVisibility, Store):
             if deleted is None and await conn.fetchval(_RELEASE, command_name, data, lease_id) is None:
                 raise LeaseLost(f"lease {lease_id!r} no longer holds {command_name} {data!r}")
 
+        if has_nul(command_name, data, lease_id):
+            raise LeaseLost(f"lease {lease_id!r} no longer holds {command_name} {data!r}")
         await self._run(job)
 
     async def release_command(self, command_name: str, data: str, lease_id: str) -> None:
-        found = await self._run(lambda conn: conn.fetchval(_RELEASE, command_name, data, lease_id))
+        found = (
+            None
+            if has_nul(command_name, data, lease_id)
+            else await self._run(lambda conn: conn.fetchval(_RELEASE, command_name, data, lease_id))
+        )
         if found is None:
             raise LeaseLost(f"lease {lease_id!r} no longer holds {command_name} {data!r}")
 

@@ -357,9 +357,9 @@ async def _purge_batch(statuses: list[str], older_than_us: int, size: int, conn:
     return deleted
 
 
-def _nul(*values: str | None) -> bool:
-    """Whether a value holds a NUL character, which no PostgreSQL text holds: nothing matches it
-    (PostgreSQL would refuse the parameter)."""
+def has_nul(*values: str | None) -> bool:
+    """Whether a value holds a NUL character, which no PostgreSQL text holds: a lookup by it finds
+    nothing, as it does on SQLite (PostgreSQL would refuse the parameter instead)."""
     return any(v is not None and "\x00" in v for v in values)
 
 
@@ -371,7 +371,7 @@ class PostgresVisibility:
         raise NotImplementedError
 
     async def list_workflows(self, filter: FilterRow, limit: int, after: PageKey | None) -> list[SummaryRow]:
-        if _nul(filter.reference, filter.definition_id, None if after is None else after[1]):
+        if has_nul(filter.reference, filter.definition_id, None if after is None else after[1]):
             return []
         sql, values = list_query(filter, limit, after)
         rows = await self._run(lambda conn: conn.fetch(sql, *values))
@@ -380,13 +380,13 @@ class PostgresVisibility:
     async def search_workflows(
         self, text: str, filter: FilterRow, skip: int, take: int
     ) -> tuple[list[SummaryRow], int]:
-        if _nul(filter.reference, filter.definition_id):
+        if has_nul(filter.reference, filter.definition_id):
             search_terms(text)  # a bad text is still InvalidArgument
             return [], 0
         return await self._run(lambda conn: _search(conn, text, filter, skip, take))
 
     async def delete_workflow(self, id: str) -> None:
-        deleted = 0 if _nul(id) else await self._run(lambda conn: conn.fetchval(DELETE_WORKFLOW, id))
+        deleted = 0 if has_nul(id) else await self._run(lambda conn: conn.fetchval(DELETE_WORKFLOW, id))
         if not deleted:
             raise WorkflowNotFound(f"workflow {id!r} not found", id=id)
 
@@ -411,7 +411,7 @@ class PostgresVisibility:
             size = next_batch_size(size, loop.time() - started, batch)
 
     async def workflow_details(self, id: str) -> DetailsRows | None:
-        if _nul(id):
+        if has_nul(id):
             return None
         return await self._run(lambda conn: _details(conn, id))
 
@@ -430,14 +430,14 @@ class PostgresVisibility:
         after: PageKey | None,
         limit: int,
     ) -> tuple[list[EventRow], bool]:
-        if _nul(event_name, event_key, None if after is None else after[1]):
+        if has_nul(event_name, event_key, None if after is None else after[1]):
             return [], False
         sql, values = events_query(processed, event_name, event_key, after, limit)
         rows = [EventRow(*r) for r in await self._run(lambda conn: conn.fetch(sql, *values))]
         return rows[:limit], len(rows) > limit
 
     async def open_subscriptions(self, event_name: str, event_key: str, limit: int) -> list[SubscriptionRow]:
-        if _nul(event_name, event_key):
+        if has_nul(event_name, event_key):
             return []
         rows = await self._run(
             lambda conn: conn.fetch(

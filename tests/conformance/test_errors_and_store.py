@@ -12,9 +12,11 @@ from conformance_support import EPOCH, T0, UTC, event, subscription, workflow
 from conftest import Peek
 from wfe_client import (
     CommandName,
+    EventNotFound,
     ExecutionError,
     ExecutionPointer,
     InvalidArgument,
+    LeaseLost,
     PersistenceProvider,
     ScheduledCommand,
     SubscriptionNotFound,
@@ -238,3 +240,35 @@ async def test_persist_many_errors_in_one_call(provider: PersistenceProvider, pe
     rows = await _error_rows(peek)
     assert len(rows) == 12_000
     assert rows[-1] == (_micros(T0), "wf-11999", "p", "m11999")
+
+
+async def test_a_lookup_by_text_with_a_nul_character_finds_nothing(provider: PersistenceProvider) -> None:
+    """No stored id, name or key holds a NUL character (PostgreSQL's text cannot): a lookup by one
+    gets what a lookup of a value nobody stored gets, on every backend, not an invalid argument."""
+    nul = "a\x00b"
+    await provider.create_new_workflow(workflow())  # something stored, so "nothing" is not an empty store
+    with pytest.raises(WorkflowNotFound):
+        await provider.get_workflow_instance(nul)
+    with pytest.raises(WorkflowNotFound):
+        await provider.get_workflow_instance_by_name(nul)
+    assert await provider.get_workflow_instances([nul]) == []
+    for event_call in (provider.get_event, provider.mark_event_processed, provider.mark_event_unprocessed):
+        with pytest.raises(EventNotFound):
+            await event_call(nul)
+    assert await provider.get_events(nul, "key", T0) == []
+    assert await provider.get_events("name", nul, T0) == []
+    assert await provider.get_subscriptions(nul, "key", T0) == []
+    assert await provider.get_first_open_subscription("name", nul, T0) is None
+    with pytest.raises(SubscriptionNotFound):
+        await provider.get_subscription(nul)
+    with pytest.raises(SubscriptionNotFound):
+        await provider.terminate_subscription(nul)
+    with pytest.raises(SubscriptionNotFound):
+        await provider.set_subscription_token(nul, "token", "worker", T0 + timedelta(minutes=5))
+    with pytest.raises(SubscriptionNotFound):
+        await provider.clear_subscription_token(nul, "token")
+    command = ScheduledCommand(CommandName.PROCESS_WORKFLOW, nul, 0)
+    with pytest.raises(LeaseLost):
+        await provider.acknowledge_command(command, "lease")
+    with pytest.raises(LeaseLost):
+        await provider.release_command(command, "lease")
