@@ -951,6 +951,44 @@ async def test_a_nul_character_postgresql_cannot_store_is_refused_naming_its_fie
         await provider.close()
 
 
+async def test_a_nul_character_in_a_lock_or_queue_call_is_refused_and_does_not_hold_up_other_dequeues(
+    fresh_pg_url: str,
+) -> None:
+    """Owners, resources and queued ids are stored, so one holding a NUL is refused naming its
+    field; a lookup by one (a release, a renewal) finds no lease. A waiting dequeue whose leases
+    name such an owner is refused at once: before, it joined the queue's line, every look for the
+    line failed on it, and the other hosts waiting there got nothing until it gave up."""
+    running = await RunningServer.start(ServerConfig(db=fresh_pg_url, listen="127.0.0.1:0", grace=1.0))
+    try:
+        async with (
+            await GrpcQueueProvider.connect(running.address) as queue,
+            await GrpcLockProvider.connect(running.address, "host") as host,
+            await GrpcLockProvider.connect(running.address, "bad\x00owner") as bad,
+        ):
+            waiting = asyncio.create_task(queue.dequeue_leased(QueueType.INDEX, host, wait=timedelta(seconds=20)))
+            await asyncio.sleep(0.2)
+            poisoned = asyncio.create_task(queue.dequeue_leased(QueueType.INDEX, bad, wait=timedelta(seconds=10)))
+            with pytest.raises(InvalidArgument) as refused:
+                await asyncio.wait_for(poisoned, 5)
+            assert refused.value.metadata.get("field") == "leases.owner", refused.value.message
+            assert await queue.queue_work("item", QueueType.INDEX)
+            got = await asyncio.wait_for(waiting, 5)
+            assert got is not None and got.id == "item"
+            for attempt, field in (
+                (lambda: queue.queue_work("a\x00b", QueueType.INDEX), "id"),
+                (lambda: host.acquire_lock("r\x00"), "resource"),
+                (lambda: bad.acquire_lock("r"), "owner"),
+            ):
+                with pytest.raises(InvalidArgument) as refused:
+                    await attempt()
+                assert refused.value.metadata.get("field") == field, (field, refused.value.message)
+                assert "NUL character" in refused.value.message
+            await host.release_lock("r\x00")  # held by nobody: nothing to release, no error
+            await bad.release_lock("r")
+    finally:
+        await running.stop()
+
+
 async def test_a_held_up_statement_is_answered_before_the_callers_deadline(pg_url: str) -> None:
     """The server cancels a statement before the adapters give up on the call, so a caller whose
     statement is held up (PostgreSQL frozen, a lock held) gets UNAVAILABLE, not DEADLINE_EXCEEDED."""

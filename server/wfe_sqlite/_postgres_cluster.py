@@ -33,6 +33,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -41,11 +42,14 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from wfe_client.errors import InvalidArgument
+
 from ._cluster_api import ClusterServices, Handout, LeaseAsk
 from ._lifecycle import LifecycleHub, Watcher
 from ._locks_store import PASS_OVER
 from ._logging import RetriedFailure
 from ._long_poll import LongPoll
+from ._postgres_visibility import has_nul
 from ._queue_store import CLAIM_PREFIX, EVENT, QUEUES, WORKFLOW
 from ._requeue import DEFAULT_REQUEUE_INTERVAL
 from ._work_queue import now_micros
@@ -255,6 +259,16 @@ async def _relayed(conn: asyncpg.Connection, relay_id: int) -> bytes | None:
     return None if payload is None else bytes(payload)
 
 
+def _refuse_nul(field: str, *values: str) -> None:
+    """Owners, resources and queued ids are stored: one holding a NUL character, which PostgreSQL
+    text cannot hold, is refused naming ``field`` before any statement (in a batched look for a
+    queue's waiters it would fail the look for all of them)."""
+    if has_nul(*values):
+        raise InvalidArgument(
+            f"{field}: PostgreSQL cannot store text containing a NUL character (\\u0000)", field=field
+        )
+
+
 class _Rollback(Exception):
     """Leave a transaction without writing anything."""
 
@@ -375,6 +389,9 @@ class PostgresCluster(ClusterServices):
     # -- locks -------------------------------------------------------------------------------------
 
     async def acquire_lock(self, resource: str, owner: str, ttl_us: int) -> tuple[int, int] | None:
+        _refuse_nul("resource", resource)
+        _refuse_nul("owner", owner)
+
         async def job(conn: asyncpg.Connection) -> tuple[int, int] | None:
             try:
                 async with conn.transaction():
@@ -389,16 +406,20 @@ class PostgresCluster(ClusterServices):
 
     async def acquire_locks(self, resources: Sequence[str], owner: str, ttl_us: int) -> list[tuple[int, int]] | None:
         wanted = list(resources)
+        _refuse_nul("resource", *wanted)
+        _refuse_nul("owner", owner)
         return await self._store.run(lambda conn: _acquire_all(conn, wanted, owner, ttl_us))
 
     async def release_locks(self, resources: Sequence[str], owner: str) -> list[bool]:
         wanted = list(resources)
+        if has_nul(owner):
+            return [False] * len(wanted)  # no lease is held by it
 
         async def job(conn: asyncpg.Connection) -> tuple[dict[str, bool], bool]:
-            released: dict[str, bool] = {}
+            released: dict[str, bool] = dict.fromkeys((r for r in wanted if has_nul(r)), False)
             queued = False
             async with conn.transaction():
-                for resource in sorted(dict.fromkeys(wanted)):
+                for resource in sorted(r for r in dict.fromkeys(wanted) if not has_nul(r)):
                     workflow_id = resource[len(CLAIM_PREFIX) :] if resource.startswith(CLAIM_PREFIX) else resource
                     row = await conn.fetchrow(RELEASE, resource, owner, workflow_id)
                     released[resource] = bool(row[0])
@@ -414,13 +435,17 @@ class PostgresCluster(ClusterServices):
 
     async def renew_locks(self, owner: str, resources: Sequence[str], ttl_us: int) -> list[str]:
         unique = list(dict.fromkeys(resources))
-        if not unique:
-            return []
-        rows = await self._store.run(lambda conn: conn.fetch(RENEW, owner, unique, ttl_us))
+        if not unique or has_nul(owner):
+            return unique  # no lease is held by it
+        rows = await self._store.run(
+            lambda conn: conn.fetch(RENEW, owner, [r for r in unique if not has_nul(r)], ttl_us)
+        )
         held = {r[0] for r in rows}
         return [r for r in unique if r not in held]
 
     async def release_lock(self, resource: str, owner: str) -> bool:
+        if has_nul(resource, owner):
+            return False  # no lease is held on it, or by it
         workflow_id = resource[len(CLAIM_PREFIX) :] if resource.startswith(CLAIM_PREFIX) else resource
         row = await self._store.run(lambda conn: conn.fetchrow(RELEASE, resource, owner, workflow_id))
         if row[1]:
@@ -432,6 +457,7 @@ class PostgresCluster(ClusterServices):
     # -- queues ------------------------------------------------------------------------------------
 
     async def queue_work(self, queue: str, item_id: str) -> bool:
+        _refuse_nul("id", item_id)
         queued = await self._store.run(lambda conn: conn.fetchval(QUEUE, queue, item_id))
         if queued:
             self._notify(queue)
@@ -442,6 +468,10 @@ class PostgresCluster(ClusterServices):
         return None if handout is None else handout.item_id
 
     async def dequeue_leased(self, queue: str, wait: float, ask: LeaseAsk) -> Handout | None:
+        _refuse_nul("leases.owner", ask.owner)
+        _refuse_nul("leases.prefixes", *ask.prefixes)
+        if has_nul(*ask.release):  # no lease is held on these: nothing to release
+            ask = dataclasses.replace(ask, release=tuple(r for r in ask.release if not has_nul(r)))
         return await self._poll.dequeue(queue, wait, ask)
 
     def _notify(self, queue: str) -> None:
