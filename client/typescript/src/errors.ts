@@ -80,8 +80,15 @@ export class EventAlreadyExists extends AlreadyExists {}
 /** A subscription with that id exists. Reason `SUBSCRIPTION_ALREADY_EXISTS`. */
 export class SubscriptionAlreadyExists extends AlreadyExists {}
 
-/** A malformed request (reason `INVALID_ARGUMENT`); `field` names the offending field when known. */
+/**
+ * A malformed request (reason `INVALID_ARGUMENT`); `field` names the offending field when known.
+ * Code InvalidArgument also when this client refuses a value before sending it.
+ */
 export class InvalidArgument extends WfeError {
+  constructor(message: string, options: WfeErrorOptions = {}) {
+    super(message, { ...options, code: options.code ?? Code.InvalidArgument });
+  }
+
   get field(): string | undefined {
     return this.metadata["field"];
   }

@@ -356,6 +356,19 @@ describe("workflows", () => {
     await assertRejects(live.client.getRunnableInstances(new Date(Number.NaN)), InvalidArgument);
   });
 
+  it("a value refused before sending is InvalidArgument with code InvalidArgument, as the server's refusals", async () => {
+    const refused = (e: unknown) => {
+      // Before: code Unknown (2) for every InvalidArgument this client raised itself.
+      assert.ok(e instanceof InvalidArgument, `expected InvalidArgument, got ${String(e)}`);
+      assert.equal(e.code, Code.InvalidArgument, e.message);
+      return true;
+    };
+    await assert.rejects(live.client.createNewWorkflow(newWorkflowInstance("def", 1, { bad: Number.NaN })), refused);
+    await assert.rejects(live.client.getRunnableInstances(new Date(Number.NaN)), refused);
+    await assert.rejects(GrpcPersistenceProvider.connect(live.server.address, { timeoutMs: 0 }), refused);
+    await assert.rejects(live.client.createNewWorkflow(newWorkflowInstance("", 1, null)), refused); // the server's
+  });
+
   it("rejects an out-of-range uint32 (version, stepId, retryCount) as InvalidArgument naming the field", async () => {
     const field = (name: string) => (e: unknown) => {
       // Before: a WfeError of code Internal, "serialize binary: cannot encode field ... invalid uint32".
