@@ -15,7 +15,7 @@ import { promises as dns } from "node:dns";
 import { isIP } from "node:net";
 import type { DescMessage, DescMethodStreaming, DescMethodUnary, MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, type StreamResponse, type Transport, type UnaryResponse } from "@connectrpc/connect";
-import { InvalidArgument } from "./errors.js";
+import { InvalidArgument, WfeError } from "./errors.js";
 
 type HeaderInit = Parameters<Transport["unary"]>[3];
 
@@ -78,7 +78,13 @@ export async function resolveAddresses(addresses: string[]): Promise<ServerAddre
   }
   const [, host = "", port = ""] = match;
   if (isIP(host.replace(/^\[|\]$/g, "")) !== 0) return [{ address: hostPort }];
-  const found = await dns.lookup(host, { all: true });
+  let found: { address: string; family: number }[];
+  try {
+    found = await dns.lookup(host, { all: true });
+  } catch (cause) {
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    throw new WfeError(`cannot resolve ${host} (${only}): ${reason}`, { code: Code.Unavailable, cause });
+  }
   return found.map(({ address, family }) => ({
     address: family === 6 ? `[${address}]:${port}` : `${address}:${port}`,
     serverName: host,

@@ -65,6 +65,20 @@ function toEpochMillis(value: number | undefined, field: string): bigint | undef
   return BigInt(value);
 }
 
+const MAX_UINT32 = 4_294_967_295;
+
+/**
+ * A uint32 field of the contract (version, stepId, retryCount), checked here: protobuf-es would
+ * refuse it only while serializing, as an Internal error naming no field of this API. Absent is
+ * 0, as protobuf-es makes it.
+ */
+export function uint32(value: number, field: string): number {
+  if (!Number.isInteger(value) || value < 0 || value > MAX_UINT32) {
+    throw new InvalidArgument(`${field} must be an integer from 0 to ${MAX_UINT32}, got ${String(value)}`, { field });
+  }
+  return value;
+}
+
 function fromEpochMillis(value: bigint): number {
   // Epoch milliseconds are numbers in this API; an int64 beyond 2**53 (written by another
   // language) cannot be one exactly, and silently rounding a timer would be worse than failing.
@@ -110,7 +124,7 @@ export function pointerToWire(p: ExecutionPointer, field: string): MessageInitSh
   }
   return {
     id: p.id,
-    stepId: p.stepId,
+    stepId: uint32(p.stepId ?? 0, `${field}.stepId`),
     active: p.active,
     status: pointerStatus.toWire(p.status, `${field}.status`),
     sleepUntil: toOptionalTimestamp(p.sleepUntil, `${field}.sleepUntil`),
@@ -122,7 +136,7 @@ export function pointerToWire(p: ExecutionPointer, field: string): MessageInitSh
     eventPublished: p.eventPublished,
     eventData: stringifyOptionalJson(p.eventData, `${field}.eventData`),
     stepName: optionalString(p.stepName),
-    retryCount: p.retryCount,
+    retryCount: uint32(p.retryCount ?? 0, `${field}.retryCount`),
     children: [...(p.children ?? [])],
     contextItem: stringifyOptionalJson(p.contextItem, `${field}.contextItem`),
     predecessorId: optionalString(p.predecessorId),
@@ -175,7 +189,7 @@ export function workflowToWire(w: WorkflowInstance): wf.WorkflowInstance {
     name: w.name ?? "",
     rootWorkflowId: optionalString(w.rootWorkflowId),
     workflowDefinitionId: w.workflowDefinitionId,
-    version: w.version,
+    version: uint32(w.version ?? 0, "workflow.version"),
     description: optionalString(w.description),
     reference: optionalString(w.reference),
     executionPointers: (w.executionPointers ?? []).map((p, i) => pointerToWire(p, `workflow.executionPointers[${i}]`)),
@@ -241,7 +255,7 @@ export function subscriptionToWire(s: EventSubscription, field = "subscription")
   return create(subs.EventSubscriptionSchema, {
     id: s.id ?? "",
     workflowId: s.workflowId,
-    stepId: s.stepId,
+    stepId: uint32(s.stepId ?? 0, `${field}.stepId`),
     executionPointerId: s.executionPointerId,
     eventName: s.eventName,
     eventKey: s.eventKey,

@@ -80,8 +80,15 @@ export class EventAlreadyExists extends AlreadyExists {}
 /** A subscription with that id exists. Reason `SUBSCRIPTION_ALREADY_EXISTS`. */
 export class SubscriptionAlreadyExists extends AlreadyExists {}
 
-/** A malformed request (reason `INVALID_ARGUMENT`); `field` names the offending field when known. */
+/**
+ * A malformed request (reason `INVALID_ARGUMENT`); `field` names the offending field when known.
+ * Code InvalidArgument also when this client refuses a value before sending it.
+ */
 export class InvalidArgument extends WfeError {
+  constructor(message: string, options: WfeErrorOptions = {}) {
+    super(message, { ...options, code: options.code ?? Code.InvalidArgument });
+  }
+
   get field(): string | undefined {
     return this.metadata["field"];
   }
@@ -152,6 +159,16 @@ const BY_CODE: Partial<Record<Code, ErrorClass>> = {
   [Code.Unauthenticated]: Unauthenticated,
 };
 
+/**
+ * The HTTP/2 stream was closed under the call without an answer and without this client
+ * cancelling it (a cancel of this client's fails the call with its own reason first): the
+ * connection died (server killed, network gone). Connect reports it as code Canceled, which reads
+ * as if the caller had cancelled; gRPC's own clients report a lost connection as Unavailable.
+ */
+function connectionLost(error: ConnectError): boolean {
+  return error.code === Code.Canceled && /^http\/2 stream closed with error code CANCEL\b/.test(error.rawMessage);
+}
+
 /** The wfe-sqlite ErrorInfo of a ConnectError, if it carries one. */
 export function errorInfoOf(error: ConnectError): ErrorInfo | undefined {
   return error.findDetails(ErrorInfoSchema).find((info) => info.domain === ERROR_DOMAIN);
@@ -164,6 +181,13 @@ export function errorInfoOf(error: ConnectError): ErrorInfo | undefined {
 export function errorFromRpc(error: unknown): unknown {
   if (error instanceof WfeError) return error;
   if (!(error instanceof ConnectError)) return error;
+  if (connectionLost(error)) {
+    return new WfeError(
+      "the connection to the server was lost during the call (the server stopped or the network failed); " +
+        `a write may or may not have been applied (${error.rawMessage})`,
+      { code: Code.Unavailable, cause: error },
+    );
+  }
   const info = errorInfoOf(error);
   const reason = info === undefined ? undefined : errorReasonOf(info.reason);
   const cls = (reason === undefined ? undefined : BY_REASON.get(reason)) ?? BY_CODE[error.code] ?? WfeError;

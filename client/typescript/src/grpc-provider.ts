@@ -89,8 +89,15 @@ export interface ConnectOptions {
 }
 
 function baseUrlOf(address: string, tls: boolean): string {
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(address)) {
-    if (tls && !address.toLowerCase().startsWith("https://")) {
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(address)?.[1]?.toLowerCase();
+  if (scheme !== undefined && address.slice(scheme.length + 1).startsWith("//")) {
+    if (scheme !== "http" && scheme !== "https") {
+      throw new InvalidArgument(
+        `address: expected host:port, http://host:port or https://host:port, got ${address} (scheme ${scheme}: is not supported)`,
+        { field: "address" },
+      );
+    }
+    if (tls && scheme !== "https") {
       throw new InvalidArgument(`tls is set but the address is not https: ${address}`, { field: "address" });
     }
     return address;
@@ -98,11 +105,30 @@ function baseUrlOf(address: string, tls: boolean): string {
   return `${tls ? "https" : "http"}://${address}`;
 }
 
+/**
+ * `value` as PEM text, or InvalidArgument: a file name given instead of the file's contents (as
+ * the Python client's `tls_ca=` takes) would otherwise fail the handshake with no useful reason.
+ */
+function checkPem(value: string | Buffer | undefined, field: string): void {
+  if (value === undefined) return;
+  const text = typeof value === "string" ? value : Buffer.isBuffer(value) ? value.toString("latin1") : undefined;
+  if (text === undefined || !text.includes("-----BEGIN ")) {
+    const shown = typeof text === "string" && text.length <= 200 && !/[\r\n]/.test(text) ? `: ${JSON.stringify(text)}` : "";
+    throw new InvalidArgument(
+      `${field} is not PEM (no "-----BEGIN" line)${shown}; give the file's contents, e.g. readFileSync("ca.crt"), not its name`,
+      { field },
+    );
+  }
+}
+
 function sessionOptionsOf(tls: boolean | TlsOptions | undefined): http2.SecureClientSessionOptions {
   if (tls === undefined || typeof tls === "boolean") return {};
   if ((tls.cert === undefined) !== (tls.key === undefined)) {
     throw new InvalidArgument("tls.cert and tls.key go together", { field: "tls" });
   }
+  checkPem(tls.ca, "tls.ca");
+  checkPem(tls.cert, "tls.cert");
+  checkPem(tls.key, "tls.key");
   const options: http2.SecureClientSessionOptions = {};
   if (tls.ca !== undefined) options.ca = tls.ca;
   if (tls.cert !== undefined) options.cert = tls.cert;
@@ -252,7 +278,25 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
 
   /** Resolves once `endpoint`'s server has answered the HTTP/2 handshake; why not, otherwise. */
   async #ready(endpoint: Endpoint): Promise<void> {
-    const state = await endpoint.session.connect();
+    // Bounded by timeoutMs as a whole: a server that takes the TCP connection and then says
+    // nothing (stopped, hung) would otherwise keep a TLS client waiting for its handshake for ever.
+    const deadline = Date.now() + this.#timeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), this.#timeoutMs);
+    });
+    let state: Awaited<ReturnType<Http2SessionManager["connect"]>> | "timeout";
+    try {
+      state = await Promise.race([endpoint.session.connect(), timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (state === "timeout") {
+      const what = this.#side.tls ? "TLS" : "HTTP/2";
+      throw new WfeError(`the server at ${endpoint.address} did not answer the ${what} handshake within ${this.#timeoutMs} ms`, {
+        code: Code.Unavailable,
+      });
+    }
     if (state === "error") {
       const cause = endpoint.session.error();
       if (this.#side.tls && cause instanceof Error && cause.cause instanceof Error) {
@@ -264,7 +308,15 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
         cause,
       });
     }
-    await awaitServerSettings(endpoint.baseUrl, endpoint.address, this.#side, endpoint.sessionOptions, this.#timeoutMs);
+    const remaining = Math.max(1, deadline - Date.now());
+    await awaitServerSettings(
+      endpoint.baseUrl,
+      endpoint.address,
+      this.#side,
+      endpoint.sessionOptions,
+      remaining,
+      this.#timeoutMs,
+    );
   }
 
   static {

@@ -17,18 +17,22 @@ export interface HandshakeSide {
   clientCertificate: boolean;
 }
 
-/** Resolves once the server at `baseUrl` has sent its HTTP/2 SETTINGS; a WfeError (Unavailable) saying why not. */
+/**
+ * Resolves once the server at `baseUrl` has sent its HTTP/2 SETTINGS; a WfeError (Unavailable) saying why not.
+ * `timeoutMs` is what is left of the wait; `totalMs` the whole wait, as the error names it.
+ */
 export function awaitServerSettings(
   baseUrl: string,
   address: string,
   side: HandshakeSide,
   sessionOptions: http2.SecureClientSessionOptions,
   timeoutMs: number,
+  totalMs = timeoutMs,
 ): Promise<void> {
   return new Promise((resolve, reject) => {
     const session = http2.connect(baseUrl, sessionOptions);
     const timer = setTimeout(() => {
-      finish(new WfeError(`the server at ${address} did not answer the HTTP/2 handshake within ${timeoutMs} ms`, {
+      finish(new WfeError(`the server at ${address} did not answer the HTTP/2 handshake within ${totalMs} ms`, {
         code: Code.Unavailable,
       }));
     }, timeoutMs);
@@ -56,11 +60,18 @@ export function handshakeError(address: string, side: HandshakeSide, cause?: Err
     if (!side.tls || !/SSL|CERT|TLS|SELF_SIGNED|VERIFY/i.test(code + cause.message)) {
       return new WfeError(`cannot connect to wfe-sqlite server at ${address}: ${reason}`, options);
     }
-    const hint = /WRONG_VERSION_NUMBER|wrong version number/i.test(code + cause.message)
-      ? "; does the server serve plaintext? then connect without tls"
-      : /VERIFY|CERT|SELF_SIGNED/i.test(code)
-        ? "; the server's certificate does not chain to the CA the client trusts (tls.ca)"
-        : "";
+    const host = (cause as { host?: unknown }).host;
+    let hint = "";
+    if (/WRONG_VERSION_NUMBER|wrong version number/i.test(code + cause.message)) {
+      hint = "; does the server serve plaintext? then connect without tls";
+    } else if (code === "ERR_TLS_CERT_ALTNAME_INVALID") {
+      // Checked before the CA hint below: this code matches /CERT/ too, but the chain was fine.
+      hint =
+        `; the server's certificate does not hold the name ${typeof host === "string" ? host : "connected to"}: ` +
+        "connect with a name it holds, or set tls.serverName to one";
+    } else if (/VERIFY|CERT|SELF_SIGNED/i.test(code)) {
+      hint = "; the server's certificate does not chain to the CA the client trusts (tls.ca)";
+    }
     return new WfeError(`TLS handshake with the wfe-sqlite server at ${address} failed: ${reason}${hint}`, options);
   }
   if (!side.tls) {

@@ -4,6 +4,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
+import { uint32 } from "./convert.js";
 import { errorFromRpc, InvalidArgument, WfeError } from "./errors.js";
 import * as wire from "./gen/wfe/persistence/v1/lifecycle_pb.js";
 import {
@@ -92,10 +93,10 @@ export function lifecycleEventToWire(event: LifecycleEvent): wire.LifecycleEvent
     eventTime: toTimestamp(event.eventTime, "event.eventTime"),
     workflowInstanceId: event.workflowInstanceId,
     workflowDefinitionId: event.workflowDefinitionId ?? "",
-    version: event.version ?? 0,
+    version: uint32(event.version ?? 0, "event.version"),
     reference: event.reference ?? undefined,
     type,
-    stepId: event.stepId ?? 0,
+    stepId: uint32(event.stepId ?? 0, "event.stepId"),
     stepName: event.stepName ?? undefined,
     message: event.message ?? "",
   });

@@ -143,6 +143,15 @@ describe("GrpcLifecyclePublisher", () => {
       live.client.publish({ ...newLifecycleEvent(LifecycleEventType.STARTED, "w"), type: "BOGUS" as LifecycleEventType }),
       (err: unknown) => err instanceof InvalidArgument && err.field === "event.type",
     );
+    // uint32 fields out of range: InvalidArgument naming the field (before: code Internal from the serializer).
+    await assert.rejects(
+      live.client.publish(newLifecycleEvent(LifecycleEventType.STARTED, "w", { version: -1 })),
+      (err: unknown) => err instanceof InvalidArgument && err.field === "event.version",
+    );
+    await assert.rejects(
+      live.client.publish(newLifecycleEvent(LifecycleEventType.STEP_STARTED, "w", { stepId: 2 ** 32 })),
+      (err: unknown) => err instanceof InvalidArgument && err.field === "event.stepId",
+    );
     // Checked by the server: the workflow instance id is required.
     await assert.rejects(live.client.publish(newLifecycleEvent(LifecycleEventType.STARTED, "")), InvalidArgument);
   });

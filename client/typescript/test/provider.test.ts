@@ -355,6 +355,39 @@ describe("workflows", () => {
     await assertRejects(live.client.createNewWorkflow(s), InvalidArgument);
     await assertRejects(live.client.getRunnableInstances(new Date(Number.NaN)), InvalidArgument);
   });
+
+  it("a value refused before sending is InvalidArgument with code InvalidArgument, as the server's refusals", async () => {
+    const refused = (e: unknown) => {
+      // Before: code Unknown (2) for every InvalidArgument this client raised itself.
+      assert.ok(e instanceof InvalidArgument, `expected InvalidArgument, got ${String(e)}`);
+      assert.equal(e.code, Code.InvalidArgument, e.message);
+      return true;
+    };
+    await assert.rejects(live.client.createNewWorkflow(newWorkflowInstance("def", 1, { bad: Number.NaN })), refused);
+    await assert.rejects(live.client.getRunnableInstances(new Date(Number.NaN)), refused);
+    await assert.rejects(GrpcPersistenceProvider.connect(live.server.address, { timeoutMs: 0 }), refused);
+    await assert.rejects(live.client.createNewWorkflow(newWorkflowInstance("", 1, null)), refused); // the server's
+  });
+
+  it("rejects an out-of-range uint32 (version, stepId, retryCount) as InvalidArgument naming the field", async () => {
+    const field = (name: string) => (e: unknown) => {
+      // Before: a WfeError of code Internal, "serialize binary: cannot encode field ... invalid uint32".
+      assert.ok(e instanceof InvalidArgument, `expected InvalidArgument, got ${String(e)}`);
+      assert.equal(e.field, name);
+      assert.match(e.message, new RegExp(`^${name.replace(/[.[\]]/g, "\\$&")} must be an integer from 0 to 4294967295, got `));
+      return true;
+    };
+    for (const version of [1.5, -1, 2 ** 32, Number.NaN]) {
+      await assert.rejects(live.client.createNewWorkflow(newWorkflowInstance("def", version, null)), field("workflow.version"));
+    }
+    const w = newWorkflowInstance("def", 1, null);
+    w.executionPointers.push(newExecutionPointer(0), { ...newExecutionPointer(-1) });
+    await assert.rejects(live.client.createNewWorkflow(w), field("workflow.executionPointers[1].stepId"));
+    w.executionPointers[1] = { ...newExecutionPointer(1), retryCount: 0.5 };
+    await assert.rejects(live.client.createNewWorkflow(w), field("workflow.executionPointers[1].retryCount"));
+    const s = newEventSubscription(uniq("wf"), 2 ** 32, "p", "e", "k", new Date());
+    await assert.rejects(live.client.createEventSubscription(s), field("subscription.stepId"));
+  });
 });
 
 describe("events", () => {

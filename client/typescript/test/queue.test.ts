@@ -179,6 +179,28 @@ describe("GrpcQueueProvider durability", () => {
   });
 });
 
+describe("GrpcQueueProvider, server killed", () => {
+  it("a server killed during a waiting dequeue is Unavailable, not Canceled", async () => {
+    const own = await startServer();
+    try {
+      await using q = await GrpcQueueProvider.connect(own.address);
+      const waiting = q.dequeueWork(QueueType.INDEX, { waitMs: 20_000 }).then(
+        () => "an answer",
+        (e: unknown) => e,
+      );
+      await sleep(300); // the dequeue is waiting on the server
+      own.process.kill("SIGKILL");
+      const outcome = await waiting;
+      // Before: code Canceled ("http/2 stream closed with error code CANCEL"), as if this client had cancelled.
+      assert.ok(outcome instanceof WfeError, `expected a WfeError, got ${String(outcome)}`);
+      assert.equal(outcome.code, Code.Unavailable, `${outcome.name}: ${outcome.message}`);
+      assert.match(outcome.message, /connection to the server was lost during the call/);
+    } finally {
+      await own.stop();
+    }
+  });
+});
+
 describe("GrpcQueueProvider.dequeueLeased", () => {
   it("takes the item with the lock provider's leases, passes over one leased elsewhere, carries releases", async () => {
     const address = live.server.address;

@@ -3,10 +3,11 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
-import { GrpcPersistenceProvider, newWorkflowInstance, Unauthenticated, WfeError } from "../src/index.js";
+import { GrpcPersistenceProvider, InvalidArgument, newWorkflowInstance, Unauthenticated, WfeError } from "../src/index.js";
 import { startServer, type RunningServer } from "./server.js";
 
 const TOKEN = "ts-client-test-token";
@@ -195,5 +196,90 @@ describe("several servers", () => {
       await second.stop();
       await first.stop();
     }
+  });
+});
+
+/** Runs `body` with the port of a TCP server that accepts connections and never says a word (a frozen server). */
+async function withSilentServer(body: (address: string) => Promise<void>) {
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => {});
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  try {
+    await body(`127.0.0.1:${port}`);
+  } finally {
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  }
+}
+
+describe("connect() mistakes and servers that do not answer", () => {
+  it("a server that takes the connection but never answers fails connect() at timeoutMs, TLS or not", { timeout: 30_000 }, async () => {
+    await withSilentServer(async (at) => {
+      for (const [label, tls] of [["plaintext", undefined], ["tls.ca", { ca: pem("ca.pem") }], ["tls: true", true]] as const) {
+        const started = Date.now();
+        // Unbounded before: with TLS, connect() waited for the TLS handshake for ever.
+        const outcome = await Promise.race([
+          GrpcPersistenceProvider.connect(at, { tls, timeoutMs: 1_000 }).then(
+            (p) => (p.close(), "connected"),
+            (e: unknown) => e,
+          ),
+          new Promise((resolve) => setTimeout(() => resolve("still waiting after 10 s"), 10_000).unref()),
+        ]);
+        assert.ok(outcome instanceof WfeError, `${label}: expected a WfeError, got ${String(outcome)}`);
+        assert.equal(outcome.code, Code.Unavailable);
+        assert.match(outcome.message, new RegExp(`^the server at ${at} did not answer the (TLS|HTTP/2) handshake within 1000 ms`));
+        const waited = Date.now() - started;
+        assert.ok(waited >= 900 && waited < 5_000, `${label}: failed after ${waited} ms`);
+      }
+    });
+  });
+
+  it("TLS files given by name instead of their PEM contents are refused, naming the option", async () => {
+    const invalid = (field: string) => (e: unknown) => {
+      assert.ok(e instanceof InvalidArgument, `expected InvalidArgument, got ${String(e)}`);
+      assert.equal(e.field, field);
+      assert.match(e.message, new RegExp(`^${field.replace(".", "\\.")} is not PEM .*readFileSync`));
+      return true;
+    };
+    await assert.rejects(GrpcPersistenceProvider.connect("127.0.0.1:1", { tls: { ca: file("ca.pem") } }), invalid("tls.ca"));
+    await assert.rejects(
+      GrpcPersistenceProvider.connect("127.0.0.1:1", { tls: { ca: pem("ca.pem"), cert: file("client.pem"), key: file("client.key") } }),
+      invalid("tls.cert"),
+    );
+    await assert.rejects(
+      GrpcPersistenceProvider.connect("127.0.0.1:1", { tls: { cert: pem("client.pem"), key: Buffer.from(file("client.key")) } }),
+      invalid("tls.key"),
+    );
+  });
+
+  it("an address with a scheme other than http:// or https:// is refused", async () => {
+    for (const address of ["grpc://127.0.0.1:1", "unix:///tmp/wfe.sock"]) {
+      await assert.rejects(GrpcPersistenceProvider.connect(address), (e: unknown) => {
+        assert.ok(e instanceof InvalidArgument, `${address}: expected InvalidArgument, got ${String(e)}`);
+        assert.equal(e.field, "address");
+        assert.match(e.message, /expected host:port, http:\/\/host:port or https:\/\/host:port/);
+        return true;
+      });
+    }
+  });
+
+  it("a server certificate without the name TLS checks says so, not that the CA is wrong", async () => {
+    await withServer(["--tls-cert", file("server.pem"), "--tls-key", file("server.key")], async (server) => {
+      const connecting = GrpcPersistenceProvider.connect(server.address, { tls: { ca: pem("ca.pem"), serverName: "wrong.example" } });
+      await refusal(connecting, /^TLS handshake with the wfe-sqlite server at .* failed: .*; the server's certificate does not hold the name wrong\.example/);
+    });
+  });
+
+  it("a dns:/// name that does not resolve is a WfeError (Unavailable) naming it", async () => {
+    await assert.rejects(GrpcPersistenceProvider.connect("dns:///no-such-host.invalid:50051"), (e: unknown) => {
+      assert.ok(e instanceof WfeError, `expected a WfeError, got ${String(e)}`);
+      assert.equal(e.code, Code.Unavailable);
+      assert.match(e.message, /^cannot resolve no-such-host\.invalid \(dns:\/\/\/no-such-host\.invalid:50051\): /);
+      return true;
+    });
   });
 });
