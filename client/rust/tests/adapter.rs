@@ -416,6 +416,45 @@ async fn a_twelve_mebibyte_workflow_round_trips() {
 }
 
 #[tokio::test]
+async fn a_write_larger_than_a_message_may_be_is_refused_saying_so() {
+    // 65 MiB of data: more than the 64 MiB a gRPC message may have. The Python adapter says
+    // "Sent message larger than max (N vs. M)"; this one used to fail after sending with
+    // INTERNAL "h2 protocol error: ... unexpected internal error encountered".
+    let (_server, p) = start().await;
+    let blob = "x".repeat(65 * 1024 * 1024);
+    let w = WorkflowInstance::new("huge", 1, json!({ "blob": blob }));
+    let err = p.create_new_workflow(&w).await.unwrap_err();
+    assert_eq!(reason_of(&err), Some("RESOURCE_EXHAUSTED"), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&wfe_grpc::provider::MAX_MESSAGE_BYTES.to_string()),
+        "{text}"
+    );
+    assert!(text.contains("nothing was sent"), "{text}");
+
+    // The same for a persist, an event and a batch of errors; the connection stays usable.
+    let mut small = WorkflowInstance::new("huge", 1, json!({}));
+    small.id = p.create_new_workflow(&small).await.unwrap();
+    let mut big = small.clone();
+    big.data = w.data.clone();
+    let err = p.persist_workflow(&big).await.unwrap_err();
+    assert_eq!(reason_of(&err), Some("RESOURCE_EXHAUSTED"), "{err}");
+    let event = Event::new("huge", "k", w.data.clone());
+    let err = p.create_event(&event).await.unwrap_err();
+    assert_eq!(reason_of(&err), Some("RESOURCE_EXHAUSTED"), "{err}");
+    let message = "e".repeat(1024 * 1024);
+    let errors: Vec<ExecutionError> = (0..70)
+        .map(|_| ExecutionError::new(&small.id, "p", message.clone()))
+        .collect();
+    let err = p.persist_errors(&errors).await.unwrap_err();
+    assert_eq!(reason_of(&err), Some("RESOURCE_EXHAUSTED"), "{err}");
+    assert_eq!(
+        p.get_workflow_instance(&small.id).await.unwrap().data,
+        json!({})
+    );
+}
+
+#[tokio::test]
 async fn persist_with_subscriptions_is_all_or_nothing() {
     let (_server, p) = start().await;
     let w = WorkflowInstance::new("sub", 1, json!({}));
