@@ -72,6 +72,13 @@ impl ConnectOptions {
                     "address {addr:?} says http:// but TLS options are set"
                 )));
             }
+            // Anything else would connect and then fail every call on the server's side.
+            Some(s) if !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https") => {
+                return Err(invalid_argument(format!(
+                    "address {addr:?}: {s}:// is not supported; expected host:port, \
+                     http://host:port or https://host:port (or dns:///name:port)"
+                )));
+            }
             Some(_) => addr.to_string(),
             None if tls => format!("https://{addr}"),
             None => format!("http://{addr}"),

@@ -102,7 +102,8 @@ impl GrpcPersistenceProvider {
         Self::connect_with(addr, ConnectOptions::default()).await
     }
 
-    /// Connects to a wfe-sqlite server at `addr` (`host:port`, `http://...` or `https://...`)
+    /// Connects to a wfe-sqlite server at `addr` (`host:port`, `http://...` or `https://...`; any
+    /// other scheme is `INVALID_ARGUMENT`)
     /// with TLS, mutual TLS, a bearer token and/or another per-call deadline, as `options` say.
     /// Fails when the server cannot be reached now, or the TLS handshake fails (`UNAVAILABLE`);
     /// bad options are `INVALID_ARGUMENT`. (With TLS 1.3 a server that refuses the client's

@@ -58,6 +58,26 @@ async fn connect_to_a_closed_port_is_an_error() {
 }
 
 #[tokio::test]
+async fn an_address_with_a_scheme_other_than_http_or_https_is_refused_at_connect() {
+    // `grpc://host:port` (or `tcp://`, `unix:`) used to connect, then fail every call with
+    // INTERNAL "Error parsing ':scheme' metadata" from the server.
+    let (server, _p) = start().await;
+    for addr in [
+        format!("grpc://{}", server.addr),
+        format!("tcp://{}", server.addr),
+    ] {
+        let err = GrpcPersistenceProvider::connect(&addr).await.unwrap_err();
+        assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{addr}: {err}");
+        assert!(err.to_string().contains("http://"), "{addr}: {err}");
+    }
+    // What the documentation lists still works.
+    for addr in [server.addr.clone(), format!("http://{}", server.addr)] {
+        let p = GrpcPersistenceProvider::connect(&addr).await.unwrap();
+        p.ensure_store_exists().await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn workflow_round_trips_every_field_exactly() {
     let (_server, p) = start().await;
     let mut w = WorkflowInstance::new(
