@@ -113,6 +113,20 @@ impl ConnectOptions {
     #[cfg(feature = "tls")]
     fn tls_config(&self) -> Result<tonic::transport::ClientTlsConfig, WfeError> {
         use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        // A PEM without a certificate would be taken as none: the handshake then fails with
+        // "UnknownIssuer" (CA) or the server refuses the client, blaming the other side.
+        for (field, pem) in [
+            ("tls_ca_pem", &self.tls_ca_pem),
+            ("tls_cert_pem", &self.tls_cert_pem),
+        ] {
+            if let Some(pem) = pem
+                && !has_pem_certificate(pem)
+            {
+                return Err(invalid_argument(format!(
+                    "{field} holds no PEM certificate (no -----BEGIN CERTIFICATE----- line)"
+                )));
+            }
+        }
         let mut config = ClientTlsConfig::new().timeout(CONNECT_TIMEOUT);
         config = match &self.tls_ca_pem {
             Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
@@ -132,6 +146,13 @@ impl ConnectOptions {
         }
         Ok(config)
     }
+}
+
+/// Whether `pem` has a `CERTIFICATE` section (what rustls reads certificates from).
+#[cfg(feature = "tls")]
+fn has_pem_certificate(pem: &[u8]) -> bool {
+    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+    pem.windows(BEGIN.len()).any(|w| w == BEGIN)
 }
 
 impl std::fmt::Debug for ConnectOptions {
