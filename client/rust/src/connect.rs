@@ -72,6 +72,13 @@ impl ConnectOptions {
                     "address {addr:?} says http:// but TLS options are set"
                 )));
             }
+            // Anything else would connect and then fail every call on the server's side.
+            Some(s) if !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https") => {
+                return Err(invalid_argument(format!(
+                    "address {addr:?}: {s}:// is not supported; expected host:port, \
+                     http://host:port or https://host:port (or dns:///name:port)"
+                )));
+            }
             Some(_) => addr.to_string(),
             None if tls => format!("https://{addr}"),
             None => format!("http://{addr}"),
@@ -106,6 +113,20 @@ impl ConnectOptions {
     #[cfg(feature = "tls")]
     fn tls_config(&self) -> Result<tonic::transport::ClientTlsConfig, WfeError> {
         use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        // A PEM without a certificate would be taken as none: the handshake then fails with
+        // "UnknownIssuer" (CA) or the server refuses the client, blaming the other side.
+        for (field, pem) in [
+            ("tls_ca_pem", &self.tls_ca_pem),
+            ("tls_cert_pem", &self.tls_cert_pem),
+        ] {
+            if let Some(pem) = pem
+                && !has_pem_certificate(pem)
+            {
+                return Err(invalid_argument(format!(
+                    "{field} holds no PEM certificate (no -----BEGIN CERTIFICATE----- line)"
+                )));
+            }
+        }
         let mut config = ClientTlsConfig::new().timeout(CONNECT_TIMEOUT);
         config = match &self.tls_ca_pem {
             Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
@@ -125,6 +146,13 @@ impl ConnectOptions {
         }
         Ok(config)
     }
+}
+
+/// Whether `pem` has a `CERTIFICATE` section (what rustls reads certificates from).
+#[cfg(feature = "tls")]
+fn has_pem_certificate(pem: &[u8]) -> bool {
+    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+    pem.windows(BEGIN.len()).any(|w| w == BEGIN)
 }
 
 impl std::fmt::Debug for ConnectOptions {

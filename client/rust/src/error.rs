@@ -108,7 +108,8 @@ pub(crate) fn from_status(status: &Status, subject: Subject<'_>) -> WfeError {
             status_code = Code::Unavailable;
         }
         let chain = error_chain(source);
-        if chain.starts_with(&message) {
+        // tonic's message is often one link of the chain ("tcp connect error"): say it once.
+        if chain.contains(&message) {
             message = chain;
         } else if !message.contains(&chain) {
             message = format!("{message}: {chain}");
@@ -318,6 +319,49 @@ mod tests {
         assert_eq!(status.code(), Code::Cancelled);
         let e = from_status(&status, Subject::Workflow("w1"));
         assert_eq!(reason_of(&e), Some("DEADLINE_EXCEEDED"), "{e}");
+    }
+
+    /// An error with a message and an optional cause.
+    #[derive(Debug)]
+    struct Link(&'static str, Option<Box<Link>>);
+
+    impl std::fmt::Display for Link {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Link {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn a_message_that_is_a_link_of_its_cause_is_said_once() {
+        // What a call to a server that is down comes back as: the message is the middle link.
+        let mut status = Status::unavailable("tcp connect error");
+        status.set_source(std::sync::Arc::new(Link(
+            "transport error",
+            Some(Box::new(Link(
+                "tcp connect error",
+                Some(Box::new(Link("Connection refused (os error 111)", None))),
+            ))),
+        )));
+        let e = from_status(&status, Subject::None);
+        assert_eq!(
+            e.to_string(),
+            "Persistence error: UNAVAILABLE (UNAVAILABLE): transport error: tcp connect error: \
+             Connection refused (os error 111)"
+        );
+        // A message the chain does not hold is kept in front of it.
+        let mut status = Status::unavailable("server says");
+        status.set_source(std::sync::Arc::new(Link("cause", None)));
+        let e = from_status(&status, Subject::None);
+        assert_eq!(
+            e.to_string(),
+            "Persistence error: UNAVAILABLE (UNAVAILABLE): server says: cause"
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! time-to-live (default [`DEFAULT_LOCK_TTL`]) on the server's clock and is renewed in the
 //! background every third of it for as long as it is held, so a long step keeps its workflow
 //! locked; a lease whose owner died (process killed, network gone) is free once the TTL has
-//! passed. `stop` releases everything the provider holds.
+//! passed. `stop` releases everything the provider holds, waiting at most
+//! [`STOP_RELEASE_WAIT`] (or the TTL) for the server.
 //!
 //! WFE's two keys in one call: a WFE 1.11 host takes `workflow-execution.{id}` (its execution
 //! claim) and, right after, its executor takes `{id}` and reads the workflow. Unless
@@ -60,6 +61,10 @@ const OUTBOX_DELAY: Duration = Duration::from_millis(50);
 pub const UNASKED_LEASE_BOUND: Duration = Duration::from_secs(2);
 /// The server's limit of `release_resources` per DequeueWork request.
 const MAX_RELEASES_PER_DEQUEUE: usize = 16;
+/// Longest time `stop` waits for the server to release the leases (or the TTL, if shorter),
+/// as the Python adapter's `close`: a lease not released by then runs out after its TTL, and a
+/// server that does not answer holds a host's shutdown up for seconds, not a call deadline.
+pub const STOP_RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// A distributed lock provider backed by leases on a wfe-sqlite server.
 ///
@@ -734,13 +739,17 @@ impl DistributedLockProvider for GrpcLockProvider {
         Ok(())
     }
 
-    /// Stops renewing and releases every lease this provider holds. The first failed release
-    /// is returned (that lease runs out after its TTL).
+    /// Stops renewing and releases every lease this provider holds, waiting at most
+    /// [`STOP_RELEASE_WAIT`] (or the TTL, if shorter) for the server, releases in flight
+    /// included. The first failed release is returned, or `DEADLINE_EXCEEDED` when some were
+    /// not done in time; a lease not released runs out after its TTL.
     async fn stop(&self) -> Result<()> {
         let task = self.state.renewal.lock().unwrap().take();
         if let Some(task) = task {
             task.abort();
         }
+        let bound = STOP_RELEASE_WAIT.min(self.ttl);
+        let until = tokio::time::Instant::now() + bound;
         // Releases in the outbox go at once; all in flight are awaited.
         let releasing: Vec<watch::Receiver<()>> = self
             .state
@@ -753,8 +762,15 @@ impl DistributedLockProvider for GrpcLockProvider {
                 r.done
             })
             .collect();
+        let mut total = releasing.len();
+        let mut late = 0;
         for done in releasing {
-            finished(done).await;
+            if tokio::time::timeout_at(until, finished(done))
+                .await
+                .is_err()
+            {
+                late += 1;
+            }
         }
         self.state.companions.lock().unwrap().clear();
         self.state.ahead.lock().unwrap().clear();
@@ -775,19 +791,41 @@ impl DistributedLockProvider for GrpcLockProvider {
                 .drain()
                 .map(|(_, id)| id),
         );
+        total += held.len();
         let mut releases = JoinSet::new();
         for resource in held {
             let this = self.clone();
             releases.spawn(async move { this.release(resource, Vec::new()).await });
         }
         let mut first_error = None;
-        while let Some(result) = releases.join_next().await {
-            if let Err(e) = result
-                .map_err(|e| wfe_core::WfeError::Other(Box::new(e)))
-                .and_then(|r| r)
-            {
-                first_error.get_or_insert(e);
+        loop {
+            match tokio::time::timeout_at(until, releases.join_next()).await {
+                Ok(None) => break,
+                Ok(Some(result)) => {
+                    if let Err(e) = result
+                        .map_err(|e| wfe_core::WfeError::Other(Box::new(e)))
+                        .and_then(|r| r)
+                    {
+                        first_error.get_or_insert(e);
+                    }
+                }
+                Err(_) => {
+                    // Not answered in time: given up (dropping the set aborts them).
+                    late += releases.len();
+                    break;
+                }
             }
+        }
+        if late > 0 {
+            let ttl = self.ttl;
+            tracing::warn!(owner = %self.owner, late, total, "leases not released at stop within {bound:?}; they run out after their TTL ({ttl:?})");
+            first_error.get_or_insert_with(|| {
+                wfe_core::WfeError::Persistence(format!(
+                    "DEADLINE_EXCEEDED (DEADLINE_EXCEEDED): {late} of {total} lease releases \
+                     not done within {bound:?} of stop; those leases run out after their TTL \
+                     ({ttl:?})"
+                ))
+            });
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -49,6 +49,23 @@ pub const COMMANDS_PER_CLAIM: i32 = 100;
 /// Lease on claimed commands: an unacknowledged claim is offered again after this.
 pub const COMMAND_LEASE: Duration = Duration::from_secs(30);
 
+/// Refuses a request larger than a gRPC message may be ([`MAX_MESSAGE_BYTES`]) before anything
+/// is sent, naming its size (tonic would fail it while sending, as INTERNAL "h2 protocol error").
+pub(crate) fn within_message_limit(
+    request: &impl prost::Message,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    let len = request.encoded_len();
+    if len > MAX_MESSAGE_BYTES {
+        return Err(WfeError::Persistence(format!(
+            "RESOURCE_EXHAUSTED (RESOURCE_EXHAUSTED): {}: the request is {len} bytes, more \
+             than the {MAX_MESSAGE_BYTES} a message may have; nothing was sent",
+            what()
+        )));
+    }
+    Ok(())
+}
+
 /// The future a `process_commands` handler returns.
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
@@ -85,7 +102,8 @@ impl GrpcPersistenceProvider {
         Self::connect_with(addr, ConnectOptions::default()).await
     }
 
-    /// Connects to a wfe-sqlite server at `addr` (`host:port`, `http://...` or `https://...`)
+    /// Connects to a wfe-sqlite server at `addr` (`host:port`, `http://...` or `https://...`; any
+    /// other scheme is `INVALID_ARGUMENT`)
     /// with TLS, mutual TLS, a bearer token and/or another per-call deadline, as `options` say.
     /// Fails when the server cannot be reached now, or the TLS handshake fails (`UNAVAILABLE`);
     /// bad options are `INVALID_ARGUMENT`. (With TLS 1.3 a server that refuses the client's
@@ -473,6 +491,7 @@ impl WorkflowRepository for GrpcPersistenceProvider {
         let request = pb::CreateWorkflowRequest {
             workflow: Some(convert::workflow_to_wire(instance)?),
         };
+        within_message_limit(&request, || format!("workflow {:?}", instance.id))?;
         let response = self
             .call(
                 &self.workflows,
@@ -494,6 +513,7 @@ impl WorkflowRepository for GrpcPersistenceProvider {
             workflow: Some(convert::workflow_to_wire(instance)?),
             expected_revision: self.expected_revision(&instance.id),
         };
+        within_message_limit(&request, || format!("workflow {:?}", instance.id))?;
         let response = self
             .call(
                 &self.workflows,
@@ -520,6 +540,7 @@ impl WorkflowRepository for GrpcPersistenceProvider {
                 .collect::<Result<_>>()?,
             expected_revision: self.expected_revision(&instance.id),
         };
+        within_message_limit(&request, || format!("workflow {:?}", instance.id))?;
         let response = self
             .call(
                 &self.workflows,
@@ -634,6 +655,12 @@ impl EventRepository for GrpcPersistenceProvider {
         let request = pb::CreateEventRequest {
             event: Some(convert::event_to_wire(event)?),
         };
+        within_message_limit(&request, || {
+            format!(
+                "event {:?} ({:?}, {:?})",
+                event.id, event.event_name, event.event_key
+            )
+        })?;
         let response = self
             .call(
                 &self.events,
@@ -728,6 +755,7 @@ impl SubscriptionRepository for GrpcPersistenceProvider {
         let request = pb::CreateSubscriptionRequest {
             subscription: Some(convert::subscription_to_wire(subscription)?),
         };
+        within_message_limit(&request, || format!("subscription {:?}", subscription.id))?;
         let subject = Subject::Subscription(&subscription.id);
         let response = self
             .call(&self.subscriptions, subject, |mut c| async move {
@@ -868,6 +896,7 @@ impl ScheduledCommandRepository for GrpcPersistenceProvider {
         let request = pb::ScheduleCommandRequest {
             command: Some(convert::command_to_wire(command)),
         };
+        within_message_limit(&request, || "scheduled command".to_string())?;
         let subject = Subject::Command(&command.data);
         self.call(&self.commands, subject, |mut c| async move {
             c.schedule_command(request).await
@@ -915,6 +944,7 @@ impl PersistenceProvider for GrpcPersistenceProvider {
                 .map(convert::execution_error_to_wire)
                 .collect(),
         };
+        within_message_limit(&request, || format!("{} execution errors", errors.len()))?;
         self.call(&self.errors, Subject::None, |mut c| async move {
             c.persist_errors(request).await
         })

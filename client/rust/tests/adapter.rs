@@ -58,6 +58,26 @@ async fn connect_to_a_closed_port_is_an_error() {
 }
 
 #[tokio::test]
+async fn an_address_with_a_scheme_other_than_http_or_https_is_refused_at_connect() {
+    // `grpc://host:port` (or `tcp://`, `unix:`) used to connect, then fail every call with
+    // INTERNAL "Error parsing ':scheme' metadata" from the server.
+    let (server, _p) = start().await;
+    for addr in [
+        format!("grpc://{}", server.addr),
+        format!("tcp://{}", server.addr),
+    ] {
+        let err = GrpcPersistenceProvider::connect(&addr).await.unwrap_err();
+        assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{addr}: {err}");
+        assert!(err.to_string().contains("http://"), "{addr}: {err}");
+    }
+    // What the documentation lists still works.
+    for addr in [server.addr.clone(), format!("http://{}", server.addr)] {
+        let p = GrpcPersistenceProvider::connect(&addr).await.unwrap();
+        p.ensure_store_exists().await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn workflow_round_trips_every_field_exactly() {
     let (_server, p) = start().await;
     let mut w = WorkflowInstance::new(
@@ -413,6 +433,45 @@ async fn a_twelve_mebibyte_workflow_round_trips() {
         .await
         .unwrap();
     assert_eq!(batch.len(), 1, "duplicates are returned once");
+}
+
+#[tokio::test]
+async fn a_write_larger_than_a_message_may_be_is_refused_saying_so() {
+    // 65 MiB of data: more than the 64 MiB a gRPC message may have. The Python adapter says
+    // "Sent message larger than max (N vs. M)"; this one used to fail after sending with
+    // INTERNAL "h2 protocol error: ... unexpected internal error encountered".
+    let (_server, p) = start().await;
+    let blob = "x".repeat(65 * 1024 * 1024);
+    let w = WorkflowInstance::new("huge", 1, json!({ "blob": blob }));
+    let err = p.create_new_workflow(&w).await.unwrap_err();
+    assert_eq!(reason_of(&err), Some("RESOURCE_EXHAUSTED"), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&wfe_grpc::provider::MAX_MESSAGE_BYTES.to_string()),
+        "{text}"
+    );
+    assert!(text.contains("nothing was sent"), "{text}");
+
+    // The same for a persist, an event and a batch of errors; the connection stays usable.
+    let mut small = WorkflowInstance::new("huge", 1, json!({}));
+    small.id = p.create_new_workflow(&small).await.unwrap();
+    let mut big = small.clone();
+    big.data = w.data.clone();
+    let err = p.persist_workflow(&big).await.unwrap_err();
+    assert_eq!(reason_of(&err), Some("RESOURCE_EXHAUSTED"), "{err}");
+    let event = Event::new("huge", "k", w.data.clone());
+    let err = p.create_event(&event).await.unwrap_err();
+    assert_eq!(reason_of(&err), Some("RESOURCE_EXHAUSTED"), "{err}");
+    let message = "e".repeat(1024 * 1024);
+    let errors: Vec<ExecutionError> = (0..70)
+        .map(|_| ExecutionError::new(&small.id, "p", message.clone()))
+        .collect();
+    let err = p.persist_errors(&errors).await.unwrap_err();
+    assert_eq!(reason_of(&err), Some("RESOURCE_EXHAUSTED"), "{err}");
+    assert_eq!(
+        p.get_workflow_instance(&small.id).await.unwrap().data,
+        json!({})
+    );
 }
 
 #[tokio::test]

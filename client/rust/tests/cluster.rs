@@ -353,6 +353,50 @@ async fn a_background_release_is_awaited_by_the_next_acquire_and_by_stop() {
     }
 }
 
+#[tokio::test]
+async fn stop_waits_a_bounded_time_for_a_server_that_does_not_answer() {
+    // As the Python adapter's close: a frozen server holds a host's shutdown up for at most
+    // STOP_RELEASE_WAIT (5 s, or the TTL), not for a 30 s call deadline; the leases not
+    // released run out after their TTL.
+    let server = server().await;
+    let locks = GrpcLockProvider::connect(&server.addr)
+        .await
+        .unwrap()
+        .with_background_release(true);
+    for resource in ["r", "s", "t"] {
+        assert!(locks.acquire_lock(resource).await.unwrap());
+    }
+    server.pause();
+    // One release in flight (background) and two leases still held when stop comes.
+    locks.release_lock("r").await.unwrap();
+    let started = Instant::now();
+    let stopped = locks.stop().await;
+    let took = started.elapsed();
+    server.resume();
+    assert!(
+        took < wfe_grpc::lock::STOP_RELEASE_WAIT + Duration::from_secs(3),
+        "stop took {took:?}"
+    );
+    let err = stopped.expect_err("the releases did not happen: stop says so");
+    assert_eq!(reason_of(&err), Some("DEADLINE_EXCEEDED"), "{err}");
+    assert!(err.to_string().contains("run out after"), "{err}");
+    assert!(locks.held().is_empty());
+
+    // A short TTL bounds the wait further.
+    let locks = GrpcLockProvider::connect(&server.addr)
+        .await
+        .unwrap()
+        .with_ttl(Duration::from_secs(1));
+    assert!(locks.acquire_lock("u").await.unwrap());
+    server.pause();
+    let started = Instant::now();
+    let stopped = locks.stop().await;
+    let took = started.elapsed();
+    server.resume();
+    assert!(took < Duration::from_secs(3), "stop took {took:?}");
+    assert_eq!(reason_of(&stopped.unwrap_err()), Some("DEADLINE_EXCEEDED"));
+}
+
 /// Runs `f` while the server is paused (SIGSTOP): it must be answered without a round trip.
 async fn without_the_server<T>(
     server: &ServerProcess,

@@ -180,6 +180,41 @@ async fn tls_with_the_servers_ca_works() {
 }
 
 #[tokio::test]
+async fn a_ca_pem_without_a_certificate_is_invalid_argument() {
+    // The wrong file given as the CA (the server's key, a DER file, text): it used to be taken
+    // as "no CA" and the handshake failed with "invalid peer certificate: UnknownIssuer", which
+    // blames the server's certificate.
+    let certs = Certs::new();
+    let server = start(certs.server_args(false), vec![]).await;
+    for wrong in [certs.pem("server.key"), b"not a certificate".to_vec()] {
+        let err = GrpcPersistenceProvider::connect_with(
+            &server.addr,
+            ConnectOptions {
+                tls_ca_pem: Some(wrong),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{err}");
+        assert!(err.to_string().contains("tls_ca_pem"), "{err}");
+    }
+    // A client certificate PEM without a certificate (mutual TLS) is refused the same way.
+    let err = GrpcPersistenceProvider::connect_with(
+        &server.addr,
+        ConnectOptions {
+            tls_cert_pem: Some(certs.pem("client.key")),
+            tls_key_pem: Some(certs.pem("client.key")),
+            ..tls_to(&certs)
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{err}");
+    assert!(err.to_string().contains("tls_cert_pem"), "{err}");
+}
+
+#[tokio::test]
 async fn tls_with_another_ca_is_refused() {
     let certs = Certs::new();
     let server = start(certs.server_args(false), vec![]).await;
