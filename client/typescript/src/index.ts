@@ -14,6 +14,7 @@ export {
 export {
   GrpcLockProvider,
   newOwnerId,
+  CLOSE_RELEASE_WAIT_MS,
   DEFAULT_LOCK_TTL_MS,
   MIN_LOCK_TTL_MS,
   MAX_LOCK_TTL_MS,

@@ -25,6 +25,12 @@ export const DEFAULT_LOCK_TTL_MS = 30_000;
 export const MIN_LOCK_TTL_MS = 100;
 /** Longest time-to-live the server accepts, in milliseconds (one hour). */
 export const MAX_LOCK_TTL_MS = 3_600_000;
+/**
+ * Longest `close()` waits for the server to answer its releases, in milliseconds (or the TTL, when
+ * shorter): a lease not released by then runs out by itself within its TTL, and a frozen or
+ * unreachable server does not hold up a host's shutdown for the whole call deadline.
+ */
+export const CLOSE_RELEASE_WAIT_MS = 5_000;
 /** Resources per RenewLocks request (the contract's limit). */
 const RENEW_BATCH = 10_000;
 
@@ -206,9 +212,10 @@ export class GrpcLockProvider implements AsyncDisposable {
   }
 
   /**
-   * Stops renewing and releases every held lease (a release that fails is reported to `onError`;
-   * that lease runs out by itself), then closes the connection if the provider opened it.
-   * Idempotent.
+   * Stops renewing and releases every held lease, waiting at most `CLOSE_RELEASE_WAIT_MS` (or the
+   * TTL, when shorter) for the server's answers; a release that fails, or is not answered by then,
+   * is reported to `onError` (that lease runs out by itself within its TTL). Then closes the
+   * connection if the provider opened it. Idempotent.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -217,8 +224,27 @@ export class GrpcLockProvider implements AsyncDisposable {
     await this.#renewing;
     const held = [...this.#held.keys()];
     this.#held.clear();
-    const results = await Promise.allSettled(held.map((resource) => this.#release(resource)));
-    for (const result of results) if (result.status === "rejected") this.#onError?.(result.reason);
+    const releases = held.map((resource) => this.#release(resource));
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<"timed out">((resolve) => {
+      timer = setTimeout(() => resolve("timed out"), Math.min(CLOSE_RELEASE_WAIT_MS, this.ttlMs));
+    });
+    const settled = Promise.allSettled(releases);
+    const outcome = await Promise.race([settled, timedOut]);
+    clearTimeout(timer);
+    if (outcome === "timed out") {
+      const waitMs = Math.min(CLOSE_RELEASE_WAIT_MS, this.ttlMs);
+      this.#onError?.(
+        new WfeError(
+          `${held.length} lease(s) not released: the server did not answer within ${waitMs} ms; ` +
+            `they run out by themselves within their TTL (${this.ttlMs} ms)`,
+          { code: Code.DeadlineExceeded },
+        ),
+      );
+      void settled; // the calls end at their own deadline (or with the connection, closed below)
+    } else {
+      for (const result of outcome) if (result.status === "rejected") this.#onError?.(result.reason);
+    }
     if (this.#ownsConnection) this.#connection.close();
   }
 

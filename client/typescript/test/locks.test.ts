@@ -6,8 +6,8 @@ import { once } from "node:events";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code } from "@connectrpc/connect";
-import { GrpcLockProvider, GrpcPersistenceProvider, InvalidArgument, WfeError } from "../src/index.js";
-import { liveServer, pythonBinary } from "./server.js";
+import { CLOSE_RELEASE_WAIT_MS, GrpcLockProvider, GrpcPersistenceProvider, InvalidArgument, WfeError } from "../src/index.js";
+import { liveServer, pythonBinary, startServer } from "./server.js";
 
 /** The compiled package, for child processes (this file runs from dist/test/). */
 const PACKAGE_URL = new URL("../src/index.js", import.meta.url).href;
@@ -22,6 +22,28 @@ function lockProvider(ttlMs?: number, errors: unknown[] = []) {
 }
 
 describe("GrpcLockProvider", () => {
+  it("close() waits a bounded time for a server that does not answer, and says so", { timeout: 60_000 }, async () => {
+    const own = await startServer();
+    const errors: unknown[] = [];
+    const locks = await GrpcLockProvider.connect(own.address, { ttlMs: 60_000, onError: (e) => errors.push(e) });
+    try {
+      assert.equal(await locks.acquireLock(uniq("held")), true);
+      assert.equal(await locks.acquireLock(uniq("held")), true);
+      own.process.kill("SIGSTOP"); // frozen: takes the releases, never answers
+      const started = Date.now();
+      await locks.close();
+      const waited = Date.now() - started;
+      assert.ok(waited >= CLOSE_RELEASE_WAIT_MS - 100 && waited < CLOSE_RELEASE_WAIT_MS + 3_000, `close took ${waited} ms`);
+      assert.equal(errors.length, 1, String(errors));
+      const error = errors[0];
+      assert.ok(error instanceof WfeError && error.code === Code.DeadlineExceeded, String(error));
+      assert.match(error.message, /2 lease\(s\) not released/);
+    } finally {
+      own.process.kill("SIGCONT");
+      await own.stop();
+    }
+  });
+
   it("hands a resource to exactly one of many concurrent acquirers", async () => {
     // Own connections, so the acquisitions really race at the server.
     const providers = await Promise.all(Array.from({ length: 12 }, () => GrpcLockProvider.connect(live.server.address)));
