@@ -6,7 +6,7 @@
  * 2**62. This package reads JSON with bigint-aware parsing (below) and writes it with
  * `lossless-json`'s `stringify`, under this number policy:
  *
- * - a number a double holds exactly (every integer up to 2**53, and decimals such as 0.1 that
+ * - a number a double holds exactly (every integer up to 2**53 - 1, and decimals such as 0.1 that
  *   print back the same) is a plain `number`;
  * - a larger integer (64-bit ids, 2**62, ...) is a `bigint`;
  * - any other number a double cannot hold exactly (more than 17 significant digits, 1e400, ...)
