@@ -27,7 +27,7 @@ from wfe.persistence.v1 import (
     workflows_pb2_grpc,
 )
 from wfe_client import GrpcLifecyclePublisher, LifecycleEvent, LifecycleEventType, WatcherFellBehind, WfeError
-from wfe_sqlite._lifecycle import MAX_BEHIND, LifecycleHub
+from wfe_sqlite._lifecycle import MAX_BEHIND, MAX_BEHIND_BYTES, LifecycleHub
 from wfe_sqlite.server import RunningServer, ServerConfig
 
 NOW = timestamp_pb2.Timestamp(seconds=1_700_000_000)
@@ -651,6 +651,27 @@ async def test_a_watcher_that_falls_behind_is_ended(
             async for _ in watch:
                 received += 1
         assert received < len(counts) - 100  # what was buffered beyond the window is gone, not delivered
+
+
+async def test_a_watcher_is_ended_once_its_unsent_events_pass_the_byte_budget(stubs: Stubs) -> None:
+    """An unread watch holds at most ``MAX_BEHIND_BYTES`` of events, however large each is.
+
+    Before, only the count (10000) bounded it: one watch that read nothing and a publisher of
+    1 MiB events took the server from 74 MB to 457 MB in 400 events (10 GB at 10000).
+    """
+    watch = stubs.lifecycle.WatchLifecycleEvents(lifecycle_pb2.WatchLifecycleEventsRequest())
+    await watch.initial_metadata()  # in place; from here on nothing is read
+    event = _event()
+    event.message = "x" * (1 << 20)
+    request = lifecycle_pb2.PublishLifecycleEventRequest(event=event)
+    counts = []
+    for _ in range(3 * MAX_BEHIND_BYTES >> 20):
+        counts.append((await stubs.lifecycle.PublishLifecycleEvent(request)).watchers)
+        if counts[-1] == 0:
+            break
+    assert counts[0] == 1 and counts[-1] == 0, f"the watcher was never ended ({len(counts)} MiB published)"
+    assert len(counts) <= (MAX_BEHIND_BYTES >> 20) + 32  # the budget, plus what the transport took
+    watch.cancel()
 
 
 async def test_entering_a_watch_whose_server_is_gone_raises_its_error(store_url: str) -> None:
