@@ -674,6 +674,32 @@ async def test_a_watcher_is_ended_once_its_unsent_events_pass_the_byte_budget(st
     watch.cancel()
 
 
+async def test_a_stream_cancelled_while_its_write_waits_ends_quietly(
+    stubs: Stubs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that cancels a server stream whose write is held by flow control (it read nothing)
+    is no server bug: before, both streams logged ``internal error`` with grpc's ExecuteBatchError."""
+    blob = '"' + "x" * (1 << 20) + '"'
+    ids = []
+    for i in range(24):
+        workflow = workflows_pb2.WorkflowInstance(
+            id=f"big-{i}", workflow_definition_id="d", status=1, data=blob, create_time=NOW
+        )
+        ids.append((await stubs.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=workflow))).id)
+    batch = stubs.workflows.BatchGetWorkflows(workflows_pb2.BatchGetWorkflowsRequest(ids=ids))
+    watch = stubs.lifecycle.WatchLifecycleEvents(lifecycle_pb2.WatchLifecycleEventsRequest())
+    await asyncio.gather(batch.initial_metadata(), watch.initial_metadata())
+    event = _event()
+    event.message = "x" * (1 << 20)
+    for _ in range(24):
+        await stubs.lifecycle.PublishLifecycleEvent(lifecycle_pb2.PublishLifecycleEventRequest(event=event))
+    await asyncio.sleep(0.5)  # both servers' writes now wait for the client's window
+    batch.cancel()
+    watch.cancel()
+    await asyncio.sleep(0.5)
+    assert not [r for r in caplog.records if "internal error" in r.getMessage()], caplog.text[-3000:]
+
+
 async def test_entering_a_watch_whose_server_is_gone_raises_its_error(store_url: str) -> None:
     """Entering a watch waits for the server to have it in place: a call that failed before that
     raises (UNAVAILABLE), it does not enter a watch that will never see an event."""

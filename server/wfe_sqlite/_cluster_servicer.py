@@ -30,7 +30,7 @@ from ._cluster_api import Handout, LeaseAsk
 from ._provider import StoreProvider
 from ._queue_store import EVENT, WORKFLOW
 from ._rows import check_id, event_from_row, lease_ask, subscription_from_row
-from ._servicer import _written
+from ._servicer import ClientGone, _written
 from ._status import translate_errors
 from ._wire import workflow_message
 
@@ -283,10 +283,8 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
                 response = lifecycle_pb2.WatchLifecycleEventsResponse.FromString(payload)
                 try:
                     written = await _written(context, response, self._stream_idle)
-                except Exception:
-                    if context.done() or context.cancelled():
-                        return
-                    raise
+                except ClientGone:
+                    return
                 if not written:
                     raise StreamIdle(f"the client took no event for {self._stream_idle:g} s; stream ended")
 
