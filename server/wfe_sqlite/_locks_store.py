@@ -80,6 +80,8 @@ def release(conn: sqlite3.Connection, resource: str, owner: str, now_us: int, ef
 
 def _any_held(conn: sqlite3.Connection, resources: Sequence[str], now_us: int, held: dict[str, bool]) -> bool:
     """Whether a live lease holds any of ``resources``; ``held`` remembers the answers per resource."""
+    if any(held.get(resource, False) for resource in resources):
+        return True  # one known held is enough: the others need no look
     unknown = [resource for resource in resources if resource not in held]
     if unknown:
         marks = ", ".join("?" * len(unknown))
