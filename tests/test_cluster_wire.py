@@ -243,6 +243,9 @@ async def test_queue_requests_are_validated(stubs: Stubs) -> None:
     assert (await _refused(stubs.queues.DequeueWork(long_wait))).metadata["field"] == "wait"
     negative = queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT, wait=duration_pb2.Duration(seconds=-1))
     assert (await _refused(stubs.queues.DequeueWork(negative))).metadata["field"] == "wait"
+    # A wait under a microsecond is within [0, 60 s]: it returns at once (it was INVALID_ARGUMENT).
+    tiny = queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT, wait=duration_pb2.Duration(nanos=999))
+    assert (await stubs.queues.DequeueWork(tiny)).id == ""
     first = await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id="x", queue=queues_pb2.QUEUE_TYPE_EVENT))
     again = await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id="x", queue=queues_pb2.QUEUE_TYPE_EVENT))
     assert first.queued and not again.queued

@@ -196,7 +196,8 @@ class QueueServicer(queues_pb2_grpc.QueueServiceServicer):
         self, request: queues_pb2.DequeueWorkRequest, context: Context
     ) -> queues_pb2.DequeueWorkResponse:
         queue = _queue(request.queue)
-        wait = _duration(request, "wait", timedelta(0), _US, MAX_WAIT)
+        # Low bound 0: a wait under a microsecond (rounded to 0) is a valid one that returns at once.
+        wait = _duration(request, "wait", timedelta(0), timedelta(0), MAX_WAIT)
         ask = _lease_ask(request)
         if ask is None:
             item_id = await self._cluster.dequeue_work(queue, wait.total_seconds())

@@ -436,7 +436,11 @@ def _lease(request: scheduled_commands_pb2.ClaimCommandsRequest) -> timedelta:
     duration = request.lease_duration
     if not duration.seconds and not duration.nanos:
         return DEFAULT_LEASE
-    if duration.seconds < 0 or duration.nanos < 0 or duration.seconds > MAX_LEASE.total_seconds():
+    if (
+        duration.seconds < 0
+        or not 0 <= duration.nanos <= 999_999_999  # not a Duration: nanos past a second
+        or duration.seconds > MAX_LEASE.total_seconds()
+    ):
         raise InvalidArgument("lease_duration: must be between 1 ms and 1 hour", field="lease_duration")
     lease = timedelta(seconds=duration.seconds, microseconds=duration.nanos // 1000)
     if not MIN_LEASE <= lease <= MAX_LEASE:
