@@ -27,7 +27,7 @@ from wfe.persistence.v1 import (
     workflows_pb2_grpc,
 )
 from wfe_client import GrpcLifecyclePublisher, LifecycleEvent, LifecycleEventType, WatcherFellBehind, WfeError
-from wfe_sqlite._lifecycle import MAX_BEHIND, LifecycleHub
+from wfe_sqlite._lifecycle import MAX_BEHIND, MAX_BEHIND_BYTES, LifecycleHub
 from wfe_sqlite.server import RunningServer, ServerConfig
 
 NOW = timestamp_pb2.Timestamp(seconds=1_700_000_000)
@@ -243,6 +243,9 @@ async def test_queue_requests_are_validated(stubs: Stubs) -> None:
     assert (await _refused(stubs.queues.DequeueWork(long_wait))).metadata["field"] == "wait"
     negative = queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT, wait=duration_pb2.Duration(seconds=-1))
     assert (await _refused(stubs.queues.DequeueWork(negative))).metadata["field"] == "wait"
+    # A wait under a microsecond is within [0, 60 s]: it returns at once (it was INVALID_ARGUMENT).
+    tiny = queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT, wait=duration_pb2.Duration(nanos=999))
+    assert (await stubs.queues.DequeueWork(tiny)).id == ""
     first = await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id="x", queue=queues_pb2.QUEUE_TYPE_EVENT))
     again = await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id="x", queue=queues_pb2.QUEUE_TYPE_EVENT))
     assert first.queued and not again.queued
@@ -651,6 +654,53 @@ async def test_a_watcher_that_falls_behind_is_ended(
             async for _ in watch:
                 received += 1
         assert received < len(counts) - 100  # what was buffered beyond the window is gone, not delivered
+
+
+async def test_a_watcher_is_ended_once_its_unsent_events_pass_the_byte_budget(stubs: Stubs) -> None:
+    """An unread watch holds at most ``MAX_BEHIND_BYTES`` of events, however large each is.
+
+    Before, only the count (10000) bounded it: one watch that read nothing and a publisher of
+    1 MiB events took the server from 74 MB to 457 MB in 400 events (10 GB at 10000).
+    """
+    watch = stubs.lifecycle.WatchLifecycleEvents(lifecycle_pb2.WatchLifecycleEventsRequest())
+    await watch.initial_metadata()  # in place; from here on nothing is read
+    event = _event()
+    event.message = "x" * (1 << 20)
+    request = lifecycle_pb2.PublishLifecycleEventRequest(event=event)
+    counts = []
+    for _ in range(3 * MAX_BEHIND_BYTES >> 20):
+        counts.append((await stubs.lifecycle.PublishLifecycleEvent(request)).watchers)
+        if counts[-1] == 0:
+            break
+    assert counts[0] == 1 and counts[-1] == 0, f"the watcher was never ended ({len(counts)} MiB published)"
+    assert len(counts) <= (MAX_BEHIND_BYTES >> 20) + 32  # the budget, plus what the transport took
+    watch.cancel()
+
+
+async def test_a_stream_cancelled_while_its_write_waits_ends_quietly(
+    stubs: Stubs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that cancels a server stream whose write is held by flow control (it read nothing)
+    is no server bug: before, both streams logged ``internal error`` with grpc's ExecuteBatchError."""
+    blob = '"' + "x" * (1 << 20) + '"'
+    ids = []
+    for i in range(24):
+        workflow = workflows_pb2.WorkflowInstance(
+            id=f"big-{i}", workflow_definition_id="d", status=1, data=blob, create_time=NOW
+        )
+        ids.append((await stubs.workflows.CreateWorkflow(workflows_pb2.CreateWorkflowRequest(workflow=workflow))).id)
+    batch = stubs.workflows.BatchGetWorkflows(workflows_pb2.BatchGetWorkflowsRequest(ids=ids))
+    watch = stubs.lifecycle.WatchLifecycleEvents(lifecycle_pb2.WatchLifecycleEventsRequest())
+    await asyncio.gather(batch.initial_metadata(), watch.initial_metadata())
+    event = _event()
+    event.message = "x" * (1 << 20)
+    for _ in range(24):
+        await stubs.lifecycle.PublishLifecycleEvent(lifecycle_pb2.PublishLifecycleEventRequest(event=event))
+    await asyncio.sleep(0.5)  # both servers' writes now wait for the client's window
+    batch.cancel()
+    watch.cancel()
+    await asyncio.sleep(0.5)
+    assert not [r for r in caplog.records if "internal error" in r.getMessage()], caplog.text[-3000:]
 
 
 async def test_entering_a_watch_whose_server_is_gone_raises_its_error(store_url: str) -> None:

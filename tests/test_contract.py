@@ -427,6 +427,15 @@ async def test_claim_lease_bounds(stubs: Stubs) -> None:
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
+    # Not a Duration (nanos past a second): INVALID_ARGUMENT, not a 2 s lease.
+    await _fails(
+        stubs.commands.ClaimCommands(
+            scheduled_commands_pb2.ClaimCommandsRequest(
+                as_of=NOW, lease_duration=duration_pb2.Duration(seconds=0, nanos=2_000_000_000)
+            )
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
     claim = await stubs.commands.ClaimCommands(scheduled_commands_pb2.ClaimCommandsRequest(as_of=NOW))
     assert not claim.commands and claim.lease_id == ""
     now = datetime.now(UTC)

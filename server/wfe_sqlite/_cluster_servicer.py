@@ -30,7 +30,7 @@ from ._cluster_api import Handout, LeaseAsk
 from ._provider import StoreProvider
 from ._queue_store import EVENT, WORKFLOW
 from ._rows import check_id, event_from_row, lease_ask, subscription_from_row
-from ._servicer import _written
+from ._servicer import ClientGone, _written
 from ._status import translate_errors
 from ._wire import workflow_message
 
@@ -196,7 +196,8 @@ class QueueServicer(queues_pb2_grpc.QueueServiceServicer):
         self, request: queues_pb2.DequeueWorkRequest, context: Context
     ) -> queues_pb2.DequeueWorkResponse:
         queue = _queue(request.queue)
-        wait = _duration(request, "wait", timedelta(0), _US, MAX_WAIT)
+        # Low bound 0: a wait under a microsecond (rounded to 0) is a valid one that returns at once.
+        wait = _duration(request, "wait", timedelta(0), timedelta(0), MAX_WAIT)
         ask = _lease_ask(request)
         if ask is None:
             item_id = await self._cluster.dequeue_work(queue, wait.total_seconds())
@@ -283,10 +284,8 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
                 response = lifecycle_pb2.WatchLifecycleEventsResponse.FromString(payload)
                 try:
                     written = await _written(context, response, self._stream_idle)
-                except Exception:
-                    if context.done() or context.cancelled():
-                        return
-                    raise
+                except ClientGone:
+                    return
                 if not written:
                     raise StreamIdle(f"the client took no event for {self._stream_idle:g} s; stream ended")
 

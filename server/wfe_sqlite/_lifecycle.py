@@ -1,7 +1,8 @@
 """``LifecycleHub``: in-memory fan-out of published lifecycle events to the watchers of this process.
 
-Events are relayed, not stored. Each watcher has its own buffer of at most ``MAX_BEHIND`` events;
-a watcher that falls further behind is ended (``WatcherFellBehind``) instead of holding memory.
+Events are relayed, not stored. Each watcher has its own buffer of at most ``MAX_BEHIND`` events
+and ``MAX_BEHIND_BYTES`` of them; a watcher that falls further behind is ended (``WatcherFellBehind``)
+instead of holding memory.
 """
 
 from __future__ import annotations
@@ -12,12 +13,21 @@ from typing import Generic, TypeVar
 
 from wfe_client.errors import WatcherFellBehind
 
-__all__ = ["MAX_BEHIND", "LifecycleHub", "Watcher"]
+__all__ = ["MAX_BEHIND", "MAX_BEHIND_BYTES", "LifecycleHub", "Watcher"]
 
 E = TypeVar("E")
 
 MAX_BEHIND = 10_000
 """Most events a watcher may have waiting before it is ended."""
+
+MAX_BEHIND_BYTES = 64 * 1024 * 1024
+"""Most bytes of events (``bytes`` events: their length) a watcher may have waiting before it is
+ended; one event is always taken, whatever its size. Without it a watch that read nothing held
+up to 10000 events of up to 64 MiB each."""
+
+
+def _size(event: object) -> int:
+    return len(event) if isinstance(event, (bytes, bytearray, str)) else 0
 
 
 class Watcher(Generic[E]):
@@ -28,6 +38,7 @@ class Watcher(Generic[E]):
         self.workflow_instance_id = workflow_instance_id
         self.workflow_definition_id = workflow_definition_id
         self._buffer: collections.deque[E] = collections.deque()
+        self._bytes = 0
         self._ready = asyncio.Event()
         self.fell_behind = False
         self.ended = False
@@ -40,12 +51,15 @@ class Watcher(Generic[E]):
     def offer(self, event: E) -> bool:
         if self.ended or self.fell_behind:
             return False
-        if len(self._buffer) >= MAX_BEHIND:
+        size = _size(event)
+        if len(self._buffer) >= MAX_BEHIND or (self._buffer and self._bytes + size > MAX_BEHIND_BYTES):
             self.fell_behind = True
             self._buffer.clear()
+            self._bytes = 0
             self._ready.set()
             return False
         self._buffer.append(event)
+        self._bytes += size
         self._ready.set()
         return True
 
@@ -57,9 +71,14 @@ class Watcher(Generic[E]):
         """The next event; None once the hub closed. Raises ``WatcherFellBehind``."""
         while True:
             if self.fell_behind:
-                raise WatcherFellBehind(f"the watcher fell more than {MAX_BEHIND} events behind and was ended")
+                raise WatcherFellBehind(
+                    f"the watcher fell more than {MAX_BEHIND} events or {MAX_BEHIND_BYTES >> 20} MiB behind"
+                    " and was ended"
+                )
             if self._buffer:
-                return self._buffer.popleft()
+                event = self._buffer.popleft()
+                self._bytes -= _size(event)
+                return event
             if self.ended:
                 return None
             self._ready.clear()

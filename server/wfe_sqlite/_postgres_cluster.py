@@ -274,19 +274,21 @@ class _Rollback(Exception):
 
 
 async def _acquire_all(
-    conn: asyncpg.Connection, resources: Sequence[str], owner: str, ttl_us: int
+    conn: asyncpg.Connection, resources: Sequence[str], owner: str, ttl_us: int, held: set[str] | None = None
 ) -> list[tuple[int, int]] | None:
     """Take the leases on all ``resources``, in the order given (so their fencing tokens grow in that
     order), in a transaction (a savepoint inside the caller's): the (fencing token, expire time) of
     each, or None with nothing taken while a live lease holds any of them. Every ACQUIRE first takes
     the fencing counter's row, which serialises acquisitions; a deadlock with a renewal or release
-    holding one of the rows is answered as "held"."""
+    holding one of the rows is answered as "held". ``held``: gets the resource found held, if any."""
     try:
         async with conn.transaction():
             leases = []
             for resource in resources:
                 row = await conn.fetchrow(ACQUIRE, resource, owner, ttl_us)
                 if row is None:
+                    if held is not None:
+                        held.add(resource)
                     raise _Rollback
                 leases.append((int(row[0]), int(row[1])))
             return leases
@@ -498,7 +500,12 @@ class PostgresCluster(ClusterServices):
     ) -> tuple[list[Handout | None], bool]:
         """One transaction: every ask's releases, then the oldest unclaimed items to the asks in
         order, an ask with leases getting the next item whose leases it can take (a savepoint per
-        try; one held or in a deadlock is passed over and keeps its place)."""
+        try; one held or in a deadlock is passed over and keeps its place).
+
+        A resource found held is not tried again in this take, and an ask whose prefixes an earlier
+        ask of this take found nothing for is given nothing without trying (leases only get taken
+        here: passing it over is never wrong, at worst it waits for the next look). Without this,
+        many waiters on held items tried every item each, one savepoint per waiter and item."""
         queued = False
         results: list[Handout | None] = []
         async with conn.transaction():
@@ -510,8 +517,13 @@ class PostgresCluster(ClusterServices):
                         queued = queued or bool(row[1])
             candidates = [r[0] for r in await conn.fetch(CANDIDATES, queue, len(asks) + PASS_OVER)]
             used: list[str] = []
+            held: set[str] = set()
+            fruitless: set[tuple[str, ...]] = set()
             for ask in asks:
                 result: Handout | None = None
+                if ask is not None and ask.prefixes in fruitless:
+                    results.append(None)
+                    continue
                 for item in candidates:
                     if item in used:
                         continue
@@ -519,12 +531,17 @@ class PostgresCluster(ClusterServices):
                         result = Handout(item)
                     else:
                         resources = ask.resources(item)
-                        leases = await _acquire_all(conn, resources, ask.owner, ask.ttl_us)
+                        if not held.isdisjoint(resources):
+                            continue
+                        leases = await _acquire_all(conn, resources, ask.owner, ask.ttl_us, held)
                         if leases is None:
                             continue
+                        held.update(resources)
                         result = Handout(item, tuple(leases), ask.owner, tuple(resources))
                     used.append(item)
                     break
+                if result is None and ask is not None:
+                    fruitless.add(ask.prefixes)
                 results.append(result)
             if used:
                 await conn.execute(HAND_OUT, queue, used)

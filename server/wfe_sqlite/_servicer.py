@@ -158,17 +158,25 @@ def _server_queues(status: str, next_execution: int | None) -> bool:
     return status == "RUNNABLE" and next_execution is not None
 
 
+class ClientGone(Exception):
+    """A server stream's write failed because its call ended under it: nobody is left to answer."""
+
+
 async def _written(context: Context, message: Any, idle: float) -> bool:
     """Write one message of a server stream; False when the client took nothing for ``idle`` seconds.
 
     ``context.write`` returns once the message has gone out, which HTTP/2 flow control holds back
-    while the client does not read: a stream that is not read holds this one message.
+    while the client does not read: a stream that is not read holds this one message. A write the
+    call ended under (the client cancelled or went away, the server stopped) fails with grpc's
+    ExecuteBatchError: that is ``ClientGone``, which the stream ends on quietly; it is no server bug.
     """
     try:
         async with asyncio.timeout(idle):
             await context.write(message)
     except TimeoutError:
         return False
+    except Exception as error:  # grpc's failed batch (ExecuteBatchError): the call is over
+        raise ClientGone(f"the call ended during a write ({error})") from error
     return True
 
 
@@ -258,7 +266,12 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
         await context.send_initial_metadata(())
         chunks = self._workflow_chunks(list(dict.fromkeys(ids)))
         async for response in chunks:
-            if not await _written(context, response, self._stream_idle):
+            try:
+                written = await _written(context, response, self._stream_idle)
+            except ClientGone:
+                await chunks.aclose()
+                return
+            if not written:
                 del response
                 await chunks.aclose()  # let go of what was read before waiting for the client
                 raise StreamIdle(f"the client took no message for {self._stream_idle:g} s; stream ended")
@@ -423,7 +436,11 @@ def _lease(request: scheduled_commands_pb2.ClaimCommandsRequest) -> timedelta:
     duration = request.lease_duration
     if not duration.seconds and not duration.nanos:
         return DEFAULT_LEASE
-    if duration.seconds < 0 or duration.nanos < 0 or duration.seconds > MAX_LEASE.total_seconds():
+    if (
+        duration.seconds < 0
+        or not 0 <= duration.nanos <= 999_999_999  # not a Duration: nanos past a second
+        or duration.seconds > MAX_LEASE.total_seconds()
+    ):
         raise InvalidArgument("lease_duration: must be between 1 ms and 1 hour", field="lease_duration")
     lease = timedelta(seconds=duration.seconds, microseconds=duration.nanos // 1000)
     if not MIN_LEASE <= lease <= MAX_LEASE:

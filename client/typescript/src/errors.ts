@@ -117,8 +117,8 @@ export class RevisionConflict extends WfeError {}
 export class StreamIdle extends WfeError {}
 
 /**
- * A lifecycle watch fell more than 10000 events behind and the server ended it (reason
- * `WATCHER_FELL_BEHIND`, code ResourceExhausted).
+ * A lifecycle watch fell more than 10000 events (or 64 MiB of events) behind and the server
+ * ended it (reason `WATCHER_FELL_BEHIND`, code ResourceExhausted).
  */
 export class WatcherFellBehind extends WfeError {}
 

@@ -137,9 +137,9 @@ type OpenStream = (signal: AbortSignal, onHeader: () => void) => AsyncIterable<w
  * An open watch over the WatchLifecycleEvents stream: `for await (const event of watch)`.
  * Leaving the loop (break, return, throw) cancels the stream, as do `close()`, `await using` and
  * the `signal` of {@link WatchOptions}; the iteration then ends quietly. The stream has no
- * deadline. A watcher that falls more than 10000 events behind is ended by the server (the
- * iteration throws `WatcherFellBehind`); so is every watch when the server shuts down (the
- * iteration ends).
+ * deadline. A watcher that falls more than 10000 events (or 64 MiB of events) behind is ended
+ * by the server (the iteration throws `WatcherFellBehind`); so is every watch when the server
+ * shuts down (the iteration ends).
  */
 export class LifecycleWatch implements AsyncIterable<LifecycleEvent>, AsyncDisposable {
   readonly #abort = new AbortController();

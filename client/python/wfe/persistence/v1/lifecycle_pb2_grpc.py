@@ -65,8 +65,8 @@ class LifecycleServiceServicer:
     def WatchLifecycleEvents(self, request, context):
         """WatchLifecycleEvents streams the events published from now on, optionally only those of one
         workflow or one definition, until the client cancels. A watcher that falls more than 10000
-        events behind is ended with RESOURCE_EXHAUSTED (reason `WATCHER_FELL_BEHIND`) rather than
-        holding the server's memory. When the server shuts down the stream ends (status OK).
+        events, or more than 64 MiB of events, behind is ended with RESOURCE_EXHAUSTED (reason
+        `WATCHER_FELL_BEHIND`) rather than holding the server's memory. When the server shuts down the stream ends (status OK).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -64,7 +64,8 @@ const (
 	// DEADLINE_EXCEEDED: the client of a server stream took no message for the server's stream idle
 	// timeout, so the server ended the stream (after the messages it had already sent).
 	ErrorReason_STREAM_IDLE ErrorReason = 14
-	// RESOURCE_EXHAUSTED: a lifecycle watch fell more than 10000 events behind and was ended.
+	// RESOURCE_EXHAUSTED: a lifecycle watch fell more than 10000 events (or 64 MiB of events)
+	// behind and was ended.
 	ErrorReason_WATCHER_FELL_BEHIND ErrorReason = 15
 )
 

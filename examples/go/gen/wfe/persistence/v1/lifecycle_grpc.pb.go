@@ -38,8 +38,8 @@ type LifecycleServiceClient interface {
 	PublishLifecycleEvent(ctx context.Context, in *PublishLifecycleEventRequest, opts ...grpc.CallOption) (*PublishLifecycleEventResponse, error)
 	// WatchLifecycleEvents streams the events published from now on, optionally only those of one
 	// workflow or one definition, until the client cancels. A watcher that falls more than 10000
-	// events behind is ended with RESOURCE_EXHAUSTED (reason `WATCHER_FELL_BEHIND`) rather than
-	// holding the server's memory. When the server shuts down the stream ends (status OK).
+	// events, or more than 64 MiB of events, behind is ended with RESOURCE_EXHAUSTED (reason
+	// `WATCHER_FELL_BEHIND`) rather than holding the server's memory. When the server shuts down the stream ends (status OK).
 	WatchLifecycleEvents(ctx context.Context, in *WatchLifecycleEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchLifecycleEventsResponse], error)
 }
 
@@ -92,8 +92,8 @@ type LifecycleServiceServer interface {
 	PublishLifecycleEvent(context.Context, *PublishLifecycleEventRequest) (*PublishLifecycleEventResponse, error)
 	// WatchLifecycleEvents streams the events published from now on, optionally only those of one
 	// workflow or one definition, until the client cancels. A watcher that falls more than 10000
-	// events behind is ended with RESOURCE_EXHAUSTED (reason `WATCHER_FELL_BEHIND`) rather than
-	// holding the server's memory. When the server shuts down the stream ends (status OK).
+	// events, or more than 64 MiB of events, behind is ended with RESOURCE_EXHAUSTED (reason
+	// `WATCHER_FELL_BEHIND`) rather than holding the server's memory. When the server shuts down the stream ends (status OK).
 	WatchLifecycleEvents(*WatchLifecycleEventsRequest, grpc.ServerStreamingServer[WatchLifecycleEventsResponse]) error
 	mustEmbedUnimplementedLifecycleServiceServer()
 }
