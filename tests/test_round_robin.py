@@ -260,6 +260,8 @@ async def test_targets(address: Any, target: str, balanced: bool) -> None:
         "127.0.0.1:1,[::1]:2",
         "a:1,dns:///b:2",
         "a:1,b:port",
+        "127.0.0.1:1,127.0.0.1:65536",  # out of range: gRPC refused the whole target, the client hung
+        "127.0.0.1:0,127.0.0.1:1",
     ],
 )
 async def test_bad_targets(address: Any) -> None:

@@ -131,6 +131,9 @@ def _split(address: str) -> tuple[str, str]:
     host, colon, port = address.rpartition(":")
     if not colon or not host or not port.isdigit():
         raise ValueError(f"address {address!r}: expected HOST:PORT")
+    if not 0 < int(port) < 65536:
+        # gRPC would refuse the whole list (every server in it) and the connect would wait for nothing.
+        raise ValueError(f"address {address!r}: port {port} is not between 1 and 65535")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, port
