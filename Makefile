@@ -152,9 +152,10 @@ postgres-binaries:
 # Try the PostgreSQL backend: a throwaway local PostgreSQL and two servers on it, on 127.0.0.1:50051
 # and 127.0.0.1:50052, until Ctrl-C (which stops all three and deletes the cluster). Serving needs
 # no dev tools (tests/pgcluster.py is the standard library only). The trap is set before anything
-# starts, so Ctrl-C during start-up stops what has started; a server that exits (say its port is
-# taken) stops the other one and PostgreSQL, and make fails naming it. (Background jobs of a
-# non-interactive sh ignore SIGINT: the trap stops them with SIGTERM, servers before PostgreSQL.)
+# starts, so Ctrl-C during start-up stops what has started. A server that cannot start (exit 2: its
+# port taken, say) stops the other one and PostgreSQL, and make fails naming it; one killed or
+# stopped later leaves the other serving (try a failover). (pgcluster.py, a background job of a
+# non-interactive sh, ignores SIGINT: the trap stops it with SIGTERM, after the servers.)
 PG_LISTEN_1 ?= 127.0.0.1:50051
 PG_LISTEN_2 ?= 127.0.0.1:50052
 serve-postgres: $(SERVED) postgres-binaries
@@ -174,9 +175,16 @@ serve-postgres: $(SERVED) postgres-binaries
 	$(VENV)/bin/wfe-sqlite serve --db $$url --listen $(PG_LISTEN_1) & s1=$$!; servers=$$s1; \
 	$(VENV)/bin/wfe-sqlite serve --db $$url --listen $(PG_LISTEN_2) & s2=$$!; servers="$$s1 $$s2"; \
 	echo "two servers on $$url: $(PG_LISTEN_1) and $(PG_LISTEN_2) (Ctrl-C stops them and PostgreSQL)"; \
-	while kill -0 $$s1 2>/dev/null && kill -0 $$s2 2>/dev/null; do sleep 0.5; done; \
-	if kill -0 $$s1 2>/dev/null; then gone=$(PG_LISTEN_2); wait $$s2; else gone=$(PG_LISTEN_1); wait $$s1; fi; \
-	echo "make serve-postgres: the server on $$gone exited (status $$?): stopping the other one and PostgreSQL" >&2; \
+	gone() { \
+		kill -0 $$1 2>/dev/null && return 1; wait $$1; \
+		[ $$? != 2 ] || { echo "make serve-postgres: the server on $$2 could not start (exit 2): stopping the other one and PostgreSQL" >&2; exit 1; }; \
+	}; \
+	while [ -n "$$s1$$s2" ]; do \
+		sleep 0.5; \
+		if [ -n "$$s1" ] && gone $$s1 $(PG_LISTEN_1); then s1=; fi; \
+		if [ -n "$$s2" ] && gone $$s2 $(PG_LISTEN_2); then s2=; fi; \
+	done; \
+	echo "make serve-postgres: both servers have exited: stopping PostgreSQL" >&2; \
 	exit 1
 
 # Debian's Chromium and its driver for the console's browser tests (tests/test_console_browser.py),
