@@ -150,20 +150,42 @@ postgres-binaries:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -x "$$WFE_PG_BIN/initdb" ] || { 		echo "PostgreSQL binaries missing: apt-get install postgresql"; 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; } 		&& ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { 		echo "make postgres-binaries: PostgreSQL is not installed and could not be installed (apt-get install postgresql); the PostgreSQL tests need it"; exit 1; }; }
 
 # Try the PostgreSQL backend: a throwaway local PostgreSQL and two servers on it, on 127.0.0.1:50051
-# and 127.0.0.1:50052, until Ctrl-C (which stops all three and deletes the cluster).
+# and 127.0.0.1:50052, until Ctrl-C (which stops all three and deletes the cluster). Serving needs
+# no dev tools (tests/pgcluster.py is the standard library only). The trap is set before anything
+# starts, so Ctrl-C during start-up stops what has started. A server that cannot start (exit 2: its
+# port taken, say) stops the other one and PostgreSQL, and make fails naming it; one killed or
+# stopped later leaves the other serving (try a failover). (pgcluster.py, a background job of a
+# non-interactive sh, ignores SIGINT: the trap stops it with SIGTERM, after the servers.)
 PG_LISTEN_1 ?= 127.0.0.1:50051
 PG_LISTEN_2 ?= 127.0.0.1:50052
-serve-postgres: $(STAMP) postgres-binaries
-	@dir=$$(mktemp -d); \
+serve-postgres: $(SERVED) postgres-binaries
+	@dir=$$(mktemp -d); pg=; servers=; \
+	stop() { \
+		trap - INT TERM HUP EXIT; \
+		if [ -n "$$servers" ]; then kill $$servers 2>/dev/null; wait $$servers; fi; \
+		if [ -n "$$pg" ]; then kill $$pg 2>/dev/null; wait $$pg; fi; \
+		rm -rf $$dir; \
+	}; \
+	trap 'stop; exit 130' INT; trap 'stop; exit 143' TERM; trap 'stop; exit 129' HUP; \
+	trap 'code=$$?; stop; exit $$code' EXIT; \
 	$(PY) tests/pgcluster.py --url-file $$dir/url & pg=$$!; \
 	while [ ! -s $$dir/url ]; do kill -0 $$pg 2>/dev/null || exit 1; sleep 0.2; done; \
 	url=$$(cat $$dir/url); \
-	$(VENV)/bin/wfe-sqlite migrate --db $$url || { kill $$pg; exit 1; }; \
-	$(VENV)/bin/wfe-sqlite serve --db $$url --listen $(PG_LISTEN_1) & s1=$$!; \
-	$(VENV)/bin/wfe-sqlite serve --db $$url --listen $(PG_LISTEN_2) & s2=$$!; \
-	trap 'kill $$s1 $$s2 2>/dev/null; wait $$s1 $$s2; kill $$pg 2>/dev/null; wait $$pg; rm -rf $$dir' INT TERM EXIT; \
+	$(VENV)/bin/wfe-sqlite migrate --db $$url || exit 1; \
+	$(VENV)/bin/wfe-sqlite serve --db $$url --listen $(PG_LISTEN_1) & s1=$$!; servers=$$s1; \
+	$(VENV)/bin/wfe-sqlite serve --db $$url --listen $(PG_LISTEN_2) & s2=$$!; servers="$$s1 $$s2"; \
 	echo "two servers on $$url: $(PG_LISTEN_1) and $(PG_LISTEN_2) (Ctrl-C stops them and PostgreSQL)"; \
-	wait $$s1 $$s2
+	gone() { \
+		kill -0 $$1 2>/dev/null && return 1; wait $$1; \
+		[ $$? != 2 ] || { echo "make serve-postgres: the server on $$2 could not start (exit 2): stopping the other one and PostgreSQL" >&2; exit 1; }; \
+	}; \
+	while [ -n "$$s1$$s2" ]; do \
+		sleep 0.5; \
+		if [ -n "$$s1" ] && gone $$s1 $(PG_LISTEN_1); then s1=; fi; \
+		if [ -n "$$s2" ] && gone $$s2 $(PG_LISTEN_2); then s2=; fi; \
+	done; \
+	echo "make serve-postgres: both servers have exited: stopping PostgreSQL" >&2; \
+	exit 1
 
 # Debian's Chromium and its driver for the console's browser tests (tests/test_console_browser.py),
 # from the system package manager when missing; no test tool downloads a browser of its own.

@@ -73,28 +73,42 @@ class PgCluster:
         if os.geteuid() == 0:
             shutil.chown(root, SUPERUSER, SUPERUSER)
         cluster = cls(root, _free_port(), bin_dir)
-        cluster._run("initdb", "-D", str(cluster.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-sync")
-        settings = [
-            "listen_addresses = '127.0.0.1'",
-            f"port = {cluster.port}",
-            f"unix_socket_directories = '{root}'",
-            "max_connections = 300",
-            "shared_buffers = 128MB",
-            f"fsync = {'on' if durable else 'off'}",
-            "log_min_messages = warning",
-        ]
-        with (cluster.data / "postgresql.conf").open("a") as conf:
-            conf.write("\n" + "\n".join(settings) + "\n")
-        cluster.resume()
+        try:
+            cluster._run("initdb", "-D", str(cluster.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-sync")
+            settings = [
+                "listen_addresses = '127.0.0.1'",
+                f"port = {cluster.port}",
+                f"unix_socket_directories = '{root}'",
+                "max_connections = 300",
+                "shared_buffers = 128MB",
+                f"fsync = {'on' if durable else 'off'}",
+                "log_min_messages = warning",
+            ]
+            with (cluster.data / "postgresql.conf").open("a") as conf:
+                conf.write("\n" + "\n".join(settings) + "\n")
+            cluster.resume()
+        except BaseException:  # a failure, or SIGTERM (SystemExit) mid-start: leave nothing behind
+            cluster.stop()
+            raise
         return cluster
 
     def _run(self, tool: str, *args: str, timeout: float = 120) -> None:
         command = [str(self.bin_dir / tool), *args]
         if self._as_root:
             command = ["runuser", "-u", SUPERUSER, "--", *command]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=self.root)
-        if done.returncode != 0:
-            raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stdout}{done.stderr}")
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.root
+        ) as process:
+            try:
+                out, err = process.communicate(timeout=timeout)
+            except BaseException:
+                # SIGTERM, not subprocess.run's SIGKILL: runuser passes it on to the tool, which a
+                # SIGKILL of runuser would leave running (an initdb writing into a removed directory).
+                process.terminate()
+                process.wait()
+                raise
+        if process.returncode != 0:
+            raise RuntimeError(f"{tool} failed ({process.returncode}): {out}{err}")
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
@@ -153,7 +167,17 @@ def main() -> int:
     parser.add_argument("--url-file", type=Path, help="write the database URL to this file once ready")
     parser.add_argument("--dbname", default="wfe")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop and clean up on SIGTERM too
+
+    # Stop and clean up on SIGTERM (make serve-postgres stops it so) and SIGHUP too, also mid-start:
+    # start() removes what it had made when SystemExit interrupts it. Once: a second signal (one to
+    # the process group, then make's trap) must not interrupt the clean-up.
+    def stop_once(signum: int, frame: object) -> None:
+        for ignored in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(ignored, signal.SIG_IGN)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop_once)
+    signal.signal(signal.SIGHUP, stop_once)  # its terminal closed
     try:
         cluster = PgCluster.start(args.dir, durable=True)
     except PostgresMissing as error:
@@ -163,12 +187,14 @@ def main() -> int:
         url = cluster.create_database(args.dbname)
         if args.url_file:
             args.url_file.write_text(url + "\n")
-        print(f"postgresql ready: {url}", flush=True)
+        print(f"postgresql ready: {url} (data in {cluster.root})", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         return 0
     finally:
+        for ignored in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # the clean-up runs to its end
+            signal.signal(ignored, signal.SIG_IGN)
         cluster.stop()
 
 

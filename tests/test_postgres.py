@@ -11,6 +11,7 @@ import copy
 import json
 import logging
 import re
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -181,6 +182,33 @@ def test_an_unreachable_database_fails_start_up_with_exit_2(pg_cluster: PgCluste
     )
     assert served.returncode == 2
     assert "cannot connect to PostgreSQL" in served.stderr
+
+
+def test_a_database_that_never_answers_fails_start_up_naming_it() -> None:
+    """A PostgreSQL that accepts the connection and says nothing (frozen; or another service on
+    that port): exit 2 after connect_timeout (5 s), naming the database (without its password)
+    and the timeout. Before, the message was "cannot connect to PostgreSQL: " and nothing more."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel accepts; nobody answers
+        port = silent.getsockname()[1]
+        served = subprocess.run(
+            [
+                str(WFE_SQLITE),
+                "serve",
+                "--db",
+                f"postgresql://wfe:secret@127.0.0.1:{port}/wfe",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert served.returncode == 2, served
+    assert served.stderr.strip() == (
+        f"wfe-sqlite: cannot connect to PostgreSQL at postgresql://wfe:***@127.0.0.1:{port}/wfe: no answer within 5s"
+    ), served.stderr
 
 
 def _serve_once(url: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

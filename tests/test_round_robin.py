@@ -10,6 +10,7 @@ The servers share the store as the cluster providers do: what one server wrote, 
 from __future__ import annotations
 
 import asyncio
+import signal
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from wfe_client import (
     LifecycleEvent,
     LifecycleEventType,
     QueueType,
+    WfeError,
     WorkflowInstance,
 )
 from wfe_client._targets import resolve_target
@@ -126,6 +128,45 @@ async def test_calls_are_spread_and_survive_a_killed_server(servers: list[Server
         assert [w.id for w in await store.get_workflow_instances(more)] == more
 
 
+async def test_a_server_stopping_gracefully_is_left_out_at_once(db_url: str) -> None:
+    """A server told to stop (SIGTERM: a restart, a deploy) turns its health NOT_SERVING and refuses
+    new calls while it drains (UNAVAILABLE, not run). The client watches each server's health
+    (gRPC's client-side health checking) and stops sending it calls at once: only calls already on
+    their way can meet the refusal. Before, round-robin kept sending it every other call until it
+    closed its connections, up to a second later: about a hundred refused writes in this test."""
+    started = [Server(db_url) for _ in range(2)]
+    try:
+        async with GrpcPersistenceProvider.connect([s.address for s in started]) as store:
+            while not all(await _counts(started, "CreateWorkflow")):  # both connected and in use
+                await store.create_new_workflow(WorkflowInstance.new("warm", 1, {}))
+            stop = asyncio.Event()
+            made: list[str] = []
+            refused: list[str] = []
+
+            async def creator() -> None:
+                while not stop.is_set():
+                    try:
+                        made.append(await store.create_new_workflow(WorkflowInstance.new("drain", 1, {})))
+                    except WfeError as error:
+                        assert error.code == "UNAVAILABLE", error
+                        refused.append(str(error))
+
+            creators = [asyncio.create_task(creator()) for _ in range(4)]
+            await asyncio.sleep(0.3)
+            started[0].process.process.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(started[0].process.process.wait, 30)  # drained and stopped
+            before = len(made)
+            await asyncio.sleep(0.3)
+            stop.set()
+            await asyncio.gather(*creators)
+        assert len(made) > before + 10, (before, len(made))  # the other server took every call
+        # At most the calls in flight when the stop began (one per creator).
+        assert len(refused) <= 4, f"{len(refused)} calls refused, {len(made)} made: {refused[:3]}"
+    finally:
+        for server in started:
+            server.process.kill()
+
+
 async def test_a_comma_separated_string_and_the_cluster_providers(servers: list[Server]) -> None:
     addresses = ",".join(server.address for server in servers)
     async with (
@@ -209,7 +250,20 @@ async def test_targets(address: Any, target: str, balanced: bool) -> None:
     assert (resolved.target, resolved.balanced) == (target, balanced)
 
 
-@pytest.mark.parametrize("address", ["", "a:1,", [], ["a:1", 2], "127.0.0.1:1,[::1]:2", "a:1,dns:///b:2", "a:1,b:port"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "",
+        "a:1,",
+        [],
+        ["a:1", 2],
+        "127.0.0.1:1,[::1]:2",
+        "a:1,dns:///b:2",
+        "a:1,b:port",
+        "127.0.0.1:1,127.0.0.1:65536",  # out of range: gRPC refused the whole target, the client hung
+        "127.0.0.1:0,127.0.0.1:1",
+    ],
+)
 async def test_bad_targets(address: Any) -> None:
     with pytest.raises((ValueError, TypeError)):
         await resolve_target(address)

@@ -798,7 +798,7 @@ class PostgresStore(PostgresVisibility, Store):
         try:
             conn = await asyncpg.connect(config.url, timeout=config.connect_timeout)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            raise DatabaseOpenError(f"cannot connect to PostgreSQL: {error}") from error
+            raise _cannot_connect(config.url, error, config.connect_timeout) from error
         try:
             await migrate(conn, redact_url(config.url))
             await refuse_read_only(conn, redact_url(config.url))
@@ -1296,11 +1296,18 @@ STORE_TABLES = (
 )
 
 
+def _cannot_connect(url: str, error: BaseException, timeout: float) -> DatabaseOpenError:
+    """Why ``url`` could not be opened, naming it (without its password). A timeout has no text of
+    its own (a server that accepts the connection and never answers, a firewall that drops it)."""
+    reason = f"no answer within {timeout:g}s" if isinstance(error, TimeoutError) else str(error) or repr(error)
+    return DatabaseOpenError(f"cannot connect to PostgreSQL at {redact_url(url)}: {reason}")
+
+
 async def _connect_once(url: str) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(url, timeout=5.0)
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        raise DatabaseOpenError(f"cannot connect to PostgreSQL at {redact_url(url)}: {error}") from error
+        raise _cannot_connect(url, error, 5.0) from error
 
 
 async def migrate_url(url: str) -> tuple[int, int]:

@@ -5,10 +5,12 @@ as a list (``["10.0.0.1:50051", "10.0.0.2:50051"]``) or a comma-separated string
 (``"10.0.0.1:50051,10.0.0.2:50051"``), or a gRPC target with a scheme (``"dns:///wfe.internal:50051"``,
 ``"ipv4:10.0.0.1:50051,10.0.0.2:50051"``). Several servers and the ``dns:``/``ipv4:``/``ipv6:``
 targets get gRPC's ``round_robin`` policy: every call goes to the next server that is connected, a
-server that dies is left out until it answers again. Read-only calls (the ``READS`` below) that fail
-with UNAVAILABLE (their server died under them) are tried again, on another server, within their
-deadline; writes are not: one that failed in flight may or may not have been applied, so the caller
-sees the error (``WfeError`` with ``code == "UNAVAILABLE"``) and decides.
+server that dies is left out until it answers again, and so is one whose health is not SERVING (a
+server that is stopping says so before it refuses calls: client-side health checking). Read-only
+calls (the ``READS`` below) that fail with UNAVAILABLE (their server died under them) are tried
+again, on another server, within their deadline; writes are not: one that failed in flight may or
+may not have been applied, so the caller sees the error (``WfeError`` with ``code ==
+"UNAVAILABLE"``) and decides.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def service_config(policy: str = "round_robin") -> str:
         for service, methods in READS.items()
         for method in methods
     ]
-    config = {
+    config: dict[str, object] = {
         "loadBalancingConfig": [{policy: {}}],
         "methodConfig": [
             {
@@ -73,6 +75,12 @@ def service_config(policy: str = "round_robin") -> str:
             }
         ],
     }
+    if policy == "round_robin":
+        # Client-side health checking: each connection watches its server's health (service "",
+        # the server as a whole), and round-robin leaves out a server that is not SERVING. A server
+        # told to stop reports NOT_SERVING first, so calls stop going to it while it drains instead
+        # of being refused there (UNAVAILABLE) until it closes its connections.
+        config["healthCheckConfig"] = {"serviceName": ""}
     return json.dumps(config, separators=(",", ":"))
 
 
@@ -123,6 +131,9 @@ def _split(address: str) -> tuple[str, str]:
     host, colon, port = address.rpartition(":")
     if not colon or not host or not port.isdigit():
         raise ValueError(f"address {address!r}: expected HOST:PORT")
+    if not 0 < int(port) < 65536:
+        # gRPC would refuse the whole list (every server in it) and the connect would wait for nothing.
+        raise ValueError(f"address {address!r}: port {port} is not between 1 and 65535")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, port
