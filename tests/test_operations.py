@@ -173,6 +173,7 @@ async def test_sigterm_under_write_load_serves_or_refuses_every_call(db_path: Pa
     for error in refused.values():
         if "shutting down" in str(error):
             assert error.reason == "STORAGE_UNAVAILABLE"
+            assert error.metadata == {"not_run": "true"}  # a balancer sends it on (errors.proto)
     # Everything acknowledged is stored; nothing refused is.
     with sqlite3.connect(db_path) as conn:
         stored = {row[0] for row in conn.execute("SELECT id FROM workflows")}

@@ -8,7 +8,9 @@ CANCELLED, with no access-log line: under load a few of them on every stop.
 
 So a stop first drains: ``Drain`` (an interceptor) answers every new call but health with
 UNAVAILABLE, reason ``STORAGE_UNAVAILABLE`` (not run, nothing written: retry, on another server or
-after a restart), which also empties core's queue; calls already in their handlers go on. Once no
+after a restart), which also empties core's queue; calls already in their handlers go on. The
+refusal's ErrorInfo metadata ``not_run: "true"`` tells it apart from the other STORAGE_UNAVAILABLE
+answers: the Rust and TypeScript balancers send such a call, a write too, to the next server. Once no
 call has arrived for ``DRAIN_QUIET`` seconds (at most ``DRAIN_LIMIT``, within the grace),
 ``server.stop`` follows. A client that calls again at once after each refusal can still meet
 gRPC's cancellation after the limit; no call it cancels was run.
@@ -60,7 +62,7 @@ class Drain(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if not self._draining or handler is None or details.method.startswith(OPEN_PREFIX):
             return handler
-        return refusal(handler, StorageUnavailable(STOPPING_MESSAGE))
+        return refusal(handler, StorageUnavailable(STOPPING_MESSAGE, not_run="true"))
 
     async def quiet(self, quiet: float = DRAIN_QUIET, limit: float = DRAIN_LIMIT) -> None:
         """Return once no call has arrived for ``quiet`` seconds since ``begin``, or after ``limit``."""

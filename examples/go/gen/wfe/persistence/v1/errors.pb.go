@@ -55,7 +55,10 @@ const (
 	ErrorReason_LEASE_LOST ErrorReason = 9
 	// RESOURCE_EXHAUSTED: the disk (or the configured size cap) is full.
 	ErrorReason_STORAGE_FULL ErrorReason = 10
-	// UNAVAILABLE: the database cannot be reached right now; retrying later may succeed.
+	// UNAVAILABLE: the database cannot be reached right now; retrying later may succeed. The
+	// ErrorInfo metadata `not_run` is "true" when the call was refused before it ran (a server
+	// stopping gracefully refuses every new call while it drains): nothing was written, so the call,
+	// a write as much as a read, may be sent again at once to another server.
 	ErrorReason_STORAGE_UNAVAILABLE ErrorReason = 11
 	// UNAUTHENTICATED: a bearer token is required and the call carried none or a wrong one.
 	ErrorReason_UNAUTHENTICATED ErrorReason = 12
