@@ -140,7 +140,8 @@ impl GrpcPersistenceProvider {
     /// database, or one SQLite file on one machine) and spreads the calls over them, round-robin
     /// ([`crate::balance`]): a server that dies is left out, a read whose server died under it is
     /// tried again on another, a write that failed in flight is not (`UNAVAILABLE`: it may or may
-    /// not have been applied). Returns once one server answers; fails, with the first address's
+    /// not have been applied); a server stopping gracefully is left out at its first refusal, and
+    /// the calls it refuses while it drains (not run) go to another, writes too. Returns once one server answers; fails, with the first address's
     /// reason, when none does. `options` apply to every server (with TLS each certificate must
     /// hold the address's host, or `options.domain`). One address: the same as
     /// [`connect_with`](Self::connect_with).

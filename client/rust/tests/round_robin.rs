@@ -1,6 +1,7 @@
 //! Several wfe-sqlite servers (real processes) on one SQLite file, one provider given all their
 //! addresses: calls are spread round-robin (counted from each server's Prometheus endpoint), and
-//! when one server is SIGKILLed calls keep succeeding on the others.
+//! when one server is SIGKILLed calls keep succeeding on the others; when one stops gracefully
+//! (SIGTERM), no call fails.
 
 mod common;
 
@@ -229,4 +230,94 @@ async fn lifecycle_publishers_and_watchers_meet_on_the_first_live_server() {
             servers[0].kill();
         }
     }
+}
+
+/// A server stopping gracefully (SIGTERM) refuses new calls while it drains, unrun (ErrorInfo
+/// `not_run`): the balancer sends each of them, writes too, to the other server, so no call
+/// fails. Before, every other call failed until the drain ended (hundreds of 8 writers' calls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stopping_gracefully_fails_no_write() {
+    let mut servers = tokio::task::spawn_blocking(|| {
+        let first = ServerProcess::start_with(&["--metrics-listen", "127.0.0.1:0"], &[]);
+        let db = format!(
+            "sqlite:///{}",
+            first.db_path.display().to_string().trim_start_matches('/')
+        );
+        let args = [
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--access-log",
+            "--db",
+            &db,
+        ];
+        let second = ServerProcess::start_with(&args, &[]);
+        vec![first, second]
+    })
+    .await
+    .unwrap();
+    let addresses: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+    let store = GrpcPersistenceProvider::connect(addresses.join(","))
+        .await
+        .unwrap();
+    let all: Vec<&ServerProcess> = servers.iter().collect();
+    while counts(&all, WORKFLOWS, "CreateWorkflow").contains(&0) {
+        let w = WorkflowInstance::new("warm", 1, json!({}));
+        store.create_new_workflow(&w).await.unwrap();
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let made = Arc::new(AtomicUsize::new(0));
+    let creators: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, stop, made) = (store.clone(), stop.clone(), made.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let w = WorkflowInstance::new("drain", 1, json!({}));
+                    match store.create_new_workflow(&w).await {
+                        Ok(_) => {
+                            made.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The second server (the first holds the shared file's directory) drains and exits.
+    let mut stopping = servers.remove(1);
+    let (code, log) = tokio::task::spawn_blocking(move || {
+        let code = stopping.terminate();
+        (code, stopping.stderr())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "the server did not stop cleanly: {log}");
+    let before = made.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for creator in creators {
+        failures.extend(creator.await.unwrap());
+    }
+    let made = made.load(Ordering::Relaxed);
+    let refused = log
+        .lines()
+        .filter(|line| line.contains("/CreateWorkflow UNAVAILABLE "))
+        .count();
+    eprintln!("{made} made; {refused} refused unrun by the stopping server, sent on");
+    assert!(refused > 0, "the stopping server refused no call: {log}");
+    assert!(
+        made > before + 10,
+        "calls after the stop: {}",
+        made - before
+    );
+    assert!(
+        failures.is_empty(),
+        "{} calls failed, {made} made, {refused} refused by the stopping server: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
 }

@@ -19,6 +19,8 @@ pub struct ServerProcess {
     pub addr: String,
     /// The database file (inside `_dir`).
     pub db_path: PathBuf,
+    /// Where the server's stderr goes (inside `_dir`).
+    log_path: PathBuf,
     /// The `metrics on URL` line's URL, once printed (servers started with `--metrics-listen`).
     metrics_url: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     _dir: tempfile::TempDir,
@@ -102,6 +104,7 @@ impl ServerProcess {
             child,
             addr,
             db_path,
+            log_path,
             metrics_url,
             _dir: dir,
         }
@@ -144,6 +147,17 @@ impl ServerProcess {
             })
             .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
             .sum()
+    }
+
+    /// Everything the server wrote to stderr so far (with `--access-log`, a line per call).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Stops the server gracefully (SIGTERM: it drains, then exits) and waits for it; its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        self.signal("-TERM");
+        self.child.wait().expect("wait for the server").code()
     }
 
     /// Kills the server process now (SIGKILL) and waits for it.
