@@ -10,12 +10,19 @@
  * went away under it (Unavailable, connection reset, HTTP/2 stream cancelled by the other side) is
  * tried again on another within its deadline; a write that failed in flight is not, since it may
  * or may not have been applied: the caller gets the error as it came.
+ *
+ * A server that is stopping gracefully (SIGTERM) refuses every new call for up to a second while
+ * it drains: Unavailable, reason STORAGE_UNAVAILABLE, ErrorInfo metadata `not_run: "true"`
+ * (`refusedUnrun`). Such a call was not run (nothing written), so it is treated like one that never
+ * reached its server: that server is left out (for a second) and the call, a write too, is sent to
+ * the next one within its attempts and deadline. (Unary calls only: a stream is sent once, to one
+ * server, and its caller gets the refusal.)
  */
 import { promises as dns } from "node:dns";
 import { isIP } from "node:net";
 import type { DescMessage, DescMethodStreaming, DescMethodUnary, MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, type StreamResponse, type Transport, type UnaryResponse } from "@connectrpc/connect";
-import { InvalidArgument, WfeError } from "./errors.js";
+import { InvalidArgument, WfeError, errorInfoOf } from "./errors.js";
 
 type HeaderInit = Parameters<Transport["unary"]>[3];
 
@@ -115,6 +122,12 @@ function lostServer(error: unknown, signal: AbortSignal | undefined): boolean {
   return code === Code.Canceled && signal?.aborted !== true;
 }
 
+/** A server's refusal of a call it did not run (it is stopping): Unavailable with ErrorInfo metadata `not_run: "true"`. */
+export function refusedUnrun(error: unknown): boolean {
+  if (!(error instanceof ConnectError) || error.code !== Code.Unavailable) return false;
+  return errorInfoOf(error)?.metadata["not_run"] === "true";
+}
+
 /** A Transport that sends each call to the next of `transports`, as the module comment says. */
 export class RoundRobinTransport implements Transport {
   readonly #transports: readonly Transport[];
@@ -177,7 +190,8 @@ export class RoundRobinTransport implements Transport {
         return await transport.unary(method, signal, remaining, header, input, contextValues);
       } catch (error) {
         const lost = lostServer(error, signal);
-        const unsent = reachedNoServer(error);
+        // Refused unrun by a stopping server: like a call that never reached it.
+        const unsent = reachedNoServer(error) || refusedUnrun(error);
         if (lost) this.#downUntil[index] = Date.now() + DOWN_FOR_MS;
         const again =
           lost &&

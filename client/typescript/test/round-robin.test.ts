@@ -1,6 +1,7 @@
 // Several wfe-sqlite servers (real processes) on one SQLite file, one provider given all their
 // addresses: calls are spread over them (counted from each server's Prometheus endpoint), and when
-// one is SIGKILLed calls keep succeeding on the others.
+// one is SIGKILLed calls keep succeeding on the others; when one stops gracefully (SIGTERM), no
+// call fails.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -22,8 +23,8 @@ interface Server {
   metricsUrl: string;
 }
 
-async function startWithMetrics(dbPath?: string): Promise<Server> {
-  const running = await startServer(["--metrics-listen", "127.0.0.1:0"], dbPath === undefined ? {} : { dbPath });
+async function startWithMetrics(dbPath?: string, extraArgs: string[] = []): Promise<Server> {
+  const running = await startServer(["--metrics-listen", "127.0.0.1:0", ...extraArgs], dbPath === undefined ? {} : { dbPath });
   for (let i = 0; i < 200; i++) {
     const match = /metrics on (\S+)/.exec(running.stdout());
     if (match?.[1]) return { running, metricsUrl: match[1] };
@@ -187,5 +188,49 @@ describe("several servers", () => {
   it("fails to connect with the first server's reason when none answers", async () => {
     await assert.rejects(GrpcPersistenceProvider.connect(["127.0.0.1:1", "127.0.0.1:2"]), /cannot connect to wfe-sqlite server at 127\.0\.0\.1:1: /);
     await assert.rejects(GrpcPersistenceProvider.connect("a:1,"), /expected host:port, or several separated by commas/);
+  });
+});
+
+describe("a server stopping gracefully", () => {
+  it("fails no call, a write neither: each one it refuses unrun is sent to the other server", async () => {
+    const first = await startWithMetrics();
+    // The second serves the first's file (the first owns its directory); it logs each call.
+    const pair = [first, await startWithMetrics(first.running.dbPath, ["--access-log"])];
+    const store = await GrpcPersistenceProvider.connect(pair.map((s) => s.running.address));
+    try {
+      while ((await counts(pair, "CreateWorkflow")).some((c) => c === 0)) {
+        await store.createNewWorkflow(newWorkflowInstance("warm", 1, {}));
+      }
+      let stop = false;
+      let made = 0;
+      const failures: string[] = [];
+      const creator = async () => {
+        while (!stop) {
+          try {
+            await store.createNewWorkflow(newWorkflowInstance("drain", 1, {}));
+            made++;
+          } catch (error) {
+            failures.push(String(error));
+          }
+        }
+      };
+      const creators = Array.from({ length: 8 }, creator);
+      await sleep(300);
+      // SIGTERM: it drains (refusing new calls unrun) and exits.
+      assert.equal(await pair[1]!.running.stop("SIGTERM"), 0);
+      const before = made;
+      await sleep(300);
+      stop = true;
+      await Promise.all(creators);
+      // The stopping server did refuse calls (before the balancer sent them on, 1 to 5 of them
+      // failed here per stop: the server is left out after its first refusal).
+      const refused = pair[1]!.running.stderr().split("\n").filter((line) => /\/CreateWorkflow UNAVAILABLE /.test(line));
+      assert.ok(refused.length > 0, `no call refused by the stopping server; stderr:\n${pair[1]!.running.stderr()}`);
+      assert.ok(made > before + 10, `calls after the stop: ${made - before}`);
+      assert.deepEqual(failures, [], `${failures.length} calls failed, ${made} made`);
+    } finally {
+      store.close();
+      for (const server of [...pair].reverse()) await server.running.stop("SIGKILL");
+    }
   });
 });
