@@ -47,6 +47,8 @@ class Drain(grpc.aio.ServerInterceptor):
     def __init__(self) -> None:
         self._draining = False
         self._last_call = float("-inf")
+        self.refused = 0
+        """Calls refused so far (for tests)."""
 
     def begin(self) -> None:
         """From now on every new call but health gets UNAVAILABLE.
@@ -62,6 +64,7 @@ class Drain(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if not self._draining or handler is None or details.method.startswith(OPEN_PREFIX):
             return handler
+        self.refused += 1
         return refusal(handler, StorageUnavailable(STOPPING_MESSAGE, not_run="true"))
 
     async def quiet(self, quiet: float = DRAIN_QUIET, limit: float = DRAIN_LIMIT) -> None:

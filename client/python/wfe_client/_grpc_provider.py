@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -67,6 +68,11 @@ from .models import (
 __all__ = ["GrpcPersistenceProvider"]
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+NOT_RUN_ATTEMPTS = 3
+"""With several servers, most attempts of a call that stopping servers refused without running it."""
+NOT_RUN_PAUSE = 0.01
+"""Seconds between those attempts (for health checking to hear of the stop)."""
 
 _BY_CODE: dict[grpc.StatusCode, type[WfeError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
@@ -254,11 +260,28 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def _call(self, method: Callable[..., Any], request: Any, extra_seconds: float = 0.0) -> Any:
         """Make one unary call with the provider's deadline (plus ``extra_seconds``, for a call that
-        waits on purpose: a long-poll dequeue), metadata and error mapping."""
-        try:
-            return await method(request, timeout=self._timeout + extra_seconds, metadata=self._metadata)
-        except grpc.aio.AioRpcError as error:
-            raise _error_from_rpc(error) from None
+        waits on purpose: a long-poll dequeue), metadata and error mapping.
+
+        With several servers, a call a stopping server refused without running it (ErrorInfo
+        ``not_run``) is made again, a write too, up to ``NOT_RUN_ATTEMPTS`` times in all within its
+        deadline: round-robin sends it to another server (health checking leaves the stopping one
+        out as soon as it has heard of the stop)."""
+        deadline = time.monotonic() + self._timeout + extra_seconds
+        attempt = 1
+        while True:
+            try:
+                return await method(request, timeout=deadline - time.monotonic(), metadata=self._metadata)
+            except grpc.aio.AioRpcError as error:
+                failure = _error_from_rpc(error)
+            if (
+                self._open_pinned is None  # one server: the caller decides when to call again
+                or attempt >= NOT_RUN_ATTEMPTS
+                or failure.metadata.get("not_run") != "true"
+                or deadline - time.monotonic() <= NOT_RUN_PAUSE
+            ):
+                raise failure from None
+            attempt += 1
+            await asyncio.sleep(NOT_RUN_PAUSE)
 
     async def _stream(self, method: Callable[..., Any], request: Any) -> list[Any]:
         call = method(request, timeout=self._timeout, metadata=self._metadata)
