@@ -19,6 +19,7 @@ from wfe_client import (
     LeaseLost,
     PersistenceProvider,
     ScheduledCommand,
+    StorageUnavailable,
     SubscriptionNotFound,
     WorkflowNotFound,
 )
@@ -272,3 +273,85 @@ async def test_a_lookup_by_text_with_a_nul_character_finds_nothing(provider: Per
         await provider.acknowledge_command(command, "lease")
     with pytest.raises(LeaseLost):
         await provider.release_command(command, "lease")
+
+
+# -- wrong argument types: the same exception from both providers --------------------------------
+
+NAIVE = datetime(2024, 3, 10, 12, 0, 0)
+
+
+@pytest.mark.parametrize("when", [NAIVE, None, "2024-03-10T12:00:00Z"], ids=["naive", "none", "str"])
+async def test_a_bad_instant_argument_is_invalid_argument_naming_it(provider: PersistenceProvider, when: Any) -> None:
+    # Both providers: InvalidArgument (a ValueError, so a naive datetime is still the ValueError the
+    # interface promises), the field named, whatever the argument and whichever provider.
+    calls = {
+        "as_at": lambda: provider.get_runnable_instances(when),
+        "as_of": lambda: provider.get_events("e", "k", when),
+        "expiry": lambda: provider.set_subscription_token("s", "t", "w", when),
+        "older_than": lambda: provider.purge_workflows(when),
+    }
+    if when is not None:  # None is "no bound" for a list's creation window
+        calls["created_after"] = lambda: provider.list_workflows(created_after=when)
+        calls["created_before"] = lambda: provider.search_workflows("x", created_before=when)
+    for field, call in calls.items():
+        with pytest.raises(InvalidArgument) as info:
+            await call()
+        assert info.value.metadata.get("field") == field, field
+        assert str(info.value).startswith(f"{field}: "), str(info.value)
+    e = event()
+    e.event_time = when
+    with pytest.raises(InvalidArgument):
+        await provider.create_event(e)
+
+
+@pytest.mark.parametrize("value", [None, 7, b"id"], ids=["none", "int", "bytes"])
+async def test_a_non_string_id_name_or_key_is_invalid_argument_naming_it(
+    provider: PersistenceProvider, value: Any
+) -> None:
+    # gRPC used to send None as "" (get_events(name, None, t) answered [] instead of refusing) and
+    # let protobuf's TypeError through for an int; the embedded provider refused both.
+    when = datetime.now(UTC)
+    calls = {
+        "id": [
+            lambda: provider.get_workflow_instance(value),
+            lambda: provider.get_event(value),
+            lambda: provider.mark_event_processed(value),
+            lambda: provider.get_subscription(value),
+            lambda: provider.terminate_subscription(value),
+            lambda: provider.delete_workflow(value),
+        ],
+        "name": [lambda: provider.get_workflow_instance_by_name(value)],
+        "definition_id": [lambda: provider.next_definition_sequence(value)],
+        "event_name": [
+            lambda: provider.get_events(value, "k", when),
+            lambda: provider.get_subscriptions(value, "k", when),
+        ],
+        "event_key": [
+            lambda: provider.get_events("e", value, when),
+            lambda: provider.get_subscriptions("e", value, when),
+            lambda: provider.get_first_open_subscription("e", value, when),
+        ],
+        "token": [lambda: provider.clear_subscription_token("s", value)],
+    }
+    for field, field_calls in calls.items():
+        for call in field_calls:
+            with pytest.raises(InvalidArgument) as info:
+                await call()
+            assert info.value.metadata.get("field") == field, (field, str(info.value))
+            assert str(info.value) == f"{field}: expected a string, got {type(value).__name__}"
+
+
+async def test_a_closed_provider_raises_storage_unavailable(provider: PersistenceProvider) -> None:
+    w = workflow()
+    await provider.create_new_workflow(w)
+    await provider.close()
+    for call in (
+        lambda: provider.get_workflow_instance(w.id),
+        lambda: provider.persist_workflow(w),
+        lambda: provider.get_runnable_instances(datetime.now(UTC)),
+        lambda: provider.get_workflow_instances([w.id]),
+        lambda: provider.list_workflows(),
+    ):
+        with pytest.raises(StorageUnavailable, match="the store is closed"):
+            await call()
+    await provider.close()  # closing again is harmless

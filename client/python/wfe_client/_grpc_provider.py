@@ -38,6 +38,7 @@ from .errors import (
     AlreadyExists,
     InvalidArgument,
     NotFound,
+    StorageUnavailable,
     Unauthenticated,
     WfeError,
     error_for_reason,
@@ -107,6 +108,14 @@ def _error_from_rpc(error: grpc.aio.AioRpcError) -> WfeError:
     return cls(message, **metadata)
 
 
+def _text(value: object, field: str) -> str:
+    """A string argument, checked before it is sent: protobuf would send None as "" (a different
+    question) and raise its own TypeError for other types; the embedded provider's InvalidArgument."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{field}: expected a string, got {type(value).__name__}", field=field)
+    return value
+
+
 def _expected_revision(instance: WorkflowInstance, force: bool) -> int:
     revision = instance.revision
     if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
@@ -150,6 +159,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
         self._pinned: grpc.aio.Channel | None = None
         self._timeout = timeout
         self._metadata = tuple(metadata)
+        self._closed = False
         self._workflows = workflows_pb2_grpc.WorkflowServiceStub(channel)
         self._events = events_pb2_grpc.EventServiceStub(channel)
         self._subscriptions = subscriptions_pb2_grpc.SubscriptionServiceStub(channel)
@@ -252,6 +262,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
         return self._pinned
 
     async def close(self) -> None:
+        self._closed = True
         if self._pinned is not None:
             await self._pinned.close()
         await self._channel.close()
@@ -266,6 +277,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
         ``not_run``) is made again, a write too, up to ``NOT_RUN_ATTEMPTS`` times in all within its
         deadline: round-robin sends it to another server (health checking leaves the stopping one
         out as soon as it has heard of the stop)."""
+        self._check_open()
         deadline = time.monotonic() + self._timeout + extra_seconds
         attempt = 1
         while True:
@@ -273,6 +285,9 @@ class GrpcPersistenceProvider(PersistenceProvider):
                 return await method(request, timeout=deadline - time.monotonic(), metadata=self._metadata)
             except grpc.aio.AioRpcError as error:
                 failure = _error_from_rpc(error)
+            except grpc.aio.UsageError:
+                self._check_open()
+                raise
             if (
                 self._open_pinned is None  # one server: the caller decides when to call again
                 or attempt >= NOT_RUN_ATTEMPTS
@@ -284,11 +299,20 @@ class GrpcPersistenceProvider(PersistenceProvider):
             await asyncio.sleep(NOT_RUN_PAUSE)
 
     async def _stream(self, method: Callable[..., Any], request: Any) -> list[Any]:
-        call = method(request, timeout=self._timeout, metadata=self._metadata)
+        self._check_open()
         try:
+            call = method(request, timeout=self._timeout, metadata=self._metadata)
             return [response async for response in call]
         except grpc.aio.AioRpcError as error:
             raise _error_from_rpc(error) from None
+        except grpc.aio.UsageError:
+            self._check_open()
+            raise
+
+    def _check_open(self) -> None:
+        """After ``close``: the embedded provider's StorageUnavailable, not gRPC's UsageError."""
+        if self._closed:
+            raise StorageUnavailable("the store is closed")
 
     async def _pages(self, method: Callable[..., Any], request: Any, items: str) -> list[Any]:
         collected: list[Any] = []
@@ -336,13 +360,13 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def get_workflow_instance(self, id: str) -> WorkflowInstance:
         response: workflows_pb2.GetWorkflowResponse = await self._call(
-            self._workflows.GetWorkflow, workflows_pb2.GetWorkflowRequest(id=id)
+            self._workflows.GetWorkflow, workflows_pb2.GetWorkflowRequest(id=_text(id, "id"))
         )
         return convert.workflow_from_proto(response.workflow)
 
     async def get_workflow_instance_by_name(self, name: str) -> WorkflowInstance:
         response: workflows_pb2.GetWorkflowByNameResponse = await self._call(
-            self._workflows.GetWorkflowByName, workflows_pb2.GetWorkflowByNameRequest(name=name)
+            self._workflows.GetWorkflowByName, workflows_pb2.GetWorkflowByNameRequest(name=_text(name, "name"))
         )
         return convert.workflow_from_proto(response.workflow)
 
@@ -362,7 +386,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
     async def next_definition_sequence(self, definition_id: str) -> int:
         response: workflows_pb2.NextDefinitionSequenceResponse = await self._call(
             self._workflows.NextDefinitionSequence,
-            workflows_pb2.NextDefinitionSequenceRequest(definition_id=definition_id),
+            workflows_pb2.NextDefinitionSequenceRequest(definition_id=_text(definition_id, "definition_id")),
         )
         return response.value
 
@@ -377,7 +401,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def get_event(self, id: str) -> Event:
         response: events_pb2.GetEventResponse = await self._call(
-            self._events.GetEvent, events_pb2.GetEventRequest(id=id)
+            self._events.GetEvent, events_pb2.GetEventRequest(id=_text(id, "id"))
         )
         return convert.event_from_proto(response.event)
 
@@ -387,15 +411,17 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def get_events(self, event_name: str, event_key: str, as_of: datetime) -> list[str]:
         request = events_pb2.GetEventsRequest(
-            event_name=event_name, event_key=event_key, as_of=convert.timestamp(as_of, "as_of")
+            event_name=_text(event_name, "event_name"),
+            event_key=_text(event_key, "event_key"),
+            as_of=convert.timestamp(as_of, "as_of"),
         )
         return await self._pages(self._events.GetEvents, request, "event_ids")
 
     async def mark_event_processed(self, id: str) -> None:
-        await self._call(self._events.MarkEventProcessed, events_pb2.MarkEventProcessedRequest(id=id))
+        await self._call(self._events.MarkEventProcessed, events_pb2.MarkEventProcessedRequest(id=_text(id, "id")))
 
     async def mark_event_unprocessed(self, id: str) -> None:
-        await self._call(self._events.MarkEventUnprocessed, events_pb2.MarkEventUnprocessedRequest(id=id))
+        await self._call(self._events.MarkEventUnprocessed, events_pb2.MarkEventUnprocessedRequest(id=_text(id, "id")))
 
     # -- subscriptions -------------------------------------------------------------------------
 
@@ -409,27 +435,32 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def get_subscription(self, id: str) -> EventSubscription:
         response: subscriptions_pb2.GetSubscriptionResponse = await self._call(
-            self._subscriptions.GetSubscription, subscriptions_pb2.GetSubscriptionRequest(id=id)
+            self._subscriptions.GetSubscription, subscriptions_pb2.GetSubscriptionRequest(id=_text(id, "id"))
         )
         return convert.subscription_from_proto(response.subscription)
 
     async def get_subscriptions(self, event_name: str, event_key: str, as_of: datetime) -> list[EventSubscription]:
         request = subscriptions_pb2.GetSubscriptionsRequest(
-            event_name=event_name, event_key=event_key, as_of=convert.timestamp(as_of, "as_of")
+            event_name=_text(event_name, "event_name"),
+            event_key=_text(event_key, "event_key"),
+            as_of=convert.timestamp(as_of, "as_of"),
         )
         messages = await self._pages(self._subscriptions.GetSubscriptions, request, "subscriptions")
         return [convert.subscription_from_proto(m) for m in messages]
 
     async def terminate_subscription(self, id: str) -> None:
         await self._call(
-            self._subscriptions.TerminateSubscription, subscriptions_pb2.TerminateSubscriptionRequest(id=id)
+            self._subscriptions.TerminateSubscription,
+            subscriptions_pb2.TerminateSubscriptionRequest(id=_text(id, "id")),
         )
 
     async def get_first_open_subscription(
         self, event_name: str, event_key: str, as_of: datetime
     ) -> EventSubscription | None:
         request = subscriptions_pb2.GetFirstOpenSubscriptionRequest(
-            event_name=event_name, event_key=event_key, as_of=convert.timestamp(as_of, "as_of")
+            event_name=_text(event_name, "event_name"),
+            event_key=_text(event_key, "event_key"),
+            as_of=convert.timestamp(as_of, "as_of"),
         )
         response: subscriptions_pb2.GetFirstOpenSubscriptionResponse = await self._call(
             self._subscriptions.GetFirstOpenSubscription, request
@@ -440,7 +471,10 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def set_subscription_token(self, id: str, token: str, worker_id: str, expiry: datetime) -> bool:
         request = subscriptions_pb2.SetSubscriptionTokenRequest(
-            id=id, token=token, worker_id=worker_id, expiry=convert.timestamp(expiry, "expiry")
+            id=_text(id, "id"),
+            token=_text(token, "token"),
+            worker_id=_text(worker_id, "worker_id"),
+            expiry=convert.timestamp(expiry, "expiry"),
         )
         response: subscriptions_pb2.SetSubscriptionTokenResponse = await self._call(
             self._subscriptions.SetSubscriptionToken, request
@@ -450,7 +484,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
     async def clear_subscription_token(self, id: str, token: str) -> None:
         await self._call(
             self._subscriptions.ClearSubscriptionToken,
-            subscriptions_pb2.ClearSubscriptionTokenRequest(id=id, token=token),
+            subscriptions_pb2.ClearSubscriptionTokenRequest(id=_text(id, "id"), token=_text(token, "token")),
         )
 
     # -- scheduled commands --------------------------------------------------------------------

@@ -148,7 +148,7 @@ def timestamp_of_micros(micros: int) -> timestamp_pb2.Timestamp:
 
 
 def timestamp(value: datetime, field: str = "datetime") -> timestamp_pb2.Timestamp:
-    """A Timestamp of an aware datetime (ValueError for a naive one)."""
+    """A Timestamp of an aware datetime (InvalidArgument, a ValueError, for a naive one)."""
     return timestamp_of_micros(to_micros(value, field))
 
 
@@ -187,7 +187,8 @@ def _building(field: str) -> Iterator[None]:
     """Turn protobuf's own complaints about a model value into InvalidArgument naming the record.
 
     The message types check ranges (uint32, int64), types and UTF-8 themselves; this gives those
-    failures the same exception the embedded provider raises. Naive datetimes stay ValueErrors.
+    failures the same exception the embedded provider raises (a naive datetime is already one,
+    naming its field).
     """
     try:
         yield
@@ -196,8 +197,6 @@ def _building(field: str) -> Iterator[None]:
     except UnicodeError as error:
         raise InvalidArgument(f"{field}: not valid Unicode text: {error}", field=field) from None
     except (TypeError, ValueError) as error:
-        if "naive datetime" in str(error):
-            raise
         raise InvalidArgument(f"{field}: {error}", field=field) from None
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from .errors import InvalidArgument
+
 __all__ = ["EPOCH", "from_micros", "require_aware", "to_micros", "utc_now"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -18,11 +20,17 @@ def utc_now() -> datetime:
 
 
 def require_aware(value: datetime, field: str) -> datetime:
-    """Return ``value`` if it is a timezone-aware datetime, else raise ``ValueError``."""
+    """Return ``value`` if it is a timezone-aware datetime, else raise ``InvalidArgument`` naming ``field``.
+
+    ``InvalidArgument`` is a ``ValueError``: a naive datetime is the ``ValueError`` the interface
+    promises, and the same exception from both providers, whichever argument or record it is in.
+    """
     if not isinstance(value, datetime):
-        raise TypeError(f"{field}: expected a datetime, got {type(value).__name__}")
+        raise InvalidArgument(f"{field}: expected a timezone-aware datetime", field=field)
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-        raise ValueError(f"{field}: naive datetime {value.isoformat()}; pass a timezone-aware datetime")
+        raise InvalidArgument(
+            f"{field}: naive datetime {value.isoformat()}; pass a timezone-aware datetime", field=field
+        )
     return value
 
 
