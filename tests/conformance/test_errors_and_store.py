@@ -339,6 +339,10 @@ async def test_a_non_string_id_name_or_key_is_invalid_argument_naming_it(
                 await call()
             assert info.value.metadata.get("field") == field, (field, str(info.value))
             assert str(info.value) == f"{field}: expected a string, got {type(value).__name__}"
+    with pytest.raises(InvalidArgument) as info:
+        await provider.get_workflow_instances(["some-id", value])
+    assert info.value.metadata.get("field") == "ids[1]"
+    assert str(info.value) == f"ids[1]: expected a string, got {type(value).__name__}"
 
 
 async def test_a_closed_provider_raises_storage_unavailable(provider: PersistenceProvider) -> None:

@@ -373,7 +373,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
     async def get_workflow_instances(self, ids: Sequence[str]) -> list[WorkflowInstance]:
         if isinstance(ids, str):
             raise InvalidArgument("ids: expected a list of ids, got a string", field="ids")
-        unique = list(dict.fromkeys(ids))
+        unique = list(dict.fromkeys([_text(wid, f"ids[{n}]") for n, wid in enumerate(ids)]))
         chunks = [unique[i : i + BATCH_GET_IDS] for i in range(0, len(unique), BATCH_GET_IDS)]
         responses = await asyncio.gather(
             *(
