@@ -161,3 +161,14 @@ async def test_locks_are_async_context_managers(cluster: ClusterUnderTest) -> No
         assert await scoped.acquire_lock("ctx")
         assert not await other.acquire_lock("ctx")
     assert await other.acquire_lock("ctx")
+
+
+@pytest.mark.parametrize("value", [None, 7, b"wf"], ids=["none", "int", "bytes"])
+async def test_a_resource_that_is_not_a_string_is_invalid_argument(cluster: ClusterUnderTest, value: object) -> None:
+    # gRPC used to send None as "" ("must not be empty") and let protobuf's TypeError through for an int.
+    locks = await cluster.locks("owner-a")
+    for call in (locks.acquire_lock, locks.release_lock):
+        with pytest.raises(InvalidArgument) as info:
+            await call(value)  # type: ignore[arg-type]
+        assert str(info.value) == f"resource: expected a string, got {type(value).__name__}"
+        assert info.value.metadata.get("field") == "resource"

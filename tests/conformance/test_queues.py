@@ -379,3 +379,14 @@ async def test_a_deleted_or_purged_workflow_leaves_the_workflow_queue(
     assert await q.dequeue_work(QueueType.WORKFLOW, wait=timedelta(seconds=REQUEUE_INTERVAL * 3)) is None
     assert await count(peek, in_workflow_queue) == 0
     assert await queued_items(cluster, peek, store_url) == 0
+
+
+@pytest.mark.parametrize("value", [None, 7, b"wf"], ids=["none", "int", "bytes"])
+async def test_an_id_that_is_not_a_string_is_invalid_argument(cluster: ClusterUnderTest, value: object) -> None:
+    # gRPC used to send None as "" ("must not be empty") and let protobuf's TypeError through for an int.
+    queue = await cluster.queue()
+    with pytest.raises(InvalidArgument) as info:
+        await queue.queue_work(value, QueueType.WORKFLOW)  # type: ignore[arg-type]
+    assert str(info.value) == f"id: expected a string, got {type(value).__name__}"
+    assert info.value.metadata.get("field") == "id"
+    assert await queue.dequeue_work(QueueType.WORKFLOW) is None

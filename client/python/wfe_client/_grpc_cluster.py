@@ -28,7 +28,7 @@ from wfe.persistence.v1 import (
 
 from . import conversion as convert
 from ._cluster import LockProvider, QueueProvider, check_queue
-from ._grpc_provider import GrpcPersistenceProvider, _error_from_rpc
+from ._grpc_provider import GrpcPersistenceProvider, _error_from_rpc, _text
 from .conversion import QUEUE_TYPE, lifecycle_event_from_proto, lifecycle_event_to_proto
 from .limits import DEFAULT_LOCK_TTL, check_wait
 from .models import Lease, LeasedWork, LifecycleEvent, QueueType, WorkflowInstance
@@ -104,7 +104,9 @@ class GrpcLockProvider(LockProvider):
         return _Connecting(opening, lambda provider: provider.close())
 
     async def _acquire(self, resource: str) -> Lease | None:
-        request = locks_pb2.AcquireLockRequest(resource=resource, owner=self.owner, ttl=_duration(self.ttl))
+        request = locks_pb2.AcquireLockRequest(
+            resource=_text(resource, "resource"), owner=self.owner, ttl=_duration(self.ttl)
+        )
         response = await self._connection._call(self._stub.AcquireLock, request)
         if not response.acquired:
             return None
@@ -116,7 +118,7 @@ class GrpcLockProvider(LockProvider):
         return list(response.lost_resources)
 
     async def _release(self, resource: str) -> bool:
-        request = locks_pb2.ReleaseLockRequest(resource=resource, owner=self.owner)
+        request = locks_pb2.ReleaseLockRequest(resource=_text(resource, "resource"), owner=self.owner)
         response = await self._connection._call(self._stub.ReleaseLock, request)
         return bool(response.released)
 
@@ -143,7 +145,7 @@ class GrpcQueueProvider(QueueProvider):
         return _Connecting(opening, lambda provider: provider.close())
 
     async def queue_work(self, id: str, queue: QueueType) -> bool:
-        request = queues_pb2.QueueWorkRequest(id=id, queue=QUEUE_TYPE.encode(check_queue(queue), "queue"))
+        request = queues_pb2.QueueWorkRequest(id=_text(id, "id"), queue=QUEUE_TYPE.encode(check_queue(queue), "queue"))
         response = await self._connection._call(self._stub.QueueWork, request)
         return bool(response.queued)
 
