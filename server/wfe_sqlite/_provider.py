@@ -9,9 +9,10 @@ It holds no SQL.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from types import TracebackType
+from typing import Any, Generic, TypeVar
 
 from wfe_client import PersistenceProvider
 from wfe_client.errors import InvalidArgument, WorkflowNotFound
@@ -319,6 +320,31 @@ class StoreProvider(PersistenceProvider):
         return details_from_rows(found)
 
 
+P = TypeVar("P", bound=StoreProvider)
+
+
+class Opening(Generic[P]):
+    """What ``open`` returns: ``await`` it for the provider, or ``async with`` it to have the provider
+    closed at the end (as ``GrpcPersistenceProvider.connect``)."""
+
+    def __init__(self, opening: Callable[[], Awaitable[P]]) -> None:
+        self._opening = opening
+        self._provider: P | None = None
+
+    def __await__(self) -> Generator[Any, None, P]:
+        return self._opening().__await__()
+
+    async def __aenter__(self) -> P:
+        self._provider = await self._opening()
+        return self._provider
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._provider is not None:
+            await self._provider.close()
+
+
 class SqlitePersistenceProvider(StoreProvider):
     """The persistence interface on a SQLite database (``:memory:`` or a file, WAL mode)."""
 
@@ -334,7 +360,7 @@ class SqlitePersistenceProvider(StoreProvider):
         return self._sqlite
 
     @classmethod
-    async def open(
+    def open(
         cls,
         url: str = ":memory:",
         *,
@@ -342,8 +368,9 @@ class SqlitePersistenceProvider(StoreProvider):
         synchronous: str = "FULL",
         switch_interval: float = 0.0,
         max_page_count: int = 0,
-    ) -> SqlitePersistenceProvider:
-        """Open (creating when missing) the database behind ``url`` and set up the schema.
+    ) -> Opening[SqlitePersistenceProvider]:
+        """Open (creating when missing) the database behind ``url`` and set up the schema:
+        ``await SqlitePersistenceProvider.open(url)``, or ``async with ... as store`` to close it at the end.
 
         ``switch_interval`` > 0 lowers the interpreter's GIL switch interval to it (see
         ``DatabaseConfig.switch_interval``): much faster under concurrency, but process-wide.
@@ -351,15 +378,19 @@ class SqlitePersistenceProvider(StoreProvider):
         A file this server must not use (not SQLite, unreadable or read-only, another application's
         tables, a newer schema): ``DatabaseOpenError``, and the file is left as it was.
         """
-        config = DatabaseConfig(
-            path=parse_database_url(url),
-            readers=readers,
-            synchronous=synchronous,
-            switch_interval=switch_interval,
-            max_page_count=max_page_count,
-        )
-        config.pragmas(writer=True)  # validate settings before touching anything
-        return cls(SqliteStore(await Database.open(config, ensure_schema, vet=refuse_unusable)))
+
+        async def opening() -> SqlitePersistenceProvider:
+            config = DatabaseConfig(
+                path=parse_database_url(url),
+                readers=readers,
+                synchronous=synchronous,
+                switch_interval=switch_interval,
+                max_page_count=max_page_count,
+            )
+            config.pragmas(writer=True)  # validate settings before touching anything
+            return cls(SqliteStore(await Database.open(config, ensure_schema, vet=refuse_unusable)))
+
+        return Opening(opening)
 
     @property
     def cluster(self) -> Cluster:
@@ -391,17 +422,21 @@ class PostgresPersistenceProvider(StoreProvider):
         return self._postgres.cluster
 
     @classmethod
-    async def open(
+    def open(
         cls, url: str, *, pool_size: int = 10, connect_timeout: float = 5.0, command_timeout: float = 20.0
-    ) -> PostgresPersistenceProvider:
+    ) -> Opening[PostgresPersistenceProvider]:
         """Connect to ``postgresql://user:pass@host:port/dbname`` (or ``postgres://``), upgrading its
-        schema when it is older than this binary. Unreachable, or newer than this binary:
-        ``DatabaseOpenError``."""
-        if not is_postgres_url(url):
-            raise ValueError(f"not a PostgreSQL URL (postgresql://... or postgres://...): {url!r}")
-        if pool_size < 1:
-            raise ValueError(f"pool_size must be at least 1, got {pool_size}")
-        return cls(await PostgresStore.open(PostgresConfig(url, pool_size, connect_timeout, command_timeout)))
+        schema when it is older than this binary (``await`` it, or ``async with ... as store``).
+        Unreachable, or newer than this binary: ``DatabaseOpenError``."""
+
+        async def opening() -> PostgresPersistenceProvider:
+            if not is_postgres_url(url):
+                raise ValueError(f"not a PostgreSQL URL (postgresql://... or postgres://...): {url!r}")
+            if pool_size < 1:
+                raise ValueError(f"pool_size must be at least 1, got {pool_size}")
+            return cls(await PostgresStore.open(PostgresConfig(url, pool_size, connect_timeout, command_timeout)))
+
+        return Opening(opening)
 
 
 async def open_provider(url: str, **settings: Any) -> StoreProvider:

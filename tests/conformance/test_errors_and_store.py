@@ -359,3 +359,22 @@ async def test_a_closed_provider_raises_storage_unavailable(provider: Persistenc
         with pytest.raises(StorageUnavailable, match="the store is closed"):
             await call()
     await provider.close()  # closing again is harmless
+
+
+async def test_the_embedded_providers_open_with_async_with_as_grpc_connects(store_url: str) -> None:
+    # ``async with GrpcPersistenceProvider.connect(...) as store`` (the README's example) works with
+    # the embedded providers' ``open`` too ("the same code runs in-process"), and closes the store.
+    from wfe_sqlite import PostgresPersistenceProvider, SqlitePersistenceProvider
+
+    opener = PostgresPersistenceProvider if store_url.startswith("postgresql://") else SqlitePersistenceProvider
+    async with opener.open(store_url) as store:
+        w = workflow()
+        await store.create_new_workflow(w)
+        assert (await store.get_workflow_instance(w.id)).revision == 1
+    with pytest.raises(StorageUnavailable, match="the store is closed"):
+        await store.get_workflow_instance(w.id)
+    store = await opener.open(store_url)  # and plain await, as before
+    try:
+        assert (await store.get_workflow_instance(w.id)).id == w.id
+    finally:
+        await store.close()
