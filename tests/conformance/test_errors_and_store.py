@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -378,3 +379,17 @@ async def test_the_embedded_providers_open_with_async_with_as_grpc_connects(stor
         assert (await store.get_workflow_instance(w.id)).id == w.id
     finally:
         await store.close()
+
+
+async def test_calls_in_flight_at_close_end_without_cancelling_their_callers(provider: PersistenceProvider) -> None:
+    # Closing the gRPC channel cancels its calls: they used to raise asyncio.CancelledError in tasks
+    # nobody cancelled (past ``except Exception``, and read by a TaskGroup as a cancellation). Now they
+    # end as the embedded provider's do: answered, or StorageUnavailable.
+    w = workflow()
+    await provider.create_new_workflow(w)
+    calls = [asyncio.create_task(provider.get_runnable_instances(datetime.now(UTC))) for _ in range(20)]
+    calls += [asyncio.create_task(provider.get_workflow_instances([w.id])) for _ in range(20)]  # a stream
+    await asyncio.sleep(0.001)
+    await provider.close()
+    for outcome in await asyncio.gather(*calls, return_exceptions=True):
+        assert isinstance(outcome, (list, StorageUnavailable)), repr(outcome)

@@ -284,9 +284,10 @@ class GrpcPersistenceProvider(PersistenceProvider):
             try:
                 return await method(request, timeout=deadline - time.monotonic(), metadata=self._metadata)
             except grpc.aio.AioRpcError as error:
-                failure = _error_from_rpc(error)
-            except grpc.aio.UsageError:
                 self._check_open()
+                failure = _error_from_rpc(error)
+            except (grpc.aio.UsageError, asyncio.CancelledError):
+                self._check_open_after_cancel()
                 raise
             if (
                 self._open_pinned is None  # one server: the caller decides when to call again
@@ -304,15 +305,24 @@ class GrpcPersistenceProvider(PersistenceProvider):
             call = method(request, timeout=self._timeout, metadata=self._metadata)
             return [response async for response in call]
         except grpc.aio.AioRpcError as error:
-            raise _error_from_rpc(error) from None
-        except grpc.aio.UsageError:
             self._check_open()
+            raise _error_from_rpc(error) from None
+        except (grpc.aio.UsageError, asyncio.CancelledError):
+            self._check_open_after_cancel()
             raise
 
     def _check_open(self) -> None:
         """After ``close``: the embedded provider's StorageUnavailable, not gRPC's UsageError."""
         if self._closed:
             raise StorageUnavailable("the store is closed")
+
+    def _check_open_after_cancel(self) -> None:
+        """A call that ``close`` cancelled (closing the channel cancels its calls) ends with
+        StorageUnavailable, not a CancelledError in a task nobody cancelled; a cancellation of the
+        caller's own task stays one."""
+        task = asyncio.current_task()
+        if task is None or task.cancelling() == 0:
+            self._check_open()
 
     async def _pages(self, method: Callable[..., Any], request: Any, items: str) -> list[Any]:
         collected: list[Any] = []
