@@ -333,6 +333,10 @@ async def test_a_non_string_id_name_or_key_is_invalid_argument_naming_it(
             lambda: provider.get_first_open_subscription("e", value, when),
         ],
         "token": [lambda: provider.clear_subscription_token("s", value)],
+        "lease_id": [
+            lambda: provider.acknowledge_command(ScheduledCommand.process_workflow("wf", 0), value),
+            lambda: provider.release_command(ScheduledCommand.process_workflow("wf", 0), value),
+        ],
     }
     for field, field_calls in calls.items():
         for call in field_calls:

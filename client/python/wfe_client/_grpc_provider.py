@@ -530,13 +530,17 @@ class GrpcPersistenceProvider(PersistenceProvider):
 
     async def acknowledge_command(self, command: ScheduledCommand, lease_id: str) -> None:
         request = scheduled_commands_pb2.AcknowledgeCommandRequest(
-            command_name=convert.command_name_to_proto(command.command_name), data=command.data, lease_id=lease_id
+            command_name=convert.command_name_to_proto(command.command_name),
+            data=command.data,
+            lease_id=_text(lease_id, "lease_id"),
         )
         await self._call(self._commands.AcknowledgeCommand, request)
 
     async def release_command(self, command: ScheduledCommand, lease_id: str) -> None:
         request = scheduled_commands_pb2.ReleaseCommandRequest(
-            command_name=convert.command_name_to_proto(command.command_name), data=command.data, lease_id=lease_id
+            command_name=convert.command_name_to_proto(command.command_name),
+            data=command.data,
+            lease_id=_text(lease_id, "lease_id"),
         )
         await self._call(self._commands.ReleaseCommand, request)
 
