@@ -397,3 +397,35 @@ async def test_calls_in_flight_at_close_end_without_cancelling_their_callers(pro
     await provider.close()
     for outcome in await asyncio.gather(*calls, return_exceptions=True):
         assert isinstance(outcome, (list, StorageUnavailable)), repr(outcome)
+
+
+@pytest.mark.parametrize(
+    ("field", "change"),
+    [
+        ("workflow.version", lambda w: setattr(w, "version", "1")),
+        ("workflow.next_execution", lambda w: setattr(w, "next_execution", "0")),
+        ("step_id", lambda w: setattr(w.execution_pointers[0], "step_id", "0")),
+        ("retry_count", lambda w: setattr(w.execution_pointers[0], "retry_count", 1.5)),
+    ],
+    ids=["version", "next_execution", "step_id", "retry_count"],
+)
+async def test_a_model_integer_of_another_type_is_invalid_argument_naming_its_field(
+    provider: PersistenceProvider, field: str, change: Any
+) -> None:
+    # The gRPC client used to name only the record ("workflow: 'str' object cannot be interpreted as
+    # an integer"); the README promises INVALID_ARGUMENT naming the field.
+    w = workflow()
+    change(w)
+    with pytest.raises(InvalidArgument) as info:
+        await provider.create_new_workflow(w)
+    assert info.value.metadata.get("field", "").endswith(field), info.value.metadata
+    assert f"{field}: expected an integer, got " in str(info.value)
+
+
+async def test_a_command_execute_time_of_another_type_is_invalid_argument_naming_it(
+    provider: PersistenceProvider,
+) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        await provider.schedule_command(ScheduledCommand.process_workflow("wf", "5"))  # type: ignore[arg-type]
+    assert info.value.metadata.get("field") == "command.execute_time"
+    assert str(info.value) == "command.execute_time: expected an integer, got str"

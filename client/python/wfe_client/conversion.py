@@ -200,6 +200,14 @@ def _building(field: str) -> Iterator[None]:
         raise InvalidArgument(f"{field}: {error}", field=field) from None
 
 
+def _integer(value: Any, field: str) -> int:
+    """An integer field of a model, checked here so the error names the field (protobuf's own names
+    only the type); a bool is not one, as in the embedded provider."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{field}: expected an integer, got {type(value).__name__}", field=field)
+    return value
+
+
 # -- workflows ---------------------------------------------------------------------------------
 
 
@@ -208,11 +216,11 @@ def pointer_to_proto(p: ExecutionPointer) -> workflows_pb2.ExecutionPointer:
         f = "execution_pointer"
         msg = workflows_pb2.ExecutionPointer(
             id=p.id,
-            step_id=p.step_id,
+            step_id=_integer(p.step_id, f"{f}.step_id"),
             active=p.active,
             status=POINTER_STATUS.encode(p.status, f"{f}.status"),
             event_published=p.event_published,
-            retry_count=p.retry_count,
+            retry_count=_integer(p.retry_count, f"{f}.retry_count"),
             children=p.children,
             scope=p.scope,
             extension_attributes={
@@ -297,16 +305,18 @@ def workflow_to_proto(w: WorkflowInstance) -> workflows_pb2.WorkflowInstance:
             id=w.id,
             name=w.name,
             workflow_definition_id=w.workflow_definition_id,
-            version=w.version,
+            version=_integer(w.version, "workflow.version"),
             execution_pointers=[pointer_to_proto(p) for p in w.execution_pointers],
             status=WORKFLOW_STATUS.encode(w.status, "workflow.status"),
             data=json_text(w.data, "workflow.data"),
             revision=w.revision,
         )
-        for name in ("root_workflow_id", "description", "reference", "next_execution"):
+        for name in ("root_workflow_id", "description", "reference"):
             value = getattr(w, name)
             if value is not None:
                 setattr(msg, name, value)
+        if w.next_execution is not None:
+            msg.next_execution = _integer(w.next_execution, "workflow.next_execution")
         _set_time(msg, "create_time", w.create_time, "workflow.create_time")
         _set_time(msg, "complete_time", w.complete_time, "workflow.complete_time")
         return msg
@@ -427,7 +437,7 @@ def command_to_proto(c: ScheduledCommand) -> scheduled_commands_pb2.ScheduledCom
         return scheduled_commands_pb2.ScheduledCommand(
             command_name=COMMAND_NAME.encode(c.command_name, "command.command_name"),
             data=c.data,
-            execute_time=c.execute_time,
+            execute_time=_integer(c.execute_time, "command.execute_time"),
         )
 
 
