@@ -9,12 +9,12 @@ It holds no SQL.
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from wfe_client import PersistenceProvider
+from wfe_client._opening import Opening
 from wfe_client.errors import InvalidArgument, WorkflowNotFound
 from wfe_client.limits import CLAIM_BATCH, DEFAULT_LEASE, LIST_PAGE_SIZE, check_claim
 from wfe_client.models import (
@@ -318,31 +318,6 @@ class StoreProvider(PersistenceProvider):
         if found is None:
             raise WorkflowNotFound(f"workflow {id!r} not found", id=id)
         return details_from_rows(found)
-
-
-P = TypeVar("P", bound=StoreProvider)
-
-
-class Opening(Generic[P]):
-    """What ``open`` returns: ``await`` it for the provider, or ``async with`` it to have the provider
-    closed at the end (as ``GrpcPersistenceProvider.connect``)."""
-
-    def __init__(self, opening: Callable[[], Awaitable[P]]) -> None:
-        self._opening = opening
-        self._provider: P | None = None
-
-    def __await__(self) -> Generator[Any, None, P]:
-        return self._opening().__await__()
-
-    async def __aenter__(self) -> P:
-        self._provider = await self._opening()
-        return self._provider
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._provider is not None:
-            await self._provider.close()
 
 
 class SqlitePersistenceProvider(StoreProvider):

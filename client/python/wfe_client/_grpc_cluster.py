@@ -9,10 +9,10 @@ call helper (deadlines, error mapping).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -29,14 +29,13 @@ from wfe.persistence.v1 import (
 from . import conversion as convert
 from ._cluster import LockProvider, QueueProvider, check_queue
 from ._grpc_provider import GrpcPersistenceProvider, _error_from_rpc, _text
+from ._opening import Opening
 from .conversion import QUEUE_TYPE, lifecycle_event_from_proto, lifecycle_event_to_proto
 from .limits import DEFAULT_LOCK_TTL, check_wait
 from .models import Lease, LeasedWork, LifecycleEvent, QueueType, WorkflowInstance
 from .timeutil import from_micros
 
 __all__ = ["GrpcLifecyclePublisher", "GrpcLockProvider", "GrpcQueueProvider", "LifecycleWatch"]
-
-P = TypeVar("P")
 
 
 def _duration(value: timedelta) -> duration_pb2.Duration:
@@ -47,28 +46,6 @@ def _duration(value: timedelta) -> duration_pb2.Duration:
 
 def _micros(ts: timestamp_pb2.Timestamp) -> int:
     return ts.seconds * 1_000_000 + ts.nanos // 1000
-
-
-class _Connecting(Generic[P]):
-    """``await X.connect(...)`` or ``async with X.connect(...) as x``."""
-
-    def __init__(self, opening: Callable[[], Awaitable[P]], closing: Callable[[P], Awaitable[None]]) -> None:
-        self._opening = opening
-        self._closing = closing
-        self._opened: P | None = None
-
-    def __await__(self) -> Generator[Any, None, P]:
-        return self._opening().__await__()
-
-    async def __aenter__(self) -> P:
-        self._opened = await self._opening()
-        return self._opened
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._opened is not None:
-            await self._closing(self._opened)
 
 
 class GrpcLockProvider(LockProvider):
@@ -90,7 +67,7 @@ class GrpcLockProvider(LockProvider):
     @classmethod
     def connect(
         cls, address: str | Sequence[str], owner: str | None = None, ttl: timedelta = DEFAULT_LOCK_TTL, **options: Any
-    ) -> _Connecting[GrpcLockProvider]:
+    ) -> Opening[GrpcLockProvider]:
         """Connect to ``address`` (one server or several); ``options`` as for ``GrpcPersistenceProvider.connect``."""
 
         async def opening() -> GrpcLockProvider:
@@ -101,7 +78,7 @@ class GrpcLockProvider(LockProvider):
                 await connection.close()
                 raise
 
-        return _Connecting(opening, lambda provider: provider.close())
+        return Opening(opening)
 
     async def _acquire(self, resource: str) -> Lease | None:
         request = locks_pb2.AcquireLockRequest(
@@ -136,13 +113,13 @@ class GrpcQueueProvider(QueueProvider):
         self._stub = queues_pb2_grpc.QueueServiceStub(connection._channel)
 
     @classmethod
-    def connect(cls, address: str | Sequence[str], **options: Any) -> _Connecting[GrpcQueueProvider]:
+    def connect(cls, address: str | Sequence[str], **options: Any) -> Opening[GrpcQueueProvider]:
         """Connect to ``address`` (one server or several); ``options`` as for ``GrpcPersistenceProvider.connect``."""
 
         async def opening() -> GrpcQueueProvider:
             return cls(await GrpcPersistenceProvider.connect(address, **options), owns_connection=True)
 
-        return _Connecting(opening, lambda provider: provider.close())
+        return Opening(opening)
 
     async def queue_work(self, id: str, queue: QueueType) -> bool:
         request = queues_pb2.QueueWorkRequest(id=_text(id, "id"), queue=QUEUE_TYPE.encode(check_queue(queue), "queue"))
@@ -275,13 +252,13 @@ class GrpcLifecyclePublisher:
         self._stub = lifecycle_pb2_grpc.LifecycleServiceStub(connection._pinned_channel())
 
     @classmethod
-    def connect(cls, address: str | Sequence[str], **options: Any) -> _Connecting[GrpcLifecyclePublisher]:
+    def connect(cls, address: str | Sequence[str], **options: Any) -> Opening[GrpcLifecyclePublisher]:
         """Connect to ``address`` (one server or several); ``options`` as for ``GrpcPersistenceProvider.connect``."""
 
         async def opening() -> GrpcLifecyclePublisher:
             return cls(await GrpcPersistenceProvider.connect(address, **options), owns_connection=True)
 
-        return _Connecting(opening, lambda publisher: publisher.close())
+        return Opening(opening)
 
     async def publish(self, event: LifecycleEvent) -> int:
         """Relay ``event`` to every current watcher; how many (on the server) received it."""

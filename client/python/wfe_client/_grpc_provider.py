@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from types import TracebackType
 from typing import Any
 
 import grpc
@@ -30,6 +29,7 @@ from wfe.persistence.v1 import (
 
 from . import conversion as convert
 from . import visibility
+from ._opening import Opening
 from ._provider import PersistenceProvider
 from ._readiness import wait_until_ready
 from ._targets import resolve_target
@@ -123,27 +123,6 @@ def _expected_revision(instance: WorkflowInstance, force: bool) -> int:
     return 0 if force else revision
 
 
-class _Connecting:
-    """``await GrpcPersistenceProvider.connect(...)`` or ``async with GrpcPersistenceProvider.connect(...)``."""
-
-    def __init__(self, opening: Callable[[], Awaitable[GrpcPersistenceProvider]]) -> None:
-        self._opening = opening
-        self._provider: GrpcPersistenceProvider | None = None
-
-    def __await__(self) -> Generator[Any, None, GrpcPersistenceProvider]:
-        return self._opening().__await__()
-
-    async def __aenter__(self) -> GrpcPersistenceProvider:
-        self._provider = await self._opening()
-        return self._provider
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._provider is not None:
-            await self._provider.close()
-
-
 class GrpcPersistenceProvider(PersistenceProvider):
     """The persistence interface served by a wfe-sqlite server, over one gRPC channel."""
 
@@ -180,7 +159,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
         tls_ca: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
-    ) -> _Connecting:
+    ) -> Opening[GrpcPersistenceProvider]:
         """Connect to ``address`` (HOST:PORT); waits until the server answers.
 
         Several servers: a list of HOST:PORT or one comma-separated string, or a DNS name that
@@ -249,7 +228,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
                 provider._open_pinned = lambda: open_channel("pick_first")
             return provider
 
-        return _Connecting(opening)
+        return Opening(opening)
 
     def _pinned_channel(self) -> grpc.aio.Channel:
         """The channel for lifecycle events: with several servers, one to the first server of the
