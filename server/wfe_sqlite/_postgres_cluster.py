@@ -42,14 +42,12 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from wfe_client.errors import InvalidArgument
-
 from ._cluster_api import ClusterServices, Handout, LeaseAsk
 from ._lifecycle import LifecycleHub, Watcher
 from ._locks_store import PASS_OVER
 from ._logging import RetriedFailure
 from ._long_poll import LongPoll
-from ._postgres_visibility import has_nul
+from ._postgres_visibility import has_nul, refuse_nul
 from ._queue_store import CLAIM_PREFIX, EVENT, QUEUES, WORKFLOW
 from ._requeue import DEFAULT_REQUEUE_INTERVAL
 from ._work_queue import now_micros
@@ -259,16 +257,6 @@ async def _relayed(conn: asyncpg.Connection, relay_id: int) -> bytes | None:
     return None if payload is None else bytes(payload)
 
 
-def _refuse_nul(field: str, *values: str) -> None:
-    """Owners, resources and queued ids are stored: one holding a NUL character, which PostgreSQL
-    text cannot hold, is refused naming ``field`` before any statement (in a batched look for a
-    queue's waiters it would fail the look for all of them)."""
-    if has_nul(*values):
-        raise InvalidArgument(
-            f"{field}: PostgreSQL cannot store text containing a NUL character (\\u0000)", field=field
-        )
-
-
 class _Rollback(Exception):
     """Leave a transaction without writing anything."""
 
@@ -391,8 +379,8 @@ class PostgresCluster(ClusterServices):
     # -- locks -------------------------------------------------------------------------------------
 
     async def acquire_lock(self, resource: str, owner: str, ttl_us: int) -> tuple[int, int] | None:
-        _refuse_nul("resource", resource)
-        _refuse_nul("owner", owner)
+        refuse_nul("resource", resource)
+        refuse_nul("owner", owner)
 
         async def job(conn: asyncpg.Connection) -> tuple[int, int] | None:
             try:
@@ -408,8 +396,8 @@ class PostgresCluster(ClusterServices):
 
     async def acquire_locks(self, resources: Sequence[str], owner: str, ttl_us: int) -> list[tuple[int, int]] | None:
         wanted = list(resources)
-        _refuse_nul("resource", *wanted)
-        _refuse_nul("owner", owner)
+        refuse_nul("resource", *wanted)
+        refuse_nul("owner", owner)
         return await self._store.run(lambda conn: _acquire_all(conn, wanted, owner, ttl_us))
 
     async def release_locks(self, resources: Sequence[str], owner: str) -> list[bool]:
@@ -459,7 +447,7 @@ class PostgresCluster(ClusterServices):
     # -- queues ------------------------------------------------------------------------------------
 
     async def queue_work(self, queue: str, item_id: str) -> bool:
-        _refuse_nul("id", item_id)
+        refuse_nul("id", item_id)
         queued = await self._store.run(lambda conn: conn.fetchval(QUEUE, queue, item_id))
         if queued:
             self._notify(queue)
@@ -470,8 +458,8 @@ class PostgresCluster(ClusterServices):
         return None if handout is None else handout.item_id
 
     async def dequeue_leased(self, queue: str, wait: float, ask: LeaseAsk) -> Handout | None:
-        _refuse_nul("leases.owner", ask.owner)
-        _refuse_nul("leases.prefixes", *ask.prefixes)
+        refuse_nul("leases.owner", ask.owner)
+        refuse_nul("leases.prefixes", *ask.prefixes)
         if has_nul(*ask.release):  # no lease is held on these: nothing to release
             ask = dataclasses.replace(ask, release=tuple(r for r in ask.release if not has_nul(r)))
         return await self._poll.dequeue(queue, wait, ask)

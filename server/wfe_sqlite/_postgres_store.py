@@ -51,7 +51,7 @@ from ._connection import DatabaseOpenError
 from ._paging import cut_page, workflow_bytes
 from ._postgres_cluster import PostgresCluster, queue_cte, unleased
 from ._postgres_group import GroupWriter
-from ._postgres_visibility import VISIBILITY_MIGRATION, PostgresVisibility, has_nul
+from ._postgres_visibility import VISIBILITY_MIGRATION, PostgresVisibility, has_nul, refuse_nul
 from ._queue_store import EVENT, WORKFLOW
 from ._rows import (
     CommandRow,
@@ -523,18 +523,8 @@ def _refuse_nul(record: str, row: Any) -> None:
     carries one (``record.column``), before any statement (``_cannot_store`` is the fallback for
     values that reach PostgreSQL some other way, and names none)."""
     for name, value in zip(row._fields, row, strict=True):
-        if isinstance(value, str) and "\x00" in value:
-            field = f"{record}.{name}"
-            raise InvalidArgument(
-                f"{field}: PostgreSQL cannot store text containing a NUL character (\\u0000)", field=field
-            )
-
-
-def _refuse_nul_value(field: str, value: str) -> None:
-    if "\x00" in value:
-        raise InvalidArgument(
-            f"{field}: PostgreSQL cannot store text containing a NUL character (\\u0000)", field=field
-        )
+        if isinstance(value, str):
+            refuse_nul(f"{record}.{name}", value)
 
 
 def _refuse_nul_in_workflow(row: WorkflowRow, pointers: Sequence[PointerRow]) -> None:
@@ -1035,7 +1025,7 @@ class PostgresStore(PostgresVisibility, Store):
         return found, position
 
     async def next_definition_sequence(self, definition_id: str) -> int:
-        _refuse_nul_value("definition_id", definition_id)  # stored: a write
+        refuse_nul("definition_id", definition_id)  # stored: a write
         value: int = await self._run(lambda conn: conn.fetchval(NEXT_SEQUENCE, definition_id))
         return value
 
@@ -1167,8 +1157,8 @@ class PostgresStore(PostgresVisibility, Store):
     async def set_subscription_token(self, id: str, token: str, worker_id: str, expiry_us: int) -> bool:
         if has_nul(id):
             raise SubscriptionNotFound(f"subscription {id!r} not found", id=id)
-        _refuse_nul_value("token", token)  # stored: writes
-        _refuse_nul_value("worker_id", worker_id)
+        refuse_nul("token", token)  # stored: writes
+        refuse_nul("worker_id", worker_id)
 
         async def job(conn: asyncpg.Connection) -> bool:
             if await conn.fetchval(SET_TOKEN, id, token, worker_id, expiry_us) is not None:

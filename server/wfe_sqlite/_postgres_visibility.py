@@ -363,6 +363,15 @@ def has_nul(*values: str | None) -> bool:
     return any(v is not None and "\x00" in v for v in values)
 
 
+def refuse_nul(field: str, *values: str | None) -> None:
+    """Refuse a write of a value holding a NUL character (PostgreSQL text cannot hold one), naming
+    ``field``, before any statement: PostgreSQL's own refusal names no field."""
+    if has_nul(*values):
+        raise InvalidArgument(
+            f"{field}: PostgreSQL cannot store text containing a NUL character (\\u0000)", field=field
+        )
+
+
 class PostgresVisibility:
     """The visibility and console operations of ``Store`` on PostgreSQL (``PostgresStore`` inherits
     them; it provides ``_run``, which runs a job on a pooled connection)."""
