@@ -15,12 +15,18 @@ from collections.abc import Sequence
 from ._cluster_api import Handout, LeaseAsk
 from ._queue_store import WorkEffects, dequeue, enqueue_front, queue_after_release
 
-__all__ = ["CHUNK", "PASS_OVER", "acquire", "give_back", "hand_out", "release", "renew"]
+__all__ = ["CHUNK", "LOOK_BUDGET", "PASS_OVER", "acquire", "give_back", "hand_out", "release", "renew"]
 
 CHUNK = 500
 """Resources per ``IN (...)`` statement."""
 PASS_OVER = 64
 """Most waiting items a leased dequeue passes over (held by others) besides the ones it hands out."""
+LOOK_ITEMS = 16
+"""Items whose leases one statement looks up for an ask (most asks take the first item they look at)."""
+LOOK_BUDGET = 4096
+"""Most resources one take looks up for its leased asks. Past it, the leased asks left get nothing
+this take (they stay in line for the next one): waiters that each need different leases on held
+items would otherwise cost a take one look per waiter and item, holding every other write up."""
 
 
 def _next_fencing_token(conn: sqlite3.Connection) -> int:
@@ -78,21 +84,37 @@ def release(conn: sqlite3.Connection, resource: str, owner: str, now_us: int, ef
     return True
 
 
-def _any_held(conn: sqlite3.Connection, resources: Sequence[str], now_us: int, held: dict[str, bool]) -> bool:
-    """Whether a live lease holds any of ``resources``; ``held`` remembers the answers per resource."""
-    if any(held.get(resource, False) for resource in resources):
-        return True  # one known held is enough: the others need no look
-    unknown = [resource for resource in resources if resource not in held]
-    if unknown:
-        marks = ", ".join("?" * len(unknown))
+def _look_up(conn: sqlite3.Connection, resources: Sequence[str], now_us: int, held: dict[str, bool]) -> None:
+    """Record in ``held`` whether a live lease holds each of ``resources`` (none of them in it yet)."""
+    for start in range(0, len(resources), CHUNK):
+        chunk = resources[start : start + CHUNK]
+        marks = ", ".join("?" * len(chunk))
         live = {
             row[0]
             for row in conn.execute(
-                f"SELECT resource FROM locks WHERE resource IN ({marks}) AND expire_time > ?", (*unknown, now_us)
+                f"SELECT resource FROM locks WHERE resource IN ({marks}) AND expire_time > ?", (*chunk, now_us)
             )
         }
-        held.update((resource, resource in live) for resource in unknown)
-    return any(held[resource] for resource in resources)
+        held.update((resource, resource in live) for resource in chunk)
+
+
+def _first_free(
+    conn: sqlite3.Connection, ask: LeaseAsk, window: Sequence[str], now_us: int, held: dict[str, bool], budget: int
+) -> tuple[str | None, int]:
+    """The first item of ``window`` whose leases ``ask`` can take, and how many resources were looked
+    up; None for the item also when the look would pass ``budget`` (the look is then not made)."""
+    looked = 0
+    for start in range(0, len(window), LOOK_ITEMS):
+        wanted = {item: ask.resources(item) for item in window[start : start + LOOK_ITEMS]}
+        unknown = list(dict.fromkeys(r for resources in wanted.values() for r in resources if r not in held))
+        if looked + len(unknown) > budget:
+            return None, looked + len(unknown)
+        looked += len(unknown)
+        _look_up(conn, unknown, now_us, held)
+        for item, resources in wanted.items():
+            if not any(held[resource] for resource in resources):
+                return item, looked
+    return None, looked
 
 
 def hand_out(
@@ -105,9 +127,11 @@ def hand_out(
     keep their place. At most ``PASS_OVER`` items are looked at beyond one per ask.
 
     Each resource is looked up once per take (leases only get taken in it, so what was held stays
-    held), and an ask whose prefixes an earlier ask of this take already found nothing for finds
-    nothing either: many waiters on held items cost about one look per item, not one per waiter and
-    item (300 waiters on 400 held items held every other write up for a fifth of a second per take).
+    held), ``LOOK_ITEMS`` items' resources in one statement, and an ask whose prefixes an earlier
+    ask of this take already found nothing for finds nothing either: many waiters on held items cost
+    about one look per item, not one per waiter and item (300 waiters on 400 held items held every
+    other write up for a fifth of a second per take). Waiters that each need leases of their own
+    cannot share looks; ``LOOK_BUDGET`` bounds what they cost a take.
     """
     for ask in asks:
         if ask is not None:
@@ -126,31 +150,31 @@ def hand_out(
     used: set[str] = set()
     held: dict[str, bool] = {}  # resource -> a live lease holds it (this take's leases included)
     fruitless: set[tuple[str, ...]] = set()  # prefixes an ask of this take found no item for
+    budget = LOOK_BUDGET
     results: list[Handout | None] = []
     for ask in asks:
-        result: Handout | None = None
-        if ask is not None and ask.prefixes in fruitless:
+        if ask is None:
+            item = next((item for item in candidates if item not in used), None)
+            if item is not None:
+                used.add(item)
+            results.append(None if item is None else Handout(item))
+            continue
+        if ask.prefixes in fruitless or budget <= 0:
             results.append(None)
             continue
-        for item in candidates:
-            if item in used:
-                continue
-            if ask is None:
-                result = Handout(item)
-            else:
-                resources = ask.resources(item)
-                if _any_held(conn, resources, now_us, held):
-                    continue
-                leases = [acquire(conn, resource, ask.owner, ask.ttl_us, now_us) for resource in resources]
-                held.update(dict.fromkeys(resources, True))
-                result = Handout(
-                    item, tuple(lease for lease in leases if lease is not None), ask.owner, tuple(resources)
-                )
-            used.add(item)
-            break
-        if result is None and ask is not None:
-            fruitless.add(ask.prefixes)
-        results.append(result)
+        item, looked = _first_free(conn, ask, [c for c in candidates if c not in used], now_us, held, budget)
+        budget -= looked
+        if item is None:
+            if budget >= 0:
+                fruitless.add(ask.prefixes)
+            results.append(None)
+            continue
+        resources = ask.resources(item)
+        leases = [acquire(conn, resource, ask.owner, ask.ttl_us, now_us) for resource in resources]
+        held.update(dict.fromkeys(resources, True))
+        used.add(item)
+        taken = tuple(lease for lease in leases if lease is not None)
+        results.append(Handout(item, taken, ask.owner, tuple(resources)))
     if used:
         conn.executemany(
             "UPDATE work_queue SET position = NULL, handed_out_at = ? WHERE queue = ? AND item_id = ?",

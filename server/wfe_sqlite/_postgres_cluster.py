@@ -44,7 +44,7 @@ import asyncpg
 
 from ._cluster_api import ClusterServices, Handout, LeaseAsk
 from ._lifecycle import LifecycleHub, Watcher
-from ._locks_store import PASS_OVER
+from ._locks_store import LOOK_BUDGET, PASS_OVER
 from ._logging import RetriedFailure
 from ._long_poll import LongPoll
 from ._postgres_visibility import has_nul, refuse_nul
@@ -168,6 +168,9 @@ CANDIDATES = (
 )
 """The $2 oldest waiting items of queue $1 that no other transaction is claiming (a leased dequeue
 chooses among them)."""
+
+LIVE_LEASES = f"SELECT resource FROM locks WHERE resource = ANY($1::text[]) AND expire_time > {NOW_US}"
+"""Which of resources $1 a live lease holds (a leased dequeue's look before it tries to take any)."""
 
 HAND_OUT = (
     f"UPDATE work_queue SET position = NULL, handed_out_at = {NOW_US} WHERE queue = $1 AND item_id = ANY($2::text[])"
@@ -490,10 +493,13 @@ class PostgresCluster(ClusterServices):
         order, an ask with leases getting the next item whose leases it can take (a savepoint per
         try; one held or in a deadlock is passed over and keeps its place).
 
-        A resource found held is not tried again in this take, and an ask whose prefixes an earlier
-        ask of this take found nothing for is given nothing without trying (leases only get taken
-        here: passing it over is never wrong, at worst it waits for the next look). Without this,
-        many waiters on held items tried every item each, one savepoint per waiter and item."""
+        An ask first looks up in one statement which of its items' resources are held, and tries
+        only items that look free. A resource found held is not looked up again in this take, and an
+        ask whose prefixes an earlier ask of this take found nothing for is given nothing without a
+        look (leases only get taken here: passing it over is never wrong, at worst it waits for the
+        next look). ``LOOK_BUDGET`` bounds the resources looked up per take: waiters that each need
+        leases of their own get nothing this take once it is spent. Before, every waiter tried every
+        held item, one savepoint per waiter and item (50 such waiters on 100 items: 1.4 s a take)."""
         queued = False
         results: list[Handout | None] = []
         async with conn.transaction():
@@ -505,30 +511,48 @@ class PostgresCluster(ClusterServices):
                         queued = queued or bool(row[1])
             candidates = [r[0] for r in await conn.fetch(CANDIDATES, queue, len(asks) + PASS_OVER)]
             used: list[str] = []
-            held: set[str] = set()
+            held: dict[str, bool] = {}  # resource -> looked held (this take's leases included)
             fruitless: set[tuple[str, ...]] = set()
+            budget = LOOK_BUDGET
             for ask in asks:
-                result: Handout | None = None
-                if ask is not None and ask.prefixes in fruitless:
+                if ask is None:
+                    item = next((item for item in candidates if item not in used), None)
+                    if item is not None:
+                        used.append(item)
+                    results.append(None if item is None else Handout(item))
+                    continue
+                if ask.prefixes in fruitless or budget <= 0:
                     results.append(None)
                     continue
-                for item in candidates:
-                    if item in used:
+                # One look for the items the budget covers (at least the first), not one try per item.
+                wanted: dict[str, list[str]] = {}
+                unknown: dict[str, None] = {}
+                window = [item for item in candidates if item not in used]
+                for item in window:
+                    resources = ask.resources(item)
+                    fresh = [r for r in resources if r not in held and r not in unknown]
+                    if wanted and len(unknown) + len(fresh) > budget:
+                        break
+                    wanted[item] = resources
+                    unknown.update(dict.fromkeys(fresh))
+                budget -= len(unknown)
+                if unknown:
+                    live = {row[0] for row in await conn.fetch(LIVE_LEASES, list(unknown))}
+                    held.update((resource, resource in live) for resource in unknown)
+                result: Handout | None = None
+                for item, resources in wanted.items():
+                    if any(held[resource] for resource in resources):
                         continue
-                    if ask is None:
-                        result = Handout(item)
-                    else:
-                        resources = ask.resources(item)
-                        if not held.isdisjoint(resources):
-                            continue
-                        leases = await _acquire_all(conn, resources, ask.owner, ask.ttl_us, held)
-                        if leases is None:
-                            continue
-                        held.update(resources)
-                        result = Handout(item, tuple(leases), ask.owner, tuple(resources))
+                    found: set[str] = set()
+                    leases = await _acquire_all(conn, resources, ask.owner, ask.ttl_us, found)
+                    if leases is None:  # taken by another server since the look
+                        held.update(dict.fromkeys(found, True))
+                        continue
+                    held.update(dict.fromkeys(resources, True))
+                    result = Handout(item, tuple(leases), ask.owner, tuple(resources))
                     used.append(item)
                     break
-                if result is None and ask is not None:
+                if result is None and len(wanted) == len(window):
                     fruitless.add(ask.prefixes)
                 results.append(result)
             if used:
