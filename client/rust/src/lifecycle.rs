@@ -5,17 +5,23 @@
 //! [`MAX_UNSENT_EVENTS`] wait to be sent, and an event the server cannot be reached for is
 //! dropped with a warning (lifecycle events are relayed live, never stored: a watcher that was
 //! not connected misses them anyway). [`GrpcLifecyclePublisher::flush`] waits until everything
-//! published so far has been handed to the server.
+//! published so far has been handed to the server, at most [`FLUSH_WAIT`] in all, and says how
+//! many events were not delivered. A server that does not answer (stopped, a stalled machine)
+//! holds each event up for the call deadline (30 s by default): what flush has not seen sent
+//! within [`FLUSH_WAIT`] is given up, never sent later; so are the events still unsent
+//! [`FLUSH_WAIT`] after the last clone of a publisher is dropped (with a warning).
 //!
 //! `subscribe` receives the events every host publishes to the server (this one included),
 //! through one WatchLifecycleEvents stream per publisher that reconnects by itself.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use wfe_core::WfeError;
 use wfe_core::models::LifecycleEvent;
 use wfe_core::traits::LifecyclePublisher;
@@ -31,6 +37,11 @@ type Result<T> = wfe_core::Result<T>;
 
 /// Events published but not yet sent that a publisher keeps; more are refused.
 pub const MAX_UNSENT_EVENTS: usize = 10_000;
+/// Longest time [`GrpcLifecyclePublisher::flush`] waits, in all, for the events published
+/// before it to be handed to the server, and the time the events still unsent when a publisher
+/// is dropped get; events not sent by then are given up (as the lock provider's `stop` waits
+/// [`crate::lock::STOP_RELEASE_WAIT`] for its releases).
+pub const FLUSH_WAIT: Duration = Duration::from_secs(5);
 /// Events a slow subscriber may fall behind before it misses some (`RecvError::Lagged`).
 pub const SUBSCRIBER_CAPACITY: usize = 4096;
 /// Longest pause between attempts to reopen the watch stream.
@@ -60,17 +71,67 @@ struct Inner {
     /// The same connection without a deadline, for the watch stream.
     watch_client: LifecycleServiceClient<Transport>,
     events: broadcast::Sender<LifecycleEvent>,
-    /// The sending task's inbox, made on the first publish.
-    outbox: Mutex<Option<(mpsc::Sender<Outgoing>, JoinHandle<()>)>>,
+    /// The sending task's inbox (made on the first publish) and the next event's number.
+    outbox: Mutex<Outbox>,
+    /// Events queued that the sending task has not taken yet (at most [`MAX_UNSENT_EVENTS`]).
+    unsent: Arc<AtomicUsize>,
+    /// Events numbered below this are given up by the sending task (a flush that waited
+    /// [`FLUSH_WAIT`]). Dropped with the publisher: the sending task then gives the events it
+    /// still has [`FLUSH_WAIT`].
+    give_up_below: watch::Sender<u64>,
     /// The watching task, made on the first subscribe, and whether its stream is open.
     watcher: Mutex<Option<JoinHandle<()>>>,
     watching: watch::Sender<bool>,
 }
 
+#[derive(Debug, Default)]
+struct Outbox {
+    sending: Option<(mpsc::UnboundedSender<Outgoing>, JoinHandle<()>)>,
+    /// The number of the next event published: events are numbered in the order they queue.
+    next: u64,
+}
+
 #[derive(Debug)]
 enum Outgoing {
-    Event(pb::LifecycleEvent),
-    Flush(oneshot::Sender<()>),
+    Event(u64, pb::LifecycleEvent),
+    /// A flush: answered with what became of the events queued since the previous one.
+    Flush(oneshot::Sender<Delivery>),
+}
+
+/// What became of the events queued between two flushes.
+#[derive(Debug, Default)]
+struct Delivery {
+    published: usize,
+    /// Not sent within [`FLUSH_WAIT`] of a flush, or of the publisher's drop.
+    given_up: usize,
+    /// Refused by the server, or it could not be reached.
+    failed: usize,
+    first_error: Option<WfeError>,
+}
+
+impl Delivery {
+    fn into_result(self) -> Result<()> {
+        let lost = self.given_up + self.failed;
+        if lost == 0 {
+            return Ok(());
+        }
+        let counts = format!(
+            "{lost} of {} lifecycle events published since the previous flush not delivered \
+             ({} not sent within {FLUSH_WAIT:?} of the flush, given up; {} failed)",
+            self.published, self.given_up, self.failed
+        );
+        let first = self.first_error.map(|e| match e {
+            WfeError::Persistence(text) => text,
+            other => other.to_string(),
+        });
+        Err(WfeError::Persistence(match (self.given_up, first) {
+            (0, Some(first)) => format!("{first}; {counts}"),
+            (_, Some(first)) => {
+                format!("DEADLINE_EXCEEDED (DEADLINE_EXCEEDED): {counts}; first failure: {first}")
+            }
+            (_, None) => format!("DEADLINE_EXCEEDED (DEADLINE_EXCEEDED): {counts}"),
+        }))
+    }
 }
 
 impl Drop for Inner {
@@ -78,7 +139,8 @@ impl Drop for Inner {
         if let Some(task) = self.watcher.get_mut().unwrap().take() {
             task.abort();
         }
-        // The sending task ends by itself once its inbox is closed and drained.
+        // The sending task ends by itself once its inbox is closed and drained; `give_up_below`
+        // dropped tells it to give up what it has not sent within FLUSH_WAIT.
     }
 }
 
@@ -93,7 +155,9 @@ impl GrpcLifecyclePublisher {
                 client: LifecycleServiceClient::new(store.first_server_transport()),
                 watch_client: LifecycleServiceClient::new(store.first_server_streaming_transport()),
                 events: broadcast::channel(SUBSCRIBER_CAPACITY).0,
-                outbox: Mutex::new(None),
+                outbox: Mutex::new(Outbox::default()),
+                unsent: Arc::new(AtomicUsize::new(0)),
+                give_up_below: watch::channel(0).0,
                 watcher: Mutex::new(None),
                 watching: watch::channel(false).0,
             }),
@@ -112,13 +176,36 @@ impl GrpcLifecyclePublisher {
         ))
     }
 
-    /// Waits until every event published so far has been handed to the server (or dropped
-    /// because the server could not be reached).
-    pub async fn flush(&self) {
-        let (done, flushed) = oneshot::channel();
-        if self.send(Outgoing::Flush(done)).is_ok() {
-            let _ = flushed.await;
-        }
+    /// Waits until every event published so far has been handed to the server, or refused, at
+    /// most [`FLUSH_WAIT`] in all (a server that does not answer would hold each event up for
+    /// the call deadline). The events not sent by then are given up: never sent, even if the
+    /// server answers again later.
+    ///
+    /// `Ok` when every event published since the previous flush (of this publisher or a clone)
+    /// reached the server; otherwise an error that counts the events not delivered, given up
+    /// or failed: `DEADLINE_EXCEEDED` when some were given up, else the first failure's reason
+    /// (e.g. `UNAVAILABLE`).
+    pub async fn flush(&self) -> Result<()> {
+        let until = Instant::now() + FLUSH_WAIT;
+        let (done, mut delivered) = oneshot::channel();
+        let through = {
+            let mut outbox = self.inner.outbox.lock().unwrap();
+            self.sender(&mut outbox)
+                .send(Outgoing::Flush(done))
+                .map_err(|_| sending_ended())?;
+            outbox.next
+        };
+        let delivery = match tokio::time::timeout_at(until, &mut delivered).await {
+            Ok(delivery) => delivery,
+            Err(_) => {
+                // Everything before this flush is dropped; the answer follows at once.
+                self.inner
+                    .give_up_below
+                    .send_modify(|below| *below = (*below).max(through));
+                delivered.await
+            }
+        };
+        delivery.map_err(|_| sending_ended())?.into_result()
     }
 
     /// Subscribes like [`LifecyclePublisher::subscribe`], then waits (up to `timeout`) until the
@@ -140,53 +227,120 @@ impl GrpcLifecyclePublisher {
         Ok(receiver)
     }
 
-    fn send(&self, message: Outgoing) -> Result<()> {
+    /// Queues `event` for the sending task, numbered in publishing order.
+    fn queue(&self, event: pb::LifecycleEvent) -> Result<()> {
         let mut outbox = self.inner.outbox.lock().unwrap();
-        let sender = match &*outbox {
-            Some((sender, task)) if !task.is_finished() => sender.clone(),
-            _ => {
-                let (sender, inbox) = mpsc::channel(MAX_UNSENT_EVENTS);
-                let task = tokio::spawn(send_in_order(
-                    self.inner.store.clone(),
-                    self.inner.client.clone(),
-                    inbox,
-                ));
-                *outbox = Some((sender.clone(), task));
-                sender
-            }
-        };
-        drop(outbox);
-        sender.try_send(message).map_err(|e| {
-            WfeError::Persistence(format!(
-                "RESOURCE_EXHAUSTED (RESOURCE_EXHAUSTED): lifecycle event not published: {e}"
-            ))
-        })
+        let sender = self.sender(&mut outbox);
+        if self.inner.unsent.load(Ordering::Acquire) >= MAX_UNSENT_EVENTS {
+            return Err(WfeError::Persistence(format!(
+                "RESOURCE_EXHAUSTED (RESOURCE_EXHAUSTED): lifecycle event not published: \
+                 {MAX_UNSENT_EVENTS} events are waiting to be sent"
+            )));
+        }
+        self.inner.unsent.fetch_add(1, Ordering::AcqRel);
+        if sender.send(Outgoing::Event(outbox.next, event)).is_err() {
+            self.inner.unsent.fetch_sub(1, Ordering::AcqRel);
+            return Err(sending_ended());
+        }
+        outbox.next += 1;
+        Ok(())
+    }
+
+    /// The sending task's inbox; starts the task when there is none (or it ended).
+    fn sender(&self, outbox: &mut Outbox) -> mpsc::UnboundedSender<Outgoing> {
+        if let Some((sender, task)) = &outbox.sending
+            && !task.is_finished()
+        {
+            return sender.clone();
+        }
+        // What an ended task had queued is gone with it.
+        self.inner.unsent.store(0, Ordering::Release);
+        let (sender, inbox) = mpsc::unbounded_channel();
+        let task = tokio::spawn(send_in_order(
+            self.inner.store.clone(),
+            self.inner.client.clone(),
+            inbox,
+            self.inner.unsent.clone(),
+            self.inner.give_up_below.subscribe(),
+        ));
+        outbox.sending = Some((sender.clone(), task));
+        sender
     }
 }
 
-/// Sends published events one after the other, in the order they were published.
+fn sending_ended() -> WfeError {
+    WfeError::Persistence(
+        "UNAVAILABLE (UNAVAILABLE): the lifecycle publisher's sending task ended (its runtime \
+         shut down?); the events it had queued are lost"
+            .to_string(),
+    )
+}
+
+/// Sends published events one after the other, in the order they were published, and answers
+/// each flush with what became of the events queued before it. An event numbered below
+/// `give_up_below` is given up, the call in flight included; once the publisher is dropped
+/// (`give_up_below`'s sender with it), so is every event not sent within [`FLUSH_WAIT`].
 async fn send_in_order(
     store: GrpcPersistenceProvider,
     client: LifecycleServiceClient<Transport>,
-    mut inbox: mpsc::Receiver<Outgoing>,
+    mut inbox: mpsc::UnboundedReceiver<Outgoing>,
+    unsent: Arc<AtomicUsize>,
+    mut give_up_below: watch::Receiver<u64>,
 ) {
+    let mut delivery = Delivery::default();
+    // When the publisher was dropped, plus FLUSH_WAIT.
+    let mut closing: Option<Instant> = None;
     while let Some(message) = inbox.recv().await {
-        match message {
+        let (number, event) = match message {
             Outgoing::Flush(done) => {
-                let _ = done.send(());
+                let _ = done.send(std::mem::take(&mut delivery));
+                continue;
             }
-            Outgoing::Event(event) => {
-                let request = pb::PublishLifecycleEventRequest { event: Some(event) };
-                let sent = store
-                    .call(&client, Subject::None, |mut c| async move {
-                        c.publish_lifecycle_event(request).await
-                    })
-                    .await;
-                if let Err(error) = sent {
-                    tracing::warn!(%error, "lifecycle event not published");
-                }
-            }
+            Outgoing::Event(number, event) => (number, event),
+        };
+        unsent.fetch_sub(1, Ordering::AcqRel);
+        delivery.published += 1;
+        if closing.is_none() && give_up_below.has_changed().is_err() {
+            closing = Some(Instant::now() + FLUSH_WAIT);
         }
+        if number < *give_up_below.borrow() || closing.is_some_and(|at| Instant::now() >= at) {
+            delivery.given_up += 1;
+            continue;
+        }
+        let request = pb::PublishLifecycleEventRequest { event: Some(event) };
+        let call = store.call(&client, Subject::None, |mut c| async move {
+            c.publish_lifecycle_event(request).await
+        });
+        tokio::pin!(call);
+        let sent = loop {
+            tokio::select! {
+                sent = &mut call => break Some(sent),
+                changed = give_up_below.changed(), if closing.is_none() => match changed {
+                    Ok(()) if number < *give_up_below.borrow() => break None,
+                    Ok(()) => {}
+                    Err(_) => closing = Some(Instant::now() + FLUSH_WAIT),
+                },
+                () = tokio::time::sleep_until(closing.unwrap_or_else(Instant::now)),
+                    if closing.is_some() => break None,
+            }
+        };
+        match sent {
+            Some(Ok(_)) => {}
+            Some(Err(error)) => {
+                tracing::warn!(%error, "lifecycle event not published");
+                delivery.failed += 1;
+                delivery.first_error.get_or_insert(error);
+            }
+            None => delivery.given_up += 1,
+        }
+    }
+    // The publisher is gone: whatever was given up since the last flush is nobody's to report.
+    if delivery.given_up > 0 {
+        tracing::warn!(
+            given_up = delivery.given_up,
+            "lifecycle events not sent within {FLUSH_WAIT:?} of the publisher's drop (the server \
+             did not answer); given up"
+        );
     }
 }
 
@@ -247,7 +401,7 @@ async fn watch_events(
 impl LifecyclePublisher for GrpcLifecyclePublisher {
     /// Queues `event` for the server (see the module notes: sent in the background, in order).
     async fn publish(&self, event: LifecycleEvent) -> Result<()> {
-        self.send(Outgoing::Event(convert::lifecycle_event_to_wire(&event)?))
+        self.queue(convert::lifecycle_event_to_wire(&event)?)
     }
 
     /// Events every host publishes to the server from about now on (this one's included). The

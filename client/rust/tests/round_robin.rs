@@ -211,7 +211,7 @@ async fn lifecycle_publishers_and_watchers_meet_on_the_first_live_server() {
             );
             publisher.publish(e).await.unwrap();
         }
-        publisher.flush().await;
+        publisher.flush().await.unwrap();
         for n in 0..6 {
             let got = tokio::time::timeout(Duration::from_secs(5), events.recv())
                 .await
