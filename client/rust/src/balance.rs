@@ -271,11 +271,18 @@ pub(crate) async fn resolve_dns(target: &str) -> Result<(Vec<String>, String), w
         Some(after) => after.split_once('/').map_or(after, |(_, path)| path),
         None => rest,
     };
-    let Some((host, port)) = host_port.rsplit_once(':') else {
-        return Err(crate::connect::invalid_argument(format!(
-            "address {target:?}: expected dns:///NAME:PORT"
-        )));
+    let Some((host, port)) = host_port
+        .rsplit_once(':')
+        .filter(|(_, port)| port.parse::<u16>().is_ok())
+    else {
+        return Err(crate::connect::no_port(
+            target,
+            "dns:///NAME:PORT (e.g. dns:///wfe.internal:50051)",
+        ));
     };
+    if port.parse::<u16>() == Ok(0) {
+        return Err(crate::connect::port_zero(target));
+    }
     let found = tokio::net::lookup_host(host_port).await.map_err(|e| {
         wfe_core::WfeError::Persistence(format!(
             "UNAVAILABLE (UNAVAILABLE): cannot resolve {host:?} in {target:?}: {e}"
@@ -287,7 +294,6 @@ pub(crate) async fn resolve_dns(target: &str) -> Result<(Vec<String>, String), w
             "UNAVAILABLE (UNAVAILABLE): {host:?} in {target:?} has no address"
         )));
     }
-    let _ = port;
     Ok((servers, host.trim_matches(['[', ']']).to_string()))
 }
 

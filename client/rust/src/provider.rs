@@ -102,8 +102,9 @@ impl GrpcPersistenceProvider {
         Self::connect_with(addr, ConnectOptions::default()).await
     }
 
-    /// Connects to a wfe-sqlite server at `addr` (`host:port`, `http://...` or `https://...`; any
-    /// other scheme is `INVALID_ARGUMENT`)
+    /// Connects to a wfe-sqlite server at `addr` (`host:port`, `http://host:port` or
+    /// `https://host:port`; any other scheme, or an address without a port, is
+    /// `INVALID_ARGUMENT` naming the address)
     /// with TLS, mutual TLS, a bearer token and/or another per-call deadline, as `options` say.
     /// Fails when the server cannot be reached now, or the TLS handshake fails (`UNAVAILABLE`);
     /// bad options are `INVALID_ARGUMENT`. (With TLS 1.3 a server that refuses the client's
