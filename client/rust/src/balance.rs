@@ -103,7 +103,16 @@ impl Balanced {
     pub fn servers(&self) -> usize {
         self.inner.channels.len()
     }
+
+    /// Server `index` of the list alone (straight through, no other server tried).
+    pub(crate) fn only(&self, index: usize) -> Self {
+        Balanced::new(vec![self.inner.channels[index].clone()])
+    }
 }
+
+/// Which server of the list answered (an extension of every response through [`Balanced`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Served(pub usize);
 
 impl Inner {
     fn now_ms(&self) -> u64 {
@@ -220,7 +229,9 @@ impl Service<http::Request<Body>> for Balanced {
         let in_order = self.in_order;
         Box::pin(async move {
             if inner.channels.len() == 1 {
-                return Ok(send(inner.channels[0].clone(), request).await?);
+                let mut response = send(inner.channels[0].clone(), request).await?;
+                response.extensions_mut().insert(Served(0));
+                return Ok(response);
             }
             let read = READ_METHODS.contains(&request.uri().path());
             let (parts, body) = request.into_parts();
@@ -243,10 +254,11 @@ impl Service<http::Request<Body>> for Balanced {
                             "call refused unrun (server stopping); trying the next server"
                         );
                     }
-                    Ok(response) => {
+                    Ok(mut response) => {
                         if refused_unrun(&response) {
                             inner.leave_out(index);
                         }
+                        response.extensions_mut().insert(Served(index));
                         return Ok(response);
                     }
                     Err(error) => {

@@ -12,8 +12,12 @@
 //! [`FLUSH_WAIT`] after the last clone of a publisher is dropped (with a warning).
 //!
 //! `subscribe` receives the events every host publishes to the server (this one included),
-//! through one WatchLifecycleEvents stream per publisher that reconnects by itself.
+//! through one WatchLifecycleEvents stream per publisher that reconnects by itself; with several
+//! servers it is on the first of the list that answers, and moves back to an earlier one as soon
+//! as that answers again (tried every [`RETURN_PROBE`]), as the publishers do.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +30,7 @@ use wfe_core::WfeError;
 use wfe_core::models::LifecycleEvent;
 use wfe_core::traits::LifecyclePublisher;
 
+use crate::balance::Served;
 use crate::connect::ConnectOptions;
 use crate::convert;
 use crate::error::{Subject, error_chain};
@@ -46,6 +51,9 @@ pub const FLUSH_WAIT: Duration = Duration::from_secs(5);
 pub const SUBSCRIBER_CAPACITY: usize = 4096;
 /// Longest pause between attempts to reopen the watch stream.
 const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(2);
+/// How often a watch stream on a later server of the list tries the earlier ones (the
+/// publishers go back to a server [`crate::balance::DOWN_FOR`] after it failed).
+pub const RETURN_PROBE: Duration = Duration::from_secs(1);
 
 /// A lifecycle publisher (and subscriber) backed by a wfe-sqlite server.
 ///
@@ -344,9 +352,17 @@ async fn send_in_order(
     }
 }
 
+/// A watch stream's answer.
+type WatchStream = tonic::Streaming<pb::WatchLifecycleEventsResponse>;
+/// A watch stream opened on an earlier server, with its index (see [`earlier_server`]).
+type Probe = Pin<Box<dyn Future<Output = Option<(usize, WatchStream)>> + Send>>;
+
 /// Keeps one watch stream open and hands its events to the subscribers, until no subscriber is
-/// left.
+/// left. With several servers the stream is on the first of the list that answers (where the
+/// publishers are); while it is on a later one, every [`RETURN_PROBE`] it tries the earlier ones
+/// and moves back to the first that answers, as the publishers do.
 async fn watch_events(
+    store: GrpcPersistenceProvider,
     client: LifecycleServiceClient<Transport>,
     events: broadcast::Sender<LifecycleEvent>,
     watching: watch::Sender<bool>,
@@ -361,28 +377,41 @@ async fn watch_events(
             Ok(response) => {
                 watching.send_replace(true);
                 pause = Duration::from_millis(50);
+                let mut served = response.extensions().get::<Served>().map_or(0, |s| s.0);
                 let mut stream = response.into_inner();
+                let mut probe = earlier_server(store.clone(), served);
                 loop {
-                    match stream.message().await {
-                        Ok(Some(message)) => {
-                            let Some(event) = message.event else { continue };
-                            match convert::lifecycle_event_from_wire(event) {
-                                Ok(event) => {
-                                    if events.send(event).is_err() {
-                                        // Nobody listens any more.
-                                        watching.send_replace(false);
-                                        return;
+                    tokio::select! {
+                        message = stream.message() => match message {
+                            Ok(Some(message)) => {
+                                let Some(event) = message.event else { continue };
+                                match convert::lifecycle_event_from_wire(event) {
+                                    Ok(event) => {
+                                        if events.send(event).is_err() {
+                                            // Nobody listens any more.
+                                            watching.send_replace(false);
+                                            return;
+                                        }
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "malformed lifecycle event skipped")
                                     }
                                 }
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "malformed lifecycle event skipped")
-                                }
                             }
-                        }
-                        Ok(None) => break,
-                        Err(status) => {
-                            tracing::warn!(error = %error_chain(&status), "lifecycle watch stream ended; reopening");
-                            break;
+                            Ok(None) => break,
+                            Err(status) => {
+                                tracing::warn!(error = %error_chain(&status), "lifecycle watch stream ended; reopening");
+                                break;
+                            }
+                        },
+                        found = &mut probe, if served > 0 => {
+                            if let Some((index, opened)) = found {
+                                // In place on the earlier server before the old one is closed.
+                                tracing::info!(server = index, "lifecycle watch stream moved back to an earlier server");
+                                served = index;
+                                stream = opened;
+                            }
+                            probe = earlier_server(store.clone(), served);
                         }
                     }
                 }
@@ -395,6 +424,29 @@ async fn watch_events(
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_RECONNECT_PAUSE);
     }
+}
+
+/// After [`RETURN_PROBE`], a watch stream on the first of the servers before `served` in the
+/// list that answers, with its index; `None` when none does (each gets [`RETURN_PROBE`]).
+fn earlier_server(store: GrpcPersistenceProvider, served: usize) -> Probe {
+    Box::pin(async move {
+        if served == 0 {
+            return None;
+        }
+        tokio::time::sleep(RETURN_PROBE).await;
+        for index in 0..served {
+            let mut client = LifecycleServiceClient::new(store.streaming_transport_to(index));
+            let opened = tokio::time::timeout(
+                RETURN_PROBE,
+                client.watch_lifecycle_events(pb::WatchLifecycleEventsRequest::default()),
+            )
+            .await;
+            if let Ok(Ok(response)) = opened {
+                return Some((index, response.into_inner()));
+            }
+        }
+        None
+    })
 }
 
 #[async_trait]
@@ -414,6 +466,7 @@ impl LifecyclePublisher for GrpcLifecyclePublisher {
             let runtime =
                 tokio::runtime::Handle::try_current().map_err(|e| WfeError::Other(Box::new(e)))?;
             *watcher = Some(runtime.spawn(watch_events(
+                self.inner.store.clone(),
                 self.inner.watch_client.clone(),
                 self.inner.events.clone(),
                 self.inner.watching.clone(),

@@ -277,6 +277,12 @@ impl GrpcPersistenceProvider {
         InterceptedService::new(self.channel.first_server(), self.headers.without_deadline())
     }
 
+    /// [`first_server_streaming_transport`](Self::first_server_streaming_transport) to server
+    /// `index` of the list alone.
+    pub(crate) fn streaming_transport_to(&self, index: usize) -> Transport {
+        InterceptedService::new(self.channel.only(index), self.headers.without_deadline())
+    }
+
     /// The revisions and handed-out workflows this provider (and its clones) remember.
     pub(crate) fn cache(&self) -> &Arc<WorkflowCache> {
         &self.cache
