@@ -89,7 +89,21 @@ struct Inner {
     give_up_below: watch::Sender<u64>,
     /// The watching task, made on the first subscribe, and whether its stream is open.
     watcher: Mutex<Option<JoinHandle<()>>>,
-    watching: watch::Sender<bool>,
+    watching: watch::Sender<Watching>,
+}
+
+/// Where the watch stream stands.
+#[derive(Clone, Debug, Default)]
+enum Watching {
+    #[default]
+    Closed,
+    Open,
+    /// The last attempt to open it failed: the error (`REASON (CODE): message`), and whether
+    /// trying again cannot help until something changes (a token, a permission, the server).
+    Refused {
+        error: String,
+        for_good: bool,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -167,7 +181,7 @@ impl GrpcLifecyclePublisher {
                 unsent: Arc::new(AtomicUsize::new(0)),
                 give_up_below: watch::channel(0).0,
                 watcher: Mutex::new(None),
-                watching: watch::channel(false).0,
+                watching: watch::channel(Watching::Closed).0,
             }),
         }
     }
@@ -218,21 +232,39 @@ impl GrpcLifecyclePublisher {
 
     /// Subscribes like [`LifecyclePublisher::subscribe`], then waits (up to `timeout`) until the
     /// watch stream is open on the server, so that no event published afterwards is missed.
+    ///
+    /// When it does not open in time, the error is the server's last refusal when there was one
+    /// (e.g. `UNAUTHENTICATED`), else `UNAVAILABLE`. A refusal that trying again cannot mend
+    /// (`UNAUTHENTICATED`, `PERMISSION_DENIED`, `UNIMPLEMENTED`, `INVALID_ARGUMENT`) is returned
+    /// at once; the stream is still tried again in the background for `subscribe`'s receivers.
     pub async fn subscribe_connected(
         &self,
         timeout: Duration,
     ) -> Result<broadcast::Receiver<LifecycleEvent>> {
         let receiver = self.subscribe()?;
         let mut watching = self.inner.watching.subscribe();
-        tokio::time::timeout(timeout, watching.wait_for(|open| *open))
-            .await
-            .map_err(|_| {
-                WfeError::Persistence(format!(
-                    "UNAVAILABLE (UNAVAILABLE): the lifecycle watch stream did not open within {timeout:?}"
-                ))
-            })?
-            .map_err(|e| WfeError::Other(Box::new(e)))?;
-        Ok(receiver)
+        let in_time = tokio::time::timeout(
+            timeout,
+            watching.wait_for(|w| {
+                matches!(w, Watching::Open | Watching::Refused { for_good: true, .. })
+            }),
+        )
+        .await
+        .is_ok();
+        let state = watching.borrow().clone();
+        let within = match in_time {
+            true => String::new(),
+            false => format!(" within {timeout:?}"),
+        };
+        match state {
+            Watching::Open => Ok(receiver),
+            Watching::Refused { error, .. } => Err(WfeError::Persistence(format!(
+                "{error}; the lifecycle watch stream did not open{within}"
+            ))),
+            _ => Err(WfeError::Persistence(format!(
+                "UNAVAILABLE (UNAVAILABLE): the lifecycle watch stream did not open within {timeout:?}"
+            ))),
+        }
     }
 
     /// Queues `event` for the sending task, numbered in publishing order.
@@ -365,7 +397,7 @@ async fn watch_events(
     store: GrpcPersistenceProvider,
     client: LifecycleServiceClient<Transport>,
     events: broadcast::Sender<LifecycleEvent>,
-    watching: watch::Sender<bool>,
+    watching: watch::Sender<Watching>,
 ) {
     let mut pause = Duration::from_millis(50);
     while events.receiver_count() > 0 {
@@ -375,7 +407,7 @@ async fn watch_events(
             .await
         {
             Ok(response) => {
-                watching.send_replace(true);
+                watching.send_replace(Watching::Open);
                 pause = Duration::from_millis(50);
                 let mut served = response.extensions().get::<Served>().map_or(0, |s| s.0);
                 let mut stream = response.into_inner();
@@ -389,7 +421,7 @@ async fn watch_events(
                                     Ok(event) => {
                                         if events.send(event).is_err() {
                                             // Nobody listens any more.
-                                            watching.send_replace(false);
+                                            watching.send_replace(Watching::Closed);
                                             return;
                                         }
                                     }
@@ -415,10 +447,22 @@ async fn watch_events(
                         }
                     }
                 }
-                watching.send_replace(false);
+                watching.send_replace(Watching::Closed);
             }
             Err(status) => {
                 tracing::warn!(error = %error_chain(&status), "cannot open the lifecycle watch stream; retrying");
+                let error = match crate::error::from_status(&status, Subject::None) {
+                    WfeError::Persistence(text) => text,
+                    other => other.to_string(),
+                };
+                let for_good = matches!(
+                    status.code(),
+                    tonic::Code::Unauthenticated
+                        | tonic::Code::PermissionDenied
+                        | tonic::Code::Unimplemented
+                        | tonic::Code::InvalidArgument
+                );
+                watching.send_replace(Watching::Refused { error, for_good });
             }
         }
         tokio::time::sleep(pause).await;
@@ -465,6 +509,8 @@ impl LifecyclePublisher for GrpcLifecyclePublisher {
         if watcher.as_ref().is_none_or(|task| task.is_finished()) {
             let runtime =
                 tokio::runtime::Handle::try_current().map_err(|e| WfeError::Other(Box::new(e)))?;
+            // What an ended task saw says nothing about the new one's stream.
+            self.inner.watching.send_replace(Watching::Closed);
             *watcher = Some(runtime.spawn(watch_events(
                 self.inner.store.clone(),
                 self.inner.watch_client.clone(),
