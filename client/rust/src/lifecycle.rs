@@ -51,6 +51,9 @@ pub const FLUSH_WAIT: Duration = Duration::from_secs(5);
 pub const SUBSCRIBER_CAPACITY: usize = 4096;
 /// Longest pause between attempts to reopen the watch stream.
 const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(2);
+/// How often the watching task checks whether anybody still listens (it closes the stream when
+/// nobody does).
+const UNSUBSCRIBED_CHECK: Duration = Duration::from_secs(1);
 /// How often a watch stream on a later server of the list tries the earlier ones (the
 /// publishers go back to a server [`crate::balance::DOWN_FOR`] after it failed).
 pub const RETURN_PROBE: Duration = Duration::from_secs(1);
@@ -87,8 +90,9 @@ struct Inner {
     /// [`FLUSH_WAIT`]). Dropped with the publisher: the sending task then gives the events it
     /// still has [`FLUSH_WAIT`].
     give_up_below: watch::Sender<u64>,
-    /// The watching task, made on the first subscribe, and whether its stream is open.
-    watcher: Mutex<Option<JoinHandle<()>>>,
+    /// The watching task, made on the first subscribe (emptied by the task when it ends because
+    /// nobody listens), and whether its stream is open.
+    watcher: Arc<Mutex<Option<JoinHandle<()>>>>,
     watching: watch::Sender<Watching>,
 }
 
@@ -158,7 +162,7 @@ impl Delivery {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(task) = self.watcher.get_mut().unwrap().take() {
+        if let Some(task) = self.watcher.lock().unwrap().take() {
             task.abort();
         }
         // The sending task ends by itself once its inbox is closed and drained; `give_up_below`
@@ -180,7 +184,7 @@ impl GrpcLifecyclePublisher {
                 outbox: Mutex::new(Outbox::default()),
                 unsent: Arc::new(AtomicUsize::new(0)),
                 give_up_below: watch::channel(0).0,
-                watcher: Mutex::new(None),
+                watcher: Arc::new(Mutex::new(None)),
                 watching: watch::channel(Watching::Closed).0,
             }),
         }
@@ -390,7 +394,7 @@ type WatchStream = tonic::Streaming<pb::WatchLifecycleEventsResponse>;
 type Probe = Pin<Box<dyn Future<Output = Option<(usize, WatchStream)>> + Send>>;
 
 /// Keeps one watch stream open and hands its events to the subscribers, until no subscriber is
-/// left. With several servers the stream is on the first of the list that answers (where the
+/// left (checked every [`UNSUBSCRIBED_CHECK`], and when an event finds nobody). With several servers the stream is on the first of the list that answers (where the
 /// publishers are); while it is on a later one, every [`RETURN_PROBE`] it tries the earlier ones
 /// and moves back to the first that answers, as the publishers do.
 async fn watch_events(
@@ -398,9 +402,21 @@ async fn watch_events(
     client: LifecycleServiceClient<Transport>,
     events: broadcast::Sender<LifecycleEvent>,
     watching: watch::Sender<Watching>,
+    slot: Arc<Mutex<Option<JoinHandle<()>>>>,
 ) {
+    // Whether nobody listens any more; then this task gives up its slot, under the lock
+    // `subscribe` takes, so that a subscriber arriving now starts a new task.
+    let nobody_listens = || {
+        let mut slot = slot.lock().unwrap();
+        if events.receiver_count() > 0 {
+            return false;
+        }
+        *slot = None;
+        watching.send_replace(Watching::Closed);
+        true
+    };
     let mut pause = Duration::from_millis(50);
-    while events.receiver_count() > 0 {
+    while !nobody_listens() {
         match client
             .clone()
             .watch_lifecycle_events(pb::WatchLifecycleEventsRequest::default())
@@ -412,6 +428,8 @@ async fn watch_events(
                 let mut served = response.extensions().get::<Served>().map_or(0, |s| s.0);
                 let mut stream = response.into_inner();
                 let mut probe = earlier_server(store.clone(), served);
+                let mut check = tokio::time::interval(UNSUBSCRIBED_CHECK);
+                check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
                         message = stream.message() => match message {
@@ -419,9 +437,7 @@ async fn watch_events(
                                 let Some(event) = message.event else { continue };
                                 match convert::lifecycle_event_from_wire(event) {
                                     Ok(event) => {
-                                        if events.send(event).is_err() {
-                                            // Nobody listens any more.
-                                            watching.send_replace(Watching::Closed);
+                                        if events.send(event).is_err() && nobody_listens() {
                                             return;
                                         }
                                     }
@@ -436,6 +452,11 @@ async fn watch_events(
                                 break;
                             }
                         },
+                        _ = check.tick() => {
+                            if nobody_listens() {
+                                return;
+                            }
+                        }
                         found = &mut probe, if served > 0 => {
                             if let Some((index, opened)) = found {
                                 // In place on the earlier server before the old one is closed.
@@ -502,7 +523,8 @@ impl LifecyclePublisher for GrpcLifecyclePublisher {
 
     /// Events every host publishes to the server from about now on (this one's included). The
     /// stream opens in the background; [`GrpcLifecyclePublisher::subscribe_connected`] waits
-    /// for it. Must be called inside a tokio runtime.
+    /// for it. It closes within a second once every receiver is dropped (the next subscribe
+    /// opens another). Must be called inside a tokio runtime.
     fn subscribe(&self) -> Result<broadcast::Receiver<LifecycleEvent>> {
         let receiver = self.inner.events.subscribe();
         let mut watcher = self.inner.watcher.lock().unwrap();
@@ -516,6 +538,7 @@ impl LifecyclePublisher for GrpcLifecyclePublisher {
                 self.inner.watch_client.clone(),
                 self.inner.events.clone(),
                 self.inner.watching.clone(),
+                self.inner.watcher.clone(),
             )));
         }
         Ok(receiver)

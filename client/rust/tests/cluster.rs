@@ -1450,6 +1450,61 @@ async fn a_dropped_publisher_gives_up_its_unsent_events_after_a_bounded_time() {
     );
 }
 
+#[tokio::test]
+async fn dropping_every_subscription_closes_the_watch_stream() {
+    // The watch stream used to stay open, relayed to by the server, until an event came to
+    // find nobody listening: on a quiet system, for as long as the publisher lived.
+    let server = tokio::task::spawn_blocking(|| ServerProcess::start_with(&["--access-log"], &[]))
+        .await
+        .unwrap();
+    let watches_ended = || {
+        server
+            .stderr()
+            .lines()
+            .filter(|line| line.contains("/WatchLifecycleEvents "))
+            .count()
+    };
+    let watcher = GrpcLifecyclePublisher::connect(&server.addr).await.unwrap();
+    let first = watcher
+        .subscribe_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let second = watcher.subscribe().unwrap();
+    drop(first);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        watches_ended(),
+        0,
+        "one subscriber is left: the stream stays"
+    );
+    drop(second);
+    let until = Instant::now() + Duration::from_secs(5);
+    while watches_ended() == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        watches_ended(),
+        1,
+        "the watch stream is still open: {}",
+        server.stderr()
+    );
+
+    // Subscribing again opens a new one, which relays as before.
+    let mut events = watcher
+        .subscribe_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    watcher
+        .publish(numbered(1, "again").remove(0))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("event not relayed")
+        .unwrap();
+    assert_eq!(got.workflow_instance_id, "again-0");
+}
+
 // ── A WorkflowHost on the cluster providers ─────────────────────────────
 
 static LONG_STEP_RUNS: AtomicUsize = AtomicUsize::new(0);
