@@ -205,7 +205,8 @@ impl GrpcLifecyclePublisher {
     /// Waits until every event published so far has been handed to the server, or refused, at
     /// most [`FLUSH_WAIT`] in all (a server that does not answer would hold each event up for
     /// the call deadline). The events not sent by then are given up: never sent, even if the
-    /// server answers again later.
+    /// server answers again later (the call in flight is cancelled; it may have reached the
+    /// server already).
     ///
     /// `Ok` when every event published since the previous flush (of this publisher or a clone)
     /// reached the server; otherwise an error that counts the events not delivered, given up
@@ -394,9 +395,10 @@ type WatchStream = tonic::Streaming<pb::WatchLifecycleEventsResponse>;
 type Probe = Pin<Box<dyn Future<Output = Option<(usize, WatchStream)>> + Send>>;
 
 /// Keeps one watch stream open and hands its events to the subscribers, until no subscriber is
-/// left (checked every [`UNSUBSCRIBED_CHECK`], and when an event finds nobody). With several servers the stream is on the first of the list that answers (where the
-/// publishers are); while it is on a later one, every [`RETURN_PROBE`] it tries the earlier ones
-/// and moves back to the first that answers, as the publishers do.
+/// left (checked every [`UNSUBSCRIBED_CHECK`], and when an event finds nobody). With several
+/// servers the stream is on the first of the list that answers (where the publishers are); while
+/// it is on a later one, every [`RETURN_PROBE`] it tries the earlier ones and moves back to the
+/// first that answers, as the publishers do.
 async fn watch_events(
     store: GrpcPersistenceProvider,
     client: LifecycleServiceClient<Transport>,
