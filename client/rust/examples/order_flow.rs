@@ -197,7 +197,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     host.stop().await;
-    lifecycle.flush().await;
+    if let Err(e) = lifecycle.flush().await {
+        eprintln!("lifecycle events not delivered: {e}");
+    }
     match outcome {
         Some(w) => {
             println!("status={:?}", w.status);

@@ -103,7 +103,16 @@ impl Balanced {
     pub fn servers(&self) -> usize {
         self.inner.channels.len()
     }
+
+    /// Server `index` of the list alone (straight through, no other server tried).
+    pub(crate) fn only(&self, index: usize) -> Self {
+        Balanced::new(vec![self.inner.channels[index].clone()])
+    }
 }
+
+/// Which server of the list answered (an extension of every response through [`Balanced`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Served(pub usize);
 
 impl Inner {
     fn now_ms(&self) -> u64 {
@@ -220,7 +229,9 @@ impl Service<http::Request<Body>> for Balanced {
         let in_order = self.in_order;
         Box::pin(async move {
             if inner.channels.len() == 1 {
-                return Ok(send(inner.channels[0].clone(), request).await?);
+                let mut response = send(inner.channels[0].clone(), request).await?;
+                response.extensions_mut().insert(Served(0));
+                return Ok(response);
             }
             let read = READ_METHODS.contains(&request.uri().path());
             let (parts, body) = request.into_parts();
@@ -243,10 +254,11 @@ impl Service<http::Request<Body>> for Balanced {
                             "call refused unrun (server stopping); trying the next server"
                         );
                     }
-                    Ok(response) => {
+                    Ok(mut response) => {
                         if refused_unrun(&response) {
                             inner.leave_out(index);
                         }
+                        response.extensions_mut().insert(Served(index));
                         return Ok(response);
                     }
                     Err(error) => {
@@ -271,11 +283,18 @@ pub(crate) async fn resolve_dns(target: &str) -> Result<(Vec<String>, String), w
         Some(after) => after.split_once('/').map_or(after, |(_, path)| path),
         None => rest,
     };
-    let Some((host, port)) = host_port.rsplit_once(':') else {
-        return Err(crate::connect::invalid_argument(format!(
-            "address {target:?}: expected dns:///NAME:PORT"
-        )));
+    let Some((host, port)) = host_port
+        .rsplit_once(':')
+        .filter(|(_, port)| port.parse::<u16>().is_ok())
+    else {
+        return Err(crate::connect::no_port(
+            target,
+            "dns:///NAME:PORT (e.g. dns:///wfe.internal:50051)",
+        ));
     };
+    if port.parse::<u16>() == Ok(0) {
+        return Err(crate::connect::port_zero(target));
+    }
     let found = tokio::net::lookup_host(host_port).await.map_err(|e| {
         wfe_core::WfeError::Persistence(format!(
             "UNAVAILABLE (UNAVAILABLE): cannot resolve {host:?} in {target:?}: {e}"
@@ -287,7 +306,6 @@ pub(crate) async fn resolve_dns(target: &str) -> Result<(Vec<String>, String), w
             "UNAVAILABLE (UNAVAILABLE): {host:?} in {target:?} has no address"
         )));
     }
-    let _ = port;
     Ok((servers, host.trim_matches(['[', ']']).to_string()))
 }
 

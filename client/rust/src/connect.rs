@@ -87,7 +87,19 @@ impl ConnectOptions {
             return Err(invalid_argument("call_timeout must be longer than zero"));
         }
         let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| invalid_argument(format!("bad address {addr:?}: {e}")))?
+            .map_err(|e| invalid_argument(format!("bad address {addr:?}: {e}")))?;
+        // Without one, tonic takes the scheme's (80, 443) and the connect fails confusingly.
+        match endpoint.uri().port_u16() {
+            None => {
+                return Err(no_port(
+                    addr,
+                    "host:port, http://host:port or https://host:port (e.g. localhost:50051)",
+                ));
+            }
+            Some(0) => return Err(port_zero(addr)),
+            Some(_) => {}
+        }
+        let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .concurrency_limit(MAX_IN_FLIGHT_CALLS)
             .tcp_nodelay(true)
@@ -168,6 +180,19 @@ impl std::fmt::Debug for ConnectOptions {
             .field("call_timeout", &self.call_timeout)
             .finish()
     }
+}
+
+/// The refusal of an address without a port; `expected` says what forms would do.
+pub(crate) fn no_port(addr: &str, expected: &str) -> WfeError {
+    invalid_argument(format!(
+        "address {addr:?} has no port: a port is needed, expected {expected}"
+    ))
+}
+
+pub(crate) fn port_zero(addr: &str) -> WfeError {
+    invalid_argument(format!(
+        "address {addr:?}: port 0 is not between 1 and 65535"
+    ))
 }
 
 pub(crate) fn invalid_argument(what: impl std::fmt::Display) -> WfeError {

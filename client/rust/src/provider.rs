@@ -102,8 +102,9 @@ impl GrpcPersistenceProvider {
         Self::connect_with(addr, ConnectOptions::default()).await
     }
 
-    /// Connects to a wfe-sqlite server at `addr` (`host:port`, `http://...` or `https://...`; any
-    /// other scheme is `INVALID_ARGUMENT`)
+    /// Connects to a wfe-sqlite server at `addr` (`host:port`, `http://host:port` or
+    /// `https://host:port`; any other scheme, or an address without a port, is
+    /// `INVALID_ARGUMENT` naming the address)
     /// with TLS, mutual TLS, a bearer token and/or another per-call deadline, as `options` say.
     /// Fails when the server cannot be reached now, or the TLS handshake fails (`UNAVAILABLE`);
     /// bad options are `INVALID_ARGUMENT`. (With TLS 1.3 a server that refuses the client's
@@ -274,6 +275,12 @@ impl GrpcPersistenceProvider {
     /// lifecycle watch).
     pub(crate) fn first_server_streaming_transport(&self) -> Transport {
         InterceptedService::new(self.channel.first_server(), self.headers.without_deadline())
+    }
+
+    /// [`first_server_streaming_transport`](Self::first_server_streaming_transport) to server
+    /// `index` of the list alone.
+    pub(crate) fn streaming_transport_to(&self, index: usize) -> Transport {
+        InterceptedService::new(self.channel.only(index), self.headers.without_deadline())
     }
 
     /// The revisions and handed-out workflows this provider (and its clones) remember.

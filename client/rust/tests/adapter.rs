@@ -78,6 +78,96 @@ async fn an_address_with_a_scheme_other_than_http_or_https_is_refused_at_connect
 }
 
 #[tokio::test]
+async fn an_address_without_a_port_is_refused_at_connect_naming_it() {
+    // `localhost` or `http://localhost` used to go to port 80 and fail with UNAVAILABLE
+    // "transport error" (or reach whatever listens there).
+    fn refused(addr: &str, err: Option<WfeError>) {
+        let err = err.unwrap_or_else(|| panic!("{addr}: connected"));
+        assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{addr}: {err}");
+        let text = err.to_string();
+        assert!(text.contains("port"), "{addr}: {err}");
+        assert!(text.contains(&format!("{addr:?}")), "{addr}: {err}");
+    }
+    let (server, _p) = start().await;
+    for addr in [
+        "localhost",
+        "http://localhost",
+        "http://localhost/",
+        "127.0.0.1",
+        "[::1]",
+        "http://[::1]",
+        "localhost:",
+    ] {
+        refused(addr, GrpcPersistenceProvider::connect(addr).await.err());
+    }
+    refused(
+        "localhost",
+        wfe_grpc::GrpcLockProvider::connect("localhost").await.err(),
+    );
+    refused(
+        "localhost",
+        wfe_grpc::GrpcQueueProvider::connect("localhost")
+            .await
+            .err(),
+    );
+    refused(
+        "localhost",
+        wfe_grpc::GrpcLifecyclePublisher::connect("localhost")
+            .await
+            .err(),
+    );
+    // In a list, the address without a port is named, even when another one answers.
+    let list = format!("{},localhost", server.addr);
+    refused(
+        "localhost",
+        GrpcPersistenceProvider::connect(&list).await.err(),
+    );
+    refused(
+        "localhost",
+        GrpcPersistenceProvider::connect_many(
+            [server.addr.as_str(), "localhost"],
+            ConnectOptions::default(),
+        )
+        .await
+        .err(),
+    );
+    refused(
+        "dns:///localhost",
+        GrpcPersistenceProvider::connect("dns:///localhost")
+            .await
+            .err(),
+    );
+    refused(
+        "dns:///[::1]",
+        GrpcPersistenceProvider::connect("dns:///[::1]").await.err(),
+    );
+    for addr in ["localhost:0", "http://127.0.0.1:0", "dns:///localhost:0"] {
+        let err = GrpcPersistenceProvider::connect(addr).await.err().unwrap();
+        assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{addr}: {err}");
+        assert!(err.to_string().contains("port 0"), "{addr}: {err}");
+    }
+
+    // A DNS name with its port, and IPv6 in brackets with its port, still connect.
+    let port = server.addr.rsplit_once(':').unwrap().1;
+    for addr in [
+        format!("localhost:{port}"),
+        format!("http://localhost:{port}"),
+    ] {
+        let p = GrpcPersistenceProvider::connect(&addr).await.unwrap();
+        p.ensure_store_exists().await.unwrap();
+    }
+    let v6 =
+        tokio::task::spawn_blocking(|| ServerProcess::start_with(&["--listen", "[::1]:0"], &[]))
+            .await
+            .unwrap();
+    assert!(v6.addr.starts_with("[::1]:"), "{}", v6.addr);
+    for addr in [v6.addr.clone(), format!("http://{}", v6.addr)] {
+        let p = GrpcPersistenceProvider::connect(&addr).await.unwrap();
+        p.ensure_store_exists().await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn workflow_round_trips_every_field_exactly() {
     let (_server, p) = start().await;
     let mut w = WorkflowInstance::new(

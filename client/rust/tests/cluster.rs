@@ -1320,7 +1320,7 @@ async fn lifecycle_events_reach_every_subscriber_in_order() {
     for e in &sent {
         publisher.publish(e.clone()).await.unwrap();
     }
-    publisher.flush().await;
+    publisher.flush().await.unwrap();
     for receiver in [&mut events, &mut own] {
         for expected in &sent {
             let got = tokio::time::timeout(Duration::from_secs(10), receiver.recv())
@@ -1338,6 +1338,171 @@ async fn lifecycle_events_reach_every_subscriber_in_order() {
             );
         }
     }
+}
+
+/// Events published while the server is paused (SIGSTOP): each would wait its whole call
+/// deadline (30 s).
+fn numbered(n: usize, prefix: &str) -> Vec<LifecycleEvent> {
+    (0..n)
+        .map(|i| {
+            LifecycleEvent::new(
+                format!("{prefix}-{i}"),
+                "def",
+                1,
+                LifecycleEventType::Started,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn flush_waits_a_bounded_time_for_a_server_that_does_not_answer() {
+    // Three events and a frozen server: flush used to wait a call deadline (30 s) for each,
+    // 90 s in all; it gives up after lifecycle::FLUSH_WAIT (5 s) in all and says how many
+    // events were not delivered.
+    let server = server().await;
+    let publisher = GrpcLifecyclePublisher::connect(&server.addr).await.unwrap();
+    let watcher = GrpcLifecyclePublisher::connect(&server.addr).await.unwrap();
+    let mut events = watcher
+        .subscribe_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    publisher
+        .publish(numbered(1, "before").remove(0))
+        .await
+        .unwrap();
+    publisher.flush().await.unwrap();
+    server.pause();
+    for e in numbered(3, "paused") {
+        publisher.publish(e).await.unwrap();
+    }
+    let started = Instant::now();
+    let flushed = tokio::time::timeout(Duration::from_secs(20), publisher.flush()).await;
+    let took = started.elapsed();
+    server.resume();
+    let flushed = flushed.unwrap_or_else(|_| panic!("flush still waiting after {took:?}"));
+    assert!(
+        took < wfe_grpc::lifecycle::FLUSH_WAIT + Duration::from_secs(2),
+        "flush took {took:?}"
+    );
+    let err = flushed.expect_err("the events were not sent: flush says so");
+    assert_eq!(reason_of(&err), Some("DEADLINE_EXCEEDED"), "{err}");
+    assert!(err.to_string().contains("3 of 3 lifecycle events"), "{err}");
+
+    // Given up means not sent later (the call in flight may have reached the server before it
+    // froze); the publisher works on.
+    publisher
+        .publish(numbered(1, "after").remove(0))
+        .await
+        .unwrap();
+    publisher.flush().await.unwrap();
+    let mut got = Vec::new();
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("event not relayed")
+            .unwrap();
+        got.push(e.workflow_instance_id);
+        if got.last().unwrap() == "after-0" {
+            break;
+        }
+    }
+    assert_eq!(got[0], "before-0");
+    assert!(got.len() <= 3, "given-up events were sent: {got:?}");
+}
+
+#[tokio::test]
+async fn a_dropped_publisher_gives_up_its_unsent_events_after_a_bounded_time() {
+    // Dropped with events queued for a frozen server, a publisher's sending task used to go on
+    // for a call deadline (30 s) per event, and deliver them whenever the server came back;
+    // it gives up after lifecycle::FLUSH_WAIT (5 s) in all: nothing arrives after that.
+    let server = server().await;
+    let watcher = GrpcLifecyclePublisher::connect(&server.addr).await.unwrap();
+    let mut events = watcher
+        .subscribe_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let publisher = GrpcLifecyclePublisher::connect(&server.addr).await.unwrap();
+    publisher
+        .publish(numbered(1, "before").remove(0))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("event not relayed")
+        .unwrap();
+    assert_eq!(first.workflow_instance_id, "before-0");
+    server.pause();
+    for e in numbered(3, "paused") {
+        publisher.publish(e).await.unwrap();
+    }
+    drop(publisher);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    server.resume();
+    let mut late = Vec::new();
+    while let Ok(got) = tokio::time::timeout(Duration::from_secs(3), events.recv()).await {
+        late.push(got.unwrap().workflow_instance_id);
+    }
+    // The call in flight when it gave up may have reached the server before it froze.
+    assert!(
+        late.len() <= 1,
+        "delivered after the publisher gave them up: {late:?}"
+    );
+}
+
+#[tokio::test]
+async fn dropping_every_subscription_closes_the_watch_stream() {
+    // The watch stream used to stay open, relayed to by the server, until an event came to
+    // find nobody listening: on a quiet system, for as long as the publisher lived.
+    let server = tokio::task::spawn_blocking(|| ServerProcess::start_with(&["--access-log"], &[]))
+        .await
+        .unwrap();
+    let watches_ended = || {
+        server
+            .stderr()
+            .lines()
+            .filter(|line| line.contains("/WatchLifecycleEvents "))
+            .count()
+    };
+    let watcher = GrpcLifecyclePublisher::connect(&server.addr).await.unwrap();
+    let first = watcher
+        .subscribe_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let second = watcher.subscribe().unwrap();
+    drop(first);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        watches_ended(),
+        0,
+        "one subscriber is left: the stream stays"
+    );
+    drop(second);
+    let until = Instant::now() + Duration::from_secs(5);
+    while watches_ended() == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        watches_ended(),
+        1,
+        "the watch stream is still open: {}",
+        server.stderr()
+    );
+
+    // Subscribing again opens a new one, which relays as before.
+    let mut events = watcher
+        .subscribe_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    watcher
+        .publish(numbered(1, "again").remove(0))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("event not relayed")
+        .unwrap();
+    assert_eq!(got.workflow_instance_id, "again-0");
 }
 
 // ── A WorkflowHost on the cluster providers ─────────────────────────────

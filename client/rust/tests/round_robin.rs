@@ -211,7 +211,7 @@ async fn lifecycle_publishers_and_watchers_meet_on_the_first_live_server() {
             );
             publisher.publish(e).await.unwrap();
         }
-        publisher.flush().await;
+        publisher.flush().await.unwrap();
         for n in 0..6 {
             let got = tokio::time::timeout(Duration::from_secs(5), events.recv())
                 .await
@@ -230,6 +230,88 @@ async fn lifecycle_publishers_and_watchers_meet_on_the_first_live_server() {
             servers[0].kill();
         }
     }
+}
+
+/// Waits (up to `within`) for `events` to bring an event of workflow `id`.
+async fn until_event(
+    events: &mut tokio::sync::broadcast::Receiver<LifecycleEvent>,
+    id: &str,
+    within: Duration,
+) -> bool {
+    let until = tokio::time::Instant::now() + within;
+    while let Ok(got) = tokio::time::timeout_at(until, events.recv()).await {
+        if got.unwrap().workflow_instance_id == id {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_moves_back_to_the_first_server_when_it_returns() {
+    // Publishers go back to the first server of the list as soon as it answers again; a watch
+    // that had moved on to the next server used to stay there for good, so it never saw another
+    // event from them (a restarted first server, or a blip that made the watch reopen).
+    let (mut first, second, db) = tokio::task::spawn_blocking(|| {
+        let second = ServerProcess::start();
+        let db = format!(
+            "sqlite:///{}",
+            second.db_path.display().to_string().trim_start_matches('/')
+        );
+        let first = ServerProcess::start_with(&["--db", &db], &[]);
+        (first, second, db)
+    })
+    .await
+    .unwrap();
+    let list = format!("{},{}", first.addr, second.addr);
+    let publisher = GrpcLifecyclePublisher::connect(&list).await.unwrap();
+    let watcher = GrpcLifecyclePublisher::connect(&list).await.unwrap();
+    let mut events = watcher
+        .subscribe_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let started = |id: String| LifecycleEvent::new(id, "def", 1, LifecycleEventType::Started);
+    publisher.publish(started("on-first".into())).await.unwrap();
+    assert!(until_event(&mut events, "on-first", Duration::from_secs(5)).await);
+
+    // The first server dies: publisher and watch move on to the second.
+    first.kill();
+    let mut met = false;
+    for n in 0..40 {
+        let id = format!("on-second-{n}");
+        let _ = publisher.publish(started(id.clone())).await;
+        if until_event(&mut events, &id, Duration::from_millis(500)).await {
+            met = true;
+            break;
+        }
+    }
+    assert!(
+        met,
+        "publisher and watcher did not meet on the second server"
+    );
+
+    // It comes back on the same address: a host started now publishes there.
+    let address = first.addr.clone();
+    let _first = tokio::task::spawn_blocking(move || {
+        ServerProcess::start_with(&["--listen", &address, "--db", &db], &[])
+    })
+    .await
+    .unwrap();
+    let newcomer = GrpcLifecyclePublisher::connect(&list).await.unwrap();
+    let mut seen = false;
+    for n in 0..20 {
+        let id = format!("back-{n}");
+        newcomer.publish(started(id.clone())).await.unwrap();
+        newcomer.flush().await.unwrap();
+        if until_event(&mut events, &id, Duration::from_millis(500)).await {
+            seen = true;
+            break;
+        }
+    }
+    assert!(
+        seen,
+        "the watch stayed on the second server: 10 s of the first server's events missed"
+    );
 }
 
 /// A server stopping gracefully (SIGTERM) refuses new calls while it drains, unrun (ErrorInfo

@@ -7,14 +7,18 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use common::ServerProcess;
 use serde_json::json;
 use tempfile::TempDir;
 use wfe_core::WfeError;
-use wfe_core::models::WorkflowInstance;
-use wfe_core::traits::{PersistenceProvider, WorkflowRepository};
-use wfe_grpc::{ConnectOptions, ErrorReason, GrpcPersistenceProvider, error_reason, reason_of};
+use wfe_core::models::{LifecycleEvent, LifecycleEventType, WorkflowInstance};
+use wfe_core::traits::{LifecyclePublisher, PersistenceProvider, WorkflowRepository};
+use wfe_grpc::{
+    ConnectOptions, ErrorReason, GrpcLifecyclePublisher, GrpcPersistenceProvider, error_reason,
+    reason_of,
+};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -359,6 +363,57 @@ async fn a_wrong_token_is_unauthenticated() {
         Some(ErrorReason::Unauthenticated),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_lifecycle_watch_without_a_valid_token_says_unauthenticated() {
+    // subscribe_connected used to wait its whole timeout and then blame the network
+    // (UNAVAILABLE "did not open"), while the watch task was refused UNAUTHENTICATED every time.
+    let server = start(vec![], vec![("WFE_SQLITE_TOKENS", "tok-one".into())]).await;
+    let lifecycle = GrpcLifecyclePublisher::connect_with(&server.addr, with_token("tok-wrong"))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = lifecycle
+        .subscribe_connected(Duration::from_secs(10))
+        .await
+        .expect_err("a watch without a valid token does not open");
+    assert_eq!(
+        error_reason(&err),
+        Some(ErrorReason::Unauthenticated),
+        "{err}"
+    );
+    assert!(err.to_string().contains("watch stream"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    // Publishing says so at flush.
+    let event = LifecycleEvent::new("w1", "def", 1, LifecycleEventType::Started);
+    lifecycle.publish(event).await.unwrap();
+    let err = lifecycle.flush().await.unwrap_err();
+    assert_eq!(
+        error_reason(&err),
+        Some(ErrorReason::Unauthenticated),
+        "{err}"
+    );
+    // With the token, both work.
+    let lifecycle = GrpcLifecyclePublisher::connect_with(&server.addr, with_token("tok-one"))
+        .await
+        .unwrap();
+    let mut events = lifecycle
+        .subscribe_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let event = LifecycleEvent::new("w2", "def", 1, LifecycleEventType::Started);
+    lifecycle.publish(event).await.unwrap();
+    lifecycle.flush().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("event not relayed")
+        .unwrap();
+    assert_eq!(got.workflow_instance_id, "w2");
 }
 
 #[tokio::test]

@@ -226,7 +226,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         poller.abort();
     }
     host.stop().await;
-    lifecycle.flush().await;
+    if let Err(e) = lifecycle.flush().await {
+        eprintln!("lifecycle events not delivered: {e}");
+    }
     println!("stopped");
     Ok(())
 }
