@@ -50,19 +50,23 @@ CLUSTER_SERVICE_NAMES = (
 def _duration(
     request: Any, name: str, default: timedelta, low: timedelta, high: timedelta, field: str | None = None
 ) -> timedelta:
-    """A Duration field: absent or zero is ``default``; otherwise it must lie in [low, high]."""
+    """A Duration field: absent or zero is ``default``; otherwise it must lie in [low, high], compared
+    to the nanosecond (then rounded down to the microsecond). Rounding first took 60 s + 1 ns as a
+    wait of 60 s and 1 h + 1 ns as a TTL of an hour."""
     field = field or name
     if not request.HasField(name):
         return default
     value = getattr(request, name)
     if value.seconds == 0 and value.nanos == 0:
         return default
-    if value.seconds < 0 or value.nanos < 0 or value.nanos > 999_999_999 or value.seconds > high.total_seconds():
+    nanos = value.seconds * 1_000_000_000 + value.nanos
+    if value.seconds < 0 or not 0 <= value.nanos <= 999_999_999 or not _ns(low) <= nanos <= _ns(high):
         raise InvalidArgument(f"{field}: must be between {low} and {high}", field=field)
-    result = timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
-    if not low <= result <= high:
-        raise InvalidArgument(f"{field}: must be between {low} and {high}", field=field)
-    return result
+    return timedelta(microseconds=nanos // 1000)
+
+
+def _ns(value: timedelta) -> int:
+    return value // _US * 1000
 
 
 def _queue(value: int, field: str = "queue") -> str:
