@@ -528,6 +528,43 @@ async def test_a_duration_a_nanosecond_past_its_bound_is_refused_not_rounded_dow
     assert (await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource="r", owner="o", ttl=tenth))).acquired
 
 
+async def test_the_leases_a_dequeue_takes_on_a_long_id_can_be_renewed_and_released(stubs: Stubs) -> None:
+    """A lease prefix (up to 512 bytes) and an id (up to 1024) name a resource of up to 1536 bytes:
+    its owner renews and releases it like any other. RenewLocks, ReleaseLock and a dequeue's
+    release_resources refused a resource over 1024 bytes (a provider renewing all its leases in one
+    call then kept none of them)."""
+    index = queues_pb2.QUEUE_TYPE_INDEX
+    item, prefixes = "i" * 1024, [CLAIM, "p" * 512]
+    resources = [prefix + item for prefix in prefixes]
+    await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id=item, queue=index))
+    got = await stubs.queues.DequeueWork(_leased("host-a", queue=index, prefixes=prefixes))
+    assert got.id == item and len(got.fencing_tokens) == 2
+    renewed = await stubs.locks.RenewLocks(
+        locks_pb2.RenewLocksRequest(owner="host-a", resources=["short", *resources], ttl=_ms(5000))
+    )
+    assert list(renewed.lost_resources) == ["short"]
+    released = await stubs.locks.ReleaseLock(
+        locks_pb2.ReleaseLockRequest(owner="host-a", resource=resources[0], also_resources=resources[1:])
+    )
+    assert released.released and list(released.also_released) == resources[1:]
+    # Taken again, then released by the next dequeue it carries.
+    await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id=item, queue=index))
+    again = await stubs.queues.DequeueWork(_leased("host-a", queue=index, prefixes=prefixes))
+    assert again.id == item
+    after = await stubs.queues.DequeueWork(_leased("host-a", queue=index, prefixes=prefixes, release=tuple(resources)))
+    assert after.id == ""
+    gone = await stubs.locks.RenewLocks(locks_pb2.RenewLocksRequest(owner="host-a", resources=resources))
+    assert list(gone.lost_resources) == resources
+    # Longer than any lease can be: still refused.
+    too_long = "r" * 1537
+    for call, request, field in [
+        (stubs.locks.RenewLocks, locks_pb2.RenewLocksRequest(owner="o", resources=[too_long]), "resources[0]"),
+        (stubs.locks.ReleaseLock, locks_pb2.ReleaseLockRequest(owner="o", resource=too_long), "resource"),
+        (stubs.queues.DequeueWork, _leased("o", queue=index, release=(too_long,)), "release_resources[0]"),
+    ]:
+        assert (await _refused(call(request))).metadata["field"] == field, field
+
+
 async def test_a_waiting_dequeue_ends_at_once_when_the_server_stops(store_url: str) -> None:
     running = await RunningServer.start(ServerConfig(db=store_url, listen="127.0.0.1:0", grace=20.0))
     stopped = False

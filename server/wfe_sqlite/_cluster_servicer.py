@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeAlias
 
@@ -29,7 +30,7 @@ from wfe_client.limits import (
 from ._cluster_api import Handout, LeaseAsk
 from ._provider import StoreProvider
 from ._queue_store import EVENT, WORKFLOW
-from ._rows import check_id, event_from_row, lease_ask, subscription_from_row
+from ._rows import check_id, check_lease_resource, event_from_row, lease_ask, subscription_from_row
 from ._servicer import ClientGone, _written
 from ._status import translate_errors
 from ._wire import workflow_message
@@ -74,10 +75,10 @@ def _queue(value: int, field: str = "queue") -> str:
     return QUEUE_TYPE.decode_name(value, field)
 
 
-def _resources(request: Any) -> list[str]:
-    """``resource`` and the ``also_resources`` of a lock request, checked: at most
+def _resources(request: Any, check: Callable[[Any, str], str] = check_id) -> list[str]:
+    """``resource`` and the ``also_resources`` of a lock request, each checked by ``check``: at most
     ``MAX_LOCK_RESOURCES`` more, no repeats."""
-    resources = [check_id(request.resource, "resource")]
+    resources = [check(request.resource, "resource")]
     if len(request.also_resources) > MAX_LOCK_RESOURCES:
         raise InvalidArgument(
             f"also_resources: at most {MAX_LOCK_RESOURCES} per request, got {len(request.also_resources)}",
@@ -85,7 +86,7 @@ def _resources(request: Any) -> list[str]:
         )
     for i, resource in enumerate(request.also_resources):
         name = f"also_resources[{i}]"
-        resources.append(check_id(resource, name))
+        resources.append(check(resource, name))
         if resources[-1] in resources[:-1]:
             raise InvalidArgument(f"{name}: {resource!r} is named twice", field=name)
     return resources
@@ -135,7 +136,7 @@ class LockServicer(locks_pb2_grpc.LockServiceServicer):
             raise InvalidArgument(
                 f"resources: at most {MAX_RENEW_RESOURCES} per request, got {len(request.resources)}", field="resources"
             )
-        resources = [check_id(r, f"resources[{i}]") for i, r in enumerate(request.resources)]
+        resources = [check_lease_resource(r, f"resources[{i}]") for i, r in enumerate(request.resources)]
         ttl = _duration(request, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL)
         lost = await self._cluster.renew_locks(owner, resources, ttl // _US)
         return locks_pb2.RenewLocksResponse(lost_resources=lost)
@@ -144,7 +145,7 @@ class LockServicer(locks_pb2_grpc.LockServiceServicer):
     async def ReleaseLock(
         self, request: locks_pb2.ReleaseLockRequest, context: Context
     ) -> locks_pb2.ReleaseLockResponse:
-        resources = _resources(request)
+        resources = _resources(request, check_lease_resource)
         owner = check_id(request.owner, "owner")
         if len(resources) == 1:
             return locks_pb2.ReleaseLockResponse(released=await self._cluster.release_lock(resources[0], owner))
