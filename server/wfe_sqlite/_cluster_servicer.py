@@ -33,7 +33,7 @@ from ._queue_store import EVENT, WORKFLOW
 from ._rows import check_id, check_lease_resource, event_from_row, lease_ask, subscription_from_row
 from ._servicer import ClientGone, _written
 from ._status import translate_errors
-from ._wire import workflow_message
+from ._wire import duration_field, workflow_message
 
 __all__ = ["CLUSTER_SERVICE_NAMES", "add_cluster_servicers"]
 
@@ -46,28 +46,6 @@ CLUSTER_SERVICE_NAMES = (
     queues_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
     lifecycle_pb2.DESCRIPTOR.services_by_name["LifecycleService"].full_name,
 )
-
-
-def _duration(
-    request: Any, name: str, default: timedelta, low: timedelta, high: timedelta, field: str | None = None
-) -> timedelta:
-    """A Duration field: absent or zero is ``default``; otherwise it must lie in [low, high], compared
-    to the nanosecond (then rounded down to the microsecond). Rounding first took 60 s + 1 ns as a
-    wait of 60 s and 1 h + 1 ns as a TTL of an hour."""
-    field = field or name
-    if not request.HasField(name):
-        return default
-    value = getattr(request, name)
-    if value.seconds == 0 and value.nanos == 0:
-        return default
-    nanos = value.seconds * 1_000_000_000 + value.nanos
-    if value.seconds < 0 or not 0 <= value.nanos <= 999_999_999 or not _ns(low) <= nanos <= _ns(high):
-        raise InvalidArgument(f"{field}: must be between {low} and {high}", field=field)
-    return timedelta(microseconds=nanos // 1000)
-
-
-def _ns(value: timedelta) -> int:
-    return value // _US * 1000
 
 
 def _queue(value: int, field: str = "queue") -> str:
@@ -105,7 +83,7 @@ class LockServicer(locks_pb2_grpc.LockServiceServicer):
     ) -> locks_pb2.AcquireLockResponse:
         resources = _resources(request)
         owner = check_id(request.owner, "owner")
-        ttl = _duration(request, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL)
+        ttl = duration_field(request, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL)
         read_id = check_id(request.read_workflow_id, "read_workflow_id", required=False)
         if len(resources) == 1:
             lease = await self._cluster.acquire_lock(resources[0], owner, ttl // _US)
@@ -137,7 +115,7 @@ class LockServicer(locks_pb2_grpc.LockServiceServicer):
                 f"resources: at most {MAX_RENEW_RESOURCES} per request, got {len(request.resources)}", field="resources"
             )
         resources = [check_lease_resource(r, f"resources[{i}]") for i, r in enumerate(request.resources)]
-        ttl = _duration(request, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL)
+        ttl = duration_field(request, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL)
         lost = await self._cluster.renew_locks(owner, resources, ttl // _US)
         return locks_pb2.RenewLocksResponse(lost_resources=lost)
 
@@ -169,7 +147,7 @@ def _lease_ask(request: queues_pb2.DequeueWorkRequest) -> LeaseAsk | None:
             raise InvalidArgument("release_resources: needs leases (for its owner)", field="release_resources")
         return None
     leases = request.leases
-    ttl = _duration(leases, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL, "leases.ttl")
+    ttl = duration_field(leases, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL, field="leases.ttl")
     return lease_ask(
         leases.owner, ttl // _US, leases.prefixes, request.release_resources, "leases.", "release_resources"
     )
@@ -202,7 +180,7 @@ class QueueServicer(queues_pb2_grpc.QueueServiceServicer):
     ) -> queues_pb2.DequeueWorkResponse:
         queue = _queue(request.queue)
         # Low bound 0: a wait under a microsecond (rounded to 0) is a valid one that returns at once.
-        wait = _duration(request, "wait", timedelta(0), timedelta(0), MAX_WAIT)
+        wait = duration_field(request, "wait", timedelta(0), timedelta(0), MAX_WAIT)
         ask = _lease_ask(request)
         if ask is None:
             item_id = await self._cluster.dequeue_work(queue, wait.total_seconds())
