@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -500,6 +501,68 @@ async def test_leased_dequeue_requests_are_validated(stubs: Stubs) -> None:
     assert (await _refused(stubs.queues.DequeueWork(too_many))).metadata["field"] == "release_resources"
     empty_release = _leased("o", release=("",))
     assert (await _refused(stubs.queues.DequeueWork(empty_release))).metadata["field"] == "release_resources[0]"
+
+
+async def test_a_duration_a_nanosecond_past_its_bound_is_refused_not_rounded_down(stubs: Stubs) -> None:
+    """A wait of 60 s + 1 ns is over the 60 s allowed, a TTL of 1 h + 1 ns over the hour: INVALID_ARGUMENT.
+    They were rounded down to whole microseconds before the check and taken (a DequeueWork then
+    waited its 60 s on an empty queue)."""
+    over_an_hour = duration_pb2.Duration(seconds=3600, nanos=1)
+    over_a_minute = duration_pb2.Duration(seconds=60, nanos=1)
+    workflow = queues_pb2.QUEUE_TYPE_WORKFLOW
+    leases = queues_pb2.DequeueLeases(owner="o", prefixes=[""], ttl=over_an_hour)
+    cases: list[tuple[Any, Any, str]] = [
+        (stubs.locks.AcquireLock, locks_pb2.AcquireLockRequest(resource="r", owner="o", ttl=over_an_hour), "ttl"),
+        (stubs.locks.RenewLocks, locks_pb2.RenewLocksRequest(owner="o", resources=["r"], ttl=over_an_hour), "ttl"),
+        (stubs.queues.DequeueWork, queues_pb2.DequeueWorkRequest(queue=workflow, wait=over_a_minute), "wait"),
+        (stubs.queues.DequeueWork, queues_pb2.DequeueWorkRequest(queue=workflow, leases=leases), "leases.ttl"),
+    ]
+    for call, request, field in cases:
+        info = await _refused(call(request, timeout=5))
+        assert info.reason == "INVALID_ARGUMENT" and info.metadata["field"] == field, field
+    # The bounds themselves are taken.
+    hour = duration_pb2.Duration(seconds=3600)
+    taken = await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource="hour", owner="o", ttl=hour))
+    assert taken.acquired
+    tenth = duration_pb2.Duration(nanos=100_000_000)
+    assert (await stubs.locks.AcquireLock(locks_pb2.AcquireLockRequest(resource="r", owner="o", ttl=tenth))).acquired
+
+
+async def test_the_leases_a_dequeue_takes_on_a_long_id_can_be_renewed_and_released(stubs: Stubs) -> None:
+    """A lease prefix (up to 512 bytes) and an id (up to 1024) name a resource of up to 1536 bytes:
+    its owner renews and releases it like any other. RenewLocks, ReleaseLock and a dequeue's
+    release_resources refused a resource over 1024 bytes (a provider renewing all its leases in one
+    call then kept none of them)."""
+    index = queues_pb2.QUEUE_TYPE_INDEX
+    item, prefixes = "i" * 1024, [CLAIM, "p" * 512]
+    resources = [prefix + item for prefix in prefixes]
+    await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id=item, queue=index))
+    got = await stubs.queues.DequeueWork(_leased("host-a", queue=index, prefixes=prefixes))
+    assert got.id == item and len(got.fencing_tokens) == 2
+    renewed = await stubs.locks.RenewLocks(
+        locks_pb2.RenewLocksRequest(owner="host-a", resources=["short", *resources], ttl=_ms(5000))
+    )
+    assert list(renewed.lost_resources) == ["short"]
+    released = await stubs.locks.ReleaseLock(
+        locks_pb2.ReleaseLockRequest(owner="host-a", resource=resources[0], also_resources=resources[1:])
+    )
+    assert released.released and list(released.also_released) == resources[1:]
+    # Taken again, then released by the next dequeue it carries.
+    await stubs.queues.QueueWork(queues_pb2.QueueWorkRequest(id=item, queue=index))
+    again = await stubs.queues.DequeueWork(_leased("host-a", queue=index, prefixes=prefixes))
+    assert again.id == item
+    after = await stubs.queues.DequeueWork(_leased("host-a", queue=index, prefixes=prefixes, release=tuple(resources)))
+    assert after.id == ""
+    gone = await stubs.locks.RenewLocks(locks_pb2.RenewLocksRequest(owner="host-a", resources=resources))
+    assert list(gone.lost_resources) == resources
+    # Longer than any lease can be: still refused.
+    too_long = "r" * 1537
+    for call, request, field in [
+        (stubs.locks.RenewLocks, locks_pb2.RenewLocksRequest(owner="o", resources=[too_long]), "resources[0]"),
+        (stubs.locks.ReleaseLock, locks_pb2.ReleaseLockRequest(owner="o", resource=too_long), "resource"),
+        (stubs.queues.DequeueWork, _leased("o", queue=index, release=(too_long,)), "release_resources[0]"),
+    ]:
+        assert (await _refused(call(request))).metadata["field"] == field, field
 
 
 async def test_a_waiting_dequeue_ends_at_once_when_the_server_stops(store_url: str) -> None:

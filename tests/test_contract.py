@@ -436,6 +436,21 @@ async def test_claim_lease_bounds(stubs: Stubs) -> None:
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
+    # A nanosecond past the hour: INVALID_ARGUMENT (it was rounded down to the microsecond, an hour,
+    # and taken); the hour itself is a lease.
+    past = await _fails(
+        stubs.commands.ClaimCommands(
+            scheduled_commands_pb2.ClaimCommandsRequest(
+                as_of=NOW, lease_duration=duration_pb2.Duration(seconds=3600, nanos=1)
+            )
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert past.details() == "lease_duration: must be between 1 ms and 1 hour"
+    hour = await stubs.commands.ClaimCommands(
+        scheduled_commands_pb2.ClaimCommandsRequest(as_of=NOW, lease_duration=duration_pb2.Duration(seconds=3600))
+    )
+    assert not hour.commands
     claim = await stubs.commands.ClaimCommands(scheduled_commands_pb2.ClaimCommandsRequest(as_of=NOW))
     assert not claim.commands and claim.lease_id == ""
     now = datetime.now(UTC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeAlias
 
@@ -29,10 +30,10 @@ from wfe_client.limits import (
 from ._cluster_api import Handout, LeaseAsk
 from ._provider import StoreProvider
 from ._queue_store import EVENT, WORKFLOW
-from ._rows import check_id, event_from_row, lease_ask, subscription_from_row
+from ._rows import check_id, check_lease_resource, event_from_row, lease_ask, subscription_from_row
 from ._servicer import ClientGone, _written
 from ._status import translate_errors
-from ._wire import workflow_message
+from ._wire import duration_field, workflow_message
 
 __all__ = ["CLUSTER_SERVICE_NAMES", "add_cluster_servicers"]
 
@@ -47,33 +48,15 @@ CLUSTER_SERVICE_NAMES = (
 )
 
 
-def _duration(
-    request: Any, name: str, default: timedelta, low: timedelta, high: timedelta, field: str | None = None
-) -> timedelta:
-    """A Duration field: absent or zero is ``default``; otherwise it must lie in [low, high]."""
-    field = field or name
-    if not request.HasField(name):
-        return default
-    value = getattr(request, name)
-    if value.seconds == 0 and value.nanos == 0:
-        return default
-    if value.seconds < 0 or value.nanos < 0 or value.nanos > 999_999_999 or value.seconds > high.total_seconds():
-        raise InvalidArgument(f"{field}: must be between {low} and {high}", field=field)
-    result = timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
-    if not low <= result <= high:
-        raise InvalidArgument(f"{field}: must be between {low} and {high}", field=field)
-    return result
-
-
 def _queue(value: int, field: str = "queue") -> str:
     """The stored name of a queue (``QueueType`` member name); UNSPECIFIED and unknown values are invalid."""
     return QUEUE_TYPE.decode_name(value, field)
 
 
-def _resources(request: Any) -> list[str]:
-    """``resource`` and the ``also_resources`` of a lock request, checked: at most
+def _resources(request: Any, check: Callable[[Any, str], str] = check_id) -> list[str]:
+    """``resource`` and the ``also_resources`` of a lock request, each checked by ``check``: at most
     ``MAX_LOCK_RESOURCES`` more, no repeats."""
-    resources = [check_id(request.resource, "resource")]
+    resources = [check(request.resource, "resource")]
     if len(request.also_resources) > MAX_LOCK_RESOURCES:
         raise InvalidArgument(
             f"also_resources: at most {MAX_LOCK_RESOURCES} per request, got {len(request.also_resources)}",
@@ -81,7 +64,7 @@ def _resources(request: Any) -> list[str]:
         )
     for i, resource in enumerate(request.also_resources):
         name = f"also_resources[{i}]"
-        resources.append(check_id(resource, name))
+        resources.append(check(resource, name))
         if resources[-1] in resources[:-1]:
             raise InvalidArgument(f"{name}: {resource!r} is named twice", field=name)
     return resources
@@ -100,7 +83,7 @@ class LockServicer(locks_pb2_grpc.LockServiceServicer):
     ) -> locks_pb2.AcquireLockResponse:
         resources = _resources(request)
         owner = check_id(request.owner, "owner")
-        ttl = _duration(request, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL)
+        ttl = duration_field(request, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL)
         read_id = check_id(request.read_workflow_id, "read_workflow_id", required=False)
         if len(resources) == 1:
             lease = await self._cluster.acquire_lock(resources[0], owner, ttl // _US)
@@ -131,8 +114,8 @@ class LockServicer(locks_pb2_grpc.LockServiceServicer):
             raise InvalidArgument(
                 f"resources: at most {MAX_RENEW_RESOURCES} per request, got {len(request.resources)}", field="resources"
             )
-        resources = [check_id(r, f"resources[{i}]") for i, r in enumerate(request.resources)]
-        ttl = _duration(request, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL)
+        resources = [check_lease_resource(r, f"resources[{i}]") for i, r in enumerate(request.resources)]
+        ttl = duration_field(request, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL)
         lost = await self._cluster.renew_locks(owner, resources, ttl // _US)
         return locks_pb2.RenewLocksResponse(lost_resources=lost)
 
@@ -140,7 +123,7 @@ class LockServicer(locks_pb2_grpc.LockServiceServicer):
     async def ReleaseLock(
         self, request: locks_pb2.ReleaseLockRequest, context: Context
     ) -> locks_pb2.ReleaseLockResponse:
-        resources = _resources(request)
+        resources = _resources(request, check_lease_resource)
         owner = check_id(request.owner, "owner")
         if len(resources) == 1:
             return locks_pb2.ReleaseLockResponse(released=await self._cluster.release_lock(resources[0], owner))
@@ -164,7 +147,7 @@ def _lease_ask(request: queues_pb2.DequeueWorkRequest) -> LeaseAsk | None:
             raise InvalidArgument("release_resources: needs leases (for its owner)", field="release_resources")
         return None
     leases = request.leases
-    ttl = _duration(leases, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL, "leases.ttl")
+    ttl = duration_field(leases, "ttl", DEFAULT_LOCK_TTL, MIN_LOCK_TTL, MAX_LOCK_TTL, field="leases.ttl")
     return lease_ask(
         leases.owner, ttl // _US, leases.prefixes, request.release_resources, "leases.", "release_resources"
     )
@@ -197,7 +180,7 @@ class QueueServicer(queues_pb2_grpc.QueueServiceServicer):
     ) -> queues_pb2.DequeueWorkResponse:
         queue = _queue(request.queue)
         # Low bound 0: a wait under a microsecond (rounded to 0) is a valid one that returns at once.
-        wait = _duration(request, "wait", timedelta(0), timedelta(0), MAX_WAIT)
+        wait = duration_field(request, "wait", timedelta(0), timedelta(0), MAX_WAIT)
         ask = _lease_ask(request)
         if ask is None:
             item_id = await self._cluster.dequeue_work(queue, wait.total_seconds())

@@ -22,7 +22,7 @@ from wfe_client.models import Lease, LeasedWork, QueueType, WorkflowInstance
 from wfe_client.timeutil import from_micros
 
 from ._provider import StoreProvider
-from ._rows import check_id, lease_ask
+from ._rows import check_id, check_lease_resource, lease_ask
 
 __all__ = ["SqliteLockProvider", "SqliteQueueProvider"]
 
@@ -49,7 +49,7 @@ class SqliteLockProvider(LockProvider):
         return await self._cluster.renew_locks(self.owner, resources, self.ttl // _US)
 
     async def _release(self, resource: str) -> bool:
-        check_id(resource, "resource")
+        check_lease_resource(resource, "resource")  # also one a leased dequeue took (prefix and id)
         return await self._cluster.release_lock(resource, self.owner)
 
 

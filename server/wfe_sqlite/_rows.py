@@ -206,22 +206,32 @@ def _optional_micros(value: datetime | None, field: str) -> int | None:
     return None if value is None else micros(value, field)
 
 
-def check_id(value: Any, field: str, *, required: bool = True) -> str:
-    """A string of at most ``MAX_ID_BYTES`` bytes (non-empty when required)."""
-    if value.__class__ is str and value.isascii() and len(value) <= MAX_ID_BYTES and (value or not required):
+def check_id(value: Any, field: str, *, required: bool = True, max_bytes: int = MAX_ID_BYTES) -> str:
+    """A string of at most ``max_bytes`` bytes (non-empty when required)."""
+    if value.__class__ is str and value.isascii() and len(value) <= max_bytes and (value or not required):
         return value  # the common case, in O(1): ASCII is one byte a character and holds no surrogate
     if not isinstance(value, str):
         raise InvalidArgument(f"{field}: expected a string, got {type(value).__name__}", field=field)
     if required and not value:
         raise InvalidArgument(f"{field}: must not be empty", field=field)
-    if len(value) > MAX_ID_BYTES // 4 and len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
-        raise InvalidArgument(f"{field}: longer than {MAX_ID_BYTES} bytes", field=field)
+    if len(value) > max_bytes // 4 and len(value.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise InvalidArgument(f"{field}: longer than {max_bytes} bytes", field=field)
     _check_text(value, field)
     return value
 
 
 MAX_PREFIX_BYTES = 512
 """Longest lease prefix of a leased dequeue (the resource is the prefix and the item's id)."""
+
+MAX_LEASE_RESOURCE_BYTES = MAX_PREFIX_BYTES + MAX_ID_BYTES
+"""Longest resource a lease can be on: a leased dequeue's prefix and item id. A resource named to
+renew or release a lease may be this long (one named to acquire, ``MAX_ID_BYTES``): what a dequeue
+hands out, its owner can renew and release."""
+
+
+def check_lease_resource(value: Any, field: str) -> str:
+    """A resource named to renew or release a lease: ``check_id`` up to ``MAX_LEASE_RESOURCE_BYTES``."""
+    return check_id(value, field, max_bytes=MAX_LEASE_RESOURCE_BYTES)
 
 
 def lease_ask(
@@ -247,7 +257,7 @@ def lease_ask(
             raise InvalidArgument(f"{name}: {prefix!r} is named twice", field=name)
     if isinstance(release, str) or len(release) > MAX_LOCK_RESOURCES:
         raise InvalidArgument(f"{release_field}: at most {MAX_LOCK_RESOURCES}", field=release_field)
-    freed = tuple(check_id(r, f"{release_field}[{i}]") for i, r in enumerate(release))
+    freed = tuple(check_lease_resource(r, f"{release_field}[{i}]") for i, r in enumerate(release))
     return LeaseAsk(owner, ttl_us, tuple(checked), tuple(dict.fromkeys(freed)))
 
 

@@ -58,7 +58,7 @@ from ._provider import StoreProvider, new_subscription_rows
 from ._rows import PageKey, check_event_key, check_id, subscription_from_row, with_workflow_id
 from ._status import Context, translate_errors
 from ._visibility_servicer import VISIBILITY_SERVICE_NAME, add_visibility_servicer
-from ._wire import workflow_message, workflow_rows_from_message
+from ._wire import duration_field, workflow_message, workflow_rows_from_message
 
 __all__ = ["SERVICE_NAMES", "add_servicers"]
 
@@ -431,21 +431,7 @@ class SubscriptionServicer(_Servicer, subscriptions_pb2_grpc.SubscriptionService
 
 def _lease(request: scheduled_commands_pb2.ClaimCommandsRequest) -> timedelta:
     """The lease a claim asks for: ``DEFAULT_LEASE`` when absent or zero."""
-    if not request.HasField("lease_duration"):
-        return DEFAULT_LEASE
-    duration = request.lease_duration
-    if not duration.seconds and not duration.nanos:
-        return DEFAULT_LEASE
-    if (
-        duration.seconds < 0
-        or not 0 <= duration.nanos <= 999_999_999  # not a Duration: nanos past a second
-        or duration.seconds > MAX_LEASE.total_seconds()
-    ):
-        raise InvalidArgument("lease_duration: must be between 1 ms and 1 hour", field="lease_duration")
-    lease = timedelta(seconds=duration.seconds, microseconds=duration.nanos // 1000)
-    if not MIN_LEASE <= lease <= MAX_LEASE:
-        raise InvalidArgument("lease_duration: must be between 1 ms and 1 hour", field="lease_duration")
-    return lease
+    return duration_field(request, "lease_duration", DEFAULT_LEASE, MIN_LEASE, MAX_LEASE, between="1 ms and 1 hour")
 
 
 class ScheduledCommandServicer(_Servicer, scheduled_commands_pb2_grpc.ScheduledCommandServiceServicer):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from wfe.persistence.v1 import workflows_pb2
@@ -32,6 +33,38 @@ _WORKFLOW_STATUS_NUMBER = WORKFLOW_STATUS.name_to_proto
 
 
 # -- rows -> message ---------------------------------------------------------------------------
+
+
+_US = timedelta(microseconds=1)
+
+
+def duration_field(
+    msg: Any,
+    name: str,
+    default: timedelta,
+    low: timedelta,
+    high: timedelta,
+    *,
+    field: str | None = None,
+    between: str | None = None,
+) -> timedelta:
+    """A Duration field: absent or zero is ``default``; otherwise it must lie in [low, high]
+    (``between`` words the bounds in the refusal), compared to the nanosecond and then rounded down
+    to the microsecond. Rounding first took 60 s + 1 ns as a wait of 60 s and 1 h + 1 ns as an hour."""
+    field = field or name
+    if not msg.HasField(name):
+        return default
+    value = getattr(msg, name)
+    if value.seconds == 0 and value.nanos == 0:
+        return default
+    nanos = value.seconds * 1_000_000_000 + value.nanos
+    if value.seconds < 0 or not 0 <= value.nanos <= 999_999_999 or not _ns(low) <= nanos <= _ns(high):
+        raise InvalidArgument(f"{field}: must be between {between or f'{low} and {high}'}", field=field)
+    return timedelta(microseconds=nanos // 1000)
+
+
+def _ns(value: timedelta) -> int:
+    return value // _US * 1000
 
 
 def _strings(text: str) -> list[str]:

@@ -223,6 +223,28 @@ async def test_a_leased_dequeue_passes_over_work_held_by_others(cluster: Cluster
     assert await q.dequeue_work(QueueType.INDEX) is None
 
 
+async def test_the_leases_a_dequeue_takes_on_the_longest_id_are_renewed_and_released(cluster: ClusterUnderTest) -> None:
+    """A prefix and an id of 1024 bytes name a resource over 1024 bytes: the lock provider renews
+    and releases it like any other. Renewing and releasing refused it (and a provider renews all its
+    leases in one call: it then kept none of them past the TTL)."""
+    q = await cluster.queue()
+    host = await cluster.locks("host", ttl=timedelta(seconds=1.5))
+    other = await cluster.locks("other")
+    item = "i" * 1024
+    await q.queue_work(item, QueueType.INDEX)
+    work = await q.dequeue_leased(QueueType.INDEX, host, (CLAIM, ""))
+    assert work is not None and work.id == item
+    await asyncio.sleep(2)  # longer than the TTL: kept by renewal
+    await q.queue_work(item, QueueType.INDEX)
+    assert await q.dequeue_leased(QueueType.INDEX, other, (CLAIM,)) is None  # still held by host
+    await host.release_lock(CLAIM + item)
+    assert host.held == [item]
+    taken = await q.dequeue_leased(QueueType.INDEX, other, (CLAIM,))
+    assert taken is not None and taken.id == item
+    await other.release_lock(CLAIM + item)
+    await host.release_lock(item)
+
+
 @pytest.mark.parametrize(
     ("prefixes", "release", "field", "wire_field"),
     [

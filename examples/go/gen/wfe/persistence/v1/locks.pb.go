@@ -205,7 +205,8 @@ type RenewLocksRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The owner holding the leases. Required, at most 1024 bytes.
 	Owner string `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
-	// The resources whose leases to renew; at most 10000.
+	// The resources whose leases to renew; at most 10000, each at most 1536 bytes (the longest
+	// resource a lease can be on: a DequeueLeases prefix of up to 512 bytes and an id of up to 1024).
 	Resources []string `protobuf:"bytes,2,rep,name=resources,proto3" json:"resources,omitempty"`
 	// New time-to-live from now: between 100 ms and 1 hour; absent or zero means 30 s.
 	Ttl           *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
@@ -313,12 +314,13 @@ func (x *RenewLocksResponse) GetLostResources() []string {
 // ReleaseLockRequest names the lease to free.
 type ReleaseLockRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The locked resource. Required, at most 1024 bytes.
+	// The locked resource. Required, at most 1536 bytes (as in RenewLocksRequest: also a lease a
+	// DequeueWork took).
 	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
 	// The owner that holds the lease. Required, at most 1024 bytes.
 	Owner string `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
-	// More resources whose leases `owner` holds to free in the same transaction (at most 16, no
-	// repeats). What the owner does not hold among them is skipped.
+	// More resources whose leases `owner` holds to free in the same transaction (at most 16, each at
+	// most 1536 bytes, no repeats). What the owner does not hold among them is skipped.
 	AlsoResources []string `protobuf:"bytes,3,rep,name=also_resources,json=alsoResources,proto3" json:"also_resources,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

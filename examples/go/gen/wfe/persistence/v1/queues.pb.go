@@ -198,8 +198,8 @@ type DequeueWorkRequest struct {
 	// Lease the item handed out (see DequeueWork). Optional.
 	Leases *DequeueLeases `protobuf:"bytes,4,opt,name=leases,proto3" json:"leases,omitempty"`
 	// Resources whose leases `leases.owner` holds, to free before dequeuing, in the same transaction
-	// (what the owner does not hold among them is skipped). At most 16, each at most 1024 bytes;
-	// needs `leases` (for its owner), or INVALID_ARGUMENT.
+	// (what the owner does not hold among them is skipped). At most 16, each at most 1536 bytes (a
+	// prefix and an id); needs `leases` (for its owner), or INVALID_ARGUMENT.
 	ReleaseResources []string `protobuf:"bytes,5,rep,name=release_resources,json=releaseResources,proto3" json:"release_resources,omitempty"`
 	// For the event queue: also return the dequeued event and the subscriptions it matches (name,
 	// key, `subscribe_as_of` at or before its `event_time`), saving the caller's GetEvent and
