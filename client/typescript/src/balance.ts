@@ -15,13 +15,15 @@
  * it drains: Unavailable, reason STORAGE_UNAVAILABLE, ErrorInfo metadata `not_run: "true"`
  * (`refusedUnrun`). Such a call was not run (nothing written), so it is treated like one that never
  * reached its server: that server is left out (for a second) and the call, a write too, is sent to
- * the next one within its attempts and deadline. (Unary calls only: a stream is sent once, to one
- * server, and its caller gets the refusal.)
+ * the next one within its attempts and deadline. So is a server stream (a lifecycle watch,
+ * BatchGetWorkflows) refused unrun or unreachable before it delivered anything (before the
+ * server's response headers); one that failed after that is not sent again.
  */
 import { promises as dns } from "node:dns";
 import { isIP } from "node:net";
 import type { DescMessage, DescMethodStreaming, DescMethodUnary, MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, type StreamResponse, type Transport, type UnaryResponse } from "@connectrpc/connect";
+import { createAsyncIterable } from "@connectrpc/connect/protocol";
 import { InvalidArgument, WfeError, errorInfoOf } from "./errors.js";
 
 type HeaderInit = Parameters<Transport["unary"]>[3];
@@ -212,13 +214,41 @@ export class RoundRobinTransport implements Transport {
     input: AsyncIterable<MessageInitShape<I>>,
     contextValues?: ContextValues,
   ): Promise<StreamResponse<I, O>> {
-    // A stream's messages may already be taken by the time it fails: sent once, to the next server.
-    const index = this.#pick(new Set());
-    try {
-      return await (this.#transports[index] as Transport).stream(method, signal, timeoutMs, header, input, contextValues);
-    } catch (error) {
-      if (lostServer(error, signal)) this.#downUntil[index] = Date.now() + DOWN_FOR_MS;
-      throw error;
+    // A server stream's one request is kept, so that it can be sent again; a client stream's
+    // messages are read once, so such a stream is sent once, to the next server.
+    const request = method.methodKind === "server_streaming" ? await collect(input) : undefined;
+    const limitMs = timeoutMs ?? this.#defaultTimeoutMs;
+    const deadline = limitMs > 0 ? Date.now() + limitMs : undefined;
+    const tried = new Set<number>();
+    for (;;) {
+      const index = this.#pick(tried);
+      tried.add(index);
+      const transport = this.#transports[index] as Transport;
+      try {
+        // Resolves once the server has answered with its headers: an error here (refused,
+        // unreachable) came before the stream delivered anything.
+        const remaining = deadline === undefined ? timeoutMs : Math.max(1, deadline - Date.now());
+        const messages = request === undefined ? input : createAsyncIterable(request);
+        return await transport.stream(method, signal, remaining, header, messages, contextValues);
+      } catch (error) {
+        const lost = lostServer(error, signal);
+        if (lost) this.#downUntil[index] = Date.now() + DOWN_FOR_MS;
+        // Refused unrun by a stopping server, or never reached: nothing was run or delivered.
+        const again =
+          request !== undefined &&
+          lost &&
+          (reachedNoServer(error) || refusedUnrun(error)) &&
+          tried.size < Math.min(MAX_ATTEMPTS, this.#transports.length) &&
+          (deadline === undefined || Date.now() < deadline) &&
+          signal?.aborted !== true;
+        if (!again) throw error;
+      }
     }
   }
+}
+
+async function collect<T>(input: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const message of input) out.push(message);
+  return out;
 }
