@@ -65,7 +65,28 @@ export function addressList(address: string | readonly string[]): string[] {
   if (trimmed.length > 1 && trimmed.some((part) => part.startsWith("dns:"))) {
     throw new InvalidArgument("address: a dns:/// name stands alone, not in a list", { field: "address" });
   }
+  for (const part of trimmed) {
+    // dns:/// is checked when resolved; another scheme is refused by name when connecting.
+    const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(part)?.[1]?.toLowerCase();
+    if (part.startsWith("dns:") || (scheme !== undefined && scheme !== "http" && scheme !== "https")) continue;
+    checkPort(part, scheme === undefined ? part : part.slice(scheme.length + 3));
+  }
   return trimmed;
+}
+
+/**
+ * InvalidArgument naming `address` unless `hostPort` (its `host:port`, a path after it allowed)
+ * has a port from 1 to 65535: without one, the call would go to port 80 (443) and fail there.
+ */
+function checkPort(address: string, hostPort: string): void {
+  const match = /^(\[[^[\]/]+\]|[^:[\]/]+):(\d+)(\/.*)?$/.exec(hostPort);
+  const port = match === null ? Number.NaN : Number(match[2]);
+  if (!(port >= 1 && port <= 65_535)) {
+    throw new InvalidArgument(
+      `address: expected host:port with a port from 1 to 65535 (IPv6 in brackets: [::1]:50051), got ${JSON.stringify(address)}`,
+      { field: "address" },
+    );
+  }
 }
 
 /** One server to connect to: its `host:port` and the name TLS verifies (a `dns:///` name's). */
@@ -85,6 +106,7 @@ export async function resolveAddresses(addresses: string[]): Promise<ServerAddre
   if (match === null) {
     throw new InvalidArgument(`address ${only}: expected dns:///NAME:PORT`, { field: "address" });
   }
+  checkPort(only, hostPort);
   const [, host = "", port = ""] = match;
   if (isIP(host.replace(/^\[|\]$/g, "")) !== 0) return [{ address: hostPort }];
   let found: { address: string; family: number }[];
