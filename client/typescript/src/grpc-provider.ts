@@ -170,6 +170,8 @@ export interface SharedConnection {
   /** The provider's deadline per call, in milliseconds. */
   readonly timeoutMs: number;
   call<T>(fn: () => Promise<T>): Promise<T>;
+  /** Throws what a call on the closed provider rejects with (for streams, which `call` cannot wrap). */
+  checkOpen(): void;
   close(): void;
 }
 
@@ -338,6 +340,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
       firstServerTransport: provider.#firstServerTransport,
       timeoutMs: provider.#timeoutMs,
       call: (fn) => provider.#call(fn),
+      checkOpen: () => provider.#checkOpen(),
       close: () => provider.close(),
     });
   }
@@ -354,8 +357,12 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     return Promise.resolve();
   }
 
-  async #call<T>(fn: () => Promise<T>): Promise<T> {
+  #checkOpen(): void {
     if (this.#closed) throw new WfeError("GrpcPersistenceProvider is closed", { code: Code.Canceled });
+  }
+
+  async #call<T>(fn: () => Promise<T>): Promise<T> {
+    this.#checkOpen();
     try {
       return await fn();
     } catch (error) {

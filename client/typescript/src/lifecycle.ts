@@ -245,9 +245,14 @@ export class GrpcLifecyclePublisher implements AsyncDisposable {
   /**
    * Watches the events published from now on, optionally of one workflow or one definition:
    * `for await (const event of publisher.watch({ workflowInstanceId })) { ... }`. Await
-   * `watch.started()` first when an event published right after must be seen.
+   * `watch.started()` first when an event published right after must be seen. Throws a
+   * `WfeError` (code Canceled) when the publisher, or the store whose connection it shares, is
+   * closed (as its calls reject then).
    */
   watch(options: WatchOptions = {}): LifecycleWatch {
+    // Checked here: a stream is not a call the connection's closed check wraps, and its transport
+    // would otherwise open a new connection that nothing closes.
+    this.#connection.checkOpen();
     const request = {
       workflowInstanceId: options.workflowInstanceId ?? "",
       workflowDefinitionId: options.workflowDefinitionId ?? "",

@@ -3,10 +3,13 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { Code } from "@connectrpc/connect";
 import {
   epochNanosOf,
   GrpcLifecyclePublisher,
+  GrpcPersistenceProvider,
   InvalidArgument,
+  WfeError,
   LifecycleEventType,
   newLifecycleEvent,
   PreciseDate,
@@ -154,5 +157,31 @@ describe("GrpcLifecyclePublisher", () => {
     );
     // Checked by the server: the workflow instance id is required.
     await assert.rejects(live.client.publish(newLifecycleEvent(LifecycleEventType.STARTED, "")), InvalidArgument);
+  });
+});
+
+describe("a closed publisher", () => {
+  it("watch() on it throws (Canceled) and opens no stream; a store it shares, closed, too", async () => {
+    assert.equal(await watchersSettleAt(0), 0, "no watcher left over from earlier tests");
+    const own = await GrpcLifecyclePublisher.connect(live.server.address);
+    own.close();
+    const store = await GrpcPersistenceProvider.connect(live.server.address);
+    const shared = new GrpcLifecyclePublisher(store);
+    store.close();
+    for (const [label, publisher] of [["own connection", own], ["shared store", shared]] as const) {
+      let opened: LifecycleWatch | undefined;
+      let error: unknown;
+      try {
+        opened = publisher.watch();
+        await opened.started();
+      } catch (e) {
+        error = e;
+      }
+      const watchers = await watchersSettleAt(0);
+      opened?.close(); // (the old code opened a live watch on a new connection here)
+      assert.equal(opened, undefined, `${label}: watch() returned a watch`);
+      assert.ok(error instanceof WfeError && error.code === Code.Canceled && /closed/.test(error.message), `${label}: ${String(error)}`);
+      assert.equal(watchers, 0, `${label}: no stream opened`);
+    }
   });
 });
