@@ -172,6 +172,8 @@ export interface SharedConnection {
   call<T>(fn: () => Promise<T>): Promise<T>;
   /** Throws what a call on the closed provider rejects with (for streams, which `call` cannot wrap). */
   checkOpen(): void;
+  /** Whether the provider was closed (its calls in flight then fail with the connection). */
+  readonly closed: boolean;
   close(): void;
 }
 
@@ -341,6 +343,9 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
       timeoutMs: provider.#timeoutMs,
       call: (fn) => provider.#call(fn),
       checkOpen: () => provider.#checkOpen(),
+      get closed() {
+        return provider.#closed;
+      },
       close: () => provider.close(),
     });
   }

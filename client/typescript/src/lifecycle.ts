@@ -135,8 +135,9 @@ type OpenStream = (signal: AbortSignal, onHeader: () => void) => AsyncIterable<w
 
 /**
  * An open watch over the WatchLifecycleEvents stream: `for await (const event of watch)`.
- * Leaving the loop (break, return, throw) cancels the stream, as do `close()`, `await using` and
- * the `signal` of {@link WatchOptions}; the iteration then ends quietly. The stream has no
+ * Leaving the loop (break, return, throw) cancels the stream, as do `close()`, `await using`, the
+ * `signal` of {@link WatchOptions} and closing the publisher (or the store whose connection it
+ * shares); the iteration then ends quietly. The stream has no
  * deadline. A watcher that falls more than 10000 events (or 64 MiB of events) behind is ended
  * by the server (the iteration throws `WatcherFellBehind`); so is every watch when the server
  * shuts down (the iteration ends).
@@ -151,8 +152,14 @@ export class LifecycleWatch implements AsyncIterable<LifecycleEvent>, AsyncDispo
   #first: Promise<IteratorResult<wire.WatchLifecycleEventsResponse>> | undefined;
   #iterated = false;
 
-  /** @internal Use {@link GrpcLifecyclePublisher.watch}. */
-  constructor(open: OpenStream, signal?: AbortSignal) {
+  readonly #connectionClosed: () => boolean;
+
+  /**
+   * @internal Use {@link GrpcLifecyclePublisher.watch}. `connectionClosed`: whether the
+   * connection the stream runs on was closed on purpose (its failure then ends the iteration).
+   */
+  constructor(open: OpenStream, signal?: AbortSignal, connectionClosed: () => boolean = () => false) {
+    this.#connectionClosed = connectionClosed;
     let headersArrived = () => {};
     this.#headers = new Promise<void>((resolve) => (headersArrived = resolve));
     this.#outer = signal;
@@ -199,7 +206,8 @@ export class LifecycleWatch implements AsyncIterable<LifecycleEvent>, AsyncDispo
         try {
           result = await next;
         } catch (error) {
-          if (this.#abort.signal.aborted) return; // cancelled on purpose
+          // Cancelled on purpose: the watch, or the connection it runs on, was closed.
+          if (this.#abort.signal.aborted || this.#connectionClosed()) return;
           throw errorFromRpc(error);
         }
         if (result.done) return;
@@ -260,10 +268,11 @@ export class GrpcLifecyclePublisher implements AsyncDisposable {
     return new LifecycleWatch(
       (signal, onHeader) => this.#client.watchLifecycleEvents(request, { signal, onHeader, timeoutMs: 0 }),
       options.signal,
+      () => this.#connection.closed,
     );
   }
 
-  /** Closes the connection if the publisher opened it (open watches end). Idempotent. */
+  /** Closes the connection if the publisher opened it (the loops of open watches end quietly). Idempotent. */
   close(): void {
     if (this.#ownsConnection) this.#connection.close();
   }

@@ -184,4 +184,26 @@ describe("a closed publisher", () => {
       assert.equal(watchers, 0, `${label}: no stream opened`);
     }
   });
+
+  it("ends the loop of an open watch quietly, as closing the watch does; a store it shares, closed, too", async () => {
+    const own = await GrpcLifecyclePublisher.connect(live.server.address);
+    const store = await GrpcPersistenceProvider.connect(live.server.address);
+    const shared = new GrpcLifecyclePublisher(store);
+    for (const [label, publisher, close] of [
+      ["own connection", own, () => own.close()],
+      ["shared store", shared, () => store.close()],
+    ] as const) {
+      const watch = publisher.watch();
+      await watch.started();
+      const seen: string[] = [];
+      const reading = (async () => {
+        for await (const event of watch) seen.push(event.workflowInstanceId);
+      })();
+      assert.equal(await live.client.publish(newLifecycleEvent(LifecycleEventType.STARTED, label)), 1);
+      while (seen.length === 0) await sleep(10);
+      close();
+      await assert.doesNotReject(reading, `${label}: the loop ended with an error`);
+      assert.deepEqual(seen, [label]);
+    }
+  });
 });
