@@ -182,6 +182,9 @@ let connectionOf: ((provider: GrpcPersistenceProvider) => SharedConnection) | un
 /** @internal The connection of `provider`, for the providers that share it. */
 export function sharedConnection(provider: GrpcPersistenceProvider): SharedConnection {
   if (connectionOf === undefined) throw new Error("GrpcPersistenceProvider is not initialised");
+  if (!(provider instanceof GrpcPersistenceProvider)) {
+    throw new InvalidArgument("store: expected a GrpcPersistenceProvider", { field: "store" });
+  }
   return connectionOf(provider);
 }
 

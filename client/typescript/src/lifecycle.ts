@@ -4,7 +4,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
-import { uint32 } from "./convert.js";
+import { optionalText, text, uint32 } from "./convert.js";
 import { errorFromRpc, InvalidArgument, WfeError } from "./errors.js";
 import * as wire from "./gen/wfe/persistence/v1/lifecycle_pb.js";
 import {
@@ -91,14 +91,14 @@ export function lifecycleEventToWire(event: LifecycleEvent): wire.LifecycleEvent
   }
   return create(wire.LifecycleEventSchema, {
     eventTime: toTimestamp(event.eventTime, "event.eventTime"),
-    workflowInstanceId: event.workflowInstanceId,
-    workflowDefinitionId: event.workflowDefinitionId ?? "",
+    workflowInstanceId: text(event.workflowInstanceId, "event.workflowInstanceId"),
+    workflowDefinitionId: optionalText(event.workflowDefinitionId, "event.workflowDefinitionId") ?? "",
     version: uint32(event.version ?? 0, "event.version"),
-    reference: event.reference ?? undefined,
+    reference: optionalText(event.reference, "event.reference"),
     type,
     stepId: uint32(event.stepId ?? 0, "event.stepId"),
-    stepName: event.stepName ?? undefined,
-    message: event.message ?? "",
+    stepName: optionalText(event.stepName, "event.stepName"),
+    message: optionalText(event.message, "event.message") ?? "",
   });
 }
 
@@ -262,8 +262,8 @@ export class GrpcLifecyclePublisher implements AsyncDisposable {
     // would otherwise open a new connection that nothing closes.
     this.#connection.checkOpen();
     const request = {
-      workflowInstanceId: options.workflowInstanceId ?? "",
-      workflowDefinitionId: options.workflowDefinitionId ?? "",
+      workflowInstanceId: optionalText(options.workflowInstanceId, "workflowInstanceId") ?? "",
+      workflowDefinitionId: optionalText(options.workflowDefinitionId, "workflowDefinitionId") ?? "",
     };
     return new LifecycleWatch(
       (signal, onHeader) => this.#client.watchLifecycleEvents(request, { signal, onHeader, timeoutMs: 0 }),

@@ -9,6 +9,7 @@ import { hostname } from "node:os";
 import { randomUUID } from "node:crypto";
 import { Code, createClient, type Client } from "@connectrpc/connect";
 import type { Duration } from "@bufbuild/protobuf/wkt";
+import { text } from "./convert.js";
 import { InvalidArgument, WfeError } from "./errors.js";
 import { LockService } from "./gen/wfe/persistence/v1/locks_pb.js";
 import {
@@ -147,6 +148,7 @@ export class GrpcLockProvider implements AsyncDisposable {
    * while a live lease holds it (also one of this owner).
    */
   async acquire(resource: string): Promise<Lease | undefined> {
+    text(resource, "resource");
     this.#checkOpen();
     const response = await this.#connection.call(() =>
       this.#client.acquireLock({ resource, owner: this.owner, ttl: this.#ttl }),
@@ -190,6 +192,7 @@ export class GrpcLockProvider implements AsyncDisposable {
    * not hold is not an error; resolves whether a lease was freed.
    */
   async releaseLock(resource: string): Promise<boolean> {
+    text(resource, "resource");
     this.#held.delete(resource);
     if (this.#held.size === 0) this.#stopTimer();
     if (this.#closed) return false; // close() released everything

@@ -3,7 +3,7 @@
  * with long-poll dequeue.
  */
 import { createClient, type Client } from "@connectrpc/connect";
-import { workflowFromWire } from "./convert.js";
+import { text, textList, workflowFromWire } from "./convert.js";
 import { InvalidArgument, WfeError } from "./errors.js";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { QueueService, QueueType as WireQueueType } from "./gen/wfe/persistence/v1/queues_pb.js";
@@ -13,7 +13,7 @@ import {
   type ConnectOptions,
   type SharedConnection,
 } from "./grpc-provider.js";
-import { LEASED_DEQUEUE, type GrpcLockProvider, type Lease } from "./locks.js";
+import { GrpcLockProvider, LEASED_DEQUEUE, type Lease } from "./locks.js";
 import type { WorkflowInstance } from "./models.js";
 import { fromTimestamp, toDuration } from "./time.js";
 
@@ -124,7 +124,7 @@ export class GrpcQueueProvider implements AsyncDisposable {
    * one entry and its place).
    */
   async queueWork(id: string, queue: QueueType): Promise<boolean> {
-    const request = { id, queue: wireQueue(queue) };
+    const request = { id: text(id, "id"), queue: wireQueue(queue) };
     const response = await this.#connection.call(() => this.#client.queueWork(request));
     return response.queued;
   }
@@ -162,8 +162,11 @@ export class GrpcQueueProvider implements AsyncDisposable {
     locks: GrpcLockProvider,
     options: LeasedDequeueOptions = {},
   ): Promise<LeasedWork | undefined> {
-    const prefixes = [...(options.prefixes ?? [""])];
-    const release = [...(options.release ?? [])];
+    if (!(locks instanceof GrpcLockProvider)) {
+      throw new InvalidArgument("locks: expected a GrpcLockProvider", { field: "locks" });
+    }
+    const prefixes = textList(options.prefixes ?? [""], "prefixes");
+    const release = textList(options.release ?? [], "release");
     const adopt = locks[LEASED_DEQUEUE](release);
     const response = await this.#dequeue(queue, options, options.includeWorkflow ?? false, {
       leases: { owner: locks.owner, ttl: toDuration(locks.ttlMs), prefixes },

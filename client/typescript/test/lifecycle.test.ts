@@ -158,6 +158,26 @@ describe("GrpcLifecyclePublisher", () => {
     // Checked by the server: the workflow instance id is required.
     await assert.rejects(live.client.publish(newLifecycleEvent(LifecycleEventType.STARTED, "")), InvalidArgument);
   });
+
+  it("a text field or watch filter that is not a string is InvalidArgument naming it, sending nothing", async () => {
+    const invalid = (field: string) => (e: unknown) =>
+      e instanceof InvalidArgument && e.field === field && new RegExp(`^${field}: expected a string, got \\w+$`).test(e.message);
+    await using watch = live.client.watch();
+    await watch.started();
+    for (const field of ["workflowInstanceId", "workflowDefinitionId", "reference", "stepName", "message"]) {
+      const event = { ...newLifecycleEvent(LifecycleEventType.STARTED, "w"), [field]: 42 };
+      await assert.rejects(live.client.publish(event), invalid(`event.${field}`), field);
+    }
+    for (const field of ["workflowInstanceId", "workflowDefinitionId"]) {
+      let opened: LifecycleWatch | undefined;
+      assert.throws(() => (opened = live.client.watch({ [field]: 7 })), invalid(field), field);
+      opened?.close();
+    }
+    // Nothing was published: the first event the watch sees is this one.
+    const id = uniq("after-bad-input");
+    await live.client.publish(newLifecycleEvent(LifecycleEventType.STARTED, id));
+    assert.deepEqual((await take(watch, 1)).map((e) => e.workflowInstanceId), [id]);
+  });
 });
 
 describe("a closed publisher", () => {

@@ -258,4 +258,27 @@ describe("GrpcQueueProvider.dequeueLeased", () => {
     await locks.close();
     await assert.rejects(live.client.dequeueLeased(QueueType.INDEX, locks), WfeError);
   });
+
+  it("an id, prefix or release that is not a string, prefixes or releases given as one string, or no lock provider, is InvalidArgument naming it, taking nothing", async () => {
+    const invalid = (field: string) => (e: unknown) =>
+      e instanceof InvalidArgument && e.field === field && e.message.startsWith(`${field}: expected `);
+    await assert.rejects(live.client.queueWork(42 as unknown as string, QueueType.INDEX), invalid("id"));
+    assert.equal(await live.client.dequeueWork(QueueType.INDEX), undefined, "42 was not queued");
+    await using locks = await GrpcLockProvider.connect(live.server.address);
+    const id = uniq("typed");
+    assert.equal(await live.client.queueWork(id, QueueType.INDEX), true);
+    const cases: [object, string][] = [
+      [{ prefixes: "p." }, "prefixes"],
+      [{ prefixes: [1] }, "prefixes[0]"],
+      [{ prefixes: ["p.", null] }, "prefixes[1]"],
+      [{ release: "r" }, "release"],
+      [{ release: [{}] }, "release[0]"],
+    ];
+    for (const [options, field] of cases) {
+      await assert.rejects(live.client.dequeueLeased(QueueType.INDEX, locks, options), invalid(field), field);
+    }
+    await assert.rejects(live.client.dequeueLeased(QueueType.INDEX, undefined as unknown as GrpcLockProvider), invalid("locks"));
+    assert.deepEqual(locks.held, []);
+    assert.deepEqual(await drain(live.client, QueueType.INDEX), [id], "still queued");
+  });
 });
