@@ -171,14 +171,19 @@ export class GrpcLockProvider implements AsyncDisposable {
     return lease;
   }
 
-  /** For a leased dequeue: throws when closed; forgets `release` (freed by that call). */
-  [LEASED_DEQUEUE](release: readonly string[]): (leases: readonly Lease[]) => void {
+  /**
+   * For a leased dequeue: throws when closed; forgets `release` (freed by that call). The function
+   * returned adopts the leases the dequeue took; false when the provider was closed meanwhile
+   * (it did not see them: nothing holds or renews them).
+   */
+  [LEASED_DEQUEUE](release: readonly string[]): (leases: readonly Lease[]) => boolean {
     this.#checkOpen();
     for (const resource of release) this.#held.delete(resource);
     return (leases) => {
-      if (this.#closed || leases.length === 0) return;
+      if (this.#closed) return false;
       for (const lease of leases) this.#held.set(lease.resource, lease);
-      this.#scheduleRenewal();
+      if (leases.length > 0) this.#scheduleRenewal();
+      return true;
     };
   }
 

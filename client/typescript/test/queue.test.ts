@@ -259,6 +259,20 @@ describe("GrpcQueueProvider.dequeueLeased", () => {
     await assert.rejects(live.client.dequeueLeased(QueueType.INDEX, locks), WfeError);
   });
 
+  it("a leased dequeue that gets an item after its lock provider closed frees the leases, queues the item again and rejects (Canceled)", async () => {
+    const locks = await GrpcLockProvider.connect(live.server.address, { ttlMs: 60_000 });
+    const waiting = live.client.dequeueLeased(QueueType.INDEX, locks, { waitMs: 10_000, prefixes: ["", "p."] });
+    await sleep(300);
+    await locks.close(); // e.g. a host shutting down its lock provider first
+    const id = uniq("closed-meanwhile");
+    assert.equal(await live.client.queueWork(id, QueueType.INDEX), true);
+    await assert.rejects(waiting, (e: unknown) => e instanceof WfeError && e.code === Code.Canceled && /GrpcLockProvider is closed/.test(e.message));
+    await using other = await GrpcLockProvider.connect(live.server.address);
+    assert.equal(await other.acquireLock(id), true, "its lease was freed (not left for its 60 s TTL)");
+    assert.equal(await other.acquireLock(`p.${id}`), true, "every lease of it");
+    assert.deepEqual(await drain(live.client, QueueType.INDEX), [id], "queued again");
+  });
+
   it("an id, prefix or release that is not a string, prefixes or releases given as one string, or no lock provider, is InvalidArgument naming it, taking nothing", async () => {
     const invalid = (field: string) => (e: unknown) =>
       e instanceof InvalidArgument && e.field === field && e.message.startsWith(`${field}: expected `);
