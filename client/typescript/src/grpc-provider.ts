@@ -4,7 +4,7 @@
 import { create } from "@bufbuild/protobuf";
 import { DurationSchema } from "@bufbuild/protobuf/wkt";
 import type * as http2 from "node:http2";
-import { Code, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
   commandFromWire,
@@ -374,6 +374,11 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     try {
       return await fn();
     } catch (error) {
+      // close() aborts the connection under the calls in flight (Connect: Canceled, 'connection
+      // aborted'): they fail as calls after close() do, saying why.
+      if (this.#closed && error instanceof ConnectError && error.code === Code.Canceled) {
+        throw new WfeError("GrpcPersistenceProvider is closed", { code: Code.Canceled, cause: error });
+      }
       throw errorFromRpc(error);
     }
   }

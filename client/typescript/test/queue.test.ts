@@ -130,6 +130,25 @@ describe("GrpcQueueProvider", () => {
     assert.equal(await live.client.dequeueWork(QueueType.INDEX), id);
   });
 
+  it("a dequeue waiting when its provider is closed rejects (Canceled) saying the provider is closed; on a store closed under it too", async () => {
+    const closedError = (e: unknown) =>
+      e instanceof WfeError && e.code === Code.Canceled && e.message === "GrpcPersistenceProvider is closed";
+    const own = await GrpcQueueProvider.connect(live.server.address);
+    const waiting = own.dequeueWork(QueueType.INDEX, { waitMs: 10_000 });
+    await sleep(300); // the dequeue is waiting on the server
+    const started = performance.now();
+    own.close();
+    await assert.rejects(waiting, closedError);
+    assert.ok(performance.now() - started < 2_000, "at once");
+    // The same for a call of a provider sharing a store that is closed under it.
+    const store = await GrpcPersistenceProvider.connect(live.server.address);
+    const queue = new GrpcQueueProvider(store);
+    const waitingShared = queue.dequeueWork(QueueType.INDEX, { waitMs: 10_000 });
+    await sleep(300);
+    store.close();
+    await assert.rejects(waitingShared, closedError);
+  });
+
   it("rejects bad arguments", async () => {
     await assert.rejects(live.client.dequeueWork(QueueType.INDEX, { waitMs: 60_001 }), InvalidArgument);
     await assert.rejects(live.client.dequeueWork(QueueType.INDEX, { waitMs: -1 }), InvalidArgument);
