@@ -15,13 +15,15 @@
  * it drains: Unavailable, reason STORAGE_UNAVAILABLE, ErrorInfo metadata `not_run: "true"`
  * (`refusedUnrun`). Such a call was not run (nothing written), so it is treated like one that never
  * reached its server: that server is left out (for a second) and the call, a write too, is sent to
- * the next one within its attempts and deadline. (Unary calls only: a stream is sent once, to one
- * server, and its caller gets the refusal.)
+ * the next one within its attempts and deadline. So is a server stream (a lifecycle watch,
+ * BatchGetWorkflows) refused unrun or unreachable before it delivered anything (before the
+ * server's response headers); one that failed after that is not sent again.
  */
 import { promises as dns } from "node:dns";
 import { isIP } from "node:net";
 import type { DescMessage, DescMethodStreaming, DescMethodUnary, MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, type StreamResponse, type Transport, type UnaryResponse } from "@connectrpc/connect";
+import { createAsyncIterable } from "@connectrpc/connect/protocol";
 import { InvalidArgument, WfeError, errorInfoOf } from "./errors.js";
 
 type HeaderInit = Parameters<Transport["unary"]>[3];
@@ -63,7 +65,28 @@ export function addressList(address: string | readonly string[]): string[] {
   if (trimmed.length > 1 && trimmed.some((part) => part.startsWith("dns:"))) {
     throw new InvalidArgument("address: a dns:/// name stands alone, not in a list", { field: "address" });
   }
+  for (const part of trimmed) {
+    // dns:/// is checked when resolved; another scheme is refused by name when connecting.
+    const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(part)?.[1]?.toLowerCase();
+    if (part.startsWith("dns:") || (scheme !== undefined && scheme !== "http" && scheme !== "https")) continue;
+    checkPort(part, scheme === undefined ? part : part.slice(scheme.length + 3));
+  }
   return trimmed;
+}
+
+/**
+ * InvalidArgument naming `address` unless `hostPort` (its `host:port`, a path after it allowed)
+ * has a port from 1 to 65535: without one, the call would go to port 80 (443) and fail there.
+ */
+function checkPort(address: string, hostPort: string): void {
+  const match = /^(\[[^[\]/]+\]|[^:[\]/]+):(\d+)(\/.*)?$/.exec(hostPort);
+  const port = match === null ? Number.NaN : Number(match[2]);
+  if (!(port >= 1 && port <= 65_535)) {
+    throw new InvalidArgument(
+      `address: expected host:port with a port from 1 to 65535 (IPv6 in brackets: [::1]:50051), got ${JSON.stringify(address)}`,
+      { field: "address" },
+    );
+  }
 }
 
 /** One server to connect to: its `host:port` and the name TLS verifies (a `dns:///` name's). */
@@ -83,6 +106,7 @@ export async function resolveAddresses(addresses: string[]): Promise<ServerAddre
   if (match === null) {
     throw new InvalidArgument(`address ${only}: expected dns:///NAME:PORT`, { field: "address" });
   }
+  checkPort(only, hostPort);
   const [, host = "", port = ""] = match;
   if (isIP(host.replace(/^\[|\]$/g, "")) !== 0) return [{ address: hostPort }];
   let found: { address: string; family: number }[];
@@ -212,13 +236,41 @@ export class RoundRobinTransport implements Transport {
     input: AsyncIterable<MessageInitShape<I>>,
     contextValues?: ContextValues,
   ): Promise<StreamResponse<I, O>> {
-    // A stream's messages may already be taken by the time it fails: sent once, to the next server.
-    const index = this.#pick(new Set());
-    try {
-      return await (this.#transports[index] as Transport).stream(method, signal, timeoutMs, header, input, contextValues);
-    } catch (error) {
-      if (lostServer(error, signal)) this.#downUntil[index] = Date.now() + DOWN_FOR_MS;
-      throw error;
+    // A server stream's one request is kept, so that it can be sent again; a client stream's
+    // messages are read once, so such a stream is sent once, to the next server.
+    const request = method.methodKind === "server_streaming" ? await collect(input) : undefined;
+    const limitMs = timeoutMs ?? this.#defaultTimeoutMs;
+    const deadline = limitMs > 0 ? Date.now() + limitMs : undefined;
+    const tried = new Set<number>();
+    for (;;) {
+      const index = this.#pick(tried);
+      tried.add(index);
+      const transport = this.#transports[index] as Transport;
+      try {
+        // Resolves once the server has answered with its headers: an error here (refused,
+        // unreachable) came before the stream delivered anything.
+        const remaining = deadline === undefined ? timeoutMs : Math.max(1, deadline - Date.now());
+        const messages = request === undefined ? input : createAsyncIterable(request);
+        return await transport.stream(method, signal, remaining, header, messages, contextValues);
+      } catch (error) {
+        const lost = lostServer(error, signal);
+        if (lost) this.#downUntil[index] = Date.now() + DOWN_FOR_MS;
+        // Refused unrun by a stopping server, or never reached: nothing was run or delivered.
+        const again =
+          request !== undefined &&
+          lost &&
+          (reachedNoServer(error) || refusedUnrun(error)) &&
+          tried.size < Math.min(MAX_ATTEMPTS, this.#transports.length) &&
+          (deadline === undefined || Date.now() < deadline) &&
+          signal?.aborted !== true;
+        if (!again) throw error;
+      }
     }
   }
+}
+
+async function collect<T>(input: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const message of input) out.push(message);
+  return out;
 }

@@ -65,6 +65,34 @@ function toEpochMillis(value: number | undefined, field: string): bigint | undef
   return BigInt(value);
 }
 
+/** What `value` is, for a message: `null`, `array` or its `typeof`. */
+function kindOf(value: unknown): string {
+  return value === null ? "null" : Array.isArray(value) ? "array" : typeof value;
+}
+
+/**
+ * `value` when it is a string; otherwise InvalidArgument naming `field` ('FIELD: expected a
+ * string, got TYPE', as the Python client says it). The types say so already; this is for callers
+ * without them (JavaScript, `any`), whose number or object protobuf-es would send as its text.
+ */
+export function text(value: unknown, field: string): string {
+  if (typeof value !== "string") throw new InvalidArgument(`${field}: expected a string, got ${kindOf(value)}`, { field });
+  return value;
+}
+
+/** {@link text} for an optional field: `undefined` (or `null`) stays absent. */
+export function optionalText(value: unknown, field: string): string | undefined {
+  return value === undefined || value === null ? undefined : text(value, field);
+}
+
+/** `value` as an array of strings (InvalidArgument naming `field`, or `field[i]`, otherwise). */
+export function textList(value: unknown, field: string): string[] {
+  if (!Array.isArray(value)) {
+    throw new InvalidArgument(`${field}: expected an array of strings, got ${kindOf(value)}`, { field });
+  }
+  return value.map((item: unknown, i) => text(item, `${field}[${i}]`));
+}
+
 const MAX_UINT32 = 4_294_967_295;
 
 /**

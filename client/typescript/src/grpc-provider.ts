@@ -4,7 +4,7 @@
 import { create } from "@bufbuild/protobuf";
 import { DurationSchema } from "@bufbuild/protobuf/wkt";
 import type * as http2 from "node:http2";
-import { Code, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
   commandFromWire,
@@ -57,14 +57,18 @@ export const BATCH_GET_CHUNK = 1_000;
 const DEFAULT_LEASE_MS = 30_000;
 const DEFAULT_MAX_COMMANDS = 100;
 
-/** TLS settings: PEM contents (not file names), as Node's `tls` takes them. */
+/**
+ * TLS settings: PEM contents (not file names), as Node's `tls` takes them: a string, or bytes (a
+ * `Buffer` from `readFileSync`, or any `Uint8Array`; typed without Node's `Buffer` so that a
+ * project without `@types/node` compiles against these declarations).
+ */
 export interface TlsOptions {
   /** CA certificate(s) the server's certificate must chain to (default: Node's trusted CAs). */
-  ca?: string | Buffer;
+  ca?: string | Uint8Array;
   /** Client certificate chain, for servers that require one (mutual TLS); needs `key`. */
-  cert?: string | Buffer;
+  cert?: string | Uint8Array;
   /** Private key of `cert`. */
-  key?: string | Buffer;
+  key?: string | Uint8Array;
   /** Name to verify the server certificate against (default: the address's host). */
   serverName?: string;
 }
@@ -109,9 +113,9 @@ function baseUrlOf(address: string, tls: boolean): string {
  * `value` as PEM text, or InvalidArgument: a file name given instead of the file's contents (as
  * the Python client's `tls_ca=` takes) would otherwise fail the handshake with no useful reason.
  */
-function checkPem(value: string | Buffer | undefined, field: string): void {
+function checkPem(value: string | Uint8Array | undefined, field: string): void {
   if (value === undefined) return;
-  const text = typeof value === "string" ? value : Buffer.isBuffer(value) ? value.toString("latin1") : undefined;
+  const text = typeof value === "string" ? value : value instanceof Uint8Array ? bytesOf(value).toString("latin1") : undefined;
   if (text === undefined || !text.includes("-----BEGIN ")) {
     const shown = typeof text === "string" && text.length <= 200 && !/[\r\n]/.test(text) ? `: ${JSON.stringify(text)}` : "";
     throw new InvalidArgument(
@@ -119,6 +123,15 @@ function checkPem(value: string | Buffer | undefined, field: string): void {
       { field },
     );
   }
+}
+
+/** `bytes` as a Buffer over the same memory (Node's `tls` options are typed as Buffers). */
+function bytesOf(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function pemOf(value: string | Uint8Array): string | Buffer {
+  return typeof value === "string" ? value : bytesOf(value);
 }
 
 function sessionOptionsOf(tls: boolean | TlsOptions | undefined): http2.SecureClientSessionOptions {
@@ -130,9 +143,9 @@ function sessionOptionsOf(tls: boolean | TlsOptions | undefined): http2.SecureCl
   checkPem(tls.cert, "tls.cert");
   checkPem(tls.key, "tls.key");
   const options: http2.SecureClientSessionOptions = {};
-  if (tls.ca !== undefined) options.ca = tls.ca;
-  if (tls.cert !== undefined) options.cert = tls.cert;
-  if (tls.key !== undefined) options.key = tls.key;
+  if (tls.ca !== undefined) options.ca = pemOf(tls.ca);
+  if (tls.cert !== undefined) options.cert = pemOf(tls.cert);
+  if (tls.key !== undefined) options.key = pemOf(tls.key);
   if (tls.serverName !== undefined) options.servername = tls.serverName;
   return options;
 }
@@ -157,6 +170,10 @@ export interface SharedConnection {
   /** The provider's deadline per call, in milliseconds. */
   readonly timeoutMs: number;
   call<T>(fn: () => Promise<T>): Promise<T>;
+  /** Throws what a call on the closed provider rejects with (for streams, which `call` cannot wrap). */
+  checkOpen(): void;
+  /** Whether the provider was closed (its calls in flight then fail with the connection). */
+  readonly closed: boolean;
   close(): void;
 }
 
@@ -165,6 +182,9 @@ let connectionOf: ((provider: GrpcPersistenceProvider) => SharedConnection) | un
 /** @internal The connection of `provider`, for the providers that share it. */
 export function sharedConnection(provider: GrpcPersistenceProvider): SharedConnection {
   if (connectionOf === undefined) throw new Error("GrpcPersistenceProvider is not initialised");
+  if (!(provider instanceof GrpcPersistenceProvider)) {
+    throw new InvalidArgument("store: expected a GrpcPersistenceProvider", { field: "store" });
+  }
   return connectionOf(provider);
 }
 
@@ -325,6 +345,10 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
       firstServerTransport: provider.#firstServerTransport,
       timeoutMs: provider.#timeoutMs,
       call: (fn) => provider.#call(fn),
+      checkOpen: () => provider.#checkOpen(),
+      get closed() {
+        return provider.#closed;
+      },
       close: () => provider.close(),
     });
   }
@@ -341,11 +365,20 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     return Promise.resolve();
   }
 
-  async #call<T>(fn: () => Promise<T>): Promise<T> {
+  #checkOpen(): void {
     if (this.#closed) throw new WfeError("GrpcPersistenceProvider is closed", { code: Code.Canceled });
+  }
+
+  async #call<T>(fn: () => Promise<T>): Promise<T> {
+    this.#checkOpen();
     try {
       return await fn();
     } catch (error) {
+      // close() aborts the connection under the calls in flight (Connect: Canceled, 'connection
+      // aborted'): they fail as calls after close() do, saying why.
+      if (this.#closed && error instanceof ConnectError && error.code === Code.Canceled) {
+        throw new WfeError("GrpcPersistenceProvider is closed", { code: Code.Canceled, cause: error });
+      }
       throw errorFromRpc(error);
     }
   }

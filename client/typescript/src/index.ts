@@ -1,3 +1,7 @@
+// The public declarations use `AsyncDisposable` and `Symbol.asyncDispose` (`await using`): this
+// directive, kept in dist/src/index.d.ts, brings TypeScript's own lib for them into a user's
+// project whatever its `lib`, so that it needs neither `@types/node` nor `skipLibCheck`.
+/// <reference lib="esnext.disposable" preserve="true" />
 export * from "./models.js";
 export * from "./errors.js";
 export { PreciseDate, epochNanosOf } from "./time.js";

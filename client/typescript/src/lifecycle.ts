@@ -4,7 +4,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
-import { uint32 } from "./convert.js";
+import { optionalText, text, uint32 } from "./convert.js";
 import { errorFromRpc, InvalidArgument, WfeError } from "./errors.js";
 import * as wire from "./gen/wfe/persistence/v1/lifecycle_pb.js";
 import {
@@ -91,14 +91,14 @@ export function lifecycleEventToWire(event: LifecycleEvent): wire.LifecycleEvent
   }
   return create(wire.LifecycleEventSchema, {
     eventTime: toTimestamp(event.eventTime, "event.eventTime"),
-    workflowInstanceId: event.workflowInstanceId,
-    workflowDefinitionId: event.workflowDefinitionId ?? "",
+    workflowInstanceId: text(event.workflowInstanceId, "event.workflowInstanceId"),
+    workflowDefinitionId: optionalText(event.workflowDefinitionId, "event.workflowDefinitionId") ?? "",
     version: uint32(event.version ?? 0, "event.version"),
-    reference: event.reference ?? undefined,
+    reference: optionalText(event.reference, "event.reference"),
     type,
     stepId: uint32(event.stepId ?? 0, "event.stepId"),
-    stepName: event.stepName ?? undefined,
-    message: event.message ?? "",
+    stepName: optionalText(event.stepName, "event.stepName"),
+    message: optionalText(event.message, "event.message") ?? "",
   });
 }
 
@@ -135,8 +135,9 @@ type OpenStream = (signal: AbortSignal, onHeader: () => void) => AsyncIterable<w
 
 /**
  * An open watch over the WatchLifecycleEvents stream: `for await (const event of watch)`.
- * Leaving the loop (break, return, throw) cancels the stream, as do `close()`, `await using` and
- * the `signal` of {@link WatchOptions}; the iteration then ends quietly. The stream has no
+ * Leaving the loop (break, return, throw) cancels the stream, as do `close()`, `await using`, the
+ * `signal` of {@link WatchOptions} and closing the publisher (or the store whose connection it
+ * shares); the iteration then ends quietly. The stream has no
  * deadline. A watcher that falls more than 10000 events (or 64 MiB of events) behind is ended
  * by the server (the iteration throws `WatcherFellBehind`); so is every watch when the server
  * shuts down (the iteration ends).
@@ -151,8 +152,14 @@ export class LifecycleWatch implements AsyncIterable<LifecycleEvent>, AsyncDispo
   #first: Promise<IteratorResult<wire.WatchLifecycleEventsResponse>> | undefined;
   #iterated = false;
 
-  /** @internal Use {@link GrpcLifecyclePublisher.watch}. */
-  constructor(open: OpenStream, signal?: AbortSignal) {
+  readonly #connectionClosed: () => boolean;
+
+  /**
+   * @internal Use {@link GrpcLifecyclePublisher.watch}. `connectionClosed`: whether the
+   * connection the stream runs on was closed on purpose (its failure then ends the iteration).
+   */
+  constructor(open: OpenStream, signal?: AbortSignal, connectionClosed: () => boolean = () => false) {
+    this.#connectionClosed = connectionClosed;
     let headersArrived = () => {};
     this.#headers = new Promise<void>((resolve) => (headersArrived = resolve));
     this.#outer = signal;
@@ -199,7 +206,8 @@ export class LifecycleWatch implements AsyncIterable<LifecycleEvent>, AsyncDispo
         try {
           result = await next;
         } catch (error) {
-          if (this.#abort.signal.aborted) return; // cancelled on purpose
+          // Cancelled on purpose: the watch, or the connection it runs on, was closed.
+          if (this.#abort.signal.aborted || this.#connectionClosed()) return;
           throw errorFromRpc(error);
         }
         if (result.done) return;
@@ -245,20 +253,26 @@ export class GrpcLifecyclePublisher implements AsyncDisposable {
   /**
    * Watches the events published from now on, optionally of one workflow or one definition:
    * `for await (const event of publisher.watch({ workflowInstanceId })) { ... }`. Await
-   * `watch.started()` first when an event published right after must be seen.
+   * `watch.started()` first when an event published right after must be seen. Throws a
+   * `WfeError` (code Canceled) when the publisher, or the store whose connection it shares, is
+   * closed (as its calls reject then).
    */
   watch(options: WatchOptions = {}): LifecycleWatch {
+    // Checked here: a stream is not a call the connection's closed check wraps, and its transport
+    // would otherwise open a new connection that nothing closes.
+    this.#connection.checkOpen();
     const request = {
-      workflowInstanceId: options.workflowInstanceId ?? "",
-      workflowDefinitionId: options.workflowDefinitionId ?? "",
+      workflowInstanceId: optionalText(options.workflowInstanceId, "workflowInstanceId") ?? "",
+      workflowDefinitionId: optionalText(options.workflowDefinitionId, "workflowDefinitionId") ?? "",
     };
     return new LifecycleWatch(
       (signal, onHeader) => this.#client.watchLifecycleEvents(request, { signal, onHeader, timeoutMs: 0 }),
       options.signal,
+      () => this.#connection.closed,
     );
   }
 
-  /** Closes the connection if the publisher opened it (open watches end). Idempotent. */
+  /** Closes the connection if the publisher opened it (the loops of open watches end quietly). Idempotent. */
   close(): void {
     if (this.#ownsConnection) this.#connection.close();
   }

@@ -9,6 +9,7 @@ import { hostname } from "node:os";
 import { randomUUID } from "node:crypto";
 import { Code, createClient, type Client } from "@connectrpc/connect";
 import type { Duration } from "@bufbuild/protobuf/wkt";
+import { text } from "./convert.js";
 import { InvalidArgument, WfeError } from "./errors.js";
 import { LockService } from "./gen/wfe/persistence/v1/locks_pb.js";
 import {
@@ -147,6 +148,7 @@ export class GrpcLockProvider implements AsyncDisposable {
    * while a live lease holds it (also one of this owner).
    */
   async acquire(resource: string): Promise<Lease | undefined> {
+    text(resource, "resource");
     this.#checkOpen();
     const response = await this.#connection.call(() =>
       this.#client.acquireLock({ resource, owner: this.owner, ttl: this.#ttl }),
@@ -169,14 +171,19 @@ export class GrpcLockProvider implements AsyncDisposable {
     return lease;
   }
 
-  /** For a leased dequeue: throws when closed; forgets `release` (freed by that call). */
-  [LEASED_DEQUEUE](release: readonly string[]): (leases: readonly Lease[]) => void {
+  /**
+   * For a leased dequeue: throws when closed; forgets `release` (freed by that call). The function
+   * returned adopts the leases the dequeue took; false when the provider was closed meanwhile
+   * (it did not see them: nothing holds or renews them).
+   */
+  [LEASED_DEQUEUE](release: readonly string[]): (leases: readonly Lease[]) => boolean {
     this.#checkOpen();
     for (const resource of release) this.#held.delete(resource);
     return (leases) => {
-      if (this.#closed || leases.length === 0) return;
+      if (this.#closed) return false;
       for (const lease of leases) this.#held.set(lease.resource, lease);
-      this.#scheduleRenewal();
+      if (leases.length > 0) this.#scheduleRenewal();
+      return true;
     };
   }
 
@@ -190,6 +197,7 @@ export class GrpcLockProvider implements AsyncDisposable {
    * not hold is not an error; resolves whether a lease was freed.
    */
   async releaseLock(resource: string): Promise<boolean> {
+    text(resource, "resource");
     this.#held.delete(resource);
     if (this.#held.size === 0) this.#stopTimer();
     if (this.#closed) return false; // close() released everything

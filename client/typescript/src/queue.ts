@@ -2,10 +2,11 @@
  * GrpcQueueProvider: the durable work queues served by a wfe-sqlite server (`QueueService`),
  * with long-poll dequeue.
  */
-import { createClient, type Client } from "@connectrpc/connect";
-import { workflowFromWire } from "./convert.js";
+import { Code, createClient, type Client } from "@connectrpc/connect";
+import { text, textList, workflowFromWire } from "./convert.js";
 import { InvalidArgument, WfeError } from "./errors.js";
 import type { Duration } from "@bufbuild/protobuf/wkt";
+import { LockService } from "./gen/wfe/persistence/v1/locks_pb.js";
 import { QueueService, QueueType as WireQueueType } from "./gen/wfe/persistence/v1/queues_pb.js";
 import {
   GrpcPersistenceProvider,
@@ -13,7 +14,7 @@ import {
   type ConnectOptions,
   type SharedConnection,
 } from "./grpc-provider.js";
-import { LEASED_DEQUEUE, type GrpcLockProvider, type Lease } from "./locks.js";
+import { GrpcLockProvider, LEASED_DEQUEUE, type Lease } from "./locks.js";
 import type { WorkflowInstance } from "./models.js";
 import { fromTimestamp, toDuration } from "./time.js";
 
@@ -105,11 +106,14 @@ export class GrpcQueueProvider implements AsyncDisposable {
   readonly #connection: SharedConnection;
   #ownsConnection = false;
   readonly #client: Client<typeof QueueService>;
+  /** Frees the leases of a leased dequeue whose lock provider was closed meanwhile. */
+  readonly #locks: Client<typeof LockService>;
 
   /** A queue provider on the connection of `store` (closing the queue provider leaves `store` open). */
   constructor(store: GrpcPersistenceProvider) {
     this.#connection = sharedConnection(store);
     this.#client = createClient(QueueService, this.#connection.transport);
+    this.#locks = createClient(LockService, this.#connection.transport);
   }
 
   /** Connects to the server at `address` with a connection of its own, closed by `close()`. */
@@ -124,7 +128,7 @@ export class GrpcQueueProvider implements AsyncDisposable {
    * one entry and its place).
    */
   async queueWork(id: string, queue: QueueType): Promise<boolean> {
-    const request = { id, queue: wireQueue(queue) };
+    const request = { id: text(id, "id"), queue: wireQueue(queue) };
     const response = await this.#connection.call(() => this.#client.queueWork(request));
     return response.queued;
   }
@@ -155,15 +159,20 @@ export class GrpcQueueProvider implements AsyncDisposable {
    * prefix, for `locks.owner` and its TTL, taken in the transaction that hands the item out; `locks`
    * holds them from then on (renewed; freed by `releaseLock` or `close`). Items whose leases another
    * owner holds are passed over and keep their place. `undefined` when nothing came within
-   * `options.waitMs`.
+   * `options.waitMs`. When `locks` was closed while the call waited, an item it got is given back
+   * (its leases freed, the id queued again, at the end) and the call rejects with a `WfeError` of
+   * code Canceled.
    */
   async dequeueLeased(
     queue: QueueType,
     locks: GrpcLockProvider,
     options: LeasedDequeueOptions = {},
   ): Promise<LeasedWork | undefined> {
-    const prefixes = [...(options.prefixes ?? [""])];
-    const release = [...(options.release ?? [])];
+    if (!(locks instanceof GrpcLockProvider)) {
+      throw new InvalidArgument("locks: expected a GrpcLockProvider", { field: "locks" });
+    }
+    const prefixes = textList(options.prefixes ?? [""], "prefixes");
+    const release = textList(options.release ?? [], "release");
     const adopt = locks[LEASED_DEQUEUE](release);
     const response = await this.#dequeue(queue, options, options.includeWorkflow ?? false, {
       leases: { owner: locks.owner, ttl: toDuration(locks.ttlMs), prefixes },
@@ -180,10 +189,25 @@ export class GrpcQueueProvider implements AsyncDisposable {
       fencingToken: response.fencingTokens[i]!,
       expireTime,
     }));
-    adopt(leases);
+    if (!adopt(leases)) {
+      // `locks` was closed while the call was on its way: nothing would renew or free these
+      // leases (for their whole TTL), and the caller must not work on the item without them.
+      await this.#giveBack(queue, response.id, leases);
+      throw new WfeError("GrpcLockProvider is closed", { code: Code.Canceled });
+    }
     return response.workflow === undefined
       ? { id: response.id, leases }
       : { id: response.id, leases, workflow: workflowFromWire(response.workflow) };
+  }
+
+  /** Frees `leases` and queues `id` again; what fails is left (the leases then run out by themselves). */
+  async #giveBack(queue: QueueType, id: string, leases: readonly Lease[]): Promise<void> {
+    await Promise.allSettled(
+      leases.map((lease) =>
+        this.#connection.call(() => this.#locks.releaseLock({ resource: lease.resource, owner: lease.owner })),
+      ),
+    );
+    await this.queueWork(id, queue).catch(() => false);
   }
 
   /** Closes the connection if the provider opened it (waiting dequeues are cancelled). Idempotent. */

@@ -3,10 +3,13 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { Code } from "@connectrpc/connect";
 import {
   epochNanosOf,
   GrpcLifecyclePublisher,
+  GrpcPersistenceProvider,
   InvalidArgument,
+  WfeError,
   LifecycleEventType,
   newLifecycleEvent,
   PreciseDate,
@@ -154,5 +157,73 @@ describe("GrpcLifecyclePublisher", () => {
     );
     // Checked by the server: the workflow instance id is required.
     await assert.rejects(live.client.publish(newLifecycleEvent(LifecycleEventType.STARTED, "")), InvalidArgument);
+  });
+
+  it("a text field or watch filter that is not a string is InvalidArgument naming it, sending nothing", async () => {
+    const invalid = (field: string) => (e: unknown) =>
+      e instanceof InvalidArgument && e.field === field && new RegExp(`^${field}: expected a string, got \\w+$`).test(e.message);
+    await using watch = live.client.watch();
+    await watch.started();
+    for (const field of ["workflowInstanceId", "workflowDefinitionId", "reference", "stepName", "message"]) {
+      const event = { ...newLifecycleEvent(LifecycleEventType.STARTED, "w"), [field]: 42 };
+      await assert.rejects(live.client.publish(event), invalid(`event.${field}`), field);
+    }
+    for (const field of ["workflowInstanceId", "workflowDefinitionId"]) {
+      let opened: LifecycleWatch | undefined;
+      assert.throws(() => (opened = live.client.watch({ [field]: 7 })), invalid(field), field);
+      opened?.close();
+    }
+    // Nothing was published: the first event the watch sees is this one.
+    const id = uniq("after-bad-input");
+    await live.client.publish(newLifecycleEvent(LifecycleEventType.STARTED, id));
+    assert.deepEqual((await take(watch, 1)).map((e) => e.workflowInstanceId), [id]);
+  });
+});
+
+describe("a closed publisher", () => {
+  it("watch() on it throws (Canceled) and opens no stream; a store it shares, closed, too", async () => {
+    assert.equal(await watchersSettleAt(0), 0, "no watcher left over from earlier tests");
+    const own = await GrpcLifecyclePublisher.connect(live.server.address);
+    own.close();
+    const store = await GrpcPersistenceProvider.connect(live.server.address);
+    const shared = new GrpcLifecyclePublisher(store);
+    store.close();
+    for (const [label, publisher] of [["own connection", own], ["shared store", shared]] as const) {
+      let opened: LifecycleWatch | undefined;
+      let error: unknown;
+      try {
+        opened = publisher.watch();
+        await opened.started();
+      } catch (e) {
+        error = e;
+      }
+      const watchers = await watchersSettleAt(0);
+      opened?.close(); // (the old code opened a live watch on a new connection here)
+      assert.equal(opened, undefined, `${label}: watch() returned a watch`);
+      assert.ok(error instanceof WfeError && error.code === Code.Canceled && /closed/.test(error.message), `${label}: ${String(error)}`);
+      assert.equal(watchers, 0, `${label}: no stream opened`);
+    }
+  });
+
+  it("ends the loop of an open watch quietly, as closing the watch does; a store it shares, closed, too", async () => {
+    const own = await GrpcLifecyclePublisher.connect(live.server.address);
+    const store = await GrpcPersistenceProvider.connect(live.server.address);
+    const shared = new GrpcLifecyclePublisher(store);
+    for (const [label, publisher, close] of [
+      ["own connection", own, () => own.close()],
+      ["shared store", shared, () => store.close()],
+    ] as const) {
+      const watch = publisher.watch();
+      await watch.started();
+      const seen: string[] = [];
+      const reading = (async () => {
+        for await (const event of watch) seen.push(event.workflowInstanceId);
+      })();
+      assert.equal(await live.client.publish(newLifecycleEvent(LifecycleEventType.STARTED, label)), 1);
+      while (seen.length === 0) await sleep(10);
+      close();
+      await assert.doesNotReject(reading, `${label}: the loop ended with an error`);
+      assert.deepEqual(seen, [label]);
+    }
   });
 });

@@ -224,6 +224,30 @@ describe("GrpcLockProvider", () => {
     assert.equal(a.ttlMs, 30_000);
   });
 
+  it("a resource that is not a string is InvalidArgument naming it, and locks nothing", async () => {
+    const invalid = (e: unknown) =>
+      e instanceof InvalidArgument && e.field === "resource" && /^resource: expected a string, got \w+$/.test(e.message);
+    await using locks = lockProvider();
+    const named = uniq("not-a-string");
+    for (const resource of [42, { toString: () => named }, null, [named]]) {
+      await assert.rejects(locks.acquireLock(resource as unknown as string), invalid, String(resource));
+      await assert.rejects(locks.releaseLock(resource as unknown as string), invalid, String(resource));
+    }
+    assert.deepEqual(locks.held, []);
+    await using other = lockProvider();
+    assert.equal(await other.acquireLock(named), true, "nothing locked under the resource's string");
+  });
+
+  it("a lock provider, queue provider or publisher made on something else than a provider is InvalidArgument", async () => {
+    const { GrpcQueueProvider, GrpcLifecyclePublisher } = await import("../src/index.js");
+    for (const store of [undefined, {}, "127.0.0.1:50051"]) {
+      const invalid = (e: unknown) => e instanceof InvalidArgument && e.field === "store" && /expected a GrpcPersistenceProvider/.test(e.message);
+      assert.throws(() => new GrpcLockProvider(store as unknown as GrpcPersistenceProvider), invalid);
+      assert.throws(() => new GrpcQueueProvider(store as unknown as GrpcPersistenceProvider), invalid);
+      assert.throws(() => new GrpcLifecyclePublisher(store as unknown as GrpcPersistenceProvider), invalid);
+    }
+  });
+
   it("a lock taken from TypeScript is held for the Python client, and the other way round", async () => {
     const resource = uniq("interop");
     const python = (action: "acquire" | "acquire-release") => {

@@ -130,6 +130,25 @@ describe("GrpcQueueProvider", () => {
     assert.equal(await live.client.dequeueWork(QueueType.INDEX), id);
   });
 
+  it("a dequeue waiting when its provider is closed rejects (Canceled) saying the provider is closed; on a store closed under it too", async () => {
+    const closedError = (e: unknown) =>
+      e instanceof WfeError && e.code === Code.Canceled && e.message === "GrpcPersistenceProvider is closed";
+    const own = await GrpcQueueProvider.connect(live.server.address);
+    const waiting = own.dequeueWork(QueueType.INDEX, { waitMs: 10_000 });
+    await sleep(300); // the dequeue is waiting on the server
+    const started = performance.now();
+    own.close();
+    await assert.rejects(waiting, closedError);
+    assert.ok(performance.now() - started < 2_000, "at once");
+    // The same for a call of a provider sharing a store that is closed under it.
+    const store = await GrpcPersistenceProvider.connect(live.server.address);
+    const queue = new GrpcQueueProvider(store);
+    const waitingShared = queue.dequeueWork(QueueType.INDEX, { waitMs: 10_000 });
+    await sleep(300);
+    store.close();
+    await assert.rejects(waitingShared, closedError);
+  });
+
   it("rejects bad arguments", async () => {
     await assert.rejects(live.client.dequeueWork(QueueType.INDEX, { waitMs: 60_001 }), InvalidArgument);
     await assert.rejects(live.client.dequeueWork(QueueType.INDEX, { waitMs: -1 }), InvalidArgument);
@@ -257,5 +276,42 @@ describe("GrpcQueueProvider.dequeueLeased", () => {
     assert.deepEqual(await drain(live.client, QueueType.INDEX), [id], "still queued");
     await locks.close();
     await assert.rejects(live.client.dequeueLeased(QueueType.INDEX, locks), WfeError);
+  });
+
+  it("a leased dequeue that gets an item after its lock provider closed frees the leases, queues the item again and rejects (Canceled)", async () => {
+    const locks = await GrpcLockProvider.connect(live.server.address, { ttlMs: 60_000 });
+    const waiting = live.client.dequeueLeased(QueueType.INDEX, locks, { waitMs: 10_000, prefixes: ["", "p."] });
+    await sleep(300);
+    await locks.close(); // e.g. a host shutting down its lock provider first
+    const id = uniq("closed-meanwhile");
+    assert.equal(await live.client.queueWork(id, QueueType.INDEX), true);
+    await assert.rejects(waiting, (e: unknown) => e instanceof WfeError && e.code === Code.Canceled && /GrpcLockProvider is closed/.test(e.message));
+    await using other = await GrpcLockProvider.connect(live.server.address);
+    assert.equal(await other.acquireLock(id), true, "its lease was freed (not left for its 60 s TTL)");
+    assert.equal(await other.acquireLock(`p.${id}`), true, "every lease of it");
+    assert.deepEqual(await drain(live.client, QueueType.INDEX), [id], "queued again");
+  });
+
+  it("an id, prefix or release that is not a string, prefixes or releases given as one string, or no lock provider, is InvalidArgument naming it, taking nothing", async () => {
+    const invalid = (field: string) => (e: unknown) =>
+      e instanceof InvalidArgument && e.field === field && e.message.startsWith(`${field}: expected `);
+    await assert.rejects(live.client.queueWork(42 as unknown as string, QueueType.INDEX), invalid("id"));
+    assert.equal(await live.client.dequeueWork(QueueType.INDEX), undefined, "42 was not queued");
+    await using locks = await GrpcLockProvider.connect(live.server.address);
+    const id = uniq("typed");
+    assert.equal(await live.client.queueWork(id, QueueType.INDEX), true);
+    const cases: [object, string][] = [
+      [{ prefixes: "p." }, "prefixes"],
+      [{ prefixes: [1] }, "prefixes[0]"],
+      [{ prefixes: ["p.", null] }, "prefixes[1]"],
+      [{ release: "r" }, "release"],
+      [{ release: [{}] }, "release[0]"],
+    ];
+    for (const [options, field] of cases) {
+      await assert.rejects(live.client.dequeueLeased(QueueType.INDEX, locks, options), invalid(field), field);
+    }
+    await assert.rejects(live.client.dequeueLeased(QueueType.INDEX, undefined as unknown as GrpcLockProvider), invalid("locks"));
+    assert.deepEqual(locks.held, []);
+    assert.deepEqual(await drain(live.client, QueueType.INDEX), [id], "still queued");
   });
 });

@@ -12,6 +12,7 @@ import {
   LifecycleEventType,
   newLifecycleEvent,
   newWorkflowInstance,
+  WfeError,
   type WorkflowInstance,
 } from "../src/index.js";
 import { startServer, type RunningServer } from "./server.js";
@@ -231,6 +232,88 @@ describe("a server stopping gracefully", () => {
     } finally {
       store.close();
       for (const server of [...pair].reverse()) await server.running.stop("SIGKILL");
+    }
+  });
+});
+
+describe("a server stream its first server did not run", () => {
+  it("goes to the next server: a lifecycle watch and a batch read", async () => {
+    const first = await startWithMetrics(undefined, ["--access-log"]);
+    // The second serves the first's file (the first owns its directory).
+    const pair = [first, await startWithMetrics(first.running.dbPath)];
+    const [a, b] = pair.map((s) => s.running.address) as [string, string];
+    const onB = await GrpcPersistenceProvider.connect(b);
+    const id = await onB.createNewWorkflow(newWorkflowInstance("stream-refused", 1, { n: 1 }));
+    const publisherOnB = await GrpcLifecyclePublisher.connect(b);
+    // Connected to both before the stop; no call made yet, so the first goes to the first server.
+    const store = await GrpcPersistenceProvider.connect([a, b]);
+    const watcher = await GrpcLifecyclePublisher.connect([a, b]);
+    const onA = await GrpcPersistenceProvider.connect(a);
+    // Keeps the first server draining (it drains until no call came for 0.1 s, at most 1 s).
+    let refusedSeen: () => void = () => {};
+    const refused = new Promise<void>((resolve) => (refusedSeen = resolve));
+    let hammering = true;
+    const hammer = (async () => {
+      while (hammering) {
+        try {
+          await onA.getWorkflowInstance(id);
+        } catch (error) {
+          if (error instanceof WfeError && /not run/.test(error.message)) refusedSeen();
+          await sleep(10);
+        }
+      }
+    })();
+    const stopped = first.running.process.kill("SIGTERM");
+    assert.ok(stopped);
+    try {
+      await refused;
+      // Both calls reach the draining server first, are refused unrun, and go on to the second.
+      const watch = watcher.watch();
+      const outcome = (promise: Promise<unknown>) => promise.then(
+        () => "ok",
+        (error: unknown) => String(error),
+      );
+      let read: WorkflowInstance[] = [];
+      const outcomes = {
+        watch: await outcome(watch.started()),
+        read: await outcome(store.getWorkflowInstances([id]).then((found) => (read = found))),
+      };
+      assert.deepEqual(outcomes, { watch: "ok", read: "ok" });
+      assert.deepEqual(read.map((w) => w.id), [id]);
+      const seen = (async () => {
+        for await (const event of watch) return event.workflowInstanceId;
+        return undefined;
+      })();
+      assert.equal(await publisherOnB.publish(newLifecycleEvent(LifecycleEventType.STARTED, "after-refusal")), 1);
+      assert.equal(await seen, "after-refusal");
+      hammering = false;
+      await hammer;
+      const log = first.running.stderr();
+      assert.match(log, /WatchLifecycleEvents UNAVAILABLE/, "the watch was refused by the stopping server");
+      assert.match(log, /BatchGetWorkflows UNAVAILABLE/, "the batch read was refused by the stopping server");
+    } finally {
+      hammering = false;
+      await hammer;
+      for (const client of [store, watcher, onA, onB, publisherOnB]) client.close();
+      for (const server of [...pair].reverse()) await server.running.stop("SIGKILL");
+    }
+  });
+
+  it("a watch whose first server cannot be reached goes to the next", async () => {
+    const [gone, up] = [await startServer(), await startServer()];
+    const addresses = [gone.address, up.address];
+    await gone.stop("SIGKILL");
+    const watcher = await GrpcLifecyclePublisher.connect(addresses);
+    const publisherOnUp = await GrpcLifecyclePublisher.connect(up.address);
+    try {
+      const watch = watcher.watch();
+      await watch.started();
+      assert.equal(await publisherOnUp.publish(newLifecycleEvent(LifecycleEventType.STARTED, "w")), 1);
+      watch.close();
+    } finally {
+      watcher.close();
+      publisherOnUp.close();
+      await up.stop("SIGKILL");
     }
   });
 });

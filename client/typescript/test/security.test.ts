@@ -107,6 +107,20 @@ describe("TLS", () => {
     });
   });
 
+  it("takes the PEM contents as bytes too: a Buffer or a plain Uint8Array", async () => {
+    const args = ["--tls-cert", file("server.pem"), "--tls-key", file("server.key"), "--tls-client-ca", file("ca.pem")];
+    await withServer(args, async (server) => {
+      const buffer = (name: string) => readFileSync(file(name));
+      const bytes = (name: string) => new Uint8Array(readFileSync(file(name)));
+      assert.ok(!Buffer.isBuffer(bytes("ca.pem")));
+      for (const read of [buffer, bytes]) {
+        await works(await GrpcPersistenceProvider.connect(server.address, {
+          tls: { ca: read("ca.pem"), cert: read("client.pem"), key: read("client.key") },
+        }));
+      }
+    });
+  });
+
   it("mutual TLS: needs a client certificate from the trusted CA", async () => {
     const args = ["--tls-cert", file("server.pem"), "--tls-key", file("server.key"), "--tls-client-ca", file("ca.pem")];
     await withServer(args, async (server) => {
