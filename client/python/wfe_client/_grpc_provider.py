@@ -173,6 +173,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
         ``ConnectionError: no wfe-sqlite server answered``. A server that answers but refuses the
         handshake (it serves TLS and the client does not, it requires a client certificate, the
         client does not trust its certificate) is a ``ConnectionError`` at once, saying so.
+        An address without a port (``localhost``, ``dns:///localhost``) is ``InvalidArgument`` at once.
 
         ``timeout`` is the deadline of each call in seconds; ``credentials`` selects TLS;
         ``token`` is sent as ``authorization: Bearer <token>`` on every call. Or TLS from PEM
