@@ -334,7 +334,9 @@ class GrpcPersistenceProvider(PersistenceProvider):
     ) -> None:
         request = workflows_pb2.PersistWorkflowWithSubscriptionsRequest(
             workflow=convert.workflow_to_proto(instance),
-            subscriptions=[convert.subscription_to_proto(s) for s in subscriptions],
+            subscriptions=[
+                convert.subscription_to_proto(s, f"subscriptions[{i}]") for i, s in enumerate(subscriptions)
+            ],
             expected_revision=_expected_revision(instance, force),
         )
         response: workflows_pb2.PersistWorkflowWithSubscriptionsResponse = await self._call(
@@ -527,7 +529,9 @@ class GrpcPersistenceProvider(PersistenceProvider):
     # -- errors and store ----------------------------------------------------------------------
 
     async def persist_errors(self, errors: Sequence[ExecutionError]) -> None:
-        request = execution_errors_pb2.PersistErrorsRequest(errors=[convert.error_to_proto(e) for e in errors])
+        request = execution_errors_pb2.PersistErrorsRequest(
+            errors=[convert.error_to_proto(e, f"errors[{i}]") for i, e in enumerate(errors)]
+        )
         await self._call(self._errors.PersistErrors, request)
 
     async def ensure_store_exists(self) -> None:
