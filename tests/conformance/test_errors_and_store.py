@@ -297,6 +297,7 @@ def _wrong_inputs() -> dict[str, Any]:
         "command-time-over-int64": lambda p: p.schedule_command(
             ScheduledCommand(CommandName.PROCESS_WORKFLOW, "wf", 2**63)
         ),
+        "delete-empty-id": lambda p: p.delete_workflow(""),
         "command-data-surrogate": lambda p: p.schedule_command(
             ScheduledCommand(CommandName.PROCESS_EVENT, "bad\ud800", 1)
         ),
