@@ -298,6 +298,8 @@ def _wrong_inputs() -> dict[str, Any]:
             ScheduledCommand(CommandName.PROCESS_WORKFLOW, "wf", 2**63)
         ),
         "delete-empty-id": lambda p: p.delete_workflow(""),
+        "purge-before-1970": lambda p: p.purge_workflows(EPOCH - timedelta(days=1)),
+        "purge-just-before-1970": lambda p: p.purge_workflows(EPOCH - timedelta(microseconds=1)),
         "command-data-surrogate": lambda p: p.schedule_command(
             ScheduledCommand(CommandName.PROCESS_EVENT, "bad\ud800", 1)
         ),

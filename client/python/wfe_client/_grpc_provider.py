@@ -600,8 +600,13 @@ class GrpcPersistenceProvider(PersistenceProvider):
     ) -> int:
         if not isinstance(older_than, datetime):
             raise InvalidArgument("older_than: expected a timezone-aware datetime", field="older_than")
+        cutoff = convert.timestamp(older_than, "older_than")
+        if cutoff.seconds < 0:  # the embedded provider's words (the server's name the wire field and seconds)
+            raise InvalidArgument(
+                f"older_than: {older_than.isoformat()} is before 1970-01-01T00:00:00Z", field="older_than"
+            )
         request = visibility_pb2.PurgeWorkflowsRequest(
-            older_than=convert.timestamp(older_than, "older_than"),
+            older_than=cutoff,
             statuses=[convert.WORKFLOW_STATUS.to_proto[s] for s in visibility.purge_statuses(statuses)],
             dry_run=bool(dry_run),
         )
