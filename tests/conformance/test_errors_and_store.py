@@ -239,6 +239,28 @@ async def test_invalid_command_is_invalid_argument(provider: PersistenceProvider
     assert (await provider.claim_commands(datetime(9999, 1, 1, tzinfo=UTC))).commands == []
 
 
+def _empty_strings() -> dict[str, Any]:
+    """An empty id, name, token or lease id where one is required, call by call."""
+    command = ScheduledCommand(CommandName.PROCESS_WORKFLOW, "wf", 0)
+    return {
+        "get-workflow-empty-id": lambda p: p.get_workflow_instance(""),
+        "get-workflow-empty-name": lambda p: p.get_workflow_instance_by_name(""),
+        "get-workflows-empty-id": lambda p: p.get_workflow_instances(["a", ""]),
+        "next-sequence-empty-definition": lambda p: p.next_definition_sequence(""),
+        "get-event-empty-id": lambda p: p.get_event(""),
+        "mark-processed-empty-id": lambda p: p.mark_event_processed(""),
+        "mark-unprocessed-empty-id": lambda p: p.mark_event_unprocessed(""),
+        "get-subscription-empty-id": lambda p: p.get_subscription(""),
+        "terminate-subscription-empty-id": lambda p: p.terminate_subscription(""),
+        "set-token-empty-id": lambda p: p.set_subscription_token("", "t", "w", T0),
+        "set-token-empty-token": lambda p: p.set_subscription_token("s", "", "w", T0),
+        "clear-token-empty-id": lambda p: p.clear_subscription_token("", "t"),
+        "clear-token-empty-token": lambda p: p.clear_subscription_token("s", ""),
+        "acknowledge-empty-lease": lambda p: p.acknowledge_command(command, ""),
+        "release-empty-lease": lambda p: p.release_command(command, ""),
+    }
+
+
 def _wrong_inputs() -> dict[str, Any]:
     """Calls with one wrong value each (``provider -> awaitable``), for comparing the providers' messages."""
     naive = datetime(2024, 3, 10, 12, 0, 0)
@@ -298,6 +320,7 @@ def _wrong_inputs() -> dict[str, Any]:
             ScheduledCommand(CommandName.PROCESS_WORKFLOW, "wf", 2**63)
         ),
         "delete-empty-id": lambda p: p.delete_workflow(""),
+        **_empty_strings(),
         "purge-before-1970": lambda p: p.purge_workflows(EPOCH - timedelta(days=1)),
         "purge-just-before-1970": lambda p: p.purge_workflows(EPOCH - timedelta(microseconds=1)),
         "command-data-surrogate": lambda p: p.schedule_command(

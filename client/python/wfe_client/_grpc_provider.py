@@ -587,8 +587,6 @@ class GrpcPersistenceProvider(PersistenceProvider):
     async def delete_workflow(self, id: str) -> None:
         if not isinstance(id, str):
             raise InvalidArgument(f"id: expected a string, got {type(id).__name__}", field="id")
-        if not id:  # the embedded provider's words (the server's are 'id: required', for every client)
-            raise InvalidArgument("id: must not be empty", field="id")
         await self._call(self._visibility.DeleteWorkflow, visibility_pb2.DeleteWorkflowRequest(id=id))
 
     async def purge_workflows(
