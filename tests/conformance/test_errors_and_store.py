@@ -261,6 +261,35 @@ def _empty_strings() -> dict[str, Any]:
     }
 
 
+def _not_models() -> dict[str, Any]:
+    """Something else where a model, a list of them, an enum member or a list of strings goes."""
+    children = ExecutionPointer.new(0)
+    children.children = "ab"  # a string is not a list of its characters
+    scope = ExecutionPointer.new(0)
+    scope.scope = "ab"
+    return {
+        "create-not-a-workflow": lambda p: p.create_new_workflow("workflow"),
+        "create-pointers-not-a-list": lambda p: p.create_new_workflow(workflow(pointers="ab")),
+        "create-pointer-not-a-pointer": lambda p: p.create_new_workflow(
+            workflow(pointers=[ExecutionPointer.new(0), 1])
+        ),
+        "create-children-a-string": lambda p: p.create_new_workflow(workflow(pointers=[children])),
+        "create-scope-a-string": lambda p: p.create_new_workflow(workflow(pointers=[scope])),
+        "create-status-unknown": lambda p: p.create_new_workflow(workflow(status="NOPE")),
+        "create-pointer-status-unknown": lambda p: p.create_new_workflow(
+            workflow(pointers=[ExecutionPointer(id="p", step_id=0, status="NOPE")])
+        ),
+        "create-event-not-an-event": lambda p: p.create_event("event"),
+        "create-subscription-not-one": lambda p: p.create_event_subscription("subscription"),
+        "persist-subscriptions-not-ones": lambda p: p.persist_workflow_with_subscriptions(
+            workflow(), [subscription(), 1]
+        ),
+        "schedule-not-a-command": lambda p: p.schedule_command("command"),
+        "schedule-name-unknown": lambda p: p.schedule_command(ScheduledCommand("NOPE", "wf", 0)),
+        "persist-errors-not-errors": lambda p: p.persist_errors([ExecutionError(T0, "w", "p", "m"), "error"]),
+    }
+
+
 def _wrong_inputs() -> dict[str, Any]:
     """Calls with one wrong value each (``provider -> awaitable``), for comparing the providers' messages."""
     naive = datetime(2024, 3, 10, 12, 0, 0)
@@ -320,6 +349,7 @@ def _wrong_inputs() -> dict[str, Any]:
             ScheduledCommand(CommandName.PROCESS_WORKFLOW, "wf", 2**63)
         ),
         "delete-empty-id": lambda p: p.delete_workflow(""),
+        **_not_models(),
         **_empty_strings(),
         "purge-before-1970": lambda p: p.purge_workflows(EPOCH - timedelta(days=1)),
         "purge-just-before-1970": lambda p: p.purge_workflows(EPOCH - timedelta(microseconds=1)),

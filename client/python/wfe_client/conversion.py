@@ -113,7 +113,7 @@ class ProtoEnum(Generic[E, P]):
         try:
             return self.to_proto[value]
         except (KeyError, TypeError):
-            raise InvalidArgument(f"{field}: {value!r} is not a valid value", field=field) from None
+            raise InvalidArgument(f"{field}: expected a {self.kind}, got {value!r}", field=field) from None
 
     def decode(self, value: int, field: str) -> E:
         """The member of a proto number; InvalidArgument naming ``field`` for an unknown one."""
@@ -272,6 +272,11 @@ def _integer(value: Any, field: str, high: int) -> int:
 def pointer_to_proto(p: ExecutionPointer, field: str = "execution_pointer") -> workflows_pb2.ExecutionPointer:
     """``field``: how errors name the pointer (``workflow.execution_pointers[i]`` in a workflow)."""
     f = field
+    if not isinstance(p, ExecutionPointer):
+        raise InvalidArgument(f"{f}: expected an ExecutionPointer", field=f)
+    for name in _ID_LISTS:  # protobuf would take a string for a list of its characters
+        if not isinstance(getattr(p, name), (list, tuple)):
+            raise InvalidArgument(f"{f}.{name}: expected a list of strings", field=f"{f}.{name}")
     with _building(f, p):
         msg = workflows_pb2.ExecutionPointer(
             id=p.id,
@@ -359,6 +364,10 @@ def pointer_from_proto(msg: workflows_pb2.ExecutionPointer, field: str) -> Execu
 
 
 def workflow_to_proto(w: WorkflowInstance) -> workflows_pb2.WorkflowInstance:
+    if not isinstance(w, WorkflowInstance):
+        raise InvalidArgument("expected a WorkflowInstance")
+    if not isinstance(w.execution_pointers, (list, tuple)):
+        raise InvalidArgument("workflow.execution_pointers: expected a list", field="workflow.execution_pointers")
     with _building("workflow", w):
         msg = workflows_pb2.WorkflowInstance(
             id=w.id,
@@ -418,6 +427,8 @@ def workflow_from_proto(msg: workflows_pb2.WorkflowInstance, field: str = "workf
 
 
 def event_to_proto(e: Event) -> events_pb2.Event:
+    if not isinstance(e, Event):
+        raise InvalidArgument("expected an Event")
     with _building("event", e):
         return events_pb2.Event(
             id=e.id,
@@ -446,6 +457,8 @@ def event_from_proto(msg: events_pb2.Event, field: str = "event") -> Event:
 def subscription_to_proto(s: EventSubscription, field: str = "subscription") -> subscriptions_pb2.EventSubscription:
     """``field``: how errors name the subscription (``subscriptions[i]`` in a list of them)."""
     f = field
+    if not isinstance(s, EventSubscription):
+        raise InvalidArgument(f"{f}: expected an EventSubscription", field=f)
     with _building(f, s):
         msg = subscriptions_pb2.EventSubscription(
             id=s.id,
@@ -496,6 +509,8 @@ def command_name_from_proto(value: int, field: str) -> CommandName:
 
 
 def command_to_proto(c: ScheduledCommand) -> scheduled_commands_pb2.ScheduledCommand:
+    if not isinstance(c, ScheduledCommand):
+        raise InvalidArgument("expected a ScheduledCommand")
     with _building("command", c):
         return scheduled_commands_pb2.ScheduledCommand(
             command_name=COMMAND_NAME.encode(c.command_name, "command.command_name"),
@@ -517,6 +532,8 @@ def command_from_proto(msg: scheduled_commands_pb2.ScheduledCommand, field: str 
 
 def error_to_proto(e: ExecutionError, field: str = "error") -> execution_errors_pb2.ExecutionError:
     """``field``: how errors name the record (``errors[i]`` in a list of them)."""
+    if not isinstance(e, ExecutionError):
+        raise InvalidArgument(f"{field}: expected an ExecutionError", field=field)
     with _building(field, e):
         msg = execution_errors_pb2.ExecutionError(
             workflow_id=e.workflow_id, execution_pointer_id=e.execution_pointer_id, message=e.message
