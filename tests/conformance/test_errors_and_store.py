@@ -261,6 +261,29 @@ def _empty_strings() -> dict[str, Any]:
     }
 
 
+def _none_for_text() -> dict[str, Any]:
+    """None where a string goes (protobuf would send it as "", not set: the server made up an id)."""
+
+    def with_(model: Any, **changes: Any) -> Any:
+        for name, value in changes.items():
+            setattr(model, name, value)
+        return model
+
+    return {
+        "workflow-id-none": lambda p: p.create_new_workflow(with_(workflow(), id=None)),
+        "workflow-name-none": lambda p: p.create_new_workflow(with_(workflow(), name=None)),
+        "workflow-definition-none": lambda p: p.create_new_workflow(with_(workflow(), workflow_definition_id=None)),
+        "pointer-id-none": lambda p: p.create_new_workflow(
+            workflow(pointers=[with_(ExecutionPointer.new(0), id=None)])
+        ),
+        "event-id-none": lambda p: p.create_event(with_(event(time=T0), id=None)),
+        "event-name-none": lambda p: p.create_event(with_(event(time=T0), event_name=None)),
+        "subscription-workflow-none": lambda p: p.create_event_subscription(with_(subscription(), workflow_id=None)),
+        "command-data-none": lambda p: p.schedule_command(ScheduledCommand(CommandName.PROCESS_WORKFLOW, None, 0)),
+        "error-message-none": lambda p: p.persist_errors([ExecutionError(T0, "w", "p", None)]),
+    }
+
+
 def _not_models() -> dict[str, Any]:
     """Something else where a model, a list of them, an enum member or a list of strings goes."""
     children = ExecutionPointer.new(0)
@@ -350,6 +373,7 @@ def _wrong_inputs() -> dict[str, Any]:
         ),
         "delete-empty-id": lambda p: p.delete_workflow(""),
         **_not_models(),
+        **_none_for_text(),
         **_empty_strings(),
         "purge-before-1970": lambda p: p.purge_workflows(EPOCH - timedelta(days=1)),
         "purge-just-before-1970": lambda p: p.purge_workflows(EPOCH - timedelta(microseconds=1)),

@@ -217,6 +217,20 @@ _OPTIONAL_TEXT = frozenset({"description", "reference"})
 _ID_LISTS = frozenset({"children", "scope"})
 
 
+_TEXT_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _no_none_text(model: Any, field: str) -> None:
+    """A string field of ``model`` (typed ``str``, not optional) given None: the embedded provider's
+    error. Protobuf would take None for 'not set', i.e. "": an id the server then makes up."""
+    names = _TEXT_FIELDS.get(type(model))
+    if names is None:
+        names = _TEXT_FIELDS[type(model)] = tuple(f.name for f in dataclasses.fields(model) if f.type == "str")
+    for name in names:
+        if getattr(model, name) is None:
+            raise InvalidArgument(f"{field}.{name}: expected a string, got NoneType", field=f"{field}.{name}")
+
+
 def _surrogate(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -277,6 +291,7 @@ def pointer_to_proto(p: ExecutionPointer, field: str = "execution_pointer") -> w
     for name in _ID_LISTS:  # protobuf would take a string for a list of its characters
         if not isinstance(getattr(p, name), (list, tuple)):
             raise InvalidArgument(f"{f}.{name}: expected a list of strings", field=f"{f}.{name}")
+    _no_none_text(p, f)
     with _building(f, p):
         msg = workflows_pb2.ExecutionPointer(
             id=p.id,
@@ -368,6 +383,7 @@ def workflow_to_proto(w: WorkflowInstance) -> workflows_pb2.WorkflowInstance:
         raise InvalidArgument("expected a WorkflowInstance")
     if not isinstance(w.execution_pointers, (list, tuple)):
         raise InvalidArgument("workflow.execution_pointers: expected a list", field="workflow.execution_pointers")
+    _no_none_text(w, "workflow")
     with _building("workflow", w):
         msg = workflows_pb2.WorkflowInstance(
             id=w.id,
@@ -429,6 +445,7 @@ def workflow_from_proto(msg: workflows_pb2.WorkflowInstance, field: str = "workf
 def event_to_proto(e: Event) -> events_pb2.Event:
     if not isinstance(e, Event):
         raise InvalidArgument("expected an Event")
+    _no_none_text(e, "event")
     with _building("event", e):
         return events_pb2.Event(
             id=e.id,
@@ -459,6 +476,7 @@ def subscription_to_proto(s: EventSubscription, field: str = "subscription") -> 
     f = field
     if not isinstance(s, EventSubscription):
         raise InvalidArgument(f"{f}: expected an EventSubscription", field=f)
+    _no_none_text(s, f)
     with _building(f, s):
         msg = subscriptions_pb2.EventSubscription(
             id=s.id,
@@ -511,6 +529,7 @@ def command_name_from_proto(value: int, field: str) -> CommandName:
 def command_to_proto(c: ScheduledCommand) -> scheduled_commands_pb2.ScheduledCommand:
     if not isinstance(c, ScheduledCommand):
         raise InvalidArgument("expected a ScheduledCommand")
+    _no_none_text(c, "command")
     with _building("command", c):
         return scheduled_commands_pb2.ScheduledCommand(
             command_name=COMMAND_NAME.encode(c.command_name, "command.command_name"),
@@ -534,6 +553,7 @@ def error_to_proto(e: ExecutionError, field: str = "error") -> execution_errors_
     """``field``: how errors name the record (``errors[i]`` in a list of them)."""
     if not isinstance(e, ExecutionError):
         raise InvalidArgument(f"{field}: expected an ExecutionError", field=field)
+    _no_none_text(e, field)
     with _building(field, e):
         msg = execution_errors_pb2.ExecutionError(
             workflow_id=e.workflow_id, execution_pointer_id=e.execution_pointer_id, message=e.message
