@@ -372,6 +372,8 @@ def _wrong_inputs() -> dict[str, Any]:
             ScheduledCommand(CommandName.PROCESS_WORKFLOW, "wf", 2**63)
         ),
         "delete-empty-id": lambda p: p.delete_workflow(""),
+        "claim-worker-id-int": lambda p: p.claim_commands(T0, worker_id=5),
+        "claim-worker-id-none": lambda p: p.claim_commands(T0, worker_id=None),
         **_not_models(),
         **_none_for_text(),
         **_empty_strings(),

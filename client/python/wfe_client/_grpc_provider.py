@@ -501,7 +501,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
             as_of=convert.timestamp(as_of, "as_of"),
             max_commands=max_commands,
             lease_duration=duration,
-            worker_id=worker_id,
+            worker_id=_text(worker_id, "worker_id"),
         )
         response: scheduled_commands_pb2.ClaimCommandsResponse = await self._call(self._commands.ClaimCommands, request)
         return CommandClaim(
