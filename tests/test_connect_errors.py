@@ -12,14 +12,29 @@ import asyncio
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from conftest import WFE_SQLITE, ServerProcess, start_server_process
 from test_security import Pki, pki  # noqa: F401  (the module's certificates fixture)
-from wfe_client import GrpcPersistenceProvider
+from wfe_client import (
+    GrpcLifecyclePublisher,
+    GrpcLockProvider,
+    GrpcPersistenceProvider,
+    GrpcQueueProvider,
+    InvalidArgument,
+    LifecycleEvent,
+    LifecycleEventType,
+    QueueType,
+)
+from wfe_sqlite import SqlitePersistenceProvider
+from wfe_sqlite._cluster_servicer import add_cluster_servicers
+from wfe_sqlite._servicer import add_servicers
 
 CONNECT_TIMEOUT = 5.0
 
@@ -141,3 +156,94 @@ def _start_on(db_url: str, port: int) -> ServerProcess:
     line = process.stdout.readline()
     assert line.startswith("listening on "), (line, process.stderr.read() if process.stderr else "")
     return ServerProcess(process, f"127.0.0.1:{port}")
+
+
+_CONNECTS: dict[str, Any] = {
+    "GrpcPersistenceProvider": GrpcPersistenceProvider.connect,
+    "GrpcLockProvider": GrpcLockProvider.connect,
+    "GrpcQueueProvider": GrpcQueueProvider.connect,
+    "GrpcLifecyclePublisher": GrpcLifecyclePublisher.connect,
+}
+
+
+@pytest.mark.parametrize(
+    ("address", "named", "example"),
+    [
+        ("localhost", "localhost", "localhost:50051"),
+        ("127.0.0.1", "127.0.0.1", "127.0.0.1:50051"),
+        ("localhost:", "localhost:", "localhost:50051"),
+        ("dns:///localhost", "dns:///localhost", "dns:///localhost:50051"),
+        ("dns:localhost", "dns:localhost", "dns:localhost:50051"),
+        ("[::1]", "[::1]", "[::1]:50051"),
+        ("::1", "::1", "[::1]:50051"),
+        ("ipv4:127.0.0.1", "ipv4:127.0.0.1", "ipv4:127.0.0.1:50051"),
+        (["127.0.0.1:1", "localhost"], "localhost", "localhost:50051"),
+        ("127.0.0.1:1,localhost", "localhost", "localhost:50051"),
+    ],
+)
+@pytest.mark.parametrize("connector", list(_CONNECTS))
+async def test_an_address_without_a_port_is_invalid_argument(
+    connector: str, address: Any, named: str, example: str
+) -> None:
+    """gRPC would take a port-less address to its default port (443) and the connect would wait for
+    a server that is not there, then say none answered: refused at once instead, naming it."""
+    started = time.monotonic()
+    with pytest.raises(InvalidArgument) as refused:
+        async with _CONNECTS[connector](address, connect_timeout=2):
+            pass
+    assert str(refused.value) == f"address {named!r} has no port: a port is needed, as in {example!r}"
+    assert refused.value.metadata == {"field": "address"}
+    assert time.monotonic() - started < 1
+
+
+async def _served_by(address: str, connector: str) -> None:
+    async with _CONNECTS[connector](address, connect_timeout=CONNECT_TIMEOUT) as connected:
+        if isinstance(connected, GrpcPersistenceProvider):
+            assert await connected.next_definition_sequence("ported") >= 1
+        elif isinstance(connected, GrpcLockProvider):
+            assert await connected.acquire_lock(f"ported-{uuid.uuid4()}")
+        elif isinstance(connected, GrpcQueueProvider):
+            assert await connected.queue_work(str(uuid.uuid4()), QueueType.EVENT)
+        else:
+            assert await connected.publish(LifecycleEvent(LifecycleEventType.STARTED, "w", "d")) == 0
+
+
+@pytest.mark.parametrize("connector", list(_CONNECTS))
+async def test_addresses_with_ports_still_connect(db_url: str, connector: str) -> None:
+    """A name, an IPv4 literal, a ``dns:`` and an ``ipv4:`` target with their ports, and an IPv6
+    literal in brackets, against real server processes (one on 127.0.0.1, one on [::1])."""
+    v4 = start_server_process(db_url)
+    v6 = start_server_process(db_url, "--listen", "[::1]:0")
+    try:
+        port, port6 = v4.address.rsplit(":", 1)[1], v6.address.rsplit(":", 1)[1]
+        assert v6.address == f"[::1]:{port6}"
+        for address in (
+            f"localhost:{port}",
+            f"127.0.0.1:{port}",
+            f"dns:///localhost:{port}",
+            f"ipv4:127.0.0.1:{port}",
+            f"[::1]:{port6}",
+            f"ipv6:[::1]:{port6}",
+        ):
+            await _served_by(address, connector)
+    finally:
+        v4.kill()
+        v6.kill()
+
+
+async def test_a_unix_socket_target_still_connects(db_url: str, tmp_path: Path) -> None:
+    """``unix:PATH`` has no port and needs none: the wfe-sqlite services on a gRPC server that
+    listens on a Unix socket (the server command listens on TCP only)."""
+    store = await SqlitePersistenceProvider.open(db_url)
+    server = grpc.aio.server()
+    add_servicers(server, store, 60.0)
+    add_cluster_servicers(server, store, 60.0)
+    socket_path = tmp_path / "wfe.sock"
+    assert server.add_insecure_port(f"unix:{socket_path}") == 1
+    await server.start()
+    try:
+        for connector in _CONNECTS:
+            await _served_by(f"unix:{socket_path}", connector)
+    finally:
+        await server.stop(None)
+        await store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
 import urllib.request
 
 import grpc
@@ -133,6 +134,40 @@ async def test_metrics_count_exactly_the_calls_made(db_url: str) -> None:
     assert all(isinstance(record["duration_ms"], float) and record["duration_ms"] >= 0 for record in access)
     assert [r["code"] for r in access if r["rpc"] == f"/{WORKFLOWS}/GetWorkflow"] == ["NOT_FOUND"]
     assert [r["code"] for r in access if r["rpc"] == f"/{WORKFLOWS}/GetRunnableWorkflows"] == ["OK", "UNAUTHENTICATED"]
+
+
+def _get(url: str, method: str = "GET") -> tuple[int, str, str]:
+    """Status, Content-Type and body of one request (an HTTP error status too)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=10) as response:
+            return response.status, response.headers.get("Content-Type", ""), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Content-Type", ""), error.read().decode()
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:0", "[::1]:0"])
+def test_the_metrics_are_at_slash_metrics_and_nowhere_else(db_url: str, listen: str) -> None:
+    """prometheus-client's own endpoint answers every path with the metrics; the server's answers
+    ``/metrics`` (the URL it prints, the README's) and 404 elsewhere."""
+    server = start_server_process(db_url, "--metrics-listen", listen)
+    try:
+        assert server.process.stdout is not None
+        url = server.process.stdout.readline().strip().rsplit(" ", 1)[-1]
+        assert url.endswith("/metrics"), url
+        base = url.removesuffix("/metrics")
+        status, kind, body = _get(url)
+        assert (status, kind.split(";")[0]) == (200, "text/plain"), (status, kind)
+        assert "\nwfe_sqlite_runnable_workflows 0.0\n" in body, body
+        status, _, body = _get(url + "?name[]=wfe_sqlite_queued_items")  # the query goes on to prometheus-client
+        assert status == 200 and "wfe_sqlite_queued_items 0.0" in body and "runnable" not in body, body
+        for path in ("/", "/anything", "/metrics/", "/metrics/x", "/favicon.ico", "/METRICS", "/metric"):
+            status, kind, body = _get(base + path)
+            assert (status, body) == (404, "not found: the metrics are at /metrics\n"), (path, status, body)
+            assert kind == "text/plain; charset=utf-8", (path, kind)
+        status, _, _ = _get(url, method="POST")
+        assert status == 405  # prometheus-client's answer to anything but GET and OPTIONS
+    finally:
+        assert server.terminate() == 0
 
 
 def test_no_metrics_endpoint_unless_asked(db_url: str) -> None:

@@ -74,15 +74,18 @@ class SqliteQueueProvider(QueueProvider):
         self._cluster.start(self._requeue_interval)
 
     async def queue_work(self, id: str, queue: QueueType) -> bool:
+        self._check_open()
         self._start()
         return await self._cluster.queue_work(check_queue(queue).name, check_id(id, "id"))
 
     async def dequeue_work(self, queue: QueueType, wait: timedelta | None = None) -> str | None:
+        self._check_open()
         self._start()
         name = check_queue(queue).name
         return await self._cluster.dequeue_work(name, check_wait(wait).total_seconds())
 
     async def dequeue_workflow(self, wait: timedelta | None = None) -> tuple[str, WorkflowInstance | None] | None:
+        self._check_open()
         workflow_id = await self.dequeue_work(QueueType.WORKFLOW, wait)
         if workflow_id is None:
             return None
@@ -101,6 +104,7 @@ class SqliteQueueProvider(QueueProvider):
         release: Sequence[str],
         include_workflow: bool,
     ) -> LeasedWork | None:
+        self._check_open()
         ask = lease_ask(owner, ttl // _US, prefixes, release)
         waiting = check_wait(wait).total_seconds()
         self._start()

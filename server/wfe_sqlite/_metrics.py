@@ -12,15 +12,19 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import socket
+import threading
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import grpc
 from google.protobuf import descriptor_pool
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from ._config import split_host_port
@@ -28,10 +32,13 @@ from ._maintenance import file_sizes
 from ._provider import SqlitePersistenceProvider, StoreProvider
 from ._status import Context, Continuation, Handler, replace_in
 
-__all__ = ["ACCESS_LOG", "UNKNOWN_METHOD", "CallObserver", "ServerMetrics"]
+__all__ = ["ACCESS_LOG", "METRICS_PATH", "UNKNOWN_METHOD", "CallObserver", "ServerMetrics"]
 
 LOG = logging.getLogger(__name__)
 ACCESS_LOG = logging.getLogger("wfe_sqlite.access")
+
+METRICS_PATH = "/metrics"
+"""The one path the metrics endpoint answers; any other is 404."""
 
 SCRAPE_TIMEOUT = 5.0
 """Seconds a scrape waits for the store's figures."""
@@ -92,6 +99,36 @@ class _StoreCollector(Collector):
             yield GaugeMetricFamily(name, text, value=sizes[field])
 
 
+def _metrics_only(app: Any) -> Any:
+    """``app`` (prometheus-client's WSGI app, which answers every path) on ``METRICS_PATH`` only."""
+
+    def routed(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == METRICS_PATH:
+            return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [f"not found: the metrics are at {METRICS_PATH}\n".encode()]
+
+    return routed
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No line on stderr per request (as prometheus-client's own server)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+def _start_wsgi(host: str, port: int, app: Any) -> tuple[Any, threading.Thread]:
+    """``app`` served on ``host:port`` (IPv4 or IPv6 as the host resolves) in a daemon thread, as
+    prometheus-client's ``start_http_server`` serves its own app."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+    httpd: Any = make_server(host, port, app, server_class, handler_class=_QuietHandler)
+    thread = threading.Thread(target=httpd.serve_forever, name="wfe-metrics-http", daemon=True)
+    thread.start()
+    return httpd, thread
+
+
 class ServerMetrics:
     """The Prometheus registry of one server: call metrics, store gauges, group-commit batch sizes."""
 
@@ -128,10 +165,11 @@ class ServerMetrics:
         self._thread: Any = None
 
     def serve_http(self, listen: str) -> str:
-        """Serve ``/metrics`` on ``listen`` (HOST:PORT, port 0 picks one) in a thread; the real HOST:PORT."""
+        """Serve ``/metrics`` (and nothing else: 404) on ``listen`` (HOST:PORT, port 0 picks one) in
+        a thread; the real HOST:PORT."""
         host, port = split_host_port(listen)
         try:
-            self._http, self._thread = start_http_server(port, addr=host, registry=self.registry)
+            self._http, self._thread = _start_wsgi(host, port, _metrics_only(make_wsgi_app(self.registry)))
         except OSError as error:
             raise OSError(f"cannot serve metrics on {listen}: {error}") from error
         bound = self._http.server_address[1]

@@ -225,6 +225,8 @@ class StoreProvider(PersistenceProvider):
     ) -> CommandClaim:
         as_of_ms = micros(as_of, "as_of") // 1000
         check_claim(max_commands, lease)
+        if not isinstance(worker_id, str):  # not stored: only its type is checked, as the gRPC client does
+            raise InvalidArgument(f"worker_id: expected a string, got {type(worker_id).__name__}", field="worker_id")
         lease_id = new_id()
         claim = await self._store.claim_commands(as_of_ms, max_commands, lease_id, lease // timedelta(microseconds=1))
         commands = [command_from_row(row) for row in claim.commands]

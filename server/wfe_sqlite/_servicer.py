@@ -78,8 +78,10 @@ SERVICE_NAMES = (
 
 
 def _required(value: str, field: str) -> str:
+    """A string field that must be given: empty (proto3's unset) is the embedded provider's
+    'must not be empty' (``check_id``), so every client sees the same words."""
     if not value:
-        raise InvalidArgument(f"{field}: required", field=field)
+        raise InvalidArgument(f"{field}: must not be empty", field=field)
     return value
 
 

@@ -57,7 +57,7 @@ class VisibilityServicer(visibility_pb2_grpc.VisibilityServiceServicer):
         self, request: visibility_pb2.DeleteWorkflowRequest, context: Context
     ) -> visibility_pb2.DeleteWorkflowResponse:
         if not request.id:
-            raise InvalidArgument("id: required", field="id")
+            raise InvalidArgument("id: must not be empty", field="id")
         await self._p.delete_workflow(request.id)
         return visibility_pb2.DeleteWorkflowResponse()
 

@@ -32,7 +32,7 @@ from ._config import (
 from ._connection import MEMORY, parse_database_url
 from ._draining import DRAIN_LIMIT, DRAIN_QUIET, Drain
 from ._logging import status_line
-from ._metrics import CallObserver, ServerMetrics
+from ._metrics import METRICS_PATH, CallObserver, ServerMetrics
 from ._postgres_store import is_postgres_url, redact_url
 from ._provider import PostgresPersistenceProvider, SqlitePersistenceProvider, StoreProvider
 from ._retention import RetentionPurger
@@ -348,7 +348,7 @@ async def serve(config: ServerConfig, ready: asyncio.Event | None = None) -> Non
     announce = functools.partial(status_line, config.log_format, logger=__name__)
     print(announce(f"listening on {running.address}", address=running.address), flush=True)
     if running.metrics_address is not None:
-        url = f"http://{running.metrics_address}/metrics"
+        url = f"http://{running.metrics_address}{METRICS_PATH}"
         print(announce(f"metrics on {url}", url=url), flush=True)
     if running.console is not None:
         print(announce(f"console on {running.console.url}", url=running.console.url), flush=True)

@@ -16,6 +16,7 @@ from wfe_client import (
     EventNotFound,
     ExecutionError,
     ExecutionPointer,
+    GrpcPersistenceProvider,
     InvalidArgument,
     LeaseLost,
     PersistenceProvider,
@@ -24,6 +25,8 @@ from wfe_client import (
     SubscriptionNotFound,
     WorkflowNotFound,
 )
+from wfe_sqlite import open_provider
+from wfe_sqlite.server import RunningServer
 
 
 def _micros(value: datetime) -> int:
@@ -234,6 +237,176 @@ async def test_invalid_command_is_invalid_argument(provider: PersistenceProvider
     with pytest.raises(InvalidArgument):
         await provider.schedule_command(command)
     assert (await provider.claim_commands(datetime(9999, 1, 1, tzinfo=UTC))).commands == []
+
+
+def _empty_strings() -> dict[str, Any]:
+    """An empty id, name, token or lease id where one is required, call by call."""
+    command = ScheduledCommand(CommandName.PROCESS_WORKFLOW, "wf", 0)
+    return {
+        "get-workflow-empty-id": lambda p: p.get_workflow_instance(""),
+        "get-workflow-empty-name": lambda p: p.get_workflow_instance_by_name(""),
+        "get-workflows-empty-id": lambda p: p.get_workflow_instances(["a", ""]),
+        "next-sequence-empty-definition": lambda p: p.next_definition_sequence(""),
+        "get-event-empty-id": lambda p: p.get_event(""),
+        "mark-processed-empty-id": lambda p: p.mark_event_processed(""),
+        "mark-unprocessed-empty-id": lambda p: p.mark_event_unprocessed(""),
+        "get-subscription-empty-id": lambda p: p.get_subscription(""),
+        "terminate-subscription-empty-id": lambda p: p.terminate_subscription(""),
+        "set-token-empty-id": lambda p: p.set_subscription_token("", "t", "w", T0),
+        "set-token-empty-token": lambda p: p.set_subscription_token("s", "", "w", T0),
+        "clear-token-empty-id": lambda p: p.clear_subscription_token("", "t"),
+        "clear-token-empty-token": lambda p: p.clear_subscription_token("s", ""),
+        "acknowledge-empty-lease": lambda p: p.acknowledge_command(command, ""),
+        "release-empty-lease": lambda p: p.release_command(command, ""),
+    }
+
+
+def _none_for_text() -> dict[str, Any]:
+    """None where a string goes (protobuf would send it as "", not set: the server made up an id)."""
+
+    def with_(model: Any, **changes: Any) -> Any:
+        for name, value in changes.items():
+            setattr(model, name, value)
+        return model
+
+    return {
+        "workflow-id-none": lambda p: p.create_new_workflow(with_(workflow(), id=None)),
+        "workflow-name-none": lambda p: p.create_new_workflow(with_(workflow(), name=None)),
+        "workflow-definition-none": lambda p: p.create_new_workflow(with_(workflow(), workflow_definition_id=None)),
+        "pointer-id-none": lambda p: p.create_new_workflow(
+            workflow(pointers=[with_(ExecutionPointer.new(0), id=None)])
+        ),
+        "event-id-none": lambda p: p.create_event(with_(event(time=T0), id=None)),
+        "event-name-none": lambda p: p.create_event(with_(event(time=T0), event_name=None)),
+        "subscription-workflow-none": lambda p: p.create_event_subscription(with_(subscription(), workflow_id=None)),
+        "command-data-none": lambda p: p.schedule_command(ScheduledCommand(CommandName.PROCESS_WORKFLOW, None, 0)),
+        "error-message-none": lambda p: p.persist_errors([ExecutionError(T0, "w", "p", None)]),
+    }
+
+
+def _not_models() -> dict[str, Any]:
+    """Something else where a model, a list of them, an enum member or a list of strings goes."""
+    children = ExecutionPointer.new(0)
+    children.children = "ab"  # a string is not a list of its characters
+    scope = ExecutionPointer.new(0)
+    scope.scope = "ab"
+    return {
+        "create-not-a-workflow": lambda p: p.create_new_workflow("workflow"),
+        "create-pointers-not-a-list": lambda p: p.create_new_workflow(workflow(pointers="ab")),
+        "create-pointer-not-a-pointer": lambda p: p.create_new_workflow(
+            workflow(pointers=[ExecutionPointer.new(0), 1])
+        ),
+        "create-children-a-string": lambda p: p.create_new_workflow(workflow(pointers=[children])),
+        "create-scope-a-string": lambda p: p.create_new_workflow(workflow(pointers=[scope])),
+        "create-status-unknown": lambda p: p.create_new_workflow(workflow(status="NOPE")),
+        "create-pointer-status-unknown": lambda p: p.create_new_workflow(
+            workflow(pointers=[ExecutionPointer(id="p", step_id=0, status="NOPE")])
+        ),
+        "create-event-not-an-event": lambda p: p.create_event("event"),
+        "create-subscription-not-one": lambda p: p.create_event_subscription("subscription"),
+        "persist-subscriptions-not-ones": lambda p: p.persist_workflow_with_subscriptions(
+            workflow(), [subscription(), 1]
+        ),
+        "schedule-not-a-command": lambda p: p.schedule_command("command"),
+        "schedule-name-unknown": lambda p: p.schedule_command(ScheduledCommand("NOPE", "wf", 0)),
+        "persist-errors-not-errors": lambda p: p.persist_errors([ExecutionError(T0, "w", "p", "m"), "error"]),
+    }
+
+
+def _wrong_inputs() -> dict[str, Any]:
+    """Calls with one wrong value each (``provider -> awaitable``), for comparing the providers' messages."""
+    naive = datetime(2024, 3, 10, 12, 0, 0)
+
+    def bad_workflow(case: str) -> Any:
+        return lambda p: p.create_new_workflow(_invalid_workflows()[case])
+
+    def bad_event(**changes: Any) -> Any:
+        e = event(time=T0)
+        for name, value in changes.items():
+            setattr(e, name, value)
+        return lambda p: p.create_event(e)
+
+    def bad_subscription(**changes: Any) -> Any:
+        s = subscription()
+        for name, value in changes.items():
+            setattr(s, name, value)
+        return lambda p: p.create_event_subscription(s)
+
+    def persisted_with(*subscriptions: Any) -> Any:
+        return lambda p: p.persist_workflow_with_subscriptions(workflow(id="wrong-inputs"), list(subscriptions))
+
+    naive_subscription = subscription()
+    naive_subscription.subscribe_as_of = naive
+    stale = workflow(id="wrong-inputs")
+    stale.revision = -1
+    pointer = ExecutionPointer.new(0)
+    pointer.end_time = naive
+    scoped = ExecutionPointer.new(0)
+    scoped.scope = ["ok", "bad\ud800"]
+    timeless = workflow()
+    timeless.create_time = None  # type: ignore[assignment]
+    return {
+        **{f"workflow-{case}": bad_workflow(case) for case in _invalid_workflows()},
+        "workflow-scope-surrogate": lambda p: p.create_new_workflow(workflow(pointers=[scoped])),
+        "workflow-pointer-naive": lambda p: p.create_new_workflow(
+            workflow(pointers=[ExecutionPointer.new(1), pointer])
+        ),
+        "workflow-revision-negative": lambda p: p.persist_workflow(stale),
+        "workflow-create-time-none": lambda p: p.create_new_workflow(timeless),
+        "event-name-surrogate": bad_event(event_name="bad\ud800"),
+        "event-key-surrogate": bad_event(event_key="bad\ud800"),
+        "event-time-none": bad_event(event_time=None),
+        "subscription-step-negative": bad_subscription(step_id=-1),
+        "subscription-step-over-uint32": bad_subscription(step_id=2**32),
+        "subscription-name-surrogate": bad_subscription(event_name="bad\ud800"),
+        "subscription-time-none": bad_subscription(subscribe_as_of=None),
+        "subscriptions-second-naive": persisted_with(subscription(), naive_subscription),
+        "errors-second-naive": lambda p: p.persist_errors(
+            [ExecutionError(T0, "w", "p", "m"), ExecutionError(naive, "w", "p", "m")]
+        ),
+        "errors-second-none": lambda p: p.persist_errors(
+            [ExecutionError(T0, "w", "p", "m"), ExecutionError(None, "w", "p", "m")]
+        ),
+        "command-time-negative": lambda p: p.schedule_command(ScheduledCommand(CommandName.PROCESS_WORKFLOW, "wf", -1)),
+        "command-time-over-int64": lambda p: p.schedule_command(
+            ScheduledCommand(CommandName.PROCESS_WORKFLOW, "wf", 2**63)
+        ),
+        "delete-empty-id": lambda p: p.delete_workflow(""),
+        "claim-worker-id-int": lambda p: p.claim_commands(T0, worker_id=5),
+        "claim-worker-id-none": lambda p: p.claim_commands(T0, worker_id=None),
+        **_not_models(),
+        **_none_for_text(),
+        **_empty_strings(),
+        "purge-before-1970": lambda p: p.purge_workflows(EPOCH - timedelta(days=1)),
+        "purge-just-before-1970": lambda p: p.purge_workflows(EPOCH - timedelta(microseconds=1)),
+        "command-data-surrogate": lambda p: p.schedule_command(
+            ScheduledCommand(CommandName.PROCESS_EVENT, "bad\ud800", 1)
+        ),
+    }
+
+
+async def test_both_providers_say_the_same_about_the_same_wrong_input(
+    store_url: str, running_server: RunningServer
+) -> None:
+    """Not only the same exception class: the same message, the field named in the same words.
+    Before, the gRPC client's messages for values protobuf refused were protobuf's ('workflow: Value
+    out of range: -1', 'execution_pointer: bad argument type for built-in operation') and named a
+    pointer, subscription or error without its place in the call ('execution_pointer.end_time')."""
+    embedded = await open_provider(store_url)
+    try:
+        async with GrpcPersistenceProvider.connect(running_server.address) as remote:
+            differ = {}
+            for case, call in _wrong_inputs().items():
+                said = []
+                for provider in (embedded, remote):
+                    with pytest.raises(InvalidArgument) as info:
+                        await call(provider)
+                    said.append((str(info.value), info.value.metadata.get("field")))
+                if said[0] != said[1]:
+                    differ[case] = said
+            assert differ == {}
+    finally:
+        await embedded.close()
 
 
 async def test_persist_many_errors_in_one_call(provider: PersistenceProvider, peek: Peek) -> None:

@@ -7,9 +7,10 @@ import time
 from datetime import timedelta
 
 import pytest
+from conformance_support import workflow
 
 from conftest import ClusterUnderTest
-from wfe_client import InvalidArgument
+from wfe_client import InvalidArgument, QueueType, StorageUnavailable
 
 SHORT = timedelta(milliseconds=300)
 
@@ -137,8 +138,38 @@ async def test_close_releases_every_held_lease(cluster: ClusterUnderTest) -> Non
     await holder.close()
     for resource in ("a", "b", "c"):
         assert await other.acquire_lock(resource)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(StorageUnavailable):
         await holder.acquire_lock("d")
+
+
+async def test_a_closed_lock_provider_raises_storage_unavailable_and_leaves_the_store_open(
+    cluster: ClusterUnderTest,
+) -> None:
+    # As every call of a closed persistence provider does; before, the embedded provider went on
+    # releasing (and acquire raised RuntimeError). The store it was given is not closed.
+    holder = await cluster.locks("closed-holder")
+    other = await cluster.locks("other")
+    queue = await cluster.queue()
+    assert await holder.acquire_lock("kept")
+    await holder.release_lock("kept")
+    assert await other.acquire_lock("kept")
+    await holder.close()
+    for call in (
+        lambda: holder.acquire_lock("b"),
+        lambda: holder.acquire("b"),
+        lambda: holder.release_lock("kept"),
+        lambda: holder.release_lock("never-held"),
+        lambda: queue.dequeue_leased(QueueType.INDEX, holder),
+    ):
+        with pytest.raises(StorageUnavailable, match=r"^the lock provider is closed$"):
+            await call()
+    assert other.held == ["kept"]
+    assert await other.acquire_lock("kept") is False  # still other's: the closed provider released nothing
+    assert await other.acquire_lock("b") is True  # the store and the other providers on it go on
+    w = workflow()
+    await cluster.store.create_new_workflow(w)
+    assert (await cluster.store.get_workflow_instance(w.id)).id == w.id
+    await holder.close()  # closing again is harmless
 
 
 async def test_owner_defaults_to_a_fresh_unique_id(cluster: ClusterUnderTest) -> None:

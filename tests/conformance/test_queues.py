@@ -10,7 +10,7 @@ import pytest
 from conformance_support import event, now, workflow
 
 from conftest import REQUEUE_INTERVAL, ClusterUnderTest, Peek
-from wfe_client import InvalidArgument, QueueType, WorkflowStatus
+from wfe_client import InvalidArgument, QueueType, StorageUnavailable, WorkflowStatus
 from wfe_sqlite import StoreProvider
 
 WAIT = timedelta(seconds=5)
@@ -330,6 +330,34 @@ async def test_queue_providers_are_async_context_managers(cluster: ClusterUnderT
     async with await cluster.queue() as q:
         assert await q.queue_work("ctx", QueueType.INDEX)
         assert await q.dequeue_work(QueueType.INDEX) == "ctx"
+
+
+async def test_a_closed_queue_provider_raises_storage_unavailable_and_leaves_the_store_open(
+    cluster: ClusterUnderTest,
+) -> None:
+    # As every call of a closed persistence provider does; before, the embedded provider went on
+    # queueing and handing out work after close. The store it was given is not closed.
+    closed = await cluster.queue()
+    other = await cluster.queue()
+    locks = await cluster.locks("queue-closed")
+    assert await closed.queue_work("before", QueueType.INDEX)
+    await closed.close()
+    for call in (
+        lambda: closed.queue_work("after", QueueType.INDEX),
+        lambda: closed.dequeue_work(QueueType.INDEX),
+        lambda: closed.dequeue_work(QueueType.INDEX, wait=WAIT),
+        lambda: closed.dequeue_workflow(),
+        lambda: closed.dequeue_leased(QueueType.INDEX, locks),
+    ):
+        with pytest.raises(StorageUnavailable, match=r"^the queue provider is closed$"):
+            await call()
+    # The item queued before the close is still there, for the other provider on the same store.
+    assert await other.dequeue_work(QueueType.INDEX) == "before"
+    assert await other.dequeue_work(QueueType.INDEX) is None  # nothing was queued after the close
+    w = workflow()
+    await cluster.store.create_new_workflow(w)
+    assert (await cluster.store.get_workflow_instance(w.id)).id == w.id
+    await closed.close()  # closing again is harmless
 
 
 async def count(peek: Peek, sql: str) -> int:

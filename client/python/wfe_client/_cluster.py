@@ -20,7 +20,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TypeVar
 
-from .errors import InvalidArgument
+from .errors import InvalidArgument, StorageUnavailable
 from .limits import DEFAULT_LOCK_TTL, MAX_RENEW_RESOURCES, check_lock_ttl
 from .models import Lease, LeasedWork, QueueType, WorkflowInstance
 
@@ -90,12 +90,17 @@ class LockProvider(abc.ABC):
         """Release what the provider owns besides leases (a channel)."""
         return None
 
+    def _check_open(self) -> None:
+        """After ``close``: StorageUnavailable, as every call of a closed persistence provider raises
+        (the store itself, which the provider may share, stays open)."""
+        if self._closed:
+            raise StorageUnavailable("the lock provider is closed")
+
     # -- the interface ---------------------------------------------------------------------------
 
     async def acquire(self, resource: str) -> Lease | None:
         """Take the lease on ``resource``: the ``Lease`` (with its fencing token), or None while it is held."""
-        if self._closed:
-            raise RuntimeError("the lock provider is closed")
+        self._check_open()
         lease = await self._acquire(resource)
         if lease is not None:
             self._held[resource] = lease
@@ -108,6 +113,7 @@ class LockProvider(abc.ABC):
 
     async def release_lock(self, resource: str) -> None:
         """Free this owner's lease on ``resource``; releasing what is not held is not an error."""
+        self._check_open()
         self._held.pop(resource, None)
         await self._release(resource)
 
@@ -213,7 +219,11 @@ class LockProvider(abc.ABC):
 
 
 class QueueProvider(abc.ABC):
-    """The work queues: FIFO per queue type, each item handed to one dequeuer, long-poll dequeue."""
+    """The work queues: FIFO per queue type, each item handed to one dequeuer, long-poll dequeue.
+
+    After ``close`` every call raises ``StorageUnavailable`` (implementations call ``_check_open``)."""
+
+    _closed: bool = False
 
     @abc.abstractmethod
     async def queue_work(self, id: str, queue: QueueType) -> bool:
@@ -246,8 +256,8 @@ class QueueProvider(abc.ABC):
         holds, freed first in the same transaction (a host's release of its previous item going
         with its next dequeue). ``wait`` as for ``dequeue_work``; None when nothing came.
         """
-        if locks._closed:
-            raise RuntimeError("the lock provider is closed")
+        self._check_open()
+        locks._check_open()
         locks._forget(release)
         work = await self._dequeue_leased(
             check_queue(queue), locks.owner, locks.ttl, prefixes, wait, release, include_workflow
@@ -269,9 +279,16 @@ class QueueProvider(abc.ABC):
         """``dequeue_leased`` of an implementation (validation included)."""
         raise NotImplementedError(f"{type(self).__name__} does not hand out leased work")
 
+    def _check_open(self) -> None:
+        """After ``close``: StorageUnavailable, as every call of a closed persistence provider raises
+        (the store itself, which the provider may share, stays open)."""
+        if self._closed:
+            raise StorageUnavailable("the queue provider is closed")
+
     async def close(self) -> None:
-        """Release what the provider holds (waiting calls end)."""
-        return None
+        """Release what the provider holds (waiting calls end); calls made afterwards raise
+        ``StorageUnavailable``. A store the provider was given is not closed."""
+        self._closed = True
 
     async def __aenter__(self: SelfQ) -> SelfQ:
         return self

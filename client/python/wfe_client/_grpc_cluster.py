@@ -122,6 +122,7 @@ class GrpcQueueProvider(QueueProvider):
         return Opening(opening)
 
     async def queue_work(self, id: str, queue: QueueType) -> bool:
+        self._check_open()
         request = queues_pb2.QueueWorkRequest(id=_text(id, "id"), queue=QUEUE_TYPE.encode(check_queue(queue), "queue"))
         response = await self._connection._call(self._stub.QueueWork, request)
         return bool(response.queued)
@@ -129,6 +130,7 @@ class GrpcQueueProvider(QueueProvider):
     async def _dequeue(
         self, queue: QueueType, wait: timedelta | None, include_workflow: bool
     ) -> queues_pb2.DequeueWorkResponse:
+        self._check_open()
         waiting = check_wait(wait)
         request = queues_pb2.DequeueWorkRequest(
             queue=QUEUE_TYPE.encode(check_queue(queue), "queue"), include_workflow=include_workflow
@@ -163,6 +165,7 @@ class GrpcQueueProvider(QueueProvider):
         release: Sequence[str],
         include_workflow: bool,
     ) -> LeasedWork | None:
+        self._check_open()
         waiting = check_wait(wait)
         request = queues_pb2.DequeueWorkRequest(
             queue=QUEUE_TYPE.encode(queue, "queue"),
@@ -187,6 +190,7 @@ class GrpcQueueProvider(QueueProvider):
         return LeasedWork(response.id, leases, workflow)
 
     async def close(self) -> None:
+        await super().close()
         if self._owns_connection:
             await self._connection.close()
 

@@ -173,6 +173,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
         ``ConnectionError: no wfe-sqlite server answered``. A server that answers but refuses the
         handshake (it serves TLS and the client does not, it requires a client certificate, the
         client does not trust its certificate) is a ``ConnectionError`` at once, saying so.
+        An address without a port (``localhost``, ``dns:///localhost``) is ``InvalidArgument`` at once.
 
         ``timeout`` is the deadline of each call in seconds; ``credentials`` selects TLS;
         ``token`` is sent as ``authorization: Bearer <token>`` on every call. Or TLS from PEM
@@ -333,7 +334,9 @@ class GrpcPersistenceProvider(PersistenceProvider):
     ) -> None:
         request = workflows_pb2.PersistWorkflowWithSubscriptionsRequest(
             workflow=convert.workflow_to_proto(instance),
-            subscriptions=[convert.subscription_to_proto(s) for s in subscriptions],
+            subscriptions=[
+                convert.subscription_to_proto(s, f"subscriptions[{i}]") for i, s in enumerate(subscriptions)
+            ],
             expected_revision=_expected_revision(instance, force),
         )
         response: workflows_pb2.PersistWorkflowWithSubscriptionsResponse = await self._call(
@@ -498,7 +501,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
             as_of=convert.timestamp(as_of, "as_of"),
             max_commands=max_commands,
             lease_duration=duration,
-            worker_id=worker_id,
+            worker_id=_text(worker_id, "worker_id"),
         )
         response: scheduled_commands_pb2.ClaimCommandsResponse = await self._call(self._commands.ClaimCommands, request)
         return CommandClaim(
@@ -526,7 +529,9 @@ class GrpcPersistenceProvider(PersistenceProvider):
     # -- errors and store ----------------------------------------------------------------------
 
     async def persist_errors(self, errors: Sequence[ExecutionError]) -> None:
-        request = execution_errors_pb2.PersistErrorsRequest(errors=[convert.error_to_proto(e) for e in errors])
+        request = execution_errors_pb2.PersistErrorsRequest(
+            errors=[convert.error_to_proto(e, f"errors[{i}]") for i, e in enumerate(errors)]
+        )
         await self._call(self._errors.PersistErrors, request)
 
     async def ensure_store_exists(self) -> None:
@@ -593,8 +598,13 @@ class GrpcPersistenceProvider(PersistenceProvider):
     ) -> int:
         if not isinstance(older_than, datetime):
             raise InvalidArgument("older_than: expected a timezone-aware datetime", field="older_than")
+        cutoff = convert.timestamp(older_than, "older_than")
+        if cutoff.seconds < 0:  # the embedded provider's words (the server's name the wire field and seconds)
+            raise InvalidArgument(
+                f"older_than: {older_than.isoformat()} is before 1970-01-01T00:00:00Z", field="older_than"
+            )
         request = visibility_pb2.PurgeWorkflowsRequest(
-            older_than=convert.timestamp(older_than, "older_than"),
+            older_than=cutoff,
             statuses=[convert.WORKFLOW_STATUS.to_proto[s] for s in visibility.purge_statuses(statuses)],
             dry_run=bool(dry_run),
         )

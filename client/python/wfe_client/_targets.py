@@ -22,6 +22,8 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .errors import InvalidArgument
+
 __all__ = ["READS", "Target", "resolve_target"]
 
 _PACKAGE = "wfe.persistence.v1"
@@ -48,6 +50,9 @@ RETRY_ATTEMPTS = 3
 
 _SCHEMES = ("dns:", "ipv4:", "ipv6:")
 """Targets given with these schemes are balanced (a DNS name may stand for several servers)."""
+
+_PORTLESS_SCHEMES = ("unix:", "unix-abstract:", "vsock:")
+"""Targets with these schemes name no TCP port (a socket path, a vsock CID:PORT): passed to gRPC as given."""
 
 
 def service_config(policy: str = "round_robin") -> str:
@@ -111,6 +116,10 @@ class Target:
         return options
 
 
+def _invalid(message: str) -> InvalidArgument:
+    return InvalidArgument(message, field="address")
+
+
 def _addresses(address: str | Sequence[str]) -> list[str]:
     if isinstance(address, str):
         parts = address.split(",") if not address.startswith(_SCHEMES) else [address]
@@ -122,21 +131,52 @@ def _addresses(address: str | Sequence[str]) -> list[str]:
         raise TypeError("address: every address must be a string")
     stripped = [part.strip() for part in parts]
     if not stripped or not all(stripped):
-        raise ValueError(f"address: expected HOST:PORT, or several separated by commas, got {address!r}")
+        raise _invalid(f"address: expected HOST:PORT, or several separated by commas, got {address!r}")
     return stripped
 
 
-def _split(address: str) -> tuple[str, str]:
-    """``host:port`` or ``[v6]:port`` -> (host, port)."""
+def _split(address: str, given: str | None = None) -> tuple[str, str]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); ``InvalidArgument`` naming ``given`` (the
+    address as the caller wrote it, default ``address``) when there is no port or it is not one.
+
+    Without this gRPC would connect a port-less address to its default port (443) and the connect
+    would wait ``connect_timeout`` for a server that is not there."""
+    given = address if given is None else given
+    bracketed = address.startswith("[") and "]" in address
     host, colon, port = address.rpartition(":")
-    if not colon or not host or not port.isdigit():
-        raise ValueError(f"address {address!r}: expected HOST:PORT")
+    if not address or (colon and not host):
+        raise _invalid(f"address {given!r}: expected HOST:PORT")
+    if not colon or not port or (not bracketed and ":" in host) or (bracketed and not host.endswith("]")):
+        # "localhost", "localhost:", "[::1]", "::1" (an IPv6 address without brackets has no port either).
+        bare = address[1 : address.index("]")] if bracketed else address.removesuffix(":")
+        fixed = f"[{bare}]:50051" if ":" in bare else f"{bare}:50051"
+        before, _, after = given.rpartition(address)
+        raise _invalid(f"address {given!r} has no port: a port is needed, as in {before + fixed + after!r}")
+    if not port.isdigit():
+        raise _invalid(f"address {given!r}: expected HOST:PORT, the port a number, got port {port!r}")
     if not 0 < int(port) < 65536:
         # gRPC would refuse the whole list (every server in it) and the connect would wait for nothing.
-        raise ValueError(f"address {address!r}: port {port} is not between 1 and 65535")
-    if host.startswith("[") and host.endswith("]"):
+        raise _invalid(f"address {given!r}: port {port} is not between 1 and 65535")
+    if bracketed:
         host = host[1:-1]
     return host, port
+
+
+def _check_target(target: str) -> None:
+    """Refuse one target (``HOST:PORT``, ``dns:[//AUTHORITY/]HOST:PORT``, ``ipv4:``/``ipv6:`` lists)
+    without a port; ``unix:`` and the other port-less schemes pass as they are."""
+    if target.startswith(_PORTLESS_SCHEMES):
+        return
+    if target.startswith("dns:"):
+        name = target.removeprefix("dns:")
+        if name.startswith("//"):
+            name = name[2:].partition("/")[2]  # the authority (a DNS server) is not the target
+        _split(name, target)
+    elif target.startswith(("ipv4:", "ipv6:")):
+        for part in target.partition(":")[2].split(","):
+            _split(part, target)
+    elif "://" not in target:  # another scheme: gRPC's to judge
+        _split(target)
 
 
 def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -153,13 +193,14 @@ async def resolve_target(address: str | Sequence[str]) -> Target:
     shown = ",".join(parts)
     if len(parts) == 1:
         only = parts[0]
+        _check_target(only)
         return Target(only, only, balanced=only.startswith(_SCHEMES))
     loop = asyncio.get_running_loop()
     found: list[tuple[int, str]] = []  # (family, "ip:port") of every address, in order
     families: list[set[int]] = []
     for part in parts:
         if part.startswith(_SCHEMES) or "://" in part:
-            raise ValueError(f"address {part!r}: a target with a scheme cannot be one of several; give it alone")
+            raise _invalid(f"address {part!r}: a target with a scheme cannot be one of several; give it alone")
     for host, port in [_split(part) for part in parts]:
         literal = _literal(host)
         if literal is not None:
@@ -178,7 +219,7 @@ async def resolve_target(address: str | Sequence[str]) -> Target:
         )
     family = socket.AF_INET if all(socket.AF_INET in f for f in families) else socket.AF_INET6
     if not all(family in f for f in families):
-        raise ValueError(
+        raise _invalid(
             f"address {shown!r}: several servers must all have IPv4 or all IPv6 addresses; "
             "or give one DNS name as dns:///NAME:PORT"
         )

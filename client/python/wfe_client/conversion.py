@@ -31,7 +31,7 @@ from wfe.persistence.v1 import (
 
 from .errors import InvalidArgument
 from .jsoncodec import json_text, parse_json
-from .limits import MAX_TIMESTAMP_SECONDS
+from .limits import INT64_MAX, MAX_TIMESTAMP_SECONDS, UINT32_MAX
 from .models import (
     CommandName,
     Event,
@@ -113,7 +113,7 @@ class ProtoEnum(Generic[E, P]):
         try:
             return self.to_proto[value]
         except (KeyError, TypeError):
-            raise InvalidArgument(f"{field}: {value!r} is not a valid value", field=field) from None
+            raise InvalidArgument(f"{field}: expected a {self.kind}, got {value!r}", field=field) from None
 
     def decode(self, value: int, field: str) -> E:
         """The member of a proto number; InvalidArgument naming ``field`` for an unknown one."""
@@ -173,6 +173,14 @@ def optional_instant(msg: Any, name: str, field: str) -> datetime | None:
     return instant(msg, name, field) if msg.HasField(name) else None
 
 
+def _required_time(value: Any, field: str) -> datetime:
+    """A required datetime: None (or another type) is the embedded provider's error, not a
+    Timestamp left out (which the server would report as 'required')."""
+    if not isinstance(value, datetime):
+        raise InvalidArgument(f"{field}: expected a timezone-aware datetime", field=field)
+    return value
+
+
 def _set_time(msg: Any, name: str, value: datetime | None, field: str) -> None:
     if value is not None:
         getattr(msg, name).CopyFrom(timestamp(value, field))
@@ -183,44 +191,115 @@ def _optional(msg: Any, name: str) -> str | None:
 
 
 @contextmanager
-def _building(field: str) -> Iterator[None]:
-    """Turn protobuf's own complaints about a model value into InvalidArgument naming the record.
+def _building(field: str, model: Any) -> Iterator[None]:
+    """Turn protobuf's own complaints about a value of ``model`` into InvalidArgument naming its field.
 
-    The message types check ranges (uint32, int64), types and UTF-8 themselves; this gives those
-    failures the same exception the embedded provider raises (a naive datetime is already one,
-    naming its field).
+    The message types check types and UTF-8 themselves, and name neither the field nor the value:
+    only when one fails is ``model`` searched for the field, and the error is the embedded
+    provider's (``_rows``) for it. Integers are checked before (``_integer``), and a naive datetime
+    is already an InvalidArgument naming its field.
     """
     try:
         yield
     except InvalidArgument:
         raise
-    except UnicodeError as error:
-        raise InvalidArgument(f"{field}: not valid Unicode text: {error}", field=field) from None
-    except (TypeError, ValueError) as error:
+    except (UnicodeError, TypeError, ValueError) as error:
+        found = _explain(model, field)
+        if found is not None:
+            raise found from None
+        if isinstance(error, UnicodeError):
+            raise InvalidArgument(f"{field}: not valid Unicode text: {error}", field=field) from None
         raise InvalidArgument(f"{field}: {error}", field=field) from None
 
 
-def _integer(value: Any, field: str) -> int:
-    """An integer field of a model, checked here so the error names the field (protobuf's own names
-    only the type); a bool is not one, as in the embedded provider."""
+_OPTIONAL_TEXT = frozenset({"description", "reference"})
+"""Text fields the embedded provider reports as 'expected a string or None' (the others are ids)."""
+_ID_LISTS = frozenset({"children", "scope"})
+
+
+_TEXT_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _no_none_text(model: Any, field: str) -> None:
+    """A string field of ``model`` (typed ``str``, not optional) given None: the embedded provider's
+    error. Protobuf would take None for 'not set', i.e. "": an id the server then makes up."""
+    names = _TEXT_FIELDS.get(type(model))
+    if names is None:
+        names = _TEXT_FIELDS[type(model)] = tuple(f.name for f in dataclasses.fields(model) if f.type == "str")
+    for name in names:
+        if getattr(model, name) is None:
+            raise InvalidArgument(f"{field}.{name}: expected a string, got NoneType", field=f"{field}.{name}")
+
+
+def _surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _explain(model: Any, field: str) -> InvalidArgument | None:
+    """The embedded provider's error for the first string field of ``model`` protobuf refused (not
+    a string, a lone surrogate), or None."""
+    for item in dataclasses.fields(model):
+        value = getattr(model, item.name)
+        name = f"{field}.{item.name}"
+        if item.name in _ID_LISTS:
+            if not isinstance(value, (list, tuple)):
+                return InvalidArgument(f"{name}: expected a list of strings", field=name)
+            for i, element in enumerate(value):
+                if not isinstance(element, str):
+                    return InvalidArgument(
+                        f"{name}[{i}]: expected a string, got {type(element).__name__}", field=f"{name}[{i}]"
+                    )
+                if _surrogate(element):
+                    return InvalidArgument(
+                        f"{name}[{i}]: not valid Unicode text (lone surrogate)", field=f"{name}[{i}]"
+                    )
+        elif item.name == "extension_attributes":
+            if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+                return InvalidArgument(f"{name}: expected a dict with string keys", field=field)
+        elif item.type in ("str", "str | None") and value is not None:
+            if not isinstance(value, str):
+                if item.name in _OPTIONAL_TEXT:
+                    return InvalidArgument(f"{name}: expected a string or None", field=name)
+                return InvalidArgument(f"{name}: expected a string, got {type(value).__name__}", field=name)
+            if _surrogate(value):
+                return InvalidArgument(f"{name}: not valid Unicode text (lone surrogate)", field=name)
+    return None
+
+
+def _integer(value: Any, field: str, high: int) -> int:
+    """An integer field of a model in [0, ``high``], checked here so the error names the field and
+    the value as the embedded provider's does (protobuf's own names neither); a bool is not one."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgument(f"{field}: expected an integer, got {type(value).__name__}", field=field)
+    if not 0 <= value <= high:
+        raise InvalidArgument(f"{field}: {value} is out of range [0, {high}]", field=field)
     return value
 
 
 # -- workflows ---------------------------------------------------------------------------------
 
 
-def pointer_to_proto(p: ExecutionPointer) -> workflows_pb2.ExecutionPointer:
-    with _building("execution_pointer"):
-        f = "execution_pointer"
+def pointer_to_proto(p: ExecutionPointer, field: str = "execution_pointer") -> workflows_pb2.ExecutionPointer:
+    """``field``: how errors name the pointer (``workflow.execution_pointers[i]`` in a workflow)."""
+    f = field
+    if not isinstance(p, ExecutionPointer):
+        raise InvalidArgument(f"{f}: expected an ExecutionPointer", field=f)
+    for name in _ID_LISTS:  # protobuf would take a string for a list of its characters
+        if not isinstance(getattr(p, name), (list, tuple)):
+            raise InvalidArgument(f"{f}.{name}: expected a list of strings", field=f"{f}.{name}")
+    _no_none_text(p, f)
+    with _building(f, p):
         msg = workflows_pb2.ExecutionPointer(
             id=p.id,
-            step_id=_integer(p.step_id, f"{f}.step_id"),
+            step_id=_integer(p.step_id, f"{f}.step_id", UINT32_MAX),
             active=p.active,
             status=POINTER_STATUS.encode(p.status, f"{f}.status"),
             event_published=p.event_published,
-            retry_count=_integer(p.retry_count, f"{f}.retry_count"),
+            retry_count=_integer(p.retry_count, f"{f}.retry_count", UINT32_MAX),
             children=p.children,
             scope=p.scope,
             extension_attributes={
@@ -300,24 +379,31 @@ def pointer_from_proto(msg: workflows_pb2.ExecutionPointer, field: str) -> Execu
 
 
 def workflow_to_proto(w: WorkflowInstance) -> workflows_pb2.WorkflowInstance:
-    with _building("workflow"):
+    if not isinstance(w, WorkflowInstance):
+        raise InvalidArgument("expected a WorkflowInstance")
+    if not isinstance(w.execution_pointers, (list, tuple)):
+        raise InvalidArgument("workflow.execution_pointers: expected a list", field="workflow.execution_pointers")
+    _no_none_text(w, "workflow")
+    with _building("workflow", w):
         msg = workflows_pb2.WorkflowInstance(
             id=w.id,
             name=w.name,
             workflow_definition_id=w.workflow_definition_id,
-            version=_integer(w.version, "workflow.version"),
-            execution_pointers=[pointer_to_proto(p) for p in w.execution_pointers],
+            version=_integer(w.version, "workflow.version", UINT32_MAX),
+            execution_pointers=[
+                pointer_to_proto(p, f"workflow.execution_pointers[{i}]") for i, p in enumerate(w.execution_pointers)
+            ],
             status=WORKFLOW_STATUS.encode(w.status, "workflow.status"),
             data=json_text(w.data, "workflow.data"),
-            revision=w.revision,
+            revision=_integer(w.revision, "workflow.revision", INT64_MAX),
         )
         for name in ("root_workflow_id", "description", "reference"):
             value = getattr(w, name)
             if value is not None:
                 setattr(msg, name, value)
         if w.next_execution is not None:
-            msg.next_execution = _integer(w.next_execution, "workflow.next_execution")
-        _set_time(msg, "create_time", w.create_time, "workflow.create_time")
+            msg.next_execution = _integer(w.next_execution, "workflow.next_execution", INT64_MAX)
+        _set_time(msg, "create_time", _required_time(w.create_time, "workflow.create_time"), "workflow.create_time")
         _set_time(msg, "complete_time", w.complete_time, "workflow.complete_time")
         return msg
 
@@ -357,16 +443,18 @@ def workflow_from_proto(msg: workflows_pb2.WorkflowInstance, field: str = "workf
 
 
 def event_to_proto(e: Event) -> events_pb2.Event:
-    with _building("event"):
-        msg = events_pb2.Event(
+    if not isinstance(e, Event):
+        raise InvalidArgument("expected an Event")
+    _no_none_text(e, "event")
+    with _building("event", e):
+        return events_pb2.Event(
             id=e.id,
             event_name=e.event_name,
             event_key=e.event_key,
             event_data=json_text(e.event_data, "event.event_data"),
+            event_time=timestamp(_required_time(e.event_time, "event.event_time"), "event.event_time"),
             is_processed=e.is_processed,
         )
-        _set_time(msg, "event_time", e.event_time, "event.event_time")
-        return msg
 
 
 def event_from_proto(msg: events_pb2.Event, field: str = "event") -> Event:
@@ -383,18 +471,24 @@ def event_from_proto(msg: events_pb2.Event, field: str = "event") -> Event:
 # -- subscriptions -----------------------------------------------------------------------------
 
 
-def subscription_to_proto(s: EventSubscription) -> subscriptions_pb2.EventSubscription:
-    with _building("subscription"):
-        f = "subscription"
+def subscription_to_proto(s: EventSubscription, field: str = "subscription") -> subscriptions_pb2.EventSubscription:
+    """``field``: how errors name the subscription (``subscriptions[i]`` in a list of them)."""
+    f = field
+    if not isinstance(s, EventSubscription):
+        raise InvalidArgument(f"{f}: expected an EventSubscription", field=f)
+    _no_none_text(s, f)
+    with _building(f, s):
         msg = subscriptions_pb2.EventSubscription(
             id=s.id,
             workflow_id=s.workflow_id,
-            step_id=s.step_id,
+            step_id=_integer(s.step_id, f"{f}.step_id", UINT32_MAX),
             execution_pointer_id=s.execution_pointer_id,
             event_name=s.event_name,
             event_key=s.event_key,
         )
-        _set_time(msg, "subscribe_as_of", s.subscribe_as_of, f"{f}.subscribe_as_of")
+        _set_time(
+            msg, "subscribe_as_of", _required_time(s.subscribe_as_of, f"{f}.subscribe_as_of"), f"{f}.subscribe_as_of"
+        )
         if s.subscription_data is not None:
             msg.subscription_data = json_text(s.subscription_data, f"{f}.subscription_data")
         if s.external_token is not None:
@@ -433,11 +527,14 @@ def command_name_from_proto(value: int, field: str) -> CommandName:
 
 
 def command_to_proto(c: ScheduledCommand) -> scheduled_commands_pb2.ScheduledCommand:
-    with _building("command"):
+    if not isinstance(c, ScheduledCommand):
+        raise InvalidArgument("expected a ScheduledCommand")
+    _no_none_text(c, "command")
+    with _building("command", c):
         return scheduled_commands_pb2.ScheduledCommand(
             command_name=COMMAND_NAME.encode(c.command_name, "command.command_name"),
             data=c.data,
-            execute_time=_integer(c.execute_time, "command.execute_time"),
+            execute_time=_integer(c.execute_time, "command.execute_time", INT64_MAX),
         )
 
 
@@ -452,12 +549,16 @@ def command_from_proto(msg: scheduled_commands_pb2.ScheduledCommand, field: str 
 # -- execution errors --------------------------------------------------------------------------
 
 
-def error_to_proto(e: ExecutionError) -> execution_errors_pb2.ExecutionError:
-    with _building("error"):
+def error_to_proto(e: ExecutionError, field: str = "error") -> execution_errors_pb2.ExecutionError:
+    """``field``: how errors name the record (``errors[i]`` in a list of them)."""
+    if not isinstance(e, ExecutionError):
+        raise InvalidArgument(f"{field}: expected an ExecutionError", field=field)
+    _no_none_text(e, field)
+    with _building(field, e):
         msg = execution_errors_pb2.ExecutionError(
             workflow_id=e.workflow_id, execution_pointer_id=e.execution_pointer_id, message=e.message
         )
-        _set_time(msg, "error_time", e.error_time, "error.error_time")
+        _set_time(msg, "error_time", _required_time(e.error_time, f"{field}.error_time"), f"{field}.error_time")
         return msg
 
 
@@ -551,7 +652,7 @@ def summary_from_proto(msg: visibility_pb2.WorkflowSummary, field: str = "workfl
 def lifecycle_event_to_proto(event: LifecycleEvent) -> lifecycle_pb2.LifecycleEvent:
     if not isinstance(event, LifecycleEvent):
         raise InvalidArgument("expected a LifecycleEvent", field="event")
-    with _building("event"):
+    with _building("event", event):
         msg = lifecycle_pb2.LifecycleEvent(
             event_time=timestamp(event.event_time, "event.event_time"),
             workflow_instance_id=event.workflow_instance_id,
