@@ -119,9 +119,19 @@ fn selection(filters: &[SearchFilter]) -> Result<Selection> {
     }
     // "after" excludes the instant itself; the store keeps microseconds and `created_after`
     // includes its instant, so the first included one is a microsecond later.
-    selected.filter.created_after = after
-        .map(|a| a + TimeDelta::microseconds(1))
-        .map(|a| convert::ts_to_wire(&a));
+    // The latest instant chrono holds has no next microsecond: it is past 9999-12-31, refused as
+    // the server refuses such an instant, not a panic of the addition.
+    selected.filter.created_after = match after {
+        None => None,
+        Some(a) => match a.checked_add_signed(TimeDelta::microseconds(1)) {
+            Some(first) => Some(convert::ts_to_wire(&first)),
+            None => {
+                return Err(invalid_argument(format!(
+                    "filter.created_after: {a} is outside 1970-01-01..9999-12-31"
+                )));
+            }
+        },
+    };
     selected.filter.created_before = before.map(|b| convert::ts_to_wire(&b));
     Ok(selected)
 }

@@ -225,3 +225,20 @@ async fn bad_queries_are_invalid_argument() {
         .unwrap_err();
     assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{err}");
 }
+
+/// A `DateRange` whose `after` is the latest instant chrono holds is refused like any instant
+/// past 9999-12-31 (INVALID_ARGUMENT naming `filter.created_after`), not a panic of the
+/// exclusive bound's extra microsecond.
+#[tokio::test]
+async fn latest_after_instant_is_invalid_argument_not_a_panic() {
+    let (_server, _store, search) = start().await;
+    let filters = [SearchFilter::DateRange {
+        field: "create_time".into(),
+        after: Some(DateTime::<Utc>::MAX_UTC),
+        before: None,
+    }];
+    let outcome = tokio::spawn(async move { search.search("word", 0, 10, &filters).await }).await;
+    let err = outcome.expect("search panicked").unwrap_err();
+    assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{err}");
+    assert!(err.to_string().contains("filter.created_after"), "{err}");
+}
