@@ -81,7 +81,7 @@ export interface WorkflowSearchPage {
 export interface PurgeWorkflowsOptions {
   /** Statuses to purge (default COMPLETE and TERMINATED); at least one. */
   statuses?: readonly WorkflowStatus[];
-  /** Count what would be deleted, delete nothing. */
+  /** Count what would be deleted, delete nothing (a boolean; anything else is `InvalidArgument`). */
   dryRun?: boolean;
 }
 
@@ -215,7 +215,12 @@ export function visibilityOperations(client: Client<typeof vis.VisibilityService
       if (statuses.length === 0) {
         throw new InvalidArgument("statuses: name at least one status to purge", { field: "statuses" });
       }
-      const request = { olderThan: toTimestamp(olderThan, "olderThan"), statuses, dryRun: options.dryRun === true };
+      // Anything but a boolean is refused: an untyped caller's "true" or 1 must not purge for real.
+      const dryRun = options.dryRun ?? false;
+      if (typeof dryRun !== "boolean") {
+        throw new InvalidArgument(`dryRun: expected a boolean, got ${typeof dryRun}`, { field: "dryRun" });
+      }
+      const request = { olderThan: toTimestamp(olderThan, "olderThan"), statuses, dryRun };
       const response = await run(() => client.purgeWorkflows(request, { timeoutMs: PURGE_TIMEOUT_MS }));
       return Number(response.deleted);
     },

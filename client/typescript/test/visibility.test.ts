@@ -154,4 +154,17 @@ describe("visibility", () => {
     assert.equal(await live.client.purgeWorkflows(cutoff, { statuses: [WorkflowStatus.SUSPENDED] }), 3);
     assert.equal((await live.client.listWorkflows({ status: WorkflowStatus.SUSPENDED })).items.length, 0);
   });
+
+  it("refuses a dryRun that is not a boolean instead of purging for real", async () => {
+    // An untyped caller's dryRun: "true" (or 1) was not === true, so the purge deleted.
+    const kept = await make(300, { status: WorkflowStatus.COMPLETE, completeTime: new Date(T0) });
+    for (const dryRun of ["true", 1]) {
+      await assert.rejects(
+        live.client.purgeWorkflows(new Date(T0 + 60_000), { dryRun: dryRun as unknown as boolean }),
+        (e: unknown) => e instanceof InvalidArgument && e.field === "dryRun",
+      );
+    }
+    assert.equal((await live.client.getWorkflowInstance(kept.id)).id, kept.id);
+    assert.equal(await live.client.purgeWorkflows(new Date(T0 + 60_000), { dryRun: false }), 1);
+  });
 });
