@@ -129,10 +129,21 @@ function statusesToWire(status: WorkflowFilter["status"], field: string): wf.Wor
   return [...new Set(list.map((s: unknown, i: number) => statusToWire(s, `${field}[${i}]`)))];
 }
 
+/** A high surrogate not followed by a low one, or a low one not preceded by a high one. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** `value`, refused (as Python refuses it) when it holds a lone surrogate: protobuf-es would send U+FFFD instead. */
+function wellFormed(value: string, field: string): string {
+  if (LONE_SURROGATE.test(value)) {
+    throw new InvalidArgument(`${field}: not valid Unicode text (lone surrogate)`, { field });
+  }
+  return value;
+}
+
 function optionalText(value: unknown, field: string): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== "string") throw new InvalidArgument(`${field}: expected a string`, { field });
-  return value;
+  return wellFormed(value, field);
 }
 
 function filterToWire(filter: WorkflowFilter): vis.WorkflowFilter {
@@ -196,7 +207,7 @@ export function visibilityOperations(client: Client<typeof vis.VisibilityService
     async searchWorkflows(text: string, options: SearchWorkflowsOptions = {}): Promise<WorkflowSearchPage> {
       if (typeof text !== "string") throw new InvalidArgument("query: expected a string", { field: "query" });
       const request = {
-        query: text,
+        query: wellFormed(text, "query"),
         filter: filterToWire(options),
         skip: count(options.skip, 0, 0, "skip"),
         take: Math.min(count(options.take, DEFAULT_PAGE_SIZE, 1, "take"), MAX_PAGE_SIZE),

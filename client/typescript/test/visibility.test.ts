@@ -155,6 +155,24 @@ describe("visibility", () => {
     assert.equal((await live.client.listWorkflows({ status: WorkflowStatus.SUSPENDED })).items.length, 0);
   });
 
+  it("refuses text with a lone surrogate, as Python does, instead of sending U+FFFD", async () => {
+    // protobuf-es encodes a lone surrogate as U+FFFD: the list was of a reference nobody asked for.
+    const odd = await make(400, { reference: "\uFFFD" });
+    const cases: [string, () => Promise<unknown>][] = [
+      ["reference", () => live.client.listWorkflows({ reference: "\uD800" })],
+      ["definitionId", () => live.client.listWorkflows({ definitionId: "order\uDC00" })],
+      ["pageToken", () => live.client.listWorkflows({ pageToken: "\uD83D" })],
+      ["reference", () => live.client.searchWorkflows("parcel", { reference: "\uD800" })],
+      ["query", () => live.client.searchWorkflows("parcel \uD800")],
+    ];
+    for (const [field, call] of cases) {
+      await assert.rejects(call(), (e: unknown) => e instanceof InvalidArgument && e.field === field && /lone surrogate/.test(e.message));
+    }
+    // A well-formed pair is text like any other.
+    assert.deepEqual((await live.client.listWorkflows({ reference: "\uD83D\uDE00" })).items, []);
+    await live.client.deleteWorkflow(odd.id);
+  });
+
   it("refuses a dryRun that is not a boolean instead of purging for real", async () => {
     // An untyped caller's dryRun: "true" (or 1) was not === true, so the purge deleted.
     const kept = await make(300, { status: WorkflowStatus.COMPLETE, completeTime: new Date(T0) });
