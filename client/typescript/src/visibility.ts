@@ -164,6 +164,15 @@ function count(value: number | undefined, fallback: number, min: number, field: 
   return n;
 }
 
+/** A page size or take: an integer from 1, any larger one capped to `MAX_PAGE_SIZE` (as Python caps it). */
+function size(value: number | undefined, field: string): number {
+  const n = value ?? DEFAULT_PAGE_SIZE;
+  if (!Number.isInteger(n) || n < 1) {
+    throw new InvalidArgument(`${field} must be an integer >= 1, got ${String(value)}`, { field });
+  }
+  return Math.min(n, MAX_PAGE_SIZE);
+}
+
 /** @internal A summary message as the model. */
 export function summaryFromWire(s: vis.WorkflowSummary): WorkflowSummary {
   if (s.createTime === undefined) throw new WfeError("server sent a summary without create_time");
@@ -195,7 +204,7 @@ export function visibilityOperations(client: Client<typeof vis.VisibilityService
     async listWorkflows(options: ListWorkflowsOptions = {}): Promise<WorkflowPage> {
       const request = {
         filter: filterToWire(options),
-        pageSize: Math.min(count(options.pageSize, DEFAULT_PAGE_SIZE, 1, "pageSize"), MAX_PAGE_SIZE),
+        pageSize: size(options.pageSize, "pageSize"),
         pageToken: optionalText(options.pageToken, "pageToken") ?? "",
       };
       const response = await run(() => client.listWorkflows(request));
@@ -210,7 +219,7 @@ export function visibilityOperations(client: Client<typeof vis.VisibilityService
         query: wellFormed(text, "query"),
         filter: filterToWire(options),
         skip: count(options.skip, 0, 0, "skip"),
-        take: Math.min(count(options.take, DEFAULT_PAGE_SIZE, 1, "take"), MAX_PAGE_SIZE),
+        take: size(options.take, "take"),
       };
       const response = await run(() => client.searchWorkflows(request));
       return { items: response.workflows.map(summaryFromWire), total: Number(response.total) };

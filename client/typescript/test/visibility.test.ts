@@ -155,6 +155,22 @@ describe("visibility", () => {
     assert.equal((await live.client.listWorkflows({ status: WorkflowStatus.SUSPENDED })).items.length, 0);
   });
 
+  it("caps any page size or take past 1000, as documented and as Python does", async () => {
+    // Sizes above 2**31 - 1 were refused, though the docs (and Python) say "capped at 1000".
+    const all = (await live.client.listWorkflows({ pageSize: 1000 })).items.length;
+    for (const size of [1001, 2 ** 31 - 1, 2 ** 31, Number.MAX_SAFE_INTEGER, 1e20]) {
+      const page = await live.client.listWorkflows({ pageSize: size });
+      assert.equal(page.items.length, all, String(size));
+      const found = await live.client.searchWorkflows("parcel", { take: size });
+      assert.equal(found.items.length, found.total, String(size));
+    }
+    for (const size of [0, -1, 1.5, NaN, Infinity]) {
+      await assert.rejects(live.client.listWorkflows({ pageSize: size }), (e: unknown) => e instanceof InvalidArgument && e.field === "pageSize");
+      await assert.rejects(live.client.searchWorkflows("parcel", { take: size }), (e: unknown) => e instanceof InvalidArgument && e.field === "take");
+    }
+    await assert.rejects(live.client.searchWorkflows("parcel", { skip: 2 ** 31 }), (e: unknown) => e instanceof InvalidArgument && e.field === "skip");
+  });
+
   it("refuses text with a lone surrogate, as Python does, instead of sending U+FFFD", async () => {
     // protobuf-es encodes a lone surrogate as U+FFFD: the list was of a reference nobody asked for.
     const odd = await make(400, { reference: "\uFFFD" });
