@@ -12,7 +12,7 @@
 //! | `SearchFilter::Status` (repeatable)   | `filter.statuses` (any of them)                      |
 //! | `SearchFilter::Reference`             | `filter.reference` (exact); two different ones match nothing |
 //! | `SearchFilter::DateRange` on the creation time (`create_time`, `created`, ...) | `created_after` (exclusive, as the trait says) and `created_before` |
-//! | `skip`, `take`                        | `skip`, `take` (windows above 1000 in several calls) |
+//! | `skip`, `take`                        | `skip`, `take` (windows above 1000 in several calls, each workflow once) |
 //!
 //! A `DateRange` on another field is an `INVALID_ARGUMENT` error: the store filters by
 //! creation time only.
@@ -166,6 +166,10 @@ impl GrpcSearchIndex {
         take: u64,
     ) -> Result<Page<WorkflowSearchResult>> {
         let mut data = Vec::new();
+        // Workflows that match and are stored between two calls shift the later matches down,
+        // so a call can return again what the one before it did: each id is kept once (and the
+        // window read on until it is full). Deletions meanwhile can still make one be missed.
+        let mut seen = std::collections::HashSet::new();
         let mut offset = skip;
         loop {
             let want = (take - data.len() as u64).clamp(1, MAX_WINDOW);
@@ -185,7 +189,12 @@ impl GrpcSearchIndex {
             let got = response.workflows.len() as u64;
             if take > 0 {
                 for summary in response.workflows {
-                    data.push(result_from_wire(summary)?);
+                    if data.len() as u64 >= take {
+                        break;
+                    }
+                    if seen.insert(summary.id.clone()) {
+                        data.push(result_from_wire(summary)?);
+                    }
                 }
             }
             offset += got;

@@ -242,3 +242,43 @@ async fn latest_after_instant_is_invalid_argument_not_a_panic() {
     assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{err}");
     assert!(err.to_string().contains("filter.created_after"), "{err}");
 }
+
+/// A window above 1000 is read in several calls; workflows that match and are stored between
+/// them shift the later ones down, and the next call repeated what the last one returned. One
+/// window holds each workflow once.
+#[tokio::test]
+async fn a_window_in_several_calls_repeats_nothing_while_workflows_are_stored() {
+    let (_server, store, search) = start().await;
+    for i in 0..1100 {
+        let mut w = WorkflowInstance::new("bulk", 1, json!({"word": "needle", "i": i}));
+        w.create_time = t0() + Duration::seconds(i);
+        store.create_new_workflow(&w).await.unwrap();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (store, stop) = (store.clone(), stop.clone());
+        async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let w = WorkflowInstance::new("bulk", 1, json!({"word": "needle", "late": n}));
+                store.create_new_workflow(&w).await.unwrap();
+                n += 1;
+            }
+            n
+        }
+    });
+    let mut repeats = Vec::new();
+    for _ in 0..5 {
+        let window = search.search("needle", 0, 5000, &[]).await.unwrap();
+        let unique: std::collections::HashSet<_> = window.data.iter().map(|r| &r.id).collect();
+        repeats.push(window.data.len() - unique.len());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let stored = writer.await.unwrap();
+    assert!(stored > 0, "no workflow stored during the searches");
+    assert_eq!(
+        repeats,
+        vec![0; 5],
+        "ids repeated within one window ({stored} stored meanwhile)"
+    );
+}
