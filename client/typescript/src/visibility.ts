@@ -227,7 +227,9 @@ export function visibilityOperations(client: Client<typeof vis.VisibilityService
 
     async deleteWorkflow(id: string): Promise<void> {
       if (typeof id !== "string") throw new InvalidArgument("id: expected a string", { field: "id" });
-      await run(() => client.deleteWorkflow({ id }));
+      // A lone surrogate would be sent as U+FFFD: the delete of another workflow.
+      const request = { id: wellFormed(id, "id") };
+      await run(() => client.deleteWorkflow(request));
     },
 
     async purgeWorkflows(olderThan: Date, options: PurgeWorkflowsOptions = {}): Promise<number> {

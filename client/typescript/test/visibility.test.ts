@@ -155,6 +155,17 @@ describe("visibility", () => {
     assert.equal((await live.client.listWorkflows({ status: WorkflowStatus.SUSPENDED })).items.length, 0);
   });
 
+  it("refuses to delete by an id with a lone surrogate instead of deleting the U+FFFD workflow", async () => {
+    const other = await make(500, { id: "\uFFFD" });
+    assert.equal(other.id, "\uFFFD");
+    await assert.rejects(
+      live.client.deleteWorkflow("\uD800"),
+      (e: unknown) => e instanceof InvalidArgument && e.field === "id" && /lone surrogate/.test(e.message),
+    );
+    assert.equal((await live.client.getWorkflowInstance("\uFFFD")).id, "\uFFFD");
+    await live.client.deleteWorkflow("\uFFFD");
+  });
+
   it("caps any page size or take past 1000, as documented and as Python does", async () => {
     // Sizes above 2**31 - 1 were refused, though the docs (and Python) say "capped at 1000".
     const all = (await live.client.listWorkflows({ pageSize: 1000 })).items.length;
