@@ -132,7 +132,27 @@ fn selection(filters: &[SearchFilter]) -> Result<Selection> {
             }
         },
     };
-    selected.filter.created_before = before.map(|b| convert::ts_to_wire(&b));
+    // The store drops the digits finer than a microsecond: "before" a sub-microsecond instant
+    // still includes its microsecond, so the bound is rounded up to the next one.
+    selected.filter.created_before = match before {
+        None => None,
+        Some(b) => {
+            let finer = i64::from(b.timestamp_subsec_nanos() % 1000);
+            let up = if finer == 0 {
+                Some(b)
+            } else {
+                b.checked_add_signed(TimeDelta::nanoseconds(1000 - finer))
+            };
+            match up {
+                Some(up) => Some(convert::ts_to_wire(&up)),
+                None => {
+                    return Err(invalid_argument(format!(
+                        "filter.created_before: {b} is outside 1970-01-01..9999-12-31"
+                    )));
+                }
+            }
+        }
+    };
     Ok(selected)
 }
 

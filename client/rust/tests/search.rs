@@ -282,3 +282,45 @@ async fn a_window_in_several_calls_repeats_nothing_while_workflows_are_stored() 
         "ids repeated within one window ({stored} stored meanwhile)"
     );
 }
+
+/// The store keeps microseconds and drops finer digits of a filter's instant: a `before` with
+/// nanoseconds past a microsecond still includes a workflow created at that microsecond (it is
+/// before the instant), and an `after` with them excludes it.
+#[tokio::test]
+async fn date_range_instants_finer_than_a_microsecond() {
+    let (_server, store, search) = start().await;
+    let at = t0() + Duration::microseconds(7);
+    let mut w = WorkflowInstance::new("fine", 1, json!({"word": "grain"}));
+    w.create_time = at;
+    let id = store.create_new_workflow(&w).await.unwrap();
+    let range = |after: Option<DateTime<Utc>>, before: Option<DateTime<Utc>>| {
+        [SearchFilter::DateRange {
+            field: "create_time".into(),
+            after,
+            before,
+        }]
+    };
+    let half = Duration::nanoseconds(500);
+    for terms in ["grain", ""] {
+        let before = search
+            .search(terms, 0, 10, &range(None, Some(at + half)))
+            .await
+            .unwrap();
+        assert_eq!(ids(&before), vec![id.clone()], "before {terms:?}");
+        let not_before = search
+            .search(terms, 0, 10, &range(None, Some(at)))
+            .await
+            .unwrap();
+        assert_eq!(not_before.total, 0, "before itself {terms:?}");
+        let after = search
+            .search(terms, 0, 10, &range(Some(at - half), None))
+            .await
+            .unwrap();
+        assert_eq!(ids(&after), vec![id.clone()], "after {terms:?}");
+        let not_after = search
+            .search(terms, 0, 10, &range(Some(at + half), None))
+            .await
+            .unwrap();
+        assert_eq!(not_after.total, 0, "after {terms:?}");
+    }
+}
