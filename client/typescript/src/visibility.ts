@@ -3,6 +3,7 @@
  * (`wfe.persistence.v1.VisibilityService`), as `GrpcPersistenceProvider` offers them.
  */
 import { create } from "@bufbuild/protobuf";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Client } from "@connectrpc/connect";
 import * as vis from "./gen/wfe/persistence/v1/visibility_pb.js";
 import * as wf from "./gen/wfe/persistence/v1/workflows_pb.js";
@@ -146,13 +147,30 @@ function optionalText(value: unknown, field: string): string | undefined {
   return wellFormed(value, field);
 }
 
+/**
+ * A filter's instant rounded up to the microsecond: the store drops finer digits, which would turn
+ * "at or after T + 0.5 us" into "at or after T" and "before T + 0.5 us" into "before T".
+ */
+function filterInstant(date: Date | undefined, field: string): Timestamp | undefined {
+  const ts = toOptionalTimestamp(date, field);
+  const finer = ts === undefined ? 0 : ts.nanos % 1000;
+  if (ts !== undefined && finer !== 0) {
+    ts.nanos += 1000 - finer;
+    if (ts.nanos >= 1_000_000_000) {
+      ts.nanos -= 1_000_000_000;
+      ts.seconds += 1n;
+    }
+  }
+  return ts;
+}
+
 function filterToWire(filter: WorkflowFilter): vis.WorkflowFilter {
   return create(vis.WorkflowFilterSchema, {
     statuses: statusesToWire(filter.status, "status"),
     workflowDefinitionId: optionalText(filter.definitionId, "definitionId") ?? "",
     reference: optionalText(filter.reference, "reference"),
-    createdAfter: toOptionalTimestamp(filter.createdAfter, "createdAfter"),
-    createdBefore: toOptionalTimestamp(filter.createdBefore, "createdBefore"),
+    createdAfter: filterInstant(filter.createdAfter, "createdAfter"),
+    createdBefore: filterInstant(filter.createdBefore, "createdBefore"),
   });
 }
 

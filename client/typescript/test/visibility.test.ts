@@ -9,6 +9,7 @@ import {
   newExecutionPointer,
   newEventSubscription,
   newWorkflowInstance,
+  PreciseDate,
   WorkflowNotFound,
   WorkflowStatus,
   type WorkflowInstance,
@@ -153,6 +154,25 @@ describe("visibility", () => {
     );
     assert.equal(await live.client.purgeWorkflows(cutoff, { statuses: [WorkflowStatus.SUSPENDED] }), 3);
     assert.equal((await live.client.listWorkflows({ status: WorkflowStatus.SUSPENDED })).items.length, 0);
+  });
+
+  it("keeps the meaning of filter instants finer than a microsecond", async () => {
+    // The store drops digits finer than a microsecond: createdAfter T+7.5 us took the workflow
+    // created at T+7 us, createdBefore T+7.5 us left it out.
+    const at = new PreciseDate(T0 + 5, 7000);
+    const w = await make(600, { reference: "fine-grain", createTime: at });
+    const list = async (window: { createdAfter?: Date; createdBefore?: Date }) =>
+      (await live.client.listWorkflows({ reference: "fine-grain", ...window })).items.map((s) => s.id);
+    const search = async (window: { createdAfter?: Date; createdBefore?: Date }) =>
+      (await live.client.searchWorkflows("parcel", { reference: "fine-grain", ...window })).items.map((s) => s.id);
+    for (const find of [list, search]) {
+      assert.deepEqual(await find({ createdAfter: new PreciseDate(T0 + 5, 6500) }), [w.id]);
+      assert.deepEqual(await find({ createdAfter: new PreciseDate(T0 + 5, 7500) }), []);
+      assert.deepEqual(await find({ createdBefore: new PreciseDate(T0 + 5, 7500) }), [w.id]);
+      assert.deepEqual(await find({ createdBefore: new PreciseDate(T0 + 5, 7000) }), []);
+      assert.deepEqual(await find({ createdAfter: at, createdBefore: new PreciseDate(T0 + 5, 7001) }), [w.id]);
+    }
+    await live.client.deleteWorkflow(w.id);
   });
 
   it("refuses to delete by an id with a lone surrogate instead of deleting the U+FFFD workflow", async () => {
