@@ -148,11 +148,10 @@ function optionalText(value: unknown, field: string): string | undefined {
 }
 
 /**
- * A filter's instant rounded up to the microsecond: the store drops finer digits, which would turn
- * "at or after T + 0.5 us" into "at or after T" and "before T + 0.5 us" into "before T".
+ * A filter's (or a purge's) instant rounded up to the microsecond: the store drops finer digits,
+ * which would turn "at or after T + 0.5 us" into "at or after T" and "before T + 0.5 us" into "before T".
  */
-function filterInstant(date: Date | undefined, field: string): Timestamp | undefined {
-  const ts = toOptionalTimestamp(date, field);
+function upToMicros<T extends Timestamp | undefined>(ts: T): T {
   const finer = ts === undefined ? 0 : ts.nanos % 1000;
   if (ts !== undefined && finer !== 0) {
     ts.nanos += 1000 - finer;
@@ -169,8 +168,8 @@ function filterToWire(filter: WorkflowFilter): vis.WorkflowFilter {
     statuses: statusesToWire(filter.status, "status"),
     workflowDefinitionId: optionalText(filter.definitionId, "definitionId") ?? "",
     reference: optionalText(filter.reference, "reference"),
-    createdAfter: filterInstant(filter.createdAfter, "createdAfter"),
-    createdBefore: filterInstant(filter.createdBefore, "createdBefore"),
+    createdAfter: upToMicros(toOptionalTimestamp(filter.createdAfter, "createdAfter")),
+    createdBefore: upToMicros(toOptionalTimestamp(filter.createdBefore, "createdBefore")),
   });
 }
 
@@ -260,7 +259,7 @@ export function visibilityOperations(client: Client<typeof vis.VisibilityService
       if (typeof dryRun !== "boolean") {
         throw new InvalidArgument(`dryRun: expected a boolean, got ${typeof dryRun}`, { field: "dryRun" });
       }
-      const request = { olderThan: toTimestamp(olderThan, "olderThan"), statuses, dryRun };
+      const request = { olderThan: upToMicros(toTimestamp(olderThan, "olderThan")), statuses, dryRun };
       const response = await run(() => client.purgeWorkflows(request, { timeoutMs: PURGE_TIMEOUT_MS }));
       return Number(response.deleted);
     },

@@ -175,6 +175,18 @@ describe("visibility", () => {
     await live.client.deleteWorkflow(w.id);
   });
 
+  it("purges what finished before an olderThan finer than a microsecond", async () => {
+    // The store drops digits finer than a microsecond: olderThan T+7.5 us left out the workflow
+    // finished at T+7 us, which is older.
+    const w = await make(700, { status: WorkflowStatus.COMPLETE, completeTime: new PreciseDate(T0 + 5, 7000) });
+    const count = (olderThan: Date) => live.client.purgeWorkflows(olderThan, { dryRun: true });
+    try {
+      assert.equal((await count(new PreciseDate(T0 + 5, 7500))) - (await count(new PreciseDate(T0 + 5, 7000))), 1);
+    } finally {
+      await live.client.deleteWorkflow(w.id);
+    }
+  });
+
   it("refuses to delete by an id with a lone surrogate instead of deleting the U+FFFD workflow", async () => {
     const other = await make(500, { id: "\uFFFD" });
     assert.equal(other.id, "\uFFFD");
