@@ -12,7 +12,7 @@
 //! | `SearchFilter::Status` (repeatable)   | `filter.statuses` (any of them)                      |
 //! | `SearchFilter::Reference`             | `filter.reference` (exact); two different ones match nothing |
 //! | `SearchFilter::DateRange` on the creation time (`create_time`, `created`, ...) | `created_after` (exclusive, as the trait says) and `created_before` |
-//! | `skip`, `take`                        | `skip`, `take` (windows above 1000 in several calls) |
+//! | `skip`, `take`                        | `skip`, `take` (windows above 1000 in several calls, each workflow once) |
 //!
 //! A `DateRange` on another field is an `INVALID_ARGUMENT` error: the store filters by
 //! creation time only.
@@ -119,10 +119,40 @@ fn selection(filters: &[SearchFilter]) -> Result<Selection> {
     }
     // "after" excludes the instant itself; the store keeps microseconds and `created_after`
     // includes its instant, so the first included one is a microsecond later.
-    selected.filter.created_after = after
-        .map(|a| a + TimeDelta::microseconds(1))
-        .map(|a| convert::ts_to_wire(&a));
-    selected.filter.created_before = before.map(|b| convert::ts_to_wire(&b));
+    // The latest instant chrono holds has no next microsecond: it is past 9999-12-31, refused as
+    // the server refuses such an instant, not a panic of the addition.
+    selected.filter.created_after = match after {
+        None => None,
+        Some(a) => match a.checked_add_signed(TimeDelta::microseconds(1)) {
+            Some(first) => Some(convert::ts_to_wire(&first)),
+            None => {
+                return Err(invalid_argument(format!(
+                    "filter.created_after: {a} is outside 1970-01-01..9999-12-31"
+                )));
+            }
+        },
+    };
+    // The store drops the digits finer than a microsecond: "before" a sub-microsecond instant
+    // still includes its microsecond, so the bound is rounded up to the next one.
+    selected.filter.created_before = match before {
+        None => None,
+        Some(b) => {
+            let finer = i64::from(b.timestamp_subsec_nanos() % 1000);
+            let up = if finer == 0 {
+                Some(b)
+            } else {
+                b.checked_add_signed(TimeDelta::nanoseconds(1000 - finer))
+            };
+            match up {
+                Some(up) => Some(convert::ts_to_wire(&up)),
+                None => {
+                    return Err(invalid_argument(format!(
+                        "filter.created_before: {b} is outside 1970-01-01..9999-12-31"
+                    )));
+                }
+            }
+        }
+    };
     Ok(selected)
 }
 
@@ -156,6 +186,10 @@ impl GrpcSearchIndex {
         take: u64,
     ) -> Result<Page<WorkflowSearchResult>> {
         let mut data = Vec::new();
+        // Workflows that match and are stored between two calls shift the later matches down,
+        // so a call can return again what the one before it did: each id is kept once (and the
+        // window read on until it is full). Deletions meanwhile can still make one be missed.
+        let mut seen = std::collections::HashSet::new();
         let mut offset = skip;
         loop {
             let want = (take - data.len() as u64).clamp(1, MAX_WINDOW);
@@ -175,7 +209,12 @@ impl GrpcSearchIndex {
             let got = response.workflows.len() as u64;
             if take > 0 {
                 for summary in response.workflows {
-                    data.push(result_from_wire(summary)?);
+                    if data.len() as u64 >= take {
+                        break;
+                    }
+                    if seen.insert(summary.id.clone()) {
+                        data.push(result_from_wire(summary)?);
+                    }
                 }
             }
             offset += got;

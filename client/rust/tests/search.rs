@@ -225,3 +225,102 @@ async fn bad_queries_are_invalid_argument() {
         .unwrap_err();
     assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{err}");
 }
+
+/// A `DateRange` whose `after` is the latest instant chrono holds is refused like any instant
+/// past 9999-12-31 (INVALID_ARGUMENT naming `filter.created_after`), not a panic of the
+/// exclusive bound's extra microsecond.
+#[tokio::test]
+async fn latest_after_instant_is_invalid_argument_not_a_panic() {
+    let (_server, _store, search) = start().await;
+    let filters = [SearchFilter::DateRange {
+        field: "create_time".into(),
+        after: Some(DateTime::<Utc>::MAX_UTC),
+        before: None,
+    }];
+    let outcome = tokio::spawn(async move { search.search("word", 0, 10, &filters).await }).await;
+    let err = outcome.expect("search panicked").unwrap_err();
+    assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{err}");
+    assert!(err.to_string().contains("filter.created_after"), "{err}");
+}
+
+/// A window above 1000 is read in several calls; workflows that match and are stored between
+/// them shift the later ones down, and the next call repeated what the last one returned. One
+/// window holds each workflow once.
+#[tokio::test]
+async fn a_window_in_several_calls_repeats_nothing_while_workflows_are_stored() {
+    let (_server, store, search) = start().await;
+    for i in 0..1100 {
+        let mut w = WorkflowInstance::new("bulk", 1, json!({"word": "needle", "i": i}));
+        w.create_time = t0() + Duration::seconds(i);
+        store.create_new_workflow(&w).await.unwrap();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (store, stop) = (store.clone(), stop.clone());
+        async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let w = WorkflowInstance::new("bulk", 1, json!({"word": "needle", "late": n}));
+                store.create_new_workflow(&w).await.unwrap();
+                n += 1;
+            }
+            n
+        }
+    });
+    let mut repeats = Vec::new();
+    for _ in 0..5 {
+        let window = search.search("needle", 0, 5000, &[]).await.unwrap();
+        let unique: std::collections::HashSet<_> = window.data.iter().map(|r| &r.id).collect();
+        repeats.push(window.data.len() - unique.len());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let stored = writer.await.unwrap();
+    assert!(stored > 0, "no workflow stored during the searches");
+    assert_eq!(
+        repeats,
+        vec![0; 5],
+        "ids repeated within one window ({stored} stored meanwhile)"
+    );
+}
+
+/// The store keeps microseconds and drops finer digits of a filter's instant: a `before` with
+/// nanoseconds past a microsecond still includes a workflow created at that microsecond (it is
+/// before the instant), and an `after` with them excludes it.
+#[tokio::test]
+async fn date_range_instants_finer_than_a_microsecond() {
+    let (_server, store, search) = start().await;
+    let at = t0() + Duration::microseconds(7);
+    let mut w = WorkflowInstance::new("fine", 1, json!({"word": "grain"}));
+    w.create_time = at;
+    let id = store.create_new_workflow(&w).await.unwrap();
+    let range = |after: Option<DateTime<Utc>>, before: Option<DateTime<Utc>>| {
+        [SearchFilter::DateRange {
+            field: "create_time".into(),
+            after,
+            before,
+        }]
+    };
+    let half = Duration::nanoseconds(500);
+    for terms in ["grain", ""] {
+        let before = search
+            .search(terms, 0, 10, &range(None, Some(at + half)))
+            .await
+            .unwrap();
+        assert_eq!(ids(&before), vec![id.clone()], "before {terms:?}");
+        let not_before = search
+            .search(terms, 0, 10, &range(None, Some(at)))
+            .await
+            .unwrap();
+        assert_eq!(not_before.total, 0, "before itself {terms:?}");
+        let after = search
+            .search(terms, 0, 10, &range(Some(at - half), None))
+            .await
+            .unwrap();
+        assert_eq!(ids(&after), vec![id.clone()], "after {terms:?}");
+        let not_after = search
+            .search(terms, 0, 10, &range(Some(at + half), None))
+            .await
+            .unwrap();
+        assert_eq!(not_after.total, 0, "after {terms:?}");
+    }
+}

@@ -3,6 +3,7 @@
  * (`wfe.persistence.v1.VisibilityService`), as `GrpcPersistenceProvider` offers them.
  */
 import { create } from "@bufbuild/protobuf";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Client } from "@connectrpc/connect";
 import * as vis from "./gen/wfe/persistence/v1/visibility_pb.js";
 import * as wf from "./gen/wfe/persistence/v1/workflows_pb.js";
@@ -81,7 +82,7 @@ export interface WorkflowSearchPage {
 export interface PurgeWorkflowsOptions {
   /** Statuses to purge (default COMPLETE and TERMINATED); at least one. */
   statuses?: readonly WorkflowStatus[];
-  /** Count what would be deleted, delete nothing. */
+  /** Count what would be deleted, delete nothing (a boolean; anything else is `InvalidArgument`). */
   dryRun?: boolean;
 }
 
@@ -129,10 +130,37 @@ function statusesToWire(status: WorkflowFilter["status"], field: string): wf.Wor
   return [...new Set(list.map((s: unknown, i: number) => statusToWire(s, `${field}[${i}]`)))];
 }
 
+/** A high surrogate not followed by a low one, or a low one not preceded by a high one. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** `value`, refused (as Python refuses it) when it holds a lone surrogate: protobuf-es would send U+FFFD instead. */
+function wellFormed(value: string, field: string): string {
+  if (LONE_SURROGATE.test(value)) {
+    throw new InvalidArgument(`${field}: not valid Unicode text (lone surrogate)`, { field });
+  }
+  return value;
+}
+
 function optionalText(value: unknown, field: string): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== "string") throw new InvalidArgument(`${field}: expected a string`, { field });
-  return value;
+  return wellFormed(value, field);
+}
+
+/**
+ * A filter's (or a purge's) instant rounded up to the microsecond: the store drops finer digits,
+ * which would turn "at or after T + 0.5 us" into "at or after T" and "before T + 0.5 us" into "before T".
+ */
+function upToMicros<T extends Timestamp | undefined>(ts: T): T {
+  const finer = ts === undefined ? 0 : ts.nanos % 1000;
+  if (ts !== undefined && finer !== 0) {
+    ts.nanos += 1000 - finer;
+    if (ts.nanos >= 1_000_000_000) {
+      ts.nanos -= 1_000_000_000;
+      ts.seconds += 1n;
+    }
+  }
+  return ts;
 }
 
 function filterToWire(filter: WorkflowFilter): vis.WorkflowFilter {
@@ -140,8 +168,8 @@ function filterToWire(filter: WorkflowFilter): vis.WorkflowFilter {
     statuses: statusesToWire(filter.status, "status"),
     workflowDefinitionId: optionalText(filter.definitionId, "definitionId") ?? "",
     reference: optionalText(filter.reference, "reference"),
-    createdAfter: toOptionalTimestamp(filter.createdAfter, "createdAfter"),
-    createdBefore: toOptionalTimestamp(filter.createdBefore, "createdBefore"),
+    createdAfter: upToMicros(toOptionalTimestamp(filter.createdAfter, "createdAfter")),
+    createdBefore: upToMicros(toOptionalTimestamp(filter.createdBefore, "createdBefore")),
   });
 }
 
@@ -151,6 +179,15 @@ function count(value: number | undefined, fallback: number, min: number, field: 
     throw new InvalidArgument(`${field} must be an integer >= ${min}, got ${String(value)}`, { field });
   }
   return n;
+}
+
+/** A page size or take: an integer from 1, any larger one capped to `MAX_PAGE_SIZE` (as Python caps it). */
+function size(value: number | undefined, field: string): number {
+  const n = value ?? DEFAULT_PAGE_SIZE;
+  if (!Number.isInteger(n) || n < 1) {
+    throw new InvalidArgument(`${field} must be an integer >= 1, got ${String(value)}`, { field });
+  }
+  return Math.min(n, MAX_PAGE_SIZE);
 }
 
 /** @internal A summary message as the model. */
@@ -184,7 +221,7 @@ export function visibilityOperations(client: Client<typeof vis.VisibilityService
     async listWorkflows(options: ListWorkflowsOptions = {}): Promise<WorkflowPage> {
       const request = {
         filter: filterToWire(options),
-        pageSize: Math.min(count(options.pageSize, DEFAULT_PAGE_SIZE, 1, "pageSize"), MAX_PAGE_SIZE),
+        pageSize: size(options.pageSize, "pageSize"),
         pageToken: optionalText(options.pageToken, "pageToken") ?? "",
       };
       const response = await run(() => client.listWorkflows(request));
@@ -196,10 +233,10 @@ export function visibilityOperations(client: Client<typeof vis.VisibilityService
     async searchWorkflows(text: string, options: SearchWorkflowsOptions = {}): Promise<WorkflowSearchPage> {
       if (typeof text !== "string") throw new InvalidArgument("query: expected a string", { field: "query" });
       const request = {
-        query: text,
+        query: wellFormed(text, "query"),
         filter: filterToWire(options),
         skip: count(options.skip, 0, 0, "skip"),
-        take: Math.min(count(options.take, DEFAULT_PAGE_SIZE, 1, "take"), MAX_PAGE_SIZE),
+        take: size(options.take, "take"),
       };
       const response = await run(() => client.searchWorkflows(request));
       return { items: response.workflows.map(summaryFromWire), total: Number(response.total) };
@@ -207,7 +244,9 @@ export function visibilityOperations(client: Client<typeof vis.VisibilityService
 
     async deleteWorkflow(id: string): Promise<void> {
       if (typeof id !== "string") throw new InvalidArgument("id: expected a string", { field: "id" });
-      await run(() => client.deleteWorkflow({ id }));
+      // A lone surrogate would be sent as U+FFFD: the delete of another workflow.
+      const request = { id: wellFormed(id, "id") };
+      await run(() => client.deleteWorkflow(request));
     },
 
     async purgeWorkflows(olderThan: Date, options: PurgeWorkflowsOptions = {}): Promise<number> {
@@ -215,7 +254,12 @@ export function visibilityOperations(client: Client<typeof vis.VisibilityService
       if (statuses.length === 0) {
         throw new InvalidArgument("statuses: name at least one status to purge", { field: "statuses" });
       }
-      const request = { olderThan: toTimestamp(olderThan, "olderThan"), statuses, dryRun: options.dryRun === true };
+      // Anything but a boolean is refused: an untyped caller's "true" or 1 must not purge for real.
+      const dryRun = options.dryRun ?? false;
+      if (typeof dryRun !== "boolean") {
+        throw new InvalidArgument(`dryRun: expected a boolean, got ${typeof dryRun}`, { field: "dryRun" });
+      }
+      const request = { olderThan: upToMicros(toTimestamp(olderThan, "olderThan")), statuses, dryRun };
       const response = await run(() => client.purgeWorkflows(request, { timeoutMs: PURGE_TIMEOUT_MS }));
       return Number(response.deleted);
     },

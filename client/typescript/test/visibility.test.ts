@@ -9,6 +9,7 @@ import {
   newExecutionPointer,
   newEventSubscription,
   newWorkflowInstance,
+  PreciseDate,
   WorkflowNotFound,
   WorkflowStatus,
   type WorkflowInstance,
@@ -153,5 +154,94 @@ describe("visibility", () => {
     );
     assert.equal(await live.client.purgeWorkflows(cutoff, { statuses: [WorkflowStatus.SUSPENDED] }), 3);
     assert.equal((await live.client.listWorkflows({ status: WorkflowStatus.SUSPENDED })).items.length, 0);
+  });
+
+  it("keeps the meaning of filter instants finer than a microsecond", async () => {
+    // The store drops digits finer than a microsecond: createdAfter T+7.5 us took the workflow
+    // created at T+7 us, createdBefore T+7.5 us left it out.
+    const at = new PreciseDate(T0 + 5, 7000);
+    const w = await make(600, { reference: "fine-grain", createTime: at });
+    const list = async (window: { createdAfter?: Date; createdBefore?: Date }) =>
+      (await live.client.listWorkflows({ reference: "fine-grain", ...window })).items.map((s) => s.id);
+    const search = async (window: { createdAfter?: Date; createdBefore?: Date }) =>
+      (await live.client.searchWorkflows("parcel", { reference: "fine-grain", ...window })).items.map((s) => s.id);
+    for (const find of [list, search]) {
+      assert.deepEqual(await find({ createdAfter: new PreciseDate(T0 + 5, 6500) }), [w.id]);
+      assert.deepEqual(await find({ createdAfter: new PreciseDate(T0 + 5, 7500) }), []);
+      assert.deepEqual(await find({ createdBefore: new PreciseDate(T0 + 5, 7500) }), [w.id]);
+      assert.deepEqual(await find({ createdBefore: new PreciseDate(T0 + 5, 7000) }), []);
+      assert.deepEqual(await find({ createdAfter: at, createdBefore: new PreciseDate(T0 + 5, 7001) }), [w.id]);
+    }
+    await live.client.deleteWorkflow(w.id);
+  });
+
+  it("purges what finished before an olderThan finer than a microsecond", async () => {
+    // The store drops digits finer than a microsecond: olderThan T+7.5 us left out the workflow
+    // finished at T+7 us, which is older.
+    const w = await make(700, { status: WorkflowStatus.COMPLETE, completeTime: new PreciseDate(T0 + 5, 7000) });
+    const count = (olderThan: Date) => live.client.purgeWorkflows(olderThan, { dryRun: true });
+    try {
+      assert.equal((await count(new PreciseDate(T0 + 5, 7500))) - (await count(new PreciseDate(T0 + 5, 7000))), 1);
+    } finally {
+      await live.client.deleteWorkflow(w.id);
+    }
+  });
+
+  it("refuses to delete by an id with a lone surrogate instead of deleting the U+FFFD workflow", async () => {
+    const other = await make(500, { id: "\uFFFD" });
+    assert.equal(other.id, "\uFFFD");
+    await assert.rejects(
+      live.client.deleteWorkflow("\uD800"),
+      (e: unknown) => e instanceof InvalidArgument && e.field === "id" && /lone surrogate/.test(e.message),
+    );
+    assert.equal((await live.client.getWorkflowInstance("\uFFFD")).id, "\uFFFD");
+    await live.client.deleteWorkflow("\uFFFD");
+  });
+
+  it("caps any page size or take past 1000, as documented and as Python does", async () => {
+    // Sizes above 2**31 - 1 were refused, though the docs (and Python) say "capped at 1000".
+    const all = (await live.client.listWorkflows({ pageSize: 1000 })).items.length;
+    for (const size of [1001, 2 ** 31 - 1, 2 ** 31, Number.MAX_SAFE_INTEGER, 1e20]) {
+      const page = await live.client.listWorkflows({ pageSize: size });
+      assert.equal(page.items.length, all, String(size));
+      const found = await live.client.searchWorkflows("parcel", { take: size });
+      assert.equal(found.items.length, found.total, String(size));
+    }
+    for (const size of [0, -1, 1.5, NaN, Infinity]) {
+      await assert.rejects(live.client.listWorkflows({ pageSize: size }), (e: unknown) => e instanceof InvalidArgument && e.field === "pageSize");
+      await assert.rejects(live.client.searchWorkflows("parcel", { take: size }), (e: unknown) => e instanceof InvalidArgument && e.field === "take");
+    }
+    await assert.rejects(live.client.searchWorkflows("parcel", { skip: 2 ** 31 }), (e: unknown) => e instanceof InvalidArgument && e.field === "skip");
+  });
+
+  it("refuses text with a lone surrogate, as Python does, instead of sending U+FFFD", async () => {
+    // protobuf-es encodes a lone surrogate as U+FFFD: the list was of a reference nobody asked for.
+    const odd = await make(400, { reference: "\uFFFD" });
+    const cases: [string, () => Promise<unknown>][] = [
+      ["reference", () => live.client.listWorkflows({ reference: "\uD800" })],
+      ["definitionId", () => live.client.listWorkflows({ definitionId: "order\uDC00" })],
+      ["pageToken", () => live.client.listWorkflows({ pageToken: "\uD83D" })],
+      ["reference", () => live.client.searchWorkflows("parcel", { reference: "\uD800" })],
+      ["query", () => live.client.searchWorkflows("parcel \uD800")],
+    ];
+    for (const [field, call] of cases) {
+      await assert.rejects(call(), (e: unknown) => e instanceof InvalidArgument && e.field === field && /lone surrogate/.test(e.message));
+    }
+    // A well-formed pair is text like any other.
+    assert.deepEqual((await live.client.listWorkflows({ reference: "\uD83D\uDE00" })).items, []);
+    await live.client.deleteWorkflow(odd.id);
+  });
+
+  it("refuses a dryRun that is not a boolean instead of purging for real", async () => {
+    // An untyped caller's dryRun: "true" (or 1) was not === true, so the purge deleted.
+    const kept = await make(300, { status: WorkflowStatus.COMPLETE, completeTime: new Date(T0) });
+    for (const dryRun of ["true", 1]) {
+      await assert.rejects(
+        live.client.purgeWorkflows(new Date(T0 + 60_000), { dryRun: dryRun as unknown as boolean }),
+        (e: unknown) => e instanceof InvalidArgument && e.field === "dryRun",
+      );
+    }
+    assert.equal((await live.client.getWorkflowInstance(kept.id)).id, kept.id);
+    assert.equal(await live.client.purgeWorkflows(new Date(T0 + 60_000), { dryRun: false }), 1);
   });
 });
