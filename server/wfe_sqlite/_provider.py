@@ -38,7 +38,9 @@ from wfe_client.visibility import (
     skip_take,
     workflow_filter,
 )
+from wfe_client.visibility import dry_run as check_dry_run
 from wfe_client.visibility import page_size as check_page_size
+from wfe_client.visibility import page_token as check_page_token
 
 from ._cluster import Cluster
 from ._cluster_api import ClusterServices
@@ -261,7 +263,7 @@ class StoreProvider(PersistenceProvider):
         page_token: str | None = None,
     ) -> WorkflowPage:
         selected = workflow_filter(status, definition_id, reference, created_after, created_before)
-        items, token = await self.list_summaries(selected, check_page_size(page_size), page_token)
+        items, token = await self.list_summaries(selected, check_page_size(page_size), check_page_token(page_token))
         return WorkflowPage(items, token)
 
     async def list_summaries(
@@ -309,7 +311,7 @@ class StoreProvider(PersistenceProvider):
     ) -> int:
         names = [s.name for s in purge_statuses(statuses)]
         older_than_us = micros(older_than, "older_than")
-        if dry_run:
+        if check_dry_run(dry_run):
             return await self._store.count_purgeable(names, older_than_us)
         return await self._store.purge_workflows(names, older_than_us)
 

@@ -12,7 +12,7 @@ from wfe_client.errors import InvalidArgument
 from wfe_client.limits import MAX_QUERY_CHARS, MAX_QUERY_TERMS
 from wfe_client.models import EventSubscription, ExecutionError, WorkflowInstance, WorkflowStatus, WorkflowSummary
 from wfe_client.timeutil import from_micros
-from wfe_client.visibility import WorkflowFilter
+from wfe_client.visibility import NOT_A_PAGE_TOKEN, WorkflowFilter
 
 from ._rows import ErrorRow, PageKey, StoredWorkflow, SubscriptionRow, micros, subscription_from_row, workflow_from_rows
 
@@ -151,9 +151,7 @@ def decode_page_token(f: FilterRow, token: object) -> PageKey | None:
     """The position a token continues after; InvalidArgument for a token not from this list."""
     if token is None or token == "":
         return None
-    invalid = InvalidArgument(
-        "page_token: not a token from a previous page of a list with these filters", field="page_token"
-    )
+    invalid = InvalidArgument(NOT_A_PAGE_TOKEN, field="page_token")
     if not isinstance(token, str) or len(token) > _MAX_TOKEN_CHARS:
         raise invalid
     try:

@@ -382,6 +382,11 @@ def _wrong_inputs() -> dict[str, Any]:
         "command-data-surrogate": lambda p: p.schedule_command(
             ScheduledCommand(CommandName.PROCESS_EVENT, "bad\ud800", 1)
         ),
+        "search-query-surrogate": lambda p: p.search_workflows("bad\ud800"),
+        "list-page-token-surrogate": lambda p: p.list_workflows(page_token="bad\ud800"),
+        "list-page-token-int": lambda p: p.list_workflows(page_token=5),
+        "purge-dry-run-str": lambda p: p.purge_workflows(T0, dry_run="yes"),
+        "purge-dry-run-int": lambda p: p.purge_workflows(T0, dry_run=1),
     }
 
 

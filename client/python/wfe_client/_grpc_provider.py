@@ -550,12 +550,10 @@ class GrpcPersistenceProvider(PersistenceProvider):
         page_token: str | None = None,
     ) -> WorkflowPage:
         selected = visibility.workflow_filter(status, definition_id, reference, created_after, created_before)
-        if page_token is not None and not isinstance(page_token, str):
-            raise InvalidArgument("page_token: expected a string or None", field="page_token")
         request = visibility_pb2.ListWorkflowsRequest(
             filter=convert.filter_to_proto(selected),
             page_size=visibility.page_size(page_size),
-            page_token=page_token or "",
+            page_token=visibility.page_token(page_token) or "",
         )
         response = await self._call(self._visibility.ListWorkflows, request)
         return WorkflowPage(
@@ -576,10 +574,8 @@ class GrpcPersistenceProvider(PersistenceProvider):
     ) -> WorkflowSearchPage:
         selected = visibility.workflow_filter(status, definition_id, reference, created_after, created_before)
         skip, take = visibility.skip_take(skip, take)
-        if not isinstance(text, str):
-            raise InvalidArgument(f"query: expected a string, got {type(text).__name__}", field="query")
         request = visibility_pb2.SearchWorkflowsRequest(
-            query=text, filter=convert.filter_to_proto(selected), skip=skip, take=take
+            query=visibility.query_text(text), filter=convert.filter_to_proto(selected), skip=skip, take=take
         )
         response = await self._call(self._visibility.SearchWorkflows, request)
         return WorkflowSearchPage([convert.summary_from_proto(m) for m in response.workflows], response.total)
@@ -606,7 +602,7 @@ class GrpcPersistenceProvider(PersistenceProvider):
         request = visibility_pb2.PurgeWorkflowsRequest(
             older_than=cutoff,
             statuses=[convert.WORKFLOW_STATUS.to_proto[s] for s in visibility.purge_statuses(statuses)],
-            dry_run=bool(dry_run),
+            dry_run=visibility.dry_run(dry_run),
         )
         response = await self._call(
             self._visibility.PurgeWorkflows, request, extra_seconds=max(0.0, PURGE_DEADLINE_SECONDS - self._timeout)

@@ -13,11 +13,15 @@ from .models import WorkflowStatus
 from .timeutil import require_aware
 
 __all__ = [
+    "NOT_A_PAGE_TOKEN",
     "PURGED_BY_DEFAULT",
     "StatusFilter",
     "WorkflowFilter",
+    "dry_run",
     "page_size",
+    "page_token",
     "purge_statuses",
+    "query_text",
     "skip_take",
     "workflow_filter",
 ]
@@ -63,15 +67,51 @@ def _statuses(status: object, field: str) -> tuple[WorkflowStatus, ...]:
     return tuple(found)
 
 
+NOT_A_PAGE_TOKEN = "page_token: not a token from a previous page of a list with these filters"
+"""What a list says of a page token it did not hand out."""
+
+
+def _well_formed(value: str, field: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{field}: not valid Unicode text (lone surrogate)", field=field) from None
+    return value
+
+
 def _optional_text(value: object, field: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
         raise InvalidArgument(f"{field}: expected a string or None, got {type(value).__name__}", field=field)
+    return _well_formed(value, field)
+
+
+def query_text(value: object) -> str:
+    """A search's query text: a string of valid Unicode (its length and terms are checked where it is run)."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"query: expected a string, got {type(value).__name__}", field="query")
+    return _well_formed(value, "query")
+
+
+def page_token(value: object) -> str | None:
+    """A list's page token: None (the first page) or a string; one that cannot be a token the list
+    handed out (not valid Unicode) is refused as any other such token."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgument(f"page_token: expected a string or None, got {type(value).__name__}", field="page_token")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidArgument(f"{field}: not valid Unicode text (lone surrogate)", field=field) from None
+        raise InvalidArgument(NOT_A_PAGE_TOKEN, field="page_token") from None
+    return value
+
+
+def dry_run(value: object) -> bool:
+    """A purge's ``dry_run``: True or False only (a purge deletes; a mistyped flag must not)."""
+    if value is not True and value is not False:
+        raise InvalidArgument(f"dry_run: expected True or False, got {value!r}", field="dry_run")
     return value
 
 
