@@ -306,6 +306,13 @@ def _is_uuid4(value: str) -> bool:
     return parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == value
 
 
+def test_subscription_data_null_is_stored_as_no_data_on_both_paths() -> None:
+    msg = subscriptions_pb2.EventSubscription(id="s", workflow_id="w", subscription_data="null")
+    msg.subscribe_as_of.seconds = 1
+    assert new_subscription_rows_from_messages([msg]) == _model_subscription_rows([msg])
+    assert new_subscription_rows_from_messages([msg])[0].subscription_data is None
+
+
 @SETTINGS
 @given(st.lists(subscription_messages(), max_size=5))
 def test_fast_path_stores_the_subscription_rows_the_model_path_stores(

@@ -11,8 +11,9 @@ checks both paths against each other on generated messages.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -260,27 +261,41 @@ def new_subscription_rows_from_messages(
     """
     f = "subscriptions"
     ids = iter(new_ids(sum(1 for m in messages if not m.id)))
-    rows = []
+    rows: list[SubscriptionRow] = []
+    append = rows.append
     for m in messages:
         if not m.HasField("subscribe_as_of"):
             raise InvalidArgument(f"{f}: subscribe_as_of required", field=f)
         subscribe_as_of = timestamp_micros(m.subscribe_as_of, f)
-        data = _json(m, "subscription_data", f)
-        expiry = _instant(m, "external_token_expiry", f)
+        data = _subscription_data(m, f) if m.HasField("subscription_data") else None
+        expiry = _instant(m, "external_token_expiry", f) if m.HasField("external_token_expiry") else None
         sid = m.id
-        rows.append(
-            SubscriptionRow(
-                id=check_id(sid, f, required=False) if sid else next(ids),
-                workflow_id=check_id(m.workflow_id, f),
-                step_id=m.step_id,
-                execution_pointer_id=check_id(m.execution_pointer_id, f, required=False),
-                event_name=check_id(m.event_name, f, required=False),
-                event_key=check_id(m.event_key, f, required=False),
-                subscribe_as_of=subscribe_as_of,
-                subscription_data=data,
-                external_token=optional_id(_text(m, "external_token"), f),
-                external_worker_id=optional_id(_text(m, "external_worker_id"), f),
-                external_token_expiry=expiry,
+        # The columns in order, as SubscriptionRow(...) without its Python __new__ frame.
+        append(
+            _subscription_row(
+                (
+                    check_id(sid, f, required=False) if sid else next(ids),
+                    check_id(m.workflow_id, f),
+                    m.step_id,
+                    check_id(m.execution_pointer_id, f, required=False),
+                    check_id(m.event_name, f, required=False),
+                    check_id(m.event_key, f, required=False),
+                    subscribe_as_of,
+                    data,
+                    check_id(m.external_token, f, required=False) if m.HasField("external_token") else None,
+                    check_id(m.external_worker_id, f, required=False) if m.HasField("external_worker_id") else None,
+                    expiry,
+                )
             )
         )
     return rows
+
+
+def _subscription_data(m: subscriptions_pb2.EventSubscription, field: str) -> str | None:
+    """The stored text of a subscription's data: JSON ``null`` is no data (None), as in the model,
+    unlike a pointer's optional JSON on this path (see ``pointer_row``)."""
+    value = parse_json(m.subscription_data, field)
+    return None if value is None else json_text(value, field)
+
+
+_subscription_row: Callable[[Sequence[Any]], SubscriptionRow] = functools.partial(tuple.__new__, SubscriptionRow)
