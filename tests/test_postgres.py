@@ -968,6 +968,15 @@ async def test_a_nul_character_postgresql_cannot_store_is_refused_naming_its_fie
         later = now + timedelta(minutes=5)
         attempts.append((lambda: provider.set_subscription_token(held.id, "t\x00", "w", later), "token"))
         attempts.append((lambda: provider.set_subscription_token(held.id, "t", "w\x00", later), "worker_id"))
+        clean = copy.deepcopy(stored)
+        subscriptions = [EventSubscription.new(stored.id, 0, "p", "paid", f"k{i}", now) for i in range(3)]
+        subscriptions[1].external_worker_id = "w\x00"
+        attempts.append(
+            (
+                lambda: provider.persist_workflow_with_subscriptions(clean, subscriptions),
+                "subscriptions[1].external_worker_id",
+            )
+        )
         stored.description = "x\x00"
         attempts.append((lambda: provider.persist_workflow(stored), "workflow.description"))
         for attempt, field in attempts:

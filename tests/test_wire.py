@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -24,12 +25,20 @@ from google.protobuf import timestamp_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wfe.persistence.v1 import workflows_pb2
-from wfe_client.conversion import workflow_from_proto, workflow_to_proto
+from wfe.persistence.v1 import subscriptions_pb2, workflows_pb2
+from wfe_client.conversion import subscription_from_proto, workflow_from_proto, workflow_to_proto
 from wfe_client.errors import InvalidArgument
 from wfe_client.limits import INT64_MAX, MAX_ID_BYTES, MAX_TIMESTAMP_SECONDS, UINT32_MAX
-from wfe_sqlite._rows import StoredWorkflow, pointer_rows, workflow_from_rows, workflow_row
-from wfe_sqlite._wire import workflow_message, workflow_rows_from_message
+from wfe_sqlite._provider import new_subscription_rows
+from wfe_sqlite._rows import (
+    StoredWorkflow,
+    SubscriptionRow,
+    new_ids,
+    pointer_rows,
+    workflow_from_rows,
+    workflow_row,
+)
+from wfe_sqlite._wire import new_subscription_rows_from_messages, workflow_message, workflow_rows_from_message
 
 EXAMPLES = int(os.environ.get("WFE_HYPOTHESIS_EXAMPLES") or 100)  # make stress raises it
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -258,3 +267,112 @@ def test_each_row_type_is_its_tables_columns_in_order() -> None:
     assert columns("event_subscriptions") == (*SubscriptionRow._fields, "terminated")
     assert columns("scheduled_commands")[:3] == CommandRow._fields
     assert columns("execution_errors") == ("id", *ErrorRow._fields)
+
+
+# -- subscriptions of a persist ----------------------------------------------------------------
+
+
+@st.composite
+def subscription_messages(draw: st.DrawFn) -> subscriptions_pb2.EventSubscription:
+    msg = subscriptions_pb2.EventSubscription(
+        id=draw(st.just("") | ID),
+        workflow_id=draw(ID),
+        step_id=draw(UINT32),
+        execution_pointer_id=draw(TEXT),
+        event_name=draw(TEXT),
+        event_key=draw(TEXT),
+        subscribe_as_of=draw(TIMESTAMP),
+    )
+    data = draw(_optional(JSON_TEXT))
+    if data is not None:
+        msg.subscription_data = data
+    for name in ("external_token", "external_worker_id"):
+        value = draw(_optional(TEXT))
+        if value is not None:
+            setattr(msg, name, value)
+    expiry = draw(_optional(TIMESTAMP))
+    if expiry is not None:
+        msg.external_token_expiry.CopyFrom(expiry)
+    return msg
+
+
+def _model_subscription_rows(messages: list[subscriptions_pb2.EventSubscription]) -> list[SubscriptionRow]:
+    models = [subscription_from_proto(m, f"subscriptions[{i}]") for i, m in enumerate(messages)]
+    return new_subscription_rows(models)
+
+
+def _is_uuid4(value: str) -> bool:
+    parsed = uuid.UUID(value)
+    return parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == value
+
+
+def test_subscription_data_null_is_stored_as_no_data_on_both_paths() -> None:
+    msg = subscriptions_pb2.EventSubscription(id="s", workflow_id="w", subscription_data="null")
+    msg.subscribe_as_of.seconds = 1
+    assert new_subscription_rows_from_messages([msg]) == _model_subscription_rows([msg])
+    assert new_subscription_rows_from_messages([msg])[0].subscription_data is None
+
+
+@SETTINGS
+@given(st.lists(subscription_messages(), max_size=5))
+def test_fast_path_stores_the_subscription_rows_the_model_path_stores(
+    messages: list[subscriptions_pb2.EventSubscription],
+) -> None:
+    fast = new_subscription_rows_from_messages(messages)
+    model = _model_subscription_rows(messages)
+    assert len(fast) == len(model) == len(messages)
+    for sent, f, m in zip(messages, fast, model, strict=True):
+        if sent.id:
+            assert f == m
+        else:  # a fresh id on each path
+            assert f._replace(id="") == m._replace(id="")
+            assert _is_uuid4(f.id) and _is_uuid4(m.id)
+
+
+SUBSCRIPTION_FAULTS: dict[str, Callable[[subscriptions_pb2.EventSubscription], None]] = {
+    "subscribe_as_of missing": lambda m: m.ClearField("subscribe_as_of"),
+    "subscribe_as_of before 1970": _set("subscribe_as_of", timestamp_pb2.Timestamp(seconds=-1)),
+    "subscribe_as_of nanos too large": _set("subscribe_as_of", timestamp_pb2.Timestamp(nanos=1_000_000_000)),
+    "expiry after 9999": _set("external_token_expiry", timestamp_pb2.Timestamp(seconds=MAX_TIMESTAMP_SECONDS + 1)),
+    "data not JSON": _set("subscription_data", "{"),
+    "data empty": _set("subscription_data", ""),
+    "id too long": _set("id", "x" * (MAX_ID_BYTES + 1)),
+    "workflow id empty": _set("workflow_id", ""),
+    "pointer id too long": _set("execution_pointer_id", "p" * (MAX_ID_BYTES + 1)),
+    "event name too long": _set("event_name", "é" * (MAX_ID_BYTES // 2 + 1)),
+    "event key too long": _set("event_key", "k" * (MAX_ID_BYTES + 1)),
+    "token too long": _set("external_token", "t" * (MAX_ID_BYTES + 1)),
+    "worker too long": _set("external_worker_id", "w" * (MAX_ID_BYTES + 1)),
+}
+
+
+@pytest.mark.parametrize("fault", list(SUBSCRIPTION_FAULTS))
+@settings(max_examples=max(6, EXAMPLES // 15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=st.lists(subscription_messages(), min_size=1, max_size=4), index=st.integers(0, 3))
+def test_an_invalid_subscription_is_refused_by_both_paths(
+    fault: str, messages: list[subscriptions_pb2.EventSubscription], index: int
+) -> None:
+    """The fast path refuses what the model path refuses (the servicer then raises the model path's
+    error, with its field), and takes nothing the model path refuses."""
+    SUBSCRIPTION_FAULTS[fault](messages[min(index, len(messages) - 1)])
+    with pytest.raises(InvalidArgument):
+        new_subscription_rows_from_messages(messages)
+    with pytest.raises(InvalidArgument) as model:
+        _model_subscription_rows(messages)
+    assert model.value.metadata.get("field", "").startswith("subscriptions[")
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 17, 10_000])
+def test_new_ids_are_distinct_uuid4(count: int) -> None:
+    ids = new_ids(count)
+    assert len(ids) == count == len(set(ids))
+    assert all(_is_uuid4(i) for i in ids)
+
+
+def test_new_ids_set_only_the_version_and_variant_bits() -> None:
+    """The other 122 bits are random: over many ids each hex digit of them takes every value."""
+    ids = [i.replace("-", "") for i in new_ids(4000)]
+    assert {i[12] for i in ids} == {"4"}
+    assert {i[16] for i in ids} == set("89ab")
+    for position in (*range(12), *range(13, 16), *range(17, 32)):
+        assert len({i[position] for i in ids}) == 16, position

@@ -523,7 +523,7 @@ def _refuse_nul(record: str, row: Any) -> None:
     carries one (``record.column``), before any statement (``_cannot_store`` is the fallback for
     values that reach PostgreSQL some other way, and names none)."""
     for name, value in zip(row._fields, row, strict=True):
-        if isinstance(value, str):
+        if isinstance(value, str) and "\x00" in value:  # the field's name made only for a refusal
             refuse_nul(f"{record}.{name}", value)
 
 

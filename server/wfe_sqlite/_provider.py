@@ -63,6 +63,7 @@ from ._rows import (
     subscription_from_row,
     subscription_row,
     with_id,
+    with_ids,
     with_workflow_id,
     workflow_from_rows,
     workflow_row,
@@ -84,7 +85,7 @@ __all__ = [
 
 def new_subscription_rows(subscriptions: Sequence[EventSubscription]) -> list[SubscriptionRow]:
     """The rows of subscriptions to insert along with a workflow, each with an id."""
-    return [with_id(subscription_row(s, f"subscriptions[{i}]")) for i, s in enumerate(subscriptions)]
+    return with_ids([subscription_row(s, f"subscriptions[{i}]") for i, s in enumerate(subscriptions)])
 
 
 class StoreProvider(PersistenceProvider):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import fields
@@ -54,11 +55,13 @@ __all__ = [
     "id_list",
     "micros",
     "new_id",
+    "new_ids",
     "optional_id",
     "pointer_rows",
     "subscription_from_row",
     "subscription_row",
     "with_id",
+    "with_ids",
     "with_workflow_id",
     "workflow_from_rows",
     "workflow_row",
@@ -170,12 +173,43 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+_UUID_VERSION = bytes(b & 0x0F | 0x40 for b in range(256))  # byte 6: version 4 in the high nibble
+_UUID_VARIANT = bytes(b & 0x3F | 0x80 for b in range(256))  # byte 8: variant 10xx (RFC 4122)
+
+
+def new_ids(count: int) -> list[str]:
+    """``count`` fresh ids, each a random UUIDv4 as ``new_id`` makes (lower-case, hyphenated).
+
+    One ``os.urandom`` for all of them, the version and variant bits set with two ``translate``
+    calls, one ``hex``: a big batch of subscriptions spent ~1 s of the event loop's time in 100,000
+    ``str(uuid.uuid4())``."""
+    if count <= 0:
+        return []
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = raw[6::16].translate(_UUID_VERSION)
+    raw[8::16] = raw[8::16].translate(_UUID_VARIANT)
+    h = raw.hex()
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * count, 32)
+    ]
+
+
 R = TypeVar("R", EventRow, SubscriptionRow)
 
 
 def with_id(row: R) -> R:
     """The row of a record to create: a fresh id when it has none."""
     return row if row.id else row._replace(id=new_id())
+
+
+def with_ids(rows: list[R]) -> list[R]:
+    """``with_id`` of each row, the fresh ids made together (``new_ids``)."""
+    missing = sum(1 for row in rows if not row.id)
+    if not missing:
+        return rows
+    ids = iter(new_ids(missing))
+    return [row if row.id else row._replace(id=next(ids)) for row in rows]
 
 
 def with_workflow_id(row: WorkflowRow, pointers: list[PointerRow]) -> StoredWorkflow:

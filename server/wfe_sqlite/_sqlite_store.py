@@ -234,6 +234,29 @@ def _next_sequence(conn: sqlite3.Connection, definition_id: str) -> int:
 
 
 def _insert_subscriptions(conn: sqlite3.Connection, rows: Sequence[SubscriptionRow]) -> None:
+    """Insert the rows in one ``executemany`` (a statement per row from Python cost ~30 us each:
+    ~3 s of the writer's time for 100,000). When it fails, its rows are undone and inserted one by
+    one, which raises the error of the first row that fails (``SubscriptionAlreadyExists`` naming
+    it, whether its id is stored already or repeated earlier in the batch), as before."""
+    if len(rows) <= 1:
+        _insert_subscriptions_one_by_one(conn, rows)
+        return
+    conn.execute("SAVEPOINT subscriptions")
+    try:
+        conn.executemany(INSERT_SUBSCRIPTION, rows)
+    except sqlite3.IntegrityError:
+        conn.execute("ROLLBACK TO subscriptions")
+        conn.execute("RELEASE subscriptions")
+        _insert_subscriptions_one_by_one(conn, rows)
+        return
+    except BaseException:
+        conn.execute("ROLLBACK TO subscriptions")
+        conn.execute("RELEASE subscriptions")
+        raise
+    conn.execute("RELEASE subscriptions")
+
+
+def _insert_subscriptions_one_by_one(conn: sqlite3.Connection, rows: Sequence[SubscriptionRow]) -> None:
     for row in rows:
         try:
             conn.execute(INSERT_SUBSCRIPTION, row)

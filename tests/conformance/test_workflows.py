@@ -11,7 +11,9 @@ from conformance_support import T0, UTC, at_ms, full_pointer, is_uuid4, ms, subs
 
 from wfe_client import (
     AlreadyExists,
+    EventSubscription,
     ExecutionPointer,
+    InvalidArgument,
     PersistenceProvider,
     PointerStatus,
     SubscriptionAlreadyExists,
@@ -21,6 +23,7 @@ from wfe_client import (
     WorkflowNotFound,
     WorkflowStatus,
 )
+from wfe_client.limits import MAX_ID_BYTES
 
 # -- create ---------------------------------------------------------------------------------------
 
@@ -321,6 +324,79 @@ async def test_persist_with_subscriptions_duplicate_within_call(provider: Persis
     assert await provider.get_workflow_instance(w.id) == original
     with pytest.raises(SubscriptionNotFound):
         await provider.get_subscription(a.id)
+
+
+BIG = 1500  # above the server's _OFF_LOOP_SUBSCRIPTIONS: converted on a worker thread over gRPC
+
+
+def _big_batch(workflow_id: str, name: str) -> list[EventSubscription]:
+    subs = [subscription(name, f"k{i}", T0, workflow_id) for i in range(BIG)]
+    for s in subs:
+        s.id = ""  # fresh ids from the server
+    return subs
+
+
+async def test_persist_with_many_subscriptions_duplicates_are_the_same_error(provider: PersistenceProvider) -> None:
+    """A big batch is inserted at once (executemany on SQLite): the refusal still names the first
+    subscription that clashes, whether with a stored one or one earlier in the batch, and the whole
+    persist is undone."""
+    w = workflow(data={"state": "original"})
+    await provider.create_new_workflow(w)
+    original = await provider.get_workflow_instance(w.id)
+    stored = subscription("big-e", "stored", T0, w.id)
+    await provider.create_event_subscription(stored)
+    w.data = {"state": "changed"}
+
+    within = _big_batch(w.id, "big-e")
+    within[700].id = "dup-within"
+    within[1200].id = "dup-within"
+    within[1400].id = stored.id  # later than the first clash: not the one named
+    with pytest.raises(SubscriptionAlreadyExists) as info:
+        await provider.persist_workflow_with_subscriptions(w, within)
+    assert info.value.message == "subscription 'dup-within' already exists"
+    assert info.value.metadata.get("id") == "dup-within"
+
+    against = _big_batch(w.id, "big-e")
+    against[1300].id = stored.id
+    against[1450].id = against[1460].id = "dup-later"
+    with pytest.raises(SubscriptionAlreadyExists) as info:
+        await provider.persist_workflow_with_subscriptions(w, against)
+    assert info.value.message == f"subscription {stored.id!r} already exists"
+    assert info.value.metadata.get("id") == stored.id
+
+    assert await provider.get_workflow_instance(w.id) == original
+    assert [s.id for s in await provider.get_subscriptions("big-e", "k5", T0)] == []
+    with pytest.raises(SubscriptionNotFound):
+        await provider.get_subscription("dup-within")
+
+
+async def test_persist_with_many_subscriptions_invalid_field_is_named(provider: PersistenceProvider) -> None:
+    w = workflow()
+    await provider.create_new_workflow(w)
+    subs = _big_batch(w.id, "big-f")
+    subs[1250].event_name = "n" * (MAX_ID_BYTES + 1)
+    subs[1300].workflow_id = ""  # later: not the one named
+    with pytest.raises(InvalidArgument) as info:
+        await provider.persist_workflow_with_subscriptions(w, subs)
+    assert info.value.metadata.get("field") == "subscriptions[1250].event_name"
+    assert info.value.message == f"subscriptions[1250].event_name: longer than {MAX_ID_BYTES} bytes"
+    assert await provider.get_subscriptions("big-f", "k0", T0) == []
+
+
+async def test_persist_with_many_subscriptions_gives_fresh_uuid4_ids(provider: PersistenceProvider) -> None:
+    w = workflow()
+    await provider.create_new_workflow(w)
+    subs = _big_batch(w.id, "big-g")
+    subs[3].id = "given"
+    await provider.persist_workflow_with_subscriptions(w, subs)
+    ids = [s.id for s in subs]
+    assert ids[3] == "given"
+    fresh = ids[:3] + ids[4:]
+    assert all(is_uuid4(i) for i in fresh)
+    assert len(set(ids)) == BIG
+    for i in (0, 3, 777, BIG - 1):
+        got = await provider.get_subscription(ids[i])
+        assert got.event_key == f"k{i}" and got.workflow_id == w.id
 
 
 async def test_persist_with_subscriptions_unknown_workflow(provider: PersistenceProvider) -> None:
