@@ -9,7 +9,9 @@ call helper (deadlines, error mapping).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
@@ -242,28 +244,140 @@ class LifecycleWatch:
         self.close()
 
 
+RETURN_PROBE = 1.0
+"""How often (seconds, at most) a lifecycle publisher given several servers asks the channels of
+the servers that are not ready to connect again (as the Rust watch's ``RETURN_PROBE``)."""
+
+_READY = grpc.ChannelConnectivity.READY
+_FAILED = grpc.ChannelConnectivity.TRANSIENT_FAILURE
+
+
+class _FirstUp:
+    """The first server of the list that answers: one channel per server, in the list's order.
+
+    Every publish and every new watch goes to the first channel that is READY. While a channel
+    before the first READY one is not connected, a task asks it to connect every ``RETURN_PROBE``
+    (one connection attempt a second to a server that is down; gRPC's own reconnection stops after
+    one attempt, the channel goes idle); while the first server is READY it only looks at the
+    channels' states once a second. So once an earlier server answers again, its channel is READY
+    within about a second and the next publish or watch goes back to it, as the Rust and TypeScript
+    publishers go back to the first server that is not left out. With one channel (one server, or
+    a ``dns:///`` name: one pick_first channel) nothing of this is done."""
+
+    def __init__(self, channels: list[grpc.aio.Channel], closed: Callable[[], bool]) -> None:
+        self._channels = channels
+        self._closed = closed
+        self.stubs = [lifecycle_pb2_grpc.LifecycleServiceStub(channel) for channel in channels]
+        self._next_probe = 0.0
+        self._prober: asyncio.Task[None] | None = None
+        self._stopped = False
+        if len(channels) > 1:
+            self._states()  # every channel starts connecting
+            self._start()
+
+    def _start(self) -> None:
+        """Start the probing task, when there is a running loop (else on the next publish or watch)."""
+        if self._prober is not None or self._stopped or len(self._channels) == 1:
+            return
+        with contextlib.suppress(RuntimeError):
+            self._prober = asyncio.get_running_loop().create_task(self._probe())
+
+    async def _probe(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(RETURN_PROBE)
+                if self._stopped or self._closed():  # the publisher, or the connection it shares
+                    return
+                for channel in self._channels:
+                    if channel.get_state(try_to_connect=False) is _READY:
+                        break
+                    channel.get_state(try_to_connect=True)
+        except Exception:  # noqa: BLE001  (a closed channel: the connection was closed; nothing to probe)
+            return
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._prober is not None:
+            self._prober.cancel()
+
+    def _states(self, *, connect: bool = False) -> list[grpc.ChannelConnectivity]:
+        now = time.monotonic()
+        if now >= self._next_probe:
+            self._next_probe = now + RETURN_PROBE
+            connect = True
+        return [channel.get_state(try_to_connect=connect) for channel in self._channels]
+
+    def now(self) -> int:
+        """The first READY channel; when none is, the first that may still connect, else the first."""
+        if len(self._channels) == 1:
+            return 0
+        self._start()
+        return self._choose(self._states())
+
+    @staticmethod
+    def _choose(states: list[grpc.ChannelConnectivity]) -> int:
+        if _READY in states:
+            return states.index(_READY)
+        return next((index for index, state in enumerate(states) if state is not _FAILED), 0)
+
+    async def ready(self, seconds: float) -> int:
+        """The first READY channel; when none is, waits (up to ``seconds``) for one to be, as a call
+        waits for its channel to connect; then as ``now``. A channel that failed is not waited for."""
+        if len(self._channels) == 1:
+            return 0
+        self._start()
+        deadline = time.monotonic() + seconds
+        states = self._states()
+        while _READY not in states and not all(state is _FAILED for state in states):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            changes = [
+                asyncio.ensure_future(channel.wait_for_state_change(state))
+                for channel, state in zip(self._channels, states, strict=True)
+            ]
+            try:
+                await asyncio.wait(changes, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for change in changes:
+                    change.cancel()
+            states = self._states(connect=True)
+        return self._choose(states)
+
+
 class GrpcLifecyclePublisher:
-    """Publish lifecycle events to a wfe-sqlite server and watch them (``LifecycleService``)."""
+    """Publish lifecycle events to a wfe-sqlite server and watch them (``LifecycleService``).
+
+    With several servers, publishes and new watches go to the first server of the list that
+    answers, and back to an earlier one as soon as it answers again (see ``_FirstUp``): publishers
+    and watchers given the same list meet there (a server relays events only to its own watchers).
+    A watch already open stays on its server until it ends."""
 
     def __init__(self, connection: GrpcPersistenceProvider, *, owns_connection: bool = False) -> None:
         self._connection = connection
         self._owns_connection = owns_connection
-        # With several servers: the first that answers, for publishing and watching alike.
-        self._stub = lifecycle_pb2_grpc.LifecycleServiceStub(connection._pinned_channel())
+        self._servers = _FirstUp(connection._pinned_channels(), lambda: connection._closed)
 
     @classmethod
     def connect(cls, address: str | Sequence[str], **options: Any) -> Opening[GrpcLifecyclePublisher]:
-        """Connect to ``address`` (one server or several); ``options`` as for ``GrpcPersistenceProvider.connect``."""
+        """Connect to ``address`` (one server or several); ``options`` as for ``GrpcPersistenceProvider.connect``.
+
+        With several servers it returns once it knows the first that answers (or after the call
+        deadline), so that a watch opened at once is on it."""
 
         async def opening() -> GrpcLifecyclePublisher:
-            return cls(await GrpcPersistenceProvider.connect(address, **options), owns_connection=True)
+            publisher = cls(await GrpcPersistenceProvider.connect(address, **options), owns_connection=True)
+            await publisher._servers.ready(publisher._connection._timeout)
+            return publisher
 
         return Opening(opening)
 
     async def publish(self, event: LifecycleEvent) -> int:
         """Relay ``event`` to every current watcher; how many (on the server) received it."""
         request = lifecycle_pb2.PublishLifecycleEventRequest(event=lifecycle_event_to_proto(event))
-        response = await self._connection._call(self._stub.PublishLifecycleEvent, request)
+        self._connection._check_open()
+        stub = self._servers.stubs[await self._servers.ready(self._connection._timeout)]
+        response = await self._connection._call(stub.PublishLifecycleEvent, request)
         return int(response.watchers)
 
     def watch(
@@ -277,9 +391,11 @@ class GrpcLifecyclePublisher:
         request = lifecycle_pb2.WatchLifecycleEventsRequest(
             workflow_instance_id=workflow_instance_id or "", workflow_definition_id=workflow_definition_id or ""
         )
-        call = self._stub.WatchLifecycleEvents(request, metadata=self._connection._metadata)
+        stub = self._servers.stubs[self._servers.now()]
+        call = stub.WatchLifecycleEvents(request, metadata=self._connection._metadata)
         return LifecycleWatch(call)
 
     async def close(self) -> None:
+        self._servers.stop()
         if self._owns_connection:
             await self._connection.close()
