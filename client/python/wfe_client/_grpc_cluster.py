@@ -196,18 +196,38 @@ class GrpcQueueProvider(QueueProvider):
 class LifecycleWatch:
     """An open watch: ``async for event in watch``; ``await watch.started()``; ``watch.close()``."""
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, servers: _FirstUp | None = None, index: int = 0, reopen: Any = None) -> None:
         self._call = call
         self._closed = False
+        # Several servers: where the stream is, and how to open one on another.
+        self._servers = servers
+        self._index = index
+        self._reopen = reopen
 
     async def started(self) -> None:
-        """Wait until the server has the watch in place (events published from now on are seen)."""
-        try:
-            await self._call.initial_metadata()
-            if self._call.done():  # no headers came: the call failed (raises its error) or ended
-                await self._call.wait_for_connection()
-        except grpc.aio.AioRpcError as error:
-            raise _error_from_rpc(error) from None
+        """Wait until the server has the watch in place (events published from now on are seen).
+
+        With several servers, a watch its server could not take (UNAVAILABLE: it died a moment
+        ago, its channel still looked connected) is opened on the next one that answers instead."""
+        attempts = 1
+        while True:
+            try:
+                await self._call.initial_metadata()
+                if self._call.done():  # no headers came: the call failed (raises its error) or ended
+                    await self._call.wait_for_connection()
+                return
+            except grpc.aio.AioRpcError as error:
+                if (
+                    self._servers is None
+                    or self._closed
+                    or error.code() != grpc.StatusCode.UNAVAILABLE
+                    or attempts > len(self._servers.stubs)
+                ):
+                    raise _error_from_rpc(error) from None
+            attempts += 1
+            self._call.cancel()
+            self._index = await self._servers.ready(RETURN_PROBE * 5)
+            self._call = self._reopen(self._index)
 
     def __aiter__(self) -> AsyncIterator[LifecycleEvent]:
         return self
@@ -247,6 +267,10 @@ class LifecycleWatch:
 RETURN_PROBE = 1.0
 """How often (seconds, at most) a lifecycle publisher given several servers asks the channels of
 the servers that are not ready to connect again (as the Rust watch's ``RETURN_PROBE``)."""
+
+SETTLE = 2.0
+"""Longest time ``GrpcLifecyclePublisher.connect`` waits for servers earlier in the list than the
+first that answered to answer too (they are preferred)."""
 
 _READY = grpc.ChannelConnectivity.READY
 _FAILED = grpc.ChannelConnectivity.TRANSIENT_FAILURE
@@ -320,15 +344,24 @@ class _FirstUp:
             return states.index(_READY)
         return next((index for index, state in enumerate(states) if state is not _FAILED), 0)
 
-    async def ready(self, seconds: float) -> int:
+    async def ready(self, seconds: float, *, settle: bool = False) -> int:
         """The first READY channel; when none is, waits (up to ``seconds``) for one to be, as a call
-        waits for its channel to connect; then as ``now``. A channel that failed is not waited for."""
+        waits for its channel to connect; then as ``now``. A channel that failed is not waited for.
+        ``settle``: also waits while a channel before the first READY one is still connecting (at
+        the start, when a later server may answer first)."""
         if len(self._channels) == 1:
             return 0
         self._start()
         deadline = time.monotonic() + seconds
+
+        def waiting(states: list[grpc.ChannelConnectivity]) -> bool:
+            if settle:
+                first = next((state for state in states if state is not _FAILED), _READY)
+                return first is not _READY
+            return _READY not in states and not all(state is _FAILED for state in states)
+
         states = self._states()
-        while _READY not in states and not all(state is _FAILED for state in states):
+        while waiting(states):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -362,12 +395,12 @@ class GrpcLifecyclePublisher:
     def connect(cls, address: str | Sequence[str], **options: Any) -> Opening[GrpcLifecyclePublisher]:
         """Connect to ``address`` (one server or several); ``options`` as for ``GrpcPersistenceProvider.connect``.
 
-        With several servers it returns once it knows the first that answers (or after the call
-        deadline), so that a watch opened at once is on it."""
+        With several servers it returns once it knows the first that answers (waiting at most
+        ``SETTLE`` for earlier servers still connecting), so that a watch opened at once is on it."""
 
         async def opening() -> GrpcLifecyclePublisher:
             publisher = cls(await GrpcPersistenceProvider.connect(address, **options), owns_connection=True)
-            await publisher._servers.ready(publisher._connection._timeout)
+            await publisher._servers.ready(min(publisher._connection._timeout, SETTLE), settle=True)
             return publisher
 
         return Opening(opening)
@@ -391,9 +424,15 @@ class GrpcLifecyclePublisher:
         request = lifecycle_pb2.WatchLifecycleEventsRequest(
             workflow_instance_id=workflow_instance_id or "", workflow_definition_id=workflow_definition_id or ""
         )
-        stub = self._servers.stubs[self._servers.now()]
-        call = stub.WatchLifecycleEvents(request, metadata=self._connection._metadata)
-        return LifecycleWatch(call)
+        metadata = self._connection._metadata
+
+        def open_on(index: int) -> Any:
+            return self._servers.stubs[index].WatchLifecycleEvents(request, metadata=metadata)
+
+        index = self._servers.now()
+        if len(self._servers.stubs) == 1:
+            return LifecycleWatch(open_on(index))
+        return LifecycleWatch(open_on(index), self._servers, index, open_on)
 
     async def close(self) -> None:
         self._servers.stop()
