@@ -75,6 +75,21 @@ async def _started_somewhere(watcher: GrpcLifecyclePublisher) -> None:
             await asyncio.sleep(0.1)
 
 
+async def _opened(watcher: GrpcLifecyclePublisher) -> LifecycleWatch:
+    """An open watch (trying again while the server that was used has just died)."""
+    deadline = time.monotonic() + 10
+    while True:
+        watch = watcher.watch()
+        try:
+            await watch.started()
+            return watch
+        except WfeError as error:
+            watch.close()
+            if error.code != "UNAVAILABLE" or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
 @pytest.fixture
 async def on_first() -> AsyncIterator[list[GrpcLifecyclePublisher]]:
     """Clients given the first server alone (closed at the end)."""
@@ -124,3 +139,37 @@ async def test_a_watch_opened_later_is_on_the_first_server(
         async with watcher.watch() as events:
             assert await on_first[0].publish(_event("from-first")) == 1
             assert await _next(events) == "from-first"
+
+
+async def test_an_open_watch_moves_back_to_the_first_server(
+    two_servers: list[ServerProcess], db_url: str, on_first: list[GrpcLifecyclePublisher]
+) -> None:
+    """A watch opened while the first server was down (so on the second) moves back to the first
+    when it answers again, as the Rust watch does, and sees what is published there (before, it
+    stayed on the second: events on the first never reached it)."""
+    addresses = [server.address for server in two_servers]
+    async with GrpcLifecyclePublisher.connect(addresses) as watcher:
+        two_servers[0].kill()
+        on_first.append(await GrpcLifecyclePublisher.connect(addresses[1]))  # the second alone
+        watch = await _opened(watcher)
+        try:
+            assert await on_first[0].publish(_event("on-second")) == 1
+            assert await _next(watch) == "on-second"
+            _restart_first(two_servers, db_url)
+            on_first.append(await GrpcLifecyclePublisher.connect(addresses[0]))
+            # The watch moves while it is read (it looks for an earlier server every second).
+            reading = asyncio.ensure_future(anext(watch))
+            deadline = time.monotonic() + BACK_WITHIN
+            published = 0
+            while not published and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                assert not reading.done(), reading
+                published = await on_first[1].publish(_event("on-first"))
+            assert published == 1, "the watch did not move back to the first server"
+            assert (await asyncio.wait_for(reading, 5)).workflow_instance_id == "on-first"
+            # The stream left on the second server is still read for a moment (MOVE_LINGER):
+            # publishers there that have not moved back yet are not missed.
+            assert await on_first[0].publish(_event("late-on-second")) == 1
+            assert await _next(watch) == "late-on-second"
+        finally:
+            watch.close()

@@ -194,15 +194,25 @@ class GrpcQueueProvider(QueueProvider):
 
 
 class LifecycleWatch:
-    """An open watch: ``async for event in watch``; ``await watch.started()``; ``watch.close()``."""
+    """An open watch: ``async for event in watch``; ``await watch.started()``; ``watch.close()``.
+
+    Opened on a later server of a list (an earlier one did not answer), it moves back to the first
+    earlier server that answers again, as the publishers do: tried every ``RETURN_PROBE``, a new
+    stream is opened there and, once that server has it in place, the old one is still read for
+    ``MOVE_LINGER`` (publishers that have not moved back yet), then closed. Events published on
+    either server in that time are all seen; their order across the two servers is not defined."""
 
     def __init__(self, call: Any, servers: _FirstUp | None = None, index: int = 0, reopen: Any = None) -> None:
         self._call = call
         self._closed = False
-        # Several servers: where the stream is, and how to open one on another.
+        # Several servers: where the stream is, how to open one on another, the read under way,
+        # and the streams left behind (call, read under way, read until).
         self._servers = servers
         self._index = index
         self._reopen = reopen
+        self._reading: asyncio.Future[Any] | None = None
+        self._left: list[tuple[Any, asyncio.Future[Any], float]] = []
+        self._next_check = time.monotonic() + RETURN_PROBE
 
     async def started(self) -> None:
         """Wait until the server has the watch in place (events published from now on are seen).
@@ -226,6 +236,9 @@ class LifecycleWatch:
                     raise _error_from_rpc(error) from None
             attempts += 1
             self._call.cancel()
+            if self._reading is not None:
+                self._reading.cancel()
+                self._reading = None
             self._index = await self._servers.ready(RETURN_PROBE * 5)
             self._call = self._reopen(self._index)
 
@@ -235,24 +248,95 @@ class LifecycleWatch:
     async def __anext__(self) -> LifecycleEvent:
         if self._closed:
             raise StopAsyncIteration
-        try:
-            response = await self._call.read()
-        except grpc.aio.AioRpcError as error:
-            if self._closed or error.code() == grpc.StatusCode.CANCELLED:
-                raise StopAsyncIteration from None
-            raise _error_from_rpc(error) from None
-        except asyncio.CancelledError:
-            if self._closed:
-                raise StopAsyncIteration from None
-            raise
+        if self._servers is None:
+            try:
+                response = await self._call.read()
+            except grpc.aio.AioRpcError as error:
+                if self._closed or error.code() == grpc.StatusCode.CANCELLED:
+                    raise StopAsyncIteration from None
+                raise _error_from_rpc(error) from None
+            except asyncio.CancelledError:
+                if self._closed:
+                    raise StopAsyncIteration from None
+                raise
+            return self._event(response)
+        return await self._next_of_several()
+
+    def _event(self, response: Any) -> LifecycleEvent:
         if response is grpc.aio.EOF:
             self._closed = True
             raise StopAsyncIteration
         return lifecycle_event_from_proto(response.event)
 
+    async def _next_of_several(self) -> LifecycleEvent:
+        assert self._servers is not None
+        while True:
+            if self._reading is None:
+                self._reading = asyncio.ensure_future(self._call.read())
+            now = time.monotonic()
+            if self._index > 0 and now >= self._next_check:
+                self._next_check = now + RETURN_PROBE
+                earlier = self._servers.ready_before(self._index)
+                if earlier is not None:
+                    await self._move(earlier)
+                    continue
+            for left in [left for left in self._left if left[2] <= now]:
+                self._left.remove(left)
+                left[0].cancel()
+                left[1].cancel()
+            pending = {self._reading, *(left[1] for left in self._left)}
+            waits = [left[2] - now for left in self._left]
+            if self._index > 0:
+                waits.append(max(self._next_check - now, 0.0))
+            done, _ = await asyncio.wait(pending, timeout=min(waits, default=None), return_when=asyncio.FIRST_COMPLETED)
+            for position, (call, reading, until) in enumerate(self._left):
+                if reading in done:
+                    if reading.cancelled() or reading.exception() is not None or reading.result() is grpc.aio.EOF:
+                        del self._left[position]  # that server's stream ended: nothing more from it
+                    else:
+                        self._left[position] = (call, asyncio.ensure_future(call.read()), until)
+                        return lifecycle_event_from_proto(reading.result().event)
+                    break
+            if self._reading in done:
+                reading, self._reading = self._reading, None
+                if self._closed or reading.cancelled():
+                    raise StopAsyncIteration
+                error = reading.exception()
+                if isinstance(error, grpc.aio.AioRpcError):
+                    if error.code() == grpc.StatusCode.CANCELLED:
+                        raise StopAsyncIteration
+                    raise _error_from_rpc(error) from None
+                if error is not None:
+                    raise error
+                return self._event(reading.result())
+
+    async def _move(self, index: int) -> None:
+        """Open the stream on server ``index``; once it is in place, leave the current one behind."""
+        call = self._reopen(index)
+        try:
+            await asyncio.wait_for(call.initial_metadata(), RETURN_PROBE * 5)
+            if call.done():
+                call.cancel()
+                return  # refused or ended: stay, try again later
+        except (grpc.aio.AioRpcError, TimeoutError):
+            call.cancel()
+            return
+        except BaseException:
+            call.cancel()
+            raise
+        assert self._reading is not None
+        self._left.append((self._call, self._reading, time.monotonic() + MOVE_LINGER))
+        self._call, self._reading, self._index = call, None, index
+
     def close(self) -> None:
         self._closed = True
         self._call.cancel()
+        if self._reading is not None:
+            self._reading.cancel()
+        for call, reading, _ in self._left:
+            call.cancel()
+            reading.cancel()
+        self._left.clear()
 
     async def __aenter__(self) -> LifecycleWatch:
         await self.started()
@@ -271,6 +355,10 @@ the servers that are not ready to connect again (as the Rust watch's ``RETURN_PR
 SETTLE = 2.0
 """Longest time ``GrpcLifecyclePublisher.connect`` waits for servers earlier in the list than the
 first that answered to answer too (they are preferred)."""
+
+MOVE_LINGER = 2.0
+"""Seconds a watch that moved back to an earlier server still reads the stream it left (the
+publishers on the later server move back within about ``RETURN_PROBE``)."""
 
 _READY = grpc.ChannelConnectivity.READY
 _FAILED = grpc.ChannelConnectivity.TRANSIENT_FAILURE
@@ -343,6 +431,12 @@ class _FirstUp:
         if _READY in states:
             return states.index(_READY)
         return next((index for index, state in enumerate(states) if state is not _FAILED), 0)
+
+    def ready_before(self, index: int) -> int | None:
+        """The first READY channel before ``index``, if any (asking idle ones to connect, at most
+        once every ``RETURN_PROBE``)."""
+        states = self._states()[:index]
+        return states.index(_READY) if _READY in states else None
 
     async def ready(self, seconds: float, *, settle: bool = False) -> int:
         """The first READY channel; when none is, waits (up to ``seconds``) for one to be, as a call
