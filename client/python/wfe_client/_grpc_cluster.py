@@ -9,7 +9,9 @@ call helper (deadlines, error mapping).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
@@ -196,20 +198,53 @@ class GrpcQueueProvider(QueueProvider):
 
 
 class LifecycleWatch:
-    """An open watch: ``async for event in watch``; ``await watch.started()``; ``watch.close()``."""
+    """An open watch: ``async for event in watch``; ``await watch.started()``; ``watch.close()``.
 
-    def __init__(self, call: Any) -> None:
+    Opened on a later server of a list (an earlier one did not answer), it moves back to the first
+    earlier server that answers again, as the publishers do: tried every ``RETURN_PROBE``, a new
+    stream is opened there and, once that server has it in place, the old one is still read for
+    ``MOVE_LINGER`` (publishers that have not moved back yet), then closed. Events published on
+    either server in that time are all seen; their order across the two servers is not defined."""
+
+    def __init__(self, call: Any, servers: _FirstUp | None = None, index: int = 0, reopen: Any = None) -> None:
         self._call = call
         self._closed = False
+        # Several servers: where the stream is, how to open one on another, the read under way,
+        # and the streams left behind (call, read under way, read until).
+        self._servers = servers
+        self._index = index
+        self._reopen = reopen
+        self._reading: asyncio.Future[Any] | None = None
+        self._left: list[tuple[Any, asyncio.Future[Any], float]] = []
+        self._next_check = time.monotonic() + RETURN_PROBE
 
     async def started(self) -> None:
-        """Wait until the server has the watch in place (events published from now on are seen)."""
-        try:
-            await self._call.initial_metadata()
-            if self._call.done():  # no headers came: the call failed (raises its error) or ended
-                await self._call.wait_for_connection()
-        except grpc.aio.AioRpcError as error:
-            raise _error_from_rpc(error) from None
+        """Wait until the server has the watch in place (events published from now on are seen).
+
+        With several servers, a watch its server could not take (UNAVAILABLE: it died a moment
+        ago, its channel still looked connected) is opened on the next one that answers instead."""
+        attempts = 1
+        while True:
+            try:
+                await self._call.initial_metadata()
+                if self._call.done():  # no headers came: the call failed (raises its error) or ended
+                    await self._call.wait_for_connection()
+                return
+            except grpc.aio.AioRpcError as error:
+                if (
+                    self._servers is None
+                    or self._closed
+                    or error.code() != grpc.StatusCode.UNAVAILABLE
+                    or attempts > len(self._servers.stubs)
+                ):
+                    raise _error_from_rpc(error) from None
+            attempts += 1
+            self._call.cancel()
+            if self._reading is not None:
+                self._reading.cancel()
+                self._reading = None
+            self._index = await self._servers.ready(RETURN_PROBE * 5)
+            self._call = self._reopen(self._index)
 
     def __aiter__(self) -> AsyncIterator[LifecycleEvent]:
         return self
@@ -217,24 +252,95 @@ class LifecycleWatch:
     async def __anext__(self) -> LifecycleEvent:
         if self._closed:
             raise StopAsyncIteration
-        try:
-            response = await self._call.read()
-        except grpc.aio.AioRpcError as error:
-            if self._closed or error.code() == grpc.StatusCode.CANCELLED:
-                raise StopAsyncIteration from None
-            raise _error_from_rpc(error) from None
-        except asyncio.CancelledError:
-            if self._closed:
-                raise StopAsyncIteration from None
-            raise
+        if self._servers is None:
+            try:
+                response = await self._call.read()
+            except grpc.aio.AioRpcError as error:
+                if self._closed or error.code() == grpc.StatusCode.CANCELLED:
+                    raise StopAsyncIteration from None
+                raise _error_from_rpc(error) from None
+            except asyncio.CancelledError:
+                if self._closed:
+                    raise StopAsyncIteration from None
+                raise
+            return self._event(response)
+        return await self._next_of_several()
+
+    def _event(self, response: Any) -> LifecycleEvent:
         if response is grpc.aio.EOF:
             self._closed = True
             raise StopAsyncIteration
         return lifecycle_event_from_proto(response.event)
 
+    async def _next_of_several(self) -> LifecycleEvent:
+        assert self._servers is not None
+        while True:
+            if self._reading is None:
+                self._reading = asyncio.ensure_future(self._call.read())
+            now = time.monotonic()
+            if self._index > 0 and now >= self._next_check:
+                self._next_check = now + RETURN_PROBE
+                earlier = self._servers.ready_before(self._index)
+                if earlier is not None:
+                    await self._move(earlier)
+                    continue
+            for left in [left for left in self._left if left[2] <= now]:
+                self._left.remove(left)
+                left[0].cancel()
+                left[1].cancel()
+            pending = {self._reading, *(left[1] for left in self._left)}
+            waits = [left[2] - now for left in self._left]
+            if self._index > 0:
+                waits.append(max(self._next_check - now, 0.0))
+            done, _ = await asyncio.wait(pending, timeout=min(waits, default=None), return_when=asyncio.FIRST_COMPLETED)
+            for position, (call, reading, until) in enumerate(self._left):
+                if reading in done:
+                    if reading.cancelled() or reading.exception() is not None or reading.result() is grpc.aio.EOF:
+                        del self._left[position]  # that server's stream ended: nothing more from it
+                    else:
+                        self._left[position] = (call, asyncio.ensure_future(call.read()), until)
+                        return lifecycle_event_from_proto(reading.result().event)
+                    break
+            if self._reading in done:
+                reading, self._reading = self._reading, None
+                if self._closed or reading.cancelled():
+                    raise StopAsyncIteration
+                error = reading.exception()
+                if isinstance(error, grpc.aio.AioRpcError):
+                    if error.code() == grpc.StatusCode.CANCELLED:
+                        raise StopAsyncIteration
+                    raise _error_from_rpc(error) from None
+                if error is not None:
+                    raise error
+                return self._event(reading.result())
+
+    async def _move(self, index: int) -> None:
+        """Open the stream on server ``index``; once it is in place, leave the current one behind."""
+        call = self._reopen(index)
+        try:
+            await asyncio.wait_for(call.initial_metadata(), RETURN_PROBE * 5)
+            if call.done():
+                call.cancel()
+                return  # refused or ended: stay, try again later
+        except (grpc.aio.AioRpcError, TimeoutError):
+            call.cancel()
+            return
+        except BaseException:
+            call.cancel()
+            raise
+        assert self._reading is not None
+        self._left.append((self._call, self._reading, time.monotonic() + MOVE_LINGER))
+        self._call, self._reading, self._index = call, None, index
+
     def close(self) -> None:
         self._closed = True
         self._call.cancel()
+        if self._reading is not None:
+            self._reading.cancel()
+        for call, reading, _ in self._left:
+            call.cancel()
+            reading.cancel()
+        self._left.clear()
 
     async def __aenter__(self) -> LifecycleWatch:
         await self.started()
@@ -246,28 +352,163 @@ class LifecycleWatch:
         self.close()
 
 
+RETURN_PROBE = 1.0
+"""How often (seconds, at most) a lifecycle publisher given several servers asks the channels of
+the servers that are not ready to connect again (as the Rust watch's ``RETURN_PROBE``)."""
+
+SETTLE = 2.0
+"""Longest time ``GrpcLifecyclePublisher.connect`` waits for servers earlier in the list than the
+first that answered to answer too (they are preferred)."""
+
+MOVE_LINGER = 2.0
+"""Seconds a watch that moved back to an earlier server still reads the stream it left (the
+publishers on the later server move back within about ``RETURN_PROBE``)."""
+
+_READY = grpc.ChannelConnectivity.READY
+_FAILED = grpc.ChannelConnectivity.TRANSIENT_FAILURE
+
+
+class _FirstUp:
+    """The first server of the list that answers: one channel per server, in the list's order.
+
+    Every publish and every new watch goes to the first channel that is READY. While a channel
+    before the first READY one is not connected, a task asks it to connect every ``RETURN_PROBE``
+    (one connection attempt a second to a server that is down; gRPC's own reconnection stops after
+    one attempt, the channel goes idle); while the first server is READY it only looks at the
+    channels' states once a second. So once an earlier server answers again, its channel is READY
+    within about a second and the next publish or watch goes back to it, as the Rust and TypeScript
+    publishers go back to the first server that is not left out. With one channel (one server, or
+    a ``dns:///`` name: one pick_first channel) nothing of this is done."""
+
+    def __init__(self, channels: list[grpc.aio.Channel], closed: Callable[[], bool]) -> None:
+        self._channels = channels
+        self._closed = closed
+        self.stubs = [lifecycle_pb2_grpc.LifecycleServiceStub(channel) for channel in channels]
+        self._next_probe = 0.0
+        self._prober: asyncio.Task[None] | None = None
+        self._stopped = False
+        if len(channels) > 1:
+            self._states()  # every channel starts connecting
+            self._start()
+
+    def _start(self) -> None:
+        """Start the probing task, when there is a running loop (else on the next publish or watch)."""
+        if self._prober is not None or self._stopped or len(self._channels) == 1:
+            return
+        with contextlib.suppress(RuntimeError):
+            self._prober = asyncio.get_running_loop().create_task(self._probe())
+
+    async def _probe(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(RETURN_PROBE)
+                if self._stopped or self._closed():  # the publisher, or the connection it shares
+                    return
+                for channel in self._channels:
+                    if channel.get_state(try_to_connect=False) is _READY:
+                        break
+                    channel.get_state(try_to_connect=True)
+        except Exception:  # noqa: BLE001  (a closed channel: the connection was closed; nothing to probe)
+            return
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._prober is not None:
+            self._prober.cancel()
+
+    def _states(self, *, connect: bool = False) -> list[grpc.ChannelConnectivity]:
+        now = time.monotonic()
+        if now >= self._next_probe:
+            self._next_probe = now + RETURN_PROBE
+            connect = True
+        return [channel.get_state(try_to_connect=connect) for channel in self._channels]
+
+    def now(self) -> int:
+        """The first READY channel; when none is, the first that may still connect, else the first."""
+        if len(self._channels) == 1:
+            return 0
+        self._start()
+        return self._choose(self._states())
+
+    @staticmethod
+    def _choose(states: list[grpc.ChannelConnectivity]) -> int:
+        if _READY in states:
+            return states.index(_READY)
+        return next((index for index, state in enumerate(states) if state is not _FAILED), 0)
+
+    def ready_before(self, index: int) -> int | None:
+        """The first READY channel before ``index``, if any (asking idle ones to connect, at most
+        once every ``RETURN_PROBE``)."""
+        states = self._states()[:index]
+        return states.index(_READY) if _READY in states else None
+
+    async def ready(self, seconds: float, *, settle: bool = False) -> int:
+        """The first READY channel; when none is, waits (up to ``seconds``) for one to be, as a call
+        waits for its channel to connect; then as ``now``. A channel that failed is not waited for.
+        ``settle``: also waits while a channel before the first READY one is still connecting (at
+        the start, when a later server may answer first)."""
+        if len(self._channels) == 1:
+            return 0
+        self._start()
+        deadline = time.monotonic() + seconds
+
+        def waiting(states: list[grpc.ChannelConnectivity]) -> bool:
+            if settle:
+                first = next((state for state in states if state is not _FAILED), _READY)
+                return first is not _READY
+            return _READY not in states and not all(state is _FAILED for state in states)
+
+        states = self._states()
+        while waiting(states):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            changes = [
+                asyncio.ensure_future(channel.wait_for_state_change(state))
+                for channel, state in zip(self._channels, states, strict=True)
+            ]
+            try:
+                await asyncio.wait(changes, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for change in changes:
+                    change.cancel()
+            states = self._states(connect=True)
+        return self._choose(states)
+
+
 class GrpcLifecyclePublisher:
-    """Publish lifecycle events to a wfe-sqlite server and watch them (``LifecycleService``)."""
+    """Publish lifecycle events to a wfe-sqlite server and watch them (``LifecycleService``).
+
+    With several servers, publishes and new watches go to the first server of the list that
+    answers, and back to an earlier one as soon as it answers again (see ``_FirstUp``): publishers
+    and watchers given the same list meet there (a server relays events only to its own watchers).
+    A watch already open stays on its server until it ends."""
 
     def __init__(self, connection: GrpcPersistenceProvider, *, owns_connection: bool = False) -> None:
         self._connection = connection
         self._owns_connection = owns_connection
-        # With several servers: the first that answers, for publishing and watching alike.
-        self._stub = lifecycle_pb2_grpc.LifecycleServiceStub(connection._pinned_channel())
+        self._servers = _FirstUp(connection._pinned_channels(), lambda: connection._closed)
 
     @classmethod
     def connect(cls, address: str | Sequence[str], **options: Any) -> Opening[GrpcLifecyclePublisher]:
-        """Connect to ``address`` (one server or several); ``options`` as for ``GrpcPersistenceProvider.connect``."""
+        """Connect to ``address`` (one server or several); ``options`` as for ``GrpcPersistenceProvider.connect``.
+
+        With several servers it returns once it knows the first that answers (waiting at most
+        ``SETTLE`` for earlier servers still connecting), so that a watch opened at once is on it."""
 
         async def opening() -> GrpcLifecyclePublisher:
-            return cls(await GrpcPersistenceProvider.connect(address, **options), owns_connection=True)
+            publisher = cls(await GrpcPersistenceProvider.connect(address, **options), owns_connection=True)
+            await publisher._servers.ready(min(publisher._connection._timeout, SETTLE), settle=True)
+            return publisher
 
         return Opening(opening)
 
     async def publish(self, event: LifecycleEvent) -> int:
         """Relay ``event`` to every current watcher; how many (on the server) received it."""
         request = lifecycle_pb2.PublishLifecycleEventRequest(event=lifecycle_event_to_proto(event))
-        response = await self._connection._call(self._stub.PublishLifecycleEvent, request)
+        self._connection._check_open()
+        stub = self._servers.stubs[await self._servers.ready(self._connection._timeout)]
+        response = await self._connection._call(stub.PublishLifecycleEvent, request)
         return int(response.watchers)
 
     def watch(
@@ -281,9 +522,17 @@ class GrpcLifecyclePublisher:
         request = lifecycle_pb2.WatchLifecycleEventsRequest(
             workflow_instance_id=workflow_instance_id or "", workflow_definition_id=workflow_definition_id or ""
         )
-        call = self._stub.WatchLifecycleEvents(request, metadata=self._connection._metadata)
-        return LifecycleWatch(call)
+        metadata = self._connection._metadata
+
+        def open_on(index: int) -> Any:
+            return self._servers.stubs[index].WatchLifecycleEvents(request, metadata=metadata)
+
+        index = self._servers.now()
+        if len(self._servers.stubs) == 1:
+            return LifecycleWatch(open_on(index))
+        return LifecycleWatch(open_on(index), self._servers, index, open_on)
 
     async def close(self) -> None:
+        self._servers.stop()
         if self._owns_connection:
             await self._connection.close()

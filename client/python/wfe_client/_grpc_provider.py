@@ -123,6 +123,18 @@ def _expected_revision(instance: WorkflowInstance, force: bool) -> int:
     return 0 if force else revision
 
 
+LIFECYCLE_RECONNECT_MS = 1000
+"""Longest pause between attempts to reconnect a lifecycle channel to one server of a list."""
+
+
+def _each_server(target: str) -> list[str]:
+    """``ipv4:A,B`` -> ``["ipv4:A", "ipv4:B"]`` (the same for ``ipv6:``); a ``dns:`` target as is."""
+    scheme, colon, rest = target.partition(":")
+    if not colon or scheme not in ("ipv4", "ipv6"):
+        return [target]
+    return [f"{scheme}:{one}" for one in rest.split(",")]
+
+
 class GrpcPersistenceProvider(PersistenceProvider):
     """The persistence interface served by a wfe-sqlite server, over one gRPC channel."""
 
@@ -134,8 +146,8 @@ class GrpcPersistenceProvider(PersistenceProvider):
         metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._channel = channel
-        self._open_pinned: Callable[[], grpc.aio.Channel] | None = None
-        self._pinned: grpc.aio.Channel | None = None
+        self._open_pinned: Callable[[], list[grpc.aio.Channel]] | None = None
+        self._pinned: list[grpc.aio.Channel] | None = None
         self._timeout = timeout
         self._metadata = tuple(metadata)
         self._closed = False
@@ -201,15 +213,21 @@ class GrpcPersistenceProvider(PersistenceProvider):
         async def opening() -> GrpcPersistenceProvider:
             target = await resolve_target(address)
 
-            def open_channel(policy: str) -> grpc.aio.Channel:
+            def open_channel(policy: str, to: str | None = None) -> grpc.aio.Channel:
                 options: list[tuple[str, str | int]] = [
                     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                     *target.options(policy),
                 ]
+                if to is not None:
+                    # One server of the list: a server that died is tried again every second
+                    # (gRPC's default backoff grows to 2 minutes), so that the lifecycle
+                    # publisher sees the first server ready soon after it answers again.
+                    options.append(("grpc.initial_reconnect_backoff_ms", LIFECYCLE_RECONNECT_MS))
+                    options.append(("grpc.max_reconnect_backoff_ms", LIFECYCLE_RECONNECT_MS))
                 if credentials is None:
-                    return grpc.aio.insecure_channel(target.target, options=options)
-                return grpc.aio.secure_channel(target.target, credentials, options=options)
+                    return grpc.aio.insecure_channel(to or target.target, options=options)
+                return grpc.aio.secure_channel(to or target.target, credentials, options=options)
 
             channel = open_channel("round_robin")
             try:
@@ -226,25 +244,27 @@ class GrpcPersistenceProvider(PersistenceProvider):
             metadata = [("authorization", f"Bearer {token}")] if token else []
             provider = cls(channel, timeout=timeout, metadata=metadata)
             if target.balanced:
-                provider._open_pinned = lambda: open_channel("pick_first")
+                provider._open_pinned = lambda: [open_channel("pick_first", one) for one in _each_server(target.target)]
             return provider
 
         return Opening(opening)
 
-    def _pinned_channel(self) -> grpc.aio.Channel:
-        """The channel for lifecycle events: with several servers, one to the first server of the
-        list that answers (gRPC's pick_first), so that publishers and watchers given the same list
-        meet on one server (a server relays events only to its own watchers); else the channel."""
+    def _pinned_channels(self) -> list[grpc.aio.Channel]:
+        """The channels for lifecycle events, in the list's order: with several servers one per
+        server (the lifecycle publisher uses the first that is ready, see ``_FirstUp`` in
+        ``_grpc_cluster``), so that publishers and watchers given the same list meet on one server
+        (a server relays events only to its own watchers); a ``dns:///`` name one pick_first
+        channel (the resolver's order); one server: the channel."""
         if self._open_pinned is None:
-            return self._channel
+            return [self._channel]
         if self._pinned is None:
             self._pinned = self._open_pinned()
         return self._pinned
 
     async def close(self) -> None:
         self._closed = True
-        if self._pinned is not None:
-            await self._pinned.close()
+        for pinned in self._pinned or ():
+            await pinned.close()
         await self._channel.close()
 
     # -- the one place calls are made -----------------------------------------------------------
