@@ -38,6 +38,7 @@ import type {
 } from "./models.js";
 import type { CommandHandler, PersistenceProvider, PersistOptions, ProcessCommandsOptions } from "./provider.js";
 import { toTimestamp } from "./time.js";
+import { WellFormedTransport } from "./unicode.js";
 import {
   visibilityOperations,
   type ListWorkflowsOptions,
@@ -248,10 +249,15 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     };
     this.#timeoutMs = timeoutMs;
     const transports = endpoints.map((e) => e.transport);
-    const transport = endpoints.length === 1 ? first.transport : new RoundRobinTransport(transports, timeoutMs);
+    // Every request of every client on this connection (locks, queue, lifecycle too) is checked
+    // once, before it is sent, for text protobuf-es would send changed (a lone surrogate).
+    const transport = new WellFormedTransport(
+      endpoints.length === 1 ? first.transport : new RoundRobinTransport(transports, timeoutMs),
+    );
     this.#transport = transport;
-    this.#firstServerTransport =
-      endpoints.length === 1 ? first.transport : new RoundRobinTransport(transports, timeoutMs, { inOrder: true });
+    this.#firstServerTransport = new WellFormedTransport(
+      endpoints.length === 1 ? first.transport : new RoundRobinTransport(transports, timeoutMs, { inOrder: true }),
+    );
     this.#workflows = createClient(WorkflowService, transport);
     this.#events = createClient(EventService, transport);
     this.#subscriptions = createClient(SubscriptionService, transport);

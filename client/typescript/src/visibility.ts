@@ -130,21 +130,10 @@ function statusesToWire(status: WorkflowFilter["status"], field: string): wf.Wor
   return [...new Set(list.map((s: unknown, i: number) => statusToWire(s, `${field}[${i}]`)))];
 }
 
-/** A high surrogate not followed by a low one, or a low one not preceded by a high one. */
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-
-/** `value`, refused (as Python refuses it) when it holds a lone surrogate: protobuf-es would send U+FFFD instead. */
-function wellFormed(value: string, field: string): string {
-  if (LONE_SURROGATE.test(value)) {
-    throw new InvalidArgument(`${field}: not valid Unicode text (lone surrogate)`, { field });
-  }
-  return value;
-}
-
 function optionalText(value: unknown, field: string): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== "string") throw new InvalidArgument(`${field}: expected a string`, { field });
-  return wellFormed(value, field);
+  return value; // a lone surrogate is refused for every call, by the transport (unicode.ts)
 }
 
 /**
@@ -233,7 +222,7 @@ export function visibilityOperations(client: Client<typeof vis.VisibilityService
     async searchWorkflows(text: string, options: SearchWorkflowsOptions = {}): Promise<WorkflowSearchPage> {
       if (typeof text !== "string") throw new InvalidArgument("query: expected a string", { field: "query" });
       const request = {
-        query: wellFormed(text, "query"),
+        query: text,
         filter: filterToWire(options),
         skip: count(options.skip, 0, 0, "skip"),
         take: size(options.take, "take"),
@@ -244,9 +233,8 @@ export function visibilityOperations(client: Client<typeof vis.VisibilityService
 
     async deleteWorkflow(id: string): Promise<void> {
       if (typeof id !== "string") throw new InvalidArgument("id: expected a string", { field: "id" });
-      // A lone surrogate would be sent as U+FFFD: the delete of another workflow.
-      const request = { id: wellFormed(id, "id") };
-      await run(() => client.deleteWorkflow(request));
+      // A lone surrogate (sent as U+FFFD, the delete of another workflow) is refused by the transport (unicode.ts).
+      await run(() => client.deleteWorkflow({ id }));
     },
 
     async purgeWorkflows(olderThan: Date, options: PurgeWorkflowsOptions = {}): Promise<number> {
