@@ -30,12 +30,15 @@ async def test_a_leased_item_whose_waiter_left_goes_back_with_its_leases_freed(s
         cluster = store.cluster
         poll = _poll(cluster)
         real_take = poll._take
-        entered, gate = asyncio.Event(), asyncio.Event()
+        entered, gate, taken = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
         async def gated(queue: str, asks: Sequence[LeaseAsk | None]) -> list[Handout | None]:
             entered.set()
             await gate.wait()
-            return await real_take(queue, asks)
+            try:
+                return await real_take(queue, asks)
+            finally:
+                taken.set()
 
         poll._take = gated  # type: ignore[method-assign]
         for item in ("first", "second"):
@@ -47,6 +50,9 @@ async def test_a_leased_item_whose_waiter_left_goes_back_with_its_leases_freed(s
         gate.set()
         with pytest.raises(asyncio.CancelledError):
             await waiter
+        # The take must have taken its lease before another owner tries for it below: one that got
+        # in first would make the take pass "first" over and hand out "second" instead.
+        await asyncio.wait_for(taken.wait(), 10)
         poll._take = real_take  # type: ignore[method-assign]
         # Put back at the head (before "second"), and its lease freed: another owner takes both.
         for _ in range(100):
