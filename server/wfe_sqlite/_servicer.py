@@ -250,7 +250,8 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
             ]
             check_id(row.id, "workflow.id")
             rows = new_subscription_rows(subscriptions)
-        check_id(row.id, "workflow.id")
+        else:
+            check_id(row.id, "workflow.id")
         revision = await self._store.persist_workflow(row, pointers, rows, _expected_revision(request))
         return workflows_pb2.PersistWorkflowWithSubscriptionsResponse(
             subscription_ids=[r.id for r in rows],
