@@ -101,3 +101,39 @@ def test_what_is_stored_is_the_whole_new_workflow(conn: sqlite3.Connection) -> N
     assert write_persist(conn, workflow_row(w), pointer_rows(w.id, w.execution_pointers), expected_revision=2) == 3
     conn.execute("COMMIT")
     assert _stored(conn, w.id) == (tuple(expected_row._replace(revision=3)), pointers)
+
+
+def test_a_step_persist_of_a_workflow_of_many_pointers_writes_the_changed_pointer_only(
+    conn: sqlite3.Connection,
+) -> None:
+    w = _workflow(3000)
+    w.execution_pointers = [ExecutionPointer.new(step) for step in range(2000)]
+    for p in w.execution_pointers:
+        p.id = f"{w.id}-p{p.step_id}"
+        p.children = [f"child-{p.step_id}-{c}" for c in range(3)]
+    conn.execute("BEGIN")
+    conn.execute(INSERT_WORKFLOW, workflow_row(w)._replace(revision=1))
+    conn.execute("COMMIT")
+    assert _frames(conn, w) > 50  # the first persist writes its 2,000 pointers: many pages
+
+    w.execution_pointers[1234].status = PointerStatus.COMPLETE
+    # The workflow's page (revision) and the one pointer's page.
+    assert _frames(conn, w) <= 2
+    assert _stored(conn, w.id)[1] == [tuple(p) for p in pointer_rows(w.id, w.execution_pointers)]
+
+    # Changed, added and removed pointers are all stored as sent.
+    w.execution_pointers[7].children = ["other"]
+    w.execution_pointers[1999].retry_count = 3
+    w.execution_pointers.extend(ExecutionPointer.new(step) for step in range(2000, 2010))
+    conn.execute("BEGIN IMMEDIATE")
+    write_persist(conn, workflow_row(w), pointer_rows(w.id, w.execution_pointers))
+    conn.execute("COMMIT")
+    assert _stored(conn, w.id)[1] == [tuple(p) for p in pointer_rows(w.id, w.execution_pointers)]
+    del w.execution_pointers[40:]
+    w.execution_pointers[3].active = False
+    for few in (40, 33, 32, 3):  # either side of the count above which the stored ones are compared
+        del w.execution_pointers[few:]
+        conn.execute("BEGIN IMMEDIATE")
+        write_persist(conn, workflow_row(w), pointer_rows(w.id, w.execution_pointers))
+        conn.execute("COMMIT")
+        assert _stored(conn, w.id)[1] == [tuple(p) for p in pointer_rows(w.id, w.execution_pointers)]

@@ -33,7 +33,7 @@ from ._queue_store import EVENT, WORKFLOW
 from ._rows import check_id, check_lease_resource, event_from_row, lease_ask, subscription_from_row
 from ._servicer import ClientGone, _written
 from ._status import translate_errors
-from ._wire import duration_field, workflow_message
+from ._wire import duration_field, workflow_message_off_loop
 
 __all__ = ["CLUSTER_SERVICE_NAMES", "add_cluster_servicers"]
 
@@ -104,7 +104,7 @@ class LockServicer(locks_pb2_grpc.LockServiceServicer):
                 row, pointers = await self._p.store.workflow(read_id)
             except WorkflowNotFound:
                 return response
-            response.workflow.CopyFrom(workflow_message(row, pointers))
+            response.workflow.CopyFrom(await workflow_message_off_loop(row, pointers))
         return response
 
     @translate_errors
@@ -198,7 +198,7 @@ class QueueServicer(queues_pb2_grpc.QueueServiceServicer):
                 row, pointers = await self._p.store.workflow(item_id)
             except WorkflowNotFound:
                 return response
-            response.workflow.CopyFrom(workflow_message(row, pointers))
+            response.workflow.CopyFrom(await workflow_message_off_loop(row, pointers))
         elif request.include_event and queue == EVENT:
             await self._include_event(response, item_id, request.mark_processed_if_unsubscribed)
         return response

@@ -314,9 +314,14 @@ def id_list(values: Any, field: str) -> str:
     return _dump_strings(list(values)) if values else "[]"
 
 
+_STRINGS_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""Made once: ``json.dumps`` with options builds an encoder per call, which was most of the cost of a
+pointer's ``children`` and ``scope`` (an encoder keeps no state between calls: threads may share it)."""
+
+
 def _dump_strings(values: list[str]) -> str:
     # json_text without its checks: the strings are checked, and a list of them nests one level.
-    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+    return _STRINGS_ENCODER.encode(values)
 
 
 def check_unique_pointer_ids(ids: Sequence[str], field: str = "workflow") -> None:

@@ -58,7 +58,12 @@ from ._provider import StoreProvider, new_subscription_rows
 from ._rows import PageKey, SubscriptionRow, check_event_key, check_id, subscription_from_row, with_workflow_id
 from ._status import Context, translate_errors
 from ._visibility_servicer import VISIBILITY_SERVICE_NAME, add_visibility_servicer
-from ._wire import duration_field, new_subscription_rows_from_messages, workflow_message, workflow_rows_from_message
+from ._wire import (
+    duration_field,
+    new_subscription_rows_from_messages,
+    workflow_message_off_loop,
+    workflow_rows_off_loop,
+)
 
 __all__ = ["SERVICE_NAMES", "add_servicers"]
 
@@ -221,7 +226,7 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
     async def CreateWorkflow(
         self, request: workflows_pb2.CreateWorkflowRequest, context: Context
     ) -> workflows_pb2.CreateWorkflowResponse:
-        row, pointers = with_workflow_id(*workflow_rows_from_message(_required_message(request, "workflow")))
+        row, pointers = with_workflow_id(*await workflow_rows_off_loop(_required_message(request, "workflow")))
         wid, name = await self._store.create_workflow(row, pointers)
         return workflows_pb2.CreateWorkflowResponse(
             id=wid, name=name, revision=1, server_queues=_server_queues(row.status, row.next_execution)
@@ -231,7 +236,7 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
     async def PersistWorkflow(
         self, request: workflows_pb2.PersistWorkflowRequest, context: Context
     ) -> workflows_pb2.PersistWorkflowResponse:
-        row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
+        row, pointers = await workflow_rows_off_loop(_required_message(request, "workflow"))
         check_id(row.id, "workflow.id")
         revision = await self._store.persist_workflow(row, pointers, (), _expected_revision(request))
         return workflows_pb2.PersistWorkflowResponse(
@@ -242,7 +247,7 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
     async def PersistWorkflowWithSubscriptions(
         self, request: workflows_pb2.PersistWorkflowWithSubscriptionsRequest, context: Context
     ) -> workflows_pb2.PersistWorkflowWithSubscriptionsResponse:
-        row, pointers = workflow_rows_from_message(_required_message(request, "workflow"))
+        row, pointers = await workflow_rows_off_loop(_required_message(request, "workflow"))
         rows = await _subscription_rows(request)
         if rows is None:  # one is invalid: the model path raises the refusal (first found, its field)
             subscriptions = [
@@ -275,14 +280,14 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
         self, request: workflows_pb2.GetWorkflowRequest, context: Context
     ) -> workflows_pb2.GetWorkflowResponse:
         found = await self._store.workflow(check_id(_required(request.id, "id"), "id"))
-        return workflows_pb2.GetWorkflowResponse(workflow=workflow_message(*found))
+        return workflows_pb2.GetWorkflowResponse(workflow=await workflow_message_off_loop(*found))
 
     @translate_errors
     async def GetWorkflowByName(
         self, request: workflows_pb2.GetWorkflowByNameRequest, context: Context
     ) -> workflows_pb2.GetWorkflowByNameResponse:
         found = await self._store.workflow_by_name(check_id(_required(request.name, "name"), "name"))
-        return workflows_pb2.GetWorkflowByNameResponse(workflow=workflow_message(*found))
+        return workflows_pb2.GetWorkflowByNameResponse(workflow=await workflow_message_off_loop(*found))
 
     @translate_errors
     async def BatchGetWorkflows(self, request: workflows_pb2.BatchGetWorkflowsRequest, context: Context) -> None:
@@ -325,7 +330,7 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
                 if response.workflows and used + size > PAGE_BYTES:
                     yield response
                     response, used = workflows_pb2.BatchGetWorkflowsResponse(), 0
-                response.workflows.append(workflow_message(row, pointers))
+                response.workflows.append(await workflow_message_off_loop(row, pointers))
                 used += size
                 del row, pointers
         if response.workflows:

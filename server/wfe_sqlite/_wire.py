@@ -11,6 +11,7 @@ checks both paths against each other on generated messages.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Callable, Sequence
@@ -152,6 +153,19 @@ def workflow_message(row: WorkflowRow, pointers: Sequence[PointerRow]) -> workfl
     return msg
 
 
+OFF_LOOP_POINTERS = 1000
+"""Above this many execution pointers, a workflow is converted (message to rows, rows to message) on a
+worker thread, not on the event loop: ~20-40 us a pointer, so one workflow of 100,000 pointers held
+every other call of every client for 2-5 s. Below it the hand-off would cost more than it spares."""
+
+
+async def workflow_message_off_loop(row: WorkflowRow, pointers: Sequence[PointerRow]) -> workflows_pb2.WorkflowInstance:
+    """``workflow_message``, on a worker thread when the workflow has many pointers."""
+    if len(pointers) > OFF_LOOP_POINTERS:
+        return await asyncio.to_thread(workflow_message, row, pointers)
+    return workflow_message(row, pointers)
+
+
 # -- message -> rows ---------------------------------------------------------------------------
 
 
@@ -244,6 +258,13 @@ def workflow_rows_from_message(msg: workflows_pb2.WorkflowInstance, field: str =
     ]
     check_unique_pointer_ids([p.id for p in pointers], field)
     return row, pointers
+
+
+async def workflow_rows_off_loop(msg: workflows_pb2.WorkflowInstance) -> StoredWorkflow:
+    """``workflow_rows_from_message``, on a worker thread when the workflow has many pointers."""
+    if len(msg.execution_pointers) > OFF_LOOP_POINTERS:
+        return await asyncio.to_thread(workflow_rows_from_message, msg)
+    return workflow_rows_from_message(msg)
 
 
 def new_subscription_rows_from_messages(

@@ -408,6 +408,42 @@ async def test_persist_with_subscriptions_unknown_workflow(provider: Persistence
     assert await provider.get_subscriptions("e3", "k", T0) == []
 
 
+MANY_POINTERS = 1500  # above the server's OFF_LOOP_POINTERS (converted on a worker thread over gRPC) and
+# above the SQLite store's _COMPARE_POINTERS (only the pointers that differ are written)
+
+
+async def test_a_workflow_of_many_pointers_round_trips_through_every_read(provider: PersistenceProvider) -> None:
+    w = workflow(name="many-pointers", pointers=[full_pointer(i) for i in range(MANY_POINTERS)])
+    await provider.create_new_workflow(w)
+    assert await provider.get_workflow_instance(w.id) == w
+
+    w.execution_pointers[5].status = PointerStatus.COMPLETE
+    w.execution_pointers[MANY_POINTERS - 1].children = ["changed"]
+    w.execution_pointers.extend(full_pointer(i) for i in range(MANY_POINTERS, MANY_POINTERS + 3))
+    del w.execution_pointers[2:4]  # the later ones move up a position
+    await provider.persist_workflow(w)
+    assert await provider.get_workflow_instance(w.id) == w
+    assert await provider.get_workflow_instance_by_name("many-pointers") == w
+    assert await provider.get_workflow_instances([w.id]) == [w]
+
+    del w.execution_pointers[10:]
+    await provider.persist_workflow(w)
+    assert await provider.get_workflow_instance(w.id) == w
+
+
+async def test_a_workflow_of_many_pointers_invalid_field_is_named(provider: PersistenceProvider) -> None:
+    w = workflow(pointers=[full_pointer(i) for i in range(MANY_POINTERS)])
+    await provider.create_new_workflow(w)
+    original = await provider.get_workflow_instance(w.id)
+    w.execution_pointers[1234].step_name = "n" * (MAX_ID_BYTES + 1)
+    with pytest.raises(InvalidArgument) as info:
+        await provider.persist_workflow(w)
+    field = "workflow.execution_pointers[1234].step_name"
+    assert info.value.metadata.get("field") == field
+    assert info.value.message == f"{field}: longer than {MAX_ID_BYTES} bytes"
+    assert await provider.get_workflow_instance(w.id) == original
+
+
 # -- reads ----------------------------------------------------------------------------------------
 
 
