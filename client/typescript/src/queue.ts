@@ -159,9 +159,10 @@ export class GrpcQueueProvider implements AsyncDisposable {
    * prefix, for `locks.owner` and its TTL, taken in the transaction that hands the item out; `locks`
    * holds them from then on (renewed; freed by `releaseLock` or `close`). Items whose leases another
    * owner holds are passed over and keep their place. `undefined` when nothing came within
-   * `options.waitMs`. When `locks` was closed while the call waited, an item it got is given back
-   * (its leases freed, the id queued again, at the end) and the call rejects with a `WfeError` of
-   * code Canceled.
+   * `options.waitMs`. Closing `locks` ends the call at once if it is still waiting (it takes
+   * nothing) and rejects it with a `WfeError` 'GrpcLockProvider is closed' (code Canceled); an
+   * item it got as `locks` was closed is given back (its leases freed, the id queued again, at the
+   * end) and the call rejects the same way.
    */
   async dequeueLeased(
     queue: QueueType,
@@ -173,11 +174,22 @@ export class GrpcQueueProvider implements AsyncDisposable {
     }
     const prefixes = textList(options.prefixes ?? [""], "prefixes");
     const release = textList(options.release ?? [], "release");
-    const adopt = locks[LEASED_DEQUEUE](release);
-    const response = await this.#dequeue(queue, options, options.includeWorkflow ?? false, {
-      leases: { owner: locks.owner, ttl: toDuration(locks.ttlMs), prefixes },
-      releaseResources: release,
-    });
+    const hold = locks[LEASED_DEQUEUE](release, options.signal);
+    let response;
+    try {
+      response = await this.#dequeue(queue, { ...options, signal: hold.signal }, options.includeWorkflow ?? false, {
+        leases: { owner: locks.owner, ttl: toDuration(locks.ttlMs), prefixes },
+        releaseResources: release,
+      });
+    } catch (error) {
+      // `locks` was closed while the call waited: it was cancelled, taking nothing.
+      if (hold.closed) {
+        throw new WfeError("GrpcLockProvider is closed", { code: Code.Canceled, cause: error });
+      }
+      throw error;
+    } finally {
+      hold.end();
+    }
     if (response.id === "") return undefined;
     if (response.leaseExpireTime === undefined || response.fencingTokens.length !== prefixes.length) {
       throw new WfeError("server sent no leases with a leased dequeue");
@@ -189,7 +201,7 @@ export class GrpcQueueProvider implements AsyncDisposable {
       fencingToken: response.fencingTokens[i]!,
       expireTime,
     }));
-    if (!adopt(leases)) {
+    if (!hold.adopt(leases)) {
       // `locks` was closed while the call was on its way: nothing would renew or free these
       // leases (for their whole TTL), and the caller must not work on the item without them.
       await this.#giveBack(queue, response.id, leases);
