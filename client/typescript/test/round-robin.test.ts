@@ -299,6 +299,40 @@ describe("a server stream its first server did not run", () => {
     }
   });
 
+  it("a batch read whose server dies before answering goes to the next, as a unary read does", async () => {
+    const first = await startServer();
+    // The second serves the first's file (the first owns its directory).
+    const second = await startServer([], { dbPath: first.dbPath });
+    const onSecond = await GrpcPersistenceProvider.connect(second.address);
+    const ids = [
+      await onSecond.createNewWorkflow(newWorkflowInstance("batch-resent", 1, { n: 1 })),
+      await onSecond.createNewWorkflow(newWorkflowInstance("batch-resent", 1, { n: 2 })),
+    ];
+    // Connected to both; no call made yet, so the first of each goes to the first server.
+    const store = await GrpcPersistenceProvider.connect([first.address, second.address]);
+    const unaryStore = await GrpcPersistenceProvider.connect([first.address, second.address]);
+    try {
+      // Frozen: it takes the requests and never answers (no headers); then killed, which resets
+      // the connections under the calls.
+      first.process.kill("SIGSTOP");
+      const outcome = <T>(promise: Promise<T>) => promise.then(
+        (value) => value,
+        (error: unknown) => String(error),
+      );
+      const batch = outcome(store.getWorkflowInstances(ids).then((found) => found.map((w) => w.id).sort()));
+      const unary = outcome(unaryStore.getWorkflowInstance(ids[0]!).then((w) => w.id));
+      await sleep(300);
+      first.process.kill("SIGKILL");
+      assert.deepEqual({ unary: await unary, batch: await batch }, { unary: ids[0], batch: [...ids].sort() });
+    } finally {
+      store.close();
+      unaryStore.close();
+      onSecond.close();
+      await second.stop("SIGKILL");
+      await first.stop("SIGKILL");
+    }
+  });
+
   it("a watch whose first server cannot be reached goes to the next", async () => {
     const [gone, up] = [await startServer(), await startServer()];
     const addresses = [gone.address, up.address];
