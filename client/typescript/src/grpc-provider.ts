@@ -90,7 +90,7 @@ export interface ConnectOptions {
    * Use TLS (servers started with --tls-cert). `true` trusts Node's default CAs. An `https://`
    * address also turns TLS on.
    */
-  tls?: boolean | TlsOptions;
+  tls?: boolean | TlsOptions | null;
 }
 
 function baseUrlOf(address: string, tls: boolean): string {
@@ -217,13 +217,14 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
 
   private constructor(address: string, servers: readonly ServerAddress[], options: ConnectOptions) {
     this.address = address;
-    const useTls = options.tls !== undefined && options.tls !== false;
+    const tls = options.tls ?? undefined; // null (from JavaScript): no TLS, as undefined
+    const useTls = tls !== undefined && tls !== false;
     const maxBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     if (!Number.isInteger(timeoutMs) || timeoutMs < 1) {
       throw new InvalidArgument(`timeoutMs must be a positive integer, got ${timeoutMs}`, { field: "timeoutMs" });
     }
-    const sessionOptions = sessionOptionsOf(options.tls);
+    const sessionOptions = sessionOptionsOf(tls);
     const endpoints = servers.map((server): Endpoint => {
       const baseUrl = baseUrlOf(server.address, useTls);
       const own =
@@ -245,7 +246,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     this.#endpoints = endpoints;
     this.#side = {
       tls: first.baseUrl.startsWith("https:"),
-      clientCertificate: typeof options.tls === "object" && options.tls.cert !== undefined,
+      clientCertificate: typeof tls === "object" && tls.cert !== undefined,
     };
     this.#timeoutMs = timeoutMs;
     const transports = endpoints.map((e) => e.transport);
@@ -283,7 +284,8 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
    * reason) when none does. With TLS every server's certificate must hold the name TLS checks
    * (each address's host, the `dns:///` name, or `tls.serverName`).
    */
-  static async connect(address: string | readonly string[], options: ConnectOptions = {}): Promise<GrpcPersistenceProvider> {
+  static async connect(address: string | readonly string[], options: ConnectOptions | null = {}): Promise<GrpcPersistenceProvider> {
+    options ??= {}; // null (from JavaScript): the defaults, as undefined
     const addresses = addressList(address);
     const servers = await resolveAddresses(addresses);
     if (servers.length === 0) {
@@ -415,7 +417,8 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     return response.id;
   }
 
-  async persistWorkflow(instance: WorkflowInstance, options: PersistOptions = {}): Promise<void> {
+  async persistWorkflow(instance: WorkflowInstance, options: PersistOptions | null = {}): Promise<void> {
+    options ??= {};
     const workflow = workflowToWire(instance);
     const expected = expectedRevision(instance, options.force ?? false);
     const response = await this.#call(() =>
@@ -427,8 +430,9 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
   async persistWorkflowWithSubscriptions(
     instance: WorkflowInstance,
     subscriptions: EventSubscription[],
-    options: PersistOptions = {},
+    options: PersistOptions | null = {},
   ): Promise<string[]> {
+    options ??= {};
     const workflow = workflowToWire(instance);
     const expected = expectedRevision(instance, options.force ?? false);
     const wireSubs = subscriptions.map((s, i) => subscriptionToWire(s, `subscriptions[${i}]`));
@@ -594,7 +598,8 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
    * release means the command is free again or another processor holds it now; it is not an
    * error of this call.
    */
-  async processCommands(asOf: Date, handler: CommandHandler, options: ProcessCommandsOptions = {}): Promise<void> {
+  async processCommands(asOf: Date, handler: CommandHandler, options: ProcessCommandsOptions | null = {}): Promise<void> {
+    options ??= {};
     const ts = toTimestamp(asOf, "asOf");
     const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
     if (!Number.isInteger(leaseMs) || leaseMs < 1) {
@@ -669,11 +674,11 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
 
   // Visibility and clean-up (visibility.ts)
 
-  listWorkflows(options?: ListWorkflowsOptions): Promise<WorkflowPage> {
+  listWorkflows(options?: ListWorkflowsOptions | null): Promise<WorkflowPage> {
     return this.#visibility.listWorkflows(options);
   }
 
-  searchWorkflows(text: string, options?: SearchWorkflowsOptions): Promise<WorkflowSearchPage> {
+  searchWorkflows(text: string, options?: SearchWorkflowsOptions | null): Promise<WorkflowSearchPage> {
     return this.#visibility.searchWorkflows(text, options);
   }
 
@@ -681,7 +686,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     return this.#visibility.deleteWorkflow(id);
   }
 
-  purgeWorkflows(olderThan: Date, options?: PurgeWorkflowsOptions): Promise<number> {
+  purgeWorkflows(olderThan: Date, options?: PurgeWorkflowsOptions | null): Promise<number> {
     return this.#visibility.purgeWorkflows(olderThan, options);
   }
 }

@@ -237,7 +237,7 @@ export class GrpcLifecyclePublisher implements AsyncDisposable {
   }
 
   /** Connects to the server at `address` with a connection of its own, closed by `close()`. */
-  static async connect(address: string | readonly string[], options: ConnectOptions = {}): Promise<GrpcLifecyclePublisher> {
+  static async connect(address: string | readonly string[], options: ConnectOptions | null = {}): Promise<GrpcLifecyclePublisher> {
     const publisher = new GrpcLifecyclePublisher(await GrpcPersistenceProvider.connect(address, options));
     publisher.#ownsConnection = true;
     return publisher;
@@ -257,7 +257,8 @@ export class GrpcLifecyclePublisher implements AsyncDisposable {
    * `WfeError` (code Canceled) when the publisher, or the store whose connection it shares, is
    * closed (as its calls reject then).
    */
-  watch(options: WatchOptions = {}): LifecycleWatch {
+  watch(options: WatchOptions | null = {}): LifecycleWatch {
+    options ??= {}; // null (from JavaScript): the defaults, as undefined
     // Checked here: a stream is not a call the connection's closed check wraps, and its transport
     // would otherwise open a new connection that nothing closes.
     this.#connection.checkOpen();

@@ -131,7 +131,8 @@ export class GrpcLockProvider implements AsyncDisposable {
   readonly #dequeues = new Set<AbortController>();
 
   /** A lock provider on the connection of `store` (closing the lock provider leaves `store` open). */
-  constructor(store: GrpcPersistenceProvider, options: LockProviderOptions = {}) {
+  constructor(store: GrpcPersistenceProvider, options: LockProviderOptions | null = {}) {
+    options ??= {}; // null (from JavaScript): the defaults, as undefined
     if (options.owner !== undefined && (typeof options.owner !== "string" || options.owner === "")) {
       throw new InvalidArgument("owner must be a non-empty string", { field: "owner" });
     }
@@ -148,7 +149,10 @@ export class GrpcLockProvider implements AsyncDisposable {
    * Connects to the server at `address` (connection options as for
    * `GrpcPersistenceProvider.connect`) with a connection of its own, closed by `close()`.
    */
-  static async connect(address: string | readonly string[], options: LockProviderOptions & ConnectOptions = {}): Promise<GrpcLockProvider> {
+  static async connect(
+    address: string | readonly string[],
+    options: (LockProviderOptions & ConnectOptions) | null = {},
+  ): Promise<GrpcLockProvider> {
     const store = await GrpcPersistenceProvider.connect(address, options);
     try {
       const provider = new GrpcLockProvider(store, options);

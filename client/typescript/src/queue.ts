@@ -117,7 +117,7 @@ export class GrpcQueueProvider implements AsyncDisposable {
   }
 
   /** Connects to the server at `address` with a connection of its own, closed by `close()`. */
-  static async connect(address: string | readonly string[], options: ConnectOptions = {}): Promise<GrpcQueueProvider> {
+  static async connect(address: string | readonly string[], options: ConnectOptions | null = {}): Promise<GrpcQueueProvider> {
     const provider = new GrpcQueueProvider(await GrpcPersistenceProvider.connect(address, options));
     provider.#ownsConnection = true;
     return provider;
@@ -137,8 +137,8 @@ export class GrpcQueueProvider implements AsyncDisposable {
    * Takes the oldest waiting id of `queue`, or `undefined` when the queue is empty (after waiting
    * up to `options.waitMs` for an item).
    */
-  async dequeueWork(queue: QueueType, options: DequeueOptions = {}): Promise<string | undefined> {
-    const response = await this.#dequeue(queue, options, false);
+  async dequeueWork(queue: QueueType, options: DequeueOptions | null = {}): Promise<string | undefined> {
+    const response = await this.#dequeue(queue, options ?? {}, false);
     return response.id === "" ? undefined : response.id;
   }
 
@@ -146,8 +146,8 @@ export class GrpcQueueProvider implements AsyncDisposable {
    * `dequeueWork(QueueType.WORKFLOW, options)` that also brings the workflow, read by the server
    * right after dequeuing (saves the following `getWorkflowInstance`).
    */
-  async dequeueWorkflow(options: DequeueOptions = {}): Promise<DequeuedWorkflow | undefined> {
-    const response = await this.#dequeue(QueueType.WORKFLOW, options, true);
+  async dequeueWorkflow(options: DequeueOptions | null = {}): Promise<DequeuedWorkflow | undefined> {
+    const response = await this.#dequeue(QueueType.WORKFLOW, options ?? {}, true);
     if (response.id === "") return undefined;
     return response.workflow === undefined
       ? { id: response.id }
@@ -167,8 +167,9 @@ export class GrpcQueueProvider implements AsyncDisposable {
   async dequeueLeased(
     queue: QueueType,
     locks: GrpcLockProvider,
-    options: LeasedDequeueOptions = {},
+    options: LeasedDequeueOptions | null = {},
   ): Promise<LeasedWork | undefined> {
+    options ??= {}; // null (from JavaScript): the defaults, as undefined
     if (!(locks instanceof GrpcLockProvider)) {
       throw new InvalidArgument("locks: expected a GrpcLockProvider", { field: "locks" });
     }
