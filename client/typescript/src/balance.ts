@@ -23,7 +23,15 @@
 import { promises as dns } from "node:dns";
 import { isIP } from "node:net";
 import type { DescMessage, DescMethodStreaming, DescMethodUnary, MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ContextValues, type StreamResponse, type Transport, type UnaryResponse } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  createContextKey,
+  type ContextValues,
+  type StreamResponse,
+  type Transport,
+  type UnaryResponse,
+} from "@connectrpc/connect";
 import { createAsyncIterable } from "@connectrpc/connect/protocol";
 import { InvalidArgument, WfeError, errorInfoOf } from "./errors.js";
 
@@ -45,6 +53,12 @@ export const READ_METHODS: ReadonlySet<string> = new Set([
   "wfe.persistence.v1.VisibilityService/SearchWorkflows",
   "wfe.persistence.v1.StoreService/EnsureStoreExists",
 ]);
+
+/**
+ * A call's context value the transport fills in: the index in its list of the server that
+ * answered a stream (a lifecycle watch on a later server moves back to an earlier one).
+ */
+export const SERVED_BY = createContextKey<{ index?: number } | undefined>(undefined, { description: "served by" });
 
 /** Attempts of one call at most (one per server, up to this many). */
 export const MAX_ATTEMPTS = 3;
@@ -253,7 +267,10 @@ export class RoundRobinTransport implements Transport {
         // unreachable) came before the stream delivered anything.
         const remaining = deadline === undefined ? timeoutMs : Math.max(1, deadline - Date.now());
         const messages = request === undefined ? input : createAsyncIterable(request);
-        return await transport.stream(method, signal, remaining, header, messages, contextValues);
+        const response = await transport.stream(method, signal, remaining, header, messages, contextValues);
+        const served = contextValues?.get(SERVED_BY);
+        if (served !== undefined) served.index = index;
+        return response;
       } catch (error) {
         const lost = lostServer(error, signal);
         if (lost) this.#downUntil[index] = Date.now() + DOWN_FOR_MS;

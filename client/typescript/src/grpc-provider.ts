@@ -168,6 +168,8 @@ export interface SharedConnection {
   readonly transport: Transport;
   /** With several servers: calls to the first of the list that is up (for lifecycle events). */
   readonly firstServerTransport: Transport;
+  /** Calls to one server of the list alone, by its index (one entry with a single server). */
+  readonly serverTransports: readonly Transport[];
   /** The provider's deadline per call, in milliseconds. */
   readonly timeoutMs: number;
   call<T>(fn: () => Promise<T>): Promise<T>;
@@ -204,6 +206,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
   readonly #endpoints: readonly Endpoint[];
   readonly #transport: Transport;
   readonly #firstServerTransport: Transport;
+  readonly #serverTransports: readonly Transport[];
   readonly #timeoutMs: number;
   readonly #workflows: Client<typeof WorkflowService>;
   readonly #events: Client<typeof EventService>;
@@ -259,6 +262,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     this.#firstServerTransport = new WellFormedTransport(
       endpoints.length === 1 ? first.transport : new RoundRobinTransport(transports, timeoutMs, { inOrder: true }),
     );
+    this.#serverTransports = transports.map((t) => new WellFormedTransport(t));
     this.#workflows = createClient(WorkflowService, transport);
     this.#events = createClient(EventService, transport);
     this.#subscriptions = createClient(SubscriptionService, transport);
@@ -351,6 +355,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     connectionOf = (provider) => ({
       transport: provider.#transport,
       firstServerTransport: provider.#firstServerTransport,
+      serverTransports: provider.#serverTransports,
       timeoutMs: provider.#timeoutMs,
       call: (fn) => provider.#call(fn),
       checkOpen: () => provider.#checkOpen(),
