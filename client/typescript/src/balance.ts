@@ -17,12 +17,21 @@
  * reached its server: that server is left out (for a second) and the call, a write too, is sent to
  * the next one within its attempts and deadline. So is a server stream (a lifecycle watch,
  * BatchGetWorkflows) refused unrun or unreachable before it delivered anything (before the
- * server's response headers); one that failed after that is not sent again.
+ * server's response headers), and a read-only one (BatchGetWorkflows) whose server went away
+ * under it before its headers; one that failed after that is not sent again.
  */
 import { promises as dns } from "node:dns";
 import { isIP } from "node:net";
 import type { DescMessage, DescMethodStreaming, DescMethodUnary, MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ContextValues, type StreamResponse, type Transport, type UnaryResponse } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  createContextKey,
+  type ContextValues,
+  type StreamResponse,
+  type Transport,
+  type UnaryResponse,
+} from "@connectrpc/connect";
 import { createAsyncIterable } from "@connectrpc/connect/protocol";
 import { InvalidArgument, WfeError, errorInfoOf } from "./errors.js";
 
@@ -44,6 +53,12 @@ export const READ_METHODS: ReadonlySet<string> = new Set([
   "wfe.persistence.v1.VisibilityService/SearchWorkflows",
   "wfe.persistence.v1.StoreService/EnsureStoreExists",
 ]);
+
+/**
+ * A call's context value the transport fills in: the index in its list of the server that
+ * answered a stream (a lifecycle watch on a later server moves back to an earlier one).
+ */
+export const SERVED_BY = createContextKey<{ index?: number } | undefined>(undefined, { description: "served by" });
 
 /** Attempts of one call at most (one per server, up to this many). */
 export const MAX_ATTEMPTS = 3;
@@ -239,6 +254,7 @@ export class RoundRobinTransport implements Transport {
     // A server stream's one request is kept, so that it can be sent again; a client stream's
     // messages are read once, so such a stream is sent once, to the next server.
     const request = method.methodKind === "server_streaming" ? await collect(input) : undefined;
+    const read = READ_METHODS.has(`${method.parent.typeName}/${method.name}`);
     const limitMs = timeoutMs ?? this.#defaultTimeoutMs;
     const deadline = limitMs > 0 ? Date.now() + limitMs : undefined;
     const tried = new Set<number>();
@@ -251,15 +267,20 @@ export class RoundRobinTransport implements Transport {
         // unreachable) came before the stream delivered anything.
         const remaining = deadline === undefined ? timeoutMs : Math.max(1, deadline - Date.now());
         const messages = request === undefined ? input : createAsyncIterable(request);
-        return await transport.stream(method, signal, remaining, header, messages, contextValues);
+        const response = await transport.stream(method, signal, remaining, header, messages, contextValues);
+        const served = contextValues?.get(SERVED_BY);
+        if (served !== undefined) served.index = index;
+        return response;
       } catch (error) {
         const lost = lostServer(error, signal);
         if (lost) this.#downUntil[index] = Date.now() + DOWN_FOR_MS;
-        // Refused unrun by a stopping server, or never reached: nothing was run or delivered.
+        // Refused unrun by a stopping server, or never reached: nothing was run or delivered. A
+        // read (BatchGetWorkflows) whose server went away before its headers is sent again too,
+        // as a unary read is: nothing was delivered, and reading again changes nothing.
         const again =
           request !== undefined &&
           lost &&
-          (reachedNoServer(error) || refusedUnrun(error)) &&
+          (read || reachedNoServer(error) || refusedUnrun(error)) &&
           tried.size < Math.min(MAX_ATTEMPTS, this.#transports.length) &&
           (deadline === undefined || Date.now() < deadline) &&
           signal?.aborted !== true;

@@ -90,7 +90,7 @@ export interface ConnectOptions {
    * Use TLS (servers started with --tls-cert). `true` trusts Node's default CAs. An `https://`
    * address also turns TLS on.
    */
-  tls?: boolean | TlsOptions;
+  tls?: boolean | TlsOptions | null;
 }
 
 function baseUrlOf(address: string, tls: boolean): string {
@@ -168,6 +168,8 @@ export interface SharedConnection {
   readonly transport: Transport;
   /** With several servers: calls to the first of the list that is up (for lifecycle events). */
   readonly firstServerTransport: Transport;
+  /** Calls to one server of the list alone, by its index (one entry with a single server). */
+  readonly serverTransports: readonly Transport[];
   /** The provider's deadline per call, in milliseconds. */
   readonly timeoutMs: number;
   call<T>(fn: () => Promise<T>): Promise<T>;
@@ -204,6 +206,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
   readonly #endpoints: readonly Endpoint[];
   readonly #transport: Transport;
   readonly #firstServerTransport: Transport;
+  readonly #serverTransports: readonly Transport[];
   readonly #timeoutMs: number;
   readonly #workflows: Client<typeof WorkflowService>;
   readonly #events: Client<typeof EventService>;
@@ -217,13 +220,14 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
 
   private constructor(address: string, servers: readonly ServerAddress[], options: ConnectOptions) {
     this.address = address;
-    const useTls = options.tls !== undefined && options.tls !== false;
+    const tls = options.tls ?? undefined; // null (from JavaScript): no TLS, as undefined
+    const useTls = tls !== undefined && tls !== false;
     const maxBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     if (!Number.isInteger(timeoutMs) || timeoutMs < 1) {
       throw new InvalidArgument(`timeoutMs must be a positive integer, got ${timeoutMs}`, { field: "timeoutMs" });
     }
-    const sessionOptions = sessionOptionsOf(options.tls);
+    const sessionOptions = sessionOptionsOf(tls);
     const endpoints = servers.map((server): Endpoint => {
       const baseUrl = baseUrlOf(server.address, useTls);
       const own =
@@ -245,7 +249,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     this.#endpoints = endpoints;
     this.#side = {
       tls: first.baseUrl.startsWith("https:"),
-      clientCertificate: typeof options.tls === "object" && options.tls.cert !== undefined,
+      clientCertificate: typeof tls === "object" && tls.cert !== undefined,
     };
     this.#timeoutMs = timeoutMs;
     const transports = endpoints.map((e) => e.transport);
@@ -258,6 +262,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     this.#firstServerTransport = new WellFormedTransport(
       endpoints.length === 1 ? first.transport : new RoundRobinTransport(transports, timeoutMs, { inOrder: true }),
     );
+    this.#serverTransports = transports.map((t) => new WellFormedTransport(t));
     this.#workflows = createClient(WorkflowService, transport);
     this.#events = createClient(EventService, transport);
     this.#subscriptions = createClient(SubscriptionService, transport);
@@ -283,7 +288,8 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
    * reason) when none does. With TLS every server's certificate must hold the name TLS checks
    * (each address's host, the `dns:///` name, or `tls.serverName`).
    */
-  static async connect(address: string | readonly string[], options: ConnectOptions = {}): Promise<GrpcPersistenceProvider> {
+  static async connect(address: string | readonly string[], options: ConnectOptions | null = {}): Promise<GrpcPersistenceProvider> {
+    options ??= {}; // null (from JavaScript): the defaults, as undefined
     const addresses = addressList(address);
     const servers = await resolveAddresses(addresses);
     if (servers.length === 0) {
@@ -349,6 +355,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     connectionOf = (provider) => ({
       transport: provider.#transport,
       firstServerTransport: provider.#firstServerTransport,
+      serverTransports: provider.#serverTransports,
       timeoutMs: provider.#timeoutMs,
       call: (fn) => provider.#call(fn),
       checkOpen: () => provider.#checkOpen(),
@@ -415,7 +422,8 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     return response.id;
   }
 
-  async persistWorkflow(instance: WorkflowInstance, options: PersistOptions = {}): Promise<void> {
+  async persistWorkflow(instance: WorkflowInstance, options: PersistOptions | null = {}): Promise<void> {
+    options ??= {};
     const workflow = workflowToWire(instance);
     const expected = expectedRevision(instance, options.force ?? false);
     const response = await this.#call(() =>
@@ -427,8 +435,9 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
   async persistWorkflowWithSubscriptions(
     instance: WorkflowInstance,
     subscriptions: EventSubscription[],
-    options: PersistOptions = {},
+    options: PersistOptions | null = {},
   ): Promise<string[]> {
+    options ??= {};
     const workflow = workflowToWire(instance);
     const expected = expectedRevision(instance, options.force ?? false);
     const wireSubs = subscriptions.map((s, i) => subscriptionToWire(s, `subscriptions[${i}]`));
@@ -594,7 +603,8 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
    * release means the command is free again or another processor holds it now; it is not an
    * error of this call.
    */
-  async processCommands(asOf: Date, handler: CommandHandler, options: ProcessCommandsOptions = {}): Promise<void> {
+  async processCommands(asOf: Date, handler: CommandHandler, options: ProcessCommandsOptions | null = {}): Promise<void> {
+    options ??= {};
     const ts = toTimestamp(asOf, "asOf");
     const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
     if (!Number.isInteger(leaseMs) || leaseMs < 1) {
@@ -669,11 +679,11 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
 
   // Visibility and clean-up (visibility.ts)
 
-  listWorkflows(options?: ListWorkflowsOptions): Promise<WorkflowPage> {
+  listWorkflows(options?: ListWorkflowsOptions | null): Promise<WorkflowPage> {
     return this.#visibility.listWorkflows(options);
   }
 
-  searchWorkflows(text: string, options?: SearchWorkflowsOptions): Promise<WorkflowSearchPage> {
+  searchWorkflows(text: string, options?: SearchWorkflowsOptions | null): Promise<WorkflowSearchPage> {
     return this.#visibility.searchWorkflows(text, options);
   }
 
@@ -681,7 +691,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     return this.#visibility.deleteWorkflow(id);
   }
 
-  purgeWorkflows(olderThan: Date, options?: PurgeWorkflowsOptions): Promise<number> {
+  purgeWorkflows(olderThan: Date, options?: PurgeWorkflowsOptions | null): Promise<number> {
     return this.#visibility.purgeWorkflows(olderThan, options);
   }
 }

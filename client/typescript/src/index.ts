@@ -38,7 +38,9 @@ export {
   GrpcLifecyclePublisher,
   LifecycleWatch,
   LifecycleEventType,
+  MOVE_LINGER_MS,
   newLifecycleEvent,
+  RETURN_PROBE_MS,
   type LifecycleEvent,
   type WatchOptions,
 } from "./lifecycle.js";

@@ -2,8 +2,10 @@
  * GrpcLifecyclePublisher: lifecycle events (WFE's `LifecyclePublisher`) relayed by a wfe-sqlite
  * server (`LifecycleService`): hosts publish what happens to workflows, any client watches.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, createContextValues, type Client } from "@connectrpc/connect";
+import { SERVED_BY } from "./balance.js";
 import { optionalText, text, uint32 } from "./convert.js";
 import { errorFromRpc, InvalidArgument, WfeError } from "./errors.js";
 import * as wire from "./gen/wfe/persistence/v1/lifecycle_pb.js";
@@ -131,7 +133,42 @@ export interface WatchOptions {
   signal?: AbortSignal;
 }
 
-type OpenStream = (signal: AbortSignal, onHeader: () => void) => AsyncIterable<wire.WatchLifecycleEventsResponse>;
+/**
+ * How often a watch on a later server of a list tries the earlier ones again, in milliseconds (as
+ * the Python and Rust adapters' `RETURN_PROBE`; the publishers go back to a server a second after
+ * it failed).
+ */
+export const RETURN_PROBE_MS = 1_000;
+/**
+ * How long a watch that moved back to an earlier server still reads the stream it left, in
+ * milliseconds (as the Python adapter's `MOVE_LINGER`): publishers on the later server that have
+ * not moved back yet are not missed.
+ */
+export const MOVE_LINGER_MS = 2_000;
+
+type Responses = AsyncIterable<wire.WatchLifecycleEventsResponse>;
+type Read = Promise<IteratorResult<wire.WatchLifecycleEventsResponse>>;
+
+/**
+ * Opens the watch's stream: on the first server of the list that answers when `server` is
+ * undefined (`served.index` says which, once it answered), else on server `server` alone.
+ */
+type OpenStream = (signal: AbortSignal, onHeader: () => void, served: { index?: number }, server?: number) => Responses;
+
+/** One stream of a watch, with its read under way; `until`: left behind by a move, read until then. */
+interface WatchStream {
+  readonly messages: AsyncIterator<wire.WatchLifecycleEventsResponse>;
+  readonly abort: AbortController;
+  readonly served: { index?: number };
+  read: Read | undefined;
+  until?: number;
+}
+
+/** What ended one wait of the iteration: a stream's read (its result or error), or nothing (look again). */
+type Turn =
+  | { stream: WatchStream; result: IteratorResult<wire.WatchLifecycleEventsResponse> }
+  | { stream: WatchStream; error: unknown }
+  | { stream?: undefined };
 
 /**
  * An open watch over the WatchLifecycleEvents stream: `for await (const event of watch)`.
@@ -141,15 +178,29 @@ type OpenStream = (signal: AbortSignal, onHeader: () => void) => AsyncIterable<w
  * deadline. A watcher that falls more than 10000 events (or 64 MiB of events) behind is ended
  * by the server (the iteration throws `WatcherFellBehind`); so is every watch when the server
  * shuts down (the iteration ends).
+ *
+ * With several servers the stream is on the first of the list that answers (where the
+ * publishers are). Opened on a later one (an earlier one was down), it moves back to the first
+ * earlier server that answers again, as the publishers do: tried every {@link RETURN_PROBE_MS}, a
+ * new stream is opened there and, once that server has it in place, the old one is still read for
+ * {@link MOVE_LINGER_MS}, then closed. Events published on either server in that time are all
+ * seen; their order across the two servers is not defined.
  */
 export class LifecycleWatch implements AsyncIterable<LifecycleEvent>, AsyncDisposable {
   readonly #abort = new AbortController();
-  readonly #messages: AsyncIterator<wire.WatchLifecycleEventsResponse>;
+  readonly #open: OpenStream;
+  readonly #servers: number;
   readonly #headers: Promise<void>;
   readonly #outer: AbortSignal | undefined;
   readonly #onOuterAbort = () => this.close();
+  /** The stream events are read from, and those a move left behind (read until their `until`). */
+  #current: WatchStream;
+  #left: WatchStream[] = [];
+  /** Ends the iteration's current wait (a move happened). */
+  #wake: () => void = () => {};
+  #probing = false;
   /** The first read, started at once so that the call (and `started()`) gets going before iteration. */
-  #first: Promise<IteratorResult<wire.WatchLifecycleEventsResponse>> | undefined;
+  #first: Read | undefined;
   #iterated = false;
 
   readonly #connectionClosed: () => boolean;
@@ -157,17 +208,33 @@ export class LifecycleWatch implements AsyncIterable<LifecycleEvent>, AsyncDispo
   /**
    * @internal Use {@link GrpcLifecyclePublisher.watch}. `connectionClosed`: whether the
    * connection the stream runs on was closed on purpose (its failure then ends the iteration).
+   * `servers`: how many servers `open` knows (with more than one, the watch moves back).
    */
-  constructor(open: OpenStream, signal?: AbortSignal, connectionClosed: () => boolean = () => false) {
+  constructor(open: OpenStream, signal?: AbortSignal, connectionClosed: () => boolean = () => false, servers = 1) {
+    this.#open = open;
+    this.#servers = servers;
     this.#connectionClosed = connectionClosed;
     let headersArrived = () => {};
     this.#headers = new Promise<void>((resolve) => (headersArrived = resolve));
     this.#outer = signal;
     if (signal?.aborted) this.#abort.abort();
     signal?.addEventListener("abort", this.#onOuterAbort, { once: true });
-    this.#messages = open(this.#abort.signal, () => headersArrived())[Symbol.asyncIterator]();
-    this.#first = this.#messages.next();
-    this.#first.catch(() => {}); // read (and reported) by the iteration or by started()
+    this.#current = this.#stream(undefined, () => {
+      headersArrived();
+      this.#startProbing();
+    });
+    this.#first = this.#current.read; // read (and reported) by the iteration or by started()
+  }
+
+  /** Opens a stream (see {@link OpenStream}) and starts its first read. */
+  #stream(server: number | undefined, onHeader: () => void): WatchStream {
+    const abort = new AbortController();
+    if (this.#abort.signal.aborted) abort.abort();
+    const served: { index?: number } = server === undefined ? {} : { index: server };
+    const messages = this.#open(abort.signal, onHeader, served, server)[Symbol.asyncIterator]();
+    const read = messages.next();
+    read.catch(() => {}); // looked at by whoever reads it; a stream dropped is not
+    return { messages, abort, served, read };
   }
 
   /**
@@ -188,6 +255,10 @@ export class LifecycleWatch implements AsyncIterable<LifecycleEvent>, AsyncDispo
   close(): void {
     this.#outer?.removeEventListener("abort", this.#onOuterAbort);
     this.#abort.abort();
+    this.#current.abort.abort();
+    for (const left of this.#left) left.abort.abort();
+    this.#left = [];
+    this.#wake();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -195,23 +266,119 @@ export class LifecycleWatch implements AsyncIterable<LifecycleEvent>, AsyncDispo
     return Promise.resolve();
   }
 
+  /** With several servers, once the stream is in place: looks for an earlier server while on a later one. */
+  #startProbing(): void {
+    if (this.#servers < 2 || this.#probing) return;
+    this.#probing = true;
+    void this.#probe();
+  }
+
+  async #probe(): Promise<void> {
+    const gone = () => this.#abort.signal.aborted || this.#connectionClosed();
+    while (!gone() && (this.#current.served.index ?? 0) > 0) {
+      try {
+        await sleep(RETURN_PROBE_MS, undefined, { signal: this.#abort.signal, ref: false });
+      } catch {
+        return; // closed
+      }
+      const at = this.#current.served.index ?? 0;
+      for (let index = 0; index < at && !gone(); index++) {
+        if (await this.#moveTo(index)) break;
+      }
+    }
+  }
+
+  /**
+   * Opens the stream on server `index`; once that server has it in place (within
+   * {@link RETURN_PROBE_MS}), reads from it and leaves the current one behind (read for
+   * {@link MOVE_LINGER_MS} more). False when that server did not take it.
+   */
+  async #moveTo(index: number): Promise<boolean> {
+    let answered = () => {};
+    const headers = new Promise<void>((resolve) => (answered = resolve));
+    const stream = this.#stream(index, () => answered());
+    const read = stream.read as Read;
+    const failed = read.then(
+      (result) => result.done,
+      () => true,
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const wait = (ms: number) => new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), ms)));
+    let open: boolean;
+    try {
+      open = (await Promise.race([headers.then(() => true), failed.then((f) => !f), wait(RETURN_PROBE_MS)])) === true;
+      clearTimeout(timer);
+      // A refusal (a server stopping) may come as empty headers followed at once by its status.
+      if (open) open = (await Promise.race([failed.then((f) => !f), wait(50)])) !== false;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (!open || this.#abort.signal.aborted || this.#connectionClosed()) {
+      stream.abort.abort();
+      return false;
+    }
+    const left = this.#current;
+    left.until = Date.now() + MOVE_LINGER_MS;
+    this.#left.push(left);
+    this.#current = stream;
+    // Closed when its time is up, read or not (the server then has one watcher of this watch).
+    setTimeout(() => this.#drop(left), MOVE_LINGER_MS).unref();
+    this.#wake();
+    return true;
+  }
+
+  /** Stops reading a stream a move left behind. */
+  #drop(stream: WatchStream): void {
+    if (stream === this.#current) return;
+    this.#left = this.#left.filter((left) => left !== stream);
+    stream.abort.abort();
+  }
+
   async *[Symbol.asyncIterator](): AsyncGenerator<LifecycleEvent, void, undefined> {
     if (this.#iterated) throw new WfeError("a LifecycleWatch can be iterated only once");
     this.#iterated = true;
+    this.#first = undefined;
     try {
       while (!this.#abort.signal.aborted) {
-        const next = this.#first ?? this.#messages.next();
-        this.#first = undefined;
-        let result: IteratorResult<wire.WatchLifecycleEventsResponse>;
+        const now = Date.now();
+        for (const left of this.#left) if ((left.until ?? 0) <= now) this.#drop(left);
+        const streams = [this.#current, ...this.#left];
+        const waits = streams.map((stream): Promise<Turn> => {
+          stream.read ??= stream.messages.next();
+          return stream.read.then(
+            (result) => ({ stream, result }),
+            (error: unknown) => ({ stream, error }),
+          );
+        });
+        // A stream left behind is dropped when its time is up (its read then fails).
+        if (this.#servers > 1) waits.push(new Promise<Turn>((resolve) => (this.#wake = () => resolve({}))));
+        let turn: Turn;
         try {
-          result = await next;
-        } catch (error) {
+          turn = await Promise.race(waits);
+        } finally {
+          this.#wake = () => {};
+        }
+        const { stream } = turn;
+        if (stream === undefined) continue; // a move: read the new stream too
+        stream.read = undefined;
+        const current = stream === this.#current;
+        if ("error" in turn) {
+          if (!current) {
+            this.#drop(stream); // a stream left behind ended: nothing more from it
+            continue;
+          }
           // Cancelled on purpose: the watch, or the connection it runs on, was closed.
           if (this.#abort.signal.aborted || this.#connectionClosed()) return;
-          throw errorFromRpc(error);
+          throw errorFromRpc(turn.error);
         }
-        if (result.done) return;
-        if (result.value.event !== undefined) yield lifecycleEventFromWire(result.value.event);
+        if (turn.result.done) {
+          if (!current) {
+            this.#drop(stream);
+            continue;
+          }
+          return;
+        }
+        if (turn.result.value.event !== undefined) yield lifecycleEventFromWire(turn.result.value.event);
       }
     } finally {
       this.close();
@@ -227,6 +394,8 @@ export class GrpcLifecyclePublisher implements AsyncDisposable {
   readonly #connection: SharedConnection;
   #ownsConnection = false;
   readonly #client: Client<typeof wire.LifecycleService>;
+  /** With several servers: a client of each alone (a watch on a later one moves back). */
+  readonly #serverClients: readonly Client<typeof wire.LifecycleService>[];
 
   /** A publisher on the connection of `store` (closing the publisher leaves `store` open). */
   constructor(store: GrpcPersistenceProvider) {
@@ -234,10 +403,12 @@ export class GrpcLifecyclePublisher implements AsyncDisposable {
     // With several servers: the first that is up, for publishing and watching alike (a server
     // relays events only to its own watchers).
     this.#client = createClient(wire.LifecycleService, this.#connection.firstServerTransport);
+    const servers = this.#connection.serverTransports;
+    this.#serverClients = servers.length > 1 ? servers.map((t) => createClient(wire.LifecycleService, t)) : [];
   }
 
   /** Connects to the server at `address` with a connection of its own, closed by `close()`. */
-  static async connect(address: string | readonly string[], options: ConnectOptions = {}): Promise<GrpcLifecyclePublisher> {
+  static async connect(address: string | readonly string[], options: ConnectOptions | null = {}): Promise<GrpcLifecyclePublisher> {
     const publisher = new GrpcLifecyclePublisher(await GrpcPersistenceProvider.connect(address, options));
     publisher.#ownsConnection = true;
     return publisher;
@@ -257,7 +428,8 @@ export class GrpcLifecyclePublisher implements AsyncDisposable {
    * `WfeError` (code Canceled) when the publisher, or the store whose connection it shares, is
    * closed (as its calls reject then).
    */
-  watch(options: WatchOptions = {}): LifecycleWatch {
+  watch(options: WatchOptions | null = {}): LifecycleWatch {
+    options ??= {}; // null (from JavaScript): the defaults, as undefined
     // Checked here: a stream is not a call the connection's closed check wraps, and its transport
     // would otherwise open a new connection that nothing closes.
     this.#connection.checkOpen();
@@ -266,9 +438,14 @@ export class GrpcLifecyclePublisher implements AsyncDisposable {
       workflowDefinitionId: optionalText(options.workflowDefinitionId, "workflowDefinitionId") ?? "",
     };
     return new LifecycleWatch(
-      (signal, onHeader) => this.#client.watchLifecycleEvents(request, { signal, onHeader, timeoutMs: 0 }),
+      (signal, onHeader, served, server) => {
+        const client = server === undefined ? this.#client : (this.#serverClients[server] ?? this.#client);
+        const contextValues = createContextValues().set(SERVED_BY, served);
+        return client.watchLifecycleEvents(request, { signal, onHeader, timeoutMs: 0, contextValues });
+      },
       options.signal,
       () => this.#connection.closed,
+      Math.max(1, this.#serverClients.length),
     );
   }
 

@@ -37,10 +37,25 @@ const RENEW_BATCH = 10_000;
 
 /**
  * The hold a {@link GrpcQueueProvider} leased dequeue takes of a lock provider: leases it took for
- * the provider's owner are adopted (held and renewed from then on), those it frees are forgotten.
- * Not exported from the package.
+ * the provider's owner are adopted (held and renewed from then on), those it frees are forgotten,
+ * and closing the provider ends the call while it waits. Not exported from the package.
  */
 export const LEASED_DEQUEUE = Symbol("leasedDequeue");
+
+/** @internal A leased dequeue's hold of its lock provider (see {@link LEASED_DEQUEUE}). */
+export interface LeasedDequeueHold {
+  /** Aborted when the lock provider is closed (or `signal`, the caller's, is aborted). */
+  readonly signal: AbortSignal;
+  /** Whether the lock provider was closed since the hold was taken. */
+  readonly closed: boolean;
+  /**
+   * Adopts the leases the dequeue took; false when the provider was closed meanwhile (it did not
+   * see them: nothing holds or renews them).
+   */
+  adopt(leases: readonly Lease[]): boolean;
+  /** The call ended: closing the provider no longer concerns it. */
+  end(): void;
+}
 
 /** A held lock, as of its acquisition. */
 export interface Lease {
@@ -112,9 +127,12 @@ export class GrpcLockProvider implements AsyncDisposable {
   #timer: NodeJS.Timeout | undefined;
   #renewing: Promise<void> | undefined;
   #closed = false;
+  /** Leased dequeues in flight: `close()` aborts them (a waiting one would otherwise wait its whole wait). */
+  readonly #dequeues = new Set<AbortController>();
 
   /** A lock provider on the connection of `store` (closing the lock provider leaves `store` open). */
-  constructor(store: GrpcPersistenceProvider, options: LockProviderOptions = {}) {
+  constructor(store: GrpcPersistenceProvider, options: LockProviderOptions | null = {}) {
+    options ??= {}; // null (from JavaScript): the defaults, as undefined
     if (options.owner !== undefined && (typeof options.owner !== "string" || options.owner === "")) {
       throw new InvalidArgument("owner must be a non-empty string", { field: "owner" });
     }
@@ -131,7 +149,10 @@ export class GrpcLockProvider implements AsyncDisposable {
    * Connects to the server at `address` (connection options as for
    * `GrpcPersistenceProvider.connect`) with a connection of its own, closed by `close()`.
    */
-  static async connect(address: string | readonly string[], options: LockProviderOptions & ConnectOptions = {}): Promise<GrpcLockProvider> {
+  static async connect(
+    address: string | readonly string[],
+    options: (LockProviderOptions & ConnectOptions) | null = {},
+  ): Promise<GrpcLockProvider> {
     const store = await GrpcPersistenceProvider.connect(address, options);
     try {
       const provider = new GrpcLockProvider(store, options);
@@ -172,18 +193,34 @@ export class GrpcLockProvider implements AsyncDisposable {
   }
 
   /**
-   * For a leased dequeue: throws when closed; forgets `release` (freed by that call). The function
-   * returned adopts the leases the dequeue took; false when the provider was closed meanwhile
-   * (it did not see them: nothing holds or renews them).
+   * For a leased dequeue: throws when closed; forgets `release` (freed by that call). The hold
+   * returned gives the call its signal (aborted by `close()` or by the caller's `signal`) and
+   * adopts the leases the dequeue took; {@link LeasedDequeueHold.end} when the call has ended.
    */
-  [LEASED_DEQUEUE](release: readonly string[]): (leases: readonly Lease[]) => boolean {
+  [LEASED_DEQUEUE](release: readonly string[], signal?: AbortSignal): LeasedDequeueHold {
     this.#checkOpen();
     for (const resource of release) this.#held.delete(resource);
-    return (leases) => {
-      if (this.#closed) return false;
-      for (const lease of leases) this.#held.set(lease.resource, lease);
-      if (leases.length > 0) this.#scheduleRenewal();
-      return true;
+    const abort = new AbortController();
+    const onAbort = () => abort.abort(signal?.reason);
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener("abort", onAbort, { once: true });
+    this.#dequeues.add(abort);
+    const isClosed = () => this.#closed;
+    return {
+      signal: abort.signal,
+      get closed() {
+        return isClosed();
+      },
+      adopt: (leases) => {
+        if (this.#closed) return false;
+        for (const lease of leases) this.#held.set(lease.resource, lease);
+        if (leases.length > 0) this.#scheduleRenewal();
+        return true;
+      },
+      end: () => {
+        signal?.removeEventListener("abort", onAbort);
+        this.#dequeues.delete(abort);
+      },
     };
   }
 
@@ -228,6 +265,10 @@ export class GrpcLockProvider implements AsyncDisposable {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // A leased dequeue still waiting would take an item (and leases) nothing would hold: it ends
+    // now (Canceled, 'GrpcLockProvider is closed'), as a dequeue does when its own provider closes.
+    for (const dequeue of this.#dequeues) dequeue.abort(new WfeError("GrpcLockProvider is closed", { code: Code.Canceled }));
+    this.#dequeues.clear();
     this.#stopTimer();
     await this.#renewing;
     const held = [...this.#held.keys()];

@@ -54,7 +54,7 @@ export interface PersistenceProvider extends VisibilityOperations {
    * the call fails with `RevisionConflict` and writes nothing; on success `instance.revision` is
    * the new revision.
    */
-  persistWorkflow(instance: WorkflowInstance, options?: PersistOptions): Promise<void>;
+  persistWorkflow(instance: WorkflowInstance, options?: PersistOptions | null): Promise<void>;
   /**
    * `persistWorkflow` plus inserting the subscriptions, all or nothing (a `RevisionConflict`
    * inserts no subscription either). Generated subscription ids are written back into the
@@ -63,7 +63,7 @@ export interface PersistenceProvider extends VisibilityOperations {
   persistWorkflowWithSubscriptions(
     instance: WorkflowInstance,
     subscriptions: EventSubscription[],
-    options?: PersistOptions,
+    options?: PersistOptions | null,
   ): Promise<string[]>;
   /** Ids of RUNNABLE workflows with `nextExecution <= asAt`, earliest first. */
   getRunnableInstances(asAt: Date): Promise<string[]>;
@@ -123,7 +123,7 @@ export interface PersistenceProvider extends VisibilityOperations {
    * handler resolves is deleted; one whose handler throws stays and is offered again on a later
    * call. Handler failures do not reject the returned Promise.
    */
-  processCommands(asOf: Date, handler: CommandHandler, options?: ProcessCommandsOptions): Promise<void>;
+  processCommands(asOf: Date, handler: CommandHandler, options?: ProcessCommandsOptions | null): Promise<void>;
 
   // Errors and store
 

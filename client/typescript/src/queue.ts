@@ -117,7 +117,7 @@ export class GrpcQueueProvider implements AsyncDisposable {
   }
 
   /** Connects to the server at `address` with a connection of its own, closed by `close()`. */
-  static async connect(address: string | readonly string[], options: ConnectOptions = {}): Promise<GrpcQueueProvider> {
+  static async connect(address: string | readonly string[], options: ConnectOptions | null = {}): Promise<GrpcQueueProvider> {
     const provider = new GrpcQueueProvider(await GrpcPersistenceProvider.connect(address, options));
     provider.#ownsConnection = true;
     return provider;
@@ -137,8 +137,8 @@ export class GrpcQueueProvider implements AsyncDisposable {
    * Takes the oldest waiting id of `queue`, or `undefined` when the queue is empty (after waiting
    * up to `options.waitMs` for an item).
    */
-  async dequeueWork(queue: QueueType, options: DequeueOptions = {}): Promise<string | undefined> {
-    const response = await this.#dequeue(queue, options, false);
+  async dequeueWork(queue: QueueType, options: DequeueOptions | null = {}): Promise<string | undefined> {
+    const response = await this.#dequeue(queue, options ?? {}, false);
     return response.id === "" ? undefined : response.id;
   }
 
@@ -146,8 +146,8 @@ export class GrpcQueueProvider implements AsyncDisposable {
    * `dequeueWork(QueueType.WORKFLOW, options)` that also brings the workflow, read by the server
    * right after dequeuing (saves the following `getWorkflowInstance`).
    */
-  async dequeueWorkflow(options: DequeueOptions = {}): Promise<DequeuedWorkflow | undefined> {
-    const response = await this.#dequeue(QueueType.WORKFLOW, options, true);
+  async dequeueWorkflow(options: DequeueOptions | null = {}): Promise<DequeuedWorkflow | undefined> {
+    const response = await this.#dequeue(QueueType.WORKFLOW, options ?? {}, true);
     if (response.id === "") return undefined;
     return response.workflow === undefined
       ? { id: response.id }
@@ -159,25 +159,38 @@ export class GrpcQueueProvider implements AsyncDisposable {
    * prefix, for `locks.owner` and its TTL, taken in the transaction that hands the item out; `locks`
    * holds them from then on (renewed; freed by `releaseLock` or `close`). Items whose leases another
    * owner holds are passed over and keep their place. `undefined` when nothing came within
-   * `options.waitMs`. When `locks` was closed while the call waited, an item it got is given back
-   * (its leases freed, the id queued again, at the end) and the call rejects with a `WfeError` of
-   * code Canceled.
+   * `options.waitMs`. Closing `locks` ends the call at once if it is still waiting (it takes
+   * nothing) and rejects it with a `WfeError` 'GrpcLockProvider is closed' (code Canceled); an
+   * item it got as `locks` was closed is given back (its leases freed, the id queued again, at the
+   * end) and the call rejects the same way.
    */
   async dequeueLeased(
     queue: QueueType,
     locks: GrpcLockProvider,
-    options: LeasedDequeueOptions = {},
+    options: LeasedDequeueOptions | null = {},
   ): Promise<LeasedWork | undefined> {
+    options ??= {}; // null (from JavaScript): the defaults, as undefined
     if (!(locks instanceof GrpcLockProvider)) {
       throw new InvalidArgument("locks: expected a GrpcLockProvider", { field: "locks" });
     }
     const prefixes = textList(options.prefixes ?? [""], "prefixes");
     const release = textList(options.release ?? [], "release");
-    const adopt = locks[LEASED_DEQUEUE](release);
-    const response = await this.#dequeue(queue, options, options.includeWorkflow ?? false, {
-      leases: { owner: locks.owner, ttl: toDuration(locks.ttlMs), prefixes },
-      releaseResources: release,
-    });
+    const hold = locks[LEASED_DEQUEUE](release, options.signal);
+    let response;
+    try {
+      response = await this.#dequeue(queue, { ...options, signal: hold.signal }, options.includeWorkflow ?? false, {
+        leases: { owner: locks.owner, ttl: toDuration(locks.ttlMs), prefixes },
+        releaseResources: release,
+      });
+    } catch (error) {
+      // `locks` was closed while the call waited: it was cancelled, taking nothing.
+      if (hold.closed) {
+        throw new WfeError("GrpcLockProvider is closed", { code: Code.Canceled, cause: error });
+      }
+      throw error;
+    } finally {
+      hold.end();
+    }
     if (response.id === "") return undefined;
     if (response.leaseExpireTime === undefined || response.fencingTokens.length !== prefixes.length) {
       throw new WfeError("server sent no leases with a leased dequeue");
@@ -189,7 +202,7 @@ export class GrpcQueueProvider implements AsyncDisposable {
       fencingToken: response.fencingTokens[i]!,
       expireTime,
     }));
-    if (!adopt(leases)) {
+    if (!hold.adopt(leases)) {
       // `locks` was closed while the call was on its way: nothing would renew or free these
       // leases (for their whole TTL), and the caller must not work on the item without them.
       await this.#giveBack(queue, response.id, leases);

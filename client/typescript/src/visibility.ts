@@ -89,19 +89,19 @@ export interface PurgeWorkflowsOptions {
 /** The visibility operations of a provider (implemented by `GrpcPersistenceProvider`). */
 export interface VisibilityOperations {
   /** One page of summaries, newest `createTime` first (ties by id), matching the filter. */
-  listWorkflows(options?: ListWorkflowsOptions): Promise<WorkflowPage>;
+  listWorkflows(options?: ListWorkflowsOptions | null): Promise<WorkflowPage>;
   /**
    * Workflows whose name, reference, description or data contain every word of `text`
    * (`word*` matches a prefix), best match first, with the total. No word: `InvalidArgument`.
    */
-  searchWorkflows(text: string, options?: SearchWorkflowsOptions): Promise<WorkflowSearchPage>;
+  searchWorkflows(text: string, options?: SearchWorkflowsOptions | null): Promise<WorkflowSearchPage>;
   /** Deletes a workflow with its pointers, subscriptions and errors. Missing: `WorkflowNotFound`. */
   deleteWorkflow(id: string): Promise<void>;
   /**
    * Deletes every workflow with one of the statuses whose `completeTime` (or `createTime` when
    * it has none) is before `olderThan`, in small transactions; resolves to how many.
    */
-  purgeWorkflows(olderThan: Date, options?: PurgeWorkflowsOptions): Promise<number>;
+  purgeWorkflows(olderThan: Date, options?: PurgeWorkflowsOptions | null): Promise<number>;
 }
 
 /** Runs one call the way the provider runs every call (deadline, error mapping). */
@@ -207,7 +207,8 @@ export function summaryFromWire(s: vis.WorkflowSummary): WorkflowSummary {
 /** @internal The visibility operations over a VisibilityService client, each through `run`. */
 export function visibilityOperations(client: Client<typeof vis.VisibilityService>, run: CallRunner): VisibilityOperations {
   return {
-    async listWorkflows(options: ListWorkflowsOptions = {}): Promise<WorkflowPage> {
+    async listWorkflows(options: ListWorkflowsOptions | null = {}): Promise<WorkflowPage> {
+      options ??= {}; // null (from JavaScript): the defaults, as undefined
       const request = {
         filter: filterToWire(options),
         pageSize: size(options.pageSize, "pageSize"),
@@ -219,7 +220,8 @@ export function visibilityOperations(client: Client<typeof vis.VisibilityService
       return page;
     },
 
-    async searchWorkflows(text: string, options: SearchWorkflowsOptions = {}): Promise<WorkflowSearchPage> {
+    async searchWorkflows(text: string, options: SearchWorkflowsOptions | null = {}): Promise<WorkflowSearchPage> {
+      options ??= {};
       if (typeof text !== "string") throw new InvalidArgument("query: expected a string", { field: "query" });
       const request = {
         query: text,
@@ -237,7 +239,8 @@ export function visibilityOperations(client: Client<typeof vis.VisibilityService
       await run(() => client.deleteWorkflow({ id }));
     },
 
-    async purgeWorkflows(olderThan: Date, options: PurgeWorkflowsOptions = {}): Promise<number> {
+    async purgeWorkflows(olderThan: Date, options: PurgeWorkflowsOptions | null = {}): Promise<number> {
+      options ??= {};
       const statuses = statusesToWire(options.statuses ?? PURGED_BY_DEFAULT, "statuses");
       if (statuses.length === 0) {
         throw new InvalidArgument("statuses: name at least one status to purge", { field: "statuses" });

@@ -10,7 +10,10 @@ import {
   epochNanosOf,
   errorFromRpc,
   EventNotFound,
+  GrpcLifecyclePublisher,
+  GrpcLockProvider,
   GrpcPersistenceProvider,
+  GrpcQueueProvider,
   InvalidArgument,
   LeaseLost,
   LosslessNumber,
@@ -24,6 +27,7 @@ import {
   PreciseDate,
   processEventCommand,
   processWorkflowCommand,
+  QueueType,
   SubscriptionNotFound,
   WfeError,
   WorkflowNotFound,
@@ -775,6 +779,54 @@ describe("connection", () => {
     p.close();
     p.close();
     await assert.rejects(p.getWorkflowInstance("x"), WfeError);
+  });
+});
+
+describe("options given as null (JavaScript callers)", () => {
+  it("are the defaults, as undefined is, for every call that takes options", async () => {
+    const none = null as unknown as undefined; // what a JavaScript caller may pass
+    const outcomes: Record<string, string> = {};
+    const attempt = async (name: string, fn: () => unknown) => {
+      try {
+        await fn();
+        outcomes[name] = "ok";
+      } catch (error) {
+        outcomes[name] = String(error);
+      }
+    };
+    const address = live.server.address;
+    const store = live.client;
+    await attempt("GrpcPersistenceProvider.connect", async () => (await GrpcPersistenceProvider.connect(address, none)).close());
+    await attempt("connect tls: null", async () =>
+      (await GrpcPersistenceProvider.connect(address, { tls: null as unknown as undefined, timeoutMs: 5_000 })).close(),
+    );
+    const w = newWorkflowInstance(uniq("null-options"), 1, {});
+    await store.createNewWorkflow(w);
+    await attempt("persistWorkflow", () => store.persistWorkflow(w, none));
+    await attempt("persistWorkflowWithSubscriptions", () => store.persistWorkflowWithSubscriptions(w, [], none));
+    await attempt("processCommands", () => store.processCommands(new Date(0), async () => {}, none));
+    await attempt("listWorkflows", () => store.listWorkflows(none));
+    await attempt("searchWorkflows", () => store.searchWorkflows("null-options", none));
+    await attempt("purgeWorkflows", () => store.purgeWorkflows(new Date(0), none));
+    await attempt("new GrpcLockProvider", () => new GrpcLockProvider(store, none).close());
+    await attempt("GrpcLockProvider.connect", async () => (await GrpcLockProvider.connect(address, none)).close());
+    await attempt("GrpcQueueProvider.connect", async () => (await GrpcQueueProvider.connect(address, none)).close());
+    const queue = new GrpcQueueProvider(store);
+    await attempt("dequeueWork", () => queue.dequeueWork(QueueType.INDEX, none));
+    await attempt("dequeueWorkflow", () => queue.dequeueWorkflow(none));
+    await attempt("dequeueLeased", async () => {
+      await using locks = new GrpcLockProvider(store);
+      await queue.dequeueLeased(QueueType.INDEX, locks, none);
+    });
+    await attempt("GrpcLifecyclePublisher.connect", async () => (await GrpcLifecyclePublisher.connect(address, none)).close());
+    await attempt("watch", async () => {
+      await using watch = new GrpcLifecyclePublisher(store).watch(none);
+      await watch.started();
+    });
+    assert.deepEqual(
+      Object.entries(outcomes).filter(([, outcome]) => outcome !== "ok"),
+      [],
+    );
   });
 });
 

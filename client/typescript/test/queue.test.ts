@@ -278,18 +278,44 @@ describe("GrpcQueueProvider.dequeueLeased", () => {
     await assert.rejects(live.client.dequeueLeased(QueueType.INDEX, locks), WfeError);
   });
 
-  it("a leased dequeue that gets an item after its lock provider closed frees the leases, queues the item again and rejects (Canceled)", async () => {
+  it("a leased dequeue waiting when its lock provider closes leaves the item and its leases free, and rejects (Canceled)", async () => {
     const locks = await GrpcLockProvider.connect(live.server.address, { ttlMs: 60_000 });
     const waiting = live.client.dequeueLeased(QueueType.INDEX, locks, { waitMs: 10_000, prefixes: ["", "p."] });
+    waiting.catch(() => {}); // it rejects during close(): asserted below
     await sleep(300);
     await locks.close(); // e.g. a host shutting down its lock provider first
     const id = uniq("closed-meanwhile");
     assert.equal(await live.client.queueWork(id, QueueType.INDEX), true);
     await assert.rejects(waiting, (e: unknown) => e instanceof WfeError && e.code === Code.Canceled && /GrpcLockProvider is closed/.test(e.message));
     await using other = await GrpcLockProvider.connect(live.server.address);
-    assert.equal(await other.acquireLock(id), true, "its lease was freed (not left for its 60 s TTL)");
+    assert.equal(await other.acquireLock(id), true, "its lease is free (not left for its 60 s TTL)");
     assert.equal(await other.acquireLock(`p.${id}`), true, "every lease of it");
-    assert.deepEqual(await drain(live.client, QueueType.INDEX), [id], "queued again");
+    assert.deepEqual(await drain(live.client, QueueType.INDEX), [id], "still queued");
+  });
+
+  it("a leased dequeue waiting when its lock provider is closed ends at once (Canceled), and takes nothing that comes later", async () => {
+    const locks = await GrpcLockProvider.connect(live.server.address, { ttlMs: 60_000 });
+    const waiting = live.client.dequeueLeased(QueueType.INDEX, locks, { waitMs: 10_000, prefixes: ["", "p."] });
+    const outcome = waiting.then(
+      (work) => `resolved with ${work?.id ?? "nothing"}`,
+      (error: unknown) => error,
+    );
+    await sleep(300); // the dequeue is waiting on the server
+    const started = performance.now();
+    await locks.close();
+    const ended = await Promise.race([outcome, sleep(2_000).then(() => "still waiting 2 s after close()")]);
+    assert.ok(
+      ended instanceof WfeError && ended.code === Code.Canceled && ended.message === "GrpcLockProvider is closed",
+      String(ended),
+    );
+    assert.ok(performance.now() - started < 2_000, "at once");
+    // The ended call took nothing: an item queued now is free, its leases too, for the next dequeue.
+    const id = uniq("after-locks-closed");
+    assert.equal(await live.client.queueWork(id, QueueType.INDEX), true);
+    await using other = await GrpcLockProvider.connect(live.server.address);
+    assert.equal(await other.acquireLock(id), true);
+    assert.equal(await other.acquireLock(`p.${id}`), true);
+    assert.deepEqual(await drain(live.client, QueueType.INDEX), [id], "still queued");
   });
 
   it("an id, prefix or release that is not a string, prefixes or releases given as one string, or no lock provider, is InvalidArgument naming it, taking nothing", async () => {

@@ -10,6 +10,7 @@ import {
   GrpcLockProvider,
   GrpcPersistenceProvider,
   LifecycleEventType,
+  MOVE_LINGER_MS,
   newLifecycleEvent,
   newWorkflowInstance,
   WfeError,
@@ -299,6 +300,40 @@ describe("a server stream its first server did not run", () => {
     }
   });
 
+  it("a batch read whose server dies before answering goes to the next, as a unary read does", async () => {
+    const first = await startServer();
+    // The second serves the first's file (the first owns its directory).
+    const second = await startServer([], { dbPath: first.dbPath });
+    const onSecond = await GrpcPersistenceProvider.connect(second.address);
+    const ids = [
+      await onSecond.createNewWorkflow(newWorkflowInstance("batch-resent", 1, { n: 1 })),
+      await onSecond.createNewWorkflow(newWorkflowInstance("batch-resent", 1, { n: 2 })),
+    ];
+    // Connected to both; no call made yet, so the first of each goes to the first server.
+    const store = await GrpcPersistenceProvider.connect([first.address, second.address]);
+    const unaryStore = await GrpcPersistenceProvider.connect([first.address, second.address]);
+    try {
+      // Frozen: it takes the requests and never answers (no headers); then killed, which resets
+      // the connections under the calls.
+      first.process.kill("SIGSTOP");
+      const outcome = <T>(promise: Promise<T>) => promise.then(
+        (value) => value,
+        (error: unknown) => String(error),
+      );
+      const batch = outcome(store.getWorkflowInstances(ids).then((found) => found.map((w) => w.id).sort()));
+      const unary = outcome(unaryStore.getWorkflowInstance(ids[0]!).then((w) => w.id));
+      await sleep(300);
+      first.process.kill("SIGKILL");
+      assert.deepEqual({ unary: await unary, batch: await batch }, { unary: ids[0], batch: [...ids].sort() });
+    } finally {
+      store.close();
+      unaryStore.close();
+      onSecond.close();
+      await second.stop("SIGKILL");
+      await first.stop("SIGKILL");
+    }
+  });
+
   it("a watch whose first server cannot be reached goes to the next", async () => {
     const [gone, up] = [await startServer(), await startServer()];
     const addresses = [gone.address, up.address];
@@ -314,6 +349,56 @@ describe("a server stream its first server did not run", () => {
       watcher.close();
       publisherOnUp.close();
       await up.stop("SIGKILL");
+    }
+  });
+});
+
+describe("an open lifecycle watch on a later server", () => {
+  it("moves back to the first server when it answers again, still reading the one it left for a moment", async () => {
+    const first = await startServer();
+    const second = await startServer();
+    const port = first.address.slice(first.address.lastIndexOf(":") + 1);
+    const watcher = await GrpcLifecyclePublisher.connect([first.address, second.address]);
+    const onSecond = await GrpcLifecyclePublisher.connect(second.address);
+    let restarted: RunningServer | undefined;
+    let onFirst: GrpcLifecyclePublisher | undefined;
+    const event = (tag: string) => newLifecycleEvent(LifecycleEventType.STARTED, tag);
+    try {
+      await first.stop("SIGKILL");
+      const watch = watcher.watch(); // the first server is down: on the second
+      await watch.started();
+      const events = watch[Symbol.asyncIterator]();
+      assert.equal(await onSecond.publish(event("on-second")), 1);
+      assert.equal((await events.next()).value?.workflowInstanceId, "on-second");
+
+      restarted = await startServer(["--listen", `127.0.0.1:${port}`]);
+      onFirst = await GrpcLifecyclePublisher.connect(restarted.address);
+      // The watch moves while it is read (it looks for an earlier server every second).
+      const reading = events.next();
+      const deadline = Date.now() + 3_000;
+      let published = 0;
+      while (published === 0 && Date.now() < deadline) {
+        await sleep(200);
+        published = await onFirst.publish(event("on-first"));
+      }
+      assert.equal(published, 1, "the watch did not move back to the first server");
+      assert.equal((await reading).value?.workflowInstanceId, "on-first");
+      // The stream left on the second server is still read for a moment (MOVE_LINGER_MS):
+      // publishers there that have not moved back yet are not missed; then it is closed.
+      assert.equal(await onSecond.publish(event("late-on-second")), 1);
+      assert.equal((await events.next()).value?.workflowInstanceId, "late-on-second");
+      await sleep(MOVE_LINGER_MS + 500);
+      assert.equal(await onSecond.publish(event("after-linger")), 0, "the stream left behind was closed");
+      assert.equal(await onFirst.publish(event("still-on-first")), 1);
+      assert.equal((await events.next()).value?.workflowInstanceId, "still-on-first");
+      watch.close();
+      assert.equal((await events.next()).done, true);
+    } finally {
+      watcher.close();
+      onSecond.close();
+      onFirst?.close();
+      await restarted?.stop("SIGKILL");
+      await second.stop("SIGKILL");
     }
   });
 });
