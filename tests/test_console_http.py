@@ -218,6 +218,24 @@ def test_a_content_length_of_thousands_of_digits_is_answered(
     assert client.get("/")[0] == 200
 
 
+def test_an_unreadable_event_cursor_is_said_so_not_a_500(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
+    """``before`` is the events page's cursor: one outside SQLite's 64-bit integers, or nested past
+    the JSON parser's recursion limit, used to answer 500; now the page shows the newest events and
+    says in words that the position was not read."""
+    client, _, _ = open_console
+    for before in (
+        "[99999999999999999999999999,\"x\"]",
+        "[-99999999999999999999999999,\"x\"]",
+        "[" * 5000,
+        "garbage",
+    ):
+        status, _, body = client.get("/events?" + urllib.parse.urlencode({"before": before, "name": "bulk"}))
+        assert status == 200, (before[:40], body[:300])
+        assert 'id="event-list"' in body
+        assert "is not a position in the event list; showing the newest events." in body
+        assert 'value="bulk"' in body  # the other filters are kept
+
+
 # -- a console guarded by tokens ------------------------------------------------------------------
 
 

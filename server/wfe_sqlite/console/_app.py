@@ -351,14 +351,20 @@ class ConsoleApp:
         return await self._render(fragment, region, whole)
 
     async def _events(self, request: Request, frame: pages.Frame, fragment: bool) -> Response:
+        problems: list[str] = []
         state = request.arg("state") or "all"
         if state not in ("all", "unprocessed", "processed"):
+            problems.append(f"Unknown state {_shown(state)}; showing all events.")
             state = "all"
         name = request.arg("name")
         key = request.arg("key") if name is not None else None
         before_text = request.arg("before")
         before = parse_event_cursor(before_text) if before_text else None
-        view = pages.EventListView(state, name, key, before_text if before else None)
+        if before_text and before is None:
+            problems.append(
+                f"Older than: {_shown(before_text)} is not a position in the event list; showing the newest events."
+            )
+        view = pages.EventListView(state, name, key, before_text if before else None, tuple(problems))
         processed = None if state == "all" else state == "processed"
         page = await self.reads.events(processed=processed, event_name=name, event_key=key, before=before)
         waiting = await self.reads.open_subscriptions(name, key) if name is not None and key is not None else None
@@ -373,6 +379,11 @@ class ConsoleApp:
             )
 
         return await self._render(fragment, region, whole)
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A query parameter quoted for a message, cut at ``limit`` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"
 
 
 def _int_arg(text: str | None, default: int) -> int:

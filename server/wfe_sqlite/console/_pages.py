@@ -900,6 +900,8 @@ class EventListView:
     key: str | None = None
     before: str | None = None
     """The page cursor as it came in the URL."""
+    problems: tuple[str, ...] = ()
+    """Parameters that could not be read (shown, and left out)."""
 
     def query(self, **changes: Any) -> dict[str, Any]:
         values: dict[str, Any] = {
@@ -924,10 +926,12 @@ def event_filters(view: EventListView) -> Html:
 <div class="field"><label for="key">Event key (with a name)</label><input id="key" name="key" value="{key}"></div>
 <div class="field buttons"><button type="submit">Apply</button>
 <a class="button secondary" href="/events">Clear</a></div>
-</form>""",
+</form>
+{problems}""",
         options=options,
         name=view.name or "",
         key=view.key or "",
+        problems=join(html('<p class="problem" role="alert">{}</p>', p) for p in view.problems),
     )
 
 
