@@ -224,8 +224,8 @@ def test_an_unreadable_event_cursor_is_said_so_not_a_500(open_console: tuple[Cli
     says in words that the position was not read."""
     client, _, _ = open_console
     for before in (
-        "[99999999999999999999999999,\"x\"]",
-        "[-99999999999999999999999999,\"x\"]",
+        '[99999999999999999999999999,"x"]',
+        '[-99999999999999999999999999,"x"]',
         "[" * 5000,
         "garbage",
     ):
