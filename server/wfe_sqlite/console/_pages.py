@@ -159,6 +159,14 @@ def json_block(value: Any, label: str = "") -> Html:
     return html('<pre class="json" aria-label="{}">{}</pre>{}', label, shown, note)
 
 
+def clip(value: Any, narrow: bool = False) -> Html:
+    """``value`` cut to one line by the stylesheet (at most 32 characters' width, 20 when
+    ``narrow``), whole in its tooltip: a name of a thousand characters must not widen a table."""
+    if value is None or value == "":
+        return optional(value)
+    return html('<span class="clip{}" title="{}">{}</span>', " narrow" if narrow else "", value, value)
+
+
 def empty_row(columns: int, text: str) -> Html:
     return html('<tr><td colspan="{}" class="empty">{}</td></tr>', columns, text)
 
@@ -345,7 +353,7 @@ def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Htm
         html(
             '<tr><td><a href="{}">{}</a></td>{}<td class="num"><a href="{}">{}</a></td></tr>',
             _list_href(definition=d.definition_id),
-            d.definition_id,
+            clip(d.definition_id),
             join(
                 html(
                     '<td class="num"><a href="{}">{}</a></td>',
@@ -372,10 +380,11 @@ def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Htm
     )
     error_rows = join(
         html(
-            '<tr><td>{}</td><td><a href="{}">{}</a></td><td class="mono">{}</td><td class="message-cell">{}</td></tr>',
+            '<tr><td>{}</td><td><a href="{}">{}</a></td><td class="mono">{}</td>'
+            '<td class="message-cell"><span class="clip-lines">{}</span></td></tr>',
             timestamp(error.error_time, now),
             workflow_href(error.workflow_id),
-            error.workflow_name or error.workflow_id,
+            clip(error.workflow_name or error.workflow_id),
             error.execution_pointer_id,
             error.message,
         )
@@ -428,16 +437,17 @@ def workflow_table(items: Sequence[Any], now: datetime, table_id: str = "") -> H
     """Workflow summaries (anything with the summary's fields) as a table, one link each."""
     rows = join(
         html(
-            '<tr><td>{}</td><td><a class="wf-link" href="{}">{}</a><div class="sub mono">{}</div></td>'
+            '<tr><td>{}</td><td><a class="wf-link clip" href="{}" title="{}">{}</a><div class="sub mono">{}</div></td>'
             '<td><a href="{}">{}</a> <span class="version">v{}</span></td><td>{}</td><td>{}</td><td>{}</td></tr>',
             badge(_status_name(item.status)),
             workflow_href(item.id),
             item.name or item.id,
+            item.name or item.id,
             item.id,
             _list_href(definition=item.workflow_definition_id),
-            item.workflow_definition_id,
+            clip(item.workflow_definition_id, narrow=True),
             item.version,
-            optional(item.reference),
+            clip(item.reference, narrow=True),
             timestamp(item.create_time, now),
             timestamp(item.complete_time, now)
             if item.complete_time is not None
@@ -833,8 +843,8 @@ def subscription_table(
             if link_workflow
             else html('step {} <span class="sub mono">{}</span>', s.step_id, s.execution_pointer_id),
             _events_href(s.event_name, s.event_key),
-            s.event_name,
-            s.event_key,
+            clip(s.event_name, narrow=True),
+            clip(s.event_key, narrow=True),
             timestamp(s.subscribe_as_of, now),
             html(
                 '{} <span class="sub">until</span> {}',
@@ -944,9 +954,9 @@ def event_region(
             '<td class="mono">{}</td><td><details data-key="ev-{}"><summary>{}</summary>{}</details></td></tr>',
             timestamp(e.event_time, now),
             _events_href(e.event_name),
-            e.event_name,
+            clip(e.event_name, narrow=True),
             _events_href(e.event_name, e.event_key),
-            e.event_key,
+            clip(e.event_key, narrow=True),
             Html('<span class="badge b-complete">processed</span>')
             if e.is_processed
             else Html('<span class="badge b-waiting">unprocessed</span>'),
