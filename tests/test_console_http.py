@@ -185,6 +185,28 @@ def test_unknown_workflow_and_bad_filters(open_console: tuple[Client, Seeded, Se
     assert status == 200 and 'id="event-list"' in body
 
 
+def test_time_filters_show_in_the_form_as_utc_date_and_time(
+    open_console: tuple[Client, Seeded, ServerProcess],
+) -> None:
+    """The creation-time fields are ``datetime-local`` inputs labelled UTC: a browser shows such an
+    input empty unless its value is ``YYYY-MM-DDTHH:MM[:SS[.mmm]]``. A date alone or a time with an
+    offset was put in the form as typed, so the field looked empty while the list was filtered by
+    it (and Apply then dropped it). Now the form, and the paging links, carry it as UTC."""
+    client, _, _ = open_console
+    for typed, shown in (
+        ("2020-01-02", "2020-01-02T00:00"),
+        ("2020-01-02T03:04:05+02:00", "2020-01-02T01:04:05"),
+        ("2020-01-02T03:04:05.250Z", "2020-01-02T03:04:05.250"),
+        ("2020-01-02 03:04", "2020-01-02T03:04"),
+    ):
+        status, _, body = client.get("/workflows?" + urllib.parse.urlencode({"created_after": typed, "size": 10}))
+        assert status == 200
+        assert f'name="created_after" type="datetime-local" value="{shown}"' in body, typed
+        assert re.search(r'rel="next" href="[^"]*created_after=' + re.escape(urllib.parse.quote(shown)), body), typed
+    status, _, body = client.get("/workflows?created_before=0001-01-01T00:00%2B14:00")
+    assert status == 200 and 'class="problem"' in body and "is not a date and time" in body
+
+
 def test_malformed_requests_get_an_error_not_a_crash(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
     client, _, _ = open_console
 

@@ -251,10 +251,11 @@ class ConsoleApp:
         times: dict[str, str | None] = {}
         for name in ("created_after", "created_before"):
             text = request.arg(name)
-            if text is not None and _instant(text) is None:
-                problems.append(f"{name.replace('_', ' ').capitalize()}: {text!r} is not a date and time; left out.")
-                text = None
-            times[name] = text
+            shown = _form_instant(text) if text is not None else None
+            if text is not None and shown is None:
+                label = name.replace("_", " ").capitalize()
+                problems.append(f"{label}: {_shown(text)} is not a date and time; left out.")
+            times[name] = shown
         size = _int_arg(request.arg("size"), 50)
         if size not in pages.PAGE_SIZES:
             size = 50
@@ -391,6 +392,21 @@ def _int_arg(text: str | None, default: int) -> int:
         return int(text) if text is not None else default
     except ValueError:
         return default
+
+
+def _form_instant(text: str) -> str | None:
+    """``text`` (a date and time, or a date; UTC unless it names an offset) as the value of a
+    ``datetime-local`` input in UTC (``YYYY-MM-DDTHH:MM[:SS[.mmm]]``: a browser shows any other value
+    as an empty field); None when it is not one, or not a UTC time a year 1 to 9999 can hold."""
+    value = _instant(text)
+    if value is None:
+        return None
+    try:
+        utc = value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        return None
+    spec = "milliseconds" if utc.microsecond else "seconds" if utc.second else "minutes"
+    return utc.isoformat(timespec=spec)
 
 
 def _instant(text: str | None) -> datetime | None:
