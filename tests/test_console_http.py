@@ -621,6 +621,38 @@ def test_event_pages_follow_older_links_to_the_end(open_console: tuple[Client, S
     assert client.get("/events?name=bulk.tick&state=processed")[2].count('<td class="mono">') == 0
 
 
+def test_a_raw_utf8_request_target_is_read_as_utf8(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
+    """curl and scripts send ``?q=Zürich`` as raw UTF-8 bytes, not percent-encoded. The request
+    line was decoded as Latin-1, so the search looked for 'ZÃ¼rich' and found nothing, and an
+    event name came back in its field as mojibake. Now a raw target is read as UTF-8, and one that
+    is not UTF-8 is refused with 400 in words."""
+    client, _, server = open_console
+
+    async def add() -> str:
+        async with GrpcPersistenceProvider.connect(server.address) as store:
+            workflow = WorkflowInstance.new("unicode-flow", 1, {"city": "Zürich"})
+            workflow.name = "Zürich 東京 🚀"
+            await store.create_new_workflow(workflow)
+            await store.create_event(Event.new("ereignis-ü", "schlüssel", {"x": "é"}))
+            return workflow.id
+
+    workflow_id = run_async(add)
+
+    def get(target: bytes) -> tuple[bytes, str]:
+        answer = _raw(client, b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return head.split(b"\r\n", 1)[0], body.decode("utf-8")
+
+    status, body = get("/workflows?q=Zürich".encode())
+    assert status == b"HTTP/1.1 200 OK" and "1 workflow matching “Zürich”" in body
+    assert "Zürich 東京 🚀" in body and workflow_id in body
+    status, body = get("/events?name=ereignis-ü&key=schlüssel".encode())
+    assert status == b"HTTP/1.1 200 OK"
+    assert 'value="ereignis-ü"' in body and 'value="schlüssel"' in body and "No events match." not in body
+    status, body = get(b"/workflows?q=\xff\xfe")
+    assert status == b"HTTP/1.1 400 Bad Request" and "UTF-8" in body
+
+
 def test_the_header_never_shows_a_database_password() -> None:
     assert database_label("sqlite:///var/lib/wfe.db") == "sqlite:///var/lib/wfe.db"
     assert database_label(":memory:") == ":memory:"

@@ -199,6 +199,12 @@ def _parse_head(data: bytes) -> tuple[str, str, str, dict[str, str]]:
     if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
         raise _BadRequest(400, "malformed request line")
     method, target, version = parts
+    if not target.isascii():
+        # Browsers percent-encode; curl and scripts send other characters as raw UTF-8 bytes.
+        try:
+            target = target.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError:
+            raise _BadRequest(400, "the request target is not UTF-8 (percent-encode it)") from None
     headers: dict[str, str] = {}
     for line in lines[1:]:
         if not line:
