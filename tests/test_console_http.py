@@ -659,6 +659,26 @@ def test_the_header_never_shows_a_database_password() -> None:
     assert database_label("postgresql://wfe:s3cret@db.local:5432/wfe") == "postgresql://wfe@db.local:5432/wfe"
 
 
+def test_the_header_never_shows_a_password_given_as_a_query_parameter(pg_url: str) -> None:
+    """libpq (and asyncpg) also take the password as ``?password=``: the console's header showed
+    it to whoever could open the console. The test cluster trusts every connection, so any password
+    connects."""
+    secret = "query-s3cr3t-password"
+    db = pg_url + ("&" if "?" in pg_url else "?") + urllib.parse.urlencode({"password": secret})
+    server, url = start_console_server(db)
+    try:
+        status, _, body = Client(url).get("/")
+        assert status == 200 and secret not in body
+        header = re.search(r'<span class="db" title="database">([^<]*)</span>', body)
+        assert header is not None and "postgresql://" in header.group(1) and "password" not in header.group(1)
+    finally:
+        server.kill()
+    assert database_label("postgresql:///wfe?host=/run/pg&password=s3cret&sslmode=require") == (
+        "postgresql:///wfe?host=/run/pg&sslmode=require"
+    )
+    assert database_label("postgres://wfe:pw@db/wfe?PASSWORD=s3cret") == "postgres://wfe@db/wfe"
+
+
 def test_sigterm_with_console_connections_open_stops_cleanly(tmp_path: Path) -> None:
     server, url = start_console_server(f"sqlite://{tmp_path / 'wfe.db'}")
     try:
