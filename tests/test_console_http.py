@@ -207,6 +207,20 @@ def test_time_filters_show_in_the_form_as_utc_date_and_time(
     assert status == 200 and 'class="problem"' in body and "is not a date and time" in body
 
 
+def test_an_unreadable_page_size_or_skip_is_said_so(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
+    """``size`` and ``skip`` that are not numbers the list takes were replaced without a word (50
+    per page, from the first result); now the page names them and says what it shows instead."""
+    client, _, _ = open_console
+    status, _, body = client.get("/workflows?q=order&size=abc&skip=-5")
+    assert status == 200 and 'id="workflow-list"' in body
+    assert "Per page: &#x27;abc&#x27; is not one of 10, 20, 50, 100, 200; showing 50." in body
+    assert "Skip: &#x27;-5&#x27; is not a number of results to skip; showing from the first." in body
+    status, _, body = client.get("/workflows?size=7")
+    assert status == 200 and "Per page: &#x27;7&#x27; is not one of 10, 20, 50, 100, 200; showing 50." in body
+    status, _, body = client.get("/workflows?size=20&skip=0")
+    assert status == 200 and 'class="problem"' not in body
+
+
 def test_malformed_requests_get_an_error_not_a_crash(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
     client, _, _ = open_console
 

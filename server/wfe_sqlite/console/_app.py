@@ -256,9 +256,20 @@ class ConsoleApp:
                 label = name.replace("_", " ").capitalize()
                 problems.append(f"{label}: {_shown(text)} is not a date and time; left out.")
             times[name] = shown
-        size = _int_arg(request.arg("size"), 50)
-        if size not in pages.PAGE_SIZES:
-            size = 50
+        size_text, size = request.arg("size"), 50
+        if size_text is not None:
+            size = _int_arg(size_text, 0)
+            if size not in pages.PAGE_SIZES:
+                sizes = ", ".join(map(str, pages.PAGE_SIZES))
+                problems.append(f"Per page: {_shown(size_text)} is not one of {sizes}; showing 50.")
+                size = 50
+        skip_text, skip = request.arg("skip"), 0
+        if skip_text is not None:
+            skip = _int_arg(skip_text, -1)
+            if skip < 0:
+                quoted = _shown(skip_text)
+                problems.append(f"Skip: {quoted} is not a number of results to skip; showing from the first.")
+                skip = 0
         return pages.WorkflowListView(
             statuses=tuple(statuses),
             definition=request.arg("definition"),
@@ -267,7 +278,7 @@ class ConsoleApp:
             created_before=times["created_before"],
             text=request.arg("q"),
             page_token=request.arg("page"),
-            skip=max(0, _int_arg(request.arg("skip"), 0)),
+            skip=skip,
             size=size,
             problems=tuple(problems),
         )
