@@ -606,6 +606,28 @@ async def test_console_is_off_by_default(db_url: str) -> None:
         await running.stop()
 
 
+def test_an_empty_store_says_so_on_every_page(tmp_path: Path) -> None:
+    """A new, empty database: every page answers 200 and says in words that there is nothing yet;
+    the overview's latest workflows said 'No workflows match.', as if a filter were set."""
+    server, url = start_console_server(f"sqlite://{tmp_path / 'empty.db'}")
+    try:
+        client = Client(url)
+        status, _, overview = client.get("/")
+        assert status == 200
+        assert overview.count("No workflows yet.") == 2 and "No workflows match." not in overview
+        assert "No execution errors." in overview
+        for path, text in (
+            ("/workflows", "No workflows match."),
+            ("/workflows?q=nothing", "0 workflows matching"),
+            ("/events", "No events match."),
+            ("/events?name=a&key=b", "No subscriptions."),
+        ):
+            status, _, body = client.get(path)
+            assert status == 200 and text in body, path
+    finally:
+        server.kill()
+
+
 def test_event_pages_follow_older_links_to_the_end(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
     client, seeded, server = open_console
     base = seeded.now - timedelta(days=30)

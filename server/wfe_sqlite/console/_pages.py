@@ -424,7 +424,7 @@ def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Htm
         head=head,
         definition_rows=definition_rows,
         more=more,
-        recent=workflow_table(recent, now),
+        recent=workflow_table(recent, now, empty="No workflows yet."),
         error_rows=error_rows,
         read_at=timestamp(data.read_at, now),
     )
@@ -433,8 +433,9 @@ def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Htm
 # -- workflow list ------------------------------------------------------------------------------
 
 
-def workflow_table(items: Sequence[Any], now: datetime, table_id: str = "") -> Html:
-    """Workflow summaries (anything with the summary's fields) as a table, one link each."""
+def workflow_table(items: Sequence[Any], now: datetime, table_id: str = "", empty: str = "No workflows match.") -> Html:
+    """Workflow summaries (anything with the summary's fields) as a table, one link each; ``empty``
+    is what an empty one says."""
     rows = join(
         html(
             '<tr><td>{}</td><td><a class="wf-link clip" href="{}" title="{}">{}</a><div class="sub mono">{}</div></td>'
@@ -454,7 +455,7 @@ def workflow_table(items: Sequence[Any], now: datetime, table_id: str = "") -> H
             else html('<span class="sub">next run</span> {}', epoch_millis(item.next_execution, now)),
         )
         for item in items
-    ) or empty_row(6, "No workflows match.")
+    ) or empty_row(6, empty)
     attribute = html(' id="{}"', table_id) if table_id else Html("")
     return html(
         '<table class="grid workflows"{}><thead><tr><th>Status</th><th>Workflow</th><th>Definition</th>'
