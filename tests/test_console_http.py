@@ -221,6 +221,19 @@ def test_an_unreadable_page_size_or_skip_is_said_so(open_console: tuple[Client, 
     assert status == 200 and 'class="problem"' not in body
 
 
+def test_a_search_that_cannot_run_is_not_summed_up_as_a_list(
+    open_console: tuple[Client, Seeded, ServerProcess],
+) -> None:
+    """A search the store refuses (no word in it, too many words) showed its reason above the list,
+    and below it '0 workflows on this page, newest first.', the summary of an unfiltered list."""
+    client, _, _ = open_console
+    for q in ("*", " ".join(f"w{i}" for i in range(40))):
+        status, _, body = client.get("/workflows?" + urllib.parse.urlencode({"q": q}))
+        assert status == 200 and 'class="problem" role="alert">query: ' in body
+        assert "on this page, newest first" not in body
+        assert "The search could not be run (see above); nothing is shown." in body
+
+
 def test_malformed_requests_get_an_error_not_a_crash(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
     client, _, _ = open_console
 

@@ -582,6 +582,10 @@ def workflow_list_region(
                     url("/workflows", view.query(skip=view.skip + view.size)),
                 )
             )
+    elif view.text:  # a search the store refused: its reason is among the problems above
+        summary = Html(
+            '<p class="summary" id="result-summary">The search could not be run (see above); nothing is shown.</p>'
+        )
     else:
         summary = html(
             '<p class="summary" id="result-summary">{} workflow{} on this page, newest first.</p>',
