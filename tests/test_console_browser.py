@@ -508,6 +508,34 @@ def test_live_region_refreshes_without_a_reload(page: Page, open_console: Consol
     assert page.evaluate("window.__sameDocument") is True
 
 
+def test_a_stale_region_says_why_in_words(browser: BrowserContext, open_console: Console) -> None:
+    """When the live refresh cannot get the region, the header said 'stale (404)' or 'stale (503)':
+    a status code, not a reason. A workflow deleted while its page is open now reads as gone."""
+    browser.clear_cookies()
+    tab = browser.new_page()  # its own tab: the 404 of the refresh is the point, not a script error
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+
+        async def add() -> str:
+            async with GrpcPersistenceProvider.connect(open_console.server.address) as store:
+                return await store.create_new_workflow(WorkflowInstance.new("short-lived", 1, {}))
+
+        workflow_id = run_async(add)
+        tab.goto(open_console.href("/workflows/" + urllib.parse.quote(workflow_id, safe="")))
+        expect(tab.locator("#live-state")).to_contain_text("live ·", timeout=15_000)
+
+        async def delete() -> None:
+            async with GrpcPersistenceProvider.connect(open_console.server.address) as store:
+                await store.delete_workflow(workflow_id)
+
+        run_async(delete)
+        expect(tab.locator("#live-state")).to_have_text("stale: no longer there", timeout=15_000)
+        assert errors == []
+    finally:
+        tab.close()
+
+
 def test_screenshots(page: Page, open_console: Console, tmp_path: Path) -> None:
     """The main pages as PNGs (into ``WFE_CONSOLE_SCREENSHOTS`` when set, for the README)."""
     target = Path(os.environ.get("WFE_CONSOLE_SCREENSHOTS") or tmp_path)
