@@ -508,6 +508,18 @@ def test_live_region_refreshes_without_a_reload(page: Page, open_console: Consol
     assert page.evaluate("window.__sameDocument") is True
 
 
+def test_the_refresh_time_is_in_utc_like_every_other_time(page: Page, open_console: Console) -> None:
+    """Every time on the pages is UTC and says so; the header's 'live · ...' was the browser's
+    local time in its locale's format, with no zone ('live · 6:10:03 AM')."""
+    page.goto(open_console.href("/events"))
+    state = page.locator("#live-state")
+    expect(state).to_have_text(re.compile(r"^live · \d\d:\d\d:\d\d UTC$"), timeout=15_000)
+    shown = datetime.strptime(state.inner_text().split("· ")[1], "%H:%M:%S UTC")
+    now = datetime.now(UTC)
+    behind = now.hour * 3600 + now.minute * 60 + now.second - shown.hour * 3600 - shown.minute * 60 - shown.second
+    assert behind % 86400 < 30, (shown, now)  # a UTC time of the last few seconds
+
+
 def test_a_stale_region_says_why_in_words(browser: BrowserContext, open_console: Console) -> None:
     """When the live refresh cannot get the region, the header said 'stale (404)' or 'stale (503)':
     a status code, not a reason. A workflow deleted while its page is open now reads as gone."""

@@ -59,7 +59,7 @@
       region.querySelectorAll("details[data-key]").forEach(function (d) {
         if (open.has(d.dataset.key)) d.open = true;
       });
-      show("live · " + new Date().toLocaleTimeString(), "");
+      show("live · " + new Date().toISOString().slice(11, 19) + " UTC", ""); // UTC, as every time on the pages
     } catch (error) {
       show("offline: the console does not answer", "stale");
     } finally {
