@@ -30,7 +30,15 @@ from console_seed import (
     seed,
     start_console_server,
 )
-from wfe_client import ExecutionPointer, GrpcPersistenceProvider, WorkflowInstance, WorkflowStatus
+from wfe_client import (
+    Event,
+    EventSubscription,
+    ExecutionError,
+    ExecutionPointer,
+    GrpcPersistenceProvider,
+    WorkflowInstance,
+    WorkflowStatus,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -400,6 +408,61 @@ def test_hostile_values_show_as_text(page: Page, open_console: Console) -> None:
         assert page.evaluate("document.scripts.length") == 1  # console.js, nothing else
 
 
+_OVERFLOW = """() => {
+  const wide = [];
+  document.querySelectorAll("main, .panel, .fields, .crumbs, .wf-title, .step, td").forEach((e) => {
+    if (e.scrollWidth > e.clientWidth + 1) {
+      wide.push(`${e.tagName}#${e.id}.${e.className}: ${e.scrollWidth} > ${e.clientWidth}`);
+    }
+  });
+  const page = document.documentElement.scrollWidth;
+  if (page > window.innerWidth) wide.push(`page: ${page}`);
+  return wide;
+}"""
+
+
+def test_very_long_values_do_not_widen_the_pages(page: Page, tmp_path: Path) -> None:
+    """Names, definitions, references, step and event names of 1,000 characters without a space,
+    and a 5,000-character error: every page keeps the window's width (no table or panel wider than
+    itself, no sideways scrolling), lists cut such values to a few lines with the whole in a
+    tooltip, and the workflow's own page shows them whole, wrapped."""
+    server, url = start_console_server(f"sqlite://{tmp_path / 'long.db'}")
+    name, definition, reference = "n" * 1000, "d" * 1000, "r" * 1000
+    event_name, event_key = "e" * 1000, "k" * 1000
+    try:
+
+        async def fill() -> str:
+            async with GrpcPersistenceProvider.connect(server.address) as store:
+                workflow = WorkflowInstance.new(definition, 1, {"long": "v" * 5000})
+                workflow.name, workflow.reference, workflow.description = name, reference, "t" * 1000
+                pointer = ExecutionPointer.new(0)
+                pointer.step_name, pointer.start_time = "s" * 1000, datetime.now(UTC)
+                pointer.event_name, pointer.event_key = event_name, event_key
+                workflow.execution_pointers = [pointer]
+                await store.create_new_workflow(workflow)
+                now = datetime.now(UTC)
+                subscription = EventSubscription.new(workflow.id, 0, pointer.id, event_name, event_key, now)
+                await store.persist_workflow_with_subscriptions(workflow, [subscription])
+                await store.persist_errors([ExecutionError.new(workflow.id, pointer.id, "m" * 5000)])
+                await store.create_event(Event.new(event_name, event_key, {"d": "z" * 3000}))
+                return workflow.id
+
+        workflow_id = run_async(fill)
+        events = "/events?" + urllib.parse.urlencode({"name": event_name, "key": event_key})
+        for path in ("/", "/workflows", "/workflows?q=" + name, "/workflows/" + workflow_id, "/events", events):
+            page.goto(url + path)
+            assert page.evaluate(_OVERFLOW) == [], path
+        page.goto(url + "/workflows")
+        link = page.locator("#workflow-list a.wf-link").first
+        assert link.get_attribute("title") == name and link.inner_text() == name  # all there, cut by CSS
+        assert link.bounding_box()["height"] < 80  # type: ignore[index]
+        page.goto(url + "/workflows/" + workflow_id)
+        assert page.locator("h1.wf-title").inner_text().startswith(name)
+        expect(page.locator("#workflow-errors")).to_contain_text("m" * 5000)
+    finally:
+        server.kill()
+
+
 def test_live_region_refreshes_without_a_reload(page: Page, open_console: Console) -> None:
     page.goto(open_console.href("/workflows?definition=late-arrival"))
     expect(page.locator("#workflow-list tbody")).to_contain_text("No workflows match.")
@@ -443,6 +506,46 @@ def test_live_region_refreshes_without_a_reload(page: Page, open_console: Consol
     expect(page.locator("h1.wf-title .badge")).to_have_text("COMPLETE", timeout=15_000)
     expect(page.locator("#pointer-timeline")).to_contain_text("FinalStep")
     assert page.evaluate("window.__sameDocument") is True
+
+
+def test_the_refresh_time_is_in_utc_like_every_other_time(page: Page, open_console: Console) -> None:
+    """Every time on the pages is UTC and says so; the header's 'live · ...' was the browser's
+    local time in its locale's format, with no zone ('live · 6:10:03 AM')."""
+    page.goto(open_console.href("/events"))
+    state = page.locator("#live-state")
+    expect(state).to_have_text(re.compile(r"^live · \d\d:\d\d:\d\d UTC$"), timeout=15_000)
+    shown = datetime.strptime(state.inner_text().split("· ")[1], "%H:%M:%S UTC")
+    now = datetime.now(UTC)
+    behind = now.hour * 3600 + now.minute * 60 + now.second - shown.hour * 3600 - shown.minute * 60 - shown.second
+    assert behind % 86400 < 30, (shown, now)  # a UTC time of the last few seconds
+
+
+def test_a_stale_region_says_why_in_words(browser: BrowserContext, open_console: Console) -> None:
+    """When the live refresh cannot get the region, the header said 'stale (404)' or 'stale (503)':
+    a status code, not a reason. A workflow deleted while its page is open now reads as gone."""
+    browser.clear_cookies()
+    tab = browser.new_page()  # its own tab: the 404 of the refresh is the point, not a script error
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+
+        async def add() -> str:
+            async with GrpcPersistenceProvider.connect(open_console.server.address) as store:
+                return await store.create_new_workflow(WorkflowInstance.new("short-lived", 1, {}))
+
+        workflow_id = run_async(add)
+        tab.goto(open_console.href("/workflows/" + urllib.parse.quote(workflow_id, safe="")))
+        expect(tab.locator("#live-state")).to_contain_text("live ·", timeout=15_000)
+
+        async def delete() -> None:
+            async with GrpcPersistenceProvider.connect(open_console.server.address) as store:
+                await store.delete_workflow(workflow_id)
+
+        run_async(delete)
+        expect(tab.locator("#live-state")).to_have_text("stale: no longer there", timeout=15_000)
+        assert errors == []
+    finally:
+        tab.close()
 
 
 def test_screenshots(page: Page, open_console: Console, tmp_path: Path) -> None:

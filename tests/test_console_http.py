@@ -185,6 +185,55 @@ def test_unknown_workflow_and_bad_filters(open_console: tuple[Client, Seeded, Se
     assert status == 200 and 'id="event-list"' in body
 
 
+def test_time_filters_show_in_the_form_as_utc_date_and_time(
+    open_console: tuple[Client, Seeded, ServerProcess],
+) -> None:
+    """The creation-time fields are ``datetime-local`` inputs labelled UTC: a browser shows such an
+    input empty unless its value is ``YYYY-MM-DDTHH:MM[:SS[.mmm]]``. A date alone or a time with an
+    offset was put in the form as typed, so the field looked empty while the list was filtered by
+    it (and Apply then dropped it). Now the form, and the paging links, carry it as UTC."""
+    client, _, _ = open_console
+    for typed, shown in (
+        ("2020-01-02", "2020-01-02T00:00"),
+        ("2020-01-02T03:04:05+02:00", "2020-01-02T01:04:05"),
+        ("2020-01-02T03:04:05.250Z", "2020-01-02T03:04:05.250"),
+        ("2020-01-02 03:04", "2020-01-02T03:04"),
+    ):
+        status, _, body = client.get("/workflows?" + urllib.parse.urlencode({"created_after": typed, "size": 10}))
+        assert status == 200
+        assert f'name="created_after" type="datetime-local" value="{shown}"' in body, typed
+        assert re.search(r'rel="next" href="[^"]*created_after=' + re.escape(urllib.parse.quote(shown)), body), typed
+    status, _, body = client.get("/workflows?created_before=0001-01-01T00:00%2B14:00")
+    assert status == 200 and 'class="problem"' in body and "is not a date and time" in body
+
+
+def test_an_unreadable_page_size_or_skip_is_said_so(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
+    """``size`` and ``skip`` that are not numbers the list takes were replaced without a word (50
+    per page, from the first result); now the page names them and says what it shows instead."""
+    client, _, _ = open_console
+    status, _, body = client.get("/workflows?q=order&size=abc&skip=-5")
+    assert status == 200 and 'id="workflow-list"' in body
+    assert "Per page: &#x27;abc&#x27; is not one of 10, 20, 50, 100, 200; showing 50." in body
+    assert "Skip: &#x27;-5&#x27; is not a number of results to skip; showing from the first." in body
+    status, _, body = client.get("/workflows?size=7")
+    assert status == 200 and "Per page: &#x27;7&#x27; is not one of 10, 20, 50, 100, 200; showing 50." in body
+    status, _, body = client.get("/workflows?size=20&skip=0")
+    assert status == 200 and 'class="problem"' not in body
+
+
+def test_a_search_that_cannot_run_is_not_summed_up_as_a_list(
+    open_console: tuple[Client, Seeded, ServerProcess],
+) -> None:
+    """A search the store refuses (no word in it, too many words) showed its reason above the list,
+    and below it '0 workflows on this page, newest first.', the summary of an unfiltered list."""
+    client, _, _ = open_console
+    for q in ("*", " ".join(f"w{i}" for i in range(40))):
+        status, _, body = client.get("/workflows?" + urllib.parse.urlencode({"q": q}))
+        assert status == 200 and 'class="problem" role="alert">query: ' in body
+        assert "on this page, newest first" not in body
+        assert "The search could not be run (see above); nothing is shown." in body
+
+
 def test_malformed_requests_get_an_error_not_a_crash(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
     client, _, _ = open_console
 
@@ -197,6 +246,43 @@ def test_malformed_requests_get_an_error_not_a_crash(open_console: tuple[Client,
         b"HTTP/1.1 413 "
     )
     assert client.get("/")[0] == 200  # and it still serves
+
+
+def test_a_content_length_of_thousands_of_digits_is_answered(
+    open_console: tuple[Client, Seeded, ServerProcess],
+) -> None:
+    """Python's int() refuses more than 4,300 digits: such a length used to drop the connection
+    with no answer at all. Now a length that long is 413 in words, and leading zeros before a small
+    length are read as that length."""
+    client, _, _ = open_console
+
+    def post(length: bytes) -> bytes:
+        head = b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: " + length
+        return _raw(client, head + b"\r\n\r\nnext=%2Fevents")
+
+    too_long = post(b"9" * 5000)
+    assert too_long.startswith(b"HTTP/1.1 413 ") and too_long.endswith(b"request body too large\n"), too_long[:200]
+    padded = post(b"0" * 5000 + b"14")  # the 14 bytes of the body: read, so the form's next is followed
+    assert padded.startswith(b"HTTP/1.1 303 ") and b"\r\nLocation: /events\r\n" in padded, padded[:300]
+    assert client.get("/")[0] == 200
+
+
+def test_an_unreadable_event_cursor_is_said_so_not_a_500(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
+    """``before`` is the events page's cursor: one outside SQLite's 64-bit integers, or nested past
+    the JSON parser's recursion limit, used to answer 500; now the page shows the newest events and
+    says in words that the position was not read."""
+    client, _, _ = open_console
+    for before in (
+        '[99999999999999999999999999,"x"]',
+        '[-99999999999999999999999999,"x"]',
+        "[" * 5000,
+        "garbage",
+    ):
+        status, _, body = client.get("/events?" + urllib.parse.urlencode({"before": before, "name": "bulk"}))
+        assert status == 200, (before[:40], body[:300])
+        assert 'id="event-list"' in body
+        assert "is not a position in the event list; showing the newest events." in body
+        assert 'value="bulk"' in body  # the other filters are kept
 
 
 # -- a console guarded by tokens ------------------------------------------------------------------
@@ -533,6 +619,28 @@ async def test_console_is_off_by_default(db_url: str) -> None:
         await running.stop()
 
 
+def test_an_empty_store_says_so_on_every_page(tmp_path: Path) -> None:
+    """A new, empty database: every page answers 200 and says in words that there is nothing yet;
+    the overview's latest workflows said 'No workflows match.', as if a filter were set."""
+    server, url = start_console_server(f"sqlite://{tmp_path / 'empty.db'}")
+    try:
+        client = Client(url)
+        status, _, overview = client.get("/")
+        assert status == 200
+        assert overview.count("No workflows yet.") == 2 and "No workflows match." not in overview
+        assert "No execution errors." in overview
+        for path, text in (
+            ("/workflows", "No workflows match."),
+            ("/workflows?q=nothing", "0 workflows matching"),
+            ("/events", "No events match."),
+            ("/events?name=a&key=b", "No subscriptions."),
+        ):
+            status, _, body = client.get(path)
+            assert status == 200 and text in body, path
+    finally:
+        server.kill()
+
+
 def test_event_pages_follow_older_links_to_the_end(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
     client, seeded, server = open_console
     base = seeded.now - timedelta(days=30)
@@ -562,10 +670,62 @@ def test_event_pages_follow_older_links_to_the_end(open_console: tuple[Client, S
     assert client.get("/events?name=bulk.tick&state=processed")[2].count('<td class="mono">') == 0
 
 
+def test_a_raw_utf8_request_target_is_read_as_utf8(open_console: tuple[Client, Seeded, ServerProcess]) -> None:
+    """curl and scripts send ``?q=Zürich`` as raw UTF-8 bytes, not percent-encoded. The request
+    line was decoded as Latin-1, so the search looked for 'ZÃ¼rich' and found nothing, and an
+    event name came back in its field as mojibake. Now a raw target is read as UTF-8, and one that
+    is not UTF-8 is refused with 400 in words."""
+    client, _, server = open_console
+
+    async def add() -> str:
+        async with GrpcPersistenceProvider.connect(server.address) as store:
+            workflow = WorkflowInstance.new("unicode-flow", 1, {"city": "Zürich"})
+            workflow.name = "Zürich 東京 🚀"
+            await store.create_new_workflow(workflow)
+            await store.create_event(Event.new("ereignis-ü", "schlüssel", {"x": "é"}))
+            return workflow.id
+
+    workflow_id = run_async(add)
+
+    def get(target: bytes) -> tuple[bytes, str]:
+        answer = _raw(client, b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return head.split(b"\r\n", 1)[0], body.decode("utf-8")
+
+    status, body = get("/workflows?q=Zürich".encode())
+    assert status == b"HTTP/1.1 200 OK" and "1 workflow matching “Zürich”" in body
+    assert "Zürich 東京 🚀" in body and workflow_id in body
+    status, body = get("/events?name=ereignis-ü&key=schlüssel".encode())
+    assert status == b"HTTP/1.1 200 OK"
+    assert 'value="ereignis-ü"' in body and 'value="schlüssel"' in body and "No events match." not in body
+    status, body = get(b"/workflows?q=\xff\xfe")
+    assert status == b"HTTP/1.1 400 Bad Request" and "UTF-8" in body
+
+
 def test_the_header_never_shows_a_database_password() -> None:
     assert database_label("sqlite:///var/lib/wfe.db") == "sqlite:///var/lib/wfe.db"
     assert database_label(":memory:") == ":memory:"
     assert database_label("postgresql://wfe:s3cret@db.local:5432/wfe") == "postgresql://wfe@db.local:5432/wfe"
+
+
+def test_the_header_never_shows_a_password_given_as_a_query_parameter(pg_url: str) -> None:
+    """libpq (and asyncpg) also take the password as ``?password=``: the console's header showed
+    it to whoever could open the console. The test cluster trusts every connection, so any password
+    connects."""
+    secret = "query-s3cr3t-password"
+    db = pg_url + ("&" if "?" in pg_url else "?") + urllib.parse.urlencode({"password": secret})
+    server, url = start_console_server(db)
+    try:
+        status, _, body = Client(url).get("/")
+        assert status == 200 and secret not in body
+        header = re.search(r'<span class="db" title="database">([^<]*)</span>', body)
+        assert header is not None and "postgresql://" in header.group(1) and "password" not in header.group(1)
+    finally:
+        server.kill()
+    assert database_label("postgresql:///wfe?host=/run/pg&password=s3cret&sslmode=require") == (
+        "postgresql:///wfe?host=/run/pg&sslmode=require"
+    )
+    assert database_label("postgres://wfe:pw@db/wfe?PASSWORD=s3cret") == "postgres://wfe@db/wfe"
 
 
 def test_sigterm_with_console_connections_open_stops_cleanly(tmp_path: Path) -> None:

@@ -19,13 +19,28 @@ from ._http import HttpServer
 __all__ = ["Console", "ConsoleApp", "database_label"]
 
 
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+"""libpq connection parameters that hold a secret, left out of the label wherever they are."""
+
+
 def database_label(url: str) -> str:
-    """``url`` as the console's header shows it: without a password, should the URL carry one."""
+    """``url`` as the console's header shows it: without a password, should the URL carry one
+    (in its user part, or, PostgreSQL's, as a ``password``/``sslpassword`` query parameter)."""
     parts = urllib.parse.urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    user, _, host = parts.netloc.rpartition("@")
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}@{host}"))
+    label = url
+    if "@" in parts.netloc:
+        user, _, host = parts.netloc.rpartition("@")
+        label = urllib.parse.urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}@{host}"))
+    base, question, rest = label.partition("?")
+    if not question or not label.startswith(("postgresql://", "postgres://")):
+        return label
+    query, hash_sign, fragment = rest.partition("#")
+    kept = [
+        pair
+        for pair in query.split("&")
+        if urllib.parse.unquote_plus(pair.split("=", 1)[0]).strip().lower() not in _SECRET_PARAMETERS
+    ]
+    return base + ("?" + "&".join(kept) if any(kept) else "") + hash_sign + fragment
 
 
 class Console:

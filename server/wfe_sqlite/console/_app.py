@@ -251,13 +251,25 @@ class ConsoleApp:
         times: dict[str, str | None] = {}
         for name in ("created_after", "created_before"):
             text = request.arg(name)
-            if text is not None and _instant(text) is None:
-                problems.append(f"{name.replace('_', ' ').capitalize()}: {text!r} is not a date and time; left out.")
-                text = None
-            times[name] = text
-        size = _int_arg(request.arg("size"), 50)
-        if size not in pages.PAGE_SIZES:
-            size = 50
+            shown = _form_instant(text) if text is not None else None
+            if text is not None and shown is None:
+                label = name.replace("_", " ").capitalize()
+                problems.append(f"{label}: {_shown(text)} is not a date and time; left out.")
+            times[name] = shown
+        size_text, size = request.arg("size"), 50
+        if size_text is not None:
+            size = _int_arg(size_text, 0)
+            if size not in pages.PAGE_SIZES:
+                sizes = ", ".join(map(str, pages.PAGE_SIZES))
+                problems.append(f"Per page: {_shown(size_text)} is not one of {sizes}; showing 50.")
+                size = 50
+        skip_text, skip = request.arg("skip"), 0
+        if skip_text is not None:
+            skip = _int_arg(skip_text, -1)
+            if skip < 0:
+                quoted = _shown(skip_text)
+                problems.append(f"Skip: {quoted} is not a number of results to skip; showing from the first.")
+                skip = 0
         return pages.WorkflowListView(
             statuses=tuple(statuses),
             definition=request.arg("definition"),
@@ -266,7 +278,7 @@ class ConsoleApp:
             created_before=times["created_before"],
             text=request.arg("q"),
             page_token=request.arg("page"),
-            skip=max(0, _int_arg(request.arg("skip"), 0)),
+            skip=skip,
             size=size,
             problems=tuple(problems),
         )
@@ -351,14 +363,20 @@ class ConsoleApp:
         return await self._render(fragment, region, whole)
 
     async def _events(self, request: Request, frame: pages.Frame, fragment: bool) -> Response:
+        problems: list[str] = []
         state = request.arg("state") or "all"
         if state not in ("all", "unprocessed", "processed"):
+            problems.append(f"Unknown state {_shown(state)}; showing all events.")
             state = "all"
         name = request.arg("name")
         key = request.arg("key") if name is not None else None
         before_text = request.arg("before")
         before = parse_event_cursor(before_text) if before_text else None
-        view = pages.EventListView(state, name, key, before_text if before else None)
+        if before_text and before is None:
+            problems.append(
+                f"Older than: {_shown(before_text)} is not a position in the event list; showing the newest events."
+            )
+        view = pages.EventListView(state, name, key, before_text if before else None, tuple(problems))
         processed = None if state == "all" else state == "processed"
         page = await self.reads.events(processed=processed, event_name=name, event_key=key, before=before)
         waiting = await self.reads.open_subscriptions(name, key) if name is not None and key is not None else None
@@ -375,11 +393,31 @@ class ConsoleApp:
         return await self._render(fragment, region, whole)
 
 
+def _shown(text: str, limit: int = 80) -> str:
+    """A query parameter quoted for a message, cut at ``limit`` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"
+
+
 def _int_arg(text: str | None, default: int) -> int:
     try:
         return int(text) if text is not None else default
     except ValueError:
         return default
+
+
+def _form_instant(text: str) -> str | None:
+    """``text`` (a date and time, or a date; UTC unless it names an offset) as the value of a
+    ``datetime-local`` input in UTC (``YYYY-MM-DDTHH:MM[:SS[.mmm]]``: a browser shows any other value
+    as an empty field); None when it is not one, or not a UTC time a year 1 to 9999 can hold."""
+    value = _instant(text)
+    if value is None:
+        return None
+    try:
+        utc = value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        return None
+    spec = "milliseconds" if utc.microsecond else "seconds" if utc.second else "minutes"
+    return utc.isoformat(timespec=spec)
 
 
 def _instant(text: str | None) -> datetime | None:

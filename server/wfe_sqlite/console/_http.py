@@ -199,6 +199,12 @@ def _parse_head(data: bytes) -> tuple[str, str, str, dict[str, str]]:
     if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
         raise _BadRequest(400, "malformed request line")
     method, target, version = parts
+    if not target.isascii():
+        # Browsers percent-encode; curl and scripts send other characters as raw UTF-8 bytes.
+        try:
+            target = target.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError:
+            raise _BadRequest(400, "the request target is not UTF-8 (percent-encode it)") from None
     headers: dict[str, str] = {}
     for line in lines[1:]:
         if not line:
@@ -272,7 +278,9 @@ class HttpServer:
             length_text = headers.get("content-length", "0")
             if not (length_text.isascii() and length_text.isdigit()):
                 raise _BadRequest(400, "bad Content-Length")
-            length = int(length_text)
+            # int() refuses more than 4,300 digits: a length that long is too large whatever it says.
+            digits = length_text.lstrip("0")
+            length = int(digits or "0") if len(digits) <= len(str(MAX_BODY)) else MAX_BODY + 1
             if length > MAX_BODY:
                 raise _BadRequest(413, "request body too large")
             body = await asyncio.wait_for(reader.readexactly(length), HEAD_TIMEOUT) if length else b""

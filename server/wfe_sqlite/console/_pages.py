@@ -159,6 +159,14 @@ def json_block(value: Any, label: str = "") -> Html:
     return html('<pre class="json" aria-label="{}">{}</pre>{}', label, shown, note)
 
 
+def clip(value: Any, narrow: bool = False) -> Html:
+    """``value`` cut to one line by the stylesheet (at most 32 characters' width, 20 when
+    ``narrow``), whole in its tooltip: a name of a thousand characters must not widen a table."""
+    if value is None or value == "":
+        return optional(value)
+    return html('<span class="clip{}" title="{}">{}</span>', " narrow" if narrow else "", value, value)
+
+
 def empty_row(columns: int, text: str) -> Html:
     return html('<tr><td colspan="{}" class="empty">{}</td></tr>', columns, text)
 
@@ -345,7 +353,7 @@ def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Htm
         html(
             '<tr><td><a href="{}">{}</a></td>{}<td class="num"><a href="{}">{}</a></td></tr>',
             _list_href(definition=d.definition_id),
-            d.definition_id,
+            clip(d.definition_id),
             join(
                 html(
                     '<td class="num"><a href="{}">{}</a></td>',
@@ -372,10 +380,11 @@ def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Htm
     )
     error_rows = join(
         html(
-            '<tr><td>{}</td><td><a href="{}">{}</a></td><td class="mono">{}</td><td class="message-cell">{}</td></tr>',
+            '<tr><td>{}</td><td><a href="{}">{}</a></td><td class="mono">{}</td>'
+            '<td class="message-cell"><span class="clip-lines">{}</span></td></tr>',
             timestamp(error.error_time, now),
             workflow_href(error.workflow_id),
-            error.workflow_name or error.workflow_id,
+            clip(error.workflow_name or error.workflow_id),
             error.execution_pointer_id,
             error.message,
         )
@@ -415,7 +424,7 @@ def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Htm
         head=head,
         definition_rows=definition_rows,
         more=more,
-        recent=workflow_table(recent, now),
+        recent=workflow_table(recent, now, empty="No workflows yet."),
         error_rows=error_rows,
         read_at=timestamp(data.read_at, now),
     )
@@ -424,27 +433,29 @@ def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Htm
 # -- workflow list ------------------------------------------------------------------------------
 
 
-def workflow_table(items: Sequence[Any], now: datetime, table_id: str = "") -> Html:
-    """Workflow summaries (anything with the summary's fields) as a table, one link each."""
+def workflow_table(items: Sequence[Any], now: datetime, table_id: str = "", empty: str = "No workflows match.") -> Html:
+    """Workflow summaries (anything with the summary's fields) as a table, one link each; ``empty``
+    is what an empty one says."""
     rows = join(
         html(
-            '<tr><td>{}</td><td><a class="wf-link" href="{}">{}</a><div class="sub mono">{}</div></td>'
+            '<tr><td>{}</td><td><a class="wf-link clip" href="{}" title="{}">{}</a><div class="sub mono">{}</div></td>'
             '<td><a href="{}">{}</a> <span class="version">v{}</span></td><td>{}</td><td>{}</td><td>{}</td></tr>',
             badge(_status_name(item.status)),
             workflow_href(item.id),
             item.name or item.id,
+            item.name or item.id,
             item.id,
             _list_href(definition=item.workflow_definition_id),
-            item.workflow_definition_id,
+            clip(item.workflow_definition_id, narrow=True),
             item.version,
-            optional(item.reference),
+            clip(item.reference, narrow=True),
             timestamp(item.create_time, now),
             timestamp(item.complete_time, now)
             if item.complete_time is not None
             else html('<span class="sub">next run</span> {}', epoch_millis(item.next_execution, now)),
         )
         for item in items
-    ) or empty_row(6, "No workflows match.")
+    ) or empty_row(6, empty)
     attribute = html(' id="{}"', table_id) if table_id else Html("")
     return html(
         '<table class="grid workflows"{}><thead><tr><th>Status</th><th>Workflow</th><th>Definition</th>'
@@ -571,6 +582,10 @@ def workflow_list_region(
                     url("/workflows", view.query(skip=view.skip + view.size)),
                 )
             )
+    elif view.text:  # a search the store refused: its reason is among the problems above
+        summary = Html(
+            '<p class="summary" id="result-summary">The search could not be run (see above); nothing is shown.</p>'
+        )
     else:
         summary = html(
             '<p class="summary" id="result-summary">{} workflow{} on this page, newest first.</p>',
@@ -833,8 +848,8 @@ def subscription_table(
             if link_workflow
             else html('step {} <span class="sub mono">{}</span>', s.step_id, s.execution_pointer_id),
             _events_href(s.event_name, s.event_key),
-            s.event_name,
-            s.event_key,
+            clip(s.event_name, narrow=True),
+            clip(s.event_key, narrow=True),
             timestamp(s.subscribe_as_of, now),
             html(
                 '{} <span class="sub">until</span> {}',
@@ -900,6 +915,8 @@ class EventListView:
     key: str | None = None
     before: str | None = None
     """The page cursor as it came in the URL."""
+    problems: tuple[str, ...] = ()
+    """Parameters that could not be read (shown, and left out)."""
 
     def query(self, **changes: Any) -> dict[str, Any]:
         values: dict[str, Any] = {
@@ -924,10 +941,12 @@ def event_filters(view: EventListView) -> Html:
 <div class="field"><label for="key">Event key (with a name)</label><input id="key" name="key" value="{key}"></div>
 <div class="field buttons"><button type="submit">Apply</button>
 <a class="button secondary" href="/events">Clear</a></div>
-</form>""",
+</form>
+{problems}""",
         options=options,
         name=view.name or "",
         key=view.key or "",
+        problems=join(html('<p class="problem" role="alert">{}</p>', p) for p in view.problems),
     )
 
 
@@ -940,9 +959,9 @@ def event_region(
             '<td class="mono">{}</td><td><details data-key="ev-{}"><summary>{}</summary>{}</details></td></tr>',
             timestamp(e.event_time, now),
             _events_href(e.event_name),
-            e.event_name,
+            clip(e.event_name, narrow=True),
             _events_href(e.event_name, e.event_key),
-            e.event_key,
+            clip(e.event_key, narrow=True),
             Html('<span class="badge b-complete">processed</span>')
             if e.is_processed
             else Html('<span class="badge b-waiting">unprocessed</span>'),

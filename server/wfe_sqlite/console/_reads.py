@@ -103,13 +103,14 @@ def parse_event_cursor(text: str) -> EventCursor | None:
     """An ``EventCursor`` from its URL form (``format_event_cursor``), or None when it is not one."""
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: brackets nested thousands deep
         return None
     if (
         isinstance(value, list)
         and len(value) == 2
         and isinstance(value[0], int)
         and not isinstance(value[0], bool)
+        and -(2**63) <= value[0] < 2**63  # a database integer; SQLite refuses larger ones
         and isinstance(value[1], str)
     ):
         return value[0], value[1]

@@ -19,6 +19,14 @@
     state.className = "live-state" + (kind ? " " + kind : "");
   }
 
+  function staleReason(status) {
+    // What the header says when the region could not be refreshed: a reason, not a status code.
+    if (status === 404) return "stale: no longer there";
+    if (status === 503) return "stale: database unavailable";
+    if (status === 421) return "stale: wrong host name";
+    return "stale: the server answered " + status;
+  }
+
   function interacting() {
     // Leave the region alone while someone selects text in it or types in a field of it.
     const selection = window.getSelection();
@@ -41,7 +49,7 @@
         return;
       }
       if (!response.ok) {
-        show("stale (" + response.status + ")", "stale");
+        show(staleReason(response.status), "stale");
         return;
       }
       const html = await response.text();
@@ -51,9 +59,9 @@
       region.querySelectorAll("details[data-key]").forEach(function (d) {
         if (open.has(d.dataset.key)) d.open = true;
       });
-      show("live · " + new Date().toLocaleTimeString(), "");
+      show("live · " + new Date().toISOString().slice(11, 19) + " UTC", ""); // UTC, as every time on the pages
     } catch (error) {
-      show("offline", "stale");
+      show("offline: the console does not answer", "stale");
     } finally {
       busy = false;
     }
