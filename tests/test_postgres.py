@@ -184,7 +184,18 @@ def test_an_unreachable_database_fails_start_up_with_exit_2(pg_cluster: PgCluste
     assert "cannot connect to PostgreSQL" in served.stderr
 
 
-def test_a_database_that_never_answers_fails_start_up_naming_it() -> None:
+@pytest.mark.parametrize(
+    ("secret", "shown"),
+    [
+        ("wfe:secret@127.0.0.1:{port}/wfe", "wfe:***@127.0.0.1:{port}/wfe"),
+        # libpq and asyncpg also take the password as a query parameter (before: shown as given)
+        (
+            "wfe@127.0.0.1:{port}/wfe?sslmode=disable&password=secret&sslpassword=secret",
+            "wfe@127.0.0.1:{port}/wfe?sslmode=disable&password=***&sslpassword=***",
+        ),
+    ],
+)
+def test_a_database_that_never_answers_fails_start_up_naming_it(secret: str, shown: str) -> None:
     """A PostgreSQL that accepts the connection and says nothing (frozen; or another service on
     that port): exit 2 after connect_timeout (5 s), naming the database (without its password)
     and the timeout. Before, the message was "cannot connect to PostgreSQL: " and nothing more."""
@@ -197,7 +208,7 @@ def test_a_database_that_never_answers_fails_start_up_naming_it() -> None:
                 str(WFE_SQLITE),
                 "serve",
                 "--db",
-                f"postgresql://wfe:secret@127.0.0.1:{port}/wfe",
+                "postgresql://" + secret.format(port=port),
                 "--listen",
                 "127.0.0.1:0",
             ],
@@ -206,8 +217,9 @@ def test_a_database_that_never_answers_fails_start_up_naming_it() -> None:
             timeout=60,
         )
     assert served.returncode == 2, served
+    assert "secret" not in served.stdout + served.stderr
     assert served.stderr.strip() == (
-        f"wfe-sqlite: cannot connect to PostgreSQL at postgresql://wfe:***@127.0.0.1:{port}/wfe: no answer within 5s"
+        f"wfe-sqlite: cannot connect to PostgreSQL at postgresql://{shown.format(port=port)}: no answer within 5s"
     ), served.stderr
 
 

@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import logging
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -259,17 +260,32 @@ def check_postgres_url(url: str) -> str:
     return url
 
 
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+"""Connection parameters of a PostgreSQL URL's query (libpq's, asyncpg's) that hold a secret."""
+
+
 def redact_url(url: str) -> str:
-    """``url`` with the password of a PostgreSQL URL replaced by ``***`` (for logs and messages)."""
+    """``url`` with the secrets of a PostgreSQL URL replaced by ``***`` (for logs and messages): the
+    password of its user part, and the values of the ``SECRET_PARAMETERS`` of its query."""
     if not is_postgres_url(url):
         return url
     scheme, rest = url.split("://", 1)
-    authority, sep, tail = rest.partition("/")
+    rest, question, query = rest.partition("?")
+    authority, sep, path = rest.partition("/")
     if "@" in authority:
         userinfo, host = authority.rsplit("@", 1)
         if ":" in userinfo:
             authority = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    return f"{scheme}://{authority}{sep}{tail}"
+    if question:
+        query, hash_sign, fragment = query.partition("#")
+        query = "&".join(
+            f"{pair.split('=', 1)[0]}=***"
+            if urllib.parse.unquote_plus(pair.split("=", 1)[0]).strip().lower() in SECRET_PARAMETERS
+            else pair
+            for pair in query.split("&")
+        )
+        query += hash_sign + fragment
+    return f"{scheme}://{authority}{sep}{path}{question}{query}"
 
 
 # -- SQL built from the row types ----------------------------------------------------------------
