@@ -14,6 +14,10 @@
 //! | `SearchFilter::DateRange` on the creation time (`create_time`, `created`, ...) | `created_after` (exclusive, as the trait says) and `created_before` |
 //! | `skip`, `take`                        | `skip`, `take` (windows above 1000 in several calls, each workflow once) |
 //!
+//! A search's `skip` above `i32::MAX` (2**31-1, what `SearchWorkflows.skip` carries) is an
+//! `INVALID_ARGUMENT` error, as in the Python adapter; with empty `terms` the list counts the
+//! skip itself, so any `skip` is exact.
+//!
 //! A `DateRange` on another field is an `INVALID_ARGUMENT` error: the store filters by
 //! creation time only.
 //!
@@ -196,7 +200,14 @@ impl GrpcSearchIndex {
             let request = pb::SearchWorkflowsRequest {
                 query: query.to_string(),
                 filter: Some(filter.clone()),
-                skip: i32::try_from(offset).unwrap_or(i32::MAX),
+                // `skip` itself was checked; a later call of a window reaching past match
+                // 2**31-1 cannot be sent either (never clamped: that would repeat matches).
+                skip: i32::try_from(offset).map_err(|_| {
+                    invalid_argument(format!(
+                        "skip: the window from {skip} reaches past match 2147483647 (2**31-1), \
+                         which SearchWorkflows cannot address"
+                    ))
+                })?,
                 take: want as i32,
             };
             let response = self
@@ -279,6 +290,14 @@ impl SearchIndex for GrpcSearchIndex {
         take: u64,
         filters: &[SearchFilter],
     ) -> Result<Page<WorkflowSearchResult>> {
+        let searching = !terms.trim().is_empty();
+        // SearchWorkflows carries `skip` as an int32 (as the Python adapter, refuse what it
+        // cannot carry rather than clamp it); a list counts the skip here, any u64 is exact.
+        if searching && i32::try_from(skip).is_err() {
+            return Err(invalid_argument(format!(
+                "skip: must be from 0 to 2147483647 (2**31-1) for a search, got {skip}"
+            )));
+        }
         let selected = selection(filters)?;
         if selected.impossible {
             return Ok(Page {
@@ -286,7 +305,7 @@ impl SearchIndex for GrpcSearchIndex {
                 total: 0,
             });
         }
-        if terms.trim().is_empty() {
+        if !searching {
             self.list_window(&selected.filter, skip, take).await
         } else {
             self.search_window(terms, &selected.filter, skip, take)

@@ -324,3 +324,29 @@ async fn date_range_instants_finer_than_a_microsecond() {
         assert_eq!(not_after.total, 0, "after {terms:?}");
     }
 }
+
+/// `SearchWorkflows` carries `skip` as an int32: a search skip above `i32::MAX` is refused
+/// (INVALID_ARGUMENT naming `skip`, as the Python adapter refuses `skip >= 2**31`), not clamped
+/// to `i32::MAX` and answered as if it were that. `i32::MAX` itself is sent as it is. An empty
+/// `terms` lists with page tokens and counts the skip itself, so any `u64` skip is exact there.
+#[tokio::test]
+async fn a_search_skip_above_i32_max_is_refused_not_clamped() {
+    let (_server, store, search) = start().await;
+    fill(&store, 3).await;
+    let too_far = i32::MAX as u64 + 1;
+    for skip in [too_far, u64::MAX] {
+        let err = search
+            .search("parcel", skip, 10, &[])
+            .await
+            .expect_err("a skip above i32::MAX was answered");
+        assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{err}");
+        assert!(err.to_string().contains("skip"), "{err}");
+    }
+    let last = search
+        .search("parcel", i32::MAX as u64, 10, &[])
+        .await
+        .unwrap();
+    assert_eq!((last.total, last.data.len()), (3, 0));
+    let listed = search.search("", too_far, 10, &[]).await.unwrap();
+    assert_eq!((listed.total, listed.data.len()), (3, 0));
+}
