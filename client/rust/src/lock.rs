@@ -45,6 +45,10 @@ type Result<T> = wfe_core::Result<T>;
 
 /// Time-to-live of a lease unless [`GrpcLockProvider::with_ttl`] says otherwise.
 pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(30);
+/// The shortest time-to-live the server takes.
+pub const MIN_LOCK_TTL: Duration = Duration::from_millis(100);
+/// The longest time-to-live the server takes.
+pub const MAX_LOCK_TTL: Duration = Duration::from_secs(3600);
 /// The server's limit of resources per RenewLocks request.
 const MAX_RESOURCES_PER_RENEWAL: usize = 10_000;
 /// The lock key a WFE 1.11 host takes around an execution: `workflow-execution.{id}`; its
@@ -209,7 +213,10 @@ impl GrpcLockProvider {
         ))
     }
 
-    /// The time-to-live of the leases this provider takes (the server accepts 100 ms to 1 h).
+    /// The time-to-live of the leases this provider takes: [`MIN_LOCK_TTL`] (100 ms) to
+    /// [`MAX_LOCK_TTL`] (1 h). Another one (zero included, which the contract would read as its
+    /// 30 s default) makes `start`, `acquire_lock` and a linked queue's workflow dequeues
+    /// `INVALID_ARGUMENT` errors naming `ttl`, as in the Python adapter.
     /// A shorter TTL frees a dead host's work sooner; a longer one tolerates longer pauses
     /// (network, GC, a stalled VM) before a lease is lost. Set it before the first acquire.
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
@@ -266,6 +273,19 @@ impl GrpcLockProvider {
     /// Resources this provider currently holds leases on.
     pub fn held(&self) -> Vec<String> {
         self.state.held.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// `INVALID_ARGUMENT` naming `ttl` unless the TTL is within [`MIN_LOCK_TTL`]..=[`MAX_LOCK_TTL`]
+    /// (zero on the wire would be the server's default, not what this provider renews and
+    /// bounds its `stop` by).
+    pub(crate) fn check_ttl(&self) -> Result<()> {
+        if (MIN_LOCK_TTL..=MAX_LOCK_TTL).contains(&self.ttl) {
+            return Ok(());
+        }
+        Err(crate::connect::invalid_argument(format!(
+            "ttl: must be between {MIN_LOCK_TTL:?} and {MAX_LOCK_TTL:?}, got {:?}",
+            self.ttl
+        )))
     }
 
     /// Starts the renewal task unless it runs.
@@ -631,6 +651,7 @@ impl DistributedLockProvider for GrpcLockProvider {
     /// Takes the lease on `resource` when it is free or its lease ran out; `false` while a live
     /// lease holds it (also one of this provider).
     async fn acquire_lock(&self, resource: &str) -> Result<bool> {
+        self.check_ttl()?;
         if self.take_ahead(resource) {
             return Ok(true);
         }
@@ -733,8 +754,10 @@ impl DistributedLockProvider for GrpcLockProvider {
         self.send_release(resource.to_string(), Vec::new()).await
     }
 
-    /// Starts renewing held leases (also started by the first acquire).
+    /// Starts renewing held leases (also started by the first acquire). `INVALID_ARGUMENT` for a
+    /// TTL outside 100 ms..=1 h.
     async fn start(&self) -> Result<()> {
+        self.check_ttl()?;
         self.ensure_renewal();
         Ok(())
     }

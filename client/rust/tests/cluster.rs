@@ -328,6 +328,58 @@ async fn leases_exclude_other_owners_and_fencing_tokens_grow() {
     assert!(one.acquire_lock("s").await.unwrap());
 }
 
+/// The contract reads a zero TTL as absent (the server's 30 s): `with_ttl(Duration::ZERO)` took
+/// 30 s leases while the provider believed in 0 (renewals every 10 ms, a `stop` that gave up on
+/// releasing at once and left them held). A TTL outside 100 ms..=1 h is refused before anything
+/// is taken (INVALID_ARGUMENT naming `ttl`, as the Python adapter) by acquire, start and a leased
+/// dequeue alike.
+#[tokio::test]
+async fn a_ttl_outside_the_bounds_is_refused_zero_included() {
+    let server = server().await;
+    let store = store(&server).await;
+    let id = store.create_new_workflow(&workflow()).await.unwrap();
+    for ttl in [
+        Duration::ZERO,
+        Duration::from_millis(99),
+        Duration::from_secs(3601),
+        Duration::MAX,
+    ] {
+        let locks = GrpcLockProvider::new(&store).with_ttl(ttl);
+        let err = locks
+            .acquire_lock("bounded-ttl")
+            .await
+            .expect_err(&format!("acquire with ttl {ttl:?} was answered"));
+        assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{ttl:?}: {err}");
+        assert!(err.to_string().contains("ttl"), "{err}");
+        assert!(locks.held().is_empty(), "{ttl:?}");
+        let err = locks.start().await.expect_err("start with a bad ttl");
+        assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{ttl:?}: {err}");
+        let queue = GrpcQueueProvider::new(&store)
+            .with_locks(&locks)
+            .with_wait(Duration::ZERO);
+        let err = queue
+            .dequeue_work(QueueType::Workflow)
+            .await
+            .expect_err("leased dequeue with a bad ttl");
+        assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{ttl:?}: {err}");
+        locks.stop().await.unwrap();
+    }
+    // Nothing was taken: another owner gets the lease at once, the workflow is still queued.
+    let other = GrpcLockProvider::new(&store);
+    assert!(other.acquire_lock("bounded-ttl").await.unwrap());
+    let plain = GrpcQueueProvider::new(&store).with_wait(Duration::ZERO);
+    assert_eq!(
+        plain.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(id)
+    );
+    // The bounds themselves are taken.
+    for ttl in [Duration::from_millis(100), Duration::from_secs(3600)] {
+        let locks = GrpcLockProvider::new(&store).with_ttl(ttl);
+        assert!(locks.acquire_lock(&format!("bound-{ttl:?}")).await.unwrap());
+        locks.stop().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_background_release_is_awaited_by_the_next_acquire_and_by_stop() {
     let server = server().await;
