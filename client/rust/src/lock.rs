@@ -764,7 +764,8 @@ impl DistributedLockProvider for GrpcLockProvider {
 
     /// Stops renewing and releases every lease this provider holds, waiting at most
     /// [`STOP_RELEASE_WAIT`] (or the TTL, if shorter) for the server, releases in flight
-    /// included. The first failed release is returned, or `DEADLINE_EXCEEDED` when some were
+    /// included (sent again, all at once: one carried by a linked queue's waiting dequeue is
+    /// not waited for). The first failed release is returned, or `DEADLINE_EXCEEDED` when some were
     /// not done in time; a lease not released runs out after its TTL.
     async fn stop(&self) -> Result<()> {
         let task = self.state.renewal.lock().unwrap().take();
@@ -773,40 +774,24 @@ impl DistributedLockProvider for GrpcLockProvider {
         }
         let bound = STOP_RELEASE_WAIT.min(self.ttl);
         let until = tokio::time::Instant::now() + bound;
-        // Releases in the outbox go at once; all in flight are awaited.
-        let releasing: Vec<watch::Receiver<()>> = self
-            .state
-            .releasing
-            .lock()
-            .unwrap()
-            .drain(..)
-            .map(|mut r| {
-                r.parcel.take();
-                r.done
-            })
-            .collect();
-        let mut total = releasing.len();
-        let mut late = 0;
-        for done in releasing {
-            if tokio::time::timeout_at(until, finished(done))
-                .await
-                .is_err()
-            {
-                late += 1;
+        // Releases not done yet are sent again, alongside the leases still held, not awaited
+        // first: one carried by a linked queue's dequeue is confirmed only when that dequeue is
+        // answered, which an idle queue's long poll puts off for its whole wait (up to 60 s),
+        // and awaiting it left no time for the rest. The server skips a lease this owner does
+        // not hold; stop frees every lease of this owner anyway. (Dropping a parcel sends a
+        // release still in the outbox at once as well.)
+        let mut resources: Vec<String> = Vec::new();
+        for mut release in self.state.releasing.lock().unwrap().drain(..) {
+            release.parcel.take();
+            if !release.finished() {
+                resources.append(&mut release.resources);
             }
         }
         self.state.companions.lock().unwrap().clear();
         self.state.ahead.lock().unwrap().clear();
         self.state.ahead_reads.lock().unwrap().clear();
-        let mut held: Vec<String> = self
-            .state
-            .held
-            .lock()
-            .unwrap()
-            .drain()
-            .map(|(r, _)| r)
-            .collect();
-        held.extend(
+        resources.extend(self.state.held.lock().unwrap().drain().map(|(r, _)| r));
+        resources.extend(
             self.state
                 .deferred
                 .lock()
@@ -814,9 +799,12 @@ impl DistributedLockProvider for GrpcLockProvider {
                 .drain()
                 .map(|(_, id)| id),
         );
-        total += held.len();
+        let mut unique = std::collections::HashSet::new();
+        resources.retain(|r| unique.insert(r.clone()));
+        let total = resources.len();
+        let mut late = 0;
         let mut releases = JoinSet::new();
-        for resource in held {
+        for resource in resources {
             let this = self.clone();
             releases.spawn(async move { this.release(resource, Vec::new()).await });
         }

@@ -449,6 +449,53 @@ async fn stop_waits_a_bounded_time_for_a_server_that_does_not_answer() {
     assert_eq!(reason_of(&stopped.unwrap_err()), Some("DEADLINE_EXCEEDED"));
 }
 
+/// A background release carried by a linked queue's workflow dequeue is confirmed only when that
+/// dequeue is answered, and an idle queue's dequeue waits (here 8 s; up to 60 s). `stop` waited
+/// for that answer first, then gave the leases still held no time at all: it took 5 s and
+/// returned DEADLINE_EXCEEDED with the host's claim and workflow lease still held for their TTL.
+/// It now sends the releases in flight again alongside the held leases (the server skips a lease
+/// the owner does not hold), so a stop with such a dequeue waiting frees everything at once (the
+/// freed workflow is then queued again, and that dequeue, still this owner's, takes it).
+#[tokio::test]
+async fn stop_frees_every_lease_while_a_waiting_dequeue_carries_a_release() {
+    let server = server().await;
+    let store = store(&server).await;
+    let locks = GrpcLockProvider::new(&store).with_background_release(true);
+    let queue = GrpcQueueProvider::new(&store)
+        .with_locks(&locks)
+        .with_wait(Duration::from_secs(8));
+    let id = store.create_new_workflow(&workflow()).await.unwrap();
+    assert_eq!(
+        queue.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(id.clone())
+    );
+    // The host asks for both leases the dequeue took, and takes one more of its own.
+    assert!(locks.acquire_lock(&claim_of(&id)).await.unwrap());
+    assert!(locks.acquire_lock(&id).await.unwrap());
+    assert!(locks.acquire_lock("r").await.unwrap());
+    // Its release waits in the outbox; the next dequeue (nothing queued: it waits) carries it.
+    locks.release_lock("r").await.unwrap();
+    let waiting = tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.dequeue_work(QueueType::Workflow).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let stopped = locks.stop().await;
+    let took = started.elapsed();
+    stopped.unwrap_or_else(|e| panic!("stop after {took:?}: {e}"));
+    assert!(took < Duration::from_secs(2), "stop took {took:?}");
+    let other = GrpcLockProvider::new(&store);
+    assert!(other.acquire_lock("r").await.unwrap());
+    // The claim and the workflow lease were freed too: the server queued the workflow again and
+    // handed it to the dequeue still waiting (long before its 8 s).
+    let again = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("the waiting dequeue was not handed the freed workflow");
+    assert_eq!(again.unwrap().unwrap(), Some(id));
+    queue.stop().await.unwrap();
+}
+
 /// Runs `f` while the server is paused (SIGSTOP): it must be answered without a round trip.
 async fn without_the_server<T>(
     server: &ServerProcess,
