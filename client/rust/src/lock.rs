@@ -45,6 +45,10 @@ type Result<T> = wfe_core::Result<T>;
 
 /// Time-to-live of a lease unless [`GrpcLockProvider::with_ttl`] says otherwise.
 pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(30);
+/// The shortest time-to-live the server takes.
+pub const MIN_LOCK_TTL: Duration = Duration::from_millis(100);
+/// The longest time-to-live the server takes.
+pub const MAX_LOCK_TTL: Duration = Duration::from_secs(3600);
 /// The server's limit of resources per RenewLocks request.
 const MAX_RESOURCES_PER_RENEWAL: usize = 10_000;
 /// The lock key a WFE 1.11 host takes around an execution: `workflow-execution.{id}`; its
@@ -209,7 +213,10 @@ impl GrpcLockProvider {
         ))
     }
 
-    /// The time-to-live of the leases this provider takes (the server accepts 100 ms to 1 h).
+    /// The time-to-live of the leases this provider takes: [`MIN_LOCK_TTL`] (100 ms) to
+    /// [`MAX_LOCK_TTL`] (1 h). Another one (zero included, which the contract would read as its
+    /// 30 s default) makes `start`, `acquire_lock` and a linked queue's workflow dequeues
+    /// `INVALID_ARGUMENT` errors naming `ttl`, as in the Python adapter.
     /// A shorter TTL frees a dead host's work sooner; a longer one tolerates longer pauses
     /// (network, GC, a stalled VM) before a lease is lost. Set it before the first acquire.
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
@@ -266,6 +273,19 @@ impl GrpcLockProvider {
     /// Resources this provider currently holds leases on.
     pub fn held(&self) -> Vec<String> {
         self.state.held.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// `INVALID_ARGUMENT` naming `ttl` unless the TTL is within [`MIN_LOCK_TTL`]..=[`MAX_LOCK_TTL`]
+    /// (zero on the wire would be the server's default, not what this provider renews and
+    /// bounds its `stop` by).
+    pub(crate) fn check_ttl(&self) -> Result<()> {
+        if (MIN_LOCK_TTL..=MAX_LOCK_TTL).contains(&self.ttl) {
+            return Ok(());
+        }
+        Err(crate::connect::invalid_argument(format!(
+            "ttl: must be between {MIN_LOCK_TTL:?} and {MAX_LOCK_TTL:?}, got {:?}",
+            self.ttl
+        )))
     }
 
     /// Starts the renewal task unless it runs.
@@ -631,6 +651,7 @@ impl DistributedLockProvider for GrpcLockProvider {
     /// Takes the lease on `resource` when it is free or its lease ran out; `false` while a live
     /// lease holds it (also one of this provider).
     async fn acquire_lock(&self, resource: &str) -> Result<bool> {
+        self.check_ttl()?;
         if self.take_ahead(resource) {
             return Ok(true);
         }
@@ -733,15 +754,18 @@ impl DistributedLockProvider for GrpcLockProvider {
         self.send_release(resource.to_string(), Vec::new()).await
     }
 
-    /// Starts renewing held leases (also started by the first acquire).
+    /// Starts renewing held leases (also started by the first acquire). `INVALID_ARGUMENT` for a
+    /// TTL outside 100 ms..=1 h.
     async fn start(&self) -> Result<()> {
+        self.check_ttl()?;
         self.ensure_renewal();
         Ok(())
     }
 
     /// Stops renewing and releases every lease this provider holds, waiting at most
     /// [`STOP_RELEASE_WAIT`] (or the TTL, if shorter) for the server, releases in flight
-    /// included. The first failed release is returned, or `DEADLINE_EXCEEDED` when some were
+    /// included (sent again, all at once: one carried by a linked queue's waiting dequeue is
+    /// not waited for). The first failed release is returned, or `DEADLINE_EXCEEDED` when some were
     /// not done in time; a lease not released runs out after its TTL.
     async fn stop(&self) -> Result<()> {
         let task = self.state.renewal.lock().unwrap().take();
@@ -750,40 +774,24 @@ impl DistributedLockProvider for GrpcLockProvider {
         }
         let bound = STOP_RELEASE_WAIT.min(self.ttl);
         let until = tokio::time::Instant::now() + bound;
-        // Releases in the outbox go at once; all in flight are awaited.
-        let releasing: Vec<watch::Receiver<()>> = self
-            .state
-            .releasing
-            .lock()
-            .unwrap()
-            .drain(..)
-            .map(|mut r| {
-                r.parcel.take();
-                r.done
-            })
-            .collect();
-        let mut total = releasing.len();
-        let mut late = 0;
-        for done in releasing {
-            if tokio::time::timeout_at(until, finished(done))
-                .await
-                .is_err()
-            {
-                late += 1;
+        // Releases not done yet are sent again, alongside the leases still held, not awaited
+        // first: one carried by a linked queue's dequeue is confirmed only when that dequeue is
+        // answered, which an idle queue's long poll puts off for its whole wait (up to 60 s),
+        // and awaiting it left no time for the rest. The server skips a lease this owner does
+        // not hold; stop frees every lease of this owner anyway. (Dropping a parcel sends a
+        // release still in the outbox at once as well.)
+        let mut resources: Vec<String> = Vec::new();
+        for mut release in self.state.releasing.lock().unwrap().drain(..) {
+            release.parcel.take();
+            if !release.finished() {
+                resources.append(&mut release.resources);
             }
         }
         self.state.companions.lock().unwrap().clear();
         self.state.ahead.lock().unwrap().clear();
         self.state.ahead_reads.lock().unwrap().clear();
-        let mut held: Vec<String> = self
-            .state
-            .held
-            .lock()
-            .unwrap()
-            .drain()
-            .map(|(r, _)| r)
-            .collect();
-        held.extend(
+        resources.extend(self.state.held.lock().unwrap().drain().map(|(r, _)| r));
+        resources.extend(
             self.state
                 .deferred
                 .lock()
@@ -791,9 +799,12 @@ impl DistributedLockProvider for GrpcLockProvider {
                 .drain()
                 .map(|(_, id)| id),
         );
-        total += held.len();
+        let mut unique = std::collections::HashSet::new();
+        resources.retain(|r| unique.insert(r.clone()));
+        let total = resources.len();
+        let mut late = 0;
         let mut releases = JoinSet::new();
-        for resource in held {
+        for resource in resources {
             let this = self.clone();
             releases.spawn(async move { this.release(resource, Vec::new()).await });
         }

@@ -229,6 +229,9 @@ impl GrpcQueueProvider {
 
     /// A leased workflow dequeue; with prefetch, the next one goes ahead once it found an item.
     async fn dequeue_leased_ahead(&self, locks: &GrpcLockProvider) -> Result<Option<String>> {
+        // The leases are taken with the lock provider's TTL: refused here, not on the server
+        // (where zero would mean its 30 s default).
+        locks.check_ttl()?;
         if !self.prefetch {
             return self.dequeue_leased(locks, self.wait).await;
         }

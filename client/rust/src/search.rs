@@ -14,6 +14,21 @@
 //! | `SearchFilter::DateRange` on the creation time (`create_time`, `created`, ...) | `created_after` (exclusive, as the trait says) and `created_before` |
 //! | `skip`, `take`                        | `skip`, `take` (windows above 1000 in several calls, each workflow once) |
 //!
+//! A window above 1000 read in several calls: `SearchWorkflows` has an offset window and no
+//! page token, so a later call reads again up to 100 (then up to 500) of the matches before its
+//! offset and continues after the last workflow the window already holds; workflows ahead of it
+//! deleted (or purged) or stored between two calls make it skip or repeat nothing. What an
+//! offset contract cannot guarantee: if none of the matches read last is found any more (more
+//! than 500 deleted or stored ahead of them between two calls), the call continues at the offset
+//! as before; and the order is by rank (bm25) first, so a change that moves matches relative to
+//! each other (not the case when all have the same rank) can still make a window miss one. With
+//! empty `terms` (`ListWorkflows`), pages continue by the server's page token: nothing deleted
+//! or stored between pages shifts the rest.
+//!
+//! A search's `skip` above `i32::MAX` (2**31-1, what `SearchWorkflows.skip` carries) is an
+//! `INVALID_ARGUMENT` error, as in the Python adapter; with empty `terms` the list counts the
+//! skip itself, so any `skip` is exact.
+//!
 //! A `DateRange` on another field is an `INVALID_ARGUMENT` error: the store filters by
 //! creation time only.
 //!
@@ -49,6 +64,13 @@ type Result<T> = wfe_core::Result<T>;
 
 /// Most summaries the server returns per call (larger windows take several calls).
 pub const MAX_WINDOW: u64 = 1000;
+
+/// How many of the matches a window read last a later call of it reads again, to continue after
+/// the last one it holds (see `search_window`).
+const OVERLAP: u64 = 100;
+
+/// How far back a later call reads when none of the last `OVERLAP` is found any more.
+const MAX_OVERLAP: u64 = 500;
 
 /// Field names of `SearchFilter::DateRange` that mean the creation time (compared without case,
 /// `_` and `-`).
@@ -185,19 +207,34 @@ impl GrpcSearchIndex {
         skip: u64,
         take: u64,
     ) -> Result<Page<WorkflowSearchResult>> {
+        // SearchWorkflows has an offset window and no page token. Continuing a window at the
+        // offset after what it read would skip one match for each one ahead of it deleted
+        // between two calls, and repeat one for each one stored. So a later call reads again up
+        // to OVERLAP of the matches before that offset, finds the last workflow the window
+        // already holds, and continues after it (each id kept once); when none of them is in
+        // the answer, it reads further back (up to MAX_OVERLAP) before it falls back on the
+        // offset.
         let mut data = Vec::new();
-        // Workflows that match and are stored between two calls shift the later matches down,
-        // so a call can return again what the one before it did: each id is kept once (and the
-        // window read on until it is full). Deletions meanwhile can still make one be missed.
         let mut seen = std::collections::HashSet::new();
-        let mut offset = skip;
+        // Where the matches after the last one read begin (corrected by each answer).
+        let mut next = skip;
+        let mut overlap: u64 = 0;
         loop {
-            let want = (take - data.len() as u64).clamp(1, MAX_WINDOW);
+            let want = (take - data.len() as u64).clamp(1, MAX_WINDOW - overlap);
+            let from = next - overlap;
+            let asked = overlap + want;
             let request = pb::SearchWorkflowsRequest {
                 query: query.to_string(),
                 filter: Some(filter.clone()),
-                skip: i32::try_from(offset).unwrap_or(i32::MAX),
-                take: want as i32,
+                // `skip` itself was checked; a later call of a window reaching past match
+                // 2**31-1 cannot be sent either (never clamped: that would repeat matches).
+                skip: i32::try_from(from).map_err(|_| {
+                    invalid_argument(format!(
+                        "skip: the window from {skip} reaches past match 2147483647 (2**31-1), \
+                         which SearchWorkflows cannot address"
+                    ))
+                })?,
+                take: asked as i32,
             };
             let response = self
                 .store
@@ -207,8 +244,28 @@ impl GrpcSearchIndex {
                 .await?;
             let total = u64::try_from(response.total).unwrap_or(0);
             let got = response.workflows.len() as u64;
+            // The first call starts at `skip`; a later one after the last match it holds.
+            let resume = if data.is_empty() {
+                Some(0)
+            } else {
+                response
+                    .workflows
+                    .iter()
+                    .rposition(|s| seen.contains(&s.id))
+                    .map(|i| i + 1)
+            };
+            let resume = match resume {
+                Some(i) => i,
+                // None of the matches read again is in the answer (deleted, or moved by more
+                // than the overlap): read further back, then fall back on the offset.
+                None if overlap < MAX_OVERLAP.min(next) => {
+                    overlap = (overlap * 2).clamp(OVERLAP, MAX_OVERLAP).min(next);
+                    continue;
+                }
+                None => overlap.min(got) as usize,
+            };
             if take > 0 {
-                for summary in response.workflows {
+                for summary in response.workflows.into_iter().skip(resume) {
                     if data.len() as u64 >= take {
                         break;
                     }
@@ -217,10 +274,11 @@ impl GrpcSearchIndex {
                     }
                 }
             }
-            offset += got;
-            if data.len() as u64 >= take || got < want || offset >= total {
+            next = from + got;
+            if data.len() as u64 >= take || got < asked || next >= total {
                 return Ok(Page { data, total });
             }
+            overlap = OVERLAP.min(next);
         }
     }
 
@@ -279,6 +337,14 @@ impl SearchIndex for GrpcSearchIndex {
         take: u64,
         filters: &[SearchFilter],
     ) -> Result<Page<WorkflowSearchResult>> {
+        let searching = !terms.trim().is_empty();
+        // SearchWorkflows carries `skip` as an int32 (as the Python adapter, refuse what it
+        // cannot carry rather than clamp it); a list counts the skip here, any u64 is exact.
+        if searching && i32::try_from(skip).is_err() {
+            return Err(invalid_argument(format!(
+                "skip: must be from 0 to 2147483647 (2**31-1) for a search, got {skip}"
+            )));
+        }
         let selected = selection(filters)?;
         if selected.impossible {
             return Ok(Page {
@@ -286,7 +352,7 @@ impl SearchIndex for GrpcSearchIndex {
                 total: 0,
             });
         }
-        if terms.trim().is_empty() {
+        if !searching {
             self.list_window(&selected.filter, skip, take).await
         } else {
             self.search_window(terms, &selected.filter, skip, take)

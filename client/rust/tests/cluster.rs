@@ -328,6 +328,58 @@ async fn leases_exclude_other_owners_and_fencing_tokens_grow() {
     assert!(one.acquire_lock("s").await.unwrap());
 }
 
+/// The contract reads a zero TTL as absent (the server's 30 s): `with_ttl(Duration::ZERO)` took
+/// 30 s leases while the provider believed in 0 (renewals every 10 ms, a `stop` that gave up on
+/// releasing at once and left them held). A TTL outside 100 ms..=1 h is refused before anything
+/// is taken (INVALID_ARGUMENT naming `ttl`, as the Python adapter) by acquire, start and a leased
+/// dequeue alike.
+#[tokio::test]
+async fn a_ttl_outside_the_bounds_is_refused_zero_included() {
+    let server = server().await;
+    let store = store(&server).await;
+    let id = store.create_new_workflow(&workflow()).await.unwrap();
+    for ttl in [
+        Duration::ZERO,
+        Duration::from_millis(99),
+        Duration::from_secs(3601),
+        Duration::MAX,
+    ] {
+        let locks = GrpcLockProvider::new(&store).with_ttl(ttl);
+        let err = locks
+            .acquire_lock("bounded-ttl")
+            .await
+            .expect_err(&format!("acquire with ttl {ttl:?} was answered"));
+        assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{ttl:?}: {err}");
+        assert!(err.to_string().contains("ttl"), "{err}");
+        assert!(locks.held().is_empty(), "{ttl:?}");
+        let err = locks.start().await.expect_err("start with a bad ttl");
+        assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{ttl:?}: {err}");
+        let queue = GrpcQueueProvider::new(&store)
+            .with_locks(&locks)
+            .with_wait(Duration::ZERO);
+        let err = queue
+            .dequeue_work(QueueType::Workflow)
+            .await
+            .expect_err("leased dequeue with a bad ttl");
+        assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{ttl:?}: {err}");
+        locks.stop().await.unwrap();
+    }
+    // Nothing was taken: another owner gets the lease at once, the workflow is still queued.
+    let other = GrpcLockProvider::new(&store);
+    assert!(other.acquire_lock("bounded-ttl").await.unwrap());
+    let plain = GrpcQueueProvider::new(&store).with_wait(Duration::ZERO);
+    assert_eq!(
+        plain.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(id)
+    );
+    // The bounds themselves are taken.
+    for ttl in [Duration::from_millis(100), Duration::from_secs(3600)] {
+        let locks = GrpcLockProvider::new(&store).with_ttl(ttl);
+        assert!(locks.acquire_lock(&format!("bound-{ttl:?}")).await.unwrap());
+        locks.stop().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_background_release_is_awaited_by_the_next_acquire_and_by_stop() {
     let server = server().await;
@@ -395,6 +447,53 @@ async fn stop_waits_a_bounded_time_for_a_server_that_does_not_answer() {
     server.resume();
     assert!(took < Duration::from_secs(3), "stop took {took:?}");
     assert_eq!(reason_of(&stopped.unwrap_err()), Some("DEADLINE_EXCEEDED"));
+}
+
+/// A background release carried by a linked queue's workflow dequeue is confirmed only when that
+/// dequeue is answered, and an idle queue's dequeue waits (here 8 s; up to 60 s). `stop` waited
+/// for that answer first, then gave the leases still held no time at all: it took 5 s and
+/// returned DEADLINE_EXCEEDED with the host's claim and workflow lease still held for their TTL.
+/// It now sends the releases in flight again alongside the held leases (the server skips a lease
+/// the owner does not hold), so a stop with such a dequeue waiting frees everything at once (the
+/// freed workflow is then queued again, and that dequeue, still this owner's, takes it).
+#[tokio::test]
+async fn stop_frees_every_lease_while_a_waiting_dequeue_carries_a_release() {
+    let server = server().await;
+    let store = store(&server).await;
+    let locks = GrpcLockProvider::new(&store).with_background_release(true);
+    let queue = GrpcQueueProvider::new(&store)
+        .with_locks(&locks)
+        .with_wait(Duration::from_secs(8));
+    let id = store.create_new_workflow(&workflow()).await.unwrap();
+    assert_eq!(
+        queue.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(id.clone())
+    );
+    // The host asks for both leases the dequeue took, and takes one more of its own.
+    assert!(locks.acquire_lock(&claim_of(&id)).await.unwrap());
+    assert!(locks.acquire_lock(&id).await.unwrap());
+    assert!(locks.acquire_lock("r").await.unwrap());
+    // Its release waits in the outbox; the next dequeue (nothing queued: it waits) carries it.
+    locks.release_lock("r").await.unwrap();
+    let waiting = tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.dequeue_work(QueueType::Workflow).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let stopped = locks.stop().await;
+    let took = started.elapsed();
+    stopped.unwrap_or_else(|e| panic!("stop after {took:?}: {e}"));
+    assert!(took < Duration::from_secs(2), "stop took {took:?}");
+    let other = GrpcLockProvider::new(&store);
+    assert!(other.acquire_lock("r").await.unwrap());
+    // The claim and the workflow lease were freed too: the server queued the workflow again and
+    // handed it to the dequeue still waiting (long before its 8 s).
+    let again = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("the waiting dequeue was not handed the freed workflow");
+    assert_eq!(again.unwrap().unwrap(), Some(id));
+    queue.stop().await.unwrap();
 }
 
 /// Runs `f` while the server is paused (SIGSTOP): it must be answered without a round trip.

@@ -324,3 +324,81 @@ async fn date_range_instants_finer_than_a_microsecond() {
         assert_eq!(not_after.total, 0, "after {terms:?}");
     }
 }
+
+/// `SearchWorkflows` carries `skip` as an int32: a search skip above `i32::MAX` is refused
+/// (INVALID_ARGUMENT naming `skip`, as the Python adapter refuses `skip >= 2**31`), not clamped
+/// to `i32::MAX` and answered as if it were that. `i32::MAX` itself is sent as it is. An empty
+/// `terms` lists with page tokens and counts the skip itself, so any `u64` skip is exact there.
+#[tokio::test]
+async fn a_search_skip_above_i32_max_is_refused_not_clamped() {
+    let (_server, store, search) = start().await;
+    fill(&store, 3).await;
+    let too_far = i32::MAX as u64 + 1;
+    for skip in [too_far, u64::MAX] {
+        let err = search
+            .search("parcel", skip, 10, &[])
+            .await
+            .expect_err("a skip above i32::MAX was answered");
+        assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{err}");
+        assert!(err.to_string().contains("skip"), "{err}");
+    }
+    let last = search
+        .search("parcel", i32::MAX as u64, 10, &[])
+        .await
+        .unwrap();
+    assert_eq!((last.total, last.data.len()), (3, 0));
+    let listed = search.search("", too_far, 10, &[]).await.unwrap();
+    assert_eq!((listed.total, listed.data.len()), (3, 0));
+}
+
+/// A window above 1000 is read in several calls; workflows ahead of the ones already read that
+/// are deleted between two calls shifted the rest up, and an offset continuation skipped as many
+/// of them as were deleted. The window is continued after the last workflow it read (and with
+/// empty terms by the list's page token), so every workflow that stays is in every window.
+#[tokio::test]
+async fn a_window_in_several_calls_misses_nothing_while_workflows_are_deleted() {
+    let (server, store, search) = start().await;
+    let mut visibility = wfe_grpc::pb::visibility_service_client::VisibilityServiceClient::connect(
+        format!("http://{}", server.addr),
+    )
+    .await
+    .unwrap();
+    let mut made = Vec::new();
+    for i in 0..1200 {
+        let mut w = WorkflowInstance::new("bulk", 1, json!({"word": "needle", "i": i}));
+        w.create_time = t0() + Duration::seconds(i);
+        made.push(store.create_new_workflow(&w).await.unwrap());
+    }
+    // Newest first: the newest 150 are read by the first call of each window; they are deleted
+    // one by one while windows are read (each still takes two calls), the 1050 oldest stay.
+    let (doomed, staying) = (made[1050..].to_vec(), made[..1050].to_vec());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deleter = tokio::spawn({
+        let done = done.clone();
+        async move {
+            for id in doomed.iter().rev() {
+                let request = wfe_grpc::pb::DeleteWorkflowRequest { id: id.clone() };
+                visibility.delete_workflow(request).await.unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let mut windows = 0;
+    let mut missing = Vec::new();
+    while !done.load(std::sync::atomic::Ordering::Relaxed) || windows < 4 {
+        let terms = if windows % 2 == 0 { "needle" } else { "" };
+        let window = search.search(terms, 0, 5000, &[]).await.unwrap();
+        let found: std::collections::HashSet<_> = window.data.iter().map(|r| &r.id).collect();
+        assert_eq!(found.len(), window.data.len(), "ids repeated ({terms:?})");
+        let missed = staying.iter().filter(|id| !found.contains(id)).count();
+        missing.push((terms, missed));
+        windows += 1;
+    }
+    deleter.await.unwrap();
+    let missed: Vec<_> = missing.iter().filter(|(_, n)| *n > 0).collect();
+    assert!(
+        missed.is_empty(),
+        "workflows never deleted were missed in {} of {windows} windows (terms, how many): {missed:?}",
+        missed.len()
+    );
+}
