@@ -33,6 +33,7 @@ from ._cluster import LockProvider, QueueProvider, check_queue
 from ._grpc_provider import GrpcPersistenceProvider, _error_from_rpc, _text
 from ._opening import Opening
 from .conversion import QUEUE_TYPE, lifecycle_event_from_proto, lifecycle_event_to_proto
+from .errors import StorageUnavailable
 from .limits import DEFAULT_LOCK_TTL, check_wait
 from .models import Lease, LeasedWork, LifecycleEvent, QueueType, WorkflowInstance
 from .timeutil import from_micros
@@ -140,10 +141,21 @@ class GrpcQueueProvider(QueueProvider):
         if waiting:
             request.wait.CopyFrom(_duration(waiting))
         # The call's deadline covers the wait plus the provider's usual deadline.
+        return await self._dequeue_call(request, waiting)
+
+    async def _dequeue_call(
+        self, request: queues_pb2.DequeueWorkRequest, waiting: timedelta
+    ) -> queues_pb2.DequeueWorkResponse:
+        """One DequeueWork call; ended by this provider's ``close`` (its own connection closed under
+        it): StorageUnavailable('the queue provider is closed'), as a call made after close."""
         timeout = waiting.total_seconds() + self._connection._timeout
-        response: queues_pb2.DequeueWorkResponse = await self._connection._call(
-            self._stub.DequeueWork, request, timeout
-        )
+        try:
+            response: queues_pb2.DequeueWorkResponse = await self._connection._call(
+                self._stub.DequeueWork, request, timeout
+            )
+        except StorageUnavailable:
+            self._check_open()
+            raise
         return response
 
     async def dequeue_work(self, queue: QueueType, wait: timedelta | None = None) -> str | None:
@@ -177,10 +189,7 @@ class GrpcQueueProvider(QueueProvider):
         )
         if waiting:
             request.wait.CopyFrom(_duration(waiting))
-        timeout = waiting.total_seconds() + self._connection._timeout
-        response: queues_pb2.DequeueWorkResponse = await self._connection._call(
-            self._stub.DequeueWork, request, timeout
-        )
+        response: queues_pb2.DequeueWorkResponse = await self._dequeue_call(request, waiting)
         if not response.id:
             return None
         expires = from_micros(_micros(response.lease_expire_time))
