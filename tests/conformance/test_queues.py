@@ -10,8 +10,18 @@ import pytest
 from conformance_support import event, now, workflow
 
 from conftest import REQUEUE_INTERVAL, ClusterUnderTest, Peek
-from wfe_client import InvalidArgument, QueueType, StorageUnavailable, WorkflowStatus
-from wfe_sqlite import StoreProvider
+from wfe_client import (
+    GrpcLockProvider,
+    GrpcPersistenceProvider,
+    GrpcQueueProvider,
+    InvalidArgument,
+    LockProvider,
+    QueueProvider,
+    QueueType,
+    StorageUnavailable,
+    WorkflowStatus,
+)
+from wfe_sqlite import SqliteLockProvider, SqliteQueueProvider, StoreProvider
 
 WAIT = timedelta(seconds=5)
 
@@ -400,6 +410,41 @@ async def test_close_ends_waiting_dequeues_at_once_and_they_take_nothing(cluster
     # The closed provider's ended waiters are gone: new work goes to the other providers.
     assert await other.queue_work("after-close", QueueType.EVENT)
     assert await other.dequeue_work(QueueType.EVENT, wait=WAIT) == "after-close"
+
+
+async def test_close_ends_waiting_dequeues_of_a_provider_sharing_its_store(cluster: ClusterUnderTest) -> None:
+    # As above, for a queue provider on a store it shares (gRPC: the GrpcPersistenceProvider's
+    # channel, which its close leaves open): before, its waiting dequeues went on waiting.
+    if cluster.kind == "grpc":
+        assert isinstance(cluster.store, GrpcPersistenceProvider)
+        closing: QueueProvider = GrpcQueueProvider(cluster.store)
+        locks: LockProvider = GrpcLockProvider(cluster.store, "sharing-waiter")
+    else:
+        assert isinstance(cluster.store, StoreProvider)
+        closing = SqliteQueueProvider(cluster.store)
+        locks = SqliteLockProvider(cluster.store, "sharing-waiter")
+    other = await cluster.queue()
+    long = timedelta(seconds=30)
+    waits = [
+        asyncio.create_task(closing.dequeue_work(QueueType.INDEX, wait=long)),
+        asyncio.create_task(closing.dequeue_workflow(wait=long)),
+        asyncio.create_task(closing.dequeue_leased(QueueType.EVENT, locks, wait=long)),
+    ]
+    await asyncio.sleep(0.5)
+    assert not any(t.done() for t in waits)
+    await closing.close()
+    _, pending = await asyncio.wait(waits, timeout=5)
+    assert not pending, "close() did not end the waiting dequeues"
+    for task in waits:
+        with pytest.raises(StorageUnavailable, match=r"^the queue provider is closed$"):
+            task.result()
+    # The store goes on: the ended waiters took nothing queued afterwards.
+    assert await other.queue_work("after-close", QueueType.INDEX)
+    assert await other.dequeue_work(QueueType.INDEX, wait=WAIT) == "after-close"
+    w = workflow()
+    await cluster.store.create_new_workflow(w)
+    assert (await cluster.store.get_workflow_instance(w.id)).id == w.id
+    await locks.close()
 
 
 async def count(peek: Peek, sql: str) -> int:
