@@ -11,10 +11,12 @@ import socket
 import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import grpc
+import pytest
 from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
@@ -318,6 +320,10 @@ async def test_check_tells_a_sound_database_from_a_damaged_one(tmp_path: Path, d
     broken = _cli("check", "--db", f"sqlite://{damaged}")
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert "problem" in broken.stdout
+    # The other commands name the file (before: 'wfe-sqlite: database disk image is malformed').
+    for command in (["stats"], ["list"], ["show", "some-id"], ["backup", str(tmp_path / "copy.db")]):
+        result = _cli(*command, "--db", f"sqlite://{damaged}")
+        _one_line_refusal(result, f"{damaged}: database disk image is malformed")
 
     missing = _cli("check", "--db", f"sqlite://{tmp_path / 'missing.db'}")
     assert missing.returncode == 2 and "no database file" in missing.stderr
@@ -384,6 +390,14 @@ def test_commands_on_an_unreachable_or_malformed_postgresql_url_say_so() -> None
             assert result.returncode == 2, (command, port, result.stderr)
             assert f"port '{port}' is not a number from 1 to 65535" in result.stderr, (command, result.stderr)
             assert "s3cret" not in result.stderr
+    # An IPv6 host without its closing bracket: asyncpg said only 'Invalid IPv6 URL' (naming nothing).
+    for command in (["list"], ["stats"], ["migrate"], ["serve"]):
+        result = _cli(*command, "--db", "postgresql://wfe:s3cret@[::1/wfe")
+        assert result.returncode == 2, (command, result.stderr)
+        assert "invalid setting db: postgresql://wfe:***@[::1/wfe: host '[::1' has no closing ']'" in result.stderr, (
+            command,
+            result.stderr,
+        )
 
 
 def test_output_to_a_reader_that_went_away_ends_quietly(db_url: str) -> None:
@@ -415,3 +429,92 @@ async def test_closing_a_lock_provider_on_a_server_that_does_not_answer_takes_se
         server.process.send_signal(signal.SIGCONT)
         server.kill()
     assert CLOSE_RELEASE_WAIT - 0.5 <= took <= 2 * CLOSE_RELEASE_WAIT, took
+
+
+def _one_line_refusal(result: subprocess.CompletedProcess[str], *expected: str) -> None:
+    """Exit 2 and one line on stderr, ``wfe-sqlite: ...`` holding each of ``expected``; no traceback."""
+    context = (result.args, result.stdout, result.stderr)
+    assert result.returncode == 2, context
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("wfe-sqlite: "), context
+    for text in expected:
+        assert text in result.stderr, context
+
+
+_READING_COMMANDS = (["stats"], ["list"], ["show", "some-id"], ["purge", "--older-than", "1d", "--dry-run"])
+
+
+def test_commands_that_read_the_tables_name_a_database_with_no_schema_yet(tmp_path: Path) -> None:
+    # Before, stats, list, show and purge on an empty file (or a SQLite database without tables)
+    # said only 'wfe-sqlite: no such table: workflows'. PostgreSQL already named the database.
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    blank = tmp_path / "blank.db"
+    sqlite3.connect(blank).close()
+    for path in (empty, blank):
+        before = path.read_bytes()
+        for command in (*_READING_COMMANDS, ["purge", "--older-than", "1d"]):
+            result = _cli(*command, "--db", f"sqlite://{path}")
+            _one_line_refusal(result, f"{path}: no wfe-sqlite schema in this database yet", "wfe-sqlite migrate")
+        assert path.read_bytes() == before, "nothing was written"
+        assert not list(tmp_path.glob("*-wal")) and not list(tmp_path.glob("*.db-journal"))
+    assert _cli("check", "--db", f"sqlite://{empty}").returncode == 0  # an empty database is sound
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory nothing can be created in: mode 555, or, for root (whom modes do not stop), a
+    read-only bind mount of it."""
+    target = tmp_path / "read-only"
+    target.mkdir()
+    source = tmp_path / "source"
+    source.mkdir()
+    if os.geteuid() != 0:
+        yield source
+        return
+    mounted = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"running as root and cannot bind-mount a read-only directory: {mounted.stderr.strip()}")
+    try:
+        remount = subprocess.run(["mount", "-o", "remount,ro,bind", str(target)], capture_output=True, text=True)
+        assert remount.returncode == 0, remount.stderr
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+def _make_read_only(directory: Path) -> None:
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+
+
+async def test_commands_name_a_directory_they_cannot_write_in(tmp_path: Path, read_only_dir: Path) -> None:
+    # A WAL database in a read-only directory cannot be opened without its -shm file there: every
+    # command said 'wfe-sqlite: unable to open database file' (check: exit 1, '1 problem(s)');
+    # backup into a read-only directory said the same; serve on a new file there printed four
+    # 'could not remove ... Read-only file system' warnings for files it never created.
+    source = tmp_path / "source" / "wfe.db"
+    await _fill(f"sqlite://{source}")
+    assert not source.with_name("wfe.db-shm").exists()
+    copy = tmp_path / "copy.db"
+    shutil.copy(source, copy)
+    _make_read_only(tmp_path / "source")
+    try:
+        database = read_only_dir / "wfe.db"
+        for command in (*_READING_COMMANDS, ["check"], ["migrate"], ["backup", str(tmp_path / "b.db")]):
+            result = _cli(*command, "--db", f"sqlite://{database}")
+            _one_line_refusal(
+                result, f"{database}: cannot open the database", f"directory {read_only_dir} is read-only"
+            )
+        into = _cli("backup", str(read_only_dir / "b.db"), "--db", f"sqlite://{copy}")
+        _one_line_refusal(into, f"cannot write in directory {read_only_dir}")
+        fresh = read_only_dir / "new.db"
+        served = subprocess.run(
+            [str(WFE_SQLITE), "serve", "--db", f"sqlite://{fresh}", "--listen", "127.0.0.1:0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        _one_line_refusal(served, f"{fresh}: cannot create the database")
+        assert not fresh.exists()
+    finally:
+        (tmp_path / "source").chmod(0o755)

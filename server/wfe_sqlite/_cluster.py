@@ -9,6 +9,7 @@ due timer (``DueTimer``), the stranded-work job (``RequeueJob``) and the lifecyc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -156,11 +157,15 @@ class Cluster(ClusterServices):
     async def queue_work(self, queue: str, item_id: str) -> bool:
         return await self.queues.queue(queue, item_id)
 
-    async def dequeue_work(self, queue: str, wait: float = 0.0) -> str | None:
-        return await self.queues.dequeue(queue, wait)
+    async def dequeue_work(
+        self, queue: str, wait: float = 0.0, ended: asyncio.Future[None] | None = None
+    ) -> str | None:
+        return await self.queues.dequeue(queue, wait, ended)
 
-    async def dequeue_leased(self, queue: str, wait: float, ask: LeaseAsk) -> Handout | None:
-        return await self.queues.dequeue_leased(queue, wait, ask)
+    async def dequeue_leased(
+        self, queue: str, wait: float, ask: LeaseAsk, ended: asyncio.Future[None] | None = None
+    ) -> Handout | None:
+        return await self.queues.dequeue_leased(queue, wait, ask, ended)
 
     async def publish_lifecycle(self, event: bytes, workflow_instance_id: str, workflow_definition_id: str) -> int:
         return self.lifecycle.publish(event, workflow_instance_id, workflow_definition_id)

@@ -10,6 +10,7 @@ the server speak only this interface. Instants are epoch microseconds; queues ar
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 
@@ -98,12 +99,17 @@ class ClusterServices(abc.ABC):
         """Append ``item_id`` to ``queue``; False when it was already waiting there."""
 
     @abc.abstractmethod
-    async def dequeue_work(self, queue: str, wait: float = 0.0) -> str | None:
+    async def dequeue_work(
+        self, queue: str, wait: float = 0.0, ended: asyncio.Future[None] | None = None
+    ) -> str | None:
         """The oldest waiting item of ``queue``, handed to this caller only, waiting up to ``wait``
-        seconds for one; None if none came."""
+        seconds for one; None if none came. ``ended`` done (the caller was closed): a wait ends at
+        once with None, and nothing is taken for it."""
 
     @abc.abstractmethod
-    async def dequeue_leased(self, queue: str, wait: float, ask: LeaseAsk) -> Handout | None:
+    async def dequeue_leased(
+        self, queue: str, wait: float, ask: LeaseAsk, ended: asyncio.Future[None] | None = None
+    ) -> Handout | None:
         """As ``dequeue_work``, with ``ask``'s leases on the item taken in the same transaction (after
         its releases): the oldest waiting item whose leases are all free; others keep their place."""
 

@@ -58,12 +58,15 @@ class SqliteQueueProvider(QueueProvider):
 
     Creating one starts the store's background cluster jobs (due timer, stranded-work sweep every
     ``requeue_interval`` seconds, watch for other processes' commits), as a server does.
+    ``close`` ends its waiting dequeues at once (StorageUnavailable, as a call after close raises);
+    an item handed to one of them meanwhile goes back to the head of its queue.
     """
 
     def __init__(self, store: StoreProvider, requeue_interval: float | None = None) -> None:
         self._store = store
         self._cluster = store.cluster
         self._requeue_interval = requeue_interval
+        self._ended: asyncio.Future[None] | None = None  # done on close: waiting dequeues end
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -72,6 +75,18 @@ class SqliteQueueProvider(QueueProvider):
 
     def _start(self) -> None:
         self._cluster.start(self._requeue_interval)
+
+    def _ending(self) -> asyncio.Future[None]:
+        """What this provider's waiting dequeues end on (done by ``close``)."""
+        loop = asyncio.get_running_loop()
+        if self._ended is None or self._ended.get_loop() is not loop:
+            self._ended = loop.create_future()
+        return self._ended
+
+    async def close(self) -> None:
+        await super().close()
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
 
     async def queue_work(self, id: str, queue: QueueType) -> bool:
         self._check_open()
@@ -82,7 +97,10 @@ class SqliteQueueProvider(QueueProvider):
         self._check_open()
         self._start()
         name = check_queue(queue).name
-        return await self._cluster.dequeue_work(name, check_wait(wait).total_seconds())
+        item = await self._cluster.dequeue_work(name, check_wait(wait).total_seconds(), self._ending())
+        if item is None:
+            self._check_open()  # ended by close: nothing was taken for it
+        return item
 
     async def dequeue_workflow(self, wait: timedelta | None = None) -> tuple[str, WorkflowInstance | None] | None:
         self._check_open()
@@ -108,8 +126,9 @@ class SqliteQueueProvider(QueueProvider):
         ask = lease_ask(owner, ttl // _US, prefixes, release)
         waiting = check_wait(wait).total_seconds()
         self._start()
-        handout = await self._cluster.dequeue_leased(queue.name, waiting, ask)
+        handout = await self._cluster.dequeue_leased(queue.name, waiting, ask, self._ending())
         if handout is None:
+            self._check_open()  # ended by close: nothing was taken for it
             return None
         leases = tuple(
             Lease(resource, owner, token, from_micros(expire))

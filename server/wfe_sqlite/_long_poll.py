@@ -107,8 +107,20 @@ class LongPoll:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
 
-    async def dequeue(self, queue: str, wait: float = 0.0, ask: LeaseAsk | None = None) -> Handout | None:
-        """An item of ``queue`` (leased as ``ask`` says), waiting up to ``wait`` seconds for one; None if none came."""
+    async def dequeue(
+        self,
+        queue: str,
+        wait: float = 0.0,
+        ask: LeaseAsk | None = None,
+        ended: asyncio.Future[None] | None = None,
+    ) -> Handout | None:
+        """An item of ``queue`` (leased as ``ask`` says), waiting up to ``wait`` seconds for one; None if none came.
+
+        ``ended`` done (the caller's provider was closed): the wait ends at once with None, as at its
+        timeout; an item handed to it meanwhile goes back to the head of its queue, for the next dequeue.
+        """
+        if ended is not None and ended.done():
+            return None
         if wait <= 0 or self.closed:
             return (await self._take(queue, [ask]))[0]
         loop = asyncio.get_running_loop()
@@ -116,6 +128,12 @@ class LongPoll:
         line = self._line(queue)
         line.waiters.append(_Waiter(future, ask))
         timer = loop.call_later(wait, _settle_none, future)
+
+        def end(_: asyncio.Future[None]) -> None:
+            _settle_none(future)
+
+        if ended is not None:
+            ended.add_done_callback(end)
         line.wake.set()  # look now: an item may be waiting already
         try:
             return await future
@@ -127,6 +145,8 @@ class LongPoll:
             raise
         finally:
             timer.cancel()
+            if ended is not None:
+                ended.remove_done_callback(end)
 
     def notify(self, queue: str) -> None:
         """Items may have arrived in ``queue`` (or leases were freed): let its dispatcher look."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from wfe_client.timeutil import to_micros, utc_now
 
-from ._connection import MEMORY, parse_database_url
+from ._connection import MEMORY, DatabaseOpenError, parse_database_url
 from ._database import check_existing_file
 from ._schema import refuse_foreign
 from ._store import LiveFigures
@@ -133,11 +133,12 @@ def integrity_problems(conn: sqlite3.Connection) -> list[str]:
     return problems
 
 
-def open_existing(url: str, *, read_only: bool = True) -> tuple[sqlite3.Connection, str]:
+def open_existing(url: str, *, read_only: bool = True, require_schema: bool = False) -> tuple[sqlite3.Connection, str]:
     """A connection of its own to the existing database behind ``url``, and its path.
 
     Never creates a file: a missing database is ``FileNotFoundError``; a file holding another
-    application's tables and no wfe-sqlite schema is ``DatabaseOpenError`` (``refuse_foreign``).
+    application's tables and no wfe-sqlite schema is ``DatabaseOpenError`` (``refuse_foreign``), as
+    is, with ``require_schema`` (the commands that read the tables), a file with no tables yet.
     """
     path = parse_database_url(url)
     if path == MEMORY:
@@ -150,12 +151,36 @@ def open_existing(url: str, *, read_only: bool = True) -> tuple[sqlite3.Connecti
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA busy_timeout = 5000")
+        _refuse_unopenable(conn, path)
         with contextlib.suppress(sqlite3.DatabaseError):  # a damaged schema: the command reports it (check)
             refuse_foreign(conn, path)
+            if require_schema and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                raise DatabaseOpenError(
+                    f"{path}: no wfe-sqlite schema in this database yet: run wfe-sqlite migrate --db URL "
+                    "(or start a server on it) first"
+                )
     except BaseException:
         conn.close()
         raise
     return conn, path
+
+
+def _refuse_unopenable(conn: sqlite3.Connection, path: str) -> None:
+    """A file SQLite cannot open (``unable to open database file``, which names neither the file nor
+    why): ``DatabaseOpenError`` saying which and why. A damaged file passes, for ``check`` to report."""
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as error:
+        if getattr(error, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_CANTOPEN:
+            return  # damaged, for instance: the command reports it (check)
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.access(directory, os.W_OK) and not os.path.exists(path + "-shm"):
+            raise DatabaseOpenError(
+                f"{path}: cannot open the database: its directory {directory} is read-only, and a database "
+                f"in WAL mode needs its shared-memory file {os.path.basename(path)}-shm there "
+                "(copy the database to a writable directory)"
+            ) from None
+        raise DatabaseOpenError(f"{path}: cannot open the database: {error}") from None
 
 
 _COMPANIONS = ("", "-wal", "-shm", "-journal")
@@ -185,6 +210,8 @@ def _check_destination(path: str, dest: str, overwrite: bool) -> None:
         raise FileNotFoundError(f"{dest}: directory {directory} does not exist")
     if os.path.isdir(dest):
         raise IsADirectoryError(f"{dest}: is a directory (give the backup's file name)")
+    if not os.access(directory, os.W_OK):
+        raise PermissionError(f"{dest}: cannot write in directory {directory} (read-only or permission denied)")
     for own in (path + suffix for suffix in _COMPANIONS):
         if _same_file(dest, own):
             raise ValueError(f"{dest}: is the database's own file {own}; back up to another file")

@@ -456,16 +456,20 @@ class PostgresCluster(ClusterServices):
             self._notify(queue)
         return bool(queued)
 
-    async def dequeue_work(self, queue: str, wait: float = 0.0) -> str | None:
-        handout = await self._poll.dequeue(queue, wait)
+    async def dequeue_work(
+        self, queue: str, wait: float = 0.0, ended: asyncio.Future[None] | None = None
+    ) -> str | None:
+        handout = await self._poll.dequeue(queue, wait, None, ended)
         return None if handout is None else handout.item_id
 
-    async def dequeue_leased(self, queue: str, wait: float, ask: LeaseAsk) -> Handout | None:
+    async def dequeue_leased(
+        self, queue: str, wait: float, ask: LeaseAsk, ended: asyncio.Future[None] | None = None
+    ) -> Handout | None:
         refuse_nul("leases.owner", ask.owner)
         refuse_nul("leases.prefixes", *ask.prefixes)
         if has_nul(*ask.release):  # no lease is held on these: nothing to release
             ask = dataclasses.replace(ask, release=tuple(r for r in ask.release if not has_nul(r)))
-        return await self._poll.dequeue(queue, wait, ask)
+        return await self._poll.dequeue(queue, wait, ask, ended)
 
     def _notify(self, queue: str) -> None:
         self._poll.notify(queue)

@@ -251,6 +251,8 @@ def check_postgres_url(url: str) -> str:
     rest = url.split("://", 1)[1]
     authority = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2]
     for host in filter(None, authority.split(",")):
+        if host.startswith("[") and "]" not in host:  # asyncpg's own message: a bare 'Invalid IPv6 URL'
+            raise ValueError(f"{redact_url(url)}: host {host!r} has no closing ']' (write an IPv6 host as [addr]:port)")
         port = host.rpartition("]")[2] if host.startswith("[") else host
         if ":" not in port:
             continue

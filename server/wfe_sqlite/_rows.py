@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from wfe_client.errors import InvalidArgument
 from wfe_client.jsoncodec import decode_json, json_text
-from wfe_client.limits import INT64_MAX, MAX_ID_BYTES, MAX_LOCK_RESOURCES, UINT32_MAX
+from wfe_client.limits import INT64_MAX, MAX_ID_BYTES, MAX_LOCK_RESOURCES, UINT32_MAX, check_flag
 from wfe_client.models import (
     CommandName,
     Event,
@@ -426,7 +426,7 @@ def pointer_rows(workflow_id: str, pointers: Sequence[ExecutionPointer]) -> list
                 position=position,
                 id=check_id(p.id, f + ".id"),
                 step_id=_int(p.step_id, f + ".step_id", 0, UINT32_MAX),
-                active=1 if p.active else 0,
+                active=1 if check_flag(p.active, f + ".active") else 0,
                 status=_enum(p.status, PointerStatus, f + ".status"),
                 sleep_until=_optional_micros(p.sleep_until, f + ".sleep_until"),
                 persistence_data=_optional_json(p.persistence_data, f + ".persistence_data"),
@@ -434,7 +434,7 @@ def pointer_rows(workflow_id: str, pointers: Sequence[ExecutionPointer]) -> list
                 end_time=_optional_micros(p.end_time, f + ".end_time"),
                 event_name=optional_id(p.event_name, f + ".event_name"),
                 event_key=optional_id(p.event_key, f + ".event_key"),
-                event_published=1 if p.event_published else 0,
+                event_published=1 if check_flag(p.event_published, f + ".event_published") else 0,
                 event_data=_optional_json(p.event_data, f + ".event_data"),
                 step_name=optional_id(p.step_name, f + ".step_name"),
                 retry_count=_int(p.retry_count, f + ".retry_count", 0, UINT32_MAX),
@@ -460,7 +460,7 @@ def event_row(e: Event) -> EventRow:
         event_key=check_id(e.event_key, "event.event_key", required=False),
         event_data=json_text(e.event_data, "event.event_data"),
         event_time=micros(e.event_time, "event.event_time"),
-        is_processed=1 if e.is_processed else 0,
+        is_processed=1 if check_flag(e.is_processed, "event.is_processed") else 0,
     )
 
 

@@ -178,7 +178,7 @@ def _list(args: argparse.Namespace) -> int:
     if is_postgres_url(config.db):
         rows = _on_postgres(config.db, lambda store: store.list_workflows(rows_filter, args.limit + 1, after))
     else:
-        conn, _ = open_existing(config.db)
+        conn, _ = open_existing(config.db, require_schema=True)
         try:
             conn.execute("BEGIN")
             rows = list_rows(conn, rows_filter, args.limit + 1, after)
@@ -219,7 +219,7 @@ def _show(args: argparse.Namespace) -> int:
     if is_postgres_url(config.db):
         found = _on_postgres(config.db, lambda store: store.workflow_details(args.id))
     else:
-        conn, _ = open_existing(config.db)
+        conn, _ = open_existing(config.db, require_schema=True)
         try:
             conn.execute("BEGIN")
             found = workflow_details_job(conn, args.id)
@@ -325,7 +325,7 @@ def _purge(args: argparse.Namespace) -> int:
         deleted = _on_postgres(config.db, lambda store: store.purge_workflows(status_names, cutoff))
         print(f"purged {deleted} workflows ({names}) finished before {_time(older_than)}")
         return 0
-    conn, path = open_existing(config.db, read_only=args.dry_run)
+    conn, path = open_existing(config.db, read_only=args.dry_run, require_schema=True)
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:

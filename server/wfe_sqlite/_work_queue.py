@@ -61,14 +61,18 @@ class WorkQueues:
         self._written(effects)
         return queued
 
-    async def dequeue(self, queue: str, wait: float = 0.0) -> str | None:
-        """The oldest waiting item of ``queue``, waiting up to ``wait`` seconds for one; None if none came."""
-        handout = await self._poll.dequeue(queue, wait)
+    async def dequeue(self, queue: str, wait: float = 0.0, ended: asyncio.Future[None] | None = None) -> str | None:
+        """The oldest waiting item of ``queue``, waiting up to ``wait`` seconds for one (or until
+        ``ended`` is done); None if none came."""
+        handout = await self._poll.dequeue(queue, wait, None, ended)
         return None if handout is None else handout.item_id
 
-    async def dequeue_leased(self, queue: str, wait: float, ask: LeaseAsk) -> Handout | None:
-        """The oldest waiting item of ``queue`` whose leases ``ask`` takes, waiting up to ``wait`` seconds."""
-        return await self._poll.dequeue(queue, wait, ask)
+    async def dequeue_leased(
+        self, queue: str, wait: float, ask: LeaseAsk, ended: asyncio.Future[None] | None = None
+    ) -> Handout | None:
+        """The oldest waiting item of ``queue`` whose leases ``ask`` takes, waiting up to ``wait``
+        seconds (or until ``ended`` is done)."""
+        return await self._poll.dequeue(queue, wait, ask, ended)
 
     def notify(self, queue: str) -> None:
         """Items may have arrived in ``queue``: let its dispatcher look (when someone waits)."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import __version__
 from ._config import ConfigError, add_arguments, check, environment_help, resolve
-from ._connection import DatabaseOpenError
+from ._connection import DatabaseOpenError, parse_database_url
 from ._logging import configure_logging, status_line
 from ._maintenance import backup, integrity_problems, open_existing, store_stats
 from ._postgres_store import is_postgres_url, migrate_url, postgres_stats, redact_url
@@ -183,7 +183,7 @@ def _stats(args: argparse.Namespace) -> int:
         except DatabaseOpenError as error:
             return _fail(error)
     else:
-        conn, path = open_existing(config.db)
+        conn, path = open_existing(config.db, require_schema=True)
         with contextlib.closing(conn):
             stats = store_stats(conn, path)
     if args.json:
@@ -224,6 +224,14 @@ _BROKEN_PIPE = 128 + 13
 """The exit status of a command whose output pipe was closed (what a shell shows for SIGPIPE)."""
 
 
+def _database_path(args: argparse.Namespace) -> str:
+    """The file of the command's ``--db`` (or its configured database), for messages."""
+    try:
+        return parse_database_url(resolve(args, os.environ, _DB_ONLY).db)
+    except Exception:  # noqa: BLE001 - only for a message: the setting as given
+        return str(getattr(args, "db", None) or "the database")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -237,7 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _BROKEN_PIPE
     except ConfigError as error:
         return _fail(error)
-    except (DatabaseOpenError, FileNotFoundError, FileExistsError, ValueError, sqlite3.Error, OSError) as error:
+    except sqlite3.Error as error:  # SQLite's own messages name no file ('database disk image is malformed')
+        return _fail(f"{_database_path(args)}: {error}")
+    except (DatabaseOpenError, FileNotFoundError, FileExistsError, ValueError, OSError) as error:
         return _fail(error)
 
 

@@ -326,6 +326,8 @@ def _missing_database_file(db: str) -> Path | None:
 def _remove_database_files(path: Path) -> None:
     """Remove a database file a failed start created, with its WAL, shared-memory and journal files."""
     for name in (path, *(path.with_name(path.name + suffix) for suffix in DATABASE_FILE_SUFFIXES)):
+        if not os.path.lexists(name):
+            continue  # never created (on a read-only file system unlink says EROFS, not ENOENT)
         try:
             name.unlink()
         except FileNotFoundError:

@@ -387,7 +387,52 @@ def _wrong_inputs() -> dict[str, Any]:
         "list-page-token-int": lambda p: p.list_workflows(page_token=5),
         "purge-dry-run-str": lambda p: p.purge_workflows(T0, dry_run="yes"),
         "purge-dry-run-int": lambda p: p.purge_workflows(T0, dry_run=1),
+        **{f"flag-{case}": call for case, call in _not_a_flag("yes").items()},
+        **{f"flag-none-{case}": call for case, call in _not_a_flag(None).items()},
     }
+
+
+def _not_a_flag(value: Any) -> dict[str, Any]:
+    """Calls storing ``value`` (not True or False) in each bool field of a model."""
+    active = ExecutionPointer.new(0)
+    active.active = value
+    published = ExecutionPointer.new(0)
+    published.event_published = value
+    persisted = workflow(id="not-a-flag")
+    persisted.execution_pointers = [ExecutionPointer.new(0), active]
+    processed = event(time=T0)
+    processed.is_processed = value
+    return {
+        "pointer-active": lambda p: p.create_new_workflow(workflow(pointers=[active])),
+        "pointer-event-published": lambda p: p.create_new_workflow(workflow(pointers=[published])),
+        "persisted-pointer-active": lambda p: p.persist_workflow(persisted),
+        "event-is-processed": lambda p: p.create_event(processed),
+    }
+
+
+@pytest.mark.parametrize("value", [1, 0, "yes", None], ids=["one", "zero", "yes", "none"])
+async def test_a_flag_that_is_not_true_or_false_is_invalid_argument(provider: PersistenceProvider, value: Any) -> None:
+    # pointer.active, pointer.event_published and event.is_processed: True or False only, as a purge's
+    # dry_run. Before, the embedded provider stored the value's truthiness and the gRPC client sent 1,
+    # 0 and None as protobuf took them and refused "yes" in protobuf's words.
+    fields = {
+        "pointer-active": "workflow.execution_pointers[0].active",
+        "pointer-event-published": "workflow.execution_pointers[0].event_published",
+        "persisted-pointer-active": "workflow.execution_pointers[1].active",
+        "event-is-processed": "event.is_processed",
+    }
+    await provider.create_new_workflow(workflow(id="not-a-flag"))
+    for case, call in _not_a_flag(value).items():
+        field = fields[case]
+        with pytest.raises(InvalidArgument) as info:
+            await call(provider)
+        assert str(info.value) == f"{field}: expected True or False, got {value!r}", case
+        assert info.value.metadata.get("field") == field, case
+    # Nothing was stored: the one workflow created above, unchanged; no event.
+    stored = await provider.get_workflow_instance("not-a-flag")
+    assert stored.revision == 1
+    assert len(stored.execution_pointers) == 1
+    assert await provider.get_runnable_events(T0 + timedelta(days=1)) == []
 
 
 async def test_both_providers_say_the_same_about_the_same_wrong_input(

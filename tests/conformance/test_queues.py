@@ -10,8 +10,18 @@ import pytest
 from conformance_support import event, now, workflow
 
 from conftest import REQUEUE_INTERVAL, ClusterUnderTest, Peek
-from wfe_client import InvalidArgument, QueueType, StorageUnavailable, WorkflowStatus
-from wfe_sqlite import StoreProvider
+from wfe_client import (
+    GrpcLockProvider,
+    GrpcPersistenceProvider,
+    GrpcQueueProvider,
+    InvalidArgument,
+    LockProvider,
+    QueueProvider,
+    QueueType,
+    StorageUnavailable,
+    WorkflowStatus,
+)
+from wfe_sqlite import SqliteLockProvider, SqliteQueueProvider, StoreProvider
 
 WAIT = timedelta(seconds=5)
 
@@ -358,6 +368,83 @@ async def test_a_closed_queue_provider_raises_storage_unavailable_and_leaves_the
     await cluster.store.create_new_workflow(w)
     assert (await cluster.store.get_workflow_instance(w.id)).id == w.id
     await closed.close()  # closing again is harmless
+
+
+async def test_close_ends_waiting_dequeues_at_once_and_they_take_nothing(cluster: ClusterUnderTest) -> None:
+    # A dequeue already waiting when its provider is closed ends within moments, as one made after
+    # close does (StorageUnavailable); before, the embedded one waited out its whole wait. Items
+    # queued as the provider closes are either handed to a waiter that got them first or still
+    # queued for the next dequeuer: never taken by a dequeue that close ended.
+    closing = await cluster.queue()
+    other = await cluster.queue()
+    locks = await cluster.locks("closing-waiter")
+    long = timedelta(seconds=30)
+    waits = [
+        asyncio.create_task(closing.dequeue_work(QueueType.INDEX, wait=long)),
+        asyncio.create_task(closing.dequeue_work(QueueType.INDEX, wait=long)),
+        asyncio.create_task(closing.dequeue_workflow(wait=long)),
+        asyncio.create_task(closing.dequeue_leased(QueueType.EVENT, locks, wait=long)),
+    ]
+    await asyncio.sleep(0.5)  # all of them waiting
+    assert not any(t.done() for t in waits)
+    started = time.monotonic()
+    items = [f"racing-{i}" for i in range(20)]
+    await asyncio.gather(closing.close(), *(other.queue_work(i, QueueType.INDEX) for i in items))
+    _, pending = await asyncio.wait(waits, timeout=5)
+    assert not pending, "close() did not end the waiting dequeues"
+    assert time.monotonic() - started < 3
+    handed: list[str] = []
+    for task in waits:
+        error = task.exception()
+        if error is None:  # served before the close ended it
+            result = task.result()
+            assert isinstance(result, str)
+            handed.append(result)
+        else:
+            assert isinstance(error, StorageUnavailable), repr(error)
+            assert str(error) == "the queue provider is closed"
+    left: list[str] = []
+    while (item := await other.dequeue_work(QueueType.INDEX)) is not None:
+        left.append(item)
+    assert sorted(handed + left) == sorted(items)  # each item once: none lost, none twice
+    # The closed provider's ended waiters are gone: new work goes to the other providers.
+    assert await other.queue_work("after-close", QueueType.EVENT)
+    assert await other.dequeue_work(QueueType.EVENT, wait=WAIT) == "after-close"
+
+
+async def test_close_ends_waiting_dequeues_of_a_provider_sharing_its_store(cluster: ClusterUnderTest) -> None:
+    # As above, for a queue provider on a store it shares (gRPC: the GrpcPersistenceProvider's
+    # channel, which its close leaves open): before, its waiting dequeues went on waiting.
+    if cluster.kind == "grpc":
+        assert isinstance(cluster.store, GrpcPersistenceProvider)
+        closing: QueueProvider = GrpcQueueProvider(cluster.store)
+        locks: LockProvider = GrpcLockProvider(cluster.store, "sharing-waiter")
+    else:
+        assert isinstance(cluster.store, StoreProvider)
+        closing = SqliteQueueProvider(cluster.store)
+        locks = SqliteLockProvider(cluster.store, "sharing-waiter")
+    other = await cluster.queue()
+    long = timedelta(seconds=30)
+    waits = [
+        asyncio.create_task(closing.dequeue_work(QueueType.INDEX, wait=long)),
+        asyncio.create_task(closing.dequeue_workflow(wait=long)),
+        asyncio.create_task(closing.dequeue_leased(QueueType.EVENT, locks, wait=long)),
+    ]
+    await asyncio.sleep(0.5)
+    assert not any(t.done() for t in waits)
+    await closing.close()
+    _, pending = await asyncio.wait(waits, timeout=5)
+    assert not pending, "close() did not end the waiting dequeues"
+    for task in waits:
+        with pytest.raises(StorageUnavailable, match=r"^the queue provider is closed$"):
+            task.result()
+    # The store goes on: the ended waiters took nothing queued afterwards.
+    assert await other.queue_work("after-close", QueueType.INDEX)
+    assert await other.dequeue_work(QueueType.INDEX, wait=WAIT) == "after-close"
+    w = workflow()
+    await cluster.store.create_new_workflow(w)
+    assert (await cluster.store.get_workflow_instance(w.id)).id == w.id
+    await locks.close()
 
 
 async def count(peek: Peek, sql: str) -> int:

@@ -33,6 +33,7 @@ from ._cluster import LockProvider, QueueProvider, check_queue
 from ._grpc_provider import GrpcPersistenceProvider, _error_from_rpc, _text
 from ._opening import Opening
 from .conversion import QUEUE_TYPE, lifecycle_event_from_proto, lifecycle_event_to_proto
+from .errors import StorageUnavailable
 from .limits import DEFAULT_LOCK_TTL, check_wait
 from .models import Lease, LeasedWork, LifecycleEvent, QueueType, WorkflowInstance
 from .timeutil import from_micros
@@ -113,6 +114,7 @@ class GrpcQueueProvider(QueueProvider):
         self._connection = connection
         self._owns_connection = owns_connection
         self._stub = queues_pb2_grpc.QueueServiceStub(connection._channel)
+        self._calls: set[asyncio.Task[Any]] = set()  # DequeueWork calls in flight, cancelled by close
 
     @classmethod
     def connect(cls, address: str | Sequence[str], **options: Any) -> Opening[GrpcQueueProvider]:
@@ -140,10 +142,29 @@ class GrpcQueueProvider(QueueProvider):
         if waiting:
             request.wait.CopyFrom(_duration(waiting))
         # The call's deadline covers the wait plus the provider's usual deadline.
+        return await self._dequeue_call(request, waiting)
+
+    async def _dequeue_call(
+        self, request: queues_pb2.DequeueWorkRequest, waiting: timedelta
+    ) -> queues_pb2.DequeueWorkResponse:
+        """One DequeueWork call; ended by this provider's ``close`` (the call cancelled, or its own
+        connection closed under it): StorageUnavailable('the queue provider is closed'), as a call
+        made after close. One that got its answer first returns it."""
         timeout = waiting.total_seconds() + self._connection._timeout
-        response: queues_pb2.DequeueWorkResponse = await self._connection._call(
-            self._stub.DequeueWork, request, timeout
-        )
+        call = asyncio.ensure_future(self._connection._call(self._stub.DequeueWork, request, timeout))
+        self._calls.add(call)
+        try:
+            response: queues_pb2.DequeueWorkResponse = await call
+        except StorageUnavailable:
+            self._check_open()
+            raise
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling() == 0:  # close cancelled the call, not the caller its task
+                self._check_open()
+            raise
+        finally:
+            self._calls.discard(call)
         return response
 
     async def dequeue_work(self, queue: QueueType, wait: timedelta | None = None) -> str | None:
@@ -177,10 +198,7 @@ class GrpcQueueProvider(QueueProvider):
         )
         if waiting:
             request.wait.CopyFrom(_duration(waiting))
-        timeout = waiting.total_seconds() + self._connection._timeout
-        response: queues_pb2.DequeueWorkResponse = await self._connection._call(
-            self._stub.DequeueWork, request, timeout
-        )
+        response: queues_pb2.DequeueWorkResponse = await self._dequeue_call(request, waiting)
         if not response.id:
             return None
         expires = from_micros(_micros(response.lease_expire_time))
@@ -193,6 +211,8 @@ class GrpcQueueProvider(QueueProvider):
 
     async def close(self) -> None:
         await super().close()
+        for call in list(self._calls):
+            call.cancel()
         if self._owns_connection:
             await self._connection.close()
 

@@ -31,7 +31,7 @@ from wfe.persistence.v1 import (
 
 from .errors import InvalidArgument
 from .jsoncodec import json_text, parse_json
-from .limits import INT64_MAX, MAX_TIMESTAMP_SECONDS, UINT32_MAX
+from .limits import INT64_MAX, MAX_TIMESTAMP_SECONDS, UINT32_MAX, check_flag
 from .models import (
     CommandName,
     Event,
@@ -296,9 +296,9 @@ def pointer_to_proto(p: ExecutionPointer, field: str = "execution_pointer") -> w
         msg = workflows_pb2.ExecutionPointer(
             id=p.id,
             step_id=_integer(p.step_id, f"{f}.step_id", UINT32_MAX),
-            active=p.active,
+            active=check_flag(p.active, f"{f}.active"),
             status=POINTER_STATUS.encode(p.status, f"{f}.status"),
-            event_published=p.event_published,
+            event_published=check_flag(p.event_published, f"{f}.event_published"),
             retry_count=_integer(p.retry_count, f"{f}.retry_count", UINT32_MAX),
             children=p.children,
             scope=p.scope,
@@ -453,7 +453,7 @@ def event_to_proto(e: Event) -> events_pb2.Event:
             event_key=e.event_key,
             event_data=json_text(e.event_data, "event.event_data"),
             event_time=timestamp(_required_time(e.event_time, "event.event_time"), "event.event_time"),
-            is_processed=e.is_processed,
+            is_processed=check_flag(e.is_processed, "event.is_processed"),
         )
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "PURGE_DEADLINE_SECONDS",
     "UINT32_MAX",
     "check_claim",
+    "check_flag",
     "check_lock_ttl",
     "check_wait",
 ]
@@ -138,6 +139,14 @@ def check_lock_ttl(ttl: timedelta) -> timedelta:
     if not isinstance(ttl, timedelta) or not MIN_LOCK_TTL <= ttl <= MAX_LOCK_TTL:
         raise InvalidArgument(f"ttl: must be a timedelta between {MIN_LOCK_TTL} and {MAX_LOCK_TTL}", field="ttl")
     return ttl
+
+
+def check_flag(value: object, field: str) -> bool:
+    """A flag (a bool field of a model, a purge's ``dry_run``): True or False only, else
+    ``InvalidArgument`` naming ``field``; 1, "yes" or None are not taken for their truthiness."""
+    if value is not True and value is not False:
+        raise InvalidArgument(f"{field}: expected True or False, got {value!r}", field=field)
+    return value
 
 
 def check_wait(wait: timedelta | None) -> timedelta:

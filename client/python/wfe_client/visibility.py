@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .errors import InvalidArgument
-from .limits import MAX_LIST_PAGE_SIZE
+from .limits import MAX_LIST_PAGE_SIZE, check_flag
 from .models import WorkflowStatus
 from .timeutil import require_aware
 
@@ -110,9 +110,7 @@ def page_token(value: object) -> str | None:
 
 def dry_run(value: object) -> bool:
     """A purge's ``dry_run``: True or False only (a purge deletes; a mistyped flag must not)."""
-    if value is not True and value is not False:
-        raise InvalidArgument(f"dry_run: expected True or False, got {value!r}", field="dry_run")
-    return value
+    return check_flag(value, "dry_run")
 
 
 def _instant(value: object, field: str) -> datetime | None:
