@@ -991,6 +991,16 @@ async def test_a_nul_character_postgresql_cannot_store_is_refused_naming_its_fie
         )
         stored.description = "x\x00"
         attempts.append((lambda: provider.persist_workflow(stored), "workflow.description"))
+        # Above 1,000 rows the checks run on a worker thread (_OFF_LOOP_ROWS): the same refusals.
+        many = _workflow("nul")
+        many.execution_pointers = [ExecutionPointer.new(i) for i in range(1500)]
+        many.execution_pointers[1234].step_name = "s\x00"
+        attempts.append((lambda: provider.create_new_workflow(many), "workflow.execution_pointers[1234].step_name"))
+        crowd = [EventSubscription.new(stored.id, 0, "p", "paid", f"k{i}", now) for i in range(1500)]
+        crowd[1400].event_key = "k\x00"
+        attempts.append(
+            (lambda: provider.persist_workflow_with_subscriptions(clean, crowd), "subscriptions[1400].event_key")
+        )
         for attempt, field in attempts:
             with pytest.raises(InvalidArgument) as refused:
                 await attempt()
