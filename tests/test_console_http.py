@@ -16,14 +16,14 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from conftest import WFE_SQLITE, ServerProcess
 from console_seed import XSS_NAME, Seeded, run_async, seed, start_console_server
-from wfe_client import Event, GrpcPersistenceProvider, WorkflowInstance
+from wfe_client import Event, EventSubscription, ExecutionError, GrpcPersistenceProvider, WorkflowInstance
 from wfe_client.errors import StorageUnavailable
 from wfe_sqlite import open_provider
 from wfe_sqlite._config import ConfigError, ServerConfig, check, start_up_warnings
@@ -629,6 +629,7 @@ def test_an_empty_store_says_so_on_every_page(tmp_path: Path) -> None:
         assert status == 200
         assert overview.count("No workflows yet.") == 2 and "No workflows match." not in overview
         assert "No execution errors." in overview
+        assert "0 events in all, 0 open subscriptions, 0 execution errors." in overview
         for path, text in (
             ("/workflows", "No workflows match."),
             ("/workflows?q=nothing", "0 workflows matching"),
@@ -637,6 +638,23 @@ def test_an_empty_store_says_so_on_every_page(tmp_path: Path) -> None:
         ):
             status, _, body = client.get(path)
             assert status == 200 and text in body, path
+
+        async def one_of_each() -> None:
+            async with GrpcPersistenceProvider.connect(server.address) as store:
+                wid = await store.create_new_workflow(WorkflowInstance.new("one", 1, None))
+                await store.create_event(Event.new("one", "k", None))
+                now = datetime.now(UTC)
+                await store.create_event_subscription(EventSubscription.new(wid, 0, "p", "one", "k", now))
+                await store.persist_errors([ExecutionError.new(wid, "p", "boom")])
+
+        run_async(one_of_each)
+        deadline = time.monotonic() + 30  # the overview's counts are kept for OVERVIEW_TTL (2 s)
+        while "0 events in all" in overview and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status, _, overview = client.get("/")
+            assert status == 200
+        # before: "1 events in all, 1 open subscriptions, 1 execution errors."
+        assert "1 event in all, 1 open subscription, 1 execution error." in overview, overview
     finally:
         server.kill()
 

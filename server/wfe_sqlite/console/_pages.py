@@ -132,6 +132,11 @@ def number(value: int) -> str:
     return f"{value:,}"
 
 
+def counted(value: int, noun: str) -> str:
+    """``value`` and ``noun``, plural unless one: '1 event', '0 events', '1,024 events'."""
+    return f"{value:,} {noun}" if value == 1 else f"{value:,} {noun}s"
+
+
 def size(value: int) -> str:
     units = ["B", "KiB", "MiB", "GiB", "TiB"]
     amount = float(value)
@@ -397,7 +402,7 @@ def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Htm
 <h2>Workflows by status</h2>
 <table class="grid"><thead><tr><th>Status</th><th class="num">Workflows</th></tr></thead>
 <tbody>{status_rows}</tbody></table>
-<p class="note">{events} events in all, {subscriptions} open subscriptions, {errors} execution errors.</p>
+<p class="note">{events} in all, {subscriptions}, {errors}.</p>
 </section>
 <section class="panel wide">
 <h2>Workflows by definition</h2>
@@ -418,9 +423,9 @@ def overview_region(data: Overview, recent: Sequence[Any], now: datetime) -> Htm
 <p class="note">Counted {read_at}.</p>""",
         cards=card_html,
         status_rows=status_rows,
-        events=number(data.events),
-        subscriptions=number(data.subscriptions_open),
-        errors=number(data.errors),
+        events=counted(data.events, "event"),
+        subscriptions=counted(data.subscriptions_open, "open subscription"),
+        errors=counted(data.errors, "execution error"),
         head=head,
         definition_rows=definition_rows,
         more=more,
