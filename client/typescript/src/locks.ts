@@ -53,6 +53,11 @@ export interface LeasedDequeueHold {
    * see them: nothing holds or renews them).
    */
   adopt(leases: readonly Lease[]): boolean;
+  /**
+   * The server refused the call (nothing was done): the leases it was to release are held (and
+   * renewed) again, unless the provider was closed or took one of them again meanwhile.
+   */
+  restore(): void;
   /** The call ended: closing the provider no longer concerns it. */
   end(): void;
 }
@@ -199,7 +204,12 @@ export class GrpcLockProvider implements AsyncDisposable {
    */
   [LEASED_DEQUEUE](release: readonly string[], signal?: AbortSignal): LeasedDequeueHold {
     this.#checkOpen();
-    for (const resource of release) this.#held.delete(resource);
+    const released = new Map<string, Lease>();
+    for (const resource of release) {
+      const lease = this.#held.get(resource);
+      if (lease !== undefined) released.set(resource, lease);
+      this.#held.delete(resource);
+    }
     const abort = new AbortController();
     const onAbort = () => abort.abort(signal?.reason);
     if (signal?.aborted) onAbort();
@@ -216,6 +226,11 @@ export class GrpcLockProvider implements AsyncDisposable {
         for (const lease of leases) this.#held.set(lease.resource, lease);
         if (leases.length > 0) this.#scheduleRenewal();
         return true;
+      },
+      restore: () => {
+        if (this.#closed) return;
+        for (const [resource, lease] of released) if (!this.#held.has(resource)) this.#held.set(resource, lease);
+        if (this.#held.size > 0) this.#scheduleRenewal();
       },
       end: () => {
         signal?.removeEventListener("abort", onAbort);

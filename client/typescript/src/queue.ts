@@ -97,6 +97,41 @@ function checkWait(waitMs: number): number {
   return waitMs;
 }
 
+/** Most prefixes (and most releases) of one leased dequeue (the contract's limit). */
+const MAX_LEASE_PREFIXES = 16;
+/** Longest prefix of a leased dequeue, in UTF-8 bytes (the contract's limit). */
+const MAX_PREFIX_BYTES = 512;
+/** Longest resource a lease can be on, in UTF-8 bytes (a prefix and an id; the contract's limit). */
+const MAX_RELEASE_BYTES = 1536;
+
+function checkPrefixes(prefixes: string[]): string[] {
+  if (prefixes.length < 1 || prefixes.length > MAX_LEASE_PREFIXES) {
+    throw new InvalidArgument(`prefixes: 1 to ${MAX_LEASE_PREFIXES} prefixes, got ${prefixes.length}`, { field: "prefixes" });
+  }
+  prefixes.forEach((prefix, i) => {
+    if (Buffer.byteLength(prefix, "utf8") > MAX_PREFIX_BYTES) {
+      throw new InvalidArgument(`prefixes[${i}]: longer than ${MAX_PREFIX_BYTES} bytes`, { field: `prefixes[${i}]` });
+    }
+    if (prefixes.indexOf(prefix) !== i) {
+      throw new InvalidArgument(`prefixes[${i}]: ${JSON.stringify(prefix)} is named twice`, { field: `prefixes[${i}]` });
+    }
+  });
+  return prefixes;
+}
+
+function checkRelease(release: string[]): string[] {
+  if (release.length > MAX_LEASE_PREFIXES) {
+    throw new InvalidArgument(`release: at most ${MAX_LEASE_PREFIXES} resources, got ${release.length}`, { field: "release" });
+  }
+  release.forEach((resource, i) => {
+    if (resource === "") throw new InvalidArgument(`release[${i}]: must not be empty`, { field: `release[${i}]` });
+    if (Buffer.byteLength(resource, "utf8") > MAX_RELEASE_BYTES) {
+      throw new InvalidArgument(`release[${i}]: longer than ${MAX_RELEASE_BYTES} bytes`, { field: `release[${i}]` });
+    }
+  });
+  return release;
+}
+
 /**
  * The work queues of a cluster of workflow hosts (WFE's `QueueProvider`): first in, first out per
  * queue type, each item handed to exactly one dequeuer across processes, stored in the database
@@ -173,8 +208,11 @@ export class GrpcQueueProvider implements AsyncDisposable {
     if (!(locks instanceof GrpcLockProvider)) {
       throw new InvalidArgument("locks: expected a GrpcLockProvider", { field: "locks" });
     }
-    const prefixes = textList(options.prefixes ?? [""], "prefixes");
-    const release = textList(options.release ?? [], "release");
+    const prefixes = checkPrefixes(textList(options.prefixes ?? [""], "prefixes"));
+    const release = checkRelease(textList(options.release ?? [], "release"));
+    // Checked before `locks` stops renewing the leases to release: a call refused here leaves them held.
+    wireQueue(queue);
+    checkWait(options.waitMs ?? 0);
     const hold = locks[LEASED_DEQUEUE](release, options.signal);
     let response;
     try {
@@ -187,6 +225,8 @@ export class GrpcQueueProvider implements AsyncDisposable {
       if (hold.closed) {
         throw new WfeError("GrpcLockProvider is closed", { code: Code.Canceled, cause: error });
       }
+      // Refused by the server: nothing was released, the leases are still this owner's.
+      if (error instanceof InvalidArgument) hold.restore();
       throw error;
     } finally {
       hold.end();

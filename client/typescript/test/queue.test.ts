@@ -278,6 +278,31 @@ describe("GrpcQueueProvider.dequeueLeased", () => {
     await assert.rejects(live.client.dequeueLeased(QueueType.INDEX, locks), WfeError);
   });
 
+  it("a leased dequeue refused (a bad wait, prefixes or releases) keeps the leases it was to release held and renewed", async () => {
+    await using locks = await GrpcLockProvider.connect(live.server.address, { ttlMs: 300 });
+    await using other = await GrpcLockProvider.connect(live.server.address);
+    const id = uniq("refused");
+    assert.equal(await live.client.queueWork(id, QueueType.INDEX), true);
+    const kept = uniq("kept");
+    assert.equal(await locks.acquireLock(kept), true);
+    for (const options of [
+      { waitMs: -5 },
+      { waitMs: 60_001 },
+      { prefixes: [] },
+      { prefixes: ["p.", "p."] },
+      { prefixes: ["x".repeat(513)] },
+      { release: [kept, ...Array.from({ length: 16 }, (_, i) => `r${i}`)] },
+    ]) {
+      const label = JSON.stringify(options).slice(0, 80);
+      await assert.rejects(live.client.dequeueLeased(QueueType.INDEX, locks, { ...options, release: options.release ?? [kept] }), InvalidArgument, label);
+      assert.deepEqual(locks.held, [kept], `${label}: still held`);
+    }
+    await sleep(1_000); // three TTLs: the lease lives only if it is still renewed
+    assert.deepEqual(locks.held, [kept]);
+    assert.equal(await other.acquireLock(kept), false, "still renewed");
+    assert.deepEqual(await drain(live.client, QueueType.INDEX), [id], "nothing dequeued");
+  });
+
   it("a leased dequeue waiting when its lock provider closes leaves the item and its leases free, and rejects (Canceled)", async () => {
     const locks = await GrpcLockProvider.connect(live.server.address, { ttlMs: 60_000 });
     const waiting = live.client.dequeueLeased(QueueType.INDEX, locks, { waitMs: 10_000, prefixes: ["", "p."] });
