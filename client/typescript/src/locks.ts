@@ -131,6 +131,8 @@ export class GrpcLockProvider implements AsyncDisposable {
   readonly #held = new Map<string, Lease>();
   #timer: NodeJS.Timeout | undefined;
   #renewing: Promise<void> | undefined;
+  /** Ends the renewal round under way: `close()` does not wait for a server that does not answer it. */
+  readonly #renewAbort = new AbortController();
   #closed = false;
   /** Leased dequeues in flight: `close()` aborts them (a waiting one would otherwise wait its whole wait). */
   readonly #dequeues = new Set<AbortController>();
@@ -272,7 +274,7 @@ export class GrpcLockProvider implements AsyncDisposable {
   }
 
   /**
-   * Stops renewing and releases every held lease, waiting at most `CLOSE_RELEASE_WAIT_MS` (or the
+   * Stops renewing (a renewal under way is cut short) and releases every held lease, waiting at most `CLOSE_RELEASE_WAIT_MS` (or the
    * TTL, when shorter) for the server's answers; a release that fails, or is not answered by then,
    * is reported to `onError` (that lease runs out by itself within its TTL). Then closes the
    * connection if the provider opened it. Idempotent.
@@ -285,6 +287,9 @@ export class GrpcLockProvider implements AsyncDisposable {
     for (const dequeue of this.#dequeues) dequeue.abort(new WfeError("GrpcLockProvider is closed", { code: Code.Canceled }));
     this.#dequeues.clear();
     this.#stopTimer();
+    // A renewal under way is cut short (its leases are released below): waiting for its answer
+    // would add up to a third of the TTL (or the call deadline) to the bounded wait that follows.
+    this.#renewAbort.abort();
     await this.#renewing;
     const held = [...this.#held.keys()];
     this.#held.clear();
@@ -353,7 +358,10 @@ export class GrpcLockProvider implements AsyncDisposable {
       let lost: string[];
       try {
         const response = await this.#connection.call(() =>
-          this.#client.renewLocks({ owner: this.owner, resources: batch, ttl: this.#ttl }, { timeoutMs }),
+          this.#client.renewLocks(
+            { owner: this.owner, resources: batch, ttl: this.#ttl },
+            { timeoutMs, signal: this.#renewAbort.signal },
+          ),
         );
         lost = response.lostResources;
       } catch (error) {

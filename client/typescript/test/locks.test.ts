@@ -44,6 +44,29 @@ describe("GrpcLockProvider", () => {
     }
   });
 
+  it("close() during a renewal the server does not answer still waits only CLOSE_RELEASE_WAIT_MS", { timeout: 60_000 }, async () => {
+    const own = await startServer();
+    const errors: unknown[] = [];
+    // Renewed every 5 s, each renewal given 5 s.
+    const locks = await GrpcLockProvider.connect(own.address, { ttlMs: 15_000, onError: (e) => errors.push(e) });
+    try {
+      const acquired = Date.now();
+      assert.equal(await locks.acquireLock(uniq("held")), true);
+      await sleep(4_700 - (Date.now() - acquired));
+      own.process.kill("SIGSTOP"); // frozen: the renewal due at 5 s is never answered
+      await sleep(5_400 - (Date.now() - acquired));
+      const started = Date.now();
+      await locks.close();
+      const waited = Date.now() - started;
+      assert.ok(waited < CLOSE_RELEASE_WAIT_MS + 1_500, `close took ${waited} ms`);
+      assert.equal(errors.length, 1, String(errors));
+      assert.match(String(errors[0]), /1 lease\(s\) not released/);
+    } finally {
+      own.process.kill("SIGCONT");
+      await own.stop();
+    }
+  });
+
   it("hands a resource to exactly one of many concurrent acquirers", async () => {
     // Own connections, so the acquisitions really race at the server.
     const providers = await Promise.all(Array.from({ length: 12 }, () => GrpcLockProvider.connect(live.server.address)));
