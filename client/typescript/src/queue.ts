@@ -143,6 +143,9 @@ export class GrpcQueueProvider implements AsyncDisposable {
   readonly #client: Client<typeof QueueService>;
   /** Frees the leases of a leased dequeue whose lock provider was closed meanwhile. */
   readonly #locks: Client<typeof LockService>;
+  #closed = false;
+  /** Dequeues in flight: `close()` ends them (on a shared connection they would wait their whole wait). */
+  readonly #calls = new Set<AbortController>();
 
   /** A queue provider on the connection of `store` (closing the queue provider leaves `store` open). */
   constructor(store: GrpcPersistenceProvider) {
@@ -164,6 +167,7 @@ export class GrpcQueueProvider implements AsyncDisposable {
    */
   async queueWork(id: string, queue: QueueType): Promise<boolean> {
     const request = { id: text(id, "id"), queue: wireQueue(queue) };
+    this.#checkOpen();
     const response = await this.#connection.call(() => this.#client.queueWork(request));
     return response.queued;
   }
@@ -213,6 +217,7 @@ export class GrpcQueueProvider implements AsyncDisposable {
     // Checked before `locks` stops renewing the leases to release: a call refused here leaves them held.
     wireQueue(queue);
     checkWait(options.waitMs ?? 0);
+    this.#checkOpen();
     const hold = locks[LEASED_DEQUEUE](release, options.signal);
     let response;
     try {
@@ -263,9 +268,24 @@ export class GrpcQueueProvider implements AsyncDisposable {
     await this.queueWork(id, queue).catch(() => false);
   }
 
-  /** Closes the connection if the provider opened it (waiting dequeues are cancelled). Idempotent. */
+  /**
+   * Ends the provider: waiting dequeues are cancelled and later calls refused (a `WfeError` of
+   * code Canceled, 'GrpcQueueProvider is closed'; 'GrpcPersistenceProvider is closed' when the
+   * provider opened its connection, which this closes). A store it shares stays open. Idempotent.
+   */
   close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
     if (this.#ownsConnection) this.#connection.close();
+    for (const call of this.#calls) call.abort();
+    this.#calls.clear();
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) {
+      if (this.#ownsConnection) this.#connection.checkOpen();
+      throw new WfeError("GrpcQueueProvider is closed", { code: Code.Canceled });
+    }
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -286,8 +306,26 @@ export class GrpcQueueProvider implements AsyncDisposable {
       includeWorkflow,
       ...leased,
     };
+    this.#checkOpen();
+    const call = new AbortController();
+    const signal = options.signal;
+    const onAbort = () => call.abort(signal?.reason);
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener("abort", onAbort, { once: true });
+    this.#calls.add(call);
     // The server may hold the call for the whole wait: the deadline covers it plus the usual one.
-    const callOptions = { timeoutMs: waitMs + this.#connection.timeoutMs, signal: options.signal };
-    return this.#connection.call(() => this.#client.dequeueWork(request, callOptions));
+    const callOptions = { timeoutMs: waitMs + this.#connection.timeoutMs, signal: call.signal };
+    try {
+      return await this.#connection.call(() => this.#client.dequeueWork(request, callOptions));
+    } catch (error) {
+      // Ended by close() (a connection of its own says so itself).
+      if (this.#closed && !this.#ownsConnection && !(signal?.aborted ?? false)) {
+        throw new WfeError("GrpcQueueProvider is closed", { code: Code.Canceled, cause: error });
+      }
+      throw error;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      this.#calls.delete(call);
+    }
   }
 }

@@ -149,6 +149,38 @@ describe("GrpcQueueProvider", () => {
     await assert.rejects(waitingShared, closedError);
   });
 
+  it("close() of a provider sharing a store ends its waiting dequeues at once (Canceled) and refuses later calls; the store goes on", async () => {
+    const closedError = (e: unknown) =>
+      e instanceof WfeError && e.code === Code.Canceled && e.message === "GrpcQueueProvider is closed";
+    const store = await GrpcPersistenceProvider.connect(live.server.address);
+    try {
+      const queue = new GrpcQueueProvider(store);
+      const locks = new GrpcLockProvider(store);
+      const waits = [
+        queue.dequeueWork(QueueType.INDEX, { waitMs: 10_000 }),
+        queue.dequeueWorkflow({ waitMs: 10_000 }),
+        queue.dequeueLeased(QueueType.EVENT, locks, { waitMs: 10_000 }),
+      ];
+      const outcomes = waits.map((w) => w.then((v) => `resolved with ${JSON.stringify(v)}`, (e: unknown) => e));
+      await sleep(300); // waiting on the server
+      const started = performance.now();
+      queue.close();
+      const ended = await Promise.race([Promise.all(outcomes), sleep(2_000).then(() => "still waiting 2 s after close()")]);
+      assert.ok(Array.isArray(ended), String(ended));
+      for (const outcome of ended) assert.ok(closedError(outcome), String(outcome));
+      assert.ok(performance.now() - started < 2_000, "at once");
+      await assert.rejects(queue.queueWork(uniq("late"), QueueType.INDEX), closedError);
+      await assert.rejects(queue.dequeueWork(QueueType.INDEX), closedError);
+      // The store goes on; the ended waiters took nothing queued afterwards.
+      const id = uniq("after-queue-closed");
+      assert.equal(await live.client.queueWork(id, QueueType.INDEX), true);
+      assert.deepEqual(await drain(live.client, QueueType.INDEX), [id]);
+      await locks.close();
+    } finally {
+      store.close();
+    }
+  });
+
   it("rejects bad arguments", async () => {
     await assert.rejects(live.client.dequeueWork(QueueType.INDEX, { waitMs: 60_001 }), InvalidArgument);
     await assert.rejects(live.client.dequeueWork(QueueType.INDEX, { waitMs: -1 }), InvalidArgument);
