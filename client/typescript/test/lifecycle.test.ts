@@ -226,4 +226,33 @@ describe("a closed publisher", () => {
       assert.deepEqual(seen, [label]);
     }
   });
+
+  it("close() of a publisher sharing a store ends its open watches quietly and refuses later calls (Canceled); the store goes on", async () => {
+    const store = await GrpcPersistenceProvider.connect(live.server.address);
+    try {
+      const publisher = new GrpcLifecyclePublisher(store);
+      const watch = publisher.watch();
+      await watch.started();
+      const seen: string[] = [];
+      const reading = (async () => {
+        for await (const event of watch) seen.push(event.workflowInstanceId);
+      })();
+      const id = uniq("before-close");
+      assert.equal(await live.client.publish(newLifecycleEvent(LifecycleEventType.STARTED, id)), 1);
+      while (seen.length === 0) await sleep(10);
+      publisher.close();
+      const ended = await Promise.race([reading.then(() => "ended"), sleep(2_000).then(() => "still reading 2 s after close()")]);
+      assert.equal(ended, "ended");
+      assert.deepEqual(seen, [id]);
+      assert.equal(await watchersSettleAt(0), 0, "its stream is closed");
+      const closed = (e: unknown) => e instanceof WfeError && e.code === Code.Canceled && e.message === "GrpcLifecyclePublisher is closed";
+      assert.throws(() => publisher.watch(), closed);
+      await assert.rejects(publisher.publish(newLifecycleEvent(LifecycleEventType.STARTED, uniq("late"))), closed);
+      // The store goes on.
+      const other = new GrpcLifecyclePublisher(store);
+      assert.equal(await other.publish(newLifecycleEvent(LifecycleEventType.STARTED, uniq("after"))), 0);
+    } finally {
+      store.close();
+    }
+  });
 });
