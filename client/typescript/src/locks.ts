@@ -83,11 +83,15 @@ export interface LockProviderOptions {
   owner?: string;
   /** Time-to-live of each lease in milliseconds, 100 to 3600000 (default 30000); renewed every third of it. */
   ttlMs?: number;
-  /** Called with a resource whose lease a renewal found lost (it ran out and another owner took it). */
+  /**
+   * Called with a resource whose lease a renewal found lost (it ran out and another owner took
+   * it). What it throws goes to `onError`.
+   */
   onLost?: (resource: string) => void;
   /**
    * Called with errors of background work: a renewal that failed (tried again a third of the
-   * TTL later) or a release at `close()` that failed (that lease runs out by itself).
+   * TTL later) or a release at `close()` that failed (that lease runs out by itself). What it
+   * throws becomes a process warning (it does not end the process, the renewals or `close()`).
    */
   onError?: (error: unknown) => void;
 }
@@ -303,7 +307,7 @@ export class GrpcLockProvider implements AsyncDisposable {
     clearTimeout(timer);
     if (outcome === "timed out") {
       const waitMs = Math.min(CLOSE_RELEASE_WAIT_MS, this.ttlMs);
-      this.#onError?.(
+      this.#reportError(
         new WfeError(
           `${held.length} lease(s) not released: the server did not answer within ${waitMs} ms; ` +
             `they run out by themselves within their TTL (${this.ttlMs} ms)`,
@@ -312,13 +316,34 @@ export class GrpcLockProvider implements AsyncDisposable {
       );
       void settled; // the calls end at their own deadline (or with the connection, closed below)
     } else {
-      for (const result of outcome) if (result.status === "rejected") this.#onError?.(result.reason);
+      for (const result of outcome) if (result.status === "rejected") this.#reportError(result.reason);
     }
     if (this.#ownsConnection) this.#connection.close();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  /**
+   * Calls `onLost`. It runs from a timer: what it throws goes to `onError` (an unhandled
+   * rejection would end the process, and the round's other lost leases would go unreported).
+   */
+  #reportLost(resource: string): void {
+    try {
+      this.#onLost?.(resource);
+    } catch (error) {
+      this.#reportError(error);
+    }
+  }
+
+  /** Calls `onError`; what it throws becomes a process warning (see {@link #reportLost}). */
+  #reportError(error: unknown): void {
+    try {
+      this.#onError?.(error);
+    } catch (thrown) {
+      process.emitWarning(`GrpcLockProvider onError threw: ${String(thrown)}`, { detail: String(error) });
+    }
   }
 
   #checkOpen(): void {
@@ -365,13 +390,13 @@ export class GrpcLockProvider implements AsyncDisposable {
         );
         lost = response.lostResources;
       } catch (error) {
-        if (!this.#closed) this.#onError?.(error);
+        if (!this.#closed) this.#reportError(error);
         continue;
       }
       for (const resource of lost) {
         // Only a lease that is still the one this round renewed: not one released and taken again meanwhile.
         if (this.#held.get(resource) === renewing.get(resource) && this.#held.delete(resource)) {
-          this.#onLost?.(resource);
+          this.#reportLost(resource);
         }
       }
     }

@@ -215,6 +215,44 @@ describe("GrpcLockProvider", () => {
     assert.equal(holder.fencingToken(resource), undefined);
   });
 
+  it("an onLost or onError callback that throws neither crashes the process nor stops renewal nor close()", async () => {
+    const owner = uniq("throwing-owner");
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on("unhandledRejection", onUnhandled);
+    const reported: unknown[] = [];
+    try {
+      const holder = new GrpcLockProvider(live.client, {
+        owner,
+        ttlMs: 300,
+        onLost: (r) => {
+          throw new Error(`onLost of ${r} threw`);
+        },
+        onError: (e) => {
+          reported.push(e);
+          throw new Error("onError threw");
+        },
+      });
+      await using sameOwner = new GrpcLockProvider(live.client, { owner });
+      await using thief = lockProvider();
+      const [lost1, lost2, kept] = [uniq("lost"), uniq("lost"), uniq("kept")];
+      for (const r of [lost1, lost2, kept]) assert.equal(await holder.acquireLock(r), true);
+      for (const r of [lost1, lost2]) {
+        assert.equal(await sameOwner.releaseLock(r), true);
+        assert.equal(await thief.acquireLock(r), true);
+      }
+      await sleep(1_000); // three TTLs
+      assert.deepEqual(unhandled, [], "no unhandled rejection");
+      assert.deepEqual(holder.held, [kept], "both lost leases dropped");
+      assert.deepEqual(reported.map(String).sort(), [`Error: onLost of ${lost1} threw`, `Error: onLost of ${lost2} threw`].sort());
+      assert.equal(await thief.acquireLock(kept), false, "the other lease is still renewed");
+      await holder.close();
+      assert.equal(await thief.acquireLock(kept), true, "released by close()");
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+    }
+  });
+
   it("releases what it holds on close, and await using closes", async () => {
     const r1 = uniq("r");
     const r2 = uniq("r");
