@@ -205,12 +205,14 @@ export class LifecycleWatch implements AsyncIterable<LifecycleEvent>, AsyncDispo
 
   readonly #connectionClosed: () => boolean;
   readonly #onClose: (() => void) | undefined;
+  readonly #startTimeoutMs: number | undefined;
 
   /**
    * @internal Use {@link GrpcLifecyclePublisher.watch}. `connectionClosed`: whether the
    * connection the stream runs on was closed on purpose (its failure then ends the iteration).
    * `servers`: how many servers `open` knows (with more than one, the watch moves back).
-   * `onClose`: called once the watch is closed (its publisher forgets it).
+   * `onClose`: called once the watch is closed (its publisher forgets it). `startTimeoutMs`:
+   * how long {@link started} waits for the server (the connection's call deadline).
    */
   constructor(
     open: OpenStream,
@@ -218,9 +220,11 @@ export class LifecycleWatch implements AsyncIterable<LifecycleEvent>, AsyncDispo
     connectionClosed: () => boolean = () => false,
     servers = 1,
     onClose?: () => void,
+    startTimeoutMs?: number,
   ) {
     this.#open = open;
     this.#onClose = onClose;
+    this.#startTimeoutMs = startTimeoutMs;
     this.#servers = servers;
     this.#connectionClosed = connectionClosed;
     let headersArrived = () => {};
@@ -248,15 +252,31 @@ export class LifecycleWatch implements AsyncIterable<LifecycleEvent>, AsyncDispo
 
   /**
    * Resolves once the server has the watch in place: every event published after that is seen.
-   * Rejects with the call's error if the watch could not be opened.
+   * Rejects with the call's error if the watch could not be opened, and with a `WfeError` of
+   * code DeadlineExceeded, closing the watch, if the server did not put it in place within the
+   * connection's `timeoutMs` (a server that takes connections but does not answer).
    */
   async started(): Promise<void> {
     const first = this.#first;
     if (first === undefined) return; // already iterating, so already started
+    let timer: NodeJS.Timeout | undefined;
+    const timeoutMs = this.#startTimeoutMs;
+    const timedOut =
+      timeoutMs === undefined
+        ? undefined
+        : new Promise<"timed out">((resolve) => (timer = setTimeout(() => resolve("timed out"), timeoutMs)));
     try {
-      await Promise.race([this.#headers, first]);
+      const outcome = await Promise.race([this.#headers, first, ...(timedOut === undefined ? [] : [timedOut])]);
+      if (outcome === "timed out") {
+        this.close();
+        throw new WfeError(`the server did not put the watch in place within ${timeoutMs} ms`, {
+          code: Code.DeadlineExceeded,
+        });
+      }
     } catch (error) {
       throw errorFromRpc(error);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -461,6 +481,7 @@ export class GrpcLifecyclePublisher implements AsyncDisposable {
       () => this.#connection.closed || this.#closed,
       Math.max(1, this.#serverClients.length),
       () => this.#watches.delete(watch),
+      this.#connection.timeoutMs,
     );
     if (!(options.signal?.aborted ?? false)) this.#watches.add(watch); // (else closed already)
     return watch;

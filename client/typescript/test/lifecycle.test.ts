@@ -16,7 +16,7 @@ import {
   type LifecycleEvent,
   type LifecycleWatch,
 } from "../src/index.js";
-import { liveServer } from "./server.js";
+import { liveServer, startServer } from "./server.js";
 
 const live = liveServer((address) => GrpcLifecyclePublisher.connect(address));
 
@@ -253,6 +253,32 @@ describe("a closed publisher", () => {
       assert.equal(await other.publish(newLifecycleEvent(LifecycleEventType.STARTED, uniq("after"))), 0);
     } finally {
       store.close();
+    }
+  });
+});
+
+describe("a watch on a server that does not answer", () => {
+  it("started() rejects (DeadlineExceeded) within the connection's timeoutMs and closes the watch", { timeout: 60_000 }, async () => {
+    const own = await startServer();
+    const publisher = await GrpcLifecyclePublisher.connect(own.address, { timeoutMs: 2_000 });
+    try {
+      assert.equal(await publisher.publish(newLifecycleEvent(LifecycleEventType.STARTED, uniq("warm"))), 0);
+      own.process.kill("SIGSTOP"); // frozen: takes the stream, never answers
+      const watch = publisher.watch();
+      const started = Date.now();
+      const outcome = await Promise.race([
+        watch.started().then(() => "resolved", (e: unknown) => e),
+        sleep(6_000).then(() => "still pending after 6 s"),
+      ]);
+      assert.ok(outcome instanceof WfeError && outcome.code === Code.DeadlineExceeded, String(outcome));
+      assert.ok(Date.now() - started < 3_500, `took ${Date.now() - started} ms`);
+      const events: LifecycleEvent[] = [];
+      for await (const event of watch) events.push(event); // closed: ends at once
+      assert.deepEqual(events, []);
+    } finally {
+      own.process.kill("SIGCONT");
+      publisher.close();
+      await own.stop();
     }
   });
 });
