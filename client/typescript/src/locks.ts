@@ -137,6 +137,8 @@ export class GrpcLockProvider implements AsyncDisposable {
   #renewing: Promise<void> | undefined;
   /** Ends the renewal round under way: `close()` does not wait for a server that does not answer it. */
   readonly #renewAbort = new AbortController();
+  /** Acquisitions in flight: `close()` waits for them (bounded), so that they free what they got. */
+  readonly #acquiring = new Set<Promise<unknown>>();
   #closed = false;
   /** Leased dequeues in flight: `close()` aborts them (a waiting one would otherwise wait its whole wait). */
   readonly #dequeues = new Set<AbortController>();
@@ -182,6 +184,16 @@ export class GrpcLockProvider implements AsyncDisposable {
   async acquire(resource: string): Promise<Lease | undefined> {
     text(resource, "resource");
     this.#checkOpen();
+    const attempt = this.#acquire(resource);
+    this.#acquiring.add(attempt);
+    try {
+      return await attempt;
+    } finally {
+      this.#acquiring.delete(attempt);
+    }
+  }
+
+  async #acquire(resource: string): Promise<Lease | undefined> {
     const response = await this.#connection.call(() =>
       this.#client.acquireLock({ resource, owner: this.owner, ttl: this.#ttl }),
     );
@@ -194,8 +206,13 @@ export class GrpcLockProvider implements AsyncDisposable {
       expireTime: fromTimestamp(response.expireTime),
     };
     if (this.#closed) {
-      // close() ran while the acquisition was on its way: it did not see this lease.
-      await this.#release(resource);
+      // close() ran while the acquisition was on its way: it did not see this lease (and waits
+      // for this release before it closes a connection of its own).
+      try {
+        await this.#release(resource);
+      } catch (error) {
+        this.#reportError(error);
+      }
       this.#checkOpen();
     }
     this.#held.set(resource, lease);
@@ -297,7 +314,9 @@ export class GrpcLockProvider implements AsyncDisposable {
     await this.#renewing;
     const held = [...this.#held.keys()];
     this.#held.clear();
-    const releases = held.map((resource) => this.#release(resource));
+    // Acquisitions in flight free what they get themselves (they see the provider closed).
+    const acquiring = [...this.#acquiring];
+    const releases = [...held.map((resource) => this.#release(resource)), ...acquiring.map((a) => a.then(() => false))];
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<"timed out">((resolve) => {
       timer = setTimeout(() => resolve("timed out"), Math.min(CLOSE_RELEASE_WAIT_MS, this.ttlMs));
@@ -309,14 +328,15 @@ export class GrpcLockProvider implements AsyncDisposable {
       const waitMs = Math.min(CLOSE_RELEASE_WAIT_MS, this.ttlMs);
       this.#reportError(
         new WfeError(
-          `${held.length} lease(s) not released: the server did not answer within ${waitMs} ms; ` +
+          `${held.length} lease(s) not released${acquiring.length > 0 ? ` (and ${acquiring.length} acquisition(s) in flight not settled)` : ""}: ` +
+            `the server did not answer within ${waitMs} ms; ` +
             `they run out by themselves within their TTL (${this.ttlMs} ms)`,
           { code: Code.DeadlineExceeded },
         ),
       );
       void settled; // the calls end at their own deadline (or with the connection, closed below)
     } else {
-      for (const result of outcome) if (result.status === "rejected") this.#reportError(result.reason);
+      for (const result of outcome.slice(0, held.length)) if (result.status === "rejected") this.#reportError(result.reason);
     }
     if (this.#ownsConnection) this.#connection.close();
   }

@@ -67,6 +67,30 @@ describe("GrpcLockProvider", () => {
     }
   });
 
+  it("close() right after acquire() (own connection) leaves no lease behind for its TTL", async () => {
+    await using other = lockProvider();
+    const stuck: string[] = [];
+    const unexpected: string[] = [];
+    for (const delayMs of [0, 0, 1, 1, 2, 2, 3, 3, 5, 5]) {
+      const locks = await GrpcLockProvider.connect(live.server.address, { ttlMs: 60_000 });
+      const resource = uniq("closing");
+      const acquiring = locks.acquire(resource).then(
+        (lease) => (lease === undefined ? "not acquired" : "acquired"),
+        (error: unknown) => error,
+      );
+      if (delayMs > 0) await sleep(delayMs);
+      await locks.close();
+      const outcome = await acquiring;
+      if (!(await other.acquireLock(resource))) stuck.push(`after ${delayMs} ms (${String(outcome)})`);
+      // Either it was acquired before close() (which released it) or close() ended it.
+      if (!(outcome === "acquired" || (outcome instanceof WfeError && outcome.message === "GrpcLockProvider is closed"))) {
+        unexpected.push(`${delayMs} ms: ${String(outcome)}`);
+      }
+    }
+    assert.deepEqual(stuck, [], "leases held for their 60 s TTL after close()");
+    assert.deepEqual(unexpected, []);
+  });
+
   it("hands a resource to exactly one of many concurrent acquirers", async () => {
     // Own connections, so the acquisitions really race at the server.
     const providers = await Promise.all(Array.from({ length: 12 }, () => GrpcLockProvider.connect(live.server.address)));
