@@ -137,8 +137,12 @@ export class GrpcLockProvider implements AsyncDisposable {
   #renewing: Promise<void> | undefined;
   /** Ends the renewal round under way: `close()` does not wait for a server that does not answer it. */
   readonly #renewAbort = new AbortController();
-  /** Acquisitions in flight: `close()` waits for them (bounded), so that they free what they got. */
-  readonly #acquiring = new Set<Promise<unknown>>();
+  /**
+   * Acquisitions and releases in flight: `close()` waits for them (bounded) before it closes a
+   * connection of its own, so that they free what they hold (an acquisition that lands after
+   * `close()` frees its lease).
+   */
+  readonly #inFlight = new Set<Promise<unknown>>();
   #closed = false;
   /** Leased dequeues in flight: `close()` aborts them (a waiting one would otherwise wait its whole wait). */
   readonly #dequeues = new Set<AbortController>();
@@ -184,12 +188,16 @@ export class GrpcLockProvider implements AsyncDisposable {
   async acquire(resource: string): Promise<Lease | undefined> {
     text(resource, "resource");
     this.#checkOpen();
-    const attempt = this.#acquire(resource);
-    this.#acquiring.add(attempt);
+    return this.#track(this.#acquire(resource));
+  }
+
+  /** `call`, which `close()` waits for while it is in flight. */
+  async #track<T>(call: Promise<T>): Promise<T> {
+    this.#inFlight.add(call);
     try {
-      return await attempt;
+      return await call;
     } finally {
-      this.#acquiring.delete(attempt);
+      this.#inFlight.delete(call);
     }
   }
 
@@ -276,7 +284,7 @@ export class GrpcLockProvider implements AsyncDisposable {
     this.#held.delete(resource);
     if (this.#held.size === 0) this.#stopTimer();
     if (this.#closed) return false; // close() released everything
-    return this.#release(resource);
+    return this.#track(this.#release(resource));
   }
 
   /** The lease this provider holds on `resource`, if any (as of its acquisition). */
@@ -314,9 +322,9 @@ export class GrpcLockProvider implements AsyncDisposable {
     await this.#renewing;
     const held = [...this.#held.keys()];
     this.#held.clear();
-    // Acquisitions in flight free what they get themselves (they see the provider closed).
-    const acquiring = [...this.#acquiring];
-    const releases = [...held.map((resource) => this.#release(resource)), ...acquiring.map((a) => a.then(() => false))];
+    // Calls in flight: releases, and acquisitions that free what they get (they see it closed).
+    const inFlight = [...this.#inFlight];
+    const releases = [...held.map((resource) => this.#release(resource)), ...inFlight];
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<"timed out">((resolve) => {
       timer = setTimeout(() => resolve("timed out"), Math.min(CLOSE_RELEASE_WAIT_MS, this.ttlMs));
@@ -328,7 +336,7 @@ export class GrpcLockProvider implements AsyncDisposable {
       const waitMs = Math.min(CLOSE_RELEASE_WAIT_MS, this.ttlMs);
       this.#reportError(
         new WfeError(
-          `${held.length} lease(s) not released${acquiring.length > 0 ? ` (and ${acquiring.length} acquisition(s) in flight not settled)` : ""}: ` +
+          `${held.length} lease(s) not released${inFlight.length > 0 ? ` (and ${inFlight.length} acquisition(s) or release(s) in flight not settled)` : ""}: ` +
             `the server did not answer within ${waitMs} ms; ` +
             `they run out by themselves within their TTL (${this.ttlMs} ms)`,
           { code: Code.DeadlineExceeded },

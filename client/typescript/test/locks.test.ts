@@ -91,6 +91,22 @@ describe("GrpcLockProvider", () => {
     assert.deepEqual(unexpected, []);
   });
 
+  it("close() right after releaseLock() (own connection) leaves no lease behind for its TTL", async () => {
+    await using other = lockProvider();
+    const stuck: string[] = [];
+    for (const delayMs of [0, 0, 1, 1, 2, 2]) {
+      const locks = await GrpcLockProvider.connect(live.server.address, { ttlMs: 60_000 });
+      const resource = uniq("releasing");
+      assert.equal(await locks.acquireLock(resource), true);
+      const releasing = locks.releaseLock(resource).then(String, String);
+      if (delayMs > 0) await sleep(delayMs);
+      await locks.close();
+      const outcome = await releasing;
+      if (!(await other.acquireLock(resource))) stuck.push(`after ${delayMs} ms (releaseLock: ${outcome})`);
+    }
+    assert.deepEqual(stuck, [], "leases held for their 60 s TTL after close()");
+  });
+
   it("hands a resource to exactly one of many concurrent acquirers", async () => {
     // Own connections, so the acquisitions really race at the server.
     const providers = await Promise.all(Array.from({ length: 12 }, () => GrpcLockProvider.connect(live.server.address)));
