@@ -9,7 +9,7 @@ import { hostname } from "node:os";
 import { randomUUID } from "node:crypto";
 import { Code, createClient, type Client } from "@connectrpc/connect";
 import type { Duration } from "@bufbuild/protobuf/wkt";
-import { text } from "./convert.js";
+import { kindOf, text } from "./convert.js";
 import { InvalidArgument, WfeError } from "./errors.js";
 import { LockService } from "./gen/wfe/persistence/v1/locks_pb.js";
 import {
@@ -101,14 +101,25 @@ export function newOwnerId(): string {
   return `${hostname()}:${process.pid}:${randomUUID()}`;
 }
 
+/** Longest owner id the server accepts, in UTF-8 bytes. */
+const MAX_OWNER_BYTES = 1024;
+
 function checkTtl(ttlMs: number): number {
   if (!Number.isInteger(ttlMs) || ttlMs < MIN_LOCK_TTL_MS || ttlMs > MAX_LOCK_TTL_MS) {
-    throw new InvalidArgument(
-      `ttlMs must be an integer from ${MIN_LOCK_TTL_MS} to ${MAX_LOCK_TTL_MS}, got ${String(ttlMs)}`,
-      { field: "ttlMs" },
-    );
+    const got = typeof ttlMs === "number" ? String(ttlMs) : `a ${kindOf(ttlMs)}`;
+    throw new InvalidArgument(`ttlMs must be an integer from ${MIN_LOCK_TTL_MS} to ${MAX_LOCK_TTL_MS}, got ${got}`, {
+      field: "ttlMs",
+    });
   }
   return ttlMs;
+}
+
+/** `callback` when absent or a function (a JavaScript caller may pass anything). */
+function checkCallback<F>(callback: F | undefined, field: string): F | undefined {
+  if (callback !== undefined && callback !== null && typeof callback !== "function") {
+    throw new InvalidArgument(`${field}: expected a function, got ${kindOf(callback)}`, { field });
+  }
+  return callback ?? undefined;
 }
 
 /**
@@ -153,11 +164,15 @@ export class GrpcLockProvider implements AsyncDisposable {
     if (options.owner !== undefined && (typeof options.owner !== "string" || options.owner === "")) {
       throw new InvalidArgument("owner must be a non-empty string", { field: "owner" });
     }
+    if (options.owner !== undefined && Buffer.byteLength(options.owner, "utf8") > MAX_OWNER_BYTES) {
+      // Every call would be refused with this: said once, here.
+      throw new InvalidArgument(`owner: longer than ${MAX_OWNER_BYTES} bytes`, { field: "owner" });
+    }
     this.owner = options.owner ?? newOwnerId();
     this.ttlMs = checkTtl(options.ttlMs ?? DEFAULT_LOCK_TTL_MS);
     this.#ttl = toDuration(this.ttlMs);
-    this.#onLost = options.onLost;
-    this.#onError = options.onError;
+    this.#onLost = checkCallback(options.onLost, "onLost");
+    this.#onError = checkCallback(options.onError, "onError");
     this.#connection = sharedConnection(store);
     this.#client = createClient(LockService, this.#connection.transport);
   }

@@ -3,7 +3,7 @@
  * with long-poll dequeue.
  */
 import { Code, createClient, type Client } from "@connectrpc/connect";
-import { text, textList, workflowFromWire } from "./convert.js";
+import { kindOf, text, textList, workflowFromWire } from "./convert.js";
 import { InvalidArgument, WfeError } from "./errors.js";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { LockService } from "./gen/wfe/persistence/v1/locks_pb.js";
@@ -90,7 +90,8 @@ function wireQueue(queue: QueueType): WireQueueType {
 
 function checkWait(waitMs: number): number {
   if (!Number.isInteger(waitMs) || waitMs < 0 || waitMs > MAX_DEQUEUE_WAIT_MS) {
-    throw new InvalidArgument(`waitMs must be an integer from 0 to ${MAX_DEQUEUE_WAIT_MS}, got ${String(waitMs)}`, {
+    const got = typeof waitMs === "number" ? String(waitMs) : `a ${kindOf(waitMs)}`;
+    throw new InvalidArgument(`waitMs must be an integer from 0 to ${MAX_DEQUEUE_WAIT_MS}, got ${got}`, {
       field: "waitMs",
     });
   }

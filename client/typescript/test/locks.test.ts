@@ -6,7 +6,13 @@ import { once } from "node:events";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code } from "@connectrpc/connect";
-import { CLOSE_RELEASE_WAIT_MS, GrpcLockProvider, GrpcPersistenceProvider, InvalidArgument, WfeError } from "../src/index.js";
+import {
+  CLOSE_RELEASE_WAIT_MS,
+  GrpcLockProvider,
+  GrpcPersistenceProvider,
+  InvalidArgument,
+  WfeError,
+} from "../src/index.js";
 import { liveServer, pythonBinary, startServer } from "./server.js";
 
 /** The compiled package, for child processes (this file runs from dist/test/). */
@@ -327,6 +333,21 @@ describe("GrpcLockProvider", () => {
     const b = new GrpcLockProvider(live.client);
     assert.notEqual(a.owner, b.owner, "a fresh owner id per provider");
     assert.equal(a.ttlMs, 30_000);
+  });
+
+  it("refuses at construction what every call would fail on: an owner over 1024 bytes, a TTL or callback of the wrong type", async () => {
+    const refused = (field: string, message: RegExp) => (e: unknown) =>
+      e instanceof InvalidArgument && e.field === field && message.test(e.message);
+    const fromJs = (options: object) => () => new GrpcLockProvider(live.client, options);
+    assert.throws(fromJs({ owner: "o".repeat(1025) }), refused("owner", /owner: longer than 1024 bytes/));
+    assert.throws(fromJs({ owner: "é".repeat(513) }), refused("owner", /longer than 1024 bytes/), "bytes, not characters");
+    assert.throws(fromJs({ ttlMs: "1000" }), refused("ttlMs", /got a string/));
+    assert.throws(fromJs({ ttlMs: 10n }), refused("ttlMs", /got a bigint/));
+    assert.throws(fromJs({ onLost: "log" }), refused("onLost", /onLost: expected a function, got string/));
+    assert.throws(fromJs({ onError: {} }), refused("onError", /onError: expected a function, got object/));
+    // 1024 bytes is allowed, and the server takes it.
+    await using locks = new GrpcLockProvider(live.client, { owner: "é".repeat(512) });
+    assert.ok(await locks.acquireLock(uniq("long-owner")));
   });
 
   it("a resource that is not a string is InvalidArgument naming it, and locks nothing", async () => {

@@ -184,6 +184,10 @@ describe("GrpcQueueProvider", () => {
   it("rejects bad arguments", async () => {
     await assert.rejects(live.client.dequeueWork(QueueType.INDEX, { waitMs: 60_001 }), InvalidArgument);
     await assert.rejects(live.client.dequeueWork(QueueType.INDEX, { waitMs: -1 }), InvalidArgument);
+    await assert.rejects(
+      live.client.dequeueWork(QueueType.INDEX, { waitMs: "10" as unknown as number }),
+      (e: unknown) => e instanceof InvalidArgument && e.field === "waitMs" && /got a string/.test(e.message),
+    );
     await assert.rejects(live.client.queueWork("x", "BOGUS" as QueueType), InvalidArgument);
     await assert.rejects(live.client.queueWork("", QueueType.INDEX), (e: unknown) => e instanceof InvalidArgument && e.code === Code.InvalidArgument);
   });
