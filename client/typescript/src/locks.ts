@@ -155,6 +155,8 @@ export class GrpcLockProvider implements AsyncDisposable {
    */
   readonly #inFlight = new Set<Promise<unknown>>();
   #closed = false;
+  /** Whether the closing of the connection under the provider was reported (once). */
+  #reportedConnectionClosed = false;
   /** Leased dequeues in flight: `close()` aborts them (a waiting one would otherwise wait its whole wait). */
   readonly #dequeues = new Set<AbortController>();
 
@@ -335,6 +337,12 @@ export class GrpcLockProvider implements AsyncDisposable {
     // would add up to a third of the TTL (or the call deadline) to the bounded wait that follows.
     this.#renewAbort.abort();
     await this.#renewing;
+    if (this.#connection.closed) {
+      // The store was closed under the provider: nothing can be released (said once).
+      this.#connectionClosedUnder();
+      this.#held.clear();
+      return;
+    }
     const held = [...this.#held.keys()];
     this.#held.clear();
     // Calls in flight: releases, and acquisitions that free what they get (they see it closed).
@@ -389,6 +397,23 @@ export class GrpcLockProvider implements AsyncDisposable {
     }
   }
 
+  /**
+   * The store whose connection the provider shares was closed under it: renewal stops, and
+   * `onError` hears of it once (not every third of the TTL from then on).
+   */
+  #connectionClosedUnder(): void {
+    this.#stopTimer();
+    if (this.#reportedConnectionClosed || this.#held.size === 0) return;
+    this.#reportedConnectionClosed = true;
+    this.#reportError(
+      new WfeError(
+        `GrpcPersistenceProvider is closed: ${this.#held.size} lease(s) no longer renewed; ` +
+          `they run out by themselves within their TTL (${this.ttlMs} ms)`,
+        { code: Code.Canceled },
+      ),
+    );
+  }
+
   #checkOpen(): void {
     if (this.#closed) throw new WfeError("GrpcLockProvider is closed", { code: Code.Canceled });
   }
@@ -407,9 +432,14 @@ export class GrpcLockProvider implements AsyncDisposable {
     if (this.#timer !== undefined || this.#renewing !== undefined || this.#closed) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
+      if (this.#connection.closed) {
+        this.#connectionClosedUnder();
+        return;
+      }
       this.#renewing = this.#renewHeld().finally(() => {
         this.#renewing = undefined;
-        if (this.#held.size > 0) this.#scheduleRenewal();
+        if (this.#connection.closed) this.#connectionClosedUnder();
+        else if (this.#held.size > 0) this.#scheduleRenewal();
       });
     }, this.ttlMs / 3);
     this.#timer.unref();
@@ -433,7 +463,7 @@ export class GrpcLockProvider implements AsyncDisposable {
         );
         lost = response.lostResources;
       } catch (error) {
-        if (!this.#closed) this.#reportError(error);
+        if (!this.#closed && !this.#connection.closed) this.#reportError(error);
         continue;
       }
       for (const resource of lost) {

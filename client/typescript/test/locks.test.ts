@@ -299,6 +299,19 @@ describe("GrpcLockProvider", () => {
     }
   });
 
+  it("a store closed under it: renewal stops, reported once (not every third of the TTL forever)", async () => {
+    const store = await GrpcPersistenceProvider.connect(live.server.address);
+    const errors: unknown[] = [];
+    const locks = new GrpcLockProvider(store, { ttlMs: 300, onError: (e) => errors.push(e) });
+    assert.equal(await locks.acquireLock(uniq("r")), true);
+    store.close(); // e.g. a host closing its store before its lock provider
+    await sleep(1_200); // four renewal periods
+    assert.equal(errors.length, 1, errors.map(String).join("\n"));
+    assert.ok(errors[0] instanceof WfeError && /closed/.test(errors[0].message), String(errors[0]));
+    await locks.close();
+    assert.equal(errors.length, 1, "close() does not report again what it could not release");
+  });
+
   it("releases what it holds on close, and await using closes", async () => {
     const r1 = uniq("r");
     const r2 = uniq("r");
