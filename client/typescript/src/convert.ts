@@ -66,7 +66,8 @@ function toEpochMillis(value: number | undefined, field: string): bigint | undef
 }
 
 /** What `value` is, for a message: `null`, `array` or its `typeof`. */
-function kindOf(value: unknown): string {
+/** @internal What `value` is, for messages: 'null', 'array' or its `typeof`. */
+export function kindOf(value: unknown): string {
   return value === null ? "null" : Array.isArray(value) ? "array" : typeof value;
 }
 

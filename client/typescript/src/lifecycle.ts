@@ -4,7 +4,7 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
-import { createClient, createContextValues, type Client } from "@connectrpc/connect";
+import { Code, createClient, createContextValues, type Client } from "@connectrpc/connect";
 import { SERVED_BY } from "./balance.js";
 import { optionalText, text, uint32 } from "./convert.js";
 import { errorFromRpc, InvalidArgument, WfeError } from "./errors.js";
@@ -204,14 +204,27 @@ export class LifecycleWatch implements AsyncIterable<LifecycleEvent>, AsyncDispo
   #iterated = false;
 
   readonly #connectionClosed: () => boolean;
+  readonly #onClose: (() => void) | undefined;
+  readonly #startTimeoutMs: number | undefined;
 
   /**
    * @internal Use {@link GrpcLifecyclePublisher.watch}. `connectionClosed`: whether the
    * connection the stream runs on was closed on purpose (its failure then ends the iteration).
    * `servers`: how many servers `open` knows (with more than one, the watch moves back).
+   * `onClose`: called once the watch is closed (its publisher forgets it). `startTimeoutMs`:
+   * how long {@link started} waits for the server (the connection's call deadline).
    */
-  constructor(open: OpenStream, signal?: AbortSignal, connectionClosed: () => boolean = () => false, servers = 1) {
+  constructor(
+    open: OpenStream,
+    signal?: AbortSignal,
+    connectionClosed: () => boolean = () => false,
+    servers = 1,
+    onClose?: () => void,
+    startTimeoutMs?: number,
+  ) {
     this.#open = open;
+    this.#onClose = onClose;
+    this.#startTimeoutMs = startTimeoutMs;
     this.#servers = servers;
     this.#connectionClosed = connectionClosed;
     let headersArrived = () => {};
@@ -239,15 +252,31 @@ export class LifecycleWatch implements AsyncIterable<LifecycleEvent>, AsyncDispo
 
   /**
    * Resolves once the server has the watch in place: every event published after that is seen.
-   * Rejects with the call's error if the watch could not be opened.
+   * Rejects with the call's error if the watch could not be opened, and with a `WfeError` of
+   * code DeadlineExceeded, closing the watch, if the server did not put it in place within the
+   * connection's `timeoutMs` (a server that takes connections but does not answer).
    */
   async started(): Promise<void> {
     const first = this.#first;
     if (first === undefined) return; // already iterating, so already started
+    let timer: NodeJS.Timeout | undefined;
+    const timeoutMs = this.#startTimeoutMs;
+    const timedOut =
+      timeoutMs === undefined
+        ? undefined
+        : new Promise<"timed out">((resolve) => (timer = setTimeout(() => resolve("timed out"), timeoutMs)));
     try {
-      await Promise.race([this.#headers, first]);
+      const outcome = await Promise.race([this.#headers, first, ...(timedOut === undefined ? [] : [timedOut])]);
+      if (outcome === "timed out") {
+        this.close();
+        throw new WfeError(`the server did not put the watch in place within ${timeoutMs} ms`, {
+          code: Code.DeadlineExceeded,
+        });
+      }
     } catch (error) {
       throw errorFromRpc(error);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -259,6 +288,7 @@ export class LifecycleWatch implements AsyncIterable<LifecycleEvent>, AsyncDispo
     for (const left of this.#left) left.abort.abort();
     this.#left = [];
     this.#wake();
+    this.#onClose?.();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -396,6 +426,9 @@ export class GrpcLifecyclePublisher implements AsyncDisposable {
   readonly #client: Client<typeof wire.LifecycleService>;
   /** With several servers: a client of each alone (a watch on a later one moves back). */
   readonly #serverClients: readonly Client<typeof wire.LifecycleService>[];
+  #closed = false;
+  /** Open watches: `close()` ends them (on a shared connection nothing else would). */
+  readonly #watches = new Set<LifecycleWatch>();
 
   /** A publisher on the connection of `store` (closing the publisher leaves `store` open). */
   constructor(store: GrpcPersistenceProvider) {
@@ -417,6 +450,7 @@ export class GrpcLifecyclePublisher implements AsyncDisposable {
   /** Relays `event` to every current watcher; resolves how many watchers (on that server) received it. */
   async publish(event: LifecycleEvent): Promise<number> {
     const message = lifecycleEventToWire(event);
+    this.#checkOpen();
     const response = await this.#connection.call(() => this.#client.publishLifecycleEvent({ event: message }));
     return response.watchers;
   }
@@ -432,26 +466,43 @@ export class GrpcLifecyclePublisher implements AsyncDisposable {
     options ??= {}; // null (from JavaScript): the defaults, as undefined
     // Checked here: a stream is not a call the connection's closed check wraps, and its transport
     // would otherwise open a new connection that nothing closes.
-    this.#connection.checkOpen();
+    this.#checkOpen();
     const request = {
       workflowInstanceId: optionalText(options.workflowInstanceId, "workflowInstanceId") ?? "",
       workflowDefinitionId: optionalText(options.workflowDefinitionId, "workflowDefinitionId") ?? "",
     };
-    return new LifecycleWatch(
+    const watch: LifecycleWatch = new LifecycleWatch(
       (signal, onHeader, served, server) => {
         const client = server === undefined ? this.#client : (this.#serverClients[server] ?? this.#client);
         const contextValues = createContextValues().set(SERVED_BY, served);
         return client.watchLifecycleEvents(request, { signal, onHeader, timeoutMs: 0, contextValues });
       },
       options.signal,
-      () => this.#connection.closed,
+      () => this.#connection.closed || this.#closed,
       Math.max(1, this.#serverClients.length),
+      () => this.#watches.delete(watch),
+      this.#connection.timeoutMs,
     );
+    if (!(options.signal?.aborted ?? false)) this.#watches.add(watch); // (else closed already)
+    return watch;
   }
 
-  /** Closes the connection if the publisher opened it (the loops of open watches end quietly). Idempotent. */
+  /**
+   * Ends the publisher: the loops of its open watches end quietly, later calls are refused (a
+   * `WfeError` of code Canceled, 'GrpcLifecyclePublisher is closed'); closes the connection if
+   * the publisher opened it (a store it shares stays open). Idempotent.
+   */
   close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
     if (this.#ownsConnection) this.#connection.close();
+    for (const watch of [...this.#watches]) watch.close();
+    this.#watches.clear();
+  }
+
+  #checkOpen(): void {
+    this.#connection.checkOpen();
+    if (this.#closed) throw new WfeError("GrpcLifecyclePublisher is closed", { code: Code.Canceled });
   }
 
   [Symbol.asyncDispose](): Promise<void> {

@@ -9,7 +9,7 @@ import { hostname } from "node:os";
 import { randomUUID } from "node:crypto";
 import { Code, createClient, type Client } from "@connectrpc/connect";
 import type { Duration } from "@bufbuild/protobuf/wkt";
-import { text } from "./convert.js";
+import { kindOf, text } from "./convert.js";
 import { InvalidArgument, WfeError } from "./errors.js";
 import { LockService } from "./gen/wfe/persistence/v1/locks_pb.js";
 import {
@@ -53,6 +53,11 @@ export interface LeasedDequeueHold {
    * see them: nothing holds or renews them).
    */
   adopt(leases: readonly Lease[]): boolean;
+  /**
+   * The server refused the call (nothing was done): the leases it was to release are held (and
+   * renewed) again, unless the provider was closed or took one of them again meanwhile.
+   */
+  restore(): void;
   /** The call ended: closing the provider no longer concerns it. */
   end(): void;
 }
@@ -78,11 +83,15 @@ export interface LockProviderOptions {
   owner?: string;
   /** Time-to-live of each lease in milliseconds, 100 to 3600000 (default 30000); renewed every third of it. */
   ttlMs?: number;
-  /** Called with a resource whose lease a renewal found lost (it ran out and another owner took it). */
+  /**
+   * Called with a resource whose lease a renewal found lost (it ran out and another owner took
+   * it). What it throws goes to `onError`.
+   */
   onLost?: (resource: string) => void;
   /**
    * Called with errors of background work: a renewal that failed (tried again a third of the
-   * TTL later) or a release at `close()` that failed (that lease runs out by itself).
+   * TTL later) or a release at `close()` that failed (that lease runs out by itself). What it
+   * throws becomes a process warning (it does not end the process, the renewals or `close()`).
    */
   onError?: (error: unknown) => void;
 }
@@ -92,14 +101,25 @@ export function newOwnerId(): string {
   return `${hostname()}:${process.pid}:${randomUUID()}`;
 }
 
+/** Longest owner id the server accepts, in UTF-8 bytes. */
+const MAX_OWNER_BYTES = 1024;
+
 function checkTtl(ttlMs: number): number {
   if (!Number.isInteger(ttlMs) || ttlMs < MIN_LOCK_TTL_MS || ttlMs > MAX_LOCK_TTL_MS) {
-    throw new InvalidArgument(
-      `ttlMs must be an integer from ${MIN_LOCK_TTL_MS} to ${MAX_LOCK_TTL_MS}, got ${String(ttlMs)}`,
-      { field: "ttlMs" },
-    );
+    const got = typeof ttlMs === "number" ? String(ttlMs) : `a ${kindOf(ttlMs)}`;
+    throw new InvalidArgument(`ttlMs must be an integer from ${MIN_LOCK_TTL_MS} to ${MAX_LOCK_TTL_MS}, got ${got}`, {
+      field: "ttlMs",
+    });
   }
   return ttlMs;
+}
+
+/** `callback` when absent or a function (a JavaScript caller may pass anything). */
+function checkCallback<F>(callback: F | undefined, field: string): F | undefined {
+  if (callback !== undefined && callback !== null && typeof callback !== "function") {
+    throw new InvalidArgument(`${field}: expected a function, got ${kindOf(callback)}`, { field });
+  }
+  return callback ?? undefined;
 }
 
 /**
@@ -126,7 +146,17 @@ export class GrpcLockProvider implements AsyncDisposable {
   readonly #held = new Map<string, Lease>();
   #timer: NodeJS.Timeout | undefined;
   #renewing: Promise<void> | undefined;
+  /** Ends the renewal round under way: `close()` does not wait for a server that does not answer it. */
+  readonly #renewAbort = new AbortController();
+  /**
+   * Acquisitions and releases in flight: `close()` waits for them (bounded) before it closes a
+   * connection of its own, so that they free what they hold (an acquisition that lands after
+   * `close()` frees its lease).
+   */
+  readonly #inFlight = new Set<Promise<unknown>>();
   #closed = false;
+  /** Whether the closing of the connection under the provider was reported (once). */
+  #reportedConnectionClosed = false;
   /** Leased dequeues in flight: `close()` aborts them (a waiting one would otherwise wait its whole wait). */
   readonly #dequeues = new Set<AbortController>();
 
@@ -136,11 +166,15 @@ export class GrpcLockProvider implements AsyncDisposable {
     if (options.owner !== undefined && (typeof options.owner !== "string" || options.owner === "")) {
       throw new InvalidArgument("owner must be a non-empty string", { field: "owner" });
     }
+    if (options.owner !== undefined && Buffer.byteLength(options.owner, "utf8") > MAX_OWNER_BYTES) {
+      // Every call would be refused with this: said once, here.
+      throw new InvalidArgument(`owner: longer than ${MAX_OWNER_BYTES} bytes`, { field: "owner" });
+    }
     this.owner = options.owner ?? newOwnerId();
     this.ttlMs = checkTtl(options.ttlMs ?? DEFAULT_LOCK_TTL_MS);
     this.#ttl = toDuration(this.ttlMs);
-    this.#onLost = options.onLost;
-    this.#onError = options.onError;
+    this.#onLost = checkCallback(options.onLost, "onLost");
+    this.#onError = checkCallback(options.onError, "onError");
     this.#connection = sharedConnection(store);
     this.#client = createClient(LockService, this.#connection.transport);
   }
@@ -171,6 +205,20 @@ export class GrpcLockProvider implements AsyncDisposable {
   async acquire(resource: string): Promise<Lease | undefined> {
     text(resource, "resource");
     this.#checkOpen();
+    return this.#track(this.#acquire(resource));
+  }
+
+  /** `call`, which `close()` waits for while it is in flight. */
+  async #track<T>(call: Promise<T>): Promise<T> {
+    this.#inFlight.add(call);
+    try {
+      return await call;
+    } finally {
+      this.#inFlight.delete(call);
+    }
+  }
+
+  async #acquire(resource: string): Promise<Lease | undefined> {
     const response = await this.#connection.call(() =>
       this.#client.acquireLock({ resource, owner: this.owner, ttl: this.#ttl }),
     );
@@ -183,8 +231,13 @@ export class GrpcLockProvider implements AsyncDisposable {
       expireTime: fromTimestamp(response.expireTime),
     };
     if (this.#closed) {
-      // close() ran while the acquisition was on its way: it did not see this lease.
-      await this.#release(resource);
+      // close() ran while the acquisition was on its way: it did not see this lease (and waits
+      // for this release before it closes a connection of its own).
+      try {
+        await this.#release(resource);
+      } catch (error) {
+        this.#reportError(error);
+      }
       this.#checkOpen();
     }
     this.#held.set(resource, lease);
@@ -199,7 +252,12 @@ export class GrpcLockProvider implements AsyncDisposable {
    */
   [LEASED_DEQUEUE](release: readonly string[], signal?: AbortSignal): LeasedDequeueHold {
     this.#checkOpen();
-    for (const resource of release) this.#held.delete(resource);
+    const released = new Map<string, Lease>();
+    for (const resource of release) {
+      const lease = this.#held.get(resource);
+      if (lease !== undefined) released.set(resource, lease);
+      this.#held.delete(resource);
+    }
     const abort = new AbortController();
     const onAbort = () => abort.abort(signal?.reason);
     if (signal?.aborted) onAbort();
@@ -216,6 +274,11 @@ export class GrpcLockProvider implements AsyncDisposable {
         for (const lease of leases) this.#held.set(lease.resource, lease);
         if (leases.length > 0) this.#scheduleRenewal();
         return true;
+      },
+      restore: () => {
+        if (this.#closed) return;
+        for (const [resource, lease] of released) if (!this.#held.has(resource)) this.#held.set(resource, lease);
+        if (this.#held.size > 0) this.#scheduleRenewal();
       },
       end: () => {
         signal?.removeEventListener("abort", onAbort);
@@ -238,7 +301,7 @@ export class GrpcLockProvider implements AsyncDisposable {
     this.#held.delete(resource);
     if (this.#held.size === 0) this.#stopTimer();
     if (this.#closed) return false; // close() released everything
-    return this.#release(resource);
+    return this.#track(this.#release(resource));
   }
 
   /** The lease this provider holds on `resource`, if any (as of its acquisition). */
@@ -257,7 +320,7 @@ export class GrpcLockProvider implements AsyncDisposable {
   }
 
   /**
-   * Stops renewing and releases every held lease, waiting at most `CLOSE_RELEASE_WAIT_MS` (or the
+   * Stops renewing (a renewal under way is cut short) and releases every held lease, waiting at most `CLOSE_RELEASE_WAIT_MS` (or the
    * TTL, when shorter) for the server's answers; a release that fails, or is not answered by then,
    * is reported to `onError` (that lease runs out by itself within its TTL). Then closes the
    * connection if the provider opened it. Idempotent.
@@ -270,10 +333,21 @@ export class GrpcLockProvider implements AsyncDisposable {
     for (const dequeue of this.#dequeues) dequeue.abort(new WfeError("GrpcLockProvider is closed", { code: Code.Canceled }));
     this.#dequeues.clear();
     this.#stopTimer();
+    // A renewal under way is cut short (its leases are released below): waiting for its answer
+    // would add up to a third of the TTL (or the call deadline) to the bounded wait that follows.
+    this.#renewAbort.abort();
     await this.#renewing;
+    if (this.#connection.closed) {
+      // The store was closed under the provider: nothing can be released (said once).
+      this.#connectionClosedUnder();
+      this.#held.clear();
+      return;
+    }
     const held = [...this.#held.keys()];
     this.#held.clear();
-    const releases = held.map((resource) => this.#release(resource));
+    // Calls in flight: releases, and acquisitions that free what they get (they see it closed).
+    const inFlight = [...this.#inFlight];
+    const releases = [...held.map((resource) => this.#release(resource)), ...inFlight];
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<"timed out">((resolve) => {
       timer = setTimeout(() => resolve("timed out"), Math.min(CLOSE_RELEASE_WAIT_MS, this.ttlMs));
@@ -283,22 +357,61 @@ export class GrpcLockProvider implements AsyncDisposable {
     clearTimeout(timer);
     if (outcome === "timed out") {
       const waitMs = Math.min(CLOSE_RELEASE_WAIT_MS, this.ttlMs);
-      this.#onError?.(
+      this.#reportError(
         new WfeError(
-          `${held.length} lease(s) not released: the server did not answer within ${waitMs} ms; ` +
+          `${held.length} lease(s) not released${inFlight.length > 0 ? ` (and ${inFlight.length} acquisition(s) or release(s) in flight not settled)` : ""}: ` +
+            `the server did not answer within ${waitMs} ms; ` +
             `they run out by themselves within their TTL (${this.ttlMs} ms)`,
           { code: Code.DeadlineExceeded },
         ),
       );
       void settled; // the calls end at their own deadline (or with the connection, closed below)
     } else {
-      for (const result of outcome) if (result.status === "rejected") this.#onError?.(result.reason);
+      for (const result of outcome.slice(0, held.length)) if (result.status === "rejected") this.#reportError(result.reason);
     }
     if (this.#ownsConnection) this.#connection.close();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  /**
+   * Calls `onLost`. It runs from a timer: what it throws goes to `onError` (an unhandled
+   * rejection would end the process, and the round's other lost leases would go unreported).
+   */
+  #reportLost(resource: string): void {
+    try {
+      this.#onLost?.(resource);
+    } catch (error) {
+      this.#reportError(error);
+    }
+  }
+
+  /** Calls `onError`; what it throws becomes a process warning (see {@link #reportLost}). */
+  #reportError(error: unknown): void {
+    try {
+      this.#onError?.(error);
+    } catch (thrown) {
+      process.emitWarning(`GrpcLockProvider onError threw: ${String(thrown)}`, { detail: String(error) });
+    }
+  }
+
+  /**
+   * The store whose connection the provider shares was closed under it: renewal stops, and
+   * `onError` hears of it once (not every third of the TTL from then on).
+   */
+  #connectionClosedUnder(): void {
+    this.#stopTimer();
+    if (this.#reportedConnectionClosed || this.#held.size === 0) return;
+    this.#reportedConnectionClosed = true;
+    this.#reportError(
+      new WfeError(
+        `GrpcPersistenceProvider is closed: ${this.#held.size} lease(s) no longer renewed; ` +
+          `they run out by themselves within their TTL (${this.ttlMs} ms)`,
+        { code: Code.Canceled },
+      ),
+    );
   }
 
   #checkOpen(): void {
@@ -319,9 +432,14 @@ export class GrpcLockProvider implements AsyncDisposable {
     if (this.#timer !== undefined || this.#renewing !== undefined || this.#closed) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
+      if (this.#connection.closed) {
+        this.#connectionClosedUnder();
+        return;
+      }
       this.#renewing = this.#renewHeld().finally(() => {
         this.#renewing = undefined;
-        if (this.#held.size > 0) this.#scheduleRenewal();
+        if (this.#connection.closed) this.#connectionClosedUnder();
+        else if (this.#held.size > 0) this.#scheduleRenewal();
       });
     }, this.ttlMs / 3);
     this.#timer.unref();
@@ -338,17 +456,20 @@ export class GrpcLockProvider implements AsyncDisposable {
       let lost: string[];
       try {
         const response = await this.#connection.call(() =>
-          this.#client.renewLocks({ owner: this.owner, resources: batch, ttl: this.#ttl }, { timeoutMs }),
+          this.#client.renewLocks(
+            { owner: this.owner, resources: batch, ttl: this.#ttl },
+            { timeoutMs, signal: this.#renewAbort.signal },
+          ),
         );
         lost = response.lostResources;
       } catch (error) {
-        if (!this.#closed) this.#onError?.(error);
+        if (!this.#closed && !this.#connection.closed) this.#reportError(error);
         continue;
       }
       for (const resource of lost) {
         // Only a lease that is still the one this round renewed: not one released and taken again meanwhile.
         if (this.#held.get(resource) === renewing.get(resource) && this.#held.delete(resource)) {
-          this.#onLost?.(resource);
+          this.#reportLost(resource);
         }
       }
     }

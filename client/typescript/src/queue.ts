@@ -3,7 +3,7 @@
  * with long-poll dequeue.
  */
 import { Code, createClient, type Client } from "@connectrpc/connect";
-import { text, textList, workflowFromWire } from "./convert.js";
+import { kindOf, text, textList, workflowFromWire } from "./convert.js";
 import { InvalidArgument, WfeError } from "./errors.js";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { LockService } from "./gen/wfe/persistence/v1/locks_pb.js";
@@ -90,11 +90,47 @@ function wireQueue(queue: QueueType): WireQueueType {
 
 function checkWait(waitMs: number): number {
   if (!Number.isInteger(waitMs) || waitMs < 0 || waitMs > MAX_DEQUEUE_WAIT_MS) {
-    throw new InvalidArgument(`waitMs must be an integer from 0 to ${MAX_DEQUEUE_WAIT_MS}, got ${String(waitMs)}`, {
+    const got = typeof waitMs === "number" ? String(waitMs) : `a ${kindOf(waitMs)}`;
+    throw new InvalidArgument(`waitMs must be an integer from 0 to ${MAX_DEQUEUE_WAIT_MS}, got ${got}`, {
       field: "waitMs",
     });
   }
   return waitMs;
+}
+
+/** Most prefixes (and most releases) of one leased dequeue (the contract's limit). */
+const MAX_LEASE_PREFIXES = 16;
+/** Longest prefix of a leased dequeue, in UTF-8 bytes (the contract's limit). */
+const MAX_PREFIX_BYTES = 512;
+/** Longest resource a lease can be on, in UTF-8 bytes (a prefix and an id; the contract's limit). */
+const MAX_RELEASE_BYTES = 1536;
+
+function checkPrefixes(prefixes: string[]): string[] {
+  if (prefixes.length < 1 || prefixes.length > MAX_LEASE_PREFIXES) {
+    throw new InvalidArgument(`prefixes: 1 to ${MAX_LEASE_PREFIXES} prefixes, got ${prefixes.length}`, { field: "prefixes" });
+  }
+  prefixes.forEach((prefix, i) => {
+    if (Buffer.byteLength(prefix, "utf8") > MAX_PREFIX_BYTES) {
+      throw new InvalidArgument(`prefixes[${i}]: longer than ${MAX_PREFIX_BYTES} bytes`, { field: `prefixes[${i}]` });
+    }
+    if (prefixes.indexOf(prefix) !== i) {
+      throw new InvalidArgument(`prefixes[${i}]: ${JSON.stringify(prefix)} is named twice`, { field: `prefixes[${i}]` });
+    }
+  });
+  return prefixes;
+}
+
+function checkRelease(release: string[]): string[] {
+  if (release.length > MAX_LEASE_PREFIXES) {
+    throw new InvalidArgument(`release: at most ${MAX_LEASE_PREFIXES} resources, got ${release.length}`, { field: "release" });
+  }
+  release.forEach((resource, i) => {
+    if (resource === "") throw new InvalidArgument(`release[${i}]: must not be empty`, { field: `release[${i}]` });
+    if (Buffer.byteLength(resource, "utf8") > MAX_RELEASE_BYTES) {
+      throw new InvalidArgument(`release[${i}]: longer than ${MAX_RELEASE_BYTES} bytes`, { field: `release[${i}]` });
+    }
+  });
+  return release;
 }
 
 /**
@@ -108,6 +144,9 @@ export class GrpcQueueProvider implements AsyncDisposable {
   readonly #client: Client<typeof QueueService>;
   /** Frees the leases of a leased dequeue whose lock provider was closed meanwhile. */
   readonly #locks: Client<typeof LockService>;
+  #closed = false;
+  /** Dequeues in flight: `close()` ends them (on a shared connection they would wait their whole wait). */
+  readonly #calls = new Set<AbortController>();
 
   /** A queue provider on the connection of `store` (closing the queue provider leaves `store` open). */
   constructor(store: GrpcPersistenceProvider) {
@@ -129,6 +168,7 @@ export class GrpcQueueProvider implements AsyncDisposable {
    */
   async queueWork(id: string, queue: QueueType): Promise<boolean> {
     const request = { id: text(id, "id"), queue: wireQueue(queue) };
+    this.#checkOpen();
     const response = await this.#connection.call(() => this.#client.queueWork(request));
     return response.queued;
   }
@@ -173,8 +213,12 @@ export class GrpcQueueProvider implements AsyncDisposable {
     if (!(locks instanceof GrpcLockProvider)) {
       throw new InvalidArgument("locks: expected a GrpcLockProvider", { field: "locks" });
     }
-    const prefixes = textList(options.prefixes ?? [""], "prefixes");
-    const release = textList(options.release ?? [], "release");
+    const prefixes = checkPrefixes(textList(options.prefixes ?? [""], "prefixes"));
+    const release = checkRelease(textList(options.release ?? [], "release"));
+    // Checked before `locks` stops renewing the leases to release: a call refused here leaves them held.
+    wireQueue(queue);
+    checkWait(options.waitMs ?? 0);
+    this.#checkOpen();
     const hold = locks[LEASED_DEQUEUE](release, options.signal);
     let response;
     try {
@@ -187,6 +231,8 @@ export class GrpcQueueProvider implements AsyncDisposable {
       if (hold.closed) {
         throw new WfeError("GrpcLockProvider is closed", { code: Code.Canceled, cause: error });
       }
+      // Refused by the server: nothing was released, the leases are still this owner's.
+      if (error instanceof InvalidArgument) hold.restore();
       throw error;
     } finally {
       hold.end();
@@ -223,9 +269,24 @@ export class GrpcQueueProvider implements AsyncDisposable {
     await this.queueWork(id, queue).catch(() => false);
   }
 
-  /** Closes the connection if the provider opened it (waiting dequeues are cancelled). Idempotent. */
+  /**
+   * Ends the provider: waiting dequeues are cancelled and later calls refused (a `WfeError` of
+   * code Canceled, 'GrpcQueueProvider is closed'; 'GrpcPersistenceProvider is closed' when the
+   * provider opened its connection, which this closes). A store it shares stays open. Idempotent.
+   */
   close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
     if (this.#ownsConnection) this.#connection.close();
+    for (const call of this.#calls) call.abort();
+    this.#calls.clear();
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) {
+      if (this.#ownsConnection) this.#connection.checkOpen();
+      throw new WfeError("GrpcQueueProvider is closed", { code: Code.Canceled });
+    }
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -246,8 +307,26 @@ export class GrpcQueueProvider implements AsyncDisposable {
       includeWorkflow,
       ...leased,
     };
+    this.#checkOpen();
+    const call = new AbortController();
+    const signal = options.signal;
+    const onAbort = () => call.abort(signal?.reason);
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener("abort", onAbort, { once: true });
+    this.#calls.add(call);
     // The server may hold the call for the whole wait: the deadline covers it plus the usual one.
-    const callOptions = { timeoutMs: waitMs + this.#connection.timeoutMs, signal: options.signal };
-    return this.#connection.call(() => this.#client.dequeueWork(request, callOptions));
+    const callOptions = { timeoutMs: waitMs + this.#connection.timeoutMs, signal: call.signal };
+    try {
+      return await this.#connection.call(() => this.#client.dequeueWork(request, callOptions));
+    } catch (error) {
+      // Ended by close() (a connection of its own says so itself).
+      if (this.#closed && !this.#ownsConnection && !(signal?.aborted ?? false)) {
+        throw new WfeError("GrpcQueueProvider is closed", { code: Code.Canceled, cause: error });
+      }
+      throw error;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      this.#calls.delete(call);
+    }
   }
 }

@@ -16,7 +16,7 @@ import {
   type LifecycleEvent,
   type LifecycleWatch,
 } from "../src/index.js";
-import { liveServer } from "./server.js";
+import { liveServer, startServer } from "./server.js";
 
 const live = liveServer((address) => GrpcLifecyclePublisher.connect(address));
 
@@ -224,6 +224,61 @@ describe("a closed publisher", () => {
       close();
       await assert.doesNotReject(reading, `${label}: the loop ended with an error`);
       assert.deepEqual(seen, [label]);
+    }
+  });
+
+  it("close() of a publisher sharing a store ends its open watches quietly and refuses later calls (Canceled); the store goes on", async () => {
+    const store = await GrpcPersistenceProvider.connect(live.server.address);
+    try {
+      const publisher = new GrpcLifecyclePublisher(store);
+      const watch = publisher.watch();
+      await watch.started();
+      const seen: string[] = [];
+      const reading = (async () => {
+        for await (const event of watch) seen.push(event.workflowInstanceId);
+      })();
+      const id = uniq("before-close");
+      assert.equal(await live.client.publish(newLifecycleEvent(LifecycleEventType.STARTED, id)), 1);
+      while (seen.length === 0) await sleep(10);
+      publisher.close();
+      const ended = await Promise.race([reading.then(() => "ended"), sleep(2_000).then(() => "still reading 2 s after close()")]);
+      assert.equal(ended, "ended");
+      assert.deepEqual(seen, [id]);
+      assert.equal(await watchersSettleAt(0), 0, "its stream is closed");
+      const closed = (e: unknown) => e instanceof WfeError && e.code === Code.Canceled && e.message === "GrpcLifecyclePublisher is closed";
+      assert.throws(() => publisher.watch(), closed);
+      await assert.rejects(publisher.publish(newLifecycleEvent(LifecycleEventType.STARTED, uniq("late"))), closed);
+      // The store goes on.
+      const other = new GrpcLifecyclePublisher(store);
+      assert.equal(await other.publish(newLifecycleEvent(LifecycleEventType.STARTED, uniq("after"))), 0);
+    } finally {
+      store.close();
+    }
+  });
+});
+
+describe("a watch on a server that does not answer", () => {
+  it("started() rejects (DeadlineExceeded) within the connection's timeoutMs and closes the watch", { timeout: 60_000 }, async () => {
+    const own = await startServer();
+    const publisher = await GrpcLifecyclePublisher.connect(own.address, { timeoutMs: 2_000 });
+    try {
+      assert.equal(await publisher.publish(newLifecycleEvent(LifecycleEventType.STARTED, uniq("warm"))), 0);
+      own.process.kill("SIGSTOP"); // frozen: takes the stream, never answers
+      const watch = publisher.watch();
+      const started = Date.now();
+      const outcome = await Promise.race([
+        watch.started().then(() => "resolved", (e: unknown) => e),
+        sleep(6_000).then(() => "still pending after 6 s"),
+      ]);
+      assert.ok(outcome instanceof WfeError && outcome.code === Code.DeadlineExceeded, String(outcome));
+      assert.ok(Date.now() - started < 3_500, `took ${Date.now() - started} ms`);
+      const events: LifecycleEvent[] = [];
+      for await (const event of watch) events.push(event); // closed: ends at once
+      assert.deepEqual(events, []);
+    } finally {
+      own.process.kill("SIGCONT");
+      publisher.close();
+      await own.stop();
     }
   });
 });

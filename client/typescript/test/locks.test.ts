@@ -6,7 +6,13 @@ import { once } from "node:events";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code } from "@connectrpc/connect";
-import { CLOSE_RELEASE_WAIT_MS, GrpcLockProvider, GrpcPersistenceProvider, InvalidArgument, WfeError } from "../src/index.js";
+import {
+  CLOSE_RELEASE_WAIT_MS,
+  GrpcLockProvider,
+  GrpcPersistenceProvider,
+  InvalidArgument,
+  WfeError,
+} from "../src/index.js";
 import { liveServer, pythonBinary, startServer } from "./server.js";
 
 /** The compiled package, for child processes (this file runs from dist/test/). */
@@ -42,6 +48,69 @@ describe("GrpcLockProvider", () => {
       own.process.kill("SIGCONT");
       await own.stop();
     }
+  });
+
+  it("close() during a renewal the server does not answer still waits only CLOSE_RELEASE_WAIT_MS", { timeout: 60_000 }, async () => {
+    const own = await startServer();
+    const errors: unknown[] = [];
+    // Renewed every 5 s, each renewal given 5 s.
+    const locks = await GrpcLockProvider.connect(own.address, { ttlMs: 15_000, onError: (e) => errors.push(e) });
+    try {
+      const acquired = Date.now();
+      assert.equal(await locks.acquireLock(uniq("held")), true);
+      await sleep(4_700 - (Date.now() - acquired));
+      own.process.kill("SIGSTOP"); // frozen: the renewal due at 5 s is never answered
+      await sleep(5_400 - (Date.now() - acquired));
+      const started = Date.now();
+      await locks.close();
+      const waited = Date.now() - started;
+      assert.ok(waited < CLOSE_RELEASE_WAIT_MS + 1_500, `close took ${waited} ms`);
+      assert.equal(errors.length, 1, String(errors));
+      assert.match(String(errors[0]), /1 lease\(s\) not released/);
+    } finally {
+      own.process.kill("SIGCONT");
+      await own.stop();
+    }
+  });
+
+  it("close() right after acquire() (own connection) leaves no lease behind for its TTL", async () => {
+    await using other = lockProvider();
+    const stuck: string[] = [];
+    const unexpected: string[] = [];
+    for (const delayMs of [0, 0, 1, 1, 2, 2, 3, 3, 5, 5]) {
+      const locks = await GrpcLockProvider.connect(live.server.address, { ttlMs: 60_000 });
+      const resource = uniq("closing");
+      const acquiring = locks.acquire(resource).then(
+        (lease) => (lease === undefined ? "not acquired" : "acquired"),
+        (error: unknown) => error,
+      );
+      if (delayMs > 0) await sleep(delayMs);
+      await locks.close();
+      const outcome = await acquiring;
+      if (!(await other.acquireLock(resource))) stuck.push(`after ${delayMs} ms (${String(outcome)})`);
+      // Either it was acquired before close() (which released it) or close() ended it.
+      if (!(outcome === "acquired" || (outcome instanceof WfeError && outcome.message === "GrpcLockProvider is closed"))) {
+        unexpected.push(`${delayMs} ms: ${String(outcome)}`);
+      }
+    }
+    assert.deepEqual(stuck, [], "leases held for their 60 s TTL after close()");
+    assert.deepEqual(unexpected, []);
+  });
+
+  it("close() right after releaseLock() (own connection) leaves no lease behind for its TTL", async () => {
+    await using other = lockProvider();
+    const stuck: string[] = [];
+    for (const delayMs of [0, 0, 1, 1, 2, 2]) {
+      const locks = await GrpcLockProvider.connect(live.server.address, { ttlMs: 60_000 });
+      const resource = uniq("releasing");
+      assert.equal(await locks.acquireLock(resource), true);
+      const releasing = locks.releaseLock(resource).then(String, String);
+      if (delayMs > 0) await sleep(delayMs);
+      await locks.close();
+      const outcome = await releasing;
+      if (!(await other.acquireLock(resource))) stuck.push(`after ${delayMs} ms (releaseLock: ${outcome})`);
+    }
+    assert.deepEqual(stuck, [], "leases held for their 60 s TTL after close()");
   });
 
   it("hands a resource to exactly one of many concurrent acquirers", async () => {
@@ -192,6 +261,57 @@ describe("GrpcLockProvider", () => {
     assert.equal(holder.fencingToken(resource), undefined);
   });
 
+  it("an onLost or onError callback that throws neither crashes the process nor stops renewal nor close()", async () => {
+    const owner = uniq("throwing-owner");
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on("unhandledRejection", onUnhandled);
+    const reported: unknown[] = [];
+    try {
+      const holder = new GrpcLockProvider(live.client, {
+        owner,
+        ttlMs: 300,
+        onLost: (r) => {
+          throw new Error(`onLost of ${r} threw`);
+        },
+        onError: (e) => {
+          reported.push(e);
+          throw new Error("onError threw");
+        },
+      });
+      await using sameOwner = new GrpcLockProvider(live.client, { owner });
+      await using thief = lockProvider();
+      const [lost1, lost2, kept] = [uniq("lost"), uniq("lost"), uniq("kept")];
+      for (const r of [lost1, lost2, kept]) assert.equal(await holder.acquireLock(r), true);
+      for (const r of [lost1, lost2]) {
+        assert.equal(await sameOwner.releaseLock(r), true);
+        assert.equal(await thief.acquireLock(r), true);
+      }
+      await sleep(1_000); // three TTLs
+      assert.deepEqual(unhandled, [], "no unhandled rejection");
+      assert.deepEqual(holder.held, [kept], "both lost leases dropped");
+      assert.deepEqual(reported.map(String).sort(), [`Error: onLost of ${lost1} threw`, `Error: onLost of ${lost2} threw`].sort());
+      assert.equal(await thief.acquireLock(kept), false, "the other lease is still renewed");
+      await holder.close();
+      assert.equal(await thief.acquireLock(kept), true, "released by close()");
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+    }
+  });
+
+  it("a store closed under it: renewal stops, reported once (not every third of the TTL forever)", async () => {
+    const store = await GrpcPersistenceProvider.connect(live.server.address);
+    const errors: unknown[] = [];
+    const locks = new GrpcLockProvider(store, { ttlMs: 300, onError: (e) => errors.push(e) });
+    assert.equal(await locks.acquireLock(uniq("r")), true);
+    store.close(); // e.g. a host closing its store before its lock provider
+    await sleep(1_200); // four renewal periods
+    assert.equal(errors.length, 1, errors.map(String).join("\n"));
+    assert.ok(errors[0] instanceof WfeError && /closed/.test(errors[0].message), String(errors[0]));
+    await locks.close();
+    assert.equal(errors.length, 1, "close() does not report again what it could not release");
+  });
+
   it("releases what it holds on close, and await using closes", async () => {
     const r1 = uniq("r");
     const r2 = uniq("r");
@@ -226,6 +346,21 @@ describe("GrpcLockProvider", () => {
     const b = new GrpcLockProvider(live.client);
     assert.notEqual(a.owner, b.owner, "a fresh owner id per provider");
     assert.equal(a.ttlMs, 30_000);
+  });
+
+  it("refuses at construction what every call would fail on: an owner over 1024 bytes, a TTL or callback of the wrong type", async () => {
+    const refused = (field: string, message: RegExp) => (e: unknown) =>
+      e instanceof InvalidArgument && e.field === field && message.test(e.message);
+    const fromJs = (options: object) => () => new GrpcLockProvider(live.client, options);
+    assert.throws(fromJs({ owner: "o".repeat(1025) }), refused("owner", /owner: longer than 1024 bytes/));
+    assert.throws(fromJs({ owner: "é".repeat(513) }), refused("owner", /longer than 1024 bytes/), "bytes, not characters");
+    assert.throws(fromJs({ ttlMs: "1000" }), refused("ttlMs", /got a string/));
+    assert.throws(fromJs({ ttlMs: 10n }), refused("ttlMs", /got a bigint/));
+    assert.throws(fromJs({ onLost: "log" }), refused("onLost", /onLost: expected a function, got string/));
+    assert.throws(fromJs({ onError: {} }), refused("onError", /onError: expected a function, got object/));
+    // 1024 bytes is allowed, and the server takes it.
+    await using locks = new GrpcLockProvider(live.client, { owner: "é".repeat(512) });
+    assert.ok(await locks.acquireLock(uniq("long-owner")));
   });
 
   it("a resource that is not a string is InvalidArgument naming it, and locks nothing", async () => {

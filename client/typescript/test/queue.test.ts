@@ -149,9 +149,45 @@ describe("GrpcQueueProvider", () => {
     await assert.rejects(waitingShared, closedError);
   });
 
+  it("close() of a provider sharing a store ends its waiting dequeues at once (Canceled) and refuses later calls; the store goes on", async () => {
+    const closedError = (e: unknown) =>
+      e instanceof WfeError && e.code === Code.Canceled && e.message === "GrpcQueueProvider is closed";
+    const store = await GrpcPersistenceProvider.connect(live.server.address);
+    try {
+      const queue = new GrpcQueueProvider(store);
+      const locks = new GrpcLockProvider(store);
+      const waits = [
+        queue.dequeueWork(QueueType.INDEX, { waitMs: 10_000 }),
+        queue.dequeueWorkflow({ waitMs: 10_000 }),
+        queue.dequeueLeased(QueueType.EVENT, locks, { waitMs: 10_000 }),
+      ];
+      const outcomes = waits.map((w) => w.then((v) => `resolved with ${JSON.stringify(v)}`, (e: unknown) => e));
+      await sleep(300); // waiting on the server
+      const started = performance.now();
+      queue.close();
+      const ended = await Promise.race([Promise.all(outcomes), sleep(2_000).then(() => "still waiting 2 s after close()")]);
+      assert.ok(Array.isArray(ended), String(ended));
+      for (const outcome of ended) assert.ok(closedError(outcome), String(outcome));
+      assert.ok(performance.now() - started < 2_000, "at once");
+      await assert.rejects(queue.queueWork(uniq("late"), QueueType.INDEX), closedError);
+      await assert.rejects(queue.dequeueWork(QueueType.INDEX), closedError);
+      // The store goes on; the ended waiters took nothing queued afterwards.
+      const id = uniq("after-queue-closed");
+      assert.equal(await live.client.queueWork(id, QueueType.INDEX), true);
+      assert.deepEqual(await drain(live.client, QueueType.INDEX), [id]);
+      await locks.close();
+    } finally {
+      store.close();
+    }
+  });
+
   it("rejects bad arguments", async () => {
     await assert.rejects(live.client.dequeueWork(QueueType.INDEX, { waitMs: 60_001 }), InvalidArgument);
     await assert.rejects(live.client.dequeueWork(QueueType.INDEX, { waitMs: -1 }), InvalidArgument);
+    await assert.rejects(
+      live.client.dequeueWork(QueueType.INDEX, { waitMs: "10" as unknown as number }),
+      (e: unknown) => e instanceof InvalidArgument && e.field === "waitMs" && /got a string/.test(e.message),
+    );
     await assert.rejects(live.client.queueWork("x", "BOGUS" as QueueType), InvalidArgument);
     await assert.rejects(live.client.queueWork("", QueueType.INDEX), (e: unknown) => e instanceof InvalidArgument && e.code === Code.InvalidArgument);
   });
@@ -276,6 +312,31 @@ describe("GrpcQueueProvider.dequeueLeased", () => {
     assert.deepEqual(await drain(live.client, QueueType.INDEX), [id], "still queued");
     await locks.close();
     await assert.rejects(live.client.dequeueLeased(QueueType.INDEX, locks), WfeError);
+  });
+
+  it("a leased dequeue refused (a bad wait, prefixes or releases) keeps the leases it was to release held and renewed", async () => {
+    await using locks = await GrpcLockProvider.connect(live.server.address, { ttlMs: 300 });
+    await using other = await GrpcLockProvider.connect(live.server.address);
+    const id = uniq("refused");
+    assert.equal(await live.client.queueWork(id, QueueType.INDEX), true);
+    const kept = uniq("kept");
+    assert.equal(await locks.acquireLock(kept), true);
+    for (const options of [
+      { waitMs: -5 },
+      { waitMs: 60_001 },
+      { prefixes: [] },
+      { prefixes: ["p.", "p."] },
+      { prefixes: ["x".repeat(513)] },
+      { release: [kept, ...Array.from({ length: 16 }, (_, i) => `r${i}`)] },
+    ]) {
+      const label = JSON.stringify(options).slice(0, 80);
+      await assert.rejects(live.client.dequeueLeased(QueueType.INDEX, locks, { ...options, release: options.release ?? [kept] }), InvalidArgument, label);
+      assert.deepEqual(locks.held, [kept], `${label}: still held`);
+    }
+    await sleep(1_000); // three TTLs: the lease lives only if it is still renewed
+    assert.deepEqual(locks.held, [kept]);
+    assert.equal(await other.acquireLock(kept), false, "still renewed");
+    assert.deepEqual(await drain(live.client, QueueType.INDEX), [id], "nothing dequeued");
   });
 
   it("a leased dequeue waiting when its lock provider closes leaves the item and its leases free, and rejects (Canceled)", async () => {
