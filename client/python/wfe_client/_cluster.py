@@ -214,8 +214,17 @@ class LockProvider(abc.ABC):
                 if self._held.get(resource) is renewing.get(resource):
                     self._held.pop(resource, None)
                     LOG.warning("lost the lease on %r (it ran out and another owner took it)", resource)
-                    if self.on_lost is not None:
-                        self.on_lost(resource)
+                    self._report_lost(resource)
+
+    def _report_lost(self, resource: str) -> None:
+        """Tell ``on_lost``; a callback that raises is logged: it must not end the renewal of the
+        other leases (nor make ``close`` raise its error)."""
+        if self.on_lost is None:
+            return
+        try:
+            self.on_lost(resource)
+        except Exception:
+            LOG.exception("on_lost(%r) raised; the other leases are still renewed", resource)
 
 
 class QueueProvider(abc.ABC):

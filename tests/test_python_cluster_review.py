@@ -1,0 +1,135 @@
+"""A user's-eye review of the Python cluster providers: what a host program hits when it uses
+``GrpcLockProvider``, ``GrpcQueueProvider``, ``GrpcLifecyclePublisher`` (through a real server
+process) and ``SqliteLockProvider`` / ``SqliteQueueProvider`` (on a real SQLite file) at the edges:
+callbacks that fail, calls refused, close while calls are in flight, a server frozen with SIGSTOP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ServerProcess, start_server_process
+from wfe_client import (
+    GrpcLockProvider,
+    GrpcPersistenceProvider,
+    GrpcQueueProvider,
+    LockProvider,
+    QueueProvider,
+)
+from wfe_sqlite import SqliteLockProvider, SqliteQueueProvider, open_provider
+
+TTL = timedelta(milliseconds=1500)
+
+
+@pytest.fixture
+def server(db_url: str) -> Iterator[ServerProcess]:
+    started = start_server_process(db_url)
+    try:
+        yield started
+    finally:
+        started.process.send_signal(signal.SIGCONT)  # a test that froze it and failed
+        started.kill()
+
+
+class Side:
+    """Lock and queue providers of one kind on the test's SQLite file: over gRPC through a real
+    server process, or in-process."""
+
+    def __init__(self, kind: str, db_url: str, db_path: Path) -> None:
+        self.kind = kind
+        self.db_url = db_url
+        self.db_path = db_path
+        self.server: ServerProcess | None = None
+        self.store: Any = None
+        self.opened: list[Any] = []
+
+    async def start(self) -> None:
+        if self.kind == "grpc":
+            self.server = start_server_process(self.db_url)
+            self.store = await GrpcPersistenceProvider.connect(self.server.address)
+        else:
+            self.store = await open_provider(self.db_url)
+
+    def locks(self, owner: str | None = None, ttl: timedelta = TTL) -> LockProvider:
+        provider: LockProvider
+        if self.kind == "grpc":
+            provider = GrpcLockProvider(self.store, owner, ttl)
+        else:
+            provider = SqliteLockProvider(self.store, owner, ttl)
+        self.opened.append(provider)
+        return provider
+
+    def queue(self) -> QueueProvider:
+        provider: QueueProvider = (
+            GrpcQueueProvider(self.store) if self.kind == "grpc" else SqliteQueueProvider(self.store)
+        )
+        self.opened.append(provider)
+        return provider
+
+    def lease_owner(self, resource: str) -> str | None:
+        with sqlite3.connect(self.db_path, timeout=10) as conn:
+            row = conn.execute("SELECT owner FROM locks WHERE resource = ?", (resource,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def steal(self, resource: str, owner: str) -> None:
+        """Another owner took the lease (as if it had run out and been acquired)."""
+        with sqlite3.connect(self.db_path, timeout=10) as conn:
+            assert conn.execute("UPDATE locks SET owner = ? WHERE resource = ?", (owner, resource)).rowcount == 1
+
+    async def close(self) -> None:
+        for provider in reversed(self.opened):
+            await provider.close()
+        if self.store is not None:
+            await self.store.close()
+        if self.server is not None:
+            self.server.kill()
+
+
+@pytest.fixture(params=["grpc", "embedded"])
+async def side(request: pytest.FixtureRequest, db_url: str, db_path: Path) -> AsyncIterator[Side]:
+    under_test = Side(request.param, db_url, db_path)
+    try:
+        await under_test.start()
+        yield under_test
+    finally:
+        await under_test.close()
+
+
+# -- leases lost, callbacks that fail ---------------------------------------------------------------
+
+
+async def test_on_lost_callback_that_raises_does_not_stop_renewal_nor_break_close(side: Side) -> None:
+    # Before: the renewal task called on_lost unguarded; a callback that raised ended the task, so
+    # every other held lease stopped being renewed (and ran out under the host), and close() then
+    # re-raised the callback's error from the dead task, without releasing anything.
+    locks = side.locks()
+    reported: list[str] = []
+    lost = asyncio.Event()
+
+    def on_lost(resource: str) -> None:
+        reported.append(resource)
+        lost.set()
+        raise RuntimeError("the host's callback failed")
+
+    locks.on_lost = on_lost
+    assert await locks.acquire_lock("lost-one")
+    assert await locks.acquire_lock("kept-one")
+    side.steal("lost-one", "someone-else")
+    await asyncio.wait_for(lost.wait(), 10)
+    assert reported == ["lost-one"]
+    assert locks.held == ["kept-one"]
+    # The other lease is still renewed: well past its TTL it is this owner's, not free.
+    await asyncio.sleep(TTL.total_seconds() * 2)
+    other = side.locks(owner="other")
+    assert not await other.acquire_lock("kept-one")
+    await locks.close()  # no RuntimeError from the callback, and the lease is released
+    assert side.lease_owner("kept-one") in (None, "")  # released (row gone)
+    assert await other.acquire_lock("kept-one")
