@@ -21,8 +21,10 @@ from wfe_client import (
     GrpcLockProvider,
     GrpcPersistenceProvider,
     GrpcQueueProvider,
+    InvalidArgument,
     LockProvider,
     QueueProvider,
+    QueueType,
 )
 from wfe_sqlite import SqliteLockProvider, SqliteQueueProvider, open_provider
 
@@ -133,3 +135,38 @@ async def test_on_lost_callback_that_raises_does_not_stop_renewal_nor_break_clos
     await locks.close()  # no RuntimeError from the callback, and the lease is released
     assert side.lease_owner("kept-one") in (None, "")  # released (row gone)
     assert await other.acquire_lock("kept-one")
+
+
+# -- leased dequeues -----------------------------------------------------------------------------
+
+
+async def test_dequeue_leased_that_is_refused_keeps_renewing_the_leases_it_was_to_release(side: Side) -> None:
+    # Before: dequeue_leased stopped renewing the leases named in `release` before the call, and a
+    # call refused (INVALID_ARGUMENT: nothing was released) left them held on the store but no
+    # longer renewed nor listed in `held`: they ran out under the host and another owner took them.
+    locks = side.locks()
+    queue = side.queue()
+    assert await locks.acquire_lock("keep")
+    with pytest.raises(InvalidArgument):
+        await queue.dequeue_leased(QueueType.WORKFLOW, locks, prefixes=[], release=["keep"])
+    assert locks.held == ["keep"]
+    await asyncio.sleep(TTL.total_seconds() * 2)
+    assert not await side.locks(owner="other").acquire_lock("keep")  # still renewed
+
+
+async def test_dequeue_leased_with_prefixes_as_one_string_is_refused(side: Side) -> None:
+    # Before, over gRPC: prefixes="ab" was sent as list("ab"), one lease per character ("a" + id,
+    # "b" + id), and the item was handed out; the in-process provider refuses a string.
+    locks = side.locks()
+    queue = side.queue()
+    await queue.queue_work("wf-9", QueueType.WORKFLOW)
+    with pytest.raises(InvalidArgument) as refused:
+        await queue.dequeue_leased(QueueType.WORKFLOW, locks, prefixes="ab")
+    assert refused.value.metadata.get("field") == "prefixes"
+    assert await locks.acquire_lock("keep")
+    with pytest.raises(InvalidArgument) as refused:
+        await queue.dequeue_leased(QueueType.WORKFLOW, locks, release="keep")
+    assert refused.value.metadata.get("field") == "release"
+    assert locks.held == ["keep"]
+    assert side.lease_owner("awf-9") is None
+    assert await queue.dequeue_work(QueueType.WORKFLOW) == "wf-9"  # still queued

@@ -126,10 +126,11 @@ class LockProvider(abc.ABC):
         if leases:
             self._ensure_renewer()
 
-    def _forget(self, resources: Sequence[str]) -> None:
-        """Leases being freed by someone else's call (a leased dequeue's release): no longer renewed."""
-        for resource in resources:
-            self._held.pop(resource, None)
+    def _forget(self, resources: Sequence[str]) -> list[Lease]:
+        """Leases being freed by someone else's call (a leased dequeue's release): no longer renewed.
+        The leases that were held (for ``_adopt`` when that call was refused)."""
+        forgotten = [self._held.pop(resource, None) for resource in resources if isinstance(resource, str)]
+        return [lease for lease in forgotten if lease is not None]
 
     def lease(self, resource: str) -> Lease | None:
         """The lease this provider holds on ``resource`` (its fencing token), if any."""
@@ -267,10 +268,18 @@ class QueueProvider(abc.ABC):
         """
         self._check_open()
         locks._check_open()
-        locks._forget(release)
-        work = await self._dequeue_leased(
-            check_queue(queue), locks.owner, locks.ttl, prefixes, wait, release, include_workflow
-        )
+        # One string is a sequence of characters: list("ab") would lease "a" + id and "b" + id.
+        for value, field in ((prefixes, "prefixes"), (release, "release")):
+            if isinstance(value, str):
+                raise InvalidArgument(f"{field}: expected a sequence of strings, got one string", field=field)
+        queue = check_queue(queue)
+        # Not renewed from now on (a renewal racing the release would report them lost) ...
+        released = locks._forget(release)
+        try:
+            work = await self._dequeue_leased(queue, locks.owner, locks.ttl, prefixes, wait, release, include_workflow)
+        except InvalidArgument:
+            locks._adopt(released)  # ... unless the call was refused: nothing was released
+            raise
         if work is not None:
             locks._adopt(work.leases)
         return work
