@@ -25,6 +25,7 @@ from wfe_client import (
     LockProvider,
     QueueProvider,
     QueueType,
+    StorageUnavailable,
 )
 from wfe_sqlite import SqliteLockProvider, SqliteQueueProvider, open_provider
 
@@ -170,3 +171,52 @@ async def test_dequeue_leased_with_prefixes_as_one_string_is_refused(side: Side)
     assert locks.held == ["keep"]
     assert side.lease_owner("awf-9") is None
     assert await queue.dequeue_work(QueueType.WORKFLOW) == "wf-9"  # still queued
+
+
+# -- close while calls are in flight -------------------------------------------------------------
+
+
+async def _acquire_while_closing(locks: LockProvider, resource: str, delay: float = 0.0) -> BaseException | bool:
+    acquiring = asyncio.ensure_future(locks.acquire_lock(resource))
+    await asyncio.sleep(delay)  # the call is on its way
+    await locks.close()
+    try:
+        return await acquiring
+    except BaseException as error:  # noqa: BLE001 - the outcome is what is checked
+        return error
+
+
+async def test_acquire_in_flight_when_close_is_called_does_not_keep_the_lease(side: Side) -> None:
+    # Before: close() released what it held and returned; an acquire answered after that still
+    # returned True and put the lease in `held` of the closed provider: nobody renewed or released
+    # it, and the resource stayed locked for the whole TTL (30 s by default).
+    locks = side.locks(ttl=timedelta(seconds=30))
+    outcome = await _acquire_while_closing(locks, "race")
+    assert isinstance(outcome, StorageUnavailable), outcome
+    assert locks.held == []
+    assert await side.locks(owner="other").acquire_lock("race")  # free at once, not after 30 s
+
+
+async def test_acquire_in_flight_when_close_is_called_on_its_own_connection(server: ServerProcess) -> None:
+    # The provider's own channel: close() closed it under the acquire, which the server may have
+    # applied (the lease then stayed for its TTL). close() now waits for it (bounded) and frees it.
+    for attempt in range(10):
+        locks = await GrpcLockProvider.connect(server.address, ttl=timedelta(seconds=30))
+        outcome = await _acquire_while_closing(locks, f"race-{attempt}", attempt * 0.0005)
+        assert outcome is True or isinstance(outcome, StorageUnavailable), outcome  # True: answered before close
+        async with GrpcLockProvider.connect(server.address, owner="other") as other:
+            assert await other.acquire_lock(f"race-{attempt}")
+
+
+async def test_release_in_flight_when_close_is_called_on_its_own_connection(server: ServerProcess) -> None:
+    # Before: close() closed the channel under a release_lock under way; the lease, already gone
+    # from `held`, was then neither freed by that call nor by close: locked for its TTL.
+    for attempt in range(10):
+        locks = await GrpcLockProvider.connect(server.address, ttl=timedelta(seconds=30))
+        assert await locks.acquire_lock(f"freed-{attempt}")
+        releasing = asyncio.ensure_future(locks.release_lock(f"freed-{attempt}"))
+        await asyncio.sleep(attempt * 0.0005)
+        await locks.close()
+        await releasing  # it completed: close waited for it
+        async with GrpcLockProvider.connect(server.address, owner="other") as other:
+            assert await other.acquire_lock(f"freed-{attempt}")

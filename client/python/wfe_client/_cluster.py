@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import TypeVar
@@ -71,6 +71,7 @@ class LockProvider(abc.ABC):
         self._held: dict[str, Lease] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._closed = False
+        self._in_flight: set[asyncio.Future[None]] = set()  # acquires and releases: close waits for them
 
     # -- the three operations an implementation supplies ----------------------------------------
 
@@ -101,7 +102,14 @@ class LockProvider(abc.ABC):
     async def acquire(self, resource: str) -> Lease | None:
         """Take the lease on ``resource``: the ``Lease`` (with its fencing token), or None while it is held."""
         self._check_open()
-        lease = await self._acquire(resource)
+        async with self._call_in_flight():
+            lease = await self._acquire(resource)
+            if self._closed:
+                # close() began while the call was on its way and did not see this lease: freed
+                # here (close waits for that, bounded), not left locked for the TTL.
+                if lease is not None:
+                    await self._release_quietly(resource, "after close")
+                raise StorageUnavailable("the lock provider is closed")
         if lease is not None:
             self._held[resource] = lease
             self._ensure_renewer()
@@ -115,7 +123,21 @@ class LockProvider(abc.ABC):
         """Free this owner's lease on ``resource``; releasing what is not held is not an error."""
         self._check_open()
         self._held.pop(resource, None)
-        await self._release(resource)
+        async with self._call_in_flight():
+            await self._release(resource)
+
+    @contextlib.asynccontextmanager
+    async def _call_in_flight(self) -> AsyncIterator[None]:
+        """An acquire or release under way: ``close`` waits for it (bounded) before it releases what
+        is held and closes the transport (closing a channel under it would leave its outcome unknown,
+        a lease possibly taken or not freed for its TTL)."""
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._in_flight.add(ended)
+        try:
+            yield
+        finally:
+            self._in_flight.discard(ended)
+            ended.set_result(None)
 
     def _adopt(self, leases: Sequence[Lease]) -> None:
         """Leases taken for this owner by someone else's call (a leased dequeue): held from now on."""
@@ -142,7 +164,11 @@ class LockProvider(abc.ABC):
         return list(self._held)
 
     async def close(self) -> None:
-        """Stop renewing and release every held lease (best effort), then close the transport."""
+        """Stop renewing and release every held lease (best effort), then close the transport.
+
+        Acquires and releases under way are waited for first (at most ``CLOSE_RELEASE_WAIT``, or
+        the TTL if shorter); a lease such an acquire takes is freed, and the acquire raises
+        ``StorageUnavailable``, as every call after close does."""
         if self._closed:
             return
         self._closed = True
@@ -150,6 +176,8 @@ class LockProvider(abc.ABC):
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=min(CLOSE_RELEASE_WAIT, self.ttl.total_seconds()))
         held, self._held = list(self._held), {}
         if held:
             await self._release_at_close(held)
@@ -160,13 +188,7 @@ class LockProvider(abc.ABC):
         shorter): a lease not released runs out by itself, and a server that does not answer must
         not hold a host's shutdown up for a call deadline per lease."""
 
-        async def release(resource: str) -> None:
-            try:
-                await self._release(resource)
-            except Exception as error:  # noqa: BLE001 - the lease runs out by itself
-                LOG.warning("could not release the lease on %r at close: %s", resource, error)
-
-        releases = [asyncio.ensure_future(release(resource)) for resource in held]
+        releases = [asyncio.ensure_future(self._release_quietly(resource, "at close")) for resource in held]
         _, pending = await asyncio.wait(releases, timeout=min(CLOSE_RELEASE_WAIT, self.ttl.total_seconds()))
         for task in pending:
             task.cancel()
@@ -179,6 +201,12 @@ class LockProvider(abc.ABC):
                 min(CLOSE_RELEASE_WAIT, self.ttl.total_seconds()),
                 self.ttl.total_seconds(),
             )
+
+    async def _release_quietly(self, resource: str, when: str) -> None:
+        try:
+            await self._release(resource)
+        except Exception as error:  # noqa: BLE001 - the lease runs out by itself
+            LOG.warning("could not release the lease on %r %s: %s", resource, when, error)
 
     async def __aenter__(self: Self) -> Self:
         return self
