@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,14 +19,18 @@ import pytest
 
 from conftest import ServerProcess, start_server_process
 from wfe_client import (
+    GrpcLifecyclePublisher,
     GrpcLockProvider,
     GrpcPersistenceProvider,
     GrpcQueueProvider,
     InvalidArgument,
+    LifecycleEvent,
+    LifecycleEventType,
     LockProvider,
     QueueProvider,
     QueueType,
     StorageUnavailable,
+    WfeError,
 )
 from wfe_sqlite import SqliteLockProvider, SqliteQueueProvider, open_provider
 
@@ -220,3 +225,65 @@ async def test_release_in_flight_when_close_is_called_on_its_own_connection(serv
         await releasing  # it completed: close waited for it
         async with GrpcLockProvider.connect(server.address, owner="other") as other:
             assert await other.acquire_lock(f"freed-{attempt}")
+
+
+# -- lifecycle watches ---------------------------------------------------------------------------
+
+EVENT = LifecycleEvent(LifecycleEventType.STARTED, "wf-1", "def-a", 1)
+
+
+async def test_watch_started_on_a_frozen_server_ends_at_the_call_deadline(server: ServerProcess) -> None:
+    # Before: started() (and `async with publisher.watch()`) waited for the stream's headers with
+    # no bound: on a server frozen with SIGSTOP it never returned, whatever the `timeout` option.
+    async with GrpcLifecyclePublisher.connect(server.address, timeout=1.5) as publisher:
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            watch = publisher.watch()
+            began = time.monotonic()
+            with pytest.raises(WfeError) as ended:
+                await asyncio.wait_for(watch.started(), 20)
+            assert time.monotonic() - began < 10
+            assert ended.value.code == "DEADLINE_EXCEEDED"
+            watch.close()
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        async with publisher.watch() as events:  # the server answers again: a new watch works
+            assert await publisher.publish(EVENT) == 1
+            assert (await asyncio.wait_for(anext(events), 10)).workflow_instance_id == "wf-1"
+
+
+@pytest.mark.parametrize("own", [True, False], ids=["own-connection", "shared-connection"])
+async def test_publisher_closed_ends_its_watches_and_refuses_calls(server: ServerProcess, own: bool) -> None:
+    # Before: a watch read under way when its publisher closed its own connection ended with a bare
+    # CancelledError in a task nobody cancelled; on a shared connection it went on for ever, and
+    # publish()/watch() after close() still worked. After close() (as for the lock and queue
+    # providers) they raise StorageUnavailable, and so does a watch read under way.
+    store = await GrpcPersistenceProvider.connect(server.address)
+    try:
+        if own:
+            publisher = await GrpcLifecyclePublisher.connect(server.address)
+        else:
+            publisher = GrpcLifecyclePublisher(store)
+        watch = publisher.watch()
+        await watch.started()
+
+        async def read() -> BaseException | None:
+            try:
+                async for _ in watch:
+                    pass
+            except BaseException as error:  # noqa: BLE001 - the outcome is what is checked
+                return error
+            return None
+
+        reading = asyncio.ensure_future(read())
+        await asyncio.sleep(0.2)
+        await publisher.close()
+        outcome = await asyncio.wait_for(reading, 10)
+        assert isinstance(outcome, StorageUnavailable), repr(outcome)
+        with pytest.raises(StorageUnavailable):
+            await publisher.publish(EVENT)
+        with pytest.raises(StorageUnavailable):
+            publisher.watch()
+        watch.close()
+    finally:
+        await store.close()
