@@ -287,3 +287,19 @@ async def test_publisher_closed_ends_its_watches_and_refuses_calls(server: Serve
         watch.close()
     finally:
         await store.close()
+
+
+# -- arguments refused where they are given ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "owner", ["o" * 1025, "é" * 513, "bad\ud800"], ids=["1025-bytes", "utf8-1026-bytes", "surrogate"]
+)
+async def test_lock_owner_the_contract_refuses_is_refused_when_the_provider_is_made(side: Side, owner: str) -> None:
+    # Before, over gRPC: the provider was made with it and every acquire_lock then failed with the
+    # server's INVALID_ARGUMENT (or protobuf's encoding error for a lone surrogate); the in-process
+    # provider refuses it when made. Both now refuse it at once, naming `owner`.
+    with pytest.raises(InvalidArgument) as refused:
+        side.locks(owner=owner)
+    assert refused.value.metadata.get("field") == "owner"
+    assert side.locks(owner="o" * 1024).owner == "o" * 1024

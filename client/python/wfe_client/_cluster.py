@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import TypeVar
 
 from .errors import InvalidArgument, StorageUnavailable
-from .limits import DEFAULT_LOCK_TTL, MAX_RENEW_RESOURCES, check_lock_ttl
+from .limits import DEFAULT_LOCK_TTL, MAX_ID_BYTES, MAX_RENEW_RESOURCES, check_lock_ttl
 from .models import Lease, LeasedWork, QueueType, WorkflowInstance
 
 __all__ = ["LockProvider", "QueueProvider", "check_queue", "new_owner_id"]
@@ -46,6 +46,19 @@ def check_queue(queue: QueueType) -> QueueType:
     return queue
 
 
+def _check_owner(owner: object) -> None:
+    """A lock owner the contract takes (a non-empty string of at most 1024 UTF-8 bytes), else
+    ``InvalidArgument`` naming ``owner`` when the provider is made, not at each acquire."""
+    if not isinstance(owner, str) or not owner:
+        raise InvalidArgument("owner: expected a non-empty string or None", field="owner")
+    try:
+        size = len(owner.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgument("owner: not valid Unicode text (lone surrogate)", field="owner") from None
+    if size > MAX_ID_BYTES:
+        raise InvalidArgument(f"owner: longer than {MAX_ID_BYTES} bytes", field="owner")
+
+
 CLOSE_RELEASE_WAIT = 5.0
 """Most seconds ``LockProvider.close`` waits for the releases of the leases it still holds."""
 
@@ -60,8 +73,8 @@ class LockProvider(abc.ABC):
     """
 
     def __init__(self, owner: str | None = None, ttl: timedelta = DEFAULT_LOCK_TTL) -> None:
-        if owner is not None and (not isinstance(owner, str) or not owner):
-            raise InvalidArgument("owner: expected a non-empty string or None", field="owner")
+        if owner is not None:
+            _check_owner(owner)
         self.owner: str = owner or new_owner_id()
         """The owner id of every lease this provider takes."""
         self.ttl: timedelta = check_lock_ttl(ttl)
