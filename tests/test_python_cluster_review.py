@@ -303,3 +303,39 @@ async def test_lock_owner_the_contract_refuses_is_refused_when_the_provider_is_m
         side.locks(owner=owner)
     assert refused.value.metadata.get("field") == "owner"
     assert side.locks(owner="o" * 1024).owner == "o" * 1024
+
+
+# -- renewal when a server does not answer ---------------------------------------------------------
+
+
+async def test_leases_stay_renewed_while_one_of_two_servers_is_frozen(db_url: str) -> None:
+    # Before: a renewal call had the provider's full call deadline (30 s) and the next one waited a
+    # whole period after it ended. With two servers and one frozen (SIGSTOP: its connection still
+    # looks fine), a renewal sent there held the renewal loop up for 30 s: the lease ran out after
+    # its TTL and another owner took it. A renewal now gives up at the next renewal's time (as in the
+    # Rust adapter), and the next one goes out on schedule, to the other server.
+    first, second = start_server_process(db_url), start_server_process(db_url)
+    try:
+        ttl = timedelta(seconds=3)
+        async with (
+            GrpcLockProvider.connect([first.address, second.address], owner="holder", ttl=ttl) as locks,
+            GrpcLockProvider.connect(second.address, owner="other") as other,
+        ):
+            assert await locks.acquire_lock("held")
+            first.process.send_signal(signal.SIGSTOP)
+            try:
+                taken_over = []
+                until = time.monotonic() + ttl.total_seconds() * 2.5
+                while time.monotonic() < until:
+                    if await other.acquire_lock("held"):
+                        taken_over.append(round(until - time.monotonic(), 2))
+                        break
+                    await asyncio.sleep(0.2)
+                assert taken_over == []
+                assert locks.held == ["held"]
+            finally:
+                first.process.send_signal(signal.SIGCONT)
+    finally:
+        first.process.send_signal(signal.SIGCONT)
+        first.kill()
+        second.kill()

@@ -231,14 +231,25 @@ class LockProvider(abc.ABC):
 
     # -- renewal ---------------------------------------------------------------------------------
 
+    @property
+    def renewal_period(self) -> float:
+        """Seconds between renewals (a third of the TTL); a renewal's answer later than that is of no
+        use (the next one is due), so a remote implementation gives its call that deadline."""
+        return self.ttl.total_seconds() / 3
+
     def _ensure_renewer(self) -> None:
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.get_running_loop().create_task(self._renew_loop(), name="wfe-lock-renewal")
 
     async def _renew_loop(self) -> None:
-        period = self.ttl.total_seconds() / 3
+        period = self.renewal_period
+        loop = asyncio.get_running_loop()
+        due = loop.time() + period
         while self._held and not self._closed:
-            await asyncio.sleep(period)
+            # Every period from the start of the last renewal, not from its end: a renewal that
+            # gave up (an implementation bounds it by the period) is followed at once by the next.
+            await asyncio.sleep(max(due - loop.time(), 0.0))
+            due = loop.time() + period
             renewing = dict(self._held)
             if not renewing:
                 return

@@ -52,6 +52,10 @@ def _micros(ts: timestamp_pb2.Timestamp) -> int:
     return ts.seconds * 1_000_000 + ts.nanos // 1000
 
 
+RENEW_DEADLINE_FLOOR = 1.0
+"""Shortest deadline of a lease renewal, seconds (else a third of the TTL: the next renewal's time)."""
+
+
 class GrpcLockProvider(LockProvider):
     """Distributed locks served by a wfe-sqlite server (``LockService``)."""
 
@@ -95,7 +99,13 @@ class GrpcLockProvider(LockProvider):
 
     async def _renew(self, resources: Sequence[str]) -> list[str]:
         request = locks_pb2.RenewLocksRequest(owner=self.owner, resources=list(resources), ttl=_duration(self.ttl))
-        response = await self._connection._call(self._stub.RenewLocks, request)
+        # Deadline: the next renewal's time, not the provider's call deadline (a renewal stuck on a
+        # server that does not answer would hold the next ones up past the TTL; as the Rust adapter),
+        # but at least RENEW_DEADLINE_FLOOR: with a TTL of a few hundred ms a loaded server's late
+        # answer still extends the lease, where giving up would lose it.
+        timeout = self._connection._timeout
+        within = min(max(self.renewal_period, RENEW_DEADLINE_FLOOR), timeout)
+        response = await self._connection._call(self._stub.RenewLocks, request, within - timeout)
         return list(response.lost_resources)
 
     async def _release(self, resource: str) -> bool:
