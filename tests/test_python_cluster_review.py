@@ -339,3 +339,22 @@ async def test_leases_stay_renewed_while_one_of_two_servers_is_frozen(db_url: st
         first.process.send_signal(signal.SIGCONT)
         first.kill()
         second.kill()
+
+
+async def test_a_waiting_dequeue_on_a_frozen_server_ends_at_its_wait_plus_the_call_deadline(
+    server: ServerProcess,
+) -> None:
+    # Before: the wait was added to the call deadline twice over (wait + deadline handed to a call
+    # helper that adds the deadline again): wait 1 s, timeout 2 s ended after 5 s, not 3 s; with
+    # the defaults a 60 s wait could hang 120 s instead of 90 s.
+    async with GrpcQueueProvider.connect(server.address, timeout=2.0) as queue:
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            began = time.monotonic()
+            with pytest.raises(WfeError) as ended:
+                await queue.dequeue_work(QueueType.WORKFLOW, wait=timedelta(seconds=1))
+            took = time.monotonic() - began
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+    assert ended.value.code == "DEADLINE_EXCEEDED"
+    assert 2.9 <= took < 4.2, took

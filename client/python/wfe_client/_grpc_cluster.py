@@ -161,8 +161,8 @@ class GrpcQueueProvider(QueueProvider):
         """One DequeueWork call; ended by this provider's ``close`` (the call cancelled, or its own
         connection closed under it): StorageUnavailable('the queue provider is closed'), as a call
         made after close. One that got its answer first returns it."""
-        timeout = waiting.total_seconds() + self._connection._timeout
-        call = asyncio.ensure_future(self._connection._call(self._stub.DequeueWork, request, timeout))
+        # _call's deadline is the provider's call deadline plus this: the wait, added once.
+        call = asyncio.ensure_future(self._connection._call(self._stub.DequeueWork, request, waiting.total_seconds()))
         self._calls.add(call)
         try:
             response: queues_pb2.DequeueWorkResponse = await call
