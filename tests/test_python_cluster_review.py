@@ -358,3 +358,22 @@ async def test_a_waiting_dequeue_on_a_frozen_server_ends_at_its_wait_plus_the_ca
             server.process.send_signal(signal.SIGCONT)
     assert ended.value.code == "DEADLINE_EXCEEDED"
     assert 2.9 <= took < 4.2, took
+
+
+async def test_close_on_a_frozen_server_with_an_acquire_under_way_takes_one_bound(server: ServerProcess) -> None:
+    # close() waits for acquires under way and for the releases of held leases at most
+    # min(CLOSE_RELEASE_WAIT, TTL) in all (both at once), not that bound once for each.
+    locks = await GrpcLockProvider.connect(server.address, ttl=timedelta(seconds=2))
+    try:
+        assert await locks.acquire_lock("held")
+        server.process.send_signal(signal.SIGSTOP)
+        acquiring = asyncio.ensure_future(locks.acquire_lock("under-way"))
+        await asyncio.sleep(0.2)
+        began = time.monotonic()
+        await locks.close()
+        took = time.monotonic() - began
+        with pytest.raises(StorageUnavailable):
+            await acquiring
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    assert 1.9 <= took < 3.0, took

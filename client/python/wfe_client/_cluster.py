@@ -179,9 +179,9 @@ class LockProvider(abc.ABC):
     async def close(self) -> None:
         """Stop renewing and release every held lease (best effort), then close the transport.
 
-        Acquires and releases under way are waited for first (at most ``CLOSE_RELEASE_WAIT``, or
-        the TTL if shorter); a lease such an acquire takes is freed, and the acquire raises
-        ``StorageUnavailable``, as every call after close does."""
+        Acquires and releases under way are waited for too, in the same time (at most
+        ``CLOSE_RELEASE_WAIT``, or the TTL if shorter); a lease such an acquire takes is freed, and
+        the acquire raises ``StorageUnavailable``, as every call after close does."""
         if self._closed:
             return
         self._closed = True
@@ -189,20 +189,21 @@ class LockProvider(abc.ABC):
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=min(CLOSE_RELEASE_WAIT, self.ttl.total_seconds()))
         held, self._held = list(self._held), {}
-        if held:
+        if held or self._in_flight:
             await self._release_at_close(held)
         await self._close_transport()
 
     async def _release_at_close(self, held: Sequence[str]) -> None:
         """Release ``held`` all at once, waiting at most ``CLOSE_RELEASE_WAIT`` (or the TTL, if
-        shorter): a lease not released runs out by itself, and a server that does not answer must
-        not hold a host's shutdown up for a call deadline per lease."""
+        shorter) for them and for the acquires and releases under way: a lease not released runs
+        out by itself, and a server that does not answer must not hold a host's shutdown up for a
+        call deadline per lease."""
 
         releases = [asyncio.ensure_future(self._release_quietly(resource, "at close")) for resource in held]
-        _, pending = await asyncio.wait(releases, timeout=min(CLOSE_RELEASE_WAIT, self.ttl.total_seconds()))
+        under_way: list[asyncio.Future[None]] = [*releases, *self._in_flight]
+        _, waiting = await asyncio.wait(under_way, timeout=min(CLOSE_RELEASE_WAIT, self.ttl.total_seconds()))
+        pending = [task for task in releases if task in waiting]  # the callers' own calls are theirs
         for task in pending:
             task.cancel()
         if pending:
