@@ -377,3 +377,22 @@ async def test_close_on_a_frozen_server_with_an_acquire_under_way_takes_one_boun
     finally:
         server.process.send_signal(signal.SIGCONT)
     assert 1.9 <= took < 3.0, took
+
+
+async def test_leased_dequeue_answered_after_its_lock_provider_closed_does_not_keep_the_leases(side: Side) -> None:
+    # Before: a dequeue_leased waiting when its lock provider was closed still returned the item
+    # with leases that closed provider no longer renewed nor could release (release_lock raises
+    # after close): the item stayed locked for the TTL. Now its leases are freed and the dequeue
+    # raises StorageUnavailable, as the lock provider's calls after close do (the item, under no
+    # lease, is queued again by the stranded-work sweep).
+    locks = side.locks(ttl=timedelta(seconds=30))
+    queue = side.queue()
+    waiting = asyncio.ensure_future(
+        queue.dequeue_leased(QueueType.WORKFLOW, locks, prefixes=("lease.",), wait=timedelta(seconds=10))
+    )
+    await asyncio.sleep(0.3)
+    await locks.close()
+    await side.queue().queue_work("wf-late", QueueType.WORKFLOW)
+    with pytest.raises(StorageUnavailable):
+        await asyncio.wait_for(waiting, 15)
+    assert await side.locks(owner="other").acquire_lock("lease.wf-late")

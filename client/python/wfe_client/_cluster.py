@@ -333,6 +333,13 @@ class QueueProvider(abc.ABC):
         except InvalidArgument:
             locks._adopt(released)  # ... unless the call was refused: nothing was released
             raise
+        if work is not None and locks._closed:
+            # ``locks`` was closed while the call waited: it would neither renew these leases nor
+            # let them be released (its calls raise now). Freed here (over its transport: when that
+            # is closed too they run out after the TTL); the item, under no lease, is queued again
+            # by the stranded-work sweep.
+            await asyncio.gather(*(locks._release_quietly(lease.resource, "after close") for lease in work.leases))
+            raise StorageUnavailable("the lock provider is closed")
         if work is not None:
             locks._adopt(work.leases)
         return work
