@@ -396,3 +396,14 @@ async def test_leased_dequeue_answered_after_its_lock_provider_closed_does_not_k
     with pytest.raises(StorageUnavailable):
         await asyncio.wait_for(waiting, 15)
     assert await side.locks(owner="other").acquire_lock("lease.wf-late")
+
+
+@pytest.mark.parametrize("field", ["workflow_instance_id", "workflow_definition_id"])
+async def test_watch_filter_that_is_not_a_string_is_invalid_argument(server: ServerProcess, field: str) -> None:
+    # Before: protobuf's own TypeError; every other id the adapter sends is InvalidArgument naming it.
+    async with GrpcLifecyclePublisher.connect(server.address) as publisher:
+        with pytest.raises(InvalidArgument) as refused:
+            publisher.watch(**{field: 42})  # type: ignore[arg-type]
+        assert refused.value.metadata.get("field") == field
+        async with publisher.watch(**{field: "x"}) as events:  # a string works
+            assert events is not None

@@ -600,7 +600,8 @@ class GrpcLifecyclePublisher:
         """
         self._check_open()
         request = lifecycle_pb2.WatchLifecycleEventsRequest(
-            workflow_instance_id=workflow_instance_id or "", workflow_definition_id=workflow_definition_id or ""
+            workflow_instance_id=_text(workflow_instance_id or "", "workflow_instance_id"),
+            workflow_definition_id=_text(workflow_definition_id or "", "workflow_definition_id"),
         )
         metadata = self._connection._metadata
 
