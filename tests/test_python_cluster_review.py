@@ -407,3 +407,22 @@ async def test_watch_filter_that_is_not_a_string_is_invalid_argument(server: Ser
         assert refused.value.metadata.get("field") == field
         async with publisher.watch(**{field: "x"}) as events:  # a string works
             assert events is not None
+
+
+async def test_publisher_closed_ends_its_watches_over_several_servers(db_url: str) -> None:
+    # The same with a list of servers (the watch reads through its several-servers path).
+    first, second = start_server_process(db_url), start_server_process(db_url)
+    try:
+        publisher = await GrpcLifecyclePublisher.connect([first.address, second.address])
+        watch = publisher.watch()
+        await watch.started()
+        reading = asyncio.ensure_future(anext(watch))
+        await asyncio.sleep(0.2)
+        await publisher.close()
+        with pytest.raises(StorageUnavailable):
+            await asyncio.wait_for(reading, 10)
+        with pytest.raises(StorageUnavailable):
+            publisher.watch()
+    finally:
+        first.kill()
+        second.kill()
