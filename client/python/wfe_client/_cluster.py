@@ -15,13 +15,13 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import TypeVar
 
 from .errors import InvalidArgument, StorageUnavailable
-from .limits import DEFAULT_LOCK_TTL, MAX_RENEW_RESOURCES, check_lock_ttl
+from .limits import DEFAULT_LOCK_TTL, MAX_ID_BYTES, MAX_RENEW_RESOURCES, check_lock_ttl
 from .models import Lease, LeasedWork, QueueType, WorkflowInstance
 
 __all__ = ["LockProvider", "QueueProvider", "check_queue", "new_owner_id"]
@@ -46,6 +46,19 @@ def check_queue(queue: QueueType) -> QueueType:
     return queue
 
 
+def _check_owner(owner: object) -> None:
+    """A lock owner the contract takes (a non-empty string of at most 1024 UTF-8 bytes), else
+    ``InvalidArgument`` naming ``owner`` when the provider is made, not at each acquire."""
+    if not isinstance(owner, str) or not owner:
+        raise InvalidArgument("owner: expected a non-empty string or None", field="owner")
+    try:
+        size = len(owner.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgument("owner: not valid Unicode text (lone surrogate)", field="owner") from None
+    if size > MAX_ID_BYTES:
+        raise InvalidArgument(f"owner: longer than {MAX_ID_BYTES} bytes", field="owner")
+
+
 CLOSE_RELEASE_WAIT = 5.0
 """Most seconds ``LockProvider.close`` waits for the releases of the leases it still holds."""
 
@@ -60,8 +73,8 @@ class LockProvider(abc.ABC):
     """
 
     def __init__(self, owner: str | None = None, ttl: timedelta = DEFAULT_LOCK_TTL) -> None:
-        if owner is not None and (not isinstance(owner, str) or not owner):
-            raise InvalidArgument("owner: expected a non-empty string or None", field="owner")
+        if owner is not None:
+            _check_owner(owner)
         self.owner: str = owner or new_owner_id()
         """The owner id of every lease this provider takes."""
         self.ttl: timedelta = check_lock_ttl(ttl)
@@ -71,6 +84,7 @@ class LockProvider(abc.ABC):
         self._held: dict[str, Lease] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._closed = False
+        self._in_flight: set[asyncio.Future[None]] = set()  # acquires and releases: close waits for them
 
     # -- the three operations an implementation supplies ----------------------------------------
 
@@ -101,7 +115,14 @@ class LockProvider(abc.ABC):
     async def acquire(self, resource: str) -> Lease | None:
         """Take the lease on ``resource``: the ``Lease`` (with its fencing token), or None while it is held."""
         self._check_open()
-        lease = await self._acquire(resource)
+        async with self._call_in_flight():
+            lease = await self._acquire(resource)
+            if self._closed:
+                # close() began while the call was on its way and did not see this lease: freed
+                # here (close waits for that, bounded), not left locked for the TTL.
+                if lease is not None:
+                    await self._release_quietly(resource, "after close")
+                raise StorageUnavailable("the lock provider is closed")
         if lease is not None:
             self._held[resource] = lease
             self._ensure_renewer()
@@ -115,7 +136,21 @@ class LockProvider(abc.ABC):
         """Free this owner's lease on ``resource``; releasing what is not held is not an error."""
         self._check_open()
         self._held.pop(resource, None)
-        await self._release(resource)
+        async with self._call_in_flight():
+            await self._release(resource)
+
+    @contextlib.asynccontextmanager
+    async def _call_in_flight(self) -> AsyncIterator[None]:
+        """An acquire or release under way: ``close`` waits for it (bounded) before it releases what
+        is held and closes the transport (closing a channel under it would leave its outcome unknown,
+        a lease possibly taken or not freed for its TTL)."""
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._in_flight.add(ended)
+        try:
+            yield
+        finally:
+            self._in_flight.discard(ended)
+            ended.set_result(None)
 
     def _adopt(self, leases: Sequence[Lease]) -> None:
         """Leases taken for this owner by someone else's call (a leased dequeue): held from now on."""
@@ -126,10 +161,11 @@ class LockProvider(abc.ABC):
         if leases:
             self._ensure_renewer()
 
-    def _forget(self, resources: Sequence[str]) -> None:
-        """Leases being freed by someone else's call (a leased dequeue's release): no longer renewed."""
-        for resource in resources:
-            self._held.pop(resource, None)
+    def _forget(self, resources: Sequence[str]) -> list[Lease]:
+        """Leases being freed by someone else's call (a leased dequeue's release): no longer renewed.
+        The leases that were held (for ``_adopt`` when that call was refused)."""
+        forgotten = [self._held.pop(resource, None) for resource in resources if isinstance(resource, str)]
+        return [lease for lease in forgotten if lease is not None]
 
     def lease(self, resource: str) -> Lease | None:
         """The lease this provider holds on ``resource`` (its fencing token), if any."""
@@ -141,7 +177,11 @@ class LockProvider(abc.ABC):
         return list(self._held)
 
     async def close(self) -> None:
-        """Stop renewing and release every held lease (best effort), then close the transport."""
+        """Stop renewing and release every held lease (best effort), then close the transport.
+
+        Acquires and releases under way are waited for too, in the same time (at most
+        ``CLOSE_RELEASE_WAIT``, or the TTL if shorter); a lease such an acquire takes is freed, and
+        the acquire raises ``StorageUnavailable``, as every call after close does."""
         if self._closed:
             return
         self._closed = True
@@ -150,23 +190,20 @@ class LockProvider(abc.ABC):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
         held, self._held = list(self._held), {}
-        if held:
+        if held or self._in_flight:
             await self._release_at_close(held)
         await self._close_transport()
 
     async def _release_at_close(self, held: Sequence[str]) -> None:
         """Release ``held`` all at once, waiting at most ``CLOSE_RELEASE_WAIT`` (or the TTL, if
-        shorter): a lease not released runs out by itself, and a server that does not answer must
-        not hold a host's shutdown up for a call deadline per lease."""
+        shorter) for them and for the acquires and releases under way: a lease not released runs
+        out by itself, and a server that does not answer must not hold a host's shutdown up for a
+        call deadline per lease."""
 
-        async def release(resource: str) -> None:
-            try:
-                await self._release(resource)
-            except Exception as error:  # noqa: BLE001 - the lease runs out by itself
-                LOG.warning("could not release the lease on %r at close: %s", resource, error)
-
-        releases = [asyncio.ensure_future(release(resource)) for resource in held]
-        _, pending = await asyncio.wait(releases, timeout=min(CLOSE_RELEASE_WAIT, self.ttl.total_seconds()))
+        releases = [asyncio.ensure_future(self._release_quietly(resource, "at close")) for resource in held]
+        under_way: list[asyncio.Future[None]] = [*releases, *self._in_flight]
+        _, waiting = await asyncio.wait(under_way, timeout=min(CLOSE_RELEASE_WAIT, self.ttl.total_seconds()))
+        pending = [task for task in releases if task in waiting]  # the callers' own calls are theirs
         for task in pending:
             task.cancel()
         if pending:
@@ -179,6 +216,12 @@ class LockProvider(abc.ABC):
                 self.ttl.total_seconds(),
             )
 
+    async def _release_quietly(self, resource: str, when: str) -> None:
+        try:
+            await self._release(resource)
+        except Exception as error:  # noqa: BLE001 - the lease runs out by itself
+            LOG.warning("could not release the lease on %r %s: %s", resource, when, error)
+
     async def __aenter__(self: Self) -> Self:
         return self
 
@@ -189,14 +232,25 @@ class LockProvider(abc.ABC):
 
     # -- renewal ---------------------------------------------------------------------------------
 
+    @property
+    def renewal_period(self) -> float:
+        """Seconds between renewals (a third of the TTL); a renewal's answer later than that is of no
+        use (the next one is due), so a remote implementation gives its call that deadline."""
+        return self.ttl.total_seconds() / 3
+
     def _ensure_renewer(self) -> None:
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.get_running_loop().create_task(self._renew_loop(), name="wfe-lock-renewal")
 
     async def _renew_loop(self) -> None:
-        period = self.ttl.total_seconds() / 3
+        period = self.renewal_period
+        loop = asyncio.get_running_loop()
+        due = loop.time() + period
         while self._held and not self._closed:
-            await asyncio.sleep(period)
+            # Every period from the start of the last renewal, not from its end: a renewal that
+            # gave up (an implementation bounds it by the period) is followed at once by the next.
+            await asyncio.sleep(max(due - loop.time(), 0.0))
+            due = loop.time() + period
             renewing = dict(self._held)
             if not renewing:
                 return
@@ -214,8 +268,17 @@ class LockProvider(abc.ABC):
                 if self._held.get(resource) is renewing.get(resource):
                     self._held.pop(resource, None)
                     LOG.warning("lost the lease on %r (it ran out and another owner took it)", resource)
-                    if self.on_lost is not None:
-                        self.on_lost(resource)
+                    self._report_lost(resource)
+
+    def _report_lost(self, resource: str) -> None:
+        """Tell ``on_lost``; a callback that raises is logged: it must not end the renewal of the
+        other leases (nor make ``close`` raise its error)."""
+        if self.on_lost is None:
+            return
+        try:
+            self.on_lost(resource)
+        except Exception:
+            LOG.exception("on_lost(%r) raised; the other leases are still renewed", resource)
 
 
 class QueueProvider(abc.ABC):
@@ -258,10 +321,25 @@ class QueueProvider(abc.ABC):
         """
         self._check_open()
         locks._check_open()
-        locks._forget(release)
-        work = await self._dequeue_leased(
-            check_queue(queue), locks.owner, locks.ttl, prefixes, wait, release, include_workflow
-        )
+        # One string is a sequence of characters: list("ab") would lease "a" + id and "b" + id.
+        for value, field in ((prefixes, "prefixes"), (release, "release")):
+            if isinstance(value, str):
+                raise InvalidArgument(f"{field}: expected a sequence of strings, got one string", field=field)
+        queue = check_queue(queue)
+        # Not renewed from now on (a renewal racing the release would report them lost) ...
+        released = locks._forget(release)
+        try:
+            work = await self._dequeue_leased(queue, locks.owner, locks.ttl, prefixes, wait, release, include_workflow)
+        except InvalidArgument:
+            locks._adopt(released)  # ... unless the call was refused: nothing was released
+            raise
+        if work is not None and locks._closed:
+            # ``locks`` was closed while the call waited: it would neither renew these leases nor
+            # let them be released (its calls raise now). Freed here (over its transport: when that
+            # is closed too they run out after the TTL); the item, under no lease, is queued again
+            # by the stranded-work sweep.
+            await asyncio.gather(*(locks._release_quietly(lease.resource, "after close") for lease in work.leases))
+            raise StorageUnavailable("the lock provider is closed")
         if work is not None:
             locks._adopt(work.leases)
         return work

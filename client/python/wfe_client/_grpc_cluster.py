@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
@@ -33,7 +34,7 @@ from ._cluster import LockProvider, QueueProvider, check_queue
 from ._grpc_provider import GrpcPersistenceProvider, _error_from_rpc, _text
 from ._opening import Opening
 from .conversion import QUEUE_TYPE, lifecycle_event_from_proto, lifecycle_event_to_proto
-from .errors import StorageUnavailable
+from .errors import StorageUnavailable, WfeError
 from .limits import DEFAULT_LOCK_TTL, check_wait
 from .models import Lease, LeasedWork, LifecycleEvent, QueueType, WorkflowInstance
 from .timeutil import from_micros
@@ -49,6 +50,10 @@ def _duration(value: timedelta) -> duration_pb2.Duration:
 
 def _micros(ts: timestamp_pb2.Timestamp) -> int:
     return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+RENEW_DEADLINE_FLOOR = 1.0
+"""Shortest deadline of a lease renewal, seconds (else a third of the TTL: the next renewal's time)."""
 
 
 class GrpcLockProvider(LockProvider):
@@ -94,7 +99,13 @@ class GrpcLockProvider(LockProvider):
 
     async def _renew(self, resources: Sequence[str]) -> list[str]:
         request = locks_pb2.RenewLocksRequest(owner=self.owner, resources=list(resources), ttl=_duration(self.ttl))
-        response = await self._connection._call(self._stub.RenewLocks, request)
+        # Deadline: the next renewal's time, not the provider's call deadline (a renewal stuck on a
+        # server that does not answer would hold the next ones up past the TTL; as the Rust adapter),
+        # but at least RENEW_DEADLINE_FLOOR: with a TTL of a few hundred ms a loaded server's late
+        # answer still extends the lease, where giving up would lose it.
+        timeout = self._connection._timeout
+        within = min(max(self.renewal_period, RENEW_DEADLINE_FLOOR), timeout)
+        response = await self._connection._call(self._stub.RenewLocks, request, within - timeout)
         return list(response.lost_resources)
 
     async def _release(self, resource: str) -> bool:
@@ -150,8 +161,8 @@ class GrpcQueueProvider(QueueProvider):
         """One DequeueWork call; ended by this provider's ``close`` (the call cancelled, or its own
         connection closed under it): StorageUnavailable('the queue provider is closed'), as a call
         made after close. One that got its answer first returns it."""
-        timeout = waiting.total_seconds() + self._connection._timeout
-        call = asyncio.ensure_future(self._connection._call(self._stub.DequeueWork, request, timeout))
+        # _call's deadline is the provider's call deadline plus this: the wait, added once.
+        call = asyncio.ensure_future(self._connection._call(self._stub.DequeueWork, request, waiting.total_seconds()))
         self._calls.add(call)
         try:
             response: queues_pb2.DequeueWorkResponse = await call
@@ -226,9 +237,22 @@ class LifecycleWatch:
     ``MOVE_LINGER`` (publishers that have not moved back yet), then closed. Events published on
     either server in that time are all seen; their order across the two servers is not defined."""
 
-    def __init__(self, call: Any, servers: _FirstUp | None = None, index: int = 0, reopen: Any = None) -> None:
+    def __init__(
+        self,
+        call: Any,
+        servers: _FirstUp | None = None,
+        index: int = 0,
+        reopen: Any = None,
+        *,
+        deadline: float | None = None,
+        ended: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._call = call
         self._closed = False
+        # ``started`` waits at most ``deadline`` seconds (the publisher's call deadline) for the
+        # server to take the watch; ``ended``: its publisher (or that one's connection) is closed.
+        self._deadline = deadline
+        self._ended = ended
         # Several servers: where the stream is, how to open one on another, the read under way,
         # and the streams left behind (call, read under way, read until).
         self._servers = servers
@@ -245,12 +269,21 @@ class LifecycleWatch:
         ago, its channel still looked connected) is opened on the next one that answers instead."""
         attempts = 1
         while True:
+            self._check_not_ended()
             try:
-                await self._call.initial_metadata()
+                try:
+                    await asyncio.wait_for(self._call.initial_metadata(), self._deadline)
+                except TimeoutError:
+                    # As a unary call whose deadline passed (a stream has no deadline of its own).
+                    self._call.cancel()
+                    late = WfeError(f"the server did not take the watch within {self._deadline:g} s")
+                    late.code = late.reason = "DEADLINE_EXCEEDED"  # type: ignore[misc]
+                    raise late from None
                 if self._call.done():  # no headers came: the call failed (raises its error) or ended
                     await self._call.wait_for_connection()
                 return
             except grpc.aio.AioRpcError as error:
+                self._check_not_ended()
                 if (
                     self._servers is None
                     or self._closed
@@ -269,17 +302,28 @@ class LifecycleWatch:
     def __aiter__(self) -> AsyncIterator[LifecycleEvent]:
         return self
 
+    def _check_not_ended(self) -> None:
+        """Its publisher closed: StorageUnavailable, as its calls after close raise (not a quiet end,
+        which reads as the server's, nor a CancelledError in a task nobody cancelled)."""
+        if self._ended() and not self._closed:
+            raise StorageUnavailable("the lifecycle publisher is closed")
+
     async def __anext__(self) -> LifecycleEvent:
+        self._check_not_ended()
         if self._closed:
             raise StopAsyncIteration
         if self._servers is None:
             try:
                 response = await self._call.read()
             except grpc.aio.AioRpcError as error:
+                self._check_not_ended()
                 if self._closed or error.code() == grpc.StatusCode.CANCELLED:
                     raise StopAsyncIteration from None
                 raise _error_from_rpc(error) from None
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, grpc.aio.UsageError):
+                task = asyncio.current_task()
+                if task is None or task.cancelling() == 0:  # ended by a close, not the caller's task cancelled
+                    self._check_not_ended()
                 if self._closed:
                     raise StopAsyncIteration from None
                 raise
@@ -323,6 +367,7 @@ class LifecycleWatch:
                     break
             if self._reading in done:
                 reading, self._reading = self._reading, None
+                self._check_not_ended()
                 if self._closed or reading.cancelled():
                     raise StopAsyncIteration
                 error = reading.exception()
@@ -354,6 +399,9 @@ class LifecycleWatch:
 
     def close(self) -> None:
         self._closed = True
+        self._cancel_streams()
+
+    def _cancel_streams(self) -> None:
         self._call.cancel()
         if self._reading is not None:
             self._reading.cancel()
@@ -508,6 +556,17 @@ class GrpcLifecyclePublisher:
         self._connection = connection
         self._owns_connection = owns_connection
         self._servers = _FirstUp(connection._pinned_channels(), lambda: connection._closed)
+        self._closed = False
+        self._watches: weakref.WeakSet[LifecycleWatch] = weakref.WeakSet()  # ended by close
+
+    def _check_open(self) -> None:
+        """After ``close``: StorageUnavailable, as the lock and queue providers raise."""
+        if self._closed:
+            raise StorageUnavailable("the lifecycle publisher is closed")
+        self._connection._check_open()
+
+    def _ended(self) -> bool:
+        return self._closed or self._connection._closed
 
     @classmethod
     def connect(cls, address: str | Sequence[str], **options: Any) -> Opening[GrpcLifecyclePublisher]:
@@ -526,7 +585,7 @@ class GrpcLifecyclePublisher:
     async def publish(self, event: LifecycleEvent) -> int:
         """Relay ``event`` to every current watcher; how many (on the server) received it."""
         request = lifecycle_pb2.PublishLifecycleEventRequest(event=lifecycle_event_to_proto(event))
-        self._connection._check_open()
+        self._check_open()
         stub = self._servers.stubs[await self._servers.ready(self._connection._timeout)]
         response = await self._connection._call(stub.PublishLifecycleEvent, request)
         return int(response.watchers)
@@ -539,8 +598,10 @@ class GrpcLifecyclePublisher:
         ``async with publisher.watch() as events: async for event in events: ...`` (entering waits
         until the server has the watch in place).
         """
+        self._check_open()
         request = lifecycle_pb2.WatchLifecycleEventsRequest(
-            workflow_instance_id=workflow_instance_id or "", workflow_definition_id=workflow_definition_id or ""
+            workflow_instance_id=_text(workflow_instance_id or "", "workflow_instance_id"),
+            workflow_definition_id=_text(workflow_definition_id or "", "workflow_definition_id"),
         )
         metadata = self._connection._metadata
 
@@ -548,11 +609,20 @@ class GrpcLifecyclePublisher:
             return self._servers.stubs[index].WatchLifecycleEvents(request, metadata=metadata)
 
         index = self._servers.now()
+        deadline = self._connection._timeout
         if len(self._servers.stubs) == 1:
-            return LifecycleWatch(open_on(index))
-        return LifecycleWatch(open_on(index), self._servers, index, open_on)
+            watch = LifecycleWatch(open_on(index), deadline=deadline, ended=self._ended)
+        else:
+            watch = LifecycleWatch(open_on(index), self._servers, index, open_on, deadline=deadline, ended=self._ended)
+        self._watches.add(watch)
+        return watch
 
     async def close(self) -> None:
+        """Stop; calls afterwards raise ``StorageUnavailable``, and so do reads of its open watches
+        (their streams are cancelled). A connection the publisher was given is not closed."""
+        self._closed = True
+        for watch in list(self._watches):
+            watch._cancel_streams()
         self._servers.stop()
         if self._owns_connection:
             await self._connection.close()
