@@ -1,0 +1,90 @@
+"""State a client can make the server keep forever, and memory it can make the server hold, bounded.
+
+Each test drives a real server (in this process, so that a bound can be shortened for the test) on
+both backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from conftest import Peek
+from wfe.persistence.v1 import locks_pb2, locks_pb2_grpc
+from wfe_sqlite import _locks_store
+from wfe_sqlite.server import RunningServer, ServerConfig
+
+
+@pytest.fixture
+async def server(store_url: str) -> AsyncIterator[RunningServer]:
+    running = await RunningServer.start(
+        ServerConfig(db=store_url, listen="127.0.0.1:0", grace=1.0, requeue_interval=0.2)
+    )
+    try:
+        yield running
+    finally:
+        await running.stop(quiet=0)
+
+
+def _ttl(seconds: float) -> duration_pb2.Duration:
+    whole = int(seconds)
+    return duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
+
+
+async def _rows(peek: Peek) -> set[str]:
+    return {str(row[0]) for row in await peek("SELECT resource FROM locks")}
+
+
+async def test_leases_that_ran_out_long_ago_are_deleted(
+    monkeypatch: pytest.MonkeyPatch, server: RunningServer, peek: Peek
+) -> None:
+    """Every unique resource ever locked used to keep its ``locks`` row for good (5,000 locks of
+    unique resources with a 100 ms TTL: 5,000 rows, still there 10 s later, on both backends). The
+    sweep now deletes leases that ran out more than ``EXPIRED_LEASE_KEEP_US`` ago (shortened here),
+    and keeps the live ones and the ones that ran out recently (their owner may still renew them)."""
+    monkeypatch.setattr(_locks_store, "EXPIRED_LEASE_KEEP_US", 1_000_000, raising=False)
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = locks_pb2_grpc.LockServiceStub(channel)
+
+        async def acquire(resource: str, ttl: float) -> locks_pb2.AcquireLockResponse:
+            return await stub.AcquireLock(locks_pb2.AcquireLockRequest(resource=resource, owner="o", ttl=_ttl(ttl)))
+
+        short = [f"unique-{i}" for i in range(200)]
+        for response in await asyncio.gather(*(acquire(r, 0.1) for r in short)):
+            assert response.acquired
+        live = await acquire("live", 60)
+        assert live.acquired
+        assert await _rows(peek) == {*short, "live"}
+
+        await asyncio.sleep(0.3)  # the short leases ran out, but less than the keep ago
+        late = await acquire("late", 0.1)
+        assert late.acquired
+        await asyncio.sleep(0.2)
+        renewed = await stub.RenewLocks(locks_pb2.RenewLocksRequest(owner="o", resources=["late"], ttl=_ttl(1)))
+        assert list(renewed.lost_resources) == []  # ran out, nobody took it, not long ago: still its own
+
+        deadline = time.monotonic() + 15
+        while await _rows(peek) != {"live", "late"}:
+            left = await _rows(peek)
+            assert time.monotonic() < deadline, f"{len(left)} lease rows left: {sorted(left)[:5]} ..."
+            if "late" not in left:
+                pytest.fail("a lease that ran out less than the keep ago was deleted")
+            await asyncio.sleep(0.1)
+
+        # Once deleted, a lease is gone: its owner's renewal finds it lost, anyone may take it, and
+        # fencing tokens keep growing (they come from one counter, not from the rows).
+        while await _rows(peek) != {"live"}:
+            assert time.monotonic() < deadline, "the lease that ran out last was never deleted"
+            await asyncio.sleep(0.1)
+        renewed = await stub.RenewLocks(locks_pb2.RenewLocksRequest(owner="o", resources=["unique-0"], ttl=_ttl(1)))
+        assert list(renewed.lost_resources) == ["unique-0"]
+        again = await stub.AcquireLock(locks_pb2.AcquireLockRequest(resource="unique-0", owner="p", ttl=_ttl(60)))
+        assert again.acquired and again.fencing_token > late.fencing_token
+        # The live lease was never touched.
+        held = await stub.AcquireLock(locks_pb2.AcquireLockRequest(resource="live", owner="p", ttl=_ttl(1)))
+        assert not held.acquired
