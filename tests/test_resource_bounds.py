@@ -15,8 +15,8 @@ import pytest
 from google.protobuf import duration_pb2
 
 from conftest import Peek
-from wfe.persistence.v1 import locks_pb2, locks_pb2_grpc
-from wfe_sqlite import _locks_store
+from wfe.persistence.v1 import locks_pb2, locks_pb2_grpc, queues_pb2, queues_pb2_grpc
+from wfe_sqlite import _locks_store, _long_poll
 from wfe_sqlite.server import RunningServer, ServerConfig
 
 
@@ -34,6 +34,18 @@ async def server(store_url: str) -> AsyncIterator[RunningServer]:
 def _ttl(seconds: float) -> duration_pb2.Duration:
     whole = int(seconds)
     return duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
+
+
+def _reason(error: grpc.aio.AioRpcError) -> str:
+    from google.rpc import error_details_pb2, status_pb2
+
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            for detail in status_pb2.Status.FromString(value).details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return str(info.reason)
+    return ""
 
 
 async def _rows(peek: Peek) -> set[str]:
@@ -88,3 +100,47 @@ async def test_leases_that_ran_out_long_ago_are_deleted(
         # The live lease was never touched.
         held = await stub.AcquireLock(locks_pb2.AcquireLockRequest(resource="live", owner="p", ttl=_ttl(1)))
         assert not held.acquired
+
+
+async def test_waiting_dequeues_beyond_the_bound_are_refused(
+    monkeypatch: pytest.MonkeyPatch, server: RunningServer
+) -> None:
+    """Waiting dequeues used to have no bound but the transport's (up to ``max_connections`` x
+    ``max_concurrent_streams``: 10 million), at about 21 KiB each in a server process (5,000 of them
+    from one client: +103 MiB). At most ``MAX_WAITING`` (shortened here) wait now, all queues
+    together; one more is refused at once with RESOURCE_EXHAUSTED, and a dequeue that does not wait
+    is still served."""
+    monkeypatch.setattr(_long_poll, "MAX_WAITING", 20, raising=False)
+    wait = duration_pb2.Duration(seconds=30)
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = queues_pb2_grpc.QueueServiceStub(channel)
+        plain = queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_WORKFLOW, wait=wait)
+        leased = queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_EVENT, wait=wait)
+        leased.leases.owner = "host"
+        leased.leases.prefixes.append("")
+        waiting = [stub.DequeueWork(plain) for _ in range(10)] + [stub.DequeueWork(leased) for _ in range(10)]
+        try:
+            await asyncio.sleep(0.5)
+            assert not any(call.done() for call in waiting)
+            for request in (plain, leased):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.DequeueWork(request, timeout=5)
+                assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert _reason(refused.value) == "TOO_MANY_WAITING_DEQUEUES"
+                assert "at most 20" in (refused.value.details() or "")
+            # Not waiting: served as before.
+            assert (await stub.DequeueWork(queues_pb2.DequeueWorkRequest(queue=queues_pb2.QUEUE_TYPE_INDEX))).id == ""
+            # One waiter served: there is room for one more.
+            await stub.QueueWork(queues_pb2.QueueWorkRequest(queue=queues_pb2.QUEUE_TYPE_WORKFLOW, id="wf-1"))
+            done, _ = await asyncio.wait(
+                [asyncio.ensure_future(call) for call in waiting], timeout=10, return_when=asyncio.FIRST_COMPLETED
+            )
+            assert [(await call).id for call in done] == ["wf-1"]
+            await asyncio.sleep(0.2)
+            late = stub.DequeueWork(plain)
+            await asyncio.sleep(0.5)
+            assert not late.done()
+            waiting.append(late)
+        finally:
+            for call in waiting:
+                call.cancel()
