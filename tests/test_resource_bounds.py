@@ -25,7 +25,7 @@ from wfe.persistence.v1 import (
     queues_pb2,
     queues_pb2_grpc,
 )
-from wfe_sqlite import _locks_store, _long_poll
+from wfe_sqlite import _lifecycle, _locks_store, _long_poll
 from wfe_sqlite.server import RunningServer, ServerConfig
 
 
@@ -238,3 +238,33 @@ async def test_unread_watchers_share_each_event(tmp_path: object) -> None:
     finally:
         process.terminate()
         assert process.wait(30) == 0
+
+
+async def test_watches_beyond_the_bound_are_refused(monkeypatch: pytest.MonkeyPatch, server: RunningServer) -> None:
+    """Lifecycle watches had no bound but the transport's (10 million), at about 27 KiB each in a
+    server process (4,000 open watches: +108 MiB). At most ``MAX_WATCHERS`` (shortened here) are open
+    now; one more is refused with RESOURCE_EXHAUSTED, and once one ends there is room again."""
+    monkeypatch.setattr(_lifecycle, "MAX_WATCHERS", 5, raising=False)
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = lifecycle_pb2_grpc.LifecycleServiceStub(channel)
+        watches = [stub.WatchLifecycleEvents(lifecycle_pb2.WatchLifecycleEventsRequest()) for _ in range(5)]
+        try:
+            await asyncio.gather(*(w.initial_metadata() for w in watches))
+            extra = stub.WatchLifecycleEvents(lifecycle_pb2.WatchLifecycleEventsRequest(workflow_instance_id="x"))
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await asyncio.wait_for(extra.read(), 5)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert _reason(refused.value) == "TOO_MANY_WATCHERS"
+            assert "at most 5" in (refused.value.details() or "")
+            watches.pop().cancel()
+            await asyncio.sleep(0.3)
+            again = stub.WatchLifecycleEvents(lifecycle_pb2.WatchLifecycleEventsRequest())
+            watches.append(again)
+            await again.initial_metadata()
+            event = _lifecycle_event(10)
+            sent = await stub.PublishLifecycleEvent(lifecycle_pb2.PublishLifecycleEventRequest(event=event))
+            assert sent.watchers == 5
+            assert (await asyncio.wait_for(again.read(), 5)).event == event
+        finally:
+            for watch in watches:
+                watch.cancel()
