@@ -268,3 +268,30 @@ async def test_watches_beyond_the_bound_are_refused(monkeypatch: pytest.MonkeyPa
         finally:
             for watch in watches:
                 watch.cancel()
+
+
+def test_watchers_of_other_workflows_hold_at_most_the_hub_budget_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each watcher held up to ``MAX_BEHIND_BYTES`` (64 MiB) of events it had not read, so watchers
+    that read nothing, each watching another workflow, held that much each. The hub now bounds the
+    distinct events its watchers hold together (``MAX_HELD_BYTES``, shortened here): past it, a
+    watcher that is behind is ended; one that has read everything still takes the next event, and
+    an event many watchers wait for counts once."""
+    monkeypatch.setattr(_lifecycle, "MAX_HELD_BYTES", 10 * MIB, raising=False)
+    hub: _lifecycle.LifecycleHub[bytes] = _lifecycle.LifecycleHub()
+    slow = [hub.watch(workflow_instance_id=f"wf-{i}") for i in range(5)]
+    everyone = [hub.watch() for _ in range(3)]  # take every event, read none of them
+    for _ in range(4):
+        for i in range(5):
+            hub.publish(bytes(MIB), f"wf-{i}", "d")  # a distinct 1 MiB event per workflow
+    ended = [w for w in slow + everyone if w.fell_behind]
+    assert ended, "20 MiB of distinct unread events, and no watcher was ended"
+    assert getattr(hub, "held_bytes", 0) <= 10 * MIB
+    # A watcher that reads everything is never ended by the budget.
+    reader = hub.watch(workflow_instance_id="wf-reader")
+    for _ in range(20):
+        assert hub.publish(bytes(MIB), "wf-reader", "d") >= 1
+        assert asyncio.run(reader.next()) == bytes(MIB)
+    assert not reader.fell_behind
+    for watcher in [*slow, *everyone, reader]:
+        watcher.close()
+    assert hub.held_bytes == 0 and hub.watchers == 0

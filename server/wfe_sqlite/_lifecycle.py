@@ -2,19 +2,28 @@
 
 Events are relayed, not stored. Each watcher has its own buffer of at most ``MAX_BEHIND`` events
 and ``MAX_BEHIND_BYTES`` of them; a watcher that falls further behind is ended (``WatcherFellBehind``)
-instead of holding memory. At most ``MAX_WATCHERS`` watch at once; one more is refused
-(``TooManyWatchers``).
+instead of holding memory. The watchers of a hub together hold at most ``MAX_HELD_BYTES`` of
+distinct events: past it, a watcher that is behind is ended too. At most ``MAX_WATCHERS`` watch at
+once; one more is refused (``TooManyWatchers``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from wfe_client.errors import WatcherFellBehind, WfeError
 
-__all__ = ["MAX_BEHIND", "MAX_BEHIND_BYTES", "MAX_WATCHERS", "LifecycleHub", "TooManyWatchers", "Watcher"]
+__all__ = [
+    "MAX_BEHIND",
+    "MAX_BEHIND_BYTES",
+    "MAX_HELD_BYTES",
+    "MAX_WATCHERS",
+    "LifecycleHub",
+    "TooManyWatchers",
+    "Watcher",
+]
 
 E = TypeVar("E")
 
@@ -25,6 +34,12 @@ MAX_BEHIND_BYTES = 64 * 1024 * 1024
 """Most bytes of events (``bytes`` events: their length) a watcher may have waiting before it is
 ended; one event is always taken, whatever its size. Without it a watch that read nothing held
 up to 10000 events of up to 64 MiB each."""
+
+MAX_HELD_BYTES = 256 * 1024 * 1024
+"""Most bytes of distinct events all watchers of a hub may have waiting together (an event several
+watchers wait for counts once). Past it, an event offered to a watcher that has events waiting
+ends that watcher (``WatcherFellBehind``); one with none waiting still takes it. Without it,
+watchers that read nothing, each watching other workflows, held up to ``MAX_BEHIND_BYTES`` each."""
 
 
 MAX_WATCHERS = 10_000
@@ -69,16 +84,24 @@ class Watcher(Generic[E]):
         if self.ended or self.fell_behind:
             return False
         size = _size(event)
-        if len(self._buffer) >= MAX_BEHIND or (self._buffer and self._bytes + size > MAX_BEHIND_BYTES):
+        if len(self._buffer) >= MAX_BEHIND or (
+            self._buffer and (self._bytes + size > MAX_BEHIND_BYTES or self._hub._over_budget(event, size))
+        ):
             self.fell_behind = True
-            self._buffer.clear()
-            self._bytes = 0
+            self._drop_buffer()
             self._ready.set()
             return False
         self._buffer.append(event)
         self._bytes += size
+        self._hub._hold(event, size)
         self._ready.set()
         return True
+
+    def _drop_buffer(self) -> None:
+        for event in self._buffer:
+            self._hub._let_go(event, _size(event))
+        self._buffer.clear()
+        self._bytes = 0
 
     def end(self) -> None:
         self.ended = True
@@ -94,7 +117,9 @@ class Watcher(Generic[E]):
                 )
             if self._buffer:
                 event = self._buffer.popleft()
-                self._bytes -= _size(event)
+                size = _size(event)
+                self._bytes -= size
+                self._hub._let_go(event, size)
                 return event
             if self.ended:
                 return None
@@ -103,6 +128,7 @@ class Watcher(Generic[E]):
 
     def close(self) -> None:
         self.ended = True
+        self._drop_buffer()
         self._hub._watchers.discard(self)
 
     def __enter__(self) -> Watcher[E]:
@@ -118,6 +144,29 @@ class LifecycleHub(Generic[E]):
     def __init__(self) -> None:
         self._watchers: set[Watcher[E]] = set()
         self._closed = False
+        self._held: dict[int, list[Any]] = {}  # id(event) -> [event, how many watchers have it waiting]
+        self.held_bytes = 0
+        """Bytes of the distinct events the watchers have waiting."""
+
+    def _over_budget(self, event: E, size: int) -> bool:
+        return size > 0 and id(event) not in self._held and self.held_bytes + size > MAX_HELD_BYTES
+
+    def _hold(self, event: E, size: int) -> None:
+        if size:
+            entry = self._held.get(id(event))
+            if entry is None:
+                self._held[id(event)] = [event, 1]
+                self.held_bytes += size
+            else:
+                entry[1] += 1
+
+    def _let_go(self, event: E, size: int) -> None:
+        if size:
+            entry = self._held[id(event)]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._held[id(event)]
+                self.held_bytes -= size
 
     @property
     def watchers(self) -> int:
