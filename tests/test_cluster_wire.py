@@ -728,7 +728,7 @@ async def test_a_watcher_is_ended_once_its_unsent_events_pass_the_byte_budget(st
     watch = stubs.lifecycle.WatchLifecycleEvents(lifecycle_pb2.WatchLifecycleEventsRequest())
     await watch.initial_metadata()  # in place; from here on nothing is read
     event = _event()
-    event.message = "x" * (1 << 20)
+    event.message = "x" * ((1 << 20) - 4096)  # within MAX_LIFECYCLE_EVENT_BYTES
     request = lifecycle_pb2.PublishLifecycleEventRequest(event=event)
     counts = []
     for _ in range(3 * MAX_BEHIND_BYTES >> 20):
@@ -756,7 +756,7 @@ async def test_a_stream_cancelled_while_its_write_waits_ends_quietly(
     watch = stubs.lifecycle.WatchLifecycleEvents(lifecycle_pb2.WatchLifecycleEventsRequest())
     await asyncio.gather(batch.initial_metadata(), watch.initial_metadata())
     event = _event()
-    event.message = "x" * (1 << 20)
+    event.message = "x" * ((1 << 20) - 4096)  # within MAX_LIFECYCLE_EVENT_BYTES
     for _ in range(24):
         await stubs.lifecycle.PublishLifecycleEvent(lifecycle_pb2.PublishLifecycleEventRequest(event=event))
     await asyncio.sleep(0.5)  # both servers' writes now wait for the client's window

@@ -2,18 +2,28 @@
 
 Events are relayed, not stored. Each watcher has its own buffer of at most ``MAX_BEHIND`` events
 and ``MAX_BEHIND_BYTES`` of them; a watcher that falls further behind is ended (``WatcherFellBehind``)
-instead of holding memory.
+instead of holding memory. The watchers of a hub together hold at most ``MAX_HELD_BYTES`` of
+distinct events: past it, a watcher that is behind is ended too. At most ``MAX_WATCHERS`` watch at
+once; one more is refused (``TooManyWatchers``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from wfe_client.errors import WatcherFellBehind
+from wfe_client.errors import WatcherFellBehind, WfeError
 
-__all__ = ["MAX_BEHIND", "MAX_BEHIND_BYTES", "LifecycleHub", "Watcher"]
+__all__ = [
+    "MAX_BEHIND",
+    "MAX_BEHIND_BYTES",
+    "MAX_HELD_BYTES",
+    "MAX_WATCHERS",
+    "LifecycleHub",
+    "TooManyWatchers",
+    "Watcher",
+]
 
 E = TypeVar("E")
 
@@ -24,6 +34,28 @@ MAX_BEHIND_BYTES = 64 * 1024 * 1024
 """Most bytes of events (``bytes`` events: their length) a watcher may have waiting before it is
 ended; one event is always taken, whatever its size. Without it a watch that read nothing held
 up to 10000 events of up to 64 MiB each."""
+
+MAX_HELD_BYTES = 256 * 1024 * 1024
+"""Most bytes of distinct events all watchers of a hub may have waiting together (an event several
+watchers wait for counts once). Past it, an event offered to a watcher that has events waiting
+ends that watcher (``WatcherFellBehind``); one with none waiting still takes it. Without it,
+watchers that read nothing, each watching other workflows, held up to ``MAX_BEHIND_BYTES`` each."""
+
+
+MAX_WATCHERS = 10_000
+"""Most watchers of one hub (one server process) at once. Measured on a server process: 4,000 open
+watches took 108 MiB (27 KiB each); without a bound, clients could open up to ``max_connections`` x
+``max_concurrent_streams`` (10 million)."""
+
+
+class TooManyWatchers(WfeError):
+    """A watch opened while ``MAX_WATCHERS`` others are open: refused.
+
+    RESOURCE_EXHAUSTED with the reason ``TOO_MANY_WATCHERS`` (not an ``ErrorReason`` of the contract
+    yet: clients see the status code and this message)."""
+
+    reason = "TOO_MANY_WATCHERS"
+    code = "RESOURCE_EXHAUSTED"
 
 
 def _size(event: object) -> int:
@@ -52,16 +84,24 @@ class Watcher(Generic[E]):
         if self.ended or self.fell_behind:
             return False
         size = _size(event)
-        if len(self._buffer) >= MAX_BEHIND or (self._buffer and self._bytes + size > MAX_BEHIND_BYTES):
+        if len(self._buffer) >= MAX_BEHIND or (
+            self._buffer and (self._bytes + size > MAX_BEHIND_BYTES or self._hub._over_budget(event, size))
+        ):
             self.fell_behind = True
-            self._buffer.clear()
-            self._bytes = 0
+            self._drop_buffer()
             self._ready.set()
             return False
         self._buffer.append(event)
         self._bytes += size
+        self._hub._hold(event, size)
         self._ready.set()
         return True
+
+    def _drop_buffer(self) -> None:
+        for event in self._buffer:
+            self._hub._let_go(event, _size(event))
+        self._buffer.clear()
+        self._bytes = 0
 
     def end(self) -> None:
         self.ended = True
@@ -77,7 +117,9 @@ class Watcher(Generic[E]):
                 )
             if self._buffer:
                 event = self._buffer.popleft()
-                self._bytes -= _size(event)
+                size = _size(event)
+                self._bytes -= size
+                self._hub._let_go(event, size)
                 return event
             if self.ended:
                 return None
@@ -86,6 +128,7 @@ class Watcher(Generic[E]):
 
     def close(self) -> None:
         self.ended = True
+        self._drop_buffer()
         self._hub._watchers.discard(self)
 
     def __enter__(self) -> Watcher[E]:
@@ -101,12 +144,41 @@ class LifecycleHub(Generic[E]):
     def __init__(self) -> None:
         self._watchers: set[Watcher[E]] = set()
         self._closed = False
+        self._held: dict[int, list[Any]] = {}  # id(event) -> [event, how many watchers have it waiting]
+        self.held_bytes = 0
+        """Bytes of the distinct events the watchers have waiting."""
+
+    def _over_budget(self, event: E, size: int) -> bool:
+        return size > 0 and id(event) not in self._held and self.held_bytes + size > MAX_HELD_BYTES
+
+    def _hold(self, event: E, size: int) -> None:
+        if size:
+            entry = self._held.get(id(event))
+            if entry is None:
+                self._held[id(event)] = [event, 1]
+                self.held_bytes += size
+            else:
+                entry[1] += 1
+
+    def _let_go(self, event: E, size: int) -> None:
+        if size:
+            entry = self._held[id(event)]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._held[id(event)]
+                self.held_bytes -= size
 
     @property
     def watchers(self) -> int:
         return len(self._watchers)
 
     def watch(self, workflow_instance_id: str = "", workflow_definition_id: str = "") -> Watcher[E]:
+        if not self._closed and len(self._watchers) >= MAX_WATCHERS:
+            raise TooManyWatchers(
+                f"{len(self._watchers)} lifecycle watches are open on this server already (at most {MAX_WATCHERS});"
+                " try again later",
+                watchers=str(len(self._watchers)),
+            )
         watcher = Watcher(self, workflow_instance_id, workflow_definition_id)
         if self._closed:
             watcher.end()

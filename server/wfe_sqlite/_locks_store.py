@@ -2,9 +2,12 @@
 
 A lease is a ``locks`` row (resource, owner, fencing token, expire time in epoch microseconds of
 the server's clock). A row whose expire time has passed is a free resource: the next acquisition
-overwrites it. Fencing tokens come from one counter (``counters.fencing_token``) that only grows,
-stored in the same transaction as the lease, so a token is never handed out twice, also across
-restarts. Every function runs inside the caller's transaction (the single writer).
+overwrites it, and its owner may still renew it until then; one that ran out more than
+``EXPIRED_LEASE_KEEP_US`` ago is deleted by the stranded-work sweep (``drop_expired``), so that the
+table does not keep a row for every resource ever locked. Fencing tokens come from one counter
+(``counters.fencing_token``) that only grows, stored in the same transaction as the lease, so a
+token is never handed out twice, also across restarts. Every function runs inside the caller's
+transaction (the single writer).
 """
 
 from __future__ import annotations
@@ -15,7 +18,19 @@ from collections.abc import Sequence
 from ._cluster_api import Handout, LeaseAsk
 from ._queue_store import WorkEffects, dequeue, enqueue_front, queue_after_release
 
-__all__ = ["CHUNK", "LOOK_BUDGET", "PASS_OVER", "acquire", "give_back", "hand_out", "release", "renew"]
+__all__ = [
+    "CHUNK",
+    "DROP_BATCH",
+    "EXPIRED_LEASE_KEEP_US",
+    "LOOK_BUDGET",
+    "PASS_OVER",
+    "acquire",
+    "drop_expired",
+    "give_back",
+    "hand_out",
+    "release",
+    "renew",
+]
 
 CHUNK = 500
 """Resources per ``IN (...)`` statement."""
@@ -27,6 +42,25 @@ LOOK_BUDGET = 4096
 """Most resources one take looks up for its leased asks. Past it, the leased asks left get nothing
 this take (they stay in line for the next one): waiters that each need different leases on held
 items would otherwise cost a take one look per waiter and item, holding every other write up."""
+
+
+EXPIRED_LEASE_KEEP_US = 10 * 60 * 1_000_000
+"""How long a lease that ran out (and that nobody took since) is kept, so that its owner back from a
+short partition can still renew it: ten minutes. Then the sweep deletes its row (before, every
+resource ever locked kept its row forever: 5,000 locks of unique resources with a 100 ms TTL left
+5,000 rows for good, on both backends)."""
+DROP_BATCH = 5000
+"""Expired lease rows deleted per statement (per write job on SQLite)."""
+
+
+def drop_expired(conn: sqlite3.Connection, before_us: int, limit: int = DROP_BATCH) -> int:
+    """Delete up to ``limit`` leases that ran out at or before ``before_us`` (oldest first); how many."""
+    cursor = conn.execute(
+        "DELETE FROM locks WHERE resource IN "
+        "(SELECT resource FROM locks WHERE expire_time <= ? ORDER BY expire_time LIMIT ?)",
+        (before_us, limit),
+    )
+    return cursor.rowcount
 
 
 def _next_fencing_token(conn: sqlite3.Connection) -> int:
@@ -57,7 +91,8 @@ def acquire(conn: sqlite3.Connection, resource: str, owner: str, ttl_us: int, no
 def renew(conn: sqlite3.Connection, owner: str, resources: Sequence[str], ttl_us: int, now_us: int) -> list[str]:
     """Extend ``owner``'s leases on ``resources`` to now + ttl; the resources it no longer holds.
 
-    A lease that ran out but that nobody took since still belongs to its owner and is renewed.
+    A lease that ran out but that nobody took since still belongs to its owner and is renewed (until
+    the sweep deleted it, ``EXPIRED_LEASE_KEEP_US`` after it ran out).
     """
     unique = list(dict.fromkeys(resources))
     held: set[str] = set()

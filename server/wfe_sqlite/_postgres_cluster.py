@@ -42,9 +42,10 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from . import _locks_store
 from ._cluster_api import ClusterServices, Handout, LeaseAsk
 from ._lifecycle import LifecycleHub, Watcher
-from ._locks_store import LOOK_BUDGET, PASS_OVER
+from ._locks_store import DROP_BATCH, LOOK_BUDGET, PASS_OVER
 from ._logging import RetriedFailure
 from ._long_poll import LongPoll
 from ._postgres_visibility import has_nul, refuse_nul
@@ -251,6 +252,16 @@ NEXT_DUE = (
 )
 """The earliest future due time (epoch microseconds) of a RUNNABLE workflow or unprocessed event."""
 
+DROP_EXPIRED_LEASES = (
+    f"WITH {_CLOCK} DELETE FROM locks USING clock WHERE resource IN "
+    f"(SELECT resource FROM locks, clock WHERE expire_time <= clock.now - $1 ORDER BY expire_time LIMIT $2) "
+    "AND expire_time <= clock.now - $1"
+)
+"""Delete up to $2 leases that ran out more than $1 microseconds ago (the condition is repeated so
+that a lease renewed or taken again while the statement runs is kept)."""
+DROP_JOBS = 20
+"""Most ``DROP_EXPIRED_LEASES`` statements (each its own transaction) one sweep runs."""
+
 DROP_OLD_RELAYS = f"DELETE FROM lifecycle_relay WHERE created < {NOW_US} - {RELAY_KEEP_US}"
 
 
@@ -316,6 +327,8 @@ class PostgresCluster(ClusterServices):
         """Sweeps completed (for tests)."""
         self.requeued = 0
         """Items queued again by sweeps and the due timer (for tests)."""
+        self.dropped_leases = 0
+        """Expired leases deleted by this server's sweeps (for tests)."""
 
     @property
     def started(self) -> bool:
@@ -677,21 +690,35 @@ class PostgresCluster(ClusterServices):
     async def sweep(self) -> int:
         """One sweep across servers (skipped while another server sweeps); items queued again."""
 
-        async def job(conn: asyncpg.Connection) -> tuple[int, int | None]:
+        async def job(conn: asyncpg.Connection) -> tuple[int, int | None, bool]:
             async with conn.transaction():
                 if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEP_LOCK):
-                    return 0, await conn.fetchval(NEXT_DUE)
+                    return 0, await conn.fetchval(NEXT_DUE), False
                 queued = await self._requeue(conn)
                 await conn.execute(DROP_STALE_HAND_OUTS, int(self._interval * 1e6))
                 await conn.execute(DROP_OLD_RELAYS)
-                return queued, await conn.fetchval(NEXT_DUE)
+                return queued, await conn.fetchval(NEXT_DUE), True
 
-        queued, upcoming = await self._store.run(job)
+        queued, upcoming, swept = await self._store.run(job)
+        if swept:  # the server that swept deletes the leases that ran out long ago
+            await self._drop_expired_leases()
         self.sweeps += 1
         self._queued_again(queued)
         if upcoming is not None:
             self._offer(int(upcoming))
         return queued
+
+    async def _drop_expired_leases(self) -> None:
+        """Delete the leases that ran out more than ``EXPIRED_LEASE_KEEP_US`` ago, ``DROP_BATCH`` per
+        transaction (so that acquisitions of them wait for no long one)."""
+        for _ in range(DROP_JOBS):
+            status = await self._store.run(
+                lambda conn: conn.execute(DROP_EXPIRED_LEASES, _locks_store.EXPIRED_LEASE_KEEP_US, DROP_BATCH)
+            )
+            dropped = int(status.split()[-1])
+            self.dropped_leases += dropped
+            if dropped < DROP_BATCH:
+                return
 
     def _queued_again(self, queued: int) -> None:
         if queued:

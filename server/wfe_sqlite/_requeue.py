@@ -4,7 +4,9 @@ Each sweep queues, in write jobs of at most ``WRITE_BATCH`` items: work of hand-
 than the interval (handed out, never queued again: the consumer died or dropped it), the workflows
 of leases that ran out since the last sweep (their holder died holding them), and the stranded work
 a scan of due workflows and events found in a read snapshot (in no queue, not handed out within the
-interval, under no live lease). The scan reads at most ``SCAN_CHUNK`` rows of each kind per sweep
+interval, under no live lease). It also deletes the leases that ran out more than
+``EXPIRED_LEASE_KEEP_US`` ago (``DROP_BATCH`` per write job, at most ``DROP_JOBS`` jobs a sweep).
+The scan reads at most ``SCAN_CHUNK`` rows of each kind per sweep
 and continues where it stopped; the first sweep after start scans everything (work that came due
 while no server ran).
 """
@@ -18,7 +20,9 @@ import logging
 import sqlite3
 from collections.abc import Callable
 
+from . import _locks_store
 from ._database import Database
+from ._locks_store import DROP_BATCH, drop_expired
 from ._logging import RetriedFailure
 from ._queue_store import (
     Candidate,
@@ -45,6 +49,9 @@ HAND_OUT_BATCH = 1000
 WRITE_BATCH = 1000
 """Stranded items checked and queued per write job."""
 
+DROP_JOBS = 20
+"""Most write jobs of ``DROP_BATCH`` expired leases one sweep runs (the rest: the next sweep)."""
+
 _START: tuple[int, str] = (-(2**63), "")
 Scan = Callable[[sqlite3.Connection, tuple[int, str], int, int, int], tuple[list[Candidate], tuple[int, str] | None]]
 
@@ -57,14 +64,19 @@ def _scan_chunk(
 
 def _look(
     conn: sqlite3.Connection, since: int, interval_us: int
-) -> tuple[int, list[Candidate], list[tuple[str, int]], int | None]:
-    """(now, stale hand-out records, leases that ran out since ``since``, the next due time)."""
+) -> tuple[int, list[Candidate], list[tuple[str, int]], int | None, int | None]:
+    """(now, stale hand-out records, leases that ran out since ``since``, the next due time, the
+    time before which expired leases are to be deleted: None when there are none)."""
     now = now_micros()
+    # Only leases the lease look above has seen run out (at or before ``since``) are deleted.
+    drop_before = min(since, now - _locks_store.EXPIRED_LEASE_KEEP_US)
+    old = conn.execute("SELECT 1 FROM locks WHERE expire_time <= ? LIMIT 1", (drop_before,)).fetchone()
     return (
         now,
         stale_hand_outs(conn, now - interval_us, HAND_OUT_BATCH),
         expired_leases(conn, since, now),
         next_due_micros(conn, now),
+        None if old is None else drop_before,
     )
 
 
@@ -103,6 +115,8 @@ class RequeueJob:
         """Sweeps completed (for tests and metrics)."""
         self.requeued = 0
         """Items queued again by the sweeps (for tests and metrics)."""
+        self.dropped_leases = 0
+        """Expired leases deleted by the sweeps (for tests)."""
 
     def start(self) -> None:
         if self._task is None:
@@ -142,6 +156,13 @@ class RequeueJob:
             if more is None or not full:
                 return found
 
+    async def _drop_expired(self, before_us: int) -> None:
+        for _ in range(DROP_JOBS):
+            dropped = await self._db.write(functools.partial(drop_expired, before_us=before_us))
+            self.dropped_leases += dropped
+            if dropped < DROP_BATCH:
+                return
+
     async def sweep(self, full: bool = False) -> int:
         """One sweep (``full``: scan every due item, not one chunk); the number of items queued again.
 
@@ -152,7 +173,7 @@ class RequeueJob:
         candidates += await self._scan("events", stranded_events, full)
         interval_us = int(self.interval * 1e6)
         since = self._lease_watermark_us
-        seen_at, hand_outs, leases, upcoming = await self._db.read(
+        seen_at, hand_outs, leases, upcoming, drop_before = await self._db.read(
             functools.partial(_look, since=since, interval_us=interval_us)
         )
         queued = 0
@@ -168,6 +189,8 @@ class RequeueJob:
             )
             self._written(effects)
         self._lease_watermark_us = seen_at
+        if drop_before is not None:
+            await self._drop_expired(drop_before)
         self.sweeps += 1
         self.requeued += queued
         if upcoming is not None:
