@@ -13,7 +13,7 @@ import asyncio
 import collections
 from typing import Any, Generic, TypeVar
 
-from wfe_client.errors import WatcherFellBehind, WfeError
+from wfe_client.errors import TooManyWatchers, WatcherFellBehind
 
 __all__ = [
     "MAX_BEHIND",
@@ -21,7 +21,6 @@ __all__ = [
     "MAX_HELD_BYTES",
     "MAX_WATCHERS",
     "LifecycleHub",
-    "TooManyWatchers",
     "Watcher",
 ]
 
@@ -46,16 +45,6 @@ MAX_WATCHERS = 10_000
 """Most watchers of one hub (one server process) at once. Measured on a server process: 4,000 open
 watches took 108 MiB (27 KiB each); without a bound, clients could open up to ``max_connections`` x
 ``max_concurrent_streams`` (10 million)."""
-
-
-class TooManyWatchers(WfeError):
-    """A watch opened while ``MAX_WATCHERS`` others are open: refused.
-
-    RESOURCE_EXHAUSTED with the reason ``TOO_MANY_WATCHERS`` (not an ``ErrorReason`` of the contract
-    yet: clients see the status code and this message)."""
-
-    reason = "TOO_MANY_WATCHERS"
-    code = "RESOURCE_EXHAUSTED"
 
 
 def _size(event: object) -> int:

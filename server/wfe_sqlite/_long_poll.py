@@ -9,7 +9,7 @@ someone else holds, and the waiter stays in line until an item it can lease arri
 to a waiter that left meanwhile goes back to the head of its queue, its leases freed (``put_back``).
 
 At most ``MAX_WAITING`` dequeues wait at once in one process (all queues together); one more is
-refused at once with RESOURCE_EXHAUSTED (``TooManyWaiting``) instead of holding more memory (about
+refused at once with RESOURCE_EXHAUSTED (``TooManyWaitingDequeues``) instead of holding more memory (about
 21 KiB a waiting call in a server process).
 
 The backends supply ``take`` and ``put_back`` (their SQL), and optionally a cheap look whether the
@@ -26,12 +26,12 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
-from wfe_client.errors import WfeError
+from wfe_client.errors import TooManyWaitingDequeues
 
 from ._cluster_api import Handout, LeaseAsk
 from ._logging import RetriedFailure
 
-__all__ = ["MAX_WAITING", "LongPoll", "PutBack", "Take", "TooManyWaiting"]
+__all__ = ["MAX_WAITING", "LongPoll", "PutBack", "Take"]
 
 LOG = logging.getLogger(__name__)
 
@@ -39,16 +39,6 @@ MAX_WAITING = 10_000
 """Most dequeues waiting at once in one process, all queues together. Measured on a server process:
 5,000 waiting ``DequeueWork`` calls took 103 MiB (21 KiB each); without a bound, clients could keep
 up to ``max_connections`` x ``max_concurrent_streams`` (10 million) waiting."""
-
-
-class TooManyWaiting(WfeError):
-    """A dequeue that would wait while ``MAX_WAITING`` others wait already: refused, nothing taken.
-
-    RESOURCE_EXHAUSTED with the reason ``TOO_MANY_WAITING_DEQUEUES`` (not an ``ErrorReason`` of the
-    contract yet: clients see the status code and this message)."""
-
-    reason = "TOO_MANY_WAITING_DEQUEUES"
-    code = "RESOURCE_EXHAUSTED"
 
 
 Take = Callable[[str, Sequence[LeaseAsk | None]], Awaitable[list[Handout | None]]]
@@ -148,7 +138,7 @@ class LongPoll:
         if wait <= 0 or self.closed:
             return (await self._take(queue, [ask]))[0]
         if self.waiting >= MAX_WAITING:
-            raise TooManyWaiting(
+            raise TooManyWaitingDequeues(
                 f"{self.waiting} dequeues are waiting on this server already (at most {MAX_WAITING}); try again later",
                 waiting=str(self.waiting),
             )

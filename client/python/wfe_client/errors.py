@@ -26,6 +26,8 @@ __all__ = [
     "StreamIdle",
     "SubscriptionAlreadyExists",
     "SubscriptionNotFound",
+    "TooManyWaitingDequeues",
+    "TooManyWatchers",
     "Unauthenticated",
     "WatcherFellBehind",
     "WfeError",
@@ -173,6 +175,21 @@ class WatcherFellBehind(WfeError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class TooManyWaitingDequeues(WfeError):
+    """A dequeue that would wait was refused at once: the server process already has 10000 dequeues
+    waiting. Nothing was taken for it."""
+
+    reason = _reason(_REASON.TOO_MANY_WAITING_DEQUEUES)
+    code = "RESOURCE_EXHAUSTED"
+
+
+class TooManyWatchers(WfeError):
+    """A lifecycle watch was refused: the server process already has 10000 watches open."""
+
+    reason = _reason(_REASON.TOO_MANY_WATCHERS)
+    code = "RESOURCE_EXHAUSTED"
+
+
 _BY_REASON: dict[str, type[WfeError]] = {
     cls.reason: cls
     for cls in (
@@ -191,6 +208,8 @@ _BY_REASON: dict[str, type[WfeError]] = {
         RevisionConflict,
         StreamIdle,
         WatcherFellBehind,
+        TooManyWaitingDequeues,
+        TooManyWatchers,
         NotFound,
         AlreadyExists,
     )

@@ -117,10 +117,23 @@ export class RevisionConflict extends WfeError {}
 export class StreamIdle extends WfeError {}
 
 /**
- * A lifecycle watch fell more than 10000 events (or 64 MiB of events) behind and the server
- * ended it (reason `WATCHER_FELL_BEHIND`, code ResourceExhausted).
+ * A lifecycle watch fell more than 10000 events (or 64 MiB of events) behind, or was behind while
+ * the server's watchers together waited on 256 MiB of events, and the server ended it (reason
+ * `WATCHER_FELL_BEHIND`, code ResourceExhausted).
  */
 export class WatcherFellBehind extends WfeError {}
+
+/**
+ * A dequeue that would wait was refused at once: the server process already has 10000 dequeues
+ * waiting (reason `TOO_MANY_WAITING_DEQUEUES`, code ResourceExhausted). Nothing was taken.
+ */
+export class TooManyWaitingDequeues extends WfeError {}
+
+/**
+ * A lifecycle watch was refused: the server process already has 10000 watches open (reason
+ * `TOO_MANY_WATCHERS`, code ResourceExhausted).
+ */
+export class TooManyWatchers extends WfeError {}
 
 type ErrorClass = new (message: string, options?: WfeErrorOptions) => WfeError;
 
@@ -140,6 +153,8 @@ const BY_REASON: ReadonlyMap<ErrorReason, ErrorClass> = new Map<ErrorReason, Err
   [ErrorReason.REVISION_CONFLICT, RevisionConflict],
   [ErrorReason.STREAM_IDLE, StreamIdle],
   [ErrorReason.WATCHER_FELL_BEHIND, WatcherFellBehind],
+  [ErrorReason.TOO_MANY_WAITING_DEQUEUES, TooManyWaitingDequeues],
+  [ErrorReason.TOO_MANY_WATCHERS, TooManyWatchers],
 ]);
 
 /**

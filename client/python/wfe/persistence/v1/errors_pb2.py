@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fwfe/persistence/v1/errors.proto\x12\x12wfe.persistence.v1*\x8c\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12WORKFLOW_NOT_FOUND\x10\x01\x12\x13\n\x0f\x45VENT_NOT_FOUND\x10\x02\x12\x1a\n\x16SUBSCRIPTION_NOT_FOUND\x10\x03\x12\x1b\n\x17WORKFLOW_ALREADY_EXISTS\x10\x04\x12\x17\n\x13WORKFLOW_NAME_TAKEN\x10\x05\x12\x18\n\x14\x45VENT_ALREADY_EXISTS\x10\x06\x12\x1f\n\x1bSUBSCRIPTION_ALREADY_EXISTS\x10\x07\x12\x14\n\x10INVALID_ARGUMENT\x10\x08\x12\x0e\n\nLEASE_LOST\x10\t\x12\x10\n\x0cSTORAGE_FULL\x10\n\x12\x17\n\x13STORAGE_UNAVAILABLE\x10\x0b\x12\x13\n\x0fUNAUTHENTICATED\x10\x0c\x12\x15\n\x11REVISION_CONFLICT\x10\r\x12\x0f\n\x0bSTREAM_IDLE\x10\x0e\x12\x17\n\x13WATCHER_FELL_BEHIND\x10\x0f\x42y\n\x16\x64\x65v.wfe.persistence.v1P\x01ZHgithub.com/wfe-sqlite/wfe-sqlite/gen/go/wfe/persistence/v1;persistencev1\xaa\x02\x12Wfe.Persistence.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fwfe/persistence/v1/errors.proto\x12\x12wfe.persistence.v1*\xc2\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12WORKFLOW_NOT_FOUND\x10\x01\x12\x13\n\x0f\x45VENT_NOT_FOUND\x10\x02\x12\x1a\n\x16SUBSCRIPTION_NOT_FOUND\x10\x03\x12\x1b\n\x17WORKFLOW_ALREADY_EXISTS\x10\x04\x12\x17\n\x13WORKFLOW_NAME_TAKEN\x10\x05\x12\x18\n\x14\x45VENT_ALREADY_EXISTS\x10\x06\x12\x1f\n\x1bSUBSCRIPTION_ALREADY_EXISTS\x10\x07\x12\x14\n\x10INVALID_ARGUMENT\x10\x08\x12\x0e\n\nLEASE_LOST\x10\t\x12\x10\n\x0cSTORAGE_FULL\x10\n\x12\x17\n\x13STORAGE_UNAVAILABLE\x10\x0b\x12\x13\n\x0fUNAUTHENTICATED\x10\x0c\x12\x15\n\x11REVISION_CONFLICT\x10\r\x12\x0f\n\x0bSTREAM_IDLE\x10\x0e\x12\x17\n\x13WATCHER_FELL_BEHIND\x10\x0f\x12\x1d\n\x19TOO_MANY_WAITING_DEQUEUES\x10\x10\x12\x15\n\x11TOO_MANY_WATCHERS\x10\x11\x42y\n\x16\x64\x65v.wfe.persistence.v1P\x01ZHgithub.com/wfe-sqlite/wfe-sqlite/gen/go/wfe/persistence/v1;persistencev1\xaa\x02\x12Wfe.Persistence.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\026dev.wfe.persistence.v1P\001ZHgithub.com/wfe-sqlite/wfe-sqlite/gen/go/wfe/persistence/v1;persistencev1\252\002\022Wfe.Persistence.V1'
   _globals['_ERRORREASON']._serialized_start=56
-  _globals['_ERRORREASON']._serialized_end=452
+  _globals['_ERRORREASON']._serialized_end=506
 # @@protoc_insertion_point(module_scope)

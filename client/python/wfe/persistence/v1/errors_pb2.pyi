@@ -22,6 +22,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REVISION_CONFLICT: _ClassVar[ErrorReason]
     STREAM_IDLE: _ClassVar[ErrorReason]
     WATCHER_FELL_BEHIND: _ClassVar[ErrorReason]
+    TOO_MANY_WAITING_DEQUEUES: _ClassVar[ErrorReason]
+    TOO_MANY_WATCHERS: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 WORKFLOW_NOT_FOUND: ErrorReason
 EVENT_NOT_FOUND: ErrorReason
@@ -38,3 +40,5 @@ UNAUTHENTICATED: ErrorReason
 REVISION_CONFLICT: ErrorReason
 STREAM_IDLE: ErrorReason
 WATCHER_FELL_BEHIND: ErrorReason
+TOO_MANY_WAITING_DEQUEUES: ErrorReason
+TOO_MANY_WATCHERS: ErrorReason

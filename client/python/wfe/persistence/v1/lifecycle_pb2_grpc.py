@@ -56,7 +56,8 @@ class LifecycleServiceServicer:
     """
 
     def PublishLifecycleEvent(self, request, context):
-        """PublishLifecycleEvent hands one event to every current watcher.
+        """PublishLifecycleEvent hands one event to every current watcher. An event of more than 1 MiB
+        encoded is INVALID_ARGUMENT (field `event`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -66,7 +67,10 @@ class LifecycleServiceServicer:
         """WatchLifecycleEvents streams the events published from now on, optionally only those of one
         workflow or one definition, until the client cancels. A watcher that falls more than 10000
         events, or more than 64 MiB of events, behind is ended with RESOURCE_EXHAUSTED (reason
-        `WATCHER_FELL_BEHIND`) rather than holding the server's memory. When the server shuts down the stream ends (status OK).
+        `WATCHER_FELL_BEHIND`) rather than holding the server's memory; so is one that is behind while
+        the server's watchers together wait on 256 MiB of distinct events. At most 10000 watches are
+        open at once in one server process: one more is RESOURCE_EXHAUSTED (reason `TOO_MANY_WATCHERS`).
+        When the server shuts down the stream ends (status OK).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -85,7 +85,9 @@ class QueueServiceServicer:
         """DequeueWork hands the oldest waiting id of a queue to the caller and removes it from the
         queue. With `wait`, a call that finds the queue empty waits up to that long and returns as soon
         as an item arrives (long poll); an empty `id` means nothing arrived in time (or the server
-        began shutting down, which ends waiting calls at once).
+        began shutting down, which ends waiting calls at once). At most 10000 dequeues wait at once in
+        one server process: one more that would wait is RESOURCE_EXHAUSTED (reason
+        `TOO_MANY_WAITING_DEQUEUES`) at once, and nothing is taken for it.
 
         With `leases`, the item handed out comes with the caller's leases on it, taken in the same
         transaction (a WFE host's dequeue, execution claim and workflow lock in one call): items whose

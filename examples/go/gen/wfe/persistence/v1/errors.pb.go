@@ -68,8 +68,15 @@ const (
 	// timeout, so the server ended the stream (after the messages it had already sent).
 	ErrorReason_STREAM_IDLE ErrorReason = 14
 	// RESOURCE_EXHAUSTED: a lifecycle watch fell more than 10000 events (or 64 MiB of events)
-	// behind and was ended.
+	// behind and was ended, or was behind while the server's watchers together waited on 256 MiB of
+	// distinct events.
 	ErrorReason_WATCHER_FELL_BEHIND ErrorReason = 15
+	// RESOURCE_EXHAUSTED: a DequeueWork that would wait was refused at once: the server process
+	// already has 10000 dequeues waiting (all queues and clients together). Nothing was taken.
+	ErrorReason_TOO_MANY_WAITING_DEQUEUES ErrorReason = 16
+	// RESOURCE_EXHAUSTED: a WatchLifecycleEvents was refused: the server process already has 10000
+	// watches open.
+	ErrorReason_TOO_MANY_WATCHERS ErrorReason = 17
 )
 
 // Enum value maps for ErrorReason.
@@ -91,6 +98,8 @@ var (
 		13: "REVISION_CONFLICT",
 		14: "STREAM_IDLE",
 		15: "WATCHER_FELL_BEHIND",
+		16: "TOO_MANY_WAITING_DEQUEUES",
+		17: "TOO_MANY_WATCHERS",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":    0,
@@ -109,6 +118,8 @@ var (
 		"REVISION_CONFLICT":           13,
 		"STREAM_IDLE":                 14,
 		"WATCHER_FELL_BEHIND":         15,
+		"TOO_MANY_WAITING_DEQUEUES":   16,
+		"TOO_MANY_WATCHERS":           17,
 	}
 )
 
@@ -143,7 +154,7 @@ var File_wfe_persistence_v1_errors_proto protoreflect.FileDescriptor
 
 const file_wfe_persistence_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x1fwfe/persistence/v1/errors.proto\x12\x12wfe.persistence.v1*\x8c\x03\n" +
+	"\x1fwfe/persistence/v1/errors.proto\x12\x12wfe.persistence.v1*\xc2\x03\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12WORKFLOW_NOT_FOUND\x10\x01\x12\x13\n" +
@@ -162,7 +173,9 @@ const file_wfe_persistence_v1_errors_proto_rawDesc = "" +
 	"\x0fUNAUTHENTICATED\x10\f\x12\x15\n" +
 	"\x11REVISION_CONFLICT\x10\r\x12\x0f\n" +
 	"\vSTREAM_IDLE\x10\x0e\x12\x17\n" +
-	"\x13WATCHER_FELL_BEHIND\x10\x0fBy\n" +
+	"\x13WATCHER_FELL_BEHIND\x10\x0f\x12\x1d\n" +
+	"\x19TOO_MANY_WAITING_DEQUEUES\x10\x10\x12\x15\n" +
+	"\x11TOO_MANY_WATCHERS\x10\x11By\n" +
 	"\x16dev.wfe.persistence.v1P\x01ZHgithub.com/wfe-sqlite/wfe-sqlite/gen/go/wfe/persistence/v1;persistencev1\xaa\x02\x12Wfe.Persistence.V1b\x06proto3"
 
 var (

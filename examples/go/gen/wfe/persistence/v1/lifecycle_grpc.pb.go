@@ -34,12 +34,16 @@ const (
 // them to every client watching. Events are relayed live and not stored: a watcher sees the events
 // published while its stream is open, in the order the server received them.
 type LifecycleServiceClient interface {
-	// PublishLifecycleEvent hands one event to every current watcher.
+	// PublishLifecycleEvent hands one event to every current watcher. An event of more than 1 MiB
+	// encoded is INVALID_ARGUMENT (field `event`).
 	PublishLifecycleEvent(ctx context.Context, in *PublishLifecycleEventRequest, opts ...grpc.CallOption) (*PublishLifecycleEventResponse, error)
 	// WatchLifecycleEvents streams the events published from now on, optionally only those of one
 	// workflow or one definition, until the client cancels. A watcher that falls more than 10000
 	// events, or more than 64 MiB of events, behind is ended with RESOURCE_EXHAUSTED (reason
-	// `WATCHER_FELL_BEHIND`) rather than holding the server's memory. When the server shuts down the stream ends (status OK).
+	// `WATCHER_FELL_BEHIND`) rather than holding the server's memory; so is one that is behind while
+	// the server's watchers together wait on 256 MiB of distinct events. At most 10000 watches are
+	// open at once in one server process: one more is RESOURCE_EXHAUSTED (reason `TOO_MANY_WATCHERS`).
+	// When the server shuts down the stream ends (status OK).
 	WatchLifecycleEvents(ctx context.Context, in *WatchLifecycleEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchLifecycleEventsResponse], error)
 }
 
@@ -88,12 +92,16 @@ type LifecycleService_WatchLifecycleEventsClient = grpc.ServerStreamingClient[Wa
 // them to every client watching. Events are relayed live and not stored: a watcher sees the events
 // published while its stream is open, in the order the server received them.
 type LifecycleServiceServer interface {
-	// PublishLifecycleEvent hands one event to every current watcher.
+	// PublishLifecycleEvent hands one event to every current watcher. An event of more than 1 MiB
+	// encoded is INVALID_ARGUMENT (field `event`).
 	PublishLifecycleEvent(context.Context, *PublishLifecycleEventRequest) (*PublishLifecycleEventResponse, error)
 	// WatchLifecycleEvents streams the events published from now on, optionally only those of one
 	// workflow or one definition, until the client cancels. A watcher that falls more than 10000
 	// events, or more than 64 MiB of events, behind is ended with RESOURCE_EXHAUSTED (reason
-	// `WATCHER_FELL_BEHIND`) rather than holding the server's memory. When the server shuts down the stream ends (status OK).
+	// `WATCHER_FELL_BEHIND`) rather than holding the server's memory; so is one that is behind while
+	// the server's watchers together wait on 256 MiB of distinct events. At most 10000 watches are
+	// open at once in one server process: one more is RESOURCE_EXHAUSTED (reason `TOO_MANY_WATCHERS`).
+	// When the server shuts down the stream ends (status OK).
 	WatchLifecycleEvents(*WatchLifecycleEventsRequest, grpc.ServerStreamingServer[WatchLifecycleEventsResponse]) error
 	mustEmbedUnimplementedLifecycleServiceServer()
 }
