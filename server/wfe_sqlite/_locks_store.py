@@ -21,6 +21,7 @@ from ._queue_store import WorkEffects, dequeue, enqueue_front, queue_after_relea
 __all__ = [
     "CHUNK",
     "DROP_BATCH",
+    "DROP_JOBS",
     "EXPIRED_LEASE_KEEP_US",
     "LOOK_BUDGET",
     "PASS_OVER",
@@ -51,6 +52,9 @@ resource ever locked kept its row forever: 5,000 locks of unique resources with 
 5,000 rows for good, on both backends)."""
 DROP_BATCH = 5000
 """Expired lease rows deleted per statement (per write job on SQLite)."""
+DROP_JOBS = 20
+"""Most statements of ``DROP_BATCH`` expired leases one sweep runs, each in a transaction of its own
+(the rest: the next sweep), on both backends."""
 
 
 def drop_expired(conn: sqlite3.Connection, before_us: int, limit: int = DROP_BATCH) -> int:

@@ -45,7 +45,7 @@ import asyncpg
 from . import _locks_store
 from ._cluster_api import ClusterServices, Handout, LeaseAsk
 from ._lifecycle import LifecycleHub, Watcher
-from ._locks_store import DROP_BATCH, LOOK_BUDGET, PASS_OVER
+from ._locks_store import DROP_BATCH, DROP_JOBS, LOOK_BUDGET, PASS_OVER
 from ._logging import RetriedFailure
 from ._long_poll import LongPoll
 from ._postgres_visibility import has_nul, refuse_nul
@@ -259,8 +259,6 @@ DROP_EXPIRED_LEASES = (
 )
 """Delete up to $2 leases that ran out more than $1 microseconds ago (the condition is repeated so
 that a lease renewed or taken again while the statement runs is kept)."""
-DROP_JOBS = 20
-"""Most ``DROP_EXPIRED_LEASES`` statements (each its own transaction) one sweep runs."""
 
 DROP_OLD_RELAYS = f"DELETE FROM lifecycle_relay WHERE created < {NOW_US} - {RELAY_KEEP_US}"
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from . import _locks_store
 from ._database import Database
-from ._locks_store import DROP_BATCH, drop_expired
+from ._locks_store import DROP_BATCH, DROP_JOBS, drop_expired
 from ._logging import RetriedFailure
 from ._queue_store import (
     Candidate,
@@ -48,9 +48,6 @@ HAND_OUT_BATCH = 1000
 """Stale hand-out records a sweep settles (the rest wait for the next sweep)."""
 WRITE_BATCH = 1000
 """Stranded items checked and queued per write job."""
-
-DROP_JOBS = 20
-"""Most write jobs of ``DROP_BATCH`` expired leases one sweep runs (the rest: the next sweep)."""
 
 _START: tuple[int, str] = (-(2**63), "")
 Scan = Callable[[sqlite3.Connection, tuple[int, str], int, int, int], tuple[list[Candidate], tuple[int, str] | None]]
