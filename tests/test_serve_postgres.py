@@ -39,8 +39,14 @@ class Make:
     """``make serve-postgres`` in a session of its own; its output, line by line."""
 
     def __init__(self, listen_1: str, listen_2: str) -> None:
+        # As from a terminal: SIGINT at its default. A test run started in the background of a
+        # non-interactive shell (a CI runner, `cmd &`) inherits SIGINT ignored, and a shell that
+        # starts with SIGINT ignored cannot trap it (POSIX): the recipe's Ctrl-C trap would never
+        # run, which is not what a user at a terminal gets.
         self.process = subprocess.Popen(
             [
+                "env",
+                "--default-signal=INT",
                 "make",
                 "--no-print-directory",
                 "-o",
