@@ -353,8 +353,7 @@ export class GrpcLockProvider implements AsyncDisposable {
     for (const dequeue of this.#dequeues) dequeue.abort(new WfeError("GrpcLockProvider is closed", { code: Code.Canceled }));
     this.#dequeues.clear();
     this.#stopTimer();
-    clearTimeout(this.#expiryTimer);
-    this.#expiryTimer = undefined;
+    this.#expireAt(Infinity);
     // A renewal under way is cut short (its leases are released below): waiting for its answer
     // would add up to a third of the TTL (or the call deadline) to the bounded wait that follows.
     this.#renewAbort.abort();
@@ -449,18 +448,18 @@ export class GrpcLockProvider implements AsyncDisposable {
   #hold(lease: Lease, renewBy?: number): void {
     this.#held.set(lease.resource, lease);
     if (renewBy !== undefined) this.#renewBy.set(lease, renewBy);
-    this.#watchExpiry();
+    const by = this.#renewBy.get(lease) ?? Infinity;
+    if (this.#expiryTimer === undefined || by < this.#expiryAt) this.#expireAt(by);
   }
 
-  /** Sets the expiry timer for the earliest held lease's `#renewBy`, unless it fires by then. */
-  #watchExpiry(): void {
-    if (this.#closed) return;
-    let earliest = Infinity;
-    for (const lease of this.#held.values()) earliest = Math.min(earliest, this.#renewBy.get(lease) ?? Infinity);
-    if (earliest === Infinity || (this.#expiryTimer !== undefined && this.#expiryAt <= earliest)) return;
+  /** Sets the expiry timer to fire at `at` (`performance.now()`); none for `Infinity` or when closed. */
+  #expireAt(at: number): void {
     clearTimeout(this.#expiryTimer);
-    this.#expiryAt = earliest;
-    this.#expiryTimer = setTimeout(() => this.#expire(), Math.max(0, earliest - performance.now()));
+    this.#expiryTimer = undefined;
+    this.#expiryAt = Infinity;
+    if (this.#closed || at === Infinity) return;
+    this.#expiryAt = at;
+    this.#expiryTimer = setTimeout(() => this.#expire(), Math.max(0, at - performance.now()));
     this.#expiryTimer.unref();
   }
 
@@ -473,16 +472,20 @@ export class GrpcLockProvider implements AsyncDisposable {
    */
   #expire(): void {
     this.#expiryTimer = undefined;
-    this.#expiryAt = Infinity;
     const now = performance.now();
+    let earliest = Infinity;
     for (const [resource, lease] of [...this.#held]) {
-      if ((this.#renewBy.get(lease) ?? Infinity) > now) continue;
+      const by = this.#renewBy.get(lease) ?? Infinity;
+      if (by > now) {
+        earliest = Math.min(earliest, by);
+        continue;
+      }
       this.#held.delete(resource);
       this.#reportLost(resource);
       this.#releaseLapsed(resource);
     }
     if (this.#held.size === 0) this.#stopTimer();
-    this.#watchExpiry();
+    this.#expireAt(earliest);
   }
 
   /**
