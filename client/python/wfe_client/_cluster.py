@@ -226,7 +226,7 @@ class LockProvider(abc.ABC):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
         held, self._held, self._renew_by = list(self._held), {}, {}
-        if held or self._in_flight:
+        if held or self._in_flight or self._lapsed_releases:
             await self._release_at_close(held)
         await self._close_transport()
 
@@ -237,7 +237,8 @@ class LockProvider(abc.ABC):
         call deadline per lease."""
 
         releases = [asyncio.ensure_future(self._release_quietly(resource, "at close")) for resource in held]
-        under_way: list[asyncio.Future[None]] = [*releases, *self._in_flight]
+        # Releases of lost leases too (one just created has not entered _in_flight yet).
+        under_way: list[asyncio.Future[None]] = [*releases, *self._in_flight, *self._lapsed_releases.values()]
         _, waiting = await asyncio.wait(under_way, timeout=min(CLOSE_RELEASE_WAIT, self.ttl.total_seconds()))
         pending = [task for task in releases if task in waiting]  # the callers' own calls are theirs
         for task in pending:
