@@ -8,14 +8,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from conftest import ServerProcess, start_server_process
 from wfe_client import GrpcLockProvider
+from wfe_sqlite import SqliteLockProvider, open_provider
 
 TTL = timedelta(milliseconds=1500)
 MARGIN = 1.0
@@ -111,3 +115,53 @@ async def test_lease_lost_while_frozen_stays_lost_when_nobody_took_it(server: Se
         await asyncio.sleep(TTL.total_seconds() * 2)
         assert locks.held == ["alone"]
         assert lost == ["alone"]
+
+
+async def test_in_process_lease_not_renewed_within_its_ttl_is_reported_lost(db_url: str, db_path: Path) -> None:
+    # The in-process SqliteLockProvider shares the bookkeeping: with the database locked by
+    # another process (an exclusive transaction held longer than the TTL) its renewals cannot
+    # write; before, nothing was reported and `held` kept the lease.
+    store = await open_provider(db_url)
+    lost: list[str] = []
+    reported = asyncio.Event()
+
+    def on_lost(resource: str) -> None:
+        lost.append(resource)
+        reported.set()
+
+    try:
+        locks = SqliteLockProvider(store, ttl=TTL)
+        locks.on_lost = on_lost
+        assert await locks.acquire_lock("blocked")
+        locked = threading.Event()
+        unlock = threading.Event()
+
+        def hold_the_database() -> None:
+            with sqlite3.connect(db_path, timeout=10) as conn:
+                conn.execute("BEGIN EXCLUSIVE")
+                locked.set()
+                unlock.wait(30)
+                conn.rollback()
+
+        holder = threading.Thread(target=hold_the_database)
+        holder.start()
+        try:
+            assert await asyncio.to_thread(locked.wait, 10)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reported.wait(), TTL.total_seconds() + MARGIN)
+            assert lost == ["blocked"]
+            assert locks.held == []
+        finally:
+            unlock.set()
+            await asyncio.to_thread(holder.join)
+        other = SqliteLockProvider(store, owner="other", ttl=TTL)
+        until = time.monotonic() + TTL.total_seconds() + 3
+        while not await other.acquire_lock("blocked"):
+            assert time.monotonic() < until, "the lost lease was still held in the database"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(TTL.total_seconds())
+        assert locks.held == [] and lost == ["blocked"]
+        await other.close()
+        await locks.close()
+    finally:
+        await store.close()
