@@ -13,8 +13,8 @@ from wfe_client.timeutil import utc_now
 class Recording(LockProvider):
     """Leases in a dict; every renewal request recorded; ``lose`` makes renewals report resources lost."""
 
-    def __init__(self) -> None:
-        super().__init__("recorder", timedelta(milliseconds=150))
+    def __init__(self, ttl: timedelta = timedelta(milliseconds=150)) -> None:
+        super().__init__("recorder", ttl)
         self.renewals: list[list[str]] = []
         self.lose: set[str] = set()
         self.token = 0
@@ -34,7 +34,9 @@ class Recording(LockProvider):
 
 
 async def test_renewals_go_in_requests_of_at_most_10000_resources() -> None:
-    locks = Recording()
+    # A TTL longer than the 10,001 acquisitions take (they never yield to the renewal task): with
+    # 150 ms the first leases would be reported lost, not renewed within their TTL.
+    locks = Recording(timedelta(seconds=5))
     for i in range(10_001):
         assert await locks.acquire_lock(f"r{i}")
     while len(locks.renewals) < 2:

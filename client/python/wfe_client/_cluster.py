@@ -69,7 +69,9 @@ class LockProvider(abc.ABC):
     ``acquire_lock`` is True when the resource was free or its lease had run out, False while a
     live lease holds it, also one of this same owner (not re-entrant). Held leases are renewed
     every ``ttl / 3`` until released or the provider is closed; closing releases them. A lease
-    whose renewal finds it taken by another owner is dropped and reported to ``on_lost``.
+    whose renewal finds it taken by another owner is dropped and reported to ``on_lost``; so is one
+    not renewed in time (its renewals failed for a TTL: the server may have let it run out and
+    handed it to another owner), which is then released in the background, best effort.
     """
 
     def __init__(self, owner: str | None = None, ttl: timedelta = DEFAULT_LOCK_TTL) -> None:
@@ -80,8 +82,14 @@ class LockProvider(abc.ABC):
         self.ttl: timedelta = check_lock_ttl(ttl)
         """Time-to-live of each lease; renewed every third of it."""
         self.on_lost: Callable[[str], None] | None = None
-        """Called with a resource whose lease was found lost (taken by another owner) during renewal."""
+        """Called with a resource whose lease was lost: a renewal found it taken by another owner,
+        or it was not renewed within its TTL (the renewals failed: server frozen or unreachable)."""
         self._held: dict[str, Lease] = {}
+        # Per held resource, when (loop clock) its lease runs out unless renewed: the TTL from the
+        # moment the last successful acquire or renewal was sent (the server's TTL starts later).
+        self._renew_by: dict[str, float] = {}
+        self._expiry: asyncio.TimerHandle | None = None  # fires at the earliest of _renew_by
+        self._lapsed_releases: dict[str, asyncio.Future[None]] = {}  # an acquire of one waits for it
         self._renewer: asyncio.Task[None] | None = None
         self._closed = False
         self._in_flight: set[asyncio.Future[None]] = set()  # acquires and releases: close waits for them
@@ -115,7 +123,12 @@ class LockProvider(abc.ABC):
     async def acquire(self, resource: str) -> Lease | None:
         """Take the lease on ``resource``: the ``Lease`` (with its fencing token), or None while it is held."""
         self._check_open()
+        releasing = self._lapsed_releases.get(resource)
+        if releasing is not None:
+            # The release of this owner's lapsed lease on it, sent earlier, must not free the new one.
+            await asyncio.wait([releasing])
         async with self._call_in_flight():
+            sent = asyncio.get_running_loop().time()
             lease = await self._acquire(resource)
             if self._closed:
                 # close() began while the call was on its way and did not see this lease: freed
@@ -124,8 +137,7 @@ class LockProvider(abc.ABC):
                     await self._release_quietly(resource, "after close")
                 raise StorageUnavailable("the lock provider is closed")
         if lease is not None:
-            self._held[resource] = lease
-            self._ensure_renewer()
+            self._hold(lease, sent + self.ttl.total_seconds())
         return lease
 
     async def acquire_lock(self, resource: str) -> bool:
@@ -135,7 +147,7 @@ class LockProvider(abc.ABC):
     async def release_lock(self, resource: str) -> None:
         """Free this owner's lease on ``resource``; releasing what is not held is not an error."""
         self._check_open()
-        self._held.pop(resource, None)
+        self._drop(resource)
         async with self._call_in_flight():
             await self._release(resource)
 
@@ -152,20 +164,41 @@ class LockProvider(abc.ABC):
             self._in_flight.discard(ended)
             ended.set_result(None)
 
-    def _adopt(self, leases: Sequence[Lease]) -> None:
-        """Leases taken for this owner by someone else's call (a leased dequeue): held from now on."""
+    def _adopt(self, leases: Sequence[Lease] | Sequence[tuple[Lease, float]]) -> None:
+        """Leases taken for this owner by someone else's call (a leased dequeue): held from now on.
+        Their TTL is counted from now: the server took them at some point of a call that may have
+        waited long (a long poll); the first renewal, a third of the TTL later, bounds them again.
+        ``(lease, renew_by)`` pairs (from ``_forget``) keep the time by which they must be renewed."""
         if self._closed:
             return
-        for lease in leases:
-            self._held[lease.resource] = lease
-        if leases:
-            self._ensure_renewer()
+        renew_by = asyncio.get_running_loop().time() + self.ttl.total_seconds()
+        for item in leases:
+            lease, by = item if isinstance(item, tuple) else (item, renew_by)
+            self._hold(lease, by)
 
-    def _forget(self, resources: Sequence[str]) -> list[Lease]:
+    def _forget(self, resources: Sequence[str]) -> list[tuple[Lease, float]]:
         """Leases being freed by someone else's call (a leased dequeue's release): no longer renewed.
-        The leases that were held (for ``_adopt`` when that call was refused)."""
-        forgotten = [self._held.pop(resource, None) for resource in resources if isinstance(resource, str)]
-        return [lease for lease in forgotten if lease is not None]
+        The leases that were held, with the time by which they must be renewed (for ``_adopt`` when
+        that call was refused)."""
+        forgotten = []
+        for resource in resources:
+            if isinstance(resource, str) and resource in self._held:
+                forgotten.append((self._held[resource], self._renew_by[resource]))
+                self._drop(resource)
+        return forgotten
+
+    def _hold(self, lease: Lease, renew_by: float) -> None:
+        """``lease`` is held, and must be renewed by ``renew_by`` (loop clock)."""
+        self._held[lease.resource] = lease
+        self._renew_by[lease.resource] = renew_by
+        self._ensure_renewer()
+        if self._expiry is None or renew_by < self._expiry.when():
+            self._watch_expiry()
+
+    def _drop(self, resource: str) -> Lease | None:
+        """No longer held (nor renewed)."""
+        self._renew_by.pop(resource, None)
+        return self._held.pop(resource, None)
 
     def lease(self, resource: str) -> Lease | None:
         """The lease this provider holds on ``resource`` (its fencing token), if any."""
@@ -185,12 +218,15 @@ class LockProvider(abc.ABC):
         if self._closed:
             return
         self._closed = True
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
-        held, self._held = list(self._held), {}
-        if held or self._in_flight:
+        held, self._held, self._renew_by = list(self._held), {}, {}
+        if held or self._in_flight or self._lapsed_releases:
             await self._release_at_close(held)
         await self._close_transport()
 
@@ -201,7 +237,8 @@ class LockProvider(abc.ABC):
         call deadline per lease."""
 
         releases = [asyncio.ensure_future(self._release_quietly(resource, "at close")) for resource in held]
-        under_way: list[asyncio.Future[None]] = [*releases, *self._in_flight]
+        # Releases of lost leases too (one just created has not entered _in_flight yet).
+        under_way: list[asyncio.Future[None]] = [*releases, *self._in_flight, *self._lapsed_releases.values()]
         _, waiting = await asyncio.wait(under_way, timeout=min(CLOSE_RELEASE_WAIT, self.ttl.total_seconds()))
         pending = [task for task in releases if task in waiting]  # the callers' own calls are theirs
         for task in pending:
@@ -254,21 +291,67 @@ class LockProvider(abc.ABC):
             renewing = dict(self._held)
             if not renewing:
                 return
+            resources = list(renewing)
+            for start in range(0, len(resources), MAX_RENEW_RESOURCES):
+                batch = resources[start : start + MAX_RENEW_RESOURCES]
+                sent = loop.time()
+                try:
+                    lost = set(await self._renew(batch))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # noqa: BLE001 - try again next period; the lease may still hold
+                    LOG.warning("renewing %d leases failed (retrying in %.2f s): %s", len(batch), period, error)
+                    continue
+                for resource in batch:
+                    # Only a lease that is still the one this round renewed: not one released (or
+                    # reported lost, see _expire) and taken again meanwhile.
+                    if self._held.get(resource) is not renewing[resource]:
+                        continue
+                    if resource in lost:
+                        self._drop(resource)
+                        LOG.warning("lost the lease on %r (it ran out and another owner took it)", resource)
+                        self._report_lost(resource)
+                    else:
+                        self._renew_by[resource] = sent + self.ttl.total_seconds()
+
+    def _watch_expiry(self) -> None:
+        """Call ``_expire`` when the first held lease must have been renewed."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if self._renew_by and not self._closed:
+            self._expiry = asyncio.get_running_loop().call_at(min(self._renew_by.values()), self._expire)
+
+    def _expire(self) -> None:
+        """Reports lost the leases not renewed within their TTL (the renewals failed, or did not
+        end, for that long): the server may have let them run out and handed them to another owner.
+        Once reported lost a lease stays lost, also when a renewal under way then succeeds (a frozen
+        server, and nobody took it): each is released in the background, best effort, sent after
+        those renewals, so the server does not keep it for an owner that no longer renews it."""
+        self._expiry = None
+        now = asyncio.get_running_loop().time()
+        for resource in [resource for resource, by in self._renew_by.items() if by <= now]:
+            self._drop(resource)
+            LOG.warning("lost the lease on %r: not renewed within its TTL (%gs)", resource, self.ttl.total_seconds())
+            self._report_lost(resource)
+            self._release_lapsed(resource)
+        self._watch_expiry()
+
+    def _release_lapsed(self, resource: str) -> None:
+        """Release this owner's lease on ``resource``, reported lost, in the background (best effort;
+        ``close`` waits for it as for a release under way; an acquire of ``resource`` waits for it
+        first: sent before, it could reach the server after and free the new lease)."""
+        if self._closed or resource in self._lapsed_releases:
+            return
+
+        async def release() -> None:
             try:
-                resources = list(renewing)
-                lost = []
-                for start in range(0, len(resources), MAX_RENEW_RESOURCES):
-                    lost += await self._renew(resources[start : start + MAX_RENEW_RESOURCES])
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # noqa: BLE001 - try again next period; the lease may still hold
-                LOG.warning("renewing %d leases failed (retrying in %.2f s): %s", len(renewing), period, error)
-                continue
-            for resource in lost:
-                if self._held.get(resource) is renewing.get(resource):
-                    self._held.pop(resource, None)
-                    LOG.warning("lost the lease on %r (it ran out and another owner took it)", resource)
-                    self._report_lost(resource)
+                async with self._call_in_flight():
+                    await self._release_quietly(resource, "after it was lost")
+            finally:
+                self._lapsed_releases.pop(resource, None)
+
+        self._lapsed_releases[resource] = asyncio.ensure_future(release())
 
     def _report_lost(self, resource: str) -> None:
         """Tell ``on_lost``; a callback that raises is logged: it must not end the renewal of the

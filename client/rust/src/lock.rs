@@ -33,6 +33,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 use wfe_core::traits::DistributedLockProvider;
 
 use crate::connect::ConnectOptions;
@@ -101,6 +102,10 @@ pub struct GrpcLockProvider {
 #[derive(Debug, Default)]
 struct State {
     held: Mutex<HashMap<String, u64>>,
+    /// Held resource -> (fencing token, when that lease runs out unless renewed): the TTL from the
+    /// moment its last successful acquisition or renewal was sent (the server's TTL starts later).
+    /// An entry whose token is no longer the held one is stale (dropped by the renewal task).
+    renew_by: Mutex<HashMap<String, (u64, Instant)>>,
     renewal: Mutex<Option<JoinHandle<()>>>,
     /// Background releases not known to be done (waiting in the outbox, carried by a dequeue in
     /// flight, or sent on their own).
@@ -265,12 +270,16 @@ impl GrpcLockProvider {
 
     /// The fencing token of the lease this provider holds on `resource` (it grows with every
     /// acquisition on the server), for systems that can refuse a stale holder; `None` when not
-    /// held (or lost: not renewed in time and taken by someone else).
+    /// held (or lost: a renewal found it taken by someone else, or it was not renewed within its
+    /// TTL, see [`GrpcLockProvider::held`]).
     pub fn fencing_token(&self, resource: &str) -> Option<u64> {
         self.state.held.lock().unwrap().get(resource).copied()
     }
 
-    /// Resources this provider currently holds leases on.
+    /// Resources this provider currently holds leases on. A lease not renewed within its TTL (its
+    /// renewals failed that long: a server frozen or unreachable may have let it run out and handed
+    /// it to another owner) is lost: dropped, logged as a warning, and released in the background,
+    /// best effort. Once lost it stays lost, also when a renewal under way then succeeds.
     pub fn held(&self) -> Vec<String> {
         self.state.held.lock().unwrap().keys().cloned().collect()
     }
@@ -286,6 +295,14 @@ impl GrpcLockProvider {
             "ttl: must be between {MIN_LOCK_TTL:?} and {MAX_LOCK_TTL:?}, got {:?}",
             self.ttl
         )))
+    }
+
+    /// The leases `taken` (resource, fencing token) must be renewed by `by`.
+    fn must_renew_by(&self, taken: &[(&str, u64)], by: Instant) {
+        let mut renew_by = self.state.renew_by.lock().unwrap();
+        for (resource, token) in taken {
+            renew_by.insert(resource.to_string(), (*token, by));
+        }
     }
 
     /// Starts the renewal task unless it runs.
@@ -530,6 +547,12 @@ impl GrpcLockProvider {
             held.insert(claim.clone(), *claim_token);
             held.insert(id.to_string(), *id_token);
         }
+        // Taken during a dequeue that may have waited long: the TTL counts from now; the first
+        // renewal, a third of it later, bounds them again.
+        self.must_renew_by(
+            &[(claim.as_str(), *claim_token), (id, *id_token)],
+            Instant::now() + self.ttl,
+        );
         {
             let mut ahead = self.state.ahead.lock().unwrap();
             ahead.insert(claim.clone(), *claim_token);
@@ -591,15 +614,96 @@ impl GrpcLockProvider {
     }
 }
 
+/// The earliest time a held lease must be renewed by; stale entries are dropped on the way.
+fn earliest_renew_by(state: &State) -> Option<Instant> {
+    let held = state.held.lock().unwrap();
+    let mut renew_by = state.renew_by.lock().unwrap();
+    renew_by.retain(|resource, (token, _)| held.get(resource) == Some(token));
+    renew_by.values().map(|(_, by)| *by).min()
+}
+
+/// Sleeps until `at`, for ever when `None`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Drops the leases not renewed within their TTL (their renewals failed, or did not end, for that
+/// long: the server may have let them run out and handed them to another owner) and releases
+/// each in the background, best effort: once lost a lease stays lost, also when a renewal under
+/// way then succeeds (a frozen server, and nobody took it), and the release, sent after those
+/// renewals, keeps the server from holding it for an owner that no longer renews it. An
+/// `acquire_lock` of the resource waits for that release (sent before, it could reach the server
+/// after and free the new lease); `stop` sends it again if it is not done.
+fn expire(locks: &GrpcLockProvider, state: &State) {
+    let now = Instant::now();
+    let mut lapsed = Vec::new();
+    {
+        let mut held = state.held.lock().unwrap();
+        let mut renew_by = state.renew_by.lock().unwrap();
+        renew_by.retain(|resource, (token, by)| {
+            if held.get(resource) != Some(token) {
+                return false;
+            }
+            if *by > now {
+                return true;
+            }
+            held.remove(resource);
+            lapsed.push(resource.clone());
+            false
+        });
+    }
+    for resource in lapsed {
+        state.ahead.lock().unwrap().remove(&resource);
+        tracing::warn!(%resource, owner = %locks.owner, ttl = ?locks.ttl, "lease lost: not renewed within its TTL");
+        let (done_tx, done) = watch::channel(());
+        {
+            let mut releasing = state.releasing.lock().unwrap();
+            if releasing.len() >= 64 {
+                releasing.retain(|r| !r.finished());
+            }
+            releasing.push(Release {
+                number: state.next_release.fetch_add(1, Ordering::Relaxed),
+                resources: vec![resource.clone()],
+                done,
+                parcel: None,
+            });
+        }
+        let locks = locks.clone();
+        tokio::spawn(async move {
+            let _done = done_tx;
+            if let Err(error) = locks.release(resource.clone(), Vec::new()).await {
+                tracing::warn!(%resource, %error, "releasing a lost lease failed; it runs out after its TTL");
+            }
+        });
+    }
+}
+
 /// Renews the held leases every third of the TTL until the provider is gone or stopped. A lease
-/// the server reports lost (it ran out and someone else took it) is dropped from the held set.
+/// the server reports lost (it ran out and someone else took it) is dropped from the held set,
+/// and so is one not renewed within its TTL (see [`expire`]).
 async fn renew(locks: GrpcLockProvider, state: Weak<State>) {
     let every = (locks.ttl / 3).max(Duration::from_millis(10));
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
-        ticks.tick().await;
+        // The state is not kept alive while waiting (dropping the provider ends this task).
+        let next = match state.upgrade() {
+            Some(state) => earliest_renew_by(&state),
+            None => return,
+        };
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = sleep_until(next) => {
+                if let Some(state) = state.upgrade() {
+                    expire(&locks, &state);
+                }
+                continue;
+            }
+        }
         let Some(state) = state.upgrade() else { return };
         let held: Vec<(String, u64)> = state
             .held
@@ -616,25 +720,37 @@ async fn renew(locks: GrpcLockProvider, state: Weak<State>) {
             });
             // Late answers are of no use: the next renewal is due by then.
             request.set_timeout(every);
-            let renewed = locks
-                .store
-                .call_within(every, &locks.client, Subject::None, |mut c| async move {
-                    c.renew_locks(request).await
-                })
-                .await;
+            let sent = Instant::now();
+            let call =
+                locks
+                    .store
+                    .call_within(every, &locks.client, Subject::None, |mut c| async move {
+                        c.renew_locks(request).await
+                    });
+            tokio::pin!(call);
+            // Leases whose time passes while the call is under way are lost then, not after it.
+            let renewed = loop {
+                tokio::select! {
+                    renewed = &mut call => break renewed,
+                    _ = sleep_until(earliest_renew_by(&state)) => expire(&locks, &state),
+                }
+            };
             match renewed {
                 Ok(response) => {
-                    if response.lost_resources.is_empty() {
-                        continue;
-                    }
-                    let tokens: HashMap<&str, u64> =
-                        chunk.iter().map(|(r, t)| (r.as_str(), *t)).collect();
+                    let lost: std::collections::HashSet<&str> =
+                        response.lost_resources.iter().map(String::as_str).collect();
                     let mut held = state.held.lock().unwrap();
-                    for resource in response.lost_resources {
-                        // Only the lease that was renewed: not one taken again since.
-                        if held.get(&resource) == tokens.get(resource.as_str()) {
-                            held.remove(&resource);
+                    let mut renew_by = state.renew_by.lock().unwrap();
+                    for (resource, token) in chunk {
+                        // Only the lease that was renewed: not one lost or taken again since.
+                        if held.get(resource) != Some(token) {
+                            continue;
+                        }
+                        if lost.contains(resource.as_str()) {
+                            held.remove(resource);
                             tracing::warn!(%resource, owner = %locks.owner, "lease lost: it ran out before it was renewed");
+                        } else {
+                            renew_by.insert(resource.clone(), (*token, sent + locks.ttl));
                         }
                     }
                 }
@@ -666,6 +782,7 @@ impl DistributedLockProvider for GrpcLockProvider {
             also_resources: companion.map(str::to_string).into_iter().collect(),
             read_workflow_id: companion.unwrap_or_default().to_string(),
         };
+        let sent = Instant::now();
         let response = self
             .store
             .call(&self.client, Subject::None, |mut c| async move {
@@ -682,6 +799,11 @@ impl DistributedLockProvider for GrpcLockProvider {
                 held.insert(id.to_string(), *token);
             }
         }
+        let mut taken = vec![(resource, response.fencing_token)];
+        if let (Some(id), Some(token)) = (companion, response.also_fencing_tokens.first()) {
+            taken.push((id, *token));
+        }
+        self.must_renew_by(&taken, sent + self.ttl);
         if let (Some(id), Some(_)) = (companion, response.also_fencing_tokens.first()) {
             self.state
                 .companions
@@ -791,6 +913,7 @@ impl DistributedLockProvider for GrpcLockProvider {
         self.state.ahead.lock().unwrap().clear();
         self.state.ahead_reads.lock().unwrap().clear();
         resources.extend(self.state.held.lock().unwrap().drain().map(|(r, _)| r));
+        self.state.renew_by.lock().unwrap().clear();
         resources.extend(
             self.state
                 .deferred

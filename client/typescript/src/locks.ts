@@ -84,8 +84,11 @@ export interface LockProviderOptions {
   /** Time-to-live of each lease in milliseconds, 100 to 3600000 (default 30000); renewed every third of it. */
   ttlMs?: number;
   /**
-   * Called with a resource whose lease a renewal found lost (it ran out and another owner took
-   * it). What it throws goes to `onError`.
+   * Called once with a resource whose lease was lost: a renewal found it taken by another owner,
+   * or it was not renewed within its TTL (the renewals failed for that long: a server frozen or
+   * unreachable may have let it run out and handed it to another owner). Either way it is no
+   * longer held nor renewed; one not renewed in time is also released in the background, best
+   * effort. What it throws goes to `onError`.
    */
   onLost?: (resource: string) => void;
   /**
@@ -144,6 +147,16 @@ export class GrpcLockProvider implements AsyncDisposable {
   readonly #onLost: ((resource: string) => void) | undefined;
   readonly #onError: ((error: unknown) => void) | undefined;
   readonly #held = new Map<string, Lease>();
+  /**
+   * When (`performance.now()`) each held lease runs out unless renewed: the TTL from the moment
+   * its last successful acquisition or renewal was sent (the server's TTL starts later).
+   */
+  readonly #renewBy = new WeakMap<Lease, number>();
+  /** Fires at {@link #expiryAt}, the earliest `#renewBy` of a held lease (or later). */
+  #expiryTimer: NodeJS.Timeout | undefined;
+  #expiryAt = Infinity;
+  /** Background releases of leases reported lost: an acquisition of one waits for it. */
+  readonly #lapsedReleases = new Map<string, Promise<void>>();
   #timer: NodeJS.Timeout | undefined;
   #renewing: Promise<void> | undefined;
   /** Ends the renewal round under way: `close()` does not wait for a server that does not answer it. */
@@ -219,6 +232,9 @@ export class GrpcLockProvider implements AsyncDisposable {
   }
 
   async #acquire(resource: string): Promise<Lease | undefined> {
+    // The release of this owner's lost lease on it, sent earlier, must not free the new one.
+    await this.#lapsedReleases.get(resource);
+    const sent = performance.now();
     const response = await this.#connection.call(() =>
       this.#client.acquireLock({ resource, owner: this.owner, ttl: this.#ttl }),
     );
@@ -240,7 +256,7 @@ export class GrpcLockProvider implements AsyncDisposable {
       }
       this.#checkOpen();
     }
-    this.#held.set(resource, lease);
+    this.#hold(lease, sent + this.ttlMs);
     this.#scheduleRenewal();
     return lease;
   }
@@ -271,13 +287,17 @@ export class GrpcLockProvider implements AsyncDisposable {
       },
       adopt: (leases) => {
         if (this.#closed) return false;
-        for (const lease of leases) this.#held.set(lease.resource, lease);
+        // The server took them during a call that may have waited long (a long poll): their TTL is
+        // counted from now; the first renewal, a third of it later, bounds them again.
+        const renewBy = performance.now() + this.ttlMs;
+        for (const lease of leases) this.#hold(lease, renewBy);
         if (leases.length > 0) this.#scheduleRenewal();
         return true;
       },
       restore: () => {
         if (this.#closed) return;
-        for (const [resource, lease] of released) if (!this.#held.has(resource)) this.#held.set(resource, lease);
+        // Each keeps the time by which it must be renewed (in #renewBy, by lease).
+        for (const [resource, lease] of released) if (!this.#held.has(resource)) this.#hold(lease);
         if (this.#held.size > 0) this.#scheduleRenewal();
       },
       end: () => {
@@ -333,6 +353,7 @@ export class GrpcLockProvider implements AsyncDisposable {
     for (const dequeue of this.#dequeues) dequeue.abort(new WfeError("GrpcLockProvider is closed", { code: Code.Canceled }));
     this.#dequeues.clear();
     this.#stopTimer();
+    this.#expireAt(Infinity);
     // A renewal under way is cut short (its leases are released below): waiting for its answer
     // would add up to a third of the TTL (or the call deadline) to the bounded wait that follows.
     this.#renewAbort.abort();
@@ -423,6 +444,68 @@ export class GrpcLockProvider implements AsyncDisposable {
     return response.released;
   }
 
+  /** `lease` is held; it must be renewed by `renewBy` (`performance.now()`), or by the time it had. */
+  #hold(lease: Lease, renewBy?: number): void {
+    this.#held.set(lease.resource, lease);
+    if (renewBy !== undefined) this.#renewBy.set(lease, renewBy);
+    const by = this.#renewBy.get(lease) ?? Infinity;
+    if (this.#expiryTimer === undefined || by < this.#expiryAt) this.#expireAt(by);
+  }
+
+  /** Sets the expiry timer to fire at `at` (`performance.now()`); none for `Infinity` or when closed. */
+  #expireAt(at: number): void {
+    clearTimeout(this.#expiryTimer);
+    this.#expiryTimer = undefined;
+    this.#expiryAt = Infinity;
+    if (this.#closed || at === Infinity) return;
+    this.#expiryAt = at;
+    this.#expiryTimer = setTimeout(() => this.#expire(), Math.max(0, at - performance.now()));
+    this.#expiryTimer.unref();
+  }
+
+  /**
+   * Reports lost the leases not renewed within their TTL (their renewals failed, or did not end,
+   * for that long): the server may have let them run out and handed them to another owner. Once
+   * reported lost a lease stays lost, also when a renewal under way then succeeds (a frozen server,
+   * and nobody took it): each is released in the background, best effort, sent after those
+   * renewals, so the server does not keep it for an owner that no longer renews it.
+   */
+  #expire(): void {
+    this.#expiryTimer = undefined;
+    const now = performance.now();
+    let earliest = Infinity;
+    for (const [resource, lease] of [...this.#held]) {
+      const by = this.#renewBy.get(lease) ?? Infinity;
+      if (by > now) {
+        earliest = Math.min(earliest, by);
+        continue;
+      }
+      this.#held.delete(resource);
+      this.#reportLost(resource);
+      this.#releaseLapsed(resource);
+    }
+    if (this.#held.size === 0) this.#stopTimer();
+    this.#expireAt(earliest);
+  }
+
+  /**
+   * Releases this owner's lease on `resource`, reported lost, in the background (`close()` waits
+   * for it as for a release under way; a failure goes to `onError`). An acquisition of `resource`
+   * waits for it first: sent before, it could reach the server after and free the new lease.
+   */
+  #releaseLapsed(resource: string): void {
+    // A store closed under the provider: nothing can be released (said once, see #connectionClosedUnder).
+    if (this.#closed || this.#connection.closed || this.#lapsedReleases.has(resource)) return;
+    const releasing = this.#track(this.#release(resource)).then(
+      () => undefined,
+      (error: unknown) => this.#reportError(error),
+    );
+    this.#lapsedReleases.set(
+      resource,
+      releasing.finally(() => this.#lapsedReleases.delete(resource)),
+    );
+  }
+
   #stopTimer(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
@@ -454,6 +537,7 @@ export class GrpcLockProvider implements AsyncDisposable {
     for (let start = 0; start < resources.length && !this.#closed; start += RENEW_BATCH) {
       const batch = resources.slice(start, start + RENEW_BATCH);
       let lost: string[];
+      const sent = performance.now();
       try {
         const response = await this.#connection.call(() =>
           this.#client.renewLocks(
@@ -466,10 +550,17 @@ export class GrpcLockProvider implements AsyncDisposable {
         if (!this.#closed && !this.#connection.closed) this.#reportError(error);
         continue;
       }
-      for (const resource of lost) {
-        // Only a lease that is still the one this round renewed: not one released and taken again meanwhile.
-        if (this.#held.get(resource) === renewing.get(resource) && this.#held.delete(resource)) {
+      const lostSet = new Set(lost);
+      for (const resource of batch) {
+        const lease = renewing.get(resource);
+        // Only a lease that is still the one this round renewed: not one released (or reported
+        // lost, see #expire) and taken again meanwhile.
+        if (lease === undefined || this.#held.get(resource) !== lease) continue;
+        if (lostSet.has(resource)) {
+          this.#held.delete(resource);
           this.#reportLost(resource);
+        } else {
+          this.#renewBy.set(lease, sent + this.ttlMs);
         }
       }
     }

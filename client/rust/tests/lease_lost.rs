@@ -1,0 +1,116 @@
+//! A held lease whose renewals fail for longer than its TTL is lost (real `wfe-sqlite serve`
+//! process, frozen with SIGSTOP): the server lets it run out and hands it to another owner, so
+//! the holder must stop listing it as held.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::ServerProcess;
+use wfe_core::traits::DistributedLockProvider;
+use wfe_grpc::{GrpcLockProvider, GrpcPersistenceProvider};
+
+const TTL: Duration = Duration::from_millis(1500);
+/// How late after the TTL the loss may be seen (a loaded 2-core machine).
+const MARGIN: Duration = Duration::from_secs(1);
+
+/// Pauses the server (SIGSTOP) until dropped, also when an assertion fails.
+struct Paused<'a>(&'a ServerProcess);
+
+impl<'a> Paused<'a> {
+    fn new(server: &'a ServerProcess) -> Self {
+        server.pause();
+        Self(server)
+    }
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        self.0.resume();
+    }
+}
+
+#[tokio::test]
+async fn a_lease_not_renewed_within_its_ttl_is_no_longer_held_and_another_owner_takes_it() {
+    // Before: a lease was dropped only when a renewal was answered "not held". With the server
+    // frozen every renewal failed, and `held` and `fencing_token` listed the lease for ever, while
+    // the server let it run out and another owner could take it.
+    let server = tokio::task::spawn_blocking(ServerProcess::start)
+        .await
+        .unwrap();
+    let store = GrpcPersistenceProvider::connect(&server.addr)
+        .await
+        .unwrap();
+    let locks = GrpcLockProvider::new(&store).with_ttl(TTL);
+    assert!(locks.acquire_lock("frozen").await.unwrap());
+    let token = locks.fencing_token("frozen").unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await; // a renewal or two went through
+    {
+        let _paused = Paused::new(&server);
+        let stopped = Instant::now();
+        while locks.fencing_token("frozen").is_some() && stopped.elapsed() < TTL + MARGIN {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let after = stopped.elapsed();
+        assert!(
+            locks.fencing_token("frozen").is_none(),
+            "still held {after:?} after SIGSTOP"
+        );
+        assert!(locks.held().is_empty());
+    }
+
+    // Another owner takes it once the server answers again (polled: it may still be catching up).
+    let other = GrpcLockProvider::new(&store).with_ttl(TTL);
+    let until = Instant::now() + TTL + Duration::from_secs(3);
+    while !other.acquire_lock("frozen").await.unwrap() {
+        assert!(
+            Instant::now() < until,
+            "the lost lease was still held on the server"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(other.fencing_token("frozen").unwrap() > token);
+
+    // Renewals queued on the frozen server (answered now) do not make it held again; releasing
+    // it is not an error and frees nothing of the other owner.
+    tokio::time::sleep(TTL).await;
+    assert!(locks.held().is_empty());
+    locks.release_lock("frozen").await.unwrap();
+    assert_eq!(other.held(), vec!["frozen".to_string()]);
+    let third = GrpcLockProvider::new(&store).with_ttl(TTL);
+    assert!(!third.acquire_lock("frozen").await.unwrap());
+    other.stop().await.unwrap();
+    locks.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lease_lost_while_the_server_was_frozen_stays_lost_and_is_released() {
+    // The server keeps a lapsed lease for its owner while nobody takes it (RenewLocks extends it):
+    // once lost it is released, not kept by an owner that no longer renews it.
+    let server = tokio::task::spawn_blocking(ServerProcess::start)
+        .await
+        .unwrap();
+    let store = GrpcPersistenceProvider::connect(&server.addr)
+        .await
+        .unwrap();
+    let locks = GrpcLockProvider::new(&store).with_ttl(TTL);
+    assert!(locks.acquire_lock("alone").await.unwrap());
+    {
+        let _paused = Paused::new(&server);
+        let stopped = Instant::now();
+        while !locks.held().is_empty() && stopped.elapsed() < TTL + MARGIN {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(locks.held().is_empty(), "still held after TTL + margin");
+    }
+    tokio::time::sleep(TTL).await; // the queued renewals and the release reach the server
+    assert!(locks.held().is_empty());
+    let other = GrpcLockProvider::new(&store).with_ttl(TTL);
+    assert!(other.acquire_lock("alone").await.unwrap());
+    other.release_lock("alone").await.unwrap();
+    // Taken again afterwards: a new lease, renewed as usual.
+    assert!(locks.acquire_lock("alone").await.unwrap());
+    tokio::time::sleep(TTL * 2).await;
+    assert_eq!(locks.held(), vec!["alone".to_string()]);
+    locks.stop().await.unwrap();
+}
