@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import re
 import urllib.parse
@@ -365,21 +366,57 @@ CREATE_UNNAMED = (
 """As ``CREATE_NAMED``, the name (parameter 2 is empty) taken from the definition's sequence."""
 
 _EXPECTED = _M + _P + len(SubscriptionRow._fields) + 2
+_POINTER_VALUES = PointerRow._fields[2:]
+"""The columns of a pointer past its key (workflow_id, position)."""
+_SENT = (
+    "sent AS MATERIALIZED ("
+    + ", ".join(f"${_M + 2 + i}::{_type(name)}[]" for i, name in enumerate(PointerRow._fields)).join(
+        ("SELECT * FROM unnest(", f") AS p ({POINTER_COLUMNS})")
+    )
+    + ")"
+)
+"""The pointers sent, as rows (read by two statements: unnested once)."""
 PERSIST = (
     f"WITH {_CLOCK}, w AS (UPDATE workflows SET "
     + ", ".join(f"{name} = ${i + 2}::{_type(name)}" for i, name in enumerate(_MUTABLE))
     + f", revision = revision + 1 WHERE id = $1 AND (${_EXPECTED}::bigint = 0 OR revision = ${_EXPECTED}) "
-    "RETURNING id, revision, status, next_execution), "
-    "d AS (DELETE FROM execution_pointers WHERE workflow_id = $1 AND EXISTS (SELECT 1 FROM w)), "
-    f"p AS (INSERT INTO execution_pointers ({POINTER_COLUMNS}) {_unnest(PointerRow, _M + 2)} "
-    "WHERE EXISTS (SELECT 1 FROM w)), "
+    f"RETURNING id, revision, status, next_execution), {_SENT}, "
+    "u AS (UPDATE execution_pointers e SET "
+    + ", ".join(f"{name} = sent.{name}" for name in _POINTER_VALUES)
+    + " FROM sent WHERE e.workflow_id = $1 AND e.position = sent.position AND ("
+    + ", ".join(f"e.{name}" for name in _POINTER_VALUES)
+    + ") IS DISTINCT FROM ("
+    + ", ".join(f"sent.{name}" for name in _POINTER_VALUES)
+    + ") AND EXISTS (SELECT 1 FROM w)), "
+    f"p AS (INSERT INTO execution_pointers ({POINTER_COLUMNS}) SELECT * FROM sent "
+    "WHERE NOT EXISTS (SELECT 1 FROM execution_pointers e WHERE e.workflow_id = $1 AND e.position = sent.position) "
+    "AND EXISTS (SELECT 1 FROM w)), "
+    f"d AS (DELETE FROM execution_pointers WHERE workflow_id = $1 AND position >= ${_EXPECTED + 1} "
+    "AND EXISTS (SELECT 1 FROM w)), "
     f"s AS (INSERT INTO event_subscriptions ({SUBSCRIPTION_COLUMNS}) {_unnest(SubscriptionRow, _M + _P + 2)} "
     f"WHERE EXISTS (SELECT 1 FROM w)), {_QUEUE_WORKFLOW} "
     "SELECT (SELECT revision FROM w), (SELECT count(*) FROM n)"
 )
 """Replace a workflow's mutable fields and pointers, add one to its revision and add subscriptions, in
 one statement, when the stored revision is the expected one (0: any); queue it when due. Parameters
-``persist_parameters``; (the new revision or NULL when nothing was written, items queued)."""
+``persist_parameters``; (the new revision or NULL when nothing was written, items queued).
+
+Pointers are keyed by position (0 to count - 1, as ``pointer_rows`` numbers them) and only those
+that differ are written: a stored pointer whose values differ from those sent at its position is
+updated in place (u: the index entry stays), a position not stored is inserted (p), positions from
+the workflow's new count on are deleted (d). The pointers sent may be all of them (compared here) or
+only those known to differ (``PostgresStore._persist_compared``)."""
+
+_STORED = (
+    f"SELECT revision, ARRAY(SELECT ROW({POINTER_COLUMNS}) FROM execution_pointers WHERE workflow_id = $1 "
+    "ORDER BY position) FROM workflows WHERE id = $1"
+)
+"""A workflow's revision and its pointers (a list of tuples), from one snapshot."""
+_COMPARE_POINTERS = 32
+"""Above this many pointers, a persist reads the stored ones and sends only those that differ (as
+on SQLite): comparing 10,000 in the statement took ~170 ms (the server unnesting and comparing every
+row sent), reading them and comparing them here ~25 ms. Below it the extra round trip would cost
+more than it spares (BENCHMARKS.md, "PostgreSQL: a persist writes only the pointers that change")."""
 
 _QUEUE_EVENT = queue_cte(f"'{EVENT}'", "e", "id", "e.is_processed = 0 AND e.event_time <= clock.now")
 CREATE_EVENT = (
@@ -400,9 +437,11 @@ def persist_parameters(
     pointers: Sequence[PointerRow],
     subscriptions: Sequence[SubscriptionRow],
     expected_revision: int = 0,
+    count: int | None = None,
 ) -> list[Any]:
     """The parameters of ``PERSIST``: id, the mutable fields, one array per pointer then subscription
-    column, the expected revision."""
+    column, the expected revision, the workflow's pointer count (``len(pointers)`` unless ``pointers``
+    are only those that changed)."""
     mutable = [getattr(row, name) for name in _MUTABLE]
     return [
         row.id,
@@ -410,7 +449,22 @@ def persist_parameters(
         *_arrays(pointers, PointerRow),
         *_arrays(subscriptions, SubscriptionRow),
         expected_revision,
+        len(pointers) if count is None else count,
     ]
+
+
+def _changed_parameters(
+    row: WorkflowRow,
+    pointers: Sequence[PointerRow],
+    stored: Sequence[Sequence[Any]],
+    subscriptions: Sequence[SubscriptionRow],
+    revision: int,
+) -> list[Any]:
+    """The parameters of ``PERSIST`` sending only the ``pointers`` that differ from the ``stored`` ones
+    (rows as ``_STORED`` reads them), expecting the stored ``revision``."""
+    by_position = {p[1]: tuple(p) for p in stored}
+    changed = [p for p in pointers if by_position.get(p.position) != p]
+    return persist_parameters(row, changed, subscriptions, revision, len(pointers))
 
 
 _INSERT_SUBSCRIPTION = (
@@ -970,17 +1024,24 @@ class PostgresStore(PostgresVisibility, Store):
     ) -> int:
         optional_id(row.reference, "workflow.reference")  # indexed here, so a key (README); not on SQLite
 
+        compare = len(pointers) > _COMPARE_POINTERS
+
         def prepare() -> list[Any]:
             _refuse_nul_in_workflow(row, pointers)
             for i, subscription in enumerate(subscriptions):
                 _refuse_nul(f"subscriptions[{i}]", subscription)
-            return persist_parameters(row, pointers, subscriptions, expected_revision)
+            return [] if compare else persist_parameters(row, pointers, subscriptions, expected_revision)
 
         arguments = await _off_loop(len(pointers) + len(subscriptions), prepare)
 
         async def job(conn: asyncpg.Connection) -> tuple[int, int]:
             try:
-                revision, queued = await conn.fetchrow(PERSIST, *arguments)
+                if compare:
+                    revision, queued = await self._persist_compared(
+                        conn, row, pointers, subscriptions, expected_revision
+                    )
+                else:
+                    revision, queued = await conn.fetchrow(PERSIST, *arguments)
             except asyncpg.UniqueViolationError as error:
                 if _constraint(error) == "event_subscriptions_pkey":
                     detail = str(getattr(error, "detail", "") or "")
@@ -1003,6 +1064,32 @@ class PostgresStore(PostgresVisibility, Store):
         revision, queued = await self._write(job)
         self._stored(row, queued)
         return revision
+
+    @staticmethod
+    async def _persist_compared(
+        conn: asyncpg.Connection,
+        row: WorkflowRow,
+        pointers: Sequence[PointerRow],
+        subscriptions: Sequence[SubscriptionRow],
+        expected_revision: int,
+    ) -> tuple[int | None, int]:
+        """``PERSIST`` with only the pointers that differ from the stored ones: (the new revision or
+        None when nothing was written, items queued).
+
+        The stored pointers are read with the revision, from one snapshot, and the write expects
+        that revision: a persist committed in between (it moves the revision) makes it write
+        nothing, and the pointers are read again (none stale is kept, none is missed); with an
+        ``expected_revision`` that no longer holds, None (the caller reports the conflict).
+        """
+        while True:
+            stored = await conn.fetchrow(_STORED, row.id)
+            if stored is None or (expected_revision and stored[0] != expected_revision):
+                return None, 0
+            prepare = functools.partial(_changed_parameters, row, pointers, stored[1], subscriptions, stored[0])
+            arguments = await _off_loop(len(pointers) + len(subscriptions), prepare)
+            written = await conn.fetchrow(PERSIST, *arguments)
+            if written[0] is not None:
+                return written[0], written[1]
 
     async def _page(
         self, sql: str, parameters: tuple[Any, ...], limit: int | None, after: PageKey | None, budget: int | None
