@@ -9,6 +9,7 @@ and ``ctid``, stay the same).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 from collections.abc import Callable
@@ -164,3 +165,41 @@ async def test_a_postgres_persist_writes_only_the_pointers_that_changed(pg_url: 
     finally:
         await conn.close()
         await provider.close()
+
+
+@pytest.mark.parametrize("count", [3, 40])
+async def test_concurrent_forced_persists_store_one_of_them_whole(pg_url: str, count: int) -> None:
+    """Two servers' stores persist one workflow at once, without a revision check. Each sends all
+    its pointers; one puts its mark on pointer 0, the other on pointer 1 and adds a pointer. Whatever
+    interleaves, the stored workflow is one of the persists whole (one mark, its count), never the
+    pointers of one over those of another: a store that compared against, inserted or deleted by
+    pointers it saw before another persist committed would keep some of the other's."""
+    first, second = await open_provider(pg_url), await open_provider(pg_url)
+    try:
+        w = _workflow(count)
+        await first.create_new_workflow(w)
+
+        async def persist(provider: PersistenceProvider, mark: int) -> None:
+            for k in range(150):
+                mine = copy.deepcopy(w)
+                mine.execution_pointers[mark].step_name = f"mark {mark} {k}"
+                if mark:
+                    mine.execution_pointers.append(_pointer(count))
+                await provider.persist_workflow(mine, force=True)
+
+        async def marks() -> tuple[int, ...]:
+            stored = await first.get_workflow_instance(w.id)
+            marked = [i for i, p in enumerate(stored.execution_pointers) if p.step_name != f"step {i}"]
+            return (*marked, len(stored.execution_pointers))
+
+        seen: set[tuple[int, ...]] = set()
+        writers = asyncio.gather(persist(first, 0), persist(second, 1))
+        while not writers.done():
+            seen.add(tuple(await marks()))
+            await asyncio.sleep(0)
+        await writers
+        seen.add(tuple(await marks()))
+        assert seen <= {(count,), (0, count), (1, count + 1)}  # (count,): none of them yet
+    finally:
+        await first.close()
+        await second.close()

@@ -380,6 +380,7 @@ PERSIST = (
     f"WITH {_CLOCK}, w AS (UPDATE workflows SET "
     + ", ".join(f"{name} = ${i + 2}::{_type(name)}" for i, name in enumerate(_MUTABLE))
     + f", revision = revision + 1 WHERE id = $1 AND (${_EXPECTED}::bigint = 0 OR revision = ${_EXPECTED}) "
+    "AND revision = (SELECT seen.revision FROM workflows seen WHERE seen.id = $1) "
     f"RETURNING id, revision, status, next_execution), {_SENT}, "
     "u AS (UPDATE execution_pointers e SET "
     + ", ".join(f"{name} = sent.{name}" for name in _POINTER_VALUES)
@@ -400,6 +401,12 @@ PERSIST = (
 """Replace a workflow's mutable fields and pointers, add one to its revision and add subscriptions, in
 one statement, when the stored revision is the expected one (0: any); queue it when due. Parameters
 ``persist_parameters``; (the new revision or NULL when nothing was written, items queued).
+
+Written only when the revision is still the one of the statement's snapshot (``seen``): every
+statement of it reads the pointers as of that snapshot, and a persist that committed while this
+one waited for the workflow's row lock would otherwise be mixed into it (pointers it wrote that
+this one does not see are neither compared, nor deleted, nor known to be taken). Then nothing is
+written and the caller runs it again.
 
 Pointers are keyed by position (0 to count - 1, as ``pointer_rows`` numbers them) and only those
 that differ are written: a stored pointer whose values differ from those sent at its position is
@@ -1035,31 +1042,34 @@ class PostgresStore(PostgresVisibility, Store):
         arguments = await _off_loop(len(pointers) + len(subscriptions), prepare)
 
         async def job(conn: asyncpg.Connection) -> tuple[int, int]:
-            try:
-                if compare:
-                    revision, queued = await self._persist_compared(
-                        conn, row, pointers, subscriptions, expected_revision
+            while True:
+                try:
+                    if compare:
+                        revision, queued = await self._persist_compared(
+                            conn, row, pointers, subscriptions, expected_revision
+                        )
+                    else:
+                        revision, queued = await conn.fetchrow(PERSIST, *arguments)
+                except asyncpg.UniqueViolationError as error:
+                    if _constraint(error) == "event_subscriptions_pkey":
+                        detail = str(getattr(error, "detail", "") or "")
+                        sid = next((s.id for s in subscriptions if f"({s.id})" in detail), subscriptions[0].id)
+                        raise SubscriptionAlreadyExists(f"subscription {sid!r} already exists", id=sid) from None
+                    raise WorkflowNameTaken(f"another workflow is named {row.name!r}", name=row.name) from None
+                if revision is not None:
+                    return int(revision), int(queued)
+                stored = await conn.fetchval("SELECT revision FROM workflows WHERE id = $1", row.id)
+                if stored is None:
+                    raise WorkflowNotFound(f"workflow {row.id!r} not found", id=row.id)
+                if expected_revision and stored != expected_revision:
+                    raise RevisionConflict(
+                        f"workflow {row.id!r} is at revision {stored}, not the expected {expected_revision}; "
+                        "nothing was written",
+                        id=row.id,
+                        expected=str(expected_revision),
+                        stored=str(stored),
                     )
-                else:
-                    revision, queued = await conn.fetchrow(PERSIST, *arguments)
-            except asyncpg.UniqueViolationError as error:
-                if _constraint(error) == "event_subscriptions_pkey":
-                    detail = str(getattr(error, "detail", "") or "")
-                    sid = next((s.id for s in subscriptions if f"({s.id})" in detail), subscriptions[0].id)
-                    raise SubscriptionAlreadyExists(f"subscription {sid!r} already exists", id=sid) from None
-                raise WorkflowNameTaken(f"another workflow is named {row.name!r}", name=row.name) from None
-            if revision is not None:
-                return int(revision), int(queued)
-            stored = await conn.fetchval("SELECT revision FROM workflows WHERE id = $1", row.id)
-            if stored is None:
-                raise WorkflowNotFound(f"workflow {row.id!r} not found", id=row.id)
-            raise RevisionConflict(
-                f"workflow {row.id!r} is at revision {stored}, not the expected {expected_revision}; "
-                "nothing was written",
-                id=row.id,
-                expected=str(expected_revision),
-                stored=str(stored),
-            )
+                # Another persist committed while this one ran (``PERSIST``): nothing was written.
 
         revision, queued = await self._write(job)
         self._stored(row, queued)
@@ -1077,19 +1087,16 @@ class PostgresStore(PostgresVisibility, Store):
         None when nothing was written, items queued).
 
         The stored pointers are read with the revision, from one snapshot, and the write expects
-        that revision: a persist committed in between (it moves the revision) makes it write
-        nothing, and the pointers are read again (none stale is kept, none is missed); with an
-        ``expected_revision`` that no longer holds, None (the caller reports the conflict).
+        that revision: after a persist committed in between (it moves the revision) it writes
+        nothing. Nothing is written either when there is no such workflow or its revision is not
+        ``expected_revision``.
         """
-        while True:
-            stored = await conn.fetchrow(_STORED, row.id)
-            if stored is None or (expected_revision and stored[0] != expected_revision):
-                return None, 0
-            prepare = functools.partial(_changed_parameters, row, pointers, stored[1], subscriptions, stored[0])
-            arguments = await _off_loop(len(pointers) + len(subscriptions), prepare)
-            written = await conn.fetchrow(PERSIST, *arguments)
-            if written[0] is not None:
-                return written[0], written[1]
+        stored = await conn.fetchrow(_STORED, row.id)
+        if stored is None or (expected_revision and stored[0] != expected_revision):
+            return None, 0
+        prepare = functools.partial(_changed_parameters, row, pointers, stored[1], subscriptions, stored[0])
+        written = await conn.fetchrow(PERSIST, *await _off_loop(len(pointers) + len(subscriptions), prepare))
+        return written[0], written[1]
 
     async def _page(
         self, sql: str, parameters: tuple[Any, ...], limit: int | None, after: PageKey | None, budget: int | None
