@@ -102,6 +102,8 @@ STEPS: list[tuple[str, Callable[[list[ExecutionPointer]], None]]] = [
     ("changed, removed, added and reordered", lambda p: (_complete(p), p.pop(-2), _add(p), p.reverse())),
     ("none", lambda p: p.clear()),
     ("some again", lambda p: p.extend(_pointer(i) for i in range(5))),
+    ("none again", lambda p: p.clear()),
+    ("many after none", lambda p: p.extend(_pointer(i) for i in range(40))),  # compared with none stored
 ]
 
 

@@ -415,10 +415,12 @@ the workflow's new count on are deleted (d). The pointers sent may be all of the
 only those known to differ (``PostgresStore._persist_compared``)."""
 
 _STORED = (
-    f"SELECT revision, ARRAY(SELECT ROW({POINTER_COLUMNS}) FROM execution_pointers WHERE workflow_id = $1 "
-    "ORDER BY position) FROM workflows WHERE id = $1"
+    f"SELECT w.revision, {', '.join(f'p.{name}' for name in PointerRow._fields)} FROM workflows w "
+    "LEFT JOIN execution_pointers p ON p.workflow_id = w.id WHERE w.id = $1"
 )
-"""A workflow's revision and its pointers (a list of tuples), from one snapshot."""
+"""A workflow's revision and its pointers, from one snapshot: a row per pointer (one with NULLs for
+none, none for no such workflow). Rows, not ``ARRAY(ROW(...))`` as reads take them: asyncpg
+decodes 10,000 pointers of an array of records in ~230 ms, as rows in ~45 ms."""
 _COMPARE_POINTERS = 32
 """Above this many pointers, a persist reads the stored ones and sends only those that differ (as
 on SQLite): comparing 10,000 in the statement took ~170 ms (the server unnesting and comparing every
@@ -469,7 +471,7 @@ def _changed_parameters(
 ) -> list[Any]:
     """The parameters of ``PERSIST`` sending only the ``pointers`` that differ from the ``stored`` ones
     (rows as ``_STORED`` reads them), expecting the stored ``revision``."""
-    by_position = {p[1]: tuple(p) for p in stored}
+    by_position = {p[2]: tuple(p)[1:] for p in stored}  # a workflow of none: one row, at position None
     changed = [p for p in pointers if by_position.get(p.position) != p]
     return persist_parameters(row, changed, subscriptions, revision, len(pointers))
 
@@ -1091,10 +1093,10 @@ class PostgresStore(PostgresVisibility, Store):
         nothing. Nothing is written either when there is no such workflow or its revision is not
         ``expected_revision``.
         """
-        stored = await conn.fetchrow(_STORED, row.id)
-        if stored is None or (expected_revision and stored[0] != expected_revision):
+        stored = await conn.fetch(_STORED, row.id)
+        if not stored or (expected_revision and stored[0][0] != expected_revision):
             return None, 0
-        prepare = functools.partial(_changed_parameters, row, pointers, stored[1], subscriptions, stored[0])
+        prepare = functools.partial(_changed_parameters, row, pointers, stored, subscriptions, stored[0][0])
         written = await conn.fetchrow(PERSIST, *await _off_loop(len(pointers) + len(subscriptions), prepare))
         return written[0], written[1]
 
