@@ -5,6 +5,9 @@ COUNT new pointers, reads it back, and persists it again with one pointer change
 the three calls another process (bench/big_write_pinger.py, for SECONDS, default 12) reads and
 persists a small workflow of its own; the script prints how long each big call took and that
 process's slowest read and write, which is how long the big call held other clients up.
+
+The server decides the store: on PostgreSQL, start it with ``wfe-sqlite serve --db postgresql://...``
+(``python tests/pgcluster.py`` runs a throwaway durable PostgreSQL and prints its URL).
 """
 
 from __future__ import annotations

@@ -735,10 +735,12 @@ async def test_a_write_postgres_rolls_back_to_end_a_deadlock_is_unavailable_not_
             workflow = _workflow("deadlock")
             await store.create_new_workflow(workflow)
             async with side.transaction():
-                # The persist takes the workflow's row, then waits for its pointers held here ...
+                # The persist takes the workflow's row, then waits for its pointer held here (it
+                # changes it: a persist writes only the pointers that changed) ...
                 await side.execute("SELECT 1 FROM execution_pointers WHERE workflow_id = $1 FOR UPDATE", workflow.id)
                 changed = copy.deepcopy(workflow)
                 changed.data = {"n": 2}
+                changed.execution_pointers[0].active = False
                 persist = asyncio.create_task(store.persist_workflow(changed))
                 for _ in range(500):
                     if await watch.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import re
 import urllib.parse
@@ -365,21 +366,67 @@ CREATE_UNNAMED = (
 """As ``CREATE_NAMED``, the name (parameter 2 is empty) taken from the definition's sequence."""
 
 _EXPECTED = _M + _P + len(SubscriptionRow._fields) + 2
+_POINTER_VALUES = PointerRow._fields[2:]
+"""The columns of a pointer past its key (workflow_id, position)."""
+_SENT = (
+    "sent AS MATERIALIZED ("
+    + ", ".join(f"${_M + 2 + i}::{_type(name)}[]" for i, name in enumerate(PointerRow._fields)).join(
+        ("SELECT * FROM unnest(", f") AS p ({POINTER_COLUMNS})")
+    )
+    + ")"
+)
+"""The pointers sent, as rows (read by two statements: unnested once)."""
 PERSIST = (
     f"WITH {_CLOCK}, w AS (UPDATE workflows SET "
     + ", ".join(f"{name} = ${i + 2}::{_type(name)}" for i, name in enumerate(_MUTABLE))
     + f", revision = revision + 1 WHERE id = $1 AND (${_EXPECTED}::bigint = 0 OR revision = ${_EXPECTED}) "
-    "RETURNING id, revision, status, next_execution), "
-    "d AS (DELETE FROM execution_pointers WHERE workflow_id = $1 AND EXISTS (SELECT 1 FROM w)), "
-    f"p AS (INSERT INTO execution_pointers ({POINTER_COLUMNS}) {_unnest(PointerRow, _M + 2)} "
-    "WHERE EXISTS (SELECT 1 FROM w)), "
+    "AND revision = (SELECT seen.revision FROM workflows seen WHERE seen.id = $1) "
+    f"RETURNING id, revision, status, next_execution), {_SENT}, "
+    "u AS (UPDATE execution_pointers e SET "
+    + ", ".join(f"{name} = sent.{name}" for name in _POINTER_VALUES)
+    + " FROM sent WHERE e.workflow_id = $1 AND e.position = sent.position AND ("
+    + ", ".join(f"e.{name}" for name in _POINTER_VALUES)
+    + ") IS DISTINCT FROM ("
+    + ", ".join(f"sent.{name}" for name in _POINTER_VALUES)
+    + ") AND EXISTS (SELECT 1 FROM w)), "
+    f"p AS (INSERT INTO execution_pointers ({POINTER_COLUMNS}) SELECT * FROM sent "
+    "WHERE NOT EXISTS (SELECT 1 FROM execution_pointers e WHERE e.workflow_id = $1 AND e.position = sent.position) "
+    "AND EXISTS (SELECT 1 FROM w)), "
+    f"d AS (DELETE FROM execution_pointers WHERE workflow_id = $1 AND position >= ${_EXPECTED + 1} "
+    "AND EXISTS (SELECT 1 FROM w)), "
     f"s AS (INSERT INTO event_subscriptions ({SUBSCRIPTION_COLUMNS}) {_unnest(SubscriptionRow, _M + _P + 2)} "
     f"WHERE EXISTS (SELECT 1 FROM w)), {_QUEUE_WORKFLOW} "
     "SELECT (SELECT revision FROM w), (SELECT count(*) FROM n)"
 )
 """Replace a workflow's mutable fields and pointers, add one to its revision and add subscriptions, in
 one statement, when the stored revision is the expected one (0: any); queue it when due. Parameters
-``persist_parameters``; (the new revision or NULL when nothing was written, items queued)."""
+``persist_parameters``; (the new revision or NULL when nothing was written, items queued).
+
+Written only when the revision is still the one of the statement's snapshot (``seen``): every
+statement of it reads the pointers as of that snapshot, and a persist that committed while this
+one waited for the workflow's row lock would otherwise be mixed into it (pointers it wrote that
+this one does not see are neither compared, nor deleted, nor known to be taken). Then nothing is
+written and the caller runs it again.
+
+Pointers are keyed by position (0 to count - 1, as ``pointer_rows`` numbers them) and only those
+that differ are written: a stored pointer whose values differ from those sent at its position is
+updated in place (u: the index entry stays), a position not stored is inserted (p), positions from
+the workflow's new count on are deleted (d). The pointers sent may be all of them (compared here) or
+only those known to differ (``PostgresStore._persist_compared``)."""
+
+_STORED = (
+    f"SELECT w.revision, {', '.join(f'p.{name}' for name in PointerRow._fields)} FROM workflows w "
+    "LEFT JOIN execution_pointers p ON p.workflow_id = w.id WHERE w.id = $1"
+)
+"""A workflow's revision and its pointers, from one snapshot: a row per pointer (one with NULLs for
+none, none for no such workflow). Rows, not ``ARRAY(ROW(...))`` as reads take them: asyncpg
+decodes 10,000 pointers of an array of records in ~230 ms, as rows in ~45 ms."""
+_COMPARE_POINTERS = 32
+"""Above this many pointers, a persist reads the stored ones and sends only those that differ (as
+on SQLite): the statement unnests and compares every pointer sent (~180 ms of 10,000), reading
+them back takes ~45 ms and comparing them ~6 ms; a persist of 10,000 took 250-400 ms one way and
+150-190 ms the other. At 16 the extra round trip cost more than it spared (BENCHMARKS.md,
+"PostgreSQL persist writes only the pointers that change")."""
 
 _QUEUE_EVENT = queue_cte(f"'{EVENT}'", "e", "id", "e.is_processed = 0 AND e.event_time <= clock.now")
 CREATE_EVENT = (
@@ -400,9 +447,11 @@ def persist_parameters(
     pointers: Sequence[PointerRow],
     subscriptions: Sequence[SubscriptionRow],
     expected_revision: int = 0,
+    count: int | None = None,
 ) -> list[Any]:
     """The parameters of ``PERSIST``: id, the mutable fields, one array per pointer then subscription
-    column, the expected revision."""
+    column, the expected revision, the workflow's pointer count (``len(pointers)`` unless ``pointers``
+    are only those that changed)."""
     mutable = [getattr(row, name) for name in _MUTABLE]
     return [
         row.id,
@@ -410,7 +459,22 @@ def persist_parameters(
         *_arrays(pointers, PointerRow),
         *_arrays(subscriptions, SubscriptionRow),
         expected_revision,
+        len(pointers) if count is None else count,
     ]
+
+
+def _changed_parameters(
+    row: WorkflowRow,
+    pointers: Sequence[PointerRow],
+    stored: Sequence[Sequence[Any]],
+    subscriptions: Sequence[SubscriptionRow],
+    revision: int,
+) -> list[Any]:
+    """The parameters of ``PERSIST`` sending only the ``pointers`` that differ from the ``stored`` ones
+    (rows as ``_STORED`` reads them), expecting the stored ``revision``."""
+    by_position = {p[2]: tuple(p)[1:] for p in stored}  # a workflow of none: one row, at position None
+    changed = [p for p in pointers if by_position.get(p.position) != p]
+    return persist_parameters(row, changed, subscriptions, revision, len(pointers))
 
 
 _INSERT_SUBSCRIPTION = (
@@ -970,39 +1034,72 @@ class PostgresStore(PostgresVisibility, Store):
     ) -> int:
         optional_id(row.reference, "workflow.reference")  # indexed here, so a key (README); not on SQLite
 
+        compare = len(pointers) > _COMPARE_POINTERS
+
         def prepare() -> list[Any]:
             _refuse_nul_in_workflow(row, pointers)
             for i, subscription in enumerate(subscriptions):
                 _refuse_nul(f"subscriptions[{i}]", subscription)
-            return persist_parameters(row, pointers, subscriptions, expected_revision)
+            return [] if compare else persist_parameters(row, pointers, subscriptions, expected_revision)
 
         arguments = await _off_loop(len(pointers) + len(subscriptions), prepare)
 
         async def job(conn: asyncpg.Connection) -> tuple[int, int]:
-            try:
-                revision, queued = await conn.fetchrow(PERSIST, *arguments)
-            except asyncpg.UniqueViolationError as error:
-                if _constraint(error) == "event_subscriptions_pkey":
-                    detail = str(getattr(error, "detail", "") or "")
-                    sid = next((s.id for s in subscriptions if f"({s.id})" in detail), subscriptions[0].id)
-                    raise SubscriptionAlreadyExists(f"subscription {sid!r} already exists", id=sid) from None
-                raise WorkflowNameTaken(f"another workflow is named {row.name!r}", name=row.name) from None
-            if revision is not None:
-                return int(revision), int(queued)
-            stored = await conn.fetchval("SELECT revision FROM workflows WHERE id = $1", row.id)
-            if stored is None:
-                raise WorkflowNotFound(f"workflow {row.id!r} not found", id=row.id)
-            raise RevisionConflict(
-                f"workflow {row.id!r} is at revision {stored}, not the expected {expected_revision}; "
-                "nothing was written",
-                id=row.id,
-                expected=str(expected_revision),
-                stored=str(stored),
-            )
+            while True:
+                try:
+                    if compare:
+                        revision, queued = await self._persist_compared(
+                            conn, row, pointers, subscriptions, expected_revision
+                        )
+                    else:
+                        revision, queued = await conn.fetchrow(PERSIST, *arguments)
+                except asyncpg.UniqueViolationError as error:
+                    if _constraint(error) == "event_subscriptions_pkey":
+                        detail = str(getattr(error, "detail", "") or "")
+                        sid = next((s.id for s in subscriptions if f"({s.id})" in detail), subscriptions[0].id)
+                        raise SubscriptionAlreadyExists(f"subscription {sid!r} already exists", id=sid) from None
+                    raise WorkflowNameTaken(f"another workflow is named {row.name!r}", name=row.name) from None
+                if revision is not None:
+                    return int(revision), int(queued)
+                stored = await conn.fetchval("SELECT revision FROM workflows WHERE id = $1", row.id)
+                if stored is None:
+                    raise WorkflowNotFound(f"workflow {row.id!r} not found", id=row.id)
+                if expected_revision and stored != expected_revision:
+                    raise RevisionConflict(
+                        f"workflow {row.id!r} is at revision {stored}, not the expected {expected_revision}; "
+                        "nothing was written",
+                        id=row.id,
+                        expected=str(expected_revision),
+                        stored=str(stored),
+                    )
+                # Another persist committed while this one ran (``PERSIST``): nothing was written.
 
         revision, queued = await self._write(job)
         self._stored(row, queued)
         return revision
+
+    @staticmethod
+    async def _persist_compared(
+        conn: asyncpg.Connection,
+        row: WorkflowRow,
+        pointers: Sequence[PointerRow],
+        subscriptions: Sequence[SubscriptionRow],
+        expected_revision: int,
+    ) -> tuple[int | None, int]:
+        """``PERSIST`` with only the pointers that differ from the stored ones: (the new revision or
+        None when nothing was written, items queued).
+
+        The stored pointers are read with the revision, from one snapshot, and the write expects
+        that revision: after a persist committed in between (it moves the revision) it writes
+        nothing. Nothing is written either when there is no such workflow or its revision is not
+        ``expected_revision``.
+        """
+        stored = await conn.fetch(_STORED, row.id)
+        if not stored or (expected_revision and stored[0][0] != expected_revision):
+            return None, 0
+        prepare = functools.partial(_changed_parameters, row, pointers, stored, subscriptions, stored[0][0])
+        written = await conn.fetchrow(PERSIST, *await _off_loop(len(pointers) + len(subscriptions), prepare))
+        return written[0], written[1]
 
     async def _page(
         self, sql: str, parameters: tuple[Any, ...], limit: int | None, after: PageKey | None, budget: int | None
