@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -19,7 +20,7 @@ from datetime import timedelta
 import grpc
 import pytest
 
-from conftest import ServerProcess, start_server_process
+from conftest import WFE_SQLITE, ServerProcess, start_server_process
 from wfe_client import (
     GrpcLifecyclePublisher,
     GrpcPersistenceProvider,
@@ -149,3 +150,16 @@ async def test_a_bad_keepalive_setting_is_refused(value: object) -> None:
 async def test_keepalive_off_is_none(server: ServerProcess) -> None:
     async with GrpcPersistenceProvider.connect(server.address, keepalive_interval=None) as store:
         assert await store.get_workflow_instances([]) == []
+
+
+@pytest.mark.parametrize("value", ["-1", "86401", "1e12", "soon"])
+def test_a_bad_keepalive_min_interval_stops_start_up(value: str) -> None:
+    # Before, 1e12 got past the setting's check and failed in gRPC with an OverflowError traceback.
+    ended = subprocess.run(
+        [str(WFE_SQLITE), "serve", "--db", ":memory:", "--listen", "127.0.0.1:0", "--keepalive-min-interval", value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ended.returncode == 2, ended.stderr
+    assert "invalid setting keepalive_min_interval:" in ended.stderr, ended.stderr

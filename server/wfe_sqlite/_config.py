@@ -177,6 +177,14 @@ def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
     return parse
 
 
+def _ping_interval(value: Any) -> float:
+    # gRPC takes it in milliseconds as a 32-bit int: a larger value failed start-up with a traceback.
+    number = _number(0)(value)
+    if number > 86_400:
+        raise ValueError(f"must be at most 86400 (a day), got {value!r}")
+    return number
+
+
 def _choice(*choices: str, upper: bool) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = value.strip() if isinstance(value, str) else None
@@ -374,7 +382,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "keepalive_min_interval",
-        _number(0),
+        _ping_interval,
         "shortest interval between client keepalive pings accepted; a client pinging more often is "
         "disconnected (GOAWAY too_many_pings)",
         "SECONDS",
