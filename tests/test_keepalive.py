@@ -90,52 +90,63 @@ async def test_a_frozen_server_ends_an_open_watch_and_a_waiting_dequeue_with_una
         assert watch_after < 5, watch_after
         assert dequeue_after < 5, dequeue_after
         watch.close()
-        # The server answers again: the adapter connects again, a new watch and calls work.
-        async with publisher.watch() as events:
+        # The server answers again: the adapter connects again, a new watch and calls work. The
+        # first call may still meet the connection being closed (UNAVAILABLE, "Delayed close due to
+        # in-progress write (ping timeout)", 2 runs in 5): as after any lost connection, the caller
+        # tries again (one server: the Python adapter leaves that to it).
+        again = publisher.watch()
+        for _ in range(20):
+            try:
+                await again.started()
+                break
+            except WfeError as error:
+                assert error.code == "UNAVAILABLE", error
+                again.close()
+                await asyncio.sleep(0.2)
+                again = publisher.watch()
+        async with again as events:
             assert await publisher.publish(EVENT) == 1
             assert (await asyncio.wait_for(anext(events), 10)).workflow_instance_id == "wf-1"
         assert await queue.dequeue_work(QueueType.WORKFLOW) is None
 
 
 async def _closed_while_pinging(seconds: float, address: str) -> set[str]:
-    """Ping ``address`` for ``seconds`` with a watch open (its stream sends no data) and on an idle
-    connection; which of the two the server closed ("watch", "idle")."""
+    """Ping ``address`` for ``seconds`` on a connection with no call, then for as long with a watch
+    open (its stream sends no data); which of the two the server closed ("idle", "watch"). One
+    after the other: channels with the same options to one address share their connection."""
     closed: set[str] = set()
-    async with (
-        GrpcLifecyclePublisher.connect(address, **PING) as publisher,
-        GrpcPersistenceProvider.connect(address, **PING) as idle,
-    ):
+    async with GrpcPersistenceProvider.connect(address, **PING) as idle:
         assert await idle.get_workflow_instances([]) == []
-        channel = idle._channel
-        async with publisher.watch() as events:
-            reading = asyncio.ensure_future(anext(events))
-            until = time.monotonic() + seconds
-            while time.monotonic() < until:
-                # A GOAWAY leaves the idle channel IDLE (it connects again only for a call).
-                if channel.get_state() != grpc.ChannelConnectivity.READY:
-                    closed.add("idle")
-                if reading.done():
-                    assert isinstance(reading.exception(), WfeError), reading
-                    assert reading.exception().code == "UNAVAILABLE", reading.exception()  # type: ignore[union-attr]
-                    closed.add("watch")
-                await asyncio.sleep(0.1)
-            if "watch" not in closed:
-                assert await publisher.publish(EVENT) == 1  # the watch's stream is still open
-                assert (await asyncio.wait_for(reading, 10)).workflow_instance_id == "wf-1"
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            # A GOAWAY leaves the channel IDLE (it connects again only for a call).
+            if idle._channel.get_state() != grpc.ChannelConnectivity.READY:
+                closed.add("idle")
+            await asyncio.sleep(0.1)
+    async with GrpcLifecyclePublisher.connect(address, **PING) as publisher, publisher.watch() as events:
+        reading = asyncio.ensure_future(anext(events))
+        await asyncio.wait([reading], timeout=seconds)
+        if reading.done():
+            error = reading.exception()
+            assert isinstance(error, WfeError) and error.code == "UNAVAILABLE", error
+            closed.add("watch")
+        else:
+            assert await publisher.publish(EVENT) == 1  # the watch's stream is still open
+            assert (await asyncio.wait_for(reading, 10)).workflow_instance_id == "wf-1"
     return closed
 
 
 async def test_pings_at_the_accepted_rate_do_not_close_connections(server: ServerProcess) -> None:
     # Before: gRPC core's defaults (a ping per 5 minutes with calls in flight, per 2 hours without,
     # 2 strikes) closed both connections with GOAWAY too_many_pings after the fourth ping.
-    assert await _closed_while_pinging(6, server.address) == set()
+    assert await _closed_while_pinging(5, server.address) == set()
 
 
 async def test_pings_more_often_than_the_server_accepts_close_the_connection(db_url: str) -> None:
     # The server still protects itself from a client that pings too often (here: its default, 10 s).
     server = start_server_process(db_url)
     try:
-        assert await _closed_while_pinging(6, server.address) == {"watch", "idle"}
+        assert await _closed_while_pinging(5, server.address) == {"watch", "idle"}
     finally:
         server.kill()
 
