@@ -116,6 +116,10 @@ class ServerConfig:
     stream_idle_timeout: float = 60.0
     """Seconds a server stream (``BatchGetWorkflows``) waits for its client to take the next message;
     then the stream ends with DEADLINE_EXCEEDED (reason ``STREAM_IDLE``)."""
+    keepalive_min_interval: float = 10.0
+    """Shortest interval, in seconds, between HTTP/2 keepalive pings a client may send (with calls
+    in flight or not); a client pinging more often is disconnected (GOAWAY ``too_many_pings``).
+    Half the adapters' default ping interval (20 s), so their pings are always accepted."""
     requeue_interval: float = 2.0
     """Seconds between sweeps for stranded work (and how long handed-out work may stay unlocked)."""
     retention: timedelta | None = None
@@ -171,6 +175,14 @@ def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
         return number
 
     return parse
+
+
+def _ping_interval(value: Any) -> float:
+    # gRPC takes it in milliseconds as a 32-bit int: a larger value failed start-up with a traceback.
+    number = _number(0)(value)
+    if number > 86_400:
+        raise ValueError(f"must be at most 86400 (a day), got {value!r}")
+    return number
 
 
 def _choice(*choices: str, upper: bool) -> Callable[[Any], str]:
@@ -366,6 +378,13 @@ SETTINGS: tuple[Setting, ...] = (
         "stream_idle_timeout",
         _number(0, above=True),
         "seconds a server stream waits for its client to read before it is ended",
+        "SECONDS",
+    ),
+    Setting(
+        "keepalive_min_interval",
+        _ping_interval,
+        "shortest interval between client keepalive pings accepted; a client pinging more often is "
+        "disconnected (GOAWAY too_many_pings)",
         "SECONDS",
     ),
     Setting(

@@ -81,6 +81,12 @@ def server_options(config: ServerConfig | None = None) -> list[tuple[str, int]]:
         # CANCELLED with nothing logged. Let them queue instead; the event loop drains them.
         ("grpc.server.max_pending_requests", PENDING_CALLS),
         ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
+        # The adapters send HTTP/2 keepalive pings (default every 20 s, also on a connection with no
+        # call) to find a frozen or cut-off server. gRPC core answers pings more frequent than every
+        # 5 minutes (2 hours with no call in flight) with GOAWAY too_many_pings after 2 "strikes",
+        # which ended an open watch with UNAVAILABLE: accept them down to keepalive_min_interval.
+        ("grpc.http2.min_ping_interval_without_data_ms", round(config.keepalive_min_interval * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
     ]
 
 

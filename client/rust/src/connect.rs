@@ -18,6 +18,12 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Calls one provider has in flight at once; more wait their turn on the client (inside their
 /// deadline), so one host's burst queues here instead of piling up on the shared server.
 pub const MAX_IN_FLIGHT_CALLS: usize = 256;
+/// Interval of HTTP/2 keepalive pings when [`ConnectOptions::keepalive_interval`] is not set (as
+/// in the Python and TypeScript adapters): twice the server's default `keepalive_min_interval`.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// How long a keepalive ping waits for its answer when [`ConnectOptions::keepalive_timeout`] is
+/// not set.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for the TCP connect and for the TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -47,6 +53,16 @@ pub struct ConnectOptions {
     /// Deadline of each call, sent to the server as `grpc-timeout` and enforced here: a call
     /// without an answer by then fails with `DEADLINE_EXCEEDED`. `None`: [`DEFAULT_CALL_TIMEOUT`].
     pub call_timeout: Option<Duration>,
+    /// Interval of the HTTP/2 keepalive pings on each connection, sent whether calls are in
+    /// flight or not. A ping not answered within `keepalive_timeout` closes the connection: the
+    /// calls on it fail with `UNAVAILABLE` (a waiting dequeue too) and the lifecycle watch stream
+    /// is opened again, so a frozen or cut-off server (whose TCP connection stays up) is found
+    /// within about 30 s, and the next call connects again. `None`:
+    /// [`DEFAULT_KEEPALIVE_INTERVAL`]; `Some(Duration::ZERO)`: no pings. The server must accept
+    /// pings that often (its `keepalive_min_interval`, default 10 s).
+    pub keepalive_interval: Option<Duration>,
+    /// How long a keepalive ping waits for its answer. `None`: [`DEFAULT_KEEPALIVE_TIMEOUT`].
+    pub keepalive_timeout: Option<Duration>,
 }
 
 impl ConnectOptions {
@@ -86,6 +102,11 @@ impl ConnectOptions {
         if self.call_timeout.is_some_and(|t| t.is_zero()) {
             return Err(invalid_argument("call_timeout must be longer than zero"));
         }
+        if self.keepalive_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(invalid_argument(
+                "keepalive_timeout must be longer than zero",
+            ));
+        }
         let endpoint = Endpoint::from_shared(uri)
             .map_err(|e| invalid_argument(format!("bad address {addr:?}: {e}")))?;
         // Without one, tonic takes the scheme's (80, 443) and the connect fails confusingly.
@@ -102,9 +123,21 @@ impl ConnectOptions {
         let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .concurrency_limit(MAX_IN_FLIGHT_CALLS)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true);
+            .tcp_nodelay(true);
+        let interval = self
+            .keepalive_interval
+            .unwrap_or(DEFAULT_KEEPALIVE_INTERVAL);
+        let endpoint = if interval.is_zero() {
+            endpoint
+        } else {
+            // Also while idle: an idle connection to a frozen server would otherwise look fine,
+            // and the next call on it (or the lifecycle publisher's pick of the first server
+            // that is up) would wait out its whole deadline before anything noticed.
+            endpoint
+                .http2_keep_alive_interval(interval)
+                .keep_alive_timeout(self.keepalive_timeout.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT))
+                .keep_alive_while_idle(true)
+        };
         if !tls {
             return Ok(endpoint);
         }
@@ -178,6 +211,8 @@ impl std::fmt::Debug for ConnectOptions {
             .field("tls_key_pem", &redacted(self.tls_key_pem.is_some()))
             .field("domain", &self.domain)
             .field("call_timeout", &self.call_timeout)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("keepalive_timeout", &self.keepalive_timeout)
             .finish()
     }
 }

@@ -53,6 +53,10 @@ import {
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** Deadline of each call, in milliseconds, unless `ConnectOptions.timeoutMs` says otherwise (as in the other adapters). */
 export const DEFAULT_TIMEOUT_MS = 30_000;
+/** Milliseconds between HTTP/2 keepalive pings, unless `ConnectOptions.keepaliveIntervalMs` says otherwise (as in the other adapters). */
+export const DEFAULT_KEEPALIVE_INTERVAL_MS = 20_000;
+/** Milliseconds a keepalive ping waits for its answer, unless `ConnectOptions.keepaliveTimeoutMs` says otherwise. */
+export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 10_000;
 /** Ids per BatchGetWorkflows request (as in the other adapters; the contract allows up to 10,000). */
 export const BATCH_GET_CHUNK = 1_000;
 const DEFAULT_LEASE_MS = 30_000;
@@ -91,6 +95,62 @@ export interface ConnectOptions {
    * address also turns TLS on.
    */
   tls?: boolean | TlsOptions | null;
+  /**
+   * Milliseconds between HTTP/2 keepalive pings on each connection (default 20000), whether calls
+   * are in flight or not; `0` sends none. A ping not answered within `keepaliveTimeoutMs` (default
+   * 10000) closes the connection: calls on it, an open lifecycle watch too, fail with code
+   * Unavailable, so a frozen or cut-off server (whose TCP connection stays up) is found within
+   * about 30 s, and the next call connects again. The server must accept pings that often (its
+   * `keepalive_min_interval`, default 10 s).
+   */
+  keepaliveIntervalMs?: number;
+  keepaliveTimeoutMs?: number;
+}
+
+/**
+ * The keepalive pings `options` ask for, as connect-node's session manager takes them. Also on an
+ * idle connection (`pingIdleConnection`): one to a frozen server would otherwise stay open, and
+ * the next call on it, or the lifecycle publisher's pick of the first server that is up, would
+ * wait out its whole deadline before anything noticed.
+ */
+function pingOptionsOf(options: ConnectOptions): ConstructorParameters<typeof Http2SessionManager>[1] {
+  const interval = options.keepaliveIntervalMs ?? DEFAULT_KEEPALIVE_INTERVAL_MS;
+  const timeout = options.keepaliveTimeoutMs ?? DEFAULT_KEEPALIVE_TIMEOUT_MS;
+  for (const [field, value, least] of [
+    ["keepaliveIntervalMs", interval, 0],
+    ["keepaliveTimeoutMs", timeout, 1],
+  ] as const) {
+    if (!Number.isInteger(value) || value < least || value > 86_400_000) {
+      throw new InvalidArgument(`${field} must be an integer from ${least} to 86400000 (a day), got ${value}`, { field });
+    }
+  }
+  if (interval === 0) return undefined; // connect-node's default: no pings
+  return { pingIntervalMs: interval, pingTimeoutMs: timeout, pingIdleConnection: true };
+}
+
+/**
+ * connect-node's session manager (2.1.1) with two of its keepalive faults kept from the process:
+ * a session its ping timeout destroys emits "error" after the manager may have stopped listening
+ * (a call made at once on a new connection, as a watch opened again, is enough), and its ping timer
+ * can still fire on a session already destroyed, where Node's `ping()` throws
+ * (connectrpc/connect-es#1795). Either was an uncaught exception that ended the process. Every
+ * session a call goes over gets a listener for its "error" (each stream still gets its own) and a
+ * `ping` that does nothing once the session is destroyed.
+ */
+class PingingSessionManager extends Http2SessionManager {
+  static readonly #guarded = new WeakSet<http2.Http2Session>();
+
+  override async request(...args: Parameters<Http2SessionManager["request"]>): Promise<http2.ClientHttp2Stream> {
+    const stream = await super.request(...args);
+    const session = stream.session;
+    if (session !== undefined && !PingingSessionManager.#guarded.has(session)) {
+      PingingSessionManager.#guarded.add(session);
+      session.on("error", () => {});
+      const ping = session.ping.bind(session) as (...pingArgs: unknown[]) => boolean;
+      session.ping = (...pingArgs: unknown[]) => (session.destroyed ? false : ping(...pingArgs));
+    }
+    return stream;
+  }
 }
 
 function baseUrlOf(address: string, tls: boolean): string {
@@ -227,6 +287,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     if (!Number.isInteger(timeoutMs) || timeoutMs < 1) {
       throw new InvalidArgument(`timeoutMs must be a positive integer, got ${timeoutMs}`, { field: "timeoutMs" });
     }
+    const pings = pingOptionsOf(options);
     const sessionOptions = sessionOptionsOf(tls);
     const endpoints = servers.map((server): Endpoint => {
       const baseUrl = baseUrlOf(server.address, useTls);
@@ -234,7 +295,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
         server.serverName !== undefined && sessionOptions.servername === undefined
           ? { ...sessionOptions, servername: server.serverName }
           : sessionOptions;
-      const session = new Http2SessionManager(baseUrl, undefined, own);
+      const session = pings === undefined ? new Http2SessionManager(baseUrl, undefined, own) : new PingingSessionManager(baseUrl, pings, own);
       const transport = createGrpcTransport({
         baseUrl,
         sessionManager: session,

@@ -11,6 +11,8 @@ export {
   GrpcPersistenceProvider,
   DEFAULT_MAX_MESSAGE_BYTES,
   DEFAULT_TIMEOUT_MS,
+  DEFAULT_KEEPALIVE_INTERVAL_MS,
+  DEFAULT_KEEPALIVE_TIMEOUT_MS,
   BATCH_GET_CHUNK,
   type ConnectOptions,
   type TlsOptions,
