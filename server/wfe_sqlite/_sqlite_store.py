@@ -338,7 +338,7 @@ def _read_workflows(conn: sqlite3.Connection, ids: Sequence[str], most: int | No
     return [found[i] for i in unique if i in found]
 
 
-_FROM_CHUNK = 128
+_FROM_CHUNK = 32
 """Most workflows one ``_read_workflows_from`` query reads together."""
 
 _POINT_BATCH_ROWS = 512
