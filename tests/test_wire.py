@@ -232,6 +232,19 @@ def test_fast_path_reads_back_the_message_the_model_path_reads_back(msg: workflo
     assert fast.SerializeToString(deterministic=True) == model.SerializeToString(deterministic=True)
 
 
+@SETTINGS
+@given(st.lists(workflows(), max_size=3))
+def test_a_message_built_in_place_is_the_message_built_alone(msgs: list[workflows_pb2.WorkflowInstance]) -> None:
+    # BatchGetWorkflows builds each workflow right in the response (``add``), not alone and copied.
+    response = workflows_pb2.BatchGetWorkflowsResponse()
+    alone = []
+    for msg in msgs:
+        row, pointers = _as_models_see(workflow_rows_from_message(msg))
+        workflow_message(row, pointers, response.workflows.add)
+        alone.append(workflow_message(row, pointers))
+    assert list(response.workflows) == alone
+
+
 @pytest.mark.parametrize("fault", list(FAULTS))
 @settings(max_examples=max(6, EXAMPLES // 15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(msg=workflows())

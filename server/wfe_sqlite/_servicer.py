@@ -59,6 +59,7 @@ from ._rows import PageKey, SubscriptionRow, check_event_key, check_id, subscrip
 from ._status import Context, translate_errors
 from ._visibility_servicer import VISIBILITY_SERVICE_NAME, add_visibility_servicer
 from ._wire import (
+    add_workflow_message,
     duration_field,
     new_subscription_rows_from_messages,
     workflow_message_off_loop,
@@ -330,7 +331,7 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
                 if response.workflows and used + size > PAGE_BYTES:
                     yield response
                     response, used = workflows_pb2.BatchGetWorkflowsResponse(), 0
-                response.workflows.append(await workflow_message_off_loop(row, pointers))
+                await add_workflow_message(response.workflows, row, pointers)
                 used += size
                 del row, pointers
         if response.workflows:

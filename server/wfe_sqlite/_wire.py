@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from wfe.persistence.v1 import subscriptions_pb2, workflows_pb2
-from wfe_client.conversion import POINTER_STATUS, WORKFLOW_STATUS, timestamp_micros, timestamp_of_micros
+from wfe_client.conversion import POINTER_STATUS, WORKFLOW_STATUS, timestamp_micros
 from wfe_client.errors import InvalidArgument
 from wfe_client.jsoncodec import json_text, parse_json
 from wfe_client.limits import INT64_MAX
@@ -36,7 +36,12 @@ from ._rows import (
     optional_id,
 )
 
-__all__ = ["new_subscription_rows_from_messages", "workflow_message", "workflow_rows_from_message"]
+__all__ = [
+    "add_workflow_message",
+    "new_subscription_rows_from_messages",
+    "workflow_message",
+    "workflow_rows_from_message",
+]
 
 _WorkflowInstance = workflows_pb2.WorkflowInstance
 _ExecutionPointer = workflows_pb2.ExecutionPointer
@@ -79,77 +84,97 @@ def _ns(value: timedelta) -> int:
     return value // _US * 1000
 
 
-def _strings(text: str) -> list[str]:
-    return [] if text == "[]" else json.loads(text)
+def _timestamp(micros: int | None) -> dict[str, int] | None:
+    """A Timestamp field's constructor value: a dict is set in place (a Timestamp object would be
+    built and then copied); None leaves the field unset."""
+    if micros is None:
+        return None
+    seconds, rest = divmod(micros, 1_000_000)
+    return {"seconds": seconds, "nanos": rest * 1000}
 
 
-def pointer_message(r: PointerRow) -> workflows_pb2.ExecutionPointer:
-    """A pointer message from its row."""
-    msg = _ExecutionPointer(
-        id=r.id,
-        step_id=r.step_id,
-        active=bool(r.active),
-        status=_POINTER_STATUS_NUMBER[r.status],
-        event_published=bool(r.event_published),
-        retry_count=r.retry_count,
-        children=_strings(r.children),
-        scope=_strings(r.scope),
+def pointer_message(r: PointerRow, new: Callable[..., Any] = _ExecutionPointer) -> workflows_pb2.ExecutionPointer:
+    """A pointer message from its row, made by ``new``: the message class, or the ``add`` of a
+    repeated field, which builds it in place instead of building it and copying it in.
+
+    One constructor call: upb treats a None keyword as not set, which is what the optional columns'
+    NULL means, and takes the stored 0/1 for the bools.
+    """
+    (
+        _,
+        _,
+        pid,
+        step_id,
+        active,
+        status,
+        sleep_until,
+        persistence_data,
+        start_time,
+        end_time,
+        event_name,
+        event_key,
+        event_published,
+        event_data,
+        step_name,
+        retry_count,
+        children,
+        context_item,
+        predecessor_id,
+        outcome,
+        scope,
+        attributes,
+    ) = r
+    msg: workflows_pb2.ExecutionPointer = new(
+        id=pid,
+        step_id=step_id,
+        active=active,
+        status=_POINTER_STATUS_NUMBER[status],
+        sleep_until=None if sleep_until is None else _timestamp(sleep_until),
+        persistence_data=persistence_data,
+        start_time=None if start_time is None else _timestamp(start_time),
+        end_time=None if end_time is None else _timestamp(end_time),
+        event_name=event_name,
+        event_key=event_key,
+        event_published=event_published,
+        event_data=event_data,
+        step_name=step_name,
+        retry_count=retry_count,
+        children=None if children == "[]" else json.loads(children),
+        context_item=context_item,
+        predecessor_id=predecessor_id,
+        outcome=outcome,
+        scope=None if scope == "[]" else json.loads(scope),
     )
-    if r.extension_attributes != "{}":
+    if attributes != "{}":
         msg.extension_attributes.update(
-            {
-                k: json_text(v, "execution_pointer.extension_attributes")
-                for k, v in json.loads(r.extension_attributes).items()
-            }
+            {k: json_text(v, "execution_pointer.extension_attributes") for k, v in json.loads(attributes).items()}
         )
-    if r.sleep_until is not None:
-        msg.sleep_until.CopyFrom(timestamp_of_micros(r.sleep_until))
-    if r.persistence_data is not None:
-        msg.persistence_data = r.persistence_data
-    if r.start_time is not None:
-        msg.start_time.CopyFrom(timestamp_of_micros(r.start_time))
-    if r.end_time is not None:
-        msg.end_time.CopyFrom(timestamp_of_micros(r.end_time))
-    if r.event_name is not None:
-        msg.event_name = r.event_name
-    if r.event_key is not None:
-        msg.event_key = r.event_key
-    if r.event_data is not None:
-        msg.event_data = r.event_data
-    if r.step_name is not None:
-        msg.step_name = r.step_name
-    if r.context_item is not None:
-        msg.context_item = r.context_item
-    if r.predecessor_id is not None:
-        msg.predecessor_id = r.predecessor_id
-    if r.outcome is not None:
-        msg.outcome = r.outcome
     return msg
 
 
-def workflow_message(row: WorkflowRow, pointers: Sequence[PointerRow]) -> workflows_pb2.WorkflowInstance:
-    """A workflow message from its row and its pointers' rows, in order."""
-    msg = _WorkflowInstance(
+def workflow_message(
+    row: WorkflowRow, pointers: Sequence[PointerRow], new: Callable[..., Any] = _WorkflowInstance
+) -> workflows_pb2.WorkflowInstance:
+    """A workflow message from its row and its pointers' rows, in order, made by ``new`` (the
+    message class, or the ``add`` of a repeated field: see ``pointer_message``)."""
+    msg: workflows_pb2.WorkflowInstance = new(
         id=row.id,
         name=row.name,
+        root_workflow_id=row.root_workflow_id,
         workflow_definition_id=row.workflow_definition_id,
         version=row.version,
-        execution_pointers=[pointer_message(p) for p in pointers],
+        description=row.description,
+        reference=row.reference,
+        next_execution=row.next_execution,
         status=_WORKFLOW_STATUS_NUMBER[row.status],
         data=row.data,
-        create_time=timestamp_of_micros(row.create_time),
+        create_time=_timestamp(row.create_time),
+        complete_time=_timestamp(row.complete_time),
         revision=row.revision,
     )
-    if row.root_workflow_id is not None:
-        msg.root_workflow_id = row.root_workflow_id
-    if row.description is not None:
-        msg.description = row.description
-    if row.reference is not None:
-        msg.reference = row.reference
-    if row.next_execution is not None:
-        msg.next_execution = row.next_execution
-    if row.complete_time is not None:
-        msg.complete_time.CopyFrom(timestamp_of_micros(row.complete_time))
+    add = msg.execution_pointers.add
+    for pointer in pointers:
+        pointer_message(pointer, add)
     return msg
 
 
@@ -164,6 +189,15 @@ async def workflow_message_off_loop(row: WorkflowRow, pointers: Sequence[Pointer
     if len(pointers) > OFF_LOOP_POINTERS:
         return await asyncio.to_thread(workflow_message, row, pointers)
     return workflow_message(row, pointers)
+
+
+async def add_workflow_message(workflows: Any, row: WorkflowRow, pointers: Sequence[PointerRow]) -> None:
+    """Append the workflow's message to the repeated field ``workflows``: built in place (no copy)
+    on the loop, or built on a worker thread and copied in when the workflow has many pointers."""
+    if len(pointers) > OFF_LOOP_POINTERS:
+        workflows.append(await asyncio.to_thread(workflow_message, row, pointers))
+    else:
+        workflow_message(row, pointers, workflows.add)
 
 
 # -- message -> rows ---------------------------------------------------------------------------
