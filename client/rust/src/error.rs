@@ -15,6 +15,7 @@
 //! | `LEASE_LOST` / FAILED_PRECONDITION on a lease | `LockFailed(command)`     |
 //! | `UNAUTHENTICATED` (missing or wrong token) | `Persistence("UNAUTHENTICATED (UNAUTHENTICATED): ...")` |
 //! | `REVISION_CONFLICT` (a stale persist, nothing written) | `Persistence("REVISION_CONFLICT (ABORTED): ...")`, see [`is_revision_conflict`] |
+//! | a call whose connection failed under it (never made, closed, reset, a keepalive ping not answered), before or during the answer | `Persistence("UNAVAILABLE (UNAVAILABLE): ...")` |
 //! | anything else (`WORKFLOW_ALREADY_EXISTS`, `WORKFLOW_NAME_TAKEN`, `INVALID_ARGUMENT`, `STORAGE_FULL`, UNAVAILABLE, ...) | `Persistence("REASON (CODE): message")` |
 //!
 //! `WfeError` has no "already exists", "unauthenticated" or "conflict" variant; the reason is
@@ -88,24 +89,27 @@ pub(crate) fn from_status(status: &Status, subject: Subject<'_>) -> WfeError {
     }
     let mut message = status.message().to_string();
     let mut status_code = status.code();
-    // A call the connection failed under (e.g. closed after a TLS 1.3 handshake because the
-    // server refused the client's certificate) comes back from tonic as UNKNOWN "transport
-    // error" or CANCELLED "operation was canceled", depending on timing; the server never
-    // answered it, so it is UNAVAILABLE, as in the other gRPC clients. (A CANCELLED the server
-    // sends has no source.) The cause is in the sources. A call the channel gave up on at its
-    // deadline (`grpc-timeout`) comes back as CANCELLED "Timeout expired": DEADLINE_EXCEEDED, as
-    // in the other gRPC clients.
+    // A status with a source was made by tonic from a local error, never sent by the server (a
+    // server's status, UNKNOWN included, has none). A call the channel gave up on at its deadline
+    // (`grpc-timeout`) comes back as CANCELLED "Timeout expired": DEADLINE_EXCEEDED, as in the
+    // other gRPC clients. A call the connection failed under comes back as UNKNOWN ("error
+    // reading a body from connection": closed, reset, or dropped by a keepalive ping timeout
+    // while the answer was coming), CANCELLED ("operation was canceled") or INTERNAL (tonic's
+    // "h2 protocol error"), depending on timing and tonic's features: the server never finished
+    // answering it, so it is UNAVAILABLE, as in the other gRPC clients and the adapter's other
+    // lost connections. The cause is in the sources.
     if let Some(source) = std::error::Error::source(status) {
-        let mut causes = std::iter::successors(Some(source), |e| e.source());
-        let timed_out = causes.clone().any(|e| e.is::<tonic::TimeoutExpired>());
-        let from_transport = causes.any(|e| e.is::<tonic::transport::Error>());
-        if reason.is_none() && timed_out {
+        let causes = std::iter::successors(Some(source), |e| e.source());
+        if reason.is_none() && causes.clone().any(|e| e.is::<tonic::TimeoutExpired>()) {
             status_code = Code::DeadlineExceeded;
         } else if reason.is_none()
-            && from_transport
-            && matches!(status_code, Code::Unknown | Code::Cancelled)
+            && matches!(
+                status_code,
+                Code::Unknown | Code::Cancelled | Code::Internal
+            )
+            && let Some(code) = transport_code(causes)
         {
-            status_code = Code::Unavailable;
+            status_code = code;
         }
         let chain = error_chain(source);
         // tonic's message is often one link of the chain ("tcp connect error"): say it once.
@@ -118,6 +122,36 @@ pub(crate) fn from_status(status: &Status, subject: Subject<'_>) -> WfeError {
     let code = code_name(status_code);
     let label = reason.map_or(code, |r| r.as_str_name());
     WfeError::Persistence(format!("{label} ({code}): {message}"))
+}
+
+/// The code of a call that failed with the errors `causes` (a status's sources) below it, when
+/// one of them is the connection's: a stream the server reset (RST_STREAM) has the code gRPC's
+/// HTTP/2 mapping gives its reason; any other failure of the connection (closed, reset, broken
+/// pipe, GOAWAY, a keepalive ping not answered, a connection never made) is UNAVAILABLE.
+fn transport_code<'a>(
+    causes: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> Option<Code> {
+    let mut lost = false;
+    for cause in causes {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>()
+            && h2.is_reset()
+            && h2.is_remote()
+        {
+            // https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md#errors
+            return Some(match h2.reason() {
+                Some(h2::Reason::REFUSED_STREAM) => Code::Unavailable,
+                Some(h2::Reason::CANCEL) => Code::Cancelled,
+                Some(h2::Reason::ENHANCE_YOUR_CALM) => Code::ResourceExhausted,
+                Some(h2::Reason::INADEQUATE_SECURITY) => Code::PermissionDenied,
+                _ => Code::Internal,
+            });
+        }
+        lost |= cause.is::<tonic::transport::Error>()
+            || cause.is::<hyper::Error>()
+            || cause.is::<h2::Error>()
+            || cause.is::<std::io::Error>();
+    }
+    lost.then_some(Code::Unavailable)
 }
 
 /// The canonical upper-case name of a gRPC status code.
@@ -319,6 +353,30 @@ mod tests {
         assert_eq!(status.code(), Code::Cancelled);
         let e = from_status(&status, Subject::Workflow("w1"));
         assert_eq!(reason_of(&e), Some("DEADLINE_EXCEEDED"), "{e}");
+    }
+
+    #[test]
+    fn a_connection_lost_under_a_call_is_unavailable_and_a_servers_unknown_is_not() {
+        // What tonic makes of a body it cannot read: UNKNOWN, with the connection's error below.
+        let lost = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe");
+        let status = Status::from_error(Box::new(lost));
+        assert_eq!(status.code(), Code::Unknown);
+        let e = from_status(&status, Subject::Workflow("w1"));
+        assert_eq!(reason_of(&e), Some("UNAVAILABLE"), "{e}");
+        assert!(e.to_string().contains("broken pipe"), "{e}");
+        // An HTTP/2 error of the connection (tonic says INTERNAL or UNKNOWN, by its features).
+        let status = Status::from_error(Box::new(h2::Error::from(h2::Reason::PROTOCOL_ERROR)));
+        let e = from_status(&status, Subject::None);
+        assert_eq!(reason_of(&e), Some("UNAVAILABLE"), "{e}");
+        // The server's own UNKNOWN (or INTERNAL) has no source: it stays what the server said.
+        let e = from_status(&Status::unknown("handler raised"), Subject::None);
+        assert_eq!(reason_of(&e), Some("UNKNOWN"), "{e}");
+        let e = from_status(&Status::internal("bad message"), Subject::None);
+        assert_eq!(reason_of(&e), Some("INTERNAL"), "{e}");
+        // A local error that is not the connection's keeps its code.
+        let status = Status::from_error(Box::new(Link("not a transport error", None)));
+        let e = from_status(&status, Subject::None);
+        assert_eq!(reason_of(&e), Some("UNKNOWN"), "{e}");
     }
 
     /// An error with a message and an optional cause.

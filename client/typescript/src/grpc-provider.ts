@@ -3,6 +3,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { DurationSchema } from "@bufbuild/protobuf/wkt";
+import { EventEmitter } from "node:events";
 import type * as http2 from "node:http2";
 import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
@@ -129,26 +130,41 @@ function pingOptionsOf(options: ConnectOptions): ConstructorParameters<typeof Ht
 }
 
 /**
- * connect-node's session manager (2.1.1) with two of its keepalive faults kept from the process:
- * a session its ping timeout destroys emits "error" after the manager may have stopped listening
- * (a call made at once on a new connection, as a watch opened again, is enough), and its ping timer
- * can still fire on a session already destroyed, where Node's `ping()` throws
- * (connectrpc/connect-es#1795). Either was an uncaught exception that ended the process. Every
- * session a call goes over gets a listener for its "error" (each stream still gets its own) and a
- * `ping` that does nothing once the session is destroyed.
+ * connect-node's session manager (2.1.1) with two of its faults kept from the process, with or
+ * without keepalive pings:
+ * a session it destroys (a ping timeout, a GOAWAY on an idle connection) emits "error" after the
+ * manager may have stopped listening (a call made at that moment opens a new connection and drops
+ * the old one's listeners first), and its ping timer can still fire on a session already
+ * destroyed, where Node's `ping()` throws (connectrpc/connect-es#1795). Either was an uncaught
+ * exception that ended the process. Every session it opens, the one `connect()` opens before any
+ * call too, gets a listener for its "error" (each stream still gets its own) and a `ping` that
+ * does nothing once the session is destroyed.
  */
-class PingingSessionManager extends Http2SessionManager {
+class GuardedSessionManager extends Http2SessionManager {
   static readonly #guarded = new WeakSet<http2.Http2Session>();
+
+  static #guard(session: http2.Http2Session): void {
+    if (GuardedSessionManager.#guarded.has(session)) return;
+    GuardedSessionManager.#guarded.add(session);
+    session.on("error", () => {});
+    const ping = session.ping.bind(session) as (...pingArgs: unknown[]) => boolean;
+    session.ping = (...pingArgs: unknown[]) => (session.destroyed ? false : ping(...pingArgs));
+  }
+
+  override async connect(): ReturnType<Http2SessionManager["connect"]> {
+    const state = await super.connect();
+    // No call has gone over this session yet, so request() has not guarded it; the manager has no
+    // public way to name it: its state `s` holds it (`conn`) once connected (2.1.1, pinned).
+    const current = (this as unknown as { s?: { t?: unknown; conn?: unknown } }).s;
+    if (current?.t === "ready" && current.conn instanceof EventEmitter && "ping" in current.conn) {
+      GuardedSessionManager.#guard(current.conn as http2.Http2Session);
+    }
+    return state;
+  }
 
   override async request(...args: Parameters<Http2SessionManager["request"]>): Promise<http2.ClientHttp2Stream> {
     const stream = await super.request(...args);
-    const session = stream.session;
-    if (session !== undefined && !PingingSessionManager.#guarded.has(session)) {
-      PingingSessionManager.#guarded.add(session);
-      session.on("error", () => {});
-      const ping = session.ping.bind(session) as (...pingArgs: unknown[]) => boolean;
-      session.ping = (...pingArgs: unknown[]) => (session.destroyed ? false : ping(...pingArgs));
-    }
+    if (stream.session !== undefined) GuardedSessionManager.#guard(stream.session);
     return stream;
   }
 }
@@ -295,7 +311,7 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
         server.serverName !== undefined && sessionOptions.servername === undefined
           ? { ...sessionOptions, servername: server.serverName }
           : sessionOptions;
-      const session = pings === undefined ? new Http2SessionManager(baseUrl, undefined, own) : new PingingSessionManager(baseUrl, pings, own);
+      const session = new GuardedSessionManager(baseUrl, pings, own);
       const transport = createGrpcTransport({
         baseUrl,
         sessionManager: session,
