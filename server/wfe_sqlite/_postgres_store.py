@@ -333,11 +333,40 @@ _MUTABLE = [name for name in WorkflowRow._fields if name not in ("id", "create_t
 _M = len(_MUTABLE)
 
 _WORKFLOW_WIDTH = len(WorkflowRow._fields)
-_READ_WORKFLOWS = (
-    f"SELECT {WORKFLOW_COLUMNS}, ARRAY(SELECT ROW({POINTER_COLUMNS}) FROM execution_pointers "
-    "WHERE workflow_id = workflows.id ORDER BY position) FROM workflows WHERE {where}"
+_ROWS_ABOVE = 256
+"""A read takes a workflow's pointers in its row (``ARRAY(ROW(...))``: one statement, one round trip)
+up to this many; above it, as rows of their own. asyncpg decodes an array of records in one piece,
+on the event loop, and ever slower per record as it grows (10,000: ~190-300 ms, 100,000: seconds),
+rows as they arrive (10,000: ~45-80 ms). See ``_read_sql`` and BENCHMARKS.md, "a PostgreSQL get of
+many pointers reads them as rows"."""
+
+
+def _read_sql(where: str) -> str:
+    """The workflows ``where`` selects, each with its pointers (a list of tuples) in its last column,
+    or NULL there when it has more than ``_ROWS_ABOVE`` (counted up to one more, not all)."""
+    return (
+        f"SELECT {WORKFLOW_COLUMNS}, CASE WHEN n.stored <= {_ROWS_ABOVE} THEN ARRAY(SELECT ROW({POINTER_COLUMNS}) "
+        "FROM execution_pointers WHERE workflow_id = workflows.id ORDER BY position) END FROM workflows, "
+        "LATERAL (SELECT count(*) AS stored FROM (SELECT FROM execution_pointers "
+        f"WHERE workflow_id = workflows.id LIMIT {_ROWS_ABOVE + 1}) capped) n WHERE {where}"
+    )
+
+
+_READ_POINTERS = (
+    f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id = ANY($1::text[]) "
+    "ORDER BY workflow_id, position"
 )
-"""The workflows ``{where}`` selects, each with its pointers (a list of tuples) in its last column."""
+"""The pointers of the workflows $1, as rows (in the transaction that read the workflows)."""
+
+
+def _with_pointers(workflows: Sequence[Sequence[Any]], pointers: Sequence[Sequence[Any]]) -> list[StoredWorkflow]:
+    """The ``workflows`` (rows) each with its ``pointers`` (rows of several workflows, in position order)."""
+    by_workflow: dict[str, list[PointerRow]] = {}
+    for p in pointers:
+        by_workflow.setdefault(p[0], []).append(PointerRow(*p))
+    return [(WorkflowRow(*w), by_workflow.get(w[0], [])) for w in workflows]
+
+
 _INSERT_POINTERS = f"INSERT INTO execution_pointers ({POINTER_COLUMNS}) {_unnest(PointerRow, _W + 1)}"
 _CLOCK = f"clock AS (SELECT {NOW_US} AS now)"
 _DUE_WORKFLOW = "{0}.status = 'RUNNABLE' AND {0}.next_execution IS NOT NULL AND {0}.next_execution <= clock.now / 1000"
@@ -1117,9 +1146,28 @@ class PostgresStore(PostgresVisibility, Store):
         return await self._page(_RUNNABLE_WORKFLOWS, (as_at_ms,), limit, after, budget)
 
     async def _read_workflows(self, where: str, value: object) -> list[StoredWorkflow]:
-        # One statement, so one snapshot for the workflows and their pointers, and one round trip.
-        rows = await self._run(lambda conn: conn.fetch(_READ_WORKFLOWS.format(where=where), value))
-        return [(WorkflowRow(*r[:_WORKFLOW_WIDTH]), [PointerRow(*p) for p in r[_WORKFLOW_WIDTH]]) for r in rows]
+        """The workflows ``where`` selects (``$1``: ``value``) with their pointers, from one snapshot.
+
+        One statement, one round trip, while every workflow has at most ``_ROWS_ABOVE`` pointers.
+        When one has more, they are all read again in a read-only REPEATABLE READ transaction (one
+        snapshot for its two statements, so no persist committing in between is mixed in): the
+        workflows, then their pointers as rows. Turning 100,000 rows into ``PointerRow``s takes
+        ~0.1-0.2 s: on a worker thread (``_off_loop``)."""
+
+        async def job(conn: asyncpg.Connection) -> list[StoredWorkflow] | tuple[list[Any], list[Any]]:
+            rows = await conn.fetch(_read_sql(where), value)
+            if all(r[_WORKFLOW_WIDTH] is not None for r in rows):
+                return [(WorkflowRow(*r[:_WORKFLOW_WIDTH]), [PointerRow(*p) for p in r[_WORKFLOW_WIDTH]]) for r in rows]
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                workflows = await conn.fetch(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE {where}", value)
+                pointers = await conn.fetch(_READ_POINTERS, [w[0] for w in workflows])
+            return workflows, pointers
+
+        read = await self._run(job)
+        if isinstance(read, list):
+            return read
+        workflows, pointers = read
+        return await _off_loop(len(pointers), functools.partial(_with_pointers, workflows, pointers))
 
     async def workflow(self, id: str) -> StoredWorkflow:
         found = [] if has_nul(id) else await self._read_workflows("id = $1", id)
