@@ -3,7 +3,7 @@
 Up to ``_ROWS_ABOVE`` pointers a read takes them in the workflow's row (one statement); above it, it
 reads the workflows again and their pointers as rows, in one REPEATABLE READ transaction. The first
 test reads workflows either side of the boundary (get, get by name, batch get) and checks they are
-what was written; the second races persists against reads: every read must be the workflow and the
+what was written (the rows fetched in chunks that span workflows); the second races persists against reads: every read must be the workflow and the
 pointers of one revision, never the workflow of one and the pointers of another (what two
 statements outside one snapshot would return).
 """
@@ -77,8 +77,9 @@ def _workflow(count: int, name: str) -> WorkflowInstance:
 
 
 async def test_reads_either_side_of_the_rows_threshold_return_what_was_written(
-    pg_provider: PersistenceProvider,
+    pg_provider: PersistenceProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(_postgres_store, "_ROWS_PER_FETCH", 100)  # a batch's rows in chunks across workflows
     written = {}
     for count in (0, 1, LIMIT, LIMIT + 1, 3 * LIMIT):
         w = _workflow(count, f"r{count}")
