@@ -3,9 +3,9 @@
 Up to ``_ROWS_ABOVE`` pointers a read takes them in the workflow's row (one statement); above it, it
 reads the workflows again and their pointers as rows, in one REPEATABLE READ transaction. The first
 test reads workflows either side of the boundary (get, get by name, batch get) and checks they are
-what was written (the rows fetched in chunks that span workflows); the second races persists against reads: every read must be the workflow and the
-pointers of one revision, never the workflow of one and the pointers of another (what two
-statements outside one snapshot would return).
+what was written (the rows fetched in chunks that span workflows); the second races persists
+against reads: every read must be the workflow and the pointers of one revision, never the workflow
+of one and the pointers of another (what two statements outside one snapshot would return).
 """
 
 from __future__ import annotations

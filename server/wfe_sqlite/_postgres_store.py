@@ -336,19 +336,18 @@ _WORKFLOW_WIDTH = len(WorkflowRow._fields)
 _ROWS_ABOVE = 256
 """A read takes a workflow's pointers in its row (``ARRAY(ROW(...))``: one statement, one round trip)
 up to this many; above it, as rows of their own. asyncpg decodes an array of records in one piece,
-on the event loop, and ever slower per record as it grows (10,000: ~190-300 ms, 100,000: seconds),
-rows as they arrive (10,000: ~45-80 ms). See ``_read_sql`` and BENCHMARKS.md, "a PostgreSQL get of
-many pointers reads them as rows"."""
+on the event loop, and ever slower per record as it grows, rows as they arrive: a get of 10,000
+took 190-390 ms one way, 50-100 ms the other, of 100,000 2.0-3.0 s and 0.46 s. Up to 256 the array
+was as fast or faster (BENCHMARKS.md, "a PostgreSQL get of many pointers reads them as rows")."""
 
 
 def _read_sql(where: str) -> str:
-    """The workflows ``where`` selects, each with its pointers (a list of tuples) in its last column,
-    or NULL there when it has more than ``_ROWS_ABOVE`` (counted up to one more, not all)."""
+    """The workflows ``where`` selects, each with its pointers (a list of tuples) in its last column:
+    at most ``_ROWS_ABOVE`` + 1 of them, so that one more says there are more (read then as rows).
+    Capped rather than counted: a count in the statement made every small read ~10-30 us slower."""
     return (
-        f"SELECT {WORKFLOW_COLUMNS}, CASE WHEN n.stored <= {_ROWS_ABOVE} THEN ARRAY(SELECT ROW({POINTER_COLUMNS}) "
-        "FROM execution_pointers WHERE workflow_id = workflows.id ORDER BY position) END FROM workflows, "
-        "LATERAL (SELECT count(*) AS stored FROM (SELECT FROM execution_pointers "
-        f"WHERE workflow_id = workflows.id LIMIT {_ROWS_ABOVE + 1}) capped) n WHERE {where}"
+        f"SELECT {WORKFLOW_COLUMNS}, ARRAY(SELECT ROW({POINTER_COLUMNS}) FROM execution_pointers "
+        f"WHERE workflow_id = workflows.id ORDER BY position LIMIT {_ROWS_ABOVE + 1}) FROM workflows WHERE {where}"
     )
 
 
@@ -1154,7 +1153,7 @@ class PostgresStore(PostgresVisibility, Store):
 
         async def job(conn: asyncpg.Connection) -> list[StoredWorkflow]:
             rows = await conn.fetch(_read_sql(where), value)
-            if all(r[_WORKFLOW_WIDTH] is not None for r in rows):
+            if all(len(r[_WORKFLOW_WIDTH]) <= _ROWS_ABOVE for r in rows):
                 return [(WorkflowRow(*r[:_WORKFLOW_WIDTH]), [PointerRow(*p) for p in r[_WORKFLOW_WIDTH]]) for r in rows]
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 workflows = await conn.fetch(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE {where}", value)
