@@ -17,7 +17,7 @@ import asyncpg
 
 from wfe_client import ExecutionError, ExecutionPointer, WorkflowInstance, WorkflowStatus
 from wfe_sqlite import open_provider
-from wfe_sqlite._postgres_store import _READ_WORKFLOWS
+from wfe_sqlite._postgres_store import _READ_POINTERS, _read_sql
 from wfe_sqlite._postgres_visibility import (
     COUNT_PURGEABLE,
     DELETE_WORKFLOW,
@@ -156,8 +156,11 @@ async def test_a_workflow_read_takes_the_workflow_and_its_pointers_from_indexes(
             "name = $1 AND name <> ''": ("w-7", "workflows_name"),
         }
         for where, (value, index) in reads.items():
-            nodes = await _plan(conn, _READ_WORKFLOWS.format(where=where), value)
+            nodes = await _plan(conn, _read_sql(where), value)
             assert _scans(nodes) == {index, "execution_pointers_by_workflow"}, (where, _scans(nodes))
             assert not any(n["Node Type"] in ("Sort", "Incremental Sort") for n in nodes), where
+        # The pointers of a workflow read as rows (one of more than _ROWS_ABOVE).
+        nodes = await _plan(conn, _READ_POINTERS, ["w-7"])
+        assert _scans(nodes) == {"execution_pointers_by_workflow"}, _scans(nodes)
     finally:
         await conn.close()

@@ -333,11 +333,38 @@ _MUTABLE = [name for name in WorkflowRow._fields if name not in ("id", "create_t
 _M = len(_MUTABLE)
 
 _WORKFLOW_WIDTH = len(WorkflowRow._fields)
-_READ_WORKFLOWS = (
-    f"SELECT {WORKFLOW_COLUMNS}, ARRAY(SELECT ROW({POINTER_COLUMNS}) FROM execution_pointers "
-    "WHERE workflow_id = workflows.id ORDER BY position) FROM workflows WHERE {where}"
+_ROWS_ABOVE = 256
+"""A read takes a workflow's pointers in its row (``ARRAY(ROW(...))``: one statement, one round trip)
+up to this many; above it, as rows of their own. asyncpg decodes an array of records in one piece,
+on the event loop, and ever slower per record as it grows, rows as they arrive: a get of 10,000
+took 190-390 ms one way, 50-100 ms the other, of 100,000 2.0-3.0 s and 0.46 s. Up to 256 the array
+was as fast or faster (BENCHMARKS.md, "a PostgreSQL get of many pointers reads them as rows")."""
+
+
+def _read_sql(where: str) -> str:
+    """The workflows ``where`` selects, each with its pointers (a list of tuples) in its last column:
+    at most ``_ROWS_ABOVE`` + 1 of them, so that one more says there are more (read then as rows).
+    Capped rather than counted: a count in the statement made every small read ~10-30 us slower."""
+    return (
+        f"SELECT {WORKFLOW_COLUMNS}, ARRAY(SELECT ROW({POINTER_COLUMNS}) FROM execution_pointers "
+        f"WHERE workflow_id = workflows.id ORDER BY position LIMIT {_ROWS_ABOVE + 1}) FROM workflows WHERE {where}"
+    )
+
+
+_READ_POINTERS = (
+    f"SELECT {POINTER_COLUMNS} FROM execution_pointers WHERE workflow_id = ANY($1::text[]) "
+    "ORDER BY workflow_id, position"
 )
-"""The workflows ``{where}`` selects, each with its pointers (a list of tuples) in its last column."""
+"""The pointers of the workflows $1, as rows (in the transaction that read the workflows)."""
+
+
+_ROWS_PER_FETCH = 2000
+"""Pointer rows a read takes per round trip (a cursor's fetch): asyncpg decodes what it has received
+in one piece on the event loop (a fetch of 100,000 rows held it 120-200 ms), and each chunk is
+turned into ``PointerRow``s before the next (a few ms). What still holds the loop longest are the
+interpreter's full garbage collections (40-105 ms each) that allocating 100,000 rows sets off."""
+
+
 _INSERT_POINTERS = f"INSERT INTO execution_pointers ({POINTER_COLUMNS}) {_unnest(PointerRow, _W + 1)}"
 _CLOCK = f"clock AS (SELECT {NOW_US} AS now)"
 _DUE_WORKFLOW = "{0}.status = 'RUNNABLE' AND {0}.next_execution IS NOT NULL AND {0}.next_execution <= clock.now / 1000"
@@ -1117,9 +1144,27 @@ class PostgresStore(PostgresVisibility, Store):
         return await self._page(_RUNNABLE_WORKFLOWS, (as_at_ms,), limit, after, budget)
 
     async def _read_workflows(self, where: str, value: object) -> list[StoredWorkflow]:
-        # One statement, so one snapshot for the workflows and their pointers, and one round trip.
-        rows = await self._run(lambda conn: conn.fetch(_READ_WORKFLOWS.format(where=where), value))
-        return [(WorkflowRow(*r[:_WORKFLOW_WIDTH]), [PointerRow(*p) for p in r[_WORKFLOW_WIDTH]]) for r in rows]
+        """The workflows ``where`` selects (``$1``: ``value``) with their pointers, from one snapshot.
+
+        One statement, one round trip, while every workflow has at most ``_ROWS_ABOVE`` pointers.
+        When one has more, they are all read again in a read-only REPEATABLE READ transaction (one
+        snapshot for its statements, so no persist committing in between is mixed in): the
+        workflows, then their pointers as rows, ``_ROWS_PER_FETCH`` at a time."""
+
+        async def job(conn: asyncpg.Connection) -> list[StoredWorkflow]:
+            rows = await conn.fetch(_read_sql(where), value)
+            if all(len(r[_WORKFLOW_WIDTH]) <= _ROWS_ABOVE for r in rows):
+                return [(WorkflowRow(*r[:_WORKFLOW_WIDTH]), [PointerRow(*p) for p in r[_WORKFLOW_WIDTH]]) for r in rows]
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                workflows = await conn.fetch(f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE {where}", value)
+                by_workflow: dict[str, list[PointerRow]] = {w[0]: [] for w in workflows}
+                cursor = await conn.cursor(_READ_POINTERS, list(by_workflow))
+                while chunk := await cursor.fetch(_ROWS_PER_FETCH):
+                    for p in chunk:
+                        by_workflow[p[0]].append(PointerRow(*p))
+            return [(WorkflowRow(*w), by_workflow[w[0]]) for w in workflows]
+
+        return await self._run(job)
 
     async def workflow(self, id: str) -> StoredWorkflow:
         found = [] if has_nul(id) else await self._read_workflows("id = $1", id)
