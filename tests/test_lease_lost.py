@@ -11,13 +11,12 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from conftest import ServerProcess, start_server_process
+from conftest import ServerProcess
 from wfe_client import GrpcLockProvider
 from wfe_sqlite import SqliteLockProvider, open_provider
 
@@ -27,13 +26,9 @@ MARGIN = 1.0
 
 
 @pytest.fixture
-def server(db_url: str) -> Iterator[ServerProcess]:
-    started = start_server_process(db_url)
-    try:
-        yield started
-    finally:
-        started.process.send_signal(signal.SIGCONT)  # a test that froze it and failed
-        started.kill()
+def server(server_process: ServerProcess) -> ServerProcess:
+    """conftest's server process (SIGKILLed at the end: frozen or not)."""
+    return server_process
 
 
 async def test_lease_not_renewed_within_its_ttl_is_reported_lost_once(server: ServerProcess) -> None:

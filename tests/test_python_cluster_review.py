@@ -10,7 +10,7 @@ import asyncio
 import signal
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -38,13 +38,9 @@ TTL = timedelta(milliseconds=1500)
 
 
 @pytest.fixture
-def server(db_url: str) -> Iterator[ServerProcess]:
-    started = start_server_process(db_url)
-    try:
-        yield started
-    finally:
-        started.process.send_signal(signal.SIGCONT)  # a test that froze it and failed
-        started.kill()
+def server(server_process: ServerProcess) -> ServerProcess:
+    """conftest's server process (SIGKILLed at the end: frozen or not)."""
+    return server_process
 
 
 class Side:
