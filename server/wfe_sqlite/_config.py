@@ -150,14 +150,21 @@ def _optional_text(value: Any) -> str | None:
     return None if value is None else _text(value)
 
 
-def _number(minimum: float, *, above: bool = False) -> Callable[[Any], float]:
+def _number(minimum: float, *, above: bool = False, maximum: float | None = None) -> Callable[[Any], float]:
     def parse(value: Any) -> float:
         try:
             number = float(value) if not isinstance(value, bool) else float("nan")
         except (TypeError, ValueError):
             number = float("nan")
-        if not (number > minimum if above else number >= minimum) or number == float("inf"):
-            raise ValueError(f"must be a number {'>' if above else '>='} {minimum:g}, got {value!r}")
+        if (
+            not (number > minimum if above else number >= minimum)
+            or number == float("inf")
+            or (maximum is not None and number > maximum)
+        ):
+            bounds = f"{'>' if above else '>='} {minimum:g}"
+            if maximum is not None:
+                bounds += f" and <= {maximum:g}"
+            raise ValueError(f"must be a number {bounds}, got {value!r}")
         return number
 
     return parse
@@ -175,14 +182,6 @@ def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
         return number
 
     return parse
-
-
-def _ping_interval(value: Any) -> float:
-    # gRPC takes it in milliseconds as a 32-bit int: a larger value failed start-up with a traceback.
-    number = _number(0)(value)
-    if number > 86_400:
-        raise ValueError(f"must be at most 86400 (a day), got {value!r}")
-    return number
 
 
 def _choice(*choices: str, upper: bool) -> Callable[[Any], str]:
@@ -382,7 +381,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "keepalive_min_interval",
-        _ping_interval,
+        # gRPC takes it in milliseconds as a 32-bit int: a larger value failed start-up with a traceback.
+        _number(0, maximum=86_400),
         "shortest interval between client keepalive pings accepted; a client pinging more often is "
         "disconnected (GOAWAY too_many_pings)",
         "SECONDS",
