@@ -114,3 +114,45 @@ async fn a_lease_lost_while_the_server_was_frozen_stays_lost_and_is_released() {
     assert_eq!(locks.held(), vec!["alone".to_string()]);
     locks.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_lease_past_its_ttl_is_not_looked_up_before_the_renewal_task_runs() {
+    // The runtime blocked for longer than the TTL (a long synchronous step): no renewal went
+    // out, the server let the lease run out and handed it to another owner. Before:
+    // fencing_token() and held() still gave the old lease until the renewal task got to run.
+    let server = tokio::task::spawn_blocking(ServerProcess::start)
+        .await
+        .unwrap();
+    let store = GrpcPersistenceProvider::connect(&server.addr)
+        .await
+        .unwrap();
+    let locks = GrpcLockProvider::new(&store).with_ttl(TTL);
+    assert!(locks.acquire_lock("paused").await.unwrap());
+    let token = locks.fencing_token("paused").unwrap();
+    // Blocks this (current-thread) runtime: neither renewal nor expiry runs.
+    std::thread::sleep(TTL + Duration::from_millis(300));
+    // Another owner, on a runtime of its own in another thread (joined: still blocking), takes it.
+    let addr = server.addr.clone();
+    let taken = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let other = GrpcLockProvider::connect(&addr)
+                .await
+                .unwrap()
+                .with_ttl(TTL);
+            assert!(other.acquire_lock("paused").await.unwrap());
+            let taken = other.fencing_token("paused").unwrap();
+            other.stop().await.unwrap();
+            taken
+        })
+    })
+    .join()
+    .unwrap();
+    assert!(taken > token, "the server did not hand the lease over");
+    assert_eq!(locks.fencing_token("paused"), None);
+    assert!(locks.held().is_empty());
+    tokio::time::sleep(Duration::from_millis(100)).await; // the renewal task drops it
+    assert_eq!(locks.fencing_token("paused"), None);
+    assert!(locks.held().is_empty());
+    locks.stop().await.unwrap();
+}
