@@ -386,7 +386,13 @@ impl GrpcLockProvider {
         let Some(token) = self.state.ahead.lock().unwrap().remove(resource) else {
             return false;
         };
-        let held = self.state.held.lock().unwrap().get(resource) == Some(&token);
+        // Not one past the time by which it had to be renewed (lost, see `in_time`): the server
+        // may have given it to another owner; a call asks it.
+        let held = {
+            let held = self.state.held.lock().unwrap();
+            held.get(resource) == Some(&token)
+                && in_time(&self.state.renew_by.lock().unwrap(), resource, token)
+        };
         if let Some(workflow) = self.state.ahead_reads.lock().unwrap().remove(resource)
             && held
         {
