@@ -500,15 +500,20 @@ export class GrpcLockProvider implements AsyncDisposable {
 
   /**
    * Releases this owner's lease on `resource`, reported lost, in the background (`close()` waits
-   * for it as for a release under way; a failure goes to `onError`). An acquisition of `resource`
-   * waits for it first: sent before, it could reach the server after and free the new lease.
+   * for it as for a release under way; a failure goes to `onError`, unless closing: as for a
+   * renewal). An acquisition of `resource` waits for it first: sent before, it could reach the
+   * server after and free the new lease.
    */
   #releaseLapsed(resource: string): void {
     // A store closed under the provider: nothing can be released (said once, see #connectionClosedUnder).
     if (this.#closed || this.#connection.closed || this.#lapsedReleases.has(resource)) return;
     const releasing = this.#track(this.#release(resource)).then(
       () => undefined,
-      (error: unknown) => this.#reportError(error),
+      (error: unknown) => {
+        // close() cut it short (it closes the connection after its bounded wait, and says the
+        // calls in flight were not settled): not reported again, after close() returned.
+        if (!this.#closed && !this.#connection.closed) this.#reportError(error);
+      },
     );
     this.#lapsedReleases.set(
       resource,

@@ -161,4 +161,37 @@ describe("GrpcLockProvider, a lease not renewed within its TTL", () => {
       await own.stop();
     }
   });
+
+  it("reports nothing to onError after close(), its release cut short by close", { timeout: 60_000 }, async () => {
+    // The background release of a lost lease on a frozen server is still in flight when close()
+    // gives up waiting (min(5 s, TTL)) and closes the connection under it. Before: that release
+    // then failed and went to onError after close() had returned (close() had already said the
+    // calls in flight were not settled).
+    const own = await startServer();
+    const lost: string[] = [];
+    const errors: unknown[] = [];
+    let closed = false;
+    const afterClose: unknown[] = [];
+    const locks = await GrpcLockProvider.connect(own.address, {
+      ttlMs: TTL_MS,
+      timeoutMs: 20_000,
+      onLost: (resource) => lost.push(resource),
+      onError: (error) => (closed ? afterClose : errors).push(error),
+    });
+    try {
+      assert.ok((await locks.acquire("cut")) !== undefined);
+      own.process.kill("SIGSTOP");
+      const stopped = performance.now();
+      while (lost.length === 0 && performance.now() < stopped + TTL_MS + MARGIN_MS) await sleep(20);
+      assert.deepEqual(lost, ["cut"]);
+      await locks.close();
+      closed = true;
+      await sleep(1_000);
+      assert.deepEqual(afterClose, []);
+    } finally {
+      closed = true;
+      own.process.kill("SIGCONT");
+      await own.stop();
+    }
+  });
 });
