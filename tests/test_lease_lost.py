@@ -160,3 +160,38 @@ async def test_in_process_lease_not_renewed_within_its_ttl_is_reported_lost(db_u
         await locks.close()
     finally:
         await store.close()
+
+
+async def test_lease_past_its_ttl_is_not_looked_up_before_the_timer_runs(server: ServerProcess) -> None:
+    # The loop blocked for longer than the TTL (a long synchronous step, a GC pause): no renewal
+    # went out, the server let the lease run out and handed it to another owner. Before: lease()
+    # and held still gave the old lease (its fencing token) until the expiry timer got to run.
+    lost: list[str] = []
+    async with GrpcLockProvider.connect(server.address, ttl=TTL, timeout=5) as locks:
+        locks.on_lost = lost.append
+        assert await locks.acquire_lock("paused")
+        mine = locks.lease("paused")
+        assert mine is not None
+        time.sleep(TTL.total_seconds() + 0.3)  # blocks the loop: neither renewal nor timer runs
+
+        taken: list[int] = []
+
+        def other_owner_takes_it() -> None:
+            async def take() -> None:
+                async with GrpcLockProvider.connect(server.address, owner="other", ttl=TTL) as other:
+                    assert await other.acquire_lock("paused")
+                    lease = other.lease("paused")
+                    assert lease is not None
+                    taken.append(lease.fencing_token)
+
+            asyncio.run(take())
+
+        thread = threading.Thread(target=other_owner_takes_it)
+        thread.start()
+        thread.join(30)  # still blocking this loop
+        assert taken and taken[0] > mine.fencing_token, "the server did not hand the lease over"
+        assert locks.lease("paused") is None
+        assert locks.held == []
+        await asyncio.sleep(0.1)  # the expiry timer runs: reported lost once
+        assert lost == ["paused"]
+        assert locks.lease("paused") is None

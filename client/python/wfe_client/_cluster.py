@@ -202,12 +202,24 @@ class LockProvider(abc.ABC):
 
     def lease(self, resource: str) -> Lease | None:
         """The lease this provider holds on ``resource`` (its fencing token), if any."""
-        return self._held.get(resource)
+        return self._held.get(resource) if self._in_time(resource) else None
 
     @property
     def held(self) -> list[str]:
         """The resources this provider holds leases on."""
-        return list(self._held)
+        return [resource for resource in self._held if self._in_time(resource)]
+
+    def _in_time(self, resource: str) -> bool:
+        """False once the time by which ``resource``'s lease had to be renewed has passed: it is
+        lost then, before ``_expire`` gets to run (a loop blocked past it runs due timers only
+        after the code it resumes), and its fencing token must not be handed out meanwhile."""
+        by = self._renew_by.get(resource)
+        if by is None:
+            return True
+        try:
+            return asyncio.get_running_loop().time() < by
+        except RuntimeError:  # no running loop (a look from outside it): the timer's view stands
+            return True
 
     async def close(self) -> None:
         """Stop renewing and release every held lease (best effort), then close the transport.

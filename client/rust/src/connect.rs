@@ -24,6 +24,8 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// How long a keepalive ping waits for its answer when [`ConnectOptions::keepalive_timeout`] is
 /// not set.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest `keepalive_interval` and `keepalive_timeout` accepted.
+const MAX_KEEPALIVE: Duration = Duration::from_secs(24 * 60 * 60);
 /// Time allowed for the TCP connect and for the TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -59,9 +61,10 @@ pub struct ConnectOptions {
     /// is opened again, so a frozen or cut-off server (whose TCP connection stays up) is found
     /// within about 30 s, and the next call connects again. `None`:
     /// [`DEFAULT_KEEPALIVE_INTERVAL`]; `Some(Duration::ZERO)`: no pings. The server must accept
-    /// pings that often (its `keepalive_min_interval`, default 10 s).
+    /// pings that often (its `keepalive_min_interval`, default 10 s). At most a day.
     pub keepalive_interval: Option<Duration>,
     /// How long a keepalive ping waits for its answer. `None`: [`DEFAULT_KEEPALIVE_TIMEOUT`].
+    /// Above zero, at most a day.
     pub keepalive_timeout: Option<Duration>,
 }
 
@@ -106,6 +109,21 @@ impl ConnectOptions {
             return Err(invalid_argument(
                 "keepalive_timeout must be longer than zero",
             ));
+        }
+        // hyper adds both to an Instant: one too long to add (Duration::MAX) panics its
+        // connection task, and every call on the connection fails. A day at most, as in the
+        // Python and TypeScript adapters.
+        for (name, value) in [
+            ("keepalive_interval", self.keepalive_interval),
+            ("keepalive_timeout", self.keepalive_timeout),
+        ] {
+            if let Some(value) = value
+                && value > MAX_KEEPALIVE
+            {
+                return Err(invalid_argument(format!(
+                    "{name} must be at most a day, got {value:?}"
+                )));
+            }
         }
         let endpoint = Endpoint::from_shared(uri)
             .map_err(|e| invalid_argument(format!("bad address {addr:?}: {e}")))?;

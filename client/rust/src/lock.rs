@@ -273,7 +273,9 @@ impl GrpcLockProvider {
     /// held (or lost: a renewal found it taken by someone else, or it was not renewed within its
     /// TTL, see [`GrpcLockProvider::held`]).
     pub fn fencing_token(&self, resource: &str) -> Option<u64> {
-        self.state.held.lock().unwrap().get(resource).copied()
+        let held = self.state.held.lock().unwrap();
+        let token = held.get(resource).copied()?;
+        in_time(&self.state.renew_by.lock().unwrap(), resource, token).then_some(token)
     }
 
     /// Resources this provider currently holds leases on. A lease not renewed within its TTL (its
@@ -281,7 +283,12 @@ impl GrpcLockProvider {
     /// it to another owner) is lost: dropped, logged as a warning, and released in the background,
     /// best effort. Once lost it stays lost, also when a renewal under way then succeeds.
     pub fn held(&self) -> Vec<String> {
-        self.state.held.lock().unwrap().keys().cloned().collect()
+        let held = self.state.held.lock().unwrap();
+        let renew_by = self.state.renew_by.lock().unwrap();
+        held.iter()
+            .filter(|(resource, token)| in_time(&renew_by, resource, **token))
+            .map(|(resource, _)| resource.clone())
+            .collect()
     }
 
     /// `INVALID_ARGUMENT` naming `ttl` unless the TTL is within [`MIN_LOCK_TTL`]..=[`MAX_LOCK_TTL`]
@@ -379,7 +386,13 @@ impl GrpcLockProvider {
         let Some(token) = self.state.ahead.lock().unwrap().remove(resource) else {
             return false;
         };
-        let held = self.state.held.lock().unwrap().get(resource) == Some(&token);
+        // Not one past the time by which it had to be renewed (lost, see `in_time`): the server
+        // may have given it to another owner; a call asks it.
+        let held = {
+            let held = self.state.held.lock().unwrap();
+            held.get(resource) == Some(&token)
+                && in_time(&self.state.renew_by.lock().unwrap(), resource, token)
+        };
         if let Some(workflow) = self.state.ahead_reads.lock().unwrap().remove(resource)
             && held
         {
@@ -611,6 +624,16 @@ impl GrpcLockProvider {
         self.state.held.lock().unwrap().remove(&claim);
         self.release(claim, also).await?;
         Ok(true)
+    }
+}
+
+/// False once the time by which the lease `token` on `resource` had to be renewed has passed: it
+/// is lost then, before the renewal task gets to drop it (a runtime blocked past that time runs
+/// the task only afterwards), and its fencing token must not be handed out meanwhile.
+fn in_time(renew_by: &HashMap<String, (u64, Instant)>, resource: &str, token: u64) -> bool {
+    match renew_by.get(resource) {
+        Some((renewed, by)) if *renewed == token => Instant::now() < *by,
+        _ => true,
     }
 }
 

@@ -203,3 +203,43 @@ async fn keepalive_off_and_a_zero_timeout() {
     assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{err}");
     assert!(err.to_string().contains("keepalive_timeout"), "{err}");
 }
+
+#[tokio::test]
+async fn a_keepalive_too_long_to_add_to_an_instant_is_refused_or_works() {
+    // "Never give up on a ping" or "ping very rarely" written as Duration::MAX: hyper adds these
+    // to an Instant. Whatever the adapter does with them, calls must not fail under them.
+    let server = ServerProcess::start_with(ACCEPTING, &[]);
+    for (field, options) in [
+        (
+            "keepalive_timeout",
+            ConnectOptions {
+                keepalive_interval: Some(Duration::from_secs(1)),
+                keepalive_timeout: Some(Duration::MAX),
+                ..Default::default()
+            },
+        ),
+        (
+            "keepalive_interval",
+            ConnectOptions {
+                keepalive_interval: Some(Duration::MAX),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let store = match GrpcPersistenceProvider::connect_with(&server.addr, options).await {
+            Ok(store) => store,
+            Err(err) => {
+                assert_eq!(reason_of(&err), Some("INVALID_ARGUMENT"), "{err}");
+                assert!(err.to_string().contains(field), "{err}");
+                continue;
+            }
+        };
+        let queue = GrpcQueueProvider::new(&store);
+        let until = Instant::now() + Duration::from_secs(3); // a ping or two due meanwhile
+        while Instant::now() < until {
+            let answer = queue.dequeue_work(QueueType::Workflow).await;
+            assert!(answer.is_ok(), "{field}: {answer:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}

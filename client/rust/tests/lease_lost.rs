@@ -7,8 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::ServerProcess;
-use wfe_core::traits::DistributedLockProvider;
-use wfe_grpc::{GrpcLockProvider, GrpcPersistenceProvider};
+use serde_json::json;
+use wfe_core::models::{ExecutionPointer, QueueType, WorkflowInstance};
+use wfe_core::traits::{DistributedLockProvider, QueueProvider, WorkflowRepository};
+use wfe_grpc::{GrpcLockProvider, GrpcPersistenceProvider, GrpcQueueProvider};
 
 const TTL: Duration = Duration::from_millis(1500);
 /// How late after the TTL the loss may be seen (a loaded 2-core machine).
@@ -112,5 +114,103 @@ async fn a_lease_lost_while_the_server_was_frozen_stays_lost_and_is_released() {
     assert!(locks.acquire_lock("alone").await.unwrap());
     tokio::time::sleep(TTL * 2).await;
     assert_eq!(locks.held(), vec!["alone".to_string()]);
+    locks.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lease_past_its_ttl_is_not_looked_up_before_the_renewal_task_runs() {
+    // The runtime blocked for longer than the TTL (a long synchronous step): no renewal went
+    // out, the server let the lease run out and handed it to another owner. Before:
+    // fencing_token() and held() still gave the old lease until the renewal task got to run.
+    let server = tokio::task::spawn_blocking(ServerProcess::start)
+        .await
+        .unwrap();
+    let store = GrpcPersistenceProvider::connect(&server.addr)
+        .await
+        .unwrap();
+    let locks = GrpcLockProvider::new(&store).with_ttl(TTL);
+    assert!(locks.acquire_lock("paused").await.unwrap());
+    let token = locks.fencing_token("paused").unwrap();
+    // Blocks this (current-thread) runtime: neither renewal nor expiry runs.
+    std::thread::sleep(TTL + Duration::from_millis(300));
+    // Another owner, on a runtime of its own in another thread (joined: still blocking), takes it.
+    let addr = server.addr.clone();
+    let taken = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let other = GrpcLockProvider::connect(&addr)
+                .await
+                .unwrap()
+                .with_ttl(TTL);
+            assert!(other.acquire_lock("paused").await.unwrap());
+            let taken = other.fencing_token("paused").unwrap();
+            other.stop().await.unwrap();
+            taken
+        })
+    })
+    .join()
+    .unwrap();
+    assert!(taken > token, "the server did not hand the lease over");
+    assert_eq!(locks.fencing_token("paused"), None);
+    assert!(locks.held().is_empty());
+    tokio::time::sleep(Duration::from_millis(100)).await; // the renewal task drops it
+    assert_eq!(locks.fencing_token("paused"), None);
+    assert!(locks.held().is_empty());
+    locks.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lease_a_dequeue_took_ahead_is_not_handed_to_the_host_past_its_ttl() {
+    // A leased workflow dequeue takes the claim and workflow leases ahead: the host's acquire_lock
+    // of the claim answers true without a call. With the runtime blocked past the TTL the server
+    // let them run out and another owner took the claim; the host must not be told it has it.
+    let server = tokio::task::spawn_blocking(ServerProcess::start)
+        .await
+        .unwrap();
+    let store = GrpcPersistenceProvider::connect(&server.addr)
+        .await
+        .unwrap();
+    let locks = GrpcLockProvider::new(&store)
+        .with_ttl(TTL)
+        .with_background_release(true);
+    let queue = GrpcQueueProvider::new(&store)
+        .with_wait(Duration::from_millis(300))
+        .with_locks(&locks);
+    let mut workflow = WorkflowInstance::new("lease-lost-test", 1, json!({"n": 0}));
+    workflow.execution_pointers.push(ExecutionPointer::new(0));
+    let creator = GrpcPersistenceProvider::connect(&server.addr)
+        .await
+        .unwrap();
+    let id = creator.create_new_workflow(&workflow).await.unwrap();
+    assert_eq!(
+        queue.dequeue_work(QueueType::Workflow).await.unwrap(),
+        Some(id.clone())
+    );
+    let claim = format!("workflow-execution.{id}");
+    let token = locks
+        .fencing_token(&claim)
+        .expect("the dequeue took the claim");
+    // Blocks this (current-thread) runtime: neither renewal nor expiry runs.
+    std::thread::sleep(TTL + Duration::from_millis(300));
+    let (addr, wanted) = (server.addr.clone(), claim.clone());
+    let taken = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let other = GrpcLockProvider::connect(&addr)
+                .await
+                .unwrap()
+                .with_ttl(TTL);
+            assert!(other.acquire_lock(&wanted).await.unwrap());
+            // Not stopped: the other owner keeps the claim (for its TTL).
+            other.fencing_token(&wanted).unwrap()
+        })
+    })
+    .join()
+    .unwrap();
+    assert!(taken > token, "the server did not hand the claim over");
+    assert!(
+        !locks.acquire_lock(&claim).await.unwrap(),
+        "told it holds a claim the server gave to another owner"
+    );
     locks.stop().await.unwrap();
 }

@@ -326,17 +326,27 @@ export class GrpcLockProvider implements AsyncDisposable {
 
   /** The lease this provider holds on `resource`, if any (as of its acquisition). */
   lease(resource: string): Lease | undefined {
-    return this.#held.get(resource);
+    const lease = this.#held.get(resource);
+    return lease !== undefined && this.#inTime(lease) ? lease : undefined;
   }
 
   /** The fencing token of this provider's lease on `resource`, or `undefined` when it holds none. */
   fencingToken(resource: string): bigint | undefined {
-    return this.#held.get(resource)?.fencingToken;
+    return this.lease(resource)?.fencingToken;
   }
 
   /** The resources this provider holds leases on. */
   get held(): string[] {
-    return [...this.#held.keys()];
+    return [...this.#held].filter(([, lease]) => this.#inTime(lease)).map(([resource]) => resource);
+  }
+
+  /**
+   * False once the time by which `lease` had to be renewed has passed: it is lost then, before
+   * the expiry timer gets to run (an event loop blocked past it runs the timer only afterwards),
+   * and its fencing token must not be handed out meanwhile.
+   */
+  #inTime(lease: Lease): boolean {
+    return performance.now() < (this.#renewBy.get(lease) ?? Infinity);
   }
 
   /**
@@ -490,15 +500,20 @@ export class GrpcLockProvider implements AsyncDisposable {
 
   /**
    * Releases this owner's lease on `resource`, reported lost, in the background (`close()` waits
-   * for it as for a release under way; a failure goes to `onError`). An acquisition of `resource`
-   * waits for it first: sent before, it could reach the server after and free the new lease.
+   * for it as for a release under way; a failure goes to `onError`, unless closing: as for a
+   * renewal). An acquisition of `resource` waits for it first: sent before, it could reach the
+   * server after and free the new lease.
    */
   #releaseLapsed(resource: string): void {
     // A store closed under the provider: nothing can be released (said once, see #connectionClosedUnder).
     if (this.#closed || this.#connection.closed || this.#lapsedReleases.has(resource)) return;
     const releasing = this.#track(this.#release(resource)).then(
       () => undefined,
-      (error: unknown) => this.#reportError(error),
+      (error: unknown) => {
+        // close() cut it short (it closes the connection after its bounded wait, and says the
+        // calls in flight were not settled): not reported again, after close() returned.
+        if (!this.#closed && !this.#connection.closed) this.#reportError(error);
+      },
     );
     this.#lapsedReleases.set(
       resource,

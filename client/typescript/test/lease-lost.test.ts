@@ -2,11 +2,13 @@
 // frozen with SIGSTOP): the server lets it run out and hands it to another owner, so the holder
 // must stop believing it holds it.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { GrpcLockProvider } from "../src/index.js";
 import { startServer } from "./server.js";
 
+const INDEX = new URL("../src/index.js", import.meta.url).href;
 const TTL_MS = 1_500;
 /** How late after the TTL the report may come (a loaded 2-core machine). */
 const MARGIN_MS = 1_000;
@@ -110,6 +112,84 @@ describe("GrpcLockProvider, a lease not renewed within its TTL", () => {
       assert.deepEqual(lost, ["alone"]);
     } finally {
       await locks.close();
+      own.process.kill("SIGCONT");
+      await own.stop();
+    }
+  });
+
+  it("is not looked up once past its TTL, before the expiry timer runs", { timeout: 60_000 }, async () => {
+    // The event loop blocked for longer than the TTL (a long synchronous step): no renewal went
+    // out, the server let the lease run out and handed it to another owner. Before: lease(),
+    // fencingToken() and held still gave the old lease until the expiry timer got to run.
+    const own = await startServer();
+    const lost: string[] = [];
+    const locks = await GrpcLockProvider.connect(own.address, {
+      ttlMs: TTL_MS,
+      timeoutMs: 5_000,
+      onLost: (resource) => lost.push(resource),
+      onError: () => {},
+    });
+    try {
+      const mine = await locks.acquire("paused");
+      assert.ok(mine !== undefined);
+      const until = performance.now() + TTL_MS + 300;
+      while (performance.now() < until); // blocks the loop: neither renewal nor timer runs
+      // Another owner (a child process, waited for synchronously: still blocking) takes it.
+      const child = spawnSync(
+        process.execPath,
+        [
+          "--input-type=module",
+          "-e",
+          `import { GrpcLockProvider } from ${JSON.stringify(INDEX)};
+           const other = await GrpcLockProvider.connect(${JSON.stringify(own.address)}, { owner: "other", ttlMs: ${TTL_MS} });
+           const lease = await other.acquire("paused");
+           console.log(String(lease?.fencingToken));
+           await other.close();`,
+        ],
+        { encoding: "utf8", timeout: 30_000 },
+      );
+      assert.equal(child.status, 0, child.stderr);
+      assert.ok(BigInt(child.stdout.trim()) > mine.fencingToken, `the server did not hand it over: ${child.stdout}`);
+      assert.equal(locks.lease("paused"), undefined);
+      assert.equal(locks.fencingToken("paused"), undefined);
+      assert.deepEqual(locks.held, []);
+      await sleep(100); // the expiry timer runs: reported lost once
+      assert.deepEqual(lost, ["paused"]);
+      assert.equal(locks.fencingToken("paused"), undefined);
+    } finally {
+      await locks.close();
+      await own.stop();
+    }
+  });
+
+  it("reports nothing to onError after close(), its release cut short by close", { timeout: 60_000 }, async () => {
+    // The background release of a lost lease on a frozen server is still in flight when close()
+    // gives up waiting (min(5 s, TTL)) and closes the connection under it. Before: that release
+    // then failed and went to onError after close() had returned (close() had already said the
+    // calls in flight were not settled).
+    const own = await startServer();
+    const lost: string[] = [];
+    const errors: unknown[] = [];
+    let closed = false;
+    const afterClose: unknown[] = [];
+    const locks = await GrpcLockProvider.connect(own.address, {
+      ttlMs: TTL_MS,
+      timeoutMs: 20_000,
+      onLost: (resource) => lost.push(resource),
+      onError: (error) => (closed ? afterClose : errors).push(error),
+    });
+    try {
+      assert.ok((await locks.acquire("cut")) !== undefined);
+      own.process.kill("SIGSTOP");
+      const stopped = performance.now();
+      while (lost.length === 0 && performance.now() < stopped + TTL_MS + MARGIN_MS) await sleep(20);
+      assert.deepEqual(lost, ["cut"]);
+      await locks.close();
+      closed = true;
+      await sleep(1_000);
+      assert.deepEqual(afterClose, []);
+    } finally {
+      closed = true;
       own.process.kill("SIGCONT");
       await own.stop();
     }
