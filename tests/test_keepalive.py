@@ -151,11 +151,19 @@ async def test_pings_more_often_than_the_server_accepts_close_the_connection(db_
         server.kill()
 
 
-@pytest.mark.parametrize("value", [0, -1, float("inf"), "1", True])
+@pytest.mark.parametrize("value", [0, -1, 86_400.5, float("inf"), "1", True])
 async def test_a_bad_keepalive_setting_is_refused(value: object) -> None:
     with pytest.raises(InvalidArgument) as refused:
         await GrpcPersistenceProvider.connect("127.0.0.1:1", keepalive_interval=value)  # type: ignore[arg-type]
     assert refused.value.metadata.get("field") == "keepalive_interval"
+
+
+async def test_a_keepalive_of_a_day_is_accepted(server: ServerProcess) -> None:
+    # At most a day, as in the TypeScript and Rust adapters (before: a day itself was refused here).
+    async with GrpcPersistenceProvider.connect(
+        server.address, keepalive_interval=86_400, keepalive_timeout=86_400
+    ) as store:
+        assert await store.get_workflow_instances([]) == []
 
 
 async def test_keepalive_off_is_none(server: ServerProcess) -> None:

@@ -138,8 +138,8 @@ def _keepalive_options(interval: float | None, timeout: float) -> list[tuple[str
     if interval is None:
         return []
     for name, value in (("keepalive_interval", interval), ("keepalive_timeout", timeout)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 86_400:
-            raise InvalidArgument(f"{name}: expected seconds above 0 (and below a day), got {value!r}", field=name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 86_400:
+            raise InvalidArgument(f"{name}: expected seconds above 0 (and at most a day), got {value!r}", field=name)
     return [
         ("grpc.keepalive_time_ms", max(1, round(interval * 1000))),
         ("grpc.keepalive_timeout_ms", max(1, round(timeout * 1000))),
