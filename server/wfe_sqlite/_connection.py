@@ -10,7 +10,7 @@ in one place.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import os
 import queue
 import sqlite3
@@ -199,12 +199,15 @@ class ConnectionThread:
             raise
         return thread
 
-    async def run(self, job: Job[T]) -> T:
-        """Run ``job`` with the connection on its thread; its result or its exception."""
+    def run(self, job: Job[T]) -> asyncio.Future[T]:
+        """Run ``job`` with the connection on its thread: a future of its result or its exception.
+        (A plain function: a coroutine around the future cost a frame per hand-over.)"""
         conn = self._conn
         if conn is None:
-            raise sqlite3.ProgrammingError("the connection is closed")
-        return await self._submit(lambda: job(conn))
+            future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            future.set_exception(sqlite3.ProgrammingError("the connection is closed"))
+            return future
+        return self._submit(functools.partial(job, conn))
 
     async def close(self) -> None:
         """Close the connection (after the jobs already queued) and stop the thread."""
@@ -249,5 +252,9 @@ def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
 
 
 def _report(future: asyncio.Future[Any], settle: Callable[[asyncio.Future[Any], Any], None], value: Any) -> None:
-    with contextlib.suppress(RuntimeError):  # a closed event loop: nobody waits for the answer any more
+    # try/except rather than contextlib.suppress: this runs once per job, and the context manager
+    # is an object and two calls each time.
+    try:
         future.get_loop().call_soon_threadsafe(settle, future, value)
+    except RuntimeError:
+        return  # a closed event loop: nobody waits for the answer any more

@@ -13,8 +13,8 @@ import logging
 import os
 import sqlite3
 import sys
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from wfe_client.errors import StorageUnavailable
 
@@ -113,9 +113,13 @@ class Database:
     def on_batch(self, callback: Callable[[int], None] | None) -> None:
         self._writer.on_batch = callback
 
-    async def write(self, job: Job[T]) -> T:
-        """Run ``job`` in the writer's next group commit; its failure undoes only its own changes."""
-        return await self._writer.write(job)
+    def write(self, job: Job[T], *, savepoint: bool = True) -> Coroutine[Any, Any, T]:
+        """Run ``job`` in the writer's next group commit; its failure undoes only its own changes.
+        ``savepoint=False``: the job writes with one statement at most (``GroupCommitWriter.write``).
+
+        Not a coroutine function itself: it hands the writer's coroutine back, one frame less per write.
+        """
+        return self._writer.write(job, savepoint=savepoint)
 
     async def read(self, job: Job[T]) -> T:
         """Run ``job`` inside one read transaction (a snapshot), never waiting for writes."""
@@ -131,11 +135,12 @@ class Database:
         """A number that changes when another process commits to the file (not with this one's commits)."""
         return await self._writer.data_version()
 
-    async def read_point(self, job: Job[T]) -> T:
-        """Run a short lookup by key, on the event loop's thread when the database is a file."""
+    def read_point(self, job: Job[T]) -> Coroutine[Any, Any, T]:
+        """Run a short lookup by key, on the event loop's thread when the database is a file.
+        (The pool's coroutine handed back as it is: one frame less per read.)"""
         if self._readers is None:
-            return await self.read(job)
-        return await self._readers.read_point(job)
+            return self.read(job)
+        return self._readers.read_point(job)
 
     async def set_trace_callback(self, callback: Callable[[str], None] | None) -> None:
         """Call ``callback`` with every SQL statement the writer and readers run (debugging, plan checks)."""

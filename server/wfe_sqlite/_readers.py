@@ -68,7 +68,12 @@ class ReadPool:
         if point is None:
             return await self.read(job)
         try:
-            return in_snapshot(job)(point)
+            # in_snapshot(job)(point), without a closure made per call
+            point.execute("BEGIN")
+            try:
+                return job(point)
+            finally:
+                point.execute("COMMIT")
         except sqlite3.Error as error:
             if point.in_transaction:
                 point.execute("ROLLBACK")
