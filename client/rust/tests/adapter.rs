@@ -25,13 +25,7 @@ use wfe_core::traits::{
 use wfe_grpc::{ConnectOptions, GrpcPersistenceProvider, reason_of};
 
 async fn start() -> (ServerProcess, GrpcPersistenceProvider) {
-    let server = tokio::task::spawn_blocking(ServerProcess::start)
-        .await
-        .unwrap();
-    let provider = GrpcPersistenceProvider::connect(&server.addr)
-        .await
-        .unwrap();
-    (server, provider)
+    common::server_and_store().await
 }
 
 /// An instant with whole microseconds (what the store keeps), so equality is exact.

@@ -37,12 +37,7 @@ async fn a_lease_not_renewed_within_its_ttl_is_no_longer_held_and_another_owner_
     // Before: a lease was dropped only when a renewal was answered "not held". With the server
     // frozen every renewal failed, and `held` and `fencing_token` listed the lease for ever, while
     // the server let it run out and another owner could take it.
-    let server = tokio::task::spawn_blocking(ServerProcess::start)
-        .await
-        .unwrap();
-    let store = GrpcPersistenceProvider::connect(&server.addr)
-        .await
-        .unwrap();
+    let (server, store) = common::server_and_store().await;
     let locks = GrpcLockProvider::new(&store).with_ttl(TTL);
     assert!(locks.acquire_lock("frozen").await.unwrap());
     let token = locks.fencing_token("frozen").unwrap();
@@ -89,12 +84,7 @@ async fn a_lease_not_renewed_within_its_ttl_is_no_longer_held_and_another_owner_
 async fn a_lease_lost_while_the_server_was_frozen_stays_lost_and_is_released() {
     // The server keeps a lapsed lease for its owner while nobody takes it (RenewLocks extends it):
     // once lost it is released, not kept by an owner that no longer renews it.
-    let server = tokio::task::spawn_blocking(ServerProcess::start)
-        .await
-        .unwrap();
-    let store = GrpcPersistenceProvider::connect(&server.addr)
-        .await
-        .unwrap();
+    let (server, store) = common::server_and_store().await;
     let locks = GrpcLockProvider::new(&store).with_ttl(TTL);
     assert!(locks.acquire_lock("alone").await.unwrap());
     {
@@ -122,12 +112,7 @@ async fn a_lease_past_its_ttl_is_not_looked_up_before_the_renewal_task_runs() {
     // The runtime blocked for longer than the TTL (a long synchronous step): no renewal went
     // out, the server let the lease run out and handed it to another owner. Before:
     // fencing_token() and held() still gave the old lease until the renewal task got to run.
-    let server = tokio::task::spawn_blocking(ServerProcess::start)
-        .await
-        .unwrap();
-    let store = GrpcPersistenceProvider::connect(&server.addr)
-        .await
-        .unwrap();
+    let (server, store) = common::server_and_store().await;
     let locks = GrpcLockProvider::new(&store).with_ttl(TTL);
     assert!(locks.acquire_lock("paused").await.unwrap());
     let token = locks.fencing_token("paused").unwrap();
@@ -164,12 +149,7 @@ async fn a_lease_a_dequeue_took_ahead_is_not_handed_to_the_host_past_its_ttl() {
     // A leased workflow dequeue takes the claim and workflow leases ahead: the host's acquire_lock
     // of the claim answers true without a call. With the runtime blocked past the TTL the server
     // let them run out and another owner took the claim; the host must not be told it has it.
-    let server = tokio::task::spawn_blocking(ServerProcess::start)
-        .await
-        .unwrap();
-    let store = GrpcPersistenceProvider::connect(&server.addr)
-        .await
-        .unwrap();
+    let (server, store) = common::server_and_store().await;
     let locks = GrpcLockProvider::new(&store)
         .with_ttl(TTL)
         .with_background_release(true);

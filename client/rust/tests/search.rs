@@ -11,12 +11,7 @@ use wfe_core::traits::{SearchFilter, SearchIndex, WorkflowRepository};
 use wfe_grpc::{GrpcPersistenceProvider, GrpcSearchIndex, reason_of};
 
 async fn start() -> (ServerProcess, GrpcPersistenceProvider, GrpcSearchIndex) {
-    let server = tokio::task::spawn_blocking(ServerProcess::start)
-        .await
-        .unwrap();
-    let store = GrpcPersistenceProvider::connect(&server.addr)
-        .await
-        .unwrap();
+    let (server, store) = common::server_and_store().await;
     let search = GrpcSearchIndex::new(&store);
     (server, store, search)
 }

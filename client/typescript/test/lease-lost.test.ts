@@ -13,6 +13,11 @@ const TTL_MS = 1_500;
 /** How late after the TTL the report may come (a loaded 2-core machine). */
 const MARGIN_MS = 1_000;
 
+/** A lock provider on `address` with the test's TTL; the failed renewals of a frozen server are not errors here. */
+function lockProvider(address: string, onLost: (resource: string) => void): Promise<GrpcLockProvider> {
+  return GrpcLockProvider.connect(address, { ttlMs: TTL_MS, timeoutMs: 5_000, onLost, onError: () => {} });
+}
+
 describe("GrpcLockProvider, a lease not renewed within its TTL", () => {
   it("is reported lost once, no longer held, and another owner takes it", { timeout: 60_000 }, async () => {
     // Before: onLost was called only when a renewal was answered "not held". With the server
@@ -20,12 +25,7 @@ describe("GrpcLockProvider, a lease not renewed within its TTL", () => {
     // lease for ever, while the server let it run out and another owner could take it.
     const own = await startServer();
     const lost: [string, number][] = [];
-    const locks = await GrpcLockProvider.connect(own.address, {
-      ttlMs: TTL_MS,
-      timeoutMs: 5_000,
-      onLost: (resource) => lost.push([resource, performance.now()]),
-      onError: () => {}, // the failed renewals
-    });
+    const locks = await lockProvider(own.address, (resource) => lost.push([resource, performance.now()]));
     try {
       const lease = await locks.acquire("frozen");
       assert.ok(lease !== undefined);
@@ -81,12 +81,7 @@ describe("GrpcLockProvider, a lease not renewed within its TTL", () => {
     // once reported lost it is released, not kept by an owner that no longer renews it.
     const own = await startServer();
     const lost: string[] = [];
-    const locks = await GrpcLockProvider.connect(own.address, {
-      ttlMs: TTL_MS,
-      timeoutMs: 5_000,
-      onLost: (resource) => lost.push(resource),
-      onError: () => {},
-    });
+    const locks = await lockProvider(own.address, (resource) => lost.push(resource));
     try {
       assert.ok((await locks.acquire("alone")) !== undefined);
       own.process.kill("SIGSTOP");
@@ -123,12 +118,7 @@ describe("GrpcLockProvider, a lease not renewed within its TTL", () => {
     // fencingToken() and held still gave the old lease until the expiry timer got to run.
     const own = await startServer();
     const lost: string[] = [];
-    const locks = await GrpcLockProvider.connect(own.address, {
-      ttlMs: TTL_MS,
-      timeoutMs: 5_000,
-      onLost: (resource) => lost.push(resource),
-      onError: () => {},
-    });
+    const locks = await lockProvider(own.address, (resource) => lost.push(resource));
     try {
       const mine = await locks.acquire("paused");
       assert.ok(mine !== undefined);

@@ -26,6 +26,17 @@ pub struct ServerProcess {
     _dir: tempfile::TempDir,
 }
 
+/// A server process and a persistence provider connected to it: how most tests begin.
+pub async fn server_and_store() -> (ServerProcess, wfe_grpc::GrpcPersistenceProvider) {
+    let server = tokio::task::spawn_blocking(ServerProcess::start)
+        .await
+        .unwrap();
+    let store = wfe_grpc::GrpcPersistenceProvider::connect(&server.addr)
+        .await
+        .unwrap();
+    (server, store)
+}
+
 pub fn server_binary() -> PathBuf {
     match std::env::var_os("WFE_SQLITE_BIN") {
         Some(p) => PathBuf::from(p),
