@@ -163,17 +163,18 @@ def connector(
     return connect
 
 
+def read_in_snapshot(conn: sqlite3.Connection, job: Job[T]) -> T:
+    """Run ``job`` inside one read transaction: every statement sees the same snapshot."""
+    conn.execute("BEGIN")
+    try:
+        return job(conn)
+    finally:
+        conn.execute("COMMIT")
+
+
 def in_snapshot(job: Job[T]) -> Job[T]:
-    """``job`` inside one read transaction: every statement sees the same snapshot."""
-
-    def run(conn: sqlite3.Connection) -> T:
-        conn.execute("BEGIN")
-        try:
-            return job(conn)
-        finally:
-            conn.execute("COMMIT")
-
-    return run
+    """``job`` as ``read_in_snapshot`` runs it, for a connection given later."""
+    return lambda conn: read_in_snapshot(conn, job)
 
 
 _Item = tuple[Callable[[], Any], asyncio.Future[Any]]

@@ -49,7 +49,6 @@ from ._database import Database
 from ._postgres_cluster import PostgresCluster
 from ._postgres_store import PostgresConfig, PostgresStore, is_postgres_url
 from ._rows import (
-    StoredWorkflow,
     SubscriptionRow,
     check_event_key,
     check_id,
@@ -89,13 +88,6 @@ def new_subscription_rows(subscriptions: Sequence[EventSubscription]) -> list[Su
     return with_ids([subscription_row(s, f"subscriptions[{i}]") for i, s in enumerate(subscriptions)])
 
 
-def _persisted_rows(instance: WorkflowInstance) -> StoredWorkflow:
-    """The rows of a workflow to persist (its id required)."""
-    row = workflow_row(instance)
-    check_id(row.id, "workflow.id")
-    return row, pointer_rows(row.id, instance.execution_pointers)
-
-
 class StoreProvider(PersistenceProvider):
     """The persistence interface on any ``Store``: validation and conversions, no SQL."""
 
@@ -126,15 +118,14 @@ class StoreProvider(PersistenceProvider):
         return instance.id
 
     async def persist_workflow(self, instance: WorkflowInstance, force: bool = False) -> None:
-        # persist_workflow_with_subscriptions without subscriptions, spelled out: the common persist
-        # of a step skips a coroutine and the (empty) subscription rows.
-        row, pointers = _persisted_rows(instance)
-        instance.revision = await self._store.persist_workflow(row, pointers, (), 0 if force else row.revision)
+        await self.persist_workflow_with_subscriptions(instance, (), force)
 
     async def persist_workflow_with_subscriptions(
         self, instance: WorkflowInstance, subscriptions: Sequence[EventSubscription], force: bool = False
     ) -> None:
-        row, pointers = _persisted_rows(instance)
+        row = workflow_row(instance)
+        check_id(row.id, "workflow.id")
+        pointers = pointer_rows(row.id, instance.execution_pointers)
         rows = new_subscription_rows(subscriptions)
         expected = 0 if force else row.revision
         instance.revision = await self._store.persist_workflow(row, pointers, rows, expected)

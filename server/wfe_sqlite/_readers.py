@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from wfe_client.errors import StorageUnavailable
 
-from ._connection import ConnectionThread, Job, in_snapshot
+from ._connection import ConnectionThread, Job, in_snapshot, read_in_snapshot
 from ._sqlite_errors import is_busy, translate
 
 __all__ = ["ReadPool"]
@@ -68,12 +68,7 @@ class ReadPool:
         if point is None:
             return await self.read(job)
         try:
-            # in_snapshot(job)(point), without a closure made per call
-            point.execute("BEGIN")
-            try:
-                return job(point)
-            finally:
-                point.execute("COMMIT")
+            return read_in_snapshot(point, job)
         except sqlite3.Error as error:
             if point.in_transaction:
                 point.execute("ROLLBACK")

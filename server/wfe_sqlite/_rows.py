@@ -14,7 +14,7 @@ import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
 from wfe_client.errors import InvalidArgument
@@ -225,15 +225,12 @@ def with_workflow_id(row: WorkflowRow, pointers: list[PointerRow]) -> StoredWork
 
 def micros(value: datetime, field: str) -> int:
     """Epoch microseconds of an aware datetime at or after 1970; InvalidArgument naming ``field``."""
-    if value.__class__ is datetime and value.tzinfo is UTC:
-        result = (value - EPOCH) // _MICRO  # aware: to_micros without its checks (the common case)
-    else:
-        if not isinstance(value, datetime):
-            raise InvalidArgument(f"{field}: expected a timezone-aware datetime", field=field)
-        try:
-            result = to_micros(value, field)
-        except ValueError as error:
-            raise InvalidArgument(str(error), field=field) from None
+    if not isinstance(value, datetime):
+        raise InvalidArgument(f"{field}: expected a timezone-aware datetime", field=field)
+    try:
+        result = to_micros(value, field)
+    except ValueError as error:
+        raise InvalidArgument(str(error), field=field) from None
     if result < 0:
         raise InvalidArgument(f"{field}: {value.isoformat()} is before 1970-01-01T00:00:00Z", field=field)
     return result

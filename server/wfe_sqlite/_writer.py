@@ -149,9 +149,8 @@ class GroupCommitWriter:
     def start(self) -> None:
         """Start taking jobs (on the running event loop)."""
         self._started = True
-        if self._pending and not self._busy:
-            self._busy = True
-            asyncio.get_running_loop().call_soon(self._next_batch)
+        if self._pending:
+            self._schedule()
 
     def write(self, job: Job[T], *, savepoint: bool = True) -> Coroutine[Any, Any, T]:
         """Run ``job`` in the next group commit; its own failure undoes only its own changes.
@@ -192,13 +191,18 @@ class GroupCommitWriter:
     async def _enqueue(self, job: Job[T], outside: bool, savepoint: bool) -> T:
         if self._closed:
             raise StorageUnavailable("the store is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((job, future, outside, savepoint))
-        if not self._busy and self._started:
-            self._busy = True
-            loop.call_soon(self._next_batch)
+        if self._started:
+            self._schedule()
         return await future
+
+    def _schedule(self) -> None:
+        """Start a batch in the next turn of the loop, unless one is scheduled or running (its end
+        starts the next one)."""
+        if not self._busy:
+            self._busy = True
+            asyncio.get_running_loop().call_soon(self._next_batch)
 
     def _next_batch(self) -> None:
         """Send whatever waits (up to ``MAX_BATCH`` jobs) to the writer's thread, or go idle."""

@@ -25,6 +25,8 @@ def require_aware(value: datetime, field: str) -> datetime:
     ``InvalidArgument`` is a ``ValueError``: a naive datetime is the ``ValueError`` the interface
     promises, and the same exception from both providers, whichever argument or record it is in.
     """
+    if value.__class__ is datetime and value.tzinfo is UTC:
+        return value  # the common case, checked in one step
     if not isinstance(value, datetime):
         raise InvalidArgument(f"{field}: expected a timezone-aware datetime", field=field)
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:

@@ -32,15 +32,53 @@ impl Drop for Paused<'_> {
     }
 }
 
+/// A server, a store on it and a lock provider (the test's TTL) holding a lease on `resource`,
+/// with its fencing token.
+async fn holding(
+    resource: &str,
+) -> (
+    ServerProcess,
+    GrpcPersistenceProvider,
+    GrpcLockProvider,
+    u64,
+) {
+    let (server, store) = common::server_and_store().await;
+    let locks = GrpcLockProvider::new(&store).with_ttl(TTL);
+    assert!(locks.acquire_lock(resource).await.unwrap());
+    let token = locks.fencing_token(resource).unwrap();
+    (server, store, locks, token)
+}
+
+/// Another owner takes the lease on `resource` from a runtime of its own on another thread,
+/// joined, so a test's runtime blocked on purpose stays blocked; its fencing token. The lease is
+/// released again when `then_stop`, else kept (for its TTL).
+fn taken_by_another_owner(addr: &str, resource: &str, then_stop: bool) -> u64 {
+    let (addr, resource) = (addr.to_string(), resource.to_string());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let other = GrpcLockProvider::connect(&addr)
+                .await
+                .unwrap()
+                .with_ttl(TTL);
+            assert!(other.acquire_lock(&resource).await.unwrap());
+            let taken = other.fencing_token(&resource).unwrap();
+            if then_stop {
+                other.stop().await.unwrap();
+            }
+            taken
+        })
+    })
+    .join()
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_lease_not_renewed_within_its_ttl_is_no_longer_held_and_another_owner_takes_it() {
     // Before: a lease was dropped only when a renewal was answered "not held". With the server
     // frozen every renewal failed, and `held` and `fencing_token` listed the lease for ever, while
     // the server let it run out and another owner could take it.
-    let (server, store) = common::server_and_store().await;
-    let locks = GrpcLockProvider::new(&store).with_ttl(TTL);
-    assert!(locks.acquire_lock("frozen").await.unwrap());
-    let token = locks.fencing_token("frozen").unwrap();
+    let (server, store, locks, token) = holding("frozen").await;
     tokio::time::sleep(Duration::from_millis(700)).await; // a renewal or two went through
     {
         let _paused = Paused::new(&server);
@@ -112,29 +150,11 @@ async fn a_lease_past_its_ttl_is_not_looked_up_before_the_renewal_task_runs() {
     // The runtime blocked for longer than the TTL (a long synchronous step): no renewal went
     // out, the server let the lease run out and handed it to another owner. Before:
     // fencing_token() and held() still gave the old lease until the renewal task got to run.
-    let (server, store) = common::server_and_store().await;
-    let locks = GrpcLockProvider::new(&store).with_ttl(TTL);
-    assert!(locks.acquire_lock("paused").await.unwrap());
-    let token = locks.fencing_token("paused").unwrap();
+    let (server, _store, locks, token) = holding("paused").await;
     // Blocks this (current-thread) runtime: neither renewal nor expiry runs.
     std::thread::sleep(TTL + Duration::from_millis(300));
-    // Another owner, on a runtime of its own in another thread (joined: still blocking), takes it.
-    let addr = server.addr.clone();
-    let taken = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let other = GrpcLockProvider::connect(&addr)
-                .await
-                .unwrap()
-                .with_ttl(TTL);
-            assert!(other.acquire_lock("paused").await.unwrap());
-            let taken = other.fencing_token("paused").unwrap();
-            other.stop().await.unwrap();
-            taken
-        })
-    })
-    .join()
-    .unwrap();
+    // Another owner (joined: this runtime stays blocked) takes it.
+    let taken = taken_by_another_owner(&server.addr, "paused", true);
     assert!(taken > token, "the server did not hand the lease over");
     assert_eq!(locks.fencing_token("paused"), None);
     assert!(locks.held().is_empty());
@@ -172,21 +192,8 @@ async fn a_lease_a_dequeue_took_ahead_is_not_handed_to_the_host_past_its_ttl() {
         .expect("the dequeue took the claim");
     // Blocks this (current-thread) runtime: neither renewal nor expiry runs.
     std::thread::sleep(TTL + Duration::from_millis(300));
-    let (addr, wanted) = (server.addr.clone(), claim.clone());
-    let taken = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let other = GrpcLockProvider::connect(&addr)
-                .await
-                .unwrap()
-                .with_ttl(TTL);
-            assert!(other.acquire_lock(&wanted).await.unwrap());
-            // Not stopped: the other owner keeps the claim (for its TTL).
-            other.fencing_token(&wanted).unwrap()
-        })
-    })
-    .join()
-    .unwrap();
+    // Another owner takes the claim and keeps it (for its TTL).
+    let taken = taken_by_another_owner(&server.addr, &claim, false);
     assert!(taken > token, "the server did not hand the claim over");
     assert!(
         !locks.acquire_lock(&claim).await.unwrap(),
