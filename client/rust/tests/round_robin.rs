@@ -378,7 +378,12 @@ async fn a_server_stopping_gracefully_fails_no_write() {
     .unwrap();
     assert_eq!(code, Some(0), "the server did not stop cleanly: {log}");
     let before = made.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The other server goes on creating: wait for a few more (not a fixed 300 ms: on a loaded
+    // machine the stopped server's last checkpoint can hold the shared file's writes that long).
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while made.load(Ordering::Relaxed) <= before + 10 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let mut failures = Vec::new();
     for creator in creators {
