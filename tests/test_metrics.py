@@ -33,6 +33,24 @@ def _scrape(url: str) -> Samples:
     }
 
 
+async def _scrape_settled(url: str) -> Samples:
+    """A scrape once every started call is counted as handled too (waiting up to 5 s).
+
+    A call is counted as handled when its handler has returned; a call that fails (an abort) sends
+    its status first, so its client may scrape just before the count goes up.
+    """
+    for _ in range(100):
+        samples = await asyncio.to_thread(_scrape, url)
+        if _total(samples, "grpc_server_handled_total") == _total(samples, "grpc_server_started_total"):
+            break
+        await asyncio.sleep(0.05)
+    return samples
+
+
+def _total(samples: Samples, name: str) -> float:
+    return sum(value for (sample, _), value in samples.items() if sample == name)
+
+
 def _value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
@@ -79,16 +97,15 @@ async def test_metrics_count_exactly_the_calls_made(db_url: str) -> None:
             with pytest.raises(WfeError):
                 await intruder.get_runnable_instances(utc_now())
 
-        samples = await asyncio.to_thread(_scrape, url)
+        samples = await _scrape_settled(url)
         assert _calls(samples, WORKFLOWS, "CreateWorkflow", "OK") == 3
         assert _calls(samples, WORKFLOWS, "GetWorkflow", "NOT_FOUND") == 1
         assert _calls(samples, EVENTS, "CreateEvent", "OK") == 2
         assert _calls(samples, COMMANDS, "ScheduleCommand", "OK") == 1
         assert _calls(samples, WORKFLOWS, "GetRunnableWorkflows", "OK") == 1
         assert _calls(samples, WORKFLOWS, "GetRunnableWorkflows", "UNAUTHENTICATED") == 1
-        handled = [v for (name, _), v in samples.items() if name == "grpc_server_handled_total"]
-        started = [v for (name, _), v in samples.items() if name == "grpc_server_started_total"]
-        assert sum(handled) == sum(started) == 9, "nothing but those nine calls"
+        handled, started = _total(samples, "grpc_server_handled_total"), _total(samples, "grpc_server_started_total")
+        assert handled == started == 9, "nothing but those nine calls"
         labels = {"grpc_type": "unary", "grpc_service": WORKFLOWS, "grpc_method": "CreateWorkflow"}
         assert _value(samples, "grpc_server_handling_seconds_count", **labels) == 3
         assert _value(samples, "grpc_server_handling_seconds_bucket", le="+Inf", **labels) == 3
@@ -115,7 +132,7 @@ async def test_metrics_count_exactly_the_calls_made(db_url: str) -> None:
             await store.mark_event_processed(first)
             claim = await store.claim_commands(utc_now())
             assert len(claim.commands) == 1
-        samples = await asyncio.to_thread(_scrape, url)
+        samples = await _scrape_settled(url)
         assert _value(samples, "wfe_sqlite_unprocessed_events") == 1
         assert (_value(samples, "wfe_sqlite_due_commands"), _value(samples, "wfe_sqlite_claimed_commands")) == (0, 1)
         assert _calls(samples, EVENTS, "MarkEventProcessed", "OK") == 1
@@ -195,13 +212,7 @@ async def test_calls_to_methods_nobody_serves_are_counted_without_tokens(db_url:
                     pass
             assert streamed.value.code() == grpc.StatusCode.UNIMPLEMENTED
         unknown = {"grpc_service": "unknown", "grpc_method": "unknown", "grpc_type": "unknown"}
-        # A call is counted as handled once its handler has returned, which may be just after the
-        # client has its status: look again for a while.
-        for _ in range(100):
-            samples = _scrape(url)
-            if _value(samples, "grpc_server_handled_total", grpc_code="UNIMPLEMENTED", **unknown) >= 3:
-                break
-            await asyncio.sleep(0.05)
+        samples = await _scrape_settled(url)
         assert _value(samples, "grpc_server_started_total", **unknown) == 3
         assert _value(samples, "grpc_server_handled_total", grpc_code="UNIMPLEMENTED", **unknown) == 3
     finally:
