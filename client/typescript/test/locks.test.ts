@@ -267,10 +267,13 @@ describe("GrpcLockProvider", () => {
     const onUnhandled = (reason: unknown) => unhandled.push(reason);
     process.on("unhandledRejection", onUnhandled);
     const reported: unknown[] = [];
+    // Renewed every third of the TTL, so the two lost leases are found at the first renewal. A TTL
+    // of 300 ms lost the kept lease too in a CI run of the whole suite (a renewal delayed by load).
+    const ttl = 1_500;
     try {
       const holder = new GrpcLockProvider(live.client, {
         owner,
-        ttlMs: 300,
+        ttlMs: ttl,
         onLost: (r) => {
           throw new Error(`onLost of ${r} threw`);
         },
@@ -282,12 +285,15 @@ describe("GrpcLockProvider", () => {
       await using sameOwner = new GrpcLockProvider(live.client, { owner });
       await using thief = lockProvider();
       const [lost1, lost2, kept] = [uniq("lost"), uniq("lost"), uniq("kept")];
+      const acquiredAt = Date.now();
       for (const r of [lost1, lost2, kept]) assert.equal(await holder.acquireLock(r), true);
       for (const r of [lost1, lost2]) {
         assert.equal(await sameOwner.releaseLock(r), true);
         assert.equal(await thief.acquireLock(r), true);
       }
-      await sleep(1_000); // three TTLs
+      const deadline = Date.now() + 10_000;
+      while (reported.length < 2 && Date.now() < deadline) await sleep(20);
+      await sleep(Math.max(0, acquiredAt + 3 * ttl - Date.now())); // three TTLs: the kept lease lives by renewal alone
       assert.deepEqual(unhandled, [], "no unhandled rejection");
       assert.deepEqual(holder.held, [kept], "both lost leases dropped");
       assert.deepEqual(reported.map(String).sort(), [`Error: onLost of ${lost1} threw`, `Error: onLost of ${lost2} threw`].sort());
