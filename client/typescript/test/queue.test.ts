@@ -315,11 +315,14 @@ describe("GrpcQueueProvider.dequeueLeased", () => {
   });
 
   it("a leased dequeue refused (a bad wait, prefixes or releases) keeps the leases it was to release held and renewed", async () => {
-    await using locks = await GrpcLockProvider.connect(live.server.address, { ttlMs: 300 });
+    // A TTL that a renewal delayed by load does not outlast (300 ms could lose the lease on CI).
+    const ttl = 1_500;
+    await using locks = await GrpcLockProvider.connect(live.server.address, { ttlMs: ttl });
     await using other = await GrpcLockProvider.connect(live.server.address);
     const id = uniq("refused");
     assert.equal(await live.client.queueWork(id, QueueType.INDEX), true);
     const kept = uniq("kept");
+    const acquiredAt = Date.now();
     assert.equal(await locks.acquireLock(kept), true);
     for (const options of [
       { waitMs: -5 },
@@ -333,7 +336,7 @@ describe("GrpcQueueProvider.dequeueLeased", () => {
       await assert.rejects(live.client.dequeueLeased(QueueType.INDEX, locks, { ...options, release: options.release ?? [kept] }), InvalidArgument, label);
       assert.deepEqual(locks.held, [kept], `${label}: still held`);
     }
-    await sleep(1_000); // three TTLs: the lease lives only if it is still renewed
+    await sleep(Math.max(0, acquiredAt + 3 * ttl - Date.now())); // three TTLs: the lease lives only if it is still renewed
     assert.deepEqual(locks.held, [kept]);
     assert.equal(await other.acquireLock(kept), false, "still renewed");
     assert.deepEqual(await drain(live.client, QueueType.INDEX), [id], "nothing dequeued");
