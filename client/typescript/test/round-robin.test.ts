@@ -297,6 +297,11 @@ describe("a server stream its first server did not run", () => {
       assert.equal(await seen, "after-refusal");
       hammering = false;
       await hammer;
+      // A refusal's access-log line is written once its handler has returned, after the client
+      // has its status (and then crosses a pipe): look again for a while.
+      const logged = (log: string) => /WatchLifecycleEvents UNAVAILABLE/.test(log) && /BatchGetWorkflows UNAVAILABLE/.test(log);
+      const until = performance.now() + 10_000;
+      while (!logged(first.running.stderr()) && performance.now() < until) await sleep(20);
       const log = first.running.stderr();
       assert.match(log, /WatchLifecycleEvents UNAVAILABLE/, "the watch was refused by the stopping server");
       assert.match(log, /BatchGetWorkflows UNAVAILABLE/, "the batch read was refused by the stopping server");
