@@ -57,6 +57,9 @@ export async function startServer(extraArgs: string[] = [], options: StartOption
   child.stderr.setEncoding("utf8");
   child.stderr.on("data", (chunk: string) => (stderr += chunk));
   const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)));
+  // "close": the process exited and its stdout and stderr are read to their end ("exit" can come
+  // before the last of them is read).
+  const closed = new Promise<void>((res) => child.once("close", () => res()));
 
   let stdout = "";
   const address = await new Promise<string>((res, rej) => {
@@ -96,6 +99,7 @@ export async function startServer(extraArgs: string[] = [], options: StartOption
         await exited;
         clearTimeout(timer);
       }
+      await Promise.race([closed, new Promise((res) => setTimeout(res, STOP_TIMEOUT_MS).unref())]);
       if (ownDir !== undefined) rmSync(ownDir, { recursive: true, force: true });
       return child.exitCode;
     },
