@@ -26,14 +26,17 @@ from wfe_client import ExecutionPointer, GrpcPersistenceProvider, WorkflowInstan
 HOST = Path(__file__).resolve().parent / "cluster_host.py"
 WORKFLOWS = 300
 TTL_MS = 1500
-# The victim's steps take 2 s: the SIGKILL after its 'holding' line lands mid-step even when this
-# process is late to send it on a loaded machine (with 0.3 s steps it once came after the persist).
+# The victim's first step takes 2 s; its second waits until it is killed (--stall-from 2), so the
+# SIGKILL after its second 'holding' line lands mid-step however late this process sends it. (A 2 s
+# second step once ended, persisted, before a SIGKILL sent on a machine running two suites.)
 VICTIM_STEP_SECONDS = 2.0
-# Longer than a victim step, so its lease does not depend on a renewal landing in time under load.
+# Longer than a victim step, so its first step's lease does not depend on a renewal landing in time.
 VICTIM_TTL_MS = 3000
 
 
-def _host(address: str, name: str, log: Path, step_seconds: float, ttl_ms: int = TTL_MS) -> subprocess.Popen[str]:
+def _host(
+    address: str, name: str, log: Path, step_seconds: float, ttl_ms: int = TTL_MS, *more: str
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -45,6 +48,7 @@ def _host(address: str, name: str, log: Path, step_seconds: float, ttl_ms: int =
             str(ttl_ms),
             "--step-seconds",
             str(step_seconds),
+            *more,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -95,8 +99,9 @@ async def test_four_python_hosts_one_killed_while_holding_a_lock(
     hosts: dict[str, subprocess.Popen[str]] = {}
     try:
         async with GrpcPersistenceProvider.connect(addresses[0]) as store:
-            # The victim is slow, so it is mid-step, holding its lock, when killed.
-            hosts["victim"] = _host(addresses[0], "victim", log, VICTIM_STEP_SECONDS, VICTIM_TTL_MS)
+            # The victim is slow, and stalls in its second step: mid-step, holding its lock, when killed.
+            stall = ("--stall-from", "2")
+            hosts["victim"] = _host(addresses[0], "victim", log, VICTIM_STEP_SECONDS, VICTIM_TTL_MS, *stall)
             for n, name in enumerate(("host-1", "host-2", "host-3"), start=1):
                 hosts[name] = _host(addresses[n % len(addresses)], name, log, 0.005)
             for process in hosts.values():
