@@ -10,12 +10,14 @@ The servers share the store as the cluster providers do: what one server wrote, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import signal
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,6 +38,8 @@ from wfe_client import (
 )
 from wfe_client._targets import resolve_target
 from wfe_sqlite.server import RunningServer, ServerConfig
+
+T = TypeVar("T")
 
 WORKFLOWS = "wfe.persistence.v1.WorkflowService"
 LIFECYCLE = "wfe.persistence.v1.LifecycleService"
@@ -331,10 +335,25 @@ async def test_lifecycle_events_meet_on_one_server(servers: list[Server]) -> Non
         GrpcLifecyclePublisher.connect(addresses) as watcher,
     ):
 
+        async def again_while_not_connected(call: Callable[[], Awaitable[T]]) -> T:
+            # Just after the first server died, its channel may still be taken for connected: a
+            # publish (or a watch) then fails to connect (never sent, UNAVAILABLE; seen once in a
+            # CI run) and the next one goes to the next server. Anything else fails the test.
+            for _ in range(50):
+                try:
+                    return await call()
+                except WfeError as error:
+                    if error.code != "UNAVAILABLE" or "failed to connect" not in str(error):
+                        raise
+                await asyncio.sleep(0.1)
+            raise AssertionError("still sent to the dead server after 5 s")
+
         async def round_of(tag: str) -> None:
-            async with watcher.watch() as events:
+            async with contextlib.AsyncExitStack() as stack:
+                events = await again_while_not_connected(lambda: stack.enter_async_context(watcher.watch()))
                 for n in range(6):
-                    await publisher.publish(LifecycleEvent(LifecycleEventType.STARTED, f"{tag}-{n}"))
+                    event = LifecycleEvent(LifecycleEventType.STARTED, f"{tag}-{n}")
+                    await again_while_not_connected(functools.partial(publisher.publish, event))
                 seen: list[str] = []
                 while len(seen) < 6:
                     event = await asyncio.wait_for(anext(events), 5)
