@@ -8,17 +8,19 @@ one with every table emptied (fast), ``fresh_pg_url`` a newly created database o
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
@@ -31,12 +33,15 @@ from wfe_client import (
     LockProvider,
     PersistenceProvider,
     QueueProvider,
+    WfeError,
 )
 from wfe_sqlite import SqliteLockProvider, SqliteQueueProvider, StoreProvider, open_provider
 from wfe_sqlite.server import RunningServer, ServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 WFE_SQLITE = Path(sys.executable).parent / "wfe-sqlite"
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -289,6 +294,19 @@ def start_server_process(db_url: str, *args: str, env: dict[str, str] | None = N
         _, err = process.communicate(timeout=30)
         raise RuntimeError(f"server did not start: {line!r} {err}")
     return ServerProcess(process, line.split("listening on ", 1)[1].strip())
+
+
+async def again_while_unavailable(call: Callable[[], Awaitable[T]], *, seconds: float = 10, detail: str = "") -> T:
+    """``call()``, made again every 0.1 s while it fails UNAVAILABLE (its server has just died; the
+    message must contain ``detail``), for up to ``seconds``; any other error is raised at once."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return await call()
+        except WfeError as error:
+            if error.code != "UNAVAILABLE" or detail not in str(error) or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.1)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from conftest import ServerProcess, start_server_process
+from conftest import ServerProcess, again_while_unavailable, start_server_process
 from wfe_client import GrpcLifecyclePublisher, LifecycleEvent, LifecycleEventType, WfeError
 from wfe_client._grpc_cluster import LifecycleWatch
 
@@ -43,14 +43,7 @@ def _event(tag: str) -> LifecycleEvent:
 
 async def _publish(publisher: GrpcLifecyclePublisher, tag: str) -> int:
     """Publish, trying again while the server that was used has just died (UNAVAILABLE)."""
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            return await publisher.publish(_event(tag))
-        except WfeError as error:
-            if error.code != "UNAVAILABLE" or time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
+    return await again_while_unavailable(lambda: publisher.publish(_event(tag)))
 
 
 async def _next(events: LifecycleWatch, seconds: float = 5) -> str:
@@ -65,30 +58,27 @@ def _restart_first(servers: list[ServerProcess], db_url: str) -> None:
 
 async def _started_somewhere(watcher: GrpcLifecyclePublisher) -> None:
     """Open a watch (trying again while the server that was used has just died) and close it."""
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            async with watcher.watch():
-                return
-        except WfeError as error:
-            if error.code != "UNAVAILABLE" or time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
+
+    async def open_and_close() -> None:
+        async with watcher.watch():
+            return
+
+    await again_while_unavailable(open_and_close)
 
 
 async def _opened(watcher: GrpcLifecyclePublisher) -> LifecycleWatch:
     """An open watch (trying again while the server that was used has just died)."""
-    deadline = time.monotonic() + 10
-    while True:
+
+    async def started() -> LifecycleWatch:
         watch = watcher.watch()
         try:
             await watch.started()
-            return watch
-        except WfeError as error:
+        except WfeError:
             watch.close()
-            if error.code != "UNAVAILABLE" or time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
+            raise
+        return watch
+
+    return await again_while_unavailable(started)
 
 
 @pytest.fixture

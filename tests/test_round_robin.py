@@ -14,15 +14,15 @@ import contextlib
 import functools
 import signal
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ServerProcess, start_server_process
+from conftest import ServerProcess, again_while_unavailable, start_server_process
 from test_security import Pki, pki  # noqa: F401  (the module's certificates fixture)
 from wfe_client import (
     GrpcLifecyclePublisher,
@@ -38,8 +38,6 @@ from wfe_client import (
 )
 from wfe_client._targets import resolve_target
 from wfe_sqlite.server import RunningServer, ServerConfig
-
-T = TypeVar("T")
 
 WORKFLOWS = "wfe.persistence.v1.WorkflowService"
 LIFECYCLE = "wfe.persistence.v1.LifecycleService"
@@ -334,26 +332,17 @@ async def test_lifecycle_events_meet_on_one_server(servers: list[Server]) -> Non
         GrpcLifecyclePublisher.connect(addresses) as publisher,
         GrpcLifecyclePublisher.connect(addresses) as watcher,
     ):
-
-        async def again_while_not_connected(call: Callable[[], Awaitable[T]]) -> T:
-            # Just after the first server died, its channel may still be taken for connected: a
-            # publish (or a watch) then fails to connect (never sent, UNAVAILABLE; seen once in a
-            # CI run) and the next one goes to the next server. Anything else fails the test.
-            for _ in range(50):
-                try:
-                    return await call()
-                except WfeError as error:
-                    if error.code != "UNAVAILABLE" or "failed to connect" not in str(error):
-                        raise
-                await asyncio.sleep(0.1)
-            raise AssertionError("still sent to the dead server after 5 s")
+        # Just after the first server died, its channel may still be taken for connected: a publish
+        # (or a watch) then fails to connect (never sent, UNAVAILABLE; seen once in a CI run) and
+        # the next one goes to the next server. Anything else fails the test.
+        not_connected = functools.partial(again_while_unavailable, seconds=5, detail="failed to connect")
 
         async def round_of(tag: str) -> None:
             async with contextlib.AsyncExitStack() as stack:
-                events = await again_while_not_connected(lambda: stack.enter_async_context(watcher.watch()))
+                events = await not_connected(lambda: stack.enter_async_context(watcher.watch()))
                 for n in range(6):
                     event = LifecycleEvent(LifecycleEventType.STARTED, f"{tag}-{n}")
-                    await again_while_not_connected(functools.partial(publisher.publish, event))
+                    await not_connected(functools.partial(publisher.publish, event))
                 seen: list[str] = []
                 while len(seen) < 6:
                     event = await asyncio.wait_for(anext(events), 5)

@@ -54,11 +54,11 @@ async function calls(server: Server, method: string, service = WORKFLOWS): Promi
 const counts = (servers: Server[], method: string, service = WORKFLOWS) =>
   Promise.all(servers.map((s) => calls(s, method, service)));
 
-/** Waits until `count()` (grown by running tasks) is above `beyond`, up to 10 s: a fixed window
- * may hold fewer on a loaded machine. */
-async function waitAbove(count: () => number, beyond: number): Promise<void> {
+/** Waits until `done()` (made true by running tasks or the servers) holds, up to 10 s: a fixed
+ * window may hold less on a loaded machine. The caller asserts what it waited for. */
+async function waitFor(done: () => boolean): Promise<void> {
   const until = performance.now() + 10_000;
-  while (count() <= beyond && performance.now() < until) await sleep(20);
+  while (!done() && performance.now() < until) await sleep(20);
 }
 
 let servers: Server[] = [];
@@ -109,7 +109,7 @@ describe("several servers", () => {
       const beforeKill = done;
       servers[0]!.running.process.kill("SIGKILL");
       await sleep(1_000);
-      await waitAbove(() => done, beforeKill + 20); // the live servers go on answering
+      await waitFor(() => done > beforeKill + 20); // the live servers go on answering
       stop = true;
       await Promise.all(readers);
       assert.deepEqual(failures, []);
@@ -229,7 +229,7 @@ describe("a server stopping gracefully", () => {
       // SIGTERM: it drains (refusing new calls unrun) and exits.
       assert.equal(await pair[1]!.running.stop("SIGTERM"), 0);
       const before = made;
-      await waitAbove(() => made, before + 10); // the other server goes on creating
+      await waitFor(() => made > before + 10); // the other server goes on creating
       stop = true;
       await Promise.all(creators);
       // The stopping server did refuse calls (before the balancer sent them on, 1 to 5 of them
@@ -300,8 +300,7 @@ describe("a server stream its first server did not run", () => {
       // A refusal's access-log line is written once its handler has returned, after the client
       // has its status (and then crosses a pipe): look again for a while.
       const logged = (log: string) => /WatchLifecycleEvents UNAVAILABLE/.test(log) && /BatchGetWorkflows UNAVAILABLE/.test(log);
-      const until = performance.now() + 10_000;
-      while (!logged(first.running.stderr()) && performance.now() < until) await sleep(20);
+      await waitFor(() => logged(first.running.stderr()));
       const log = first.running.stderr();
       assert.match(log, /WatchLifecycleEvents UNAVAILABLE/, "the watch was refused by the stopping server");
       assert.match(log, /BatchGetWorkflows UNAVAILABLE/, "the batch read was refused by the stopping server");
