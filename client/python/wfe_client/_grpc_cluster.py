@@ -544,6 +544,11 @@ class _FirstUp:
         return self._choose(states)
 
 
+def _never_sent(failure: WfeError) -> bool:
+    """The call failed before it left the client: no connection to its server could be made."""
+    return failure.code == "UNAVAILABLE" and str(failure).startswith("failed to connect to all addresses")
+
+
 class GrpcLifecyclePublisher:
     """Publish lifecycle events to a wfe-sqlite server and watch them (``LifecycleService``).
 
@@ -586,9 +591,21 @@ class GrpcLifecyclePublisher:
         """Relay ``event`` to every current watcher; how many (on the server) received it."""
         request = lifecycle_pb2.PublishLifecycleEventRequest(event=lifecycle_event_to_proto(event))
         self._check_open()
-        stub = self._servers.stubs[await self._servers.ready(self._connection._timeout)]
-        response = await self._connection._call(stub.PublishLifecycleEvent, request)
-        return int(response.watchers)
+        stubs = self._servers.stubs
+        attempts = 1
+        while True:
+            stub = stubs[await self._servers.ready(self._connection._timeout)]
+            try:
+                response = await self._connection._call(stub.PublishLifecycleEvent, request)
+            except WfeError as failure:
+                # A server that died a moment ago can still read as connected: the call then
+                # failed to connect and was never sent, so it goes to the next server that answers
+                # (as a watch does). A call that may have reached a server is not sent again.
+                if len(stubs) == 1 or attempts >= len(stubs) or not _never_sent(failure):
+                    raise
+                attempts += 1
+                continue
+            return int(response.watchers)
 
     def watch(
         self, workflow_instance_id: str | None = None, workflow_definition_id: str | None = None
