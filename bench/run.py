@@ -12,7 +12,13 @@ Targets (each a separate process from the load, except the in-process ones by de
   crate 1.11.4 in-process, set beside ``raw``.
 
 Each figure is the median of the measured windows (one warm-up window is dropped) of one run;
-ratios compare figures of the same run. ``--scale 10k,100k,1m`` repeats the gRPC and embedded
+ratios compare figures of the same run. The small database's figures are taken in ``--rounds``
+interleaved rounds: every load process of an operation (target and limit, both adapters) is started
+once, then each round measures each concurrency of each in turn, so a target and its limit are
+measured seconds apart, not minutes; a figure is the round of median ops/s, a ratio the median of
+the rounds' ratios (each round's target over the same round's limit). On a shared machine whose
+load moves between minutes, one round each (as before 2026-12-03) let a row's ratio move by a half
+from run to run. ``--scale 10k,100k,1m`` repeats the gRPC and embedded
 figures on databases already holding that many workflows and events (built once, cached in
 bench/.data/). ``--visibility N`` (default: the largest scale) adds list, search and purge figures
 on N workflows (bench/visibility.py). Writes the tables into BENCHMARKS.md between the ``bench:``
@@ -71,6 +77,8 @@ class Figure:
 class Results:
     figures: dict[tuple[str, str, int], Figure] = field(default_factory=dict)
     """(target, op, concurrency) -> figure."""
+    ratios: dict[tuple[str, str, str, int], float] = field(default_factory=dict)
+    """(target, limit, op, concurrency) -> median of the rounds' target/limit ops/s (interleaved rounds)."""
     rss_mb: dict[str, float] = field(default_factory=dict)
     """Peak RSS (VmHWM) of each server process, by label."""
     visibility: dict[str, Any] | None = None
@@ -192,6 +200,27 @@ class Bench:
         finally:
             load.close()
 
+    def interleave(self, op: str, loads: dict[str, Load], concurrency: tuple[int, ...]) -> None:
+        """``--rounds`` rounds over ``loads`` (label -> started load): each round measures every
+        concurrency of every label in turn. Keeps the figure of the median round by ops/s and, for
+        each pair of PAIRS present, the median of the per-round ratios."""
+        rounds: dict[tuple[str, int], list[Figure]] = {}
+        for r in range(self.args.rounds):
+            for c in concurrency:
+                for label, load in loads.items():
+                    fig = load.run(_split(c, len(load.procs)), self.args.windows, self.args.window)
+                    rounds.setdefault((label, c), []).append(fig)
+                    print(f"  {label:<12} {op:<13} c={c:<3} round {r + 1}: {fig.text()}", flush=True)
+        for (label, c), figs in rounds.items():
+            self.results.figures[(label, op, c)] = sorted(figs, key=lambda fig: fig.ops)[len(figs) // 2]
+        for target, limit, _ in PAIRS:
+            for c in concurrency:
+                a, b = rounds.get((target, c)), rounds.get((limit, c))
+                if a and b:
+                    ratios = [x.ops / y.ops for x, y in zip(a, b, strict=True) if y.ops]
+                    if ratios:
+                        self.results.ratios[(target, limit, op, c)] = statistics.median(ratios)
+
     def server(self, db_url: str) -> Server:
         # --loop applies to the load processes and the echo server; the CLI has no loop option yet.
         return Server([str(WFE_SQLITE), "serve", "--db", db_url, "--listen", "127.0.0.1:0"])
@@ -218,28 +247,37 @@ class Bench:
                 if "grpc" not in self.args.paths:
                     continue
                 server = self.server(f"sqlite://{self.db('grpc-' + op)}")
+                loads: dict[str, Load] = {}
                 try:
-                    self.measure("grpc", op, self.grpc_clients(server.address, op, conc), conc)
+                    loads["grpc"] = Load(self.grpc_clients(server.address, op, conc))
+                    loads["echo"] = Load(self.grpc_clients(echo.address, op, conc))
                     if self.rust:
-                        self.measure("rust-grpc", op, self.grpc_clients(server.address, op, conc, rust=True), conc)
+                        loads["rust-grpc"] = Load(self.grpc_clients(server.address, op, conc, rust=True))
+                        loads["rust-echo"] = Load(self.grpc_clients(echo.address, op, conc, rust=True))
+                    self.interleave(op, loads, conc)
                     self.results.rss_mb[f"small/{op}"] = server.rss_mb()
                 finally:
+                    for load in loads.values():
+                        load.close()
                     server.stop()
-                self.measure("echo", op, self.grpc_clients(echo.address, op, conc), conc)
-                if self.rust:
-                    self.measure("rust-echo", op, self.grpc_clients(echo.address, op, conc, rust=True), conc)
         finally:
             echo.stop()
 
     def run_embedded(self, op: str, conc: tuple[int, ...], due: bool) -> None:
         """The in-process figures of ``op``: the provider, raw sqlite3 and (with Rust) the crate."""
         url = f"sqlite://{self.db('embedded-' + op)}"
-        self.measure("embedded", op, [self._py_client(f"embedded:{url}", op, max(conc), due)], conc)
         raw_url = f"sqlite://{self.db('raw-' + op)}"
-        self.measure("raw", op, [self._py_client(f"raw:{raw_url}", op, max(conc), due)], conc)
-        if self.rust:
-            crate = f"sqlite://{self.db('crate-' + op)}?mode=rwc"
-            self.measure("rust-crate", op, [self._rust_client(f"crate:{crate}", op, max(conc), due)], conc)
+        loads: dict[str, Load] = {}
+        try:
+            loads["embedded"] = Load([self._py_client(f"embedded:{url}", op, max(conc), due)])
+            loads["raw"] = Load([self._py_client(f"raw:{raw_url}", op, max(conc), due)])
+            if self.rust:
+                crate = f"sqlite://{self.db('crate-' + op)}?mode=rwc"
+                loads["rust-crate"] = Load([self._rust_client(f"crate:{crate}", op, max(conc), due)])
+            self.interleave(op, loads, conc)
+        finally:
+            for load in loads.values():
+                load.close()
 
     def run_scale(self, scale: str) -> None:
         import bigdb
@@ -329,7 +367,9 @@ def _cell(fig: Figure | None) -> str:
     return "-" if fig is None else f"{fig.ops:,.0f} | {fig.p50_ms:.2f} | {fig.p99_ms:.2f}"
 
 
-def _ratio(a: Figure | None, b: Figure | None) -> str:
+def _ratio(a: Figure | None, b: Figure | None, paired: float | None = None) -> str:
+    if paired is not None:
+        return f"**{paired:.2f}**"
     return "-" if a is None or b is None or not b.ops else f"**{a.ops / b.ops:.2f}**"
 
 
@@ -351,7 +391,8 @@ def report(results: Results, args: argparse.Namespace, elapsed: float) -> str:
                 a, b = f.get((target, op, c)), f.get((limit, op, c))
                 if a is None and b is None:
                     continue
-                lines.append(f"| {op} | {c} | {_cell(a)} | {_cell(b)} | {_ratio(a, b)} |")
+                paired = results.ratios.get((target, limit, op, c))
+                lines.append(f"| {op} | {c} | {_cell(a)} | {_cell(b)} | {_ratio(a, b, paired)} |")
         lines.append("")
     scales = sorted({k[0].split("@")[1] for k in f if "@" in k[0]}, key=lambda s: f"{len(s):02}{s}")
     if scales:
@@ -391,7 +432,9 @@ def report(results: Results, args: argparse.Namespace, elapsed: float) -> str:
         lines += ["Server peak RSS (VmHWM, MB): " + ", ".join(f"{s}: {mb:.0f}" for s, mb in peak.items()), ""]
     header = [
         f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine()}; "
-        f"{args.windows - 1} windows of {args.window}s per figure (median), event loop {args.loop}, "
+        f"{args.windows - 1} windows of {args.window}s per figure (median) in {args.rounds} interleaved rounds "
+        "(the small database: the median round's figures, the median of the rounds' ratios; one round at scale), "
+        f"event loop {args.loop}, "
         f"{args.processes} Python load processes at c>1, whole run {elapsed:.0f}s.",
         "",
     ]
@@ -464,7 +507,10 @@ def write_benchmarks(text: str, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", default=",".join(workload.OPS))
-    parser.add_argument("--windows", type=int, default=4, help="windows per figure, the first is warm-up")
+    parser.add_argument("--windows", type=int, default=3, help="windows per figure, the first is warm-up")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of the small database's figures (median kept)"
+    )
     parser.add_argument("--window", type=float, default=0.4, help="seconds per window")
     parser.add_argument(
         "--paths",
