@@ -114,6 +114,18 @@ def test_invalid_settings_stop_start_up_naming_the_setting(
     assert not db.exists(), "nothing was opened"
 
 
+@pytest.mark.parametrize("command", ["serve", "list"])
+def test_an_unsupported_database_string_names_every_kind_accepted(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main([command, "--db", "mysql://elsewhere/wfe"]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith("wfe-sqlite: invalid setting db: unsupported database string 'mysql://elsewhere/wfe'")
+    accepted = ("':memory:'", "'sqlite:///abs/path.db'", "'sqlite://relative/path.db'", "postgresql://", "postgres://")
+    for form in accepted:  # the command line serves PostgreSQL too: the message must say so
+        assert form in message, (form, message)
+
+
 def test_retention_comes_from_flag_environment_or_file(tmp_path: Path) -> None:
     config_file = tmp_path / "wfe.toml"
     config_file.write_text('retention = "1d12h"\n')

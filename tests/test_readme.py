@@ -52,7 +52,7 @@ import pytest
 
 from conftest import ROOT, WFE_SQLITE, ServerProcess
 from test_rust_engine import order_flow_bin  # noqa: F401  (builds the Rust example)
-from wfe_client import Event, GrpcPersistenceProvider
+from wfe_client import Event, GrpcLockProvider, GrpcPersistenceProvider, GrpcQueueProvider, QueueType
 
 README = ROOT / "README.md"
 CHECKOUT_PLACEHOLDER = "/path/to/wfe-sqlite"
@@ -504,6 +504,24 @@ async def test_order_flow_explains_an_event_without_tracking(
     assert "status=Suspended" in output.rest(10)
     assert example.stderr is not None
     assert example.stderr.read().startswith(said.replace("\n", " ") + ", so the workflow is suspended; ")
+
+
+@pytest.mark.timeout(120)
+async def test_the_host_loop_sketch_runs(server_process: ServerProcess) -> None:
+    """The sketch of a host loop in "Running several hosts" (skipped as a block: it loops for ever)
+    imports what it names and runs: it takes a queued id under its lock and waits for the next."""
+    (sketch,) = [b for b in BLOCKS if b.lang == "python" and b.marker is not None and b.marker.startswith("skip:")]
+    names: dict[str, object] = {}
+    exec(compile(sketch.code, str(sketch), "exec"), names)
+    async with GrpcQueueProvider.connect(server_process.address) as queue_provider:
+        await queue_provider.queue_work("sketch-1", QueueType.WORKFLOW)
+        host_loop = names["host_loop"]
+        assert callable(host_loop)
+        with pytest.raises(TimeoutError):  # it loops for ever, without an error
+            await asyncio.wait_for(host_loop(server_process.address), 2)
+        assert await queue_provider.dequeue_work(QueueType.WORKFLOW) is None, "the loop took the queued id"
+    async with GrpcLockProvider.connect(server_process.address) as locks:
+        assert await locks.acquire_lock("sketch-1"), "the loop released its lock"
 
 
 # -- make serve, from a fresh clone ------------------------------------------------------------------

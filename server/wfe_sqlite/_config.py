@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
 
-from ._connection import parse_database_url
+from ._connection import is_sqlite_url, parse_database_url
 from ._postgres_store import check_postgres_url, is_postgres_url
 
 __all__ = [
@@ -249,6 +249,12 @@ def _database(value: Any) -> str:
     text = _text(value)
     if is_postgres_url(text):
         return check_postgres_url(text)
+    if not is_sqlite_url(text):
+        # The embedded provider reads SQLite strings only; the command line also serves PostgreSQL.
+        raise ValueError(
+            f"unsupported database string {text!r}: use ':memory:', 'sqlite:///abs/path.db', "
+            "'sqlite://relative/path.db' or 'postgresql://user:pass@host:port/dbname' (also postgres://)"
+        )
     parse_database_url(text)
     return text
 

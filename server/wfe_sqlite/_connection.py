@@ -96,15 +96,23 @@ class DatabaseConfig:
         return pragmas
 
 
+_MEMORY_FORMS = (MEMORY, "sqlite::memory:", "sqlite://:memory:")
+
+
+def is_sqlite_url(url: str) -> bool:
+    """True for the database strings ``parse_database_url`` reads (it may still refuse a malformed one)."""
+    return url in _MEMORY_FORMS or url.startswith("sqlite://")
+
+
 def parse_database_url(url: str) -> str:
     """The path behind a database string: ``:memory:``, ``sqlite:///abs.db`` or ``sqlite://rel.db``.
 
     A ``sqlite://`` string takes no query parameters and no fragment: ``?mode=ro`` would otherwise
     be read as part of the file name or dropped, and the file served read-write all the same.
     """
-    if url in (MEMORY, "sqlite::memory:", "sqlite://:memory:"):
+    if url in _MEMORY_FORMS:
         return MEMORY
-    if not url.startswith("sqlite://"):
+    if not is_sqlite_url(url):
         raise ValueError(
             f"unsupported database string {url!r}: use ':memory:', 'sqlite:///abs/path.db' "
             "or 'sqlite://relative/path.db'"
