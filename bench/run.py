@@ -20,7 +20,7 @@ the rounds' ratios (each round's target over the same round's limit). On a share
 load moves between minutes, one round each (as before 2026-12-03) let a row's ratio move by a half
 from run to run. ``--scale 10k,100k,1m`` repeats the gRPC and embedded
 figures on databases already holding that many workflows and events (built once, cached in
-bench/.data/). ``--visibility N`` (default: the largest scale) adds list, search and purge figures
+bench/.data/), each paired with the same work on a fresh small file in the same interleaved rounds. ``--visibility N`` (default: the largest scale) adds list, search and purge figures
 on N workflows (bench/visibility.py). Writes the tables into BENCHMARKS.md between the ``bench:``
 markers.
 """
@@ -200,10 +200,16 @@ class Bench:
         finally:
             load.close()
 
-    def interleave(self, op: str, loads: dict[str, Load], concurrency: tuple[int, ...]) -> None:
+    def interleave(
+        self,
+        op: str,
+        loads: dict[str, Load],
+        concurrency: tuple[int, ...],
+        pairs: list[tuple[str, str]] | None = None,
+    ) -> None:
         """``--rounds`` rounds over ``loads`` (label -> started load): each round measures every
         concurrency of every label in turn. Keeps the figure of the median round by ops/s and, for
-        each pair of PAIRS present, the median of the per-round ratios."""
+        each (target, limit) of ``pairs`` (default: PAIRS) present, the median of the per-round ratios."""
         rounds: dict[tuple[str, int], list[Figure]] = {}
         for r in range(self.args.rounds):
             for c in concurrency:
@@ -213,7 +219,7 @@ class Bench:
                     print(f"  {label:<12} {op:<13} c={c:<3} round {r + 1}: {fig.text()}", flush=True)
         for (label, c), figs in rounds.items():
             self.results.figures[(label, op, c)] = sorted(figs, key=lambda fig: fig.ops)[len(figs) // 2]
-        for target, limit, _ in PAIRS:
+        for target, limit in pairs if pairs is not None else [(t, lim) for t, lim, _ in PAIRS]:
             for c in concurrency:
                 a, b = rounds.get((target, c)), rounds.get((limit, c))
                 if a and b:
@@ -289,19 +295,37 @@ class Bench:
             if op == "batch_get":
                 continue
             conc = (1, 64) if op == "runnable" else (64,)
+            due = op == "runnable"
             path = self.db(f"scale-{scale}")
             shutil.copyfile(base, path)
-            server = self.server(f"sqlite://{path}")
+            # Each figure at scale is paired with the same work on a fresh small file, measured in
+            # the same rounds (seconds apart), not with the small figures taken minutes before.
+            small = self.db(f"scale-{scale}-small-{op}")
+            servers = [self.server(f"sqlite://{path}"), self.server(f"sqlite://{small}")]
+            loads: dict[str, Load] = {}
             try:
-                self.measure(f"grpc@{scale}", op, self.grpc_clients(server.address, op, conc), conc)
-                self.results.rss_mb[f"{scale}/{op}"] = server.rss_mb()
+                loads[f"grpc@{scale}"] = Load(self.grpc_clients(servers[0].address, op, conc))
+                loads[f"grpc-small-{scale}"] = Load(self.grpc_clients(servers[1].address, op, conc))
+                self.interleave(op, loads, conc, [(f"grpc@{scale}", f"grpc-small-{scale}")])
+                self.results.rss_mb[f"{scale}/{op}"] = servers[0].rss_mb()
             finally:
-                server.stop()
-            url = f"sqlite://{path}"
-            self.measure(f"embedded@{scale}", op, [self._py_client(f"embedded:{url}", op, 64, op == "runnable")], conc)
-            path.unlink()
-            for suffix in ("-wal", "-shm"):
-                Path(str(path) + suffix).unlink(missing_ok=True)
+                for load in loads.values():
+                    load.close()
+                for server in servers:
+                    server.stop()
+            loads = {}
+            try:
+                loads[f"embedded@{scale}"] = Load([self._py_client(f"embedded:sqlite://{path}", op, 64, due)])
+                loads[f"embedded-small-{scale}"] = Load(
+                    [self._py_client(f"embedded:sqlite://{small}-embedded", op, 64, due)]
+                )
+                self.interleave(op, loads, conc, [(f"embedded@{scale}", f"embedded-small-{scale}")])
+            finally:
+                for load in loads.values():
+                    load.close()
+            for db in (path, small, Path(f"{small}-embedded")):
+                for suffix in ("", "-wal", "-shm"):
+                    Path(str(db) + suffix).unlink(missing_ok=True)
 
     def run_visibility(self, scale: str) -> None:
         """List and search latency on a store of ``scale`` workflows, and a purge of a tenth of
@@ -399,7 +423,8 @@ def report(results: Results, args: argparse.Namespace, elapsed: float) -> str:
         lines += [
             "### Scale: the same work on a database already holding N workflows and N events",
             "",
-            "Ratio: figure at scale / the small-database figure of this run (c=64 unless noted).",
+            "Ratio: figure at scale / the same work on a fresh small file, measured in the same interleaved "
+            "rounds (the median of the rounds' ratios; c=64 unless noted).",
             "",
             "| op | c | "
             + " | ".join(f"grpc@{s} ops/s (ratio) | p50 ms" for s in scales)
@@ -414,12 +439,14 @@ def report(results: Results, args: argparse.Namespace, elapsed: float) -> str:
                     continue
                 row = [op, str(c)]
                 for s in scales:
-                    a, small = f.get((f"grpc@{s}", op, c)), f.get(("grpc", op, c))
-                    row.append("-" if a is None else f"{a.ops:,.0f} ({_ratio(a, small)})")
+                    a, small = f.get((f"grpc@{s}", op, c)), f.get((f"grpc-small-{s}", op, c))
+                    paired = results.ratios.get((f"grpc@{s}", f"grpc-small-{s}", op, c))
+                    row.append("-" if a is None else f"{a.ops:,.0f} ({_ratio(a, small, paired)})")
                     row.append("-" if a is None else f"{a.p50_ms:.2f}")
                 for s in scales:
-                    a, small = f.get((f"embedded@{s}", op, c)), f.get(("embedded", op, c))
-                    row.append("-" if a is None else f"{a.ops:,.0f} ({_ratio(a, small)})")
+                    a, small = f.get((f"embedded@{s}", op, c)), f.get((f"embedded-small-{s}", op, c))
+                    paired = results.ratios.get((f"embedded@{s}", f"embedded-small-{s}", op, c))
+                    row.append("-" if a is None else f"{a.ops:,.0f} ({_ratio(a, small, paired)})")
                 lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     if results.visibility is not None:
@@ -433,7 +460,7 @@ def report(results: Results, args: argparse.Namespace, elapsed: float) -> str:
     header = [
         f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine()}; "
         f"{args.windows - 1} windows of {args.window}s per figure (median) in {args.rounds} interleaved rounds "
-        "(the small database: the median round's figures, the median of the rounds' ratios; one round at scale), "
+        "(the median round's figures, the median of the rounds' ratios), "
         f"event loop {args.loop}, "
         f"{args.processes} Python load processes at c>1, whole run {elapsed:.0f}s.",
         "",
