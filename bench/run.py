@@ -18,11 +18,11 @@ once, then each round measures each concurrency of each in turn, so a target and
 measured seconds apart, not minutes; a figure is the round of median ops/s, a ratio the median of
 the rounds' ratios (each round's target over the same round's limit). On a shared machine whose
 load moves between minutes, one round each (as before 2026-12-03) let a row's ratio move by a half
-from run to run. ``--scale 10k,100k,1m`` repeats the gRPC and embedded
-figures on databases already holding that many workflows and events (built once, cached in
-bench/.data/), each paired with the same work on a fresh small file in the same interleaved rounds. ``--visibility N`` (default: the largest scale) adds list, search and purge figures
-on N workflows (bench/visibility.py). Writes the tables into BENCHMARKS.md between the ``bench:``
-markers.
+from run to run. ``--scale 10k,100k,1m`` repeats the gRPC and embedded figures on databases already
+holding that many workflows and events (built once, cached in bench/.data/), each paired with the
+same work on a fresh small file in the same interleaved rounds. ``--visibility N`` (default: the
+largest scale) adds list, search and purge figures on N workflows (bench/visibility.py). Writes the
+tables into BENCHMARKS.md between the ``bench:`` markers.
 """
 
 from __future__ import annotations
