@@ -323,8 +323,25 @@ async fn a_watch_moves_back_to_the_first_server_when_it_returns() {
 /// A server stopping gracefully (SIGTERM) refuses new calls while it drains, unrun (ErrorInfo
 /// `not_run`): the balancer sends each of them, writes too, to the other server, so no call
 /// fails. Before, every other call failed until the drain ended (hundreds of 8 writers' calls).
+///
+/// When the client has stopped sending to the draining server before any call reached it (its
+/// GOAWAY came first: once seen in a CI run, 260 writes and nothing refused), no refused call was
+/// sent on, so the round is run again, at most three times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_stopping_gracefully_fails_no_write() {
+    for round in 1..=3 {
+        let refused = stop_one_of_two_while_writing().await;
+        if refused > 0 {
+            return;
+        }
+        eprintln!("round {round}: the stopping server refused no call; once more");
+    }
+    panic!("the stopping server refused no call in three rounds");
+}
+
+/// One round: two servers on one file, 8 writers, the second server stopped gracefully. Checks
+/// that no call failed and the writes went on; returns the calls the stopping server refused unrun.
+async fn stop_one_of_two_while_writing() -> usize {
     let mut servers = tokio::task::spawn_blocking(|| {
         let first = ServerProcess::start_with(&["--metrics-listen", "127.0.0.1:0"], &[]);
         let db = format!(
@@ -401,7 +418,6 @@ async fn a_server_stopping_gracefully_fails_no_write() {
         .filter(|line| line.contains("/CreateWorkflow UNAVAILABLE "))
         .count();
     eprintln!("{made} made; {refused} refused unrun by the stopping server, sent on");
-    assert!(refused > 0, "the stopping server refused no call: {log}");
     assert!(
         made > before + 10,
         "calls after the stop: {}",
@@ -413,4 +429,5 @@ async fn a_server_stopping_gracefully_fails_no_write() {
         failures.len(),
         &failures[..failures.len().min(3)]
     );
+    refused
 }
