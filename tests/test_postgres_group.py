@@ -104,3 +104,38 @@ async def test_concurrent_persists_and_events_fail_alone_on_conflicts(fresh_pg_u
         assert (await provider.get_event(first.id)).event_data == {"x": 1}
     finally:
         await provider.close()
+
+
+async def test_concurrent_named_creates_run_as_one_statement_and_store_what_each_sent(fresh_pg_url: str) -> None:
+    provider = await open_provider(fresh_pg_url)
+    assert isinstance(provider, PostgresPersistenceProvider)
+    try:
+        writes = provider.store.writes
+        await provider.create_new_workflow(_workflow("first"))  # the writer is idle: a batch of its own
+        merged = writes.merged
+
+        instances = []
+        for i in range(40):
+            w = _workflow(f"many-{i}")
+            w.data = {"i": i, "big": 2**70}
+            w.execution_pointers = [ExecutionPointer.new(step) for step in range(i % 4)]  # 0 to 3 pointers
+            for p in w.execution_pointers:
+                p.step_name = f"step-{i}-{p.step_id}"
+            w.next_execution = 0 if i % 2 else None  # the odd ones are due now: queued for the cluster
+            instances.append(w)
+        results = await _outcomes([lambda w=w: provider.create_new_workflow(w) for w in instances])  # type: ignore[misc]
+
+        assert results == [w.id for w in instances]
+        assert writes.merged - merged >= 2, "no creates were run together"
+        for w in instances:
+            stored = await provider.get_workflow_instance(w.id)
+            assert stored.revision == 1 and w.revision == 1
+            assert stored == w
+        conn = await asyncpg.connect(fresh_pg_url)
+        try:
+            queued = {r[0] for r in await conn.fetch("SELECT item_id FROM work_queue WHERE queue = 'WORKFLOW'")}
+        finally:
+            await conn.close()
+        assert queued == {w.id for w in instances if w.next_execution == 0}
+    finally:
+        await provider.close()

@@ -92,13 +92,14 @@ def queue_cte(queue: str, source: str, id_column: str, condition: str) -> str:
     """CTEs ``q`` (queue the ids of ``source`` rows meeting ``condition`` in the queue named by the
     SQL expression ``queue``, keeping one waiting entry) and ``n`` (notify the queue's listeners at
     commit), to append after a statement's other CTEs, which must include ``clock`` (``SELECT
-    NOW_US AS now``). Select ``(SELECT count(*) FROM n)`` to run them: how many items were queued."""
+    NOW_US AS now``). Select ``(SELECT count(*) FROM n)`` to run them: how many items were queued
+    (``q`` has the ``queue`` and ``item_id`` of each)."""
     return (
         f"q AS (INSERT INTO work_queue (queue, item_id, position, queued_at) "
         f"SELECT {queue}, {source}.{id_column}, nextval('work_queue_position'), clock.now FROM {source}, clock "
         f"WHERE {condition} "
         "ON CONFLICT (queue, item_id) DO UPDATE SET position = excluded.position, queued_at = excluded.queued_at "
-        "WHERE work_queue.position IS NULL RETURNING queue), "
+        "WHERE work_queue.position IS NULL RETURNING queue, item_id), "
         f"n AS (SELECT pg_notify('{WORK_CHANNEL}', queue) FROM q)"
     )
 

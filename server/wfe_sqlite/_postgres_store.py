@@ -52,7 +52,7 @@ from wfe_client.timeutil import to_micros, utc_now
 from ._connection import DatabaseOpenError
 from ._paging import cut_page, workflow_bytes
 from ._postgres_cluster import PostgresCluster, queue_cte, unleased
-from ._postgres_group import GroupWriter
+from ._postgres_group import GroupWriter, Merge
 from ._postgres_visibility import VISIBILITY_MIGRATION, PostgresVisibility, has_nul, refuse_nul
 from ._queue_store import EVENT, WORKFLOW
 from ._rows import (
@@ -407,6 +407,18 @@ CREATE_UNNAMED = (
 )
 """As ``CREATE_NAMED``, the name (parameter 2 is empty) taken from the definition's sequence."""
 
+CREATE_MANY = (
+    f"WITH {_CLOCK}, w AS (INSERT INTO workflows ({WORKFLOW_COLUMNS}) {_unnest(WorkflowRow, 1)} "
+    f"RETURNING id, name, status, next_execution), p AS ({_INSERT_POINTERS}), {_QUEUE_WORKFLOW} "
+    "SELECT w.id, EXISTS (SELECT 1 FROM q WHERE q.item_id = w.id), (SELECT count(*) FROM n) FROM w"
+)
+"""``CREATE_NAMED`` of several named workflows in one statement (a group commit's run of creates);
+parameters: one array per workflow column, then one per pointer column (every workflow's pointers).
+(id, whether queued) of each workflow, in no particular order."""
+
+_MERGE_POINTERS = 64
+"""A create is run together with others (``CREATE_MANY``) when it has at most this many pointers."""
+
 _EXPECTED = _M + _P + len(SubscriptionRow._fields) + 2
 _POINTER_VALUES = PointerRow._fields[2:]
 """The columns of a pointer past its key (workflow_id, position)."""
@@ -707,6 +719,19 @@ def _item_error(error: BaseException) -> Exception | None:
     if isinstance(error, asyncpg.PostgresError) and _unavailable(error) is None:
         return _rolled_back(error) or _denied(error) or own
     return None
+
+
+async def _create_many(conn: asyncpg.Connection, parts: list[tuple[WorkflowRow, Sequence[PointerRow]]]) -> list[Any]:
+    """``create_workflow``'s job for several named workflows at once (``CREATE_MANY``): the (name,
+    items queued) of each. Any error (a taken id or name among them) fails them all: the group
+    commit then runs each by its own job, which tells whose it was."""
+    rows = [row for row, _ in parts]
+    pointers = [pointer for _, some in parts for pointer in some]
+    found = {
+        record[0]: record[1]
+        for record in await conn.fetch(CREATE_MANY, *_arrays(rows, WorkflowRow), *_arrays(pointers, PointerRow))
+    }
+    return [(row.name, int(found[row.id])) for row in rows]
 
 
 def _constraint(error: asyncpg.UniqueViolationError) -> str:
@@ -1012,12 +1037,15 @@ class PostgresStore(PostgresVisibility, Store):
 
     # -- workflows -----------------------------------------------------------------------------
 
-    async def _write(self, job: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """Run a one-write ``job`` in the group commit (or alone on a connection when it is off)."""
+    async def _write(
+        self, job: Callable[[asyncpg.Connection], Awaitable[T]], merge: Merge | None = None, part: Any = None
+    ) -> T:
+        """Run a one-write ``job`` in the group commit (or alone on a connection when it is off),
+        maybe together with writes next to it submitted with the same ``merge`` (``GroupWriter``)."""
         if self.group_commit:
             if self._closed:
                 raise StorageUnavailable("the store is closed")
-            return await self.writes.submit(job)
+            return await self.writes.submit(job, merge, part)
         return await self._run(job)
 
     async def create_workflow(self, row: WorkflowRow, pointers: Sequence[PointerRow]) -> tuple[str, str]:
@@ -1029,6 +1057,7 @@ class PostgresStore(PostgresVisibility, Store):
 
         arrays = await _off_loop(len(pointers), prepare)
         row = row._replace(revision=1)
+        mergeable = bool(row.name) and len(pointers) <= _MERGE_POINTERS
 
         async def job(conn: asyncpg.Connection) -> tuple[str, int] | None:
             try:
@@ -1042,7 +1071,7 @@ class PostgresStore(PostgresVisibility, Store):
                     raise WorkflowNameTaken(f"another workflow is named {row.name!r}", name=row.name) from None
                 return None
 
-        created = await self._write(job)
+        created = await self._write(job, _create_many, (row, pointers)) if mergeable else await self._write(job)
         if created is None:
             # The generated name is taken (a workflow was named like that explicitly): take numbers
             # from the sequence, skipping taken names, in a transaction of its own.
