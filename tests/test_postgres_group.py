@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import asyncpg
 
@@ -137,5 +138,51 @@ async def test_concurrent_named_creates_run_as_one_statement_and_store_what_each
         finally:
             await conn.close()
         assert queued == {w.id for w in instances if w.next_execution == 0}
+    finally:
+        await provider.close()
+
+
+async def test_concurrent_events_run_as_one_statement_one_taken_id_fails_alone_due_ones_queued(
+    fresh_pg_url: str,
+) -> None:
+    provider = await open_provider(fresh_pg_url)
+    assert isinstance(provider, PostgresPersistenceProvider)
+    try:
+        writes = provider.store.writes
+        first = Event.new("first", "k", {})
+        await provider.create_event(first)
+        merged = writes.merged
+
+        events = []
+        for i in range(40):
+            e = Event.new("many", f"k{i}", {"i": i, "big": -(2**70)})
+            if i % 3 == 1:
+                e.event_time += timedelta(hours=1)  # not due yet
+            elif i % 3 == 2:
+                e.is_processed = True
+            events.append(e)
+        results = await _outcomes([lambda e=e: provider.create_event(e) for e in events])  # type: ignore[misc]
+        assert results == [e.id for e in events]
+        assert writes.merged - merged >= 2, "no events were run together"
+
+        # A taken id among events run together: the statement fails, each is run again alone.
+        again = Event.new("again", "k", {})
+        again.id = first.id
+        more = [Event.new("more", f"k{i}", {"i": i}) for i in range(20)]
+        calls: list[Callable[[], Awaitable[object]]] = [lambda e=e: provider.create_event(e) for e in more]  # type: ignore[misc]
+        calls.insert(10, lambda: provider.create_event(again))
+        results = await _outcomes(calls)
+        assert isinstance(results.pop(10), EventAlreadyExists)
+        assert results == [e.id for e in more]
+        events += more
+        for e in events:
+            assert await provider.get_event(e.id) == e
+        conn = await asyncpg.connect(fresh_pg_url)
+        try:
+            queued = {r[0] for r in await conn.fetch("SELECT item_id FROM work_queue WHERE queue = 'EVENT'")}
+        finally:
+            await conn.close()
+        due = {e.id for i, e in enumerate(events[:40]) if i % 3 == 0} | {e.id for e in more}
+        assert {e.id for e in events} & queued == due
     finally:
         await provider.close()

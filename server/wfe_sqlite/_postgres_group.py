@@ -6,8 +6,9 @@ collects; an idle writer starts a batch at once (no timer). Every caller is answ
 COMMIT returned: nothing is acknowledged before it is durable.
 
 Items of one kind that come one after another in a batch may be run together, in one statement, by
-the ``Merge`` they were submitted with (creates of workflows: a batch of 30 took half the time and
-half of PostgreSQL's CPU per create, as one INSERT of 30 rows instead of 30 statements).
+the ``Merge`` they were submitted with (creates of workflows and of events: a batch of 30 creates
+took half the time and half of PostgreSQL's CPU per create, as one INSERT of 30 rows instead of 30
+statements).
 
 Isolation of items: a batch first runs its items without savepoints (one round trip per item, or per
 run of merged items). When

@@ -488,6 +488,13 @@ CREATE_EVENT = (
     f"RETURNING id, is_processed, event_time), {_QUEUE_EVENT} SELECT count(*) FROM n"
 )
 """Insert an event and queue it when it is due and unprocessed; items queued."""
+CREATE_EVENTS = (
+    f"WITH {_CLOCK}, e AS (INSERT INTO events ({EVENT_COLUMNS}) {_unnest(EventRow, 1)} "
+    f"RETURNING id, is_processed, event_time), {_QUEUE_EVENT} "
+    "SELECT e.id, EXISTS (SELECT 1 FROM q WHERE q.item_id = e.id), (SELECT count(*) FROM n) FROM e"
+)
+"""``CREATE_EVENT`` of several events in one statement (a group commit's run of them); parameters:
+one array per event column. (id, whether queued) of each, in no particular order."""
 SET_EVENT_PROCESSED = (
     f"WITH {_CLOCK}, e AS (UPDATE events SET is_processed = $2 WHERE id = $1 RETURNING id, is_processed, "
     f"event_time), {_QUEUE_EVENT} SELECT (SELECT event_time FROM e), (SELECT count(*) FROM n)"
@@ -732,6 +739,13 @@ async def _create_many(conn: asyncpg.Connection, parts: list[tuple[WorkflowRow, 
         for record in await conn.fetch(CREATE_MANY, *_arrays(rows, WorkflowRow), *_arrays(pointers, PointerRow))
     }
     return [(row.name, int(found[row.id])) for row in rows]
+
+
+async def _create_events(conn: asyncpg.Connection, rows: list[EventRow]) -> list[int]:
+    """``create_event``'s job for several events at once (``CREATE_EVENTS``): the items queued for
+    each. Any error (a taken id) fails them all, as in ``_create_many``."""
+    found = {record[0]: record[1] for record in await conn.fetch(CREATE_EVENTS, *_arrays(rows, EventRow))}
+    return [int(found[row.id]) for row in rows]
 
 
 def _constraint(error: asyncpg.UniqueViolationError) -> str:
@@ -1267,7 +1281,7 @@ class PostgresStore(PostgresVisibility, Store):
             except asyncpg.UniqueViolationError:
                 raise EventAlreadyExists(f"event {row.id!r} already exists", id=row.id) from None
 
-        queued = await self._write(job)
+        queued = await self._write(job, _create_events, row)
         self._event_stored(row.event_time, bool(row.is_processed), queued)
 
     async def event(self, id: str) -> EventRow:
