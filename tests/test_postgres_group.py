@@ -124,10 +124,12 @@ async def test_concurrent_named_creates_run_as_one_statement_and_store_what_each
                 p.step_name = f"step-{i}-{p.step_id}"
             w.next_execution = 0 if i % 2 else None  # the odd ones are due now: queued for the cluster
             instances.append(w)
+        instances[20].data = {"big": "x" * 70_000}  # over _MERGE_BYTES: written by its own statement
         results = await _outcomes([lambda w=w: provider.create_new_workflow(w) for w in instances])  # type: ignore[misc]
 
         assert results == [w.id for w in instances]
         assert writes.merged - merged >= 2, "no creates were run together"
+        assert writes.merged - merged <= len(instances) - 1, "the big one was run together with others"
         for w in instances:
             stored = await provider.get_workflow_instance(w.id)
             assert stored.revision == 1 and w.revision == 1

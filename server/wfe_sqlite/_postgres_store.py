@@ -417,7 +417,10 @@ parameters: one array per workflow column, then one per pointer column (every wo
 (id, whether queued) of each workflow, in no particular order."""
 
 _MERGE_POINTERS = 64
-"""A create is run together with others (``CREATE_MANY``) when it has at most this many pointers."""
+"""A create is run together with others (``CREATE_MANY``) when it has at most this many pointers ..."""
+_MERGE_BYTES = 64 * 1024
+"""... and a workflow (``workflow_bytes``) or an event's data (``CREATE_EVENTS``) of at most about
+this many bytes: a merged statement of a whole batch (``MAX_BATCH``) stays a few MiB at most."""
 
 _EXPECTED = _M + _P + len(SubscriptionRow._fields) + 2
 _POINTER_VALUES = PointerRow._fields[2:]
@@ -1071,7 +1074,9 @@ class PostgresStore(PostgresVisibility, Store):
 
         arrays = await _off_loop(len(pointers), prepare)
         row = row._replace(revision=1)
-        mergeable = bool(row.name) and len(pointers) <= _MERGE_POINTERS
+        mergeable = (
+            bool(row.name) and len(pointers) <= _MERGE_POINTERS and workflow_bytes(row, pointers) <= _MERGE_BYTES
+        )
 
         async def job(conn: asyncpg.Connection) -> tuple[str, int] | None:
             try:
@@ -1281,7 +1286,10 @@ class PostgresStore(PostgresVisibility, Store):
             except asyncpg.UniqueViolationError:
                 raise EventAlreadyExists(f"event {row.id!r} already exists", id=row.id) from None
 
-        queued = await self._write(job, _create_events, row)
+        if len(row.event_data) <= _MERGE_BYTES:
+            queued = await self._write(job, _create_events, row)
+        else:
+            queued = await self._write(job)
         self._event_stored(row.event_time, bool(row.is_processed), queued)
 
     async def event(self, id: str) -> EventRow:
