@@ -188,3 +188,55 @@ async def test_concurrent_events_run_as_one_statement_one_taken_id_fails_alone_d
         assert {e.id for e in events} & queued == due
     finally:
         await provider.close()
+
+
+async def test_concurrent_persists_run_as_one_statement_and_store_what_each_sent(fresh_pg_url: str) -> None:
+    provider = await open_provider(fresh_pg_url)
+    assert isinstance(provider, PostgresPersistenceProvider)
+    try:
+        writes = provider.store.writes
+        instances = []
+        for i in range(40):
+            w = _workflow(f"persist-{i}")
+            w.execution_pointers = [ExecutionPointer.new(step) for step in range(3)]
+            await provider.create_new_workflow(w)
+            instances.append(w)
+        merged = writes.merged
+
+        for i, w in enumerate(instances):
+            w.data = {"i": i, "big": 2**70}
+            w.description = f"changed {i}"
+            if i % 4 == 1:  # fewer pointers: the last one goes
+                del w.execution_pointers[-1]
+            elif i % 4 == 2:  # more pointers
+                w.execution_pointers.append(ExecutionPointer.new(9))
+            elif i % 4 == 3:  # one pointer changed in place
+                w.execution_pointers[1].step_name = f"renamed-{i}"
+                w.execution_pointers[1].retry_count = 2
+            if i % 2:
+                w.next_execution = 0  # due now: queued for the cluster
+        results = await _outcomes([lambda w=w: provider.persist_workflow(w) for w in instances])  # type: ignore[misc]
+
+        assert results == [None] * len(instances)
+        assert writes.merged - merged >= 2, "no persists were run together"
+        for w in instances:
+            assert w.revision == 2
+            assert await provider.get_workflow_instance(w.id) == w
+        conn = await asyncpg.connect(fresh_pg_url)
+        try:
+            queued = {r[0] for r in await conn.fetch("SELECT item_id FROM work_queue WHERE queue = 'WORKFLOW'")}
+        finally:
+            await conn.close()
+        assert queued == {w.id for w in instances if w.next_execution == 0}
+
+        # The same workflow twice among others run together (the second time forced: no expected
+        # revision): each is run by its own job, in order.
+        twice = instances[5]
+        calls: list[Callable[[], Awaitable[object]]] = [lambda w=w: provider.persist_workflow(w) for w in instances]  # type: ignore[misc]
+        calls.insert(10, lambda: provider.persist_workflow(twice, force=True))
+        results = await _outcomes(calls)
+        assert results == [None] * len(calls)
+        assert (await provider.get_workflow_instance(twice.id)).revision == 4
+        assert {(await provider.get_workflow_instance(w.id)).revision for w in instances if w is not twice} == {3}
+    finally:
+        await provider.close()

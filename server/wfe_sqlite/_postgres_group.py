@@ -6,9 +6,10 @@ collects; an idle writer starts a batch at once (no timer). Every caller is answ
 COMMIT returned: nothing is acknowledged before it is durable.
 
 Items of one kind that come one after another in a batch may be run together, in one statement, by
-the ``Merge`` they were submitted with (creates of workflows and of events: a batch of 30 creates
-took half the time and half of PostgreSQL's CPU per create, as one INSERT of 30 rows instead of 30
-statements).
+the ``Merge`` they were submitted with (creates of workflows and of events, persists: a batch of 30
+creates took half the time and half of PostgreSQL's CPU per create, as one INSERT of 30 rows instead
+of 30 statements). A merge may refuse (``MergeRefused``): then, as for an item's own error, the batch
+runs again item by item.
 
 Isolation of items: a batch first runs its items without savepoints (one round trip per item, or per
 run of merged items). When
@@ -44,6 +45,12 @@ their order, each what the item's own job would have returned."""
 ItemError = Callable[[BaseException], "Exception | None"]
 """The error to give the caller when ``error`` belongs to one item's request; None when it is the
 connection's (the whole batch fails)."""
+
+
+class MergeRefused(Exception):
+    """Raised by a ``Merge`` whose items must be run each by its own job (one of them would not be
+    written as its job would write it): the batch is rolled back and run item by item."""
+
 
 MAX_BATCH = 256
 """Items per transaction at most."""
@@ -180,7 +187,7 @@ class GroupWriter:
                     else:
                         outcomes.append((True, await item.job(conn)))
                 except Exception as error:
-                    mine = self._item_error(error)
+                    mine = error if isinstance(error, MergeRefused) else self._item_error(error)
                     if mine is None:
                         raise
                     if not savepoints:

@@ -52,7 +52,7 @@ from wfe_client.timeutil import to_micros, utc_now
 from ._connection import DatabaseOpenError
 from ._paging import cut_page, workflow_bytes
 from ._postgres_cluster import PostgresCluster, queue_cte, unleased
-from ._postgres_group import GroupWriter, Merge
+from ._postgres_group import GroupWriter, Merge, MergeRefused
 from ._postgres_visibility import VISIBILITY_MIGRATION, PostgresVisibility, has_nul, refuse_nul
 from ._queue_store import EVENT, WORKFLOW
 from ._rows import (
@@ -471,6 +471,41 @@ updated in place (u: the index entry stays), a position not stored is inserted (
 the workflow's new count on are deleted (d). The pointers sent may be all of them (compared here) or
 only those known to differ (``PostgresStore._persist_compared``)."""
 
+PERSIST_MANY = (
+    f"WITH {_CLOCK}, v AS MATERIALIZED (SELECT * FROM unnest($1::text[], "
+    + ", ".join(f"${i + 2}::{_type(name)}[]" for i, name in enumerate(_MUTABLE))
+    + f", ${_M + 2}::bigint[], ${_M + 3}::bigint[]) AS v (id, {', '.join(_MUTABLE)}, expected, pointer_count)), "
+    "w AS (UPDATE workflows SET "
+    + ", ".join(f"{name} = v.{name}" for name in _MUTABLE)
+    + ", revision = workflows.revision + 1 FROM v WHERE workflows.id = v.id "
+    "AND (v.expected = 0 OR workflows.revision = v.expected) "
+    "AND workflows.revision = (SELECT seen.revision FROM workflows seen WHERE seen.id = v.id) "
+    "RETURNING workflows.id, workflows.revision, workflows.status, workflows.next_execution), "
+    "sent AS MATERIALIZED ("
+    + ", ".join(f"${_M + 4 + i}::{_type(name)}[]" for i, name in enumerate(PointerRow._fields)).join(
+        ("SELECT * FROM unnest(", f") AS p ({POINTER_COLUMNS})")
+    )
+    + "), u AS (UPDATE execution_pointers e SET "
+    + ", ".join(f"{name} = sent.{name}" for name in _POINTER_VALUES)
+    + " FROM sent WHERE e.workflow_id = sent.workflow_id AND e.position = sent.position AND ("
+    + ", ".join(f"e.{name}" for name in _POINTER_VALUES)
+    + ") IS DISTINCT FROM ("
+    + ", ".join(f"sent.{name}" for name in _POINTER_VALUES)
+    + ") AND sent.workflow_id IN (SELECT id FROM w)), "
+    f"p AS (INSERT INTO execution_pointers ({POINTER_COLUMNS}) SELECT * FROM sent WHERE NOT EXISTS "
+    "(SELECT 1 FROM execution_pointers e WHERE e.workflow_id = sent.workflow_id AND e.position = sent.position) "
+    "AND sent.workflow_id IN (SELECT id FROM w)), "
+    "d AS (DELETE FROM execution_pointers e USING v WHERE e.workflow_id = v.id AND e.position >= v.pointer_count "
+    f"AND v.id IN (SELECT id FROM w)), {_QUEUE_WORKFLOW} "
+    "SELECT w.id, w.revision, EXISTS (SELECT 1 FROM q WHERE q.item_id = w.id), (SELECT count(*) FROM n) FROM w"
+)
+"""``PERSIST`` of several workflows (distinct ids, no subscriptions) in one statement, a group
+commit's run of them; parameters: the ids, one array per mutable column, the expected revisions, the
+pointer counts, then one array per pointer column (every workflow's pointers). (id, new revision,
+whether queued) of each workflow written, in no particular order: one missing (a revision not the
+expected one, no such workflow, a persist that committed in between) means the others must not be
+kept either (``_persist_many``)."""
+
 _STORED = (
     f"SELECT w.revision, {', '.join(f'p.{name}' for name in PointerRow._fields)} FROM workflows w "
     "LEFT JOIN execution_pointers p ON p.workflow_id = w.id WHERE w.id = $1"
@@ -749,6 +784,30 @@ async def _create_events(conn: asyncpg.Connection, rows: list[EventRow]) -> list
     each. Any error (a taken id) fails them all, as in ``_create_many``."""
     found = {record[0]: record[1] for record in await conn.fetch(CREATE_EVENTS, *_arrays(rows, EventRow))}
     return [int(found[row.id]) for row in rows]
+
+
+async def _persist_many(
+    conn: asyncpg.Connection, parts: list[tuple[WorkflowRow, Sequence[PointerRow], int]]
+) -> list[tuple[int, int]]:
+    """``persist_workflow``'s job for several workflows at once (``PERSIST_MANY``): the (new
+    revision, items queued) of each. When one of them was not written, or the same workflow comes
+    twice, ``MergeRefused``: the group commit then runs each by its own job, which tells why."""
+    rows = [row for row, _, _ in parts]
+    ids = [row.id for row in rows]
+    if len(set(ids)) != len(ids):
+        raise MergeRefused("the same workflow twice")
+    written = await conn.fetch(
+        PERSIST_MANY,
+        ids,
+        *([getattr(row, name) for row in rows] for name in _MUTABLE),
+        [expected for _, _, expected in parts],
+        [len(pointers) for _, pointers, _ in parts],
+        *_arrays([pointer for _, pointers, _ in parts for pointer in pointers], PointerRow),
+    )
+    if len(written) != len(parts):
+        raise MergeRefused("a workflow was not written")
+    found = {record[0]: (int(record[1]), int(record[2])) for record in written}
+    return [found[row.id] for row in rows]
 
 
 def _constraint(error: asyncpg.UniqueViolationError) -> str:
@@ -1164,7 +1223,10 @@ class PostgresStore(PostgresVisibility, Store):
                     )
                 # Another persist committed while this one ran (``PERSIST``): nothing was written.
 
-        revision, queued = await self._write(job)
+        if not compare and not subscriptions and workflow_bytes(row, pointers) <= _MERGE_BYTES:
+            revision, queued = await self._write(job, _persist_many, (row, pointers, expected_revision))
+        else:
+            revision, queued = await self._write(job)
         self._stored(row, queued)
         return revision
 
