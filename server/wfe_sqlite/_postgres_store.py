@@ -425,27 +425,38 @@ this many bytes: a merged statement of a whole batch (``MAX_BATCH``) stays a few
 _EXPECTED = _M + _P + len(SubscriptionRow._fields) + 2
 _POINTER_VALUES = PointerRow._fields[2:]
 """The columns of a pointer past its key (workflow_id, position)."""
-_SENT = (
-    "sent AS MATERIALIZED ("
-    + ", ".join(f"${_M + 2 + i}::{_type(name)}[]" for i, name in enumerate(PointerRow._fields)).join(
-        ("SELECT * FROM unnest(", f") AS p ({POINTER_COLUMNS})")
+
+
+def _sent(first: int) -> str:
+    """The CTE ``sent``: the pointers sent (one array parameter per column from ``$first``), as rows
+    (read by two statements: unnested once)."""
+    arrays = ", ".join(f"${first + i}::{_type(name)}[]" for i, name in enumerate(PointerRow._fields))
+    return f"sent AS MATERIALIZED (SELECT * FROM unnest({arrays}) AS p ({POINTER_COLUMNS}))"
+
+
+def _update_changed_pointers(same_workflow: str, written: str) -> str:
+    """The CTE ``u``: each stored pointer ``e`` at the position of one in ``sent`` whose values differ,
+    updated in place; ``same_workflow`` ties ``e`` to its workflow, ``written`` that the workflow was
+    written (``w``)."""
+    return (
+        "u AS (UPDATE execution_pointers e SET "
+        + ", ".join(f"{name} = sent.{name}" for name in _POINTER_VALUES)
+        + f" FROM sent WHERE {same_workflow} AND e.position = sent.position AND ("
+        + ", ".join(f"e.{name}" for name in _POINTER_VALUES)
+        + ") IS DISTINCT FROM ("
+        + ", ".join(f"sent.{name}" for name in _POINTER_VALUES)
+        + f") AND {written})"
     )
-    + ")"
-)
-"""The pointers sent, as rows (read by two statements: unnested once)."""
+
+
+_SENT = _sent(_M + 2)
 PERSIST = (
     f"WITH {_CLOCK}, w AS (UPDATE workflows SET "
     + ", ".join(f"{name} = ${i + 2}::{_type(name)}" for i, name in enumerate(_MUTABLE))
     + f", revision = revision + 1 WHERE id = $1 AND (${_EXPECTED}::bigint = 0 OR revision = ${_EXPECTED}) "
     "AND revision = (SELECT seen.revision FROM workflows seen WHERE seen.id = $1) "
     f"RETURNING id, revision, status, next_execution), {_SENT}, "
-    "u AS (UPDATE execution_pointers e SET "
-    + ", ".join(f"{name} = sent.{name}" for name in _POINTER_VALUES)
-    + " FROM sent WHERE e.workflow_id = $1 AND e.position = sent.position AND ("
-    + ", ".join(f"e.{name}" for name in _POINTER_VALUES)
-    + ") IS DISTINCT FROM ("
-    + ", ".join(f"sent.{name}" for name in _POINTER_VALUES)
-    + ") AND EXISTS (SELECT 1 FROM w)), "
+    f"{_update_changed_pointers('e.workflow_id = $1', 'EXISTS (SELECT 1 FROM w)')}, "
     f"p AS (INSERT INTO execution_pointers ({POINTER_COLUMNS}) SELECT * FROM sent "
     "WHERE NOT EXISTS (SELECT 1 FROM execution_pointers e WHERE e.workflow_id = $1 AND e.position = sent.position) "
     "AND EXISTS (SELECT 1 FROM w)), "
@@ -480,18 +491,8 @@ PERSIST_MANY = (
     + ", revision = workflows.revision + 1 FROM v WHERE workflows.id = v.id "
     "AND (v.expected = 0 OR workflows.revision = v.expected) "
     "AND workflows.revision = (SELECT seen.revision FROM workflows seen WHERE seen.id = v.id) "
-    "RETURNING workflows.id, workflows.revision, workflows.status, workflows.next_execution), "
-    "sent AS MATERIALIZED ("
-    + ", ".join(f"${_M + 4 + i}::{_type(name)}[]" for i, name in enumerate(PointerRow._fields)).join(
-        ("SELECT * FROM unnest(", f") AS p ({POINTER_COLUMNS})")
-    )
-    + "), u AS (UPDATE execution_pointers e SET "
-    + ", ".join(f"{name} = sent.{name}" for name in _POINTER_VALUES)
-    + " FROM sent WHERE e.workflow_id = sent.workflow_id AND e.position = sent.position AND ("
-    + ", ".join(f"e.{name}" for name in _POINTER_VALUES)
-    + ") IS DISTINCT FROM ("
-    + ", ".join(f"sent.{name}" for name in _POINTER_VALUES)
-    + ") AND sent.workflow_id IN (SELECT id FROM w)), "
+    f"RETURNING workflows.id, workflows.revision, workflows.status, workflows.next_execution), {_sent(_M + 4)}, "
+    f"{_update_changed_pointers('e.workflow_id = sent.workflow_id', 'sent.workflow_id IN (SELECT id FROM w)')}, "
     f"p AS (INSERT INTO execution_pointers ({POINTER_COLUMNS}) SELECT * FROM sent WHERE NOT EXISTS "
     "(SELECT 1 FROM execution_pointers e WHERE e.workflow_id = sent.workflow_id AND e.position = sent.position) "
     "AND sent.workflow_id IN (SELECT id FROM w)), "
