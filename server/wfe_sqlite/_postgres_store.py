@@ -1128,19 +1128,25 @@ class PostgresStore(PostgresVisibility, Store):
     async def create_workflow(self, row: WorkflowRow, pointers: Sequence[PointerRow]) -> tuple[str, str]:
         optional_id(row.reference, "workflow.reference")  # indexed here, so a key (README); not on SQLite
 
-        def prepare() -> list[list[Any]]:
-            _refuse_nul_in_workflow(row, pointers)
-            return _arrays(pointers, PointerRow)
-
-        arrays = await _off_loop(len(pointers), prepare)
-        row = row._replace(revision=1)
         mergeable = (
             bool(row.name) and len(pointers) <= _MERGE_POINTERS and workflow_bytes(row, pointers) <= _MERGE_BYTES
         )
 
+        def prepare() -> list[list[Any]] | None:
+            _refuse_nul_in_workflow(row, pointers)
+            # A create that may run with others (``_create_many``) builds its own arrays only when
+            # it runs alone after all.
+            return None if mergeable else _arrays(pointers, PointerRow)
+
+        prepared = await _off_loop(len(pointers), prepare)
+        row = row._replace(revision=1)
+
+        def arrays() -> list[list[Any]]:
+            return _arrays(pointers, PointerRow) if prepared is None else prepared
+
         async def job(conn: asyncpg.Connection) -> tuple[str, int] | None:
             try:
-                created = await conn.fetchrow(CREATE_NAMED if row.name else CREATE_UNNAMED, *row, *arrays)
+                created = await conn.fetchrow(CREATE_NAMED if row.name else CREATE_UNNAMED, *row, *arrays())
                 return str(created[0]), int(created[1])
             except asyncpg.UniqueViolationError as error:
                 constraint = _constraint(error)
@@ -1150,11 +1156,11 @@ class PostgresStore(PostgresVisibility, Store):
                     raise WorkflowNameTaken(f"another workflow is named {row.name!r}", name=row.name) from None
                 return None
 
-        created = await self._write(job, _create_many, (row, pointers)) if mergeable else await self._write(job)
+        created = await self._write(job, _create_many if mergeable else None, (row, pointers))
         if created is None:
             # The generated name is taken (a workflow was named like that explicitly): take numbers
             # from the sequence, skipping taken names, in a transaction of its own.
-            name, queued = await self._run(lambda conn: self._create_renamed(conn, row, arrays))
+            name, queued = await self._run(lambda conn: self._create_renamed(conn, row, arrays()))
         else:
             name, queued = created
         self._stored(row, queued)
@@ -1185,12 +1191,15 @@ class PostgresStore(PostgresVisibility, Store):
         optional_id(row.reference, "workflow.reference")  # indexed here, so a key (README); not on SQLite
 
         compare = len(pointers) > _COMPARE_POINTERS
+        mergeable = not compare and not subscriptions and workflow_bytes(row, pointers) <= _MERGE_BYTES
 
         def prepare() -> list[Any]:
             _refuse_nul_in_workflow(row, pointers)
             for i, subscription in enumerate(subscriptions):
                 _refuse_nul(f"subscriptions[{i}]", subscription)
-            return [] if compare else persist_parameters(row, pointers, subscriptions, expected_revision)
+            # None needed when comparing; one that may run with others (``_persist_many``) builds its
+            # own only when it runs alone after all.
+            return [] if compare or mergeable else persist_parameters(row, pointers, subscriptions, expected_revision)
 
         arguments = await _off_loop(len(pointers) + len(subscriptions), prepare)
 
@@ -1202,7 +1211,9 @@ class PostgresStore(PostgresVisibility, Store):
                             conn, row, pointers, subscriptions, expected_revision
                         )
                     else:
-                        revision, queued = await conn.fetchrow(PERSIST, *arguments)
+                        revision, queued = await conn.fetchrow(
+                            PERSIST, *(arguments or persist_parameters(row, pointers, subscriptions, expected_revision))
+                        )
                 except asyncpg.UniqueViolationError as error:
                     if _constraint(error) == "event_subscriptions_pkey":
                         detail = str(getattr(error, "detail", "") or "")
@@ -1224,10 +1235,9 @@ class PostgresStore(PostgresVisibility, Store):
                     )
                 # Another persist committed while this one ran (``PERSIST``): nothing was written.
 
-        if not compare and not subscriptions and workflow_bytes(row, pointers) <= _MERGE_BYTES:
-            revision, queued = await self._write(job, _persist_many, (row, pointers, expected_revision))
-        else:
-            revision, queued = await self._write(job)
+        revision, queued = await self._write(
+            job, _persist_many if mergeable else None, (row, pointers, expected_revision)
+        )
         self._stored(row, queued)
         return revision
 
@@ -1349,10 +1359,7 @@ class PostgresStore(PostgresVisibility, Store):
             except asyncpg.UniqueViolationError:
                 raise EventAlreadyExists(f"event {row.id!r} already exists", id=row.id) from None
 
-        if len(row.event_data) <= _MERGE_BYTES:
-            queued = await self._write(job, _create_events, row)
-        else:
-            queued = await self._write(job)
+        queued = await self._write(job, _create_events if len(row.event_data) <= _MERGE_BYTES else None, row)
         self._event_stored(row.event_time, bool(row.is_processed), queued)
 
     async def event(self, id: str) -> EventRow:
