@@ -150,6 +150,80 @@ async def test_concurrent_named_creates_run_as_one_statement_and_store_what_each
     assert queued == {w.id for w in instances if w.next_execution == 0}
 
 
+@pytest.mark.parametrize("last", [True, False])
+async def test_a_generated_name_taken_in_a_batch_loses_no_other_write(
+    provider: PostgresPersistenceProvider, fresh_pg_url: str, last: bool
+) -> None:
+    """An unnamed create whose generated name is taken (a workflow was named so explicitly) answers
+    by taking the next number. In a batch its failed insert used to be swallowed inside the batch's
+    transaction: as the batch's last write, the COMMIT of the aborted transaction rolled every
+    other write of the batch back after they were acknowledged; elsewhere in the batch, its
+    savepoint's release failed and the batch's answers went wrong."""
+    await provider.create_new_workflow(_workflow("clash-1"))
+    await provider.create_new_workflow(_workflow("first"))  # the writer is idle: a batch of its own
+    unnamed = _workflow()
+    unnamed.workflow_definition_id = "clash"
+    others = [_workflow(f"other-{i}") for i in range(10)]
+    instances = [*others, unnamed] if last else [*others[:5], unnamed, *others[5:]]
+    results = await _outcomes([lambda w=w: provider.create_new_workflow(w) for w in instances])  # type: ignore[misc]
+
+    assert results == [w.id for w in instances]
+    assert unnamed.name == "clash-2"
+    conn = await asyncpg.connect(fresh_pg_url)
+    try:
+        stored = {r[0]: r[1] for r in await conn.fetch("SELECT id, name FROM workflows")}
+    finally:
+        await conn.close()
+    assert {w.id: w.name for w in instances}.items() <= stored.items(), "an acknowledged create is not stored"
+
+
+async def test_concurrent_unnamed_creates_run_as_one_statement_and_number_their_names_in_order(
+    provider: PostgresPersistenceProvider,
+) -> None:
+    writes = provider.store.writes
+    assert await provider.next_definition_sequence("seq-b") == 1  # "seq-b" has a sequence already, "seq-a" none
+    await provider.create_new_workflow(_workflow("first"))  # the writer is idle: a batch of its own
+    merged = writes.merged
+
+    instances = []
+    for i in range(45):
+        w = _workflow(f"named-{i}" if i % 3 == 0 else "")  # named ones among them
+        w.workflow_definition_id = "seq-a" if i % 3 == 1 else "seq-b"
+        instances.append(w)
+    sent = [(w.id, w.workflow_definition_id, w.name) for w in instances]
+    results = await _outcomes([lambda w=w: provider.create_new_workflow(w) for w in instances])  # type: ignore[misc]
+
+    assert results == [w.id for w in instances]
+    assert writes.merged - merged >= 2, "no unnamed creates were run together"
+    for (wid, definition, name), w in zip(sent, instances, strict=True):
+        assert w.name == (name or w.name) and w.workflow_definition_id == definition
+        assert await provider.get_workflow_instance(wid) == w
+    for definition, first in (("seq-a", 1), ("seq-b", 2)):
+        unnamed = [
+            w
+            for w, (_, _, name) in zip(instances, sent, strict=True)
+            if not name and w.workflow_definition_id == definition
+        ]
+        # Each takes the next number of its definition, in the order the calls were made (they are
+        # queued in that order and a merged statement numbers them in it); none drawn twice or lost.
+        assert [w.name for w in unnamed] == [f"{definition}-{n}" for n in range(first, first + 15)]
+        assert await provider.next_definition_sequence(definition) == first + 15
+
+    # A generated name taken by a workflow named so explicitly: the merged statement fails, each
+    # create runs again alone, and the one that drew the taken number takes the next free one.
+    await provider.create_new_workflow(_workflow("seq-a-17"))
+    more = [_workflow() for _ in range(10)]
+    for w in more:
+        w.workflow_definition_id = "seq-a"
+    results = await _outcomes([lambda w=w: provider.create_new_workflow(w) for w in more])  # type: ignore[misc]
+    assert results == [w.id for w in more]
+    names = [w.name for w in more]
+    assert len(set(names)) == 10 and "seq-a-17" not in names, names
+    assert all(name.startswith("seq-a-") and int(name.removeprefix("seq-a-")) > 16 for name in names), names
+    for w in more:
+        assert await provider.get_workflow_instance(w.id) == w
+
+
 async def test_concurrent_events_run_as_one_statement_one_taken_id_fails_alone_due_ones_queued(
     provider: PostgresPersistenceProvider, fresh_pg_url: str
 ) -> None:
@@ -230,3 +304,24 @@ async def test_concurrent_persists_run_as_one_statement_and_store_what_each_sent
     assert results == [None] * len(calls)
     assert (await provider.get_workflow_instance(twice.id)).revision == 4
     assert {(await provider.get_workflow_instance(w.id)).revision for w in instances if w is not twice} == {3}
+
+
+async def test_a_fault_in_the_group_writer_fails_its_callers_instead_of_leaving_them_waiting(
+    provider: PostgresPersistenceProvider,
+) -> None:
+    """A batch whose answers do not match its items (here a faulty merge, one result for five) used
+    to end the writer's task with the callers' futures never answered: they waited forever."""
+    writes = provider.store.writes
+
+    async def job(conn: asyncpg.Connection) -> int:
+        return int(await conn.fetchval("SELECT 1"))
+
+    async def faulty(conn: asyncpg.Connection, parts: list[object]) -> list[int]:
+        return [1]
+
+    calls = [lambda: writes.submit(job, faulty, None) for _ in range(5)]
+    results = await asyncio.wait_for(_outcomes(calls), timeout=10)  # type: ignore[arg-type]
+    # The answers settled before the fault stand; every other caller gets the fault.
+    assert isinstance(results[-1], ValueError), results
+    assert all(r == 1 or isinstance(r, ValueError) for r in results), results
+    assert await writes.submit(job) == 1, "the writer goes on after it"

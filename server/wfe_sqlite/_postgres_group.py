@@ -22,7 +22,9 @@ fails the whole batch (``StorageUnavailable`` from the connection context).
 
 Jobs hold no SQL of their own here: they are the storage module's callables on a connection, and
 must leave no state behind them but the database's (a batch may run a job twice, the first run
-rolled back).
+rolled back). A job that answers a failed statement instead of raising must run that statement
+under a savepoint of its own (``conn.transaction()``): otherwise the batch's transaction is left
+aborted, and PostgreSQL answers its COMMIT by rolling back every item that was acknowledged.
 """
 
 from __future__ import annotations
@@ -118,7 +120,11 @@ class GroupWriter:
                 del self._pending[: self._max_batch]
                 batch = [item for item in batch if not item.future.done()]  # callers gone before the start
                 if batch:
-                    await self._commit(batch)
+                    try:
+                        await self._commit(batch)
+                    except BaseException as error:  # a fault of this module: answer, do not strand callers
+                        _fail_unanswered(batch, error)
+                        raise
         finally:
             self._draining -= 1
 
@@ -183,7 +189,8 @@ class GroupWriter:
                         merged += end - start
                     elif savepoints:
                         async with conn.transaction():
-                            outcomes.append((True, await item.job(conn)))
+                            result = await item.job(conn)
+                        outcomes.append((True, result))  # only once its savepoint is released
                     else:
                         outcomes.append((True, await item.job(conn)))
                 except Exception as error:
@@ -202,3 +209,13 @@ class GroupWriter:
         await transaction.commit()
         self.merged += merged
         return outcomes
+
+
+def _fail_unanswered(batch: list[_Item[Any]], error: BaseException) -> None:
+    for item in batch:
+        if item.future.done():
+            continue
+        if isinstance(error, Exception):
+            item.future.set_exception(error)
+        else:
+            item.future.cancel()

@@ -407,14 +407,29 @@ CREATE_UNNAMED = (
 )
 """As ``CREATE_NAMED``, the name (parameter 2 is empty) taken from the definition's sequence."""
 
-CREATE_MANY = (
-    f"WITH {_CLOCK}, w AS (INSERT INTO workflows ({WORKFLOW_COLUMNS}) {_unnest(WorkflowRow, 1)} "
-    f"RETURNING id, name, status, next_execution), p AS ({_INSERT_POINTERS}), {_QUEUE_WORKFLOW} "
-    "SELECT w.id, EXISTS (SELECT 1 FROM q WHERE q.item_id = w.id), (SELECT count(*) FROM n) FROM w"
+_INPUT_COLUMNS = ", ".join((*WorkflowRow._fields, "ord"))
+_GENERATED_NAME = (
+    "CASE WHEN i.name <> '' THEN i.name ELSE i.workflow_definition_id || '-' || (seq.value - need.n + row_number() "
+    "OVER (PARTITION BY i.workflow_definition_id, i.name = '' ORDER BY i.ord)) END"
 )
-"""``CREATE_NAMED`` of several named workflows in one statement (a group commit's run of creates);
-parameters: one array per workflow column, then one per pointer column (every workflow's pointers).
-(id, whether queued) of each workflow, in no particular order."""
+CREATE_MANY = (
+    f"WITH {_CLOCK}, i AS ({_unnest(WorkflowRow, 1)} WITH ORDINALITY AS i ({_INPUT_COLUMNS})), "
+    "need AS (SELECT workflow_definition_id AS d, count(*) AS n FROM i WHERE name = '' GROUP BY 1), "
+    "seq AS (INSERT INTO definition_sequences (definition_id, value) SELECT d, n FROM need "
+    "ON CONFLICT (definition_id) DO UPDATE SET value = definition_sequences.value + excluded.value "
+    "RETURNING definition_id, value), "
+    f"w AS (INSERT INTO workflows ({WORKFLOW_COLUMNS}) SELECT "
+    + ", ".join(_GENERATED_NAME if name == "name" else f"i.{name}" for name in WorkflowRow._fields)
+    + " FROM i LEFT JOIN need ON i.name = '' AND need.d = i.workflow_definition_id "
+    "LEFT JOIN seq ON i.name = '' AND seq.definition_id = i.workflow_definition_id "
+    f"RETURNING id, name, status, next_execution), p AS ({_INSERT_POINTERS}), {_QUEUE_WORKFLOW} "
+    "SELECT w.id, w.name, EXISTS (SELECT 1 FROM q WHERE q.item_id = w.id), (SELECT count(*) FROM n) FROM w"
+)
+"""``CREATE_NAMED`` and ``CREATE_UNNAMED`` of several workflows in one statement (a group commit's run
+of creates); parameters: one array per workflow column, then one per pointer column (every workflow's
+pointers). The workflows sent without a name take theirs from their definition's sequence, one
+update of it per definition, numbered in the order sent. (id, name, whether queued) of each
+workflow, in no particular order."""
 
 _MERGE_POINTERS = 64
 """A create is run together with others (``CREATE_MANY``) when it has at most this many pointers ..."""
@@ -768,16 +783,17 @@ def _item_error(error: BaseException) -> Exception | None:
 
 
 async def _create_many(conn: asyncpg.Connection, parts: list[tuple[WorkflowRow, Sequence[PointerRow]]]) -> list[Any]:
-    """``create_workflow``'s job for several named workflows at once (``CREATE_MANY``): the (name,
-    items queued) of each. Any error (a taken id or name among them) fails them all: the group
-    commit then runs each by its own job, which tells whose it was."""
+    """``create_workflow``'s job for several workflows at once (``CREATE_MANY``): the (name, items
+    queued) of each. Any error (a taken id or name among them, a generated name taken by a workflow
+    named so explicitly) fails them all: the group commit then runs each by its own job, which
+    tells whose it was (and the numbers the merged statement drew are rolled back with it)."""
     rows = [row for row, _ in parts]
     pointers = [pointer for _, some in parts for pointer in some]
     found = {
-        record[0]: record[1]
+        record[0]: (str(record[1]), int(record[2]))
         for record in await conn.fetch(CREATE_MANY, *_arrays(rows, WorkflowRow), *_arrays(pointers, PointerRow))
     }
-    return [(row.name, int(found[row.id])) for row in rows]
+    return [found[row.id] for row in rows]
 
 
 async def _create_events(conn: asyncpg.Connection, rows: list[EventRow]) -> list[int]:
@@ -1128,9 +1144,7 @@ class PostgresStore(PostgresVisibility, Store):
     async def create_workflow(self, row: WorkflowRow, pointers: Sequence[PointerRow]) -> tuple[str, str]:
         optional_id(row.reference, "workflow.reference")  # indexed here, so a key (README); not on SQLite
 
-        mergeable = (
-            bool(row.name) and len(pointers) <= _MERGE_POINTERS and workflow_bytes(row, pointers) <= _MERGE_BYTES
-        )
+        mergeable = len(pointers) <= _MERGE_POINTERS and workflow_bytes(row, pointers) <= _MERGE_BYTES
 
         def prepare() -> list[list[Any]] | None:
             _refuse_nul_in_workflow(row, pointers)
@@ -1146,7 +1160,16 @@ class PostgresStore(PostgresVisibility, Store):
 
         async def job(conn: asyncpg.Connection) -> tuple[str, int] | None:
             try:
-                created = await conn.fetchrow(CREATE_NAMED if row.name else CREATE_UNNAMED, *row, *arrays())
+                if row.name:
+                    created = await conn.fetchrow(CREATE_NAMED, *row, *arrays())
+                elif conn.is_in_transaction():
+                    # In a group commit's transaction: a savepoint, so that a generated name found
+                    # taken (answered below, not raised) does not leave the batch's transaction
+                    # aborted, which would make its COMMIT a silent rollback of the whole batch.
+                    async with conn.transaction():
+                        created = await conn.fetchrow(CREATE_UNNAMED, *row, *arrays())
+                else:
+                    created = await conn.fetchrow(CREATE_UNNAMED, *row, *arrays())
                 return str(created[0]), int(created[1])
             except asyncpg.UniqueViolationError as error:
                 constraint = _constraint(error)
