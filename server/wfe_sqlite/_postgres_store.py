@@ -407,13 +407,21 @@ CREATE_UNNAMED = (
 )
 """As ``CREATE_NAMED``, the name (parameter 2 is empty) taken from the definition's sequence."""
 
-_INPUT_COLUMNS = ", ".join((*WorkflowRow._fields, "ord"))
+_CREATED = (
+    f"RETURNING id, name, status, next_execution), p AS ({_INSERT_POINTERS}), {_QUEUE_WORKFLOW} "
+    "SELECT w.id, w.name, EXISTS (SELECT 1 FROM q WHERE q.item_id = w.id), (SELECT count(*) FROM n) FROM w"
+)
+CREATE_MANY = f"WITH {_CLOCK}, w AS (INSERT INTO workflows ({WORKFLOW_COLUMNS}) {_unnest(WorkflowRow, 1)} {_CREATED}"
+"""``CREATE_NAMED`` of several named workflows in one statement (a group commit's run of creates);
+parameters: one array per workflow column, then one per pointer column (every workflow's pointers).
+(id, name, whether queued) of each workflow, in no particular order."""
+
 _GENERATED_NAME = (
     "CASE WHEN i.name <> '' THEN i.name ELSE i.workflow_definition_id || '-' || (seq.value - need.n + row_number() "
     "OVER (PARTITION BY i.workflow_definition_id, i.name = '' ORDER BY i.ord)) END"
 )
-CREATE_MANY = (
-    f"WITH {_CLOCK}, i AS ({_unnest(WorkflowRow, 1)} WITH ORDINALITY AS i ({_INPUT_COLUMNS})), "
+CREATE_MANY_NAMING = (
+    f"WITH {_CLOCK}, i AS ({_unnest(WorkflowRow, 1)} WITH ORDINALITY AS i ({', '.join(WorkflowRow._fields)}, ord)), "
     "need AS (SELECT workflow_definition_id AS d, count(*) AS n FROM i WHERE name = '' GROUP BY 1), "
     "seq AS (INSERT INTO definition_sequences (definition_id, value) SELECT d, n FROM need "
     "ON CONFLICT (definition_id) DO UPDATE SET value = definition_sequences.value + excluded.value "
@@ -421,15 +429,11 @@ CREATE_MANY = (
     f"w AS (INSERT INTO workflows ({WORKFLOW_COLUMNS}) SELECT "
     + ", ".join(_GENERATED_NAME if name == "name" else f"i.{name}" for name in WorkflowRow._fields)
     + " FROM i LEFT JOIN need ON i.name = '' AND need.d = i.workflow_definition_id "
-    "LEFT JOIN seq ON i.name = '' AND seq.definition_id = i.workflow_definition_id "
-    f"RETURNING id, name, status, next_execution), p AS ({_INSERT_POINTERS}), {_QUEUE_WORKFLOW} "
-    "SELECT w.id, w.name, EXISTS (SELECT 1 FROM q WHERE q.item_id = w.id), (SELECT count(*) FROM n) FROM w"
+    f"LEFT JOIN seq ON i.name = '' AND seq.definition_id = i.workflow_definition_id {_CREATED}"
 )
-"""``CREATE_NAMED`` and ``CREATE_UNNAMED`` of several workflows in one statement (a group commit's run
-of creates); parameters: one array per workflow column, then one per pointer column (every workflow's
-pointers). The workflows sent without a name take theirs from their definition's sequence, one
-update of it per definition, numbered in the order sent. (id, name, whether queued) of each
-workflow, in no particular order."""
+"""``CREATE_MANY`` when some of the workflows come without a name (``CREATE_UNNAMED``): each takes
+its name from its definition's sequence, one update of it per definition, numbered in the order
+sent."""
 
 _MERGE_POINTERS = 64
 """A create is run together with others (``CREATE_MANY``) when it has at most this many pointers ..."""
@@ -791,7 +795,11 @@ async def _create_many(conn: asyncpg.Connection, parts: list[tuple[WorkflowRow, 
     pointers = [pointer for _, some in parts for pointer in some]
     found = {
         record[0]: (str(record[1]), int(record[2]))
-        for record in await conn.fetch(CREATE_MANY, *_arrays(rows, WorkflowRow), *_arrays(pointers, PointerRow))
+        for record in await conn.fetch(
+            CREATE_MANY if all(row.name for row in rows) else CREATE_MANY_NAMING,
+            *_arrays(rows, WorkflowRow),
+            *_arrays(pointers, PointerRow),
+        )
     }
     return [found[row.id] for row in rows]
 
