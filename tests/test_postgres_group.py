@@ -7,9 +7,6 @@ Runs against the session's real throwaway PostgreSQL through the embedded provid
 from __future__ import annotations
 
 import asyncio
-import copy
-import json
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
@@ -328,79 +325,3 @@ async def test_a_fault_in_the_group_writer_fails_its_callers_instead_of_leaving_
     assert isinstance(results[-1], ValueError), results
     assert all(r == 1 or isinstance(r, ValueError) for r in results), results
     assert await writes.submit(job) == 1, "the writer goes on after it"
-
-
-@pytest.mark.parametrize("seed", range(3))
-async def test_mixed_concurrent_writes_with_refusals_store_exactly_what_was_acknowledged(
-    provider: PostgresPersistenceProvider, fresh_pg_url: str, seed: int
-) -> None:
-    """Rounds of 60 concurrent writes of every kind that merges (named and unnamed creates, persists,
-    events), a random sixth of them refused (a taken id or name, a generated name taken, a stale
-    revision, an event id taken): each caller gets its own answer, and what is stored afterwards is
-    exactly what was acknowledged. (The lost writes of an unnamed create's name clash would fail it.)"""
-    rng = random.Random(seed)
-    stored: dict[str, WorkflowInstance] = {}  # what the test expects to read back, by id
-    for i in range(20):
-        w = _workflow(f"base-{i}")
-        await provider.create_new_workflow(w)
-        stored[w.id] = w
-    events: set[str] = set()
-    conn = await asyncpg.connect(fresh_pg_url)
-    try:
-        for _ in range(4):
-            # The generated name the second unnamed create of this round will draw, taken beforehand.
-            value = await conn.fetchval("SELECT value FROM definition_sequences WHERE definition_id = 'mix'") or 0
-            clash = _workflow(f"mix-{value + 2}")
-            await provider.create_new_workflow(clash)
-            stored[clash.id] = clash
-            calls: list[Callable[[], Awaitable[object]]] = []
-            expected: list[tuple[type[Exception] | None, object]] = []  # (error expected, what was sent)
-            for w in rng.sample(list(stored.values()), 15):  # persists, each workflow once a round
-                sent = copy.deepcopy(w)
-                sent.data = {"n": rng.randrange(10**6)}
-                stale = rng.random() < 0.15
-                if stale:
-                    sent.revision += 5
-                calls.append(lambda s=sent: provider.persist_workflow(s))
-                expected.append((RevisionConflict if stale else None, sent))
-            for _ in range(45):
-                kind = rng.random()
-                if kind < 0.4:
-                    w = _workflow() if rng.random() < 0.5 else _workflow(f"n-{rng.randrange(10**9)}")
-                    w.workflow_definition_id = "mix"
-                    error: type[Exception] | None = None
-                    if rng.random() < 0.1:
-                        w.id, error = rng.choice(list(stored)), WorkflowAlreadyExists
-                    elif w.name and rng.random() < 0.1:
-                        w.name, error = rng.choice([x.name for x in stored.values()]), WorkflowNameTaken
-                    calls.append(lambda w=w: provider.create_new_workflow(w))
-                    expected.append((error, w))
-                else:
-                    e = Event.new("mix", f"k{rng.randrange(100)}", {"n": rng.randrange(10**6)})
-                    taken = bool(events) and rng.random() < 0.1
-                    if taken:
-                        e.id = rng.choice(sorted(events))
-                    calls.append(lambda e=e: provider.create_event(e))
-                    expected.append((EventAlreadyExists if taken else None, e))
-            order = list(range(len(calls)))
-            rng.shuffle(order)
-            results = await _outcomes([calls[i] for i in order])
-
-            for i, result in zip(order, results, strict=True):
-                error, sent = expected[i]
-                if error is not None:
-                    assert isinstance(result, error), (sent, result)
-                    continue
-                assert not isinstance(result, BaseException), (sent, result)
-                if isinstance(sent, Event):
-                    events.add(sent.id)
-                else:
-                    assert isinstance(sent, WorkflowInstance)
-                    stored[sent.id] = sent
-            rows = await conn.fetch("SELECT id, name, revision, data FROM workflows")
-            assert {r[0]: (r[1], r[2], json.loads(r[3])) for r in rows} == {
-                w.id: (w.name, w.revision, w.data) for w in stored.values()
-            }
-            assert {r[0] for r in await conn.fetch("SELECT id FROM events")} == events
-    finally:
-        await conn.close()
