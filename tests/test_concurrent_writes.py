@@ -12,13 +12,20 @@ import copy
 import json
 import random
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import pytest
 
 from conftest import Peek
-from wfe_client import PersistenceProvider, RevisionConflict, WorkflowAlreadyExists, WorkflowNameTaken
+from wfe_client import (
+    PersistenceProvider,
+    RevisionConflict,
+    SubscriptionAlreadyExists,
+    WorkflowAlreadyExists,
+    WorkflowNameTaken,
+)
 from wfe_client.errors import EventAlreadyExists
-from wfe_client.models import Event, ExecutionPointer, WorkflowInstance
+from wfe_client.models import Event, EventSubscription, ExecutionPointer, WorkflowInstance
 from wfe_sqlite import open_provider
 
 
@@ -38,11 +45,12 @@ async def _outcomes(calls: list[Callable[[], Awaitable[object]]]) -> list[object
 async def test_mixed_concurrent_writes_with_refusals_store_exactly_what_was_acknowledged(
     store_url: str, peek: Peek, seed: int
 ) -> None:
-    """Rounds of 60 concurrent writes of every kind that merges (named and unnamed creates, persists,
-    events), a random sixth of them refused (a taken id or name, a generated name taken, a stale
-    revision, an event id taken): each caller gets its own answer, and what is stored afterwards is
-    exactly what was acknowledged. On PostgreSQL it failed for every seed while an unnamed create's
-    name clash made the group commit lose the batch's other writes (before 925d3dc)."""
+    """Rounds of 60 concurrent writes (named and unnamed creates, persists with and without a
+    subscription, events), a random sixth of them refused (a taken id or name, a generated name
+    taken, a stale revision, a subscription or event id taken): each caller gets its own answer, and
+    what is stored afterwards is exactly what was acknowledged. On PostgreSQL it failed for every
+    seed while an unnamed create's name clash made the group commit lose the batch's other writes
+    (before 925d3dc)."""
     provider = await open_provider(store_url)
     try:
         await _mixed_rounds(provider, peek, random.Random(seed))
@@ -57,10 +65,11 @@ async def _mixed_rounds(provider: PersistenceProvider, peek: Peek, rng: random.R
         await provider.create_new_workflow(w)
         stored[w.id] = w
     events: set[str] = set()
+    subscriptions: set[str] = set()
     for _ in range(4):
         # The generated name the second unnamed create of this round will draw, taken beforehand.
         found = await peek("SELECT value FROM definition_sequences WHERE definition_id = 'mix'")
-        value = int(found[0][0]) if found else 0  # type: ignore[call-overload]
+        value = int(found[0][0]) if found else 0
         clash = _workflow(f"mix-{value + 2}")
         await provider.create_new_workflow(clash)
         stored[clash.id] = clash
@@ -69,17 +78,24 @@ async def _mixed_rounds(provider: PersistenceProvider, peek: Peek, rng: random.R
         for w in rng.sample(list(stored.values()), 15):  # persists, each workflow once a round
             sent = copy.deepcopy(w)
             sent.data = {"n": rng.randrange(10**6)}
-            stale = rng.random() < 0.15
-            if stale:
-                sent.revision += 5
-            calls.append(lambda s=sent: provider.persist_workflow(s))
-            expected.append((RevisionConflict if stale else None, sent))
+            error: type[Exception] | None = None
+            if rng.random() < 0.15:
+                sent.revision, error = sent.revision + 5, RevisionConflict
+            if rng.random() < 0.4:  # with a subscription, its id sometimes taken already
+                sub = EventSubscription.new(sent.id, 0, sent.execution_pointers[0].id, "mix", "k", datetime.now(UTC))
+                if subscriptions and error is None and rng.random() < 0.2:
+                    sub.id, error = rng.choice(sorted(subscriptions)), SubscriptionAlreadyExists
+                calls.append(lambda s=sent, sub=sub: provider.persist_workflow_with_subscriptions(s, [sub]))
+                expected.append((error, (sent, sub)))
+            else:
+                calls.append(lambda s=sent: provider.persist_workflow(s))
+                expected.append((error, sent))
         for _ in range(45):
             kind = rng.random()
             if kind < 0.4:
                 w = _workflow() if rng.random() < 0.5 else _workflow(f"n-{rng.randrange(10**9)}")
                 w.workflow_definition_id = "mix"
-                error: type[Exception] | None = None
+                error = None
                 if rng.random() < 0.1:
                     w.id, error = rng.choice(list(stored)), WorkflowAlreadyExists
                 elif w.name and rng.random() < 0.1:
@@ -103,6 +119,9 @@ async def _mixed_rounds(provider: PersistenceProvider, peek: Peek, rng: random.R
                 assert isinstance(result, error), (sent, result)
                 continue
             assert not isinstance(result, BaseException), (sent, result)
+            if isinstance(sent, tuple):
+                sent, sub = sent
+                subscriptions.add(sub.id)
             if isinstance(sent, Event):
                 events.add(sent.id)
             else:
@@ -113,3 +132,4 @@ async def _mixed_rounds(provider: PersistenceProvider, peek: Peek, rng: random.R
             w.id: (w.name, w.revision, w.data) for w in stored.values()
         }
         assert {r[0] for r in await peek("SELECT id FROM events")} == events
+        assert {r[0] for r in await peek("SELECT id FROM event_subscriptions")} == subscriptions
