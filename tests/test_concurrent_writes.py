@@ -1,5 +1,6 @@
 """Many concurrent writes of every kind, some refused, on both backends through the embedded
-provider: each caller gets its own answer and the store holds exactly what was acknowledged.
+provider and through the server: each caller gets its own answer and the store holds exactly what
+was acknowledged.
 
 Concurrent writes share transactions (group commit) and, on PostgreSQL, statements (merges); a
 refused write makes a batch run again item by item. This drives those paths with random mixes.
@@ -26,7 +27,6 @@ from wfe_client import (
 )
 from wfe_client.errors import EventAlreadyExists
 from wfe_client.models import Event, EventSubscription, ExecutionPointer, WorkflowInstance
-from wfe_sqlite import open_provider
 
 
 def _workflow(name: str = "") -> WorkflowInstance:
@@ -43,7 +43,7 @@ async def _outcomes(calls: list[Callable[[], Awaitable[object]]]) -> list[object
 
 @pytest.mark.parametrize("seed", range(3))
 async def test_mixed_concurrent_writes_with_refusals_store_exactly_what_was_acknowledged(
-    store_url: str, peek: Peek, seed: int
+    provider: PersistenceProvider, peek: Peek, seed: int
 ) -> None:
     """Rounds of 60 concurrent writes (named and unnamed creates, persists with and without a
     subscription, events), a random sixth of them refused (a taken id or name, a generated name
@@ -51,11 +51,7 @@ async def test_mixed_concurrent_writes_with_refusals_store_exactly_what_was_ackn
     what is stored afterwards is exactly what was acknowledged. On PostgreSQL it failed for every
     seed while an unnamed create's name clash made the group commit lose the batch's other writes
     (before 925d3dc)."""
-    provider = await open_provider(store_url)
-    try:
-        await _mixed_rounds(provider, peek, random.Random(seed))
-    finally:
-        await provider.close()
+    await _mixed_rounds(provider, peek, random.Random(seed))
 
 
 async def _mixed_rounds(provider: PersistenceProvider, peek: Peek, rng: random.Random) -> None:
