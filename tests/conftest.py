@@ -35,6 +35,7 @@ from wfe_client import (
     QueueProvider,
     WfeError,
 )
+from wfe_client.models import ExecutionPointer, WorkflowInstance
 from wfe_sqlite import SqliteLockProvider, SqliteQueueProvider, StoreProvider, open_provider
 from wfe_sqlite.server import RunningServer, ServerConfig
 
@@ -116,6 +117,20 @@ def store_url(request: pytest.FixtureRequest, db_path: Path) -> str:
 
 
 Peek = Callable[[str], Awaitable[list[tuple[object, ...]]]]
+
+
+def small_workflow(name: str = "") -> WorkflowInstance:
+    """A workflow of one pointer and tiny data, never runnable: for tests of many concurrent writes."""
+    w = WorkflowInstance.new("group", 1, {"n": 1})
+    w.name = name
+    w.next_execution = None
+    w.execution_pointers = [ExecutionPointer.new(0)]
+    return w
+
+
+async def outcomes(calls: list[Callable[[], Awaitable[object]]]) -> list[object]:
+    """The result or the error of each call, all made at once."""
+    return list(await asyncio.gather(*(call() for call in calls), return_exceptions=True))
 
 
 @pytest.fixture

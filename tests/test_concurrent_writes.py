@@ -8,7 +8,6 @@ refused write makes a batch run again item by item. This drives those paths with
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import random
@@ -17,7 +16,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from conftest import Peek
+from conftest import Peek, outcomes, small_workflow
 from wfe_client import (
     PersistenceProvider,
     RevisionConflict,
@@ -26,19 +25,7 @@ from wfe_client import (
     WorkflowNameTaken,
 )
 from wfe_client.errors import EventAlreadyExists
-from wfe_client.models import Event, EventSubscription, ExecutionPointer, WorkflowInstance
-
-
-def _workflow(name: str = "") -> WorkflowInstance:
-    w = WorkflowInstance.new("group", 1, {"n": 1})
-    w.name = name
-    w.next_execution = None
-    w.execution_pointers = [ExecutionPointer.new(0)]
-    return w
-
-
-async def _outcomes(calls: list[Callable[[], Awaitable[object]]]) -> list[object]:
-    return list(await asyncio.gather(*(call() for call in calls), return_exceptions=True))
+from wfe_client.models import Event, EventSubscription, WorkflowInstance
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -57,7 +44,7 @@ async def test_mixed_concurrent_writes_with_refusals_store_exactly_what_was_ackn
 async def _mixed_rounds(provider: PersistenceProvider, peek: Peek, rng: random.Random) -> None:
     stored: dict[str, WorkflowInstance] = {}  # what the test expects to read back, by id
     for i in range(20):
-        w = _workflow(f"base-{i}")
+        w = small_workflow(f"base-{i}")
         await provider.create_new_workflow(w)
         stored[w.id] = w
     events: set[str] = set()
@@ -66,7 +53,7 @@ async def _mixed_rounds(provider: PersistenceProvider, peek: Peek, rng: random.R
         # The generated name the second unnamed create of this round will draw, taken beforehand.
         found = await peek("SELECT value FROM definition_sequences WHERE definition_id = 'mix'")
         value = int(found[0][0]) if found else 0
-        clash = _workflow(f"mix-{value + 2}")
+        clash = small_workflow(f"mix-{value + 2}")
         await provider.create_new_workflow(clash)
         stored[clash.id] = clash
         calls: list[Callable[[], Awaitable[object]]] = []
@@ -89,7 +76,7 @@ async def _mixed_rounds(provider: PersistenceProvider, peek: Peek, rng: random.R
         for _ in range(45):
             kind = rng.random()
             if kind < 0.4:
-                w = _workflow() if rng.random() < 0.5 else _workflow(f"n-{rng.randrange(10**9)}")
+                w = small_workflow() if rng.random() < 0.5 else small_workflow(f"n-{rng.randrange(10**9)}")
                 w.workflow_definition_id = "mix"
                 error = None
                 if rng.random() < 0.1:
@@ -107,7 +94,7 @@ async def _mixed_rounds(provider: PersistenceProvider, peek: Peek, rng: random.R
                 expected.append((EventAlreadyExists if taken else None, e))
         order = list(range(len(calls)))
         rng.shuffle(order)
-        results = await _outcomes([calls[i] for i in order])
+        results = await outcomes([calls[i] for i in order])
 
         for i, result in zip(order, results, strict=True):
             error, sent = expected[i]

@@ -13,22 +13,11 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
+from conftest import outcomes, small_workflow
 from wfe_client import InvalidArgument, RevisionConflict, WorkflowAlreadyExists, WorkflowNameTaken
 from wfe_client.errors import EventAlreadyExists
-from wfe_client.models import Event, ExecutionPointer, WorkflowInstance
+from wfe_client.models import Event, ExecutionPointer
 from wfe_sqlite import PostgresPersistenceProvider, open_provider
-
-
-def _workflow(name: str = "") -> WorkflowInstance:
-    w = WorkflowInstance.new("group", 1, {"n": 1})
-    w.name = name
-    w.next_execution = None
-    w.execution_pointers = [ExecutionPointer.new(0)]
-    return w
-
-
-async def _outcomes(calls: list[Callable[[], Awaitable[object]]]) -> list[object]:
-    return list(await asyncio.gather(*(call() for call in calls), return_exceptions=True))
 
 
 @pytest.fixture
@@ -54,20 +43,20 @@ async def _queued(url: str, queue: str) -> set[str]:
 async def test_concurrent_creates_share_transactions_and_a_bad_one_fails_alone(
     provider: PostgresPersistenceProvider, fresh_pg_url: str
 ) -> None:
-    existing = _workflow("taken-name")
+    existing = small_workflow("taken-name")
     await provider.create_new_workflow(existing)
     writes = provider.store.writes
     batches, items = writes.batches, writes.items
 
-    good = [_workflow(f"good-{i}") for i in range(60)] + [_workflow() for _ in range(20)]
-    duplicate_id = _workflow("dup-id")
+    good = [small_workflow(f"good-{i}") for i in range(60)] + [small_workflow() for _ in range(20)]
+    duplicate_id = small_workflow("dup-id")
     duplicate_id.id = existing.id
-    name_taken = _workflow("taken-name")
-    nul = _workflow("nul")
+    name_taken = small_workflow("taken-name")
+    nul = small_workflow("nul")
     nul.reference = "a\x00b"  # PostgreSQL text cannot hold it (SQLite can)
     # The bad ones in the middle of the batch: the good ones before and after them must commit.
     instances = [*good[:40], duplicate_id, name_taken, nul, *good[40:]]
-    results = await _outcomes([lambda w=w: provider.create_new_workflow(w) for w in instances])  # type: ignore[misc]
+    results = await outcomes([lambda w=w: provider.create_new_workflow(w) for w in instances])  # type: ignore[misc]
 
     failed = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
     assert sorted(failed) == [40, 41, 42], failed
@@ -90,10 +79,10 @@ async def test_concurrent_creates_share_transactions_and_a_bad_one_fails_alone(
 
 
 async def test_concurrent_persists_and_events_fail_alone_on_conflicts(provider: PostgresPersistenceProvider) -> None:
-    instances = [_workflow(f"p-{i}") for i in range(30)]
+    instances = [small_workflow(f"p-{i}") for i in range(30)]
     for w in instances:
         await provider.create_new_workflow(w)
-    stale = _workflow("p-stale")
+    stale = small_workflow("p-stale")
     await provider.create_new_workflow(stale)
     stale.revision = 7  # stored: 1
     first = Event.new("ev", "k", {"x": 1})
@@ -106,7 +95,7 @@ async def test_concurrent_persists_and_events_fail_alone_on_conflicts(provider: 
     calls.insert(10, lambda: provider.persist_workflow(stale))
     calls.insert(20, lambda: provider.create_event(again))
     calls += [lambda e=e: provider.create_event(e) for e in events]  # type: ignore[misc]
-    results = await _outcomes(calls)
+    results = await outcomes(calls)
 
     failed = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
     assert sorted(failed) == [10, 20], failed
@@ -124,12 +113,12 @@ async def test_concurrent_named_creates_run_as_one_statement_and_store_what_each
     provider: PostgresPersistenceProvider, fresh_pg_url: str
 ) -> None:
     writes = provider.store.writes
-    await provider.create_new_workflow(_workflow("first"))  # the writer is idle: a batch of its own
+    await provider.create_new_workflow(small_workflow("first"))  # the writer is idle: a batch of its own
     merged = writes.merged
 
     instances = []
     for i in range(40):
-        w = _workflow(f"many-{i}")
+        w = small_workflow(f"many-{i}")
         w.data = {"i": i, "big": 2**70}
         w.execution_pointers = [ExecutionPointer.new(step) for step in range(i % 4)]  # 0 to 3 pointers
         for p in w.execution_pointers:
@@ -137,7 +126,7 @@ async def test_concurrent_named_creates_run_as_one_statement_and_store_what_each
         w.next_execution = 0 if i % 2 else None  # the odd ones are due now: queued for the cluster
         instances.append(w)
     instances[20].data = {"big": "x" * 70_000}  # over _MERGE_BYTES: written by its own statement
-    results = await _outcomes([lambda w=w: provider.create_new_workflow(w) for w in instances])  # type: ignore[misc]
+    results = await outcomes([lambda w=w: provider.create_new_workflow(w) for w in instances])  # type: ignore[misc]
 
     assert results == [w.id for w in instances]
     assert writes.merged - merged >= 2, "no creates were run together"
@@ -159,13 +148,13 @@ async def test_a_generated_name_taken_in_a_batch_loses_no_other_write(
     transaction: as the batch's last write, the COMMIT of the aborted transaction rolled every
     other write of the batch back after they were acknowledged; elsewhere in the batch, its
     savepoint's release failed and the batch's answers went wrong."""
-    await provider.create_new_workflow(_workflow("clash-1"))
-    await provider.create_new_workflow(_workflow("first"))  # the writer is idle: a batch of its own
-    unnamed = _workflow()
+    await provider.create_new_workflow(small_workflow("clash-1"))
+    await provider.create_new_workflow(small_workflow("first"))  # the writer is idle: a batch of its own
+    unnamed = small_workflow()
     unnamed.workflow_definition_id = "clash"
-    others = [_workflow(f"other-{i}") for i in range(10)]
+    others = [small_workflow(f"other-{i}") for i in range(10)]
     instances = [*others, unnamed] if last else [*others[:5], unnamed, *others[5:]]
-    results = await _outcomes([lambda w=w: provider.create_new_workflow(w) for w in instances])  # type: ignore[misc]
+    results = await outcomes([lambda w=w: provider.create_new_workflow(w) for w in instances])  # type: ignore[misc]
 
     assert results == [w.id for w in instances]
     assert unnamed.name == "clash-2"
@@ -182,16 +171,16 @@ async def test_concurrent_unnamed_creates_run_as_one_statement_and_number_their_
 ) -> None:
     writes = provider.store.writes
     assert await provider.next_definition_sequence("seq-b") == 1  # "seq-b" has a sequence already, "seq-a" none
-    await provider.create_new_workflow(_workflow("first"))  # the writer is idle: a batch of its own
+    await provider.create_new_workflow(small_workflow("first"))  # the writer is idle: a batch of its own
     merged = writes.merged
 
     instances = []
     for i in range(45):
-        w = _workflow(f"named-{i}" if i % 3 == 0 else "")  # named ones among them
+        w = small_workflow(f"named-{i}" if i % 3 == 0 else "")  # named ones among them
         w.workflow_definition_id = "seq-a" if i % 3 == 1 else "seq-b"
         instances.append(w)
     sent = [(w.id, w.workflow_definition_id, w.name) for w in instances]
-    results = await _outcomes([lambda w=w: provider.create_new_workflow(w) for w in instances])  # type: ignore[misc]
+    results = await outcomes([lambda w=w: provider.create_new_workflow(w) for w in instances])  # type: ignore[misc]
 
     assert results == [w.id for w in instances]
     assert writes.merged - merged >= 2, "no unnamed creates were run together"
@@ -211,11 +200,11 @@ async def test_concurrent_unnamed_creates_run_as_one_statement_and_number_their_
 
     # A generated name taken by a workflow named so explicitly: the merged statement fails, each
     # create runs again alone, and the one that drew the taken number takes the next free one.
-    await provider.create_new_workflow(_workflow("seq-a-17"))
-    more = [_workflow() for _ in range(10)]
+    await provider.create_new_workflow(small_workflow("seq-a-17"))
+    more = [small_workflow() for _ in range(10)]
     for w in more:
         w.workflow_definition_id = "seq-a"
-    results = await _outcomes([lambda w=w: provider.create_new_workflow(w) for w in more])  # type: ignore[misc]
+    results = await outcomes([lambda w=w: provider.create_new_workflow(w) for w in more])  # type: ignore[misc]
     assert results == [w.id for w in more]
     names = [w.name for w in more]
     assert len(set(names)) == 10 and "seq-a-17" not in names, names
@@ -240,7 +229,7 @@ async def test_concurrent_events_run_as_one_statement_one_taken_id_fails_alone_d
         elif i % 3 == 2:
             e.is_processed = True
         events.append(e)
-    results = await _outcomes([lambda e=e: provider.create_event(e) for e in events])  # type: ignore[misc]
+    results = await outcomes([lambda e=e: provider.create_event(e) for e in events])  # type: ignore[misc]
     assert results == [e.id for e in events]
     assert writes.merged - merged >= 2, "no events were run together"
 
@@ -250,7 +239,7 @@ async def test_concurrent_events_run_as_one_statement_one_taken_id_fails_alone_d
     more = [Event.new("more", f"k{i}", {"i": i}) for i in range(20)]
     calls: list[Callable[[], Awaitable[object]]] = [lambda e=e: provider.create_event(e) for e in more]  # type: ignore[misc]
     calls.insert(10, lambda: provider.create_event(again))
-    results = await _outcomes(calls)
+    results = await outcomes(calls)
     assert isinstance(results.pop(10), EventAlreadyExists)
     assert results == [e.id for e in more]
     events += more
@@ -267,7 +256,7 @@ async def test_concurrent_persists_run_as_one_statement_and_store_what_each_sent
     writes = provider.store.writes
     instances = []
     for i in range(40):
-        w = _workflow(f"persist-{i}")
+        w = small_workflow(f"persist-{i}")
         w.execution_pointers = [ExecutionPointer.new(step) for step in range(3)]
         await provider.create_new_workflow(w)
         instances.append(w)
@@ -285,7 +274,7 @@ async def test_concurrent_persists_run_as_one_statement_and_store_what_each_sent
             w.execution_pointers[1].retry_count = 2
         if i % 2:
             w.next_execution = 0  # due now: queued for the cluster
-    results = await _outcomes([lambda w=w: provider.persist_workflow(w) for w in instances])  # type: ignore[misc]
+    results = await outcomes([lambda w=w: provider.persist_workflow(w) for w in instances])  # type: ignore[misc]
 
     assert results == [None] * len(instances)
     assert writes.merged - merged >= 2, "no persists were run together"
@@ -300,7 +289,7 @@ async def test_concurrent_persists_run_as_one_statement_and_store_what_each_sent
     twice = instances[5]
     calls: list[Callable[[], Awaitable[object]]] = [lambda w=w: provider.persist_workflow(w) for w in instances]  # type: ignore[misc]
     calls.insert(10, lambda: provider.persist_workflow(twice, force=True))
-    results = await _outcomes(calls)
+    results = await outcomes(calls)
     assert results == [None] * len(calls)
     assert (await provider.get_workflow_instance(twice.id)).revision == 4
     assert {(await provider.get_workflow_instance(w.id)).revision for w in instances if w is not twice} == {3}
@@ -320,7 +309,7 @@ async def test_a_fault_in_the_group_writer_fails_its_callers_instead_of_leaving_
         return [1]
 
     calls = [lambda: writes.submit(job, faulty, None) for _ in range(5)]
-    results = await asyncio.wait_for(_outcomes(calls), timeout=10)  # type: ignore[arg-type]
+    results = await asyncio.wait_for(outcomes(calls), timeout=10)  # type: ignore[arg-type]
     # The answers settled before the fault stand; every other caller gets the fault.
     assert isinstance(results[-1], ValueError), results
     assert all(r == 1 or isinstance(r, ValueError) for r in results), results
