@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from conftest import outcomes, small_workflow
-from wfe_client import InvalidArgument, RevisionConflict, WorkflowAlreadyExists, WorkflowNameTaken
+from wfe_client import (
+    InvalidArgument,
+    RevisionConflict,
+    SubscriptionAlreadyExists,
+    WorkflowAlreadyExists,
+    WorkflowNameTaken,
+)
 from wfe_client.errors import EventAlreadyExists
-from wfe_client.models import Event, ExecutionPointer
+from wfe_client.models import Event, EventSubscription, ExecutionPointer, WorkflowInstance
 from wfe_sqlite import PostgresPersistenceProvider, open_provider
 
 
@@ -314,3 +320,54 @@ async def test_a_fault_in_the_group_writer_fails_its_callers_instead_of_leaving_
     assert isinstance(results[-1], ValueError), results
     assert all(r == 1 or isinstance(r, ValueError) for r in results), results
     assert await writes.submit(job) == 1, "the writer goes on after it"
+
+
+async def test_concurrent_persists_with_subscriptions_run_as_one_statement_a_taken_subscription_fails_alone(
+    provider: PostgresPersistenceProvider,
+) -> None:
+    writes = provider.store.writes
+    instances = []
+    for i in range(30):
+        w = small_workflow(f"waits-{i}")
+        await provider.create_new_workflow(w)
+        instances.append(w)
+    merged = writes.merged
+
+    def subscription(w: WorkflowInstance, key: str) -> EventSubscription:
+        s = EventSubscription.new(w.id, 0, w.execution_pointers[0].id, "approval", key, datetime.now(UTC))
+        s.subscription_data = {"big": 2**70, "key": key}
+        return s
+
+    sent = {w.id: [subscription(w, f"{w.name}-{n}") for n in range(i % 3)] for i, w in enumerate(instances)}
+    for w in instances:
+        w.data = {"waiting": len(sent[w.id])}
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda w=w: provider.persist_workflow_with_subscriptions(w, sent[w.id])  # type: ignore[misc]
+        for w in instances
+    ]
+    assert await outcomes(calls) == [None] * len(instances)
+    assert writes.merged - merged >= 2, "no persists with subscriptions were run together"
+    for w in instances:
+        assert w.revision == 2 and await provider.get_workflow_instance(w.id) == w
+        for s in sent[w.id]:
+            assert await provider.get_subscription(s.id) == s
+
+    # A subscription id taken already, among others run together: that persist fails alone and
+    # writes nothing; the others are written with their subscriptions.
+    taken = next(s for subscriptions in sent.values() for s in subscriptions)
+    again = {w.id: [subscription(w, f"{w.name}-again")] for w in instances}
+    again[instances[7].id][0].id = taken.id
+    before = await provider.get_workflow_instance(instances[7].id)
+    calls = [
+        lambda w=w: provider.persist_workflow_with_subscriptions(w, again[w.id])  # type: ignore[misc]
+        for w in instances
+    ]
+    results = await outcomes(calls)
+    assert isinstance(results.pop(7), SubscriptionAlreadyExists)
+    assert results == [None] * (len(instances) - 1)
+    assert await provider.get_workflow_instance(instances[7].id) == before
+    assert await provider.get_subscription(taken.id) == taken
+    for i, w in enumerate(instances):
+        if i != 7:
+            assert (await provider.get_workflow_instance(w.id)).revision == 3
+            assert await provider.get_subscription(again[w.id][0].id) == again[w.id][0]

@@ -436,12 +436,20 @@ its name from its definition's sequence, one update of it per definition, number
 sent."""
 
 _MERGE_POINTERS = 64
-"""A create is run together with others (``CREATE_MANY``) when it has at most this many pointers ..."""
+"""A create is run together with others (``CREATE_MANY``) when it has at most this many pointers (a
+persist, ``PERSIST_MANY``: at most this many new subscriptions too) ..."""
 _MERGE_BYTES = 64 * 1024
 """... and a workflow (``workflow_bytes``) or an event's data (``CREATE_EVENTS``) of at most about
 this many bytes: a merged statement of a whole batch (``MAX_BATCH``) stays a few MiB at most."""
 
 _EXPECTED = _M + _P + len(SubscriptionRow._fields) + 2
+
+
+def _subscription_bytes(row: SubscriptionRow) -> int:
+    """About how many bytes a subscription takes in a statement (as ``workflow_bytes`` counts)."""
+    return sum(len(value) for value in row if isinstance(value, str)) + 64
+
+
 _POINTER_VALUES = PointerRow._fields[2:]
 """The columns of a pointer past its key (workflow_id, position)."""
 
@@ -516,15 +524,18 @@ PERSIST_MANY = (
     "(SELECT 1 FROM execution_pointers e WHERE e.workflow_id = sent.workflow_id AND e.position = sent.position) "
     "AND sent.workflow_id IN (SELECT id FROM w)), "
     "d AS (DELETE FROM execution_pointers e USING v WHERE e.workflow_id = v.id AND e.position >= v.pointer_count "
-    f"AND v.id IN (SELECT id FROM w)), {_QUEUE_WORKFLOW} "
+    "AND v.id IN (SELECT id FROM w)), "
+    f"s AS (INSERT INTO event_subscriptions ({SUBSCRIPTION_COLUMNS}) {_unnest(SubscriptionRow, _M + 4 + _P)}), "
+    f"{_QUEUE_WORKFLOW} "
     "SELECT w.id, w.revision, EXISTS (SELECT 1 FROM q WHERE q.item_id = w.id), (SELECT count(*) FROM n) FROM w"
 )
-"""``PERSIST`` of several workflows (distinct ids, no subscriptions) in one statement, a group
-commit's run of them; parameters: the ids, one array per mutable column, the expected revisions, the
-pointer counts, then one array per pointer column (every workflow's pointers). (id, new revision,
-whether queued) of each workflow written, in no particular order: one missing (a revision not the
-expected one, no such workflow, a persist that committed in between) means the others must not be
-kept either (``_persist_many``)."""
+"""``PERSIST`` of several workflows (distinct ids) in one statement, a group commit's run of them;
+parameters: the ids, one array per mutable column, the expected revisions, the pointer counts, one
+array per pointer column (every workflow's pointers), then one per subscription column (every
+workflow's new subscriptions). (id, new revision, whether queued) of each workflow written, in no
+particular order: one missing (a revision not the expected one, no such workflow, a persist that
+committed in between) means the others must not be kept either (``_persist_many``), and the
+subscriptions are inserted whatever is written for that reason."""
 
 _STORED = (
     f"SELECT w.revision, {', '.join(f'p.{name}' for name in PointerRow._fields)} FROM workflows w "
@@ -812,12 +823,13 @@ async def _create_events(conn: asyncpg.Connection, rows: list[EventRow]) -> list
 
 
 async def _persist_many(
-    conn: asyncpg.Connection, parts: list[tuple[WorkflowRow, Sequence[PointerRow], int]]
+    conn: asyncpg.Connection,
+    parts: list[tuple[WorkflowRow, Sequence[PointerRow], int, Sequence[SubscriptionRow]]],
 ) -> list[tuple[int, int]]:
     """``persist_workflow``'s job for several workflows at once (``PERSIST_MANY``): the (new
     revision, items queued) of each. When one of them was not written, or the same workflow comes
     twice, ``MergeRefused``: the group commit then runs each by its own job, which tells why."""
-    rows = [row for row, _, _ in parts]
+    rows = [row for row, _, _, _ in parts]
     ids = [row.id for row in rows]
     if len(set(ids)) != len(ids):
         raise MergeRefused("the same workflow twice")
@@ -825,9 +837,10 @@ async def _persist_many(
         PERSIST_MANY,
         ids,
         *([getattr(row, name) for row in rows] for name in _MUTABLE),
-        [expected for _, _, expected in parts],
-        [len(pointers) for _, pointers, _ in parts],
-        *_arrays([pointer for _, pointers, _ in parts for pointer in pointers], PointerRow),
+        [expected for _, _, expected, _ in parts],
+        [len(pointers) for _, pointers, _, _ in parts],
+        *_arrays([pointer for _, pointers, _, _ in parts for pointer in pointers], PointerRow),
+        *_arrays([subscription for _, _, _, some in parts for subscription in some], SubscriptionRow),
     )
     if len(written) != len(parts):
         raise MergeRefused("a workflow was not written")
@@ -1222,7 +1235,11 @@ class PostgresStore(PostgresVisibility, Store):
         optional_id(row.reference, "workflow.reference")  # indexed here, so a key (README); not on SQLite
 
         compare = len(pointers) > _COMPARE_POINTERS
-        mergeable = not compare and not subscriptions and workflow_bytes(row, pointers) <= _MERGE_BYTES
+        mergeable = (
+            not compare
+            and len(subscriptions) <= _MERGE_POINTERS
+            and workflow_bytes(row, pointers) + sum(map(_subscription_bytes, subscriptions)) <= _MERGE_BYTES
+        )
 
         def prepare() -> list[Any]:
             _refuse_nul_in_workflow(row, pointers)
@@ -1267,7 +1284,7 @@ class PostgresStore(PostgresVisibility, Store):
                 # Another persist committed while this one ran (``PERSIST``): nothing was written.
 
         revision, queued = await self._write(
-            job, _persist_many if mergeable else None, (row, pointers, expected_revision)
+            job, _persist_many if mergeable else None, (row, pointers, expected_revision, subscriptions)
         )
         self._stored(row, queued)
         return revision
