@@ -25,7 +25,7 @@ from wfe_client import (
     WorkflowNameTaken,
 )
 from wfe_client.errors import EventAlreadyExists
-from wfe_client.models import Event, EventSubscription, WorkflowInstance
+from wfe_client.models import Event, EventSubscription, ExecutionPointer, WorkflowInstance
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -33,11 +33,11 @@ async def test_mixed_concurrent_writes_with_refusals_store_exactly_what_was_ackn
     provider: PersistenceProvider, peek: Peek, seed: int
 ) -> None:
     """Rounds of 60 concurrent writes (named and unnamed creates, persists with and without a
-    subscription, events), a random sixth of them refused (a taken id or name, a generated name
-    taken, a stale revision, a subscription or event id taken): each caller gets its own answer, and
-    what is stored afterwards is exactly what was acknowledged. On PostgreSQL it failed for every
-    seed while an unnamed create's name clash made the group commit lose the batch's other writes
-    (before 925d3dc)."""
+    subscription, of few or many pointers, some forced, events), a random sixth of them refused (a
+    taken id or name, a generated name taken, a stale revision, a subscription or event id taken):
+    each caller gets its own answer, and what is stored afterwards is exactly what was acknowledged.
+    On PostgreSQL it failed for every seed while an unnamed create's name clash made the group
+    commit lose the batch's other writes (before 925d3dc)."""
     await _mixed_rounds(provider, peek, random.Random(seed))
 
 
@@ -45,6 +45,8 @@ async def _mixed_rounds(provider: PersistenceProvider, peek: Peek, rng: random.R
     stored: dict[str, WorkflowInstance] = {}  # what the test expects to read back, by id
     for i in range(20):
         w = small_workflow(f"base-{i}")
+        if i % 5 == 0:  # many pointers: a persist of it compares them with the stored ones
+            w.execution_pointers = [ExecutionPointer.new(step) for step in range(40)]
         await provider.create_new_workflow(w)
         stored[w.id] = w
     events: set[str] = set()
@@ -61,17 +63,27 @@ async def _mixed_rounds(provider: PersistenceProvider, peek: Peek, rng: random.R
         for w in rng.sample(list(stored.values()), 15):  # persists, each workflow once a round
             sent = copy.deepcopy(w)
             sent.data = {"n": rng.randrange(10**6)}
+            pointers = sent.execution_pointers
+            change = rng.random()
+            if change < 0.2:
+                pointers.append(ExecutionPointer.new(len(pointers)))
+            elif change < 0.4 and len(pointers) > 1:
+                del pointers[rng.randrange(1, len(pointers))]
+            elif change < 0.6:
+                rng.choice(pointers).retry_count += 1
             error: type[Exception] | None = None
+            force = rng.random() < 0.1  # no expected revision: written whatever the stored one
             if rng.random() < 0.15:
-                sent.revision, error = sent.revision + 5, RevisionConflict
+                sent.revision += 5
+                error = None if force else RevisionConflict
             if rng.random() < 0.4:  # with a subscription, its id sometimes taken already
                 sub = EventSubscription.new(sent.id, 0, sent.execution_pointers[0].id, "mix", "k", datetime.now(UTC))
                 if subscriptions and error is None and rng.random() < 0.2:
                     sub.id, error = rng.choice(sorted(subscriptions)), SubscriptionAlreadyExists
-                calls.append(lambda s=sent, sub=sub: provider.persist_workflow_with_subscriptions(s, [sub]))
+                calls.append(lambda s=sent, sub=sub, f=force: provider.persist_workflow_with_subscriptions(s, [sub], f))
                 expected.append((error, (sent, sub)))
             else:
-                calls.append(lambda s=sent: provider.persist_workflow(s))
+                calls.append(lambda s=sent, f=force: provider.persist_workflow(s, f))
                 expected.append((error, sent))
         for _ in range(45):
             kind = rng.random()
@@ -114,5 +126,7 @@ async def _mixed_rounds(provider: PersistenceProvider, peek: Peek, rng: random.R
         assert {r[0]: (r[1], r[2], json.loads(str(r[3]))) for r in rows} == {
             w.id: (w.name, w.revision, w.data) for w in stored.values()
         }
+        for w in stored.values():  # with their pointers, through the provider
+            assert await provider.get_workflow_instance(w.id) == w
         assert {r[0] for r in await peek("SELECT id FROM events")} == events
         assert {r[0] for r in await peek("SELECT id FROM event_subscriptions")} == subscriptions
