@@ -151,9 +151,9 @@ async def test_a_generated_name_taken_in_a_batch_loses_no_other_write(
 ) -> None:
     """An unnamed create whose generated name is taken (a workflow was named so explicitly) answers
     by taking the next number. In a batch its failed insert used to be swallowed inside the batch's
-    transaction: as the batch's last write, the COMMIT of the aborted transaction rolled every
-    other write of the batch back after they were acknowledged; elsewhere in the batch, its
-    savepoint's release failed and the batch's answers went wrong."""
+    transaction, and the COMMIT of the aborted transaction rolled back every write of the batch
+    before it after they were acknowledged; those after it were refused with
+    ``InFailedSQLTransactionError`` though nothing was wrong with them."""
     await provider.create_new_workflow(small_workflow("clash-1"))
     await provider.create_new_workflow(small_workflow("first"))  # the writer is idle: a batch of its own
     unnamed = small_workflow()
