@@ -50,7 +50,7 @@ from wfe_client.errors import (
 from wfe_client.timeutil import to_micros, utc_now
 
 from ._connection import DatabaseOpenError
-from ._paging import cut_page, workflow_bytes
+from ._paging import cut_page, row_bytes, workflow_bytes
 from ._postgres_cluster import PostgresCluster, queue_cte, unleased
 from ._postgres_group import GroupWriter, Merge, MergeRefused
 from ._postgres_visibility import VISIBILITY_MIGRATION, PostgresVisibility, has_nul, refuse_nul
@@ -443,11 +443,6 @@ _MERGE_BYTES = 64 * 1024
 this many bytes: a merged statement of a whole batch (``MAX_BATCH``) stays a few MiB at most."""
 
 _EXPECTED = _M + _P + len(SubscriptionRow._fields) + 2
-
-
-def _subscription_bytes(row: SubscriptionRow) -> int:
-    """About how many bytes a subscription takes in a statement (as ``workflow_bytes`` counts)."""
-    return sum(len(value) for value in row if isinstance(value, str)) + 64
 
 
 _POINTER_VALUES = PointerRow._fields[2:]
@@ -1181,16 +1176,12 @@ class PostgresStore(PostgresVisibility, Store):
 
         async def job(conn: asyncpg.Connection) -> tuple[str, int] | None:
             try:
-                if row.name:
-                    created = await conn.fetchrow(CREATE_NAMED, *row, *arrays())
-                elif conn.is_in_transaction():
-                    # In a group commit's transaction: a savepoint, so that a generated name found
-                    # taken (answered below, not raised) does not leave the batch's transaction
-                    # aborted, which would make its COMMIT a silent rollback of the whole batch.
-                    async with conn.transaction():
-                        created = await conn.fetchrow(CREATE_UNNAMED, *row, *arrays())
-                else:
-                    created = await conn.fetchrow(CREATE_UNNAMED, *row, *arrays())
+                # An unnamed create in a group commit's transaction runs under a savepoint, so that
+                # a generated name found taken (answered below, not raised) does not leave the
+                # batch's transaction aborted: its COMMIT would silently roll back the whole batch.
+                answered = not row.name and conn.is_in_transaction()
+                async with conn.transaction() if answered else contextlib.nullcontext():
+                    created = await conn.fetchrow(CREATE_NAMED if row.name else CREATE_UNNAMED, *row, *arrays())
                 return str(created[0]), int(created[1])
             except asyncpg.UniqueViolationError as error:
                 constraint = _constraint(error)
@@ -1238,7 +1229,7 @@ class PostgresStore(PostgresVisibility, Store):
         mergeable = (
             not compare
             and len(subscriptions) <= _MERGE_POINTERS
-            and workflow_bytes(row, pointers) + sum(map(_subscription_bytes, subscriptions)) <= _MERGE_BYTES
+            and workflow_bytes(row, pointers) + sum(map(row_bytes, subscriptions)) <= _MERGE_BYTES
         )
 
         def prepare() -> list[Any]:
