@@ -1,10 +1,14 @@
 """The storage limit: plain ``sqlite3`` running the provider's SQL for the benchmark's work.
 
 Same schema (``wfe_sqlite._schema``), same pragmas (``DatabaseConfig.pragmas``), same statements
-(the provider's own SQL text), one connection on one thread. Rows are built once per operation
-from a template (no model conversion, no validation): what is left is SQLite's own cost. A run with
-N callers commits transactions of N write operations (the best a group commit of N can do); each
-read is one snapshot (``BEGIN`` ... ``COMMIT``), as the provider's readers do.
+(the provider's own SQL text and write functions: a persist is ``write_persist``, a due event is
+queued by ``queue_stored_event`` as the provider does), one connection on one thread. Rows are
+built once per operation from a template (no model conversion, no validation): what is left is
+SQLite's own cost. The JSON data is the workload's own (``workload.payload(n)``, which differs from
+call to call, so a persist changes the stored data and the workflow's full-text entry), written
+from a text template (``PayloadText``) instead of encoded per call. A run with N callers commits
+transactions of N write operations (the best a group commit of N can do); each read is one
+snapshot (``BEGIN`` ... ``COMMIT``), as the provider's readers do.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 import workload
+from wfe_client.jsoncodec import json_text
 from wfe_sqlite._connection import DatabaseConfig
+from wfe_sqlite._queue_store import WorkEffects, queue_stored_event
 from wfe_sqlite._rows import PointerRow, WorkflowRow, event_row, pointer_rows, subscription_row, workflow_row
 from wfe_sqlite._schema import ensure_schema
 from wfe_sqlite._sqlite_store import (
@@ -33,6 +39,30 @@ from wfe_sqlite._sqlite_store import (
     WORKFLOW_COLUMNS,
     write_persist,
 )
+
+
+class PayloadText:
+    """The JSON text of ``workload.payload(n)`` as the provider stores it, from a template.
+
+    Built from the text of one payload with a marker number, split where the number shows; checked
+    at construction against the provider's own encoding of another payload.
+    """
+
+    _MARK = 987_654_321
+
+    def __init__(self) -> None:
+        text = json_text(workload.payload(self._MARK))
+        customer = f'"customer-{self._MARK % 1000}"'
+        head, _, tail = text.partition(customer)
+        self._head = head.split(str(self._MARK))
+        self._tail = tail.split(str(self._MARK))
+        probe = 1_234_567
+        if self.text(probe) != json_text(workload.payload(probe)):
+            raise AssertionError("PayloadText does not give workload.payload's JSON text")
+
+    def text(self, n: int) -> str:
+        number = str(n)
+        return f'{number.join(self._head)}"customer-{n % 1000}"{number.join(self._tail)}'
 
 
 def _micros() -> int:
@@ -53,6 +83,7 @@ class RawStore:
         self.workflow_row = workflow_row(template)
         self.pointer_rows = pointer_rows(template.id, template.execution_pointers)
         self.event_row = event_row(workload_event())
+        self.payload = PayloadText()
         self.ids: list[str] = []
         self.subscriptions: list[str] = []
 
@@ -61,16 +92,19 @@ class RawStore:
 
     # -- rows for one operation --------------------------------------------------------------
 
-    def _new_workflow(self, due: bool = False) -> tuple[WorkflowRow, list[PointerRow]]:
+    def _new_workflow(self, due: bool = False, n: int = 0) -> tuple[WorkflowRow, list[PointerRow]]:
         wid = str(uuid.uuid4())
         row = self.workflow_row._replace(
-            id=wid, name=f"bench-{wid}", next_execution=0 if due else int(time.time() * 1000) + workload.DAY_MS
+            id=wid,
+            name=f"bench-{wid}",
+            next_execution=0 if due else int(time.time() * 1000) + workload.DAY_MS,
+            data=self.payload.text(n),
         )
         pointers = [p._replace(workflow_id=wid, id=str(uuid.uuid4())) for p in self.pointer_rows]
         return row, pointers
 
-    def _insert_workflow(self, due: bool = False) -> str:
-        row, pointers = self._new_workflow(due)
+    def _insert_workflow(self, due: bool = False, n: int = 0) -> str:
+        row, pointers = self._new_workflow(due, n)
         self.conn.execute(INSERT_WORKFLOW, row)
         self.conn.executemany(INSERT_POINTER, pointers)
         return row.id
@@ -112,13 +146,16 @@ class RawStore:
     def _write(self, op: str, task: int, n: int) -> None:
         conn = self.conn
         if op == "create":
-            self._insert_workflow()
+            self._insert_workflow(n=n)
         elif op == "persist":
             wid = self.ids[task % len(self.ids)]
-            row = self.workflow_row._replace(id=wid, name=f"bench-{wid}")
+            row = self.workflow_row._replace(id=wid, name=f"bench-{wid}", data=self.payload.text(n))
             write_persist(conn, row, [p._replace(workflow_id=wid) for p in self.pointer_rows])
         elif op == "create_event":
-            conn.execute(INSERT_EVENT, self.event_row._replace(id=str(uuid.uuid4()), event_key=f"key-{n}"))
+            event = self.event_row._replace(id=str(uuid.uuid4()), event_key=f"key-{n}", event_data=self.payload.text(n))
+            conn.execute(INSERT_EVENT, event)
+            # The provider queues a due event in the same transaction (the work queue of issue 11).
+            queue_stored_event(conn, event.id, event.event_time, False, _micros(), WorkEffects())
         elif op == "set_token":
             sid = self.subscriptions[task % len(self.subscriptions)]
             token = str(uuid.uuid4())
