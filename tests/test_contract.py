@@ -418,6 +418,25 @@ async def test_health_reports_every_service(stubs: Stubs) -> None:
         assert response.status == health_pb2.HealthCheckResponse.SERVING, service
 
 
+async def test_a_sequence_block_on_the_wire(stubs: Stubs) -> None:
+    """``count`` unset is one number; a block returns its first; above the limit is refused by the
+    server itself (the adapters check it too), naming ``count``, with nothing reserved."""
+    ask = workflows_pb2.NextDefinitionSequenceRequest
+    assert (await stubs.workflows.NextDefinitionSequence(ask(definition_id="wire"))).value == 1
+    assert (await stubs.workflows.NextDefinitionSequence(ask(definition_id="wire", count=0))).value == 2
+    assert (await stubs.workflows.NextDefinitionSequence(ask(definition_id="wire", count=100))).value == 3
+    refused = await _fails(
+        stubs.workflows.NextDefinitionSequence(ask(definition_id="wire", count=10_001)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert _error_info(refused).metadata["field"] == "count"
+    await _fails(
+        stubs.workflows.NextDefinitionSequence(ask(definition_id="wire", count=2**32 - 1)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert (await stubs.workflows.NextDefinitionSequence(ask(definition_id="wire"))).value == 103
+
+
 async def test_claim_lease_bounds(stubs: Stubs) -> None:
     from google.protobuf import duration_pb2
 

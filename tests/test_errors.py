@@ -72,7 +72,7 @@ async def test_a_server_bug_is_internal_not_invalid_argument(
 ) -> None:
     """A ValueError that is not validation (a bug) is INTERNAL, with its traceback in the log."""
 
-    async def broken(definition_id: str) -> int:
+    async def broken(definition_id: str, count: int = 1) -> int:
         raise ValueError("a bug, not the caller's mistake")
 
     monkeypatch.setattr(running_server.provider.store, "next_definition_sequence", broken)

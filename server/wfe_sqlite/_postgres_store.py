@@ -633,8 +633,9 @@ _CHUNK = 64
 """Ids per query of ``workflows_from``."""
 
 NEXT_SEQUENCE = (
-    "INSERT INTO definition_sequences (definition_id, value) VALUES ($1, 1) "
-    "ON CONFLICT (definition_id) DO UPDATE SET value = definition_sequences.value + 1 RETURNING value"
+    # Reserves $2 numbers; returns the last of them.
+    "INSERT INTO definition_sequences (definition_id, value) VALUES ($1, $2) "
+    "ON CONFLICT (definition_id) DO UPDATE SET value = definition_sequences.value + excluded.value RETURNING value"
 )
 SCHEDULE_COMMAND = (
     "INSERT INTO scheduled_commands (command_name, data, execute_time) VALUES ($1, $2, $3) "
@@ -1205,7 +1206,8 @@ class PostgresStore(PostgresVisibility, Store):
     async def _create_renamed(conn: asyncpg.Connection, row: WorkflowRow, arrays: list[list[Any]]) -> tuple[str, int]:
         async with conn.transaction():
             while True:
-                name = f"{row.workflow_definition_id}-{await conn.fetchval(NEXT_SEQUENCE, row.workflow_definition_id)}"
+                number = await conn.fetchval(NEXT_SEQUENCE, row.workflow_definition_id, 1)
+                name = f"{row.workflow_definition_id}-{number}"
                 if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM workflows WHERE name = $1)", name):
                     break
             try:
@@ -1382,10 +1384,10 @@ class PostgresStore(PostgresVisibility, Store):
                     break
         return found, position
 
-    async def next_definition_sequence(self, definition_id: str) -> int:
+    async def next_definition_sequence(self, definition_id: str, count: int = 1) -> int:
         refuse_nul("definition_id", definition_id)  # stored: a write
-        value: int = await self._run(lambda conn: conn.fetchval(NEXT_SEQUENCE, definition_id))
-        return value
+        last: int = await self._run(lambda conn: conn.fetchval(NEXT_SEQUENCE, definition_id, count))
+        return last - count + 1
 
     # -- events --------------------------------------------------------------------------------
 

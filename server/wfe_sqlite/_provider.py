@@ -16,7 +16,7 @@ from typing import Any
 from wfe_client import PersistenceProvider
 from wfe_client._opening import Opening
 from wfe_client.errors import InvalidArgument, WorkflowNotFound
-from wfe_client.limits import CLAIM_BATCH, DEFAULT_LEASE, LIST_PAGE_SIZE, check_claim
+from wfe_client.limits import CLAIM_BATCH, DEFAULT_LEASE, LIST_PAGE_SIZE, check_claim, check_sequence_count
 from wfe_client.models import (
     CommandClaim,
     Event,
@@ -150,8 +150,10 @@ class StoreProvider(PersistenceProvider):
             return []
         return [workflow_from_rows(*found) for found in await self._store.workflows(wanted)]
 
-    async def next_definition_sequence(self, definition_id: str) -> int:
-        return await self._store.next_definition_sequence(check_id(definition_id, "definition_id"))
+    async def next_definition_sequence(self, definition_id: str, count: int = 1) -> int:
+        return await self._store.next_definition_sequence(
+            check_id(definition_id, "definition_id"), check_sequence_count(count)
+        )
 
     # -- events --------------------------------------------------------------------------------
 

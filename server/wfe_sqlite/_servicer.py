@@ -341,7 +341,8 @@ class WorkflowServicer(_Servicer, workflows_pb2_grpc.WorkflowServiceServicer):
     async def NextDefinitionSequence(
         self, request: workflows_pb2.NextDefinitionSequenceRequest, context: Context
     ) -> workflows_pb2.NextDefinitionSequenceResponse:
-        value = await self._p.next_definition_sequence(_required(request.definition_id, "definition_id"))
+        definition_id = _required(request.definition_id, "definition_id")
+        value = await self._p.next_definition_sequence(definition_id, request.count or 1)
         return workflows_pb2.NextDefinitionSequenceResponse(value=value)
 
 

@@ -234,13 +234,14 @@ def _name_taken(conn: sqlite3.Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM workflows WHERE name = ? AND name <> ''", (name,)).fetchone() is not None
 
 
-def _next_sequence(conn: sqlite3.Connection, definition_id: str) -> int:
-    value: int = conn.execute(
-        "INSERT INTO definition_sequences (definition_id, value) VALUES (?, 1) "
-        "ON CONFLICT (definition_id) DO UPDATE SET value = value + 1 RETURNING value",
-        (definition_id,),
+def _next_sequence(conn: sqlite3.Connection, definition_id: str, count: int = 1) -> int:
+    """Reserve the next ``count`` numbers of ``definition_id``; the first of them."""
+    last: int = conn.execute(
+        "INSERT INTO definition_sequences (definition_id, value) VALUES (?, ?) "
+        "ON CONFLICT (definition_id) DO UPDATE SET value = value + excluded.value RETURNING value",
+        (definition_id, count),
     ).fetchone()[0]
-    return value
+    return last - count + 1
 
 
 def _insert_subscriptions(conn: sqlite3.Connection, rows: Sequence[SubscriptionRow]) -> None:
@@ -528,8 +529,8 @@ class SqliteStore(SqliteVisibility, SqliteConsoleReads, Store):
         except _TooManyPointers:
             return await self.database.read(lambda conn: _read_workflows_from(conn, ids, start, budget))
 
-    async def next_definition_sequence(self, definition_id: str) -> int:
-        return await self.database.write(lambda conn: _next_sequence(conn, definition_id))
+    async def next_definition_sequence(self, definition_id: str, count: int = 1) -> int:
+        return await self.database.write(lambda conn: _next_sequence(conn, definition_id, count))
 
     # -- events --------------------------------------------------------------------------------
 

@@ -112,8 +112,9 @@ class Store(abc.ABC):
         ``budget`` bytes: (the workflows with their sizes, the index of the first id not yet read)."""
 
     @abc.abstractmethod
-    async def next_definition_sequence(self, definition_id: str) -> int:
-        """1, 2, 3, ... per definition; never repeats."""
+    async def next_definition_sequence(self, definition_id: str, count: int = 1) -> int:
+        """1, 2, 3, ... per definition; never repeats. Reserves ``count`` consecutive numbers (1 to
+        ``MAX_SEQUENCE_BLOCK``, checked by the caller) and returns the first."""
 
     # -- events --------------------------------------------------------------------------------
 

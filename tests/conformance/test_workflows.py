@@ -88,6 +88,29 @@ async def test_create_empty_name_assigned_from_definition_sequence(provider: Per
     assert await provider.next_definition_sequence("invoice") == 3
 
 
+async def test_next_definition_sequence_reserves_blocks(provider: PersistenceProvider) -> None:
+    """``count`` reserves consecutive numbers: the first is returned, the next call starts after
+    the block, concurrent blocks never overlap, and an unnamed create numbers after them all."""
+    assert await provider.next_definition_sequence("block", count=5) == 1  # 1..5
+    assert await provider.next_definition_sequence("block") == 6
+    firsts = await asyncio.gather(*(provider.next_definition_sequence("block", count=3) for _ in range(10)))
+    numbers = sorted(n for first in firsts for n in range(first, first + 3))
+    assert numbers == list(range(7, 37)), "ten blocks of 3, none overlapping, none missing"
+    w = workflow("block")
+    await provider.create_new_workflow(w)
+    assert w.name == "block-37"
+    assert await provider.next_definition_sequence("block", count=10_000) == 38  # the largest block
+    assert await provider.next_definition_sequence("block") == 10_038
+
+
+@pytest.mark.parametrize("count", [0, -1, 10_001, 2**40, True, "3", None])
+async def test_next_definition_sequence_count_out_of_range(provider: PersistenceProvider, count: object) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        await provider.next_definition_sequence("refused", count=count)  # type: ignore[arg-type]
+    assert refused.value.metadata["field"] == "count"
+    assert await provider.next_definition_sequence("refused") == 1, "a refused call reserved nothing"
+
+
 async def test_create_empty_name_skips_taken_names(provider: PersistenceProvider) -> None:
     await provider.create_new_workflow(workflow("d", id="explicit", name="d-1"))
     w = workflow("d", id="generated")

@@ -53,6 +53,7 @@ from .limits import (
     MAX_PAGE_SIZE,
     PURGE_DEADLINE_SECONDS,
     check_claim,
+    check_sequence_count,
 )
 from .models import (
     CommandClaim,
@@ -440,10 +441,12 @@ class GrpcPersistenceProvider(PersistenceProvider):
         )
         return [convert.workflow_from_proto(w) for chunk in responses for response in chunk for w in response.workflows]
 
-    async def next_definition_sequence(self, definition_id: str) -> int:
+    async def next_definition_sequence(self, definition_id: str, count: int = 1) -> int:
+        request = workflows_pb2.NextDefinitionSequenceRequest(
+            definition_id=_text(definition_id, "definition_id"), count=check_sequence_count(count)
+        )
         response: workflows_pb2.NextDefinitionSequenceResponse = await self._call(
-            self._workflows.NextDefinitionSequence,
-            workflows_pb2.NextDefinitionSequenceRequest(definition_id=_text(definition_id, "definition_id")),
+            self._workflows.NextDefinitionSequence, request
         )
         return response.value
 

@@ -85,8 +85,11 @@ class PersistenceProvider(abc.ABC):
         """The workflows among ``ids`` that exist (missing ids are skipped)."""
 
     @abc.abstractmethod
-    async def next_definition_sequence(self, definition_id: str) -> int:
-        """1, 2, 3, ... per definition; atomic and never repeated."""
+    async def next_definition_sequence(self, definition_id: str, count: int = 1) -> int:
+        """1, 2, 3, ... per definition; atomic and never repeated. With ``count`` (1 to
+        ``MAX_SEQUENCE_BLOCK``) it reserves that many consecutive numbers and returns the first:
+        a caller handing numbers out of the block saves a call per number, but numbers of different
+        callers then interleave and any it does not use are never given out."""
 
     # -- events --------------------------------------------------------------------------------
 

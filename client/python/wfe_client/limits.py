@@ -32,6 +32,7 @@ __all__ = [
     "MAX_QUERY_CHARS",
     "MAX_QUERY_TERMS",
     "MAX_RENEW_RESOURCES",
+    "MAX_SEQUENCE_BLOCK",
     "MAX_TIMESTAMP_SECONDS",
     "MAX_WAIT",
     "MIN_LEASE",
@@ -41,6 +42,7 @@ __all__ = [
     "check_claim",
     "check_flag",
     "check_lock_ttl",
+    "check_sequence_count",
     "check_wait",
 ]
 
@@ -82,6 +84,9 @@ CLAIM_BATCH = 100
 
 MAX_CLAIM = 1000
 """Most commands one claim holds; a larger ``max_commands`` is capped to it."""
+
+MAX_SEQUENCE_BLOCK = 10_000
+"""Most numbers one ``NextDefinitionSequence`` call may reserve (``count``); more is INVALID_ARGUMENT."""
 
 DEFAULT_LEASE = timedelta(seconds=30)
 """How long a claim on scheduled commands holds before they are offered to others again."""
@@ -132,6 +137,14 @@ def check_claim(max_commands: int, lease: timedelta) -> None:
         raise InvalidArgument("max_commands: must be a positive integer", field="max_commands")
     if not isinstance(lease, timedelta) or not MIN_LEASE <= lease <= MAX_LEASE:
         raise InvalidArgument("lease: must be between 1 ms and 1 hour", field="lease")
+
+
+def check_sequence_count(count: int) -> int:
+    """How many definition numbers to reserve at once: 1 to ``MAX_SEQUENCE_BLOCK``, else
+    ``InvalidArgument`` naming ``count``."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_SEQUENCE_BLOCK:
+        raise InvalidArgument(f"count: must be an integer from 1 to {MAX_SEQUENCE_BLOCK}, got {count!r}", field="count")
+    return count
 
 
 def check_lock_ttl(ttl: timedelta) -> timedelta:

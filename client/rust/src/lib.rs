@@ -43,7 +43,8 @@
 //! [`queue`], [`lifecycle`] (the cluster providers),
 //! [`cache`] (revisions and dequeued workflows remembered between calls), [`poller`] (hands work
 //! stored by other processes to a host whose queue is in-process), [`search`] (wfe-core's
-//! `SearchIndex` on the server's full-text search).
+//! `SearchIndex` on the server's full-text search), [`sequence`] (definition numbers handed out
+//! of reserved blocks).
 
 pub mod balance;
 pub mod cache;
@@ -56,6 +57,7 @@ pub mod poller;
 pub mod provider;
 pub mod queue;
 pub mod search;
+pub mod sequence;
 
 /// Generated messages and clients of `wfe.persistence.v1`.
 pub mod pb {

@@ -35,6 +35,7 @@ use crate::pb::scheduled_command_service_client::ScheduledCommandServiceClient;
 use crate::pb::store_service_client::StoreServiceClient;
 use crate::pb::subscription_service_client::SubscriptionServiceClient;
 use crate::pb::workflow_service_client::WorkflowServiceClient;
+use crate::sequence::SequenceBlocks;
 
 type Result<T> = wfe_core::Result<T>;
 
@@ -92,6 +93,9 @@ pub struct GrpcPersistenceProvider {
     headers: CallHeaders,
     /// Revisions read or written, and workflows handed out by dequeues (shared by clones).
     cache: Arc<WorkflowCache>,
+    /// Definition numbers reserved in blocks (shared by clones; none unless
+    /// [`with_sequence_block`](Self::with_sequence_block)).
+    sequences: Arc<SequenceBlocks>,
 }
 
 impl GrpcPersistenceProvider {
@@ -258,7 +262,25 @@ impl GrpcPersistenceProvider {
             channel,
             headers,
             cache: Arc::default(),
+            sequences: Arc::default(),
         }
+    }
+
+    /// Hands out definition numbers (`next_definition_sequence`, which a WFE host calls before
+    /// every workflow it starts without a name) from blocks of `size` that one call reserves
+    /// ([`crate::sequence`]): a start costs one round trip and one commit instead of two, except
+    /// once per block. Names stay unique across hosts, but numbers of different hosts interleave
+    /// and a host's unused numbers are never used (gaps after a restart). 0 or 1: every number is
+    /// a call (the default); at most [`MAX_SEQUENCE_BLOCK`](crate::sequence::MAX_SEQUENCE_BLOCK).
+    /// Applies to this provider and the clones made from it afterwards.
+    pub fn with_sequence_block(mut self, size: u32) -> Self {
+        self.sequences = Arc::new(SequenceBlocks::new(size));
+        self
+    }
+
+    /// The block size of [`with_sequence_block`](Self::with_sequence_block) (0 or 1: none).
+    pub fn sequence_block(&self) -> u32 {
+        self.sequences.size()
     }
 
     /// The connection with this provider's call headers, for another service's client.
@@ -645,15 +667,20 @@ impl WorkflowRepository for GrpcPersistenceProvider {
     }
 
     async fn next_definition_sequence(&self, definition_id: &str) -> Result<u64> {
-        let request = pb::NextDefinitionSequenceRequest {
-            definition_id: definition_id.to_string(),
-        };
-        let response = self
-            .call(&self.workflows, Subject::None, |mut c| async move {
-                c.next_definition_sequence(request).await
+        self.sequences
+            .next(definition_id, |count| async move {
+                let request = pb::NextDefinitionSequenceRequest {
+                    definition_id: definition_id.to_string(),
+                    count,
+                };
+                let response = self
+                    .call(&self.workflows, Subject::None, |mut c| async move {
+                        c.next_definition_sequence(request).await
+                    })
+                    .await?;
+                Ok(response.value)
             })
-            .await?;
-        Ok(response.value)
+            .await
     }
 }
 

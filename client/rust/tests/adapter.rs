@@ -315,6 +315,61 @@ async fn errors_map_to_the_wfe_variants() {
 }
 
 #[tokio::test]
+async fn definition_numbers_come_from_reserved_blocks() {
+    let (server, plain) = start().await;
+    let host = GrpcPersistenceProvider::connect(&server.addr)
+        .await
+        .unwrap()
+        .with_sequence_block(5);
+    assert_eq!(host.sequence_block(), 5);
+    assert_eq!(plain.sequence_block(), 0);
+    // One call reserves 1..=5: the provider without blocks gets 6 next.
+    assert_eq!(host.next_definition_sequence("blocks").await.unwrap(), 1);
+    assert_eq!(plain.next_definition_sequence("blocks").await.unwrap(), 6);
+    for n in 2..=5 {
+        assert_eq!(host.next_definition_sequence("blocks").await.unwrap(), n);
+    }
+    // The block is used up: the next call reserves 7..=11.
+    assert_eq!(host.next_definition_sequence("blocks").await.unwrap(), 7);
+    assert_eq!(plain.next_definition_sequence("blocks").await.unwrap(), 12);
+    // A clone shares the blocks; concurrent callers of two hosts never get a number twice.
+    let other = GrpcPersistenceProvider::connect(&server.addr)
+        .await
+        .unwrap()
+        .with_sequence_block(3);
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let p = if i % 2 == 0 {
+            host.clone()
+        } else {
+            other.clone()
+        };
+        calls.spawn(async move { p.next_definition_sequence("blocks").await.unwrap() });
+    }
+    let mut numbers = vec![8, 9, 10, 11]; // the rest of the host's block
+    let mut got = Vec::new();
+    while let Some(n) = calls.join_next().await {
+        got.push(n.unwrap());
+    }
+    let unique: std::collections::HashSet<u64> = got.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        got.len(),
+        "a number handed out twice: {got:?}"
+    );
+    assert!(got.iter().all(|n| *n >= 8 && *n != 12), "{got:?}");
+    numbers.retain(|n| got.contains(n));
+    assert_eq!(
+        numbers,
+        vec![8, 9, 10, 11],
+        "the host's block is used first: {got:?}"
+    );
+    // Definitions are separate.
+    assert_eq!(host.next_definition_sequence("other").await.unwrap(), 1);
+    assert_eq!(plain.next_definition_sequence("other").await.unwrap(), 6);
+}
+
+#[tokio::test]
 async fn empty_ids_and_names_are_assigned_by_the_server() {
     let (_server, p) = start().await;
     let mut w = WorkflowInstance::new("seq-def", 1, json!({}));

@@ -62,6 +62,8 @@ export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 10_000;
 export const BATCH_GET_CHUNK = 1_000;
 const DEFAULT_LEASE_MS = 30_000;
 const DEFAULT_MAX_COMMANDS = 100;
+/** Most numbers one `nextDefinitionSequence` call may reserve (the contract's `count` limit). */
+const MAX_SEQUENCE_BLOCK = 10_000;
 
 /**
  * TLS settings: PEM contents (not file names), as Node's `tls` takes them: a string, or bytes (a
@@ -566,8 +568,13 @@ export class GrpcPersistenceProvider implements PersistenceProvider {
     return result;
   }
 
-  async nextDefinitionSequence(definitionId: string): Promise<number> {
-    const response = await this.#call(() => this.#workflows.nextDefinitionSequence({ definitionId }));
+  async nextDefinitionSequence(definitionId: string, count = 1): Promise<number> {
+    if (!Number.isInteger(count) || count < 1 || count > MAX_SEQUENCE_BLOCK) {
+      throw new InvalidArgument(`count: must be an integer from 1 to ${MAX_SEQUENCE_BLOCK}, got ${count}`, {
+        field: "count",
+      });
+    }
+    const response = await this.#call(() => this.#workflows.nextDefinitionSequence({ definitionId, count }));
     return Number(response.value);
   }
 

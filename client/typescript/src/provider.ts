@@ -73,8 +73,12 @@ export interface PersistenceProvider extends VisibilityOperations {
   getWorkflowInstanceByName(name: string): Promise<WorkflowInstance>;
   /** The workflows among `ids` that exist; missing ids are skipped. */
   getWorkflowInstances(ids: Iterable<string>): Promise<WorkflowInstance[]>;
-  /** 1, 2, 3, ... per definition id; never repeats. */
-  nextDefinitionSequence(definitionId: string): Promise<number>;
+  /**
+   * 1, 2, 3, ... per definition id; never repeats. With `count` (1 to 10,000) it reserves that many
+   * consecutive numbers and returns the first: a caller handing them out of the block saves a call
+   * per number, but numbers of different callers then interleave and unused ones are never used.
+   */
+  nextDefinitionSequence(definitionId: string, count?: number): Promise<number>;
 
   // Events
 

@@ -328,6 +328,21 @@ describe("workflows", () => {
     assert.equal(await live.client.nextDefinitionSequence(uniq("seq")), 1);
   });
 
+  it("nextDefinitionSequence reserves a block with count, and refuses a count out of range", async () => {
+    const definition = uniq("block");
+    assert.equal(await live.client.nextDefinitionSequence(definition, 5), 1); // 1..5
+    assert.equal(await live.client.nextDefinitionSequence(definition), 6);
+    for (const count of [0, -1, 1.5, 10_001, Number.NaN]) {
+      await assert.rejects(live.client.nextDefinitionSequence(definition, count), (error: unknown) => {
+        assert.ok(error instanceof InvalidArgument, String(error));
+        assert.equal(error.field, "count");
+        return true;
+      });
+    }
+    assert.equal(await live.client.nextDefinitionSequence(definition, 10_000), 7);
+    assert.equal(await live.client.nextDefinitionSequence(definition), 10_007);
+  });
+
   it("accepts 15 MiB workflows and gathers a multi-message BatchGetWorkflows stream", async () => {
     const payload = "x".repeat(15 * 1024 * 1024);
     const big = [1, 2].map((i) => newWorkflowInstance(uniq("big"), i, { payload, n: 2n ** 62n + BigInt(i) }));

@@ -241,10 +241,12 @@ class BatchGetWorkflowsResponse(_message.Message):
     def __init__(self, workflows: _Optional[_Iterable[_Union[WorkflowInstance, _Mapping]]] = ...) -> None: ...
 
 class NextDefinitionSequenceRequest(_message.Message):
-    __slots__ = ("definition_id",)
+    __slots__ = ("definition_id", "count")
     DEFINITION_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     definition_id: str
-    def __init__(self, definition_id: _Optional[str] = ...) -> None: ...
+    count: int
+    def __init__(self, definition_id: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class NextDefinitionSequenceResponse(_message.Message):
     __slots__ = ("value",)

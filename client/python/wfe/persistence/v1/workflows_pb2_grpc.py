@@ -150,7 +150,8 @@ class WorkflowServiceServicer:
 
     def NextDefinitionSequence(self, request, context):
         """NextDefinitionSequence returns 1, 2, 3, ... for a definition id: atomic, never repeated,
-        across restarts and concurrent callers.
+        across restarts and concurrent callers. With `count` above 1 it reserves that many consecutive
+        numbers in one call and returns the first (a client handing them out from a block).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

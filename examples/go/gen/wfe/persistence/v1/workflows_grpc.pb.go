@@ -94,7 +94,8 @@ type WorkflowServiceClient interface {
 	// (reason `STREAM_IDLE`) after the messages already sent.
 	BatchGetWorkflows(ctx context.Context, in *BatchGetWorkflowsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BatchGetWorkflowsResponse], error)
 	// NextDefinitionSequence returns 1, 2, 3, ... for a definition id: atomic, never repeated,
-	// across restarts and concurrent callers.
+	// across restarts and concurrent callers. With `count` above 1 it reserves that many consecutive
+	// numbers in one call and returns the first (a client handing them out from a block).
 	NextDefinitionSequence(ctx context.Context, in *NextDefinitionSequenceRequest, opts ...grpc.CallOption) (*NextDefinitionSequenceResponse, error)
 }
 
@@ -234,7 +235,8 @@ type WorkflowServiceServer interface {
 	// (reason `STREAM_IDLE`) after the messages already sent.
 	BatchGetWorkflows(*BatchGetWorkflowsRequest, grpc.ServerStreamingServer[BatchGetWorkflowsResponse]) error
 	// NextDefinitionSequence returns 1, 2, 3, ... for a definition id: atomic, never repeated,
-	// across restarts and concurrent callers.
+	// across restarts and concurrent callers. With `count` above 1 it reserves that many consecutive
+	// numbers in one call and returns the first (a client handing them out from a block).
 	NextDefinitionSequence(context.Context, *NextDefinitionSequenceRequest) (*NextDefinitionSequenceResponse, error)
 	mustEmbedUnimplementedWorkflowServiceServer()
 }
